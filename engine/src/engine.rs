@@ -1,0 +1,208 @@
+//! The engine thread: polls every feed's input ring, updates instrument state, and
+//! publishes events to the output rings. Single-threaded by design: all market state is
+//! owned by this one thread, so nothing on the hot path takes a lock.
+//!
+//! Per tick the loop does no allocation, no locking and no system call; clock reads go
+//! through the vDSO once per poll, not per tick.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::config::EngineConfig;
+use crate::event::{EngineEvent, EventData};
+use crate::idle::Idler;
+use crate::ids::InstrumentId;
+use crate::instrument_state::{Emitted, InstrumentState};
+use crate::publisher::{OutputStats, Publisher};
+use crate::ring::{RingConsumer, RingProducer, RingStats};
+use crate::stats::EngineStats;
+use crate::tick::Tick;
+use crate::time::UnixNanos;
+
+/// How often housekeeping (bar closes, staleness, resyncs) runs.
+const HOUSEKEEPING_NS: i64 = UnixNanos::NANOS_PER_MILLI;
+
+pub struct Engine {
+    inputs: Vec<RingConsumer<Tick>>,
+    states: Vec<InstrumentState>,
+    publisher: Publisher,
+    stats: Arc<EngineStats>,
+    emitted: Emitted,
+    batch_limit: usize,
+    stale_after_ns: i64,
+    bar_progress_ns: i64,
+    snapshot_len: usize,
+    next_housekeeping: UnixNanos,
+    next_progress: UnixNanos,
+}
+
+/// Counters a metrics endpoint reads while the engine runs.
+#[derive(Clone)]
+pub struct EngineHandles {
+    pub stats: Arc<EngineStats>,
+    pub inputs: Vec<Arc<RingStats>>,
+    pub outputs: Vec<(Arc<RingStats>, Arc<OutputStats>)>,
+}
+
+impl Engine {
+    /// An engine for `instruments` instruments reading `inputs` and publishing to
+    /// `outputs`. All per-instrument memory is allocated here.
+    pub fn new(
+        config: &EngineConfig,
+        instruments: usize,
+        inputs: Vec<RingConsumer<Tick>>,
+        outputs: Vec<RingProducer<EngineEvent>>,
+    ) -> Self {
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX).saturating_mul(UnixNanos::NANOS_PER_MILLI);
+        let grace = ms(config.bar_grace_ms);
+        let states = (0..instruments)
+            .map(|i| InstrumentState::new(InstrumentId(i as u32), config.book_max_levels, grace))
+            .collect();
+        Self {
+            inputs,
+            states,
+            publisher: Publisher::new(outputs, instruments),
+            stats: Arc::new(EngineStats::default()),
+            emitted: Emitted::default(),
+            batch_limit: config.batch_limit.max(1),
+            stale_after_ns: ms(config.stale_after_ms),
+            bar_progress_ns: ms(config.bar_progress_ms),
+            snapshot_len: InstrumentState::snapshot_len(config.book_max_levels),
+            next_housekeeping: UnixNanos(i64::MIN),
+            next_progress: UnixNanos(i64::MIN),
+        }
+    }
+
+    pub fn handles(&self) -> EngineHandles {
+        EngineHandles {
+            stats: Arc::clone(&self.stats),
+            inputs: self.inputs.iter().map(|c| Arc::clone(c.stats())).collect(),
+            outputs: self.publisher.stats(),
+        }
+    }
+
+    pub fn state(&self, id: InstrumentId) -> Option<&InstrumentState> {
+        self.states.get(id.index())
+    }
+
+    /// Publishes what the last transition emitted, stamped with the state's quality.
+    #[inline]
+    fn flush(&mut self, id: InstrumentId, exchange_ts: UnixNanos, recv_ts: UnixNanos) {
+        let Some(state) = self.states.get(id.index()) else {
+            return;
+        };
+        let quality = state.quality();
+        for data in self.emitted.as_slice() {
+            let n = self.publisher.publish(EngineEvent {
+                seq: 0,
+                instrument: id,
+                quality,
+                exchange_ts,
+                recv_ts,
+                data: *data,
+            });
+            self.stats.events.add(n);
+        }
+        self.emitted.clear();
+    }
+
+    /// Applies one tick and publishes its events.
+    #[inline]
+    pub fn process(&mut self, tick: &Tick) {
+        self.stats.ticks.inc();
+        let Some(state) = self.states.get_mut(tick.instrument.index()) else {
+            self.stats.unknown_instrument.inc();
+            return;
+        };
+        let outcome = state.on_tick(tick, &mut self.emitted);
+        if outcome.book_discarded {
+            self.stats.book_discarded.inc();
+        }
+        if outcome.invalid_delta {
+            self.stats.invalid_deltas.inc();
+        }
+        if outcome.late_trade {
+            self.stats.late_trades.inc();
+        }
+        self.flush(tick.instrument, tick.exchange_ts, tick.recv_ts);
+    }
+
+    /// Drains up to `batch_limit` ticks from each input ring. Returns ticks processed.
+    pub fn poll(&mut self) -> usize {
+        let mut n = 0;
+        for i in 0..self.inputs.len() {
+            for _ in 0..self.batch_limit {
+                let Some(tick) = self.inputs.get_mut(i).and_then(RingConsumer::pop) else {
+                    break;
+                };
+                self.process(&tick);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Time-driven work; cheap to call often, does real work once per millisecond.
+    pub fn housekeeping(&mut self, now: UnixNanos) {
+        if now < self.next_housekeeping {
+            return;
+        }
+        self.next_housekeeping = now.saturating_add_nanos(HOUSEKEEPING_NS);
+        self.stats.heartbeat_ns.set(now.0 as u64);
+        let progress = now >= self.next_progress;
+        if progress {
+            self.next_progress = now.saturating_add_nanos(self.bar_progress_ns);
+        }
+        for i in 0..self.states.len() {
+            let Some(state) = self.states.get_mut(i) else { continue };
+            let id = state.id;
+            state.on_timer(now, self.stale_after_ns, &mut self.emitted);
+            if progress {
+                state.on_progress(&mut self.emitted);
+            }
+            self.flush(id, UnixNanos::UNKNOWN, now);
+        }
+        if self.publisher.resync_pending() {
+            let states = &self.states;
+            let sent = self.publisher.resync(self.snapshot_len, |id, push| {
+                if let Some(s) = states.get(id.index()) {
+                    let quality = s.quality();
+                    s.snapshot(|data| {
+                        push(EngineEvent {
+                            seq: 0,
+                            instrument: id,
+                            quality,
+                            exchange_ts: UnixNanos::UNKNOWN,
+                            recv_ts: now,
+                            data,
+                        })
+                    });
+                }
+            });
+            self.stats.resyncs.add(sent);
+        }
+    }
+
+    /// Runs until `stop` is set: poll, housekeeping, idle when there was nothing to do.
+    pub fn run(mut self, stop: &AtomicBool, mut idler: Idler) -> Self {
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.poll();
+            self.housekeeping(UnixNanos::now());
+            if n == 0 {
+                idler.idle();
+            } else {
+                idler.reset();
+            }
+        }
+        self
+    }
+
+    /// Events a consumer will get when it resyncs one instrument, for tests.
+    pub fn snapshot_events(&self, id: InstrumentId) -> Vec<EventData> {
+        let mut v = Vec::new();
+        if let Some(s) = self.states.get(id.index()) {
+            s.snapshot(|d| v.push(d));
+        }
+        v
+    }
+}

@@ -1,0 +1,132 @@
+//! Hands engine events to every consumer's bounded output ring, never waiting.
+//!
+//! Each consumer (API fan-out, journal, persistence sinks) has its own ring and its own
+//! per-instrument sequence numbers. The sequence is assigned whether or not the push
+//! succeeds, so a consumer that missed events sees a gap. After a drop the instrument is
+//! marked for resync on that consumer: further events for it are suppressed (they would
+//! be superseded) until housekeeping finds room to send a full snapshot.
+
+use std::sync::Arc;
+
+use crate::counter::Counter;
+use crate::event::EngineEvent;
+use crate::ids::InstrumentId;
+use crate::ring::{RingProducer, RingStats};
+
+/// Counters for one output.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    /// Events not pushed because the instrument was waiting for a resync snapshot.
+    pub suppressed: Counter,
+    /// Snapshots sent to this consumer.
+    pub resyncs: Counter,
+}
+
+struct Output {
+    ring: RingProducer<EngineEvent>,
+    /// Next sequence number per instrument.
+    seq: Vec<u64>,
+    /// Instruments waiting for a snapshot on this consumer.
+    needs_resync: Vec<bool>,
+    pending: usize,
+    stats: Arc<OutputStats>,
+}
+
+/// All outputs of the engine.
+pub struct Publisher {
+    outputs: Vec<Output>,
+}
+
+impl Publisher {
+    pub fn new(rings: Vec<RingProducer<EngineEvent>>, instruments: usize) -> Self {
+        Self {
+            outputs: rings
+                .into_iter()
+                .map(|ring| Output {
+                    ring,
+                    seq: vec![0; instruments],
+                    needs_resync: vec![false; instruments],
+                    pending: 0,
+                    stats: Arc::new(OutputStats::default()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Ring and output counters, one pair per consumer, for metrics.
+    pub fn stats(&self) -> Vec<(Arc<RingStats>, Arc<OutputStats>)> {
+        self.outputs
+            .iter()
+            .map(|o| (Arc::clone(o.ring.stats()), Arc::clone(&o.stats)))
+            .collect()
+    }
+
+    /// Publishes `ev` (its `seq` is assigned per consumer). Returns how many consumers
+    /// took it.
+    #[inline]
+    pub fn publish(&mut self, mut ev: EngineEvent) -> u64 {
+        let i = ev.instrument.index();
+        let mut delivered = 0;
+        for o in &mut self.outputs {
+            let (Some(seq), Some(resync)) = (o.seq.get_mut(i), o.needs_resync.get_mut(i)) else {
+                continue;
+            };
+            *seq += 1;
+            ev.seq = *seq;
+            if *resync {
+                o.stats.suppressed.inc();
+            } else if o.ring.push(ev) {
+                delivered += 1;
+            } else {
+                *resync = true;
+                o.pending += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Whether any consumer waits for a snapshot.
+    #[inline]
+    pub fn resync_pending(&self) -> bool {
+        self.outputs.iter().any(|o| o.pending > 0)
+    }
+
+    /// For each consumer with instruments waiting and at least `needed` free slots,
+    /// calls `snapshot(instrument, push)` for one waiting instrument at a time; `push`
+    /// sends one event to that consumer only. Returns snapshots sent.
+    pub fn resync<F>(&mut self, needed: usize, mut snapshot: F) -> u64
+    where
+        F: FnMut(InstrumentId, &mut dyn FnMut(EngineEvent)),
+    {
+        let mut sent = 0;
+        for o in &mut self.outputs {
+            if o.pending == 0 {
+                continue;
+            }
+            for i in 0..o.needs_resync.len() {
+                if o.ring.free_slots() < needed {
+                    break;
+                }
+                if !o.needs_resync.get(i).copied().unwrap_or(false) {
+                    continue;
+                }
+                let Ok(id) = u32::try_from(i) else { continue };
+                let (ring, seq) = (&mut o.ring, &mut o.seq);
+                snapshot(InstrumentId(id), &mut |mut ev: EngineEvent| {
+                    if let Some(s) = seq.get_mut(i) {
+                        *s += 1;
+                        ev.seq = *s;
+                    }
+                    ring.push(ev);
+                });
+                if let Some(flag) = o.needs_resync.get_mut(i) {
+                    *flag = false;
+                }
+                o.pending -= 1;
+                o.stats.resyncs.inc();
+                sent += 1;
+            }
+        }
+        sent
+    }
+}

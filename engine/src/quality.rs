@@ -1,0 +1,96 @@
+//! Data-quality state: how far a consumer may trust an instrument's market data.
+//!
+//! The state travels in-band with every engine output event, so a UI, a strategy or
+//! the risk checks never act on a book that is resyncing, gapped or crossed without
+//! knowing it.
+
+/// Per-instrument data quality, most severe first in [`DataQuality::derive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum DataQuality {
+    /// Waiting for the first snapshot or quote after start-up or a resync.
+    #[default]
+    Syncing = 0,
+    /// Data is flowing and consistent.
+    Live = 1,
+    /// Connected but nothing has arrived for longer than the stale threshold.
+    Stale = 2,
+    /// The feed reported a sequence gap; the book is not trustworthy until resynced.
+    Gapped = 3,
+    /// Best bid is above best ask.
+    Crossed = 4,
+    /// The venue halted trading in the instrument.
+    Halted = 5,
+}
+
+/// The independent conditions the state is derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QualityFlags {
+    pub synced: bool,
+    pub stale: bool,
+    pub gapped: bool,
+    pub crossed: bool,
+    pub halted: bool,
+}
+
+impl DataQuality {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DataQuality::Syncing => "SYNCING",
+            DataQuality::Live => "LIVE",
+            DataQuality::Stale => "STALE",
+            DataQuality::Gapped => "GAPPED",
+            DataQuality::Crossed => "CROSSED",
+            DataQuality::Halted => "HALTED",
+        }
+    }
+
+    /// The single state a consumer sees: the most severe condition wins
+    /// (halted > gapped > syncing > stale > crossed > live).
+    pub const fn derive(f: QualityFlags) -> Self {
+        if f.halted {
+            DataQuality::Halted
+        } else if f.gapped {
+            DataQuality::Gapped
+        } else if !f.synced {
+            DataQuality::Syncing
+        } else if f.stale {
+            DataQuality::Stale
+        } else if f.crossed {
+            DataQuality::Crossed
+        } else {
+            DataQuality::Live
+        }
+    }
+
+    /// All states, for metrics and docs.
+    pub const ALL: [DataQuality; 6] = [
+        DataQuality::Syncing,
+        DataQuality::Live,
+        DataQuality::Stale,
+        DataQuality::Gapped,
+        DataQuality::Crossed,
+        DataQuality::Halted,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_severe_condition_wins() {
+        let mut f = QualityFlags::default();
+        assert_eq!(DataQuality::derive(f), DataQuality::Syncing);
+        f.synced = true;
+        assert_eq!(DataQuality::derive(f), DataQuality::Live);
+        f.crossed = true;
+        assert_eq!(DataQuality::derive(f), DataQuality::Crossed);
+        f.stale = true;
+        assert_eq!(DataQuality::derive(f), DataQuality::Stale);
+        f.gapped = true;
+        assert_eq!(DataQuality::derive(f), DataQuality::Gapped);
+        f.halted = true;
+        assert_eq!(DataQuality::derive(f), DataQuality::Halted);
+    }
+}
