@@ -1,1 +1,19 @@
-//! placeholder
+//! StocksBlitz feed handlers: turn a venue's stream into normalized [`Tick`]s on the
+//! feed's own pinned thread and push them into its SPSC input ring.
+//!
+//! Today: the deterministic [`synthetic`] market. Venue protocols (Binance, Coinbase,
+//! Kite), capture/replay and the feed simulator build on the same runner and ring.
+//!
+//! [`Tick`]: stocksblitz_engine::Tick
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod config;
+pub mod rng;
+pub mod runner;
+pub mod stats;
+pub mod synthetic;
+
+pub use config::{FeedConfig, FeedKind, SyntheticConfig};
+pub use runner::{spawn_synthetic, FeedHandle};
+pub use stats::FeedStats;
+pub use synthetic::{SimSpec, SyntheticMarket, TickBuf};

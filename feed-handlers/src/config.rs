@@ -1,0 +1,67 @@
+//! `[[feeds]]` configuration: which feeds run, on which core, for which instruments.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use stocksblitz_engine::idle::IdleConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedKind {
+    /// Deterministic random-walk market generated in-process.
+    Synthetic,
+}
+
+impl FeedKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FeedKind::Synthetic => "synthetic",
+        }
+    }
+}
+
+/// One `[[feeds]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Unique name, used in logs, metrics and ring names.
+    pub name: String,
+    pub kind: FeedKind,
+    /// Core to pin this feed's thread to; absent = not pinned.
+    #[serde(default)]
+    pub core: Option<usize>,
+    /// Symbols (from `[[instruments]]`) this feed publishes.
+    pub instruments: Vec<String>,
+    /// Idle strategy of this feed's thread.
+    #[serde(default)]
+    pub idle: IdleConfig,
+    /// Settings when `kind = "synthetic"`.
+    #[serde(default)]
+    pub synthetic: Option<SyntheticConfig>,
+}
+
+/// `[feeds.synthetic]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// PRNG seed: the same seed gives the same sequence of market events.
+    pub seed: u64,
+    /// Market events per second across all instruments of this feed.
+    pub rate_per_sec: u64,
+    /// Price levels per side of the generated book.
+    pub depth: usize,
+    /// Starting mid price per symbol, as a decimal string.
+    pub start_prices: BTreeMap<String, String>,
+}
+
+impl SyntheticConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=10_000_000).contains(&self.rate_per_sec) {
+            return Err(("rate_per_sec", "must be between 1 and 10000000".into()));
+        }
+        if !(1..=1_000).contains(&self.depth) {
+            return Err(("depth", "must be between 1 and 1000".into()));
+        }
+        Ok(())
+    }
+}
