@@ -1,1 +1,12 @@
-//! placeholder
+//! StocksBlitz API: the axum REST + WebSocket server, its read model of the market, the
+//! configuration loader, and the wiring of engine, feeds and API into one process.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod app;
+pub mod config;
+pub mod dto;
+pub mod http;
+pub mod logging;
+pub mod market;
+pub mod state;
+pub mod ws;

@@ -1,0 +1,199 @@
+//! Wiring: builds the rings, starts the engine, feed and fan-out threads, and serves
+//! the API. Used by the binary and by integration tests (which bind port 0).
+//!
+//! Threads: one per feed (pinned), one engine (pinned), one API fan-out, plus the tokio
+//! runtime that serves HTTP/WebSocket. Rings: feed -> engine (one SPSC ring per feed),
+//! engine -> API fan-out (one SPSC output ring).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use parking_lot::RwLock;
+use stocksblitz_engine::affinity::pin_current_thread;
+use stocksblitz_engine::idle::Idler;
+use stocksblitz_engine::ring::ring;
+use stocksblitz_engine::{Engine, EngineEvent, Price, Tick};
+use stocksblitz_feed_handlers::{spawn_synthetic, FeedHandle, FeedKind, SimSpec, SyntheticMarket};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::config::Validated;
+use crate::market::{spawn_fanout, Market, Mirror};
+use crate::state::{AppState, FeedInfo};
+use crate::ws::hub::Hub;
+
+pub struct RunningApp {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Arc<AtomicBool>,
+    feeds: Vec<FeedHandle>,
+    engine: Option<JoinHandle<()>>,
+    fanout: Option<JoinHandle<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+fn start_feeds(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<(Vec<FeedHandle>, Vec<stocksblitz_engine::ring::RingConsumer<Tick>>)> {
+    let mut handles = Vec::new();
+    let mut consumers = Vec::new();
+    for f in &v.config.feeds {
+        let (producer, consumer) = ring::<Tick>(format!("feed-{}", f.name), v.config.engine.input_ring_capacity);
+        match f.kind {
+            FeedKind::Synthetic => {
+                let s = f.synthetic.as_ref().context("validated synthetic feed lost its settings")?;
+                let specs: Vec<SimSpec> = f
+                    .instruments
+                    .iter()
+                    .filter_map(|sym| v.registry.by_symbol(sym))
+                    .map(|inst| SimSpec {
+                        id: inst.id,
+                        tick_size: inst.tick_size,
+                        lot_size: inst.lot_size,
+                        start_price: s
+                            .start_prices
+                            .get(&inst.symbol)
+                            .and_then(|p| Price::parse_str(p, inst.price_scale).ok())
+                            .unwrap_or(inst.tick_size),
+                    })
+                    .collect();
+                let market = SyntheticMarket::new(s.seed, s.depth, &specs);
+                let h = spawn_synthetic(f.name.clone(), f.core, f.idle, s.rate_per_sec, market, producer, Arc::clone(stop))
+                    .with_context(|| format!("starting feed {}", f.name))?;
+                handles.push(h);
+            }
+        }
+        consumers.push(consumer);
+    }
+    Ok((handles, consumers))
+}
+
+/// Starts everything and begins serving on `listener`.
+pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<RunningApp> {
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let cfg = &v.config;
+    let (feeds, inputs) = start_feeds(&v, &stop)?;
+
+    let (out_producer, out_consumer) = ring::<EngineEvent>("api", cfg.engine.output_ring_capacity);
+    let engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![out_producer]);
+    let handles = engine.handles();
+    let engine_stop = Arc::clone(&stop);
+    let (core, idle) = (cfg.engine.core, cfg.engine.idle);
+    let engine_thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || {
+            if let Some(core) = core {
+                if let Err(e) = pin_current_thread(core) {
+                    tracing::error!(core, error = %e, "could not pin the engine thread");
+                }
+            }
+            tracing::info!(?core, "engine started");
+            engine.run(&engine_stop, Idler::new(idle));
+            tracing::info!("engine stopped");
+        })
+        .context("starting the engine thread")?;
+
+    let registry = Arc::new(v.registry.clone());
+    let market = Arc::new(Market {
+        registry: Arc::clone(&registry),
+        mirror: RwLock::new(Mirror::new(
+            registry.len(),
+            cfg.engine.book_max_levels,
+            cfg.api.trades_history,
+            cfg.api.bars_history,
+        )),
+    });
+    let hub = Arc::new(Hub::default());
+    let (fanout, fanout_stats) = spawn_fanout(
+        Arc::clone(&market),
+        Arc::clone(&hub),
+        out_consumer,
+        cfg.api.fanout_idle,
+        Arc::clone(&stop),
+    )
+    .context("starting the API fan-out thread")?;
+
+    let feed_info = feeds
+        .iter()
+        .map(|h| FeedInfo {
+            name: h.name.clone(),
+            kind: h.kind,
+            stats: Arc::clone(&h.stats),
+            ring: Arc::clone(&h.ring),
+        })
+        .collect();
+    let state = AppState::new(
+        cfg.api.clone(),
+        market,
+        hub,
+        handles,
+        fanout_stats,
+        feed_info,
+        cfg.engine.book_max_levels,
+    );
+    let router = crate::http::router::router(state.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, instruments = registry.len(), feeds = state.feeds.len(), "serving");
+    Ok(RunningApp {
+        addr,
+        state,
+        stop,
+        feeds,
+        engine: Some(engine_thread),
+        fanout: Some(fanout),
+        server,
+        shutdown: Some(tx),
+    })
+}
+
+/// Binds the configured address and starts.
+pub async fn start(v: Validated) -> anyhow::Result<RunningApp> {
+    let listener = TcpListener::bind(v.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (api.listen): is another process using it?", v.listen))?;
+    start_on(v, listener).await
+}
+
+impl RunningApp {
+    /// Stops serving, then stops and joins every thread.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let served = (&mut self.server).await;
+        self.stop.store(true, Ordering::Relaxed);
+        let threads: Vec<JoinHandle<()>> = self.engine.take().into_iter().chain(self.fanout.take()).collect();
+        let feeds = std::mem::take(&mut self.feeds);
+        tokio::task::spawn_blocking(move || {
+            for f in feeds {
+                f.join();
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await
+        .context("joining threads")?;
+        served.context("server task")?.context("server")?;
+        Ok(())
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

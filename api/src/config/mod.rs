@@ -1,0 +1,200 @@
+//! The whole configuration: one TOML file, then `STOCKSBLITZ_{SECTION}_{KEY}`
+//! environment overrides, then validation. Any problem stops start-up with a message
+//! naming the key to fix; nothing configured silently falls back to a default.
+//!
+//! Sections belong to the crates that use them (`[engine]` is the engine's
+//! `EngineConfig`, `[[feeds]]` the feed handlers'); this module composes them.
+
+mod overrides;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use stocksblitz_engine::idle::IdleConfig;
+use stocksblitz_engine::{EngineConfig, InstrumentConfig, InstrumentRegistry};
+use stocksblitz_feed_handlers::FeedConfig;
+
+pub use validate::Validated;
+
+/// The embedded default (`configs/default.toml`): runs with no external services.
+pub const DEFAULT_TOML: &str = include_str!("../../../configs/default.toml");
+
+/// Environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "STOCKSBLITZ_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub log: LogConfig,
+    pub engine: EngineConfig,
+    pub instruments: Vec<InstrumentConfig>,
+    pub feeds: Vec<FeedConfig>,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address the HTTP/WebSocket server binds, e.g. "127.0.0.1:8080".
+    pub listen: String,
+    /// Per-connection bound on queued trade/bar messages before the oldest are dropped.
+    pub ws_queue_capacity: usize,
+    /// Seconds between server heartbeats on a WebSocket.
+    pub ws_heartbeat_secs: u64,
+    /// A WebSocket that sends nothing (not even a pong) for this long is closed.
+    pub ws_idle_timeout_secs: u64,
+    /// Price levels per side in `book.SYM` messages.
+    pub ws_book_depth: usize,
+    /// Most channels one connection may subscribe to.
+    pub ws_max_subscriptions: usize,
+    /// Recent trades kept per instrument for snapshots and REST.
+    pub trades_history: usize,
+    /// Closed bars kept per instrument and interval.
+    pub bars_history: usize,
+    /// A request that takes longer is answered 503 REQUEST_TIMEOUT.
+    pub request_timeout_ms: u64,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Idle strategy of the thread that drains the engine's output ring.
+    #[serde(default)]
+    pub fanout_idle: IdleConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: "info", "warn,stocksblitz_api=debug", ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Where the TOML text came from, for error messages.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Embedded,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Embedded => f.write_str("embedded configs/default.toml"),
+            Source::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Why the configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{source_name}: invalid TOML: {message}")]
+    Syntax { source_name: String, message: String },
+    #[error("{var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{key}: {message}{origin}")]
+    Invalid {
+        key: String,
+        message: String,
+        /// " (set by STOCKSBLITZ_...)" when an override supplied the value.
+        origin: String,
+    },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+            origin: String::new(),
+        }
+    }
+
+    /// The config key the error names, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Env { var, .. } => Some(var),
+            _ => None,
+        }
+    }
+}
+
+/// Reads `path`, or the embedded default when `None`.
+pub fn read_source(path: Option<&Path>) -> Result<(Source, String), ConfigError> {
+    match path {
+        None => Ok((Source::Embedded, DEFAULT_TOML.to_owned())),
+        Some(p) => std::fs::read_to_string(p)
+            .map(|text| (Source::File(p.to_owned()), text))
+            .map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            }),
+    }
+}
+
+/// Parses `text`, applies overrides from `env`, deserializes and validates.
+pub fn load(
+    source: &Source,
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Validated, ConfigError> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        source_name: source.to_string(),
+        message: e.to_string(),
+    })?;
+    let applied = overrides::apply(&mut doc, env)?;
+    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+        let key = e.path().to_string();
+        let origin = overrides::origin_of(&applied, &key);
+        ConfigError::Invalid {
+            key: if key == "." { "(top level)".into() } else { key },
+            message: e.into_inner().message().to_owned(),
+            origin,
+        }
+    })?;
+    validate::validate(config).map_err(|e| match e {
+        ConfigError::Invalid { key, message, .. } => {
+            let origin = overrides::origin_of(&applied, &key);
+            ConfigError::Invalid { key, message, origin }
+        }
+        other => other,
+    })
+}
+
+impl Config {
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.api
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::invalid("api.listen", format!("{:?} is not an IP:port address", self.api.listen)))
+    }
+
+    /// Builds the instrument registry (also checked by validation).
+    pub fn registry(&self) -> Result<InstrumentRegistry, ConfigError> {
+        InstrumentRegistry::from_config(&self.instruments).map_err(|e| match e {
+            stocksblitz_engine::instrument::RegistryError::Invalid { key, message } => ConfigError::invalid(key, message),
+            other => {
+                let text = other.to_string();
+                let (key, message) = text.split_once(": ").unwrap_or(("instruments", &text));
+                ConfigError::invalid(key, message)
+            }
+        })
+    }
+}

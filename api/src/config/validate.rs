@@ -1,0 +1,131 @@
+//! Cross-field checks that types alone cannot express: every instrument a feed names
+//! exists, each instrument has one feed, cores exist, sizes are sane.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use stocksblitz_engine::affinity::check_core;
+use stocksblitz_engine::{InstrumentRegistry, Price};
+use stocksblitz_feed_handlers::FeedKind;
+
+use super::{Config, ConfigError};
+
+/// A configuration that passed every check, with what was derived from it.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub config: Config,
+    pub registry: InstrumentRegistry,
+    pub listen: SocketAddr,
+}
+
+fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, format!("{v} is outside {lo}..={hi}")))
+    }
+}
+
+fn core(key: String, core: Option<usize>) -> Result<(), ConfigError> {
+    match core {
+        Some(c) => check_core(c).map_err(|e| ConfigError::invalid(key, format!("{e}; remove the key to run unpinned"))),
+        None => Ok(()),
+    }
+}
+
+pub fn validate(config: Config) -> Result<Validated, ConfigError> {
+    let listen = config.listen_addr()?;
+    let a = &config.api;
+    range("api.ws_queue_capacity", a.ws_queue_capacity as u64, 1, 1_000_000)?;
+    range("api.ws_heartbeat_secs", a.ws_heartbeat_secs, 1, 3_600)?;
+    range("api.ws_idle_timeout_secs", a.ws_idle_timeout_secs, 1, 86_400)?;
+    if a.ws_idle_timeout_secs <= a.ws_heartbeat_secs {
+        return Err(ConfigError::invalid(
+            "api.ws_idle_timeout_secs",
+            "must be longer than api.ws_heartbeat_secs, or healthy clients are cut off",
+        ));
+    }
+    range("api.ws_book_depth", a.ws_book_depth as u64, 1, 1_000)?;
+    range("api.ws_max_subscriptions", a.ws_max_subscriptions as u64, 1, 100_000)?;
+    range("api.trades_history", a.trades_history as u64, 1, 1_000_000)?;
+    range("api.bars_history", a.bars_history as u64, 1, 1_000_000)?;
+    range("api.request_timeout_ms", a.request_timeout_ms, 1, 600_000)?;
+    range("api.max_body_bytes", a.max_body_bytes as u64, 1, 64 << 20)?;
+    if let Err((k, m)) = a.fanout_idle.validate() {
+        return Err(ConfigError::invalid(format!("api.fanout_idle.{k}"), m));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        return Err(ConfigError::invalid("log.level", format!("not a valid filter: {e}")));
+    }
+    if let Err((k, m)) = config.engine.validate() {
+        return Err(ConfigError::invalid(format!("engine.{k}"), m));
+    }
+    core("engine.core".into(), config.engine.core)?;
+    let registry = config.registry()?;
+
+    if config.feeds.is_empty() {
+        return Err(ConfigError::invalid("feeds", "at least one [[feeds]] entry is required"));
+    }
+    let mut names = HashSet::new();
+    let mut fed = HashSet::new();
+    for (i, f) in config.feeds.iter().enumerate() {
+        let key = |k: &str| format!("feeds[{i}].{k}");
+        if f.name.is_empty() || !f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(ConfigError::invalid(key("name"), "must be non-empty: letters, digits, '-' or '_'"));
+        }
+        if !names.insert(f.name.as_str()) {
+            return Err(ConfigError::invalid(key("name"), format!("{:?} is used twice: feed names must be unique", f.name)));
+        }
+        core(key("core"), f.core)?;
+        if let Err((k, m)) = f.idle.validate() {
+            return Err(ConfigError::invalid(key(&format!("idle.{k}")), m));
+        }
+        if f.instruments.is_empty() {
+            return Err(ConfigError::invalid(key("instruments"), "must list at least one symbol"));
+        }
+        for sym in &f.instruments {
+            if registry.by_symbol(sym).is_none() {
+                return Err(ConfigError::invalid(key("instruments"), format!("{sym:?} is not in [[instruments]]")));
+            }
+            if !fed.insert(sym.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("instruments"),
+                    format!("{sym:?} is already published by another feed: one feed per instrument"),
+                ));
+            }
+        }
+        match f.kind {
+            FeedKind::Synthetic => {
+                let Some(s) = &f.synthetic else {
+                    return Err(ConfigError::invalid(key("synthetic"), "required when kind = \"synthetic\""));
+                };
+                if let Err((k, m)) = s.validate() {
+                    return Err(ConfigError::invalid(key(&format!("synthetic.{k}")), m));
+                }
+                for sym in &f.instruments {
+                    let Some(inst) = registry.by_symbol(sym) else { continue };
+                    let k = key(&format!("synthetic.start_prices.{sym}"));
+                    let Some(text) = s.start_prices.get(sym) else {
+                        return Err(ConfigError::invalid(k, "missing: every instrument of the feed needs a start price"));
+                    };
+                    match Price::parse_str(text, inst.price_scale) {
+                        Ok(p) if p.0 > 0 => {}
+                        Ok(_) => return Err(ConfigError::invalid(k, "must be greater than zero")),
+                        Err(e) => return Err(ConfigError::invalid(k, e.to_string())),
+                    }
+                }
+                if let Some(extra) = s.start_prices.keys().find(|k| !f.instruments.contains(k)) {
+                    return Err(ConfigError::invalid(
+                        key(&format!("synthetic.start_prices.{extra}")),
+                        "names a symbol this feed does not publish",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Validated {
+        config,
+        registry,
+        listen,
+    })
+}

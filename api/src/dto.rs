@@ -1,0 +1,197 @@
+//! JSON shapes of market data, shared by REST responses and WebSocket messages.
+//!
+//! Prices and quantities are decimal strings at the instrument's precision ("65000.10"),
+//! never floats: a client gets exactly what the venue sent. Times are integer
+//! microseconds since the Unix epoch (exact in a JavaScript number), `null` when the
+//! venue sent none.
+
+use serde::Serialize;
+use stocksblitz_engine::instrument_state::Bbo;
+use stocksblitz_engine::{Bar, BarState, Decimal, Instrument, Level, UnixNanos};
+
+use crate::market::{InstrumentView, QuoteView, TradeView};
+
+/// A fixed-point value serialized as its exact decimal string.
+#[derive(Debug, Clone, Copy)]
+pub struct Dec(pub Decimal);
+
+impl Serialize for Dec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// Microseconds, or `None` for an unknown time.
+pub fn micros(t: UnixNanos) -> Option<i64> {
+    t.known().map(|t| t.0.div_euclid(1_000))
+}
+
+#[derive(Serialize)]
+pub struct InstrumentDto<'a> {
+    pub id: u32,
+    pub symbol: &'a str,
+    pub venue: &'a str,
+    pub venue_symbol: &'a str,
+    pub kind: &'static str,
+    pub currency: &'a str,
+    pub price_decimals: u8,
+    pub qty_decimals: u8,
+    pub tick_size: Dec,
+    pub lot_size: Dec,
+    pub session: String,
+}
+
+impl<'a> InstrumentDto<'a> {
+    pub fn new(i: &'a Instrument) -> Self {
+        Self {
+            id: i.id.0,
+            symbol: &i.symbol,
+            venue: &i.venue,
+            venue_symbol: &i.venue_symbol,
+            kind: i.kind.as_str(),
+            currency: &i.currency,
+            price_decimals: i.price_scale,
+            qty_decimals: i.qty_scale,
+            tick_size: Dec(i.tick_size.decimal(i.price_scale)),
+            lot_size: Dec(i.lot_size.decimal(i.qty_scale)),
+            session: i.session.describe(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TradeDto<'a> {
+    pub symbol: &'a str,
+    pub price: Dec,
+    pub qty: Dec,
+    /// The aggressor's side: "buy", "sell" or "unknown".
+    pub side: &'static str,
+    pub trade_id: u64,
+    pub exchange_ts_us: Option<i64>,
+    pub recv_ts_us: Option<i64>,
+    pub engine_seq: u64,
+}
+
+impl<'a> TradeDto<'a> {
+    pub fn new(inst: &'a Instrument, t: &TradeView) -> Self {
+        Self {
+            symbol: &inst.symbol,
+            price: Dec(t.price.decimal(inst.price_scale)),
+            qty: Dec(t.qty.decimal(inst.qty_scale)),
+            side: t.aggressor.as_str(),
+            trade_id: t.trade_id,
+            exchange_ts_us: micros(t.exchange_ts),
+            recv_ts_us: micros(t.recv_ts),
+            engine_seq: t.seq,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct QuoteDto<'a> {
+    pub symbol: &'a str,
+    /// `null` when that side of the book is empty.
+    pub bid: Option<Dec>,
+    pub bid_qty: Option<Dec>,
+    pub ask: Option<Dec>,
+    pub ask_qty: Option<Dec>,
+    pub quality: &'static str,
+    pub exchange_ts_us: Option<i64>,
+    pub recv_ts_us: Option<i64>,
+    pub engine_seq: u64,
+    pub last: Option<TradeDto<'a>>,
+}
+
+fn side_of(inst: &Instrument, price: stocksblitz_engine::Price, qty: stocksblitz_engine::Qty) -> (Option<Dec>, Option<Dec>) {
+    if qty.is_zero() {
+        (None, None)
+    } else {
+        (Some(Dec(price.decimal(inst.price_scale))), Some(Dec(qty.decimal(inst.qty_scale))))
+    }
+}
+
+impl<'a> QuoteDto<'a> {
+    pub fn new(inst: &'a Instrument, view: &InstrumentView) -> Self {
+        let q = view.quote.unwrap_or(QuoteView {
+            bbo: Bbo::default(),
+            exchange_ts: UnixNanos::UNKNOWN,
+            recv_ts: UnixNanos::UNKNOWN,
+            seq: 0,
+        });
+        let (bid, bid_qty) = side_of(inst, q.bbo.bid, q.bbo.bid_qty);
+        let (ask, ask_qty) = side_of(inst, q.bbo.ask, q.bbo.ask_qty);
+        Self {
+            symbol: &inst.symbol,
+            bid,
+            bid_qty,
+            ask,
+            ask_qty,
+            quality: view.quality().as_str(),
+            exchange_ts_us: micros(q.exchange_ts),
+            recv_ts_us: micros(q.recv_ts),
+            engine_seq: q.seq,
+            last: view.last_trade().map(|t| TradeDto::new(inst, t)),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct BookDto<'a> {
+    pub symbol: &'a str,
+    /// `[price, qty]` pairs, best first.
+    pub bids: Vec<[Dec; 2]>,
+    pub asks: Vec<[Dec; 2]>,
+    pub quality: &'static str,
+    pub engine_seq: u64,
+}
+
+impl<'a> BookDto<'a> {
+    pub fn new(inst: &'a Instrument, view: &InstrumentView, depth: usize) -> Self {
+        let levels = |ls: &[Level]| {
+            ls.iter()
+                .take(depth)
+                .map(|l| [Dec(l.price.decimal(inst.price_scale)), Dec(l.qty.decimal(inst.qty_scale))])
+                .collect()
+        };
+        Self {
+            symbol: &inst.symbol,
+            bids: levels(view.book.bids()),
+            asks: levels(view.book.asks()),
+            quality: view.quality().as_str(),
+            engine_seq: view.book_seq,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct BarDto<'a> {
+    pub symbol: &'a str,
+    pub interval: &'static str,
+    pub start_us: i64,
+    pub open: Dec,
+    pub high: Dec,
+    pub low: Dec,
+    pub close: Dec,
+    pub volume: Dec,
+    pub trades: u32,
+    /// "open" (forming), "closed", or "revised" (replaces the closed bar).
+    pub state: &'static str,
+}
+
+impl<'a> BarDto<'a> {
+    pub fn new(inst: &'a Instrument, b: &Bar, state: BarState) -> Self {
+        let p = |v: stocksblitz_engine::Price| Dec(v.decimal(inst.price_scale));
+        Self {
+            symbol: &inst.symbol,
+            interval: b.interval.as_str(),
+            start_us: b.start.0.div_euclid(1_000),
+            open: p(b.open),
+            high: p(b.high),
+            low: p(b.low),
+            close: p(b.close),
+            volume: Dec(b.volume.decimal(inst.qty_scale)),
+            trades: b.trades,
+            state: state.as_str(),
+        }
+    }
+}

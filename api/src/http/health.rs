@@ -1,0 +1,110 @@
+//! `/health`, `/health/live`, `/health/ready`.
+//!
+//! Live: the process answers. Ready: the engine and fan-out loops are running (their
+//! heartbeats are fresh) and every feed thread is up; a load balancer sends traffic
+//! only then. `/health` adds the detail an on-call engineer wants first.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use stocksblitz_engine::UnixNanos;
+
+use crate::state::AppState;
+
+/// A loop whose heartbeat is older than this is considered stalled.
+const STALL_NS: i64 = 2 * UnixNanos::NANOS_PER_SEC;
+
+fn age_ms(now: i64, heartbeat_ns: u64) -> Option<i64> {
+    (heartbeat_ns != 0).then(|| (now - heartbeat_ns as i64) / UnixNanos::NANOS_PER_MILLI)
+}
+
+struct Check {
+    ready: bool,
+    reasons: Vec<String>,
+    engine_age_ms: Option<i64>,
+    fanout_age_ms: Option<i64>,
+}
+
+fn check(app: &AppState) -> Check {
+    let now = UnixNanos::now().0;
+    let engine_age_ms = age_ms(now, app.engine.stats.heartbeat_ns.get());
+    let fanout_age_ms = age_ms(now, app.fanout.heartbeat_ns.get());
+    let stall_ms = STALL_NS / UnixNanos::NANOS_PER_MILLI;
+    let mut reasons = Vec::new();
+    if engine_age_ms.is_none_or(|a| a >= stall_ms) {
+        reasons.push("engine loop is not running".to_owned());
+    }
+    if fanout_age_ms.is_none_or(|a| a >= stall_ms) {
+        reasons.push("API fan-out loop is not running".to_owned());
+    }
+    for f in &app.feeds {
+        if f.stats.running.get() != 1 {
+            reasons.push(format!("feed {} is not running", f.name));
+        }
+    }
+    Check {
+        ready: reasons.is_empty(),
+        reasons,
+        engine_age_ms,
+        fanout_age_ms,
+    }
+}
+
+pub async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn ready(State(app): State<AppState>) -> Response {
+    let c = check(&app);
+    if c.ready {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "reasons": c.reasons }))).into_response()
+    }
+}
+
+pub async fn health(State(app): State<AppState>) -> Response {
+    let c = check(&app);
+    let mut qualities: BTreeMap<&'static str, u64> = BTreeMap::new();
+    {
+        let mirror = app.market.mirror.read();
+        for v in &mirror.instruments {
+            *qualities.entry(v.quality().as_str()).or_default() += 1;
+        }
+    }
+    let all_live = qualities.keys().all(|q| *q == "LIVE");
+    let status = match (c.ready, all_live) {
+        (false, _) => "down",
+        (true, false) => "degraded",
+        (true, true) => "ok",
+    };
+    let feeds: Vec<_> = app
+        .feeds
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "kind": f.kind,
+                "running": f.stats.running.get() == 1,
+                "ticks": f.stats.ticks.get(),
+                "ring_dropped": f.ring.dropped.get(),
+            })
+        })
+        .collect();
+    let body = json!({
+        "status": status,
+        "reasons": c.reasons,
+        "uptime_secs": app.started.elapsed().as_secs(),
+        "engine": { "heartbeat_age_ms": c.engine_age_ms, "ticks": app.engine.stats.ticks.get() },
+        "fanout": { "heartbeat_age_ms": c.fanout_age_ms, "events": app.fanout.events.get() },
+        "feeds": feeds,
+        "instruments_by_quality": qualities,
+        "stores": { "questdb": "not_configured", "redis": "not_configured" },
+    });
+    let code = if c.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}

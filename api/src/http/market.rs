@@ -1,0 +1,175 @@
+//! Market-data REST routes, all served from the API's mirror (never the engine).
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use stocksblitz_engine::{BarInterval, BarState, Instrument, UnixNanos};
+
+use super::error::ApiError;
+use crate::dto::{micros, BarDto, BookDto, InstrumentDto, QuoteDto, TradeDto};
+use crate::state::AppState;
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// Most symbols in one batch quote request.
+const MAX_BATCH: usize = 100;
+
+fn instrument<'a>(app: &'a AppState, symbol: &str) -> Result<&'a Instrument, ApiError> {
+    app.market.registry.by_symbol(symbol).ok_or_else(|| ApiError::unknown_symbol(symbol))
+}
+
+/// Parses an optional integer query parameter within `lo..=hi`.
+fn int_param(name: &str, v: Option<&str>, lo: i64, hi: i64) -> Result<Option<i64>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    match v.parse::<i64>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+        _ => Err(ApiError::invalid_parameter(name, format!("{name} must be an integer from {lo} to {hi}, got {v:?}"))),
+    }
+}
+
+pub async fn instruments(State(app): State<AppState>) -> Json<Value> {
+    let list: Vec<_> = app.market.registry.iter().map(InstrumentDto::new).collect();
+    Json(json!({ "instruments": list }))
+}
+
+pub async fn quote(State(app): State<AppState>, Path(symbol): Path<String>) -> ApiResult {
+    let inst = instrument(&app, &symbol)?;
+    let mirror = app.market.mirror.read();
+    let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
+    Ok(Json(json!(QuoteDto::new(inst, view))))
+}
+
+#[derive(Deserialize)]
+pub struct QuotesParams {
+    symbols: Option<String>,
+}
+
+pub async fn quotes(State(app): State<AppState>, Query(p): Query<QuotesParams>) -> ApiResult {
+    let Some(raw) = p.symbols.filter(|s| !s.trim().is_empty()) else {
+        return Err(ApiError::invalid_parameter("symbols", "symbols is required: ?symbols=BTCUSDT,ETHUSDT"));
+    };
+    let symbols: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if symbols.len() > MAX_BATCH {
+        return Err(ApiError::invalid_parameter("symbols", format!("at most {MAX_BATCH} symbols per request")));
+    }
+    let unknown: Vec<&str> = symbols.iter().copied().filter(|s| app.market.registry.by_symbol(s).is_none()).collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "UNKNOWN_SYMBOL",
+            format!("unknown symbols: {}; see GET /api/v1/instruments", unknown.join(", ")),
+        )
+        .with_details(json!({ "symbols": unknown })));
+    }
+    let mirror = app.market.mirror.read();
+    let mut seen = std::collections::HashSet::new();
+    let quotes: Vec<_> = symbols
+        .iter()
+        .filter(|s| seen.insert(**s))
+        .filter_map(|s| app.market.registry.by_symbol(s))
+        .filter_map(|inst| mirror.get(inst.id).map(|v| QuoteDto::new(inst, v)))
+        .collect();
+    Ok(Json(json!({ "quotes": quotes })))
+}
+
+#[derive(Deserialize)]
+pub struct BookParams {
+    depth: Option<String>,
+}
+
+pub async fn book(State(app): State<AppState>, Path(symbol): Path<String>, Query(p): Query<BookParams>) -> ApiResult {
+    let inst = instrument(&app, &symbol)?;
+    let depth = int_param("depth", p.depth.as_deref(), 1, app.book_max_levels as i64)?.unwrap_or(10) as usize;
+    let mirror = app.market.mirror.read();
+    let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
+    Ok(Json(json!(BookDto::new(inst, view, depth))))
+}
+
+#[derive(Deserialize)]
+pub struct TradesParams {
+    limit: Option<String>,
+}
+
+pub async fn trades(State(app): State<AppState>, Path(symbol): Path<String>, Query(p): Query<TradesParams>) -> ApiResult {
+    let inst = instrument(&app, &symbol)?;
+    let max = app.config.trades_history as i64;
+    let limit = int_param("limit", p.limit.as_deref(), 1, max)?.unwrap_or(max.min(100)) as usize;
+    let mirror = app.market.mirror.read();
+    let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
+    // Newest first.
+    let list: Vec<_> = view.trades.iter().rev().take(limit).map(|t| TradeDto::new(inst, t)).collect();
+    Ok(Json(json!({ "symbol": inst.symbol, "trades": list })))
+}
+
+#[derive(Deserialize)]
+pub struct HistoricalParams {
+    interval: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
+/// Bars oldest first; `from`/`to` are Unix milliseconds (inclusive bounds on bar start).
+pub async fn historical(
+    State(app): State<AppState>,
+    Path(symbol): Path<String>,
+    Query(p): Query<HistoricalParams>,
+) -> ApiResult {
+    let inst = instrument(&app, &symbol)?;
+    let interval = match p.interval.as_deref() {
+        None => return Err(ApiError::invalid_parameter("interval", "interval is required: 1s or 1m")),
+        Some(s) => BarInterval::parse(s)
+            .ok_or_else(|| ApiError::invalid_parameter("interval", format!("interval must be 1s or 1m, got {s:?}")))?,
+    };
+    let from = int_param("from", p.from.as_deref(), 0, i64::MAX / UnixNanos::NANOS_PER_MILLI)?;
+    let to = int_param("to", p.to.as_deref(), 0, i64::MAX / UnixNanos::NANOS_PER_MILLI)?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(ApiError::invalid_parameter("from", "from must not be after to"));
+        }
+    }
+    let max = app.config.bars_history as i64;
+    let limit = int_param("limit", p.limit.as_deref(), 1, max)?.unwrap_or(max) as usize;
+    let in_range = |start: UnixNanos| {
+        let ms = start.millis();
+        from.is_none_or(|f| ms >= f) && to.is_none_or(|t| ms <= t)
+    };
+    let mirror = app.market.mirror.read();
+    let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
+    let series = view.bars(interval);
+    let mut bars: Vec<_> = series
+        .closed
+        .iter()
+        .filter(|b| in_range(b.start))
+        .map(|b| BarDto::new(inst, b, BarState::Closed))
+        .collect();
+    if let Some(cur) = series.current.as_ref().filter(|b| in_range(b.start)) {
+        bars.push(BarDto::new(inst, cur, BarState::Open));
+    }
+    let skip = bars.len().saturating_sub(limit);
+    let bars: Vec<_> = bars.into_iter().skip(skip).collect();
+    Ok(Json(json!({ "symbol": inst.symbol, "interval": interval.as_str(), "bars": bars })))
+}
+
+pub async fn market_status(State(app): State<AppState>) -> Json<Value> {
+    let now = UnixNanos::now();
+    let mirror = app.market.mirror.read();
+    let list: Vec<_> = app
+        .market
+        .registry
+        .iter()
+        .map(|inst| {
+            let view = mirror.get(inst.id);
+            json!({
+                "symbol": inst.symbol,
+                "venue": inst.venue,
+                "session": inst.session.describe(),
+                "in_session": inst.session.is_open(now),
+                "quality": view.map(|v| v.quality().as_str()),
+                "last_update_us": view.and_then(|v| micros(v.last_update)),
+            })
+        })
+        .collect();
+    Json(json!({ "time_us": micros(now), "instruments": list }))
+}

@@ -1,0 +1,213 @@
+//! Prometheus metrics: HTTP request counting middleware and the `/metrics` exposition.
+//!
+//! Hot-path counters live in the engine and feed crates as single-writer atomics; this
+//! module only reads them at scrape time and renders the text format, so scraping
+//! never touches the engine thread. Names are stable (`stocksblitz_...`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use stocksblitz_engine::{DataQuality, UnixNanos};
+
+use crate::state::AppState;
+
+/// Upper bounds (seconds) of the request latency histogram.
+const BUCKETS: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+struct RouteStats {
+    by_status: BTreeMap<u16, u64>,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum_secs: f64,
+}
+
+/// Request counts and latencies per (route template, method).
+#[derive(Default)]
+pub struct HttpMetrics {
+    routes: Mutex<BTreeMap<(String, String), RouteStats>>,
+}
+
+impl HttpMetrics {
+    fn record(&self, route: String, method: String, status: u16, secs: f64) {
+        let mut routes = self.routes.lock();
+        let r = routes.entry((route, method)).or_default();
+        *r.by_status.entry(status).or_default() += 1;
+        r.count += 1;
+        r.sum_secs += secs;
+        for (b, le) in r.buckets.iter_mut().zip(BUCKETS) {
+            if secs <= le {
+                *b += 1;
+            }
+        }
+    }
+}
+
+pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    app.http.record(route, method, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    resp
+}
+
+struct Out(String);
+
+impl Out {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &str, v: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {v}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub fn render(app: &AppState) -> String {
+    let mut o = Out(String::with_capacity(16 * 1024));
+    let e = &app.engine.stats;
+    let counters: [(&str, &str, u64); 7] = [
+        ("stocksblitz_engine_ticks_total", "Ticks taken from input rings by the engine.", e.ticks.get()),
+        ("stocksblitz_engine_events_total", "Events handed to output rings.", e.events.get()),
+        ("stocksblitz_engine_unknown_instrument_total", "Ticks for an instrument id outside the registry.", e.unknown_instrument.get()),
+        ("stocksblitz_engine_invalid_deltas_total", "Book deltas with a negative quantity.", e.invalid_deltas.get()),
+        ("stocksblitz_engine_book_discarded_total", "Book levels discarded because a full side kept better ones.", e.book_discarded.get()),
+        ("stocksblitz_engine_late_trades_total", "Trades too late for any revisable bar.", e.late_trades.get()),
+        ("stocksblitz_engine_resyncs_total", "Book snapshots sent to consumers that fell behind.", e.resyncs.get()),
+    ];
+    for (name, help, v) in counters {
+        o.header(name, "counter", help);
+        o.sample(name, "", v);
+    }
+    let now = UnixNanos::now().0;
+    o.header("stocksblitz_engine_heartbeat_age_seconds", "gauge", "Seconds since the engine loop last ran housekeeping.");
+    o.sample(
+        "stocksblitz_engine_heartbeat_age_seconds",
+        "",
+        (now - e.heartbeat_ns.get() as i64) as f64 / 1e9,
+    );
+
+    // Rings: inputs (one per feed) and outputs (one per consumer).
+    let mut rings: Vec<(&str, &stocksblitz_engine::ring::RingStats)> =
+        app.engine.inputs.iter().map(|r| ("input", r.as_ref())).collect();
+    rings.extend(app.engine.outputs.iter().map(|(r, _)| ("output", r.as_ref())));
+    for (name, kind, help) in [
+        ("stocksblitz_ring_pushed_total", "counter", "Items pushed into a ring."),
+        ("stocksblitz_ring_dropped_total", "counter", "Items dropped because a ring was full."),
+        ("stocksblitz_ring_fill", "gauge", "Items waiting in a ring."),
+        ("stocksblitz_ring_capacity", "gauge", "Slots in a ring."),
+    ] {
+        o.header(name, kind, help);
+        for (dir, r) in &rings {
+            let labels = format!("ring=\"{}\",direction=\"{dir}\"", esc(&r.name));
+            let v = match name {
+                "stocksblitz_ring_pushed_total" => r.pushed.get(),
+                "stocksblitz_ring_dropped_total" => r.dropped.get(),
+                "stocksblitz_ring_fill" => r.fill(),
+                _ => r.capacity as u64,
+            };
+            o.sample(name, &labels, v);
+        }
+    }
+    o.header("stocksblitz_output_suppressed_total", "counter", "Events not sent to a consumer waiting for a resync snapshot.");
+    for (r, s) in &app.engine.outputs {
+        o.sample("stocksblitz_output_suppressed_total", &format!("ring=\"{}\"", esc(&r.name)), s.suppressed.get());
+    }
+
+    // Feeds.
+    for (name, help, get) in [
+        ("stocksblitz_feed_messages_total", "Venue messages handled.", (|f| f.messages.get()) as fn(&stocksblitz_feed_handlers::FeedStats) -> u64),
+        ("stocksblitz_feed_bytes_total", "Bytes received from the venue.", |f| f.bytes.get()),
+        ("stocksblitz_feed_ticks_total", "Normalized ticks produced.", |f| f.ticks.get()),
+        ("stocksblitz_feed_parse_errors_total", "Messages that failed to parse.", |f| f.parse_errors.get()),
+        ("stocksblitz_feed_gaps_total", "Sequence gaps detected.", |f| f.gaps.get()),
+        ("stocksblitz_feed_resyncs_total", "Book resyncs started.", |f| f.resyncs.get()),
+        ("stocksblitz_feed_reconnects_total", "Reconnects.", |f| f.reconnects.get()),
+        ("stocksblitz_feed_up", "1 while the feed thread runs.", |f| f.running.get()),
+    ] {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        o.header(name, kind, help);
+        for f in &app.feeds {
+            o.sample(name, &format!("feed=\"{}\",kind=\"{}\"", esc(&f.name), f.kind), get(&f.stats));
+        }
+    }
+
+    // Data quality per instrument.
+    o.header("stocksblitz_instrument_quality", "gauge", "1 for the instrument's current data-quality state.");
+    {
+        let mirror = app.market.mirror.read();
+        for inst in app.market.registry.iter() {
+            let q = mirror.get(inst.id).map(|v| v.quality()).unwrap_or(DataQuality::Syncing);
+            for s in DataQuality::ALL {
+                let labels = format!("symbol=\"{}\",state=\"{}\"", esc(&inst.symbol), s.as_str());
+                o.sample("stocksblitz_instrument_quality", &labels, u8::from(s == q));
+            }
+        }
+    }
+
+    // API fan-out and WebSockets.
+    o.header("stocksblitz_fanout_events_total", "counter", "Engine events applied by the API fan-out.");
+    o.sample("stocksblitz_fanout_events_total", "", app.fanout.events.get());
+    let ws = &app.hub.stats;
+    for (name, kind, help, v) in [
+        ("stocksblitz_ws_connections", "gauge", "Open WebSocket connections.", ws.connections.load(Ordering::Relaxed)),
+        ("stocksblitz_ws_connections_total", "counter", "WebSocket connections accepted.", ws.connections_total.load(Ordering::Relaxed)),
+        ("stocksblitz_ws_subscriptions", "gauge", "Channel subscriptions across connections.", app.hub.subscription_count() as u64),
+        ("stocksblitz_ws_messages_sent_total", "counter", "WebSocket messages sent.", ws.messages_sent.load(Ordering::Relaxed)),
+        ("stocksblitz_ws_conflated_total", "counter", "Updates folded into a pending one for a slow client.", ws.conflated.load(Ordering::Relaxed)),
+        ("stocksblitz_ws_dropped_total", "counter", "Queued trade/bar messages dropped for a slow client.", ws.dropped.load(Ordering::Relaxed)),
+        ("stocksblitz_ws_client_errors_total", "counter", "Error replies to client requests.", ws.client_errors.load(Ordering::Relaxed)),
+    ] {
+        o.header(name, kind, help);
+        o.sample(name, "", v);
+    }
+
+    // HTTP.
+    let routes = app.http.routes.lock();
+    o.header("stocksblitz_http_requests_total", "counter", "HTTP requests by route template, method and status.");
+    for ((route, method), r) in routes.iter() {
+        for (status, n) in &r.by_status {
+            let labels = format!("route=\"{}\",method=\"{method}\",status=\"{status}\"", esc(route));
+            o.sample("stocksblitz_http_requests_total", &labels, n);
+        }
+    }
+    o.header("stocksblitz_http_request_duration_seconds", "histogram", "HTTP request latency by route template and method.");
+    for ((route, method), r) in routes.iter() {
+        let base = format!("route=\"{}\",method=\"{method}\"", esc(route));
+        for (le, n) in BUCKETS.iter().zip(r.buckets) {
+            o.sample("stocksblitz_http_request_duration_seconds_bucket", &format!("{base},le=\"{le}\""), n);
+        }
+        o.sample("stocksblitz_http_request_duration_seconds_bucket", &format!("{base},le=\"+Inf\""), r.count);
+        o.sample("stocksblitz_http_request_duration_seconds_sum", &base, r.sum_secs);
+        o.sample("stocksblitz_http_request_duration_seconds_count", &base, r.count);
+    }
+    drop(routes);
+    o.header("stocksblitz_uptime_seconds", "gauge", "Seconds since the API started.");
+    o.sample("stocksblitz_uptime_seconds", "", app.started.elapsed().as_secs_f64());
+    o.0
+}
+
+pub async fn handler(State(app): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&app))
+}

@@ -1,0 +1,8 @@
+//! REST routes, errors, request ids and metrics.
+
+pub mod error;
+pub mod health;
+pub mod market;
+pub mod metrics;
+pub mod request_id;
+pub mod router;

@@ -1,0 +1,91 @@
+//! Request ids and uniform error bodies.
+//!
+//! Every response carries `X-Request-ID`: the caller's own when it sent a sane one
+//! (1-64 chars of `[A-Za-z0-9._:-]`), otherwise a fresh `req-<16 hex>`. Error responses
+//! are rendered here with that id (see [`super::error`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+
+pub const HEADER: &str = "x-request-id";
+
+/// The request's id, in request extensions for handlers that want it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn seed() -> u64 {
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| {
+        let t = stocksblitz_engine::UnixNanos::now().0 as u64;
+        t ^ (u64::from(std::process::id()) << 32)
+    })
+}
+
+fn fresh() -> String {
+    // SplitMix64 over a per-process seed and a counter: unique, not guessable in order.
+    let mut z = seed().wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    format!("req-{:016x}", z ^ (z >> 31))
+}
+
+fn acceptable(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    ok.then(|| s.to_owned())
+}
+
+fn is_json(r: &Response) -> bool {
+    r.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+pub async fn middleware(mut req: Request, next: Next) -> Response {
+    let id = req.headers().get(HEADER).and_then(acceptable).unwrap_or_else(fresh);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let err = match resp.extensions_mut().remove::<ApiError>() {
+        Some(e) => Some(e),
+        None if (status.is_client_error() || status.is_server_error()) && !is_json(&resp) => {
+            // axum's own rejections carry a plain-text explanation: keep it.
+            let body = std::mem::replace(resp.body_mut(), Body::empty());
+            let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+            Some(ApiError::from_status(status, &String::from_utf8_lossy(&bytes)))
+        }
+        None => None,
+    };
+    if let Some(e) = err {
+        if e.status.is_server_error() {
+            tracing::error!(request_id = %id, code = e.code, status = e.status.as_u16(), "request failed");
+        }
+        let headers = std::mem::take(resp.headers_mut());
+        resp = (e.status, axum::Json(e.body(&id))).into_response();
+        for (k, v) in headers.iter() {
+            if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(HEADER, v);
+    }
+    resp
+}
+
+/// Turns a panic caught by `CatchPanicLayer` into a plain 500 for the middleware.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}

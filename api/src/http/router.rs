@@ -1,0 +1,58 @@
+//! All routes and the middleware stack.
+
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use super::error::ApiError;
+use super::{health, market, metrics, request_id};
+use crate::state::AppState;
+use crate::ws::protocol::MAX_CLIENT_MESSAGE_BYTES;
+use crate::ws::session;
+
+async fn stream(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+        .on_upgrade(move |socket| session::run(socket, app))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::from_status(StatusCode::NOT_FOUND, "")
+}
+
+pub fn router(app: AppState) -> Router {
+    let timeout = Duration::from_millis(app.config.request_timeout_ms);
+    let max_body = app.config.max_body_bytes;
+    let api = Router::new()
+        .route("/instruments", get(market::instruments))
+        .route("/quotes", get(market::quotes))
+        .route("/quotes/{symbol}", get(market::quote))
+        .route("/book/{symbol}", get(market::book))
+        .route("/trades/{symbol}", get(market::trades))
+        .route("/historical/{symbol}", get(market::historical))
+        .route("/market-status", get(market::market_status))
+        .route("/stream", get(stream));
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::handler))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(CatchPanicLayer::custom(request_id::panic_response))
+        .layer(middleware::from_fn_with_state(app.clone(), metrics::middleware))
+        .layer(middleware::from_fn(request_id::middleware))
+        .with_state(app)
+}

@@ -1,0 +1,81 @@
+//! The fan-out thread: drains the engine's output ring into the mirror and tells the
+//! WebSocket hub what changed.
+//!
+//! It is a plain OS thread (not a tokio task) because it polls a lock-free ring with an
+//! idle strategy, like every other ring consumer. It takes the mirror's write lock once
+//! per batch, never per event, and notifies subscribers after releasing it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::RwLock;
+use stocksblitz_engine::counter::Counter;
+use stocksblitz_engine::idle::{IdleConfig, Idler};
+use stocksblitz_engine::ring::RingConsumer;
+use stocksblitz_engine::{EngineEvent, InstrumentId, InstrumentRegistry, UnixNanos};
+
+use super::mirror::{Change, Mirror};
+use crate::ws::hub::Hub;
+
+/// Events taken from the ring per batch (one write lock each).
+const BATCH: usize = 4096;
+
+/// Shared read model plus the registry.
+pub struct Market {
+    pub registry: Arc<InstrumentRegistry>,
+    pub mirror: RwLock<Mirror>,
+}
+
+#[derive(Debug, Default)]
+pub struct FanoutStats {
+    pub events: Counter,
+    pub batches: Counter,
+    /// Wall-clock nanoseconds of the fan-out loop's last pass (liveness).
+    pub heartbeat_ns: Counter,
+}
+
+pub fn spawn_fanout(
+    market: Arc<Market>,
+    hub: Arc<Hub>,
+    mut ring: RingConsumer<EngineEvent>,
+    idle: IdleConfig,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(JoinHandle<()>, Arc<FanoutStats>)> {
+    let stats = Arc::new(FanoutStats::default());
+    let st = Arc::clone(&stats);
+    let handle = std::thread::Builder::new().name("api-fanout".into()).spawn(move || {
+        let mut idler = Idler::new(idle);
+        let mut batch: Vec<EngineEvent> = Vec::with_capacity(BATCH);
+        let mut changes: Vec<(InstrumentId, Change)> = Vec::with_capacity(BATCH);
+        while !stop.load(Ordering::Relaxed) {
+            st.heartbeat_ns.set(UnixNanos::now().0 as u64);
+            while batch.len() < BATCH {
+                match ring.pop() {
+                    Some(ev) => batch.push(ev),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                idler.idle();
+                continue;
+            }
+            idler.reset();
+            {
+                let mut mirror = market.mirror.write();
+                for ev in &batch {
+                    let c = mirror.apply(ev);
+                    if c != Change::None {
+                        changes.push((ev.instrument, c));
+                    }
+                }
+            }
+            hub.dispatch(&changes);
+            st.events.add(batch.len() as u64);
+            st.batches.inc();
+            batch.clear();
+            changes.clear();
+        }
+    })?;
+    Ok((handle, stats))
+}

@@ -1,0 +1,337 @@
+//! The API's read model of the market, rebuilt from the engine's output events.
+//!
+//! The engine never answers queries (that would put locks or waiting on its thread);
+//! instead the fan-out thread applies every event to this mirror, which REST handlers
+//! and WebSocket sessions read. Books are replayed with the engine's own `L2Book`, so
+//! the copy is exact. A sequence gap (the output ring overflowed) marks the instrument
+//! GAPPED here until the engine's resync snapshot arrives.
+
+use std::collections::VecDeque;
+
+use stocksblitz_engine::instrument_state::Bbo;
+use stocksblitz_engine::{
+    Aggressor, Bar, BarInterval, BarState, BookFlags, DataQuality, EngineEvent, EventData, InstrumentId, L2Book,
+    Price, Qty, UnixNanos,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradeView {
+    /// The engine's per-instrument sequence of the event.
+    pub seq: u64,
+    pub price: Price,
+    pub qty: Qty,
+    pub trade_id: u64,
+    pub aggressor: Aggressor,
+    pub exchange_ts: UnixNanos,
+    pub recv_ts: UnixNanos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuoteView {
+    pub bbo: Bbo,
+    pub exchange_ts: UnixNanos,
+    pub recv_ts: UnixNanos,
+    pub seq: u64,
+}
+
+/// Closed bars (oldest first, bounded) plus the forming one.
+#[derive(Debug, Clone)]
+pub struct BarSeries {
+    pub closed: VecDeque<Bar>,
+    pub current: Option<Bar>,
+    cap: usize,
+}
+
+impl BarSeries {
+    fn new(cap: usize) -> Self {
+        Self {
+            closed: VecDeque::with_capacity(cap.min(4096)),
+            current: None,
+            cap: cap.max(1),
+        }
+    }
+
+    fn apply(&mut self, bar: Bar, state: BarState) {
+        match state {
+            BarState::Open => self.current = Some(bar),
+            BarState::Closed => {
+                if self.current.is_some_and(|c| c.start <= bar.start) {
+                    self.current = None;
+                }
+                if self.closed.back().is_some_and(|b| b.start >= bar.start) {
+                    // Already have it (e.g. replayed after a resync): replace in place.
+                    self.replace(bar);
+                    return;
+                }
+                if self.closed.len() == self.cap {
+                    self.closed.pop_front();
+                }
+                self.closed.push_back(bar);
+            }
+            BarState::Revised => self.replace(bar),
+        }
+    }
+
+    fn replace(&mut self, bar: Bar) {
+        if let Some(b) = self.closed.iter_mut().rev().find(|b| b.start == bar.start) {
+            *b = bar;
+        }
+    }
+}
+
+/// What an applied event changed, for the WebSocket fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    None,
+    Quote,
+    /// A book batch completed (the book is consistent).
+    Book,
+    Trade(TradeView),
+    Bar(Bar, BarState),
+    /// Data quality changed: quotes and books carry it.
+    Status,
+}
+
+#[derive(Debug, Clone)]
+pub struct InstrumentView {
+    pub id: InstrumentId,
+    /// Quality as the engine reported it.
+    quality: DataQuality,
+    /// Events were lost between engine and API; waiting for a snapshot.
+    pub gap: bool,
+    /// Last engine sequence applied.
+    pub seq: u64,
+    pub book: L2Book,
+    /// Engine sequence of the last completed book batch.
+    pub book_seq: u64,
+    pub quote: Option<QuoteView>,
+    pub trades: VecDeque<TradeView>,
+    trades_cap: usize,
+    pub bars: [BarSeries; 2],
+    /// Receive time of the last event.
+    pub last_update: UnixNanos,
+}
+
+impl InstrumentView {
+    pub fn new(id: InstrumentId, book_levels: usize, trades_cap: usize, bars_cap: usize) -> Self {
+        Self {
+            id,
+            quality: DataQuality::Syncing,
+            gap: false,
+            seq: 0,
+            book: L2Book::new(book_levels),
+            book_seq: 0,
+            quote: None,
+            trades: VecDeque::with_capacity(trades_cap.min(4096)),
+            trades_cap: trades_cap.max(1),
+            bars: [BarSeries::new(bars_cap), BarSeries::new(bars_cap)],
+            last_update: UnixNanos::UNKNOWN,
+        }
+    }
+
+    /// The state consumers see: GAPPED while this copy waits for a resync.
+    pub fn quality(&self) -> DataQuality {
+        if self.gap {
+            DataQuality::Gapped
+        } else {
+            self.quality
+        }
+    }
+
+    pub fn last_trade(&self) -> Option<&TradeView> {
+        self.trades.back()
+    }
+
+    pub fn bars(&self, interval: BarInterval) -> &BarSeries {
+        &self.bars[interval.index()]
+    }
+
+    pub fn apply(&mut self, ev: &EngineEvent) -> Change {
+        let was = self.quality();
+        if ev.seq != self.seq.wrapping_add(1) && !ev.is_snapshot_start() {
+            self.gap = true;
+        }
+        if ev.is_snapshot_start() {
+            self.gap = false;
+        }
+        self.seq = ev.seq;
+        self.quality = ev.quality;
+        if ev.recv_ts.is_known() {
+            self.last_update = ev.recv_ts;
+        }
+        let change = match ev.data {
+            EventData::Quote {
+                bid,
+                bid_qty,
+                ask,
+                ask_qty,
+            } => {
+                self.quote = Some(QuoteView {
+                    bbo: Bbo {
+                        bid,
+                        bid_qty,
+                        ask,
+                        ask_qty,
+                    },
+                    exchange_ts: ev.exchange_ts,
+                    recv_ts: ev.recv_ts,
+                    seq: ev.seq,
+                });
+                Change::Quote
+            }
+            EventData::Trade {
+                price,
+                qty,
+                trade_id,
+                aggressor,
+            } => {
+                let t = TradeView {
+                    seq: ev.seq,
+                    price,
+                    qty,
+                    trade_id,
+                    aggressor,
+                    exchange_ts: ev.exchange_ts,
+                    recv_ts: ev.recv_ts,
+                };
+                if self.trades.len() == self.trades_cap {
+                    self.trades.pop_front();
+                }
+                self.trades.push_back(t);
+                Change::Trade(t)
+            }
+            EventData::Book {
+                side,
+                price,
+                qty,
+                flags,
+            } => {
+                if flags.contains(BookFlags::CLEAR) {
+                    self.book.clear();
+                }
+                self.book.apply(side, price, qty);
+                if flags.contains(BookFlags::END_OF_BATCH) {
+                    self.book_seq = ev.seq;
+                    Change::Book
+                } else {
+                    Change::None
+                }
+            }
+            EventData::Bar { bar, state } => {
+                self.bars[bar.interval.index()].apply(bar, state);
+                Change::Bar(bar, state)
+            }
+            EventData::Status { .. } => Change::Status,
+        };
+        if change == Change::None || self.quality() == was {
+            change
+        } else if matches!(change, Change::Quote | Change::Book) {
+            // Quotes and books carry the quality, so this change already tells.
+            change
+        } else {
+            Change::Status
+        }
+    }
+}
+
+/// All instruments' views, indexed by id.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub instruments: Vec<InstrumentView>,
+}
+
+impl Mirror {
+    pub fn new(count: usize, book_levels: usize, trades_cap: usize, bars_cap: usize) -> Self {
+        Self {
+            instruments: (0..count)
+                .map(|i| InstrumentView::new(InstrumentId(i as u32), book_levels, trades_cap, bars_cap))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, id: InstrumentId) -> Option<&InstrumentView> {
+        self.instruments.get(id.index())
+    }
+
+    pub fn apply(&mut self, ev: &EngineEvent) -> Change {
+        match self.instruments.get_mut(ev.instrument.index()) {
+            Some(v) => v.apply(ev),
+            None => Change::None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stocksblitz_engine::Side;
+
+    fn ev(seq: u64, data: EventData) -> EngineEvent {
+        EngineEvent {
+            seq,
+            instrument: InstrumentId(0),
+            quality: DataQuality::Live,
+            exchange_ts: UnixNanos::UNKNOWN,
+            recv_ts: UnixNanos(1),
+            data,
+        }
+    }
+
+    fn book(side: Side, p: i64, q: i64, flags: BookFlags) -> EventData {
+        EventData::Book {
+            side,
+            price: Price(p),
+            qty: Qty(q),
+            flags,
+        }
+    }
+
+    #[test]
+    fn gap_marks_gapped_until_snapshot() {
+        let mut v = InstrumentView::new(InstrumentId(0), 10, 10, 10);
+        assert_eq!(v.apply(&ev(1, book(Side::Buy, 10, 1, BookFlags::END_OF_BATCH))), Change::Book);
+        assert_eq!(v.quality(), DataQuality::Live);
+        // seq 2 lost.
+        v.apply(&ev(3, book(Side::Buy, 11, 1, BookFlags::END_OF_BATCH)));
+        assert_eq!(v.quality(), DataQuality::Gapped);
+        let snap = BookFlags::CLEAR.with(BookFlags::SNAPSHOT);
+        v.apply(&ev(9, book(Side::Buy, 12, 5, snap)));
+        assert_eq!(v.quality(), DataQuality::Live);
+        v.apply(&ev(10, book(Side::Sell, 13, 5, BookFlags::SNAPSHOT.with(BookFlags::END_OF_BATCH))));
+        assert_eq!(v.book.bids().len(), 1);
+        assert_eq!(v.book.best_bid().map(|l| l.price), Some(Price(12)));
+        assert_eq!(v.book_seq, 10);
+    }
+
+    #[test]
+    fn trades_are_bounded_and_bars_revise() {
+        let mut v = InstrumentView::new(InstrumentId(0), 10, 2, 2);
+        for s in 1..=3 {
+            v.apply(&ev(
+                s,
+                EventData::Trade {
+                    price: Price(s as i64),
+                    qty: Qty(1),
+                    trade_id: s,
+                    aggressor: Aggressor::Buy,
+                },
+            ));
+        }
+        assert_eq!(v.trades.len(), 2);
+        assert_eq!(v.last_trade().map(|t| t.trade_id), Some(3));
+        let bar = Bar {
+            interval: BarInterval::OneSecond,
+            start: UnixNanos(0),
+            open: Price(1),
+            high: Price(1),
+            low: Price(1),
+            close: Price(1),
+            volume: Qty(1),
+            trades: 1,
+        };
+        v.apply(&ev(4, EventData::Bar { bar, state: BarState::Closed }));
+        let revised = Bar { high: Price(9), ..bar };
+        v.apply(&ev(5, EventData::Bar { bar: revised, state: BarState::Revised }));
+        assert_eq!(v.bars(BarInterval::OneSecond).closed.back().map(|b| b.high), Some(Price(9)));
+    }
+}

@@ -1,0 +1,76 @@
+//! Shared state of the API: everything a handler or a WebSocket session may read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use stocksblitz_engine::ring::RingStats;
+use stocksblitz_engine::EngineHandles;
+use stocksblitz_feed_handlers::FeedStats;
+
+use crate::config::ApiConfig;
+use crate::http::metrics::HttpMetrics;
+use crate::market::{FanoutStats, Market};
+use crate::ws::hub::Hub;
+
+/// A feed as the API reports it.
+pub struct FeedInfo {
+    pub name: String,
+    pub kind: &'static str,
+    pub stats: Arc<FeedStats>,
+    pub ring: Arc<RingStats>,
+}
+
+pub struct Inner {
+    pub config: ApiConfig,
+    pub market: Arc<Market>,
+    pub hub: Arc<Hub>,
+    pub engine: EngineHandles,
+    pub fanout: Arc<FanoutStats>,
+    pub feeds: Vec<FeedInfo>,
+    pub http: HttpMetrics,
+    pub book_max_levels: usize,
+    pub started: Instant,
+    next_conn: AtomicU64,
+}
+
+/// Cheap to clone: one `Arc`.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: ApiConfig,
+        market: Arc<Market>,
+        hub: Arc<Hub>,
+        engine: EngineHandles,
+        fanout: Arc<FanoutStats>,
+        feeds: Vec<FeedInfo>,
+        book_max_levels: usize,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            config,
+            market,
+            hub,
+            engine,
+            fanout,
+            feeds,
+            http: HttpMetrics::default(),
+            book_max_levels,
+            started: Instant::now(),
+            next_conn: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,82 @@
+//! Who is subscribed to what, and routing of changes to connections' outboxes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use stocksblitz_engine::InstrumentId;
+
+use super::channel::{ChannelKey, ChannelKind};
+use super::outbox::{Outbox, Queued, WsStats};
+use crate::market::Change;
+
+#[derive(Default)]
+pub struct Hub {
+    subs: RwLock<HashMap<ChannelKey, Vec<Arc<Outbox>>>>,
+    pub stats: Arc<WsStats>,
+}
+
+impl Hub {
+    pub fn subscribe(&self, key: ChannelKey, outbox: &Arc<Outbox>) {
+        let mut subs = self.subs.write();
+        let list = subs.entry(key).or_default();
+        if !list.iter().any(|o| o.id == outbox.id) {
+            list.push(Arc::clone(outbox));
+        }
+    }
+
+    pub fn unsubscribe(&self, key: ChannelKey, outbox_id: u64) {
+        let mut subs = self.subs.write();
+        if let Some(list) = subs.get_mut(&key) {
+            list.retain(|o| o.id != outbox_id);
+            if list.is_empty() {
+                subs.remove(&key);
+            }
+        }
+    }
+
+    /// Subscriptions across all connections, for metrics.
+    pub fn subscription_count(&self) -> usize {
+        self.subs.read().values().map(Vec::len).sum()
+    }
+
+    fn for_each(subs: &HashMap<ChannelKey, Vec<Arc<Outbox>>>, key: ChannelKey, mut f: impl FnMut(&Outbox)) {
+        if let Some(list) = subs.get(&key) {
+            for o in list {
+                f(o);
+            }
+        }
+    }
+
+    /// Routes a batch of mirror changes to subscribed outboxes.
+    pub fn dispatch(&self, changes: &[(InstrumentId, Change)]) {
+        let subs = self.subs.read();
+        if subs.is_empty() {
+            return;
+        }
+        let st = &self.stats;
+        let key = |kind, instrument| ChannelKey { kind, instrument };
+        for &(id, change) in changes {
+            match change {
+                Change::None => {}
+                Change::Quote => Self::for_each(&subs, key(ChannelKind::Quotes, id), |o| o.mark(key(ChannelKind::Quotes, id), st)),
+                Change::Book => Self::for_each(&subs, key(ChannelKind::Book, id), |o| o.mark(key(ChannelKind::Book, id), st)),
+                Change::Status => {
+                    for kind in [ChannelKind::Quotes, ChannelKind::Book] {
+                        Self::for_each(&subs, key(kind, id), |o| o.mark(key(kind, id), st));
+                    }
+                }
+                Change::Trade(t) => {
+                    let k = key(ChannelKind::Trades, id);
+                    Self::for_each(&subs, k, |o| o.enqueue(Queued::Trade(k, t), st));
+                    // The quote message carries the last trade.
+                    Self::for_each(&subs, key(ChannelKind::Quotes, id), |o| o.mark(key(ChannelKind::Quotes, id), st));
+                }
+                Change::Bar(bar, state) => {
+                    let k = key(ChannelKind::Bars, id);
+                    Self::for_each(&subs, k, |o| o.enqueue(Queued::Bar(k, bar, state), st));
+                }
+            }
+        }
+    }
+}

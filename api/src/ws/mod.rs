@@ -1,0 +1,7 @@
+//! WebSocket streaming at `/api/v1/stream`: protocol, subscriptions and fan-out.
+
+pub mod channel;
+pub mod hub;
+pub mod outbox;
+pub mod protocol;
+pub mod session;

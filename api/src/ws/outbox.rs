@@ -1,0 +1,179 @@
+//! A connection's pending output: what the fan-out thread hands a WebSocket session.
+//!
+//! Conflated channels (quotes, book) are a set of dirty keys: however many updates
+//! arrive while the client is slow, it gets the latest state once. Queued channels
+//! (trades, bars) are a bounded FIFO: when full, the oldest item is dropped and counted,
+//! and the next message on that channel reports how many were missed. Either way the
+//! fan-out thread never waits for a client.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use stocksblitz_engine::{Bar, BarState};
+use tokio::sync::Notify;
+
+use super::channel::ChannelKey;
+use crate::market::TradeView;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Queued {
+    Trade(ChannelKey, TradeView),
+    Bar(ChannelKey, Bar, BarState),
+}
+
+impl Queued {
+    pub fn key(&self) -> ChannelKey {
+        match self {
+            Queued::Trade(k, _) | Queued::Bar(k, _, _) => *k,
+        }
+    }
+}
+
+/// WebSocket counters, across connections.
+#[derive(Debug, Default)]
+pub struct WsStats {
+    pub connections: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub messages_sent: AtomicU64,
+    /// Updates folded into a pending one for a slow client.
+    pub conflated: AtomicU64,
+    /// Queued trade/bar messages dropped for a slow client.
+    pub dropped: AtomicU64,
+    pub client_errors: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    dirty: HashSet<ChannelKey>,
+    queue: VecDeque<Queued>,
+    missed: HashMap<ChannelKey, u64>,
+}
+
+/// Everything taken from an outbox in one go.
+#[derive(Default)]
+pub struct Drained {
+    pub dirty: Vec<ChannelKey>,
+    pub queue: Vec<Queued>,
+    pub missed: HashMap<ChannelKey, u64>,
+}
+
+pub struct Outbox {
+    pub id: u64,
+    capacity: usize,
+    state: Mutex<State>,
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+impl Outbox {
+    pub fn new(id: u64, capacity: usize) -> Self {
+        Self {
+            id,
+            capacity: capacity.max(1),
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// A conflated channel changed.
+    pub fn mark(&self, key: ChannelKey, stats: &WsStats) {
+        if !self.state.lock().dirty.insert(key) {
+            stats.conflated.fetch_add(1, Ordering::Relaxed);
+        }
+        self.notify.notify_one();
+    }
+
+    /// A queued channel has a new item.
+    pub fn enqueue(&self, item: Queued, stats: &WsStats) {
+        {
+            let mut s = self.state.lock();
+            if s.queue.len() >= self.capacity {
+                if let Some(old) = s.queue.pop_front() {
+                    *s.missed.entry(old.key()).or_default() += 1;
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            s.queue.push_back(item);
+        }
+        self.notify.notify_one();
+    }
+
+    pub fn drain(&self) -> Drained {
+        let mut s = self.state.lock();
+        Drained {
+            dirty: s.dirty.drain().collect(),
+            queue: s.queue.drain(..).collect(),
+            missed: std::mem::take(&mut s.missed),
+        }
+    }
+
+    /// Completes when something was marked or queued since the last wait.
+    pub async fn ready(&self) {
+        self.notify.notified().await;
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::channel::ChannelKind;
+    use stocksblitz_engine::{Aggressor, InstrumentId, Price, Qty, UnixNanos};
+
+    fn key(kind: ChannelKind) -> ChannelKey {
+        ChannelKey {
+            kind,
+            instrument: InstrumentId(0),
+        }
+    }
+
+    fn trade(seq: u64) -> Queued {
+        Queued::Trade(
+            key(ChannelKind::Trades),
+            TradeView {
+                seq,
+                price: Price(1),
+                qty: Qty(1),
+                trade_id: seq,
+                aggressor: Aggressor::Buy,
+                exchange_ts: UnixNanos::UNKNOWN,
+                recv_ts: UnixNanos(0),
+            },
+        )
+    }
+
+    #[test]
+    fn conflates_marks_and_bounds_the_queue() {
+        let stats = WsStats::default();
+        let o = Outbox::new(1, 2);
+        for _ in 0..5 {
+            o.mark(key(ChannelKind::Quotes), &stats);
+        }
+        for s in 1..=5 {
+            o.enqueue(trade(s), &stats);
+        }
+        let d = o.drain();
+        assert_eq!(d.dirty, vec![key(ChannelKind::Quotes)]);
+        assert_eq!(stats.conflated.load(Ordering::Relaxed), 4);
+        let seqs: Vec<u64> = d
+            .queue
+            .iter()
+            .map(|q| match q {
+                Queued::Trade(_, t) => t.seq,
+                Queued::Bar(..) => 0,
+            })
+            .collect();
+        assert_eq!(seqs, vec![4, 5]);
+        assert_eq!(d.missed.get(&key(ChannelKind::Trades)), Some(&3));
+        assert!(o.drain().queue.is_empty());
+    }
+}

@@ -1,0 +1,74 @@
+//! The `/api/v1/stream` wire protocol (JSON text frames).
+//!
+//! Client to server:
+//!   `{"op":"subscribe","channels":["quotes.BTCUSDT","book.BTCUSDT"],"id":"r1"}`
+//!   `{"op":"unsubscribe","channels":["book.BTCUSDT"],"id":"r2"}`
+//!   `{"op":"ping","id":"r3"}`
+//! Server to client:
+//!   `{"type":"subscribed","id":"r1","channels":[...]}` / `"unsubscribed"` / `"pong"`
+//!   `{"type":"snapshot","channel":"quotes.BTCUSDT","seq":1,"data":{...}}` on subscribe,
+//!   `{"type":"update","channel":"quotes.BTCUSDT","seq":2,"data":{...}}` after it;
+//!   `seq` counts messages per channel on this connection, from 1, with no gaps.
+//!   A trades/bars update may carry `"missed":N`: N older messages were dropped because
+//!   the client read too slowly (quotes and books are conflated instead).
+//!   `{"type":"heartbeat","ts_us":...}` every `ws_heartbeat_secs`.
+//!   `{"type":"error","id":"r1","error":{"code":"UNKNOWN_SYMBOL","message":"..."}}`.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest accepted client frame.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientMessage {
+    pub op: String,
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Echoed in the reply so clients can match requests and answers.
+    #[serde(default)]
+    pub id: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+pub struct Ack<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct ErrorMessage<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a serde_json::Value>,
+    pub error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+pub struct DataMessage<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub channel: &'a str,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed: Option<u64>,
+    pub data: T,
+}
+
+#[derive(Serialize)]
+pub struct Heartbeat {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_us: i64,
+}
