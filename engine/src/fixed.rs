@@ -295,4 +295,48 @@ mod tests {
         assert_eq!(rescale(15001, 4, 2), Err(FixedError::TooPrecise { scale: 2 }));
         assert_eq!(rescale(i64::MAX, 0, 1), Err(FixedError::Overflow));
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Formatting then parsing gives back the same mantissa at any scale.
+            #[test]
+            fn format_parse_round_trip(m in any::<i64>(), scale in 0u8..=18) {
+                let text = Decimal::new(m, scale).to_string();
+                prop_assert_eq!(parse_decimal(text.as_bytes(), scale), Ok(m));
+            }
+
+            /// Trailing zeros beyond the scale never change the value; a non-zero digit
+            /// beyond it is always rejected.
+            #[test]
+            fn extra_digits(m in -1_000_000_000i64..1_000_000_000, scale in 0u8..=8, zeros in 1usize..10, d in 1u8..=9) {
+                let text = Decimal::new(m, scale).to_string();
+                let dot = if scale == 0 { "." } else { "" };
+                let padded = format!("{text}{dot}{}", "0".repeat(zeros));
+                prop_assert_eq!(parse_decimal(padded.as_bytes(), scale), Ok(m));
+                let bad = format!("{text}{dot}{}{d}", "0".repeat(zeros - 1));
+                prop_assert_eq!(parse_decimal(bad.as_bytes(), scale), Err(FixedError::TooPrecise { scale }));
+            }
+
+            /// Arbitrary bytes never panic, and anything accepted re-formats to an
+            /// equivalent number.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..40), scale in 0u8..=20) {
+                if let Ok(m) = parse_decimal(&bytes, scale) {
+                    let again = Decimal::new(m, scale).to_string();
+                    prop_assert_eq!(parse_decimal(again.as_bytes(), scale), Ok(m));
+                }
+            }
+
+            /// Agrees with exact integer arithmetic on "int.frac" inputs.
+            #[test]
+            fn matches_integer_model(int in 0u64..10_000_000_000, frac in 0u64..100_000_000, neg in any::<bool>()) {
+                let text = format!("{}{int}.{frac:08}", if neg { "-" } else { "" });
+                let expected = (int as i64 * 100_000_000 + frac as i64) * if neg { -1 } else { 1 };
+                prop_assert_eq!(parse_decimal(text.as_bytes(), 8), Ok(expected));
+            }
+        }
+    }
 }

@@ -1,0 +1,211 @@
+//! The engine end to end on hand-written ticks: data-quality transitions in-band,
+//! per-consumer sequence numbers, and resync of a consumer whose ring overflowed.
+
+use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
+use stocksblitz_engine::{
+    Aggressor, BarState, BookFlags, DataQuality, Engine, EngineConfig, EngineEvent, EventData, FeedStatus,
+    InstrumentId, L2Book, Price, Qty, Side, Tick, TickData, UnixNanos,
+};
+
+const S: i64 = UnixNanos::NANOS_PER_SEC;
+const I0: InstrumentId = InstrumentId(0);
+
+fn tick(t: i64, data: TickData) -> Tick {
+    Tick {
+        exchange_ts: UnixNanos(t),
+        recv_ts: UnixNanos(t),
+        instrument: I0,
+        data,
+    }
+}
+
+fn delta(side: Side, p: i64, q: i64, flags: BookFlags) -> TickData {
+    TickData::BookDelta {
+        side,
+        price: Price(p),
+        qty: Qty(q),
+        update_id: 0,
+        flags,
+    }
+}
+
+fn status(s: FeedStatus) -> TickData {
+    TickData::Status { status: s, detail: 0 }
+}
+
+fn setup(out_capacity: usize) -> (Engine, RingProducer<Tick>, RingConsumer<EngineEvent>) {
+    let cfg = EngineConfig {
+        book_max_levels: 8,
+        stale_after_ms: 1_000,
+        ..EngineConfig::default()
+    };
+    let (tx, rx) = ring::<Tick>("in", 1024);
+    let (otx, orx) = ring::<EngineEvent>("out", out_capacity);
+    (Engine::new(&cfg, 2, vec![rx], vec![otx]), tx, orx)
+}
+
+fn drain(rx: &mut RingConsumer<EngineEvent>) -> Vec<EngineEvent> {
+    std::iter::from_fn(|| rx.pop()).collect()
+}
+
+fn snapshot_ticks(t: i64) -> Vec<Tick> {
+    let snap = BookFlags::SNAPSHOT;
+    vec![
+        tick(t, delta(Side::Buy, 100, 5, snap.with(BookFlags::CLEAR))),
+        tick(t, delta(Side::Buy, 99, 5, snap)),
+        tick(t, delta(Side::Sell, 101, 5, snap)),
+        tick(t, delta(Side::Sell, 102, 5, snap.with(BookFlags::END_OF_BATCH))),
+    ]
+}
+
+#[test]
+fn quality_moves_through_sync_live_crossed_gapped_stale_halted() {
+    let (mut e, mut tx, mut rx) = setup(1024);
+    let mut push = |ts: Vec<Tick>| ts.into_iter().for_each(|t| assert!(tx.push(t)));
+
+    push(vec![tick(S, status(FeedStatus::Syncing))]);
+    push(snapshot_ticks(S));
+    e.poll();
+    let evs = drain(&mut rx);
+    // Mid-snapshot events are still SYNCING; the batch end makes the book LIVE.
+    assert_eq!(evs.first().map(|e| e.quality), Some(DataQuality::Syncing));
+    assert_eq!(evs.last().map(|e| e.quality), Some(DataQuality::Live));
+    assert!(evs.iter().any(|e| matches!(e.data, EventData::Status { previous: DataQuality::Syncing })));
+    assert!(evs.iter().any(|e| matches!(e.data, EventData::Quote { bid: Price(100), ask: Price(101), .. })));
+    // Sequence numbers are contiguous from 1.
+    let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+
+    // A bid through the ask crosses the book.
+    push(vec![tick(S + 1, delta(Side::Buy, 103, 1, BookFlags::END_OF_BATCH))]);
+    e.poll();
+    assert_eq!(drain(&mut rx).last().map(|e| e.quality), Some(DataQuality::Crossed));
+    push(vec![tick(S + 2, delta(Side::Buy, 103, 0, BookFlags::END_OF_BATCH))]);
+    e.poll();
+    assert_eq!(drain(&mut rx).last().map(|e| e.quality), Some(DataQuality::Live));
+
+    // A gap holds until a fresh snapshot.
+    push(vec![tick(S + 3, status(FeedStatus::Gap))]);
+    push(vec![tick(S + 3, delta(Side::Buy, 98, 1, BookFlags::END_OF_BATCH))]);
+    e.poll();
+    assert_eq!(drain(&mut rx).last().map(|e| e.quality), Some(DataQuality::Gapped));
+    push(snapshot_ticks(S + 4));
+    e.poll();
+    assert_eq!(drain(&mut rx).last().map(|e| e.quality), Some(DataQuality::Live));
+    assert_eq!(e.state(I0).map(|s| s.book.bids().len()), Some(2), "snapshot cleared the old levels");
+
+    // Silence past stale_after_ms makes it STALE; data brings it back.
+    e.housekeeping(UnixNanos(S + 4 + 2 * S));
+    assert_eq!(drain(&mut rx).last().map(|e| e.quality), Some(DataQuality::Stale));
+    push(vec![tick(3 * S, delta(Side::Buy, 100, 7, BookFlags::END_OF_BATCH))]);
+    e.poll();
+    assert_eq!(drain(&mut rx).last().map(|e| e.quality), Some(DataQuality::Live));
+
+    // Halt dominates everything until resumed.
+    push(vec![tick(3 * S, status(FeedStatus::Halted))]);
+    e.poll();
+    assert_eq!(drain(&mut rx).last().map(|e| e.quality), Some(DataQuality::Halted));
+    push(vec![tick(3 * S, status(FeedStatus::Resumed))]);
+    e.poll();
+    assert_eq!(drain(&mut rx).last().map(|e| e.quality), Some(DataQuality::Live));
+}
+
+#[test]
+fn trades_build_bars_that_close_on_the_timer() {
+    let (mut e, mut tx, mut rx) = setup(1024);
+    for (i, p) in [100, 105, 95, 101].into_iter().enumerate() {
+        tx.push(tick(
+            10 * S + i as i64,
+            TickData::Trade {
+                price: Price(p),
+                qty: Qty(2),
+                trade_id: i as u64 + 1,
+                aggressor: Aggressor::Buy,
+            },
+        ));
+    }
+    e.poll();
+    assert_eq!(drain(&mut rx).iter().filter(|e| matches!(e.data, EventData::Trade { .. })).count(), 4);
+    e.housekeeping(UnixNanos(11 * S + S / 2));
+    let bars: Vec<_> = drain(&mut rx)
+        .into_iter()
+        .filter_map(|e| match e.data {
+            EventData::Bar { bar, state: BarState::Closed } => Some(bar),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bars.len(), 1, "the 1s bar closed; the 1m bar is still open");
+    let b = bars[0];
+    assert_eq!((b.open, b.high, b.low, b.close, b.volume, b.trades), (Price(100), Price(105), Price(95), Price(101), Qty(8), 4));
+}
+
+#[test]
+fn unknown_instrument_is_counted_not_fatal() {
+    let (mut e, mut tx, mut rx) = setup(1024);
+    tx.push(Tick {
+        instrument: InstrumentId(99),
+        ..tick(S, status(FeedStatus::Live))
+    });
+    tx.push(tick(S, status(FeedStatus::Live)));
+    assert_eq!(e.poll(), 2);
+    assert_eq!(e.handles().stats.unknown_instrument.get(), 1);
+    assert_eq!(drain(&mut rx).len(), 1);
+}
+
+/// A consumer whose ring overflowed sees a sequence gap, then a full snapshot that
+/// rebuilds its copy of the book exactly.
+#[test]
+fn overflowed_consumer_is_resynced_with_a_snapshot() {
+    let (mut e, mut tx, mut rx) = setup(32);
+    for t in snapshot_ticks(S) {
+        tx.push(t);
+    }
+    e.poll();
+    let mut mirror = L2Book::new(8);
+    let mut last_seq = 0;
+    let mut apply = |evs: Vec<EngineEvent>, mirror: &mut L2Book, gap_seen: &mut bool| {
+        for ev in evs {
+            if ev.seq != last_seq + 1 && !ev.is_snapshot_start() {
+                *gap_seen = true;
+            }
+            last_seq = ev.seq;
+            if let EventData::Book { side, price, qty, flags } = ev.data {
+                if flags.contains(BookFlags::CLEAR) {
+                    mirror.clear();
+                }
+                mirror.apply(side, price, qty);
+            }
+        }
+    };
+    let mut gap = false;
+    apply(drain(&mut rx), &mut mirror, &mut gap);
+    assert!(!gap);
+
+    // Flood without draining: the ring (32) overflows.
+    for i in 0..200 {
+        tx.push(tick(S + i, delta(Side::Buy, 90 + (i % 8), 1 + i, BookFlags::END_OF_BATCH)));
+    }
+    while e.poll() > 0 {}
+    let out = e.handles().outputs;
+    assert!(out[0].0.dropped.get() > 0, "ring should have overflowed");
+    assert!(out[0].1.suppressed.get() > 0, "later events wait for the snapshot");
+    let before = drain(&mut rx);
+    let seen = before.last().map_or(0, |e| e.seq);
+    apply(before, &mut mirror, &mut gap);
+
+    e.housekeeping(UnixNanos(S + 500));
+    let evs = drain(&mut rx);
+    let first = evs.first().copied();
+    assert!(first.is_some_and(|e| e.is_snapshot_start()));
+    assert!(first.is_some_and(|e| e.seq > seen + 1), "the sequence jump shows what was missed");
+    apply(evs, &mut mirror, &mut gap);
+    let engine_book = &e.state(I0).map(|s| s.book.clone()).unwrap_or_else(|| L2Book::new(1));
+    assert_eq!(mirror.bids(), engine_book.bids());
+    assert_eq!(mirror.asks(), engine_book.asks());
+    assert_eq!(e.handles().stats.resyncs.get(), 1);
+
+    // Afterwards events flow normally again.
+    tx.push(tick(2 * S, delta(Side::Sell, 105, 1, BookFlags::END_OF_BATCH)));
+    e.poll();
+    assert_eq!(drain(&mut rx).len(), 1);
+}
