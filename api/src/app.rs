@@ -36,14 +36,20 @@ pub struct RunningApp {
     shutdown: Option<oneshot::Sender<()>>,
 }
 
-fn start_feeds(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<(Vec<FeedHandle>, Vec<stocksblitz_engine::ring::RingConsumer<Tick>>)> {
+fn start_feeds(
+    v: &Validated,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<(Vec<FeedHandle>, Vec<stocksblitz_engine::ring::RingConsumer<Tick>>)> {
     let mut handles = Vec::new();
     let mut consumers = Vec::new();
     for f in &v.config.feeds {
         let (producer, consumer) = ring::<Tick>(format!("feed-{}", f.name), v.config.engine.input_ring_capacity);
         match f.kind {
             FeedKind::Synthetic => {
-                let s = f.synthetic.as_ref().context("validated synthetic feed lost its settings")?;
+                let s = f
+                    .synthetic
+                    .as_ref()
+                    .context("validated synthetic feed lost its settings")?;
                 let specs: Vec<SimSpec> = f
                     .instruments
                     .iter()
@@ -60,8 +66,16 @@ fn start_feeds(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<(Vec<Fee
                     })
                     .collect();
                 let market = SyntheticMarket::new(s.seed, s.depth, &specs);
-                let h = spawn_synthetic(f.name.clone(), f.core, f.idle, s.rate_per_sec, market, producer, Arc::clone(stop))
-                    .with_context(|| format!("starting feed {}", f.name))?;
+                let h = spawn_synthetic(
+                    f.name.clone(),
+                    f.core,
+                    f.idle,
+                    s.rate_per_sec,
+                    market,
+                    producer,
+                    Arc::clone(stop),
+                )
+                .with_context(|| format!("starting feed {}", f.name))?;
                 handles.push(h);
             }
         }
@@ -158,9 +172,12 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
 
 /// Binds the configured address and starts.
 pub async fn start(v: Validated) -> anyhow::Result<RunningApp> {
-    let listener = TcpListener::bind(v.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (api.listen): is another process using it?", v.listen))?;
+    let listener = TcpListener::bind(v.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (api.listen): is another process using it?",
+            v.listen
+        )
+    })?;
     start_on(v, listener).await
 }
 

@@ -102,11 +102,18 @@ pub struct QuoteDto<'a> {
     pub last: Option<TradeDto<'a>>,
 }
 
-fn side_of(inst: &Instrument, price: stocksblitz_engine::Price, qty: stocksblitz_engine::Qty) -> (Option<Dec>, Option<Dec>) {
+fn side_of(
+    inst: &Instrument,
+    price: stocksblitz_engine::Price,
+    qty: stocksblitz_engine::Qty,
+) -> (Option<Dec>, Option<Dec>) {
     if qty.is_zero() {
         (None, None)
     } else {
-        (Some(Dec(price.decimal(inst.price_scale))), Some(Dec(qty.decimal(inst.qty_scale))))
+        (
+            Some(Dec(price.decimal(inst.price_scale))),
+            Some(Dec(qty.decimal(inst.qty_scale))),
+        )
     }
 }
 
@@ -150,7 +157,12 @@ impl<'a> BookDto<'a> {
         let levels = |ls: &[Level]| {
             ls.iter()
                 .take(depth)
-                .map(|l| [Dec(l.price.decimal(inst.price_scale)), Dec(l.qty.decimal(inst.qty_scale))])
+                .map(|l| {
+                    [
+                        Dec(l.price.decimal(inst.price_scale)),
+                        Dec(l.qty.decimal(inst.qty_scale)),
+                    ]
+                })
                 .collect()
         };
         Self {

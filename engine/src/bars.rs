@@ -229,7 +229,15 @@ mod tests {
         };
         assert_eq!(
             (bar.start, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades),
-            (UnixNanos(10 * S), Price(100), Price(105), Price(95), Price(101), Qty(10), 4)
+            (
+                UnixNanos(10 * S),
+                Price(100),
+                Price(105),
+                Price(95),
+                Price(101),
+                Qty(10),
+                4
+            )
         );
     }
 
@@ -244,7 +252,10 @@ mod tests {
         let BarEvent::Revised(rev) = b.on_trade(UnixNanos(10 * S + 5), Price(90), Qty(2)) else {
             panic!("a late trade for the last closed bar revises it");
         };
-        assert_eq!((rev.low, rev.volume, rev.trades, rev.close), (Price(90), Qty(3), 2, Price(90)));
+        assert_eq!(
+            (rev.low, rev.volume, rev.trades, rev.close),
+            (Price(90), Qty(3), 2, Price(90))
+        );
         assert_eq!(b.on_trade(UnixNanos(9 * S), Price(90), Qty(1)), BarEvent::Late);
         assert_eq!(b.current().map(|c| c.start), Some(UnixNanos(11 * S)));
     }
@@ -254,7 +265,10 @@ mod tests {
         let mut b = BarBuilder::new(BarInterval::OneMinute, S);
         b.on_trade(UnixNanos(60 * S), Price(1), Qty(1));
         assert!(matches!(b.on_timer(UnixNanos(121 * S)), BarEvent::Closed(_)));
-        assert!(matches!(b.on_trade(UnixNanos(119 * S), Price(2), Qty(1)), BarEvent::Revised(_)));
+        assert!(matches!(
+            b.on_trade(UnixNanos(119 * S), Price(2), Qty(1)),
+            BarEvent::Revised(_)
+        ));
         assert_eq!(b.on_trade(UnixNanos(59 * S), Price(2), Qty(1)), BarEvent::Late);
         assert_eq!(b.on_trade(UnixNanos(125 * S), Price(3), Qty(1)), BarEvent::None);
     }

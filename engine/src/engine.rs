@@ -53,7 +53,11 @@ impl Engine {
         inputs: Vec<RingConsumer<Tick>>,
         outputs: Vec<RingProducer<EngineEvent>>,
     ) -> Self {
-        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX).saturating_mul(UnixNanos::NANOS_PER_MILLI);
+        let ms = |v: u64| {
+            i64::try_from(v)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(UnixNanos::NANOS_PER_MILLI)
+        };
         let grace = ms(config.bar_grace_ms);
         let states = (0..instruments)
             .map(|i| InstrumentState::new(InstrumentId(i as u32), config.book_max_levels, grace))

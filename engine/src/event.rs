@@ -37,9 +37,14 @@ pub enum EventData {
         qty: Qty,
         flags: BookFlags,
     },
-    Bar { bar: Bar, state: BarState },
+    Bar {
+        bar: Bar,
+        state: BarState,
+    },
     /// The data-quality state changed from `previous` to the event's `quality`.
-    Status { previous: DataQuality },
+    Status {
+        previous: DataQuality,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +59,10 @@ pub struct EngineEvent {
     pub data: EventData,
 }
 
-const _: () = assert!(core::mem::size_of::<EngineEvent>() <= 128, "EngineEvent must fit two cache lines");
+const _: () = assert!(
+    core::mem::size_of::<EngineEvent>() <= 128,
+    "EngineEvent must fit two cache lines"
+);
 
 impl EngineEvent {
     pub const EMPTY: EngineEvent = EngineEvent {

@@ -68,10 +68,7 @@ pub struct Idler {
 
 impl Idler {
     pub fn new(config: IdleConfig) -> Self {
-        Self {
-            config,
-            empty_polls: 0,
-        }
+        Self { config, empty_polls: 0 }
     }
 
     /// Call after a poll that found work.

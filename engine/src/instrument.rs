@@ -115,33 +115,47 @@ impl Instrument {
         if c.symbol.is_empty() || c.symbol.len() > 32 || !c.symbol.chars().all(is_symbol_char) {
             return Err(invalid(
                 key("symbol"),
-                format!("{:?} must be 1-32 characters of A-Z, a-z, 0-9, '-', '_' or '/'", c.symbol),
+                format!(
+                    "{:?} must be 1-32 characters of A-Z, a-z, 0-9, '-', '_' or '/'",
+                    c.symbol
+                ),
             ));
         }
-        for (field, value) in [("venue", &c.venue), ("venue_symbol", &c.venue_symbol), ("currency", &c.currency)] {
+        for (field, value) in [
+            ("venue", &c.venue),
+            ("venue_symbol", &c.venue_symbol),
+            ("currency", &c.currency),
+        ] {
             if value.trim().is_empty() {
                 return Err(invalid(key(field), "must not be empty"));
             }
         }
         for (field, value) in [("price_decimals", c.price_decimals), ("qty_decimals", c.qty_decimals)] {
             if value > MAX_SCALE {
-                return Err(invalid(key(field), format!("{value} is above the maximum of {MAX_SCALE}")));
+                return Err(invalid(
+                    key(field),
+                    format!("{value} is above the maximum of {MAX_SCALE}"),
+                ));
             }
         }
-        let tick_size = Price::parse_str(&c.tick_size, c.price_decimals)
-            .map_err(|source| RegistryError::Decimal { key: key("tick_size"), source })?;
-        let lot_size = Qty::parse_str(&c.lot_size, c.qty_decimals)
-            .map_err(|source| RegistryError::Decimal { key: key("lot_size"), source })?;
+        let tick_size = Price::parse_str(&c.tick_size, c.price_decimals).map_err(|source| RegistryError::Decimal {
+            key: key("tick_size"),
+            source,
+        })?;
+        let lot_size = Qty::parse_str(&c.lot_size, c.qty_decimals).map_err(|source| RegistryError::Decimal {
+            key: key("lot_size"),
+            source,
+        })?;
         if tick_size.0 <= 0 {
             return Err(invalid(key("tick_size"), "must be greater than zero"));
         }
         if lot_size.0 <= 0 {
             return Err(invalid(key("lot_size"), "must be greater than zero"));
         }
-        let session = c
-            .session
-            .parse()
-            .map_err(|source| RegistryError::Session { key: key("session"), source })?;
+        let session = c.session.parse().map_err(|source| RegistryError::Session {
+            key: key("session"),
+            source,
+        })?;
         Ok(Self {
             id,
             symbol: c.symbol.clone(),
@@ -162,7 +176,10 @@ impl InstrumentRegistry {
     /// Validates every entry and assigns ids in config order.
     pub fn from_config(configs: &[InstrumentConfig]) -> Result<Self, RegistryError> {
         if configs.is_empty() {
-            return Err(invalid("instruments".into(), "at least one [[instruments]] entry is required"));
+            return Err(invalid(
+                "instruments".into(),
+                "at least one [[instruments]] entry is required",
+            ));
         }
         let max = u32::MAX as usize;
         if configs.len() > max {

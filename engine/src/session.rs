@@ -26,7 +26,9 @@ pub enum TradingSession {
 /// Why a session string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
-    #[error("expected \"24x7\" or \"<IANA time zone> HH:MM-HH:MM [day-day]\", e.g. \"Asia/Kolkata 09:15-15:30 mon-fri\"")]
+    #[error(
+        "expected \"24x7\" or \"<IANA time zone> HH:MM-HH:MM [day-day]\", e.g. \"Asia/Kolkata 09:15-15:30 mon-fri\""
+    )]
     Shape,
     #[error("unknown time zone {0:?}: use an IANA name such as \"Asia/Kolkata\"")]
     TimeZone(String),
@@ -96,12 +98,7 @@ impl std::str::FromStr for TradingSession {
         if close <= open {
             return Err(SessionError::Empty);
         }
-        Ok(TradingSession::Daily {
-            tz,
-            open,
-            close,
-            days,
-        })
+        Ok(TradingSession::Daily { tz, open, close, days })
     }
 }
 
@@ -110,16 +107,10 @@ impl TradingSession {
     pub fn is_open(&self, at: UnixNanos) -> bool {
         match self {
             TradingSession::Always => true,
-            TradingSession::Daily {
-                tz,
-                open,
-                close,
-                days,
-            } => {
+            TradingSession::Daily { tz, open, close, days } => {
                 let local = tz.timestamp_nanos(at.0);
                 let day_bit = 1u8 << local.weekday().num_days_from_monday();
-                let t = NaiveTime::from_hms_opt(local.hour(), local.minute(), local.second())
-                    .unwrap_or(NaiveTime::MIN);
+                let t = NaiveTime::from_hms_opt(local.hour(), local.minute(), local.second()).unwrap_or(NaiveTime::MIN);
                 days & day_bit != 0 && t >= *open && t < *close
             }
         }
@@ -129,12 +120,7 @@ impl TradingSession {
     pub fn describe(&self) -> String {
         match self {
             TradingSession::Always => "24x7".to_owned(),
-            TradingSession::Daily {
-                tz,
-                open,
-                close,
-                days,
-            } => {
+            TradingSession::Daily { tz, open, close, days } => {
                 const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
                 let first = days.trailing_zeros() as usize;
                 let last = 7 - days.leading_zeros() as usize;
@@ -186,10 +172,22 @@ mod tests {
     #[test]
     fn rejects_bad_sessions() {
         assert_eq!("".parse::<TradingSession>(), Err(SessionError::Shape));
-        assert!(matches!("Mars/Base 09:00-10:00".parse::<TradingSession>(), Err(SessionError::TimeZone(_))));
-        assert!(matches!("UTC 9-10".parse::<TradingSession>(), Err(SessionError::Time(_))));
+        assert!(matches!(
+            "Mars/Base 09:00-10:00".parse::<TradingSession>(),
+            Err(SessionError::TimeZone(_))
+        ));
+        assert!(matches!(
+            "UTC 9-10".parse::<TradingSession>(),
+            Err(SessionError::Time(_))
+        ));
         assert_eq!("UTC 10:00-09:00".parse::<TradingSession>(), Err(SessionError::Empty));
-        assert!(matches!("UTC 09:00-10:00 fri-mon".parse::<TradingSession>(), Err(SessionError::Days(_))));
-        assert_eq!("UTC 09:00-10:00 mon extra".parse::<TradingSession>(), Err(SessionError::Shape));
+        assert!(matches!(
+            "UTC 09:00-10:00 fri-mon".parse::<TradingSession>(),
+            Err(SessionError::Days(_))
+        ));
+        assert_eq!(
+            "UTC 09:00-10:00 mon extra".parse::<TradingSession>(),
+            Err(SessionError::Shape)
+        );
     }
 }

@@ -70,8 +70,20 @@ fn quality_moves_through_sync_live_crossed_gapped_stale_halted() {
     // Mid-snapshot events are still SYNCING; the batch end makes the book LIVE.
     assert_eq!(evs.first().map(|e| e.quality), Some(DataQuality::Syncing));
     assert_eq!(evs.last().map(|e| e.quality), Some(DataQuality::Live));
-    assert!(evs.iter().any(|e| matches!(e.data, EventData::Status { previous: DataQuality::Syncing })));
-    assert!(evs.iter().any(|e| matches!(e.data, EventData::Quote { bid: Price(100), ask: Price(101), .. })));
+    assert!(evs.iter().any(|e| matches!(
+        e.data,
+        EventData::Status {
+            previous: DataQuality::Syncing
+        }
+    )));
+    assert!(evs.iter().any(|e| matches!(
+        e.data,
+        EventData::Quote {
+            bid: Price(100),
+            ask: Price(101),
+            ..
+        }
+    )));
     // Sequence numbers are contiguous from 1.
     let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
@@ -92,7 +104,11 @@ fn quality_moves_through_sync_live_crossed_gapped_stale_halted() {
     push(snapshot_ticks(S + 4));
     e.poll();
     assert_eq!(drain(&mut rx).last().map(|e| e.quality), Some(DataQuality::Live));
-    assert_eq!(e.state(I0).map(|s| s.book.bids().len()), Some(2), "snapshot cleared the old levels");
+    assert_eq!(
+        e.state(I0).map(|s| s.book.bids().len()),
+        Some(2),
+        "snapshot cleared the old levels"
+    );
 
     // Silence past stale_after_ms makes it STALE; data brings it back.
     e.housekeeping(UnixNanos(S + 4 + 2 * S));
@@ -125,18 +141,30 @@ fn trades_build_bars_that_close_on_the_timer() {
         ));
     }
     e.poll();
-    assert_eq!(drain(&mut rx).iter().filter(|e| matches!(e.data, EventData::Trade { .. })).count(), 4);
+    assert_eq!(
+        drain(&mut rx)
+            .iter()
+            .filter(|e| matches!(e.data, EventData::Trade { .. }))
+            .count(),
+        4
+    );
     e.housekeeping(UnixNanos(11 * S + S / 2));
     let bars: Vec<_> = drain(&mut rx)
         .into_iter()
         .filter_map(|e| match e.data {
-            EventData::Bar { bar, state: BarState::Closed } => Some(bar),
+            EventData::Bar {
+                bar,
+                state: BarState::Closed,
+            } => Some(bar),
             _ => None,
         })
         .collect();
     assert_eq!(bars.len(), 1, "the 1s bar closed; the 1m bar is still open");
     let b = bars[0];
-    assert_eq!((b.open, b.high, b.low, b.close, b.volume, b.trades), (Price(100), Price(105), Price(95), Price(101), Qty(8), 4));
+    assert_eq!(
+        (b.open, b.high, b.low, b.close, b.volume, b.trades),
+        (Price(100), Price(105), Price(95), Price(101), Qty(8), 4)
+    );
 }
 
 #[test]
@@ -169,7 +197,13 @@ fn overflowed_consumer_is_resynced_with_a_snapshot() {
                 *gap_seen = true;
             }
             last_seq = ev.seq;
-            if let EventData::Book { side, price, qty, flags } = ev.data {
+            if let EventData::Book {
+                side,
+                price,
+                qty,
+                flags,
+            } = ev.data
+            {
                 if flags.contains(BookFlags::CLEAR) {
                     mirror.clear();
                 }
@@ -183,7 +217,10 @@ fn overflowed_consumer_is_resynced_with_a_snapshot() {
 
     // Flood without draining: the ring (32) overflows.
     for i in 0..200 {
-        tx.push(tick(S + i, delta(Side::Buy, 90 + (i % 8), 1 + i, BookFlags::END_OF_BATCH)));
+        tx.push(tick(
+            S + i,
+            delta(Side::Buy, 90 + (i % 8), 1 + i, BookFlags::END_OF_BATCH),
+        ));
     }
     while e.poll() > 0 {}
     let out = e.handles().outputs;
@@ -197,7 +234,10 @@ fn overflowed_consumer_is_resynced_with_a_snapshot() {
     let evs = drain(&mut rx);
     let first = evs.first().copied();
     assert!(first.is_some_and(|e| e.is_snapshot_start()));
-    assert!(first.is_some_and(|e| e.seq > seen + 1), "the sequence jump shows what was missed");
+    assert!(
+        first.is_some_and(|e| e.seq > seen + 1),
+        "the sequence jump shows what was missed"
+    );
     apply(evs, &mut mirror, &mut gap);
     let engine_book = &e.state(I0).map(|s| s.book.clone()).unwrap_or_else(|| L2Book::new(1));
     assert_eq!(mirror.bids(), engine_book.bids());

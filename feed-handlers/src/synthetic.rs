@@ -136,7 +136,14 @@ impl SyntheticMarket {
     pub fn snapshot(&self, i: usize, now: UnixNanos, mut out: impl FnMut(Tick)) {
         let Some(b) = self.books.get(i) else { return };
         let id = b.spec.id;
-        out(tick(id, now, TickData::Status { status: FeedStatus::Syncing, detail: 0 }));
+        out(tick(
+            id,
+            now,
+            TickData::Status {
+                status: FeedStatus::Syncing,
+                detail: 0,
+            },
+        ));
         let total = 2 * self.depth;
         let levels = b
             .bids
@@ -164,7 +171,14 @@ impl SyntheticMarket {
                 },
             ));
         }
-        out(tick(id, now, TickData::Status { status: FeedStatus::Live, detail: 0 }));
+        out(tick(
+            id,
+            now,
+            TickData::Status {
+                status: FeedStatus::Live,
+                detail: 0,
+            },
+        ));
     }
 
     pub fn len(&self) -> usize {
@@ -343,7 +357,13 @@ mod tests {
         for t in run(7, 20_000) {
             let b = &mut books[t.instrument.index()];
             match t.data {
-                TickData::BookDelta { side, price, qty, flags, .. } => {
+                TickData::BookDelta {
+                    side,
+                    price,
+                    qty,
+                    flags,
+                    ..
+                } => {
                     if flags.contains(BookFlags::CLEAR) {
                         b.clear();
                     }

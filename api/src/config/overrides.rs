@@ -28,7 +28,10 @@ pub fn apply(doc: &mut toml::Table, env: impl IntoIterator<Item = (String, Strin
         else {
             return Err(ConfigError::Env {
                 var,
-                message: format!("names no config section: overridable sections are {}", SECTIONS.join(", ")),
+                message: format!(
+                    "names no config section: overridable sections are {}",
+                    SECTIONS.join(", ")
+                ),
             });
         };
         if key.is_empty() {

@@ -64,28 +64,48 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     let registry = config.registry()?;
 
     if config.feeds.is_empty() {
-        return Err(ConfigError::invalid("feeds", "at least one [[feeds]] entry is required"));
+        return Err(ConfigError::invalid(
+            "feeds",
+            "at least one [[feeds]] entry is required",
+        ));
     }
     let mut names = HashSet::new();
     let mut fed = HashSet::new();
     for (i, f) in config.feeds.iter().enumerate() {
         let key = |k: &str| format!("feeds[{i}].{k}");
-        if f.name.is_empty() || !f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(ConfigError::invalid(key("name"), "must be non-empty: letters, digits, '-' or '_'"));
+        if f.name.is_empty()
+            || !f
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::invalid(
+                key("name"),
+                "must be non-empty: letters, digits, '-' or '_'",
+            ));
         }
         if !names.insert(f.name.as_str()) {
-            return Err(ConfigError::invalid(key("name"), format!("{:?} is used twice: feed names must be unique", f.name)));
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!("{:?} is used twice: feed names must be unique", f.name),
+            ));
         }
         core(key("core"), f.core)?;
         if let Err((k, m)) = f.idle.validate() {
             return Err(ConfigError::invalid(key(&format!("idle.{k}")), m));
         }
         if f.instruments.is_empty() {
-            return Err(ConfigError::invalid(key("instruments"), "must list at least one symbol"));
+            return Err(ConfigError::invalid(
+                key("instruments"),
+                "must list at least one symbol",
+            ));
         }
         for sym in &f.instruments {
             if registry.by_symbol(sym).is_none() {
-                return Err(ConfigError::invalid(key("instruments"), format!("{sym:?} is not in [[instruments]]")));
+                return Err(ConfigError::invalid(
+                    key("instruments"),
+                    format!("{sym:?} is not in [[instruments]]"),
+                ));
             }
             if !fed.insert(sym.as_str()) {
                 return Err(ConfigError::invalid(
@@ -97,7 +117,10 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         match f.kind {
             FeedKind::Synthetic => {
                 let Some(s) = &f.synthetic else {
-                    return Err(ConfigError::invalid(key("synthetic"), "required when kind = \"synthetic\""));
+                    return Err(ConfigError::invalid(
+                        key("synthetic"),
+                        "required when kind = \"synthetic\"",
+                    ));
                 };
                 if let Err((k, m)) = s.validate() {
                     return Err(ConfigError::invalid(key(&format!("synthetic.{k}")), m));
@@ -106,7 +129,10 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
                     let Some(inst) = registry.by_symbol(sym) else { continue };
                     let k = key(&format!("synthetic.start_prices.{sym}"));
                     let Some(text) = s.start_prices.get(sym) else {
-                        return Err(ConfigError::invalid(k, "missing: every instrument of the feed needs a start price"));
+                        return Err(ConfigError::invalid(
+                            k,
+                            "missing: every instrument of the feed needs a start price",
+                        ));
                     };
                     match Price::parse_str(text, inst.price_scale) {
                         Ok(p) if p.0 > 0 => {}

@@ -43,7 +43,8 @@ impl ApiError {
     }
 
     pub fn invalid_parameter(name: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", message).with_details(serde_json::json!({ "parameter": name }))
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", message)
+            .with_details(serde_json::json!({ "parameter": name }))
     }
 
     /// The generic error for a status produced outside our handlers.
@@ -57,7 +58,10 @@ impl ApiError {
             StatusCode::UNPROCESSABLE_ENTITY => ("INVALID_BODY", "the request body does not match the expected shape"),
             StatusCode::BAD_REQUEST => ("BAD_REQUEST", "the request is malformed"),
             StatusCode::TOO_MANY_REQUESTS => ("RATE_LIMITED", "too many requests: slow down"),
-            s if s.is_server_error() => ("INTERNAL", "internal error: retry, and report the request id if it persists"),
+            s if s.is_server_error() => (
+                "INTERNAL",
+                "internal error: retry, and report the request id if it persists",
+            ),
             _ => ("ERROR", "request failed"),
         };
         let text = text.trim();

@@ -63,7 +63,11 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     if c.ready {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "reasons": c.reasons }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "reasons": c.reasons })),
+        )
+            .into_response()
     }
 }
 
@@ -105,6 +109,10 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "instruments_by_quality": qualities,
         "stores": { "questdb": "not_configured", "redis": "not_configured" },
     });
-    let code = if c.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if c.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }

@@ -16,7 +16,10 @@ type ApiResult = Result<Json<Value>, ApiError>;
 const MAX_BATCH: usize = 100;
 
 fn instrument<'a>(app: &'a AppState, symbol: &str) -> Result<&'a Instrument, ApiError> {
-    app.market.registry.by_symbol(symbol).ok_or_else(|| ApiError::unknown_symbol(symbol))
+    app.market
+        .registry
+        .by_symbol(symbol)
+        .ok_or_else(|| ApiError::unknown_symbol(symbol))
 }
 
 /// Parses an optional integer query parameter within `lo..=hi`.
@@ -24,7 +27,10 @@ fn int_param(name: &str, v: Option<&str>, lo: i64, hi: i64) -> Result<Option<i64
     let Some(v) = v else { return Ok(None) };
     match v.parse::<i64>() {
         Ok(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
-        _ => Err(ApiError::invalid_parameter(name, format!("{name} must be an integer from {lo} to {hi}, got {v:?}"))),
+        _ => Err(ApiError::invalid_parameter(
+            name,
+            format!("{name} must be an integer from {lo} to {hi}, got {v:?}"),
+        )),
     }
 }
 
@@ -47,13 +53,23 @@ pub struct QuotesParams {
 
 pub async fn quotes(State(app): State<AppState>, Query(p): Query<QuotesParams>) -> ApiResult {
     let Some(raw) = p.symbols.filter(|s| !s.trim().is_empty()) else {
-        return Err(ApiError::invalid_parameter("symbols", "symbols is required: ?symbols=BTCUSDT,ETHUSDT"));
+        return Err(ApiError::invalid_parameter(
+            "symbols",
+            "symbols is required: ?symbols=BTCUSDT,ETHUSDT",
+        ));
     };
     let symbols: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if symbols.len() > MAX_BATCH {
-        return Err(ApiError::invalid_parameter("symbols", format!("at most {MAX_BATCH} symbols per request")));
+        return Err(ApiError::invalid_parameter(
+            "symbols",
+            format!("at most {MAX_BATCH} symbols per request"),
+        ));
     }
-    let unknown: Vec<&str> = symbols.iter().copied().filter(|s| app.market.registry.by_symbol(s).is_none()).collect();
+    let unknown: Vec<&str> = symbols
+        .iter()
+        .copied()
+        .filter(|s| app.market.registry.by_symbol(s).is_none())
+        .collect();
     if !unknown.is_empty() {
         return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
@@ -91,14 +107,24 @@ pub struct TradesParams {
     limit: Option<String>,
 }
 
-pub async fn trades(State(app): State<AppState>, Path(symbol): Path<String>, Query(p): Query<TradesParams>) -> ApiResult {
+pub async fn trades(
+    State(app): State<AppState>,
+    Path(symbol): Path<String>,
+    Query(p): Query<TradesParams>,
+) -> ApiResult {
     let inst = instrument(&app, &symbol)?;
     let max = app.config.trades_history as i64;
     let limit = int_param("limit", p.limit.as_deref(), 1, max)?.unwrap_or(max.min(100)) as usize;
     let mirror = app.market.mirror.read();
     let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
     // Newest first.
-    let list: Vec<_> = view.trades.iter().rev().take(limit).map(|t| TradeDto::new(inst, t)).collect();
+    let list: Vec<_> = view
+        .trades
+        .iter()
+        .rev()
+        .take(limit)
+        .map(|t| TradeDto::new(inst, t))
+        .collect();
     Ok(Json(json!({ "symbol": inst.symbol, "trades": list })))
 }
 
@@ -118,7 +144,12 @@ pub async fn historical(
 ) -> ApiResult {
     let inst = instrument(&app, &symbol)?;
     let interval = match p.interval.as_deref() {
-        None => return Err(ApiError::invalid_parameter("interval", "interval is required: 1s or 1m")),
+        None => {
+            return Err(ApiError::invalid_parameter(
+                "interval",
+                "interval is required: 1s or 1m",
+            ))
+        }
         Some(s) => BarInterval::parse(s)
             .ok_or_else(|| ApiError::invalid_parameter("interval", format!("interval must be 1s or 1m, got {s:?}")))?,
     };
@@ -149,7 +180,9 @@ pub async fn historical(
     }
     let skip = bars.len().saturating_sub(limit);
     let bars: Vec<_> = bars.into_iter().skip(skip).collect();
-    Ok(Json(json!({ "symbol": inst.symbol, "interval": interval.as_str(), "bars": bars })))
+    Ok(Json(
+        json!({ "symbol": inst.symbol, "interval": interval.as_str(), "bars": bars }),
+    ))
 }
 
 pub async fn market_status(State(app): State<AppState>) -> Json<Value> {

@@ -61,7 +61,8 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
     let method = req.method().as_str().to_owned();
     let start = Instant::now();
     let resp = next.run(req).await;
-    app.http.record(route, method, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    app.http
+        .record(route, method, resp.status().as_u16(), start.elapsed().as_secs_f64());
     resp
 }
 
@@ -88,20 +89,52 @@ pub fn render(app: &AppState) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
     let e = &app.engine.stats;
     let counters: [(&str, &str, u64); 7] = [
-        ("stocksblitz_engine_ticks_total", "Ticks taken from input rings by the engine.", e.ticks.get()),
-        ("stocksblitz_engine_events_total", "Events handed to output rings.", e.events.get()),
-        ("stocksblitz_engine_unknown_instrument_total", "Ticks for an instrument id outside the registry.", e.unknown_instrument.get()),
-        ("stocksblitz_engine_invalid_deltas_total", "Book deltas with a negative quantity.", e.invalid_deltas.get()),
-        ("stocksblitz_engine_book_discarded_total", "Book levels discarded because a full side kept better ones.", e.book_discarded.get()),
-        ("stocksblitz_engine_late_trades_total", "Trades too late for any revisable bar.", e.late_trades.get()),
-        ("stocksblitz_engine_resyncs_total", "Book snapshots sent to consumers that fell behind.", e.resyncs.get()),
+        (
+            "stocksblitz_engine_ticks_total",
+            "Ticks taken from input rings by the engine.",
+            e.ticks.get(),
+        ),
+        (
+            "stocksblitz_engine_events_total",
+            "Events handed to output rings.",
+            e.events.get(),
+        ),
+        (
+            "stocksblitz_engine_unknown_instrument_total",
+            "Ticks for an instrument id outside the registry.",
+            e.unknown_instrument.get(),
+        ),
+        (
+            "stocksblitz_engine_invalid_deltas_total",
+            "Book deltas with a negative quantity.",
+            e.invalid_deltas.get(),
+        ),
+        (
+            "stocksblitz_engine_book_discarded_total",
+            "Book levels discarded because a full side kept better ones.",
+            e.book_discarded.get(),
+        ),
+        (
+            "stocksblitz_engine_late_trades_total",
+            "Trades too late for any revisable bar.",
+            e.late_trades.get(),
+        ),
+        (
+            "stocksblitz_engine_resyncs_total",
+            "Book snapshots sent to consumers that fell behind.",
+            e.resyncs.get(),
+        ),
     ];
     for (name, help, v) in counters {
         o.header(name, "counter", help);
         o.sample(name, "", v);
     }
     let now = UnixNanos::now().0;
-    o.header("stocksblitz_engine_heartbeat_age_seconds", "gauge", "Seconds since the engine loop last ran housekeeping.");
+    o.header(
+        "stocksblitz_engine_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since the engine loop last ran housekeeping.",
+    );
     o.sample(
         "stocksblitz_engine_heartbeat_age_seconds",
         "",
@@ -114,7 +147,11 @@ pub fn render(app: &AppState) -> String {
     rings.extend(app.engine.outputs.iter().map(|(r, _)| ("output", r.as_ref())));
     for (name, kind, help) in [
         ("stocksblitz_ring_pushed_total", "counter", "Items pushed into a ring."),
-        ("stocksblitz_ring_dropped_total", "counter", "Items dropped because a ring was full."),
+        (
+            "stocksblitz_ring_dropped_total",
+            "counter",
+            "Items dropped because a ring was full.",
+        ),
         ("stocksblitz_ring_fill", "gauge", "Items waiting in a ring."),
         ("stocksblitz_ring_capacity", "gauge", "Slots in a ring."),
     ] {
@@ -130,31 +167,67 @@ pub fn render(app: &AppState) -> String {
             o.sample(name, &labels, v);
         }
     }
-    o.header("stocksblitz_output_suppressed_total", "counter", "Events not sent to a consumer waiting for a resync snapshot.");
+    o.header(
+        "stocksblitz_output_suppressed_total",
+        "counter",
+        "Events not sent to a consumer waiting for a resync snapshot.",
+    );
     for (r, s) in &app.engine.outputs {
-        o.sample("stocksblitz_output_suppressed_total", &format!("ring=\"{}\"", esc(&r.name)), s.suppressed.get());
+        o.sample(
+            "stocksblitz_output_suppressed_total",
+            &format!("ring=\"{}\"", esc(&r.name)),
+            s.suppressed.get(),
+        );
     }
 
     // Feeds.
     for (name, help, get) in [
-        ("stocksblitz_feed_messages_total", "Venue messages handled.", (|f| f.messages.get()) as fn(&stocksblitz_feed_handlers::FeedStats) -> u64),
-        ("stocksblitz_feed_bytes_total", "Bytes received from the venue.", |f| f.bytes.get()),
-        ("stocksblitz_feed_ticks_total", "Normalized ticks produced.", |f| f.ticks.get()),
-        ("stocksblitz_feed_parse_errors_total", "Messages that failed to parse.", |f| f.parse_errors.get()),
-        ("stocksblitz_feed_gaps_total", "Sequence gaps detected.", |f| f.gaps.get()),
-        ("stocksblitz_feed_resyncs_total", "Book resyncs started.", |f| f.resyncs.get()),
-        ("stocksblitz_feed_reconnects_total", "Reconnects.", |f| f.reconnects.get()),
-        ("stocksblitz_feed_up", "1 while the feed thread runs.", |f| f.running.get()),
+        (
+            "stocksblitz_feed_messages_total",
+            "Venue messages handled.",
+            (|f| f.messages.get()) as fn(&stocksblitz_feed_handlers::FeedStats) -> u64,
+        ),
+        ("stocksblitz_feed_bytes_total", "Bytes received from the venue.", |f| {
+            f.bytes.get()
+        }),
+        ("stocksblitz_feed_ticks_total", "Normalized ticks produced.", |f| {
+            f.ticks.get()
+        }),
+        (
+            "stocksblitz_feed_parse_errors_total",
+            "Messages that failed to parse.",
+            |f| f.parse_errors.get(),
+        ),
+        ("stocksblitz_feed_gaps_total", "Sequence gaps detected.", |f| {
+            f.gaps.get()
+        }),
+        ("stocksblitz_feed_resyncs_total", "Book resyncs started.", |f| {
+            f.resyncs.get()
+        }),
+        ("stocksblitz_feed_reconnects_total", "Reconnects.", |f| {
+            f.reconnects.get()
+        }),
+        ("stocksblitz_feed_up", "1 while the feed thread runs.", |f| {
+            f.running.get()
+        }),
     ] {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
         o.header(name, kind, help);
         for f in &app.feeds {
-            o.sample(name, &format!("feed=\"{}\",kind=\"{}\"", esc(&f.name), f.kind), get(&f.stats));
+            o.sample(
+                name,
+                &format!("feed=\"{}\",kind=\"{}\"", esc(&f.name), f.kind),
+                get(&f.stats),
+            );
         }
     }
 
     // Data quality per instrument.
-    o.header("stocksblitz_instrument_quality", "gauge", "1 for the instrument's current data-quality state.");
+    o.header(
+        "stocksblitz_instrument_quality",
+        "gauge",
+        "1 for the instrument's current data-quality state.",
+    );
     {
         let mirror = app.market.mirror.read();
         for inst in app.market.registry.iter() {
@@ -167,17 +240,56 @@ pub fn render(app: &AppState) -> String {
     }
 
     // API fan-out and WebSockets.
-    o.header("stocksblitz_fanout_events_total", "counter", "Engine events applied by the API fan-out.");
+    o.header(
+        "stocksblitz_fanout_events_total",
+        "counter",
+        "Engine events applied by the API fan-out.",
+    );
     o.sample("stocksblitz_fanout_events_total", "", app.fanout.events.get());
     let ws = &app.hub.stats;
     for (name, kind, help, v) in [
-        ("stocksblitz_ws_connections", "gauge", "Open WebSocket connections.", ws.connections.load(Ordering::Relaxed)),
-        ("stocksblitz_ws_connections_total", "counter", "WebSocket connections accepted.", ws.connections_total.load(Ordering::Relaxed)),
-        ("stocksblitz_ws_subscriptions", "gauge", "Channel subscriptions across connections.", app.hub.subscription_count() as u64),
-        ("stocksblitz_ws_messages_sent_total", "counter", "WebSocket messages sent.", ws.messages_sent.load(Ordering::Relaxed)),
-        ("stocksblitz_ws_conflated_total", "counter", "Updates folded into a pending one for a slow client.", ws.conflated.load(Ordering::Relaxed)),
-        ("stocksblitz_ws_dropped_total", "counter", "Queued trade/bar messages dropped for a slow client.", ws.dropped.load(Ordering::Relaxed)),
-        ("stocksblitz_ws_client_errors_total", "counter", "Error replies to client requests.", ws.client_errors.load(Ordering::Relaxed)),
+        (
+            "stocksblitz_ws_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            ws.connections.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_ws_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            ws.connections_total.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_ws_subscriptions",
+            "gauge",
+            "Channel subscriptions across connections.",
+            app.hub.subscription_count() as u64,
+        ),
+        (
+            "stocksblitz_ws_messages_sent_total",
+            "counter",
+            "WebSocket messages sent.",
+            ws.messages_sent.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_ws_conflated_total",
+            "counter",
+            "Updates folded into a pending one for a slow client.",
+            ws.conflated.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_ws_dropped_total",
+            "counter",
+            "Queued trade/bar messages dropped for a slow client.",
+            ws.dropped.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_ws_client_errors_total",
+            "counter",
+            "Error replies to client requests.",
+            ws.client_errors.load(Ordering::Relaxed),
+        ),
     ] {
         o.header(name, kind, help);
         o.sample(name, "", v);
@@ -185,20 +297,36 @@ pub fn render(app: &AppState) -> String {
 
     // HTTP.
     let routes = app.http.routes.lock();
-    o.header("stocksblitz_http_requests_total", "counter", "HTTP requests by route template, method and status.");
+    o.header(
+        "stocksblitz_http_requests_total",
+        "counter",
+        "HTTP requests by route template, method and status.",
+    );
     for ((route, method), r) in routes.iter() {
         for (status, n) in &r.by_status {
             let labels = format!("route=\"{}\",method=\"{method}\",status=\"{status}\"", esc(route));
             o.sample("stocksblitz_http_requests_total", &labels, n);
         }
     }
-    o.header("stocksblitz_http_request_duration_seconds", "histogram", "HTTP request latency by route template and method.");
+    o.header(
+        "stocksblitz_http_request_duration_seconds",
+        "histogram",
+        "HTTP request latency by route template and method.",
+    );
     for ((route, method), r) in routes.iter() {
         let base = format!("route=\"{}\",method=\"{method}\"", esc(route));
         for (le, n) in BUCKETS.iter().zip(r.buckets) {
-            o.sample("stocksblitz_http_request_duration_seconds_bucket", &format!("{base},le=\"{le}\""), n);
+            o.sample(
+                "stocksblitz_http_request_duration_seconds_bucket",
+                &format!("{base},le=\"{le}\""),
+                n,
+            );
         }
-        o.sample("stocksblitz_http_request_duration_seconds_bucket", &format!("{base},le=\"+Inf\""), r.count);
+        o.sample(
+            "stocksblitz_http_request_duration_seconds_bucket",
+            &format!("{base},le=\"+Inf\""),
+            r.count,
+        );
         o.sample("stocksblitz_http_request_duration_seconds_sum", &base, r.sum_secs);
         o.sample("stocksblitz_http_request_duration_seconds_count", &base, r.count);
     }
@@ -209,5 +337,8 @@ pub fn render(app: &AppState) -> String {
 }
 
 pub async fn handler(State(app): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&app))
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        render(&app),
+    )
 }

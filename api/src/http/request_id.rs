@@ -33,7 +33,11 @@ fn seed() -> u64 {
 
 fn fresh() -> String {
     // SplitMix64 over a per-process seed and a counter: unique, not guessable in order.
-    let mut z = seed().wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut z = seed().wrapping_add(
+        COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     format!("req-{:016x}", z ^ (z >> 31))

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 
 use stocksblitz_engine::instrument_state::Bbo;
 use stocksblitz_engine::{
-    Aggressor, Bar, BarInterval, BarState, BookFlags, DataQuality, EngineEvent, EventData, InstrumentId, L2Book,
-    Price, Qty, UnixNanos,
+    Aggressor, Bar, BarInterval, BarState, BookFlags, DataQuality, EngineEvent, EventData, InstrumentId, L2Book, Price,
+    Qty, UnixNanos,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,7 +289,10 @@ mod tests {
     #[test]
     fn gap_marks_gapped_until_snapshot() {
         let mut v = InstrumentView::new(InstrumentId(0), 10, 10, 10);
-        assert_eq!(v.apply(&ev(1, book(Side::Buy, 10, 1, BookFlags::END_OF_BATCH))), Change::Book);
+        assert_eq!(
+            v.apply(&ev(1, book(Side::Buy, 10, 1, BookFlags::END_OF_BATCH))),
+            Change::Book
+        );
         assert_eq!(v.quality(), DataQuality::Live);
         // seq 2 lost.
         v.apply(&ev(3, book(Side::Buy, 11, 1, BookFlags::END_OF_BATCH)));
@@ -297,7 +300,10 @@ mod tests {
         let snap = BookFlags::CLEAR.with(BookFlags::SNAPSHOT);
         v.apply(&ev(9, book(Side::Buy, 12, 5, snap)));
         assert_eq!(v.quality(), DataQuality::Live);
-        v.apply(&ev(10, book(Side::Sell, 13, 5, BookFlags::SNAPSHOT.with(BookFlags::END_OF_BATCH))));
+        v.apply(&ev(
+            10,
+            book(Side::Sell, 13, 5, BookFlags::SNAPSHOT.with(BookFlags::END_OF_BATCH)),
+        ));
         assert_eq!(v.book.bids().len(), 1);
         assert_eq!(v.book.best_bid().map(|l| l.price), Some(Price(12)));
         assert_eq!(v.book_seq, 10);
@@ -329,9 +335,24 @@ mod tests {
             volume: Qty(1),
             trades: 1,
         };
-        v.apply(&ev(4, EventData::Bar { bar, state: BarState::Closed }));
+        v.apply(&ev(
+            4,
+            EventData::Bar {
+                bar,
+                state: BarState::Closed,
+            },
+        ));
         let revised = Bar { high: Price(9), ..bar };
-        v.apply(&ev(5, EventData::Bar { bar: revised, state: BarState::Revised }));
-        assert_eq!(v.bars(BarInterval::OneSecond).closed.back().map(|b| b.high), Some(Price(9)));
+        v.apply(&ev(
+            5,
+            EventData::Bar {
+                bar: revised,
+                state: BarState::Revised,
+            },
+        ));
+        assert_eq!(
+            v.bars(BarInterval::OneSecond).closed.back().map(|b| b.high),
+            Some(Price(9))
+        );
     }
 }

@@ -59,8 +59,12 @@ impl Hub {
         for &(id, change) in changes {
             match change {
                 Change::None => {}
-                Change::Quote => Self::for_each(&subs, key(ChannelKind::Quotes, id), |o| o.mark(key(ChannelKind::Quotes, id), st)),
-                Change::Book => Self::for_each(&subs, key(ChannelKind::Book, id), |o| o.mark(key(ChannelKind::Book, id), st)),
+                Change::Quote => Self::for_each(&subs, key(ChannelKind::Quotes, id), |o| {
+                    o.mark(key(ChannelKind::Quotes, id), st)
+                }),
+                Change::Book => Self::for_each(&subs, key(ChannelKind::Book, id), |o| {
+                    o.mark(key(ChannelKind::Book, id), st)
+                }),
                 Change::Status => {
                     for kind in [ChannelKind::Quotes, ChannelKind::Book] {
                         Self::for_each(&subs, key(kind, id), |o| o.mark(key(kind, id), st));
@@ -70,7 +74,9 @@ impl Hub {
                     let k = key(ChannelKind::Trades, id);
                     Self::for_each(&subs, k, |o| o.enqueue(Queued::Trade(k, t), st));
                     // The quote message carries the last trade.
-                    Self::for_each(&subs, key(ChannelKind::Quotes, id), |o| o.mark(key(ChannelKind::Quotes, id), st));
+                    Self::for_each(&subs, key(ChannelKind::Quotes, id), |o| {
+                        o.mark(key(ChannelKind::Quotes, id), st)
+                    });
                 }
                 Change::Bar(bar, state) => {
                     let k = key(ChannelKind::Bars, id);

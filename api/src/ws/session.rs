@@ -39,7 +39,8 @@ struct Session {
 }
 
 fn to_text<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| r#"{"type":"error","error":{"code":"INTERNAL","message":"serialization failed"}}"#.into())
+    serde_json::to_string(v)
+        .unwrap_or_else(|_| r#"{"type":"error","error":{"code":"INTERNAL","message":"serialization failed"}}"#.into())
 }
 
 impl Session {
@@ -74,7 +75,9 @@ impl Session {
         let msg: ClientMessage = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => {
-                let m = format!("not a valid request: {e}; expected {{\"op\":\"subscribe\",\"channels\":[\"quotes.SYM\"]}}");
+                let m = format!(
+                    "not a valid request: {e}; expected {{\"op\":\"subscribe\",\"channels\":[\"quotes.SYM\"]}}"
+                );
                 return self.error(None, "BAD_MESSAGE", &m);
             }
         };
@@ -149,14 +152,21 @@ impl Session {
             return;
         }
         let market = Arc::clone(&self.app.market);
-        let Some(inst) = market.registry.get(key.instrument) else { return };
+        let Some(inst) = market.registry.get(key.instrument) else {
+            return;
+        };
         let mirror = market.mirror.read();
         let Some(view) = mirror.get(key.instrument) else { return };
         self.cutoff.insert(key, view.seq);
         match key.kind {
             ChannelKind::Trades => {
                 let trades: Vec<_> = view.trades.iter().map(|t| TradeDto::new(inst, t)).collect();
-                self.push_data(key, "snapshot", None, serde_json::json!({ "symbol": inst.symbol, "trades": trades }));
+                self.push_data(
+                    key,
+                    "snapshot",
+                    None,
+                    serde_json::json!({ "symbol": inst.symbol, "trades": trades }),
+                );
             }
             _ => {
                 let mut bars = Vec::new();
@@ -169,7 +179,12 @@ impl Session {
                         bars.push(BarDto::new(inst, b, BarState::Open));
                     }
                 }
-                self.push_data(key, "snapshot", None, serde_json::json!({ "symbol": inst.symbol, "bars": bars }));
+                self.push_data(
+                    key,
+                    "snapshot",
+                    None,
+                    serde_json::json!({ "symbol": inst.symbol, "bars": bars }),
+                );
             }
         }
     }
@@ -189,7 +204,11 @@ impl Session {
             let (Some(inst), Some(view)) = (registry.get(key.instrument), mirror.get(key.instrument)) else {
                 continue;
             };
-            let kind = if self.need_snapshot.remove(&key) { "snapshot" } else { "update" };
+            let kind = if self.need_snapshot.remove(&key) {
+                "snapshot"
+            } else {
+                "update"
+            };
             match key.kind {
                 ChannelKind::Quotes => self.push_data(key, kind, None, QuoteDto::new(inst, view)),
                 ChannelKind::Book => self.push_data(key, kind, None, BookDto::new(inst, view, depth)),
@@ -202,7 +221,9 @@ impl Session {
             if !self.subs.contains(&key) {
                 continue;
             }
-            let Some(inst) = registry.get(key.instrument) else { continue };
+            let Some(inst) = registry.get(key.instrument) else {
+                continue;
+            };
             let cutoff = self.cutoff.get(&key).copied().unwrap_or(0);
             let m = missed.remove(&key);
             match item {

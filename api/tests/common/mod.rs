@@ -1,0 +1,96 @@
+//! Starts a real server (engine, synthetic feed, API) on a free loopback port.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use stocksblitz_api::app::{start_on, RunningApp};
+use stocksblitz_api::config::{self, Source, DEFAULT_TOML};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The embedded default, unpinned (tests share cores), with `edit` applied.
+pub fn test_config(edit: impl FnOnce(&mut toml::Table)) -> String {
+    let mut doc: toml::Table = toml::from_str(DEFAULT_TOML).expect("default parses");
+    doc["engine"].as_table_mut().expect("engine").remove("core");
+    for f in doc["feeds"].as_array_mut().expect("feeds") {
+        f.as_table_mut().expect("feed").remove("core");
+    }
+    edit(&mut doc);
+    toml::to_string(&doc).expect("serializes")
+}
+
+pub async fn start_with(text: &str) -> RunningApp {
+    let v = config::load(&Source::Embedded, text, Vec::new()).expect("test config is valid");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    start_on(v, listener).await.expect("server starts")
+}
+
+pub async fn start() -> RunningApp {
+    start_with(&test_config(|_| {})).await
+}
+
+pub fn http(app: &RunningApp, path: &str) -> String {
+    format!("http://{}{}", app.addr, path)
+}
+
+pub async fn ws_connect(app: &RunningApp) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/v1/stream", app.addr))
+        .await
+        .expect("websocket connects");
+    ws
+}
+
+pub async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.expect("send");
+}
+
+/// Next JSON text message, skipping heartbeats and control frames; None on timeout/close.
+pub async fn recv(ws: &mut Ws, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.ok()??;
+        match msg.ok()? {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("server sends JSON");
+                if v["type"] != "heartbeat" {
+                    return Some(v);
+                }
+            }
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Waits until `pred` holds for a message; returns it.
+pub async fn recv_until(ws: &mut Ws, wait: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let v = recv(ws, left).await?;
+        if pred(&v) {
+            return Some(v);
+        }
+    }
+}
+
+/// Polls until the instrument's quote is LIVE (the feed has started).
+pub async fn wait_live(app: &RunningApp, symbol: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = client.get(http(app, &format!("/api/v1/quotes/{symbol}"))).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                if v["quality"] == "LIVE" && v["bid"].is_string() {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{symbol} never became LIVE");
+}

@@ -1,0 +1,251 @@
+//! Configuration: every file in configs/ loads; bad configs stop start-up with a
+//! message naming the key; environment overrides.
+
+mod common;
+
+use stocksblitz_api::config::{self, ConfigError, Source};
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<config::Validated, ConfigError> {
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<Vec<_>>();
+    config::load(&Source::Embedded, text, env)
+}
+
+fn base() -> String {
+    common::test_config(|_| {})
+}
+
+fn edited(edit: impl FnOnce(&mut toml::Table)) -> String {
+    common::test_config(edit)
+}
+
+fn err(text: &str, env: &[(&str, &str)]) -> String {
+    load(text, env).expect_err("config should be rejected").to_string()
+}
+
+#[test]
+fn every_shipped_config_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("configs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (source, text) = config::read_source(Some(&path)).expect("readable");
+            config::load(&source, &text, Vec::new()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+    // The embedded default is configs/default.toml.
+    let v = load(config::DEFAULT_TOML, &[]).expect("embedded default");
+    assert_eq!(v.listen.to_string(), "127.0.0.1:8080");
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let text = base().replace("listen = ", "lisen = \"x\"\nlisten = ");
+    let e = err(&text, &[]);
+    assert!(e.starts_with("api.lisen: unknown field"), "{e}");
+
+    let e = err(&format!("{}\n[surprise]\nx = 1\n", base()), &[]);
+    assert!(e.contains("surprise"), "{e}");
+
+    let e = err(
+        &edited(|d| {
+            d["instruments"][0]
+                .as_table_mut()
+                .unwrap()
+                .insert("colour".into(), "red".into());
+        }),
+        &[],
+    );
+    assert!(e.contains("instruments[0]") && e.contains("colour"), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (edited(|d| d["api"]["listen"] = "localhost".into()), "api.listen"),
+        (
+            edited(|d| d["api"]["ws_queue_capacity"] = 0.into()),
+            "api.ws_queue_capacity",
+        ),
+        (
+            edited(|d| d["api"]["ws_idle_timeout_secs"] = 1.into()),
+            "api.ws_idle_timeout_secs",
+        ),
+        (edited(|d| d["log"]["level"] = "loud[".into()), "log.level"),
+        (edited(|d| d["log"]["format"] = "xml".into()), "log.format"),
+        (
+            edited(|d| d["engine"]["stale_after_ms"] = 0.into()),
+            "engine.stale_after_ms",
+        ),
+        (
+            edited(|d| d["engine"]["output_ring_capacity"] = 16.into()),
+            "engine.output_ring_capacity",
+        ),
+        (
+            edited(|d| {
+                d["engine"].as_table_mut().unwrap().insert("core".into(), 4096.into());
+            }),
+            "engine.core",
+        ),
+        (
+            edited(|d| d["engine"]["idle"]["strategy"] = "nap".into()),
+            "engine.idle.strategy",
+        ),
+        (
+            edited(|d| d["engine"]["input_ring_capacity"] = "big".into()),
+            "engine.input_ring_capacity",
+        ),
+        (
+            edited(|d| d["instruments"][1]["symbol"] = "BTCUSDT".into()),
+            "instruments[1].symbol",
+        ),
+        (
+            edited(|d| d["instruments"][0]["tick_size"] = "0.001".into()),
+            "instruments[0].tick_size",
+        ),
+        (
+            edited(|d| d["instruments"][0]["session"] = "Moon/Base 09:00-10:00".into()),
+            "instruments[0].session",
+        ),
+        (
+            edited(|d| d["instruments"][0]["kind"] = "bond".into()),
+            "instruments[0].kind",
+        ),
+        (
+            edited(|d| d["feeds"][0]["instruments"] = toml::Value::Array(vec!["NOPE".into()])),
+            "feeds[0].instruments",
+        ),
+        (
+            edited(|d| {
+                d["feeds"][0].as_table_mut().unwrap().insert("core".into(), 4096.into());
+            }),
+            "feeds[0].core",
+        ),
+        (
+            edited(|d| d["feeds"][0]["synthetic"]["rate_per_sec"] = 0.into()),
+            "feeds[0].synthetic.rate_per_sec",
+        ),
+        (
+            edited(|d| {
+                d["feeds"][0]["synthetic"]["start_prices"]
+                    .as_table_mut()
+                    .unwrap()
+                    .remove("INFY");
+            }),
+            "feeds[0].synthetic.start_prices.INFY",
+        ),
+        (
+            edited(|d| d["feeds"][0]["synthetic"]["start_prices"]["BTCUSDT"] = "1.234".into()),
+            "feeds[0].synthetic.start_prices.BTCUSDT",
+        ),
+        (
+            edited(|d| {
+                d["feeds"][0].as_table_mut().unwrap().remove("synthetic");
+            }),
+            "feeds[0].synthetic",
+        ),
+        (
+            edited(|d| {
+                d["api"].as_table_mut().unwrap().remove("listen");
+            }),
+            "api",
+        ),
+    ];
+    for (text, key) in cases {
+        let e = load(&text, &[]).expect_err(key);
+        let msg = e.to_string();
+        assert!(msg.starts_with(key), "expected an error naming {key}, got: {msg}");
+    }
+    assert!(err(
+        &edited(|d| {
+            d["api"].as_table_mut().unwrap().remove("listen");
+        }),
+        &[]
+    )
+    .contains("listen"));
+}
+
+#[test]
+fn syntax_errors_say_where() {
+    let e = err("[api\nlisten = 1", &[]);
+    assert!(e.contains("invalid TOML") && e.contains("line"), "{e}");
+}
+
+#[test]
+fn environment_overrides() {
+    let v = load(
+        &base(),
+        &[
+            ("STOCKSBLITZ_API_LISTEN", "127.0.0.1:9999"),
+            ("STOCKSBLITZ_ENGINE_IDLE_STRATEGY", "busy-spin"),
+            ("STOCKSBLITZ_ENGINE_STALE_AFTER_MS", "1234"),
+            ("STOCKSBLITZ_API_FANOUT_IDLE_PARK_MICROS", "77"),
+            ("STOCKSBLITZ_ENGINE_CORE", "0"),
+            ("UNRELATED", "x"),
+        ],
+    )
+    .expect("overrides apply");
+    assert_eq!(v.listen.to_string(), "127.0.0.1:9999");
+    assert_eq!(
+        v.config.engine.idle.strategy,
+        stocksblitz_engine::idle::IdleKind::BusySpin
+    );
+    assert_eq!(v.config.engine.stale_after_ms, 1234);
+    assert_eq!(v.config.api.fanout_idle.park_micros, 77);
+    assert_eq!(v.config.engine.core, Some(0));
+
+    let e = err(&base(), &[("STOCKSBLITZ_NOPE_X", "1")]);
+    assert!(e.starts_with("STOCKSBLITZ_NOPE_X"), "{e}");
+    let e = err(&base(), &[("STOCKSBLITZ_API_WS_QUEUE_CAPACITY", "lots")]);
+    assert!(
+        e.starts_with("STOCKSBLITZ_API_WS_QUEUE_CAPACITY") && e.contains("integer"),
+        "{e}"
+    );
+    let e = err(&base(), &[("STOCKSBLITZ_API_LISTN", "1.2.3.4:5")]);
+    assert!(e.contains("listn") && e.contains("STOCKSBLITZ_API_LISTN"), "{e}");
+    let e = err(&base(), &[("STOCKSBLITZ_API_LISTEN", "nowhere")]);
+    assert!(
+        e.starts_with("api.listen") && e.contains("STOCKSBLITZ_API_LISTEN"),
+        "{e}"
+    );
+    let e = err(&base(), &[("STOCKSBLITZ_ENGINE_IDLE", "x")]);
+    assert!(e.starts_with("STOCKSBLITZ_ENGINE_IDLE"), "{e}");
+}
+
+/// The binary refuses a bad config with the key in its message and a non-zero exit.
+#[test]
+fn binary_stops_on_bad_config() {
+    let dir = std::env::temp_dir().join(format!("sb-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, edited(|d| d["engine"]["book_max_levels"] = 0.into())).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run binary");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("engine.book_max_levels"), "{stderr}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
+        .args(["config", "check"])
+        .arg(dir.join("missing.toml"))
+        .output()
+        .expect("run binary");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
+        .arg("--help")
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("serve") && help.contains("config"), "{help}");
+    std::fs::remove_dir_all(&dir).ok();
+}
