@@ -50,7 +50,7 @@ impl ApiError {
     /// The generic error for a status produced outside our handlers.
     pub fn from_status(status: StatusCode, text: &str) -> Self {
         let (code, default) = match status {
-            StatusCode::NOT_FOUND => ("NOT_FOUND", "no such route: see /api/v1/openapi.json for the API"),
+            StatusCode::NOT_FOUND => ("NOT_FOUND", "no such route: see the API section of README.md"),
             StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "this route does not accept that method"),
             StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "request body is too large"),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ("UNSUPPORTED_MEDIA_TYPE", "send Content-Type: application/json"),
