@@ -257,3 +257,38 @@ async fn slow_consumer_is_conflated() {
     );
     app.shutdown().await.expect("clean shutdown");
 }
+
+/// Heartbeats arrive on schedule; a client that never answers (no frames, no pongs) is
+/// closed with 1001 after the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_and_idle_timeout() {
+    use futures_util::StreamExt;
+    let text = test_config(|doc| {
+        doc["api"]["ws_heartbeat_secs"] = toml::Value::Integer(1);
+        doc["api"]["ws_idle_timeout_secs"] = toml::Value::Integer(2);
+    });
+    let app = start_with(&text).await;
+    let mut ws = ws_connect(&app).await;
+    let hb: Value = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame");
+        if let Message::Text(t) = frame.expect("open").expect("ok") {
+            break serde_json::from_str(t.as_str()).expect("json");
+        }
+    };
+    assert_eq!(hb["type"], "heartbeat");
+    assert!(hb["ts_us"].as_i64().is_some_and(|t| t > 1_600_000_000_000_000));
+
+    // Stop reading (so no pongs go back) long enough to pass the idle timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut close_code = None;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        if let Message::Close(Some(f)) = m {
+            close_code = Some(u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(close_code, Some(1001));
+    app.shutdown().await.expect("clean shutdown");
+}

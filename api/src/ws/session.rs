@@ -311,7 +311,8 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
                     break End::Idle;
                 }
                 s.out.push(to_text(&Heartbeat { kind: "heartbeat", ts_us: UnixNanos::now().0 / 1_000 }));
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                // A protocol-level ping too: its pong proves the client still reads.
+                if !flush(&mut socket, &mut s.out, &app).await || socket.send(Message::Ping(Default::default())).await.is_err() {
                     break End::SendFailed;
                 }
             }
