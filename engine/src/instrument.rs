@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::fixed::{FixedError, Price, Qty, MAX_SCALE};
+use crate::fixed::{Price, Qty, MAX_SCALE};
 use crate::ids::InstrumentId;
 use crate::session::{SessionError, TradingSession};
 
@@ -72,23 +72,12 @@ pub struct Instrument {
     pub session: TradingSession,
 }
 
-/// Why the instrument list was rejected; `key` names the config key to fix.
+/// Why the instrument list was rejected: `key` names the config key to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryError {
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
-    #[error("{key}: bad decimal: {source}")]
-    Decimal {
-        key: String,
-        #[source]
-        source: FixedError,
-    },
-    #[error("{key}: {source}")]
-    Session {
-        key: String,
-        #[source]
-        source: SessionError,
-    },
+#[error("{key}: {message}")]
+pub struct RegistryError {
+    pub key: String,
+    pub message: String,
 }
 
 /// All instruments, by dense id and by symbol.
@@ -99,7 +88,7 @@ pub struct InstrumentRegistry {
 }
 
 fn invalid(key: String, message: impl Into<String>) -> RegistryError {
-    RegistryError::Invalid {
+    RegistryError {
         key,
         message: message.into(),
     }
@@ -138,24 +127,20 @@ impl Instrument {
                 ));
             }
         }
-        let tick_size = Price::parse_str(&c.tick_size, c.price_decimals).map_err(|source| RegistryError::Decimal {
-            key: key("tick_size"),
-            source,
-        })?;
-        let lot_size = Qty::parse_str(&c.lot_size, c.qty_decimals).map_err(|source| RegistryError::Decimal {
-            key: key("lot_size"),
-            source,
-        })?;
+        let tick_size = Price::parse_str(&c.tick_size, c.price_decimals)
+            .map_err(|e| invalid(key("tick_size"), format!("bad decimal: {e}")))?;
+        let lot_size = Qty::parse_str(&c.lot_size, c.qty_decimals)
+            .map_err(|e| invalid(key("lot_size"), format!("bad decimal: {e}")))?;
         if tick_size.0 <= 0 {
             return Err(invalid(key("tick_size"), "must be greater than zero"));
         }
         if lot_size.0 <= 0 {
             return Err(invalid(key("lot_size"), "must be greater than zero"));
         }
-        let session = c.session.parse().map_err(|source| RegistryError::Session {
-            key: key("session"),
-            source,
-        })?;
+        let session = c
+            .session
+            .parse()
+            .map_err(|e: SessionError| invalid(key("session"), e.to_string()))?;
         Ok(Self {
             id,
             symbol: c.symbol.clone(),

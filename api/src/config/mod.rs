@@ -188,15 +188,6 @@ impl Config {
 
     /// Builds the instrument registry (also checked by validation).
     pub fn registry(&self) -> Result<InstrumentRegistry, ConfigError> {
-        InstrumentRegistry::from_config(&self.instruments).map_err(|e| match e {
-            stocksblitz_engine::instrument::RegistryError::Invalid { key, message } => {
-                ConfigError::invalid(key, message)
-            }
-            other => {
-                let text = other.to_string();
-                let (key, message) = text.split_once(": ").unwrap_or(("instruments", &text));
-                ConfigError::invalid(key, message)
-            }
-        })
+        InstrumentRegistry::from_config(&self.instruments).map_err(|e| ConfigError::invalid(e.key, e.message))
     }
 }
