@@ -54,7 +54,7 @@ pub struct ApiConfig {
     pub trades_history: usize,
     /// Closed bars kept per instrument and interval.
     pub bars_history: usize,
-    /// A request that takes longer is answered 503 REQUEST_TIMEOUT.
+    /// A request that takes longer is answered 408 REQUEST_TIMEOUT.
     pub request_timeout_ms: u64,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
