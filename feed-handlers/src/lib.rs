@@ -9,9 +9,11 @@
 
 pub mod config;
 pub mod json_scan;
+pub mod kite;
 pub mod rng;
 pub mod runner;
 pub mod stats;
+pub mod symbols;
 pub mod synthetic;
 
 pub use config::{FeedConfig, FeedKind, SyntheticConfig};
