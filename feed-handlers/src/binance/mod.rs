@@ -1,0 +1,5 @@
+//! Binance spot: WebSocket streams and the REST depth snapshot.
+
+pub mod parse;
+
+pub use parse::{parse_frame, parse_snapshot, BinanceError, BinanceEvent, DepthSnapshot, DepthUpdate, TradeEvent};

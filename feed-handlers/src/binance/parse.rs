@@ -1,0 +1,386 @@
+//! Binance spot WebSocket messages, parsed without allocation.
+//!
+//! Handles combined-stream frames (`{"stream":"btcusdt@trade","data":{...}}`) and raw
+//! single-stream payloads, for the `trade`, `aggTrade`, `bookTicker` and `depthUpdate`
+//! events, plus `serverShutdown`. Field names follow Binance's "WebSocket Streams for
+//! Binance" spot documentation. Prices and quantities are decimal strings and are
+//! parsed straight into fixed point at the instrument's scale; ids are `u64` (trade
+//! ids exceed 2^32). Depth levels stay as a borrowed span and are walked on demand.
+
+use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
+
+use crate::json_scan::{for_each_field, for_each_item, for_each_member, JsonError, Value};
+
+/// Why a frame was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BinanceError {
+    #[error("invalid JSON: {0}")]
+    Json(#[from] JsonError),
+    #[error("field {0:?} missing or of the wrong type")]
+    Field(&'static str),
+    #[error("field {field:?}: {source}")]
+    Decimal {
+        field: &'static str,
+        #[source]
+        source: FixedError,
+    },
+}
+
+/// One decoded event. Symbols are Binance's (upper case, e.g. `BTCUSDT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinanceEvent<'a> {
+    Trade(TradeEvent<'a>),
+    AggTrade(TradeEvent<'a>),
+    BookTicker {
+        symbol: &'a [u8],
+        update_id: u64,
+        bid: &'a [u8],
+        bid_qty: &'a [u8],
+        ask: &'a [u8],
+        ask_qty: &'a [u8],
+    },
+    Depth(DepthUpdate<'a>),
+    /// The server will close the connection soon: reconnect make-before-break.
+    ServerShutdown {
+        event_time: UnixNanos,
+    },
+    /// A subscription reply (`{"result":null,"id":1}`) or an event type we ignore.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradeEvent<'a> {
+    pub symbol: &'a [u8],
+    pub id: u64,
+    pub price: &'a [u8],
+    pub qty: &'a [u8],
+    pub trade_time: UnixNanos,
+    /// `m`: the buyer was the maker, so the seller was the aggressor.
+    pub buyer_is_maker: bool,
+}
+
+impl TradeEvent<'_> {
+    pub fn aggressor(&self) -> Aggressor {
+        if self.buyer_is_maker {
+            Aggressor::Sell
+        } else {
+            Aggressor::Buy
+        }
+    }
+}
+
+/// A diff depth event: levels with absolute quantities, `0` deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DepthUpdate<'a> {
+    pub symbol: &'a [u8],
+    pub event_time: UnixNanos,
+    /// `U`: first update id in the event.
+    pub first_id: u64,
+    /// `u`: final update id in the event.
+    pub final_id: u64,
+    pub bids: &'a [u8],
+    pub asks: &'a [u8],
+}
+
+/// A REST depth snapshot (`GET /api/v3/depth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DepthSnapshot<'a> {
+    pub last_update_id: u64,
+    pub bids: &'a [u8],
+    pub asks: &'a [u8],
+}
+
+#[inline]
+fn need<T>(v: Option<T>, name: &'static str) -> Result<T, BinanceError> {
+    v.ok_or(BinanceError::Field(name))
+}
+
+fn millis(v: Option<i64>) -> UnixNanos {
+    v.map_or(UnixNanos::UNKNOWN, UnixNanos::from_millis)
+}
+
+/// Walks `[["price","qty"], ...]` calling `f(side, price, qty)` with fixed-point values.
+pub fn for_each_level(
+    span: &[u8],
+    side: Side,
+    price_scale: u8,
+    qty_scale: u8,
+    mut f: impl FnMut(Side, Price, Qty),
+) -> Result<(), BinanceError> {
+    let mut err = None;
+    for_each_item(span, |lvl| {
+        let Value::Array(pair) = lvl else {
+            err = Some(BinanceError::Field("level"));
+            return Err(JsonError::Unexpected(0));
+        };
+        let mut n = 0;
+        let mut price = Price::ZERO;
+        let mut qty = Qty::ZERO;
+        for_each_item(pair, |x| {
+            let parsed = match (n, x.as_str()) {
+                (0, Some(s)) => Price::parse(s, price_scale)
+                    .map(|p| price = p)
+                    .map_err(|source| BinanceError::Decimal { field: "price", source }),
+                (1, Some(s)) => Qty::parse(s, qty_scale)
+                    .map(|q| qty = q)
+                    .map_err(|source| BinanceError::Decimal { field: "qty", source }),
+                _ => Err(BinanceError::Field("level")),
+            };
+            n += 1;
+            parsed.map_err(|e| {
+                err = Some(e);
+                JsonError::Unexpected(0)
+            })
+        })?;
+        if n != 2 {
+            err = Some(BinanceError::Field("level"));
+            return Err(JsonError::Unexpected(0));
+        }
+        f(side, price, qty);
+        Ok(())
+    })
+    .map_err(|e| err.unwrap_or(BinanceError::Json(e)))
+}
+
+/// Parses a payload object (the `data` of a combined frame, or a raw stream frame).
+fn payload(obj: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
+    let mut e = None;
+    let (mut sym, mut big_e, mut t_time) = (None, None, None);
+    let (mut t, mut a, mut u, mut big_u) = (None, None, None, None);
+    let (mut p, mut q, mut m) = (None, None, None);
+    let (mut b, mut big_b, mut a_px, mut big_a) = (None, None, None, None);
+    let (mut bids, mut asks) = (None, None);
+    for_each_field(obj, |k, v| {
+        match k {
+            b"e" => e = v.as_str(),
+            b"E" => big_e = v.as_i64(),
+            b"T" => t_time = v.as_i64(),
+            b"s" => sym = v.as_str(),
+            b"t" => t = v.as_u64(),
+            b"a" => match v {
+                Value::Array(s) => asks = Some(s),
+                Value::Str(s) => a_px = Some(s),
+                _ => a = v.as_u64(),
+            },
+            b"b" => match v {
+                Value::Array(s) => bids = Some(s),
+                _ => b = v.as_str(),
+            },
+            b"A" => big_a = v.as_str(),
+            b"B" => big_b = v.as_str(),
+            b"u" => u = v.as_u64(),
+            b"U" => big_u = v.as_u64(),
+            b"p" => p = v.as_str(),
+            b"q" => q = v.as_str(),
+            b"m" => m = v.as_bool(),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let trade = |id: Option<u64>, id_name| -> Result<TradeEvent<'_>, BinanceError> {
+        Ok(TradeEvent {
+            symbol: need(sym, "s")?,
+            id: need(id, id_name)?,
+            price: need(p, "p")?,
+            qty: need(q, "q")?,
+            trade_time: millis(t_time.or(big_e)),
+            buyer_is_maker: need(m, "m")?,
+        })
+    };
+    match e {
+        Some(b"trade") => Ok(BinanceEvent::Trade(trade(t, "t")?)),
+        Some(b"aggTrade") => Ok(BinanceEvent::AggTrade(trade(a, "a")?)),
+        Some(b"depthUpdate") => Ok(BinanceEvent::Depth(DepthUpdate {
+            symbol: need(sym, "s")?,
+            event_time: millis(big_e),
+            first_id: need(big_u, "U")?,
+            final_id: need(u, "u")?,
+            bids: need(bids, "b")?,
+            asks: need(asks, "a")?,
+        })),
+        Some(b"serverShutdown") => Ok(BinanceEvent::ServerShutdown {
+            event_time: millis(big_e),
+        }),
+        Some(_) => Ok(BinanceEvent::Other),
+        // bookTicker has no "e".
+        None if u.is_some() && sym.is_some() => Ok(BinanceEvent::BookTicker {
+            symbol: need(sym, "s")?,
+            update_id: need(u, "u")?,
+            bid: need(b, "b")?,
+            bid_qty: need(big_b, "B")?,
+            ask: need(a_px, "a")?,
+            ask_qty: need(big_a, "A")?,
+        }),
+        None => Ok(BinanceEvent::Other),
+    }
+}
+
+/// Parses one text frame: combined (`{"stream":..,"data":{..}}`) or raw.
+pub fn parse_frame(frame: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
+    let mut data = None;
+    let mut stream = false;
+    for_each_field(frame, |k, v| {
+        match (k, v) {
+            (b"data", Value::Object(o)) => data = Some(o),
+            (b"stream", _) => stream = true,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    match data {
+        Some(d) if stream => payload(d),
+        _ => payload(frame),
+    }
+}
+
+/// Parses a REST depth snapshot body.
+pub fn parse_snapshot(body: &[u8]) -> Result<DepthSnapshot<'_>, BinanceError> {
+    let (mut id, mut bids, mut asks) = (None, None, None);
+    for_each_member(body, |k, v| {
+        match (k, v) {
+            (b"lastUpdateId", v) => id = v.as_u64(),
+            (b"bids", Value::Array(s)) => bids = Some(s),
+            (b"asks", Value::Array(s)) => asks = Some(s),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(DepthSnapshot {
+        last_update_id: id.ok_or(BinanceError::Field("lastUpdateId"))?,
+        bids: bids.ok_or(BinanceError::Field("bids"))?,
+        asks: asks.ok_or(BinanceError::Field("asks"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // Examples from Binance's spot "WebSocket Streams" documentation.
+    const TRADE: &str = r#"{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,"p":"0.001","q":"100","T":1672515782136,"m":true,"M":true}"#;
+    const AGG: &str = r#"{"e":"aggTrade","E":1672515782136,"s":"BNBBTC","a":12345,"p":"0.001","q":"100","f":100,"l":105,"T":1672515782136,"m":true,"M":true}"#;
+    const TICKER: &str =
+        r#"{"u":400900217,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#;
+    const DEPTH: &str = r#"{"e":"depthUpdate","E":1672515782136,"s":"BNBBTC","U":157,"u":160,"b":[["0.0024","10"]],"a":[["0.0026","100"]]}"#;
+    const SNAPSHOT: &str =
+        r#"{"lastUpdateId":1027024,"bids":[["4.00000000","431.00000000"]],"asks":[["4.00000200","12.00000000"]]}"#;
+
+    #[test]
+    fn trade_and_agg_trade() {
+        let BinanceEvent::Trade(t) = parse_frame(TRADE.as_bytes()).unwrap() else {
+            panic!("trade")
+        };
+        assert_eq!(
+            (t.symbol, t.id, t.price, t.qty),
+            (&b"BNBBTC"[..], 12345, &b"0.001"[..], &b"100"[..])
+        );
+        assert_eq!(t.trade_time, UnixNanos::from_millis(1_672_515_782_136));
+        assert_eq!(t.aggressor(), Aggressor::Sell, "buyer is maker: the seller hit the bid");
+        let BinanceEvent::AggTrade(a) = parse_frame(AGG.as_bytes()).unwrap() else {
+            panic!("agg")
+        };
+        assert_eq!(a.id, 12345);
+        let big = TRADE.replace("12345", "5000000000123");
+        let BinanceEvent::Trade(t) = parse_frame(big.as_bytes()).unwrap() else {
+            panic!("trade")
+        };
+        assert_eq!(t.id, 5_000_000_000_123, "ids beyond 2^32");
+    }
+
+    #[test]
+    fn combined_stream_wrapper() {
+        let frame = format!(r#"{{"stream":"bnbusdt@bookTicker","data":{TICKER}}}"#);
+        let BinanceEvent::BookTicker {
+            symbol,
+            update_id,
+            bid,
+            ask_qty,
+            ..
+        } = parse_frame(frame.as_bytes()).unwrap()
+        else {
+            panic!("bookTicker")
+        };
+        assert_eq!(
+            (symbol, update_id, bid, ask_qty),
+            (&b"BNBUSDT"[..], 400_900_217, &b"25.35190000"[..], &b"40.66000000"[..])
+        );
+    }
+
+    #[test]
+    fn depth_update_levels() {
+        let BinanceEvent::Depth(d) = parse_frame(DEPTH.as_bytes()).unwrap() else {
+            panic!("depth")
+        };
+        assert_eq!((d.first_id, d.final_id), (157, 160));
+        let mut levels = Vec::new();
+        for_each_level(d.bids, Side::Buy, 4, 0, |s, p, q| levels.push((s, p, q))).unwrap();
+        for_each_level(d.asks, Side::Sell, 4, 0, |s, p, q| levels.push((s, p, q))).unwrap();
+        assert_eq!(
+            levels,
+            vec![(Side::Buy, Price(24), Qty(10)), (Side::Sell, Price(26), Qty(100))]
+        );
+        // Too precise for the instrument: a clear error, not rounding.
+        assert!(matches!(
+            for_each_level(d.bids, Side::Buy, 3, 0, |_, _, _| {}),
+            Err(BinanceError::Decimal { field: "price", .. })
+        ));
+    }
+
+    #[test]
+    fn snapshot_and_control_messages() {
+        let s = parse_snapshot(SNAPSHOT.as_bytes()).unwrap();
+        assert_eq!(s.last_update_id, 1_027_024);
+        let mut n = 0;
+        for_each_level(s.asks, Side::Sell, 8, 8, |_, p, q| {
+            assert_eq!((p, q), (Price(400_000_200), Qty(1_200_000_000)));
+            n += 1;
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(parse_frame(br#"{"result":null,"id":1}"#).unwrap(), BinanceEvent::Other);
+        assert!(matches!(
+            parse_frame(br#"{"e":"serverShutdown","E":1700000000000}"#).unwrap(),
+            BinanceEvent::ServerShutdown { .. }
+        ));
+    }
+
+    #[test]
+    fn malformed_frames() {
+        for bad in [
+            "",
+            "{",
+            r#"{"e":"trade"}"#,
+            r#"{"e":"trade","s":"X","t":"abc","p":"1","q":"1","m":true}"#,
+            r#"{"e":"depthUpdate","s":"X","U":1,"u":2,"b":"x","a":[]}"#,
+            &TRADE[..TRADE.len() - 1],
+        ] {
+            assert!(parse_frame(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        for bad in [r#"[["1"]]"#, r#"[["1","2","3"]]"#, r#"[[1,2]]"#, r#"["1"]"#] {
+            assert!(
+                for_each_level(bad.as_bytes(), Side::Buy, 2, 2, |_, _, _| {}).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(BinanceEvent::Depth(d)) = parse_frame(&bytes) {
+                let _ = for_each_level(d.bids, Side::Buy, 8, 8, |_, _, _| {});
+            }
+        }
+
+        /// Every truncation of a valid frame is rejected, never misread.
+        #[test]
+        fn truncations_are_rejected(cut in 0usize..200) {
+            for msg in [TRADE, AGG, TICKER, DEPTH] {
+                if cut < msg.len() {
+                    prop_assert!(parse_frame(&msg.as_bytes()[..cut]).is_err());
+                }
+            }
+        }
+    }
+}
