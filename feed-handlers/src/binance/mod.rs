@@ -1,5 +1,6 @@
 //! Binance spot: WebSocket streams and the REST depth snapshot.
 
+pub mod depth_sync;
 pub mod parse;
 
 pub use parse::{parse_frame, parse_snapshot, BinanceError, BinanceEvent, DepthSnapshot, DepthUpdate, TradeEvent};

@@ -1,0 +1,398 @@
+//! Keeping a correct local Binance spot book: REST snapshot + buffered diff events.
+//!
+//! Binance's documented procedure ("How to manage a local order book correctly"):
+//! buffer diff events from the stream; fetch a depth snapshot; if the snapshot is older
+//! than the first buffered event (`lastUpdateId < U` of the first), fetch again; drop
+//! buffered events with `u <= lastUpdateId`; the first event applied must straddle
+//! `lastUpdateId + 1` (`U <= lastUpdateId + 1 <= u`); afterwards every event must
+//! continue from the previous one (`U == last u + 1`). An event with `U > last u + 1`
+//! is a gap: the book is discarded and the procedure starts again. An event whose
+//! `u <= last u` is old (a duplicate) and ignored. Quantity 0 deletes a level.
+//!
+//! The buffer is allocated once with a fixed capacity; overflowing it while waiting for
+//! a snapshot restarts the sync rather than growing.
+
+use stocksblitz_engine::{BookFlags, Price, Qty, Side};
+
+use super::parse::{for_each_level, BinanceError, DepthSnapshot, DepthUpdate};
+
+/// What the caller must do after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Applied (or ignored as old); nothing to do.
+    Ok,
+    /// Buffered while waiting for a snapshot.
+    Buffered,
+    /// Fetch a (new) REST snapshot; the book is not valid until it is applied.
+    NeedSnapshot,
+    /// A sequence gap: book discarded, fetch a snapshot. `expected` was the next id.
+    Gap { expected: u64, got: u64 },
+    /// The snapshot and buffered events were applied: the book is live.
+    Synced,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Buffered {
+    first_id: u64,
+    final_id: u64,
+    side: Side,
+    price: Price,
+    qty: Qty,
+    /// Last level of its event (where the book is consistent).
+    last: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for a snapshot; diff events are buffered.
+    Syncing,
+    /// Applying diffs; `last` is the last applied final update id.
+    Live { last: u64 },
+}
+
+/// Sync state for one symbol.
+#[derive(Debug, Clone)]
+pub struct DepthSync {
+    state: State,
+    buffer: Vec<Buffered>,
+    capacity: usize,
+    price_scale: u8,
+    qty_scale: u8,
+}
+
+/// Receives book deltas: side, price, absolute qty (0 = delete), flags.
+pub trait DeltaSink {
+    fn delta(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags);
+}
+
+impl<F: FnMut(Side, Price, Qty, BookFlags)> DeltaSink for F {
+    fn delta(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags) {
+        self(side, price, qty, flags)
+    }
+}
+
+impl DepthSync {
+    /// `capacity`: most buffered levels while waiting for a snapshot.
+    pub fn new(capacity: usize, price_scale: u8, qty_scale: u8) -> Self {
+        Self {
+            state: State::Syncing,
+            buffer: Vec::with_capacity(capacity),
+            capacity,
+            price_scale,
+            qty_scale,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, State::Live { .. })
+    }
+
+    /// The last applied update id, when live.
+    pub fn last_update_id(&self) -> Option<u64> {
+        match self.state {
+            State::Live { last } => Some(last),
+            State::Syncing => None,
+        }
+    }
+
+    /// Discards the book state and starts over (after a reconnect, say).
+    pub fn reset(&mut self) {
+        self.state = State::Syncing;
+        self.buffer.clear();
+    }
+
+    fn levels(&self, ev: &DepthUpdate<'_>, mut f: impl FnMut(Side, Price, Qty)) -> Result<(), BinanceError> {
+        for_each_level(ev.bids, Side::Buy, self.price_scale, self.qty_scale, &mut f)?;
+        for_each_level(ev.asks, Side::Sell, self.price_scale, self.qty_scale, &mut f)
+    }
+
+    /// Applies an event's levels as one batch (END_OF_BATCH on the last).
+    fn apply(&self, ev: &DepthUpdate<'_>, out: &mut impl DeltaSink) -> Result<(), BinanceError> {
+        // Validate the whole event before emitting anything, so a malformed level
+        // never leaves half an event applied.
+        let mut total = 0usize;
+        self.levels(ev, |_, _, _| total += 1)?;
+        if total == 0 {
+            return Ok(());
+        }
+        let mut n = 0usize;
+        self.levels(ev, |side, price, qty| {
+            n += 1;
+            let flags = if n == total {
+                BookFlags::END_OF_BATCH
+            } else {
+                BookFlags::NONE
+            };
+            out.delta(side, price, qty, flags);
+        })
+    }
+
+    /// A diff event from the stream.
+    pub fn on_diff(&mut self, ev: &DepthUpdate<'_>, out: &mut impl DeltaSink) -> Result<SyncOutcome, BinanceError> {
+        match self.state {
+            State::Live { last } => {
+                if ev.final_id <= last {
+                    return Ok(SyncOutcome::Ok);
+                }
+                if ev.first_id > last + 1 {
+                    self.reset();
+                    self.buffer_event(ev)?;
+                    return Ok(SyncOutcome::Gap {
+                        expected: last + 1,
+                        got: ev.first_id,
+                    });
+                }
+                self.apply(ev, out)?;
+                self.state = State::Live { last: ev.final_id };
+                Ok(SyncOutcome::Ok)
+            }
+            State::Syncing => self.buffer_event(ev),
+        }
+    }
+
+    fn buffer_event(&mut self, ev: &DepthUpdate<'_>) -> Result<SyncOutcome, BinanceError> {
+        let mut total = 0usize;
+        self.levels(ev, |_, _, _| total += 1)?;
+        if self.buffer.len() + total.max(1) > self.capacity {
+            self.buffer.clear();
+            return Ok(SyncOutcome::NeedSnapshot);
+        }
+        if total == 0 {
+            // Keep the ids: an empty event still advances the sequence.
+            self.buffer.push(Buffered {
+                first_id: ev.first_id,
+                final_id: ev.final_id,
+                side: Side::Buy,
+                price: Price::ZERO,
+                qty: Qty(-1),
+                last: true,
+            });
+            return Ok(SyncOutcome::Buffered);
+        }
+        let mut n = 0usize;
+        let (first_id, final_id) = (ev.first_id, ev.final_id);
+        let buffer = &mut self.buffer;
+        let (ps, qs) = (self.price_scale, self.qty_scale);
+        let mut push = |side, price, qty| {
+            n += 1;
+            buffer.push(Buffered {
+                first_id,
+                final_id,
+                side,
+                price,
+                qty,
+                last: n == total,
+            });
+        };
+        for_each_level(ev.bids, Side::Buy, ps, qs, &mut push)?;
+        for_each_level(ev.asks, Side::Sell, ps, qs, &mut push)?;
+        Ok(SyncOutcome::Buffered)
+    }
+
+    /// A REST snapshot arrived. Emits the snapshot (`CLEAR`...`END_OF_BATCH`) and the
+    /// buffered events that follow it, or asks for another snapshot.
+    pub fn on_snapshot(
+        &mut self,
+        snap: &DepthSnapshot<'_>,
+        out: &mut impl DeltaSink,
+    ) -> Result<SyncOutcome, BinanceError> {
+        let id = snap.last_update_id;
+        if let Some(first) = self.buffer.first() {
+            if id < first.first_id.saturating_sub(1) {
+                // Snapshot older than everything buffered: events in between are lost.
+                return Ok(SyncOutcome::NeedSnapshot);
+            }
+        }
+        // Straddle check on the first buffered event that is newer than the snapshot.
+        if let Some(b) = self.buffer.iter().find(|b| b.final_id > id) {
+            if b.first_id > id + 1 {
+                self.buffer.clear();
+                return Ok(SyncOutcome::NeedSnapshot);
+            }
+        }
+        // Validate the snapshot before touching the book.
+        let (ps, qs) = (self.price_scale, self.qty_scale);
+        let mut total = 0usize;
+        for_each_level(snap.bids, Side::Buy, ps, qs, |_, _, _| total += 1)?;
+        for_each_level(snap.asks, Side::Sell, ps, qs, |_, _, _| total += 1)?;
+        let snapshot = BookFlags::SNAPSHOT;
+        if total == 0 {
+            out.delta(
+                Side::Buy,
+                Price::ZERO,
+                Qty::ZERO,
+                snapshot.with(BookFlags::CLEAR).with(BookFlags::END_OF_BATCH),
+            );
+        } else {
+            let mut n = 0usize;
+            let mut emit = |side, price, qty| {
+                let mut flags = snapshot;
+                if n == 0 {
+                    flags = flags.with(BookFlags::CLEAR);
+                }
+                n += 1;
+                if n == total {
+                    flags = flags.with(BookFlags::END_OF_BATCH);
+                }
+                out.delta(side, price, qty, flags);
+            };
+            for_each_level(snap.bids, Side::Buy, ps, qs, &mut emit)?;
+            for_each_level(snap.asks, Side::Sell, ps, qs, &mut emit)?;
+        }
+        let mut last = id;
+        for b in self.buffer.iter().filter(|b| b.final_id > id) {
+            if b.qty.0 >= 0 {
+                let flags = if b.last {
+                    BookFlags::END_OF_BATCH
+                } else {
+                    BookFlags::NONE
+                };
+                out.delta(b.side, b.price, b.qty, flags);
+            }
+            last = last.max(b.final_id);
+        }
+        self.buffer.clear();
+        self.state = State::Live { last };
+        Ok(SyncOutcome::Synced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stocksblitz_engine::L2Book;
+
+    fn diff(first: u64, last: u64, bids: &'static str, asks: &'static str) -> DepthUpdate<'static> {
+        DepthUpdate {
+            symbol: b"BTCUSDT",
+            event_time: stocksblitz_engine::UnixNanos::UNKNOWN,
+            first_id: first,
+            final_id: last,
+            bids: bids.as_bytes(),
+            asks: asks.as_bytes(),
+        }
+    }
+
+    fn snap(id: u64, bids: &'static str, asks: &'static str) -> DepthSnapshot<'static> {
+        DepthSnapshot {
+            last_update_id: id,
+            bids: bids.as_bytes(),
+            asks: asks.as_bytes(),
+        }
+    }
+
+    struct Book(L2Book, usize);
+    impl DeltaSink for Book {
+        fn delta(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags) {
+            if flags.contains(BookFlags::CLEAR) {
+                self.0.clear();
+            }
+            self.0.apply(side, price, qty);
+            self.1 += 1;
+        }
+    }
+
+    fn book() -> Book {
+        Book(L2Book::new(100), 0)
+    }
+
+    #[test]
+    fn documented_procedure() {
+        let mut s = DepthSync::new(1000, 2, 0);
+        let mut b = book();
+        // Buffered while no snapshot: 98-99 is older than the snapshot, 100-102 straddles.
+        assert_eq!(
+            s.on_diff(&diff(98, 99, r#"[["1.00","5"]]"#, "[]"), &mut b).unwrap(),
+            SyncOutcome::Buffered
+        );
+        assert_eq!(
+            s.on_diff(&diff(100, 102, r#"[["1.01","7"]]"#, "[]"), &mut b).unwrap(),
+            SyncOutcome::Buffered
+        );
+        assert_eq!(
+            s.on_diff(&diff(103, 103, "[]", r#"[["1.05","0"]]"#), &mut b).unwrap(),
+            SyncOutcome::Buffered
+        );
+        let r = s
+            .on_snapshot(
+                &snap(100, r#"[["1.00","1"]]"#, r#"[["1.05","2"],["1.06","3"]]"#),
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(r, SyncOutcome::Synced);
+        assert_eq!(s.last_update_id(), Some(103));
+        // 98-99 was dropped (u <= lastUpdateId): 1.00 keeps the snapshot's qty.
+        assert_eq!(
+            b.0.bids().iter().map(|l| (l.price.0, l.qty.0)).collect::<Vec<_>>(),
+            vec![(101, 7), (100, 1)]
+        );
+        assert_eq!(
+            b.0.asks().iter().map(|l| l.price.0).collect::<Vec<_>>(),
+            vec![106],
+            "qty 0 deleted 1.05"
+        );
+
+        // In sequence: applied. Duplicate: ignored. Gap: reset.
+        assert_eq!(
+            s.on_diff(&diff(104, 104, r#"[["1.02","1"]]"#, "[]"), &mut b).unwrap(),
+            SyncOutcome::Ok
+        );
+        assert_eq!(b.0.best_bid().map(|l| l.price.0), Some(102));
+        let before = b.1;
+        assert_eq!(
+            s.on_diff(&diff(104, 104, r#"[["1.02","9"]]"#, "[]"), &mut b).unwrap(),
+            SyncOutcome::Ok
+        );
+        assert_eq!(b.1, before, "duplicate not applied");
+        assert_eq!(
+            s.on_diff(&diff(107, 108, "[]", "[]"), &mut b).unwrap(),
+            SyncOutcome::Gap {
+                expected: 105,
+                got: 107
+            }
+        );
+        assert!(!s.is_live());
+    }
+
+    #[test]
+    fn stale_snapshot_and_non_straddling_first_event_refetch() {
+        let mut s = DepthSync::new(1000, 2, 0);
+        let mut b = book();
+        s.on_diff(&diff(200, 205, "[]", "[]"), &mut b).unwrap();
+        assert_eq!(
+            s.on_snapshot(&snap(150, "[]", "[]"), &mut b).unwrap(),
+            SyncOutcome::NeedSnapshot
+        );
+        assert_eq!(b.1, 0, "nothing applied from a stale snapshot");
+        assert_eq!(
+            s.on_snapshot(&snap(205, "[]", "[]"), &mut b).unwrap(),
+            SyncOutcome::Synced
+        );
+        assert_eq!(s.last_update_id(), Some(205));
+    }
+
+    #[test]
+    fn buffer_overflow_asks_for_a_snapshot() {
+        let mut s = DepthSync::new(2, 2, 0);
+        let mut b = book();
+        s.on_diff(&diff(1, 1, r#"[["1.00","1"]]"#, "[]"), &mut b).unwrap();
+        assert_eq!(
+            s.on_diff(&diff(2, 2, r#"[["1.00","1"],["1.01","1"]]"#, "[]"), &mut b)
+                .unwrap(),
+            SyncOutcome::NeedSnapshot
+        );
+    }
+
+    #[test]
+    fn malformed_event_applies_nothing() {
+        let mut s = DepthSync::new(100, 2, 0);
+        let mut b = book();
+        s.on_snapshot(&snap(10, r#"[["1.00","1"]]"#, "[]"), &mut b).unwrap();
+        let n = b.1;
+        assert!(s
+            .on_diff(&diff(11, 11, r#"[["1.01","1"],["bad","1"]]"#, "[]"), &mut b)
+            .is_err());
+        assert_eq!(b.1, n);
+        assert_eq!(s.last_update_id(), Some(10), "state unchanged");
+    }
+}
