@@ -8,9 +8,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod binance;
+pub mod coinbase;
 pub mod config;
 pub mod json_scan;
 pub mod kite;
+pub mod rfc3339;
 pub mod rng;
 pub mod runner;
 pub mod stats;

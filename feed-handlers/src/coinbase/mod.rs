@@ -1,0 +1,5 @@
+//! Coinbase Exchange WebSocket feed.
+
+pub mod parse;
+
+pub use parse::{for_each_change, parse_frame, CoinbaseError, CoinbaseEvent, Match, Ticker};

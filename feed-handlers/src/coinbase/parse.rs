@@ -1,0 +1,356 @@
+//! Coinbase Exchange WebSocket feed messages, parsed without allocation.
+//!
+//! Message shapes from Coinbase Exchange's "WebSocket channels" documentation:
+//! `subscriptions`, `heartbeat` (`sequence`, `last_trade_id`), `ticker`, `snapshot`
+//! and `l2update` (level2: absolute sizes, "0" deletes, `changes` as
+//! `[side, price, size]`), `match`/`last_match` (`side` is the MAKER's side, so the
+//! aggressor is the opposite), and `error`. Times are RFC 3339 strings.
+
+use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
+
+use crate::json_scan::{for_each_field, for_each_item, JsonError, Value};
+use crate::rfc3339;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CoinbaseError {
+    #[error("invalid JSON: {0}")]
+    Json(#[from] JsonError),
+    #[error("field {0:?} missing or of the wrong type")]
+    Field(&'static str),
+    #[error("field {field:?}: {source}")]
+    Decimal {
+        field: &'static str,
+        #[source]
+        source: FixedError,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match<'a> {
+    pub product: &'a [u8],
+    pub trade_id: u64,
+    pub sequence: u64,
+    pub price: &'a [u8],
+    pub size: &'a [u8],
+    /// The maker's side.
+    pub maker_side: Side,
+    pub time: UnixNanos,
+    /// `last_match`: the most recent match, sent once on subscribe.
+    pub last: bool,
+}
+
+impl Match<'_> {
+    /// The taker hit the maker: its side is the opposite.
+    pub fn aggressor(&self) -> Aggressor {
+        match self.maker_side {
+            Side::Buy => Aggressor::Sell,
+            Side::Sell => Aggressor::Buy,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticker<'a> {
+    pub product: &'a [u8],
+    pub sequence: u64,
+    pub best_bid: &'a [u8],
+    pub best_bid_size: &'a [u8],
+    pub best_ask: &'a [u8],
+    pub best_ask_size: &'a [u8],
+    pub time: UnixNanos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoinbaseEvent<'a> {
+    Subscriptions,
+    Heartbeat {
+        product: &'a [u8],
+        sequence: u64,
+        last_trade_id: u64,
+        time: UnixNanos,
+    },
+    Ticker(Ticker<'a>),
+    /// level2 snapshot: `bids`/`asks` spans of `[price, size]`.
+    Snapshot {
+        product: &'a [u8],
+        bids: &'a [u8],
+        asks: &'a [u8],
+    },
+    /// level2 update: `changes` span of `[side, price, size]`.
+    L2Update {
+        product: &'a [u8],
+        time: UnixNanos,
+        changes: &'a [u8],
+    },
+    Match(Match<'a>),
+    Error {
+        message: &'a [u8],
+    },
+    Other,
+}
+
+fn need<T>(v: Option<T>, name: &'static str) -> Result<T, CoinbaseError> {
+    v.ok_or(CoinbaseError::Field(name))
+}
+
+fn side(s: Option<&[u8]>) -> Result<Side, CoinbaseError> {
+    match s {
+        Some(b"buy") => Ok(Side::Buy),
+        Some(b"sell") => Ok(Side::Sell),
+        _ => Err(CoinbaseError::Field("side")),
+    }
+}
+
+fn time(s: Option<&[u8]>) -> UnixNanos {
+    s.and_then(rfc3339::parse).unwrap_or(UnixNanos::UNKNOWN)
+}
+
+pub fn parse_frame(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
+    let (mut kind, mut product, mut seq, mut trade_id, mut last_trade_id) = (None, None, None, None, None);
+    let (mut price, mut size, mut side_s, mut t, mut message) = (None, None, None, None, None);
+    let (mut bb, mut bbs, mut ba, mut bas) = (None, None, None, None);
+    let (mut bids, mut asks, mut changes) = (None, None, None);
+    for_each_field(frame, |k, v| {
+        match (k, v) {
+            (b"type", v) => kind = v.as_str(),
+            (b"product_id", v) => product = v.as_str(),
+            (b"sequence", v) => seq = v.as_u64(),
+            (b"trade_id", v) => trade_id = v.as_u64(),
+            (b"last_trade_id", v) => last_trade_id = v.as_u64(),
+            (b"price", v) => price = v.as_str(),
+            (b"size", v) => size = v.as_str(),
+            (b"side", v) => side_s = v.as_str(),
+            (b"time", v) => t = v.as_str(),
+            (b"message", v) => message = v.as_str(),
+            (b"best_bid", v) => bb = v.as_str(),
+            (b"best_bid_size", v) => bbs = v.as_str(),
+            (b"best_ask", v) => ba = v.as_str(),
+            (b"best_ask_size", v) => bas = v.as_str(),
+            (b"bids", Value::Array(s)) => bids = Some(s),
+            (b"asks", Value::Array(s)) => asks = Some(s),
+            (b"changes", Value::Array(s)) => changes = Some(s),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(match need(kind, "type")? {
+        b"subscriptions" => CoinbaseEvent::Subscriptions,
+        b"heartbeat" => CoinbaseEvent::Heartbeat {
+            product: need(product, "product_id")?,
+            sequence: need(seq, "sequence")?,
+            last_trade_id: need(last_trade_id, "last_trade_id")?,
+            time: time(t),
+        },
+        b"ticker" => CoinbaseEvent::Ticker(Ticker {
+            product: need(product, "product_id")?,
+            sequence: need(seq, "sequence")?,
+            best_bid: need(bb, "best_bid")?,
+            best_bid_size: need(bbs, "best_bid_size")?,
+            best_ask: need(ba, "best_ask")?,
+            best_ask_size: need(bas, "best_ask_size")?,
+            time: time(t),
+        }),
+        b"snapshot" => CoinbaseEvent::Snapshot {
+            product: need(product, "product_id")?,
+            bids: need(bids, "bids")?,
+            asks: need(asks, "asks")?,
+        },
+        b"l2update" => CoinbaseEvent::L2Update {
+            product: need(product, "product_id")?,
+            time: time(t),
+            changes: need(changes, "changes")?,
+        },
+        k @ (b"match" | b"last_match") => CoinbaseEvent::Match(Match {
+            product: need(product, "product_id")?,
+            trade_id: need(trade_id, "trade_id")?,
+            sequence: seq.unwrap_or(0),
+            price: need(price, "price")?,
+            size: need(size, "size")?,
+            maker_side: side(side_s)?,
+            time: time(t),
+            last: k == b"last_match",
+        }),
+        b"error" => CoinbaseEvent::Error {
+            message: message.unwrap_or(b""),
+        },
+        _ => CoinbaseEvent::Other,
+    })
+}
+
+fn decimal<T>(
+    s: &[u8],
+    scale: u8,
+    field: &'static str,
+    f: fn(&[u8], u8) -> Result<T, FixedError>,
+) -> Result<T, CoinbaseError> {
+    f(s, scale).map_err(|source| CoinbaseError::Decimal { field, source })
+}
+
+/// Walks level spans. For a snapshot side pass `Some(side)` (items are
+/// `[price, size]`); for `changes` pass `None` (items are `[side, price, size]`).
+pub fn for_each_change(
+    span: &[u8],
+    fixed_side: Option<Side>,
+    price_scale: u8,
+    qty_scale: u8,
+    mut f: impl FnMut(Side, Price, Qty),
+) -> Result<(), CoinbaseError> {
+    let mut err = None;
+    let fail = |e: CoinbaseError, slot: &mut Option<CoinbaseError>| {
+        *slot = Some(e);
+        JsonError::Unexpected(0)
+    };
+    for_each_item(span, |item| {
+        let Value::Array(fields) = item else {
+            return Err(fail(CoinbaseError::Field("level"), &mut err));
+        };
+        let mut parts: [&[u8]; 3] = [b"", b"", b""];
+        let mut n = 0;
+        for_each_item(fields, |x| {
+            match (x.as_str(), parts.get_mut(n)) {
+                (Some(s), Some(slot)) => *slot = s,
+                _ => return Err(JsonError::Unexpected(0)),
+            }
+            n += 1;
+            Ok(())
+        })
+        .map_err(|_| fail(CoinbaseError::Field("level"), &mut err))?;
+        let (s, p, q) = match (fixed_side, n) {
+            (Some(s), 2) => (Ok(s), parts[0], parts[1]),
+            (None, 3) => (side(Some(parts[0])), parts[1], parts[2]),
+            _ => return Err(fail(CoinbaseError::Field("level"), &mut err)),
+        };
+        let parsed = s.and_then(|s| {
+            Ok((
+                s,
+                decimal(p, price_scale, "price", Price::parse)?,
+                decimal(q, qty_scale, "size", Qty::parse)?,
+            ))
+        });
+        match parsed {
+            Ok((s, p, q)) => {
+                f(s, p, q);
+                Ok(())
+            }
+            Err(e) => Err(fail(e, &mut err)),
+        }
+    })
+    .map_err(|e| err.unwrap_or(CoinbaseError::Json(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // Examples from Coinbase Exchange's WebSocket channel documentation.
+    const HEARTBEAT: &str = r#"{"type":"heartbeat","sequence":90,"last_trade_id":20,"product_id":"BTC-USD","time":"2014-11-07T08:19:28.464459Z"}"#;
+    const TICKER: &str = r#"{"type":"ticker","sequence":37475248783,"product_id":"ETH-USD","price":"1285.22","open_24h":"1310.79","volume_24h":"245532.79269678","low_24h":"1280.52","high_24h":"1313.8","volume_30d":"9788783.60117027","best_bid":"1285.04","best_bid_size":"0.46688654","best_ask":"1285.27","best_ask_size":"1.56637040","side":"buy","time":"2022-10-19T23:28:22.061769Z","trade_id":370843401,"last_size":"11.4396987"}"#;
+    const SNAPSHOT: &str = r#"{"type":"snapshot","product_id":"BTC-USD","bids":[["10101.10","0.45054140"]],"asks":[["10102.55","0.57753524"]]}"#;
+    const L2UPDATE: &str = r#"{"type":"l2update","product_id":"BTC-USD","time":"2019-08-14T20:42:27.265Z","changes":[["buy","10101.80000000","0.162567"]]}"#;
+    const MATCH: &str = r#"{"type":"match","trade_id":10,"sequence":50,"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2014-11-07T08:19:27.028459Z","product_id":"BTC-USD","size":"5.23512","price":"400.23","side":"sell"}"#;
+
+    #[test]
+    fn documented_messages() {
+        assert!(matches!(
+            parse_frame(HEARTBEAT.as_bytes()).unwrap(),
+            CoinbaseEvent::Heartbeat {
+                sequence: 90,
+                last_trade_id: 20,
+                ..
+            }
+        ));
+        let CoinbaseEvent::Ticker(t) = parse_frame(TICKER.as_bytes()).unwrap() else {
+            panic!("ticker")
+        };
+        assert_eq!(
+            (t.sequence, t.best_bid, t.best_ask_size),
+            (37_475_248_783, &b"1285.04"[..], &b"1.56637040"[..])
+        );
+        let CoinbaseEvent::Match(m) = parse_frame(MATCH.as_bytes()).unwrap() else {
+            panic!("match")
+        };
+        assert_eq!(
+            (m.trade_id, m.maker_side, m.aggressor()),
+            (10, Side::Sell, Aggressor::Buy)
+        );
+        assert_eq!(m.time, UnixNanos(1_415_348_367_028_459_000));
+        assert!(matches!(
+            parse_frame(br#"{"type":"subscriptions","channels":[]}"#).unwrap(),
+            CoinbaseEvent::Subscriptions
+        ));
+        assert_eq!(
+            parse_frame(br#"{"type":"error","message":"Failed to subscribe","reason":"x"}"#).unwrap(),
+            CoinbaseEvent::Error {
+                message: b"Failed to subscribe"
+            }
+        );
+    }
+
+    #[test]
+    fn level2_snapshot_and_changes() {
+        let CoinbaseEvent::Snapshot { bids, asks, .. } = parse_frame(SNAPSHOT.as_bytes()).unwrap() else {
+            panic!("snap")
+        };
+        let mut v = Vec::new();
+        for_each_change(bids, Some(Side::Buy), 2, 8, |s, p, q| v.push((s, p, q))).unwrap();
+        for_each_change(asks, Some(Side::Sell), 2, 8, |s, p, q| v.push((s, p, q))).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                (Side::Buy, Price(1_010_110), Qty(45_054_140)),
+                (Side::Sell, Price(1_010_255), Qty(57_753_524))
+            ]
+        );
+        let CoinbaseEvent::L2Update { changes, time, .. } = parse_frame(L2UPDATE.as_bytes()).unwrap() else {
+            panic!("l2update")
+        };
+        assert_eq!(time, UnixNanos(1_565_815_347_265_000_000));
+        let mut c = Vec::new();
+        for_each_change(changes, None, 2, 8, |s, p, q| c.push((s, p, q))).unwrap();
+        assert_eq!(c, vec![(Side::Buy, Price(1_010_180), Qty(16_256_700))]);
+    }
+
+    #[test]
+    fn malformed() {
+        for bad in [
+            "",
+            r#"{"product_id":"X"}"#,
+            r#"{"type":"match","product_id":"X","trade_id":1,"price":"1","size":"1","side":"up"}"#,
+            r#"{"type":"snapshot","product_id":"X","bids":"no","asks":[]}"#,
+            &MATCH[..40],
+        ] {
+            assert!(parse_frame(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        for bad in [
+            r#"[["buy","1"]]"#,
+            r#"[["up","1","1"]]"#,
+            r#"[["buy","1.001","1"]]"#,
+            r#"[[1,2,3]]"#,
+        ] {
+            assert!(
+                for_each_change(bad.as_bytes(), None, 2, 2, |_, _, _| {}).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_frame(br#"{"type":"status"}"#).unwrap(), CoinbaseEvent::Other);
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(CoinbaseEvent::L2Update { changes, .. }) = parse_frame(&bytes) {
+                let _ = for_each_change(changes, None, 2, 8, |_, _, _| {});
+            }
+        }
+
+        #[test]
+        fn truncations_are_rejected(cut in 0usize..400) {
+            for msg in [HEARTBEAT, TICKER, SNAPSHOT, L2UPDATE, MATCH] {
+                if cut < msg.len() {
+                    prop_assert!(parse_frame(&msg.as_bytes()[..cut]).is_err());
+                }
+            }
+        }
+    }
+}
