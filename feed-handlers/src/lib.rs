@@ -7,6 +7,7 @@
 //! [`Tick`]: stocksblitz_engine::Tick
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod backoff;
 pub mod binance;
 pub mod coinbase;
 pub mod config;
