@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod binance;
+pub mod capture;
 pub mod coinbase;
 pub mod config;
 pub mod json_scan;
