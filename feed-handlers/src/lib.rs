@@ -14,6 +14,7 @@ pub mod coinbase;
 pub mod config;
 pub mod json_scan;
 pub mod kite;
+pub mod normalize;
 pub mod rfc3339;
 pub mod rng;
 pub mod runner;
