@@ -1,5 +1,6 @@
 //! Coinbase Exchange WebSocket feed.
 
+pub mod normalizer;
 pub mod parse;
 
 pub use parse::{for_each_change, parse_frame, CoinbaseError, CoinbaseEvent, Match, Ticker};

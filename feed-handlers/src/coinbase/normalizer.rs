@@ -1,0 +1,351 @@
+//! Coinbase frames to ticks.
+//!
+//! level2 starts with a `snapshot` (applied as a `CLEAR`...`END_OF_BATCH` batch, which
+//! makes the book LIVE) and continues with `l2update`s; updates before the snapshot
+//! are dropped. level2 carries no sequence numbers, so its integrity is checked by the
+//! handler's periodic audit against a REST snapshot. Matches carry per-product
+//! contiguous `trade_id`s: a jump is a gap (counted), a repeat is a duplicate
+//! (dropped); `heartbeat.last_trade_id` and `last_match` reveal trades missed while
+//! disconnected. Tickers carry an increasing `sequence`: older ones are dropped.
+
+use stocksblitz_engine::{BookFlags, FeedStatus, Price, Qty, Side, Tick, TickData, UnixNanos};
+
+use super::parse::{for_each_change, parse_frame, CoinbaseError, CoinbaseEvent};
+use crate::normalize::{status, Action, FrameRef};
+use crate::stats::FeedStats;
+use crate::symbols::{SymbolMap, VenueInstrument};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error(transparent)]
+    Parse(#[from] CoinbaseError),
+    #[error("product not configured")]
+    UnknownProduct,
+    #[error("binary frames are not part of the Coinbase protocol")]
+    Binary,
+    #[error("the venue reported an error")]
+    Venue,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ProductState {
+    book_synced: bool,
+    last_trade_id: Option<u64>,
+    last_ticker_seq: u64,
+}
+
+pub struct CoinbaseNormalizer {
+    products: SymbolMap<Vec<u8>>,
+    state: Vec<ProductState>,
+}
+
+impl CoinbaseNormalizer {
+    /// `products`: (Coinbase product id such as `BTC-USD`, instrument).
+    pub fn new(products: &[(String, VenueInstrument)], registry_len: usize) -> Self {
+        let mut map = SymbolMap::new();
+        for (p, inst) in products {
+            map.insert(p.as_bytes().to_vec(), *inst);
+        }
+        Self {
+            products: map,
+            state: vec![ProductState::default(); registry_len],
+        }
+    }
+
+    /// After (re)connecting: books wait for their level2 snapshot again.
+    pub fn on_connected(&mut self, recv: UnixNanos, out: &mut impl FnMut(Tick)) {
+        for inst in self.products.values() {
+            if let Some(s) = self.state.get_mut(inst.id.index()) {
+                s.book_synced = false;
+            }
+            out(status(inst.id, FeedStatus::Syncing, 0, recv));
+        }
+    }
+
+    fn lookup(&self, product: &[u8]) -> Result<VenueInstrument, NormalizeError> {
+        self.products.get(product).ok_or(NormalizeError::UnknownProduct)
+    }
+
+    pub fn on_frame(
+        &mut self,
+        frame: FrameRef<'_>,
+        recv: UnixNanos,
+        stats: &FeedStats,
+        out: &mut impl FnMut(Tick),
+    ) -> Result<Action, NormalizeError> {
+        let FrameRef::Text(text) = frame else {
+            return Err(NormalizeError::Binary);
+        };
+        match parse_frame(text)? {
+            CoinbaseEvent::Subscriptions | CoinbaseEvent::Other => {}
+            CoinbaseEvent::Error { .. } => return Err(NormalizeError::Venue),
+            CoinbaseEvent::Heartbeat {
+                product, last_trade_id, ..
+            } => {
+                let inst = self.lookup(product)?;
+                if let Some(s) = self.state.get_mut(inst.id.index()) {
+                    if s.last_trade_id.is_some_and(|l| last_trade_id > l) {
+                        stats.gaps.inc();
+                    }
+                    s.last_trade_id = Some(s.last_trade_id.map_or(last_trade_id, |l| l.max(last_trade_id)));
+                }
+            }
+            CoinbaseEvent::Ticker(t) => {
+                let inst = self.lookup(t.product)?;
+                let Some(s) = self.state.get_mut(inst.id.index()) else {
+                    return Ok(Action::None);
+                };
+                if t.sequence <= s.last_ticker_seq {
+                    return Ok(Action::None);
+                }
+                s.last_ticker_seq = t.sequence;
+                let p = |v: &[u8], field| {
+                    Price::parse(v, inst.price_scale).map_err(|source| CoinbaseError::Decimal { field, source })
+                };
+                let q = |v: &[u8], field| {
+                    Qty::parse(v, inst.qty_scale).map_err(|source| CoinbaseError::Decimal { field, source })
+                };
+                out(Tick {
+                    exchange_ts: t.time,
+                    recv_ts: recv,
+                    instrument: inst.id,
+                    data: TickData::Quote {
+                        bid: p(t.best_bid, "best_bid")?,
+                        bid_qty: q(t.best_bid_size, "best_bid_size")?,
+                        ask: p(t.best_ask, "best_ask")?,
+                        ask_qty: q(t.best_ask_size, "best_ask_size")?,
+                    },
+                });
+            }
+            CoinbaseEvent::Match(m) => {
+                let inst = self.lookup(m.product)?;
+                let price = Price::parse(m.price, inst.price_scale)
+                    .map_err(|source| CoinbaseError::Decimal { field: "price", source })?;
+                let qty = Qty::parse(m.size, inst.qty_scale)
+                    .map_err(|source| CoinbaseError::Decimal { field: "size", source })?;
+                let Some(s) = self.state.get_mut(inst.id.index()) else {
+                    return Ok(Action::None);
+                };
+                if let Some(last) = s.last_trade_id {
+                    if m.trade_id <= last {
+                        return Ok(Action::None);
+                    }
+                    if m.trade_id > last + 1 {
+                        stats.gaps.inc();
+                    }
+                }
+                s.last_trade_id = Some(m.trade_id);
+                if m.last {
+                    // The snapshot of "the latest trade": a baseline, not a new trade.
+                    return Ok(Action::None);
+                }
+                out(Tick {
+                    exchange_ts: m.time,
+                    recv_ts: recv,
+                    instrument: inst.id,
+                    data: TickData::Trade {
+                        price,
+                        qty,
+                        trade_id: m.trade_id,
+                        aggressor: m.aggressor(),
+                    },
+                });
+            }
+            CoinbaseEvent::Snapshot { product, bids, asks } => {
+                let inst = self.lookup(product)?;
+                self.book_batch(
+                    inst,
+                    &[(Some(Side::Buy), bids), (Some(Side::Sell), asks)],
+                    true,
+                    UnixNanos::UNKNOWN,
+                    recv,
+                    out,
+                )?;
+                if let Some(s) = self.state.get_mut(inst.id.index()) {
+                    s.book_synced = true;
+                }
+                out(status(inst.id, FeedStatus::Live, 0, recv));
+            }
+            CoinbaseEvent::L2Update { product, time, changes } => {
+                let inst = self.lookup(product)?;
+                if self.state.get(inst.id.index()).is_some_and(|s| s.book_synced) {
+                    self.book_batch(inst, &[(None, changes)], false, time, recv, out)?;
+                }
+            }
+        }
+        Ok(Action::None)
+    }
+
+    /// Emits the levels of `spans` as one batch; validates everything first so a bad
+    /// level never leaves half a message applied.
+    fn book_batch(
+        &self,
+        inst: VenueInstrument,
+        spans: &[(Option<Side>, &[u8])],
+        snapshot: bool,
+        exchange_ts: UnixNanos,
+        recv: UnixNanos,
+        out: &mut impl FnMut(Tick),
+    ) -> Result<(), NormalizeError> {
+        let (ps, qs) = (inst.price_scale, inst.qty_scale);
+        let mut total = 0usize;
+        for (side, span) in spans {
+            for_each_change(span, *side, ps, qs, |_, _, _| total += 1)?;
+        }
+        let base = if snapshot { BookFlags::SNAPSHOT } else { BookFlags::NONE };
+        let delta = |side, price, qty, flags| Tick {
+            exchange_ts,
+            recv_ts: recv,
+            instrument: inst.id,
+            data: TickData::BookDelta {
+                side,
+                price,
+                qty,
+                update_id: 0,
+                flags,
+            },
+        };
+        if total == 0 {
+            if snapshot {
+                out(delta(
+                    Side::Buy,
+                    Price::ZERO,
+                    Qty::ZERO,
+                    base.with(BookFlags::CLEAR).with(BookFlags::END_OF_BATCH),
+                ));
+            }
+            return Ok(());
+        }
+        let mut n = 0usize;
+        for (side, span) in spans {
+            for_each_change(span, *side, ps, qs, |s, p, q| {
+                let mut flags = base;
+                if n == 0 && snapshot {
+                    flags = flags.with(BookFlags::CLEAR);
+                }
+                n += 1;
+                if n == total {
+                    flags = flags.with(BookFlags::END_OF_BATCH);
+                }
+                out(delta(s, p, q, flags));
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stocksblitz_engine::{Aggressor, InstrumentId};
+
+    fn normalizer() -> CoinbaseNormalizer {
+        let inst = VenueInstrument {
+            id: InstrumentId(0),
+            price_scale: 2,
+            qty_scale: 8,
+        };
+        CoinbaseNormalizer::new(&[("BTC-USD".into(), inst)], 1)
+    }
+
+    fn feed(n: &mut CoinbaseNormalizer, stats: &FeedStats, frames: &[&str]) -> Vec<Tick> {
+        let mut ticks = Vec::new();
+        for f in frames {
+            n.on_frame(FrameRef::Text(f.as_bytes()), UnixNanos(9), stats, &mut |t| {
+                ticks.push(t)
+            })
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+        ticks
+    }
+
+    fn matched(id: u64) -> String {
+        format!(
+            r#"{{"type":"match","trade_id":{id},"sequence":{id},"maker_order_id":"a","taker_order_id":"b","time":"2024-01-01T00:00:00Z","product_id":"BTC-USD","size":"0.5","price":"42000.01","side":"buy"}}"#
+        )
+    }
+
+    #[test]
+    fn level2_snapshot_then_updates() {
+        let mut n = normalizer();
+        let stats = FeedStats::default();
+        let early = r#"{"type":"l2update","product_id":"BTC-USD","time":"2024-01-01T00:00:00Z","changes":[["buy","1.00","1"]]}"#;
+        assert!(
+            feed(&mut n, &stats, &[early]).is_empty(),
+            "updates before the snapshot are dropped"
+        );
+        let snap = r#"{"type":"snapshot","product_id":"BTC-USD","bids":[["100.00","1"]],"asks":[["101.00","2"],["102.00","3"]]}"#;
+        let t = feed(&mut n, &stats, &[snap, early]);
+        assert_eq!(t.len(), 3 + 1 + 1);
+        assert!(matches!(t[0].data, TickData::BookDelta { flags, .. } if flags.contains(BookFlags::CLEAR)));
+        assert!(matches!(t[2].data, TickData::BookDelta { flags, .. } if flags.contains(BookFlags::END_OF_BATCH)));
+        assert_eq!(
+            t[3].data,
+            TickData::Status {
+                status: FeedStatus::Live,
+                detail: 0
+            }
+        );
+        assert!(matches!(
+            t[4].data,
+            TickData::BookDelta {
+                price: Price(100),
+                qty: Qty(100_000_000),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn matches_dedupe_and_count_gaps() {
+        let mut n = normalizer();
+        let stats = FeedStats::default();
+        let (m1, m2, m4) = (matched(1), matched(2), matched(4));
+        let t = feed(&mut n, &stats, &[&m1, &m2, &m2, &m4]);
+        assert_eq!(t.len(), 3, "duplicate dropped");
+        assert_eq!(stats.gaps.get(), 1, "3 was missed");
+        assert!(matches!(
+            t[0].data,
+            TickData::Trade {
+                aggressor: Aggressor::Sell,
+                price: Price(4_200_001),
+                ..
+            }
+        ));
+        let hb = r#"{"type":"heartbeat","sequence":90,"last_trade_id":9,"product_id":"BTC-USD","time":"2024-01-01T00:00:01Z"}"#;
+        feed(&mut n, &stats, &[hb]);
+        assert_eq!(stats.gaps.get(), 2, "heartbeat shows trades 5..9 were missed");
+    }
+
+    #[test]
+    fn old_tickers_are_dropped() {
+        let mut n = normalizer();
+        let stats = FeedStats::default();
+        let tk = |seq: u64| {
+            format!(
+                r#"{{"type":"ticker","sequence":{seq},"product_id":"BTC-USD","price":"1.00","best_bid":"1.00","best_bid_size":"1","best_ask":"1.01","best_ask_size":"2","time":"2024-01-01T00:00:00Z"}}"#
+            )
+        };
+        let (a, b, c) = (tk(5), tk(4), tk(6));
+        assert_eq!(feed(&mut n, &stats, &[&a, &b, &c]).len(), 2);
+    }
+
+    #[test]
+    fn bad_frames() {
+        let mut n = normalizer();
+        let stats = FeedStats::default();
+        let mut sink = |_| {};
+        for bad in [
+            r#"{"type":"snapshot","product_id":"ETH-USD","bids":[],"asks":[]}"#,
+            r#"{"type":"snapshot","product_id":"BTC-USD","bids":[["1.001","1"]],"asks":[]}"#,
+            r#"{"type":"error","message":"nope"}"#,
+            "{",
+        ] {
+            assert!(
+                n.on_frame(FrameRef::Text(bad.as_bytes()), UnixNanos(1), &stats, &mut sink)
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
