@@ -2,6 +2,7 @@
 //! Kite has no sequence numbers, so staleness is detected by timer in the handler.
 
 pub mod decode;
+pub mod normalizer;
 pub mod text;
 
 pub use decode::{FrameSummary, KiteDecoder, KiteError};
