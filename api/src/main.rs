@@ -31,6 +31,37 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Feed debugging tools on capture files.
+    Feed {
+        #[command(subcommand)]
+        command: FeedCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FeedCommand {
+    /// Print every normalized tick of a capture as NDJSON (errors go to stderr).
+    Parse {
+        #[arg(long, value_parser = ["binance", "coinbase", "kite"])]
+        venue: String,
+        /// Config whose [[instruments]] map venue symbols; the embedded default when absent.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Capture file: one frame per line, "<recv_ts_ns> t|b <frame>".
+        capture: PathBuf,
+    },
+    /// Replay a capture with the venue's book sync rules and print the final book.
+    Book {
+        #[arg(long, value_parser = ["binance", "coinbase"])]
+        venue: String,
+        #[arg(long)]
+        symbol: String,
+        #[arg(long, default_value_t = 10)]
+        depth: usize,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        capture: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -47,6 +78,50 @@ enum ConfigCommand {
 fn load(path: Option<&std::path::Path>) -> Result<config::Validated, config::ConfigError> {
     let (source, text) = config::read_source(path)?;
     config::load(&source, &text, std::env::vars())
+}
+
+fn feed(command: FeedCommand) -> anyhow::Result<()> {
+    use stocksblitz_feed_handlers::venue::{Venue, VenueNormalizer};
+    use stocksblitz_feed_handlers::{capture, inspect};
+    let (venue, config, path) = match &command {
+        FeedCommand::Parse { venue, config, capture }
+        | FeedCommand::Book {
+            venue, config, capture, ..
+        } => (venue, config, capture),
+    };
+    let venue = Venue::parse(venue).ok_or_else(|| anyhow::anyhow!("unknown venue {venue:?}"))?;
+    let v = load(config.as_deref()).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let records = capture::read(path)?;
+    let mut normalizer = VenueNormalizer::build(venue, &v.registry, &[])?;
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    match command {
+        FeedCommand::Parse { .. } => {
+            let summary = inspect::parse(
+                &v.registry,
+                &mut normalizer,
+                &records,
+                &mut stdout.lock(),
+                &mut stderr.lock(),
+            )?;
+            eprintln!(
+                "{} frames, {} ticks, {} bad frames",
+                summary.frames, summary.ticks, summary.errors
+            );
+        }
+        FeedCommand::Book { symbol, depth, .. } => {
+            let book = inspect::book(
+                &v.registry,
+                &mut normalizer,
+                &records,
+                &symbol,
+                depth,
+                &mut stderr.lock(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            println!("{}", serde_json::to_string_pretty(&book)?);
+        }
+    }
+    Ok(())
 }
 
 fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
@@ -107,6 +182,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(anyhow::anyhow!("configuration error: {e}")),
         },
+        Some(Command::Feed { command }) => feed(command),
         Some(Command::Config {
             command: ConfigCommand::Default,
         }) => {

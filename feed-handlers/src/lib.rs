@@ -12,15 +12,18 @@ pub mod binance;
 pub mod capture;
 pub mod coinbase;
 pub mod config;
+pub mod inspect;
 pub mod json_scan;
 pub mod kite;
 pub mod normalize;
+pub mod replay;
 pub mod rfc3339;
 pub mod rng;
 pub mod runner;
 pub mod stats;
 pub mod symbols;
 pub mod synthetic;
+pub mod venue;
 
 pub use config::{FeedConfig, FeedKind, SyntheticConfig};
 pub use runner::{spawn_synthetic, FeedHandle};

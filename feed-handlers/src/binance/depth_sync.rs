@@ -60,14 +60,15 @@ pub struct DepthSync {
     qty_scale: u8,
 }
 
-/// Receives book deltas: side, price, absolute qty (0 = delete), flags.
+/// Receives book deltas: side, price, absolute qty (0 = delete), flags, and the
+/// update id of the event (or snapshot) the level came from.
 pub trait DeltaSink {
-    fn delta(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags);
+    fn delta(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags, update_id: u64);
 }
 
-impl<F: FnMut(Side, Price, Qty, BookFlags)> DeltaSink for F {
-    fn delta(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags) {
-        self(side, price, qty, flags)
+impl<F: FnMut(Side, Price, Qty, BookFlags, u64)> DeltaSink for F {
+    fn delta(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags, update_id: u64) {
+        self(side, price, qty, flags, update_id)
     }
 }
 
@@ -123,7 +124,7 @@ impl DepthSync {
             } else {
                 BookFlags::NONE
             };
-            out.delta(side, price, qty, flags);
+            out.delta(side, price, qty, flags, ev.final_id);
         })
     }
 
@@ -222,6 +223,7 @@ impl DepthSync {
                 Price::ZERO,
                 Qty::ZERO,
                 snapshot.with(BookFlags::CLEAR).with(BookFlags::END_OF_BATCH),
+                id,
             );
         } else {
             let mut n = 0usize;
@@ -234,7 +236,7 @@ impl DepthSync {
                 if n == total {
                     flags = flags.with(BookFlags::END_OF_BATCH);
                 }
-                out.delta(side, price, qty, flags);
+                out.delta(side, price, qty, flags, id);
             };
             for_each_level(snap.bids, Side::Buy, ps, qs, &mut emit)?;
             for_each_level(snap.asks, Side::Sell, ps, qs, &mut emit)?;
@@ -247,7 +249,7 @@ impl DepthSync {
                 } else {
                     BookFlags::NONE
                 };
-                out.delta(b.side, b.price, b.qty, flags);
+                out.delta(b.side, b.price, b.qty, flags, b.final_id);
             }
             last = last.max(b.final_id);
         }
@@ -283,7 +285,7 @@ mod tests {
 
     struct Book(L2Book, usize);
     impl DeltaSink for Book {
-        fn delta(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags) {
+        fn delta(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags, _: u64) {
             if flags.contains(BookFlags::CLEAR) {
                 self.0.clear();
             }

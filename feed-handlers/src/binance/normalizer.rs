@@ -141,8 +141,8 @@ impl BinanceNormalizer {
                 let Some(Some(sync)) = self.books.get_mut(inst.id.index()) else {
                     return Ok(Action::None);
                 };
-                let (id, ts, update_id) = (inst.id, d.event_time, d.final_id);
-                let mut emit = |side: Side, price: Price, qty: Qty, flags| {
+                let (id, ts) = (inst.id, d.event_time);
+                let mut emit = |side: Side, price: Price, qty: Qty, flags, update_id| {
                     out(Tick {
                         exchange_ts: ts,
                         recv_ts: recv,
@@ -217,8 +217,8 @@ impl BinanceNormalizer {
         let Some(Some(sync)) = self.books.get_mut(inst.id.index()) else {
             return Ok(Some(Action::None));
         };
-        let (id, update_id) = (inst.id, snap.last_update_id);
-        let mut emit = |side: Side, price: Price, qty: Qty, flags| {
+        let id = inst.id;
+        let mut emit = |side: Side, price: Price, qty: Qty, flags, update_id| {
             out(Tick {
                 exchange_ts: UnixNanos::UNKNOWN,
                 recv_ts: recv,
