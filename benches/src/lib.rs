@@ -1,1 +1,135 @@
+//! The benchmark harness shared by every `cargo bench` target.
+//!
+//! Custom (no criterion) because each case must report throughput and latency
+//! percentiles (p50/p99/p99.9 from hdrhistogram) side by side with its baseline in the
+//! same run. Operations too fast to time one by one (a parse is ~10 ns; a clock read
+//! costs ~20 ns) are timed in small batches, and each batch's per-operation mean goes
+//! into the histogram. `BENCH_QUICK=1` cuts iterations about 20x for a smoke run (the
+//! test script uses it so a broken bench cannot land); numbers from it mean nothing.
 
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// True when `BENCH_QUICK=1`.
+pub fn quick() -> bool {
+    std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+/// `n`, or `n / 20` (at least 1) in quick mode.
+pub fn iters(n: u64) -> u64 {
+    if quick() {
+        (n / 20).max(1)
+    } else {
+        n
+    }
+}
+
+/// Pins the current thread to `core` when the machine has it (benches still run
+/// unpinned otherwise). It does not consult `get_core_ids`: that lists the calling
+/// thread's own mask, which a thread spawned by an already pinned thread inherits.
+pub fn pin(core: usize) {
+    core_affinity::set_for_current(core_affinity::CoreId { id: core });
+}
+
+/// Latency histogram in nanoseconds (1 ns .. 10 s, 3 significant digits).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// One row of results.
+pub struct Row {
+    pub case: String,
+    pub ops: u64,
+    pub elapsed: Duration,
+    pub hist: Histogram<u64>,
+    pub note: String,
+}
+
+impl Row {
+    pub fn throughput(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-12)
+    }
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e9 {
+        format!("{:.2} G/s", r / 1e9)
+    } else if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.2} k/s", r / 1e3)
+    } else {
+        format!("{r:.0} /s")
+    }
+}
+
+fn fmt_ns(v: u64) -> String {
+    if v >= 1_000_000 {
+        format!("{:.2} ms", v as f64 / 1e6)
+    } else if v >= 10_000 {
+        format!("{:.1} us", v as f64 / 1e3)
+    } else {
+        format!("{v} ns")
+    }
+}
+
+/// Prints a group of rows as an aligned table (also valid Markdown).
+pub fn print_table(title: &str, rows: &[Row]) {
+    println!(
+        "\n## {title}{}\n",
+        if quick() {
+            " (BENCH_QUICK: smoke run, numbers not meaningful)"
+        } else {
+            ""
+        }
+    );
+    println!("| case | ops | throughput | p50 | p99 | p99.9 | max | note |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for r in rows {
+        let h = &r.hist;
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.case,
+            r.ops,
+            fmt_rate(r.throughput()),
+            fmt_ns(h.value_at_quantile(0.5)),
+            fmt_ns(h.value_at_quantile(0.99)),
+            fmt_ns(h.value_at_quantile(0.999)),
+            fmt_ns(h.max()),
+            r.note
+        );
+    }
+}
+
+/// Runs `op(i)` for `total` operations in batches of `batch`, recording each batch's
+/// mean per-operation time. Returns a row named `case`.
+pub fn batched(case: &str, total: u64, batch: u64, mut op: impl FnMut(u64)) -> Row {
+    let batch = batch.max(1);
+    let mut hist = histogram();
+    let start = Instant::now();
+    let mut i = 0;
+    while i < total {
+        let n = batch.min(total - i);
+        let t = Instant::now();
+        for k in 0..n {
+            op(i + k);
+        }
+        let per_op = (t.elapsed().as_nanos() as u64 / n).max(1);
+        let _ = hist.record(per_op);
+        i += n;
+    }
+    Row {
+        case: case.to_owned(),
+        ops: total,
+        elapsed: start.elapsed(),
+        hist,
+        note: String::new(),
+    }
+}
+
+/// Keeps a value alive so the optimizer cannot drop the work that made it.
+#[inline]
+pub fn keep<T>(v: T) -> T {
+    std::hint::black_box(v)
+}

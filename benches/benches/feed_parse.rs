@@ -1,0 +1,143 @@
+//! Venue frame parsing, decimals included: the project's zero-allocation scanner and
+//! binary decoder against typed `serde_json` (borrowed `&str` fields, the usual choice),
+//! both producing the same fixed-point values from the same frames.
+
+use serde::Deserialize;
+use stocksblitz_benches::{batched, iters, keep, print_table};
+use stocksblitz_engine::fixed::parse_decimal;
+use stocksblitz_engine::{InstrumentId, Side, UnixNanos};
+use stocksblitz_feed_handlers::binance::parse::{for_each_level, parse_frame, BinanceEvent};
+use stocksblitz_feed_handlers::kite::decode::encode;
+use stocksblitz_feed_handlers::kite::KiteDecoder;
+use stocksblitz_feed_handlers::symbols::{SymbolMap, VenueInstrument};
+
+const TRADE: &str = r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1700000000006,"s":"BTCUSDT","t":5000000001,"p":"65000.50000000","q":"0.01000000","T":1700000000005,"m":false,"M":true}}"#;
+
+fn depth_frame() -> String {
+    let lv = |base: f64| {
+        (0..10)
+            .map(|i| format!(r#"["{:.8}","{:.8}"]"#, base + i as f64 * 0.01, 0.5 + i as f64))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        r#"{{"stream":"btcusdt@depth@100ms","data":{{"e":"depthUpdate","E":1700000000000,"s":"BTCUSDT","U":157,"u":160,"b":[{}],"a":[{}]}}}}"#,
+        lv(64990.0),
+        lv(65000.0)
+    )
+}
+
+#[derive(Deserialize)]
+struct Combined<'a, T> {
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    stream: &'a str,
+    data: T,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct SerdeTrade<'a> {
+    e: &'a str,
+    #[serde(rename = "E")]
+    event_time: i64,
+    s: &'a str,
+    t: u64,
+    p: &'a str,
+    q: &'a str,
+    #[serde(rename = "T")]
+    trade_time: i64,
+    m: bool,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct SerdeDepth<'a> {
+    e: &'a str,
+    #[serde(rename = "E")]
+    event_time: i64,
+    s: &'a str,
+    #[serde(rename = "U")]
+    first: u64,
+    u: u64,
+    #[serde(borrow)]
+    b: Vec<[&'a str; 2]>,
+    #[serde(borrow)]
+    a: Vec<[&'a str; 2]>,
+}
+
+fn main() {
+    let n = iters(5_000_000);
+    let depth = depth_frame();
+    let mut rows = Vec::new();
+
+    rows.push(batched("binance trade: stocksblitz scanner", n, 32, |_| {
+        if let Ok(BinanceEvent::Trade(t)) = parse_frame(keep(TRADE).as_bytes()) {
+            keep((parse_decimal(t.price, 8).ok(), parse_decimal(t.qty, 8).ok(), t.id));
+        }
+    }));
+    rows.push(batched("binance trade: serde_json typed (baseline)", n, 32, |_| {
+        if let Ok(c) = serde_json::from_str::<Combined<SerdeTrade>>(keep(TRADE)) {
+            keep((
+                parse_decimal(c.data.p.as_bytes(), 8).ok(),
+                parse_decimal(c.data.q.as_bytes(), 8).ok(),
+                c.data.t,
+            ));
+        }
+    }));
+    let m = n / 4;
+    rows.push(batched("binance depth 10+10: stocksblitz scanner", m, 16, |_| {
+        if let Ok(BinanceEvent::Depth(d)) = parse_frame(keep(depth.as_bytes())) {
+            let mut sum = 0i64;
+            let _ = for_each_level(d.bids, Side::Buy, 8, 8, |_, p, q| sum = sum.wrapping_add(p.0 ^ q.0));
+            let _ = for_each_level(d.asks, Side::Sell, 8, 8, |_, p, q| sum = sum.wrapping_add(p.0 ^ q.0));
+            keep(sum);
+        }
+    }));
+    rows.push(batched(
+        "binance depth 10+10: serde_json typed (baseline)",
+        m,
+        16,
+        |_| {
+            if let Ok(c) = serde_json::from_str::<Combined<SerdeDepth>>(keep(&depth)) {
+                let mut sum = 0i64;
+                for [p, q] in c.data.b.iter().chain(c.data.a.iter()) {
+                    let (p, q) = (
+                        parse_decimal(p.as_bytes(), 8).unwrap_or(0),
+                        parse_decimal(q.as_bytes(), 8).unwrap_or(0),
+                    );
+                    sum = sum.wrapping_add(p ^ q);
+                }
+                keep(sum);
+            }
+        },
+    ));
+
+    let mut tokens = SymbolMap::new();
+    tokens.insert(
+        738_561,
+        VenueInstrument {
+            id: InstrumentId(0),
+            price_scale: 2,
+            qty_scale: 0,
+        },
+    );
+    let mut decoder = KiteDecoder::new(tokens, 1);
+    let mut q = encode::Quote {
+        token: 738_561,
+        ltp: 245_005,
+        volume: 1,
+        ..encode::Quote::default()
+    };
+    for i in 0..5 {
+        q.depth[i] = (100, 245_000 - 5 * i as i32, 3);
+        q.depth[5 + i] = (100, 245_010 + 5 * i as i32, 3);
+    }
+    let frame = encode::frame(&[encode::full(&q)]);
+    rows.push(batched("kite full packet (184 B, 10 depth levels)", n, 32, |_| {
+        let mut count = 0u32;
+        let _ = decoder.decode(keep(&frame), UnixNanos(1), &mut |_| count += 1);
+        keep(count);
+    }));
+    print_table("venue frame parsing, fixed-point decimals included", &rows);
+}
