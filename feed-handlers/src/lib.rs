@@ -20,6 +20,7 @@ pub mod replay;
 pub mod rfc3339;
 pub mod rng;
 pub mod runner;
+pub mod sim;
 pub mod stats;
 pub mod symbols;
 pub mod synthetic;

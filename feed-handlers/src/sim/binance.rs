@@ -1,0 +1,269 @@
+//! Binance spot as the simulator serves it: combined streams over WebSocket and the
+//! REST depth snapshot, with the ids and field names of the real API.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use stocksblitz_engine::{Aggressor, Level, Side};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::faults::{now_ms, take};
+use super::market::{SimEvent, SimInstrument, VenueMarket};
+use super::{Outgoing, Payload, Shared, VenueSim};
+use crate::venue::Venue;
+
+fn levels_json(out: &mut String, inst: &SimInstrument, levels: impl Iterator<Item = Level>) {
+    out.push('[');
+    for (k, l) in levels.enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "[\"{}\",\"{}\"]",
+            l.price.decimal(inst.price_scale),
+            l.qty.decimal(inst.qty_scale)
+        );
+    }
+    out.push(']');
+}
+
+/// Renders a step's events as combined-stream messages (plus `bookTicker`s).
+pub fn render(m: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
+    let mut out = Vec::new();
+    for ev in events {
+        match ev {
+            SimEvent::Trade {
+                index,
+                trade_id,
+                price,
+                qty,
+                aggressor,
+                time,
+            } => {
+                let Some(inst) = m.instruments.get(*index) else {
+                    continue;
+                };
+                let sym = inst.venue_symbol.to_ascii_lowercase();
+                let (ms, up) = (time.millis(), inst.venue_symbol.to_ascii_uppercase());
+                // m: the buyer is the maker, i.e. the seller was the aggressor.
+                let maker = *aggressor == Aggressor::Sell;
+                let (p, q) = (price.decimal(inst.price_scale), qty.decimal(inst.qty_scale));
+                out.push(Outgoing {
+                    key: format!("{sym}@trade"),
+                    payload: Payload::Text(format!(
+                        r#"{{"stream":"{sym}@trade","data":{{"e":"trade","E":{ms},"s":"{up}","t":{trade_id},"p":"{p}","q":"{q}","T":{ms},"m":{maker},"M":true}}}}"#
+                    )),
+                    book: false,
+                });
+                out.push(Outgoing {
+                    key: format!("{sym}@aggTrade"),
+                    payload: Payload::Text(format!(
+                        r#"{{"stream":"{sym}@aggTrade","data":{{"e":"aggTrade","E":{ms},"s":"{up}","a":{trade_id},"p":"{p}","q":"{q}","f":{trade_id},"l":{trade_id},"T":{ms},"m":{maker},"M":true}}}}"#
+                    )),
+                    book: false,
+                });
+            }
+            SimEvent::Depth {
+                index,
+                first_id,
+                last_id,
+                levels,
+                time,
+            } => {
+                let Some(inst) = m.instruments.get(*index) else {
+                    continue;
+                };
+                let sym = inst.venue_symbol.to_ascii_lowercase();
+                let up = inst.venue_symbol.to_ascii_uppercase();
+                let pick = |side: Side| {
+                    levels
+                        .iter()
+                        .filter(move |l| l.0 == side)
+                        .map(|&(_, price, qty)| Level { price, qty })
+                };
+                let mut text = format!(
+                    r#"{{"stream":"{sym}@depth@100ms","data":{{"e":"depthUpdate","E":{},"s":"{up}","U":{first_id},"u":{last_id},"b":"#,
+                    time.millis()
+                );
+                levels_json(&mut text, inst, pick(Side::Buy));
+                text.push_str(",\"a\":");
+                levels_json(&mut text, inst, pick(Side::Sell));
+                text.push_str("}}");
+                out.push(Outgoing {
+                    key: format!("{sym}@depth@100ms"),
+                    payload: Payload::Text(text),
+                    book: true,
+                });
+                if let Some(book) = m.book(*index) {
+                    let (b, a) = (book.best_bid().unwrap_or_default(), book.best_ask().unwrap_or_default());
+                    out.push(Outgoing {
+                        key: format!("{sym}@bookTicker"),
+                        payload: Payload::Text(format!(
+                            r#"{{"stream":"{sym}@bookTicker","data":{{"u":{last_id},"s":"{up}","b":"{}","B":"{}","a":"{}","A":"{}"}}}}"#,
+                            b.price.decimal(inst.price_scale),
+                            b.qty.decimal(inst.qty_scale),
+                            a.price.decimal(inst.price_scale),
+                            a.qty.decimal(inst.qty_scale)
+                        )),
+                        book: false,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn binance(s: &Shared) -> Option<Arc<VenueSim>> {
+    s.venues.iter().find(|v| v.venue == Venue::Binance).cloned()
+}
+
+#[derive(Deserialize)]
+pub struct DepthQuery {
+    symbol: Option<String>,
+    limit: Option<usize>,
+}
+
+fn api_error(code: i32, msg: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({ "code": code, "msg": msg })),
+    )
+        .into_response()
+}
+
+/// `GET /api/v3/depth?symbol=BTCUSDT&limit=1000`.
+pub(super) async fn depth(State(s): State<Shared>, Query(q): Query<DepthQuery>) -> Response {
+    let Some(sim) = binance(&s) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(symbol) = q.symbol else {
+        return api_error(
+            -1102,
+            "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+        );
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 5000);
+    let m = sim.market.lock();
+    let Some(i) = m.index_of(&symbol) else {
+        return api_error(-1121, "Invalid symbol.");
+    };
+    let (Some(book), Some(inst)) = (m.book(i), m.instruments.get(i)) else {
+        return api_error(-1121, "Invalid symbol.");
+    };
+    let mut body = format!("{{\"lastUpdateId\":{},\"bids\":", m.last_update_id(i));
+    levels_json(&mut body, inst, book.bids().iter().take(limit).copied());
+    body.push_str(",\"asks\":");
+    levels_json(&mut body, inst, book.asks().iter().take(limit).copied());
+    body.push('}');
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    streams: Option<String>,
+}
+
+/// `GET /stream?streams=btcusdt@trade/btcusdt@depth@100ms` (WebSocket).
+pub(super) async fn stream(State(s): State<Shared>, Query(q): Query<StreamQuery>, ws: WebSocketUpgrade) -> Response {
+    let Some(sim) = binance(&s) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let streams: HashSet<String> = q
+        .streams
+        .unwrap_or_default()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    ws.on_upgrade(move |socket| session(socket, sim, streams))
+}
+
+async fn send_text(socket: &mut WebSocket, text: &str) -> bool {
+    socket.send(Message::Text(Utf8Bytes::from(text))).await.is_ok()
+}
+
+async fn session(mut socket: WebSocket, sim: Arc<VenueSim>, streams: HashSet<String>) {
+    let mut rx = sim.tx.subscribe();
+    let f = &sim.faults;
+    let disconnect_seen = f.disconnect_epoch.load(Ordering::Relaxed);
+    let shutdown_seen = f.shutdown_epoch.load(Ordering::Relaxed);
+    let mut shutdown_at: Option<u64> = None;
+    let mut held: Option<String> = None;
+    let mut ping = tokio::time::interval(Duration::from_secs(3));
+    loop {
+        if f.disconnect_epoch.load(Ordering::Relaxed) != disconnect_seen {
+            return; // abrupt: no close frame
+        }
+        if shutdown_at.is_none() && f.shutdown_epoch.load(Ordering::Relaxed) != shutdown_seen {
+            let notice = format!(r#"{{"e":"serverShutdown","E":{}}}"#, now_ms());
+            if !send_text(&mut socket, &notice).await {
+                return;
+            }
+            shutdown_at = Some(now_ms() + f.shutdown_after_ms.load(Ordering::Relaxed));
+        }
+        if shutdown_at.is_some_and(|t| now_ms() >= t) {
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        tokio::select! {
+            batch = rx.recv() => {
+                let batch = match batch {
+                    Ok(b) => b,
+                    // A client too slow for the venue is disconnected, as Binance does.
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                };
+                if f.silenced() {
+                    continue;
+                }
+                for msg in batch.iter().filter(|m| streams.contains(&m.key)) {
+                    let Payload::Text(text) = &msg.payload else { continue };
+                    if take(&f.malformed) && !send_text(&mut socket, r#"{"stream":"x","data":{"e":"depthUpd"#).await {
+                        return;
+                    }
+                    if take(&f.slow_frames) {
+                        tokio::time::sleep(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))).await;
+                    }
+                    if msg.book {
+                        if take(&f.drop) {
+                            continue;
+                        }
+                        if take(&f.reorder) {
+                            held = Some(text.clone());
+                            continue;
+                        }
+                        let twice = take(&f.duplicate);
+                        if !send_text(&mut socket, text).await || (twice && !send_text(&mut socket, text).await) {
+                            return;
+                        }
+                        if let Some(h) = held.take() {
+                            if !send_text(&mut socket, &h).await {
+                                return;
+                            }
+                        }
+                    } else if !send_text(&mut socket, text).await {
+                        return;
+                    }
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
