@@ -15,6 +15,7 @@ pub mod config;
 pub mod inspect;
 pub mod json_scan;
 pub mod kite;
+pub mod live;
 pub mod normalize;
 pub mod replay;
 pub mod rfc3339;

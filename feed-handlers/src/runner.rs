@@ -26,6 +26,22 @@ pub struct FeedHandle {
 }
 
 impl FeedHandle {
+    pub fn new(
+        name: String,
+        kind: &'static str,
+        stats: Arc<FeedStats>,
+        ring: Arc<RingStats>,
+        join: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            stats,
+            ring,
+            join,
+        }
+    }
+
     /// Waits for the thread to finish (after the stop flag was set).
     pub fn join(self) {
         if self.join.join().is_err() {

@@ -8,7 +8,8 @@
 //!
 //! Routes (one port): `/binance/stream?streams=...` (WebSocket) and
 //! `/binance/api/v3/depth?symbol=&limit=` (REST); `/coinbase` and `/kite` (WebSocket);
-//! `POST /control/faults/{venue}`; `GET /control/book/{venue}/{venue_symbol}`.
+//! `POST /control/faults/{venue}` (a `FaultRequest`), `POST /control/pause/{venue}`
+//! (`{"paused":true}`), `GET /control/book/{venue}/{venue_symbol}`.
 
 pub mod binance;
 pub mod faults;
@@ -55,6 +56,8 @@ pub struct VenueSim {
     pub market: Mutex<VenueMarket>,
     pub tx: broadcast::Sender<Arc<Vec<Outgoing>>>,
     pub faults: Faults,
+    /// While set, the market does not move (tests compare books at rest).
+    pub paused: std::sync::atomic::AtomicBool,
 }
 
 /// `[simulator]` in the config file.
@@ -193,6 +196,9 @@ async fn generate(sim: Arc<VenueSim>, rate_per_sec: u64) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
+        if sim.paused.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
         let batch = {
             let mut m = sim.market.lock();
             let events = m.step(UnixNanos::now());
@@ -209,6 +215,21 @@ async fn post_fault(State(s): State<Shared>, Path(venue): Path<String>, Json(r):
     match s.venue(&venue) {
         Some(v) => {
             v.faults.request(r);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => (StatusCode::NOT_FOUND, format!("venue {venue:?} is not simulated")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Pause {
+    paused: bool,
+}
+
+async fn post_pause(State(s): State<Shared>, Path(venue): Path<String>, Json(p): Json<Pause>) -> Response {
+    match s.venue(&venue) {
+        Some(v) => {
+            v.paused.store(p.paused, std::sync::atomic::Ordering::Relaxed);
             StatusCode::NO_CONTENT.into_response()
         }
         None => (StatusCode::NOT_FOUND, format!("venue {venue:?} is not simulated")).into_response(),
@@ -261,6 +282,7 @@ pub async fn start(setup: SimSetup, listener: TcpListener) -> std::io::Result<Si
             )),
             tx,
             faults: Faults::default(),
+            paused: std::sync::atomic::AtomicBool::new(false),
         }));
     }
     let shared = Shared {
@@ -275,6 +297,7 @@ pub async fn start(setup: SimSetup, listener: TcpListener) -> std::io::Result<Si
         .route("/binance/ws", get(binance::stream))
         .route("/binance/api/v3/depth", get(binance::depth))
         .route("/control/faults/{venue}", post(post_fault))
+        .route("/control/pause/{venue}", post(post_pause))
         .route("/control/book/{venue}/{symbol}", get(get_book))
         .with_state(shared);
     let (tx, rx) = oneshot::channel::<()>();

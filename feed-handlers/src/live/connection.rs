@@ -1,0 +1,492 @@
+//! The connection loop shared by every venue (see the module docs of `live`).
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use stocksblitz_engine::affinity::pin_current_thread;
+use stocksblitz_engine::ring::RingProducer;
+use stocksblitz_engine::{FeedStatus, InstrumentId, InstrumentRegistry, Tick, UnixNanos};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::binance::normalizer::BinanceNormalizer;
+use crate::capture::{Frame, Recorder};
+use crate::normalize::{status, Action, FrameRef};
+use crate::runner::FeedHandle;
+use crate::stats::FeedStats;
+use crate::venue::{Venue, VenueNormalizer};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Fetch = Pin<Box<dyn std::future::Future<Output = (InstrumentId, Result<String, String>)> + Send>>;
+
+/// `[feeds.live]`: where and how a venue feed connects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// WebSocket base URL (Binance: `wss://stream.binance.com:9443`; the simulator:
+    /// `ws://127.0.0.1:9100/binance`).
+    pub ws_url: String,
+    /// REST base URL for book snapshots (Binance: `https://api.binance.com`).
+    #[serde(default)]
+    pub rest_url: Option<String>,
+    /// Levels requested in a REST depth snapshot.
+    #[serde(default = "default_depth_limit")]
+    pub depth_limit: u32,
+    /// No frame for this long: instruments turn STALE.
+    pub stale_after_ms: u64,
+    /// No frame for this long: the connection is replaced.
+    pub dead_after_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Make-before-break reconnect after this long (Binance cuts at 24 h).
+    pub max_connection_age_secs: u64,
+    #[serde(default)]
+    pub reconnect: BackoffConfig,
+    /// Record every received frame to this capture file.
+    #[serde(default)]
+    pub capture: Option<PathBuf>,
+}
+
+fn default_depth_limit() -> u32 {
+    1000
+}
+
+impl LiveConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.ws_url.starts_with("ws://") || self.ws_url.starts_with("wss://")) {
+            return Err(("ws_url", format!("{:?} must start with ws:// or wss://", self.ws_url)));
+        }
+        if let Some(r) = &self.rest_url {
+            if !(r.starts_with("http://") || r.starts_with("https://")) {
+                return Err(("rest_url", format!("{r:?} must start with http:// or https://")));
+            }
+        }
+        if self.stale_after_ms == 0 {
+            return Err(("stale_after_ms", "must be at least 1".into()));
+        }
+        if self.dead_after_ms <= self.stale_after_ms {
+            return Err(("dead_after_ms", "must be longer than stale_after_ms".into()));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(("connect_timeout_ms", "must be at least 1".into()));
+        }
+        if self.max_connection_age_secs < 60 {
+            return Err(("max_connection_age_secs", "must be at least 60".into()));
+        }
+        if !(1..=5000).contains(&self.depth_limit) {
+            return Err(("depth_limit", "must be between 1 and 5000".into()));
+        }
+        self.reconnect.validate().map_err(|(k, m)| (k, m.to_owned()))
+    }
+}
+
+/// Everything the loop needs about the venue and its instruments.
+struct VenueInfo {
+    venue: Venue,
+    /// Venue symbol per instrument id (REST snapshot requests).
+    symbols: Vec<Option<String>>,
+    ids: Vec<InstrumentId>,
+}
+
+struct Ctx {
+    name: String,
+    cfg: LiveConfig,
+    v: VenueInfo,
+    normalizer: VenueNormalizer,
+    ring: RingProducer<Tick>,
+    stats: Arc<FeedStats>,
+    stop: Arc<AtomicBool>,
+    recorder: Option<Recorder>,
+    http: reqwest::Client,
+    /// Parse errors since the last log line (logged at most every 10 s).
+    unlogged_errors: u64,
+    last_error_log: Instant,
+}
+
+enum End {
+    Stopped,
+    Closed,
+    Dead,
+}
+
+impl Ctx {
+    fn push(ring: &mut RingProducer<Tick>, stats: &FeedStats, t: Tick) {
+        stats.ticks.inc();
+        ring.push(t);
+    }
+
+    fn url(&self) -> String {
+        let base = self.cfg.ws_url.trim_end_matches('/');
+        match self.v.venue {
+            Venue::Binance => {
+                let streams: Vec<String> = self
+                    .v
+                    .symbols
+                    .iter()
+                    .flatten()
+                    .flat_map(|s| {
+                        let s = s.to_ascii_lowercase();
+                        [
+                            format!("{s}@trade"),
+                            format!("{s}@bookTicker"),
+                            format!("{s}@depth@100ms"),
+                        ]
+                    })
+                    .collect();
+                format!("{base}/stream?streams={}", streams.join("/"))
+            }
+            Venue::Coinbase | Venue::Kite => base.to_owned(),
+        }
+    }
+
+    async fn connect(&self) -> Result<Ws, String> {
+        let url = self.url();
+        let timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
+        match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str())).await {
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", self.cfg.connect_timeout_ms)),
+        }
+    }
+
+    fn fetch(&self, id: InstrumentId, delay: Duration) -> Option<Fetch> {
+        let rest = self.cfg.rest_url.clone()?;
+        let sym = self.v.symbols.get(id.index()).cloned().flatten()?.to_ascii_uppercase();
+        let url = format!(
+            "{}/api/v3/depth?symbol={sym}&limit={}",
+            rest.trim_end_matches('/'),
+            self.cfg.depth_limit
+        );
+        let http = self.http.clone();
+        Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            let r = async {
+                let resp = http.get(&url).send().await.map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let body = resp.text().await.map_err(|e| e.to_string())?;
+                if status.is_success() {
+                    Ok(BinanceNormalizer::wrap_snapshot(&sym, &body))
+                } else {
+                    Err(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>()))
+                }
+            }
+            .await;
+            (id, r)
+        }))
+    }
+
+    fn note_error(&mut self, e: &dyn std::fmt::Display) {
+        self.stats.parse_errors.inc();
+        self.unlogged_errors += 1;
+        if self.last_error_log.elapsed() >= Duration::from_secs(10) {
+            tracing::warn!(feed = %self.name, error = %e, count = self.unlogged_errors, "bad frames skipped");
+            self.unlogged_errors = 0;
+            self.last_error_log = Instant::now();
+        }
+    }
+
+    /// Normalizes one frame; returns what the venue asked for.
+    fn frame(&mut self, frame: FrameRef<'_>, recv: UnixNanos, fetches: &mut FuturesUnordered<Fetch>) -> Action {
+        self.stats.messages.inc();
+        self.stats.bytes.add(frame.len() as u64);
+        if let Some(r) = &self.recorder {
+            let f = match frame {
+                FrameRef::Text(t) => Frame::Text(String::from_utf8_lossy(t).into_owned()),
+                FrameRef::Binary(b) => Frame::Binary(b.to_vec()),
+            };
+            r.record(recv, f);
+        }
+        let (ring, stats) = (&mut self.ring, &self.stats);
+        match self
+            .normalizer
+            .on_frame(frame, recv, stats, &mut |t| Self::push(ring, stats, t))
+        {
+            Ok(Action::Snapshot(id)) => {
+                if let Some(f) = self.fetch(id, Duration::ZERO) {
+                    fetches.push(f);
+                }
+                Action::Snapshot(id)
+            }
+            Ok(a) => a,
+            Err(e) => {
+                self.note_error(&e);
+                Action::None
+            }
+        }
+    }
+
+    async fn subscribe(&self, ws: &mut Ws) -> Result<(), String> {
+        let msgs: Vec<String> = match self.v.venue {
+            Venue::Binance => Vec::new(),
+            Venue::Coinbase => {
+                let products: Vec<&String> = self.v.symbols.iter().flatten().collect();
+                vec![serde_json::json!({
+                    "type": "subscribe",
+                    "product_ids": products,
+                    "channels": ["level2_batch", "matches", "ticker", "heartbeat"],
+                })
+                .to_string()]
+            }
+            Venue::Kite => {
+                let tokens: Vec<u64> = self.v.symbols.iter().flatten().filter_map(|s| s.parse().ok()).collect();
+                vec![
+                    serde_json::json!({ "a": "subscribe", "v": tokens }).to_string(),
+                    serde_json::json!({ "a": "mode", "v": ["full", tokens] }).to_string(),
+                ]
+            }
+        };
+        for m in msgs {
+            ws.send(Message::Text(m.into())).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Reads one connection until it ends; returns why.
+    async fn session(&mut self, mut ws: Ws) -> End {
+        let mut fetches: FuturesUnordered<Fetch> = FuturesUnordered::new();
+        let now = UnixNanos::now();
+        let mut need = Vec::new();
+        {
+            let (ring, stats) = (&mut self.ring, &self.stats);
+            self.normalizer
+                .on_connected(now, &mut |t| Self::push(ring, stats, t), |id| need.push(id));
+        }
+        for id in need {
+            if let Some(f) = self.fetch(id, Duration::ZERO) {
+                fetches.push(f);
+            }
+        }
+        if let Err(e) = self.subscribe(&mut ws).await {
+            tracing::warn!(feed = %self.name, error = %e, "subscribe failed");
+            return End::Closed;
+        }
+        let opened = Instant::now();
+        let max_age = Duration::from_secs(self.cfg.max_connection_age_secs);
+        let stale = Duration::from_millis(self.cfg.stale_after_ms);
+        let dead = Duration::from_millis(self.cfg.dead_after_ms);
+        let mut last_frame = Instant::now();
+        let mut stale_reported = false;
+        let mut replace = false;
+        let mut check = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                let _ = ws.close(None).await;
+                return End::Stopped;
+            }
+            if replace || opened.elapsed() >= max_age {
+                match self.replacement().await {
+                    Some((new_ws, first)) => {
+                        tracing::info!(feed = %self.name, "switched to a verified new connection (make-before-break)");
+                        self.stats.reconnects.inc();
+                        drop(ws);
+                        ws = new_ws;
+                        last_frame = Instant::now();
+                        if let Some(f) = first {
+                            self.handle_message(f, &mut ws, &mut fetches).await;
+                        }
+                        replace = false;
+                        continue;
+                    }
+                    None => replace = false,
+                }
+            }
+            tokio::select! {
+                msg = ws.next() => {
+                    let Some(Ok(msg)) = msg else { return End::Closed };
+                    last_frame = Instant::now();
+                    if stale_reported {
+                        stale_reported = false;
+                    }
+                    if self.handle_message(msg, &mut ws, &mut fetches).await == Action::Reconnect {
+                        replace = true;
+                    }
+                }
+                Some((id, r)) = fetches.next(), if !fetches.is_empty() => match r {
+                    Ok(frame) => {
+                        let recv = UnixNanos::now();
+                        self.frame(FrameRef::Text(frame.as_bytes()), recv, &mut fetches);
+                    }
+                    Err(e) => {
+                        tracing::warn!(feed = %self.name, instrument = id.0, error = %e, "book snapshot failed; retrying in 1 s");
+                        if let Some(f) = self.fetch(id, Duration::from_secs(1)) {
+                            fetches.push(f);
+                        }
+                    }
+                },
+                _ = check.tick() => {
+                    let silent = last_frame.elapsed();
+                    if silent >= dead {
+                        tracing::warn!(feed = %self.name, silent_ms = silent.as_millis() as u64, "connection silent too long; reconnecting");
+                        return End::Dead;
+                    }
+                    if silent >= stale && !stale_reported {
+                        stale_reported = true;
+                        let recv = UnixNanos::now();
+                        for &id in &self.v.ids {
+                            Self::push(&mut self.ring, &self.stats, status(id, FeedStatus::Stale, 0, recv));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one WebSocket message on the current connection.
+    async fn handle_message(&mut self, msg: Message, ws: &mut Ws, fetches: &mut FuturesUnordered<Fetch>) -> Action {
+        let recv = UnixNanos::now();
+        match msg {
+            Message::Text(t) => self.frame(FrameRef::Text(t.as_bytes()), recv, fetches),
+            Message::Binary(b) => self.frame(FrameRef::Binary(&b), recv, fetches),
+            Message::Ping(_) => {
+                // tungstenite queued the pong (same payload); send it now.
+                let _ = ws.flush().await;
+                Action::None
+            }
+            Message::Close(_) => Action::None,
+            Message::Pong(_) | Message::Frame(_) => Action::None,
+        }
+    }
+
+    /// Opens a new connection and waits for its first data frame (verification).
+    async fn replacement(&mut self) -> Option<(Ws, Option<Message>)> {
+        let mut ws = match self.connect().await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::warn!(feed = %self.name, error = %e, "replacement connection failed; keeping the old one");
+                return None;
+            }
+        };
+        if self.subscribe(&mut ws).await.is_err() {
+            return None;
+        }
+        let deadline = Duration::from_millis(self.cfg.stale_after_ms);
+        loop {
+            match tokio::time::timeout(deadline, ws.next()).await {
+                Ok(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => return Some((ws, Some(m))),
+                Ok(Some(Ok(_))) => continue,
+                _ => {
+                    tracing::warn!(feed = %self.name, "replacement connection sent no data; keeping the old one");
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        let mut backoff = Backoff::new(self.cfg.reconnect, UnixNanos::now().0 as u64);
+        let mut first = true;
+        while !self.stop.load(Ordering::Relaxed) {
+            if !first {
+                self.stats.reconnects.inc();
+            }
+            first = false;
+            let started = Instant::now();
+            match self.connect().await {
+                Ok(ws) => {
+                    tracing::info!(feed = %self.name, venue = self.v.venue.as_str(), "connected");
+                    match self.session(ws).await {
+                        End::Stopped => break,
+                        End::Closed | End::Dead => {
+                            let recv = UnixNanos::now();
+                            for &id in &self.v.ids {
+                                Self::push(&mut self.ring, &self.stats, status(id, FeedStatus::Syncing, 0, recv));
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(feed = %self.name, error = %e, "connect failed"),
+            }
+            backoff.connection_ended(started.elapsed());
+            let delay = backoff.next_delay();
+            let until = Instant::now() + delay;
+            while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50).min(until - Instant::now())).await;
+            }
+        }
+        if let Some(r) = self.recorder.take() {
+            if let Err(e) = r.finish() {
+                tracing::error!(feed = %self.name, error = %e, "capture file incomplete");
+            }
+        }
+    }
+}
+
+/// Starts a live venue feed on its own (optionally pinned) thread.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_live(
+    name: String,
+    venue: Venue,
+    core: Option<usize>,
+    cfg: LiveConfig,
+    registry: &InstrumentRegistry,
+    symbols: &[String],
+    ring: RingProducer<Tick>,
+    stop: Arc<AtomicBool>,
+) -> Result<FeedHandle, String> {
+    let normalizer = VenueNormalizer::build(venue, registry, symbols).map_err(|e| e.to_string())?;
+    let mut venue_symbols: Vec<Option<String>> = vec![None; registry.len()];
+    let mut ids = Vec::new();
+    for s in symbols {
+        let inst = registry
+            .by_symbol(s)
+            .ok_or_else(|| format!("{s:?} is not an instrument"))?;
+        if let Some(slot) = venue_symbols.get_mut(inst.id.index()) {
+            *slot = Some(inst.venue_symbol.clone());
+        }
+        ids.push(inst.id);
+    }
+    let recorder = match &cfg.capture {
+        Some(p) => Some(Recorder::create(p, 65_536).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let stats = Arc::new(FeedStats::default());
+    let ring_stats = Arc::clone(ring.stats());
+    let ctx = Ctx {
+        name: name.clone(),
+        cfg,
+        v: VenueInfo {
+            venue,
+            symbols: venue_symbols,
+            ids,
+        },
+        normalizer,
+        ring,
+        stats: Arc::clone(&stats),
+        stop,
+        recorder,
+        http: reqwest::Client::new(),
+        unlogged_errors: 0,
+        last_error_log: Instant::now() - Duration::from_secs(60),
+    };
+    let thread_stats = Arc::clone(&stats);
+    let log_name = name.clone();
+    let join = std::thread::Builder::new()
+        .name(format!("feed-{name}"))
+        .spawn(move || {
+            if let Some(core) = core {
+                if let Err(e) = pin_current_thread(core) {
+                    tracing::error!(feed = %log_name, core, error = %e, "could not pin feed thread");
+                }
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(feed = %log_name, error = %e, "could not start the feed runtime");
+                    return;
+                }
+            };
+            thread_stats.running.set(1);
+            rt.block_on(ctx.run());
+            thread_stats.running.set(0);
+            tracing::info!(feed = %log_name, "feed stopped");
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(FeedHandle::new(name, venue.as_str(), stats, ring_stats, join))
+}
