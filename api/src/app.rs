@@ -1,8 +1,8 @@
 //! Wiring: builds the rings, starts the engine, feed and fan-out threads, and serves
 //! the API. Used by the binary and by integration tests (which bind port 0).
 //!
-//! Threads: one per feed (pinned), one engine (pinned), one API fan-out, plus the tokio
-//! runtime that serves HTTP/WebSocket. Rings: feed -> engine (one SPSC ring per feed),
+//! Threads: one per feed (pinned), one engine (pinned), one API fan-out, the optional
+//! in-process feed simulator, plus the tokio runtime that serves HTTP/WebSocket. Rings: feed -> engine (one SPSC ring per feed),
 //! engine -> API fan-out (one SPSC output ring).
 
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use stocksblitz_engine::affinity::pin_current_thread;
 use stocksblitz_engine::idle::Idler;
 use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{Engine, EngineEvent, Price, Tick};
+use stocksblitz_feed_handlers::live::spawn_live;
 use stocksblitz_feed_handlers::{spawn_synthetic, FeedHandle, FeedKind, SimSpec, SyntheticMarket};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -32,19 +33,87 @@ pub struct RunningApp {
     feeds: Vec<FeedHandle>,
     engine: Option<JoinHandle<()>>,
     fanout: Option<JoinHandle<()>>,
+    simulator: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: Option<oneshot::Sender<()>>,
+}
+
+/// Starts the in-process feed simulator on its own thread; returns its address.
+fn start_simulator(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
+    let Some(cfg) = v.config.simulator.as_ref().filter(|s| s.enabled) else {
+        return Ok(None);
+    };
+    let setup = stocksblitz_feed_handlers::sim::setup_from(&v.registry, cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listener = std::net::TcpListener::bind(&cfg.listen)
+        .with_context(|| format!("simulator cannot listen on {} (simulator.listen)", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let stop = Arc::clone(stop);
+    let join = std::thread::Builder::new()
+        .name("feed-sim".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "simulator runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "simulator listener");
+                        return;
+                    }
+                };
+                let handle = match stocksblitz_feed_handlers::sim::start(setup, listener).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::error!(error = %e, "simulator start");
+                        return;
+                    }
+                };
+                tracing::info!(addr = %handle.addr, "feed simulator serving");
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                handle.stop().await;
+            });
+        })
+        .context("starting the simulator thread")?;
+    Ok(Some((addr, join)))
 }
 
 fn start_feeds(
     v: &Validated,
     stop: &Arc<AtomicBool>,
+    sim: Option<SocketAddr>,
 ) -> anyhow::Result<(Vec<FeedHandle>, Vec<stocksblitz_engine::ring::RingConsumer<Tick>>)> {
     let mut handles = Vec::new();
     let mut consumers = Vec::new();
     for f in &v.config.feeds {
         let (producer, consumer) = ring::<Tick>(format!("feed-{}", f.name), v.config.engine.input_ring_capacity);
         match f.kind {
+            FeedKind::Binance | FeedKind::Coinbase | FeedKind::Kite => {
+                let mut live = f.live.clone().context("validated venue feed lost its [feeds.live]")?;
+                if let Some(addr) = sim {
+                    live.resolve_simulator(addr);
+                }
+                let venue = f.kind.venue().context("venue kind")?;
+                let h = spawn_live(
+                    f.name.clone(),
+                    venue,
+                    f.core,
+                    live,
+                    &v.registry,
+                    &f.instruments,
+                    producer,
+                    Arc::clone(stop),
+                )
+                .map_err(|e| anyhow::anyhow!("starting feed {}: {e}", f.name))?;
+                handles.push(h);
+            }
             FeedKind::Synthetic => {
                 let s = f
                     .synthetic
@@ -89,7 +158,8 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let addr = listener.local_addr().context("reading the bound address")?;
     let stop = Arc::new(AtomicBool::new(false));
     let cfg = &v.config;
-    let (feeds, inputs) = start_feeds(&v, &stop)?;
+    let sim = start_simulator(&v, &stop)?;
+    let (feeds, inputs) = start_feeds(&v, &stop, sim.as_ref().map(|(a, _)| *a))?;
 
     let (out_producer, out_consumer) = ring::<EngineEvent>("api", cfg.engine.output_ring_capacity);
     let engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![out_producer]);
@@ -165,6 +235,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         feeds,
         engine: Some(engine_thread),
         fanout: Some(fanout),
+        simulator: sim.map(|(_, j)| j),
         server,
         shutdown: Some(tx),
     })
@@ -189,7 +260,13 @@ impl RunningApp {
         }
         let served = (&mut self.server).await;
         self.stop.store(true, Ordering::Relaxed);
-        let threads: Vec<JoinHandle<()>> = self.engine.take().into_iter().chain(self.fanout.take()).collect();
+        let threads: Vec<JoinHandle<()>> = self
+            .engine
+            .take()
+            .into_iter()
+            .chain(self.fanout.take())
+            .chain(self.simulator.take())
+            .collect();
         let feeds = std::mem::take(&mut self.feeds);
         tokio::task::spawn_blocking(move || {
             for f in feeds {

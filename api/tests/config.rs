@@ -127,27 +127,72 @@ fn bad_values_name_their_key() {
             "feeds[0].core",
         ),
         (
-            edited(|d| d["feeds"][0]["synthetic"]["rate_per_sec"] = 0.into()),
-            "feeds[0].synthetic.rate_per_sec",
+            edited(|d| d["feeds"][1]["synthetic"]["rate_per_sec"] = 0.into()),
+            "feeds[1].synthetic.rate_per_sec",
         ),
         (
             edited(|d| {
-                d["feeds"][0]["synthetic"]["start_prices"]
+                d["feeds"][1]["synthetic"]["start_prices"]
                     .as_table_mut()
                     .unwrap()
                     .remove("INFY");
             }),
-            "feeds[0].synthetic.start_prices.INFY",
+            "feeds[1].synthetic.start_prices.INFY",
         ),
         (
-            edited(|d| d["feeds"][0]["synthetic"]["start_prices"]["BTCUSDT"] = "1.234".into()),
-            "feeds[0].synthetic.start_prices.BTCUSDT",
+            edited(|d| d["feeds"][1]["synthetic"]["start_prices"]["RELIANCE"] = "1.234".into()),
+            "feeds[1].synthetic.start_prices.RELIANCE",
         ),
         (
             edited(|d| {
-                d["feeds"][0].as_table_mut().unwrap().remove("synthetic");
+                d["feeds"][1].as_table_mut().unwrap().remove("synthetic");
             }),
-            "feeds[0].synthetic",
+            "feeds[1].synthetic",
+        ),
+        (
+            edited(|d| {
+                d["feeds"][0].as_table_mut().unwrap().remove("live");
+            }),
+            "feeds[0].live",
+        ),
+        (
+            edited(|d| d["feeds"][0]["live"]["ws_url"] = "http://x".into()),
+            "feeds[0].live.ws_url",
+        ),
+        (
+            edited(|d| d["feeds"][0]["live"]["dead_after_ms"] = 1.into()),
+            "feeds[0].live.dead_after_ms",
+        ),
+        (
+            edited(|d| {
+                d["feeds"][0]["live"].as_table_mut().unwrap().remove("rest_url");
+            }),
+            "feeds[0].live.rest_url",
+        ),
+        (
+            edited(|d| {
+                d["feeds"][0]["instruments"] = toml::Value::Array(vec!["BTCUSDT".into(), "RELIANCE".into()]);
+                d["feeds"][1]["instruments"] = toml::Value::Array(vec!["BTC-USD".into(), "INFY".into()]);
+            }),
+            "feeds[0].instruments",
+        ),
+        (
+            edited(|d| d["simulator"]["enabled"] = false.into()),
+            "feeds[0].live.ws_url",
+        ),
+        (
+            edited(|d| d["simulator"]["listen"] = "nowhere".into()),
+            "simulator.listen",
+        ),
+        (
+            edited(|d| d["simulator"]["rate_per_sec"] = 0.into()),
+            "simulator.rate_per_sec",
+        ),
+        (
+            edited(|d| {
+                d["simulator"]["start_prices"].as_table_mut().unwrap().remove("ETHUSDT");
+            }),
+            "simulator.start_prices.ETHUSDT",
         ),
         (
             edited(|d| {

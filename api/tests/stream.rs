@@ -208,7 +208,8 @@ async fn bad_requests_get_clear_errors_and_the_connection_survives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_conflated() {
     let text = test_config(|doc| {
-        doc["feeds"][0]["synthetic"]["rate_per_sec"] = toml::Value::Integer(20_000);
+        doc["feeds"][1]["synthetic"]["rate_per_sec"] = toml::Value::Integer(20_000);
+        doc["simulator"]["rate_per_sec"] = toml::Value::Integer(5_000);
     });
     let app = start_with(&text).await;
     wait_live(&app, "BTCUSDT").await;

@@ -10,12 +10,31 @@ use stocksblitz_engine::idle::IdleConfig;
 pub enum FeedKind {
     /// Deterministic random-walk market generated in-process.
     Synthetic,
+    /// Binance spot WebSocket streams + REST depth snapshots.
+    Binance,
+    /// Coinbase Exchange WebSocket feed.
+    Coinbase,
+    /// Zerodha Kite Connect ticker.
+    Kite,
 }
 
 impl FeedKind {
     pub const fn as_str(self) -> &'static str {
         match self {
             FeedKind::Synthetic => "synthetic",
+            FeedKind::Binance => "binance",
+            FeedKind::Coinbase => "coinbase",
+            FeedKind::Kite => "kite",
+        }
+    }
+
+    /// The venue protocol of a live kind.
+    pub const fn venue(self) -> Option<crate::venue::Venue> {
+        match self {
+            FeedKind::Synthetic => None,
+            FeedKind::Binance => Some(crate::venue::Venue::Binance),
+            FeedKind::Coinbase => Some(crate::venue::Venue::Coinbase),
+            FeedKind::Kite => Some(crate::venue::Venue::Kite),
         }
     }
 }
@@ -38,6 +57,9 @@ pub struct FeedConfig {
     /// Settings when `kind = "synthetic"`.
     #[serde(default)]
     pub synthetic: Option<SyntheticConfig>,
+    /// Connection settings when the kind is a venue (`binance`, `coinbase`, `kite`).
+    #[serde(default)]
+    pub live: Option<crate::live::LiveConfig>,
 }
 
 /// `[feeds.synthetic]`.

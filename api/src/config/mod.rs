@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use stocksblitz_engine::idle::IdleConfig;
 use stocksblitz_engine::{EngineConfig, InstrumentConfig, InstrumentRegistry};
+use stocksblitz_feed_handlers::sim::SimulatorConfig;
 use stocksblitz_feed_handlers::FeedConfig;
 
 pub use validate::Validated;
@@ -32,6 +33,9 @@ pub struct Config {
     pub engine: EngineConfig,
     pub instruments: Vec<InstrumentConfig>,
     pub feeds: Vec<FeedConfig>,
+    /// The feed simulator, optionally run in-process (`[simulator]`).
+    #[serde(default)]
+    pub simulator: Option<SimulatorConfig>,
 }
 
 /// `[api]`.

@@ -11,7 +11,7 @@ use super::ConfigError;
 use super::ENV_PREFIX;
 
 /// Sections that may be overridden.
-const SECTIONS: [&str; 3] = ["api", "log", "engine"];
+const SECTIONS: [&str; 4] = ["api", "log", "engine", "simulator"];
 
 /// (dotted key, variable) pairs applied.
 pub type Applied = Vec<(String, String)>;

@@ -114,7 +114,56 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
                 ));
             }
         }
+        if let Some(venue) = f.kind.venue() {
+            let Some(live) = &f.live else {
+                return Err(ConfigError::invalid(
+                    key("live"),
+                    format!("required when kind = {:?}", f.kind.as_str()),
+                ));
+            };
+            if let Err((k, m)) = live.validate() {
+                return Err(ConfigError::invalid(key(&format!("live.{k}")), m));
+            }
+            if live.uses_simulator() && !config.simulator.as_ref().is_some_and(|s| s.enabled) {
+                return Err(ConfigError::invalid(
+                    key("live.ws_url"),
+                    "names {simulator} but [simulator] is not enabled",
+                ));
+            }
+            if venue == stocksblitz_feed_handlers::venue::Venue::Binance && live.rest_url.is_none() {
+                return Err(ConfigError::invalid(
+                    key("live.rest_url"),
+                    "required for binance (book snapshots)",
+                ));
+            }
+            for sym in &f.instruments {
+                if let Some(inst) = registry.by_symbol(sym) {
+                    if !venue.serves(&inst.venue) {
+                        return Err(ConfigError::invalid(
+                            key("instruments"),
+                            format!(
+                                "{sym:?} trades on {:?}, which a {} feed does not serve",
+                                inst.venue,
+                                venue.as_str()
+                            ),
+                        ));
+                    }
+                    if venue == stocksblitz_feed_handlers::venue::Venue::Kite
+                        && inst.venue_symbol.parse::<u32>().is_err()
+                    {
+                        return Err(ConfigError::invalid(
+                            format!("instruments[{}].venue_symbol", inst.id.0),
+                            "a Kite instrument's venue_symbol must be its numeric instrument token",
+                        ));
+                    }
+                }
+            }
+            if f.synthetic.is_some() {
+                return Err(ConfigError::invalid(key("synthetic"), "only for kind = \"synthetic\""));
+            }
+        }
         match f.kind {
+            FeedKind::Binance | FeedKind::Coinbase | FeedKind::Kite => {}
             FeedKind::Synthetic => {
                 let Some(s) = &f.synthetic else {
                     return Err(ConfigError::invalid(
@@ -148,6 +197,16 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
                 }
             }
         }
+    }
+    if let Some(sim) = config.simulator.as_ref().filter(|s| s.enabled) {
+        sim.listen.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::invalid(
+                "simulator.listen",
+                format!("{:?} is not an IP:port address", sim.listen),
+            )
+        })?;
+        stocksblitz_feed_handlers::sim::setup_from(&registry, sim)
+            .map_err(|e| ConfigError::invalid(e.key, e.message))?;
     }
     Ok(Validated {
         config,

@@ -20,6 +20,8 @@ pub fn test_config(edit: impl FnOnce(&mut toml::Table)) -> String {
     for f in doc["feeds"].as_array_mut().expect("feeds") {
         f.as_table_mut().expect("feed").remove("core");
     }
+    // The simulator takes a free port; the feeds find it through {simulator}.
+    doc["simulator"]["listen"] = toml::Value::String("127.0.0.1:0".into());
     edit(&mut doc);
     toml::to_string(&doc).expect("serializes")
 }

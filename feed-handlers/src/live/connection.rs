@@ -31,10 +31,12 @@ type Fetch = Pin<Box<dyn std::future::Future<Output = (InstrumentId, Result<Stri
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LiveConfig {
-    /// WebSocket base URL (Binance: `wss://stream.binance.com:9443`; the simulator:
-    /// `ws://127.0.0.1:9100/binance`).
+    /// WebSocket base URL (Binance: `wss://stream.binance.com:9443`). `{simulator}`
+    /// stands for the address of the in-process feed simulator
+    /// (`ws://{simulator}/binance`).
     pub ws_url: String,
-    /// REST base URL for book snapshots (Binance: `https://api.binance.com`).
+    /// REST base URL for book snapshots (Binance: `https://api.binance.com`;
+    /// `{simulator}` as in `ws_url`).
     #[serde(default)]
     pub rest_url: Option<String>,
     /// Levels requested in a REST depth snapshot.
@@ -58,7 +60,28 @@ fn default_depth_limit() -> u32 {
     1000
 }
 
+/// Placeholder for the in-process simulator's address in URLs.
+pub const SIMULATOR_PLACEHOLDER: &str = "{simulator}";
+
 impl LiveConfig {
+    /// Whether a URL names the in-process simulator.
+    pub fn uses_simulator(&self) -> bool {
+        self.ws_url.contains(SIMULATOR_PLACEHOLDER)
+            || self
+                .rest_url
+                .as_ref()
+                .is_some_and(|r| r.contains(SIMULATOR_PLACEHOLDER))
+    }
+
+    /// Replaces `{simulator}` with the simulator's bound address.
+    pub fn resolve_simulator(&mut self, addr: std::net::SocketAddr) {
+        let a = addr.to_string();
+        self.ws_url = self.ws_url.replace(SIMULATOR_PLACEHOLDER, &a);
+        if let Some(r) = &mut self.rest_url {
+            *r = r.replace(SIMULATOR_PLACEHOLDER, &a);
+        }
+    }
+
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(self.ws_url.starts_with("ws://") || self.ws_url.starts_with("wss://")) {
             return Err(("ws_url", format!("{:?} must start with ws:// or wss://", self.ws_url)));

@@ -13,4 +13,4 @@
 
 mod connection;
 
-pub use connection::{spawn_live, LiveConfig};
+pub use connection::{spawn_live, LiveConfig, SIMULATOR_PLACEHOLDER};
