@@ -40,6 +40,9 @@ pub struct BinanceNormalizer {
     /// Book sync per instrument id (None when that instrument has no depth stream).
     books: Vec<Option<DepthSync>>,
     trades: TradeSource,
+    /// Highest trade id seen per instrument: trade ids increase per symbol, so a repeat
+    /// (two connections overlapping during make-before-break, a venue re-send) is dropped.
+    last_trade_id: Vec<u64>,
 }
 
 impl BinanceNormalizer {
@@ -53,7 +56,12 @@ impl BinanceNormalizer {
                 *slot = Some(DepthSync::new(20_000, inst.price_scale, inst.qty_scale));
             }
         }
-        Self { symbols, books, trades }
+        Self {
+            symbols,
+            books,
+            trades,
+            last_trade_id: vec![0; registry_len],
+        }
     }
 
     fn lookup(&self, sym: &[u8]) -> Result<VenueInstrument, NormalizeError> {
@@ -72,8 +80,14 @@ impl BinanceNormalizer {
         }
     }
 
-    fn trade(&self, t: &TradeEvent<'_>, recv: UnixNanos, out: &mut impl FnMut(Tick)) -> Result<(), NormalizeError> {
+    fn trade(&mut self, t: &TradeEvent<'_>, recv: UnixNanos, out: &mut impl FnMut(Tick)) -> Result<(), NormalizeError> {
         let inst = self.lookup(t.symbol)?;
+        if let Some(last) = self.last_trade_id.get_mut(inst.id.index()) {
+            if t.id <= *last {
+                return Ok(());
+            }
+            *last = t.id;
+        }
         let price =
             Price::parse(t.price, inst.price_scale).map_err(|source| BinanceError::Decimal { field: "p", source })?;
         let qty = Qty::parse(t.qty, inst.qty_scale).map_err(|source| BinanceError::Decimal { field: "q", source })?;
@@ -355,6 +369,17 @@ mod tests {
         );
         assert_eq!(t[0].exchange_ts, UnixNanos::from_millis(1_700_000_000_123));
         let (t, _) = run(&mut normalizer(TradeSource::AggTrade), &[trade.into(), agg.into()]);
+        assert!(matches!(
+            t[..],
+            [Tick {
+                data: TickData::Trade { trade_id: 7, .. },
+                ..
+            }]
+        ));
+        // A repeated trade (overlapping connections) is dropped.
+        let (t, _) = run(&mut normalizer(TradeSource::Trade), &[trade.into(), trade.into()]);
+        assert_eq!(t.len(), 1);
+        let (t, _) = run(&mut normalizer(TradeSource::AggTrade), &[agg.into()]);
         assert!(matches!(
             t[..],
             [Tick {
