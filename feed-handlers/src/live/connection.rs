@@ -513,3 +513,44 @@ pub fn spawn_live(
         .map_err(|e| e.to_string())?;
     Ok(FeedHandle::new(name, venue.as_str(), stats, ring_stats, join))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real venues are `wss://` and `https://`: TLS must be compiled in (rustls with
+    /// ring, webpki roots), so a failed TLS connection fails on the network, not on a
+    /// missing feature.
+    #[tokio::test]
+    async fn tls_urls_are_supported() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(1);
+        let err = tokio_tungstenite::connect_async(format!("wss://127.0.0.1:{closed}/stream")).await.err();
+        let text = format!("{err:?}");
+        assert!(!text.contains("TlsFeatureNotEnabled"), "{text}");
+        let r = reqwest::Client::new().get(format!("https://127.0.0.1:{closed}/")).send().await;
+        assert!(r.is_err_and(|e| e.is_connect()));
+    }
+
+    #[test]
+    fn simulator_placeholder_resolves() {
+        let mut c = LiveConfig {
+            ws_url: "ws://{simulator}/binance".into(),
+            rest_url: Some("http://{simulator}/binance".into()),
+            depth_limit: 1000,
+            stale_after_ms: 1000,
+            dead_after_ms: 2000,
+            connect_timeout_ms: 1000,
+            max_connection_age_secs: 3600,
+            reconnect: BackoffConfig::default(),
+            capture: None,
+        };
+        assert!(c.uses_simulator());
+        assert!(c.validate().is_ok());
+        c.resolve_simulator("127.0.0.1:9100".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(c.ws_url, "ws://127.0.0.1:9100/binance");
+        assert_eq!(c.rest_url.as_deref(), Some("http://127.0.0.1:9100/binance"));
+        assert!(!c.uses_simulator());
+        c.ws_url = "tcp://x".into();
+        assert_eq!(c.validate().map_err(|e| e.0), Err("ws_url"));
+    }
+}
