@@ -17,6 +17,7 @@ use stocksblitz_engine::idle::Idler;
 use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{Engine, EngineEvent, Price, Tick};
 use stocksblitz_feed_handlers::live::spawn_live;
+use stocksblitz_feed_handlers::replay_feed::spawn_replay;
 use stocksblitz_feed_handlers::{spawn_synthetic, FeedHandle, FeedKind, SimSpec, SyntheticMarket};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -95,6 +96,23 @@ fn start_feeds(
     for f in &v.config.feeds {
         let (producer, consumer) = ring::<Tick>(format!("feed-{}", f.name), v.config.engine.input_ring_capacity);
         match f.kind {
+            FeedKind::Replay => {
+                let r = f
+                    .replay
+                    .as_ref()
+                    .context("validated replay feed lost its [feeds.replay]")?;
+                let h = spawn_replay(
+                    f.name.clone(),
+                    f.core,
+                    r,
+                    &v.registry,
+                    &f.instruments,
+                    producer,
+                    Arc::clone(stop),
+                )
+                .map_err(|e| anyhow::anyhow!("starting feed {}: {e}", f.name))?;
+                handles.push(h);
+            }
             FeedKind::Binance | FeedKind::Coinbase | FeedKind::Kite => {
                 let mut live = f.live.clone().context("validated venue feed lost its [feeds.live]")?;
                 if let Some(addr) = sim {

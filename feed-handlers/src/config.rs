@@ -16,6 +16,8 @@ pub enum FeedKind {
     Coinbase,
     /// Zerodha Kite Connect ticker.
     Kite,
+    /// A capture file replayed through a venue's normalizer.
+    Replay,
 }
 
 impl FeedKind {
@@ -25,13 +27,14 @@ impl FeedKind {
             FeedKind::Binance => "binance",
             FeedKind::Coinbase => "coinbase",
             FeedKind::Kite => "kite",
+            FeedKind::Replay => "replay",
         }
     }
 
     /// The venue protocol of a live kind.
     pub const fn venue(self) -> Option<crate::venue::Venue> {
         match self {
-            FeedKind::Synthetic => None,
+            FeedKind::Synthetic | FeedKind::Replay => None,
             FeedKind::Binance => Some(crate::venue::Venue::Binance),
             FeedKind::Coinbase => Some(crate::venue::Venue::Coinbase),
             FeedKind::Kite => Some(crate::venue::Venue::Kite),
@@ -60,6 +63,9 @@ pub struct FeedConfig {
     /// Connection settings when the kind is a venue (`binance`, `coinbase`, `kite`).
     #[serde(default)]
     pub live: Option<crate::live::LiveConfig>,
+    /// Settings when `kind = "replay"`.
+    #[serde(default)]
+    pub replay: Option<crate::replay_feed::ReplayFeedConfig>,
 }
 
 /// `[feeds.synthetic]`.

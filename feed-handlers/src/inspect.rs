@@ -11,7 +11,7 @@ use stocksblitz_engine::tick::{BookFlags, FeedStatus};
 use stocksblitz_engine::{InstrumentRegistry, L2Book, Tick, TickData, UnixNanos};
 
 use crate::capture::Record;
-use crate::replay::{replay, ReplaySummary, Speed, Stamp};
+use crate::replay::{replay, ReplayOptions, ReplaySummary};
 use crate::stats::FeedStats;
 use crate::venue::{FrameError, VenueNormalizer};
 
@@ -101,8 +101,7 @@ pub fn parse(
     let summary = replay(
         records,
         normalizer,
-        Speed::Max,
-        Stamp::Recorded,
+        ReplayOptions::ANALYSIS,
         &stats,
         |t| {
             if io.is_ok() {
@@ -138,8 +137,7 @@ pub fn book(
     let summary = replay(
         records,
         normalizer,
-        Speed::Max,
-        Stamp::Recorded,
+        ReplayOptions::ANALYSIS,
         &stats,
         |t| {
             if t.instrument != inst.id {

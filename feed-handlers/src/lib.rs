@@ -18,6 +18,7 @@ pub mod kite;
 pub mod live;
 pub mod normalize;
 pub mod replay;
+pub mod replay_feed;
 pub mod rfc3339;
 pub mod rng;
 pub mod runner;

@@ -164,6 +164,28 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         }
         match f.kind {
             FeedKind::Binance | FeedKind::Coinbase | FeedKind::Kite => {}
+            FeedKind::Replay => {
+                let Some(r) = &f.replay else {
+                    return Err(ConfigError::invalid(key("replay"), "required when kind = \"replay\""));
+                };
+                if let Err((k, m)) = r.validate() {
+                    return Err(ConfigError::invalid(key(&format!("replay.{k}")), m));
+                }
+                for sym in &f.instruments {
+                    if let Some(inst) = registry.by_symbol(sym) {
+                        if !r.venue.serves(&inst.venue) {
+                            return Err(ConfigError::invalid(
+                                key("instruments"),
+                                format!(
+                                    "{sym:?} trades on {:?}, not in a {} capture",
+                                    inst.venue,
+                                    r.venue.as_str()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
             FeedKind::Synthetic => {
                 let Some(s) = &f.synthetic else {
                     return Err(ConfigError::invalid(

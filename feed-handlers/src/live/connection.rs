@@ -523,11 +523,19 @@ mod tests {
     /// missing feature.
     #[tokio::test]
     async fn tls_urls_are_supported() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(1);
-        let err = tokio_tungstenite::connect_async(format!("wss://127.0.0.1:{closed}/stream")).await.err();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        let err = tokio_tungstenite::connect_async(format!("wss://127.0.0.1:{closed}/stream"))
+            .await
+            .err();
         let text = format!("{err:?}");
         assert!(!text.contains("TlsFeatureNotEnabled"), "{text}");
-        let r = reqwest::Client::new().get(format!("https://127.0.0.1:{closed}/")).send().await;
+        let r = reqwest::Client::new()
+            .get(format!("https://127.0.0.1:{closed}/"))
+            .send()
+            .await;
         assert!(r.is_err_and(|e| e.is_connect()));
     }
 
