@@ -1,6 +1,8 @@
 //! Venue frame parsing, decimals included: the project's zero-allocation scanner and
-//! binary decoder against typed `serde_json` (borrowed `&str` fields, the usual choice),
-//! both producing the same fixed-point values from the same frames.
+//! binary decoder against typed `serde_json`, `simd-json` and `sonic-rs` (borrowed
+//! `&str` fields, the usual choices), all producing the same fixed-point values from the
+//! same frames. simd-json parses in place, so its rows include copying the frame into a
+//! reusable buffer, as a handler that keeps the socket's buffer would have to.
 
 use serde::Deserialize;
 use stocksblitz_benches::{batched, iters, keep, print_table};
@@ -76,13 +78,29 @@ fn main() {
             keep((parse_decimal(t.price, 8).ok(), parse_decimal(t.qty, 8).ok(), t.id));
         }
     }));
+    fn trade_out(c: Combined<SerdeTrade>) {
+        keep((
+            parse_decimal(c.data.p.as_bytes(), 8).ok(),
+            parse_decimal(c.data.q.as_bytes(), 8).ok(),
+            c.data.t,
+        ));
+    }
     rows.push(batched("binance trade: serde_json typed (baseline)", n, 32, |_| {
         if let Ok(c) = serde_json::from_str::<Combined<SerdeTrade>>(keep(TRADE)) {
-            keep((
-                parse_decimal(c.data.p.as_bytes(), 8).ok(),
-                parse_decimal(c.data.q.as_bytes(), 8).ok(),
-                c.data.t,
-            ));
+            trade_out(c);
+        }
+    }));
+    rows.push(batched("binance trade: sonic-rs typed (baseline)", n, 32, |_| {
+        if let Ok(c) = sonic_rs::from_str::<Combined<SerdeTrade>>(keep(TRADE)) {
+            trade_out(c);
+        }
+    }));
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    rows.push(batched("binance trade: simd-json typed (baseline)", n, 32, |_| {
+        buf.clear();
+        buf.extend_from_slice(keep(TRADE).as_bytes());
+        if let Ok(c) = simd_json::serde::from_slice::<Combined<SerdeTrade>>(&mut buf) {
+            trade_out(c);
         }
     }));
     let m = n / 4;
@@ -94,21 +112,41 @@ fn main() {
             keep(sum);
         }
     }));
+    fn depth_out(c: Combined<SerdeDepth>) {
+        let mut sum = 0i64;
+        for [p, q] in c.data.b.iter().chain(c.data.a.iter()) {
+            let (p, q) = (
+                parse_decimal(p.as_bytes(), 8).unwrap_or(0),
+                parse_decimal(q.as_bytes(), 8).unwrap_or(0),
+            );
+            sum = sum.wrapping_add(p ^ q);
+        }
+        keep(sum);
+    }
     rows.push(batched(
         "binance depth 10+10: serde_json typed (baseline)",
         m,
         16,
         |_| {
             if let Ok(c) = serde_json::from_str::<Combined<SerdeDepth>>(keep(&depth)) {
-                let mut sum = 0i64;
-                for [p, q] in c.data.b.iter().chain(c.data.a.iter()) {
-                    let (p, q) = (
-                        parse_decimal(p.as_bytes(), 8).unwrap_or(0),
-                        parse_decimal(q.as_bytes(), 8).unwrap_or(0),
-                    );
-                    sum = sum.wrapping_add(p ^ q);
-                }
-                keep(sum);
+                depth_out(c);
+            }
+        },
+    ));
+    rows.push(batched("binance depth 10+10: sonic-rs typed (baseline)", m, 16, |_| {
+        if let Ok(c) = sonic_rs::from_str::<Combined<SerdeDepth>>(keep(&depth)) {
+            depth_out(c);
+        }
+    }));
+    rows.push(batched(
+        "binance depth 10+10: simd-json typed (baseline)",
+        m,
+        16,
+        |_| {
+            buf.clear();
+            buf.extend_from_slice(keep(depth.as_bytes()));
+            if let Ok(c) = simd_json::serde::from_slice::<Combined<SerdeDepth>>(&mut buf) {
+                depth_out(c);
             }
         },
     ));

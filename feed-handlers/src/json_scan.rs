@@ -124,33 +124,38 @@ impl<'a> Cursor<'a> {
     }
 
     /// After the opening quote; returns the raw contents.
+    #[inline]
     fn string(&mut self) -> Result<&'a [u8], JsonError> {
         let start = self.pos;
         loop {
+            let rest = self.buf.get(self.pos..).ok_or(JsonError::Eof)?;
+            // Jump to the next quote, backslash or (invalid) control byte.
+            let Some(k) = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20) else {
+                return Err(JsonError::Eof);
+            };
+            self.pos += k;
+            if rest.get(k).is_some_and(|&b| b < 0x20) {
+                return Err(JsonError::Unexpected(self.pos));
+            }
+            if rest.get(k) == Some(&b'"') {
+                let s = self.buf.get(start..self.pos).ok_or(JsonError::Eof)?;
+                self.pos += 1;
+                return Ok(s);
+            }
+            // A backslash escape.
+            self.pos += 1;
             match self.peek()? {
-                b'"' => {
-                    let s = self.buf.get(start..self.pos).ok_or(JsonError::Eof)?;
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
+                b'u' => {
                     self.pos += 1;
-                    return Ok(s);
-                }
-                b'\\' => {
-                    self.pos += 1;
-                    match self.peek()? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
-                        b'u' => {
-                            self.pos += 1;
-                            for _ in 0..4 {
-                                if !self.peek()?.is_ascii_hexdigit() {
-                                    return Err(JsonError::Unexpected(self.pos));
-                                }
-                                self.pos += 1;
-                            }
+                    for _ in 0..4 {
+                        if !self.peek()?.is_ascii_hexdigit() {
+                            return Err(JsonError::Unexpected(self.pos));
                         }
-                        _ => return Err(JsonError::Unexpected(self.pos)),
+                        self.pos += 1;
                     }
                 }
-                0..=0x1f => return Err(JsonError::Unexpected(self.pos)),
-                _ => self.pos += 1,
+                _ => return Err(JsonError::Unexpected(self.pos)),
             }
         }
     }
@@ -314,6 +319,54 @@ where
         return Err(JsonError::Trailing(c.pos));
     }
     Ok(())
+}
+
+/// Calls `f(a, b)` for each item of an array of two-string arrays (`[["1.5","2"],...]`,
+/// the shape of venue price levels), validating the structure on the way. A tight
+/// special case of [`for_each_item`]: no per-item closures or value enums.
+pub fn for_each_string_pair<'a, E>(
+    buf: &'a [u8],
+    mut f: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), E>,
+) -> Result<Result<(), E>, JsonError> {
+    let mut c = Cursor { buf, pos: 0 };
+    c.skip_ws();
+    c.expect(b'[')?;
+    c.skip_ws();
+    if c.peek()? == b']' {
+        c.pos += 1;
+    } else {
+        loop {
+            c.skip_ws();
+            c.expect(b'[')?;
+            c.skip_ws();
+            c.expect(b'"')?;
+            let a = c.string()?;
+            c.skip_ws();
+            c.expect(b',')?;
+            c.skip_ws();
+            c.expect(b'"')?;
+            let b = c.string()?;
+            c.skip_ws();
+            c.expect(b']')?;
+            if let Err(e) = f(a, b) {
+                return Ok(Err(e));
+            }
+            c.skip_ws();
+            match c.peek()? {
+                b',' => c.pos += 1,
+                b']' => {
+                    c.pos += 1;
+                    break;
+                }
+                _ => return Err(JsonError::Unexpected(c.pos)),
+            }
+        }
+    }
+    c.skip_ws();
+    if c.pos != buf.len() {
+        return Err(JsonError::Trailing(c.pos));
+    }
+    Ok(Ok(()))
 }
 
 /// Calls `f(key, value)` for each member of the object span `buf` (as returned in

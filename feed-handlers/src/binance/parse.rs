@@ -9,7 +9,7 @@
 
 use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
 
-use crate::json_scan::{for_each_field, for_each_item, for_each_member, JsonError, Value};
+use crate::json_scan::{for_each_field, for_each_member, for_each_string_pair, JsonError, Value};
 
 /// Why a frame was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -107,39 +107,17 @@ pub fn for_each_level(
     qty_scale: u8,
     mut f: impl FnMut(Side, Price, Qty),
 ) -> Result<(), BinanceError> {
-    let mut err = None;
-    for_each_item(span, |lvl| {
-        let Value::Array(pair) = lvl else {
-            err = Some(BinanceError::Field("level"));
-            return Err(JsonError::Unexpected(0));
-        };
-        let mut n = 0;
-        let mut price = Price::ZERO;
-        let mut qty = Qty::ZERO;
-        for_each_item(pair, |x| {
-            let parsed = match (n, x.as_str()) {
-                (0, Some(s)) => Price::parse(s, price_scale)
-                    .map(|p| price = p)
-                    .map_err(|source| BinanceError::Decimal { field: "price", source }),
-                (1, Some(s)) => Qty::parse(s, qty_scale)
-                    .map(|q| qty = q)
-                    .map_err(|source| BinanceError::Decimal { field: "qty", source }),
-                _ => Err(BinanceError::Field("level")),
-            };
-            n += 1;
-            parsed.map_err(|e| {
-                err = Some(e);
-                JsonError::Unexpected(0)
-            })
-        })?;
-        if n != 2 {
-            err = Some(BinanceError::Field("level"));
-            return Err(JsonError::Unexpected(0));
-        }
+    for_each_string_pair(span, |p, q| {
+        let price = Price::parse(p, price_scale).map_err(|source| BinanceError::Decimal { field: "price", source })?;
+        let qty = Qty::parse(q, qty_scale).map_err(|source| BinanceError::Decimal { field: "qty", source })?;
         f(side, price, qty);
         Ok(())
     })
-    .map_err(|e| err.unwrap_or(BinanceError::Json(e)))
+    .map_err(|e| match e {
+        JsonError::Unexpected(_) | JsonError::Eof | JsonError::Trailing(_) | JsonError::TooDeep => {
+            BinanceError::Field("level")
+        }
+    })?
 }
 
 /// Parses a payload object (the `data` of a combined frame, or a raw stream frame).
@@ -215,8 +193,26 @@ fn payload(obj: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
     }
 }
 
+/// The payload of a combined-stream frame laid out exactly as Binance sends it,
+/// `{"stream":"<name>","data":{...}}`, located without walking it twice. `None` for
+/// any other layout (the general path handles those).
+fn combined_payload(frame: &[u8]) -> Option<&[u8]> {
+    const PREFIX: &[u8] = b"{\"stream\":\"";
+    const MIDDLE: &[u8] = b"\",\"data\":";
+    let rest = frame.strip_prefix(PREFIX)?;
+    // Stream names are plain ASCII: no escapes, no quotes.
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let after = rest.get(end..)?.strip_prefix(MIDDLE)?;
+    let payload = after.strip_suffix(b"}")?;
+    payload.first().filter(|&&b| b == b'{').map(|_| payload)
+}
+
 /// Parses one text frame: combined (`{"stream":..,"data":{..}}`) or raw.
 pub fn parse_frame(frame: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
+    if let Some(data) = combined_payload(frame) {
+        // `payload` validates the object in full; the wrapper was matched exactly.
+        return payload(data);
+    }
     let mut data = None;
     let mut stream = false;
     for_each_field(frame, |k, v| {
