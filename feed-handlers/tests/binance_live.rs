@@ -77,6 +77,7 @@ impl Harness {
                 cap_ms: 200,
                 reset_after_ms: 1000,
             },
+            audit_interval_secs: 0,
             capture: None,
         };
         let (tx, rx) = ring::<Tick>("test", 1 << 16);

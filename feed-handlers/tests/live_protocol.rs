@@ -44,6 +44,7 @@ fn live(addr: std::net::SocketAddr) -> LiveConfig {
             cap_ms: 100,
             reset_after_ms: 1_000,
         },
+        audit_interval_secs: 0,
         capture: None,
     }
 }

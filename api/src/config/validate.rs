@@ -136,6 +136,15 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
                     "required for binance (book snapshots)",
                 ));
             }
+            if venue == stocksblitz_feed_handlers::venue::Venue::Coinbase
+                && live.audit_interval_secs > 0
+                && live.rest_url.is_none()
+            {
+                return Err(ConfigError::invalid(
+                    key("live.rest_url"),
+                    "required for coinbase book audits",
+                ));
+            }
             for sym in &f.instruments {
                 if let Some(inst) = registry.by_symbol(sym) {
                     if !venue.serves(&inst.venue) {

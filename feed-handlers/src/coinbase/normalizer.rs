@@ -7,8 +7,13 @@
 //! contiguous `trade_id`s: a jump is a gap (counted), a repeat is a duplicate
 //! (dropped); `heartbeat.last_trade_id` and `last_match` reveal trades missed while
 //! disconnected. Tickers carry an increasing `sequence`: older ones are dropped.
+//!
+//! Because level2 has no sequence numbers, the handler periodically fetches the REST
+//! book and feeds it in (`rest_book`); the top levels are compared with a local copy of
+//! the book, and two mismatching audits in a row declare a gap and resubscribe for a
+//! fresh snapshot (one mismatch can be the market moving between the two reads).
 
-use stocksblitz_engine::{BookFlags, FeedStatus, Price, Qty, Side, Tick, TickData, UnixNanos};
+use stocksblitz_engine::{BookFlags, FeedStatus, L2Book, Level, Price, Qty, Side, Tick, TickData, UnixNanos};
 
 use super::parse::{for_each_change, parse_frame, CoinbaseError, CoinbaseEvent};
 use crate::normalize::{status, Action, FrameRef};
@@ -27,16 +32,24 @@ pub enum NormalizeError {
     Venue,
 }
 
+/// Levels per side compared by an audit.
+pub const AUDIT_DEPTH: usize = 10;
+/// Levels per side kept in the local copy (audits compare only the top).
+const LOCAL_BOOK_LEVELS: usize = 2_000;
+
 #[derive(Debug, Clone, Copy, Default)]
 struct ProductState {
     book_synced: bool,
     last_trade_id: Option<u64>,
     last_ticker_seq: u64,
+    audit_mismatches: u8,
 }
 
 pub struct CoinbaseNormalizer {
     products: SymbolMap<Vec<u8>>,
     state: Vec<ProductState>,
+    /// Local copy of each product's book, for audits.
+    books: Vec<Option<L2Book>>,
 }
 
 impl CoinbaseNormalizer {
@@ -46,10 +59,70 @@ impl CoinbaseNormalizer {
         for (p, inst) in products {
             map.insert(p.as_bytes().to_vec(), *inst);
         }
+        let mut books: Vec<Option<L2Book>> = (0..registry_len).map(|_| None).collect();
+        for (_, inst) in products {
+            if let Some(slot) = books.get_mut(inst.id.index()) {
+                *slot = Some(L2Book::new(LOCAL_BOOK_LEVELS));
+            }
+        }
         Self {
             products: map,
             state: vec![ProductState::default(); registry_len],
+            books,
         }
+    }
+
+    /// Wraps a REST level2 book body as the frame `on_frame` audits with.
+    pub fn wrap_rest_book(product: &str, body: &str) -> String {
+        format!("{{\"type\":\"rest_book\",\"product_id\":{product:?},\"data\":{body}}}")
+    }
+
+    /// Compares a REST book with the local copy; `Some(action)` when it is time to
+    /// resync.
+    fn audit(
+        &mut self,
+        inst: VenueInstrument,
+        bids: &[u8],
+        asks: &[u8],
+        recv: UnixNanos,
+        stats: &FeedStats,
+        out: &mut impl FnMut(Tick),
+    ) -> Result<Action, NormalizeError> {
+        let (ps, qs) = (inst.price_scale, inst.qty_scale);
+        let mut rest = [[Level::default(); AUDIT_DEPTH]; 2];
+        let mut counts = [0usize; 2];
+        for (k, (side, span)) in [(Side::Buy, bids), (Side::Sell, asks)].into_iter().enumerate() {
+            for_each_change(span, Some(side), ps, qs, |_, price, qty| {
+                if let (Some(slot), Some(c)) = (rest.get_mut(k).and_then(|r| r.get_mut(counts[k])), counts.get_mut(k)) {
+                    *slot = Level { price, qty };
+                    *c += 1;
+                }
+            })?;
+        }
+        let Some(Some(book)) = self.books.get(inst.id.index()) else {
+            return Ok(Action::None);
+        };
+        let same = [book.bids(), book.asks()].iter().enumerate().all(|(k, local)| {
+            let n = counts[k].min(AUDIT_DEPTH);
+            local.len().min(AUDIT_DEPTH) == n && local.iter().take(n).eq(rest[k].iter().take(n))
+        });
+        let Some(s) = self.state.get_mut(inst.id.index()) else {
+            return Ok(Action::None);
+        };
+        if same || !s.book_synced {
+            s.audit_mismatches = 0;
+            return Ok(Action::None);
+        }
+        s.audit_mismatches += 1;
+        if s.audit_mismatches < 2 {
+            return Ok(Action::None);
+        }
+        s.audit_mismatches = 0;
+        s.book_synced = false;
+        stats.gaps.inc();
+        stats.resyncs.inc();
+        out(status(inst.id, FeedStatus::Gap, 0, recv));
+        Ok(Action::Reconnect)
     }
 
     /// After (re)connecting: books wait for their level2 snapshot again.
@@ -151,6 +224,10 @@ impl CoinbaseNormalizer {
                     },
                 });
             }
+            CoinbaseEvent::RestBook { product, bids, asks } => {
+                let inst = self.lookup(product)?;
+                return self.audit(inst, bids, asks, recv, stats, out);
+            }
             CoinbaseEvent::Snapshot { product, bids, asks } => {
                 let inst = self.lookup(product)?;
                 self.book_batch(
@@ -179,7 +256,7 @@ impl CoinbaseNormalizer {
     /// Emits the levels of `spans` as one batch; validates everything first so a bad
     /// level never leaves half a message applied.
     fn book_batch(
-        &self,
+        &mut self,
         inst: VenueInstrument,
         spans: &[(Option<Side>, &[u8])],
         snapshot: bool,
@@ -207,6 +284,9 @@ impl CoinbaseNormalizer {
         };
         if total == 0 {
             if snapshot {
+                if let Some(Some(b)) = self.books.get_mut(inst.id.index()) {
+                    b.clear();
+                }
                 out(delta(
                     Side::Buy,
                     Price::ZERO,
@@ -217,8 +297,17 @@ impl CoinbaseNormalizer {
             return Ok(());
         }
         let mut n = 0usize;
+        let mut local = self.books.get_mut(inst.id.index()).and_then(Option::as_mut);
+        if snapshot {
+            if let Some(b) = local.as_deref_mut() {
+                b.clear();
+            }
+        }
         for (side, span) in spans {
             for_each_change(span, *side, ps, qs, |s, p, q| {
+                if let Some(b) = local.as_deref_mut() {
+                    b.apply(s, p, q);
+                }
                 let mut flags = base;
                 if n == 0 && snapshot {
                     flags = flags.with(BookFlags::CLEAR);
@@ -328,6 +417,49 @@ mod tests {
         };
         let (a, b, c) = (tk(5), tk(4), tk(6));
         assert_eq!(feed(&mut n, &stats, &[&a, &b, &c]).len(), 2);
+    }
+
+    #[test]
+    fn audits_resync_after_two_mismatches() {
+        let mut n = normalizer();
+        let stats = FeedStats::default();
+        let snap = r#"{"type":"snapshot","product_id":"BTC-USD","bids":[["100.00","1"]],"asks":[["101.00","2"]]}"#;
+        feed(&mut n, &stats, &[snap]);
+        let audit = |body: &str| CoinbaseNormalizer::wrap_rest_book("BTC-USD", body);
+        let good = audit(r#"{"sequence":5,"bids":[["100.00","1",3]],"asks":[["101.00","2",1]]}"#);
+        let bad = audit(r#"{"sequence":6,"bids":[["100.00","1",3]],"asks":[["101.50","2",1]]}"#);
+        let mut ticks = Vec::new();
+        let mut run = |f: &str, ticks: &mut Vec<Tick>| {
+            n.on_frame(FrameRef::Text(f.as_bytes()), UnixNanos(9), &stats, &mut |t| {
+                ticks.push(t)
+            })
+            .unwrap()
+        };
+        assert_eq!(run(&good, &mut ticks), Action::None);
+        assert_eq!(
+            run(&bad, &mut ticks),
+            Action::None,
+            "one mismatch can be the market moving"
+        );
+        assert_eq!(run(&good, &mut ticks), Action::None, "and a match resets the count");
+        assert_eq!(run(&bad, &mut ticks), Action::None);
+        assert_eq!(run(&bad, &mut ticks), Action::Reconnect);
+        assert_eq!(
+            ticks.last().map(|t| t.data),
+            Some(TickData::Status {
+                status: FeedStatus::Gap,
+                detail: 0
+            })
+        );
+        assert_eq!(stats.gaps.get(), 1);
+        assert!(n
+            .on_frame(
+                FrameRef::Text(audit(r#"{"bids":"x","asks":[]}"#).as_bytes()),
+                UnixNanos(9),
+                &stats,
+                &mut |_| {}
+            )
+            .is_err());
     }
 
     #[test]

@@ -83,6 +83,13 @@ pub enum CoinbaseEvent<'a> {
         changes: &'a [u8],
     },
     Match(Match<'a>),
+    /// A REST level2 book (`GET /products/{id}/book?level=2`) the handler fetched for
+    /// an audit, wrapped as `{"type":"rest_book","product_id":..,"data":<body>}`.
+    RestBook {
+        product: &'a [u8],
+        bids: &'a [u8],
+        asks: &'a [u8],
+    },
     Error {
         message: &'a [u8],
     },
@@ -109,7 +116,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
     let (mut kind, mut product, mut seq, mut trade_id, mut last_trade_id) = (None, None, None, None, None);
     let (mut price, mut size, mut side_s, mut t, mut message) = (None, None, None, None, None);
     let (mut bb, mut bbs, mut ba, mut bas) = (None, None, None, None);
-    let (mut bids, mut asks, mut changes) = (None, None, None);
+    let (mut bids, mut asks, mut changes, mut data) = (None, None, None, None);
     for_each_field(frame, |k, v| {
         match (k, v) {
             (b"type", v) => kind = v.as_str(),
@@ -129,6 +136,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
             (b"bids", Value::Array(s)) => bids = Some(s),
             (b"asks", Value::Array(s)) => asks = Some(s),
             (b"changes", Value::Array(s)) => changes = Some(s),
+            (b"data", Value::Object(o)) => data = Some(o),
             _ => {}
         }
         Ok(())
@@ -170,6 +178,22 @@ pub fn parse_frame(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
             time: time(t),
             last: k == b"last_match",
         }),
+        b"rest_book" => {
+            let (mut b, mut a) = (None, None);
+            crate::json_scan::for_each_member(need(data, "data")?, |k, v| {
+                match (k, v) {
+                    (b"bids", Value::Array(s)) => b = Some(s),
+                    (b"asks", Value::Array(s)) => a = Some(s),
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            CoinbaseEvent::RestBook {
+                product: need(product, "product_id")?,
+                bids: need(b, "bids")?,
+                asks: need(a, "asks")?,
+            }
+        }
         b"error" => CoinbaseEvent::Error {
             message: message.unwrap_or(b""),
         },
@@ -187,7 +211,8 @@ fn decimal<T>(
 }
 
 /// Walks level spans. For a snapshot side pass `Some(side)` (items are
-/// `[price, size]`); for `changes` pass `None` (items are `[side, price, size]`).
+/// `[price, size]`, or `[price, size, num_orders]` in REST books); for `changes` pass
+/// `None` (items are `[side, price, size]`).
 pub fn for_each_change(
     span: &[u8],
     fixed_side: Option<Side>,
@@ -206,9 +231,12 @@ pub fn for_each_change(
         };
         let mut parts: [&[u8]; 3] = [b"", b"", b""];
         let mut n = 0;
+        // REST books add a third element (order count, a number) after price and size.
+        let strings = if fixed_side.is_some() { 2 } else { 3 };
         for_each_item(fields, |x| {
             match (x.as_str(), parts.get_mut(n)) {
-                (Some(s), Some(slot)) => *slot = s,
+                (Some(s), Some(slot)) if n < strings => *slot = s,
+                (_, Some(_)) if n >= strings => {}
                 _ => return Err(JsonError::Unexpected(0)),
             }
             n += 1;
@@ -216,7 +244,7 @@ pub fn for_each_change(
         })
         .map_err(|_| fail(CoinbaseError::Field("level"), &mut err))?;
         let (s, p, q) = match (fixed_side, n) {
-            (Some(s), 2) => (Ok(s), parts[0], parts[1]),
+            (Some(s), 2 | 3) => (Ok(s), parts[0], parts[1]),
             (None, 3) => (side(Some(parts[0])), parts[1], parts[2]),
             _ => return Err(fail(CoinbaseError::Field("level"), &mut err)),
         };

@@ -19,6 +19,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::binance::normalizer::BinanceNormalizer;
 use crate::capture::{Frame, Recorder};
+use crate::coinbase::normalizer::CoinbaseNormalizer;
 use crate::normalize::{status, Action, FrameRef};
 use crate::runner::FeedHandle;
 use crate::stats::FeedStats;
@@ -51,6 +52,10 @@ pub struct LiveConfig {
     pub max_connection_age_secs: u64,
     #[serde(default)]
     pub reconnect: BackoffConfig,
+    /// Coinbase: compare the local book with the REST book this often (level2 has no
+    /// sequence numbers); 0 turns audits off. Needs `rest_url`.
+    #[serde(default)]
+    pub audit_interval_secs: u64,
     /// Record every received frame to this capture file.
     #[serde(default)]
     pub capture: Option<PathBuf>,
@@ -179,14 +184,24 @@ impl Ctx {
         }
     }
 
+    /// A REST book request for `id`: Binance's depth snapshot (book sync) or Coinbase's
+    /// level2 book (audit), returned wrapped as the frame the normalizer expects.
     fn fetch(&self, id: InstrumentId, delay: Duration) -> Option<Fetch> {
         let rest = self.cfg.rest_url.clone()?;
-        let sym = self.v.symbols.get(id.index()).cloned().flatten()?.to_ascii_uppercase();
-        let url = format!(
-            "{}/api/v3/depth?symbol={sym}&limit={}",
-            rest.trim_end_matches('/'),
-            self.cfg.depth_limit
-        );
+        let venue_symbol = self.v.symbols.get(id.index()).cloned().flatten()?;
+        let base = rest.trim_end_matches('/').to_owned();
+        let (url, sym) = match self.v.venue {
+            Venue::Binance => {
+                let sym = venue_symbol.to_ascii_uppercase();
+                (
+                    format!("{base}/api/v3/depth?symbol={sym}&limit={}", self.cfg.depth_limit),
+                    sym,
+                )
+            }
+            Venue::Coinbase => (format!("{base}/products/{venue_symbol}/book?level=2"), venue_symbol),
+            Venue::Kite => return None,
+        };
+        let venue = self.v.venue;
         let http = self.http.clone();
         Some(Box::pin(async move {
             tokio::time::sleep(delay).await;
@@ -195,7 +210,10 @@ impl Ctx {
                 let status = resp.status();
                 let body = resp.text().await.map_err(|e| e.to_string())?;
                 if status.is_success() {
-                    Ok(BinanceNormalizer::wrap_snapshot(&sym, &body))
+                    Ok(match venue {
+                        Venue::Coinbase => CoinbaseNormalizer::wrap_rest_book(&sym, &body),
+                        _ => BinanceNormalizer::wrap_snapshot(&sym, &body),
+                    })
                 } else {
                     Err(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>()))
                 }
@@ -298,6 +316,9 @@ impl Ctx {
         let mut stale_reported = false;
         let mut replace = false;
         let mut check = tokio::time::interval(Duration::from_millis(100));
+        let audit_every = Duration::from_secs(self.cfg.audit_interval_secs.max(1));
+        let audits = self.v.venue == Venue::Coinbase && self.cfg.audit_interval_secs > 0;
+        let mut audit = tokio::time::interval_at(tokio::time::Instant::now() + audit_every, audit_every);
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 let _ = ws.close(None).await;
@@ -343,6 +364,13 @@ impl Ctx {
                         }
                     }
                 },
+                _ = audit.tick(), if audits => {
+                    for i in 0..self.v.ids.len() {
+                        if let Some(f) = self.v.ids.get(i).and_then(|&id| self.fetch(id, Duration::ZERO)) {
+                            fetches.push(f);
+                        }
+                    }
+                }
                 _ = check.tick() => {
                     let silent = last_frame.elapsed();
                     if silent >= dead {
@@ -550,6 +578,7 @@ mod tests {
             connect_timeout_ms: 1000,
             max_connection_age_secs: 3600,
             reconnect: BackoffConfig::default(),
+            audit_interval_secs: 0,
             capture: None,
         };
         assert!(c.uses_simulator());
