@@ -294,3 +294,37 @@ fn binary_stops_on_bad_config() {
     assert!(help.contains("serve") && help.contains("config"), "{help}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Venue credentials come only from the environment; a missing one stops start-up with
+/// the key and the variable named (and never its value anywhere).
+#[test]
+fn kite_credentials_come_from_the_environment() {
+    let text = edited(|d| {
+        d["feeds"][1]["instruments"] = toml::Value::Array(vec!["BTC-USD".into()]);
+        let prices = d["feeds"][1]["synthetic"]["start_prices"].as_table_mut().unwrap();
+        prices.remove("RELIANCE");
+        prices.remove("INFY");
+        let kite: toml::Table = toml::from_str(
+            r#"
+name = "kite"
+kind = "kite"
+instruments = ["RELIANCE", "INFY"]
+[live]
+ws_url = "wss://ws.kite.trade"
+stale_after_ms = 3000
+dead_after_ms = 10000
+connect_timeout_ms = 5000
+max_connection_age_secs = 84600
+[live.auth_query]
+api_key = "SB_TEST_UNSET_KITE_API_KEY"
+"#,
+        )
+        .unwrap();
+        d["feeds"].as_array_mut().unwrap().push(toml::Value::Table(kite));
+    });
+    let e = err(&text, &[]);
+    assert!(
+        e.starts_with("feeds[2].live.auth_query.api_key") && e.contains("SB_TEST_UNSET_KITE_API_KEY"),
+        "{e}"
+    );
+}

@@ -79,6 +79,7 @@ impl Harness {
             },
             audit_interval_secs: 0,
             capture: None,
+            auth_query: Default::default(),
         };
         let (tx, rx) = ring::<Tick>("test", 1 << 16);
         let stop = Arc::new(AtomicBool::new(false));

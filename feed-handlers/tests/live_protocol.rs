@@ -46,6 +46,7 @@ fn live(addr: std::net::SocketAddr) -> LiveConfig {
         },
         audit_interval_secs: 0,
         capture: None,
+        auth_query: Default::default(),
     }
 }
 

@@ -124,6 +124,11 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
             if let Err((k, m)) = live.validate() {
                 return Err(ConfigError::invalid(key(&format!("live.{k}")), m));
             }
+            for (param, var) in &live.auth_query {
+                if let Err(e) = stocksblitz_feed_handlers::live::secrets::from_env(var) {
+                    return Err(ConfigError::invalid(key(&format!("live.auth_query.{param}")), e));
+                }
+            }
             if live.uses_simulator() && !config.simulator.as_ref().is_some_and(|s| s.enabled) {
                 return Err(ConfigError::invalid(
                     key("live.ws_url"),

@@ -59,6 +59,11 @@ pub struct LiveConfig {
     /// Record every received frame to this capture file.
     #[serde(default)]
     pub capture: Option<PathBuf>,
+    /// Query parameters whose values are secrets, as `param = "ENV_VAR"`: the value is
+    /// read from that environment variable (or the file named by `ENV_VAR_FILE`) at
+    /// start-up. Kite: `{ api_key = "KITE_API_KEY", access_token = "KITE_ACCESS_TOKEN" }`.
+    #[serde(default)]
+    pub auth_query: std::collections::BTreeMap<String, String>,
 }
 
 fn default_depth_limit() -> u32 {
@@ -133,6 +138,8 @@ struct Ctx {
     stop: Arc<AtomicBool>,
     recorder: Option<Recorder>,
     http: reqwest::Client,
+    /// Resolved `auth_query` pairs (secrets).
+    auth: Vec<(String, String)>,
     /// Parse errors since the last log line (logged at most every 10 s).
     unlogged_errors: u64,
     last_error_log: Instant,
@@ -150,7 +157,13 @@ impl Ctx {
         ring.push(t);
     }
 
+    /// The connection URL, credentials included (never log it).
     fn url(&self) -> String {
+        super::secrets::with_query(&self.public_url(), &self.auth)
+    }
+
+    /// The connection URL without credentials.
+    fn public_url(&self) -> String {
         let base = self.cfg.ws_url.trim_end_matches('/');
         match self.v.venue {
             Venue::Binance => {
@@ -179,7 +192,7 @@ impl Ctx {
         let timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
         match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str())).await {
             Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(super::secrets::scrub(&e.to_string(), &self.auth)),
             Err(_) => Err(format!("no answer within {} ms", self.cfg.connect_timeout_ms)),
         }
     }
@@ -497,6 +510,10 @@ pub fn spawn_live(
         Some(p) => Some(Recorder::create(p, 65_536).map_err(|e| e.to_string())?),
         None => None,
     };
+    let mut auth = Vec::new();
+    for (param, var) in &cfg.auth_query {
+        auth.push((param.clone(), super::secrets::from_env(var)?));
+    }
     let stats = Arc::new(FeedStats::default());
     let ring_stats = Arc::clone(ring.stats());
     let ctx = Ctx {
@@ -513,6 +530,7 @@ pub fn spawn_live(
         stop,
         recorder,
         http: reqwest::Client::new(),
+        auth,
         unlogged_errors: 0,
         last_error_log: Instant::now() - Duration::from_secs(60),
     };
@@ -580,6 +598,7 @@ mod tests {
             reconnect: BackoffConfig::default(),
             audit_interval_secs: 0,
             capture: None,
+            auth_query: Default::default(),
         };
         assert!(c.uses_simulator());
         assert!(c.validate().is_ok());
