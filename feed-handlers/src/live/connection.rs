@@ -140,6 +140,8 @@ struct Ctx {
     http: reqwest::Client,
     /// Resolved `auth_query` pairs (secrets).
     auth: Vec<(String, String)>,
+    /// When a frame last produced ticks (staleness); any frame keeps a connection alive.
+    last_data: Instant,
     /// Parse errors since the last log line (logged at most every 10 s).
     unlogged_errors: u64,
     last_error_log: Instant,
@@ -258,10 +260,16 @@ impl Ctx {
             r.record(recv, f);
         }
         let (ring, stats) = (&mut self.ring, &self.stats);
-        match self
-            .normalizer
-            .on_frame(frame, recv, stats, &mut |t| Self::push(ring, stats, t))
-        {
+        let mut produced = false;
+        let result = self.normalizer.on_frame(frame, recv, stats, &mut |t| {
+            produced = true;
+            Self::push(ring, stats, t)
+        });
+        if produced {
+            // Only market data counts against staleness: venue heartbeats do not.
+            self.last_data = Instant::now();
+        }
+        match result {
             Ok(Action::Snapshot(id)) => {
                 if let Some(f) = self.fetch(id, Duration::ZERO) {
                     fetches.push(f);
@@ -326,6 +334,7 @@ impl Ctx {
         let stale = Duration::from_millis(self.cfg.stale_after_ms);
         let dead = Duration::from_millis(self.cfg.dead_after_ms);
         let mut last_frame = Instant::now();
+        self.last_data = Instant::now();
         let mut stale_reported = false;
         let mut replace = false;
         let mut check = tokio::time::interval(Duration::from_millis(100));
@@ -358,9 +367,6 @@ impl Ctx {
                 msg = ws.next() => {
                     let Some(Ok(msg)) = msg else { return End::Closed };
                     last_frame = Instant::now();
-                    if stale_reported {
-                        stale_reported = false;
-                    }
                     if self.handle_message(msg, &mut ws, &mut fetches).await == Action::Reconnect {
                         replace = true;
                     }
@@ -368,7 +374,10 @@ impl Ctx {
                 Some((id, r)) = fetches.next(), if !fetches.is_empty() => match r {
                     Ok(frame) => {
                         let recv = UnixNanos::now();
-                        self.frame(FrameRef::Text(frame.as_bytes()), recv, &mut fetches);
+                        // An audit that found the book wrong asks for a fresh subscription.
+                        if self.frame(FrameRef::Text(frame.as_bytes()), recv, &mut fetches) == Action::Reconnect {
+                            replace = true;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(feed = %self.name, instrument = id.0, error = %e, "book snapshot failed; retrying in 1 s");
@@ -390,7 +399,10 @@ impl Ctx {
                         tracing::warn!(feed = %self.name, silent_ms = silent.as_millis() as u64, "connection silent too long; reconnecting");
                         return End::Dead;
                     }
-                    if silent >= stale && !stale_reported {
+                    let no_data = self.last_data.elapsed();
+                    if no_data < stale {
+                        stale_reported = false;
+                    } else if !stale_reported {
                         stale_reported = true;
                         let recv = UnixNanos::now();
                         for &id in &self.v.ids {
@@ -531,6 +543,7 @@ pub fn spawn_live(
         recorder,
         http: reqwest::Client::new(),
         auth,
+        last_data: Instant::now(),
         unlogged_errors: 0,
         last_error_log: Instant::now() - Duration::from_secs(60),
     };

@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::faults::{now_ms, take};
 use super::market::{SimEvent, SimInstrument, VenueMarket};
-use super::{Outgoing, Payload, Shared, VenueSim};
+use super::{MsgKind, Outgoing, Payload, Shared, VenueSim};
 use crate::venue::Venue;
 
 fn levels_json(out: &mut String, inst: &SimInstrument, levels: impl Iterator<Item = Level>) {
@@ -62,14 +62,14 @@ pub fn render(m: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
                     payload: Payload::Text(format!(
                         r#"{{"stream":"{sym}@trade","data":{{"e":"trade","E":{ms},"s":"{up}","t":{trade_id},"p":"{p}","q":"{q}","T":{ms},"m":{maker},"M":true}}}}"#
                     )),
-                    book: false,
+                    kind: MsgKind::Trade,
                 });
                 out.push(Outgoing {
                     key: format!("{sym}@aggTrade"),
                     payload: Payload::Text(format!(
                         r#"{{"stream":"{sym}@aggTrade","data":{{"e":"aggTrade","E":{ms},"s":"{up}","a":{trade_id},"p":"{p}","q":"{q}","f":{trade_id},"l":{trade_id},"T":{ms},"m":{maker},"M":true}}}}"#
                     )),
-                    book: false,
+                    kind: MsgKind::Trade,
                 });
             }
             SimEvent::Depth {
@@ -101,7 +101,7 @@ pub fn render(m: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
                 out.push(Outgoing {
                     key: format!("{sym}@depth@100ms"),
                     payload: Payload::Text(text),
-                    book: true,
+                    kind: MsgKind::Book,
                 });
                 if let Some(book) = m.book(*index) {
                     let (b, a) = (book.best_bid().unwrap_or_default(), book.best_ask().unwrap_or_default());
@@ -114,7 +114,7 @@ pub fn render(m: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
                             a.price.decimal(inst.price_scale),
                             a.qty.decimal(inst.qty_scale)
                         )),
-                        book: false,
+                        kind: MsgKind::Other,
                     });
                 }
             }
@@ -233,7 +233,7 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>, streams: HashSet<Str
                     if take(&f.slow_frames) {
                         tokio::time::sleep(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))).await;
                     }
-                    if msg.book {
+                    if msg.kind == MsgKind::Book {
                         if take(&f.drop) {
                             continue;
                         }

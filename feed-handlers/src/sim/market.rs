@@ -49,6 +49,8 @@ pub struct VenueMarket {
     next_trade_id: Vec<u64>,
     /// Cumulative traded volume (Kite reports this).
     volume: Vec<i64>,
+    /// Last traded price per instrument (the start price before any trade).
+    last_price: Vec<Price>,
     pending: Vec<Vec<(Side, Price, Qty)>>,
     buf: TickBuf,
 }
@@ -83,7 +85,9 @@ impl VenueMarket {
                 }
             });
         }
+        let last_price = instruments.iter().map(|i| i.spec.start_price).collect();
         Self {
+            last_price,
             instruments,
             market,
             books,
@@ -106,6 +110,10 @@ impl VenueMarket {
 
     pub fn last_trade_id(&self, index: usize) -> u64 {
         self.next_trade_id.get(index).map_or(0, |n| n - 1)
+    }
+
+    pub fn last_price(&self, index: usize) -> Price {
+        self.last_price.get(index).copied().unwrap_or_default()
     }
 
     pub fn volume(&self, index: usize) -> i64 {
@@ -135,6 +143,9 @@ impl VenueMarket {
                     *id += 1;
                     if let Some(v) = self.volume.get_mut(i) {
                         *v += qty.0;
+                    }
+                    if let Some(p) = self.last_price.get_mut(i) {
+                        *p = price;
                     }
                     out.push(SimEvent::Trade {
                         index: i,

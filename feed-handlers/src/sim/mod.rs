@@ -12,6 +12,7 @@
 //! (`{"paused":true}`), `GET /control/book/{venue}/{venue_symbol}`.
 
 pub mod binance;
+pub mod coinbase;
 pub mod faults;
 pub mod market;
 
@@ -40,8 +41,17 @@ pub struct Outgoing {
     /// What a client subscribes to: a Binance stream name, a Coinbase product, a token.
     pub key: String,
     pub payload: Payload,
-    /// Book messages are the ones drop/duplicate/reorder faults act on.
-    pub book: bool,
+    pub kind: MsgKind,
+}
+
+/// What a message carries, for fault injection: drop/duplicate/reorder act on book
+/// messages where the venue sequences them (Binance) and on trades where it numbers
+/// those instead (Coinbase matches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsgKind {
+    Book,
+    Trade,
+    Other,
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +195,8 @@ impl Shared {
 fn render(venue: Venue, market: &VenueMarket, events: &[market::SimEvent]) -> Vec<Outgoing> {
     match venue {
         Venue::Binance => binance::render(market, events),
-        Venue::Coinbase | Venue::Kite => Vec::new(),
+        Venue::Coinbase => coinbase::render(market, events),
+        Venue::Kite => Vec::new(),
     }
 }
 
@@ -296,6 +307,8 @@ pub async fn start(setup: SimSetup, listener: TcpListener) -> std::io::Result<Si
         .route("/binance/stream", get(binance::stream))
         .route("/binance/ws", get(binance::stream))
         .route("/binance/api/v3/depth", get(binance::depth))
+        .route("/coinbase", get(coinbase::stream))
+        .route("/coinbase/products/{product}/book", get(coinbase::book))
         .route("/control/faults/{venue}", post(post_fault))
         .route("/control/pause/{venue}", post(post_pause))
         .route("/control/book/{venue}/{symbol}", get(get_book))

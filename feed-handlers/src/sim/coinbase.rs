@@ -1,0 +1,387 @@
+//! Coinbase Exchange as the simulator serves it: a subscribe handshake, a level2
+//! snapshot per product, then `l2update`, `match`, `ticker` and a `heartbeat` per
+//! product every second; plus the REST level2 book the handler audits against.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use stocksblitz_engine::{Aggressor, Level, UnixNanos};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::faults::{now_ms, take};
+use super::market::{SimEvent, SimInstrument, VenueMarket};
+use super::{MsgKind, Outgoing, Payload, Shared, VenueSim};
+use crate::venue::Venue;
+
+fn rfc3339(t: UnixNanos) -> String {
+    let secs = t.0.div_euclid(1_000_000_000);
+    let micros = t.0.rem_euclid(1_000_000_000) / 1_000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn levels(out: &mut String, inst: &SimInstrument, ls: impl Iterator<Item = Level>, orders: bool) {
+    out.push('[');
+    for (k, l) in ls.enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        let (p, q) = (l.price.decimal(inst.price_scale), l.qty.decimal(inst.qty_scale));
+        if orders {
+            let _ = write!(out, "[\"{p}\",\"{q}\",1]");
+        } else {
+            let _ = write!(out, "[\"{p}\",\"{q}\"]");
+        }
+    }
+    out.push(']');
+}
+
+fn ticker(m: &VenueMarket, index: usize, seq: u64, time: UnixNanos) -> Option<String> {
+    let inst = m.instruments.get(index)?;
+    let book = m.book(index)?;
+    let (b, a) = (book.best_bid().unwrap_or_default(), book.best_ask().unwrap_or_default());
+    let p = |v: stocksblitz_engine::Price| v.decimal(inst.price_scale);
+    let q = |v: stocksblitz_engine::Qty| v.decimal(inst.qty_scale);
+    Some(format!(
+        r#"{{"type":"ticker","sequence":{seq},"product_id":"{}","price":"{}","best_bid":"{}","best_bid_size":"{}","best_ask":"{}","best_ask_size":"{}","time":"{}"}}"#,
+        inst.venue_symbol,
+        p(m.last_price(index)),
+        p(b.price),
+        q(b.qty),
+        p(a.price),
+        q(a.qty),
+        rfc3339(time)
+    ))
+}
+
+/// Renders a step's events: `l2update` per book change, `match` per trade, and a
+/// `ticker` after each.
+pub fn render(m: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
+    let mut out = Vec::new();
+    for ev in events {
+        match ev {
+            SimEvent::Trade {
+                index,
+                trade_id,
+                price,
+                qty,
+                aggressor,
+                time,
+            } => {
+                let Some(inst) = m.instruments.get(*index) else {
+                    continue;
+                };
+                // `side` is the maker's: the opposite of the aggressor.
+                let maker = if *aggressor == Aggressor::Buy { "sell" } else { "buy" };
+                out.push(Outgoing {
+                    key: inst.venue_symbol.clone(),
+                    payload: Payload::Text(format!(
+                        r#"{{"type":"match","trade_id":{trade_id},"sequence":{trade_id},"maker_order_id":"m","taker_order_id":"t","time":"{}","product_id":"{}","size":"{}","price":"{}","side":"{maker}"}}"#,
+                        rfc3339(*time),
+                        inst.venue_symbol,
+                        qty.decimal(inst.qty_scale),
+                        price.decimal(inst.price_scale)
+                    )),
+                    kind: MsgKind::Trade,
+                });
+                if let Some(t) = ticker(m, *index, m.last_update_id(*index) + trade_id, *time) {
+                    out.push(Outgoing {
+                        key: inst.venue_symbol.clone(),
+                        payload: Payload::Text(t),
+                        kind: MsgKind::Other,
+                    });
+                }
+            }
+            SimEvent::Depth {
+                index,
+                levels: ls,
+                time,
+                ..
+            } => {
+                let Some(inst) = m.instruments.get(*index) else {
+                    continue;
+                };
+                let mut text = format!(
+                    r#"{{"type":"l2update","product_id":"{}","time":"{}","changes":["#,
+                    inst.venue_symbol,
+                    rfc3339(*time)
+                );
+                for (k, (side, price, qty)) in ls.iter().enumerate() {
+                    if k > 0 {
+                        text.push(',');
+                    }
+                    let _ = write!(
+                        text,
+                        "[\"{}\",\"{}\",\"{}\"]",
+                        side.as_str(),
+                        price.decimal(inst.price_scale),
+                        qty.decimal(inst.qty_scale)
+                    );
+                }
+                text.push_str("]}");
+                out.push(Outgoing {
+                    key: inst.venue_symbol.clone(),
+                    payload: Payload::Text(text),
+                    kind: MsgKind::Book,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn coinbase(s: &Shared) -> Option<Arc<VenueSim>> {
+    s.venues.iter().find(|v| v.venue == Venue::Coinbase).cloned()
+}
+
+#[derive(Deserialize)]
+pub(super) struct BookQuery {
+    level: Option<u8>,
+}
+
+/// `GET /products/{product_id}/book?level=2`.
+pub(super) async fn book(State(s): State<Shared>, Path(product): Path<String>, Query(q): Query<BookQuery>) -> Response {
+    let Some(sim) = coinbase(&s) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if q.level != Some(2) {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({ "message": "only level=2 is simulated" })),
+        )
+            .into_response();
+    }
+    let m = sim.market.lock();
+    let Some(i) = m.index_of(&product) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "message": "NotFound" })),
+        )
+            .into_response();
+    };
+    let (Some(b), Some(inst)) = (m.book(i), m.instruments.get(i)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut body = format!("{{\"sequence\":{},\"bids\":", m.last_update_id(i));
+    levels(&mut body, inst, b.bids().iter().copied(), true);
+    body.push_str(",\"asks\":");
+    levels(&mut body, inst, b.asks().iter().copied(), true);
+    body.push('}');
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The WebSocket feed (`wss://ws-feed.exchange.coinbase.com`).
+pub(super) async fn stream(State(s): State<Shared>, ws: WebSocketUpgrade) -> Response {
+    match coinbase(&s) {
+        Some(sim) => ws.on_upgrade(move |socket| session(socket, sim)),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn send(socket: &mut WebSocket, text: &str) -> bool {
+    socket.send(Message::Text(Utf8Bytes::from(text))).await.is_ok()
+}
+
+/// Waits for a valid subscribe message; answers errors as Coinbase does.
+async fn subscription(socket: &mut WebSocket, sim: &VenueSim) -> Option<HashSet<String>> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), socket.recv())
+            .await
+            .ok()??
+            .ok()?;
+        let Message::Text(t) = msg else { continue };
+        let v: serde_json::Value = match serde_json::from_str(t.as_str()) {
+            Ok(v) => v,
+            Err(_) => {
+                send(
+                    socket,
+                    r#"{"type":"error","message":"Failed to parse subscribe message","reason":"malformed JSON"}"#,
+                )
+                .await;
+                continue;
+            }
+        };
+        if v["type"] != "subscribe" {
+            continue;
+        }
+        let products: Vec<String> = v["product_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let bad = {
+            let m = sim.market.lock();
+            products.iter().find(|p| m.index_of(p).is_none()).cloned()
+        };
+        if let Some(bad) = bad {
+            let err = serde_json::json!({ "type": "error", "message": "Failed to subscribe", "reason": format!("{bad} is not a valid product") });
+            send(socket, &err.to_string()).await;
+            continue;
+        }
+        return Some(products.into_iter().collect());
+    }
+}
+
+async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
+    let Some(products) = subscription(&mut socket, &sim).await else {
+        return;
+    };
+    let ack = serde_json::json!({ "type": "subscriptions", "channels": [
+        { "name": "level2_batch", "product_ids": products },
+        { "name": "matches", "product_ids": products },
+    ]});
+    if !send(&mut socket, &ack.to_string()).await {
+        return;
+    }
+    // Subscribe to the stream before snapshotting: level2 updates are absolute, so one
+    // already in the snapshot and delivered again changes nothing.
+    let mut rx = sim.tx.subscribe();
+    let snapshots: Vec<String> = {
+        let m = sim.market.lock();
+        products
+            .iter()
+            .filter_map(|p| {
+                let i = m.index_of(p)?;
+                let (b, inst) = (m.book(i)?, m.instruments.get(i)?);
+                let mut s = format!(r#"{{"type":"snapshot","product_id":"{p}","bids":"#);
+                levels(&mut s, inst, b.bids().iter().copied(), false);
+                s.push_str(",\"asks\":");
+                levels(&mut s, inst, b.asks().iter().copied(), false);
+                s.push('}');
+                Some(s)
+            })
+            .collect()
+    };
+    for s in snapshots {
+        if !send(&mut socket, &s).await {
+            return;
+        }
+    }
+    let f = &sim.faults;
+    let disconnect_seen = f.disconnect_epoch.load(Ordering::Relaxed);
+    let shutdown_seen = f.shutdown_epoch.load(Ordering::Relaxed);
+    let mut close_at: Option<u64> = None;
+    let mut held: Option<String> = None;
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    let mut hb_seq = 0u64;
+    loop {
+        if f.disconnect_epoch.load(Ordering::Relaxed) != disconnect_seen {
+            return;
+        }
+        if close_at.is_none() && f.shutdown_epoch.load(Ordering::Relaxed) != shutdown_seen {
+            close_at = Some(now_ms() + f.shutdown_after_ms.load(Ordering::Relaxed));
+        }
+        if close_at.is_some_and(|t| now_ms() >= t) {
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        tokio::select! {
+            batch = rx.recv() => {
+                let batch = match batch {
+                    Ok(b) => b,
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                };
+                if f.silenced() {
+                    continue;
+                }
+                for msg in batch.iter().filter(|m| products.contains(&m.key)) {
+                    let Payload::Text(text) = &msg.payload else { continue };
+                    if take(&f.malformed) && !send(&mut socket, r#"{"type":"l2update","product_id":"#).await {
+                        return;
+                    }
+                    if take(&f.slow_frames) {
+                        tokio::time::sleep(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))).await;
+                    }
+                    // Matches are numbered (trade_id): dropping one is a detectable gap.
+                    if msg.kind == MsgKind::Trade && take(&f.drop) {
+                        continue;
+                    }
+                    if msg.kind == MsgKind::Book {
+                        if take(&f.reorder) {
+                            held = Some(text.clone());
+                            continue;
+                        }
+                        if take(&f.duplicate) && !send(&mut socket, text).await {
+                            return;
+                        }
+                    }
+                    if !send(&mut socket, text).await {
+                        return;
+                    }
+                    if msg.kind == MsgKind::Book {
+                        if let Some(h) = held.take() {
+                            if !send(&mut socket, &h).await {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = heartbeat.tick() => {
+                hb_seq += 1;
+                let beats: Vec<String> = {
+                    let m = sim.market.lock();
+                    products
+                        .iter()
+                        .filter_map(|p| {
+                            let i = m.index_of(p)?;
+                            Some(format!(
+                                r#"{{"type":"heartbeat","sequence":{hb_seq},"last_trade_id":{},"product_id":"{p}","time":"{}"}}"#,
+                                m.last_trade_id(i),
+                                rfc3339(UnixNanos::now())
+                            ))
+                        })
+                        .collect()
+                };
+                for b in beats {
+                    if !send(&mut socket, &b).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339_like_coinbase() {
+        assert_eq!(rfc3339(UnixNanos(0)), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(UnixNanos(1_415_348_367_028_459_000)),
+            "2014-11-07T08:19:27.028459Z"
+        );
+        let t = UnixNanos(1_709_164_800_123_456_000);
+        assert_eq!(crate::rfc3339::parse(rfc3339(t).as_bytes()), Some(t));
+    }
+}

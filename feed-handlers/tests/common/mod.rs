@@ -1,0 +1,265 @@
+//! A venue feed handler connected to the in-process feed simulator, with the handler's
+//! ticks applied to local books that tests compare against the simulator's true books.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stocksblitz_engine::ring::{ring, RingConsumer};
+use stocksblitz_engine::{BookFlags, FeedStatus, InstrumentConfig, InstrumentRegistry, L2Book, Level, Tick, TickData};
+use stocksblitz_feed_handlers::backoff::BackoffConfig;
+use stocksblitz_feed_handlers::live::{spawn_live, LiveConfig};
+use stocksblitz_feed_handlers::sim::faults::FaultKind;
+use stocksblitz_feed_handlers::sim::{self, SimHandle, SimulatorConfig};
+use stocksblitz_feed_handlers::venue::Venue;
+use stocksblitz_feed_handlers::{FeedHandle, FeedStats};
+
+/// An instrument of `venue` for tests.
+pub fn instrument(
+    symbol: &str,
+    venue: &str,
+    venue_symbol: &str,
+    price_decimals: u8,
+    qty_decimals: u8,
+) -> InstrumentConfig {
+    InstrumentConfig {
+        symbol: symbol.into(),
+        venue: venue.into(),
+        venue_symbol: venue_symbol.into(),
+        kind: stocksblitz_engine::instrument::InstrumentKind::CryptoSpot,
+        currency: "USD".into(),
+        price_decimals,
+        qty_decimals,
+        tick_size: format!("0.{}1", "0".repeat(usize::from(price_decimals).saturating_sub(1))),
+        lot_size: if qty_decimals == 0 {
+            "1".into()
+        } else {
+            format!("0.{}1", "0".repeat(usize::from(qty_decimals) - 1))
+        },
+        session: "24x7".into(),
+    }
+}
+
+pub struct Harness {
+    pub rt: tokio::runtime::Runtime,
+    pub sim: Option<SimHandle>,
+    pub venue: Venue,
+    pub registry: InstrumentRegistry,
+    rx: RingConsumer<Tick>,
+    pub books: Vec<L2Book>,
+    /// Statuses seen for instrument 0.
+    pub statuses: Vec<FeedStatus>,
+    stop: Arc<AtomicBool>,
+    feed: Option<FeedHandle>,
+}
+
+impl Harness {
+    /// Starts the simulator for `instruments` and a `venue` handler connected to it.
+    pub fn start(
+        venue: Venue,
+        instruments: &[InstrumentConfig],
+        start_prices: &[(&str, &str)],
+        edit: impl FnOnce(&mut LiveConfig),
+    ) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let registry = InstrumentRegistry::from_config(instruments).unwrap();
+        let cfg = SimulatorConfig {
+            enabled: true,
+            listen: "127.0.0.1:0".into(),
+            seed: 5,
+            rate_per_sec: 400,
+            depth: 10,
+            start_prices: start_prices
+                .iter()
+                .map(|(s, p)| (s.to_string(), p.to_string()))
+                .collect(),
+        };
+        let setup = sim::setup_from(&registry, &cfg).unwrap();
+        let sim = rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            sim::start(setup, l).await.unwrap()
+        });
+        let path = venue.as_str();
+        let mut live = LiveConfig {
+            ws_url: format!("ws://{}/{path}", sim.addr),
+            rest_url: Some(format!("http://{}/{path}", sim.addr)),
+            depth_limit: 1000,
+            stale_after_ms: 400,
+            dead_after_ms: 1500,
+            connect_timeout_ms: 1000,
+            max_connection_age_secs: 3600,
+            reconnect: BackoffConfig {
+                base_ms: 20,
+                cap_ms: 200,
+                reset_after_ms: 1000,
+            },
+            audit_interval_secs: 0,
+            capture: None,
+            auth_query: Default::default(),
+        };
+        edit(&mut live);
+        let (tx, rx) = ring::<Tick>("test", 1 << 16);
+        let stop = Arc::new(AtomicBool::new(false));
+        let symbols: Vec<String> = registry.iter().map(|i| i.symbol.clone()).collect();
+        let feed = spawn_live(
+            path.into(),
+            venue,
+            None,
+            live,
+            &registry,
+            &symbols,
+            tx,
+            Arc::clone(&stop),
+        )
+        .unwrap();
+        let books = (0..registry.len()).map(|_| L2Book::new(1000)).collect();
+        Self {
+            rt,
+            sim: Some(sim),
+            venue,
+            registry,
+            rx,
+            books,
+            statuses: Vec::new(),
+            stop,
+            feed: Some(feed),
+        }
+    }
+
+    pub fn drain(&mut self) {
+        while let Some(t) = self.rx.pop() {
+            match t.data {
+                TickData::BookDelta {
+                    side,
+                    price,
+                    qty,
+                    flags,
+                    ..
+                } => {
+                    let b = &mut self.books[t.instrument.index()];
+                    if flags.contains(BookFlags::CLEAR) {
+                        b.clear();
+                    }
+                    b.apply(side, price, qty);
+                }
+                TickData::Status { status, .. } if t.instrument.0 == 0 => self.statuses.push(status),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            self.drain();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn control(&self, path: &str, body: serde_json::Value) {
+        let addr = self.sim.as_ref().unwrap().addr;
+        self.rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!("http://{addr}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        });
+    }
+
+    pub fn fault(&self, kind: FaultKind, count: u32, ms: u64) {
+        let kind = format!("{kind:?}").to_lowercase();
+        let venue = self.venue.as_str();
+        self.control(
+            &format!("/control/faults/{venue}"),
+            serde_json::json!({ "kind": kind, "count": count, "ms": ms }),
+        );
+    }
+
+    pub fn pause(&self, paused: bool) {
+        self.control(
+            &format!("/control/pause/{}", self.venue.as_str()),
+            serde_json::json!({ "paused": paused }),
+        );
+    }
+
+    /// Pauses the market, lets the handler catch up, and compares every book (the top
+    /// `depth` levels per side when given).
+    pub fn assert_books_match(&mut self, context: &str, depth: Option<usize>) {
+        self.pause(true);
+        let addr = self.sim.as_ref().unwrap().addr;
+        let venue = self.venue.as_str();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let symbols: Vec<(usize, String, u8, u8)> = self
+            .registry
+            .iter()
+            .map(|i| (i.id.index(), i.venue_symbol.clone(), i.price_scale, i.qty_scale))
+            .collect();
+        loop {
+            self.run_for(Duration::from_millis(100));
+            let mut all = true;
+            for (i, sym, ps, qs) in &symbols {
+                let truth: serde_json::Value = self.rt.block_on(async {
+                    reqwest::get(format!("http://{addr}/control/book/{venue}/{sym}"))
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap()
+                });
+                let n = depth.unwrap_or(usize::MAX);
+                let ours = |ls: &[Level]| -> Vec<[String; 2]> {
+                    ls.iter()
+                        .take(n)
+                        .map(|l| [l.price.decimal(*ps).to_string(), l.qty.decimal(*qs).to_string()])
+                        .collect()
+                };
+                let theirs = |v: &serde_json::Value| -> Vec<[String; 2]> {
+                    serde_json::from_value::<Vec<[String; 2]>>(v.clone())
+                        .unwrap()
+                        .into_iter()
+                        .take(n)
+                        .collect()
+                };
+                let same = ours(self.books[*i].bids()) == theirs(&truth["bids"])
+                    && ours(self.books[*i].asks()) == theirs(&truth["asks"]);
+                all &= same;
+                if !same && Instant::now() > deadline {
+                    panic!(
+                        "{context}: {sym} book differs\nours bids {:?}\ntrue bids {:?}",
+                        ours(self.books[*i].bids()),
+                        theirs(&truth["bids"])
+                    );
+                }
+            }
+            if all {
+                break;
+            }
+        }
+        self.pause(false);
+    }
+
+    pub fn stats(&self) -> &FeedStats {
+        &self.feed.as_ref().unwrap().stats
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(f) = self.feed.take() {
+            f.join();
+        }
+        if let Some(s) = self.sim.take() {
+            self.rt.block_on(s.stop());
+        }
+    }
+}
