@@ -14,6 +14,7 @@
 pub mod binance;
 pub mod coinbase;
 pub mod faults;
+pub mod kite;
 pub mod market;
 
 use std::net::SocketAddr;
@@ -196,7 +197,7 @@ fn render(venue: Venue, market: &VenueMarket, events: &[market::SimEvent]) -> Ve
     match venue {
         Venue::Binance => binance::render(market, events),
         Venue::Coinbase => coinbase::render(market, events),
-        Venue::Kite => Vec::new(),
+        Venue::Kite => kite::render(market, events),
     }
 }
 
@@ -309,6 +310,7 @@ pub async fn start(setup: SimSetup, listener: TcpListener) -> std::io::Result<Si
         .route("/binance/api/v3/depth", get(binance::depth))
         .route("/coinbase", get(coinbase::stream))
         .route("/coinbase/products/{product}/book", get(coinbase::book))
+        .route("/kite", get(kite::stream))
         .route("/control/faults/{venue}", post(post_fault))
         .route("/control/pause/{venue}", post(post_pause))
         .route("/control/book/{venue}/{symbol}", get(get_book))
