@@ -21,6 +21,27 @@ fn edited(edit: impl FnOnce(&mut toml::Table)) -> String {
     common::test_config(edit)
 }
 
+/// The default with the Kite feed (feeds[2]) replaced by a synthetic one, then `edit`.
+fn with_synthetic(edit: impl FnOnce(&mut toml::Table)) -> String {
+    edited(|d| {
+        let f: toml::Table = toml::from_str(
+            r#"
+name = "synthetic"
+kind = "synthetic"
+instruments = ["RELIANCE", "INFY"]
+[synthetic]
+seed = 1
+rate_per_sec = 100
+depth = 5
+start_prices = { RELIANCE = "2450.00", INFY = "1520.00" }
+"#,
+        )
+        .unwrap();
+        d["feeds"].as_array_mut().unwrap()[2] = toml::Value::Table(f);
+        edit(d);
+    })
+}
+
 fn err(text: &str, env: &[(&str, &str)]) -> String {
     load(text, env).expect_err("config should be rejected").to_string()
 }
@@ -127,27 +148,27 @@ fn bad_values_name_their_key() {
             "feeds[0].core",
         ),
         (
-            edited(|d| d["feeds"][1]["synthetic"]["rate_per_sec"] = 0.into()),
-            "feeds[1].synthetic.rate_per_sec",
+            with_synthetic(|d| d["feeds"][2]["synthetic"]["rate_per_sec"] = 0.into()),
+            "feeds[2].synthetic.rate_per_sec",
         ),
         (
-            edited(|d| {
-                d["feeds"][1]["synthetic"]["start_prices"]
+            with_synthetic(|d| {
+                d["feeds"][2]["synthetic"]["start_prices"]
                     .as_table_mut()
                     .unwrap()
                     .remove("INFY");
             }),
-            "feeds[1].synthetic.start_prices.INFY",
+            "feeds[2].synthetic.start_prices.INFY",
         ),
         (
-            edited(|d| d["feeds"][1]["synthetic"]["start_prices"]["RELIANCE"] = "1.234".into()),
-            "feeds[1].synthetic.start_prices.RELIANCE",
+            with_synthetic(|d| d["feeds"][2]["synthetic"]["start_prices"]["RELIANCE"] = "1.234".into()),
+            "feeds[2].synthetic.start_prices.RELIANCE",
         ),
         (
-            edited(|d| {
-                d["feeds"][1].as_table_mut().unwrap().remove("synthetic");
+            with_synthetic(|d| {
+                d["feeds"][2].as_table_mut().unwrap().remove("synthetic");
             }),
-            "feeds[1].synthetic",
+            "feeds[2].synthetic",
         ),
         (
             edited(|d| {
@@ -172,7 +193,7 @@ fn bad_values_name_their_key() {
         (
             edited(|d| {
                 d["feeds"][0]["instruments"] = toml::Value::Array(vec!["BTCUSDT".into(), "RELIANCE".into()]);
-                d["feeds"][1]["instruments"] = toml::Value::Array(vec!["BTC-USD".into(), "INFY".into()]);
+                d["feeds"][2]["instruments"] = toml::Value::Array(vec!["INFY".into()]);
             }),
             "feeds[0].instruments",
         ),
@@ -300,27 +321,11 @@ fn binary_stops_on_bad_config() {
 #[test]
 fn kite_credentials_come_from_the_environment() {
     let text = edited(|d| {
-        d["feeds"][1]["instruments"] = toml::Value::Array(vec!["BTC-USD".into()]);
-        let prices = d["feeds"][1]["synthetic"]["start_prices"].as_table_mut().unwrap();
-        prices.remove("RELIANCE");
-        prices.remove("INFY");
-        let kite: toml::Table = toml::from_str(
-            r#"
-name = "kite"
-kind = "kite"
-instruments = ["RELIANCE", "INFY"]
-[live]
-ws_url = "wss://ws.kite.trade"
-stale_after_ms = 3000
-dead_after_ms = 10000
-connect_timeout_ms = 5000
-max_connection_age_secs = 84600
-[live.auth_query]
-api_key = "SB_TEST_UNSET_KITE_API_KEY"
-"#,
-        )
-        .unwrap();
-        d["feeds"].as_array_mut().unwrap().push(toml::Value::Table(kite));
+        let auth: toml::Table = toml::from_str(r#"api_key = "SB_TEST_UNSET_KITE_API_KEY""#).unwrap();
+        d["feeds"][2]["live"]
+            .as_table_mut()
+            .unwrap()
+            .insert("auth_query".into(), toml::Value::Table(auth));
     });
     let e = err(&text, &[]);
     assert!(

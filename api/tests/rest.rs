@@ -202,10 +202,10 @@ async fn health_and_metrics() {
         .expect("text");
     for name in [
         "stocksblitz_engine_ticks_total",
-        "stocksblitz_ring_pushed_total{ring=\"feed-synthetic\",direction=\"input\"}",
+        "stocksblitz_ring_pushed_total{ring=\"feed-binance\",direction=\"input\"}",
         "stocksblitz_ring_dropped_total{ring=\"api\",direction=\"output\"}",
         "stocksblitz_ring_fill",
-        "stocksblitz_feed_ticks_total{feed=\"synthetic\",kind=\"synthetic\"}",
+        "stocksblitz_feed_ticks_total{feed=\"binance\",kind=\"binance\"}",
         "stocksblitz_instrument_quality{symbol=\"BTCUSDT\",state=\"LIVE\"} 1",
         "stocksblitz_http_requests_total{route=\"/health/ready\",method=\"GET\",status=\"200\"}",
         "stocksblitz_http_request_duration_seconds_bucket{route=\"/health\",method=\"GET\",le=\"+Inf\"}",

@@ -1,4 +1,4 @@
-//! WebSocket `/api/v1/stream` against a running server with the synthetic feed.
+//! WebSocket `/api/v1/stream` against a running server fed by the simulated venues.
 
 mod common;
 
@@ -208,7 +208,6 @@ async fn bad_requests_get_clear_errors_and_the_connection_survives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_conflated() {
     let text = test_config(|doc| {
-        doc["feeds"][1]["synthetic"]["rate_per_sec"] = toml::Value::Integer(20_000);
         doc["simulator"]["rate_per_sec"] = toml::Value::Integer(5_000);
     });
     let app = start_with(&text).await;
