@@ -98,6 +98,9 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Nested objects/arrays below the top level are only matched (brackets and
+    /// strings), not validated member by member: the caller validates what it walks.
+    lazy: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -219,7 +222,11 @@ impl<'a> Cursor<'a> {
             }
             b'{' | b'[' => {
                 let object = self.peek()? == b'{';
-                self.container(depth + 1, |_, _| Ok(()))?;
+                if self.lazy {
+                    self.skip_nested()?;
+                } else {
+                    self.container(depth + 1, |_, _| Ok(()))?;
+                }
                 let span = self.buf.get(start..self.pos).ok_or(JsonError::Eof)?;
                 Ok(if object {
                     Value::Object(span)
@@ -232,6 +239,50 @@ impl<'a> Cursor<'a> {
             b'n' => self.literal(b"null").map(|()| Value::Null),
             b'-' | b'0'..=b'9' => self.number().map(Value::Num),
             _ => Err(JsonError::Unexpected(self.pos)),
+        }
+    }
+
+    /// Skips the object or array at the cursor by matching brackets (by kind) and
+    /// strings only.
+    fn skip_nested(&mut self) -> Result<(), JsonError> {
+        // Bit n set: the bracket opened at nesting n is an object.
+        let mut kinds: u64 = 0;
+        let mut depth = 0usize;
+        loop {
+            let b = self.peek()?;
+            match b {
+                b'"' => {
+                    self.pos += 1;
+                    self.string()?;
+                    continue;
+                }
+                b'{' | b'[' => {
+                    if depth >= MAX_DEPTH {
+                        return Err(JsonError::TooDeep);
+                    }
+                    if b == b'{' {
+                        kinds |= 1 << depth;
+                    } else {
+                        kinds &= !(1 << depth);
+                    }
+                    depth += 1;
+                }
+                b'}' | b']' => {
+                    let Some(d) = depth.checked_sub(1) else {
+                        return Err(JsonError::Unexpected(self.pos));
+                    };
+                    if (kinds >> d) & 1 != u64::from(b == b'}') {
+                        return Err(JsonError::Unexpected(self.pos));
+                    }
+                    depth = d;
+                    if depth == 0 {
+                        self.pos += 1;
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+            self.pos += 1;
         }
     }
 
@@ -289,7 +340,24 @@ pub fn for_each_field<'a, F>(buf: &'a [u8], f: F) -> Result<(), JsonError>
 where
     F: FnMut(&'a [u8], Value<'a>) -> Result<(), JsonError>,
 {
-    let mut c = Cursor { buf, pos: 0 };
+    walk_object(buf, false, f)
+}
+
+/// Like [`for_each_field`], but nested objects and arrays are only bracket-matched, not
+/// validated member by member: for callers that walk (and so validate) every nested
+/// value they use, and ignore the rest.
+pub fn for_each_field_lazy<'a, F>(buf: &'a [u8], f: F) -> Result<(), JsonError>
+where
+    F: FnMut(&'a [u8], Value<'a>) -> Result<(), JsonError>,
+{
+    walk_object(buf, true, f)
+}
+
+fn walk_object<'a, F>(buf: &'a [u8], lazy: bool, f: F) -> Result<(), JsonError>
+where
+    F: FnMut(&'a [u8], Value<'a>) -> Result<(), JsonError>,
+{
+    let mut c = Cursor { buf, pos: 0, lazy };
     c.skip_ws();
     if c.peek()? != b'{' {
         return Err(JsonError::Unexpected(c.pos));
@@ -308,7 +376,11 @@ pub fn for_each_item<'a, F>(buf: &'a [u8], mut f: F) -> Result<(), JsonError>
 where
     F: FnMut(Value<'a>) -> Result<(), JsonError>,
 {
-    let mut c = Cursor { buf, pos: 0 };
+    let mut c = Cursor {
+        buf,
+        pos: 0,
+        lazy: false,
+    };
     c.skip_ws();
     if c.peek()? != b'[' {
         return Err(JsonError::Unexpected(c.pos));
@@ -328,7 +400,11 @@ pub fn for_each_string_pair<'a, E>(
     buf: &'a [u8],
     mut f: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), E>,
 ) -> Result<Result<(), E>, JsonError> {
-    let mut c = Cursor { buf, pos: 0 };
+    let mut c = Cursor {
+        buf,
+        pos: 0,
+        lazy: false,
+    };
     c.skip_ws();
     c.expect(b'[')?;
     c.skip_ws();

@@ -9,7 +9,7 @@
 
 use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
 
-use crate::json_scan::{for_each_field, for_each_member, for_each_string_pair, JsonError, Value};
+use crate::json_scan::{for_each_field, for_each_field_lazy, for_each_member, for_each_string_pair, JsonError, Value};
 
 /// Why a frame was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +121,8 @@ pub fn for_each_level(
 }
 
 /// Parses a payload object (the `data` of a combined frame, or a raw stream frame).
+/// Depth level arrays are only bracket-matched here; `for_each_level` validates them
+/// when the book sync walks them (before anything is applied).
 fn payload(obj: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
     let mut e = None;
     let (mut sym, mut big_e, mut t_time) = (None, None, None);
@@ -128,7 +130,7 @@ fn payload(obj: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
     let (mut p, mut q, mut m) = (None, None, None);
     let (mut b, mut big_b, mut a_px, mut big_a) = (None, None, None, None);
     let (mut bids, mut asks) = (None, None);
-    for_each_field(obj, |k, v| {
+    for_each_field_lazy(obj, |k, v| {
         match k {
             b"e" => e = v.as_str(),
             b"E" => big_e = v.as_i64(),
