@@ -57,9 +57,44 @@ pub enum FixedError {
     BadScale(u8),
 }
 
+/// The common case, fast: unsigned `int[.frac]` whose significant digits cannot
+/// overflow (`int digits + scale <= 18`). `None` sends anything unusual (signs, bad
+/// characters, no digits, long numbers) to the general path, which reports precisely.
+#[inline]
+fn parse_plain(s: &[u8], scale: u8) -> Option<Result<i64, FixedError>> {
+    let (int, frac) = match s.iter().position(|&b| b == b'.') {
+        Some(d) => (s.get(..d)?, s.get(d + 1..)?),
+        None => (s, &[][..]),
+    };
+    if int.is_empty() && frac.is_empty() || int.len() + scale as usize > 18 {
+        return None;
+    }
+    let keep = frac.len().min(scale as usize);
+    let mut acc: u64 = 0;
+    for &b in int.iter().chain(frac.get(..keep)?) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        acc = acc * 10 + u64::from(d);
+    }
+    for &b in frac.get(keep..)? {
+        match b {
+            b'0' => {}
+            b'1'..=b'9' => return Some(Err(FixedError::TooPrecise { scale })),
+            _ => return None,
+        }
+    }
+    let unit = *POW10.get(scale as usize - keep)?;
+    Some(Ok((acc * unit as u64) as i64))
+}
+
 /// Parses an ASCII decimal (`[+-]digits[.digits]`, at least one digit) into a mantissa
 /// at `scale` decimal places. No allocation, no floats.
 pub fn parse_decimal(s: &[u8], scale: u8) -> Result<i64, FixedError> {
+    if let Some(r) = parse_plain(s, scale) {
+        return r;
+    }
     let unit = pow10(scale).ok_or(FixedError::BadScale(scale))?;
     let (negative, start) = match s.first() {
         None => return Err(FixedError::Empty),
