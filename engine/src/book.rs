@@ -9,6 +9,7 @@
 
 use crate::fixed::{Price, Qty};
 use crate::side::Side;
+use crate::tick::BookFlags;
 
 /// One price level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,6 +117,16 @@ impl L2Book {
             Side::Buy => self.bids.apply(price, qty),
             Side::Sell => self.asks.apply(price, qty),
         }
+    }
+
+    /// Applies a delta that carries batch flags: `CLEAR` (the first delta of a
+    /// snapshot) empties both sides first.
+    #[inline]
+    pub fn apply_flagged(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags) -> ApplyOutcome {
+        if flags.contains(BookFlags::CLEAR) {
+            self.clear();
+        }
+        self.apply(side, price, qty)
     }
 
     pub fn clear(&mut self) {

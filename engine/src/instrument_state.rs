@@ -11,6 +11,7 @@ use crate::fixed::{Price, Qty};
 use crate::ids::InstrumentId;
 use crate::quality::{DataQuality, QualityFlags};
 use crate::side::{Aggressor, Side};
+use crate::stack_vec::{Placeholder, StackVec};
 use crate::tick::{BookFlags, FeedStatus, Tick, TickData};
 use crate::time::UnixNanos;
 
@@ -58,40 +59,24 @@ pub struct LastTrade {
 }
 
 /// Events produced by one tick: at most a data event, two bar events and a status.
-#[derive(Debug, Clone, Copy)]
-pub struct Emitted {
-    items: [EventData; 4],
-    len: usize,
+pub type Emitted = StackVec<EventData, 4>;
+
+/// Adding to a tick's events: capacity is sized to the most one tick emits.
+trait PushEvent {
+    fn push_event(&mut self, e: EventData);
 }
 
-impl Default for Emitted {
-    fn default() -> Self {
-        Self {
-            items: [EventData::Status {
-                previous: DataQuality::Syncing,
-            }; 4],
-            len: 0,
-        }
+impl PushEvent for Emitted {
+    #[inline]
+    fn push_event(&mut self, e: EventData) {
+        let _ = self.push(e);
     }
 }
 
-impl Emitted {
-    #[inline]
-    fn push(&mut self, e: EventData) {
-        if let Some(slot) = self.items.get_mut(self.len) {
-            *slot = e;
-            self.len += 1;
-        }
-    }
-
-    #[inline]
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    pub fn as_slice(&self) -> &[EventData] {
-        self.items.get(..self.len).unwrap_or(&[])
-    }
+impl Placeholder for EventData {
+    const PLACEHOLDER: Self = EventData::Status {
+        previous: DataQuality::Syncing,
+    };
 }
 
 /// Side effects worth counting.
@@ -146,7 +131,7 @@ impl InstrumentState {
     fn update_quality(&mut self, out: &mut Emitted) {
         let q = DataQuality::derive(self.flags);
         if q != self.quality {
-            out.push(EventData::Status { previous: self.quality });
+            out.push_event(EventData::Status { previous: self.quality });
             self.quality = q;
         }
     }
@@ -176,7 +161,7 @@ impl InstrumentState {
                 };
                 if bbo != self.bbo {
                     self.bbo = bbo;
-                    out.push(bbo.data());
+                    out.push_event(bbo.data());
                 }
                 if !self.flags.gapped {
                     self.flags.synced = true;
@@ -198,7 +183,7 @@ impl InstrumentState {
                     aggressor,
                     time,
                 });
-                out.push(EventData::Trade {
+                out.push_event(EventData::Trade {
                     price,
                     qty,
                     trade_id,
@@ -207,11 +192,11 @@ impl InstrumentState {
                 for b in &mut self.bars {
                     match b.on_trade(time, price, qty) {
                         BarEvent::None => {}
-                        BarEvent::Closed(bar) => out.push(EventData::Bar {
+                        BarEvent::Closed(bar) => out.push_event(EventData::Bar {
                             bar,
                             state: BarState::Closed,
                         }),
-                        BarEvent::Revised(bar) => out.push(EventData::Bar {
+                        BarEvent::Revised(bar) => out.push_event(EventData::Bar {
                             bar,
                             state: BarState::Revised,
                         }),
@@ -227,15 +212,12 @@ impl InstrumentState {
                 ..
             } => {
                 self.mark_data(tick.recv_ts);
-                if flags.contains(BookFlags::CLEAR) {
-                    self.book.clear();
-                }
-                match self.book.apply(side, price, qty) {
+                match self.book.apply_flagged(side, price, qty, flags) {
                     ApplyOutcome::Discarded => outcome.book_discarded = true,
                     ApplyOutcome::Invalid => outcome.invalid_delta = true,
                     _ => {}
                 }
-                out.push(EventData::Book {
+                out.push_event(EventData::Book {
                     side,
                     price,
                     qty,
@@ -250,7 +232,7 @@ impl InstrumentState {
                     let bbo = Bbo::from_book(&self.book);
                     if bbo != self.bbo {
                         self.bbo = bbo;
-                        out.push(bbo.data());
+                        out.push_event(bbo.data());
                     }
                     self.flags.crossed = self.book.is_crossed();
                 }
@@ -276,7 +258,7 @@ impl InstrumentState {
     pub fn on_timer(&mut self, now: UnixNanos, stale_after_ns: i64, out: &mut Emitted) {
         for b in &mut self.bars {
             if let BarEvent::Closed(bar) = b.on_timer(now) {
-                out.push(EventData::Bar {
+                out.push_event(EventData::Bar {
                     bar,
                     state: BarState::Closed,
                 });
@@ -296,7 +278,7 @@ impl InstrumentState {
     pub fn on_progress(&mut self, out: &mut Emitted) {
         for b in &mut self.bars {
             if let Some(bar) = b.take_progress() {
-                out.push(EventData::Bar {
+                out.push_event(EventData::Bar {
                     bar,
                     state: BarState::Open,
                 });

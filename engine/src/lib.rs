@@ -23,6 +23,7 @@ pub mod quality;
 pub mod ring;
 pub mod session;
 pub mod side;
+pub mod stack_vec;
 pub mod stats;
 pub mod tick;
 pub mod time;

@@ -94,6 +94,10 @@ pub struct Tick {
 
 const _: () = assert!(core::mem::size_of::<Tick>() <= 64, "Tick must fit one cache line");
 
+impl crate::stack_vec::Placeholder for Tick {
+    const PLACEHOLDER: Self = Tick::EMPTY;
+}
+
 impl Tick {
     /// The time the event happened as best known: exchange time, else receive time.
     #[inline]

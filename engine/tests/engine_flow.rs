@@ -204,10 +204,7 @@ fn overflowed_consumer_is_resynced_with_a_snapshot() {
                 flags,
             } = ev.data
             {
-                if flags.contains(BookFlags::CLEAR) {
-                    mirror.clear();
-                }
-                mirror.apply(side, price, qty);
+                mirror.apply_flagged(side, price, qty, flags);
             }
         }
     };

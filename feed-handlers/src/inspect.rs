@@ -151,10 +151,7 @@ pub fn book(
                     flags,
                     ..
                 } => {
-                    if flags.contains(BookFlags::CLEAR) {
-                        book.clear();
-                    }
-                    book.apply(side, price, qty);
+                    book.apply_flagged(side, price, qty, flags);
                 }
                 TickData::Status { status, detail } => {
                     state = status_name(status);

@@ -7,6 +7,7 @@
 //! only preallocated arrays: no heap allocation per event.
 
 use stocksblitz_engine::side::{Aggressor, Side};
+use stocksblitz_engine::stack_vec::StackVec;
 use stocksblitz_engine::tick::{BookFlags, FeedStatus, Tick, TickData};
 use stocksblitz_engine::{InstrumentId, Price, Qty, UnixNanos};
 
@@ -16,38 +17,12 @@ use crate::rng::SplitMix64;
 pub const MAX_TICKS_PER_STEP: usize = 8;
 
 /// Ticks produced by one step, on the stack.
-#[derive(Debug, Clone, Copy)]
-pub struct TickBuf {
-    ticks: [Tick; MAX_TICKS_PER_STEP],
-    len: usize,
-}
+pub type TickBuf = StackVec<Tick, MAX_TICKS_PER_STEP>;
 
-impl Default for TickBuf {
-    fn default() -> Self {
-        Self {
-            ticks: [Tick::EMPTY; MAX_TICKS_PER_STEP],
-            len: 0,
-        }
-    }
-}
-
-impl TickBuf {
-    #[inline]
-    fn push(&mut self, t: Tick) {
-        if let Some(slot) = self.ticks.get_mut(self.len) {
-            *slot = t;
-            self.len += 1;
-        }
-    }
-
-    #[inline]
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    pub fn as_slice(&self) -> &[Tick] {
-        self.ticks.get(..self.len).unwrap_or(&[])
-    }
+/// Adds a tick to the step's buffer (sized for the largest step).
+#[inline]
+fn push(out: &mut TickBuf, t: Tick) {
+    let _ = out.push(t);
 }
 
 /// One instrument to simulate.
@@ -212,7 +187,7 @@ impl SyntheticMarket {
             if let Some(q) = levels.get_mut(k) {
                 *q = lots;
             }
-            out.push(delta(b, now, side, k, lots, BookFlags::END_OF_BATCH));
+            push(out, delta(b, now, side, k, lots, BookFlags::END_OF_BATCH));
         } else if roll < 80 {
             // A trade: the aggressor takes from the opposite best level.
             let aggressor = side;
@@ -225,26 +200,29 @@ impl SyntheticMarket {
             let price = b.level_price(resting, 0);
             let trade_id = b.next_trade_id;
             b.next_trade_id += 1;
-            out.push(tick(
-                b.spec.id,
-                now,
-                TickData::Trade {
-                    price,
-                    qty: b.qty(lots),
-                    trade_id,
-                    aggressor: match aggressor {
-                        Side::Buy => Aggressor::Buy,
-                        Side::Sell => Aggressor::Sell,
+            push(
+                out,
+                tick(
+                    b.spec.id,
+                    now,
+                    TickData::Trade {
+                        price,
+                        qty: b.qty(lots),
+                        trade_id,
+                        aggressor: match aggressor {
+                            Side::Buy => Aggressor::Buy,
+                            Side::Sell => Aggressor::Sell,
+                        },
                     },
-                },
-            ));
+                ),
+            );
             let left = available - lots;
             if left > 0 {
                 match resting {
                     Side::Buy => b.bids[0] = left,
                     Side::Sell => b.asks[0] = left,
                 }
-                out.push(delta(b, now, resting, 0, left, BookFlags::END_OF_BATCH));
+                push(out, delta(b, now, resting, 0, left, BookFlags::END_OF_BATCH));
             } else {
                 // The level is gone: the price moves towards the aggressor.
                 shift(b, rng, now, aggressor, out);
@@ -278,31 +256,31 @@ fn shift(b: &mut SimBook, rng: &mut SplitMix64, now: UnixNanos, dir: Side, out: 
     match dir {
         Side::Buy => {
             // Best ask level becomes the new best bid; a new worst ask appears.
-            out.push(delta(b, now, Side::Sell, 0, 0, none));
-            out.push(delta(b, now, Side::Buy, depth - 1, 0, none));
+            push(out, delta(b, now, Side::Sell, 0, 0, none));
+            push(out, delta(b, now, Side::Buy, depth - 1, 0, none));
             b.best_bid += 1;
             b.bids.rotate_right(1);
             b.bids[0] = fresh;
             b.asks.rotate_left(1);
             b.asks[depth - 1] = far;
-            out.push(delta(b, now, Side::Buy, 0, fresh, none));
-            out.push(delta(b, now, Side::Sell, depth - 1, far, BookFlags::END_OF_BATCH));
+            push(out, delta(b, now, Side::Buy, 0, fresh, none));
+            push(out, delta(b, now, Side::Sell, depth - 1, far, BookFlags::END_OF_BATCH));
         }
         Side::Sell if b.best_bid > depth as i64 + 1 => {
-            out.push(delta(b, now, Side::Buy, 0, 0, none));
-            out.push(delta(b, now, Side::Sell, depth - 1, 0, none));
+            push(out, delta(b, now, Side::Buy, 0, 0, none));
+            push(out, delta(b, now, Side::Sell, depth - 1, 0, none));
             b.best_bid -= 1;
             b.asks.rotate_right(1);
             b.asks[0] = fresh;
             b.bids.rotate_left(1);
             b.bids[depth - 1] = far;
-            out.push(delta(b, now, Side::Sell, 0, fresh, none));
-            out.push(delta(b, now, Side::Buy, depth - 1, far, BookFlags::END_OF_BATCH));
+            push(out, delta(b, now, Side::Sell, 0, fresh, none));
+            push(out, delta(b, now, Side::Buy, depth - 1, far, BookFlags::END_OF_BATCH));
         }
         // At the price floor: refresh the best bid instead of moving below it.
         Side::Sell => {
             b.bids[0] = fresh;
-            out.push(delta(b, now, Side::Buy, 0, fresh, BookFlags::END_OF_BATCH));
+            push(out, delta(b, now, Side::Buy, 0, fresh, BookFlags::END_OF_BATCH));
         }
     }
 }
@@ -364,10 +342,7 @@ mod tests {
                     flags,
                     ..
                 } => {
-                    if flags.contains(BookFlags::CLEAR) {
-                        b.clear();
-                    }
-                    b.apply(side, price, qty);
+                    b.apply_flagged(side, price, qty, flags);
                     assert_eq!(price.0 % specs()[t.instrument.index()].tick_size.0, 0);
                     if flags.contains(BookFlags::END_OF_BATCH) {
                         assert_eq!(b.bids().len(), 5);

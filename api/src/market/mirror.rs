@@ -206,10 +206,7 @@ impl InstrumentView {
                 qty,
                 flags,
             } => {
-                if flags.contains(BookFlags::CLEAR) {
-                    self.book.clear();
-                }
-                self.book.apply(side, price, qty);
+                self.book.apply_flagged(side, price, qty, flags);
                 if flags.contains(BookFlags::END_OF_BATCH) {
                     self.book_seq = ev.seq;
                     Change::Book

@@ -286,10 +286,7 @@ mod tests {
     struct Book(L2Book, usize);
     impl DeltaSink for Book {
         fn delta(&mut self, side: Side, price: Price, qty: Qty, flags: BookFlags, _: u64) {
-            if flags.contains(BookFlags::CLEAR) {
-                self.0.clear();
-            }
-            self.0.apply(side, price, qty);
+            self.0.apply_flagged(side, price, qty, flags);
             self.1 += 1;
         }
     }

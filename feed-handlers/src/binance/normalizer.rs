@@ -270,7 +270,7 @@ impl BinanceNormalizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stocksblitz_engine::{BookFlags, L2Book};
+    use stocksblitz_engine::L2Book;
 
     fn normalizer(trades: TradeSource) -> BinanceNormalizer {
         let inst = VenueInstrument {
@@ -325,10 +325,7 @@ mod tests {
                 ..
             } = tick.data
             {
-                if flags.contains(BookFlags::CLEAR) {
-                    book.clear();
-                }
-                book.apply(side, price, qty);
+                book.apply_flagged(side, price, qty, flags);
             }
         }
         assert_eq!(

@@ -78,10 +78,7 @@ impl VenueMarket {
                     ..
                 } = t.data
                 {
-                    if flags.contains(BookFlags::CLEAR) {
-                        book.clear();
-                    }
-                    book.apply(side, price, qty);
+                    book.apply_flagged(side, price, qty, flags);
                 }
             });
         }

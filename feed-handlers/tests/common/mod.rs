@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stocksblitz_engine::ring::{ring, RingConsumer};
-use stocksblitz_engine::{BookFlags, FeedStatus, InstrumentConfig, InstrumentRegistry, L2Book, Level, Tick, TickData};
+use stocksblitz_engine::{FeedStatus, InstrumentConfig, InstrumentRegistry, L2Book, Level, Tick, TickData};
 use stocksblitz_feed_handlers::backoff::BackoffConfig;
 use stocksblitz_feed_handlers::live::{spawn_live, LiveConfig};
 use stocksblitz_feed_handlers::sim::faults::FaultKind;
@@ -143,10 +143,7 @@ impl Harness {
                     ..
                 } => {
                     let b = &mut self.books[t.instrument.index()];
-                    if flags.contains(BookFlags::CLEAR) {
-                        b.clear();
-                    }
-                    b.apply(side, price, qty);
+                    b.apply_flagged(side, price, qty, flags);
                 }
                 TickData::Status { status, .. } if t.instrument.0 == 0 => self.statuses.push(status),
                 _ => {}
