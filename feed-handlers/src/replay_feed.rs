@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use stocksblitz_engine::affinity::pin_current_thread;
 use stocksblitz_engine::ring::RingProducer;
 use stocksblitz_engine::{InstrumentRegistry, Tick};
 
@@ -64,11 +63,7 @@ pub fn spawn_replay(
     let join = std::thread::Builder::new()
         .name(format!("feed-{name}"))
         .spawn(move || {
-            if let Some(core) = core {
-                if let Err(e) = pin_current_thread(core) {
-                    tracing::error!(feed = %log_name, core, error = %e, "could not pin feed thread");
-                }
-            }
+            crate::runner::pin_feed_thread(core, &log_name);
             st.running.set(1);
             let opts = ReplayOptions {
                 speed,

@@ -54,6 +54,16 @@ impl FeedHandle {
     }
 }
 
+/// Pins the calling feed thread to `core` (if configured), logging a failure: the
+/// feed still runs, unpinned, and the operator sees why.
+pub(crate) fn pin_feed_thread(core: Option<usize>, feed: &str) {
+    if let Some(core) = core {
+        if let Err(e) = pin_current_thread(core) {
+            tracing::error!(feed = %feed, core, error = %e, "could not pin feed thread");
+        }
+    }
+}
+
 /// Pushes a tick, counting it; the ring counts drops itself.
 #[inline]
 fn emit(ring: &mut RingProducer<Tick>, stats: &FeedStats, t: Tick) {
@@ -78,11 +88,7 @@ pub fn spawn_synthetic(
     let log_name = name.clone();
     let join = std::thread::Builder::new().name(thread_name).spawn(move || {
         let stats = thread_stats;
-        if let Some(core) = core {
-            if let Err(e) = pin_current_thread(core) {
-                tracing::error!(feed = %log_name, core, error = %e, "could not pin feed thread");
-            }
-        }
+        pin_feed_thread(core, &log_name);
         stats.running.set(1);
         tracing::info!(feed = %log_name, kind = "synthetic", rate_per_sec, "feed started");
         let now = UnixNanos::now();

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use stocksblitz_engine::affinity::pin_current_thread;
 use stocksblitz_engine::ring::RingProducer;
 use stocksblitz_engine::{FeedStatus, InstrumentId, InstrumentRegistry, Tick, UnixNanos};
 use tokio::net::TcpStream;
@@ -552,11 +551,7 @@ pub fn spawn_live(
     let join = std::thread::Builder::new()
         .name(format!("feed-{name}"))
         .spawn(move || {
-            if let Some(core) = core {
-                if let Err(e) = pin_current_thread(core) {
-                    tracing::error!(feed = %log_name, core, error = %e, "could not pin feed thread");
-                }
-            }
+            crate::runner::pin_feed_thread(core, &log_name);
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use stocksblitz_engine::{Aggressor, Level, Side};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::faults::{now_ms, take};
+use super::faults::{now_ms, take, Lifecycle, SessionFaults};
 use super::market::{SimEvent, SimInstrument, VenueMarket};
 use super::{MsgKind, Outgoing, Payload, Shared, VenueSim};
 use crate::venue::Venue;
@@ -195,25 +195,24 @@ async fn send_text(socket: &mut WebSocket, text: &str) -> bool {
 async fn session(mut socket: WebSocket, sim: Arc<VenueSim>, streams: HashSet<String>) {
     let mut rx = sim.tx.subscribe();
     let f = &sim.faults;
-    let disconnect_seen = f.disconnect_epoch.load(Ordering::Relaxed);
-    let shutdown_seen = f.shutdown_epoch.load(Ordering::Relaxed);
-    let mut shutdown_at: Option<u64> = None;
+    let mut lifecycle = SessionFaults::new(f);
     let mut held: Option<String> = None;
     let mut ping = tokio::time::interval(Duration::from_secs(3));
     loop {
-        if f.disconnect_epoch.load(Ordering::Relaxed) != disconnect_seen {
-            return; // abrupt: no close frame
-        }
-        if shutdown_at.is_none() && f.shutdown_epoch.load(Ordering::Relaxed) != shutdown_seen {
-            let notice = format!(r#"{{"e":"serverShutdown","E":{}}}"#, now_ms());
-            if !send_text(&mut socket, &notice).await {
+        match lifecycle.check(f) {
+            Lifecycle::Serve => {}
+            Lifecycle::Announce => {
+                let notice = format!(r#"{{"e":"serverShutdown","E":{}}}"#, now_ms());
+                if !send_text(&mut socket, &notice).await {
+                    return;
+                }
+            }
+            Lifecycle::Close => {
+                let _ = socket.send(Message::Close(None)).await;
                 return;
             }
-            shutdown_at = Some(now_ms() + f.shutdown_after_ms.load(Ordering::Relaxed));
-        }
-        if shutdown_at.is_some_and(|t| now_ms() >= t) {
-            let _ = socket.send(Message::Close(None)).await;
-            return;
+            // Abrupt: no close frame.
+            Lifecycle::Abort => return,
         }
         tokio::select! {
             batch = rx.recv() => {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use stocksblitz_engine::{Aggressor, Level, UnixNanos};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::faults::{now_ms, take};
+use super::faults::{take, Lifecycle, SessionFaults};
 use super::market::{SimEvent, SimInstrument, VenueMarket};
 use super::{MsgKind, Outgoing, Payload, Shared, VenueSim};
 use crate::venue::Venue;
@@ -281,22 +281,21 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
         }
     }
     let f = &sim.faults;
-    let disconnect_seen = f.disconnect_epoch.load(Ordering::Relaxed);
-    let shutdown_seen = f.shutdown_epoch.load(Ordering::Relaxed);
-    let mut close_at: Option<u64> = None;
+    let mut lifecycle = SessionFaults::new(f);
     let mut held: Option<String> = None;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
     let mut hb_seq = 0u64;
     loop {
-        if f.disconnect_epoch.load(Ordering::Relaxed) != disconnect_seen {
-            return;
-        }
-        if close_at.is_none() && f.shutdown_epoch.load(Ordering::Relaxed) != shutdown_seen {
-            close_at = Some(now_ms() + f.shutdown_after_ms.load(Ordering::Relaxed));
-        }
-        if close_at.is_some_and(|t| now_ms() >= t) {
-            let _ = socket.send(Message::Close(None)).await;
-            return;
+        match lifecycle.check(f) {
+            Lifecycle::Serve => {}
+            // Coinbase gives no notice: the socket just closes when due.
+            Lifecycle::Announce => {}
+            Lifecycle::Close => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            // Abrupt: no close frame.
+            Lifecycle::Abort => return,
         }
         tokio::select! {
             batch = rx.recv() => {

@@ -102,3 +102,48 @@ impl Faults {
         now_ms() < self.silence_until_ms.load(Ordering::Relaxed)
     }
 }
+
+/// What a session must do about connection-level faults before sending more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Carry on.
+    Serve,
+    /// A shutdown was just requested: announce it if the venue does (Binance).
+    Announce,
+    /// The announced shutdown is due: close the socket properly.
+    Close,
+    /// A disconnect was requested: drop the socket without a close frame.
+    Abort,
+}
+
+/// Per-session view of disconnect/shutdown requests made after the session started.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionFaults {
+    disconnect_seen: u64,
+    shutdown_seen: u64,
+    close_at: Option<u64>,
+}
+
+impl SessionFaults {
+    pub fn new(f: &Faults) -> Self {
+        Self {
+            disconnect_seen: f.disconnect_epoch.load(Ordering::Relaxed),
+            shutdown_seen: f.shutdown_epoch.load(Ordering::Relaxed),
+            close_at: None,
+        }
+    }
+
+    pub fn check(&mut self, f: &Faults) -> Lifecycle {
+        if f.disconnect_epoch.load(Ordering::Relaxed) != self.disconnect_seen {
+            return Lifecycle::Abort;
+        }
+        match self.close_at {
+            None if f.shutdown_epoch.load(Ordering::Relaxed) != self.shutdown_seen => {
+                self.close_at = Some(now_ms() + f.shutdown_after_ms.load(Ordering::Relaxed));
+                Lifecycle::Announce
+            }
+            Some(t) if now_ms() >= t => Lifecycle::Close,
+            _ => Lifecycle::Serve,
+        }
+    }
+}

@@ -15,7 +15,7 @@ use stocksblitz_engine::fixed::rescale;
 use stocksblitz_engine::{Price, UnixNanos};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::faults::{now_ms, take};
+use super::faults::{take, Lifecycle, SessionFaults};
 use super::market::{SimEvent, VenueMarket};
 use super::{MsgKind, Outgoing, Payload, Shared, VenueSim};
 use crate::kite::decode::{encode, price_scale_of_token};
@@ -110,21 +110,20 @@ fn client_message(text: &str, tokens: &mut HashSet<String>) -> Result<Vec<String
 async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
     let mut rx = sim.tx.subscribe();
     let f = &sim.faults;
-    let disconnect_seen = f.disconnect_epoch.load(Ordering::Relaxed);
-    let shutdown_seen = f.shutdown_epoch.load(Ordering::Relaxed);
-    let mut close_at: Option<u64> = None;
+    let mut lifecycle = SessionFaults::new(f);
     let mut tokens: HashSet<String> = HashSet::new();
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
     loop {
-        if f.disconnect_epoch.load(Ordering::Relaxed) != disconnect_seen {
-            return;
-        }
-        if close_at.is_none() && f.shutdown_epoch.load(Ordering::Relaxed) != shutdown_seen {
-            close_at = Some(now_ms() + f.shutdown_after_ms.load(Ordering::Relaxed));
-        }
-        if close_at.is_some_and(|t| now_ms() >= t) {
-            let _ = socket.send(Message::Close(None)).await;
-            return;
+        match lifecycle.check(f) {
+            Lifecycle::Serve => {}
+            // Kite gives no notice: the socket just closes when due.
+            Lifecycle::Announce => {}
+            Lifecycle::Close => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            // Abrupt: no close frame.
+            Lifecycle::Abort => return,
         }
         tokio::select! {
             batch = rx.recv() => {
