@@ -9,9 +9,39 @@ use stocksblitz_benches::{batched, iters, keep, print_table};
 use stocksblitz_engine::fixed::parse_decimal;
 use stocksblitz_engine::{InstrumentId, Side, UnixNanos};
 use stocksblitz_feed_handlers::binance::parse::{for_each_level, parse_frame, BinanceEvent};
+use stocksblitz_feed_handlers::coinbase::parse::{for_each_change, parse_frame as parse_coinbase, CoinbaseEvent};
 use stocksblitz_feed_handlers::kite::decode::encode;
 use stocksblitz_feed_handlers::kite::KiteDecoder;
+use stocksblitz_feed_handlers::rfc3339;
 use stocksblitz_feed_handlers::symbols::{SymbolMap, VenueInstrument};
+
+const MATCH: &str = r#"{"type":"match","trade_id":10,"sequence":50,"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2014-11-07T08:19:27.028459Z","product_id":"BTC-USD","size":"5.23512000","price":"400.23000000","side":"sell"}"#;
+const L2UPDATE: &str = r#"{"type":"l2update","product_id":"BTC-USD","time":"2019-08-14T20:42:27.265Z","changes":[["buy","10101.80000000","0.16256700"],["sell","10102.55000000","0.00000000"]]}"#;
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct SerdeMatch<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    trade_id: u64,
+    sequence: u64,
+    time: &'a str,
+    product_id: &'a str,
+    size: &'a str,
+    price: &'a str,
+    side: &'a str,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct SerdeL2<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    product_id: &'a str,
+    time: &'a str,
+    #[serde(borrow)]
+    changes: Vec<[&'a str; 3]>,
+}
 
 const TRADE: &str = r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1700000000006,"s":"BTCUSDT","t":5000000001,"p":"65000.50000000","q":"0.01000000","T":1700000000005,"m":false,"M":true}}"#;
 
@@ -147,6 +177,96 @@ fn main() {
             buf.extend_from_slice(keep(depth.as_bytes()));
             if let Ok(c) = simd_json::serde::from_slice::<Combined<SerdeDepth>>(&mut buf) {
                 depth_out(c);
+            }
+        },
+    ));
+
+    // Coinbase: decimals and the RFC 3339 time included on every row.
+    rows.push(batched("coinbase match: stocksblitz scanner", n, 32, |_| {
+        if let Ok(CoinbaseEvent::Match(m)) = parse_coinbase(keep(MATCH).as_bytes()) {
+            keep((
+                parse_decimal(m.price, 8).ok(),
+                parse_decimal(m.size, 8).ok(),
+                m.trade_id,
+                m.time,
+            ));
+        }
+    }));
+    fn match_out(m: SerdeMatch) {
+        keep((
+            parse_decimal(m.price.as_bytes(), 8).ok(),
+            parse_decimal(m.size.as_bytes(), 8).ok(),
+            m.trade_id,
+            rfc3339::parse(m.time.as_bytes()),
+        ));
+    }
+    rows.push(batched("coinbase match: serde_json typed (baseline)", n, 32, |_| {
+        if let Ok(m) = serde_json::from_str::<SerdeMatch>(keep(MATCH)) {
+            match_out(m);
+        }
+    }));
+    rows.push(batched("coinbase match: sonic-rs typed (baseline)", n, 32, |_| {
+        if let Ok(m) = sonic_rs::from_str::<SerdeMatch>(keep(MATCH)) {
+            match_out(m);
+        }
+    }));
+    rows.push(batched("coinbase match: simd-json typed (baseline)", n, 32, |_| {
+        buf.clear();
+        buf.extend_from_slice(keep(MATCH).as_bytes());
+        if let Ok(m) = simd_json::serde::from_slice::<SerdeMatch>(&mut buf) {
+            match_out(m);
+        }
+    }));
+    rows.push(batched(
+        "coinbase l2update (2 changes): stocksblitz scanner",
+        n,
+        32,
+        |_| {
+            if let Ok(CoinbaseEvent::L2Update { changes, time, .. }) = parse_coinbase(keep(L2UPDATE).as_bytes()) {
+                let mut sum = time.0;
+                let _ = for_each_change(changes, None, 8, 8, |_, p, q| sum = sum.wrapping_add(p.0 ^ q.0));
+                keep(sum);
+            }
+        },
+    ));
+    fn l2_out(u: SerdeL2) {
+        let mut sum = rfc3339::parse(u.time.as_bytes()).map_or(0, |t| t.0);
+        for [_, p, q] in &u.changes {
+            sum = sum.wrapping_add(
+                parse_decimal(p.as_bytes(), 8).unwrap_or(0) ^ parse_decimal(q.as_bytes(), 8).unwrap_or(0),
+            );
+        }
+        keep(sum);
+    }
+    rows.push(batched(
+        "coinbase l2update (2 changes): serde_json typed (baseline)",
+        n,
+        32,
+        |_| {
+            if let Ok(u) = serde_json::from_str::<SerdeL2>(keep(L2UPDATE)) {
+                l2_out(u);
+            }
+        },
+    ));
+    rows.push(batched(
+        "coinbase l2update (2 changes): sonic-rs typed (baseline)",
+        n,
+        32,
+        |_| {
+            if let Ok(u) = sonic_rs::from_str::<SerdeL2>(keep(L2UPDATE)) {
+                l2_out(u);
+            }
+        },
+    ));
+    rows.push(batched(
+        "coinbase l2update (2 changes): simd-json typed (baseline)",
+        n,
+        32,
+        |_| {
+            buf.clear();
+            buf.extend_from_slice(keep(L2UPDATE).as_bytes());
+            if let Ok(u) = simd_json::serde::from_slice::<SerdeL2>(&mut buf) {
+                l2_out(u);
             }
         },
     ));

@@ -393,12 +393,12 @@ where
     Ok(())
 }
 
-/// Calls `f(a, b)` for each item of an array of two-string arrays (`[["1.5","2"],...]`,
-/// the shape of venue price levels), validating the structure on the way. A tight
-/// special case of [`for_each_item`]: no per-item closures or value enums.
-pub fn for_each_string_pair<'a, E>(
+/// Calls `f(items)` for each item of an array of `N`-string arrays (`[["1.5","2"],...]`,
+/// the shape of venue price levels and changes), validating the structure on the way.
+/// A tight special case of [`for_each_item`]: no per-item closures or value enums.
+pub fn for_each_strings<'a, const N: usize, E>(
     buf: &'a [u8],
-    mut f: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), E>,
+    mut f: impl FnMut([&'a [u8]; N]) -> Result<(), E>,
 ) -> Result<Result<(), E>, JsonError> {
     let mut c = Cursor {
         buf,
@@ -414,17 +414,19 @@ pub fn for_each_string_pair<'a, E>(
         loop {
             c.skip_ws();
             c.expect(b'[')?;
-            c.skip_ws();
-            c.expect(b'"')?;
-            let a = c.string()?;
-            c.skip_ws();
-            c.expect(b',')?;
-            c.skip_ws();
-            c.expect(b'"')?;
-            let b = c.string()?;
+            let mut items: [&'a [u8]; N] = [&[]; N];
+            for (k, slot) in items.iter_mut().enumerate() {
+                c.skip_ws();
+                if k > 0 {
+                    c.expect(b',')?;
+                    c.skip_ws();
+                }
+                c.expect(b'"')?;
+                *slot = c.string()?;
+            }
             c.skip_ws();
             c.expect(b']')?;
-            if let Err(e) = f(a, b) {
+            if let Err(e) = f(items) {
                 return Ok(Err(e));
             }
             c.skip_ws();
@@ -443,6 +445,14 @@ pub fn for_each_string_pair<'a, E>(
         return Err(JsonError::Trailing(c.pos));
     }
     Ok(Ok(()))
+}
+
+/// [`for_each_strings`] for pairs: `f(a, b)` per `[a, b]`.
+pub fn for_each_string_pair<'a, E>(
+    buf: &'a [u8],
+    mut f: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), E>,
+) -> Result<Result<(), E>, JsonError> {
+    for_each_strings::<2, E>(buf, |[a, b]| f(a, b))
 }
 
 /// Calls `f(key, value)` for each member of the object span `buf` (as returned in

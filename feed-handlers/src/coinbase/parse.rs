@@ -8,7 +8,7 @@
 
 use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
 
-use crate::json_scan::{for_each_field, for_each_item, JsonError, Value};
+use crate::json_scan::{for_each_field_lazy, for_each_item, for_each_strings, JsonError, Value};
 use crate::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -112,12 +112,14 @@ fn time(s: Option<&[u8]>) -> UnixNanos {
     s.and_then(rfc3339::parse).unwrap_or(UnixNanos::UNKNOWN)
 }
 
+/// Parses one frame. Nested arrays (levels, changes) are only bracket-matched here and
+/// fully validated by [`for_each_change`] when walked, before anything is applied.
 pub fn parse_frame(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
     let (mut kind, mut product, mut seq, mut trade_id, mut last_trade_id) = (None, None, None, None, None);
     let (mut price, mut size, mut side_s, mut t, mut message) = (None, None, None, None, None);
     let (mut bb, mut bbs, mut ba, mut bas) = (None, None, None, None);
     let (mut bids, mut asks, mut changes, mut data) = (None, None, None, None);
-    for_each_field(frame, |k, v| {
+    for_each_field_lazy(frame, |k, v| {
         match (k, v) {
             (b"type", v) => kind = v.as_str(),
             (b"product_id", v) => product = v.as_str(),
@@ -220,6 +222,19 @@ pub fn for_each_change(
     qty_scale: u8,
     mut f: impl FnMut(Side, Price, Qty),
 ) -> Result<(), CoinbaseError> {
+    if fixed_side.is_none() {
+        // `changes`, the hot case: exactly three strings per item.
+        return for_each_strings::<3, CoinbaseError>(span, |[s, p, q]| {
+            let side = side(Some(s))?;
+            f(
+                side,
+                decimal(p, price_scale, "price", Price::parse)?,
+                decimal(q, qty_scale, "size", Qty::parse)?,
+            );
+            Ok(())
+        })
+        .map_err(|_| CoinbaseError::Field("level"))?;
+    }
     let mut err = None;
     let fail = |e: CoinbaseError, slot: &mut Option<CoinbaseError>| {
         *slot = Some(e);
