@@ -70,14 +70,8 @@ fn parse_plain(s: &[u8], scale: u8) -> Option<Result<i64, FixedError>> {
         return None;
     }
     let keep = frac.len().min(scale as usize);
-    let mut acc: u64 = 0;
-    for &b in int.iter().chain(frac.get(..keep)?) {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        acc = acc * 10 + u64::from(d);
-    }
+    let int_value = digits_u64(int)?;
+    let frac_value = digits_u64(frac.get(..keep)?)?;
     for &b in frac.get(keep..)? {
         match b {
             b'0' => {}
@@ -85,8 +79,49 @@ fn parse_plain(s: &[u8], scale: u8) -> Option<Result<i64, FixedError>> {
             _ => return None,
         }
     }
+    // int.len() + scale <= 18 digits: no overflow anywhere below.
+    let acc = int_value * *POW10.get(keep)? as u64 + frac_value;
     let unit = *POW10.get(scale as usize - keep)?;
     Some(Ok((acc * unit as u64) as i64))
+}
+
+/// The value of a run of at most 18 ASCII digits (empty is 0), `None` on any other
+/// byte. Eight digits at a time (SWAR): venue decimals carry 8 fractional digits.
+#[inline]
+fn digits_u64(s: &[u8]) -> Option<u64> {
+    let mut acc = 0u64;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().ok()?);
+        acc = acc * 100_000_000 + eight_digits(word)?;
+    }
+    for &b in chunks.remainder() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        acc = acc * 10 + u64::from(d);
+    }
+    Some(acc)
+}
+
+/// Eight ASCII digits loaded little-endian (first digit in the low byte) to their
+/// value, or `None` when any byte is not a digit.
+#[inline]
+fn eight_digits(word: u64) -> Option<u64> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    // Every byte in 0x30..=0x39: high nibble 3, and adding 6 does not carry into it.
+    if word & 0xF0F0_F0F0_F0F0_F0F0 != ZEROS
+        || (word.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) != ZEROS
+    {
+        return None;
+    }
+    let v = word - ZEROS;
+    // Pairs, then quads, then the whole: each step multiplies the earlier (more
+    // significant, lower-addressed) group by its weight and adds the later one.
+    let v = (v * 10 + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let v = (v * 100 + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((v * 10_000 + (v >> 32)) & 0xFFFF_FFFF)
 }
 
 /// Parses an ASCII decimal (`[+-]digits[.digits]`, at least one digit) into a mantissa
@@ -335,7 +370,29 @@ mod tests {
         use super::super::*;
         use proptest::prelude::*;
 
+        #[test]
+        fn eight_digit_groups() {
+            assert_eq!(digits_u64(b"12345678"), Some(12_345_678));
+            assert_eq!(digits_u64(b"000000010"), Some(10));
+            assert_eq!(digits_u64(b"987654321012345678"), Some(987_654_321_012_345_678));
+            assert_eq!(digits_u64(b""), Some(0));
+            for bad in [&b"1234567/"[..], b"1234567:", b"12 45678", b"\x00234567", b"123456789a"] {
+                assert_eq!(digits_u64(bad), None, "{bad:?}");
+            }
+        }
+
         proptest! {
+            #[test]
+            fn digit_runs_match_a_plain_loop(s in "[0-9]{0,18}") {
+                prop_assert_eq!(digits_u64(s.as_bytes()), Some(s.parse::<u64>().unwrap_or(0)));
+            }
+
+            #[test]
+            fn any_byte_run_is_checked(bytes in proptest::collection::vec(any::<u8>(), 0..18)) {
+                let all_digits = bytes.iter().all(u8::is_ascii_digit);
+                prop_assert_eq!(digits_u64(&bytes).is_some(), all_digits);
+            }
+
             /// Formatting then parsing gives back the same mantissa at any scale.
             #[test]
             fn format_parse_round_trip(m in any::<i64>(), scale in 0u8..=18) {

@@ -84,6 +84,18 @@ pub fn parse_line(line: &str) -> Result<Record, String> {
     })
 }
 
+/// The text frames of a capture's contents, in order (tests and tools that embed a
+/// capture); lines that do not parse are skipped.
+pub fn text_frames(capture: &str) -> Vec<Vec<u8>> {
+    capture
+        .lines()
+        .filter_map(|l| match parse_line(l).ok()?.frame {
+            Frame::Text(t) => Some(t.into_bytes()),
+            Frame::Binary(_) => None,
+        })
+        .collect()
+}
+
 /// Reads a whole capture file.
 pub fn read(path: &Path) -> Result<Vec<Record>, CaptureError> {
     let io = |source| CaptureError::Io {

@@ -95,6 +95,34 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
     }
 }
 
+/// The offset of the first byte in `s` that ends or interrupts a JSON string's plain
+/// run: a quote, a backslash or a (forbidden) control byte. Eight bytes at a time.
+#[inline]
+pub fn string_stop(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // High bit set in each byte of `v` that is zero (exact up to the first one).
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut chunks = s.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().ok()?);
+        let hits = zero(word ^ (ONES * u64::from(b'"')))
+            | zero(word ^ (ONES * u64::from(b'\\')))
+            | (word.wrapping_sub(ONES * 0x20) & !word & HIGH);
+        if hits != 0 {
+            return Some(base + (hits.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    let tail = chunks.remainder();
+    tail.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|k| base + k)
+}
+
+use crate::json_expect::Expect;
+
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -133,7 +161,7 @@ impl<'a> Cursor<'a> {
         loop {
             let rest = self.buf.get(self.pos..).ok_or(JsonError::Eof)?;
             // Jump to the next quote, backslash or (invalid) control byte.
-            let Some(k) = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20) else {
+            let Some(k) = string_stop(rest) else {
                 return Err(JsonError::Eof);
             };
             self.pos += k;
@@ -161,6 +189,24 @@ impl<'a> Cursor<'a> {
                 _ => return Err(JsonError::Unexpected(self.pos)),
             }
         }
+    }
+
+    /// `[` string (`,` string){N-1} `]`, whitespace allowed.
+    fn strings<const N: usize>(&mut self) -> Result<[&'a [u8]; N], JsonError> {
+        self.expect(b'[')?;
+        let mut items: [&'a [u8]; N] = [&[]; N];
+        for (k, slot) in items.iter_mut().enumerate() {
+            self.skip_ws();
+            if k > 0 {
+                self.expect(b',')?;
+                self.skip_ws();
+            }
+            self.expect(b'"')?;
+            *slot = self.string()?;
+        }
+        self.skip_ws();
+        self.expect(b']')?;
+        Ok(items)
     }
 
     fn number(&mut self) -> Result<&'a [u8], JsonError> {
@@ -413,19 +459,15 @@ pub fn for_each_strings<'a, const N: usize, E>(
     } else {
         loop {
             c.skip_ws();
-            c.expect(b'[')?;
-            let mut items: [&'a [u8]; N] = [&[]; N];
-            for (k, slot) in items.iter_mut().enumerate() {
-                c.skip_ws();
-                if k > 0 {
-                    c.expect(b',')?;
-                    c.skip_ws();
+            // Venues send items compactly: read those in one go, the rest byte by byte.
+            let mut fast = Expect::at(buf, c.pos);
+            let items = match fast.strings::<N>() {
+                Some(items) => {
+                    c.pos = fast.position();
+                    items
                 }
-                c.expect(b'"')?;
-                *slot = c.string()?;
-            }
-            c.skip_ws();
-            c.expect(b']')?;
+                None => c.strings::<N>()?,
+            };
             if let Err(e) = f(items) {
                 return Ok(Err(e));
             }
@@ -555,6 +597,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn string_stop_matches_a_byte_loop(bytes in proptest::collection::vec(prop_oneof![
+            1 => Just(b'"'), 1 => Just(b'\\'), 1 => 0u8..0x20, 30 => 0x20u8..=0xFF], 0..40)) {
+            let plain = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            prop_assert_eq!(string_stop(&bytes), plain);
+        }
+
         /// Never panics; accepts exactly the objects serde_json accepts as objects
         /// (for inputs without escapes-in-keys subtleties: any bytes at all).
         #[test]

@@ -13,6 +13,7 @@ pub mod capture;
 pub mod coinbase;
 pub mod config;
 pub mod inspect;
+pub mod json_expect;
 pub mod json_scan;
 pub mod kite;
 pub mod live;

@@ -9,6 +9,7 @@
 
 use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
 
+use crate::json_expect::Expect;
 use crate::json_scan::{for_each_field, for_each_field_lazy, for_each_member, for_each_string_pair, JsonError, Value};
 
 /// Why a frame was rejected.
@@ -131,28 +132,31 @@ fn payload(obj: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
     let (mut b, mut big_b, mut a_px, mut big_a) = (None, None, None, None);
     let (mut bids, mut asks) = (None, None);
     for_each_field_lazy(obj, |k, v| {
-        match k {
-            b"e" => e = v.as_str(),
-            b"E" => big_e = v.as_i64(),
-            b"T" => t_time = v.as_i64(),
-            b"s" => sym = v.as_str(),
-            b"t" => t = v.as_u64(),
-            b"a" => match v {
+        // Binance's field names are single characters: dispatch on the byte (a jump
+        // table) instead of comparing slices; longer names are not ours.
+        let &[key] = k else { return Ok(()) };
+        match key {
+            b'e' => e = v.as_str(),
+            b'E' => big_e = v.as_i64(),
+            b'T' => t_time = v.as_i64(),
+            b's' => sym = v.as_str(),
+            b't' => t = v.as_u64(),
+            b'a' => match v {
                 Value::Array(s) => asks = Some(s),
                 Value::Str(s) => a_px = Some(s),
                 _ => a = v.as_u64(),
             },
-            b"b" => match v {
+            b'b' => match v {
                 Value::Array(s) => bids = Some(s),
                 _ => b = v.as_str(),
             },
-            b"A" => big_a = v.as_str(),
-            b"B" => big_b = v.as_str(),
-            b"u" => u = v.as_u64(),
-            b"U" => big_u = v.as_u64(),
-            b"p" => p = v.as_str(),
-            b"q" => q = v.as_str(),
-            b"m" => m = v.as_bool(),
+            b'A' => big_a = v.as_str(),
+            b'B' => big_b = v.as_str(),
+            b'u' => u = v.as_u64(),
+            b'U' => big_u = v.as_u64(),
+            b'p' => p = v.as_str(),
+            b'q' => q = v.as_str(),
+            b'm' => m = v.as_bool(),
             _ => {}
         }
         Ok(())
@@ -209,8 +213,125 @@ fn combined_payload(frame: &[u8]) -> Option<&[u8]> {
     payload.first().filter(|&&b| b == b'{').map(|_| payload)
 }
 
+/// The event at the cursor when it is laid out exactly as Binance serializes it (the
+/// field order of the spot "WebSocket Streams" documentation); `None` for anything
+/// else. See [`crate::json_expect`].
+fn payload_in_order<'a>(x: &mut Expect<'a>) -> Option<BinanceEvent<'a>> {
+    if x.lit(br#"{"e":"trade","E":"#).is_some() {
+        x.int()?;
+        let t = trade_in_order(x, br#","t":"#)?;
+        x.lit(b"}")?;
+        return Some(BinanceEvent::Trade(t));
+    }
+    if x.lit(br#"{"e":"depthUpdate","E":"#).is_some() {
+        let event_time = millis(Some(x.int()?));
+        x.lit(br#","s":""#)?;
+        let symbol = x.str()?;
+        x.lit(br#","U":"#)?;
+        let first_id = x.uint()?;
+        x.lit(br#","u":"#)?;
+        let final_id = x.uint()?;
+        x.lit(br#","b":"#)?;
+        let bids = x.string_arrays()?;
+        x.lit(br#","a":"#)?;
+        let asks = x.string_arrays()?;
+        x.lit(b"}")?;
+        return Some(BinanceEvent::Depth(DepthUpdate {
+            symbol,
+            event_time,
+            first_id,
+            final_id,
+            bids,
+            asks,
+        }));
+    }
+    if x.lit(br#"{"u":"#).is_some() {
+        let update_id = x.uint()?;
+        x.lit(br#","s":""#)?;
+        let symbol = x.str()?;
+        x.lit(br#","b":""#)?;
+        let bid = x.str()?;
+        x.lit(br#","B":""#)?;
+        let bid_qty = x.str()?;
+        x.lit(br#","a":""#)?;
+        let ask = x.str()?;
+        x.lit(br#","A":""#)?;
+        let ask_qty = x.str()?;
+        x.lit(b"}")?;
+        return Some(BinanceEvent::BookTicker {
+            symbol,
+            update_id,
+            bid,
+            bid_qty,
+            ask,
+            ask_qty,
+        });
+    }
+    x.lit(br#"{"e":"aggTrade","E":"#)?;
+    x.int()?;
+    let t = trade_in_order(x, br#","a":"#)?;
+    x.lit(b"}")?;
+    Some(BinanceEvent::AggTrade(t))
+}
+
+/// `"s":..,<id>:..,"p":..,"q":..,["f":..,"l":..,]"T":..,"m":..,"M":..` of a trade or
+/// aggregate trade (which adds the first and last trade ids).
+fn trade_in_order<'a>(x: &mut Expect<'a>, id_key: &[u8]) -> Option<TradeEvent<'a>> {
+    x.lit(br#","s":""#)?;
+    let symbol = x.str()?;
+    x.lit(id_key)?;
+    let id = x.uint()?;
+    x.lit(br#","p":""#)?;
+    let price = x.str()?;
+    x.lit(br#","q":""#)?;
+    let qty = x.str()?;
+    if x.lit(br#","f":"#).is_some() {
+        x.uint()?;
+        x.lit(br#","l":"#)?;
+        x.uint()?;
+    }
+    x.lit(br#","T":"#)?;
+    let trade_time = x.int()?;
+    x.lit(br#","m":"#)?;
+    let buyer_is_maker = x.bool()?;
+    x.lit(br#","M":"#)?;
+    x.bool()?;
+    Some(TradeEvent {
+        symbol,
+        id,
+        price,
+        qty,
+        trade_time: UnixNanos::from_millis(trade_time),
+        buyer_is_maker,
+    })
+}
+
+/// A whole frame, combined or raw, in Binance's own layout.
+fn frame_in_order(frame: &[u8]) -> Option<BinanceEvent<'_>> {
+    let mut x = Expect::new(frame);
+    let combined = x.lit(br#"{"stream":""#).is_some();
+    if combined {
+        x.str()?;
+        x.lit(br#","data":"#)?;
+    }
+    let event = payload_in_order(&mut x)?;
+    if combined {
+        x.lit(b"}")?;
+    }
+    x.end()?;
+    Some(event)
+}
+
 /// Parses one text frame: combined (`{"stream":..,"data":{..}}`) or raw.
 pub fn parse_frame(frame: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
+    match frame_in_order(frame) {
+        Some(event) => Ok(event),
+        None => parse_any_layout(frame),
+    }
+}
+
+/// The general path: any key order, whitespace, escapes, unknown fields.
+fn parse_any_layout(frame: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
     if let Some(data) = combined_payload(frame) {
         // `payload` validates the object in full; the wrapper was matched exactly.
         return payload(data);
@@ -363,7 +484,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn in_order_fast_path_agrees_with_the_general_path() {
+        let combined = format!(r#"{{"stream":"bnbbtc@depth","data":{DEPTH}}}"#);
+        let mut fast = 0;
+        let mut frames = crate::capture::text_frames(include_str!("../../tests/fixtures/binance.cap"));
+        frames.extend([TRADE, AGG, TICKER, DEPTH, &combined].map(|f| f.as_bytes().to_vec()));
+        for frame in &frames {
+            if let Some(event) = frame_in_order(frame) {
+                fast += 1;
+                assert_eq!(Ok(event), parse_any_layout(frame), "{}", String::from_utf8_lossy(frame));
+            }
+        }
+        assert!(fast >= 10, "the documented layouts take the fast path ({fast})");
+        let spaced = TRADE.replace(",", ", ");
+        assert_eq!(frame_in_order(spaced.as_bytes()), None, "whitespace: general path");
+        assert_eq!(parse_frame(spaced.as_bytes()), parse_frame(TRADE.as_bytes()));
+    }
+
     proptest! {
+        /// A frame with one byte changed either leaves the fast path (and the general
+        /// path decides) or reads exactly as the general path reads it.
+        #[test]
+        fn mutated_frames_read_the_same_on_both_paths(which in 0usize..4, at in 0usize..200, byte in any::<u8>()) {
+            let mut frame = [TRADE, AGG, TICKER, DEPTH][which].as_bytes().to_vec();
+            let at = at % frame.len();
+            frame[at] = byte;
+            if let Some(event) = frame_in_order(&frame) {
+                prop_assert_eq!(Ok(event), parse_any_layout(&frame));
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(BinanceEvent::Depth(d)) = parse_frame(&bytes) {

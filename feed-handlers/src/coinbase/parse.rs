@@ -8,6 +8,7 @@
 
 use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
 
+use crate::json_expect::Expect;
 use crate::json_scan::{for_each_field_lazy, for_each_item, for_each_strings, JsonError, Value};
 use crate::rfc3339;
 
@@ -115,6 +116,70 @@ fn time(s: Option<&[u8]>) -> UnixNanos {
 /// Parses one frame. Nested arrays (levels, changes) are only bracket-matched here and
 /// fully validated by [`for_each_change`] when walked, before anything is applied.
 pub fn parse_frame(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
+    match frame_in_order(frame) {
+        Some(event) => Ok(event),
+        None => parse_any_layout(frame),
+    }
+}
+
+/// The hot messages (`match`, `last_match`, `l2update`) laid out exactly as Coinbase
+/// serializes them (field order of its "WebSocket channels" documentation); `None`
+/// for anything else. See [`crate::json_expect`].
+fn frame_in_order(frame: &[u8]) -> Option<CoinbaseEvent<'_>> {
+    let mut x = Expect::new(frame);
+    let event = if x.lit(br#"{"type":"l2update","product_id":""#).is_some() {
+        let product = x.str()?;
+        x.lit(br#","time":""#)?;
+        let t = x.str()?;
+        x.lit(br#","changes":"#)?;
+        let changes = x.string_arrays()?;
+        CoinbaseEvent::L2Update {
+            product,
+            time: time(Some(t)),
+            changes,
+        }
+    } else {
+        let last = if x.lit(br#"{"type":"match","trade_id":"#).is_some() {
+            false
+        } else {
+            x.lit(br#"{"type":"last_match","trade_id":"#)?;
+            true
+        };
+        let trade_id = x.uint()?;
+        x.lit(br#","sequence":"#)?;
+        let sequence = x.uint()?;
+        x.lit(br#","maker_order_id":""#)?;
+        x.str()?;
+        x.lit(br#","taker_order_id":""#)?;
+        x.str()?;
+        x.lit(br#","time":""#)?;
+        let t = x.str()?;
+        x.lit(br#","product_id":""#)?;
+        let product = x.str()?;
+        x.lit(br#","size":""#)?;
+        let size = x.str()?;
+        x.lit(br#","price":""#)?;
+        let price = x.str()?;
+        x.lit(br#","side":""#)?;
+        let maker_side = side(x.str()).ok()?;
+        CoinbaseEvent::Match(Match {
+            product,
+            trade_id,
+            sequence,
+            price,
+            size,
+            maker_side,
+            time: time(Some(t)),
+            last,
+        })
+    };
+    x.lit(b"}")?;
+    x.end()?;
+    Some(event)
+}
+
+/// The general path: any key order, whitespace, escapes, unknown fields.
+fn parse_any_layout(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
     let (mut kind, mut product, mut seq, mut trade_id, mut last_trade_id) = (None, None, None, None, None);
     let (mut price, mut size, mut side_s, mut t, mut message) = (None, None, None, None, None);
     let (mut bb, mut bbs, mut ba, mut bas) = (None, None, None, None);
@@ -379,7 +444,37 @@ mod tests {
         assert_eq!(parse_frame(br#"{"type":"status"}"#).unwrap(), CoinbaseEvent::Other);
     }
 
+    #[test]
+    fn in_order_fast_path_agrees_with_the_general_path() {
+        let last = MATCH.replace(r#""type":"match""#, r#""type":"last_match""#);
+        let mut frames = crate::capture::text_frames(include_str!("../../tests/fixtures/coinbase.cap"));
+        frames.extend([MATCH, L2UPDATE, TICKER, &last].map(|f| f.as_bytes().to_vec()));
+        let mut fast = 0;
+        for frame in &frames {
+            if let Some(event) = frame_in_order(frame) {
+                fast += 1;
+                assert_eq!(Ok(event), parse_any_layout(frame), "{}", String::from_utf8_lossy(frame));
+            }
+        }
+        assert!(fast >= 3, "the documented layouts take the fast path ({fast})");
+        let bad_side = MATCH.replace(r#""side":"sell""#, r#""side":"short""#);
+        assert_eq!(frame_in_order(bad_side.as_bytes()), None);
+        assert_eq!(parse_frame(bad_side.as_bytes()), Err(CoinbaseError::Field("side")));
+    }
+
     proptest! {
+        /// A frame with one byte changed either leaves the fast path (and the general
+        /// path decides) or reads exactly as the general path reads it.
+        #[test]
+        fn mutated_frames_read_the_same_on_both_paths(which in 0usize..2, at in 0usize..400, byte in any::<u8>()) {
+            let mut frame = [MATCH, L2UPDATE][which].as_bytes().to_vec();
+            let at = at % frame.len();
+            frame[at] = byte;
+            if let Some(event) = frame_in_order(&frame) {
+                prop_assert_eq!(Ok(event), parse_any_layout(&frame));
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(CoinbaseEvent::L2Update { changes, .. }) = parse_frame(&bytes) {
