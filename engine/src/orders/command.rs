@@ -1,0 +1,82 @@
+//! Commands into the engine's order path: what the API hands over through the bounded
+//! command queue. Fixed-size and `Copy`; every command carries the API's request id so
+//! the results can be routed back to the waiting caller.
+
+use crate::fixed::{Price, Qty};
+use crate::ids::InstrumentId;
+use crate::side::Side;
+use crate::time::UnixNanos;
+
+use super::risk::{RiskLimits, TradingState};
+use super::types::{AccountId, ClientOrderId, OrderId, OrderType, TimeInForce};
+
+/// A new order as the client asked for it (decimals already parsed at the
+/// instrument's scale; `price`/`stop_price` are zero when absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewOrder {
+    pub instrument: InstrumentId,
+    pub client_id: ClientOrderId,
+    pub side: Side,
+    pub kind: OrderType,
+    pub tif: TimeInForce,
+    pub price: Price,
+    pub stop_price: Price,
+    pub qty: Qty,
+    pub post_only: bool,
+    pub reduce_only: bool,
+}
+
+/// Scope of a kill switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillScope {
+    Global,
+    Account(AccountId),
+    Instrument(InstrumentId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    New(NewOrder),
+    /// Full validation and risk, nothing placed.
+    Test(NewOrder),
+    Cancel {
+        order: OrderId,
+    },
+    /// Change qty and/or price (`None` keeps it).
+    Replace {
+        order: OrderId,
+        qty: Option<Qty>,
+        price: Option<Price>,
+    },
+    /// Cancel the account's open orders (in one instrument, or all).
+    MassCancel {
+        instrument: Option<InstrumentId>,
+    },
+    /// Admin: engage (`on`) or release a kill switch; engaging cancels the open orders
+    /// in scope.
+    KillSwitch {
+        scope: KillScope,
+        on: bool,
+    },
+    /// Admin: replace the account's limits.
+    SetLimits {
+        target: AccountId,
+        limits: RiskLimits,
+    },
+    /// Admin (and surveillance): active, reduce-only, throttled or blocked.
+    SetTradingState {
+        target: AccountId,
+        state: TradingState,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Command {
+    /// The API's id for the request, echoed on every event it causes.
+    pub request: u64,
+    /// Who is asking (orders are only ever touched by their own account).
+    pub account: AccountId,
+    /// When the API received it.
+    pub at: UnixNanos,
+    pub kind: CommandKind,
+}

@@ -1,0 +1,570 @@
+//! Execution: how accepted orders trade. The internal venue matches an incoming order
+//! against resting orders in price-time priority (with self-trade prevention); the
+//! paper venue fills against the live feed's best bid/offer on entry, and resting paper
+//! orders fill when a later quote reaches them or a trade prints through their price.
+//! Stops wait for the last trade price to reach them. Every fill updates the order,
+//! the position and the account's risk usage in the same step, and is reported.
+//!
+//! Quantities never overfill: each fill is the minimum of what both sides have left,
+//! and a paper fill from a venue trade is taken at most once per (order, trade id).
+
+use crate::fixed::{Price, Qty};
+use crate::ids::InstrumentId;
+use crate::side::{Aggressor, Side};
+use crate::tick::{BookFlags, Tick, TickData};
+use crate::time::UnixNanos;
+
+use super::command::NewOrder;
+use super::event::{CancelReason, Fill, Liquidity, OrderEventData, OrderEventKind};
+use super::manager::OrderManager;
+use super::queue_book::{crosses, QueueBook};
+use super::reject::Reject;
+use super::types::{AccountId, Order, OrderId, OrderStatus, OrderType, Placement, VenueKind};
+
+/// The limit an order trades with now: `None` trades at any price.
+fn effective_limit(o: &Order) -> Option<Price> {
+    o.kind.has_limit_price().then_some(o.price)
+}
+
+/// Has the last trade reached a stop order's trigger?
+fn stop_hit(o: &Order, last: Price) -> bool {
+    last.0 > 0
+        && match o.side {
+            Side::Buy => last >= o.stop_price,
+            Side::Sell => last <= o.stop_price,
+        }
+}
+
+impl OrderManager {
+    /// Post-only, fill-or-kill and market-order liquidity rules against the book the
+    /// order would meet right now.
+    pub(super) fn check_liquidity(&self, account: AccountId, new: &NewOrder) -> Result<(), Reject> {
+        let _ = account;
+        let limit = match new.kind {
+            OrderType::Limit => Some(new.price),
+            OrderType::Market => None,
+            OrderType::Stop | OrderType::StopLimit => return Ok(()),
+        };
+        let Some(rules) = self.rules.get(new.instrument.index()) else {
+            return Err(Reject::UnknownInstrument);
+        };
+        let (best, available) = match rules.venue {
+            VenueKind::Internal => {
+                let Some(book) = self.books.get(new.instrument.index()) else {
+                    return Err(Reject::UnknownInstrument);
+                };
+                (
+                    book.best(new.side.opposite()).map(|l| l.price),
+                    book.crossing_qty(new.side, limit, new.qty),
+                )
+            }
+            VenueKind::Paper => {
+                let opp = self
+                    .markets
+                    .get(new.instrument.index())
+                    .and_then(|m| m.opposite(new.side));
+                let available = opp
+                    .filter(|&(p, _)| crosses(new.side, limit, p))
+                    .map_or(Qty(0), |(_, q)| q);
+                (opp.map(|(p, _)| p), available)
+            }
+        };
+        if new.post_only && best.is_some_and(|p| crosses(new.side, limit, p)) {
+            return Err(Reject::PostOnlyWouldTrade);
+        }
+        if new.kind == OrderType::Market && best.is_none() {
+            return Err(Reject::NoLiquidity);
+        }
+        if new.tif == super::types::TimeInForce::Fok && available.0 < new.qty.0 {
+            return Err(Reject::FokUnfillable);
+        }
+        Ok(())
+    }
+
+    /// Counts the order's remaining notional in its account's exposure.
+    pub(super) fn reserve(&mut self, id: OrderId) {
+        let Some(o) = self.pool.get(id).copied() else { return };
+        let amount = self.notional(o.instrument, o.notional_price, o.leaves());
+        if let Some(order) = self.pool.get_mut(id) {
+            order.reserved = amount;
+        }
+        if let Some(a) = self.accounts.get_mut(o.account.index()) {
+            a.open_notional += amount;
+        }
+    }
+
+    /// Releases exactly what [`reserve`](Self::reserve) counted.
+    pub(super) fn unreserve(&mut self, id: OrderId) {
+        let Some(o) = self.pool.get_mut(id) else { return };
+        let (account, amount) = (o.account, o.reserved);
+        o.reserved = 0;
+        if let Some(a) = self.accounts.get_mut(account.index()) {
+            a.open_notional -= amount;
+        }
+    }
+
+    pub(super) fn touch(&mut self, instrument: InstrumentId, side: Side, price: Price) {
+        if self
+            .rules
+            .get(instrument.index())
+            .is_some_and(|r| r.venue == VenueKind::Internal)
+            && !self.touched.contains(&(instrument, side, price))
+        {
+            self.touched.push((instrument, side, price));
+        }
+    }
+
+    /// Takes a working order off its book or stop list.
+    pub(super) fn unrest(&mut self, id: OrderId) {
+        let Some(o) = self.pool.get(id).copied() else { return };
+        match o.place {
+            Placement::Book => {
+                if let Some(book) = self.books.get_mut(o.instrument.index()) {
+                    book.remove(&mut self.links, o.side, o.price, id, o.leaves());
+                }
+                self.touch(o.instrument, o.side, o.price);
+            }
+            Placement::Stops => {
+                if let Some(stops) = self.stops.get_mut(o.instrument.index()) {
+                    if let Some(i) = stops.iter().position(|&s| s == id) {
+                        stops.swap_remove(i);
+                    }
+                }
+            }
+            Placement::None => {}
+        }
+        if let Some(order) = self.pool.get_mut(id) {
+            order.place = Placement::None;
+        }
+    }
+
+    /// Ends an order: off the book, reservation released, client id free again.
+    pub(super) fn finish(&mut self, id: OrderId, status: OrderStatus, kind: OrderEventKind, at: UnixNanos) {
+        self.unrest(id);
+        self.unreserve(id);
+        let Some(o) = self.pool.get_mut(id) else { return };
+        o.status = status;
+        o.updated = at;
+        let (account, client_id) = (o.account, o.client_id);
+        if let Some(a) = self.accounts.get_mut(account.index()) {
+            a.open_orders = a.open_orders.saturating_sub(1);
+        }
+        self.client_ids.remove(&(account, client_id));
+        self.emit_order(kind, id, at);
+        self.pool.release(id);
+    }
+
+    pub(super) fn cancel(&mut self, id: OrderId, reason: CancelReason, at: UnixNanos) {
+        self.finish(id, OrderStatus::Cancelled, OrderEventKind::Cancelled(reason), at);
+    }
+
+    /// Executes what can execute now and rests or cancels the rest.
+    pub(super) fn work(&mut self, id: OrderId, at: UnixNanos) {
+        let Some(o) = self.pool.get(id).copied() else { return };
+        if !o.triggered {
+            let last = self.markets.get(o.instrument.index()).map_or(Price(0), |m| m.last);
+            if !stop_hit(&o, last) {
+                if let Some(stops) = self.stops.get_mut(o.instrument.index()) {
+                    stops.push(id);
+                }
+                if let Some(order) = self.pool.get_mut(id) {
+                    order.place = Placement::Stops;
+                }
+                return;
+            }
+            if let Some(order) = self.pool.get_mut(id) {
+                order.triggered = true;
+                order.updated = at;
+            }
+            self.emit_order(OrderEventKind::Triggered, id, at);
+        }
+        match self.rules.get(o.instrument.index()).map(|r| r.venue) {
+            Some(VenueKind::Internal) => self.match_internal(id, at),
+            Some(VenueKind::Paper) => self.match_paper_entry(id, at),
+            None => {}
+        }
+        let Some(o) = self.pool.get(id).copied() else { return };
+        if !o.status.is_open() {
+            return;
+        }
+        if !o.kind.has_limit_price() || o.tif.is_immediate() {
+            self.cancel(id, CancelReason::Unfilled, at);
+            return;
+        }
+        if let Some(book) = self.books.get_mut(o.instrument.index()) {
+            book.push(&mut self.links, o.side, o.price, id, o.leaves());
+        }
+        if let Some(order) = self.pool.get_mut(id) {
+            order.place = Placement::Book;
+        }
+        self.touch(o.instrument, o.side, o.price);
+    }
+
+    /// Internal venue: trade the incoming order against resting orders.
+    fn match_internal(&mut self, id: OrderId, at: UnixNanos) {
+        loop {
+            let Some(o) = self.pool.get(id).copied() else { return };
+            if !o.status.is_open() || o.leaves().0 == 0 {
+                return;
+            }
+            let opp = o.side.opposite();
+            let Some(book) = self.books.get(o.instrument.index()) else {
+                return;
+            };
+            let Some(level) = book.best(opp).copied() else { return };
+            if !crosses(o.side, effective_limit(&o), level.price) {
+                return;
+            }
+            let Some(rid) = QueueBook::head(&level) else { return };
+            let Some(r) = self.pool.get(rid).copied() else { return };
+            if r.account == o.account {
+                let mode = self.accounts.get(o.account.index()).map(|a| a.limits.self_trade);
+                match mode {
+                    Some(super::risk::SelfTradeMode::CancelOldest) => {
+                        self.cancel(rid, CancelReason::SelfTrade, at);
+                        continue;
+                    }
+                    Some(super::risk::SelfTradeMode::CancelBoth) => {
+                        self.cancel(rid, CancelReason::SelfTrade, at);
+                        self.cancel(id, CancelReason::SelfTrade, at);
+                        return;
+                    }
+                    _ => {
+                        self.cancel(id, CancelReason::SelfTrade, at);
+                        return;
+                    }
+                }
+            }
+            let qty = Qty(o.leaves().0.min(r.leaves().0));
+            let price = level.price;
+            let trade_id = match self.trade_seq.get_mut(o.instrument.index()) {
+                Some(t) => {
+                    *t += 1;
+                    *t
+                }
+                None => return,
+            };
+            // The resting order's part: off the queue if done, else it keeps its place.
+            if let Some(book) = self.books.get_mut(o.instrument.index()) {
+                if qty == r.leaves() {
+                    book.remove(&mut self.links, opp, price, rid, qty);
+                    if let Some(rr) = self.pool.get_mut(rid) {
+                        rr.place = Placement::None;
+                    }
+                } else {
+                    book.reduce(opp, price, qty);
+                }
+            }
+            self.touch(o.instrument, opp, price);
+            self.fill(rid, price, qty, Liquidity::Maker, trade_id, at);
+            self.fill(id, price, qty, Liquidity::Taker, trade_id, at);
+            if let Some(m) = self.markets.get_mut(o.instrument.index()) {
+                m.last = price;
+            }
+            self.ticks.push(Tick {
+                exchange_ts: at,
+                recv_ts: at,
+                instrument: o.instrument,
+                data: TickData::Trade {
+                    price,
+                    qty,
+                    trade_id,
+                    aggressor: match o.side {
+                        Side::Buy => Aggressor::Buy,
+                        Side::Sell => Aggressor::Sell,
+                    },
+                },
+            });
+            if self.stop_checks.last() != Some(&o.instrument) {
+                self.stop_checks.push(o.instrument);
+            }
+        }
+    }
+
+    /// Paper venue, on entry: take the displayed opposite best up to its size.
+    fn match_paper_entry(&mut self, id: OrderId, at: UnixNanos) {
+        let Some(o) = self.pool.get(id).copied() else { return };
+        let Some(m) = self.markets.get(o.instrument.index()).copied() else {
+            return;
+        };
+        let Some((price, available)) = m.opposite(o.side) else {
+            return;
+        };
+        if !crosses(o.side, effective_limit(&o), price) {
+            return;
+        }
+        let qty = Qty(o.leaves().0.min(available.0));
+        // Consume the displayed size until the next quote refreshes it.
+        if let Some(m) = self.markets.get_mut(o.instrument.index()) {
+            match o.side {
+                Side::Buy => m.ask_qty = Qty(m.ask_qty.0 - qty.0),
+                Side::Sell => m.bid_qty = Qty(m.bid_qty.0 - qty.0),
+            }
+        }
+        self.fill(id, price, qty, Liquidity::Taker, 0, at);
+    }
+
+    /// Books one fill of `qty` at `price` on order `id`.
+    pub(super) fn fill(
+        &mut self,
+        id: OrderId,
+        price: Price,
+        qty: Qty,
+        liquidity: Liquidity,
+        trade_id: u64,
+        at: UnixNanos,
+    ) {
+        let Some(before) = self.pool.get(id).copied() else {
+            return;
+        };
+        let qty = Qty(qty.0.min(before.leaves().0));
+        if qty.0 <= 0 {
+            return;
+        }
+        self.unreserve(id);
+        let Some(o) = self.pool.get_mut(id) else { return };
+        o.filled = Qty(o.filled.0 + qty.0);
+        o.fill_cost += i128::from(price.0) * i128::from(qty.0);
+        o.last_trade = o.last_trade.max(trade_id);
+        o.updated = at;
+        let done = o.leaves().0 == 0;
+        o.status = if done {
+            OrderStatus::Filled
+        } else {
+            OrderStatus::PartiallyFilled
+        };
+        let order = *o;
+        self.fill_seq += 1;
+        self.emit(
+            order.account,
+            at,
+            OrderEventData::Fill(Fill {
+                id: self.fill_seq,
+                order: id,
+                client_id: order.client_id,
+                account: order.account,
+                instrument: order.instrument,
+                side: order.side,
+                price,
+                qty,
+                liquidity,
+                trade_id,
+                at,
+            }),
+        );
+        self.book_position(order.account, order.instrument, order.side, price, qty, at);
+        if done {
+            self.finish(id, OrderStatus::Filled, OrderEventKind::Filled, at);
+        } else {
+            self.reserve(id);
+            self.emit_order(OrderEventKind::PartiallyFilled, id, at);
+        }
+    }
+
+    fn book_position(
+        &mut self,
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        price: Price,
+        qty: Qty,
+        at: UnixNanos,
+    ) {
+        let Some(i) = self.position_index(account, instrument) else {
+            return;
+        };
+        let day = self.trading_day(at);
+        let Some(p) = self.positions.get_mut(i) else { return };
+        let realized = p.apply(side, price, qty);
+        let position = *p;
+        let exposure = self.amount_value(instrument, position.cost.abs());
+        let realized_value = self.amount_value(instrument, realized);
+        let old = self.position_exposure.get(i).copied().unwrap_or(0);
+        if let Some(e) = self.position_exposure.get_mut(i) {
+            *e = exposure;
+        }
+        if let Some(a) = self.accounts.get_mut(account.index()) {
+            a.roll_day(day);
+            a.realized_today += realized_value;
+            a.position_exposure += exposure - old;
+        }
+        self.emit(account, at, OrderEventData::Position { instrument, position });
+    }
+
+    /// A new best bid/offer from the feed. Paper orders resting at or through the new
+    /// opposite price fill at it, up to its displayed size, in time priority.
+    pub fn on_quote(
+        &mut self,
+        instrument: InstrumentId,
+        bid: Price,
+        bid_qty: Qty,
+        ask: Price,
+        ask_qty: Qty,
+        at: UnixNanos,
+    ) {
+        let Some(m) = self.markets.get_mut(instrument.index()) else {
+            return;
+        };
+        (m.bid, m.bid_qty, m.ask, m.ask_qty) = (bid, bid_qty, ask, ask_qty);
+        if self.rules.get(instrument.index()).map(|r| r.venue) != Some(VenueKind::Paper) {
+            return;
+        }
+        if ask_qty.0 > 0 {
+            self.fill_resting(instrument, Side::Buy, ask, ask_qty, None, at);
+        }
+        if bid_qty.0 > 0 {
+            self.fill_resting(instrument, Side::Sell, bid, bid_qty, None, at);
+        }
+        self.finish_step(at);
+    }
+
+    /// A trade from the feed: the last price (stops), and paper orders whose limit the
+    /// trade printed through fill at their limit, up to the trade's size.
+    pub fn on_trade(&mut self, instrument: InstrumentId, price: Price, qty: Qty, trade_id: u64, at: UnixNanos) {
+        let Some(m) = self.markets.get_mut(instrument.index()) else {
+            return;
+        };
+        m.last = price;
+        if self.rules.get(instrument.index()).map(|r| r.venue) == Some(VenueKind::Paper) {
+            // Strictly through: a buy limit above the print, a sell limit below it.
+            let tick = self.rules.get(instrument.index()).map_or(1, |r| r.tick.0.max(1));
+            self.fill_resting(instrument, Side::Buy, Price(price.0 + tick), qty, Some(trade_id), at);
+            self.fill_resting(instrument, Side::Sell, Price(price.0 - tick), qty, Some(trade_id), at);
+        }
+        if self.stop_checks.last() != Some(&instrument) {
+            self.stop_checks.push(instrument);
+        }
+        self.finish_step(at);
+    }
+
+    /// Fills resting paper orders on `side` whose limit reaches `reach` (best first, in
+    /// queue order) with up to `available` in total. With a trade id, fills happen at
+    /// the order's limit and at most once per (order, trade); without, at `reach`.
+    fn fill_resting(
+        &mut self,
+        instrument: InstrumentId,
+        side: Side,
+        reach: Price,
+        available: Qty,
+        trade: Option<u64>,
+        at: UnixNanos,
+    ) {
+        let mut left = available.0;
+        while left > 0 {
+            let Some(book) = self.books.get(instrument.index()) else {
+                return;
+            };
+            // Find the first order, best level first, that may still fill.
+            let mut candidate = None;
+            'levels: for level in book.levels(side) {
+                if !crosses(side, Some(level.price), reach) {
+                    break;
+                }
+                let mut next = QueueBook::head(level);
+                while let Some(oid) = next {
+                    let fresh = self
+                        .pool
+                        .get(oid)
+                        .is_some_and(|o| trade.is_none_or(|t| o.last_trade < t || t == 0));
+                    if fresh {
+                        candidate = Some((oid, level.price));
+                        break 'levels;
+                    }
+                    next = QueueBook::next(&self.links, oid);
+                }
+            }
+            let Some((oid, level_price)) = candidate else { return };
+            let Some(o) = self.pool.get(oid).copied() else { return };
+            let qty = Qty(o.leaves().0.min(left));
+            left -= qty.0;
+            let price = if trade.is_some() { level_price } else { reach };
+            if qty == o.leaves() {
+                if let Some(book) = self.books.get_mut(instrument.index()) {
+                    book.remove(&mut self.links, side, level_price, oid, qty);
+                }
+                if let Some(order) = self.pool.get_mut(oid) {
+                    order.place = Placement::None;
+                }
+            } else if let Some(book) = self.books.get_mut(instrument.index()) {
+                book.reduce(side, level_price, qty);
+            }
+            self.fill(oid, price, qty, Liquidity::Maker, trade.unwrap_or(0), at);
+        }
+    }
+
+    /// Triggers the instrument's stops that the last price reached.
+    fn check_stops(&mut self, instrument: InstrumentId, at: UnixNanos) {
+        let last = self.markets.get(instrument.index()).map_or(Price(0), |m| m.last);
+        let mut i = 0;
+        loop {
+            let Some(&id) = self.stops.get(instrument.index()).and_then(|s| s.get(i)) else {
+                return;
+            };
+            let hit = self.pool.get(id).is_some_and(|o| stop_hit(o, last));
+            if !hit {
+                i += 1;
+                continue;
+            }
+            if let Some(stops) = self.stops.get_mut(instrument.index()) {
+                stops.swap_remove(i);
+            }
+            if let Some(o) = self.pool.get_mut(id) {
+                o.place = Placement::None;
+            }
+            self.work(id, at);
+        }
+    }
+
+    /// Ends a step: cascades stop triggers, then reports the internal books' changed
+    /// levels as market data (`END_OF_BATCH` on each instrument's last change).
+    pub(super) fn finish_step(&mut self, at: UnixNanos) {
+        while let Some(instrument) = self.stop_checks.pop() {
+            self.check_stops(instrument, at);
+        }
+        let n = self.touched.len();
+        for k in 0..n {
+            let Some(&(instrument, side, price)) = self.touched.get(k) else {
+                continue;
+            };
+            let qty = self
+                .books
+                .get(instrument.index())
+                .and_then(|b| b.level(side, price))
+                .map_or(Qty(0), |l| l.qty);
+            let last_for_instrument = !self.touched.iter().skip(k + 1).any(|t| t.0 == instrument);
+            let flags = if last_for_instrument {
+                BookFlags::END_OF_BATCH
+            } else {
+                BookFlags::NONE
+            };
+            self.ticks.push(Tick {
+                exchange_ts: at,
+                recv_ts: at,
+                instrument,
+                data: TickData::BookDelta {
+                    side,
+                    price,
+                    qty,
+                    update_id: 0,
+                    flags,
+                },
+            });
+            if last_for_instrument {
+                self.refresh_internal_market(instrument);
+            }
+        }
+        self.touched.clear();
+    }
+
+    /// The internal venue's own best bid/offer is its market reference.
+    fn refresh_internal_market(&mut self, instrument: InstrumentId) {
+        let Some(book) = self.books.get(instrument.index()) else {
+            return;
+        };
+        let (bid, ask) = (book.best(Side::Buy).copied(), book.best(Side::Sell).copied());
+        if let Some(m) = self.markets.get_mut(instrument.index()) {
+            (m.bid, m.bid_qty) = bid.map_or((Price(0), Qty(0)), |l| (l.price, l.qty));
+            (m.ask, m.ask_qty) = ask.map_or((Price(0), Qty(0)), |l| (l.price, l.qty));
+        }
+    }
+}

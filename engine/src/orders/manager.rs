@@ -1,0 +1,740 @@
+//! The order manager: the engine thread's order path. It owns every order, book,
+//! position and account's risk usage, takes [`Command`]s, and reports
+//! [`OrderEvent`]s (plus, for the internal venue, market data ticks) into buffers the
+//! engine drains after each step.
+//!
+//! Single-threaded and allocation-free after construction: the pool, the books' level
+//! vectors, the client-id index and the output buffers are all sized up front
+//! (`OrderConfig`). Execution (matching, paper fills, stops) lives in
+//! [`super::execution`]; this file is state, validation and the command handlers.
+
+use std::collections::HashMap;
+
+use crate::fixed::{Price, Qty};
+use crate::ids::InstrumentId;
+use crate::instrument::InstrumentRegistry;
+use crate::session::TradingSession;
+use crate::side::Side;
+use crate::tick::Tick;
+use crate::time::UnixNanos;
+
+use super::command::{Command, CommandKind, KillScope, NewOrder};
+use super::event::{CancelReason, OrderEvent, OrderEventData, OrderEventKind};
+use super::pool::OrderPool;
+use super::position::Position;
+use super::queue_book::{Links, QueueBook};
+use super::reject::Reject;
+use super::risk::{AccountRisk, RiskLimits, TradingState, VALUE_SCALE};
+use super::types::{
+    AccountId, ClientOrderId, Order, OrderId, OrderStatus, OrderType, Placement, TimeInForce, VenueKind,
+};
+
+/// Per instrument: where it trades and its grid, as the order path needs them.
+#[derive(Debug, Clone)]
+pub struct InstrumentRules {
+    pub venue: VenueKind,
+    pub tick: Price,
+    pub lot: Qty,
+    pub price_scale: u8,
+    pub qty_scale: u8,
+    pub session: TradingSession,
+    /// Base currency per unit of the quote currency, at [`VALUE_SCALE`].
+    pub rate: i128,
+}
+
+/// The live market an instrument's orders are checked and paper-filled against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MarketRef {
+    pub bid: Price,
+    pub bid_qty: Qty,
+    pub ask: Price,
+    pub ask_qty: Qty,
+    /// Last trade price; zero before the first trade.
+    pub last: Price,
+}
+
+impl MarketRef {
+    /// Last trade, else the mid, else nothing.
+    pub fn reference(&self) -> Option<Price> {
+        if self.last.0 > 0 {
+            Some(self.last)
+        } else if self.bid_qty.0 > 0 && self.ask_qty.0 > 0 {
+            Some(Price((self.bid.0 + self.ask.0) / 2))
+        } else {
+            None
+        }
+    }
+
+    /// The best opposite price and size an incoming `side` order would take.
+    pub fn opposite(&self, side: Side) -> Option<(Price, Qty)> {
+        let (p, q) = match side {
+            Side::Buy => (self.ask, self.ask_qty),
+            Side::Sell => (self.bid, self.bid_qty),
+        };
+        (q.0 > 0).then_some((p, q))
+    }
+}
+
+/// Sizes of everything the order path preallocates.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderCapacity {
+    /// Orders the engine holds at once (open plus recently finished).
+    pub orders: usize,
+    /// Price levels per book side.
+    pub levels: usize,
+    /// Stop orders waiting per instrument.
+    pub stops: usize,
+    /// Seconds to add to UTC to get the trading day (19800 = IST).
+    pub day_offset_secs: i64,
+}
+
+pub struct OrderManager {
+    pub(super) rules: Vec<InstrumentRules>,
+    pub(super) pool: OrderPool,
+    pub(super) links: Links,
+    pub(super) books: Vec<QueueBook>,
+    pub(super) stops: Vec<Vec<OrderId>>,
+    pub(super) markets: Vec<MarketRef>,
+    pub(super) accounts: Vec<AccountRisk>,
+    /// `account * instruments + instrument`.
+    pub(super) positions: Vec<Position>,
+    /// Base-currency exposure counted per position (same index as `positions`).
+    pub(super) position_exposure: Vec<i128>,
+    pub(super) client_ids: HashMap<(AccountId, ClientOrderId), OrderId>,
+    pub(super) global_kill: bool,
+    pub(super) instrument_kill: Vec<bool>,
+    pub(super) seq: u64,
+    pub(super) fill_seq: u64,
+    pub(super) trade_seq: Vec<u64>,
+    pub(super) events: Vec<OrderEvent>,
+    pub(super) ticks: Vec<Tick>,
+    /// Internal-venue levels touched by the current step: (instrument, side, price).
+    pub(super) touched: Vec<(InstrumentId, Side, Price)>,
+    pub(super) day_offset_ns: i64,
+    pub(super) next_expiry_check: UnixNanos,
+    /// The request being handled (0 while reacting to the market).
+    pub(super) request: u64,
+    /// Instruments whose last price moved in this step: their stops are checked.
+    pub(super) stop_checks: Vec<InstrumentId>,
+}
+
+/// Largest number of events one step may report before the engine must drain them.
+const EVENT_BUFFER: usize = 16_384;
+
+impl OrderManager {
+    pub fn new(
+        registry: &InstrumentRegistry,
+        venues: &[VenueKind],
+        rates: &[i128],
+        accounts: &[RiskLimits],
+        cap: OrderCapacity,
+    ) -> Self {
+        let n = registry.len();
+        let rules = registry
+            .iter()
+            .map(|i| InstrumentRules {
+                venue: venues.get(i.id.index()).copied().unwrap_or(VenueKind::Paper),
+                tick: i.tick_size,
+                lot: i.lot_size,
+                price_scale: i.price_scale,
+                qty_scale: i.qty_scale,
+                session: i.session.clone(),
+                rate: rates.get(i.id.index()).copied().unwrap_or(1 << 0),
+            })
+            .collect();
+        let pool = OrderPool::new(cap.orders);
+        let slots = pool.capacity();
+        Self {
+            rules,
+            links: Links::new(slots, super::pool::slot_mask()),
+            pool,
+            books: (0..n).map(|_| QueueBook::with_capacity(cap.levels)).collect(),
+            stops: (0..n).map(|_| Vec::with_capacity(cap.stops)).collect(),
+            markets: vec![MarketRef::default(); n],
+            accounts: accounts.iter().map(|l| AccountRisk::new(*l)).collect(),
+            positions: vec![Position::default(); n * accounts.len()],
+            position_exposure: vec![0; n * accounts.len()],
+            client_ids: HashMap::with_capacity(slots),
+            global_kill: false,
+            instrument_kill: vec![false; n],
+            seq: 0,
+            fill_seq: 0,
+            trade_seq: vec![0; n],
+            events: Vec::with_capacity(EVENT_BUFFER),
+            ticks: Vec::with_capacity(EVENT_BUFFER),
+            touched: Vec::with_capacity(EVENT_BUFFER),
+            day_offset_ns: cap.day_offset_secs.saturating_mul(UnixNanos::NANOS_PER_SEC),
+            next_expiry_check: UnixNanos(i64::MIN),
+            request: 0,
+            stop_checks: Vec::with_capacity(n.max(16)),
+        }
+    }
+
+    // ---- read access (tests, snapshots, the API's resync) ----
+
+    pub fn order(&self, id: OrderId) -> Option<&Order> {
+        self.pool.get(id)
+    }
+
+    pub fn open_orders(&self) -> impl Iterator<Item = &Order> {
+        self.pool.iter_live().filter(|o| o.status.is_open())
+    }
+
+    pub fn position(&self, account: AccountId, instrument: InstrumentId) -> Option<&Position> {
+        self.positions.get(self.position_index(account, instrument)?)
+    }
+
+    pub fn account(&self, account: AccountId) -> Option<&AccountRisk> {
+        self.accounts.get(account.index())
+    }
+
+    pub fn market(&self, instrument: InstrumentId) -> Option<&MarketRef> {
+        self.markets.get(instrument.index())
+    }
+
+    pub fn book(&self, instrument: InstrumentId) -> Option<&QueueBook> {
+        self.books.get(instrument.index())
+    }
+
+    /// Calls `f(order id, price, remaining qty)` for the instrument's resting orders on
+    /// `side`, best price first, in time priority within a price.
+    pub fn for_each_resting(&self, instrument: InstrumentId, side: Side, mut f: impl FnMut(OrderId, Price, Qty)) {
+        let Some(book) = self.books.get(instrument.index()) else {
+            return;
+        };
+        for level in book.levels(side) {
+            let mut next = QueueBook::head(level);
+            while let Some(id) = next {
+                if let Some(o) = self.pool.get(id) {
+                    f(id, level.price, o.leaves());
+                }
+                next = QueueBook::next(&self.links, id);
+            }
+        }
+    }
+
+    pub fn rules(&self, instrument: InstrumentId) -> Option<&InstrumentRules> {
+        self.rules.get(instrument.index())
+    }
+
+    /// Events produced since the last [`clear`](Self::clear).
+    pub fn events(&self) -> &[OrderEvent] {
+        &self.events
+    }
+
+    /// Internal-venue market data produced since the last clear.
+    pub fn ticks(&self) -> &[Tick] {
+        &self.ticks
+    }
+
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.ticks.clear();
+    }
+
+    /// Room left in the event buffer: the engine only takes a command when a worst
+    /// case step still fits.
+    pub fn headroom(&self) -> usize {
+        EVENT_BUFFER.saturating_sub(self.events.len())
+    }
+
+    pub(super) fn position_index(&self, account: AccountId, instrument: InstrumentId) -> Option<usize> {
+        (account.index() < self.accounts.len() && instrument.index() < self.rules.len())
+            .then(|| account.index() * self.rules.len() + instrument.index())
+    }
+
+    // ---- event helpers ----
+
+    pub(super) fn emit(&mut self, account: AccountId, at: UnixNanos, data: OrderEventData) {
+        self.seq += 1;
+        self.events.push(OrderEvent {
+            seq: self.seq,
+            request: self.request,
+            account,
+            at,
+            last: false,
+            data,
+        });
+    }
+
+    pub(super) fn emit_order(&mut self, kind: OrderEventKind, id: OrderId, at: UnixNanos) {
+        if let Some(order) = self.pool.get(id).copied() {
+            self.emit(order.account, at, OrderEventData::Order { kind, order });
+        }
+    }
+
+    fn reject(&mut self, cmd: &Command, reject: Reject, new: Option<&NewOrder>, order: Option<OrderId>) {
+        let (instrument, client_id) = match (new, order.and_then(|id| self.pool.get(id))) {
+            (Some(n), _) => (Some(n.instrument), n.client_id),
+            (None, Some(o)) => (Some(o.instrument), o.client_id),
+            (None, None) => (None, ClientOrderId::EMPTY),
+        };
+        self.emit(
+            cmd.account,
+            cmd.at,
+            OrderEventData::Rejected {
+                reject,
+                instrument,
+                client_id,
+                order,
+            },
+        );
+    }
+
+    /// Base-currency value (at [`VALUE_SCALE`]) of `qty` at `price` in `instrument`.
+    pub(super) fn notional(&self, instrument: InstrumentId, price: Price, qty: Qty) -> i128 {
+        let Some(r) = self.rules.get(instrument.index()) else {
+            return 0;
+        };
+        let raw = i128::from(price.0) * i128::from(qty.0) * r.rate;
+        raw / pow10_i128(r.price_scale + r.qty_scale)
+    }
+
+    /// Quantity in limit units ([`VALUE_SCALE`] decimals).
+    fn qty_value(&self, instrument: InstrumentId, qty: i128) -> i128 {
+        let Some(r) = self.rules.get(instrument.index()) else {
+            return 0;
+        };
+        scale_to_value(qty, r.qty_scale)
+    }
+
+    /// A price x qty amount (price scale + qty scale) in base currency at VALUE_SCALE.
+    pub(super) fn amount_value(&self, instrument: InstrumentId, amount: i128) -> i128 {
+        let Some(r) = self.rules.get(instrument.index()) else {
+            return 0;
+        };
+        amount * r.rate / pow10_i128(r.price_scale + r.qty_scale)
+    }
+
+    pub(super) fn trading_day(&self, now: UnixNanos) -> i64 {
+        now.0
+            .saturating_add(self.day_offset_ns)
+            .div_euclid(86_400 * UnixNanos::NANOS_PER_SEC)
+    }
+
+    // ---- commands ----
+
+    /// Handles one command; its events are appended to [`events`](Self::events), the
+    /// last one flagged `last`.
+    pub fn handle(&mut self, cmd: &Command) {
+        self.request = cmd.request;
+        let before = self.events.len();
+        match cmd.kind {
+            CommandKind::New(new) => self.place(cmd, &new, false),
+            CommandKind::Test(new) => self.place(cmd, &new, true),
+            CommandKind::Cancel { order } => self.cancel_cmd(cmd, order),
+            CommandKind::Replace { order, qty, price } => self.replace(cmd, order, qty, price),
+            CommandKind::MassCancel { instrument } => self.mass_cancel(cmd, instrument),
+            CommandKind::KillSwitch { scope, on } => self.kill_switch(cmd, scope, on),
+            CommandKind::SetLimits { target, limits } => match self.accounts.get_mut(target.index()) {
+                Some(a) => {
+                    a.limits = limits;
+                    self.emit(cmd.account, cmd.at, OrderEventData::Done { count: 0 });
+                }
+                None => self.reject(cmd, Reject::UnknownAccount, None, None),
+            },
+            CommandKind::SetTradingState { target, state } => match self.accounts.get_mut(target.index()) {
+                Some(a) => {
+                    a.state = state;
+                    self.emit(cmd.account, cmd.at, OrderEventData::Done { count: 0 });
+                }
+                None => self.reject(cmd, Reject::UnknownAccount, None, None),
+            },
+        }
+        self.finish_step(cmd.at);
+        if self.events.len() == before {
+            // Every command answers; this only guards the invariant.
+            self.emit(cmd.account, cmd.at, OrderEventData::Done { count: 0 });
+        }
+        if let Some(last) = self.events.last_mut() {
+            last.last = true;
+        }
+        self.request = 0;
+    }
+
+    /// Every check a new order must pass, in a fixed order (cheap and structural
+    /// first). Constant time. Does not change state except the rate bucket when
+    /// `take_rate`.
+    fn check_new(&mut self, cmd: &Command, new: &NewOrder, take_rate: bool) -> Result<Price, Reject> {
+        let acct = self.accounts.get(cmd.account.index()).ok_or(Reject::UnknownAccount)?;
+        let rules = self
+            .rules
+            .get(new.instrument.index())
+            .ok_or(Reject::UnknownInstrument)?;
+        let market = self.markets.get(new.instrument.index()).copied().unwrap_or_default();
+        if self.global_kill || acct.killed || self.instrument_kill.get(new.instrument.index()) == Some(&true) {
+            return Err(Reject::KillSwitch);
+        }
+        if acct.state == TradingState::Blocked {
+            return Err(Reject::AccountBlocked);
+        }
+        if !rules.session.is_open(cmd.at) {
+            return Err(Reject::MarketClosed);
+        }
+        // Shape of the order.
+        if new.qty.0 <= 0 {
+            return Err(Reject::InvalidQty);
+        }
+        if rules.lot.0 > 0 && new.qty.0 % rules.lot.0 != 0 {
+            return Err(Reject::LotSize);
+        }
+        match (new.kind.has_limit_price(), new.price.0) {
+            (true, p) if p < 0 => return Err(Reject::InvalidPrice),
+            (true, 0) => return Err(Reject::MissingPrice),
+            (false, p) if p != 0 => return Err(Reject::UnexpectedPrice),
+            _ => {}
+        }
+        if new.kind.has_stop_price() {
+            if new.stop_price.0 == 0 {
+                return Err(Reject::MissingStopPrice);
+            }
+            if new.stop_price.0 < 0 || rules.tick.0 > 0 && new.stop_price.0 % rules.tick.0 != 0 {
+                return Err(if new.stop_price.0 < 0 {
+                    Reject::InvalidPrice
+                } else {
+                    Reject::TickSize
+                });
+            }
+        } else if new.stop_price.0 != 0 {
+            return Err(Reject::UnexpectedPrice);
+        }
+        if new.kind.has_limit_price() && rules.tick.0 > 0 && new.price.0 % rules.tick.0 != 0 {
+            return Err(Reject::TickSize);
+        }
+        let market_like = matches!(new.kind, OrderType::Market);
+        match new.tif {
+            TimeInForce::Gtd(t) if t <= cmd.at => return Err(Reject::InvalidTif),
+            TimeInForce::Gtc | TimeInForce::Day | TimeInForce::Gtd(_) if market_like => return Err(Reject::InvalidTif),
+            _ => {}
+        }
+        if new.post_only && (new.kind != OrderType::Limit || new.tif.is_immediate()) {
+            return Err(Reject::InvalidTif);
+        }
+        // Rates: after the structural checks, before the limits.
+        let rate = acct.order_rate();
+        let acct = self
+            .accounts
+            .get_mut(cmd.account.index())
+            .ok_or(Reject::UnknownAccount)?;
+        let allowed = if take_rate {
+            acct.orders.try_take(cmd.at, rate)
+        } else {
+            acct.orders.available(cmd.at, rate)
+        };
+        if !allowed {
+            return Err(if acct.state == TradingState::Throttled {
+                Reject::Throttled
+            } else {
+                Reject::OrderRate
+            });
+        }
+        let acct = *acct;
+        let limits = acct.limits;
+        // Limits.
+        let reference = market.reference();
+        // Market and stop orders are valued at the reference price, or where they would
+        // trade now when there is none yet.
+        let notional_price = if new.kind.has_limit_price() {
+            new.price
+        } else {
+            reference
+                .or_else(|| market.opposite(new.side).map(|(p, _)| p))
+                .ok_or(if market_like {
+                    Reject::NoLiquidity
+                } else {
+                    Reject::NoReferencePrice
+                })?
+        };
+        if self.qty_value(new.instrument, i128::from(new.qty.0)) > limits.max_order_qty {
+            return Err(Reject::MaxOrderQty);
+        }
+        let notional = self.notional(new.instrument, notional_price, new.qty);
+        if notional > limits.max_order_notional {
+            return Err(Reject::MaxOrderNotional);
+        }
+        if new.kind.has_limit_price() {
+            if let Some(r) = reference {
+                let distance = i128::from((new.price.0 - r.0).abs()) * 10_000;
+                if distance > i128::from(limits.price_collar_bps) * i128::from(r.0) {
+                    return Err(Reject::PriceCollar);
+                }
+            }
+        }
+        if acct.open_orders >= limits.max_open_orders {
+            return Err(Reject::MaxOpenOrders);
+        }
+        let pos = self
+            .position_index(cmd.account, new.instrument)
+            .and_then(|i| self.positions.get(i))
+            .copied()
+            .unwrap_or_default();
+        let signed = match new.side {
+            Side::Buy => i128::from(new.qty.0),
+            Side::Sell => -i128::from(new.qty.0),
+        };
+        let reduces = pos.qty != 0 && (pos.qty > 0) != (signed > 0) && signed.abs() <= i128::from(pos.qty).abs();
+        if (new.reduce_only || acct.state == TradingState::ReduceOnly) && !reduces {
+            return Err(if new.reduce_only {
+                Reject::ReduceOnlyWouldIncrease
+            } else {
+                Reject::ReduceOnlyState
+            });
+        }
+        if self.qty_value(new.instrument, (i128::from(pos.qty) + signed).abs()) > limits.max_position_qty && !reduces {
+            return Err(Reject::PositionLimit);
+        }
+        if !reduces && acct.gross_exposure() + notional > limits.max_gross_exposure {
+            return Err(Reject::BuyingPower);
+        }
+        let mut today = acct.realized_today;
+        if acct.day != self.trading_day(cmd.at) {
+            today = 0;
+        }
+        if !reduces && today <= -limits.daily_loss_limit {
+            return Err(Reject::DailyLoss);
+        }
+        if self.client_ids.contains_key(&(cmd.account, new.client_id)) {
+            return Err(Reject::DuplicateClientOrderId);
+        }
+        // Liquidity rules that depend on the book right now.
+        self.check_liquidity(cmd.account, new)?;
+        if self.pool.next_id().is_none() {
+            return Err(Reject::EngineCapacity);
+        }
+        Ok(notional_price)
+    }
+
+    fn place(&mut self, cmd: &Command, new: &NewOrder, dry_run: bool) {
+        let notional_price = match self.check_new(cmd, new, !dry_run) {
+            Ok(p) => p,
+            Err(r) => return self.reject(cmd, r, Some(new), None),
+        };
+        if dry_run {
+            return self.emit(
+                cmd.account,
+                cmd.at,
+                OrderEventData::TestPassed {
+                    instrument: new.instrument,
+                },
+            );
+        }
+        let order = Order {
+            id: OrderId(0),
+            account: cmd.account,
+            instrument: new.instrument,
+            client_id: new.client_id,
+            side: new.side,
+            kind: new.kind,
+            tif: new.tif,
+            post_only: new.post_only,
+            reduce_only: new.reduce_only,
+            price: new.price,
+            stop_price: new.stop_price,
+            qty: new.qty,
+            filled: Qty(0),
+            status: OrderStatus::Open,
+            triggered: !new.kind.has_stop_price(),
+            created: cmd.at,
+            updated: cmd.at,
+            fill_cost: 0,
+            notional_price,
+            reserved: 0,
+            last_trade: 0,
+            place: Placement::None,
+        };
+        let Some(id) = self.pool.insert(order) else {
+            return self.reject(cmd, Reject::EngineCapacity, Some(new), None);
+        };
+        self.client_ids.insert((cmd.account, new.client_id), id);
+        if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
+            a.open_orders += 1;
+        }
+        self.reserve(id);
+        self.emit_order(OrderEventKind::Accepted, id, cmd.at);
+        self.work(id, cmd.at);
+    }
+
+    fn cancel_cmd(&mut self, cmd: &Command, id: OrderId) {
+        let Some(order) = self.pool.get(id).copied().filter(|o| o.account == cmd.account) else {
+            return self.reject(cmd, Reject::OrderNotFound, None, None);
+        };
+        if !order.status.is_open() {
+            return self.reject(cmd, Reject::OrderNotOpen, None, Some(id));
+        }
+        let rate = self
+            .accounts
+            .get(cmd.account.index())
+            .map_or(1, |a| a.limits.cancels_per_sec);
+        if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
+            if !a.cancels.try_take(cmd.at, rate) {
+                return self.reject(cmd, Reject::CancelRate, None, Some(id));
+            }
+        }
+        self.cancel(id, CancelReason::User, cmd.at);
+    }
+
+    fn replace(&mut self, cmd: &Command, id: OrderId, qty: Option<Qty>, price: Option<Price>) {
+        let Some(order) = self.pool.get(id).copied().filter(|o| o.account == cmd.account) else {
+            return self.reject(cmd, Reject::OrderNotFound, None, None);
+        };
+        if !order.status.is_open() {
+            return self.reject(cmd, Reject::OrderNotOpen, None, Some(id));
+        }
+        let new_qty = qty.unwrap_or(order.qty);
+        let new_price = price.unwrap_or(order.price);
+        if new_qty == order.qty && new_price == order.price {
+            return self.reject(cmd, Reject::ReplaceNoChange, None, Some(id));
+        }
+        if price.is_some() && !order.kind.has_limit_price() {
+            return self.reject(cmd, Reject::UnexpectedPrice, None, Some(id));
+        }
+        if new_qty.0 <= order.filled.0 {
+            return self.reject(cmd, Reject::ReplaceBelowFilled, None, Some(id));
+        }
+        // The replacement must pass the same checks as a new order for its size and
+        // price (the old order's own reservation does not count against it).
+        let as_new = NewOrder {
+            instrument: order.instrument,
+            client_id: ClientOrderId::EMPTY,
+            side: order.side,
+            kind: order.kind,
+            tif: order.tif,
+            price: new_price,
+            stop_price: order.stop_price,
+            qty: Qty(new_qty.0 - order.filled.0),
+            post_only: order.post_only,
+            reduce_only: order.reduce_only,
+        };
+        self.unreserve(id);
+        if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
+            a.open_orders -= 1;
+        }
+        let checked = self.check_new(cmd, &as_new, true);
+        if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
+            a.open_orders += 1;
+        }
+        if let Err(r) = checked {
+            self.reserve(id);
+            return self.reject(cmd, r, None, Some(id));
+        }
+        let keeps_priority = new_price == order.price && new_qty.0 < order.qty.0;
+        let resting = order.place == Placement::Book;
+        if resting {
+            if keeps_priority {
+                if let Some(book) = self.books.get_mut(order.instrument.index()) {
+                    book.reduce(order.side, order.price, Qty(order.qty.0 - new_qty.0));
+                }
+                self.touch(order.instrument, order.side, order.price);
+            } else {
+                self.unrest(id);
+            }
+        }
+        if let Some(o) = self.pool.get_mut(id) {
+            o.qty = new_qty;
+            o.price = new_price;
+            if o.kind.has_limit_price() {
+                o.notional_price = new_price;
+            }
+            o.updated = cmd.at;
+        }
+        self.reserve(id);
+        self.emit_order(OrderEventKind::Replaced, id, cmd.at);
+        if resting && !keeps_priority {
+            self.work(id, cmd.at);
+        }
+    }
+
+    fn mass_cancel(&mut self, cmd: &Command, instrument: Option<InstrumentId>) {
+        if self.accounts.get(cmd.account.index()).is_none() {
+            return self.reject(cmd, Reject::UnknownAccount, None, None);
+        }
+        let count = self.cancel_where(CancelReason::Mass, cmd.at, |o| {
+            o.account == cmd.account && instrument.is_none_or(|i| o.instrument == i)
+        });
+        self.emit(cmd.account, cmd.at, OrderEventData::Done { count });
+    }
+
+    fn kill_switch(&mut self, cmd: &Command, scope: KillScope, on: bool) {
+        match scope {
+            KillScope::Global => self.global_kill = on,
+            KillScope::Account(a) => match self.accounts.get_mut(a.index()) {
+                Some(acct) => acct.killed = on,
+                None => return self.reject(cmd, Reject::UnknownAccount, None, None),
+            },
+            KillScope::Instrument(i) => match self.instrument_kill.get_mut(i.index()) {
+                Some(k) => *k = on,
+                None => return self.reject(cmd, Reject::UnknownInstrument, None, None),
+            },
+        }
+        let count = if on {
+            self.cancel_where(CancelReason::KillSwitch, cmd.at, |o| match scope {
+                KillScope::Global => true,
+                KillScope::Account(a) => o.account == a,
+                KillScope::Instrument(i) => o.instrument == i,
+            })
+        } else {
+            0
+        };
+        self.emit(cmd.account, cmd.at, OrderEventData::Done { count });
+    }
+
+    /// Cancels every open order matching `pred`; returns how many.
+    fn cancel_where(&mut self, reason: CancelReason, at: UnixNanos, pred: impl Fn(&Order) -> bool) -> u32 {
+        let mut count = 0;
+        // Walk by slot so cancelling (which frees slots) cannot disturb the walk.
+        for slot in 0..self.pool.capacity() {
+            let Some(id) = self.pool.live_id(slot) else { continue };
+            let Some(order) = self.pool.get(id).copied() else {
+                continue;
+            };
+            if order.status.is_open() && pred(&order) {
+                self.cancel(id, reason, at);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Time-driven work: expiries (DAY at session close, GTD at its time), checked
+    /// every 100 ms.
+    pub fn on_timer(&mut self, now: UnixNanos) {
+        if now < self.next_expiry_check {
+            return;
+        }
+        self.next_expiry_check = now.saturating_add_nanos(100 * UnixNanos::NANOS_PER_MILLI);
+        for slot in 0..self.pool.capacity() {
+            let Some(id) = self.pool.live_id(slot) else { continue };
+            let Some(order) = self.pool.get(id).copied() else {
+                continue;
+            };
+            if !order.status.is_open() {
+                continue;
+            }
+            let expired = match order.tif {
+                TimeInForce::Gtd(t) => t <= now,
+                TimeInForce::Day => self
+                    .rules
+                    .get(order.instrument.index())
+                    .is_some_and(|r| !r.session.is_open(now)),
+                _ => false,
+            };
+            if expired {
+                self.finish(id, OrderStatus::Expired, OrderEventKind::Expired, now);
+            }
+        }
+        self.finish_step(now);
+    }
+}
+
+pub(super) fn pow10_i128(n: u8) -> i128 {
+    10i128.pow(u32::from(n.min(36)))
+}
+
+/// A mantissa at `scale` expressed at [`VALUE_SCALE`].
+fn scale_to_value(v: i128, scale: u8) -> i128 {
+    if scale <= VALUE_SCALE {
+        v * pow10_i128(VALUE_SCALE - scale)
+    } else {
+        v / pow10_i128(scale - VALUE_SCALE)
+    }
+}

@@ -1,0 +1,26 @@
+//! The order path, run inside the engine thread: order entry, pre-trade risk,
+//! execution on the internal CLOB or the paper venue, positions. See SPEC section 4.
+//!
+//! The API hands [`Command`]s in through a bounded lock-free queue; the
+//! [`OrderManager`] answers with [`OrderEvent`]s that the engine publishes on a
+//! dedicated output ring that never drops (the engine takes a command only when the
+//! worst case of its events fits).
+
+pub mod command;
+pub mod event;
+pub mod execution;
+pub mod manager;
+pub mod pool;
+pub mod position;
+pub mod queue_book;
+pub mod reject;
+pub mod risk;
+pub mod types;
+
+pub use command::{Command, CommandKind, KillScope, NewOrder};
+pub use event::{CancelReason, Fill, Liquidity, OrderEvent, OrderEventData, OrderEventKind};
+pub use manager::{InstrumentRules, MarketRef, OrderCapacity, OrderManager};
+pub use position::Position;
+pub use reject::Reject;
+pub use risk::{AccountRisk, RiskLimits, RiskLimitsConfig, SelfTradeMode, TradingState, VALUE_SCALE};
+pub use types::{AccountId, ClientOrderId, Order, OrderId, OrderStatus, OrderType, Placement, TimeInForce, VenueKind};

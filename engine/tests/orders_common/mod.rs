@@ -1,0 +1,138 @@
+//! Shared set-up for the order-path tests: a registry with an internal-venue and a
+//! paper-venue instrument, generous default limits, and command builders.
+
+#![allow(dead_code)]
+
+use stocksblitz_engine::orders::{
+    AccountId, ClientOrderId, Command, CommandKind, NewOrder, OrderCapacity, OrderEvent, OrderEventData, OrderManager,
+    OrderType, RiskLimits, SelfTradeMode, TimeInForce, VenueKind,
+};
+use stocksblitz_engine::{InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Side, UnixNanos};
+
+pub const INTERNAL: InstrumentId = InstrumentId(0);
+pub const PAPER: InstrumentId = InstrumentId(1);
+/// 2026-12-02 10:00 UTC.
+pub const T0: i64 = 1_796_205_600_000_000_000;
+
+pub fn registry() -> InstrumentRegistry {
+    let inst = |symbol: &str, venue: &str| InstrumentConfig {
+        symbol: symbol.into(),
+        venue: venue.into(),
+        venue_symbol: symbol.to_lowercase(),
+        kind: stocksblitz_engine::instrument::InstrumentKind::CryptoSpot,
+        currency: "USDT".into(),
+        price_decimals: 2,
+        qty_decimals: 3,
+        tick_size: "0.01".into(),
+        lot_size: "0.001".into(),
+        session: "24x7".into(),
+    };
+    InstrumentRegistry::from_config(&[inst("INT", "internal"), inst("PAP", "binance")]).expect("registry")
+}
+
+/// Limits far above anything the tests send unless a test narrows one.
+pub fn loose() -> RiskLimits {
+    let big = 1_000_000_000_000_000_000i128;
+    RiskLimits {
+        max_order_qty: big,
+        max_order_notional: big,
+        price_collar_bps: 1_000_000,
+        max_open_orders: 100_000,
+        max_position_qty: big,
+        max_gross_exposure: big,
+        daily_loss_limit: big,
+        orders_per_sec: 1_000_000,
+        cancels_per_sec: 1_000_000,
+        self_trade: SelfTradeMode::CancelNewest,
+    }
+}
+
+pub fn manager_with(limits: &[RiskLimits]) -> OrderManager {
+    OrderManager::new(
+        &registry(),
+        &[VenueKind::Internal, VenueKind::Paper],
+        // 1 USDT = 1 base unit (at 8 decimals).
+        &[100_000_000, 100_000_000],
+        limits,
+        OrderCapacity {
+            orders: 4096,
+            levels: 256,
+            stops: 256,
+            day_offset_secs: 19_800,
+        },
+    )
+}
+
+pub fn manager(accounts: usize) -> OrderManager {
+    manager_with(&vec![loose(); accounts])
+}
+
+pub fn new_order(
+    instrument: InstrumentId,
+    client: &str,
+    side: Side,
+    kind: OrderType,
+    tif: TimeInForce,
+    price: i64,
+    qty: i64,
+) -> NewOrder {
+    NewOrder {
+        instrument,
+        client_id: ClientOrderId::new(client).expect("client id"),
+        side,
+        kind,
+        tif,
+        price: Price(price),
+        stop_price: Price(0),
+        qty: Qty(qty),
+        post_only: false,
+        reduce_only: false,
+    }
+}
+
+pub fn limit(instrument: InstrumentId, client: &str, side: Side, price: i64, qty: i64) -> NewOrder {
+    new_order(instrument, client, side, OrderType::Limit, TimeInForce::Gtc, price, qty)
+}
+
+pub fn market(instrument: InstrumentId, client: &str, side: Side, qty: i64) -> NewOrder {
+    new_order(instrument, client, side, OrderType::Market, TimeInForce::Ioc, 0, qty)
+}
+
+/// Runs one command and returns its events.
+pub fn run(m: &mut OrderManager, account: u32, at_ns: i64, kind: CommandKind) -> Vec<OrderEvent> {
+    m.clear();
+    m.handle(&Command {
+        request: 1,
+        account: AccountId(account),
+        at: UnixNanos(T0 + at_ns),
+        kind,
+    });
+    m.events().to_vec()
+}
+
+pub fn rejection(events: &[OrderEvent]) -> Option<&'static str> {
+    events.iter().find_map(|e| match e.data {
+        OrderEventData::Rejected { reject, .. } => Some(reject.code()),
+        _ => None,
+    })
+}
+
+pub fn fills(events: &[OrderEvent]) -> Vec<(u64, i64, i64)> {
+    events
+        .iter()
+        .filter_map(|e| match e.data {
+            OrderEventData::Fill(f) => Some((f.order.0, f.price.0, f.qty.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn accepted_id(events: &[OrderEvent]) -> Option<stocksblitz_engine::orders::OrderId> {
+    events.iter().find_map(|e| match e.data {
+        OrderEventData::Order {
+            kind: stocksblitz_engine::orders::OrderEventKind::Accepted,
+            order,
+        } => Some(order.id),
+        _ => None,
+    })
+}
