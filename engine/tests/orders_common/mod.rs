@@ -11,6 +11,8 @@ use stocksblitz_engine::{InstrumentConfig, InstrumentId, InstrumentRegistry, Pri
 
 pub const INTERNAL: InstrumentId = InstrumentId(0);
 pub const PAPER: InstrumentId = InstrumentId(1);
+/// An NSE equity on the paper venue: session 09:15-15:30 Asia/Kolkata.
+pub const NSE: InstrumentId = InstrumentId(2);
 /// 2026-12-02 10:00 UTC.
 pub const T0: i64 = 1_796_205_600_000_000_000;
 
@@ -27,7 +29,19 @@ pub fn registry() -> InstrumentRegistry {
         lot_size: "0.001".into(),
         session: "24x7".into(),
     };
-    InstrumentRegistry::from_config(&[inst("INT", "internal"), inst("PAP", "binance")]).expect("registry")
+    let nse = InstrumentConfig {
+        symbol: "INFY".into(),
+        venue: "nse".into(),
+        venue_symbol: "408065".into(),
+        kind: stocksblitz_engine::instrument::InstrumentKind::Equity,
+        currency: "INR".into(),
+        price_decimals: 2,
+        qty_decimals: 0,
+        tick_size: "0.05".into(),
+        lot_size: "1".into(),
+        session: "Asia/Kolkata 09:15-15:30 mon-fri".into(),
+    };
+    InstrumentRegistry::from_config(&[inst("INT", "internal"), inst("PAP", "binance"), nse]).expect("registry")
 }
 
 /// Limits far above anything the tests send unless a test narrows one.
@@ -50,9 +64,9 @@ pub fn loose() -> RiskLimits {
 pub fn manager_with(limits: &[RiskLimits]) -> OrderManager {
     OrderManager::new(
         &registry(),
-        &[VenueKind::Internal, VenueKind::Paper],
-        // 1 USDT = 1 base unit (at 8 decimals).
-        &[100_000_000, 100_000_000],
+        &[VenueKind::Internal, VenueKind::Paper, VenueKind::Paper],
+        // 1 USDT = 1 base unit, 1 INR = 1 base unit (at 8 decimals).
+        &[100_000_000, 100_000_000, 100_000_000],
         limits,
         OrderCapacity {
             orders: 4096,
