@@ -13,10 +13,12 @@ use crate::event::{EngineEvent, EventData};
 use crate::idle::Idler;
 use crate::ids::InstrumentId;
 use crate::instrument_state::{Emitted, InstrumentState};
+use crate::orders::gateway::OrderGateway;
+use crate::orders::{OrderManager, VenueKind};
 use crate::publisher::{OutputStats, Publisher};
 use crate::ring::{RingConsumer, RingProducer, RingStats};
 use crate::stats::EngineStats;
-use crate::tick::Tick;
+use crate::tick::{FeedStatus, Tick, TickData};
 use crate::time::UnixNanos;
 
 /// How often housekeeping (bar closes, staleness, resyncs) runs.
@@ -34,6 +36,15 @@ pub struct Engine {
     snapshot_len: usize,
     next_housekeeping: UnixNanos,
     next_progress: UnixNanos,
+    orders: Option<OrderPath>,
+}
+
+/// The order path when order entry is on: the manager, its queue and ring, and a
+/// reusable buffer for the internal venue's market data.
+struct OrderPath {
+    manager: OrderManager,
+    gateway: OrderGateway,
+    scratch: Vec<Tick>,
 }
 
 /// Counters a metrics endpoint reads while the engine runs.
@@ -74,7 +85,78 @@ impl Engine {
             snapshot_len: InstrumentState::snapshot_len(config.book_max_levels),
             next_housekeeping: UnixNanos(i64::MIN),
             next_progress: UnixNanos(i64::MIN),
+            orders: None,
         }
+    }
+
+    /// Turns order entry on. Internal-venue instruments have no feed: their market
+    /// data is the engine's own, live from the start.
+    pub fn with_orders(mut self, manager: OrderManager, gateway: OrderGateway, now: UnixNanos) -> Self {
+        let internal: Vec<InstrumentId> = (0..self.states.len())
+            .map(|i| InstrumentId(i as u32))
+            .filter(|&id| manager.rules(id).is_some_and(|r| r.venue == VenueKind::Internal))
+            .collect();
+        self.orders = Some(OrderPath {
+            manager,
+            gateway,
+            scratch: Vec::with_capacity(16_384),
+        });
+        for id in internal {
+            self.process(&Tick {
+                exchange_ts: UnixNanos::UNKNOWN,
+                recv_ts: now,
+                instrument: id,
+                data: TickData::Status {
+                    status: FeedStatus::Live,
+                    detail: 0,
+                },
+            });
+        }
+        self
+    }
+
+    pub fn order_manager(&self) -> Option<&OrderManager> {
+        self.orders.as_ref().map(|o| &o.manager)
+    }
+
+    pub fn order_stats(&self) -> Option<Arc<crate::orders::gateway::GatewayStats>> {
+        self.orders.as_ref().map(|o| Arc::clone(o.gateway.stats()))
+    }
+
+    /// Sends the order path's events and runs the internal venue's market data through
+    /// the books, until a step produces nothing more.
+    fn after_orders(&mut self) {
+        loop {
+            let Some(op) = self.orders.as_mut() else { return };
+            op.gateway.send(op.manager.events());
+            op.scratch.clear();
+            op.scratch.extend_from_slice(op.manager.ticks());
+            op.manager.clear();
+            if op.scratch.is_empty() {
+                return;
+            }
+            // Moved out and back: the buffer keeps its allocation.
+            let ticks = std::mem::take(&mut op.scratch);
+            for t in &ticks {
+                self.process_market(t);
+            }
+            if let Some(op) = self.orders.as_mut() {
+                op.scratch = ticks;
+            }
+        }
+    }
+
+    /// Takes up to `batch_limit` commands from the API.
+    fn poll_orders(&mut self) -> usize {
+        let mut n = 0;
+        while n < self.batch_limit {
+            let Some(op) = self.orders.as_mut() else { break };
+            let Some(cmd) = op.gateway.next_command() else { break };
+            op.manager.handle(&cmd);
+            self.after_orders();
+            n += 1;
+        }
+        n
     }
 
     pub fn handles(&self) -> EngineHandles {
@@ -96,6 +178,23 @@ impl Engine {
             return;
         };
         let quality = state.quality();
+        if let Some(op) = self.orders.as_mut() {
+            // The order path sees the market the engine publishes: BBO and trades.
+            for data in self.emitted.as_slice() {
+                match *data {
+                    EventData::Quote {
+                        bid,
+                        bid_qty,
+                        ask,
+                        ask_qty,
+                    } => op.manager.on_quote(id, bid, bid_qty, ask, ask_qty, recv_ts),
+                    EventData::Trade {
+                        price, qty, trade_id, ..
+                    } => op.manager.on_trade(id, price, qty, trade_id, recv_ts),
+                    _ => {}
+                }
+            }
+        }
         for data in self.emitted.as_slice() {
             let n = self.publisher.publish(EngineEvent {
                 seq: 0,
@@ -110,9 +209,17 @@ impl Engine {
         self.emitted.clear();
     }
 
-    /// Applies one tick and publishes its events.
+    /// Applies one tick and publishes its events (and any order events it causes).
     #[inline]
     pub fn process(&mut self, tick: &Tick) {
+        self.process_market(tick);
+        if self.orders.is_some() {
+            self.after_orders();
+        }
+    }
+
+    #[inline]
+    fn process_market(&mut self, tick: &Tick) {
         self.stats.ticks.inc();
         let Some(state) = self.states.get_mut(tick.instrument.index()) else {
             self.stats.unknown_instrument.inc();
@@ -143,7 +250,7 @@ impl Engine {
                 n += 1;
             }
         }
-        n
+        n + self.poll_orders()
     }
 
     /// Time-driven work; cheap to call often, does real work once per millisecond.
@@ -165,6 +272,10 @@ impl Engine {
                 state.on_progress(&mut self.emitted);
             }
             self.flush(id, UnixNanos::UNKNOWN, now);
+        }
+        if let Some(op) = self.orders.as_mut() {
+            op.manager.on_timer(now);
+            self.after_orders();
         }
         if self.publisher.resync_pending() {
             let states = &self.states;

@@ -9,6 +9,7 @@
 pub mod command;
 pub mod event;
 pub mod execution;
+pub mod gateway;
 pub mod manager;
 pub mod pool;
 pub mod position;

@@ -1,0 +1,95 @@
+//! The order path's two ends at the engine thread: commands in through a bounded
+//! lock-free MPMC queue (many API tasks push, the engine pops), events out through an
+//! SPSC ring to the API's order fan-out.
+//!
+//! Order events are never dropped. When the ring is full, events wait in a backlog
+//! (allocated once, sized for the worst step) and the engine stops taking commands
+//! until the backlog has drained: back-pressure lands on the API's queue, whose
+//! callers get a clear "engine busy" error, instead of anything being lost.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::counter::Counter;
+use crate::ring::RingProducer;
+
+use super::command::Command;
+use super::event::OrderEvent;
+
+/// The API's handle: push commands; a full queue is the caller's error to report.
+pub type CommandQueue = Arc<ArrayQueue<Command>>;
+
+pub fn command_queue(capacity: usize) -> CommandQueue {
+    Arc::new(ArrayQueue::new(capacity.max(1)))
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    pub commands: Counter,
+    pub events: Counter,
+    /// Events that waited in the backlog because the ring was full.
+    pub backlogged: Counter,
+    /// Current backlog length.
+    pub backlog: Counter,
+}
+
+pub struct OrderGateway {
+    commands: CommandQueue,
+    out: RingProducer<OrderEvent>,
+    backlog: VecDeque<OrderEvent>,
+    stats: Arc<GatewayStats>,
+}
+
+impl OrderGateway {
+    pub fn new(commands: CommandQueue, out: RingProducer<OrderEvent>, backlog: usize) -> Self {
+        Self {
+            commands,
+            out,
+            backlog: VecDeque::with_capacity(backlog),
+            stats: Arc::new(GatewayStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<GatewayStats> {
+        &self.stats
+    }
+
+    /// The next command, unless events are still waiting to go out.
+    pub fn next_command(&mut self) -> Option<Command> {
+        if !self.flush_backlog() {
+            return None;
+        }
+        let c = self.commands.pop()?;
+        self.stats.commands.inc();
+        Some(c)
+    }
+
+    /// Sends what the backlog holds; true when it is empty.
+    pub fn flush_backlog(&mut self) -> bool {
+        while let Some(e) = self.backlog.front().copied() {
+            if self.out.free_slots() == 0 || !self.out.push(e) {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+        self.stats.backlog.set(self.backlog.len() as u64);
+        self.backlog.is_empty()
+    }
+
+    /// Hands events to the ring, in order; whatever does not fit waits in the backlog.
+    pub fn send(&mut self, events: &[OrderEvent]) {
+        self.flush_backlog();
+        for e in events {
+            self.stats.events.inc();
+            if self.backlog.is_empty() && self.out.free_slots() > 0 && self.out.push(*e) {
+                continue;
+            }
+            self.stats.backlogged.inc();
+            self.backlog.push_back(*e);
+        }
+        self.stats.backlog.set(self.backlog.len() as u64);
+    }
+}

@@ -1,0 +1,216 @@
+//! The order path inside the engine loop: commands in through the queue, events out
+//! through the order ring, paper fills driven by feed ticks, the internal venue's
+//! trades and book published as market data; and no heap allocation per command
+//! after warm-up (counting allocator).
+
+mod orders_common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use orders_common::*;
+use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway};
+use stocksblitz_engine::orders::{AccountId, Command, CommandKind, OrderEvent, OrderEventData};
+use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
+use stocksblitz_engine::{
+    BookFlags, Engine, EngineConfig, EngineEvent, EventData, Price, Qty, Side, Tick, TickData, UnixNanos,
+};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+struct Rig {
+    engine: Engine,
+    feed: RingProducer<Tick>,
+    market: RingConsumer<EngineEvent>,
+    orders: RingConsumer<OrderEvent>,
+    queue: stocksblitz_engine::orders::gateway::CommandQueue,
+    next_request: u64,
+}
+
+fn rig() -> Rig {
+    let (feed, input) = ring("feed", 1024);
+    let (out, market) = ring("api", 65_536);
+    let (order_out, orders) = ring("orders", 64);
+    let queue = command_queue(1024);
+    let engine = Engine::new(&EngineConfig::default(), 3, vec![input], vec![out]).with_orders(
+        manager(2),
+        OrderGateway::new(queue.clone(), order_out, 65_536),
+        UnixNanos(T0),
+    );
+    Rig {
+        engine,
+        feed,
+        market,
+        orders,
+        queue,
+        next_request: 1,
+    }
+}
+
+impl Rig {
+    fn send(&mut self, account: u32, kind: CommandKind) -> u64 {
+        let request = self.next_request;
+        self.next_request += 1;
+        assert!(self
+            .queue
+            .push(Command {
+                request,
+                account: AccountId(account),
+                at: UnixNanos(T0),
+                kind,
+            })
+            .is_ok());
+        request
+    }
+
+    fn order_events(&mut self) -> Vec<OrderEvent> {
+        let mut v = Vec::new();
+        loop {
+            self.engine.poll();
+            let before = v.len();
+            while let Some(e) = self.orders.pop() {
+                v.push(e);
+            }
+            if v.len() == before {
+                return v;
+            }
+        }
+    }
+
+    fn market_events(&mut self) -> Vec<EngineEvent> {
+        let mut v = Vec::new();
+        while let Some(e) = self.market.pop() {
+            v.push(e);
+        }
+        v
+    }
+}
+
+#[test]
+fn commands_in_events_out_in_sequence_never_dropped() {
+    let mut r = rig();
+    // More events than the 64-slot order ring holds: they wait, none is lost.
+    for k in 0..100 {
+        r.send(0, CommandKind::New(limit(PAPER, &format!("o{k}"), Side::Buy, 100, 1)));
+    }
+    let events = r.order_events();
+    assert_eq!(events.len(), 100, "one Accepted per order, all delivered");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "contiguous sequence");
+    }
+    assert!(events.iter().filter(|e| e.last).count() == 100);
+    let stats = r.engine.order_stats().unwrap();
+    assert!(stats.backlogged.get() > 0, "the ring filled and events waited");
+    assert_eq!(stats.backlog.get(), 0);
+}
+
+#[test]
+fn feed_ticks_fill_paper_orders_and_internal_trades_are_market_data() {
+    let mut r = rig();
+    let req = r.send(0, CommandKind::New(limit(PAPER, "p", Side::Buy, 10_000, 5)));
+    let ev = r.order_events();
+    assert!(ev.iter().all(|e| e.request == req));
+    // The feed's BBO reaches the order: a paper fill, unsolicited (request 0).
+    let tick = |data| Tick {
+        exchange_ts: UnixNanos(T0),
+        recv_ts: UnixNanos(T0),
+        instrument: PAPER,
+        data,
+    };
+    assert!(r.feed.push(tick(TickData::Status {
+        status: stocksblitz_engine::FeedStatus::Live,
+        detail: 0
+    })));
+    for (side, p, q) in [(Side::Buy, 9_900, 10), (Side::Sell, 10_000, 3)] {
+        assert!(r.feed.push(tick(TickData::BookDelta {
+            side,
+            price: Price(p),
+            qty: Qty(q),
+            update_id: 0,
+            flags: BookFlags::END_OF_BATCH
+        })));
+    }
+    let ev = r.order_events();
+    let fill = ev.iter().find_map(|e| match e.data {
+        OrderEventData::Fill(f) => Some((e.request, f.price.0, f.qty.0)),
+        _ => None,
+    });
+    assert_eq!(fill, Some((0, 10_000, 3)));
+
+    // Internal venue: two accounts trade; the trade and the book reach the market ring.
+    r.market_events();
+    r.send(0, CommandKind::New(limit(INTERNAL, "s", Side::Sell, 20_000, 7)));
+    r.send(1, CommandKind::New(limit(INTERNAL, "b", Side::Buy, 20_000, 2)));
+    let ev = r.order_events();
+    assert_eq!(
+        ev.iter().filter(|e| matches!(e.data, OrderEventData::Fill(_))).count(),
+        2
+    );
+    let md = r.market_events();
+    assert!(md.iter().any(|e| e.instrument == INTERNAL
+        && matches!(e.data, EventData::Trade { price, qty, .. } if price.0 == 20_000 && qty.0 == 2)));
+    assert!(md.iter().any(|e| e.instrument == INTERNAL
+        && matches!(e.data, EventData::Quote { ask, ask_qty, .. } if ask.0 == 20_000 && ask_qty.0 == 5)));
+}
+
+#[test]
+fn no_allocation_per_command_after_warm_up() {
+    let mut r = rig();
+    let cycle = |r: &mut Rig, k: usize| {
+        // A resting sell, a crossing buy from the other account, a paper order and
+        // its cancel: matching, fills, positions, market data, cancels.
+        r.send(
+            0,
+            CommandKind::New(limit(INTERNAL, "s", Side::Sell, 20_000 + (k % 5) as i64, 3)),
+        );
+        r.send(1, CommandKind::New(limit(INTERNAL, "b", Side::Buy, 20_010, 3)));
+        r.send(0, CommandKind::New(limit(PAPER, "p", Side::Buy, 100, 1)));
+        r.engine.poll();
+        while r.orders.pop().is_some() {}
+        while r.market.pop().is_some() {}
+        let open = r
+            .engine
+            .order_manager()
+            .and_then(|m| m.open_orders().next().map(|o| o.id));
+        if let Some(id) = open {
+            r.send(0, CommandKind::Cancel { order: id });
+        }
+        r.engine.poll();
+        while r.orders.pop().is_some() {}
+        while r.market.pop().is_some() {}
+    };
+    for k in 0..50 {
+        cycle(&mut r, k);
+    }
+    COUNTING.store(true, Ordering::SeqCst);
+    for k in 0..500 {
+        cycle(&mut r, k);
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "heap allocations on the order path");
+    let m = r.engine.order_manager().unwrap();
+    assert_eq!(m.open_orders().count(), 0);
+}
