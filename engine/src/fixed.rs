@@ -88,7 +88,10 @@ fn parse_plain(s: &[u8], scale: u8) -> Option<Result<i64, FixedError>> {
 /// The value of a run of at most 18 ASCII digits (empty is 0), `None` on any other
 /// byte. Eight digits at a time (SWAR): venue decimals carry 8 fractional digits.
 #[inline]
-fn digits_u64(s: &[u8]) -> Option<u64> {
+pub fn digits_u64(s: &[u8]) -> Option<u64> {
+    if s.len() > 18 {
+        return None;
+    }
     let mut acc = 0u64;
     let mut chunks = s.chunks_exact(8);
     for chunk in &mut chunks {

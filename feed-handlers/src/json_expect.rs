@@ -11,6 +11,8 @@
 //! in [`crate::json_scan`], which then reports the error precisely. Both paths produce
 //! identical results for a frame both accept (tested per venue).
 
+use stocksblitz_engine::fixed::digits_u64;
+
 use crate::json_scan::string_stop;
 
 /// Reads a byte slice front to back against an expected layout.
@@ -74,9 +76,13 @@ impl<'a> Expect<'a> {
         if n == 0 || n > 1 && digits.first() == Some(&b'0') {
             return None;
         }
-        let v = digits
-            .iter()
-            .try_fold(0u64, |acc, &b| acc.checked_mul(10)?.checked_add(u64::from(b - b'0')))?;
+        // Up to 18 digits cannot overflow: eight at a time; longer ones checked.
+        let v = match digits_u64(digits) {
+            Some(v) => v,
+            None => digits
+                .iter()
+                .try_fold(0u64, |acc, &b| acc.checked_mul(10)?.checked_add(u64::from(b - b'0')))?,
+        };
         self.pos += n;
         Some(v)
     }
