@@ -87,6 +87,20 @@ impl<'a> Expect<'a> {
         Some(v)
     }
 
+    /// `key` (the literal up to and including the value's opening quote), then a string.
+    #[inline]
+    pub fn key_str(&mut self, key: &[u8]) -> Option<&'a [u8]> {
+        self.lit(key)?;
+        self.str()
+    }
+
+    /// `key` then an unsigned integer.
+    #[inline]
+    pub fn key_uint(&mut self, key: &[u8]) -> Option<u64> {
+        self.lit(key)?;
+        self.uint()
+    }
+
     /// A non-negative integer that fits an `i64` (venue timestamps).
     #[inline]
     pub fn int(&mut self) -> Option<i64> {

@@ -38,8 +38,7 @@ fn stop_hit(o: &Order, last: Price) -> bool {
 impl OrderManager {
     /// Post-only, fill-or-kill and market-order liquidity rules against the book the
     /// order would meet right now.
-    pub(super) fn check_liquidity(&self, account: AccountId, new: &NewOrder) -> Result<(), Reject> {
-        let _ = account;
+    pub(super) fn check_liquidity(&self, new: &NewOrder) -> Result<(), Reject> {
         let limit = match new.kind {
             OrderType::Limit => Some(new.price),
             OrderType::Market => None,

@@ -139,7 +139,8 @@ impl OrderManager {
                 price_scale: i.price_scale,
                 qty_scale: i.qty_scale,
                 session: i.session.clone(),
-                rate: rates.get(i.id.index()).copied().unwrap_or(1 << 0),
+                // An instrument without a rate is in the base currency.
+                rate: rates.get(i.id.index()).copied().unwrap_or(pow10_i128(VALUE_SCALE)),
             })
             .collect();
         let pool = OrderPool::new(cap.orders);
@@ -497,7 +498,7 @@ impl OrderManager {
             return Err(Reject::DuplicateClientOrderId);
         }
         // Liquidity rules that depend on the book right now.
-        self.check_liquidity(cmd.account, new)?;
+        self.check_liquidity(new)?;
         if self.pool.next_id().is_none() {
             return Err(Reject::EngineCapacity);
         }

@@ -225,12 +225,9 @@ fn payload_in_order<'a>(x: &mut Expect<'a>) -> Option<BinanceEvent<'a>> {
     }
     if x.lit(br#"{"e":"depthUpdate","E":"#).is_some() {
         let event_time = millis(Some(x.int()?));
-        x.lit(br#","s":""#)?;
-        let symbol = x.str()?;
-        x.lit(br#","U":"#)?;
-        let first_id = x.uint()?;
-        x.lit(br#","u":"#)?;
-        let final_id = x.uint()?;
+        let symbol = x.key_str(br#","s":""#)?;
+        let first_id = x.key_uint(br#","U":"#)?;
+        let final_id = x.key_uint(br#","u":"#)?;
         x.lit(br#","b":"#)?;
         let bids = x.string_arrays()?;
         x.lit(br#","a":"#)?;
@@ -247,16 +244,11 @@ fn payload_in_order<'a>(x: &mut Expect<'a>) -> Option<BinanceEvent<'a>> {
     }
     if x.lit(br#"{"u":"#).is_some() {
         let update_id = x.uint()?;
-        x.lit(br#","s":""#)?;
-        let symbol = x.str()?;
-        x.lit(br#","b":""#)?;
-        let bid = x.str()?;
-        x.lit(br#","B":""#)?;
-        let bid_qty = x.str()?;
-        x.lit(br#","a":""#)?;
-        let ask = x.str()?;
-        x.lit(br#","A":""#)?;
-        let ask_qty = x.str()?;
+        let symbol = x.key_str(br#","s":""#)?;
+        let bid = x.key_str(br#","b":""#)?;
+        let bid_qty = x.key_str(br#","B":""#)?;
+        let ask = x.key_str(br#","a":""#)?;
+        let ask_qty = x.key_str(br#","A":""#)?;
         x.lit(b"}")?;
         return Some(BinanceEvent::BookTicker {
             symbol,
@@ -277,18 +269,14 @@ fn payload_in_order<'a>(x: &mut Expect<'a>) -> Option<BinanceEvent<'a>> {
 /// `"s":..,<id>:..,"p":..,"q":..,["f":..,"l":..,]"T":..,"m":..,"M":..` of a trade or
 /// aggregate trade (which adds the first and last trade ids).
 fn trade_in_order<'a>(x: &mut Expect<'a>, id_key: &[u8]) -> Option<TradeEvent<'a>> {
-    x.lit(br#","s":""#)?;
-    let symbol = x.str()?;
+    let symbol = x.key_str(br#","s":""#)?;
     x.lit(id_key)?;
     let id = x.uint()?;
-    x.lit(br#","p":""#)?;
-    let price = x.str()?;
-    x.lit(br#","q":""#)?;
-    let qty = x.str()?;
+    let price = x.key_str(br#","p":""#)?;
+    let qty = x.key_str(br#","q":""#)?;
     if x.lit(br#","f":"#).is_some() {
         x.uint()?;
-        x.lit(br#","l":"#)?;
-        x.uint()?;
+        x.key_uint(br#","l":"#)?;
     }
     x.lit(br#","T":"#)?;
     let trade_time = x.int()?;

@@ -129,8 +129,7 @@ fn frame_in_order(frame: &[u8]) -> Option<CoinbaseEvent<'_>> {
     let mut x = Expect::new(frame);
     let event = if x.lit(br#"{"type":"l2update","product_id":""#).is_some() {
         let product = x.str()?;
-        x.lit(br#","time":""#)?;
-        let t = x.str()?;
+        let t = x.key_str(br#","time":""#)?;
         x.lit(br#","changes":"#)?;
         let changes = x.string_arrays()?;
         CoinbaseEvent::L2Update {
@@ -146,20 +145,13 @@ fn frame_in_order(frame: &[u8]) -> Option<CoinbaseEvent<'_>> {
             true
         };
         let trade_id = x.uint()?;
-        x.lit(br#","sequence":"#)?;
-        let sequence = x.uint()?;
-        x.lit(br#","maker_order_id":""#)?;
-        x.str()?;
-        x.lit(br#","taker_order_id":""#)?;
-        x.str()?;
-        x.lit(br#","time":""#)?;
-        let t = x.str()?;
-        x.lit(br#","product_id":""#)?;
-        let product = x.str()?;
-        x.lit(br#","size":""#)?;
-        let size = x.str()?;
-        x.lit(br#","price":""#)?;
-        let price = x.str()?;
+        let sequence = x.key_uint(br#","sequence":"#)?;
+        x.key_str(br#","maker_order_id":""#)?;
+        x.key_str(br#","taker_order_id":""#)?;
+        let t = x.key_str(br#","time":""#)?;
+        let product = x.key_str(br#","product_id":""#)?;
+        let size = x.key_str(br#","size":""#)?;
+        let price = x.key_str(br#","price":""#)?;
         x.lit(br#","side":""#)?;
         let maker_side = side(x.str()).ok()?;
         CoinbaseEvent::Match(Match {
