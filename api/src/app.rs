@@ -14,8 +14,10 @@ use anyhow::Context;
 use parking_lot::RwLock;
 use stocksblitz_engine::affinity::pin_current_thread;
 use stocksblitz_engine::idle::Idler;
+use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway};
+use stocksblitz_engine::orders::{OrderEvent, OrderManager};
 use stocksblitz_engine::ring::ring;
-use stocksblitz_engine::{Engine, EngineEvent, Price, Tick};
+use stocksblitz_engine::{Engine, EngineEvent, Price, Tick, UnixNanos};
 use stocksblitz_feed_handlers::live::spawn_live;
 use stocksblitz_feed_handlers::replay_feed::spawn_replay;
 use stocksblitz_feed_handlers::{spawn_synthetic, FeedHandle, FeedKind, SimSpec, SyntheticMarket};
@@ -24,6 +26,10 @@ use tokio::sync::oneshot;
 
 use crate::config::Validated;
 use crate::market::{spawn_fanout, Market, Mirror};
+use crate::orders::accounts::Accounts;
+use crate::orders::fanout::spawn_order_fanout;
+use crate::orders::store::OrderStore;
+use crate::orders::OrderService;
 use crate::state::{AppState, FeedInfo};
 use crate::ws::hub::Hub;
 
@@ -34,6 +40,7 @@ pub struct RunningApp {
     feeds: Vec<FeedHandle>,
     engine: Option<JoinHandle<()>>,
     fanout: Option<JoinHandle<()>>,
+    order_fanout: Option<JoinHandle<()>>,
     simulator: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -180,7 +187,32 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let (feeds, inputs) = start_feeds(&v, &stop, sim.as_ref().map(|(a, _)| *a))?;
 
     let (out_producer, out_consumer) = ring::<EngineEvent>("api", cfg.engine.output_ring_capacity);
-    let engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![out_producer]);
+    let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![out_producer]);
+    let order_path = match (&v.orders, &cfg.auth) {
+        (Some(setup), Some(auth)) => {
+            let secret = crate::auth::key::load(&auth.secret_env, auth.dev_key_file.as_deref())
+                .context("loading the token key ([auth])")?;
+            let tokens = crate::auth::Tokens::new(&secret, &auth.issuer, &auth.audience, auth.leeway_secs);
+            let queue = command_queue(setup.command_queue_capacity);
+            let (order_out, order_in) = ring::<OrderEvent>("orders", setup.event_ring_capacity);
+            let manager = OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
+            let backlog = 4 * setup.event_ring_capacity;
+            engine = engine.with_orders(
+                manager,
+                OrderGateway::new(Arc::clone(&queue), order_out, backlog),
+                UnixNanos::now(),
+            );
+            let service = Arc::new(OrderService::new(
+                tokens,
+                Accounts::new(&setup.accounts),
+                OrderStore::new(setup.accounts.len(), setup.history_per_account),
+                queue,
+                std::time::Duration::from_millis(setup.response_timeout_ms),
+            ));
+            Some((service, order_in))
+        }
+        _ => None,
+    };
     let handles = engine.handles();
     let engine_stop = Arc::clone(&stop);
     let (core, idle) = (cfg.engine.core, cfg.engine.idle);
@@ -218,6 +250,14 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     )
     .context("starting the API fan-out thread")?;
 
+    let (order_service, order_fanout) = match order_path {
+        Some((service, ring)) => {
+            let join = spawn_order_fanout(Arc::clone(&service), ring, cfg.api.fanout_idle, Arc::clone(&stop))
+                .context("starting the order fan-out thread")?;
+            (Some(service), Some(join))
+        }
+        None => (None, None),
+    };
     let feed_info = feeds
         .iter()
         .map(|h| FeedInfo {
@@ -235,6 +275,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         fanout_stats,
         feed_info,
         cfg.engine.book_max_levels,
+        order_service,
     );
     let router = crate::http::router::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
@@ -253,6 +294,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         feeds,
         engine: Some(engine_thread),
         fanout: Some(fanout),
+        order_fanout,
         simulator: sim.map(|(_, j)| j),
         server,
         shutdown: Some(tx),
@@ -283,6 +325,7 @@ impl RunningApp {
             .take()
             .into_iter()
             .chain(self.fanout.take())
+            .chain(self.order_fanout.take())
             .chain(self.simulator.take())
             .collect();
         let feeds = std::mem::take(&mut self.feeds);

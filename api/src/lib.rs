@@ -3,10 +3,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod dto;
 pub mod http;
 pub mod logging;
 pub mod market;
+pub mod orders;
 pub mod state;
 pub mod ws;

@@ -31,6 +31,20 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Mint a development token (signed with the key the server uses: the secret
+    /// variable named in [auth], else the development key file, created if missing).
+    Token {
+        /// A configured account ([[orders.accounts]]).
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_parser = ["viewer", "trader", "admin"])]
+        role: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: u64,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Feed debugging tools on capture files.
     Feed {
         #[command(subcommand)]
@@ -124,6 +138,31 @@ fn feed(command: FeedCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn token(account: &str, role: &str, ttl_secs: u64, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use stocksblitz_api::auth::{key, Role, Tokens};
+    let v = load(config).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let (Some(setup), Some(auth)) = (&v.orders, &v.config.auth) else {
+        anyhow::bail!("this configuration has no [orders]/[auth]: order entry is off");
+    };
+    if !setup.accounts.iter().any(|a| a == account) {
+        anyhow::bail!(
+            "account {account:?} is not configured; configured: {}",
+            setup.accounts.join(", ")
+        );
+    }
+    if !(1..=366 * 86_400).contains(&ttl_secs) {
+        anyhow::bail!("--ttl-secs must be between 1 and 31622400");
+    }
+    let role = Role::parse(role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?;
+    let secret = key::load(&auth.secret_env, auth.dev_key_file.as_deref())?;
+    let tokens = Tokens::new(&secret, &auth.issuer, &auth.audience, auth.leeway_secs);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    println!("{}", tokens.mint(account, role, now, ttl_secs)?);
+    Ok(())
+}
+
 fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     let v = load(path.as_deref()).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     logging::init(&v.config.log)?;
@@ -183,6 +222,12 @@ fn main() -> ExitCode {
             Err(e) => Err(anyhow::anyhow!("configuration error: {e}")),
         },
         Some(Command::Feed { command }) => feed(command),
+        Some(Command::Token {
+            account,
+            role,
+            ttl_secs,
+            config,
+        }) => token(&account, &role, ttl_secs, config.as_deref()),
         Some(Command::Config {
             command: ConfigCommand::Default,
         }) => {

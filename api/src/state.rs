@@ -31,6 +31,8 @@ pub struct Inner {
     pub http: HttpMetrics,
     pub book_max_levels: usize,
     pub started: Instant,
+    /// Order entry, when `[orders]` is configured.
+    pub orders: Option<Arc<crate::orders::OrderService>>,
     next_conn: AtomicU64,
 }
 
@@ -55,6 +57,7 @@ impl AppState {
         fanout: Arc<FanoutStats>,
         feeds: Vec<FeedInfo>,
         book_max_levels: usize,
+        orders: Option<Arc<crate::orders::OrderService>>,
     ) -> Self {
         Self(Arc::new(Inner {
             config,
@@ -66,6 +69,7 @@ impl AppState {
             http: HttpMetrics::default(),
             book_max_levels,
             started: Instant::now(),
+            orders,
             next_conn: AtomicU64::new(1),
         }))
     }

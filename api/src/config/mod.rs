@@ -5,6 +5,7 @@
 //! Sections belong to the crates that use them (`[engine]` is the engine's
 //! `EngineConfig`, `[[feeds]]` the feed handlers'); this module composes them.
 
+pub mod orders;
 mod overrides;
 mod validate;
 
@@ -36,6 +37,12 @@ pub struct Config {
     /// The feed simulator, optionally run in-process (`[simulator]`).
     #[serde(default)]
     pub simulator: Option<SimulatorConfig>,
+    /// Order entry (`[orders]`); absent = off.
+    #[serde(default)]
+    pub orders: Option<orders::OrdersConfig>,
+    /// Token verification (`[auth]`); required when `[orders]` is present.
+    #[serde(default)]
+    pub auth: Option<orders::AuthConfig>,
 }
 
 /// `[api]`.

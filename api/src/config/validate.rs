@@ -16,6 +16,8 @@ pub struct Validated {
     pub config: Config,
     pub registry: InstrumentRegistry,
     pub listen: SocketAddr,
+    /// Order entry, when `[orders]` is configured.
+    pub orders: Option<super::orders::OrderSetup>,
 }
 
 fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
@@ -244,9 +246,38 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         stocksblitz_feed_handlers::sim::setup_from(&registry, sim)
             .map_err(|e| ConfigError::invalid(e.key, e.message))?;
     }
+    let orders = match &config.orders {
+        Some(o) => {
+            let Some(auth) = &config.auth else {
+                return Err(ConfigError::invalid(
+                    "auth",
+                    "[auth] is required when [orders] is configured",
+                ));
+            };
+            super::orders::check_auth(auth)?;
+            let setup = super::orders::setup(o, &registry)?;
+            for (i, f) in config.feeds.iter().enumerate() {
+                for sym in &f.instruments {
+                    let internal = registry
+                        .by_symbol(sym)
+                        .and_then(|inst| setup.venues.get(inst.id.index()))
+                        .is_some_and(|v| *v == stocksblitz_engine::orders::VenueKind::Internal);
+                    if internal {
+                        return Err(ConfigError::invalid(
+                            format!("feeds[{i}].instruments"),
+                            format!("{sym:?} trades on the internal venue, whose market data is its own book: no feed may publish it"),
+                        ));
+                    }
+                }
+            }
+            Some(setup)
+        }
+        None => None,
+    };
     Ok(Validated {
         config,
         registry,
         listen,
+        orders,
     })
 }

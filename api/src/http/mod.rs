@@ -4,5 +4,6 @@ pub mod error;
 pub mod health;
 pub mod market;
 pub mod metrics;
+pub mod orders;
 pub mod request_id;
 pub mod router;

@@ -7,14 +7,14 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::ApiError;
-use super::{health, market, metrics, request_id};
+use super::{health, market, metrics, orders, request_id};
 use crate::state::AppState;
 use crate::ws::protocol::MAX_CLIENT_MESSAGE_BYTES;
 use crate::ws::session;
@@ -40,7 +40,24 @@ pub fn router(app: AppState) -> Router {
         .route("/trades/{symbol}", get(market::trades))
         .route("/historical/{symbol}", get(market::historical))
         .route("/market-status", get(market::market_status))
-        .route("/stream", get(stream));
+        .route("/stream", get(stream))
+        .route(
+            "/orders",
+            post(orders::place).get(orders::list_orders).delete(orders::mass_cancel),
+        )
+        .route("/orders/test", post(orders::test_order))
+        .route(
+            "/orders/{id}",
+            get(orders::get_order)
+                .patch(orders::replace_order)
+                .delete(orders::cancel_order),
+        )
+        .route("/fills", get(orders::fills))
+        .route("/positions", get(orders::positions))
+        .route("/accounts/me/risk", get(orders::my_risk))
+        .route("/admin/kill-switch", post(orders::kill_switch))
+        .route("/admin/risk-limits/{account}", put(orders::set_limits))
+        .route("/admin/trading-state/{account}", put(orders::set_trading_state));
     Router::new()
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))

@@ -142,6 +142,15 @@ impl InstrumentView {
         self.trades.back()
     }
 
+    /// The price positions are marked at: the last trade, else the mid.
+    pub fn mark_price(&self) -> Option<Price> {
+        if let Some(t) = self.last_trade() {
+            return Some(t.price);
+        }
+        let q = self.quote?.bbo;
+        (!q.bid_qty.is_zero() && !q.ask_qty.is_zero()).then(|| Price((q.bid.0 + q.ask.0) / 2))
+    }
+
     pub fn bars(&self, interval: BarInterval) -> &BarSeries {
         &self.bars[interval.index()]
     }

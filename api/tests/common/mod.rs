@@ -22,8 +22,42 @@ pub fn test_config(edit: impl FnOnce(&mut toml::Table)) -> String {
     }
     // The simulator takes a free port; the feeds find it through {simulator}.
     doc["simulator"]["listen"] = toml::Value::String("127.0.0.1:0".into());
+    // A development token key of this test's own, never the working directory's.
+    let key = key_path();
+    doc["auth"]["dev_key_file"] = toml::Value::String(key.display().to_string());
     edit(&mut doc);
     toml::to_string(&doc).expect("serializes")
+}
+
+/// A fresh temporary path for this process's development token key.
+pub fn key_path() -> std::path::PathBuf {
+    static KEY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!(
+            "stocksblitz-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        dir.join("jwt-dev.key")
+    })
+    .clone()
+}
+
+/// A token for `account` with `role`, signed with the test server's key.
+pub fn token(account: &str, role: &str) -> String {
+    use stocksblitz_api::auth::{key, Role, Tokens};
+    let secret = key::load("SBZ_TEST_UNSET_SECRET", Some(&key_path())).expect("key");
+    let tokens = Tokens::new(&secret, "stocksblitz", "stocksblitz-api", 30);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    tokens
+        .mint(account, Role::parse(role).expect("role"), now, 3_600)
+        .expect("mint")
 }
 
 pub async fn start_with(text: &str) -> RunningApp {

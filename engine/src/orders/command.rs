@@ -63,6 +63,8 @@ pub enum CommandKind {
         target: AccountId,
         limits: RiskLimits,
     },
+    /// The account's limits and usage, answered with an `OrderEventData::Risk`.
+    QueryRisk,
     /// Admin (and surveillance): active, reduce-only, throttled or blocked.
     SetTradingState {
         target: AccountId,

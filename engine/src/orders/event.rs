@@ -118,6 +118,8 @@ pub enum OrderEventData {
         instrument: InstrumentId,
         position: Position,
     },
+    /// The account's limits and usage (answer to `QueryRisk`).
+    Risk(super::risk::AccountRisk),
     /// A dry-run order passed every check.
     TestPassed {
         instrument: InstrumentId,

@@ -334,6 +334,17 @@ impl OrderManager {
                 }
                 None => self.reject(cmd, Reject::UnknownAccount, None, None),
             },
+            CommandKind::QueryRisk => {
+                let day = self.trading_day(cmd.at);
+                match self.accounts.get_mut(cmd.account.index()) {
+                    Some(a) => {
+                        a.roll_day(day);
+                        let risk = *a;
+                        self.emit(cmd.account, cmd.at, OrderEventData::Risk(risk));
+                    }
+                    None => self.reject(cmd, Reject::UnknownAccount, None, None),
+                }
+            }
             CommandKind::SetTradingState { target, state } => match self.accounts.get_mut(target.index()) {
                 Some(a) => {
                     a.state = state;

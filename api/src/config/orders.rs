@@ -1,0 +1,235 @@
+//! `[orders]` and `[auth]`: order entry, accounts and their risk limits, the venue
+//! each instrument's orders go to, currency rates into the base currency, and how
+//! tokens are verified. Validated into [`OrderSetup`], what the engine is built from.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use stocksblitz_engine::fixed::parse_decimal;
+use stocksblitz_engine::orders::{OrderCapacity, RiskLimits, RiskLimitsConfig, VenueKind, VALUE_SCALE};
+use stocksblitz_engine::InstrumentRegistry;
+
+use super::ConfigError;
+
+/// `[orders]`. Absent: order entry is off and the order routes answer 503.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersConfig {
+    /// Currency money limits are expressed in (e.g. "INR").
+    pub base_currency: String,
+    /// Base-currency value of one unit of each instrument currency (decimal strings).
+    pub currency_rates: BTreeMap<String, String>,
+    /// Where each instrument's orders execute: "internal" (our book) or "paper".
+    pub venues: BTreeMap<String, VenueKind>,
+    /// Orders the engine holds at once (open plus recently finished).
+    pub max_orders: usize,
+    /// Commands waiting for the engine; a full queue answers 503 ENGINE_BUSY.
+    pub command_queue_capacity: usize,
+    /// Slots in the engine -> API order event ring.
+    pub event_ring_capacity: usize,
+    /// Price levels per side of each order book.
+    pub levels_per_side: usize,
+    /// Stop orders waiting per instrument.
+    pub stops_per_instrument: usize,
+    /// Offset of the trading day from UTC, minutes (330 = IST).
+    pub trading_day_utc_offset_minutes: i32,
+    /// Longest wait for the engine's answer before the outcome is reported UNKNOWN.
+    pub response_timeout_ms: u64,
+    /// Finished orders and fills the API keeps per account for queries.
+    pub history_per_account: usize,
+    /// Limits of every account without its own.
+    pub default_limits: RiskLimitsConfig,
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// `[[orders.accounts]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The account name tokens carry (`sub`/`account` claim).
+    pub name: String,
+    /// Overrides `[orders.default_limits]` as a whole when present.
+    #[serde(default)]
+    pub limits: Option<RiskLimitsConfig>,
+}
+
+/// `[auth]`: JWT bearer tokens (HS256).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Environment variable holding the HS256 secret (or `<VAR>_FILE`, a path to it).
+    pub secret_env: String,
+    /// When the secret variable is unset: a development key file, created with a random
+    /// key (mode 0600) on first start. Absent: the secret variable is required.
+    #[serde(default)]
+    pub dev_key_file: Option<PathBuf>,
+    /// `iss` tokens must carry and minted tokens get.
+    pub issuer: String,
+    /// `aud` tokens must carry and minted tokens get.
+    pub audience: String,
+    /// Clock skew tolerated on `exp`/`nbf`, seconds.
+    pub leeway_secs: u64,
+}
+
+/// What the engine's order path and the API's order routes are built from.
+#[derive(Debug, Clone)]
+pub struct OrderSetup {
+    pub venues: Vec<VenueKind>,
+    pub rates: Vec<i128>,
+    /// Account names, by `AccountId` index.
+    pub accounts: Vec<String>,
+    pub limits: Vec<RiskLimits>,
+    pub capacity: OrderCapacity,
+    pub command_queue_capacity: usize,
+    pub event_ring_capacity: usize,
+    pub response_timeout_ms: u64,
+    pub history_per_account: usize,
+}
+
+fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            format!("orders.{key}"),
+            format!("{v} is outside {lo}..={hi}"),
+        ))
+    }
+}
+
+fn limits(key: &str, c: &RiskLimitsConfig) -> Result<RiskLimits, ConfigError> {
+    c.limits()
+        .map_err(|(k, m)| ConfigError::invalid(format!("{key}.{k}"), m))
+}
+
+/// Validates `[orders]` against the instruments.
+pub fn setup(c: &OrdersConfig, registry: &InstrumentRegistry) -> Result<OrderSetup, ConfigError> {
+    range("max_orders", c.max_orders as u64, 1, 1 << 24)?;
+    range("command_queue_capacity", c.command_queue_capacity as u64, 1, 1 << 20)?;
+    range("event_ring_capacity", c.event_ring_capacity as u64, 16, 1 << 24)?;
+    range("levels_per_side", c.levels_per_side as u64, 1, 1 << 20)?;
+    range("stops_per_instrument", c.stops_per_instrument as u64, 1, 1 << 20)?;
+    range("response_timeout_ms", c.response_timeout_ms, 1, 60_000)?;
+    range("history_per_account", c.history_per_account as u64, 1, 10_000_000)?;
+    if !(-720..=840).contains(&c.trading_day_utc_offset_minutes) {
+        return Err(ConfigError::invalid(
+            "orders.trading_day_utc_offset_minutes",
+            "must be between -720 and 840",
+        ));
+    }
+    let mut rates = Vec::with_capacity(registry.len());
+    let mut venues = Vec::with_capacity(registry.len());
+    for inst in registry.iter() {
+        let rate = if inst.currency == c.base_currency {
+            Ok(10i128.pow(u32::from(VALUE_SCALE)))
+        } else {
+            let key = format!("orders.currency_rates.{}", inst.currency);
+            match c.currency_rates.get(&inst.currency) {
+                None => Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "missing: {} is quoted in {}; give its value in {}",
+                        inst.symbol, inst.currency, c.base_currency
+                    ),
+                )),
+                Some(s) => match parse_decimal(s.as_bytes(), VALUE_SCALE) {
+                    Ok(v) if v > 0 => Ok(i128::from(v)),
+                    Ok(_) => Err(ConfigError::invalid(key, "must be above zero")),
+                    Err(e) => Err(ConfigError::invalid(key, format!("{s:?}: {e}"))),
+                },
+            }
+        }?;
+        rates.push(rate);
+        let venue = c.venues.get(&inst.symbol).copied().ok_or_else(|| {
+            ConfigError::invalid(
+                format!("orders.venues.{}", inst.symbol),
+                "missing: every instrument needs \"internal\" or \"paper\"",
+            )
+        })?;
+        venues.push(venue);
+    }
+    for sym in c.venues.keys() {
+        if registry.by_symbol(sym).is_none() {
+            return Err(ConfigError::invalid(
+                format!("orders.venues.{sym}"),
+                "not in [[instruments]]",
+            ));
+        }
+    }
+    let defaults = limits("orders.default_limits", &c.default_limits)?;
+    if c.accounts.is_empty() {
+        return Err(ConfigError::invalid(
+            "orders.accounts",
+            "at least one [[orders.accounts]] entry is required",
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut names = Vec::new();
+    let mut account_limits = Vec::new();
+    for (i, a) in c.accounts.iter().enumerate() {
+        let key = format!("orders.accounts[{i}]");
+        let ok = !a.name.is_empty()
+            && a.name.len() <= 64
+            && a.name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+        if !ok {
+            return Err(ConfigError::invalid(
+                format!("{key}.name"),
+                "1-64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if !seen.insert(a.name.as_str()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.name"),
+                format!("{:?} is used twice", a.name),
+            ));
+        }
+        names.push(a.name.clone());
+        account_limits.push(match &a.limits {
+            Some(l) => limits(&format!("{key}.limits"), l)?,
+            None => defaults,
+        });
+    }
+    Ok(OrderSetup {
+        venues,
+        rates,
+        accounts: names,
+        limits: account_limits,
+        capacity: OrderCapacity {
+            orders: c.max_orders,
+            levels: c.levels_per_side,
+            stops: c.stops_per_instrument,
+            day_offset_secs: i64::from(c.trading_day_utc_offset_minutes) * 60,
+        },
+        command_queue_capacity: c.command_queue_capacity,
+        event_ring_capacity: c.event_ring_capacity,
+        response_timeout_ms: c.response_timeout_ms,
+        history_per_account: c.history_per_account,
+    })
+}
+
+/// Checks `[auth]` values (the key itself is loaded at start-up).
+pub fn check_auth(a: &AuthConfig) -> Result<(), ConfigError> {
+    let valid_var = !a.secret_env.is_empty()
+        && a.secret_env
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if !valid_var {
+        return Err(ConfigError::invalid(
+            "auth.secret_env",
+            "an environment variable name: A-Z, 0-9, '_'",
+        ));
+    }
+    if a.issuer.is_empty() {
+        return Err(ConfigError::invalid("auth.issuer", "must not be empty"));
+    }
+    if a.audience.is_empty() {
+        return Err(ConfigError::invalid("auth.audience", "must not be empty"));
+    }
+    if a.leeway_secs > 300 {
+        return Err(ConfigError::invalid("auth.leeway_secs", "at most 300"));
+    }
+    Ok(())
+}

@@ -1,0 +1,587 @@
+//! Order, fill, position, risk and admin routes (issue: order engine). Commands go to
+//! the engine through [`OrderService`]; queries read the API's order store.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use stocksblitz_engine::orders::{
+    ClientOrderId, CommandKind, KillScope, NewOrder, OrderEvent, OrderEventData, OrderId, OrderType, Reject,
+    RiskLimitsConfig, TimeInForce, TradingState,
+};
+use stocksblitz_engine::{Instrument, Price, Qty, Side, UnixNanos};
+
+use super::error::ApiError;
+use crate::auth::{Principal, Role};
+use crate::orders::idempotency::{Claim, MAX_KEY_LEN};
+use crate::orders::json::{
+    events_json, fill_json, limits_json, position_json, risk_json, NewOrderBody, OrderJson, ReplaceBody,
+};
+use crate::orders::{disabled, OrderService, SubmitError};
+use crate::state::AppState;
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Most items in one page.
+const MAX_PAGE: usize = 500;
+
+fn service(app: &AppState) -> Result<&Arc<OrderService>, ApiError> {
+    app.orders.as_ref().ok_or_else(disabled)
+}
+
+fn instrument<'a>(app: &'a AppState, symbol: &str) -> Result<&'a Instrument, ApiError> {
+    app.market
+        .registry
+        .by_symbol(symbol)
+        .ok_or_else(|| ApiError::unknown_symbol(symbol))
+}
+
+fn bad(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_ORDER", message).with_details(json!({ "field": field }))
+}
+
+/// The HTTP status of an engine rejection.
+fn reject_status(r: Reject) -> StatusCode {
+    match r {
+        Reject::OrderNotFound | Reject::UnknownInstrument => StatusCode::NOT_FOUND,
+        Reject::DuplicateClientOrderId | Reject::OrderNotOpen => StatusCode::CONFLICT,
+        Reject::OrderRate | Reject::CancelRate | Reject::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        Reject::KillSwitch | Reject::AccountBlocked | Reject::UnknownAccount => StatusCode::FORBIDDEN,
+        Reject::EngineCapacity => StatusCode::SERVICE_UNAVAILABLE,
+        Reject::InvalidQty
+        | Reject::InvalidPrice
+        | Reject::MissingPrice
+        | Reject::UnexpectedPrice
+        | Reject::MissingStopPrice
+        | Reject::InvalidTif => StatusCode::BAD_REQUEST,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::Busy => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ENGINE_BUSY",
+            "the engine's command queue is full: nothing was placed, retry shortly",
+        ),
+        SubmitError::Timeout { request } => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "ORDER_STATUS_UNKNOWN",
+            "the engine did not answer in time: the outcome is unknown (not rejected); check GET /api/v1/orders before retrying",
+        )
+        .with_details(json!({ "request": request.to_string() })),
+    }
+}
+
+/// The rejection among a request's events, as an error.
+fn rejection(events: &[OrderEvent]) -> Option<ApiError> {
+    events.iter().find_map(|e| match e.data {
+        OrderEventData::Rejected { reject, order, .. } => Some(
+            ApiError::new(reject_status(reject), reject.code(), reject.message())
+                .with_details(json!({ "order_id": order.map(|o| o.0.to_string()) })),
+        ),
+        _ => None,
+    })
+}
+
+async fn submit(app: &AppState, p: &Principal, kind: CommandKind) -> Result<Vec<OrderEvent>, ApiError> {
+    let events = service(app)?.submit(p.account, kind).await.map_err(submit_error)?;
+    match rejection(&events) {
+        Some(e) => Err(e),
+        None => Ok(events),
+    }
+}
+
+fn parse_price(field: &str, s: &str, i: &Instrument) -> Result<Price, ApiError> {
+    Price::parse_str(s, i.price_scale).map_err(|e| bad(field, format!("{field}: {e}")))
+}
+
+fn parse_qty(field: &str, s: &str, i: &Instrument) -> Result<Qty, ApiError> {
+    Qty::parse_str(s, i.qty_scale).map_err(|e| bad(field, format!("{field}: {e}")))
+}
+
+fn parse_order(app: &AppState, body: &[u8]) -> Result<NewOrder, ApiError> {
+    let b: NewOrderBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+            format!("invalid order JSON: {e}"),
+        )
+    })?;
+    let i = instrument(app, &b.symbol)?;
+    let side = match b.side.as_str() {
+        "buy" => Side::Buy,
+        "sell" => Side::Sell,
+        _ => return Err(bad("side", "side must be \"buy\" or \"sell\"")),
+    };
+    let kind = match b.kind.as_str() {
+        "limit" => OrderType::Limit,
+        "market" => OrderType::Market,
+        "stop" => OrderType::Stop,
+        "stop_limit" => OrderType::StopLimit,
+        _ => return Err(bad("type", "type must be limit, market, stop or stop_limit")),
+    };
+    let default_tif = if kind == OrderType::Market { "ioc" } else { "gtc" };
+    let tif = match (b.time_in_force.as_deref().unwrap_or(default_tif), b.expire_time) {
+        ("gtc", None) => TimeInForce::Gtc,
+        ("day", None) => TimeInForce::Day,
+        ("ioc", None) => TimeInForce::Ioc,
+        ("fok", None) => TimeInForce::Fok,
+        ("gtd", Some(us)) => TimeInForce::Gtd(UnixNanos(us.saturating_mul(1_000))),
+        ("gtd", None) => {
+            return Err(bad(
+                "expire_time",
+                "gtd needs expire_time (microseconds since the epoch)",
+            ))
+        }
+        (_, Some(_)) => return Err(bad("expire_time", "expire_time is only for time_in_force \"gtd\"")),
+        _ => return Err(bad("time_in_force", "time_in_force must be gtc, day, ioc, fok or gtd")),
+    };
+    let client_id = match b.client_order_id.as_deref() {
+        Some(c) => ClientOrderId::new(c).map_err(|e| bad("client_order_id", e.to_string()))?,
+        None => ClientOrderId::EMPTY,
+    };
+    Ok(NewOrder {
+        instrument: i.id,
+        client_id,
+        side,
+        kind,
+        tif,
+        price: b
+            .price
+            .as_deref()
+            .map(|s| parse_price("price", s, i))
+            .transpose()?
+            .unwrap_or(Price(0)),
+        stop_price: b
+            .stop_price
+            .as_deref()
+            .map(|s| parse_price("stop_price", s, i))
+            .transpose()?
+            .unwrap_or(Price(0)),
+        qty: parse_qty("qty", &b.qty, i)?,
+        post_only: b.post_only,
+        reduce_only: b.reduce_only,
+    })
+}
+
+/// Orders without a client id get one (their engine ids are unique per order anyway).
+fn ensure_client_id(o: &mut NewOrder, svc: &OrderService) {
+    if o.client_id.is_empty() {
+        o.client_id = ClientOrderId::new(&format!("auto-{}", svc.next_auto_id())).unwrap_or(ClientOrderId::EMPTY);
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.split(';').next().map(str::trim) == Some("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE, ""))
+    }
+}
+
+fn respond(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
+    p.require(Role::Trader)?;
+    require_json(&headers)?;
+    let svc = service(&app)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+                .ok_or_else(|| {
+                    ApiError::invalid_parameter(
+                        "Idempotency-Key",
+                        format!("Idempotency-Key must be 1-{MAX_KEY_LEN} visible ASCII characters"),
+                    )
+                })?;
+            Some(k.to_owned())
+        }
+    };
+    if let Some(k) = &key {
+        match svc.idempotency.claim(p.account, k, &body) {
+            Claim::Proceed => {}
+            Claim::Replay { status, body } => return Ok(respond(status, body)),
+            Claim::Mismatch => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "IDEMPOTENCY_KEY_REUSED",
+                    "this Idempotency-Key was used with a different request body: use a new key",
+                ))
+            }
+            Claim::InFlight => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "IDEMPOTENCY_KEY_IN_FLIGHT",
+                    "a request with this Idempotency-Key is still being processed: retry shortly",
+                ))
+            }
+            Claim::Full => return Err(submit_error(SubmitError::Busy)),
+        }
+    }
+    let outcome = place_inner(&app, svc, &p, &body).await;
+    if let Some(k) = &key {
+        // Final answers (placed or rejected) are remembered; busy/unknown are not.
+        let (status, value, final_outcome) = match &outcome {
+            Ok(v) => (StatusCode::CREATED, v.clone(), true),
+            Err(e) => (
+                e.status,
+                json!({ "error": { "code": e.code, "message": e.message, "details": e.details } }),
+                !matches!(e.code, "ENGINE_BUSY" | "ORDER_STATUS_UNKNOWN"),
+            ),
+        };
+        svc.idempotency.finish(p.account, k, status, &value, final_outcome);
+    }
+    outcome.map(|v| respond(StatusCode::CREATED, v))
+}
+
+async fn place_inner(app: &AppState, svc: &OrderService, p: &Principal, body: &[u8]) -> Result<Value, ApiError> {
+    let mut order = parse_order(app, body)?;
+    ensure_client_id(&mut order, svc);
+    let events = submit(app, p, CommandKind::New(order)).await?;
+    Ok(events_json(&events, &app.market.registry, p.account, None))
+}
+
+pub async fn test_order(State(app): State<AppState>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
+    p.require(Role::Trader)?;
+    require_json(&headers)?;
+    let svc = service(&app)?;
+    let mut order = parse_order(&app, &body)?;
+    ensure_client_id(&mut order, svc);
+    submit(&app, &p, CommandKind::Test(order)).await?;
+    Ok(respond(
+        StatusCode::OK,
+        json!({ "ok": true, "message": "the order passed every check; nothing was placed" }),
+    ))
+}
+
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    raw.parse::<u64>()
+        .map(OrderId)
+        .map_err(|_| ApiError::invalid_parameter("id", format!("order id must be a decimal integer, got {raw:?}")))
+}
+
+fn not_found(id: OrderId) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        Reject::OrderNotFound.code(),
+        Reject::OrderNotFound.message(),
+    )
+    .with_details(json!({ "order_id": id.0.to_string() }))
+}
+
+pub async fn get_order(State(app): State<AppState>, p: Principal, Path(raw): Path<String>) -> ApiResult {
+    let id = order_id(&raw)?;
+    let store = service(&app)?.store.read();
+    let r = store.order(p.account, id).ok_or_else(|| not_found(id))?;
+    let i = app
+        .market
+        .registry
+        .get(r.order.instrument)
+        .ok_or_else(|| not_found(id))?;
+    Ok(respond(StatusCode::OK, json!(OrderJson::new(&r.order, i))))
+}
+
+pub async fn cancel_order(State(app): State<AppState>, p: Principal, Path(raw): Path<String>) -> ApiResult {
+    p.require(Role::Trader)?;
+    let id = order_id(&raw)?;
+    let events = submit(&app, &p, CommandKind::Cancel { order: id }).await?;
+    Ok(respond(
+        StatusCode::OK,
+        events_json(&events, &app.market.registry, p.account, Some(id)),
+    ))
+}
+
+pub async fn replace_order(
+    State(app): State<AppState>,
+    p: Principal,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    p.require(Role::Trader)?;
+    require_json(&headers)?;
+    let id = order_id(&raw)?;
+    let b: ReplaceBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+            format!("invalid replace JSON: {e}"),
+        )
+    })?;
+    if b.qty.is_none() && b.price.is_none() {
+        return Err(bad("qty", "give qty and/or price to change"));
+    }
+    let instrument = {
+        let store = service(&app)?.store.read();
+        store
+            .order(p.account, id)
+            .map(|r| r.order.instrument)
+            .ok_or_else(|| not_found(id))?
+    };
+    let i = app.market.registry.get(instrument).ok_or_else(|| not_found(id))?;
+    let qty = b.qty.as_deref().map(|s| parse_qty("qty", s, i)).transpose()?;
+    let price = b.price.as_deref().map(|s| parse_price("price", s, i)).transpose()?;
+    let events = submit(&app, &p, CommandKind::Replace { order: id, qty, price }).await?;
+    Ok(respond(
+        StatusCode::OK,
+        events_json(&events, &app.market.registry, p.account, Some(id)),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    symbol: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub async fn list_orders(State(app): State<AppState>, p: Principal, Query(q): Query<ListParams>) -> ApiResult {
+    let instrument = q
+        .symbol
+        .as_deref()
+        .map(|s| instrument(&app, s).map(|i| i.id))
+        .transpose()?;
+    let want_open = match q.status.as_deref().unwrap_or("all") {
+        "all" => None,
+        "open" => Some(true),
+        "closed" => Some(false),
+        other => {
+            return Err(ApiError::invalid_parameter(
+                "status",
+                format!("status must be open, closed or all, got {other:?}"),
+            ))
+        }
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_parameter(
+            "limit",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    let before = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<u64>()
+                .map_err(|_| ApiError::invalid_parameter("cursor", "cursor must be the next_cursor of a previous page"))
+        })
+        .transpose()?;
+    let store = service(&app)?.store.read();
+    let mut items = Vec::new();
+    let mut last_seq = None;
+    let mut more = false;
+    for r in store.orders(p.account, before) {
+        if instrument.is_some_and(|i| r.order.instrument != i)
+            || want_open.is_some_and(|o| r.order.status.is_open() != o)
+        {
+            continue;
+        }
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        if let Some(i) = app.market.registry.get(r.order.instrument) {
+            items.push(json!(OrderJson::new(&r.order, i)));
+            last_seq = Some(r.seq);
+        }
+    }
+    // Newest first; the next page holds the orders that arrived before the last one here.
+    let next_cursor = last_seq.filter(|_| more).map(|s| s.to_string());
+    Ok(respond(
+        StatusCode::OK,
+        json!({ "orders": items, "next_cursor": next_cursor }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MassCancelParams {
+    symbol: Option<String>,
+}
+
+pub async fn mass_cancel(State(app): State<AppState>, p: Principal, Query(q): Query<MassCancelParams>) -> ApiResult {
+    p.require(Role::Trader)?;
+    let instrument = q
+        .symbol
+        .as_deref()
+        .map(|s| instrument(&app, s).map(|i| i.id))
+        .transpose()?;
+    let events = submit(&app, &p, CommandKind::MassCancel { instrument }).await?;
+    let count = events.iter().find_map(|e| match e.data {
+        OrderEventData::Done { count } => Some(count),
+        _ => None,
+    });
+    Ok(respond(StatusCode::OK, json!({ "cancelled": count.unwrap_or(0) })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FillParams {
+    symbol: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn fills(State(app): State<AppState>, p: Principal, Query(q): Query<FillParams>) -> ApiResult {
+    let instrument = q
+        .symbol
+        .as_deref()
+        .map(|s| instrument(&app, s).map(|i| i.id))
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_parameter(
+            "limit",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    let store = service(&app)?.store.read();
+    let items: Vec<Value> = store
+        .fills(p.account)
+        .filter(|f| instrument.is_none_or(|i| f.instrument == i))
+        .filter_map(|f| app.market.registry.get(f.instrument).map(|i| fill_json(f, i)))
+        .take(limit)
+        .collect();
+    Ok(respond(StatusCode::OK, json!({ "fills": items })))
+}
+
+pub async fn positions(State(app): State<AppState>, p: Principal) -> ApiResult {
+    let store = service(&app)?.store.read();
+    let mirror = app.market.mirror.read();
+    let mut items: Vec<(u32, Value)> = store
+        .positions(p.account)
+        .filter_map(|(id, pos)| {
+            let i = app.market.registry.get(id)?;
+            let mark = mirror.get(id).and_then(|v| v.mark_price());
+            Some((id.0, position_json(pos, i, mark)))
+        })
+        .collect();
+    items.sort_by_key(|(id, _)| *id);
+    Ok(respond(
+        StatusCode::OK,
+        json!({ "positions": items.into_iter().map(|(_, v)| v).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn my_risk(State(app): State<AppState>, p: Principal) -> ApiResult {
+    let events = submit(&app, &p, CommandKind::QueryRisk).await?;
+    let risk = events.iter().find_map(|e| match e.data {
+        OrderEventData::Risk(r) => Some(r),
+        _ => None,
+    });
+    let risk = risk.ok_or_else(|| ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR, ""))?;
+    let mut body = risk_json(&risk);
+    body["account"] = json!(p.name);
+    Ok(respond(StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KillSwitchBody {
+    /// "global", "account" or "instrument".
+    scope: String,
+    #[serde(default)]
+    account: Option<String>,
+    #[serde(default)]
+    symbol: Option<String>,
+    active: bool,
+}
+
+fn account_id(app: &AppState, name: &str) -> Result<stocksblitz_engine::orders::AccountId, ApiError> {
+    service(app)?.accounts.id(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_ACCOUNT",
+            format!("{name:?} is not a configured account"),
+        )
+    })
+}
+
+fn done_count(events: &[OrderEvent]) -> u32 {
+    events
+        .iter()
+        .find_map(|e| match e.data {
+            OrderEventData::Done { count } => Some(count),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+pub async fn kill_switch(State(app): State<AppState>, p: Principal, Json(b): Json<KillSwitchBody>) -> ApiResult {
+    p.require(Role::Admin)?;
+    let scope = match (b.scope.as_str(), b.account.as_deref(), b.symbol.as_deref()) {
+        ("global", None, None) => KillScope::Global,
+        ("account", Some(a), None) => KillScope::Account(account_id(&app, a)?),
+        ("instrument", None, Some(s)) => KillScope::Instrument(instrument(&app, s)?.id),
+        _ => {
+            return Err(bad(
+                "scope",
+                "scope is \"global\" (nothing else), \"account\" (with account) or \"instrument\" (with symbol)",
+            ))
+        }
+    };
+    let events = submit(&app, &p, CommandKind::KillSwitch { scope, on: b.active }).await?;
+    tracing::warn!(admin = %p.name, scope = %b.scope, active = b.active, "kill switch");
+    Ok(respond(
+        StatusCode::OK,
+        json!({ "scope": b.scope, "active": b.active, "cancelled": done_count(&events) }),
+    ))
+}
+
+pub async fn set_limits(
+    State(app): State<AppState>,
+    p: Principal,
+    Path(account): Path<String>,
+    Json(b): Json<RiskLimitsConfig>,
+) -> ApiResult {
+    p.require(Role::Admin)?;
+    let target = account_id(&app, &account)?;
+    let limits = b.limits().map_err(|(k, m)| bad(k, format!("{k}: {m}")))?;
+    submit(&app, &p, CommandKind::SetLimits { target, limits }).await?;
+    tracing::warn!(admin = %p.name, account = %account, "risk limits changed");
+    Ok(respond(
+        StatusCode::OK,
+        json!({ "account": account, "limits": limits_json(&limits) }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TradingStateBody {
+    state: TradingState,
+}
+
+pub async fn set_trading_state(
+    State(app): State<AppState>,
+    p: Principal,
+    Path(account): Path<String>,
+    Json(b): Json<TradingStateBody>,
+) -> ApiResult {
+    p.require(Role::Admin)?;
+    let target = account_id(&app, &account)?;
+    submit(&app, &p, CommandKind::SetTradingState { target, state: b.state }).await?;
+    tracing::warn!(admin = %p.name, account = %account, state = b.state.as_str(), "trading state changed");
+    Ok(respond(
+        StatusCode::OK,
+        json!({ "account": account, "trading_state": b.state.as_str() }),
+    ))
+}

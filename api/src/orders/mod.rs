@@ -1,0 +1,24 @@
+//! Order entry in the API: account directory, the service that talks to the engine's
+//! order path, the read model it keeps, idempotency keys, and the JSON shapes.
+
+pub mod accounts;
+pub mod fanout;
+pub mod idempotency;
+pub mod json;
+pub mod service;
+pub mod store;
+
+use axum::http::StatusCode;
+
+pub use service::{OrderService, SubmitError};
+
+use crate::http::error::ApiError;
+
+/// The answer of every order route when `[orders]` is not configured.
+pub fn disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ORDER_ENTRY_DISABLED",
+        "order entry is not configured on this server ([orders] in the config)",
+    )
+}

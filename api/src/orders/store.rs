@@ -1,0 +1,124 @@
+//! The API's read model of orders, fills and positions, filled from the engine's
+//! order events by the order fan-out thread. REST queries read it; the engine is never
+//! asked. Open orders are always kept; finished ones and fills are kept up to
+//! `[orders] history_per_account` per account (oldest dropped first).
+
+use std::collections::{HashMap, VecDeque};
+
+use stocksblitz_engine::orders::{AccountId, Fill, Order, OrderEvent, OrderEventData, OrderId, Position};
+use stocksblitz_engine::InstrumentId;
+
+/// One order as last reported, with the API's own arrival sequence (the cursor).
+#[derive(Debug, Clone, Copy)]
+pub struct OrderRecord {
+    pub seq: u64,
+    pub order: Order,
+}
+
+pub struct OrderStore {
+    orders: HashMap<OrderId, OrderRecord>,
+    /// Per account, order ids in arrival order.
+    by_account: Vec<VecDeque<(u64, OrderId)>>,
+    fills: Vec<VecDeque<Fill>>,
+    positions: HashMap<(AccountId, InstrumentId), Position>,
+    history: usize,
+    /// Last engine event sequence applied (gaps would mean loss: counted, never expected).
+    pub last_seq: u64,
+    pub seq_gaps: u64,
+}
+
+impl OrderStore {
+    pub fn new(accounts: usize, history: usize) -> Self {
+        Self {
+            orders: HashMap::new(),
+            by_account: vec![VecDeque::new(); accounts],
+            fills: vec![VecDeque::new(); accounts],
+            positions: HashMap::new(),
+            history: history.max(1),
+            last_seq: 0,
+            seq_gaps: 0,
+        }
+    }
+
+    pub fn apply(&mut self, e: &OrderEvent) {
+        if e.seq != self.last_seq + 1 {
+            self.seq_gaps += 1;
+        }
+        self.last_seq = e.seq;
+        match e.data {
+            OrderEventData::Order { order, .. } => {
+                match self.orders.get_mut(&order.id) {
+                    Some(r) => r.order = order,
+                    None => {
+                        self.orders.insert(order.id, OrderRecord { seq: e.seq, order });
+                        if let Some(list) = self.by_account.get_mut(order.account.index()) {
+                            list.push_back((e.seq, order.id));
+                        }
+                    }
+                }
+                self.trim(order.account);
+            }
+            OrderEventData::Fill(f) => {
+                if let Some(list) = self.fills.get_mut(f.account.index()) {
+                    list.push_back(f);
+                    while list.len() > self.history {
+                        list.pop_front();
+                    }
+                }
+            }
+            OrderEventData::Position { instrument, position } => {
+                self.positions.insert((e.account, instrument), position);
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops the oldest finished orders past the history bound.
+    fn trim(&mut self, account: AccountId) {
+        let Some(list) = self.by_account.get_mut(account.index()) else {
+            return;
+        };
+        let mut finished = list
+            .iter()
+            .filter(|(_, id)| self.orders.get(id).is_some_and(|r| !r.order.status.is_open()))
+            .count();
+        while finished > self.history {
+            let Some(pos) = list
+                .iter()
+                .position(|(_, id)| self.orders.get(id).is_some_and(|r| !r.order.status.is_open()))
+            else {
+                break;
+            };
+            if let Some((_, id)) = list.remove(pos) {
+                self.orders.remove(&id);
+            }
+            finished -= 1;
+        }
+    }
+
+    pub fn order(&self, account: AccountId, id: OrderId) -> Option<&OrderRecord> {
+        self.orders.get(&id).filter(|r| r.order.account == account)
+    }
+
+    /// The account's orders, newest first, with arrival sequence below `before`.
+    pub fn orders(&self, account: AccountId, before: Option<u64>) -> impl Iterator<Item = &OrderRecord> {
+        self.by_account
+            .get(account.index())
+            .into_iter()
+            .flat_map(|l| l.iter().rev())
+            .filter(move |(seq, _)| before.is_none_or(|b| *seq < b))
+            .filter_map(|(_, id)| self.orders.get(id))
+    }
+
+    /// The account's fills, newest first.
+    pub fn fills(&self, account: AccountId) -> impl Iterator<Item = &Fill> {
+        self.fills.get(account.index()).into_iter().flat_map(|l| l.iter().rev())
+    }
+
+    pub fn positions(&self, account: AccountId) -> impl Iterator<Item = (InstrumentId, &Position)> {
+        self.positions
+            .iter()
+            .filter(move |((a, _), _)| *a == account)
+            .map(|((_, i), p)| (*i, p))
+    }
+}

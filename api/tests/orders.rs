@@ -1,0 +1,432 @@
+//! Order entry over real sockets: a running server (engine, simulator feeds, API),
+//! JWT-authenticated REST calls, the internal venue matching two accounts, and every
+//! kind of bad input answered with the error contract and nothing changed.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use stocksblitz_api::app::RunningApp;
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(app: &RunningApp, account: &str, role: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: http(app, "/api/v1"),
+            token: token(account, role),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn limit(symbol: &str, side: &str, price: &str, qty: &str) -> Value {
+    json!({ "symbol": symbol, "side": side, "type": "limit", "price": price, "qty": qty })
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_venue_lifecycle_fills_and_positions() {
+    let app = start().await;
+    let alice = Client::new(&app, "alice", "trader");
+    let bob = Client::new(&app, "bob", "trader");
+
+    let (s, v) = alice.post("/orders", limit("SBZ", "sell", "100.00", "10")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["order"]["status"], "open");
+    let sell_id = v["order"]["order_id"].as_str().unwrap().to_owned();
+
+    // Qty decrease keeps priority; the order is found by id and in the list.
+    let (s, v) = alice
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/orders/{sell_id}"),
+            Some(json!({"qty":"8"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["order"]["qty"], "8");
+    let (s, v) = alice.get(&format!("/orders/{sell_id}")).await;
+    assert_eq!((s, v["qty"].as_str()), (StatusCode::OK, Some("8")));
+
+    // Bob buys 5 through it: both sides fill at the resting price.
+    let (s, v) = bob.post("/orders", limit("SBZ", "buy", "100.50", "5")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["order"]["status"], "filled");
+    assert_eq!(v["fills"][0]["price"], "100.00");
+    assert_eq!(v["fills"][0]["liquidity"], "taker");
+
+    // The fan-out thread applies events right after the answer; poll briefly.
+    let mut alice_fills = Value::Null;
+    for _ in 0..50 {
+        let (_, v) = alice.get("/fills").await;
+        if v["fills"].as_array().is_some_and(|f| !f.is_empty()) {
+            alice_fills = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(alice_fills["fills"][0]["qty"], "5", "{alice_fills}");
+    assert_eq!(alice_fills["fills"][0]["liquidity"], "maker");
+    let (_, p) = alice.get("/positions").await;
+    assert_eq!(p["positions"][0]["symbol"], "SBZ");
+    assert_eq!(p["positions"][0]["qty"], "-5");
+    let (_, p) = bob.get("/positions").await;
+    assert_eq!(p["positions"][0]["qty"], "5");
+    assert_eq!(p["positions"][0]["avg_price"], "100.00");
+
+    // The internal venue's trade is market data like any venue's.
+    let (_, q) = alice.get("/quotes/SBZ").await;
+    assert_eq!(q["ask"], "100.00", "{q}");
+
+    // Bob cannot see or touch Alice's order.
+    let (s, v) = bob.get(&format!("/orders/{sell_id}")).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND"));
+    let (s, v) = bob
+        .call(reqwest::Method::DELETE, &format!("/orders/{sell_id}"), None)
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND"));
+
+    let (s, v) = alice
+        .call(reqwest::Method::DELETE, &format!("/orders/{sell_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["order"]["status"], "cancelled");
+    let (s, v) = alice
+        .call(reqwest::Method::DELETE, &format!("/orders/{sell_id}"), None)
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "ORDER_NOT_OPEN"));
+
+    // Listing with filters and cursor pagination (prices within the 5% collar of the
+    // last trade at 100.00).
+    for k in 0..3 {
+        let (s, _) = alice
+            .post("/orders", limit("SBZ", "buy", &format!("9{}.00", k + 6), "1"))
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (_, page1) = alice.get("/orders?status=open&limit=2").await;
+    assert_eq!(page1["orders"].as_array().unwrap().len(), 2);
+    assert_eq!(page1["orders"][0]["price"], "98.00", "newest first");
+    let cursor = page1["next_cursor"].as_str().expect("a next page");
+    let (_, page2) = alice.get(&format!("/orders?status=open&limit=2&cursor={cursor}")).await;
+    assert_eq!(page2["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(page2["orders"][0]["price"], "96.00");
+    assert!(page2["next_cursor"].is_null());
+
+    let (s, v) = alice.call(reqwest::Method::DELETE, "/orders?symbol=SBZ", None).await;
+    assert_eq!((s, v["cancelled"].as_u64()), (StatusCode::OK, Some(3)));
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_roles_idempotency_dry_run_and_admin() {
+    let app = start().await;
+    let alice = Client::new(&app, "alice", "trader");
+    let anon = reqwest::Client::new();
+
+    let r = anon
+        .post(http(&app, "/api/v1/orders"))
+        .json(&limit("SBZ", "buy", "1.00", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(code(&v), "UNAUTHORIZED");
+    assert!(v["error"]["request_id"].is_string());
+    let forged = Client {
+        token: format!("{}x", alice.token),
+        ..Client::new(&app, "alice", "trader")
+    };
+    assert_eq!(forged.get("/orders").await.0, StatusCode::UNAUTHORIZED);
+    let viewer = Client::new(&app, "alice", "viewer");
+    let (s, v) = viewer.post("/orders", limit("SBZ", "buy", "1.00", "1")).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    assert_eq!(viewer.get("/orders").await.0, StatusCode::OK, "viewers may read");
+
+    // Idempotency-Key: same body -> the original answer; other body -> 422.
+    let send = |key: &str, body: Value| {
+        let req = alice
+            .http
+            .post(format!("{}/orders", alice.base))
+            .bearer_auth(&alice.token)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s1, v1) = send("key-1", limit("SBZ", "buy", "50.00", "2")).await;
+    let (s2, v2) = send("key-1", limit("SBZ", "buy", "50.00", "2")).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(
+        v1["order"]["order_id"], v2["order"]["order_id"],
+        "the same order, not a second one"
+    );
+    let (s3, v3) = send("key-1", limit("SBZ", "buy", "50.00", "3")).await;
+    assert_eq!(
+        (s3, code(&v3)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (_, list) = alice.get("/orders?status=open").await;
+    assert_eq!(list["orders"].as_array().unwrap().len(), 1);
+
+    // Dry run: checks pass or fail exactly as for real, nothing is placed.
+    let (s, v) = alice.post("/orders/test", limit("SBZ", "buy", "50.00", "2")).await;
+    assert_eq!((s, v["ok"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, v) = alice.post("/orders/test", limit("SBZ", "buy", "50.03", "2")).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "TICK_SIZE"));
+    let (_, list) = alice.get("/orders?status=open").await;
+    assert_eq!(list["orders"].as_array().unwrap().len(), 1);
+
+    // Admin: only admins; kill switch cancels and blocks, release restores.
+    let (s, v) = alice
+        .post("/admin/kill-switch", json!({"scope":"global","active":true}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    let ops = Client::new(&app, "ops", "admin");
+    let (s, v) = ops
+        .post(
+            "/admin/kill-switch",
+            json!({"scope":"account","account":"alice","active":true}),
+        )
+        .await;
+    assert_eq!((s, v["cancelled"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+    let (s, v) = alice.post("/orders", limit("SBZ", "buy", "50.00", "1")).await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "KILL_SWITCH_ACTIVE"));
+    let (s, _) = ops
+        .post(
+            "/admin/kill-switch",
+            json!({"scope":"account","account":"alice","active":false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = ops
+        .post("/admin/kill-switch", json!({"scope":"account","active":true}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_ORDER"));
+
+    // Limits changed at run time show in the account's risk view and apply at once.
+    let limits = json!({
+        "max_order_qty": "3", "max_order_notional": "1000000", "price_collar_bps": 500,
+        "max_open_orders": 10, "max_position_qty": "1000", "max_gross_exposure": "10000000",
+        "daily_loss_limit": "100000", "orders_per_sec": 10, "cancels_per_sec": 10, "self_trade": "cancel_both"
+    });
+    let (s, v) = ops
+        .call(reqwest::Method::PUT, "/admin/risk-limits/alice", Some(limits))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = alice.get("/accounts/me/risk").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["limits"]["max_order_qty"], "3.00000000");
+    assert_eq!(v["limits"]["self_trade"], "cancel_both");
+    assert_eq!(v["usage"]["open_orders"], 0);
+    let (s, v) = alice.post("/orders", limit("SBZ", "buy", "50.00", "4")).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "MAX_ORDER_QTY"));
+    let (s, v) = ops
+        .call(reqwest::Method::PUT, "/admin/risk-limits/nobody", Some(json!({})))
+        .await;
+    assert!(s.is_client_error(), "{v}");
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_order_input_is_refused_and_changes_nothing() {
+    let app = start().await;
+    let alice = Client::new(&app, "alice", "trader");
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (
+            json!({"symbol":"NOPE","side":"buy","type":"limit","price":"1","qty":"1"}),
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_SYMBOL",
+        ),
+        (
+            json!({"symbol":"SBZ","side":"up","type":"limit","price":"1","qty":"1"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_ORDER",
+        ),
+        (
+            json!({"symbol":"SBZ","side":"buy","type":"iceberg","price":"1","qty":"1"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_ORDER",
+        ),
+        (
+            limit("SBZ", "buy", "1.00", "0"),
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUANTITY",
+        ),
+        (
+            limit("SBZ", "buy", "1.00", "-5"),
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUANTITY",
+        ),
+        (
+            limit("SBZ", "buy", "1.00", "1.5"),
+            StatusCode::BAD_REQUEST,
+            "INVALID_ORDER",
+        ),
+        (
+            limit("SBZ", "buy", "NaN", "1"),
+            StatusCode::BAD_REQUEST,
+            "INVALID_ORDER",
+        ),
+        (
+            limit("SBZ", "buy", "1.001", "1"),
+            StatusCode::BAD_REQUEST,
+            "INVALID_ORDER",
+        ),
+        (
+            limit("SBZ", "buy", "99999999999999999999", "1"),
+            StatusCode::BAD_REQUEST,
+            "INVALID_ORDER",
+        ),
+        (
+            limit("SBZ", "buy", "-1.00", "1"),
+            StatusCode::BAD_REQUEST,
+            "INVALID_PRICE",
+        ),
+        (
+            limit("SBZ", "buy", "1.03", "1"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "TICK_SIZE",
+        ),
+        (
+            json!({"symbol":"SBZ","side":"buy","type":"limit","qty":"1"}),
+            StatusCode::BAD_REQUEST,
+            "PRICE_REQUIRED",
+        ),
+        (
+            json!({"symbol":"SBZ","side":"buy","type":"market","price":"1.00","qty":"1"}),
+            StatusCode::BAD_REQUEST,
+            "PRICE_NOT_ALLOWED",
+        ),
+        (
+            json!({"symbol":"SBZ","side":"buy","type":"limit","price":1.0,"qty":"1"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+        ),
+        (
+            json!({"symbol":"SBZ","side":"buy","type":"limit","price":"1.00","qty":"1","colour":"red"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+        ),
+        (
+            json!({"symbol":"SBZ","side":"buy","type":"limit","price":"1.00","qty":"1","client_order_id":"has space"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_ORDER",
+        ),
+        (
+            json!({"symbol":"SBZ","side":"buy","type":"limit","price":"1.00","qty":"1","time_in_force":"gtd"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_ORDER",
+        ),
+        (
+            json!({"symbol":"SBZ","side":"buy","type":"market","qty":"1"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "NO_LIQUIDITY",
+        ),
+    ];
+    for (body, status, want) in cases {
+        let (s, v) = alice.post("/orders", body.clone()).await;
+        assert_eq!((s, code(&v)), (status, want), "{body} -> {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    use reqwest::Method;
+    let (s, v) = alice
+        .raw(
+            Method::POST,
+            "/orders",
+            Some("application/json"),
+            b"{\"symbol\":".to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "INVALID_BODY"),
+        "truncated JSON"
+    );
+    let (s, v) = alice
+        .raw(Method::POST, "/orders", Some("text/plain"), b"{}".to_vec())
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+    );
+    let (s, v) = alice
+        .raw(Method::POST, "/orders", Some("application/json"), vec![b' '; 70_000])
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"));
+    let (s, v) = alice.get("/orders/not-a-number").await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_PARAMETER"));
+    let (s, v) = alice.get("/orders?status=sideways").await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_PARAMETER"));
+    let (s, v) = alice.get("/orders?limit=0").await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "INVALID_PARAMETER"));
+
+    // Duplicate client order ids among open orders.
+    let dup = json!({"symbol":"SBZ","side":"buy","type":"limit","price":"1.00","qty":"1","client_order_id":"dup-1"});
+    assert_eq!(alice.post("/orders", dup.clone()).await.0, StatusCode::CREATED);
+    let (s, v) = alice.post("/orders", dup).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "DUPLICATE_CLIENT_ORDER_ID"));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (_, list) = alice.get("/orders").await;
+    assert_eq!(
+        list["orders"].as_array().unwrap().len(),
+        1,
+        "only the one valid order exists: {list}"
+    );
+    app.shutdown().await.unwrap();
+}
