@@ -34,7 +34,7 @@ async fn market_data_routes() {
     assert_eq!(s, StatusCode::OK);
     assert!(h.get("x-request-id").is_some());
     let list = v["instruments"].as_array().expect("list");
-    assert_eq!(list.len(), 5);
+    assert_eq!(list.len(), 6, "five fed instruments and the internal-venue SBZ");
     let btc = list.iter().find(|i| i["symbol"] == "BTCUSDT").expect("BTCUSDT");
     assert_eq!(btc["tick_size"], "0.01");
     assert_eq!(btc["lot_size"], "0.00001");
