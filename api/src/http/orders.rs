@@ -1,8 +1,6 @@
 //! Order, fill, position, risk and admin routes (issue: order engine). Commands go to
 //! the engine through [`OrderService`]; queries read the API's order store.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -11,172 +9,23 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use stocksblitz_engine::orders::{
-    ClientOrderId, CommandKind, KillScope, NewOrder, OrderEvent, OrderEventData, OrderId, OrderType, Reject,
-    RiskLimitsConfig, TimeInForce, TradingState,
+    CommandKind, KillScope, OrderEvent, OrderEventData, OrderId, Reject, RiskLimitsConfig, TradingState,
 };
-use stocksblitz_engine::{Instrument, Price, Qty, Side, UnixNanos};
 
 use super::error::ApiError;
 use crate::auth::{Principal, Role};
-use crate::orders::idempotency::{Claim, MAX_KEY_LEN};
-use crate::orders::json::{
-    events_json, fill_json, limits_json, position_json, risk_json, NewOrderBody, OrderJson, ReplaceBody,
+use crate::orders::entry::{
+    bad, ensure_client_id, instrument, parse_order, parse_price, parse_qty, service, submit, submit_error,
 };
-use crate::orders::{disabled, OrderService, SubmitError};
+use crate::orders::idempotency::{Claim, MAX_KEY_LEN};
+use crate::orders::json::{events_json, fill_json, limits_json, position_json, risk_json, OrderJson, ReplaceBody};
+use crate::orders::{OrderService, SubmitError};
 use crate::state::AppState;
 
 type ApiResult = Result<Response, ApiError>;
 
 /// Most items in one page.
 const MAX_PAGE: usize = 500;
-
-fn service(app: &AppState) -> Result<&Arc<OrderService>, ApiError> {
-    app.orders.as_ref().ok_or_else(disabled)
-}
-
-fn instrument<'a>(app: &'a AppState, symbol: &str) -> Result<&'a Instrument, ApiError> {
-    app.market
-        .registry
-        .by_symbol(symbol)
-        .ok_or_else(|| ApiError::unknown_symbol(symbol))
-}
-
-fn bad(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_ORDER", message).with_details(json!({ "field": field }))
-}
-
-/// The HTTP status of an engine rejection.
-fn reject_status(r: Reject) -> StatusCode {
-    match r {
-        Reject::OrderNotFound | Reject::UnknownInstrument => StatusCode::NOT_FOUND,
-        Reject::DuplicateClientOrderId | Reject::OrderNotOpen => StatusCode::CONFLICT,
-        Reject::OrderRate | Reject::CancelRate | Reject::Throttled => StatusCode::TOO_MANY_REQUESTS,
-        Reject::KillSwitch | Reject::AccountBlocked | Reject::UnknownAccount => StatusCode::FORBIDDEN,
-        Reject::EngineCapacity => StatusCode::SERVICE_UNAVAILABLE,
-        Reject::InvalidQty
-        | Reject::InvalidPrice
-        | Reject::MissingPrice
-        | Reject::UnexpectedPrice
-        | Reject::MissingStopPrice
-        | Reject::InvalidTif => StatusCode::BAD_REQUEST,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    }
-}
-
-fn submit_error(e: SubmitError) -> ApiError {
-    match e {
-        SubmitError::Busy => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ENGINE_BUSY",
-            "the engine's command queue is full: nothing was placed, retry shortly",
-        ),
-        SubmitError::Timeout { request } => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "ORDER_STATUS_UNKNOWN",
-            "the engine did not answer in time: the outcome is unknown (not rejected); check GET /api/v1/orders before retrying",
-        )
-        .with_details(json!({ "request": request.to_string() })),
-    }
-}
-
-/// The rejection among a request's events, as an error.
-fn rejection(events: &[OrderEvent]) -> Option<ApiError> {
-    events.iter().find_map(|e| match e.data {
-        OrderEventData::Rejected { reject, order, .. } => Some(
-            ApiError::new(reject_status(reject), reject.code(), reject.message())
-                .with_details(json!({ "order_id": order.map(|o| o.0.to_string()) })),
-        ),
-        _ => None,
-    })
-}
-
-async fn submit(app: &AppState, p: &Principal, kind: CommandKind) -> Result<Vec<OrderEvent>, ApiError> {
-    let events = service(app)?.submit(p.account, kind).await.map_err(submit_error)?;
-    match rejection(&events) {
-        Some(e) => Err(e),
-        None => Ok(events),
-    }
-}
-
-fn parse_price(field: &str, s: &str, i: &Instrument) -> Result<Price, ApiError> {
-    Price::parse_str(s, i.price_scale).map_err(|e| bad(field, format!("{field}: {e}")))
-}
-
-fn parse_qty(field: &str, s: &str, i: &Instrument) -> Result<Qty, ApiError> {
-    Qty::parse_str(s, i.qty_scale).map_err(|e| bad(field, format!("{field}: {e}")))
-}
-
-fn parse_order(app: &AppState, body: &[u8]) -> Result<NewOrder, ApiError> {
-    let b: NewOrderBody = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_BODY",
-            format!("invalid order JSON: {e}"),
-        )
-    })?;
-    let i = instrument(app, &b.symbol)?;
-    let side = match b.side.as_str() {
-        "buy" => Side::Buy,
-        "sell" => Side::Sell,
-        _ => return Err(bad("side", "side must be \"buy\" or \"sell\"")),
-    };
-    let kind = match b.kind.as_str() {
-        "limit" => OrderType::Limit,
-        "market" => OrderType::Market,
-        "stop" => OrderType::Stop,
-        "stop_limit" => OrderType::StopLimit,
-        _ => return Err(bad("type", "type must be limit, market, stop or stop_limit")),
-    };
-    let default_tif = if kind == OrderType::Market { "ioc" } else { "gtc" };
-    let tif = match (b.time_in_force.as_deref().unwrap_or(default_tif), b.expire_time) {
-        ("gtc", None) => TimeInForce::Gtc,
-        ("day", None) => TimeInForce::Day,
-        ("ioc", None) => TimeInForce::Ioc,
-        ("fok", None) => TimeInForce::Fok,
-        ("gtd", Some(us)) => TimeInForce::Gtd(UnixNanos(us.saturating_mul(1_000))),
-        ("gtd", None) => {
-            return Err(bad(
-                "expire_time",
-                "gtd needs expire_time (microseconds since the epoch)",
-            ))
-        }
-        (_, Some(_)) => return Err(bad("expire_time", "expire_time is only for time_in_force \"gtd\"")),
-        _ => return Err(bad("time_in_force", "time_in_force must be gtc, day, ioc, fok or gtd")),
-    };
-    let client_id = match b.client_order_id.as_deref() {
-        Some(c) => ClientOrderId::new(c).map_err(|e| bad("client_order_id", e.to_string()))?,
-        None => ClientOrderId::EMPTY,
-    };
-    Ok(NewOrder {
-        instrument: i.id,
-        client_id,
-        side,
-        kind,
-        tif,
-        price: b
-            .price
-            .as_deref()
-            .map(|s| parse_price("price", s, i))
-            .transpose()?
-            .unwrap_or(Price(0)),
-        stop_price: b
-            .stop_price
-            .as_deref()
-            .map(|s| parse_price("stop_price", s, i))
-            .transpose()?
-            .unwrap_or(Price(0)),
-        qty: parse_qty("qty", &b.qty, i)?,
-        post_only: b.post_only,
-        reduce_only: b.reduce_only,
-    })
-}
-
-/// Orders without a client id get one (their engine ids are unique per order anyway).
-fn ensure_client_id(o: &mut NewOrder, svc: &OrderService) {
-    if o.client_id.is_empty() {
-        o.client_id = ClientOrderId::new(&format!("auto-{}", svc.next_auto_id())).unwrap_or(ClientOrderId::EMPTY);
-    }
-}
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let ct = headers

@@ -2,6 +2,7 @@
 //! order path, the read model it keeps, idempotency keys, and the JSON shapes.
 
 pub mod accounts;
+pub mod entry;
 pub mod fanout;
 pub mod idempotency;
 pub mod json;
