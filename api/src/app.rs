@@ -252,8 +252,14 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
 
     let (order_service, order_fanout) = match order_path {
         Some((service, ring)) => {
-            let join = spawn_order_fanout(Arc::clone(&service), ring, cfg.api.fanout_idle, Arc::clone(&stop))
-                .context("starting the order fan-out thread")?;
+            let join = spawn_order_fanout(
+                Arc::clone(&service),
+                Arc::clone(&hub),
+                ring,
+                cfg.api.fanout_idle,
+                Arc::clone(&stop),
+            )
+            .context("starting the order fan-out thread")?;
             (Some(service), Some(join))
         }
         None => (None, None),

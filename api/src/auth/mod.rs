@@ -45,32 +45,38 @@ impl Principal {
     }
 }
 
+/// Verifies an `Authorization` header value (or a bare `Bearer <token>` string sent
+/// over a WebSocket) and resolves its account.
+pub fn authenticate(app: &AppState, header: Option<&str>) -> Result<Principal, ApiError> {
+    let Some(orders) = app.orders.as_ref() else {
+        return Err(crate::orders::disabled());
+    };
+    let claims = orders.tokens.verify_header(header).map_err(|e| {
+        tracing::info!(reason = %e, "authentication failed");
+        ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
+    })?;
+    let account = orders.accounts.id(&claims.sub).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "UNKNOWN_ACCOUNT",
+            "the account in your token is not configured on this engine",
+        )
+    })?;
+    Ok(Principal {
+        account,
+        name: claims.sub,
+        role: claims.role,
+    })
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let Some(orders) = app.orders.as_ref() else {
-            return Err(crate::orders::disabled());
-        };
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|h| h.to_str().unwrap_or(""));
-        let claims = orders.tokens.verify_header(header).map_err(|e| {
-            tracing::info!(reason = %e, "authentication failed");
-            ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
-        })?;
-        let account = orders.accounts.id(&claims.sub).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "UNKNOWN_ACCOUNT",
-                "the account in your token is not configured on this engine",
-            )
-        })?;
-        Ok(Principal {
-            account,
-            name: claims.sub,
-            role: claims.role,
-        })
+        authenticate(app, header)
     }
 }

@@ -53,6 +53,10 @@ pub struct ApiConfig {
     pub listen: String,
     /// Per-connection bound on queued trade/bar messages before the oldest are dropped.
     pub ws_queue_capacity: usize,
+    /// Per-connection bound on queued private (orders, fills, positions) messages. They
+    /// are never dropped: a client that falls this far behind is disconnected (close code
+    /// 4008) and resyncs over REST.
+    pub ws_private_queue_capacity: usize,
     /// Seconds between server heartbeats on a WebSocket.
     pub ws_heartbeat_secs: u64,
     /// A WebSocket that sends nothing (not even a pong) for this long is closed.

@@ -39,6 +39,12 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     let listen = config.listen_addr()?;
     let a = &config.api;
     range("api.ws_queue_capacity", a.ws_queue_capacity as u64, 1, 1_000_000)?;
+    range(
+        "api.ws_private_queue_capacity",
+        a.ws_private_queue_capacity as u64,
+        1,
+        1_000_000,
+    )?;
     range("api.ws_heartbeat_secs", a.ws_heartbeat_secs, 1, 3_600)?;
     range("api.ws_idle_timeout_secs", a.ws_idle_timeout_secs, 1, 86_400)?;
     if a.ws_idle_timeout_secs <= a.ws_heartbeat_secs {

@@ -8,14 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stocksblitz_engine::orders::{
-    CommandKind, KillScope, OrderEvent, OrderEventData, OrderId, Reject, RiskLimitsConfig, TradingState,
-};
+use stocksblitz_engine::orders::{CommandKind, KillScope, OrderEvent, OrderEventData, RiskLimitsConfig, TradingState};
 
 use super::error::ApiError;
 use crate::auth::{Principal, Role};
 use crate::orders::entry::{
-    bad, ensure_client_id, instrument, parse_order, parse_price, parse_qty, service, submit, submit_error,
+    bad, ensure_client_id, instrument, not_found, order_id, parse_order, replace_command, service, submit, submit_error,
 };
 use crate::orders::idempotency::{Claim, MAX_KEY_LEN};
 use crate::orders::json::{events_json, fill_json, limits_json, position_json, risk_json, OrderJson, ReplaceBody};
@@ -120,21 +118,6 @@ pub async fn test_order(State(app): State<AppState>, p: Principal, headers: Head
     ))
 }
 
-fn order_id(raw: &str) -> Result<OrderId, ApiError> {
-    raw.parse::<u64>()
-        .map(OrderId)
-        .map_err(|_| ApiError::invalid_parameter("id", format!("order id must be a decimal integer, got {raw:?}")))
-}
-
-fn not_found(id: OrderId) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        Reject::OrderNotFound.code(),
-        Reject::OrderNotFound.message(),
-    )
-    .with_details(json!({ "order_id": id.0.to_string() }))
-}
-
 pub async fn get_order(State(app): State<AppState>, p: Principal, Path(raw): Path<String>) -> ApiResult {
     let id = order_id(&raw)?;
     let store = service(&app)?.store.read();
@@ -174,20 +157,8 @@ pub async fn replace_order(
             format!("invalid replace JSON: {e}"),
         )
     })?;
-    if b.qty.is_none() && b.price.is_none() {
-        return Err(bad("qty", "give qty and/or price to change"));
-    }
-    let instrument = {
-        let store = service(&app)?.store.read();
-        store
-            .order(p.account, id)
-            .map(|r| r.order.instrument)
-            .ok_or_else(|| not_found(id))?
-    };
-    let i = app.market.registry.get(instrument).ok_or_else(|| not_found(id))?;
-    let qty = b.qty.as_deref().map(|s| parse_qty("qty", s, i)).transpose()?;
-    let price = b.price.as_deref().map(|s| parse_price("price", s, i)).transpose()?;
-    let events = submit(&app, &p, CommandKind::Replace { order: id, qty, price }).await?;
+    let kind = replace_command(&app, &p, id, b.qty.as_deref(), b.price.as_deref())?;
+    let events = submit(&app, &p, kind).await?;
     Ok(respond(
         StatusCode::OK,
         events_json(&events, &app.market.registry, p.account, Some(id)),

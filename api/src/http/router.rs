@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -19,10 +20,19 @@ use crate::state::AppState;
 use crate::ws::protocol::MAX_CLIENT_MESSAGE_BYTES;
 use crate::ws::session;
 
-async fn stream(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// `Authorization: Bearer` on the upgrade authenticates the connection up front; a bad
+/// token is refused before upgrading. Without one, clients may send an `auth` op.
+async fn stream(State(app): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let principal = match headers.get(axum::http::header::AUTHORIZATION) {
+        None => None,
+        Some(h) => match crate::auth::authenticate(&app, Some(h.to_str().unwrap_or(""))) {
+            Ok(p) => Some(p),
+            Err(e) => return e.into_response(),
+        },
+    };
     ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session::run(socket, app))
+        .on_upgrade(move |socket| session::run(socket, app, principal))
 }
 
 async fn not_found() -> ApiError {

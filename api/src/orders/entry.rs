@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use serde_json::json;
 use stocksblitz_engine::orders::{
-    ClientOrderId, CommandKind, NewOrder, OrderEvent, OrderEventData, OrderType, Reject, TimeInForce,
+    ClientOrderId, CommandKind, NewOrder, OrderEvent, OrderEventData, OrderId, OrderType, Reject, TimeInForce,
 };
 use stocksblitz_engine::{Instrument, Price, Qty, Side, UnixNanos};
 
@@ -167,4 +167,45 @@ pub fn ensure_client_id(o: &mut NewOrder, svc: &OrderService) {
     if o.client_id.is_empty() {
         o.client_id = ClientOrderId::new(&format!("auto-{}", svc.next_auto_id())).unwrap_or(ClientOrderId::EMPTY);
     }
+}
+
+/// An order id as clients send it (a decimal string).
+pub fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    raw.parse::<u64>()
+        .map(OrderId)
+        .map_err(|_| ApiError::invalid_parameter("id", format!("order id must be a decimal integer, got {raw:?}")))
+}
+
+pub fn not_found(id: OrderId) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        Reject::OrderNotFound.code(),
+        Reject::OrderNotFound.message(),
+    )
+    .with_details(json!({ "order_id": id.0.to_string() }))
+}
+
+/// A replace of `id` (qty and/or price as decimal strings) checked against the
+/// account's own order and its instrument's precision.
+pub fn replace_command(
+    app: &AppState,
+    p: &Principal,
+    id: OrderId,
+    qty: Option<&str>,
+    price: Option<&str>,
+) -> Result<CommandKind, ApiError> {
+    if qty.is_none() && price.is_none() {
+        return Err(bad("qty", "give qty and/or price to change"));
+    }
+    let instrument = {
+        let store = service(app)?.store.read();
+        store
+            .order(p.account, id)
+            .map(|r| r.order.instrument)
+            .ok_or_else(|| not_found(id))?
+    };
+    let i = app.market.registry.get(instrument).ok_or_else(|| not_found(id))?;
+    let qty = qty.map(|s| parse_qty("qty", s, i)).transpose()?;
+    let price = price.map(|s| parse_price("price", s, i)).transpose()?;
+    Ok(CommandKind::Replace { order: id, qty, price })
 }

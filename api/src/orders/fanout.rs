@@ -1,5 +1,6 @@
 //! The order fan-out thread: drains the engine's order event ring (which never drops)
-//! into the read model and completes waiting requests.
+//! into the read model, completes waiting requests, and hands every event to the
+//! WebSocket hub's private channels.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +12,13 @@ use stocksblitz_engine::orders::OrderEvent;
 use stocksblitz_engine::ring::RingConsumer;
 
 use super::service::OrderService;
+use crate::ws::hub::Hub;
 
 const BATCH: usize = 4096;
 
 pub fn spawn_order_fanout(
     service: Arc<OrderService>,
+    hub: Arc<Hub>,
     mut ring: RingConsumer<OrderEvent>,
     idle: IdleConfig,
     stop: Arc<AtomicBool>,
@@ -53,6 +56,7 @@ pub fn spawn_order_fanout(
                     }
                 }
             }
+            hub.dispatch_private(&batch);
             batch.clear();
         }
     })

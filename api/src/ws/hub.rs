@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use stocksblitz_engine::orders::{AccountId, OrderEvent};
 use stocksblitz_engine::InstrumentId;
 
 use super::channel::{ChannelKey, ChannelKind};
@@ -13,6 +14,8 @@ use crate::market::Change;
 #[derive(Default)]
 pub struct Hub {
     subs: RwLock<HashMap<ChannelKey, Vec<Arc<Outbox>>>>,
+    /// Connections with private channels, by account.
+    private: RwLock<HashMap<AccountId, Vec<Arc<Outbox>>>>,
     pub stats: Arc<WsStats>,
 }
 
@@ -31,6 +34,40 @@ impl Hub {
             list.retain(|o| o.id != outbox_id);
             if list.is_empty() {
                 subs.remove(&key);
+            }
+        }
+    }
+
+    /// Routes the account's order events to `outbox` (its private channels).
+    pub fn subscribe_private(&self, account: AccountId, outbox: &Arc<Outbox>) {
+        let mut private = self.private.write();
+        let list = private.entry(account).or_default();
+        if !list.iter().any(|o| o.id == outbox.id) {
+            list.push(Arc::clone(outbox));
+        }
+    }
+
+    pub fn unsubscribe_private(&self, account: AccountId, outbox_id: u64) {
+        let mut private = self.private.write();
+        if let Some(list) = private.get_mut(&account) {
+            list.retain(|o| o.id != outbox_id);
+            if list.is_empty() {
+                private.remove(&account);
+            }
+        }
+    }
+
+    /// Hands each order event to its account's connections.
+    pub fn dispatch_private(&self, events: &[OrderEvent]) {
+        let private = self.private.read();
+        if private.is_empty() {
+            return;
+        }
+        for e in events {
+            if let Some(list) = private.get(&e.account) {
+                for o in list {
+                    o.enqueue_private(*e);
+                }
             }
         }
     }

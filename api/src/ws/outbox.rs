@@ -14,6 +14,8 @@ use stocksblitz_engine::{Bar, BarState};
 use tokio::sync::Notify;
 
 use super::channel::ChannelKey;
+use stocksblitz_engine::orders::OrderEvent;
+
 use crate::market::TradeView;
 
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +50,10 @@ struct State {
     dirty: HashSet<ChannelKey>,
     queue: VecDeque<Queued>,
     missed: HashMap<ChannelKey, u64>,
+    /// The account's order events for its private channels: never dropped.
+    private: VecDeque<OrderEvent>,
+    /// The private queue filled up: the session must close the connection.
+    private_overflow: bool,
 }
 
 /// Everything taken from an outbox in one go.
@@ -56,21 +62,25 @@ pub struct Drained {
     pub dirty: Vec<ChannelKey>,
     pub queue: Vec<Queued>,
     pub missed: HashMap<ChannelKey, u64>,
+    pub private: Vec<OrderEvent>,
+    pub private_overflow: bool,
 }
 
 pub struct Outbox {
     pub id: u64,
     capacity: usize,
+    private_capacity: usize,
     state: Mutex<State>,
     notify: Notify,
     closed: AtomicBool,
 }
 
 impl Outbox {
-    pub fn new(id: u64, capacity: usize) -> Self {
+    pub fn new(id: u64, capacity: usize, private_capacity: usize) -> Self {
         Self {
             id,
             capacity: capacity.max(1),
+            private_capacity: private_capacity.max(1),
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
@@ -100,12 +110,31 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// An order event for this connection's account. Never dropped: past the bound the
+    /// outbox is marked overflowed (and stops taking more), and the session closes.
+    pub fn enqueue_private(&self, e: OrderEvent) {
+        {
+            let mut s = self.state.lock();
+            if s.private_overflow {
+                return;
+            }
+            if s.private.len() >= self.private_capacity {
+                s.private_overflow = true;
+            } else {
+                s.private.push_back(e);
+            }
+        }
+        self.notify.notify_one();
+    }
+
     pub fn drain(&self) -> Drained {
         let mut s = self.state.lock();
         Drained {
             dirty: s.dirty.drain().collect(),
             queue: s.queue.drain(..).collect(),
             missed: std::mem::take(&mut s.missed),
+            private: s.private.drain(..).collect(),
+            private_overflow: s.private_overflow,
         }
     }
 
@@ -154,7 +183,7 @@ mod tests {
     #[test]
     fn conflates_marks_and_bounds_the_queue() {
         let stats = WsStats::default();
-        let o = Outbox::new(1, 2);
+        let o = Outbox::new(1, 2, 2);
         for _ in 0..5 {
             o.mark(key(ChannelKind::Quotes), &stats);
         }
@@ -175,5 +204,30 @@ mod tests {
         assert_eq!(seqs, vec![4, 5]);
         assert_eq!(d.missed.get(&key(ChannelKind::Trades)), Some(&3));
         assert!(o.drain().queue.is_empty());
+    }
+
+    #[test]
+    fn private_events_are_never_dropped_overflow_is_flagged() {
+        let o = Outbox::new(1, 2, 3);
+        let e = |seq| stocksblitz_engine::orders::OrderEvent {
+            seq,
+            request: 0,
+            account: stocksblitz_engine::orders::AccountId(0),
+            at: UnixNanos(0),
+            last: true,
+            data: stocksblitz_engine::orders::OrderEventData::Done { count: 0 },
+        };
+        for s in 1..=3 {
+            o.enqueue_private(e(s));
+        }
+        let d = o.drain();
+        assert_eq!(d.private.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(!d.private_overflow);
+        for s in 4..=8 {
+            o.enqueue_private(e(s));
+        }
+        let d = o.drain();
+        assert_eq!(d.private.len(), 3, "kept in order up to the bound");
+        assert!(d.private_overflow, "then the connection must be closed, not fed a gap");
     }
 }

@@ -4,6 +4,11 @@
 //!   `{"op":"subscribe","channels":["quotes.BTCUSDT","book.BTCUSDT"],"id":"r1"}`
 //!   `{"op":"unsubscribe","channels":["book.BTCUSDT"],"id":"r2"}`
 //!   `{"op":"ping","id":"r3"}`
+//!   `{"op":"auth","token":"<JWT>","id":"r4"}` (or send `Authorization: Bearer` on the
+//!   upgrade request); needed for the private channels and order entry.
+//!   `{"op":"order.new","id":"c1","order":{...as POST /api/v1/orders...}}`,
+//!   `{"op":"order.cancel","id":"c2","order_id":"123"}`,
+//!   `{"op":"order.replace","id":"c3","order_id":"123","qty":"5","price":"100.05"}`.
 //! Server to client:
 //!   `{"type":"subscribed","id":"r1","channels":[...]}` / `"unsubscribed"` / `"pong"`
 //!   `{"type":"snapshot","channel":"quotes.BTCUSDT","seq":1,"data":{...}}` on subscribe,
@@ -13,8 +18,20 @@
 //!   the client read too slowly (quotes and books are conflated instead).
 //!   `{"type":"heartbeat","ts_us":...}` every `ws_heartbeat_secs`.
 //!   `{"type":"error","id":"r1","error":{"code":"UNKNOWN_SYMBOL","message":"..."}}`.
+//!   `{"type":"authenticated","id":"r4","account":"alice","role":"trader"}`.
+//!   `{"type":"order.ack","id":"c1","data":{"order":{...},"fills":[...],"cancelled":[...]}}`
+//!   answers an order op (the same body as the REST route); refusals come as `error`
+//!   with the same codes as REST.
+//! Private channels (after auth): `orders` (every state change of the account's orders:
+//! `{"event":"filled","reason":null,"order":{...}}`), `fills`, `positions`. Their snapshot
+//! is the open orders / recent fills / positions; updates are never dropped or
+//! conflated. A client that falls `ws_private_queue_capacity` messages behind is closed
+//! with code 4008 ([`CLOSE_PRIVATE_OVERFLOW`]) and must resync over REST.
 
 use serde::{Deserialize, Serialize};
+
+/// Close code for a connection whose private channels could not be delivered in full.
+pub const CLOSE_PRIVATE_OVERFLOW: u16 = 4008;
 
 /// Largest accepted client frame.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
@@ -28,6 +45,19 @@ pub struct ClientMessage {
     /// Echoed in the reply so clients can match requests and answers.
     #[serde(default)]
     pub id: Option<serde_json::Value>,
+    /// `auth`: the JWT.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// `order.new`: the order, as the REST body.
+    #[serde(default)]
+    pub order: Option<serde_json::Value>,
+    /// `order.cancel` / `order.replace`.
+    #[serde(default)]
+    pub order_id: Option<String>,
+    #[serde(default)]
+    pub qty: Option<String>,
+    #[serde(default)]
+    pub price: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -11,14 +11,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::http::StatusCode;
 use futures_util::SinkExt;
 use serde::Serialize;
+use stocksblitz_engine::orders::{CommandKind, OrderEvent, OrderEventData, OrderEventKind};
 use stocksblitz_engine::{BarInterval, BarState, UnixNanos};
+use tokio::sync::mpsc;
 
 use super::channel::{ChannelKey, ChannelKind};
 use super::outbox::{Drained, Outbox, Queued};
-use super::protocol::{Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, MAX_CLIENT_MESSAGE_BYTES};
+use super::protocol::{
+    Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_PRIVATE_OVERFLOW,
+    MAX_CLIENT_MESSAGE_BYTES,
+};
+use crate::auth::{Principal, Role};
 use crate::dto::{BarDto, BookDto, QuoteDto, TradeDto};
+use crate::http::error::ApiError;
+use crate::orders::entry;
+use crate::orders::json::{events_json, fill_json, position_json, NewOrderBody, OrderJson};
 use crate::state::AppState;
 
 /// Close code for a client that sent an oversized or non-text frame (RFC 6455: 1009 /
@@ -36,6 +46,26 @@ struct Session {
     /// Queued items with an engine seq at or below this were in the snapshot.
     cutoff: HashMap<ChannelKey, u64>,
     out: Vec<String>,
+    /// Who authenticated on this connection (private channels, order entry).
+    principal: Option<Principal>,
+    /// Subscribed private channels, their message numbers, and the order store's
+    /// sequence their snapshot covered.
+    private: [Option<PrivateSub>; 3],
+    /// Answers of order ops, produced by their own tasks.
+    replies: mpsc::Sender<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PrivateSub {
+    seq: u64,
+    cutoff: u64,
+}
+
+/// The private channels, in `Session::private` order.
+const PRIVATE: [&str; 3] = ["orders", "fills", "positions"];
+
+fn private_index(name: &str) -> Option<usize> {
+    PRIVATE.iter().position(|p| *p == name)
 }
 
 fn to_text<T: Serialize>(v: &T) -> String {
@@ -89,7 +119,19 @@ impl Session {
                 }
                 let registry = Arc::clone(&self.app.market.registry);
                 let mut keys = Vec::with_capacity(msg.channels.len());
+                let mut private = Vec::new();
                 for name in &msg.channels {
+                    if let Some(i) = private_index(name) {
+                        if self.principal.is_none() {
+                            return self.error(
+                                id,
+                                "UNAUTHORIZED",
+                                "private channels need authentication: send {\"op\":\"auth\",\"token\":\"...\"} first",
+                            );
+                        }
+                        private.push(i);
+                        continue;
+                    }
                     match ChannelKey::parse(name, &registry) {
                         Ok(k) => keys.push(k),
                         Err(e) => return self.error(id, e.code, &e.message),
@@ -114,7 +156,13 @@ impl Session {
                             self.subscribe(k);
                         }
                     }
+                    for i in private {
+                        self.subscribe_private(i);
+                    }
                 } else {
+                    for i in private {
+                        self.unsubscribe_private(i);
+                    }
                     for k in keys {
                         if self.subs.remove(&k) {
                             self.app.hub.unsubscribe(k, self.outbox.id);
@@ -135,9 +183,229 @@ impl Session {
                 id,
                 channels: None,
             })),
+            "auth" => self.auth(id, msg.token.as_deref()),
+            "order.new" | "order.cancel" | "order.replace" => self.order_op(&msg),
             other => {
-                let m = format!("unknown op {other:?}: use subscribe, unsubscribe or ping");
+                let m = format!(
+                    "unknown op {other:?}: use subscribe, unsubscribe, ping, auth, order.new, order.cancel or order.replace"
+                );
                 self.error(id, "UNKNOWN_OP", &m)
+            }
+        }
+    }
+
+    fn auth(&mut self, id: Option<&serde_json::Value>, token: Option<&str>) {
+        let Some(token) = token else {
+            return self.error(
+                id,
+                "BAD_MESSAGE",
+                "\"token\" is required: {\"op\":\"auth\",\"token\":\"<JWT>\"}",
+            );
+        };
+        if self.principal.is_some() {
+            return self.error(id, "ALREADY_AUTHENTICATED", "this connection is already authenticated");
+        }
+        match crate::auth::authenticate(&self.app, Some(&format!("Bearer {token}"))) {
+            Ok(p) => {
+                self.out.push(to_text(&serde_json::json!({
+                    "type": "authenticated", "id": id, "account": p.name, "role": p.role.as_str(),
+                })));
+                self.principal = Some(p);
+            }
+            Err(e) => self.error(id, e.code, &e.message),
+        }
+    }
+
+    /// Runs an order op on its own task; the answer comes back through `replies`.
+    fn order_op(&mut self, msg: &ClientMessage) {
+        let id = msg.id.clone();
+        let Some(p) = self.principal.clone() else {
+            return self.error(
+                id.as_ref(),
+                "UNAUTHORIZED",
+                "order entry needs authentication: send {\"op\":\"auth\",\"token\":\"...\"} first",
+            );
+        };
+        if let Err(e) = p.require(Role::Trader) {
+            return self.error(id.as_ref(), e.code, &e.message);
+        }
+        let command = match msg.op.as_str() {
+            "order.new" => {
+                let Some(order) = msg.order.clone() else {
+                    return self.error(
+                        id.as_ref(),
+                        "BAD_MESSAGE",
+                        "\"order\" is required: the same object as POST /api/v1/orders",
+                    );
+                };
+                serde_json::from_value::<NewOrderBody>(order)
+                    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", format!("invalid order: {e}")))
+                    .and_then(|b| entry::order_from(&self.app, b))
+                    .and_then(|mut o| {
+                        let svc = entry::service(&self.app)?;
+                        entry::ensure_client_id(&mut o, svc);
+                        Ok((CommandKind::New(o), None))
+                    })
+            }
+            op => {
+                let Some(raw) = msg.order_id.as_deref() else {
+                    return self.error(id.as_ref(), "BAD_MESSAGE", "\"order_id\" is required");
+                };
+                entry::order_id(raw).and_then(|oid| {
+                    if op == "order.cancel" {
+                        Ok((CommandKind::Cancel { order: oid }, Some(oid)))
+                    } else {
+                        entry::replace_command(&self.app, &p, oid, msg.qty.as_deref(), msg.price.as_deref())
+                            .map(|k| (k, Some(oid)))
+                    }
+                })
+            }
+        };
+        let (kind, target) = match command {
+            Ok(c) => c,
+            Err(e) => return self.error(id.as_ref(), e.code, &e.message),
+        };
+        let app = self.app.clone();
+        let replies = self.replies.clone();
+        tokio::spawn(async move {
+            let text = match entry::submit(&app, &p, kind).await {
+                Ok(events) => to_text(&serde_json::json!({
+                    "type": "order.ack",
+                    "id": id,
+                    "data": events_json(&events, &app.market.registry, p.account, target),
+                })),
+                Err(e) => to_text(&ErrorMessage {
+                    kind: "error",
+                    id: id.as_ref(),
+                    error: ErrorBody {
+                        code: e.code,
+                        message: &e.message,
+                    },
+                }),
+            };
+            let _ = replies.send(text).await;
+        });
+    }
+
+    /// Registers for the account's events, then snapshots from the order store; queued
+    /// events the snapshot already covered are skipped by sequence.
+    fn subscribe_private(&mut self, i: usize) {
+        let (Some(p), Some(svc)) = (self.principal.clone(), self.app.orders.clone()) else {
+            return;
+        };
+        if self.private.get(i).is_some_and(Option::is_some) {
+            return;
+        }
+        self.app.hub.subscribe_private(p.account, &self.outbox);
+        let registry = Arc::clone(&self.app.market.registry);
+        let store = svc.store.read();
+        let cutoff = store.last_seq;
+        let data = match i {
+            0 => {
+                let open: Vec<_> = store
+                    .orders(p.account, None)
+                    .filter(|r| r.order.status.is_open())
+                    .filter_map(|r| {
+                        registry
+                            .get(r.order.instrument)
+                            .map(|inst| serde_json::json!(OrderJson::new(&r.order, inst)))
+                    })
+                    .collect();
+                serde_json::json!({ "orders": open })
+            }
+            1 => {
+                let fills: Vec<_> = store
+                    .fills(p.account)
+                    .take(100)
+                    .filter_map(|f| registry.get(f.instrument).map(|inst| fill_json(f, inst)))
+                    .collect();
+                serde_json::json!({ "fills": fills })
+            }
+            _ => {
+                let mirror = self.app.market.mirror.read();
+                let positions: Vec<_> = store
+                    .positions(p.account)
+                    .filter_map(|(iid, pos)| {
+                        let inst = registry.get(iid)?;
+                        Some(position_json(pos, inst, mirror.get(iid).and_then(|v| v.mark_price())))
+                    })
+                    .collect();
+                serde_json::json!({ "positions": positions })
+            }
+        };
+        drop(store);
+        if let Some(slot) = self.private.get_mut(i) {
+            *slot = Some(PrivateSub { seq: 0, cutoff });
+        }
+        self.push_private(i, "snapshot", data);
+    }
+
+    fn unsubscribe_private(&mut self, i: usize) {
+        if let Some(slot) = self.private.get_mut(i) {
+            *slot = None;
+        }
+        if self.private.iter().all(Option::is_none) {
+            if let Some(p) = &self.principal {
+                self.app.hub.unsubscribe_private(p.account, self.outbox.id);
+            }
+        }
+    }
+
+    fn push_private(&mut self, i: usize, kind: &'static str, data: serde_json::Value) {
+        let Some(Some(sub)) = self.private.get_mut(i) else {
+            return;
+        };
+        sub.seq += 1;
+        let seq = sub.seq;
+        self.out.push(to_text(&DataMessage {
+            kind,
+            channel: PRIVATE.get(i).copied().unwrap_or(""),
+            seq,
+            missed: None,
+            data,
+        }));
+    }
+
+    /// The account's order events as private channel updates, in engine order.
+    fn render_private(&mut self, events: Vec<OrderEvent>) {
+        let market = Arc::clone(&self.app.market);
+        for e in events {
+            let (i, data) = match e.data {
+                OrderEventData::Order { kind, order } => {
+                    let Some(inst) = market.registry.get(order.instrument) else {
+                        continue;
+                    };
+                    let reason = match kind {
+                        OrderEventKind::Cancelled(r) => Some(r.as_str()),
+                        _ => None,
+                    };
+                    (
+                        0,
+                        serde_json::json!({ "event": kind.as_str(), "reason": reason, "order": OrderJson::new(&order, inst) }),
+                    )
+                }
+                OrderEventData::Fill(f) => {
+                    let Some(inst) = market.registry.get(f.instrument) else {
+                        continue;
+                    };
+                    (1, fill_json(&f, inst))
+                }
+                OrderEventData::Position { instrument, position } => {
+                    let Some(inst) = market.registry.get(instrument) else {
+                        continue;
+                    };
+                    let mark = market.mirror.read().get(instrument).and_then(|v| v.mark_price());
+                    (2, position_json(&position, inst, mark))
+                }
+                _ => continue,
+            };
+            let fresh = self
+                .private
+                .get(i)
+                .and_then(|s| s.as_ref())
+                .is_some_and(|s| e.seq > s.cutoff);
+            if fresh {
+                self.push_private(i, "update", data);
             }
         }
     }
@@ -238,6 +506,9 @@ impl Session {
         for k in self.subs.drain() {
             self.app.hub.unsubscribe(k, self.outbox.id);
         }
+        if let Some(p) = &self.principal {
+            self.app.hub.unsubscribe_private(p.account, self.outbox.id);
+        }
         self.outbox.close();
     }
 }
@@ -245,6 +516,8 @@ impl Session {
 /// Why a session ended, for logs.
 enum End {
     ClientClosed,
+    /// Private messages could not all be delivered: the client must resync over REST.
+    PrivateOverflow,
     Idle,
     Protocol(&'static str),
     SendFailed,
@@ -264,12 +537,17 @@ async fn flush(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState) ->
     socket.flush().await.is_ok()
 }
 
-pub async fn run(mut socket: WebSocket, app: AppState) {
+pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Principal>) {
     let conn_id = app.next_connection_id();
     let stats = Arc::clone(&app.hub.stats);
     stats.connections.fetch_add(1, Ordering::Relaxed);
     stats.connections_total.fetch_add(1, Ordering::Relaxed);
-    let outbox = Arc::new(Outbox::new(conn_id, app.config.ws_queue_capacity));
+    let outbox = Arc::new(Outbox::new(
+        conn_id,
+        app.config.ws_queue_capacity,
+        app.config.ws_private_queue_capacity,
+    ));
+    let (replies, mut replies_rx) = mpsc::channel::<String>(256);
     let heartbeat_every = Duration::from_secs(app.config.ws_heartbeat_secs);
     let idle_timeout = Duration::from_secs(app.config.ws_idle_timeout_secs);
     let mut s = Session {
@@ -280,6 +558,9 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
         need_snapshot: HashSet::new(),
         cutoff: HashMap::new(),
         out: Vec::new(),
+        principal,
+        private: [None; 3],
+        replies,
     };
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     let mut last_heard = Instant::now();
@@ -303,8 +584,18 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
                 }
             }
             _ = outbox.ready() => {
-                let drained = outbox.drain();
+                let mut drained = outbox.drain();
+                let overflow = drained.private_overflow;
+                let private = std::mem::take(&mut drained.private);
                 s.render(drained);
+                s.render_private(private);
+                if overflow {
+                    let _ = flush(&mut socket, &mut s.out, &app).await;
+                    break End::PrivateOverflow;
+                }
+            }
+            Some(text) = replies_rx.recv() => {
+                s.out.push(text);
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > idle_timeout {
@@ -326,6 +617,10 @@ pub async fn run(mut socket: WebSocket, app: AppState) {
     let (code, reason) = match end {
         End::ClientClosed | End::SendFailed => (None, "closed"),
         End::Idle => (Some(CLOSE_GOING_AWAY), "idle timeout"),
+        End::PrivateOverflow => (
+            Some(CLOSE_PRIVATE_OVERFLOW),
+            "private channel overflow: resync over REST",
+        ),
         End::Protocol(r) => (Some(1009), r),
     };
     if let Some(code) = code {
