@@ -430,3 +430,37 @@ async fn bad_order_input_is_refused_and_changes_nothing() {
     );
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paper_orders_fill_against_the_live_feed() {
+    let app = start().await;
+    wait_live(&app, "BTCUSDT").await;
+    let alice = Client::new(&app, "alice", "trader");
+    // A marketable order takes the simulated venue's displayed best offer.
+    let (s, v) = alice
+        .post(
+            "/orders",
+            json!({"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.00100"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let fills = v["fills"].as_array().expect("fills");
+    assert!(!fills.is_empty(), "filled against the feed: {v}");
+    let filled: f64 = fills
+        .iter()
+        .map(|f| f["qty"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(filled <= 0.001 + 1e-12, "never more than the order");
+    // A limit far below the market rests on the paper venue (inside the 5% collar).
+    let (_, q) = alice.get("/quotes/BTCUSDT").await;
+    let bid: f64 = q["bid"].as_str().unwrap().parse().unwrap();
+    let price = format!("{:.2}", (bid * 0.97 * 100.0).floor() / 100.0);
+    let (s, v) = alice.post("/orders", limit("BTCUSDT", "buy", &price, "0.00100")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["order"]["status"], "open");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (_, p) = alice.get("/positions").await;
+    assert_eq!(p["positions"][0]["symbol"], "BTCUSDT", "{p}");
+    assert!(p["positions"][0]["mark_price"].is_string());
+    app.shutdown().await.unwrap();
+}

@@ -91,3 +91,51 @@ impl OrderService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use stocksblitz_engine::orders::gateway::command_queue;
+
+    fn service(queue: CommandQueue, timeout_ms: u64) -> OrderService {
+        OrderService::new(
+            Tokens::new(&[7; 32], "i", "a", 0),
+            Accounts::new(&["alice".to_owned()]),
+            OrderStore::new(1, 10),
+            queue,
+            Duration::from_millis(timeout_ms),
+        )
+    }
+
+    #[tokio::test]
+    async fn no_answer_is_unknown_and_a_full_queue_is_busy() {
+        // Nobody drains this queue: the engine "does not answer".
+        let queue = command_queue(1);
+        let svc = service(queue.clone(), 20);
+        let r = svc.submit(AccountId(0), CommandKind::QueryRisk).await;
+        assert!(
+            matches!(r, Err(SubmitError::Timeout { .. })),
+            "unknown, never a false rejection"
+        );
+        assert!(svc.pending.lock().is_empty(), "the waiter is cleaned up");
+        // The queue still holds the first command: the next one does not fit.
+        assert_eq!(
+            svc.submit(AccountId(0), CommandKind::QueryRisk).await,
+            Err(SubmitError::Busy)
+        );
+        // An answer routed by request id completes the waiter.
+        let _ = queue.pop();
+        let svc = Arc::new(service(queue.clone(), 5_000));
+        let s2 = Arc::clone(&svc);
+        let waiter = tokio::spawn(async move { s2.submit(AccountId(0), CommandKind::QueryRisk).await });
+        let cmd = loop {
+            if let Some(c) = queue.pop() {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        svc.complete(cmd.request, Vec::new());
+        assert_eq!(waiter.await.unwrap(), Ok(Vec::new()));
+    }
+}
