@@ -202,7 +202,8 @@ fn shape_of_the_order() {
         (limit(PAPER, "q1", Side::Buy, 100, -5), "INVALID_QUANTITY"),
         (limit(PAPER, "p0", Side::Buy, 0, 1), "PRICE_REQUIRED"),
         (limit(PAPER, "p1", Side::Buy, -100, 1), "INVALID_PRICE"),
-        (limit(NSE, "tick", Side::Buy, 10_003, 1), "TICK_SIZE"),
+        (limit(NSE, "tick", Side::Buy, 10_003, 5), "TICK_SIZE"),
+        (limit(NSE, "lot", Side::Buy, 10_000, 7), "LOT_SIZE"),
         (
             NewOrder {
                 price: Price(100),
@@ -235,9 +236,13 @@ fn shape_of_the_order() {
         assert_eq!(try_new(&mut m, -3_600_000_000_000, o), Some(code), "{o:?}");
     }
     assert_eq!(m.open_orders().count(), 0, "nothing was placed");
-    // Lot size on the internal instrument: lot 0.001 = 1; NSE lot 1 = 1 at 0 decimals.
-    let mut lots = manager_with(&[loose()]);
-    assert_eq!(try_new(&mut lots, 0, limit(PAPER, "l", Side::Buy, 100, 7)), None);
+    // Lot size at its multiple and one past it (NSE lots of 5).
+    let hour = 3_600_000_000_000;
+    assert_eq!(try_new(&mut m, -hour, limit(NSE, "l10", Side::Buy, 10_000, 10)), None);
+    assert_eq!(
+        try_new(&mut m, -hour, limit(NSE, "l11", Side::Buy, 10_000, 11)),
+        Some("LOT_SIZE")
+    );
 }
 
 #[test]
@@ -358,12 +363,12 @@ fn market_session() {
     let hour = 3_600 * 1_000_000_000i64;
     // T0 is 15:30 IST on a Wednesday: closed; 14:30 is open.
     assert_eq!(
-        try_new(&mut m, 0, limit(NSE, "late", Side::Buy, 150_000, 1)),
+        try_new(&mut m, 0, limit(NSE, "late", Side::Buy, 150_000, 5)),
         Some("MARKET_CLOSED")
     );
-    assert_eq!(try_new(&mut m, -hour, limit(NSE, "open", Side::Buy, 150_000, 1)), None);
+    assert_eq!(try_new(&mut m, -hour, limit(NSE, "open", Side::Buy, 150_000, 5)), None);
     assert_eq!(
-        try_new(&mut m, -hour - 1, limit(NSE, "open2", Side::Buy, 150_000, 1)),
+        try_new(&mut m, -hour - 1, limit(NSE, "open2", Side::Buy, 150_000, 5)),
         None
     );
 }
@@ -414,4 +419,53 @@ fn replace_rules() {
     assert_eq!(m.order(id).unwrap().price, Price(101));
     assert_eq!(replace(&mut m, Some(4), None), None);
     assert_eq!(m.order(id).unwrap().qty, Qty(4));
+}
+
+#[test]
+fn self_trade_prevention_modes() {
+    use stocksblitz_engine::orders::SelfTradeMode;
+    for (mode, resting_left, incoming_filled) in [
+        (SelfTradeMode::CancelNewest, true, 0),
+        (SelfTradeMode::CancelOldest, false, 3),
+        (SelfTradeMode::CancelBoth, false, 0),
+    ] {
+        let mut m = with(|l| l.self_trade = mode);
+        // Account 1 rests a sell behind account 0's own sell at the same price.
+        assert_eq!(
+            rejection(&run(
+                &mut m,
+                0,
+                0,
+                CommandKind::New(limit(INTERNAL, "mine", Side::Sell, 10_000, 5))
+            )),
+            None
+        );
+        assert_eq!(
+            rejection(&run(
+                &mut m,
+                1,
+                1,
+                CommandKind::New(limit(INTERNAL, "theirs", Side::Sell, 10_000, 3))
+            )),
+            None
+        );
+        let ev = run(
+            &mut m,
+            0,
+            2,
+            CommandKind::New(limit(INTERNAL, "buy", Side::Buy, 10_000, 3)),
+        );
+        let buy = accepted_id(&ev).expect("accepted");
+        let mine_open = m.open_orders().any(|o| o.client_id.as_str() == "mine");
+        assert_eq!(mine_open, resting_left, "{mode:?}: the resting own order");
+        assert_eq!(
+            m.order(buy).unwrap().filled,
+            Qty(incoming_filled),
+            "{mode:?}: the incoming order"
+        );
+        assert!(
+            !m.order(buy).unwrap().status.is_open(),
+            "{mode:?}: filled or cancelled, never left resting"
+        );
+    }
 }

@@ -144,7 +144,7 @@ fn day_orders_expire_at_the_close_and_gtd_at_their_time() {
     let hour = 3_600 * 1_000_000_000i64;
     let day = NewOrder {
         tif: TimeInForce::Day,
-        ..limit(NSE, "day", Side::Buy, 150_000, 1)
+        ..limit(NSE, "day", Side::Buy, 150_000, 5)
     };
     let id = accepted_id(&run(&mut m, 0, -hour, CommandKind::New(day))).unwrap();
     let gtd = NewOrder {

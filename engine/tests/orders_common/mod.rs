@@ -11,7 +11,7 @@ use stocksblitz_engine::{InstrumentConfig, InstrumentId, InstrumentRegistry, Pri
 
 pub const INTERNAL: InstrumentId = InstrumentId(0);
 pub const PAPER: InstrumentId = InstrumentId(1);
-/// An NSE equity on the paper venue: session 09:15-15:30 Asia/Kolkata.
+/// An NSE equity on the paper venue: session 09:15-15:30 Asia/Kolkata, lots of 5.
 pub const NSE: InstrumentId = InstrumentId(2);
 /// 2026-12-02 10:00 UTC.
 pub const T0: i64 = 1_796_205_600_000_000_000;
@@ -38,7 +38,7 @@ pub fn registry() -> InstrumentRegistry {
         price_decimals: 2,
         qty_decimals: 0,
         tick_size: "0.05".into(),
-        lot_size: "1".into(),
+        lot_size: "5".into(),
         session: "Asia/Kolkata 09:15-15:30 mon-fri".into(),
     };
     InstrumentRegistry::from_config(&[inst("INT", "internal"), inst("PAP", "binance"), nse]).expect("registry")
