@@ -91,6 +91,17 @@ impl<T> RingProducer<T> {
 }
 
 impl<T> RingConsumer<T> {
+    /// Moves up to `max` items into `into` (appended); returns how many.
+    pub fn pop_batch(&mut self, into: &mut Vec<T>, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(item) = self.pop() else { break };
+            into.push(item);
+            n += 1;
+        }
+        n
+    }
+
     #[inline]
     pub fn pop(&mut self) -> Option<T> {
         match self.inner.pop() {

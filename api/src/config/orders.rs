@@ -10,6 +10,7 @@ use stocksblitz_engine::fixed::parse_decimal;
 use stocksblitz_engine::orders::{OrderCapacity, RiskLimits, RiskLimitsConfig, VenueKind, VALUE_SCALE};
 use stocksblitz_engine::InstrumentRegistry;
 
+use super::validate::range;
 use super::ConfigError;
 
 /// `[orders]`. Absent: order entry is off and the order routes answer 503.
@@ -87,17 +88,6 @@ pub struct OrderSetup {
     pub history_per_account: usize,
 }
 
-fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
-    if (lo..=hi).contains(&v) {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            format!("orders.{key}"),
-            format!("{v} is outside {lo}..={hi}"),
-        ))
-    }
-}
-
 fn limits(key: &str, c: &RiskLimitsConfig) -> Result<RiskLimits, ConfigError> {
     c.limits()
         .map_err(|(k, m)| ConfigError::invalid(format!("{key}.{k}"), m))
@@ -105,13 +95,23 @@ fn limits(key: &str, c: &RiskLimitsConfig) -> Result<RiskLimits, ConfigError> {
 
 /// Validates `[orders]` against the instruments.
 pub fn setup(c: &OrdersConfig, registry: &InstrumentRegistry) -> Result<OrderSetup, ConfigError> {
-    range("max_orders", c.max_orders as u64, 1, 1 << 24)?;
-    range("command_queue_capacity", c.command_queue_capacity as u64, 1, 1 << 20)?;
-    range("event_ring_capacity", c.event_ring_capacity as u64, 16, 1 << 24)?;
-    range("levels_per_side", c.levels_per_side as u64, 1, 1 << 20)?;
-    range("stops_per_instrument", c.stops_per_instrument as u64, 1, 1 << 20)?;
-    range("response_timeout_ms", c.response_timeout_ms, 1, 60_000)?;
-    range("history_per_account", c.history_per_account as u64, 1, 10_000_000)?;
+    range("orders.max_orders", c.max_orders as u64, 1, 1 << 24)?;
+    range(
+        "orders.command_queue_capacity",
+        c.command_queue_capacity as u64,
+        1,
+        1 << 20,
+    )?;
+    range("orders.event_ring_capacity", c.event_ring_capacity as u64, 16, 1 << 24)?;
+    range("orders.levels_per_side", c.levels_per_side as u64, 1, 1 << 20)?;
+    range("orders.stops_per_instrument", c.stops_per_instrument as u64, 1, 1 << 20)?;
+    range("orders.response_timeout_ms", c.response_timeout_ms, 1, 60_000)?;
+    range(
+        "orders.history_per_account",
+        c.history_per_account as u64,
+        1,
+        10_000_000,
+    )?;
     if !(-720..=840).contains(&c.trading_day_utc_offset_minutes) {
         return Err(ConfigError::invalid(
             "orders.trading_day_utc_offset_minutes",

@@ -20,7 +20,7 @@ pub struct Validated {
     pub orders: Option<super::orders::OrderSetup>,
 }
 
-fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+pub(super) fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
     if (lo..=hi).contains(&v) {
         Ok(())
     } else {

@@ -25,6 +25,24 @@ type ApiResult = Result<Response, ApiError>;
 /// Most items in one page.
 const MAX_PAGE: usize = 500;
 
+/// A page size from `limit` (default 100).
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid_parameter(
+            "limit",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        ))
+    }
+}
+
+/// An optional `symbol` query filter.
+fn symbol_filter(app: &AppState, symbol: Option<&str>) -> Result<Option<stocksblitz_engine::InstrumentId>, ApiError> {
+    symbol.map(|s| instrument(app, s).map(|i| i.id)).transpose()
+}
+
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let ct = headers
         .get(axum::http::header::CONTENT_TYPE)
@@ -175,11 +193,7 @@ pub struct ListParams {
 }
 
 pub async fn list_orders(State(app): State<AppState>, p: Principal, Query(q): Query<ListParams>) -> ApiResult {
-    let instrument = q
-        .symbol
-        .as_deref()
-        .map(|s| instrument(&app, s).map(|i| i.id))
-        .transpose()?;
+    let instrument = symbol_filter(&app, q.symbol.as_deref())?;
     let want_open = match q.status.as_deref().unwrap_or("all") {
         "all" => None,
         "open" => Some(true),
@@ -191,13 +205,7 @@ pub async fn list_orders(State(app): State<AppState>, p: Principal, Query(q): Qu
             ))
         }
     };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_parameter(
-            "limit",
-            format!("limit must be 1 to {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(q.limit)?;
     let before = q
         .cursor
         .as_deref()
@@ -241,11 +249,7 @@ pub struct MassCancelParams {
 
 pub async fn mass_cancel(State(app): State<AppState>, p: Principal, Query(q): Query<MassCancelParams>) -> ApiResult {
     p.require(Role::Trader)?;
-    let instrument = q
-        .symbol
-        .as_deref()
-        .map(|s| instrument(&app, s).map(|i| i.id))
-        .transpose()?;
+    let instrument = symbol_filter(&app, q.symbol.as_deref())?;
     let events = submit(&app, &p, CommandKind::MassCancel { instrument }).await?;
     let count = events.iter().find_map(|e| match e.data {
         OrderEventData::Done { count } => Some(count),
@@ -262,18 +266,8 @@ pub struct FillParams {
 }
 
 pub async fn fills(State(app): State<AppState>, p: Principal, Query(q): Query<FillParams>) -> ApiResult {
-    let instrument = q
-        .symbol
-        .as_deref()
-        .map(|s| instrument(&app, s).map(|i| i.id))
-        .transpose()?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_parameter(
-            "limit",
-            format!("limit must be 1 to {MAX_PAGE}"),
-        ));
-    }
+    let instrument = symbol_filter(&app, q.symbol.as_deref())?;
+    let limit = page_limit(q.limit)?;
     let store = service(&app)?.store.read();
     let items: Vec<Value> = store
         .fills(p.account)

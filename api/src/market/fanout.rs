@@ -50,12 +50,7 @@ pub fn spawn_fanout(
         let mut changes: Vec<(InstrumentId, Change)> = Vec::with_capacity(BATCH);
         while !stop.load(Ordering::Relaxed) {
             st.heartbeat_ns.set(UnixNanos::now().0 as u64);
-            while batch.len() < BATCH {
-                match ring.pop() {
-                    Some(ev) => batch.push(ev),
-                    None => break,
-                }
-            }
+            ring.pop_batch(&mut batch, BATCH);
             if batch.is_empty() {
                 idler.idle();
                 continue;

@@ -29,12 +29,7 @@ pub fn spawn_order_fanout(
         // Events of requests whose last event has not arrived yet.
         let mut partial: HashMap<u64, Vec<OrderEvent>> = HashMap::new();
         while !stop.load(Ordering::Relaxed) {
-            while batch.len() < BATCH {
-                match ring.pop() {
-                    Some(e) => batch.push(e),
-                    None => break,
-                }
-            }
+            ring.pop_batch(&mut batch, BATCH);
             if batch.is_empty() {
                 idler.idle();
                 continue;

@@ -1,6 +1,7 @@
 //! Who is subscribed to what, and routing of changes to connections' outboxes.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -10,6 +11,24 @@ use stocksblitz_engine::InstrumentId;
 use super::channel::{ChannelKey, ChannelKind};
 use super::outbox::{Outbox, Queued, WsStats};
 use crate::market::Change;
+
+/// Adds `outbox` to `key`'s list once.
+fn add<K: Eq + Hash>(map: &mut HashMap<K, Vec<Arc<Outbox>>>, key: K, outbox: &Arc<Outbox>) {
+    let list = map.entry(key).or_default();
+    if !list.iter().any(|o| o.id == outbox.id) {
+        list.push(Arc::clone(outbox));
+    }
+}
+
+/// Removes outbox `id` from `key`'s list, and the list when it empties.
+fn remove<K: Eq + Hash>(map: &mut HashMap<K, Vec<Arc<Outbox>>>, key: K, id: u64) {
+    if let Some(list) = map.get_mut(&key) {
+        list.retain(|o| o.id != id);
+        if list.is_empty() {
+            map.remove(&key);
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Hub {
@@ -21,40 +40,20 @@ pub struct Hub {
 
 impl Hub {
     pub fn subscribe(&self, key: ChannelKey, outbox: &Arc<Outbox>) {
-        let mut subs = self.subs.write();
-        let list = subs.entry(key).or_default();
-        if !list.iter().any(|o| o.id == outbox.id) {
-            list.push(Arc::clone(outbox));
-        }
+        add(&mut self.subs.write(), key, outbox);
     }
 
     pub fn unsubscribe(&self, key: ChannelKey, outbox_id: u64) {
-        let mut subs = self.subs.write();
-        if let Some(list) = subs.get_mut(&key) {
-            list.retain(|o| o.id != outbox_id);
-            if list.is_empty() {
-                subs.remove(&key);
-            }
-        }
+        remove(&mut self.subs.write(), key, outbox_id);
     }
 
     /// Routes the account's order events to `outbox` (its private channels).
     pub fn subscribe_private(&self, account: AccountId, outbox: &Arc<Outbox>) {
-        let mut private = self.private.write();
-        let list = private.entry(account).or_default();
-        if !list.iter().any(|o| o.id == outbox.id) {
-            list.push(Arc::clone(outbox));
-        }
+        add(&mut self.private.write(), account, outbox);
     }
 
     pub fn unsubscribe_private(&self, account: AccountId, outbox_id: u64) {
-        let mut private = self.private.write();
-        if let Some(list) = private.get_mut(&account) {
-            list.retain(|o| o.id != outbox_id);
-            if list.is_empty() {
-                private.remove(&account);
-            }
-        }
+        remove(&mut self.private.write(), account, outbox_id);
     }
 
     /// Hands each order event to its account's connections.
