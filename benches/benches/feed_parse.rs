@@ -5,7 +5,7 @@
 //! reusable buffer, as a handler that keeps the socket's buffer would have to.
 
 use serde::Deserialize;
-use stocksblitz_benches::{batched, iters, keep, print_table};
+use stocksblitz_benches::{batched, interleaved, iters, keep, median_ratio, print_table, Case, Row};
 use stocksblitz_engine::fixed::parse_decimal;
 use stocksblitz_engine::{InstrumentId, Side, UnixNanos};
 use stocksblitz_feed_handlers::binance::parse::{for_each_level, parse_frame, BinanceEvent};
@@ -98,178 +98,193 @@ struct SerdeDepth<'a> {
     a: Vec<[&'a str; 2]>,
 }
 
+/// Reruns `cases` (ours first, then the baselines) interleaved in rounds; appends the
+/// rows, ours noting its median per-round speed-up over the fastest baseline.
+fn group(rows: &mut Vec<Row>, mut cases: Vec<Case<'_>>) {
+    let (mut out, per_round) = interleaved(ROUNDS, &mut cases);
+    let baselines: Vec<usize> = (1..out.len()).collect();
+    if let Some(ours) = out.first_mut() {
+        ours.note = format!(
+            "{:.2}x the fastest baseline (median of {ROUNDS} interleaved rounds)",
+            median_ratio(&per_round, 0, &baselines)
+        );
+    }
+    rows.extend(out);
+}
+
+/// Rounds per group: each case runs a slice per round, all cases of a group in turn.
+const ROUNDS: u64 = 25;
+
+fn simd<'a, T: Deserialize<'a>>(buf: &'a mut Vec<u8>, frame: &[u8]) -> Option<T> {
+    buf.clear();
+    buf.extend_from_slice(frame);
+    simd_json::serde::from_slice::<T>(buf).ok()
+}
+
+fn trade_out(c: Combined<SerdeTrade>) {
+    keep((
+        parse_decimal(c.data.p.as_bytes(), 8).ok(),
+        parse_decimal(c.data.q.as_bytes(), 8).ok(),
+        c.data.t,
+    ));
+}
+
+fn depth_out(c: Combined<SerdeDepth>) {
+    let mut sum = 0i64;
+    for [p, q] in c.data.b.iter().chain(c.data.a.iter()) {
+        let (p, q) = (
+            parse_decimal(p.as_bytes(), 8).unwrap_or(0),
+            parse_decimal(q.as_bytes(), 8).unwrap_or(0),
+        );
+        sum = sum.wrapping_add(p ^ q);
+    }
+    keep(sum);
+}
+
+fn match_out(m: SerdeMatch) {
+    keep((
+        parse_decimal(m.price.as_bytes(), 8).ok(),
+        parse_decimal(m.size.as_bytes(), 8).ok(),
+        m.trade_id,
+        rfc3339::parse(m.time.as_bytes()),
+    ));
+}
+
+fn l2_out(u: SerdeL2) {
+    let mut sum = rfc3339::parse(u.time.as_bytes()).map_or(0, |t| t.0);
+    for [_, p, q] in &u.changes {
+        sum = sum.wrapping_add(parse_decimal(p.as_bytes(), 8).unwrap_or(0) ^ parse_decimal(q.as_bytes(), 8).unwrap_or(0));
+    }
+    keep(sum);
+}
+
 fn main() {
     let n = iters(5_000_000);
     let depth = depth_frame();
+    let depth = depth.as_str();
     let mut rows = Vec::new();
 
-    rows.push(batched("binance trade: stocksblitz scanner", n, 32, |_| {
-        if let Ok(BinanceEvent::Trade(t)) = parse_frame(keep(TRADE).as_bytes()) {
-            keep((parse_decimal(t.price, 8).ok(), parse_decimal(t.qty, 8).ok(), t.id));
-        }
-    }));
-    fn trade_out(c: Combined<SerdeTrade>) {
-        keep((
-            parse_decimal(c.data.p.as_bytes(), 8).ok(),
-            parse_decimal(c.data.q.as_bytes(), 8).ok(),
-            c.data.t,
-        ));
-    }
-    rows.push(batched("binance trade: serde_json typed (baseline)", n, 32, |_| {
-        if let Ok(c) = serde_json::from_str::<Combined<SerdeTrade>>(keep(TRADE)) {
-            trade_out(c);
-        }
-    }));
-    rows.push(batched("binance trade: sonic-rs typed (baseline)", n, 32, |_| {
-        if let Ok(c) = sonic_rs::from_str::<Combined<SerdeTrade>>(keep(TRADE)) {
-            trade_out(c);
-        }
-    }));
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    rows.push(batched("binance trade: simd-json typed (baseline)", n, 32, |_| {
-        buf.clear();
-        buf.extend_from_slice(keep(TRADE).as_bytes());
-        if let Ok(c) = simd_json::serde::from_slice::<Combined<SerdeTrade>>(&mut buf) {
-            trade_out(c);
-        }
-    }));
+    group(
+        &mut rows,
+        vec![
+            Case::new("binance trade: stocksblitz scanner", n, 32, |_| {
+                if let Ok(BinanceEvent::Trade(t)) = parse_frame(keep(TRADE).as_bytes()) {
+                    keep((parse_decimal(t.price, 8).ok(), parse_decimal(t.qty, 8).ok(), t.id));
+                }
+            }),
+            Case::new("binance trade: serde_json typed (baseline)", n, 32, |_| {
+                if let Ok(c) = serde_json::from_str::<Combined<SerdeTrade>>(keep(TRADE)) {
+                    trade_out(c);
+                }
+            }),
+            Case::new("binance trade: sonic-rs typed (baseline)", n, 32, |_| {
+                if let Ok(c) = sonic_rs::from_str::<Combined<SerdeTrade>>(keep(TRADE)) {
+                    trade_out(c);
+                }
+            }),
+            Case::new("binance trade: simd-json typed (baseline)", n, 32, {
+                let mut buf = Vec::with_capacity(4096);
+                move |_| {
+                    if let Some(c) = simd::<Combined<SerdeTrade>>(&mut buf, keep(TRADE).as_bytes()) {
+                        trade_out(c);
+                    }
+                }
+            }),
+        ],
+    );
+
     let m = n / 4;
-    rows.push(batched("binance depth 10+10: stocksblitz scanner", m, 16, |_| {
-        if let Ok(BinanceEvent::Depth(d)) = parse_frame(keep(depth.as_bytes())) {
-            let mut sum = 0i64;
-            let _ = for_each_level(d.bids, Side::Buy, 8, 8, |_, p, q| sum = sum.wrapping_add(p.0 ^ q.0));
-            let _ = for_each_level(d.asks, Side::Sell, 8, 8, |_, p, q| sum = sum.wrapping_add(p.0 ^ q.0));
-            keep(sum);
-        }
-    }));
-    fn depth_out(c: Combined<SerdeDepth>) {
-        let mut sum = 0i64;
-        for [p, q] in c.data.b.iter().chain(c.data.a.iter()) {
-            let (p, q) = (
-                parse_decimal(p.as_bytes(), 8).unwrap_or(0),
-                parse_decimal(q.as_bytes(), 8).unwrap_or(0),
-            );
-            sum = sum.wrapping_add(p ^ q);
-        }
-        keep(sum);
-    }
-    rows.push(batched(
-        "binance depth 10+10: serde_json typed (baseline)",
-        m,
-        16,
-        |_| {
-            if let Ok(c) = serde_json::from_str::<Combined<SerdeDepth>>(keep(&depth)) {
-                depth_out(c);
-            }
-        },
-    ));
-    rows.push(batched("binance depth 10+10: sonic-rs typed (baseline)", m, 16, |_| {
-        if let Ok(c) = sonic_rs::from_str::<Combined<SerdeDepth>>(keep(&depth)) {
-            depth_out(c);
-        }
-    }));
-    rows.push(batched(
-        "binance depth 10+10: simd-json typed (baseline)",
-        m,
-        16,
-        |_| {
-            buf.clear();
-            buf.extend_from_slice(keep(depth.as_bytes()));
-            if let Ok(c) = simd_json::serde::from_slice::<Combined<SerdeDepth>>(&mut buf) {
-                depth_out(c);
-            }
-        },
-    ));
+    group(
+        &mut rows,
+        vec![
+            Case::new("binance depth 10+10: stocksblitz scanner", m, 16, |_| {
+                if let Ok(BinanceEvent::Depth(d)) = parse_frame(keep(depth.as_bytes())) {
+                    let mut sum = 0i64;
+                    let _ = for_each_level(d.bids, Side::Buy, 8, 8, |_, p, q| sum = sum.wrapping_add(p.0 ^ q.0));
+                    let _ = for_each_level(d.asks, Side::Sell, 8, 8, |_, p, q| sum = sum.wrapping_add(p.0 ^ q.0));
+                    keep(sum);
+                }
+            }),
+            Case::new("binance depth 10+10: serde_json typed (baseline)", m, 16, |_| {
+                if let Ok(c) = serde_json::from_str::<Combined<SerdeDepth>>(keep(depth)) {
+                    depth_out(c);
+                }
+            }),
+            Case::new("binance depth 10+10: sonic-rs typed (baseline)", m, 16, |_| {
+                if let Ok(c) = sonic_rs::from_str::<Combined<SerdeDepth>>(keep(depth)) {
+                    depth_out(c);
+                }
+            }),
+            Case::new("binance depth 10+10: simd-json typed (baseline)", m, 16, {
+                let mut buf = Vec::with_capacity(4096);
+                move |_| {
+                    if let Some(c) = simd::<Combined<SerdeDepth>>(&mut buf, keep(depth.as_bytes())) {
+                        depth_out(c);
+                    }
+                }
+            }),
+        ],
+    );
 
     // Coinbase: decimals and the RFC 3339 time included on every row.
-    rows.push(batched("coinbase match: stocksblitz scanner", n, 32, |_| {
-        if let Ok(CoinbaseEvent::Match(m)) = parse_coinbase(keep(MATCH).as_bytes()) {
-            keep((
-                parse_decimal(m.price, 8).ok(),
-                parse_decimal(m.size, 8).ok(),
-                m.trade_id,
-                m.time,
-            ));
-        }
-    }));
-    fn match_out(m: SerdeMatch) {
-        keep((
-            parse_decimal(m.price.as_bytes(), 8).ok(),
-            parse_decimal(m.size.as_bytes(), 8).ok(),
-            m.trade_id,
-            rfc3339::parse(m.time.as_bytes()),
-        ));
-    }
-    rows.push(batched("coinbase match: serde_json typed (baseline)", n, 32, |_| {
-        if let Ok(m) = serde_json::from_str::<SerdeMatch>(keep(MATCH)) {
-            match_out(m);
-        }
-    }));
-    rows.push(batched("coinbase match: sonic-rs typed (baseline)", n, 32, |_| {
-        if let Ok(m) = sonic_rs::from_str::<SerdeMatch>(keep(MATCH)) {
-            match_out(m);
-        }
-    }));
-    rows.push(batched("coinbase match: simd-json typed (baseline)", n, 32, |_| {
-        buf.clear();
-        buf.extend_from_slice(keep(MATCH).as_bytes());
-        if let Ok(m) = simd_json::serde::from_slice::<SerdeMatch>(&mut buf) {
-            match_out(m);
-        }
-    }));
-    rows.push(batched(
-        "coinbase l2update (2 changes): stocksblitz scanner",
-        n,
-        32,
-        |_| {
-            if let Ok(CoinbaseEvent::L2Update { changes, time, .. }) = parse_coinbase(keep(L2UPDATE).as_bytes()) {
-                let mut sum = time.0;
-                let _ = for_each_change(changes, None, 8, 8, |_, p, q| sum = sum.wrapping_add(p.0 ^ q.0));
-                keep(sum);
-            }
-        },
-    ));
-    fn l2_out(u: SerdeL2) {
-        let mut sum = rfc3339::parse(u.time.as_bytes()).map_or(0, |t| t.0);
-        for [_, p, q] in &u.changes {
-            sum = sum.wrapping_add(
-                parse_decimal(p.as_bytes(), 8).unwrap_or(0) ^ parse_decimal(q.as_bytes(), 8).unwrap_or(0),
-            );
-        }
-        keep(sum);
-    }
-    rows.push(batched(
-        "coinbase l2update (2 changes): serde_json typed (baseline)",
-        n,
-        32,
-        |_| {
-            if let Ok(u) = serde_json::from_str::<SerdeL2>(keep(L2UPDATE)) {
-                l2_out(u);
-            }
-        },
-    ));
-    rows.push(batched(
-        "coinbase l2update (2 changes): sonic-rs typed (baseline)",
-        n,
-        32,
-        |_| {
-            if let Ok(u) = sonic_rs::from_str::<SerdeL2>(keep(L2UPDATE)) {
-                l2_out(u);
-            }
-        },
-    ));
-    rows.push(batched(
-        "coinbase l2update (2 changes): simd-json typed (baseline)",
-        n,
-        32,
-        |_| {
-            buf.clear();
-            buf.extend_from_slice(keep(L2UPDATE).as_bytes());
-            if let Ok(u) = simd_json::serde::from_slice::<SerdeL2>(&mut buf) {
-                l2_out(u);
-            }
-        },
-    ));
+    group(
+        &mut rows,
+        vec![
+            Case::new("coinbase match: stocksblitz scanner", n, 32, |_| {
+                if let Ok(CoinbaseEvent::Match(m)) = parse_coinbase(keep(MATCH).as_bytes()) {
+                    keep((parse_decimal(m.price, 8).ok(), parse_decimal(m.size, 8).ok(), m.trade_id, m.time));
+                }
+            }),
+            Case::new("coinbase match: serde_json typed (baseline)", n, 32, |_| {
+                if let Ok(m) = serde_json::from_str::<SerdeMatch>(keep(MATCH)) {
+                    match_out(m);
+                }
+            }),
+            Case::new("coinbase match: sonic-rs typed (baseline)", n, 32, |_| {
+                if let Ok(m) = sonic_rs::from_str::<SerdeMatch>(keep(MATCH)) {
+                    match_out(m);
+                }
+            }),
+            Case::new("coinbase match: simd-json typed (baseline)", n, 32, {
+                let mut buf = Vec::with_capacity(4096);
+                move |_| {
+                    if let Some(m) = simd::<SerdeMatch>(&mut buf, keep(MATCH).as_bytes()) {
+                        match_out(m);
+                    }
+                }
+            }),
+        ],
+    );
+    group(
+        &mut rows,
+        vec![
+            Case::new("coinbase l2update (2 changes): stocksblitz scanner", n, 32, |_| {
+                if let Ok(CoinbaseEvent::L2Update { changes, time, .. }) = parse_coinbase(keep(L2UPDATE).as_bytes()) {
+                    let mut sum = time.0;
+                    let _ = for_each_change(changes, None, 8, 8, |_, p, q| sum = sum.wrapping_add(p.0 ^ q.0));
+                    keep(sum);
+                }
+            }),
+            Case::new("coinbase l2update (2 changes): serde_json typed (baseline)", n, 32, |_| {
+                if let Ok(u) = serde_json::from_str::<SerdeL2>(keep(L2UPDATE)) {
+                    l2_out(u);
+                }
+            }),
+            Case::new("coinbase l2update (2 changes): sonic-rs typed (baseline)", n, 32, |_| {
+                if let Ok(u) = sonic_rs::from_str::<SerdeL2>(keep(L2UPDATE)) {
+                    l2_out(u);
+                }
+            }),
+            Case::new("coinbase l2update (2 changes): simd-json typed (baseline)", n, 32, {
+                let mut buf = Vec::with_capacity(4096);
+                move |_| {
+                    if let Some(u) = simd::<SerdeL2>(&mut buf, keep(L2UPDATE).as_bytes()) {
+                        l2_out(u);
+                    }
+                }
+            }),
+        ],
+    );
 
     let mut tokens = SymbolMap::new();
     tokens.insert(

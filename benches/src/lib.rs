@@ -133,3 +133,89 @@ pub fn batched(case: &str, total: u64, batch: u64, mut op: impl FnMut(u64)) -> R
 pub fn keep<T>(v: T) -> T {
     std::hint::black_box(v)
 }
+
+/// One case of an [`interleaved`] group: `op(i)` for `total` operations, timed in
+/// batches of `batch`.
+pub struct Case<'a> {
+    pub name: String,
+    pub total: u64,
+    pub batch: u64,
+    pub op: Box<dyn FnMut(u64) + 'a>,
+}
+
+impl<'a> Case<'a> {
+    pub fn new(name: &str, total: u64, batch: u64, op: impl FnMut(u64) + 'a) -> Self {
+        Self {
+            name: name.to_owned(),
+            total,
+            batch,
+            op: Box::new(op),
+        }
+    }
+}
+
+/// Runs a group of cases that are compared with each other in `rounds` interleaved
+/// rounds (each round runs a slice of every case, starting with a different case each
+/// time), so a noisy neighbour or a frequency change hits all of them alike. Returns
+/// the rows (totals over all rounds) and each case's throughput per round.
+pub fn interleaved(rounds: u64, cases: &mut [Case<'_>]) -> (Vec<Row>, Vec<Vec<f64>>) {
+    let rounds = rounds.max(1);
+    let mut hists: Vec<Histogram<u64>> = cases.iter().map(|_| histogram()).collect();
+    let mut elapsed = vec![Duration::ZERO; cases.len()];
+    let mut done = vec![0u64; cases.len()];
+    let mut per_round = vec![Vec::with_capacity(rounds as usize); cases.len()];
+    for r in 0..rounds {
+        for k in 0..cases.len() {
+            let c = (k + r as usize) % cases.len();
+            let case = &mut cases[c];
+            let share = case.total / rounds + u64::from(r < case.total % rounds);
+            let start = Instant::now();
+            let mut i = 0;
+            while i < share {
+                let n = case.batch.max(1).min(share - i);
+                let t = Instant::now();
+                for j in 0..n {
+                    (case.op)(done[c] + i + j);
+                }
+                let _ = hists[c].record((t.elapsed().as_nanos() as u64 / n).max(1));
+                i += n;
+            }
+            let took = start.elapsed();
+            elapsed[c] += took;
+            done[c] += share;
+            per_round[c].push(share as f64 / took.as_secs_f64().max(1e-12));
+        }
+    }
+    let rows = cases
+        .iter()
+        .zip(hists)
+        .zip(elapsed)
+        .map(|((case, hist), elapsed)| Row {
+            case: case.name.clone(),
+            ops: case.total,
+            elapsed,
+            hist,
+            note: String::new(),
+        })
+        .collect();
+    (rows, per_round)
+}
+
+/// The median over rounds of `ours` throughput divided by the best of `baselines` in
+/// the same round.
+pub fn median_ratio(per_round: &[Vec<f64>], ours: usize, baselines: &[usize]) -> f64 {
+    let Some(rounds) = per_round.get(ours).map(Vec::len) else {
+        return 0.0;
+    };
+    let mut ratios: Vec<f64> = (0..rounds)
+        .map(|r| {
+            let best = baselines
+                .iter()
+                .filter_map(|&b| per_round.get(b).and_then(|v| v.get(r)))
+                .fold(0.0f64, |a, &b| a.max(b));
+            per_round[ours][r] / best.max(1e-12)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len() / 2).copied().unwrap_or(0.0)
+}

@@ -62,15 +62,29 @@ pub enum FixedError {
 /// characters, no digits, long numbers) to the general path, which reports precisely.
 #[inline]
 fn parse_plain(s: &[u8], scale: u8) -> Option<Result<i64, FixedError>> {
-    let (int, frac) = match s.iter().position(|&b| b == b'.') {
-        Some(d) => (s.get(..d)?, s.get(d + 1..)?),
-        None => (s, &[][..]),
+    // The integer part in the same pass that finds the dot.
+    let mut int_value = 0u64;
+    let mut int_len = 0usize;
+    while let Some(&b) = s.get(int_len) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if int_len == 18 {
+            return None;
+        }
+        int_value = int_value * 10 + u64::from(d);
+        int_len += 1;
+    }
+    let frac = match s.get(int_len) {
+        None => &[][..],
+        Some(b'.') => s.get(int_len + 1..)?,
+        Some(_) => return None,
     };
-    if int.is_empty() && frac.is_empty() || int.len() + scale as usize > 18 {
+    if int_len == 0 && frac.is_empty() || int_len + scale as usize > 18 {
         return None;
     }
     let keep = frac.len().min(scale as usize);
-    let int_value = digits_u64(int)?;
     let frac_value = digits_u64(frac.get(..keep)?)?;
     for &b in frac.get(keep..)? {
         match b {
@@ -79,7 +93,7 @@ fn parse_plain(s: &[u8], scale: u8) -> Option<Result<i64, FixedError>> {
             _ => return None,
         }
     }
-    // int.len() + scale <= 18 digits: no overflow anywhere below.
+    // int_len + scale <= 18 digits: no overflow anywhere below.
     let acc = int_value * *POW10.get(keep)? as u64 + frac_value;
     let unit = *POW10.get(scale as usize - keep)?;
     Some(Ok((acc * unit as u64) as i64))
