@@ -153,7 +153,8 @@ fn match_out(m: SerdeMatch) {
 fn l2_out(u: SerdeL2) {
     let mut sum = rfc3339::parse(u.time.as_bytes()).map_or(0, |t| t.0);
     for [_, p, q] in &u.changes {
-        sum = sum.wrapping_add(parse_decimal(p.as_bytes(), 8).unwrap_or(0) ^ parse_decimal(q.as_bytes(), 8).unwrap_or(0));
+        sum =
+            sum.wrapping_add(parse_decimal(p.as_bytes(), 8).unwrap_or(0) ^ parse_decimal(q.as_bytes(), 8).unwrap_or(0));
     }
     keep(sum);
 }
@@ -232,7 +233,12 @@ fn main() {
         vec![
             Case::new("coinbase match: stocksblitz scanner", n, 32, |_| {
                 if let Ok(CoinbaseEvent::Match(m)) = parse_coinbase(keep(MATCH).as_bytes()) {
-                    keep((parse_decimal(m.price, 8).ok(), parse_decimal(m.size, 8).ok(), m.trade_id, m.time));
+                    keep((
+                        parse_decimal(m.price, 8).ok(),
+                        parse_decimal(m.size, 8).ok(),
+                        m.trade_id,
+                        m.time,
+                    ));
                 }
             }),
             Case::new("coinbase match: serde_json typed (baseline)", n, 32, |_| {
@@ -265,16 +271,26 @@ fn main() {
                     keep(sum);
                 }
             }),
-            Case::new("coinbase l2update (2 changes): serde_json typed (baseline)", n, 32, |_| {
-                if let Ok(u) = serde_json::from_str::<SerdeL2>(keep(L2UPDATE)) {
-                    l2_out(u);
-                }
-            }),
-            Case::new("coinbase l2update (2 changes): sonic-rs typed (baseline)", n, 32, |_| {
-                if let Ok(u) = sonic_rs::from_str::<SerdeL2>(keep(L2UPDATE)) {
-                    l2_out(u);
-                }
-            }),
+            Case::new(
+                "coinbase l2update (2 changes): serde_json typed (baseline)",
+                n,
+                32,
+                |_| {
+                    if let Ok(u) = serde_json::from_str::<SerdeL2>(keep(L2UPDATE)) {
+                        l2_out(u);
+                    }
+                },
+            ),
+            Case::new(
+                "coinbase l2update (2 changes): sonic-rs typed (baseline)",
+                n,
+                32,
+                |_| {
+                    if let Ok(u) = sonic_rs::from_str::<SerdeL2>(keep(L2UPDATE)) {
+                        l2_out(u);
+                    }
+                },
+            ),
             Case::new("coinbase l2update (2 changes): simd-json typed (baseline)", n, 32, {
                 let mut buf = Vec::with_capacity(4096);
                 move |_| {

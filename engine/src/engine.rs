@@ -53,6 +53,8 @@ pub struct EngineHandles {
     pub stats: Arc<EngineStats>,
     pub inputs: Vec<Arc<RingStats>>,
     pub outputs: Vec<(Arc<RingStats>, Arc<OutputStats>)>,
+    /// The order path's counters and its event ring, when order entry is on.
+    pub orders: Option<(Arc<crate::orders::gateway::GatewayStats>, Arc<RingStats>)>,
 }
 
 impl Engine {
@@ -119,10 +121,6 @@ impl Engine {
         self.orders.as_ref().map(|o| &o.manager)
     }
 
-    pub fn order_stats(&self) -> Option<Arc<crate::orders::gateway::GatewayStats>> {
-        self.orders.as_ref().map(|o| Arc::clone(o.gateway.stats()))
-    }
-
     /// Sends the order path's events and runs the internal venue's market data through
     /// the books, until a step produces nothing more.
     fn after_orders(&mut self) {
@@ -164,6 +162,10 @@ impl Engine {
             stats: Arc::clone(&self.stats),
             inputs: self.inputs.iter().map(|c| Arc::clone(c.stats())).collect(),
             outputs: self.publisher.stats(),
+            orders: self
+                .orders
+                .as_ref()
+                .map(|o| (Arc::clone(o.gateway.stats()), Arc::clone(o.gateway.ring_stats()))),
         }
     }
 

@@ -122,7 +122,7 @@ fn commands_in_events_out_in_sequence_never_dropped() {
         assert_eq!(e.seq, i as u64 + 1, "contiguous sequence");
     }
     assert!(events.iter().filter(|e| e.last).count() == 100);
-    let stats = r.engine.order_stats().unwrap();
+    let (stats, _) = r.engine.handles().orders.unwrap();
     assert!(stats.backlogged.get() > 0, "the ring filled and events waited");
     assert_eq!(stats.backlog.get(), 0);
 }

@@ -141,10 +141,57 @@ pub fn render(app: &AppState) -> String {
         (now - e.heartbeat_ns.get() as i64) as f64 / 1e9,
     );
 
-    // Rings: inputs (one per feed) and outputs (one per consumer).
+    if let Some((g, _)) = &app.engine.orders {
+        for (name, kind, help, v) in [
+            (
+                "stocksblitz_orders_commands_total",
+                "counter",
+                "Commands the engine took from the order queue.",
+                g.commands.get(),
+            ),
+            (
+                "stocksblitz_orders_events_total",
+                "counter",
+                "Order events the engine produced.",
+                g.events.get(),
+            ),
+            (
+                "stocksblitz_orders_backlogged_total",
+                "counter",
+                "Order events that waited because the order ring was full (never dropped).",
+                g.backlogged.get(),
+            ),
+            (
+                "stocksblitz_orders_backlog",
+                "gauge",
+                "Order events waiting for room in the order ring.",
+                g.backlog.get(),
+            ),
+        ] {
+            o.header(name, kind, help);
+            o.sample(name, "", v);
+        }
+    }
+    if let Some(svc) = &app.orders {
+        o.header(
+            "stocksblitz_orders_queue_depth",
+            "gauge",
+            "Commands waiting for the engine.",
+        );
+        o.sample("stocksblitz_orders_queue_depth", "", svc.queue_depth());
+        o.header(
+            "stocksblitz_orders_event_gaps_total",
+            "counter",
+            "Order event sequence gaps seen by the API (must stay 0).",
+        );
+        o.sample("stocksblitz_orders_event_gaps_total", "", svc.store.read().seq_gaps);
+    }
+
+    // Rings: inputs (one per feed), outputs (one per consumer), the order event ring.
     let mut rings: Vec<(&str, &stocksblitz_engine::ring::RingStats)> =
         app.engine.inputs.iter().map(|r| ("input", r.as_ref())).collect();
     rings.extend(app.engine.outputs.iter().map(|(r, _)| ("output", r.as_ref())));
+    rings.extend(app.engine.orders.iter().map(|(_, r)| ("orders", r.as_ref())));
     for (name, kind, help) in [
         ("stocksblitz_ring_pushed_total", "counter", "Items pushed into a ring."),
         (

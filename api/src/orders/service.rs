@@ -79,6 +79,11 @@ impl OrderService {
         }
     }
 
+    /// Commands waiting in the engine's queue.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+
     /// A number for client order ids the API generates (`auto-<n>`).
     pub fn next_auto_id(&self) -> u64 {
         self.next_request.fetch_add(1, Ordering::Relaxed)

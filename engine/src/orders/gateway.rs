@@ -57,6 +57,11 @@ impl OrderGateway {
         &self.stats
     }
 
+    /// The event ring's counters.
+    pub fn ring_stats(&self) -> &Arc<crate::ring::RingStats> {
+        self.out.stats()
+    }
+
     /// The next command, unless events are still waiting to go out.
     pub fn next_command(&mut self) -> Option<Command> {
         if !self.flush_backlog() {
