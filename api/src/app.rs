@@ -14,7 +14,8 @@ use anyhow::Context;
 use parking_lot::RwLock;
 use stocksblitz_engine::affinity::pin_current_thread;
 use stocksblitz_engine::idle::Idler;
-use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway};
+use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWriter, RunStart};
+use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::{OrderEvent, OrderManager};
 use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{Engine, EngineEvent, Price, Tick, UnixNanos};
@@ -24,6 +25,7 @@ use stocksblitz_feed_handlers::{spawn_synthetic, FeedHandle, FeedKind, SimSpec, 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::config::orders::OrderSetup;
 use crate::config::Validated;
 use crate::market::{spawn_fanout, Market, Mirror};
 use crate::orders::accounts::Accounts;
@@ -41,6 +43,9 @@ pub struct RunningApp {
     engine: Option<JoinHandle<()>>,
     fanout: Option<JoinHandle<()>>,
     order_fanout: Option<JoinHandle<()>>,
+    /// Stopped after the engine, so everything the engine did is journaled.
+    journal: Option<JoinHandle<()>>,
+    journal_stop: Arc<AtomicBool>,
     simulator: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -194,22 +199,26 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
                 .context("loading the token key ([auth])")?;
             let tokens = crate::auth::Tokens::new(&secret, &auth.issuer, &auth.audience, auth.leeway_secs);
             let queue = command_queue(setup.command_queue_capacity);
-            let (order_out, order_in) = ring::<OrderEvent>("orders", setup.event_ring_capacity);
-            let manager = OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
+            let (order_out, journal_in) = ring::<OrderOutput>("order-journal", setup.event_ring_capacity);
+            let (journal_out, order_in) = ring::<OrderEvent>("orders", setup.event_ring_capacity);
+            let mut manager =
+                OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
+            let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);
+            let (journal, journal_stats) = open_journal(setup, &v, &mut manager, &mut store)?;
+            let now = UnixNanos::now();
+            manager.republish_internal_books(now);
             let backlog = 4 * setup.event_ring_capacity;
-            engine = engine.with_orders(
-                manager,
-                OrderGateway::new(Arc::clone(&queue), order_out, backlog),
-                UnixNanos::now(),
-            );
+            engine = engine.with_orders(manager, OrderGateway::new(Arc::clone(&queue), order_out, backlog), now);
             let service = Arc::new(OrderService::new(
                 tokens,
                 Accounts::new(&setup.accounts),
-                OrderStore::new(setup.accounts.len(), setup.history_per_account),
+                store,
                 queue,
                 std::time::Duration::from_millis(setup.response_timeout_ms),
+                Arc::clone(&journal_stats),
             ));
-            Some((service, order_in))
+            let journal = JournalThread::new(journal, journal_in, journal_out, journal_stats);
+            Some((service, order_in, journal))
         }
         _ => None,
     };
@@ -250,8 +259,12 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     )
     .context("starting the API fan-out thread")?;
 
-    let (order_service, order_fanout) = match order_path {
-        Some((service, ring)) => {
+    let journal_stop = Arc::new(AtomicBool::new(false));
+    let (order_service, order_fanout, journal) = match order_path {
+        Some((service, ring, journal)) => {
+            let journal = journal
+                .spawn(cfg.api.fanout_idle, Arc::clone(&journal_stop))
+                .context("starting the journal thread")?;
             let join = spawn_order_fanout(
                 Arc::clone(&service),
                 Arc::clone(&hub),
@@ -260,9 +273,9 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
                 Arc::clone(&stop),
             )
             .context("starting the order fan-out thread")?;
-            (Some(service), Some(join))
+            (Some(service), Some(join), Some(journal))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let feed_info = feeds
         .iter()
@@ -301,10 +314,48 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         engine: Some(engine_thread),
         fanout: Some(fanout),
         order_fanout,
+        journal,
+        journal_stop,
         simulator: sim.map(|(_, j)| j),
         server,
         shutdown: Some(tx),
     })
+}
+
+/// Rebuilds the order manager and the API's read model from the journal, then opens
+/// it for this run. A damaged journal stops start-up with the reason.
+fn open_journal(
+    setup: &OrderSetup,
+    v: &Validated,
+    manager: &mut OrderManager,
+    store: &mut OrderStore,
+) -> anyhow::Result<(JournalWriter, Arc<JournalStats>)> {
+    let j = &setup.journal;
+    let run = RunStart {
+        format: journal::FORMAT_VERSION,
+        at: UnixNanos::now(),
+        engine: env!("CARGO_PKG_VERSION").to_owned(),
+        instruments: v.registry.len() as u32,
+        accounts: setup.accounts.len() as u32,
+        max_orders: setup.capacity.orders as u64,
+    };
+    let (writer, recovered) = journal::open(&j.dir, j.policy, j.segment_bytes, manager, &run, |e| store.apply(e))
+        .with_context(|| {
+            format!(
+                "opening the order journal in {} ([orders.journal] dir)",
+                j.dir.display()
+            )
+        })?;
+    tracing::info!(
+        dir = %j.dir.display(),
+        steps = recovered.steps,
+        events = recovered.events,
+        runs = recovered.runs,
+        torn_bytes = recovered.tail.torn.as_ref().map_or(0, |t| t.bytes),
+        head = %journal::format::hex(writer.last_hash()),
+        "order journal recovered"
+    );
+    Ok((writer, Arc::new(JournalStats::default())))
 }
 
 /// Binds the configured address and starts.
@@ -326,16 +377,25 @@ impl RunningApp {
         }
         let served = (&mut self.server).await;
         self.stop.store(true, Ordering::Relaxed);
+        let engine = self.engine.take();
+        let journal = self.journal.take();
+        let journal_stop = Arc::clone(&self.journal_stop);
         let threads: Vec<JoinHandle<()>> = self
-            .engine
+            .fanout
             .take()
             .into_iter()
-            .chain(self.fanout.take())
             .chain(self.order_fanout.take())
             .chain(self.simulator.take())
             .collect();
         let feeds = std::mem::take(&mut self.feeds);
         tokio::task::spawn_blocking(move || {
+            if let Some(e) = engine {
+                let _ = e.join();
+            }
+            journal_stop.store(true, Ordering::Release);
+            if let Some(j) = journal {
+                let _ = j.join();
+            }
             for f in feeds {
                 f.join();
             }
@@ -353,6 +413,7 @@ impl RunningApp {
 impl Drop for RunningApp {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.journal_stop.store(true, Ordering::Release);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -114,6 +114,8 @@ impl Engine {
                 },
             });
         }
+        // A recovered manager may hold internal-venue orders: their book goes out now.
+        self.after_orders();
         self
     }
 
@@ -126,7 +128,7 @@ impl Engine {
     fn after_orders(&mut self) {
         loop {
             let Some(op) = self.orders.as_mut() else { return };
-            op.gateway.send(op.manager.events());
+            op.gateway.send(op.manager.steps(), op.manager.events());
             op.scratch.clear();
             op.scratch.extend_from_slice(op.manager.ticks());
             op.manager.clear();

@@ -18,6 +18,7 @@ pub mod idle;
 pub mod ids;
 pub mod instrument;
 pub mod instrument_state;
+pub mod journal;
 pub mod orders;
 pub mod publisher;
 pub mod quality;

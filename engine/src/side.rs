@@ -1,7 +1,7 @@
 //! Sides of a book and of a trade.
 
 /// A book side or an order side: `Buy` is the bid, `Sell` the ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum Side {
     Buy = 0,
@@ -25,7 +25,7 @@ impl Side {
 }
 
 /// Which side initiated a trade. Some venues do not say (Kite LTP): `Unknown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum Aggressor {
     Buy = 0,

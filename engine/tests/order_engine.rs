@@ -6,10 +6,10 @@
 mod orders_common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use orders_common::*;
-use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway};
+use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::{AccountId, Command, CommandKind, OrderEvent, OrderEventData};
 use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
 use stocksblitz_engine::{
@@ -18,11 +18,14 @@ use stocksblitz_engine::{
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-static COUNTING: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    // Per thread: other tests of this binary run (and allocate) in parallel.
+    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if COUNTING.with(|c| c.get()) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.alloc(layout) }
@@ -31,7 +34,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if COUNTING.with(|c| c.get()) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -45,7 +48,7 @@ struct Rig {
     engine: Engine,
     feed: RingProducer<Tick>,
     market: RingConsumer<EngineEvent>,
-    orders: RingConsumer<OrderEvent>,
+    orders: RingConsumer<OrderOutput>,
     queue: stocksblitz_engine::orders::gateway::CommandQueue,
     next_request: u64,
 }
@@ -91,8 +94,10 @@ impl Rig {
         loop {
             self.engine.poll();
             let before = v.len();
-            while let Some(e) = self.orders.pop() {
-                v.push(e);
+            while let Some(item) = self.orders.pop() {
+                if let OrderOutput::Event(e) = item {
+                    v.push(e);
+                }
             }
             if v.len() == before {
                 return v;
@@ -205,11 +210,11 @@ fn no_allocation_per_command_after_warm_up() {
     for k in 0..50 {
         cycle(&mut r, k);
     }
-    COUNTING.store(true, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
     for k in 0..500 {
         cycle(&mut r, k);
     }
-    COUNTING.store(false, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(false));
     assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "heap allocations on the order path");
     let m = r.engine.order_manager().unwrap();
     assert_eq!(m.open_orders().count(), 0);

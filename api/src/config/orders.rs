@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use stocksblitz_engine::fixed::parse_decimal;
+use stocksblitz_engine::journal::FsyncPolicy;
 use stocksblitz_engine::orders::{OrderCapacity, RiskLimits, RiskLimitsConfig, VenueKind, VALUE_SCALE};
 use stocksblitz_engine::InstrumentRegistry;
 
@@ -42,6 +43,73 @@ pub struct OrdersConfig {
     /// Limits of every account without its own.
     pub default_limits: RiskLimitsConfig,
     pub accounts: Vec<AccountConfig>,
+    /// `[orders.journal]`: where and how orders are made durable.
+    pub journal: JournalConfig,
+}
+
+/// `[orders.journal]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Directory of the journal's segment files (created if missing).
+    pub dir: PathBuf,
+    /// "batch": fsync every group commit before acknowledging (survives power loss);
+    /// "interval": fsync every `fsync_interval_ms` (acknowledged once written);
+    /// "none": never fsync (survives a process crash, not a power loss).
+    pub fsync: FsyncMode,
+    /// Required with `fsync = "interval"`, refused otherwise.
+    #[serde(default)]
+    pub fsync_interval_ms: Option<u64>,
+    /// A new segment file starts past this size.
+    pub segment_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncMode {
+    Batch,
+    Interval,
+    None,
+}
+
+/// The validated journal settings.
+#[derive(Debug, Clone)]
+pub struct JournalSetup {
+    pub dir: PathBuf,
+    pub policy: FsyncPolicy,
+    pub segment_bytes: u64,
+}
+
+fn journal(c: &JournalConfig) -> Result<JournalSetup, ConfigError> {
+    if c.dir.as_os_str().is_empty() {
+        return Err(ConfigError::invalid("orders.journal.dir", "must not be empty"));
+    }
+    range("orders.journal.segment_bytes", c.segment_bytes, 1 << 20, 1 << 34)?;
+    let policy = match (c.fsync, c.fsync_interval_ms) {
+        (FsyncMode::Interval, Some(ms)) => {
+            range("orders.journal.fsync_interval_ms", ms, 1, 10_000)?;
+            FsyncPolicy::Interval(std::time::Duration::from_millis(ms))
+        }
+        (FsyncMode::Interval, None) => {
+            return Err(ConfigError::invalid(
+                "orders.journal.fsync_interval_ms",
+                "required with fsync = \"interval\"",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "orders.journal.fsync_interval_ms",
+                "only allowed with fsync = \"interval\"",
+            ))
+        }
+        (FsyncMode::Batch, None) => FsyncPolicy::Batch,
+        (FsyncMode::None, None) => FsyncPolicy::None,
+    };
+    Ok(JournalSetup {
+        dir: c.dir.clone(),
+        policy,
+        segment_bytes: c.segment_bytes,
+    })
 }
 
 /// `[[orders.accounts]]`.
@@ -86,6 +154,7 @@ pub struct OrderSetup {
     pub event_ring_capacity: usize,
     pub response_timeout_ms: u64,
     pub history_per_account: usize,
+    pub journal: JournalSetup,
 }
 
 fn limits(key: &str, c: &RiskLimitsConfig) -> Result<RiskLimits, ConfigError> {
@@ -207,6 +276,7 @@ pub fn setup(c: &OrdersConfig, registry: &InstrumentRegistry) -> Result<OrderSet
         event_ring_capacity: c.event_ring_capacity,
         response_timeout_ms: c.response_timeout_ms,
         history_per_account: c.history_per_account,
+        journal: journal(&c.journal)?,
     })
 }
 

@@ -1,7 +1,7 @@
 //! `/health`, `/health/live`, `/health/ready`.
 //!
 //! Live: the process answers. Ready: the engine and fan-out loops are running (their
-//! heartbeats are fresh) and every feed thread is up; a load balancer sends traffic
+//! heartbeats are fresh), every feed thread is up and the order journal works; a load balancer sends traffic
 //! only then. `/health` adds the detail an on-call engineer wants first.
 
 use std::collections::BTreeMap;
@@ -40,6 +40,14 @@ fn check(app: &AppState) -> Check {
     }
     if fanout_age_ms.is_none_or(|a| a >= stall_ms) {
         reasons.push("API fan-out loop is not running".to_owned());
+    }
+    if let Some(j) = app.orders.as_ref().map(|o| o.journal()) {
+        if j.is_failed() {
+            reasons.push(format!(
+                "order journal failed, order intake stopped: {}",
+                j.failure().unwrap_or("unknown error")
+            ));
+        }
     }
     for f in &app.feeds {
         if f.stats.running.get() != 1 {
@@ -108,6 +116,16 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "feeds": feeds,
         "instruments_by_quality": qualities,
         "stores": { "questdb": "not_configured", "redis": "not_configured" },
+        "journal": app.orders.as_ref().map(|o| {
+            let j = o.journal();
+            json!({
+                "status": if j.is_failed() { "failed" } else { "ok" },
+                "error": j.failure(),
+                "head_record": j.head.get(),
+                "records": j.records.get(),
+                "bytes": j.bytes.get(),
+            })
+        }),
     });
     let code = if c.ready {
         StatusCode::OK

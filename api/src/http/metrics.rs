@@ -185,6 +185,71 @@ pub fn render(app: &AppState) -> String {
             "Order event sequence gaps seen by the API (must stay 0).",
         );
         o.sample("stocksblitz_orders_event_gaps_total", "", svc.store.read().seq_gaps);
+        let j = svc.journal();
+        for (name, kind, help, v) in [
+            (
+                "stocksblitz_journal_records_total",
+                "counter",
+                "Order journal records written (steps).",
+                j.records.get(),
+            ),
+            (
+                "stocksblitz_journal_bytes_total",
+                "counter",
+                "Bytes written to the order journal.",
+                j.bytes.get(),
+            ),
+            (
+                "stocksblitz_journal_commits_total",
+                "counter",
+                "Group commits of the order journal.",
+                j.commits.get(),
+            ),
+            (
+                "stocksblitz_journal_fsyncs_total",
+                "counter",
+                "fsyncs of the order journal.",
+                j.fsyncs.get(),
+            ),
+            (
+                "stocksblitz_journal_head_record",
+                "gauge",
+                "Number of the last durable journal record.",
+                j.head.get(),
+            ),
+            (
+                "stocksblitz_journal_discarded_events_total",
+                "counter",
+                "Order events not journaled (and not acknowledged) after the journal failed.",
+                j.discarded.get(),
+            ),
+            (
+                "stocksblitz_journal_failed",
+                "gauge",
+                "1 when the journal has failed and order intake is stopped.",
+                u64::from(j.is_failed()),
+            ),
+        ] {
+            o.header(name, kind, help);
+            o.sample(name, "", v);
+        }
+        for (name, kind, help, ns) in [
+            (
+                "stocksblitz_journal_commit_seconds_total",
+                "counter",
+                "Time spent writing and syncing commits (divide by commits for the mean).",
+                j.commit_ns_total.get(),
+            ),
+            (
+                "stocksblitz_journal_commit_max_seconds",
+                "gauge",
+                "Slowest journal commit since start.",
+                j.commit_ns_max.get(),
+            ),
+        ] {
+            o.header(name, kind, help);
+            o.sample(name, "", ns as f64 / 1e9);
+        }
     }
 
     // Rings: inputs (one per feed), outputs (one per consumer), the order event ring.

@@ -61,6 +61,11 @@ pub fn submit_error(e: SubmitError) -> ApiError {
             "the engine did not answer in time: the outcome is unknown (not rejected); check GET /api/v1/orders before retrying",
         )
         .with_details(json!({ "request": request.to_string() })),
+        SubmitError::JournalDown => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "JOURNAL_UNAVAILABLE",
+            "order intake is stopped because the order journal cannot write (see /health/ready): nothing was placed",
+        ),
     }
 }
 

@@ -8,9 +8,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use stocksblitz_engine::journal::JournalStats;
 use stocksblitz_engine::orders::gateway::CommandQueue;
 use stocksblitz_engine::orders::{AccountId, Command, CommandKind, OrderEvent};
 use stocksblitz_engine::UnixNanos;
@@ -28,6 +30,8 @@ pub enum SubmitError {
     Busy,
     /// No answer in time: the outcome is unknown.
     Timeout { request: u64 },
+    /// The order journal has failed: intake is stopped, nothing was sent.
+    JournalDown,
 }
 
 pub struct OrderService {
@@ -39,10 +43,18 @@ pub struct OrderService {
     pending: Mutex<HashMap<u64, oneshot::Sender<Vec<OrderEvent>>>>,
     next_request: AtomicU64,
     timeout: Duration,
+    journal: Arc<JournalStats>,
 }
 
 impl OrderService {
-    pub fn new(tokens: Tokens, accounts: Accounts, store: OrderStore, queue: CommandQueue, timeout: Duration) -> Self {
+    pub fn new(
+        tokens: Tokens,
+        accounts: Accounts,
+        store: OrderStore,
+        queue: CommandQueue,
+        timeout: Duration,
+        journal: Arc<JournalStats>,
+    ) -> Self {
         Self {
             tokens,
             accounts,
@@ -52,11 +64,15 @@ impl OrderService {
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             timeout,
+            journal,
         }
     }
 
     /// Sends a command and waits for all of its events.
     pub async fn submit(&self, account: AccountId, kind: CommandKind) -> Result<Vec<OrderEvent>, SubmitError> {
+        if self.journal.is_failed() {
+            return Err(SubmitError::JournalDown);
+        }
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(request, tx);
@@ -77,6 +93,11 @@ impl OrderService {
                 Err(SubmitError::Timeout { request })
             }
         }
+    }
+
+    /// The order journal's counters and state.
+    pub fn journal(&self) -> &Arc<JournalStats> {
+        &self.journal
     }
 
     /// Commands waiting in the engine's queue.
@@ -100,7 +121,6 @@ impl OrderService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use stocksblitz_engine::orders::gateway::command_queue;
 
     fn service(queue: CommandQueue, timeout_ms: u64) -> OrderService {
@@ -110,6 +130,7 @@ mod tests {
             OrderStore::new(1, 10),
             queue,
             Duration::from_millis(timeout_ms),
+            Arc::new(JournalStats::default()),
         )
     }
 
@@ -142,5 +163,12 @@ mod tests {
         };
         svc.complete(cmd.request, Vec::new());
         assert_eq!(waiter.await.unwrap(), Ok(Vec::new()));
+        // A failed journal stops intake before anything is queued.
+        svc.journal().fail("disk full".into());
+        assert_eq!(
+            svc.submit(AccountId(0), CommandKind::QueryRisk).await,
+            Err(SubmitError::JournalDown)
+        );
+        assert!(queue.is_empty());
     }
 }

@@ -25,8 +25,20 @@ pub fn test_config(edit: impl FnOnce(&mut toml::Table)) -> String {
     // A development token key of this test's own, never the working directory's.
     let key = key_path();
     doc["auth"]["dev_key_file"] = toml::Value::String(key.display().to_string());
+    // A journal of this server's own (two servers never share one).
+    doc["orders"]["journal"]["dir"] = toml::Value::String(fresh_dir("journal").display().to_string());
     edit(&mut doc);
     toml::to_string(&doc).expect("serializes")
+}
+
+/// A new directory path under this process's temporary test directory.
+pub fn fresh_dir(name: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    key_path()
+        .parent()
+        .expect("key path has a parent")
+        .join(format!("{name}-{n}"))
 }
 
 /// A fresh temporary path for this process's development token key.

@@ -12,7 +12,7 @@ use super::types::{AccountId, ClientOrderId, OrderId, OrderType, TimeInForce};
 
 /// A new order as the client asked for it (decimals already parsed at the
 /// instrument's scale; `price`/`stop_price` are zero when absent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewOrder {
     pub instrument: InstrumentId,
     pub client_id: ClientOrderId,
@@ -27,14 +27,14 @@ pub struct NewOrder {
 }
 
 /// Scope of a kill switch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KillScope {
     Global,
     Account(AccountId),
     Instrument(InstrumentId),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CommandKind {
     New(NewOrder),
     /// Full validation and risk, nothing placed.
@@ -72,7 +72,7 @@ pub enum CommandKind {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Command {
     /// The API's id for the request, echoed on every event it causes.
     pub request: u64,

@@ -13,7 +13,7 @@ use super::reject::Reject;
 use super::types::{AccountId, ClientOrderId, Order, OrderId};
 
 /// Why an order left the book without filling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CancelReason {
     /// The account asked.
     User,
@@ -41,7 +41,7 @@ impl CancelReason {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Liquidity {
     Maker,
     Taker,
@@ -56,7 +56,7 @@ impl Liquidity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fill {
     /// Engine-wide fill number, +1 per fill.
     pub id: u64,
@@ -73,7 +73,7 @@ pub struct Fill {
     pub at: UnixNanos,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OrderEventKind {
     Accepted,
     /// A stop order's trigger price traded: it now works as market/limit.
@@ -99,7 +99,7 @@ impl OrderEventKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OrderEventData {
     /// The order after the change.
     Order {
@@ -130,7 +130,7 @@ pub enum OrderEventData {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderEvent {
     /// Engine-wide, +1 per event: consumers detect loss (there must be none).
     pub seq: u64,

@@ -19,6 +19,7 @@ use super::event::{CancelReason, Fill, Liquidity, OrderEventData, OrderEventKind
 use super::manager::OrderManager;
 use super::queue_book::{crosses, QueueBook};
 use super::reject::Reject;
+use super::step::Input;
 use super::types::{AccountId, Order, OrderId, OrderStatus, OrderType, Placement, VenueKind};
 
 /// The limit an order trades with now: `None` trades at any price.
@@ -401,6 +402,7 @@ impl OrderManager {
         ask_qty: Qty,
         at: UnixNanos,
     ) {
+        let market = self.market_before(instrument);
         let Some(m) = self.markets.get_mut(instrument.index()) else {
             return;
         };
@@ -408,6 +410,7 @@ impl OrderManager {
         if self.rules.get(instrument.index()).map(|r| r.venue) != Some(VenueKind::Paper) {
             return;
         }
+        let before = self.events.len();
         if ask_qty.0 > 0 {
             self.fill_resting(instrument, Side::Buy, ask, ask_qty, None, at);
         }
@@ -415,11 +418,22 @@ impl OrderManager {
             self.fill_resting(instrument, Side::Sell, bid, bid_qty, None, at);
         }
         self.finish_step(at);
+        let input = Input::Quote {
+            instrument,
+            bid,
+            bid_qty,
+            ask,
+            ask_qty,
+            at,
+        };
+        self.record_step(input, market, before);
     }
 
     /// A trade from the feed: the last price (stops), and paper orders whose limit the
     /// trade printed through fill at their limit, up to the trade's size.
     pub fn on_trade(&mut self, instrument: InstrumentId, price: Price, qty: Qty, trade_id: u64, at: UnixNanos) {
+        let market = self.market_before(instrument);
+        let before = self.events.len();
         let Some(m) = self.markets.get_mut(instrument.index()) else {
             return;
         };
@@ -434,6 +448,14 @@ impl OrderManager {
             self.stop_checks.push(instrument);
         }
         self.finish_step(at);
+        let input = Input::Trade {
+            instrument,
+            price,
+            qty,
+            trade_id,
+            at,
+        };
+        self.record_step(input, market, before);
     }
 
     /// Fills resting paper orders on `side` whose limit reaches `reach` (best first, in
@@ -553,6 +575,23 @@ impl OrderManager {
             }
         }
         self.touched.clear();
+    }
+
+    /// After recovery: reports every internal-venue level as market data, so the
+    /// engine's own book for the instrument starts from the recovered orders.
+    pub fn republish_internal_books(&mut self, at: UnixNanos) {
+        for (i, rules) in self.rules.iter().enumerate() {
+            if rules.venue != VenueKind::Internal {
+                continue;
+            }
+            let Some(book) = self.books.get(i) else { continue };
+            for side in [Side::Buy, Side::Sell] {
+                for level in book.levels(side) {
+                    self.touched.push((InstrumentId(i as u32), side, level.price));
+                }
+            }
+        }
+        self.finish_step(at);
     }
 
     /// The internal venue's own best bid/offer is its market reference.

@@ -1,6 +1,7 @@
 //! The order path's two ends at the engine thread: commands in through a bounded
-//! lock-free MPMC queue (many API tasks push, the engine pops), events out through an
-//! SPSC ring to the API's order fan-out.
+//! lock-free MPMC queue (many API tasks push, the engine pops), steps and their events
+//! out through an SPSC ring to the journal thread (which makes them durable before
+//! anyone sees them).
 //!
 //! Order events are never dropped. When the ring is full, events wait in a backlog
 //! (allocated once, sized for the worst step) and the engine stops taking commands
@@ -17,6 +18,14 @@ use crate::ring::RingProducer;
 
 use super::command::Command;
 use super::event::OrderEvent;
+use super::step::Step;
+
+/// What the engine hands the journal: each step, followed by its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderOutput {
+    Step(Step),
+    Event(OrderEvent),
+}
 
 /// The API's handle: push commands; a full queue is the caller's error to report.
 pub type CommandQueue = Arc<ArrayQueue<Command>>;
@@ -38,13 +47,13 @@ pub struct GatewayStats {
 
 pub struct OrderGateway {
     commands: CommandQueue,
-    out: RingProducer<OrderEvent>,
-    backlog: VecDeque<OrderEvent>,
+    out: RingProducer<OrderOutput>,
+    backlog: VecDeque<OrderOutput>,
     stats: Arc<GatewayStats>,
 }
 
 impl OrderGateway {
-    pub fn new(commands: CommandQueue, out: RingProducer<OrderEvent>, backlog: usize) -> Self {
+    pub fn new(commands: CommandQueue, out: RingProducer<OrderOutput>, backlog: usize) -> Self {
         Self {
             commands,
             out,
@@ -84,17 +93,28 @@ impl OrderGateway {
         self.backlog.is_empty()
     }
 
-    /// Hands events to the ring, in order; whatever does not fit waits in the backlog.
-    pub fn send(&mut self, events: &[OrderEvent]) {
+    /// Hands steps and their events to the ring, in order; whatever does not fit waits
+    /// in the backlog.
+    pub fn send(&mut self, steps: &[Step], events: &[OrderEvent]) {
         self.flush_backlog();
-        for e in events {
-            self.stats.events.inc();
-            if self.backlog.is_empty() && self.out.free_slots() > 0 && self.out.push(*e) {
-                continue;
+        let mut next = 0;
+        for step in steps {
+            self.push(OrderOutput::Step(*step));
+            let end = next + step.events as usize;
+            for e in events.get(next..end).unwrap_or(&[]) {
+                self.stats.events.inc();
+                self.push(OrderOutput::Event(*e));
             }
-            self.stats.backlogged.inc();
-            self.backlog.push_back(*e);
+            next = end;
         }
         self.stats.backlog.set(self.backlog.len() as u64);
+    }
+
+    fn push(&mut self, item: OrderOutput) {
+        if self.backlog.is_empty() && self.out.free_slots() > 0 && self.out.push(item) {
+            return;
+        }
+        self.stats.backlogged.inc();
+        self.backlog.push_back(item);
     }
 }

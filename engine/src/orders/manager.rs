@@ -25,6 +25,7 @@ use super::position::Position;
 use super::queue_book::{Links, QueueBook};
 use super::reject::Reject;
 use super::risk::{AccountRisk, RiskLimits, TradingState, VALUE_SCALE};
+use super::step::{Input, Step};
 use super::types::{
     AccountId, ClientOrderId, Order, OrderId, OrderStatus, OrderType, Placement, TimeInForce, VenueKind,
 };
@@ -43,7 +44,7 @@ pub struct InstrumentRules {
 }
 
 /// The live market an instrument's orders are checked and paper-filled against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MarketRef {
     pub bid: Price,
     pub bid_qty: Qty,
@@ -116,6 +117,8 @@ pub struct OrderManager {
     pub(super) request: u64,
     /// Instruments whose last price moved in this step: their stops are checked.
     pub(super) stop_checks: Vec<InstrumentId>,
+    /// Steps since the last clear that produced events (what the journal records).
+    pub(super) steps: Vec<Step>,
 }
 
 /// Largest number of events one step may report before the engine must drain them.
@@ -168,6 +171,7 @@ impl OrderManager {
             next_expiry_check: UnixNanos(i64::MIN),
             request: 0,
             stop_checks: Vec::with_capacity(n.max(16)),
+            steps: Vec::with_capacity(EVENT_BUFFER),
         }
     }
 
@@ -228,9 +232,77 @@ impl OrderManager {
         &self.ticks
     }
 
+    /// The steps behind [`events`](Self::events), in order: each step's events follow
+    /// the previous step's.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
     pub fn clear(&mut self) {
         self.events.clear();
         self.ticks.clear();
+        self.steps.clear();
+    }
+
+    /// Records a step that started with `before` events buffered, if it produced any.
+    pub(super) fn record_step(&mut self, input: Input, market: Option<(InstrumentId, MarketRef)>, before: usize) {
+        let events = self.events.len().saturating_sub(before);
+        if events > 0 {
+            self.steps.push(Step {
+                input,
+                market,
+                events: events as u32,
+            });
+        }
+    }
+
+    /// The market a step on `instrument` starts from (journaled with the step).
+    pub(super) fn market_before(&self, instrument: InstrumentId) -> Option<(InstrumentId, MarketRef)> {
+        self.markets.get(instrument.index()).map(|m| (instrument, *m))
+    }
+
+    /// The instrument whose market a command may read.
+    fn command_instrument(&self, cmd: &Command) -> Option<InstrumentId> {
+        match cmd.kind {
+            CommandKind::New(n) | CommandKind::Test(n) => Some(n.instrument),
+            CommandKind::Replace { order, .. } | CommandKind::Cancel { order } => {
+                self.pool.get(order).map(|o| o.instrument)
+            }
+            _ => None,
+        }
+    }
+
+    /// Re-runs a journaled step: restores the market it saw, then handles its input
+    /// exactly as the live engine did. The caller compares the events.
+    pub fn replay(&mut self, step: &Step) {
+        if let Some((id, m)) = step.market {
+            if let Some(slot) = self.markets.get_mut(id.index()) {
+                *slot = m;
+            }
+        }
+        match step.input {
+            Input::Command(cmd) => self.handle(&cmd),
+            Input::Quote {
+                instrument,
+                bid,
+                bid_qty,
+                ask,
+                ask_qty,
+                at,
+            } => self.on_quote(instrument, bid, bid_qty, ask, ask_qty, at),
+            Input::Trade {
+                instrument,
+                price,
+                qty,
+                trade_id,
+                at,
+            } => self.on_trade(instrument, price, qty, trade_id, at),
+            Input::Timer { at } => {
+                // The live engine passed the 100 ms gate at this time.
+                self.next_expiry_check = at;
+                self.on_timer(at);
+            }
+        }
     }
 
     /// Room left in the event buffer: the engine only takes a command when a worst
@@ -320,6 +392,7 @@ impl OrderManager {
     pub fn handle(&mut self, cmd: &Command) {
         self.request = cmd.request;
         let before = self.events.len();
+        let market = self.command_instrument(cmd).and_then(|i| self.market_before(i));
         match cmd.kind {
             CommandKind::New(new) => self.place(cmd, &new, false),
             CommandKind::Test(new) => self.place(cmd, &new, true),
@@ -362,6 +435,7 @@ impl OrderManager {
             last.last = true;
         }
         self.request = 0;
+        self.record_step(Input::Command(*cmd), market, before);
     }
 
     /// Every check a new order must pass, in a fixed order (cheap and structural
@@ -713,6 +787,7 @@ impl OrderManager {
         if now < self.next_expiry_check {
             return;
         }
+        let before = self.events.len();
         self.next_expiry_check = now.saturating_add_nanos(100 * UnixNanos::NANOS_PER_MILLI);
         for slot in 0..self.pool.capacity() {
             let Some(id) = self.pool.live_id(slot) else { continue };
@@ -735,6 +810,7 @@ impl OrderManager {
             }
         }
         self.finish_step(now);
+        self.record_step(Input::Timer { at: now }, None, before);
     }
 }
 

@@ -16,6 +16,7 @@ pub mod position;
 pub mod queue_book;
 pub mod reject;
 pub mod risk;
+pub mod step;
 pub mod types;
 
 pub use command::{Command, CommandKind, KillScope, NewOrder};
@@ -24,4 +25,5 @@ pub use manager::{InstrumentRules, MarketRef, OrderCapacity, OrderManager};
 pub use position::Position;
 pub use reject::Reject;
 pub use risk::{AccountRisk, RiskLimits, RiskLimitsConfig, SelfTradeMode, TradingState, VALUE_SCALE};
+pub use step::{Input, Step};
 pub use types::{AccountId, ClientOrderId, Order, OrderId, OrderStatus, OrderType, Placement, TimeInForce, VenueKind};

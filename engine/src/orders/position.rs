@@ -8,7 +8,7 @@
 use crate::fixed::{Price, Qty};
 use crate::side::Side;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     /// Signed quantity (qty mantissa): long > 0, short < 0.
     pub qty: i64,

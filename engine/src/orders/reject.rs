@@ -2,7 +2,7 @@
 //! message that says what to fix. Codes never change meaning once published.
 
 /// A rejection reason. `code()` is the stable machine-readable name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Reject {
     UnknownInstrument,
     UnknownAccount,

@@ -15,7 +15,7 @@ use crate::time::UnixNanos;
 pub const VALUE_SCALE: u8 = 8;
 
 /// Self-trade prevention on the internal venue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SelfTradeMode {
     /// Cancel the incoming order's remainder.
@@ -37,7 +37,7 @@ impl SelfTradeMode {
 }
 
 /// What an account may do right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TradingState {
     Active,
@@ -61,7 +61,7 @@ impl TradingState {
 }
 
 /// One account's limits, as the engine uses them (fixed point at [`VALUE_SCALE`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RiskLimits {
     pub max_order_qty: i128,
     pub max_order_notional: i128,
@@ -129,7 +129,7 @@ impl RiskLimitsConfig {
 }
 
 /// A token bucket in integer nanoseconds: `rate` events per second, bursts of `rate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RateBucket {
     /// Time at which the bucket is empty again ("theoretical arrival time", GCRA).
     tat: i64,
@@ -156,7 +156,7 @@ impl RateBucket {
 }
 
 /// An account's live risk usage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountRisk {
     pub limits: RiskLimits,
     pub state: TradingState,

@@ -12,7 +12,7 @@ use crate::side::Side;
 use crate::time::UnixNanos;
 
 /// A trading account's position in the account registry (dense, like instruments).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[repr(transparent)]
 pub struct AccountId(pub u32);
 
@@ -25,7 +25,7 @@ impl AccountId {
 
 /// Engine-assigned order id, unique for the engine's lifetime (and across restarts,
 /// since the journal replays the same assignments). Ids increase with time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[repr(transparent)]
 pub struct OrderId(pub u64);
 
@@ -84,7 +84,24 @@ impl fmt::Debug for ClientOrderId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Journaled as its text; the empty id (rejections of unknown orders) round-trips.
+impl serde::Serialize for ClientOrderId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClientOrderId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(ClientOrderId::EMPTY);
+        }
+        ClientOrderId::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum OrderType {
     Limit,
     Market,
@@ -113,7 +130,7 @@ impl OrderType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TimeInForce {
     /// Good till cancelled.
     Gtc,
@@ -145,7 +162,7 @@ impl TimeInForce {
 }
 
 /// Lifecycle state (SPEC section 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum OrderStatus {
     /// Accepted, resting (or waiting for its stop to trigger), nothing filled yet.
     Open,
@@ -174,7 +191,7 @@ impl OrderStatus {
 }
 
 /// Where an instrument's orders execute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VenueKind {
     /// Our own price-time priority book: orders match each other.
@@ -194,7 +211,7 @@ impl VenueKind {
 
 /// An order as the engine keeps it. `price` is the limit price (zero for market and
 /// stop-market orders).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Order {
     pub id: OrderId,
     pub account: AccountId,
@@ -230,7 +247,7 @@ pub struct Order {
 }
 
 /// Where a working order is held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Placement {
     /// Not resting (being executed, or finished).
     None,

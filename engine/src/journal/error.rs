@@ -1,0 +1,45 @@
+//! What can go wrong with the journal, in words an operator can act on.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "journal {path} is corrupt at byte {offset}: {what}. Nothing after it can be trusted; restore the \
+         directory from a backup or move it aside (the engine will not start on a damaged journal)"
+    )]
+    Corrupt { path: PathBuf, offset: u64, what: String },
+    #[error(
+        "journal replay diverged at record {seq}: {what}. The configuration changed in a way that alters past \
+         decisions (instruments, accounts, limits or max_orders), or the engine changed behaviour; start with \
+         the configuration the journal was written with"
+    )]
+    Diverged { seq: u64, what: String },
+    #[error("journal record {seq} cannot be read: {what}")]
+    Undecodable { seq: u64, what: String },
+    #[error("journal record {seq} could not be encoded: {what}")]
+    Encode { seq: u64, what: String },
+}
+
+impl JournalError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        JournalError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {
+        JournalError::Corrupt {
+            path: path.into(),
+            offset,
+            what: what.into(),
+        }
+    }
+}

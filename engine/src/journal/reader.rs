@@ -1,0 +1,170 @@
+//! Reading a journal directory back: segments in order, every record's checksum, the
+//! hash chain within and across segments, and the torn-tail rule.
+//!
+//! A crash can leave the last record of the last segment half-written. Such a tail
+//! (too short, or damaged with nothing valid after it) is reported as torn; recovery
+//! truncates it with a warning, since no one was told about it. Anything else that
+//! does not check out (damage with valid records after it, a damaged earlier segment,
+//! a broken chain, a missing segment) is corruption and stops start-up.
+
+use std::path::{Path, PathBuf};
+
+use super::error::JournalError;
+use super::format::{decode_header, read_record, FrameError, Hash, GENESIS, SEGMENT_HEADER, SEGMENT_SUFFIX};
+
+/// A segment file and the first record number it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub path: PathBuf,
+    pub first_seq: u64,
+}
+
+/// A torn record at the end of the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub path: PathBuf,
+    /// Where the valid part ends.
+    pub offset: u64,
+    /// Bytes past it.
+    pub bytes: u64,
+}
+
+/// Where the journal ends: what a writer continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    /// The last segment and the length of its valid part (none: empty journal).
+    pub segment: Option<(PathBuf, u64)>,
+    pub next_seq: u64,
+    pub last_hash: Hash,
+    pub records: u64,
+    pub torn: Option<TornTail>,
+}
+
+/// The directory's segments in record order. A missing directory is an empty journal.
+pub fn segments(dir: &Path) -> Result<Vec<Segment>, JournalError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(JournalError::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| JournalError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
+            continue;
+        };
+        let first_seq = stem
+            .parse::<u64>()
+            .map_err(|_| JournalError::corrupt(entry.path(), 0, "segment file name is not a record number"))?;
+        out.push(Segment {
+            path: entry.path(),
+            first_seq,
+        });
+    }
+    out.sort_by_key(|s| s.first_seq);
+    Ok(out)
+}
+
+/// Reads every record in order, calling `visit(seq, payload)` for each, and returns
+/// where the journal ends. Does not modify anything.
+pub fn scan(dir: &Path, mut visit: impl FnMut(u64, &[u8]) -> Result<(), JournalError>) -> Result<Tail, JournalError> {
+    let segs = segments(dir)?;
+    let mut tail = Tail {
+        segment: None,
+        next_seq: 1,
+        last_hash: GENESIS,
+        records: 0,
+        torn: None,
+    };
+    for (i, seg) in segs.iter().enumerate() {
+        let last_segment = i + 1 == segs.len();
+        let buf = std::fs::read(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
+        let (first, prev) = match decode_header(&seg.path, &buf) {
+            Ok(h) => h,
+            // A crash while creating the newest segment can leave its header short.
+            Err(_) if last_segment && buf.len() < SEGMENT_HEADER && i > 0 => {
+                tail.torn = Some(TornTail {
+                    path: seg.path.clone(),
+                    offset: 0,
+                    bytes: buf.len() as u64,
+                });
+                tail.segment = Some((seg.path.clone(), 0));
+                return Ok(tail);
+            }
+            Err(e) => return Err(e),
+        };
+        if first != seg.first_seq || first != tail.next_seq || prev != tail.last_hash {
+            return Err(JournalError::corrupt(
+                &seg.path,
+                0,
+                format!(
+                    "segment starts at record {first} after hash {}, but the journal so far ends before record {} \
+                     (a segment is missing, renamed or from another journal)",
+                    super::format::hex(&prev),
+                    tail.next_seq
+                ),
+            ));
+        }
+        let mut at = SEGMENT_HEADER;
+        while at < buf.len() {
+            let rest = &buf[at..];
+            match read_record(rest) {
+                Ok(r) => {
+                    if r.seq != tail.next_seq {
+                        return Err(JournalError::corrupt(
+                            &seg.path,
+                            at as u64,
+                            format!("record number {} where {} was expected", r.seq, tail.next_seq),
+                        ));
+                    }
+                    if super::format::chain(&tail.last_hash, r.seq, r.payload) != r.hash {
+                        return Err(JournalError::corrupt(
+                            &seg.path,
+                            at as u64,
+                            format!("hash chain broken at record {} (the record was altered)", r.seq),
+                        ));
+                    }
+                    visit(r.seq, r.payload)?;
+                    tail.last_hash = r.hash;
+                    tail.next_seq += 1;
+                    tail.records += 1;
+                    at += r.len;
+                }
+                Err(err) => {
+                    if last_segment && is_torn(rest, &err) {
+                        tail.torn = Some(TornTail {
+                            path: seg.path.clone(),
+                            offset: at as u64,
+                            bytes: rest.len() as u64,
+                        });
+                        break;
+                    }
+                    let what = match err {
+                        FrameError::Truncated => "record is truncated in a segment that is not the last",
+                        FrameError::Damaged(w) => w,
+                    };
+                    return Err(JournalError::corrupt(&seg.path, at as u64, what));
+                }
+            }
+        }
+        tail.segment = Some((seg.path.clone(), at.min(buf.len()) as u64));
+    }
+    Ok(tail)
+}
+
+/// A bad record is a torn tail when nothing valid follows it: it runs past the end,
+/// or the bytes where the next record would start do not hold one.
+fn is_torn(rest: &[u8], err: &FrameError) -> bool {
+    match err {
+        FrameError::Truncated => true,
+        FrameError::Damaged(_) => {
+            let claimed = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let next = 8usize.saturating_add(claimed);
+            match rest.get(next..) {
+                None | Some([]) => true,
+                Some(after) => read_record(after).is_err(),
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! What a journal record holds: the start of a run, or one order-manager step with
+//! the events it produced. Encoded with postcard (compact, stable); variant and field
+//! order are the format: append only, bump [`FORMAT_VERSION`] otherwise.
+
+use crate::orders::{OrderEvent, Step};
+use crate::time::UnixNanos;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Written once each time the engine opens the journal: who wrote what follows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunStart {
+    pub format: u32,
+    pub at: UnixNanos,
+    /// The engine's version (`CARGO_PKG_VERSION`).
+    pub engine: String,
+    pub instruments: u32,
+    pub accounts: u32,
+    pub max_orders: u64,
+}
+
+/// A record as read back (and as `stocksblitz journal dump` prints it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Record {
+    Start(RunStart),
+    Step { step: Step, events: Vec<OrderEvent> },
+}
+
+/// The same encoding as [`Record`], borrowed: the journal thread writes steps without
+/// copying their events into a new vector.
+#[derive(Debug, serde::Serialize)]
+pub enum RecordRef<'a> {
+    Start(&'a RunStart),
+    Step { step: &'a Step, events: &'a [OrderEvent] },
+}
+
+pub fn decode(payload: &[u8]) -> Result<Record, postcard::Error> {
+    postcard::from_bytes(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orders::{Input, OrderEventData};
+
+    #[test]
+    fn borrowed_and_owned_encodings_agree() {
+        let step = Step {
+            input: Input::Timer { at: UnixNanos(5) },
+            market: None,
+            events: 1,
+        };
+        let events = [OrderEvent {
+            seq: 1,
+            request: 0,
+            account: crate::orders::AccountId(0),
+            at: UnixNanos(5),
+            last: true,
+            data: OrderEventData::Done { count: 3 },
+        }];
+        let bytes = postcard::to_stdvec(&RecordRef::Step {
+            step: &step,
+            events: &events,
+        })
+        .unwrap();
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            Record::Step {
+                step,
+                events: events.to_vec()
+            }
+        );
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

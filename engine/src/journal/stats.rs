@@ -1,0 +1,48 @@
+//! The journal thread's counters, read by /metrics and /health/ready.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use crate::counter::Counter;
+
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    pub records: Counter,
+    pub bytes: Counter,
+    pub commits: Counter,
+    pub fsyncs: Counter,
+    /// Total and worst nanoseconds spent in commits (write + fsync).
+    pub commit_ns_total: Counter,
+    pub commit_ns_max: Counter,
+    /// Events handed on to the API after their records were durable.
+    pub forwarded: Counter,
+    /// Events never journaled because the journal had failed.
+    pub discarded: Counter,
+    /// Number of the last durable record.
+    pub head: Counter,
+    failed: AtomicBool,
+    failure: OnceLock<String>,
+}
+
+impl JournalStats {
+    /// The journal can no longer make anything durable: order intake must stop.
+    pub fn fail(&self, why: String) {
+        let _ = self.failure.set(why);
+        self.failed.store(true, Ordering::Release);
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    pub(crate) fn commit_took(&self, ns: u64) {
+        self.commit_ns_total.add(ns);
+        if ns > self.commit_ns_max.get() {
+            self.commit_ns_max.set(ns);
+        }
+    }
+}

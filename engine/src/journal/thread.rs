@@ -1,0 +1,215 @@
+//! The journal thread: takes the engine's steps and events off the order ring,
+//! writes them as records in group commits, and only then hands the events on to the
+//! API (which acknowledges orders from them). Under the `batch` policy an order is
+//! acknowledged only after the fsync that covers it.
+//!
+//! The engine never waits for the disk: it writes to the ring, and its preallocated
+//! backlog absorbs bursts. If the journal fails (I/O error, disk full, failed
+//! fsync) it stops: nothing more is acknowledged, [`JournalStats::is_failed`] turns
+//! on so the API rejects new orders, and the ring keeps being drained (and counted)
+//! so the engine's market data path is unaffected.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::idle::{IdleConfig, Idler};
+use crate::orders::gateway::OrderOutput;
+use crate::orders::{OrderEvent, Step};
+use crate::ring::{RingConsumer, RingProducer};
+
+use super::record::RecordRef;
+use super::stats::JournalStats;
+use super::writer::JournalWriter;
+
+const BATCH: usize = 4096;
+/// Commit once this much is batched, even if the ring still has more.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+pub struct JournalThread {
+    writer: JournalWriter,
+    input: RingConsumer<OrderOutput>,
+    output: RingProducer<OrderEvent>,
+    stats: Arc<JournalStats>,
+    /// The step being assembled and its events so far.
+    step: Option<Step>,
+    step_events: Vec<OrderEvent>,
+    /// Events of records batched but not yet committed.
+    pending: Vec<OrderEvent>,
+}
+
+impl JournalThread {
+    pub fn new(
+        writer: JournalWriter,
+        input: RingConsumer<OrderOutput>,
+        output: RingProducer<OrderEvent>,
+        stats: Arc<JournalStats>,
+    ) -> Self {
+        stats.head.set(writer.next_seq().saturating_sub(1));
+        Self {
+            writer,
+            input,
+            output,
+            stats,
+            step: None,
+            step_events: Vec::with_capacity(BATCH),
+            pending: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Runs until `stop` is set and the ring is empty (stop it after the engine has
+    /// stopped, so that everything the engine did is journaled).
+    pub fn spawn(mut self, idle: IdleConfig, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new().name("journal".into()).spawn(move || {
+            let mut idler = Idler::new(idle);
+            let mut items = Vec::with_capacity(BATCH);
+            loop {
+                items.clear();
+                self.input.pop_batch(&mut items, BATCH);
+                if items.is_empty() {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    self.idle_sync();
+                    idler.idle();
+                    continue;
+                }
+                idler.reset();
+                self.take(&items, &stop);
+            }
+            if !self.stats.is_failed() {
+                if let Err(e) = self.writer.sync() {
+                    self.stats.fail(e.to_string());
+                    tracing::error!(error = %e, "journal: final fsync failed");
+                }
+            }
+            tracing::info!(
+                records = self.writer.next_seq().saturating_sub(1),
+                head = %super::format::hex(self.writer.last_hash()),
+                "journal closed"
+            );
+        })
+    }
+
+    /// Journals a batch of ring items and forwards what became durable.
+    pub fn take(&mut self, items: &[OrderOutput], stop: &AtomicBool) {
+        for item in items {
+            if self.stats.is_failed() {
+                if matches!(item, OrderOutput::Event(_)) {
+                    self.stats.discarded.inc();
+                }
+                continue;
+            }
+            match *item {
+                OrderOutput::Step(step) => {
+                    self.step = Some(step);
+                    self.step_events.clear();
+                    if step.events == 0 {
+                        self.record_step();
+                    }
+                }
+                OrderOutput::Event(e) => {
+                    self.step_events.push(e);
+                    if self.step.is_some_and(|s| self.step_events.len() >= s.events as usize) {
+                        self.record_step();
+                    }
+                }
+            }
+            if self.writer.batched() >= MAX_BATCH_BYTES {
+                self.commit_and_forward(stop);
+            }
+        }
+        self.commit_and_forward(stop);
+    }
+
+    fn record_step(&mut self) {
+        let Some(step) = self.step.take() else { return };
+        let rec = RecordRef::Step {
+            step: &step,
+            events: &self.step_events,
+        };
+        match self.writer.append(&rec) {
+            Ok(_) => {
+                self.stats.records.inc();
+                self.pending.extend_from_slice(&self.step_events);
+            }
+            Err(e) => self.failed(&e),
+        }
+        self.step_events.clear();
+    }
+
+    fn commit_and_forward(&mut self, stop: &AtomicBool) {
+        if self.stats.is_failed() {
+            self.stats.discarded.add(self.pending.len() as u64);
+            self.pending.clear();
+            return;
+        }
+        let started = Instant::now();
+        match self.writer.commit() {
+            Ok(c) if c.bytes > 0 => {
+                self.stats.commits.inc();
+                self.stats.bytes.add(c.bytes as u64);
+                if c.synced {
+                    self.stats.fsyncs.inc();
+                }
+                self.stats.commit_took(started.elapsed().as_nanos() as u64);
+                self.stats.head.set(self.writer.next_seq().saturating_sub(1));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.failed(&e);
+                self.stats.discarded.add(self.pending.len() as u64);
+                self.pending.clear();
+                return;
+            }
+        }
+        self.forward(stop);
+    }
+
+    /// Hands durable events to the API, waiting while its ring is full (the API
+    /// drains it; nothing here is on the engine's path).
+    fn forward(&mut self, stop: &AtomicBool) {
+        let mut spins = 0u32;
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.output.free_slots() > 0 {
+                if let Some(e) = self.pending.get(i) {
+                    if self.output.push(*e) {
+                        i += 1;
+                        continue;
+                    }
+                }
+            }
+            if stop.load(Ordering::Acquire) && self.output.is_abandoned() {
+                break;
+            }
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+        self.stats.forwarded.add(i as u64);
+        self.pending.clear();
+    }
+
+    fn idle_sync(&mut self) {
+        if self.stats.is_failed() {
+            return;
+        }
+        match self.writer.sync_if_due() {
+            Ok(true) => self.stats.fsyncs.inc(),
+            Ok(false) => {}
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    fn failed(&mut self, e: &super::error::JournalError) {
+        if !self.stats.is_failed() {
+            tracing::error!(error = %e, "journal failed: order intake stops; nothing more is acknowledged");
+        }
+        self.stats.fail(e.to_string());
+    }
+}
