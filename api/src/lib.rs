@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod dto;
 pub mod http;
+pub mod journal_cli;
 pub mod logging;
 pub mod market;
 pub mod orders;

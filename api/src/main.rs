@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use stocksblitz_api::{app, config, logging};
+use stocksblitz_api::{app, config, journal_cli, logging};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -49,6 +49,33 @@ enum Command {
     Feed {
         #[command(subcommand)]
         command: FeedCommand,
+    },
+    /// Order journal tools (read only).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Check checksums, the hash chain and every record; with --config, also replay it
+    /// through the order manager as start-up would. Prints a JSON summary.
+    Verify {
+        dir: PathBuf,
+        /// The configuration the journal was written with (enables the replay).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print records as NDJSON.
+    Dump {
+        dir: PathBuf,
+        /// First record number to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last record number to print.
+        #[arg(long)]
+        to: Option<u64>,
     },
 }
 
@@ -222,6 +249,15 @@ fn main() -> ExitCode {
             Err(e) => Err(anyhow::anyhow!("configuration error: {e}")),
         },
         Some(Command::Feed { command }) => feed(command),
+        Some(Command::Journal {
+            command: JournalCommand::Verify { dir, config },
+        }) => match config.map(|c| load(Some(&c))).transpose() {
+            Ok(v) => journal_cli::verify(&dir, v.as_ref()),
+            Err(e) => Err(anyhow::anyhow!("configuration error: {e}")),
+        },
+        Some(Command::Journal {
+            command: JournalCommand::Dump { dir, from, to },
+        }) => journal_cli::dump(&dir, from, to),
         Some(Command::Token {
             account,
             role,

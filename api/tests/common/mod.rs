@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
 use serde_json::Value;
 use stocksblitz_api::app::{start_on, RunningApp};
 use stocksblitz_api::config::{self, Source, DEFAULT_TOML};
@@ -141,4 +142,77 @@ pub async fn wait_live(app: &RunningApp, symbol: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{symbol} never became LIVE");
+}
+
+/// An authenticated REST client for one account.
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Client {
+    pub fn new(app: &RunningApp, account: &str, role: &str) -> Self {
+        Self::at(format!("http://{}/api/v1", app.addr), account, role)
+    }
+
+    /// A client of the server whose API is at `base` (`http://host:port/api/v1`).
+    pub fn at(base: String, account: &str, role: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base,
+            token: token(account, role),
+        }
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.try_call(method, path, body).await.expect("request")
+    }
+
+    /// Like `call`, but a connection failure is `None` (the server may be gone).
+    pub async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Option<(StatusCode, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.ok()?;
+        let status = r.status();
+        Some((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
 }

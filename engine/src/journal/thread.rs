@@ -65,18 +65,15 @@ impl JournalThread {
             let mut idler = Idler::new(idle);
             let mut items = Vec::with_capacity(BATCH);
             loop {
-                items.clear();
-                self.input.pop_batch(&mut items, BATCH);
-                if items.is_empty() {
-                    if stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    self.idle_sync();
-                    idler.idle();
+                if self.pump(&mut items, &stop) > 0 {
+                    idler.reset();
                     continue;
                 }
-                idler.reset();
-                self.take(&items, &stop);
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                self.idle_sync();
+                idler.idle();
             }
             if !self.stats.is_failed() {
                 if let Err(e) = self.writer.sync() {
@@ -92,7 +89,18 @@ impl JournalThread {
         })
     }
 
-    /// Journals a batch of ring items and forwards what became durable.
+    /// Takes one batch off the ring, journals it and forwards what became durable.
+    /// Returns the items taken. `items` is scratch space.
+    pub fn pump(&mut self, items: &mut Vec<OrderOutput>, stop: &AtomicBool) -> usize {
+        items.clear();
+        let n = self.input.pop_batch(items, BATCH);
+        if n > 0 {
+            self.take(items, stop);
+        }
+        n
+    }
+
+    /// Journals ring items and forwards what became durable.
     pub fn take(&mut self, items: &[OrderOutput], stop: &AtomicBool) {
         for item in items {
             if self.stats.is_failed() {

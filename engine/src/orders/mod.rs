@@ -7,6 +7,7 @@
 //! worst case of its events fits).
 
 pub mod command;
+pub mod digest;
 pub mod event;
 pub mod execution;
 pub mod gateway;

@@ -52,6 +52,18 @@ impl OrderPool {
         }
     }
 
+    /// Writes everything that decides future ids and lookups (every slot and the free
+    /// list, in order) for [`super::OrderManager::state_hash`].
+    pub(super) fn fingerprint(&self, w: &mut impl std::io::Write) -> Result<(), postcard::Error> {
+        for s in &self.slots {
+            postcard::to_io(&(s.generation, s.live, s.order), &mut *w)?;
+        }
+        for f in &self.free {
+            postcard::to_io(f, &mut *w)?;
+        }
+        Ok(())
+    }
+
     /// Orders in use (live).
     pub fn live(&self) -> usize {
         self.slots.len() - self.free.len()
