@@ -14,7 +14,7 @@ use anyhow::Context;
 use parking_lot::RwLock;
 use stocksblitz_engine::affinity::pin_current_thread;
 use stocksblitz_engine::idle::Idler;
-use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWriter, RunStart};
+use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWriter, RunStart, Snapshotter};
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::{OrderEvent, OrderManager};
 use stocksblitz_engine::ring::ring;
@@ -30,10 +30,10 @@ use crate::config::Validated;
 use crate::market::{spawn_fanout, Market, Mirror};
 use crate::orders::accounts::Accounts;
 use crate::orders::fanout::spawn_order_fanout;
-use crate::orders::store::OrderStore;
 use crate::orders::OrderService;
 use crate::state::{AppState, FeedInfo};
 use crate::ws::hub::Hub;
+use stocksblitz_engine::orders::store::OrderStore;
 
 pub struct RunningApp {
     pub addr: SocketAddr,
@@ -45,6 +45,7 @@ pub struct RunningApp {
     order_fanout: Option<JoinHandle<()>>,
     /// Stopped after the engine, so everything the engine did is journaled.
     journal: Option<JoinHandle<()>>,
+    snapshots: Option<JoinHandle<()>>,
     journal_stop: Arc<AtomicBool>,
     simulator: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -204,7 +205,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
             let mut manager =
                 OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
             let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);
-            let (journal, journal_stats) = open_journal(setup, &v, &mut manager, &mut store)?;
+            let (journal, snapshots, journal_stats) = open_journal(setup, &v, &mut manager, &mut store)?;
             let now = UnixNanos::now();
             manager.republish_internal_books(now);
             let backlog = 4 * setup.event_ring_capacity;
@@ -218,7 +219,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
                 Arc::clone(&journal_stats),
             ));
             let journal = JournalThread::new(journal, journal_in, journal_out, journal_stats);
-            Some((service, order_in, journal))
+            Some((service, order_in, journal, snapshots))
         }
         _ => None,
     };
@@ -260,11 +261,14 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     .context("starting the API fan-out thread")?;
 
     let journal_stop = Arc::new(AtomicBool::new(false));
-    let (order_service, order_fanout, journal) = match order_path {
-        Some((service, ring, journal)) => {
+    let (order_service, order_fanout, journal, snapshots) = match order_path {
+        Some((service, ring, journal, snapshots)) => {
             let journal = journal
                 .spawn(cfg.api.fanout_idle, Arc::clone(&journal_stop))
                 .context("starting the journal thread")?;
+            let snapshots = snapshots
+                .spawn(Arc::clone(&journal_stop))
+                .context("starting the journal snapshot thread")?;
             let join = spawn_order_fanout(
                 Arc::clone(&service),
                 Arc::clone(&hub),
@@ -273,9 +277,9 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
                 Arc::clone(&stop),
             )
             .context("starting the order fan-out thread")?;
-            (Some(service), Some(join), Some(journal))
+            (Some(service), Some(join), Some(journal), Some(snapshots))
         }
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     let feed_info = feeds
         .iter()
@@ -315,6 +319,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         fanout: Some(fanout),
         order_fanout,
         journal,
+        snapshots,
         journal_stop,
         simulator: sim.map(|(_, j)| j),
         server,
@@ -322,14 +327,15 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     })
 }
 
-/// Rebuilds the order manager and the API's read model from the journal, then opens
-/// it for this run. A damaged journal stops start-up with the reason.
+/// Rebuilds the order manager and the API's read model from the journal (snapshot
+/// plus replay), then opens it for this run. A damaged journal stops start-up with
+/// the reason. Returns the writer and the snapshot thread (not yet started).
 fn open_journal(
     setup: &OrderSetup,
     v: &Validated,
     manager: &mut OrderManager,
     store: &mut OrderStore,
-) -> anyhow::Result<(JournalWriter, Arc<JournalStats>)> {
+) -> anyhow::Result<(JournalWriter, Snapshotter, Arc<JournalStats>)> {
     let j = &setup.journal;
     let run = RunStart {
         format: journal::FORMAT_VERSION,
@@ -338,24 +344,43 @@ fn open_journal(
         instruments: v.registry.len() as u32,
         accounts: setup.accounts.len() as u32,
         max_orders: setup.capacity.orders as u64,
+        limits: setup.limits.clone(),
     };
-    let (writer, recovered) = journal::open(&j.dir, j.policy, j.segment_bytes, manager, &run, |e| store.apply(e))
-        .with_context(|| {
+    let (writer, recovered) =
+        journal::open(&j.dir, j.policy, j.segment_bytes, manager, store, &run).with_context(|| {
             format!(
                 "opening the order journal in {} ([orders.journal] dir)",
                 j.dir.display()
             )
         })?;
+    if recovered.tail.records > 0 {
+        for ((name, was), now) in setup.accounts.iter().zip(&recovered.limits).zip(&setup.limits) {
+            if was != now {
+                tracing::info!(account = %name, "risk limits changed by the configuration since the last run");
+            }
+        }
+    }
     tracing::info!(
         dir = %j.dir.display(),
-        steps = recovered.steps,
-        events = recovered.events,
-        runs = recovered.runs,
+        snapshot = ?recovered.snapshot,
+        snapshots_skipped = recovered.skipped.len(),
+        steps_replayed = recovered.steps,
+        events_replayed = recovered.events,
         torn_bytes = recovered.tail.torn.as_ref().map_or(0, |t| t.bytes),
         head = %journal::format::hex(writer.last_hash()),
         "order journal recovered"
     );
-    Ok((writer, Arc::new(JournalStats::default())))
+    let stats = Arc::new(JournalStats::default());
+    let snapshots = Snapshotter::new(
+        &j.dir,
+        &recovered.tail,
+        manager.clone(),
+        store.clone(),
+        j.snapshot_every_records,
+        j.snapshots_kept,
+        Arc::clone(&stats),
+    );
+    Ok((writer, snapshots, stats))
 }
 
 /// Binds the configured address and starts.
@@ -379,6 +404,7 @@ impl RunningApp {
         self.stop.store(true, Ordering::Relaxed);
         let engine = self.engine.take();
         let journal = self.journal.take();
+        let snapshots = self.snapshots.take();
         let journal_stop = Arc::clone(&self.journal_stop);
         let threads: Vec<JoinHandle<()>> = self
             .fanout
@@ -393,7 +419,7 @@ impl RunningApp {
                 let _ = e.join();
             }
             journal_stop.store(true, Ordering::Release);
-            if let Some(j) = journal {
+            for j in journal.into_iter().chain(snapshots) {
                 let _ = j.join();
             }
             for f in feeds {

@@ -7,42 +7,43 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::json;
 use stocksblitz_engine::journal::{self, format::hex, Record};
+use stocksblitz_engine::orders::store::OrderStore;
 use stocksblitz_engine::orders::OrderManager;
 
 use crate::config::Validated;
 
-/// Checks every checksum and the hash chain, decodes every record, and (given the
-/// configuration the journal was written with) replays it through the order manager,
-/// printing a JSON summary. Fails on anything that would stop the engine's start-up.
+/// Checks every checksum and the hash chain and decodes every record; given the
+/// configuration, recovers as start-up would instead (newest usable snapshot, then
+/// replay through the order manager). Prints a JSON summary. Fails on anything that would stop the engine's start-up.
 pub fn verify(dir: &Path, config: Option<&Validated>) -> anyhow::Result<()> {
     let segments = journal::reader::segments(dir).context("listing segments")?;
     let (mut steps, mut runs, mut events) = (0u64, 0u64, 0u64);
-    let (tail, state_hash) = match config.and_then(|v| v.orders.as_ref().map(|o| (v, o))) {
+    // Every segment, every record: checksums, the chain, decoding.
+    let tail = journal::scan(dir, |seq, payload| {
+        match journal::record::decode(payload) {
+            Ok(Record::Start(_)) => runs += 1,
+            Ok(Record::Step { events: e, .. }) => {
+                steps += 1;
+                events += e.len() as u64;
+            }
+            Err(e) => {
+                return Err(journal::JournalError::Undecodable {
+                    seq,
+                    what: e.to_string(),
+                })
+            }
+        }
+        Ok(())
+    })?;
+    // Then what start-up would do: newest usable snapshot, replay the rest.
+    let (state_hash, snapshot, replayed_steps) = match config.and_then(|v| v.orders.as_ref().map(|o| (v, o))) {
         Some((v, setup)) => {
             let mut m = OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
-            let r = journal::recover(dir, &mut m, |_| events += 1)?;
-            (steps, runs) = (r.steps, r.runs);
-            (r.tail, Some(hex(&m.state_hash())))
+            let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);
+            let r = journal::recover(dir, &mut m, &mut store)?;
+            (Some(hex(&m.state_hash())), r.snapshot, Some(r.steps))
         }
-        None => {
-            let tail = journal::scan(dir, |seq, payload| {
-                match journal::record::decode(payload) {
-                    Ok(Record::Start(_)) => runs += 1,
-                    Ok(Record::Step { events: e, .. }) => {
-                        steps += 1;
-                        events += e.len() as u64;
-                    }
-                    Err(e) => {
-                        return Err(journal::JournalError::Undecodable {
-                            seq,
-                            what: e.to_string(),
-                        })
-                    }
-                }
-                Ok(())
-            })?;
-            (tail, None)
-        }
+        None => (None, None, None),
     };
     let summary = json!({
         "status": "ok",
@@ -59,6 +60,8 @@ pub fn verify(dir: &Path, config: Option<&Validated>) -> anyhow::Result<()> {
             "bytes": t.bytes,
         })),
         "replayed": state_hash.is_some(),
+        "replayed_from_snapshot": snapshot,
+        "replayed_steps": replayed_steps,
         "state_hash": state_hash,
     });
     println!("{summary:#}");

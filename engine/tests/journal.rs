@@ -13,11 +13,14 @@ use std::sync::Arc;
 
 use orders_common::*;
 use proptest::prelude::*;
-use stocksblitz_engine::journal::{self, FsyncPolicy, JournalError, JournalStats, JournalThread, RunStart, Tail};
+use stocksblitz_engine::journal::{
+    self, FsyncPolicy, JournalError, JournalStats, JournalThread, Recovered, RunStart, Snapshotter, Tail,
+};
 use stocksblitz_engine::orders::gateway::{command_queue, CommandQueue, OrderGateway, OrderOutput};
+use stocksblitz_engine::orders::store::OrderStore;
 use stocksblitz_engine::orders::{
-    AccountId, Command, CommandKind, KillScope, OrderEvent, OrderEventData, OrderId, OrderManager, OrderType,
-    RiskLimits, TimeInForce, TradingState,
+    AccountId, Command, CommandKind, KillScope, OrderCapacity, OrderEvent, OrderEventData, OrderId, OrderManager,
+    OrderType, RiskLimits, TimeInForce, TradingState, VenueKind,
 };
 use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
 use stocksblitz_engine::{
@@ -53,7 +56,12 @@ fn run_start() -> RunStart {
         instruments: 3,
         accounts: 2,
         max_orders: 4096,
+        limits: limits(),
     }
+}
+
+fn store() -> OrderStore {
+    OrderStore::new(2, 10_000)
 }
 
 /// The engine with order entry, wired to a real journal thread (pumped by the test).
@@ -72,19 +80,33 @@ struct Rig {
     stop: AtomicBool,
     /// Everything acknowledged (forwarded after being made durable).
     events: Vec<OrderEvent>,
+    /// The read model the API would build from them.
+    store: OrderStore,
+    snapshots: Snapshotter,
 }
 
-fn rig(dir: &Path, limits: &[RiskLimits], policy: FsyncPolicy, segment_bytes: u64) -> Rig {
+fn rig(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every: u64) -> Rig {
     let (feed, input) = ring("feed", 4096);
     let (out, market) = ring("api", 1 << 16);
     // Small: steps wait in the engine's backlog and cross ring batches.
     let (order_out, journal_in) = ring("order-journal", 64);
     let (journal_out, acked) = ring("orders", 1 << 16);
     let queue = command_queue(1024);
-    let mut manager = manager_with(limits);
-    let (writer, _) = journal::open(dir, policy, segment_bytes, &mut manager, &run_start(), |_| {}).expect("open");
+    let mut manager = manager_with(&limits());
+    let mut store = store();
+    let (writer, rec) =
+        journal::open(dir, policy, segment_bytes, &mut manager, &mut store, &run_start()).expect("open");
     manager.republish_internal_books(UnixNanos(T0));
     let stats = Arc::new(JournalStats::default());
+    let snapshots = Snapshotter::new(
+        dir,
+        &rec.tail,
+        manager.clone(),
+        store.clone(),
+        snapshot_every,
+        2,
+        Arc::clone(&stats),
+    );
     let journal = JournalThread::new(writer, journal_in, journal_out, Arc::clone(&stats));
     let engine = Engine::new(&EngineConfig::default(), 3, vec![input], vec![out]).with_orders(
         manager,
@@ -105,6 +127,8 @@ fn rig(dir: &Path, limits: &[RiskLimits], policy: FsyncPolicy, segment_bytes: u6
         items: Vec::new(),
         stop: AtomicBool::new(false),
         events: Vec::new(),
+        store,
+        snapshots,
     };
     r.tick(TickData::Status {
         status: FeedStatus::Live,
@@ -123,8 +147,13 @@ impl Rig {
         loop {
             let worked = self.engine.poll() + self.journal.pump(&mut self.items, &self.stop);
             while let Some(e) = self.acked.pop() {
+                self.store.apply(&e);
                 self.events.push(e);
             }
+            self.snapshots
+                .catch_up(self.stats.head.get())
+                .expect("snapshot thread follows");
+            self.snapshots.snapshot_if_due().expect("snapshot");
             while self.market.pop().is_some() {}
             if worked == 0 {
                 return;
@@ -333,39 +362,71 @@ fn limits() -> Vec<RiskLimits> {
     vec![l; 2]
 }
 
-fn recover_into(dir: &Path, limits: &[RiskLimits]) -> Result<(OrderManager, Vec<OrderEvent>, Tail), JournalError> {
-    let mut m = manager_with(limits);
-    let mut events = Vec::new();
-    let rec = journal::recover(dir, &mut m, |e| events.push(*e))?;
-    Ok((m, events, rec.tail))
+fn recover_with(mut m: OrderManager, dir: &Path) -> Result<(OrderManager, OrderStore, Recovered), JournalError> {
+    let mut s = store();
+    let rec = journal::recover(dir, &mut m, &mut s)?;
+    Ok((m, s, rec))
+}
+
+fn recover_into(dir: &Path) -> Result<(OrderManager, OrderStore, Recovered), JournalError> {
+    recover_with(manager_with(&limits()), dir)
+}
+
+fn remove_snapshots(dir: &Path) {
+    for (_, p) in journal::snapshot::list(dir).expect("list") {
+        std::fs::remove_file(p).expect("remove");
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn recovery_rebuilds_exactly_what_was_acknowledged(ops in prop::collection::vec(op(), 1..120)) {
+    fn recovery_rebuilds_exactly_what_was_acknowledged(
+        ops in prop::collection::vec(op(), 1..120),
+        snapshot_every in 1..60u64,
+    ) {
         let dir = temp_dir("prop");
         let _cleanup = Cleanup(dir.clone());
-        let mut r = rig(&dir, &limits(), FsyncPolicy::None, 1 << 20);
+        let mut r = rig(&dir, FsyncPolicy::None, 1 << 20, snapshot_every);
         for (n, op) in ops.iter().enumerate() {
             apply(&mut r, op, n);
         }
         let live_hash = r.manager().state_hash();
-        let acked = std::mem::take(&mut r.events);
+        let live_store = r.store.clone();
         prop_assert_eq!(r.stats.discarded.get(), 0);
+        prop_assert_eq!(r.stats.snapshot_errors.get(), 0);
+        let snapshots = r.stats.snapshots.get();
         drop(r);
 
-        let (m, replayed, tail) = recover_into(&dir, &limits()).expect("recovers");
-        prop_assert!(tail.torn.is_none());
-        prop_assert_eq!(&replayed, &acked, "the same acknowledged events, in order");
+        // From the newest snapshot (when one was taken) plus the tail.
+        let (m, s, rec) = recover_into(&dir).expect("recovers");
+        prop_assert!(rec.tail.torn.is_none());
+        prop_assert_eq!(rec.snapshot.is_some(), snapshots > 0);
+        prop_assert!(rec.skipped.is_empty(), "{:?}", rec.skipped);
         prop_assert_eq!(m.state_hash(), live_hash, "the same orders, books, positions and risk usage");
+        prop_assert!(s == live_store, "the same read model (orders, fills, positions)");
+        // And from the journal alone.
+        remove_snapshots(&dir);
+        let (m, s, rec) = recover_into(&dir).expect("recovers");
+        prop_assert_eq!(rec.snapshot, None);
+        prop_assert_eq!(m.state_hash(), live_hash);
+        prop_assert!(s == live_store);
     }
 }
 
 /// A run with some of everything, on small segments; returns the acknowledged events.
 fn sample_run(dir: &Path, policy: FsyncPolicy, segment_bytes: u64) -> (Vec<OrderEvent>, [u8; 32], Arc<JournalStats>) {
-    let mut r = rig(dir, &limits(), policy, segment_bytes);
+    sample_run_with(dir, policy, segment_bytes, u64::MAX)
+}
+
+fn sample_run_with(
+    dir: &Path,
+    policy: FsyncPolicy,
+    segment_bytes: u64,
+    snapshot_every: u64,
+) -> (Vec<OrderEvent>, [u8; 32], Arc<JournalStats>) {
+    let mut r = rig(dir, policy, segment_bytes, snapshot_every);
     r.quote(MID - 1, MID + 1, 5);
     for n in 0..30 {
         let side = n % 2 == 0;
@@ -402,47 +463,57 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The read model built from the acknowledged events up to `last_seq`.
+fn store_upto(events: &[OrderEvent], last_seq: u64) -> OrderStore {
+    let mut s = store();
+    for e in events.iter().filter(|e| e.seq <= last_seq) {
+        s.apply(e);
+    }
+    s
+}
+
 #[test]
 fn a_torn_tail_is_cut_off_and_only_unacknowledged_work_is_lost() {
     let dir = temp_dir("torn");
     let _cleanup = Cleanup(dir.clone());
-    let (acked, _, _) = sample_run(&dir, FsyncPolicy::Batch, 1 << 20);
+    let (acked, hash, _) = sample_run(&dir, FsyncPolicy::Batch, 1 << 20);
     let last = segments(&dir).pop().expect("a segment");
     let full = std::fs::read(&last).expect("read");
-    // Where each record starts: cut inside the last one at several points.
-    let (_, all, tail) = recover_into(&dir, &limits()).expect("clean");
-    assert_eq!(all, acked);
-    assert_eq!(tail.segment.as_ref().map(|s| s.1), Some(full.len() as u64));
-    let mut starts = Vec::new();
+    let (m, all, rec) = recover_into(&dir).expect("clean");
+    assert_eq!(m.state_hash(), hash);
+    assert!(all == store_upto(&acked, u64::MAX));
+    assert_eq!(rec.tail.segment.as_ref().map(|s| s.1), Some(full.len() as u64));
+    let mut sizes = Vec::new();
     journal::scan(&dir, |_, payload| {
-        starts.push(payload.len());
+        sizes.push(payload.len());
         Ok(())
     })
     .expect("scan");
-    let last_len = 8 + 40 + *starts.last().expect("records") as u64;
+    // Cut inside the last record at several points.
+    let last_len = 8 + 40 + *sizes.last().expect("records") as u64;
     let last_start = full.len() as u64 - last_len;
     for cut in [1, 7, 8, 20, 47, last_len - 1] {
         std::fs::write(&last, &full[..(last_start + last_len - cut) as usize]).expect("write");
-        let (_, events, tail) = recover_into(&dir, &limits()).expect("a torn tail is not corruption");
-        let torn = tail.torn.expect("reported torn");
+        let (_, s, rec) = recover_into(&dir).expect("a torn tail is not corruption");
+        let torn = rec.tail.torn.expect("reported torn");
         assert_eq!(torn.offset, last_start);
-        assert!(acked.starts_with(&events), "a prefix of what was acknowledged");
+        assert!(s == store_upto(&acked, s.last_seq), "a prefix of what was acknowledged");
     }
     // Garbage (zeros, as a crashed file system may leave) after the last record.
     let mut padded = full.clone();
     padded.extend_from_slice(&[0; 100]);
     std::fs::write(&last, &padded).expect("write");
-    let (_, events, tail) = recover_into(&dir, &limits()).expect("zeros are a torn tail");
-    assert_eq!(events, acked);
-    assert_eq!(tail.torn.map(|t| t.bytes), Some(100));
+    let (m, _, rec) = recover_into(&dir).expect("zeros are a torn tail");
+    assert_eq!(m.state_hash(), hash);
+    assert_eq!(rec.tail.torn.map(|t| t.bytes), Some(100));
     // Opening for writing cuts it off; the next run appends cleanly after it.
-    let mut m = manager_with(&limits());
-    let (w, rec) = journal::open(&dir, FsyncPolicy::Batch, 1 << 20, &mut m, &run_start(), |_| {}).expect("open");
+    let (mut m, mut s) = (manager_with(&limits()), store());
+    let (w, rec) = journal::open(&dir, FsyncPolicy::Batch, 1 << 20, &mut m, &mut s, &run_start()).expect("open");
     assert_eq!(rec.tail.torn.map(|t| t.bytes), Some(100));
     drop(w);
-    let (_, events, tail) = recover_into(&dir, &limits()).expect("clean again");
-    assert!(tail.torn.is_none());
-    assert_eq!(events, acked);
+    let (m, _, rec) = recover_into(&dir).expect("clean again");
+    assert!(rec.tail.torn.is_none());
+    assert_eq!(m.state_hash(), hash);
 }
 
 #[test]
@@ -450,11 +521,11 @@ fn corruption_tampering_and_missing_segments_stop_recovery() {
     let dir = temp_dir("corrupt");
     let _cleanup = Cleanup(dir.clone());
     // Small segments: the run spans several files.
-    let (acked, hash, _) = sample_run(&dir, FsyncPolicy::None, 1 << 10);
+    let (_, hash, _) = sample_run(&dir, FsyncPolicy::None, 1 << 10);
     let segs = segments(&dir);
     assert!(segs.len() >= 3, "rotation happened ({} segments)", segs.len());
-    let (m, events, _) = recover_into(&dir, &limits()).expect("clean");
-    assert_eq!((events, m.state_hash()), (acked, hash), "recovers across segments");
+    let (m, _, _) = recover_into(&dir).expect("clean");
+    assert_eq!(m.state_hash(), hash, "recovers across segments");
     let mid = &segs[1];
     let original = std::fs::read(mid).expect("read");
 
@@ -462,7 +533,7 @@ fn corruption_tampering_and_missing_segments_stop_recovery() {
     let mut bad = original.clone();
     bad[journal::format::SEGMENT_HEADER + 30] ^= 0x10;
     std::fs::write(mid, &bad).expect("write");
-    let err = recover_into(&dir, &limits()).err().expect("corruption is an error");
+    let err = recover_into(&dir).err().expect("corruption is an error");
     assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("corrupt at byte"), "{err}");
 
@@ -474,14 +545,92 @@ fn corruption_tampering_and_missing_segments_stop_recovery() {
     let crc = crc32(&tampered[body..body + len]);
     tampered[body - 4..body].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(mid, &tampered).expect("write");
-    let err = recover_into(&dir, &limits()).err().expect("tampering is an error");
+    let err = recover_into(&dir).err().expect("tampering is an error");
     assert!(err.to_string().contains("hash chain broken"), "{err}");
 
     // A missing segment.
     std::fs::write(mid, &original).expect("restore");
     std::fs::remove_file(mid).expect("remove");
-    let err = recover_into(&dir, &limits()).err().expect("a gap is an error");
+    let err = recover_into(&dir).err().expect("a gap is an error");
     assert!(err.to_string().contains("segment is missing"), "{err}");
+}
+
+#[test]
+fn bad_snapshots_are_skipped_down_to_a_full_replay() {
+    let dir = temp_dir("snap");
+    let _cleanup = Cleanup(dir.clone());
+    let (acked, hash, stats) = sample_run_with(&dir, FsyncPolicy::None, 1 << 20, 10);
+    assert!(stats.snapshots.get() >= 2, "snapshots were taken");
+    let snaps = journal::snapshot::list(&dir).expect("list");
+    assert_eq!(snaps.len(), 2, "only the newest two are kept");
+    let (m, s, rec) = recover_into(&dir).expect("from the newest");
+    assert_eq!(rec.snapshot, Some(snaps[0].0));
+    assert!(rec.steps < 20, "only the tail was replayed ({} steps)", rec.steps);
+    assert_eq!(m.state_hash(), hash);
+    assert!(s == store_upto(&acked, u64::MAX));
+
+    // A damaged newest snapshot: the older one is used.
+    let newest = std::fs::read(&snaps[0].1).expect("read");
+    let mut bad = newest.clone();
+    let n = bad.len();
+    bad[n - 3] ^= 0xFF;
+    std::fs::write(&snaps[0].1, &bad).expect("write");
+    let (m, _, rec) = recover_into(&dir).expect("from the older");
+    assert_eq!(rec.snapshot, Some(snaps[1].0));
+    assert_eq!(rec.skipped.len(), 1);
+    assert!(rec.skipped[0].contains("checksum"), "{:?}", rec.skipped);
+    assert_eq!(m.state_hash(), hash);
+
+    // Both from another configuration (pool size): a full replay.
+    std::fs::write(&snaps[0].1, &newest).expect("restore");
+    let other = OrderManager::new(
+        &registry(),
+        &[VenueKind::Internal, VenueKind::Paper, VenueKind::Paper],
+        &[100_000_000; 3],
+        &limits(),
+        OrderCapacity {
+            orders: 4096,
+            levels: 256,
+            stops: 256,
+            day_offset_secs: 19_800,
+        },
+    );
+    let (m, _, rec) = recover_with(other, &dir).expect("same shape: snapshot fits");
+    assert_eq!((rec.snapshot, m.state_hash()), (Some(snaps[0].0), hash));
+    let bigger = OrderManager::new(
+        &registry(),
+        &[VenueKind::Internal, VenueKind::Paper, VenueKind::Paper],
+        &[100_000_000; 3],
+        &limits(),
+        OrderCapacity {
+            orders: 8192,
+            levels: 256,
+            stops: 256,
+            day_offset_secs: 19_800,
+        },
+    );
+    let (_, _, rec) = recover_with(bigger, &dir).expect("full replay");
+    assert_eq!(rec.snapshot, None);
+    assert_eq!(rec.skipped.len(), 2, "{:?}", rec.skipped);
+    assert!(rec.skipped[0].contains("max_orders"), "{:?}", rec.skipped);
+
+    // A snapshot ahead of the journal (journal records lost, say to a power cut under
+    // fsync = "none"): not used.
+    let segs = segments(&dir);
+    let last = segs.last().expect("segment");
+    let len = std::fs::metadata(last).expect("meta").len();
+    let mut sizes = Vec::new();
+    journal::scan(&dir, |_, p| {
+        sizes.push(p.len() as u64 + 48);
+        Ok(())
+    })
+    .expect("scan");
+    let cut: u64 = sizes.iter().rev().take(15).sum();
+    let f = std::fs::OpenOptions::new().write(true).open(last).expect("open");
+    f.set_len(len - cut).expect("truncate");
+    let (_, _, rec) = recover_into(&dir).expect("older snapshot or full replay");
+    assert!(rec.snapshot.is_none_or(|s| s < rec.tail.next_seq), "{rec:?}");
+    assert!(!rec.skipped.is_empty());
 }
 
 fn crc32(b: &[u8]) -> u32 {
@@ -506,11 +655,44 @@ fn a_changed_configuration_that_alters_history_is_caught() {
     let _cleanup = Cleanup(dir.clone());
     let (acked, _, _) = sample_run(&dir, FsyncPolicy::None, 1 << 20);
     assert!(acked.iter().any(|e| matches!(e.data, OrderEventData::Order { .. })));
-    let mut tight = limits();
-    tight[0].max_open_orders = 1;
-    let err = recover_into(&dir, &tight).err().expect("diverges");
+    // The internal instrument moved to the paper venue: history no longer replays.
+    let moved = OrderManager::new(
+        &registry(),
+        &[VenueKind::Paper, VenueKind::Paper, VenueKind::Paper],
+        &[100_000_000; 3],
+        &limits(),
+        OrderCapacity {
+            orders: 4096,
+            levels: 256,
+            stops: 256,
+            day_offset_secs: 19_800,
+        },
+    );
+    let err = recover_with(moved, &dir).err().expect("diverges");
     assert!(matches!(err, JournalError::Diverged { .. }), "{err}");
     assert!(err.to_string().contains("configuration"), "{err}");
+}
+
+#[test]
+fn limits_replay_as_they_were_and_the_configuration_applies_from_the_next_run() {
+    let dir = temp_dir("limits");
+    let _cleanup = Cleanup(dir.clone());
+    let (_, hash, _) = sample_run(&dir, FsyncPolicy::None, 1 << 20);
+    // Recovered with tighter configured limits: history replays under the old ones.
+    let mut tight = limits();
+    tight[0].max_open_orders = 1;
+    let (m, _, rec) = recover_with(manager_with(&tight), &dir).expect("replays");
+    assert_eq!(m.state_hash(), hash);
+    assert_eq!(rec.limits, limits());
+    // The next run starts with the configured limits, and says so in its start record.
+    let (mut m, mut s) = (manager_with(&tight), store());
+    let mut run = run_start();
+    run.limits = tight.clone();
+    let (w, _) = journal::open(&dir, FsyncPolicy::None, 1 << 20, &mut m, &mut s, &run).expect("open");
+    assert_eq!(m.limits(), tight);
+    drop(w);
+    let (m, _, _) = recover_into(&dir).expect("replays");
+    assert_eq!(m.limits(), tight);
 }
 
 #[test]
@@ -539,10 +721,10 @@ fn fsync_policies_sync_as_documented() {
 fn a_second_writer_is_refused() {
     let dir = temp_dir("lock");
     let _cleanup = Cleanup(dir.clone());
-    let mut m = manager_with(&limits());
-    let (_w, _) = journal::open(&dir, FsyncPolicy::None, 1 << 20, &mut m, &run_start(), |_| {}).expect("open");
-    let mut m2 = manager_with(&limits());
-    let err = journal::open(&dir, FsyncPolicy::None, 1 << 20, &mut m2, &run_start(), |_| {})
+    let (mut m, mut s) = (manager_with(&limits()), store());
+    let (_w, _) = journal::open(&dir, FsyncPolicy::None, 1 << 20, &mut m, &mut s, &run_start()).expect("open");
+    let (mut m2, mut s2) = (manager_with(&limits()), store());
+    let err = journal::open(&dir, FsyncPolicy::None, 1 << 20, &mut m2, &mut s2, &run_start())
         .err()
         .expect("locked");
     assert!(err.to_string().contains("another process"), "{err}");

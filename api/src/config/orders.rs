@@ -62,6 +62,11 @@ pub struct JournalConfig {
     pub fsync_interval_ms: Option<u64>,
     /// A new segment file starts past this size.
     pub segment_bytes: u64,
+    /// A snapshot of the order state is written every this many records, so start-up
+    /// replays at most about this many.
+    pub snapshot_every_records: u64,
+    /// Snapshots kept (older ones are deleted; the journal itself is never deleted).
+    pub snapshots_kept: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -78,6 +83,8 @@ pub struct JournalSetup {
     pub dir: PathBuf,
     pub policy: FsyncPolicy,
     pub segment_bytes: u64,
+    pub snapshot_every_records: u64,
+    pub snapshots_kept: usize,
 }
 
 fn journal(c: &JournalConfig) -> Result<JournalSetup, ConfigError> {
@@ -85,6 +92,13 @@ fn journal(c: &JournalConfig) -> Result<JournalSetup, ConfigError> {
         return Err(ConfigError::invalid("orders.journal.dir", "must not be empty"));
     }
     range("orders.journal.segment_bytes", c.segment_bytes, 1 << 20, 1 << 34)?;
+    range(
+        "orders.journal.snapshot_every_records",
+        c.snapshot_every_records,
+        1,
+        1 << 40,
+    )?;
+    range("orders.journal.snapshots_kept", c.snapshots_kept as u64, 1, 100)?;
     let policy = match (c.fsync, c.fsync_interval_ms) {
         (FsyncMode::Interval, Some(ms)) => {
             range("orders.journal.fsync_interval_ms", ms, 1, 10_000)?;
@@ -109,6 +123,8 @@ fn journal(c: &JournalConfig) -> Result<JournalSetup, ConfigError> {
         dir: c.dir.clone(),
         policy,
         segment_bytes: c.segment_bytes,
+        snapshot_every_records: c.snapshot_every_records,
+        snapshots_kept: c.snapshots_kept,
     })
 }
 

@@ -7,7 +7,6 @@ pub mod fanout;
 pub mod idempotency;
 pub mod json;
 pub mod service;
-pub mod store;
 
 use axum::http::StatusCode;
 

@@ -20,8 +20,8 @@ use tokio::sync::oneshot;
 
 use super::accounts::Accounts;
 use super::idempotency::Idempotency;
-use super::store::OrderStore;
 use crate::auth::Tokens;
+use stocksblitz_engine::orders::store::OrderStore;
 
 /// Why a command got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

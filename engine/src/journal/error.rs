@@ -21,6 +21,12 @@ pub enum JournalError {
          the configuration the journal was written with"
     )]
     Diverged { seq: u64, what: String },
+    /// A snapshot does not fit the journal (recovery then uses an older one, or none).
+    #[error("snapshot does not match the journal: {0}")]
+    SnapshotMismatch(String),
+    /// A snapshot file that cannot be used (damaged, other configuration).
+    #[error("snapshot unusable: {0}")]
+    Snapshot(String),
     #[error("journal record {seq} cannot be read: {what}")]
     Undecodable { seq: u64, what: String },
     #[error("journal record {seq} could not be encoded: {what}")]

@@ -10,13 +10,17 @@
 //! - [`format`]: bytes on disk; [`record`]: what a record holds;
 //! - [`reader`]: scanning, verification and the torn-tail rule;
 //! - [`writer`]: appends, group commit, fsync policy, rotation;
-//! - [`thread`]: the journal thread; [`recovery`]: replay at start-up.
+//! - [`thread`]: the journal thread; [`recovery`]: snapshot + replay at start-up;
+//! - [`snapshot`]: snapshot files; [`snapshotter`]: the thread that writes them from a
+//!   shadow copy that follows the journal.
 
 pub mod error;
 pub mod format;
 pub mod reader;
 pub mod record;
 pub mod recovery;
+pub mod snapshot;
+pub mod snapshotter;
 pub mod stats;
 pub mod thread;
 pub mod writer;
@@ -27,24 +31,28 @@ pub use error::JournalError;
 pub use reader::{scan, Tail, TornTail};
 pub use record::{Record, RecordRef, RunStart, FORMAT_VERSION};
 pub use recovery::{recover, Recovered};
+pub use snapshotter::Snapshotter;
 pub use stats::JournalStats;
 pub use thread::JournalThread;
 pub use writer::{FsyncPolicy, JournalWriter};
 
-use crate::orders::{OrderEvent, OrderManager};
+use crate::orders::store::OrderStore;
+use crate::orders::OrderManager;
 
-/// Recovers `manager` from the journal in `dir` (creating an empty one if there is
-/// none), then opens it for appending and records the start of this run.
+/// Recovers `manager` and `store` from the journal in `dir` (an empty journal if there
+/// is none), applies this run's configured limits, then opens the journal for
+/// appending and records the start of the run.
 pub fn open(
     dir: &Path,
     policy: FsyncPolicy,
     segment_bytes: u64,
     manager: &mut OrderManager,
+    store: &mut OrderStore,
     run: &RunStart,
-    on_event: impl FnMut(&OrderEvent),
 ) -> Result<(JournalWriter, Recovered), JournalError> {
-    let recovered = recover(dir, manager, on_event)?;
+    let recovered = recover(dir, manager, store)?;
     let mut writer = JournalWriter::open(dir, &recovered.tail, policy, segment_bytes)?;
+    manager.set_limits(&run.limits);
     writer.append(&RecordRef::Start(run))?;
     writer.commit()?;
     writer.sync()?;

@@ -68,8 +68,28 @@ pub fn segments(dir: &Path) -> Result<Vec<Segment>, JournalError> {
 
 /// Reads every record in order, calling `visit(seq, payload)` for each, and returns
 /// where the journal ends. Does not modify anything.
-pub fn scan(dir: &Path, mut visit: impl FnMut(u64, &[u8]) -> Result<(), JournalError>) -> Result<Tail, JournalError> {
-    let segs = segments(dir)?;
+pub fn scan(dir: &Path, visit: impl FnMut(u64, &[u8]) -> Result<(), JournalError>) -> Result<Tail, JournalError> {
+    scan_from(dir, None, visit)
+}
+
+/// Like [`scan`], but when `after` is `(seq, hash)` (a snapshot's position), segments
+/// wholly before it are not read, records up to `seq` are checked but not visited, and
+/// record `seq` must have `hash`; otherwise [`JournalError::SnapshotMismatch`].
+pub fn scan_from(
+    dir: &Path,
+    after: Option<(u64, Hash)>,
+    mut visit: impl FnMut(u64, &[u8]) -> Result<(), JournalError>,
+) -> Result<Tail, JournalError> {
+    let mut segs = segments(dir)?;
+    if let Some((seq, _)) = after {
+        // The first segment that holds record seq + 1 (or the last one before it).
+        let skip = segs
+            .iter()
+            .take_while(|s| s.first_seq <= seq + 1)
+            .count()
+            .saturating_sub(1);
+        segs.drain(..skip);
+    }
     let mut tail = Tail {
         segment: None,
         next_seq: 1,
@@ -83,17 +103,27 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(u64, &[u8]) -> Result<(), JournalE
         let (first, prev) = match decode_header(&seg.path, &buf) {
             Ok(h) => h,
             // A crash while creating the newest segment can leave its header short.
-            Err(_) if last_segment && buf.len() < SEGMENT_HEADER && i > 0 => {
+            Err(_) if last_segment && buf.len() < SEGMENT_HEADER && (i > 0 || after.is_some()) => {
                 tail.torn = Some(TornTail {
                     path: seg.path.clone(),
                     offset: 0,
                     bytes: buf.len() as u64,
                 });
                 tail.segment = Some((seg.path.clone(), 0));
-                return Ok(tail);
+                break;
             }
             Err(e) => return Err(e),
         };
+        if let (0, Some((seq, hash))) = (i, after) {
+            // The snapshot's check starts from this segment's header.
+            if first > seq + 1 || (first == seq + 1 && prev != hash) {
+                return Err(JournalError::SnapshotMismatch(format!(
+                    "the journal's segment {} does not continue from the snapshot at record {seq}",
+                    seg.path.display()
+                )));
+            }
+            (tail.next_seq, tail.last_hash) = (first, prev);
+        }
         if first != seg.first_seq || first != tail.next_seq || prev != tail.last_hash {
             return Err(JournalError::corrupt(
                 &seg.path,
@@ -125,7 +155,15 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(u64, &[u8]) -> Result<(), JournalE
                             format!("hash chain broken at record {} (the record was altered)", r.seq),
                         ));
                     }
-                    visit(r.seq, r.payload)?;
+                    match after {
+                        Some((seq, hash)) if r.seq == seq && r.hash != hash => {
+                            return Err(JournalError::SnapshotMismatch(format!(
+                                "record {seq} of the journal is not the one the snapshot was taken at"
+                            )))
+                        }
+                        Some((seq, _)) if r.seq <= seq => {}
+                        _ => visit(r.seq, r.payload)?,
+                    }
                     tail.last_hash = r.hash;
                     tail.next_seq += 1;
                     tail.records += 1;
@@ -149,6 +187,19 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(u64, &[u8]) -> Result<(), JournalE
             }
         }
         tail.segment = Some((seg.path.clone(), at.min(buf.len()) as u64));
+    }
+    if let Some((seq, hash)) = after {
+        let reached = tail.next_seq > seq || (tail.next_seq == seq + 1 && tail.last_hash == hash);
+        if !reached {
+            return Err(JournalError::SnapshotMismatch(format!(
+                "the snapshot is at record {seq} but the journal ends before it"
+            )));
+        }
+        if tail.next_seq == seq + 1 && tail.last_hash != hash {
+            return Err(JournalError::SnapshotMismatch(format!(
+                "record {seq} of the journal is not the one the snapshot was taken at"
+            )));
+        }
     }
     Ok(tail)
 }

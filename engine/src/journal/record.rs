@@ -2,7 +2,7 @@
 //! the events it produced. Encoded with postcard (compact, stable); variant and field
 //! order are the format: append only, bump [`FORMAT_VERSION`] otherwise.
 
-use crate::orders::{OrderEvent, Step};
+use crate::orders::{OrderEvent, RiskLimits, Step};
 use crate::time::UnixNanos;
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -17,6 +17,9 @@ pub struct RunStart {
     pub instruments: u32,
     pub accounts: u32,
     pub max_orders: u64,
+    /// Every account's limits as the run started (from the configuration): replay
+    /// applies them here, so history replays under the limits it ran with.
+    pub limits: Vec<RiskLimits>,
 }
 
 /// A record as read back (and as `stocksblitz journal dump` prints it).

@@ -1,77 +1,165 @@
-//! Start-up: rebuild the order manager from the journal.
+//! Start-up: rebuild the order manager and the read model from the journal.
 //!
-//! Every step is replayed through the same manager code, with the market it saw, and
-//! must produce exactly the events that were journaled with it; the first difference
-//! stops start-up (the state would no longer be the one traders were told about).
-//! Each replayed event is also handed to `on_event`, so the API's read model is
-//! rebuilt from the same stream.
+//! The newest snapshot that checks out (checksum, shapes, state hash, and its place
+//! in the journal's hash chain) is loaded, and only the records after it are
+//! replayed; a snapshot that does not check out is skipped with a warning, down to a
+//! full replay. Every step is replayed through the same manager code, with the market
+//! it saw, and must produce exactly the events that were journaled with it; the first
+//! difference stops start-up (the state would no longer be the one traders were told
+//! about). Start records set the limits the run began with.
 
 use std::path::Path;
 
-use crate::orders::{OrderEvent, OrderManager};
+use crate::orders::store::OrderStore;
+use crate::orders::{OrderEvent, OrderManager, RiskLimits};
 
 use super::error::JournalError;
-use super::reader::{scan, Tail};
+use super::reader::{scan_from, Tail};
 use super::record::{decode, Record, FORMAT_VERSION};
+use super::snapshot;
 
 /// What recovery found.
 #[derive(Debug, Clone)]
 pub struct Recovered {
     pub tail: Tail,
+    /// Steps and events replayed (after the snapshot, if one was used).
     pub steps: u64,
     pub events: u64,
-    /// Engine runs recorded (start records).
+    /// Start records seen while replaying.
+    pub runs: u64,
+    /// The record the snapshot used was taken at.
+    pub snapshot: Option<u64>,
+    /// Snapshots passed over, and why.
+    pub skipped: Vec<String>,
+    /// Every account's limits as recovered (before this run's configuration applies).
+    pub limits: Vec<RiskLimits>,
+}
+
+/// Counts while replaying.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Replayed {
+    pub steps: u64,
+    pub events: u64,
     pub runs: u64,
 }
 
-pub fn recover(
-    dir: &Path,
+/// Applies one journal record to the manager and the read model, checking that a
+/// step's replay reproduces its journaled events.
+pub(crate) fn apply_record(
     manager: &mut OrderManager,
-    mut on_event: impl FnMut(&OrderEvent),
-) -> Result<Recovered, JournalError> {
-    let (mut steps, mut events, mut runs) = (0u64, 0u64, 0u64);
-    manager.clear();
-    let tail = scan(dir, |seq, payload| {
-        let record = decode(payload).map_err(|e| JournalError::Undecodable {
-            seq,
-            what: e.to_string(),
-        })?;
-        match record {
-            Record::Start(start) => {
-                if start.format > FORMAT_VERSION {
-                    return Err(JournalError::Undecodable {
-                        seq,
-                        what: format!(
-                            "written in journal format {} by engine {}; this engine reads format {FORMAT_VERSION}",
-                            start.format, start.engine
-                        ),
-                    });
-                }
-                runs += 1;
+    store: &mut OrderStore,
+    seq: u64,
+    payload: &[u8],
+    counts: &mut Replayed,
+) -> Result<(), JournalError> {
+    let record = decode(payload).map_err(|e| JournalError::Undecodable {
+        seq,
+        what: e.to_string(),
+    })?;
+    match record {
+        Record::Start(start) => {
+            if start.format > FORMAT_VERSION {
+                return Err(JournalError::Undecodable {
+                    seq,
+                    what: format!(
+                        "written in journal format {} by engine {}; this engine reads format {FORMAT_VERSION}",
+                        start.format, start.engine
+                    ),
+                });
             }
-            Record::Step {
-                step,
-                events: journaled,
-            } => {
-                manager.replay(&step);
-                if let Some(what) = first_difference(manager.events(), &journaled) {
-                    return Err(JournalError::Diverged { seq, what });
-                }
-                for e in &journaled {
-                    on_event(e);
-                }
-                steps += 1;
-                events += journaled.len() as u64;
-                manager.clear();
-            }
+            manager.set_limits(&start.limits);
+            counts.runs += 1;
         }
-        Ok(())
+        Record::Step {
+            step,
+            events: journaled,
+        } => {
+            manager.replay(&step);
+            if let Some(what) = first_difference(manager.events(), &journaled) {
+                return Err(JournalError::Diverged { seq, what });
+            }
+            for e in &journaled {
+                store.apply(e);
+            }
+            counts.steps += 1;
+            counts.events += journaled.len() as u64;
+            manager.clear();
+        }
+    }
+    Ok(())
+}
+
+pub fn recover(dir: &Path, manager: &mut OrderManager, store: &mut OrderStore) -> Result<Recovered, JournalError> {
+    manager.clear();
+    let pristine = (manager.clone(), store.clone());
+    let mut skipped = Vec::new();
+    for (_, path) in snapshot::list(dir)? {
+        match from_snapshot(dir, &path, manager, store) {
+            Ok((mut r, seq)) => {
+                r.snapshot = Some(seq);
+                r.skipped = skipped;
+                return Ok(r);
+            }
+            Err(e) if is_snapshot_problem(&e) => {
+                tracing::warn!(snapshot = %path.display(), error = %e, "snapshot skipped: recovering from an older one");
+                skipped.push(format!("{}: {e}", path.display()));
+                (*manager, *store) = pristine.clone();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut r = replay(dir, None, manager, store)?;
+    r.skipped = skipped;
+    Ok(r)
+}
+
+/// Errors that condemn a snapshot rather than the journal: recovery tries the next.
+fn is_snapshot_problem(e: &JournalError) -> bool {
+    matches!(
+        e,
+        JournalError::SnapshotMismatch(_) | JournalError::Diverged { .. } | JournalError::Snapshot(_)
+    )
+}
+
+fn from_snapshot(
+    dir: &Path,
+    path: &Path,
+    manager: &mut OrderManager,
+    store: &mut OrderStore,
+) -> Result<(Recovered, u64), JournalError> {
+    let bad = |what: String| JournalError::Snapshot(format!("{}: {what}", path.display()));
+    let snap = snapshot::read(path).map_err(|e| bad(e.to_string()))?;
+    manager.restore_image(&snap.image).map_err(|e| bad(e.to_string()))?;
+    if manager.state_hash() != snap.state {
+        return Err(bad("the restored state does not match the snapshot's state hash".into()));
+    }
+    let restored: OrderStore = postcard::from_bytes(&snap.store).map_err(|e| bad(format!("read model: {e}")))?;
+    if !restored.fits(store) {
+        return Err(bad("the read model was taken with a different account count".into()));
+    }
+    *store = restored;
+    let r = replay(dir, Some((snap.seq, snap.chain)), manager, store)?;
+    Ok((r, snap.seq))
+}
+
+fn replay(
+    dir: &Path,
+    after: Option<(u64, super::format::Hash)>,
+    manager: &mut OrderManager,
+    store: &mut OrderStore,
+) -> Result<Recovered, JournalError> {
+    let mut counts = Replayed::default();
+    let tail = scan_from(dir, after, |seq, payload| {
+        apply_record(manager, store, seq, payload, &mut counts)
     })?;
     Ok(Recovered {
         tail,
-        steps,
-        events,
-        runs,
+        steps: counts.steps,
+        events: counts.events,
+        runs: counts.runs,
+        snapshot: None,
+        skipped: Vec::new(),
+        limits: manager.limits(),
     })
 }
 

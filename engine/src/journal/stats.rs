@@ -20,6 +20,10 @@ pub struct JournalStats {
     pub discarded: Counter,
     /// Number of the last durable record.
     pub head: Counter,
+    /// Snapshots written, the record the last one was taken at, and failures.
+    pub snapshots: Counter,
+    pub snapshot_record: Counter,
+    pub snapshot_errors: Counter,
     failed: AtomicBool,
     failure: OnceLock<String>,
 }

@@ -89,6 +89,9 @@ pub struct OrderCapacity {
     pub day_offset_secs: i64,
 }
 
+/// `Clone` makes the journal's shadow copy (snapshots are taken from it, off the
+/// engine thread).
+#[derive(Clone)]
 pub struct OrderManager {
     pub(super) rules: Vec<InstrumentRules>,
     pub(super) pool: OrderPool,

@@ -11,6 +11,7 @@ pub mod digest;
 pub mod event;
 pub mod execution;
 pub mod gateway;
+pub mod image;
 pub mod manager;
 pub mod pool;
 pub mod position;
@@ -18,6 +19,7 @@ pub mod queue_book;
 pub mod reject;
 pub mod risk;
 pub mod step;
+pub mod store;
 pub mod types;
 
 pub use command::{Command, CommandKind, KillScope, NewOrder};

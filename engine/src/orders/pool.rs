@@ -21,6 +21,7 @@ pub const fn slot_mask() -> u64 {
     SLOT_MASK
 }
 
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct OrderPool {
     slots: Vec<Slot>,
     /// Free slots, oldest-released first: a finished order stays readable as long as
@@ -28,7 +29,7 @@ pub struct OrderPool {
     free: VecDeque<u32>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Slot {
     generation: u64,
     live: bool,

@@ -15,6 +15,7 @@ use super::types::OrderId;
 const NIL: u64 = u64::MAX;
 
 /// prev/next order ids per pool slot (shared by every book of one engine).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Links {
     prev: Vec<u64>,
     next: Vec<u64>,
@@ -22,6 +23,11 @@ pub struct Links {
 }
 
 impl Links {
+    /// Slots linked (the pool's capacity).
+    pub fn capacity(&self) -> usize {
+        self.prev.len()
+    }
+
     pub fn new(capacity: usize, slot_mask: u64) -> Self {
         Self {
             prev: vec![NIL; capacity],
@@ -76,7 +82,7 @@ impl Links {
 }
 
 /// One price level: total resting quantity and its FIFO of orders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueLevel {
     pub price: Price,
     pub qty: Qty,
@@ -85,7 +91,7 @@ pub struct QueueLevel {
     tail: u64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct QueueBook {
     /// Ascending by price: best bid is last.
     bids: Vec<QueueLevel>,
@@ -121,6 +127,17 @@ impl QueueBook {
             Side::Buy => levels.binary_search_by(|l| l.price.cmp(&price)),
             Side::Sell => levels.binary_search_by(|l| price.cmp(&l.price)),
         }
+    }
+
+    /// Levels each side can hold without allocating.
+    pub fn capacity(&self) -> usize {
+        self.bids.capacity().min(self.asks.capacity())
+    }
+
+    /// Makes room for `levels` per side (a restored book gets its configured size back).
+    pub fn reserve_to(&mut self, levels: usize) {
+        self.bids.reserve_exact(levels.saturating_sub(self.bids.len()));
+        self.asks.reserve_exact(levels.saturating_sub(self.asks.len()));
     }
 
     pub fn best(&self, side: Side) -> Option<&QueueLevel> {

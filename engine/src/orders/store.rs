@@ -1,20 +1,25 @@
-//! The API's read model of orders, fills and positions, filled from the engine's
-//! order events by the order fan-out thread. REST queries read it; the engine is never
-//! asked. Open orders are always kept; finished ones and fills are kept up to
-//! `[orders] history_per_account` per account (oldest dropped first).
+//! The read model of orders, fills and positions that the API serves, filled from the
+//! order events: by the API's order fan-out thread, and at start-up from the journal
+//! (journal snapshots include it, so history survives them). REST queries read it; the
+//! engine is never asked. Open orders are always kept; finished ones and fills are
+//! kept up to `[orders] history_per_account` per account (oldest dropped first).
 
 use std::collections::{HashMap, VecDeque};
 
-use stocksblitz_engine::orders::{AccountId, Fill, Order, OrderEvent, OrderEventData, OrderId, Position};
-use stocksblitz_engine::InstrumentId;
+use crate::ids::InstrumentId;
+
+use super::event::{Fill, OrderEvent, OrderEventData};
+use super::position::Position;
+use super::types::{AccountId, Order, OrderId};
 
 /// One order as last reported, with the API's own arrival sequence (the cursor).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderRecord {
     pub seq: u64,
     pub order: Order,
 }
 
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OrderStore {
     orders: HashMap<OrderId, OrderRecord>,
     /// Per account, order ids in arrival order.
@@ -38,6 +43,11 @@ impl OrderStore {
             last_seq: 0,
             seq_gaps: 0,
         }
+    }
+
+    /// Whether a restored store has the shape of `fresh` (same accounts).
+    pub fn fits(&self, fresh: &OrderStore) -> bool {
+        self.by_account.len() == fresh.by_account.len() && self.fills.len() == fresh.fills.len()
     }
 
     pub fn apply(&mut self, e: &OrderEvent) {

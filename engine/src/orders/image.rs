@@ -1,0 +1,155 @@
+//! The manager's durable state as bytes and back, for journal snapshots.
+//!
+//! The image holds what [`OrderManager::state_hash`] covers (orders, free list, books,
+//! stops, accounts, positions, kill switches, counters). Instrument rules are not in
+//! it: they come from the configuration, and a snapshot whose shapes (instruments,
+//! accounts, pool size) do not match the configuration is refused, so that recovery
+//! replays the journal instead of guessing.
+
+use std::collections::HashMap;
+
+use crate::time::UnixNanos;
+
+use super::manager::OrderManager;
+use super::pool::OrderPool;
+use super::position::Position;
+use super::queue_book::{Links, QueueBook};
+use super::risk::{AccountRisk, RiskLimits};
+use super::types::{AccountId, ClientOrderId, OrderId};
+
+#[derive(serde::Serialize)]
+struct ImageRef<'a> {
+    pool: &'a OrderPool,
+    links: &'a Links,
+    books: &'a [QueueBook],
+    stops: &'a [Vec<OrderId>],
+    accounts: &'a [AccountRisk],
+    positions: &'a [Position],
+    position_exposure: &'a [i128],
+    client_ids: Vec<(AccountId, ClientOrderId, OrderId)>,
+    global_kill: bool,
+    instrument_kill: &'a [bool],
+    seq: u64,
+    fill_seq: u64,
+    trade_seq: &'a [u64],
+    next_expiry_check: UnixNanos,
+}
+
+#[derive(serde::Deserialize)]
+struct Image {
+    pool: OrderPool,
+    links: Links,
+    books: Vec<QueueBook>,
+    stops: Vec<Vec<OrderId>>,
+    accounts: Vec<AccountRisk>,
+    positions: Vec<Position>,
+    position_exposure: Vec<i128>,
+    client_ids: Vec<(AccountId, ClientOrderId, OrderId)>,
+    global_kill: bool,
+    instrument_kill: Vec<bool>,
+    seq: u64,
+    fill_seq: u64,
+    trade_seq: Vec<u64>,
+    next_expiry_check: UnixNanos,
+}
+
+/// Why an image cannot be restored into this manager.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("snapshot cannot be decoded: {0}")]
+    Decode(String),
+    #[error("snapshot was taken with a different {0} than configured now")]
+    Shape(&'static str),
+}
+
+impl OrderManager {
+    /// Appends the image to `out`.
+    pub fn encode_image(&self, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+        let mut client_ids: Vec<_> = self.client_ids.iter().map(|(k, v)| (k.0, k.1, *v)).collect();
+        client_ids.sort_unstable_by(|a, b| (a.0, a.1.as_str(), a.2).cmp(&(b.0, b.1.as_str(), b.2)));
+        let image = ImageRef {
+            pool: &self.pool,
+            links: &self.links,
+            books: &self.books,
+            stops: &self.stops,
+            accounts: &self.accounts,
+            positions: &self.positions,
+            position_exposure: &self.position_exposure,
+            client_ids,
+            global_kill: self.global_kill,
+            instrument_kill: &self.instrument_kill,
+            seq: self.seq,
+            fill_seq: self.fill_seq,
+            trade_seq: &self.trade_seq,
+            next_expiry_check: self.next_expiry_check,
+        };
+        postcard::to_io(&image, out).map(|_| ())
+    }
+
+    /// Replaces the state with an image's. Nothing changes on error. Preallocated
+    /// sizes are kept, so the restored manager allocates no more than a fresh one.
+    pub fn restore_image(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
+        let mut img: Image = postcard::from_bytes(bytes).map_err(|e| ImageError::Decode(e.to_string()))?;
+        let n = self.rules.len();
+        let shapes = [
+            (img.pool.capacity() == self.pool.capacity(), "max_orders"),
+            (img.links.capacity() == self.links.capacity(), "max_orders"),
+            (img.books.len() == n && img.stops.len() == n, "instrument count"),
+            (
+                img.instrument_kill.len() == n && img.trade_seq.len() == n,
+                "instrument count",
+            ),
+            (img.accounts.len() == self.accounts.len(), "account count"),
+            (
+                img.positions.len() == self.positions.len(),
+                "account or instrument count",
+            ),
+            (
+                img.position_exposure.len() == self.position_exposure.len(),
+                "account or instrument count",
+            ),
+        ];
+        if let Some((_, what)) = shapes.iter().find(|(ok, _)| !ok) {
+            return Err(ImageError::Shape(what));
+        }
+        for (new, old) in img.books.iter_mut().zip(&self.books) {
+            new.reserve_to(old.capacity());
+        }
+        for (new, old) in img.stops.iter_mut().zip(&self.stops) {
+            new.reserve_exact(old.capacity().saturating_sub(new.len()));
+        }
+        let mut client_ids = HashMap::with_capacity(self.client_ids.capacity().max(img.client_ids.len()));
+        for (account, client, id) in img.client_ids {
+            client_ids.insert((account, client), id);
+        }
+        self.pool = img.pool;
+        self.links = img.links;
+        self.books = img.books;
+        self.stops = img.stops;
+        self.accounts = img.accounts;
+        self.positions = img.positions;
+        self.position_exposure = img.position_exposure;
+        self.client_ids = client_ids;
+        self.global_kill = img.global_kill;
+        self.instrument_kill = img.instrument_kill;
+        self.seq = img.seq;
+        self.fill_seq = img.fill_seq;
+        self.trade_seq = img.trade_seq;
+        self.next_expiry_check = img.next_expiry_check;
+        self.clear();
+        Ok(())
+    }
+
+    /// Every account's limits, in account order.
+    pub fn limits(&self) -> Vec<RiskLimits> {
+        self.accounts.iter().map(|a| a.limits).collect()
+    }
+
+    /// Sets the limits of the first `limits.len()` accounts (a run's start: the
+    /// configured limits, journaled in its start record).
+    pub fn set_limits(&mut self, limits: &[RiskLimits]) {
+        for (a, l) in self.accounts.iter_mut().zip(limits) {
+            a.limits = *l;
+        }
+    }
+}
