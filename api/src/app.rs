@@ -16,7 +16,7 @@ use stocksblitz_engine::affinity::pin_current_thread;
 use stocksblitz_engine::idle::Idler;
 use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWriter, RunStart, Snapshotter};
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
-use stocksblitz_engine::orders::{OrderEvent, OrderManager};
+use stocksblitz_engine::orders::OrderManager;
 use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{Engine, EngineEvent, Price, Tick, UnixNanos};
 use stocksblitz_feed_handlers::live::spawn_live;
@@ -201,7 +201,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
             let tokens = crate::auth::Tokens::new(&secret, &auth.issuer, &auth.audience, auth.leeway_secs);
             let queue = command_queue(setup.command_queue_capacity);
             let (order_out, journal_in) = ring::<OrderOutput>("order-journal", setup.event_ring_capacity);
-            let (journal_out, order_in) = ring::<OrderEvent>("orders", setup.event_ring_capacity);
+            let (journal_out, order_in) = ring::<OrderOutput>("orders", setup.event_ring_capacity);
             let mut manager =
                 OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
             let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);

@@ -79,6 +79,21 @@ async fn book_eventually(c: &Client, want: &Value) -> Value {
     last
 }
 
+/// POST /orders with an Idempotency-Key.
+async fn post_keyed(c: &Client, key: &str, body: &Value) -> (StatusCode, Value) {
+    let r = c
+        .http
+        .post(format!("{}/orders", c.base))
+        .bearer_auth(&c.token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_positions_and_books_survive_a_restart() {
     let dir = fresh_dir("restart");
@@ -102,6 +117,9 @@ async fn orders_positions_and_books_survive_a_restart() {
     let cancel_id = cancelled["order"]["order_id"].as_str().expect("id").to_owned();
     let (s, _) = alice.call(Method::DELETE, &format!("/orders/{cancel_id}"), None).await;
     assert_eq!(s, StatusCode::OK);
+    let keyed = limit("buy", "99.00", "1");
+    let (s, keyed_answer) = post_keyed(&bob, "restart-key-1", &keyed).await;
+    assert_eq!(s, StatusCode::CREATED, "{keyed_answer}");
 
     let before = (
         all_orders(&alice).await,
@@ -111,7 +129,7 @@ async fn orders_positions_and_books_survive_a_restart() {
         alice.get("/fills").await.1,
     );
     let want_book = json!({
-        "bids": [["99.50", "2"]],
+        "bids": [["99.50", "2"], ["99.00", "1"]],
         "asks": [["100.00", "13"], ["100.05", "4"]],
     });
     assert_eq!(book_eventually(&alice, &want_book).await, want_book);

@@ -220,6 +220,7 @@ fn main() {
                 account: AccountId(account),
                 at,
                 kind,
+                idempotency: None,
             });
             if matches!(op, Op::New { .. }) {
                 // Cancels refer to the n-th new order: remember its engine id.

@@ -19,8 +19,8 @@ use stocksblitz_engine::journal::{
 use stocksblitz_engine::orders::gateway::{command_queue, CommandQueue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::store::OrderStore;
 use stocksblitz_engine::orders::{
-    AccountId, Command, CommandKind, KillScope, OrderCapacity, OrderEvent, OrderEventData, OrderId, OrderManager,
-    OrderType, RiskLimits, TimeInForce, TradingState, VenueKind,
+    AccountId, Command, CommandKind, IdemTag, KillScope, OrderCapacity, OrderEvent, OrderEventData, OrderId,
+    OrderManager, OrderType, RiskLimits, StepAssembler, TimeInForce, TradingState, VenueKind,
 };
 use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
 use stocksblitz_engine::{
@@ -70,7 +70,8 @@ struct Rig {
     feed: RingProducer<Tick>,
     market: RingConsumer<EngineEvent>,
     journal: JournalThread,
-    acked: RingConsumer<OrderEvent>,
+    acked: RingConsumer<OrderOutput>,
+    assembler: StepAssembler,
     queue: CommandQueue,
     stats: Arc<JournalStats>,
     next_request: u64,
@@ -119,6 +120,7 @@ fn rig(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every: u64)
         market,
         journal,
         acked,
+        assembler: StepAssembler::default(),
         queue,
         stats,
         next_request: 1,
@@ -146,9 +148,11 @@ impl Rig {
     fn settle(&mut self) {
         loop {
             let worked = self.engine.poll() + self.journal.pump(&mut self.items, &self.stop);
-            while let Some(e) = self.acked.pop() {
-                self.store.apply(&e);
-                self.events.push(e);
+            while let Some(item) = self.acked.pop() {
+                if let Some((step, events)) = self.assembler.push(&item) {
+                    self.store.apply_step(&step, events);
+                    self.events.extend_from_slice(events);
+                }
             }
             self.snapshots
                 .catch_up(self.stats.head.get())
@@ -162,6 +166,10 @@ impl Rig {
     }
 
     fn send(&mut self, account: u32, kind: CommandKind) {
+        self.send_keyed(account, kind, None);
+    }
+
+    fn send_keyed(&mut self, account: u32, kind: CommandKind, idempotency: Option<IdemTag>) {
         let request = self.next_request;
         self.next_request += 1;
         let cmd = Command {
@@ -169,6 +177,7 @@ impl Rig {
             account: AccountId(account),
             at: UnixNanos(self.now),
             kind,
+            idempotency,
         };
         assert!(self.queue.push(cmd).is_ok());
         self.settle();
@@ -305,7 +314,9 @@ fn apply(r: &mut Rig, op: &Op, n: usize) {
                 o.stop_price = Price(MID + offset + if side == Side::Buy { 2 } else { -2 });
             }
             o.post_only = post_only;
-            r.send(account, CommandKind::New(o));
+            // Every third order carries an Idempotency-Key (its answer is journaled).
+            let key = n.is_multiple_of(3).then(|| IdemTag::new(&format!("key-{n}"), format!("{op:?}").as_bytes()));
+            r.send_keyed(account, CommandKind::New(o), key);
         }
         Op::Cancel(k) => {
             let id = r.pick(k);
@@ -747,7 +758,7 @@ fn a_full_disk_stops_acknowledgement_instead_of_lying() {
     };
     let writer = journal::JournalWriter::open(&dir, &tail, FsyncPolicy::Batch, 1 << 20).expect("open");
     let (mut order_out, journal_in) = ring::<OrderOutput>("order-journal", 64);
-    let (journal_out, mut acked) = ring::<OrderEvent>("orders", 64);
+    let (journal_out, mut acked) = ring::<OrderOutput>("orders", 64);
     let stats = Arc::new(JournalStats::default());
     let mut thread = JournalThread::new(writer, journal_in, journal_out, Arc::clone(&stats));
     let mut m = manager(1);
@@ -756,6 +767,7 @@ fn a_full_disk_stops_acknowledgement_instead_of_lying() {
         account: AccountId(0),
         at: UnixNanos(T0),
         kind: CommandKind::New(limit(PAPER, "a", Side::Buy, 100, 1)),
+        idempotency: None,
     });
     let mut next = 0;
     for step in m.steps() {

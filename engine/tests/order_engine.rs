@@ -84,6 +84,7 @@ impl Rig {
                 account: AccountId(account),
                 at: UnixNanos(T0),
                 kind,
+                idempotency: None,
             })
             .is_ok());
         request

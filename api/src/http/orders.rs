@@ -8,12 +8,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stocksblitz_engine::orders::{CommandKind, KillScope, OrderEvent, OrderEventData, RiskLimitsConfig, TradingState};
+use stocksblitz_engine::orders::{
+    AccountId, CommandKind, IdemTag, KillScope, OrderEvent, OrderEventData, RiskLimitsConfig, TradingState,
+};
+use stocksblitz_engine::UnixNanos;
 
 use super::error::ApiError;
 use crate::auth::{Principal, Role};
 use crate::orders::entry::{
-    bad, ensure_client_id, instrument, not_found, order_id, parse_order, replace_command, service, submit, submit_error,
+    bad, ensure_client_id, instrument, not_found, order_id, parse_order, rejection, replace_command, service, submit,
+    submit_error,
 };
 use crate::orders::idempotency::{Claim, MAX_KEY_LEN};
 use crate::orders::json::{events_json, fill_json, limits_json, position_json, risk_json, OrderJson, ReplaceBody};
@@ -79,17 +83,25 @@ pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap
             Some(k.to_owned())
         }
     };
-    if let Some(k) = &key {
+    let tag = key.as_deref().map(|k| IdemTag::new(k, &body));
+    if let (Some(k), Some(tag)) = (&key, &tag) {
         match svc.idempotency.claim(p.account, k, &body) {
-            Claim::Proceed => {}
-            Claim::Replay { status, body } => return Ok(respond(status, body)),
-            Claim::Mismatch => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "IDEMPOTENCY_KEY_REUSED",
-                    "this Idempotency-Key was used with a different request body: use a new key",
-                ))
+            Claim::Proceed => {
+                // A key answered before a restart lives on in the journaled read model.
+                let prior = svc.store.read().keyed(p.account, &tag.key, UnixNanos::now()).cloned();
+                if let Some(prior) = prior {
+                    if prior.body != tag.body {
+                        svc.idempotency
+                            .finish(p.account, k, StatusCode::OK, &Value::Null, false);
+                        return Err(key_reused());
+                    }
+                    let (status, value, _) = answer(placement_answer(&app, p.account, &prior.events));
+                    svc.idempotency.finish(p.account, k, status, &value, true);
+                    return Ok(respond(status, value));
+                }
             }
+            Claim::Replay { status, body } => return Ok(respond(status, body)),
+            Claim::Mismatch => return Err(key_reused()),
             Claim::InFlight => {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -100,27 +112,58 @@ pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap
             Claim::Full => return Err(submit_error(SubmitError::Busy)),
         }
     }
-    let outcome = place_inner(&app, svc, &p, &body).await;
+    let outcome = place_inner(&app, svc, &p, &body, tag).await;
     if let Some(k) = &key {
         // Final answers (placed or rejected) are remembered; busy/unknown are not.
-        let (status, value, final_outcome) = match &outcome {
-            Ok(v) => (StatusCode::CREATED, v.clone(), true),
-            Err(e) => (
-                e.status,
-                json!({ "error": { "code": e.code, "message": e.message, "details": e.details } }),
-                !matches!(e.code, "ENGINE_BUSY" | "ORDER_STATUS_UNKNOWN"),
-            ),
-        };
+        let (status, value, final_outcome) = answer(outcome.clone());
         svc.idempotency.finish(p.account, k, status, &value, final_outcome);
     }
     outcome.map(|v| respond(StatusCode::CREATED, v))
 }
 
-async fn place_inner(app: &AppState, svc: &OrderService, p: &Principal, body: &[u8]) -> Result<Value, ApiError> {
+fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IDEMPOTENCY_KEY_REUSED",
+        "this Idempotency-Key was used with a different request body: use a new key",
+    )
+}
+
+/// A placement's outcome as the status and body an idempotent replay answers with,
+/// and whether it is final (busy and unknown are not: the key is released).
+fn answer(outcome: Result<Value, ApiError>) -> (StatusCode, Value, bool) {
+    match outcome {
+        Ok(v) => (StatusCode::CREATED, v, true),
+        Err(e) => (
+            e.status,
+            json!({ "error": { "code": e.code, "message": e.message, "details": e.details } }),
+            !matches!(e.code, "ENGINE_BUSY" | "ORDER_STATUS_UNKNOWN" | "JOURNAL_UNAVAILABLE"),
+        ),
+    }
+}
+
+/// The answer to a placement, from its events.
+fn placement_answer(app: &AppState, account: AccountId, events: &[OrderEvent]) -> Result<Value, ApiError> {
+    match rejection(events) {
+        Some(e) => Err(e),
+        None => Ok(events_json(events, &app.market.registry, account, None)),
+    }
+}
+
+async fn place_inner(
+    app: &AppState,
+    svc: &OrderService,
+    p: &Principal,
+    body: &[u8],
+    tag: Option<IdemTag>,
+) -> Result<Value, ApiError> {
     let mut order = parse_order(app, body)?;
     ensure_client_id(&mut order, svc);
-    let events = submit(app, p, CommandKind::New(order)).await?;
-    Ok(events_json(&events, &app.market.registry, p.account, None))
+    let events = svc
+        .submit_keyed(p.account, CommandKind::New(order), tag)
+        .await
+        .map_err(submit_error)?;
+    placement_answer(app, p.account, &events)
 }
 
 pub async fn test_order(State(app): State<AppState>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {

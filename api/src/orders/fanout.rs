@@ -1,6 +1,6 @@
-//! The order fan-out thread: drains the engine's order event ring (which never drops)
-//! into the read model, completes waiting requests, and hands every event to the
-//! WebSocket hub's private channels.
+//! The order fan-out thread: drains the journal's output ring (durable steps and
+//! their events; never drops) into the read model, completes waiting requests, and
+//! hands every event to the WebSocket hub's private channels.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use stocksblitz_engine::idle::{IdleConfig, Idler};
-use stocksblitz_engine::orders::OrderEvent;
+use stocksblitz_engine::orders::gateway::OrderOutput;
+use stocksblitz_engine::orders::{OrderEvent, StepAssembler};
 use stocksblitz_engine::ring::RingConsumer;
 
 use super::service::OrderService;
@@ -19,13 +20,15 @@ const BATCH: usize = 4096;
 pub fn spawn_order_fanout(
     service: Arc<OrderService>,
     hub: Arc<Hub>,
-    mut ring: RingConsumer<OrderEvent>,
+    mut ring: RingConsumer<OrderOutput>,
     idle: IdleConfig,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("order-fanout".into()).spawn(move || {
         let mut idler = Idler::new(idle);
-        let mut batch: Vec<OrderEvent> = Vec::with_capacity(BATCH);
+        let mut batch: Vec<OrderOutput> = Vec::with_capacity(BATCH);
+        let mut events: Vec<OrderEvent> = Vec::with_capacity(BATCH);
+        let mut steps = StepAssembler::with_capacity(BATCH);
         // Events of requests whose last event has not arrived yet.
         let mut partial: HashMap<u64, Vec<OrderEvent>> = HashMap::new();
         while !stop.load(Ordering::Relaxed) {
@@ -37,21 +40,28 @@ pub fn spawn_order_fanout(
             idler.reset();
             {
                 let mut store = service.store.write();
-                for e in &batch {
-                    store.apply(e);
+                for item in &batch {
+                    if let Some((step, step_events)) = steps.push(item) {
+                        store.apply_step(&step, step_events);
+                    }
                 }
             }
-            for e in &batch {
+            events.extend(batch.iter().filter_map(|i| match i {
+                OrderOutput::Event(e) => Some(*e),
+                OrderOutput::Step(_) => None,
+            }));
+            for e in &events {
                 if e.request != 0 {
                     partial.entry(e.request).or_default().push(*e);
                     if e.last {
-                        if let Some(events) = partial.remove(&e.request) {
-                            service.complete(e.request, events);
+                        if let Some(done) = partial.remove(&e.request) {
+                            service.complete(e.request, done);
                         }
                     }
                 }
             }
-            hub.dispatch_private(&batch);
+            hub.dispatch_private(&events);
+            events.clear();
             batch.clear();
         }
     })

@@ -14,7 +14,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use stocksblitz_engine::journal::JournalStats;
 use stocksblitz_engine::orders::gateway::CommandQueue;
-use stocksblitz_engine::orders::{AccountId, Command, CommandKind, OrderEvent};
+use stocksblitz_engine::orders::{AccountId, Command, CommandKind, IdemTag, OrderEvent};
 use stocksblitz_engine::UnixNanos;
 use tokio::sync::oneshot;
 
@@ -70,6 +70,17 @@ impl OrderService {
 
     /// Sends a command and waits for all of its events.
     pub async fn submit(&self, account: AccountId, kind: CommandKind) -> Result<Vec<OrderEvent>, SubmitError> {
+        self.submit_keyed(account, kind, None).await
+    }
+
+    /// [`submit`](Self::submit) for a request with an `Idempotency-Key` (journaled with
+    /// it, so its answer survives a restart).
+    pub async fn submit_keyed(
+        &self,
+        account: AccountId,
+        kind: CommandKind,
+        idempotency: Option<IdemTag>,
+    ) -> Result<Vec<OrderEvent>, SubmitError> {
         if self.journal.is_failed() {
             return Err(SubmitError::JournalDown);
         }
@@ -81,6 +92,7 @@ impl OrderService {
             account,
             at: UnixNanos::now(),
             kind,
+            idempotency,
         };
         if self.queue.push(cmd).is_err() {
             self.pending.lock().remove(&request);

@@ -203,8 +203,9 @@ impl Client {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
+        // A connection of its own: the server may close it after refusing the body
+        // unread (413), and a pooled connection would then fail the next request.
+        let mut req = reqwest::Client::new()
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .body(body);

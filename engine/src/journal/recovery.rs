@@ -78,9 +78,7 @@ pub(crate) fn apply_record(
             if let Some(what) = first_difference(manager.events(), &journaled) {
                 return Err(JournalError::Diverged { seq, what });
             }
-            for e in &journaled {
-                store.apply(e);
-            }
+            store.apply_step(&step, &journaled);
             counts.steps += 1;
             counts.events += journaled.len() as u64;
             manager.clear();

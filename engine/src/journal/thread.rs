@@ -1,6 +1,6 @@
 //! The journal thread: takes the engine's steps and events off the order ring,
-//! writes them as records in group commits, and only then hands the events on to the
-//! API (which acknowledges orders from them). Under the `batch` policy an order is
+//! writes them as records in group commits, and only then hands them on to the API
+//! (which acknowledges orders from the events). Under the `batch` policy an order is
 //! acknowledged only after the fsync that covers it.
 //!
 //! The engine never waits for the disk: it writes to the ring, and its preallocated
@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crate::idle::{IdleConfig, Idler};
 use crate::orders::gateway::OrderOutput;
-use crate::orders::{OrderEvent, Step};
+use crate::orders::StepAssembler;
 use crate::ring::{RingConsumer, RingProducer};
 
 use super::record::RecordRef;
@@ -30,20 +30,18 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 pub struct JournalThread {
     writer: JournalWriter,
     input: RingConsumer<OrderOutput>,
-    output: RingProducer<OrderEvent>,
+    output: RingProducer<OrderOutput>,
     stats: Arc<JournalStats>,
-    /// The step being assembled and its events so far.
-    step: Option<Step>,
-    step_events: Vec<OrderEvent>,
-    /// Events of records batched but not yet committed.
-    pending: Vec<OrderEvent>,
+    steps: StepAssembler,
+    /// Steps and events of records batched but not yet committed.
+    pending: Vec<OrderOutput>,
 }
 
 impl JournalThread {
     pub fn new(
         writer: JournalWriter,
         input: RingConsumer<OrderOutput>,
-        output: RingProducer<OrderEvent>,
+        output: RingProducer<OrderOutput>,
         stats: Arc<JournalStats>,
     ) -> Self {
         stats.head.set(writer.next_seq().saturating_sub(1));
@@ -52,8 +50,7 @@ impl JournalThread {
             input,
             output,
             stats,
-            step: None,
-            step_events: Vec::with_capacity(BATCH),
+            steps: StepAssembler::with_capacity(BATCH),
             pending: Vec::with_capacity(BATCH),
         }
     }
@@ -109,19 +106,15 @@ impl JournalThread {
                 }
                 continue;
             }
-            match *item {
-                OrderOutput::Step(step) => {
-                    self.step = Some(step);
-                    self.step_events.clear();
-                    if step.events == 0 {
-                        self.record_step();
+            if let Some((step, events)) = self.steps.push(item) {
+                let rec = RecordRef::Step { step: &step, events };
+                match self.writer.append(&rec) {
+                    Ok(_) => {
+                        self.stats.records.inc();
+                        self.pending.push(OrderOutput::Step(step));
+                        self.pending.extend(events.iter().map(|e| OrderOutput::Event(*e)));
                     }
-                }
-                OrderOutput::Event(e) => {
-                    self.step_events.push(e);
-                    if self.step.is_some_and(|s| self.step_events.len() >= s.events as usize) {
-                        self.record_step();
-                    }
+                    Err(e) => self.failed(&e),
                 }
             }
             if self.writer.batched() >= MAX_BATCH_BYTES {
@@ -131,26 +124,9 @@ impl JournalThread {
         self.commit_and_forward(stop);
     }
 
-    fn record_step(&mut self) {
-        let Some(step) = self.step.take() else { return };
-        let rec = RecordRef::Step {
-            step: &step,
-            events: &self.step_events,
-        };
-        match self.writer.append(&rec) {
-            Ok(_) => {
-                self.stats.records.inc();
-                self.pending.extend_from_slice(&self.step_events);
-            }
-            Err(e) => self.failed(&e),
-        }
-        self.step_events.clear();
-    }
-
     fn commit_and_forward(&mut self, stop: &AtomicBool) {
         if self.stats.is_failed() {
-            self.stats.discarded.add(self.pending.len() as u64);
-            self.pending.clear();
+            self.discard_pending();
             return;
         }
         let started = Instant::now();
@@ -167,15 +143,24 @@ impl JournalThread {
             Ok(_) => {}
             Err(e) => {
                 self.failed(&e);
-                self.stats.discarded.add(self.pending.len() as u64);
-                self.pending.clear();
+                self.discard_pending();
                 return;
             }
         }
         self.forward(stop);
     }
 
-    /// Hands durable events to the API, waiting while its ring is full (the API
+    fn discard_pending(&mut self) {
+        let events = self
+            .pending
+            .iter()
+            .filter(|i| matches!(i, OrderOutput::Event(_)))
+            .count();
+        self.stats.discarded.add(events as u64);
+        self.pending.clear();
+    }
+
+    /// Hands durable steps and events to the API, waiting while its ring is full (the API
     /// drains it; nothing here is on the engine's path).
     fn forward(&mut self, stop: &AtomicBool) {
         let mut spins = 0u32;
@@ -199,7 +184,13 @@ impl JournalThread {
                 std::thread::sleep(std::time::Duration::from_micros(50));
             }
         }
-        self.stats.forwarded.add(i as u64);
+        let events = self
+            .pending
+            .iter()
+            .take(i)
+            .filter(|x| matches!(x, OrderOutput::Event(_)))
+            .count();
+        self.stats.forwarded.add(events as u64);
         self.pending.clear();
     }
 

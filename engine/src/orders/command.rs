@@ -72,6 +72,31 @@ pub enum CommandKind {
     },
 }
 
+/// An `Idempotency-Key` as the engine and the journal keep it: truncated SHA-256 of
+/// the key and of the request body (the key itself stays in the API). Recovery
+/// rebuilds the original answers of keyed requests from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct IdemTag {
+    pub key: [u8; 16],
+    pub body: [u8; 16],
+}
+
+impl IdemTag {
+    pub fn new(key: &str, body: &[u8]) -> Self {
+        Self {
+            key: digest16(key.as_bytes()),
+            body: digest16(body),
+        }
+    }
+}
+
+fn digest16(b: &[u8]) -> [u8; 16] {
+    let d = ring::digest::digest(&ring::digest::SHA256, b);
+    let mut out = [0; 16];
+    out.copy_from_slice(&d.as_ref()[..16]);
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Command {
     /// The API's id for the request, echoed on every event it causes.
@@ -81,4 +106,6 @@ pub struct Command {
     /// When the API received it.
     pub at: UnixNanos,
     pub kind: CommandKind,
+    /// The request's `Idempotency-Key`, if it had one.
+    pub idempotency: Option<IdemTag>,
 }

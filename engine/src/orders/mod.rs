@@ -22,11 +22,11 @@ pub mod step;
 pub mod store;
 pub mod types;
 
-pub use command::{Command, CommandKind, KillScope, NewOrder};
+pub use command::{Command, CommandKind, IdemTag, KillScope, NewOrder};
 pub use event::{CancelReason, Fill, Liquidity, OrderEvent, OrderEventData, OrderEventKind};
 pub use manager::{InstrumentRules, MarketRef, OrderCapacity, OrderManager};
 pub use position::Position;
 pub use reject::Reject;
 pub use risk::{AccountRisk, RiskLimits, RiskLimitsConfig, SelfTradeMode, TradingState, VALUE_SCALE};
-pub use step::{Input, Step};
+pub use step::{Input, Step, StepAssembler};
 pub use types::{AccountId, ClientOrderId, Order, OrderId, OrderStatus, OrderType, Placement, TimeInForce, VenueKind};

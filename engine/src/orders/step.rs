@@ -13,6 +13,8 @@ use crate::ids::InstrumentId;
 use crate::time::UnixNanos;
 
 use super::command::Command;
+use super::event::OrderEvent;
+use super::gateway::OrderOutput;
 use super::manager::MarketRef;
 
 /// What drove a step. Variant order is part of the journal format: append only.
@@ -47,4 +49,38 @@ pub struct Step {
     pub market: Option<(InstrumentId, MarketRef)>,
     /// Events the step produced (they follow it, in order).
     pub events: u32,
+}
+
+/// Puts steps back together from the ring's items (a step, then its events), which
+/// may arrive split across batches.
+#[derive(Debug, Default)]
+pub struct StepAssembler {
+    step: Option<Step>,
+    events: Vec<OrderEvent>,
+}
+
+impl StepAssembler {
+    pub fn with_capacity(events: usize) -> Self {
+        Self {
+            step: None,
+            events: Vec::with_capacity(events),
+        }
+    }
+
+    /// Takes one item; returns the step and its events when this item completed one.
+    pub fn push(&mut self, item: &OrderOutput) -> Option<(Step, &[OrderEvent])> {
+        match *item {
+            OrderOutput::Step(step) => {
+                self.step = Some(step);
+                self.events.clear();
+            }
+            OrderOutput::Event(e) => self.events.push(e),
+        }
+        let step = self.step?;
+        if self.events.len() < step.events as usize {
+            return None;
+        }
+        self.step = None;
+        Some((step, &self.events))
+    }
 }

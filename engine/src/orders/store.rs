@@ -7,10 +7,24 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::ids::InstrumentId;
+use crate::time::UnixNanos;
 
 use super::event::{Fill, OrderEvent, OrderEventData};
 use super::position::Position;
+use super::step::{Input, Step};
 use super::types::{AccountId, Order, OrderId};
+
+/// How long a keyed request's answer is kept (the API's idempotency window).
+pub const KEYED_TTL_NS: i64 = 24 * 3600 * UnixNanos::NANOS_PER_SEC;
+
+/// A keyed request: the body it came with and the events that answered it (the
+/// requester's own).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Keyed {
+    pub body: [u8; 16],
+    pub at: UnixNanos,
+    pub events: Vec<OrderEvent>,
+}
 
 /// One order as last reported, with the API's own arrival sequence (the cursor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -27,6 +41,10 @@ pub struct OrderStore {
     fills: Vec<VecDeque<Fill>>,
     positions: HashMap<(AccountId, InstrumentId), Position>,
     history: usize,
+    /// Answers to requests that carried an `Idempotency-Key`, for 24 hours.
+    keyed: HashMap<(AccountId, [u8; 16]), Keyed>,
+    /// Keyed entries oldest first, for expiry.
+    keyed_order: VecDeque<(UnixNanos, AccountId, [u8; 16])>,
     /// Last engine event sequence applied (gaps would mean loss: counted, never expected).
     pub last_seq: u64,
     pub seq_gaps: u64,
@@ -40,6 +58,8 @@ impl OrderStore {
             fills: vec![VecDeque::new(); accounts],
             positions: HashMap::new(),
             history: history.max(1),
+            keyed: HashMap::new(),
+            keyed_order: VecDeque::new(),
             last_seq: 0,
             seq_gaps: 0,
         }
@@ -48,6 +68,41 @@ impl OrderStore {
     /// Whether a restored store has the shape of `fresh` (same accounts).
     pub fn fits(&self, fresh: &OrderStore) -> bool {
         self.by_account.len() == fresh.by_account.len() && self.fills.len() == fresh.fills.len()
+    }
+
+    /// Applies a whole step: its events, and for a keyed command, its answer.
+    pub fn apply_step(&mut self, step: &Step, events: &[OrderEvent]) {
+        for e in events {
+            self.apply(e);
+        }
+        let Input::Command(cmd) = step.input else { return };
+        let Some(tag) = cmd.idempotency else { return };
+        while let Some(&(at, account, key)) = self.keyed_order.front() {
+            if at.0 > cmd.at.0.saturating_sub(KEYED_TTL_NS) {
+                break;
+            }
+            self.keyed_order.pop_front();
+            if self.keyed.get(&(account, key)).is_some_and(|k| k.at == at) {
+                self.keyed.remove(&(account, key));
+            }
+        }
+        let mine = events.iter().filter(|e| e.account == cmd.account).copied().collect();
+        self.keyed.insert(
+            (cmd.account, tag.key),
+            Keyed {
+                body: tag.body,
+                at: cmd.at,
+                events: mine,
+            },
+        );
+        self.keyed_order.push_back((cmd.at, cmd.account, tag.key));
+    }
+
+    /// The answer to an earlier request with this key, if it is still kept.
+    pub fn keyed(&self, account: AccountId, key: &[u8; 16], now: UnixNanos) -> Option<&Keyed> {
+        self.keyed
+            .get(&(account, *key))
+            .filter(|k| k.at.0 > now.0.saturating_sub(KEYED_TTL_NS))
     }
 
     pub fn apply(&mut self, e: &OrderEvent) {

@@ -120,6 +120,7 @@ pub fn run(m: &mut OrderManager, account: u32, at_ns: i64, kind: CommandKind) ->
         account: AccountId(account),
         at: UnixNanos(T0 + at_ns),
         kind,
+        idempotency: None,
     });
     m.events().to_vec()
 }
