@@ -221,6 +221,37 @@ fn bad_values_name_their_key() {
             }),
             "api",
         ),
+        (
+            edited(|d| d["orders"]["journal"]["fsync"] = "interval".into()),
+            "orders.journal.fsync_interval_ms",
+        ),
+        (
+            edited(|d| {
+                let j = d["orders"]["journal"].as_table_mut().unwrap();
+                j.insert("fsync_interval_ms".into(), 5.into());
+            }),
+            "orders.journal.fsync_interval_ms",
+        ),
+        (
+            edited(|d| {
+                let j = d["orders"]["journal"].as_table_mut().unwrap();
+                j.insert("fsync".into(), "interval".into());
+                j.insert("fsync_interval_ms".into(), 0.into());
+            }),
+            "orders.journal.fsync_interval_ms",
+        ),
+        (
+            edited(|d| d["orders"]["journal"]["segment_bytes"] = 1000.into()),
+            "orders.journal.segment_bytes",
+        ),
+        (
+            edited(|d| d["orders"]["journal"]["snapshot_every_records"] = 0.into()),
+            "orders.journal.snapshot_every_records",
+        ),
+        (
+            edited(|d| d["orders"]["journal"]["dir"] = "".into()),
+            "orders.journal.dir",
+        ),
     ];
     for (text, key) in cases {
         let e = load(&text, &[]).expect_err(key);

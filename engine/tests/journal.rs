@@ -315,7 +315,9 @@ fn apply(r: &mut Rig, op: &Op, n: usize) {
             }
             o.post_only = post_only;
             // Every third order carries an Idempotency-Key (its answer is journaled).
-            let key = n.is_multiple_of(3).then(|| IdemTag::new(&format!("key-{n}"), format!("{op:?}").as_bytes()));
+            let key = n
+                .is_multiple_of(3)
+                .then(|| IdemTag::new(&format!("key-{n}"), format!("{op:?}").as_bytes()));
             r.send_keyed(account, CommandKind::New(o), key);
         }
         Op::Cancel(k) => {

@@ -28,6 +28,7 @@ pub mod writer;
 use std::path::Path;
 
 pub use error::JournalError;
+pub use format::GENESIS;
 pub use reader::{scan, Tail, TornTail};
 pub use record::{Record, RecordRef, RunStart, FORMAT_VERSION};
 pub use recovery::{recover, Recovered};
