@@ -20,7 +20,7 @@ use stocksblitz_engine::orders::gateway::{command_queue, CommandQueue, OrderGate
 use stocksblitz_engine::orders::store::OrderStore;
 use stocksblitz_engine::orders::{
     AccountId, Command, CommandKind, IdemTag, KillScope, OrderCapacity, OrderEvent, OrderEventData, OrderId,
-    OrderManager, OrderType, RiskLimits, StepAssembler, TimeInForce, TradingState, VenueKind,
+    OrderManager, OrderType, RiskLimits, Step, StepAssembler, TimeInForce, TradingState, VenueKind,
 };
 use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
 use stocksblitz_engine::{
@@ -79,8 +79,8 @@ struct Rig {
     now: i64,
     items: Vec<OrderOutput>,
     stop: AtomicBool,
-    /// Everything acknowledged (forwarded after being made durable).
-    events: Vec<OrderEvent>,
+    /// Everything acknowledged (forwarded after being made durable), step by step.
+    events: Vec<(Step, Vec<OrderEvent>)>,
     /// The read model the API would build from them.
     store: OrderStore,
     snapshots: Snapshotter,
@@ -151,7 +151,7 @@ impl Rig {
             while let Some(item) = self.acked.pop() {
                 if let Some((step, events)) = self.assembler.push(&item) {
                     self.store.apply_step(&step, events);
-                    self.events.extend_from_slice(events);
+                    self.events.push((step, events.to_vec()));
                 }
             }
             self.snapshots
@@ -429,7 +429,9 @@ proptest! {
 }
 
 /// A run with some of everything, on small segments; returns the acknowledged events.
-fn sample_run(dir: &Path, policy: FsyncPolicy, segment_bytes: u64) -> (Vec<OrderEvent>, [u8; 32], Arc<JournalStats>) {
+type Acked = Vec<(Step, Vec<OrderEvent>)>;
+
+fn sample_run(dir: &Path, policy: FsyncPolicy, segment_bytes: u64) -> (Acked, [u8; 32], Arc<JournalStats>) {
     sample_run_with(dir, policy, segment_bytes, u64::MAX)
 }
 
@@ -438,7 +440,7 @@ fn sample_run_with(
     policy: FsyncPolicy,
     segment_bytes: u64,
     snapshot_every: u64,
-) -> (Vec<OrderEvent>, [u8; 32], Arc<JournalStats>) {
+) -> (Acked, [u8; 32], Arc<JournalStats>) {
     let mut r = rig(dir, policy, segment_bytes, snapshot_every);
     r.quote(MID - 1, MID + 1, 5);
     for n in 0..30 {
@@ -476,11 +478,13 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The read model built from the acknowledged events up to `last_seq`.
-fn store_upto(events: &[OrderEvent], last_seq: u64) -> OrderStore {
+/// The read model built from the acknowledged steps up to event `last_seq`.
+fn store_upto(steps: &[(Step, Vec<OrderEvent>)], last_seq: u64) -> OrderStore {
     let mut s = store();
-    for e in events.iter().filter(|e| e.seq <= last_seq) {
-        s.apply(e);
+    for (step, events) in steps {
+        if events.last().is_some_and(|e| e.seq <= last_seq) {
+            s.apply_step(step, events);
+        }
     }
     s
 }
@@ -667,7 +671,10 @@ fn a_changed_configuration_that_alters_history_is_caught() {
     let dir = temp_dir("diverge");
     let _cleanup = Cleanup(dir.clone());
     let (acked, _, _) = sample_run(&dir, FsyncPolicy::None, 1 << 20);
-    assert!(acked.iter().any(|e| matches!(e.data, OrderEventData::Order { .. })));
+    assert!(acked
+        .iter()
+        .flat_map(|(_, e)| e)
+        .any(|e| matches!(e.data, OrderEventData::Order { .. })));
     // The internal instrument moved to the paper venue: history no longer replays.
     let moved = OrderManager::new(
         &registry(),

@@ -22,6 +22,7 @@ pub mod recovery;
 pub mod snapshot;
 pub mod snapshotter;
 pub mod stats;
+pub mod tailer;
 pub mod thread;
 pub mod writer;
 
@@ -34,6 +35,7 @@ pub use record::{Record, RecordRef, RunStart, FORMAT_VERSION};
 pub use recovery::{recover, Recovered};
 pub use snapshotter::Snapshotter;
 pub use stats::JournalStats;
+pub use tailer::JournalTailer;
 pub use thread::JournalThread;
 pub use writer::{FsyncPolicy, JournalWriter};
 

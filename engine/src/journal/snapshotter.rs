@@ -8,7 +8,6 @@
 //! journal reproduces the engine's events. A failed snapshot is logged and counted;
 //! it costs replay time at the next start, never data.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,21 +18,17 @@ use crate::orders::store::OrderStore;
 use crate::orders::OrderManager;
 
 use super::error::JournalError;
-use super::format::{decode_header, read_record, segment_name, FrameError, Hash, SEGMENT_HEADER};
 use super::reader::Tail;
 use super::recovery::{apply_record, Replayed};
 use super::snapshot;
 use super::stats::JournalStats;
+use super::tailer::JournalTailer;
 
 pub struct Snapshotter {
     dir: PathBuf,
     manager: OrderManager,
     store: OrderStore,
-    path: PathBuf,
-    offset: u64,
-    next_seq: u64,
-    last_hash: Hash,
-    buf: Vec<u8>,
+    tailer: JournalTailer,
     every: u64,
     keep: usize,
     last_snapshot: u64,
@@ -52,19 +47,11 @@ impl Snapshotter {
         keep: usize,
         stats: Arc<JournalStats>,
     ) -> Self {
-        let (path, offset) = match &tail.segment {
-            Some((p, valid)) if *valid >= SEGMENT_HEADER as u64 => (p.clone(), *valid),
-            _ => (dir.join(segment_name(tail.next_seq)), SEGMENT_HEADER as u64),
-        };
         Self {
             dir: dir.to_path_buf(),
             manager,
             store,
-            path,
-            offset,
-            next_seq: tail.next_seq,
-            last_hash: tail.last_hash,
-            buf: Vec::new(),
+            tailer: JournalTailer::at_tail(dir, tail),
             every: every.max(1),
             keep,
             last_snapshot: tail.next_seq.saturating_sub(1),
@@ -75,78 +62,19 @@ impl Snapshotter {
     /// Applies the records up to `upto` (the durable head). Returns how many.
     pub fn catch_up(&mut self, upto: u64) -> Result<u64, JournalError> {
         let mut counts = Replayed::default();
-        let mut n = 0;
-        while self.next_seq <= upto {
-            let read = self.read_segment(upto, &mut counts)?;
-            n += read;
-            if self.next_seq > upto {
-                break;
-            }
-            // The rest is in the next segment, once it exists.
-            let next = self.dir.join(segment_name(self.next_seq));
-            if next == self.path {
-                break;
-            }
-            let Ok(header) = std::fs::read(&next).map(|b| b.get(..SEGMENT_HEADER).map(<[u8]>::to_vec)) else {
-                break;
-            };
-            let Some(header) = header else { break };
-            let (first, prev) = decode_header(&next, &header)?;
-            if first != self.next_seq || prev != self.last_hash {
-                return Err(JournalError::corrupt(&next, 0, "segment does not continue the journal"));
-            }
-            self.path = next;
-            self.offset = SEGMENT_HEADER as u64;
-        }
-        Ok(n)
-    }
-
-    /// Reads complete records from the current segment, from where it left off.
-    fn read_segment(&mut self, upto: u64, counts: &mut Replayed) -> Result<u64, JournalError> {
-        let mut f = match std::fs::File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(JournalError::io(&self.path, e)),
-        };
-        self.buf.clear();
-        f.seek(SeekFrom::Start(self.offset))
-            .and_then(|_| f.read_to_end(&mut self.buf))
-            .map_err(|e| JournalError::io(&self.path, e))?;
-        let mut at = 0;
-        let mut n = 0;
-        while self.next_seq <= upto {
-            let r = match read_record(self.buf.get(at..).unwrap_or(&[])) {
-                Ok(r) => r,
-                // Not written completely yet.
-                Err(FrameError::Truncated) => break,
-                Err(FrameError::Damaged(what)) => {
-                    return Err(JournalError::corrupt(&self.path, self.offset + at as u64, what))
-                }
-            };
-            if r.seq != self.next_seq || super::format::chain(&self.last_hash, r.seq, r.payload) != r.hash {
-                return Err(JournalError::corrupt(
-                    &self.path,
-                    self.offset + at as u64,
-                    "record out of sequence or off the hash chain",
-                ));
-            }
-            apply_record(&mut self.manager, &mut self.store, r.seq, r.payload, counts)?;
-            self.last_hash = r.hash;
-            self.next_seq += 1;
-            at += r.len;
-            n += 1;
-        }
-        self.offset += at as u64;
-        Ok(n)
+        let (manager, store) = (&mut self.manager, &mut self.store);
+        self.tailer.poll(upto, |seq, payload| {
+            apply_record(manager, store, seq, payload, &mut counts)
+        })
     }
 
     /// Writes a snapshot when enough records have passed since the last one.
     pub fn snapshot_if_due(&mut self) -> Result<Option<PathBuf>, JournalError> {
-        let at = self.next_seq.saturating_sub(1);
+        let (at, hash) = self.tailer.position();
         if at < self.last_snapshot + self.every {
             return Ok(None);
         }
-        let path = snapshot::write(&self.dir, at, &self.last_hash, &self.manager, &self.store, self.keep)?;
+        let path = snapshot::write(&self.dir, at, &hash, &self.manager, &self.store, self.keep)?;
         self.last_snapshot = at;
         self.stats.snapshots.inc();
         self.stats.snapshot_record.set(at);
