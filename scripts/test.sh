@@ -19,6 +19,7 @@ need() { dpkg -s "$1" >/dev/null 2>&1 || packages+=("$1"); }
 need ca-certificates
 need gcc          # mimalloc's C sources
 need curl         # used by scripts/ and by humans poking the API
+need victoria-metrics  # a real ILP server for the QuestDB sink tests (each test starts its own)
 if ((${#packages[@]})); then
   log "installing ${packages[*]}"
   sudo_cmd=""

@@ -46,6 +46,8 @@ pub struct RunningApp {
     /// Stopped after the engine, so everything the engine did is journaled.
     journal: Option<JoinHandle<()>>,
     snapshots: Option<JoinHandle<()>>,
+    /// The QuestDB sink (stopped with the journal, after the engine).
+    questdb: Option<JoinHandle<()>>,
     journal_stop: Arc<AtomicBool>,
     simulator: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -193,7 +195,14 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let (feeds, inputs) = start_feeds(&v, &stop, sim.as_ref().map(|(a, _)| *a))?;
 
     let (out_producer, out_consumer) = ring::<EngineEvent>("api", cfg.engine.output_ring_capacity);
-    let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![out_producer]);
+    let mut outputs = vec![out_producer];
+    // The QuestDB sink gets its own output ring: it drains it whatever the server does.
+    let sink_ring = v.questdb.as_ref().map(|_| {
+        let (p, c) = ring::<EngineEvent>("questdb", cfg.engine.output_ring_capacity);
+        outputs.push(p);
+        c
+    });
+    let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, outputs);
     let order_path = match (&v.orders, &cfg.auth) {
         (Some(setup), Some(auth)) => {
             let secret = crate::auth::key::load(&auth.secret_env, auth.dev_key_file.as_deref())
@@ -281,6 +290,20 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         }
         None => (None, None, None, None),
     };
+    let (questdb, questdb_stats) = match (&v.questdb, sink_ring) {
+        (Some(setup), Some(ring)) => {
+            let accounts = v.orders.as_ref().map(|o| o.accounts.clone()).unwrap_or_default();
+            let journal = v
+                .orders
+                .as_ref()
+                .zip(order_service.as_ref())
+                .map(|(o, s)| (o.journal.dir.as_path(), Arc::clone(s.journal())));
+            let (join, stats) =
+                crate::sink::start(setup, &v.registry, &accounts, ring, journal, Arc::clone(&journal_stop))?;
+            (Some(join), Some(stats))
+        }
+        _ => (None, None),
+    };
     let feed_info = feeds
         .iter()
         .map(|h| FeedInfo {
@@ -299,6 +322,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         feed_info,
         cfg.engine.book_max_levels,
         order_service,
+        questdb_stats,
     );
     let router = crate::http::router::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
@@ -320,6 +344,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         order_fanout,
         journal,
         snapshots,
+        questdb,
         journal_stop,
         simulator: sim.map(|(_, j)| j),
         server,
@@ -405,6 +430,7 @@ impl RunningApp {
         let engine = self.engine.take();
         let journal = self.journal.take();
         let snapshots = self.snapshots.take();
+        let questdb = self.questdb.take();
         let journal_stop = Arc::clone(&self.journal_stop);
         let threads: Vec<JoinHandle<()>> = self
             .fanout
@@ -419,7 +445,7 @@ impl RunningApp {
                 let _ = e.join();
             }
             journal_stop.store(true, Ordering::Release);
-            for j in journal.into_iter().chain(snapshots) {
+            for j in journal.into_iter().chain(snapshots).chain(questdb) {
                 let _ = j.join();
             }
             for f in feeds {

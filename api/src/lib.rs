@@ -11,5 +11,6 @@ pub mod journal_cli;
 pub mod logging;
 pub mod market;
 pub mod orders;
+pub mod sink;
 pub mod state;
 pub mod ws;

@@ -33,6 +33,8 @@ pub struct Inner {
     pub started: Instant,
     /// Order entry, when `[orders]` is configured.
     pub orders: Option<Arc<crate::orders::OrderService>>,
+    /// The QuestDB sink's counters, when `[questdb]` is configured.
+    pub questdb: Option<Arc<crate::sink::SinkStats>>,
     next_conn: AtomicU64,
 }
 
@@ -58,6 +60,7 @@ impl AppState {
         feeds: Vec<FeedInfo>,
         book_max_levels: usize,
         orders: Option<Arc<crate::orders::OrderService>>,
+        questdb: Option<Arc<crate::sink::SinkStats>>,
     ) -> Self {
         Self(Arc::new(Inner {
             config,
@@ -70,6 +73,7 @@ impl AppState {
             book_max_levels,
             started: Instant::now(),
             orders,
+            questdb,
             next_conn: AtomicU64::new(1),
         }))
     }

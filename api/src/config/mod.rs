@@ -7,6 +7,7 @@
 
 pub mod orders;
 mod overrides;
+pub mod questdb;
 mod validate;
 
 use std::net::SocketAddr;
@@ -43,6 +44,9 @@ pub struct Config {
     /// Token verification (`[auth]`); required when `[orders]` is present.
     #[serde(default)]
     pub auth: Option<orders::AuthConfig>,
+    /// The QuestDB sink (`[questdb]`); absent = nothing exported.
+    #[serde(default)]
+    pub questdb: Option<questdb::QuestDbConfig>,
 }
 
 /// `[api]`.

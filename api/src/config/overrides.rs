@@ -11,7 +11,7 @@ use super::ConfigError;
 use super::ENV_PREFIX;
 
 /// Sections that may be overridden.
-const SECTIONS: [&str; 6] = ["api", "log", "engine", "simulator", "orders", "auth"];
+const SECTIONS: [&str; 7] = ["api", "log", "engine", "simulator", "orders", "auth", "questdb"];
 
 /// (dotted key, variable) pairs applied.
 pub type Applied = Vec<(String, String)>;

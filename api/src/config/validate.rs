@@ -18,6 +18,8 @@ pub struct Validated {
     pub listen: SocketAddr,
     /// Order entry, when `[orders]` is configured.
     pub orders: Option<super::orders::OrderSetup>,
+    /// The QuestDB sink, when `[questdb]` is configured.
+    pub questdb: Option<super::questdb::QuestDbSetup>,
 }
 
 pub(super) fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
@@ -280,10 +282,16 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         }
         None => None,
     };
+    let questdb = config
+        .questdb
+        .as_ref()
+        .map(|q| super::questdb::setup(q, orders.is_some()))
+        .transpose()?;
     Ok(Validated {
         config,
         registry,
         listen,
         orders,
+        questdb,
     })
 }

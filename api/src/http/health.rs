@@ -68,15 +68,35 @@ pub async fn live() -> Json<serde_json::Value> {
 
 pub async fn ready(State(app): State<AppState>) -> Response {
     let c = check(&app);
+    let stores = stores(&app);
     if c.ready {
-        Json(json!({ "status": "ready" })).into_response()
+        Json(json!({ "status": "ready", "stores": stores })).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reasons": c.reasons })),
+            Json(json!({ "status": "not_ready", "reasons": c.reasons, "stores": stores })),
         )
             .into_response()
     }
+}
+
+/// The external stores' state. A store that is down degrades the service but does
+/// not make it unready: its rows wait (in memory, then spill files) and are retried.
+fn stores(app: &AppState) -> serde_json::Value {
+    let questdb = match &app.questdb {
+        None => json!("not_configured"),
+        Some(q) => json!({
+            "status": if q.connected.get() == 1 || q.rows_in.get() == 0 { "ok" } else { "degraded" },
+            "last_error": q.last_error(),
+            "lag_seconds": q.lag_ns.get() as f64 / 1e9,
+            "memory_rows": q.memory_rows.get(),
+            "spill_bytes": q.spill_bytes.get(),
+            "spilled_rows": q.spilled_rows.get(),
+            "send_errors": q.errors.get(),
+            "rows_sent": q.rows_sent.get(),
+        }),
+    };
+    json!({ "questdb": questdb, "redis": "not_configured" })
 }
 
 pub async fn health(State(app): State<AppState>) -> Response {
@@ -89,7 +109,11 @@ pub async fn health(State(app): State<AppState>) -> Response {
         }
     }
     let all_live = qualities.keys().all(|q| *q == "LIVE");
-    let status = match (c.ready, all_live) {
+    let stores_ok = app
+        .questdb
+        .as_ref()
+        .is_none_or(|q| q.connected.get() == 1 || q.rows_in.get() == 0);
+    let status = match (c.ready, all_live && stores_ok) {
         (false, _) => "down",
         (true, false) => "degraded",
         (true, true) => "ok",
@@ -115,7 +139,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "fanout": { "heartbeat_age_ms": c.fanout_age_ms, "events": app.fanout.events.get() },
         "feeds": feeds,
         "instruments_by_quality": qualities,
-        "stores": { "questdb": "not_configured", "redis": "not_configured" },
+        "stores": stores(&app),
         "journal": app.orders.as_ref().map(|o| {
             let j = o.journal();
             json!({

@@ -252,6 +252,74 @@ pub fn render(app: &AppState) -> String {
         }
     }
 
+    if let Some(q) = &app.questdb {
+        for (name, kind, help, v) in [
+            (
+                "stocksblitz_questdb_rows_in_total",
+                "counter",
+                "Rows taken in by the QuestDB sink.",
+                q.rows_in.get(),
+            ),
+            (
+                "stocksblitz_questdb_rows_sent_total",
+                "counter",
+                "Rows the server accepted.",
+                q.rows_sent.get(),
+            ),
+            (
+                "stocksblitz_questdb_batches_total",
+                "counter",
+                "Batches sent.",
+                q.batches.get(),
+            ),
+            (
+                "stocksblitz_questdb_send_errors_total",
+                "counter",
+                "Failed sends (each retried after a back-off).",
+                q.errors.get(),
+            ),
+            (
+                "stocksblitz_questdb_rejected_rows_total",
+                "counter",
+                "Rows the encoder refused (kept in rejected.rows).",
+                q.rejected.get(),
+            ),
+            (
+                "stocksblitz_questdb_spilled_rows_total",
+                "counter",
+                "Rows written to spill files.",
+                q.spilled_rows.get(),
+            ),
+            (
+                "stocksblitz_questdb_spill_bytes",
+                "gauge",
+                "Bytes in spill files now.",
+                q.spill_bytes.get(),
+            ),
+            (
+                "stocksblitz_questdb_memory_rows",
+                "gauge",
+                "Rows waiting in memory.",
+                q.memory_rows.get(),
+            ),
+            (
+                "stocksblitz_questdb_connected",
+                "gauge",
+                "1 while the last send succeeded.",
+                q.connected.get(),
+            ),
+        ] {
+            o.header(name, kind, help);
+            o.sample(name, "", v);
+        }
+        o.header(
+            "stocksblitz_questdb_lag_seconds",
+            "gauge",
+            "Age of the oldest row not yet stored.",
+        );
+        o.sample("stocksblitz_questdb_lag_seconds", "", q.lag_ns.get() as f64 / 1e9);
+    }
+
     // Rings: inputs (one per feed), outputs (one per consumer), the order event ring.
     let mut rings: Vec<(&str, &stocksblitz_engine::ring::RingStats)> =
         app.engine.inputs.iter().map(|r| ("input", r.as_ref())).collect();

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod ilp;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

@@ -1,0 +1,105 @@
+//! Table creation over QuestDB's HTTP SQL endpoint (`/exec`), and the start-up
+//! reachability check. Tables get a designated timestamp, daily partitions, WAL and
+//! DEDUP UPSERT KEYS, so that re-sending a batch (after a timeout whose outcome was
+//! unknown, or a drained spill file) never doubles a row.
+
+use std::time::Duration;
+
+use super::ilp::{BARS, FILLS, ORDER_EVENTS, QUOTES, TRADES};
+use crate::config::questdb::{IlpTransport, QuestDbSetup};
+
+/// `CREATE TABLE IF NOT EXISTS` for every table the sink writes.
+pub fn statements() -> Vec<(&'static str, String)> {
+    let table = |name: &'static str, columns: &str, keys: &str| {
+        (
+            name,
+            format!(
+                "CREATE TABLE IF NOT EXISTS {name} (ts TIMESTAMP, {columns}) TIMESTAMP(ts) PARTITION BY DAY WAL \
+                 DEDUP UPSERT KEYS(ts, {keys})"
+            ),
+        )
+    };
+    vec![
+        table(
+            TRADES,
+            "symbol SYMBOL, aggressor SYMBOL, price DOUBLE, qty DOUBLE, trade_id LONG, recv_ts TIMESTAMP",
+            "symbol, trade_id",
+        ),
+        table(
+            QUOTES,
+            "symbol SYMBOL, bid DOUBLE, bid_qty DOUBLE, ask DOUBLE, ask_qty DOUBLE",
+            "symbol",
+        ),
+        table(
+            BARS,
+            "symbol SYMBOL, interval SYMBOL, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE, \
+             trades LONG, revised BOOLEAN",
+            "symbol, interval",
+        ),
+        table(
+            ORDER_EVENTS,
+            "account SYMBOL, symbol SYMBOL, event SYMBOL, status SYMBOL, side SYMBOL, type SYMBOL, seq LONG, \
+             order_id LONG, price DOUBLE, qty DOUBLE, filled DOUBLE, client_order_id VARCHAR",
+            "seq",
+        ),
+        table(
+            FILLS,
+            "account SYMBOL, symbol SYMBOL, side SYMBOL, liquidity SYMBOL, fill_id LONG, order_id LONG, price DOUBLE, \
+             qty DOUBLE, trade_id LONG",
+            "fill_id",
+        ),
+    ]
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// Fails with a clear message when the server cannot be reached (a configured store
+/// that is down at start-up stops start-up).
+pub fn check_reachable(s: &QuestDbSetup) -> Result<(), String> {
+    match s.transport {
+        IlpTransport::Http => {
+            let url = format!("http://{}/ping", s.addr);
+            match agent(s.request_timeout).get(&url).call() {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("{url} answered {}", r.status())),
+                Err(e) => Err(format!("{url}: {e}")),
+            }
+        }
+        IlpTransport::Tcp => {
+            use std::net::ToSocketAddrs;
+            let addrs = s.addr.to_socket_addrs().map_err(|e| format!("{}: {e}", s.addr))?;
+            let mut last = format!("{} resolves to no address", s.addr);
+            for a in addrs {
+                match std::net::TcpStream::connect_timeout(&a, s.request_timeout) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = format!("{a}: {e}"),
+                }
+            }
+            Err(last)
+        }
+    }
+}
+
+/// Creates the tables (idempotent).
+pub fn create_tables(s: &QuestDbSetup) -> Result<(), String> {
+    let agent = agent(s.request_timeout);
+    for (name, sql) in statements() {
+        let url = format!("http://{}/exec", s.addr);
+        let mut r = agent
+            .get(&url)
+            .query("query", &sql)
+            .call()
+            .map_err(|e| format!("creating table {name}: {url}: {e}"))?;
+        if !r.status().is_success() {
+            let body = r.body_mut().read_to_string().unwrap_or_default();
+            return Err(format!("creating table {name}: {url} answered {}: {body}", r.status()));
+        }
+    }
+    Ok(())
+}

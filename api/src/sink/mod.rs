@@ -1,0 +1,73 @@
+//! The QuestDB sink (SPEC section 5): trades, quotes, bars, order events and fills into
+//! a time-series store over ILP, off the hot path, losing nothing when the store is
+//! slow or down.
+//!
+//! - [`row`]: what a stored row is; [`ilp`]: rows into ILP lines (tables, columns);
+//! - [`ddl`]: table creation with DEDUP keys, and the start-up reachability check;
+//! - [`spill`]: spill files; [`thread`]: the sink thread; [`stats`]: its counters.
+
+pub mod ddl;
+pub mod ilp;
+pub mod row;
+pub mod spill;
+pub mod stats;
+pub mod thread;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use stocksblitz_engine::journal::{JournalStats, JournalTailer};
+use stocksblitz_engine::ring::RingConsumer;
+use stocksblitz_engine::{EngineEvent, InstrumentRegistry};
+
+pub use stats::SinkStats;
+pub use thread::{OrderFeed, QuestDbSink};
+
+use crate::config::questdb::QuestDbSetup;
+
+/// Checks the server, creates the tables when asked, and starts the sink thread.
+/// `journal`: the order journal's directory and counters, when order events are
+/// exported.
+pub fn start(
+    setup: &QuestDbSetup,
+    registry: &InstrumentRegistry,
+    accounts: &[String],
+    market: RingConsumer<EngineEvent>,
+    journal: Option<(&Path, Arc<JournalStats>)>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(JoinHandle<()>, Arc<SinkStats>)> {
+    ddl::check_reachable(setup)
+        .map_err(|e| anyhow::anyhow!("[questdb] is configured but unreachable at start-up: {e}"))?;
+    if setup.create_tables {
+        ddl::create_tables(setup).map_err(|e| anyhow::anyhow!("[questdb] create_tables: {e}"))?;
+    }
+    let orders = match journal.filter(|_| setup.orders) {
+        Some((dir, stats)) => {
+            let saved = thread::saved_position(&setup.spill_dir);
+            let tailer = match JournalTailer::after(dir, saved) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Safe to start over: the tables' DEDUP keys absorb the re-sent rows.
+                    tracing::warn!(error = %e, "questdb sink: saved journal position unusable; exporting order events from the start");
+                    JournalTailer::after(dir, None).context("reading the order journal for the questdb sink")?
+                }
+            };
+            Some(OrderFeed::new(tailer, stats))
+        }
+        None => None,
+    };
+    let stats = Arc::new(SinkStats::default());
+    let sink = QuestDbSink::new(
+        setup.clone(),
+        ilp::Names::new(registry, accounts),
+        Some(market),
+        orders,
+        Arc::clone(&stats),
+    )
+    .with_context(|| format!("opening the questdb spill directory {}", setup.spill_dir.display()))?;
+    let join = sink.spawn(stop).context("starting the questdb sink thread")?;
+    Ok((join, stats))
+}

@@ -1,0 +1,169 @@
+//! One row for the time-series store, as the sink queues and spills it: fixed-size,
+//! `Copy`, prices still fixed-point (converted to doubles only when serialized).
+
+use stocksblitz_engine::bars::BarState;
+use stocksblitz_engine::orders::AccountId;
+use stocksblitz_engine::orders::{
+    ClientOrderId, Fill, Liquidity, Order, OrderEvent, OrderEventData, OrderEventKind, OrderId, OrderStatus, OrderType,
+};
+use stocksblitz_engine::{Aggressor, EngineEvent, EventData, InstrumentId, Price, Qty, Side, UnixNanos};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SinkRow {
+    Trade {
+        /// Exchange time when known, else receive time (the designated timestamp).
+        ts: i64,
+        recv: i64,
+        instrument: InstrumentId,
+        price: Price,
+        qty: Qty,
+        trade_id: u64,
+        aggressor: Aggressor,
+    },
+    Quote {
+        ts: i64,
+        instrument: InstrumentId,
+        bid: Price,
+        bid_qty: Qty,
+        ask: Price,
+        ask_qty: Qty,
+    },
+    Bar {
+        /// The bar's start.
+        ts: i64,
+        instrument: InstrumentId,
+        /// Seconds per bar.
+        interval_secs: u32,
+        open: Price,
+        high: Price,
+        low: Price,
+        close: Price,
+        volume: Qty,
+        trades: u32,
+        revised: bool,
+    },
+    Order {
+        ts: i64,
+        /// The engine's order event sequence (unique).
+        seq: u64,
+        account: AccountId,
+        order: OrderId,
+        instrument: InstrumentId,
+        event: OrderEventKind,
+        status: OrderStatus,
+        side: Side,
+        kind: OrderType,
+        price: Price,
+        qty: Qty,
+        filled: Qty,
+        client_id: ClientOrderId,
+    },
+    Fill {
+        ts: i64,
+        fill_id: u64,
+        order: OrderId,
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        price: Price,
+        qty: Qty,
+        liquidity: Liquidity,
+        trade_id: u64,
+    },
+}
+
+impl SinkRow {
+    /// The market data row an engine event becomes: trades, quotes and closed (or
+    /// revised) bars. Book deltas, forming bars and status changes are not stored.
+    pub fn from_market(e: &EngineEvent) -> Option<SinkRow> {
+        let ts = if e.exchange_ts == UnixNanos::UNKNOWN {
+            e.recv_ts.0
+        } else {
+            e.exchange_ts.0
+        };
+        match e.data {
+            EventData::Trade {
+                price,
+                qty,
+                trade_id,
+                aggressor,
+            } => Some(SinkRow::Trade {
+                ts,
+                recv: e.recv_ts.0,
+                instrument: e.instrument,
+                price,
+                qty,
+                trade_id,
+                aggressor,
+            }),
+            EventData::Quote {
+                bid,
+                bid_qty,
+                ask,
+                ask_qty,
+            } => Some(SinkRow::Quote {
+                ts: e.recv_ts.0,
+                instrument: e.instrument,
+                bid,
+                bid_qty,
+                ask,
+                ask_qty,
+            }),
+            EventData::Bar { bar, state } if state != BarState::Open => Some(SinkRow::Bar {
+                ts: bar.start.0,
+                instrument: e.instrument,
+                interval_secs: (bar.interval.nanos() / UnixNanos::NANOS_PER_SEC) as u32,
+                open: bar.open,
+                high: bar.high,
+                low: bar.low,
+                close: bar.close,
+                volume: bar.volume,
+                trades: bar.trades,
+                revised: state == BarState::Revised,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The row an order event becomes: order state changes and fills.
+    pub fn from_order(e: &OrderEvent) -> Option<SinkRow> {
+        match e.data {
+            OrderEventData::Order { kind, order } => Some(order_row(e, kind, &order)),
+            OrderEventData::Fill(f) => Some(fill_row(&f)),
+            _ => None,
+        }
+    }
+}
+
+fn order_row(e: &OrderEvent, event: OrderEventKind, o: &Order) -> SinkRow {
+    SinkRow::Order {
+        ts: e.at.0,
+        seq: e.seq,
+        account: o.account,
+        order: o.id,
+        instrument: o.instrument,
+        event,
+        status: o.status,
+        side: o.side,
+        kind: o.kind,
+        price: o.price,
+        qty: o.qty,
+        filled: o.filled,
+        client_id: o.client_id,
+    }
+}
+
+fn fill_row(f: &Fill) -> SinkRow {
+    SinkRow::Fill {
+        ts: f.at.0,
+        fill_id: f.id,
+        order: f.order,
+        account: f.account,
+        instrument: f.instrument,
+        side: f.side,
+        price: f.price,
+        qty: f.qty,
+        liquidity: f.liquidity,
+        trade_id: f.trade_id,
+    }
+}

@@ -1,0 +1,179 @@
+//! ILP servers for the sink tests: a recording HTTP endpoint (exact lines) and a real
+//! VictoriaMetrics (`victoria-metrics` from Debian; `scripts/test.sh` installs it),
+//! each on a free loopback port, stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+
+/// Records every ILP body and SQL query it receives; can be told to fail.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub bodies: Arc<Mutex<Vec<String>>>,
+    pub queries: Arc<Mutex<Vec<String>>>,
+    pub fail: Arc<Mutex<bool>>,
+}
+
+impl Recorder {
+    pub fn lines(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+async fn write(State(r): State<Recorder>, body: Bytes) -> StatusCode {
+    if *r.fail.lock().unwrap() {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    r.bodies
+        .lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&body).into_owned());
+    StatusCode::NO_CONTENT
+}
+
+async fn exec(State(r): State<Recorder>, Query(q): Query<std::collections::HashMap<String, String>>) -> StatusCode {
+    r.queries
+        .lock()
+        .unwrap()
+        .push(q.get("query").cloned().unwrap_or_default());
+    StatusCode::OK
+}
+
+/// Serves `/write`, `/ping` and `/exec` on a free port; returns its `host:port`.
+pub async fn recorder() -> (String, Recorder) {
+    let r = Recorder::default();
+    let app = Router::new()
+        .route("/write", post(write))
+        .route("/ping", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/exec", get(exec))
+        .with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, r)
+}
+
+/// A VictoriaMetrics server with its own storage directory.
+pub struct Victoria {
+    pub addr: String,
+    storage: PathBuf,
+    child: Option<Child>,
+}
+
+impl Victoria {
+    pub fn start(storage: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut v = Self {
+            addr: format!("127.0.0.1:{port}"),
+            storage: storage.to_path_buf(),
+            child: None,
+        };
+        v.restart();
+        v
+    }
+
+    /// A handle on a server another `Victoria` runs (for counting from another thread).
+    pub fn attach(addr: &str) -> Self {
+        Self {
+            addr: addr.to_owned(),
+            storage: PathBuf::new(),
+            child: None,
+        }
+    }
+
+    /// (Re)starts the server on the same port and storage.
+    pub fn restart(&mut self) {
+        let child = Command::new("victoria-metrics")
+            .arg(format!("-httpListenAddr={}", self.addr))
+            .arg(format!("-storageDataPath={}", self.storage.display()))
+            // A re-sent row (same series, same millisecond) is stored once, as QuestDB's
+            // DEDUP UPSERT KEYS do.
+            .arg("-dedup.minScrapeInterval=1ms")
+            .arg("-search.latencyOffset=0s")
+            .arg("-retentionPeriod=100y")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "victoria-metrics must be installed (Debian package victoria-metrics; scripts/test.sh installs it)",
+            );
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&self.addr).is_ok()
+                && ureq::get(&format!("http://{}/health", self.addr)).call().is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("victoria-metrics did not start on {}", self.addr);
+    }
+
+    /// A graceful stop (SIGTERM: the server writes what it acknowledged to disk; a
+    /// SIGKILL would lose its own recent, acknowledged data, which is no test of ours).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Samples stored for metrics whose name matches `re` (e.g. `trades_price`).
+    pub fn count(&self, re: &str) -> usize {
+        let _ = ureq::get(&format!("http://{}/internal/force_flush", self.addr)).call();
+        let body = ureq::get(&format!("http://{}/api/v1/export", self.addr))
+            .query("match[]", format!("{{__name__=~\"{re}\"}}"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        body.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["values"].as_array().map_or(0, Vec::len))
+            .sum()
+    }
+
+    /// Polls until `count(re)` reaches `want` (or the deadline); returns the last count.
+    pub fn wait_count(&self, re: &str, want: usize, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let n = self.count(re);
+            if n >= want || Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,390 @@
+//! The QuestDB sink over real sockets: exact ILP lines (recording endpoint), table
+//! creation with DEDUP keys, refusal to start when the store is unreachable, and
+//! against a real VictoriaMetrics: every row stored exactly once, through a server
+//! stop and restart mid-stream, spill files included.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::ilp::{recorder, Victoria};
+use common::*;
+use stocksblitz_api::config::questdb::{IlpTransport, QuestDbSetup};
+use stocksblitz_api::sink::{self, ilp::Names, row::SinkRow, QuestDbSink, SinkStats};
+use stocksblitz_engine::orders::{
+    AccountId, ClientOrderId, Liquidity, OrderEventKind, OrderId, OrderStatus, OrderType,
+};
+use stocksblitz_engine::ring::{ring, RingProducer};
+use stocksblitz_engine::{
+    Aggressor, DataQuality, EngineEvent, EventData, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty,
+    Side, UnixNanos,
+};
+
+fn registry() -> InstrumentRegistry {
+    let inst = |symbol: &str| InstrumentConfig {
+        symbol: symbol.into(),
+        venue: "binance".into(),
+        venue_symbol: symbol.to_lowercase(),
+        kind: stocksblitz_engine::instrument::InstrumentKind::CryptoSpot,
+        currency: "USDT".into(),
+        price_decimals: 2,
+        qty_decimals: 3,
+        tick_size: "0.01".into(),
+        lot_size: "0.001".into(),
+        session: "24x7".into(),
+    };
+    InstrumentRegistry::from_config(&[inst("BTCUSDT"), inst("ETH-USD")]).expect("registry")
+}
+
+fn setup(addr: &str, spill: &std::path::Path, memory_rows: usize) -> QuestDbSetup {
+    QuestDbSetup {
+        transport: IlpTransport::Http,
+        addr: addr.to_owned(),
+        protocol_version: 1,
+        create_tables: false,
+        batch_rows: 200,
+        flush_interval: Duration::from_millis(20),
+        memory_rows,
+        spill_dir: spill.to_path_buf(),
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(200),
+        request_timeout: Duration::from_millis(2_000),
+        orders: false,
+    }
+}
+
+/// A sink thread fed through a real engine output ring.
+fn sink(
+    setup: QuestDbSetup,
+) -> (
+    RingProducer<EngineEvent>,
+    Arc<SinkStats>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let (p, c) = ring("questdb", 1 << 16);
+    let stats = Arc::new(SinkStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = QuestDbSink::new(
+        setup,
+        Names::new(&registry(), &["alice".to_owned()]),
+        Some(c),
+        None,
+        Arc::clone(&stats),
+    )
+    .expect("sink");
+    let join = s.spawn(Arc::clone(&stop)).expect("thread");
+    (p, stats, stop, join)
+}
+
+fn trade(instrument: u32, ts_ms: i64, n: u64) -> EngineEvent {
+    EngineEvent {
+        seq: n,
+        instrument: InstrumentId(instrument),
+        quality: DataQuality::Live,
+        exchange_ts: UnixNanos(ts_ms * 1_000_000),
+        recv_ts: UnixNanos(ts_ms * 1_000_000 + 250_000),
+        data: EventData::Trade {
+            price: Price(10_050 + (n % 7) as i64),
+            qty: Qty(250),
+            trade_id: n,
+            aggressor: Aggressor::Buy,
+        },
+    }
+}
+
+fn now_ms() -> i64 {
+    UnixNanos::now().0 / 1_000_000
+}
+
+fn stop_sink(stop: &AtomicBool, join: std::thread::JoinHandle<()>) {
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    join.join().expect("sink thread");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_become_exact_ilp_lines() {
+    let (addr, rec) = recorder().await;
+    let dir = fresh_dir("ilp-lines");
+    let names = Names::new(&registry(), &["alice".to_owned()]);
+    let ts = 1_796_205_600_123_456_789i64;
+    let rows = [
+        SinkRow::Trade {
+            ts,
+            recv: ts + 1_000,
+            instrument: InstrumentId(0),
+            price: Price(10_050),
+            qty: Qty(250),
+            trade_id: 42,
+            aggressor: Aggressor::Sell,
+        },
+        SinkRow::Quote {
+            ts,
+            instrument: InstrumentId(1),
+            bid: Price(199_999),
+            bid_qty: Qty(1),
+            ask: Price(0),
+            ask_qty: Qty(0),
+        },
+        SinkRow::Bar {
+            ts,
+            instrument: InstrumentId(0),
+            interval_secs: 60,
+            open: Price(100),
+            high: Price(120),
+            low: Price(90),
+            close: Price(110),
+            volume: Qty(12_345),
+            trades: 7,
+            revised: true,
+        },
+        SinkRow::Order {
+            ts,
+            seq: 9,
+            account: AccountId(0),
+            order: OrderId(16_777_216),
+            instrument: InstrumentId(0),
+            event: OrderEventKind::Accepted,
+            status: OrderStatus::Open,
+            side: Side::Buy,
+            kind: OrderType::Limit,
+            price: Price(10_000),
+            qty: Qty(1_500),
+            filled: Qty(0),
+            client_id: ClientOrderId::new("a.b:c_d-e").expect("id"),
+        },
+        SinkRow::Fill {
+            ts,
+            fill_id: 3,
+            order: OrderId(16_777_216),
+            account: AccountId(0),
+            instrument: InstrumentId(0),
+            side: Side::Buy,
+            price: Price(10_000),
+            qty: Qty(500),
+            liquidity: Liquidity::Maker,
+            trade_id: 77,
+        },
+    ];
+    let mut buf = questdb::ingress::Buffer::new(questdb::ingress::ProtocolVersion::V1);
+    for r in &rows {
+        sink::ilp::write_row(&mut buf, r, &names).expect("row");
+    }
+    let text = String::from_utf8(buf.as_bytes().to_vec()).expect("utf8");
+    let want = [
+        "trades,symbol=BTCUSDT,aggressor=sell price=100.5,qty=0.25,trade_id=42i,recv_ts=1796205600123457t 1796205600123456789",
+        "quotes,symbol=ETH-USD bid=1999.99,bid_qty=0.001 1796205600123456789",
+        "bars,symbol=BTCUSDT,interval=1m open=1.0,high=1.2,low=0.9,close=1.1,volume=12.345,trades=7i,revised=t 1796205600123456789",
+        "order_events,account=alice,symbol=BTCUSDT,event=accepted,status=open,side=buy,type=limit seq=9i,order_id=16777216i,price=100.0,qty=1.5,filled=0.0,client_order_id=\"a.b:c_d-e\" 1796205600123456789",
+        "fills,account=alice,symbol=BTCUSDT,side=buy,liquidity=maker fill_id=3i,order_id=16777216i,price=100.0,qty=0.5,trade_id=77i 1796205600123456789",
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), want);
+
+    // Through the sink thread to a recording server: the same lines arrive.
+    let (mut p, stats, stop, join) = sink(setup(&addr, &dir, 10_000));
+    assert!(p.push(trade(0, 1_796_205_600_000, 1)));
+    for _ in 0..100 {
+        if stats.rows_sent.get() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_sink(&stop, join);
+    assert_eq!(
+        rec.lines(),
+        ["trades,symbol=BTCUSDT,aggressor=buy price=100.51,qty=0.25,trade_id=1i,recv_ts=1796205600000250t 1796205600000000000"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_created_with_dedup_keys_and_an_unreachable_store_stops_start_up() {
+    let (addr, rec) = recorder().await;
+    let dir = fresh_dir("ddl");
+    let mut s = setup(&addr, &dir, 1000);
+    s.create_tables = true;
+    let (_, c) = ring::<EngineEvent>("questdb", 16);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (join, _) = sink::start(&s, &registry(), &[], c, None, Arc::clone(&stop)).expect("starts");
+    stop_sink(&stop, join);
+    let queries = rec.queries.lock().unwrap().clone();
+    assert_eq!(queries.len(), 5, "{queries:?}");
+    for (q, table, keys) in [
+        (&queries[0], "trades", "DEDUP UPSERT KEYS(ts, symbol, trade_id)"),
+        (&queries[1], "quotes", "DEDUP UPSERT KEYS(ts, symbol)"),
+        (&queries[2], "bars", "DEDUP UPSERT KEYS(ts, symbol, interval)"),
+        (&queries[3], "order_events", "DEDUP UPSERT KEYS(ts, seq)"),
+        (&queries[4], "fills", "DEDUP UPSERT KEYS(ts, fill_id)"),
+    ] {
+        assert!(
+            q.starts_with(&format!("CREATE TABLE IF NOT EXISTS {table} (ts TIMESTAMP")),
+            "{q}"
+        );
+        assert!(q.contains("TIMESTAMP(ts) PARTITION BY DAY WAL"), "{q}");
+        assert!(q.ends_with(keys), "{q}");
+    }
+
+    // Nothing listens here: start-up refuses, saying what and where.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let gone = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let (_, c) = ring::<EngineEvent>("questdb", 16);
+    let err =
+        sink::start(&setup(&gone, &dir, 1000), &registry(), &[], c, None, Arc::clone(&stop)).expect_err("refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("unreachable at start-up") && msg.contains(&gone), "{msg}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn every_row_is_stored_once_through_a_store_outage_and_a_sink_restart() {
+    let root = fresh_dir("vm");
+    let mut vm = Victoria::start(&root.join("vm"));
+    let spill = root.join("spill");
+    // A small memory bound: the outage spills to files.
+    let (mut p, stats, stop, join) = sink(setup(&vm.addr, &spill, 300));
+    let base = now_ms() - 60_000;
+    let mut sent = 0u64;
+    let mut push = |p: &mut RingProducer<EngineEvent>, n: u64| {
+        for _ in 0..n {
+            sent += 1;
+            // One row per instrument per millisecond: VictoriaMetrics stores per
+            // (series, millisecond), so every row is distinct there.
+            let e = trade((sent % 2) as u32, base + sent as i64, sent);
+            while !p.push(e) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
+    push(&mut p, 2_000);
+    assert_eq!(
+        vm.wait_count("trades_price", 2_000, Duration::from_secs(30)),
+        2_000,
+        "a normal run"
+    );
+
+    // The store goes away mid-stream: rows wait in memory, then in spill files.
+    vm.stop();
+    push(&mut p, 3_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while (stats.spilled_rows.get() == 0 || stats.errors.get() == 0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stats.spilled_rows.get() > 0, "the outage spilled to files");
+    assert!(stats.errors.get() > 0, "sends failed and were retried");
+    vm.restart();
+    push(&mut p, 1_000);
+    assert_eq!(
+        vm.wait_count("trades_price", 6_000, Duration::from_secs(60)),
+        6_000,
+        "nothing lost, nothing doubled after the outage; sink: in {} sent {} memory {} spilled {} errors {} last {:?}",
+        stats.rows_in.get(),
+        stats.rows_sent.get(),
+        stats.memory_rows.get(),
+        stats.spilled_rows.get(),
+        stats.errors.get(),
+        stats.last_error()
+    );
+
+    // The store is down when the sink stops: what it holds goes to spill files, and a
+    // new sink on the same directory drains them.
+    vm.stop();
+    push(&mut p, 1_500);
+    std::thread::sleep(Duration::from_millis(300));
+    stop_sink(&stop, join);
+    assert!(
+        std::fs::read_dir(&spill).expect("spill dir").count() > 0,
+        "rows spilled at stop"
+    );
+    vm.restart();
+    let (_p2, stats2, stop2, join2) = sink(setup(&vm.addr, &spill, 300));
+    assert_eq!(
+        vm.wait_count("trades_price", 7_500, Duration::from_secs(60)),
+        7_500,
+        "the spill of the previous run was drained"
+    );
+    assert!(stats2.rows_sent.get() >= 1_500);
+    stop_sink(&stop2, join2);
+    assert_eq!(vm.count("trades_qty"), 7_500, "every field stored once");
+    let leftover: Vec<_> = std::fs::read_dir(&spill)
+        .expect("spill dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("spill-"))
+        .collect();
+    assert!(leftover.is_empty(), "drained spill files are deleted");
+    drop(vm);
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_exports_market_data_and_order_events() {
+    let root = fresh_dir("vm-app");
+    let vm = Victoria::start(&root.join("vm"));
+    let spill = root.join("spill");
+    let cfg = test_config(|d| {
+        let q: toml::Table = toml::from_str(&format!(
+            r#"
+            url = "http://{}"
+            protocol_version = 1
+            create_tables = false
+            batch_rows = 500
+            flush_interval_ms = 50
+            memory_rows = 100000
+            spill_dir = "{}"
+            retry_initial_ms = 50
+            retry_max_ms = 1000
+            request_timeout_ms = 5000
+            orders = true
+            "#,
+            vm.addr,
+            spill.display()
+        ))
+        .expect("toml");
+        d.insert("questdb".into(), toml::Value::Table(q));
+    });
+    let app = start_with(&cfg).await;
+    let alice = Client::new(&app, "alice", "trader");
+    let bob = Client::new(&app, "bob", "trader");
+    let order = |side: &str, qty: &str| serde_json::json!({ "symbol": "SBZ", "side": side, "type": "limit", "price": "100.00", "qty": qty });
+    assert_eq!(
+        alice.post("/orders", order("sell", "5")).await.0,
+        reqwest::StatusCode::CREATED
+    );
+    let (s, v) = bob.post("/orders", order("buy", "2")).await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+    assert_eq!(v["order"]["status"], "filled");
+
+    // Two fills (maker and taker), and the order events: accepted (sell), accepted and
+    // filled (buy), partially filled (sell).
+    let addr = vm.addr.clone();
+    let (fills, events, trades) = tokio::task::spawn_blocking(move || {
+        let vm = Victoria::attach(&addr);
+        (
+            vm.wait_count("fills_qty", 2, Duration::from_secs(30)),
+            vm.wait_count("order_events_qty", 4, Duration::from_secs(30)),
+            vm.wait_count("trades_price", 1, Duration::from_secs(30)),
+        )
+    })
+    .await
+    .expect("count");
+    assert_eq!(fills, 2);
+    assert!(events >= 4, "{events} order events");
+    assert!(trades >= 1, "market data trades are exported too");
+    let r = reqwest::get(http(&app, "/health/ready")).await.expect("ready");
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["stores"]["questdb"]["status"], "ok", "{body}");
+    let metrics = reqwest::get(http(&app, "/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("stocksblitz_questdb_rows_sent_total"), "metrics");
+    app.shutdown().await.expect("shutdown");
+    // Where the order events were exported up to is saved for the next start.
+    assert!(spill.join("orders.position").exists());
+    drop(vm);
+    let _ = std::fs::remove_dir_all(root);
+}
