@@ -20,6 +20,7 @@ need ca-certificates
 need gcc          # mimalloc's C sources
 need curl         # used by scripts/ and by humans poking the API
 need victoria-metrics  # a real ILP server for the QuestDB sink tests (each test starts its own)
+need redis-server      # a real Redis for the Redis tests (each test starts its own)
 if ((${#packages[@]})); then
   log "installing ${packages[*]}"
   sudo_cmd=""

@@ -17,8 +17,10 @@ use stocksblitz_engine::idle::Idler;
 use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWriter, RunStart, Snapshotter};
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::OrderManager;
+use stocksblitz_engine::publisher::OutputStats;
 use stocksblitz_engine::ring::ring;
-use stocksblitz_engine::{Engine, EngineEvent, Price, Tick, UnixNanos};
+use stocksblitz_engine::stats::EngineStats;
+use stocksblitz_engine::{Engine, EngineEvent, EngineHandles, Price, Tick, UnixNanos};
 use stocksblitz_feed_handlers::live::spawn_live;
 use stocksblitz_feed_handlers::replay_feed::spawn_replay;
 use stocksblitz_feed_handlers::{spawn_synthetic, FeedHandle, FeedKind, SimSpec, SyntheticMarket};
@@ -31,6 +33,7 @@ use crate::market::{spawn_fanout, Market, Mirror};
 use crate::orders::accounts::Accounts;
 use crate::orders::fanout::spawn_order_fanout;
 use crate::orders::OrderService;
+use crate::redis_store::RedisStore;
 use crate::state::{AppState, FeedInfo};
 use crate::ws::hub::Hub;
 use stocksblitz_engine::orders::store::OrderStore;
@@ -48,6 +51,8 @@ pub struct RunningApp {
     snapshots: Option<JoinHandle<()>>,
     /// The QuestDB sink (stopped with the journal, after the engine).
     questdb: Option<JoinHandle<()>>,
+    /// The Redis publisher (engine node) or subscriber (API node).
+    redis: Option<JoinHandle<()>>,
     journal_stop: Arc<AtomicBool>,
     simulator: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -191,6 +196,10 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let addr = listener.local_addr().context("reading the bound address")?;
     let stop = Arc::new(AtomicBool::new(false));
     let cfg = &v.config;
+    let redis = match &v.redis {
+        Some(setup) => Some(Arc::new(RedisStore::connect(setup).await?)),
+        None => None,
+    };
     let sim = start_simulator(&v, &stop)?;
     let (feeds, inputs) = start_feeds(&v, &stop, sim.as_ref().map(|(a, _)| *a))?;
 
@@ -201,6 +210,12 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         let (p, c) = ring::<EngineEvent>("questdb", cfg.engine.output_ring_capacity);
         outputs.push(p);
         c
+    });
+    // Redis gets its own output ring too (published for API nodes elsewhere).
+    let redis_ring = redis.as_ref().map(|_| {
+        let (p, c) = ring::<EngineEvent>("redis", cfg.engine.output_ring_capacity);
+        outputs.push(p);
+        (outputs.len() - 1, c)
     });
     let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, outputs);
     let order_path = match (&v.orders, &cfg.auth) {
@@ -219,14 +234,18 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
             manager.republish_internal_books(now);
             let backlog = 4 * setup.event_ring_capacity;
             engine = engine.with_orders(manager, OrderGateway::new(Arc::clone(&queue), order_out, backlog), now);
-            let service = Arc::new(OrderService::new(
+            let service = OrderService::new(
                 tokens,
                 Accounts::new(&setup.accounts),
                 store,
                 queue,
                 std::time::Duration::from_millis(setup.response_timeout_ms),
                 Arc::clone(&journal_stats),
-            ));
+            );
+            let service = Arc::new(match &redis {
+                Some(r) => service.with_redis(Arc::clone(r)),
+                None => service,
+            });
             let journal = JournalThread::new(journal, journal_in, journal_out, journal_stats);
             Some((service, order_in, journal, snapshots))
         }
@@ -249,16 +268,8 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         })
         .context("starting the engine thread")?;
 
-    let registry = Arc::new(v.registry.clone());
-    let market = Arc::new(Market {
-        registry: Arc::clone(&registry),
-        mirror: RwLock::new(Mirror::new(
-            registry.len(),
-            cfg.engine.book_max_levels,
-            cfg.api.trades_history,
-            cfg.api.bars_history,
-        )),
-    });
+    let market = new_market(&v);
+    let registry = Arc::clone(&market.registry);
     let hub = Arc::new(Hub::default());
     let (fanout, fanout_stats) = spawn_fanout(
         Arc::clone(&market),
@@ -304,6 +315,26 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         }
         _ => (None, None),
     };
+    let redis_publisher = match (&redis, redis_ring) {
+        (Some(store), Some((output, ring))) => {
+            let output = handles
+                .outputs
+                .get(output)
+                .map(|o| Arc::clone(&o.1))
+                .context("the redis output ring")?;
+            Some(
+                crate::redis_store::publisher::spawn_publisher(
+                    Arc::clone(store),
+                    Arc::clone(&registry),
+                    ring,
+                    output,
+                    Arc::clone(&journal_stop),
+                )
+                .context("starting the redis publisher")?,
+            )
+        }
+        _ => None,
+    };
     let feed_info = feeds
         .iter()
         .map(|h| FeedInfo {
@@ -324,15 +355,11 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         order_service,
         questdb_stats,
     );
-    let router = crate::http::router::router(state.clone());
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let state = match redis {
+        Some(r) => state.with_redis(r),
+        None => state,
+    };
+    let (server, tx) = serve(listener, &state);
     tracing::info!(%addr, instruments = registry.len(), feeds = state.feeds.len(), "serving");
     Ok(RunningApp {
         addr,
@@ -345,6 +372,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         journal,
         snapshots,
         questdb,
+        redis: redis_publisher,
         journal_stop,
         simulator: sim.map(|(_, j)| j),
         server,
@@ -408,15 +436,122 @@ fn open_journal(
     Ok((writer, snapshots, stats))
 }
 
-/// Binds the configured address and starts.
-pub async fn start(v: Validated) -> anyhow::Result<RunningApp> {
-    let listener = TcpListener::bind(v.listen).await.with_context(|| {
+/// The API's read model of the market, empty.
+fn new_market(v: &Validated) -> Arc<Market> {
+    let registry = Arc::new(v.registry.clone());
+    let cfg = &v.config;
+    Arc::new(Market {
+        mirror: RwLock::new(Mirror::new(
+            registry.len(),
+            cfg.engine.book_max_levels,
+            cfg.api.trades_history,
+            cfg.api.bars_history,
+        )),
+        registry,
+    })
+}
+
+type Server = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Serves the routes on `listener` until the returned sender fires.
+fn serve(listener: TcpListener, state: &AppState) -> (Server, oneshot::Sender<()>) {
+    let router = crate::http::router::router(state.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    (server, tx)
+}
+
+/// An API node apart from the engine (`serve --role api`): market data arrives from
+/// the engine node through Redis into the same fan-out, mirror and WebSocket hub;
+/// order entry stays on the engine node (its routes answer 503 here).
+pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Result<RunningApp> {
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let Some(setup) = &v.redis else {
+        anyhow::bail!("--role api needs [redis]: market data reaches API nodes through it");
+    };
+    let redis = Arc::new(RedisStore::connect(setup).await?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let cfg = &v.config;
+    let (producer, consumer) = ring::<EngineEvent>("redis-in", cfg.engine.output_ring_capacity);
+    let source = Arc::new(EngineStats::default());
+    let handles = EngineHandles {
+        stats: Arc::clone(&source),
+        inputs: Vec::new(),
+        outputs: vec![(Arc::clone(producer.stats()), Arc::new(OutputStats::default()))],
+        orders: None,
+    };
+    let subscriber =
+        crate::redis_store::subscriber::spawn_subscriber(Arc::clone(&redis), producer, source, Arc::clone(&stop))
+            .context("starting the redis subscriber")?;
+    let market = new_market(&v);
+    let hub = Arc::new(Hub::default());
+    let (fanout, fanout_stats) = spawn_fanout(
+        Arc::clone(&market),
+        Arc::clone(&hub),
+        consumer,
+        cfg.api.fanout_idle,
+        Arc::clone(&stop),
+    )
+    .context("starting the API fan-out thread")?;
+    let state = AppState::new(
+        cfg.api.clone(),
+        market,
+        hub,
+        handles,
+        fanout_stats,
+        Vec::new(),
+        cfg.engine.book_max_levels,
+        None,
+        None,
+    )
+    .with_redis(redis)
+    .as_api_node();
+    let (server, tx) = serve(listener, &state);
+    tracing::info!(%addr, role = "api", "serving market data from redis");
+    Ok(RunningApp {
+        addr,
+        state,
+        stop,
+        feeds: Vec::new(),
+        engine: None,
+        fanout: Some(fanout),
+        order_fanout: None,
+        journal: None,
+        snapshots: None,
+        questdb: None,
+        redis: Some(subscriber),
+        journal_stop: Arc::new(AtomicBool::new(false)),
+        simulator: None,
+        server,
+        shutdown: Some(tx),
+    })
+}
+
+async fn bind(v: &Validated) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(v.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (api.listen): is another process using it?",
             v.listen
         )
-    })?;
+    })
+}
+
+/// Binds the configured address and starts.
+pub async fn start(v: Validated) -> anyhow::Result<RunningApp> {
+    let listener = bind(&v).await?;
     start_on(v, listener).await
+}
+
+/// Binds the configured address and starts an API node.
+pub async fn start_api_node_bound(v: Validated) -> anyhow::Result<RunningApp> {
+    let listener = bind(&v).await?;
+    start_api_node(v, listener).await
 }
 
 impl RunningApp {
@@ -431,6 +566,7 @@ impl RunningApp {
         let journal = self.journal.take();
         let snapshots = self.snapshots.take();
         let questdb = self.questdb.take();
+        let redis = self.redis.take();
         let journal_stop = Arc::clone(&self.journal_stop);
         let threads: Vec<JoinHandle<()>> = self
             .fanout
@@ -445,7 +581,7 @@ impl RunningApp {
                 let _ = e.join();
             }
             journal_stop.store(true, Ordering::Release);
-            for j in journal.into_iter().chain(snapshots).chain(questdb) {
+            for j in journal.into_iter().chain(snapshots).chain(questdb).chain(redis) {
                 let _ = j.join();
             }
             for f in feeds {

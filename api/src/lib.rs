@@ -11,6 +11,7 @@ pub mod journal_cli;
 pub mod logging;
 pub mod market;
 pub mod orders;
+pub mod redis_store;
 pub mod sink;
 pub mod state;
 pub mod ws;

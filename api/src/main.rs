@@ -25,6 +25,10 @@ enum Command {
         /// Config file; the embedded default when absent.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// "all": engine, feeds and API; "api": an API node fed market data through
+        /// Redis by an engine node elsewhere (needs [redis]).
+        #[arg(long, default_value = "all", value_parser = ["all", "api"])]
+        role: String,
     },
     /// Configuration tools.
     Config {
@@ -190,7 +194,7 @@ fn token(account: &str, role: &str, ttl_secs: u64, config: Option<&std::path::Pa
     Ok(())
 }
 
-fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
+fn serve(path: Option<PathBuf>, api_node: bool) -> anyhow::Result<()> {
     let v = load(path.as_deref()).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     logging::init(&v.config.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -198,7 +202,11 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
         .thread_name("api")
         .build()?;
     runtime.block_on(async move {
-        let running = app::start(v).await?;
+        let running = if api_node {
+            app::start_api_node_bound(v).await?
+        } else {
+            app::start(v).await?
+        };
         eprintln!(
             "stocksblitz serving on http://{addr} (try /api/v1/quotes/BTCUSDT, ws://{addr}/api/v1/stream)",
             addr = running.addr
@@ -232,8 +240,8 @@ async fn shutdown_signal() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => serve(None),
-        Some(Command::Serve { config }) => serve(config),
+        None => serve(None, false),
+        Some(Command::Serve { config, role }) => serve(config, role == "api"),
         Some(Command::Config {
             command: ConfigCommand::Check { config },
         }) => match load(config.as_deref()) {

@@ -35,6 +35,10 @@ pub struct Inner {
     pub orders: Option<Arc<crate::orders::OrderService>>,
     /// The QuestDB sink's counters, when `[questdb]` is configured.
     pub questdb: Option<Arc<crate::sink::SinkStats>>,
+    /// Redis, when `[redis]` is configured.
+    pub redis: Option<Arc<crate::redis_store::RedisStore>>,
+    /// An API node (`serve --role api`): market data comes from Redis, not an engine.
+    pub api_node: bool,
     next_conn: AtomicU64,
 }
 
@@ -74,8 +78,26 @@ impl AppState {
             started: Instant::now(),
             orders,
             questdb,
+            redis: None,
+            api_node: false,
             next_conn: AtomicU64::new(1),
         }))
+    }
+
+    /// Adds Redis (before the state is shared).
+    pub fn with_redis(mut self, redis: Arc<crate::redis_store::RedisStore>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.redis = Some(redis);
+        }
+        self
+    }
+
+    /// Marks the state as an API node's (before it is shared).
+    pub fn as_api_node(mut self) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.api_node = true;
+        }
+        self
     }
 
     pub fn next_connection_id(&self) -> u64 {

@@ -9,7 +9,7 @@
 use crate::fixed::{Price, Qty};
 use crate::time::UnixNanos;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum BarInterval {
     OneSecond = 0,
@@ -47,7 +47,7 @@ impl BarInterval {
 }
 
 /// Where a bar is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum BarState {
     /// Still forming: a progress update.
@@ -68,7 +68,7 @@ impl BarState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Bar {
     pub interval: BarInterval,
     pub start: UnixNanos,

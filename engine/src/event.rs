@@ -14,7 +14,7 @@ use crate::side::{Aggressor, Side};
 use crate::tick::BookFlags;
 use crate::time::UnixNanos;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EventData {
     /// The best bid/offer changed. A side with zero quantity is empty.
     Quote {
@@ -47,7 +47,7 @@ pub enum EventData {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EngineEvent {
     /// Per-instrument, +1 per event.
     pub seq: u64,

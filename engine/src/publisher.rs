@@ -6,6 +6,7 @@
 //! marked for resync on that consumer: further events for it are suppressed (they would
 //! be superseded) until housekeeping finds room to send a full snapshot.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::counter::Counter;
@@ -20,6 +21,15 @@ pub struct OutputStats {
     pub suppressed: Counter,
     /// Snapshots sent to this consumer.
     pub resyncs: Counter,
+    /// Set by the consumer to ask for a full snapshot of every instrument (an API
+    /// node joining through Redis needs the books it missed).
+    resync_requested: AtomicBool,
+}
+
+impl OutputStats {
+    pub fn request_resync(&self) {
+        self.resync_requested.store(true, Ordering::Release);
+    }
 }
 
 struct Output {
@@ -85,10 +95,12 @@ impl Publisher {
         delivered
     }
 
-    /// Whether any consumer waits for a snapshot.
+    /// Whether any consumer waits for a snapshot (or asked for one).
     #[inline]
     pub fn resync_pending(&self) -> bool {
-        self.outputs.iter().any(|o| o.pending > 0)
+        self.outputs
+            .iter()
+            .any(|o| o.pending > 0 || o.stats.resync_requested.load(Ordering::Relaxed))
     }
 
     /// For each consumer with instruments waiting and at least `needed` free slots,
@@ -100,6 +112,14 @@ impl Publisher {
     {
         let mut sent = 0;
         for o in &mut self.outputs {
+            if o.stats.resync_requested.swap(false, Ordering::AcqRel) {
+                for flag in &mut o.needs_resync {
+                    if !*flag {
+                        *flag = true;
+                        o.pending += 1;
+                    }
+                }
+            }
             if o.pending == 0 {
                 continue;
             }

@@ -5,7 +5,7 @@
 //! knowing it.
 
 /// Per-instrument data quality, most severe first in [`DataQuality::derive`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum DataQuality {
     /// Waiting for the first snapshot or quote after start-up or a resync.

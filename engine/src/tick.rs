@@ -10,7 +10,7 @@ use crate::side::{Aggressor, Side};
 use crate::time::UnixNanos;
 
 /// Flags on a book delta.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[repr(transparent)]
 pub struct BookFlags(pub u8);
 

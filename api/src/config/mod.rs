@@ -8,6 +8,7 @@
 pub mod orders;
 mod overrides;
 pub mod questdb;
+pub mod redis;
 mod validate;
 
 use std::net::SocketAddr;
@@ -47,6 +48,9 @@ pub struct Config {
     /// The QuestDB sink (`[questdb]`); absent = nothing exported.
     #[serde(default)]
     pub questdb: Option<questdb::QuestDbConfig>,
+    /// Redis (`[redis]`); absent = not used.
+    #[serde(default)]
+    pub redis: Option<redis::RedisConfig>,
 }
 
 /// `[api]`.

@@ -11,7 +11,16 @@ use super::ConfigError;
 use super::ENV_PREFIX;
 
 /// Sections that may be overridden.
-const SECTIONS: [&str; 7] = ["api", "log", "engine", "simulator", "orders", "auth", "questdb"];
+const SECTIONS: [&str; 8] = [
+    "api",
+    "log",
+    "engine",
+    "simulator",
+    "orders",
+    "auth",
+    "questdb",
+    "redis",
+];
 
 /// (dotted key, variable) pairs applied.
 pub type Applied = Vec<(String, String)>;

@@ -20,6 +20,8 @@ pub struct Validated {
     pub orders: Option<super::orders::OrderSetup>,
     /// The QuestDB sink, when `[questdb]` is configured.
     pub questdb: Option<super::questdb::QuestDbSetup>,
+    /// Redis, when `[redis]` is configured.
+    pub redis: Option<super::redis::RedisSetup>,
 }
 
 pub(super) fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
@@ -287,11 +289,13 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         .as_ref()
         .map(|q| super::questdb::setup(q, orders.is_some()))
         .transpose()?;
+    let redis = config.redis.as_ref().map(super::redis::setup).transpose()?;
     Ok(Validated {
         config,
         registry,
         listen,
         orders,
         questdb,
+        redis,
     })
 }

@@ -36,7 +36,11 @@ fn check(app: &AppState) -> Check {
     let stall_ms = STALL_NS / UnixNanos::NANOS_PER_MILLI;
     let mut reasons = Vec::new();
     if engine_age_ms.is_none_or(|a| a >= stall_ms) {
-        reasons.push("engine loop is not running".to_owned());
+        reasons.push(if app.api_node {
+            "not subscribed to market data in redis".to_owned()
+        } else {
+            "engine loop is not running".to_owned()
+        });
     }
     if fanout_age_ms.is_none_or(|a| a >= stall_ms) {
         reasons.push("API fan-out loop is not running".to_owned());
@@ -96,7 +100,35 @@ fn stores(app: &AppState) -> serde_json::Value {
             "rows_sent": q.rows_sent.get(),
         }),
     };
-    json!({ "questdb": questdb, "redis": "not_configured" })
+    let redis = match &app.redis {
+        None => json!("not_configured"),
+        Some(r) => json!({
+            "status": if r.stats.connected.get() == 1 { "ok" } else { "degraded" },
+            "last_error": r.stats.last_error(),
+            "errors": r.stats.errors.get(),
+        }),
+    };
+    json!({ "questdb": questdb, "redis": redis })
+}
+
+/// `GET /health/redis`: connectivity, latency, memory and key counts by pattern.
+pub async fn redis(State(app): State<AppState>) -> Response {
+    match &app.redis {
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "status": "not_configured", "message": "[redis] is not configured on this server" })),
+        )
+            .into_response(),
+        Some(r) => {
+            let report = r.health().await;
+            let code = if report["status"] == "ok" {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (code, Json(report)).into_response()
+        }
+    }
 }
 
 pub async fn health(State(app): State<AppState>) -> Response {
@@ -112,7 +144,8 @@ pub async fn health(State(app): State<AppState>) -> Response {
     let stores_ok = app
         .questdb
         .as_ref()
-        .is_none_or(|q| q.connected.get() == 1 || q.rows_in.get() == 0);
+        .is_none_or(|q| q.connected.get() == 1 || q.rows_in.get() == 0)
+        && app.redis.as_ref().is_none_or(|r| r.stats.connected.get() == 1);
     let status = match (c.ready, all_live && stores_ok) {
         (false, _) => "down",
         (true, false) => "degraded",

@@ -85,18 +85,26 @@ pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap
     };
     let tag = key.as_deref().map(|k| IdemTag::new(k, &body));
     if let (Some(k), Some(tag)) = (&key, &tag) {
-        match svc.idempotency.claim(p.account, k, &body) {
+        let claim = svc.claim_key(p.account, k, &body).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "IDEMPOTENCY_UNAVAILABLE",
+                "the idempotency store (Redis) cannot be reached: nothing was placed; retry with the same key",
+            )
+            .with_details(json!({ "reason": e.0 }))
+        })?;
+        match claim {
             Claim::Proceed => {
                 // A key answered before a restart lives on in the journaled read model.
                 let prior = svc.store.read().keyed(p.account, &tag.key, UnixNanos::now()).cloned();
                 if let Some(prior) = prior {
                     if prior.body != tag.body {
-                        svc.idempotency
-                            .finish(p.account, k, StatusCode::OK, &Value::Null, false);
+                        svc.finish_key(p.account, k, &body, StatusCode::OK, &Value::Null, false)
+                            .await;
                         return Err(key_reused());
                     }
                     let (status, value, _) = answer(placement_answer(&app, p.account, &prior.events));
-                    svc.idempotency.finish(p.account, k, status, &value, true);
+                    svc.finish_key(p.account, k, &body, status, &value, true).await;
                     return Ok(respond(status, value));
                 }
             }
@@ -116,7 +124,7 @@ pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap
     if let Some(k) = &key {
         // Final answers (placed or rejected) are remembered; busy/unknown are not.
         let (status, value, final_outcome) = answer(outcome.clone());
-        svc.idempotency.finish(p.account, k, status, &value, final_outcome);
+        svc.finish_key(p.account, k, &body, status, &value, final_outcome).await;
     }
     outcome.map(|v| respond(StatusCode::CREATED, v))
 }

@@ -72,6 +72,7 @@ pub fn router(app: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/health/redis", get(health::redis))
         .route("/metrics", get(metrics::handler))
         .nest("/api/v1", api)
         .fallback(not_found)

@@ -19,8 +19,9 @@ use stocksblitz_engine::UnixNanos;
 use tokio::sync::oneshot;
 
 use super::accounts::Accounts;
-use super::idempotency::Idempotency;
+use super::idempotency::{Claim, Idempotency};
 use crate::auth::Tokens;
+use crate::redis_store::{RedisDown, RedisStore};
 use stocksblitz_engine::orders::store::OrderStore;
 
 /// Why a command got no answer.
@@ -44,6 +45,8 @@ pub struct OrderService {
     next_request: AtomicU64,
     timeout: Duration,
     journal: Arc<JournalStats>,
+    /// Where `Idempotency-Key`s live when `[redis]` is configured (shared by API nodes).
+    redis: Option<Arc<RedisStore>>,
 }
 
 impl OrderService {
@@ -65,6 +68,46 @@ impl OrderService {
             next_request: AtomicU64::new(1),
             timeout,
             journal,
+            redis: None,
+        }
+    }
+
+    /// Keeps `Idempotency-Key`s in Redis instead of in process.
+    pub fn with_redis(mut self, redis: Arc<RedisStore>) -> Self {
+        self.redis = Some(redis);
+        self
+    }
+
+    /// Claims an `Idempotency-Key` (Redis when configured, else in process). Redis
+    /// being unreachable is an error, never a silent skip of the check.
+    pub async fn claim_key(&self, account: AccountId, key: &str, body: &[u8]) -> Result<Claim, RedisDown> {
+        match &self.redis {
+            Some(r) => r.claim(self.accounts.name(account), key, body).await,
+            None => Ok(self.idempotency.claim(account, key, body)),
+        }
+    }
+
+    /// Records the answer to a claimed key (a non-final one releases it).
+    pub async fn finish_key(
+        &self,
+        account: AccountId,
+        key: &str,
+        body: &[u8],
+        status: axum::http::StatusCode,
+        answer: &serde_json::Value,
+        final_outcome: bool,
+    ) {
+        match &self.redis {
+            Some(r) => {
+                let done = r
+                    .finish(self.accounts.name(account), key, body, status, answer, final_outcome)
+                    .await;
+                if let Err(e) = done {
+                    // The key stays "in flight" until it expires; retries get 409 until then.
+                    tracing::warn!(error = %e.0, "idempotency: could not record the answer in redis");
+                }
+            }
+            None => self.idempotency.finish(account, key, status, answer, final_outcome),
         }
     }
 

@@ -1,0 +1,154 @@
+//! Market data out to Redis, from the engine's own output ring for it: every event on
+//! the pub/sub channel (one message per ring batch, a postcard-encoded list of
+//! `EngineEvent`s), and the latest quote per symbol in `quote:{SYM}` (JSON, with a TTL,
+//! at most once per `quote_interval_ms`). API nodes that join ask for a full snapshot
+//! on `{channel}:resync`; the engine then resends every book to this output.
+//!
+//! Pub/sub is fire and forget: while Redis is down, batches are counted as failed and
+//! dropped, and subscribers see the sequence gaps (their instruments turn GAPPED until
+//! the snapshot they then request). The engine never waits: a full ring drops and
+//! counts like any consumer's.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use stocksblitz_engine::publisher::OutputStats;
+use stocksblitz_engine::ring::RingConsumer;
+use stocksblitz_engine::{Decimal, EngineEvent, EventData, InstrumentRegistry};
+
+use super::RedisStore;
+use crate::dto::{micros, Dec};
+
+const BATCH: usize = 1024;
+
+pub fn spawn_publisher(
+    store: Arc<RedisStore>,
+    registry: Arc<InstrumentRegistry>,
+    mut ring: RingConsumer<EngineEvent>,
+    output: Arc<OutputStats>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("redis-publisher".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "redis publisher: no runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = tokio::spawn(listen_for_resync(Arc::clone(&store), output));
+                let mut events = Vec::with_capacity(BATCH);
+                let mut latest: Vec<Option<EngineEvent>> = vec![None; registry.len()];
+                let mut next_quotes = Instant::now();
+                let interval = Duration::from_millis(store.setup.quote_interval_ms);
+                let mut payload = Vec::with_capacity(BATCH * 128);
+                while !stop.load(Ordering::Acquire) {
+                    events.clear();
+                    ring.pop_batch(&mut events, BATCH);
+                    for e in &events {
+                        if matches!(e.data, EventData::Quote { .. }) {
+                            if let Some(slot) = latest.get_mut(e.instrument.index()) {
+                                *slot = Some(*e);
+                            }
+                        }
+                    }
+                    if !events.is_empty() {
+                        payload.clear();
+                        match postcard::to_io(&events, &mut payload) {
+                            Ok(_) => {
+                                let cmd = redis::cmd("PUBLISH").arg(&store.setup.channel).arg(&payload).to_owned();
+                                match store.query::<i64>(cmd).await {
+                                    Ok(_) => store.stats.published.add(events.len() as u64),
+                                    Err(_) => store.stats.publish_errors.add(events.len() as u64),
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "redis publisher: cannot encode events"),
+                        }
+                    }
+                    if Instant::now() >= next_quotes {
+                        next_quotes = Instant::now() + interval;
+                        write_quotes(&store, &registry, &mut latest).await;
+                    }
+                    if events.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                listener.abort();
+            });
+        })
+}
+
+/// `SET quote:{SYM} <json> EX ttl` for every symbol quoted since the last write.
+async fn write_quotes(store: &RedisStore, registry: &InstrumentRegistry, latest: &mut [Option<EngineEvent>]) {
+    let mut pipe = redis::pipe();
+    let mut n = 0;
+    for slot in latest.iter_mut() {
+        let Some(e) = slot.take() else { continue };
+        let (
+            Some(inst),
+            EventData::Quote {
+                bid,
+                bid_qty,
+                ask,
+                ask_qty,
+            },
+        ) = (registry.get(e.instrument), e.data)
+        else {
+            continue;
+        };
+        let side = |p: i64, q: i64| {
+            (q > 0).then(|| {
+                (
+                    Dec(Decimal::new(p, inst.price_scale)),
+                    Dec(Decimal::new(q, inst.qty_scale)),
+                )
+            })
+        };
+        let (b, a) = (side(bid.0, bid_qty.0), side(ask.0, ask_qty.0));
+        let value = json!({
+            "symbol": inst.symbol,
+            "bid": b.map(|s| s.0), "bid_qty": b.map(|s| s.1),
+            "ask": a.map(|s| s.0), "ask_qty": a.map(|s| s.1),
+            "quality": e.quality.as_str(),
+            "exchange_ts": micros(e.exchange_ts),
+            "recv_ts": micros(e.recv_ts),
+        });
+        pipe.cmd("SET")
+            .arg(format!("quote:{}", inst.symbol))
+            .arg(value.to_string())
+            .arg("EX")
+            .arg(store.setup.quote_ttl_secs)
+            .ignore();
+        n += 1;
+    }
+    if n > 0 && store.pipeline(&pipe).await.is_ok() {
+        store.stats.quotes_written.add(n);
+    }
+}
+
+/// API nodes that (re)join ask for every book again.
+async fn listen_for_resync(store: Arc<RedisStore>, output: Arc<OutputStats>) {
+    let channel = format!("{}:resync", store.setup.channel);
+    loop {
+        let subscribed = async {
+            let mut pubsub = store.client().get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            let mut messages = pubsub.on_message();
+            while messages.next().await.is_some() {
+                output.request_resync();
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        if let Err(e) = subscribed.await {
+            tracing::debug!(error = %e, "redis publisher: resync listener reconnecting");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

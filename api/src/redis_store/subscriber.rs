@@ -1,0 +1,86 @@
+//! Market data in from Redis, for an API node running apart from the engine
+//! (`stocksblitz serve --role api`): the engine node's published batches are decoded
+//! into the same ring the API fan-out drains on an engine node, so REST and WebSocket
+//! behave the same. On (re)connecting it asks the engine for a full snapshot.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use stocksblitz_engine::ring::RingProducer;
+use stocksblitz_engine::stats::EngineStats;
+use stocksblitz_engine::{EngineEvent, UnixNanos};
+
+use super::RedisStore;
+
+pub fn spawn_subscriber(
+    store: Arc<RedisStore>,
+    mut ring: RingProducer<EngineEvent>,
+    // This node's "engine": its heartbeat says market data is flowing in (health),
+    // `events` counts what arrived; ring drops are the ring's own counters.
+    source: Arc<EngineStats>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("redis-subscriber".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "redis subscriber: no runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                while !stop.load(Ordering::Acquire) {
+                    let session = async {
+                        let mut pubsub = store.client().get_async_pubsub().await?;
+                        pubsub.subscribe(&store.setup.channel).await?;
+                        // Subscribed: now ask for the books we have not seen.
+                        let resync = format!("{}:resync", store.setup.channel);
+                        store
+                            .query::<i64>(redis::cmd("PUBLISH").arg(&resync).arg("1").to_owned())
+                            .await
+                            .map_err(|e| redis::RedisError::from(std::io::Error::other(e.0)))?;
+                        let mut messages = pubsub.on_message();
+                        loop {
+                            if stop.load(Ordering::Acquire) {
+                                return Ok(());
+                            }
+                            // Subscribed and listening: alive, even when the market is quiet.
+                            source.heartbeat_ns.set(UnixNanos::now().0 as u64);
+                            let msg = tokio::select! {
+                                m = messages.next() => m,
+                                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                            };
+                            let Some(msg) = msg else { break };
+                            match postcard::from_bytes::<Vec<EngineEvent>>(msg.get_payload_bytes()) {
+                                Ok(events) => {
+                                    source.ticks.add(events.len() as u64);
+                                    for e in events {
+                                        if ring.push(e) {
+                                            source.events.inc();
+                                        }
+                                    }
+                                }
+                                Err(e) => {
+                                    store.stats.decode_errors.inc();
+                                    tracing::warn!(error = %e, "redis subscriber: undecodable market data batch");
+                                }
+                            }
+                        }
+                        Ok::<(), redis::RedisError>(())
+                    };
+                    if let Err(e) = session.await {
+                        tracing::warn!(error = %e, "redis subscriber: connection lost; reconnecting");
+                    }
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        })
+}
