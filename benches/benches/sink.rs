@@ -287,7 +287,7 @@ fn with_and_without_sink() {
                     with_sink.process(tick);
                 }
                 let _ = hist.record((t.elapsed().as_nanos() as u64).max(1));
-                if i % 256 == 0 {
+                if i.is_multiple_of(256) {
                     while a_rx.pop().is_some() {}
                     while b_rx.pop().is_some() {}
                 }
