@@ -18,7 +18,7 @@ use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWrit
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::OrderManager;
 use stocksblitz_engine::publisher::OutputStats;
-use stocksblitz_engine::ring::ring;
+use stocksblitz_engine::ring::{ring, RingConsumer};
 use stocksblitz_engine::stats::EngineStats;
 use stocksblitz_engine::{Engine, EngineEvent, EngineHandles, Price, Tick, UnixNanos};
 use stocksblitz_feed_handlers::live::spawn_live;
@@ -268,17 +268,8 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         })
         .context("starting the engine thread")?;
 
-    let market = new_market(&v);
+    let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, &stop)?;
     let registry = Arc::clone(&market.registry);
-    let hub = Arc::new(Hub::default());
-    let (fanout, fanout_stats) = spawn_fanout(
-        Arc::clone(&market),
-        Arc::clone(&hub),
-        out_consumer,
-        cfg.api.fanout_idle,
-        Arc::clone(&stop),
-    )
-    .context("starting the API fan-out thread")?;
 
     let journal_stop = Arc::new(AtomicBool::new(false));
     let (order_service, order_fanout, journal, snapshots) = match order_path {
@@ -436,11 +427,18 @@ fn open_journal(
     Ok((writer, snapshots, stats))
 }
 
-/// The API's read model of the market, empty.
-fn new_market(v: &Validated) -> Arc<Market> {
+type MarketFanout = (Arc<Market>, Arc<Hub>, JoinHandle<()>, Arc<crate::market::FanoutStats>);
+
+/// The API's read model of the market and its WebSocket hub, and the thread that
+/// fills both from `ring` (the engine's output, or Redis on an API node).
+fn market_fanout(
+    v: &Validated,
+    ring: RingConsumer<EngineEvent>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<MarketFanout> {
     let registry = Arc::new(v.registry.clone());
     let cfg = &v.config;
-    Arc::new(Market {
+    let market = Arc::new(Market {
         mirror: RwLock::new(Mirror::new(
             registry.len(),
             cfg.engine.book_max_levels,
@@ -448,7 +446,17 @@ fn new_market(v: &Validated) -> Arc<Market> {
             cfg.api.bars_history,
         )),
         registry,
-    })
+    });
+    let hub = Arc::new(Hub::default());
+    let (fanout, stats) = spawn_fanout(
+        Arc::clone(&market),
+        Arc::clone(&hub),
+        ring,
+        cfg.api.fanout_idle,
+        Arc::clone(stop),
+    )
+    .context("starting the API fan-out thread")?;
+    Ok((market, hub, fanout, stats))
 }
 
 type Server = tokio::task::JoinHandle<std::io::Result<()>>;
@@ -489,16 +497,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
     let subscriber =
         crate::redis_store::subscriber::spawn_subscriber(Arc::clone(&redis), producer, source, Arc::clone(&stop))
             .context("starting the redis subscriber")?;
-    let market = new_market(&v);
-    let hub = Arc::new(Hub::default());
-    let (fanout, fanout_stats) = spawn_fanout(
-        Arc::clone(&market),
-        Arc::clone(&hub),
-        consumer,
-        cfg.api.fanout_idle,
-        Arc::clone(&stop),
-    )
-    .context("starting the API fan-out thread")?;
+    let (market, hub, fanout, fanout_stats) = market_fanout(&v, consumer, &stop)?;
     let state = AppState::new(
         cfg.api.clone(),
         market,

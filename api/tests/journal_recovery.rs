@@ -79,21 +79,6 @@ async fn book_eventually(c: &Client, want: &Value) -> Value {
     last
 }
 
-/// POST /orders with an Idempotency-Key.
-async fn post_keyed(c: &Client, key: &str, body: &Value) -> (StatusCode, Value) {
-    let r = c
-        .http
-        .post(format!("{}/orders", c.base))
-        .bearer_auth(&c.token)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_positions_and_books_survive_a_restart() {
     let dir = fresh_dir("restart");
@@ -118,7 +103,7 @@ async fn orders_positions_and_books_survive_a_restart() {
     let (s, _) = alice.call(Method::DELETE, &format!("/orders/{cancel_id}"), None).await;
     assert_eq!(s, StatusCode::OK);
     let keyed = limit("buy", "99.00", "1");
-    let (s, keyed_answer) = post_keyed(&bob, "restart-key-1", &keyed).await;
+    let (s, keyed_answer) = bob.post_keyed(Some("restart-key-1"), &keyed).await;
     assert_eq!(s, StatusCode::CREATED, "{keyed_answer}");
 
     let before = (
@@ -151,6 +136,17 @@ async fn orders_positions_and_books_survive_a_restart() {
         want_book,
         "the book is rebuilt"
     );
+
+    // Idempotency keys survive too: the same key and body answer as the first time,
+    // without placing anything; another body under the key is refused.
+    let (s, again) = bob.post_keyed(Some("restart-key-1"), &keyed).await;
+    assert_eq!((s, &again), (StatusCode::CREATED, &keyed_answer));
+    let (s, v) = bob.post_keyed(Some("restart-key-1"), &limit("buy", "99.00", "2")).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("IDEMPOTENCY_KEY_REUSED"))
+    );
+    assert_eq!(all_orders(&bob).await.len(), before.1.len(), "nothing new was placed");
 
     // Time priority survived: the older order at 100.00 fills first.
     let (_, v) = bob.post("/orders", limit("buy", "100.00", "7")).await;

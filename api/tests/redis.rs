@@ -32,20 +32,6 @@ fn with_redis(url: &str) -> impl FnOnce(&mut toml::Table) + '_ {
     }
 }
 
-async fn post_keyed(c: &Client, key: Option<&str>, body: &Value) -> (StatusCode, Value) {
-    let mut req = c
-        .http
-        .post(format!("{}/orders", c.base))
-        .bearer_auth(&c.token)
-        .json(body);
-    if let Some(k) = key {
-        req = req.header("idempotency-key", k);
-    }
-    let r = req.send().await.expect("request");
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 fn order(price: &str) -> Value {
     json!({ "symbol": "SBZ", "side": "buy", "type": "limit", "price": price, "qty": "1" })
 }
@@ -60,14 +46,14 @@ async fn idempotency_keys_are_shared_and_a_redis_outage_refuses_keyed_orders() {
     let alice_a = Client::new(&a, "alice", "trader");
     let alice_b = Client::new(&b, "alice", "trader");
 
-    let (s, first) = post_keyed(&alice_a, Some("k-1"), &order("99.00")).await;
+    let (s, first) = alice_a.post_keyed(Some("k-1"), &order("99.00")).await;
     assert_eq!(s, StatusCode::CREATED, "{first}");
     // Another node, same key and body: the original answer, nothing placed there.
-    let (s, again) = post_keyed(&alice_b, Some("k-1"), &order("99.00")).await;
+    let (s, again) = alice_b.post_keyed(Some("k-1"), &order("99.00")).await;
     assert_eq!((s, &again), (StatusCode::CREATED, &first));
     let (_, orders_b) = alice_b.get("/orders").await;
     assert_eq!(orders_b["orders"].as_array().map(Vec::len), Some(0), "{orders_b}");
-    let (s, v) = post_keyed(&alice_b, Some("k-1"), &order("98.00")).await;
+    let (s, v) = alice_b.post_keyed(Some("k-1"), &order("98.00")).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("IDEMPOTENCY_KEY_REUSED"))
@@ -82,7 +68,7 @@ async fn idempotency_keys_are_shared_and_a_redis_outage_refuses_keyed_orders() {
     // A key still in flight (claimed, not answered) is a conflict.
     let claim = store.claim("alice", "k-2", b"{}").await.expect("claim");
     assert!(matches!(claim, stocksblitz_api::orders::idempotency::Claim::Proceed));
-    let (s, v) = post_keyed(&alice_a, Some("k-2"), &json!({})).await;
+    let (s, v) = alice_a.post_keyed(Some("k-2"), &json!({})).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (StatusCode::CONFLICT, Some("IDEMPOTENCY_KEY_IN_FLIGHT")),
@@ -100,13 +86,13 @@ async fn idempotency_keys_are_shared_and_a_redis_outage_refuses_keyed_orders() {
     // Redis goes away: keyed orders are refused (retryable), unkeyed ones still work,
     // and health says so.
     redis.stop();
-    let (s, v) = post_keyed(&alice_a, Some("k-3"), &order("97.00")).await;
+    let (s, v) = alice_a.post_keyed(Some("k-3"), &order("97.00")).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("IDEMPOTENCY_UNAVAILABLE")),
         "{v}"
     );
-    let (s, v) = post_keyed(&alice_a, None, &order("97.00")).await;
+    let (s, v) = alice_a.post_keyed(None, &order("97.00")).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let health = reqwest::get(http(&a, "/health/redis")).await.expect("health");
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -122,7 +108,7 @@ async fn idempotency_keys_are_shared_and_a_redis_outage_refuses_keyed_orders() {
     redis.restart();
     let mut placed = None;
     for _ in 0..50 {
-        let (s, v) = post_keyed(&alice_a, Some("k-3"), &order("97.00")).await;
+        let (s, v) = alice_a.post_keyed(Some("k-3"), &order("97.00")).await;
         if s == StatusCode::CREATED {
             placed = Some(v);
             break;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use stocksblitz_benches::{batched, histogram, iters, pin, print_table, Row};
+use stocksblitz_benches::{batched, histogram, iters, pin, print_table, synthetic_ticks, Row};
 use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{Engine, EngineConfig, EngineEvent, InstrumentId, Price, Qty, Tick, UnixNanos};
 use stocksblitz_feed_handlers::{SimSpec, SyntheticMarket, TickBuf};
@@ -26,22 +26,8 @@ fn specs() -> Vec<SimSpec> {
 }
 
 fn generate(n: usize) -> Vec<Tick> {
-    let specs = specs();
-    let mut m = SyntheticMarket::new(11, 20, &specs);
-    let mut out = Vec::with_capacity(n + 64);
-    let t0 = UnixNanos(1_700_000_000 * UnixNanos::NANOS_PER_SEC);
-    for i in 0..m.len() {
-        m.snapshot(i, t0, |t| out.push(t));
-    }
-    let mut buf = TickBuf::default();
-    let mut k = 0i64;
-    while out.len() < n {
-        k += 1;
-        // 2 us of market time per step: bars close as they would live.
-        m.step(t0.saturating_add_nanos(k * 2_000), &mut buf);
-        out.extend_from_slice(buf.as_slice());
-    }
-    out
+    // 2 us of market time per step: bars close as they would live.
+    synthetic_ticks(&specs(), n, UnixNanos(1_700_000_000 * UnixNanos::NANOS_PER_SEC), 2_000)
 }
 
 fn single_thread(n: u64) -> Row {

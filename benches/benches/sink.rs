@@ -18,13 +18,13 @@ use stocksblitz_api::config::questdb::{IlpTransport, QuestDbSetup};
 use stocksblitz_api::sink::ilp::{write_row, Names};
 use stocksblitz_api::sink::row::SinkRow;
 use stocksblitz_api::sink::{QuestDbSink, SinkStats};
-use stocksblitz_benches::{batched, histogram, iters, keep, print_table, Row};
+use stocksblitz_benches::{batched, histogram, iters, keep, print_table, synthetic_ticks, Row};
 use stocksblitz_engine::ring::{ring, RingConsumer};
 use stocksblitz_engine::{
     Aggressor, Engine, EngineConfig, EngineEvent, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Tick,
     UnixNanos,
 };
-use stocksblitz_feed_handlers::{SimSpec, SyntheticMarket, TickBuf};
+use stocksblitz_feed_handlers::SimSpec;
 
 const INSTRUMENTS: u32 = 5;
 
@@ -163,20 +163,7 @@ fn ticks(n: usize) -> Vec<Tick> {
             start_price: Price(6_500_000 + i64::from(i) * 10_000),
         })
         .collect();
-    let mut m = SyntheticMarket::new(11, 20, &specs);
-    let mut out = Vec::with_capacity(n + 64);
-    let t0 = UnixNanos::now();
-    for i in 0..m.len() {
-        m.snapshot(i, t0, |t| out.push(t));
-    }
-    let mut buf = TickBuf::default();
-    let mut k = 0i64;
-    while out.len() < n {
-        k += 1;
-        m.step(t0.saturating_add_nanos(k * 2_000), &mut buf);
-        out.extend_from_slice(buf.as_slice());
-    }
-    out
+    synthetic_ticks(&specs, n, UnixNanos::now(), 2_000)
 }
 
 struct Victoria(Child, String);

@@ -219,3 +219,26 @@ pub fn median_ratio(per_round: &[Vec<f64>], ours: usize, baselines: &[usize]) ->
     ratios.sort_by(f64::total_cmp);
     ratios.get(ratios.len() / 2).copied().unwrap_or(0.0)
 }
+
+/// `n` (or a few more) ticks of a synthetic market over `specs`: a snapshot of every
+/// book, then random-walk steps `step_ns` of market time apart starting at `t0`.
+pub fn synthetic_ticks(
+    specs: &[stocksblitz_feed_handlers::SimSpec],
+    n: usize,
+    t0: stocksblitz_engine::UnixNanos,
+    step_ns: i64,
+) -> Vec<stocksblitz_engine::Tick> {
+    let mut m = stocksblitz_feed_handlers::SyntheticMarket::new(11, 20, specs);
+    let mut out = Vec::with_capacity(n + 64);
+    for i in 0..m.len() {
+        m.snapshot(i, t0, |t| out.push(t));
+    }
+    let mut buf = stocksblitz_feed_handlers::TickBuf::default();
+    let mut k = 0i64;
+    while out.len() < n {
+        k += 1;
+        m.step(t0.saturating_add_nanos(k * step_ns), &mut buf);
+        out.extend_from_slice(buf.as_slice());
+    }
+    out
+}

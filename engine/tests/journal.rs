@@ -385,6 +385,23 @@ fn recover_into(dir: &Path) -> Result<(OrderManager, OrderStore, Recovered), Jou
     recover_with(manager_with(&limits()), dir)
 }
 
+/// A manager like `manager_with(&limits())` but with other venues or pool size (a
+/// changed configuration).
+fn shaped(venues: [VenueKind; 3], orders: usize) -> OrderManager {
+    OrderManager::new(
+        &registry(),
+        &venues,
+        &[100_000_000; 3],
+        &limits(),
+        OrderCapacity {
+            orders,
+            levels: 256,
+            stops: 256,
+            day_offset_secs: 19_800,
+        },
+    )
+}
+
 fn remove_snapshots(dir: &Path) {
     for (_, p) in journal::snapshot::list(dir).expect("list") {
         std::fs::remove_file(p).expect("remove");
@@ -600,32 +617,10 @@ fn bad_snapshots_are_skipped_down_to_a_full_replay() {
 
     // Both from another configuration (pool size): a full replay.
     std::fs::write(&snaps[0].1, &newest).expect("restore");
-    let other = OrderManager::new(
-        &registry(),
-        &[VenueKind::Internal, VenueKind::Paper, VenueKind::Paper],
-        &[100_000_000; 3],
-        &limits(),
-        OrderCapacity {
-            orders: 4096,
-            levels: 256,
-            stops: 256,
-            day_offset_secs: 19_800,
-        },
-    );
+    let other = shaped([VenueKind::Internal, VenueKind::Paper, VenueKind::Paper], 4096);
     let (m, _, rec) = recover_with(other, &dir).expect("same shape: snapshot fits");
     assert_eq!((rec.snapshot, m.state_hash()), (Some(snaps[0].0), hash));
-    let bigger = OrderManager::new(
-        &registry(),
-        &[VenueKind::Internal, VenueKind::Paper, VenueKind::Paper],
-        &[100_000_000; 3],
-        &limits(),
-        OrderCapacity {
-            orders: 8192,
-            levels: 256,
-            stops: 256,
-            day_offset_secs: 19_800,
-        },
-    );
+    let bigger = shaped([VenueKind::Internal, VenueKind::Paper, VenueKind::Paper], 8192);
     let (_, _, rec) = recover_with(bigger, &dir).expect("full replay");
     assert_eq!(rec.snapshot, None);
     assert_eq!(rec.skipped.len(), 2, "{:?}", rec.skipped);
@@ -676,18 +671,7 @@ fn a_changed_configuration_that_alters_history_is_caught() {
         .flat_map(|(_, e)| e)
         .any(|e| matches!(e.data, OrderEventData::Order { .. })));
     // The internal instrument moved to the paper venue: history no longer replays.
-    let moved = OrderManager::new(
-        &registry(),
-        &[VenueKind::Paper, VenueKind::Paper, VenueKind::Paper],
-        &[100_000_000; 3],
-        &limits(),
-        OrderCapacity {
-            orders: 4096,
-            levels: 256,
-            stops: 256,
-            day_offset_secs: 19_800,
-        },
-    );
+    let moved = shaped([VenueKind::Paper, VenueKind::Paper, VenueKind::Paper], 4096);
     let err = recover_with(moved, &dir).err().expect("diverges");
     assert!(matches!(err, JournalError::Diverged { .. }), "{err}");
     assert!(err.to_string().contains("configuration"), "{err}");

@@ -172,6 +172,21 @@ impl Client {
         self.try_call(method, path, body).await.expect("request")
     }
 
+    /// POST /orders, with an `Idempotency-Key` when given.
+    pub async fn post_keyed(&self, key: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/orders", self.base))
+            .bearer_auth(&self.token)
+            .json(body);
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// Like `call`, but a connection failure is `None` (the server may be gone).
     pub async fn try_call(
         &self,

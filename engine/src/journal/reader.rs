@@ -40,16 +40,19 @@ pub struct Tail {
     pub torn: Option<TornTail>,
 }
 
+/// A directory's entries; a missing directory has none.
+pub(crate) fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, JournalError> {
+    match std::fs::read_dir(dir) {
+        Ok(it) => it.map(|e| e.map_err(|e| JournalError::io(dir, e))).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(JournalError::io(dir, e)),
+    }
+}
+
 /// The directory's segments in record order. A missing directory is an empty journal.
 pub fn segments(dir: &Path) -> Result<Vec<Segment>, JournalError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(JournalError::io(dir, e)),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| JournalError::io(dir, e))?;
+    for entry in entries(dir)? {
         let name = entry.file_name();
         let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
             continue;

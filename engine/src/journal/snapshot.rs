@@ -44,14 +44,8 @@ pub fn name(seq: u64) -> String {
 
 /// Snapshot files in `dir`, newest (highest record) first.
 pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(JournalError::io(dir, e)),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| JournalError::io(dir, e))?;
+    for entry in super::reader::entries(dir)? {
         let name = entry.file_name();
         let seq = name
             .to_str()
