@@ -18,7 +18,7 @@ use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWrit
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::OrderManager;
 use stocksblitz_engine::publisher::OutputStats;
-use stocksblitz_engine::ring::{ring, RingConsumer};
+use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
 use stocksblitz_engine::stats::EngineStats;
 use stocksblitz_engine::{Engine, EngineEvent, EngineHandles, Price, Tick, UnixNanos};
 use stocksblitz_feed_handlers::live::spawn_live;
@@ -204,20 +204,20 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let (feeds, inputs) = start_feeds(&v, &stop, sim.as_ref().map(|(a, _)| *a))?;
 
     let (out_producer, out_consumer) = ring::<EngineEvent>("api", cfg.engine.output_ring_capacity);
-    let mut outputs = vec![out_producer];
-    // The QuestDB sink gets its own output ring: it drains it whatever the server does.
+    // The engine publishes each event once; the stores tap the API fan-out, each
+    // through a ring of its own that it drains whatever its server does.
+    let mut taps = Vec::new();
     let sink_ring = v.questdb.as_ref().map(|_| {
         let (p, c) = ring::<EngineEvent>("questdb", cfg.engine.output_ring_capacity);
-        outputs.push(p);
+        taps.push(p);
         c
     });
-    // Redis gets its own output ring too (published for API nodes elsewhere).
     let redis_ring = redis.as_ref().map(|_| {
         let (p, c) = ring::<EngineEvent>("redis", cfg.engine.output_ring_capacity);
-        outputs.push(p);
-        (outputs.len() - 1, c)
+        taps.push(p);
+        c
     });
-    let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, outputs);
+    let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![out_producer]);
     let order_path = match (&v.orders, &cfg.auth) {
         (Some(setup), Some(auth)) => {
             let secret = crate::auth::key::load(&auth.secret_env, auth.dev_key_file.as_deref())
@@ -268,7 +268,8 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         })
         .context("starting the engine thread")?;
 
-    let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, &stop)?;
+    let tap_stats: Vec<_> = taps.iter().map(|t| Arc::clone(t.stats())).collect();
+    let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, taps, &stop)?;
     let registry = Arc::clone(&market.registry);
 
     let journal_stop = Arc::new(AtomicBool::new(false));
@@ -307,12 +308,14 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         _ => (None, None),
     };
     let redis_publisher = match (&redis, redis_ring) {
-        (Some(store), Some((output, ring))) => {
+        (Some(store), Some(ring)) => {
+            // Resync requests from API nodes go to the output the fan-out (and so this
+            // tap) reads.
             let output = handles
                 .outputs
-                .get(output)
+                .first()
                 .map(|o| Arc::clone(&o.1))
-                .context("the redis output ring")?;
+                .context("the API output ring")?;
             Some(
                 crate::redis_store::publisher::spawn_publisher(
                     Arc::clone(store),
@@ -349,7 +352,8 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let state = match redis {
         Some(r) => state.with_redis(r),
         None => state,
-    };
+    }
+    .with_taps(tap_stats);
     let (server, tx) = serve(listener, &state);
     tracing::info!(%addr, instruments = registry.len(), feeds = state.feeds.len(), "serving");
     Ok(RunningApp {
@@ -434,6 +438,7 @@ type MarketFanout = (Arc<Market>, Arc<Hub>, JoinHandle<()>, Arc<crate::market::F
 fn market_fanout(
     v: &Validated,
     ring: RingConsumer<EngineEvent>,
+    taps: Vec<RingProducer<EngineEvent>>,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<MarketFanout> {
     let registry = Arc::new(v.registry.clone());
@@ -452,6 +457,7 @@ fn market_fanout(
         Arc::clone(&market),
         Arc::clone(&hub),
         ring,
+        taps,
         cfg.api.fanout_idle,
         Arc::clone(stop),
     )
@@ -497,7 +503,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
     let subscriber =
         crate::redis_store::subscriber::spawn_subscriber(Arc::clone(&redis), producer, source, Arc::clone(&stop))
             .context("starting the redis subscriber")?;
-    let (market, hub, fanout, fanout_stats) = market_fanout(&v, consumer, &stop)?;
+    let (market, hub, fanout, fanout_stats) = market_fanout(&v, consumer, Vec::new(), &stop)?;
     let state = AppState::new(
         cfg.api.clone(),
         market,

@@ -39,6 +39,8 @@ pub struct Inner {
     pub redis: Option<Arc<crate::redis_store::RedisStore>>,
     /// An API node (`serve --role api`): market data comes from Redis, not an engine.
     pub api_node: bool,
+    /// The stores' rings off the API fan-out (QuestDB sink, Redis publisher).
+    pub taps: Vec<Arc<RingStats>>,
     next_conn: AtomicU64,
 }
 
@@ -80,6 +82,7 @@ impl AppState {
             questdb,
             redis: None,
             api_node: false,
+            taps: Vec::new(),
             next_conn: AtomicU64::new(1),
         }))
     }
@@ -88,6 +91,14 @@ impl AppState {
     pub fn with_redis(mut self, redis: Arc<crate::redis_store::RedisStore>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.redis = Some(redis);
+        }
+        self
+    }
+
+    /// Adds the fan-out's tap rings (before the state is shared).
+    pub fn with_taps(mut self, taps: Vec<Arc<RingStats>>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.taps = taps;
         }
         self
     }

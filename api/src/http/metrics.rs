@@ -325,6 +325,7 @@ pub fn render(app: &AppState) -> String {
         app.engine.inputs.iter().map(|r| ("input", r.as_ref())).collect();
     rings.extend(app.engine.outputs.iter().map(|(r, _)| ("output", r.as_ref())));
     rings.extend(app.engine.orders.iter().map(|(_, r)| ("orders", r.as_ref())));
+    rings.extend(app.taps.iter().map(|r| ("tap", r.as_ref())));
     for (name, kind, help) in [
         ("stocksblitz_ring_pushed_total", "counter", "Items pushed into a ring."),
         (

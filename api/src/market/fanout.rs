@@ -4,6 +4,11 @@
 //! It is a plain OS thread (not a tokio task) because it polls a lock-free ring with an
 //! idle strategy, like every other ring consumer. It takes the mirror's write lock once
 //! per batch, never per event, and notifies subscribers after releasing it.
+//!
+//! Taps: the stores that want the market data too (the QuestDB sink, the Redis
+//! publisher) get every event from here, through rings of their own, so the engine
+//! publishes each event once whatever is configured. A full tap drops and counts (its
+//! ring's counters); the fan-out never waits for a store.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +17,7 @@ use std::thread::JoinHandle;
 use parking_lot::RwLock;
 use stocksblitz_engine::counter::Counter;
 use stocksblitz_engine::idle::{IdleConfig, Idler};
-use stocksblitz_engine::ring::RingConsumer;
+use stocksblitz_engine::ring::{RingConsumer, RingProducer};
 use stocksblitz_engine::{EngineEvent, InstrumentId, InstrumentRegistry, UnixNanos};
 
 use super::mirror::{Change, Mirror};
@@ -39,6 +44,7 @@ pub fn spawn_fanout(
     market: Arc<Market>,
     hub: Arc<Hub>,
     mut ring: RingConsumer<EngineEvent>,
+    mut taps: Vec<RingProducer<EngineEvent>>,
     idle: IdleConfig,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(JoinHandle<()>, Arc<FanoutStats>)> {
@@ -66,6 +72,11 @@ pub fn spawn_fanout(
                 }
             }
             hub.dispatch(&changes);
+            for tap in &mut taps {
+                for ev in &batch {
+                    tap.push(*ev);
+                }
+            }
             st.events.add(batch.len() as u64);
             st.batches.inc();
             batch.clear();

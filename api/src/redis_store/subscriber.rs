@@ -15,6 +15,25 @@ use stocksblitz_engine::{EngineEvent, UnixNanos};
 
 use super::RedisStore;
 
+/// Per-instrument sequence tracking: a jump means events were missed.
+#[derive(Default)]
+struct Gaps {
+    last: Vec<u64>,
+}
+
+impl Gaps {
+    fn saw(&mut self, e: &EngineEvent) -> bool {
+        let i = e.instrument.index();
+        if i >= self.last.len() {
+            self.last.resize(i + 1, 0);
+        }
+        let Some(last) = self.last.get_mut(i) else { return false };
+        let gap = *last != 0 && e.seq != *last + 1;
+        *last = e.seq;
+        gap
+    }
+}
+
 pub fn spawn_subscriber(
     store: Arc<RedisStore>,
     mut ring: RingProducer<EngineEvent>,
@@ -45,6 +64,8 @@ pub fn spawn_subscriber(
                             .await
                             .map_err(|e| redis::RedisError::from(std::io::Error::other(e.0)))?;
                         let mut messages = pubsub.on_message();
+                        let mut gaps = Gaps::default();
+                        let mut last_resync = std::time::Instant::now();
                         loop {
                             if stop.load(Ordering::Acquire) {
                                 return Ok(());
@@ -59,10 +80,19 @@ pub fn spawn_subscriber(
                             match postcard::from_bytes::<Vec<EngineEvent>>(msg.get_payload_bytes()) {
                                 Ok(events) => {
                                     source.ticks.add(events.len() as u64);
+                                    let mut gap = false;
                                     for e in events {
+                                        gap |= gaps.saw(&e);
                                         if ring.push(e) {
                                             source.events.inc();
                                         }
+                                    }
+                                    // Missed events (a drop anywhere on the way): ask for the books
+                                    // again, at most once a second.
+                                    if gap && last_resync.elapsed() >= Duration::from_secs(1) {
+                                        last_resync = std::time::Instant::now();
+                                        let cmd = redis::cmd("PUBLISH").arg(&resync).arg("1").to_owned();
+                                        let _ = store.query::<i64>(cmd).await;
                                     }
                                 }
                                 Err(e) => {
