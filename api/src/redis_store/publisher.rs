@@ -1,13 +1,14 @@
-//! Market data out to Redis, from the engine's own output ring for it: every event on
+//! Market data out to Redis, from its tap ring off the API fan-out: every event on
 //! the pub/sub channel (one message per ring batch, a postcard-encoded list of
 //! `EngineEvent`s), and the latest quote per symbol in `quote:{SYM}` (JSON, with a TTL,
 //! at most once per `quote_interval_ms`). API nodes that join ask for a full snapshot
-//! on `{channel}:resync`; the engine then resends every book to this output.
+//! on `{channel}:resync` (and again when they see a gap); the engine then resends
+//! every book on the API output, which this tap copies.
 //!
 //! Pub/sub is fire and forget: while Redis is down, batches are counted as failed and
 //! dropped, and subscribers see the sequence gaps (their instruments turn GAPPED until
-//! the snapshot they then request). The engine never waits: a full ring drops and
-//! counts like any consumer's.
+//! the snapshot they then request). Nothing upstream waits: a full tap drops and
+//! counts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,9 +1,9 @@
-//! The QuestDB sink thread: takes market data from its own engine output ring and
-//! order events from the order journal, batches rows (by count and by time, with its
+//! The QuestDB sink thread: takes market data from its tap ring off the API fan-out
+//! and order events from the order journal, batches rows (by count and by time, with its
 //! own timer: questdb-rs does not flush on its own), sends them over ILP, and when the
 //! server is slow or down retries with back-off while rows wait in memory and then in
-//! spill files. The engine never waits for it: its ring is drained whatever the
-//! server does (a full ring drops and counts, like any consumer's).
+//! spill files. Nothing upstream waits for it: its ring is drained whatever the
+//! server does (a full ring drops and counts).
 //!
 //! Order events come from the journal, not a ring: they are durable there, so none is
 //! lost even if this thread stops, and the position up to which they are stored is
