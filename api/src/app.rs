@@ -59,6 +59,17 @@ pub struct RunningApp {
     shutdown: Option<oneshot::Sender<()>>,
 }
 
+/// Sets its flags when dropped (start-up failed): threads already started stop.
+struct StopOnError(Vec<Arc<AtomicBool>>);
+
+impl Drop for StopOnError {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            f.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// Starts the in-process feed simulator on its own thread; returns its address.
 fn start_simulator(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
     let Some(cfg) = v.config.simulator.as_ref().filter(|s| s.enabled) else {
@@ -195,6 +206,9 @@ fn start_feeds(
 pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<RunningApp> {
     let addr = listener.local_addr().context("reading the bound address")?;
     let stop = Arc::new(AtomicBool::new(false));
+    let journal_stop = Arc::new(AtomicBool::new(false));
+    // If start-up fails part way, the threads already started stop too.
+    let mut guard = StopOnError(vec![Arc::clone(&stop), Arc::clone(&journal_stop)]);
     let cfg = &v.config;
     let redis = match &v.redis {
         Some(setup) => Some(Arc::new(RedisStore::connect(setup).await?)),
@@ -272,7 +286,6 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, taps, &stop)?;
     let registry = Arc::clone(&market.registry);
 
-    let journal_stop = Arc::new(AtomicBool::new(false));
     let (order_service, order_fanout, journal, snapshots) = match order_path {
         Some((service, ring, journal, snapshots)) => {
             let journal = journal
@@ -356,6 +369,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     .with_taps(tap_stats);
     let (server, tx) = serve(listener, &state);
     tracing::info!(%addr, instruments = registry.len(), feeds = state.feeds.len(), "serving");
+    guard.0.clear();
     Ok(RunningApp {
         addr,
         state,
@@ -491,6 +505,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
     };
     let redis = Arc::new(RedisStore::connect(setup).await?);
     let stop = Arc::new(AtomicBool::new(false));
+    let mut guard = StopOnError(vec![Arc::clone(&stop)]);
     let cfg = &v.config;
     let (producer, consumer) = ring::<EngineEvent>("redis-in", cfg.engine.output_ring_capacity);
     let source = Arc::new(EngineStats::default());
@@ -519,6 +534,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
     .as_api_node();
     let (server, tx) = serve(listener, &state);
     tracing::info!(%addr, role = "api", "serving market data from redis");
+    guard.0.clear();
     Ok(RunningApp {
         addr,
         state,
