@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::ilp::{recorder, Victoria};
 use common::*;
-use stocksblitz_api::config::questdb::{IlpTransport, QuestDbSetup};
+use stocksblitz_api::config::questdb::{IlpAuth, IlpTransport, QuestDbSetup};
 use stocksblitz_api::sink::{self, ilp::Names, row::SinkRow, QuestDbSink, SinkStats};
 use stocksblitz_engine::orders::{
     AccountId, ClientOrderId, Liquidity, OrderEventKind, OrderId, OrderStatus, OrderType,
@@ -52,6 +52,7 @@ fn setup(addr: &str, spill: &std::path::Path, memory_rows: usize) -> QuestDbSetu
         retry_max: Duration::from_millis(200),
         request_timeout: Duration::from_millis(2_000),
         orders: false,
+        auth: IlpAuth::None,
     }
 }
 
@@ -69,6 +70,7 @@ fn sink(
     let stop = Arc::new(AtomicBool::new(false));
     let s = QuestDbSink::new(
         setup,
+        None,
         Names::new(&registry(), &["alice".to_owned()]),
         Some(c),
         None,
@@ -211,6 +213,10 @@ async fn tables_are_created_with_dedup_keys_and_an_unreachable_store_stops_start
     stop_sink(&stop, join);
     let queries = rec.queries.lock().unwrap().clone();
     assert_eq!(queries.len(), 5, "{queries:?}");
+    assert!(
+        rec.auth.lock().unwrap().iter().all(String::is_empty),
+        "no auth configured"
+    );
     for (q, table, keys) in [
         (&queries[0], "trades", "DEDUP UPSERT KEYS(ts, symbol, trade_id)"),
         (&queries[1], "quotes", "DEDUP UPSERT KEYS(ts, symbol)"),
@@ -387,4 +393,37 @@ async fn the_server_exports_market_data_and_order_events() {
     assert!(spill.join("orders.position").exists());
     drop(vm);
     let _ = std::fs::remove_dir_all(root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_the_environment_and_reach_every_request() {
+    let (addr, rec) = recorder().await;
+    let dir = fresh_dir("auth");
+    let var = format!("SBZ_TEST_QDB_PASSWORD_{}", std::process::id());
+    // Unique to this test: nothing else in the process reads it. The `;` checks the
+    // escaping in questdb-rs's configuration string.
+    std::env::set_var(&var, "s3cr;t");
+    let mut s = setup(&addr, &dir, 1000);
+    s.create_tables = true;
+    s.auth = IlpAuth::Basic {
+        username: "ingest".into(),
+        password_env: var.clone(),
+    };
+    let (mut p, c) = ring::<EngineEvent>("questdb", 16);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (join, stats) = sink::start(&s, &registry(), &[], c, None, Arc::clone(&stop)).expect("starts");
+    assert!(p.push(trade(0, 1_796_205_600_000, 1)));
+    for _ in 0..100 {
+        if stats.rows_sent.get() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_sink(&stop, join);
+    let want = "Basic aW5nZXN0OnMzY3I7dA=="; // base64("ingest:s3cr;t")
+    let auth = rec.auth.lock().unwrap().clone();
+    assert_eq!(auth.len(), 6, "5 tables and 1 write: {auth:?}");
+    assert!(auth.iter().all(|a| a == want), "{auth:?}");
+    std::env::remove_var(&var);
+    let _ = std::fs::remove_dir_all(dir);
 }

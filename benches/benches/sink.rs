@@ -240,9 +240,11 @@ fn with_and_without_sink() {
         retry_max: Duration::from_secs(1),
         request_timeout: Duration::from_secs(10),
         orders: false,
+        auth: stocksblitz_api::config::questdb::IlpAuth::None,
     };
     let sink = QuestDbSink::new(
         setup,
+        None,
         Names::new(&registry(), &[]),
         Some(s_rx),
         None,

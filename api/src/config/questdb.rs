@@ -35,6 +35,24 @@ pub struct QuestDbConfig {
     pub request_timeout_ms: u64,
     /// Also export order events and fills (read from the order journal).
     pub orders: bool,
+    /// HTTP basic auth: the user, with the password in the environment variable named
+    /// by `password_env` (or `<VAR>_FILE`). Optional.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// HTTP bearer token auth: the environment variable holding the token (or
+    /// `<VAR>_FILE`). Optional; not together with `username`.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+/// How the sink authenticates (secrets are read from the environment at start-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IlpAuth {
+    None,
+    Basic { username: String, password_env: String },
+    Token { token_env: String },
 }
 
 /// How rows reach the server.
@@ -59,11 +77,35 @@ pub struct QuestDbSetup {
     pub retry_max: Duration,
     pub request_timeout: Duration,
     pub orders: bool,
+    pub auth: IlpAuth,
+}
+
+/// A value in a questdb-rs configuration string (`;` is doubled).
+fn conf_value(v: &str) -> String {
+    v.replace(';', ";;")
 }
 
 impl QuestDbSetup {
     /// The questdb-rs configuration string: no client-side retries (the sink retries
     /// and spills itself) and the protocol version pinned.
+    /// With credentials resolved from the environment (`secret`: the password or the
+    /// token, as `auth` says).
+    pub fn conf_with(&self, secret: Option<&str>) -> String {
+        let mut conf = self.conf();
+        match (&self.auth, secret) {
+            (IlpAuth::Basic { username, .. }, Some(p)) => {
+                conf.push_str(&format!(
+                    "username={};password={};",
+                    conf_value(username),
+                    conf_value(p)
+                ));
+            }
+            (IlpAuth::Token { .. }, Some(t)) => conf.push_str(&format!("token={};", conf_value(t))),
+            _ => {}
+        }
+        conf
+    }
+
     pub fn conf(&self) -> String {
         let scheme = match self.transport {
             IlpTransport::Http => "http",
@@ -133,7 +175,50 @@ pub fn setup(c: &QuestDbConfig, orders_configured: bool) -> Result<QuestDbSetup,
             "exports order events from the order journal: it needs [orders]",
         ));
     }
+    let env_name = |key: &str, v: &str| {
+        let ok = !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(key, "an environment variable name: A-Z, 0-9, '_'"))
+        }
+    };
+    let auth = match (&c.username, &c.password_env, &c.token_env) {
+        (None, None, None) => IlpAuth::None,
+        (Some(u), Some(p), None) if !u.is_empty() => {
+            env_name("questdb.password_env", p)?;
+            IlpAuth::Basic {
+                username: u.clone(),
+                password_env: p.clone(),
+            }
+        }
+        (None, None, Some(t)) => {
+            env_name("questdb.token_env", t)?;
+            IlpAuth::Token { token_env: t.clone() }
+        }
+        (_, _, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "questdb.token_env",
+                "use either a token or username + password_env, not both",
+            ))
+        }
+        _ => {
+            return Err(ConfigError::invalid(
+                "questdb.password_env",
+                "basic auth needs both username and password_env",
+            ))
+        }
+    };
+    if auth != IlpAuth::None && transport != IlpTransport::Http {
+        return Err(ConfigError::invalid(
+            "questdb.url",
+            "username/password or token authentication needs an http:// url",
+        ));
+    }
     Ok(QuestDbSetup {
+        auth,
         transport,
         addr: addr.to_owned(),
         protocol_version: c.protocol_version,

@@ -6,7 +6,20 @@
 use std::time::Duration;
 
 use super::ilp::{BARS, FILLS, ORDER_EVENTS, QUOTES, TRADES};
-use crate::config::questdb::{IlpTransport, QuestDbSetup};
+use crate::config::questdb::{IlpAuth, IlpTransport, QuestDbSetup};
+
+/// The `Authorization` header value for the configured auth, if any.
+fn authorization(s: &QuestDbSetup, secret: Option<&str>) -> Option<String> {
+    use base64::Engine as _;
+    match (&s.auth, secret) {
+        (IlpAuth::Basic { username, .. }, Some(p)) => Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{p}"))
+        )),
+        (IlpAuth::Token { .. }, Some(t)) => Some(format!("Bearer {t}")),
+        _ => None,
+    }
+}
 
 /// `CREATE TABLE IF NOT EXISTS` for every table the sink writes.
 pub fn statements() -> Vec<(&'static str, String)> {
@@ -61,11 +74,15 @@ fn agent(timeout: Duration) -> ureq::Agent {
 
 /// Fails with a clear message when the server cannot be reached (a configured store
 /// that is down at start-up stops start-up).
-pub fn check_reachable(s: &QuestDbSetup) -> Result<(), String> {
+pub fn check_reachable(s: &QuestDbSetup, secret: Option<&str>) -> Result<(), String> {
     match s.transport {
         IlpTransport::Http => {
             let url = format!("http://{}/ping", s.addr);
-            match agent(s.request_timeout).get(&url).call() {
+            let mut req = agent(s.request_timeout).get(&url);
+            if let Some(a) = authorization(s, secret) {
+                req = req.header("Authorization", a);
+            }
+            match req.call() {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => Err(format!("{url} answered {}", r.status())),
                 Err(e) => Err(format!("{url}: {e}")),
@@ -87,15 +104,15 @@ pub fn check_reachable(s: &QuestDbSetup) -> Result<(), String> {
 }
 
 /// Creates the tables (idempotent).
-pub fn create_tables(s: &QuestDbSetup) -> Result<(), String> {
+pub fn create_tables(s: &QuestDbSetup, secret: Option<&str>) -> Result<(), String> {
     let agent = agent(s.request_timeout);
     for (name, sql) in statements() {
         let url = format!("http://{}/exec", s.addr);
-        let mut r = agent
-            .get(&url)
-            .query("query", &sql)
-            .call()
-            .map_err(|e| format!("creating table {name}: {url}: {e}"))?;
+        let mut req = agent.get(&url).query("query", &sql);
+        if let Some(a) = authorization(s, secret) {
+            req = req.header("Authorization", a);
+        }
+        let mut r = req.call().map_err(|e| format!("creating table {name}: {url}: {e}"))?;
         if !r.status().is_success() {
             let body = r.body_mut().read_to_string().unwrap_or_default();
             return Err(format!("creating table {name}: {url} answered {}: {body}", r.status()));

@@ -26,7 +26,19 @@ use stocksblitz_engine::{EngineEvent, InstrumentRegistry};
 pub use stats::SinkStats;
 pub use thread::{OrderFeed, QuestDbSink};
 
-use crate::config::questdb::QuestDbSetup;
+use crate::config::questdb::{IlpAuth, QuestDbSetup};
+
+/// The password or token the configuration names, from the environment.
+fn secret(setup: &QuestDbSetup) -> anyhow::Result<Option<String>> {
+    let var = match &setup.auth {
+        IlpAuth::None => return Ok(None),
+        IlpAuth::Basic { password_env, .. } => password_env,
+        IlpAuth::Token { token_env } => token_env,
+    };
+    stocksblitz_feed_handlers::live::secrets::from_env(var)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("[questdb] credentials: {e}"))
+}
 
 /// Checks the server, creates the tables when asked, and starts the sink thread.
 /// `journal`: the order journal's directory and counters, when order events are
@@ -39,10 +51,11 @@ pub fn start(
     journal: Option<(&Path, Arc<JournalStats>)>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(JoinHandle<()>, Arc<SinkStats>)> {
-    ddl::check_reachable(setup)
+    let secret = secret(setup)?;
+    ddl::check_reachable(setup, secret.as_deref())
         .map_err(|e| anyhow::anyhow!("[questdb] is configured but unreachable at start-up: {e}"))?;
     if setup.create_tables {
-        ddl::create_tables(setup).map_err(|e| anyhow::anyhow!("[questdb] create_tables: {e}"))?;
+        ddl::create_tables(setup, secret.as_deref()).map_err(|e| anyhow::anyhow!("[questdb] create_tables: {e}"))?;
     }
     let orders = match journal.filter(|_| setup.orders) {
         Some((dir, stats)) => {
@@ -62,6 +75,7 @@ pub fn start(
     let stats = Arc::new(SinkStats::default());
     let sink = QuestDbSink::new(
         setup.clone(),
+        secret,
         ilp::Names::new(registry, accounts),
         Some(market),
         orders,

@@ -52,6 +52,8 @@ impl OrderFeed {
 
 pub struct QuestDbSink {
     setup: QuestDbSetup,
+    /// The password or token (never logged).
+    secret: Option<String>,
     names: Names,
     sender: Option<Sender>,
     buf: Buffer,
@@ -82,6 +84,7 @@ pub struct QuestDbSink {
 impl QuestDbSink {
     pub fn new(
         setup: QuestDbSetup,
+        secret: Option<String>,
         names: Names,
         market: Option<RingConsumer<EngineEvent>>,
         orders: Option<OrderFeed>,
@@ -100,6 +103,7 @@ impl QuestDbSink {
         stats.spill_bytes.set(spill.bytes());
         let now = Instant::now();
         Ok(Self {
+            secret,
             names,
             sender: None,
             buf: Buffer::new(version),
@@ -274,7 +278,7 @@ impl QuestDbSink {
         }
         self.buf.clear_marker();
         if self.sender.is_none() {
-            match Sender::from_conf(self.setup.conf()) {
+            match Sender::from_conf(self.setup.conf_with(self.secret.as_deref())) {
                 Ok(s) => self.sender = Some(s),
                 Err(e) => return self.failed(&e.to_string()),
             }

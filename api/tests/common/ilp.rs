@@ -18,6 +18,8 @@ use axum::Router;
 pub struct Recorder {
     pub bodies: Arc<Mutex<Vec<String>>>,
     pub queries: Arc<Mutex<Vec<String>>>,
+    /// The `Authorization` header of every request (empty when absent).
+    pub auth: Arc<Mutex<Vec<String>>>,
     pub fail: Arc<Mutex<bool>>,
 }
 
@@ -32,7 +34,17 @@ impl Recorder {
     }
 }
 
-async fn write(State(r): State<Recorder>, body: Bytes) -> StatusCode {
+fn note_auth(r: &Recorder, headers: &axum::http::HeaderMap) {
+    let a = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    r.auth.lock().unwrap().push(a);
+}
+
+async fn write(State(r): State<Recorder>, headers: axum::http::HeaderMap, body: Bytes) -> StatusCode {
+    note_auth(&r, &headers);
     if *r.fail.lock().unwrap() {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
@@ -43,7 +55,12 @@ async fn write(State(r): State<Recorder>, body: Bytes) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn exec(State(r): State<Recorder>, Query(q): Query<std::collections::HashMap<String, String>>) -> StatusCode {
+async fn exec(
+    State(r): State<Recorder>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> StatusCode {
+    note_auth(&r, &headers);
     r.queries
         .lock()
         .unwrap()
