@@ -21,6 +21,8 @@ need gcc          # mimalloc's C sources
 need curl         # used by scripts/ and by humans poking the API
 need victoria-metrics  # a real ILP server for the QuestDB sink tests (each test starts its own)
 need redis-server      # a real Redis for the Redis tests (each test starts its own)
+need systemd           # systemd-analyze verify for systemd/stocksblitz.service
+need docker-compose    # docker-compose config for docker-compose.prod.yml
 if ((${#packages[@]})); then
   log "installing ${packages[*]}"
   sudo_cmd=""

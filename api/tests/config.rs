@@ -48,6 +48,11 @@ fn err(text: &str, env: &[(&str, &str)]) -> String {
 
 #[test]
 fn every_shipped_config_validates() {
+    // configs/prod.toml names secrets that live in the environment; stand-ins here (no
+    // other test in this binary reads these variables).
+    for var in ["KITE_API_KEY", "KITE_ACCESS_TOKEN"] {
+        std::env::set_var(var, "test-stand-in");
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).expect("configs/") {
@@ -58,7 +63,7 @@ fn every_shipped_config_validates() {
             n += 1;
         }
     }
-    assert!(n >= 1);
+    assert!(n >= 2, "default.toml and prod.toml");
     // The embedded default is configs/default.toml.
     let v = load(config::DEFAULT_TOML, &[]).expect("embedded default");
     assert_eq!(v.listen.to_string(), "127.0.0.1:8080");
