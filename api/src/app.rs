@@ -34,7 +34,7 @@ use crate::orders::accounts::Accounts;
 use crate::orders::fanout::spawn_order_fanout;
 use crate::orders::OrderService;
 use crate::redis_store::RedisStore;
-use crate::state::{AppState, FeedInfo};
+use crate::state::{AppState, FeedInfo, Security};
 use crate::ws::hub::Hub;
 use stocksblitz_engine::orders::store::OrderStore;
 
@@ -214,6 +214,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         Some(setup) => Some(Arc::new(RedisStore::connect(setup).await?)),
         None => None,
     };
+    let security = security(&v, redis.as_ref())?;
     let sim = start_simulator(&v, &stop)?;
     let (feeds, inputs) = start_feeds(&v, &stop, sim.as_ref().map(|(a, _)| *a))?;
 
@@ -233,10 +234,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     });
     let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![out_producer]);
     let order_path = match (&v.orders, &cfg.auth) {
-        (Some(setup), Some(auth)) => {
-            let secret = crate::auth::key::load(&auth.secret_env, auth.dev_key_file.as_deref())
-                .context("loading the token key ([auth])")?;
-            let tokens = crate::auth::Tokens::new(&secret, &auth.issuer, &auth.audience, auth.leeway_secs);
+        (Some(setup), Some(_)) => {
             let queue = command_queue(setup.command_queue_capacity);
             let (order_out, journal_in) = ring::<OrderOutput>("order-journal", setup.event_ring_capacity);
             let (journal_out, order_in) = ring::<OrderOutput>("orders", setup.event_ring_capacity);
@@ -249,7 +247,6 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
             let backlog = 4 * setup.event_ring_capacity;
             engine = engine.with_orders(manager, OrderGateway::new(Arc::clone(&queue), order_out, backlog), now);
             let service = OrderService::new(
-                tokens,
                 Accounts::new(&setup.accounts),
                 store,
                 queue,
@@ -361,6 +358,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         cfg.engine.book_max_levels,
         order_service,
         questdb_stats,
+        security,
     );
     let state = match redis {
         Some(r) => state.with_redis(r),
@@ -481,12 +479,31 @@ fn market_fanout(
 
 type Server = tokio::task::JoinHandle<std::io::Result<()>>;
 
+/// Token checks, rate limiter and audit log; a missing key or an unwritable audit log
+/// stops start-up.
+fn security(v: &Validated, redis: Option<&Arc<RedisStore>>) -> anyhow::Result<Security> {
+    let auth = v
+        .config
+        .auth
+        .as_ref()
+        .map(|a| crate::auth::Authenticator::load(a, redis.cloned()).map(Arc::new))
+        .transpose()?;
+    let limiter = Arc::new(crate::ratelimit::RateLimiter::new(&v.config.rate_limits, redis.cloned()));
+    let audit = crate::audit::AuditLog::start(&v.config.audit)
+        .map_err(|e| anyhow::anyhow!("audit log ([audit] path): {e}"))?;
+    Ok(Security {
+        auth,
+        limiter,
+        audit: Arc::new(audit),
+    })
+}
+
 /// Serves the routes on `listener` until the returned sender fires.
 fn serve(listener: TcpListener, state: &AppState) -> (Server, oneshot::Sender<()>) {
     let router = crate::http::router::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async {
                 let _ = rx.await;
             })
@@ -507,6 +524,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
     let stop = Arc::new(AtomicBool::new(false));
     let mut guard = StopOnError(vec![Arc::clone(&stop)]);
     let cfg = &v.config;
+    let security = security(&v, Some(&redis))?;
     let (producer, consumer) = ring::<EngineEvent>("redis-in", cfg.engine.output_ring_capacity);
     let source = Arc::new(EngineStats::default());
     let handles = EngineHandles {
@@ -529,6 +547,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
         cfg.engine.book_max_levels,
         None,
         None,
+        security,
     )
     .with_redis(redis)
     .as_api_node();

@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod dto;
@@ -11,6 +12,7 @@ pub mod journal_cli;
 pub mod logging;
 pub mod market;
 pub mod orders;
+pub mod ratelimit;
 pub mod redis_store;
 pub mod sink;
 pub mod state;

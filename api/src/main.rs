@@ -43,6 +43,9 @@ enum Command {
         account: String,
         #[arg(long, value_parser = ["viewer", "trader", "admin"])]
         role: String,
+        /// Rate-limit tier.
+        #[arg(long, value_parser = ["standard", "premium"], default_value = "standard")]
+        tier: String,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: u64,
@@ -169,8 +172,8 @@ fn feed(command: FeedCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn token(account: &str, role: &str, ttl_secs: u64, config: Option<&std::path::Path>) -> anyhow::Result<()> {
-    use stocksblitz_api::auth::{key, Role, Tokens};
+fn token(account: &str, role: &str, tier: &str, ttl_secs: u64, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use stocksblitz_api::auth::{key, Role, Tier};
     let v = load(config).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     let (Some(setup), Some(auth)) = (&v.orders, &v.config.auth) else {
         anyhow::bail!("this configuration has no [orders]/[auth]: order entry is off");
@@ -185,12 +188,12 @@ fn token(account: &str, role: &str, ttl_secs: u64, config: Option<&std::path::Pa
         anyhow::bail!("--ttl-secs must be between 1 and 31622400");
     }
     let role = Role::parse(role).ok_or_else(|| anyhow::anyhow!("unknown role {role:?}"))?;
-    let secret = key::load(&auth.secret_env, auth.dev_key_file.as_deref())?;
-    let tokens = Tokens::new(&secret, &auth.issuer, &auth.audience, auth.leeway_secs);
+    let tier = Tier::parse(tier).ok_or_else(|| anyhow::anyhow!("unknown tier {tier:?}"))?;
+    let tokens = key::tokens(auth, true)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    println!("{}", tokens.mint(account, role, now, ttl_secs)?);
+    println!("{}", tokens.mint(account, role, tier, now, ttl_secs)?);
     Ok(())
 }
 
@@ -269,9 +272,10 @@ fn main() -> ExitCode {
         Some(Command::Token {
             account,
             role,
+            tier,
             ttl_secs,
             config,
-        }) => token(&account, &role, ttl_secs, config.as_deref()),
+        }) => token(&account, &role, &tier, ttl_secs, config.as_deref()),
         Some(Command::Config {
             command: ConfigCommand::Default,
         }) => {

@@ -41,7 +41,19 @@ pub struct Inner {
     pub api_node: bool,
     /// The stores' rings off the API fan-out (QuestDB sink, Redis publisher).
     pub taps: Vec<Arc<RingStats>>,
+    /// Token and signature checks, when `[auth]` is configured.
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
+    pub audit: Arc<crate::audit::AuditLog>,
     next_conn: AtomicU64,
+}
+
+/// Who may call and what is recorded: built at start-up from `[auth]`,
+/// `[rate_limits]` and `[audit]`.
+pub struct Security {
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// Cheap to clone: one `Arc`.
@@ -67,6 +79,7 @@ impl AppState {
         book_max_levels: usize,
         orders: Option<Arc<crate::orders::OrderService>>,
         questdb: Option<Arc<crate::sink::SinkStats>>,
+        security: Security,
     ) -> Self {
         Self(Arc::new(Inner {
             config,
@@ -83,6 +96,9 @@ impl AppState {
             redis: None,
             api_node: false,
             taps: Vec::new(),
+            auth: security.auth,
+            limiter: security.limiter,
+            audit: security.audit,
             next_conn: AtomicU64::new(1),
         }))
     }

@@ -1,8 +1,12 @@
-//! HS256 JWT bearer tokens: verification pinned to HS256 (no `none`, no algorithm
-//! taken from the token), `exp` required, issuer and audience checked, small leeway.
+//! JWT bearer tokens. The algorithm is pinned by configuration (HS256 for development,
+//! RS256 or EdDSA for production) and never taken from the token, so `alg: none` and
+//! HS/RS key confusion fail; `exp`, `iss`, `aud` and `sub` are required, with a small
+//! leeway for clock skew.
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+use crate::config::auth::JwtAlgorithm;
 
 /// What a token grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,11 +36,32 @@ impl Role {
     }
 }
 
+/// The rate-limit tier a token buys (absent in a token: standard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    #[default]
+    Standard,
+    Premium,
+}
+
+impl Tier {
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "standard" => Some(Tier::Standard),
+            "premium" => Some(Tier::Premium),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The account name.
     pub sub: String,
     pub role: Role,
+    #[serde(default)]
+    pub tier: Tier,
     pub iss: String,
     pub aud: String,
     pub iat: u64,
@@ -54,44 +79,109 @@ pub enum TokenError {
     Expired,
     #[error("invalid token: {0}")]
     Invalid(&'static str),
+    #[error("this server cannot mint tokens: set {0} to the PEM private key")]
+    NoSigningKey(String),
+    #[error("{0}")]
+    Key(String),
 }
 
 pub struct Tokens {
-    encoding: EncodingKey,
+    algorithm: Algorithm,
+    encoding: Option<EncodingKey>,
     decoding: DecodingKey,
     validation: Validation,
     issuer: String,
     audience: String,
+    /// Named in the error when minting without a private key.
+    private_key_env: String,
+}
+
+fn validation(algorithm: Algorithm, issuer: &str, audience: &str, leeway_secs: u64) -> Validation {
+    let mut v = Validation::new(algorithm);
+    v.algorithms = vec![algorithm];
+    v.leeway = leeway_secs;
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[audience]);
+    v
 }
 
 impl Tokens {
+    /// HS256 with a shared secret (development).
     pub fn new(secret: &[u8], issuer: &str, audience: &str, leeway_secs: u64) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
-        validation.leeway = leeway_secs;
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
         Self {
-            encoding: EncodingKey::from_secret(secret),
+            algorithm: Algorithm::HS256,
+            encoding: Some(EncodingKey::from_secret(secret)),
             decoding: DecodingKey::from_secret(secret),
-            validation,
+            validation: validation(Algorithm::HS256, issuer, audience, leeway_secs),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            private_key_env: String::new(),
         }
     }
 
-    /// A token for `account` with `role`, valid for `ttl_secs` from `now_secs`.
-    pub fn mint(&self, account: &str, role: Role, now_secs: u64, ttl_secs: u64) -> Result<String, TokenError> {
+    /// RS256 or EdDSA from PEM keys: the public key verifies; the private key, when
+    /// given, mints (the server never needs it).
+    pub fn from_pem(
+        algorithm: JwtAlgorithm,
+        public_pem: &[u8],
+        private_pem: Option<&[u8]>,
+        issuer: &str,
+        audience: &str,
+        leeway_secs: u64,
+    ) -> Result<Self, TokenError> {
+        let bad = |what: &str, e: jsonwebtoken::errors::Error| TokenError::Key(format!("{what}: {e}"));
+        let (alg, decoding, encoding) = match algorithm {
+            JwtAlgorithm::HS256 => {
+                return Err(TokenError::Key("HS256 uses a shared secret, not PEM keys".into()));
+            }
+            JwtAlgorithm::RS256 => (
+                Algorithm::RS256,
+                DecodingKey::from_rsa_pem(public_pem).map_err(|e| bad("public key is not an RSA PEM key", e))?,
+                private_pem
+                    .map(|p| EncodingKey::from_rsa_pem(p).map_err(|e| bad("private key is not an RSA PEM key", e)))
+                    .transpose()?,
+            ),
+            JwtAlgorithm::EdDSA => (
+                Algorithm::EdDSA,
+                DecodingKey::from_ed_pem(public_pem).map_err(|e| bad("public key is not an Ed25519 PEM key", e))?,
+                private_pem
+                    .map(|p| EncodingKey::from_ed_pem(p).map_err(|e| bad("private key is not an Ed25519 PEM key", e)))
+                    .transpose()?,
+            ),
+        };
+        Ok(Self {
+            algorithm: alg,
+            encoding,
+            decoding,
+            validation: validation(alg, issuer, audience, leeway_secs),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            private_key_env: String::new(),
+        })
+    }
+
+    /// Names the private key variable in "cannot mint" errors.
+    pub fn with_private_key_env(mut self, var: &str) -> Self {
+        self.private_key_env = var.to_owned();
+        self
+    }
+
+    /// A token for `account` with `role` and `tier`, valid for `ttl_secs` from `now_secs`.
+    pub fn mint(&self, account: &str, role: Role, tier: Tier, now_secs: u64, ttl_secs: u64) -> Result<String, TokenError> {
+        let Some(key) = &self.encoding else {
+            return Err(TokenError::NoSigningKey(self.private_key_env.clone()));
+        };
         let claims = Claims {
             sub: account.to_owned(),
             role,
+            tier,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now_secs,
             exp: now_secs + ttl_secs,
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|_| TokenError::Invalid("cannot sign"))
+        encode(&Header::new(self.algorithm), &claims, key).map_err(|_| TokenError::Invalid("cannot sign"))
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
@@ -139,27 +229,27 @@ mod tests {
     #[test]
     fn mint_verify_and_forgeries() {
         let t = Tokens::new(KEY, "iss", "aud", 5);
-        let tok = t.mint("ACC1", Role::Trader, now(), 60).unwrap();
+        let tok = t.mint("ACC1", Role::Trader, Tier::Standard, now(), 60).unwrap();
         let c = t.verify(&tok).unwrap();
         assert_eq!((c.sub.as_str(), c.role), ("ACC1", Role::Trader));
         assert_eq!(t.verify_header(Some(&format!("Bearer {tok}"))).unwrap().sub, "ACC1");
         assert_eq!(t.verify_header(None).unwrap_err(), TokenError::Missing);
         assert_eq!(t.verify_header(Some("Basic abc")).unwrap_err(), TokenError::Malformed);
 
-        let expired = t.mint("ACC1", Role::Trader, now() - 3_600, 60).unwrap();
+        let expired = t.mint("ACC1", Role::Trader, Tier::Standard, now() - 3_600, 60).unwrap();
         assert_eq!(t.verify(&expired).unwrap_err(), TokenError::Expired);
         let other_key = Tokens::new(b"another key another key another k", "iss", "aud", 5);
         assert_eq!(
-            t.verify(&other_key.mint("ACC1", Role::Admin, now(), 60).unwrap())
+            t.verify(&other_key.mint("ACC1", Role::Admin, Tier::Standard, now(), 60).unwrap())
                 .unwrap_err(),
             TokenError::Invalid("bad signature")
         );
         let wrong_aud = Tokens::new(KEY, "iss", "other", 5)
-            .mint("ACC1", Role::Admin, now(), 60)
+            .mint("ACC1", Role::Admin, Tier::Standard, now(), 60)
             .unwrap();
         assert_eq!(t.verify(&wrong_aud).unwrap_err(), TokenError::Invalid("wrong audience"));
         let wrong_iss = Tokens::new(KEY, "x", "aud", 5)
-            .mint("ACC1", Role::Admin, now(), 60)
+            .mint("ACC1", Role::Admin, Tier::Standard, now(), 60)
             .unwrap();
         assert_eq!(t.verify(&wrong_iss).unwrap_err(), TokenError::Invalid("wrong issuer"));
 

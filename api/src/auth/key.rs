@@ -1,11 +1,16 @@
-//! Where the token signing key comes from: the environment variable `[auth]
-//! secret_env` (or `<VAR>_FILE`), else the development key file, created with 32 random
-//! bytes and mode 0600 on first start. No key is ever in the repository or a config file.
+//! Where token keys come from. HS256: the environment variable `[auth] secret_env` (or
+//! `<VAR>_FILE`), else the development key file, created with 32 random bytes and mode
+//! 0600 on first start. RS256/EdDSA: PEM keys from `public_key_env` (and, for minting
+//! only, `private_key_env`). No key is ever in the repository or a config file.
 
 use std::io::Write;
 use std::path::Path;
 
 use base64::Engine as _;
+use stocksblitz_feed_handlers::live::secrets::from_env;
+
+use super::Tokens;
+use crate::config::auth::{AuthConfig, JwtAlgorithm};
 
 /// Why no key could be had.
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +25,41 @@ pub enum KeyError {
     TooShort(String),
 }
 
+/// The verifier (and, with `mint`, the signer) `[auth]` describes, keys loaded from
+/// the environment (or `*_FILE`) or the development key file.
+pub fn tokens(a: &AuthConfig, mint: bool) -> Result<Tokens, KeyError> {
+    match a.algorithm {
+        JwtAlgorithm::HS256 => {
+            let var = a.secret_env.as_deref().unwrap_or_default();
+            let secret = load(var, a.dev_key_file.as_deref())?;
+            Ok(Tokens::new(&secret, &a.issuer, &a.audience, a.leeway_secs))
+        }
+        JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
+            let var = a.public_key_env.as_deref().unwrap_or_default();
+            let public = from_env(var).map_err(KeyError::Env)?;
+            let private = match (&a.private_key_env, mint) {
+                (Some(v), true) => Some(from_env(v).map_err(KeyError::Env)?),
+                _ => None,
+            };
+            let tokens = Tokens::from_pem(
+                a.algorithm,
+                public.as_bytes(),
+                private.as_ref().map(|p| p.as_bytes()),
+                &a.issuer,
+                &a.audience,
+                a.leeway_secs,
+            )
+            .map_err(|e| KeyError::Env(format!("{var}: {e}")))?;
+            Ok(tokens.with_private_key_env(a.private_key_env.as_deref().unwrap_or("auth.private_key_env")))
+        }
+    }
+}
+
 /// The HS256 secret bytes.
 pub fn load(secret_env: &str, dev_key_file: Option<&Path>) -> Result<Vec<u8>, KeyError> {
     let set = |v: &str| std::env::var_os(v).is_some_and(|s| !s.is_empty());
     if set(secret_env) || set(&format!("{secret_env}_FILE")) {
-        let secret = stocksblitz_feed_handlers::live::secrets::from_env(secret_env).map_err(KeyError::Env)?;
+        let secret = from_env(secret_env).map_err(KeyError::Env)?;
         if secret.len() < 32 {
             return Err(KeyError::TooShort(secret_env.to_owned()));
         }

@@ -1,8 +1,16 @@
-//! Who is calling: JWT bearer tokens carrying an account and a role, turned into a
-//! [`Principal`] by an axum extractor on every route that needs one.
+//! Who is calling: JWT bearer tokens carrying an account, a role and a tier, or
+//! HMAC-signed requests from algo services. The [`caller`] middleware decides once per
+//! request; the [`Principal`] extractor turns that into an account on the routes that
+//! need one.
 
+pub mod caller;
+pub mod hmac;
 pub mod jwt;
 pub mod key;
+pub mod nonce;
+pub mod services;
+
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -10,16 +18,41 @@ use axum::http::StatusCode;
 
 use stocksblitz_engine::orders::AccountId;
 
+use crate::config::auth::{AuthConfig, Operation};
 use crate::http::error::ApiError;
 use crate::state::AppState;
-pub use jwt::{Claims, Role, TokenError, Tokens};
+pub use caller::Caller;
+pub use jwt::{Claims, Role, Tier, TokenError, Tokens};
+use services::{Service, Services};
 
-/// An authenticated caller.
+/// Token verification and signed-request checking, from `[auth]`.
+pub struct Authenticator {
+    pub tokens: Tokens,
+    pub services: Services,
+}
+
+impl Authenticator {
+    /// Loads every key and secret `[auth]` names; any missing one stops start-up.
+    pub fn load(a: &AuthConfig, redis: Option<Arc<crate::redis_store::RedisStore>>) -> anyhow::Result<Self> {
+        let tokens = key::tokens(a, false).map_err(|e| anyhow::anyhow!("loading the token key ([auth]): {e}"))?;
+        let nonces = match redis {
+            Some(r) => nonce::NonceStore::Redis(r),
+            None => nonce::NonceStore::local(),
+        };
+        let services = Services::load(&a.services, a.signature_window_ms, nonces)
+            .map_err(|e| anyhow::anyhow!("[[auth.services]]: {e}"))?;
+        Ok(Self { tokens, services })
+    }
+}
+
+/// An authenticated caller acting for an account.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub account: AccountId,
     pub name: String,
     pub role: Role,
+    /// A signed service: what it may do. `None`: a token holder (its role decides).
+    pub service: Option<Arc<Service>>,
 }
 
 impl Principal {
@@ -43,40 +76,93 @@ impl Principal {
             ))
         }
     }
+
+    /// Who acts, for the audit log.
+    pub fn actor(&self) -> crate::audit::Actor {
+        match &self.service {
+            Some(s) => crate::audit::Actor {
+                kind: "service",
+                name: Some(s.name.clone()),
+            },
+            None => crate::audit::Actor {
+                kind: "account",
+                name: Some(self.name.clone()),
+            },
+        }
+    }
+
+    /// For a signed service, whether its allow-list has `op` (token holders: yes).
+    pub fn allow(&self, op: Operation) -> Result<(), ApiError> {
+        match &self.service {
+            Some(s) if !s.allows(op) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "OPERATION_NOT_ALLOWED",
+                format!(
+                    "service {:?} may not do {:?}: see its operations in [[auth.services]]",
+                    s.name,
+                    op.as_str()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
-/// Verifies an `Authorization` header value (or a bare `Bearer <token>` string sent
-/// over a WebSocket) and resolves its account.
-pub fn authenticate(app: &AppState, header: Option<&str>) -> Result<Principal, ApiError> {
+fn unknown_account() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "UNKNOWN_ACCOUNT",
+        "the account in your token is not configured on this engine",
+    )
+}
+
+/// The account a caller acts for, when order entry is on.
+pub fn principal(app: &AppState, caller: &Caller) -> Result<Principal, ApiError> {
     let Some(orders) = app.orders.as_ref() else {
         return Err(crate::orders::disabled());
     };
-    let claims = orders.tokens.verify_header(header).map_err(|e| {
-        tracing::info!(reason = %e, "authentication failed");
-        ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
-    })?;
-    let account = orders.accounts.id(&claims.sub).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "UNKNOWN_ACCOUNT",
-            "the account in your token is not configured on this engine",
-        )
-    })?;
+    let (name, role, service) = match caller {
+        Caller::Anonymous(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                TokenError::Missing.to_string(),
+            ))
+        }
+        Caller::Token(c) => (c.sub.clone(), c.role, None),
+        Caller::Service(s) => (s.account.clone(), Role::Trader, Some(Arc::clone(s))),
+    };
+    let account = orders.accounts.id(&name).ok_or_else(unknown_account)?;
     Ok(Principal {
         account,
-        name: claims.sub,
-        role: claims.role,
+        name,
+        role,
+        service,
     })
+}
+
+/// Verifies a bearer token sent over a WebSocket (`{"op":"auth"}`) and resolves its
+/// account.
+pub fn authenticate(app: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let Some(auth) = app.auth.as_ref() else {
+        return Err(crate::orders::disabled());
+    };
+    let claims = auth
+        .tokens
+        .verify(token.trim())
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string()))?;
+    principal(app, &Caller::Token(Arc::new(claims)))
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|h| h.to_str().unwrap_or(""));
-        authenticate(app, header)
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
+        principal(app, &caller)
     }
 }

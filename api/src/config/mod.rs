@@ -5,6 +5,9 @@
 //! Sections belong to the crates that use them (`[engine]` is the engine's
 //! `EngineConfig`, `[[feeds]]` the feed handlers'); this module composes them.
 
+pub mod audit;
+pub mod auth;
+pub mod limits;
 pub mod orders;
 mod overrides;
 pub mod questdb;
@@ -44,7 +47,11 @@ pub struct Config {
     pub orders: Option<orders::OrdersConfig>,
     /// Token verification (`[auth]`); required when `[orders]` is present.
     #[serde(default)]
-    pub auth: Option<orders::AuthConfig>,
+    pub auth: Option<auth::AuthConfig>,
+    /// Requests per minute per caller, by tier (`[rate_limits]`).
+    pub rate_limits: limits::RateLimitsConfig,
+    /// The audit log (`[audit]`).
+    pub audit: audit::AuditConfig,
     /// The QuestDB sink (`[questdb]`); absent = nothing exported.
     #[serde(default)]
     pub questdb: Option<questdb::QuestDbConfig>,
@@ -84,6 +91,22 @@ pub struct ApiConfig {
     /// Idle strategy of the thread that drains the engine's output ring.
     #[serde(default)]
     pub fanout_idle: IdleConfig,
+    /// "development" or "production": production refuses HS256 tokens, development
+    /// key files and a CORS wildcard.
+    pub environment: Environment,
+    /// Browser origins allowed to call the API cross-origin ("https://desk.example.com");
+    /// others get no CORS headers. "*" only in development.
+    pub cors_allowed_origins: Vec<String>,
+    /// Send `Strict-Transport-Security` (set when the API is reached over TLS, e.g.
+    /// behind a TLS-terminating proxy).
+    pub hsts: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    Development,
+    Production,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1,6 +1,6 @@
-//! `[orders]` and `[auth]`: order entry, accounts and their risk limits, the venue
-//! each instrument's orders go to, currency rates into the base currency, and how
-//! tokens are verified. Validated into [`OrderSetup`], what the engine is built from.
+//! `[orders]`: order entry, accounts and their risk limits, the venue each
+//! instrument's orders go to, and currency rates into the base currency. Validated
+//! into [`OrderSetup`], what the engine is built from.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -137,24 +137,6 @@ pub struct AccountConfig {
     /// Overrides `[orders.default_limits]` as a whole when present.
     #[serde(default)]
     pub limits: Option<RiskLimitsConfig>,
-}
-
-/// `[auth]`: JWT bearer tokens (HS256).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Environment variable holding the HS256 secret (or `<VAR>_FILE`, a path to it).
-    pub secret_env: String,
-    /// When the secret variable is unset: a development key file, created with a random
-    /// key (mode 0600) on first start. Absent: the secret variable is required.
-    #[serde(default)]
-    pub dev_key_file: Option<PathBuf>,
-    /// `iss` tokens must carry and minted tokens get.
-    pub issuer: String,
-    /// `aud` tokens must carry and minted tokens get.
-    pub audience: String,
-    /// Clock skew tolerated on `exp`/`nbf`, seconds.
-    pub leeway_secs: u64,
 }
 
 /// What the engine's order path and the API's order routes are built from.
@@ -294,28 +276,4 @@ pub fn setup(c: &OrdersConfig, registry: &InstrumentRegistry) -> Result<OrderSet
         history_per_account: c.history_per_account,
         journal: journal(&c.journal)?,
     })
-}
-
-/// Checks `[auth]` values (the key itself is loaded at start-up).
-pub fn check_auth(a: &AuthConfig) -> Result<(), ConfigError> {
-    let valid_var = !a.secret_env.is_empty()
-        && a.secret_env
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-    if !valid_var {
-        return Err(ConfigError::invalid(
-            "auth.secret_env",
-            "an environment variable name: A-Z, 0-9, '_'",
-        ));
-    }
-    if a.issuer.is_empty() {
-        return Err(ConfigError::invalid("auth.issuer", "must not be empty"));
-    }
-    if a.audience.is_empty() {
-        return Err(ConfigError::invalid("auth.audience", "must not be empty"));
-    }
-    if a.leeway_secs > 300 {
-        return Err(ConfigError::invalid("auth.leeway_secs", "at most 300"));
-    }
-    Ok(())
 }

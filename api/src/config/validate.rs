@@ -8,7 +8,7 @@ use stocksblitz_engine::affinity::check_core;
 use stocksblitz_engine::{InstrumentRegistry, Price};
 use stocksblitz_feed_handlers::FeedKind;
 
-use super::{Config, ConfigError};
+use super::{ApiConfig, Config, ConfigError, Environment};
 
 /// A configuration that passed every check, with what was derived from it.
 #[derive(Debug, Clone)]
@@ -39,6 +39,31 @@ fn core(key: String, core: Option<usize>) -> Result<(), ConfigError> {
     }
 }
 
+/// Each allowed origin is exactly what browsers send in `Origin`: scheme, host and
+/// optional port, no path. "*" (any origin) is for development only.
+fn cors(a: &ApiConfig) -> Result<(), ConfigError> {
+    for (i, o) in a.cors_allowed_origins.iter().enumerate() {
+        let key = format!("api.cors_allowed_origins[{i}]");
+        if o == "*" {
+            if a.environment == Environment::Production {
+                return Err(ConfigError::invalid(key, "\"*\" is refused in production: list the origins"));
+            }
+            continue;
+        }
+        let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+        let ok = rest.is_some_and(|h| {
+            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        });
+        if !ok {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{o:?} is not an origin: scheme://host[:port], no path or trailing slash"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     let listen = config.listen_addr()?;
     let a = &config.api;
@@ -65,6 +90,17 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     range("api.max_body_bytes", a.max_body_bytes as u64, 1, 64 << 20)?;
     if let Err((k, m)) = a.fanout_idle.validate() {
         return Err(ConfigError::invalid(format!("api.fanout_idle.{k}"), m));
+    }
+    cors(a)?;
+    super::limits::check(&config.rate_limits)?;
+    super::audit::check(&config.audit)?;
+    if let (Environment::Production, Some(auth)) = (a.environment, &config.auth) {
+        if auth.algorithm == super::auth::JwtAlgorithm::HS256 {
+            return Err(ConfigError::invalid(
+                "auth.algorithm",
+                "production needs RS256 or EdDSA (a shared HS256 secret is for development)",
+            ));
+        }
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         return Err(ConfigError::invalid("log.level", format!("not a valid filter: {e}")));
@@ -264,8 +300,8 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
                     "[auth] is required when [orders] is configured",
                 ));
             };
-            super::orders::check_auth(auth)?;
             let setup = super::orders::setup(o, &registry)?;
+            super::auth::check(auth, &setup.accounts)?;
             for (i, f) in config.feeds.iter().enumerate() {
                 for sym in &f.instruments {
                     let internal = registry

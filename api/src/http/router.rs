@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::Extension;
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::response::Response;
@@ -15,18 +16,22 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::ApiError;
-use super::{health, market, metrics, orders, request_id};
+use super::{health, market, metrics, orders, request_id, security};
+use crate::auth::Caller;
 use crate::state::AppState;
 use crate::ws::protocol::MAX_CLIENT_MESSAGE_BYTES;
 use crate::ws::session;
 
-/// `Authorization: Bearer` on the upgrade authenticates the connection up front; a bad
-/// token is refused before upgrading. Without one, clients may send an `auth` op.
-async fn stream(State(app): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let principal = match headers.get(axum::http::header::AUTHORIZATION) {
-        None => None,
-        Some(h) => match crate::auth::authenticate(&app, Some(h.to_str().unwrap_or(""))) {
+/// Credentials on the upgrade (a bearer token, or a signed request) authenticate the
+/// connection up front; bad ones were refused before upgrading. Without any, clients
+/// may send an `auth` op.
+async fn stream(State(app): State<AppState>, caller: Option<Extension<Caller>>, ws: WebSocketUpgrade) -> Response {
+    let principal = match caller.map(|c| c.0) {
+        None | Some(Caller::Anonymous(_)) => None,
+        Some(c) => match crate::auth::principal(&app, &c) {
             Ok(p) => Some(p),
+            // A valid token for market data only (no order entry here).
+            Err(e) if e.code == "ORDER_ENTRY_DISABLED" => None,
             Err(e) => return e.into_response(),
         },
     };
@@ -67,7 +72,9 @@ pub fn router(app: AppState) -> Router {
         .route("/accounts/me/risk", get(orders::my_risk))
         .route("/admin/kill-switch", post(orders::kill_switch))
         .route("/admin/risk-limits/{account}", put(orders::set_limits))
-        .route("/admin/trading-state/{account}", put(orders::set_trading_state));
+        .route("/admin/trading-state/{account}", put(orders::set_trading_state))
+        .layer(middleware::from_fn_with_state(app.clone(), crate::audit::http::middleware))
+        .layer(middleware::from_fn_with_state(app.clone(), crate::auth::caller::middleware));
     Router::new()
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
@@ -81,6 +88,8 @@ pub fn router(app: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(CatchPanicLayer::custom(request_id::panic_response))
         .layer(middleware::from_fn_with_state(app.clone(), metrics::middleware))
+        .layer(security::cors(&app.config))
+        .layer(middleware::from_fn_with_state(app.clone(), security::headers))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(app)
 }

@@ -20,7 +20,6 @@ use tokio::sync::oneshot;
 
 use super::accounts::Accounts;
 use super::idempotency::{Claim, Idempotency};
-use crate::auth::Tokens;
 use crate::redis_store::{RedisDown, RedisStore};
 use stocksblitz_engine::orders::store::OrderStore;
 
@@ -36,7 +35,6 @@ pub enum SubmitError {
 }
 
 pub struct OrderService {
-    pub tokens: Tokens,
     pub accounts: Accounts,
     pub store: RwLock<OrderStore>,
     pub idempotency: Idempotency,
@@ -51,7 +49,6 @@ pub struct OrderService {
 
 impl OrderService {
     pub fn new(
-        tokens: Tokens,
         accounts: Accounts,
         store: OrderStore,
         queue: CommandQueue,
@@ -59,7 +56,6 @@ impl OrderService {
         journal: Arc<JournalStats>,
     ) -> Self {
         Self {
-            tokens,
             accounts,
             store: RwLock::new(store),
             idempotency: Idempotency::default(),
@@ -180,7 +176,6 @@ mod tests {
 
     fn service(queue: CommandQueue, timeout_ms: u64) -> OrderService {
         OrderService::new(
-            Tokens::new(&[7; 32], "i", "a", 0),
             Accounts::new(&["alice".to_owned()]),
             OrderStore::new(1, 10),
             queue,

@@ -112,11 +112,10 @@ impl RedisStore {
         &self.client
     }
 
-    /// Runs a command with the configured timeout, keeping the health state current.
-    pub async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, RedisDown> {
-        let mut conn = self.conn.clone();
+    /// Awaits one round trip with the configured timeout, keeping the health state current.
+    async fn timed<T>(&self, f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, RedisDown> {
         let timeout = Duration::from_millis(self.setup.timeout_ms);
-        let r = match tokio::time::timeout(timeout, cmd.query_async::<T>(&mut conn)).await {
+        let r = match tokio::time::timeout(timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(RedisDown(e.to_string())),
             Err(_) => Err(RedisDown(format!("no answer within {} ms", self.setup.timeout_ms))),
@@ -125,17 +124,22 @@ impl RedisStore {
         r
     }
 
+    /// Runs a command.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, RedisDown> {
+        let mut conn = self.conn.clone();
+        self.timed(cmd.query_async::<T>(&mut conn)).await
+    }
+
     /// Runs a pipeline (one round trip).
     pub async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<(), RedisDown> {
         let mut conn = self.conn.clone();
-        let timeout = Duration::from_millis(self.setup.timeout_ms);
-        let r = match tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(RedisDown(e.to_string())),
-            Err(_) => Err(RedisDown(format!("no answer within {} ms", self.setup.timeout_ms))),
-        };
-        self.note(&r);
-        r
+        self.timed(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Runs a Lua script (by hash, loading it on first use).
+    pub async fn invoke<T: redis::FromRedisValue>(&self, inv: &redis::ScriptInvocation<'_>) -> Result<T, RedisDown> {
+        let mut conn = self.conn.clone();
+        self.timed(inv.invoke_async::<T>(&mut conn)).await
     }
 
     fn note<T>(&self, r: &Result<T, RedisDown>) {

@@ -24,7 +24,9 @@ use super::protocol::{
     Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_PRIVATE_OVERFLOW,
     MAX_CLIENT_MESSAGE_BYTES,
 };
+use crate::audit::Entry;
 use crate::auth::{Principal, Role};
+use crate::config::auth::Operation;
 use crate::dto::{BarDto, BookDto, QuoteDto, TradeDto};
 use crate::http::error::ApiError;
 use crate::orders::entry;
@@ -53,6 +55,7 @@ struct Session {
     private: [Option<PrivateSub>; 3],
     /// Answers of order ops, produced by their own tasks.
     replies: mpsc::Sender<String>,
+    conn_id: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -205,15 +208,28 @@ impl Session {
         if self.principal.is_some() {
             return self.error(id, "ALREADY_AUTHENTICATED", "this connection is already authenticated");
         }
-        match crate::auth::authenticate(&self.app, Some(&format!("Bearer {token}"))) {
+        match crate::auth::authenticate(&self.app, token) {
             Ok(p) => {
                 self.out.push(to_text(&serde_json::json!({
                     "type": "authenticated", "id": id, "account": p.name, "role": p.role.as_str(),
                 })));
                 self.principal = Some(p);
             }
-            Err(e) => self.error(id, e.code, &e.message),
+            Err(e) => {
+                let e = crate::auth::caller::auth_failure(&self.app, &self.request_id(id), "WS auth", e);
+                self.error(id, e.code, &e.message)
+            }
         }
+    }
+
+    /// The audit log's request id of a message: the connection and the client's id.
+    fn request_id(&self, id: Option<&serde_json::Value>) -> String {
+        let mut tag = id.map_or_else(String::new, |v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        });
+        tag.truncate(64);
+        format!("ws-{}-{tag}", self.conn_id)
     }
 
     /// Runs an order op on its own task; the answer comes back through `replies`.
@@ -265,10 +281,30 @@ impl Session {
             Ok(c) => c,
             Err(e) => return self.error(id.as_ref(), e.code, &e.message),
         };
+        let (op, action) = match msg.op.as_str() {
+            "order.new" => (Operation::Place, "order.place"),
+            "order.cancel" => (Operation::Cancel, "order.cancel"),
+            _ => (Operation::Modify, "order.replace"),
+        };
+        let permit = match p.allow(op).and_then(|()| self.app.audit.reserve()) {
+            Ok(permit) => permit,
+            Err(e) => return self.error(id.as_ref(), e.code, &e.message),
+        };
+        let request_id = self.request_id(id.as_ref());
         let app = self.app.clone();
         let replies = self.replies.clone();
         tokio::spawn(async move {
-            let text = match entry::submit(&app, &p, kind).await {
+            let result = entry::submit(&app, &p, kind).await;
+            permit.record(Entry {
+                action,
+                actor: p.actor(),
+                request_id,
+                outcome: result.as_ref().map_or_else(|e| e.code.to_owned(), |_| "ok".to_owned()),
+                status: result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200),
+                details: serde_json::json!({ "order_id": target.map(|o| o.0), "via": "websocket" }),
+                at_ns: UnixNanos::now().0,
+            });
+            let text = match result {
                 Ok(events) => to_text(&serde_json::json!({
                     "type": "order.ack",
                     "id": id,
@@ -561,6 +597,7 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
         principal,
         private: [None; 3],
         replies,
+        conn_id,
     };
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     let mut last_heard = Instant::now();

@@ -31,6 +31,12 @@ pub fn test_config(edit: impl FnOnce(&mut toml::Table)) -> String {
     doc["auth"]["dev_key_file"] = toml::Value::String(key.display().to_string());
     // A journal of this server's own (two servers never share one).
     doc["orders"]["journal"]["dir"] = toml::Value::String(fresh_dir("journal").display().to_string());
+    // An audit log of its own.
+    doc["audit"]["path"] = toml::Value::String(fresh_dir("audit").join("audit.log").display().to_string());
+    // Tests call far faster than people: limits only where a test sets them.
+    for tier in ["anonymous_per_min", "authenticated_per_min", "premium_per_min"] {
+        doc["rate_limits"][tier] = toml::Value::Integer(1_000_000);
+    }
     edit(&mut doc);
     toml::to_string(&doc).expect("serializes")
 }
@@ -64,7 +70,7 @@ pub fn key_path() -> std::path::PathBuf {
 
 /// A token for `account` with `role`, signed with the test server's key.
 pub fn token(account: &str, role: &str) -> String {
-    use stocksblitz_api::auth::{key, Role, Tokens};
+    use stocksblitz_api::auth::{key, Role, Tier, Tokens};
     let secret = key::load("SBZ_TEST_UNSET_SECRET", Some(&key_path())).expect("key");
     let tokens = Tokens::new(&secret, "stocksblitz", "stocksblitz-api", 30);
     let now = std::time::SystemTime::now()
@@ -72,7 +78,7 @@ pub fn token(account: &str, role: &str) -> String {
         .expect("clock")
         .as_secs();
     tokens
-        .mint(account, Role::parse(role).expect("role"), now, 3_600)
+        .mint(account, Role::parse(role).expect("role"), Tier::Standard, now, 3_600)
         .expect("mint")
 }
 

@@ -1,0 +1,169 @@
+//! Who is calling, decided once per request before any handler runs: a service that
+//! signed the request (HMAC), a bearer token's holder, or an anonymous address. The
+//! answer is a [`Caller`] in the request's extensions; the rate limit of its tier is
+//! applied here too, and every refusal is audited.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::services::{operation_for, Service, Services};
+use super::{Claims, Tier};
+use crate::audit::{Actor, Entry};
+use crate::http::error::ApiError;
+use crate::http::request_id::RequestId;
+use crate::ratelimit::LimitTier;
+use crate::state::AppState;
+
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous(IpAddr),
+    Token(Arc<Claims>),
+    Service(Arc<Service>),
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        match self {
+            Caller::Anonymous(_) => Actor::anonymous(),
+            Caller::Token(c) => Actor {
+                kind: "account",
+                name: Some(c.sub.clone()),
+            },
+            Caller::Service(s) => Actor {
+                kind: "service",
+                name: Some(s.name.clone()),
+            },
+        }
+    }
+
+    /// The bucket and tier, or `None` for unlimited (signed services).
+    fn limit(&self) -> Option<(String, LimitTier)> {
+        match self {
+            Caller::Anonymous(ip) => Some((format!("ip:{ip}"), LimitTier::Anonymous)),
+            Caller::Token(c) => Some((
+                format!("acct:{}", c.sub),
+                match c.tier {
+                    Tier::Standard => LimitTier::Authenticated,
+                    Tier::Premium => LimitTier::Premium,
+                },
+            )),
+            Caller::Service(_) => None,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    stocksblitz_engine::UnixNanos::now().0 / 1_000_000
+}
+
+/// Records a refused authentication and returns the refusal.
+pub fn auth_failure(app: &AppState, request_id: &str, route: &str, e: ApiError) -> ApiError {
+    tracing::info!(request_id, code = e.code, "authentication failed");
+    app.audit.record(Entry {
+        action: "auth.failure",
+        actor: Actor::anonymous(),
+        request_id: request_id.to_owned(),
+        outcome: e.code.to_owned(),
+        status: e.status.as_u16(),
+        details: serde_json::json!({ "route": route }),
+        at_ns: stocksblitz_engine::UnixNanos::now().0,
+    });
+    e
+}
+
+async fn identify(app: &AppState, req: Request, request_id: &str) -> Result<(Caller, Request), ApiError> {
+    let route = format!("{} {}", req.method(), req.uri().path());
+    let fail = |e: ApiError| auth_failure(app, request_id, &route, e);
+    if Services::is_signed(req.headers()) {
+        let Some(auth) = app.auth.as_ref() else {
+            return Err(fail(not_configured()));
+        };
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, app.config.max_body_bytes)
+            .await
+            .map_err(|_| ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE, ""))?;
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let service = auth
+            .services
+            .verify(&parts.headers, &parts.method, pq, &bytes, now_ms())
+            .await
+            .map_err(|e| fail(e.into_api()))?;
+        let op = operation_for(&parts.method, parts.uri.path());
+        if !op.is_some_and(|op| service.allows(op)) {
+            let what = op.map_or("administration", |o| o.as_str());
+            return Err(fail(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "OPERATION_NOT_ALLOWED",
+                format!("service {:?} may not do {what:?}: see its operations in [[auth.services]]", service.name),
+            )));
+        }
+        return Ok((Caller::Service(service), Request::from_parts(parts, Body::from(bytes))));
+    }
+    if let Some(h) = req.headers().get(axum::http::header::AUTHORIZATION) {
+        let Some(auth) = app.auth.as_ref() else {
+            return Err(fail(not_configured()));
+        };
+        let claims = auth
+            .tokens
+            .verify_header(Some(h.to_str().unwrap_or("")))
+            .map_err(|e| fail(ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())))?;
+        return Ok((Caller::Token(Arc::new(claims)), req));
+    }
+    Ok((Caller::Anonymous(client_ip(&req)), req))
+}
+
+/// The peer address (the server is served with connect info).
+fn client_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+fn not_configured() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "AUTH_NOT_CONFIGURED",
+        "this server has no [auth]: send the request without credentials",
+    )
+}
+
+/// The middleware on every `/api/v1` route.
+pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let ip = client_ip(&req);
+    let (caller, mut req) = match identify(&app, req, &request_id).await {
+        Ok(v) => v,
+        Err(e) => {
+            // Failed attempts spend the address's anonymous budget (no brute force).
+            let c = app.limiter.check(LimitTier::Anonymous, &format!("ip:{ip}")).await;
+            let mut resp = if c.decision.allowed { e } else { c.refusal() }.into_response();
+            c.write_headers(resp.headers_mut());
+            return resp;
+        }
+    };
+    let checked = match caller.limit() {
+        Some((key, tier)) => Some(app.limiter.check(tier, &key).await),
+        None => None,
+    };
+    if let Some(c) = checked.filter(|c| !c.decision.allowed) {
+        let mut resp = c.refusal().into_response();
+        c.write_headers(resp.headers_mut());
+        return resp;
+    }
+    req.extensions_mut().insert(caller);
+    let mut resp = next.run(req).await;
+    if let Some(c) = checked {
+        c.write_headers(resp.headers_mut());
+    }
+    resp
+}
