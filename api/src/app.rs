@@ -488,9 +488,12 @@ fn security(v: &Validated, redis: Option<&Arc<RedisStore>>) -> anyhow::Result<Se
         .as_ref()
         .map(|a| crate::auth::Authenticator::load(a, redis.cloned()).map(Arc::new))
         .transpose()?;
-    let limiter = Arc::new(crate::ratelimit::RateLimiter::new(&v.config.rate_limits, redis.cloned()));
-    let audit = crate::audit::AuditLog::start(&v.config.audit)
-        .map_err(|e| anyhow::anyhow!("audit log ([audit] path): {e}"))?;
+    let limiter = Arc::new(crate::ratelimit::RateLimiter::new(
+        &v.config.rate_limits,
+        redis.cloned(),
+    ));
+    let audit =
+        crate::audit::AuditLog::start(&v.config.audit).map_err(|e| anyhow::anyhow!("audit log ([audit] path): {e}"))?;
     Ok(Security {
         auth,
         limiter,
@@ -503,11 +506,14 @@ fn serve(listener: TcpListener, state: &AppState) -> (Server, oneshot::Sender<()
     let router = crate::http::router::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await
     });
     (server, tx)
 }

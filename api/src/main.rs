@@ -62,6 +62,18 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// Audit log tools (read only).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain, sequence and every line of an audit log; prints a JSON
+    /// summary, or the first broken line and why (exit status 1).
+    Verify { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -269,6 +281,16 @@ fn main() -> ExitCode {
         Some(Command::Journal {
             command: JournalCommand::Dump { dir, from, to },
         }) => journal_cli::dump(&dir, from, to),
+        Some(Command::Audit {
+            command: AuditCommand::Verify { file },
+        }) => stocksblitz_api::audit::chain::verify(&file)
+            .map(|v| {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": true, "entries": v.entries, "last_seq": v.last_seq, "last_hash": v.last_hash })
+                );
+            })
+            .map_err(|e| anyhow::anyhow!("audit log broken: {e}")),
         Some(Command::Token {
             account,
             role,

@@ -77,7 +77,10 @@ pub fn verify(path: &Path) -> Result<Verified, Broken> {
         let (body, claimed) = open(&line).ok_or_else(|| broken(n, "no hash member at the end".into()))?;
         let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| broken(n, format!("not JSON: {e}")))?;
         if v["prev"].as_str() != Some(prev.as_str()) {
-            return Err(broken(n, "prev is not the previous line's hash (a line was removed or reordered)".into()));
+            return Err(broken(
+                n,
+                "prev is not the previous line's hash (a line was removed or reordered)".into(),
+            ));
         }
         let seq = v["seq"].as_u64().ok_or_else(|| broken(n, "no seq".into()))?;
         if seq != last_seq + 1 {

@@ -24,7 +24,9 @@ pub fn action(method: &Method, route: &str) -> Option<&'static str> {
         ("POST", "/admin/kill-switch") => "admin.kill_switch",
         ("PUT", "/admin/risk-limits/{account}") => "admin.risk_limits",
         ("PUT", "/admin/trading-state/{account}") => "admin.trading_state",
-        (m, r) if m != "GET" && m != "HEAD" && m != "OPTIONS" && (r.starts_with("/orders") || r.starts_with("/admin")) => {
+        (m, r)
+            if m != "GET" && m != "HEAD" && m != "OPTIONS" && (r.starts_with("/orders") || r.starts_with("/admin")) =>
+        {
             "unknown_write"
         }
         _ => return None,
@@ -44,13 +46,16 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let actor = req.extensions().get::<Caller>().map_or_else(Actor::anonymous, Caller::actor);
+    let actor = req
+        .extensions()
+        .get::<Caller>()
+        .map_or_else(Actor::anonymous, Caller::actor);
     let request_id = req
         .extensions()
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let path = req.uri().path().to_owned();
+    let path = crate::auth::caller::original_path(&req);
     let resp = next.run(req).await;
     let outcome = resp
         .extensions()

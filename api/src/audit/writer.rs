@@ -44,11 +44,18 @@ pub fn open(path: &Path) -> Result<(File, Tail), String> {
     if complete < tail.len() {
         let keep = start + complete as u64;
         tracing::warn!(path = %path.display(), cut_bytes = len - keep, "audit log: cutting a torn last line");
-        file.set_len(keep).map_err(|e| format!("truncating {}: {e}", path.display()))?;
+        file.set_len(keep)
+            .map_err(|e| format!("truncating {}: {e}", path.display()))?;
     }
     let text = String::from_utf8_lossy(&tail[..complete]);
     let Some(last) = text.lines().next_back() else {
-        return Ok((file, Tail { seq: 0, hash: GENESIS.to_owned() }));
+        return Ok((
+            file,
+            Tail {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            },
+        ));
     };
     let (body, hash) = chain::open(last).ok_or_else(|| format!("{}: the last line has no hash", path.display()))?;
     let seq = serde_json::from_str::<serde_json::Value>(&body)
@@ -84,10 +91,13 @@ pub fn run(mut file: File, mut tail: Tail, fsync: bool, mut rx: mpsc::Receiver<E
                 next = rx.try_recv().ok();
             }
         }
-        let written = file
-            .write_all(buf.as_bytes())
-            .and_then(|_| file.flush())
-            .and_then(|_| if fsync { file.sync_data() } else { Ok(()) });
+        let written = file.write_all(buf.as_bytes()).and_then(|_| file.flush()).and_then(|_| {
+            if fsync {
+                file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         match written {
             Ok(()) => {
                 tail = Tail { seq, hash };

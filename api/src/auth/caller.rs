@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -78,7 +78,7 @@ pub fn auth_failure(app: &AppState, request_id: &str, route: &str, e: ApiError) 
 }
 
 async fn identify(app: &AppState, req: Request, request_id: &str) -> Result<(Caller, Request), ApiError> {
-    let route = format!("{} {}", req.method(), req.uri().path());
+    let route = format!("{} {}", req.method(), original_path(&req));
     let fail = |e: ApiError| auth_failure(app, request_id, &route, e);
     if Services::is_signed(req.headers()) {
         let Some(auth) = app.auth.as_ref() else {
@@ -88,19 +88,27 @@ async fn identify(app: &AppState, req: Request, request_id: &str) -> Result<(Cal
         let bytes = axum::body::to_bytes(body, app.config.max_body_bytes)
             .await
             .map_err(|_| ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE, ""))?;
-        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // The URI as sent (a nested router sees it without the /api/v1 prefix).
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or_else(|| parts.uri.clone(), |o| o.0.clone());
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
         let service = auth
             .services
             .verify(&parts.headers, &parts.method, pq, &bytes, now_ms())
             .await
             .map_err(|e| fail(e.into_api()))?;
-        let op = operation_for(&parts.method, parts.uri.path());
+        let op = operation_for(&parts.method, uri.path());
         if !op.is_some_and(|op| service.allows(op)) {
             let what = op.map_or("administration", |o| o.as_str());
             return Err(fail(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "OPERATION_NOT_ALLOWED",
-                format!("service {:?} may not do {what:?}: see its operations in [[auth.services]]", service.name),
+                format!(
+                    "service {:?} may not do {what:?}: see its operations in [[auth.services]]",
+                    service.name
+                ),
             )));
         }
         return Ok((Caller::Service(service), Request::from_parts(parts, Body::from(bytes))));
@@ -116,6 +124,13 @@ async fn identify(app: &AppState, req: Request, request_id: &str) -> Result<(Cal
         return Ok((Caller::Token(Arc::new(claims)), req));
     }
     Ok((Caller::Anonymous(client_ip(&req)), req))
+}
+
+/// The path as sent.
+pub fn original_path(req: &Request) -> String {
+    req.extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().path().to_owned(), |o| o.0.path().to_owned())
 }
 
 /// The peer address (the server is served with connect info).

@@ -29,7 +29,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| match c {
@@ -69,7 +69,12 @@ pub fn verify(
         return false;
     };
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    hmac::verify(&key, canonical(timestamp_ms, method, path_and_query, body).as_bytes(), &tag).is_ok()
+    hmac::verify(
+        &key,
+        canonical(timestamp_ms, method, path_and_query, body).as_bytes(),
+        &tag,
+    )
+    .is_ok()
 }
 
 #[cfg(test)]
@@ -93,14 +98,42 @@ mod tests {
         );
         let sig = sign(secret, "1767225600000", "POST", "/api/v1/orders", body);
         assert!(verify(secret, &sig, "1767225600000", "POST", "/api/v1/orders", body));
-        assert!(verify(secret, &sig.to_uppercase(), "1767225600000", "POST", "/api/v1/orders", body));
+        assert!(verify(
+            secret,
+            &sig.to_uppercase(),
+            "1767225600000",
+            "POST",
+            "/api/v1/orders",
+            body
+        ));
         // Any change breaks it.
         assert!(!verify(secret, &sig, "1767225600001", "POST", "/api/v1/orders", body));
         assert!(!verify(secret, &sig, "1767225600000", "PUT", "/api/v1/orders", body));
-        assert!(!verify(secret, &sig, "1767225600000", "POST", "/api/v1/orders?x=1", body));
+        assert!(!verify(
+            secret,
+            &sig,
+            "1767225600000",
+            "POST",
+            "/api/v1/orders?x=1",
+            body
+        ));
         assert!(!verify(secret, &sig, "1767225600000", "POST", "/api/v1/orders", b"{}"));
-        assert!(!verify(b"another secret", &sig, "1767225600000", "POST", "/api/v1/orders", body));
+        assert!(!verify(
+            b"another secret",
+            &sig,
+            "1767225600000",
+            "POST",
+            "/api/v1/orders",
+            body
+        ));
         assert!(!verify(secret, "zz", "1767225600000", "POST", "/api/v1/orders", body));
-        assert!(!verify(secret, &sig[..62], "1767225600000", "POST", "/api/v1/orders", body));
+        assert!(!verify(
+            secret,
+            &sig[..62],
+            "1767225600000",
+            "POST",
+            "/api/v1/orders",
+            body
+        ));
     }
 }

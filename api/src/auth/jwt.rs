@@ -168,7 +168,14 @@ impl Tokens {
     }
 
     /// A token for `account` with `role` and `tier`, valid for `ttl_secs` from `now_secs`.
-    pub fn mint(&self, account: &str, role: Role, tier: Tier, now_secs: u64, ttl_secs: u64) -> Result<String, TokenError> {
+    pub fn mint(
+        &self,
+        account: &str,
+        role: Role,
+        tier: Tier,
+        now_secs: u64,
+        ttl_secs: u64,
+    ) -> Result<String, TokenError> {
         let Some(key) = &self.encoding else {
             return Err(TokenError::NoSigningKey(self.private_key_env.clone()));
         };

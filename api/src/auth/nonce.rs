@@ -67,7 +67,15 @@ impl NonceStore {
             }
             NonceStore::Redis(redis) => {
                 let set: Option<String> = redis
-                    .query(redis::cmd("SET").arg(&key).arg(1).arg("NX").arg("PX").arg(ttl_ms).to_owned())
+                    .query(
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(1)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(ttl_ms)
+                            .to_owned(),
+                    )
                     .await?;
                 Ok(if set.is_some() { Nonce::Fresh } else { Nonce::Replayed })
             }

@@ -164,14 +164,17 @@ impl Services {
             .get(key_id)
             .filter(|s| s.name == identity)
             .ok_or(SignatureError::UnknownService)?;
-        if !hmac::verify(&service.secret, signature, timestamp, method.as_str(), path_and_query, body) {
+        if !hmac::verify(
+            &service.secret,
+            signature,
+            timestamp,
+            method.as_str(),
+            path_and_query,
+            body,
+        ) {
             return Err(SignatureError::BadSignature);
         }
-        match self
-            .nonces
-            .check(key_id, signature, now_ms, 2 * self.window_ms)
-            .await?
-        {
+        match self.nonces.check(key_id, signature, now_ms, 2 * self.window_ms).await? {
             Nonce::Fresh => Ok(Arc::clone(service)),
             Nonce::Replayed => Err(SignatureError::Replayed),
         }

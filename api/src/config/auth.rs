@@ -98,7 +98,9 @@ pub struct ServiceConfig {
 }
 
 fn env_name(key: &str, v: &str) -> Result<(), ConfigError> {
-    let ok = !v.is_empty() && v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    let ok = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {
@@ -123,7 +125,10 @@ pub fn check(a: &AuthConfig, accounts: &[String]) -> Result<(), ConfigError> {
                 ("auth.private_key_env", a.private_key_env.is_some()),
             ] {
                 if set {
-                    return Err(ConfigError::invalid(key, "only for RS256/EdDSA: remove it, or change auth.algorithm"));
+                    return Err(ConfigError::invalid(
+                        key,
+                        "only for RS256/EdDSA: remove it, or change auth.algorithm",
+                    ));
                 }
             }
         }
@@ -143,7 +148,10 @@ pub fn check(a: &AuthConfig, accounts: &[String]) -> Result<(), ConfigError> {
                 ("auth.dev_key_file", a.dev_key_file.is_some()),
             ] {
                 if set {
-                    return Err(ConfigError::invalid(key, "only for HS256: remove it, or change auth.algorithm"));
+                    return Err(ConfigError::invalid(
+                        key,
+                        "only for HS256: remove it, or change auth.algorithm",
+                    ));
                 }
             }
         }
@@ -160,18 +168,25 @@ pub fn check(a: &AuthConfig, accounts: &[String]) -> Result<(), ConfigError> {
     for (i, s) in a.services.iter().enumerate() {
         let key = |k: &str| format!("auth.services[{i}].{k}");
         let token_ok = |v: &str| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         };
         if !token_ok(&s.name) {
-            return Err(ConfigError::invalid(key("name"), "1-64 characters of A-Z a-z 0-9 . _ -"));
+            return Err(ConfigError::invalid(
+                key("name"),
+                "1-64 characters of A-Z a-z 0-9 . _ -",
+            ));
         }
         if !token_ok(&s.key_id) {
-            return Err(ConfigError::invalid(key("key_id"), "1-64 characters of A-Z a-z 0-9 . _ -"));
+            return Err(ConfigError::invalid(
+                key("key_id"),
+                "1-64 characters of A-Z a-z 0-9 . _ -",
+            ));
         }
         if !key_ids.insert(s.key_id.as_str()) {
-            return Err(ConfigError::invalid(key("key_id"), format!("{:?} is used twice", s.key_id)));
+            return Err(ConfigError::invalid(
+                key("key_id"),
+                format!("{:?} is used twice", s.key_id),
+            ));
         }
         env_name(&key("secret_env"), &s.secret_env)?;
         if !accounts.iter().any(|acc| acc == &s.account) {

@@ -23,7 +23,12 @@ pub struct RateLimitsConfig {
 
 pub fn check(c: &RateLimitsConfig) -> Result<(), ConfigError> {
     range("rate_limits.anonymous_per_min", c.anonymous_per_min, 1, 1_000_000)?;
-    range("rate_limits.authenticated_per_min", c.authenticated_per_min, 1, 1_000_000)?;
+    range(
+        "rate_limits.authenticated_per_min",
+        c.authenticated_per_min,
+        1,
+        1_000_000,
+    )?;
     range("rate_limits.premium_per_min", c.premium_per_min, 1, 1_000_000)?;
     range("rate_limits.max_keys", c.max_keys, 1_000, 100_000_000)
 }

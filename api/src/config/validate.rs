@@ -46,14 +46,16 @@ fn cors(a: &ApiConfig) -> Result<(), ConfigError> {
         let key = format!("api.cors_allowed_origins[{i}]");
         if o == "*" {
             if a.environment == Environment::Production {
-                return Err(ConfigError::invalid(key, "\"*\" is refused in production: list the origins"));
+                return Err(ConfigError::invalid(
+                    key,
+                    "\"*\" is refused in production: list the origins",
+                ));
             }
             continue;
         }
         let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
-        let ok = rest.is_some_and(|h| {
-            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        });
+        let ok = rest
+            .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
         if !ok {
             return Err(ConfigError::invalid(
                 key,

@@ -6,5 +6,5 @@ pub mod market;
 pub mod metrics;
 pub mod orders;
 pub mod request_id;
-pub mod security;
 pub mod router;
+pub mod security;

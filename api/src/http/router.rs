@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::Extension;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post, put};
+use axum::Extension;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -73,8 +73,14 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/kill-switch", post(orders::kill_switch))
         .route("/admin/risk-limits/{account}", put(orders::set_limits))
         .route("/admin/trading-state/{account}", put(orders::set_trading_state))
-        .layer(middleware::from_fn_with_state(app.clone(), crate::audit::http::middleware))
-        .layer(middleware::from_fn_with_state(app.clone(), crate::auth::caller::middleware));
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::audit::http::middleware,
+        ))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::auth::caller::middleware,
+        ));
     Router::new()
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))

@@ -68,7 +68,11 @@ pub async fn headers(State(app): State<AppState>, req: Request, next: Next) -> R
         set(h, header::CACHE_CONTROL, "no-store");
     }
     if app.config.hsts {
-        set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains");
+        set(
+            h,
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        );
     }
     resp
 }

@@ -74,11 +74,15 @@ impl RateLimiter {
     pub fn new(c: &RateLimitsConfig, redis: Option<Arc<RedisStore>>) -> Self {
         Self {
             rates: [
-                Rate { limit: c.anonymous_per_min },
+                Rate {
+                    limit: c.anonymous_per_min,
+                },
                 Rate {
                     limit: c.authenticated_per_min,
                 },
-                Rate { limit: c.premium_per_min },
+                Rate {
+                    limit: c.premium_per_min,
+                },
             ],
             local: LocalBuckets::new(c.max_keys as usize),
             redis: redis.map(RedisBuckets::new),
@@ -93,7 +97,12 @@ impl RateLimiter {
             Some(r) => match r.check(key, rate).await {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    if self.stats.redis_fallbacks.fetch_add(1, Ordering::Relaxed) % 1_000 == 0 {
+                    if self
+                        .stats
+                        .redis_fallbacks
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(1_000)
+                    {
                         tracing::warn!(error = %e.0, "rate limits: Redis failed; limiting with this node's buckets");
                     }
                     self.local.check(key, rate, now_us())

@@ -1,0 +1,739 @@
+//! API security over real sockets: forged JWTs (alg none, wrong key, expired, wrong
+//! audience, HS/RS confusion) against HS256, RS256 and EdDSA servers; HMAC-signed
+//! service requests (clock skew both ways, replay, tampered body, unknown service,
+//! disallowed operation); rate-limit exhaustion and recovery per tier, shared through
+//! a real Redis by two nodes; CORS preflight allowed and denied; security headers; and
+//! the audit log's hash chain over all of it.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::redis_server::RedisServer;
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use stocksblitz_api::app::RunningApp;
+use stocksblitz_api::auth::hmac;
+use stocksblitz_api::auth::{Role, Tier, Tokens};
+use stocksblitz_api::config::auth::JwtAlgorithm;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+fn order(price: &str) -> Value {
+    json!({ "symbol": "SBZ", "side": "buy", "type": "limit", "price": price, "qty": "1" })
+}
+
+async fn get_with(app: &RunningApp, path: &str, auth: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(http(app, path));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    req.send().await.expect("request")
+}
+
+async fn code_of(r: reqwest::Response) -> (StatusCode, String) {
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (status, v["error"]["code"].as_str().unwrap_or("").to_owned())
+}
+
+/// The audit log lines (after the writer has caught up).
+async fn audit_lines(path: &Path, at_least: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect();
+        if lines.len() >= at_least {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the audit log never reached {at_least} lines");
+}
+
+/// A config with its audit log at a known path.
+fn config_with_audit(audit: &Path, edit: impl FnOnce(&mut toml::Table)) -> String {
+    let audit = audit.display().to_string();
+    test_config(move |d| {
+        d["audit"]["path"] = toml::Value::String(audit);
+        edit(d);
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_are_refused_and_audited() {
+    let dir = fresh_dir("sec-jwt");
+    let audit = dir.join("audit.log");
+    let app = start_with(&config_with_audit(&audit, |_| {})).await;
+    let good = token("alice", "trader");
+    let r = get_with(&app, "/api/v1/orders", Some(&format!("Bearer {good}"))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let secret = stocksblitz_api::auth::key::load("SBZ_TEST_UNSET_SECRET", Some(&key_path())).expect("key");
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = good.split('.').nth(1).expect("payload");
+    let none = format!("{}.{payload}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#));
+    let other_key = Tokens::new(&[9u8; 32], "stocksblitz", "stocksblitz-api", 30)
+        .mint("alice", Role::Admin, Tier::Premium, now_secs(), 600)
+        .expect("mint");
+    let expired = Tokens::new(&secret, "stocksblitz", "stocksblitz-api", 30)
+        .mint("alice", Role::Trader, Tier::Standard, now_secs() - 7_200, 600)
+        .expect("mint");
+    let wrong_aud = Tokens::new(&secret, "stocksblitz", "someone-else", 30)
+        .mint("alice", Role::Trader, Tier::Standard, now_secs(), 600)
+        .expect("mint");
+    let mut claims: Value = serde_json::from_slice(&b64.decode(payload).expect("b64")).expect("json");
+    claims["role"] = "admin".into();
+    let parts: Vec<&str> = good.split('.').collect();
+    let tampered = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
+    let forged = [none.as_str(), &other_key, &expired, &wrong_aud, &tampered, "not-a-jwt"];
+    for t in forged {
+        let (s, code) = code_of(get_with(&app, "/api/v1/orders", Some(&format!("Bearer {t}"))).await).await;
+        assert_eq!((s, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{t}");
+    }
+    let (s, code) = code_of(get_with(&app, "/api/v1/orders", Some("Basic abc")).await).await;
+    assert_eq!((s, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+    // No credentials at all on a private route.
+    let (s, code) = code_of(get_with(&app, "/api/v1/orders", None).await).await;
+    assert_eq!((s, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+
+    // Every refusal is in the audit log, which names no token; the chain verifies.
+    let lines = audit_lines(&audit, forged.len() + 1).await;
+    let failures = lines.iter().filter(|l| l["action"] == "auth.failure").count();
+    assert_eq!(failures, forged.len() + 1, "{lines:?}");
+    let text = std::fs::read_to_string(&audit).expect("audit");
+    for t in forged.iter().chain([&good.as_str()]) {
+        if t.len() > 20 {
+            assert!(!text.contains(*t), "a token leaked into the audit log");
+        }
+    }
+    let v = stocksblitz_api::audit::chain::verify(&audit).expect("chain verifies");
+    assert_eq!(v.entries as usize, lines.len());
+    app.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An RSA or Ed25519 key pair made by openssl, as PEM files.
+fn keypair(dir: &Path, name: &str, algorithm: &str) -> (Vec<u8>, Vec<u8>) {
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    std::fs::create_dir_all(dir).expect("dir");
+    let mut gen = Command::new("openssl");
+    gen.arg("genpkey").arg("-algorithm").arg(algorithm);
+    if algorithm == "RSA" {
+        gen.args(["-pkeyopt", "rsa_keygen_bits:2048"]);
+    }
+    let ok = gen
+        .arg("-out")
+        .arg(&private)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs")
+        .success();
+    assert!(ok, "openssl genpkey");
+    let ok = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .expect("openssl runs")
+        .success();
+    assert!(ok, "openssl pkey -pubout");
+    (
+        std::fs::read(&public).expect("public"),
+        std::fs::read(&private).expect("private"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_and_eddsa_servers_pin_their_algorithm() {
+    let dir = fresh_dir("sec-keys");
+    let (rsa_pub, rsa_priv) = keypair(&dir, "rsa", "RSA");
+    let (ed_pub, ed_priv) = keypair(&dir, "ed", "ED25519");
+    let setups = [
+        (
+            JwtAlgorithm::RS256,
+            "RS256",
+            "SBZ_TEST_RS_PUBLIC",
+            "rsa.pub",
+            &rsa_pub,
+            &rsa_priv,
+        ),
+        (
+            JwtAlgorithm::EdDSA,
+            "EdDSA",
+            "SBZ_TEST_ED_PUBLIC",
+            "ed.pub",
+            &ed_pub,
+            &ed_priv,
+        ),
+    ];
+    let mut signers = Vec::new();
+    for (alg, _, _, _, public, private) in &setups {
+        signers
+            .push(Tokens::from_pem(*alg, public, Some(private), "stocksblitz", "stocksblitz-api", 30).expect("keys"));
+    }
+    for (i, (_, name, var, file, public, _)) in setups.iter().enumerate() {
+        // The public key reaches the server as a file named by <VAR>_FILE.
+        std::env::set_var(format!("{var}_FILE"), dir.join(file));
+        let app = start_with(&test_config(|d| {
+            let a = d["auth"].as_table_mut().expect("auth");
+            a.remove("secret_env");
+            a.remove("dev_key_file");
+            a.insert("algorithm".into(), toml::Value::String((*name).into()));
+            a.insert("public_key_env".into(), toml::Value::String((*var).into()));
+        }))
+        .await;
+        let me = &signers[i];
+        let other = &signers[1 - i];
+        let good = me
+            .mint("alice", Role::Trader, Tier::Standard, now_secs(), 600)
+            .expect("mint");
+        let r = get_with(&app, "/api/v1/orders", Some(&format!("Bearer {good}"))).await;
+        assert_eq!(r.status(), StatusCode::OK, "{name}: a token from the right key");
+        // The other asymmetric algorithm, and HS256 keyed with this server's public
+        // key (the classic key-confusion forgery), are both refused.
+        let wrong_alg = other
+            .mint("alice", Role::Trader, Tier::Standard, now_secs(), 600)
+            .expect("mint");
+        let confused = Tokens::new(public, "stocksblitz", "stocksblitz-api", 30)
+            .mint("alice", Role::Admin, Tier::Premium, now_secs(), 600)
+            .expect("mint");
+        for t in [wrong_alg, confused] {
+            let (s, code) = code_of(get_with(&app, "/api/v1/orders", Some(&format!("Bearer {t}"))).await).await;
+            assert_eq!((s, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{name}");
+        }
+        app.shutdown().await.expect("shutdown");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+const SVC_SECRET: &str = "svc-secret-for-tests-0123456789abcdef";
+
+struct Signer {
+    base: String,
+    identity: String,
+    key_id: String,
+    secret: String,
+}
+
+impl Signer {
+    fn headers(&self, method: &str, pq: &str, body: &[u8], ts: i64) -> Vec<(&'static str, String)> {
+        let ts = ts.to_string();
+        vec![
+            ("x-service-identity", self.identity.clone()),
+            ("x-internal-api-key", self.key_id.clone()),
+            ("x-request-timestamp", ts.clone()),
+            (
+                "x-request-signature",
+                hmac::sign(self.secret.as_bytes(), &ts, method, pq, body),
+            ),
+        ]
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        pq: &str,
+        body: &[u8],
+        headers: &[(&'static str, String)],
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{pq}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let r = req.send().await.expect("request");
+        let (status, h) = (r.status(), r.headers().clone());
+        (status, r.json().await.unwrap_or(Value::Null), h)
+    }
+
+    async fn signed(&self, method: Method, pq: &str, body: &[u8]) -> (StatusCode, Value) {
+        let h = self.headers(method.as_str(), pq, body, now_ms());
+        let (s, v, _) = self.send(method, pq, body, &h).await;
+        (s, v)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_service_requests() {
+    let dir = fresh_dir("sec-hmac");
+    let audit = dir.join("audit.log");
+    std::env::set_var("SBZ_TEST_SVC_ALGO_SECRET", SVC_SECRET);
+    let app = start_with(&config_with_audit(&audit, |d| {
+        let svc: toml::Table = toml::from_str(
+            r#"
+            name = "algo-1"
+            key_id = "algo-1-k1"
+            secret_env = "SBZ_TEST_SVC_ALGO_SECRET"
+            account = "bob"
+            operations = ["read", "place"]
+            "#,
+        )
+        .expect("toml");
+        d["auth"]
+            .as_table_mut()
+            .expect("auth")
+            .insert("services".into(), toml::Value::Array(vec![toml::Value::Table(svc)]));
+    }))
+    .await;
+    let s = Signer {
+        base: format!("http://{}", app.addr),
+        identity: "algo-1".into(),
+        key_id: "algo-1-k1".into(),
+        secret: SVC_SECRET.into(),
+    };
+    let body = order("99.00").to_string().into_bytes();
+    let h = s.headers("POST", "/api/v1/orders", &body, now_ms());
+    let (st, v, headers) = s.send(Method::POST, "/api/v1/orders", &body, &h).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert!(headers.get("ratelimit").is_none(), "services are not rate limited");
+    let order_id = v["order"]["order_id"]
+        .as_str()
+        .or(v["order_id"].as_str())
+        .map(str::to_owned);
+    // The order is bob's (the service's account).
+    let bob = Client::new(&app, "bob", "viewer");
+    let (_, orders) = bob.get("/orders").await;
+    assert_eq!(orders["orders"].as_array().map(Vec::len), Some(1), "{orders}");
+
+    // The same signed request again: a replay.
+    let (st, v, _) = s.send(Method::POST, "/api/v1/orders", &body, &h).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("SIGNATURE_REPLAYED"))
+    );
+    // A tampered body under a fresh signature of the original.
+    let h = s.headers("POST", "/api/v1/orders", &body, now_ms());
+    let tampered = order("1.00").to_string().into_bytes();
+    let (st, v, _) = s.send(Method::POST, "/api/v1/orders", &tampered, &h).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("BAD_SIGNATURE"))
+    );
+    // Clock skew past the 5 s window, both ways; inside it, fine.
+    for (skew, code) in [
+        (6_000, Some("TIMESTAMP_OUT_OF_WINDOW")),
+        (-6_000, Some("TIMESTAMP_OUT_OF_WINDOW")),
+    ] {
+        let h = s.headers("GET", "/api/v1/orders", b"", now_ms() + skew);
+        let (st, v, _) = s.send(Method::GET, "/api/v1/orders", b"", &h).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, code),
+            "skew {skew}"
+        );
+    }
+    let h = s.headers("GET", "/api/v1/orders?limit=5", b"", now_ms() - 3_000);
+    let (st, v, _) = s.send(Method::GET, "/api/v1/orders?limit=5", b"", &h).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // The query is signed too.
+    let h = s.headers("GET", "/api/v1/orders?limit=5", b"", now_ms());
+    let (st, v, _) = s.send(Method::GET, "/api/v1/orders?limit=6", b"", &h).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("BAD_SIGNATURE"))
+    );
+    // Unknown service or key, wrong secret.
+    for (identity, key_id, secret) in [
+        ("algo-2", "algo-1-k1", SVC_SECRET),
+        ("algo-1", "nope", SVC_SECRET),
+        ("algo-1", "algo-1-k1", "a-different-secret-0123456789abcdef"),
+    ] {
+        let other = Signer {
+            base: s.base.clone(),
+            identity: identity.into(),
+            key_id: key_id.into(),
+            secret: secret.into(),
+        };
+        let (st, v) = other.signed(Method::GET, "/api/v1/orders", b"").await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+        let want = if secret == SVC_SECRET {
+            "UNKNOWN_SERVICE"
+        } else {
+            "BAD_SIGNATURE"
+        };
+        assert_eq!(v["error"]["code"], want);
+    }
+    // Missing one header.
+    let mut h = s.headers("GET", "/api/v1/orders", b"", now_ms());
+    h.retain(|(k, _)| *k != "x-request-timestamp");
+    let (st, v, _) = s.send(Method::GET, "/api/v1/orders", b"", &h).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("SIGNATURE_HEADERS_MISSING"))
+    );
+    // Operations outside its allow-list: cancel, mass cancel, administration.
+    let cancel_path = format!("/api/v1/orders/{}", order_id.as_deref().unwrap_or("1"));
+    for (m, p, body) in [
+        (Method::DELETE, cancel_path.as_str(), Vec::new()),
+        (Method::DELETE, "/api/v1/orders", Vec::new()),
+        (
+            Method::POST,
+            "/api/v1/admin/kill-switch",
+            br#"{"scope":"global","active":true}"#.to_vec(),
+        ),
+    ] {
+        let (st, v) = s.signed(m.clone(), p, &body).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("OPERATION_NOT_ALLOWED")),
+            "{m} {p}"
+        );
+    }
+    let (_, orders) = bob.get("/orders").await;
+    assert_eq!(orders["orders"][0]["status"], "open", "nothing was cancelled: {orders}");
+
+    // Audited: the placement (as the service), and each refusal.
+    let lines = audit_lines(&audit, 12).await;
+    assert!(lines
+        .iter()
+        .any(|l| l["action"] == "order.place" && l["actor"]["name"] == "algo-1" && l["outcome"] == "ok"));
+    assert!(lines.iter().any(|l| l["outcome"] == "SIGNATURE_REPLAYED"));
+    assert!(!std::fs::read_to_string(&audit).expect("audit").contains(SVC_SECRET));
+    stocksblitz_api::audit::chain::verify(&audit).expect("chain verifies");
+    app.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn limits(anonymous: i64, authenticated: i64, premium: i64) -> impl FnOnce(&mut toml::Table) {
+    move |d| {
+        d["rate_limits"]["anonymous_per_min"] = toml::Value::Integer(anonymous);
+        d["rate_limits"]["authenticated_per_min"] = toml::Value::Integer(authenticated);
+        d["rate_limits"]["premium_per_min"] = toml::Value::Integer(premium);
+    }
+}
+
+/// Spends `n` requests; returns the last response's status and headers.
+async fn spend(url: &str, auth: Option<&str>, n: usize) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let client = reqwest::Client::new();
+    let mut last = None;
+    for _ in 0..n {
+        let mut req = client.get(url);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.expect("request");
+        let (s, h) = (r.status(), r.headers().clone());
+        last = Some((s, h, r.json().await.unwrap_or(Value::Null)));
+    }
+    last.expect("at least one request")
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// `RateLimit: "tier";r=R;t=T` as (R, T).
+fn remaining(h: &reqwest::header::HeaderMap) -> (u64, u64) {
+    let v = header(h, "ratelimit");
+    let field = |k: &str| {
+        v.split(';')
+            .find_map(|p| p.strip_prefix(k))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {v:?}"))
+    };
+    (field("r="), field("t="))
+}
+
+/// Requests until the first 429 (at most `max`): how many got through, and the 429.
+async fn until_limited(url: &str, auth: Option<&str>, max: usize) -> (usize, reqwest::header::HeaderMap, Value) {
+    let client = reqwest::Client::new();
+    for n in 0..max {
+        let mut req = client.get(url);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.expect("request");
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            let h = r.headers().clone();
+            return (n, h, r.json().await.unwrap_or(Value::Null));
+        }
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    panic!("never limited in {max} requests");
+}
+
+/// Upper bound on requests a bucket of `limit`/min lets through in `elapsed`.
+fn most(limit: usize, elapsed: Duration) -> usize {
+    limit + (elapsed.as_secs_f64() * limit as f64 / 60.0).ceil() as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_tiers_exhaust_and_recover() {
+    // 60/min anonymous: one request a second refills.
+    let app = start_with(&test_config(limits(60, 120, 240))).await;
+    let url = http(&app, "/api/v1/instruments");
+    let (s, h, _) = spend(&url, None, 1).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(header(&h, "ratelimit-policy"), "\"anonymous\";q=60;w=60");
+    assert_eq!(remaining(&h), (59, 1));
+    let started = std::time::Instant::now();
+    let (n, h, body) = until_limited(&url, None, 200).await;
+    assert!((59..=most(59, started.elapsed())).contains(&n), "{n} got through");
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    assert!(body["error"]["request_id"].is_string());
+    assert_eq!(header(&h, "retry-after"), "1");
+    assert_eq!(remaining(&h).0, 0);
+    // Failed authentication spends the address's budget too (no brute force).
+    let (s, _, body) = spend(&url, Some("Bearer forged.token.here"), 1).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("RATE_LIMITED"))
+    );
+    // Health and metrics are never limited.
+    let r = reqwest::get(http(&app, "/health")).await.expect("health");
+    assert_eq!(r.status(), StatusCode::OK);
+    // After Retry-After, one more request gets through.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (s, _, _) = spend(&url, None, 1).await;
+    assert_eq!(s, StatusCode::OK, "recovered");
+
+    // Token holders have buckets of their own, by tier.
+    let alice = format!("Bearer {}", token("alice", "trader"));
+    let started = std::time::Instant::now();
+    let (n, h, _) = until_limited(&url, Some(&alice), 400).await;
+    assert!((120..=most(120, started.elapsed())).contains(&n), "{n} got through");
+    assert_eq!(header(&h, "ratelimit-policy"), "\"authenticated\";q=120;w=60");
+    let secret = stocksblitz_api::auth::key::load("SBZ_TEST_UNSET_SECRET", Some(&key_path())).expect("key");
+    let premium = Tokens::new(&secret, "stocksblitz", "stocksblitz-api", 30)
+        .mint("bob", Role::Trader, Tier::Premium, now_secs(), 600)
+        .expect("mint");
+    let (s, h, _) = spend(&url, Some(&format!("Bearer {premium}")), 121).await;
+    assert_eq!(s, StatusCode::OK, "premium goes past the standard limit");
+    assert_eq!(header(&h, "ratelimit-policy"), "\"premium\";q=240;w=60");
+    let (r, t) = remaining(&h);
+    assert!((119..=240).contains(&r) && (1..=31).contains(&t), "r={r} t={t}");
+    app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_shared_through_redis() {
+    let root = fresh_dir("sec-redis");
+    let redis = RedisServer::start(&root);
+    let url = redis.url();
+    let with = move |d: &mut toml::Table| {
+        limits(1_000, 30, 1_000)(d);
+        let r: toml::Table = toml::from_str(&format!(
+            r#"
+            url = "{url}"
+            quote_ttl_secs = 30
+            quote_interval_ms = 50
+            idempotency_ttl_secs = 3600
+            channel = "sbz:md"
+            timeout_ms = 500
+            "#
+        ))
+        .expect("toml");
+        d.insert("redis".into(), toml::Value::Table(r));
+    };
+    let a = start_with(&test_config(with.clone())).await;
+    let b = start_with(&test_config(with)).await;
+    let ops = format!("Bearer {}", token("ops", "viewer"));
+    let started = std::time::Instant::now();
+    let (s, _, _) = spend(&http(&a, "/api/v1/instruments"), Some(&ops), 20).await;
+    assert_eq!(s, StatusCode::OK);
+    let (n, _, _) = until_limited(&http(&b, "/api/v1/instruments"), Some(&ops), 100).await;
+    assert!(
+        (10..=most(10, started.elapsed())).contains(&n),
+        "node b let {n} through after node a's 20"
+    );
+    let (s, _, _) = spend(&http(&a, "/api/v1/instruments"), Some(&ops), 1).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "one bucket across both nodes");
+    // The bucket is a Redis key with an expiry.
+    let ttl: i64 = a
+        .state
+        .redis
+        .as_ref()
+        .expect("redis")
+        .query(redis::cmd("PTTL").arg("rl:acct:ops").to_owned())
+        .await
+        .expect("pttl");
+    assert!((1..=61_000).contains(&ttl), "pttl {ttl}");
+    a.shutdown().await.expect("shutdown");
+    b.shutdown().await.expect("shutdown");
+    drop(redis);
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allow_list_and_security_headers() {
+    let app = start_with(&test_config(|d| {
+        d["api"]["cors_allowed_origins"] =
+            toml::Value::Array(vec![toml::Value::String("https://desk.example.com".into())]);
+    }))
+    .await;
+    let client = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        client
+            .request(Method::OPTIONS, http(&app, "/api/v1/orders"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            )
+            .send()
+    };
+    let ok = preflight("https://desk.example.com").await.expect("preflight");
+    assert!(ok.status().is_success(), "{}", ok.status());
+    assert_eq!(
+        header(ok.headers(), "access-control-allow-origin"),
+        "https://desk.example.com"
+    );
+    assert!(header(ok.headers(), "access-control-allow-methods").contains("POST"));
+    assert!(header(ok.headers(), "access-control-allow-headers").contains("idempotency-key"));
+    let denied = preflight("https://evil.example.net").await.expect("preflight");
+    assert!(
+        denied.headers().get("access-control-allow-origin").is_none(),
+        "no CORS headers for others"
+    );
+    // A simple GET from an allowed origin exposes our headers; from another, nothing.
+    let r = client
+        .get(http(&app, "/api/v1/instruments"))
+        .header("origin", "https://desk.example.com")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        header(r.headers(), "access-control-allow-origin"),
+        "https://desk.example.com"
+    );
+    assert!(header(r.headers(), "access-control-expose-headers").contains("x-request-id"));
+    let r = client
+        .get(http(&app, "/api/v1/instruments"))
+        .header("origin", "https://evil.example.net")
+        .send()
+        .await
+        .expect("get");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // Security headers everywhere, no-store on the API, no HSTS without TLS.
+    for path in ["/api/v1/instruments", "/health", "/api/v1/nope"] {
+        let r = client.get(http(&app, path)).send().await.expect("get");
+        let h = r.headers();
+        assert_eq!(header(h, "x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header(h, "x-frame-options"), "DENY", "{path}");
+        assert!(
+            header(h, "content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert!(h.get("strict-transport-security").is_none(), "{path}");
+    }
+    let r = client.get(http(&app, "/api/v1/instruments")).send().await.expect("get");
+    assert_eq!(header(r.headers(), "cache-control"), "no-store");
+    app.shutdown().await.expect("shutdown");
+
+    let app = start_with(&test_config(|d| {
+        d["api"]["hsts"] = toml::Value::Boolean(true);
+    }))
+    .await;
+    let r = client.get(http(&app, "/health")).send().await.expect("get");
+    assert!(header(r.headers(), "strict-transport-security").starts_with("max-age="));
+    app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_and_admin_actions_are_audited_and_tampering_is_caught() {
+    let dir = fresh_dir("sec-audit");
+    let audit = dir.join("audit.log");
+    let app = start_with(&config_with_audit(&audit, |_| {})).await;
+    let alice = Client::new(&app, "alice", "trader");
+    let ops = Client::new(&app, "ops", "admin");
+    let (s, placed) = alice.post("/orders", order("98.00")).await;
+    assert_eq!(s, StatusCode::CREATED, "{placed}");
+    let (s, _) = alice.post("/orders", json!({ "symbol": "NOPE" })).await;
+    assert!(s.is_client_error());
+    let (s, _) = alice.call(Method::DELETE, "/orders", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = ops
+        .post(
+            "/admin/kill-switch",
+            json!({ "scope": "account", "account": "bob", "active": true }),
+        )
+        .await;
+    assert!(s.is_success() || s.is_client_error(), "{v}");
+    let lines = audit_lines(&audit, 4).await;
+    let actions: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap_or(""),
+                l["actor"]["name"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("order.place", "alice"),
+            ("order.place", "alice"),
+            ("order.mass_cancel", "alice"),
+            ("admin.kill_switch", "ops")
+        ]
+    );
+    assert_eq!(lines[0]["outcome"], "ok");
+    assert_ne!(lines[1]["outcome"], "ok");
+    assert!(lines
+        .iter()
+        .all(|l| l["request_id"].as_str().is_some_and(|r| r.starts_with("req-"))));
+    app.shutdown().await.expect("shutdown");
+
+    // A restart continues the chain.
+    let app = start_with(&config_with_audit(&audit, |_| {})).await;
+    let (s, _) = Client::new(&app, "alice", "trader")
+        .post("/orders", order("97.00"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let lines = audit_lines(&audit, 5).await;
+    assert_eq!(lines[4]["seq"], 5);
+    app.shutdown().await.expect("shutdown");
+    let bin = env!("CARGO_BIN_EXE_stocksblitz");
+    let out = Command::new(bin)
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(summary["entries"], 5);
+
+    // Edit one line: verify names it.
+    let text = std::fs::read_to_string(&audit).expect("audit");
+    std::fs::write(&audit, text.replacen("\"alice\"", "\"mallory\"", 1)).expect("write");
+    let out = Command::new(bin)
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 1") && err.contains("edited"), "{err}");
+    // Remove a line: the chain breaks there.
+    let lines: Vec<&str> = text.lines().collect();
+    let without = [&lines[..2], &lines[3..]].concat().join("\n") + "\n";
+    std::fs::write(&audit, without).expect("write");
+    let err = stocksblitz_api::audit::chain::verify(&audit).expect_err("broken");
+    assert_eq!(err.line, 3, "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
