@@ -7,9 +7,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::process::*;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -167,65 +168,6 @@ async fn orders_positions_and_books_survive_a_restart() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The real binary on a config file, its output in `log`.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    /// A failing test does not leave a server behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-async fn spawn_server(config: &Path, log: &Path) -> Server {
-    let port = free_port();
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("STOCKSBLITZ_API_LISTEN", format!("127.0.0.1:{port}"))
-        .env_remove("SBZ_JWT_SECRET")
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("server starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{base}/health/live")).send().await {
-            if r.status().is_success() {
-                return Server {
-                    child,
-                    base: format!("{base}/api/v1"),
-                };
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!(
-        "server did not come up; log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
 /// What a client was told about an order, last.
 #[derive(Debug, Clone)]
 struct Acked {
@@ -301,7 +243,7 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
     let mut acks: HashMap<String, Acked> = HashMap::new();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
     for round in 0..10 {
-        let mut server = spawn_server(&config, &log).await;
+        let mut server = spawn_server(&config, &log, &[]).await;
         let mut clients = Vec::new();
         for (k, account) in ["alice", "bob", "alice", "bob"].into_iter().enumerate() {
             let c = Client::at(server.base.clone(), account, "trader");
@@ -320,7 +262,7 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
     assert!(acks.len() > 20, "the clients got work done ({} acks)", acks.len());
 
     // Restart once more and check everything acknowledged against what came back.
-    let mut server = spawn_server(&config, &log).await;
+    let mut server = spawn_server(&config, &log, &[]).await;
     let alice = Client::at(server.base.clone(), "alice", "trader");
     let bob = Client::at(server.base.clone(), "bob", "trader");
     let mut recovered: HashMap<String, Value> = HashMap::new();

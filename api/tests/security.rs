@@ -405,6 +405,32 @@ async fn signed_service_requests() {
     let (_, orders) = bob.get("/orders").await;
     assert_eq!(orders["orders"][0]["status"], "open", "nothing was cancelled: {orders}");
 
+    // Over the WebSocket: a signed upgrade authenticates the connection; the
+    // allow-list holds for its order ops too.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/api/v1/stream", app.addr)
+        .into_client_request()
+        .expect("request");
+    for (k, v) in s.headers("GET", "/api/v1/stream", b"", now_ms()) {
+        req.headers_mut().insert(k, v.parse().expect("header value"));
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("signed upgrade");
+    send(&mut ws, json!({ "op": "order.new", "id": 1, "order": order("97.00") })).await;
+    let ack = recv_until(&mut ws, Duration::from_secs(5), |v| v["id"] == 1)
+        .await
+        .expect("answer");
+    assert_eq!(ack["type"], "order.ack", "{ack}");
+    send(
+        &mut ws,
+        json!({ "op": "order.cancel", "id": 2, "order_id": order_id.as_deref().unwrap_or("1") }),
+    )
+    .await;
+    let refused = recv_until(&mut ws, Duration::from_secs(5), |v| v["id"] == 2)
+        .await
+        .expect("answer");
+    assert_eq!(refused["error"]["code"], "OPERATION_NOT_ALLOWED", "{refused}");
+    drop(ws);
+
     // Audited: the placement (as the service), and each refusal.
     let lines = audit_lines(&audit, 12).await;
     assert!(lines
@@ -525,6 +551,24 @@ async fn rate_limit_tiers_exhaust_and_recover() {
     assert_eq!(header(&h, "ratelimit-policy"), "\"premium\";q=240;w=60");
     let (r, t) = remaining(&h);
     assert!((119..=240).contains(&r) && (1..=31).contains(&t), "r={r} t={t}");
+    // Counted in /metrics, by tier and by error code.
+    let metrics = reqwest::get(http(&app, "/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |prefix: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+    };
+    assert!(value("stocksblitz_ratelimit_limited_total{tier=\"anonymous\"}") >= 2);
+    assert!(value("stocksblitz_ratelimit_limited_total{tier=\"authenticated\"}") >= 1);
+    assert!(value("stocksblitz_ratelimit_allowed_total{tier=\"premium\"}") >= 121);
+    assert!(value("stocksblitz_http_errors_total{code=\"RATE_LIMITED\",status=\"429\"}") >= 3);
     app.shutdown().await.expect("shutdown");
 }
 

@@ -53,6 +53,9 @@ fn check(app: &AppState) -> Check {
             ));
         }
     }
+    if !app.audit.healthy() {
+        reasons.push("audit log cannot be written: order and admin actions are refused".to_owned());
+    }
     for f in &app.feeds {
         if f.stats.running.get() != 1 {
             reasons.push(format!("feed {} is not running", f.name));

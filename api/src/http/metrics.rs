@@ -31,13 +31,20 @@ struct RouteStats {
     sum_secs: f64,
 }
 
-/// Request counts and latencies per (route template, method).
+/// Request counts and latencies per (route template, method), and error responses by
+/// their stable code.
 #[derive(Default)]
 pub struct HttpMetrics {
     routes: Mutex<BTreeMap<(String, String), RouteStats>>,
+    errors: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
 
 impl HttpMetrics {
+    /// Counts an error response (called where error bodies are rendered).
+    pub fn error(&self, code: &'static str, status: u16) {
+        *self.errors.lock().entry((code, status)).or_default() += 1;
+    }
+
     fn record(&self, route: String, method: String, status: u16, secs: f64) {
         let mut routes = self.routes.lock();
         let r = routes.entry((route, method)).or_default();
@@ -512,9 +519,88 @@ pub fn render(app: &AppState) -> String {
         o.sample("stocksblitz_http_request_duration_seconds_count", &base, r.count);
     }
     drop(routes);
+    o.header(
+        "stocksblitz_http_errors_total",
+        "counter",
+        "Error responses by stable error code and HTTP status.",
+    );
+    for ((code, status), n) in app.http.errors.lock().iter() {
+        o.sample(
+            "stocksblitz_http_errors_total",
+            &format!("code=\"{code}\",status=\"{status}\""),
+            n,
+        );
+    }
+    security(&mut o, app);
     o.header("stocksblitz_uptime_seconds", "gauge", "Seconds since the API started.");
     o.sample("stocksblitz_uptime_seconds", "", app.started.elapsed().as_secs_f64());
     o.0
+}
+
+/// Rate limiting and the audit log.
+fn security(o: &mut Out, app: &AppState) {
+    let l = &app.limiter.stats;
+    for (name, help, counters) in [
+        (
+            "stocksblitz_ratelimit_allowed_total",
+            "Requests within their tier's rate limit.",
+            &l.allowed,
+        ),
+        (
+            "stocksblitz_ratelimit_limited_total",
+            "Requests refused with 429 by their tier's rate limit.",
+            &l.limited,
+        ),
+    ] {
+        o.header(name, "counter", help);
+        for tier in crate::ratelimit::LimitTier::ALL {
+            let v = counters[tier as usize].load(Ordering::Relaxed);
+            o.sample(name, &format!("tier=\"{}\"", tier.as_str()), v);
+        }
+    }
+    let a = &app.audit.stats;
+    let rows: [(&str, &str, &str, u64); 6] = [
+        (
+            "stocksblitz_ratelimit_redis_fallbacks_total",
+            "counter",
+            "Rate-limit checks answered by this node's buckets because Redis failed.",
+            l.redis_fallbacks.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_audit_written_total",
+            "counter",
+            "Audit log entries written.",
+            a.written.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_audit_dropped_total",
+            "counter",
+            "Authentication failures not audited because the audit queue was full.",
+            a.dropped.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_audit_refused_total",
+            "counter",
+            "Actions refused because the audit log could not take them.",
+            a.refused.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_audit_lost_total",
+            "counter",
+            "Audit entries lost to a failed write.",
+            a.lost.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_audit_failed",
+            "gauge",
+            "1 when the audit log cannot be written.",
+            u64::from(!app.audit.healthy()),
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        o.header(name, kind, help);
+        o.sample(name, "", v);
+    }
 }
 
 pub async fn handler(State(app): State<AppState>) -> impl IntoResponse {

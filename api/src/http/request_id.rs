@@ -7,12 +7,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use crate::state::AppState;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -56,7 +57,7 @@ fn is_json(r: &Response) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
-pub async fn middleware(mut req: Request, next: Next) -> Response {
+pub async fn middleware(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = req.headers().get(HEADER).and_then(acceptable).unwrap_or_else(fresh);
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
@@ -72,6 +73,7 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
         None => None,
     };
     if let Some(e) = err {
+        app.http.error(e.code, e.status.as_u16());
         if e.status.is_server_error() {
             tracing::error!(request_id = %id, code = e.code, status = e.status.as_u16(), "request failed");
         }

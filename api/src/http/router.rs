@@ -96,6 +96,6 @@ pub fn router(app: AppState) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), metrics::middleware))
         .layer(security::cors(&app.config))
         .layer(middleware::from_fn_with_state(app.clone(), security::headers))
-        .layer(middleware::from_fn(request_id::middleware))
+        .layer(middleware::from_fn_with_state(app.clone(), request_id::middleware))
         .with_state(app)
 }

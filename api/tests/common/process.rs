@@ -1,0 +1,66 @@
+//! The real `stocksblitz` binary as a child process, for tests that kill it or read
+//! its logs.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The real binary on a config file, its output in `log`.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    /// A failing test does not leave a server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub async fn spawn_server(config: &Path, log: &Path, env: &[(&str, &str)]) -> Server {
+    let port = free_port();
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("STOCKSBLITZ_API_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("SBZ_JWT_SECRET")
+        .envs(env.iter().copied())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("server starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/health/live")).send().await {
+            if r.status().is_success() {
+                return Server {
+                    child,
+                    base: format!("{base}/api/v1"),
+                };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "server did not come up; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
