@@ -369,3 +369,147 @@ fn kite_credentials_come_from_the_environment() {
         "{e}"
     );
 }
+
+#[test]
+fn security_settings_are_checked() {
+    // Production refuses HS256, development key files and a CORS wildcard.
+    let prod = |edit: fn(&mut toml::Table)| {
+        edited(move |d| {
+            d["api"]["environment"] = toml::Value::String("production".into());
+            edit(d);
+        })
+    };
+    let e = err(&prod(|_| {}), &[]);
+    assert!(e.starts_with("auth.algorithm:") && e.contains("RS256 or EdDSA"), "{e}");
+    let e = err(
+        &prod(|d| {
+            let a = d["auth"].as_table_mut().expect("auth");
+            a.insert("algorithm".into(), "EdDSA".into());
+            a.insert("public_key_env".into(), "SBZ_X".into());
+        }),
+        &[],
+    );
+    assert!(e.starts_with("auth.secret_env:") && e.contains("only for HS256"), "{e}");
+    let e = err(
+        &edited(|d| {
+            d["api"]["environment"] = toml::Value::String("production".into());
+            d["api"]["cors_allowed_origins"] = toml::Value::Array(vec!["*".into()]);
+        }),
+        &[],
+    );
+    assert!(
+        e.starts_with("api.cors_allowed_origins[0]:") && e.contains("production"),
+        "{e}"
+    );
+    // A wildcard is fine in development; a path is never an origin.
+    load(
+        &edited(|d| d["api"]["cors_allowed_origins"] = toml::Value::Array(vec!["*".into()])),
+        &[],
+    )
+    .expect("wildcard in development");
+    let e = err(
+        &edited(|d| {
+            d["api"]["cors_allowed_origins"] = toml::Value::Array(vec!["https://desk.example.com/app".into()]);
+        }),
+        &[],
+    );
+    assert!(e.starts_with("api.cors_allowed_origins[0]:"), "{e}");
+    // RS256 without a public key variable; HS256 with one.
+    let e = err(
+        &edited(|d| {
+            let a = d["auth"].as_table_mut().expect("auth");
+            a.insert("algorithm".into(), "RS256".into());
+            a.remove("secret_env");
+            a.remove("dev_key_file");
+        }),
+        &[],
+    );
+    assert!(e.starts_with("auth.public_key_env:"), "{e}");
+    let e = err(
+        &edited(|d| {
+            d["auth"]
+                .as_table_mut()
+                .expect("auth")
+                .insert("public_key_env".into(), "SBZ_X".into());
+        }),
+        &[],
+    );
+    assert!(
+        e.starts_with("auth.public_key_env:") && e.contains("only for RS256/EdDSA"),
+        "{e}"
+    );
+    let e = err(
+        &edited(|d| d["auth"]["algorithm"] = toml::Value::String("none".into())),
+        &[],
+    );
+    assert!(e.contains("algorithm"), "{e}");
+    // Services: known account, unique key ids, some operations, known operations.
+    let service = |account: &str, key_id: &str, ops: &str| -> toml::Value {
+        toml::Value::Table(
+            toml::from_str(&format!(
+                r#"
+                name = "algo"
+                key_id = "{key_id}"
+                secret_env = "SBZ_SVC"
+                account = "{account}"
+                operations = {ops}
+                "#
+            ))
+            .expect("toml"),
+        )
+    };
+    for (services, key) in [
+        (
+            vec![service("mallory", "k1", r#"["read"]"#)],
+            "auth.services[0].account",
+        ),
+        (vec![service("alice", "k1", "[]")], "auth.services[0].operations"),
+        (
+            vec![
+                service("alice", "k1", r#"["read"]"#),
+                service("bob", "k1", r#"["read"]"#),
+            ],
+            "auth.services[1].key_id",
+        ),
+        (vec![service("alice", "k 1", r#"["read"]"#)], "auth.services[0].key_id"),
+    ] {
+        let e = err(
+            &edited(move |d| {
+                d["auth"]
+                    .as_table_mut()
+                    .expect("auth")
+                    .insert("services".into(), toml::Value::Array(services));
+            }),
+            &[],
+        );
+        assert!(e.starts_with(key), "{key}: {e}");
+    }
+    let e = err(
+        &edited(|d| {
+            d["auth"].as_table_mut().expect("auth").insert(
+                "services".into(),
+                toml::Value::Array(vec![service("alice", "k1", r#"["withdraw"]"#)]),
+            );
+        }),
+        &[],
+    );
+    assert!(e.contains("withdraw"), "{e}");
+    // Rate limits and the audit log.
+    let e = err(
+        &edited(|d| d["rate_limits"]["anonymous_per_min"] = toml::Value::Integer(0)),
+        &[],
+    );
+    assert!(e.starts_with("rate_limits.anonymous_per_min:"), "{e}");
+    let e = err(
+        &edited(|d| d["audit"]["path"] = toml::Value::String(String::new())),
+        &[],
+    );
+    assert!(e.starts_with("audit.path:"), "{e}");
+    let e = err(
+        &edited(|d| {
+            d.remove("rate_limits");
+        }),
+        &[],
+    );
+    assert!(e.contains("rate_limits"), "{e}");
+}
