@@ -23,12 +23,24 @@ need victoria-metrics  # a real ILP server for the QuestDB sink tests (each test
 need redis-server      # a real Redis for the Redis tests (each test starts its own)
 need systemd           # systemd-analyze verify for systemd/stocksblitz.service
 need docker-compose    # docker-compose config for docker-compose.prod.yml
+need openssl           # RSA and Ed25519 key pairs for the JWT tests
+need python3-venv      # a virtualenv for schemathesis (PyPI), the OpenAPI conformance test
 if ((${#packages[@]})); then
   log "installing ${packages[*]}"
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${packages[@]}"
+fi
+
+# schemathesis, pinned, in a virtualenv under target/ (never the system Python).
+SCHEMATHESIS_VERSION=4.32.5
+venv=target/tools/venv
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+  log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }

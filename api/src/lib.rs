@@ -11,6 +11,7 @@ pub mod http;
 pub mod journal_cli;
 pub mod logging;
 pub mod market;
+pub mod openapi;
 pub mod orders;
 pub mod ratelimit;
 pub mod redis_store;

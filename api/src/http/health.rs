@@ -69,10 +69,27 @@ fn check(app: &AppState) -> Check {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "ops",
+    summary = "Liveness",
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::Object)),
+)]
 pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "ops",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "Ready", body = crate::openapi::schemas::Object),
+        (status = 503, description = "Not ready, with the reasons", body = crate::openapi::schemas::Object),
+    ),
+)]
 pub async fn ready(State(app): State<AppState>) -> Response {
     let c = check(&app);
     let stores = stores(&app);
@@ -115,6 +132,17 @@ fn stores(app: &AppState) -> serde_json::Value {
 }
 
 /// `GET /health/redis`: connectivity, latency, memory and key counts by pattern.
+#[utoipa::path(
+    get,
+    path = "/health/redis",
+    tag = "ops",
+    summary = "Redis connectivity, latency, memory and keys",
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::schemas::Object),
+        (status = 404, description = "Redis is not configured", body = crate::openapi::schemas::Object),
+        (status = 503, description = "Redis is configured but down", body = crate::openapi::schemas::Object),
+    ),
+)]
 pub async fn redis(State(app): State<AppState>) -> Response {
     match &app.redis {
         None => (
@@ -134,6 +162,13 @@ pub async fn redis(State(app): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "ops",
+    summary = "Health summary",
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::Object)),
+)]
 pub async fn health(State(app): State<AppState>) -> Response {
     let c = check(&app);
     let mut qualities: BTreeMap<&'static str, u64> = BTreeMap::new();

@@ -34,11 +34,26 @@ fn int_param(name: &str, v: Option<&str>, lo: i64, hi: i64) -> Result<Option<i64
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/instruments",
+    tag = "market",
+    summary = "The instrument registry",
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::InstrumentList)),
+)]
 pub async fn instruments(State(app): State<AppState>) -> Json<Value> {
     let list: Vec<_> = app.market.registry.iter().map(InstrumentDto::new).collect();
     Json(json!({ "instruments": list }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/quotes/{symbol}",
+    tag = "market",
+    summary = "Best bid/offer, last trade and data quality",
+    params(("symbol" = String, Path, description = "Our symbol", example = "BTCUSDT")),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::Quote)),
+)]
 pub async fn quote(State(app): State<AppState>, Path(symbol): Path<String>) -> ApiResult {
     let inst = instrument(&app, &symbol)?;
     let mirror = app.market.mirror.read();
@@ -51,6 +66,14 @@ pub struct QuotesParams {
     symbols: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/quotes",
+    tag = "market",
+    summary = "Quotes for several symbols",
+    params(("symbols" = String, Query, description = "Comma-separated symbols, at most 100", example = "BTCUSDT,ETHUSDT")),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::QuoteList)),
+)]
 pub async fn quotes(State(app): State<AppState>, Query(p): Query<QuotesParams>) -> ApiResult {
     let Some(raw) = p.symbols.filter(|s| !s.trim().is_empty()) else {
         return Err(ApiError::invalid_parameter(
@@ -94,6 +117,14 @@ pub struct BookParams {
     depth: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/book/{symbol}",
+    tag = "market",
+    summary = "L2 book, best first",
+    params(("symbol" = String, Path, description = "Our symbol", example = "BTCUSDT"), ("depth" = Option<u32>, Query, description = "Levels per side (default 10)")),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::Book)),
+)]
 pub async fn book(State(app): State<AppState>, Path(symbol): Path<String>, Query(p): Query<BookParams>) -> ApiResult {
     let inst = instrument(&app, &symbol)?;
     let depth = int_param("depth", p.depth.as_deref(), 1, app.book_max_levels as i64)?.unwrap_or(10) as usize;
@@ -107,6 +138,14 @@ pub struct TradesParams {
     limit: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/trades/{symbol}",
+    tag = "market",
+    summary = "Recent trades, newest first",
+    params(("symbol" = String, Path, description = "Our symbol", example = "BTCUSDT"), ("limit" = Option<u32>, Query, description = "How many (default 100)")),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::TradeList)),
+)]
 pub async fn trades(
     State(app): State<AppState>,
     Path(symbol): Path<String>,
@@ -137,6 +176,14 @@ pub struct HistoricalParams {
 }
 
 /// Bars oldest first; `from`/`to` are Unix milliseconds (inclusive bounds on bar start).
+#[utoipa::path(
+    get,
+    path = "/api/v1/historical/{symbol}",
+    tag = "market",
+    summary = "Bars, oldest first",
+    params(("symbol" = String, Path, description = "Our symbol", example = "BTCUSDT"), ("interval" = String, Query, description = "1s or 1m", example = "1m"), ("from" = Option<i64>, Query, description = "Earliest bar start, Unix ms"), ("to" = Option<i64>, Query, description = "Latest bar start, Unix ms"), ("limit" = Option<u32>, Query, description = "Most bars")),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::BarList)),
+)]
 pub async fn historical(
     State(app): State<AppState>,
     Path(symbol): Path<String>,
@@ -185,6 +232,13 @@ pub async fn historical(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/market-status",
+    tag = "market",
+    summary = "Per instrument: session, in session now, data quality",
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::MarketStatus)),
+)]
 pub async fn market_status(State(app): State<AppState>) -> Json<Value> {
     let now = UnixNanos::now();
     let mirror = app.market.mirror.read();

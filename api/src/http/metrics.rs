@@ -603,6 +603,13 @@ fn security(o: &mut Out, app: &AppState) {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "OK", body = String, content_type = "text/plain")),
+)]
 pub async fn handler(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -63,6 +63,16 @@ fn respond(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    tag = "orders",
+    summary = "Place an order",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h: the original answer")),
+    request_body(content = crate::openapi::schemas::NewOrder, content_type = "application/json"),
+    responses((status = 201, description = "OK", body = crate::openapi::schemas::OrderResult)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
     require_json(&headers)?;
@@ -174,6 +184,15 @@ async fn place_inner(
     placement_answer(app, p.account, &events)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/test",
+    tag = "orders",
+    summary = "Run every check on an order without placing it",
+    request_body(content = crate::openapi::schemas::NewOrder, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::TestResult)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn test_order(State(app): State<AppState>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
     require_json(&headers)?;
@@ -187,6 +206,15 @@ pub async fn test_order(State(app): State<AppState>, p: Principal, headers: Head
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    summary = "One of your orders",
+    params(("id" = String, Path, description = "The order id")),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::Order)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn get_order(State(app): State<AppState>, p: Principal, Path(raw): Path<String>) -> ApiResult {
     let id = order_id(&raw)?;
     let store = service(&app)?.store.read();
@@ -199,6 +227,15 @@ pub async fn get_order(State(app): State<AppState>, p: Principal, Path(raw): Pat
     Ok(respond(StatusCode::OK, json!(OrderJson::new(&r.order, i))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    summary = "Cancel an order",
+    params(("id" = String, Path, description = "The order id")),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::OrderResult)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn cancel_order(State(app): State<AppState>, p: Principal, Path(raw): Path<String>) -> ApiResult {
     p.require(Role::Trader)?;
     let id = order_id(&raw)?;
@@ -209,6 +246,16 @@ pub async fn cancel_order(State(app): State<AppState>, p: Principal, Path(raw): 
     ))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    summary = "Replace an order's quantity and/or price",
+    params(("id" = String, Path, description = "The order id")),
+    request_body(content = crate::openapi::schemas::Replace, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::OrderResult)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn replace_order(
     State(app): State<AppState>,
     p: Principal,
@@ -243,6 +290,15 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "orders",
+    summary = "Your orders, newest first, paged",
+    params(("symbol" = Option<String>, Query, description = "Only this symbol"), ("status" = Option<String>, Query, description = "open, closed or all (default)"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::OrderList)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn list_orders(State(app): State<AppState>, p: Principal, Query(q): Query<ListParams>) -> ApiResult {
     let instrument = symbol_filter(&app, q.symbol.as_deref())?;
     let want_open = match q.status.as_deref().unwrap_or("all") {
@@ -298,6 +354,15 @@ pub struct MassCancelParams {
     symbol: Option<String>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orders",
+    tag = "orders",
+    summary = "Cancel all your open orders (or one symbol's)",
+    params(("symbol" = Option<String>, Query, description = "Only this symbol")),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::MassCancelResult)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn mass_cancel(State(app): State<AppState>, p: Principal, Query(q): Query<MassCancelParams>) -> ApiResult {
     p.require(Role::Trader)?;
     let instrument = symbol_filter(&app, q.symbol.as_deref())?;
@@ -316,6 +381,15 @@ pub struct FillParams {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/fills",
+    tag = "orders",
+    summary = "Your fills, newest first",
+    params(("symbol" = Option<String>, Query, description = "Only this symbol"), ("limit" = Option<u32>, Query, description = "1-500 (default 100)")),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::FillList)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn fills(State(app): State<AppState>, p: Principal, Query(q): Query<FillParams>) -> ApiResult {
     let instrument = symbol_filter(&app, q.symbol.as_deref())?;
     let limit = page_limit(q.limit)?;
@@ -329,6 +403,14 @@ pub async fn fills(State(app): State<AppState>, p: Principal, Query(q): Query<Fi
     Ok(respond(StatusCode::OK, json!({ "fills": items })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/positions",
+    tag = "orders",
+    summary = "Your positions with P&L",
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::PositionList)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn positions(State(app): State<AppState>, p: Principal) -> ApiResult {
     let store = service(&app)?.store.read();
     let mirror = app.market.mirror.read();
@@ -347,6 +429,14 @@ pub async fn positions(State(app): State<AppState>, p: Principal) -> ApiResult {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/me/risk",
+    tag = "orders",
+    summary = "Your risk limits and their usage",
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::AccountRisk)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn my_risk(State(app): State<AppState>, p: Principal) -> ApiResult {
     let events = submit(&app, &p, CommandKind::QueryRisk).await?;
     let risk = events.iter().find_map(|e| match e.data {
@@ -391,6 +481,15 @@ fn done_count(events: &[OrderEvent]) -> u32 {
         .unwrap_or(0)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/kill-switch",
+    tag = "admin",
+    summary = "Switch a kill switch on or off (admin)",
+    request_body(content = crate::openapi::schemas::KillSwitch, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::KillSwitchResult)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn kill_switch(State(app): State<AppState>, p: Principal, Json(b): Json<KillSwitchBody>) -> ApiResult {
     p.require(Role::Admin)?;
     let scope = match (b.scope.as_str(), b.account.as_deref(), b.symbol.as_deref()) {
@@ -412,6 +511,16 @@ pub async fn kill_switch(State(app): State<AppState>, p: Principal, Json(b): Jso
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/risk-limits/{account}",
+    tag = "admin",
+    summary = "Replace an account's risk limits (admin)",
+    params(("account" = String, Path, description = "A configured account")),
+    request_body(content = crate::openapi::schemas::SetRiskLimits, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::LimitsResult)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn set_limits(
     State(app): State<AppState>,
     p: Principal,
@@ -435,6 +544,16 @@ pub struct TradingStateBody {
     state: TradingState,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/admin/trading-state/{account}",
+    tag = "admin",
+    summary = "Set an account's trading state (admin)",
+    params(("account" = String, Path, description = "A configured account")),
+    request_body(content = crate::openapi::schemas::SetTradingState, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::TradingStateResult)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
 pub async fn set_trading_state(
     State(app): State<AppState>,
     p: Principal,

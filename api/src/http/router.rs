@@ -25,7 +25,14 @@ use crate::ws::session;
 /// Credentials on the upgrade (a bearer token, or a signed request) authenticate the
 /// connection up front; bad ones were refused before upgrading. Without any, clients
 /// may send an `auth` op.
-async fn stream(State(app): State<AppState>, caller: Option<Extension<Caller>>, ws: WebSocketUpgrade) -> Response {
+#[utoipa::path(
+    get,
+    path = "/api/v1/stream",
+    tag = "market",
+    summary = "WebSocket stream (upgrade)",
+    responses((status = 101, description = "WebSocket stream (upgrade)")),
+)]
+pub async fn stream(State(app): State<AppState>, caller: Option<Extension<Caller>>, ws: WebSocketUpgrade) -> Response {
     let principal = match caller.map(|c| c.0) {
         None | Some(Caller::Anonymous(_)) => None,
         Some(c) => match crate::auth::principal(&app, &c) {
@@ -56,6 +63,7 @@ pub fn router(app: AppState) -> Router {
         .route("/historical/{symbol}", get(market::historical))
         .route("/market-status", get(market::market_status))
         .route("/stream", get(stream))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .route(
             "/orders",
             post(orders::place).get(orders::list_orders).delete(orders::mass_cancel),

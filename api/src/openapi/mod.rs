@@ -1,0 +1,115 @@
+//! The OpenAPI 3.1 document at `/api/v1/openapi.json`, generated from the handlers'
+//! `#[utoipa::path]` annotations and the shapes in [`schemas`]. Every operation also
+//! documents the error body as its `default` response (any status a route can answer
+//! with besides success), and the two ways to authenticate.
+
+pub mod schemas;
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+use crate::http::{health, market, metrics, orders, router};
+use schemas::*;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "StocksBlitz API",
+        description = "Market data and order entry. Errors: {\"error\":{\"code\",\"message\",\"details\",\"request_id\"}}. \
+Prices and quantities are decimal strings; times are microseconds since the Unix epoch. \
+Authentication, signing and rate limits: docs/AUTH.md."
+    ),
+    paths(
+        health::health, health::live, health::ready, health::redis, metrics::handler,
+        market::instruments, market::quote, market::quotes, market::book, market::trades,
+        market::historical, market::market_status, router::stream, openapi_json,
+        orders::place, orders::test_order, orders::list_orders, orders::mass_cancel,
+        orders::get_order, orders::replace_order, orders::cancel_order, orders::fills,
+        orders::positions, orders::my_risk, orders::kill_switch, orders::set_limits,
+        orders::set_trading_state,
+    ),
+    components(schemas(ErrorResponse, ErrorDetail)),
+    modifiers(&Contract),
+    tags(
+        (name = "market", description = "Market data, from the API's copy of engine state"),
+        (name = "orders", description = "Order entry and the caller's orders, fills, positions and risk"),
+        (name = "admin", description = "Kill switches, risk limits, trading state (admin role)"),
+        (name = "ops", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Security schemes, and the error body as every operation's `default` response.
+struct Contract;
+
+impl Modify for Contract {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "hmac",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Request-Signature",
+                "HMAC-SHA256 request signature, sent with X-Service-Identity, X-Internal-API-Key and \
+                 X-Request-Timestamp (docs/AUTH.md)",
+            ))),
+        );
+        let error = ResponseBuilder::new()
+            .description("An error: the code says what went wrong and the message what to fix")
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                        "ErrorResponse",
+                    ))))
+                    .build(),
+            )
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses
+                    .responses
+                    .insert("default".to_owned(), RefOr::T(error.clone()));
+            }
+        }
+    }
+}
+
+/// The document as JSON (built once).
+pub fn json() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".to_owned()))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "ops",
+    summary = "This OpenAPI document",
+    responses((status = 200, description = "OK", body = Object)),
+)]
+pub async fn openapi_json() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], json())
+}
