@@ -575,10 +575,25 @@ async fn rate_limit_tiers_exhaust_and_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_are_shared_through_redis() {
     let root = fresh_dir("sec-redis");
-    let redis = RedisServer::start(&root);
+    let mut redis = RedisServer::start(&root);
     let url = redis.url();
+    std::env::set_var("SBZ_TEST_SVC_SHARED_SECRET", SVC_SECRET);
     let with = move |d: &mut toml::Table| {
         limits(1_000, 30, 1_000)(d);
+        let svc: toml::Table = toml::from_str(
+            r#"
+            name = "algo-shared"
+            key_id = "algo-shared-k1"
+            secret_env = "SBZ_TEST_SVC_SHARED_SECRET"
+            account = "bob"
+            operations = ["read"]
+            "#,
+        )
+        .expect("toml");
+        d["auth"]
+            .as_table_mut()
+            .expect("auth")
+            .insert("services".into(), toml::Value::Array(vec![toml::Value::Table(svc)]));
         let r: toml::Table = toml::from_str(&format!(
             r#"
             url = "{url}"
@@ -615,6 +630,43 @@ async fn rate_limits_are_shared_through_redis() {
         .await
         .expect("pttl");
     assert!((1..=61_000).contains(&ttl), "pttl {ttl}");
+    // A signature accepted by node a is a replay on node b (nonces live in Redis).
+    let signer = |app: &RunningApp| Signer {
+        base: format!("http://{}", app.addr),
+        identity: "algo-shared".into(),
+        key_id: "algo-shared-k1".into(),
+        secret: SVC_SECRET.into(),
+    };
+    let h = signer(&a).headers("GET", "/api/v1/positions", b"", now_ms());
+    let (st, v, _) = signer(&a).send(Method::GET, "/api/v1/positions", b"", &h).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v, _) = signer(&b).send(Method::GET, "/api/v1/positions", b"", &h).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("SIGNATURE_REPLAYED"))
+    );
+
+    // Redis down: signed requests are refused (retryably) rather than unprotected
+    // against replay; token holders are still limited, by this node's buckets.
+    redis.stop();
+    let h = signer(&a).headers("GET", "/api/v1/positions", b"", now_ms());
+    let (st, v, _) = signer(&a).send(Method::GET, "/api/v1/positions", b"", &h).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("REPLAY_STORE_UNAVAILABLE"))
+    );
+    let bob = format!("Bearer {}", token("bob", "viewer"));
+    let (n, h, _) = until_limited(&http(&a, "/api/v1/instruments"), Some(&bob), 100).await;
+    assert!((30..=40).contains(&n), "{n}");
+    assert!(header(&h, "ratelimit").starts_with("\"authenticated\""));
+    assert!(
+        a.state
+            .limiter
+            .stats
+            .redis_fallbacks
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 30
+    );
     a.shutdown().await.expect("shutdown");
     b.shutdown().await.expect("shutdown");
     drop(redis);

@@ -36,7 +36,7 @@ struct RouteStats {
 #[derive(Default)]
 pub struct HttpMetrics {
     routes: Mutex<BTreeMap<(String, String), RouteStats>>,
-    errors: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    pub(crate) errors: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
 
 impl HttpMetrics {

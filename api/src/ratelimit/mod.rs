@@ -10,7 +10,7 @@
 pub mod gcra;
 mod store;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -55,8 +55,12 @@ pub struct RateLimiter {
     rates: [Rate; 3],
     local: LocalBuckets,
     redis: Option<RedisBuckets>,
+    /// After a Redis failure, when to try it again.
+    redis_retry_at_us: AtomicI64,
     pub stats: LimitStats,
 }
+
+const REDIS_RETRY_US: i64 = 1_000_000;
 
 /// A decision and the tier it was made under.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +90,7 @@ impl RateLimiter {
             ],
             local: LocalBuckets::new(c.max_keys as usize),
             redis: redis.map(RedisBuckets::new),
+            redis_retry_at_us: AtomicI64::new(0),
             stats: LimitStats::default(),
         }
     }
@@ -93,10 +98,18 @@ impl RateLimiter {
     /// Takes one request from `key`'s bucket.
     pub async fn check(&self, tier: LimitTier, key: &str) -> Checked {
         let rate = self.rates[tier as usize];
-        let decision = match &self.redis {
+        let now = now_us();
+        let redis = self
+            .redis
+            .as_ref()
+            .filter(|_| now >= self.redis_retry_at_us.load(Ordering::Relaxed));
+        let decision = match redis {
             Some(r) => match r.check(key, rate).await {
                 Ok(d) => Some(d),
                 Err(e) => {
+                    // Do not make every request wait out Redis's timeout: local
+                    // buckets for a second, then try Redis again.
+                    self.redis_retry_at_us.store(now + REDIS_RETRY_US, Ordering::Relaxed);
                     if self
                         .stats
                         .redis_fallbacks
@@ -105,10 +118,15 @@ impl RateLimiter {
                     {
                         tracing::warn!(error = %e.0, "rate limits: Redis failed; limiting with this node's buckets");
                     }
-                    self.local.check(key, rate, now_us())
+                    self.local.check(key, rate, now)
                 }
             },
-            None => self.local.check(key, rate, now_us()),
+            None => {
+                if self.redis.is_some() {
+                    self.stats.redis_fallbacks.fetch_add(1, Ordering::Relaxed);
+                }
+                self.local.check(key, rate, now)
+            }
         };
         // A full local table refuses newcomers for a second (a flood of addresses).
         let decision = decision.unwrap_or(Decision {
