@@ -17,18 +17,7 @@ use tokio::net::TcpListener;
 
 fn with_redis(url: &str) -> impl FnOnce(&mut toml::Table) + '_ {
     move |d| {
-        let r: toml::Table = toml::from_str(&format!(
-            r#"
-            url = "{url}"
-            quote_ttl_secs = 30
-            quote_interval_ms = 50
-            idempotency_ttl_secs = 3600
-            channel = "sbz:md"
-            timeout_ms = 500
-            "#
-        ))
-        .expect("toml");
-        d.insert("redis".into(), toml::Value::Table(r));
+        d.insert("redis".into(), redis_section(url));
     }
 }
 

@@ -28,18 +28,7 @@ async fn no_credential_reaches_the_logs() {
     let text = test_config(|d| {
         d["log"]["level"] = toml::Value::String("debug".into());
         d["log"]["format"] = toml::Value::String("json".into());
-        let svc: toml::Table = toml::from_str(
-            r#"
-            name = "algo-log"
-            key_id = "algo-log-k1"
-            secret_env = "SBZ_TEST_LOG_SVC_SECRET"
-            account = "bob"
-            operations = ["read", "place"]
-            "#,
-        )
-        .expect("toml");
-        let auth = d["auth"].as_table_mut().expect("auth");
-        auth.insert("services".into(), toml::Value::Array(vec![toml::Value::Table(svc)]));
+        add_service(d, "algo-log", "SBZ_TEST_LOG_SVC_SECRET", "bob", &["read", "place"]);
     });
     std::fs::write(&config, text).expect("config");
     let server = spawn_server(

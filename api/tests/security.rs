@@ -21,13 +21,6 @@ use stocksblitz_api::auth::hmac;
 use stocksblitz_api::auth::{Role, Tier, Tokens};
 use stocksblitz_api::config::auth::JwtAlgorithm;
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -87,7 +80,7 @@ async fn forged_tokens_are_refused_and_audited() {
     let r = get_with(&app, "/api/v1/orders", Some(&format!("Bearer {good}"))).await;
     assert_eq!(r.status(), StatusCode::OK);
 
-    let secret = stocksblitz_api::auth::key::load("SBZ_TEST_UNSET_SECRET", Some(&key_path())).expect("key");
+    let secret = test_secret();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let payload = good.split('.').nth(1).expect("payload");
     let none = format!("{}.{payload}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#));
@@ -282,20 +275,7 @@ async fn signed_service_requests() {
     let audit = dir.join("audit.log");
     std::env::set_var("SBZ_TEST_SVC_ALGO_SECRET", SVC_SECRET);
     let app = start_with(&config_with_audit(&audit, |d| {
-        let svc: toml::Table = toml::from_str(
-            r#"
-            name = "algo-1"
-            key_id = "algo-1-k1"
-            secret_env = "SBZ_TEST_SVC_ALGO_SECRET"
-            account = "bob"
-            operations = ["read", "place"]
-            "#,
-        )
-        .expect("toml");
-        d["auth"]
-            .as_table_mut()
-            .expect("auth")
-            .insert("services".into(), toml::Value::Array(vec![toml::Value::Table(svc)]));
+        add_service(d, "algo-1", "SBZ_TEST_SVC_ALGO_SECRET", "bob", &["read", "place"]);
     }))
     .await;
     let s = Signer {
@@ -542,10 +522,7 @@ async fn rate_limit_tiers_exhaust_and_recover() {
     let (n, h, _) = until_limited(&url, Some(&alice), 400).await;
     assert!((120..=most(120, started.elapsed())).contains(&n), "{n} got through");
     assert_eq!(header(&h, "ratelimit-policy"), "\"authenticated\";q=120;w=60");
-    let secret = stocksblitz_api::auth::key::load("SBZ_TEST_UNSET_SECRET", Some(&key_path())).expect("key");
-    let premium = Tokens::new(&secret, "stocksblitz", "stocksblitz-api", 30)
-        .mint("bob", Role::Trader, Tier::Premium, now_secs(), 600)
-        .expect("mint");
+    let premium = token_with("bob", Role::Trader, Tier::Premium, now_secs());
     let (s, h, _) = spend(&url, Some(&format!("Bearer {premium}")), 121).await;
     assert_eq!(s, StatusCode::OK, "premium goes past the standard limit");
     assert_eq!(header(&h, "ratelimit-policy"), "\"premium\";q=240;w=60");
@@ -580,32 +557,8 @@ async fn rate_limits_are_shared_through_redis() {
     std::env::set_var("SBZ_TEST_SVC_SHARED_SECRET", SVC_SECRET);
     let with = move |d: &mut toml::Table| {
         limits(1_000, 30, 1_000)(d);
-        let svc: toml::Table = toml::from_str(
-            r#"
-            name = "algo-shared"
-            key_id = "algo-shared-k1"
-            secret_env = "SBZ_TEST_SVC_SHARED_SECRET"
-            account = "bob"
-            operations = ["read"]
-            "#,
-        )
-        .expect("toml");
-        d["auth"]
-            .as_table_mut()
-            .expect("auth")
-            .insert("services".into(), toml::Value::Array(vec![toml::Value::Table(svc)]));
-        let r: toml::Table = toml::from_str(&format!(
-            r#"
-            url = "{url}"
-            quote_ttl_secs = 30
-            quote_interval_ms = 50
-            idempotency_ttl_secs = 3600
-            channel = "sbz:md"
-            timeout_ms = 500
-            "#
-        ))
-        .expect("toml");
-        d.insert("redis".into(), toml::Value::Table(r));
+        add_service(d, "algo-shared", "SBZ_TEST_SVC_SHARED_SECRET", "bob", &["read"]);
+        d.insert("redis".into(), redis_section(&url));
     };
     let a = start_with(&test_config(with.clone())).await;
     let b = start_with(&test_config(with)).await;

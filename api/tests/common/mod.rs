@@ -69,18 +69,73 @@ pub fn key_path() -> std::path::PathBuf {
     .clone()
 }
 
-/// A token for `account` with `role`, signed with the test server's key.
-pub fn token(account: &str, role: &str) -> String {
-    use stocksblitz_api::auth::{key, Role, Tier, Tokens};
-    let secret = key::load("SBZ_TEST_UNSET_SECRET", Some(&key_path())).expect("key");
-    let tokens = Tokens::new(&secret, "stocksblitz", "stocksblitz-api", 30);
-    let now = std::time::SystemTime::now()
+/// The test server's development key.
+pub fn test_secret() -> Vec<u8> {
+    stocksblitz_api::auth::key::load("SBZ_TEST_UNSET_SECRET", Some(&key_path())).expect("key")
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
-        .as_secs();
-    tokens
-        .mint(account, Role::parse(role).expect("role"), Tier::Standard, now, 3_600)
+        .as_secs()
+}
+
+/// A token for `account` with `role`, signed with the test server's key.
+pub fn token(account: &str, role: &str) -> String {
+    use stocksblitz_api::auth::Role;
+    token_with(
+        account,
+        Role::parse(role).expect("role"),
+        stocksblitz_api::auth::Tier::Standard,
+        now_secs(),
+    )
+}
+
+/// A token with a tier, issued at `iat` (an hour's life), signed with the test key.
+pub fn token_with(
+    account: &str,
+    role: stocksblitz_api::auth::Role,
+    tier: stocksblitz_api::auth::Tier,
+    iat: u64,
+) -> String {
+    stocksblitz_api::auth::Tokens::new(&test_secret(), "stocksblitz", "stocksblitz-api", 30)
+        .mint(account, role, tier, iat, 3_600)
         .expect("mint")
+}
+
+/// A `[redis]` section for a test server on `url`.
+pub fn redis_section(url: &str) -> toml::Value {
+    toml::Value::Table(
+        toml::from_str(&format!(
+            r#"
+            url = "{url}"
+            quote_ttl_secs = 30
+            quote_interval_ms = 50
+            idempotency_ttl_secs = 3600
+            channel = "sbz:md"
+            timeout_ms = 500
+            "#
+        ))
+        .expect("toml"),
+    )
+}
+
+/// Adds an `[[auth.services]]` entry whose secret is in `secret_env`.
+pub fn add_service(d: &mut toml::Table, name: &str, secret_env: &str, account: &str, operations: &[&str]) {
+    let svc: toml::Table = toml::from_str(&format!(
+        r#"
+        name = "{name}"
+        key_id = "{name}-k1"
+        secret_env = "{secret_env}"
+        account = "{account}"
+        operations = {operations:?}
+        "#
+    ))
+    .expect("toml");
+    let auth = d["auth"].as_table_mut().expect("auth");
+    let list = auth.entry("services").or_insert_with(|| toml::Value::Array(Vec::new()));
+    list.as_array_mut().expect("array").push(toml::Value::Table(svc));
 }
 
 pub async fn start_with(text: &str) -> RunningApp {
