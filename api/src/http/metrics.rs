@@ -79,6 +79,13 @@ impl Out {
     fn header(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
+    /// Unlabelled samples: (name, kind, help, value).
+    fn scalars(&mut self, rows: &[(&str, &str, &str, u64)]) {
+        for (name, kind, help, v) in rows {
+            self.header(name, kind, help);
+            self.sample(name, "", v);
+        }
+    }
     fn sample(&mut self, name: &str, labels: &str, v: impl std::fmt::Display) {
         if labels.is_empty() {
             let _ = writeln!(self.0, "{name} {v}");
@@ -149,7 +156,7 @@ pub fn render(app: &AppState) -> String {
     );
 
     if let Some((g, _)) = &app.engine.orders {
-        for (name, kind, help, v) in [
+        o.scalars(&[
             (
                 "stocksblitz_orders_commands_total",
                 "counter",
@@ -174,10 +181,7 @@ pub fn render(app: &AppState) -> String {
                 "Order events waiting for room in the order ring.",
                 g.backlog.get(),
             ),
-        ] {
-            o.header(name, kind, help);
-            o.sample(name, "", v);
-        }
+        ]);
     }
     if let Some(svc) = &app.orders {
         o.header(
@@ -193,7 +197,7 @@ pub fn render(app: &AppState) -> String {
         );
         o.sample("stocksblitz_orders_event_gaps_total", "", svc.store.read().seq_gaps);
         let j = svc.journal();
-        for (name, kind, help, v) in [
+        o.scalars(&[
             (
                 "stocksblitz_journal_records_total",
                 "counter",
@@ -236,10 +240,7 @@ pub fn render(app: &AppState) -> String {
                 "1 when the journal has failed and order intake is stopped.",
                 u64::from(j.is_failed()),
             ),
-        ] {
-            o.header(name, kind, help);
-            o.sample(name, "", v);
-        }
+        ]);
         for (name, kind, help, ns) in [
             (
                 "stocksblitz_journal_commit_seconds_total",
@@ -260,7 +261,7 @@ pub fn render(app: &AppState) -> String {
     }
 
     if let Some(q) = &app.questdb {
-        for (name, kind, help, v) in [
+        o.scalars(&[
             (
                 "stocksblitz_questdb_rows_in_total",
                 "counter",
@@ -315,10 +316,7 @@ pub fn render(app: &AppState) -> String {
                 "1 while the last send succeeded.",
                 q.connected.get(),
             ),
-        ] {
-            o.header(name, kind, help);
-            o.sample(name, "", v);
-        }
+        ]);
         o.header(
             "stocksblitz_questdb_lag_seconds",
             "gauge",
@@ -435,7 +433,7 @@ pub fn render(app: &AppState) -> String {
     );
     o.sample("stocksblitz_fanout_events_total", "", app.fanout.events.get());
     let ws = &app.hub.stats;
-    for (name, kind, help, v) in [
+    o.scalars(&[
         (
             "stocksblitz_ws_connections",
             "gauge",
@@ -478,10 +476,7 @@ pub fn render(app: &AppState) -> String {
             "Error replies to client requests.",
             ws.client_errors.load(Ordering::Relaxed),
         ),
-    ] {
-        o.header(name, kind, help);
-        o.sample(name, "", v);
-    }
+    ]);
 
     // HTTP.
     let routes = app.http.routes.lock();
@@ -559,7 +554,7 @@ fn security(o: &mut Out, app: &AppState) {
         }
     }
     let a = &app.audit.stats;
-    let rows: [(&str, &str, &str, u64); 6] = [
+    o.scalars(&[
         (
             "stocksblitz_ratelimit_redis_fallbacks_total",
             "counter",
@@ -596,11 +591,7 @@ fn security(o: &mut Out, app: &AppState) {
             "1 when the audit log cannot be written.",
             u64::from(!app.audit.healthy()),
         ),
-    ];
-    for (name, kind, help, v) in rows {
-        o.header(name, kind, help);
-        o.sample(name, "", v);
-    }
+    ]);
 }
 
 #[utoipa::path(
