@@ -25,6 +25,7 @@ need systemd           # systemd-analyze verify for systemd/stocksblitz.service
 need docker-compose    # docker-compose config for docker-compose.prod.yml
 need openssl           # RSA and Ed25519 key pairs for the JWT tests
 need python3-venv      # a virtualenv for schemathesis (PyPI), the OpenAPI conformance test
+need shellcheck        # lints scripts/*.sh (api/tests/scripts.rs)
 if ((${#packages[@]})); then
   log "installing ${packages[*]}"
   sudo_cmd=""

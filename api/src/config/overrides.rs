@@ -11,7 +11,7 @@ use super::ConfigError;
 use super::ENV_PREFIX;
 
 /// Sections that may be overridden.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 10] = [
     "api",
     "log",
     "engine",
@@ -20,6 +20,8 @@ const SECTIONS: [&str; 8] = [
     "auth",
     "questdb",
     "redis",
+    "rate_limits",
+    "audit",
 ];
 
 /// (dotted key, variable) pairs applied.
