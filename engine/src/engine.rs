@@ -14,10 +14,11 @@ use crate::idle::Idler;
 use crate::ids::InstrumentId;
 use crate::instrument_state::{Emitted, InstrumentState};
 use crate::orders::gateway::OrderGateway;
-use crate::orders::{OrderManager, VenueKind};
+use crate::orders::{CommandKind, KillScope, OrderManager, TradingState, VenueKind};
 use crate::publisher::{OutputStats, Publisher};
 use crate::ring::{RingConsumer, RingProducer, RingStats};
 use crate::stats::EngineStats;
+use crate::surveillance::Surveillance;
 use crate::tick::{FeedStatus, Tick, TickData};
 use crate::time::UnixNanos;
 
@@ -45,6 +46,9 @@ struct OrderPath {
     manager: OrderManager,
     gateway: OrderGateway,
     scratch: Vec<Tick>,
+    /// Surveillance, when configured: it watches the order path's events and the
+    /// market events, and hands anomalies to the manager.
+    surveillance: Option<Surveillance>,
 }
 
 /// Counters a metrics endpoint reads while the engine runs.
@@ -102,6 +106,7 @@ impl Engine {
             manager,
             gateway,
             scratch: Vec::with_capacity(16_384),
+            surveillance: None,
         });
         for id in internal {
             self.process(&Tick {
@@ -119,6 +124,15 @@ impl Engine {
         self
     }
 
+    /// Turns surveillance on (after [`with_orders`](Self::with_orders): its actions are
+    /// order-path steps).
+    pub fn with_surveillance(mut self, surveillance: Surveillance) -> Self {
+        if let Some(op) = self.orders.as_mut() {
+            op.surveillance = Some(surveillance);
+        }
+        self
+    }
+
     pub fn order_manager(&self) -> Option<&OrderManager> {
         self.orders.as_ref().map(|o| &o.manager)
     }
@@ -129,10 +143,24 @@ impl Engine {
         loop {
             let Some(op) = self.orders.as_mut() else { return };
             op.gateway.send(op.manager.steps(), op.manager.events());
+            if let Some(surv) = op.surveillance.as_mut() {
+                surv.observe_orders(&op.manager, op.manager.events());
+            }
             op.scratch.clear();
             op.scratch.extend_from_slice(op.manager.ticks());
             op.manager.clear();
-            if op.scratch.is_empty() {
+            // Anomalies found so far become steps of their own (event + action).
+            if let Some(surv) = op.surveillance.as_mut() {
+                let manager = &mut op.manager;
+                surv.take_pending(|a| manager.apply_anomaly(a));
+                let s = surv.stats;
+                self.stats.anomalies.set(s.anomalies);
+                self.stats.anomalies_suppressed.set(s.suppressed);
+                self.stats.anomalies_dropped.set(s.dropped);
+            }
+            // Their events (and any book ticks from cancels) go out on the next turn.
+            let more = !op.manager.events().is_empty();
+            if op.scratch.is_empty() && !more {
                 return;
             }
             // Moved out and back: the buffer keeps its allocation.
@@ -152,6 +180,20 @@ impl Engine {
         while n < self.batch_limit {
             let Some(op) = self.orders.as_mut() else { break };
             let Some(cmd) = op.gateway.next_command() else { break };
+            if let Some(surv) = op.surveillance.as_mut() {
+                // An admin clearing an account resets its place on the action ladder.
+                match cmd.kind {
+                    CommandKind::SetTradingState {
+                        target,
+                        state: TradingState::Active,
+                    } => surv.clear_account(target),
+                    CommandKind::KillSwitch {
+                        scope: KillScope::Account(a),
+                        on: false,
+                    } => surv.clear_account(a),
+                    _ => {}
+                }
+            }
             op.manager.handle(&cmd);
             self.after_orders();
             n += 1;
@@ -197,6 +239,11 @@ impl Engine {
                     } => op.manager.on_trade(id, price, qty, trade_id, recv_ts),
                     _ => {}
                 }
+            }
+        }
+        if let Some(surv) = self.orders.as_mut().and_then(|op| op.surveillance.as_mut()) {
+            for data in self.emitted.as_slice() {
+                surv.observe_market(id, quality, data, recv_ts);
             }
         }
         for data in self.emitted.as_slice() {

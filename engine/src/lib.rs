@@ -27,6 +27,7 @@ pub mod session;
 pub mod side;
 pub mod stack_vec;
 pub mod stats;
+pub mod surveillance;
 pub mod tick;
 pub mod time;
 

@@ -116,6 +116,18 @@ impl TradingSession {
         }
     }
 
+    /// The trading day of `at` in the session's time zone (days since 1970-01-01 there;
+    /// UTC days for 24x7 instruments).
+    pub fn local_day(&self, at: UnixNanos) -> i64 {
+        match self {
+            TradingSession::Always => at.0.div_euclid(86_400 * UnixNanos::NANOS_PER_SEC),
+            TradingSession::Daily { tz, .. } => {
+                let local = tz.timestamp_nanos(at.0).naive_local();
+                local.and_utc().timestamp().div_euclid(86_400)
+            }
+        }
+    }
+
     /// The config form, for display.
     pub fn describe(&self) -> String {
         match self {

@@ -20,4 +20,9 @@ pub struct EngineStats {
     pub resyncs: Counter,
     /// Wall-clock nanoseconds of the last housekeeping pass (liveness).
     pub heartbeat_ns: Counter,
+    /// Surveillance: anomalies reported, findings inside a rule's cooldown, and
+    /// anomalies dropped because too many arrived in one step.
+    pub anomalies: Counter,
+    pub anomalies_suppressed: Counter,
+    pub anomalies_dropped: Counter,
 }

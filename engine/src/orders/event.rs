@@ -128,6 +128,9 @@ pub enum OrderEventData {
     Done {
         count: u32,
     },
+    /// Surveillance reported an anomaly (its action already applied). The event's
+    /// account is [`AccountId::SYSTEM`] for market-data anomalies.
+    Anomaly(crate::surveillance::Anomaly),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

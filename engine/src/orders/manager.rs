@@ -15,6 +15,7 @@ use crate::ids::InstrumentId;
 use crate::instrument::InstrumentRegistry;
 use crate::session::TradingSession;
 use crate::side::Side;
+use crate::surveillance::{Action, Anomaly};
 use crate::tick::Tick;
 use crate::time::UnixNanos;
 
@@ -305,7 +306,34 @@ impl OrderManager {
                 self.next_expiry_check = at;
                 self.on_timer(at);
             }
+            Input::Anomaly(a) => self.apply_anomaly(&a),
         }
+    }
+
+    /// Reports a surveillance anomaly and applies its action to the account: throttle
+    /// (a tenth of its order rate), block new orders, or its kill switch (cancelling
+    /// its open orders). Never relaxes a stricter state; admins clear it.
+    pub fn apply_anomaly(&mut self, a: &Anomaly) {
+        let before = self.events.len();
+        let account = a.account.unwrap_or(AccountId::SYSTEM);
+        self.emit(account, a.at, OrderEventData::Anomaly(*a));
+        if let Some(acct) = a.account.and_then(|id| self.accounts.get_mut(id.index())) {
+            match a.action {
+                Action::Alert => {}
+                Action::Throttle => {
+                    if matches!(acct.state, TradingState::Active | TradingState::ReduceOnly) {
+                        acct.state = TradingState::Throttled;
+                    }
+                }
+                Action::Block => acct.state = TradingState::Blocked,
+                Action::Kill => {
+                    acct.killed = true;
+                    let id = account;
+                    self.cancel_where(CancelReason::KillSwitch, a.at, |o| o.account == id);
+                }
+            }
+        }
+        self.record_step(Input::Anomaly(*a), None, before);
     }
 
     /// Room left in the event buffer: the engine only takes a command when a worst
@@ -358,7 +386,7 @@ impl OrderManager {
     }
 
     /// Base-currency value (at [`VALUE_SCALE`]) of `qty` at `price` in `instrument`.
-    pub(super) fn notional(&self, instrument: InstrumentId, price: Price, qty: Qty) -> i128 {
+    pub fn notional(&self, instrument: InstrumentId, price: Price, qty: Qty) -> i128 {
         let Some(r) = self.rules.get(instrument.index()) else {
             return 0;
         };

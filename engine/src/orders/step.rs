@@ -39,6 +39,8 @@ pub enum Input {
     Timer {
         at: UnixNanos,
     },
+    /// Surveillance found an anomaly (its action is applied by the step).
+    Anomaly(crate::surveillance::Anomaly),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

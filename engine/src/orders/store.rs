@@ -13,6 +13,7 @@ use super::event::{Fill, OrderEvent, OrderEventData};
 use super::position::Position;
 use super::step::{Input, Step};
 use super::types::{AccountId, Order, OrderId};
+use crate::surveillance::Anomaly;
 
 /// How long a keyed request's answer is kept (the API's idempotency window).
 pub const KEYED_TTL_NS: i64 = 24 * 3600 * UnixNanos::NANOS_PER_SEC;
@@ -45,10 +46,16 @@ pub struct OrderStore {
     keyed: HashMap<(AccountId, [u8; 16]), Keyed>,
     /// Keyed entries oldest first, for expiry.
     keyed_order: VecDeque<(UnixNanos, AccountId, [u8; 16])>,
+    /// Surveillance anomalies, oldest first, with their event sequence (the cursor of
+    /// `GET /api/v1/anomalies?since=`), at most [`ANOMALIES_KEPT`].
+    anomalies: VecDeque<(u64, Anomaly)>,
     /// Last engine event sequence applied (gaps would mean loss: counted, never expected).
     pub last_seq: u64,
     pub seq_gaps: u64,
 }
+
+/// Anomalies the read model keeps (the QuestDB sink keeps them all).
+pub const ANOMALIES_KEPT: usize = 10_000;
 
 impl OrderStore {
     pub fn new(accounts: usize, history: usize) -> Self {
@@ -60,6 +67,7 @@ impl OrderStore {
             history: history.max(1),
             keyed: HashMap::new(),
             keyed_order: VecDeque::new(),
+            anomalies: VecDeque::new(),
             last_seq: 0,
             seq_gaps: 0,
         }
@@ -134,6 +142,12 @@ impl OrderStore {
             OrderEventData::Position { instrument, position } => {
                 self.positions.insert((e.account, instrument), position);
             }
+            OrderEventData::Anomaly(a) => {
+                self.anomalies.push_back((e.seq, a));
+                if self.anomalies.len() > ANOMALIES_KEPT {
+                    self.anomalies.pop_front();
+                }
+            }
             _ => {}
         }
     }
@@ -178,6 +192,12 @@ impl OrderStore {
     /// The account's fills, newest first.
     pub fn fills(&self, account: AccountId) -> impl Iterator<Item = &Fill> {
         self.fills.get(account.index()).into_iter().flat_map(|l| l.iter().rev())
+    }
+
+    /// Anomalies after event sequence `since`, oldest first.
+    pub fn anomalies(&self, since: u64) -> impl Iterator<Item = &(u64, Anomaly)> {
+        let start = self.anomalies.partition_point(|(seq, _)| *seq <= since);
+        self.anomalies.range(start..)
     }
 
     pub fn positions(&self, account: AccountId) -> impl Iterator<Item = (InstrumentId, &Position)> {

@@ -17,6 +17,9 @@ use crate::time::UnixNanos;
 pub struct AccountId(pub u32);
 
 impl AccountId {
+    /// The subject of events about no account (market-data anomalies).
+    pub const SYSTEM: AccountId = AccountId(u32::MAX);
+
     #[inline]
     pub const fn index(self) -> usize {
         self.0 as usize

@@ -1,0 +1,198 @@
+//! `[surveillance]`: thresholds of every rule (defaults from the design documents are
+//! in configs/default.toml), a severity per rule, an action per severity, and how
+//! repeated anomalies escalate. Validated into [`Thresholds`] at start-up.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::anomaly::{Action, Rule, Severity};
+use crate::fixed::parse_decimal;
+use crate::orders::VALUE_SCALE;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SurveillanceConfig {
+    /// More new orders than this in any minute (per account).
+    pub max_orders_per_min: u32,
+    /// One order larger than this (instrument units, decimal string).
+    pub max_order_qty: String,
+    /// One order worth more than this in the base currency (decimal string).
+    pub max_order_notional: String,
+    /// More distinct symbols than this in one trading day (the instrument's time zone).
+    pub max_symbols_per_day: u32,
+    /// More cancellations than this in any minute.
+    pub max_cancels_per_min: u32,
+    /// More orders per fill than this over the last minute...
+    pub max_orders_per_fill: u32,
+    /// ...once at least this many orders were sent in it.
+    pub order_to_trade_min_orders: u32,
+    /// Layering: this many orders on one side cancelled...
+    pub layering_cancels: u32,
+    /// ...within this many milliseconds after a fill on the other side.
+    pub layering_window_ms: u64,
+    /// A trade price return beyond this many standard deviations (EWMA of returns).
+    pub price_jump_sigma: u32,
+    /// Weight of the newest return in the EWMA of squared returns, percent.
+    pub ewma_weight_pct: u32,
+    /// Returns seen before the price-jump rule judges.
+    pub min_returns: u32,
+    /// A minute's volume above this multiple of the rolling baseline...
+    pub volume_spike_factor: u32,
+    /// ...once this many minutes built the baseline (an EWMA of minute volumes).
+    pub volume_baseline_minutes: u32,
+    /// The same rule for the same account or instrument reports at most once per this
+    /// many milliseconds.
+    pub cooldown_ms: u64,
+    /// Every this many anomalies with an action beyond alert, an account's action
+    /// climbs one rung (0: never).
+    pub escalate_after: u32,
+    /// Severity per rule (every rule listed).
+    pub severity: BTreeMap<String, String>,
+    /// Action per severity: "alert", "throttle", "block" or "kill".
+    pub actions: ActionsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsConfig {
+    pub low: String,
+    pub medium: String,
+    pub high: String,
+    pub critical: String,
+}
+
+/// Validated thresholds; money and quantities at [`VALUE_SCALE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thresholds {
+    pub max_orders_per_min: u32,
+    pub max_order_qty: i64,
+    pub max_order_notional: i64,
+    pub max_symbols_per_day: u32,
+    pub max_cancels_per_min: u32,
+    pub max_orders_per_fill: u32,
+    pub order_to_trade_min_orders: u32,
+    pub layering_cancels: u32,
+    pub layering_window_ns: i64,
+    pub price_jump_sigma: u32,
+    pub ewma_weight_pct: u32,
+    pub min_returns: u32,
+    pub volume_spike_factor: u32,
+    pub volume_baseline_minutes: u32,
+    pub cooldown_ns: i64,
+    pub escalate_after: u32,
+    /// By `Rule as usize`.
+    pub severity: [Severity; Rule::ALL.len()],
+    /// By `Severity as usize`.
+    pub actions: [Action; 4],
+}
+
+fn action(s: &str) -> Option<Action> {
+    match s {
+        "alert" => Some(Action::Alert),
+        "throttle" => Some(Action::Throttle),
+        "block" => Some(Action::Block),
+        "kill" => Some(Action::Kill),
+        _ => None,
+    }
+}
+
+impl SurveillanceConfig {
+    /// Thresholds, or the key at fault and what is wrong.
+    pub fn thresholds(&self) -> Result<Thresholds, (String, String)> {
+        let err = |k: &str, m: String| (k.to_owned(), m);
+        let positive = |k: &str, v: u64| {
+            if v == 0 {
+                Err(err(k, "must be at least 1".into()))
+            } else {
+                Ok(())
+            }
+        };
+        let value = |k: &str, s: &str| match parse_decimal(s.as_bytes(), VALUE_SCALE) {
+            Ok(v) if v > 0 => Ok(v),
+            Ok(_) => Err(err(k, "must be above zero".into())),
+            Err(e) => Err(err(k, format!("{s:?}: {e}"))),
+        };
+        positive("max_orders_per_min", self.max_orders_per_min.into())?;
+        positive("max_symbols_per_day", self.max_symbols_per_day.into())?;
+        positive("max_cancels_per_min", self.max_cancels_per_min.into())?;
+        positive("max_orders_per_fill", self.max_orders_per_fill.into())?;
+        positive("layering_cancels", self.layering_cancels.into())?;
+        positive("layering_window_ms", self.layering_window_ms)?;
+        positive("price_jump_sigma", self.price_jump_sigma.into())?;
+        positive("min_returns", self.min_returns.into())?;
+        positive("volume_spike_factor", self.volume_spike_factor.into())?;
+        positive("volume_baseline_minutes", self.volume_baseline_minutes.into())?;
+        if !(1..=100).contains(&self.ewma_weight_pct) {
+            return Err(err("ewma_weight_pct", "must be 1 to 100".into()));
+        }
+        if self.layering_window_ms > 3_600_000 || self.cooldown_ms > 86_400_000 {
+            return Err(err(
+                "cooldown_ms",
+                "windows are at most an hour (cooldown a day)".into(),
+            ));
+        }
+        let mut severity = [Severity::Medium; Rule::ALL.len()];
+        for (name, s) in &self.severity {
+            let rule = Rule::parse(name).ok_or_else(|| {
+                let all: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
+                err(
+                    &format!("severity.{name}"),
+                    format!("not a rule; rules: {}", all.join(", ")),
+                )
+            })?;
+            severity[rule as usize] = Severity::parse(s).ok_or_else(|| {
+                err(
+                    &format!("severity.{name}"),
+                    format!("{s:?}: LOW, MEDIUM, HIGH or CRITICAL"),
+                )
+            })?;
+        }
+        if let Some(missing) = Rule::ALL.iter().find(|r| !self.severity.contains_key(r.as_str())) {
+            return Err(err(
+                &format!("severity.{}", missing.as_str()),
+                "missing: every rule needs a severity".into(),
+            ));
+        }
+        let mut actions = [Action::Alert; 4];
+        for (i, (k, v)) in [
+            ("low", &self.actions.low),
+            ("medium", &self.actions.medium),
+            ("high", &self.actions.high),
+            ("critical", &self.actions.critical),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            actions[i] = action(v).ok_or_else(|| {
+                err(
+                    &format!("actions.{k}"),
+                    format!("{v:?}: alert, throttle, block or kill"),
+                )
+            })?;
+        }
+        if actions.windows(2).any(|w| w[0] > w[1]) {
+            return Err(err("actions", "a higher severity may not get a milder action".into()));
+        }
+        Ok(Thresholds {
+            max_orders_per_min: self.max_orders_per_min,
+            max_order_qty: value("max_order_qty", &self.max_order_qty)?,
+            max_order_notional: value("max_order_notional", &self.max_order_notional)?,
+            max_symbols_per_day: self.max_symbols_per_day,
+            max_cancels_per_min: self.max_cancels_per_min,
+            max_orders_per_fill: self.max_orders_per_fill,
+            order_to_trade_min_orders: self.order_to_trade_min_orders,
+            layering_cancels: self.layering_cancels,
+            layering_window_ns: self.layering_window_ms as i64 * 1_000_000,
+            price_jump_sigma: self.price_jump_sigma,
+            ewma_weight_pct: self.ewma_weight_pct,
+            min_returns: self.min_returns,
+            volume_spike_factor: self.volume_spike_factor,
+            volume_baseline_minutes: self.volume_baseline_minutes,
+            cooldown_ns: self.cooldown_ms as i64 * 1_000_000,
+            escalate_after: self.escalate_after,
+            severity,
+            actions,
+        })
+    }
+}
