@@ -37,6 +37,7 @@ use crate::redis_store::RedisStore;
 use crate::state::{AppState, FeedInfo, Security};
 use crate::ws::hub::Hub;
 use stocksblitz_engine::orders::store::OrderStore;
+use stocksblitz_engine::surveillance::Surveillance;
 
 pub struct RunningApp {
     pub addr: SocketAddr,
@@ -246,6 +247,10 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
             manager.republish_internal_books(now);
             let backlog = 4 * setup.event_ring_capacity;
             engine = engine.with_orders(manager, OrderGateway::new(Arc::clone(&queue), order_out, backlog), now);
+            if let Some(t) = &v.surveillance {
+                let surveillance = Surveillance::new(t.clone(), &v.registry, setup.accounts.len());
+                engine = engine.with_surveillance(surveillance);
+            }
             let service = OrderService::new(
                 Accounts::new(&setup.accounts),
                 store,
@@ -294,6 +299,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
             let join = spawn_order_fanout(
                 Arc::clone(&service),
                 Arc::clone(&hub),
+                Arc::clone(&security.audit),
                 ring,
                 cfg.api.fanout_idle,
                 Arc::clone(&stop),

@@ -52,6 +52,9 @@ pub struct Config {
     pub rate_limits: limits::RateLimitsConfig,
     /// The audit log (`[audit]`).
     pub audit: audit::AuditConfig,
+    /// Surveillance (`[surveillance]`, needs `[orders]`); absent = off.
+    #[serde(default)]
+    pub surveillance: Option<stocksblitz_engine::surveillance::SurveillanceConfig>,
     /// The QuestDB sink (`[questdb]`); absent = nothing exported.
     #[serde(default)]
     pub questdb: Option<questdb::QuestDbConfig>,

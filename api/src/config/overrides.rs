@@ -11,7 +11,7 @@ use super::ConfigError;
 use super::ENV_PREFIX;
 
 /// Sections that may be overridden.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "api",
     "log",
     "engine",
@@ -22,6 +22,7 @@ const SECTIONS: [&str; 10] = [
     "redis",
     "rate_limits",
     "audit",
+    "surveillance",
 ];
 
 /// (dotted key, variable) pairs applied.

@@ -18,6 +18,8 @@ pub struct Validated {
     pub listen: SocketAddr,
     /// Order entry, when `[orders]` is configured.
     pub orders: Option<super::orders::OrderSetup>,
+    /// Surveillance thresholds, when `[surveillance]` is configured.
+    pub surveillance: Option<stocksblitz_engine::surveillance::Thresholds>,
     /// The QuestDB sink, when `[questdb]` is configured.
     pub questdb: Option<super::questdb::QuestDbSetup>,
     /// Redis, when `[redis]` is configured.
@@ -322,6 +324,19 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         }
         None => None,
     };
+    let surveillance = match (&config.surveillance, &orders) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::invalid(
+                "surveillance",
+                "[surveillance] needs [orders]: its actions act on accounts through the order path",
+            ))
+        }
+        (Some(c), Some(_)) => Some(
+            c.thresholds()
+                .map_err(|(k, m)| ConfigError::invalid(format!("surveillance.{k}"), m))?,
+        ),
+    };
     let questdb = config
         .questdb
         .as_ref()
@@ -333,6 +348,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         registry,
         listen,
         orders,
+        surveillance,
         questdb,
         redis,
     })

@@ -102,7 +102,22 @@ fn esc(s: &str) -> String {
 pub fn render(app: &AppState) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
     let e = &app.engine.stats;
-    let counters: [(&str, &str, u64); 7] = [
+    let counters: [(&str, &str, u64); 10] = [
+        (
+            "stocksblitz_surveillance_anomalies_total",
+            "Surveillance anomalies reported (and their actions applied).",
+            e.anomalies.get(),
+        ),
+        (
+            "stocksblitz_surveillance_suppressed_total",
+            "Surveillance findings inside a rule's cooldown for the same subject.",
+            e.anomalies_suppressed.get(),
+        ),
+        (
+            "stocksblitz_surveillance_dropped_total",
+            "Surveillance anomalies dropped: too many in one step.",
+            e.anomalies_dropped.get(),
+        ),
         (
             "stocksblitz_engine_ticks_total",
             "Ticks taken from input rings by the engine.",

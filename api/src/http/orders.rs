@@ -20,9 +20,13 @@ use crate::orders::entry::{
     submit_error,
 };
 use crate::orders::idempotency::{Claim, MAX_KEY_LEN};
-use crate::orders::json::{events_json, fill_json, limits_json, position_json, risk_json, OrderJson, ReplaceBody};
+use crate::orders::json::{
+    anomaly_json, anomaly_visible, events_json, fill_json, limits_json, position_json, risk_json, OrderJson,
+    ReplaceBody,
+};
 use crate::orders::{OrderService, SubmitError};
 use crate::state::AppState;
+use stocksblitz_engine::surveillance::Severity;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -447,6 +451,54 @@ pub async fn my_risk(State(app): State<AppState>, p: Principal) -> ApiResult {
     let mut body = risk_json(&risk);
     body["account"] = json!(p.name);
     Ok(respond(StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyParams {
+    since: Option<u64>,
+    severity: Option<String>,
+    limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/anomalies",
+    tag = "orders",
+    summary = "Surveillance anomalies after `since`, oldest first (admins: all; others: market data and their own)",
+    params(
+        ("since" = Option<u64>, Query, description = "The `seq` of the last anomaly already seen (default 0)"),
+        ("severity" = Option<String>, Query, description = "Minimum severity: LOW, MEDIUM, HIGH or CRITICAL"),
+        ("limit" = Option<u32>, Query, description = "1-500 (default 100)"),
+    ),
+    responses((status = 200, description = "OK", body = crate::openapi::schemas::AnomalyList)),
+    security(("bearer" = []), ("hmac" = [])),
+)]
+pub async fn anomalies(State(app): State<AppState>, p: Principal, Query(q): Query<AnomalyParams>) -> ApiResult {
+    let min = match q.severity.as_deref() {
+        None => Severity::Low,
+        Some(s) => Severity::parse(s).ok_or_else(|| {
+            ApiError::invalid_parameter(
+                "severity",
+                format!("severity must be LOW, MEDIUM, HIGH or CRITICAL, got {s:?}"),
+            )
+        })?,
+    };
+    let limit = page_limit(q.limit)?;
+    let svc = service(&app)?;
+    let admin = p.role == Role::Admin;
+    let store = svc.store.read();
+    let list: Vec<Value> = store
+        .anomalies(q.since.unwrap_or(0))
+        .filter(|(_, a)| a.severity >= min && anomaly_visible(a, p.account, admin))
+        .take(limit)
+        .map(|(seq, a)| anomaly_json(*seq, a, &svc.accounts, &app.market.registry))
+        .collect();
+    let next = list.last().and_then(|v| v["seq"].as_u64()).or(q.since).unwrap_or(0);
+    Ok(respond(
+        StatusCode::OK,
+        json!({ "anomalies": list, "next_since": next }),
+    ))
 }
 
 #[derive(Deserialize)]

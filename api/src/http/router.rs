@@ -78,6 +78,7 @@ pub fn router(app: AppState) -> Router {
         .route("/fills", get(orders::fills))
         .route("/positions", get(orders::positions))
         .route("/accounts/me/risk", get(orders::my_risk))
+        .route("/anomalies", get(orders::anomalies))
         .route("/admin/kill-switch", post(orders::kill_switch))
         .route("/admin/risk-limits/{account}", put(orders::set_limits))
         .route("/admin/trading-state/{account}", put(orders::set_trading_state))

@@ -30,7 +30,7 @@ Authentication, signing and rate limits: docs/AUTH.md."
         market::historical, market::market_status, router::stream, openapi_json,
         orders::place, orders::test_order, orders::list_orders, orders::mass_cancel,
         orders::get_order, orders::replace_order, orders::cancel_order, orders::fills,
-        orders::positions, orders::my_risk, orders::kill_switch, orders::set_limits,
+        orders::positions, orders::my_risk, orders::anomalies, orders::kill_switch, orders::set_limits,
         orders::set_trading_state,
     ),
     components(schemas(ErrorResponse, ErrorDetail)),

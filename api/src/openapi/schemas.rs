@@ -407,3 +407,29 @@ pub struct SetRiskLimits {
     pub cancels_per_sec: u32,
     pub self_trade: SelfTrade,
 }
+
+/// A surveillance anomaly.
+#[derive(ToSchema)]
+pub struct AnomalyItem {
+    /// Event sequence: pass the last one seen as `since`.
+    pub seq: u64,
+    /// e.g. `order_rate`, `large_notional`, `price_jump`, `stale_feed`.
+    pub rule: String,
+    /// LOW, MEDIUM, HIGH or CRITICAL.
+    pub severity: String,
+    /// `alert`, `throttle`, `block` or `kill`.
+    pub action: String,
+    /// For order-flow rules.
+    pub account: Option<String>,
+    pub symbol: Option<String>,
+    /// What was seen and the threshold it crossed, as decimals.
+    pub observed: String,
+    pub threshold: String,
+    pub time: Option<i64>,
+}
+
+#[derive(ToSchema)]
+pub struct AnomalyList {
+    pub anomalies: Vec<AnomalyItem>,
+    pub next_since: u64,
+}

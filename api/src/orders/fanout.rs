@@ -9,17 +9,44 @@ use std::thread::JoinHandle;
 
 use stocksblitz_engine::idle::{IdleConfig, Idler};
 use stocksblitz_engine::orders::gateway::OrderOutput;
-use stocksblitz_engine::orders::{OrderEvent, StepAssembler};
+use stocksblitz_engine::orders::{OrderEvent, OrderEventData, StepAssembler};
 use stocksblitz_engine::ring::RingConsumer;
+use stocksblitz_engine::surveillance::Anomaly;
 
 use super::service::OrderService;
+use crate::audit::{Actor, AuditLog, Entry};
 use crate::ws::hub::Hub;
 
 const BATCH: usize = 4096;
 
+/// The audit log's entry for an anomaly (and the action it took).
+fn anomaly_entry(service: &OrderService, seq: u64, a: &Anomaly) -> Entry {
+    Entry {
+        action: "surveillance.anomaly",
+        actor: Actor {
+            kind: "system",
+            name: Some("surveillance".into()),
+        },
+        request_id: format!("anomaly-{seq}"),
+        outcome: a.action.as_str().to_owned(),
+        status: 0,
+        details: serde_json::json!({
+            "rule": a.rule.as_str(),
+            "severity": a.severity.as_str(),
+            "account": a.account.map(|id| service.accounts.name(id).to_owned()),
+            "instrument": a.instrument.map(|i| i.0),
+            "observed": a.observed,
+            "threshold": a.threshold,
+            "scale": a.scale,
+        }),
+        at_ns: a.at.0,
+    }
+}
+
 pub fn spawn_order_fanout(
     service: Arc<OrderService>,
     hub: Arc<Hub>,
+    audit: Arc<AuditLog>,
     mut ring: RingConsumer<OrderOutput>,
     idle: IdleConfig,
     stop: Arc<AtomicBool>,
@@ -58,6 +85,11 @@ pub fn spawn_order_fanout(
                             service.complete(e.request, done);
                         }
                     }
+                }
+            }
+            for e in &events {
+                if let OrderEventData::Anomaly(a) = e.data {
+                    audit.record(anomaly_entry(&service, e.seq, &a));
                 }
             }
             hub.dispatch_private(&events);

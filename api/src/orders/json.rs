@@ -8,6 +8,7 @@ use stocksblitz_engine::orders::{
     AccountId, AccountRisk, Fill, Order, OrderEvent, OrderEventData, OrderEventKind, OrderId, Position, RiskLimits,
     VALUE_SCALE,
 };
+use stocksblitz_engine::surveillance::Anomaly;
 use stocksblitz_engine::{Decimal, Instrument, InstrumentRegistry, Price, UnixNanos};
 
 use crate::dto::{micros, Dec};
@@ -219,4 +220,30 @@ pub fn events_json(
         }
     }
     json!({ "order": order, "fills": fills, "cancelled": cancelled })
+}
+
+/// An anomaly as the API shows it; `seq` is its event sequence (the `since` cursor).
+pub fn anomaly_json(
+    seq: u64,
+    a: &Anomaly,
+    accounts: &super::accounts::Accounts,
+    registry: &InstrumentRegistry,
+) -> Value {
+    json!({
+        "seq": seq,
+        "rule": a.rule.as_str(),
+        "severity": a.severity.as_str(),
+        "action": a.action.as_str(),
+        "account": a.account.map(|id| accounts.name(id)),
+        "symbol": a.instrument.and_then(|i| registry.get(i)).map(|i| i.symbol.as_str()),
+        "observed": dec(a.observed, a.scale),
+        "threshold": dec(a.threshold, a.scale),
+        "time": time(a.at),
+    })
+}
+
+/// Whether `a` is for the caller: admins see every anomaly, others market-data ones
+/// and their own account's.
+pub fn anomaly_visible(a: &Anomaly, account: AccountId, admin: bool) -> bool {
+    admin || a.account.is_none_or(|x| x == account)
 }

@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use stocksblitz_engine::orders::{AccountId, OrderEvent};
+use stocksblitz_engine::orders::{AccountId, OrderEvent, OrderEventData};
 use stocksblitz_engine::InstrumentId;
 
 use super::channel::{ChannelKey, ChannelKind};
@@ -35,6 +35,8 @@ pub struct Hub {
     subs: RwLock<HashMap<ChannelKey, Vec<Arc<Outbox>>>>,
     /// Connections with private channels, by account.
     private: RwLock<HashMap<AccountId, Vec<Arc<Outbox>>>>,
+    /// Connections subscribed to `anomalies` (each filters what its caller may see).
+    anomalies: RwLock<HashMap<(), Vec<Arc<Outbox>>>>,
     pub stats: Arc<WsStats>,
 }
 
@@ -56,13 +58,30 @@ impl Hub {
         remove(&mut self.private.write(), account, outbox_id);
     }
 
-    /// Hands each order event to its account's connections.
+    pub fn subscribe_anomalies(&self, outbox: &Arc<Outbox>) {
+        add(&mut self.anomalies.write(), (), outbox);
+    }
+
+    pub fn unsubscribe_anomalies(&self, outbox_id: u64) {
+        remove(&mut self.anomalies.write(), (), outbox_id);
+    }
+
+    /// Hands each order event to its account's connections, and anomalies to the
+    /// connections watching them.
     pub fn dispatch_private(&self, events: &[OrderEvent]) {
+        let watchers = self.anomalies.read();
+        if let Some(list) = watchers.get(&()) {
+            for e in events.iter().filter(|e| matches!(e.data, OrderEventData::Anomaly(_))) {
+                for o in list {
+                    o.enqueue_private(*e);
+                }
+            }
+        }
         let private = self.private.read();
         if private.is_empty() {
             return;
         }
-        for e in events {
+        for e in events.iter().filter(|e| !matches!(e.data, OrderEventData::Anomaly(_))) {
             if let Some(list) = private.get(&e.account) {
                 for o in list {
                     o.enqueue_private(*e);

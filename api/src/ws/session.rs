@@ -30,7 +30,9 @@ use crate::config::auth::Operation;
 use crate::dto::{BarDto, BookDto, QuoteDto, TradeDto};
 use crate::http::error::ApiError;
 use crate::orders::entry;
-use crate::orders::json::{events_json, fill_json, position_json, NewOrderBody, OrderJson};
+use crate::orders::json::{
+    anomaly_json, anomaly_visible, events_json, fill_json, position_json, NewOrderBody, OrderJson,
+};
 use crate::state::AppState;
 
 /// Close code for a client that sent an oversized or non-text frame (RFC 6455: 1009 /
@@ -52,7 +54,7 @@ struct Session {
     principal: Option<Principal>,
     /// Subscribed private channels, their message numbers, and the order store's
     /// sequence their snapshot covered.
-    private: [Option<PrivateSub>; 3],
+    private: [Option<PrivateSub>; 4],
     /// Answers of order ops, produced by their own tasks.
     replies: mpsc::Sender<String>,
     conn_id: u64,
@@ -64,8 +66,10 @@ struct PrivateSub {
     cutoff: u64,
 }
 
-/// The private channels, in `Session::private` order.
-const PRIVATE: [&str; 3] = ["orders", "fills", "positions"];
+/// The private channels, in `Session::private` order (`anomalies` is filtered per
+/// caller: admins see all, others market-data anomalies and their own).
+const PRIVATE: [&str; 4] = ["orders", "fills", "positions", "anomalies"];
+const ANOMALIES: usize = 3;
 
 fn private_index(name: &str) -> Option<usize> {
     PRIVATE.iter().position(|p| *p == name)
@@ -332,11 +336,27 @@ impl Session {
         if self.private.get(i).is_some_and(Option::is_some) {
             return;
         }
-        self.app.hub.subscribe_private(p.account, &self.outbox);
+        if i == ANOMALIES {
+            self.app.hub.subscribe_anomalies(&self.outbox);
+        } else {
+            self.app.hub.subscribe_private(p.account, &self.outbox);
+        }
         let registry = Arc::clone(&self.app.market.registry);
         let store = svc.store.read();
         let cutoff = store.last_seq;
+        let admin = p.role == Role::Admin;
         let data = match i {
+            ANOMALIES => {
+                let mut recent: Vec<_> = store
+                    .anomalies(0)
+                    .rev()
+                    .filter(|(_, a)| anomaly_visible(a, p.account, admin))
+                    .take(100)
+                    .map(|(seq, a)| anomaly_json(*seq, a, &svc.accounts, &registry))
+                    .collect();
+                recent.reverse();
+                serde_json::json!({ "anomalies": recent })
+            }
             0 => {
                 let open: Vec<_> = store
                     .orders(p.account, None)
@@ -380,7 +400,11 @@ impl Session {
         if let Some(slot) = self.private.get_mut(i) {
             *slot = None;
         }
-        if self.private.iter().all(Option::is_none) {
+        if i == ANOMALIES {
+            self.app.hub.unsubscribe_anomalies(self.outbox.id);
+            return;
+        }
+        if self.private.iter().take(ANOMALIES).all(Option::is_none) {
             if let Some(p) = &self.principal {
                 self.app.hub.unsubscribe_private(p.account, self.outbox.id);
             }
@@ -432,6 +456,15 @@ impl Session {
                     };
                     let mark = market.mirror.read().get(instrument).and_then(|v| v.mark_price());
                     (2, position_json(&position, inst, mark))
+                }
+                OrderEventData::Anomaly(a) => {
+                    let (Some(p), Some(svc)) = (&self.principal, &self.app.orders) else {
+                        continue;
+                    };
+                    if !anomaly_visible(&a, p.account, p.role == Role::Admin) {
+                        continue;
+                    }
+                    (ANOMALIES, anomaly_json(e.seq, &a, &svc.accounts, &market.registry))
                 }
                 _ => continue,
             };
@@ -545,6 +578,7 @@ impl Session {
         if let Some(p) = &self.principal {
             self.app.hub.unsubscribe_private(p.account, self.outbox.id);
         }
+        self.app.hub.unsubscribe_anomalies(self.outbox.id);
         self.outbox.close();
     }
 }
@@ -595,7 +629,7 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
         cutoff: HashMap::new(),
         out: Vec::new(),
         principal,
-        private: [None; 3],
+        private: [None; 4],
         replies,
         conn_id,
     };

@@ -38,8 +38,17 @@ pub fn test_config(edit: impl FnOnce(&mut toml::Table)) -> String {
     for tier in ["anonymous_per_min", "authenticated_per_min", "premium_per_min"] {
         doc["rate_limits"][tier] = toml::Value::Integer(1_000_000);
     }
+    // Surveillance would act on the accounts other tests trade with: only the tests
+    // that are about it turn it on (with `surveillance_section`).
+    doc.remove("surveillance");
     edit(&mut doc);
     toml::to_string(&doc).expect("serializes")
+}
+
+/// The embedded default's `[surveillance]` section.
+pub fn surveillance_section() -> toml::Value {
+    let doc: toml::Table = toml::from_str(DEFAULT_TOML).expect("default parses");
+    doc["surveillance"].clone()
 }
 
 /// A new directory path under this process's temporary test directory.

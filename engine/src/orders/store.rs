@@ -195,7 +195,7 @@ impl OrderStore {
     }
 
     /// Anomalies after event sequence `since`, oldest first.
-    pub fn anomalies(&self, since: u64) -> impl Iterator<Item = &(u64, Anomaly)> {
+    pub fn anomalies(&self, since: u64) -> impl DoubleEndedIterator<Item = &(u64, Anomaly)> {
         let start = self.anomalies.partition_point(|(seq, _)| *seq <= since);
         self.anomalies.range(start..)
     }

@@ -4,11 +4,10 @@
 
 use super::anomaly::Rule;
 use super::config::Thresholds;
-use super::order_flow::Finding;
+use super::order_flow::{Finding, InstrumentInfo};
 use crate::event::EventData;
 use crate::ids::InstrumentId;
 use crate::quality::DataQuality;
-use crate::session::TradingSession;
 use crate::time::UnixNanos;
 
 #[derive(Debug, Clone, Default)]
@@ -36,7 +35,7 @@ pub fn observe(
     t: &Thresholds,
     m: &mut MarketFlow,
     id: InstrumentId,
-    session: &TradingSession,
+    info: &InstrumentInfo,
     quality: DataQuality,
     data: &EventData,
     at: UnixNanos,
@@ -48,11 +47,14 @@ pub fn observe(
             if m.last_price > 0 && p > 0 {
                 let r = i128::from(p - m.last_price) * 1_000_000 / i128::from(m.last_price);
                 let r2 = r * r;
-                if m.returns >= t.min_returns && m.var > 0 {
+                if m.returns >= t.min_returns {
+                    // Prices move in ticks: a quiet market's sigma is never taken as
+                    // less than one tick's return, or one tick would be a "jump".
+                    let tick = i128::from(info.tick.max(1)) * 1_000_000 / i128::from(m.last_price);
+                    let sigma = m.var.isqrt().max(tick).max(1);
                     let k = i128::from(t.price_jump_sigma);
-                    if r2 > k * k * m.var {
+                    if r.abs() > k * sigma {
                         // Observed in sigmas, two decimals.
-                        let sigma = m.var.isqrt().max(1);
                         let observed = (r.abs() * 100 / sigma).min(i128::from(i64::MAX)) as i64;
                         out((
                             Rule::PriceJump,
@@ -97,7 +99,7 @@ pub fn observe(
             }
         }
         EventData::Status { previous } if previous != quality => match quality {
-            DataQuality::Stale if session.is_open(at) => out((Rule::StaleFeed, Some(id), 1, 0, 0)),
+            DataQuality::Stale if info.session.is_open(at) => out((Rule::StaleFeed, Some(id), 1, 0, 0)),
             DataQuality::Gapped => out((Rule::SequenceGap, Some(id), 1, 0, 0)),
             _ => {}
         },

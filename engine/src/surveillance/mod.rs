@@ -65,6 +65,7 @@ impl Surveillance {
             .iter()
             .map(|i| InstrumentInfo {
                 price_scale: i.price_scale,
+                tick: i.tick_size.0,
                 qty_scale: i.qty_scale,
                 session: i.session.clone(),
             })
@@ -118,9 +119,7 @@ impl Surveillance {
             return;
         };
         let mut found: Option<Finding> = None;
-        market::observe(&self.t, m, id, &info.session, quality, data, at, &mut |f| {
-            found = Some(f)
-        });
+        market::observe(&self.t, m, id, info, quality, data, at, &mut |f| found = Some(f));
         if let Some(mut f) = found {
             f.4 = match f.0 {
                 Rule::VolumeSpike => info.qty_scale,

@@ -19,6 +19,8 @@ pub type Finding = (Rule, Option<InstrumentId>, i64, i64, u8);
 #[derive(Debug, Clone)]
 pub struct InstrumentInfo {
     pub price_scale: u8,
+    /// Tick size (price units): the smallest move, a floor under the price-jump sigma.
+    pub tick: i64,
     pub qty_scale: u8,
     pub session: TradingSession,
 }
