@@ -169,6 +169,21 @@ async fn rows_become_exact_ilp_lines() {
             liquidity: Liquidity::Maker,
             trade_id: 77,
         },
+        SinkRow::Anomaly {
+            ts,
+            seq: 10,
+            anomaly: stocksblitz_engine::surveillance::Anomaly {
+                rule: stocksblitz_engine::surveillance::Rule::LargeQty,
+                severity: stocksblitz_engine::surveillance::Severity::High,
+                action: stocksblitz_engine::surveillance::Action::Throttle,
+                account: Some(AccountId(0)),
+                instrument: Some(InstrumentId(0)),
+                observed: 6_000_000_000_000,
+                threshold: 5_000_000_000_000,
+                scale: 8,
+                at: UnixNanos(ts),
+            },
+        },
     ];
     let mut buf = questdb::ingress::Buffer::new(questdb::ingress::ProtocolVersion::V1);
     for r in &rows {
@@ -181,6 +196,7 @@ async fn rows_become_exact_ilp_lines() {
         "bars,symbol=BTCUSDT,interval=1m open=1.0,high=1.2,low=0.9,close=1.1,volume=12.345,trades=7i,revised=t 1796205600123456789",
         "order_events,account=alice,symbol=BTCUSDT,event=accepted,status=open,side=buy,type=limit seq=9i,order_id=16777216i,price=100.0,qty=1.5,filled=0.0,client_order_id=\"a.b:c_d-e\" 1796205600123456789",
         "fills,account=alice,symbol=BTCUSDT,side=buy,liquidity=maker fill_id=3i,order_id=16777216i,price=100.0,qty=0.5,trade_id=77i 1796205600123456789",
+        "anomalies,rule=large_qty,severity=HIGH,action=throttle,account=alice,symbol=BTCUSDT seq=10i,observed=60000.0,threshold=50000.0 1796205600123456789",
     ];
     assert_eq!(text.lines().collect::<Vec<_>>(), want);
 
@@ -212,7 +228,7 @@ async fn tables_are_created_with_dedup_keys_and_an_unreachable_store_stops_start
     let (join, _) = sink::start(&s, &registry(), &[], c, None, Arc::clone(&stop)).expect("starts");
     stop_sink(&stop, join);
     let queries = rec.queries.lock().unwrap().clone();
-    assert_eq!(queries.len(), 5, "{queries:?}");
+    assert_eq!(queries.len(), 6, "{queries:?}");
     assert!(
         rec.auth.lock().unwrap().iter().all(String::is_empty),
         "no auth configured"
@@ -223,6 +239,7 @@ async fn tables_are_created_with_dedup_keys_and_an_unreachable_store_stops_start
         (&queries[2], "bars", "DEDUP UPSERT KEYS(ts, symbol, interval)"),
         (&queries[3], "order_events", "DEDUP UPSERT KEYS(ts, seq)"),
         (&queries[4], "fills", "DEDUP UPSERT KEYS(ts, fill_id)"),
+        (&queries[5], "anomalies", "DEDUP UPSERT KEYS(ts, seq)"),
     ] {
         assert!(
             q.starts_with(&format!("CREATE TABLE IF NOT EXISTS {table} (ts TIMESTAMP")),
@@ -422,7 +439,7 @@ async fn credentials_come_from_the_environment_and_reach_every_request() {
     stop_sink(&stop, join);
     let want = "Basic aW5nZXN0OnMzY3I7dA=="; // base64("ingest:s3cr;t")
     let auth = rec.auth.lock().unwrap().clone();
-    assert_eq!(auth.len(), 6, "5 tables and 1 write: {auth:?}");
+    assert_eq!(auth.len(), 7, "6 tables and 1 write: {auth:?}");
     assert!(auth.iter().all(|a| a == want), "{auth:?}");
     std::env::remove_var(&var);
     let _ = std::fs::remove_dir_all(dir);

@@ -514,6 +514,26 @@ fn price_jumps_against_the_ewma_of_returns() {
 }
 
 #[test]
+fn a_one_tick_move_in_a_quiet_market_is_not_a_jump() {
+    let mut r = Rig::new();
+    // INFY trades at 1520.00 again and again (zero returns: the EWMA sigma is ~0);
+    // one tick (0.05) is not a 6-sigma jump, seven ticks are.
+    for i in 0..60 {
+        assert!(r
+            .market(NSE_EQ, DataQuality::Live, trade(1_520_00, 5), i * SECOND)
+            .is_empty());
+    }
+    assert!(r
+        .market(NSE_EQ, DataQuality::Live, trade(1_520_05, 5), 61 * SECOND)
+        .is_empty());
+    assert!(r
+        .market(NSE_EQ, DataQuality::Live, trade(1_520_00, 5), 62 * SECOND)
+        .is_empty());
+    let a = r.market(NSE_EQ, DataQuality::Live, trade(1_520_35, 5), 63 * SECOND);
+    assert_eq!(rules(&a), [Rule::PriceJump]);
+}
+
+#[test]
 fn book_and_feed_state_rules() {
     let mut r = Rig::new();
     let quote = |bid: i64, ask: i64| EventData::Quote {

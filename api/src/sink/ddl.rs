@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::ilp::{BARS, FILLS, ORDER_EVENTS, QUOTES, TRADES};
+use super::ilp::{ANOMALIES, BARS, FILLS, ORDER_EVENTS, QUOTES, TRADES};
 use crate::config::questdb::{IlpAuth, IlpTransport, QuestDbSetup};
 
 /// The `Authorization` header value for the configured auth, if any.
@@ -60,6 +60,12 @@ pub fn statements() -> Vec<(&'static str, String)> {
             "account SYMBOL, symbol SYMBOL, side SYMBOL, liquidity SYMBOL, fill_id LONG, order_id LONG, price DOUBLE, \
              qty DOUBLE, trade_id LONG",
             "fill_id",
+        ),
+        table(
+            ANOMALIES,
+            "rule SYMBOL, severity SYMBOL, action SYMBOL, account SYMBOL, symbol SYMBOL, seq LONG, observed DOUBLE, \
+             threshold DOUBLE",
+            "seq",
         ),
     ]
 }

@@ -5,7 +5,7 @@
 //!
 //! Tables and their DEDUP UPSERT KEYS (see [`super::ddl`]): `trades` (ts, symbol,
 //! trade_id), `quotes` (ts, symbol), `bars` (ts, symbol, interval_s), `order_events`
-//! (ts, seq), `fills` (ts, fill_id). Text goes in symbol columns (the only text type
+//! (ts, seq), `fills` (ts, fill_id), `anomalies` (ts, seq). Text goes in symbol columns (the only text type
 //! every ILP server takes), except the client order id.
 
 use questdb::ingress::{Buffer, TimestampNanos};
@@ -18,6 +18,7 @@ pub const QUOTES: &str = "quotes";
 pub const BARS: &str = "bars";
 pub const ORDER_EVENTS: &str = "order_events";
 pub const FILLS: &str = "fills";
+pub const ANOMALIES: &str = "anomalies";
 
 /// What rows need to become lines: symbol names, scales and account names.
 pub struct Names {
@@ -168,5 +169,18 @@ pub fn write_row(buf: &mut Buffer, row: &SinkRow, n: &Names) -> questdb::Result<
             .column_f64("qty", n.qty(instrument, qty.0))?
             .column_i64("trade_id", id(trade_id))?
             .at(TimestampNanos::new(ts)),
+        SinkRow::Anomaly { ts, seq, anomaly: a } => {
+            let scale = 10f64.powi(i32::from(a.scale));
+            buf.table(ANOMALIES)?
+                .symbol("rule", a.rule.as_str())?
+                .symbol("severity", a.severity.as_str())?
+                .symbol("action", a.action.as_str())?
+                .symbol("account", a.account.map_or("", |x| n.account(x)))?
+                .symbol("symbol", a.instrument.map_or("", |i| n.symbol(i)))?
+                .column_i64("seq", id(seq))?
+                .column_f64("observed", a.observed as f64 / scale)?
+                .column_f64("threshold", a.threshold as f64 / scale)?
+                .at(TimestampNanos::new(ts))
+        }
     }
 }

@@ -70,6 +70,12 @@ pub enum SinkRow {
         liquidity: Liquidity,
         trade_id: u64,
     },
+    Anomaly {
+        ts: i64,
+        /// The engine's order event sequence (unique).
+        seq: u64,
+        anomaly: stocksblitz_engine::surveillance::Anomaly,
+    },
 }
 
 impl SinkRow {
@@ -125,11 +131,16 @@ impl SinkRow {
         }
     }
 
-    /// The row an order event becomes: order state changes and fills.
+    /// The row an order event becomes: order state changes, fills and anomalies.
     pub fn from_order(e: &OrderEvent) -> Option<SinkRow> {
         match e.data {
             OrderEventData::Order { kind, order } => Some(order_row(e, kind, &order)),
             OrderEventData::Fill(f) => Some(fill_row(&f)),
+            OrderEventData::Anomaly(anomaly) => Some(SinkRow::Anomaly {
+                ts: anomaly.at.0,
+                seq: e.seq,
+                anomaly,
+            }),
             _ => None,
         }
     }

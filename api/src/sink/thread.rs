@@ -414,7 +414,8 @@ fn row_ts(r: &SinkRow) -> i64 {
         | SinkRow::Quote { ts, .. }
         | SinkRow::Bar { ts, .. }
         | SinkRow::Order { ts, .. }
-        | SinkRow::Fill { ts, .. } => ts,
+        | SinkRow::Fill { ts, .. }
+        | SinkRow::Anomaly { ts, .. } => ts,
     }
 }
 
