@@ -513,3 +513,30 @@ fn security_settings_are_checked() {
     );
     assert!(e.contains("rate_limits"), "{e}");
 }
+
+#[test]
+fn the_shipped_surveillance_thresholds_are_the_design_defaults() {
+    let v = load(config::DEFAULT_TOML, &[]).expect("embedded default");
+    assert_eq!(
+        v.config.surveillance,
+        Some(stocksblitz_engine::surveillance::SurveillanceConfig::design_defaults())
+    );
+    // It needs order entry.
+    let e = err(
+        &edited(|d| {
+            d.insert("surveillance".into(), common::surveillance_section());
+            d.remove("orders");
+        }),
+        &[],
+    );
+    assert!(e.starts_with("surveillance:"), "{e}");
+    let e = err(
+        &edited(|d| {
+            let mut s = common::surveillance_section();
+            s["max_orders_per_min"] = toml::Value::Integer(0);
+            d.insert("surveillance".into(), s);
+        }),
+        &[],
+    );
+    assert!(e.starts_with("surveillance.max_orders_per_min:"), "{e}");
+}

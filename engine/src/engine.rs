@@ -150,13 +150,9 @@ impl Engine {
             op.scratch.extend_from_slice(op.manager.ticks());
             op.manager.clear();
             // Anomalies found so far become steps of their own (event + action).
-            if let Some(surv) = op.surveillance.as_mut() {
+            if let Some(surv) = op.surveillance.as_mut().filter(|s| s.has_pending()) {
                 let manager = &mut op.manager;
                 surv.take_pending(|a| manager.apply_anomaly(a));
-                let s = surv.stats;
-                self.stats.anomalies.set(s.anomalies);
-                self.stats.anomalies_suppressed.set(s.suppressed);
-                self.stats.anomalies_dropped.set(s.dropped);
             }
             // Their events (and any book ticks from cancels) go out on the next turn.
             let more = !op.manager.events().is_empty();
@@ -325,6 +321,12 @@ impl Engine {
             self.flush(id, UnixNanos::UNKNOWN, now);
         }
         if let Some(op) = self.orders.as_mut() {
+            if let Some(surv) = &op.surveillance {
+                let s = surv.stats;
+                self.stats.anomalies.set(s.anomalies);
+                self.stats.anomalies_suppressed.set(s.suppressed);
+                self.stats.anomalies_dropped.set(s.dropped);
+            }
             op.manager.on_timer(now);
             self.after_orders();
         }

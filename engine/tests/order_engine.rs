@@ -12,6 +12,7 @@ use orders_common::*;
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::{AccountId, Command, CommandKind, OrderEvent, OrderEventData};
 use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
+use stocksblitz_engine::surveillance::{Surveillance, SurveillanceConfig};
 use stocksblitz_engine::{
     BookFlags, Engine, EngineConfig, EngineEvent, EventData, Price, Qty, Side, Tick, TickData, UnixNanos,
 };
@@ -54,15 +55,27 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with(false)
+}
+
+/// With `surveillance`, every rule on (alerts only, so the accounts keep trading).
+fn rig_with(surveillance: bool) -> Rig {
     let (feed, input) = ring("feed", 1024);
     let (out, market) = ring("api", 65_536);
     let (order_out, orders) = ring("orders", 64);
     let queue = command_queue(1024);
-    let engine = Engine::new(&EngineConfig::default(), 3, vec![input], vec![out]).with_orders(
+    let mut engine = Engine::new(&EngineConfig::default(), 3, vec![input], vec![out]).with_orders(
         manager(2),
         OrderGateway::new(queue.clone(), order_out, 65_536),
         UnixNanos(T0),
     );
+    if surveillance {
+        let t = SurveillanceConfig::design_defaults()
+            .alerts_only()
+            .thresholds()
+            .expect("valid");
+        engine = engine.with_surveillance(Surveillance::new(t, &registry(), 2));
+    }
     Rig {
         engine,
         feed,
@@ -184,7 +197,16 @@ fn feed_ticks_fill_paper_orders_and_internal_trades_are_market_data() {
 
 #[test]
 fn no_allocation_per_command_after_warm_up() {
-    let mut r = rig();
+    no_allocation(false);
+}
+
+#[test]
+fn no_allocation_per_command_with_surveillance_on() {
+    no_allocation(true);
+}
+
+fn no_allocation(surveillance: bool) {
+    let mut r = rig_with(surveillance);
     let cycle = |r: &mut Rig, k: usize| {
         // A resting sell, a crossing buy from the other account, a paper order and
         // its cancel: matching, fills, positions, market data, cancels.
@@ -217,6 +239,11 @@ fn no_allocation_per_command_after_warm_up() {
     }
     COUNTING.with(|c| c.set(false));
     assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "heap allocations on the order path");
+    if surveillance {
+        // The rules ran (the order rate is far past 30 a minute) and reported.
+        r.engine.housekeeping(UnixNanos(T0 + 1_000_000_000));
+        assert!(r.engine.handles().stats.anomalies.get() >= 1);
+    }
     let m = r.engine.order_manager().unwrap();
     assert_eq!(m.open_orders().count(), 0);
 }

@@ -7,8 +7,6 @@
 
 mod orders_common;
 
-use std::collections::BTreeMap;
-
 use orders_common::*;
 use stocksblitz_engine::event::EventData;
 use stocksblitz_engine::instrument::InstrumentKind;
@@ -16,7 +14,6 @@ use stocksblitz_engine::orders::{
     AccountId, Command, CommandKind, Input, OrderCapacity, OrderEventData, OrderManager, RiskLimits, TradingState,
     VenueKind,
 };
-use stocksblitz_engine::surveillance::config::ActionsConfig;
 use stocksblitz_engine::surveillance::{Action, Anomaly, Rule, Severity, Surveillance};
 use stocksblitz_engine::{
     DataQuality, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Side, UnixNanos,
@@ -59,52 +56,11 @@ fn registry() -> InstrumentRegistry {
 
 const NSE_EQ: InstrumentId = InstrumentId(20);
 
-/// The defaults of configs/default.toml.
 fn config() -> stocksblitz_engine::surveillance::SurveillanceConfig {
-    let severity: BTreeMap<String, String> = [
-        ("order_rate", "MEDIUM"),
-        ("large_qty", "HIGH"),
-        ("large_notional", "HIGH"),
-        ("symbol_spread", "LOW"),
-        ("outside_session", "MEDIUM"),
-        ("cancel_rate", "MEDIUM"),
-        ("order_to_trade", "MEDIUM"),
-        ("layering", "HIGH"),
-        ("price_jump", "HIGH"),
-        ("stale_feed", "HIGH"),
-        ("crossed_book", "HIGH"),
-        ("locked_book", "MEDIUM"),
-        ("sequence_gap", "MEDIUM"),
-        ("volume_spike", "MEDIUM"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    stocksblitz_engine::surveillance::SurveillanceConfig {
-        max_orders_per_min: 30,
-        max_order_qty: "50000".into(),
-        max_order_notional: "1000000".into(),
-        max_symbols_per_day: 15,
-        max_cancels_per_min: 20,
-        max_orders_per_fill: 20,
-        order_to_trade_min_orders: 25,
-        layering_cancels: 5,
-        layering_window_ms: 2_000,
-        price_jump_sigma: 6,
-        ewma_weight_pct: 5,
-        min_returns: 50,
-        volume_spike_factor: 10,
-        volume_baseline_minutes: 5,
-        cooldown_ms: 60_000,
-        escalate_after: 3,
-        severity,
-        actions: ActionsConfig {
-            low: "alert".into(),
-            medium: "alert".into(),
-            high: "throttle".into(),
-            critical: "block".into(),
-        },
-    }
+    let mut c = stocksblitz_engine::surveillance::SurveillanceConfig::design_defaults();
+    // The ladder tests below were written against the EWMA weight of 5%.
+    c.ewma_weight_pct = 5;
+    c
 }
 
 struct Rig {

@@ -98,6 +98,66 @@ fn action(s: &str) -> Option<Action> {
 }
 
 impl SurveillanceConfig {
+    /// The design documents' defaults: what configs/default.toml sets (a test keeps the
+    /// two equal). For tests and benches; a server always reads its configuration.
+    pub fn design_defaults() -> Self {
+        let severity = [
+            (Rule::OrderRate, Severity::Medium),
+            (Rule::LargeQty, Severity::High),
+            (Rule::LargeNotional, Severity::High),
+            (Rule::SymbolSpread, Severity::Low),
+            (Rule::OutsideSession, Severity::Medium),
+            (Rule::CancelRate, Severity::Medium),
+            (Rule::OrderToTrade, Severity::Medium),
+            (Rule::Layering, Severity::High),
+            (Rule::PriceJump, Severity::High),
+            (Rule::StaleFeed, Severity::High),
+            (Rule::CrossedBook, Severity::High),
+            (Rule::LockedBook, Severity::Medium),
+            (Rule::SequenceGap, Severity::Medium),
+            (Rule::VolumeSpike, Severity::Medium),
+        ]
+        .into_iter()
+        .map(|(r, s)| (r.as_str().to_owned(), s.as_str().to_owned()))
+        .collect();
+        Self {
+            max_orders_per_min: 30,
+            max_order_qty: "50000".into(),
+            max_order_notional: "1000000".into(),
+            max_symbols_per_day: 15,
+            max_cancels_per_min: 20,
+            max_orders_per_fill: 20,
+            order_to_trade_min_orders: 25,
+            layering_cancels: 5,
+            layering_window_ms: 2_000,
+            price_jump_sigma: 6,
+            ewma_weight_pct: 2,
+            min_returns: 50,
+            volume_spike_factor: 10,
+            volume_baseline_minutes: 5,
+            cooldown_ms: 60_000,
+            escalate_after: 3,
+            severity,
+            actions: ActionsConfig {
+                low: "alert".into(),
+                medium: "alert".into(),
+                high: "throttle".into(),
+                critical: "block".into(),
+            },
+        }
+    }
+
+    /// Every severity only alerts (accounts keep trading): for measuring the rules.
+    pub fn alerts_only(mut self) -> Self {
+        self.actions = ActionsConfig {
+            low: "alert".into(),
+            medium: "alert".into(),
+            high: "alert".into(),
+            critical: "alert".into(),
+        };
+        self
+    }
+
     /// Thresholds, or the key at fault and what is wrong.
     pub fn thresholds(&self) -> Result<Thresholds, (String, String)> {
         let err = |k: &str, m: String| (k.to_owned(), m);
