@@ -118,7 +118,7 @@ fn run(name: &str, surveillance: bool, ticks: &[Tick], clients: &[ClientOrderId]
                     order: placed[k % placed.len()],
                 }
             } else {
-                let side = if k % 2 == 0 { Side::Buy } else { Side::Sell };
+                let side = if k.is_multiple_of(2) { Side::Buy } else { Side::Sell };
                 // Resting a little away from the market.
                 let px = 6_400_000 + (k % 50) as i64 * 100;
                 placed.push(OrderId(0));
