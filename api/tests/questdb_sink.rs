@@ -444,3 +444,68 @@ async fn credentials_come_from_the_environment_and_reach_every_request() {
     std::env::remove_var(&var);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_server_refuses_is_set_aside_and_the_rest_flows() {
+    let (addr, rec) = recorder().await;
+    let dir = fresh_dir("poison");
+    // Trade 13 is refused by the server (a 400 with QuestDB's JSON error).
+    *rec.poison.lock().unwrap() = Some("trade_id=13i".into());
+    let (mut p, stats, stop, join) = sink(setup(&addr, &dir, 10_000));
+    let t0 = now_ms();
+    for n in 1..=40 {
+        assert!(p.push(trade(0, t0 + n as i64, n)));
+    }
+    for _ in 0..300 {
+        if stats.rows_sent.get() == 39 && stats.rejected.get() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (stats.rows_sent.get(), stats.rejected.get()),
+        (39, 1),
+        "poison row set aside"
+    );
+    // Rows after it keep flowing.
+    assert!(p.push(trade(0, t0 + 100, 100)));
+    for _ in 0..100 {
+        if stats.rows_sent.get() == 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stats.rows_sent.get(), 40);
+    let stored: Vec<String> = rec.lines();
+    assert!(!stored.iter().any(|l| l.contains("trade_id=13i")));
+    for n in (1..=40).filter(|n| *n != 13).chain([100]) {
+        assert!(
+            stored.iter().any(|l| l.contains(&format!("trade_id={n}i"))),
+            "trade {n} stored"
+        );
+    }
+    // The refused row is kept, not lost.
+    let kept = std::fs::metadata(dir.join("rejected.rows"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(kept > 0, "rejected.rows holds it");
+
+    // A server refusing everything (an outage, not a bad row) sets nothing aside.
+    *rec.poison.lock().unwrap() = None;
+    *rec.fail.lock().unwrap() = true;
+    for n in 200..210 {
+        assert!(p.push(trade(0, t0 + n as i64, n)));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(stats.rejected.get(), 1, "an outage rejects nothing");
+    *rec.fail.lock().unwrap() = false;
+    for _ in 0..300 {
+        if stats.rows_sent.get() == 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stats.rows_sent.get(), 50, "every row after the outage");
+    stop_sink(&stop, join);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -79,7 +79,16 @@ pub struct QuestDbSink {
     marks: VecDeque<(u64, (u64, Hash))>,
     rejected: Option<BufWriter<File>>,
     rng: u64,
+    /// Consecutive sends of the same batch the server answered with an error.
+    server_errors: u32,
 }
+
+/// After this many server errors on one batch, rows are sent one at a time to find the
+/// ones the server refuses (a "poison" row must not hold up everything behind it).
+const ISOLATE_AFTER: u32 = 3;
+
+/// Rows refused in a row, with none stored, that mean the server (not the rows) fails.
+const ISOLATE_PROBE: usize = 16;
 
 impl QuestDbSink {
     pub fn new(
@@ -124,6 +133,7 @@ impl QuestDbSink {
             marks: VecDeque::new(),
             rejected: None,
             rng: 0x2545_F491_4F6C_DD1D,
+            server_errors: 0,
             setup,
         })
     }
@@ -284,20 +294,32 @@ impl QuestDbSink {
             }
         }
         let sent = match self.sender.as_mut() {
-            Some(s) if !self.buf.is_empty() => s.flush(&mut self.buf).map_err(|e| e.to_string()),
+            Some(s) if !self.buf.is_empty() => s.flush(&mut self.buf),
             _ => Ok(()),
         };
         if let Err(e) = sent {
+            if e.code() == questdb::ErrorCode::ServerFlushError {
+                self.server_errors += 1;
+                if self.server_errors >= ISOLATE_AFTER {
+                    return self.isolate(n);
+                }
+            }
             // The connection may be half-broken: start a new one next time.
             self.sender = None;
-            return self.failed(&e);
+            return self.failed(&e.to_string());
         }
-        self.memory.drain(..n);
         let stored = n - rejected.len();
+        self.batch_done(n, stored, rejected);
+    }
+
+    /// The first `n` rows are stored (`stored` of them) or kept as refused.
+    fn batch_done(&mut self, n: usize, stored: usize, refused: Vec<(SinkRow, String)>) {
+        self.server_errors = 0;
+        self.memory.drain(..n);
         self.stats.rows_sent.add(stored as u64);
         self.stats.batches.inc();
         self.stats.connected.set(1);
-        for (row, why) in rejected {
+        for (row, why) in refused {
             self.reject(&row, &why);
         }
         if !self.draining.as_ref().is_some_and(|d| d.1) {
@@ -306,6 +328,47 @@ impl QuestDbSink {
         self.backoff = self.setup.retry_initial;
         self.last_flush = Instant::now();
         self.save_positions();
+    }
+
+    /// Sends the first `n` rows one at a time. When some are stored and others refused
+    /// by the server, the refused ones are poison: kept in `rejected.rows`, and the rest
+    /// goes on. When none is stored, the server itself is failing: nothing is rejected,
+    /// the batch waits for the next try. Re-sent rows are harmless (DEDUP keys).
+    fn isolate(&mut self, n: usize) {
+        let mut refused = Vec::new();
+        let mut stored = 0usize;
+        let mut last_error = String::new();
+        for i in 0..n {
+            let Some(row) = self.memory.get(i).copied() else { break };
+            self.buf.clear();
+            if let Err(e) = write_row(&mut self.buf, &row, &self.names) {
+                refused.push((row, e.to_string()));
+                continue;
+            }
+            let Some(sender) = self.sender.as_mut() else {
+                return self.failed("no connection");
+            };
+            match sender.flush(&mut self.buf) {
+                Ok(()) => stored += 1,
+                Err(e) if e.code() == questdb::ErrorCode::ServerFlushError => {
+                    last_error = e.to_string();
+                    refused.push((row, last_error.clone()));
+                    if stored == 0 && refused.len() >= ISOLATE_PROBE {
+                        // Everything is refused: the server is failing, not the rows.
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.sender = None;
+                    return self.failed(&e.to_string());
+                }
+            }
+        }
+        if stored == 0 {
+            self.sender = None;
+            return self.failed(&last_error);
+        }
+        self.batch_done(n, stored, refused);
     }
 
     fn failed(&mut self, why: &str) {
@@ -329,7 +392,7 @@ impl QuestDbSink {
     /// directory, same format as spill files.
     fn reject(&mut self, row: &SinkRow, why: &str) {
         self.stats.rejected.inc();
-        tracing::error!(error = %why, "questdb sink: a row could not be encoded; kept in rejected.rows");
+        tracing::error!(error = %why, "questdb sink: a row was refused; kept in rejected.rows");
         if self.rejected.is_none() {
             let path = self.setup.spill_dir.join("rejected.rows");
             match OpenOptions::new().create(true).append(true).open(&path) {

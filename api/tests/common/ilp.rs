@@ -21,6 +21,8 @@ pub struct Recorder {
     /// The `Authorization` header of every request (empty when absent).
     pub auth: Arc<Mutex<Vec<String>>>,
     pub fail: Arc<Mutex<bool>>,
+    /// A body containing this is refused with 400 and a QuestDB-style JSON error.
+    pub poison: Arc<Mutex<Option<String>>>,
 }
 
 impl Recorder {
@@ -43,16 +45,26 @@ fn note_auth(r: &Recorder, headers: &axum::http::HeaderMap) {
     r.auth.lock().unwrap().push(a);
 }
 
-async fn write(State(r): State<Recorder>, headers: axum::http::HeaderMap, body: Bytes) -> StatusCode {
+async fn write(State(r): State<Recorder>, headers: axum::http::HeaderMap, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
     note_auth(&r, &headers);
     if *r.fail.lock().unwrap() {
-        return StatusCode::SERVICE_UNAVAILABLE;
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    r.bodies
-        .lock()
-        .unwrap()
-        .push(String::from_utf8_lossy(&body).into_owned());
-    StatusCode::NO_CONTENT
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if let Some(p) = r.poison.lock().unwrap().as_deref() {
+        if text.contains(p) {
+            let err = serde_json::json!({
+                "code": "invalid",
+                "message": "failed to parse line protocol: errors encountered on line(s): invalid field",
+                "line": 1,
+                "errorId": "test-1"
+            });
+            return (StatusCode::BAD_REQUEST, axum::Json(err)).into_response();
+        }
+    }
+    r.bodies.lock().unwrap().push(text);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn exec(
