@@ -26,6 +26,7 @@ need docker-compose    # docker-compose config for docker-compose.prod.yml
 need openssl           # RSA and Ed25519 key pairs for the JWT tests
 need python3-venv      # a virtualenv for schemathesis (PyPI), the OpenAPI conformance test
 need shellcheck        # lints scripts/*.sh (api/tests/scripts.rs)
+need chromium          # headless browser for the dashboard test (api/tests/dashboard.rs)
 if ((${#packages[@]})); then
   log "installing ${packages[*]}"
   sudo_cmd=""

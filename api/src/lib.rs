@@ -6,6 +6,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod dto;
 pub mod http;
 pub mod journal_cli;

@@ -39,11 +39,8 @@ async fn the_document_covers_every_route() {
         let Some((path, handlers)) = rest.split_once('"') else {
             continue;
         };
-        let full = if path.starts_with("/health") || path == "/metrics" {
-            path.to_owned()
-        } else {
-            format!("/api/v1{path}")
-        };
+        let top = path.starts_with("/health") || path == "/metrics" || path == "/" || path.starts_with("/dashboard");
+        let full = if top { path.to_owned() } else { format!("/api/v1{path}") };
         routes.push((full, handlers.to_owned()));
     }
     // Methods chained on the following lines belong to the same route.

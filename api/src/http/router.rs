@@ -91,6 +91,9 @@ pub fn router(app: AppState) -> Router {
             crate::auth::caller::middleware,
         ));
     Router::new()
+        .route("/", get(crate::dashboard::index))
+        .route("/dashboard/app.js", get(crate::dashboard::app_js))
+        .route("/dashboard/style.css", get(crate::dashboard::style))
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

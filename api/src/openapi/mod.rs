@@ -25,6 +25,7 @@ Prices and quantities are decimal strings; times are microseconds since the Unix
 Authentication, signing and rate limits: docs/AUTH.md."
     ),
     paths(
+        crate::dashboard::index, crate::dashboard::app_js, crate::dashboard::style,
         health::health, health::live, health::ready, health::redis, metrics::handler,
         market::instruments, market::quote, market::quotes, market::book, market::trades,
         market::historical, market::market_status, router::stream, openapi_json,
@@ -40,6 +41,7 @@ Authentication, signing and rate limits: docs/AUTH.md."
         (name = "orders", description = "Order entry and the caller's orders, fills, positions and risk"),
         (name = "admin", description = "Kill switches, risk limits, trading state (admin role)"),
         (name = "ops", description = "Health and metrics"),
+        (name = "ui", description = "The traders' dashboard (static, embedded)"),
     )
 )]
 pub struct ApiDoc;
