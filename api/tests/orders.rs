@@ -109,12 +109,7 @@ async fn internal_venue_lifecycle_fills_and_positions() {
     let (s, v) = alice.call(reqwest::Method::DELETE, "/orders?symbol=SBZ", None).await;
     assert_eq!((s, v["cancelled"].as_u64()), (StatusCode::OK, Some(3)));
 
-    let metrics = reqwest::get(http(&app, "/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&app).await;
     for needle in [
         "stocksblitz_orders_commands_total ",
         "stocksblitz_orders_backlog ",

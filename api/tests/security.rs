@@ -529,12 +529,7 @@ async fn rate_limit_tiers_exhaust_and_recover() {
     let (r, t) = remaining(&h);
     assert!((119..=240).contains(&r) && (1..=31).contains(&t), "r={r} t={t}");
     // Counted in /metrics, by tier and by error code.
-    let metrics = reqwest::get(http(&app, "/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(&app).await;
     let value = |prefix: &str| -> u64 {
         metrics
             .lines()

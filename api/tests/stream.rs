@@ -233,12 +233,7 @@ async fn slow_consumer_is_conflated() {
         assert_eq!(seqs[0], 1, "{ch} starts with its snapshot");
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{ch} sequence is contiguous");
     }
-    let metrics = reqwest::get(http(&app, "/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(&app).await;
     let conflated: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("stocksblitz_ws_conflated_total "))

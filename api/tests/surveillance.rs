@@ -175,12 +175,7 @@ async fn the_escalation_ladder_over_the_api() {
     // Audited, and counted.
     let text = std::fs::read_to_string(&audit).unwrap_or_default();
     assert!(text.matches("surveillance.anomaly").count() >= 3, "{text}");
-    let metrics = reqwest::get(http(&app, "/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(&app).await;
     let total = metrics
         .lines()
         .find_map(|l| l.strip_prefix("stocksblitz_surveillance_anomalies_total "))

@@ -14,8 +14,8 @@ use stocksblitz_benches::{batched, histogram, iters, keep, print_table, Row};
 use stocksblitz_engine::instrument::InstrumentKind;
 use stocksblitz_engine::journal::{FsyncPolicy, JournalWriter, RecordRef, Tail, GENESIS};
 use stocksblitz_engine::orders::{
-    AccountId, ClientOrderId, Command, CommandKind, NewOrder, OrderCapacity, OrderEvent, OrderManager, OrderType,
-    RiskLimits, SelfTradeMode, Step, TimeInForce, VenueKind,
+    AccountId, ClientOrderId, Command, CommandKind, NewOrder, OrderCapacity, OrderEvent, OrderManager, OrderType, Step,
+    TimeInForce, VenueKind,
 };
 use stocksblitz_engine::{InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Side, UnixNanos};
 
@@ -35,19 +35,7 @@ fn steps(n: usize) -> Vec<(Step, Vec<OrderEvent>)> {
         session: "24x7".into(),
     }])
     .expect("registry");
-    let big = i128::MAX / 4;
-    let limits = RiskLimits {
-        max_order_qty: big,
-        max_order_notional: big,
-        price_collar_bps: 1_000_000,
-        max_open_orders: 1_000_000,
-        max_position_qty: big,
-        max_gross_exposure: big,
-        daily_loss_limit: big,
-        orders_per_sec: 1_000_000_000,
-        cancels_per_sec: 1_000_000_000,
-        self_trade: SelfTradeMode::CancelNewest,
-    };
+    let limits = stocksblitz_benches::unlimited();
     let mut m = OrderManager::new(
         &registry,
         &[VenueKind::Internal],

@@ -10,7 +10,7 @@ use stocksblitz_benches::{batched, iters, keep, print_table};
 use stocksblitz_engine::instrument::InstrumentKind;
 use stocksblitz_engine::orders::{
     AccountId, ClientOrderId, Command, CommandKind, NewOrder, OrderCapacity, OrderEventData, OrderEventKind, OrderId,
-    OrderManager, OrderType, RiskLimits, SelfTradeMode, TimeInForce, VenueKind,
+    OrderManager, OrderType, TimeInForce, VenueKind,
 };
 use stocksblitz_engine::{InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Side, UnixNanos};
 
@@ -74,19 +74,7 @@ fn manager() -> OrderManager {
         session: "24x7".into(),
     }])
     .expect("registry");
-    let big = 1_000_000_000_000_000_000i128;
-    let limits = RiskLimits {
-        max_order_qty: big,
-        max_order_notional: big,
-        price_collar_bps: 1_000_000,
-        max_open_orders: 1_000_000,
-        max_position_qty: big,
-        max_gross_exposure: big,
-        daily_loss_limit: big,
-        orders_per_sec: 1_000_000_000,
-        cancels_per_sec: 1_000_000_000,
-        self_trade: SelfTradeMode::CancelNewest,
-    };
+    let limits = stocksblitz_benches::unlimited();
     OrderManager::new(
         &registry,
         &[VenueKind::Internal],

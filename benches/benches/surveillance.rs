@@ -12,7 +12,7 @@ use stocksblitz_engine::instrument::InstrumentKind;
 use stocksblitz_engine::orders::gateway::{command_queue, CommandQueue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::{
     AccountId, ClientOrderId, Command, CommandKind, NewOrder, OrderCapacity, OrderId, OrderManager, OrderType,
-    RiskLimits, SelfTradeMode, TimeInForce, VenueKind,
+    TimeInForce, VenueKind,
 };
 use stocksblitz_engine::ring::{ring, RingConsumer};
 use stocksblitz_engine::surveillance::{Surveillance, SurveillanceConfig};
@@ -52,19 +52,7 @@ fn engine(
     RingConsumer<OrderOutput>,
 ) {
     let reg = registry();
-    let big = 1_000_000_000_000_000_000i128;
-    let limits = RiskLimits {
-        max_order_qty: big,
-        max_order_notional: big,
-        price_collar_bps: 1_000_000,
-        max_open_orders: 1_000_000,
-        max_position_qty: big,
-        max_gross_exposure: big,
-        daily_loss_limit: big,
-        orders_per_sec: 1_000_000_000,
-        cancels_per_sec: 1_000_000_000,
-        self_trade: SelfTradeMode::CancelNewest,
-    };
+    let limits = stocksblitz_benches::unlimited();
     let manager = OrderManager::new(
         &reg,
         &[VenueKind::Paper; INSTRUMENTS as usize],

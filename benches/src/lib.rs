@@ -242,3 +242,20 @@ pub fn synthetic_ticks(
     }
     out
 }
+
+/// Risk limits no bench stream reaches: benches measure the work, not refusals.
+pub fn unlimited() -> stocksblitz_engine::orders::RiskLimits {
+    let big = i128::MAX / 4;
+    stocksblitz_engine::orders::RiskLimits {
+        max_order_qty: big,
+        max_order_notional: big,
+        price_collar_bps: 1_000_000,
+        max_open_orders: 1_000_000,
+        max_position_qty: big,
+        max_gross_exposure: big,
+        daily_loss_limit: big,
+        orders_per_sec: 1_000_000_000,
+        cancels_per_sec: 1_000_000_000,
+        self_trade: stocksblitz_engine::orders::SelfTradeMode::CancelNewest,
+    }
+}

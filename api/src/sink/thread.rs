@@ -79,16 +79,14 @@ pub struct QuestDbSink {
     marks: VecDeque<(u64, (u64, Hash))>,
     rejected: Option<BufWriter<File>>,
     rng: u64,
-    /// Consecutive sends of the same batch the server answered with an error.
-    server_errors: u32,
 }
 
-/// After this many server errors on one batch, rows are sent one at a time to find the
-/// ones the server refuses (a "poison" row must not hold up everything behind it).
-const ISOLATE_AFTER: u32 = 3;
-
-/// Rows refused in a row, with none stored, that mean the server (not the rows) fails.
-const ISOLATE_PROBE: usize = 16;
+/// Whether the server refused the data itself (QuestDB answers a bad line with 400 and
+/// a JSON error naming the line), as opposed to being unavailable or failing: such a
+/// batch would fail the same way forever.
+fn refuses_line(e: &questdb::Error) -> bool {
+    e.code() == questdb::ErrorCode::ServerFlushError && e.msg().contains("line: ")
+}
 
 impl QuestDbSink {
     pub fn new(
@@ -133,7 +131,6 @@ impl QuestDbSink {
             marks: VecDeque::new(),
             rejected: None,
             rng: 0x2545_F491_4F6C_DD1D,
-            server_errors: 0,
             setup,
         })
     }
@@ -298,11 +295,10 @@ impl QuestDbSink {
             _ => Ok(()),
         };
         if let Err(e) = sent {
-            if e.code() == questdb::ErrorCode::ServerFlushError {
-                self.server_errors += 1;
-                if self.server_errors >= ISOLATE_AFTER {
-                    return self.isolate(n);
-                }
+            if refuses_line(&e) {
+                // The server named a line it will not take: find it (and any others)
+                // rather than retrying the batch forever.
+                return self.isolate(n);
             }
             // The connection may be half-broken: start a new one next time.
             self.sender = None;
@@ -314,7 +310,6 @@ impl QuestDbSink {
 
     /// The first `n` rows are stored (`stored` of them) or kept as refused.
     fn batch_done(&mut self, n: usize, stored: usize, refused: Vec<(SinkRow, String)>) {
-        self.server_errors = 0;
         self.memory.drain(..n);
         self.stats.rows_sent.add(stored as u64);
         self.stats.batches.inc();
@@ -330,14 +325,13 @@ impl QuestDbSink {
         self.save_positions();
     }
 
-    /// Sends the first `n` rows one at a time. When some are stored and others refused
-    /// by the server, the refused ones are poison: kept in `rejected.rows`, and the rest
-    /// goes on. When none is stored, the server itself is failing: nothing is rejected,
-    /// the batch waits for the next try. Re-sent rows are harmless (DEDUP keys).
+    /// Sends the first `n` rows one at a time after the server refused a line of the
+    /// batch: the rows it refuses (it names the line) are kept in `rejected.rows`, the
+    /// rest is stored. Any other failure stops the pass with nothing set aside: the
+    /// batch is retried whole later. Re-sent rows are harmless (DEDUP keys).
     fn isolate(&mut self, n: usize) {
         let mut refused = Vec::new();
         let mut stored = 0usize;
-        let mut last_error = String::new();
         for i in 0..n {
             let Some(row) = self.memory.get(i).copied() else { break };
             self.buf.clear();
@@ -350,23 +344,12 @@ impl QuestDbSink {
             };
             match sender.flush(&mut self.buf) {
                 Ok(()) => stored += 1,
-                Err(e) if e.code() == questdb::ErrorCode::ServerFlushError => {
-                    last_error = e.to_string();
-                    refused.push((row, last_error.clone()));
-                    if stored == 0 && refused.len() >= ISOLATE_PROBE {
-                        // Everything is refused: the server is failing, not the rows.
-                        break;
-                    }
-                }
+                Err(e) if refuses_line(&e) => refused.push((row, e.to_string())),
                 Err(e) => {
                     self.sender = None;
                     return self.failed(&e.to_string());
                 }
             }
-        }
-        if stored == 0 {
-            self.sender = None;
-            return self.failed(&last_error);
         }
         self.batch_done(n, stored, refused);
     }

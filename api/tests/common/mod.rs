@@ -157,6 +157,24 @@ pub async fn start() -> RunningApp {
     start_with(&test_config(|_| {})).await
 }
 
+/// The server's `/metrics` text.
+pub async fn metrics(app: &RunningApp) -> String {
+    reqwest::get(http(app, "/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The value of an unlabelled-or-labelled sample line starting with `prefix`.
+pub fn sample(metrics: &str, prefix: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 pub fn http(app: &RunningApp, path: &str) -> String {
     format!("http://{}{}", app.addr, path)
 }
