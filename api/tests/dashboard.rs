@@ -171,7 +171,8 @@ async fn trade_from_the_dashboard_in_a_real_browser() {
         cdp.call(domain, json!({})).await;
     }
     cdp.call("Page.navigate", json!({ "url": http(&app, "/") })).await;
-    cdp.wait_for("the login form", "!!document.getElementById('login-form')")
+    // The script has wired the page up (it runs after the HTML is parsed).
+    cdp.wait_for("the page script", "document.body.dataset.ready === 'true'")
         .await;
 
     // Log in with a token, as a trader would paste it.

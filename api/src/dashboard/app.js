@@ -417,4 +417,5 @@ document.addEventListener("DOMContentLoaded", () => {
   drawChart();
   const saved = sessionStorage.getItem("sbz-token");
   if (saved) login(saved);
+  document.body.dataset.ready = "true";
 });
