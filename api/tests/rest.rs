@@ -139,7 +139,7 @@ async fn bad_input_gets_the_error_contract() {
             "INVALID_PARAMETER",
         ),
         ("/api/v1/nope", StatusCode::NOT_FOUND, "NOT_FOUND"),
-        ("/", StatusCode::NOT_FOUND, "NOT_FOUND"),
+        ("/no-such-page", StatusCode::NOT_FOUND, "NOT_FOUND"),
     ];
     for (path, status, code) in cases {
         let (s, h, v) = get(&app, path).await;
