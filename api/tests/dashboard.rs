@@ -171,8 +171,9 @@ async fn trade_from_the_dashboard_in_a_real_browser() {
         cdp.call(domain, json!({})).await;
     }
     cdp.call("Page.navigate", json!({ "url": http(&app, "/") })).await;
-    // The script has wired the page up (it runs after the HTML is parsed).
-    cdp.wait_for("the page script", "document.body.dataset.ready === 'true'")
+    // The script has wired the page up (it runs after the HTML is parsed). Until the
+    // new document's body is parsed, `document.body` is null.
+    cdp.wait_for("the page script", "document.body?.dataset.ready === 'true'")
         .await;
 
     // Log in with a token, as a trader would paste it.
