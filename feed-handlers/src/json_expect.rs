@@ -6,14 +6,35 @@
 //! this reader instead checks the expected bytes (`{"e":"trade","E":`) with a slice
 //! compare and reads each value with the one routine its type needs. It validates
 //! everything it reads: a frame it accepts is valid JSON with exactly the expected
-//! shape. Anything else (another key order, whitespace, an escape, a fraction where an
-//! integer belongs) returns `None`, and the caller falls back to the general scanner
-//! in [`crate::json_scan`], which then reports the error precisely. Both paths produce
-//! identical results for a frame both accept (tested per venue).
+//! shape, except for arrays of price levels, which it only locates (by their closing
+//! `]]`, see [`Expect::levels`]) and leaves to the walk over them, which validates
+//! every byte before anything is applied. Anything else (another key order,
+//! whitespace, an escape, a fraction where an integer belongs) returns `None`, and the
+//! caller falls back to the general scanner in [`crate::json_scan`], which then
+//! reports the error precisely. Both paths produce identical results for a frame both
+//! accept, or levels that fail their walk (tested per venue).
 
-use stocksblitz_engine::fixed::digits_u64;
+use stocksblitz_engine::fixed::{digits_u64, pow10};
 
-use crate::json_scan::string_stop;
+use crate::json_scan::{double_close, string_stop};
+
+/// Eight places as `(the first scale places, the rest)`; `None` past eight places.
+/// Constant divisors, so no division instruction.
+#[inline]
+fn split_places(frac: u64, scale: u8) -> Option<(u64, u64)> {
+    Some(match scale {
+        8 => (frac, 0),
+        7 => (frac / 10, frac % 10),
+        6 => (frac / 100, frac % 100),
+        5 => (frac / 1_000, frac % 1_000),
+        4 => (frac / 10_000, frac % 10_000),
+        3 => (frac / 100_000, frac % 100_000),
+        2 => (frac / 1_000_000, frac % 1_000_000),
+        1 => (frac / 10_000_000, frac % 10_000_000),
+        0 => (0, frac),
+        _ => return None,
+    })
+}
 
 /// Reads a byte slice front to back against an expected layout.
 pub struct Expect<'a> {
@@ -36,18 +57,6 @@ impl<'a> Expect<'a> {
         self.pos
     }
 
-    /// `["a","b",...]` with exactly `N` strings and no whitespace.
-    #[inline]
-    pub fn strings<const N: usize>(&mut self) -> Option<[&'a [u8]; N]> {
-        let mut items: [&'a [u8]; N] = [&[]; N];
-        for (k, slot) in items.iter_mut().enumerate() {
-            self.lit(if k == 0 { b"[\"" } else { b",\"" })?;
-            *slot = self.str()?;
-        }
-        self.lit(b"]")?;
-        Some(items)
-    }
-
     /// The exact bytes `lit` next.
     #[inline]
     pub fn lit(&mut self, lit: &[u8]) -> Option<()> {
@@ -64,6 +73,38 @@ impl<'a> Expect<'a> {
         (rest.get(k)? == &b'"').then_some(())?;
         self.pos += k + 1;
         rest.get(..k)
+    }
+
+    /// The contents of a string holding a decimal with exactly eight places
+    /// (`"64990.01000000"`: how Binance and Coinbase send prices and sizes), read in
+    /// place at `scale` places; consumes the closing quote. The number's own digits
+    /// find the string's end, so the string is read once. `None` for anything else,
+    /// including a value that does not fit the scale: the caller then reads the
+    /// string and parses it, which reports why. Agrees with `parse_decimal`.
+    #[inline]
+    pub fn decimal8(&mut self, scale: u8) -> Option<i64> {
+        let start = self.pos;
+        let mut int = 0u64;
+        let mut at = start;
+        while let Some(d) = self.buf.get(at).map(|b| b.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+            int = int * 10 + u64::from(d);
+            at += 1;
+            if at - start > 10 {
+                return None;
+            }
+        }
+        if at == start || self.buf.get(at) != Some(&b'.') {
+            return None;
+        }
+        let frac = digits_u64(self.buf.get(at + 1..at + 9)?)?;
+        (self.buf.get(at + 9)? == &b'"').then_some(())?;
+        // At most 10 integer digits and 8 places: no overflow.
+        let (kept, dropped) = split_places(frac, scale)?;
+        if dropped != 0 {
+            return None;
+        }
+        self.pos = at + 10;
+        Some((int * pow10(scale)? as u64 + kept) as i64)
     }
 
     /// A JSON integer (no sign, no fraction, no leading zero) that fits a `u64`. The
@@ -116,28 +157,25 @@ impl<'a> Expect<'a> {
         }
     }
 
-    /// An array of arrays of strings (`[["1.5","2"],...]`, venue levels), bracket- and
-    /// string-matched with no whitespace; returns its span, brackets included. The
-    /// items' contents are validated by whoever walks them.
-    pub fn string_arrays(&mut self) -> Option<&'a [u8]> {
+    /// An array of level arrays (`[["1.5","2"],...]`, or `[]`) located without reading
+    /// its items: the span runs from the `[` at the cursor through the first `]]`.
+    /// Whoever walks the levels validates them in full, and that walk fails whenever
+    /// this span is not the bracket-matched one: a span that walks cleanly is a whole
+    /// JSON array, so bracket matching ends where it ends; and a whole array of levels
+    /// (strings holding sides and decimals) holds `]]` only at its end.
+    #[inline]
+    pub fn levels(&mut self) -> Option<&'a [u8]> {
         let start = self.pos;
-        self.lit(b"[")?;
-        if self.lit(b"]").is_some() {
-            return self.buf.get(start..self.pos);
-        }
-        loop {
-            self.lit(b"[\"")?;
-            self.str()?;
-            while self.lit(b",\"").is_some() {
-                self.str()?;
-            }
-            self.lit(b"]")?;
-            if self.lit(b",").is_none() {
-                break;
-            }
-        }
-        self.lit(b"]")?;
-        self.buf.get(start..self.pos)
+        let rest = self.buf.get(start..)?;
+        let len = if rest.starts_with(b"[]") {
+            2
+        } else if rest.starts_with(b"[[") {
+            double_close(rest)? + 2
+        } else {
+            return None;
+        };
+        self.pos += len;
+        rest.get(..len)
     }
 
     /// The whole input was consumed.
@@ -151,6 +189,7 @@ impl<'a> Expect<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use stocksblitz_engine::fixed::parse_decimal;
 
     #[test]
     fn reads_an_expected_layout() {
@@ -164,7 +203,7 @@ mod tests {
         e.lit(br#","c":"#).unwrap();
         assert_eq!(e.bool(), Some(false));
         e.lit(br#","l":"#).unwrap();
-        assert_eq!(e.string_arrays(), Some(&br#"[["1","2"],["3","4"]]"#[..]));
+        assert_eq!(e.levels(), Some(&br#"[["1","2"],["3","4"]]"#[..]));
         e.lit(b"}").unwrap();
         assert_eq!(e.end(), Some(()));
     }
@@ -184,28 +223,70 @@ mod tests {
         assert_eq!(s(br#"ab"#), None, "unterminated");
         assert_eq!(s(br#"a\"b""#), None, "escape");
         assert_eq!(s(b"a\x01b\""), None, "control byte");
-        fn arrays(s: &[u8]) -> Option<&[u8]> {
-            Expect::new(s).string_arrays()
+        fn levels(s: &[u8]) -> Option<&[u8]> {
+            Expect::new(s).levels()
         }
-        for bad in [
-            &br#"[["1","2"]"#[..],
-            br#"[["1",2]]"#,
-            br#"[["1"],]"#,
-            br#"[ ["1"]]"#,
-            br#"[[]]"#,
-        ] {
-            assert_eq!(arrays(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        for bad in [&br#"[["1","2"]"#[..], br#"[ ["1"]]"#, br#"{}"#, br#"["#] {
+            assert_eq!(levels(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(arrays(b"[]"), Some(&b"[]"[..]));
+        assert_eq!(levels(b"[],"), Some(&b"[]"[..]));
+        // Located, not validated: the walk over the levels rejects these.
+        assert_eq!(levels(br#"[["1",2]],"#), Some(&br#"[["1",2]]"#[..]));
+        assert_eq!(levels(br#"[["]]","1"]]"#), Some(&br#"[["]]"#[..]));
+    }
+
+    #[test]
+    fn eight_place_decimals_in_place() {
+        let d = |s: &[u8], scale| {
+            let mut x = Expect::new(s);
+            x.decimal8(scale).map(|v| (v, x.position()))
+        };
+        assert_eq!(d(br#"64990.01000000","#, 8), Some((6_499_001_000_000, 15)));
+        assert_eq!(d(br#"64990.01000000","#, 2), Some((6_499_001, 15)));
+        assert_eq!(d(br#"0.00001000"]"#, 5), Some((1, 11)));
+        // Anything else is left to the general path.
+        assert_eq!(d(br#"64990.01000000","#, 1), None, "too precise");
+        assert_eq!(d(br#"1.0000000""#, 8), None, "seven places");
+        assert_eq!(d(br#"1.000000000""#, 8), None, "nine places");
+        assert_eq!(d(br#"-1.00000000""#, 8), None, "sign");
+        assert_eq!(d(br#"1.00000000"#, 8), None, "unterminated");
+        assert_eq!(d(br#"12345678901.00000000""#, 8), None, "long integer part");
+        assert_eq!(d(br#"1.00000000""#, 9), None, "scale past eight");
     }
 
     proptest! {
+        /// Whenever it reads a value, `parse_decimal` of the string reads the same.
+        #[test]
+        fn decimal8_agrees_with_parse_decimal(
+            bytes in proptest::collection::vec(prop_oneof![
+                12 => b'0'..=b'9', 2 => Just(b'.'), 2 => Just(b'"'), 1 => any::<u8>()], 0..24),
+            scale in 0u8..=10,
+        ) {
+            let mut x = Expect::new(&bytes);
+            if let Some(v) = x.decimal8(scale) {
+                let end = x.position();
+                prop_assert_eq!(bytes.get(end - 1), Some(&b'"'));
+                prop_assert_eq!(parse_decimal(&bytes[..end - 1], scale), Ok(v));
+            }
+        }
+
+        /// Every eight-place decimal the scale can hold is read in place, as
+        /// `parse_decimal` reads it.
+        #[test]
+        fn decimal8_reads_every_eight_place_decimal(int in 0u64..10_000_000_000, frac in 0u64..100_000_000, scale in 0u8..=8) {
+            let text = format!("{int}.{frac:08}");
+            let framed = format!("{text}\"]");
+            let mut x = Expect::new(framed.as_bytes());
+            prop_assert_eq!(x.decimal8(scale), parse_decimal(text.as_bytes(), scale).ok());
+        }
+
         #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut e = Expect::new(&bytes);
             let _ = e.uint();
             let _ = Expect::new(&bytes).str();
-            let _ = Expect::new(&bytes).string_arrays();
+            let _ = Expect::new(&bytes).levels();
+            let _ = Expect::new(&bytes).decimal8(8);
             let _ = Expect::new(&bytes).bool();
         }
 

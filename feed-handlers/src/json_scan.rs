@@ -8,6 +8,12 @@
 //! the fields handlers read never contain escapes, and a field that does fails the
 //! decimal or symbol parse that follows, as it should.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
+use crate::json_expect::Expect;
+
 /// Why a frame is not valid JSON (byte offset of the problem).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JsonError {
@@ -121,7 +127,15 @@ pub fn string_stop(s: &[u8]) -> Option<usize> {
         .map(|k| base + k)
 }
 
-use crate::json_expect::Expect;
+/// The offset of the first `]]` in `s` (where an array of arrays ends), found with
+/// `memchr`'s vectorized substring search (SSE2/AVX2 where the CPU has them). The
+/// finder is built once and borrows its static needle: no allocation, and after the
+/// first call no synchronization beyond an atomic load.
+#[inline]
+pub fn double_close(s: &[u8]) -> Option<usize> {
+    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"]]"));
+    FINDER.find(s)
+}
 
 struct Cursor<'a> {
     buf: &'a [u8],
@@ -439,12 +453,19 @@ where
     Ok(())
 }
 
-/// Calls `f(items)` for each item of an array of `N`-string arrays (`[["1.5","2"],...]`,
-/// the shape of venue price levels and changes), validating the structure on the way.
-/// A tight special case of [`for_each_item`]: no per-item closures or value enums.
-pub fn for_each_strings<'a, const N: usize, E>(
+/// Calls `f(item)` for each item of an array of `N`-string arrays (`[["1.5","2"],...]`,
+/// the shape of venue price levels and changes), validating the structure on the way
+/// and reading each item into a `T`: a tight special case of [`for_each_item`], no
+/// value enums. `compact` reads an item laid out as venues send it (at its `[`,
+/// through its `]`, no whitespace) straight into a `T`, or returns `None`; then the
+/// item is read as `N` strings and converted by `general`. `compact` must return
+/// `Some` only with the value `general` gives for the same item (tested per venue):
+/// it exists so the item is read once, decimals included.
+pub fn for_each_read<'a, const N: usize, T, E>(
     buf: &'a [u8],
-    mut f: impl FnMut([&'a [u8]; N]) -> Result<(), E>,
+    mut compact: impl FnMut(&mut Expect<'a>) -> Option<T>,
+    mut general: impl FnMut([&'a [u8]; N]) -> Result<T, E>,
+    mut f: impl FnMut(T),
 ) -> Result<Result<(), E>, JsonError> {
     let mut c = Cursor {
         buf,
@@ -459,17 +480,16 @@ pub fn for_each_strings<'a, const N: usize, E>(
     } else {
         loop {
             c.skip_ws();
-            // Venues send items compactly: read those in one go, the rest byte by byte.
             let mut fast = Expect::at(buf, c.pos);
-            let items = match fast.strings::<N>() {
-                Some(items) => {
+            match compact(&mut fast) {
+                Some(item) => {
                     c.pos = fast.position();
-                    items
+                    f(item);
                 }
-                None => c.strings::<N>()?,
-            };
-            if let Err(e) = f(items) {
-                return Ok(Err(e));
+                None => match general(c.strings::<N>()?) {
+                    Ok(item) => f(item),
+                    Err(e) => return Ok(Err(e)),
+                },
             }
             c.skip_ws();
             match c.peek()? {
@@ -487,14 +507,6 @@ pub fn for_each_strings<'a, const N: usize, E>(
         return Err(JsonError::Trailing(c.pos));
     }
     Ok(Ok(()))
-}
-
-/// [`for_each_strings`] for pairs: `f(a, b)` per `[a, b]`.
-pub fn for_each_string_pair<'a, E>(
-    buf: &'a [u8],
-    mut f: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), E>,
-) -> Result<Result<(), E>, JsonError> {
-    for_each_strings::<2, E>(buf, |[a, b]| f(a, b))
 }
 
 /// Calls `f(key, value)` for each member of the object span `buf` (as returned in
@@ -597,6 +609,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn double_close_matches_a_window_search(bytes in proptest::collection::vec(prop_oneof![
+            4 => Just(b']'), 1 => Just(b'\\'), 1 => Just(b'^'), 8 => any::<u8>()], 0..40)) {
+            let plain = bytes.windows(2).position(|w| w == b"]]");
+            prop_assert_eq!(double_close(&bytes), plain);
+        }
+
         #[test]
         fn string_stop_matches_a_byte_loop(bytes in proptest::collection::vec(prop_oneof![
             1 => Just(b'"'), 1 => Just(b'\\'), 1 => 0u8..0x20, 30 => 0x20u8..=0xFF], 0..40)) {

@@ -10,7 +10,7 @@
 use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
 
 use crate::json_expect::Expect;
-use crate::json_scan::{for_each_field, for_each_field_lazy, for_each_member, for_each_string_pair, JsonError, Value};
+use crate::json_scan::{for_each_field, for_each_field_lazy, for_each_member, for_each_read, JsonError, Value};
 
 /// Why a frame was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +101,8 @@ fn millis(v: Option<i64>) -> UnixNanos {
 }
 
 /// Walks `[["price","qty"], ...]` calling `f(side, price, qty)` with fixed-point values.
+/// Levels laid out as Binance sends them are read in one pass with the decimals parsed
+/// in place; any other layout goes through the general reader, with the same result.
 pub fn for_each_level(
     span: &[u8],
     side: Side,
@@ -108,13 +110,20 @@ pub fn for_each_level(
     qty_scale: u8,
     mut f: impl FnMut(Side, Price, Qty),
 ) -> Result<(), BinanceError> {
-    for_each_string_pair(span, |p, q| {
+    let compact = |x: &mut Expect<'_>| {
+        x.lit(b"[\"")?;
+        let price = x.decimal8(price_scale)?;
+        x.lit(b",\"")?;
+        let qty = x.decimal8(qty_scale)?;
+        x.lit(b"]")?;
+        Some((Price(price), Qty(qty)))
+    };
+    let general = |[p, q]: [&[u8]; 2]| {
         let price = Price::parse(p, price_scale).map_err(|source| BinanceError::Decimal { field: "price", source })?;
         let qty = Qty::parse(q, qty_scale).map_err(|source| BinanceError::Decimal { field: "qty", source })?;
-        f(side, price, qty);
-        Ok(())
-    })
-    .map_err(|e| match e {
+        Ok((price, qty))
+    };
+    for_each_read::<2, _, _>(span, compact, general, |(price, qty)| f(side, price, qty)).map_err(|e| match e {
         JsonError::Unexpected(_) | JsonError::Eof | JsonError::Trailing(_) | JsonError::TooDeep => {
             BinanceError::Field("level")
         }
@@ -229,9 +238,9 @@ fn payload_in_order<'a>(x: &mut Expect<'a>) -> Option<BinanceEvent<'a>> {
         let first_id = x.key_uint(br#","U":"#)?;
         let final_id = x.key_uint(br#","u":"#)?;
         x.lit(br#","b":"#)?;
-        let bids = x.string_arrays()?;
+        let bids = x.levels()?;
         x.lit(br#","a":"#)?;
-        let asks = x.string_arrays()?;
+        let asks = x.levels()?;
         x.lit(b"}")?;
         return Some(BinanceEvent::Depth(DepthUpdate {
             symbol,
@@ -491,16 +500,68 @@ mod tests {
     }
 
     proptest! {
-        /// A frame with one byte changed either leaves the fast path (and the general
-        /// path decides) or reads exactly as the general path reads it.
+        /// A frame with bytes changed either leaves the fast path (and the general path
+        /// decides) or reads exactly as the general path reads it, except where the
+        /// fast path located a depth event's levels by their `]]` rather than matching
+        /// brackets: then walking those levels fails, and the general path fails too.
         #[test]
-        fn mutated_frames_read_the_same_on_both_paths(which in 0usize..4, at in 0usize..200, byte in any::<u8>()) {
-            let mut frame = [TRADE, AGG, TICKER, DEPTH][which].as_bytes().to_vec();
-            let at = at % frame.len();
-            frame[at] = byte;
-            if let Some(event) = frame_in_order(&frame) {
-                prop_assert_eq!(Ok(event), parse_any_layout(&frame));
+        fn mutated_frames_read_the_same_on_both_paths(
+            which in 0usize..5,
+            edits in proptest::collection::vec((0usize..400, prop_oneof![
+                1 => Just(b']'), 1 => Just(b'['), 1 => Just(b'"'), 1 => Just(b','), 4 => any::<u8>()]), 1..3),
+        ) {
+            let levels = r#"[["0.0024","10"],["0.0023","1"]]"#;
+            let deep = DEPTH.replace(r#"[["0.0024","10"]]"#, levels);
+            let mut frame = [TRADE, AGG, TICKER, DEPTH, &deep][which].as_bytes().to_vec();
+            for (at, byte) in edits {
+                let at = at % frame.len();
+                frame[at] = byte;
             }
+            let walks = |e: &BinanceEvent<'_>| match e {
+                BinanceEvent::Depth(d) => {
+                    for_each_level(d.bids, Side::Buy, 8, 8, |_, _, _| {}).is_ok()
+                        && for_each_level(d.asks, Side::Sell, 8, 8, |_, _, _| {}).is_ok()
+                }
+                _ => true,
+            };
+            if let Some(event) = frame_in_order(&frame) {
+                let general = parse_any_layout(&frame);
+                if general != Ok(event) {
+                    let text = String::from_utf8_lossy(&frame);
+                    prop_assert!(!walks(&event), "fast path misread {text}");
+                    prop_assert!(general.as_ref().map_or(true, |g| !walks(g)), "general path reads {text}");
+                }
+            }
+        }
+
+        /// Level arrays with bytes changed read exactly as a general JSON parser and
+        /// the slice decimal parser read them, whichever of our two readers (compact
+        /// in place, or general) each level takes.
+        #[test]
+        fn mutated_levels_read_as_a_general_parser_reads_them(
+            edits in proptest::collection::vec((0usize..200, prop_oneof![
+                4 => b'0'..=b'9', 1 => Just(b'.'), 1 => Just(b'"'), 1 => Just(b','), 1 => Just(b'['),
+                1 => Just(b']'), 1 => Just(b' '), 1 => Just(b'-'), 1 => any::<u8>()]), 0..3),
+            scales in (0u8..=9, 0u8..=9),
+        ) {
+            let mut span = br#"[["64990.01000000","0.50000000"],["7","12.5"],["0.00001000","3.00000000"]]"#.to_vec();
+            for (at, byte) in edits {
+                if byte != b'\\' {
+                    let at = at % span.len();
+                    span[at] = byte;
+                }
+            }
+            let (ps, qs) = scales;
+            let mut ours = Vec::new();
+            let ours = for_each_level(&span, Side::Buy, ps, qs, |_, p, q| ours.push((p, q))).map(|()| ours);
+            // serde decodes escapes and we do not: none are generated.
+            let reference = serde_json::from_slice::<Vec<[String; 2]>>(&span).ok().and_then(|levels| {
+                levels
+                    .iter()
+                    .map(|[p, q]| Some((Price::parse_str(p, ps).ok()?, Qty::parse_str(q, qs).ok()?)))
+                    .collect::<Option<Vec<_>>>()
+            });
+            prop_assert_eq!(ours.ok(), reference, "{}", String::from_utf8_lossy(&span));
         }
 
         #[test]

@@ -9,7 +9,7 @@
 use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
 
 use crate::json_expect::Expect;
-use crate::json_scan::{for_each_field_lazy, for_each_item, for_each_strings, JsonError, Value};
+use crate::json_scan::{for_each_field_lazy, for_each_item, for_each_read, JsonError, Value};
 use crate::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -131,7 +131,7 @@ fn frame_in_order(frame: &[u8]) -> Option<CoinbaseEvent<'_>> {
         let product = x.str()?;
         let t = x.key_str(br#","time":""#)?;
         x.lit(br#","changes":"#)?;
-        let changes = x.string_arrays()?;
+        let changes = x.levels()?;
         CoinbaseEvent::L2Update {
             product,
             time: time(Some(t)),
@@ -281,16 +281,27 @@ pub fn for_each_change(
 ) -> Result<(), CoinbaseError> {
     if fixed_side.is_none() {
         // `changes`, the hot case: exactly three strings per item.
-        return for_each_strings::<3, CoinbaseError>(span, |[s, p, q]| {
-            let side = side(Some(s))?;
-            f(
-                side,
+        // Read in one pass, decimals in place, when laid out as Coinbase sends them;
+        // any other layout through the general reader, with the same result.
+        let compact = |x: &mut Expect<'_>| {
+            x.lit(b"[\"")?;
+            let side = side(x.str()).ok()?;
+            x.lit(b",\"")?;
+            let price = x.decimal8(price_scale)?;
+            x.lit(b",\"")?;
+            let qty = x.decimal8(qty_scale)?;
+            x.lit(b"]")?;
+            Some((side, Price(price), Qty(qty)))
+        };
+        let general = |[s, p, q]: [&[u8]; 3]| {
+            Ok((
+                side(Some(s))?,
                 decimal(p, price_scale, "price", Price::parse)?,
                 decimal(q, qty_scale, "size", Qty::parse)?,
-            );
-            Ok(())
-        })
-        .map_err(|_| CoinbaseError::Field("level"))?;
+            ))
+        };
+        return for_each_read::<3, _, CoinbaseError>(span, compact, general, |(s, p, q)| f(s, p, q))
+            .map_err(|_| CoinbaseError::Field("level"))?;
     }
     let mut err = None;
     let fail = |e: CoinbaseError, slot: &mut Option<CoinbaseError>| {
@@ -455,16 +466,65 @@ mod tests {
     }
 
     proptest! {
-        /// A frame with one byte changed either leaves the fast path (and the general
-        /// path decides) or reads exactly as the general path reads it.
+        /// A frame with bytes changed either leaves the fast path (and the general path
+        /// decides) or reads exactly as the general path reads it, except where the
+        /// fast path located the changes by their `]]` rather than matching brackets:
+        /// then walking those changes fails, and the general path fails too.
         #[test]
-        fn mutated_frames_read_the_same_on_both_paths(which in 0usize..2, at in 0usize..400, byte in any::<u8>()) {
+        fn mutated_frames_read_the_same_on_both_paths(
+            which in 0usize..2,
+            edits in proptest::collection::vec((0usize..400, prop_oneof![
+                1 => Just(b']'), 1 => Just(b'['), 1 => Just(b'"'), 1 => Just(b','), 4 => any::<u8>()]), 1..3),
+        ) {
             let mut frame = [MATCH, L2UPDATE][which].as_bytes().to_vec();
-            let at = at % frame.len();
-            frame[at] = byte;
-            if let Some(event) = frame_in_order(&frame) {
-                prop_assert_eq!(Ok(event), parse_any_layout(&frame));
+            for (at, byte) in edits {
+                let at = at % frame.len();
+                frame[at] = byte;
             }
+            let walks = |e: &CoinbaseEvent<'_>| match e {
+                CoinbaseEvent::L2Update { changes, .. } => for_each_change(changes, None, 2, 8, |_, _, _| {}).is_ok(),
+                _ => true,
+            };
+            if let Some(event) = frame_in_order(&frame) {
+                let general = parse_any_layout(&frame);
+                if general != Ok(event) {
+                    let text = String::from_utf8_lossy(&frame);
+                    prop_assert!(!walks(&event), "fast path misread {text}");
+                    prop_assert!(general.as_ref().map_or(true, |g| !walks(g)), "general path reads {text}");
+                }
+            }
+        }
+
+        /// `changes` with bytes changed read exactly as a general JSON parser and the
+        /// slice decimal parser read them, whichever of our two readers each change takes.
+        #[test]
+        fn mutated_changes_read_as_a_general_parser_reads_them(
+            edits in proptest::collection::vec((0usize..200, prop_oneof![
+                4 => b'0'..=b'9', 1 => Just(b'.'), 1 => Just(b'"'), 1 => Just(b','), 1 => Just(b'['),
+                1 => Just(b']'), 1 => Just(b' '), 1 => Just(b's'), 1 => any::<u8>()]), 0..3),
+            scales in (0u8..=9, 0u8..=9),
+        ) {
+            let mut span = br#"[["buy","10101.80000000","0.16256700"],["sell","7","12.5"],["buy","0.00001000","3.00000000"]]"#.to_vec();
+            for (at, byte) in edits {
+                if byte != b'\\' {
+                    let at = at % span.len();
+                    span[at] = byte;
+                }
+            }
+            let (ps, qs) = scales;
+            let mut ours = Vec::new();
+            let ours = for_each_change(&span, None, ps, qs, |s, p, q| ours.push((s, p, q))).map(|()| ours);
+            // serde decodes escapes and we do not: none are generated.
+            let reference = serde_json::from_slice::<Vec<[String; 3]>>(&span).ok().and_then(|changes| {
+                changes
+                    .iter()
+                    .map(|[s, p, q]| {
+                        let side = match s.as_str() { "buy" => Side::Buy, "sell" => Side::Sell, _ => return None };
+                        Some((side, Price::parse_str(p, ps).ok()?, Qty::parse_str(q, qs).ok()?))
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+            prop_assert_eq!(ours.ok(), reference, "{}", String::from_utf8_lossy(&span));
         }
 
         #[test]
