@@ -97,6 +97,7 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
     let schema = format!("{base}/api/v1/openapi.json");
     let token = token("alice", "admin");
     let report = dir.clone();
+    let work = dir.clone();
     // Blocking: schemathesis drives the server, which runs on this runtime's workers.
     let out = tokio::task::spawn_blocking(move || {
         Command::new(exe)
@@ -118,6 +119,8 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
             .args(["--generation-with-security-parameters", "false"])
             .arg("--report-dir")
             .arg(&report)
+            // Its cache (`.schemathesis/`) goes to the test's own directory, not the source tree.
+            .current_dir(&work)
             .env("SCHEMATHESIS_HOOKS", "")
             .output()
             .expect("schemathesis runs")
