@@ -7,16 +7,21 @@
 
 use std::sync::Arc;
 
+use crossbeam_utils::CachePadded;
+
 use crate::counter::Counter;
 
 /// Counters for one ring; the producer writes `pushed`/`dropped`, the consumer `popped`.
+/// The two per-item counters sit on cache lines of their own: sharing one, the two
+/// threads would bounce it between their cores on every item (measured: 3x the
+/// per-item cost of bare `rtrb` on a 2-core Xeon).
 #[derive(Debug)]
 pub struct RingStats {
     pub name: String,
     pub capacity: usize,
-    pub pushed: Counter,
+    pub pushed: CachePadded<Counter>,
     pub dropped: Counter,
-    pub popped: Counter,
+    pub popped: CachePadded<Counter>,
 }
 
 impl RingStats {
@@ -45,9 +50,9 @@ pub fn ring<T>(name: impl Into<String>, capacity: usize) -> (RingProducer<T>, Ri
     let stats = Arc::new(RingStats {
         name: name.into(),
         capacity,
-        pushed: Counter::new(),
+        pushed: CachePadded::new(Counter::new()),
         dropped: Counter::new(),
-        popped: Counter::new(),
+        popped: CachePadded::new(Counter::new()),
     });
     (
         RingProducer {
