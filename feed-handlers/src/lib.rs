@@ -1,8 +1,9 @@
 //! StocksBlitz feed handlers: turn a venue's stream into normalized [`Tick`]s on the
 //! feed's own pinned thread and push them into its SPSC input ring.
 //!
-//! Today: the deterministic [`synthetic`] market. Venue protocols (Binance, Coinbase,
-//! Kite), capture/replay and the feed simulator build on the same runner and ring.
+//! Sources: the venue protocols ([`binance`], [`coinbase`], [`kite`]) over live
+//! WebSockets ([`live`]), recorded captures ([`replay`]), the in-process
+//! [`synthetic`] market, and the fault-injecting feed simulator ([`sim`]).
 //!
 //! [`Tick`]: stocksblitz_engine::Tick
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -17,6 +18,8 @@ pub mod json_expect;
 pub mod json_scan;
 pub mod kite;
 pub mod live;
+#[cfg(test)]
+mod mutation_testing;
 pub mod normalize;
 pub mod replay;
 pub mod replay_feed;

@@ -352,6 +352,7 @@ pub fn for_each_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mutation_testing::{edited, level_edits, paths_agree, serde_reference, structural_edits};
     use proptest::prelude::*;
 
     // Examples from Coinbase Exchange's WebSocket channel documentation.
@@ -471,58 +472,29 @@ mod tests {
         /// fast path located the changes by their `]]` rather than matching brackets:
         /// then walking those changes fails, and the general path fails too.
         #[test]
-        fn mutated_frames_read_the_same_on_both_paths(
-            which in 0usize..2,
-            edits in proptest::collection::vec((0usize..400, prop_oneof![
-                1 => Just(b']'), 1 => Just(b'['), 1 => Just(b'"'), 1 => Just(b','), 4 => any::<u8>()]), 1..3),
-        ) {
-            let mut frame = [MATCH, L2UPDATE][which].as_bytes().to_vec();
-            for (at, byte) in edits {
-                let at = at % frame.len();
-                frame[at] = byte;
-            }
-            let walks = |e: &CoinbaseEvent<'_>| match e {
+        fn mutated_frames_read_the_same_on_both_paths(which in 0usize..2, edits in structural_edits()) {
+            let frame = edited([MATCH, L2UPDATE][which].as_bytes(), &edits);
+            paths_agree(&frame, frame_in_order(&frame), parse_any_layout(&frame), |e| match e {
                 CoinbaseEvent::L2Update { changes, .. } => for_each_change(changes, None, 2, 8, |_, _, _| {}).is_ok(),
                 _ => true,
-            };
-            if let Some(event) = frame_in_order(&frame) {
-                let general = parse_any_layout(&frame);
-                if general != Ok(event) {
-                    let text = String::from_utf8_lossy(&frame);
-                    prop_assert!(!walks(&event), "fast path misread {text}");
-                    prop_assert!(general.as_ref().map_or(true, |g| !walks(g)), "general path reads {text}");
-                }
-            }
+            })?;
         }
 
         /// `changes` with bytes changed read exactly as a general JSON parser and the
         /// slice decimal parser read them, whichever of our two readers each change takes.
         #[test]
-        fn mutated_changes_read_as_a_general_parser_reads_them(
-            edits in proptest::collection::vec((0usize..200, prop_oneof![
-                4 => b'0'..=b'9', 1 => Just(b'.'), 1 => Just(b'"'), 1 => Just(b','), 1 => Just(b'['),
-                1 => Just(b']'), 1 => Just(b' '), 1 => Just(b's'), 1 => any::<u8>()]), 0..3),
-            scales in (0u8..=9, 0u8..=9),
-        ) {
-            let mut span = br#"[["buy","10101.80000000","0.16256700"],["sell","7","12.5"],["buy","0.00001000","3.00000000"]]"#.to_vec();
-            for (at, byte) in edits {
-                if byte != b'\\' {
-                    let at = at % span.len();
-                    span[at] = byte;
-                }
-            }
-            let (ps, qs) = scales;
+        fn mutated_changes_read_as_a_general_parser_reads_them(edits in level_edits(b's'), ps in 0u8..=9, qs in 0u8..=9) {
+            let changes = br#"[["buy","10101.80000000","0.16256700"],["sell","7","12.5"],["buy","0.00001000","3.00000000"]]"#;
+            let span = edited(changes, &edits);
             let mut ours = Vec::new();
             let ours = for_each_change(&span, None, ps, qs, |s, p, q| ours.push((s, p, q))).map(|()| ours);
-            // serde decodes escapes and we do not: none are generated.
-            let reference = serde_json::from_slice::<Vec<[String; 3]>>(&span).ok().and_then(|changes| {
-                changes
-                    .iter()
-                    .map(|[s, p, q]| {
-                        let side = match s.as_str() { "buy" => Side::Buy, "sell" => Side::Sell, _ => return None };
-                        Some((side, Price::parse_str(p, ps).ok()?, Qty::parse_str(q, qs).ok()?))
-                    })
-                    .collect::<Option<Vec<_>>>()
+            let reference = serde_reference(&span, |[s, p, q]: &[String; 3]| {
+                let side = match s.as_str() {
+                    "buy" => Side::Buy,
+                    "sell" => Side::Sell,
+                    _ => return None,
+                };
+                Some((side, Price::parse_str(p, ps).ok()?, Qty::parse_str(q, qs).ok()?))
             });
             prop_assert_eq!(ours.ok(), reference, "{}", String::from_utf8_lossy(&span));
         }
