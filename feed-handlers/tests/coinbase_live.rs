@@ -76,3 +76,22 @@ fn heartbeat_only_silence_is_stale() {
     h.run_for(Duration::from_millis(1_500));
     assert!(h.statuses.contains(&FeedStatus::Stale), "{:?}", h.statuses);
 }
+
+/// A busy market with no faults: audits every second never find a mismatch, so the
+/// handler never resubscribes and counts no gap.
+#[test]
+fn audits_of_a_healthy_book_never_resync() {
+    let instruments = [instrument("BTC-USD", "coinbase", "BTC-USD", 2, 8)];
+    let mut h = Harness::start(Venue::Coinbase, &instruments, &[("BTC-USD", "65010.00")], |l| {
+        l.audit_interval_secs = 1
+    });
+    h.run_for(Duration::from_millis(7_000));
+    assert!(h.statuses.contains(&FeedStatus::Live), "{:?}", h.statuses);
+    let s = h.stats();
+    assert_eq!(
+        (s.resyncs.get(), s.gaps.get(), s.reconnects.get()),
+        (0, 0, 0),
+        "resyncs, gaps, reconnects"
+    );
+    h.assert_books_match("after audits", None);
+}

@@ -1,5 +1,6 @@
 //! Coinbase Exchange WebSocket feed.
 
+pub mod audit;
 pub mod normalizer;
 pub mod parse;
 

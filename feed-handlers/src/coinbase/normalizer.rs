@@ -9,12 +9,13 @@
 //! disconnected. Tickers carry an increasing `sequence`: older ones are dropped.
 //!
 //! Because level2 has no sequence numbers, the handler periodically fetches the REST
-//! book and feeds it in (`rest_book`); the top levels are compared with a local copy of
-//! the book, and two mismatching audits in a row declare a gap and resubscribe for a
-//! fresh snapshot (one mismatch can be the market moving between the two reads).
+//! book and feeds it in (`rest_book`); its top levels are compared with a local copy of
+//! the book, skipping levels that moved since the request (see [`super::audit`]), and
+//! two mismatching audits in a row declare a gap and resubscribe for a fresh snapshot.
 
 use stocksblitz_engine::{BookFlags, FeedStatus, L2Book, Level, Price, Qty, Side, Tick, TickData, UnixNanos};
 
+use super::audit::{MovedLevels, Verdict};
 use super::parse::{for_each_change, parse_frame, CoinbaseError, CoinbaseEvent};
 use crate::normalize::{status, Action, FrameRef};
 use crate::stats::FeedStats;
@@ -50,6 +51,8 @@ pub struct CoinbaseNormalizer {
     state: Vec<ProductState>,
     /// Local copy of each product's book, for audits.
     books: Vec<Option<L2Book>>,
+    /// Each product's recent level changes, for audits.
+    moved: Vec<Option<MovedLevels>>,
 }
 
 impl CoinbaseNormalizer {
@@ -60,28 +63,39 @@ impl CoinbaseNormalizer {
             map.insert(p.as_bytes().to_vec(), *inst);
         }
         let mut books: Vec<Option<L2Book>> = (0..registry_len).map(|_| None).collect();
+        let mut moved: Vec<Option<MovedLevels>> = (0..registry_len).map(|_| None).collect();
         for (_, inst) in products {
             if let Some(slot) = books.get_mut(inst.id.index()) {
                 *slot = Some(L2Book::new(LOCAL_BOOK_LEVELS));
+            }
+            if let Some(slot) = moved.get_mut(inst.id.index()) {
+                *slot = Some(MovedLevels::new());
             }
         }
         Self {
             products: map,
             state: vec![ProductState::default(); registry_len],
             books,
+            moved,
         }
     }
 
-    /// Wraps a REST level2 book body as the frame `on_frame` audits with.
-    pub fn wrap_rest_book(product: &str, body: &str) -> String {
-        format!("{{\"type\":\"rest_book\",\"product_id\":{product:?},\"data\":{body}}}")
+    /// Wraps a REST level2 book body, requested at `requested`, as the frame
+    /// `on_frame` audits with.
+    pub fn wrap_rest_book(product: &str, requested: UnixNanos, body: &str) -> String {
+        format!(
+            "{{\"type\":\"rest_book\",\"product_id\":{product:?},\"requested_ns\":{},\"data\":{body}}}",
+            requested.0
+        )
     }
 
-    /// Compares a REST book with the local copy; `Some(action)` when it is time to
-    /// resync.
+    /// Compares a REST book requested at `requested` with the local copy; asks for a
+    /// resync after two mismatches in a row.
+    #[allow(clippy::too_many_arguments)]
     fn audit(
         &mut self,
         inst: VenueInstrument,
+        requested: UnixNanos,
         bids: &[u8],
         asks: &[u8],
         recv: UnixNanos,
@@ -99,21 +113,35 @@ impl CoinbaseNormalizer {
                 }
             })?;
         }
-        let Some(Some(book)) = self.books.get(inst.id.index()) else {
+        let (Some(Some(book)), Some(Some(moved))) = (self.books.get(inst.id.index()), self.moved.get(inst.id.index()))
+        else {
             return Ok(Action::None);
         };
-        let same = [book.bids(), book.asks()].iter().enumerate().all(|(k, local)| {
-            let n = counts[k].min(AUDIT_DEPTH);
-            local.len().min(AUDIT_DEPTH) == n && local.iter().take(n).eq(rest[k].iter().take(n))
-        });
+        let [rest_bids, rest_asks] = &rest;
+        let verdict = moved.compare(
+            [book.bids(), book.asks()],
+            [
+                rest_bids.get(..counts[0]).unwrap_or(&[]),
+                rest_asks.get(..counts[1]).unwrap_or(&[]),
+            ],
+            AUDIT_DEPTH,
+            requested,
+        );
         let Some(s) = self.state.get_mut(inst.id.index()) else {
             return Ok(Action::None);
         };
-        if same || !s.book_synced {
-            s.audit_mismatches = 0;
-            return Ok(Action::None);
+        match verdict {
+            _ if !s.book_synced => {
+                s.audit_mismatches = 0;
+                return Ok(Action::None);
+            }
+            Verdict::Inconclusive => return Ok(Action::None),
+            Verdict::Agree => {
+                s.audit_mismatches = 0;
+                return Ok(Action::None);
+            }
+            Verdict::Differ => s.audit_mismatches += 1,
         }
-        s.audit_mismatches += 1;
         if s.audit_mismatches < 2 {
             return Ok(Action::None);
         }
@@ -224,9 +252,14 @@ impl CoinbaseNormalizer {
                     },
                 });
             }
-            CoinbaseEvent::RestBook { product, bids, asks } => {
+            CoinbaseEvent::RestBook {
+                product,
+                requested,
+                bids,
+                asks,
+            } => {
                 let inst = self.lookup(product)?;
-                return self.audit(inst, bids, asks, recv, stats, out);
+                return self.audit(inst, requested, bids, asks, recv, stats, out);
             }
             CoinbaseEvent::Snapshot { product, bids, asks } => {
                 let inst = self.lookup(product)?;
@@ -287,6 +320,9 @@ impl CoinbaseNormalizer {
                 if let Some(Some(b)) = self.books.get_mut(inst.id.index()) {
                     b.clear();
                 }
+                if let Some(Some(m)) = self.moved.get_mut(inst.id.index()) {
+                    m.rebuilt(recv);
+                }
                 out(delta(
                     Side::Buy,
                     Price::ZERO,
@@ -298,15 +334,22 @@ impl CoinbaseNormalizer {
         }
         let mut n = 0usize;
         let mut local = self.books.get_mut(inst.id.index()).and_then(Option::as_mut);
+        let mut moved = self.moved.get_mut(inst.id.index()).and_then(Option::as_mut);
         if snapshot {
             if let Some(b) = local.as_deref_mut() {
                 b.clear();
+            }
+            if let Some(m) = moved.as_deref_mut() {
+                m.rebuilt(recv);
             }
         }
         for (side, span) in spans {
             for_each_change(span, *side, ps, qs, |s, p, q| {
                 if let Some(b) = local.as_deref_mut() {
                     b.apply(s, p, q);
+                }
+                if let (Some(m), false) = (moved.as_deref_mut(), snapshot) {
+                    m.record(s, p, recv);
                 }
                 let mut flags = base;
                 if n == 0 && snapshot {
@@ -425,7 +468,8 @@ mod tests {
         let stats = FeedStats::default();
         let snap = r#"{"type":"snapshot","product_id":"BTC-USD","bids":[["100.00","1"]],"asks":[["101.00","2"]]}"#;
         feed(&mut n, &stats, &[snap]);
-        let audit = |body: &str| CoinbaseNormalizer::wrap_rest_book("BTC-USD", body);
+        // Requested after the snapshot (received at 9).
+        let audit = |body: &str| CoinbaseNormalizer::wrap_rest_book("BTC-USD", UnixNanos(10), body);
         let good = audit(r#"{"sequence":5,"bids":[["100.00","1",3]],"asks":[["101.00","2",1]]}"#);
         let bad = audit(r#"{"sequence":6,"bids":[["100.00","1",3]],"asks":[["101.50","2",1]]}"#);
         let mut ticks = Vec::new();
@@ -439,7 +483,7 @@ mod tests {
         assert_eq!(
             run(&bad, &mut ticks),
             Action::None,
-            "one mismatch can be the market moving"
+            "one mismatch can be an update still in flight"
         );
         assert_eq!(run(&good, &mut ticks), Action::None, "and a match resets the count");
         assert_eq!(run(&bad, &mut ticks), Action::None);
@@ -460,6 +504,39 @@ mod tests {
                 &mut |_| {}
             )
             .is_err());
+    }
+
+    #[test]
+    fn audits_skip_levels_that_moved_after_the_request() {
+        let mut n = normalizer();
+        let stats = FeedStats::default();
+        let snap = r#"{"type":"snapshot","product_id":"BTC-USD","bids":[["100.00","1"]],"asks":[["101.00","2"]]}"#;
+        feed(&mut n, &stats, &[snap]);
+        let mut at = |f: &str, recv: i64| {
+            n.on_frame(FrameRef::Text(f.as_bytes()), UnixNanos(recv), &stats, &mut |_| {})
+                .unwrap()
+        };
+        // The REST book was requested at 10 and shows the ask before an update that
+        // arrived at 20 moved it: not a mismatch, however often it happens.
+        let moved = r#"{"type":"l2update","product_id":"BTC-USD","time":"2019-08-14T20:42:27.265Z","changes":[["sell","101.00","5"]]}"#;
+        at(moved, 20);
+        let before = CoinbaseNormalizer::wrap_rest_book(
+            "BTC-USD",
+            UnixNanos(10),
+            r#"{"bids":[["100.00","1",3]],"asks":[["101.00","2",1]]}"#,
+        );
+        for _ in 0..3 {
+            assert_eq!(at(&before, 30), Action::None);
+        }
+        // Requested after that update, the same REST book is wrong.
+        let after = CoinbaseNormalizer::wrap_rest_book(
+            "BTC-USD",
+            UnixNanos(25),
+            r#"{"bids":[["100.00","1",3]],"asks":[["101.00","2",1]]}"#,
+        );
+        assert_eq!(at(&after, 30), Action::None);
+        assert_eq!(at(&after, 31), Action::Reconnect);
+        assert_eq!(stats.resyncs.get(), 1);
     }
 
     #[test]

@@ -85,9 +85,12 @@ pub enum CoinbaseEvent<'a> {
     },
     Match(Match<'a>),
     /// A REST level2 book (`GET /products/{id}/book?level=2`) the handler fetched for
-    /// an audit, wrapped as `{"type":"rest_book","product_id":..,"data":<body>}`.
+    /// an audit, wrapped as
+    /// `{"type":"rest_book","product_id":..,"requested_ns":..,"data":<body>}`.
     RestBook {
         product: &'a [u8],
+        /// When the handler sent the request.
+        requested: UnixNanos,
         bids: &'a [u8],
         asks: &'a [u8],
     },
@@ -175,7 +178,7 @@ fn parse_any_layout(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
     let (mut kind, mut product, mut seq, mut trade_id, mut last_trade_id) = (None, None, None, None, None);
     let (mut price, mut size, mut side_s, mut t, mut message) = (None, None, None, None, None);
     let (mut bb, mut bbs, mut ba, mut bas) = (None, None, None, None);
-    let (mut bids, mut asks, mut changes, mut data) = (None, None, None, None);
+    let (mut bids, mut asks, mut changes, mut data, mut requested) = (None, None, None, None, None);
     for_each_field_lazy(frame, |k, v| {
         match (k, v) {
             (b"type", v) => kind = v.as_str(),
@@ -196,6 +199,7 @@ fn parse_any_layout(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
             (b"asks", Value::Array(s)) => asks = Some(s),
             (b"changes", Value::Array(s)) => changes = Some(s),
             (b"data", Value::Object(o)) => data = Some(o),
+            (b"requested_ns", v) => requested = v.as_i64(),
             _ => {}
         }
         Ok(())
@@ -249,6 +253,7 @@ fn parse_any_layout(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
             })?;
             CoinbaseEvent::RestBook {
                 product: need(product, "product_id")?,
+                requested: UnixNanos(need(requested, "requested_ns")?),
                 bids: need(b, "bids")?,
                 asks: need(a, "asks")?,
             }

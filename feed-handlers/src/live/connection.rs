@@ -27,6 +27,10 @@ use crate::venue::{Venue, VenueNormalizer};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Fetch = Pin<Box<dyn std::future::Future<Output = (InstrumentId, Result<String, String>)> + Send>>;
 
+/// How long a Coinbase audit waits after the REST book arrives before comparing it
+/// (see [`crate::coinbase::audit`]).
+const AUDIT_SETTLE: Duration = Duration::from_millis(500);
+
 /// `[feeds.live]`: where and how a venue feed connects.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,12 +224,18 @@ impl Ctx {
         Some(Box::pin(async move {
             tokio::time::sleep(delay).await;
             let r = async {
+                let requested = UnixNanos::now();
                 let resp = http.get(&url).send().await.map_err(|e| e.to_string())?;
                 let status = resp.status();
                 let body = resp.text().await.map_err(|e| e.to_string())?;
                 if status.is_success() {
                     Ok(match venue {
-                        Venue::Coinbase => CoinbaseNormalizer::wrap_rest_book(&sym, &body),
+                        Venue::Coinbase => {
+                            // Updates the venue sent before answering may still be in
+                            // flight on the WebSocket: let them arrive before the audit.
+                            tokio::time::sleep(AUDIT_SETTLE).await;
+                            CoinbaseNormalizer::wrap_rest_book(&sym, requested, &body)
+                        }
                         _ => BinanceNormalizer::wrap_snapshot(&sym, &body),
                     })
                 } else {

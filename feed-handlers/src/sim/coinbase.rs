@@ -2,7 +2,7 @@
 //! snapshot per product, then `l2update`, `match`, `ticker` and a `heartbeat` per
 //! product every second; plus the REST level2 book the handler audits against.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -280,6 +280,16 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
             return;
         }
     }
+    // The last trade each product has published on this socket (sent, or dropped by a
+    // fault): what its heartbeats report. Reading the market's latest trade instead
+    // would announce trades still queued for this socket, ahead of their matches.
+    let mut last_trade: HashMap<String, u64> = {
+        let m = sim.market.lock();
+        products
+            .iter()
+            .filter_map(|p| Some((p.clone(), m.last_trade_id(m.index_of(p)?))))
+            .collect()
+    };
     let f = &sim.faults;
     let mut lifecycle = SessionFaults::new(f);
     let mut held: Option<String> = None;
@@ -314,6 +324,11 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
                     if take(&f.slow_frames) {
                         tokio::time::sleep(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))).await;
                     }
+                    if msg.kind == MsgKind::Trade {
+                        if let Some(id) = match_trade_id(text) {
+                            last_trade.insert(msg.key.clone(), id);
+                        }
+                    }
                     // Matches are numbered (trade_id): dropping one is a detectable gap.
                     if msg.kind == MsgKind::Trade && take(&f.drop) {
                         continue;
@@ -345,20 +360,16 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
             },
             _ = heartbeat.tick() => {
                 hb_seq += 1;
-                let beats: Vec<String> = {
-                    let m = sim.market.lock();
-                    products
-                        .iter()
-                        .filter_map(|p| {
-                            let i = m.index_of(p)?;
-                            Some(format!(
-                                r#"{{"type":"heartbeat","sequence":{hb_seq},"last_trade_id":{},"product_id":"{p}","time":"{}"}}"#,
-                                m.last_trade_id(i),
-                                rfc3339(UnixNanos::now())
-                            ))
-                        })
-                        .collect()
-                };
+                let beats: Vec<String> = products
+                    .iter()
+                    .filter_map(|p| {
+                        Some(format!(
+                            r#"{{"type":"heartbeat","sequence":{hb_seq},"last_trade_id":{},"product_id":"{p}","time":"{}"}}"#,
+                            last_trade.get(p)?,
+                            rfc3339(UnixNanos::now())
+                        ))
+                    })
+                    .collect();
                 for b in beats {
                     if !send(&mut socket, &b).await {
                         return;
@@ -369,9 +380,23 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
     }
 }
 
+/// The `trade_id` of a match rendered by this simulator.
+fn match_trade_id(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix(r#"{"type":"match","trade_id":"#)?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest.get(..end)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_its_own_match_trade_ids() {
+        let m = r#"{"type":"match","trade_id":42,"sequence":42,"product_id":"BTC-USD"}"#;
+        assert_eq!(match_trade_id(m), Some(42));
+        assert_eq!(match_trade_id(r#"{"type":"l2update"}"#), None);
+    }
 
     #[test]
     fn formats_rfc3339_like_coinbase() {
