@@ -41,7 +41,10 @@ const LOCAL_BOOK_LEVELS: usize = 2_000;
 #[derive(Debug, Clone, Copy, Default)]
 struct ProductState {
     book_synced: bool,
+    /// The last match seen (later ones with a lower or equal id are repeats).
     last_trade_id: Option<u64>,
+    /// Trade ids up to here are seen or already counted as missing.
+    trades_accounted: u64,
     last_ticker_seq: u64,
     audit_mismatches: u8,
 }
@@ -185,10 +188,15 @@ impl CoinbaseNormalizer {
             } => {
                 let inst = self.lookup(product)?;
                 if let Some(s) = self.state.get_mut(inst.id.index()) {
-                    if s.last_trade_id.is_some_and(|l| last_trade_id > l) {
+                    // Trades announced but not seen are a gap, counted once. They stay
+                    // acceptable: if they arrive after all, they are trades, not repeats.
+                    if s.last_trade_id
+                        .is_some_and(|l| last_trade_id > l.max(s.trades_accounted))
+                    {
                         stats.gaps.inc();
                     }
-                    s.last_trade_id = Some(s.last_trade_id.map_or(last_trade_id, |l| l.max(last_trade_id)));
+                    s.trades_accounted = s.trades_accounted.max(last_trade_id);
+                    s.last_trade_id.get_or_insert(last_trade_id);
                 }
             }
             CoinbaseEvent::Ticker(t) => {
@@ -231,11 +239,13 @@ impl CoinbaseNormalizer {
                     if m.trade_id <= last {
                         return Ok(Action::None);
                     }
-                    if m.trade_id > last + 1 {
+                    // Missing ids not already counted from a heartbeat.
+                    if m.trade_id > last + 1 && m.trade_id - 1 > s.trades_accounted {
                         stats.gaps.inc();
                     }
                 }
                 s.last_trade_id = Some(m.trade_id);
+                s.trades_accounted = s.trades_accounted.max(m.trade_id);
                 if m.last {
                     // The snapshot of "the latest trade": a baseline, not a new trade.
                     return Ok(Action::None);
@@ -447,6 +457,11 @@ mod tests {
         let hb = r#"{"type":"heartbeat","sequence":90,"last_trade_id":9,"product_id":"BTC-USD","time":"2024-01-01T00:00:01Z"}"#;
         feed(&mut n, &stats, &[hb]);
         assert_eq!(stats.gaps.get(), 2, "heartbeat shows trades 5..9 were missed");
+        // A trade the heartbeat announced that arrives after all is still a trade; the
+        // next ones count no second gap for what the heartbeat already reported.
+        let (m6, m10) = (matched(6), matched(10));
+        assert_eq!(feed(&mut n, &stats, &[&m6, &m10]).len(), 2);
+        assert_eq!(stats.gaps.get(), 2);
     }
 
     #[test]
