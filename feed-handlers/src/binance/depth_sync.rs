@@ -10,7 +10,9 @@
 //! `u <= last u` is old (a duplicate) and ignored. Quantity 0 deletes a level.
 //!
 //! The buffer is allocated once with a fixed capacity; overflowing it while waiting for
-//! a snapshot restarts the sync rather than growing.
+//! a snapshot restarts the sync rather than growing. A live diff is validated in full
+//! before any of it is applied; its levels are staged in a fixed scratch buffer on the
+//! way, so a diff is walked once (one with more than [`STAGED_LEVELS`] levels, twice).
 
 use stocksblitz_engine::{BookFlags, Price, Qty, Side};
 
@@ -50,11 +52,15 @@ enum State {
     Live { last: u64 },
 }
 
+/// Levels of one live diff staged while it is validated (allocated once).
+pub const STAGED_LEVELS: usize = 256;
+
 /// Sync state for one symbol.
 #[derive(Debug, Clone)]
 pub struct DepthSync {
     state: State,
     buffer: Vec<Buffered>,
+    staged: Vec<(Side, Price, Qty)>,
     capacity: usize,
     price_scale: u8,
     qty_scale: u8,
@@ -78,6 +84,7 @@ impl DepthSync {
         Self {
             state: State::Syncing,
             buffer: Vec::with_capacity(capacity),
+            staged: Vec::with_capacity(STAGED_LEVELS),
             capacity,
             price_scale,
             qty_scale,
@@ -108,23 +115,39 @@ impl DepthSync {
     }
 
     /// Applies an event's levels as one batch (END_OF_BATCH on the last).
-    fn apply(&self, ev: &DepthUpdate<'_>, out: &mut impl DeltaSink) -> Result<(), BinanceError> {
+    fn apply(&mut self, ev: &DepthUpdate<'_>, out: &mut impl DeltaSink) -> Result<(), BinanceError> {
         // Validate the whole event before emitting anything, so a malformed level
-        // never leaves half an event applied.
+        // never leaves half an event applied; stage the levels on the way.
+        let (ps, qs) = (self.price_scale, self.qty_scale);
+        let staged = &mut self.staged;
+        staged.clear();
         let mut total = 0usize;
-        self.levels(ev, |_, _, _| total += 1)?;
-        if total == 0 {
-            return Ok(());
-        }
-        let mut n = 0usize;
-        self.levels(ev, |side, price, qty| {
-            n += 1;
-            let flags = if n == total {
+        let mut stage = |side, price, qty| {
+            if staged.len() < STAGED_LEVELS {
+                staged.push((side, price, qty));
+            }
+            total += 1;
+        };
+        for_each_level(ev.bids, Side::Buy, ps, qs, &mut stage)?;
+        for_each_level(ev.asks, Side::Sell, ps, qs, &mut stage)?;
+        let flags = |n: usize| {
+            if n == total {
                 BookFlags::END_OF_BATCH
             } else {
                 BookFlags::NONE
-            };
-            out.delta(side, price, qty, flags, ev.final_id);
+            }
+        };
+        if total == self.staged.len() {
+            for (k, &(side, price, qty)) in self.staged.iter().enumerate() {
+                out.delta(side, price, qty, flags(k + 1), ev.final_id);
+            }
+            return Ok(());
+        }
+        // More levels than the stage holds: walk the (valid) event again.
+        let mut n = 0usize;
+        self.levels(ev, |side, price, qty| {
+            n += 1;
+            out.delta(side, price, qty, flags(n), ev.final_id);
         })
     }
 
@@ -380,6 +403,61 @@ mod tests {
                 .unwrap(),
             SyncOutcome::NeedSnapshot
         );
+    }
+
+    /// Diffs up to the stage's size are walked once, bigger ones twice: either way the
+    /// whole diff is applied in order with END_OF_BATCH on its last level only, and a
+    /// bad last level applies none of it.
+    #[test]
+    fn small_and_big_diffs_apply_whole() {
+        for levels in [
+            1,
+            3,
+            STAGED_LEVELS - 1,
+            STAGED_LEVELS,
+            STAGED_LEVELS + 1,
+            3 * STAGED_LEVELS,
+        ] {
+            let mut s = DepthSync::new(100, 2, 0);
+            s.on_snapshot(&snap(10, "[]", "[]"), &mut |_, _, _, _, _| {}).unwrap();
+            let bids: Vec<String> = (0..levels)
+                .map(|i| format!(r#"["{}.00","{}"]"#, 1000 - i, i + 1))
+                .collect();
+            let bids = format!("[{}]", bids.join(","));
+            fn ev<'a>(asks: &'a str, bids: &'a str) -> DepthUpdate<'a> {
+                DepthUpdate {
+                    symbol: b"BTCUSDT",
+                    event_time: stocksblitz_engine::UnixNanos::UNKNOWN,
+                    first_id: 11,
+                    final_id: 11,
+                    bids: bids.as_bytes(),
+                    asks: asks.as_bytes(),
+                }
+            }
+            let mut seen = Vec::new();
+            let bad = ev(r#"[["2000.00","7"],["x","1"]]"#, &bids);
+            assert!(s.on_diff(&bad, &mut |_, _, _, _, _| seen.push(())).is_err());
+            assert!(seen.is_empty(), "{levels} levels: nothing applied");
+            let mut seen = Vec::new();
+            let good = ev(r#"[["2000.00","7"]]"#, &bids);
+            s.on_diff(&good, &mut |side, price, qty, flags: BookFlags, id| {
+                seen.push((side, price, qty, flags, id))
+            })
+            .unwrap();
+            assert_eq!(seen.len(), levels + 1);
+            assert_eq!(
+                seen.first().map(|d| (d.0, d.1, d.2)),
+                Some((Side::Buy, Price(100_000), Qty(1)))
+            );
+            assert_eq!(
+                seen.last().map(|d| (d.0, d.1, d.2, d.3)),
+                Some((Side::Sell, Price(200_000), Qty(7), BookFlags::END_OF_BATCH))
+            );
+            let ends = seen.iter().filter(|d| d.3.contains(BookFlags::END_OF_BATCH)).count();
+            assert_eq!(ends, 1, "{levels} levels");
+            assert!(seen.iter().all(|d| d.4 == 11));
+            assert_eq!(s.last_update_id(), Some(11));
+        }
     }
 
     #[test]
