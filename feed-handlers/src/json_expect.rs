@@ -107,6 +107,18 @@ impl<'a> Expect<'a> {
         Some((int * pow10(scale)? as u64 + kept) as i64)
     }
 
+    /// The tail of a level laid out as venues send it, `<price>","<qty>"]` after the
+    /// price's opening quote, both eight-place decimals read in place (see
+    /// [`Expect::decimal8`]).
+    #[inline]
+    pub fn price_qty(&mut self, price_scale: u8, qty_scale: u8) -> Option<(i64, i64)> {
+        let price = self.decimal8(price_scale)?;
+        self.lit(b",\"")?;
+        let qty = self.decimal8(qty_scale)?;
+        self.lit(b"]")?;
+        Some((price, qty))
+    }
+
     /// A JSON integer (no sign, no fraction, no leading zero) that fits a `u64`. The
     /// byte after it is left for the next `lit`, which rejects `.`, `e` and the like.
     #[inline]

@@ -112,10 +112,7 @@ pub fn for_each_level(
 ) -> Result<(), BinanceError> {
     let compact = |x: &mut Expect<'_>| {
         x.lit(b"[\"")?;
-        let price = x.decimal8(price_scale)?;
-        x.lit(b",\"")?;
-        let qty = x.decimal8(qty_scale)?;
-        x.lit(b"]")?;
+        let (price, qty) = x.price_qty(price_scale, qty_scale)?;
         Some((Price(price), Qty(qty)))
     };
     let general = |[p, q]: [&[u8]; 2]| {

@@ -94,13 +94,11 @@ impl CoinbaseNormalizer {
 
     /// Compares a REST book requested at `requested` with the local copy; asks for a
     /// resync after two mismatches in a row.
-    #[allow(clippy::too_many_arguments)]
     fn audit(
         &mut self,
         inst: VenueInstrument,
         requested: UnixNanos,
-        bids: &[u8],
-        asks: &[u8],
+        [bids, asks]: [&[u8]; 2],
         recv: UnixNanos,
         stats: &FeedStats,
         out: &mut impl FnMut(Tick),
@@ -269,7 +267,7 @@ impl CoinbaseNormalizer {
                 asks,
             } => {
                 let inst = self.lookup(product)?;
-                return self.audit(inst, requested, bids, asks, recv, stats, out);
+                return self.audit(inst, requested, [bids, asks], recv, stats, out);
             }
             CoinbaseEvent::Snapshot { product, bids, asks } => {
                 let inst = self.lookup(product)?;
@@ -325,24 +323,6 @@ impl CoinbaseNormalizer {
                 flags,
             },
         };
-        if total == 0 {
-            if snapshot {
-                if let Some(Some(b)) = self.books.get_mut(inst.id.index()) {
-                    b.clear();
-                }
-                if let Some(Some(m)) = self.moved.get_mut(inst.id.index()) {
-                    m.rebuilt(recv);
-                }
-                out(delta(
-                    Side::Buy,
-                    Price::ZERO,
-                    Qty::ZERO,
-                    base.with(BookFlags::CLEAR).with(BookFlags::END_OF_BATCH),
-                ));
-            }
-            return Ok(());
-        }
-        let mut n = 0usize;
         let mut local = self.books.get_mut(inst.id.index()).and_then(Option::as_mut);
         let mut moved = self.moved.get_mut(inst.id.index()).and_then(Option::as_mut);
         if snapshot {
@@ -353,6 +333,18 @@ impl CoinbaseNormalizer {
                 m.rebuilt(recv);
             }
         }
+        if total == 0 {
+            if snapshot {
+                out(delta(
+                    Side::Buy,
+                    Price::ZERO,
+                    Qty::ZERO,
+                    base.with(BookFlags::CLEAR).with(BookFlags::END_OF_BATCH),
+                ));
+            }
+            return Ok(());
+        }
+        let mut n = 0usize;
         for (side, span) in spans {
             for_each_change(span, *side, ps, qs, |s, p, q| {
                 if let Some(b) = local.as_deref_mut() {

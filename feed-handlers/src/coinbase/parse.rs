@@ -292,10 +292,7 @@ pub fn for_each_change(
             x.lit(b"[\"")?;
             let side = side(x.str()).ok()?;
             x.lit(b",\"")?;
-            let price = x.decimal8(price_scale)?;
-            x.lit(b",\"")?;
-            let qty = x.decimal8(qty_scale)?;
-            x.lit(b"]")?;
+            let (price, qty) = x.price_qty(price_scale, qty_scale)?;
             Some((side, Price(price), Qty(qty)))
         };
         let general = |[s, p, q]: [&[u8]; 3]| {

@@ -325,8 +325,8 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
                         tokio::time::sleep(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))).await;
                     }
                     if msg.kind == MsgKind::Trade {
-                        if let Some(id) = match_trade_id(text) {
-                            last_trade.insert(msg.key.clone(), id);
+                        if let (Some(id), Some(last)) = (match_trade_id(text), last_trade.get_mut(&msg.key)) {
+                            *last = id;
                         }
                     }
                     // Matches are numbered (trade_id): dropping one is a detectable gap.
