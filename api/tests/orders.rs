@@ -417,3 +417,64 @@ async fn paper_orders_fill_against_the_live_feed() {
     assert!(p["positions"][0]["mark_price"].is_string());
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_page_with_a_cursor_and_nothing_is_skipped_or_repeated() {
+    let app = start().await;
+    let alice = Client::new(&app, "alice", "trader");
+    let bob = Client::new(&app, "bob", "trader");
+    // Seven fills for bob: one resting sell of 7 taken one lot at a time.
+    let (s, v) = alice.post("/orders", limit("SBZ", "sell", "100.00", "7")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    for _ in 0..7 {
+        let (s, v) = bob.post("/orders", limit("SBZ", "buy", "100.00", "1")).await;
+        assert_eq!(
+            (s, v["order"]["status"].as_str()),
+            (StatusCode::CREATED, Some("filled")),
+            "{v}"
+        );
+    }
+    let mut all = Vec::new();
+    for _ in 0..50 {
+        let (_, v) = bob.get("/fills?limit=100").await;
+        all = v["fills"].as_array().cloned().unwrap_or_default();
+        if all.len() == 7 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(all.len(), 7, "{all:?}");
+    // Pages of 3: 3, 3, 1, the same fills in the same order, and a null cursor at the end.
+    for size in 1..=8usize {
+        let mut paged = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/fills?limit={size}&cursor={c}"),
+                None => format!("/fills?limit={size}"),
+            };
+            let (s, v) = bob.get(&path).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let page = v["fills"].as_array().cloned().unwrap_or_default();
+            assert!(page.len() <= size);
+            paged.extend(page);
+            pages += 1;
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(paged, all, "page size {size}");
+        assert_eq!(pages, 7usize.div_ceil(size), "page size {size}");
+    }
+    for bad in ["x", "-1", "1.5", ""] {
+        let (s, v) = bob.get(&format!("/fills?cursor={bad}")).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "INVALID_PARAMETER"),
+            "cursor {bad:?}"
+        );
+    }
+    app.shutdown().await.unwrap();
+}

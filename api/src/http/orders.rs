@@ -46,6 +46,15 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
+/// An optional `cursor`: the `next_cursor` of a previous page.
+fn cursor(c: Option<&str>) -> Result<Option<u64>, ApiError> {
+    c.map(|c| {
+        c.parse::<u64>()
+            .map_err(|_| ApiError::invalid_parameter("cursor", "cursor must be the next_cursor of a previous page"))
+    })
+    .transpose()
+}
+
 /// An optional `symbol` query filter.
 fn symbol_filter(app: &AppState, symbol: Option<&str>) -> Result<Option<stocksblitz_engine::InstrumentId>, ApiError> {
     symbol.map(|s| instrument(app, s).map(|i| i.id)).transpose()
@@ -317,14 +326,7 @@ pub async fn list_orders(State(app): State<AppState>, p: Principal, Query(q): Qu
         }
     };
     let limit = page_limit(q.limit)?;
-    let before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<u64>()
-                .map_err(|_| ApiError::invalid_parameter("cursor", "cursor must be the next_cursor of a previous page"))
-        })
-        .transpose()?;
+    let before = cursor(q.cursor.as_deref())?;
     let store = service(&app)?.store.read();
     let mut items = Vec::new();
     let mut last_seq = None;
@@ -383,28 +385,45 @@ pub async fn mass_cancel(State(app): State<AppState>, p: Principal, Query(q): Qu
 pub struct FillParams {
     symbol: Option<String>,
     limit: Option<usize>,
+    cursor: Option<String>,
 }
 
 #[utoipa::path(
     get,
     path = "/api/v1/fills",
     tag = "orders",
-    summary = "Your fills, newest first",
-    params(("symbol" = Option<String>, Query, description = "Only this symbol"), ("limit" = Option<u32>, Query, description = "1-500 (default 100)")),
+    summary = "Your fills, newest first, paged",
+    params(("symbol" = Option<String>, Query, description = "Only this symbol"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, description = "OK", body = crate::openapi::schemas::FillList)),
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn fills(State(app): State<AppState>, p: Principal, Query(q): Query<FillParams>) -> ApiResult {
     let instrument = symbol_filter(&app, q.symbol.as_deref())?;
     let limit = page_limit(q.limit)?;
+    let before = cursor(q.cursor.as_deref())?;
     let store = service(&app)?.store.read();
-    let items: Vec<Value> = store
+    let mut items = Vec::new();
+    let mut last_id = None;
+    let mut more = false;
+    let page = store
         .fills(p.account)
-        .filter(|f| instrument.is_none_or(|i| f.instrument == i))
-        .filter_map(|f| app.market.registry.get(f.instrument).map(|i| fill_json(f, i)))
-        .take(limit)
-        .collect();
-    Ok(respond(StatusCode::OK, json!({ "fills": items })))
+        .filter(|f| before.is_none_or(|b| f.id < b) && instrument.is_none_or(|i| f.instrument == i));
+    for f in page {
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        if let Some(i) = app.market.registry.get(f.instrument) {
+            items.push(fill_json(f, i));
+            last_id = Some(f.id);
+        }
+    }
+    // Newest first (fill ids only grow); the next page holds the fills before the last here.
+    let next_cursor = last_id.filter(|_| more).map(|id| id.to_string());
+    Ok(respond(
+        StatusCode::OK,
+        json!({ "fills": items, "next_cursor": next_cursor }),
+    ))
 }
 
 #[utoipa::path(

@@ -277,6 +277,8 @@ pub struct MassCancelResult {
 #[derive(ToSchema)]
 pub struct FillList {
     pub fills: Vec<Fill>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(ToSchema)]
