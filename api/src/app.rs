@@ -420,7 +420,13 @@ fn open_journal(
             )
         })?;
     if recovered.tail.records > 0 {
-        for (i, ((name, was), now)) in setup.accounts.iter().zip(&recovered.limits).zip(&setup.limits).enumerate() {
+        for (i, ((name, was), now)) in setup
+            .accounts
+            .iter()
+            .zip(&recovered.limits)
+            .zip(&setup.limits)
+            .enumerate()
+        {
             if recovered.reconfigured.iter().any(|a| a.index() == i) {
                 tracing::info!(
                     account = %name,

@@ -111,8 +111,14 @@ async fn admin(c: &Client, method: Method, path: &str, body: Value) {
 async fn orders_without_client_id(c: &Client, n: usize, taken: &std::collections::HashSet<String>) -> Vec<String> {
     let mut ids = Vec::new();
     for k in 0..n {
-        let (s, v) = c.post("/orders", limit("buy", &format!("99.{:02}", 10 + 5 * k), "1")).await;
-        assert_eq!(s, StatusCode::CREATED, "an order without a client id after a restart: {v}");
+        let (s, v) = c
+            .post("/orders", limit("buy", &format!("99.{:02}", 10 + 5 * k), "1"))
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::CREATED,
+            "an order without a client id after a restart: {v}"
+        );
         let id = v["order"]["client_order_id"].as_str().expect("generated id").to_owned();
         assert!(!taken.contains(&id), "generated client id {id} was used before");
         ids.push(id);
@@ -157,7 +163,13 @@ async fn orders_positions_and_books_survive_a_restart() {
     // INFY and on ops's account.
     let ops_admin = Client::new(&app, "ops", "admin");
     admin(&ops_admin, Method::PUT, "/admin/risk-limits/bob", admin_limits(5000)).await;
-    admin(&ops_admin, Method::PUT, "/admin/trading-state/ops", json!({"state": "reduce_only"})).await;
+    admin(
+        &ops_admin,
+        Method::PUT,
+        "/admin/trading-state/ops",
+        json!({"state": "reduce_only"}),
+    )
+    .await;
     let infy = json!({"scope": "instrument", "symbol": "INFY", "active": true});
     admin(&ops_admin, Method::POST, "/admin/kill-switch", infy).await;
     let ops_account = json!({"scope": "account", "account": "ops", "active": true});
@@ -318,12 +330,20 @@ async fn trade_until_killed(c: Client, seed: u64) -> (Vec<(String, Acked)>, Vec<
 
 /// The admin changes of the round before the kill are all still in force.
 async fn admin_changes_survived(ops: &Client, alice: &Client, want: &(Value, bool), round: u32) {
-    assert_eq!(&risk(ops).await, &want.0, "round {round}: ops's limits, state and kill switch");
+    assert_eq!(
+        &risk(ops).await,
+        &want.0,
+        "round {round}: ops's limits, state and kill switch"
+    );
     let infy = json!({ "symbol": "INFY", "side": "buy", "type": "limit", "price": "1520.00", "qty": "1" });
     let (s, v) = alice.post("/orders/test", infy).await;
     let code = v["error"]["code"].as_str();
     if want.1 {
-        assert_eq!((s, code), (StatusCode::FORBIDDEN, Some("KILL_SWITCH_ACTIVE")), "round {round}: {v}");
+        assert_eq!(
+            (s, code),
+            (StatusCode::FORBIDDEN, Some("KILL_SWITCH_ACTIVE")),
+            "round {round}: {v}"
+        );
     } else {
         assert_ne!(code, Some("KILL_SWITCH_ACTIVE"), "round {round}: released, {v}");
     }
@@ -362,8 +382,20 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
         // An admin changes ops's limits, trading state and kill switch and the INFY kill
         // switch (acknowledged, so journaled) while the others trade.
         let state = ["reduce_only", "blocked", "throttled", "active"][round as usize % 4];
-        admin(&ops_admin, Method::PUT, "/admin/risk-limits/ops", admin_limits(1000 + round)).await;
-        admin(&ops_admin, Method::PUT, "/admin/trading-state/ops", json!({ "state": state })).await;
+        admin(
+            &ops_admin,
+            Method::PUT,
+            "/admin/risk-limits/ops",
+            admin_limits(1000 + round),
+        )
+        .await;
+        admin(
+            &ops_admin,
+            Method::PUT,
+            "/admin/trading-state/ops",
+            json!({ "state": state }),
+        )
+        .await;
         let killed = round % 3 == 0;
         let body = json!({"scope": "account", "account": "ops", "active": killed});
         admin(&ops_admin, Method::POST, "/admin/kill-switch", body).await;
@@ -372,8 +404,16 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
         admin(&ops_admin, Method::POST, "/admin/kill-switch", body).await;
         let view = risk(&ops).await;
         assert_eq!(
-            (view["trading_state"].as_str(), &view["kill_switch"], &view["limits"]["max_order_qty"]),
-            (Some(state), &json!(killed), &json!(format!("{}.00000000", 1000 + round))),
+            (
+                view["trading_state"].as_str(),
+                &view["kill_switch"],
+                &view["limits"]["max_order_qty"]
+            ),
+            (
+                Some(state),
+                &json!(killed),
+                &json!(format!("{}.00000000", 1000 + round))
+            ),
             "{view}"
         );
         admin_expected = Some((view, infy));
@@ -388,7 +428,10 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
         let _ = server.child.wait();
         for c in clients {
             let (got, duplicates) = c.await.expect("client");
-            assert!(duplicates.is_empty(), "orders without a client id refused: {duplicates:?}");
+            assert!(
+                duplicates.is_empty(),
+                "orders without a client id refused: {duplicates:?}"
+            );
             for (id, a) in got {
                 acks.insert(id, a);
             }
@@ -554,7 +597,9 @@ async fn a_damaged_journal_fails_verify_and_stops_start_up() {
     let app = start_with(&with_journal(&journal)).await;
     let alice = Client::new(&app, "alice", "trader");
     for k in 0..12 {
-        let (s, v) = alice.post("/orders", limit("buy", &format!("99.{:02}", k * 5), "1")).await;
+        let (s, v) = alice
+            .post("/orders", limit("buy", &format!("99.{:02}", k * 5), "1"))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
     app.shutdown().await.expect("clean shutdown");

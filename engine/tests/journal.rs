@@ -243,7 +243,8 @@ impl Rig {
         let hash = self.manager().state_hash();
         let (store, events) = (self.store.clone(), std::mem::take(&mut self.events));
         let (now, next_request, trade_id) = (self.now, self.next_request, self.trade_id);
-        let (dir, policy, segment_bytes, every) = (self.dir.clone(), self.policy, self.segment_bytes, self.snapshot_every);
+        let (dir, policy, segment_bytes, every) =
+            (self.dir.clone(), self.policy, self.segment_bytes, self.snapshot_every);
         drop(self);
         let mut r = rig(&dir, policy, segment_bytes, every);
         assert_eq!(r.manager().state_hash(), hash, "the restart rebuilt the same state");
@@ -774,7 +775,10 @@ fn damage_anywhere_is_refused_and_only_a_record_the_file_ends_inside_is_cut() {
     assert!(segs.len() >= 3, "several segments ({})", segs.len());
     let (_, all) = scan_payloads(&dir).expect("clean");
     let last = segs.len() - 1;
-    assert!(records_of(&segs[last]).len() >= 3, "several records in the last segment");
+    assert!(
+        records_of(&segs[last]).len() >= 3,
+        "several records in the last segment"
+    );
     let before_last: usize = segs[..last].iter().map(|s| records_of(s).len()).sum();
     // The state after each prefix of the journal that a cut in the last segment can
     // leave (computed from clean copies cut at record boundaries).
@@ -834,7 +838,10 @@ fn damage_anywhere_is_refused_and_only_a_record_the_file_ends_inside_is_cut() {
                             all.len()
                         );
                         assert_eq!(got.len(), expect_kept, "{fault:?}: records kept");
-                        assert!(got[..] == all[..expect_kept], "{fault:?}: exactly the records in the file");
+                        assert!(
+                            got[..] == all[..expect_kept],
+                            "{fault:?}: exactly the records in the file"
+                        );
                         if cut && i < orig.len() && i != recs.get(whole_before(i)).map_or(orig.len(), |r| r.0) {
                             let torn = tail.torn.as_ref().expect("a cut record is reported");
                             assert_eq!(torn.offset as usize, record_at(i), "{fault:?}");
@@ -918,7 +925,10 @@ fn a_damaged_length_or_zeroed_records_stop_start_up() {
                 "{e}"
             ),
             (FsyncPolicy::None, Ok((m, _, rec))) => {
-                assert_eq!(rec.tail.torn.map(|t| (t.offset, t.bytes)), Some((from as u64, (orig.len() - from) as u64)));
+                assert_eq!(
+                    rec.tail.torn.map(|t| (t.offset, t.bytes)),
+                    Some((from as u64, (orig.len() - from) as u64))
+                );
                 assert_ne!(m.state_hash(), hash);
             }
             (p, r) => panic!("{p:?}: {:?}", r.map(|_| ())),
@@ -1084,7 +1094,11 @@ fn limits_replay_as_they_were_and_a_changed_configuration_applies_from_the_next_
     run.limits = tight.clone();
     let (w, rec) = journal::open(&dir, FsyncPolicy::None, 1 << 20, &mut m, &mut s, &run).expect("open");
     assert_eq!(m.limits(), tight);
-    assert_eq!(rec.reconfigured, vec![AccountId(0)], "only account 0's configuration changed");
+    assert_eq!(
+        rec.reconfigured,
+        vec![AccountId(0)],
+        "only account 0's configuration changed"
+    );
     drop(w);
     let (m, _, _) = recover_into(&dir).expect("replays");
     assert_eq!(m.limits(), tight);
@@ -1141,16 +1155,28 @@ fn admin_changes_survive_restarts_from_the_journal_and_from_snapshots() {
         let hash = r.manager().state_hash();
         drop(r);
         let check = |m: &OrderManager, why: &str| {
-            assert_eq!(m.account(AccountId(1)).map(|a| a.limits), Some(changed), "{why}: limits");
+            assert_eq!(
+                m.account(AccountId(1)).map(|a| a.limits),
+                Some(changed),
+                "{why}: limits"
+            );
             assert_eq!(
                 m.account(AccountId(0)).map(|a| a.state),
                 Some(TradingState::ReduceOnly),
                 "{why}: trading state"
             );
-            assert_eq!(m.account(AccountId(1)).map(|a| a.killed), Some(true), "{why}: account kill switch");
+            assert_eq!(
+                m.account(AccountId(1)).map(|a| a.killed),
+                Some(true),
+                "{why}: account kill switch"
+            );
             let mut m = m.clone();
             let events = run(&mut m, 0, 0, CommandKind::New(limit(PAPER, "after", Side::Buy, MID, 1)));
-            assert_eq!(rejection(&events), Some("KILL_SWITCH_ACTIVE"), "{why}: instrument kill switch");
+            assert_eq!(
+                rejection(&events),
+                Some("KILL_SWITCH_ACTIVE"),
+                "{why}: instrument kill switch"
+            );
         };
         // A restart with the same configuration keeps every change (twice: the second
         // start record must not undo them either).
@@ -1159,7 +1185,11 @@ fn admin_changes_survive_restarts_from_the_journal_and_from_snapshots() {
             assert!(rec.reconfigured.is_empty());
             assert_eq!(m.state_hash(), hash, "round {round}");
             check(&m, "restart");
-            assert_eq!(rec.snapshot.is_some(), snapshot_every == 1, "from a snapshot when one was taken");
+            assert_eq!(
+                rec.snapshot.is_some(),
+                snapshot_every == 1,
+                "from a snapshot when one was taken"
+            );
         }
         // The global switch, and releasing, survive as well.
         let mut r = rig(&dir, FsyncPolicy::Batch, 1 << 20, snapshot_every);

@@ -16,8 +16,7 @@ use stocksblitz_engine::UnixNanos;
 use super::error::ApiError;
 use crate::auth::{Principal, Role};
 use crate::orders::entry::{
-    bad, instrument, not_found, order_id, parse_order, rejection, replace_command, service, submit,
-    submit_error,
+    bad, instrument, not_found, order_id, parse_order, rejection, replace_command, service, submit, submit_error,
 };
 use crate::orders::idempotency::{Claim, MAX_KEY_LEN};
 use crate::orders::json::{

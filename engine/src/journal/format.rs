@@ -159,13 +159,7 @@ pub fn begin_record(out: &mut Vec<u8>) -> usize {
 
 /// Fills in the header of the record that starts at `start` (payload: the rest of
 /// `out`) and returns the record's hash.
-pub fn finish_record(
-    out: &mut [u8],
-    start: usize,
-    seq: u64,
-    prev: &Hash,
-    flags: u32,
-) -> Result<Hash, JournalError> {
+pub fn finish_record(out: &mut [u8], start: usize, seq: u64, prev: &Hash, flags: u32) -> Result<Hash, JournalError> {
     let payload_at = start + RECORD_HEADER;
     let len = out.len().saturating_sub(payload_at);
     if len > MAX_RECORD {
@@ -385,7 +379,11 @@ mod tests {
     fn every_cut_is_a_partial_record_and_every_changed_byte_is_damage() {
         let (buf, _) = framed(1, &GENESIS, b"payload bytes", SYNCED);
         for cut in 0..buf.len() {
-            assert_eq!(read_record(&buf[..cut]).unwrap_err(), FrameError::Truncated, "cut at {cut}");
+            assert_eq!(
+                read_record(&buf[..cut]).unwrap_err(),
+                FrameError::Truncated,
+                "cut at {cut}"
+            );
             assert!(is_torn_tail(&buf[..cut], &cx(1, SYNCED)), "cut at {cut}");
         }
         for i in 0..buf.len() {
@@ -419,10 +417,16 @@ mod tests {
         let first_boundary = (BLOCK - base.offset % BLOCK) as usize;
         let mut lost = rec.clone();
         lost[first_boundary..].fill(0);
-        assert!(is_torn_tail(&lost, &base), "header persisted, the rest of the record's blocks lost");
+        assert!(
+            is_torn_tail(&lost, &base),
+            "header persisted, the rest of the record's blocks lost"
+        );
         let mut lost = rec.clone();
         lost[first_boundary + 1..].fill(0);
-        assert!(is_torn_tail(&lost, &base), "zeros inside the payload's block are its data");
+        assert!(
+            is_torn_tail(&lost, &base),
+            "zeros inside the payload's block are its data"
+        );
         // A single damaged byte at the end is not a lost block.
         let mut one = rec.clone();
         let n = one.len();

@@ -224,7 +224,10 @@ pub fn scan_from(
                     return Err(JournalError::corrupt(
                         &seg.path,
                         at as u64,
-                        format!("{what} (record {} would start here; {more} bytes follow)", tail.next_seq),
+                        format!(
+                            "{what} (record {} would start here; {more} bytes follow)",
+                            tail.next_seq
+                        ),
                     ));
                 }
             }

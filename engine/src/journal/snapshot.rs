@@ -115,7 +115,9 @@ pub fn read(path: &Path) -> Result<Snapshot, JournalError> {
     let bad = |what: &str| JournalError::corrupt(path, 0, format!("snapshot {what}"));
     let header = buf.get(..HEADER).ok_or_else(|| bad("is truncated"))?;
     if &header[..8] == b"SBZSNAP1" {
-        return Err(bad("was written by an older engine (snapshot format 1); it is not used"));
+        return Err(bad(
+            "was written by an older engine (snapshot format 1); it is not used",
+        ));
     }
     if &header[..8] != MAGIC {
         return Err(bad("has a bad magic number"));
