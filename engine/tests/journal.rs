@@ -1224,6 +1224,53 @@ fn admin_changes_survive_restarts_from_the_journal_and_from_snapshots() {
     }
 }
 
+/// The client order id the last acknowledged order got.
+fn last_accepted_client_id(r: &Rig) -> Option<String> {
+    r.events
+        .iter()
+        .rev()
+        .flat_map(|(_, e)| e.iter().rev())
+        .find_map(|e| match e.data {
+            OrderEventData::Order {
+                kind: OrderEventKind::Accepted,
+                order,
+            } => Some(order.client_id.as_str().to_owned()),
+            _ => None,
+        })
+}
+
+#[test]
+fn generated_client_ids_skip_taken_ones_and_continue_after_restarts() {
+    let dir = temp_dir("auto-ids");
+    let _cleanup = Cleanup(dir.clone());
+    let mut r = rig(&dir, FsyncPolicy::Batch, 1 << 20, 2);
+    let unnamed = |price: i64| {
+        let mut o = limit(INTERNAL, "x", Side::Buy, price, 1);
+        o.client_id = ClientOrderId::EMPTY;
+        o
+    };
+    // A client took "auto-1" itself: the engine does not hand it out again.
+    r.send(0, CommandKind::New(limit(INTERNAL, "auto-1", Side::Buy, MID - 10, 1)));
+    r.send(0, CommandKind::New(unnamed(MID - 11)));
+    assert_eq!(last_accepted_client_id(&r).as_deref(), Some("auto-2"));
+    // A dry run does not use one up.
+    r.send(0, CommandKind::Test(unnamed(MID - 12)));
+    r.send(1, CommandKind::New(unnamed(MID - 12)));
+    assert_eq!(last_accepted_client_id(&r).as_deref(), Some("auto-3"));
+    assert_eq!(r.manager().generated_client_ids(), 3);
+    for (round, want) in [(0, "auto-4"), (1, "auto-5")] {
+        r = r.restart();
+        assert_eq!(r.manager().generated_client_ids(), 3 + round);
+        r.send(0, CommandKind::New(unnamed(MID - 13 - round as i64)));
+        assert_eq!(
+            last_accepted_client_id(&r).as_deref(),
+            Some(want),
+            "after restart {round}"
+        );
+    }
+    generated_ids_never_repeat(&r.events);
+}
+
 #[test]
 fn fsync_policies_sync_as_documented() {
     let dir = temp_dir("batch");
