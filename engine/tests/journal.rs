@@ -1294,6 +1294,31 @@ fn fsync_policies_sync_as_documented() {
 }
 
 #[test]
+fn a_segment_header_cut_short_by_a_crash_is_torn_and_anything_else_is_refused() {
+    let dir = temp_dir("short-header");
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::create_dir_all(&dir).expect("dir");
+    let first = dir.join(journal::format::segment_name(1));
+    let header = journal::format::encode_header(1, &journal::format::GENESIS);
+    for cut in [0, 8, 30, journal::format::SEGMENT_HEADER - 1] {
+        std::fs::write(&first, &header[..cut]).expect("write");
+        let (_, _, rec) = recover_into(&dir).expect("a crash while creating the first segment");
+        assert_eq!(rec.tail.torn.map(|t| t.bytes), Some(cut as u64));
+    }
+    let mut wrong = header;
+    wrong[20] ^= 1;
+    std::fs::write(&first, &wrong[..30]).expect("write");
+    assert!(recover_into(&dir).is_err(), "not the header this segment must have");
+    // Opening cuts the torn one and starts the journal cleanly.
+    std::fs::write(&first, &header[..20]).expect("write");
+    let (m, rec) = start_with(&dir, &limits());
+    assert_eq!(rec.tail.records, 0);
+    let (m2, _, rec) = recover_into(&dir).expect("clean");
+    assert!(rec.tail.torn.is_none());
+    assert_eq!((rec.tail.records, m2.state_hash()), (1, m.state_hash()));
+}
+
+#[test]
 fn a_second_writer_is_refused() {
     let dir = temp_dir("lock");
     let _cleanup = Cleanup(dir.clone());

@@ -113,6 +113,8 @@ pub fn scan_from(
         // What this segment's header must say, when that is known before reading it.
         let expected = match (i, after) {
             (0, Some((seq, hash))) if seg.first_seq == seq + 1 => Some((seq + 1, hash)),
+            // The journal's very first segment (a crash while creating it).
+            (0, None) if seg.first_seq == 1 => Some((1, GENESIS)),
             (0, _) => None,
             _ => Some((tail.next_seq, tail.last_hash)),
         };
