@@ -44,14 +44,24 @@
 //! of the next commit reached the disk).
 //!
 //! Anything else is damage and stops start-up with the segment and byte offset: a
-//! record whose header or payload fails its checksum while the file goes on past
-//! it, a header that checks out but has the wrong number, bytes after the last record
-//! that are not the start of a record, zeros under `batch` (an fsynced, acknowledged
-//! record cannot turn into zeros), any problem in a segment that is not the last, a
-//! damaged or foreign segment header, a broken chain or a missing segment. A segment
-//! header that is itself cut short is torn only in the newest segment and only if its
-//! bytes are exactly the start of the header that segment must have (a crash while
-//! rotating).
+//! header that fails its checksum with a full header's worth of bytes after its
+//! start, a record that is complete in the file but fails its payload checksum (even
+//! the last one: a crash leaves a file ending inside a record, not a whole record with
+//! other bytes), a header that checks out but has the wrong number, bytes after the
+//! last record that are not the start of a record, zeros under `batch` (an fsynced,
+//! acknowledged record cannot turn into zeros), any problem in a segment that is not
+//! the last, a damaged or foreign segment header, a broken chain or a missing segment.
+//! A segment header that is itself cut short is torn only in the newest segment and
+//! only if its bytes are exactly the start of the header that segment must have (a
+//! crash while creating it). When it is unknown how the tail was written (recovery
+//! from a snapshot whose first replayed segment is damaged at its first record), the
+//! stricter `batch` reading applies.
+//!
+//! Under `batch`, a power cut on a file system that exposes unwritten blocks as zeros
+//! can leave the last, unacknowledged group commit with zeroed blocks. Those zeros
+//! look exactly like acknowledged records that were wiped, so start-up refuses rather
+//! than guess; the message names the segment and offset, where an operator who has
+//! established that nothing after it was acknowledged can cut the file by hand.
 //!
 //! Truncating a file at a record boundary, or inside its last record, cannot be told
 //! from a crash by looking at the file; the rule guarantees that no record that is
