@@ -420,9 +420,24 @@ fn open_journal(
             )
         })?;
     if recovered.tail.records > 0 {
-        for ((name, was), now) in setup.accounts.iter().zip(&recovered.limits).zip(&setup.limits) {
-            if was != now {
-                tracing::info!(account = %name, "risk limits changed by the configuration since the last run");
+        for (i, ((name, was), now)) in setup
+            .accounts
+            .iter()
+            .zip(&recovered.limits)
+            .zip(&setup.limits)
+            .enumerate()
+        {
+            if recovered.reconfigured.iter().any(|a| a.index() == i) {
+                tracing::info!(
+                    account = %name,
+                    "risk limits changed in the configuration since the last run: they replace the journal's"
+                );
+            } else if was != now {
+                tracing::info!(
+                    account = %name,
+                    "risk limits set at run time (PUT /api/v1/admin/risk-limits) are kept: the configuration's are \
+                     unchanged since the last run"
+                );
             }
         }
     }

@@ -1,6 +1,8 @@
 //! `stocksblitz journal verify|dump DIR`: operators' tools on an order journal.
 //! Neither modifies anything (a torn tail is reported, not cut: the engine cuts it at
-//! its next start).
+//! its next start). `verify` fails (non-zero exit, the segment and byte offset on
+//! stderr) on exactly what would stop start-up: damage, a broken chain, a missing
+//! segment, a journal of an older format.
 
 use std::path::Path;
 

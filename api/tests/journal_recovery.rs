@@ -1,7 +1,11 @@
-//! Durability over real sockets: orders, fills, positions and the internal venue's
-//! book survive a restart; and the real binary, killed with SIGKILL at random points
-//! while clients trade, comes back with every acknowledged order and fill, nothing
-//! half-applied, and a journal that `stocksblitz journal verify` accepts.
+//! Durability over real sockets: orders, fills, positions, the internal venue's book
+//! and admin changes (risk limits, trading states, kill switches) survive a restart,
+//! and orders without a client id keep working after it; the real binary, killed with
+//! SIGKILL at random points while clients trade and admins change things, comes back
+//! with every acknowledged order, fill and admin change, nothing half-applied, never a
+//! duplicate generated client id, and a journal that `stocksblitz journal verify`
+//! accepts; a damaged journal makes `journal verify` fail and start-up refuse, naming
+//! the segment and byte offset.
 
 mod common;
 
@@ -80,6 +84,55 @@ async fn book_eventually(c: &Client, want: &Value) -> Value {
     last
 }
 
+/// Risk limits an admin sets at run time (distinct from the configuration's).
+fn admin_limits(max_order_qty: u32) -> Value {
+    json!({
+        "max_order_qty": max_order_qty.to_string(), "max_order_notional": "9000000", "price_collar_bps": 700,
+        "max_open_orders": 100000, "max_position_qty": "1000000", "max_gross_exposure": "50000000",
+        "daily_loss_limit": "1000000", "orders_per_sec": 100000, "cancels_per_sec": 100000,
+        "self_trade": "cancel_both"
+    })
+}
+
+/// An account's risk view: state, kill switch and limits.
+async fn risk(c: &Client) -> Value {
+    let (s, v) = c.get("/accounts/me/risk").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    json!({ "trading_state": v["trading_state"], "kill_switch": v["kill_switch"], "limits": v["limits"] })
+}
+
+async fn admin(c: &Client, method: Method, path: &str, body: Value) {
+    let (s, v) = c.call(method, path, Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{path}: {v}");
+}
+
+/// Places `n` orders without a client id (as the dashboard does): every one is
+/// accepted, with an id none of `taken` has; returns the ids.
+async fn orders_without_client_id(c: &Client, n: usize, taken: &std::collections::HashSet<String>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for k in 0..n {
+        let (s, v) = c
+            .post("/orders", limit("buy", &format!("99.{:02}", 10 + 5 * k), "1"))
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::CREATED,
+            "an order without a client id after a restart: {v}"
+        );
+        let id = v["order"]["client_order_id"].as_str().expect("generated id").to_owned();
+        assert!(!taken.contains(&id), "generated client id {id} was used before");
+        ids.push(id);
+    }
+    ids
+}
+
+fn client_ids(orders: &[Value]) -> std::collections::HashSet<String> {
+    orders
+        .iter()
+        .filter_map(|o| o["client_order_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_positions_and_books_survive_a_restart() {
     let dir = fresh_dir("restart");
@@ -106,6 +159,26 @@ async fn orders_positions_and_books_survive_a_restart() {
     let keyed = limit("buy", "99.00", "1");
     let (s, keyed_answer) = bob.post_keyed(Some("restart-key-1"), &keyed).await;
     assert_eq!(s, StatusCode::CREATED, "{keyed_answer}");
+    // Admin changes at run time: bob's limits, ops's trading state, a kill switch on
+    // INFY and on ops's account.
+    let ops_admin = Client::new(&app, "ops", "admin");
+    admin(&ops_admin, Method::PUT, "/admin/risk-limits/bob", admin_limits(5000)).await;
+    admin(
+        &ops_admin,
+        Method::PUT,
+        "/admin/trading-state/ops",
+        json!({"state": "reduce_only"}),
+    )
+    .await;
+    let infy = json!({"scope": "instrument", "symbol": "INFY", "active": true});
+    admin(&ops_admin, Method::POST, "/admin/kill-switch", infy).await;
+    let ops_account = json!({"scope": "account", "account": "ops", "active": true});
+    admin(&ops_admin, Method::POST, "/admin/kill-switch", ops_account).await;
+    let ops = Client::new(&app, "ops", "trader");
+    let admin_before = (risk(&bob).await, risk(&ops).await, risk(&alice).await);
+    assert_eq!(admin_before.0["limits"]["max_order_qty"], "5000.00000000");
+    assert_eq!(admin_before.1["trading_state"], "reduce_only");
+    assert_eq!(admin_before.1["kill_switch"], true);
 
     let before = (
         all_orders(&alice).await,
@@ -132,6 +205,23 @@ async fn orders_positions_and_books_survive_a_restart() {
         alice.get("/fills").await.1,
     );
     assert_eq!(before, after, "orders, positions and fills are exactly as before");
+    let ops = Client::new(&app, "ops", "trader");
+    assert_eq!(
+        (risk(&bob).await, risk(&ops).await, risk(&alice).await),
+        admin_before,
+        "limits, trading states and kill switches set at run time survive"
+    );
+    let (s, v) = alice
+        .post(
+            "/orders",
+            json!({ "symbol": "INFY", "side": "buy", "type": "limit", "price": "1520.00", "qty": "1" }),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("KILL_SWITCH_ACTIVE")),
+        "the instrument kill switch survives"
+    );
     assert_eq!(
         book_eventually(&alice, &want_book).await,
         want_book,
@@ -164,6 +254,12 @@ async fn orders_positions_and_books_survive_a_restart() {
         .max()
         .expect("orders");
     assert!(new_id > max_old, "{new_id} after {max_old}");
+    // Orders without a client id (all of the above) keep working after the restart,
+    // with ids never used before.
+    let mut taken = client_ids(&all_orders(&alice).await);
+    taken.extend(client_ids(&all_orders(&bob).await));
+    assert!(taken.len() >= 8, "{taken:?}");
+    orders_without_client_id(&alice, 3, &taken).await;
     app.shutdown().await.expect("clean shutdown");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -191,10 +287,12 @@ fn acked(order: &Value) -> Option<(String, Acked)> {
     ))
 }
 
-/// Places crossing orders (and cancels some) until the server goes away; returns
-/// every acknowledgement it received.
-async fn trade_until_killed(c: Client, seed: u64) -> Vec<(String, Acked)> {
+/// Places crossing orders without client ids (and cancels some) until the server goes
+/// away; returns every acknowledgement it received, and every order refused as a
+/// duplicate client order id (there must be none).
+async fn trade_until_killed(c: Client, seed: u64) -> (Vec<(String, Acked)>, Vec<Value>) {
     let mut out = Vec::new();
+    let mut duplicates = Vec::new();
     let mut rng = seed;
     let mut next = || {
         rng ^= rng << 13;
@@ -210,20 +308,44 @@ async fn trade_until_killed(c: Client, seed: u64) -> Vec<(String, Acked)> {
             .try_call(Method::POST, "/orders", Some(limit(side, &price, &qty)))
             .await
         else {
-            return out;
+            return (out, duplicates);
         };
+        if v["error"]["code"] == "DUPLICATE_CLIENT_ORDER_ID" {
+            duplicates.push(v.clone());
+        }
         if s == StatusCode::CREATED {
             out.extend(acked(&v["order"]));
             if next() % 3 == 0 {
                 if let Some(id) = v["order"]["order_id"].as_str() {
                     match c.try_call(Method::DELETE, &format!("/orders/{id}"), None).await {
-                        None => return out,
+                        None => return (out, duplicates),
                         Some((StatusCode::OK, v)) => out.extend(acked(&v["order"])),
                         Some(_) => {}
                     }
                 }
             }
         }
+    }
+}
+
+/// The admin changes of the round before the kill are all still in force.
+async fn admin_changes_survived(ops: &Client, alice: &Client, want: &(Value, bool), round: u32) {
+    assert_eq!(
+        &risk(ops).await,
+        &want.0,
+        "round {round}: ops's limits, state and kill switch"
+    );
+    let infy = json!({ "symbol": "INFY", "side": "buy", "type": "limit", "price": "1520.00", "qty": "1" });
+    let (s, v) = alice.post("/orders/test", infy).await;
+    let code = v["error"]["code"].as_str();
+    if want.1 {
+        assert_eq!(
+            (s, code),
+            (StatusCode::FORBIDDEN, Some("KILL_SWITCH_ACTIVE")),
+            "round {round}: {v}"
+        );
+    } else {
+        assert_ne!(code, Some("KILL_SWITCH_ACTIVE"), "round {round}: released, {v}");
     }
 }
 
@@ -242,19 +364,75 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
     let log = root.join("server.log");
     let mut acks: HashMap<String, Acked> = HashMap::new();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
-    for round in 0..10 {
+    // What the admin changes acknowledged before the last kill left behind.
+    let mut admin_expected: Option<(Value, bool)> = None;
+    for round in 0..10u32 {
         let mut server = spawn_server(&config, &log, &[]).await;
+        let ops = Client::at(server.base.clone(), "ops", "trader");
+        let ops_admin = Client::at(server.base.clone(), "ops", "admin");
+        let alice = Client::at(server.base.clone(), "alice", "trader");
+        if let Some(want) = &admin_expected {
+            admin_changes_survived(&ops, &alice, want, round).await;
+        }
+        // Orders without a client id work at once after the restart, with new ids.
+        for c in [&alice, &Client::at(server.base.clone(), "bob", "trader")] {
+            let taken = client_ids(&all_orders(c).await);
+            orders_without_client_id(c, 1, &taken).await;
+        }
+        // An admin changes ops's limits, trading state and kill switch and the INFY kill
+        // switch (acknowledged, so journaled) while the others trade.
+        let state = ["reduce_only", "blocked", "throttled", "active"][round as usize % 4];
+        admin(
+            &ops_admin,
+            Method::PUT,
+            "/admin/risk-limits/ops",
+            admin_limits(1000 + round),
+        )
+        .await;
+        admin(
+            &ops_admin,
+            Method::PUT,
+            "/admin/trading-state/ops",
+            json!({ "state": state }),
+        )
+        .await;
+        let killed = round % 3 == 0;
+        let body = json!({"scope": "account", "account": "ops", "active": killed});
+        admin(&ops_admin, Method::POST, "/admin/kill-switch", body).await;
+        let infy = round % 2 == 0;
+        let body = json!({"scope": "instrument", "symbol": "INFY", "active": infy});
+        admin(&ops_admin, Method::POST, "/admin/kill-switch", body).await;
+        let view = risk(&ops).await;
+        assert_eq!(
+            (
+                view["trading_state"].as_str(),
+                &view["kill_switch"],
+                &view["limits"]["max_order_qty"]
+            ),
+            (
+                Some(state),
+                &json!(killed),
+                &json!(format!("{}.00000000", 1000 + round))
+            ),
+            "{view}"
+        );
+        admin_expected = Some((view, infy));
         let mut clients = Vec::new();
         for (k, account) in ["alice", "bob", "alice", "bob"].into_iter().enumerate() {
             let c = Client::at(server.base.clone(), account, "trader");
             clients.push(tokio::spawn(trade_until_killed(c, seed.wrapping_add(k as u64 * 7919))));
         }
-        seed = seed.rotate_left(17) ^ round;
+        seed = seed.rotate_left(17) ^ u64::from(round);
         tokio::time::sleep(Duration::from_millis(150 + seed % 600)).await;
         server.child.kill().expect("SIGKILL");
         let _ = server.child.wait();
         for c in clients {
-            for (id, a) in c.await.expect("client") {
+            let (got, duplicates) = c.await.expect("client");
+            assert!(
+                duplicates.is_empty(),
+                "orders without a client id refused: {duplicates:?}"
+            );
+            for (id, a) in got {
                 acks.insert(id, a);
             }
         }
@@ -265,6 +443,16 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
     let mut server = spawn_server(&config, &log, &[]).await;
     let alice = Client::at(server.base.clone(), "alice", "trader");
     let bob = Client::at(server.base.clone(), "bob", "trader");
+    let ops = Client::at(server.base.clone(), "ops", "trader");
+    if let Some(want) = &admin_expected {
+        admin_changes_survived(&ops, &alice, want, 10).await;
+    }
+    // Every generated client id is unique within its account, across all the restarts.
+    for c in [&alice, &bob] {
+        let orders = all_orders(c).await;
+        let ids = client_ids(&orders);
+        assert_eq!(ids.len(), orders.len(), "a client order id repeats");
+    }
     let mut recovered: HashMap<String, Value> = HashMap::new();
     let mut net: HashMap<&str, i64> = HashMap::new();
     for (name, c) in [("alice", &alice), ("bob", &bob)] {
@@ -348,4 +536,124 @@ async fn sigkill_at_random_points_loses_nothing_acknowledged() {
     assert_eq!(lines[0]["seq"], 1);
     assert!(lines[0]["record"]["Start"].is_object(), "{}", lines[0]);
     let _ = std::fs::remove_dir_all(PathBuf::from(&root));
+}
+
+/// Records of a segment file: (offset, length).
+fn records_of(segment: &[u8]) -> Vec<(usize, usize)> {
+    use stocksblitz_engine::journal::format::{read_record, SEGMENT_HEADER};
+    let mut out = Vec::new();
+    let mut at = SEGMENT_HEADER;
+    while at < segment.len() {
+        let r = read_record(&segment[at..]).expect("an intact record");
+        out.push((at, r.len));
+        at += r.len;
+    }
+    out
+}
+
+fn verify(journal: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
+        .args(["journal", "verify"])
+        .arg(journal)
+        .output()
+        .expect("verify runs")
+}
+
+/// Starts the real binary on `config` and waits for it to exit by itself (start-up
+/// refused); returns its log.
+async fn refused_start(config: &Path, log: &Path) -> String {
+    let out = std::fs::File::create(log).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("STOCKSBLITZ_API_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env_remove("SBZ_JWT_SECRET")
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("server runs");
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(!status.success(), "start-up must fail");
+            return std::fs::read_to_string(log).unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "the server started on a damaged journal:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_journal_fails_verify_and_stops_start_up() {
+    let root = fresh_dir("damaged");
+    std::fs::create_dir_all(&root).expect("dir");
+    let journal = root.join("journal");
+    let config = root.join("config.toml");
+    std::fs::write(&config, with_journal(&journal)).expect("config");
+    let app = start_with(&with_journal(&journal)).await;
+    let alice = Client::new(&app, "alice", "trader");
+    for k in 0..12 {
+        let (s, v) = alice
+            .post("/orders", limit("buy", &format!("99.{:02}", k * 5), "1"))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    app.shutdown().await.expect("clean shutdown");
+    let segment = stocksblitz_engine::journal::reader::segments(&journal)
+        .expect("segments")
+        .pop()
+        .expect("a segment")
+        .path;
+    let name = segment.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+    let orig = std::fs::read(&segment).expect("read");
+    let recs = records_of(&orig);
+    assert!(recs.len() >= 12, "{} records", recs.len());
+    let out = verify(&journal);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The reports: a length field one too large in the middle of the segment,
+    // and the last three records zeroed. Both are damage, not a torn tail.
+    let (mid, _) = recs[recs.len() / 2];
+    let mut longer = orig.clone();
+    let len = u32::from_le_bytes(longer[mid + 8..mid + 12].try_into().expect("4 bytes"));
+    longer[mid + 8..mid + 12].copy_from_slice(&(len + 1).to_le_bytes());
+    let (tail_from, _) = recs[recs.len() - 3];
+    let mut zeroed = orig.clone();
+    zeroed[tail_from..].fill(0);
+    for (what, bad, offset) in [("length + 1", longer, mid), ("last three zeroed", zeroed, tail_from)] {
+        std::fs::write(&segment, &bad).expect("write");
+        let out = verify(&journal);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{what}: journal verify must fail");
+        assert!(
+            err.contains(&name) && err.contains(&format!("at byte {offset}")),
+            "{what}: names the segment and offset: {err}"
+        );
+        let log = refused_start(&config, &root.join("refused.log")).await;
+        assert!(
+            log.contains(&name) && log.contains(&format!("at byte {offset}")),
+            "{what}: start-up names the segment and offset: {log}"
+        );
+        assert_eq!(std::fs::read(&segment).expect("read"), bad, "{what}: nothing was cut");
+    }
+
+    // A genuinely torn tail (the file ends inside the last record) is no damage:
+    // verify reports it and succeeds, start-up cuts it and runs.
+    let (last_at, last_len) = recs[recs.len() - 1];
+    std::fs::write(&segment, &orig[..last_at + last_len / 2]).expect("write");
+    let out = verify(&journal);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(summary["torn_tail"]["offset"], last_at as u64, "{summary}");
+    let log = root.join("server.log");
+    let mut server = spawn_server(&config, &log, &[]).await;
+    let alice = Client::at(server.base.clone(), "alice", "trader");
+    assert!(all_orders(&alice).await.len() >= 11);
+    server.child.kill().expect("SIGKILL");
+    let _ = server.child.wait();
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -16,8 +16,7 @@ use stocksblitz_engine::UnixNanos;
 use super::error::ApiError;
 use crate::auth::{Principal, Role};
 use crate::orders::entry::{
-    bad, ensure_client_id, instrument, not_found, order_id, parse_order, rejection, replace_command, service, submit,
-    submit_error,
+    bad, instrument, not_found, order_id, parse_order, rejection, replace_command, service, submit, submit_error,
 };
 use crate::orders::idempotency::{Claim, MAX_KEY_LEN};
 use crate::orders::json::{
@@ -188,8 +187,7 @@ async fn place_inner(
     body: &[u8],
     tag: Option<IdemTag>,
 ) -> Result<Value, ApiError> {
-    let mut order = parse_order(app, body)?;
-    ensure_client_id(&mut order, svc);
+    let order = parse_order(app, body)?;
     let events = svc
         .submit_keyed(p.account, CommandKind::New(order), tag)
         .await
@@ -209,9 +207,8 @@ async fn place_inner(
 pub async fn test_order(State(app): State<AppState>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
     require_json(&headers)?;
-    let svc = service(&app)?;
-    let mut order = parse_order(&app, &body)?;
-    ensure_client_id(&mut order, svc);
+    service(&app)?;
+    let order = parse_order(&app, &body)?;
     submit(&app, &p, CommandKind::Test(order)).await?;
     Ok(respond(
         StatusCode::OK,

@@ -186,7 +186,7 @@ pub struct NewOrder {
     pub time_in_force: Option<TimeInForce>,
     /// gtd: expiry in microseconds since the epoch.
     pub expire_time: Option<i64>,
-    /// Unique per account; generated when absent.
+    /// Unique per account; when absent the engine generates `auto-<n>` (unique per account, across restarts).
     pub client_order_id: Option<String>,
     pub post_only: Option<bool>,
     pub reduce_only: Option<bool>,

@@ -139,6 +139,7 @@ pub fn order_from(app: &AppState, b: NewOrderBody) -> Result<NewOrder, ApiError>
         (_, Some(_)) => return Err(bad("expire_time", "expire_time is only for time_in_force \"gtd\"")),
         _ => return Err(bad("time_in_force", "time_in_force must be gtc, day, ioc, fok or gtd")),
     };
+    // Without one, the engine generates `auto-<n>` (unique per account, across restarts).
     let client_id = match b.client_order_id.as_deref() {
         Some(c) => ClientOrderId::new(c).map_err(|e| bad("client_order_id", e.to_string()))?,
         None => ClientOrderId::EMPTY,
@@ -165,13 +166,6 @@ pub fn order_from(app: &AppState, b: NewOrderBody) -> Result<NewOrder, ApiError>
         post_only: b.post_only,
         reduce_only: b.reduce_only,
     })
-}
-
-/// Orders without a client id get one (their engine ids are unique per order anyway).
-pub fn ensure_client_id(o: &mut NewOrder, svc: &OrderService) {
-    if o.client_id.is_empty() {
-        o.client_id = ClientOrderId::new(&format!("auto-{}", svc.next_auto_id())).unwrap_or(ClientOrderId::EMPTY);
-    }
 }
 
 /// An order id as clients send it (a decimal string).

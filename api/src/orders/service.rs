@@ -156,11 +156,6 @@ impl OrderService {
         self.queue.len()
     }
 
-    /// A number for client order ids the API generates (`auto-<n>`).
-    pub fn next_auto_id(&self) -> u64 {
-        self.next_request.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// Called by the fan-out thread with a request's complete events.
     pub fn complete(&self, request: u64, events: Vec<OrderEvent>) {
         if let Some(tx) = self.pending.lock().remove(&request) {

@@ -261,9 +261,8 @@ impl Session {
                 serde_json::from_value::<NewOrderBody>(order)
                     .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", format!("invalid order: {e}")))
                     .and_then(|b| entry::order_from(&self.app, b))
-                    .and_then(|mut o| {
-                        let svc = entry::service(&self.app)?;
-                        entry::ensure_client_id(&mut o, svc);
+                    .and_then(|o| {
+                        entry::service(&self.app)?;
                         Ok((CommandKind::New(o), None))
                     })
             }

@@ -43,8 +43,10 @@ use crate::orders::store::OrderStore;
 use crate::orders::OrderManager;
 
 /// Recovers `manager` and `store` from the journal in `dir` (an empty journal if there
-/// is none), applies this run's configured limits, then opens the journal for
-/// appending and records the start of the run.
+/// is none), starts the run (configured limits apply where the configuration changed
+/// since the last run, see [`OrderManager::start_run`]; they are in
+/// [`Recovered::reconfigured`]), then opens the journal for appending and records the
+/// start of the run.
 pub fn open(
     dir: &Path,
     policy: FsyncPolicy,
@@ -53,9 +55,9 @@ pub fn open(
     store: &mut OrderStore,
     run: &RunStart,
 ) -> Result<(JournalWriter, Recovered), JournalError> {
-    let recovered = recover(dir, manager, store)?;
+    let mut recovered = recover(dir, manager, store)?;
     let mut writer = JournalWriter::open(dir, &recovered.tail, policy, segment_bytes)?;
-    manager.set_limits(&run.limits);
+    recovered.reconfigured = manager.start_run(&run.limits);
     writer.append(&RecordRef::Start(run))?;
     writer.commit()?;
     writer.sync()?;

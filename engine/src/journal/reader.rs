@@ -2,15 +2,20 @@
 //! hash chain within and across segments, and the torn-tail rule.
 //!
 //! A crash can leave the last record of the last segment half-written. Such a tail
-//! (too short, or damaged with nothing valid after it) is reported as torn; recovery
-//! truncates it with a warning, since no one was told about it. Anything else that
-//! does not check out (damage with valid records after it, a damaged earlier segment,
-//! a broken chain, a missing segment) is corruption and stops start-up.
+//! (exactly what [`super::format`]'s torn-tail rule allows: the file ends inside the
+//! record) is reported as torn; recovery truncates it with a warning, since no one was
+//! told about it. Anything else that does not check out (a damaged record with more
+//! bytes after it, zeros where records were acknowledged, a damaged earlier segment,
+//! a broken chain, a missing segment) is corruption and stops start-up with the
+//! segment and byte offset.
 
 use std::path::{Path, PathBuf};
 
 use super::error::JournalError;
-use super::format::{decode_header, read_record, FrameError, Hash, GENESIS, SEGMENT_HEADER, SEGMENT_SUFFIX};
+use super::format::{
+    decode_header, encode_header, is_torn_tail, read_record, FrameError, Hash, TailContext, COMMIT_END, GENESIS,
+    SEGMENT_HEADER, SEGMENT_SUFFIX,
+};
 
 /// A segment file and the first record number it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,13 +105,31 @@ pub fn scan_from(
         records: 0,
         torn: None,
     };
+    // Flags of the last intact record (for the torn-tail rule).
+    let mut last_flags = None;
     for (i, seg) in segs.iter().enumerate() {
         let last_segment = i + 1 == segs.len();
         let buf = std::fs::read(&seg.path).map_err(|e| JournalError::io(&seg.path, e))?;
+        // What this segment's header must say, when that is known before reading it.
+        let expected = match (i, after) {
+            (0, Some((seq, hash))) if seg.first_seq == seq + 1 => Some((seq + 1, hash)),
+            // The journal's very first segment (a crash while creating it).
+            (0, None) if seg.first_seq == 1 => Some((1, GENESIS)),
+            (0, _) => None,
+            _ => Some((tail.next_seq, tail.last_hash)),
+        };
         let (first, prev) = match decode_header(&seg.path, &buf) {
             Ok(h) => h,
-            // A crash while creating the newest segment can leave its header short.
-            Err(_) if last_segment && buf.len() < SEGMENT_HEADER && (i > 0 || after.is_some()) => {
+            // A crash while creating the newest segment can leave its header short: it
+            // is then exactly the start of the header it must have.
+            Err(_)
+                if last_segment
+                    && buf.len() < SEGMENT_HEADER
+                    && expected.is_some_and(|(n, h)| buf[..] == encode_header(n, &h)[..buf.len()]) =>
+            {
+                if let Some((n, h)) = expected {
+                    (tail.next_seq, tail.last_hash) = (n, h);
+                }
                 tail.torn = Some(TornTail {
                     path: seg.path.clone(),
                     offset: 0,
@@ -140,17 +163,12 @@ pub fn scan_from(
             ));
         }
         let mut at = SEGMENT_HEADER;
+        // A segment starts at a commit boundary (rotation happens after a commit).
+        let mut after_commit = true;
         while at < buf.len() {
             let rest = &buf[at..];
             match read_record(rest) {
-                Ok(r) => {
-                    if r.seq != tail.next_seq {
-                        return Err(JournalError::corrupt(
-                            &seg.path,
-                            at as u64,
-                            format!("record number {} where {} was expected", r.seq, tail.next_seq),
-                        ));
-                    }
+                Ok(r) if r.seq == tail.next_seq => {
                     if super::format::chain(&tail.last_hash, r.seq, r.payload) != r.hash {
                         return Err(JournalError::corrupt(
                             &seg.path,
@@ -170,10 +188,25 @@ pub fn scan_from(
                     tail.last_hash = r.hash;
                     tail.next_seq += 1;
                     tail.records += 1;
+                    last_flags = Some(r.flags);
+                    after_commit = r.flags & COMMIT_END != 0;
                     at += r.len;
                 }
+                Ok(r) => {
+                    return Err(JournalError::corrupt(
+                        &seg.path,
+                        at as u64,
+                        format!("record number {} where {} was expected", r.seq, tail.next_seq),
+                    ));
+                }
                 Err(err) => {
-                    if last_segment && is_torn(rest, &err) {
+                    let cx = TailContext {
+                        offset: at as u64,
+                        next_seq: tail.next_seq,
+                        last_flags,
+                        after_commit,
+                    };
+                    if last_segment && is_torn_tail(rest, &cx) {
                         tail.torn = Some(TornTail {
                             path: seg.path.clone(),
                             offset: at as u64,
@@ -182,10 +215,22 @@ pub fn scan_from(
                         break;
                     }
                     let what = match err {
+                        FrameError::Truncated if last_segment => {
+                            "the bytes here are not the start of the next record (damaged, or zeros where \
+                             acknowledged records were)"
+                        }
                         FrameError::Truncated => "record is truncated in a segment that is not the last",
                         FrameError::Damaged(w) => w,
                     };
-                    return Err(JournalError::corrupt(&seg.path, at as u64, what));
+                    let more = rest.len();
+                    return Err(JournalError::corrupt(
+                        &seg.path,
+                        at as u64,
+                        format!(
+                            "{what} (record {} would start here; {more} bytes follow)",
+                            tail.next_seq
+                        ),
+                    ));
                 }
             }
         }
@@ -205,20 +250,4 @@ pub fn scan_from(
         }
     }
     Ok(tail)
-}
-
-/// A bad record is a torn tail when nothing valid follows it: it runs past the end,
-/// or the bytes where the next record would start do not hold one.
-fn is_torn(rest: &[u8], err: &FrameError) -> bool {
-    match err {
-        FrameError::Truncated => true,
-        FrameError::Damaged(_) => {
-            let claimed = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let next = 8usize.saturating_add(claimed);
-            match rest.get(next..) {
-                None | Some([]) => true,
-                Some(after) => read_record(after).is_err(),
-            }
-        }
-    }
 }

@@ -5,7 +5,9 @@
 use crate::orders::{OrderEvent, RiskLimits, Step};
 use crate::time::UnixNanos;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: records framed with a header checksum and flags (see [`super::format`]); start
+/// records apply configured limits only where the configuration changed.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Written once each time the engine opens the journal: who wrote what follows.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

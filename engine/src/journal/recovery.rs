@@ -6,12 +6,13 @@
 //! full replay. Every step is replayed through the same manager code, with the market
 //! it saw, and must produce exactly the events that were journaled with it; the first
 //! difference stops start-up (the state would no longer be the one traders were told
-//! about). Start records set the limits the run began with.
+//! about). Start records apply the configured limits the way the run did when it
+//! started ([`OrderManager::start_run`]): where the configuration had changed.
 
 use std::path::Path;
 
 use crate::orders::store::OrderStore;
-use crate::orders::{OrderEvent, OrderManager, RiskLimits};
+use crate::orders::{AccountId, OrderEvent, OrderManager, RiskLimits};
 
 use super::error::JournalError;
 use super::reader::{scan_from, Tail};
@@ -33,6 +34,9 @@ pub struct Recovered {
     pub skipped: Vec<String>,
     /// Every account's limits as recovered (before this run's configuration applies).
     pub limits: Vec<RiskLimits>,
+    /// Accounts whose configured limits changed since the last run and so replaced
+    /// the recovered ones (set by [`super::open`]; empty after [`recover`]).
+    pub reconfigured: Vec<AccountId>,
 }
 
 /// Counts while replaying.
@@ -67,7 +71,7 @@ pub(crate) fn apply_record(
                     ),
                 });
             }
-            manager.set_limits(&start.limits);
+            manager.start_run(&start.limits);
             counts.runs += 1;
         }
         Record::Step {
@@ -158,6 +162,7 @@ fn replay(
         snapshot: None,
         skipped: Vec::new(),
         limits: manager.limits(),
+        reconfigured: Vec::new(),
     })
 }
 

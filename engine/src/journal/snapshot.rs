@@ -2,7 +2,7 @@
 //! record, so that start-up replays only the records after it.
 //!
 //! ```text
-//! file := "SBZSNAP1" body_len:u64le crc32(body):u32le body
+//! file := "SBZSNAP2" body_len:u64le crc32(body):u32le body
 //! body := seq:u64le chain_hash:[u8;32] state_hash:[u8;32] image_len:u64le image store
 //! ```
 //!
@@ -21,7 +21,7 @@ use crate::orders::OrderManager;
 use super::error::JournalError;
 use super::format::Hash;
 
-const MAGIC: &[u8; 8] = b"SBZSNAP1";
+const MAGIC: &[u8; 8] = b"SBZSNAP2";
 const HEADER: usize = 8 + 8 + 4;
 const FIXED: usize = 8 + 32 + 32 + 8;
 pub const SUFFIX: &str = ".sbzs";
@@ -114,6 +114,11 @@ pub fn read(path: &Path) -> Result<Snapshot, JournalError> {
     let buf = std::fs::read(path).map_err(|e| JournalError::io(path, e))?;
     let bad = |what: &str| JournalError::corrupt(path, 0, format!("snapshot {what}"));
     let header = buf.get(..HEADER).ok_or_else(|| bad("is truncated"))?;
+    if &header[..8] == b"SBZSNAP1" {
+        return Err(bad(
+            "was written by an older engine (snapshot format 1); it is not used",
+        ));
+    }
     if &header[..8] != MAGIC {
         return Err(bad("has a bad magic number"));
     }

@@ -71,7 +71,7 @@ impl Snapshotter {
     /// Writes a snapshot when enough records have passed since the last one.
     pub fn snapshot_if_due(&mut self) -> Result<Option<PathBuf>, JournalError> {
         let (at, hash) = self.tailer.position();
-        if at < self.last_snapshot + self.every {
+        if at < self.last_snapshot.saturating_add(self.every) {
             return Ok(None);
         }
         let path = snapshot::write(&self.dir, at, &hash, &self.manager, &self.store, self.keep)?;

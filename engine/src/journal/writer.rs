@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::error::JournalError;
-use super::format::{begin_record, encode_header, finish_record, segment_name, Hash, SEGMENT_HEADER};
+use super::format::{
+    add_flags, begin_record, encode_header, finish_record, segment_name, Hash, COMMIT_END, SEGMENT_HEADER, SYNCED,
+};
 use super::reader::Tail;
 
 /// When written records are forced to disk.
@@ -41,6 +43,8 @@ pub struct JournalWriter {
     last_hash: Hash,
     policy: FsyncPolicy,
     buf: Vec<u8>,
+    /// Where the batch's last record starts in `buf` (it gets [`COMMIT_END`]).
+    last_record: Option<usize>,
     unsynced: bool,
     last_sync: Instant,
     _lock: File,
@@ -75,7 +79,8 @@ impl JournalWriter {
                         segment = %torn.path.display(),
                         offset = torn.offset,
                         bytes = torn.bytes,
-                        "journal ends in a torn record (a crash mid-write); cutting it off: it was never acknowledged"
+                        "journal ends in a torn record (a crash mid-write, or blocks lost to a power cut under \
+                         fsync = interval/none); cutting it off: under fsync = batch it was never acknowledged"
                     );
                     file.set_len(*valid).map_err(|e| JournalError::io(path, e))?;
                     file.sync_all().map_err(|e| JournalError::io(path, e))?;
@@ -101,6 +106,7 @@ impl JournalWriter {
             last_hash: tail.last_hash,
             policy,
             buf: Vec::with_capacity(1 << 20),
+            last_record: None,
             unsynced: false,
             last_sync: Instant::now(),
             _lock: lock,
@@ -119,8 +125,11 @@ impl JournalWriter {
                 what: e.to_string(),
             });
         }
-        match finish_record(&mut self.buf, start, seq, &self.last_hash) {
+        // The torn-tail rule reads whether this run acknowledges only fsynced records.
+        let flags = if self.policy == FsyncPolicy::Batch { SYNCED } else { 0 };
+        match finish_record(&mut self.buf, start, seq, &self.last_hash, flags) {
             Ok(hash) => {
+                self.last_record = Some(start);
                 self.last_hash = hash;
                 self.next_seq += 1;
                 Ok(seq)
@@ -143,6 +152,9 @@ impl JournalWriter {
     pub fn commit(&mut self) -> Result<Commit, JournalError> {
         if self.buf.is_empty() {
             return Ok(Commit::default());
+        }
+        if let Some(last) = self.last_record.take() {
+            add_flags(&mut self.buf, last, COMMIT_END);
         }
         self.file
             .write_all(&self.buf)

@@ -1,12 +1,17 @@
 //! Commands into the engine's order path: what the API hands over through the bounded
 //! command queue. Fixed-size and `Copy`; every command carries the API's request id so
 //! the results can be routed back to the waiting caller.
+//!
+//! Orders sent without a `client_order_id` get one here, in the engine (`auto-<n>`
+//! from a counter that is part of the journaled and snapshotted state), so generated
+//! ids never repeat across restarts and replay reproduces them exactly.
 
 use crate::fixed::{Price, Qty};
 use crate::ids::InstrumentId;
 use crate::side::Side;
 use crate::time::UnixNanos;
 
+use super::manager::OrderManager;
 use super::risk::{RiskLimits, TradingState};
 use super::types::{AccountId, ClientOrderId, OrderId, OrderType, TimeInForce};
 
@@ -108,4 +113,74 @@ pub struct Command {
     pub kind: CommandKind,
     /// The request's `Idempotency-Key`, if it had one.
     pub idempotency: Option<IdemTag>,
+}
+
+/// Prefix of the client order ids the engine generates.
+pub const GENERATED_PREFIX: &str = "auto-";
+
+/// The generated client order id number `n` (`auto-<n>`), without allocating.
+pub fn generated_client_id(n: u64) -> ClientOrderId {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut v = n;
+    loop {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 || at == 0 {
+            break;
+        }
+    }
+    let mut text = [0u8; 25];
+    let p = GENERATED_PREFIX.len();
+    let digits = digits.get(at..).unwrap_or(&[]);
+    text[..p].copy_from_slice(GENERATED_PREFIX.as_bytes());
+    text[p..p + digits.len()].copy_from_slice(digits);
+    core::str::from_utf8(&text[..p + digits.len()])
+        .ok()
+        .and_then(|s| ClientOrderId::new(s).ok())
+        .unwrap_or(ClientOrderId::EMPTY)
+}
+
+impl OrderManager {
+    /// `new` with a client order id: its own, or for an order sent without one the
+    /// next generated id that the account does not use yet. `take` (a real order, not
+    /// a test) consumes it, so it is never generated again.
+    pub(super) fn with_client_id(&mut self, account: AccountId, mut new: NewOrder, take: bool) -> NewOrder {
+        if !new.client_id.is_empty() {
+            return new;
+        }
+        let mut n = self.auto_ids;
+        loop {
+            n = n.saturating_add(1);
+            let id = generated_client_id(n);
+            if n == u64::MAX || !self.client_ids.contains_key(&(account, id)) {
+                new.client_id = id;
+                break;
+            }
+        }
+        if take {
+            self.auto_ids = n;
+        }
+        new
+    }
+
+    /// Client order ids generated so far.
+    pub fn generated_client_ids(&self) -> u64 {
+        self.auto_ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_the_prefix_and_the_number() {
+        for n in [0, 1, 9, 10, 12_345, u64::MAX] {
+            assert_eq!(generated_client_id(n).as_str(), format!("auto-{n}"));
+        }
+    }
 }

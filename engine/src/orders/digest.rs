@@ -2,7 +2,8 @@
 //!
 //! Covers every order slot and the free list (future ids), the books' queues in
 //! priority order, waiting stops, accounts' limits and usage (rate buckets included),
-//! positions, kill switches and the event, fill and trade counters. It leaves out the
+//! positions, kill switches, the event, fill, trade and generated client id counters and
+//! the limits the last run was configured with. It leaves out the
 //! market references (they come from the feed, and each journaled step carries the
 //! one it saw) and scratch buffers. Off the hot path: tests, journal checkpoints.
 
@@ -73,6 +74,7 @@ impl OrderManager {
             &mut *w,
         )?;
         postcard::to_io(self.trade_seq.as_slice(), &mut *w)?;
+        postcard::to_io(&(self.auto_ids, self.configured.as_slice()), &mut *w)?;
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! The manager's durable state as bytes and back, for journal snapshots.
 //!
 //! The image holds what [`OrderManager::state_hash`] covers (orders, free list, books,
-//! stops, accounts, positions, kill switches, counters). Instrument rules are not in
+//! stops, accounts with their limits, trading states and kill switches, positions,
+//! global and instrument kill switches, counters, the generated client id counter and
+//! the limits the last run was configured with). Instrument rules are not in
 //! it: they come from the configuration, and a snapshot whose shapes (instruments,
 //! accounts, pool size) do not match the configuration is refused, so that recovery
 //! replays the journal instead of guessing.
@@ -33,6 +35,8 @@ struct ImageRef<'a> {
     fill_seq: u64,
     trade_seq: &'a [u64],
     next_expiry_check: UnixNanos,
+    auto_ids: u64,
+    configured: &'a [RiskLimits],
 }
 
 #[derive(serde::Deserialize)]
@@ -51,6 +55,8 @@ struct Image {
     fill_seq: u64,
     trade_seq: Vec<u64>,
     next_expiry_check: UnixNanos,
+    auto_ids: u64,
+    configured: Vec<RiskLimits>,
 }
 
 /// Why an image cannot be restored into this manager.
@@ -82,6 +88,8 @@ impl OrderManager {
             fill_seq: self.fill_seq,
             trade_seq: &self.trade_seq,
             next_expiry_check: self.next_expiry_check,
+            auto_ids: self.auto_ids,
+            configured: &self.configured,
         };
         postcard::to_io(&image, out).map(|_| ())
     }
@@ -100,6 +108,7 @@ impl OrderManager {
                 "instrument count",
             ),
             (img.accounts.len() == self.accounts.len(), "account count"),
+            (img.configured.len() == self.configured.len(), "account count"),
             (
                 img.positions.len() == self.positions.len(),
                 "account or instrument count",
@@ -136,6 +145,8 @@ impl OrderManager {
         self.fill_seq = img.fill_seq;
         self.trade_seq = img.trade_seq;
         self.next_expiry_check = img.next_expiry_check;
+        self.auto_ids = img.auto_ids;
+        self.configured = img.configured;
         self.clear();
         Ok(())
     }
@@ -145,11 +156,32 @@ impl OrderManager {
         self.accounts.iter().map(|a| a.limits).collect()
     }
 
-    /// Sets the limits of the first `limits.len()` accounts (a run's start: the
-    /// configured limits, journaled in its start record).
-    pub fn set_limits(&mut self, limits: &[RiskLimits]) {
-        for (a, l) in self.accounts.iter_mut().zip(limits) {
-            a.limits = *l;
+    /// Starts a run configured with `configured` (every account's limits in the
+    /// configuration; journaled in the run's start record and applied again when it is
+    /// replayed). An account whose configured limits differ from the last run's takes
+    /// them: the operator changed the configuration. The others keep the limits they
+    /// have, so limits an admin set at run time (`SetLimits`) survive restarts. Returns
+    /// the accounts that took the configured limits.
+    pub fn start_run(&mut self, configured: &[RiskLimits]) -> Vec<AccountId> {
+        let mut changed = Vec::new();
+        for (i, ((acct, was), now)) in self
+            .accounts
+            .iter_mut()
+            .zip(self.configured.iter_mut())
+            .zip(configured)
+            .enumerate()
+        {
+            if was != now {
+                acct.limits = *now;
+                *was = *now;
+                changed.push(AccountId(i as u32));
+            }
         }
+        changed
+    }
+
+    /// Every account's limits as the configuration gave them when the last run started.
+    pub fn configured_limits(&self) -> &[RiskLimits] {
+        &self.configured
     }
 }

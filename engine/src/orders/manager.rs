@@ -123,6 +123,10 @@ pub struct OrderManager {
     pub(super) stop_checks: Vec<InstrumentId>,
     /// Steps since the last clear that produced events (what the journal records).
     pub(super) steps: Vec<Step>,
+    /// Client order ids generated so far (`auto-<n>`, for orders sent without one).
+    pub(super) auto_ids: u64,
+    /// Every account's limits as the configuration gave them when the last run started.
+    pub(super) configured: Vec<RiskLimits>,
 }
 
 /// Largest number of events one step may report before the engine must drain them.
@@ -176,6 +180,8 @@ impl OrderManager {
             request: 0,
             stop_checks: Vec::with_capacity(n.max(16)),
             steps: Vec::with_capacity(EVENT_BUFFER),
+            auto_ids: 0,
+            configured: accounts.to_vec(),
         }
     }
 
@@ -425,8 +431,14 @@ impl OrderManager {
         let before = self.events.len();
         let market = self.command_instrument(cmd).and_then(|i| self.market_before(i));
         match cmd.kind {
-            CommandKind::New(new) => self.place(cmd, &new, false),
-            CommandKind::Test(new) => self.place(cmd, &new, true),
+            CommandKind::New(new) => {
+                let new = self.with_client_id(cmd.account, new, true);
+                self.place(cmd, &new, false)
+            }
+            CommandKind::Test(new) => {
+                let new = self.with_client_id(cmd.account, new, false);
+                self.place(cmd, &new, true)
+            }
             CommandKind::Cancel { order } => self.cancel_cmd(cmd, order),
             CommandKind::Replace { order, qty, price } => self.replace(cmd, order, qty, price),
             CommandKind::MassCancel { instrument } => self.mass_cancel(cmd, instrument),
