@@ -78,7 +78,7 @@ impl Rig {
         let reg = registry();
         let venues = vec![VenueKind::Paper; reg.len()];
         let rates = vec![100_000_000i128; reg.len()];
-        let m = OrderManager::new(
+        let mut m = OrderManager::new(
             &reg,
             &venues,
             &rates,
@@ -90,6 +90,10 @@ impl Rig {
                 day_offset_secs: 19_800,
             },
         );
+        // Paper orders need LIVE data (as the engine reports once the feeds are synced).
+        for i in 0..reg.len() {
+            m.set_quality(InstrumentId(i as u32), DataQuality::Live);
+        }
         let s = Surveillance::new(c.thresholds().expect("valid"), &reg, 2);
         Self { m, s, next_client: 0 }
     }
@@ -411,6 +415,7 @@ fn anomaly_steps_replay_to_the_same_events_and_state() {
         input: Input::Anomaly(a[0]),
         market: None,
         events: 1,
+        ctx: Default::default(),
     });
     let evs = &m2.events()[before..];
     assert!(matches!(evs[0].data, OrderEventData::Anomaly(x) if x == a[0]));
@@ -419,7 +424,7 @@ fn anomaly_steps_replay_to_the_same_events_and_state() {
 
 fn manager_like(_r: &Rig) -> OrderManager {
     let reg = registry();
-    OrderManager::new(
+    let mut m = OrderManager::new(
         &reg,
         &vec![VenueKind::Paper; reg.len()],
         &vec![100_000_000i128; reg.len()],
@@ -430,7 +435,11 @@ fn manager_like(_r: &Rig) -> OrderManager {
             stops: 16,
             day_offset_secs: 19_800,
         },
-    )
+    );
+    for i in 0..reg.len() {
+        m.set_quality(InstrumentId(i as u32), DataQuality::Live);
+    }
+    m
 }
 
 fn trade(price: i64, qty: i64) -> EventData {

@@ -52,6 +52,7 @@ mod tests {
             input: Input::Timer { at: UnixNanos(5) },
             market: None,
             events: 1,
+            ctx: Default::default(),
         };
         let events = [OrderEvent {
             seq: 1,

@@ -2,7 +2,11 @@
 //!
 //! Every check is constant time: usage (open orders, exposure, realized loss, rates)
 //! is maintained incrementally as orders and fills happen, never recomputed by walking
-//! orders. Money limits are in the engine's base currency (instruments quoted in other
+//! orders. Positions count at their current reference price (mark to market): each
+//! account keeps running sums of its positions' marked exposure and unrealized P&L,
+//! adjusted by the difference when a fill changes a position or an instrument's
+//! reference price moves (then once per account holding it), so a check reads two
+//! numbers. Money limits are in the engine's base currency (instruments quoted in other
 //! currencies convert with a configured rate) at [`VALUE_SCALE`] decimals; quantity
 //! limits are in instrument units at the same scale.
 
@@ -70,9 +74,11 @@ pub struct RiskLimits {
     pub max_open_orders: u32,
     /// Per instrument, absolute position after the order fully fills.
     pub max_position_qty: i128,
-    /// Open orders' notional plus positions at cost, all instruments.
+    /// Open orders' notional plus positions marked to the reference price, all
+    /// instruments.
     pub max_gross_exposure: i128,
-    /// Realized loss for the trading day that stops new opening orders.
+    /// Loss for the trading day (realized today plus the open positions' unrealized
+    /// P&L at the reference price) that stops new opening orders.
     pub daily_loss_limit: i128,
     pub orders_per_sec: u32,
     pub cancels_per_sec: u32,
@@ -172,6 +178,11 @@ pub struct AccountRisk {
     pub day: i64,
     pub orders: RateBucket,
     pub cancels: RateBucket,
+    /// Unrealized P&L of the open positions at the reference prices, as of the
+    /// account's last risk report (set on the reported copy; see [`super::Mtm`]).
+    pub unrealized: i128,
+    /// Positions' |qty x reference price|, as of the last risk report.
+    pub marked_exposure: i128,
 }
 
 impl AccountRisk {
@@ -187,6 +198,8 @@ impl AccountRisk {
             day: i64::MIN,
             orders: RateBucket::default(),
             cancels: RateBucket::default(),
+            unrealized: 0,
+            marked_exposure: 0,
         }
     }
 
@@ -198,8 +211,14 @@ impl AccountRisk {
         }
     }
 
+    /// Open orders' notional plus the positions marked to market (as reported).
     pub fn gross_exposure(&self) -> i128 {
-        self.open_notional + self.position_exposure
+        self.open_notional + self.marked_exposure
+    }
+
+    /// The trading day's P&L as reported: realized today plus open unrealized.
+    pub fn daily_pnl(&self) -> i128 {
+        self.realized_today + self.unrealized
     }
 
     /// The order rate that applies in the current trading state.
