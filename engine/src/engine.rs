@@ -98,8 +98,12 @@ impl Engine {
     /// Turns order entry on. Internal-venue instruments have no feed: their market
     /// data is the engine's own, live from the start.
     pub fn with_orders(mut self, mut manager: OrderManager, gateway: OrderGateway, now: UnixNanos) -> Self {
-        // A recovered manager's positions are marked again from its references.
+        // A recovered manager's positions are marked again from its references, and
+        // every instrument's data quality is the engine's (SYNCING until its feed is).
         manager.revalue_all();
+        for state in &self.states {
+            manager.set_quality(state.id, state.quality());
+        }
         let internal: Vec<InstrumentId> = (0..self.states.len())
             .map(|i| InstrumentId(i as u32))
             .filter(|&id| manager.rules(id).is_some_and(|r| r.venue == VenueKind::Internal))
