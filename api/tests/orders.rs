@@ -417,3 +417,132 @@ async fn paper_orders_fill_against_the_live_feed() {
     assert!(p["positions"][0]["mark_price"].is_string());
     app.shutdown().await.unwrap();
 }
+
+// ---- the README's list of error codes is generated from the code ----
+
+/// String literals that look like codes but are not error codes (HTTP methods, Redis
+/// commands, symbols, header values, ...). A new literal that is neither here nor in
+/// README's list fails the test below.
+const NOT_ERROR_CODES: &[&str] = &[
+    "BTCUSDT",
+    "CARGO_PKG_VERSION",
+    "COUNT",
+    "CSS",
+    "DEL",
+    "DELETE",
+    "DENY",
+    "EX",
+    "GET",
+    "HEAD",
+    "HTML",
+    "INFO",
+    "INR",
+    "JWT",
+    "KEEPTTL",
+    "LIVE",
+    "MATCH",
+    "NX",
+    "OK",
+    "OPTIONS",
+    "PATCH",
+    "PING",
+    "POST",
+    "PUBLISH",
+    "PUT",
+    "PX",
+    "SBZ",
+    "SCAN",
+    "SET",
+    "XX",
+];
+
+/// Every error code the API can answer with: upper-case string literals in the API's
+/// non-test sources (`ApiError` codes, WebSocket error codes), minus the list above.
+fn api_error_codes() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("read src") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    let mut codes = std::collections::BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read source");
+        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        for lit in text.split('"').skip(1).step_by(2) {
+            let upper = lit.starts_with(|c: char| c.is_ascii_uppercase())
+                && lit.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && !lit.ends_with('_')
+                && !lit.contains("__");
+            if upper && !NOT_ERROR_CODES.contains(&lit) {
+                codes.insert(lit.to_owned());
+            }
+        }
+    }
+    codes
+}
+
+/// The README section, as generated from `Reject::ALL` and the API's codes.
+fn error_code_section() -> String {
+    use stocksblitz_engine::orders::Reject;
+    let mut s = String::from(
+        "Order rejections (`engine/src/orders/reject.rs`), each with its HTTP status and what to fix:\n\n",
+    );
+    for r in Reject::ALL {
+        let status = stocksblitz_api::orders::entry::reject_status(r).as_u16();
+        s.push_str(&format!("- `{}` ({status}): {}\n", r.code(), r.message()));
+    }
+    let engine: std::collections::BTreeSet<&str> = Reject::ALL.iter().map(|r| r.code()).collect();
+    let api: Vec<String> = api_error_codes()
+        .into_iter()
+        .filter(|c| !engine.contains(c.as_str()))
+        .map(|c| format!("`{c}`"))
+        .collect();
+    s.push_str(&format!(
+        "\nAPI errors (request shape, auth, limits, availability; the message says what to fix): {}.\n",
+        api.join(", ")
+    ));
+    s
+}
+
+const BEGIN: &str = "<!-- error-codes:begin";
+const END: &str = "<!-- error-codes:end -->";
+
+/// README.md's error-code section equals the one generated from the code; run with
+/// `UPDATE_README=1` to rewrite it.
+#[test]
+fn readme_lists_every_error_code() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&path).expect("README.md");
+    let begin = readme.find(BEGIN).expect("README has the error-code section");
+    let body = begin + readme[begin..].find("-->").expect("end of the begin marker") + 4;
+    let end = readme.find(END).expect("README has the error-code section's end");
+    let generated = error_code_section();
+    if std::env::var_os("UPDATE_README").is_some() {
+        let updated = format!("{}{}{}", &readme[..body], generated, &readme[end..]);
+        std::fs::write(&path, updated).expect("write README.md");
+        return;
+    }
+    let current = &readme[body..end];
+    for line in generated.lines().filter(|l| !current.contains(*l)) {
+        panic!("README.md's error codes are out of date (run with UPDATE_README=1): missing {line:?}");
+    }
+    assert_eq!(current, generated, "README.md's error codes differ (run with UPDATE_README=1)");
+    for code in [
+        "INVALID_BODY",
+        "UNSUPPORTED_MEDIA_TYPE",
+        "INVALID_QUANTITY",
+        "PRICE_REQUIRED",
+        "INVALID_ORDER",
+        "ORDER_NOT_OPEN",
+        "MARKET_DATA_UNAVAILABLE",
+    ] {
+        assert!(current.contains(&format!("`{code}`")), "{code} is listed");
+    }
+}
