@@ -546,3 +546,115 @@ fn readme_lists_every_error_code() {
         assert!(current.contains(&format!("`{code}`")), "{code} is listed");
     }
 }
+
+// ---- paper venue: no fills on bad data, depth sweeps, cancel reasons (issue 15) ----
+
+/// The quote's data quality as the API shows it.
+async fn quality(app: &stocksblitz_api::app::RunningApp, symbol: &str) -> String {
+    let v: Value = reqwest::get(http(app, &format!("/api/v1/quotes/{symbol}")))
+        .await
+        .expect("quote")
+        .json()
+        .await
+        .expect("json");
+    v["quality"].as_str().unwrap_or("").to_owned()
+}
+
+async fn wait_quality(app: &stocksblitz_api::app::RunningApp, symbol: &str, pred: impl Fn(&str) -> bool) -> String {
+    for _ in 0..400 {
+        let q = quality(app, symbol).await;
+        if pred(&q) {
+            return q;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{symbol} never reached the expected data quality");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paper_orders_sweep_the_depth_and_refuse_stale_data() {
+    // The simulator on a port of our own (its fault control), and a short engine
+    // staleness threshold.
+    let sim_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let app = start_with(&test_config(|d| {
+        d["simulator"]["listen"] = toml::Value::String(format!("127.0.0.1:{sim_port}"));
+        d["engine"]["stale_after_ms"] = toml::Value::Integer(300);
+    }))
+    .await;
+    wait_live(&app, "BTCUSDT").await;
+    let alice = Client::new(&app, "alice", "trader");
+    let mut ws = ws_connect(&app).await;
+    send(&mut ws, json!({"op":"auth","id":1,"token":token("alice","trader")})).await;
+    recv_until(&mut ws, std::time::Duration::from_secs(10), |v| v["id"] == 1).await.expect("auth answer");
+    send(&mut ws, json!({"op":"subscribe","channels":["orders"],"id":2})).await;
+    recv_until(&mut ws, std::time::Duration::from_secs(10), |v| v["type"] == "snapshot").await.expect("snapshot");
+
+    // The simulated book has 20 levels of 1-50 lots (0.00001 BTC) a side: 0.01 BTC
+    // sweeps level after level and the rest is cancelled with its reason.
+    let (s, v) = alice
+        .post("/orders", json!({"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.01000"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let prices: Vec<f64> = v["fills"]
+        .as_array()
+        .expect("fills")
+        .iter()
+        .map(|f| f["price"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(prices.len() >= 2, "swept more than the best level: {v}");
+    assert!(prices.windows(2).all(|w| w[0] < w[1]), "level by level, best first: {prices:?}");
+    assert_eq!(v["order"]["status"], "cancelled", "{v}");
+    let reason = v["reason"].as_str().expect("a cancelled order says why").to_owned();
+    assert!(["depth_limit", "unfilled"].contains(&reason.as_str()), "{reason}");
+    let order_id = v["order"]["order_id"].as_str().unwrap().to_owned();
+    // The same reason on the orders channel.
+    let update = recv_until(&mut ws, std::time::Duration::from_secs(10), |m| {
+        m["data"]["event"] == "cancelled" && m["data"]["order"]["order_id"] == order_id.as_str()
+    })
+    .await
+    .expect("the cancel reaches the orders channel");
+    assert_eq!(update["data"]["reason"], reason.as_str());
+
+    // A rejected cancel names the order id that was sent.
+    let (s, v) = alice.call(reqwest::Method::DELETE, "/orders/987654321", None).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND"), "{v}");
+    assert_eq!(v["error"]["details"]["order_id"], "987654321");
+
+    // Silence the feed: the quote goes STALE and the paper venue takes no order, over
+    // REST or WebSocket, with a stable code and a message.
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{sim_port}/control/faults/binance"))
+        .json(&json!({"kind":"silence","ms":2500}))
+        .send()
+        .await
+        .expect("fault control");
+    assert!(r.status().is_success(), "{:?}", r.status());
+    let q = wait_quality(&app, "BTCUSDT", |q| q != "LIVE").await;
+    assert_eq!(q, "STALE");
+    let (s, v) = alice
+        .post("/orders", json!({"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.00100"}))
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "MARKET_DATA_UNAVAILABLE"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("LIVE"), "{v}");
+    send(
+        &mut ws,
+        json!({"op":"order.new","id":"w1","order":{"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.00100"}}),
+    )
+    .await;
+    let err = recv_until(&mut ws, std::time::Duration::from_secs(10), |m| m["id"] == "w1")
+        .await
+        .expect("answer");
+    assert_eq!(err["error"]["code"], "MARKET_DATA_UNAVAILABLE", "{err}");
+
+    // LIVE again: the same order fills.
+    wait_quality(&app, "BTCUSDT", |q| q == "LIVE").await;
+    let (s, v) = alice
+        .post("/orders", json!({"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.00001"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["fills"].as_array().map(Vec::len), Some(1), "{v}");
+    app.shutdown().await.unwrap();
+}
