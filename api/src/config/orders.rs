@@ -303,3 +303,18 @@ pub fn setup(c: &OrdersConfig, registry: &InstrumentRegistry) -> Result<OrderSet
         day_roll_secs,
     })
 }
+
+#[cfg(test)]
+mod day_roll_tests {
+    use super::day_roll_secs;
+
+    #[test]
+    fn day_roll_is_hh_mm_utc() {
+        assert_eq!(day_roll_secs("00:00").ok(), Some(0));
+        assert_eq!(day_roll_secs("08:30").ok(), Some(8 * 3600 + 30 * 60));
+        assert_eq!(day_roll_secs("23:59").ok(), Some(23 * 3600 + 59 * 60));
+        for bad in ["24:00", "8:00", "08:60", "0800", "", "aa:bb", "-1:00"] {
+            assert!(day_roll_secs(bad).is_err(), "{bad}");
+        }
+    }
+}
