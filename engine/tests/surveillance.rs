@@ -251,6 +251,24 @@ fn distinct_symbols_per_day_and_the_day_roll() {
 }
 
 #[test]
+fn symbols_per_day_roll_at_the_configured_time_for_24x7_instruments() {
+    let mut r = Rig::new();
+    // 24x7 instruments' trading day starts at 06:00 UTC.
+    r.m.set_day_roll(6 * 3600);
+    let late = 13 * 3600 * SECOND; // 23:00 UTC
+    for i in 0..15 {
+        assert!(r.buy(0, late + i64::from(i) * 61 * SECOND, c(i), 100_00, 1).is_empty());
+    }
+    // Midnight UTC is not the roll any more: a 16th symbol after it is past the limit.
+    let a = r.buy(0, 14 * 3600 * SECOND + SECOND, c(15), 100_00, 1);
+    assert_eq!(rules(&a), [Rule::SymbolSpread]);
+    let roll = 20 * 3600 * SECOND; // 06:00 UTC
+    let a = r.buy(0, roll - SECOND, c(16), 100_00, 1);
+    assert_eq!(rules(&a), [Rule::SymbolSpread], "05:59:59 is the same trading day");
+    assert!(r.buy(0, roll, c(17), 100_00, 1).is_empty(), "the count starts again at the roll");
+}
+
+#[test]
 fn cancel_rate_and_order_to_trade() {
     let mut r = Rig::new();
     let mut ids = Vec::new();
