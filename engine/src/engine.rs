@@ -198,7 +198,10 @@ impl Engine {
             }
             // A paper order sweeps the instrument's visible book (the engine's L2).
             let book = match op.manager.depth_side(&cmd) {
-                Some((instrument, side)) => self.states.get(instrument.index()).map_or(&[][..], |s| s.book.side(side)),
+                Some((instrument, side)) => self
+                    .states
+                    .get(instrument.index())
+                    .map_or(&[][..], |s| s.book.side(side)),
                 None => &[],
             };
             op.manager.handle_with_depth(&cmd, book);

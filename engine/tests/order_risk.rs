@@ -506,14 +506,24 @@ fn an_open_loss_reaches_the_daily_loss_limit_by_price_movement_alone() {
     };
     let mut m = manager_with(&[limits]);
     let mut tape = Vec::new();
-    m.on_quote(PAPER, Price(9_990), Qty(10_000), Price(10_000), Qty(10_000), UnixNanos(T0));
+    m.on_quote(
+        PAPER,
+        Price(9_990),
+        Qty(10_000),
+        Price(10_000),
+        Qty(10_000),
+        UnixNanos(T0),
+    );
     take_steps(&mut m, &mut tape);
     // Long 1.000 at 100.00; nothing realized.
     assert_eq!(new_at(&mut m, &mut tape, 0, market(PAPER, "a", Side::Buy, 1_000)), None);
     trade_at(&mut m, &mut tape, 9_501, 1);
     assert_eq!(m.marked(AccountId(0)).unrealized, -499 * UNIT / 100);
     // An opening order on another instrument: a loss of 4.99 is within the limit.
-    assert_eq!(new_at(&mut m, &mut tape, 1, limit(INTERNAL, "i1", Side::Buy, 100, 1)), None);
+    assert_eq!(
+        new_at(&mut m, &mut tape, 1, limit(INTERNAL, "i1", Side::Buy, 100, 1)),
+        None
+    );
     // The price alone moves the open loss to 5.00: opening orders stop, on every
     // instrument; reducing ones still go.
     trade_at(&mut m, &mut tape, 9_500, 2);
@@ -539,17 +549,25 @@ fn an_open_loss_reaches_the_daily_loss_limit_by_price_movement_alone() {
     });
     take_steps(&mut m, &mut tape);
     let risk = risk.expect("risk report");
-    assert_eq!((risk.realized_today, risk.unrealized, risk.daily_pnl()), (0, -5 * UNIT, -5 * UNIT));
+    assert_eq!(
+        (risk.realized_today, risk.unrealized, risk.daily_pnl()),
+        (0, -5 * UNIT, -5 * UNIT)
+    );
     assert_eq!(risk.marked_exposure, 95 * UNIT, "1.000 at 95.00");
     assert_eq!(risk.position_exposure, 100 * UNIT, "at cost: 100.00");
     // It recovers with the price.
     trade_at(&mut m, &mut tape, 9_600, 3);
-    assert_eq!(new_at(&mut m, &mut tape, 5, limit(INTERNAL, "i3", Side::Buy, 100, 1)), None);
+    assert_eq!(
+        new_at(&mut m, &mut tape, 5, limit(INTERNAL, "i3", Side::Buy, 100, 1)),
+        None
+    );
 
     // Replay (a restart) reproduces every decision, although the trades that moved
     // the mark filled nothing and were not journaled: each command's step carries
     // the marks it used.
-    assert!(tape.iter().all(|(s, _)| !matches!(s.input, Input::Trade { price, .. } if price.0 == 9_500)));
+    assert!(tape
+        .iter()
+        .all(|(s, _)| !matches!(s.input, Input::Trade { price, .. } if price.0 == 9_500)));
     let mut again = manager_with(&[limits]);
     for (step, events) in &tape {
         again.replay(step);
@@ -566,9 +584,20 @@ fn gross_exposure_counts_positions_at_the_reference_price() {
         ..loose()
     };
     let mut m = manager_with(&[limits]);
-    m.on_quote(PAPER, Price(9_990), Qty(10_000), Price(10_000), Qty(10_000), UnixNanos(T0));
+    m.on_quote(
+        PAPER,
+        Price(9_990),
+        Qty(10_000),
+        Price(10_000),
+        Qty(10_000),
+        UnixNanos(T0),
+    );
     m.clear();
-    assert_eq!(try_new(&mut m, 0, market(PAPER, "a", Side::Buy, 1_000)), None, "100 at cost");
+    assert_eq!(
+        try_new(&mut m, 0, market(PAPER, "a", Side::Buy, 1_000)),
+        None,
+        "100 at cost"
+    );
     // A dry run of 40 more: 140 at 100.00.
     let probe = || CommandKind::Test(limit(INTERNAL, "t", Side::Buy, 4_000, 1_000));
     assert_eq!(rejection(&run(&mut m, 0, 1, probe())), None);
@@ -641,7 +670,12 @@ fn a_replace_needs_no_free_slot_and_rejections_name_the_order_given() {
     let mut k = 0;
     // Fill the pool (its capacity may be rounded up).
     loop {
-        let ev = run(&mut m, 0, k, CommandKind::New(limit(INTERNAL, &format!("o{k}"), Side::Buy, 100 + k, 5)));
+        let ev = run(
+            &mut m,
+            0,
+            k,
+            CommandKind::New(limit(INTERNAL, &format!("o{k}"), Side::Buy, 100 + k, 5)),
+        );
         k += 1;
         match accepted_id(&ev) {
             Some(id) => ids.push(id),
@@ -652,7 +686,11 @@ fn a_replace_needs_no_free_slot_and_rejections_name_the_order_given() {
         }
     }
     let id = ids[0];
-    for (qty, price) in [(Some(Qty(4)), None), (None, Some(Price(90))), (Some(Qty(9)), Some(Price(95)))] {
+    for (qty, price) in [
+        (Some(Qty(4)), None),
+        (None, Some(Price(90))),
+        (Some(Qty(9)), Some(Price(95))),
+    ] {
         let ev = run(&mut m, 0, k, CommandKind::Replace { order: id, qty, price });
         assert_eq!(rejection(&ev), None, "{ev:?}");
         k += 1;
@@ -682,7 +720,16 @@ fn a_replace_needs_no_free_slot_and_rejections_name_the_order_given() {
         }
     }
     // Its own order's rejection carries the order's client id.
-    let ev = run(&mut m, 0, k, CommandKind::Replace { order: id, qty: None, price: None });
+    let ev = run(
+        &mut m,
+        0,
+        k,
+        CommandKind::Replace {
+            order: id,
+            qty: None,
+            price: None,
+        },
+    );
     assert!(ev.iter().any(|e| matches!(e.data,
         OrderEventData::Rejected { order: Some(o), client_id, .. } if o == id && client_id.as_str() == "o0")));
 }

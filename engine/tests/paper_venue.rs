@@ -210,7 +210,12 @@ impl Tape {
         m.clear();
         for (n, (step, events)) in self.0.iter().enumerate() {
             m.replay(step);
-            assert_eq!(m.events(), &events[..], "step {n} ({:?}) replays to its events", step.input);
+            assert_eq!(
+                m.events(),
+                &events[..],
+                "step {n} ({:?}) replays to its events",
+                step.input
+            );
             m.clear();
         }
     }
@@ -290,7 +295,14 @@ fn nothing_fills_and_no_order_is_taken_while_the_data_is_not_live() {
         on_quote(&mut m, &mut tape, 9_900, 5, 10_000, 5);
         on_trade(&mut m, &mut tape, 9_950, 1, 1);
         // Placed while LIVE: a resting buy and a sell stop.
-        let rest = accepted_id(&cmd(&mut m, &mut tape, 0, 0, CommandKind::New(limit(PAPER, "r", Side::Buy, 9_950, 3)))).unwrap();
+        let rest = accepted_id(&cmd(
+            &mut m,
+            &mut tape,
+            0,
+            0,
+            CommandKind::New(limit(PAPER, "r", Side::Buy, 9_950, 3)),
+        ))
+        .unwrap();
         let stop = NewOrder {
             stop_price: Price(9_800),
             ..new_order(PAPER, "st", Side::Sell, OrderType::Stop, TimeInForce::Ioc, 0, 2)
@@ -329,7 +341,10 @@ fn nothing_fills_and_no_order_is_taken_while_the_data_is_not_live() {
         assert!(Reject::MarketDataUnavailable.message().contains("LIVE"));
         // Quotes through the resting buy and trades through both orders fill nothing
         // and trigger nothing.
-        assert!(fills(&on_quote(&mut m, &mut tape, 9_800, 5, 9_900, 50)).is_empty(), "{q:?}");
+        assert!(
+            fills(&on_quote(&mut m, &mut tape, 9_800, 5, 9_900, 50)).is_empty(),
+            "{q:?}"
+        );
         let ev = on_trade(&mut m, &mut tape, 9_700, 10, 2);
         assert!(ev.is_empty(), "{q:?}: {ev:?}");
         assert_eq!(m.order(rest).unwrap().filled, Qty(0));
@@ -337,7 +352,10 @@ fn nothing_fills_and_no_order_is_taken_while_the_data_is_not_live() {
         // Back to LIVE: the next quote fills the resting order, the next trade
         // triggers the stop.
         m.set_quality(PAPER, DataQuality::Live);
-        assert_eq!(fills(&on_quote(&mut m, &mut tape, 9_800, 5, 9_900, 50)), vec![(rest.0, 9_900, 3)]);
+        assert_eq!(
+            fills(&on_quote(&mut m, &mut tape, 9_800, 5, 9_900, 50)),
+            vec![(rest.0, 9_900, 3)]
+        );
         let ev = on_trade(&mut m, &mut tape, 9_700, 10, 3);
         assert_eq!(fills(&ev), vec![(stop.0, 9_800, 2)], "{q:?}");
         // A restart replays all of it to the same events and state.
@@ -448,18 +466,47 @@ fn market_orders_sweep_the_depth_up_to_the_collar_and_say_why_the_rest_is_cancel
     on_quote(&mut m, &mut tape, 9_990, 5, 10_000, 3);
     on_trade(&mut m, &mut tape, 10_000, 1, 1);
     let book = levels(&[(10_000, 3), (10_010, 4), (10_020, 5), (10_050, 10)]);
-    let ev = cmd_depth(&mut m, &mut tape, 0, 0, CommandKind::New(market(PAPER, "a", Side::Buy, 15)), &book);
+    let ev = cmd_depth(
+        &mut m,
+        &mut tape,
+        0,
+        0,
+        CommandKind::New(market(PAPER, "a", Side::Buy, 15)),
+        &book,
+    );
     let id = accepted_id(&ev).unwrap();
-    assert_eq!(fills(&ev), vec![(id.0, 10_000, 3), (id.0, 10_010, 4), (id.0, 10_020, 5)], "level by level");
-    assert_eq!(cancel_reason(&ev, id), Some(CancelReason::PriceCollar), "100.50 is beyond the collar");
+    assert_eq!(
+        fills(&ev),
+        vec![(id.0, 10_000, 3), (id.0, 10_010, 4), (id.0, 10_020, 5)],
+        "level by level"
+    );
+    assert_eq!(
+        cancel_reason(&ev, id),
+        Some(CancelReason::PriceCollar),
+        "100.50 is beyond the collar"
+    );
     assert_eq!(m.position(AccountId(0), PAPER).unwrap().qty, 12);
     // What the sweep took stays taken until the next quote: only the level beyond
     // the collar is left.
-    let ev = cmd_depth(&mut m, &mut tape, 0, 1, CommandKind::New(market(PAPER, "b", Side::Buy, 1)), &book);
+    let ev = cmd_depth(
+        &mut m,
+        &mut tape,
+        0,
+        1,
+        CommandKind::New(market(PAPER, "b", Side::Buy, 1)),
+        &book,
+    );
     assert_eq!(rejection(&ev), Some("PRICE_COLLAR"));
     // The feed's next quote refreshes the best.
     on_quote(&mut m, &mut tape, 9_990, 5, 10_000, 2);
-    let ev = cmd_depth(&mut m, &mut tape, 0, 2, CommandKind::New(market(PAPER, "c", Side::Buy, 4)), &book);
+    let ev = cmd_depth(
+        &mut m,
+        &mut tape,
+        0,
+        2,
+        CommandKind::New(market(PAPER, "c", Side::Buy, 4)),
+        &book,
+    );
     let id = accepted_id(&ev).unwrap();
     assert_eq!(fills(&ev), vec![(id.0, 10_000, 2), (id.0, 10_010, 2)]);
     assert_eq!(m.order(id).map(|o| o.status), Some(OrderStatus::Filled));
@@ -468,7 +515,14 @@ fn market_orders_sweep_the_depth_up_to_the_collar_and_say_why_the_rest_is_cancel
     let mut m = collared(1_000);
     on_quote(&mut m, &mut tape, 9_990, 5, 10_000, 3);
     let book = levels(&[(10_000, 3), (10_010, 4)]);
-    let ev = cmd_depth(&mut m, &mut tape, 0, 0, CommandKind::New(market(PAPER, "d", Side::Buy, 10)), &book);
+    let ev = cmd_depth(
+        &mut m,
+        &mut tape,
+        0,
+        0,
+        CommandKind::New(market(PAPER, "d", Side::Buy, 10)),
+        &book,
+    );
     let id = accepted_id(&ev).unwrap();
     assert_eq!(fills(&ev), vec![(id.0, 10_000, 3), (id.0, 10_010, 4)]);
     assert_eq!(cancel_reason(&ev, id), Some(CancelReason::Unfilled));
@@ -477,7 +531,14 @@ fn market_orders_sweep_the_depth_up_to_the_collar_and_say_why_the_rest_is_cancel
     let mut m = collared(1_000);
     on_quote(&mut m, &mut tape, 9_990, 5, 10_000, 1);
     let deep: Vec<(i64, i64)> = (0..30).map(|i| (10_000 + i, 1)).collect();
-    let ev = cmd_depth(&mut m, &mut tape, 0, 0, CommandKind::New(market(PAPER, "e", Side::Buy, 20)), &levels(&deep));
+    let ev = cmd_depth(
+        &mut m,
+        &mut tape,
+        0,
+        0,
+        CommandKind::New(market(PAPER, "e", Side::Buy, 20)),
+        &levels(&deep),
+    );
     let id = accepted_id(&ev).unwrap();
     assert_eq!(fills(&ev).len(), SWEEP_LEVELS);
     assert_eq!(cancel_reason(&ev, id), Some(CancelReason::DepthLimit));
@@ -487,10 +548,21 @@ fn market_orders_sweep_the_depth_up_to_the_collar_and_say_why_the_rest_is_cancel
     on_quote(&mut m, &mut tape, 10_000, 2, 10_010, 5);
     on_trade(&mut m, &mut tape, 10_000, 1, 1);
     let bids = levels(&[(10_000, 2), (9_990, 2), (9_950, 9)]);
-    let ev = cmd_depth(&mut m, &mut tape, 0, 0, CommandKind::New(market(PAPER, "f", Side::Sell, 6)), &bids);
+    let ev = cmd_depth(
+        &mut m,
+        &mut tape,
+        0,
+        0,
+        CommandKind::New(market(PAPER, "f", Side::Sell, 6)),
+        &bids,
+    );
     let id = accepted_id(&ev).unwrap();
     assert_eq!(fills(&ev), vec![(id.0, 10_000, 2), (id.0, 9_990, 2)]);
-    assert_eq!(cancel_reason(&ev, id), Some(CancelReason::PriceCollar), "99.50 is below the collar");
+    assert_eq!(
+        cancel_reason(&ev, id),
+        Some(CancelReason::PriceCollar),
+        "99.50 is below the collar"
+    );
 }
 
 #[test]
@@ -520,7 +592,14 @@ fn limit_orders_sweep_to_their_limit_then_rest_or_cancel() {
     assert_eq!(fills(&ev).iter().map(|f| f.2).sum::<i64>(), 7);
     // GTC: the remainder rests at its limit.
     on_quote(&mut m, &mut tape, 9_990, 5, 10_000, 3);
-    let ev = cmd_depth(&mut m, &mut tape, 0, 3, CommandKind::New(limit(PAPER, "g", Side::Buy, 10_010, 10)), &book);
+    let ev = cmd_depth(
+        &mut m,
+        &mut tape,
+        0,
+        3,
+        CommandKind::New(limit(PAPER, "g", Side::Buy, 10_010, 10)),
+        &book,
+    );
     let id = accepted_id(&ev).unwrap();
     assert_eq!(fills(&ev), vec![(id.0, 10_000, 3), (id.0, 10_010, 4)]);
     assert_eq!(m.order(id).unwrap().status, OrderStatus::PartiallyFilled);
@@ -617,14 +696,27 @@ fn day_orders_on_24x7_instruments_expire_at_the_day_roll() {
             ..limit(PAPER, "d", Side::Buy, 9_000, 1)
         };
         let id = accepted_id(&cmd(&mut m, &mut tape, 0, 0, CommandKind::New(day))).unwrap();
-        let gtc = accepted_id(&cmd(&mut m, &mut tape, 0, 0, CommandKind::New(limit(PAPER, "g", Side::Buy, 9_000, 1)))).unwrap();
+        let gtc = accepted_id(&cmd(
+            &mut m,
+            &mut tape,
+            0,
+            0,
+            CommandKind::New(limit(PAPER, "g", Side::Buy, 9_000, 1)),
+        ))
+        .unwrap();
         let mut before = m.clone();
         before.on_timer(at(until_roll - 1));
         assert!(before.order(id).unwrap().status.is_open(), "open until the roll");
         m.on_timer(at(until_roll));
-        assert_eq!(m.order(id).map(|o| o.status), Some(OrderStatus::Expired), "expired at the roll");
+        assert_eq!(
+            m.order(id).map(|o| o.status),
+            Some(OrderStatus::Expired),
+            "expired at the roll"
+        );
         let ev = tape.take(&mut m);
-        assert!(ev.iter().any(|e| matches!(e.data, OrderEventData::Order { kind: OrderEventKind::Expired, order } if order.id == id)));
+        assert!(ev.iter().any(
+            |e| matches!(e.data, OrderEventData::Order { kind: OrderEventKind::Expired, order } if order.id == id)
+        ));
         assert!(m.order(gtc).unwrap().status.is_open(), "GTC is not a DAY order");
         // A DAY order placed right at the roll lives until the next one.
         let day2 = NewOrder {
@@ -668,10 +760,28 @@ fn a_restart_that_spans_the_roll_expires_the_day_orders_and_resets_the_daily_los
     assert_eq!(m.order(early).map(|o| o.status), Some(OrderStatus::Expired));
     let id = accepted_id(&cmd(&mut m, &mut tape, 0, 0, CommandKind::New(day))).unwrap();
     // Buy 1.000 at 100.00, sell it at 98.00: a realized loss of 2.00, past the limit.
-    cmd(&mut m, &mut tape, 0, 1, CommandKind::New(market(PAPER, "b", Side::Buy, 1_000)));
+    cmd(
+        &mut m,
+        &mut tape,
+        0,
+        1,
+        CommandKind::New(market(PAPER, "b", Side::Buy, 1_000)),
+    );
     on_quote(&mut m, &mut tape, 9_800, 10_000, 9_810, 10_000);
-    cmd(&mut m, &mut tape, 0, 2, CommandKind::New(market(PAPER, "s", Side::Sell, 1_000)));
-    let ev = cmd(&mut m, &mut tape, 0, 3, CommandKind::New(market(PAPER, "x", Side::Buy, 1)));
+    cmd(
+        &mut m,
+        &mut tape,
+        0,
+        2,
+        CommandKind::New(market(PAPER, "s", Side::Sell, 1_000)),
+    );
+    let ev = cmd(
+        &mut m,
+        &mut tape,
+        0,
+        3,
+        CommandKind::New(market(PAPER, "x", Side::Buy, 1)),
+    );
     assert_eq!(rejection(&ev), Some("DAILY_LOSS_LIMIT"));
 
     // Restart after both rolls (08:00 UTC for the DAY order; the accounts' day at
@@ -687,7 +797,11 @@ fn a_restart_that_spans_the_roll_expires_the_day_orders_and_resets_the_daily_los
     let mut tape2 = Tape::default();
     let buy = |c: &str| CommandKind::New(market(PAPER, c, Side::Buy, 1));
     let ev = cmd(&mut restarted, &mut tape2, 0, 8 * HOUR + 29 * minute, buy("y"));
-    assert_eq!(rejection(&ev), Some("DAILY_LOSS_LIMIT"), "18:29 UTC is still the same IST day: {ev:?}");
+    assert_eq!(
+        rejection(&ev),
+        Some("DAILY_LOSS_LIMIT"),
+        "18:29 UTC is still the same IST day: {ev:?}"
+    );
     let ev = cmd(&mut restarted, &mut tape2, 0, 8 * HOUR + 30 * minute, buy("z"));
     assert!(accepted_id(&ev).is_some(), "18:30 UTC starts a new IST day: {ev:?}");
     let mut before = restarted.clone();

@@ -265,7 +265,10 @@ fn symbols_per_day_roll_at_the_configured_time_for_24x7_instruments() {
     let roll = 20 * 3600 * SECOND; // 06:00 UTC
     let a = r.buy(0, roll - SECOND, c(16), 100_00, 1);
     assert_eq!(rules(&a), [Rule::SymbolSpread], "05:59:59 is the same trading day");
-    assert!(r.buy(0, roll, c(17), 100_00, 1).is_empty(), "the count starts again at the roll");
+    assert!(
+        r.buy(0, roll, c(17), 100_00, 1).is_empty(),
+        "the count starts again at the roll"
+    );
 }
 
 #[test]

@@ -167,7 +167,12 @@ fn default_day_roll() -> String {
 
 /// `"HH:MM"` (24-hour) as seconds after midnight.
 fn day_roll_secs(s: &str) -> Result<i64, ConfigError> {
-    let bad = || ConfigError::invalid("orders.day_roll_24x7_utc", format!("{s:?}: use 24-hour \"HH:MM\" UTC, e.g. \"00:00\""));
+    let bad = || {
+        ConfigError::invalid(
+            "orders.day_roll_24x7_utc",
+            format!("{s:?}: use 24-hour \"HH:MM\" UTC, e.g. \"00:00\""),
+        )
+    };
     let (h, m) = s.split_once(':').ok_or_else(bad)?;
     if h.len() != 2 || m.len() != 2 {
         return Err(bad());

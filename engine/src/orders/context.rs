@@ -212,7 +212,10 @@ mod tests {
         let mut full = Depth::new(InstrumentId(0), Side::Sell);
         while full.push(Price(1), Qty(1)) {}
         assert!(full.is_full());
-        assert_eq!(postcard::from_bytes::<Depth>(&postcard::to_stdvec(&full).expect("encode")).expect("decode"), full);
+        assert_eq!(
+            postcard::from_bytes::<Depth>(&postcard::to_stdvec(&full).expect("encode")).expect("decode"),
+            full
+        );
     }
 
     #[test]
@@ -225,6 +228,9 @@ mod tests {
         let midnight = 20_000 * DayClock::DAY_NS;
         assert_eq!(c.day_24x7(midnight + 8 * hour - 1), c.day_24x7(midnight));
         assert_eq!(c.day_24x7(midnight + 8 * hour), c.day_24x7(midnight) + 1);
-        assert_eq!(DayClock::default().day_24x7(midnight - 1) + 1, DayClock::default().day_24x7(midnight));
+        assert_eq!(
+            DayClock::default().day_24x7(midnight - 1) + 1,
+            DayClock::default().day_24x7(midnight)
+        );
     }
 }

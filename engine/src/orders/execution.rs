@@ -12,8 +12,8 @@
 
 use crate::book::Level;
 use crate::fixed::{Price, Qty};
-use crate::quality::DataQuality;
 use crate::ids::InstrumentId;
+use crate::quality::DataQuality;
 use crate::side::{Aggressor, Side};
 use crate::tick::{BookFlags, Tick, TickData};
 use crate::time::UnixNanos;
@@ -293,7 +293,13 @@ impl OrderManager {
     /// The depth an order of `account` on `side` meets now: the current command's
     /// captured depth when it is for this instrument and side, else the best
     /// bid/offer alone (stops triggered by a trade, tests without a book).
-    pub(super) fn depth_for(&self, account: AccountId, instrument: InstrumentId, side: Side, limit: Option<Price>) -> Depth {
+    pub(super) fn depth_for(
+        &self,
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        limit: Option<Price>,
+    ) -> Depth {
         if self.depth.key == Some((instrument, side)) {
             return self.depth;
         }
@@ -777,7 +783,9 @@ impl OrderManager {
         let Some(i) = self.position_index(account, instrument) else {
             return;
         };
-        let Some(p) = self.positions.get(i).copied() else { return };
+        let Some(p) = self.positions.get(i).copied() else {
+            return;
+        };
         let mark = self.marks.get(instrument.index()).copied().unwrap_or(Price(0));
         let now = if mark.0 > 0 {
             Mtm {
@@ -791,7 +799,9 @@ impl OrderManager {
                 exposure: self.amount_value(instrument, p.cost.abs()),
             }
         };
-        let Some(slot) = self.position_mtm.get_mut(i) else { return };
+        let Some(slot) = self.position_mtm.get_mut(i) else {
+            return;
+        };
         let old = std::mem::replace(slot, now);
         if let Some(sum) = self.account_mtm.get_mut(account.index()) {
             sum.unrealized += now.unrealized - old.unrealized;

@@ -444,7 +444,9 @@ impl OrderManager {
     /// no such order is the account's: the client sees the id it sent); the order's
     /// instrument and client id are only read from the account's own order.
     fn reject(&mut self, cmd: &Command, reject: Reject, new: Option<&NewOrder>, order: Option<OrderId>) {
-        let own = order.and_then(|id| self.pool.get(id)).filter(|o| o.account == cmd.account);
+        let own = order
+            .and_then(|id| self.pool.get(id))
+            .filter(|o| o.account == cmd.account);
         let (instrument, client_id) = match (new, own) {
             (Some(n), _) => (Some(n.instrument), n.client_id),
             (None, Some(o)) => (Some(o.instrument), o.client_id),
@@ -967,10 +969,13 @@ impl OrderManager {
                 TimeInForce::Gtd(t) => t <= now,
                 // Sessions expire DAY orders at their close; 24x7 instruments at
                 // the day roll.
-                TimeInForce::Day => self.rules.get(order.instrument.index()).is_some_and(|r| match r.session {
-                    TradingSession::Always => self.clock.day_24x7(now.0) != self.clock.day_24x7(order.created.0),
-                    TradingSession::Daily { .. } => !r.session.is_open(now),
-                }),
+                TimeInForce::Day => self
+                    .rules
+                    .get(order.instrument.index())
+                    .is_some_and(|r| match r.session {
+                        TradingSession::Always => self.clock.day_24x7(now.0) != self.clock.day_24x7(order.created.0),
+                        TradingSession::Daily { .. } => !r.session.is_open(now),
+                    }),
                 _ => false,
             };
             if expired {

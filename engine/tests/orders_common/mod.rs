@@ -7,7 +7,9 @@ use stocksblitz_engine::orders::{
     AccountId, ClientOrderId, Command, CommandKind, NewOrder, OrderCapacity, OrderEvent, OrderEventData, OrderManager,
     OrderType, RiskLimits, SelfTradeMode, TimeInForce, VenueKind,
 };
-use stocksblitz_engine::{DataQuality, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Side, UnixNanos};
+use stocksblitz_engine::{
+    DataQuality, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Side, UnixNanos,
+};
 
 pub const INTERNAL: InstrumentId = InstrumentId(0);
 pub const PAPER: InstrumentId = InstrumentId(1);
