@@ -617,11 +617,6 @@ impl OrderManager {
         if !rules.session.is_open(cmd.at) {
             return Err(Reject::MarketClosed);
         }
-        // Paper orders fill against the feed and take their reference from it: not
-        // while it is not LIVE (SPEC 8).
-        if rules.venue == VenueKind::Paper && market.quality != DataQuality::Live {
-            return Err(Reject::MarketDataUnavailable);
-        }
         // Shape of the order.
         if new.qty.0 <= 0 {
             return Err(Reject::InvalidQty);
@@ -660,6 +655,12 @@ impl OrderManager {
         }
         if new.post_only && (new.kind != OrderType::Limit || new.tif.is_immediate()) {
             return Err(Reject::InvalidTif);
+        }
+        // Paper orders fill against the feed and take their reference from it: not
+        // while it is not LIVE (SPEC 8). After the order's own shape, before anything
+        // that reads the market or takes a rate token.
+        if rules.venue == VenueKind::Paper && market.quality != DataQuality::Live {
+            return Err(Reject::MarketDataUnavailable);
         }
         // Rates: after the structural checks, before the limits.
         let rate = acct.order_rate();
@@ -759,7 +760,7 @@ impl OrderManager {
     }
 
     fn place(&mut self, cmd: &Command, new: &NewOrder, dry_run: bool) {
-        let notional_price = match self.check_new(cmd, new, !dry_run, !dry_run) {
+        let notional_price = match self.check_new(cmd, new, !dry_run, true) {
             Ok(p) => p,
             Err(r) => return self.reject(cmd, r, Some(new), None),
         };
