@@ -310,3 +310,64 @@ fn no_allocation(surveillance: bool) {
         "every market order swept the depth in full"
     );
 }
+
+/// Through the engine: the paper venue takes orders only while the instrument's data
+/// quality, as the engine derives it from the feed, is LIVE, in every other state.
+#[test]
+fn the_paper_venue_follows_the_engine_s_data_quality() {
+    use stocksblitz_engine::{DataQuality, FeedStatus};
+    let mut r = rig();
+    let mut n = 0;
+    let mut place = |r: &mut Rig| -> Option<&'static str> {
+        n += 1;
+        r.send(0, CommandKind::New(limit(PAPER, &format!("q{n}"), Side::Buy, 9_000, 1)));
+        rejection(&r.order_events())
+    };
+    let status = |r: &mut Rig, status: FeedStatus| {
+        r.paper_tick(TickData::Status { status, detail: 0 });
+        r.engine.poll();
+    };
+    let quality = |r: &Rig| r.engine.state(PAPER).map(|s| s.quality());
+    assert_eq!(quality(&r), Some(DataQuality::Syncing));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    status(&mut r, FeedStatus::Live);
+    r.paper_levels(&[(Side::Buy, 9_900, 5), (Side::Sell, 10_000, 5)]);
+    r.engine.poll();
+    assert_eq!(quality(&r), Some(DataQuality::Live));
+    assert_eq!(place(&mut r), None);
+
+    status(&mut r, FeedStatus::Halted);
+    assert_eq!(quality(&r), Some(DataQuality::Halted));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    status(&mut r, FeedStatus::Resumed);
+    assert_eq!(place(&mut r), None);
+
+    status(&mut r, FeedStatus::Gap);
+    assert_eq!(quality(&r), Some(DataQuality::Gapped));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    status(&mut r, FeedStatus::Live);
+    assert_eq!(place(&mut r), None);
+
+    r.paper_levels(&[(Side::Buy, 10_100, 1)]);
+    r.engine.poll();
+    assert_eq!(quality(&r), Some(DataQuality::Crossed));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    r.paper_levels(&[(Side::Buy, 10_100, 0)]);
+    r.engine.poll();
+    assert_eq!(place(&mut r), None);
+
+    status(&mut r, FeedStatus::Syncing);
+    assert_eq!(quality(&r), Some(DataQuality::Syncing));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    status(&mut r, FeedStatus::Live);
+    assert_eq!(place(&mut r), None);
+
+    // Silence: the engine's staleness timer.
+    r.engine.housekeeping(UnixNanos(T0 + 600 * 1_000_000_000));
+    assert_eq!(quality(&r), Some(DataQuality::Stale));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    r.paper_levels(&[(Side::Sell, 10_000, 6)]);
+    r.engine.poll();
+    assert_eq!(quality(&r), Some(DataQuality::Live));
+    assert_eq!(place(&mut r), None);
+}
