@@ -636,6 +636,21 @@ async fn paper_orders_sweep_the_depth_and_refuse_stale_data() {
     .expect("the cancel reaches the orders channel");
     assert_eq!(update["data"]["reason"], reason.as_str());
 
+    // Internal venue: self-trade prevention and an IOC remainder say why, too.
+    let bob = Client::new(&app, "bob", "trader");
+    let (s, v) = alice.post("/orders", limit("SBZ", "sell", "123.00", "2")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let ioc = |qty: &str| json!({"symbol":"SBZ","side":"buy","type":"limit","price":"123.00","qty":qty,"time_in_force":"ioc"});
+    let (s, v) = alice.post("/orders", ioc("3")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!((v["order"]["status"].as_str(), v["reason"].as_str()), (Some("cancelled"), Some("self_trade_prevention")), "{v}");
+    let (s, v) = bob.post("/orders", ioc("5")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["fills"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["reason"], "unfilled", "the IOC remainder: {v}");
+    let (_, v) = bob.post("/orders", limit("SBZ", "buy", "1.00", "1")).await;
+    assert!(v["reason"].is_null(), "a resting order was not cancelled: {v}");
+
     // A rejected cancel names the order id that was sent.
     let (s, v) = alice.call(reqwest::Method::DELETE, "/orders/987654321", None).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND"), "{v}");
