@@ -643,7 +643,11 @@ async fn paper_orders_sweep_the_depth_and_refuse_stale_data() {
     let ioc = |qty: &str| json!({"symbol":"SBZ","side":"buy","type":"limit","price":"123.00","qty":qty,"time_in_force":"ioc"});
     let (s, v) = alice.post("/orders", ioc("3")).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!((v["order"]["status"].as_str(), v["reason"].as_str()), (Some("cancelled"), Some("self_trade_prevention")), "{v}");
+    assert_eq!(
+        (v["order"]["status"].as_str(), v["reason"].as_str()),
+        (Some("cancelled"), Some("self_trade_prevention")),
+        "{v}"
+    );
     let (s, v) = bob.post("/orders", ioc("5")).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["fills"].as_array().map(Vec::len), Some(1), "{v}");

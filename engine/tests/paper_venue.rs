@@ -340,7 +340,13 @@ fn nothing_fills_and_no_order_is_taken_while_the_data_is_not_live() {
         assert_eq!(rejection(&ev), Some("MARKET_DATA_UNAVAILABLE"), "{q:?}");
         assert!(Reject::MarketDataUnavailable.message().contains("LIVE"));
         // The order's own mistakes are still named first.
-        let ev = cmd(&mut m, &mut tape, 0, 2, CommandKind::New(limit(PAPER, "z", Side::Buy, 10_000, 0)));
+        let ev = cmd(
+            &mut m,
+            &mut tape,
+            0,
+            2,
+            CommandKind::New(limit(PAPER, "z", Side::Buy, 10_000, 0)),
+        );
         assert_eq!(rejection(&ev), Some("INVALID_QUANTITY"), "{q:?}");
         // Quotes through the resting buy and trades through both orders fill nothing
         // and trigger nothing.
