@@ -146,7 +146,7 @@ fn daily_loss_stops_opening_orders_but_not_reducing_ones() {
         UnixNanos(T0),
     );
     assert_eq!(try_new(&mut m, 1, market(PAPER, "b", Side::Sell, 1_000)), None);
-    assert_eq!(m.account(AccountId(0)).unwrap().realized_today, -10 * UNIT);
+    assert_eq!(m.account(AccountId(0)).unwrap().realized_day(), -10 * UNIT);
     assert_eq!(
         try_new(&mut m, 2, limit(PAPER, "c", Side::Buy, 9_000, 1)),
         Some("DAILY_LOSS_LIMIT")
@@ -550,7 +550,7 @@ fn an_open_loss_reaches_the_daily_loss_limit_by_price_movement_alone() {
     take_steps(&mut m, &mut tape);
     let risk = risk.expect("risk report");
     assert_eq!(
-        (risk.realized_today, risk.unrealized, risk.daily_pnl()),
+        (risk.realized_day(), risk.unrealized, risk.daily_pnl()),
         (0, -5 * UNIT, -5 * UNIT)
     );
     assert_eq!(risk.marked_exposure, 95 * UNIT, "1.000 at 95.00");
@@ -732,4 +732,31 @@ fn a_replace_needs_no_free_slot_and_rejections_name_the_order_given() {
     );
     assert!(ev.iter().any(|e| matches!(e.data,
         OrderEventData::Rejected { order: Some(o), client_id, .. } if o == id && client_id.as_str() == "o0")));
+}
+
+#[test]
+fn realized_losses_count_until_their_instrument_s_day_rolls() {
+    let limits = RiskLimits {
+        daily_loss_limit: 5 * UNIT,
+        ..loose()
+    };
+    let mut m = manager_with(&[limits]);
+    let hour = 3_600 * 1_000_000_000i64;
+    // 14:30 IST: INFY is in session. Buy 5 at 100.00, sell them at 99.00: -5.00.
+    let t = -hour;
+    m.on_quote(NSE, Price(9_995), Qty(100), Price(10_000), Qty(100), UnixNanos(T0 + t));
+    m.clear();
+    assert_eq!(try_new(&mut m, t, market(NSE, "b", Side::Buy, 5)), None);
+    m.on_quote(NSE, Price(9_900), Qty(100), Price(9_905), Qty(100), UnixNanos(T0 + t));
+    m.clear();
+    assert_eq!(try_new(&mut m, t + 1, market(NSE, "s", Side::Sell, 5)), None);
+    assert_eq!(m.account(AccountId(0)).unwrap().realized_today, -5 * UNIT);
+    // The session instrument's loss stops opening orders everywhere, until the
+    // accounts' trading day ends at 00:00 IST (18:30 UTC); the 24x7 roll (00:00 UTC
+    // by default) does not reset it.
+    let open = |c: &str| limit(PAPER, c, Side::Buy, 9_000, 1);
+    assert_eq!(try_new(&mut m, t + 2, open("p1")), Some("DAILY_LOSS_LIMIT"));
+    let ist_midnight = 8 * hour + 30 * 60 * 1_000_000_000;
+    assert_eq!(try_new(&mut m, ist_midnight - 1, open("p2")), Some("DAILY_LOSS_LIMIT"));
+    assert_eq!(try_new(&mut m, ist_midnight, open("p3")), None);
 }

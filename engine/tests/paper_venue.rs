@@ -793,9 +793,10 @@ fn a_restart_that_spans_the_roll_expires_the_day_orders_and_resets_the_daily_los
     );
     assert_eq!(rejection(&ev), Some("DAILY_LOSS_LIMIT"));
 
-    // Restart after both rolls (08:00 UTC for the DAY order; the accounts' day at
-    // 00:00 IST = 18:30 UTC) with another roll configured: history replays with the
-    // roll it was decided under, the new one applies from now on.
+    // Restart with another roll configured (00:00 UTC): history replays with the
+    // roll it was decided under (the 08:00 expiry above), the new one applies from
+    // now on: the DAY order expires at 00:00 UTC, and the loss in a 24x7 instrument
+    // counts until then (not until the accounts' IST day ends at 18:30 UTC).
     let mut restarted = raw_manager_with(&[limits]);
     restarted.set_day_roll(0);
     tape.replay_into(&mut restarted);
@@ -805,14 +806,10 @@ fn a_restart_that_spans_the_roll_expires_the_day_orders_and_resets_the_daily_los
     let minute = 60 * 1_000_000_000;
     let mut tape2 = Tape::default();
     let buy = |c: &str| CommandKind::New(market(PAPER, c, Side::Buy, 1));
-    let ev = cmd(&mut restarted, &mut tape2, 0, 8 * HOUR + 29 * minute, buy("y"));
-    assert_eq!(
-        rejection(&ev),
-        Some("DAILY_LOSS_LIMIT"),
-        "18:29 UTC is still the same IST day: {ev:?}"
-    );
-    let ev = cmd(&mut restarted, &mut tape2, 0, 8 * HOUR + 30 * minute, buy("z"));
-    assert!(accepted_id(&ev).is_some(), "18:30 UTC starts a new IST day: {ev:?}");
+    let ev = cmd(&mut restarted, &mut tape2, 0, 8 * HOUR + 30 * minute, buy("y"));
+    assert_eq!(rejection(&ev), Some("DAILY_LOSS_LIMIT"), "18:30 UTC: {ev:?}");
+    let ev = cmd(&mut restarted, &mut tape2, 0, 14 * HOUR - 1, buy("y"));
+    assert_eq!(rejection(&ev), Some("DAILY_LOSS_LIMIT"), "just before the roll: {ev:?}");
     let mut before = restarted.clone();
     before.on_timer(at(14 * HOUR - 1));
     assert!(before.order(id).unwrap().status.is_open(), "before 00:00 UTC");
@@ -822,4 +819,6 @@ fn a_restart_that_spans_the_roll_expires_the_day_orders_and_resets_the_daily_los
         Some(OrderStatus::Expired),
         "expired at the configured roll"
     );
+    let ev = cmd(&mut restarted, &mut tape2, 0, 14 * HOUR, buy("z"));
+    assert!(accepted_id(&ev).is_some(), "a new 24x7 trading day: {ev:?}");
 }

@@ -176,7 +176,7 @@ pub fn risk_json(r: &AccountRisk) -> Value {
             "positions_at_cost": value(r.position_exposure),
             "positions_at_mark": value(r.marked_exposure),
             "gross_exposure": value(r.gross_exposure()),
-            "realized_pnl_today": value(r.realized_today),
+            "realized_pnl_today": value(r.realized_day()),
             "unrealized_pnl": value(r.unrealized),
             "daily_pnl": value(r.daily_pnl()),
         },

@@ -509,6 +509,11 @@ impl OrderManager {
             return;
         };
         let day = self.trading_day(at);
+        let day_24x7 = self.clock.day_24x7(at.0);
+        let always = self
+            .rules
+            .get(instrument.index())
+            .is_some_and(|r| r.session == crate::session::TradingSession::Always);
         let Some(p) = self.positions.get_mut(i) else { return };
         let realized = p.apply(side, price, qty);
         let position = *p;
@@ -519,8 +524,13 @@ impl OrderManager {
             *e = exposure;
         }
         if let Some(a) = self.accounts.get_mut(account.index()) {
-            a.roll_day(day);
-            a.realized_today += realized_value;
+            if always {
+                a.roll_day_24x7(day_24x7);
+                a.realized_today_24x7 += realized_value;
+            } else {
+                a.roll_day(day);
+                a.realized_today += realized_value;
+            }
             a.position_exposure += exposure - old;
         }
         self.revalue(account, instrument);

@@ -565,9 +565,11 @@ impl OrderManager {
             },
             CommandKind::QueryRisk => {
                 let day = self.trading_day(cmd.at);
+                let day_24x7 = self.clock.day_24x7(cmd.at.0);
                 match self.accounts.get_mut(cmd.account.index()) {
                     Some(a) => {
                         a.roll_day(day);
+                        a.roll_day_24x7(day_24x7);
                         let mut risk = *a;
                         risk.unrealized = self.mtm_now.unrealized;
                         risk.marked_exposure = self.mtm_now.exposure;
@@ -740,9 +742,14 @@ impl OrderManager {
         if !reduces && acct.open_notional + mtm.exposure + notional > limits.max_gross_exposure {
             return Err(Reject::BuyingPower);
         }
-        let mut today = acct.realized_today;
-        if acct.day != self.trading_day(cmd.at) {
-            today = 0;
+        // Realized today: session instruments' since the accounts' day began, 24x7
+        // instruments' since their day roll.
+        let mut today = 0;
+        if acct.day == self.trading_day(cmd.at) {
+            today += acct.realized_today;
+        }
+        if acct.day_24x7 == self.clock.day_24x7(cmd.at.0) {
+            today += acct.realized_today_24x7;
         }
         if !reduces && today + mtm.unrealized <= -limits.daily_loss_limit {
             return Err(Reject::DailyLoss);

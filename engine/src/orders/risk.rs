@@ -172,10 +172,15 @@ pub struct AccountRisk {
     pub open_notional: i128,
     /// Sum over instruments of |position cost| (base currency, VALUE_SCALE).
     pub position_exposure: i128,
-    /// Realized P&L of the current trading day (base currency, VALUE_SCALE).
+    /// Realized P&L of the current trading day (base currency, VALUE_SCALE) in
+    /// instruments with session hours.
     pub realized_today: i128,
     /// The trading day `realized_today` belongs to (days since the epoch, local).
     pub day: i64,
+    /// Realized P&L in 24x7 instruments since their last day roll.
+    pub realized_today_24x7: i128,
+    /// The 24x7 trading day `realized_today_24x7` belongs to.
+    pub day_24x7: i64,
     pub orders: RateBucket,
     pub cancels: RateBucket,
     /// Unrealized P&L of the open positions at the reference prices, as of the
@@ -196,6 +201,8 @@ impl AccountRisk {
             position_exposure: 0,
             realized_today: 0,
             day: i64::MIN,
+            realized_today_24x7: 0,
+            day_24x7: i64::MIN,
             orders: RateBucket::default(),
             cancels: RateBucket::default(),
             unrealized: 0,
@@ -211,6 +218,20 @@ impl AccountRisk {
         }
     }
 
+    /// The same for 24x7 instruments, whose day starts at the configured roll.
+    pub fn roll_day_24x7(&mut self, day: i64) {
+        if day != self.day_24x7 {
+            self.day_24x7 = day;
+            self.realized_today_24x7 = 0;
+        }
+    }
+
+    /// Realized P&L of the trading day: session instruments' day plus 24x7
+    /// instruments' day (as of the last roll).
+    pub fn realized_day(&self) -> i128 {
+        self.realized_today + self.realized_today_24x7
+    }
+
     /// Open orders' notional plus the positions marked to market (as reported).
     pub fn gross_exposure(&self) -> i128 {
         self.open_notional + self.marked_exposure
@@ -218,7 +239,7 @@ impl AccountRisk {
 
     /// The trading day's P&L as reported: realized today plus open unrealized.
     pub fn daily_pnl(&self) -> i128 {
-        self.realized_today + self.unrealized
+        self.realized_day() + self.unrealized
     }
 
     /// The order rate that applies in the current trading state.
