@@ -30,7 +30,7 @@ pub enum CancelReason {
     /// the remainder would have traded too far from it.
     PriceCollar,
     /// A paper sweep used all the depth levels one step may take
-    /// ([`super::depth::SWEEP_LEVELS`]); the remainder is cancelled, not rested.
+    /// ([`super::context::SWEEP_LEVELS`]); the remainder is cancelled, not rested.
     DepthLimit,
 }
 
