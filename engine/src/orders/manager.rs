@@ -527,7 +527,12 @@ impl OrderManager {
     /// orders sweep them level by level, within their limit and the price collar.
     /// What was used is journaled with the step.
     pub fn handle_with_depth(&mut self, cmd: &Command, book: &[Level]) {
-        self.depth = match (self.command_order_side(cmd), cmd.kind) {
+        // Only paper orders take from the feed's depth (the internal venue has its own
+        // book in the manager).
+        let paper = self
+            .command_order_side(cmd)
+            .filter(|(i, _)| self.rules.get(i.index()).is_some_and(|r| r.venue == VenueKind::Paper));
+        self.depth = match (paper, cmd.kind) {
             (Some((instrument, side)), CommandKind::Replace { order, price, .. }) => {
                 let limit = self
                     .pool
