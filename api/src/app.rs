@@ -241,6 +241,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
             let (journal_out, order_in) = ring::<OrderOutput>("orders", setup.event_ring_capacity);
             let mut manager =
                 OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
+            manager.set_day_roll(setup.day_roll_secs);
             let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);
             let (journal, snapshots, journal_stats) = open_journal(setup, &v, &mut manager, &mut store)?;
             let now = UnixNanos::now();

@@ -41,6 +41,7 @@ pub fn verify(dir: &Path, config: Option<&Validated>) -> anyhow::Result<()> {
     let (state_hash, snapshot, replayed_steps) = match config.and_then(|v| v.orders.as_ref().map(|o| (v, o))) {
         Some((v, setup)) => {
             let mut m = OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
+            m.set_day_roll(setup.day_roll_secs);
             let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);
             let r = journal::recover(dir, &mut m, &mut store)?;
             (Some(hex(&m.state_hash())), r.snapshot, Some(r.steps))

@@ -257,6 +257,18 @@ fn bad_values_name_their_key() {
             edited(|d| d["orders"]["journal"]["dir"] = "".into()),
             "orders.journal.dir",
         ),
+        (
+            edited(|d| d["orders"]["day_roll_24x7_utc"] = "24:00".into()),
+            "orders.day_roll_24x7_utc",
+        ),
+        (
+            edited(|d| d["orders"]["day_roll_24x7_utc"] = "8:00".into()),
+            "orders.day_roll_24x7_utc",
+        ),
+        (
+            edited(|d| d["orders"]["day_roll_24x7_utc"] = "08:60".into()),
+            "orders.day_roll_24x7_utc",
+        ),
     ];
     for (text, key) in cases {
         let e = load(&text, &[]).expect_err(key);

@@ -478,3 +478,291 @@ async fn fills_page_with_a_cursor_and_nothing_is_skipped_or_repeated() {
     }
     app.shutdown().await.unwrap();
 }
+
+// ---- the README's list of error codes is generated from the code ----
+
+/// String literals that look like codes but are not error codes (HTTP methods, Redis
+/// commands, symbols, header values, ...). A new literal that is neither here nor in
+/// README's list fails the test below.
+const NOT_ERROR_CODES: &[&str] = &[
+    "BTCUSDT",
+    "CARGO_PKG_VERSION",
+    "COUNT",
+    "CSS",
+    "DEL",
+    "DELETE",
+    "DENY",
+    "EX",
+    "GET",
+    "HEAD",
+    "HTML",
+    "INFO",
+    "INR",
+    "JWT",
+    "KEEPTTL",
+    "LIVE",
+    "MATCH",
+    "NX",
+    "OK",
+    "OPTIONS",
+    "PATCH",
+    "PING",
+    "POST",
+    "PUBLISH",
+    "PUT",
+    "PX",
+    "SBZ",
+    "SCAN",
+    "SET",
+    "XX",
+];
+
+/// Every error code the API can answer with: upper-case string literals in the API's
+/// non-test sources (`ApiError` codes, WebSocket error codes), minus the list above.
+fn api_error_codes() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("read src") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut codes = std::collections::BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read source");
+        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        for lit in text.split('"').skip(1).step_by(2) {
+            let upper = lit.starts_with(|c: char| c.is_ascii_uppercase())
+                && lit
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && !lit.ends_with('_')
+                && !lit.contains("__");
+            if upper && !NOT_ERROR_CODES.contains(&lit) {
+                codes.insert(lit.to_owned());
+            }
+        }
+    }
+    codes
+}
+
+/// The README section, as generated from `Reject::ALL` and the API's codes.
+fn error_code_section() -> String {
+    use stocksblitz_engine::orders::Reject;
+    let mut s = String::from(
+        "Order rejections (`engine/src/orders/reject.rs`), each with its HTTP status and what to fix:\n\n",
+    );
+    for r in Reject::ALL {
+        let status = stocksblitz_api::orders::entry::reject_status(r).as_u16();
+        s.push_str(&format!("- `{}` ({status}): {}\n", r.code(), r.message()));
+    }
+    let engine: std::collections::BTreeSet<&str> = Reject::ALL.iter().map(|r| r.code()).collect();
+    let api: Vec<String> = api_error_codes()
+        .into_iter()
+        .filter(|c| !engine.contains(c.as_str()))
+        .map(|c| format!("`{c}`"))
+        .collect();
+    s.push_str(&format!(
+        "\nAPI errors (request shape, auth, limits, availability; the message says what to fix): {}.\n",
+        api.join(", ")
+    ));
+    s
+}
+
+const BEGIN: &str = "<!-- error-codes:begin";
+const END: &str = "<!-- error-codes:end -->";
+
+/// README.md's error-code section equals the one generated from the code; run with
+/// `UPDATE_README=1` to rewrite it.
+#[test]
+fn readme_lists_every_error_code() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&path).expect("README.md");
+    let begin = readme.find(BEGIN).expect("README has the error-code section");
+    let body = begin + readme[begin..].find("-->").expect("end of the begin marker") + 4;
+    let end = readme.find(END).expect("README has the error-code section's end");
+    let generated = error_code_section();
+    if std::env::var_os("UPDATE_README").is_some() {
+        let updated = format!("{}{}{}", &readme[..body], generated, &readme[end..]);
+        std::fs::write(&path, updated).expect("write README.md");
+        return;
+    }
+    let current = &readme[body..end];
+    if let Some(line) = generated.lines().find(|l| !current.contains(*l)) {
+        panic!("README.md's error codes are out of date (run with UPDATE_README=1): missing {line:?}");
+    }
+    assert_eq!(
+        current, generated,
+        "README.md's error codes differ (run with UPDATE_README=1)"
+    );
+    for code in [
+        "INVALID_BODY",
+        "UNSUPPORTED_MEDIA_TYPE",
+        "INVALID_QUANTITY",
+        "PRICE_REQUIRED",
+        "INVALID_ORDER",
+        "ORDER_NOT_OPEN",
+        "MARKET_DATA_UNAVAILABLE",
+    ] {
+        assert!(current.contains(&format!("`{code}`")), "{code} is listed");
+    }
+}
+
+// ---- paper venue: no fills on bad data, depth sweeps, cancel reasons (issue 15) ----
+
+/// The quote's data quality as the API shows it.
+async fn quality(app: &stocksblitz_api::app::RunningApp, symbol: &str) -> String {
+    let v: Value = reqwest::get(http(app, &format!("/api/v1/quotes/{symbol}")))
+        .await
+        .expect("quote")
+        .json()
+        .await
+        .expect("json");
+    v["quality"].as_str().unwrap_or("").to_owned()
+}
+
+async fn wait_quality(app: &stocksblitz_api::app::RunningApp, symbol: &str, pred: impl Fn(&str) -> bool) -> String {
+    for _ in 0..400 {
+        let q = quality(app, symbol).await;
+        if pred(&q) {
+            return q;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{symbol} never reached the expected data quality");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paper_orders_sweep_the_depth_and_refuse_stale_data() {
+    // The simulator on a port of our own (its fault control), and a short engine
+    // staleness threshold.
+    let sim_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let app = start_with(&test_config(|d| {
+        d["simulator"]["listen"] = toml::Value::String(format!("127.0.0.1:{sim_port}"));
+        d["engine"]["stale_after_ms"] = toml::Value::Integer(300);
+    }))
+    .await;
+    wait_live(&app, "BTCUSDT").await;
+    let alice = Client::new(&app, "alice", "trader");
+    let mut ws = ws_connect(&app).await;
+    send(&mut ws, json!({"op":"auth","id":1,"token":token("alice","trader")})).await;
+    recv_until(&mut ws, std::time::Duration::from_secs(10), |v| v["id"] == 1)
+        .await
+        .expect("auth answer");
+    send(&mut ws, json!({"op":"subscribe","channels":["orders"],"id":2})).await;
+    recv_until(&mut ws, std::time::Duration::from_secs(10), |v| v["type"] == "snapshot")
+        .await
+        .expect("snapshot");
+
+    // The simulated book has 20 levels of 1-50 lots (0.00001 BTC) a side: 0.01 BTC
+    // sweeps level after level and the rest is cancelled with its reason.
+    let (s, v) = alice
+        .post(
+            "/orders",
+            json!({"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.01000"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let prices: Vec<f64> = v["fills"]
+        .as_array()
+        .expect("fills")
+        .iter()
+        .map(|f| f["price"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(prices.len() >= 2, "swept more than the best level: {v}");
+    assert!(
+        prices.windows(2).all(|w| w[0] < w[1]),
+        "level by level, best first: {prices:?}"
+    );
+    assert_eq!(v["order"]["status"], "cancelled", "{v}");
+    let reason = v["reason"].as_str().expect("a cancelled order says why").to_owned();
+    assert!(["depth_limit", "unfilled"].contains(&reason.as_str()), "{reason}");
+    let order_id = v["order"]["order_id"].as_str().unwrap().to_owned();
+    // The same reason on the orders channel.
+    let update = recv_until(&mut ws, std::time::Duration::from_secs(10), |m| {
+        m["data"]["event"] == "cancelled" && m["data"]["order"]["order_id"] == order_id.as_str()
+    })
+    .await
+    .expect("the cancel reaches the orders channel");
+    assert_eq!(update["data"]["reason"], reason.as_str());
+
+    // Internal venue: self-trade prevention and an IOC remainder say why, too.
+    let bob = Client::new(&app, "bob", "trader");
+    let (s, v) = alice.post("/orders", limit("SBZ", "sell", "123.00", "2")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let ioc = |qty: &str| json!({"symbol":"SBZ","side":"buy","type":"limit","price":"123.00","qty":qty,"time_in_force":"ioc"});
+    let (s, v) = alice.post("/orders", ioc("3")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        (v["order"]["status"].as_str(), v["reason"].as_str()),
+        (Some("cancelled"), Some("self_trade_prevention")),
+        "{v}"
+    );
+    let (s, v) = bob.post("/orders", ioc("5")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["fills"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["reason"], "unfilled", "the IOC remainder: {v}");
+    let (_, v) = bob.post("/orders", limit("SBZ", "buy", "1.00", "1")).await;
+    assert!(v["reason"].is_null(), "a resting order was not cancelled: {v}");
+
+    // A rejected cancel names the order id that was sent.
+    let (s, v) = alice.call(reqwest::Method::DELETE, "/orders/987654321", None).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND"), "{v}");
+    assert_eq!(v["error"]["details"]["order_id"], "987654321");
+
+    // Silence the feed: the quote goes STALE and the paper venue takes no order, over
+    // REST or WebSocket, with a stable code and a message.
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{sim_port}/control/faults/binance"))
+        .json(&json!({"kind":"silence","ms":2500}))
+        .send()
+        .await
+        .expect("fault control");
+    assert!(r.status().is_success(), "{:?}", r.status());
+    let q = wait_quality(&app, "BTCUSDT", |q| q != "LIVE").await;
+    assert_eq!(q, "STALE");
+    let (s, v) = alice
+        .post(
+            "/orders",
+            json!({"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.00100"}),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "MARKET_DATA_UNAVAILABLE"),
+        "{v}"
+    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("LIVE"), "{v}");
+    send(
+        &mut ws,
+        json!({"op":"order.new","id":"w1","order":{"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.00100"}}),
+    )
+    .await;
+    let err = recv_until(&mut ws, std::time::Duration::from_secs(10), |m| m["id"] == "w1")
+        .await
+        .expect("answer");
+    assert_eq!(err["error"]["code"], "MARKET_DATA_UNAVAILABLE", "{err}");
+
+    // LIVE again: the same order fills.
+    wait_quality(&app, "BTCUSDT", |q| q == "LIVE").await;
+    let (s, v) = alice
+        .post(
+            "/orders",
+            json!({"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.00001"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["fills"].as_array().map(Vec::len), Some(1), "{v}");
+    app.shutdown().await.unwrap();
+}

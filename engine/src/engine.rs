@@ -97,7 +97,13 @@ impl Engine {
 
     /// Turns order entry on. Internal-venue instruments have no feed: their market
     /// data is the engine's own, live from the start.
-    pub fn with_orders(mut self, manager: OrderManager, gateway: OrderGateway, now: UnixNanos) -> Self {
+    pub fn with_orders(mut self, mut manager: OrderManager, gateway: OrderGateway, now: UnixNanos) -> Self {
+        // A recovered manager's positions are marked again from its references, and
+        // every instrument's data quality is the engine's (SYNCING until its feed is).
+        manager.revalue_all();
+        for state in &self.states {
+            manager.set_quality(state.id, state.quality());
+        }
         let internal: Vec<InstrumentId> = (0..self.states.len())
             .map(|i| InstrumentId(i as u32))
             .filter(|&id| manager.rules(id).is_some_and(|r| r.venue == VenueKind::Internal))
@@ -190,7 +196,15 @@ impl Engine {
                     _ => {}
                 }
             }
-            op.manager.handle(&cmd);
+            // A paper order sweeps the instrument's visible book (the engine's L2).
+            let book = match op.manager.depth_side(&cmd) {
+                Some((instrument, side)) => self
+                    .states
+                    .get(instrument.index())
+                    .map_or(&[][..], |s| s.book.side(side)),
+                None => &[],
+            };
+            op.manager.handle_with_depth(&cmd, book);
             self.after_orders();
             n += 1;
         }
@@ -221,7 +235,9 @@ impl Engine {
         };
         let quality = state.quality();
         if let Some(op) = self.orders.as_mut() {
-            // The order path sees the market the engine publishes: BBO and trades.
+            // The order path sees the market the engine publishes: quality, BBO and
+            // trades.
+            op.manager.set_quality(id, quality);
             for data in self.emitted.as_slice() {
                 match *data {
                     EventData::Quote {

@@ -119,6 +119,33 @@ impl Rig {
         }
     }
 
+    /// Feeds one tick of the paper instrument.
+    fn paper_tick(&mut self, data: TickData) {
+        assert!(self.feed.push(Tick {
+            exchange_ts: UnixNanos(T0),
+            recv_ts: UnixNanos(T0),
+            instrument: PAPER,
+            data,
+        }));
+    }
+
+    /// Sets paper book levels (qty 0 deletes), the last one ending the batch.
+    fn paper_levels(&mut self, levels: &[(Side, i64, i64)]) {
+        for (k, &(side, p, q)) in levels.iter().enumerate() {
+            self.paper_tick(TickData::BookDelta {
+                side,
+                price: Price(p),
+                qty: Qty(q),
+                update_id: 0,
+                flags: if k + 1 == levels.len() {
+                    BookFlags::END_OF_BATCH
+                } else {
+                    BookFlags::NONE
+                },
+            });
+        }
+    }
+
     fn market_events(&mut self) -> Vec<EngineEvent> {
         let mut v = Vec::new();
         while let Some(e) = self.market.pop() {
@@ -149,9 +176,23 @@ fn commands_in_events_out_in_sequence_never_dropped() {
 #[test]
 fn feed_ticks_fill_paper_orders_and_internal_trades_are_market_data() {
     let mut r = rig();
+    // Before its feed is LIVE, the paper venue takes no order.
+    r.send(0, CommandKind::New(limit(PAPER, "p", Side::Buy, 10_000, 5)));
+    let ev = r.order_events();
+    assert!(ev.iter().any(|e| matches!(
+        e.data,
+        OrderEventData::Rejected { reject, .. } if reject.code() == "MARKET_DATA_UNAVAILABLE"
+    )));
+    r.paper_tick(TickData::Status {
+        status: stocksblitz_engine::FeedStatus::Live,
+        detail: 0,
+    });
+    r.paper_levels(&[(Side::Buy, 9_800, 10)]);
+    r.engine.poll();
     let req = r.send(0, CommandKind::New(limit(PAPER, "p", Side::Buy, 10_000, 5)));
     let ev = r.order_events();
     assert!(ev.iter().all(|e| e.request == req));
+    assert!(accepted_id(&ev).is_some(), "{ev:?}");
     // The feed's BBO reaches the order: a paper fill, unsolicited (request 0).
     let tick = |data| Tick {
         exchange_ts: UnixNanos(T0),
@@ -207,7 +248,19 @@ fn no_allocation_per_command_with_surveillance_on() {
 
 fn no_allocation(surveillance: bool) {
     let mut r = rig_with(surveillance);
+    // A LIVE paper book with depth: paper market orders sweep it.
+    r.paper_tick(TickData::Status {
+        status: stocksblitz_engine::FeedStatus::Live,
+        detail: 0,
+    });
+    let mut book = vec![(Side::Buy, 9_900, 10)];
+    book.extend((0..20).map(|i| (Side::Sell, 10_000 + 10 * i, 2 + i)));
+    r.paper_levels(&book);
     let cycle = |r: &mut Rig, k: usize| {
+        // The best ask changes (a new quote refreshes what earlier sweeps took), then
+        // a market buy sweeps three levels.
+        r.paper_levels(&[(Side::Sell, 10_000, 3 + (k % 2) as i64)]);
+        r.send(0, CommandKind::New(market(PAPER, "m", Side::Buy, 8)));
         // A resting sell, a crossing buy from the other account, a paper order and
         // its cancel: matching, fills, positions, market data, cancels.
         r.send(
@@ -246,4 +299,75 @@ fn no_allocation(surveillance: bool) {
     }
     let m = r.engine.order_manager().unwrap();
     assert_eq!(m.open_orders().count(), 0);
+    assert_eq!(
+        m.position(AccountId(0), PAPER).map(|p| (p.qty, p.cost)),
+        // 550 cycles, alternately 3 at 100.00 + 3 at 100.10 + 2 at 100.20 and 4 at
+        // 100.00 + 3 at 100.10 + 1 at 100.20.
+        Some((
+            550 * 8,
+            275 * (3 * 10_000 + 3 * 10_010 + 2 * 10_020) + 275 * (4 * 10_000 + 3 * 10_010 + 10_020)
+        )),
+        "every market order swept the depth in full"
+    );
+}
+
+/// Through the engine: the paper venue takes orders only while the instrument's data
+/// quality, as the engine derives it from the feed, is LIVE, in every other state.
+#[test]
+fn the_paper_venue_follows_the_engine_s_data_quality() {
+    use stocksblitz_engine::{DataQuality, FeedStatus};
+    let mut r = rig();
+    let mut n = 0;
+    let mut place = |r: &mut Rig| -> Option<&'static str> {
+        n += 1;
+        r.send(0, CommandKind::New(limit(PAPER, &format!("q{n}"), Side::Buy, 9_000, 1)));
+        rejection(&r.order_events())
+    };
+    let status = |r: &mut Rig, status: FeedStatus| {
+        r.paper_tick(TickData::Status { status, detail: 0 });
+        r.engine.poll();
+    };
+    let quality = |r: &Rig| r.engine.state(PAPER).map(|s| s.quality());
+    assert_eq!(quality(&r), Some(DataQuality::Syncing));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    status(&mut r, FeedStatus::Live);
+    r.paper_levels(&[(Side::Buy, 9_900, 5), (Side::Sell, 10_000, 5)]);
+    r.engine.poll();
+    assert_eq!(quality(&r), Some(DataQuality::Live));
+    assert_eq!(place(&mut r), None);
+
+    status(&mut r, FeedStatus::Halted);
+    assert_eq!(quality(&r), Some(DataQuality::Halted));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    status(&mut r, FeedStatus::Resumed);
+    assert_eq!(place(&mut r), None);
+
+    status(&mut r, FeedStatus::Gap);
+    assert_eq!(quality(&r), Some(DataQuality::Gapped));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    status(&mut r, FeedStatus::Live);
+    assert_eq!(place(&mut r), None);
+
+    r.paper_levels(&[(Side::Buy, 10_100, 1)]);
+    r.engine.poll();
+    assert_eq!(quality(&r), Some(DataQuality::Crossed));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    r.paper_levels(&[(Side::Buy, 10_100, 0)]);
+    r.engine.poll();
+    assert_eq!(place(&mut r), None);
+
+    status(&mut r, FeedStatus::Syncing);
+    assert_eq!(quality(&r), Some(DataQuality::Syncing));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    status(&mut r, FeedStatus::Live);
+    assert_eq!(place(&mut r), None);
+
+    // Silence: the engine's staleness timer.
+    r.engine.housekeeping(UnixNanos(T0 + 600 * 1_000_000_000));
+    assert_eq!(quality(&r), Some(DataQuality::Stale));
+    assert_eq!(place(&mut r), Some("MARKET_DATA_UNAVAILABLE"));
+    r.paper_levels(&[(Side::Sell, 10_000, 6)]);
+    r.engine.poll();
+    assert_eq!(quality(&r), Some(DataQuality::Live));
+    assert_eq!(place(&mut r), None);
 }

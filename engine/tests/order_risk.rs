@@ -4,8 +4,10 @@
 mod orders_common;
 
 use orders_common::*;
+use proptest::prelude::*;
 use stocksblitz_engine::orders::{
-    AccountId, CommandKind, KillScope, NewOrder, OrderManager, OrderType, RiskLimits, TimeInForce, TradingState,
+    AccountId, Command, CommandKind, Input, KillScope, Mtm, NewOrder, OrderCapacity, OrderEvent, OrderEventData,
+    OrderManager, OrderType, RiskLimits, Step, TimeInForce, TradingState, VenueKind,
 };
 use stocksblitz_engine::{Price, Qty, Side, UnixNanos};
 
@@ -144,7 +146,7 @@ fn daily_loss_stops_opening_orders_but_not_reducing_ones() {
         UnixNanos(T0),
     );
     assert_eq!(try_new(&mut m, 1, market(PAPER, "b", Side::Sell, 1_000)), None);
-    assert_eq!(m.account(AccountId(0)).unwrap().realized_today, -10 * UNIT);
+    assert_eq!(m.account(AccountId(0)).unwrap().realized_day(), -10 * UNIT);
     assert_eq!(
         try_new(&mut m, 2, limit(PAPER, "c", Side::Buy, 9_000, 1)),
         Some("DAILY_LOSS_LIMIT")
@@ -468,4 +470,293 @@ fn self_trade_prevention_modes() {
             "{mode:?}: filled or cancelled, never left resting"
         );
     }
+}
+
+// ---- mark to market, replace at capacity, ids in rejections (issue 15) ----
+
+/// The steps and events since the last clear (taken), as the journal holds them.
+fn take_steps(m: &mut OrderManager, tape: &mut Vec<(Step, Vec<OrderEvent>)>) {
+    let events = m.events().to_vec();
+    let mut k = 0;
+    for s in m.steps() {
+        let n = s.events as usize;
+        tape.push((*s, events[k..k + n].to_vec()));
+        k += n;
+    }
+    m.clear();
+}
+
+fn trade_at(m: &mut OrderManager, tape: &mut Vec<(Step, Vec<OrderEvent>)>, price: i64, id: u64) {
+    m.clear();
+    m.on_trade(PAPER, Price(price), Qty(1), id, UnixNanos(T0));
+    take_steps(m, tape);
+}
+
+fn new_at(m: &mut OrderManager, tape: &mut Vec<(Step, Vec<OrderEvent>)>, at: i64, o: NewOrder) -> Option<&'static str> {
+    let code = try_new(m, at, o);
+    take_steps(m, tape);
+    code
+}
+
+#[test]
+fn an_open_loss_reaches_the_daily_loss_limit_by_price_movement_alone() {
+    let limits = RiskLimits {
+        daily_loss_limit: 5 * UNIT,
+        ..loose()
+    };
+    let mut m = manager_with(&[limits]);
+    let mut tape = Vec::new();
+    m.on_quote(
+        PAPER,
+        Price(9_990),
+        Qty(10_000),
+        Price(10_000),
+        Qty(10_000),
+        UnixNanos(T0),
+    );
+    take_steps(&mut m, &mut tape);
+    // Long 1.000 at 100.00; nothing realized.
+    assert_eq!(new_at(&mut m, &mut tape, 0, market(PAPER, "a", Side::Buy, 1_000)), None);
+    trade_at(&mut m, &mut tape, 9_501, 1);
+    assert_eq!(m.marked(AccountId(0)).unrealized, -499 * UNIT / 100);
+    // An opening order on another instrument: a loss of 4.99 is within the limit.
+    assert_eq!(
+        new_at(&mut m, &mut tape, 1, limit(INTERNAL, "i1", Side::Buy, 100, 1)),
+        None
+    );
+    // The price alone moves the open loss to 5.00: opening orders stop, on every
+    // instrument; reducing ones still go.
+    trade_at(&mut m, &mut tape, 9_500, 2);
+    assert_eq!(
+        new_at(&mut m, &mut tape, 2, limit(INTERNAL, "i2", Side::Buy, 100, 1)),
+        Some("DAILY_LOSS_LIMIT")
+    );
+    assert_eq!(
+        new_at(&mut m, &mut tape, 3, limit(PAPER, "p", Side::Buy, 9_000, 1)),
+        Some("DAILY_LOSS_LIMIT")
+    );
+    m.clear();
+    m.handle(&Command {
+        request: 9,
+        account: AccountId(0),
+        at: UnixNanos(T0 + 4),
+        kind: CommandKind::QueryRisk,
+        idempotency: None,
+    });
+    let risk = m.events().iter().find_map(|e| match e.data {
+        OrderEventData::Risk(r) => Some(r),
+        _ => None,
+    });
+    take_steps(&mut m, &mut tape);
+    let risk = risk.expect("risk report");
+    assert_eq!(
+        (risk.realized_day(), risk.unrealized, risk.daily_pnl()),
+        (0, -5 * UNIT, -5 * UNIT)
+    );
+    assert_eq!(risk.marked_exposure, 95 * UNIT, "1.000 at 95.00");
+    assert_eq!(risk.position_exposure, 100 * UNIT, "at cost: 100.00");
+    // It recovers with the price.
+    trade_at(&mut m, &mut tape, 9_600, 3);
+    assert_eq!(
+        new_at(&mut m, &mut tape, 5, limit(INTERNAL, "i3", Side::Buy, 100, 1)),
+        None
+    );
+
+    // Replay (a restart) reproduces every decision, although the trades that moved
+    // the mark filled nothing and were not journaled: each command's step carries
+    // the marks it used.
+    assert!(tape
+        .iter()
+        .all(|(s, _)| !matches!(s.input, Input::Trade { price, .. } if price.0 == 9_500)));
+    let mut again = manager_with(&[limits]);
+    for (step, events) in &tape {
+        again.replay(step);
+        assert_eq!(again.events(), &events[..]);
+        again.clear();
+    }
+    assert_eq!(again.state_hash(), m.state_hash());
+}
+
+#[test]
+fn gross_exposure_counts_positions_at_the_reference_price() {
+    let limits = RiskLimits {
+        max_gross_exposure: 150 * UNIT,
+        ..loose()
+    };
+    let mut m = manager_with(&[limits]);
+    m.on_quote(
+        PAPER,
+        Price(9_990),
+        Qty(10_000),
+        Price(10_000),
+        Qty(10_000),
+        UnixNanos(T0),
+    );
+    m.clear();
+    assert_eq!(
+        try_new(&mut m, 0, market(PAPER, "a", Side::Buy, 1_000)),
+        None,
+        "100 at cost"
+    );
+    // A dry run of 40 more: 140 at 100.00.
+    let probe = || CommandKind::Test(limit(INTERNAL, "t", Side::Buy, 4_000, 1_000));
+    assert_eq!(rejection(&run(&mut m, 0, 1, probe())), None);
+    // The position is worth 120.00 now: 160 would be past 150.
+    m.on_trade(PAPER, Price(12_000), Qty(1), 1, UnixNanos(T0));
+    m.clear();
+    assert_eq!(rejection(&run(&mut m, 0, 2, probe())), Some("BUYING_POWER"));
+    assert_eq!(m.marked(AccountId(0)).exposure, 120 * UNIT);
+    // A short is exposure too, marked the same way.
+    m.on_trade(PAPER, Price(10_500), Qty(1), 2, UnixNanos(T0));
+    m.clear();
+    assert_eq!(rejection(&run(&mut m, 0, 3, probe())), None, "105 + 40");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The running marked sums always equal a recomputation over the positions at the
+    /// current reference prices, whatever the fills and price moves.
+    #[test]
+    fn marked_sums_equal_a_full_recomputation(
+        ops in prop::collection::vec((0..3u8, 9_000..11_000i64, 1..3_000i64), 1..60),
+    ) {
+        let mut m = manager_with(&[loose(), loose()]);
+        m.on_quote(PAPER, Price(9_990), Qty(1_000_000), Price(10_000), Qty(1_000_000), UnixNanos(T0));
+        let mut trade = 0;
+        for (n, &(kind, price, qty)) in ops.iter().enumerate() {
+            let n = n as i64;
+            match kind {
+                0 => {
+                    trade += 1;
+                    m.on_trade(PAPER, Price(price), Qty(1), trade, UnixNanos(T0));
+                }
+                1 => {
+                    m.on_quote(PAPER, Price(price - 5), Qty(1_000_000), Price(price + 5), Qty(1_000_000), UnixNanos(T0));
+                }
+                _ => {
+                    let side = if qty % 2 == 0 { Side::Buy } else { Side::Sell };
+                    run(&mut m, (n % 2) as u32, n, CommandKind::New(market(PAPER, &format!("c{n}"), side, qty)));
+                }
+            }
+            m.clear();
+            let mark = m.market(PAPER).and_then(|r| r.reference()).unwrap();
+            for a in 0..2 {
+                let p = *m.position(AccountId(a), PAPER).unwrap();
+                // PAPER: price 2 + qty 3 decimals, rate 1: value = amount * 10^8 / 10^5.
+                let unrealized = p.unrealized(mark) * 1_000;
+                let exposure = (i128::from(p.qty) * i128::from(mark.0)).abs() * 1_000;
+                prop_assert_eq!(m.marked(AccountId(a)), Mtm { unrealized, exposure });
+            }
+        }
+    }
+}
+
+#[test]
+fn a_replace_needs_no_free_slot_and_rejections_name_the_order_given() {
+    let mut m = OrderManager::new(
+        &registry(),
+        &[VenueKind::Internal, VenueKind::Paper, VenueKind::Paper],
+        &[100_000_000; 3],
+        &[loose(), loose()],
+        OrderCapacity {
+            orders: 1,
+            levels: 16,
+            stops: 16,
+            day_offset_secs: 0,
+        },
+    );
+    let mut ids = Vec::new();
+    let mut k = 0;
+    // Fill the pool (its capacity may be rounded up).
+    loop {
+        let ev = run(
+            &mut m,
+            0,
+            k,
+            CommandKind::New(limit(INTERNAL, &format!("o{k}"), Side::Buy, 100 + k, 5)),
+        );
+        k += 1;
+        match accepted_id(&ev) {
+            Some(id) => ids.push(id),
+            None => {
+                assert_eq!(rejection(&ev), Some("ENGINE_CAPACITY"));
+                break;
+            }
+        }
+    }
+    let id = ids[0];
+    for (qty, price) in [
+        (Some(Qty(4)), None),
+        (None, Some(Price(90))),
+        (Some(Qty(9)), Some(Price(95))),
+    ] {
+        let ev = run(&mut m, 0, k, CommandKind::Replace { order: id, qty, price });
+        assert_eq!(rejection(&ev), None, "{ev:?}");
+        k += 1;
+    }
+    // Cancel and replace of an unknown id, and of another account's order: the
+    // rejection names the id that was sent, and tells nothing about the order.
+    for (account, order) in [(0, stocksblitz_engine::orders::OrderId(987_654)), (1, id)] {
+        for kind in [
+            CommandKind::Cancel { order },
+            CommandKind::Replace {
+                order,
+                qty: Some(Qty(1)),
+                price: None,
+            },
+        ] {
+            let ev = run(&mut m, account, k, kind);
+            let rejected = ev.iter().find_map(|e| match e.data {
+                OrderEventData::Rejected {
+                    reject,
+                    order,
+                    instrument,
+                    client_id,
+                } => Some((reject.code(), order, instrument, client_id.is_empty())),
+                _ => None,
+            });
+            assert_eq!(rejected, Some(("ORDER_NOT_FOUND", Some(order), None, true)));
+        }
+    }
+    // Its own order's rejection carries the order's client id.
+    let ev = run(
+        &mut m,
+        0,
+        k,
+        CommandKind::Replace {
+            order: id,
+            qty: None,
+            price: None,
+        },
+    );
+    assert!(ev.iter().any(|e| matches!(e.data,
+        OrderEventData::Rejected { order: Some(o), client_id, .. } if o == id && client_id.as_str() == "o0")));
+}
+
+#[test]
+fn realized_losses_count_until_their_instrument_s_day_rolls() {
+    let limits = RiskLimits {
+        daily_loss_limit: 5 * UNIT,
+        ..loose()
+    };
+    let mut m = manager_with(&[limits]);
+    let hour = 3_600 * 1_000_000_000i64;
+    // 14:30 IST: INFY is in session. Buy 5 at 100.00, sell them at 99.00: -5.00.
+    let t = -hour;
+    m.on_quote(NSE, Price(9_995), Qty(100), Price(10_000), Qty(100), UnixNanos(T0 + t));
+    m.clear();
+    assert_eq!(try_new(&mut m, t, market(NSE, "b", Side::Buy, 5)), None);
+    m.on_quote(NSE, Price(9_900), Qty(100), Price(9_905), Qty(100), UnixNanos(T0 + t));
+    m.clear();
+    assert_eq!(try_new(&mut m, t + 1, market(NSE, "s", Side::Sell, 5)), None);
+    assert_eq!(m.account(AccountId(0)).unwrap().realized_today, -5 * UNIT);
+    // The session instrument's loss stops opening orders everywhere, until the
+    // accounts' trading day ends at 00:00 IST (18:30 UTC); the 24x7 roll (00:00 UTC
+    // by default) does not reset it.
+    let open = |c: &str| limit(PAPER, c, Side::Buy, 9_000, 1);
+    assert_eq!(try_new(&mut m, t + 2, open("p1")), Some("DAILY_LOSS_LIMIT"));
+    let ist_midnight = 8 * hour + 30 * 60 * 1_000_000_000;
+    assert_eq!(try_new(&mut m, ist_midnight - 1, open("p2")), Some("DAILY_LOSS_LIMIT"));
+    assert_eq!(try_new(&mut m, ist_midnight, open("p3")), None);
 }

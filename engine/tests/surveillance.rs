@@ -78,7 +78,7 @@ impl Rig {
         let reg = registry();
         let venues = vec![VenueKind::Paper; reg.len()];
         let rates = vec![100_000_000i128; reg.len()];
-        let m = OrderManager::new(
+        let mut m = OrderManager::new(
             &reg,
             &venues,
             &rates,
@@ -90,6 +90,10 @@ impl Rig {
                 day_offset_secs: 19_800,
             },
         );
+        // Paper orders need LIVE data (as the engine reports once the feeds are synced).
+        for i in 0..reg.len() {
+            m.set_quality(InstrumentId(i as u32), DataQuality::Live);
+        }
         let s = Surveillance::new(c.thresholds().expect("valid"), &reg, 2);
         Self { m, s, next_client: 0 }
     }
@@ -244,6 +248,27 @@ fn distinct_symbols_per_day_and_the_day_roll() {
     assert_eq!((a[0].observed, a[0].threshold, a[0].severity), (16, 15, Severity::Low));
     // ...after midnight the count starts again.
     assert!(r.buy(0, before_midnight + 2 * SECOND, c(16), 100_00, 1).is_empty());
+}
+
+#[test]
+fn symbols_per_day_roll_at_the_configured_time_for_24x7_instruments() {
+    let mut r = Rig::new();
+    // 24x7 instruments' trading day starts at 06:00 UTC.
+    r.m.set_day_roll(6 * 3600);
+    let late = 13 * 3600 * SECOND; // 23:00 UTC
+    for i in 0..15 {
+        assert!(r.buy(0, late + i64::from(i) * 61 * SECOND, c(i), 100_00, 1).is_empty());
+    }
+    // Midnight UTC is not the roll any more: a 16th symbol after it is past the limit.
+    let a = r.buy(0, 14 * 3600 * SECOND + SECOND, c(15), 100_00, 1);
+    assert_eq!(rules(&a), [Rule::SymbolSpread]);
+    let roll = 20 * 3600 * SECOND; // 06:00 UTC
+    let a = r.buy(0, roll - SECOND, c(16), 100_00, 1);
+    assert_eq!(rules(&a), [Rule::SymbolSpread], "05:59:59 is the same trading day");
+    assert!(
+        r.buy(0, roll, c(17), 100_00, 1).is_empty(),
+        "the count starts again at the roll"
+    );
 }
 
 #[test]
@@ -411,6 +436,7 @@ fn anomaly_steps_replay_to_the_same_events_and_state() {
         input: Input::Anomaly(a[0]),
         market: None,
         events: 1,
+        ctx: Default::default(),
     });
     let evs = &m2.events()[before..];
     assert!(matches!(evs[0].data, OrderEventData::Anomaly(x) if x == a[0]));
@@ -419,7 +445,7 @@ fn anomaly_steps_replay_to_the_same_events_and_state() {
 
 fn manager_like(_r: &Rig) -> OrderManager {
     let reg = registry();
-    OrderManager::new(
+    let mut m = OrderManager::new(
         &reg,
         &vec![VenueKind::Paper; reg.len()],
         &vec![100_000_000i128; reg.len()],
@@ -430,7 +456,11 @@ fn manager_like(_r: &Rig) -> OrderManager {
             stops: 16,
             day_offset_secs: 19_800,
         },
-    )
+    );
+    for i in 0..reg.len() {
+        m.set_quality(InstrumentId(i as u32), DataQuality::Live);
+    }
+    m
 }
 
 fn trade(price: i64, qty: i64) -> EventData {

@@ -36,6 +36,10 @@ pub struct OrdersConfig {
     pub stops_per_instrument: usize,
     /// Offset of the trading day from UTC, minutes (330 = IST).
     pub trading_day_utc_offset_minutes: i32,
+    /// "HH:MM" UTC at which 24x7 instruments start a new trading day (their DAY
+    /// orders expire then). Default "00:00".
+    #[serde(default = "default_day_roll")]
+    pub day_roll_24x7_utc: String,
     /// Longest wait for the engine's answer before the outcome is reported UNKNOWN.
     pub response_timeout_ms: u64,
     /// Finished orders and fills the API keeps per account for queries.
@@ -153,6 +157,31 @@ pub struct OrderSetup {
     pub response_timeout_ms: u64,
     pub history_per_account: usize,
     pub journal: JournalSetup,
+    /// Seconds after 00:00 UTC at which 24x7 instruments roll to the next trading day.
+    pub day_roll_secs: i64,
+}
+
+fn default_day_roll() -> String {
+    "00:00".to_owned()
+}
+
+/// `"HH:MM"` (24-hour) as seconds after midnight.
+fn day_roll_secs(s: &str) -> Result<i64, ConfigError> {
+    let bad = || {
+        ConfigError::invalid(
+            "orders.day_roll_24x7_utc",
+            format!("{s:?}: use 24-hour \"HH:MM\" UTC, e.g. \"00:00\""),
+        )
+    };
+    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    if h.len() != 2 || m.len() != 2 {
+        return Err(bad());
+    }
+    let (h, m): (i64, i64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if !(0..24).contains(&h) || !(0..60).contains(&m) {
+        return Err(bad());
+    }
+    Ok(h * 3600 + m * 60)
 }
 
 fn limits(key: &str, c: &RiskLimitsConfig) -> Result<RiskLimits, ConfigError> {
@@ -185,6 +214,7 @@ pub fn setup(c: &OrdersConfig, registry: &InstrumentRegistry) -> Result<OrderSet
             "must be between -720 and 840",
         ));
     }
+    let day_roll_secs = day_roll_secs(&c.day_roll_24x7_utc)?;
     let mut rates = Vec::with_capacity(registry.len());
     let mut venues = Vec::with_capacity(registry.len());
     for inst in registry.iter() {
@@ -275,5 +305,21 @@ pub fn setup(c: &OrdersConfig, registry: &InstrumentRegistry) -> Result<OrderSet
         response_timeout_ms: c.response_timeout_ms,
         history_per_account: c.history_per_account,
         journal: journal(&c.journal)?,
+        day_roll_secs,
     })
+}
+
+#[cfg(test)]
+mod day_roll_tests {
+    use super::day_roll_secs;
+
+    #[test]
+    fn day_roll_is_hh_mm_utc() {
+        assert_eq!(day_roll_secs("00:00").ok(), Some(0));
+        assert_eq!(day_roll_secs("08:30").ok(), Some(8 * 3600 + 30 * 60));
+        assert_eq!(day_roll_secs("23:59").ok(), Some(23 * 3600 + 59 * 60));
+        for bad in ["24:00", "8:00", "08:60", "0800", "", "aa:bb", "-1:00"] {
+            assert!(day_roll_secs(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -249,6 +249,11 @@ pub struct CancelledOrder {
 pub struct OrderResult {
     /// The order after the command.
     pub order: Option<Order>,
+    /// Why the command cancelled it (null otherwise): `unfilled` (IOC or market
+    /// remainder with nothing left to take), `self_trade_prevention`, `price_collar`
+    /// (a sweep reached the collar), `depth_limit` (a paper sweep took its maximum of
+    /// levels), `kill_switch`, `user`, `mass_cancel`, `risk`.
+    pub reason: Option<String>,
     /// Its fills from this command.
     pub fills: Vec<Fill>,
     /// Other orders of the caller it cancelled (self-trade prevention).
@@ -318,8 +323,15 @@ pub struct RiskUsage {
     pub open_orders: u32,
     pub open_orders_notional: String,
     pub positions_at_cost: String,
+    /// Positions' |qty| x reference price (what gross exposure counts).
+    pub positions_at_mark: String,
+    /// Open orders' notional plus positions at mark.
     pub gross_exposure: String,
     pub realized_pnl_today: String,
+    /// Open positions' P&L at the reference prices.
+    pub unrealized_pnl: String,
+    /// Realized today plus unrealized: what the daily loss limit counts.
+    pub daily_pnl: String,
 }
 
 #[derive(ToSchema)]

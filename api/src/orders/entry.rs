@@ -72,9 +72,18 @@ pub fn submit_error(e: SubmitError) -> ApiError {
 /// The rejection among a request's events, as an error.
 pub fn rejection(events: &[OrderEvent]) -> Option<ApiError> {
     events.iter().find_map(|e| match e.data {
-        OrderEventData::Rejected { reject, order, .. } => Some(
-            ApiError::new(reject_status(reject), reject.code(), reject.message())
-                .with_details(json!({ "order_id": order.map(|o| o.0.to_string()) })),
+        // The order the command named (null for a new order, which has no id yet) and
+        // the client's id for it when known.
+        OrderEventData::Rejected {
+            reject,
+            order,
+            client_id,
+            ..
+        } => Some(
+            ApiError::new(reject_status(reject), reject.code(), reject.message()).with_details(json!({
+                "order_id": order.map(|o| o.0.to_string()),
+                "client_order_id": (!client_id.is_empty()).then(|| client_id.as_str()),
+            })),
         ),
         _ => None,
     })

@@ -174,15 +174,20 @@ pub fn risk_json(r: &AccountRisk) -> Value {
             "open_orders": r.open_orders,
             "open_orders_notional": value(r.open_notional),
             "positions_at_cost": value(r.position_exposure),
+            "positions_at_mark": value(r.marked_exposure),
             "gross_exposure": value(r.gross_exposure()),
-            "realized_pnl_today": value(r.realized_today),
+            "realized_pnl_today": value(r.realized_day()),
+            "unrealized_pnl": value(r.unrealized),
+            "daily_pnl": value(r.daily_pnl()),
         },
     })
 }
 
 /// The events of one request as a response body, for `account`: the target order after
-/// the command (`target`, or the order the command created), the account's fills, and
-/// any other of its orders the command cancelled (self-trade prevention).
+/// the command (`target`, or the order the command created), why it was cancelled when
+/// it was (`reason`: `unfilled` IOC/market remainder, `self_trade_prevention`,
+/// `price_collar`, `depth_limit`, ...), the account's fills, and any other of its
+/// orders the command cancelled (self-trade prevention).
 pub fn events_json(
     events: &[OrderEvent],
     registry: &InstrumentRegistry,
@@ -199,6 +204,7 @@ pub fn events_json(
         })
     });
     let mut order = None;
+    let mut reason = None;
     let mut fills = Vec::new();
     let mut cancelled = Vec::new();
     for e in events.iter().filter(|e| e.account == account) {
@@ -207,6 +213,9 @@ pub fn events_json(
                 let Some(i) = registry.get(o.instrument) else { continue };
                 if Some(o.id) == target {
                     order = Some(json!(OrderJson::new(o, i)));
+                    if let OrderEventKind::Cancelled(r) = kind {
+                        reason = Some(r.as_str());
+                    }
                 } else if let OrderEventKind::Cancelled(reason) = kind {
                     cancelled.push(json!({ "order_id": o.id.0.to_string(), "reason": reason.as_str() }));
                 }
@@ -219,7 +228,7 @@ pub fn events_json(
             _ => {}
         }
     }
-    json!({ "order": order, "fills": fills, "cancelled": cancelled })
+    json!({ "order": order, "reason": reason, "fills": fills, "cancelled": cancelled })
 }
 
 /// An anomaly as the API shows it; `seq` is its event sequence (the `since` cursor).

@@ -26,6 +26,8 @@ pub struct RunStart {
 
 /// A record as read back (and as `stocksblitz journal dump` prints it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+// Decoded off the hot path, one record at a time: the step's size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     Start(RunStart),
     Step { step: Step, events: Vec<OrderEvent> },
@@ -54,6 +56,7 @@ mod tests {
             input: Input::Timer { at: UnixNanos(5) },
             market: None,
             events: 1,
+            ctx: Default::default(),
         };
         let events = [OrderEvent {
             seq: 1,

@@ -26,6 +26,12 @@ pub enum CancelReason {
     KillSwitch,
     /// The order was placed with an account or instrument state that cancelled it.
     Risk,
+    /// A market order's sweep reached the price collar around the reference price:
+    /// the remainder would have traded too far from it.
+    PriceCollar,
+    /// A paper sweep used all the depth levels one step may take
+    /// ([`super::context::SWEEP_LEVELS`]); the remainder is cancelled, not rested.
+    DepthLimit,
 }
 
 impl CancelReason {
@@ -37,6 +43,8 @@ impl CancelReason {
             CancelReason::SelfTrade => "self_trade_prevention",
             CancelReason::KillSwitch => "kill_switch",
             CancelReason::Risk => "risk",
+            CancelReason::PriceCollar => "price_collar",
+            CancelReason::DepthLimit => "depth_limit",
         }
     }
 }

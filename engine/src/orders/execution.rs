@@ -1,20 +1,25 @@
 //! Execution: how accepted orders trade. The internal venue matches an incoming order
 //! against resting orders in price-time priority (with self-trade prevention); the
-//! paper venue fills against the live feed's best bid/offer on entry, and resting paper
-//! orders fill when a later quote reaches them or a trade prints through their price.
+//! paper venue sweeps the feed's visible depth on entry, level by level like the venue
+//! would, within the order's limit and the price collar, and resting paper orders fill
+//! when a later quote reaches them or a trade prints through their price. Nothing
+//! fills on the paper venue while the instrument's data is not LIVE.
 //! Stops wait for the last trade price to reach them. Every fill updates the order,
 //! the position and the account's risk usage in the same step, and is reported.
 //!
 //! Quantities never overfill: each fill is the minimum of what both sides have left,
 //! and a paper fill from a venue trade is taken at most once per (order, trade id).
 
+use crate::book::Level;
 use crate::fixed::{Price, Qty};
 use crate::ids::InstrumentId;
+use crate::quality::DataQuality;
 use crate::side::{Aggressor, Side};
 use crate::tick::{BookFlags, Tick, TickData};
 use crate::time::UnixNanos;
 
 use super::command::NewOrder;
+use super::context::{Depth, Mtm, SweepEnd};
 use super::event::{CancelReason, Fill, Liquidity, OrderEventData, OrderEventKind};
 use super::manager::OrderManager;
 use super::queue_book::{crosses, QueueBook};
@@ -39,7 +44,7 @@ fn stop_hit(o: &Order, last: Price) -> bool {
 impl OrderManager {
     /// Post-only, fill-or-kill and market-order liquidity rules against the book the
     /// order would meet right now.
-    pub(super) fn check_liquidity(&self, new: &NewOrder) -> Result<(), Reject> {
+    pub(super) fn check_liquidity(&self, account: AccountId, new: &NewOrder) -> Result<(), Reject> {
         let limit = match new.kind {
             OrderType::Limit => Some(new.price),
             OrderType::Market => None,
@@ -59,14 +64,14 @@ impl OrderManager {
                 )
             }
             VenueKind::Paper => {
-                let opp = self
-                    .markets
-                    .get(new.instrument.index())
-                    .and_then(|m| m.opposite(new.side));
-                let available = opp
-                    .filter(|&(p, _)| crosses(new.side, limit, p))
-                    .map_or(Qty(0), |(_, q)| q);
-                (opp.map(|(p, _)| p), available)
+                let depth = self.depth_for(account, new.instrument, new.side, limit);
+                if new.kind == OrderType::Market && depth.levels().is_empty() && depth.end == SweepEnd::Collar {
+                    // Liquidity exists, but only beyond the collar.
+                    return Err(Reject::PriceCollar);
+                }
+                // Every captured level reaches the limit.
+                let best = depth.levels().first().map(|l| l.0);
+                (best, depth.total())
             }
         };
         if new.post_only && best.is_some_and(|p| crosses(new.side, limit, p)) {
@@ -178,17 +183,20 @@ impl OrderManager {
             }
             self.emit_order(OrderEventKind::Triggered, id, at);
         }
-        match self.rules.get(o.instrument.index()).map(|r| r.venue) {
-            Some(VenueKind::Internal) => self.match_internal(id, at),
+        let reason = match self.rules.get(o.instrument.index()).map(|r| r.venue) {
+            Some(VenueKind::Internal) => {
+                self.match_internal(id, at);
+                CancelReason::Unfilled
+            }
             Some(VenueKind::Paper) => self.match_paper_entry(id, at),
-            None => {}
-        }
+            None => CancelReason::Unfilled,
+        };
         let Some(o) = self.pool.get(id).copied() else { return };
         if !o.status.is_open() {
             return;
         }
         if !o.kind.has_limit_price() || o.tif.is_immediate() {
-            self.cancel(id, CancelReason::Unfilled, at);
+            self.cancel(id, reason, at);
             return;
         }
         if let Some(book) = self.books.get_mut(o.instrument.index()) {
@@ -261,6 +269,7 @@ impl OrderManager {
             if let Some(m) = self.markets.get_mut(o.instrument.index()) {
                 m.last = price;
             }
+            self.remark(o.instrument);
             self.ticks.push(Tick {
                 exchange_ts: at,
                 recv_ts: at,
@@ -281,27 +290,153 @@ impl OrderManager {
         }
     }
 
-    /// Paper venue, on entry: take the displayed opposite best up to its size.
-    fn match_paper_entry(&mut self, id: OrderId, at: UnixNanos) {
-        let Some(o) = self.pool.get(id).copied() else { return };
-        let Some(m) = self.markets.get(o.instrument.index()).copied() else {
-            return;
-        };
-        let Some((price, available)) = m.opposite(o.side) else {
-            return;
-        };
-        if !crosses(o.side, effective_limit(&o), price) {
-            return;
+    /// The depth an order of `account` on `side` meets now: the current command's
+    /// captured depth when it is for this instrument and side, else the best
+    /// bid/offer alone (stops triggered by a trade, tests without a book).
+    pub(super) fn depth_for(
+        &self,
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        limit: Option<Price>,
+    ) -> Depth {
+        if self.depth.key == Some((instrument, side)) {
+            return self.depth;
         }
-        let qty = Qty(o.leaves().0.min(available.0));
-        // Consume the displayed size until the next quote refreshes it.
-        if let Some(m) = self.markets.get_mut(o.instrument.index()) {
-            match o.side {
-                Side::Buy => m.ask_qty = Qty(m.ask_qty.0 - qty.0),
-                Side::Sell => m.bid_qty = Qty(m.bid_qty.0 - qty.0),
+        self.capture_depth(account, instrument, side, limit, &[])
+    }
+
+    /// Captures the levels an order would take: the market reference's best (what
+    /// earlier paper fills left of it), then the visible book's worse levels, as long
+    /// as they reach `limit`, stay within the account's price collar around the
+    /// reference price (on the adverse side), and fit [`super::SWEEP_LEVELS`].
+    /// Allocation-free.
+    pub(super) fn capture_depth(
+        &self,
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        limit: Option<Price>,
+        book: &[Level],
+    ) -> Depth {
+        let mut d = Depth::new(instrument, side);
+        let Some(m) = self.markets.get(instrument.index()).copied() else {
+            return d;
+        };
+        let (top, top_qty) = match side {
+            Side::Buy => (m.ask, m.ask_qty),
+            Side::Sell => (m.bid, m.bid_qty),
+        };
+        let collar = self.accounts.get(account.index()).map(|a| a.limits.price_collar_bps);
+        let first = if top_qty.0 > 0 {
+            Some(top)
+        } else {
+            book.first().map(|l| l.price)
+        };
+        let reference = m.reference().or(first);
+        // Adverse distance from the reference beyond the collar?
+        let beyond = |p: Price| match (reference, collar) {
+            (Some(r), Some(bps)) => {
+                let adverse = match side {
+                    Side::Buy => i128::from(p.0) - i128::from(r.0),
+                    Side::Sell => i128::from(r.0) - i128::from(p.0),
+                };
+                adverse * 10_000 > i128::from(bps) * i128::from(r.0)
+            }
+            _ => false,
+        };
+        // Adds a level; false when the capture ends here.
+        let mut add = |p: Price, q: Qty| -> bool {
+            if q.0 <= 0 {
+                return true;
+            }
+            d.end = if !crosses(side, limit, p) {
+                SweepEnd::Limit
+            } else if beyond(p) {
+                SweepEnd::Collar
+            } else if d.is_full() {
+                SweepEnd::Levels
+            } else {
+                d.push(p, q);
+                return true;
+            };
+            false
+        };
+        if top_qty.0 > 0 && !add(top, top_qty) {
+            return d;
+        }
+        for l in book {
+            // Levels at or better than the reference's best are in it already (or
+            // were taken by earlier paper fills since the last quote).
+            let worse = match side {
+                Side::Buy => l.price > top,
+                Side::Sell => l.price < top,
+            };
+            if top.0 != 0 && !worse {
+                continue;
+            }
+            if !add(l.price, l.qty) {
+                return d;
             }
         }
-        self.fill(id, price, qty, Liquidity::Taker, 0, at);
+        d.end = SweepEnd::Book;
+        d
+    }
+
+    /// Paper venue, on entry: sweep the visible depth level by level. Returns why a
+    /// remainder that cannot rest is cancelled.
+    fn match_paper_entry(&mut self, id: OrderId, at: UnixNanos) -> CancelReason {
+        let Some(o) = self.pool.get(id).copied() else {
+            return CancelReason::Unfilled;
+        };
+        let Some(m) = self.markets.get(o.instrument.index()).copied() else {
+            return CancelReason::Unfilled;
+        };
+        if m.quality != DataQuality::Live {
+            return CancelReason::Unfilled;
+        }
+        let limit = effective_limit(&o);
+        let depth = self.depth_for(o.account, o.instrument, o.side, limit);
+        let mut left = o.leaves().0;
+        // The first level with something left after the sweep.
+        let mut rest: Option<(Price, Qty)> = None;
+        let mut last_price = None;
+        for &(price, available) in depth.levels() {
+            if left > 0 && crosses(o.side, limit, price) {
+                let qty = left.min(available.0);
+                left -= qty;
+                last_price = Some(price);
+                self.fill(id, price, Qty(qty), Liquidity::Taker, 0, at);
+                if qty < available.0 {
+                    rest = Some((price, Qty(available.0 - qty)));
+                    break;
+                }
+            } else {
+                rest = Some((price, available));
+                break;
+            }
+        }
+        // Consume what was taken until the next quote refreshes the best: the
+        // reference's best becomes the first level left (the book's worse levels
+        // follow it in the next capture).
+        if let Some(taken_to) = last_price {
+            let (p, q) = rest.unwrap_or((taken_to, Qty(0)));
+            if let Some(m) = self.markets.get_mut(o.instrument.index()) {
+                match o.side {
+                    Side::Buy => (m.ask, m.ask_qty) = (p, q),
+                    Side::Sell => (m.bid, m.bid_qty) = (p, q),
+                }
+            }
+            self.remark(o.instrument);
+        }
+        if left == 0 || rest.is_some() {
+            return CancelReason::Unfilled;
+        }
+        match depth.end {
+            SweepEnd::Collar => CancelReason::PriceCollar,
+            SweepEnd::Levels => CancelReason::DepthLimit,
+            SweepEnd::Book | SweepEnd::Limit => CancelReason::Unfilled,
+        }
     }
 
     /// Books one fill of `qty` at `price` on order `id`.
@@ -374,6 +509,11 @@ impl OrderManager {
             return;
         };
         let day = self.trading_day(at);
+        let day_24x7 = self.clock.day_24x7(at.0);
+        let always = self
+            .rules
+            .get(instrument.index())
+            .is_some_and(|r| r.session == crate::session::TradingSession::Always);
         let Some(p) = self.positions.get_mut(i) else { return };
         let realized = p.apply(side, price, qty);
         let position = *p;
@@ -384,10 +524,16 @@ impl OrderManager {
             *e = exposure;
         }
         if let Some(a) = self.accounts.get_mut(account.index()) {
-            a.roll_day(day);
-            a.realized_today += realized_value;
+            if always {
+                a.roll_day_24x7(day_24x7);
+                a.realized_today_24x7 += realized_value;
+            } else {
+                a.roll_day(day);
+                a.realized_today += realized_value;
+            }
             a.position_exposure += exposure - old;
         }
+        self.revalue(account, instrument);
         self.emit(account, at, OrderEventData::Position { instrument, position });
     }
 
@@ -407,7 +553,10 @@ impl OrderManager {
             return;
         };
         (m.bid, m.bid_qty, m.ask, m.ask_qty) = (bid, bid_qty, ask, ask_qty);
-        if self.rules.get(instrument.index()).map(|r| r.venue) != Some(VenueKind::Paper) {
+        let live = m.quality == DataQuality::Live;
+        self.remark(instrument);
+        // Resting paper orders never fill against data that is not LIVE.
+        if !live || self.rules.get(instrument.index()).map(|r| r.venue) != Some(VenueKind::Paper) {
             return;
         }
         let before = self.events.len();
@@ -438,13 +587,18 @@ impl OrderManager {
             return;
         };
         m.last = price;
-        if self.rules.get(instrument.index()).map(|r| r.venue) == Some(VenueKind::Paper) {
+        let live = m.quality == DataQuality::Live;
+        self.remark(instrument);
+        let paper = self.rules.get(instrument.index()).map(|r| r.venue) == Some(VenueKind::Paper);
+        if paper && live {
             // Strictly through: a buy limit above the print, a sell limit below it.
             let tick = self.rules.get(instrument.index()).map_or(1, |r| r.tick.0.max(1));
             self.fill_resting(instrument, Side::Buy, Price(price.0 + tick), qty, Some(trade_id), at);
             self.fill_resting(instrument, Side::Sell, Price(price.0 - tick), qty, Some(trade_id), at);
         }
-        if self.stop_checks.last() != Some(&instrument) {
+        // Paper stops wait while the data is not LIVE (a later LIVE trade triggers
+        // them); their fills would have nothing trustworthy to fill against.
+        if (live || !paper) && self.stop_checks.last() != Some(&instrument) {
             self.stop_checks.push(instrument);
         }
         self.finish_step(at);
@@ -603,6 +757,80 @@ impl OrderManager {
         if let Some(m) = self.markets.get_mut(instrument.index()) {
             (m.bid, m.bid_qty) = bid.map_or((Price(0), Qty(0)), |l| (l.price, l.qty));
             (m.ask, m.ask_qty) = ask.map_or((Price(0), Qty(0)), |l| (l.price, l.qty));
+        }
+        self.remark(instrument);
+    }
+
+    // ---- mark to market ----
+
+    /// Re-marks the instrument's positions when its reference price moved: each
+    /// account holding it has its sums adjusted by the difference (O(accounts), only
+    /// when the reference changes; nothing walks orders).
+    pub(super) fn remark(&mut self, instrument: InstrumentId) {
+        let mark = self
+            .markets
+            .get(instrument.index())
+            .and_then(|m| m.reference())
+            .unwrap_or(Price(0));
+        match self.marks.get_mut(instrument.index()) {
+            Some(m) if *m != mark => *m = mark,
+            _ => return,
+        }
+        for a in 0..self.accounts.len() {
+            let account = AccountId(a as u32);
+            let held = self
+                .position_index(account, instrument)
+                .and_then(|i| self.positions.get(i))
+                .is_some_and(|p| p.qty != 0 || p.cost != 0);
+            if held {
+                self.revalue(account, instrument);
+            }
+        }
+    }
+
+    /// Brings one position's part of its account's marked sums up to date.
+    pub(super) fn revalue(&mut self, account: AccountId, instrument: InstrumentId) {
+        let Some(i) = self.position_index(account, instrument) else {
+            return;
+        };
+        let Some(p) = self.positions.get(i).copied() else {
+            return;
+        };
+        let mark = self.marks.get(instrument.index()).copied().unwrap_or(Price(0));
+        let now = if mark.0 > 0 {
+            Mtm {
+                unrealized: self.amount_value(instrument, p.unrealized(mark)),
+                exposure: self.amount_value(instrument, (i128::from(p.qty) * i128::from(mark.0)).abs()),
+            }
+        } else {
+            // No reference price yet: at cost.
+            Mtm {
+                unrealized: 0,
+                exposure: self.amount_value(instrument, p.cost.abs()),
+            }
+        };
+        let Some(slot) = self.position_mtm.get_mut(i) else {
+            return;
+        };
+        let old = std::mem::replace(slot, now);
+        if let Some(sum) = self.account_mtm.get_mut(account.index()) {
+            sum.unrealized += now.unrealized - old.unrealized;
+            sum.exposure += now.exposure - old.exposure;
+        }
+    }
+
+    /// Recomputes every mark and sum from the positions and market references (after
+    /// a snapshot restore or recovery; the engine calls it when it takes the manager).
+    pub fn revalue_all(&mut self) {
+        self.position_mtm.iter_mut().for_each(|m| *m = Mtm::default());
+        self.account_mtm.iter_mut().for_each(|m| *m = Mtm::default());
+        for i in 0..self.marks.len() {
+            let instrument = InstrumentId(i as u32);
+            if let Some(m) = self.marks.get_mut(i) {
+                // Force the re-mark below.
+                *m = Price(-1);
+            }
+            self.remark(instrument);
         }
     }
 }

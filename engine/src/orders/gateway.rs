@@ -21,6 +21,9 @@ use super::event::OrderEvent;
 use super::step::Step;
 
 /// What the engine hands the journal: each step, followed by its events.
+// A step carries its context (up to SWEEP_LEVELS depth levels) by value: the ring
+// holds fixed-size `Copy` items, so boxing it is not an option.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderOutput {
     Step(Step),

@@ -10,9 +10,11 @@
 
 use std::collections::HashMap;
 
+use crate::book::Level;
 use crate::fixed::{Price, Qty};
 use crate::ids::InstrumentId;
 use crate::instrument::InstrumentRegistry;
+use crate::quality::DataQuality;
 use crate::session::TradingSession;
 use crate::side::Side;
 use crate::surveillance::{Action, Anomaly};
@@ -20,6 +22,7 @@ use crate::tick::Tick;
 use crate::time::UnixNanos;
 
 use super::command::{Command, CommandKind, KillScope, NewOrder};
+use super::context::{DayClock, Depth, Mtm, StepContext};
 use super::event::{CancelReason, OrderEvent, OrderEventData, OrderEventKind};
 use super::pool::OrderPool;
 use super::position::Position;
@@ -53,6 +56,9 @@ pub struct MarketRef {
     pub ask_qty: Qty,
     /// Last trade price; zero before the first trade.
     pub last: Price,
+    /// The instrument's data quality as the engine last published it. Paper orders
+    /// neither fill nor take a reference from data that is not LIVE.
+    pub quality: DataQuality,
 }
 
 impl MarketRef {
@@ -86,9 +92,12 @@ pub struct OrderCapacity {
     pub levels: usize,
     /// Stop orders waiting per instrument.
     pub stops: usize,
-    /// Seconds to add to UTC to get the trading day (19800 = IST).
+    /// Seconds to add to UTC to get the accounts' trading day (19800 = IST).
     pub day_offset_secs: i64,
 }
+
+/// `[orders] day_roll_24x7_utc` default: 24x7 instruments roll at 00:00 UTC.
+pub const DEFAULT_DAY_ROLL_SECS: i64 = 0;
 
 /// `Clone` makes the journal's shadow copy (snapshots are taken from it, off the
 /// engine thread).
@@ -115,7 +124,8 @@ pub struct OrderManager {
     pub(super) ticks: Vec<Tick>,
     /// Internal-venue levels touched by the current step: (instrument, side, price).
     pub(super) touched: Vec<(InstrumentId, Side, Price)>,
-    pub(super) day_offset_ns: i64,
+    /// Where trading days start (accounts' day, 24x7 instruments' roll).
+    pub(super) clock: DayClock,
     pub(super) next_expiry_check: UnixNanos,
     /// The request being handled (0 while reacting to the market).
     pub(super) request: u64,
@@ -127,6 +137,18 @@ pub struct OrderManager {
     pub(super) auto_ids: u64,
     /// Every account's limits as the configuration gave them when the last run started.
     pub(super) configured: Vec<RiskLimits>,
+    /// The depth the current command's paper order checks and sweeps against.
+    pub(super) depth: Depth,
+    /// The commanding account's marks for the current command.
+    pub(super) mtm_now: Mtm,
+    // Mark-to-market cache (live only: not in the image or the state hash; the
+    // figures a decision used are journaled in the step's context instead).
+    /// The reference price each instrument's positions are marked at (0: at cost).
+    pub(super) marks: Vec<Price>,
+    /// Per position (same index as `positions`): its part of its account's sums.
+    pub(super) position_mtm: Vec<Mtm>,
+    /// Per account: sums over its positions.
+    pub(super) account_mtm: Vec<Mtm>,
 }
 
 /// Largest number of events one step may report before the engine must drain them.
@@ -175,14 +197,46 @@ impl OrderManager {
             events: Vec::with_capacity(EVENT_BUFFER),
             ticks: Vec::with_capacity(EVENT_BUFFER),
             touched: Vec::with_capacity(EVENT_BUFFER),
-            day_offset_ns: cap.day_offset_secs.saturating_mul(UnixNanos::NANOS_PER_SEC),
+            clock: DayClock {
+                offset_ns: cap.day_offset_secs.saturating_mul(UnixNanos::NANOS_PER_SEC),
+                roll_ns: DEFAULT_DAY_ROLL_SECS,
+            },
             next_expiry_check: UnixNanos(i64::MIN),
             request: 0,
             stop_checks: Vec::with_capacity(n.max(16)),
             steps: Vec::with_capacity(EVENT_BUFFER),
             auto_ids: 0,
             configured: accounts.to_vec(),
+            depth: Depth::EMPTY,
+            mtm_now: Mtm::default(),
+            marks: vec![Price(0); n],
+            position_mtm: vec![Mtm::default(); n * accounts.len()],
+            account_mtm: vec![Mtm::default(); accounts.len()],
         }
+    }
+
+    /// Sets the UTC time of day (seconds after midnight) at which 24x7 instruments
+    /// start a new trading day: their DAY orders expire then.
+    pub fn set_day_roll(&mut self, secs: i64) {
+        self.clock.roll_ns = secs.rem_euclid(86_400).saturating_mul(UnixNanos::NANOS_PER_SEC);
+    }
+
+    pub fn day_clock(&self) -> DayClock {
+        self.clock
+    }
+
+    /// Records the instrument's data quality as the engine publishes it (no step: the
+    /// quality is journaled with the market reference of every step that reads it).
+    #[inline]
+    pub fn set_quality(&mut self, instrument: InstrumentId, quality: DataQuality) {
+        if let Some(m) = self.markets.get_mut(instrument.index()) {
+            m.quality = quality;
+        }
+    }
+
+    /// The account's positions marked to market, as the next order check sees them.
+    pub fn marked(&self, account: AccountId) -> Mtm {
+        self.account_mtm.get(account.index()).copied().unwrap_or_default()
     }
 
     // ---- read access (tests, snapshots, the API's resync) ----
@@ -258,10 +312,20 @@ impl OrderManager {
     pub(super) fn record_step(&mut self, input: Input, market: Option<(InstrumentId, MarketRef)>, before: usize) {
         let events = self.events.len().saturating_sub(before);
         if events > 0 {
+            let depth = if matches!(input, Input::Command(_)) {
+                self.depth
+            } else {
+                Depth::EMPTY
+            };
             self.steps.push(Step {
                 input,
                 market,
                 events: events as u32,
+                ctx: StepContext {
+                    depth,
+                    mtm: self.mtm_now,
+                    clock: self.clock,
+                },
             });
         }
     }
@@ -289,9 +353,17 @@ impl OrderManager {
             if let Some(slot) = self.markets.get_mut(id.index()) {
                 *slot = m;
             }
+            self.remark(id);
         }
+        // The step's own day clock; this run's configuration comes back after it.
+        let clock = self.clock;
+        self.clock = step.ctx.clock;
         match step.input {
-            Input::Command(cmd) => self.handle(&cmd),
+            Input::Command(cmd) => {
+                self.depth = step.ctx.depth;
+                self.mtm_now = step.ctx.mtm;
+                self.run_command(&cmd);
+            }
             Input::Quote {
                 instrument,
                 bid,
@@ -314,6 +386,7 @@ impl OrderManager {
             }
             Input::Anomaly(a) => self.apply_anomaly(&a),
         }
+        self.clock = clock;
     }
 
     /// Reports a surveillance anomaly and applies its action to the account: throttle
@@ -373,8 +446,14 @@ impl OrderManager {
         }
     }
 
+    /// Reports a refused command. `order` is the order id the command named (also when
+    /// no such order is the account's: the client sees the id it sent); the order's
+    /// instrument and client id are only read from the account's own order.
     fn reject(&mut self, cmd: &Command, reject: Reject, new: Option<&NewOrder>, order: Option<OrderId>) {
-        let (instrument, client_id) = match (new, order.and_then(|id| self.pool.get(id))) {
+        let own = order
+            .and_then(|id| self.pool.get(id))
+            .filter(|o| o.account == cmd.account);
+        let (instrument, client_id) = match (new, own) {
             (Some(n), _) => (Some(n.instrument), n.client_id),
             (None, Some(o)) => (Some(o.instrument), o.client_id),
             (None, None) => (None, ClientOrderId::EMPTY),
@@ -417,16 +496,67 @@ impl OrderManager {
     }
 
     pub(super) fn trading_day(&self, now: UnixNanos) -> i64 {
-        now.0
-            .saturating_add(self.day_offset_ns)
-            .div_euclid(86_400 * UnixNanos::NANOS_PER_SEC)
+        self.clock.account_day(now.0)
     }
 
     // ---- commands ----
 
     /// Handles one command; its events are appended to [`events`](Self::events), the
-    /// last one flagged `last`.
+    /// last one flagged `last`. A paper order sees only the best bid/offer; the
+    /// engine passes its visible depth with [`handle_with_depth`](Self::handle_with_depth).
     pub fn handle(&mut self, cmd: &Command) {
+        self.handle_with_depth(cmd, &[]);
+    }
+
+    /// Which visible book side a command's paper order may take from: the instrument
+    /// and the side of the book (asks for a buy). `None` for everything else.
+    pub fn depth_side(&self, cmd: &Command) -> Option<(InstrumentId, Side)> {
+        let (instrument, side) = self.command_order_side(cmd)?;
+        let paper = self.rules.get(instrument.index())?.venue == VenueKind::Paper;
+        paper.then_some((instrument, side.opposite()))
+    }
+
+    fn command_order_side(&self, cmd: &Command) -> Option<(InstrumentId, Side)> {
+        match cmd.kind {
+            CommandKind::New(n) | CommandKind::Test(n) => Some((n.instrument, n.side)),
+            CommandKind::Replace { order, .. } => self
+                .pool
+                .get(order)
+                .filter(|o| o.account == cmd.account)
+                .map(|o| (o.instrument, o.side)),
+            _ => None,
+        }
+    }
+
+    /// [`handle`](Self::handle) with the instrument's visible levels on the side the
+    /// order would take (from [`depth_side`](Self::depth_side), best first): paper
+    /// orders sweep them level by level, within their limit and the price collar.
+    /// What was used is journaled with the step.
+    pub fn handle_with_depth(&mut self, cmd: &Command, book: &[Level]) {
+        // Only paper orders take from the feed's depth (the internal venue has its own
+        // book in the manager).
+        let paper = self
+            .command_order_side(cmd)
+            .filter(|(i, _)| self.rules.get(i.index()).is_some_and(|r| r.venue == VenueKind::Paper));
+        self.depth = match (paper, cmd.kind) {
+            (Some((instrument, side)), CommandKind::Replace { order, price, .. }) => {
+                let limit = self
+                    .pool
+                    .get(order)
+                    .and_then(|o| o.kind.has_limit_price().then(|| price.unwrap_or(o.price)));
+                self.capture_depth(cmd.account, instrument, side, limit, book)
+            }
+            (Some((instrument, side)), CommandKind::New(n) | CommandKind::Test(n)) => {
+                let limit = n.kind.has_limit_price().then_some(n.price);
+                self.capture_depth(cmd.account, instrument, side, limit, book)
+            }
+            _ => Depth::EMPTY,
+        };
+        self.mtm_now = self.marked(cmd.account);
+        self.run_command(cmd);
+    }
+
+    fn run_command(&mut self, cmd: &Command) {
         self.request = cmd.request;
         let before = self.events.len();
         let market = self.command_instrument(cmd).and_then(|i| self.market_before(i));
@@ -452,10 +582,14 @@ impl OrderManager {
             },
             CommandKind::QueryRisk => {
                 let day = self.trading_day(cmd.at);
+                let day_24x7 = self.clock.day_24x7(cmd.at.0);
                 match self.accounts.get_mut(cmd.account.index()) {
                     Some(a) => {
                         a.roll_day(day);
-                        let risk = *a;
+                        a.roll_day_24x7(day_24x7);
+                        let mut risk = *a;
+                        risk.unrealized = self.mtm_now.unrealized;
+                        risk.marked_exposure = self.mtm_now.exposure;
                         self.emit(cmd.account, cmd.at, OrderEventData::Risk(risk));
                     }
                     None => self.reject(cmd, Reject::UnknownAccount, None, None),
@@ -479,12 +613,14 @@ impl OrderManager {
         }
         self.request = 0;
         self.record_step(Input::Command(*cmd), market, before);
+        self.depth = Depth::EMPTY;
+        self.mtm_now = Mtm::default();
     }
 
     /// Every check a new order must pass, in a fixed order (cheap and structural
     /// first). Constant time. Does not change state except the rate bucket when
     /// `take_rate`.
-    fn check_new(&mut self, cmd: &Command, new: &NewOrder, take_rate: bool) -> Result<Price, Reject> {
+    fn check_new(&mut self, cmd: &Command, new: &NewOrder, take_rate: bool, new_slot: bool) -> Result<Price, Reject> {
         let acct = self.accounts.get(cmd.account.index()).ok_or(Reject::UnknownAccount)?;
         let rules = self
             .rules
@@ -538,6 +674,12 @@ impl OrderManager {
         }
         if new.post_only && (new.kind != OrderType::Limit || new.tif.is_immediate()) {
             return Err(Reject::InvalidTif);
+        }
+        // Paper orders fill against the feed and take their reference from it: not
+        // while it is not LIVE (SPEC 8). After the order's own shape, before anything
+        // that reads the market or takes a rate token.
+        if rules.venue == VenueKind::Paper && market.quality != DataQuality::Live {
+            return Err(Reject::MarketDataUnavailable);
         }
         // Rates: after the structural checks, before the limits.
         let rate = acct.order_rate();
@@ -612,29 +754,37 @@ impl OrderManager {
         if self.qty_value(new.instrument, (i128::from(pos.qty) + signed).abs()) > limits.max_position_qty && !reduces {
             return Err(Reject::PositionLimit);
         }
-        if !reduces && acct.gross_exposure() + notional > limits.max_gross_exposure {
+        // Positions count marked to market (the account's running sums, O(1)).
+        let mtm = self.mtm_now;
+        if !reduces && acct.open_notional + mtm.exposure + notional > limits.max_gross_exposure {
             return Err(Reject::BuyingPower);
         }
-        let mut today = acct.realized_today;
-        if acct.day != self.trading_day(cmd.at) {
-            today = 0;
+        // Realized today: session instruments' since the accounts' day began, 24x7
+        // instruments' since their day roll.
+        let mut today = 0;
+        if acct.day == self.trading_day(cmd.at) {
+            today += acct.realized_today;
         }
-        if !reduces && today <= -limits.daily_loss_limit {
+        if acct.day_24x7 == self.clock.day_24x7(cmd.at.0) {
+            today += acct.realized_today_24x7;
+        }
+        if !reduces && today + mtm.unrealized <= -limits.daily_loss_limit {
             return Err(Reject::DailyLoss);
         }
         if self.client_ids.contains_key(&(cmd.account, new.client_id)) {
             return Err(Reject::DuplicateClientOrderId);
         }
         // Liquidity rules that depend on the book right now.
-        self.check_liquidity(new)?;
-        if self.pool.next_id().is_none() {
+        self.check_liquidity(cmd.account, new)?;
+        // A replace keeps its slot: only a new order needs a free one.
+        if new_slot && self.pool.next_id().is_none() {
             return Err(Reject::EngineCapacity);
         }
         Ok(notional_price)
     }
 
     fn place(&mut self, cmd: &Command, new: &NewOrder, dry_run: bool) {
-        let notional_price = match self.check_new(cmd, new, !dry_run) {
+        let notional_price = match self.check_new(cmd, new, !dry_run, true) {
             Ok(p) => p,
             Err(r) => return self.reject(cmd, r, Some(new), None),
         };
@@ -685,7 +835,7 @@ impl OrderManager {
 
     fn cancel_cmd(&mut self, cmd: &Command, id: OrderId) {
         let Some(order) = self.pool.get(id).copied().filter(|o| o.account == cmd.account) else {
-            return self.reject(cmd, Reject::OrderNotFound, None, None);
+            return self.reject(cmd, Reject::OrderNotFound, None, Some(id));
         };
         if !order.status.is_open() {
             return self.reject(cmd, Reject::OrderNotOpen, None, Some(id));
@@ -704,7 +854,7 @@ impl OrderManager {
 
     fn replace(&mut self, cmd: &Command, id: OrderId, qty: Option<Qty>, price: Option<Price>) {
         let Some(order) = self.pool.get(id).copied().filter(|o| o.account == cmd.account) else {
-            return self.reject(cmd, Reject::OrderNotFound, None, None);
+            return self.reject(cmd, Reject::OrderNotFound, None, Some(id));
         };
         if !order.status.is_open() {
             return self.reject(cmd, Reject::OrderNotOpen, None, Some(id));
@@ -738,7 +888,7 @@ impl OrderManager {
         if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
             a.open_orders -= 1;
         }
-        let checked = self.check_new(cmd, &as_new, true);
+        let checked = self.check_new(cmd, &as_new, true, false);
         if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
             a.open_orders += 1;
         }
@@ -842,10 +992,15 @@ impl OrderManager {
             }
             let expired = match order.tif {
                 TimeInForce::Gtd(t) => t <= now,
+                // Sessions expire DAY orders at their close; 24x7 instruments at
+                // the day roll.
                 TimeInForce::Day => self
                     .rules
                     .get(order.instrument.index())
-                    .is_some_and(|r| !r.session.is_open(now)),
+                    .is_some_and(|r| match r.session {
+                        TradingSession::Always => self.clock.day_24x7(now.0) != self.clock.day_24x7(order.created.0),
+                        TradingSession::Daily { .. } => !r.session.is_open(now),
+                    }),
                 _ => false,
             };
             if expired {

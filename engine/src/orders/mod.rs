@@ -7,6 +7,7 @@
 //! worst case of its events fits).
 
 pub mod command;
+pub mod context;
 pub mod digest;
 pub mod event;
 pub mod execution;
@@ -23,6 +24,7 @@ pub mod store;
 pub mod types;
 
 pub use command::{Command, CommandKind, IdemTag, KillScope, NewOrder};
+pub use context::{DayClock, Depth, Mtm, StepContext, SweepEnd, SWEEP_LEVELS};
 pub use event::{CancelReason, Fill, Liquidity, OrderEvent, OrderEventData, OrderEventKind};
 pub use manager::{InstrumentRules, MarketRef, OrderCapacity, OrderManager};
 pub use position::Position;

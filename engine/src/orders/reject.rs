@@ -40,9 +40,53 @@ pub enum Reject {
     EngineCapacity,
     Throttled,
     AccountBlocked,
+    /// The instrument's market data is not LIVE (paper venue): no fill, no reference.
+    MarketDataUnavailable,
 }
 
 impl Reject {
+    /// Every rejection, in declaration order (docs and the README's code list are
+    /// generated from it).
+    pub const ALL: [Reject; 37] = [
+        Reject::UnknownInstrument,
+        Reject::UnknownAccount,
+        Reject::MarketClosed,
+        Reject::KillSwitch,
+        Reject::ReduceOnlyState,
+        Reject::InvalidQty,
+        Reject::InvalidPrice,
+        Reject::LotSize,
+        Reject::TickSize,
+        Reject::MissingPrice,
+        Reject::UnexpectedPrice,
+        Reject::MissingStopPrice,
+        Reject::InvalidTif,
+        Reject::MaxOrderQty,
+        Reject::MaxOrderNotional,
+        Reject::PriceCollar,
+        Reject::NoReferencePrice,
+        Reject::MaxOpenOrders,
+        Reject::PositionLimit,
+        Reject::BuyingPower,
+        Reject::DailyLoss,
+        Reject::OrderRate,
+        Reject::CancelRate,
+        Reject::SelfTrade,
+        Reject::PostOnlyWouldTrade,
+        Reject::FokUnfillable,
+        Reject::NoLiquidity,
+        Reject::ReduceOnlyWouldIncrease,
+        Reject::DuplicateClientOrderId,
+        Reject::OrderNotFound,
+        Reject::OrderNotOpen,
+        Reject::ReplaceNoChange,
+        Reject::ReplaceBelowFilled,
+        Reject::EngineCapacity,
+        Reject::Throttled,
+        Reject::AccountBlocked,
+        Reject::MarketDataUnavailable,
+    ];
+
     pub const fn code(self) -> &'static str {
         match self {
             Reject::UnknownInstrument => "UNKNOWN_INSTRUMENT",
@@ -81,6 +125,7 @@ impl Reject {
             Reject::EngineCapacity => "ENGINE_CAPACITY",
             Reject::Throttled => "ACCOUNT_THROTTLED",
             Reject::AccountBlocked => "ACCOUNT_BLOCKED",
+            Reject::MarketDataUnavailable => "MARKET_DATA_UNAVAILABLE",
         }
     }
 
@@ -130,6 +175,9 @@ impl Reject {
             Reject::EngineCapacity => "the engine's order capacity is exhausted: retry later",
             Reject::Throttled => "the account is throttled by surveillance: slow down",
             Reject::AccountBlocked => "new orders for the account are blocked: contact risk to clear the block",
+            Reject::MarketDataUnavailable => {
+                "the instrument's market data is not LIVE (syncing, stale, gapped, crossed or halted): nothing can fill against it, retry when it is LIVE"
+            }
         }
     }
 }
@@ -137,5 +185,64 @@ impl Reject {
 impl core::fmt::Display for Reject {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` lists every variant exactly once (a new variant missing from it fails
+    /// here through the exhaustive match), and codes are unique.
+    #[test]
+    fn all_lists_every_variant_once() {
+        let index = |r: Reject| -> usize {
+            match r {
+                Reject::UnknownInstrument => 0,
+                Reject::UnknownAccount => 1,
+                Reject::MarketClosed => 2,
+                Reject::KillSwitch => 3,
+                Reject::ReduceOnlyState => 4,
+                Reject::InvalidQty => 5,
+                Reject::InvalidPrice => 6,
+                Reject::LotSize => 7,
+                Reject::TickSize => 8,
+                Reject::MissingPrice => 9,
+                Reject::UnexpectedPrice => 10,
+                Reject::MissingStopPrice => 11,
+                Reject::InvalidTif => 12,
+                Reject::MaxOrderQty => 13,
+                Reject::MaxOrderNotional => 14,
+                Reject::PriceCollar => 15,
+                Reject::NoReferencePrice => 16,
+                Reject::MaxOpenOrders => 17,
+                Reject::PositionLimit => 18,
+                Reject::BuyingPower => 19,
+                Reject::DailyLoss => 20,
+                Reject::OrderRate => 21,
+                Reject::CancelRate => 22,
+                Reject::SelfTrade => 23,
+                Reject::PostOnlyWouldTrade => 24,
+                Reject::FokUnfillable => 25,
+                Reject::NoLiquidity => 26,
+                Reject::ReduceOnlyWouldIncrease => 27,
+                Reject::DuplicateClientOrderId => 28,
+                Reject::OrderNotFound => 29,
+                Reject::OrderNotOpen => 30,
+                Reject::ReplaceNoChange => 31,
+                Reject::ReplaceBelowFilled => 32,
+                Reject::EngineCapacity => 33,
+                Reject::Throttled => 34,
+                Reject::AccountBlocked => 35,
+                Reject::MarketDataUnavailable => 36,
+            }
+        };
+        for (i, r) in Reject::ALL.iter().enumerate() {
+            assert_eq!(index(*r), i, "{r:?} out of place in Reject::ALL");
+        }
+        let mut codes: Vec<_> = Reject::ALL.iter().map(|r| r.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), Reject::ALL.len(), "codes are unique");
     }
 }

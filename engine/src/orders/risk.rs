@@ -2,7 +2,11 @@
 //!
 //! Every check is constant time: usage (open orders, exposure, realized loss, rates)
 //! is maintained incrementally as orders and fills happen, never recomputed by walking
-//! orders. Money limits are in the engine's base currency (instruments quoted in other
+//! orders. Positions count at their current reference price (mark to market): each
+//! account keeps running sums of its positions' marked exposure and unrealized P&L,
+//! adjusted by the difference when a fill changes a position or an instrument's
+//! reference price moves (then once per account holding it), so a check reads two
+//! numbers. Money limits are in the engine's base currency (instruments quoted in other
 //! currencies convert with a configured rate) at [`VALUE_SCALE`] decimals; quantity
 //! limits are in instrument units at the same scale.
 
@@ -70,9 +74,11 @@ pub struct RiskLimits {
     pub max_open_orders: u32,
     /// Per instrument, absolute position after the order fully fills.
     pub max_position_qty: i128,
-    /// Open orders' notional plus positions at cost, all instruments.
+    /// Open orders' notional plus positions marked to the reference price, all
+    /// instruments.
     pub max_gross_exposure: i128,
-    /// Realized loss for the trading day that stops new opening orders.
+    /// Loss for the trading day (realized today plus the open positions' unrealized
+    /// P&L at the reference price) that stops new opening orders.
     pub daily_loss_limit: i128,
     pub orders_per_sec: u32,
     pub cancels_per_sec: u32,
@@ -166,12 +172,22 @@ pub struct AccountRisk {
     pub open_notional: i128,
     /// Sum over instruments of |position cost| (base currency, VALUE_SCALE).
     pub position_exposure: i128,
-    /// Realized P&L of the current trading day (base currency, VALUE_SCALE).
+    /// Realized P&L of the current trading day (base currency, VALUE_SCALE) in
+    /// instruments with session hours.
     pub realized_today: i128,
     /// The trading day `realized_today` belongs to (days since the epoch, local).
     pub day: i64,
+    /// Realized P&L in 24x7 instruments since their last day roll.
+    pub realized_today_24x7: i128,
+    /// The 24x7 trading day `realized_today_24x7` belongs to.
+    pub day_24x7: i64,
     pub orders: RateBucket,
     pub cancels: RateBucket,
+    /// Unrealized P&L of the open positions at the reference prices, as of the
+    /// account's last risk report (set on the reported copy; see [`super::Mtm`]).
+    pub unrealized: i128,
+    /// Positions' |qty x reference price|, as of the last risk report.
+    pub marked_exposure: i128,
 }
 
 impl AccountRisk {
@@ -185,8 +201,12 @@ impl AccountRisk {
             position_exposure: 0,
             realized_today: 0,
             day: i64::MIN,
+            realized_today_24x7: 0,
+            day_24x7: i64::MIN,
             orders: RateBucket::default(),
             cancels: RateBucket::default(),
+            unrealized: 0,
+            marked_exposure: 0,
         }
     }
 
@@ -198,8 +218,28 @@ impl AccountRisk {
         }
     }
 
+    /// The same for 24x7 instruments, whose day starts at the configured roll.
+    pub fn roll_day_24x7(&mut self, day: i64) {
+        if day != self.day_24x7 {
+            self.day_24x7 = day;
+            self.realized_today_24x7 = 0;
+        }
+    }
+
+    /// Realized P&L of the trading day: session instruments' day plus 24x7
+    /// instruments' day (as of the last roll).
+    pub fn realized_day(&self) -> i128 {
+        self.realized_today + self.realized_today_24x7
+    }
+
+    /// Open orders' notional plus the positions marked to market (as reported).
     pub fn gross_exposure(&self) -> i128 {
-        self.open_notional + self.position_exposure
+        self.open_notional + self.marked_exposure
+    }
+
+    /// The trading day's P&L as reported: realized today plus open unrealized.
+    pub fn daily_pnl(&self) -> i128 {
+        self.realized_day() + self.unrealized
     }
 
     /// The order rate that applies in the current trading state.

@@ -13,6 +13,7 @@ use crate::ids::InstrumentId;
 use crate::time::UnixNanos;
 
 use super::command::Command;
+use super::context::StepContext;
 use super::event::OrderEvent;
 use super::gateway::OrderOutput;
 use super::manager::MarketRef;
@@ -51,6 +52,8 @@ pub struct Step {
     pub market: Option<(InstrumentId, MarketRef)>,
     /// Events the step produced (they follow it, in order).
     pub events: u32,
+    /// What else the step decided with (depth, marks, day clock): see [`StepContext`].
+    pub ctx: StepContext,
 }
 
 /// Puts steps back together from the ring's items (a step, then its events), which

@@ -108,7 +108,13 @@ pub fn observe(
                     VALUE_SCALE,
                 ));
             }
-            let symbols = flow.mark_symbol(id, i.session.local_day(e.at));
+            // The trading day: the session's local day; 24x7 instruments roll at the
+            // order path's configured time.
+            let day = match i.session {
+                TradingSession::Always => manager.day_clock().day_24x7(e.at.0),
+                TradingSession::Daily { .. } => i.session.local_day(e.at),
+            };
+            let symbols = flow.mark_symbol(id, day);
             if symbols > t.max_symbols_per_day {
                 out((
                     Rule::SymbolSpread,

@@ -7,7 +7,9 @@ use stocksblitz_engine::orders::{
     AccountId, ClientOrderId, Command, CommandKind, NewOrder, OrderCapacity, OrderEvent, OrderEventData, OrderManager,
     OrderType, RiskLimits, SelfTradeMode, TimeInForce, VenueKind,
 };
-use stocksblitz_engine::{InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Side, UnixNanos};
+use stocksblitz_engine::{
+    DataQuality, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Side, UnixNanos,
+};
 
 pub const INTERNAL: InstrumentId = InstrumentId(0);
 pub const PAPER: InstrumentId = InstrumentId(1);
@@ -61,7 +63,18 @@ pub fn loose() -> RiskLimits {
     }
 }
 
+/// A manager whose instruments' data is LIVE (as the engine reports it once the feeds
+/// are synced); tests of other qualities set theirs.
 pub fn manager_with(limits: &[RiskLimits]) -> OrderManager {
+    let mut m = raw_manager_with(limits);
+    for i in 0..3 {
+        m.set_quality(InstrumentId(i), DataQuality::Live);
+    }
+    m
+}
+
+/// A manager as constructed: every instrument's data quality is SYNCING.
+pub fn raw_manager_with(limits: &[RiskLimits]) -> OrderManager {
     OrderManager::new(
         &registry(),
         &[VenueKind::Internal, VenueKind::Paper, VenueKind::Paper],
