@@ -148,7 +148,8 @@ impl Engine {
 
     /// Turns surveillance on (after [`with_orders`](Self::with_orders): its actions are
     /// order-path steps).
-    pub fn with_surveillance(mut self, surveillance: Surveillance) -> Self {
+    pub fn with_surveillance(mut self, mut surveillance: Surveillance) -> Self {
+        surveillance.set_stale_after(self.stale_after_ns);
         if let Some(op) = self.orders.as_mut() {
             op.surveillance = Some(surveillance);
         }
