@@ -1,8 +1,17 @@
 //! `/health`, `/health/live`, `/health/ready`.
 //!
 //! Live: the process answers. Ready: the engine and fan-out loops are running (their
-//! heartbeats are fresh), every feed thread is up and the order journal works; a load balancer sends traffic
-//! only then. `/health` adds the detail an on-call engineer wants first.
+//! heartbeats are fresh), the order journal and audit log work, and the feeds deliver
+//! data a trader can trust, by the rule of `[health]` (`config::health`): a feed
+//! unconnected past its grace, or more in-session instruments than allowed in a
+//! not-ready data-quality state past theirs, make the service unready. A closed market
+//! (CLOSED) and an instrument without a feed never count. A load balancer sends
+//! traffic only to a ready server.
+//!
+//! `/health` adds the detail an on-call engineer wants first: "down" (503) when not
+//! ready, "degraded" (200) when something is not ok but within the rule, "ok" (200)
+//! otherwise. Every non-ok status lists its reasons: which feed or instrument, what
+//! state, since when.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +20,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use stocksblitz_engine::UnixNanos;
+use stocksblitz_engine::{DataQuality, UnixNanos};
+use stocksblitz_feed_handlers::FeedState;
 
 use crate::state::AppState;
 
@@ -22,19 +32,86 @@ fn age_ms(now: i64, heartbeat_ns: u64) -> Option<i64> {
     (heartbeat_ns != 0).then(|| (now - heartbeat_ns as i64) / UnixNanos::NANOS_PER_MILLI)
 }
 
+/// A wall-clock time as RFC 3339 UTC with milliseconds.
+fn when(t: UnixNanos) -> String {
+    chrono::DateTime::from_timestamp_nanos(t.0).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A duration for people: "850 ms", "12.4 s", "3.2 min", "1.5 h".
+fn span(ns: i64) -> String {
+    let ms = ns.max(0) / UnixNanos::NANOS_PER_MILLI;
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..120_000 => format!("{:.1} s", ms as f64 / 1e3),
+        120_000..7_200_000 => format!("{:.1} min", ms as f64 / 60e3),
+        _ => format!("{:.1} h", ms as f64 / 3_600e3),
+    }
+}
+
+/// What a data-quality state means, for the reason text.
+fn meaning(q: DataQuality) -> &'static str {
+    match q {
+        DataQuality::Syncing => "waiting for the feed's first snapshot or quote",
+        DataQuality::Stale => "no market data for longer than the stale threshold",
+        DataQuality::Gapped => "messages were lost; waiting for a resync",
+        DataQuality::Crossed => "best bid above best ask",
+        DataQuality::Halted => "the venue halted trading",
+        DataQuality::Live => "live",
+        DataQuality::Closed => "out of session",
+    }
+}
+
+/// One instrument as `/health` reports it.
+struct InstrumentHealth {
+    symbol: String,
+    feed: Option<String>,
+    quality: DataQuality,
+    since: UnixNanos,
+    /// Counts against readiness (by the rule, past its grace).
+    not_ready: bool,
+}
+
 struct Check {
     ready: bool,
+    /// Why the service is not ready (empty when ready).
     reasons: Vec<String>,
+    /// What is not ok without making it unready.
+    degraded: Vec<String>,
     engine_age_ms: Option<i64>,
     fanout_age_ms: Option<i64>,
+    instruments: Vec<InstrumentHealth>,
+}
+
+fn stores_ok(app: &AppState) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(q) = &app.questdb {
+        if !(q.connected.get() == 1 || q.rows_in.get() == 0) {
+            out.push(format!(
+                "questdb: not reachable ({}); rows wait in memory and spill files",
+                q.last_error().unwrap_or_else(|| "no answer".into())
+            ));
+        }
+    }
+    if let Some(r) = &app.redis {
+        if r.stats.connected.get() != 1 {
+            out.push(format!(
+                "redis: not connected ({}); retried",
+                r.stats.last_error().unwrap_or_else(|| "no answer".into())
+            ));
+        }
+    }
+    out
 }
 
 fn check(app: &AppState) -> Check {
     let now = UnixNanos::now().0;
+    let started = UnixNanos(now - i64::try_from(app.started.elapsed().as_nanos()).unwrap_or(i64::MAX));
+    let rule = &app.health;
     let engine_age_ms = age_ms(now, app.engine.stats.heartbeat_ns.get());
     let fanout_age_ms = age_ms(now, app.fanout.heartbeat_ns.get());
     let stall_ms = STALL_NS / UnixNanos::NANOS_PER_MILLI;
     let mut reasons = Vec::new();
+    let mut degraded = Vec::new();
     if engine_age_ms.is_none_or(|a| a >= stall_ms) {
         reasons.push(if app.api_node {
             "not subscribed to market data in redis".to_owned()
@@ -56,16 +133,102 @@ fn check(app: &AppState) -> Check {
     if !app.audit.healthy() {
         reasons.push("audit log cannot be written: order and admin actions are refused".to_owned());
     }
+    // Feeds: running, and connected (a refused token is a state with its reason).
     for f in &app.feeds {
         if f.stats.running.get() != 1 {
             reasons.push(format!("feed {} is not running", f.name));
+            continue;
+        }
+        let state = f.state();
+        if state == FeedState::Connected {
+            continue;
+        }
+        let since = f.stats.state_since().unwrap_or(started);
+        let age = now.saturating_sub(since.0);
+        let why = f.stats.reason().map(|r| format!(": {r}")).unwrap_or_default();
+        let text = format!(
+            "feed {} {} since {} ({}){why}",
+            f.name,
+            state.as_str(),
+            when(since),
+            span(age)
+        );
+        if age >= rule.feed_grace_ns {
+            reasons.push(text);
+        } else {
+            degraded.push(format!("{text} (within the {} grace)", span(rule.feed_grace_ns)));
         }
     }
+    // Instruments: data quality by the rule.
+    let mut instruments = Vec::new();
+    {
+        let mirror = app.market.mirror.read();
+        for v in &mirror.instruments {
+            let quality = v.quality();
+            let since = if v.quality_since.is_known() {
+                v.quality_since
+            } else {
+                started
+            };
+            let feed = app.market.feed_of(v.id).map(str::to_owned);
+            let age = now.saturating_sub(since.0);
+            let not_ready = feed.is_some() && rule.counts(quality) && age >= rule.instrument_grace_ns;
+            instruments.push(InstrumentHealth {
+                symbol: app
+                    .market
+                    .registry
+                    .get(v.id)
+                    .map_or_else(|| format!("#{}", v.id.0), |i| i.symbol.clone()),
+                feed,
+                quality,
+                since,
+                not_ready,
+            });
+        }
+    }
+    let not_ready = instruments.iter().filter(|i| i.not_ready).count() as u64;
+    let blocking = not_ready > rule.max_not_ready_instruments;
+    for i in &instruments {
+        // LIVE and CLOSED are ok; an instrument without a feed waiting for its first
+        // trade is a quiet market, not a problem.
+        if matches!(i.quality, DataQuality::Live | DataQuality::Closed)
+            || (i.feed.is_none() && i.quality == DataQuality::Syncing)
+        {
+            continue;
+        }
+        let source = match &i.feed {
+            Some(f) => format!("feed {f}"),
+            None => "no feed".to_owned(),
+        };
+        let text = format!(
+            "instrument {} ({source}) {} since {} ({}): {}",
+            i.symbol,
+            i.quality.as_str(),
+            when(i.since),
+            span(now.saturating_sub(i.since.0)),
+            meaning(i.quality)
+        );
+        if i.not_ready && blocking {
+            reasons.push(text);
+        } else if i.not_ready {
+            degraded.push(format!(
+                "{text} (tolerated: at most {} not-ready instruments)",
+                rule.max_not_ready_instruments
+            ));
+        } else if i.feed.is_some() && app.health.counts(i.quality) {
+            degraded.push(format!("{text} (within the {} grace)", span(rule.instrument_grace_ns)));
+        } else {
+            degraded.push(text);
+        }
+    }
+    degraded.extend(stores_ok(app));
     Check {
         ready: reasons.is_empty(),
         reasons,
+        degraded,
         engine_age_ms,
         fanout_age_ms,
+        instruments,
     }
 }
 
@@ -80,11 +243,20 @@ pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Whether the server is ready by the `[health]` rule (for `/metrics`).
+pub fn is_ready(app: &AppState) -> bool {
+    check(app).ready
+}
+
 #[utoipa::path(
     get,
     path = "/health/ready",
     tag = "ops",
     summary = "Readiness",
+    description = "Ready when the engine, fan-out, journal and audit log run and the feeds deliver \
+                   trustworthy data by the [health] rule (a feed unconnected past feed_grace_ms, or \
+                   instruments in a not-ready state past instrument_grace_ms, make it unready; \
+                   CLOSED and instruments without a feed never count).",
     responses(
         (status = 200, description = "Ready", body = crate::openapi::schemas::Object),
         (status = 503, description = "Not ready, with the reasons", body = crate::openapi::schemas::Object),
@@ -94,7 +266,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     let c = check(&app);
     let stores = stores(&app);
     if c.ready {
-        Json(json!({ "status": "ready", "stores": stores })).into_response()
+        Json(json!({ "status": "ready", "warnings": c.degraded, "stores": stores })).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -167,49 +339,76 @@ pub async fn redis(State(app): State<AppState>) -> Response {
     path = "/health",
     tag = "ops",
     summary = "Health summary",
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::Object)),
+    description = "status \"ok\" (200), \"degraded\" (200: something is not ok within the [health] rule) \
+                   or \"down\" (503: not ready). Every non-ok status lists its reasons: which feed or \
+                   instrument, what state, since when.",
+    responses(
+        (status = 200, description = "ok or degraded, with the reasons", body = crate::openapi::schemas::Object),
+        (status = 503, description = "down, with the reasons", body = crate::openapi::schemas::Object),
+    ),
 )]
 pub async fn health(State(app): State<AppState>) -> Response {
     let c = check(&app);
     let mut qualities: BTreeMap<&'static str, u64> = BTreeMap::new();
-    {
-        let mirror = app.market.mirror.read();
-        for v in &mirror.instruments {
-            *qualities.entry(v.quality().as_str()).or_default() += 1;
-        }
+    for i in &c.instruments {
+        *qualities.entry(i.quality.as_str()).or_default() += 1;
     }
-    let all_live = qualities.keys().all(|q| *q == "LIVE");
-    let stores_ok = app
-        .questdb
-        .as_ref()
-        .is_none_or(|q| q.connected.get() == 1 || q.rows_in.get() == 0)
-        && app.redis.as_ref().is_none_or(|r| r.stats.connected.get() == 1);
-    let status = match (c.ready, all_live && stores_ok) {
-        (false, _) => "down",
-        (true, false) => "degraded",
-        (true, true) => "ok",
+    let status = if !c.ready {
+        "down"
+    } else if !c.degraded.is_empty() {
+        "degraded"
+    } else {
+        "ok"
     };
     let feeds: Vec<_> = app
         .feeds
         .iter()
         .map(|f| {
+            let state = f.state();
             json!({
                 "name": f.name,
                 "kind": f.kind,
                 "running": f.stats.running.get() == 1,
+                "state": state.as_str(),
+                "since": f.stats.state_since().map(when),
+                "reason": f.stats.reason(),
+                "auth_failures": f.stats.auth_failures.get(),
+                "reconnects": f.stats.reconnects.get(),
                 "ticks": f.stats.ticks.get(),
                 "ring_dropped": f.ring.dropped.get(),
             })
         })
         .collect();
+    let instruments: Vec<_> = c
+        .instruments
+        .iter()
+        .map(|i| {
+            json!({
+                "symbol": i.symbol,
+                "feed": i.feed,
+                "quality": i.quality.as_str(),
+                "since": when(i.since),
+                "blocks_readiness": i.not_ready,
+            })
+        })
+        .collect();
+    let reasons: Vec<&String> = c.reasons.iter().chain(c.degraded.iter()).collect();
     let body = json!({
         "status": status,
-        "reasons": c.reasons,
+        "ready": c.ready,
+        "reasons": reasons,
         "uptime_secs": app.started.elapsed().as_secs(),
         "engine": { "heartbeat_age_ms": c.engine_age_ms, "ticks": app.engine.stats.ticks.get() },
         "fanout": { "heartbeat_age_ms": c.fanout_age_ms, "events": app.fanout.events.get() },
         "feeds": feeds,
+        "instruments": instruments,
         "instruments_by_quality": qualities,
+        "rule": {
+            "not_ready_states": app.health.not_ready.iter().map(|q| q.as_str()).collect::<Vec<_>>(),
+            "instrument_grace_ms": app.health.instrument_grace_ns / UnixNanos::NANOS_PER_MILLI,
+            "feed_grace_ms": app.health.feed_grace_ns / UnixNanos::NANOS_PER_MILLI,
+            "max_not_ready_instruments": app.health.max_not_ready_instruments,
+        },
         "stores": stores(&app),
         "journal": app.orders.as_ref().map(|o| {
             let j = o.journal();
@@ -228,4 +427,20 @@ pub async fn health(State(app): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_naturally() {
+        assert_eq!(span(-5), "0 ms");
+        assert_eq!(span(850 * UnixNanos::NANOS_PER_MILLI), "850 ms");
+        assert_eq!(span(12_400 * UnixNanos::NANOS_PER_MILLI), "12.4 s");
+        assert_eq!(span(192 * UnixNanos::NANOS_PER_SEC), "3.2 min");
+        assert_eq!(span(5_400 * UnixNanos::NANOS_PER_SEC), "90.0 min");
+        assert_eq!(span(9_000 * UnixNanos::NANOS_PER_SEC), "2.5 h");
+        assert_eq!(when(UnixNanos(0)), "1970-01-01T00:00:00.000Z");
+    }
 }

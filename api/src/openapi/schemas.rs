@@ -422,9 +422,14 @@ pub struct AnomalyItem {
     /// For order-flow rules.
     pub account: Option<String>,
     pub symbol: Option<String>,
-    /// What was seen and the threshold it crossed, as decimals.
+    /// What was seen and the threshold it crossed, as decimals (a stale feed: seconds
+    /// without market data against the stale threshold).
     pub observed: String,
     pub threshold: String,
+    /// What was observed in words a person can act on, e.g. "RELIANCE: no market data
+    /// for 7.250 s while in session (stale after 5.000 s); check its feed's connection
+    /// in /health".
+    pub message: String,
     pub time: Option<i64>,
 }
 
