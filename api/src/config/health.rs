@@ -135,6 +135,11 @@ mod tests {
     #[test]
     fn the_default_rule_is_the_documented_one() {
         assert_eq!(HealthRule::default(), check(&HealthConfig::default()).unwrap());
+        // configs/default.toml spells out exactly the defaults an absent section takes.
+        let doc: toml::Table = toml::from_str(super::super::DEFAULT_TOML).unwrap();
+        let written: HealthConfig = doc["health"].clone().try_into().unwrap();
+        assert_eq!(check(&written).unwrap(), HealthRule::default());
+        assert_eq!(written.not_ready_states, HealthConfig::default().not_ready_states);
         let r = HealthRule::default();
         assert!(r.counts(DataQuality::Stale) && !r.counts(DataQuality::Closed) && !r.counts(DataQuality::Live));
     }
