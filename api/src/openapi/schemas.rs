@@ -71,7 +71,7 @@ pub struct Quote {
     pub bid_qty: Option<String>,
     pub ask: Option<String>,
     pub ask_qty: Option<String>,
-    /// `SYNCING`, `LIVE`, `GAPPED`, `STALE`, ...
+    /// `SYNCING`, `LIVE`, `STALE`, `GAPPED`, `CROSSED`, `HALTED` or `CLOSED` (out of session).
     pub quality: String,
     pub exchange_ts_us: Option<i64>,
     pub recv_ts_us: Option<i64>,
