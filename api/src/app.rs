@@ -483,7 +483,9 @@ fn market_fanout(
         )),
         feed_of: (0..registry.len())
             .map(|i| {
-                let symbol = registry.get(stocksblitz_engine::InstrumentId(i as u32)).map(|x| x.symbol.as_str());
+                let symbol = registry
+                    .get(stocksblitz_engine::InstrumentId(i as u32))
+                    .map(|x| x.symbol.as_str());
                 cfg.feeds
                     .iter()
                     .find(|f| symbol.is_some_and(|s| f.instruments.iter().any(|x| x == s)))

@@ -241,7 +241,11 @@ async fn health_at(base: &str) -> (StatusCode, Value) {
     assert_eq!(code == StatusCode::SERVICE_UNAVAILABLE, status == "down", "{v}");
     assert_eq!(code == StatusCode::OK, status != "down", "{v}");
     let reasons = v["reasons"].as_array().map_or(0, Vec::len);
-    assert_eq!(status == "ok", reasons == 0, "every non-ok status lists its reasons: {v}");
+    assert_eq!(
+        status == "ok",
+        reasons == 0,
+        "every non-ok status lists its reasons: {v}"
+    );
     assert_eq!(v["ready"] == true, status != "down", "{v}");
     (code, v)
 }
@@ -347,13 +351,25 @@ async fn a_silent_feed_makes_the_server_unready_naming_feed_and_instrument_then_
     let (_, h) = health_at(&base).await;
     assert_eq!(instrument_health(&h, "BTCUSDT")["quality"], "LIVE", "{h}");
 
-    sim_control(sim, "/control/faults/binance", serde_json::json!({"kind": "silence", "ms": 8_000})).await;
+    sim_control(
+        sim,
+        "/control/faults/binance",
+        serde_json::json!({"kind": "silence", "ms": 8_000}),
+    )
+    .await;
     let reasons = until("not ready", 30, || async {
         let (code, v) = ready_at(&base).await;
         (code == StatusCode::SERVICE_UNAVAILABLE).then_some(v["reasons"].clone())
     })
     .await;
-    let text_of = |r: &Value| r.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>();
+    let text_of = |r: &Value| {
+        r.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     let named = text_of(&reasons);
     assert!(
         named.iter().any(|r| r.contains("BTCUSDT")
@@ -363,11 +379,23 @@ async fn a_silent_feed_makes_the_server_unready_naming_feed_and_instrument_then_
         "a reason names the instrument, its feed, the state and since when: {named:?}"
     );
     let (code, h) = health_at(&base).await;
-    assert_eq!((code, h["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("down")));
+    assert_eq!(
+        (code, h["status"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("down"))
+    );
     let btc = instrument_health(&h, "BTCUSDT");
-    assert_eq!((btc["quality"].as_str(), btc["feed"].as_str()), (Some("STALE"), Some("binance")), "{h}");
+    assert_eq!(
+        (btc["quality"].as_str(), btc["feed"].as_str()),
+        (Some("STALE"), Some("binance")),
+        "{h}"
+    );
     assert_eq!(btc["blocks_readiness"], true);
-    let metrics = reqwest::get(format!("{base}/metrics")).await.expect("m").text().await.expect("t");
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("m")
+        .text()
+        .await
+        .expect("t");
     assert!(metrics.contains("\nstocksblitz_ready 0\n"), "metrics say not ready");
 
     // The data returns: ready again.
@@ -386,13 +414,22 @@ async fn a_silent_feed_makes_the_server_unready_naming_feed_and_instrument_then_
         .filter(|v| v["symbol"] == "BTCUSDT")
         .map(|v| {
             assert_eq!(v["feed"], "binance", "{v}");
-            (v["from"].as_str().unwrap_or("").to_owned(), v["to"].as_str().unwrap_or("").to_owned())
+            (
+                v["from"].as_str().unwrap_or("").to_owned(),
+                v["to"].as_str().unwrap_or("").to_owned(),
+            )
         })
         .collect();
     assert!(seen.iter().all(|(f, t)| f != t), "{seen:?}");
-    assert!(seen.windows(2).all(|w| w[0].1 == w[1].0), "no transition logged twice: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].1 == w[1].0),
+        "no transition logged twice: {seen:?}"
+    );
     let stale = seen.iter().position(|(_, t)| t == "STALE").expect("went STALE, logged");
-    assert!(seen[stale..].iter().any(|(_, t)| t == "LIVE"), "came back LIVE, logged: {seen:?}");
+    assert!(
+        seen[stale..].iter().any(|(_, t)| t == "LIVE"),
+        "came back LIVE, logged: {seen:?}"
+    );
 }
 
 /// An NSE instrument out of its session shows CLOSED (never LIVE, never STALE) while
@@ -404,7 +441,11 @@ async fn an_out_of_session_instrument_is_closed_and_healthy() {
     let hour = chrono::Utc::now().hour();
     // A window that excludes now, and one that (but for the last minute of the day)
     // includes it.
-    let closed = if hour < 12 { "UTC 13:00-23:00 mon-sun" } else { "UTC 01:00-11:00 mon-sun" };
+    let closed = if hour < 12 {
+        "UTC 13:00-23:00 mon-sun"
+    } else {
+        "UTC 01:00-11:00 mon-sun"
+    };
     let text = test_config(|d| {
         for inst in d["instruments"].as_array_mut().expect("instruments") {
             match inst["symbol"].as_str() {
@@ -430,9 +471,16 @@ async fn an_out_of_session_instrument_is_closed_and_healthy() {
         assert_eq!(q["quality"], "CLOSED", "{q}");
         let (code, h) = health_at(&base).await;
         let r = instrument_health(&h, "RELIANCE");
-        assert_eq!((r["quality"].as_str(), r["blocks_readiness"].as_bool()), (Some("CLOSED"), Some(false)));
+        assert_eq!(
+            (r["quality"].as_str(), r["blocks_readiness"].as_bool()),
+            (Some("CLOSED"), Some(false))
+        );
         assert!(
-            h["reasons"].as_array().into_iter().flatten().all(|x| !x.as_str().unwrap_or("").contains("RELIANCE")),
+            h["reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|x| !x.as_str().unwrap_or("").contains("RELIANCE")),
             "a closed market is no reason: {h}"
         );
         assert_eq!(code, StatusCode::OK, "{h}");
@@ -456,7 +504,8 @@ async fn the_internal_venue_is_never_stale_for_silence() {
     let app = start_with(&text).await;
     let base = format!("http://{}", app.addr);
     let (alice, bob) = (Client::new(&app, "alice", "trader"), Client::new(&app, "bob", "trader"));
-    let order = |side: &str| serde_json::json!({"symbol": "SBZ", "side": side, "type": "limit", "price": "100.00", "qty": "1"});
+    let order =
+        |side: &str| serde_json::json!({"symbol": "SBZ", "side": side, "type": "limit", "price": "100.00", "qty": "1"});
     let (s, v) = alice.post("/orders", order("buy")).await;
     assert!(s.is_success(), "{v}");
     let (s, v) = bob.post("/orders", order("sell")).await;
@@ -473,7 +522,11 @@ async fn the_internal_venue_is_never_stale_for_silence() {
         let (_, h) = health_at(&base).await;
         assert_ne!(instrument_health(&h, "SBZ")["quality"], "STALE", "{h}");
         assert!(
-            h["reasons"].as_array().into_iter().flatten().all(|x| !x.as_str().unwrap_or("").contains("SBZ")),
+            h["reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|x| !x.as_str().unwrap_or("").contains("SBZ")),
             "{h}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -489,7 +542,10 @@ async fn the_internal_venue_is_never_stale_for_silence() {
     assert!(stale_sbz.is_empty(), "{stale_sbz:?}");
     // Every anomaly that was raised says what it saw in words.
     for a in v["anomalies"].as_array().into_iter().flatten() {
-        assert!(a["message"].as_str().is_some_and(|m| m.split_whitespace().count() >= 5), "{a}");
+        assert!(
+            a["message"].as_str().is_some_and(|m| m.split_whitespace().count() >= 5),
+            "{a}"
+        );
     }
     app.shutdown().await.expect("clean shutdown");
 }
@@ -510,14 +566,21 @@ async fn a_refused_kite_token_shows_in_health_and_metrics_and_a_rotated_file_rec
         let kite = &mut d["feeds"][2];
         assert_eq!(kite["name"].as_str(), Some("kite"));
         let auth: toml::Table = toml::from_str("access_token = \"SBZ_TEST_KITE_ACCESS_TOKEN\"").expect("toml");
-        kite["live"].as_table_mut().expect("live").insert("auth_query".into(), toml::Value::Table(auth));
+        kite["live"]
+            .as_table_mut()
+            .expect("live")
+            .insert("auth_query".into(), toml::Value::Table(auth));
         kite["live"]["reconnect"]["base_ms"] = toml::Value::Integer(50);
         kite["live"]["reconnect"]["cap_ms"] = toml::Value::Integer(300);
         d["health"]["feed_grace_ms"] = toml::Value::Integer(1_000);
     });
     let file = token.display().to_string();
-    let (server, base, log) =
-        spawn_binary("health-kite", &text, &[("SBZ_TEST_KITE_ACCESS_TOKEN_FILE", file.as_str())]).await;
+    let (server, base, log) = spawn_binary(
+        "health-kite",
+        &text,
+        &[("SBZ_TEST_KITE_ACCESS_TOKEN_FILE", file.as_str())],
+    )
+    .await;
     let kite_state = |h: &Value| feed_health(h, "kite")["state"].as_str().unwrap_or("").to_owned();
     until("kite connected", 60, || async {
         let (_, h) = health_at(&base).await;
@@ -526,7 +589,12 @@ async fn a_refused_kite_token_shows_in_health_and_metrics_and_a_rotated_file_rec
     .await;
 
     // Monday's token expires: the venue drops the connection and refuses the token.
-    sim_control(sim, "/control/auth/kite", serde_json::json!({"refused_tokens": ["token-monday"]})).await;
+    sim_control(
+        sim,
+        "/control/auth/kite",
+        serde_json::json!({"refused_tokens": ["token-monday"]}),
+    )
+    .await;
     sim_control(sim, "/control/faults/kite", serde_json::json!({"kind": "disconnect"})).await;
     let h = until("kite unauthorized", 30, || async {
         let (_, h) = health_at(&base).await;
@@ -536,7 +604,10 @@ async fn a_refused_kite_token_shows_in_health_and_metrics_and_a_rotated_file_rec
     let feed = feed_health(&h, "kite");
     let reason = feed["reason"].as_str().unwrap_or("");
     assert!(reason.contains("HTTP 403"), "{feed}");
-    assert!(reason.contains("SBZ_TEST_KITE_ACCESS_TOKEN_FILE"), "says where the token goes: {feed}");
+    assert!(
+        reason.contains("SBZ_TEST_KITE_ACCESS_TOKEN_FILE"),
+        "says where the token goes: {feed}"
+    );
     assert!(!h.to_string().contains("token-monday"), "never the token itself");
     assert!(feed["since"].as_str().is_some_and(|s| s.starts_with("20")), "{feed}");
     let reasons = until("not ready, naming the feed", 30, || async {
@@ -544,12 +615,26 @@ async fn a_refused_kite_token_shows_in_health_and_metrics_and_a_rotated_file_rec
         (code == StatusCode::SERVICE_UNAVAILABLE).then_some(v["reasons"].to_string())
     })
     .await;
-    assert!(reasons.contains("feed kite unauthorized since") && reasons.contains("HTTP 403"), "{reasons}");
+    assert!(
+        reasons.contains("feed kite unauthorized since") && reasons.contains("HTTP 403"),
+        "{reasons}"
+    );
     // Retried, visibly, and counted.
-    let metrics_text = || async { reqwest::get(format!("{base}/metrics")).await.expect("m").text().await.expect("t") };
-    let failures = |m: &str| sample(m, "stocksblitz_feed_auth_failures_total{feed=\"kite\",kind=\"kite\"} ").unwrap_or(0);
+    let metrics_text = || async {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("m")
+            .text()
+            .await
+            .expect("t")
+    };
+    let failures =
+        |m: &str| sample(m, "stocksblitz_feed_auth_failures_total{feed=\"kite\",kind=\"kite\"} ").unwrap_or(0);
     let m = metrics_text().await;
-    assert!(m.contains("stocksblitz_feed_state{feed=\"kite\",kind=\"kite\",state=\"unauthorized\"} 1"), "{m}");
+    assert!(
+        m.contains("stocksblitz_feed_state{feed=\"kite\",kind=\"kite\",state=\"unauthorized\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("stocksblitz_feed_state{feed=\"kite\",kind=\"kite\",state=\"connected\"} 0"));
     let first = failures(&m);
     assert!(first >= 1);
@@ -581,6 +666,9 @@ async fn a_refused_kite_token_shows_in_health_and_metrics_and_a_rotated_file_rec
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["feed"], "kite");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!text.contains("token-monday") && !text.contains("token-tuesday"), "no token in the log");
+    assert!(
+        !text.contains("token-monday") && !text.contains("token-tuesday"),
+        "no token in the log"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -548,10 +548,12 @@ mod tests {
         out.clear();
         st.on_timer(UnixNanos(open), 5 * S, &mut out);
         assert_eq!(st.quality(), DataQuality::Live, "open, data an hour old, not stale yet");
-        assert!(out
-            .as_slice()
-            .iter()
-            .any(|e| matches!(e, EventData::Status { previous: DataQuality::Closed })));
+        assert!(out.as_slice().iter().any(|e| matches!(
+            e,
+            EventData::Status {
+                previous: DataQuality::Closed
+            }
+        )));
         st.on_timer(UnixNanos(open + 4 * S), 5 * S, &mut out);
         assert_eq!(st.quality(), DataQuality::Live);
         st.on_timer(UnixNanos(open + 6 * S), 5 * S, &mut out);

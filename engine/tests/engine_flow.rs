@@ -303,7 +303,11 @@ fn sessions_close_instruments_and_feedless_ones_never_go_stale() {
     e.poll();
     let last = |evs: &[EngineEvent], id| evs.iter().rev().find(|ev| ev.instrument == id).map(|ev| ev.quality);
     let evs = drain(&mut orx);
-    assert_eq!(last(&evs, nse), Some(DataQuality::Closed), "ticks out of session do not open it");
+    assert_eq!(
+        last(&evs, nse),
+        Some(DataQuality::Closed),
+        "ticks out of session do not open it"
+    );
     // 45 minutes of silence, looked at every second: the fed one is STALE, the quiet
     // one never is, NSE stays CLOSED until 09:15 IST and then opens (not STALE at once).
     let mut quiet_states = Vec::new();
@@ -311,14 +315,26 @@ fn sessions_close_instruments_and_feedless_ones_never_go_stale() {
         e.housekeeping(UnixNanos(t0 + s * S));
         quiet_states.extend(e.state(quiet).map(|st| st.quality()));
     }
-    assert!(quiet_states.iter().all(|q| *q == DataQuality::Live), "{:?}", quiet_states.last());
+    assert!(
+        quiet_states.iter().all(|q| *q == DataQuality::Live),
+        "{:?}",
+        quiet_states.last()
+    );
     assert_eq!(e.state(fed).map(|s| s.quality()), Some(DataQuality::Stale));
-    assert_eq!(e.state(nse).map(|s| s.quality()), Some(DataQuality::Closed), "09:14:59 IST");
+    assert_eq!(
+        e.state(nse).map(|s| s.quality()),
+        Some(DataQuality::Closed),
+        "09:14:59 IST"
+    );
     drain(&mut orx);
     // 09:15 IST = 03:45 UTC: 45 minutes after t0.
     e.housekeeping(UnixNanos(t0 + 2_700 * S + S));
     let evs = drain(&mut orx);
-    assert_eq!(last(&evs, nse), Some(DataQuality::Live), "open, with a fresh stale period");
+    assert_eq!(
+        last(&evs, nse),
+        Some(DataQuality::Live),
+        "open, with a fresh stale period"
+    );
     // In session and silent past the threshold: now it is STALE.
     e.housekeeping(UnixNanos(t0 + 2_700 * S + 3 * S));
     assert_eq!(e.state(nse).map(|s| s.quality()), Some(DataQuality::Stale));

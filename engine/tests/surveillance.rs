@@ -542,7 +542,10 @@ fn a_stale_feed_reports_its_silence_against_the_threshold() {
         assert_eq!(rules(&a), [Rule::StaleFeed]);
         assert_eq!((a[0].observed, a[0].threshold, a[0].scale), (silent_ms, 5_000, 3));
         let text = a[0].describe(Some("INFY"), None);
-        assert!(text.contains("no market data for") && text.contains("stale after 5.000 s"), "{text}");
+        assert!(
+            text.contains("no market data for") && text.contains("stale after 5.000 s"),
+            "{text}"
+        );
         // Past the cooldown before the next episode.
         at += 120 * SECOND;
     }

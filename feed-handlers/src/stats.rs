@@ -123,13 +123,19 @@ mod tests {
     #[test]
     fn a_state_keeps_its_start_and_takes_the_latest_reason() {
         let s = FeedStats::default();
-        assert_eq!((s.state(), s.state_since(), s.reason()), (FeedState::Starting, None, None));
+        assert_eq!(
+            (s.state(), s.state_since(), s.reason()),
+            (FeedState::Starting, None, None)
+        );
         assert!(s.set_state(FeedState::Disconnected, Some("refused".into()), UnixNanos(10)));
         assert!(!s.set_state(FeedState::Disconnected, Some("timeout".into()), UnixNanos(20)));
         assert_eq!(s.state_since(), Some(UnixNanos(10)));
         assert_eq!(s.reason().as_deref(), Some("timeout"));
         assert!(s.set_state(FeedState::Connected, None, UnixNanos(30)));
-        assert_eq!((s.state(), s.state_since(), s.reason()), (FeedState::Connected, Some(UnixNanos(30)), None));
+        assert_eq!(
+            (s.state(), s.state_since(), s.reason()),
+            (FeedState::Connected, Some(UnixNanos(30)), None)
+        );
         for st in FeedState::ALL {
             s.set_state(st, None, UnixNanos(40));
             assert_eq!(s.state(), st);

@@ -94,7 +94,10 @@ fn a_refused_token_shows_and_a_rotated_token_file_is_picked_up() {
         wait_for(&mut h, FeedState::Unauthorized);
         let reason = h.stats().reason().unwrap_or_default();
         assert!(reason.contains("HTTP 403"), "{reason}");
-        assert!(reason.contains(&format!("{var}_FILE")), "says where the token goes: {reason}");
+        assert!(
+            reason.contains(&format!("{var}_FILE")),
+            "says where the token goes: {reason}"
+        );
         assert!(!reason.contains(old), "never the token itself: {reason}");
         let refused = h.stats().auth_failures.get();
         assert!(refused >= 1);

@@ -99,8 +99,17 @@ pub fn check(c: &HealthConfig) -> Result<HealthRule, ConfigError> {
     }
     range("health.instrument_grace_ms", c.instrument_grace_ms, 0, DAY_MS)?;
     range("health.feed_grace_ms", c.feed_grace_ms, 0, DAY_MS)?;
-    range("health.max_not_ready_instruments", c.max_not_ready_instruments, 0, 1_000_000)?;
-    let ns = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX).saturating_mul(UnixNanos::NANOS_PER_MILLI);
+    range(
+        "health.max_not_ready_instruments",
+        c.max_not_ready_instruments,
+        0,
+        1_000_000,
+    )?;
+    let ns = |ms: u64| {
+        i64::try_from(ms)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(UnixNanos::NANOS_PER_MILLI)
+    };
     Ok(HealthRule {
         not_ready,
         instrument_grace_ns: ns(c.instrument_grace_ms),
@@ -117,7 +126,11 @@ mod tests {
     fn states_are_checked_with_the_key_at_fault() {
         let mut c = HealthConfig::default();
         assert_eq!(check(&c).unwrap().not_ready.len(), 3);
-        for (bad, why) in [("LIVE", "healthy"), ("closed", "healthy"), ("BROKEN", "not a data-quality")] {
+        for (bad, why) in [
+            ("LIVE", "healthy"),
+            ("closed", "healthy"),
+            ("BROKEN", "not a data-quality"),
+        ] {
             c.not_ready_states = vec!["STALE".into(), bad.into()];
             let e = check(&c).unwrap_err();
             assert_eq!(e.key(), Some("health.not_ready_states[1]"), "{bad}");

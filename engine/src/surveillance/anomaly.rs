@@ -213,9 +213,9 @@ impl Anomaly {
                 "{sym}: no market data for {obs} s while in session (stale after {thr} s); \
                  check its feed's connection in /health"
             ),
-            Rule::CrossedBook => format!(
-                "{sym}: best bid above best ask by {obs}; its book is not trustworthy until the feed resyncs"
-            ),
+            Rule::CrossedBook => {
+                format!("{sym}: best bid above best ask by {obs}; its book is not trustworthy until the feed resyncs")
+            }
             Rule::LockedBook => format!("{sym}: best bid equals best ask"),
             Rule::SequenceGap => format!(
                 "{sym}: the feed skipped sequence numbers (messages were lost); \

@@ -44,7 +44,11 @@ pub fn observe(
     at: UnixNanos,
     out: &mut impl FnMut(Finding),
 ) {
-    if matches!(data, EventData::Trade { .. } | EventData::Quote { .. } | EventData::Book { .. }) && at.is_known() {
+    if matches!(
+        data,
+        EventData::Trade { .. } | EventData::Quote { .. } | EventData::Book { .. }
+    ) && at.is_known()
+    {
         m.last_data = at.0;
     }
     match *data {

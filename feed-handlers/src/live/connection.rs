@@ -182,7 +182,10 @@ fn refusal_reason(status: u16, body: &str, auth_vars: &[&str]) -> String {
     let fix = if auth_vars.is_empty() {
         "; the venue does not accept this client or address".to_owned()
     } else {
-        let vars: Vec<String> = auth_vars.iter().map(|v| format!("{v} (or the file {v}_FILE names)")).collect();
+        let vars: Vec<String> = auth_vars
+            .iter()
+            .map(|v| format!("{v} (or the file {v}_FILE names)"))
+            .collect();
         format!(
             ": the credentials are invalid or expired (Kite access tokens expire daily); put fresh ones in {}, \
              they are re-read before every reconnect",
@@ -573,7 +576,10 @@ impl Ctx {
                                 Self::push(&mut self.ring, &self.stats, status(id, FeedStatus::Syncing, 0, recv));
                             }
                             let why = if matches!(end, End::Dead) {
-                                format!("the connection was silent for {} ms and was dropped", self.cfg.dead_after_ms)
+                                format!(
+                                    "the connection was silent for {} ms and was dropped",
+                                    self.cfg.dead_after_ms
+                                )
                             } else {
                                 "the venue closed the connection".to_owned()
                             };
@@ -713,9 +719,16 @@ mod tests {
         for status in 100u16..600 {
             assert_eq!(is_auth_refusal(status), status == 401 || status == 403, "{status}");
         }
-        let r = refusal_reason(403, " TokenException: bad token \n", &["KITE_API_KEY", "KITE_ACCESS_TOKEN"]);
+        let r = refusal_reason(
+            403,
+            " TokenException: bad token \n",
+            &["KITE_API_KEY", "KITE_ACCESS_TOKEN"],
+        );
         assert!(r.contains("HTTP 403 (TokenException: bad token)"), "{r}");
-        assert!(r.contains("KITE_ACCESS_TOKEN (or the file KITE_ACCESS_TOKEN_FILE names)"), "{r}");
+        assert!(
+            r.contains("KITE_ACCESS_TOKEN (or the file KITE_ACCESS_TOKEN_FILE names)"),
+            "{r}"
+        );
         assert!(r.contains("KITE_API_KEY"), "{r}");
         let r = refusal_reason(401, &"x".repeat(5000), &[]);
         assert!(r.len() < 400, "the venue's body is cut short");
