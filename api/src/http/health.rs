@@ -23,6 +23,7 @@ use serde_json::json;
 use stocksblitz_engine::{DataQuality, UnixNanos};
 use stocksblitz_feed_handlers::FeedState;
 
+use crate::config::health::HealthRule;
 use crate::state::AppState;
 
 /// A loop whose heartbeat is older than this is considered stalled.
@@ -61,14 +62,38 @@ fn meaning(q: DataQuality) -> &'static str {
     }
 }
 
+/// What one instrument's state means for the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// LIVE, CLOSED (a closed market is healthy), or a feedless instrument waiting
+    /// for its first trade (a quiet market).
+    Ok,
+    /// Not ok, but not against readiness (within its grace, a state the rule does not
+    /// count, or an instrument without a feed).
+    Degraded,
+    /// Counts against readiness: a fed instrument in a not-ready state past its grace.
+    NotReady,
+}
+
+/// The `[health]` rule for one instrument: `has_feed` (a feed delivers it), its
+/// quality, and how long it has had that quality.
+fn judge(rule: &HealthRule, has_feed: bool, q: DataQuality, age_ns: i64) -> Verdict {
+    if matches!(q, DataQuality::Live | DataQuality::Closed) || (!has_feed && q == DataQuality::Syncing) {
+        Verdict::Ok
+    } else if has_feed && rule.counts(q) && age_ns >= rule.instrument_grace_ns {
+        Verdict::NotReady
+    } else {
+        Verdict::Degraded
+    }
+}
+
 /// One instrument as `/health` reports it.
 struct InstrumentHealth {
     symbol: String,
     feed: Option<String>,
     quality: DataQuality,
     since: UnixNanos,
-    /// Counts against readiness (by the rule, past its grace).
-    not_ready: bool,
+    verdict: Verdict,
 }
 
 struct Check {
@@ -172,7 +197,7 @@ fn check(app: &AppState) -> Check {
             };
             let feed = app.market.feed_of(v.id).map(str::to_owned);
             let age = now.saturating_sub(since.0);
-            let not_ready = feed.is_some() && rule.counts(quality) && age >= rule.instrument_grace_ns;
+            let verdict = judge(rule, feed.is_some(), quality, age);
             instruments.push(InstrumentHealth {
                 symbol: app
                     .market
@@ -182,18 +207,14 @@ fn check(app: &AppState) -> Check {
                 feed,
                 quality,
                 since,
-                not_ready,
+                verdict,
             });
         }
     }
-    let not_ready = instruments.iter().filter(|i| i.not_ready).count() as u64;
+    let not_ready = instruments.iter().filter(|i| i.verdict == Verdict::NotReady).count() as u64;
     let blocking = not_ready > rule.max_not_ready_instruments;
     for i in &instruments {
-        // LIVE and CLOSED are ok; an instrument without a feed waiting for its first
-        // trade is a quiet market, not a problem.
-        if matches!(i.quality, DataQuality::Live | DataQuality::Closed)
-            || (i.feed.is_none() && i.quality == DataQuality::Syncing)
-        {
+        if i.verdict == Verdict::Ok {
             continue;
         }
         let source = match &i.feed {
@@ -208,9 +229,10 @@ fn check(app: &AppState) -> Check {
             span(now.saturating_sub(i.since.0)),
             meaning(i.quality)
         );
-        if i.not_ready && blocking {
+        let not_ready = i.verdict == Verdict::NotReady;
+        if not_ready && blocking {
             reasons.push(text);
-        } else if i.not_ready {
+        } else if not_ready {
             degraded.push(format!(
                 "{text} (tolerated: at most {} not-ready instruments)",
                 rule.max_not_ready_instruments
@@ -388,7 +410,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
                 "feed": i.feed,
                 "quality": i.quality.as_str(),
                 "since": when(i.since),
-                "blocks_readiness": i.not_ready,
+                "blocks_readiness": i.verdict == Verdict::NotReady,
             })
         })
         .collect();
@@ -431,7 +453,46 @@ pub async fn health(State(app): State<AppState>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn quality() -> impl Strategy<Value = DataQuality> {
+        proptest::sample::select(DataQuality::ALL.to_vec())
+    }
+
+    proptest! {
+        /// The documented rule over every rule, state, feed and age: LIVE and CLOSED
+        /// are always ok; an instrument without a feed never counts against readiness;
+        /// a fed one counts exactly when its state is listed and has lasted the grace.
+        #[test]
+        fn the_readiness_rule(
+            listed in proptest::collection::vec(quality(), 0..7),
+            grace_ms in 0i64..100_000,
+            has_feed: bool,
+            q in quality(),
+            age_ms in -1_000i64..200_000,
+        ) {
+            let rule = HealthRule {
+                not_ready: listed.clone(),
+                instrument_grace_ns: grace_ms * UnixNanos::NANOS_PER_MILLI,
+                feed_grace_ns: 0,
+                max_not_ready_instruments: 0,
+            };
+            let v = judge(&rule, has_feed, q, age_ms * UnixNanos::NANOS_PER_MILLI);
+            if matches!(q, DataQuality::Live | DataQuality::Closed) {
+                prop_assert_eq!(v, Verdict::Ok);
+            }
+            if !has_feed {
+                prop_assert_ne!(v, Verdict::NotReady);
+            }
+            let counts = has_feed && listed.contains(&q) && age_ms >= grace_ms
+                && !matches!(q, DataQuality::Live | DataQuality::Closed);
+            prop_assert_eq!(v == Verdict::NotReady, counts);
+            prop_assert_eq!(v == Verdict::Ok, matches!(q, DataQuality::Live | DataQuality::Closed)
+                || (!has_feed && q == DataQuality::Syncing));
+        }
+    }
 
     #[test]
     fn spans_read_naturally() {

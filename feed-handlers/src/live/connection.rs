@@ -147,6 +147,8 @@ struct Ctx {
     last_data: Instant,
     /// Parse errors since the last log line (logged at most every 10 s).
     unlogged_errors: u64,
+    /// The last error re-reading a credential (logged once until it changes).
+    auth_error: Option<String>,
     last_error_log: Instant,
 }
 
@@ -255,6 +257,7 @@ impl Ctx {
     /// a rotated token (Kite's expire daily) is used from the next connection on. A
     /// credential that cannot be read keeps its previous value.
     fn reload_auth(&mut self) {
+        let mut failed = None;
         for (param, var) in &self.cfg.auth_query {
             match super::secrets::from_env(var) {
                 Ok(v) => {
@@ -266,10 +269,14 @@ impl Ctx {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(feed = %self.name, param = %param, error = %e, "credential could not be re-read; keeping the previous one");
+                    if self.auth_error.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(feed = %self.name, param = %param, error = %e, "credential could not be re-read; keeping the previous one");
+                    }
+                    failed = Some(e);
                 }
             }
         }
+        self.auth_error = failed;
     }
 
     /// Records a connection state change, logging each transition once (a reason that
@@ -662,6 +669,7 @@ pub fn spawn_live(
         auth,
         last_data: Instant::now(),
         unlogged_errors: 0,
+        auth_error: None,
         last_error_log: Instant::now() - Duration::from_secs(60),
     };
     let thread_stats = Arc::clone(&stats);
