@@ -427,8 +427,8 @@ pub struct AnomalyItem {
     pub observed: String,
     pub threshold: String,
     /// What was observed in words a person can act on, e.g. "RELIANCE: no market data
-    /// for 7.250 s while in session (stale after 5.000 s); check its feed's connection
-    /// in /health".
+    /// for 7.250 s while in session (stale after 5.000 s, ...); check its feed's
+    /// connection in /health".
     pub message: String,
     pub time: Option<i64>,
 }

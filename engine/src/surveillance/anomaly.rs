@@ -210,8 +210,8 @@ impl Anomaly {
                 format!("{sym} traded {obs} standard deviations from its last price; the threshold is {thr}")
             }
             Rule::StaleFeed => format!(
-                "{sym}: no market data for {obs} s while in session (stale after {thr} s); \
-                 check its feed's connection in /health"
+                "{sym}: no market data for {obs} s while in session (stale after {thr} s, sooner when \
+                 the feed's connection reports silence); check its feed's connection in /health"
             ),
             Rule::CrossedBook => {
                 format!("{sym}: best bid above best ask by {obs}; its book is not trustworthy until the feed resyncs")
@@ -263,8 +263,8 @@ mod tests {
         let a = anomaly(Rule::StaleFeed, 7_250, 5_000, 3);
         assert_eq!(
             a.describe(Some("RELIANCE"), None),
-            "RELIANCE: no market data for 7.250 s while in session (stale after 5.000 s); \
-             check its feed's connection in /health"
+            "RELIANCE: no market data for 7.250 s while in session (stale after 5.000 s, sooner \
+             when the feed's connection reports silence); check its feed's connection in /health"
         );
     }
 }
