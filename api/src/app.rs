@@ -233,7 +233,19 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         taps.push(p);
         c
     });
-    let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![out_producer]);
+    // Sessions (out of session: CLOSED) and which instruments a feed delivers (the
+    // others are never STALE for silence).
+    let fed: Vec<stocksblitz_engine::InstrumentId> = cfg
+        .feeds
+        .iter()
+        .flat_map(|f| f.instruments.iter())
+        .filter_map(|s| v.registry.by_symbol(s).map(|i| i.id))
+        .collect();
+    let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![out_producer]).with_market(
+        &v.registry,
+        &fed,
+        UnixNanos::now(),
+    );
     let order_path = match (&v.orders, &cfg.auth) {
         (Some(setup), Some(_)) => {
             let queue = command_queue(setup.command_queue_capacity);
@@ -371,7 +383,8 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         Some(r) => state.with_redis(r),
         None => state,
     }
-    .with_taps(tap_stats);
+    .with_taps(tap_stats)
+    .with_health(v.health.clone());
     let (server, tx) = serve(listener, &state);
     tracing::info!(%addr, instruments = registry.len(), feeds = state.feeds.len(), "serving");
     guard.0.clear();
@@ -484,6 +497,17 @@ fn market_fanout(
             cfg.api.trades_history,
             cfg.api.bars_history,
         )),
+        feed_of: (0..registry.len())
+            .map(|i| {
+                let symbol = registry
+                    .get(stocksblitz_engine::InstrumentId(i as u32))
+                    .map(|x| x.symbol.as_str());
+                cfg.feeds
+                    .iter()
+                    .find(|f| symbol.is_some_and(|s| f.instruments.iter().any(|x| x == s)))
+                    .map(|f| f.name.clone())
+            })
+            .collect(),
         registry,
     });
     let hub = Arc::new(Hub::default());
@@ -578,6 +602,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
         security,
     )
     .with_redis(redis)
+    .with_health(v.health.clone())
     .as_api_node();
     let (server, tx) = serve(listener, &state);
     tracing::info!(%addr, role = "api", "serving market data from redis");

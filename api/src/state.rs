@@ -21,6 +21,14 @@ pub struct FeedInfo {
     pub ring: Arc<RingStats>,
 }
 
+impl FeedInfo {
+    /// Whether the feed connects to a venue (its state then says whether it is
+    /// connected); synthetic and replay feeds are connected while they run.
+    pub fn state(&self) -> stocksblitz_feed_handlers::FeedState {
+        self.stats.state()
+    }
+}
+
 pub struct Inner {
     pub config: ApiConfig,
     pub market: Arc<Market>,
@@ -45,6 +53,8 @@ pub struct Inner {
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
     pub audit: Arc<crate::audit::AuditLog>,
+    /// The readiness rule (`[health]`).
+    pub health: crate::config::health::HealthRule,
     next_conn: AtomicU64,
 }
 
@@ -99,6 +109,7 @@ impl AppState {
             auth: security.auth,
             limiter: security.limiter,
             audit: security.audit,
+            health: crate::config::health::HealthRule::default(),
             next_conn: AtomicU64::new(1),
         }))
     }
@@ -115,6 +126,14 @@ impl AppState {
     pub fn with_taps(mut self, taps: Vec<Arc<RingStats>>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.taps = taps;
+        }
+        self
+    }
+
+    /// Sets the readiness rule (before the state is shared).
+    pub fn with_health(mut self, rule: crate::config::health::HealthRule) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.health = rule;
         }
         self
     }

@@ -16,7 +16,8 @@ pub struct EngineConfig {
     pub output_ring_capacity: usize,
     /// Price levels kept per book side.
     pub book_max_levels: usize,
-    /// An instrument with no data for this long becomes STALE.
+    /// An instrument with no data for this long becomes STALE (only in session, and only
+    /// if a feed delivers it: out of session it is CLOSED, feedless ones are never STALE).
     pub stale_after_ms: u64,
     /// How long after its end a bar waits for late trades before it closes.
     pub bar_grace_ms: u64,

@@ -12,6 +12,7 @@ use crate::config::EngineConfig;
 use crate::event::{EngineEvent, EventData};
 use crate::idle::Idler;
 use crate::ids::InstrumentId;
+use crate::instrument::InstrumentRegistry;
 use crate::instrument_state::{Emitted, InstrumentState};
 use crate::orders::gateway::OrderGateway;
 use crate::orders::{CommandKind, KillScope, OrderManager, TradingState, VenueKind};
@@ -95,8 +96,25 @@ impl Engine {
         }
     }
 
+    /// Applies each instrument's trading session (out of session its state is CLOSED,
+    /// never LIVE or STALE) and marks the instruments no feed delivers (`fed` lacks
+    /// them): silence never makes those STALE.
+    pub fn with_market(mut self, registry: &InstrumentRegistry, fed: &[InstrumentId], now: UnixNanos) -> Self {
+        for inst in registry.iter() {
+            let id = inst.id;
+            if let Some(st) = self.states.get_mut(id.index()) {
+                st.set_session(inst.session.clone(), now, &mut self.emitted);
+                if !fed.contains(&id) {
+                    st.set_feedless(&mut self.emitted);
+                }
+            }
+            self.flush(id, UnixNanos::UNKNOWN, now);
+        }
+        self
+    }
+
     /// Turns order entry on. Internal-venue instruments have no feed: their market
-    /// data is the engine's own, live from the start.
+    /// data is the engine's own, live from the start and never STALE for silence.
     pub fn with_orders(mut self, mut manager: OrderManager, gateway: OrderGateway, now: UnixNanos) -> Self {
         // A recovered manager's positions are marked again from its references, and
         // every instrument's data quality is the engine's (SYNCING until its feed is).
@@ -115,6 +133,10 @@ impl Engine {
             surveillance: None,
         });
         for id in internal {
+            if let Some(st) = self.states.get_mut(id.index()) {
+                st.set_feedless(&mut self.emitted);
+            }
+            self.flush(id, UnixNanos::UNKNOWN, now);
             self.process(&Tick {
                 exchange_ts: UnixNanos::UNKNOWN,
                 recv_ts: now,
@@ -132,7 +154,8 @@ impl Engine {
 
     /// Turns surveillance on (after [`with_orders`](Self::with_orders): its actions are
     /// order-path steps).
-    pub fn with_surveillance(mut self, surveillance: Surveillance) -> Self {
+    pub fn with_surveillance(mut self, mut surveillance: Surveillance) -> Self {
+        surveillance.set_stale_after(self.stale_after_ns);
         if let Some(op) = self.orders.as_mut() {
             op.surveillance = Some(surveillance);
         }

@@ -10,6 +10,7 @@ use crate::event::EventData;
 use crate::fixed::{Price, Qty};
 use crate::ids::InstrumentId;
 use crate::quality::{DataQuality, QualityFlags};
+use crate::session::TradingSession;
 use crate::side::{Aggressor, Side};
 use crate::stack_vec::{Placeholder, StackVec};
 use crate::tick::{BookFlags, FeedStatus, Tick, TickData};
@@ -98,7 +99,17 @@ pub struct InstrumentState {
     quality: DataQuality,
     /// Receive time of the last data tick (for staleness).
     last_data: UnixNanos,
+    /// When the instrument trades; out of it the state is CLOSED.
+    session: TradingSession,
+    /// Whether a feed delivers its market data. Without one (the internal venue: its
+    /// data is its own book's) silence is just a quiet market, never STALE.
+    has_feed: bool,
+    /// When the session is next looked at (once a second: sessions change on minutes).
+    next_session_check: UnixNanos,
 }
+
+/// How often the session is looked at.
+const SESSION_CHECK_NS: i64 = UnixNanos::NANOS_PER_SEC;
 
 impl InstrumentState {
     pub fn new(id: InstrumentId, book_max_levels: usize, bar_grace_ns: i64) -> Self {
@@ -114,6 +125,59 @@ impl InstrumentState {
             flags: QualityFlags::default(),
             quality: DataQuality::Syncing,
             last_data: UnixNanos::UNKNOWN,
+            session: TradingSession::Always,
+            has_feed: true,
+            next_session_check: UnixNanos(i64::MIN),
+        }
+    }
+
+    /// Sets the trading session and applies it at `now` (emitting a status event if
+    /// the state changes).
+    pub fn set_session(&mut self, session: TradingSession, now: UnixNanos, out: &mut Emitted) {
+        self.session = session;
+        self.next_session_check = UnixNanos(i64::MIN);
+        self.check_session(now);
+        self.update_quality(out);
+    }
+
+    /// Marks the instrument as having no feed: silence never makes it STALE.
+    pub fn set_feedless(&mut self, out: &mut Emitted) {
+        self.has_feed = false;
+        self.flags.stale = false;
+        self.update_quality(out);
+    }
+
+    pub fn has_feed(&self) -> bool {
+        self.has_feed
+    }
+
+    pub fn session(&self) -> &TradingSession {
+        &self.session
+    }
+
+    /// Receive time of the last market data (UNKNOWN before the first).
+    pub fn last_data(&self) -> UnixNanos {
+        self.last_data
+    }
+
+    /// Opens or closes the instrument by its session, at most once a second. At the
+    /// open the feed gets a full stale period from then: a market that just opened is
+    /// not stale for the silence of the night before.
+    #[inline]
+    fn check_session(&mut self, now: UnixNanos) {
+        if now < self.next_session_check {
+            return;
+        }
+        self.next_session_check = UnixNanos(now.0.saturating_add(SESSION_CHECK_NS));
+        let closed = !self.session.is_open(now);
+        if closed != self.flags.closed {
+            self.flags.closed = closed;
+            if !closed {
+                self.flags.stale = false;
+                if self.last_data.is_known() {
+                    self.last_data = now;
+                }
+            }
         }
     }
 
@@ -245,7 +309,7 @@ impl InstrumentState {
                     self.flags.stale = false;
                 }
                 FeedStatus::Gap => self.flags.gapped = true,
-                FeedStatus::Stale => self.flags.stale = true,
+                FeedStatus::Stale => self.flags.stale = self.has_feed,
                 FeedStatus::Halted => self.flags.halted = true,
                 FeedStatus::Resumed => self.flags.halted = false,
             },
@@ -254,7 +318,8 @@ impl InstrumentState {
         outcome
     }
 
-    /// Time-driven work: bar closes and staleness.
+    /// Time-driven work: bar closes, the session, and staleness (only in session and
+    /// only for an instrument with a feed).
     pub fn on_timer(&mut self, now: UnixNanos, stale_after_ns: i64, out: &mut Emitted) {
         for b in &mut self.bars {
             if let BarEvent::Closed(bar) = b.on_timer(now) {
@@ -264,7 +329,10 @@ impl InstrumentState {
                 });
             }
         }
-        if self.flags.synced
+        self.check_session(now);
+        if self.has_feed
+            && !self.flags.closed
+            && self.flags.synced
             && !self.flags.stale
             && self.last_data.is_known()
             && now.0.saturating_sub(self.last_data.0) > stale_after_ns
@@ -326,5 +394,183 @@ impl InstrumentState {
     /// Events a snapshot needs at most.
     pub fn snapshot_len(book_max_levels: usize) -> usize {
         2 * book_max_levels + 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::side::Aggressor;
+
+    const S: i64 = UnixNanos::NANOS_PER_SEC;
+    /// 2026-11-24 00:00 UTC, a Tuesday.
+    const T0: i64 = 1_795_478_400 * S;
+
+    fn tick(t: i64, data: TickData) -> Tick {
+        Tick {
+            exchange_ts: UnixNanos(t),
+            recv_ts: UnixNanos(t),
+            instrument: InstrumentId(0),
+            data,
+        }
+    }
+
+    fn quote(t: i64) -> Tick {
+        tick(
+            t,
+            TickData::Quote {
+                bid: Price(100),
+                bid_qty: Qty(1),
+                ask: Price(101),
+                ask_qty: Qty(1),
+            },
+        )
+    }
+
+    fn trade(t: i64) -> Tick {
+        tick(
+            t,
+            TickData::Trade {
+                price: Price(100),
+                qty: Qty(1),
+                trade_id: t as u64,
+                aggressor: Aggressor::Buy,
+            },
+        )
+    }
+
+    fn status(t: i64, status: FeedStatus) -> Tick {
+        tick(t, TickData::Status { status, detail: 0 })
+    }
+
+    fn nse() -> TradingSession {
+        "Asia/Kolkata 09:15-15:30 mon-fri".parse().unwrap()
+    }
+
+    /// What can happen to an instrument between two looks: time passes, then one input.
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Quote,
+        Trade,
+        FeedStale,
+        FeedLive,
+        Timer,
+    }
+
+    fn step() -> impl Strategy<Value = (i64, Step)> {
+        (
+            0i64..600 * S,
+            prop_oneof![
+                Just(Step::Quote),
+                Just(Step::Trade),
+                Just(Step::FeedStale),
+                Just(Step::FeedLive),
+                Just(Step::Timer),
+            ],
+        )
+    }
+
+    fn apply(st: &mut InstrumentState, t: i64, s: Step, stale_after: i64, out: &mut Emitted) {
+        match s {
+            Step::Quote => {
+                st.on_tick(&quote(t), out);
+            }
+            Step::Trade => {
+                st.on_tick(&trade(t), out);
+            }
+            Step::FeedStale => {
+                st.on_tick(&status(t, FeedStatus::Stale), out);
+            }
+            Step::FeedLive => {
+                st.on_tick(&status(t, FeedStatus::Live), out);
+            }
+            Step::Timer => {}
+        }
+        out.clear();
+        st.on_timer(UnixNanos(t), stale_after, out);
+        out.clear();
+    }
+
+    proptest! {
+        /// An instrument without a feed (the internal venue) is never STALE, however
+        /// long it stays quiet and whatever arrives in between, with a short threshold.
+        #[test]
+        fn feedless_is_never_stale(steps in proptest::collection::vec(step(), 1..60), stale_ms in 1i64..5_000) {
+            let mut st = InstrumentState::new(InstrumentId(0), 8, 0);
+            let mut out = Emitted::default();
+            st.set_feedless(&mut out);
+            st.on_tick(&status(T0, FeedStatus::Live), &mut out);
+            let mut t = T0;
+            for (dt, s) in steps {
+                t += dt;
+                apply(&mut st, t, s, stale_ms * 1_000_000, &mut out);
+                prop_assert_ne!(st.quality(), DataQuality::Stale);
+            }
+        }
+
+        /// Out of session the state is CLOSED (never LIVE, never STALE) whatever the feed
+        /// does; in session it is never CLOSED. Over two weeks of NSE sessions.
+        #[test]
+        fn out_of_session_is_closed(steps in proptest::collection::vec((0i64..7_200 * S, 0u8..5), 1..80)) {
+            let session = nse();
+            let mut st = InstrumentState::new(InstrumentId(0), 8, 0);
+            let mut out = Emitted::default();
+            st.set_session(session.clone(), UnixNanos(T0), &mut out);
+            st.on_tick(&status(T0, FeedStatus::Live), &mut out);
+            let mut t = T0;
+            for (dt, k) in steps {
+                // Past the once-a-second session look.
+                t += dt + S;
+                let s = [Step::Quote, Step::Trade, Step::FeedStale, Step::FeedLive, Step::Timer][k as usize];
+                apply(&mut st, t, s, 3 * S, &mut out);
+                let open = session.is_open(UnixNanos(t));
+                prop_assert_eq!(st.quality() == DataQuality::Closed, !open, "at {} ({:?})", t, s);
+            }
+        }
+    }
+
+    /// The market opening after a quiet night is not STALE at once: the feed gets a
+    /// full stale period from the open. Silence after that is STALE.
+    #[test]
+    fn the_open_starts_a_fresh_stale_period() {
+        let mut st = InstrumentState::new(InstrumentId(0), 8, 0);
+        let mut out = Emitted::default();
+        // 2026-11-24 09:14:00 IST = 03:44 UTC.
+        let before_open = T0 + (3 * 3600 + 44 * 60) * S;
+        st.set_session(nse(), UnixNanos(before_open - 3600 * S), &mut out);
+        st.on_tick(&quote(before_open - 3600 * S), &mut out);
+        assert_eq!(st.quality(), DataQuality::Closed);
+        st.on_timer(UnixNanos(before_open), 5 * S, &mut out);
+        assert_eq!(st.quality(), DataQuality::Closed);
+        let open = before_open + 60 * S;
+        out.clear();
+        st.on_timer(UnixNanos(open), 5 * S, &mut out);
+        assert_eq!(st.quality(), DataQuality::Live, "open, data an hour old, not stale yet");
+        assert!(out.as_slice().iter().any(|e| matches!(
+            e,
+            EventData::Status {
+                previous: DataQuality::Closed
+            }
+        )));
+        st.on_timer(UnixNanos(open + 4 * S), 5 * S, &mut out);
+        assert_eq!(st.quality(), DataQuality::Live);
+        st.on_timer(UnixNanos(open + 6 * S), 5 * S, &mut out);
+        assert_eq!(st.quality(), DataQuality::Stale, "silent in session past the threshold");
+        st.on_tick(&trade(open + 7 * S), &mut out);
+        assert_eq!(st.quality(), DataQuality::Live);
+    }
+
+    /// A fed instrument does go STALE (the rule the feedless exemption is an exception to).
+    #[test]
+    fn a_fed_instrument_goes_stale_in_session() {
+        let mut st = InstrumentState::new(InstrumentId(0), 8, 0);
+        let mut out = Emitted::default();
+        st.on_tick(&quote(T0), &mut out);
+        st.on_timer(UnixNanos(T0 + 2 * S), S, &mut out);
+        assert_eq!(st.quality(), DataQuality::Stale);
+        st.on_tick(&status(T0 + 3 * S, FeedStatus::Stale), &mut out);
+        assert_eq!(st.quality(), DataQuality::Stale);
     }
 }

@@ -21,6 +21,8 @@ pub enum DataQuality {
     Crossed = 4,
     /// The venue halted trading in the instrument.
     Halted = 5,
+    /// Out of the instrument's trading session: a quiet market, not a stale one.
+    Closed = 6,
 }
 
 /// The independent conditions the state is derived from.
@@ -31,6 +33,8 @@ pub struct QualityFlags {
     pub gapped: bool,
     pub crossed: bool,
     pub halted: bool,
+    /// Out of the instrument's trading session.
+    pub closed: bool,
 }
 
 impl DataQuality {
@@ -42,13 +46,17 @@ impl DataQuality {
             DataQuality::Gapped => "GAPPED",
             DataQuality::Crossed => "CROSSED",
             DataQuality::Halted => "HALTED",
+            DataQuality::Closed => "CLOSED",
         }
     }
 
     /// The single state a consumer sees: the most severe condition wins
-    /// (halted > gapped > syncing > stale > crossed > live).
+    /// (closed > halted > gapped > syncing > stale > crossed > live). Out of session
+    /// is its own state whatever else holds: never LIVE, never STALE.
     pub const fn derive(f: QualityFlags) -> Self {
-        if f.halted {
+        if f.closed {
+            DataQuality::Closed
+        } else if f.halted {
             DataQuality::Halted
         } else if f.gapped {
             DataQuality::Gapped
@@ -63,14 +71,20 @@ impl DataQuality {
         }
     }
 
+    /// The state named `s` (as [`as_str`](Self::as_str) writes it, any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|q| q.as_str().eq_ignore_ascii_case(s))
+    }
+
     /// All states, for metrics and docs.
-    pub const ALL: [DataQuality; 6] = [
+    pub const ALL: [DataQuality; 7] = [
         DataQuality::Syncing,
         DataQuality::Live,
         DataQuality::Stale,
         DataQuality::Gapped,
         DataQuality::Crossed,
         DataQuality::Halted,
+        DataQuality::Closed,
     ];
 }
 
@@ -92,5 +106,34 @@ mod tests {
         assert_eq!(DataQuality::derive(f), DataQuality::Gapped);
         f.halted = true;
         assert_eq!(DataQuality::derive(f), DataQuality::Halted);
+        f.closed = true;
+        assert_eq!(DataQuality::derive(f), DataQuality::Closed);
+    }
+
+    /// Out of session wins over every other condition, and nothing but the closed flag
+    /// ever yields CLOSED: over all 2^6 flag combinations.
+    #[test]
+    fn closed_is_its_own_state_never_live_or_stale() {
+        for bits in 0u8..64 {
+            let f = QualityFlags {
+                synced: bits & 1 != 0,
+                stale: bits & 2 != 0,
+                gapped: bits & 4 != 0,
+                crossed: bits & 8 != 0,
+                halted: bits & 16 != 0,
+                closed: bits & 32 != 0,
+            };
+            let q = DataQuality::derive(f);
+            assert_eq!(q == DataQuality::Closed, f.closed, "{f:?} -> {q:?}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for q in DataQuality::ALL {
+            assert_eq!(DataQuality::parse(q.as_str()), Some(q));
+            assert_eq!(DataQuality::parse(&q.as_str().to_ascii_lowercase()), Some(q));
+        }
+        assert_eq!(DataQuality::parse("OPEN"), None);
     }
 }

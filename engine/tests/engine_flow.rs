@@ -246,3 +246,96 @@ fn overflowed_consumer_is_resynced_with_a_snapshot() {
     e.poll();
     assert_eq!(drain(&mut rx).len(), 1);
 }
+
+/// `with_market`: an instrument out of its session publishes CLOSED (with a status
+/// event) and comes back by the session at its open; an instrument no feed delivers
+/// stays LIVE over a long quiet spell while a fed one goes STALE.
+#[test]
+fn sessions_close_instruments_and_feedless_ones_never_go_stale() {
+    use stocksblitz_engine::instrument::InstrumentKind;
+    use stocksblitz_engine::{InstrumentConfig, InstrumentRegistry};
+    let inst = |symbol: &str, session: &str| InstrumentConfig {
+        symbol: symbol.into(),
+        venue: "nse".into(),
+        venue_symbol: symbol.into(),
+        kind: InstrumentKind::Equity,
+        currency: "INR".into(),
+        price_decimals: 2,
+        qty_decimals: 0,
+        tick_size: "0.05".into(),
+        lot_size: "1".into(),
+        session: session.into(),
+    };
+    let registry = InstrumentRegistry::from_config(&[
+        inst("FED", "24x7"),
+        inst("QUIET", "24x7"),
+        inst("NSE", "Asia/Kolkata 09:15-15:30 mon-fri"),
+    ])
+    .unwrap();
+    let cfg = EngineConfig {
+        book_max_levels: 8,
+        stale_after_ms: 100,
+        ..EngineConfig::default()
+    };
+    let (mut tx, rx) = ring::<Tick>("in", 1024);
+    let (otx, mut orx) = ring::<EngineEvent>("out", 4096);
+    // 2026-11-24 (a Tuesday) 03:00 UTC = 08:30 IST: NSE not open yet.
+    let t0 = 1_795_489_200 * S;
+    let (fed, quiet, nse) = (InstrumentId(0), InstrumentId(1), InstrumentId(2));
+    let mut e = Engine::new(&cfg, 3, vec![rx], vec![otx]).with_market(&registry, &[fed, nse], UnixNanos(t0));
+    let evs = drain(&mut orx);
+    assert!(evs.iter().any(|ev| ev.instrument == nse
+        && ev.quality == DataQuality::Closed
+        && matches!(ev.data, EventData::Status { .. })));
+    for id in [fed, quiet, nse] {
+        let t = |data| Tick {
+            instrument: id,
+            ..tick(t0, data)
+        };
+        assert!(tx.push(t(status(FeedStatus::Live))));
+        assert!(tx.push(t(TickData::Trade {
+            price: Price(100),
+            qty: Qty(1),
+            trade_id: 1,
+            aggressor: Aggressor::Buy,
+        })));
+    }
+    e.poll();
+    let last = |evs: &[EngineEvent], id| evs.iter().rev().find(|ev| ev.instrument == id).map(|ev| ev.quality);
+    let evs = drain(&mut orx);
+    assert_eq!(
+        last(&evs, nse),
+        Some(DataQuality::Closed),
+        "ticks out of session do not open it"
+    );
+    // 45 minutes of silence, looked at every second: the fed one is STALE, the quiet
+    // one never is, NSE stays CLOSED until 09:15 IST and then opens (not STALE at once).
+    let mut quiet_states = Vec::new();
+    for s in 1..2_700 {
+        e.housekeeping(UnixNanos(t0 + s * S));
+        quiet_states.extend(e.state(quiet).map(|st| st.quality()));
+    }
+    assert!(
+        quiet_states.iter().all(|q| *q == DataQuality::Live),
+        "{:?}",
+        quiet_states.last()
+    );
+    assert_eq!(e.state(fed).map(|s| s.quality()), Some(DataQuality::Stale));
+    assert_eq!(
+        e.state(nse).map(|s| s.quality()),
+        Some(DataQuality::Closed),
+        "09:14:59 IST"
+    );
+    drain(&mut orx);
+    // 09:15 IST = 03:45 UTC: 45 minutes after t0.
+    e.housekeeping(UnixNanos(t0 + 2_700 * S + S));
+    let evs = drain(&mut orx);
+    assert_eq!(
+        last(&evs, nse),
+        Some(DataQuality::Live),
+        "open, with a fresh stale period"
+    );
+    // In session and silent past the threshold: now it is STALE.
+    e.housekeeping(UnixNanos(t0 + 2_700 * S + 3 * S));
+    assert_eq!(e.state(nse).map(|s| s.quality()), Some(DataQuality::Stale));
+}

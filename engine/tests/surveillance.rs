@@ -557,6 +557,30 @@ fn book_and_feed_state_rules() {
     );
 }
 
+/// A stale feed reports how long the instrument was silent against the engine's
+/// threshold (seconds, three decimals), not a bare 1 against 0; over many silences.
+#[test]
+fn a_stale_feed_reports_its_silence_against_the_threshold() {
+    let mut r = Rig::new();
+    r.s.set_stale_after(5 * SECOND);
+    let status = |previous| EventData::Status { previous };
+    let mut at = IST_10_00;
+    for silent_ms in [5_001i64, 7_250, 60_000, 3_000] {
+        assert!(r.market(NSE_EQ, DataQuality::Live, trade(1_520_00, 5), at).is_empty());
+        at += silent_ms * 1_000_000;
+        let a = r.market(NSE_EQ, DataQuality::Stale, status(DataQuality::Live), at);
+        assert_eq!(rules(&a), [Rule::StaleFeed]);
+        assert_eq!((a[0].observed, a[0].threshold, a[0].scale), (silent_ms, 5_000, 3));
+        let text = a[0].describe(Some("INFY"), None);
+        assert!(
+            text.contains("no market data for") && text.contains("stale after 5.000 s"),
+            "{text}"
+        );
+        // Past the cooldown before the next episode.
+        at += 120 * SECOND;
+    }
+}
+
 #[test]
 fn volume_spikes_against_the_rolling_baseline() {
     let mut r = Rig::new();

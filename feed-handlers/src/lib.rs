@@ -34,5 +34,5 @@ pub mod venue;
 
 pub use config::{FeedConfig, FeedKind, SyntheticConfig};
 pub use runner::{spawn_synthetic, FeedHandle};
-pub use stats::FeedStats;
+pub use stats::{FeedState, FeedStats};
 pub use synthetic::{SimSpec, SyntheticMarket, TickBuf};

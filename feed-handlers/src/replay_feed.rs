@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use stocksblitz_engine::ring::RingProducer;
-use stocksblitz_engine::{InstrumentRegistry, Tick};
+use stocksblitz_engine::{InstrumentRegistry, Tick, UnixNanos};
 
 use crate::capture;
 use crate::replay::{replay, ReplayOptions, Speed, Stamp};
 use crate::runner::FeedHandle;
-use crate::stats::FeedStats;
+use crate::stats::{FeedState, FeedStats};
 use crate::venue::{Venue, VenueNormalizer};
 
 /// `[feeds.replay]`.
@@ -65,6 +65,7 @@ pub fn spawn_replay(
         .spawn(move || {
             crate::runner::pin_feed_thread(core, &log_name);
             st.running.set(1);
+            st.set_state(FeedState::Connected, None, UnixNanos::now());
             let opts = ReplayOptions {
                 speed,
                 stamp: Stamp::Now,
@@ -91,6 +92,7 @@ pub fn spawn_replay(
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             st.running.set(0);
+            st.set_state(FeedState::Stopped, None, UnixNanos::now());
         })
         .map_err(|e| e.to_string())?;
     Ok(FeedHandle::new(name, "replay", stats, ring_stats, join))

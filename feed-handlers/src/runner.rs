@@ -13,7 +13,7 @@ use stocksblitz_engine::idle::{IdleConfig, Idler};
 use stocksblitz_engine::ring::{RingProducer, RingStats};
 use stocksblitz_engine::{Tick, UnixNanos};
 
-use crate::stats::FeedStats;
+use crate::stats::{FeedState, FeedStats};
 use crate::synthetic::{SyntheticMarket, TickBuf};
 
 /// A running feed thread.
@@ -90,6 +90,7 @@ pub fn spawn_synthetic(
         let stats = thread_stats;
         pin_feed_thread(core, &log_name);
         stats.running.set(1);
+        stats.set_state(FeedState::Connected, None, UnixNanos::now());
         tracing::info!(feed = %log_name, kind = "synthetic", rate_per_sec, "feed started");
         let now = UnixNanos::now();
         for i in 0..market.len() {
@@ -117,6 +118,7 @@ pub fn spawn_synthetic(
             }
         }
         stats.running.set(0);
+        stats.set_state(FeedState::Stopped, None, UnixNanos::now());
         tracing::info!(feed = %log_name, "feed stopped");
     })?;
     Ok(FeedHandle {

@@ -57,3 +57,63 @@ fn depth_recovers_from_every_fault() {
     h.run_for(Duration::from_millis(1_000));
     h.assert_books_match("silence", Some(5));
 }
+
+/// Kite's access token rotates daily. A refused token (HTTP 403) shows as the feed's
+/// state with a reason naming where the token comes from (never the token itself), is
+/// counted and retried with backoff; the token file is re-read before every reconnect,
+/// so writing the new token there recovers the feed without a restart. Two rotations.
+#[test]
+fn a_refused_token_shows_and_a_rotated_token_file_is_picked_up() {
+    use stocksblitz_feed_handlers::FeedState;
+    let var = format!("SBZ_TEST_KITE_TOKEN_{}", std::process::id());
+    let dir = std::env::temp_dir().join(format!("sbz-kite-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("access_token");
+    std::fs::write(&file, "day-1-token\n").unwrap();
+    // SAFETY: this test alone uses this variable (its name carries the process id).
+    unsafe { std::env::set_var(format!("{var}_FILE"), &file) };
+    let instruments = [instrument("RELIANCE", "nse", "738561", 2, 0)];
+    let env = var.clone();
+    let mut h = Harness::start(Venue::Kite, &instruments, &[("RELIANCE", "2450.00")], move |c| {
+        c.auth_query.insert("access_token".into(), env);
+    });
+    let wait_for = |h: &mut Harness, state: FeedState| {
+        for _ in 0..200 {
+            if h.stats().state() == state {
+                return;
+            }
+            h.run_for(Duration::from_millis(50));
+        }
+        panic!("feed never {state:?}: {:?} {:?}", h.stats().state(), h.stats().reason());
+    };
+    wait_for(&mut h, FeedState::Connected);
+    for (old, new) in [("day-1-token", "day-2-token"), ("day-2-token", "day-3-token")] {
+        // The day's token expires: the venue drops the connection and refuses it.
+        h.control("/control/auth/kite", serde_json::json!({ "refused_tokens": [old] }));
+        h.fault(FaultKind::Disconnect, 1, 0);
+        wait_for(&mut h, FeedState::Unauthorized);
+        let reason = h.stats().reason().unwrap_or_default();
+        assert!(reason.contains("HTTP 403"), "{reason}");
+        assert!(
+            reason.contains(&format!("{var}_FILE")),
+            "says where the token goes: {reason}"
+        );
+        assert!(!reason.contains(old), "never the token itself: {reason}");
+        let refused = h.stats().auth_failures.get();
+        assert!(refused >= 1);
+        // Retried, visibly, while the token is wrong.
+        h.run_for(Duration::from_millis(600));
+        assert_eq!(h.stats().state(), FeedState::Unauthorized);
+        assert!(h.stats().auth_failures.get() > refused, "still retried");
+        // The operator (or the token job) writes the new token: no restart.
+        h.statuses.clear();
+        std::fs::write(&file, format!("{new}\n")).unwrap();
+        wait_for(&mut h, FeedState::Connected);
+        assert_eq!(h.stats().reason(), None);
+        h.run_for(Duration::from_millis(500));
+        assert!(h.statuses.contains(&FeedStatus::Live), "{:?}", h.statuses);
+        h.assert_books_match(&format!("after {new}"), Some(5));
+    }
+    drop(h);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod health;
 pub mod limits;
 pub mod orders;
 mod overrides;
@@ -61,6 +62,9 @@ pub struct Config {
     /// Redis (`[redis]`); absent = not used.
     #[serde(default)]
     pub redis: Option<redis::RedisConfig>,
+    /// The readiness rule (`[health]`); absent keys take the documented defaults.
+    #[serde(default)]
+    pub health: health::HealthConfig,
 }
 
 /// `[api]`.

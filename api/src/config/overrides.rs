@@ -11,7 +11,7 @@ use super::ConfigError;
 use super::ENV_PREFIX;
 
 /// Sections that may be overridden.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "api",
     "log",
     "engine",
@@ -23,6 +23,7 @@ const SECTIONS: [&str; 11] = [
     "rate_limits",
     "audit",
     "surveillance",
+    "health",
 ];
 
 /// (dotted key, variable) pairs applied.

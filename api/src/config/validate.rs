@@ -24,6 +24,8 @@ pub struct Validated {
     pub questdb: Option<super::questdb::QuestDbSetup>,
     /// Redis, when `[redis]` is configured.
     pub redis: Option<super::redis::RedisSetup>,
+    /// The readiness rule (`[health]`).
+    pub health: super::health::HealthRule,
 }
 
 pub(super) fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
@@ -343,6 +345,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         .map(|q| super::questdb::setup(q, orders.is_some()))
         .transpose()?;
     let redis = config.redis.as_ref().map(super::redis::setup).transpose()?;
+    let health = super::health::check(&config.health)?;
     Ok(Validated {
         config,
         registry,
@@ -351,5 +354,6 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         surveillance,
         questdb,
         redis,
+        health,
     })
 }

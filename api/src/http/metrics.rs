@@ -423,6 +423,58 @@ pub fn render(app: &AppState) -> String {
         }
     }
 
+    // Feed connection state: 1 for the current one (a refused token shows as
+    // "unauthorized"), how long it has held, and refused connection attempts.
+    o.header(
+        "stocksblitz_feed_state",
+        "gauge",
+        "1 for the feed's current connection state (starting, connected, disconnected, unauthorized, stopped).",
+    );
+    for f in &app.feeds {
+        let current = f.state();
+        for s in stocksblitz_feed_handlers::FeedState::ALL {
+            let labels = format!("feed=\"{}\",kind=\"{}\",state=\"{}\"", esc(&f.name), f.kind, s.as_str());
+            o.sample("stocksblitz_feed_state", &labels, u8::from(s == current));
+        }
+    }
+    o.header(
+        "stocksblitz_feed_state_seconds",
+        "gauge",
+        "Seconds the feed has been in its current connection state.",
+    );
+    let now = UnixNanos::now().0;
+    for f in &app.feeds {
+        let since = f.stats.state_since().map_or(0, |t| t.0);
+        let secs = if since == 0 {
+            app.started.elapsed().as_secs_f64()
+        } else {
+            (now - since).max(0) as f64 / 1e9
+        };
+        o.sample(
+            "stocksblitz_feed_state_seconds",
+            &format!("feed=\"{}\",kind=\"{}\"", esc(&f.name), f.kind),
+            format!("{secs:.3}"),
+        );
+    }
+    o.header(
+        "stocksblitz_feed_auth_failures_total",
+        "counter",
+        "Connection attempts the venue refused for their credentials (HTTP 401/403).",
+    );
+    for f in &app.feeds {
+        o.sample(
+            "stocksblitz_feed_auth_failures_total",
+            &format!("feed=\"{}\",kind=\"{}\"", esc(&f.name), f.kind),
+            f.stats.auth_failures.get(),
+        );
+    }
+    o.header(
+        "stocksblitz_ready",
+        "gauge",
+        "1 when /health/ready answers 200 (the [health] rule holds).",
+    );
+    o.sample("stocksblitz_ready", "", u8::from(super::health::is_ready(app)));
+
     // Data quality per instrument.
     o.header(
         "stocksblitz_instrument_quality",

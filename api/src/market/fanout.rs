@@ -18,7 +18,7 @@ use parking_lot::RwLock;
 use stocksblitz_engine::counter::Counter;
 use stocksblitz_engine::idle::{IdleConfig, Idler};
 use stocksblitz_engine::ring::{RingConsumer, RingProducer};
-use stocksblitz_engine::{EngineEvent, InstrumentId, InstrumentRegistry, UnixNanos};
+use stocksblitz_engine::{DataQuality, EngineEvent, InstrumentId, InstrumentRegistry, UnixNanos};
 
 use super::mirror::{Change, Mirror};
 use crate::ws::hub::Hub;
@@ -30,6 +30,23 @@ const BATCH: usize = 4096;
 pub struct Market {
     pub registry: Arc<InstrumentRegistry>,
     pub mirror: RwLock<Mirror>,
+    /// The configured feed delivering each instrument (by id); `None`: no feed (the
+    /// internal venue's instruments, whose market data is their own book's).
+    pub feed_of: Vec<Option<String>>,
+}
+
+impl Market {
+    pub fn feed_of(&self, id: InstrumentId) -> Option<&str> {
+        self.feed_of.get(id.index()).and_then(|f| f.as_deref())
+    }
+}
+
+/// One data-quality transition the fan-out saw, logged after the batch.
+#[derive(Debug, Clone, Copy)]
+struct Transition {
+    id: InstrumentId,
+    from: DataQuality,
+    to: DataQuality,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +55,20 @@ pub struct FanoutStats {
     pub batches: Counter,
     /// Wall-clock nanoseconds of the fan-out loop's last pass (liveness).
     pub heartbeat_ns: Counter,
+}
+
+/// Logs a data-quality transition as one structured line: which instrument, which
+/// feed, from what to what, and what it means for readiness.
+fn log_transition(market: &Market, t: Transition) {
+    let symbol = market.registry.get(t.id).map_or("?", |i| i.symbol.as_str());
+    let feed = market.feed_of(t.id).unwrap_or("none");
+    let (from, to) = (t.from.as_str(), t.to.as_str());
+    match t.to {
+        DataQuality::Live | DataQuality::Closed => {
+            tracing::info!(target: "stocksblitz::quality", symbol, feed, from, to, "data quality changed")
+        }
+        _ => tracing::warn!(target: "stocksblitz::quality", symbol, feed, from, to, "data quality changed"),
+    }
 }
 
 pub fn spawn_fanout(
@@ -54,6 +85,7 @@ pub fn spawn_fanout(
         let mut idler = Idler::new(idle);
         let mut batch: Vec<EngineEvent> = Vec::with_capacity(BATCH);
         let mut changes: Vec<(InstrumentId, Change)> = Vec::with_capacity(BATCH);
+        let mut transitions: Vec<Transition> = Vec::with_capacity(BATCH);
         while !stop.load(Ordering::Relaxed) {
             st.heartbeat_ns.set(UnixNanos::now().0 as u64);
             ring.pop_batch(&mut batch, BATCH);
@@ -65,13 +97,28 @@ pub fn spawn_fanout(
             {
                 let mut mirror = market.mirror.write();
                 for ev in &batch {
+                    let from = mirror.get(ev.instrument).map(|v| v.quality());
                     let c = mirror.apply(ev);
                     if c != Change::None {
                         changes.push((ev.instrument, c));
                     }
+                    let to = mirror.get(ev.instrument).map(|v| v.quality());
+                    if let (Some(from), Some(to)) = (from, to) {
+                        if from != to {
+                            transitions.push(Transition {
+                                id: ev.instrument,
+                                from,
+                                to,
+                            });
+                        }
+                    }
                 }
             }
             hub.dispatch(&changes);
+            // Off the engine's path and outside the lock: one line per transition.
+            for t in transitions.drain(..) {
+                log_transition(&market, t);
+            }
             for tap in &mut taps {
                 for ev in &batch {
                     tap.push(*ev);

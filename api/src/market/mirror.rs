@@ -110,6 +110,8 @@ pub struct InstrumentView {
     pub bars: [BarSeries; 2],
     /// Receive time of the last event.
     pub last_update: UnixNanos,
+    /// When [`quality`](Self::quality) last changed (UNKNOWN: it has not since start).
+    pub quality_since: UnixNanos,
 }
 
 impl InstrumentView {
@@ -126,6 +128,7 @@ impl InstrumentView {
             trades_cap: trades_cap.max(1),
             bars: [BarSeries::new(bars_cap), BarSeries::new(bars_cap)],
             last_update: UnixNanos::UNKNOWN,
+            quality_since: UnixNanos::UNKNOWN,
         }
     }
 
@@ -229,6 +232,13 @@ impl InstrumentView {
             }
             EventData::Status { .. } => Change::Status,
         };
+        if self.quality() != was {
+            self.quality_since = if ev.recv_ts.is_known() {
+                ev.recv_ts
+            } else {
+                UnixNanos::now()
+            };
+        }
         if change == Change::None || self.quality() == was {
             change
         } else if matches!(change, Change::Quote | Change::Book) {
@@ -313,6 +323,29 @@ mod tests {
         assert_eq!(v.book.bids().len(), 1);
         assert_eq!(v.book.best_bid().map(|l| l.price), Some(Price(12)));
         assert_eq!(v.book_seq, 10);
+    }
+
+    /// "Since when" moves exactly when the quality a consumer sees changes (the
+    /// engine's or this copy's GAPPED), never on an event that keeps it.
+    #[test]
+    fn quality_since_moves_only_on_transitions() {
+        let mut v = InstrumentView::new(InstrumentId(0), 10, 10, 10);
+        let at = |seq: u64, t: i64, q: DataQuality| EngineEvent {
+            recv_ts: UnixNanos(t),
+            quality: q,
+            ..ev(seq, book(Side::Buy, 10, 1, BookFlags::END_OF_BATCH))
+        };
+        assert_eq!(v.quality_since, UnixNanos::UNKNOWN);
+        v.apply(&at(1, 100, DataQuality::Live));
+        assert_eq!(v.quality_since, UnixNanos(100));
+        v.apply(&at(2, 200, DataQuality::Live));
+        assert_eq!(v.quality_since, UnixNanos(100), "no change, no move");
+        v.apply(&at(3, 300, DataQuality::Stale));
+        assert_eq!((v.quality(), v.quality_since), (DataQuality::Stale, UnixNanos(300)));
+        v.apply(&at(5, 400, DataQuality::Stale));
+        assert_eq!((v.quality(), v.quality_since), (DataQuality::Gapped, UnixNanos(400)));
+        v.apply(&at(6, 500, DataQuality::Stale));
+        assert_eq!(v.quality_since, UnixNanos(400));
     }
 
     #[test]

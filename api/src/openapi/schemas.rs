@@ -71,7 +71,7 @@ pub struct Quote {
     pub bid_qty: Option<String>,
     pub ask: Option<String>,
     pub ask_qty: Option<String>,
-    /// `SYNCING`, `LIVE`, `GAPPED`, `STALE`, ...
+    /// `SYNCING`, `LIVE`, `STALE`, `GAPPED`, `CROSSED`, `HALTED` or `CLOSED` (out of session).
     pub quality: String,
     pub exchange_ts_us: Option<i64>,
     pub recv_ts_us: Option<i64>,
@@ -436,9 +436,14 @@ pub struct AnomalyItem {
     /// For order-flow rules.
     pub account: Option<String>,
     pub symbol: Option<String>,
-    /// What was seen and the threshold it crossed, as decimals.
+    /// What was seen and the threshold it crossed, as decimals (a stale feed: seconds
+    /// without market data against the stale threshold).
     pub observed: String,
     pub threshold: String,
+    /// What was observed in words a person can act on, e.g. "RELIANCE: no market data
+    /// for 7.250 s while in session (stale after 5.000 s, ...); check its feed's
+    /// connection in /health".
+    pub message: String,
     pub time: Option<i64>,
 }
 

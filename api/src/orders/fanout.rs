@@ -38,6 +38,7 @@ fn anomaly_entry(service: &OrderService, seq: u64, a: &Anomaly) -> Entry {
             "observed": a.observed,
             "threshold": a.threshold,
             "scale": a.scale,
+            "message": a.describe(None, a.account.map(|id| service.accounts.name(id))),
         }),
         at_ns: a.at.0,
     }

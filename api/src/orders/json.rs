@@ -238,15 +238,18 @@ pub fn anomaly_json(
     accounts: &super::accounts::Accounts,
     registry: &InstrumentRegistry,
 ) -> Value {
+    let account = a.account.map(|id| accounts.name(id));
+    let symbol = a.instrument.and_then(|i| registry.get(i)).map(|i| i.symbol.as_str());
     json!({
         "seq": seq,
         "rule": a.rule.as_str(),
         "severity": a.severity.as_str(),
         "action": a.action.as_str(),
-        "account": a.account.map(|id| accounts.name(id)),
-        "symbol": a.instrument.and_then(|i| registry.get(i)).map(|i| i.symbol.as_str()),
+        "account": account,
+        "symbol": symbol,
         "observed": dec(a.observed, a.scale),
         "threshold": dec(a.threshold, a.scale),
+        "message": a.describe(symbol, account),
         "time": time(a.at),
     })
 }

@@ -174,3 +174,97 @@ pub struct Anomaly {
     pub scale: u8,
     pub at: UnixNanos,
 }
+
+impl Anomaly {
+    /// What was observed, in words a person can act on: who or what, the value seen
+    /// against the limit it crossed (with units), and where to look next. `symbol` and
+    /// `account` are the names of the anomaly's subjects, when it has them.
+    pub fn describe(&self, symbol: Option<&str>, account: Option<&str>) -> String {
+        let obs = crate::fixed::Decimal::new(self.observed, self.scale);
+        let thr = crate::fixed::Decimal::new(self.threshold, self.scale);
+        let sym = symbol.unwrap_or("an instrument");
+        let acct = account.unwrap_or("an account");
+        match self.rule {
+            Rule::OrderRate => format!("account {acct} sent {obs} orders in the last minute; the limit is {thr}"),
+            Rule::LargeQty => format!("account {acct} sent an order for {obs} {sym}, over the {thr} quantity limit"),
+            Rule::LargeNotional => {
+                format!("account {acct} sent an order in {sym} worth {obs} (base currency), over the {thr} limit")
+            }
+            Rule::SymbolSpread => {
+                format!("account {acct} has traded {obs} distinct symbols today; the limit is {thr}")
+            }
+            Rule::OutsideSession => {
+                format!("account {acct} sent an order for {sym} outside its trading session; it was refused")
+            }
+            Rule::CancelRate => {
+                format!("account {acct} cancelled {obs} orders in the last minute; the limit is {thr}")
+            }
+            Rule::OrderToTrade => {
+                format!("account {acct} sent {obs} orders per fill over the last minute; the limit is {thr}")
+            }
+            Rule::Layering => format!(
+                "account {acct} cancelled {obs} orders in {sym} on one side just after a fill on the other \
+                 (reported at {thr} such cancels)"
+            ),
+            Rule::PriceJump => {
+                format!("{sym} traded {obs} standard deviations from its last price; the threshold is {thr}")
+            }
+            Rule::StaleFeed => format!(
+                "{sym}: no market data for {obs} s while in session (stale after {thr} s, sooner when \
+                 the feed's connection reports silence); check its feed's connection in /health"
+            ),
+            Rule::CrossedBook => {
+                format!("{sym}: best bid above best ask by {obs}; its book is not trustworthy until the feed resyncs")
+            }
+            Rule::LockedBook => format!("{sym}: best bid equals best ask"),
+            Rule::SequenceGap => format!(
+                "{sym}: the feed skipped sequence numbers (messages were lost); \
+                 the book is resyncing from a snapshot"
+            ),
+            Rule::VolumeSpike => {
+                format!("{sym}: {obs} traded this minute, over {thr} (the configured multiple of its baseline)")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anomaly(rule: Rule, observed: i64, threshold: i64, scale: u8) -> Anomaly {
+        Anomaly {
+            rule,
+            severity: Severity::High,
+            action: Action::Alert,
+            account: None,
+            instrument: Some(InstrumentId(0)),
+            observed,
+            threshold,
+            scale,
+            at: UnixNanos(0),
+        }
+    }
+
+    /// Every rule says what it saw in words with its subject named, never bare numbers.
+    #[test]
+    fn every_rule_describes_itself_in_words() {
+        for rule in Rule::ALL {
+            let a = anomaly(rule, 12_345, 5_000, 3);
+            let text = a.describe(Some("RELIANCE"), Some("alice"));
+            let subject = if rule.is_order_flow() { "alice" } else { "RELIANCE" };
+            assert!(text.contains(subject), "{rule:?}: {text}");
+            assert!(text.split_whitespace().count() >= 5, "{rule:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_stale_feed_says_how_long_and_against_what() {
+        let a = anomaly(Rule::StaleFeed, 7_250, 5_000, 3);
+        assert_eq!(
+            a.describe(Some("RELIANCE"), None),
+            "RELIANCE: no market data for 7.250 s while in session (stale after 5.000 s, sooner \
+             when the feed's connection reports silence); check its feed's connection in /health"
+        );
+    }
+}

@@ -85,6 +85,9 @@ pub struct Thresholds {
     pub severity: [Severity; Rule::ALL.len()],
     /// By `Severity as usize`.
     pub actions: [Action; 4],
+    /// The engine's stale threshold (`[engine] stale_after_ms`), set by the engine:
+    /// the stale-feed rule reports the silence against it.
+    pub stale_after_ns: i64,
 }
 
 fn action(s: &str) -> Option<Action> {
@@ -253,6 +256,8 @@ impl SurveillanceConfig {
             escalate_after: self.escalate_after,
             severity,
             actions,
+            // The engine's, set when surveillance is attached to it.
+            stale_after_ns: 0,
         })
     }
 }

@@ -25,6 +25,9 @@ pub struct MarketFlow {
     spiked: bool,
     /// Inside a crossed or locked episode (reported once).
     crossed: bool,
+    /// Receive time of the last market data event (0 = none yet): a stale feed
+    /// reports how long it has been silent.
+    last_data: i64,
 }
 
 const MINUTE_NS: i64 = 60 * UnixNanos::NANOS_PER_SEC;
@@ -41,6 +44,13 @@ pub fn observe(
     at: UnixNanos,
     out: &mut impl FnMut(Finding),
 ) {
+    if matches!(
+        data,
+        EventData::Trade { .. } | EventData::Quote { .. } | EventData::Book { .. }
+    ) && at.is_known()
+    {
+        m.last_data = at.0;
+    }
     match *data {
         EventData::Trade { price, qty, .. } => {
             let p = price.0;
@@ -99,7 +109,22 @@ pub fn observe(
             }
         }
         EventData::Status { previous } if previous != quality => match quality {
-            DataQuality::Stale if info.session.is_open(at) => out((Rule::StaleFeed, Some(id), 1, 0, 0)),
+            DataQuality::Stale if info.session.is_open(at) => {
+                // Silence in milliseconds (3 decimals: seconds) against the threshold.
+                let silent = if m.last_data != 0 {
+                    at.0.saturating_sub(m.last_data) / UnixNanos::NANOS_PER_MILLI
+                } else {
+                    0
+                };
+                out((
+                    Rule::StaleFeed,
+                    Some(id),
+                    silent,
+                    t.stale_after_ns / UnixNanos::NANOS_PER_MILLI,
+                    3,
+                ))
+            }
+            // One gap reported by the feed.
             DataQuality::Gapped => out((Rule::SequenceGap, Some(id), 1, 0, 0)),
             _ => {}
         },

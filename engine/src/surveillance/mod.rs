@@ -93,6 +93,11 @@ impl Surveillance {
         &self.t
     }
 
+    /// The engine's stale threshold, which stale-feed anomalies report against.
+    pub fn set_stale_after(&mut self, stale_after_ns: i64) {
+        self.t.stale_after_ns = stale_after_ns;
+    }
+
     /// Runs the order-flow rules over a step's events.
     pub fn observe_orders(&mut self, manager: &OrderManager, events: &[OrderEvent]) {
         for e in events {

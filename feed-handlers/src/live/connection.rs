@@ -21,7 +21,7 @@ use crate::capture::{Frame, Recorder};
 use crate::coinbase::normalizer::CoinbaseNormalizer;
 use crate::normalize::{status, Action, FrameRef};
 use crate::runner::FeedHandle;
-use crate::stats::FeedStats;
+use crate::stats::{FeedState, FeedStats};
 use crate::venue::{Venue, VenueNormalizer};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -147,6 +147,8 @@ struct Ctx {
     last_data: Instant,
     /// Parse errors since the last log line (logged at most every 10 s).
     unlogged_errors: u64,
+    /// The last error re-reading a credential (logged once until it changes).
+    auth_error: Option<String>,
     last_error_log: Instant,
 }
 
@@ -154,6 +156,45 @@ enum End {
     Stopped,
     Closed,
     Dead,
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConnectError {
+    /// The venue refused the credentials (HTTP 401 or 403): the reason says what to fix.
+    Refused(String),
+    /// Anything else (network, timeout, other HTTP status).
+    Failed(String),
+}
+
+/// Whether an HTTP status on the WebSocket upgrade means the credentials were refused.
+fn is_auth_refusal(status: u16) -> bool {
+    status == 401 || status == 403
+}
+
+/// The reason shown for a refused connection: the status, the venue's own words (with
+/// any secret scrubbed) and where fresh credentials go.
+fn refusal_reason(status: u16, body: &str, auth_vars: &[&str]) -> String {
+    let body: String = body.trim().chars().take(200).collect();
+    let said = if body.is_empty() {
+        String::new()
+    } else {
+        format!(" ({body})")
+    };
+    let fix = if auth_vars.is_empty() {
+        "; the venue does not accept this client or address".to_owned()
+    } else {
+        let vars: Vec<String> = auth_vars
+            .iter()
+            .map(|v| format!("{v} (or the file {v}_FILE names)"))
+            .collect();
+        format!(
+            ": the credentials are invalid or expired (Kite access tokens expire daily); put fresh ones in {}, \
+             they are re-read before every reconnect",
+            vars.join(", ")
+        )
+    };
+    format!("the venue refused the connection with HTTP {status}{said}{fix}")
 }
 
 impl Ctx {
@@ -192,13 +233,68 @@ impl Ctx {
         }
     }
 
-    async fn connect(&self) -> Result<Ws, String> {
+    async fn connect(&self) -> Result<Ws, ConnectError> {
+        use tokio_tungstenite::tungstenite::Error as WsError;
         let url = self.url();
         let timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
         match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str())).await {
             Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(e)) => Err(super::secrets::scrub(&e.to_string(), &self.auth)),
-            Err(_) => Err(format!("no answer within {} ms", self.cfg.connect_timeout_ms)),
+            Ok(Err(WsError::Http(resp))) if is_auth_refusal(resp.status().as_u16()) => {
+                let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let vars: Vec<&str> = self.cfg.auth_query.values().map(String::as_str).collect();
+                let reason = refusal_reason(resp.status().as_u16(), &body, &vars);
+                Err(ConnectError::Refused(super::secrets::scrub(&reason, &self.auth)))
+            }
+            Ok(Err(e)) => Err(ConnectError::Failed(super::secrets::scrub(&e.to_string(), &self.auth))),
+            Err(_) => Err(ConnectError::Failed(format!(
+                "no answer within {} ms",
+                self.cfg.connect_timeout_ms
+            ))),
+        }
+    }
+
+    /// Re-reads the credentials (`auth_query`) from the environment or their files, so
+    /// a rotated token (Kite's expire daily) is used from the next connection on. A
+    /// credential that cannot be read keeps its previous value.
+    fn reload_auth(&mut self) {
+        let mut failed = None;
+        for (param, var) in &self.cfg.auth_query {
+            match super::secrets::from_env(var) {
+                Ok(v) => {
+                    if let Some(slot) = self.auth.iter_mut().find(|(k, _)| k == param) {
+                        if slot.1 != v {
+                            slot.1 = v;
+                            tracing::info!(feed = %self.name, param = %param, source = %var, "credential changed; the next connection uses it");
+                        }
+                    }
+                }
+                Err(e) => {
+                    if self.auth_error.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(feed = %self.name, param = %param, error = %e, "credential could not be re-read; keeping the previous one");
+                    }
+                    failed = Some(e);
+                }
+            }
+        }
+        self.auth_error = failed;
+    }
+
+    /// Records a connection state change, logging each transition once (a reason that
+    /// changes within the state is logged again; repeats are debug only).
+    fn note_state(&self, state: FeedState, reason: Option<String>) {
+        let previous = self.stats.reason();
+        let changed = self.stats.set_state(state, reason.clone(), UnixNanos::now());
+        let reason = reason.unwrap_or_default();
+        if changed || previous.as_deref().unwrap_or("") != reason {
+            match state {
+                FeedState::Connected => {}
+                FeedState::Unauthorized => {
+                    tracing::error!(feed = %self.name, state = state.as_str(), reason = %reason, "feed refused by the venue")
+                }
+                _ => tracing::warn!(feed = %self.name, state = state.as_str(), reason = %reason, "feed not connected"),
+            }
+        } else {
+            tracing::debug!(feed = %self.name, state = state.as_str(), reason = %reason, "feed still not connected");
         }
     }
 
@@ -443,7 +539,7 @@ impl Ctx {
     async fn replacement(&mut self) -> Option<(Ws, Option<Message>)> {
         let mut ws = match self.connect().await {
             Ok(ws) => ws,
-            Err(e) => {
+            Err(ConnectError::Refused(e) | ConnectError::Failed(e)) => {
                 tracing::warn!(feed = %self.name, error = %e, "replacement connection failed; keeping the old one");
                 return None;
             }
@@ -473,20 +569,38 @@ impl Ctx {
             }
             first = false;
             let started = Instant::now();
+            self.reload_auth();
             match self.connect().await {
                 Ok(ws) => {
                     tracing::info!(feed = %self.name, venue = self.v.venue.as_str(), "connected");
-                    match self.session(ws).await {
+                    self.note_state(FeedState::Connected, None);
+                    let end = self.session(ws).await;
+                    match end {
                         End::Stopped => break,
                         End::Closed | End::Dead => {
                             let recv = UnixNanos::now();
                             for &id in &self.v.ids {
                                 Self::push(&mut self.ring, &self.stats, status(id, FeedStatus::Syncing, 0, recv));
                             }
+                            let why = if matches!(end, End::Dead) {
+                                format!(
+                                    "the connection was silent for {} ms and was dropped",
+                                    self.cfg.dead_after_ms
+                                )
+                            } else {
+                                "the venue closed the connection".to_owned()
+                            };
+                            self.note_state(FeedState::Disconnected, Some(format!("{why}; reconnecting")));
                         }
                     }
                 }
-                Err(e) => tracing::warn!(feed = %self.name, error = %e, "connect failed"),
+                Err(ConnectError::Refused(reason)) => {
+                    self.stats.auth_failures.inc();
+                    self.note_state(FeedState::Unauthorized, Some(reason));
+                }
+                Err(ConnectError::Failed(e)) => {
+                    self.note_state(FeedState::Disconnected, Some(format!("connect failed: {e}")));
+                }
             }
             backoff.connection_ended(started.elapsed());
             let delay = backoff.next_delay();
@@ -536,6 +650,7 @@ pub fn spawn_live(
         auth.push((param.clone(), super::secrets::from_env(var)?));
     }
     let stats = Arc::new(FeedStats::default());
+    stats.set_state(FeedState::Starting, None, UnixNanos::now());
     let ring_stats = Arc::clone(ring.stats());
     let ctx = Ctx {
         name: name.clone(),
@@ -554,6 +669,7 @@ pub fn spawn_live(
         auth,
         last_data: Instant::now(),
         unlogged_errors: 0,
+        auth_error: None,
         last_error_log: Instant::now() - Duration::from_secs(60),
     };
     let thread_stats = Arc::clone(&stats);
@@ -572,6 +688,7 @@ pub fn spawn_live(
             thread_stats.running.set(1);
             rt.block_on(ctx.run());
             thread_stats.running.set(0);
+            thread_stats.set_state(FeedState::Stopped, None, UnixNanos::now());
             tracing::info!(feed = %log_name, "feed stopped");
         })
         .map_err(|e| e.to_string())?;
@@ -601,6 +718,29 @@ mod tests {
             .send()
             .await;
         assert!(r.is_err_and(|e| e.is_connect()));
+    }
+
+    /// A refusal is a 401 or 403 and nothing else; its reason names the status, the
+    /// venue's words and every variable the credentials come from.
+    #[test]
+    fn refusals_say_what_to_fix() {
+        for status in 100u16..600 {
+            assert_eq!(is_auth_refusal(status), status == 401 || status == 403, "{status}");
+        }
+        let r = refusal_reason(
+            403,
+            " TokenException: bad token \n",
+            &["KITE_API_KEY", "KITE_ACCESS_TOKEN"],
+        );
+        assert!(r.contains("HTTP 403 (TokenException: bad token)"), "{r}");
+        assert!(
+            r.contains("KITE_ACCESS_TOKEN (or the file KITE_ACCESS_TOKEN_FILE names)"),
+            "{r}"
+        );
+        assert!(r.contains("KITE_API_KEY"), "{r}");
+        let r = refusal_reason(401, &"x".repeat(5000), &[]);
+        assert!(r.len() < 400, "the venue's body is cut short");
+        assert!(r.contains("does not accept this client"), "{r}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use stocksblitz_engine::fixed::rescale;
@@ -76,10 +76,26 @@ fn kite(s: &Shared) -> Option<Arc<VenueSim>> {
     s.venues.iter().find(|v| v.venue == Venue::Kite).cloned()
 }
 
-/// The ticker WebSocket (`wss://ws.kite.trade?api_key=..&access_token=..`).
-pub(super) async fn stream(State(s): State<Shared>, ws: WebSocketUpgrade) -> Response {
+/// The ticker WebSocket (`wss://ws.kite.trade?api_key=..&access_token=..`). An access
+/// token on the refused list (the control API) gets HTTP 403, as Kite answers an
+/// expired or invalid one.
+pub(super) async fn stream(
+    State(s): State<Shared>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     match kite(&s) {
-        Some(sim) => ws.on_upgrade(move |socket| session(socket, sim)),
+        Some(sim) => {
+            let token = q.get("access_token").map(String::as_str).unwrap_or("");
+            if sim.refused_tokens.lock().contains(token) {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "TokenException: Incorrect `api_key` or `access_token`.",
+                )
+                    .into_response();
+            }
+            ws.on_upgrade(move |socket| session(socket, sim))
+        }
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }

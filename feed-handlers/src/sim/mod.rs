@@ -9,7 +9,9 @@
 //! Routes (one port): `/binance/stream?streams=...` (WebSocket) and
 //! `/binance/api/v3/depth?symbol=&limit=` (REST); `/coinbase` and `/kite` (WebSocket);
 //! `POST /control/faults/{venue}` (a `FaultRequest`), `POST /control/pause/{venue}`
-//! (`{"paused":true}`), `GET /control/book/{venue}/{venue_symbol}`.
+//! (`{"paused":true}`), `GET /control/book/{venue}/{venue_symbol}`, and
+//! `POST /control/auth/{venue}` (`{"refused_tokens":["..."]}`: Kite answers HTTP 403 to a
+//! connection with one of these access tokens, as it does to an expired one).
 
 pub mod binance;
 pub mod coinbase;
@@ -69,6 +71,8 @@ pub struct VenueSim {
     pub faults: Faults,
     /// While set, the market does not move (tests compare books at rest).
     pub paused: std::sync::atomic::AtomicBool,
+    /// Access tokens the venue refuses (HTTP 403 on connect), set by the control API.
+    pub refused_tokens: Mutex<std::collections::HashSet<String>>,
 }
 
 /// `[simulator]` in the config file.
@@ -248,6 +252,23 @@ async fn post_pause(State(s): State<Shared>, Path(venue): Path<String>, Json(p):
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Auth {
+    /// Replaces the refused set; empty accepts every token again.
+    refused_tokens: Vec<String>,
+}
+
+async fn post_auth(State(s): State<Shared>, Path(venue): Path<String>, Json(a): Json<Auth>) -> Response {
+    match s.venue(&venue) {
+        Some(v) => {
+            *v.refused_tokens.lock() = a.refused_tokens.into_iter().collect();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => (StatusCode::NOT_FOUND, format!("venue {venue:?} is not simulated")).into_response(),
+    }
+}
+
 async fn get_book(State(s): State<Shared>, Path((venue, symbol)): Path<(String, String)>) -> Response {
     let Some(v) = s.venue(&venue) else {
         return (StatusCode::NOT_FOUND, format!("venue {venue:?} is not simulated")).into_response();
@@ -295,6 +316,7 @@ pub async fn start(setup: SimSetup, listener: TcpListener) -> std::io::Result<Si
             tx,
             faults: Faults::default(),
             paused: std::sync::atomic::AtomicBool::new(false),
+            refused_tokens: Mutex::new(std::collections::HashSet::new()),
         }));
     }
     let shared = Shared {
@@ -313,6 +335,7 @@ pub async fn start(setup: SimSetup, listener: TcpListener) -> std::io::Result<Si
         .route("/kite", get(kite::stream))
         .route("/control/faults/{venue}", post(post_fault))
         .route("/control/pause/{venue}", post(post_pause))
+        .route("/control/auth/{venue}", post(post_auth))
         .route("/control/book/{venue}/{symbol}", get(get_book))
         .with_state(shared);
     let (tx, rx) = oneshot::channel::<()>();
