@@ -7,12 +7,22 @@
 //!
 //! Taps: the stores that want the market data too (the QuestDB sink, the Redis
 //! publisher) get every event from here, through rings of their own, so the engine
-//! publishes each event once whatever is configured. A full tap drops and counts (its
-//! ring's counters); the fan-out never waits for a store.
+//! publishes each event once whatever is configured. The fan-out never waits for a
+//! store. A lossy tap (Redis: conflated market data) drops and counts on a full ring
+//! (its ring's counters). A lossless tap (the QuestDB store: nothing is lost) gets only
+//! the events it stores, counts them per table (the store's `emitted` rows), and keeps
+//! what its ring has no room for in a backlog here, handed over in order as the ring
+//! frees up: its consumer drains promptly (it never waits on the network), so the
+//! backlog only grows while that thread is starved of CPU.
+//!
+//! At stop, the fan-out drains the engine's ring until the engine has gone (so the
+//! events it published last still reach the stores), then hands over its backlogs.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use stocksblitz_engine::counter::Counter;
@@ -21,10 +31,106 @@ use stocksblitz_engine::ring::{RingConsumer, RingProducer};
 use stocksblitz_engine::{EngineEvent, InstrumentId, InstrumentRegistry, UnixNanos};
 
 use super::mirror::{Change, Mirror};
+use crate::sink::row::Table;
+use crate::sink::SinkStats;
 use crate::ws::hub::Hub;
 
 /// Events taken from the ring per batch (one write lock each).
 const BATCH: usize = 4096;
+/// At stop: how long the fan-out waits for the engine to go, and for its lossless taps
+/// to take their backlogs.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A store's ring off the fan-out.
+pub struct Tap {
+    ring: RingProducer<EngineEvent>,
+    lossless: Option<Lossless>,
+}
+
+struct Lossless {
+    /// Events the ring had no room for, oldest first.
+    backlog: VecDeque<EngineEvent>,
+    stats: Arc<SinkStats>,
+    /// Per-table counts of this batch (added to `stats.emitted` once per batch).
+    counts: [u64; 6],
+}
+
+impl Tap {
+    /// Every event; a full ring drops and counts.
+    pub fn lossy(ring: RingProducer<EngineEvent>) -> Self {
+        Self { ring, lossless: None }
+    }
+
+    /// The events the QuestDB store keeps ([`Table::of_market`]), none dropped while
+    /// its consumer lives; counted in `stats.emitted`.
+    pub fn lossless(ring: RingProducer<EngineEvent>, stats: Arc<SinkStats>) -> Self {
+        Self {
+            ring,
+            lossless: Some(Lossless {
+                backlog: VecDeque::new(),
+                stats,
+                counts: [0; 6],
+            }),
+        }
+    }
+
+    pub fn ring_stats(&self) -> &Arc<stocksblitz_engine::ring::RingStats> {
+        self.ring.stats()
+    }
+
+    /// Hands over a batch of events.
+    fn offer(&mut self, batch: &[EngineEvent]) {
+        let Some(l) = self.lossless.as_mut() else {
+            for ev in batch {
+                self.ring.push(*ev);
+            }
+            return;
+        };
+        for ev in batch {
+            let Some(table) = Table::of_market(ev) else { continue };
+            if let Some(c) = l.counts.get_mut(table.index()) {
+                *c += 1;
+            }
+            if l.backlog.is_empty() && self.ring.free_slots() > 0 {
+                self.ring.push(*ev);
+            } else {
+                l.backlog.push_back(*ev);
+            }
+        }
+        for (i, c) in l.counts.iter_mut().enumerate() {
+            if *c > 0 {
+                if let Some(e) = l.stats.emitted.get(i) {
+                    e.add(*c);
+                }
+                *c = 0;
+            }
+        }
+        self.flush();
+    }
+
+    /// Moves what the ring has room for out of the backlog. Returns the events left.
+    fn flush(&mut self) -> usize {
+        let Some(l) = self.lossless.as_mut() else { return 0 };
+        if l.backlog.is_empty() {
+            return 0;
+        }
+        if self.ring.is_abandoned() {
+            // The store's thread is gone: nothing will ever take these.
+            let n = l.backlog.len() as u64;
+            l.backlog.clear();
+            l.stats.lost.add(n);
+            l.stats.tap_backlog.set(0);
+            tracing::error!(lost = n, "questdb sink: ROWS LOST: the sink's thread is gone");
+            return 0;
+        }
+        let room = self.ring.free_slots();
+        for ev in l.backlog.drain(..room.min(l.backlog.len())) {
+            self.ring.push(ev);
+        }
+        l.stats.tap_backlog.set(l.backlog.len() as u64);
+        l.backlog.len()
+    }
+}
 
 /// Shared read model plus the registry.
 pub struct Market {
@@ -44,7 +150,7 @@ pub fn spawn_fanout(
     market: Arc<Market>,
     hub: Arc<Hub>,
     mut ring: RingConsumer<EngineEvent>,
-    mut taps: Vec<RingProducer<EngineEvent>>,
+    mut taps: Vec<Tap>,
     idle: IdleConfig,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(JoinHandle<()>, Arc<FanoutStats>)> {
@@ -54,10 +160,32 @@ pub fn spawn_fanout(
         let mut idler = Idler::new(idle);
         let mut batch: Vec<EngineEvent> = Vec::with_capacity(BATCH);
         let mut changes: Vec<(InstrumentId, Change)> = Vec::with_capacity(BATCH);
-        while !stop.load(Ordering::Relaxed) {
+        let mut deadline: Option<Instant> = None;
+        let lossless = taps.iter().any(|t| t.lossless.is_some());
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                // With a lossless tap: drain until the engine has gone, then hand over
+                // the backlogs.
+                let until = *deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+                let engine_gone = ring.is_abandoned() && ring.is_empty();
+                if !lossless || engine_gone || Instant::now() >= until {
+                    let mut left: usize = taps.iter_mut().map(Tap::flush).sum();
+                    while left > 0 && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(1));
+                        left = taps.iter_mut().map(Tap::flush).sum();
+                    }
+                    if left > 0 {
+                        tracing::error!(events = left, "api fan-out: a store's tap did not take its backlog at stop");
+                    }
+                    break;
+                }
+            }
             st.heartbeat_ns.set(UnixNanos::now().0 as u64);
             ring.pop_batch(&mut batch, BATCH);
             if batch.is_empty() {
+                for tap in &mut taps {
+                    tap.flush();
+                }
                 idler.idle();
                 continue;
             }
@@ -73,9 +201,7 @@ pub fn spawn_fanout(
             }
             hub.dispatch(&changes);
             for tap in &mut taps {
-                for ev in &batch {
-                    tap.push(*ev);
-                }
+                tap.offer(&batch);
             }
             st.events.add(batch.len() as u64);
             st.batches.inc();
