@@ -110,12 +110,18 @@ fn stores(app: &AppState) -> serde_json::Value {
     let questdb = match &app.questdb {
         None => json!("not_configured"),
         Some(q) => json!({
-            "status": if q.connected.get() == 1 || q.rows_in.get() == 0 { "ok" } else { "degraded" },
+            // Degraded while the server is unreachable, while rows wait in spill files
+            // (catching up), and for good once a row was lost (a full disk).
+            "status": if q.healthy() { "ok" } else { "degraded" },
             "last_error": q.last_error(),
+            "catching_up": q.catching_up(),
             "lag_seconds": q.lag_ns.get() as f64 / 1e9,
+            "pending_rows": q.pending(),
             "memory_rows": q.memory_rows.get(),
+            "spill_rows": q.spill_rows.get(),
             "spill_bytes": q.spill_bytes.get(),
             "spilled_rows": q.spilled_rows.get(),
+            "lost_rows": q.lost.get(),
             "send_errors": q.errors.get(),
             "rows_sent": q.rows_sent.get(),
         }),
@@ -182,7 +188,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
     let stores_ok = app
         .questdb
         .as_ref()
-        .is_none_or(|q| q.connected.get() == 1 || q.rows_in.get() == 0)
+        .is_none_or(|q| q.healthy())
         && app.redis.as_ref().is_none_or(|r| r.stats.connected.get() == 1);
     let status = match (c.ready, all_live && stores_ok) {
         (false, _) => "down",
