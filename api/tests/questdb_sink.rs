@@ -672,18 +672,19 @@ proptest::proptest! {
     }
 }
 
-/// The VictoriaMetrics key of a stored row: its series (labels), and its `seq` field.
-/// Within one run the engine's per-instrument sequence alone tells events apart, so
-/// (labels minus aggressor, seq) counts distinct rows; a re-sent row comes back with
-/// the same millisecond.
-fn stored_keys(vm: &Victoria, table: &str) -> (usize, std::collections::BTreeMap<(String, u64), i64>) {
-    let samples = vm.samples(&format!("{table}_seq"));
+/// The VictoriaMetrics key of a stored row: its symbol and its `id` field (`seq`, or a
+/// fill's `fill_id`). Within one run that alone tells events apart (the engine's
+/// per-instrument sequence, the order event sequence, the fill id), so it counts
+/// distinct rows; a re-sent row must come back with the same millisecond. Returns the
+/// samples stored and the distinct keys.
+fn stored_keys(vm: &Victoria, table: &str, id: &str) -> (usize, std::collections::BTreeMap<(String, u64), i64>) {
+    let samples = vm.samples(&format!("{table}_{id}"));
     let mut keys = std::collections::BTreeMap::new();
     for s in &samples {
         let symbol = s.labels.get("symbol").cloned().unwrap_or_default();
         let key = (symbol, s.value as u64);
         if let Some(ts) = keys.insert(key.clone(), s.ts_ms) {
-            assert_eq!(ts, s.ts_ms, "a re-sent row is identical: {key:?}");
+            assert_eq!(ts, s.ts_ms, "{table}: a re-sent row is identical: {key:?}");
         }
     }
     (samples.len(), keys)
@@ -703,17 +704,152 @@ fn two_same_second_kite_trades_are_both_stored_and_a_resent_batch_adds_nothing()
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(vm.wait_count("trades_seq", 2, Duration::from_secs(30)), 2);
-    let (samples, keys) = stored_keys(&vm, "trades");
+    let (samples, keys) = stored_keys(&vm, "trades", "seq");
     assert_eq!((samples, keys.len()), (2, 2), "both trades stored: {keys:?}");
     // The same batch again (a retry after a timeout whose outcome was unknown): this
     // server stores the samples again, the keys are the same (QuestDB's DEDUP UPSERT
     // KEYS keep one row per key).
     assert!(p.push(a) && p.push(b));
     assert_eq!(vm.wait_count("trades_seq", 4, Duration::from_secs(30)), 4);
-    let (samples, again) = stored_keys(&vm, "trades");
+    let (samples, again) = stored_keys(&vm, "trades", "seq");
     assert_eq!(samples, 4);
     assert_eq!(again, keys, "nothing new under the keys");
     stop_sink(&stop, join);
+    drop(vm);
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// The issue's test: the ILP server paused (SIGSTOP) for 60 s under the default
+/// simulator rate, then resumed. Rows wait in memory and spill files (reported in
+/// /metrics and /health while the sink catches up); afterwards every row the engine
+/// emitted (counted per table by the API fan-out; order events and fills by the
+/// journal) is stored exactly once: the server holds exactly that many distinct keys
+/// per table (re-sent rows, from requests that timed out while it was paused, come
+/// back identical), and the sink's books balance with nothing pending or lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_paused_for_a_minute_loses_nothing_and_doubles_nothing() {
+    use stocksblitz_api::sink::row::Table;
+    let root = fresh_dir("vm-pause");
+    let vm = Victoria::start_raw(&root.join("vm"));
+    let spill = root.join("spill");
+    let cfg = test_config(|d| {
+        // A small memory bound so the pause spills to files.
+        let q: toml::Table = toml::from_str(&format!(
+            r#"
+            url = "http://{}"
+            protocol_version = 1
+            create_tables = false
+            batch_rows = 5000
+            flush_interval_ms = 100
+            memory_rows = 20000
+            spill_dir = "{}"
+            retry_initial_ms = 50
+            retry_max_ms = 1000
+            request_timeout_ms = 2000
+            orders = true
+            "#,
+            vm.addr,
+            spill.display()
+        ))
+        .expect("toml");
+        d.insert("questdb".into(), toml::Value::Table(q));
+    });
+    let app = start_with(&cfg).await;
+    let stats = app.state.questdb.clone().expect("questdb configured");
+    let (output, output_counts) = app.state.engine.outputs[0].clone();
+    let flowing = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (stats.stored(Table::Trades) == 0 || stats.stored(Table::Quotes) == 0) && tokio::time::Instant::now() < flowing
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stats.stored(Table::Trades) > 0, "market data flows before the pause");
+
+    vm.pause();
+    let paused = tokio::time::Instant::now();
+    // Orders while the store is paused: order events and fills wait too.
+    let alice = Client::new(&app, "alice", "trader");
+    let bob = Client::new(&app, "bob", "trader");
+    let order = |side: &str| serde_json::json!({ "symbol": "SBZ", "side": side, "type": "limit", "price": "100.00", "qty": "1" });
+    for _ in 0..3 {
+        assert_eq!(alice.post("/orders", order("sell")).await.0, reqwest::StatusCode::CREATED);
+        assert_eq!(bob.post("/orders", order("buy")).await.0, reqwest::StatusCode::CREATED);
+    }
+    tokio::time::sleep_until(paused + Duration::from_secs(50)).await;
+    // Catching up is visible while the store is away.
+    let m = metrics(&app).await;
+    assert!(sample(&m, "stocksblitz_questdb_pending_rows ").unwrap_or(0) > 0, "pending rows in /metrics");
+    assert_eq!(sample(&m, "stocksblitz_questdb_catching_up "), Some(1), "spilling shows in /metrics");
+    assert!(stats.spilled_rows.get() > 0 && stats.errors.get() > 0, "spilled and retried");
+    let ready: serde_json::Value = reqwest::get(http(&app, "/health/ready"))
+        .await
+        .expect("ready")
+        .json()
+        .await
+        .expect("json");
+    let q = &ready["stores"]["questdb"];
+    assert_eq!(q["status"], "degraded", "{ready}");
+    assert_eq!(q["catching_up"], true, "{ready}");
+    assert!(q["spill_rows"].as_u64().unwrap_or(0) > 0, "{ready}");
+    tokio::time::sleep_until(paused + Duration::from_secs(60)).await;
+    vm.resume();
+
+    // It catches up while the market keeps going.
+    let caught_up = tokio::time::Instant::now() + Duration::from_secs(90);
+    while (stats.catching_up() || stats.connected.get() == 0) && tokio::time::Instant::now() < caught_up {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!stats.catching_up(), "caught up: {} spill rows", stats.spill_rows.get());
+    let ready: serde_json::Value = reqwest::get(http(&app, "/health/ready"))
+        .await
+        .expect("ready")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["stores"]["questdb"]["status"], "ok", "{ready}");
+    app.shutdown().await.expect("shutdown");
+
+    // The fan-out saw every event the engine emitted for it...
+    assert_eq!(
+        (output.dropped.get(), output_counts.suppressed.get()),
+        (0, 0),
+        "the engine's API output dropped nothing"
+    );
+    // ...and the sink's books balance, nothing pending or lost.
+    assert_eq!(stats.lost.get(), 0, "{:?}", stats.last_error());
+    assert_eq!(stats.pending(), 0, "everything stored at shutdown");
+    assert_eq!(stats.rejected.get(), 0);
+    assert_eq!(stats.unaccounted(), 0, "emitted = stored + refused + pending + lost");
+    // The server holds every emitted row, exactly once under the keys (polled: it
+    // makes what it took searchable shortly after).
+    let addr = vm.addr.clone();
+    let want = [
+        (Table::Trades, "seq"),
+        (Table::Quotes, "seq"),
+        (Table::Bars, "seq"),
+        (Table::OrderEvents, "seq"),
+        (Table::Fills, "fill_id"),
+    ]
+    .map(|(t, id)| (t, id, stats.emitted(t)));
+    let counts = tokio::task::spawn_blocking(move || {
+        let vm = Victoria::attach(&addr);
+        want.map(|(t, id, emitted)| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let (samples, keys) = stored_keys(&vm, t.name(), id);
+                if keys.len() as u64 >= emitted || std::time::Instant::now() > deadline {
+                    return (t, emitted, samples, keys.len());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    })
+    .await
+    .expect("export");
+    for (t, emitted, samples, keys) in counts {
+        assert!(emitted > 0, "{t:?}: rows emitted");
+        assert_eq!(keys as u64, emitted, "{t:?}: every emitted row stored ({samples} samples with re-sends)");
+        assert_eq!(stats.stored(t), emitted, "{t:?}: acknowledged once each");
+    }
     drop(vm);
     let _ = std::fs::remove_dir_all(root);
 }
