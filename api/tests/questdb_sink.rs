@@ -282,8 +282,16 @@ async fn tables_are_created_with_dedup_keys_and_an_unreachable_store_stops_start
     drop(closed);
     let (_, c) = ring::<EngineEvent>("questdb", 16);
     let stats = Arc::new(SinkStats::default());
-    let err = sink::start(&setup(&gone, &dir, 1000), &registry(), &[], c, None, stats, Arc::clone(&stop))
-        .expect_err("refused");
+    let err = sink::start(
+        &setup(&gone, &dir, 1000),
+        &registry(),
+        &[],
+        c,
+        None,
+        stats,
+        Arc::clone(&stop),
+    )
+    .expect_err("refused");
     let msg = format!("{err:#}");
     assert!(msg.contains("unreachable at start-up") && msg.contains(&gone), "{msg}");
     let _ = std::fs::remove_dir_all(dir);
@@ -588,7 +596,11 @@ fn row_key(row: &SinkRow, names: &Names, keys: &std::collections::BTreeMap<Strin
         if k == "ts" {
             key.push(ts.clone());
         } else {
-            key.push(cols.get(k).unwrap_or_else(|| panic!("key column {k} in {line}")).clone());
+            key.push(
+                cols.get(k)
+                    .unwrap_or_else(|| panic!("key column {k} in {line}"))
+                    .clone(),
+            );
         }
     }
     key
@@ -758,7 +770,8 @@ async fn a_server_paused_for_a_minute_loses_nothing_and_doubles_nothing() {
     let stats = app.state.questdb.clone().expect("questdb configured");
     let (output, output_counts) = app.state.engine.outputs[0].clone();
     let flowing = tokio::time::Instant::now() + Duration::from_secs(60);
-    while (stats.stored(Table::Trades) == 0 || stats.stored(Table::Quotes) == 0) && tokio::time::Instant::now() < flowing
+    while (stats.stored(Table::Trades) == 0 || stats.stored(Table::Quotes) == 0)
+        && tokio::time::Instant::now() < flowing
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -771,15 +784,28 @@ async fn a_server_paused_for_a_minute_loses_nothing_and_doubles_nothing() {
     let bob = Client::new(&app, "bob", "trader");
     let order = |side: &str| serde_json::json!({ "symbol": "SBZ", "side": side, "type": "limit", "price": "100.00", "qty": "1" });
     for _ in 0..3 {
-        assert_eq!(alice.post("/orders", order("sell")).await.0, reqwest::StatusCode::CREATED);
+        assert_eq!(
+            alice.post("/orders", order("sell")).await.0,
+            reqwest::StatusCode::CREATED
+        );
         assert_eq!(bob.post("/orders", order("buy")).await.0, reqwest::StatusCode::CREATED);
     }
     tokio::time::sleep_until(paused + Duration::from_secs(50)).await;
     // Catching up is visible while the store is away.
     let m = metrics(&app).await;
-    assert!(sample(&m, "stocksblitz_questdb_pending_rows ").unwrap_or(0) > 0, "pending rows in /metrics");
-    assert_eq!(sample(&m, "stocksblitz_questdb_catching_up "), Some(1), "spilling shows in /metrics");
-    assert!(stats.spilled_rows.get() > 0 && stats.errors.get() > 0, "spilled and retried");
+    assert!(
+        sample(&m, "stocksblitz_questdb_pending_rows ").unwrap_or(0) > 0,
+        "pending rows in /metrics"
+    );
+    assert_eq!(
+        sample(&m, "stocksblitz_questdb_catching_up "),
+        Some(1),
+        "spilling shows in /metrics"
+    );
+    assert!(
+        stats.spilled_rows.get() > 0 && stats.errors.get() > 0,
+        "spilled and retried"
+    );
     let ready: serde_json::Value = reqwest::get(http(&app, "/health/ready"))
         .await
         .expect("ready")
@@ -847,7 +873,10 @@ async fn a_server_paused_for_a_minute_loses_nothing_and_doubles_nothing() {
     .expect("export");
     for (t, emitted, samples, keys) in counts {
         assert!(emitted > 0, "{t:?}: rows emitted");
-        assert_eq!(keys as u64, emitted, "{t:?}: every emitted row stored ({samples} samples with re-sends)");
+        assert_eq!(
+            keys as u64, emitted,
+            "{t:?}: every emitted row stored ({samples} samples with re-sends)"
+        );
         assert_eq!(stats.stored(t), emitted, "{t:?}: acknowledged once each");
     }
     drop(vm);

@@ -185,10 +185,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
         }
     }
     let all_live = qualities.keys().all(|q| *q == "LIVE");
-    let stores_ok = app
-        .questdb
-        .as_ref()
-        .is_none_or(|q| q.healthy())
+    let stores_ok = app.questdb.as_ref().is_none_or(|q| q.healthy())
         && app.redis.as_ref().is_none_or(|r| r.stats.connected.get() == 1);
     let status = match (c.ready, all_live && stores_ok) {
         (false, _) => "down",

@@ -175,7 +175,10 @@ pub fn spawn_fanout(
                         left = taps.iter_mut().map(Tap::flush).sum();
                     }
                     if left > 0 {
-                        tracing::error!(events = left, "api fan-out: a store's tap did not take its backlog at stop");
+                        tracing::error!(
+                            events = left,
+                            "api fan-out: a store's tap did not take its backlog at stop"
+                        );
                     }
                     break;
                 }
@@ -210,4 +213,112 @@ pub fn spawn_fanout(
         }
     })?;
     Ok((handle, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use stocksblitz_engine::ring::ring;
+    use stocksblitz_engine::{Aggressor, DataQuality, EventData, Price, Qty, Side};
+
+    fn event(seq: u64, kind: u8) -> EngineEvent {
+        let data = match kind {
+            0 => EventData::Trade {
+                price: Price(100),
+                qty: Qty(1),
+                trade_id: seq,
+                aggressor: Aggressor::Buy,
+            },
+            1 => EventData::Quote {
+                bid: Price(99),
+                bid_qty: Qty(1),
+                ask: Price(101),
+                ask_qty: Qty(1),
+            },
+            _ => EventData::Book {
+                side: Side::Buy,
+                price: Price(99),
+                qty: Qty(1),
+                flags: Default::default(),
+            },
+        };
+        EngineEvent {
+            seq,
+            instrument: InstrumentId(0),
+            quality: DataQuality::Live,
+            exchange_ts: UnixNanos(1),
+            recv_ts: UnixNanos(1),
+            data,
+        }
+    }
+
+    proptest! {
+        /// Whatever the ring's size and however slowly its consumer takes, a lossless
+        /// tap hands over exactly the stored events, in order, none dropped, each
+        /// counted once per table; the fan-out never waits (every offer returns).
+        #[test]
+        fn a_lossless_tap_hands_over_every_stored_event_in_order(
+            capacity in 1usize..16,
+            steps in proptest::collection::vec((proptest::collection::vec(0u8..3, 0..20), 0usize..20), 1..40),
+        ) {
+            let stats = Arc::new(SinkStats::default());
+            let (p, mut c) = ring::<EngineEvent>("questdb", capacity);
+            let mut tap = Tap::lossless(p, Arc::clone(&stats));
+            let (mut seq, mut want, mut got) = (0u64, Vec::new(), Vec::new());
+            for (kinds, pops) in &steps {
+                let batch: Vec<EngineEvent> = kinds
+                    .iter()
+                    .map(|k| {
+                        seq += 1;
+                        event(seq, *k)
+                    })
+                    .collect();
+                want.extend(batch.iter().filter(|e| Table::of_market(e).is_some()).map(|e| e.seq));
+                tap.offer(&batch);
+                for _ in 0..*pops {
+                    if let Some(e) = c.pop() {
+                        got.push(e.seq);
+                    }
+                }
+                tap.flush();
+            }
+            loop {
+                tap.flush();
+                match c.pop() {
+                    Some(e) => got.push(e.seq),
+                    None if stats.tap_backlog.get() == 0 => break,
+                    None => {}
+                }
+            }
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(c.stats().dropped.get(), 0);
+            let counted = stats.emitted(Table::Trades) + stats.emitted(Table::Quotes);
+            prop_assert_eq!(counted, want.len() as u64);
+            prop_assert_eq!(stats.lost.get(), 0);
+        }
+    }
+
+    #[test]
+    fn a_backlog_its_consumer_will_never_take_is_counted_lost() {
+        let stats = Arc::new(SinkStats::default());
+        let (p, c) = ring::<EngineEvent>("questdb", 2);
+        let mut tap = Tap::lossless(p, Arc::clone(&stats));
+        tap.offer(&(1..=5).map(|s| event(s, 0)).collect::<Vec<_>>());
+        assert_eq!(stats.tap_backlog.get(), 3);
+        drop(c);
+        tap.flush();
+        assert_eq!((stats.lost.get(), stats.tap_backlog.get()), (3, 0));
+    }
+
+    #[test]
+    fn a_lossy_tap_takes_every_event_and_drops_on_a_full_ring() {
+        let (p, mut c) = ring::<EngineEvent>("redis", 2);
+        let mut tap = Tap::lossy(p);
+        tap.offer(&[event(1, 2), event(2, 0), event(3, 1)]);
+        assert_eq!(c.pop().map(|e| e.seq), Some(1), "book deltas too");
+        assert_eq!(c.pop().map(|e| e.seq), Some(2));
+        assert!(c.pop().is_none());
+        assert_eq!(c.stats().dropped.get(), 1);
+    }
 }

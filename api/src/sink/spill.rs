@@ -151,7 +151,13 @@ impl Spill {
                         chunk_rows: 0,
                     })
                 }
-                Err(source) => return Err(SpillError { lost: 1, file: path, source }),
+                Err(source) => {
+                    return Err(SpillError {
+                        lost: 1,
+                        file: path,
+                        source,
+                    })
+                }
             }
         }
         self.scratch.clear();
@@ -357,5 +363,65 @@ mod tests {
         assert_eq!(got.len(), 9, "the nine complete rows");
         assert_eq!(got.back(), Some(&row(8)));
         let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// A tmpfs of `size` mounted at a fresh directory, unmounted when dropped.
+    struct SmallDisk(PathBuf);
+
+    impl SmallDisk {
+        /// `None` when this process may not mount (not root): the full-disk test needs
+        /// a real full file system (CI runs as root).
+        fn mount(name: &str, size: &str) -> Option<Self> {
+            let d = dir(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&d)
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(Self(d))
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_full_disk_loses_only_the_rows_it_refused_counted_and_the_files_stay_whole() {
+        let Some(disk) = SmallDisk::mount("full", "4m") else {
+            eprintln!("SKIPPED: mounting a small tmpfs needs root");
+            return;
+        };
+        let mut s = Spill::open(&disk.0).unwrap();
+        let total = 400_000u64;
+        let mut lost = 0u64;
+        for n in 0..total {
+            if let Err(e) = s.append(&row(n as i64)) {
+                lost += e.lost;
+            }
+        }
+        if let Err(e) = s.flush() {
+            lost += e.lost;
+        }
+        assert!(lost > 0, "the disk filled up");
+        assert!(s.rows() > 0, "rows before it are kept");
+        assert_eq!(s.rows() + lost, total, "every row is spilled or counted lost");
+        let kept = s.rows();
+        drop(s);
+        // The files hold whole rows only, in order: a new run reads all of them back.
+        let mut s = Spill::open(&disk.0).unwrap();
+        assert_eq!(s.rows(), kept);
+        let mut got = VecDeque::new();
+        while let Some(path) = s.load_oldest(&mut got, |e| panic!("{e}")).unwrap() {
+            s.done(&path).unwrap();
+        }
+        assert_eq!(got.len() as u64, kept);
+        let ts: Vec<i64> = got.iter().map(SinkRow::ts).collect();
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "in order, nothing damaged");
+        assert!(!s.is_active());
     }
 }

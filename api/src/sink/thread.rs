@@ -254,12 +254,10 @@ impl QuestDbSink {
             stats: Arc::clone(&self.stats),
         };
         let done = Arc::clone(&drained);
-        let tap_thread = std::thread::Builder::new()
-            .name("questdb-tap".into())
-            .spawn(move || {
-                tap.run(&stop);
-                done.store(true, Ordering::Release);
-            })?;
+        let tap_thread = std::thread::Builder::new().name("questdb-tap".into()).spawn(move || {
+            tap.run(&stop);
+            done.store(true, Ordering::Release);
+        })?;
         let now = Instant::now();
         let mut out = Out {
             backoff: self.setup.retry_initial,
