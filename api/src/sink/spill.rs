@@ -236,25 +236,38 @@ impl Spill {
     }
 
     /// Reads the oldest file's rows into `into` (the file stays until [`done`]).
-    /// Returns the file, or `None` when nothing is spilled. A failed final write of the
-    /// file being written is reported (its rows lost) and the load goes on.
+    /// Returns the file, or `None` when nothing is loaded. Rows that cannot be had (a
+    /// failed final write of the file being written, a file that cannot be read, rows
+    /// missing from it) are reported to `on_lost`; an unreadable file stays on disk for
+    /// a later run.
     ///
     /// [`done`]: Self::done
     pub fn load_oldest(
         &mut self,
         into: &mut VecDeque<SinkRow>,
         mut on_lost: impl FnMut(SpillError),
-    ) -> std::io::Result<Option<PathBuf>> {
+    ) -> Option<PathBuf> {
         if self.files.is_empty() {
             if let Err(e) = self.close_writer() {
                 on_lost(e);
             }
         }
-        let Some((path, count)) = self.files.front().cloned() else {
-            return Ok(None);
+        let Some((path, count)) = self.files.pop_front() else {
+            return None;
         };
-        let bytes = std::fs::read(&path)?;
-        self.files.pop_front();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(source) => {
+                // Left on disk (a later run tries it again), but not retried forever here.
+                self.rows = self.rows.saturating_sub(count);
+                on_lost(SpillError {
+                    lost: count,
+                    file: path.clone(),
+                    source,
+                });
+                return None;
+            }
+        };
         let before = into.len();
         decode(&path, &bytes, |row| into.push_back(row));
         let loaded = (into.len() - before) as u64;
@@ -266,7 +279,7 @@ impl Spill {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, "rows missing from the file"),
             });
         }
-        Ok(Some(path))
+        Some(path)
     }
 
     /// A loaded file's rows are all stored: delete it.
@@ -323,12 +336,12 @@ mod tests {
         drop(s);
         let mut s = Spill::open(&d).unwrap();
         let mut got = VecDeque::new();
-        let first = s.load_oldest(&mut got, |e| panic!("{e}")).unwrap().unwrap();
+        let first = s.load_oldest(&mut got, |e| panic!("{e}")).unwrap();
         assert_eq!(got.len(), FILE_ROWS);
         assert_eq!(got.front(), Some(&row(0)));
         s.done(&first).unwrap();
         got.clear();
-        let second = s.load_oldest(&mut got, |e| panic!("{e}")).unwrap().unwrap();
+        let second = s.load_oldest(&mut got, |e| panic!("{e}")).unwrap();
         assert_eq!(
             got.iter().copied().collect::<Vec<_>>(),
             (FILE_ROWS as i64..FILE_ROWS as i64 + 10).map(row).collect::<Vec<_>>()
@@ -336,7 +349,7 @@ mod tests {
         s.done(&second).unwrap();
         assert!(!s.is_active());
         assert_eq!(s.bytes(), 0);
-        assert!(s.load_oldest(&mut got, |e| panic!("{e}")).unwrap().is_none());
+        assert!(s.load_oldest(&mut got, |e| panic!("{e}")).is_none());
         let _ = std::fs::remove_dir_all(d);
     }
 
@@ -359,7 +372,7 @@ mod tests {
             .unwrap();
         let mut s = Spill::open(&d).unwrap();
         let mut got = VecDeque::new();
-        s.load_oldest(&mut got, |e| panic!("{e}")).unwrap().unwrap();
+        s.load_oldest(&mut got, |e| panic!("{e}")).unwrap();
         assert_eq!(got.len(), 9, "the nine complete rows");
         assert_eq!(got.back(), Some(&row(8)));
         let _ = std::fs::remove_dir_all(d);
@@ -416,7 +429,7 @@ mod tests {
         let mut s = Spill::open(&disk.0).unwrap();
         assert_eq!(s.rows(), kept);
         let mut got = VecDeque::new();
-        while let Some(path) = s.load_oldest(&mut got, |e| panic!("{e}")).unwrap() {
+        while let Some(path) = s.load_oldest(&mut got, |e| panic!("{e}")) {
             s.done(&path).unwrap();
         }
         assert_eq!(got.len() as u64, kept);

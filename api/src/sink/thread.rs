@@ -115,21 +115,14 @@ impl Queue {
         if !self.memory.is_empty() || !self.spill.is_active() {
             return;
         }
-        match self.spill.load_oldest(&mut self.memory, |e| report_lost(stats, &e)) {
-            Ok(Some(path)) => {
-                let legacy = self.legacy.contains(&path);
-                self.draining = Some(Draining {
-                    path,
-                    legacy,
-                    left: self.memory.len(),
-                });
-                self.finish_file();
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "questdb sink: cannot read a spill file");
-                stats.set_error(Some(format!("spill: {e}")));
-            }
+        if let Some(path) = self.spill.load_oldest(&mut self.memory, |e| report_lost(stats, &e)) {
+            let legacy = self.legacy.contains(&path);
+            self.draining = Some(Draining {
+                path,
+                legacy,
+                left: self.memory.len(),
+            });
+            self.finish_file();
         }
     }
 
@@ -244,7 +237,6 @@ impl QuestDbSink {
             questdb::ingress::ProtocolVersion::V1
         };
         let queue = Arc::new(Mutex::new(self.queue));
-        let drained = Arc::new(AtomicBool::new(false));
         let mut tap = Tap {
             market: self.market,
             events: Vec::with_capacity(RING_BATCH),
@@ -253,11 +245,9 @@ impl QuestDbSink {
             queue: Arc::clone(&queue),
             stats: Arc::clone(&self.stats),
         };
-        let done = Arc::clone(&drained);
-        let tap_thread = std::thread::Builder::new().name("questdb-tap".into()).spawn(move || {
-            tap.run(&stop);
-            done.store(true, Ordering::Release);
-        })?;
+        let tap_thread = std::thread::Builder::new()
+            .name("questdb-tap".into())
+            .spawn(move || tap.run(&stop))?;
         let now = Instant::now();
         let mut out = Out {
             backoff: self.setup.retry_initial,
@@ -275,7 +265,7 @@ impl QuestDbSink {
             rng: 0x2545_F491_4F6C_DD1D,
         };
         std::thread::Builder::new().name("questdb-sink".into()).spawn(move || {
-            while !drained.load(Ordering::Acquire) {
+            while !tap_thread.is_finished() {
                 if !out.maybe_send(false, true) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
