@@ -252,9 +252,7 @@ impl Spill {
                 on_lost(e);
             }
         }
-        let Some((path, count)) = self.files.pop_front() else {
-            return None;
-        };
+        let (path, count) = self.files.pop_front()?;
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(source) => {
