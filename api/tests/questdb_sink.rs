@@ -848,6 +848,7 @@ async fn a_server_paused_for_a_minute_loses_nothing_and_doubles_nothing() {
         (0, 0),
         "the engine's API output dropped nothing"
     );
+    assert_eq!(stats.upstream_missed.get(), 0, "no gap in the engine's sequences");
     // ...and the sink's books balance, nothing pending or lost.
     assert_eq!(stats.lost.get(), 0, "{:?}", stats.last_error());
     assert_eq!(stats.pending(), 0, "everything stored at shutdown");

@@ -111,7 +111,8 @@ fn stores(app: &AppState) -> serde_json::Value {
         None => json!("not_configured"),
         Some(q) => json!({
             // Degraded while the server is unreachable, while rows wait in spill files
-            // (catching up), and for good once a row was lost (a full disk).
+            // (catching up), and for good once a row was lost (a full disk, or events
+            // that never reached the fan-out).
             "status": if q.healthy() { "ok" } else { "degraded" },
             "last_error": q.last_error(),
             "catching_up": q.catching_up(),
@@ -122,6 +123,7 @@ fn stores(app: &AppState) -> serde_json::Value {
             "spill_bytes": q.spill_bytes.get(),
             "spilled_rows": q.spilled_rows.get(),
             "lost_rows": q.lost.get(),
+            "upstream_missed_events": q.upstream_missed.get(),
             "send_errors": q.errors.get(),
             "rows_sent": q.rows_sent.get(),
         }),

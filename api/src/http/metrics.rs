@@ -372,6 +372,12 @@ pub fn render(app: &AppState) -> String {
                 q.lost.get(),
             ),
             (
+                "stocksblitz_questdb_upstream_missed_events_total",
+                "counter",
+                "Events the engine published that never reached the API fan-out (its output ring was full).",
+                q.upstream_missed.get(),
+            ),
+            (
                 "stocksblitz_questdb_catching_up",
                 "gauge",
                 "1 while rows wait in spill files or the fan-out backlog.",

@@ -15,6 +15,11 @@
 //! frees up: its consumer drains promptly (it never waits on the network), so the
 //! backlog only grows while that thread is starved of CPU.
 //!
+//! The lossless tap also watches the engine's per-instrument sequence: a gap means the
+//! engine's API output ring was full and events never reached the fan-out (the engine
+//! never waits either); it is counted (`upstream_missed`) and reported, as the store
+//! cannot have those rows.
+//!
 //! At stop, the fan-out drains the engine's ring until the engine has gone (so the
 //! events it published last still reach the stores), then hands over its backlogs.
 
@@ -50,6 +55,9 @@ pub struct Tap {
 struct Lossless {
     /// Events the ring had no room for, oldest first.
     backlog: VecDeque<EngineEvent>,
+    /// The last engine sequence seen per instrument: a gap is events the engine
+    /// published that never reached the fan-out (its output ring was full).
+    last_seq: Vec<u64>,
     stats: Arc<SinkStats>,
     /// Per-table counts of this batch (added to `stats.emitted` once per batch).
     counts: [u64; 6],
@@ -68,6 +76,7 @@ impl Tap {
             ring,
             lossless: Some(Lossless {
                 backlog: VecDeque::new(),
+                last_seq: Vec::new(),
                 stats,
                 counts: [0; 6],
             }),
@@ -86,7 +95,16 @@ impl Tap {
             }
             return;
         };
+        let mut missed = 0;
         for ev in batch {
+            let i = ev.instrument.index();
+            if i >= l.last_seq.len() {
+                l.last_seq.resize(i + 1, 0);
+            }
+            if let Some(last) = l.last_seq.get_mut(i) {
+                missed += ev.seq.saturating_sub(*last + 1);
+                *last = ev.seq;
+            }
             let Some(table) = Table::of_market(ev) else { continue };
             if let Some(c) = l.counts.get_mut(table.index()) {
                 *c += 1;
@@ -96,6 +114,13 @@ impl Tap {
             } else {
                 l.backlog.push_back(*ev);
             }
+        }
+        if missed > 0 {
+            l.stats.upstream_missed.add(missed);
+            tracing::error!(
+                missed,
+                "api fan-out: events the engine published never arrived (its output ring was full); the store misses any rows among them"
+            );
         }
         for (i, c) in l.counts.iter_mut().enumerate() {
             if *c > 0 {
@@ -297,6 +322,22 @@ mod tests {
             prop_assert_eq!(counted, want.len() as u64);
             prop_assert_eq!(stats.lost.get(), 0);
         }
+    }
+
+    #[test]
+    fn events_that_never_reached_the_fan_out_are_counted() {
+        let stats = Arc::new(SinkStats::default());
+        let (p, _c) = ring::<EngineEvent>("questdb", 64);
+        let mut tap = Tap::lossless(p, Arc::clone(&stats));
+        let mut other = event(1, 2);
+        other.instrument = InstrumentId(3);
+        tap.offer(&[event(1, 0), event(2, 2), other, event(5, 1)]);
+        assert_eq!(stats.upstream_missed.get(), 2, "3 and 4 of instrument 0");
+        let mut next = event(9, 2);
+        next.instrument = InstrumentId(3);
+        tap.offer(&[event(6, 0), next]);
+        assert_eq!(stats.upstream_missed.get(), 9, "and 2..=8 of instrument 3");
+        assert!(!stats.healthy());
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct SinkStats {
     /// Rows lost: a spill file could not be written (disk full or failing), or the
     /// sink's thread was gone. Never expected; reported loudly.
     pub lost: Counter,
+    /// Events the engine published that never reached the API fan-out (its output ring
+    /// was full: a gap in the per-instrument sequence). Any store rows among them are
+    /// missing from `emitted` and from the store. Never expected; reported loudly.
+    pub upstream_missed: Counter,
     /// Nanoseconds between now and the oldest row not yet stored (0 when caught up).
     pub lag_ns: Counter,
     /// 1 while the last send succeeded.
@@ -79,9 +83,13 @@ impl SinkStats {
         self.spill_rows.get() > 0 || self.tap_backlog.get() > 0
     }
 
-    /// Healthy: connected (or nothing to send yet), not catching up, nothing lost.
+    /// Healthy: connected (or nothing to send yet), not catching up, nothing lost
+    /// (here or upstream of the fan-out).
     pub fn healthy(&self) -> bool {
-        (self.connected.get() == 1 || self.rows_in.get() == 0) && !self.catching_up() && self.lost.get() == 0
+        (self.connected.get() == 1 || self.rows_in.get() == 0)
+            && !self.catching_up()
+            && self.lost.get() == 0
+            && self.upstream_missed.get() == 0
     }
 
     /// `emitted + recovered - (stored + refused + pending + lost)`: 0 when every row is
