@@ -95,7 +95,9 @@ impl Tap {
             }
             return;
         };
-        let mut missed = 0;
+        let (mut missed, mut lost) = (0, 0);
+        // The store's thread is gone: nothing will ever take what is pushed.
+        let gone = self.ring.is_abandoned();
         for ev in batch {
             let i = ev.instrument.index();
             if i >= l.last_seq.len() {
@@ -109,11 +111,17 @@ impl Tap {
             if let Some(c) = l.counts.get_mut(table.index()) {
                 *c += 1;
             }
-            if l.backlog.is_empty() && self.ring.free_slots() > 0 {
+            if gone {
+                lost += 1;
+            } else if l.backlog.is_empty() && self.ring.free_slots() > 0 {
                 self.ring.push(*ev);
             } else {
                 l.backlog.push_back(*ev);
             }
+        }
+        if lost > 0 {
+            l.stats.lost.add(lost);
+            tracing::error!(lost, "questdb sink: ROWS LOST: the sink's thread is gone");
         }
         if missed > 0 {
             l.stats.upstream_missed.add(missed);
@@ -350,6 +358,10 @@ mod tests {
         drop(c);
         tap.flush();
         assert_eq!((stats.lost.get(), stats.tap_backlog.get()), (3, 0));
+        // And what comes after.
+        tap.offer(&(6..=7).map(|s| event(s, 1)).collect::<Vec<_>>());
+        assert_eq!(stats.lost.get(), 5);
+        assert_eq!(stats.emitted(Table::Quotes), 2, "still counted as emitted");
     }
 
     #[test]
