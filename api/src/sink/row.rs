@@ -154,6 +154,15 @@ impl SinkRow {
         }
     }
 
+    /// When the row came to be here (receive time for market data, the event's time
+    /// for order events), for the sink's lag: a bar's designated timestamp is its start.
+    pub fn received(&self) -> i64 {
+        match *self {
+            SinkRow::Trade { recv, .. } | SinkRow::Bar { recv, .. } => recv,
+            _ => self.ts(),
+        }
+    }
+
     /// The designated timestamp (nanoseconds).
     pub fn ts(&self) -> i64 {
         match *self {

@@ -167,7 +167,7 @@ impl Queue {
         stats.memory_rows.set(self.memory.len() as u64);
         stats.spill_rows.set(self.spill.rows());
         stats.spill_bytes.set(self.spill.bytes());
-        let oldest = self.memory.front().map(SinkRow::ts);
+        let oldest = self.memory.front().map(SinkRow::received);
         let lag = oldest.map_or(0, |ts| UnixNanos::now().0.saturating_sub(ts).max(0) as u64);
         stats
             .lag_ns
