@@ -898,3 +898,71 @@ async fn a_server_paused_for_a_minute_loses_nothing_and_doubles_nothing() {
     drop(vm);
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// A tmpfs of `size` mounted at a fresh directory (a disk that fills up), unmounted
+/// when dropped. `None` when this process may not mount (not root; CI runs as root).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let d = fresh_dir("small-disk");
+        std::fs::create_dir_all(&d).expect("dir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&d)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(d))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The one way the sink loses rows: the store is down and the spill disk is full. The
+/// loss is counted (and reported in health), and the books still balance: every row
+/// taken in is stored, held in memory, in a spill file, or counted lost.
+#[test]
+fn a_full_spill_disk_is_the_only_loss_and_it_is_counted() {
+    let Some(disk) = SmallDisk::mount("3m") else {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let gone = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let (mut p, stats, stop, join) = sink(setup(&gone, &disk.0.join("spill"), 1_000));
+    let balance = |stats: &SinkStats| {
+        stats.rows_in.get()
+            == stats.rows_sent.get()
+                + stats.rejected.get()
+                + stats.memory_rows.get()
+                + stats.spill_rows.get()
+                + stats.lost.get()
+    };
+    let total = 150_000u64;
+    let t0 = now_ms();
+    for n in 1..=total {
+        let e = trade((n % 2) as u32, t0 + n as i64, n);
+        while !p.push(e) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stats.rows_in.get() < total && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(stats.rows_in.get(), total);
+    assert!(stats.lost.get() > 0, "the disk filled up");
+    assert!(stats.spill_rows.get() > 0, "what fitted is kept");
+    assert!(!stats.healthy(), "a loss is reported");
+    assert!(balance(&stats), "books balance while running");
+    stop_sink(&stop, join);
+    assert_eq!(stats.memory_rows.get(), 0, "memory spilled (or counted lost) at stop");
+    assert!(balance(&stats), "books balance after stop");
+}

@@ -396,7 +396,7 @@ mod tests {
 
     impl Drop for SmallDisk {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
