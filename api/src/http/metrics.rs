@@ -380,7 +380,7 @@ pub fn render(app: &AppState) -> String {
             (
                 "stocksblitz_questdb_catching_up",
                 "gauge",
-                "1 while rows wait in spill files or the fan-out backlog.",
+                "1 while the sink is behind: rows in spill files or the fan-out backlog, or more than two batches in memory.",
                 u64::from(q.catching_up()),
             ),
         ]);

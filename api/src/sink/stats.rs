@@ -48,6 +48,9 @@ pub struct SinkStats {
     /// was full: a gap in the per-instrument sequence). Any store rows among them are
     /// missing from `emitted` and from the store. Never expected; reported loudly.
     pub upstream_missed: Counter,
+    /// The configured batch size: more rows than this waiting in memory means the sink
+    /// is behind (catching up).
+    pub batch_rows: Counter,
     /// Nanoseconds between now and the oldest row not yet stored (0 when caught up).
     pub lag_ns: Counter,
     /// 1 while the last send succeeded.
@@ -78,9 +81,12 @@ impl SinkStats {
         self.tap_rows.get() + self.tap_backlog.get() + self.memory_rows.get() + self.spill_rows.get()
     }
 
-    /// Rows are waiting in spill files or the fan-out backlog: the sink is catching up.
+    /// The sink is behind: rows wait in spill files or the fan-out backlog, or more
+    /// than two batches wait in memory.
     pub fn catching_up(&self) -> bool {
-        self.spill_rows.get() > 0 || self.tap_backlog.get() > 0
+        self.spill_rows.get() > 0
+            || self.tap_backlog.get() > 0
+            || (self.batch_rows.get() > 0 && self.memory_rows.get() > 2 * self.batch_rows.get())
     }
 
     /// Healthy: connected (or nothing to send yet), not catching up, nothing lost

@@ -206,6 +206,7 @@ impl QuestDbSink {
         let spill = Spill::open(&setup.spill_dir)?;
         let legacy = spill.files().map(PathBuf::from).collect();
         stats.recovered.add(spill.rows());
+        stats.batch_rows.set(setup.batch_rows as u64);
         let queue = Queue {
             memory: VecDeque::with_capacity(setup.batch_rows * 2),
             memory_rows: setup.memory_rows,
