@@ -111,8 +111,9 @@ fn stores(app: &AppState) -> serde_json::Value {
         None => json!("not_configured"),
         Some(q) => json!({
             // Degraded while the server is unreachable, while the sink is behind
-            // (catching up: spill files, or more than two batches in memory), and for good once a row was lost (a full disk, or events
-            // that never reached the fan-out).
+            // (catching up: spill files, or more than two batches in memory), and for
+            // good once a row was lost (a full disk, or events that never reached the
+            // fan-out).
             "status": if q.healthy() { "ok" } else { "degraded" },
             "last_error": q.last_error(),
             "catching_up": q.catching_up(),
