@@ -18,7 +18,7 @@ use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWrit
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::OrderManager;
 use stocksblitz_engine::publisher::OutputStats;
-use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
+use stocksblitz_engine::ring::{ring, RingConsumer};
 use stocksblitz_engine::stats::EngineStats;
 use stocksblitz_engine::{Engine, EngineEvent, EngineHandles, Price, Tick, UnixNanos};
 use stocksblitz_feed_handlers::live::spawn_live;
@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::config::orders::OrderSetup;
 use crate::config::Validated;
-use crate::market::{spawn_fanout, Market, Mirror};
+use crate::market::{spawn_fanout, Market, Mirror, Tap};
 use crate::orders::accounts::Accounts;
 use crate::orders::fanout::spawn_order_fanout;
 use crate::orders::OrderService;
@@ -221,16 +221,19 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
 
     let (out_producer, out_consumer) = ring::<EngineEvent>("api", cfg.engine.output_ring_capacity);
     // The engine publishes each event once; the stores tap the API fan-out, each
-    // through a ring of its own that it drains whatever its server does.
+    // through a ring of its own that it drains whatever its server does. The QuestDB
+    // tap is lossless (the store loses nothing): the fan-out counts its rows and holds
+    // what its ring has no room for.
     let mut taps = Vec::new();
     let sink_ring = v.questdb.as_ref().map(|_| {
         let (p, c) = ring::<EngineEvent>("questdb", cfg.engine.output_ring_capacity);
-        taps.push(p);
-        c
+        let stats = Arc::new(crate::sink::SinkStats::default());
+        taps.push(Tap::lossless(p, Arc::clone(&stats)));
+        (c, stats)
     });
     let redis_ring = redis.as_ref().map(|_| {
         let (p, c) = ring::<EngineEvent>("redis", cfg.engine.output_ring_capacity);
-        taps.push(p);
+        taps.push(Tap::lossy(p));
         c
     });
     // Sessions (out of session: CLOSED) and which instruments a feed delivers (the
@@ -297,7 +300,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         })
         .context("starting the engine thread")?;
 
-    let tap_stats: Vec<_> = taps.iter().map(|t| Arc::clone(t.stats())).collect();
+    let tap_stats: Vec<_> = taps.iter().map(|t| Arc::clone(t.ring_stats())).collect();
     let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, taps, &stop)?;
     let registry = Arc::clone(&market.registry);
 
@@ -323,15 +326,22 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         None => (None, None, None, None),
     };
     let (questdb, questdb_stats) = match (&v.questdb, sink_ring) {
-        (Some(setup), Some(ring)) => {
+        (Some(setup), Some((ring, stats))) => {
             let accounts = v.orders.as_ref().map(|o| o.accounts.clone()).unwrap_or_default();
             let journal = v
                 .orders
                 .as_ref()
                 .zip(order_service.as_ref())
                 .map(|(o, s)| (o.journal.dir.as_path(), Arc::clone(s.journal())));
-            let (join, stats) =
-                crate::sink::start(setup, &v.registry, &accounts, ring, journal, Arc::clone(&journal_stop))?;
+            let join = crate::sink::start(
+                setup,
+                &v.registry,
+                &accounts,
+                ring,
+                journal,
+                Arc::clone(&stats),
+                Arc::clone(&journal_stop),
+            )?;
             (Some(join), Some(stats))
         }
         _ => (None, None),
@@ -485,7 +495,7 @@ type MarketFanout = (Arc<Market>, Arc<Hub>, JoinHandle<()>, Arc<crate::market::F
 fn market_fanout(
     v: &Validated,
     ring: RingConsumer<EngineEvent>,
-    taps: Vec<RingProducer<EngineEvent>>,
+    taps: Vec<Tap>,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<MarketFanout> {
     let registry = Arc::new(v.registry.clone());

@@ -62,10 +62,12 @@ fn rows(n: usize) -> Vec<SinkRow> {
                     qty: Qty(1_250 + (i % 13) as i64),
                     trade_id: 1_000_000 + i as u64,
                     aggressor: Aggressor::Buy,
+                    seq: i as u64,
                 }
             } else {
                 SinkRow::Quote {
                     ts: t0 + i as i64 * 1_000,
+                    seq: i as u64,
                     instrument,
                     bid: Price(p - 1),
                     bid_qty: Qty(4_000),
@@ -87,21 +89,24 @@ fn hand_ilp(out: &mut String, r: &SinkRow, symbols: &[String]) {
             price,
             qty,
             trade_id,
+            seq,
             ..
         } => {
             let _ = writeln!(
                 out,
-                "trades,symbol={},aggressor=buy price={},qty={},trade_id={}i,recv_ts={}t {}",
+                "trades,symbol={},aggressor=buy price={},qty={},trade_id={}i,recv_ts={}t,seq={}i {}",
                 symbols[instrument.index()],
                 price.0 as f64 / 100.0,
                 qty.0 as f64 / 1000.0,
                 trade_id,
                 recv / 1000,
+                seq,
                 ts
             );
         }
         SinkRow::Quote {
             ts,
+            seq,
             instrument,
             bid,
             bid_qty,
@@ -110,12 +115,13 @@ fn hand_ilp(out: &mut String, r: &SinkRow, symbols: &[String]) {
         } => {
             let _ = writeln!(
                 out,
-                "quotes,symbol={} bid={},bid_qty={},ask={},ask_qty={} {}",
+                "quotes,symbol={} bid={},bid_qty={},ask={},ask_qty={},seq={}i {}",
                 symbols[instrument.index()],
                 bid.0 as f64 / 100.0,
                 bid_qty.0 as f64 / 1000.0,
                 ask.0 as f64 / 100.0,
                 ask_qty.0 as f64 / 1000.0,
+                seq,
                 ts
             );
         }

@@ -115,6 +115,19 @@ fn stores_ok(app: &AppState) -> Vec<String> {
                 "questdb: not reachable ({}); rows wait in memory and spill files",
                 q.last_error().unwrap_or_else(|| "no answer".into())
             ));
+        } else if q.catching_up() {
+            out.push(format!(
+                "questdb: catching up ({} rows pending, {} in spill files)",
+                q.pending(),
+                q.spill_rows.get()
+            ));
+        }
+        if q.lost.get() > 0 || q.upstream_missed.get() > 0 {
+            out.push(format!(
+                "questdb: {} rows lost to a full or failing spill disk, {} events never reached the store",
+                q.lost.get(),
+                q.upstream_missed.get()
+            ));
         }
     }
     if let Some(r) = &app.redis {
@@ -304,12 +317,21 @@ fn stores(app: &AppState) -> serde_json::Value {
     let questdb = match &app.questdb {
         None => json!("not_configured"),
         Some(q) => json!({
-            "status": if q.connected.get() == 1 || q.rows_in.get() == 0 { "ok" } else { "degraded" },
+            // Degraded while the server is unreachable, while the sink is behind
+            // (catching up: spill files, or more than two batches in memory), and for
+            // good once a row was lost (a full disk, or events that never reached the
+            // fan-out).
+            "status": if q.healthy() { "ok" } else { "degraded" },
             "last_error": q.last_error(),
+            "catching_up": q.catching_up(),
             "lag_seconds": q.lag_ns.get() as f64 / 1e9,
+            "pending_rows": q.pending(),
             "memory_rows": q.memory_rows.get(),
+            "spill_rows": q.spill_rows.get(),
             "spill_bytes": q.spill_bytes.get(),
             "spilled_rows": q.spilled_rows.get(),
+            "lost_rows": q.lost.get(),
+            "upstream_missed_events": q.upstream_missed.get(),
             "send_errors": q.errors.get(),
             "rows_sent": q.rows_sent.get(),
         }),

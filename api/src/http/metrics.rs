@@ -338,6 +338,69 @@ pub fn render(app: &AppState) -> String {
             "Age of the oldest row not yet stored.",
         );
         o.sample("stocksblitz_questdb_lag_seconds", "", q.lag_ns.get() as f64 / 1e9);
+        // Every row bound for the store: emitted + recovered = stored + rejected +
+        // pending + lost.
+        o.scalars(&[
+            (
+                "stocksblitz_questdb_pending_rows",
+                "gauge",
+                "Rows not yet stored: tap ring, fan-out backlog, memory and spill files.",
+                q.pending(),
+            ),
+            (
+                "stocksblitz_questdb_spill_rows",
+                "gauge",
+                "Rows in spill files now.",
+                q.spill_rows.get(),
+            ),
+            (
+                "stocksblitz_questdb_tap_backlog_rows",
+                "gauge",
+                "Rows the fan-out holds because the sink's tap ring was full.",
+                q.tap_backlog.get(),
+            ),
+            (
+                "stocksblitz_questdb_recovered_rows_total",
+                "counter",
+                "Rows found in spill files an earlier run left.",
+                q.recovered.get(),
+            ),
+            (
+                "stocksblitz_questdb_lost_rows_total",
+                "counter",
+                "Rows lost because a spill file could not be written (disk full or failing).",
+                q.lost.get(),
+            ),
+            (
+                "stocksblitz_questdb_upstream_missed_events_total",
+                "counter",
+                "Events the engine published that never reached the API fan-out (its output ring was full).",
+                q.upstream_missed.get(),
+            ),
+            (
+                "stocksblitz_questdb_catching_up",
+                "gauge",
+                "1 while the sink is behind: rows in spill files or the fan-out backlog, or more than two batches in memory.",
+                u64::from(q.catching_up()),
+            ),
+        ]);
+        for (name, help, get) in [
+            (
+                "stocksblitz_questdb_emitted_rows_total",
+                "Rows bound for the store, per table (market data counted by the fan-out, order events read from the journal).",
+                crate::sink::SinkStats::emitted as fn(&crate::sink::SinkStats, crate::sink::row::Table) -> u64,
+            ),
+            (
+                "stocksblitz_questdb_stored_rows_total",
+                "Rows the server accepted, per table.",
+                crate::sink::SinkStats::stored,
+            ),
+        ] {
+            o.header(name, "counter", help);
+            for t in crate::sink::row::Table::ALL {
+                o.sample(name, &format!("table=\"{}\"", t.name()), get(q, t));
+            }
+        }
     }
 
     // Rings: inputs (one per feed), outputs (one per consumer), the order event ring.

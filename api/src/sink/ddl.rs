@@ -1,7 +1,10 @@
 //! Table creation over QuestDB's HTTP SQL endpoint (`/exec`), and the start-up
 //! reachability check. Tables get a designated timestamp, daily partitions, WAL and
 //! DEDUP UPSERT KEYS, so that re-sending a batch (after a timeout whose outcome was
-//! unknown, or a drained spill file) never doubles a row.
+//! unknown, or a drained spill file) never doubles a row. The keys are unique per real
+//! event (see [`super::row`]): a trade's exchange time (seconds for Kite, which has no
+//! trade id) is not, so market data rows are keyed by their receive time and the
+//! engine's per-instrument sequence too.
 
 use std::time::Duration;
 
@@ -21,33 +24,52 @@ fn authorization(s: &QuestDbSetup, secret: Option<&str>) -> Option<String> {
     }
 }
 
-/// `CREATE TABLE IF NOT EXISTS` for every table the sink writes.
+/// For every table the sink writes: `CREATE TABLE IF NOT EXISTS`, then (for a table an
+/// earlier version created with other keys) its key columns added if missing and its
+/// DEDUP UPSERT KEYS set to the current ones (QuestDB replaces the key list). Each
+/// statement is idempotent.
 pub fn statements() -> Vec<(&'static str, String)> {
-    let table = |name: &'static str, columns: &str, keys: &str| {
-        (
+    let mut out = Vec::new();
+    for (name, columns, keys) in tables() {
+        out.push((
             name,
             format!(
                 "CREATE TABLE IF NOT EXISTS {name} (ts TIMESTAMP, {columns}) TIMESTAMP(ts) PARTITION BY DAY WAL \
                  DEDUP UPSERT KEYS(ts, {keys})"
             ),
-        )
-    };
+        ));
+        for key in keys.split(", ") {
+            let typed = columns
+                .split(", ")
+                .find(|c| c.split_once(' ').is_some_and(|(n, _)| n == key));
+            if let Some(typed) = typed {
+                out.push((name, format!("ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {typed}")));
+            }
+        }
+        out.push((name, format!("ALTER TABLE {name} DEDUP ENABLE UPSERT KEYS(ts, {keys})")));
+    }
+    out
+}
+
+/// Each table: its name, its columns besides `ts`, and its DEDUP keys besides `ts`.
+pub fn tables() -> Vec<(&'static str, String, &'static str)> {
+    let table = |name: &'static str, columns: &str, keys: &'static str| (name, columns.to_owned(), keys);
     vec![
         table(
             TRADES,
-            "symbol SYMBOL, aggressor SYMBOL, price DOUBLE, qty DOUBLE, trade_id LONG, recv_ts TIMESTAMP",
-            "symbol, trade_id",
+            "symbol SYMBOL, aggressor SYMBOL, price DOUBLE, qty DOUBLE, trade_id LONG, recv_ts TIMESTAMP, seq LONG",
+            "symbol, recv_ts, seq",
         ),
         table(
             QUOTES,
-            "symbol SYMBOL, bid DOUBLE, bid_qty DOUBLE, ask DOUBLE, ask_qty DOUBLE",
-            "symbol",
+            "symbol SYMBOL, bid DOUBLE, bid_qty DOUBLE, ask DOUBLE, ask_qty DOUBLE, seq LONG",
+            "symbol, seq",
         ),
         table(
             BARS,
             "symbol SYMBOL, interval SYMBOL, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE, \
-             trades LONG, revised BOOLEAN",
-            "symbol, interval",
+             trades LONG, revised BOOLEAN, recv_ts TIMESTAMP, seq LONG",
+            "symbol, interval, recv_ts, seq",
         ),
         table(
             ORDER_EVENTS,

@@ -3,10 +3,11 @@
 //! rounded double of the exact decimal (both operands are exact, IEEE division rounds
 //! once).
 //!
-//! Tables and their DEDUP UPSERT KEYS (see [`super::ddl`]): `trades` (ts, symbol,
-//! trade_id), `quotes` (ts, symbol), `bars` (ts, symbol, interval_s), `order_events`
-//! (ts, seq), `fills` (ts, fill_id), `anomalies` (ts, seq). Text goes in symbol columns (the only text type
-//! every ILP server takes), except the client order id.
+//! Tables and their DEDUP UPSERT KEYS (see [`super::ddl`]), each unique per real event:
+//! `trades` (ts, symbol, recv_ts, seq), `quotes` (ts, symbol, seq), `bars` (ts, symbol,
+//! interval, recv_ts, seq), `order_events` (ts, seq), `fills` (ts, fill_id), `anomalies`
+//! (ts, seq). Text goes in symbol columns (the only text type every ILP server takes),
+//! except the client order id.
 
 use questdb::ingress::{Buffer, TimestampNanos};
 use stocksblitz_engine::InstrumentRegistry;
@@ -70,6 +71,7 @@ pub fn write_row(buf: &mut Buffer, row: &SinkRow, n: &Names) -> questdb::Result<
             qty,
             trade_id,
             aggressor,
+            seq,
         } => buf
             .table(TRADES)?
             .symbol("symbol", n.symbol(instrument))?
@@ -78,9 +80,11 @@ pub fn write_row(buf: &mut Buffer, row: &SinkRow, n: &Names) -> questdb::Result<
             .column_f64("qty", n.qty(instrument, qty.0))?
             .column_i64("trade_id", id(trade_id))?
             .column_ts("recv_ts", TimestampNanos::new(recv))?
+            .column_i64("seq", id(seq))?
             .at(TimestampNanos::new(ts)),
         SinkRow::Quote {
             ts,
+            seq,
             instrument,
             bid,
             bid_qty,
@@ -93,9 +97,12 @@ pub fn write_row(buf: &mut Buffer, row: &SinkRow, n: &Names) -> questdb::Result<
             .column_f64_opt("bid_qty", (bid_qty.0 > 0).then(|| n.qty(instrument, bid_qty.0)))?
             .column_f64_opt("ask", (ask_qty.0 > 0).then(|| n.price(instrument, ask.0)))?
             .column_f64_opt("ask_qty", (ask_qty.0 > 0).then(|| n.qty(instrument, ask_qty.0)))?
+            .column_i64("seq", id(seq))?
             .at(TimestampNanos::new(ts)),
         SinkRow::Bar {
             ts,
+            recv,
+            seq,
             instrument,
             interval_secs,
             open,
@@ -116,6 +123,8 @@ pub fn write_row(buf: &mut Buffer, row: &SinkRow, n: &Names) -> questdb::Result<
             .column_f64("volume", n.qty(instrument, volume.0))?
             .column_i64("trades", i64::from(trades))?
             .column_bool("revised", revised)?
+            .column_ts("recv_ts", TimestampNanos::new(recv))?
+            .column_i64("seq", id(seq))?
             .at(TimestampNanos::new(ts)),
         SinkRow::Order {
             ts,

@@ -40,17 +40,18 @@ fn secret(setup: &QuestDbSetup) -> anyhow::Result<Option<String>> {
         .map_err(|e| anyhow::anyhow!("[questdb] credentials: {e}"))
 }
 
-/// Checks the server, creates the tables when asked, and starts the sink thread.
+/// Checks the server, creates the tables when asked, and starts the sink's threads.
 /// `journal`: the order journal's directory and counters, when order events are
-/// exported.
+/// exported. `stats`: shared with the fan-out's lossless tap feeding `market`.
 pub fn start(
     setup: &QuestDbSetup,
     registry: &InstrumentRegistry,
     accounts: &[String],
     market: RingConsumer<EngineEvent>,
     journal: Option<(&Path, Arc<JournalStats>)>,
+    stats: Arc<SinkStats>,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<(JoinHandle<()>, Arc<SinkStats>)> {
+) -> anyhow::Result<JoinHandle<()>> {
     let secret = secret(setup)?;
     ddl::check_reachable(setup, secret.as_deref())
         .map_err(|e| anyhow::anyhow!("[questdb] is configured but unreachable at start-up: {e}"))?;
@@ -72,16 +73,14 @@ pub fn start(
         }
         None => None,
     };
-    let stats = Arc::new(SinkStats::default());
     let sink = QuestDbSink::new(
         setup.clone(),
         secret,
         ilp::Names::new(registry, accounts),
         Some(market),
         orders,
-        Arc::clone(&stats),
+        stats,
     )
     .with_context(|| format!("opening the questdb spill directory {}", setup.spill_dir.display()))?;
-    let join = sink.spawn(stop).context("starting the questdb sink thread")?;
-    Ok((join, stats))
+    sink.spawn(stop).context("starting the questdb sink threads")
 }

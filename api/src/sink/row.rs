@@ -1,5 +1,11 @@
 //! One row for the time-series store, as the sink queues and spills it: fixed-size,
 //! `Copy`, prices still fixed-point (converted to doubles only when serialized).
+//!
+//! Row identity (the tables' DEDUP keys, see [`super::ddl`]): a market data row carries
+//! the engine's per-instrument sequence (`seq`, unique within a run) and its receive time
+//! in nanoseconds (which tells runs apart), so two distinct events never share a key,
+//! even two trades in the same exchange second without a venue trade id (Kite), while a
+//! re-sent row carries exactly the same key and values.
 
 use stocksblitz_engine::bars::BarState;
 use stocksblitz_engine::orders::AccountId;
@@ -19,9 +25,13 @@ pub enum SinkRow {
         qty: Qty,
         trade_id: u64,
         aggressor: Aggressor,
+        /// The engine's per-instrument sequence on the API output.
+        seq: u64,
     },
     Quote {
+        /// Receive time (nanoseconds).
         ts: i64,
+        seq: u64,
         instrument: InstrumentId,
         bid: Price,
         bid_qty: Qty,
@@ -31,6 +41,10 @@ pub enum SinkRow {
     Bar {
         /// The bar's start.
         ts: i64,
+        /// When the engine closed (or revised) it, and its sequence: a revision is a row
+        /// of its own (`revised`), the latest `seq` of a bar is its final version.
+        recv: i64,
+        seq: u64,
         instrument: InstrumentId,
         /// Seconds per bar.
         interval_secs: u32,
@@ -78,7 +92,89 @@ pub enum SinkRow {
     },
 }
 
+/// The tables the sink writes, one per row kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Trades,
+    Quotes,
+    Bars,
+    OrderEvents,
+    Fills,
+    Anomalies,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] = [
+        Table::Trades,
+        Table::Quotes,
+        Table::Bars,
+        Table::OrderEvents,
+        Table::Fills,
+        Table::Anomalies,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Trades => super::ilp::TRADES,
+            Table::Quotes => super::ilp::QUOTES,
+            Table::Bars => super::ilp::BARS,
+            Table::OrderEvents => super::ilp::ORDER_EVENTS,
+            Table::Fills => super::ilp::FILLS,
+            Table::Anomalies => super::ilp::ANOMALIES,
+        }
+    }
+
+    /// Position in [`Table::ALL`] (for per-table counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The table an engine event is stored in, if it is stored (what
+    /// [`SinkRow::from_market`] keeps), without building the row.
+    #[inline]
+    pub fn of_market(e: &EngineEvent) -> Option<Table> {
+        match e.data {
+            EventData::Trade { .. } => Some(Table::Trades),
+            EventData::Quote { .. } => Some(Table::Quotes),
+            EventData::Bar { state, .. } if state != BarState::Open => Some(Table::Bars),
+            _ => None,
+        }
+    }
+}
+
 impl SinkRow {
+    pub fn table(&self) -> Table {
+        match self {
+            SinkRow::Trade { .. } => Table::Trades,
+            SinkRow::Quote { .. } => Table::Quotes,
+            SinkRow::Bar { .. } => Table::Bars,
+            SinkRow::Order { .. } => Table::OrderEvents,
+            SinkRow::Fill { .. } => Table::Fills,
+            SinkRow::Anomaly { .. } => Table::Anomalies,
+        }
+    }
+
+    /// When the row came to be here (receive time for market data, the event's time
+    /// for order events), for the sink's lag: a bar's designated timestamp is its start.
+    pub fn received(&self) -> i64 {
+        match *self {
+            SinkRow::Trade { recv, .. } | SinkRow::Bar { recv, .. } => recv,
+            _ => self.ts(),
+        }
+    }
+
+    /// The designated timestamp (nanoseconds).
+    pub fn ts(&self) -> i64 {
+        match *self {
+            SinkRow::Trade { ts, .. }
+            | SinkRow::Quote { ts, .. }
+            | SinkRow::Bar { ts, .. }
+            | SinkRow::Order { ts, .. }
+            | SinkRow::Fill { ts, .. }
+            | SinkRow::Anomaly { ts, .. } => ts,
+        }
+    }
+
     /// The market data row an engine event becomes: trades, quotes and closed (or
     /// revised) bars. Book deltas, forming bars and status changes are not stored.
     pub fn from_market(e: &EngineEvent) -> Option<SinkRow> {
@@ -101,6 +197,7 @@ impl SinkRow {
                 qty,
                 trade_id,
                 aggressor,
+                seq: e.seq,
             }),
             EventData::Quote {
                 bid,
@@ -109,6 +206,7 @@ impl SinkRow {
                 ask_qty,
             } => Some(SinkRow::Quote {
                 ts: e.recv_ts.0,
+                seq: e.seq,
                 instrument: e.instrument,
                 bid,
                 bid_qty,
@@ -117,6 +215,8 @@ impl SinkRow {
             }),
             EventData::Bar { bar, state } if state != BarState::Open => Some(SinkRow::Bar {
                 ts: bar.start.0,
+                recv: e.recv_ts.0,
+                seq: e.seq,
                 instrument: e.instrument,
                 interval_secs: (bar.interval.nanos() / UnixNanos::NANOS_PER_SEC) as u32,
                 open: bar.open,

@@ -1,13 +1,23 @@
-//! The QuestDB sink thread: takes market data from its tap ring off the API fan-out
-//! and order events from the order journal, batches rows (by count and by time, with its
-//! own timer: questdb-rs does not flush on its own), sends them over ILP, and when the
-//! server is slow or down retries with back-off while rows wait in memory and then in
-//! spill files. Nothing upstream waits for it: its ring is drained whatever the
-//! server does (a full ring drops and counts).
+//! The QuestDB sink: two threads around one queue.
+//!
+//! - `questdb-tap` drains the sink's tap ring off the API fan-out and reads order events
+//!   from the order journal, queueing rows in memory (bounded by `memory_rows`) and past
+//!   that in spill files, in order. It never waits on the network, so the tap is drained
+//!   promptly whatever the server does; the fan-out holds what does not fit in the tap
+//!   ring (see [`crate::market::fanout`]). Nothing is dropped short of a spill file the
+//!   disk will not take, which is counted (`lost`) and reported loudly.
+//! - `questdb-sink` takes batches from the front of the queue (by count and by time,
+//!   with its own timer: questdb-rs does not flush on its own), sends them over ILP, and
+//!   when the server is slow or down retries with jittered back-off; when memory is
+//!   empty it loads the oldest spill file back. The queue's lock is never held across a
+//!   send.
 //!
 //! Order events come from the journal, not a ring: they are durable there, so none is
 //! lost even if this thread stops, and the position up to which they are stored is
 //! saved (`orders.position` in the spill directory) to resume after a restart.
+//!
+//! At stop the tap is drained until the fan-out has gone, one last send is tried, and
+//! whatever is still held goes to the spill files for the next run.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -18,6 +28,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use questdb::ingress::{Buffer, Sender};
 use stocksblitz_engine::journal::format::{hex, Hash};
 use stocksblitz_engine::journal::{record, JournalStats, JournalTailer, Record};
@@ -26,12 +37,15 @@ use stocksblitz_engine::{EngineEvent, UnixNanos};
 
 use super::ilp::{write_row, Names};
 use super::row::SinkRow;
-use super::spill::Spill;
+use super::spill::{Spill, SpillError};
 use super::stats::SinkStats;
 use crate::config::questdb::QuestDbSetup;
 
 const RING_BATCH: usize = 4096;
 const ORDER_POLL: Duration = Duration::from_millis(20);
+/// After stop, the tap is drained until the fan-out has gone, or until it stayed empty
+/// this long (a producer that outlives the sink, as in tests).
+const STOP_QUIET: Duration = Duration::from_secs(1);
 
 /// Order events, read from the journal as it grows.
 pub struct OrderFeed {
@@ -50,35 +64,127 @@ impl OrderFeed {
     }
 }
 
+/// The spill file whose rows are at the front of memory.
+struct Draining {
+    path: PathBuf,
+    /// Left by an earlier run (its rows are not this run's).
+    legacy: bool,
+    /// Its rows still in memory, not yet stored.
+    left: usize,
+}
+
+/// Rows waiting, oldest first: in memory, then in spill files. Shared by both threads.
+struct Queue {
+    memory: VecDeque<SinkRow>,
+    memory_rows: usize,
+    spill: Spill,
+    draining: Option<Draining>,
+    /// Spill files present at start.
+    legacy: Vec<PathBuf>,
+    /// Rows taken in this run, and rows of this run stored (or refused), in order.
+    taken: u64,
+    done: u64,
+    /// Journal positions to save once `done` reaches the count.
+    marks: VecDeque<(u64, (u64, Hash))>,
+}
+
+fn report_lost(stats: &SinkStats, e: &SpillError) {
+    stats.lost.add(e.lost);
+    tracing::error!(error = %e, lost = e.lost, "questdb sink: ROWS LOST: a spill file could not be written (disk full or failing)");
+    stats.set_error(Some(format!("rows lost: {e}")));
+}
+
+impl Queue {
+    /// Queues a row: in memory while there is room and nothing is spilled, else in the
+    /// spill files (in order).
+    fn push(&mut self, row: SinkRow, stats: &SinkStats) {
+        stats.rows_in.inc();
+        self.taken += 1;
+        if self.spill.is_active() || self.memory.len() >= self.memory_rows {
+            match self.spill.append(&row) {
+                Ok(()) => stats.spilled_rows.inc(),
+                Err(e) => report_lost(stats, &e),
+            }
+            return;
+        }
+        self.memory.push_back(row);
+    }
+
+    /// When memory is empty, loads the oldest spill file into it.
+    fn refill(&mut self, stats: &SinkStats) {
+        if !self.memory.is_empty() || !self.spill.is_active() {
+            return;
+        }
+        if let Some(path) = self.spill.load_oldest(&mut self.memory, |e| report_lost(stats, &e)) {
+            let legacy = self.legacy.contains(&path);
+            self.draining = Some(Draining {
+                path,
+                legacy,
+                left: self.memory.len(),
+            });
+            self.finish_file();
+        }
+    }
+
+    /// Deletes the file being drained once all its rows are stored.
+    fn finish_file(&mut self) {
+        if self.draining.as_ref().is_some_and(|d| d.left == 0) {
+            if let Some(d) = self.draining.take() {
+                if let Err(e) = self.spill.done(&d.path) {
+                    tracing::warn!(file = %d.path.display(), error = %e, "questdb sink: cannot delete a drained spill file");
+                }
+            }
+        }
+    }
+
+    /// The first `n` rows are stored (or set aside as refused). Returns the journal
+    /// position to save, if one is now covered.
+    fn complete(&mut self, n: usize) -> Option<(u64, Hash)> {
+        let n = n.min(self.memory.len());
+        self.memory.drain(..n);
+        let mut theirs = 0;
+        if let Some(d) = self.draining.as_mut() {
+            let from_file = n.min(d.left);
+            d.left -= from_file;
+            if d.legacy {
+                theirs = from_file;
+            }
+        }
+        self.finish_file();
+        self.done += (n - theirs) as u64;
+        let mut last = None;
+        while let Some(&(count, pos)) = self.marks.front() {
+            if count > self.done {
+                break;
+            }
+            last = Some(pos);
+            self.marks.pop_front();
+        }
+        last
+    }
+
+    fn gauges(&self, stats: &SinkStats) {
+        stats.memory_rows.set(self.memory.len() as u64);
+        stats.spill_rows.set(self.spill.rows());
+        stats.spill_bytes.set(self.spill.bytes());
+        let oldest = self.memory.front().map(SinkRow::received);
+        let lag = oldest.map_or(0, |ts| UnixNanos::now().0.saturating_sub(ts).max(0) as u64);
+        stats
+            .lag_ns
+            .set(if self.spill.is_active() && lag == 0 { 1 } else { lag });
+    }
+}
+
+/// The sink, built and ready to start ([`QuestDbSink::spawn`]).
 pub struct QuestDbSink {
     setup: QuestDbSetup,
     /// The password or token (never logged).
     secret: Option<String>,
     names: Names,
-    sender: Option<Sender>,
-    buf: Buffer,
-    memory: VecDeque<SinkRow>,
-    spill: Spill,
-    /// The spill file whose rows are in `memory` (deleted once they are stored), and
-    /// whether an earlier run left it.
-    draining: Option<(PathBuf, bool)>,
-    /// Spill files present at start (their rows were counted by an earlier run).
-    legacy: Vec<PathBuf>,
+    queue: Queue,
     market: Option<RingConsumer<EngineEvent>>,
-    events: Vec<EngineEvent>,
     orders: Option<OrderFeed>,
-    order_rows: Vec<SinkRow>,
     stats: Arc<SinkStats>,
-    backoff: Duration,
-    next_try: Instant,
-    last_flush: Instant,
-    /// Rows taken in this run, and rows of this run stored (or rejected), in order.
-    taken: u64,
-    done: u64,
-    /// Journal positions to save once `done` reaches the count.
-    marks: VecDeque<(u64, (u64, Hash))>,
-    rejected: Option<BufWriter<File>>,
-    rng: u64,
 }
 
 /// Whether the server refused the data itself (QuestDB answers a bad line with 400 and
@@ -98,83 +204,141 @@ impl QuestDbSink {
         stats: Arc<SinkStats>,
     ) -> std::io::Result<Self> {
         let spill = Spill::open(&setup.spill_dir)?;
-        let legacy = std::fs::read_dir(&setup.spill_dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "rows") && !p.ends_with("rejected.rows"))
-            .collect();
-        let version = if setup.protocol_version == 2 {
+        let legacy = spill.files().map(PathBuf::from).collect();
+        stats.recovered.add(spill.rows());
+        stats.batch_rows.set(setup.batch_rows as u64);
+        let queue = Queue {
+            memory: VecDeque::with_capacity(setup.batch_rows * 2),
+            memory_rows: setup.memory_rows,
+            spill,
+            draining: None,
+            legacy,
+            taken: 0,
+            done: 0,
+            marks: VecDeque::new(),
+        };
+        queue.gauges(&stats);
+        Ok(Self {
+            setup,
+            secret,
+            names,
+            queue,
+            market,
+            orders,
+            stats,
+        })
+    }
+
+    /// Starts both threads; the handle joins them (the sender thread joins the tap
+    /// thread before its last send).
+    pub fn spawn(self, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+        let version = if self.setup.protocol_version == 2 {
             questdb::ingress::ProtocolVersion::V2
         } else {
             questdb::ingress::ProtocolVersion::V1
         };
-        stats.spill_bytes.set(spill.bytes());
+        let queue = Arc::new(Mutex::new(self.queue));
+        let mut tap = Tap {
+            market: self.market,
+            events: Vec::with_capacity(RING_BATCH),
+            rows: Vec::with_capacity(RING_BATCH),
+            orders: self.orders,
+            queue: Arc::clone(&queue),
+            stats: Arc::clone(&self.stats),
+        };
+        let tap_thread = std::thread::Builder::new()
+            .name("questdb-tap".into())
+            .spawn(move || tap.run(&stop))?;
         let now = Instant::now();
-        Ok(Self {
-            secret,
-            names,
+        let mut out = Out {
+            backoff: self.setup.retry_initial,
+            batch: Vec::with_capacity(self.setup.batch_rows),
+            setup: self.setup,
+            secret: self.secret,
+            names: self.names,
             sender: None,
             buf: Buffer::new(version),
-            memory: VecDeque::with_capacity(setup.batch_rows * 2),
-            spill,
-            draining: None,
-            legacy,
-            market,
-            events: Vec::with_capacity(RING_BATCH),
-            orders,
-            order_rows: Vec::new(),
-            stats,
-            backoff: setup.retry_initial,
+            queue,
+            stats: self.stats,
             next_try: now,
             last_flush: now,
-            taken: 0,
-            done: 0,
-            marks: VecDeque::new(),
             rejected: None,
             rng: 0x2545_F491_4F6C_DD1D,
-            setup,
-        })
-    }
-
-    pub fn spawn(mut self, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("questdb-sink".into())
-            .spawn(move || loop {
-                let stopping = stop.load(Ordering::Acquire);
-                let worked = self.take_market() + self.take_orders(stopping);
-                self.maybe_send(stopping);
-                self.gauges();
-                if stopping {
-                    self.shutdown();
-                    return;
-                }
-                if worked == 0 {
+        };
+        std::thread::Builder::new().name("questdb-sink".into()).spawn(move || {
+            while !tap_thread.is_finished() {
+                if !out.maybe_send(false, true) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
-            })
+                out.gauges();
+            }
+            if tap_thread.join().is_err() {
+                tracing::error!("questdb sink: the tap thread panicked");
+            }
+            out.shutdown();
+        })
+    }
+}
+
+/// The `questdb-tap` thread: takes rows in, never waits on the network.
+struct Tap {
+    market: Option<RingConsumer<EngineEvent>>,
+    events: Vec<EngineEvent>,
+    rows: Vec<SinkRow>,
+    orders: Option<OrderFeed>,
+    queue: Arc<Mutex<Queue>>,
+    stats: Arc<SinkStats>,
+}
+
+impl Tap {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            let worked = self.take_market() + self.take_orders(stopping);
+            if worked > 0 {
+                quiet_since = None;
+                continue;
+            }
+            self.flush_spill();
+            if stopping {
+                let gone = self.market.as_ref().is_none_or(|r| r.is_abandoned() && r.is_empty());
+                let quiet = *quiet_since.get_or_insert_with(Instant::now);
+                if gone || quiet.elapsed() >= STOP_QUIET {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
-    /// Takes what the engine published.
-    pub fn take_market(&mut self) -> usize {
+    /// Takes what the fan-out handed over.
+    fn take_market(&mut self) -> usize {
         let Some(ring) = self.market.as_mut() else { return 0 };
         self.events.clear();
+        self.rows.clear();
         let n = ring.pop_batch(&mut self.events, RING_BATCH);
-        for i in 0..self.events.len() {
-            if let Some(row) = self.events.get(i).and_then(SinkRow::from_market) {
-                self.push_row(row);
+        self.stats.tap_rows.set(ring.len() as u64);
+        self.rows.extend(self.events.iter().filter_map(SinkRow::from_market));
+        if !self.rows.is_empty() {
+            let mut q = self.queue.lock();
+            for row in &self.rows {
+                q.push(*row, &self.stats);
             }
+            q.gauges(&self.stats);
         }
         n
     }
 
     /// Reads order events the journal has made durable since the last poll.
-    pub fn take_orders(&mut self, now_anyway: bool) -> usize {
+    fn take_orders(&mut self, now_anyway: bool) -> usize {
         let Some(feed) = self.orders.as_mut() else { return 0 };
         let now = Instant::now();
         if now < feed.next_poll && !now_anyway {
             return 0;
         }
         feed.next_poll = now + ORDER_POLL;
-        let rows = &mut self.order_rows;
+        let rows = &mut self.rows;
         rows.clear();
         let head = feed.journal.head.get();
         let polled = feed.tailer.poll(head, |seq, payload| {
@@ -196,91 +360,89 @@ impl QuestDbSink {
             self.stats.set_error(Some(format!("order journal: {e}")));
             self.orders = None;
         }
-        let rows = std::mem::take(&mut self.order_rows);
-        let n = rows.len();
-        for row in &rows {
-            self.push_row(*row);
-        }
-        self.order_rows = rows;
+        let n = self.rows.len();
         if n > 0 {
-            self.marks.push_back((self.taken, position));
+            let mut q = self.queue.lock();
+            for row in &self.rows {
+                if let Some(c) = self.stats.emitted.get(row.table().index()) {
+                    c.inc();
+                }
+                q.push(*row, &self.stats);
+            }
+            let taken = q.taken;
+            q.marks.push_back((taken, position));
+            q.gauges(&self.stats);
         }
         n
     }
 
-    /// Queues a row: in memory while there is room and nothing is spilled, else in the
-    /// spill files (in order). Never drops.
-    pub fn push_row(&mut self, row: SinkRow) {
-        self.stats.rows_in.inc();
-        self.taken += 1;
-        if self.spill.is_active() || self.memory.len() >= self.setup.memory_rows {
-            match self.spill.append(&row) {
-                Ok(()) => {
-                    self.stats.spilled_rows.inc();
-                    return;
-                }
-                Err(e) => {
-                    // Past the memory bound rather than lost.
-                    tracing::error!(error = %e, "questdb sink: cannot spill; holding the row in memory");
-                    self.stats.set_error(Some(format!("spill: {e}")));
-                }
-            }
+    /// Hands buffered spill rows to the OS while idle.
+    fn flush_spill(&mut self) {
+        let mut q = self.queue.lock();
+        if let Err(e) = q.spill.flush() {
+            report_lost(&self.stats, &e);
         }
-        self.memory.push_back(row);
+        q.gauges(&self.stats);
     }
+}
 
-    /// Sends a batch when one is due and the back-off allows.
-    pub fn maybe_send(&mut self, force: bool) {
+/// The `questdb-sink` thread: sends batches from the front of the queue.
+struct Out {
+    setup: QuestDbSetup,
+    secret: Option<String>,
+    names: Names,
+    sender: Option<Sender>,
+    buf: Buffer,
+    /// Copies of the rows being sent (they stay at the front of the queue until stored).
+    batch: Vec<SinkRow>,
+    queue: Arc<Mutex<Queue>>,
+    stats: Arc<SinkStats>,
+    backoff: Duration,
+    next_try: Instant,
+    last_flush: Instant,
+    rejected: Option<BufWriter<File>>,
+    rng: u64,
+}
+
+impl Out {
+    /// Sends a batch when one is due and the back-off allows; `load_spill`: load the
+    /// oldest spill file when memory is empty. Returns whether a send was tried.
+    fn maybe_send(&mut self, force: bool, load_spill: bool) -> bool {
         let now = Instant::now();
         if now < self.next_try {
-            return;
+            return false;
         }
-        if self.memory.is_empty() {
-            self.finish_draining();
-            if self.spill.is_active() {
-                match self.spill.load_oldest(&mut self.memory) {
-                    Ok(Some(path)) => {
-                        let legacy = self.legacy.contains(&path);
-                        self.draining = Some((path, legacy));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "questdb sink: cannot read a spill file");
-                        self.stats.set_error(Some(format!("spill: {e}")));
-                    }
-                }
+        {
+            let mut q = self.queue.lock();
+            if load_spill {
+                q.refill(&self.stats);
             }
-        }
-        if self.memory.is_empty() {
-            let _ = self.spill.flush();
-            return;
-        }
-        let due = force
-            || self.memory.len() >= self.setup.batch_rows
-            || self.draining.is_some()
-            || now.duration_since(self.last_flush) >= self.setup.flush_interval;
-        if due {
-            self.send();
-        }
-    }
-
-    fn finish_draining(&mut self) {
-        if let Some((path, _)) = self.draining.take() {
-            if let Err(e) = self.spill.done(&path) {
-                tracing::warn!(file = %path.display(), error = %e, "questdb sink: cannot delete a drained spill file");
+            if q.memory.is_empty() {
+                return false;
             }
+            let due = force
+                || q.memory.len() >= self.setup.batch_rows
+                || q.draining.is_some()
+                || now.duration_since(self.last_flush) >= self.setup.flush_interval;
+            if !due {
+                return false;
+            }
+            let n = q.memory.len().min(self.setup.batch_rows);
+            self.batch.clear();
+            self.batch.extend(q.memory.iter().take(n).copied());
         }
+        self.send();
+        true
     }
 
     fn send(&mut self) {
-        let n = self.memory.len().min(self.setup.batch_rows);
         self.buf.clear();
-        let mut rejected = Vec::new();
-        for row in self.memory.iter().take(n) {
+        let mut refused = Vec::new();
+        for (i, row) in self.batch.iter().enumerate() {
             let _ = self.buf.set_marker();
             if let Err(e) = write_row(&mut self.buf, row, &self.names) {
                 let _ = self.buf.rewind_to_marker();
-                rejected.push((*row, e.to_string()));
+                refused.push((i, e.to_string()));
             }
         }
         self.buf.clear_marker();
@@ -298,60 +460,71 @@ impl QuestDbSink {
             if refuses_line(&e) {
                 // The server named a line it will not take: find it (and any others)
                 // rather than retrying the batch forever.
-                return self.isolate(n);
+                return self.isolate();
             }
             // The connection may be half-broken: start a new one next time.
             self.sender = None;
             return self.failed(&e.to_string());
         }
-        let stored = n - rejected.len();
-        self.batch_done(n, stored, rejected);
+        self.batch_done(refused);
     }
 
-    /// The first `n` rows are stored (`stored` of them) or kept as refused.
-    fn batch_done(&mut self, n: usize, stored: usize, refused: Vec<(SinkRow, String)>) {
-        self.memory.drain(..n);
-        self.stats.rows_sent.add(stored as u64);
+    /// The batch is stored, except the rows `refused` names (kept aside).
+    fn batch_done(&mut self, refused: Vec<(usize, String)>) {
+        let mut refused = refused.into_iter().peekable();
+        for (i, row) in self.batch.iter().enumerate() {
+            match refused.next_if(|r| r.0 == i) {
+                Some((_, why)) => reject(&self.setup, &mut self.rejected, &self.stats, row, &why),
+                None => {
+                    self.stats.rows_sent.inc();
+                    if let Some(c) = self.stats.stored.get(row.table().index()) {
+                        c.inc();
+                    }
+                }
+            }
+        }
         self.stats.batches.inc();
         self.stats.connected.set(1);
-        for (row, why) in refused {
-            self.reject(&row, &why);
-        }
-        if !self.draining.as_ref().is_some_and(|d| d.1) {
-            self.done += n as u64;
-        }
+        let position = {
+            let mut q = self.queue.lock();
+            let p = q.complete(self.batch.len());
+            q.gauges(&self.stats);
+            p
+        };
+        self.batch.clear();
         self.backoff = self.setup.retry_initial;
         self.last_flush = Instant::now();
-        self.save_positions();
+        if let Some(p) = position {
+            self.save_position(p);
+        }
     }
 
-    /// Sends the first `n` rows one at a time after the server refused a line of the
-    /// batch: the rows it refuses (it names the line) are kept in `rejected.rows`, the
-    /// rest is stored. Any other failure stops the pass with nothing set aside: the
-    /// batch is retried whole later. Re-sent rows are harmless (DEDUP keys).
-    fn isolate(&mut self, n: usize) {
+    /// Sends the batch one row at a time after the server refused a line of it: the
+    /// rows it refuses (it names the line) are kept in `rejected.rows`, the rest is
+    /// stored. Any other failure stops the pass with nothing set aside: the batch is
+    /// retried whole later. Re-sent rows are harmless (DEDUP keys).
+    fn isolate(&mut self) {
         let mut refused = Vec::new();
-        let mut stored = 0usize;
-        for i in 0..n {
-            let Some(row) = self.memory.get(i).copied() else { break };
+        for i in 0..self.batch.len() {
+            let Some(row) = self.batch.get(i).copied() else { break };
             self.buf.clear();
             if let Err(e) = write_row(&mut self.buf, &row, &self.names) {
-                refused.push((row, e.to_string()));
+                refused.push((i, e.to_string()));
                 continue;
             }
             let Some(sender) = self.sender.as_mut() else {
                 return self.failed("no connection");
             };
             match sender.flush(&mut self.buf) {
-                Ok(()) => stored += 1,
-                Err(e) if refuses_line(&e) => refused.push((row, e.to_string())),
+                Ok(()) => {}
+                Err(e) if refuses_line(&e) => refused.push((i, e.to_string())),
                 Err(e) => {
                     self.sender = None;
                     return self.failed(&e.to_string());
                 }
             }
         }
-        self.batch_done(n, stored, refused);
+        self.batch_done(refused);
     }
 
     fn failed(&mut self, why: &str) {
@@ -371,97 +544,71 @@ impl QuestDbSink {
         self.backoff = (self.backoff * 2).min(self.setup.retry_max);
     }
 
-    /// Rows the encoder refused are kept, not lost: `rejected.rows` in the spill
-    /// directory, same format as spill files.
-    fn reject(&mut self, row: &SinkRow, why: &str) {
-        self.stats.rejected.inc();
-        tracing::error!(error = %why, "questdb sink: a row was refused; kept in rejected.rows");
-        if self.rejected.is_none() {
-            let path = self.setup.spill_dir.join("rejected.rows");
-            match OpenOptions::new().create(true).append(true).open(&path) {
-                Ok(f) => self.rejected = Some(BufWriter::new(f)),
-                Err(e) => tracing::error!(error = %e, "questdb sink: cannot open rejected.rows"),
-            }
-        }
-        if let Some(w) = self.rejected.as_mut() {
-            let written = postcard::to_io(row, &mut *w).is_ok() && w.flush().is_ok();
-            if !written {
-                tracing::error!("questdb sink: cannot write rejected.rows");
-            }
-        }
-    }
-
     /// Saves the journal position up to which every order event is stored.
-    fn save_positions(&mut self) {
-        let mut last = None;
-        while let Some(&(count, pos)) = self.marks.front() {
-            if count > self.done {
-                break;
-            }
-            last = Some(pos);
-            self.marks.pop_front();
-        }
-        if let Some((seq, hash)) = last {
-            let path = self.setup.spill_dir.join("orders.position");
-            let tmp = self.setup.spill_dir.join("orders.position.tmp");
-            let saved =
-                std::fs::write(&tmp, format!("{seq} {}\n", hex(&hash))).and_then(|_| std::fs::rename(&tmp, &path));
-            if let Err(e) = saved {
-                tracing::warn!(error = %e, "questdb sink: cannot save the order journal position");
-            }
+    fn save_position(&self, (seq, hash): (u64, Hash)) {
+        let path = self.setup.spill_dir.join("orders.position");
+        let tmp = self.setup.spill_dir.join("orders.position.tmp");
+        let saved = std::fs::write(&tmp, format!("{seq} {}\n", hex(&hash))).and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "questdb sink: cannot save the order journal position");
         }
     }
 
     fn gauges(&self) {
-        self.stats.memory_rows.set(self.memory.len() as u64);
-        self.stats.spill_bytes.set(self.spill.bytes());
-        let oldest = self.memory.front().map(row_ts);
-        let lag = oldest.map_or(0, |ts| UnixNanos::now().0.saturating_sub(ts).max(0) as u64);
-        self.stats
-            .lag_ns
-            .set(if self.spill.is_active() && lag == 0 { 1 } else { lag });
+        self.queue.lock().gauges(&self.stats);
     }
 
-    /// At stop: one last send, then whatever is left goes to the spill files.
+    /// At stop (the tap thread has finished): what is in memory is sent while the
+    /// server takes it, then whatever is left goes to the spill files.
     fn shutdown(&mut self) {
         self.next_try = Instant::now();
-        while !self.memory.is_empty() && Instant::now() >= self.next_try {
-            let before = self.memory.len();
-            self.maybe_send(true);
-            if self.memory.len() >= before {
+        loop {
+            let before = self.queue.lock().memory.len();
+            if before == 0 || !self.maybe_send(true, false) {
+                break;
+            }
+            if self.queue.lock().memory.len() >= before {
                 break;
             }
         }
-        if self.draining.is_none() || self.memory.is_empty() {
-            self.finish_draining();
-        }
-        // Rows of a file being drained are still in that file; others are spilled now.
-        let rows: Vec<SinkRow> = if self.draining.is_some() {
-            Vec::new()
-        } else {
-            self.memory.drain(..).collect()
-        };
-        for row in &rows {
-            if let Err(e) = self.spill.append(row) {
-                tracing::error!(error = %e, "questdb sink: rows lost at shutdown: cannot spill");
-                break;
+        let mut q = self.queue.lock();
+        // Rows of a file being drained are still in that file; the others are spilled.
+        let keep = q.draining.as_ref().map_or(0, |d| d.left).min(q.memory.len());
+        let rest: Vec<SinkRow> = q.memory.drain(keep..).collect();
+        q.memory.clear();
+        q.draining = None;
+        for row in &rest {
+            if let Err(e) = q.spill.append(row) {
+                report_lost(&self.stats, &e);
+            } else {
+                self.stats.spilled_rows.inc();
             }
         }
-        if let Err(e) = self.spill.flush() {
-            tracing::error!(error = %e, "questdb sink: cannot flush spill at shutdown");
+        if let Err(e) = q.spill.flush() {
+            report_lost(&self.stats, &e);
         }
-        self.gauges();
+        q.gauges(&self.stats);
+        self.stats.spill_rows.set(q.spill.rows() + keep as u64);
     }
 }
 
-fn row_ts(r: &SinkRow) -> i64 {
-    match *r {
-        SinkRow::Trade { ts, .. }
-        | SinkRow::Quote { ts, .. }
-        | SinkRow::Bar { ts, .. }
-        | SinkRow::Order { ts, .. }
-        | SinkRow::Fill { ts, .. }
-        | SinkRow::Anomaly { ts, .. } => ts,
+/// Rows the encoder or the server refused are kept, not lost: `rejected.rows` in the
+/// spill directory, same format as spill files.
+fn reject(setup: &QuestDbSetup, file: &mut Option<BufWriter<File>>, stats: &SinkStats, row: &SinkRow, why: &str) {
+    stats.rejected.inc();
+    tracing::error!(error = %why, "questdb sink: a row was refused; kept in rejected.rows");
+    if file.is_none() {
+        let path = setup.spill_dir.join("rejected.rows");
+        match OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(f) => *file = Some(BufWriter::new(f)),
+            Err(e) => tracing::error!(error = %e, "questdb sink: cannot open rejected.rows"),
+        }
+    }
+    if let Some(w) = file.as_mut() {
+        let written = postcard::to_io(row, &mut *w).is_ok() && w.flush().is_ok();
+        if !written {
+            tracing::error!("questdb sink: cannot write rejected.rows");
+        }
     }
 }
 

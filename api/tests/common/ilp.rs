@@ -1,6 +1,12 @@
 //! ILP servers for the sink tests: a recording HTTP endpoint (exact lines) and a real
 //! VictoriaMetrics (`victoria-metrics` from Debian; `scripts/test.sh` installs it),
 //! each on a free loopback port, stopped when dropped.
+//!
+//! VictoriaMetrics stores one sample per ILP field (`<table>_<field>`, tags as labels,
+//! millisecond timestamps). [`Victoria::start`] dedups per (series, millisecond), like
+//! a QuestDB DEDUP key for rows that differ there; [`Victoria::start_raw`] keeps every
+//! sample, re-sent ones included, so a test can count rows by their own keys
+//! ([`Victoria::samples`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -101,10 +107,29 @@ pub struct Victoria {
     pub addr: String,
     storage: PathBuf,
     child: Option<Child>,
+    dedup: bool,
+}
+
+/// One stored sample: the series' labels (without `__name__`), its millisecond
+/// timestamp and value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub ts_ms: i64,
+    pub value: f64,
 }
 
 impl Victoria {
     pub fn start(storage: &Path) -> Self {
+        Self::start_with(storage, true)
+    }
+
+    /// A server that keeps every sample (no dedup): re-sent rows are stored again.
+    pub fn start_raw(storage: &Path) -> Self {
+        Self::start_with(storage, false)
+    }
+
+    fn start_with(storage: &Path, dedup: bool) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -113,6 +138,7 @@ impl Victoria {
             addr: format!("127.0.0.1:{port}"),
             storage: storage.to_path_buf(),
             child: None,
+            dedup,
         };
         v.restart();
         v
@@ -124,17 +150,74 @@ impl Victoria {
             addr: addr.to_owned(),
             storage: PathBuf::new(),
             child: None,
+            dedup: true,
         }
+    }
+
+    /// The server's process id (to pause it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("a running server")
+    }
+
+    /// SIGSTOP: the server keeps its sockets (connections are accepted by the kernel,
+    /// requests sit unanswered) but does nothing until [`Victoria::resume`].
+    pub fn pause(&self) {
+        let ok = Command::new("kill").arg("-STOP").arg(self.pid().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "SIGSTOP victoria-metrics");
+    }
+
+    pub fn resume(&self) {
+        let ok = Command::new("kill").arg("-CONT").arg(self.pid().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "SIGCONT victoria-metrics");
+    }
+
+    /// Every stored sample of metric `name` (e.g. `trades_seq`), duplicates included.
+    pub fn samples(&self, name: &str) -> Vec<Sample> {
+        let _ = ureq::get(&format!("http://{}/internal/force_flush", self.addr)).call();
+        let body = ureq::get(&format!("http://{}/api/v1/export", self.addr))
+            .query("match[]", format!("{{__name__=\"{name}\"}}"))
+            .call()
+            .expect("export")
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .expect("export body");
+        let mut out = Vec::new();
+        for line in body.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("export line");
+            let labels: std::collections::BTreeMap<String, String> = v["metric"]
+                .as_object()
+                .expect("metric")
+                .iter()
+                .filter(|(k, _)| *k != "__name__")
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            let values = v["values"].as_array().expect("values");
+            let stamps = v["timestamps"].as_array().expect("timestamps");
+            assert_eq!(values.len(), stamps.len());
+            for (value, ts) in values.iter().zip(stamps) {
+                out.push(Sample {
+                    labels: labels.clone(),
+                    ts_ms: ts.as_i64().expect("ts"),
+                    value: value.as_f64().expect("value"),
+                });
+            }
+        }
+        out
     }
 
     /// (Re)starts the server on the same port and storage.
     pub fn restart(&mut self) {
-        let child = Command::new("victoria-metrics")
-            .arg(format!("-httpListenAddr={}", self.addr))
-            .arg(format!("-storageDataPath={}", self.storage.display()))
+        let mut cmd = Command::new("victoria-metrics");
+        cmd.arg(format!("-httpListenAddr={}", self.addr))
+            .arg(format!("-storageDataPath={}", self.storage.display()));
+        if self.dedup {
             // A re-sent row (same series, same millisecond) is stored once, as QuestDB's
             // DEDUP UPSERT KEYS do.
-            .arg("-dedup.minScrapeInterval=1ms")
+            cmd.arg("-dedup.minScrapeInterval=1ms");
+        }
+        let child = cmd
             .arg("-search.latencyOffset=0s")
             .arg("-retentionPeriod=100y")
             .stdout(Stdio::null())
@@ -161,6 +244,8 @@ impl Victoria {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            // A paused server (a test that failed mid-pause) takes the signal now.
+            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
