@@ -43,6 +43,14 @@ pub struct WsStats {
     /// Queued trade/bar messages dropped for a slow client.
     pub dropped: AtomicU64,
     pub client_errors: AtomicU64,
+    /// Closed with 4009: a write did not complete within `ws_write_timeout_ms`.
+    pub closed_slow_consumer: AtomicU64,
+    /// Closed with 4008: private messages could not all be queued.
+    pub closed_private_overflow: AtomicU64,
+    /// Closed with 1009: a client frame or message over the size limit.
+    pub closed_too_big: AtomicU64,
+    /// Closed with 1001: nothing heard for `ws_idle_timeout_secs`.
+    pub closed_idle: AtomicU64,
 }
 
 #[derive(Default)]
