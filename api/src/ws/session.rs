@@ -761,11 +761,6 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
         }
         End::SlowConsumer => {
             stats.closed_slow_consumer.fetch_add(1, Ordering::Relaxed);
-            // Nothing more will be read by this client: reset the connection so the
-            // kernel drops what it still buffers for it.
-            if let Some(link) = &link {
-                link.reset_on_close();
-            }
             (Some(CLOSE_SLOW_CONSUMER), "slow consumer: not reading; reconnect and resync")
         }
     };
@@ -775,7 +770,13 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
             reason: Utf8Bytes::from(reason),
         }));
         let sent = tokio::time::timeout(write_timeout.min(CLOSE_WAIT), socket.send(close)).await;
-        if matches!(sent, Ok(Ok(()))) {
+        if !matches!(sent, Ok(Ok(()))) {
+            // Not even the close frame fits: the client does not read. Reset the
+            // connection so the kernel drops what it still buffers for it at once.
+            if let Some(link) = &link {
+                link.reset_on_close();
+            }
+        } else {
             // Wait (briefly) for the client's close: what it still sends is read, so
             // the close frame is not lost to a reset over unread data.
             let _ = tokio::time::timeout(CLOSE_WAIT, async {
