@@ -442,22 +442,53 @@ async fn batch_quotes_refuse_empty_symbol_entries() {
     app.shutdown().await.expect("clean shutdown");
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost, made by openssl.
-fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+fn openssl(args: &[&std::ffi::OsStr]) {
     let ok = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
+        .args(args)
         .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
         .status()
         .expect("openssl runs")
         .success();
-    assert!(ok, "openssl req -x509");
-    (cert, key)
+    assert!(ok, "openssl {args:?}");
+}
+
+/// A certificate authority and a server certificate it signed for 127.0.0.1 and
+/// localhost, made by openssl: (CA certificate, server chain, server key).
+fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let (ca, ca_key, csr, cert, key, ext) = (p("ca.crt"), p("ca.key"), p("csr"), p("crt"), p("key"), p("ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n").expect("ext");
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let ec = [os("-newkey"), os("ec"), os("-pkeyopt"), os("ec_paramgen_curve:prime256v1"), os("-nodes")];
+    let ca_subject = format!("/CN={name} test CA");
+    let mut args = vec![os("req"), os("-x509"), os("-days"), os("2"), os("-subj"), ca_subject.as_ref()];
+    args.extend(ec);
+    args.extend([os("-keyout"), ca_key.as_os_str(), os("-out"), ca.as_os_str()]);
+    openssl(&args);
+    let subject = format!("/CN={name}");
+    let mut args = vec![os("req"), os("-subj"), subject.as_ref()];
+    args.extend(ec);
+    args.extend([os("-keyout"), key.as_os_str(), os("-out"), csr.as_os_str()]);
+    openssl(&args);
+    openssl(&[
+        os("x509"),
+        os("-req"),
+        os("-days"),
+        os("2"),
+        os("-in"),
+        csr.as_os_str(),
+        os("-CA"),
+        ca.as_os_str(),
+        os("-CAkey"),
+        ca_key.as_os_str(),
+        os("-CAcreateserial"),
+        os("-extfile"),
+        ext.as_os_str(),
+        os("-out"),
+        cert.as_os_str(),
+    ]);
+    (ca, cert, key)
 }
 
 /// An HTTPS client that trusts only `cert`.
@@ -497,8 +528,8 @@ fn wss_config(cert: &Path) -> std::sync::Arc<rustls::ClientConfig> {
 async fn native_tls_serves_https_and_wss_and_rotates_on_sighup() {
     let dir = fresh_dir("tls");
     std::fs::create_dir_all(&dir).expect("dir");
-    let (cert_a, key_a) = certificate(&dir, "a");
-    let (cert_b, key_b) = certificate(&dir, "b");
+    let (ca_a, cert_a, key_a) = certificate(&dir, "a");
+    let (ca_b, cert_b, key_b) = certificate(&dir, "b");
     let (cert, key) = (dir.join("live.crt"), dir.join("live.key"));
     std::fs::copy(&cert_a, &cert).expect("copy");
     std::fs::copy(&key_a, &key).expect("copy");
@@ -531,8 +562,8 @@ async fn native_tls_serves_https_and_wss_and_rotates_on_sighup() {
         base: format!("https://127.0.0.1:{port}/api/v1"),
     };
     let root = format!("https://127.0.0.1:{port}");
-    let trusts_a = https_client(&cert_a);
-    let trusts_b = https_client(&cert_b);
+    let trusts_a = https_client(&ca_a);
+    let trusts_b = https_client(&ca_b);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = trusts_a.get(format!("{root}/health/live")).send().await {
@@ -559,7 +590,7 @@ async fn native_tls_serves_https_and_wss_and_rotates_on_sighup() {
         format!("wss://127.0.0.1:{port}/api/v1/stream"),
         None,
         false,
-        Some(tokio_tungstenite::Connector::Rustls(wss_config(&cert_a))),
+        Some(tokio_tungstenite::Connector::Rustls(wss_config(&ca_a))),
     )
     .await
     .expect("wss connects");
@@ -632,7 +663,7 @@ async fn native_tls_serves_https_and_wss_and_rotates_on_sighup() {
 async fn plain_http_and_tls_in_process() {
     let dir = fresh_dir("tls-inproc");
     std::fs::create_dir_all(&dir).expect("dir");
-    let (cert, key) = certificate(&dir, "inproc");
+    let (ca, cert, key) = certificate(&dir, "inproc");
     let plain = start().await;
     let (c, k) = (cert.display().to_string(), key.display().to_string());
     let tls = start_with(&test_config(move |d| {
@@ -644,7 +675,7 @@ async fn plain_http_and_tls_in_process() {
     .await;
     let r = reqwest::get(http(&plain, "/health/live")).await.expect("plain");
     assert_eq!(r.status(), StatusCode::OK);
-    let r = https_client(&cert)
+    let r = https_client(&ca)
         .get(format!("https://{}/health/live", tls.addr))
         .send()
         .await
