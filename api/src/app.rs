@@ -513,7 +513,10 @@ fn security(v: &Validated, redis: Option<&Arc<RedisStore>>) -> anyhow::Result<Se
 
 /// Serves the routes on `listener` (TLS with `[api.tls]`) until the returned sender
 /// fires; with TLS, SIGHUP re-reads the certificate files.
-fn serve(listener: TcpListener, state: &AppState) -> anyhow::Result<(Server, oneshot::Sender<()>, Option<Arc<TlsFiles>>)> {
+fn serve(
+    listener: TcpListener,
+    state: &AppState,
+) -> anyhow::Result<(Server, oneshot::Sender<()>, Option<Arc<TlsFiles>>)> {
     let tls = match &state.config.tls {
         Some(cfg) => {
             let files = Arc::new(TlsFiles::load(cfg, Arc::clone(&state.http.connections))?);

@@ -241,7 +241,11 @@ const FD_RESERVE: u64 = 256;
 fn open_file_limit(max_connections: usize) {
     match stocksblitz_api::http::server::raise_open_file_limit() {
         Ok((before, now)) => {
-            tracing::info!(before, now, "open-file limit (RLIMIT_NOFILE soft) raised to the hard limit");
+            tracing::info!(
+                before,
+                now,
+                "open-file limit (RLIMIT_NOFILE soft) raised to the hard limit"
+            );
             if max_connections as u64 + FD_RESERVE > now {
                 tracing::warn!(
                     max_connections,

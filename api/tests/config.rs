@@ -552,7 +552,10 @@ fn connection_limits_and_tls_are_checked() {
             let mut t = toml::Table::new();
             t.insert("cert_path".into(), cert.into());
             t.insert("key_path".into(), key.into());
-            d["api"].as_table_mut().unwrap().insert("tls".into(), toml::Value::Table(t));
+            d["api"]
+                .as_table_mut()
+                .unwrap()
+                .insert("tls".into(), toml::Value::Table(t));
         }
     };
     let public_production = |d: &mut toml::Table| {

@@ -33,7 +33,8 @@ async fn connect_from(from: Ipv4Addr, addr: SocketAddr, rcvbuf: Option<u32>) -> 
     if let Some(n) = rcvbuf {
         s.set_recv_buffer_size(n).expect("SO_RCVBUF");
     }
-    s.bind(SocketAddr::from((from, 0))).expect("bind a loopback source address");
+    s.bind(SocketAddr::from((from, 0)))
+        .expect("bind a loopback source address");
     s.connect(addr).await.expect("connect")
 }
 
@@ -82,7 +83,12 @@ async fn ends_within(s: &mut TcpStream, wait: Duration) -> bool {
 }
 
 /// Polls `cond` on the server's connection counters until it holds.
-async fn until(app: &RunningApp, wait: Duration, what: &str, cond: impl Fn(&stocksblitz_api::http::server::ConnStats) -> bool) {
+async fn until(
+    app: &RunningApp,
+    wait: Duration,
+    what: &str,
+    cond: impl Fn(&stocksblitz_api::http::server::ConnStats) -> bool,
+) {
     let deadline = tokio::time::Instant::now() + wait;
     while !cond(&app.state.http.connections) {
         assert!(
@@ -184,14 +190,21 @@ async fn three_thousand_stalled_connections_do_not_stop_api_orders_or_feeds() {
     assert_eq!(stats.refused_total.load(Ordering::Relaxed), 0);
 
     // One byte at a time on the trickling ones, for as long as the test runs.
-    let trickle: Vec<usize> = held.iter().enumerate().filter(|(_, (k, _))| *k == TRICKLE).map(|(i, _)| i).collect();
+    let trickle: Vec<usize> = held
+        .iter()
+        .enumerate()
+        .filter(|(_, (k, _))| *k == TRICKLE)
+        .map(|(i, _)| i)
+        .collect();
     let trickle_count = trickle.len();
     let mut trickling = Vec::new();
     for i in trickle.into_iter().rev() {
         trickling.push(held.swap_remove(i).1);
     }
     let trickler = tokio::spawn(async move {
-        let payload = b"ET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: ".iter().chain(std::iter::repeat(&b'a'));
+        let payload = b"ET /health/live HTTP/1.1\r\nHost: x\r\nX-Pad: "
+            .iter()
+            .chain(std::iter::repeat(&b'a'));
         // Until the server has closed every one (a write then fails), at most 10 min.
         for b in payload.take(600) {
             let mut alive = 0;
@@ -234,7 +247,12 @@ async fn three_thousand_stalled_connections_do_not_stop_api_orders_or_feeds() {
     recv_until(&mut ws, WAIT, |m| m["type"] == "update")
         .await
         .expect("stream updates flow");
-    let reconnects = |m: &str| sample(m, "stocksblitz_feed_reconnects_total{feed=\"binance\",kind=\"binance\"} ");
+    let reconnects = |m: &str| {
+        sample(
+            m,
+            "stocksblitz_feed_reconnects_total{feed=\"binance\",kind=\"binance\"} ",
+        )
+    };
     let before = reconnects(&metrics(&app).await).expect("reconnect metric");
     let r = http
         .post(format!("http://127.0.0.1:{sim_port}/control/faults/binance"))
@@ -249,24 +267,36 @@ async fn three_thousand_stalled_connections_do_not_stop_api_orders_or_feeds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_live(&app, "BTCUSDT").await;
-    let ws_ok = recv_until(&mut ws, WAIT, |m| m["type"] == "update" && m["data"]["quality"] == "LIVE").await;
+    let ws_ok = recv_until(&mut ws, WAIT, |m| {
+        m["type"] == "update" && m["data"]["quality"] == "LIVE"
+    })
+    .await;
     assert!(ws_ok.is_some(), "the stream carries the resynced feed");
 
     // Stalled bodies were answered 408 and closed; pipelined requests never read are
     // closed too (hyper stops at the full write buffer, so the next head's deadline or
     // the idle timeout ends them, whichever comes first).
     for s in &mut bodies {
-        assert!(ends_within(s, Duration::from_secs(15)).await, "a stalled body was closed");
+        assert!(
+            ends_within(s, Duration::from_secs(15)).await,
+            "a stalled body was closed"
+        );
     }
     for s in &mut pipelined {
-        assert!(ends_within(s, Duration::from_secs(40)).await, "a non-reading client was closed");
+        assert!(
+            ends_within(s, Duration::from_secs(40)).await,
+            "a non-reading client was closed"
+        );
     }
 
     // Then every stalled head is closed by the header deadline and counted.
     let held_count = held.len() + trickle_count;
-    until(&app, Duration::from_secs(60), "stalled heads closed by the header deadline", |c| {
-        c.header_timeout.load(Ordering::Relaxed) >= held_count as u64
-    })
+    until(
+        &app,
+        Duration::from_secs(60),
+        "stalled heads closed by the header deadline",
+        |c| c.header_timeout.load(Ordering::Relaxed) >= held_count as u64,
+    )
     .await;
     let deadlines = stats.header_timeout.load(Ordering::Relaxed) + stats.idle_timeout.load(Ordering::Relaxed);
     assert!(
@@ -282,7 +312,10 @@ async fn three_thousand_stalled_connections_do_not_stop_api_orders_or_feeds() {
     }
     let mut trickling = trickler.await.expect("trickler");
     for s in &mut trickling {
-        assert!(ends_within(s, Duration::from_secs(10)).await, "a trickling connection was closed");
+        assert!(
+            ends_within(s, Duration::from_secs(10)).await,
+            "a trickling connection was closed"
+        );
     }
     let m = metrics(&app).await;
     println!(
@@ -296,7 +329,10 @@ async fn three_thousand_stalled_connections_do_not_stop_api_orders_or_feeds() {
         sample(&m, "stocksblitz_connections_closed_total{reason=\"idle_timeout\"} ").unwrap_or(0),
     );
     assert_eq!(
-        sample(&m, "stocksblitz_connections_refused_total{limit=\"max_connections_per_address\"} "),
+        sample(
+            &m,
+            "stocksblitz_connections_refused_total{limit=\"max_connections_per_address\"} "
+        ),
         Some(refused as u64)
     );
     app.shutdown().await.expect("clean shutdown");
@@ -341,7 +377,9 @@ async fn total_cap_of_400_refuses_the_rest_of_800_then_recovers() {
         let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap_or("")).expect("json body");
         assert_eq!(body["error"]["code"], "TOO_MANY_CONNECTIONS");
         assert_eq!(body["error"]["details"]["limit"], "api.connections.max_connections");
-        assert!(body["error"]["request_id"].as_str().is_some_and(|r| r.starts_with("req-")));
+        assert!(body["error"]["request_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("req-")));
     }
     until(&app, Duration::from_secs(30), "the stalled connections time out", |c| {
         c.open.load(Ordering::Relaxed) == 0
@@ -403,12 +441,19 @@ async fn request_heads_over_the_size_limit_are_refused_at_every_size() {
             assert_eq!(status, 200, "a {size}-byte head is within the limit");
         } else {
             over += 1;
-            assert!(status == 431 || status == 0, "a {size}-byte head is refused, got {status}");
+            assert!(
+                status == 431 || status == 0,
+                "a {size}-byte head is refused, got {status}"
+            );
         }
     }
     // 150 small headers (well under the byte limit): too many.
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let status = raw_status(&app, format!("GET /health/live HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes()).await;
+    let status = raw_status(
+        &app,
+        format!("GET /health/live HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
     assert!(status == 431 || status == 0, "150 headers are refused, got {status}");
     over += 1;
     let counted = app.state.http.connections.header_too_large.load(Ordering::Relaxed);
@@ -427,10 +472,19 @@ async fn request_heads_over_the_size_limit_are_refused_at_every_size() {
 async fn batch_quotes_refuse_empty_symbol_entries() {
     let app = start().await;
     let bad = [
-        ",,,,", ",", "%20", "BTCUSDT,", ",BTCUSDT", "BTCUSDT,,ETHUSDT", "%20,%20", "BTCUSDT,%20,ETHUSDT",
+        ",,,,",
+        ",",
+        "%20",
+        "BTCUSDT,",
+        ",BTCUSDT",
+        "BTCUSDT,,ETHUSDT",
+        "%20,%20",
+        "BTCUSDT,%20,ETHUSDT",
     ];
     for q in bad {
-        let r = reqwest::get(http(&app, &format!("/api/v1/quotes?symbols={q}"))).await.expect("request");
+        let r = reqwest::get(http(&app, &format!("/api/v1/quotes?symbols={q}")))
+            .await
+            .expect("request");
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "symbols={q}");
         let v: Value = r.json().await.expect("json");
         assert_eq!(v["error"]["code"], "INVALID_PARAMETER", "symbols={q}");
@@ -462,11 +516,28 @@ fn openssl(args: &[&std::ffi::OsStr]) {
 fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let p = |f: &str| dir.join(format!("{name}-{f}"));
     let (ca, ca_key, csr, cert, key, ext) = (p("ca.crt"), p("ca.key"), p("csr"), p("crt"), p("key"), p("ext"));
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n").expect("ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .expect("ext");
     let os = |s: &'static str| std::ffi::OsStr::new(s);
-    let ec = [os("-newkey"), os("ec"), os("-pkeyopt"), os("ec_paramgen_curve:prime256v1"), os("-nodes")];
+    let ec = [
+        os("-newkey"),
+        os("ec"),
+        os("-pkeyopt"),
+        os("ec_paramgen_curve:prime256v1"),
+        os("-nodes"),
+    ];
     let ca_subject = format!("/CN={name} test CA");
-    let mut args = vec![os("req"), os("-x509"), os("-days"), os("2"), os("-subj"), ca_subject.as_ref()];
+    let mut args = vec![
+        os("req"),
+        os("-x509"),
+        os("-days"),
+        os("2"),
+        os("-subj"),
+        ca_subject.as_ref(),
+    ];
     args.extend(ec);
     args.extend([os("-keyout"), ca_key.as_os_str(), os("-out"), ca.as_os_str()]);
     openssl(&args);
@@ -546,7 +617,10 @@ async fn native_tls_serves_https_and_wss_and_rotates_on_sighup() {
             let mut tls = toml::Table::new();
             tls.insert("cert_path".into(), toml::Value::String(c));
             tls.insert("key_path".into(), toml::Value::String(k));
-            d["api"].as_table_mut().expect("api").insert("tls".into(), toml::Value::Table(tls));
+            d["api"]
+                .as_table_mut()
+                .expect("api")
+                .insert("tls".into(), toml::Value::Table(tls));
         }),
     )
     .expect("config");
@@ -587,7 +661,10 @@ async fn native_tls_serves_https_and_wss_and_rotates_on_sighup() {
         .await
         .expect("https");
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(trusts_b.get(format!("{root}/health/live")).send().await.is_err(), "certificate A is served");
+    assert!(
+        trusts_b.get(format!("{root}/health/live")).send().await.is_err(),
+        "certificate A is served"
+    );
 
     // WSS on the same port.
     let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
@@ -598,19 +675,29 @@ async fn native_tls_serves_https_and_wss_and_rotates_on_sighup() {
     )
     .await
     .expect("wss connects");
-    ws.send(Message::Text(json!({"op":"subscribe","channels":["quotes.BTCUSDT"]}).to_string().into()))
-        .await
-        .expect("subscribe");
+    ws.send(Message::Text(
+        json!({"op":"subscribe","channels":["quotes.BTCUSDT"]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("subscribe");
     let snapshot = recv_until(&mut ws, WAIT, |m| m["type"] == "snapshot").await;
     assert!(snapshot.is_some(), "a snapshot over WSS");
 
     // Plain HTTP on the TLS port is not served; a silent client is closed by the deadline.
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut plain = connect_from(ip(1), addr, None).await;
-    plain.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    plain
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(WAIT, plain.read_to_end(&mut buf)).await;
-    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "no plain-text service on the TLS port");
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "no plain-text service on the TLS port"
+    );
     let mut silent = connect_from(ip(1), addr, None).await;
     assert!(ends_within(&mut silent, WAIT).await, "a silent handshake is closed");
 
@@ -631,7 +718,10 @@ async fn native_tls_serves_https_and_wss_and_rotates_on_sighup() {
         assert!(tokio::time::Instant::now() < deadline, "certificate B never served");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(trusts_a.get(format!("{root}/health/live")).send().await.is_err(), "A is no longer served");
+    assert!(
+        trusts_a.get(format!("{root}/health/live")).send().await.is_err(),
+        "A is no longer served"
+    );
     // A broken file is refused on reload: B stays.
     std::fs::write(&cert, b"not a certificate").expect("write");
     hup(server.child.id());
@@ -648,12 +738,23 @@ async fn native_tls_serves_https_and_wss_and_rotates_on_sighup() {
         if sample(&m, "stocksblitz_tls_reloads_total{result=\"error\"} ") == Some(1) {
             break m;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the broken reload was never counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken reload was never counted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(sample(&metrics_text, "stocksblitz_tls_reloads_total{result=\"ok\"} "), Some(1));
+    assert_eq!(
+        sample(&metrics_text, "stocksblitz_tls_reloads_total{result=\"ok\"} "),
+        Some(1)
+    );
     assert!(
-        sample(&metrics_text, "stocksblitz_connections_closed_total{reason=\"tls_handshake\"} ").unwrap_or(0) >= 2,
+        sample(
+            &metrics_text,
+            "stocksblitz_connections_closed_total{reason=\"tls_handshake\"} "
+        )
+        .unwrap_or(0)
+            >= 2,
         "the plain-text and silent clients are counted as failed handshakes"
     );
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -674,7 +775,10 @@ async fn plain_http_and_tls_in_process() {
         let mut t = toml::Table::new();
         t.insert("cert_path".into(), toml::Value::String(c));
         t.insert("key_path".into(), toml::Value::String(k));
-        d["api"].as_table_mut().expect("api").insert("tls".into(), toml::Value::Table(t));
+        d["api"]
+            .as_table_mut()
+            .expect("api")
+            .insert("tls".into(), toml::Value::Table(t));
     }))
     .await;
     let r = reqwest::get(http(&plain, "/health/live")).await.expect("plain");
@@ -686,7 +790,10 @@ async fn plain_http_and_tls_in_process() {
         .expect("https");
     assert_eq!(r.status(), StatusCode::OK);
     assert!(tls.reload_tls().expect("reload"), "the TLS server reloads its files");
-    assert!(!plain.reload_tls().expect("no tls"), "the plain server has nothing to reload");
+    assert!(
+        !plain.reload_tls().expect("no tls"),
+        "the plain server has nothing to reload"
+    );
     plain.shutdown().await.expect("clean shutdown");
     tls.shutdown().await.expect("clean shutdown");
 }
@@ -711,7 +818,10 @@ async fn idle_connections_are_closed_by_the_idle_timeout() {
         conns.push(s);
     }
     for s in &mut conns {
-        assert!(ends_within(s, Duration::from_secs(30)).await, "an idle connection was closed");
+        assert!(
+            ends_within(s, Duration::from_secs(30)).await,
+            "an idle connection was closed"
+        );
     }
     let stats = &app.state.http.connections;
     assert_eq!(stats.idle_timeout.load(Ordering::Relaxed), SILENT as u64, "{stats:?}");

@@ -312,7 +312,11 @@ mod raw {
         let mut head = Vec::new();
         let mut b = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut b).await.expect("upgrade response"), 1, "closed during upgrade");
+            assert_eq!(
+                s.read(&mut b).await.expect("upgrade response"),
+                1,
+                "closed during upgrade"
+            );
             head.push(b[0]);
         }
         assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
@@ -424,13 +428,18 @@ async fn oversized_messages_get_close_1009_in_every_shape() {
     assert_eq!(op, 1);
     let v: Value = serde_json::from_slice(&p).expect("json");
     assert_eq!(v["error"]["code"], "BAD_MESSAGE");
-    s.write_all(&raw::frame(1, true, br#"{"op":"ping","id":1}"#)).await.expect("send");
+    s.write_all(&raw::frame(1, true, br#"{"op":"ping","id":1}"#))
+        .await
+        .expect("send");
     let (_, p) = raw::read_frame(&mut s).await.expect("pong");
     assert_eq!(serde_json::from_slice::<Value>(&p).expect("json")["type"], "pong");
     let m = metrics(&app).await;
     let closed = sample(&m, "stocksblitz_ws_closed_total{reason=\"message_too_large\"} ").expect("metric");
     assert_eq!(closed, cases.len() as u64, "every oversized message counted");
-    println!("{} oversized shapes closed with 1009; one at-limit message served", cases.len());
+    println!(
+        "{} oversized shapes closed with 1009; one at-limit message served",
+        cases.len()
+    );
     app.shutdown().await.expect("clean shutdown");
 }
 
@@ -528,7 +537,9 @@ async fn stalled_readers_are_closed_and_memory_stays_bounded() {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/stream"))
             .await
             .expect("reader connects");
-        ws.send(Message::Text(subscribe.clone().into())).await.expect("subscribe");
+        ws.send(Message::Text(subscribe.clone().into()))
+            .await
+            .expect("subscribe");
         let stop = std::sync::Arc::clone(&stop);
         readers.push(tokio::spawn(async move {
             let mut last: std::collections::HashMap<String, u64> = Default::default();
@@ -564,7 +575,9 @@ async fn stalled_readers_are_closed_and_memory_stays_bounded() {
         let heavy = heavy.clone();
         connecting.push(tokio::spawn(async move {
             let mut s = raw::connect(addr, Some(4_096)).await;
-            s.write_all(&raw::frame(1, true, heavy.as_bytes())).await.expect("subscribe");
+            s.write_all(&raw::frame(1, true, heavy.as_bytes()))
+                .await
+                .expect("subscribe");
             s
         }));
     }
@@ -628,7 +641,10 @@ async fn stalled_readers_are_closed_and_memory_stays_bounded() {
          {rss_after} KiB after; kernel TCP memory (machine-wide) {tcp_before} pages before, {tcp_peak} peak, \
          {tcp_after} after"
     );
-    assert_eq!(ended, STALLED, "every stalled client's connection was ended by the server");
+    assert_eq!(
+        ended, STALLED,
+        "every stalled client's connection was ended by the server"
+    );
     assert!(read > 0, "readers were served");
     // What the kernel buffered for them is freed once they are closed (machine-wide, so
     // a generous margin for other processes: 128 MiB of 4 KiB pages).

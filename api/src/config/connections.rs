@@ -47,7 +47,12 @@ pub struct TlsConfig {
 
 pub fn check(a: &ApiConfig, listen: SocketAddr) -> Result<(), ConfigError> {
     let c = &a.connections;
-    range("api.connections.max_connections", c.max_connections as u64, 1, 1_000_000)?;
+    range(
+        "api.connections.max_connections",
+        c.max_connections as u64,
+        1,
+        1_000_000,
+    )?;
     range(
         "api.connections.max_connections_per_address",
         c.max_connections_per_address as u64,

@@ -16,8 +16,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::ApiError;
-use super::{health, market, metrics, orders, request_id, security};
 use super::server::ConnLink;
+use super::{health, market, metrics, orders, request_id, security};
 use crate::auth::Caller;
 use crate::state::AppState;
 use crate::ws::protocol::MAX_CLIENT_MESSAGE_BYTES;

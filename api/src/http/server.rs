@@ -287,7 +287,9 @@ pub fn serve(listener: TcpListener, state: &AppState, tls: Option<Arc<TlsFiles>>
                     ctx.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                     if !matches!(
                         e.kind(),
-                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
+                        io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionRefused
                     ) {
                         // Out of descriptors or memory: back off instead of spinning.
                         if last_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {

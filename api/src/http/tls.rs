@@ -64,7 +64,13 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConf
     let cert_pem = read("api.tls.cert_path", cert_path)?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error("api.tls.cert_path", cert_path, format!("not a PEM certificate chain: {e}")))?;
+        .map_err(|e| {
+            pem_error(
+                "api.tls.cert_path",
+                cert_path,
+                format!("not a PEM certificate chain: {e}"),
+            )
+        })?;
     if certs.is_empty() {
         return Err(pem_error(
             "api.tls.cert_path",
@@ -134,7 +140,9 @@ pub fn reload_on_sighup(tls: Arc<TlsFiles>) -> std::io::Result<()> {
         while hup.recv().await.is_some() {
             match tls.reload() {
                 Ok(()) => tracing::info!(cert = %tls.cert_path.display(), "SIGHUP: TLS certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; still serving the previous certificate"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; still serving the previous certificate")
+                }
             }
         }
     });

@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use super::channel::{ChannelKey, ChannelKind};
 use super::outbox::{Drained, Outbox, Queued};
 use super::protocol::{
-    Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_MESSAGE_TOO_BIG,
-    CLOSE_PRIVATE_OVERFLOW, CLOSE_SLOW_CONSUMER, MAX_CLIENT_MESSAGE_BYTES,
+    Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_MESSAGE_TOO_BIG, CLOSE_PRIVATE_OVERFLOW,
+    CLOSE_SLOW_CONSUMER, MAX_CLIENT_MESSAGE_BYTES,
 };
 use crate::audit::Entry;
 use crate::auth::{Principal, Role};
@@ -642,9 +642,8 @@ async fn heartbeat(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState
         kind: "heartbeat",
         ts_us: UnixNanos::now().0 / 1_000,
     }));
-    let both = async {
-        write_all(socket, out, app).await && socket.send(Message::Ping(Default::default())).await.is_ok()
-    };
+    let both =
+        async { write_all(socket, out, app).await && socket.send(Message::Ping(Default::default())).await.is_ok() };
     match tokio::time::timeout(deadline, both).await {
         Ok(true) => Flushed::Done,
         Ok(false) => Flushed::Failed,
@@ -757,11 +756,17 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
         }
         End::TooBig => {
             stats.closed_too_big.fetch_add(1, Ordering::Relaxed);
-            (Some(CLOSE_MESSAGE_TOO_BIG), "message too large: at most 16384 bytes per message")
+            (
+                Some(CLOSE_MESSAGE_TOO_BIG),
+                "message too large: at most 16384 bytes per message",
+            )
         }
         End::SlowConsumer => {
             stats.closed_slow_consumer.fetch_add(1, Ordering::Relaxed);
-            (Some(CLOSE_SLOW_CONSUMER), "slow consumer: not reading; reconnect and resync")
+            (
+                Some(CLOSE_SLOW_CONSUMER),
+                "slow consumer: not reading; reconnect and resync",
+            )
         }
     };
     if let Some(code) = code {
