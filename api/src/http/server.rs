@@ -459,7 +459,10 @@ pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok((before as u64, lim.rlim_cur as u64))
+    // rlim_t is not u64 on every platform.
+    #[allow(clippy::unnecessary_cast)]
+    let both = (before as u64, lim.rlim_cur as u64);
+    Ok(both)
 }
 
 #[cfg(not(unix))]
