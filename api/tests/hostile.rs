@@ -854,3 +854,88 @@ async fn idle_connections_are_closed_by_the_idle_timeout() {
     println!("{SILENT} idle connections (silent, partial line, partial headers) closed by the idle timeout");
     app.shutdown().await.expect("clean shutdown");
 }
+
+/// The real binary with an open-file limit far below its connection cap (a
+/// misconfiguration it warns about at start-up): a flood of 1,000 connections runs it out
+/// of descriptors; failed accepts are counted and backed off (no spin, no crash), and
+/// once the flood is gone it serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_accepts_back_off_and_recover() {
+    const FLOOD: usize = 1_000;
+    let dir = fresh_dir("nofile");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        test_config(|d| {
+            let c = &mut d["api"]["connections"];
+            c["max_connections"] = toml::Value::Integer(4_000);
+            c["max_connections_per_address"] = toml::Value::Integer(4_000);
+            c["header_read_timeout_ms"] = toml::Value::Integer(5_000);
+        }),
+    )
+    .expect("config");
+    let port = process::free_port();
+    let log = dir.join("server.log");
+    let out = std::fs::File::create(&log).expect("log");
+    let child = std::process::Command::new("bash")
+        .args(["-c", "ulimit -n 400 && exec \"$0\" serve --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_stocksblitz"))
+        .arg(&config)
+        .env("STOCKSBLITZ_API_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("server starts");
+    let server = process::Server {
+        child,
+        base: format!("http://127.0.0.1:{port}/api/v1"),
+    };
+    let root = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{root}/health/live")).send().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "server did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log_text.contains("exceeds the open-file"),
+        "start-up warns that max_connections does not fit: {log_text}"
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        flood.push(connect_from(ip(2), addr, None).await);
+    }
+    // Long enough for the accept loop to hit the limit and back off a few times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(server.child.id() > 0);
+    drop(flood);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let r = loop {
+        if let Ok(r) = http.get(format!("{root}/health/live")).send().await {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the server never served again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(r.status(), StatusCode::OK);
+    let m = http
+        .get(format!("{root}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let errors = sample(&m, "stocksblitz_accept_errors_total ").expect("metric");
+    assert!(errors > 0, "failed accepts are counted");
+    let accepted = sample(&m, "stocksblitz_connections_accepted_total ").unwrap_or(0);
+    println!("{FLOOD} connections against an open-file limit of 400: {errors} failed accepts counted, {accepted} accepted, service resumed");
+    drop(server);
+}
