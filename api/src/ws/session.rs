@@ -5,9 +5,10 @@
 //! gets the newest state rather than a backlog. A client that sends nothing (not even a
 //! pong to our pings) for `ws_idle_timeout_secs` is closed with 1001 (going away). Every
 //! batch of writes has `ws_write_timeout_ms` to reach the kernel: a client that stops
-//! reading is closed with 4009 and its connection reset, so it never pins the session
-//! (and with it the idle check and the 4008 overflow close) or the kernel's buffers. A
-//! frame or message over the size limit is answered with close 1009.
+//! reading is closed with 4009 (and reset when not even the close frame can be sent), so
+//! it never pins the session (and with it the idle check and the 4008 overflow close)
+//! or the kernel's buffers for long. A frame or message over the size limit is answered
+//! with close 1009.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -42,6 +43,10 @@ use crate::state::AppState;
 
 /// Close code for an idle client (RFC 6455 1001, going away).
 const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// The 1009 close reason.
+const TOO_BIG_REASON: &str = "message too large: at most 16384 bytes per message";
+const _: () = assert!(MAX_CLIENT_MESSAGE_BYTES == 16_384, "update TOO_BIG_REASON");
 
 /// How long a close frame may take to send, and the client's answer to arrive.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -756,10 +761,7 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
         }
         End::TooBig => {
             stats.closed_too_big.fetch_add(1, Ordering::Relaxed);
-            (
-                Some(CLOSE_MESSAGE_TOO_BIG),
-                "message too large: at most 16384 bytes per message",
-            )
+            (Some(CLOSE_MESSAGE_TOO_BIG), TOO_BIG_REASON)
         }
         End::SlowConsumer => {
             stats.closed_slow_consumer.fetch_add(1, Ordering::Relaxed);
