@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::config::orders::OrderSetup;
 use crate::config::Validated;
+use crate::http::tls::TlsFiles;
 use crate::market::{spawn_fanout, Market, Mirror, Tap};
 use crate::orders::accounts::Accounts;
 use crate::orders::fanout::spawn_order_fanout;
@@ -58,6 +59,8 @@ pub struct RunningApp {
     simulator: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// The certificate files, when serving TLS.
+    tls: Option<Arc<TlsFiles>>,
 }
 
 /// Sets its flags when dropped (start-up failed): threads already started stop.
@@ -395,8 +398,8 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     }
     .with_taps(tap_stats)
     .with_health(v.health.clone());
-    let (server, tx) = serve(listener, &state);
-    tracing::info!(%addr, instruments = registry.len(), feeds = state.feeds.len(), "serving");
+    let (server, tx, tls) = serve(listener, &state)?;
+    tracing::info!(%addr, tls = tls.is_some(), instruments = registry.len(), feeds = state.feeds.len(), "serving");
     guard.0.clear();
     Ok(RunningApp {
         addr,
@@ -414,6 +417,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         simulator: sim.map(|(_, j)| j),
         server,
         shutdown: Some(tx),
+        tls,
     })
 }
 
@@ -557,21 +561,22 @@ fn security(v: &Validated, redis: Option<&Arc<RedisStore>>) -> anyhow::Result<Se
     })
 }
 
-/// Serves the routes on `listener` until the returned sender fires.
-fn serve(listener: TcpListener, state: &AppState) -> (Server, oneshot::Sender<()>) {
-    let router = crate::http::router::router(state.clone());
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = rx.await;
-        })
-        .await
-    });
-    (server, tx)
+/// Serves the routes on `listener` (TLS with `[api.tls]`) until the returned sender
+/// fires; with TLS, SIGHUP re-reads the certificate files.
+fn serve(
+    listener: TcpListener,
+    state: &AppState,
+) -> anyhow::Result<(Server, oneshot::Sender<()>, Option<Arc<TlsFiles>>)> {
+    let tls = match &state.config.tls {
+        Some(cfg) => {
+            let files = Arc::new(TlsFiles::load(cfg, Arc::clone(&state.http.connections))?);
+            crate::http::tls::reload_on_sighup(Arc::clone(&files)).context("installing the SIGHUP handler")?;
+            Some(files)
+        }
+        None => None,
+    };
+    let (server, tx) = crate::http::server::serve(listener, state, tls.clone());
+    Ok((server, tx, tls))
 }
 
 /// An API node apart from the engine (`serve --role api`): market data arrives from
@@ -614,8 +619,8 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
     .with_redis(redis)
     .with_health(v.health.clone())
     .as_api_node();
-    let (server, tx) = serve(listener, &state);
-    tracing::info!(%addr, role = "api", "serving market data from redis");
+    let (server, tx, tls) = serve(listener, &state)?;
+    tracing::info!(%addr, tls = tls.is_some(), role = "api", "serving market data from redis");
     guard.0.clear();
     Ok(RunningApp {
         addr,
@@ -633,6 +638,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
         simulator: None,
         server,
         shutdown: Some(tx),
+        tls,
     })
 }
 
@@ -658,6 +664,15 @@ pub async fn start_api_node_bound(v: Validated) -> anyhow::Result<RunningApp> {
 }
 
 impl RunningApp {
+    /// Re-reads the TLS certificate files now (what SIGHUP does); `Ok(false)` when the
+    /// server does not serve TLS. On error the previous certificate stays in use.
+    pub fn reload_tls(&self) -> Result<bool, crate::http::tls::TlsError> {
+        match &self.tls {
+            Some(t) => t.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Stops serving, then stops and joins every thread.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {

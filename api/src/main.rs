@@ -212,6 +212,7 @@ fn token(account: &str, role: &str, tier: &str, ttl_secs: u64, config: Option<&s
 fn serve(path: Option<PathBuf>, api_node: bool) -> anyhow::Result<()> {
     let v = load(path.as_deref()).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     logging::init(&v.config.log)?;
+    open_file_limit(v.config.api.connections.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("api")
@@ -230,6 +231,32 @@ fn serve(path: Option<PathBuf>, api_node: bool) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         running.shutdown().await
     })
+}
+
+/// Descriptors kept for feeds, journal, sink, Redis and logs beyond client connections.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the open-file soft limit to the hard limit and says whether
+/// `api.connections.max_connections` fits under it.
+fn open_file_limit(max_connections: usize) {
+    match stocksblitz_api::http::server::raise_open_file_limit() {
+        Ok((before, now)) => {
+            tracing::info!(
+                before,
+                now,
+                "open-file limit (RLIMIT_NOFILE soft) raised to the hard limit"
+            );
+            if max_connections as u64 + FD_RESERVE > now {
+                tracing::warn!(
+                    max_connections,
+                    open_file_limit = now,
+                    "api.connections.max_connections plus {FD_RESERVE} for feeds and files exceeds the open-file \
+                     limit: lower it or raise LimitNOFILE / ulimit -n, or accept fails before the cap refuses"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -552,3 +552,100 @@ fn the_shipped_surveillance_thresholds_are_the_design_defaults() {
     );
     assert!(e.starts_with("surveillance.max_orders_per_min:"), "{e}");
 }
+
+/// `[api.connections]`, `ws_write_timeout_ms` and `[api.tls]`: each bad value names its
+/// key; production refuses plain HTTP on a public address unless a TLS proxy is
+/// declared (hsts); overrides reach the sub-table.
+#[test]
+fn connection_limits_and_tls_are_checked() {
+    let tls = |cert: &str, key: &str| {
+        let (cert, key) = (cert.to_owned(), key.to_owned());
+        move |d: &mut toml::Table| {
+            let mut t = toml::Table::new();
+            t.insert("cert_path".into(), cert.into());
+            t.insert("key_path".into(), key.into());
+            d["api"]
+                .as_table_mut()
+                .unwrap()
+                .insert("tls".into(), toml::Value::Table(t));
+        }
+    };
+    let public_production = |d: &mut toml::Table| {
+        d["api"]["listen"] = "0.0.0.0:8080".into();
+        d["api"]["environment"] = "production".into();
+        d["api"]["hsts"] = false.into();
+        d["api"]["cors_allowed_origins"] = toml::Value::Array(vec!["https://desk.example.com".into()]);
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            edited(|d| d["api"]["connections"]["max_connections"] = 0.into()),
+            "api.connections.max_connections",
+        ),
+        (
+            edited(|d| {
+                d["api"]["connections"]["max_connections"] = 10.into();
+                d["api"]["connections"]["max_connections_per_address"] = 11.into();
+            }),
+            "api.connections.max_connections_per_address",
+        ),
+        (
+            edited(|d| d["api"]["connections"]["header_read_timeout_ms"] = 10.into()),
+            "api.connections.header_read_timeout_ms",
+        ),
+        (
+            edited(|d| d["api"]["connections"]["idle_timeout_secs"] = 5.into()),
+            "api.connections.idle_timeout_secs",
+        ),
+        (
+            edited(|d| d["api"]["connections"]["max_header_bytes"] = 100.into()),
+            "api.connections.max_header_bytes",
+        ),
+        (
+            edited(|d| {
+                d["api"]["connections"]
+                    .as_table_mut()
+                    .unwrap()
+                    .insert("max_sockets".into(), 1.into());
+            }),
+            "max_sockets",
+        ),
+        (
+            edited(|d| d["api"]["ws_write_timeout_ms"] = 0.into()),
+            "api.ws_write_timeout_ms",
+        ),
+        (edited(tls("", "/k.pem")), "api.tls.cert_path"),
+        (edited(tls("/c.pem", "")), "api.tls.key_path"),
+        (edited(public_production), "api.tls"),
+    ];
+    for (text, key) in cases {
+        let e = err(&text, &[]);
+        assert!(e.contains(key), "expected {key} in: {e}");
+    }
+    // Development may serve plain HTTP anywhere; a missing [api.connections] is named.
+    assert!(load(&edited(|d| d["api"]["listen"] = "0.0.0.0:8080".into()), &[]).is_ok());
+    let e = err(
+        &edited(|d| {
+            d["api"].as_table_mut().unwrap().remove("connections");
+        }),
+        &[],
+    );
+    assert!(e.contains("connections"), "{e}");
+    // Production on a public address passes this check with [api.tls] or with hsts (a
+    // TLS proxy in front): what stops it then is the development token algorithm.
+    for edit in [
+        Box::new(move |d: &mut toml::Table| {
+            public_production(d);
+            tls("/c.pem", "/k.pem")(d);
+        }) as Box<dyn FnOnce(&mut toml::Table)>,
+        Box::new(move |d: &mut toml::Table| {
+            public_production(d);
+            d["api"]["hsts"] = true.into();
+        }),
+    ] {
+        let e = err(&edited(edit), &[]);
+        assert!(e.contains("auth.algorithm"), "{e}");
+    }
+    let v = load(&base(), &[("STOCKSBLITZ_API_CONNECTIONS_MAX_CONNECTIONS", "777")]).expect("override");
+    assert_eq!(v.config.api.connections.max_connections, 777);
+    assert!(v.config.api.tls.is_none(), "plain HTTP by default");
+}

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod connections;
 pub mod health;
 pub mod limits;
 pub mod orders;
@@ -83,6 +84,9 @@ pub struct ApiConfig {
     pub ws_heartbeat_secs: u64,
     /// A WebSocket that sends nothing (not even a pong) for this long is closed.
     pub ws_idle_timeout_secs: u64,
+    /// Each batch of WebSocket writes must reach the kernel within this long; a client
+    /// that does not read is closed (code 4009) instead of pinning the session.
+    pub ws_write_timeout_ms: u64,
     /// Price levels per side in `book.SYM` messages.
     pub ws_book_depth: usize,
     /// Most channels one connection may subscribe to.
@@ -107,6 +111,11 @@ pub struct ApiConfig {
     /// Send `Strict-Transport-Security` (set when the API is reached over TLS, e.g.
     /// behind a TLS-terminating proxy).
     pub hsts: bool,
+    /// Connection-level limits (`[api.connections]`).
+    pub connections: connections::ConnectionsConfig,
+    /// Native TLS (`[api.tls]`); absent = plain HTTP.
+    #[serde(default)]
+    pub tls: Option<connections::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -98,6 +98,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         return Err(ConfigError::invalid(format!("api.fanout_idle.{k}"), m));
     }
     cors(a)?;
+    super::connections::check(a, listen)?;
     super::limits::check(&config.rate_limits)?;
     super::audit::check(&config.audit)?;
     if let (Environment::Production, Some(auth)) = (a.environment, &config.auth) {

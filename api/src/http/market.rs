@@ -61,6 +61,36 @@ pub async fn quote(State(app): State<AppState>, Path(symbol): Path<String>) -> A
     Ok(Json(json!(QuoteDto::new(inst, view))))
 }
 
+/// The `symbols=` list of a batch quote request: 1 to [`MAX_BATCH`] comma-separated
+/// symbols, none of them empty (`symbols=,,` or `A,,B` is a client mistake, not a
+/// request for nothing).
+fn batch_symbols(raw: &str) -> Result<Vec<&str>, ApiError> {
+    if raw.trim().is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "symbols",
+            "symbols is required: ?symbols=BTCUSDT,ETHUSDT",
+        ));
+    }
+    let symbols: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if let Some(i) = symbols.iter().position(|s| s.is_empty()) {
+        return Err(ApiError::invalid_parameter(
+            "symbols",
+            format!(
+                "symbols entry {} of {} is empty: list symbols separated by single commas, e.g. ?symbols=BTCUSDT,ETHUSDT",
+                i + 1,
+                symbols.len()
+            ),
+        ));
+    }
+    if symbols.len() > MAX_BATCH {
+        return Err(ApiError::invalid_parameter(
+            "symbols",
+            format!("at most {MAX_BATCH} symbols per request, got {}", symbols.len()),
+        ));
+    }
+    Ok(symbols)
+}
+
 #[derive(Deserialize)]
 pub struct QuotesParams {
     symbols: Option<String>,
@@ -75,19 +105,8 @@ pub struct QuotesParams {
     responses((status = 200, description = "OK", body = crate::openapi::schemas::QuoteList)),
 )]
 pub async fn quotes(State(app): State<AppState>, Query(p): Query<QuotesParams>) -> ApiResult {
-    let Some(raw) = p.symbols.filter(|s| !s.trim().is_empty()) else {
-        return Err(ApiError::invalid_parameter(
-            "symbols",
-            "symbols is required: ?symbols=BTCUSDT,ETHUSDT",
-        ));
-    };
-    let symbols: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-    if symbols.len() > MAX_BATCH {
-        return Err(ApiError::invalid_parameter(
-            "symbols",
-            format!("at most {MAX_BATCH} symbols per request"),
-        ));
-    }
+    let raw = p.symbols.unwrap_or_default();
+    let symbols = batch_symbols(&raw)?;
     let unknown: Vec<&str> = symbols
         .iter()
         .copied()
@@ -259,4 +278,44 @@ pub async fn market_status(State(app): State<AppState>) -> Json<Value> {
         })
         .collect();
     Json(json!({ "time_us": micros(now), "instruments": list }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Any list of entries (symbols, empty, blank), joined by commas: accepted exactly
+        /// when it has 1..=MAX_BATCH entries and none is blank, and then the trimmed
+        /// entries come back in order.
+        #[test]
+        fn batch_symbols_refuses_every_empty_entry(
+            entries in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[A-Z]{1,8}",
+                    proptest::strategy::Just(String::new()),
+                    " {1,3}",
+                    " ?[A-Z-]{1,8} ?",
+                ],
+                0..120,
+            ),
+        ) {
+            let raw = entries.join(",");
+            let got = batch_symbols(&raw);
+            let blank = entries.iter().any(|e| e.trim().is_empty());
+            let ok = !entries.is_empty() && !blank && entries.len() <= MAX_BATCH;
+            match got {
+                Ok(list) => {
+                    proptest::prop_assert!(ok, "accepted {raw:?}");
+                    let want: Vec<&str> = entries.iter().map(|e| e.trim()).collect();
+                    proptest::prop_assert_eq!(list, want);
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!ok, "refused {raw:?}");
+                    proptest::prop_assert_eq!(e.code, "INVALID_PARAMETER");
+                    proptest::prop_assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+                }
+            }
+        }
+    }
 }

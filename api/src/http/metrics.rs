@@ -37,6 +37,8 @@ struct RouteStats {
 pub struct HttpMetrics {
     routes: Mutex<BTreeMap<(String, String), RouteStats>>,
     pub(crate) errors: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Connection-level counters of the accept loop.
+    pub connections: std::sync::Arc<super::server::ConnStats>,
 }
 
 impl HttpMetrics {
@@ -607,6 +609,94 @@ pub fn render(app: &AppState) -> String {
             ws.client_errors.load(Ordering::Relaxed),
         ),
     ]);
+
+    o.header(
+        "stocksblitz_ws_closed_total",
+        "counter",
+        "WebSockets closed by the server, by reason (close code: idle 1001, message_too_large 1009, private_overflow 4008, slow_consumer 4009).",
+    );
+    for (reason, n) in [
+        ("idle", &ws.closed_idle),
+        ("message_too_large", &ws.closed_too_big),
+        ("private_overflow", &ws.closed_private_overflow),
+        ("slow_consumer", &ws.closed_slow_consumer),
+    ] {
+        o.sample(
+            "stocksblitz_ws_closed_total",
+            &format!("reason=\"{reason}\""),
+            n.load(Ordering::Relaxed),
+        );
+    }
+
+    // Connections ([api.connections]).
+    let c = &app.http.connections;
+    o.scalars(&[
+        (
+            "stocksblitz_connections_open",
+            "gauge",
+            "Client connections open (HTTP and WebSocket).",
+            c.open.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_connections_accepted_total",
+            "counter",
+            "Client connections accepted from the listener (admitted or refused).",
+            c.accepted.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_accept_errors_total",
+            "counter",
+            "Failed accepts (for instance out of file descriptors).",
+            c.accept_errors.load(Ordering::Relaxed),
+        ),
+    ]);
+    o.header(
+        "stocksblitz_connections_refused_total",
+        "counter",
+        "Connections answered 503 and closed at accept, by the limit reached.",
+    );
+    for (limit, n) in [
+        ("max_connections", &c.refused_total),
+        ("max_connections_per_address", &c.refused_per_address),
+    ] {
+        o.sample(
+            "stocksblitz_connections_refused_total",
+            &format!("limit=\"{limit}\""),
+            n.load(Ordering::Relaxed),
+        );
+    }
+    o.header(
+        "stocksblitz_connections_closed_total",
+        "counter",
+        "Connections closed by a connection limit, by reason.",
+    );
+    for (reason, n) in [
+        ("header_timeout", &c.header_timeout),
+        ("idle_timeout", &c.idle_timeout),
+        ("header_too_large", &c.header_too_large),
+        ("tls_handshake", &c.tls_handshake_failed),
+    ] {
+        o.sample(
+            "stocksblitz_connections_closed_total",
+            &format!("reason=\"{reason}\""),
+            n.load(Ordering::Relaxed),
+        );
+    }
+    o.header(
+        "stocksblitz_tls_reloads_total",
+        "counter",
+        "Certificate reloads (SIGHUP), by result.",
+    );
+    o.sample(
+        "stocksblitz_tls_reloads_total",
+        "result=\"ok\"",
+        c.tls_reloads.load(Ordering::Relaxed),
+    );
+    o.sample(
+        "stocksblitz_tls_reloads_total",
+        "result=\"error\"",
+        c.tls_reload_errors.load(Ordering::Relaxed),
+    );
 
     // HTTP.
     let routes = app.http.routes.lock();

@@ -8,3 +8,5 @@ pub mod orders;
 pub mod request_id;
 pub mod router;
 pub mod security;
+pub mod server;
+pub mod tls;

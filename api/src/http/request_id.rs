@@ -33,7 +33,8 @@ fn seed() -> u64 {
     })
 }
 
-fn fresh() -> String {
+/// A fresh request id (also for responses made outside the router).
+pub(crate) fn fresh() -> String {
     // SplitMix64 over a per-process seed and a counter: unique, not guessable in order.
     let mut z = seed().wrapping_add(
         COUNTER

@@ -16,6 +16,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::ApiError;
+use super::server::ConnLink;
 use super::{health, market, metrics, orders, request_id, security};
 use crate::auth::Caller;
 use crate::state::AppState;
@@ -32,7 +33,12 @@ use crate::ws::session;
     summary = "WebSocket stream (upgrade)",
     responses((status = 101, description = "WebSocket stream (upgrade)")),
 )]
-pub async fn stream(State(app): State<AppState>, caller: Option<Extension<Caller>>, ws: WebSocketUpgrade) -> Response {
+pub async fn stream(
+    State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    link: Option<Extension<ConnLink>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let principal = match caller.map(|c| c.0) {
         None | Some(Caller::Anonymous(_)) => None,
         Some(c) => match crate::auth::principal(&app, &c) {
@@ -44,7 +50,7 @@ pub async fn stream(State(app): State<AppState>, caller: Option<Extension<Caller
     };
     ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session::run(socket, app, principal))
+        .on_upgrade(move |socket| session::run(socket, app, principal, link.map(|l| l.0)))
 }
 
 async fn not_found() -> ApiError {

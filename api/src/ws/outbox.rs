@@ -43,6 +43,14 @@ pub struct WsStats {
     /// Queued trade/bar messages dropped for a slow client.
     pub dropped: AtomicU64,
     pub client_errors: AtomicU64,
+    /// Closed with 4009: a write did not complete within `ws_write_timeout_ms`.
+    pub closed_slow_consumer: AtomicU64,
+    /// Closed with 4008: private messages could not all be queued.
+    pub closed_private_overflow: AtomicU64,
+    /// Closed with 1009: a client frame or message over the size limit.
+    pub closed_too_big: AtomicU64,
+    /// Closed with 1001: nothing heard for `ws_idle_timeout_secs`.
+    pub closed_idle: AtomicU64,
 }
 
 #[derive(Default)]
@@ -229,5 +237,49 @@ mod tests {
         let d = o.drain();
         assert_eq!(d.private.len(), 3, "kept in order up to the bound");
         assert!(d.private_overflow, "then the connection must be closed, not fed a gap");
+    }
+
+    proptest::proptest! {
+        /// Whatever a fan-out pushes at a connection that never drains, the outbox holds
+        /// at most one entry per marked channel, `capacity` queued items and
+        /// `private_capacity` private events; every dropped item is counted and reported
+        /// as missed, and private events are kept in order up to the overflow flag.
+        #[test]
+        fn an_undrained_outbox_stays_bounded(
+            capacity in 1usize..16,
+            private_capacity in 1usize..16,
+            ops in proptest::collection::vec((0u8..3, 0u32..4), 0..400),
+        ) {
+            let stats = WsStats::default();
+            let o = Outbox::new(1, capacity, private_capacity);
+            let (mut queued, mut private, mut marked) = (0u64, 0u64, HashSet::new());
+            for (i, (op, inst)) in ops.iter().enumerate() {
+                let k = ChannelKey { kind: ChannelKind::Quotes, instrument: InstrumentId(*inst) };
+                match op {
+                    0 => { o.mark(k, &stats); marked.insert(k); }
+                    1 => { o.enqueue(trade(i as u64), &stats); queued += 1; }
+                    _ => {
+                        o.enqueue_private(stocksblitz_engine::orders::OrderEvent {
+                            seq: i as u64,
+                            request: 0,
+                            account: stocksblitz_engine::orders::AccountId(0),
+                            at: UnixNanos(0),
+                            last: true,
+                            data: stocksblitz_engine::orders::OrderEventData::Done { count: 0 },
+                        });
+                        private += 1;
+                    }
+                }
+            }
+            let d = o.drain();
+            proptest::prop_assert_eq!(d.dirty.len(), marked.len());
+            proptest::prop_assert_eq!(d.queue.len() as u64, queued.min(capacity as u64));
+            let dropped = queued - d.queue.len() as u64;
+            proptest::prop_assert_eq!(stats.dropped.load(Ordering::Relaxed), dropped);
+            proptest::prop_assert_eq!(d.missed.values().sum::<u64>(), dropped);
+            proptest::prop_assert_eq!(d.private.len() as u64, private.min(private_capacity as u64));
+            proptest::prop_assert_eq!(d.private_overflow, private > private_capacity as u64);
+            proptest::prop_assert!(d.private.windows(2).all(|w| w[0].seq < w[1].seq));
+        }
     }
 }

@@ -27,11 +27,21 @@
 //! is the open orders / recent fills / positions; updates are never dropped or
 //! conflated. A client that falls `ws_private_queue_capacity` messages behind is closed
 //! with code 4008 ([`CLOSE_PRIVATE_OVERFLOW`]) and must resync over REST.
+//! Close codes: 1001 idle (nothing heard for `ws_idle_timeout_secs`), 1009 a client
+//! message or frame over [`MAX_CLIENT_MESSAGE_BYTES`], 4008 private overflow, 4009 a
+//! client that does not read: a batch of writes did not complete within
+//! `ws_write_timeout_ms` ([`CLOSE_SLOW_CONSUMER`]; reconnect and resubscribe).
 
 use serde::{Deserialize, Serialize};
 
 /// Close code for a connection whose private channels could not be delivered in full.
 pub const CLOSE_PRIVATE_OVERFLOW: u16 = 4008;
+
+/// Close code for a client that did not read what was sent within `ws_write_timeout_ms`.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4009;
+
+/// Close code for a client message or frame over [`MAX_CLIENT_MESSAGE_BYTES`] (RFC 6455).
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
 /// Largest accepted client frame.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;

@@ -3,7 +3,12 @@
 //! A single task per connection selects over the client's frames, its outbox and a
 //! heartbeat timer. Messages are built from the mirror at send time, so a slow client
 //! gets the newest state rather than a backlog. A client that sends nothing (not even a
-//! pong to our pings) for `ws_idle_timeout_secs` is closed with 1001 (going away).
+//! pong to our pings) for `ws_idle_timeout_secs` is closed with 1001 (going away). Every
+//! batch of writes has `ws_write_timeout_ms` to reach the kernel: a client that stops
+//! reading is closed with 4009 (and reset when not even the close frame can be sent), so
+//! it never pins the session (and with it the idle check and the 4008 overflow close)
+//! or the kernel's buffers for long. A frame or message over the size limit is answered
+//! with close 1009.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -21,23 +26,30 @@ use tokio::sync::mpsc;
 use super::channel::{ChannelKey, ChannelKind};
 use super::outbox::{Drained, Outbox, Queued};
 use super::protocol::{
-    Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_PRIVATE_OVERFLOW,
-    MAX_CLIENT_MESSAGE_BYTES,
+    Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_MESSAGE_TOO_BIG, CLOSE_PRIVATE_OVERFLOW,
+    CLOSE_SLOW_CONSUMER, MAX_CLIENT_MESSAGE_BYTES,
 };
 use crate::audit::Entry;
 use crate::auth::{Principal, Role};
 use crate::config::auth::Operation;
 use crate::dto::{BarDto, BookDto, QuoteDto, TradeDto};
 use crate::http::error::ApiError;
+use crate::http::server::ConnLink;
 use crate::orders::entry;
 use crate::orders::json::{
     anomaly_json, anomaly_visible, events_json, fill_json, position_json, NewOrderBody, OrderJson,
 };
 use crate::state::AppState;
 
-/// Close code for a client that sent an oversized or non-text frame (RFC 6455: 1009 /
-/// 1003); for an idle client 1001.
+/// Close code for an idle client (RFC 6455 1001, going away).
 const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// The 1009 close reason.
+const TOO_BIG_REASON: &str = "message too large: at most 16384 bytes per message";
+const _: () = assert!(MAX_CLIENT_MESSAGE_BYTES == 16_384, "update TOO_BIG_REASON");
+
+/// How long a close frame may take to send, and the client's answer to arrive.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 struct Session {
     app: AppState,
@@ -582,20 +594,29 @@ impl Session {
     }
 }
 
-/// Why a session ended, for logs.
+/// Why a session ended.
 enum End {
     ClientClosed,
     /// Private messages could not all be delivered: the client must resync over REST.
     PrivateOverflow,
     Idle,
-    Protocol(&'static str),
+    /// A client frame or message over [`MAX_CLIENT_MESSAGE_BYTES`].
+    TooBig,
+    /// A batch of writes did not reach the kernel within `ws_write_timeout_ms`: the
+    /// client does not read (fast enough).
+    SlowConsumer,
     SendFailed,
 }
 
-async fn flush(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState) -> bool {
-    if out.is_empty() {
-        return true;
-    }
+/// How a batch of writes ended.
+enum Flushed {
+    Done,
+    Failed,
+    /// The write deadline passed first.
+    TimedOut,
+}
+
+async fn write_all(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState) -> bool {
     let n = out.len() as u64;
     for text in out.drain(..) {
         if socket.feed(Message::Text(Utf8Bytes::from(text))).await.is_err() {
@@ -606,7 +627,42 @@ async fn flush(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState) ->
     socket.flush().await.is_ok()
 }
 
-pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Principal>) {
+/// Sends what is pending within `deadline`: a client that does not read cannot hold
+/// the session (and so its outbox, idle check and overflow close) in a write.
+async fn flush(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState, deadline: Duration) -> Flushed {
+    if out.is_empty() {
+        return Flushed::Done;
+    }
+    match tokio::time::timeout(deadline, write_all(socket, out, app)).await {
+        Ok(true) => Flushed::Done,
+        Ok(false) => Flushed::Failed,
+        Err(_) => Flushed::TimedOut,
+    }
+}
+
+/// The heartbeat message and a protocol-level ping (its pong proves the client reads).
+async fn heartbeat(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState, deadline: Duration) -> Flushed {
+    out.push(to_text(&Heartbeat {
+        kind: "heartbeat",
+        ts_us: UnixNanos::now().0 / 1_000,
+    }));
+    let both =
+        async { write_all(socket, out, app).await && socket.send(Message::Ping(Default::default())).await.is_ok() };
+    match tokio::time::timeout(deadline, both).await {
+        Ok(true) => Flushed::Done,
+        Ok(false) => Flushed::Failed,
+        Err(_) => Flushed::TimedOut,
+    }
+}
+
+/// A receive error caused by a frame or message over the size limit.
+fn too_big(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
+pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Principal>, link: Option<ConnLink>) {
     let conn_id = app.next_connection_id();
     let stats = Arc::clone(&app.hub.stats);
     stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -619,6 +675,7 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
     let (replies, mut replies_rx) = mpsc::channel::<String>(256);
     let heartbeat_every = Duration::from_secs(app.config.ws_heartbeat_secs);
     let idle_timeout = Duration::from_secs(app.config.ws_idle_timeout_secs);
+    let write_timeout = Duration::from_millis(app.config.ws_write_timeout_ms);
     let mut s = Session {
         app: app.clone(),
         outbox: Arc::clone(&outbox),
@@ -632,18 +689,20 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
         replies,
         conn_id,
     };
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     let mut last_heard = Instant::now();
     tracing::debug!(conn = conn_id, "websocket connected");
     let end = loop {
+        let mut flushed = None;
         tokio::select! {
             frame = socket.recv() => {
                 last_heard = Instant::now();
                 match frame {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::ClientClosed,
+                    None | Some(Ok(Message::Close(_))) => break End::ClientClosed,
+                    Some(Err(e)) => break if too_big(e) { End::TooBig } else { End::ClientClosed },
                     Some(Ok(Message::Text(t))) => {
                         if t.len() > MAX_CLIENT_MESSAGE_BYTES {
-                            break End::Protocol("message too large");
+                            break End::TooBig;
                         }
                         s.handle_text(t.as_str());
                     }
@@ -660,46 +719,81 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
                 s.render(drained);
                 s.render_private(private);
                 if overflow {
-                    let _ = flush(&mut socket, &mut s.out, &app).await;
+                    let _ = flush(&mut socket, &mut s.out, &app, write_timeout).await;
                     break End::PrivateOverflow;
                 }
             }
             Some(text) = replies_rx.recv() => {
                 s.out.push(text);
             }
-            _ = heartbeat.tick() => {
+            _ = ticker.tick() => {
                 if last_heard.elapsed() > idle_timeout {
                     break End::Idle;
                 }
-                s.out.push(to_text(&Heartbeat { kind: "heartbeat", ts_us: UnixNanos::now().0 / 1_000 }));
-                // A protocol-level ping too: its pong proves the client still reads.
-                if !flush(&mut socket, &mut s.out, &app).await || socket.send(Message::Ping(Default::default())).await.is_err() {
-                    break End::SendFailed;
-                }
+                flushed = Some(heartbeat(&mut socket, &mut s.out, &app, write_timeout).await);
             }
         }
-        if !flush(&mut socket, &mut s.out, &app).await {
-            break End::SendFailed;
+        let flushed = match flushed {
+            Some(f) => f,
+            None => flush(&mut socket, &mut s.out, &app, write_timeout).await,
+        };
+        match flushed {
+            Flushed::Done => {}
+            Flushed::Failed => break End::SendFailed,
+            Flushed::TimedOut => break End::SlowConsumer,
         }
     };
     s.unsubscribe_all();
     stats.connections.fetch_sub(1, Ordering::Relaxed);
     let (code, reason) = match end {
         End::ClientClosed | End::SendFailed => (None, "closed"),
-        End::Idle => (Some(CLOSE_GOING_AWAY), "idle timeout"),
-        End::PrivateOverflow => (
-            Some(CLOSE_PRIVATE_OVERFLOW),
-            "private channel overflow: resync over REST",
-        ),
-        End::Protocol(r) => (Some(1009), r),
+        End::Idle => {
+            stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+            (Some(CLOSE_GOING_AWAY), "idle timeout")
+        }
+        End::PrivateOverflow => {
+            stats.closed_private_overflow.fetch_add(1, Ordering::Relaxed);
+            (
+                Some(CLOSE_PRIVATE_OVERFLOW),
+                "private channel overflow: resync over REST",
+            )
+        }
+        End::TooBig => {
+            stats.closed_too_big.fetch_add(1, Ordering::Relaxed);
+            (Some(CLOSE_MESSAGE_TOO_BIG), TOO_BIG_REASON)
+        }
+        End::SlowConsumer => {
+            stats.closed_slow_consumer.fetch_add(1, Ordering::Relaxed);
+            (
+                Some(CLOSE_SLOW_CONSUMER),
+                "slow consumer: not reading; reconnect and resync",
+            )
+        }
     };
     if let Some(code) = code {
-        let _ = socket
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from(reason),
-            })))
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        }));
+        let sent = tokio::time::timeout(write_timeout.min(CLOSE_WAIT), socket.send(close)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            // Not even the close frame fits: the client does not read. Reset the
+            // connection so the kernel drops what it still buffers for it at once.
+            if let Some(link) = &link {
+                link.reset_on_close();
+            }
+        } else {
+            // Wait (briefly) for the client's close: what it still sends is read, so
+            // the close frame is not lost to a reset over unread data.
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                while let Some(Ok(m)) = socket.recv().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
             .await;
+        }
     }
     tracing::debug!(conn = conn_id, reason, "websocket closed");
 }
