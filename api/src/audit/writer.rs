@@ -1,7 +1,9 @@
 //! The audit writer thread: takes entries off a bounded queue, numbers and chains
 //! them, appends them as lines and flushes (and fsyncs, if configured) each batch.
 //! On start it continues the chain from the file's last line, cutting a torn last line
-//! (a crash mid-write) with a warning.
+//! (a crash mid-write) with a warning. A path that is not a regular file (a pipe or a
+//! device such as `/dev/stdout`) starts a new chain: there is no tail to read. A failed
+//! write (a full disk) is reported in the stats, so health and metrics say why.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -33,7 +35,17 @@ pub fn open(path: &Path) -> Result<(File, Tail), String> {
         .create(true)
         .open(path)
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Ok((
+            file,
+            Tail {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            },
+        ));
+    }
+    let len = meta.len();
     // The last complete line is within the last 64 KiB (entries are small).
     let start = len.saturating_sub(64 * 1024);
     let mut tail = Vec::new();
@@ -105,9 +117,10 @@ pub fn run(mut file: File, mut tail: Tail, fsync: bool, mut rx: mpsc::Receiver<E
             }
             Err(e) => {
                 // Nothing more is acknowledged: actions that need the log are refused.
+                *stats.error.lock() = Some(e.to_string());
                 stats.failed.store(true, Ordering::Release);
                 stats.lost.fetch_add(n, Ordering::Relaxed);
-                tracing::error!(error = %e, "audit log: write failed; audited actions are refused from now on");
+                tracing::error!(error = %e, "audit log: write failed; audited actions are refused (503 AUDIT_UNAVAILABLE) until the server is restarted with a writable log");
                 return;
             }
         }
