@@ -62,11 +62,48 @@ async fn audit_lines(path: &Path, at_least: usize) -> Vec<Value> {
     panic!("the audit log never reached {at_least} lines");
 }
 
+/// The `auth.failure` lines once the failures they count reach `want` (aggregated
+/// repeats are written when their interval ends).
+async fn auth_failure_lines(path: &Path, want: u64) -> Vec<Value> {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("audit line is JSON"))
+            .filter(|l| l["action"] == "auth.failure")
+            .collect();
+        let counted: u64 = lines.iter().map(|l| l["details"]["count"].as_u64().unwrap_or(0)).sum();
+        if counted >= want {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the audit log never counted {want} authentication failures");
+}
+
+/// The failures an `auth.failure` line counts, by code (a first line counts its own).
+fn failure_codes(lines: &[Value]) -> std::collections::BTreeMap<String, u64> {
+    let mut codes = std::collections::BTreeMap::new();
+    for l in lines {
+        match l["details"]["codes"].as_object() {
+            Some(m) => {
+                for (c, n) in m {
+                    *codes.entry(c.clone()).or_insert(0) += n.as_u64().unwrap_or(0);
+                }
+            }
+            None => *codes.entry(l["outcome"].as_str().unwrap_or("").to_owned()).or_insert(0) += 1,
+        }
+    }
+    codes
+}
+
 /// A config with its audit log at a known path.
 fn config_with_audit(audit: &Path, edit: impl FnOnce(&mut toml::Table)) -> String {
     let audit = audit.display().to_string();
     test_config(move |d| {
         d["audit"]["path"] = toml::Value::String(audit);
+        // Aggregated repeats are written a second after their first.
+        d["audit"]["auth_failure_interval_secs"] = toml::Value::Integer(1);
         edit(d);
     })
 }
@@ -109,9 +146,16 @@ async fn forged_tokens_are_refused_and_audited() {
     assert_eq!((s, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
 
     // Every refusal is in the audit log, which names no token; the chain verifies.
-    let lines = audit_lines(&audit, forged.len() + 1).await;
-    let failures = lines.iter().filter(|l| l["action"] == "auth.failure").count();
-    assert_eq!(failures, forged.len() + 1, "{lines:?}");
+    // From one address: the first as a line of its own, the repeats as one line with
+    // their count.
+    let failures = auth_failure_lines(&audit, forged.len() as u64 + 1).await;
+    assert!(failures.len() >= 2, "{failures:?}");
+    assert_eq!(failures[0]["details"]["count"], 1);
+    assert_eq!(failures[0]["details"]["route"], "GET /api/v1/orders");
+    assert!(failures[1]["details"]["repeats"] == true, "{failures:?}");
+    assert!(failures.iter().all(|l| l["details"]["source"] == "ip:127.0.0.1"));
+    assert_eq!(failure_codes(&failures).get("UNAUTHORIZED"), Some(&(forged.len() as u64 + 1)));
+    let lines = audit_lines(&audit, failures.len()).await;
     let text = std::fs::read_to_string(&audit).expect("audit");
     for t in forged.iter().chain([&good.as_str()]) {
         if t.len() > 20 {
@@ -411,12 +455,25 @@ async fn signed_service_requests() {
     assert_eq!(refused["error"]["code"], "OPERATION_NOT_ALLOWED", "{refused}");
     drop(ws);
 
-    // Audited: the placement (as the service), and each refusal.
-    let lines = audit_lines(&audit, 12).await;
+    // Audited: the placement (as the service), and each of the 12 refusals (the first
+    // on its own line, the repeats counted by code in one more).
+    let failures = auth_failure_lines(&audit, 12).await;
+    let codes = failure_codes(&failures);
+    assert_eq!(codes.values().sum::<u64>(), 12, "{codes:?}");
+    for (code, n) in [
+        ("SIGNATURE_REPLAYED", 1),
+        ("BAD_SIGNATURE", 3),
+        ("TIMESTAMP_OUT_OF_WINDOW", 2),
+        ("UNKNOWN_SERVICE", 2),
+        ("SIGNATURE_HEADERS_MISSING", 1),
+        ("OPERATION_NOT_ALLOWED", 3),
+    ] {
+        assert_eq!(codes.get(code), Some(&n), "{code}: {codes:?}");
+    }
+    let lines = audit_lines(&audit, 4).await;
     assert!(lines
         .iter()
         .any(|l| l["action"] == "order.place" && l["actor"]["name"] == "algo-1" && l["outcome"] == "ok"));
-    assert!(lines.iter().any(|l| l["outcome"] == "SIGNATURE_REPLAYED"));
     assert!(!std::fs::read_to_string(&audit).expect("audit").contains(SVC_SECRET));
     stocksblitz_api::audit::chain::verify(&audit).expect("chain verifies");
     app.shutdown().await.expect("shutdown");
@@ -425,6 +482,8 @@ async fn signed_service_requests() {
 
 fn limits(anonymous: i64, authenticated: i64, premium: i64) -> impl FnOnce(&mut toml::Table) {
     move |d| {
+        // The anonymous tier applies to market data from loopback too.
+        d["rate_limits"]["loopback_public_per_min"] = toml::Value::Integer(0);
         d["rate_limits"]["anonymous_per_min"] = toml::Value::Integer(anonymous);
         d["rate_limits"]["authenticated_per_min"] = toml::Value::Integer(authenticated);
         d["rate_limits"]["premium_per_min"] = toml::Value::Integer(premium);
@@ -780,4 +839,266 @@ async fn order_and_admin_actions_are_audited_and_tampering_is_caught() {
     let err = stocksblitz_api::audit::chain::verify(&audit).expect_err("broken");
     assert_eq!(err.line, 3, "{err}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address is loopback).
+fn client_from(ip: std::net::IpAddr) -> reqwest::Client {
+    reqwest::Client::builder().local_address(ip).build().expect("client")
+}
+
+/// Reads until the server closes the socket; its close code (None: no close frame).
+async fn close_code(ws: &mut Ws, wait: Duration) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Close(frame) = msg {
+            return frame.map(|f| u16::from(f.code));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_from_21_addresses_and_4_sockets_are_limited_and_aggregated() {
+    let dir = fresh_dir("sec-authflood");
+    let audit = dir.join("audit.log");
+    let app = start_with(&config_with_audit(&audit, |d| {
+        d["rate_limits"]["auth_failures_per_min"] = toml::Value::Integer(5);
+        d["rate_limits"]["ws_auth_failures_per_connection"] = toml::Value::Integer(3);
+        // One window for the whole test, closed explicitly below.
+        d["audit"]["auth_failure_interval_secs"] = toml::Value::Integer(3_600);
+    }))
+    .await;
+    // Four sockets from 127.0.0.1, each sending 50 bad `auth` messages: each is closed
+    // with 4429 after 3 failures; the address's first 5 failures are checked and
+    // audited, the rest refused unchecked.
+    let mut ws_refused = 0;
+    let mut ws_checked = 0;
+    for _ in 0..4 {
+        let mut ws = ws_connect(&app).await;
+        for i in 0..50 {
+            send(&mut ws, json!({ "op": "auth", "token": "x", "id": i })).await;
+        }
+        for _ in 0..3 {
+            let v = recv(&mut ws, Duration::from_secs(10)).await.expect("an answer");
+            match v["error"]["code"].as_str() {
+                Some("UNAUTHORIZED") => ws_checked += 1,
+                Some("RATE_LIMITED") => ws_refused += 1,
+                other => panic!("{other:?}: {v}"),
+            }
+        }
+        assert_eq!(close_code(&mut ws, Duration::from_secs(10)).await, Some(4429));
+    }
+    assert_eq!((ws_checked, ws_refused), (5, 7), "4 sockets x 3 answers");
+
+    // Twenty more addresses, 20 bad tokens each over HTTP: 5 checked, 15 refused (429)
+    // without being checked, whatever the token.
+    let bad = format!("Bearer {}", "x".repeat(40));
+    for a in 2..=21u8 {
+        let client = client_from(std::net::IpAddr::from([127, 0, 0, a]));
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            let r = client
+                .get(http(&app, "/api/v1/orders"))
+                .header("authorization", &bad)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status();
+            let retry = r.headers().contains_key("retry-after");
+            let v: Value = r.json().await.expect("json");
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                assert!(retry && v["error"]["details"]["tier"] == "auth_failures", "{v}");
+            }
+            statuses.push(status);
+        }
+        let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+        assert_eq!(refused, 15, "127.0.0.{a}: {statuses:?}");
+        // A valid token from that address is refused too until it refills; public data
+        // without credentials is not.
+        let r = client
+            .get(http(&app, "/api/v1/orders"))
+            .bearer_auth(token("alice", "viewer"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let r = client.get(http(&app, "/api/v1/instruments")).send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // The audit log: 21 addresses x 5 checked failures, in 2 lines per address (the
+    // first at once, the rest when the window closes).
+    let checked = 21 * 5;
+    let firsts = auth_failure_lines(&audit, 21).await;
+    assert_eq!(firsts.len(), 21, "one line per address so far");
+    app.state.audit.flush_failures();
+    let lines = auth_failure_lines(&audit, checked).await;
+    assert_eq!(lines.len(), 2 * 21, "{} lines", lines.len());
+    let counted: u64 = lines.iter().map(|l| l["details"]["count"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(counted, checked);
+    let refused: u64 = lines
+        .iter()
+        .map(|l| l["details"]["refused_unchecked"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(refused, 7 + 20 * 16, "refusals are counted in the aggregated lines");
+    let sources: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|l| l["details"]["source"].as_str()).collect();
+    assert_eq!(sources.len(), 21, "{sources:?}");
+    stocksblitz_api::audit::chain::verify(&audit).expect("chain verifies");
+    let m = metrics(&app).await;
+    assert_eq!(sample(&m, "stocksblitz_audit_auth_failures_total "), Some(checked));
+    assert_eq!(
+        sample(&m, "stocksblitz_ratelimit_auth_failures_limited_total "),
+        Some(7 + 20 * 16)
+    );
+    app.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_past_the_tracked_sources_share_one_line() {
+    let dir = fresh_dir("sec-authsources");
+    let audit = dir.join("audit.log");
+    let app = start_with(&config_with_audit(&audit, |d| {
+        d["audit"]["auth_failure_sources"] = toml::Value::Integer(3);
+        d["audit"]["auth_failure_interval_secs"] = toml::Value::Integer(3_600);
+    }))
+    .await;
+    // 40 addresses, 3 bad tokens each: 3 tracked addresses, the 37 others share a line.
+    let bad = format!("Bearer {}", "y".repeat(40));
+    for a in 1..=40u8 {
+        let client = client_from(std::net::IpAddr::from([127, 0, 1, a]));
+        for _ in 0..3 {
+            let r = client
+                .get(http(&app, "/api/v1/positions"))
+                .header("authorization", &bad)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
+    app.state.audit.flush_failures();
+    let lines = auth_failure_lines(&audit, 120).await;
+    assert_eq!(lines.len(), 2 * (3 + 1), "{} lines for 120 failures", lines.len());
+    let other: u64 = lines
+        .iter()
+        .filter(|l| l["details"]["source"] == "other")
+        .map(|l| l["details"]["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(other, 37 * 3);
+    app.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_audited_actions_and_health_and_metrics_say_why() {
+    // /dev/full: every write fails with ENOSPC, as on a full disk.
+    let app = start_with(&test_config(|d| {
+        d["audit"]["path"] = toml::Value::String("/dev/full".into());
+    }))
+    .await;
+    let alice = Client::new(&app, "alice", "trader");
+    // The first action was admitted before the write failed; from then on, 503s.
+    let _ = alice.post("/orders", order("98.00")).await;
+    let mut refused = None;
+    for _ in 0..100 {
+        let (s, v) = alice.post("/orders", order("97.00")).await;
+        if s == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = refused.expect("audited actions are refused once the log cannot be written");
+    assert_eq!(v["error"]["code"], "AUDIT_UNAVAILABLE");
+    let msg = v["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("No space left on device"), "{msg}");
+    // Health says why, with the write error; metrics too.
+    let r = reqwest::get(http(&app, "/health")).await.expect("health");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let h: Value = r.json().await.expect("json");
+    assert_eq!(h["audit"]["status"], "failed", "{h}");
+    assert!(
+        h["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x.as_str().is_some_and(|x| x.contains("No space left")))),
+        "{h}"
+    );
+    let r = reqwest::get(http(&app, "/health/ready")).await.expect("ready");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let m = metrics(&app).await;
+    assert_eq!(sample(&m, "stocksblitz_audit_failed "), Some(1));
+    assert!(sample(&m, "stocksblitz_audit_refused_total ").is_some_and(|n| n >= 1));
+    // Reads go on.
+    let r = reqwest::get(http(&app, "/api/v1/quotes/BTCUSDT")).await.expect("quote");
+    assert_eq!(r.status(), StatusCode::OK);
+    app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_rate_limit_table_1200_addresses_then_1100_accounts_never_locks_out_accounts() {
+    // Authenticated 1/min: one request keeps an account's bucket live for a minute.
+    let app = start_with(&test_config(|d| {
+        limits(10, 1, 1_000)(d);
+        d["rate_limits"]["max_keys"] = toml::Value::Integer(1_000);
+    }))
+    .await;
+    let url = http(&app, "/api/v1/instruments");
+    let alice = format!("Bearer {}", token("alice", "trader"));
+    let (s, _, _) = spend(&url, Some(&alice), 1).await;
+    assert_eq!(s, StatusCode::OK);
+    // 1,200 addresses, one request each: the table overflows; newcomers sweep idle
+    // buckets and evict the least-used addresses, never alice's live bucket.
+    for i in 0..1_200u32 {
+        let ip = std::net::IpAddr::from([127, 1, (i / 250) as u8, (i % 250 + 1) as u8]);
+        let r = client_from(ip).get(&url).send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK, "address {ip}");
+    }
+    let premium = format!("Bearer {}", token_with("bob", Role::Trader, Tier::Premium, now_secs()));
+    let (s, _, _) = spend(&url, Some(&premium), 1).await;
+    assert_eq!(s, StatusCode::OK, "a premium newcomer gets in");
+    // Alice's bucket survived the flood (the flood takes well under its minute): still
+    // empty, so still refused. An evicted bucket would have let her through.
+    let (s, _, _) = spend(&url, Some(&alice), 1).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "alice's bucket was kept");
+
+    // Now 1,100 accounts, one request each, fill the table with live account buckets:
+    // anonymous newcomers are refused (they never push out accounts); an account
+    // newcomer still gets in, evicting only the least-used account.
+    let secret = test_secret();
+    let minter = Tokens::new(&secret, "stocksblitz", "stocksblitz-api", 30);
+    let mint = |name: &str| {
+        let t = minter
+            .mint(name, Role::Viewer, Tier::Standard, now_secs(), 600)
+            .expect("mint");
+        format!("Bearer {t}")
+    };
+    for i in 0..1_100u32 {
+        let (s, _, _) = spend(&url, Some(&mint(&format!("acct-{i}"))), 1).await;
+        assert_eq!(s, StatusCode::OK, "account {i}");
+    }
+    let mut anonymous_refused = 0;
+    for i in 0..50u8 {
+        let r = client_from(std::net::IpAddr::from([127, 2, 0, i + 1]))
+            .get(&url)
+            .send()
+            .await
+            .expect("request");
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            anonymous_refused += 1;
+        }
+    }
+    assert_eq!(anonymous_refused, 50, "a table full of live accounts admits no new address");
+    let (s, _, _) = spend(&url, Some(&mint("acct-late")), 1).await;
+    assert_eq!(s, StatusCode::OK, "an account newcomer gets in");
+    // The most recent accounts kept their (spent) buckets through all of it.
+    for i in 1_095..1_100u32 {
+        let (s, _, _) = spend(&url, Some(&mint(&format!("acct-{i}"))), 1).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "acct-{i}'s bucket was kept");
+    }
+    let (anon, accounts) = app.state.limiter.local_keys();
+    assert!(anon + accounts <= 1_000, "{anon} + {accounts}");
+    app.shutdown().await.expect("shutdown");
 }

@@ -100,11 +100,23 @@ impl Aggregator {
         None
     }
 
-    /// Counts credentials refused unchecked from `source` (no line of its own).
-    pub fn refused(&mut self, source: &str) {
-        if let Some(w) = self.windows.get_mut(source).or(self.other.as_mut()) {
-            w.refused += 1;
-        }
+    /// Counts credentials refused unchecked from `source` (no line of its own: they
+    /// are in the window's aggregated line, opened now if the source has none).
+    pub fn refused(&mut self, source: &str, at_ns: i64) {
+        let open = || Window {
+            opened_ns: at_ns,
+            first_request_id: String::new(),
+            repeats: BTreeMap::new(),
+            refused: 0,
+            last_route: String::new(),
+            status: 429,
+        };
+        let w = if self.windows.contains_key(source) || self.windows.len() < self.max_sources {
+            self.windows.entry(source.to_owned()).or_insert_with(open)
+        } else {
+            self.other.get_or_insert_with(open)
+        };
+        w.refused += 1;
     }
 
     /// Closes the windows older than the interval (all of them with `all`); returns the
@@ -220,7 +232,7 @@ mod tests {
         for t in 1..=100 {
             assert!(a.failure(&failure(1, t)).is_none());
         }
-        a.refused("ip:10.0.0.1");
+        a.refused("ip:10.0.0.1", 8_000_000);
         assert!(a.failure(&failure(2, 5)).is_some());
         // A third address: the shared line, then its repeats and a fourth's are counted.
         let other = a.failure(&failure(3, 6)).expect("first of others");

@@ -221,7 +221,10 @@ impl AuditLog {
 
     /// Counts credentials from `source` refused unchecked (in its aggregated line).
     pub fn auth_refused(&self, source: &str) {
-        self.shared.failures.lock().refused(source);
+        self.shared
+            .failures
+            .lock()
+            .refused(source, stocksblitz_engine::UnixNanos::now().0);
     }
 
     /// Writes every open aggregation window now (at shutdown).

@@ -46,8 +46,8 @@ struct Slot {
 /// A bounded table of buckets. When it is full, a newcomer first sweeps buckets that
 /// are full again (idle: the same as no entry); if none are, the least-used eighth of
 /// the anonymous buckets goes (closest to full, so the least credit is handed back).
-/// An account newcomer may also evict accounts when no anonymous bucket is left; an
-/// anonymous newcomer never does, and is refused instead.
+/// An account newcomer may also evict the least-used account when no anonymous bucket
+/// is left; an anonymous newcomer never does, and is refused instead.
 pub struct LocalBuckets {
     map: Mutex<HashMap<String, Slot>>,
     max_keys: usize,
@@ -117,7 +117,12 @@ fn make_room(map: &mut HashMap<String, Slot>, max_keys: usize, class: Class, now
         return false;
     };
     let mut tats: Vec<i64> = map.values().filter(|s| s.class == victims).map(|s| s.tat).collect();
-    let n = tats.len().div_ceil(EVICT_DIVISOR).max(1).min(tats.len());
+    // Addresses go an eighth at a time (one sweep pays for many newcomers); accounts
+    // (few: configured ones) one at a time, so a full table hands back little credit.
+    let n = match victims {
+        Class::Anonymous => tats.len().div_ceil(EVICT_DIVISOR).max(1),
+        Class::Account => 1,
+    };
     let (_, cut, _) = tats.select_nth_unstable(n - 1);
     let cut = *cut;
     let mut left = n;
