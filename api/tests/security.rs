@@ -1102,3 +1102,170 @@ async fn full_rate_limit_table_1200_addresses_then_1100_accounts_never_locks_out
     assert!(anon + accounts <= 1_000, "{anon} + {accounts}");
     app.shutdown().await.expect("shutdown");
 }
+
+/// A token with any claims, signed with the test server's key.
+fn raw_token(claims: &Value) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(&test_secret()),
+    )
+    .expect("sign")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_nbf_iat_and_lifetime_over_a_grid_of_60_tokens() {
+    const LEEWAY: i64 = 30;
+    const MAX: i64 = 3_600;
+    let app = start_with(&test_config(|d| {
+        d["auth"]["max_token_lifetime_secs"] = toml::Value::Integer(MAX);
+    }))
+    .await;
+    let n = now_secs() as i64;
+    // Offsets chosen well away from every boundary (the clock moves while this runs).
+    let nbfs = [None, Some(-600), Some(10), Some(120), Some(86_400)];
+    let lifetimes = [60, 3_000, 3_700, 100 * 365 * 86_400];
+    let iats = [0, -1_800, 7_200];
+    let mut tried = 0;
+    for nbf in nbfs {
+        for life in lifetimes {
+            for iat_off in iats {
+                let iat = n + iat_off;
+                let exp = iat + life;
+                let mut claims = json!({
+                    "sub": "alice", "role": "viewer", "iss": "stocksblitz", "aud": "stocksblitz-api",
+                    "iat": iat, "exp": exp,
+                });
+                if let Some(o) = nbf {
+                    claims["nbf"] = json!(n + o);
+                }
+                let want = if exp < n - LEEWAY {
+                    Some("expired")
+                } else if nbf.is_some_and(|o| o > LEEWAY) {
+                    Some("not valid yet")
+                } else if iat > n + LEEWAY {
+                    Some("issued in the future")
+                } else if life > MAX || exp - n > MAX + LEEWAY {
+                    Some("lifetime too long")
+                } else {
+                    None
+                };
+                let r = get_with(&app, "/api/v1/positions", Some(&format!("Bearer {}", raw_token(&claims)))).await;
+                let status = r.status();
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                let case = format!("nbf {nbf:?} life {life} iat {iat_off}: {v}");
+                match want {
+                    None => assert_eq!(status, StatusCode::OK, "{case}"),
+                    Some(why) => {
+                        assert_eq!(status, StatusCode::UNAUTHORIZED, "{case}");
+                        let msg = v["error"]["message"].as_str().unwrap_or("");
+                        assert!(msg.contains(why), "{case}");
+                    }
+                }
+                tried += 1;
+            }
+        }
+    }
+    assert_eq!(tried, 60);
+    app.shutdown().await.expect("shutdown");
+
+    // The CLI cannot mint past the bound either.
+    let dir = fresh_dir("sec-cli");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        test_config(|d| d["auth"]["max_token_lifetime_secs"] = toml::Value::Integer(MAX)),
+    )
+    .expect("config");
+    let bin = env!("CARGO_BIN_EXE_stocksblitz");
+    for (ttl, ok) in [(MAX, true), (MAX + 1, false), (30 * 86_400, false)] {
+        let out = Command::new(bin)
+            .args(["token", "--account", "alice", "--role", "trader", "--ttl-secs"])
+            .arg(ttl.to_string())
+            .arg("--config")
+            .arg(&cfg)
+            .env_remove("SBZ_JWT_SECRET")
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.success(), ok, "ttl {ttl}: {}", String::from_utf8_lossy(&out.stderr));
+        if !ok {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("max_token_lifetime_secs"), "{err}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The embedded default's `[rate_limits]` (seed tiers, the development loopback tier).
+fn default_limits(d: &mut toml::Table) {
+    let doc: toml::Table = toml::from_str(stocksblitz_api::config::DEFAULT_TOML).expect("default parses");
+    d.insert("rate_limits".into(), doc["rate_limits"].clone());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_user_refreshes_300_times_on_loopback_and_every_stderr_line_is_json() {
+    let dir = fresh_dir("sec-readme");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, test_config(default_limits)).expect("config");
+    let log = dir.join("server.log");
+    let server = common::process::spawn_server(&cfg, &log, &[]).await;
+    let client = reqwest::Client::new();
+    // A person following README: refreshing a quote and the API document, by hand and
+    // then some; never a 429 in development on loopback.
+    for i in 0..300 {
+        let path = if i % 2 == 0 { "/quotes/BTCUSDT" } else { "/openapi.json" };
+        let r = client.get(format!("{}{path}", server.base)).send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK, "request {i} {path}");
+        assert_eq!(header(r.headers(), "ratelimit-policy"), "\"loopback_public\";q=6000;w=60");
+    }
+    // Everything else keeps seed 000's anonymous tier (10/min).
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        let r = client.get(format!("{}/orders", server.base)).send().await.expect("request");
+        assert!(header(r.headers(), "ratelimit-policy").starts_with("\"anonymous\";q=10"));
+        statuses.push(r.status());
+    }
+    assert_eq!(statuses[..10], [StatusCode::UNAUTHORIZED; 10]);
+    assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+    drop(server);
+    // Every line the server wrote is a JSON object, the start-up banner included.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let mut banner = false;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        banner |= v["message"].as_str().is_some_and(|m| m.contains("serving on"));
+    }
+    assert!(banner, "the banner is a JSON line:\n{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_keeps_seed_tiers_the_11th_anonymous_quote_is_429() {
+    let dir = fresh_dir("sec-prod");
+    let (public, _) = keypair(&dir, "prod", "ED25519");
+    assert!(!public.is_empty());
+    std::env::set_var("SBZ_TEST_PROD_PUBLIC_FILE", dir.join("prod.pub"));
+    let app = start_with(&test_config(|d| {
+        default_limits(d);
+        d["api"]["environment"] = toml::Value::String("production".into());
+        let a = d["auth"].as_table_mut().expect("auth");
+        a.remove("secret_env");
+        a.remove("dev_key_file");
+        a.insert("algorithm".into(), toml::Value::String("EdDSA".into()));
+        a.insert(
+            "public_key_env".into(),
+            toml::Value::String("SBZ_TEST_PROD_PUBLIC".into()),
+        );
+    }))
+    .await;
+    let url = http(&app, "/api/v1/quotes/BTCUSDT");
+    let (n, h, body) = until_limited(&url, None, 50).await;
+    assert_eq!(n, 10, "seed 000: anonymous 10/min");
+    assert_eq!(header(&h, "ratelimit-policy"), "\"anonymous\";q=10;w=60");
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    app.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
