@@ -1269,3 +1269,182 @@ async fn production_keeps_seed_tiers_the_11th_anonymous_quote_is_429() {
     app.shutdown().await.expect("shutdown");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A WebSocket that authenticated with `token` (an `auth` message); the answer.
+async fn ws_auth(app: &RunningApp, token: &str) -> (Ws, Value) {
+    let mut ws = ws_connect(app).await;
+    send(&mut ws, json!({ "op": "auth", "token": token, "id": "auth" })).await;
+    let v = recv_until(&mut ws, Duration::from_secs(10), |v| v["id"] == "auth")
+        .await
+        .expect("an answer to auth");
+    (ws, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_order_new_20_idempotency_keys_sent_3_times_place_20_orders() {
+    let app = start_with(&test_config(|d| {
+        d["orders"]["default_limits"]["orders_per_sec"] = toml::Value::Integer(1_000);
+    }))
+    .await;
+    let (mut ws, ok) = ws_auth(&app, &token("alice", "trader")).await;
+    assert_eq!(ok["type"], "authenticated", "{ok}");
+    let body = |k: u32| order(&format!("{}.00", 80 + k));
+    // Three rounds of the same 20 keyed orders: one order per key, the same answer.
+    let mut answers: Vec<Vec<Value>> = vec![Vec::new(); 20];
+    for round in 0..3 {
+        for k in 0..20u32 {
+            let id = format!("r{round}-k{k}");
+            send(
+                &mut ws,
+                json!({ "op": "order.new", "id": id, "idempotency_key": format!("key-{k}"), "order": body(k) }),
+            )
+            .await;
+        }
+        // Answers come as each order's task finishes, in any order.
+        let mut got = std::collections::BTreeMap::new();
+        while got.len() < 20 {
+            let v = recv(&mut ws, Duration::from_secs(10)).await.expect("an answer");
+            if let Some(id) = v["id"].as_str().and_then(|i| i.strip_prefix(&format!("r{round}-k"))) {
+                got.insert(id.parse::<usize>().expect("k"), v);
+            }
+        }
+        for (k, v) in got {
+            answers[k].push(v);
+        }
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for (k, a) in answers.iter().enumerate() {
+        assert_eq!(a[0]["type"], "order.ack", "key {k}: {}", a[0]);
+        let id = a[0]["data"]["order"]["order_id"].clone();
+        for v in &a[1..] {
+            assert_eq!(v["data"]["order"]["order_id"], id, "key {k}: {v}");
+        }
+        ids.insert(id.to_string());
+    }
+    assert_eq!(ids.len(), 20);
+    let alice = Client::new(&app, "alice", "trader");
+    let (_, listed) = alice.get("/orders?status=open&limit=100").await;
+    assert_eq!(listed["orders"].as_array().map(Vec::len), Some(20), "{listed}");
+    // The same key with another order, over the socket or REST (keys are per account,
+    // shared by both): refused, nothing placed.
+    send(
+        &mut ws,
+        json!({ "op": "order.new", "id": "reuse", "idempotency_key": "key-0", "order": body(7) }),
+    )
+    .await;
+    let v = recv_until(&mut ws, Duration::from_secs(10), |v| v["id"] == "reuse")
+        .await
+        .expect("answer");
+    assert_eq!(v["error"]["code"], "IDEMPOTENCY_KEY_REUSED", "{v}");
+    let (s, v) = alice.post_keyed(Some("key-1"), &body(9)).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("IDEMPOTENCY_KEY_REUSED")));
+    for bad in [String::new(), "k".repeat(200)] {
+        send(
+            &mut ws,
+            json!({ "op": "order.new", "id": "bad", "idempotency_key": bad, "order": body(1) }),
+        )
+        .await;
+        let v = recv_until(&mut ws, Duration::from_secs(10), |v| v["id"] == "bad")
+            .await
+            .expect("answer");
+        assert_eq!(v["error"]["code"], "INVALID_PARAMETER", "{v}");
+    }
+    let (_, listed) = alice.get("/orders?status=open&limit=100").await;
+    assert_eq!(listed["orders"].as_array().map(Vec::len), Some(20), "{listed}");
+    app.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_session_closes_4401_when_its_token_expires_and_a_fresh_token_extends_it() {
+    let app = start_with(&test_config(|d| {
+        d["auth"]["leeway_secs"] = toml::Value::Integer(0);
+        d["api"]["ws_heartbeat_secs"] = toml::Value::Integer(1);
+    }))
+    .await;
+    let secret = test_secret();
+    let minter = Tokens::new(&secret, "stocksblitz", "stocksblitz-api", 0);
+    // Issued an hour ago with an hour's life plus 3 s.
+    let short = |account: &str| {
+        minter
+            .mint(account, Role::Trader, Tier::Standard, now_secs() - 3_600, 3_603)
+            .expect("mint")
+    };
+    // By `auth` message, and by the upgrade's Authorization header.
+    let (mut a, ok) = ws_auth(&app, &short("alice")).await;
+    assert_eq!(ok["type"], "authenticated", "{ok}");
+    assert!(ok["expires_at"].is_u64());
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/api/v1/stream", app.addr)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", short("bob")).parse().expect("header"),
+    );
+    let (mut b, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
+    // A third sends a fresh token for the same account before expiry: it stays open.
+    let (mut c, _) = ws_auth(&app, &short("alice")).await;
+    send(&mut c, json!({ "op": "auth", "token": token("alice", "trader"), "id": "again" })).await;
+    let v = recv_until(&mut c, Duration::from_secs(10), |v| v["id"] == "again")
+        .await
+        .expect("answer");
+    assert_eq!(v["type"], "authenticated", "{v}");
+    send(&mut c, json!({ "op": "auth", "token": token("bob", "trader"), "id": "other" })).await;
+    let v = recv_until(&mut c, Duration::from_secs(10), |v| v["id"] == "other")
+        .await
+        .expect("answer");
+    assert_eq!(v["error"]["code"], "ALREADY_AUTHENTICATED", "{v}");
+
+    assert_eq!(close_code(&mut a, Duration::from_secs(30)).await, Some(4401));
+    assert_eq!(close_code(&mut b, Duration::from_secs(30)).await, Some(4401));
+    send(&mut c, json!({ "op": "ping", "id": "still" })).await;
+    let v = recv_until(&mut c, Duration::from_secs(10), |v| v["id"] == "still")
+        .await
+        .expect("the refreshed connection is open");
+    assert_eq!(v["type"], "pong");
+    app.shutdown().await.expect("shutdown");
+}
+
+/// Sends `n` pings on `ws`; how many were answered with pong (the rest must be
+/// RATE_LIMITED).
+async fn pings(ws: &mut Ws, n: usize) -> usize {
+    for i in 0..n {
+        send(ws, json!({ "op": "ping", "id": i })).await;
+    }
+    let mut pongs = 0;
+    for _ in 0..n {
+        let v = recv(ws, Duration::from_secs(10)).await.expect("an answer");
+        match v["type"].as_str() {
+            Some("pong") => pongs += 1,
+            _ => assert_eq!(v["error"]["code"], "RATE_LIMITED", "{v}"),
+        }
+    }
+    pongs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_messages_are_limited_by_the_callers_tier_30_to_60_pings_per_connection() {
+    let app = start_with(&test_config(limits(10, 20, 40))).await;
+    let started = std::time::Instant::now();
+    let mut anon = ws_connect(&app).await;
+    let n = pings(&mut anon, 30).await;
+    assert!((10..=most(10, started.elapsed())).contains(&n), "anonymous: {n}");
+    // Authenticating moves the connection to the token's tier, with a bucket of its own.
+    let (mut alice, ok) = ws_auth(&app, &token("alice", "trader")).await;
+    assert_eq!(ok["type"], "authenticated");
+    let started = std::time::Instant::now();
+    let n = pings(&mut alice, 30).await;
+    assert!((20..=most(20, started.elapsed())).contains(&n), "authenticated: {n}");
+    let premium = token_with("bob", Role::Trader, Tier::Premium, now_secs());
+    let (mut bob, _) = ws_auth(&app, &premium).await;
+    let started = std::time::Instant::now();
+    let n = pings(&mut bob, 60).await;
+    assert!((40..=most(40, started.elapsed())).contains(&n), "premium: {n}");
+    // A client that keeps sending past its limit is closed.
+    let mut flood = ws_connect(&app).await;
+    for i in 0..100 {
+        send(&mut flood, json!({ "op": "ping", "id": i })).await;
+    }
+    assert_eq!(close_code(&mut flood, Duration::from_secs(20)).await, Some(4429));
+    app.shutdown().await.expect("shutdown");
+}

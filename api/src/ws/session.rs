@@ -307,7 +307,13 @@ impl Session {
                     "type": "authenticated", "id": id, "account": p.name, "role": p.role.as_str(),
                     "expires_at": p.expires_at,
                 })));
+                let before = self.tier();
                 self.principal = Some(p);
+                // A new tier starts a bucket of its own (a refresh keeps the old one).
+                if self.tier() != before {
+                    self.msg_tat = None;
+                    self.refused_in_row = 0;
+                }
             }
             Err(e) => {
                 let e = crate::auth::caller::auth_failure(&self.app, self.peer, &self.request_id(id), "WS auth", e);
