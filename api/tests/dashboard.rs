@@ -195,8 +195,11 @@ async fn trade_from_the_dashboard_in_a_real_browser() {
         &format!("(() => {{ const v = {cell}; return v && v !== {first}; }})()"),
     )
     .await;
-    cdp.wait_for("a depth ladder", "document.querySelectorAll('#ladder tbody tr').length > 0")
-        .await;
+    cdp.wait_for(
+        "a depth ladder",
+        "document.querySelectorAll('#ladder tbody tr').length > 0",
+    )
+    .await;
     // The trading panels are hidden (not just empty), the login form is shown, and the
     // quotes panel fits without scrolling sideways.
     let shown = |id: &str| format!("getComputedStyle(document.getElementById('{id}')).display !== 'none'");
@@ -212,7 +215,10 @@ async fn trade_from_the_dashboard_in_a_real_browser() {
     let overflow = cdp
         .eval("(() => { const p = document.getElementById('quotes-panel'); return p.scrollWidth - p.clientWidth; })()")
         .await;
-    assert!(overflow.as_i64().is_some_and(|o| o <= 0), "the quotes panel scrolls sideways by {overflow}px");
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "the quotes panel scrolls sideways by {overflow}px"
+    );
     let shot = cdp.call("Page.captureScreenshot", json!({ "format": "png" })).await;
     let png = base64::engine::general_purpose::STANDARD
         .decode(shot["data"].as_str().expect("data"))

@@ -154,7 +154,10 @@ async fn forged_tokens_are_refused_and_audited() {
     assert_eq!(failures[0]["details"]["route"], "GET /api/v1/orders");
     assert!(failures[1]["details"]["repeats"] == true, "{failures:?}");
     assert!(failures.iter().all(|l| l["details"]["source"] == "ip:127.0.0.1"));
-    assert_eq!(failure_codes(&failures).get("UNAUTHORIZED"), Some(&(forged.len() as u64 + 1)));
+    assert_eq!(
+        failure_codes(&failures).get("UNAUTHORIZED"),
+        Some(&(forged.len() as u64 + 1))
+    );
     let lines = audit_lines(&audit, failures.len()).await;
     let text = std::fs::read_to_string(&audit).expect("audit");
     for t in forged.iter().chain([&good.as_str()]) {
@@ -924,7 +927,11 @@ async fn auth_failures_from_21_addresses_and_4_sockets_are_limited_and_aggregate
             .await
             .expect("request");
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-        let r = client.get(http(&app, "/api/v1/instruments")).send().await.expect("request");
+        let r = client
+            .get(http(&app, "/api/v1/instruments"))
+            .send()
+            .await
+            .expect("request");
         assert_eq!(r.status(), StatusCode::OK);
     }
     // The audit log: 21 addresses x 5 checked failures, in 2 lines per address (the
@@ -1021,9 +1028,9 @@ async fn a_full_disk_refuses_audited_actions_and_health_and_metrics_say_why() {
     let h: Value = r.json().await.expect("json");
     assert_eq!(h["audit"]["status"], "failed", "{h}");
     assert!(
-        h["reasons"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|x| x.as_str().is_some_and(|x| x.contains("No space left")))),
+        h["reasons"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|x| x.as_str().is_some_and(|x| x.contains("No space left")))),
         "{h}"
     );
     let r = reqwest::get(http(&app, "/health/ready")).await.expect("ready");
@@ -1090,7 +1097,10 @@ async fn full_rate_limit_table_1200_addresses_then_1100_accounts_never_locks_out
             anonymous_refused += 1;
         }
     }
-    assert_eq!(anonymous_refused, 50, "a table full of live accounts admits no new address");
+    assert_eq!(
+        anonymous_refused, 50,
+        "a table full of live accounts admits no new address"
+    );
     let (s, _, _) = spend(&url, Some(&mint("acct-late")), 1).await;
     assert_eq!(s, StatusCode::OK, "an account newcomer gets in");
     // The most recent accounts kept their (spent) buckets through all of it.
@@ -1151,7 +1161,12 @@ async fn token_nbf_iat_and_lifetime_over_a_grid_of_60_tokens() {
                 } else {
                     None
                 };
-                let r = get_with(&app, "/api/v1/positions", Some(&format!("Bearer {}", raw_token(&claims)))).await;
+                let r = get_with(
+                    &app,
+                    "/api/v1/positions",
+                    Some(&format!("Bearer {}", raw_token(&claims))),
+                )
+                .await;
                 let status = r.status();
                 let v: Value = r.json().await.unwrap_or(Value::Null);
                 let case = format!("nbf {nbf:?} life {life} iat {iat_off}: {v}");
@@ -1189,7 +1204,12 @@ async fn token_nbf_iat_and_lifetime_over_a_grid_of_60_tokens() {
             .env_remove("SBZ_JWT_SECRET")
             .output()
             .expect("runs");
-        assert_eq!(out.status.success(), ok, "ttl {ttl}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "ttl {ttl}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if !ok {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains("max_token_lifetime_secs"), "{err}");
@@ -1217,14 +1237,25 @@ async fn readme_user_refreshes_300_times_on_loopback_and_every_stderr_line_is_js
     // then some; never a 429 in development on loopback.
     for i in 0..300 {
         let path = if i % 2 == 0 { "/quotes/BTCUSDT" } else { "/openapi.json" };
-        let r = client.get(format!("{}{path}", server.base)).send().await.expect("request");
+        let r = client
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .expect("request");
         assert_eq!(r.status(), StatusCode::OK, "request {i} {path}");
-        assert_eq!(header(r.headers(), "ratelimit-policy"), "\"loopback_public\";q=6000;w=60");
+        assert_eq!(
+            header(r.headers(), "ratelimit-policy"),
+            "\"loopback_public\";q=6000;w=60"
+        );
     }
     // Everything else keeps seed 000's anonymous tier (10/min).
     let mut statuses = Vec::new();
     for _ in 0..11 {
-        let r = client.get(format!("{}/orders", server.base)).send().await.expect("request");
+        let r = client
+            .get(format!("{}/orders", server.base))
+            .send()
+            .await
+            .expect("request");
         assert!(header(r.headers(), "ratelimit-policy").starts_with("\"anonymous\";q=10"));
         statuses.push(r.status());
     }
@@ -1337,7 +1368,10 @@ async fn ws_order_new_20_idempotency_keys_sent_3_times_place_20_orders() {
         .expect("answer");
     assert_eq!(v["error"]["code"], "IDEMPOTENCY_KEY_REUSED", "{v}");
     let (s, v) = alice.post_keyed(Some("key-1"), &body(9)).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("IDEMPOTENCY_KEY_REUSED")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("IDEMPOTENCY_KEY_REUSED"))
+    );
     for bad in [String::new(), "k".repeat(200)] {
         send(
             &mut ws,
@@ -1384,12 +1418,20 @@ async fn ws_session_closes_4401_when_its_token_expires_and_a_fresh_token_extends
     let (mut b, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
     // A third sends a fresh token for the same account before expiry: it stays open.
     let (mut c, _) = ws_auth(&app, &short("alice")).await;
-    send(&mut c, json!({ "op": "auth", "token": token("alice", "trader"), "id": "again" })).await;
+    send(
+        &mut c,
+        json!({ "op": "auth", "token": token("alice", "trader"), "id": "again" }),
+    )
+    .await;
     let v = recv_until(&mut c, Duration::from_secs(10), |v| v["id"] == "again")
         .await
         .expect("answer");
     assert_eq!(v["type"], "authenticated", "{v}");
-    send(&mut c, json!({ "op": "auth", "token": token("bob", "trader"), "id": "other" })).await;
+    send(
+        &mut c,
+        json!({ "op": "auth", "token": token("bob", "trader"), "id": "other" }),
+    )
+    .await;
     let v = recv_until(&mut c, Duration::from_secs(10), |v| v["id"] == "other")
         .await
         .expect("answer");

@@ -91,9 +91,7 @@ impl Aggregator {
                 return Some(first_line(f, OTHER));
             }
         }
-        let Some(window) = self.windows.get_mut(&f.source).or(self.other.as_mut()) else {
-            return None;
-        };
+        let window = self.windows.get_mut(&f.source).or(self.other.as_mut())?;
         *window.repeats.entry(f.code).or_insert(0) += 1;
         window.last_route.clone_from(&f.route);
         window.status = f.status;
@@ -240,8 +238,15 @@ mod tests {
         assert!(a.failure(&failure(4, 7)).is_none());
         assert!(a.flush(59_000_000_000, false).is_empty(), "the interval is not over");
         let lines = a.flush(61_000_000_000, false);
-        assert_eq!(lines.len(), 2, "address 1's repeats and the others' (address 2 had none)");
-        let one = lines.iter().find(|l| l.details["source"] == "ip:10.0.0.1").expect("address 1");
+        assert_eq!(
+            lines.len(),
+            2,
+            "address 1's repeats and the others' (address 2 had none)"
+        );
+        let one = lines
+            .iter()
+            .find(|l| l.details["source"] == "ip:10.0.0.1")
+            .expect("address 1");
         assert_eq!(one.details["count"], 100);
         assert_eq!(one.details["refused_unchecked"], 1);
         assert_eq!(one.details["codes"]["UNAUTHORIZED"], 50);

@@ -116,7 +116,8 @@ fn public_read(req: &Request) -> bool {
 /// The tier of an anonymous caller: in development, market-data reads from loopback
 /// get the loopback tier (a person refreshing by hand never meets a 429).
 pub fn anonymous_tier(app: &AppState, ip: IpAddr, public: bool) -> (String, LimitTier) {
-    let loopback = ip.is_loopback() || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+    let loopback =
+        ip.is_loopback() || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
     if public && loopback && app.config.environment == Environment::Development && app.limiter.loopback_public() {
         (format!("public:{}", address_key(ip)), LimitTier::LoopbackPublic)
     } else {
@@ -124,12 +125,7 @@ pub fn anonymous_tier(app: &AppState, ip: IpAddr, public: bool) -> (String, Limi
     }
 }
 
-async fn identify(
-    app: &AppState,
-    req: Request,
-    request_id: &str,
-    ip: IpAddr,
-) -> Result<(Caller, Request), ApiError> {
+async fn identify(app: &AppState, req: Request, request_id: &str, ip: IpAddr) -> Result<(Caller, Request), ApiError> {
     let route = format!("{} {}", req.method(), original_path(&req));
     let fail = |e: ApiError| auth_failure(app, ip, request_id, &route, e);
     if Services::is_signed(req.headers()) {

@@ -360,15 +360,28 @@ mod tests {
     fn nbf_and_lifetime_examples() {
         let t = Tokens::new(KEY, "iss", "aud", 30).with_max_lifetime(3_600);
         let n = now() as i64;
-        assert!(t.verify(&claims_token(&t, n, n + 600, Some(n + 10))).is_ok(), "nbf inside the leeway");
-        assert_eq!(t.verify(&claims_token(&t, n, n + 600, Some(n + 120))).unwrap_err(), TokenError::NotYetValid);
+        assert!(
+            t.verify(&claims_token(&t, n, n + 600, Some(n + 10))).is_ok(),
+            "nbf inside the leeway"
+        );
+        assert_eq!(
+            t.verify(&claims_token(&t, n, n + 600, Some(n + 120))).unwrap_err(),
+            TokenError::NotYetValid
+        );
         // 100 years.
         let century = claims_token(&t, n, n + 100 * 365 * 86_400, None);
         assert_eq!(t.verify(&century).unwrap_err(), TokenError::TooLong(3_600));
         // Issued "in the future" to dodge the lifetime rule.
-        assert_eq!(t.verify(&claims_token(&t, n + 86_400, n + 86_400 + 60, None)).unwrap_err(), TokenError::IssuedInFuture);
+        assert_eq!(
+            t.verify(&claims_token(&t, n + 86_400, n + 86_400 + 60, None))
+                .unwrap_err(),
+            TokenError::IssuedInFuture
+        );
         // Minting is bounded too.
-        assert_eq!(t.mint("ACC1", Role::Trader, Tier::Standard, now(), 3_601).unwrap_err(), TokenError::TooLong(3_600));
+        assert_eq!(
+            t.mint("ACC1", Role::Trader, Tier::Standard, now(), 3_601).unwrap_err(),
+            TokenError::TooLong(3_600)
+        );
         assert!(t.mint("ACC1", Role::Trader, Tier::Standard, now(), 3_600).is_ok());
     }
 

@@ -32,7 +32,10 @@ pub fn tokens(a: &AuthConfig, mint: bool) -> Result<Tokens, KeyError> {
         JwtAlgorithm::HS256 => {
             let var = a.secret_env.as_deref().unwrap_or_default();
             let secret = load(var, a.dev_key_file.as_deref())?;
-            Ok(Tokens::new(&secret, &a.issuer, &a.audience, a.leeway_secs).with_max_lifetime(a.max_token_lifetime_secs))
+            Ok(
+                Tokens::new(&secret, &a.issuer, &a.audience, a.leeway_secs)
+                    .with_max_lifetime(a.max_token_lifetime_secs),
+            )
         }
         JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
             let var = a.public_key_env.as_deref().unwrap_or_default();

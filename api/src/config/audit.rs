@@ -31,6 +31,11 @@ pub fn check(c: &AuditConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid("audit.path", "must not be empty"));
     }
     range("audit.queue_capacity", c.queue_capacity, 16, 10_000_000)?;
-    range("audit.auth_failure_interval_secs", c.auth_failure_interval_secs, 1, 86_400)?;
+    range(
+        "audit.auth_failure_interval_secs",
+        c.auth_failure_interval_secs,
+        1,
+        86_400,
+    )?;
     range("audit.auth_failure_sources", c.auth_failure_sources, 1, 1_000_000)
 }

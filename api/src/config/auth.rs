@@ -166,7 +166,12 @@ pub fn check(a: &AuthConfig, accounts: &[String]) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid("auth.audience", "must not be empty"));
     }
     range("auth.leeway_secs", a.leeway_secs, 0, 300)?;
-    range("auth.max_token_lifetime_secs", a.max_token_lifetime_secs, 60, 31_622_400)?;
+    range(
+        "auth.max_token_lifetime_secs",
+        a.max_token_lifetime_secs,
+        60,
+        31_622_400,
+    )?;
     range("auth.signature_window_ms", a.signature_window_ms, 100, 300_000)?;
     let mut key_ids = HashSet::new();
     for (i, s) in a.services.iter().enumerate() {

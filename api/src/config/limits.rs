@@ -43,12 +43,22 @@ pub fn check(c: &RateLimitsConfig) -> Result<(), ConfigError> {
     )?;
     range("rate_limits.premium_per_min", c.premium_per_min, 1, 1_000_000)?;
     range("rate_limits.max_keys", c.max_keys, 1_000, 100_000_000)?;
-    range("rate_limits.auth_failures_per_min", c.auth_failures_per_min, 1, 1_000_000)?;
+    range(
+        "rate_limits.auth_failures_per_min",
+        c.auth_failures_per_min,
+        1,
+        1_000_000,
+    )?;
     range(
         "rate_limits.ws_auth_failures_per_connection",
         c.ws_auth_failures_per_connection,
         1,
         1_000,
     )?;
-    range("rate_limits.loopback_public_per_min", c.loopback_public_per_min, 0, 1_000_000)
+    range(
+        "rate_limits.loopback_public_per_min",
+        c.loopback_public_per_min,
+        0,
+        1_000_000,
+    )
 }

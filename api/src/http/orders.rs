@@ -80,10 +80,10 @@ fn respond(status: StatusCode, body: Value) -> Response {
 pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
     require_json(&headers)?;
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(v.to_str().ok().map(str::to_owned).unwrap_or_default()),
-    };
+    // A header that is not visible ASCII is refused by the key check (as empty).
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().ok().map(str::to_owned).unwrap_or_default());
     let (status, value) = place_keyed(&app, &p, key.as_deref(), &body).await?;
     Ok(respond(status, value))
 }

@@ -207,7 +207,12 @@ mod tests {
         let b = LocalBuckets::new(4);
         let rate = Rate { limit: 10 };
         // Two accounts and two addresses, all live at t=0.
-        for (k, c) in [("acct:a", Class::Account), ("acct:b", Class::Account), ("ip:1", Class::Anonymous), ("ip:2", Class::Anonymous)] {
+        for (k, c) in [
+            ("acct:a", Class::Account),
+            ("acct:b", Class::Account),
+            ("ip:1", Class::Anonymous),
+            ("ip:2", Class::Anonymous),
+        ] {
             assert!(b.check(k, c, rate, 0).is_some());
         }
         // ip:2 spends more: its TAT is further out.

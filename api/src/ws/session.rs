@@ -33,15 +33,13 @@ use super::protocol::{
 };
 use crate::audit::Entry;
 use crate::auth::{Principal, Role, Tier};
-use crate::ratelimit::gcra;
-use crate::ratelimit::LimitTier;
 use crate::config::auth::Operation;
 use crate::dto::{BarDto, BookDto, QuoteDto, TradeDto};
 use crate::http::error::ApiError;
 use crate::orders::entry;
-use crate::orders::json::{
-    anomaly_json, anomaly_visible, events_json, fill_json, position_json, OrderJson,
-};
+use crate::orders::json::{anomaly_json, anomaly_visible, events_json, fill_json, position_json, OrderJson};
+use crate::ratelimit::gcra;
+use crate::ratelimit::LimitTier;
 use crate::state::AppState;
 
 /// Close code for a client that sent an oversized or non-text frame (RFC 6455: 1009 /
@@ -357,21 +355,17 @@ impl Session {
         if msg.op == "order.new" {
             return self.order_new(msg, p);
         }
-        let command = match msg.op.as_str() {
-            op => {
-                let Some(raw) = msg.order_id.as_deref() else {
-                    return self.error(id.as_ref(), "BAD_MESSAGE", "\"order_id\" is required");
-                };
-                entry::order_id(raw).and_then(|oid| {
-                    if op == "order.cancel" {
-                        Ok((CommandKind::Cancel { order: oid }, Some(oid)))
-                    } else {
-                        entry::replace_command(&self.app, &p, oid, msg.qty.as_deref(), msg.price.as_deref())
-                            .map(|k| (k, Some(oid)))
-                    }
-                })
-            }
+        let Some(raw) = msg.order_id.as_deref() else {
+            return self.error(id.as_ref(), "BAD_MESSAGE", "\"order_id\" is required");
         };
+        let command = entry::order_id(raw).and_then(|oid| {
+            if msg.op == "order.cancel" {
+                Ok((CommandKind::Cancel { order: oid }, Some(oid)))
+            } else {
+                entry::replace_command(&self.app, &p, oid, msg.qty.as_deref(), msg.price.as_deref())
+                    .map(|k| (k, Some(oid)))
+            }
+        });
         let (kind, target) = match command {
             Ok(c) => c,
             Err(e) => return self.error(id.as_ref(), e.code, &e.message),
