@@ -862,6 +862,35 @@ async fn close_code(ws: &mut Ws, wait: Duration) -> Option<u16> {
     None
 }
 
+/// Sends `msg(i)` for i in 0..max, reading the answer to each, until the server closes
+/// the socket: the answers, and the close code (None: not closed).
+async fn until_closed(ws: &mut Ws, max: usize, msg: impl Fn(usize) -> Value) -> (Vec<Value>, Option<u16>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut answers = Vec::new();
+    for i in 0..max {
+        if ws.send(Message::Text(msg(i).to_string().into())).await.is_err() {
+            break;
+        }
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+                    if v["type"] != "heartbeat" {
+                        answers.push(v);
+                        break;
+                    }
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => return (answers, frame.map(|f| u16::from(f.code))),
+                Ok(Some(Ok(_))) => {}
+                _ => return (answers, None),
+            }
+        }
+    }
+    let code = close_code(ws, Duration::from_secs(10)).await;
+    (answers, code)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failures_from_21_addresses_and_4_sockets_are_limited_and_aggregated() {
     let dir = fresh_dir("sec-authflood");
@@ -880,18 +909,15 @@ async fn auth_failures_from_21_addresses_and_4_sockets_are_limited_and_aggregate
     let mut ws_checked = 0;
     for _ in 0..4 {
         let mut ws = ws_connect(&app).await;
-        for i in 0..50 {
-            send(&mut ws, json!({ "op": "auth", "token": "x", "id": i })).await;
-        }
-        for _ in 0..3 {
-            let v = recv(&mut ws, Duration::from_secs(10)).await.expect("an answer");
+        let (answers, code) = until_closed(&mut ws, 50, |i| json!({ "op": "auth", "token": "x", "id": i })).await;
+        assert_eq!((answers.len(), code), (3, Some(4429)), "{answers:?}");
+        for v in answers {
             match v["error"]["code"].as_str() {
                 Some("UNAUTHORIZED") => ws_checked += 1,
                 Some("RATE_LIMITED") => ws_refused += 1,
                 other => panic!("{other:?}: {v}"),
             }
         }
-        assert_eq!(close_code(&mut ws, Duration::from_secs(10)).await, Some(4429));
     }
     assert_eq!((ws_checked, ws_refused), (5, 7), "4 sockets x 3 answers");
 
@@ -1484,9 +1510,16 @@ async fn ws_messages_are_limited_by_the_callers_tier_30_to_60_pings_per_connecti
     assert!((40..=most(40, started.elapsed())).contains(&n), "premium: {n}");
     // A client that keeps sending past its limit is closed.
     let mut flood = ws_connect(&app).await;
-    for i in 0..100 {
-        send(&mut flood, json!({ "op": "ping", "id": i })).await;
-    }
-    assert_eq!(close_code(&mut flood, Duration::from_secs(20)).await, Some(4429));
+    let (answers, code) = until_closed(&mut flood, 200, |i| json!({ "op": "ping", "id": i })).await;
+    assert_eq!(code, Some(4429));
+    let refused = answers.iter().filter(|v| v["error"]["code"] == "RATE_LIMITED").count();
+    assert!(
+        (50..=answers.len()).contains(&refused) && answers.len() < 200,
+        "{} answers",
+        answers.len()
+    );
+    assert!(answers[answers.len() - 50..]
+        .iter()
+        .all(|v| v["error"]["code"] == "RATE_LIMITED"));
     app.shutdown().await.expect("shutdown");
 }
