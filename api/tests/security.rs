@@ -892,7 +892,7 @@ async fn until_closed(ws: &mut Ws, max: usize, msg: impl Fn(usize) -> Value) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_failures_from_21_addresses_and_4_sockets_are_limited_and_aggregated() {
+async fn auth_failures_from_22_addresses_and_4_sockets_are_limited_and_aggregated() {
     let dir = fresh_dir("sec-authflood");
     let audit = dir.join("audit.log");
     let app = start_with(&config_with_audit(&audit, |d| {
@@ -960,14 +960,28 @@ async fn auth_failures_from_21_addresses_and_4_sockets_are_limited_and_aggregate
             .expect("request");
         assert_eq!(r.status(), StatusCode::OK);
     }
-    // The audit log: 21 addresses x 5 checked failures, in 2 lines per address (the
-    // first at once, the rest when the window closes).
-    let checked = 21 * 5;
-    let firsts = auth_failure_lines(&audit, 21).await;
-    assert_eq!(firsts.len(), 21, "one line per address so far");
+    // Anonymous order entry (no credentials at all) from one more address, 30 times:
+    // refused, and aggregated like the failures rather than a line each.
+    let anonymous = client_from(std::net::IpAddr::from([127, 0, 0, 30]));
+    for _ in 0..30 {
+        let r = anonymous
+            .post(http(&app, "/api/v1/orders"))
+            .json(&order("99.00"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The audit log: 22 addresses (21 x 5 checked failures, 30 anonymous orders), in 2
+    // lines per address (the first at once, the rest when the window closes).
+    let checked = 21 * 5 + 30;
+    let firsts = auth_failure_lines(&audit, 22).await;
+    assert_eq!(firsts.len(), 22, "one line per address so far");
     app.state.audit.flush_failures();
     let lines = auth_failure_lines(&audit, checked).await;
-    assert_eq!(lines.len(), 2 * 21, "{} lines", lines.len());
+    assert_eq!(lines.len(), 2 * 22, "{} lines", lines.len());
+    let all = audit_lines(&audit, 2 * 22).await;
+    assert_eq!(all.len(), 2 * 22, "nothing else was written for anonymous callers");
     let counted: u64 = lines.iter().map(|l| l["details"]["count"].as_u64().unwrap_or(0)).sum();
     assert_eq!(counted, checked);
     let refused: u64 = lines
@@ -977,7 +991,7 @@ async fn auth_failures_from_21_addresses_and_4_sockets_are_limited_and_aggregate
     assert_eq!(refused, 7 + 20 * 16, "refusals are counted in the aggregated lines");
     let sources: std::collections::BTreeSet<&str> =
         lines.iter().filter_map(|l| l["details"]["source"].as_str()).collect();
-    assert_eq!(sources.len(), 21, "{sources:?}");
+    assert_eq!(sources.len(), 22, "{sources:?}");
     stocksblitz_api::audit::chain::verify(&audit).expect("chain verifies");
     let m = metrics(&app).await;
     assert_eq!(sample(&m, "stocksblitz_audit_auth_failures_total "), Some(checked));

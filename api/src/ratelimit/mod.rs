@@ -299,3 +299,25 @@ impl Checked {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every address of one IPv6 /64 shares a bucket, any two /64s never do, and
+        /// IPv4 (also when IPv4-mapped) is keyed by the whole address.
+        #[test]
+        fn ipv6_keyed_by_its_64_ipv4_by_address(prefix in any::<u64>(), a in any::<u64>(), b in any::<u64>(), other in any::<u64>(), v4 in any::<u32>()) {
+            let ip = |p: u64, h: u64| IpAddr::V6(std::net::Ipv6Addr::from((u128::from(p) << 64) | u128::from(h)));
+            prop_assume!((prefix >> 32) != 0 && (other >> 32) != 0 && prefix != other);
+            prop_assert_eq!(address_key(ip(prefix, a)), address_key(ip(prefix, b)));
+            prop_assert_ne!(address_key(ip(prefix, a)), address_key(ip(other, a)));
+            prop_assert!(address_key(ip(prefix, a)).ends_with("/64"));
+            let v4 = std::net::Ipv4Addr::from(v4);
+            prop_assert_eq!(address_key(IpAddr::V4(v4)), format!("ip:{v4}"));
+            prop_assert_eq!(address_key(IpAddr::V6(v4.to_ipv6_mapped())), format!("ip:{v4}"));
+        }
+    }
+}
