@@ -540,3 +540,33 @@ fn the_shipped_surveillance_thresholds_are_the_design_defaults() {
     );
     assert!(e.starts_with("surveillance.max_orders_per_min:"), "{e}");
 }
+
+#[test]
+fn auth_limit_and_audit_aggregation_keys_are_validated_and_required() {
+    for (section, key, bad) in [
+        ("auth", "max_token_lifetime_secs", 59),
+        ("auth", "max_token_lifetime_secs", 31_622_401),
+        ("rate_limits", "auth_failures_per_min", 0),
+        ("rate_limits", "ws_auth_failures_per_connection", 0),
+        ("rate_limits", "loopback_public_per_min", 1_000_001),
+        ("audit", "auth_failure_interval_secs", 0),
+        ("audit", "auth_failure_sources", 0),
+    ] {
+        let e = err(&edited(|d| d[section][key] = toml::Value::Integer(bad)), &[]);
+        assert!(e.starts_with(&format!("{section}.{key}:")), "{key} = {bad}: {e}");
+        let e = err(
+            &edited(|d| {
+                d[section].as_table_mut().expect("table").remove(key);
+            }),
+            &[],
+        );
+        assert!(e.contains(key), "{key} missing: {e}");
+    }
+    // 0 turns the development loopback tier off.
+    let v = load(
+        &edited(|d| d["rate_limits"]["loopback_public_per_min"] = toml::Value::Integer(0)),
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(v.config.rate_limits.loopback_public_per_min, 0);
+}
