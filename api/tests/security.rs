@@ -1537,3 +1537,52 @@ async fn ws_messages_are_limited_by_the_callers_tier_30_to_60_pings_per_connecti
         .all(|v| v["error"]["code"] == "RATE_LIMITED"));
     app.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_auth_flood_of_2000_attempts_over_4_reconnecting_sockets_adds_2_audit_lines() {
+    let dir = fresh_dir("sec-wsflood");
+    let audit = dir.join("audit.log");
+    let app = start_with(&config_with_audit(&audit, |d| {
+        d["rate_limits"]["auth_failures_per_min"] = toml::Value::Integer(10);
+        d["audit"]["auth_failure_interval_secs"] = toml::Value::Integer(3_600);
+    }))
+    .await;
+    // The attack: 4 connections sending {"op":"auth","token":"x"} as fast as
+    // they can, reconnecting whenever they are closed, 500 attempts each.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let addr = app.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut tried = 0usize;
+            while tried < 500 {
+                let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/stream"))
+                    .await
+                    .expect("connects");
+                let (answers, code) =
+                    until_closed(&mut ws, 50, |i| json!({ "op": "auth", "token": "x", "id": i })).await;
+                assert_eq!((answers.len(), code), (3, Some(4429)), "{answers:?}");
+                tried += answers.len();
+            }
+            tried
+        }));
+    }
+    let mut tried = 0;
+    for t in tasks {
+        tried += t.await.expect("task");
+    }
+    assert!(tried >= 2_000);
+    app.state.audit.flush_failures();
+    let lines = auth_failure_lines(&audit, 10).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let counted: u64 = lines.iter().map(|l| l["details"]["count"].as_u64().unwrap_or(0)).sum();
+    let refused: u64 = lines
+        .iter()
+        .map(|l| l["details"]["refused_unchecked"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, 10, "only the address's budget was checked");
+    assert_eq!(counted + refused, tried as u64);
+    let bytes = std::fs::metadata(&audit).expect("audit").len();
+    assert!(bytes < 4_096, "{tried} attempts wrote {bytes} bytes");
+    app.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
