@@ -50,8 +50,14 @@ struct Slot {
 /// is left; an anonymous newcomer never does, and is refused instead.
 pub struct LocalBuckets {
     map: Mutex<HashMap<String, Slot>>,
+    /// After a sweep found no room for an anonymous newcomer: refuse the next ones
+    /// without sweeping again until then (a flood must not cost a full scan each).
+    no_room_until_us: Mutex<i64>,
     max_keys: usize,
 }
+
+/// How long a table found full of live account buckets refuses addresses unswept.
+const NO_ROOM_US: i64 = 100_000;
 
 /// Buckets evicted at once when the table is full of live ones: one sweep pays for
 /// this many newcomers.
@@ -61,6 +67,7 @@ impl LocalBuckets {
     pub fn new(max_keys: usize) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
+            no_room_until_us: Mutex::new(i64::MIN),
             max_keys: max_keys.max(1),
         }
     }
@@ -70,8 +77,15 @@ impl LocalBuckets {
     pub fn check(&self, key: &str, class: Class, rate: Rate, now_us: i64) -> Option<Decision> {
         let mut map = self.map.lock();
         let tat = map.get(key).map(|s| s.tat);
-        if tat.is_none() && map.len() >= self.max_keys && !make_room(&mut map, self.max_keys, class, now_us) {
-            return None;
+        if tat.is_none() && map.len() >= self.max_keys {
+            let mut no_room_until = self.no_room_until_us.lock();
+            if class == Class::Anonymous && now_us < *no_room_until {
+                return None;
+            }
+            if !make_room(&mut map, self.max_keys, class, now_us) {
+                *no_room_until = now_us.saturating_add(NO_ROOM_US);
+                return None;
+            }
         }
         let (d, new_tat) = gcra::check(rate, tat, now_us);
         if let Some(t) = new_tat {
