@@ -1077,6 +1077,7 @@ async fn a_full_disk_refuses_audited_actions_and_health_and_metrics_say_why() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let m = metrics(&app).await;
     assert_eq!(sample(&m, "stocksblitz_audit_failed "), Some(1));
+    assert!(sample(&m, "stocksblitz_audit_write_errors_total ").is_some_and(|n| n >= 1));
     assert!(sample(&m, "stocksblitz_audit_refused_total ").is_some_and(|n| n >= 1));
     // Reads go on.
     let r = reqwest::get(http(&app, "/api/v1/quotes/BTCUSDT")).await.expect("quote");

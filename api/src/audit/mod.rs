@@ -85,8 +85,10 @@ pub struct AuditStats {
     pub written: AtomicU64,
     /// Authentication failures not recorded because the queue was full.
     pub dropped: AtomicU64,
-    /// Entries lost when a write failed.
+    /// Entries lost when a write failed and the log was shut down before it could retry.
     pub lost: AtomicU64,
+    /// Failed write attempts (each is retried).
+    pub write_errors: AtomicU64,
     /// Actions refused because the log could not take them.
     pub refused: AtomicU64,
     pub failed: AtomicBool,
@@ -164,7 +166,7 @@ impl AuditLog {
         let s = Arc::clone(&stats);
         std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || writer::run(file, tail, fsync, rx, s))
+            .spawn(move || writer::run(file, tail, fsync, rx, s, Duration::from_secs(1)))
             .map_err(|e| format!("starting the audit thread: {e}"))?;
         let shared = Arc::new(Shared {
             tx,

@@ -609,8 +609,14 @@ fn security(o: &mut Out, app: &AppState) {
         (
             "stocksblitz_audit_lost_total",
             "counter",
-            "Audit entries lost to a failed write.",
+            "Audit entries lost: a write failed and the log shut down before a retry succeeded.",
             a.lost.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_audit_write_errors_total",
+            "counter",
+            "Failed audit log write attempts (a full disk); each is retried every second.",
+            a.write_errors.load(Ordering::Relaxed),
         ),
         (
             "stocksblitz_audit_failed",
