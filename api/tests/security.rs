@@ -1523,6 +1523,23 @@ async fn ws_messages_are_limited_by_the_callers_tier_30_to_60_pings_per_connecti
     let started = std::time::Instant::now();
     let n = pings(&mut bob, 60).await;
     assert!((40..=most(40, started.elapsed())).contains(&n), "premium: {n}");
+    // Messages that are not even valid JSON count too.
+    let mut garbage = ws_connect(&app).await;
+    for i in 0..30 {
+        send(&mut garbage, json!(format!("not a request {i}"))).await;
+    }
+    let mut bad = 0;
+    for _ in 0..30 {
+        let v = recv(&mut garbage, Duration::from_secs(10)).await.expect("an answer");
+        match v["error"]["code"].as_str() {
+            Some("BAD_MESSAGE") => bad += 1,
+            code => assert_eq!(code, Some("RATE_LIMITED"), "{v}"),
+        }
+    }
+    assert!(
+        (10..=most(10, started.elapsed())).contains(&bad),
+        "{bad} of 30 garbage messages answered"
+    );
     // A client that keeps sending past its limit is closed.
     let mut flood = ws_connect(&app).await;
     let (answers, code) = until_closed(&mut flood, 200, |i| json!({ "op": "ping", "id": i })).await;

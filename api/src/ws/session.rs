@@ -128,6 +128,10 @@ impl Session {
         let msg: ClientMessage = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => {
+                // Garbage costs from the bucket like any message.
+                if let Err(limited) = self.spend_message() {
+                    return self.error(None, limited.code, &limited.message);
+                }
                 let m = format!(
                     "not a valid request: {e}; expected {{\"op\":\"subscribe\",\"channels\":[\"quotes.SYM\"]}}"
                 );
