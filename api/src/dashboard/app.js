@@ -78,7 +78,9 @@ async function api(method, path, body) {
 async function start() {
   const r = await api("GET", "/instruments");
   if (!r.ok) {
-    setConn(r.status === 429 ? "rate limited: reload shortly" : "offline", false);
+    // Rate limited (429) or the server is away: try again shortly.
+    setConn(r.status === 429 ? "rate limited: retrying" : "offline", false);
+    setTimeout(start, 5000);
     return;
   }
   state.instruments = r.json.instruments;
