@@ -1506,8 +1506,29 @@ async fn pings(ws: &mut Ws, n: usize) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ws_messages_are_limited_by_the_callers_tier_30_to_60_pings_per_connection() {
-    let app = start_with(&test_config(limits(10, 20, 40))).await;
+async fn ws_messages_are_limited_by_the_callers_tier_30_to_100_pings_per_connection() {
+    std::env::set_var("SBZ_TEST_SVC_WSLIMIT_SECRET", SVC_SECRET);
+    let app = start_with(&test_config(|d| {
+        limits(10, 20, 40)(d);
+        add_service(d, "algo-ws", "SBZ_TEST_SVC_WSLIMIT_SECRET", "bob", &["read"]);
+    }))
+    .await;
+    // A signed service's connection is not limited.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let signer = Signer {
+        base: format!("http://{}", app.addr),
+        identity: "algo-ws".into(),
+        key_id: "algo-ws-k1".into(),
+        secret: SVC_SECRET.into(),
+    };
+    let mut req = format!("ws://{}/api/v1/stream", app.addr)
+        .into_client_request()
+        .expect("request");
+    for (k, v) in signer.headers("GET", "/api/v1/stream", b"", now_ms()) {
+        req.headers_mut().insert(k, v.parse().expect("header value"));
+    }
+    let (mut svc, _) = tokio_tungstenite::connect_async(req).await.expect("signed upgrade");
+    assert_eq!(pings(&mut svc, 100).await, 100, "signed services are unlimited");
     let started = std::time::Instant::now();
     let mut anon = ws_connect(&app).await;
     let n = pings(&mut anon, 30).await;
