@@ -223,10 +223,7 @@ fn serve(path: Option<PathBuf>, api_node: bool) -> anyhow::Result<()> {
         } else {
             app::start(v).await?
         };
-        eprintln!(
-            "stocksblitz serving on http://{addr} (try /api/v1/quotes/BTCUSDT, ws://{addr}/api/v1/stream)",
-            addr = running.addr
-        );
+        logging::banner(running.addr);
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.shutdown().await
@@ -335,7 +332,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("stocksblitz: {e:#}");
+            logging::fatal(&e);
             ExitCode::from(2)
         }
     }

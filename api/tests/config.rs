@@ -649,3 +649,33 @@ fn connection_limits_and_tls_are_checked() {
     assert_eq!(v.config.api.connections.max_connections, 777);
     assert!(v.config.api.tls.is_none(), "plain HTTP by default");
 }
+
+#[test]
+fn auth_limit_and_audit_aggregation_keys_are_validated_and_required() {
+    for (section, key, bad) in [
+        ("auth", "max_token_lifetime_secs", 59),
+        ("auth", "max_token_lifetime_secs", 31_622_401),
+        ("rate_limits", "auth_failures_per_min", 0),
+        ("rate_limits", "ws_auth_failures_per_connection", 0),
+        ("rate_limits", "loopback_public_per_min", 1_000_001),
+        ("audit", "auth_failure_interval_secs", 0),
+        ("audit", "auth_failure_sources", 0),
+    ] {
+        let e = err(&edited(|d| d[section][key] = toml::Value::Integer(bad)), &[]);
+        assert!(e.starts_with(&format!("{section}.{key}:")), "{key} = {bad}: {e}");
+        let e = err(
+            &edited(|d| {
+                d[section].as_table_mut().expect("table").remove(key);
+            }),
+            &[],
+        );
+        assert!(e.contains(key), "{key} missing: {e}");
+    }
+    // 0 turns the development loopback tier off.
+    let v = load(
+        &edited(|d| d["rate_limits"]["loopback_public_per_min"] = toml::Value::Integer(0)),
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(v.config.rate_limits.loopback_public_per_min, 0);
+}

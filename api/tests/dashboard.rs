@@ -1,8 +1,10 @@
 //! The traders' dashboard in a real browser: headless Chromium (Debian's `chromium`;
 //! `scripts/test.sh` installs it) driven over the Chrome DevTools Protocol. It loads
-//! the dashboard from a running server, logs in with a token, sees quotes updating,
-//! places an order, sees it in the blotter, cancels it, and saves a screenshot
-//! (`target/dashboard.png`). Any console error or uncaught exception fails the test.
+//! the dashboard from a running server, sees public quotes updating before any login
+//! (the trading panels hidden, nothing scrolling sideways), logs in with a token on the
+//! same WebSocket, places an order, sees it in the blotter, cancels it, and saves
+//! screenshots (`target/dashboard-public.png`, `target/dashboard.png`). Any console
+//! error or uncaught exception fails the test, and so does a second WebSocket.
 
 mod common;
 
@@ -74,6 +76,8 @@ struct Cdp {
     session: Option<String>,
     /// Console errors and uncaught exceptions seen so far.
     errors: Vec<String>,
+    /// WebSockets the page opened.
+    websockets: Vec<String>,
 }
 
 impl Cdp {
@@ -88,6 +92,10 @@ impl Cdp {
             }
             Some("Log.entryAdded") if m["params"]["entry"]["level"] == "error" => {
                 self.errors.push(format!("log: {}", m["params"]["entry"]));
+            }
+            Some("Network.webSocketCreated") => {
+                self.websockets
+                    .push(m["params"]["url"].as_str().unwrap_or("").to_owned());
             }
             _ => {}
         }
@@ -158,6 +166,7 @@ async fn trade_from_the_dashboard_in_a_real_browser() {
         next: 0,
         session: None,
         errors: Vec::new(),
+        websockets: Vec::new(),
     };
     let target = cdp.call("Target.createTarget", json!({ "url": "about:blank" })).await;
     let attached = cdp
@@ -167,7 +176,7 @@ async fn trade_from_the_dashboard_in_a_real_browser() {
         )
         .await;
     cdp.session = attached["sessionId"].as_str().map(str::to_owned);
-    for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+    for domain in ["Runtime.enable", "Log.enable", "Page.enable", "Network.enable"] {
         cdp.call(domain, json!({})).await;
     }
     cdp.call("Page.navigate", json!({ "url": http(&app, "/") })).await;
@@ -176,7 +185,48 @@ async fn trade_from_the_dashboard_in_a_real_browser() {
     cdp.wait_for("the page script", "document.body?.dataset.ready === 'true'")
         .await;
 
-    // Log in with a token, as a trader would paste it.
+    // Before any login: public quotes arrive and keep changing over the stream.
+    let cell = "document.querySelector('#quotes tbody tr[data-symbol=\"BTCUSDT\"] td:nth-child(2)')?.textContent";
+    let first = cdp.wait_for("a public BTCUSDT bid", cell).await;
+    let quality = "document.querySelector('#quotes tbody tr[data-symbol=\"BTCUSDT\"] td:nth-child(5)')?.textContent";
+    assert_eq!(cdp.wait_for("quality", quality).await, "LIVE");
+    cdp.wait_for(
+        "the public bid to move",
+        &format!("(() => {{ const v = {cell}; return v && v !== {first}; }})()"),
+    )
+    .await;
+    cdp.wait_for(
+        "a depth ladder",
+        "document.querySelectorAll('#ladder tbody tr').length > 0",
+    )
+    .await;
+    // The trading panels are hidden (not just empty), the login form is shown, and the
+    // quotes panel fits without scrolling sideways.
+    let shown = |id: &str| format!("getComputedStyle(document.getElementById('{id}')).display !== 'none'");
+    for (id, want) in [
+        ("ticket-panel", false),
+        ("blotter-panel", false),
+        ("login", true),
+        ("quotes-panel", true),
+        ("market-panel", true),
+    ] {
+        assert_eq!(cdp.eval(&shown(id)).await, json!(want), "{id} shown: {want}");
+    }
+    let overflow = cdp
+        .eval("(() => { const p = document.getElementById('quotes-panel'); return p.scrollWidth - p.clientWidth; })()")
+        .await;
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "the quotes panel scrolls sideways by {overflow}px"
+    );
+    let shot = cdp.call("Page.captureScreenshot", json!({ "format": "png" })).await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().expect("data"))
+        .expect("base64");
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-public.png");
+    std::fs::write(&out, &png).expect("screenshot saved");
+
+    // Log in with a token, as a trader would paste it: the same socket authenticates.
     let tok = token("alice", "trader");
     cdp.eval(&format!(
         "document.getElementById('token').value = {tok:?}; \
@@ -184,21 +234,12 @@ async fn trade_from_the_dashboard_in_a_real_browser() {
     ))
     .await;
     cdp.wait_for(
-        "the app",
-        "!document.getElementById('app').hidden && document.getElementById('conn').textContent === 'live'",
+        "the trading panels",
+        "!document.getElementById('ticket-panel').hidden && document.getElementById('who').textContent.startsWith('alice')",
     )
     .await;
-
-    // Quotes arrive and keep changing.
-    let cell = "document.querySelector('#quotes tbody tr[data-symbol=\"BTCUSDT\"] td:nth-child(2)')?.textContent";
-    let first = cdp.wait_for("a BTCUSDT bid", cell).await;
-    let quality = "document.querySelector('#quotes tbody tr[data-symbol=\"BTCUSDT\"] td:nth-child(5)')?.textContent";
-    assert_eq!(cdp.wait_for("quality", quality).await, "LIVE");
-    cdp.wait_for(
-        "the bid to move",
-        &format!("(() => {{ const v = {cell}; return v && v !== {first}; }})()"),
-    )
-    .await;
+    assert_eq!(cdp.eval(&shown("login")).await, json!(false));
+    assert_eq!(cdp.eval(&shown("blotter-panel")).await, json!(true));
 
     // Select SBZ with the keyboard-free path (a click), then place a limit buy.
     cdp.eval("document.querySelector('#quotes tbody tr[data-symbol=\"SBZ\"]').click(); true")
@@ -280,8 +321,9 @@ async fn trade_from_the_dashboard_in_a_real_browser() {
         .await;
     assert_ne!(before, after);
 
-    // Nothing went wrong in the page.
+    // Nothing went wrong in the page, and it used one WebSocket throughout.
     cdp.eval("new Promise(r => setTimeout(() => r(true), 300))").await;
     assert!(cdp.errors.is_empty(), "console errors: {:#?}", cdp.errors);
+    assert_eq!(cdp.websockets.len(), 1, "{:?}", cdp.websockets);
     app.shutdown().await.expect("shutdown");
 }

@@ -1,11 +1,15 @@
 //! Audits every state-changing API request (order and admin actions): the slot is
-//! reserved before the handler runs, the entry written with its outcome after.
+//! reserved before the handler runs, the entry written with its outcome after. An
+//! anonymous caller cannot act (every such route needs an account), so its refused
+//! attempts are aggregated per address like authentication failures rather than
+//! written one line each.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::failures::Failure;
 use super::{Actor, Entry};
 use crate::auth::Caller;
 use crate::http::error::ApiError;
@@ -42,6 +46,25 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
     let Some(action) = action(req.method(), &route) else {
         return next.run(req).await;
     };
+    if let Some(Caller::Anonymous(ip)) = req.extensions().get::<Caller>().cloned() {
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        let path = format!("{} {}", req.method(), crate::auth::caller::original_path(&req));
+        let resp = next.run(req).await;
+        let code = resp.extensions().get::<ApiError>().map_or("ok", |e| e.code);
+        app.audit.auth_failure(&Failure {
+            source: crate::ratelimit::address_key(ip),
+            request_id,
+            route: path,
+            code,
+            status: resp.status().as_u16(),
+            at_ns: stocksblitz_engine::UnixNanos::now().0,
+        });
+        return resp;
+    }
     let permit = match app.audit.reserve() {
         Ok(p) => p,
         Err(e) => return e.into_response(),

@@ -1,7 +1,9 @@
 //! Who is calling, decided once per request before any handler runs: a service that
 //! signed the request (HMAC), a bearer token's holder, or an anonymous address. The
 //! answer is a [`Caller`] in the request's extensions; the rate limit of its tier is
-//! applied here too, and every refusal is audited.
+//! applied here too. Credentials from an address that failed too often are refused
+//! before they are checked; other refusals spend the address's failure budget and are
+//! audited (repeats aggregated per address, see `audit::failures`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -14,10 +16,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::services::{operation_for, Service, Services};
 use super::{Claims, Tier};
-use crate::audit::{Actor, Entry};
+use crate::audit::failures::Failure;
+use crate::audit::Actor;
+use crate::config::Environment;
 use crate::http::error::ApiError;
 use crate::http::request_id::RequestId;
-use crate::ratelimit::LimitTier;
+use crate::ratelimit::{address_key, LimitTier};
 use crate::state::AppState;
 
 #[derive(Debug, Clone)]
@@ -45,7 +49,7 @@ impl Caller {
     /// The bucket and tier, or `None` for unlimited (signed services).
     fn limit(&self) -> Option<(String, LimitTier)> {
         match self {
-            Caller::Anonymous(ip) => Some((format!("ip:{ip}"), LimitTier::Anonymous)),
+            Caller::Anonymous(ip) => Some((address_key(*ip), LimitTier::Anonymous)),
             Caller::Token(c) => Some((
                 format!("acct:{}", c.sub),
                 match c.tier {
@@ -62,24 +66,68 @@ fn now_ms() -> i64 {
     stocksblitz_engine::UnixNanos::now().0 / 1_000_000
 }
 
-/// Records a refused authentication and returns the refusal.
-pub fn auth_failure(app: &AppState, request_id: &str, route: &str, e: ApiError) -> ApiError {
-    tracing::info!(request_id, code = e.code, "authentication failed");
-    app.audit.record(Entry {
-        action: "auth.failure",
-        actor: Actor::anonymous(),
+/// Records a refused authentication from `ip` (audited, repeats aggregated; spends
+/// the address's failure budget) and returns the refusal.
+pub fn auth_failure(app: &AppState, ip: IpAddr, request_id: &str, route: &str, e: ApiError) -> ApiError {
+    app.limiter.auth_failed(ip);
+    let first = app.audit.auth_failure(&Failure {
+        source: address_key(ip),
         request_id: request_id.to_owned(),
-        outcome: e.code.to_owned(),
+        route: route.to_owned(),
+        code: e.code,
         status: e.status.as_u16(),
-        details: serde_json::json!({ "route": route }),
         at_ns: stocksblitz_engine::UnixNanos::now().0,
     });
+    // One log line per address per interval too: stderr is not a flood target either.
+    if first {
+        tracing::info!(request_id, code = e.code, "authentication failed");
+    } else {
+        tracing::debug!(request_id, code = e.code, "authentication failed (repeat)");
+    }
     e
 }
 
-async fn identify(app: &AppState, req: Request, request_id: &str) -> Result<(Caller, Request), ApiError> {
+/// Seconds until credentials from `ip` are checked again; `Some` refusal when its
+/// failure budget is spent (counted in its aggregated audit line, not audited alone).
+pub fn auth_refused(app: &AppState, ip: IpAddr) -> Option<(ApiError, u64)> {
+    let wait = app.limiter.auth_wait_secs(ip);
+    (wait > 0).then(|| {
+        app.audit.auth_refused(&address_key(ip));
+        (app.limiter.auth_refusal(wait), wait)
+    })
+}
+
+/// Anonymous market-data reads (no credentials needed, nothing changes).
+fn public_read(req: &Request) -> bool {
+    if !matches!(req.method().as_str(), "GET" | "HEAD") {
+        return false;
+    }
+    let path = original_path(req);
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return false;
+    };
+    let first = rest.split('/').next().unwrap_or("");
+    matches!(
+        first,
+        "instruments" | "quotes" | "book" | "trades" | "historical" | "market-status" | "openapi.json" | "stream"
+    )
+}
+
+/// The tier of an anonymous caller: in development, market-data reads from loopback
+/// get the loopback tier (a person refreshing by hand never meets a 429).
+pub fn anonymous_tier(app: &AppState, ip: IpAddr, public: bool) -> (String, LimitTier) {
+    let loopback =
+        ip.is_loopback() || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+    if public && loopback && app.config.environment == Environment::Development && app.limiter.loopback_public() {
+        (format!("public:{}", address_key(ip)), LimitTier::LoopbackPublic)
+    } else {
+        (address_key(ip), LimitTier::Anonymous)
+    }
+}
+
+async fn identify(app: &AppState, req: Request, request_id: &str, ip: IpAddr) -> Result<(Caller, Request), ApiError> {
     let route = format!("{} {}", req.method(), original_path(&req));
-    let fail = |e: ApiError| auth_failure(app, request_id, &route, e);
+    let fail = |e: ApiError| auth_failure(app, ip, request_id, &route, e);
     if Services::is_signed(req.headers()) {
         let Some(auth) = app.auth.as_ref() else {
             return Err(fail(not_configured()));
@@ -156,17 +204,34 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
         .map(|r| r.0.clone())
         .unwrap_or_default();
     let ip = client_ip(&req);
-    let (caller, mut req) = match identify(&app, req, &request_id).await {
+    let credentials =
+        Services::is_signed(req.headers()) || req.headers().contains_key(axum::http::header::AUTHORIZATION);
+    if credentials {
+        // Checked before anything verifies or records them: a brute force costs us
+        // a map lookup per attempt and adds nothing to the audit log.
+        if let Some((e, wait)) = auth_refused(&app, ip) {
+            let mut resp = e.into_response();
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(wait));
+            return resp;
+        }
+    }
+    let public = public_read(&req);
+    let (caller, mut req) = match identify(&app, req, &request_id, ip).await {
         Ok(v) => v,
         Err(e) => {
             // Failed attempts spend the address's anonymous budget (no brute force).
-            let c = app.limiter.check(LimitTier::Anonymous, &format!("ip:{ip}")).await;
+            let c = app.limiter.check(LimitTier::Anonymous, &address_key(ip)).await;
             let mut resp = if c.decision.allowed { e } else { c.refusal() }.into_response();
             c.write_headers(resp.headers_mut());
             return resp;
         }
     };
-    let checked = match caller.limit() {
+    let limit = match &caller {
+        Caller::Anonymous(ip) => Some(anonymous_tier(&app, *ip, public)),
+        c => c.limit(),
+    };
+    let checked = match limit {
         Some((key, tier)) => Some(app.limiter.check(tier, &key).await),
         None => None,
     };

@@ -1,7 +1,9 @@
 //! JWT bearer tokens. The algorithm is pinned by configuration (HS256 for development,
 //! RS256 or EdDSA for production) and never taken from the token, so `alg: none` and
-//! HS/RS key confusion fail; `exp`, `iss`, `aud` and `sub` are required, with a small
-//! leeway for clock skew.
+//! HS/RS key confusion fail; `exp`, `iss`, `aud` and `sub` are required, `nbf` is
+//! honoured when present (both with a small leeway for clock skew), and a token may not
+//! live longer than `[auth] max_token_lifetime_secs` (a leaked token stays dangerous
+//! for at most that long).
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -66,6 +68,9 @@ pub struct Claims {
     pub aud: String,
     pub iat: u64,
     pub exp: u64,
+    /// Not before (seconds since the epoch), when the issuer sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// Why a token was refused (the message never echoes the token).
@@ -77,12 +82,26 @@ pub enum TokenError {
     Malformed,
     #[error("token expired: get a new one")]
     Expired,
+    #[error("token not valid yet (nbf is in the future): check the issuer's and this server's clocks")]
+    NotYetValid,
+    #[error("token lifetime too long: tokens may live at most {0} s ([auth] max_token_lifetime_secs); get a shorter-lived one")]
+    TooLong(u64),
+    #[error("token issued in the future (iat): check the issuer's and this server's clocks")]
+    IssuedInFuture,
     #[error("invalid token: {0}")]
     Invalid(&'static str),
     #[error("this server cannot mint tokens: set {0} to the PEM private key")]
     NoSigningKey(String),
     #[error("{0}")]
     Key(String),
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub struct Tokens {
@@ -94,12 +113,16 @@ pub struct Tokens {
     audience: String,
     /// Named in the error when minting without a private key.
     private_key_env: String,
+    /// Longest accepted lifetime (`exp - iat`, and `exp - now`), seconds.
+    max_lifetime_secs: Option<u64>,
+    leeway_secs: u64,
 }
 
 fn validation(algorithm: Algorithm, issuer: &str, audience: &str, leeway_secs: u64) -> Validation {
     let mut v = Validation::new(algorithm);
     v.algorithms = vec![algorithm];
     v.leeway = leeway_secs;
+    v.validate_nbf = true;
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     v.set_issuer(&[issuer]);
     v.set_audience(&[audience]);
@@ -117,6 +140,8 @@ impl Tokens {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             private_key_env: String::new(),
+            max_lifetime_secs: None,
+            leeway_secs,
         }
     }
 
@@ -158,7 +183,20 @@ impl Tokens {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             private_key_env: String::new(),
+            max_lifetime_secs: None,
+            leeway_secs,
         })
+    }
+
+    /// Refuses tokens living longer than `secs` (and minting them).
+    pub fn with_max_lifetime(mut self, secs: u64) -> Self {
+        self.max_lifetime_secs = Some(secs);
+        self
+    }
+
+    /// The clock skew tolerated, seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
     }
 
     /// Names the private key variable in "cannot mint" errors.
@@ -179,6 +217,9 @@ impl Tokens {
         let Some(key) = &self.encoding else {
             return Err(TokenError::NoSigningKey(self.private_key_env.clone()));
         };
+        if let Some(max) = self.max_lifetime_secs.filter(|m| ttl_secs > *m) {
+            return Err(TokenError::TooLong(max));
+        }
         let claims = Claims {
             sub: account.to_owned(),
             role,
@@ -187,11 +228,39 @@ impl Tokens {
             aud: self.audience.clone(),
             iat: now_secs,
             exp: now_secs + ttl_secs,
+            nbf: None,
         };
         encode(&Header::new(self.algorithm), &claims, key).map_err(|_| TokenError::Invalid("cannot sign"))
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_at(token, now_secs())
+    }
+
+    /// [`verify`](Self::verify), with the lifetime checked against `now` (seconds).
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        let claims = self.decode(token)?;
+        self.check_lifetime(&claims, now)?;
+        Ok(claims)
+    }
+
+    /// The lifetime rules jsonwebtoken does not know: `iat` not in the future, and at
+    /// most `max_lifetime_secs` both from `iat` and from now.
+    pub fn check_lifetime(&self, c: &Claims, now: u64) -> Result<(), TokenError> {
+        if c.iat > now.saturating_add(self.leeway_secs) {
+            return Err(TokenError::IssuedInFuture);
+        }
+        if let Some(max) = self.max_lifetime_secs {
+            let from_iat = c.exp.saturating_sub(c.iat);
+            let from_now = c.exp.saturating_sub(now);
+            if from_iat > max || from_now > max.saturating_add(self.leeway_secs) {
+                return Err(TokenError::TooLong(max));
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&self, token: &str) -> Result<Claims, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
         decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|d| d.claims)
@@ -202,7 +271,7 @@ impl Tokens {
                 ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer"),
                 ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience"),
                 ErrorKind::MissingRequiredClaim(_) => TokenError::Invalid("a required claim is missing"),
-                ErrorKind::ImmatureSignature => TokenError::Invalid("not valid yet"),
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 _ => TokenError::Invalid("malformed"),
             })
     }
@@ -276,5 +345,71 @@ mod tests {
         let tok = encode(&Header::new(Algorithm::HS256), &no_exp, &EncodingKey::from_secret(KEY)).unwrap();
         assert!(t.verify(&tok).is_err());
         assert!(t.verify("not.a.jwt").is_err());
+    }
+
+    fn claims_token(t: &Tokens, iat: i64, exp: i64, nbf: Option<i64>) -> String {
+        let mut c = serde_json::json!({"sub":"ACC1","role":"trader","iss":"iss","aud":"aud","iat":iat,"exp":exp});
+        if let Some(n) = nbf {
+            c["nbf"] = n.into();
+        }
+        let _ = t;
+        encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(KEY)).unwrap()
+    }
+
+    #[test]
+    fn nbf_and_lifetime_examples() {
+        let t = Tokens::new(KEY, "iss", "aud", 30).with_max_lifetime(3_600);
+        let n = now() as i64;
+        assert!(
+            t.verify(&claims_token(&t, n, n + 600, Some(n + 10))).is_ok(),
+            "nbf inside the leeway"
+        );
+        assert_eq!(
+            t.verify(&claims_token(&t, n, n + 600, Some(n + 120))).unwrap_err(),
+            TokenError::NotYetValid
+        );
+        // 100 years.
+        let century = claims_token(&t, n, n + 100 * 365 * 86_400, None);
+        assert_eq!(t.verify(&century).unwrap_err(), TokenError::TooLong(3_600));
+        // Issued "in the future" to dodge the lifetime rule.
+        assert_eq!(
+            t.verify(&claims_token(&t, n + 86_400, n + 86_400 + 60, None))
+                .unwrap_err(),
+            TokenError::IssuedInFuture
+        );
+        // Minting is bounded too.
+        assert_eq!(
+            t.mint("ACC1", Role::Trader, Tier::Standard, now(), 3_601).unwrap_err(),
+            TokenError::TooLong(3_600)
+        );
+        assert!(t.mint("ACC1", Role::Trader, Tier::Standard, now(), 3_600).is_ok());
+    }
+
+    proptest::proptest! {
+        /// Any iat / exp / nbf around now: accepted exactly when exp is not past, nbf not
+        /// ahead, iat not ahead (each with the leeway) and the lifetime within the bound.
+        /// Cases within 5 s of a boundary are skipped (the clock moves while it runs).
+        #[test]
+        fn nbf_exp_iat_and_lifetime_against_an_oracle(
+            iat_off in -200_000i64..200_000,
+            ttl in 0i64..400_000,
+            nbf_off in proptest::option::of(-200_000i64..200_000),
+        ) {
+            const LEEWAY: i64 = 30;
+            const MAX: i64 = 86_400;
+            let t = Tokens::new(KEY, "iss", "aud", LEEWAY as u64).with_max_lifetime(MAX as u64);
+            let n = now() as i64;
+            let (iat, exp, nbf) = (n + iat_off, n + iat_off + ttl, nbf_off.map(|o| n + o));
+            let margins = [exp - (n - LEEWAY), iat - (n + LEEWAY), (exp - iat) - MAX, (exp - n) - (MAX + LEEWAY)];
+            let nbf_margin = nbf.map(|v| v - (n + LEEWAY));
+            proptest::prop_assume!(margins.iter().chain(nbf_margin.iter()).all(|m| m.abs() > 5));
+            let ok = exp > n - LEEWAY
+                && nbf.is_none_or(|v| v <= n + LEEWAY)
+                && iat <= n + LEEWAY
+                && exp - iat <= MAX
+                && exp - n <= MAX + LEEWAY;
+            let got = t.verify(&claims_token(&t, iat, exp, nbf));
+            proptest::prop_assert_eq!(got.is_ok(), ok, "iat {} exp {} nbf {:?}: {:?}", iat_off, ttl, nbf_off, got);
+        }
     }
 }

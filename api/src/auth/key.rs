@@ -32,7 +32,10 @@ pub fn tokens(a: &AuthConfig, mint: bool) -> Result<Tokens, KeyError> {
         JwtAlgorithm::HS256 => {
             let var = a.secret_env.as_deref().unwrap_or_default();
             let secret = load(var, a.dev_key_file.as_deref())?;
-            Ok(Tokens::new(&secret, &a.issuer, &a.audience, a.leeway_secs))
+            Ok(
+                Tokens::new(&secret, &a.issuer, &a.audience, a.leeway_secs)
+                    .with_max_lifetime(a.max_token_lifetime_secs),
+            )
         }
         JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
             let var = a.public_key_env.as_deref().unwrap_or_default();
@@ -50,7 +53,9 @@ pub fn tokens(a: &AuthConfig, mint: bool) -> Result<Tokens, KeyError> {
                 a.leeway_secs,
             )
             .map_err(|e| KeyError::Env(format!("{var}: {e}")))?;
-            Ok(tokens.with_private_key_env(a.private_key_env.as_deref().unwrap_or("auth.private_key_env")))
+            Ok(tokens
+                .with_private_key_env(a.private_key_env.as_deref().unwrap_or("auth.private_key_env"))
+                .with_max_lifetime(a.max_token_lifetime_secs))
         }
     }
 }

@@ -53,9 +53,18 @@ pub struct Principal {
     pub role: Role,
     /// A signed service: what it may do. `None`: a token holder (its role decides).
     pub service: Option<Arc<Service>>,
+    /// A token holder's rate-limit tier (`None`: a signed service, unlimited).
+    pub tier: Option<Tier>,
+    /// When the token expires (seconds since the epoch); `None` for signed services.
+    pub expires_at: Option<u64>,
 }
 
 impl Principal {
+    /// Whether its token has expired (past the leeway) at `now` (seconds).
+    pub fn expired(&self, now: u64, leeway_secs: u64) -> bool {
+        self.expires_at.is_some_and(|exp| now > exp.saturating_add(leeway_secs))
+    }
+
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
         let ok = match role {
             Role::Viewer => true,
@@ -121,7 +130,7 @@ pub fn principal(app: &AppState, caller: &Caller) -> Result<Principal, ApiError>
     let Some(orders) = app.orders.as_ref() else {
         return Err(crate::orders::disabled());
     };
-    let (name, role, service) = match caller {
+    let (name, role, service, tier, expires_at) = match caller {
         Caller::Anonymous(_) => {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -129,8 +138,8 @@ pub fn principal(app: &AppState, caller: &Caller) -> Result<Principal, ApiError>
                 TokenError::Missing.to_string(),
             ))
         }
-        Caller::Token(c) => (c.sub.clone(), c.role, None),
-        Caller::Service(s) => (s.account.clone(), Role::Trader, Some(Arc::clone(s))),
+        Caller::Token(c) => (c.sub.clone(), c.role, None, Some(c.tier), Some(c.exp)),
+        Caller::Service(s) => (s.account.clone(), Role::Trader, Some(Arc::clone(s)), None, None),
     };
     let account = orders.accounts.id(&name).ok_or_else(unknown_account)?;
     Ok(Principal {
@@ -138,6 +147,8 @@ pub fn principal(app: &AppState, caller: &Caller) -> Result<Principal, ApiError>
         name,
         role,
         service,
+        tier,
+        expires_at,
     })
 }
 

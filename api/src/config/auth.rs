@@ -43,8 +43,11 @@ pub struct AuthConfig {
     pub issuer: String,
     /// `aud` tokens must carry and minted tokens get.
     pub audience: String,
-    /// Clock skew tolerated on `exp`/`nbf`, seconds.
+    /// Clock skew tolerated on `exp`/`nbf`/`iat`, seconds.
     pub leeway_secs: u64,
+    /// Longest token lifetime accepted (`exp - iat`, and `exp` from now), seconds;
+    /// `stocksblitz token --ttl-secs` may not exceed it either.
+    pub max_token_lifetime_secs: u64,
     /// HMAC-signed requests: `X-Request-Timestamp` may be at most this far from our
     /// clock, either way, in milliseconds.
     pub signature_window_ms: u64,
@@ -163,6 +166,12 @@ pub fn check(a: &AuthConfig, accounts: &[String]) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid("auth.audience", "must not be empty"));
     }
     range("auth.leeway_secs", a.leeway_secs, 0, 300)?;
+    range(
+        "auth.max_token_lifetime_secs",
+        a.max_token_lifetime_secs,
+        60,
+        31_622_400,
+    )?;
     range("auth.signature_window_ms", a.signature_window_ms, 100, 300_000)?;
     let mut key_ids = HashSet::new();
     for (i, s) in a.services.iter().enumerate() {

@@ -1,5 +1,7 @@
 // StocksBlitz traders' dashboard: plain JavaScript over the public API only (REST under
 // /api/v1 and the WebSocket stream). No framework, no build step, nothing from a CDN.
+// Public market data shows at once over one WebSocket; logging in authenticates that
+// same connection ({"op":"auth"}) and opens the ticket, blotter and private channels.
 "use strict";
 
 const API = "/api/v1";
@@ -53,7 +55,8 @@ function time(us) {
 }
 
 async function api(method, path, body) {
-  const headers = { Authorization: "Bearer " + state.token };
+  const headers = {};
+  if (state.token) headers.Authorization = "Bearer " + state.token;
   const init = { method, headers };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -70,28 +73,48 @@ async function api(method, path, body) {
   return { ok: r.ok, status: r.status, json };
 }
 
-// ---- login ----
+// ---- public view, then login ----
 
-async function login(token) {
-  state.token = token.trim();
+async function start() {
   const r = await api("GET", "/instruments");
   if (!r.ok) {
-    $("login-error").textContent = "Cannot use this token: " + (r.json?.error?.message || r.status);
-    state.token = null;
+    // Rate limited (429) or the server is away: try again shortly.
+    setConn(r.status === 429 ? "rate limited: retrying" : "offline", false);
+    setTimeout(start, 5000);
     return;
   }
-  sessionStorage.setItem("sbz-token", state.token);
   state.instruments = r.json.instruments;
-  $("login").hidden = true;
-  $("app").hidden = false;
-  $("logout").hidden = false;
   renderQuotes();
   select(state.instruments[0]?.symbol);
   connect();
 }
 
+function login(token) {
+  state.token = token.trim();
+  $("login-error").textContent = "";
+  // Sent now if the stream is open, else when it opens.
+  send({ op: "auth", token: state.token, id: "auth" });
+}
+
+function onAuthenticated(m) {
+  sessionStorage.setItem("sbz-token", state.token);
+  $("who").textContent = `${m.account} (${m.role})`;
+  $("login").hidden = true;
+  $("ticket-panel").hidden = false;
+  $("blotter-panel").hidden = false;
+  $("logout").hidden = false;
+  send({ op: "subscribe", channels: ["orders", "fills", "positions", "anomalies"] });
+}
+
+function loginFailed(message) {
+  state.token = null;
+  sessionStorage.removeItem("sbz-token");
+  $("login-error").textContent = "Cannot use this token: " + message;
+}
+
 function logout() {
   sessionStorage.removeItem("sbz-token");
+  state.token = null;
   if (state.ws) state.ws.close();
   location.reload();
 }
@@ -104,14 +127,25 @@ function connect() {
   state.ws = ws;
   ws.onopen = () => {
     state.retry = 0;
-    ws.send(JSON.stringify({ op: "auth", token: state.token, id: "auth" }));
+    setConn("live", true);
+    const quotes = state.instruments.map((i) => `quotes.${i.symbol}`);
+    if (quotes.length) send({ op: "subscribe", channels: quotes });
+    subscribeMarket(state.selected, true);
+    if (state.token) send({ op: "auth", token: state.token, id: "auth" });
   };
   ws.onmessage = (m) => onMessage(JSON.parse(m.data));
-  ws.onclose = () => {
+  ws.onclose = (e) => {
     setConn("offline", false);
-    // Reconnect with back-off; private channels resync from their snapshots.
+    if (e.code === 4401) {
+      // The token expired: public data resumes; log in again to trade.
+      loginFailed("your token expired: paste a new one");
+      $("login").hidden = false;
+      $("ticket-panel").hidden = true;
+      $("blotter-panel").hidden = true;
+    }
+    // Reconnect with back-off; channels resync from their snapshots.
     const wait = Math.min(10000, 500 * 2 ** state.retry++);
-    setTimeout(() => state.token && connect(), wait);
+    setTimeout(connect, wait);
   };
 }
 
@@ -131,17 +165,11 @@ function subscribeMarket(symbol, on) {
 
 function onMessage(m) {
   if (m.type === "authenticated") {
-    $("who").textContent = `${m.account} (${m.role})`;
-    setConn("live", true);
-    const quotes = state.instruments.map((i) => `quotes.${i.symbol}`);
-    send({ op: "subscribe", channels: [...quotes, "orders", "fills", "positions", "anomalies"] });
-    subscribeMarket(state.selected, true);
+    onAuthenticated(m);
     return;
   }
   if (m.type === "error") {
-    if (m.id === "auth") {
-      $("login-error").textContent = m.error.message;
-    }
+    if (m.id === "auth") loginFailed(m.error.message);
     return;
   }
   if (m.type !== "snapshot" && m.type !== "update") return;
@@ -394,7 +422,7 @@ function onKey(e) {
     document.activeElement?.blur();
     return;
   }
-  if (typing || $("app").hidden) return;
+  if (typing) return;
   if (e.key === "ArrowDown" || e.key === "ArrowUp") {
     e.preventDefault();
     moveSelection(e.key === "ArrowDown" ? 1 : -1);
@@ -417,5 +445,6 @@ document.addEventListener("DOMContentLoaded", () => {
   drawChart();
   const saved = sessionStorage.getItem("sbz-token");
   if (saved) login(saved);
+  start();
   document.body.dataset.ready = "true";
 });

@@ -168,8 +168,10 @@ fn check(app: &AppState) -> Check {
             ));
         }
     }
-    if !app.audit.healthy() {
-        reasons.push("audit log cannot be written: order and admin actions are refused".to_owned());
+    if let Some(why) = app.audit.failure() {
+        reasons.push(format!(
+            "audit log cannot be written ({why}): order and admin actions are refused with 503 AUDIT_UNAVAILABLE"
+        ));
     }
     // Feeds: running, and connected (a refused token is a state with its reason).
     for f in &app.feeds {
@@ -464,6 +466,12 @@ pub async fn health(State(app): State<AppState>) -> Response {
                 "bytes": j.bytes.get(),
             })
         }),
+        "audit": {
+            "status": if app.audit.healthy() { "ok" } else { "failed" },
+            "error": app.audit.failure(),
+            "written": app.audit.stats.written.load(std::sync::atomic::Ordering::Relaxed),
+            "refused": app.audit.stats.refused.load(std::sync::atomic::Ordering::Relaxed),
+        },
     });
     let code = if c.ready {
         StatusCode::OK

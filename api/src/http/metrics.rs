@@ -782,10 +782,22 @@ fn security(o: &mut Out, app: &AppState) {
             l.redis_fallbacks.load(Ordering::Relaxed),
         ),
         (
+            "stocksblitz_ratelimit_auth_failures_limited_total",
+            "counter",
+            "Requests with credentials refused unchecked because their address failed authentication too often.",
+            l.auth_failures_limited.load(Ordering::Relaxed),
+        ),
+        (
             "stocksblitz_audit_written_total",
             "counter",
             "Audit log entries written.",
             a.written.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_audit_auth_failures_total",
+            "counter",
+            "Authentication failures seen (the audit log aggregates repeats per address).",
+            a.auth_failures.load(Ordering::Relaxed),
         ),
         (
             "stocksblitz_audit_dropped_total",
@@ -802,8 +814,14 @@ fn security(o: &mut Out, app: &AppState) {
         (
             "stocksblitz_audit_lost_total",
             "counter",
-            "Audit entries lost to a failed write.",
+            "Audit entries lost: a write failed and the log shut down before a retry succeeded.",
             a.lost.load(Ordering::Relaxed),
+        ),
+        (
+            "stocksblitz_audit_write_errors_total",
+            "counter",
+            "Failed audit log write attempts (a full disk); each is retried every second.",
+            a.write_errors.load(Ordering::Relaxed),
         ),
         (
             "stocksblitz_audit_failed",

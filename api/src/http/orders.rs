@@ -88,26 +88,40 @@ fn respond(status: StatusCode, body: Value) -> Response {
 pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
     require_json(&headers)?;
-    let svc = service(&app)?;
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
-                .ok_or_else(|| {
-                    ApiError::invalid_parameter(
-                        "Idempotency-Key",
-                        format!("Idempotency-Key must be 1-{MAX_KEY_LEN} visible ASCII characters"),
-                    )
-                })?;
-            Some(k.to_owned())
-        }
-    };
-    let tag = key.as_deref().map(|k| IdemTag::new(k, &body));
-    if let (Some(k), Some(tag)) = (&key, &tag) {
-        let claim = svc.claim_key(p.account, k, &body).await.map_err(|e| {
+    // A header that is not visible ASCII is refused by the key check (as empty).
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().ok().map(str::to_owned).unwrap_or_default());
+    let (status, value) = place_keyed(&app, &p, key.as_deref(), &body).await?;
+    Ok(respond(status, value))
+}
+
+/// Checks an idempotency key (from the header or the WebSocket message).
+pub fn idempotency_key(k: &str) -> Result<&str, ApiError> {
+    if !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        Ok(k)
+    } else {
+        Err(ApiError::invalid_parameter(
+            "Idempotency-Key",
+            format!("Idempotency-Key must be 1-{MAX_KEY_LEN} visible ASCII characters"),
+        ))
+    }
+}
+
+/// Places an order from its JSON body, honouring an idempotency key: shared by `POST
+/// /orders` and the WebSocket `order.new`, so both give the same guarantees. Returns
+/// the status and body to answer with (a replay may carry the original refusal).
+pub async fn place_keyed(
+    app: &AppState,
+    p: &Principal,
+    key: Option<&str>,
+    body: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
+    let svc = service(app)?;
+    let key = key.map(idempotency_key).transpose()?;
+    let tag = key.map(|k| IdemTag::new(k, body));
+    if let (Some(k), Some(tag)) = (key, &tag) {
+        let claim = svc.claim_key(p.account, k, body).await.map_err(|e| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "IDEMPOTENCY_UNAVAILABLE",
@@ -121,16 +135,16 @@ pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap
                 let prior = svc.store.read().keyed(p.account, &tag.key, UnixNanos::now()).cloned();
                 if let Some(prior) = prior {
                     if prior.body != tag.body {
-                        svc.finish_key(p.account, k, &body, StatusCode::OK, &Value::Null, false)
+                        svc.finish_key(p.account, k, body, StatusCode::OK, &Value::Null, false)
                             .await;
                         return Err(key_reused());
                     }
-                    let (status, value, _) = answer(placement_answer(&app, p.account, &prior.events));
-                    svc.finish_key(p.account, k, &body, status, &value, true).await;
-                    return Ok(respond(status, value));
+                    let (status, value, _) = answer(placement_answer(app, p.account, &prior.events));
+                    svc.finish_key(p.account, k, body, status, &value, true).await;
+                    return Ok((status, value));
                 }
             }
-            Claim::Replay { status, body } => return Ok(respond(status, body)),
+            Claim::Replay { status, body } => return Ok((status, body)),
             Claim::Mismatch => return Err(key_reused()),
             Claim::InFlight => {
                 return Err(ApiError::new(
@@ -142,13 +156,13 @@ pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap
             Claim::Full => return Err(submit_error(SubmitError::Busy)),
         }
     }
-    let outcome = place_inner(&app, svc, &p, &body, tag).await;
-    if let Some(k) = &key {
+    let outcome = place_inner(app, svc, p, body, tag).await;
+    if let Some(k) = key {
         // Final answers (placed or rejected) are remembered; busy/unknown are not.
         let (status, value, final_outcome) = answer(outcome.clone());
-        svc.finish_key(p.account, k, &body, status, &value, final_outcome).await;
+        svc.finish_key(p.account, k, body, status, &value, final_outcome).await;
     }
-    outcome.map(|v| respond(StatusCode::CREATED, v))
+    outcome.map(|v| (StatusCode::CREATED, v))
 }
 
 fn key_reused() -> ApiError {

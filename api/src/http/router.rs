@@ -1,9 +1,10 @@
 //! All routes and the middleware stack.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::IntoResponse;
@@ -37,8 +38,10 @@ pub async fn stream(
     State(app): State<AppState>,
     caller: Option<Extension<Caller>>,
     link: Option<Extension<ConnLink>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0 .0.ip());
     let principal = match caller.map(|c| c.0) {
         None | Some(Caller::Anonymous(_)) => None,
         Some(c) => match crate::auth::principal(&app, &c) {
@@ -50,7 +53,7 @@ pub async fn stream(
     };
     ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session::run(socket, app, principal, link.map(|l| l.0)))
+        .on_upgrade(move |socket| session::run(socket, app, principal, peer, link.map(|l| l.0)))
 }
 
 async fn not_found() -> ApiError {

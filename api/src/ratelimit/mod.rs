@@ -1,7 +1,13 @@
-//! Rate-limit tiers (SPEC section 6): anonymous callers per address, token holders per
-//! account at their tier's rate, signed algo services unlimited. Every limited
-//! response carries `RateLimit-Policy` and `RateLimit` (IETF httpapi draft); a refused
-//! one is 429 `RATE_LIMITED` with `Retry-After`.
+//! Rate-limit tiers (SPEC section 6): anonymous callers per address (an IPv6 caller per
+//! /64, what one host is usually given), token holders per account at their tier's
+//! rate, signed algo services unlimited. In development, anonymous market-data reads
+//! from loopback get a tier of their own that a person cannot exhaust by hand. Every
+//! limited response carries `RateLimit-Policy` and `RateLimit` (IETF httpapi draft); a
+//! refused one is 429 `RATE_LIMITED` with `Retry-After`.
+//!
+//! Failed authentications are limited per address too, before anything checks or
+//! records them: past `auth_failures_per_min`, credentials from that address are
+//! refused unchecked (429) until its bucket refills.
 //!
 //! With `[redis]` the buckets live in Redis and every API node shares them. If Redis
 //! fails, this node keeps limiting with its own buckets (never unlimited), counts the
@@ -10,6 +16,7 @@
 pub mod gcra;
 mod store;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,6 +27,7 @@ use crate::config::limits::RateLimitsConfig;
 use crate::http::error::ApiError;
 use crate::redis_store::RedisStore;
 use gcra::{Decision, Rate};
+pub use store::Class;
 use store::{LocalBuckets, RedisBuckets};
 
 /// Which limit applies.
@@ -28,32 +36,73 @@ pub enum LimitTier {
     Anonymous,
     Authenticated,
     Premium,
+    /// Development only: anonymous market-data reads from a loopback address.
+    LoopbackPublic,
 }
 
 impl LimitTier {
-    pub const ALL: [LimitTier; 3] = [LimitTier::Anonymous, LimitTier::Authenticated, LimitTier::Premium];
+    pub const ALL: [LimitTier; 4] = [
+        LimitTier::Anonymous,
+        LimitTier::Authenticated,
+        LimitTier::Premium,
+        LimitTier::LoopbackPublic,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             LimitTier::Anonymous => "anonymous",
             LimitTier::Authenticated => "authenticated",
             LimitTier::Premium => "premium",
+            LimitTier::LoopbackPublic => "loopback_public",
         }
+    }
+
+    /// Whose bucket it is, for eviction from a full table.
+    pub const fn class(self) -> Class {
+        match self {
+            LimitTier::Anonymous | LimitTier::LoopbackPublic => Class::Anonymous,
+            LimitTier::Authenticated | LimitTier::Premium => Class::Account,
+        }
+    }
+}
+
+/// The bucket key of an address: `ip:192.0.2.1`, or for IPv6 its /64
+/// (`ip:2001:db8:1:2::/64`), since one host is usually given a whole /64.
+pub fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("ip:{prefix}/64")
+            }
+        },
     }
 }
 
 /// Counters for /metrics.
 #[derive(Default)]
 pub struct LimitStats {
-    pub allowed: [AtomicU64; 3],
-    pub limited: [AtomicU64; 3],
+    pub allowed: [AtomicU64; 4],
+    pub limited: [AtomicU64; 4],
+    /// Requests with credentials refused unchecked: their address failed too often.
+    pub auth_failures_limited: AtomicU64,
     /// Checks answered by this node's buckets because Redis failed.
     pub redis_fallbacks: AtomicU64,
 }
 
 pub struct RateLimiter {
-    rates: [Rate; 3],
+    rates: [Rate; 4],
     local: LocalBuckets,
+    /// Failed authentications per address (this node's; a flood is local anyway).
+    auth_failures: LocalBuckets,
+    auth_failure_rate: Rate,
+    /// Whether the loopback tier is configured (`loopback_public_per_min` > 0).
+    loopback_public: bool,
+    /// Failed `auth` ops one WebSocket connection may make before it is closed.
+    pub ws_auth_failures_per_connection: u32,
     redis: Option<RedisBuckets>,
     /// After a Redis failure, when to try it again.
     redis_retry_at_us: AtomicI64,
@@ -87,12 +136,71 @@ impl RateLimiter {
                 Rate {
                     limit: c.premium_per_min,
                 },
+                Rate {
+                    limit: if c.loopback_public_per_min > 0 {
+                        c.loopback_public_per_min
+                    } else {
+                        c.anonymous_per_min
+                    },
+                },
             ],
             local: LocalBuckets::new(c.max_keys as usize),
+            auth_failures: LocalBuckets::new(c.max_keys as usize),
+            auth_failure_rate: Rate {
+                limit: c.auth_failures_per_min,
+            },
+            loopback_public: c.loopback_public_per_min > 0,
+            ws_auth_failures_per_connection: c.ws_auth_failures_per_connection as u32,
             redis: redis.map(RedisBuckets::new),
             redis_retry_at_us: AtomicI64::new(0),
             stats: LimitStats::default(),
         }
+    }
+
+    /// Whether the development loopback tier is configured.
+    pub fn loopback_public(&self) -> bool {
+        self.loopback_public
+    }
+
+    /// The rate of a tier (WebSocket connections limit their messages with it).
+    pub fn rate(&self, tier: LimitTier) -> Rate {
+        self.rates[tier as usize]
+    }
+
+    /// Seconds until `ip` may try credentials again (0: now), without spending.
+    pub fn auth_wait_secs(&self, ip: IpAddr) -> u64 {
+        self.auth_failures
+            .wait_secs(&address_key(ip), self.auth_failure_rate, now_us())
+    }
+
+    /// Spends one failed authentication from `ip`'s budget.
+    pub fn auth_failed(&self, ip: IpAddr) {
+        let _ = self
+            .auth_failures
+            .check(&address_key(ip), Class::Anonymous, self.auth_failure_rate, now_us());
+    }
+
+    /// The 429 for credentials from an address that failed too often.
+    pub fn auth_refusal(&self, retry_after_secs: u64) -> ApiError {
+        self.stats.auth_failures_limited.fetch_add(1, Ordering::Relaxed);
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!(
+                "too many failed authentications from your address ({} per minute): retry after {retry_after_secs} s with valid credentials",
+                self.auth_failure_rate.limit
+            ),
+        )
+        .with_details(json!({
+            "tier": "auth_failures",
+            "limit_per_min": self.auth_failure_rate.limit,
+            "retry_after_secs": retry_after_secs,
+        }))
+    }
+
+    /// Buckets held in process, by class (anonymous, account).
+    pub fn local_keys(&self) -> (usize, usize) {
+        self.local.len()
     }
 
     /// Takes one request from `key`'s bucket.
@@ -118,17 +226,17 @@ impl RateLimiter {
                     {
                         tracing::warn!(error = %e.0, "rate limits: Redis failed; limiting with this node's buckets");
                     }
-                    self.local.check(key, rate, now)
+                    self.local.check(key, tier.class(), rate, now)
                 }
             },
             None => {
                 if self.redis.is_some() {
                     self.stats.redis_fallbacks.fetch_add(1, Ordering::Relaxed);
                 }
-                self.local.check(key, rate, now)
+                self.local.check(key, tier.class(), rate, now)
             }
         };
-        // A full local table refuses newcomers for a second (a flood of addresses).
+        // A local table full of accounts refuses anonymous newcomers for a second.
         let decision = decision.unwrap_or(Decision {
             allowed: false,
             remaining: 0,
@@ -189,5 +297,27 @@ impl Checked {
             "limit_per_min": self.limit,
             "retry_after_secs": self.decision.retry_after_secs,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every address of one IPv6 /64 shares a bucket, any two /64s never do, and
+        /// IPv4 (also when IPv4-mapped) is keyed by the whole address.
+        #[test]
+        fn ipv6_keyed_by_its_64_ipv4_by_address(prefix in any::<u64>(), a in any::<u64>(), b in any::<u64>(), other in any::<u64>(), v4 in any::<u32>()) {
+            let ip = |p: u64, h: u64| IpAddr::V6(std::net::Ipv6Addr::from((u128::from(p) << 64) | u128::from(h)));
+            prop_assume!((prefix >> 32) != 0 && (other >> 32) != 0 && prefix != other);
+            prop_assert_eq!(address_key(ip(prefix, a)), address_key(ip(prefix, b)));
+            prop_assert_ne!(address_key(ip(prefix, a)), address_key(ip(other, a)));
+            prop_assert!(address_key(ip(prefix, a)).ends_with("/64"));
+            let v4 = std::net::Ipv4Addr::from(v4);
+            prop_assert_eq!(address_key(IpAddr::V4(v4)), format!("ip:{v4}"));
+            prop_assert_eq!(address_key(IpAddr::V6(v4.to_ipv6_mapped())), format!("ip:{v4}"));
+        }
     }
 }

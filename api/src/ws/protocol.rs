@@ -6,7 +6,8 @@
 //!   `{"op":"ping","id":"r3"}`
 //!   `{"op":"auth","token":"<JWT>","id":"r4"}` (or send `Authorization: Bearer` on the
 //!   upgrade request); needed for the private channels and order entry.
-//!   `{"op":"order.new","id":"c1","order":{...as POST /api/v1/orders...}}`,
+//!   `{"op":"order.new","id":"c1","idempotency_key":"k1","order":{...as POST /api/v1/orders...}}`
+//!   (`idempotency_key` optional, shared with REST's `Idempotency-Key` per account),
 //!   `{"op":"order.cancel","id":"c2","order_id":"123"}`,
 //!   `{"op":"order.replace","id":"c3","order_id":"123","qty":"5","price":"100.05"}`.
 //! Server to client:
@@ -31,6 +32,14 @@
 //! message or frame over [`MAX_CLIENT_MESSAGE_BYTES`], 4008 private overflow, 4009 a
 //! client that does not read: a batch of writes did not complete within
 //! `ws_write_timeout_ms` ([`CLOSE_SLOW_CONSUMER`]; reconnect and resubscribe).
+//!
+//! Every client message spends from the connection's bucket at its caller's tier
+//! (`[rate_limits]`: anonymous, or the token's tier; signed services unlimited); past
+//! it, an `error` with code `RATE_LIMITED`. A connection is closed with 4401
+//! ([`CLOSE_TOKEN_EXPIRED`]) when its token expires (authenticate again on a new
+//! connection, or send `auth` with a fresh token for the same account before then), and
+//! with 4429 ([`CLOSE_POLICY`]) after `ws_auth_failures_per_connection` failed `auth`
+//! messages or [`MAX_REFUSED_MESSAGES`] messages in a row past its rate limit.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +51,15 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4009;
 
 /// Close code for a client message or frame over [`MAX_CLIENT_MESSAGE_BYTES`] (RFC 6455).
 pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+/// Close code for a connection whose token expired.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
+
+/// Close code for a connection that failed authentication too often, or kept sending
+/// past its rate limit.
+pub const CLOSE_POLICY: u16 = 4429;
+
+/// Messages refused in a row by the rate limit before the connection is closed.
+pub const MAX_REFUSED_MESSAGES: u32 = 50;
 
 /// Largest accepted client frame.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
@@ -61,6 +79,9 @@ pub struct ClientMessage {
     /// `order.new`: the order, as the REST body.
     #[serde(default)]
     pub order: Option<serde_json::Value>,
+    /// `order.new`: as REST's `Idempotency-Key`.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
     /// `order.cancel` / `order.replace`.
     #[serde(default)]
     pub order_id: Option<String>,

@@ -9,8 +9,14 @@
 //! it never pins the session (and with it the idle check and the 4008 overflow close)
 //! or the kernel's buffers for long. A frame or message over the size limit is answered
 //! with close 1009.
+//!
+//! Order entry here has REST's guarantees: the same placement code (idempotency keys
+//! included), the caller's tier limiting every message, the token's expiry re-checked
+//! (4401 when it passes), and failed `auth` messages limited per address and per
+//! connection (4429).
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +25,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::http::StatusCode;
 use futures_util::SinkExt;
 use serde::Serialize;
+use serde_json::Value;
 use stocksblitz_engine::orders::{CommandKind, OrderEvent, OrderEventData, OrderEventKind};
 use stocksblitz_engine::{BarInterval, BarState, UnixNanos};
 use tokio::sync::mpsc;
@@ -26,19 +33,19 @@ use tokio::sync::mpsc;
 use super::channel::{ChannelKey, ChannelKind};
 use super::outbox::{Drained, Outbox, Queued};
 use super::protocol::{
-    Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_MESSAGE_TOO_BIG, CLOSE_PRIVATE_OVERFLOW,
-    CLOSE_SLOW_CONSUMER, MAX_CLIENT_MESSAGE_BYTES,
+    Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY,
+    CLOSE_PRIVATE_OVERFLOW, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, MAX_CLIENT_MESSAGE_BYTES, MAX_REFUSED_MESSAGES,
 };
 use crate::audit::Entry;
-use crate::auth::{Principal, Role};
+use crate::auth::{Principal, Role, Tier};
 use crate::config::auth::Operation;
 use crate::dto::{BarDto, BookDto, QuoteDto, TradeDto};
 use crate::http::error::ApiError;
 use crate::http::server::ConnLink;
 use crate::orders::entry;
-use crate::orders::json::{
-    anomaly_json, anomaly_visible, events_json, fill_json, position_json, NewOrderBody, OrderJson,
-};
+use crate::orders::json::{anomaly_json, anomaly_visible, events_json, fill_json, position_json, OrderJson};
+use crate::ratelimit::gcra;
+use crate::ratelimit::LimitTier;
 use crate::state::AppState;
 
 /// Close code for an idle client (RFC 6455 1001, going away).
@@ -70,6 +77,15 @@ struct Session {
     /// Answers of order ops, produced by their own tasks.
     replies: mpsc::Sender<String>,
     conn_id: u64,
+    /// The peer's address (failed `auth` messages spend its budget).
+    peer: IpAddr,
+    /// Failed `auth` messages on this connection.
+    auth_failures: u32,
+    /// The message bucket's TAT (GCRA) and the messages refused in a row.
+    msg_tat: Option<i64>,
+    refused_in_row: u32,
+    /// Set by a message handler: end the session this way.
+    close: Option<End>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +140,10 @@ impl Session {
         let msg: ClientMessage = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => {
+                // Garbage costs from the bucket like any message.
+                if let Err(limited) = self.spend_message() {
+                    return self.error(None, limited.code, &limited.message);
+                }
                 let m = format!(
                     "not a valid request: {e}; expected {{\"op\":\"subscribe\",\"channels\":[\"quotes.SYM\"]}}"
                 );
@@ -131,6 +151,13 @@ impl Session {
             }
         };
         let id = msg.id.as_ref();
+        if self.token_expired() {
+            self.close = Some(End::TokenExpired);
+            return;
+        }
+        if let Err(e) = self.spend_message() {
+            return self.error(id, e.code, &e.message);
+        }
         match msg.op.as_str() {
             "subscribe" | "unsubscribe" => {
                 if msg.channels.is_empty() {
@@ -213,6 +240,55 @@ impl Session {
         }
     }
 
+    /// The tier this connection's messages are limited by (`None`: unlimited).
+    fn tier(&self) -> Option<LimitTier> {
+        match &self.principal {
+            Some(p) => p.tier.map(|t| match t {
+                Tier::Standard => LimitTier::Authenticated,
+                Tier::Premium => LimitTier::Premium,
+            }),
+            None => Some(crate::auth::caller::anonymous_tier(&self.app, self.peer, true).1),
+        }
+    }
+
+    /// Spends one message from the connection's bucket; past it, the refusal (and,
+    /// [`MAX_REFUSED_MESSAGES`] refusals in a row, the end of the connection).
+    fn spend_message(&mut self) -> Result<(), ApiError> {
+        let Some(tier) = self.tier() else {
+            return Ok(());
+        };
+        let rate = self.app.limiter.rate(tier);
+        let now = UnixNanos::now().0 / 1_000;
+        let (d, tat) = gcra::check(rate, self.msg_tat, now);
+        if d.allowed {
+            self.msg_tat = tat;
+            self.refused_in_row = 0;
+            return Ok(());
+        }
+        self.refused_in_row += 1;
+        if self.refused_in_row >= MAX_REFUSED_MESSAGES {
+            self.close = Some(End::Policy("too many messages past the rate limit"));
+        }
+        Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!(
+                "rate limit of {} messages per minute on this connection ({} tier) reached: retry after {} s",
+                rate.limit,
+                tier.as_str(),
+                d.retry_after_secs
+            ),
+        ))
+    }
+
+    /// Whether the connection's token has expired (past the leeway).
+    fn token_expired(&self) -> bool {
+        let leeway = self.app.auth.as_ref().map_or(0, |a| a.tokens.leeway_secs());
+        self.principal
+            .as_ref()
+            .is_some_and(|p| p.expired(crate::auth::jwt::now_secs(), leeway))
+    }
+
     fn auth(&mut self, id: Option<&serde_json::Value>, token: Option<&str>) {
         let Some(token) = token else {
             return self.error(
@@ -221,20 +297,51 @@ impl Session {
                 "\"token\" is required: {\"op\":\"auth\",\"token\":\"<JWT>\"}",
             );
         };
-        if self.principal.is_some() {
+        if self.principal.as_ref().is_some_and(|p| p.service.is_some()) {
             return self.error(id, "ALREADY_AUTHENTICATED", "this connection is already authenticated");
+        }
+        // An address that failed too often is refused before the token is checked.
+        if let Some((e, _)) = crate::auth::caller::auth_refused(&self.app, self.peer) {
+            self.connection_auth_failed();
+            return self.error(id, e.code, &e.message);
         }
         match crate::auth::authenticate(&self.app, token) {
             Ok(p) => {
+                // A fresh token for the same account extends the connection's life.
+                if let Some(current) = &self.principal {
+                    if current.account != p.account {
+                        return self.error(
+                            id,
+                            "ALREADY_AUTHENTICATED",
+                            "this connection is authenticated for another account: open a new connection",
+                        );
+                    }
+                }
                 self.out.push(to_text(&serde_json::json!({
                     "type": "authenticated", "id": id, "account": p.name, "role": p.role.as_str(),
+                    "expires_at": p.expires_at,
                 })));
+                let before = self.tier();
                 self.principal = Some(p);
+                // A new tier starts a bucket of its own (a refresh keeps the old one).
+                if self.tier() != before {
+                    self.msg_tat = None;
+                    self.refused_in_row = 0;
+                }
             }
             Err(e) => {
-                let e = crate::auth::caller::auth_failure(&self.app, &self.request_id(id), "WS auth", e);
+                let e = crate::auth::caller::auth_failure(&self.app, self.peer, &self.request_id(id), "WS auth", e);
+                self.connection_auth_failed();
                 self.error(id, e.code, &e.message)
             }
+        }
+    }
+
+    /// Counts a failed `auth` on this connection; enough of them end it.
+    fn connection_auth_failed(&mut self) {
+        self.auth_failures += 1;
+        if self.auth_failures >= self.app.limiter.ws_auth_failures_per_connection {
+            self.close = Some(End::Policy("too many failed auth attempts"));
         }
     }
 
@@ -261,43 +368,25 @@ impl Session {
         if let Err(e) = p.require(Role::Trader) {
             return self.error(id.as_ref(), e.code, &e.message);
         }
-        let command = match msg.op.as_str() {
-            "order.new" => {
-                let Some(order) = msg.order.clone() else {
-                    return self.error(
-                        id.as_ref(),
-                        "BAD_MESSAGE",
-                        "\"order\" is required: the same object as POST /api/v1/orders",
-                    );
-                };
-                serde_json::from_value::<NewOrderBody>(order)
-                    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", format!("invalid order: {e}")))
-                    .and_then(|b| entry::order_from(&self.app, b))
-                    .and_then(|o| {
-                        entry::service(&self.app)?;
-                        Ok((CommandKind::New(o), None))
-                    })
-            }
-            op => {
-                let Some(raw) = msg.order_id.as_deref() else {
-                    return self.error(id.as_ref(), "BAD_MESSAGE", "\"order_id\" is required");
-                };
-                entry::order_id(raw).and_then(|oid| {
-                    if op == "order.cancel" {
-                        Ok((CommandKind::Cancel { order: oid }, Some(oid)))
-                    } else {
-                        entry::replace_command(&self.app, &p, oid, msg.qty.as_deref(), msg.price.as_deref())
-                            .map(|k| (k, Some(oid)))
-                    }
-                })
-            }
+        if msg.op == "order.new" {
+            return self.order_new(msg, p);
+        }
+        let Some(raw) = msg.order_id.as_deref() else {
+            return self.error(id.as_ref(), "BAD_MESSAGE", "\"order_id\" is required");
         };
+        let command = entry::order_id(raw).and_then(|oid| {
+            if msg.op == "order.cancel" {
+                Ok((CommandKind::Cancel { order: oid }, Some(oid)))
+            } else {
+                entry::replace_command(&self.app, &p, oid, msg.qty.as_deref(), msg.price.as_deref())
+                    .map(|k| (k, Some(oid)))
+            }
+        });
         let (kind, target) = match command {
             Ok(c) => c,
             Err(e) => return self.error(id.as_ref(), e.code, &e.message),
         };
         let (op, action) = match msg.op.as_str() {
-            "order.new" => (Operation::Place, "order.place"),
             "order.cancel" => (Operation::Cancel, "order.cancel"),
             _ => (Operation::Modify, "order.replace"),
         };
@@ -331,6 +420,72 @@ impl Session {
                     error: ErrorBody {
                         code: e.code,
                         message: &e.message,
+                    },
+                }),
+            };
+            let _ = replies.send(text).await;
+        });
+    }
+
+    /// `order.new`: the same placement as `POST /api/v1/orders` (idempotency key and
+    /// all), on its own task; audited as `order.place`.
+    fn order_new(&mut self, msg: &ClientMessage, p: Principal) {
+        let id = msg.id.clone();
+        let Some(order) = msg.order.as_ref() else {
+            return self.error(
+                id.as_ref(),
+                "BAD_MESSAGE",
+                "\"order\" is required: the same object as POST /api/v1/orders",
+            );
+        };
+        if !order.is_object() {
+            return self.error(
+                id.as_ref(),
+                "INVALID_BODY",
+                "\"order\" must be an object: the same as the body of POST /api/v1/orders",
+            );
+        }
+        let body = order.to_string().into_bytes();
+        let key = msg.idempotency_key.clone();
+        if let Some(Err(e)) = key.as_deref().map(crate::http::orders::idempotency_key) {
+            return self.error(id.as_ref(), e.code, &e.message);
+        }
+        let permit = match p.allow(Operation::Place).and_then(|()| self.app.audit.reserve()) {
+            Ok(permit) => permit,
+            Err(e) => return self.error(id.as_ref(), e.code, &e.message),
+        };
+        let request_id = self.request_id(id.as_ref());
+        let app = self.app.clone();
+        let replies = self.replies.clone();
+        tokio::spawn(async move {
+            let result = crate::http::orders::place_keyed(&app, &p, key.as_deref(), &body).await;
+            // A replayed refusal answers as the refusal it was.
+            let result: Result<Value, (u16, String, String)> = match result {
+                Ok((status, v)) if status.is_success() => Ok(v),
+                Ok((status, v)) => Err((
+                    status.as_u16(),
+                    v["error"]["code"].as_str().unwrap_or("ERROR").to_owned(),
+                    v["error"]["message"].as_str().unwrap_or("").to_owned(),
+                )),
+                Err(e) => Err((e.status.as_u16(), e.code.to_owned(), e.message)),
+            };
+            permit.record(Entry {
+                action: "order.place",
+                actor: p.actor(),
+                request_id,
+                outcome: result.as_ref().map_or_else(|e| e.1.clone(), |_| "ok".to_owned()),
+                status: result.as_ref().map_or_else(|e| e.0, |_| 201),
+                details: serde_json::json!({ "via": "websocket", "idempotency_key": key.is_some() }),
+                at_ns: UnixNanos::now().0,
+            });
+            let text = match result {
+                Ok(data) => to_text(&serde_json::json!({ "type": "order.ack", "id": id, "data": data })),
+                Err((_, code, message)) => to_text(&ErrorMessage {
+                    kind: "error",
+                    id: id.as_ref(),
+                    error: ErrorBody {
+                        code: &code,
+                        message: &message,
                     },
                 }),
             };
@@ -606,6 +761,10 @@ enum End {
     /// client does not read (fast enough).
     SlowConsumer,
     SendFailed,
+    /// The connection's token expired.
+    TokenExpired,
+    /// Too many failed `auth` messages, or messages past the rate limit.
+    Policy(&'static str),
 }
 
 /// How a batch of writes ended.
@@ -662,7 +821,13 @@ fn too_big(e: axum::Error) -> bool {
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
-pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Principal>, link: Option<ConnLink>) {
+pub async fn run(
+    mut socket: WebSocket,
+    app: AppState,
+    principal: Option<Principal>,
+    peer: IpAddr,
+    link: Option<ConnLink>,
+) {
     let conn_id = app.next_connection_id();
     let stats = Arc::clone(&app.hub.stats);
     stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -688,6 +853,11 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
         private: [None; 4],
         replies,
         conn_id,
+        peer,
+        auth_failures: 0,
+        msg_tat: None,
+        refused_in_row: 0,
+        close: None,
     };
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     let mut last_heard = Instant::now();
@@ -705,6 +875,10 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
                             break End::TooBig;
                         }
                         s.handle_text(t.as_str());
+                        if let Some(end) = s.close.take() {
+                            let _ = flush(&mut socket, &mut s.out, &app, write_timeout).await;
+                            break end;
+                        }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         s.error(None, "BAD_MESSAGE", "binary frames are not supported: send JSON text frames");
@@ -729,6 +903,9 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
             _ = ticker.tick() => {
                 if last_heard.elapsed() > idle_timeout {
                     break End::Idle;
+                }
+                if s.token_expired() {
+                    break End::TokenExpired;
                 }
                 flushed = Some(heartbeat(&mut socket, &mut s.out, &app, write_timeout).await);
             }
@@ -769,6 +946,11 @@ pub async fn run(mut socket: WebSocket, app: AppState, principal: Option<Princip
                 "slow consumer: not reading; reconnect and resync",
             )
         }
+        End::TokenExpired => (
+            Some(CLOSE_TOKEN_EXPIRED),
+            "token expired: connect again with a new token",
+        ),
+        End::Policy(r) => (Some(CLOSE_POLICY), r),
     };
     if let Some(code) = code {
         let close = Message::Close(Some(CloseFrame {

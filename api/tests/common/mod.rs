@@ -35,7 +35,12 @@ pub fn test_config(edit: impl FnOnce(&mut toml::Table)) -> String {
     // An audit log of its own.
     doc["audit"]["path"] = toml::Value::String(fresh_dir("audit").join("audit.log").display().to_string());
     // Tests call far faster than people: limits only where a test sets them.
-    for tier in ["anonymous_per_min", "authenticated_per_min", "premium_per_min"] {
+    for tier in [
+        "anonymous_per_min",
+        "authenticated_per_min",
+        "premium_per_min",
+        "auth_failures_per_min",
+    ] {
         doc["rate_limits"][tier] = toml::Value::Integer(1_000_000);
     }
     // Surveillance would act on the accounts other tests trade with: only the tests
