@@ -62,6 +62,17 @@ pub enum FrameError {
     Kite(#[from] crate::kite::normalizer::NormalizeError),
 }
 
+impl FrameError {
+    /// The instrument whose book snapshot must be fetched because of this error (a
+    /// rejected Binance diff took its book out of LIVE), if any.
+    pub fn snapshot_needed(&self) -> Option<stocksblitz_engine::InstrumentId> {
+        match self {
+            FrameError::Binance(e) => e.snapshot_needed(),
+            FrameError::Coinbase(_) | FrameError::Kite(_) => None,
+        }
+    }
+}
+
 pub enum VenueNormalizer {
     Binance(BinanceNormalizer),
     Coinbase(CoinbaseNormalizer),

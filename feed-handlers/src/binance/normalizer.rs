@@ -33,6 +33,27 @@ pub enum NormalizeError {
     UnknownSymbol,
     #[error("binary frames are not part of the Binance protocol")]
     Binary,
+    /// A diff whose ids were read but whose levels were not: its changes are lost, so
+    /// the book left LIVE. `fetch`: a snapshot must be requested for `instrument`
+    /// (false while one is already on its way).
+    #[error("{source}; the book resyncs from a new snapshot")]
+    BookRejected {
+        source: BinanceError,
+        instrument: InstrumentId,
+        fetch: bool,
+    },
+}
+
+impl NormalizeError {
+    /// The instrument whose snapshot must be fetched because of this error, if any.
+    pub fn snapshot_needed(&self) -> Option<InstrumentId> {
+        match self {
+            NormalizeError::BookRejected {
+                instrument, fetch: true, ..
+            } => Some(*instrument),
+            _ => None,
+        }
+    }
 }
 
 pub struct BinanceNormalizer {
@@ -170,12 +191,33 @@ impl BinanceNormalizer {
                         },
                     })
                 };
-                match sync.on_diff(&d, &mut emit)? {
+                match sync.on_diff(&d, &mut emit) {
                     SyncOutcome::Gap { expected, .. } => {
                         stats.gaps.inc();
                         stats.resyncs.inc();
                         out(status(id, FeedStatus::Gap, expected, recv));
                         return Ok(Action::Snapshot(id));
+                    }
+                    SyncOutcome::BufferGap { expected, .. } => {
+                        // The snapshot on its way is refetched if it is older.
+                        stats.gaps.inc();
+                        out(status(id, FeedStatus::Gap, expected, recv));
+                    }
+                    SyncOutcome::Rejected {
+                        error,
+                        expected,
+                        fetch,
+                    } => {
+                        stats.gaps.inc();
+                        if fetch {
+                            stats.resyncs.inc();
+                        }
+                        out(status(id, FeedStatus::Gap, expected, recv));
+                        return Err(NormalizeError::BookRejected {
+                            source: error,
+                            instrument: id,
+                            fetch,
+                        });
                     }
                     SyncOutcome::NeedSnapshot => {
                         stats.resyncs.inc();

@@ -288,6 +288,10 @@ impl Ctx {
             Ok(a) => a,
             Err(e) => {
                 self.note_error(&e);
+                // A rejected diff took a book out of LIVE: resync it.
+                if let Some(f) = e.snapshot_needed().and_then(|id| self.fetch(id, Duration::ZERO)) {
+                    fetches.push(f);
+                }
                 Action::None
             }
         }
