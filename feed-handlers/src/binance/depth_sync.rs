@@ -44,6 +44,9 @@ pub enum SyncOutcome {
     /// is not valid until a snapshot newer than it is applied. `fetch`: the book was
     /// LIVE, a snapshot must be requested (while syncing one is already on its way).
     Rejected { error: BinanceError, expected: u64, fetch: bool },
+    /// An old diff (already in the book) with invalid levels: a counted error that
+    /// changes nothing.
+    Malformed(BinanceError),
     /// The snapshot and buffered events were applied: the book is live.
     Synced,
 }
@@ -180,7 +183,7 @@ impl DepthSync {
         match self.state {
             State::Live { last } => {
                 if ev.final_id <= last {
-                    return SyncOutcome::Ok;
+                    return self.old(ev);
                 }
                 if ev.first_id > last + 1 {
                     self.reset();
@@ -211,6 +214,15 @@ impl DepthSync {
         }
     }
 
+    /// An event already in the book (or buffered): ignored, but a malformed one is
+    /// still reported.
+    fn old(&self, ev: &DepthUpdate<'_>) -> SyncOutcome {
+        match self.levels(ev, |_, _, _| {}) {
+            Ok(()) => SyncOutcome::Ok,
+            Err(e) => SyncOutcome::Malformed(e),
+        }
+    }
+
     /// `ev` cannot be applied: nothing buffered so far is usable, and a usable
     /// snapshot must include `ev`.
     fn lost(&mut self, ev: &DepthUpdate<'_>) {
@@ -222,7 +234,7 @@ impl DepthSync {
     fn buffer_event(&mut self, ev: &DepthUpdate<'_>) -> SyncOutcome {
         let mut gap = None;
         match self.seen {
-            Some(seen) if ev.final_id <= seen => return SyncOutcome::Ok,
+            Some(seen) if ev.final_id <= seen => return self.old(ev),
             Some(seen) if ev.first_id > seen + 1 => {
                 // Events between were missed: what is buffered cannot be used.
                 self.buffer.clear();
