@@ -130,6 +130,9 @@ pub fn replay(
             Err(e) => {
                 summary.errors += 1;
                 stats.parse_errors.inc();
+                if e.snapshot_needed().is_some() {
+                    summary.snapshot_requests += 1;
+                }
                 on_error(i, e);
             }
         }
