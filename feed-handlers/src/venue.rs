@@ -63,12 +63,14 @@ pub enum FrameError {
 }
 
 impl FrameError {
-    /// The instrument whose book snapshot must be fetched because of this error (a
-    /// rejected Binance diff took its book out of LIVE), if any.
-    pub fn snapshot_needed(&self) -> Option<stocksblitz_engine::InstrumentId> {
+    /// What the connection must still do although the frame was rejected: a rejected
+    /// Binance diff needs its book's snapshot fetched, an unreadable Coinbase
+    /// `l2update` a fresh level2 subscription.
+    pub fn then(&self) -> Action {
         match self {
-            FrameError::Binance(e) => e.snapshot_needed(),
-            FrameError::Coinbase(_) | FrameError::Kite(_) => None,
+            FrameError::Binance(e) => e.snapshot_needed().map_or(Action::None, Action::Snapshot),
+            FrameError::Coinbase(e) => e.then(),
+            FrameError::Kite(_) => Action::None,
         }
     }
 }

@@ -31,6 +31,20 @@ pub enum NormalizeError {
     Binary,
     #[error("the venue reported an error")]
     Venue,
+    /// An `l2update` that could not be read: its changes are lost, so the level2
+    /// books it may belong to left LIVE and the connection resubscribes.
+    #[error("{source}; the level2 book resubscribes")]
+    BookRejected { source: CoinbaseError },
+}
+
+impl NormalizeError {
+    /// What the connection must do because of this error.
+    pub fn then(&self) -> Action {
+        match self {
+            NormalizeError::BookRejected { .. } => Action::Reconnect,
+            _ => Action::None,
+        }
+    }
 }
 
 /// Levels per side compared by an audit.
@@ -47,6 +61,8 @@ struct ProductState {
     trades_accounted: u64,
     last_ticker_seq: u64,
     audit_mismatches: u8,
+    /// Venue time of the last applied `l2update` (0: none since the snapshot).
+    last_l2_time: i64,
 }
 
 pub struct CoinbaseNormalizer {
@@ -178,13 +194,21 @@ impl CoinbaseNormalizer {
         let FrameRef::Text(text) = frame else {
             return Err(NormalizeError::Binary);
         };
-        match parse_frame(text)? {
+        let event = match parse_frame(text) {
+            Ok(e) => e,
+            Err(e) => return Err(self.unreadable(text, e, recv, stats, out)),
+        };
+        match event {
             CoinbaseEvent::Subscriptions | CoinbaseEvent::Other => {}
             CoinbaseEvent::Error { .. } => return Err(NormalizeError::Venue),
             CoinbaseEvent::Heartbeat {
                 product, last_trade_id, ..
             } => {
                 let inst = self.lookup(product)?;
+                // Without a trade id a heartbeat only says the connection is alive.
+                let Some(last_trade_id) = last_trade_id else {
+                    return Ok(Action::None);
+                };
                 if let Some(s) = self.state.get_mut(inst.id.index()) {
                     // Trades announced but not seen are a gap, counted once. They stay
                     // acceptable: if they arrive after all, they are trades, not repeats.
@@ -202,25 +226,47 @@ impl CoinbaseNormalizer {
                 let Some(s) = self.state.get_mut(inst.id.index()) else {
                     return Ok(Action::None);
                 };
-                if t.sequence <= s.last_ticker_seq {
-                    return Ok(Action::None);
+                if let Some(seq) = t.sequence {
+                    if seq <= s.last_ticker_seq {
+                        return Ok(Action::None);
+                    }
+                    s.last_ticker_seq = seq;
                 }
-                s.last_ticker_seq = t.sequence;
+                let synced = s.book_synced;
                 let p = |v: &[u8], field| {
                     Price::parse(v, inst.price_scale).map_err(|source| CoinbaseError::Decimal { field, source })
                 };
                 let q = |v: &[u8], field| {
                     Qty::parse(v, inst.qty_scale).map_err(|source| CoinbaseError::Decimal { field, source })
                 };
+                // A quote needs both prices; a ticker without them (the first of a
+                // quiet product) carries no quote.
+                let (Some(bid), Some(ask)) = (t.best_bid, t.best_ask) else {
+                    return Ok(Action::None);
+                };
+                let (bid, ask) = (p(bid, "best_bid")?, p(ask, "best_ask")?);
+                // Sizes are absent from older tickers: take them from the synced
+                // level2 book when its best level is at the ticker's price; without
+                // that the size is unknown and no quote is made up.
+                let book = self.books.get(inst.id.index()).and_then(Option::as_ref).filter(|_| synced);
+                let size = |v: Option<&[u8]>, field, best: Option<Level>, price: Price| match v {
+                    Some(v) => q(v, field).map(Some),
+                    None => Ok(best.filter(|l| l.price == price).map(|l| l.qty)),
+                };
+                let bid_qty = size(t.best_bid_size, "best_bid_size", book.and_then(L2Book::best_bid), bid)?;
+                let ask_qty = size(t.best_ask_size, "best_ask_size", book.and_then(L2Book::best_ask), ask)?;
+                let (Some(bid_qty), Some(ask_qty)) = (bid_qty, ask_qty) else {
+                    return Ok(Action::None);
+                };
                 out(Tick {
                     exchange_ts: t.time,
                     recv_ts: recv,
                     instrument: inst.id,
                     data: TickData::Quote {
-                        bid: p(t.best_bid, "best_bid")?,
-                        bid_qty: q(t.best_bid_size, "best_bid_size")?,
-                        ask: p(t.best_ask, "best_ask")?,
-                        ask_qty: q(t.best_ask_size, "best_ask_size")?,
+                        bid,
+                        bid_qty,
+                        ask,
+                        ask_qty,
                     },
                 });
             }
@@ -281,17 +327,86 @@ impl CoinbaseNormalizer {
                 )?;
                 if let Some(s) = self.state.get_mut(inst.id.index()) {
                     s.book_synced = true;
+                    s.last_l2_time = 0;
                 }
                 out(status(inst.id, FeedStatus::Live, 0, recv));
             }
             CoinbaseEvent::L2Update { product, time, changes } => {
                 let inst = self.lookup(product)?;
-                if self.state.get(inst.id.index()).is_some_and(|s| s.book_synced) {
-                    self.book_batch(inst, &[(None, changes)], false, time, recv, out)?;
+                let Some(s) = self.state.get_mut(inst.id.index()).filter(|s| s.book_synced) else {
+                    return Ok(Action::None);
+                };
+                // level2 has no sequence numbers, but its times do not go back: an
+                // older update arriving after a newer one (reordered, or a late
+                // duplicate) would set stale sizes.
+                if time.known().is_some_and(|t| t.0 < s.last_l2_time) {
+                    self.lost(inst, recv, stats, out);
+                    return Ok(Action::Reconnect);
+                }
+                if let Some(t) = time.known() {
+                    s.last_l2_time = t.0;
+                }
+                if let Err(e) = self.book_batch(inst, &[(None, changes)], false, time, recv, out) {
+                    self.lost(inst, recv, stats, out);
+                    let source = match e {
+                        NormalizeError::Parse(p) => p,
+                        _ => CoinbaseError::Field("changes"),
+                    };
+                    return Err(NormalizeError::BookRejected { source });
                 }
             }
         }
         Ok(Action::None)
+    }
+
+    /// `inst`'s level2 book missed an update: it leaves LIVE until the fresh snapshot
+    /// that resubscribing brings.
+    /// Returns whether the book was LIVE.
+    fn lost(&mut self, inst: VenueInstrument, recv: UnixNanos, stats: &FeedStats, out: &mut impl FnMut(Tick)) -> bool {
+        let Some(s) = self.state.get_mut(inst.id.index()).filter(|s| s.book_synced) else {
+            return false;
+        };
+        s.book_synced = false;
+        stats.gaps.inc();
+        stats.resyncs.inc();
+        out(status(inst.id, FeedStatus::Gap, 0, recv));
+        true
+    }
+
+    /// A frame that did not parse. If it was meant as an `l2update` (its type is
+    /// legible), its changes are lost: the product's book (every synced book, when the
+    /// product is not legible either) leaves LIVE and the connection resubscribes.
+    fn unreadable(
+        &mut self,
+        text: &[u8],
+        e: CoinbaseError,
+        recv: UnixNanos,
+        stats: &FeedStats,
+        out: &mut impl FnMut(Tick),
+    ) -> NormalizeError {
+        if memchr::memmem::find(text, br#""l2update""#).is_none() {
+            return e.into();
+        }
+        let product = memchr::memmem::find(text, br#""product_id":""#).and_then(|at| {
+            let rest = text.get(at + 14..)?;
+            let end = memchr::memchr(b'"', rest)?;
+            self.products.get(rest.get(..end)?)
+        });
+        let mut any = false;
+        for k in 0..self.products.values().count() {
+            let Some(inst) = self.products.values().nth(k).copied() else {
+                break;
+            };
+            if product.is_none_or(|p| p.id == inst.id) {
+                any |= self.lost(inst, recv, stats, out);
+            }
+        }
+        if any {
+            NormalizeError::BookRejected { source: e }
+        } else {
+            // No LIVE book lost anything: the snapshot on its way covers it.
+            e.into()
+        }
     }
 
     /// Emits the levels of `spans` as one batch; validates everything first so a bad

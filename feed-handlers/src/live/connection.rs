@@ -288,11 +288,14 @@ impl Ctx {
             Ok(a) => a,
             Err(e) => {
                 self.note_error(&e);
-                // A rejected diff took a book out of LIVE: resync it.
-                if let Some(f) = e.snapshot_needed().and_then(|id| self.fetch(id, Duration::ZERO)) {
-                    fetches.push(f);
+                // A rejected book update took a book out of LIVE: resync it.
+                let then = e.then();
+                if let Action::Snapshot(id) = then {
+                    if let Some(f) = self.fetch(id, Duration::ZERO) {
+                        fetches.push(f);
+                    }
                 }
-                Action::None
+                then
             }
         }
     }
