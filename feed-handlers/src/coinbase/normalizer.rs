@@ -869,7 +869,7 @@ mod tests {
                 let stats = FeedStats::default();
                 let mut book = L2Book::new(64);
                 let mut live = false;
-                let mut feed = |n: &mut CoinbaseNormalizer, f: &str, book: &mut L2Book, live: &mut bool| {
+                let feed = |n: &mut CoinbaseNormalizer, f: &str, book: &mut L2Book, live: &mut bool| {
                     let r = n.on_frame(FrameRef::Text(f.as_bytes()), UnixNanos(1), &stats, &mut |t| match t.data {
                         TickData::BookDelta { side, price, qty, flags, .. } => {
                             book.apply_flagged(side, price, qty, flags);
