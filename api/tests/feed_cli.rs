@@ -163,16 +163,42 @@ fn book_binance_capture_follows_sync_rules() {
     );
 }
 
+/// A real-format Coinbase Exchange capture: sizes at the product's 8-decimal base
+/// increment, a ticker without sizes (older messages) quoted from the synced book, a
+/// duplicate match dropped, an update finer than the increment rejected and the
+/// level2 book resubscribed.
 #[test]
-fn coinbase_and_kite_captures() {
+fn parse_coinbase_capture() {
+    let (ticks, err) = parse_compact("coinbase", "coinbase.cap");
+    let want = [
+        "f2 BTC-USD book buy 65010.00 0.45054140 u=0 [clear,snapshot] ex=-",
+        "f2 BTC-USD book buy 65009.99 1.00000000 u=0 [snapshot] ex=-",
+        "f2 BTC-USD book sell 65010.01 0.57753524 u=0 [snapshot,end] ex=-",
+        "f2 BTC-USD status live 0 ex=-",
+        "f3 BTC-USD book buy 65010.00 0.16256700 u=0 [] ex=1700000000265000000",
+        "f3 BTC-USD book sell 65010.02 2.50000000 u=0 [end] ex=1700000000265000000",
+        "f4 BTC-USD trade buy 65010.01 0.00523512 id=10 ex=1700000000028459000",
+        "f7 BTC-USD quote 65010.00 0.16256700 / 65010.01 0.57753524 ex=1700000002061769000",
+        "f8 BTC-USD quote 65010.00 0.16256700 / 65010.01 0.57753524 ex=1700000002561769000",
+        "f9 BTC-USD book sell 65010.01 0.00000000 u=0 [end] ex=1700000003000000000",
+        "f10 BTC-USD trade buy 65010.02 0.01391500 id=11 ex=1700000003500000000",
+        "f11 BTC-USD status gap 0 ex=-",
+        "f13 BTC-USD book buy 65010.00 0.16256700 u=0 [clear,snapshot] ex=-",
+        "f13 BTC-USD book buy 65009.99 0.12345678 u=0 [snapshot] ex=-",
+        "f13 BTC-USD book sell 65010.02 2.48608500 u=0 [snapshot,end] ex=-",
+        "f13 BTC-USD status live 0 ex=-",
+        "f14 BTC-USD book buy 65010.01 0.01391500 u=0 [end] ex=1700000005120000000",
+    ];
+    assert_eq!(ticks, want);
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [
+            "frame 11 (recv 1700000000010000000): coinbase: field \"size\": more than 8 decimal places: the instrument's precision is 8; the level2 book resubscribes",
+            "14 frames, 17 ticks, 1 bad frames",
+        ]
+    );
     let cap = fixture("coinbase.cap");
-    let (code, out, err) = run(&["feed", "parse", "--venue", "coinbase", cap.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let ticks = ndjson(&out);
-    let trades: Vec<_> = ticks.iter().filter(|t| t["kind"] == "trade").collect();
-    assert_eq!(trades.len(), 1, "the duplicate match is dropped");
-    assert_eq!(trades[0]["side"], "buy", "maker sold: the aggressor bought");
-    let (code, out, _) = run(&[
+    let (code, out, err) = run(&[
         "feed",
         "book",
         "--venue",
@@ -181,11 +207,26 @@ fn coinbase_and_kite_captures() {
         "BTC-USD",
         cap.to_str().unwrap(),
     ]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 0, "{err}");
     let b: Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(b["bids"][0], serde_json::json!(["65010.00", "0.16256700"]));
-    assert_eq!(b["asks"], serde_json::json!([["65010.02", "2.50000000"]]));
+    assert_eq!(
+        b,
+        serde_json::json!({
+            "symbol": "BTC-USD",
+            "state": "live",
+            "bids": [["65010.01", "0.01391500"], ["65010.00", "0.16256700"], ["65009.99", "0.12345678"]],
+            "asks": [["65010.02", "2.48608500"]],
+            "gaps": [{"expected": 0, "recv_ts_ns": 1_700_000_000_010_000_000i64}],
+            "resyncs": 1,
+            "snapshot_requests": 0,
+            "frames": 14,
+            "errors": 1
+        })
+    );
+}
 
+#[test]
+fn kite_capture() {
     let cap = fixture("kite.cap");
     let (code, out, err) = run(&["feed", "parse", "--venue", "kite", cap.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
