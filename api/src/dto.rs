@@ -99,7 +99,44 @@ pub struct QuoteDto<'a> {
     pub exchange_ts_us: Option<i64>,
     pub recv_ts_us: Option<i64>,
     pub engine_seq: u64,
+    /// The last price: the last trade, or the venue's own report of its last trade
+    /// when newer (Kite quote packets: trade id 0, side "unknown"; not a trade).
     pub last: Option<TradeDto<'a>>,
+    /// The venue's day statistics (Kite), `null` when it reports none.
+    pub day: Option<DayDto>,
+}
+
+/// Day open/high/low, previous close, and the change of the last price from that
+/// close; a value the venue did not report is `null`.
+#[derive(Serialize)]
+pub struct DayDto {
+    pub open: Option<Dec>,
+    pub high: Option<Dec>,
+    pub low: Option<Dec>,
+    pub close: Option<Dec>,
+    /// Last price minus close.
+    pub change: Option<Dec>,
+    /// That change in percent of the close, two decimals (truncated).
+    pub change_pct: Option<Dec>,
+}
+
+impl DayDto {
+    pub fn new(inst: &Instrument, view: &InstrumentView) -> Option<Self> {
+        let d = view.day?;
+        let p = |v: stocksblitz_engine::Price| (v.0 != 0).then(|| Dec(v.decimal(inst.price_scale)));
+        let last = view.last_price().map(|t| t.price).filter(|_| d.close.0 != 0);
+        let change = last.map(|l| i128::from(l.0) - i128::from(d.close.0));
+        let pct = change.map(|c| c * 10_000 / i128::from(d.close.0));
+        let dec = |v: i128, scale: u8| i64::try_from(v).ok().map(|m| Dec(Decimal::new(m, scale)));
+        Some(Self {
+            open: p(d.open),
+            high: p(d.high),
+            low: p(d.low),
+            close: p(d.close),
+            change: change.and_then(|c| dec(c, inst.price_scale)),
+            change_pct: pct.and_then(|c| dec(c, 2)),
+        })
+    }
 }
 
 fn side_of(
@@ -137,7 +174,8 @@ impl<'a> QuoteDto<'a> {
             exchange_ts_us: micros(q.exchange_ts),
             recv_ts_us: micros(q.recv_ts),
             engine_seq: q.seq,
-            last: view.last_trade().map(|t| TradeDto::new(inst, t)),
+            last: view.last_price().map(|t| TradeDto::new(inst, t)),
+            day: DayDto::new(inst, view),
         }
     }
 }

@@ -34,6 +34,15 @@ pub struct QuoteView {
     pub seq: u64,
 }
 
+/// The venue's day open/high/low and previous close (zero: not reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DayView {
+    pub open: Price,
+    pub high: Price,
+    pub low: Price,
+    pub close: Price,
+}
+
 /// Closed bars (oldest first, bounded) plus the forming one.
 #[derive(Debug, Clone)]
 pub struct BarSeries {
@@ -105,6 +114,11 @@ pub struct InstrumentView {
     /// Engine sequence of the last completed book batch.
     pub book_seq: u64,
     pub quote: Option<QuoteView>,
+    /// The last trade as the venue reported it outside a trade (Kite quote packets):
+    /// trade id 0, aggressor unknown. Never in `trades` or bars.
+    pub venue_last: Option<TradeView>,
+    /// The venue's day statistics, when it reports them.
+    pub day: Option<DayView>,
     pub trades: VecDeque<TradeView>,
     trades_cap: usize,
     pub bars: [BarSeries; 2],
@@ -122,6 +136,8 @@ impl InstrumentView {
             book: L2Book::new(book_levels),
             book_seq: 0,
             quote: None,
+            venue_last: None,
+            day: None,
             trades: VecDeque::with_capacity(trades_cap.min(4096)),
             trades_cap: trades_cap.max(1),
             bars: [BarSeries::new(bars_cap), BarSeries::new(bars_cap)],
@@ -142,9 +158,18 @@ impl InstrumentView {
         self.trades.back()
     }
 
-    /// The price positions are marked at: the last trade, else the mid.
+    /// The latest last price known: the last trade, or the venue's report of its
+    /// last trade when that is newer.
+    pub fn last_price(&self) -> Option<&TradeView> {
+        match (self.last_trade(), self.venue_last.as_ref()) {
+            (Some(t), Some(v)) => Some(if v.seq > t.seq { v } else { t }),
+            (t, v) => t.or(v),
+        }
+    }
+
+    /// The price positions are marked at: the last price, else the mid.
     pub fn mark_price(&self) -> Option<Price> {
-        if let Some(t) = self.last_trade() {
+        if let Some(t) = self.last_price() {
             return Some(t.price);
         }
         let q = self.quote?.bbo;
@@ -228,6 +253,23 @@ impl InstrumentView {
                 Change::Bar(bar, state)
             }
             EventData::Status { .. } => Change::Status,
+            // Quotes carry the last price and the day statistics.
+            EventData::LastPrice { price, qty } => {
+                self.venue_last = Some(TradeView {
+                    seq: ev.seq,
+                    price,
+                    qty,
+                    trade_id: 0,
+                    aggressor: Aggressor::Unknown,
+                    exchange_ts: ev.exchange_ts,
+                    recv_ts: ev.recv_ts,
+                });
+                Change::Quote
+            }
+            EventData::DayStats { open, high, low, close } => {
+                self.day = Some(DayView { open, high, low, close });
+                Change::Quote
+            }
         };
         if change == Change::None || self.quality() == was {
             change

@@ -181,7 +181,10 @@ impl VenueMarket {
                         });
                     }
                 }
-                TickData::Quote { .. } | TickData::Status { .. } => {}
+                TickData::Quote { .. }
+                | TickData::Status { .. }
+                | TickData::LastPrice { .. }
+                | TickData::DayStats { .. } => {}
             }
         }
         out
