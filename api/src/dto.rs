@@ -26,6 +26,16 @@ pub fn micros(t: UnixNanos) -> Option<i64> {
     t.known().map(|t| t.0.div_euclid(1_000))
 }
 
+/// The value with no trailing fractional zeros: order steps read as configured
+/// (`"0.01"`) although prices are kept at the wire scale (8 decimals on Binance).
+fn shortest(mut mantissa: i64, mut scale: u8) -> Decimal {
+    while scale > 0 && mantissa % 10 == 0 {
+        mantissa /= 10;
+        scale -= 1;
+    }
+    Decimal::new(mantissa, scale)
+}
+
 #[derive(Serialize)]
 pub struct InstrumentDto<'a> {
     pub id: u32,
@@ -52,8 +62,8 @@ impl<'a> InstrumentDto<'a> {
             currency: &i.currency,
             price_decimals: i.price_scale,
             qty_decimals: i.qty_scale,
-            tick_size: Dec(i.tick_size.decimal(i.price_scale)),
-            lot_size: Dec(i.lot_size.decimal(i.qty_scale)),
+            tick_size: Dec(shortest(i.tick_size.0, i.price_scale)),
+            lot_size: Dec(shortest(i.lot_size.0, i.qty_scale)),
             session: i.session.describe(),
         }
     }
