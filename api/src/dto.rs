@@ -255,3 +255,79 @@ impl<'a> BarDto<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stocksblitz_engine::{EngineEvent, EventData, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty};
+
+    fn reliance() -> InstrumentRegistry {
+        InstrumentRegistry::from_config(&[InstrumentConfig {
+            symbol: "RELIANCE".into(),
+            venue: "nse".into(),
+            venue_symbol: "738561".into(),
+            kind: stocksblitz_engine::instrument::InstrumentKind::Equity,
+            currency: "INR".into(),
+            price_decimals: 2,
+            qty_decimals: 0,
+            tick_size: "0.05".into(),
+            lot_size: "1".into(),
+            session: "24x7".into(),
+        }])
+        .expect("registry")
+    }
+
+    fn event(seq: u64, data: EventData) -> EngineEvent {
+        EngineEvent {
+            seq,
+            data,
+            ..EngineEvent::EMPTY
+        }
+    }
+
+    /// Day statistics as served: unreported values null, the change of the last price
+    /// from the previous close in price units and in percent (two decimals).
+    #[test]
+    fn day_statistics_and_change() {
+        let reg = reliance();
+        let inst = reg.get(InstrumentId(0)).expect("instrument");
+        let mut v = InstrumentView::new(InstrumentId(0), 10, 10, 10);
+        assert!(DayDto::new(inst, &v).is_none());
+        v.apply(&event(
+            1,
+            EventData::DayStats {
+                open: Price(0),
+                high: Price(246_000),
+                low: Price(243_500),
+                close: Price(244_900),
+            },
+        ));
+        let d = serde_json::to_value(DayDto::new(inst, &v)).expect("json");
+        assert_eq!(
+            d,
+            serde_json::json!({"open": null, "high": "2460.00", "low": "2435.00", "close": "2449.00", "change": null, "change_pct": null})
+        );
+        v.apply(&event(
+            2,
+            EventData::LastPrice {
+                price: Price(245_005),
+                qty: Qty(10),
+            },
+        ));
+        let d = serde_json::to_value(DayDto::new(inst, &v)).expect("json");
+        assert_eq!((d["change"].as_str(), d["change_pct"].as_str()), (Some("1.05"), Some("0.04")));
+        let q = serde_json::to_value(QuoteDto::new(inst, &v)).expect("json");
+        assert_eq!(q["last"]["price"], "2450.05");
+        assert_eq!(q["last"]["side"], "unknown");
+        assert_eq!(q["day"]["close"], "2449.00");
+        v.apply(&event(
+            3,
+            EventData::LastPrice {
+                price: Price(240_000),
+                qty: Qty(1),
+            },
+        ));
+        let d = serde_json::to_value(DayDto::new(inst, &v)).expect("json");
+        assert_eq!((d["change"].as_str(), d["change_pct"].as_str()), (Some("-49.00"), Some("-2.00")));
+    }
+}

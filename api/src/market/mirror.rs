@@ -403,4 +403,57 @@ mod tests {
             Some(Price(9))
         );
     }
+
+    /// Issue 14 point 4: a venue-reported last price (Kite's first quote packet) is the
+    /// quote's last price at once, without entering trades or bars; a later trade
+    /// takes over, and a later report again. Day statistics are kept for quotes.
+    #[test]
+    fn venue_reported_last_price_and_day_stats() {
+        let mut v = InstrumentView::new(InstrumentId(0), 10, 10, 10);
+        let change = v.apply(&EngineEvent {
+            exchange_ts: UnixNanos(5_000),
+            ..ev(
+                1,
+                EventData::LastPrice {
+                    price: Price(245_005),
+                    qty: Qty(10),
+                },
+            )
+        });
+        assert_eq!(change, Change::Quote);
+        assert!(v.trades.is_empty() && v.bars(BarInterval::OneSecond).closed.is_empty());
+        let last = v.last_price().copied().expect("last price");
+        assert_eq!(
+            (last.price, last.qty, last.trade_id, last.aggressor, last.exchange_ts),
+            (Price(245_005), Qty(10), 0, Aggressor::Unknown, UnixNanos(5_000))
+        );
+        assert_eq!(v.mark_price(), Some(Price(245_005)));
+        v.apply(&ev(
+            2,
+            EventData::Trade {
+                price: Price(245_010),
+                qty: Qty(25),
+                trade_id: 0,
+                aggressor: Aggressor::Unknown,
+            },
+        ));
+        assert_eq!(v.last_price().map(|t| (t.price, t.seq)), Some((Price(245_010), 2)));
+        v.apply(&ev(
+            3,
+            EventData::LastPrice {
+                price: Price(245_020),
+                qty: Qty(5),
+            },
+        ));
+        assert_eq!(v.last_price().map(|t| t.price), Some(Price(245_020)));
+        assert_eq!(v.trades.len(), 1, "reports are never trades");
+        let day = EventData::DayStats {
+            open: Price(244_000),
+            high: Price(246_000),
+            low: Price(243_500),
+            close: Price(244_900),
+        };
+        assert_eq!(v.apply(&ev(4, day)), Change::Quote);
+        assert_eq!(v.day.map(|d| d.close), Some(Price(244_900)));
+    }
 }
