@@ -315,7 +315,10 @@ mod tests {
             },
         ));
         let d = serde_json::to_value(DayDto::new(inst, &v)).expect("json");
-        assert_eq!((d["change"].as_str(), d["change_pct"].as_str()), (Some("1.05"), Some("0.04")));
+        assert_eq!(
+            (d["change"].as_str(), d["change_pct"].as_str()),
+            (Some("1.05"), Some("0.04"))
+        );
         let q = serde_json::to_value(QuoteDto::new(inst, &v)).expect("json");
         assert_eq!(q["last"]["price"], "2450.05");
         assert_eq!(q["last"]["side"], "unknown");
@@ -328,6 +331,9 @@ mod tests {
             },
         ));
         let d = serde_json::to_value(DayDto::new(inst, &v)).expect("json");
-        assert_eq!((d["change"].as_str(), d["change_pct"].as_str()), (Some("-49.00"), Some("-2.00")));
+        assert_eq!(
+            (d["change"].as_str(), d["change_pct"].as_str()),
+            (Some("-49.00"), Some("-2.00"))
+        );
     }
 }

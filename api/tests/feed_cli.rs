@@ -37,10 +37,14 @@ fn compact(t: &Value) -> String {
         Value::Null => "-".into(),
         v => v.to_string(),
     };
-    let frame = t["recv_ts_ns"].as_i64().map_or(-1, |ns| (ns - 1_700_000_000_000_000_000) / 1_000_000 + 1);
+    let frame = t["recv_ts_ns"]
+        .as_i64()
+        .map_or(-1, |ns| (ns - 1_700_000_000_000_000_000) / 1_000_000 + 1);
     let body = match t["kind"].as_str() {
         Some("book") => {
-            let flags: Vec<&str> = t["flags"].as_array().map_or(Vec::new(), |f| f.iter().filter_map(Value::as_str).collect());
+            let flags: Vec<&str> = t["flags"]
+                .as_array()
+                .map_or(Vec::new(), |f| f.iter().filter_map(Value::as_str).collect());
             format!(
                 "book {} {} {} u={} [{}]",
                 s("side"),

@@ -96,7 +96,10 @@ async fn market_data_routes() {
     }
     assert_eq!(kite["day"]["close"], "2450.00", "previous close: {kite}");
     assert!(kite["last"]["price"].is_string(), "{kite}");
-    assert!(kite["day"]["change"].is_string() && kite["day"]["change_pct"].is_string(), "{kite}");
+    assert!(
+        kite["day"]["change"].is_string() && kite["day"]["change_pct"].is_string(),
+        "{kite}"
+    );
     let (_, _, m) = get(&app, "/api/v1/market-status").await;
     let rel = m["instruments"]
         .as_array()

@@ -47,7 +47,10 @@ pub enum EventData {
     },
     /// The venue reported its last trade (price, size; time in `exchange_ts`) without
     /// it being a new trade: the quote's last price, never a trade or bar.
-    LastPrice { price: Price, qty: Qty },
+    LastPrice {
+        price: Price,
+        qty: Qty,
+    },
     /// The venue's day open/high/low and previous close (zero: not reported).
     DayStats {
         open: Price,

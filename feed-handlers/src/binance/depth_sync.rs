@@ -43,7 +43,11 @@ pub enum SyncOutcome {
     /// A diff with readable ids but invalid levels: its changes are lost, so the book
     /// is not valid until a snapshot newer than it is applied. `fetch`: the book was
     /// LIVE, a snapshot must be requested (while syncing one is already on its way).
-    Rejected { error: BinanceError, expected: u64, fetch: bool },
+    Rejected {
+        error: BinanceError,
+        expected: u64,
+        fetch: bool,
+    },
     /// An old diff (already in the book) with invalid levels: a counted error that
     /// changes nothing.
     Malformed(BinanceError),
@@ -529,7 +533,11 @@ mod tests {
             let bad = ev(11, r#"[["2000.00","7"],["x","1"]]"#, &bids);
             assert!(matches!(
                 s.on_diff(&bad, &mut |_, _, _, _, _| seen.push(())),
-                SyncOutcome::Rejected { expected: 11, fetch: true, .. }
+                SyncOutcome::Rejected {
+                    expected: 11,
+                    fetch: true,
+                    ..
+                }
             ));
             assert!(seen.is_empty(), "{levels} levels: nothing applied");
             assert!(!s.is_live(), "the lost diff takes the book out of LIVE");

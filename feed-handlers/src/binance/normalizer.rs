@@ -49,7 +49,9 @@ impl NormalizeError {
     pub fn snapshot_needed(&self) -> Option<InstrumentId> {
         match self {
             NormalizeError::BookRejected {
-                instrument, fetch: true, ..
+                instrument,
+                fetch: true,
+                ..
             } => Some(*instrument),
             _ => None,
         }
@@ -204,11 +206,7 @@ impl BinanceNormalizer {
                         out(status(id, FeedStatus::Gap, expected, recv));
                     }
                     SyncOutcome::Malformed(e) => return Err(e.into()),
-                    SyncOutcome::Rejected {
-                        error,
-                        expected,
-                        fetch,
-                    } => {
+                    SyncOutcome::Rejected { error, expected, fetch } => {
                         stats.gaps.inc();
                         if fetch {
                             stats.resyncs.inc();
@@ -533,7 +531,10 @@ mod tests {
             let (bids, asks) = if reject && e.changes.is_empty() {
                 ("[]".to_string(), r#"[["1.000000001","1.00000000"]]"#.to_string())
             } else {
-                (levels(&e.changes, Side::Buy, reject), levels(&e.changes, Side::Sell, reject))
+                (
+                    levels(&e.changes, Side::Buy, reject),
+                    levels(&e.changes, Side::Sell, reject),
+                )
             };
             format!(
                 r#"{{"stream":"btcusdt@depth@100ms","data":{{"e":"depthUpdate","E":1700000000000,"s":"BTCUSDT","U":{},"u":{},"b":{bids},"a":{asks}}}}}"#,
@@ -543,7 +544,10 @@ mod tests {
 
         fn snapshot(id: u64, book: &RefBook) -> String {
             let side = |m: &BTreeMap<i64, i64>, rev: bool| {
-                let mut v: Vec<String> = m.iter().map(|(p, q)| format!(r#"["{}","{}"]"#, dec8(*p), dec8(*q))).collect();
+                let mut v: Vec<String> = m
+                    .iter()
+                    .map(|(p, q)| format!(r#"["{}","{}"]"#, dec8(*p), dec8(*q)))
+                    .collect();
                 if rev {
                     v.reverse();
                 }
@@ -551,7 +555,11 @@ mod tests {
             };
             BinanceNormalizer::wrap_snapshot(
                 "BTCUSDT",
-                &format!(r#"{{"lastUpdateId":{id},"bids":{},"asks":{}}}"#, side(&book[0], true), side(&book[1], false)),
+                &format!(
+                    r#"{{"lastUpdateId":{id},"bids":{},"asks":{}}}"#,
+                    side(&book[0], true),
+                    side(&book[1], false)
+                ),
             )
         }
 
@@ -560,7 +568,11 @@ mod tests {
                 // Bids below 65000, asks above: never crossed. Quantities use all
                 // eight decimals, like 25.42618900; 0 deletes.
                 let side = if buy { Side::Buy } else { Side::Sell };
-                let price = if buy { 6_499_900_000_000 - k * 1_000_000 } else { 6_500_100_000_000 + k * 1_000_000 };
+                let price = if buy {
+                    6_499_900_000_000 - k * 1_000_000
+                } else {
+                    6_500_100_000_000 + k * 1_000_000
+                };
                 let qty = if whole == 0 { 0 } else { whole * 100_000_000 + frac };
                 (side, price, qty)
             });
@@ -621,20 +633,25 @@ mod tests {
         impl Harness {
             fn feed(&mut self, f: &str) {
                 let (book, book_id, live) = (&mut self.book, &mut self.book_id, &mut self.live);
-                let r = self.n.on_frame(FrameRef::Text(f.as_bytes()), UnixNanos(1), &self.stats, &mut |t| match t.data {
-                    TickData::BookDelta {
-                        side,
-                        price,
-                        qty,
-                        update_id,
-                        flags,
-                    } => {
-                        book.apply_flagged(side, price, qty, flags);
-                        *book_id = update_id;
-                    }
-                    TickData::Status { status, .. } => *live = status == FeedStatus::Live,
-                    _ => {}
-                });
+                let r = self.n.on_frame(
+                    FrameRef::Text(f.as_bytes()),
+                    UnixNanos(1),
+                    &self.stats,
+                    &mut |t| match t.data {
+                        TickData::BookDelta {
+                            side,
+                            price,
+                            qty,
+                            update_id,
+                            flags,
+                        } => {
+                            book.apply_flagged(side, price, qty, flags);
+                            *book_id = update_id;
+                        }
+                        TickData::Status { status, .. } => *live = status == FeedStatus::Live,
+                        _ => {}
+                    },
+                );
                 match r {
                     Ok(Action::Snapshot(_)) => self.pending.push_back(self.venue_pos),
                     Ok(_) => {}
@@ -651,7 +668,13 @@ mod tests {
                 if self.live {
                     let want = venue.get(&self.book_id);
                     prop_assert!(want.is_some(), "{at}: LIVE at unknown id {}", self.book_id);
-                    prop_assert_eq!(Some(&as_ref_book(&self.book)), want, "{}: LIVE and wrong at {}", at, self.book_id);
+                    prop_assert_eq!(
+                        Some(&as_ref_book(&self.book)),
+                        want,
+                        "{}: LIVE and wrong at {}",
+                        at,
+                        self.book_id
+                    );
                 } else {
                     prop_assert!(!self.pending.is_empty(), "{at}: not LIVE and no snapshot on its way");
                 }

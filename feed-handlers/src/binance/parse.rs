@@ -419,7 +419,12 @@ mod tests {
         };
         assert_eq!(
             (symbol, update_id, bid, ask_qty),
-            (&b"BNBUSDT"[..], Some(400_900_217), &b"25.35190000"[..], &b"40.66000000"[..])
+            (
+                &b"BNBUSDT"[..],
+                Some(400_900_217),
+                &b"25.35190000"[..],
+                &b"40.66000000"[..]
+            )
         );
     }
 
@@ -635,7 +640,16 @@ mod tests {
         assert_eq!(snap.last_update_id, 1_027_024);
         for key in ["lastUpdateId", "bids", "asks"] {
             let text = without(SNAPSHOT, key);
-            assert_eq!(parse_snapshot(text.as_bytes()), Err(BinanceError::Field(if key == "lastUpdateId" { "lastUpdateId" } else if key == "bids" { "bids" } else { "asks" })));
+            assert_eq!(
+                parse_snapshot(text.as_bytes()),
+                Err(BinanceError::Field(if key == "lastUpdateId" {
+                    "lastUpdateId"
+                } else if key == "bids" {
+                    "bids"
+                } else {
+                    "asks"
+                }))
+            );
         }
     }
 }

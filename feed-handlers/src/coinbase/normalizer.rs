@@ -248,7 +248,11 @@ impl CoinbaseNormalizer {
                 // Sizes are absent from older tickers: take them from the synced
                 // level2 book when its best level is at the ticker's price; without
                 // that the size is unknown and no quote is made up.
-                let book = self.books.get(inst.id.index()).and_then(Option::as_ref).filter(|_| synced);
+                let book = self
+                    .books
+                    .get(inst.id.index())
+                    .and_then(Option::as_ref)
+                    .filter(|_| synced);
                 let size = |v: Option<&[u8]>, field, best: Option<Level>, price: Price| match v {
                     Some(v) => q(v, field).map(Some),
                     None => Ok(best.filter(|l| l.price == price).map(|l| l.qty)),
@@ -687,13 +691,20 @@ mod tests {
     #[test]
     fn optional_fields_absent_are_no_bad_frames() {
         let ticker = |seq: u64, sizes: bool| {
-            let sizes = if sizes { r#""best_bid_size":"0.50000000","best_ask_size":"0.25000000","# } else { "" };
+            let sizes = if sizes {
+                r#""best_bid_size":"0.50000000","best_ask_size":"0.25000000","#
+            } else {
+                ""
+            };
             format!(
                 r#"{{"type":"ticker","sequence":{seq},"product_id":"BTC-USD","price":"100.00","best_bid":"100.00",{sizes}"best_ask":"101.00","time":"2024-01-01T00:00:00Z"}}"#
             )
         };
         let quotes = |t: &[Tick]| -> Vec<TickData> {
-            t.iter().filter(|t| matches!(t.data, TickData::Quote { .. })).map(|t| t.data).collect()
+            t.iter()
+                .filter(|t| matches!(t.data, TickData::Quote { .. }))
+                .map(|t| t.data)
+                .collect()
         };
         let mut n = normalizer();
         let stats = FeedStats::default();
@@ -772,7 +783,11 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(k, &(side, p, q))| {
-                    let size = if reject && k == 0 { format!("{}1", dec(q, 8)) } else { dec(q, 8) };
+                    let size = if reject && k == 0 {
+                        format!("{}1", dec(q, 8))
+                    } else {
+                        dec(q, 8)
+                    };
                     format!(r#"["{}","{}","{size}"]"#, side.as_str(), dec(p, 2))
                 })
                 .collect();
@@ -787,7 +802,10 @@ mod tests {
 
         fn snapshot(b: &RefBook) -> String {
             let side = |m: &BTreeMap<i64, i64>, rev: bool| {
-                let mut v: Vec<String> = m.iter().map(|(p, q)| format!(r#"["{}","{}"]"#, dec(*p, 2), dec(*q, 8))).collect();
+                let mut v: Vec<String> = m
+                    .iter()
+                    .map(|(p, q)| format!(r#"["{}","{}"]"#, dec(*p, 2), dec(*q, 8)))
+                    .collect();
                 if rev {
                     v.reverse();
                 }

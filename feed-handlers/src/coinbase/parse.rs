@@ -617,9 +617,18 @@ mod tests {
     }
 
     fn name_of(key: &str) -> &'static str {
-        ["type", "product_id", "bids", "asks", "changes", "trade_id", "size", "price"]
-            .into_iter()
-            .find(|k| *k == key)
-            .unwrap_or("?")
+        [
+            "type",
+            "product_id",
+            "bids",
+            "asks",
+            "changes",
+            "trade_id",
+            "size",
+            "price",
+        ]
+        .into_iter()
+        .find(|k| *k == key)
+        .unwrap_or("?")
     }
 }

@@ -266,7 +266,10 @@ impl KiteDecoder {
         // Quote/full: open 28, high 32, low 36, close 40.
         let ohlc = [be_i32(p, 28), be_i32(p, 32), be_i32(p, 36), be_i32(p, 40)];
         let volume = i64::from(be_u32(p, 16));
-        let (last_qty, trade_time_raw) = (i64::from(be_u32(p, 8)), if p.len() == FULL_LEN { be_u32(p, 44) } else { 0 });
+        let (last_qty, trade_time_raw) = (
+            i64::from(be_u32(p, 8)),
+            if p.len() == FULL_LEN { be_u32(p, 44) } else { 0 },
+        );
         let trade_time = if p.len() == FULL_LEN {
             secs(44)
         } else {

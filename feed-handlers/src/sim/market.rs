@@ -126,7 +126,10 @@ impl VenueMarket {
 
     /// Size and time of the last trade (zero and unknown before any).
     pub fn last_trade(&self, index: usize) -> (Qty, UnixNanos) {
-        self.last_trade.get(index).copied().unwrap_or((Qty::ZERO, UnixNanos::UNKNOWN))
+        self.last_trade
+            .get(index)
+            .copied()
+            .unwrap_or((Qty::ZERO, UnixNanos::UNKNOWN))
     }
 
     /// Day open, high, low and previous close.
