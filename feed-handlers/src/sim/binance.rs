@@ -280,3 +280,65 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>, streams: HashSet<Str
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::SimSpec;
+    use stocksblitz_engine::{InstrumentId, Price, Qty, UnixNanos};
+
+    /// Binance sends every price and quantity with exactly eight decimals, whatever
+    /// scale our instrument keeps: the simulator does the same.
+    #[test]
+    fn prices_and_quantities_go_out_with_eight_decimals() {
+        for (price_scale, qty_scale) in [(2u8, 5u8), (8, 8)] {
+            let inst = SimInstrument {
+                symbol: "BTCUSDT".into(),
+                venue_symbol: "btcusdt".into(),
+                price_scale,
+                qty_scale,
+                spec: SimSpec {
+                    id: InstrumentId(0),
+                    tick_size: Price(10i64.pow(u32::from(price_scale) - 2)),
+                    lot_size: Qty(10i64.pow(u32::from(qty_scale) - 5)),
+                    start_price: Price(65_000 * 10i64.pow(u32::from(price_scale))),
+                },
+            };
+            let mut m = VenueMarket::new(vec![inst], 3, 5);
+            let mut texts = Vec::new();
+            for step in 0..50 {
+                let events = m.step(UnixNanos(1_700_000_000_000_000_000 + step * 1_000_000));
+                for o in render(&m, &events) {
+                    if let Payload::Text(t) = o.payload {
+                        texts.push(t);
+                    }
+                }
+            }
+            assert!(texts.iter().any(|t| t.contains("@trade")), "some trades");
+            assert!(texts.iter().any(|t| t.contains("depthUpdate")), "some diffs");
+            for t in &texts {
+                let v: serde_json::Value = serde_json::from_str(t).expect("json");
+                let d = &v["data"];
+                let mut decimals = Vec::new();
+                for k in ["p", "q", "b", "B", "a", "A"] {
+                    if let Some(s) = d[k].as_str() {
+                        decimals.push(s.to_owned());
+                    }
+                }
+                for k in ["b", "a"] {
+                    for l in d[k].as_array().into_iter().flatten() {
+                        decimals.extend(
+                            l.as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|x| x.as_str().map(str::to_owned)),
+                        );
+                    }
+                }
+                for s in decimals {
+                    assert_eq!(s.split('.').nth(1).map(str::len), Some(8), "{s} in {t}");
+                }
+            }
+        }
+    }
+}
