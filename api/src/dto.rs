@@ -26,6 +26,16 @@ pub fn micros(t: UnixNanos) -> Option<i64> {
     t.known().map(|t| t.0.div_euclid(1_000))
 }
 
+/// The value with no trailing fractional zeros: order steps read as configured
+/// (`"0.01"`) although prices are kept at the wire scale (8 decimals on Binance).
+fn shortest(mut mantissa: i64, mut scale: u8) -> Decimal {
+    while scale > 0 && mantissa % 10 == 0 {
+        mantissa /= 10;
+        scale -= 1;
+    }
+    Decimal::new(mantissa, scale)
+}
+
 #[derive(Serialize)]
 pub struct InstrumentDto<'a> {
     pub id: u32,
@@ -52,8 +62,8 @@ impl<'a> InstrumentDto<'a> {
             currency: &i.currency,
             price_decimals: i.price_scale,
             qty_decimals: i.qty_scale,
-            tick_size: Dec(i.tick_size.decimal(i.price_scale)),
-            lot_size: Dec(i.lot_size.decimal(i.qty_scale)),
+            tick_size: Dec(shortest(i.tick_size.0, i.price_scale)),
+            lot_size: Dec(shortest(i.lot_size.0, i.qty_scale)),
             session: i.session.describe(),
         }
     }
@@ -99,7 +109,44 @@ pub struct QuoteDto<'a> {
     pub exchange_ts_us: Option<i64>,
     pub recv_ts_us: Option<i64>,
     pub engine_seq: u64,
+    /// The last price: the last trade, or the venue's own report of its last trade
+    /// when newer (Kite quote packets: trade id 0, side "unknown"; not a trade).
     pub last: Option<TradeDto<'a>>,
+    /// The venue's day statistics (Kite), `null` when it reports none.
+    pub day: Option<DayDto>,
+}
+
+/// Day open/high/low, previous close, and the change of the last price from that
+/// close; a value the venue did not report is `null`.
+#[derive(Serialize)]
+pub struct DayDto {
+    pub open: Option<Dec>,
+    pub high: Option<Dec>,
+    pub low: Option<Dec>,
+    pub close: Option<Dec>,
+    /// Last price minus close.
+    pub change: Option<Dec>,
+    /// That change in percent of the close, two decimals (truncated).
+    pub change_pct: Option<Dec>,
+}
+
+impl DayDto {
+    pub fn new(inst: &Instrument, view: &InstrumentView) -> Option<Self> {
+        let d = view.day?;
+        let p = |v: stocksblitz_engine::Price| (v.0 != 0).then(|| Dec(v.decimal(inst.price_scale)));
+        let last = view.last_price().map(|t| t.price).filter(|_| d.close.0 != 0);
+        let change = last.map(|l| i128::from(l.0) - i128::from(d.close.0));
+        let pct = change.map(|c| c * 10_000 / i128::from(d.close.0));
+        let dec = |v: i128, scale: u8| i64::try_from(v).ok().map(|m| Dec(Decimal::new(m, scale)));
+        Some(Self {
+            open: p(d.open),
+            high: p(d.high),
+            low: p(d.low),
+            close: p(d.close),
+            change: change.and_then(|c| dec(c, inst.price_scale)),
+            change_pct: pct.and_then(|c| dec(c, 2)),
+        })
+    }
 }
 
 fn side_of(
@@ -137,7 +184,8 @@ impl<'a> QuoteDto<'a> {
             exchange_ts_us: micros(q.exchange_ts),
             recv_ts_us: micros(q.recv_ts),
             engine_seq: q.seq,
-            last: view.last_trade().map(|t| TradeDto::new(inst, t)),
+            last: view.last_price().map(|t| TradeDto::new(inst, t)),
+            day: DayDto::new(inst, view),
         }
     }
 }
@@ -205,5 +253,87 @@ impl<'a> BarDto<'a> {
             trades: b.trades,
             state: state.as_str(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stocksblitz_engine::{EngineEvent, EventData, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty};
+
+    fn reliance() -> InstrumentRegistry {
+        InstrumentRegistry::from_config(&[InstrumentConfig {
+            symbol: "RELIANCE".into(),
+            venue: "nse".into(),
+            venue_symbol: "738561".into(),
+            kind: stocksblitz_engine::instrument::InstrumentKind::Equity,
+            currency: "INR".into(),
+            price_decimals: 2,
+            qty_decimals: 0,
+            tick_size: "0.05".into(),
+            lot_size: "1".into(),
+            session: "24x7".into(),
+        }])
+        .expect("registry")
+    }
+
+    fn event(seq: u64, data: EventData) -> EngineEvent {
+        EngineEvent {
+            seq,
+            data,
+            ..EngineEvent::EMPTY
+        }
+    }
+
+    /// Day statistics as served: unreported values null, the change of the last price
+    /// from the previous close in price units and in percent (two decimals).
+    #[test]
+    fn day_statistics_and_change() {
+        let reg = reliance();
+        let inst = reg.get(InstrumentId(0)).expect("instrument");
+        let mut v = InstrumentView::new(InstrumentId(0), 10, 10, 10);
+        assert!(DayDto::new(inst, &v).is_none());
+        v.apply(&event(
+            1,
+            EventData::DayStats {
+                open: Price(0),
+                high: Price(246_000),
+                low: Price(243_500),
+                close: Price(244_900),
+            },
+        ));
+        let d = serde_json::to_value(DayDto::new(inst, &v)).expect("json");
+        assert_eq!(
+            d,
+            serde_json::json!({"open": null, "high": "2460.00", "low": "2435.00", "close": "2449.00", "change": null, "change_pct": null})
+        );
+        v.apply(&event(
+            2,
+            EventData::LastPrice {
+                price: Price(245_005),
+                qty: Qty(10),
+            },
+        ));
+        let d = serde_json::to_value(DayDto::new(inst, &v)).expect("json");
+        assert_eq!(
+            (d["change"].as_str(), d["change_pct"].as_str()),
+            (Some("1.05"), Some("0.04"))
+        );
+        let q = serde_json::to_value(QuoteDto::new(inst, &v)).expect("json");
+        assert_eq!(q["last"]["price"], "2450.05");
+        assert_eq!(q["last"]["side"], "unknown");
+        assert_eq!(q["day"]["close"], "2449.00");
+        v.apply(&event(
+            3,
+            EventData::LastPrice {
+                price: Price(240_000),
+                qty: Qty(1),
+            },
+        ));
+        let d = serde_json::to_value(DayDto::new(inst, &v)).expect("json");
+        assert_eq!(
+            (d["change"].as_str(), d["change_pct"].as_str()),
+            (Some("-49.00"), Some("-2.00"))
+        );
     }
 }

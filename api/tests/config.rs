@@ -131,7 +131,7 @@ fn bad_values_name_their_key() {
             "instruments[1].symbol",
         ),
         (
-            edited(|d| d["instruments"][0]["tick_size"] = "0.001".into()),
+            edited(|d| d["instruments"][0]["tick_size"] = "0.000000001".into()),
             "instruments[0].tick_size",
         ),
         (

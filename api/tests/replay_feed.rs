@@ -30,23 +30,24 @@ async fn replayed_capture_reaches_the_api() {
             .json()
             .await
             .expect("json");
-        if book["bids"].as_array().is_some_and(|b| b.len() == 3) {
+        if book["bids"][0][0] == "65000.40000000" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The final book of the capture after its gap and resync (see feed_cli.rs).
+    // The final book of the capture after its two gaps and resyncs (see feed_cli.rs),
+    // at Binance's 8-decimal wire precision.
     assert_eq!(
         book["bids"],
         serde_json::json!([
-            ["65000.30", "1.00000"],
-            ["65000.20", "1.00000"],
-            ["65000.00", "1.50000"]
+            ["65000.40000000", "0.12345678"],
+            ["65000.30000000", "1.00000000"],
+            ["65000.20000000", "1.00000000"]
         ])
     );
     assert_eq!(
         book["asks"],
-        serde_json::json!([["65001.00", "2.50000"], ["65001.50", "4.00000"]])
+        serde_json::json!([["65001.00000000", "2.50000000"], ["65001.50000000", "4.00000000"]])
     );
     let metrics = client
         .get(http(&app, "/metrics"))
@@ -57,9 +58,9 @@ async fn replayed_capture_reaches_the_api() {
         .await
         .expect("text");
     assert!(
-        metrics.contains("stocksblitz_feed_parse_errors_total{feed=\"replay\",kind=\"replay\"} 1"),
-        "the truncated frame is counted"
+        metrics.contains("stocksblitz_feed_parse_errors_total{feed=\"replay\",kind=\"replay\"} 3"),
+        "the truncated frame and the two values finer than 8 decimals are counted"
     );
-    assert!(metrics.contains("stocksblitz_feed_gaps_total{feed=\"replay\",kind=\"replay\"} 1"));
+    assert!(metrics.contains("stocksblitz_feed_gaps_total{feed=\"replay\",kind=\"replay\"} 2"));
     app.shutdown().await.expect("clean shutdown");
 }

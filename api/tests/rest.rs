@@ -82,6 +82,31 @@ async fn market_data_routes() {
         .expect("RELIANCE");
     assert_eq!(rel["session"], "Asia/Kolkata 09:15-15:30 mon-fri");
     assert!(rel["in_session"].is_boolean());
+
+    // Kite full packets: the quote shows the reported last trade from the first packet
+    // (no volume change needed) and the day statistics; market-status has them too.
+    let mut kite = Value::Null;
+    for _ in 0..200 {
+        let (_, _, q) = get(&app, "/api/v1/quotes/RELIANCE").await;
+        if q["day"].is_object() && q["last"].is_object() {
+            kite = q;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(kite["day"]["close"], "2450.00", "previous close: {kite}");
+    assert!(kite["last"]["price"].is_string(), "{kite}");
+    assert!(
+        kite["day"]["change"].is_string() && kite["day"]["change_pct"].is_string(),
+        "{kite}"
+    );
+    let (_, _, m) = get(&app, "/api/v1/market-status").await;
+    let rel = m["instruments"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["symbol"] == "RELIANCE").cloned())
+        .expect("RELIANCE");
+    assert_eq!(rel["day"]["close"], "2450.00", "{rel}");
+    assert!(rel["last"].is_string(), "{rel}");
     app.shutdown().await.expect("clean shutdown");
 }
 

@@ -48,8 +48,8 @@ async fn quotes_arrive_with_increasing_sequence_numbers() {
         assert!(bid.parse::<f64>().expect("decimal") < ask.parse::<f64>().expect("decimal"));
         assert_eq!(
             bid.split('.').nth(1).map(str::len),
-            Some(2),
-            "price at the instrument's 2 decimals"
+            Some(8),
+            "price at the instrument's 8 decimals (Binance's wire precision)"
         );
         prices.insert(bid.to_owned());
     }

@@ -45,6 +45,19 @@ pub enum EventData {
     Status {
         previous: DataQuality,
     },
+    /// The venue reported its last trade (price, size; time in `exchange_ts`) without
+    /// it being a new trade: the quote's last price, never a trade or bar.
+    LastPrice {
+        price: Price,
+        qty: Qty,
+    },
+    /// The venue's day open/high/low and previous close (zero: not reported).
+    DayStats {
+        open: Price,
+        high: Price,
+        low: Price,
+        close: Price,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

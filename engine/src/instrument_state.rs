@@ -301,6 +301,15 @@ impl InstrumentState {
                     self.flags.crossed = self.book.is_crossed();
                 }
             }
+            // Venue-reported last price and day statistics: passed on, never a trade.
+            TickData::LastPrice { price, qty } => {
+                self.mark_data(tick.recv_ts);
+                out.push_event(EventData::LastPrice { price, qty });
+            }
+            TickData::DayStats { open, high, low, close } => {
+                self.mark_data(tick.recv_ts);
+                out.push_event(EventData::DayStats { open, high, low, close });
+            }
             TickData::Status { status, .. } => match status {
                 FeedStatus::Syncing => self.flags.synced = false,
                 FeedStatus::Live => {

@@ -2,7 +2,7 @@
 //!
 //! One `Copy` value of at most one 64-byte cache line, so a ring slot is a cache line
 //! and a hand-off never touches the heap. Venue differences end in the feed handler:
-//! the engine only ever sees these four shapes.
+//! the engine only ever sees these few shapes.
 
 use crate::fixed::{Price, Qty};
 use crate::ids::InstrumentId;
@@ -79,6 +79,18 @@ pub enum TickData {
     },
     /// A feed status change; `detail` is venue-specific (e.g. the expected sequence).
     Status { status: FeedStatus, detail: u64 },
+    /// The venue's last trade as a snapshot-style message reports it (Kite quote/full
+    /// packets): price and size of the last print, its time in `exchange_ts`. Not a
+    /// new trade: it sets the quote's last price without entering trades or bars.
+    LastPrice { price: Price, qty: Qty },
+    /// The session's open/high/low and the previous close as the venue reports them
+    /// (Kite quote/full/index packets). Zero means not reported.
+    DayStats {
+        open: Price,
+        high: Price,
+        low: Price,
+        close: Price,
+    },
 }
 
 /// A normalized market-data event for one instrument.

@@ -73,6 +73,10 @@ pub fn tick_json(registry: &InstrumentRegistry, t: &Tick) -> Value {
         TickData::Status { status, detail } => {
             json!({ "kind": "status", "status": status_name(status), "detail": detail })
         }
+        TickData::LastPrice { price, qty } => json!({ "kind": "last", "price": p(price), "qty": q(qty) }),
+        TickData::DayStats { open, high, low, close } => {
+            json!({ "kind": "day", "open": p(open), "high": p(high), "low": p(low), "close": p(close) })
+        }
     };
     if let Some(m) = o.as_object_mut() {
         m.insert("symbol".into(), json!(inst.symbol));

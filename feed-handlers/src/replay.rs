@@ -130,6 +130,11 @@ pub fn replay(
             Err(e) => {
                 summary.errors += 1;
                 stats.parse_errors.inc();
+                match e.then() {
+                    Action::Snapshot(_) => summary.snapshot_requests += 1,
+                    Action::Reconnect => summary.reconnect_requests += 1,
+                    Action::None => {}
+                }
                 on_error(i, e);
             }
         }

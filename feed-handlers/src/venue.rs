@@ -62,6 +62,19 @@ pub enum FrameError {
     Kite(#[from] crate::kite::normalizer::NormalizeError),
 }
 
+impl FrameError {
+    /// What the connection must still do although the frame was rejected: a rejected
+    /// Binance diff needs its book's snapshot fetched, an unreadable Coinbase
+    /// `l2update` a fresh level2 subscription.
+    pub fn then(&self) -> Action {
+        match self {
+            FrameError::Binance(e) => e.snapshot_needed().map_or(Action::None, Action::Snapshot),
+            FrameError::Coinbase(e) => e.then(),
+            FrameError::Kite(_) => Action::None,
+        }
+    }
+}
+
 pub enum VenueNormalizer {
     Binance(BinanceNormalizer),
     Coinbase(CoinbaseNormalizer),

@@ -12,9 +12,16 @@ use stocksblitz_feed_handlers::venue::Venue;
 
 #[test]
 fn syncs_and_recovers_from_every_fault() {
+    // Binance's wire precision (8 decimals) as market-data scale; order steps apart.
+    let venue_precision = |sym: &str, vsym: &str, lot: &str| {
+        let mut i = instrument(sym, "binance", vsym, 8, 8);
+        i.tick_size = "0.01".into();
+        i.lot_size = lot.into();
+        i
+    };
     let instruments = [
-        instrument("BTCUSDT", "binance", "btcusdt", 2, 5),
-        instrument("ETHUSDT", "binance", "ethusdt", 2, 5),
+        venue_precision("BTCUSDT", "btcusdt", "0.00001"),
+        venue_precision("ETHUSDT", "ethusdt", "0.0001"),
     ];
     let mut h = Harness::start(
         Venue::Binance,

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use stocksblitz_engine::{BarInterval, BarState, Instrument, UnixNanos};
 
 use super::error::ApiError;
-use crate::dto::{micros, BarDto, BookDto, InstrumentDto, QuoteDto, TradeDto};
+use crate::dto::{micros, BarDto, BookDto, DayDto, Dec, InstrumentDto, QuoteDto, TradeDto};
 use crate::state::AppState;
 
 type ApiResult = Result<Json<Value>, ApiError>;
@@ -255,7 +255,7 @@ pub async fn historical(
     get,
     path = "/api/v1/market-status",
     tag = "market",
-    summary = "Per instrument: session, in session now, data quality",
+    summary = "Per instrument: session, in session now, data quality, last price, day statistics",
     responses((status = 200, description = "OK", body = crate::openapi::schemas::MarketStatus)),
 )]
 pub async fn market_status(State(app): State<AppState>) -> Json<Value> {
@@ -274,6 +274,8 @@ pub async fn market_status(State(app): State<AppState>) -> Json<Value> {
                 "in_session": inst.session.is_open(now),
                 "quality": view.map(|v| v.quality().as_str()),
                 "last_update_us": view.and_then(|v| micros(v.last_update)),
+                "last": view.and_then(|v| v.last_price()).map(|t| Dec(t.price.decimal(inst.price_scale))),
+                "day": view.and_then(|v| DayDto::new(inst, v)),
             })
         })
         .collect();

@@ -34,6 +34,15 @@ pub struct QuoteView {
     pub seq: u64,
 }
 
+/// The venue's day open/high/low and previous close (zero: not reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DayView {
+    pub open: Price,
+    pub high: Price,
+    pub low: Price,
+    pub close: Price,
+}
+
 /// Closed bars (oldest first, bounded) plus the forming one.
 #[derive(Debug, Clone)]
 pub struct BarSeries {
@@ -105,6 +114,11 @@ pub struct InstrumentView {
     /// Engine sequence of the last completed book batch.
     pub book_seq: u64,
     pub quote: Option<QuoteView>,
+    /// The last trade as the venue reported it outside a trade (Kite quote packets):
+    /// trade id 0, aggressor unknown. Never in `trades` or bars.
+    pub venue_last: Option<TradeView>,
+    /// The venue's day statistics, when it reports them.
+    pub day: Option<DayView>,
     pub trades: VecDeque<TradeView>,
     trades_cap: usize,
     pub bars: [BarSeries; 2],
@@ -124,6 +138,8 @@ impl InstrumentView {
             book: L2Book::new(book_levels),
             book_seq: 0,
             quote: None,
+            venue_last: None,
+            day: None,
             trades: VecDeque::with_capacity(trades_cap.min(4096)),
             trades_cap: trades_cap.max(1),
             bars: [BarSeries::new(bars_cap), BarSeries::new(bars_cap)],
@@ -145,9 +161,18 @@ impl InstrumentView {
         self.trades.back()
     }
 
-    /// The price positions are marked at: the last trade, else the mid.
+    /// The latest last price known: the last trade, or the venue's report of its
+    /// last trade when that is newer.
+    pub fn last_price(&self) -> Option<&TradeView> {
+        match (self.last_trade(), self.venue_last.as_ref()) {
+            (Some(t), Some(v)) => Some(if v.seq > t.seq { v } else { t }),
+            (t, v) => t.or(v),
+        }
+    }
+
+    /// The price positions are marked at: the last price, else the mid.
     pub fn mark_price(&self) -> Option<Price> {
-        if let Some(t) = self.last_trade() {
+        if let Some(t) = self.last_price() {
             return Some(t.price);
         }
         let q = self.quote?.bbo;
@@ -231,6 +256,23 @@ impl InstrumentView {
                 Change::Bar(bar, state)
             }
             EventData::Status { .. } => Change::Status,
+            // Quotes carry the last price and the day statistics.
+            EventData::LastPrice { price, qty } => {
+                self.venue_last = Some(TradeView {
+                    seq: ev.seq,
+                    price,
+                    qty,
+                    trade_id: 0,
+                    aggressor: Aggressor::Unknown,
+                    exchange_ts: ev.exchange_ts,
+                    recv_ts: ev.recv_ts,
+                });
+                Change::Quote
+            }
+            EventData::DayStats { open, high, low, close } => {
+                self.day = Some(DayView { open, high, low, close });
+                Change::Quote
+            }
         };
         if self.quality() != was {
             self.quality_since = if ev.recv_ts.is_known() {
@@ -393,5 +435,58 @@ mod tests {
             v.bars(BarInterval::OneSecond).closed.back().map(|b| b.high),
             Some(Price(9))
         );
+    }
+
+    /// Issue 14 point 4: a venue-reported last price (Kite's first quote packet) is the
+    /// quote's last price at once, without entering trades or bars; a later trade
+    /// takes over, and a later report again. Day statistics are kept for quotes.
+    #[test]
+    fn venue_reported_last_price_and_day_stats() {
+        let mut v = InstrumentView::new(InstrumentId(0), 10, 10, 10);
+        let change = v.apply(&EngineEvent {
+            exchange_ts: UnixNanos(5_000),
+            ..ev(
+                1,
+                EventData::LastPrice {
+                    price: Price(245_005),
+                    qty: Qty(10),
+                },
+            )
+        });
+        assert_eq!(change, Change::Quote);
+        assert!(v.trades.is_empty() && v.bars(BarInterval::OneSecond).closed.is_empty());
+        let last = v.last_price().copied().expect("last price");
+        assert_eq!(
+            (last.price, last.qty, last.trade_id, last.aggressor, last.exchange_ts),
+            (Price(245_005), Qty(10), 0, Aggressor::Unknown, UnixNanos(5_000))
+        );
+        assert_eq!(v.mark_price(), Some(Price(245_005)));
+        v.apply(&ev(
+            2,
+            EventData::Trade {
+                price: Price(245_010),
+                qty: Qty(25),
+                trade_id: 0,
+                aggressor: Aggressor::Unknown,
+            },
+        ));
+        assert_eq!(v.last_price().map(|t| (t.price, t.seq)), Some((Price(245_010), 2)));
+        v.apply(&ev(
+            3,
+            EventData::LastPrice {
+                price: Price(245_020),
+                qty: Qty(5),
+            },
+        ));
+        assert_eq!(v.last_price().map(|t| t.price), Some(Price(245_020)));
+        assert_eq!(v.trades.len(), 1, "reports are never trades");
+        let day = EventData::DayStats {
+            open: Price(244_000),
+            high: Price(246_000),
+            low: Price(243_500),
+            close: Price(244_900),
+        };
+        assert_eq!(v.apply(&ev(4, day)), Change::Quote);
+        assert_eq!(v.day.map(|d| d.close), Some(Price(244_900)));
     }
 }

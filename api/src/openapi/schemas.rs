@@ -76,7 +76,25 @@ pub struct Quote {
     pub exchange_ts_us: Option<i64>,
     pub recv_ts_us: Option<i64>,
     pub engine_seq: u64,
+    /// The last trade, or the venue's own report of its last trade when newer (trade
+    /// id 0, side `unknown`: not a trade).
     pub last: Option<Trade>,
+    /// The venue's day statistics, `null` when it reports none (Kite does).
+    pub day: Option<DayStats>,
+}
+
+/// Day open/high/low, previous close and the change of the last price from it; a
+/// value the venue did not report is `null`.
+#[derive(ToSchema)]
+pub struct DayStats {
+    pub open: Option<String>,
+    pub high: Option<String>,
+    pub low: Option<String>,
+    pub close: Option<String>,
+    /// Last price minus close.
+    pub change: Option<String>,
+    /// That change in percent of the close, two decimals.
+    pub change_pct: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -132,6 +150,9 @@ pub struct InstrumentStatus {
     pub in_session: bool,
     pub quality: Option<String>,
     pub last_update_us: Option<i64>,
+    /// The last price (trade or venue report), `null` before any.
+    pub last: Option<String>,
+    pub day: Option<DayStats>,
 }
 
 #[derive(ToSchema)]

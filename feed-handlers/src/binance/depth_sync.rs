@@ -2,17 +2,24 @@
 //!
 //! Binance's documented procedure ("How to manage a local order book correctly"):
 //! buffer diff events from the stream; fetch a depth snapshot; if the snapshot is older
-//! than the first buffered event (`lastUpdateId < U` of the first), fetch again; drop
-//! buffered events with `u <= lastUpdateId`; the first event applied must straddle
-//! `lastUpdateId + 1` (`U <= lastUpdateId + 1 <= u`); afterwards every event must
-//! continue from the previous one (`U == last u + 1`). An event with `U > last u + 1`
-//! is a gap: the book is discarded and the procedure starts again. An event whose
-//! `u <= last u` is old (a duplicate) and ignored. Quantity 0 deletes a level.
+//! than the first buffered event (`lastUpdateId < U - 1` of the first), fetch again;
+//! drop buffered events with `u <= lastUpdateId`; then apply the update procedure to
+//! every buffered event and to every later one alike: an event whose `u` is at or below
+//! the book's update id is old (a duplicate) and ignored; an event whose `U` is above
+//! the book's update id + 1 means events were missed: the book is discarded and the
+//! procedure starts again; otherwise its levels are applied (quantity 0 deletes) and the
+//! book's update id becomes its `u`.
+//!
+//! Continuity is checked while buffering too, so the book never goes LIVE over a hole:
+//! a buffered event that does not continue the previous one drops what was buffered
+//! before it and raises the *floor*, the oldest snapshot that can still be used; a diff
+//! rejected as malformed is a hole of its own (its ids are known, its levels are not),
+//! so it raises the floor past itself. A snapshot below the floor is refetched.
 //!
 //! The buffer is allocated once with a fixed capacity; overflowing it while waiting for
-//! a snapshot restarts the sync rather than growing. A live diff is validated in full
-//! before any of it is applied; its levels are staged in a fixed scratch buffer on the
-//! way, so a diff is walked once (one with more than [`STAGED_LEVELS`] levels, twice).
+//! a snapshot restarts the sync rather than growing. A diff is validated in full before
+//! any of it is applied; its levels are staged in a fixed scratch buffer on the way, so
+//! a diff is walked once (one with more than [`STAGED_LEVELS`] levels, twice).
 
 use stocksblitz_engine::{BookFlags, Price, Qty, Side};
 
@@ -27,8 +34,23 @@ pub enum SyncOutcome {
     Buffered,
     /// Fetch a (new) REST snapshot; the book is not valid until it is applied.
     NeedSnapshot,
-    /// A sequence gap: book discarded, fetch a snapshot. `expected` was the next id.
+    /// A sequence gap on a LIVE book: book discarded, fetch a snapshot. `expected` was
+    /// the next id.
     Gap { expected: u64, got: u64 },
+    /// A sequence gap among buffered events while a snapshot is already on its way:
+    /// count it; that snapshot is refetched if it turns out older than the gap.
+    BufferGap { expected: u64, got: u64 },
+    /// A diff with readable ids but invalid levels: its changes are lost, so the book
+    /// is not valid until a snapshot newer than it is applied. `fetch`: the book was
+    /// LIVE, a snapshot must be requested (while syncing one is already on its way).
+    Rejected {
+        error: BinanceError,
+        expected: u64,
+        fetch: bool,
+    },
+    /// An old diff (already in the book) with invalid levels: a counted error that
+    /// changes nothing.
+    Malformed(BinanceError),
     /// The snapshot and buffered events were applied: the book is live.
     Synced,
 }
@@ -60,6 +82,11 @@ pub const STAGED_LEVELS: usize = 256;
 pub struct DepthSync {
     state: State,
     buffer: Vec<Buffered>,
+    /// While syncing: the final id of the newest event seen (buffered or lost), so the
+    /// next one must continue from it.
+    seen: Option<u64>,
+    /// While syncing: the oldest usable snapshot id (everything up to it is lost).
+    floor: u64,
     staged: Vec<(Side, Price, Qty)>,
     capacity: usize,
     price_scale: u8,
@@ -84,6 +111,8 @@ impl DepthSync {
         Self {
             state: State::Syncing,
             buffer: Vec::with_capacity(capacity),
+            seen: None,
+            floor: 0,
             staged: Vec::with_capacity(STAGED_LEVELS),
             capacity,
             price_scale,
@@ -107,6 +136,8 @@ impl DepthSync {
     pub fn reset(&mut self) {
         self.state = State::Syncing;
         self.buffer.clear();
+        self.seen = None;
+        self.floor = 0;
     }
 
     fn levels(&self, ev: &DepthUpdate<'_>, mut f: impl FnMut(Side, Price, Qty)) -> Result<(), BinanceError> {
@@ -152,34 +183,89 @@ impl DepthSync {
     }
 
     /// A diff event from the stream.
-    pub fn on_diff(&mut self, ev: &DepthUpdate<'_>, out: &mut impl DeltaSink) -> Result<SyncOutcome, BinanceError> {
+    pub fn on_diff(&mut self, ev: &DepthUpdate<'_>, out: &mut impl DeltaSink) -> SyncOutcome {
         match self.state {
             State::Live { last } => {
                 if ev.final_id <= last {
-                    return Ok(SyncOutcome::Ok);
+                    return self.old(ev);
                 }
                 if ev.first_id > last + 1 {
                     self.reset();
-                    self.buffer_event(ev)?;
-                    return Ok(SyncOutcome::Gap {
+                    // Starts the buffer afresh: cannot report another gap.
+                    let _ = self.buffer_event(ev);
+                    return SyncOutcome::Gap {
                         expected: last + 1,
                         got: ev.first_id,
-                    });
+                    };
                 }
-                self.apply(ev, out)?;
-                self.state = State::Live { last: ev.final_id };
-                Ok(SyncOutcome::Ok)
+                match self.apply(ev, out) {
+                    Ok(()) => {
+                        self.state = State::Live { last: ev.final_id };
+                        SyncOutcome::Ok
+                    }
+                    Err(error) => {
+                        self.reset();
+                        self.lost(ev);
+                        SyncOutcome::Rejected {
+                            error,
+                            expected: last + 1,
+                            fetch: true,
+                        }
+                    }
+                }
             }
             State::Syncing => self.buffer_event(ev),
         }
     }
 
-    fn buffer_event(&mut self, ev: &DepthUpdate<'_>) -> Result<SyncOutcome, BinanceError> {
+    /// An event already in the book (or buffered): ignored, but a malformed one is
+    /// still reported.
+    fn old(&self, ev: &DepthUpdate<'_>) -> SyncOutcome {
+        match self.levels(ev, |_, _, _| {}) {
+            Ok(()) => SyncOutcome::Ok,
+            Err(e) => SyncOutcome::Malformed(e),
+        }
+    }
+
+    /// `ev` cannot be applied: nothing buffered so far is usable, and a usable
+    /// snapshot must include `ev`.
+    fn lost(&mut self, ev: &DepthUpdate<'_>) {
+        self.buffer.clear();
+        self.floor = self.floor.max(ev.final_id);
+        self.seen = Some(ev.final_id);
+    }
+
+    fn buffer_event(&mut self, ev: &DepthUpdate<'_>) -> SyncOutcome {
+        let mut gap = None;
+        match self.seen {
+            Some(seen) if ev.final_id <= seen => return self.old(ev),
+            Some(seen) if ev.first_id > seen + 1 => {
+                // Events between were missed: what is buffered cannot be used.
+                self.buffer.clear();
+                self.floor = ev.first_id - 1;
+                gap = Some(SyncOutcome::BufferGap {
+                    expected: seen + 1,
+                    got: ev.first_id,
+                });
+            }
+            Some(_) => {}
+            None => self.floor = self.floor.max(ev.first_id.saturating_sub(1)),
+        }
         let mut total = 0usize;
-        self.levels(ev, |_, _, _| total += 1)?;
+        if let Err(error) = self.levels(ev, |_, _, _| total += 1) {
+            let expected = self.seen.map_or(ev.first_id, |s| s + 1);
+            self.lost(ev);
+            return SyncOutcome::Rejected {
+                error,
+                expected,
+                fetch: false,
+            };
+        }
+        self.seen = Some(ev.final_id);
         if self.buffer.len() + total.max(1) > self.capacity {
-            self.buffer.clear();
-            return Ok(SyncOutcome::NeedSnapshot);
+            // Everything buffered is dropped: a usable snapshot must include `ev`.
+            self.lost(ev);
+            return SyncOutcome::NeedSnapshot;
         }
         if total == 0 {
             // Keep the ids: an empty event still advances the sequence.
@@ -191,12 +277,12 @@ impl DepthSync {
                 qty: Qty(-1),
                 last: true,
             });
-            return Ok(SyncOutcome::Buffered);
+            return gap.unwrap_or(SyncOutcome::Buffered);
         }
         let mut n = 0usize;
         let (first_id, final_id) = (ev.first_id, ev.final_id);
-        let buffer = &mut self.buffer;
         let (ps, qs) = (self.price_scale, self.qty_scale);
+        let buffer = &mut self.buffer;
         let mut push = |side, price, qty| {
             n += 1;
             buffer.push(Buffered {
@@ -208,9 +294,10 @@ impl DepthSync {
                 last: n == total,
             });
         };
-        for_each_level(ev.bids, Side::Buy, ps, qs, &mut push)?;
-        for_each_level(ev.asks, Side::Sell, ps, qs, &mut push)?;
-        Ok(SyncOutcome::Buffered)
+        // Validated above: these walks cannot fail.
+        let _ = for_each_level(ev.bids, Side::Buy, ps, qs, &mut push);
+        let _ = for_each_level(ev.asks, Side::Sell, ps, qs, &mut push);
+        gap.unwrap_or(SyncOutcome::Buffered)
     }
 
     /// A REST snapshot arrived. Emits the snapshot (`CLEAR`...`END_OF_BATCH`) and the
@@ -221,18 +308,26 @@ impl DepthSync {
         out: &mut impl DeltaSink,
     ) -> Result<SyncOutcome, BinanceError> {
         let id = snap.last_update_id;
-        if let Some(first) = self.buffer.first() {
-            if id < first.first_id.saturating_sub(1) {
-                // Snapshot older than everything buffered: events in between are lost.
-                return Ok(SyncOutcome::NeedSnapshot);
-            }
+        if id < self.floor {
+            // Older than an event that was missed or could not be buffered.
+            return Ok(SyncOutcome::NeedSnapshot);
         }
-        // Straddle check on the first buffered event that is newer than the snapshot.
-        if let Some(b) = self.buffer.iter().find(|b| b.final_id > id) {
-            if b.first_id > id + 1 {
+        // The update procedure over the buffered events, checked before anything is
+        // emitted: each event newer than the book continues it (the first straddles
+        // the snapshot's id). One entry per event carries `last`.
+        let mut last = id;
+        for b in self.buffer.iter().filter(|b| b.last) {
+            if b.final_id <= last {
+                continue;
+            }
+            if b.first_id > last + 1 {
+                // Cannot happen while buffering checks continuity; never go live
+                // over a hole all the same.
                 self.buffer.clear();
+                self.floor = self.seen.unwrap_or(id);
                 return Ok(SyncOutcome::NeedSnapshot);
             }
+            last = b.final_id;
         }
         // Validate the snapshot before touching the book.
         let (ps, qs) = (self.price_scale, self.qty_scale);
@@ -264,7 +359,7 @@ impl DepthSync {
             for_each_level(snap.bids, Side::Buy, ps, qs, &mut emit)?;
             for_each_level(snap.asks, Side::Sell, ps, qs, &mut emit)?;
         }
-        let mut last = id;
+        // Buffered final ids increase strictly (older events are not buffered).
         for b in self.buffer.iter().filter(|b| b.final_id > id) {
             if b.qty.0 >= 0 {
                 let flags = if b.last {
@@ -274,9 +369,10 @@ impl DepthSync {
                 };
                 out.delta(b.side, b.price, b.qty, flags, b.final_id);
             }
-            last = last.max(b.final_id);
         }
         self.buffer.clear();
+        self.seen = None;
+        self.floor = 0;
         self.state = State::Live { last };
         Ok(SyncOutcome::Synced)
     }
@@ -324,15 +420,15 @@ mod tests {
         let mut b = book();
         // Buffered while no snapshot: 98-99 is older than the snapshot, 100-102 straddles.
         assert_eq!(
-            s.on_diff(&diff(98, 99, r#"[["1.00","5"]]"#, "[]"), &mut b).unwrap(),
+            s.on_diff(&diff(98, 99, r#"[["1.00","5"]]"#, "[]"), &mut b),
             SyncOutcome::Buffered
         );
         assert_eq!(
-            s.on_diff(&diff(100, 102, r#"[["1.01","7"]]"#, "[]"), &mut b).unwrap(),
+            s.on_diff(&diff(100, 102, r#"[["1.01","7"]]"#, "[]"), &mut b),
             SyncOutcome::Buffered
         );
         assert_eq!(
-            s.on_diff(&diff(103, 103, "[]", r#"[["1.05","0"]]"#), &mut b).unwrap(),
+            s.on_diff(&diff(103, 103, "[]", r#"[["1.05","0"]]"#), &mut b),
             SyncOutcome::Buffered
         );
         let r = s
@@ -356,18 +452,18 @@ mod tests {
 
         // In sequence: applied. Duplicate: ignored. Gap: reset.
         assert_eq!(
-            s.on_diff(&diff(104, 104, r#"[["1.02","1"]]"#, "[]"), &mut b).unwrap(),
+            s.on_diff(&diff(104, 104, r#"[["1.02","1"]]"#, "[]"), &mut b),
             SyncOutcome::Ok
         );
         assert_eq!(b.0.best_bid().map(|l| l.price.0), Some(102));
         let before = b.1;
         assert_eq!(
-            s.on_diff(&diff(104, 104, r#"[["1.02","9"]]"#, "[]"), &mut b).unwrap(),
+            s.on_diff(&diff(104, 104, r#"[["1.02","9"]]"#, "[]"), &mut b),
             SyncOutcome::Ok
         );
         assert_eq!(b.1, before, "duplicate not applied");
         assert_eq!(
-            s.on_diff(&diff(107, 108, "[]", "[]"), &mut b).unwrap(),
+            s.on_diff(&diff(107, 108, "[]", "[]"), &mut b),
             SyncOutcome::Gap {
                 expected: 105,
                 got: 107
@@ -380,7 +476,7 @@ mod tests {
     fn stale_snapshot_and_non_straddling_first_event_refetch() {
         let mut s = DepthSync::new(1000, 2, 0);
         let mut b = book();
-        s.on_diff(&diff(200, 205, "[]", "[]"), &mut b).unwrap();
+        s.on_diff(&diff(200, 205, "[]", "[]"), &mut b);
         assert_eq!(
             s.on_snapshot(&snap(150, "[]", "[]"), &mut b).unwrap(),
             SyncOutcome::NeedSnapshot
@@ -397,10 +493,9 @@ mod tests {
     fn buffer_overflow_asks_for_a_snapshot() {
         let mut s = DepthSync::new(2, 2, 0);
         let mut b = book();
-        s.on_diff(&diff(1, 1, r#"[["1.00","1"]]"#, "[]"), &mut b).unwrap();
+        s.on_diff(&diff(1, 1, r#"[["1.00","1"]]"#, "[]"), &mut b);
         assert_eq!(
-            s.on_diff(&diff(2, 2, r#"[["1.00","1"],["1.01","1"]]"#, "[]"), &mut b)
-                .unwrap(),
+            s.on_diff(&diff(2, 2, r#"[["1.00","1"],["1.01","1"]]"#, "[]"), &mut b),
             SyncOutcome::NeedSnapshot
         );
     }
@@ -424,26 +519,39 @@ mod tests {
                 .map(|i| format!(r#"["{}.00","{}"]"#, 1000 - i, i + 1))
                 .collect();
             let bids = format!("[{}]", bids.join(","));
-            fn ev<'a>(asks: &'a str, bids: &'a str) -> DepthUpdate<'a> {
+            fn ev<'a>(id: u64, asks: &'a str, bids: &'a str) -> DepthUpdate<'a> {
                 DepthUpdate {
                     symbol: b"BTCUSDT",
                     event_time: stocksblitz_engine::UnixNanos::UNKNOWN,
-                    first_id: 11,
-                    final_id: 11,
+                    first_id: id,
+                    final_id: id,
                     bids: bids.as_bytes(),
                     asks: asks.as_bytes(),
                 }
             }
             let mut seen = Vec::new();
-            let bad = ev(r#"[["2000.00","7"],["x","1"]]"#, &bids);
-            assert!(s.on_diff(&bad, &mut |_, _, _, _, _| seen.push(())).is_err());
+            let bad = ev(11, r#"[["2000.00","7"],["x","1"]]"#, &bids);
+            assert!(matches!(
+                s.on_diff(&bad, &mut |_, _, _, _, _| seen.push(())),
+                SyncOutcome::Rejected {
+                    expected: 11,
+                    fetch: true,
+                    ..
+                }
+            ));
             assert!(seen.is_empty(), "{levels} levels: nothing applied");
+            assert!(!s.is_live(), "the lost diff takes the book out of LIVE");
+            assert_eq!(
+                s.on_snapshot(&snap(10, "[]", "[]"), &mut |_, _, _, _, _| {}).unwrap(),
+                SyncOutcome::NeedSnapshot,
+                "a snapshot without the lost diff is not usable"
+            );
+            s.on_snapshot(&snap(11, "[]", "[]"), &mut |_, _, _, _, _| {}).unwrap();
             let mut seen = Vec::new();
-            let good = ev(r#"[["2000.00","7"]]"#, &bids);
+            let good = ev(12, r#"[["2000.00","7"]]"#, &bids);
             s.on_diff(&good, &mut |side, price, qty, flags: BookFlags, id| {
                 seen.push((side, price, qty, flags, id))
-            })
-            .unwrap();
+            });
             assert_eq!(seen.len(), levels + 1);
             assert_eq!(
                 seen.first().map(|d| (d.0, d.1, d.2)),
@@ -455,8 +563,8 @@ mod tests {
             );
             let ends = seen.iter().filter(|d| d.3.contains(BookFlags::END_OF_BATCH)).count();
             assert_eq!(ends, 1, "{levels} levels");
-            assert!(seen.iter().all(|d| d.4 == 11));
-            assert_eq!(s.last_update_id(), Some(11));
+            assert!(seen.iter().all(|d| d.4 == 12));
+            assert_eq!(s.last_update_id(), Some(12));
         }
     }
 
@@ -466,10 +574,11 @@ mod tests {
         let mut b = book();
         s.on_snapshot(&snap(10, r#"[["1.00","1"]]"#, "[]"), &mut b).unwrap();
         let n = b.1;
-        assert!(s
-            .on_diff(&diff(11, 11, r#"[["1.01","1"],["bad","1"]]"#, "[]"), &mut b)
-            .is_err());
+        assert!(matches!(
+            s.on_diff(&diff(11, 11, r#"[["1.01","1"],["bad","1"]]"#, "[]"), &mut b),
+            SyncOutcome::Rejected { .. }
+        ));
         assert_eq!(b.1, n);
-        assert_eq!(s.last_update_id(), Some(10), "state unchanged");
+        assert_eq!(s.last_update_id(), None, "not LIVE without the rejected diff");
     }
 }

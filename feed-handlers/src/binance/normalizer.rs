@@ -33,6 +33,29 @@ pub enum NormalizeError {
     UnknownSymbol,
     #[error("binary frames are not part of the Binance protocol")]
     Binary,
+    /// A diff whose ids were read but whose levels were not: its changes are lost, so
+    /// the book left LIVE. `fetch`: a snapshot must be requested for `instrument`
+    /// (false while one is already on its way).
+    #[error("{source}; the book resyncs from a new snapshot")]
+    BookRejected {
+        source: BinanceError,
+        instrument: InstrumentId,
+        fetch: bool,
+    },
+}
+
+impl NormalizeError {
+    /// The instrument whose snapshot must be fetched because of this error, if any.
+    pub fn snapshot_needed(&self) -> Option<InstrumentId> {
+        match self {
+            NormalizeError::BookRejected {
+                instrument,
+                fetch: true,
+                ..
+            } => Some(*instrument),
+            _ => None,
+        }
+    }
 }
 
 pub struct BinanceNormalizer {
@@ -170,12 +193,30 @@ impl BinanceNormalizer {
                         },
                     })
                 };
-                match sync.on_diff(&d, &mut emit)? {
+                match sync.on_diff(&d, &mut emit) {
                     SyncOutcome::Gap { expected, .. } => {
                         stats.gaps.inc();
                         stats.resyncs.inc();
                         out(status(id, FeedStatus::Gap, expected, recv));
                         return Ok(Action::Snapshot(id));
+                    }
+                    SyncOutcome::BufferGap { expected, .. } => {
+                        // The snapshot on its way is refetched if it is older.
+                        stats.gaps.inc();
+                        out(status(id, FeedStatus::Gap, expected, recv));
+                    }
+                    SyncOutcome::Malformed(e) => return Err(e.into()),
+                    SyncOutcome::Rejected { error, expected, fetch } => {
+                        stats.gaps.inc();
+                        if fetch {
+                            stats.resyncs.inc();
+                        }
+                        out(status(id, FeedStatus::Gap, expected, recv));
+                        return Err(NormalizeError::BookRejected {
+                            source: error,
+                            instrument: id,
+                            fetch,
+                        });
                     }
                     SyncOutcome::NeedSnapshot => {
                         stats.resyncs.inc();
@@ -279,6 +320,15 @@ mod tests {
             qty_scale: 5,
         };
         BinanceNormalizer::new(&[("btcusdt".into(), inst, true)], 1, trades)
+    }
+
+    fn normalizer_scaled(price_scale: u8, qty_scale: u8) -> BinanceNormalizer {
+        let inst = VenueInstrument {
+            id: InstrumentId(0),
+            price_scale,
+            qty_scale,
+        };
+        BinanceNormalizer::new(&[("btcusdt".into(), inst, true)], 1, TradeSource::Trade)
     }
 
     fn run(n: &mut BinanceNormalizer, frames: &[String]) -> (Vec<Tick>, Vec<Action>) {
@@ -428,5 +478,303 @@ mod tests {
             n.on_frame(FrameRef::Text(shutdown.as_bytes()), UnixNanos(1), &stats, &mut sink),
             Ok(Action::Reconnect)
         );
+    }
+
+    /// Issue 14 point 2: over generated diff streams with one fault (a diff dropped,
+    /// duplicated, moved later, or rejected for a value finer than the venue's
+    /// precision) at any position, and the REST snapshot arriving before, during or
+    /// after any part of the stream, the book is never LIVE and wrong: after every
+    /// frame it is either LIVE and equal to the venue's book as of its update id, or
+    /// not LIVE with a snapshot on its way. Fed the rest of the stream and the
+    /// snapshots it asks for, it ends LIVE and equal to the venue's final book.
+    mod sync_under_faults {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::{BTreeMap, HashMap};
+
+        type RefBook = [BTreeMap<i64, i64>; 2];
+
+        #[derive(Debug, Clone)]
+        struct Event {
+            first: u64,
+            last: u64,
+            changes: Vec<(Side, i64, i64)>,
+        }
+
+        #[derive(Debug, Clone, Copy)]
+        enum Fault {
+            Drop,
+            Duplicate { later: usize },
+            MoveLater { by: usize },
+            Reject,
+        }
+
+        fn dec8(m: i64) -> String {
+            format!("{}.{:08}", m / 100_000_000, m % 100_000_000)
+        }
+
+        fn levels(changes: &[(Side, i64, i64)], side: Side, reject: bool) -> String {
+            let items: Vec<String> = changes
+                .iter()
+                .filter(|c| c.0 == side)
+                .map(|&(_, p, q)| {
+                    let q = if reject { format!("{}1", dec8(q)) } else { dec8(q) };
+                    format!(r#"["{}","{q}"]"#, dec8(p))
+                })
+                .collect();
+            format!("[{}]", items.join(","))
+        }
+
+        fn frame(e: &Event, reject: bool) -> String {
+            // A rejected diff carries a ninth decimal somewhere: finer than Binance's
+            // eight, so it can only be a counted error. Empty diffs get a bad level.
+            let (bids, asks) = if reject && e.changes.is_empty() {
+                ("[]".to_string(), r#"[["1.000000001","1.00000000"]]"#.to_string())
+            } else {
+                (
+                    levels(&e.changes, Side::Buy, reject),
+                    levels(&e.changes, Side::Sell, reject),
+                )
+            };
+            format!(
+                r#"{{"stream":"btcusdt@depth@100ms","data":{{"e":"depthUpdate","E":1700000000000,"s":"BTCUSDT","U":{},"u":{},"b":{bids},"a":{asks}}}}}"#,
+                e.first, e.last
+            )
+        }
+
+        fn snapshot(id: u64, book: &RefBook) -> String {
+            let side = |m: &BTreeMap<i64, i64>, rev: bool| {
+                let mut v: Vec<String> = m
+                    .iter()
+                    .map(|(p, q)| format!(r#"["{}","{}"]"#, dec8(*p), dec8(*q)))
+                    .collect();
+                if rev {
+                    v.reverse();
+                }
+                format!("[{}]", v.join(","))
+            };
+            BinanceNormalizer::wrap_snapshot(
+                "BTCUSDT",
+                &format!(
+                    r#"{{"lastUpdateId":{id},"bids":{},"asks":{}}}"#,
+                    side(&book[0], true),
+                    side(&book[1], false)
+                ),
+            )
+        }
+
+        fn events() -> impl Strategy<Value = Vec<Event>> {
+            let change = (any::<bool>(), 0i64..8, 0i64..4, 0i64..100_000_000).prop_map(|(buy, k, whole, frac)| {
+                // Bids below 65000, asks above: never crossed. Quantities use all
+                // eight decimals, like 25.42618900; 0 deletes.
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let price = if buy {
+                    6_499_900_000_000 - k * 1_000_000
+                } else {
+                    6_500_100_000_000 + k * 1_000_000
+                };
+                let qty = if whole == 0 { 0 } else { whole * 100_000_000 + frac };
+                (side, price, qty)
+            });
+            prop::collection::vec((1u64..4, prop::collection::vec(change, 0..4)), 4..24).prop_map(|raw| {
+                let mut next = 101u64;
+                raw.into_iter()
+                    .map(|(span, changes)| {
+                        let e = Event {
+                            first: next,
+                            last: next + span - 1,
+                            changes,
+                        };
+                        next += span;
+                        e
+                    })
+                    .collect()
+            })
+        }
+
+        fn fault() -> impl Strategy<Value = Fault> {
+            prop_oneof![
+                Just(Fault::Drop),
+                (1usize..4).prop_map(|later| Fault::Duplicate { later }),
+                (1usize..4).prop_map(|by| Fault::MoveLater { by }),
+                Just(Fault::Reject),
+            ]
+        }
+
+        fn apply(book: &mut RefBook, changes: &[(Side, i64, i64)]) {
+            for &(side, p, q) in changes {
+                let m = &mut book[usize::from(side == Side::Sell)];
+                if q == 0 {
+                    m.remove(&p);
+                } else {
+                    m.insert(p, q);
+                }
+            }
+        }
+
+        fn as_ref_book(b: &L2Book) -> RefBook {
+            let m = |l: &[stocksblitz_engine::Level]| l.iter().map(|l| (l.price.0, l.qty.0)).collect();
+            [m(b.bids()), m(b.asks())]
+        }
+
+        struct Harness {
+            n: BinanceNormalizer,
+            stats: FeedStats,
+            book: L2Book,
+            book_id: u64,
+            live: bool,
+            /// Snapshot requests on their way: the venue position when each was sent
+            /// (the REST answer reflects the book then, not when it arrives).
+            pending: std::collections::VecDeque<usize>,
+            venue_pos: usize,
+            rejected: usize,
+        }
+
+        impl Harness {
+            fn feed(&mut self, f: &str) {
+                let (book, book_id, live) = (&mut self.book, &mut self.book_id, &mut self.live);
+                let r = self.n.on_frame(
+                    FrameRef::Text(f.as_bytes()),
+                    UnixNanos(1),
+                    &self.stats,
+                    &mut |t| match t.data {
+                        TickData::BookDelta {
+                            side,
+                            price,
+                            qty,
+                            update_id,
+                            flags,
+                        } => {
+                            book.apply_flagged(side, price, qty, flags);
+                            *book_id = update_id;
+                        }
+                        TickData::Status { status, .. } => *live = status == FeedStatus::Live,
+                        _ => {}
+                    },
+                );
+                match r {
+                    Ok(Action::Snapshot(_)) => self.pending.push_back(self.venue_pos),
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.rejected += 1;
+                        if e.snapshot_needed().is_some() {
+                            self.pending.push_back(self.venue_pos);
+                        }
+                    }
+                }
+            }
+
+            fn check(&self, venue: &HashMap<u64, RefBook>, at: &str) -> Result<(), TestCaseError> {
+                if self.live {
+                    let want = venue.get(&self.book_id);
+                    prop_assert!(want.is_some(), "{at}: LIVE at unknown id {}", self.book_id);
+                    prop_assert_eq!(
+                        Some(&as_ref_book(&self.book)),
+                        want,
+                        "{}: LIVE and wrong at {}",
+                        at,
+                        self.book_id
+                    );
+                } else {
+                    prop_assert!(!self.pending.is_empty(), "{at}: not LIVE and no snapshot on its way");
+                }
+                Ok(())
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn never_live_and_wrong(
+                evs in events(),
+                fault in fault(),
+                at in any::<prop::sample::Index>(),
+                snap_after in any::<prop::sample::Index>(),
+                lead in 0usize..3,
+            ) {
+                // The venue's book after each event, by final id.
+                let mut venue = HashMap::new();
+                let mut states = vec![(100u64, RefBook::default())];
+                let mut b = RefBook::default();
+                venue.insert(100, b.clone());
+                for e in &evs {
+                    apply(&mut b, &e.changes);
+                    venue.insert(e.last, b.clone());
+                    states.push((e.last, b.clone()));
+                }
+                // The frames in arrival order: (index into evs, rejected).
+                let p = at.index(evs.len());
+                let mut order: Vec<(usize, bool)> = (0..evs.len()).map(|i| (i, false)).collect();
+                match fault {
+                    Fault::Drop => { order.remove(p); }
+                    Fault::Duplicate { later } => order.insert((p + later).min(order.len()), (p, false)),
+                    Fault::MoveLater { by } => {
+                        let x = order.remove(p);
+                        order.insert((p + by).min(order.len()), x);
+                    }
+                    Fault::Reject => order[p].1 = true,
+                }
+                let mut h = Harness {
+                    n: normalizer_scaled(8, 8),
+                    stats: FeedStats::default(),
+                    book: L2Book::new(64),
+                    book_id: 0,
+                    live: false,
+                    pending: Default::default(),
+                    venue_pos: 0,
+                    rejected: 0,
+                };
+                let mut need = 0;
+                h.n.on_connected(UnixNanos(1), &mut |_| {}, |_| need += 1);
+                h.pending.extend(std::iter::repeat_n(0, need));
+                let first_snapshot_at = snap_after.index(order.len() + 1);
+                let serve = |h: &mut Harness| {
+                    // The REST answer reflects the venue when the request was sent, or
+                    // up to `lead` events later (the request takes time to be served).
+                    if let Some(pos) = h.pending.pop_front() {
+                        let (id, book) = &states[(pos + lead).min(h.venue_pos).min(evs.len())];
+                        h.feed(&snapshot(*id, book));
+                    }
+                };
+                for (k, &(i, reject)) in order.iter().enumerate() {
+                    // Frames published before the request may still be in flight: the
+                    // venue is up to two events ahead of what has arrived.
+                    h.venue_pos = h.venue_pos.max((i + 1 + lead).min(evs.len()));
+                    if k >= first_snapshot_at && !h.pending.is_empty() {
+                        serve(&mut h);
+                        h.check(&venue, &format!("snapshot before frame {k}"))?;
+                    }
+                    h.feed(&frame(&evs[i], reject));
+                    h.check(&venue, &format!("frame {k} (event {i}, {fault:?} at {p})"))?;
+                }
+                prop_assert_eq!(h.rejected, usize::from(matches!(fault, Fault::Reject)));
+                // The venue goes on: serve what is asked and publish clean diffs until
+                // the book is LIVE again; it must then equal the venue's book.
+                let mut next = evs.last().map_or(101, |e| e.last + 1);
+                let mut extra = 0;
+                let mut published = false;
+                // At least one diff: a lost last diff shows only by the next one.
+                h.venue_pos = states.len() - 1;
+                while !(h.live && h.pending.is_empty() && published) {
+                    prop_assert!(extra < 10, "did not recover: live {} pending {:?}", h.live, h.pending);
+                    if h.pending.pop_front().is_some() {
+                        let id = states.last().map_or(100, |s| s.0);
+                        h.feed(&snapshot(id, &b));
+                    } else {
+                        let e = Event { first: next, last: next, changes: vec![(Side::Buy, 6_499_000_000_000, 100_000_000 + extra)] };
+                        next += 1;
+                        apply(&mut b, &e.changes);
+                        venue.insert(e.last, b.clone());
+                        states.push((e.last, b.clone()));
+                        h.venue_pos = states.len() - 1;
+                        h.feed(&frame(&e, false));
+                        published = true;
+                    }
+                    h.check(&venue, "recovery")?;
+                    extra += 1;
+                }
+                prop_assert_eq!(as_ref_book(&h.book), b);
+            }
+        }
     }
 }

@@ -34,7 +34,8 @@ pub enum BinanceEvent<'a> {
     AggTrade(TradeEvent<'a>),
     BookTicker {
         symbol: &'a [u8],
-        update_id: u64,
+        /// `u`, the book update id; optional (not used).
+        update_id: Option<u64>,
         bid: &'a [u8],
         bid_qty: &'a [u8],
         ask: &'a [u8],
@@ -56,16 +57,17 @@ pub struct TradeEvent<'a> {
     pub price: &'a [u8],
     pub qty: &'a [u8],
     pub trade_time: UnixNanos,
-    /// `m`: the buyer was the maker, so the seller was the aggressor.
-    pub buyer_is_maker: bool,
+    /// `m`: the buyer was the maker, so the seller was the aggressor (`None` when
+    /// absent: the aggressor is unknown).
+    pub buyer_is_maker: Option<bool>,
 }
 
 impl TradeEvent<'_> {
     pub fn aggressor(&self) -> Aggressor {
-        if self.buyer_is_maker {
-            Aggressor::Sell
-        } else {
-            Aggressor::Buy
+        match self.buyer_is_maker {
+            Some(true) => Aggressor::Sell,
+            Some(false) => Aggressor::Buy,
+            None => Aggressor::Unknown,
         }
     }
 }
@@ -174,7 +176,7 @@ fn payload(obj: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
             price: need(p, "p")?,
             qty: need(q, "q")?,
             trade_time: millis(t_time.or(big_e)),
-            buyer_is_maker: need(m, "m")?,
+            buyer_is_maker: m,
         })
     };
     match e {
@@ -192,10 +194,10 @@ fn payload(obj: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
             event_time: millis(big_e),
         }),
         Some(_) => Ok(BinanceEvent::Other),
-        // bookTicker has no "e".
-        None if u.is_some() && sym.is_some() => Ok(BinanceEvent::BookTicker {
+        // bookTicker has no "e": a symbol with an update id or a price is one.
+        None if sym.is_some() && (u.is_some() || b.is_some() || a_px.is_some()) => Ok(BinanceEvent::BookTicker {
             symbol: need(sym, "s")?,
-            update_id: need(u, "u")?,
+            update_id: u,
             bid: need(b, "b")?,
             bid_qty: need(big_b, "B")?,
             ask: need(a_px, "a")?,
@@ -258,7 +260,7 @@ fn payload_in_order<'a>(x: &mut Expect<'a>) -> Option<BinanceEvent<'a>> {
         x.lit(b"}")?;
         return Some(BinanceEvent::BookTicker {
             symbol,
-            update_id,
+            update_id: Some(update_id),
             bid,
             bid_qty,
             ask,
@@ -296,7 +298,7 @@ fn trade_in_order<'a>(x: &mut Expect<'a>, id_key: &[u8]) -> Option<TradeEvent<'a
         price,
         qty,
         trade_time: UnixNanos::from_millis(trade_time),
-        buyer_is_maker,
+        buyer_is_maker: Some(buyer_is_maker),
     })
 }
 
@@ -417,7 +419,12 @@ mod tests {
         };
         assert_eq!(
             (symbol, update_id, bid, ask_qty),
-            (&b"BNBUSDT"[..], 400_900_217, &b"25.35190000"[..], &b"40.66000000"[..])
+            (
+                &b"BNBUSDT"[..],
+                Some(400_900_217),
+                &b"25.35190000"[..],
+                &b"40.66000000"[..]
+            )
         );
     }
 
@@ -546,6 +553,103 @@ mod tests {
                     prop_assert!(parse_frame(&msg.as_bytes()[..cut]).is_err());
                 }
             }
+        }
+    }
+
+    fn without(msg: &str, key: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(msg).expect("json");
+        v.as_object_mut().and_then(|o| o.remove(key)).expect("key present");
+        v.to_string()
+    }
+
+    /// What `e` reads as when the payload lacks `key`.
+    fn cleared<'a>(e: BinanceEvent<'a>, key: &str) -> BinanceEvent<'a> {
+        let trade = |mut t: TradeEvent<'a>| {
+            match key {
+                "m" => t.buyer_is_maker = None,
+                // The trade time falls back to the event time.
+                "T" => t.trade_time = UnixNanos::from_millis(1_672_515_782_136),
+                _ => {}
+            }
+            t
+        };
+        match e {
+            BinanceEvent::Trade(t) => BinanceEvent::Trade(trade(t)),
+            BinanceEvent::AggTrade(t) => BinanceEvent::AggTrade(trade(t)),
+            BinanceEvent::Depth(mut d) => {
+                if key == "E" {
+                    d.event_time = UnixNanos::UNKNOWN;
+                }
+                BinanceEvent::Depth(d)
+            }
+            BinanceEvent::BookTicker {
+                symbol,
+                update_id,
+                bid,
+                bid_qty,
+                ask,
+                ask_qty,
+            } => BinanceEvent::BookTicker {
+                symbol,
+                update_id: update_id.filter(|_| key != "u"),
+                bid,
+                bid_qty,
+                ask,
+                ask_qty,
+            },
+            e => e,
+        }
+    }
+
+    /// Issue 14 point 3: every message type with each field removed in turn. An
+    /// optional field's absence is tolerated (the message reads the same with that
+    /// field absent); a required one's is an error naming it.
+    #[test]
+    fn each_optional_field_may_be_absent() {
+        let cases: [(&str, &[&str]); 4] = [
+            (TRADE, &["e", "s", "t", "p", "q"]),
+            (AGG, &["e", "s", "a", "p", "q"]),
+            (TICKER, &["s", "b", "B", "a", "A"]),
+            (DEPTH, &["e", "s", "U", "u", "b", "a"]),
+        ];
+        for (msg, required) in cases {
+            let full = parse_frame(msg.as_bytes()).expect("full message");
+            let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(msg)
+                .expect("object")
+                .keys()
+                .cloned()
+                .collect();
+            for key in keys {
+                let text = without(msg, &key);
+                let got = parse_frame(text.as_bytes());
+                if key == "e" || (msg == TICKER && key == "s") {
+                    // Without its type (or a ticker without its symbol) a payload is
+                    // not one of ours: ignored, never misread.
+                    assert!(matches!(got, Ok(BinanceEvent::Other) | Err(_)), "{text}: {got:?}");
+                } else if required.contains(&key.as_str()) {
+                    assert!(
+                        matches!(got, Err(BinanceError::Field(f)) if f == key),
+                        "without {key}: {text}: {got:?}"
+                    );
+                } else {
+                    assert_eq!(got, Ok(cleared(full, &key)), "without {key}: {text}");
+                }
+            }
+        }
+        let snap = parse_snapshot(SNAPSHOT.as_bytes()).expect("snapshot");
+        assert_eq!(snap.last_update_id, 1_027_024);
+        for key in ["lastUpdateId", "bids", "asks"] {
+            let text = without(SNAPSHOT, key);
+            assert_eq!(
+                parse_snapshot(text.as_bytes()),
+                Err(BinanceError::Field(if key == "lastUpdateId" {
+                    "lastUpdateId"
+                } else if key == "bids" {
+                    "bids"
+                } else {
+                    "asks"
+                }))
+            );
         }
     }
 }

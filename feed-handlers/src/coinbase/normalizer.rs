@@ -31,6 +31,20 @@ pub enum NormalizeError {
     Binary,
     #[error("the venue reported an error")]
     Venue,
+    /// An `l2update` that could not be read: its changes are lost, so the level2
+    /// books it may belong to left LIVE and the connection resubscribes.
+    #[error("{source}; the level2 book resubscribes")]
+    BookRejected { source: CoinbaseError },
+}
+
+impl NormalizeError {
+    /// What the connection must do because of this error.
+    pub fn then(&self) -> Action {
+        match self {
+            NormalizeError::BookRejected { .. } => Action::Reconnect,
+            _ => Action::None,
+        }
+    }
 }
 
 /// Levels per side compared by an audit.
@@ -47,6 +61,8 @@ struct ProductState {
     trades_accounted: u64,
     last_ticker_seq: u64,
     audit_mismatches: u8,
+    /// Venue time of the last applied `l2update` (0: none since the snapshot).
+    last_l2_time: i64,
 }
 
 pub struct CoinbaseNormalizer {
@@ -178,13 +194,21 @@ impl CoinbaseNormalizer {
         let FrameRef::Text(text) = frame else {
             return Err(NormalizeError::Binary);
         };
-        match parse_frame(text)? {
+        let event = match parse_frame(text) {
+            Ok(e) => e,
+            Err(e) => return Err(self.unreadable(text, e, recv, stats, out)),
+        };
+        match event {
             CoinbaseEvent::Subscriptions | CoinbaseEvent::Other => {}
             CoinbaseEvent::Error { .. } => return Err(NormalizeError::Venue),
             CoinbaseEvent::Heartbeat {
                 product, last_trade_id, ..
             } => {
                 let inst = self.lookup(product)?;
+                // Without a trade id a heartbeat only says the connection is alive.
+                let Some(last_trade_id) = last_trade_id else {
+                    return Ok(Action::None);
+                };
                 if let Some(s) = self.state.get_mut(inst.id.index()) {
                     // Trades announced but not seen are a gap, counted once. They stay
                     // acceptable: if they arrive after all, they are trades, not repeats.
@@ -202,25 +226,51 @@ impl CoinbaseNormalizer {
                 let Some(s) = self.state.get_mut(inst.id.index()) else {
                     return Ok(Action::None);
                 };
-                if t.sequence <= s.last_ticker_seq {
-                    return Ok(Action::None);
+                if let Some(seq) = t.sequence {
+                    if seq <= s.last_ticker_seq {
+                        return Ok(Action::None);
+                    }
+                    s.last_ticker_seq = seq;
                 }
-                s.last_ticker_seq = t.sequence;
+                let synced = s.book_synced;
                 let p = |v: &[u8], field| {
                     Price::parse(v, inst.price_scale).map_err(|source| CoinbaseError::Decimal { field, source })
                 };
                 let q = |v: &[u8], field| {
                     Qty::parse(v, inst.qty_scale).map_err(|source| CoinbaseError::Decimal { field, source })
                 };
+                // A quote needs both prices; a ticker without them (the first of a
+                // quiet product) carries no quote.
+                let (Some(bid), Some(ask)) = (t.best_bid, t.best_ask) else {
+                    return Ok(Action::None);
+                };
+                let (bid, ask) = (p(bid, "best_bid")?, p(ask, "best_ask")?);
+                // Sizes are absent from older tickers: take them from the synced
+                // level2 book when its best level is at the ticker's price; without
+                // that the size is unknown and no quote is made up.
+                let book = self
+                    .books
+                    .get(inst.id.index())
+                    .and_then(Option::as_ref)
+                    .filter(|_| synced);
+                let size = |v: Option<&[u8]>, field, best: Option<Level>, price: Price| match v {
+                    Some(v) => q(v, field).map(Some),
+                    None => Ok(best.filter(|l| l.price == price).map(|l| l.qty)),
+                };
+                let bid_qty = size(t.best_bid_size, "best_bid_size", book.and_then(L2Book::best_bid), bid)?;
+                let ask_qty = size(t.best_ask_size, "best_ask_size", book.and_then(L2Book::best_ask), ask)?;
+                let (Some(bid_qty), Some(ask_qty)) = (bid_qty, ask_qty) else {
+                    return Ok(Action::None);
+                };
                 out(Tick {
                     exchange_ts: t.time,
                     recv_ts: recv,
                     instrument: inst.id,
                     data: TickData::Quote {
-                        bid: p(t.best_bid, "best_bid")?,
-                        bid_qty: q(t.best_bid_size, "best_bid_size")?,
-                        ask: p(t.best_ask, "best_ask")?,
-                        ask_qty: q(t.best_ask_size, "best_ask_size")?,
+                        bid,
+                        bid_qty,
+                        ask,
+                        ask_qty,
                     },
                 });
             }
@@ -281,17 +331,86 @@ impl CoinbaseNormalizer {
                 )?;
                 if let Some(s) = self.state.get_mut(inst.id.index()) {
                     s.book_synced = true;
+                    s.last_l2_time = 0;
                 }
                 out(status(inst.id, FeedStatus::Live, 0, recv));
             }
             CoinbaseEvent::L2Update { product, time, changes } => {
                 let inst = self.lookup(product)?;
-                if self.state.get(inst.id.index()).is_some_and(|s| s.book_synced) {
-                    self.book_batch(inst, &[(None, changes)], false, time, recv, out)?;
+                let Some(s) = self.state.get_mut(inst.id.index()).filter(|s| s.book_synced) else {
+                    return Ok(Action::None);
+                };
+                // level2 has no sequence numbers, but its times do not go back: an
+                // older update arriving after a newer one (reordered, or a late
+                // duplicate) would set stale sizes.
+                if time.known().is_some_and(|t| t.0 < s.last_l2_time) {
+                    self.lost(inst, recv, stats, out);
+                    return Ok(Action::Reconnect);
+                }
+                if let Some(t) = time.known() {
+                    s.last_l2_time = t.0;
+                }
+                if let Err(e) = self.book_batch(inst, &[(None, changes)], false, time, recv, out) {
+                    self.lost(inst, recv, stats, out);
+                    let source = match e {
+                        NormalizeError::Parse(p) => p,
+                        _ => CoinbaseError::Field("changes"),
+                    };
+                    return Err(NormalizeError::BookRejected { source });
                 }
             }
         }
         Ok(Action::None)
+    }
+
+    /// `inst`'s level2 book missed an update: it leaves LIVE until the fresh snapshot
+    /// that resubscribing brings.
+    /// Returns whether the book was LIVE.
+    fn lost(&mut self, inst: VenueInstrument, recv: UnixNanos, stats: &FeedStats, out: &mut impl FnMut(Tick)) -> bool {
+        let Some(s) = self.state.get_mut(inst.id.index()).filter(|s| s.book_synced) else {
+            return false;
+        };
+        s.book_synced = false;
+        stats.gaps.inc();
+        stats.resyncs.inc();
+        out(status(inst.id, FeedStatus::Gap, 0, recv));
+        true
+    }
+
+    /// A frame that did not parse. If it was meant as an `l2update` (its type is
+    /// legible), its changes are lost: the product's book (every synced book, when the
+    /// product is not legible either) leaves LIVE and the connection resubscribes.
+    fn unreadable(
+        &mut self,
+        text: &[u8],
+        e: CoinbaseError,
+        recv: UnixNanos,
+        stats: &FeedStats,
+        out: &mut impl FnMut(Tick),
+    ) -> NormalizeError {
+        if memchr::memmem::find(text, br#""l2update""#).is_none() {
+            return e.into();
+        }
+        let product = memchr::memmem::find(text, br#""product_id":""#).and_then(|at| {
+            let rest = text.get(at + 14..)?;
+            let end = memchr::memchr(b'"', rest)?;
+            self.products.get(rest.get(..end)?)
+        });
+        let mut any = false;
+        for k in 0..self.products.values().count() {
+            let Some(inst) = self.products.values().nth(k).copied() else {
+                break;
+            };
+            if product.is_none_or(|p| p.id == inst.id) {
+                any |= self.lost(inst, recv, stats, out);
+            }
+        }
+        if any {
+            NormalizeError::BookRejected { source: e }
+        } else {
+            // No LIVE book lost anything: the snapshot on its way covers it.
+            e.into()
+        }
     }
 
     /// Emits the levels of `spans` as one batch; validates everything first so a bad
@@ -562,6 +681,264 @@ mod tests {
                     .is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    /// Issue 14 point 3: a ticker without `best_bid_size`/`best_ask_size` (older
+    /// messages) is no bad frame. Its sizes come from the synced level2 book when the
+    /// book's best level is at the ticker's price; otherwise no quote is made up. A
+    /// heartbeat without `last_trade_id` and a match without `side` are accepted too.
+    #[test]
+    fn optional_fields_absent_are_no_bad_frames() {
+        let ticker = |seq: u64, sizes: bool| {
+            let sizes = if sizes {
+                r#""best_bid_size":"0.50000000","best_ask_size":"0.25000000","#
+            } else {
+                ""
+            };
+            format!(
+                r#"{{"type":"ticker","sequence":{seq},"product_id":"BTC-USD","price":"100.00","best_bid":"100.00",{sizes}"best_ask":"101.00","time":"2024-01-01T00:00:00Z"}}"#
+            )
+        };
+        let quotes = |t: &[Tick]| -> Vec<TickData> {
+            t.iter()
+                .filter(|t| matches!(t.data, TickData::Quote { .. }))
+                .map(|t| t.data)
+                .collect()
+        };
+        let mut n = normalizer();
+        let stats = FeedStats::default();
+        let t = feed(&mut n, &stats, &[&ticker(1, false)]);
+        assert!(quotes(&t).is_empty(), "no book yet: sizes unknown, no quote");
+        let snap = r#"{"type":"snapshot","product_id":"BTC-USD","bids":[["100.00","1.25000000"]],"asks":[["101.00","2.00000000"]]}"#;
+        let t = feed(&mut n, &stats, &[snap, &ticker(2, false)]);
+        let q = TickData::Quote {
+            bid: Price(10_000),
+            bid_qty: Qty(125_000_000),
+            ask: Price(10_100),
+            ask_qty: Qty(200_000_000),
+        };
+        assert_eq!(quotes(&t), vec![q], "sizes from the synced book");
+        let t = feed(&mut n, &stats, &[&ticker(3, true)]);
+        assert!(matches!(
+            quotes(&t)[..],
+            [TickData::Quote {
+                bid_qty: Qty(50_000_000),
+                ask_qty: Qty(25_000_000),
+                ..
+            }]
+        ));
+        // The book's best bid moved away from the ticker's: that size is unknown.
+        let moved = r#"{"type":"l2update","product_id":"BTC-USD","time":"2024-01-01T00:00:01Z","changes":[["buy","100.50","1.00000000"]]}"#;
+        let t = feed(&mut n, &stats, &[moved, &ticker(4, false)]);
+        assert!(quotes(&t).is_empty());
+        let no_sequence = ticker(5, true).replace(r#""sequence":5,"#, "");
+        assert_eq!(quotes(&feed(&mut n, &stats, &[&no_sequence])).len(), 1);
+        let hb = r#"{"type":"heartbeat","product_id":"BTC-USD","time":"2024-01-01T00:00:01Z"}"#;
+        assert!(feed(&mut n, &stats, &[hb]).is_empty());
+        let sideless = matched(7).replace(r#","side":"buy""#, "");
+        let t = feed(&mut n, &stats, &[&sideless]);
+        assert!(matches!(
+            t[..],
+            [Tick {
+                data: TickData::Trade {
+                    aggressor: Aggressor::Unknown,
+                    ..
+                },
+                ..
+            }]
+        ));
+        assert_eq!(stats.gaps.get(), 0);
+    }
+
+    /// Issue 14 point 2 for level2: over generated update streams with one fault (an
+    /// update rejected for a value finer than the product's increment or cut short,
+    /// duplicated, or delivered late) at any position, the book is never LIVE and
+    /// wrong once the faulty frame has arrived: it is LIVE and equal to the venue's
+    /// book, or not LIVE and resubscribing. (level2 has no sequence numbers: an update
+    /// still in flight cannot be noticed before it arrives, and one that never arrives
+    /// at all is for the periodic REST audit.) After resubscribing the fresh snapshot
+    /// makes it LIVE and equal again.
+    mod level2_under_faults {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        type RefBook = [BTreeMap<i64, i64>; 2];
+
+        #[derive(Debug, Clone, Copy)]
+        enum Fault {
+            Reject { cut: bool },
+            Duplicate { later: usize },
+            MoveLater { by: usize },
+        }
+
+        fn dec(m: i64, scale: u32) -> String {
+            let unit = 10i64.pow(scale);
+            format!("{}.{:0w$}", m / unit, m % unit, w = scale as usize)
+        }
+
+        fn update(i: usize, changes: &[(Side, i64, i64)], reject: bool) -> String {
+            let items: Vec<String> = changes
+                .iter()
+                .enumerate()
+                .map(|(k, &(side, p, q))| {
+                    let size = if reject && k == 0 {
+                        format!("{}1", dec(q, 8))
+                    } else {
+                        dec(q, 8)
+                    };
+                    format!(r#"["{}","{}","{size}"]"#, side.as_str(), dec(p, 2))
+                })
+                .collect();
+            let secs = 20 + i;
+            format!(
+                r#"{{"type":"l2update","product_id":"BTC-USD","time":"2023-11-14T22:{:02}:{:02}.265000Z","changes":[{}]}}"#,
+                13 + secs / 60,
+                secs % 60,
+                items.join(",")
+            )
+        }
+
+        fn snapshot(b: &RefBook) -> String {
+            let side = |m: &BTreeMap<i64, i64>, rev: bool| {
+                let mut v: Vec<String> = m
+                    .iter()
+                    .map(|(p, q)| format!(r#"["{}","{}"]"#, dec(*p, 2), dec(*q, 8)))
+                    .collect();
+                if rev {
+                    v.reverse();
+                }
+                v.join(",")
+            };
+            format!(
+                r#"{{"type":"snapshot","product_id":"BTC-USD","bids":[{}],"asks":[{}]}}"#,
+                side(&b[0], true),
+                side(&b[1], false)
+            )
+        }
+
+        fn apply(b: &mut RefBook, changes: &[(Side, i64, i64)]) {
+            for &(side, p, q) in changes {
+                let m = &mut b[usize::from(side == Side::Sell)];
+                if q == 0 {
+                    m.remove(&p);
+                } else {
+                    m.insert(p, q);
+                }
+            }
+        }
+
+        fn changes() -> impl Strategy<Value = Vec<(Side, i64, i64)>> {
+            let change = (any::<bool>(), 0i64..8, 0i64..4, 0i64..100_000_000).prop_map(|(buy, k, whole, frac)| {
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let price = if buy { 6_500_000 - k } else { 6_501_000 + k };
+                (side, price, if whole == 0 { 0 } else { whole * 100_000_000 + frac })
+            });
+            prop::collection::vec(change, 1..4)
+        }
+
+        fn fault() -> impl Strategy<Value = Fault> {
+            prop_oneof![
+                any::<bool>().prop_map(|cut| Fault::Reject { cut }),
+                (0usize..4).prop_map(|later| Fault::Duplicate { later }),
+                (1usize..4).prop_map(|by| Fault::MoveLater { by }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn never_live_and_wrong(
+                initial in changes(),
+                evs in prop::collection::vec(changes(), 2..24),
+                fault in fault(),
+                at in any::<prop::sample::Index>(),
+            ) {
+                let mut start = RefBook::default();
+                apply(&mut start, &initial);
+                let mut states = vec![start.clone()];
+                for e in &evs {
+                    let mut b = states.last().cloned().unwrap_or_default();
+                    apply(&mut b, e);
+                    states.push(b);
+                }
+                let p = at.index(evs.len());
+                // Arrival order: (event index, rejected).
+                let mut order: Vec<(usize, bool)> = (0..evs.len()).map(|i| (i, false)).collect();
+                let fault_frame = match fault {
+                    Fault::Reject { .. } => {
+                        order[p].1 = true;
+                        p
+                    }
+                    Fault::Duplicate { later } => {
+                        let at = (p + 1 + later).min(order.len());
+                        order.insert(at, (p, false));
+                        at
+                    }
+                    Fault::MoveLater { by } => {
+                        let x = order.remove(p);
+                        let at = (p + by).min(order.len());
+                        order.insert(at, x);
+                        at
+                    }
+                };
+                let mut n = normalizer();
+                let stats = FeedStats::default();
+                let mut book = L2Book::new(64);
+                let mut live = false;
+                let feed = |n: &mut CoinbaseNormalizer, f: &str, book: &mut L2Book, live: &mut bool| {
+                    let r = n.on_frame(FrameRef::Text(f.as_bytes()), UnixNanos(1), &stats, &mut |t| match t.data {
+                        TickData::BookDelta { side, price, qty, flags, .. } => {
+                            book.apply_flagged(side, price, qty, flags);
+                        }
+                        TickData::Status { status, .. } => *live = status == FeedStatus::Live,
+                        _ => {}
+                    });
+                    match r {
+                        Ok(a) => (a, false),
+                        Err(e) => (e.then(), true),
+                    }
+                };
+                let as_ref_book = |b: &L2Book| -> RefBook {
+                    let m = |l: &[Level]| l.iter().map(|l| (l.price.0, l.qty.0)).collect();
+                    [m(b.bids()), m(b.asks())]
+                };
+                n.on_connected(UnixNanos(1), &mut |_| {});
+                feed(&mut n, &snapshot(&states[0]), &mut book, &mut live);
+                prop_assert!(live);
+                let (mut venue_pos, mut errors, mut resubscribed) = (0usize, 0usize, 0usize);
+                for (k, &(i, reject)) in order.iter().enumerate() {
+                    if i < venue_pos && resubscribed > 0 && k > fault_frame {
+                        // Sent on the connection that was replaced.
+                        continue;
+                    }
+                    venue_pos = venue_pos.max(i + 1);
+                    let mut f = update(i, &evs[i], reject);
+                    if reject && matches!(fault, Fault::Reject { cut: true }) {
+                        f.truncate(f.len() / 2 + 10);
+                    }
+                    let (action, err) = feed(&mut n, &f, &mut book, &mut live);
+                    errors += usize::from(err);
+                    if k >= fault_frame {
+                        prop_assert!(
+                            !live || as_ref_book(&book) == states[venue_pos],
+                            "frame {} ({:?} at {}): LIVE and wrong", k, fault, p
+                        );
+                    }
+                    if action == Action::Reconnect {
+                        prop_assert!(!live, "resubscribing while LIVE");
+                        // A new subscription starts with the venue's current book.
+                        resubscribed += 1;
+                        n.on_connected(UnixNanos(1), &mut |_| {});
+                        feed(&mut n, &snapshot(&states[venue_pos]), &mut book, &mut live);
+                        prop_assert!(live && as_ref_book(&book) == states[venue_pos]);
+                    }
+                }
+                prop_assert_eq!(errors, usize::from(matches!(fault, Fault::Reject { .. })));
+                prop_assert!(live);
+                prop_assert_eq!(as_ref_book(&book), states[evs.len()].clone(), "{:?} at {}", fault, p);
+            }
         }
     }
 }

@@ -33,8 +33,8 @@ pub struct Match<'a> {
     pub sequence: u64,
     pub price: &'a [u8],
     pub size: &'a [u8],
-    /// The maker's side.
-    pub maker_side: Side,
+    /// The maker's side (`None` when the message has no `side`).
+    pub maker_side: Option<Side>,
     pub time: UnixNanos,
     /// `last_match`: the most recent match, sent once on subscribe.
     pub last: bool,
@@ -44,30 +44,36 @@ impl Match<'_> {
     /// The taker hit the maker: its side is the opposite.
     pub fn aggressor(&self) -> Aggressor {
         match self.maker_side {
-            Side::Buy => Aggressor::Sell,
-            Side::Sell => Aggressor::Buy,
+            Some(Side::Buy) => Aggressor::Sell,
+            Some(Side::Sell) => Aggressor::Buy,
+            None => Aggressor::Unknown,
         }
     }
 }
 
+/// A `ticker`. Only `product_id` is required: older tickers have no
+/// `best_bid_size`/`best_ask_size`, and any field but the product may be absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticker<'a> {
     pub product: &'a [u8],
-    pub sequence: u64,
-    pub best_bid: &'a [u8],
-    pub best_bid_size: &'a [u8],
-    pub best_ask: &'a [u8],
-    pub best_ask_size: &'a [u8],
+    /// `None`: no ordering check is possible for this ticker.
+    pub sequence: Option<u64>,
+    pub best_bid: Option<&'a [u8]>,
+    pub best_bid_size: Option<&'a [u8]>,
+    pub best_ask: Option<&'a [u8]>,
+    pub best_ask_size: Option<&'a [u8]>,
     pub time: UnixNanos,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CoinbaseEvent<'a> {
     Subscriptions,
+    /// `sequence` and `last_trade_id` are optional (a heartbeat without a trade id
+    /// only says the connection is alive).
     Heartbeat {
         product: &'a [u8],
-        sequence: u64,
-        last_trade_id: u64,
+        sequence: Option<u64>,
+        last_trade_id: Option<u64>,
         time: UnixNanos,
     },
     Ticker(Ticker<'a>),
@@ -156,7 +162,7 @@ fn frame_in_order(frame: &[u8]) -> Option<CoinbaseEvent<'_>> {
         let size = x.key_str(br#","size":""#)?;
         let price = x.key_str(br#","price":""#)?;
         x.lit(br#","side":""#)?;
-        let maker_side = side(x.str()).ok()?;
+        let maker_side = Some(side(x.str()).ok()?);
         CoinbaseEvent::Match(Match {
             product,
             trade_id,
@@ -208,17 +214,17 @@ fn parse_any_layout(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
         b"subscriptions" => CoinbaseEvent::Subscriptions,
         b"heartbeat" => CoinbaseEvent::Heartbeat {
             product: need(product, "product_id")?,
-            sequence: need(seq, "sequence")?,
-            last_trade_id: need(last_trade_id, "last_trade_id")?,
+            sequence: seq,
+            last_trade_id,
             time: time(t),
         },
         b"ticker" => CoinbaseEvent::Ticker(Ticker {
             product: need(product, "product_id")?,
-            sequence: need(seq, "sequence")?,
-            best_bid: need(bb, "best_bid")?,
-            best_bid_size: need(bbs, "best_bid_size")?,
-            best_ask: need(ba, "best_ask")?,
-            best_ask_size: need(bas, "best_ask_size")?,
+            sequence: seq,
+            best_bid: bb,
+            best_bid_size: bbs,
+            best_ask: ba,
+            best_ask_size: bas,
             time: time(t),
         }),
         b"snapshot" => CoinbaseEvent::Snapshot {
@@ -237,7 +243,7 @@ fn parse_any_layout(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
             sequence: seq.unwrap_or(0),
             price: need(price, "price")?,
             size: need(size, "size")?,
-            maker_side: side(side_s)?,
+            maker_side: side_s.map(|s| side(Some(s))).transpose()?,
             time: time(t),
             last: k == b"last_match",
         }),
@@ -369,8 +375,8 @@ mod tests {
         assert!(matches!(
             parse_frame(HEARTBEAT.as_bytes()).unwrap(),
             CoinbaseEvent::Heartbeat {
-                sequence: 90,
-                last_trade_id: 20,
+                sequence: Some(90),
+                last_trade_id: Some(20),
                 ..
             }
         ));
@@ -379,14 +385,14 @@ mod tests {
         };
         assert_eq!(
             (t.sequence, t.best_bid, t.best_ask_size),
-            (37_475_248_783, &b"1285.04"[..], &b"1.56637040"[..])
+            (Some(37_475_248_783), Some(&b"1285.04"[..]), Some(&b"1.56637040"[..]))
         );
         let CoinbaseEvent::Match(m) = parse_frame(MATCH.as_bytes()).unwrap() else {
             panic!("match")
         };
         assert_eq!(
             (m.trade_id, m.maker_side, m.aggressor()),
-            (10, Side::Sell, Aggressor::Buy)
+            (10, Some(Side::Sell), Aggressor::Buy)
         );
         assert_eq!(m.time, UnixNanos(1_415_348_367_028_459_000));
         assert!(matches!(
@@ -516,5 +522,113 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn without(msg: &str, key: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(msg).expect("json");
+        v.as_object_mut().and_then(|o| o.remove(key)).expect("key present");
+        v.to_string()
+    }
+
+    /// What `e` reads as when the message lacks `key`: that field absent, the rest
+    /// the same (fields the parser does not read change nothing).
+    fn cleared<'a>(e: CoinbaseEvent<'a>, key: &str) -> CoinbaseEvent<'a> {
+        match e {
+            CoinbaseEvent::Heartbeat {
+                product,
+                sequence,
+                last_trade_id,
+                time,
+            } => CoinbaseEvent::Heartbeat {
+                product,
+                sequence: sequence.filter(|_| key != "sequence"),
+                last_trade_id: last_trade_id.filter(|_| key != "last_trade_id"),
+                time: if key == "time" { UnixNanos::UNKNOWN } else { time },
+            },
+            CoinbaseEvent::Ticker(mut t) => {
+                match key {
+                    "sequence" => t.sequence = None,
+                    "best_bid" => t.best_bid = None,
+                    "best_bid_size" => t.best_bid_size = None,
+                    "best_ask" => t.best_ask = None,
+                    "best_ask_size" => t.best_ask_size = None,
+                    "time" => t.time = UnixNanos::UNKNOWN,
+                    _ => {}
+                }
+                CoinbaseEvent::Ticker(t)
+            }
+            CoinbaseEvent::L2Update { product, changes, .. } if key == "time" => CoinbaseEvent::L2Update {
+                product,
+                time: UnixNanos::UNKNOWN,
+                changes,
+            },
+            CoinbaseEvent::Match(mut m) => {
+                match key {
+                    "sequence" => m.sequence = 0,
+                    "time" => m.time = UnixNanos::UNKNOWN,
+                    "side" => m.maker_side = None,
+                    _ => {}
+                }
+                CoinbaseEvent::Match(m)
+            }
+            e => e,
+        }
+    }
+
+    /// Issue 14 point 3: every message type with each field removed in turn. An
+    /// optional field's absence is tolerated (the message reads the same with that
+    /// field absent); a required one's is a counted error naming the field.
+    #[test]
+    fn each_optional_field_may_be_absent() {
+        let last_match = MATCH.replace(r#""type":"match""#, r#""type":"last_match""#);
+        let cases: [(&str, &[&str]); 6] = [
+            (HEARTBEAT, &["type", "product_id"]),
+            (TICKER, &["type", "product_id"]),
+            (SNAPSHOT, &["type", "product_id", "bids", "asks"]),
+            (L2UPDATE, &["type", "product_id", "changes"]),
+            (MATCH, &["type", "trade_id", "product_id", "size", "price"]),
+            (&last_match, &["type", "trade_id", "product_id", "size", "price"]),
+        ];
+        for (msg, required) in cases {
+            let full = parse_frame(msg.as_bytes()).expect("full message");
+            let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(msg)
+                .expect("object")
+                .keys()
+                .cloned()
+                .collect();
+            for key in keys {
+                let text = without(msg, &key);
+                let got = parse_frame(text.as_bytes());
+                if required.contains(&key.as_str()) {
+                    let name = if key == "type" { "type" } else { key.as_str() };
+                    assert_eq!(got, Err(CoinbaseError::Field(name_of(name))), "{text}");
+                } else {
+                    assert_eq!(got, Ok(cleared(full, &key)), "without {key}: {text}");
+                }
+            }
+        }
+        // Older tickers: no sizes at all, still a ticker.
+        let old = without(&without(TICKER, "best_bid_size"), "best_ask_size");
+        let Ok(CoinbaseEvent::Ticker(t)) = parse_frame(old.as_bytes()) else {
+            panic!("{old}")
+        };
+        assert_eq!((t.best_bid_size, t.best_ask_size), (None, None));
+        assert_eq!(t.best_bid, Some(&b"1285.04"[..]));
+    }
+
+    fn name_of(key: &str) -> &'static str {
+        [
+            "type",
+            "product_id",
+            "bids",
+            "asks",
+            "changes",
+            "trade_id",
+            "size",
+            "price",
+        ]
+        .into_iter()
+        .find(|k| *k == key)
+        .unwrap_or("?")
     }
 }

@@ -22,6 +22,13 @@
 //! instrument's volume rises (size = the increase), so repeated quote packets never
 //! double-count. LTP-only packets carry no size: they become trades of quantity zero
 //! (the last price moved; no volume is known).
+//!
+//! A quote/full packet also reports the last trade itself (price, quantity and, in
+//! full mode, its time). When that is not already told by a volume-derived trade (the
+//! first packet after subscribing, whose volume has no baseline yet), it becomes a
+//! `LastPrice` tick: the quote shows the last price at once, and no trade is
+//! invented. The day open/high/low and previous close of quote, full and index
+//! packets become a `DayStats` tick whenever they change.
 
 use stocksblitz_engine::fixed::rescale;
 use stocksblitz_engine::tick::{BookFlags, Tick, TickData};
@@ -104,6 +111,10 @@ pub struct KiteDecoder {
     tokens: SymbolMap<u32>,
     /// Last cumulative volume per instrument id (index), `u32::MAX + 1` = unseen.
     volume: Vec<i64>,
+    /// Last trade reported per instrument (raw price, qty, time), to tell it once.
+    reported: Vec<Option<(i64, i64, u32)>>,
+    /// Day open/high/low/close last told per instrument (raw).
+    day: Vec<Option<[i64; 4]>>,
 }
 
 impl KiteDecoder {
@@ -113,7 +124,39 @@ impl KiteDecoder {
         Self {
             tokens,
             volume: vec![-1; instruments],
+            reported: vec![None; instruments],
+            day: vec![None; instruments],
         }
+    }
+
+    /// A `DayStats` tick when the packet's open/high/low/close (raw, in that order)
+    /// changed since the last one told; all four are converted before anything is
+    /// emitted.
+    fn day_stats(
+        &mut self,
+        inst: VenueInstrument,
+        token: u32,
+        ohlc: [i64; 4],
+        tick: &impl Fn(TickData) -> Tick,
+        out: &mut impl FnMut(Tick),
+    ) -> Result<(), KiteError> {
+        let Some(seen) = self.day.get_mut(inst.id.index()) else {
+            return Ok(());
+        };
+        if *seen == Some(ohlc) || ohlc == [0; 4] {
+            return Ok(());
+        }
+        let scale = price_scale_of_token(token);
+        let mut px = [Price::ZERO; 4];
+        for (slot, raw) in px.iter_mut().zip(ohlc) {
+            *slot = rescale(raw, scale, inst.price_scale)
+                .map(Price)
+                .map_err(|_| KiteError::Price { token, raw })?;
+        }
+        *seen = Some(ohlc);
+        let [open, high, low, close] = px;
+        out(tick(TickData::DayStats { open, high, low, close }));
+        Ok(())
     }
 
     fn price(&self, inst: VenueInstrument, token: u32, raw: i64) -> Result<Price, KiteError> {
@@ -213,16 +256,29 @@ impl KiteDecoder {
         if p.len() < QUOTE_LEN {
             // LTP and index packets: a price, no size.
             out(tick(trade(Qty::ZERO)));
+            if p.len() >= INDEX_QUOTE_LEN {
+                // Index: high 8, low 12, open 16, close 20.
+                let ohlc = [be_i32(p, 16), be_i32(p, 8), be_i32(p, 12), be_i32(p, 20)];
+                self.day_stats(inst, token, ohlc, &tick, out)?;
+            }
             return Ok(());
         }
+        // Quote/full: open 28, high 32, low 36, close 40.
+        let ohlc = [be_i32(p, 28), be_i32(p, 32), be_i32(p, 36), be_i32(p, 40)];
         let volume = i64::from(be_u32(p, 16));
+        let (last_qty, trade_time_raw) = (
+            i64::from(be_u32(p, 8)),
+            if p.len() == FULL_LEN { be_u32(p, 44) } else { 0 },
+        );
+        let trade_time = if p.len() == FULL_LEN {
+            secs(44)
+        } else {
+            UnixNanos::UNKNOWN
+        };
+        let mut traded = false;
         if let Some(prev) = self.volume.get_mut(inst.id.index()) {
             if *prev >= 0 && volume > *prev {
-                let trade_time = if p.len() == FULL_LEN {
-                    secs(44)
-                } else {
-                    UnixNanos::UNKNOWN
-                };
+                traded = true;
                 out(Tick {
                     exchange_ts: trade_time.or(exchange_ts),
                     ..tick(trade(Self::qty(inst, volume - *prev)))
@@ -230,6 +286,23 @@ impl KiteDecoder {
             }
             *prev = volume;
         }
+        let last = (be_i32(p, 4), last_qty, trade_time_raw);
+        if let Some(seen) = self.reported.get_mut(inst.id.index()) {
+            // The last trade as reported, when no trade tick told it: the first
+            // packet (no volume baseline) or a changed report without new volume.
+            // Nothing traded yet today (price and size 0): nothing to tell.
+            if !traded && *seen != Some(last) && (last.0, last.1) != (0, 0) {
+                out(Tick {
+                    exchange_ts: trade_time,
+                    ..tick(TickData::LastPrice {
+                        price: ltp,
+                        qty: Self::qty(inst, last_qty),
+                    })
+                });
+            }
+            *seen = Some(last);
+        }
+        self.day_stats(inst, token, ohlc, &tick, out)?;
         if p.len() == FULL_LEN {
             self.depth(inst, token, p, &tick, out)?;
         }
@@ -459,8 +532,30 @@ mod tests {
         let mut d = decoder();
         let (r, first) = decode(&mut d, &frame(&[full(&full_quote(1_000))]));
         r.unwrap();
-        // First sighting: no trade (unknown previous volume), 10 depth levels.
-        assert_eq!(first.len(), 10);
+        // First sighting: no trade (unknown previous volume) but the reported last
+        // trade, stamped with its time; the day statistics; 10 depth levels.
+        assert_eq!(first.len(), 12);
+        assert_eq!(
+            first[0].data,
+            TickData::LastPrice {
+                price: Price(245_005),
+                qty: Qty(10)
+            }
+        );
+        assert_eq!(
+            first[0].exchange_ts,
+            UnixNanos(1_700_000_000 * UnixNanos::NANOS_PER_SEC)
+        );
+        assert_eq!(
+            first[1].data,
+            TickData::DayStats {
+                open: Price(244_000),
+                high: Price(246_000),
+                low: Price(243_500),
+                close: Price(244_900)
+            }
+        );
+        let first = &first[2..];
         let TickData::BookDelta {
             side,
             price,
@@ -497,9 +592,23 @@ mod tests {
             second[0].exchange_ts,
             UnixNanos(1_700_000_000 * UnixNanos::NANOS_PER_SEC)
         );
-        // Same volume again (a quote change only): no trade.
+        assert_eq!(second.len(), 11, "the trade tells the last price; day unchanged");
+        // Same volume again (a quote change only): no trade, nothing new to tell.
         let (_, third) = decode(&mut d, &frame(&[full(&full_quote(1_025))]));
-        assert!(third.iter().all(|t| !matches!(t.data, TickData::Trade { .. })));
+        assert_eq!(third.len(), 10, "depth only");
+        assert!(third.iter().all(|t| matches!(t.data, TickData::BookDelta { .. })));
+        // A new high with the same last trade: day statistics only.
+        let mut q = full_quote(1_025);
+        q.ohlc[1] = 246_500;
+        let (_, fourth) = decode(&mut d, &frame(&[full(&q)]));
+        assert!(matches!(
+            fourth[0].data,
+            TickData::DayStats {
+                high: Price(246_500),
+                ..
+            }
+        ));
+        assert_eq!(fourth.len(), 11);
     }
 
     #[test]
@@ -513,7 +622,17 @@ mod tests {
         };
         let (r, t) = decode(&mut d, &frame(&[quote(&q)]));
         r.unwrap();
-        assert!(t.is_empty(), "first sighting only sets the volume baseline");
+        // First sighting sets the volume baseline: no trade, the last price is told
+        // (a quote packet has no trade time).
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            t[0].data,
+            TickData::LastPrice {
+                price: Price(832_500),
+                qty: Qty(0)
+            }
+        );
+        assert_eq!(t[0].exchange_ts, UnixNanos::UNKNOWN);
         let (_, t) = decode(&mut d, &frame(&[quote(&Quote { volume: 9, ..q.clone() })]));
         assert!(matches!(
             t[0].data,

@@ -384,7 +384,14 @@ impl Ctx {
             Ok(a) => a,
             Err(e) => {
                 self.note_error(&e);
-                Action::None
+                // A rejected book update took a book out of LIVE: resync it.
+                let then = e.then();
+                if let Action::Snapshot(id) = then {
+                    if let Some(f) = self.fetch(id, Duration::ZERO) {
+                        fetches.push(f);
+                    }
+                }
+                then
             }
         }
     }

@@ -12,6 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use stocksblitz_engine::fixed::{rescale, Decimal};
 use stocksblitz_engine::{Aggressor, Level, Side};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -19,6 +20,19 @@ use super::faults::{now_ms, take, Lifecycle, SessionFaults};
 use super::market::{SimEvent, SimInstrument, VenueMarket};
 use super::{MsgKind, Outgoing, Payload, Shared, VenueSim};
 use crate::venue::Venue;
+
+/// Decimals of every price and quantity string Binance spot sends.
+pub const WIRE_DECIMALS: u8 = 8;
+
+/// A value as Binance renders it: always eight decimals (`"65000.10000000"`,
+/// `"0.01391500"`), whatever scale the instrument keeps (a scale above eight, which
+/// Binance never sends, is rendered as is).
+fn wire(mantissa: i64, scale: u8) -> Decimal {
+    match rescale(mantissa, scale, WIRE_DECIMALS) {
+        Ok(m) if scale <= WIRE_DECIMALS => Decimal::new(m, WIRE_DECIMALS),
+        _ => Decimal::new(mantissa, scale),
+    }
+}
 
 fn levels_json(out: &mut String, inst: &SimInstrument, levels: impl Iterator<Item = Level>) {
     out.push('[');
@@ -29,8 +43,8 @@ fn levels_json(out: &mut String, inst: &SimInstrument, levels: impl Iterator<Ite
         let _ = write!(
             out,
             "[\"{}\",\"{}\"]",
-            l.price.decimal(inst.price_scale),
-            l.qty.decimal(inst.qty_scale)
+            wire(l.price.0, inst.price_scale),
+            wire(l.qty.0, inst.qty_scale)
         );
     }
     out.push(']');
@@ -56,7 +70,7 @@ pub fn render(m: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
                 let (ms, up) = (time.millis(), inst.venue_symbol.to_ascii_uppercase());
                 // m: the buyer is the maker, i.e. the seller was the aggressor.
                 let maker = *aggressor == Aggressor::Sell;
-                let (p, q) = (price.decimal(inst.price_scale), qty.decimal(inst.qty_scale));
+                let (p, q) = (wire(price.0, inst.price_scale), wire(qty.0, inst.qty_scale));
                 out.push(Outgoing {
                     key: format!("{sym}@trade"),
                     payload: Payload::Text(format!(
@@ -109,10 +123,10 @@ pub fn render(m: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
                         key: format!("{sym}@bookTicker"),
                         payload: Payload::Text(format!(
                             r#"{{"stream":"{sym}@bookTicker","data":{{"u":{last_id},"s":"{up}","b":"{}","B":"{}","a":"{}","A":"{}"}}}}"#,
-                            b.price.decimal(inst.price_scale),
-                            b.qty.decimal(inst.qty_scale),
-                            a.price.decimal(inst.price_scale),
-                            a.qty.decimal(inst.qty_scale)
+                            wire(b.price.0, inst.price_scale),
+                            wire(b.qty.0, inst.qty_scale),
+                            wire(a.price.0, inst.price_scale),
+                            wire(a.qty.0, inst.qty_scale)
                         )),
                         kind: MsgKind::Other,
                     });
@@ -261,6 +275,68 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>, streams: HashSet<Str
             _ = ping.tick() => {
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
                     return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::SimSpec;
+    use stocksblitz_engine::{InstrumentId, Price, Qty, UnixNanos};
+
+    /// Binance sends every price and quantity with exactly eight decimals, whatever
+    /// scale our instrument keeps: the simulator does the same.
+    #[test]
+    fn prices_and_quantities_go_out_with_eight_decimals() {
+        for (price_scale, qty_scale) in [(2u8, 5u8), (8, 8)] {
+            let inst = SimInstrument {
+                symbol: "BTCUSDT".into(),
+                venue_symbol: "btcusdt".into(),
+                price_scale,
+                qty_scale,
+                spec: SimSpec {
+                    id: InstrumentId(0),
+                    tick_size: Price(10i64.pow(u32::from(price_scale) - 2)),
+                    lot_size: Qty(10i64.pow(u32::from(qty_scale) - 5)),
+                    start_price: Price(65_000 * 10i64.pow(u32::from(price_scale))),
+                },
+            };
+            let mut m = VenueMarket::new(vec![inst], 3, 5);
+            let mut texts = Vec::new();
+            for step in 0..50 {
+                let events = m.step(UnixNanos(1_700_000_000_000_000_000 + step * 1_000_000));
+                for o in render(&m, &events) {
+                    if let Payload::Text(t) = o.payload {
+                        texts.push(t);
+                    }
+                }
+            }
+            assert!(texts.iter().any(|t| t.contains("@trade")), "some trades");
+            assert!(texts.iter().any(|t| t.contains("depthUpdate")), "some diffs");
+            for t in &texts {
+                let v: serde_json::Value = serde_json::from_str(t).expect("json");
+                let d = &v["data"];
+                let mut decimals = Vec::new();
+                for k in ["p", "q", "b", "B", "a", "A"] {
+                    if let Some(s) = d[k].as_str() {
+                        decimals.push(s.to_owned());
+                    }
+                }
+                for k in ["b", "a"] {
+                    for l in d[k].as_array().into_iter().flatten() {
+                        decimals.extend(
+                            l.as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|x| x.as_str().map(str::to_owned)),
+                        );
+                    }
+                }
+                for s in decimals {
+                    assert_eq!(s.split('.').nth(1).map(str::len), Some(8), "{s} in {t}");
                 }
             }
         }

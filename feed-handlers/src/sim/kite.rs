@@ -30,13 +30,19 @@ fn packet(m: &VenueMarket, index: usize, now: UnixNanos) -> Option<Vec<u8>> {
     let px = |p: Price| -> Option<i32> { i32::try_from(rescale(p.0, inst.price_scale, scale).ok()?).ok() };
     let q = |v: i64| -> Option<u32> { u32::try_from(rescale(v, inst.qty_scale, 0).ok()?).ok() };
     let book = m.book(index)?;
-    let secs = u32::try_from(now.0 / 1_000_000_000).ok()?;
+    let secs = |t: UnixNanos| u32::try_from(t.known()?.0 / 1_000_000_000).ok();
+    let (last_qty, last_time) = m.last_trade(index);
+    let [open, high, low, close] = m.day(index);
+    // As Kite sends it: the last trade's price, size and time (0 before any trade
+    // today), the day's open/high/low and the previous close.
     let mut quote = encode::Quote {
         token,
         ltp: px(m.last_price(index))?,
+        last_qty: q(last_qty.0)?,
         volume: q(m.volume(index))?,
-        last_trade_time: secs,
-        exchange_time: secs,
+        ohlc: [px(open)?, px(high)?, px(low)?, px(close)?],
+        last_trade_time: secs(last_time).unwrap_or(0),
+        exchange_time: secs(now)?,
         ..encode::Quote::default()
     };
     for (k, l) in book.bids().iter().take(5).enumerate() {

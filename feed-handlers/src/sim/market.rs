@@ -51,6 +51,11 @@ pub struct VenueMarket {
     volume: Vec<i64>,
     /// Last traded price per instrument (the start price before any trade).
     last_price: Vec<Price>,
+    /// Size and time of the last trade per instrument (Kite reports them).
+    last_trade: Vec<(Qty, UnixNanos)>,
+    /// Day open, high, low and previous close per instrument (Kite reports them):
+    /// the start price is the previous close; open/high/low are zero until a trade.
+    day: Vec<[Price; 4]>,
     pending: Vec<Vec<(Side, Price, Qty)>>,
     buf: TickBuf,
 }
@@ -83,8 +88,14 @@ impl VenueMarket {
             });
         }
         let last_price = instruments.iter().map(|i| i.spec.start_price).collect();
+        let day = instruments
+            .iter()
+            .map(|i| [Price::ZERO, Price::ZERO, Price::ZERO, i.spec.start_price])
+            .collect();
         Self {
             last_price,
+            last_trade: vec![(Qty::ZERO, UnixNanos::UNKNOWN); n],
+            day,
             instruments,
             market,
             books,
@@ -111,6 +122,19 @@ impl VenueMarket {
 
     pub fn last_price(&self, index: usize) -> Price {
         self.last_price.get(index).copied().unwrap_or_default()
+    }
+
+    /// Size and time of the last trade (zero and unknown before any).
+    pub fn last_trade(&self, index: usize) -> (Qty, UnixNanos) {
+        self.last_trade
+            .get(index)
+            .copied()
+            .unwrap_or((Qty::ZERO, UnixNanos::UNKNOWN))
+    }
+
+    /// Day open, high, low and previous close.
+    pub fn day(&self, index: usize) -> [Price; 4] {
+        self.day.get(index).copied().unwrap_or_default()
     }
 
     pub fn volume(&self, index: usize) -> i64 {
@@ -143,6 +167,16 @@ impl VenueMarket {
                     }
                     if let Some(p) = self.last_price.get_mut(i) {
                         *p = price;
+                    }
+                    if let Some(l) = self.last_trade.get_mut(i) {
+                        *l = (qty, now);
+                    }
+                    if let Some([open, high, low, _]) = self.day.get_mut(i) {
+                        if open.0 == 0 {
+                            (*open, *high, *low) = (price, price, price);
+                        }
+                        *high = (*high).max(price);
+                        *low = (*low).min(price);
                     }
                     out.push(SimEvent::Trade {
                         index: i,
@@ -181,7 +215,10 @@ impl VenueMarket {
                         });
                     }
                 }
-                TickData::Quote { .. } | TickData::Status { .. } => {}
+                TickData::Quote { .. }
+                | TickData::Status { .. }
+                | TickData::LastPrice { .. }
+                | TickData::DayStats { .. } => {}
             }
         }
         out
