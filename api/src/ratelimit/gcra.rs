@@ -64,11 +64,20 @@ pub fn decision(rate: Rate, allowed: bool, spare_or_wait_us: i64, lead_us: i64) 
 /// One request at `now_us` against a bucket whose TAT is `tat_us` (None: never seen,
 /// full). Returns the decision and, when allowed, the new TAT to store.
 pub fn check(rate: Rate, tat_us: Option<i64>, now_us: i64) -> (Decision, Option<i64>) {
-    let tat = tat_us.unwrap_or(now_us).max(now_us);
+    // A TAT more than a whole bucket ahead means the clock stepped back: count the
+    // bucket as just emptied rather than refusing until the clock catches up.
+    // The clamp is stored even on a refusal (the `Some` then), so the bucket refills
+    // from the new time.
+    let stored = tat_us.unwrap_or(now_us);
+    let clamped = stored.min(now_us.saturating_add(rate.capacity_us()));
+    let tat = clamped.max(now_us);
     let new_tat = tat + rate.interval_us();
     let allow_at = new_tat - rate.capacity_us();
     if now_us < allow_at {
-        (decision(rate, false, allow_at - now_us, tat - now_us), None)
+        (
+            decision(rate, false, allow_at - now_us, tat - now_us),
+            (clamped != stored).then_some(clamped),
+        )
     } else {
         (
             decision(rate, true, now_us + rate.capacity_us() - new_tat, new_tat - now_us),
@@ -81,6 +90,36 @@ pub fn check(rate: Rate, tat_us: Option<i64>, now_us: i64) -> (Decision, Option<
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A clock stepping back by any amount costs at most one bucket: one request an
+    /// interval after the step is allowed again.
+    #[test]
+    fn a_backward_clock_step_costs_at_most_one_bucket() {
+        for limit in [1u64, 10, 100, 1000] {
+            let rate = Rate { limit };
+            for back_us in [1_000_000i64, 60_000_000, 86_400_000_000] {
+                let now = 10_000_000_000_000;
+                let mut tat = None;
+                while let (d, t) = check(rate, tat, now) {
+                    if !d.allowed {
+                        break;
+                    }
+                    tat = t;
+                }
+                let back = now - back_us;
+                let (d, t) = check(rate, tat, back);
+                assert!(!d.allowed, "limit {limit}: the bucket is still empty");
+                tat = t.or(tat);
+                assert!(
+                    d.retry_after_secs <= ceil_secs(rate.interval_us()).max(1),
+                    "limit {limit}, back {back_us} us: retry after {} s",
+                    d.retry_after_secs
+                );
+                let (d, _) = check(rate, tat, back + rate.interval_us());
+                assert!(d.allowed, "limit {limit}, back {back_us} us: refills from the new time");
+            }
+        }
+    }
 
     #[test]
     fn a_full_bucket_then_one_per_interval() {

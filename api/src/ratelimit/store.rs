@@ -19,10 +19,13 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local clamped = false
+if tat > now + capacity then tat = now + capacity; clamped = true end
 if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - capacity
 if now < allow_at then
+  if clamped then redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1) end
   return {0, allow_at - now, tat - now}
 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)

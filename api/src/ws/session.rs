@@ -260,8 +260,9 @@ impl Session {
         let rate = self.app.limiter.rate(tier);
         let now = UnixNanos::now().0 / 1_000;
         let (d, tat) = gcra::check(rate, self.msg_tat, now);
+        // Stored on a refusal too (a clock that stepped back is clamped there).
+        self.msg_tat = tat.or(self.msg_tat);
         if d.allowed {
-            self.msg_tat = tat;
             self.refused_in_row = 0;
             return Ok(());
         }

@@ -143,9 +143,17 @@ pub struct RateBucket {
 
 impl RateBucket {
     /// Takes one token at `now` if the rate allows it.
+    ///
+    /// Commands carry the wall clock, which can step backwards (an NTP correction, a
+    /// restart on a host whose clock was ahead). The TAT is never let run more than one
+    /// burst ahead of `now`: after a backward step of any size the bucket counts as
+    /// just emptied and refills at the normal rate, instead of refusing everything
+    /// until the clock has caught up with the time it stepped back over.
     pub fn try_take(&mut self, now: UnixNanos, rate: u32) -> bool {
         let interval = UnixNanos::NANOS_PER_SEC / i64::from(rate.max(1));
         let burst = interval * i64::from(rate.max(1));
+        // Persisted even on a refusal, so the bucket refills from the new time.
+        self.tat = self.tat.min(now.0.saturating_add(burst));
         let tat = self.tat.max(now.0);
         if tat - now.0 + interval > burst {
             return false;
@@ -271,5 +279,40 @@ mod tests {
             assert!(b.try_take(later, 10), "a full burst after a quiet period");
         }
         assert!(!b.try_take(later, 10));
+    }
+
+    /// The wall clock stepping back by any amount costs at most one burst: the bucket
+    /// refills at its rate from the new time, and never admits more than a burst plus
+    /// the rate in any span of the new clock.
+    #[test]
+    fn a_backward_clock_step_costs_at_most_one_burst() {
+        for rate in [1u32, 10, 1000, 100_000] {
+            for back_secs in [1i64, 10, 3_600, 86_400 * 30] {
+                let mut b = RateBucket::default();
+                let t = UnixNanos(1_700_000_000_000_000_000);
+                let mut taken = 0;
+                while b.try_take(t, rate) {
+                    taken += 1;
+                }
+                assert_eq!(taken, rate, "a full burst first");
+                let back = UnixNanos(t.0 - back_secs * UnixNanos::NANOS_PER_SEC);
+                let interval = UnixNanos::NANOS_PER_SEC / i64::from(rate);
+                // At the stepped-back time: nothing more than the bucket allows...
+                assert!(!b.try_take(back, rate), "rate {rate}, back {back_secs} s");
+                // ...and one interval later, one token, as if the bucket had just emptied.
+                assert!(
+                    b.try_take(UnixNanos(back.0 + interval), rate),
+                    "rate {rate}, back {back_secs} s: refilling from the new time"
+                );
+                // Over the next second of the new clock, at most a burst more.
+                let mut more = 0;
+                for k in 0..(2 * i64::from(rate)) {
+                    if b.try_take(UnixNanos(back.0 + interval + k * interval / 2), rate) {
+                        more += 1;
+                    }
+                }
+                assert!(more <= rate + 1, "rate {rate}: {more} in a second");
+            }
+        }
     }
 }
