@@ -27,6 +27,7 @@ need openssl           # RSA and Ed25519 key pairs for the JWT tests
 need python3-venv      # a virtualenv for schemathesis (PyPI), the OpenAPI conformance test
 need shellcheck        # lints scripts/*.sh (api/tests/scripts.rs)
 need chromium          # headless browser for the dashboard test (api/tests/dashboard.rs)
+need faketime          # real wall-clock jumps for the soak (api/tests/soak.rs)
 if ((${#packages[@]})); then
   log "installing ${packages[*]}"
   sudo_cmd=""
