@@ -100,7 +100,8 @@ mod tests {
             for back_us in [1_000_000i64, 60_000_000, 86_400_000_000] {
                 let now = 10_000_000_000_000;
                 let mut tat = None;
-                while let (d, t) = check(rate, tat, now) {
+                loop {
+                    let (d, t) = check(rate, tat, now);
                     if !d.allowed {
                         break;
                     }
