@@ -27,6 +27,10 @@ use crate::venue::{Venue, VenueNormalizer};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Fetch = Pin<Box<dyn std::future::Future<Output = (InstrumentId, Result<String, String>)> + Send>>;
 
+/// A replacement connection being opened while the current one is still read: the new
+/// socket and its first data frame, or `None` when it failed (the old one stays).
+type Replacement = Pin<Box<dyn std::future::Future<Output = Option<(Ws, Option<Message>)>> + Send>>;
+
 /// How long a Coinbase audit waits after the REST book arrives before comparing it
 /// (see [`crate::coinbase::audit`]).
 const AUDIT_SETTLE: Duration = Duration::from_millis(500);
@@ -397,7 +401,12 @@ impl Ctx {
     }
 
     async fn subscribe(&self, ws: &mut Ws) -> Result<(), String> {
-        let msgs: Vec<String> = match self.v.venue {
+        send_all(ws, self.subscribe_messages()).await
+    }
+
+    /// What to send on a new connection to get this feed's channels.
+    fn subscribe_messages(&self) -> Vec<String> {
+        match self.v.venue {
             Venue::Binance => Vec::new(),
             Venue::Coinbase => {
                 let products: Vec<&String> = self.v.symbols.iter().flatten().collect();
@@ -415,11 +424,49 @@ impl Ctx {
                     serde_json::json!({ "a": "mode", "v": ["full", tokens] }).to_string(),
                 ]
             }
-        };
-        for m in msgs {
-            ws.send(Message::Text(m.into())).await.map_err(|e| e.to_string())?;
         }
-        Ok(())
+    }
+
+    /// Starts opening a replacement connection (make-before-break). It owns what it
+    /// needs, so the current connection keeps being read while it connects: nothing
+    /// the old socket delivers in the meantime is left unread, and the new stream's
+    /// first messages overlap what was applied (old ones are ignored by update id).
+    fn start_replacement(&self) -> Replacement {
+        let url = self.url();
+        let auth = self.auth.clone();
+        let name = self.name.clone();
+        let msgs = self.subscribe_messages();
+        let connect_timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
+        let first_data = Duration::from_millis(self.cfg.stale_after_ms);
+        Box::pin(async move {
+            let mut ws = match tokio::time::timeout(connect_timeout, tokio_tungstenite::connect_async(url.as_str()))
+                .await
+            {
+                Ok(Ok((ws, _))) => ws,
+                Ok(Err(e)) => {
+                    let error = super::secrets::scrub(&e.to_string(), &auth);
+                    tracing::warn!(feed = %name, error = %error, "replacement connection failed; keeping the old one");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::warn!(feed = %name, "replacement connection did not open in time; keeping the old one");
+                    return None;
+                }
+            };
+            if send_all(&mut ws, msgs).await.is_err() {
+                return None;
+            }
+            loop {
+                match tokio::time::timeout(first_data, ws.next()).await {
+                    Ok(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => return Some((ws, Some(m))),
+                    Ok(Some(Ok(_))) => continue,
+                    _ => {
+                        tracing::warn!(feed = %name, "replacement connection sent no data; keeping the old one");
+                        return None;
+                    }
+                }
+            }
+        })
     }
 
     /// Reads one connection until it ends; returns why.
@@ -441,7 +488,10 @@ impl Ctx {
             tracing::warn!(feed = %self.name, error = %e, "subscribe failed");
             return End::Closed;
         }
-        let opened = Instant::now();
+        let mut opened = Instant::now();
+        let mut pending: Option<Replacement> = None;
+        // After a failed replacement at the age limit, when to try again.
+        let mut next_try = Instant::now();
         let max_age = Duration::from_secs(self.cfg.max_connection_age_secs);
         let stale = Duration::from_millis(self.cfg.stale_after_ms);
         let dead = Duration::from_millis(self.cfg.dead_after_ms);
@@ -458,24 +508,47 @@ impl Ctx {
                 let _ = ws.close(None).await;
                 return End::Stopped;
             }
-            if replace || opened.elapsed() >= max_age {
-                match self.replacement().await {
-                    Some((new_ws, first)) => {
-                        tracing::info!(feed = %self.name, "switched to a verified new connection (make-before-break)");
-                        self.stats.reconnects.inc();
-                        drop(ws);
-                        ws = new_ws;
-                        last_frame = Instant::now();
-                        if let Some(f) = first {
-                            self.handle_message(f, &mut ws, &mut fetches).await;
-                        }
-                        replace = false;
-                        continue;
-                    }
-                    None => replace = false,
-                }
+            if pending.is_none() && (replace || (opened.elapsed() >= max_age && Instant::now() >= next_try)) {
+                pending = Some(self.start_replacement());
+                replace = false;
             }
             tokio::select! {
+                r = async {
+                    match pending.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if pending.is_some() => {
+                    pending = None;
+                    match r {
+                        Some((new_ws, first)) => {
+                            tracing::info!(feed = %self.name, "switched to a verified new connection (make-before-break)");
+                            self.stats.reconnects.inc();
+                            // What the old socket already holds comes before the new
+                            // stream's first message: apply it, then let go.
+                            for _ in 0..4096 {
+                                match futures_util::FutureExt::now_or_never(ws.next()) {
+                                    Some(Some(Ok(m))) => {
+                                        if self.handle_message(m, &mut ws, &mut fetches).await == Action::Reconnect {
+                                            replace = true;
+                                        }
+                                    }
+                                    _ => break,
+                                }
+                            }
+                            let _ = ws.close(None).await;
+                            ws = new_ws;
+                            last_frame = Instant::now();
+                            opened = Instant::now();
+                            if let Some(f) = first {
+                                if self.handle_message(f, &mut ws, &mut fetches).await == Action::Reconnect {
+                                    replace = true;
+                                }
+                            }
+                        }
+                        None => next_try = Instant::now() + Duration::from_secs(5),
+                    }
+                }
                 msg = ws.next() => {
                     let Some(Ok(msg)) = msg else { return End::Closed };
                     last_frame = Instant::now();
@@ -539,31 +612,6 @@ impl Ctx {
             }
             Message::Close(_) => Action::None,
             Message::Pong(_) | Message::Frame(_) => Action::None,
-        }
-    }
-
-    /// Opens a new connection and waits for its first data frame (verification).
-    async fn replacement(&mut self) -> Option<(Ws, Option<Message>)> {
-        let mut ws = match self.connect().await {
-            Ok(ws) => ws,
-            Err(ConnectError::Refused(e) | ConnectError::Failed(e)) => {
-                tracing::warn!(feed = %self.name, error = %e, "replacement connection failed; keeping the old one");
-                return None;
-            }
-        };
-        if self.subscribe(&mut ws).await.is_err() {
-            return None;
-        }
-        let deadline = Duration::from_millis(self.cfg.stale_after_ms);
-        loop {
-            match tokio::time::timeout(deadline, ws.next()).await {
-                Ok(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => return Some((ws, Some(m))),
-                Ok(Some(Ok(_))) => continue,
-                _ => {
-                    tracing::warn!(feed = %self.name, "replacement connection sent no data; keeping the old one");
-                    return None;
-                }
-            }
         }
     }
 
@@ -700,6 +748,14 @@ pub fn spawn_live(
         })
         .map_err(|e| e.to_string())?;
     Ok(FeedHandle::new(name, venue.as_str(), stats, ring_stats, join))
+}
+
+/// Sends text messages in order.
+async fn send_all(ws: &mut Ws, msgs: Vec<String>) -> Result<(), String> {
+    for m in msgs {
+        ws.send(Message::Text(m.into())).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
