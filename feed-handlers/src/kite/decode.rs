@@ -254,8 +254,12 @@ impl KiteDecoder {
             aggressor: Aggressor::Unknown,
         };
         if p.len() < QUOTE_LEN {
-            // LTP and index packets: a price, no size.
-            out(tick(trade(Qty::ZERO)));
+            // LTP and index packets: a price, no size and no volume, so nothing says a
+            // trade happened: the price is the last price, never a made-up trade.
+            out(tick(TickData::LastPrice {
+                price: ltp,
+                qty: Qty::ZERO,
+            }));
             if p.len() >= INDEX_QUOTE_LEN {
                 // Index: high 8, low 12, open 16, close 20.
                 let ohlc = [be_i32(p, 16), be_i32(p, 8), be_i32(p, 12), be_i32(p, 20)];
@@ -511,16 +515,21 @@ mod tests {
         let (r, ticks) = decode(&mut d, &frame);
         assert_eq!(r.unwrap().packets, 2);
         assert_eq!(ticks.len(), 2);
-        assert!(matches!(
+        // A last price each, never a trade (no size, no volume).
+        assert_eq!(
             ticks[0].data,
-            TickData::Trade {
+            TickData::LastPrice {
                 price: Price(245_005),
                 qty: Qty(0),
-                ..
             }
-        ));
+        );
+        assert!(
+            ticks.iter().all(|t| !matches!(t.data, TickData::Trade { .. })),
+            "{ticks:?}"
+        );
         assert_eq!(ticks[0].exchange_ts, UnixNanos::UNKNOWN);
         assert_eq!(ticks[1].instrument, InstrumentId(2));
+        assert!(matches!(ticks[1].data, TickData::LastPrice { qty: Qty(0), .. }));
         assert_eq!(
             ticks[1].exchange_ts,
             UnixNanos(1_700_000_002 * UnixNanos::NANOS_PER_SEC)
@@ -681,7 +690,7 @@ mod tests {
     fn negative_prices_are_signed() {
         let mut d = decoder();
         let (_, t) = decode(&mut d, &frame(&[ltp(RELIANCE, -150)]));
-        assert!(matches!(t[0].data, TickData::Trade { price: Price(-150), .. }));
+        assert!(matches!(t[0].data, TickData::LastPrice { price: Price(-150), .. }));
     }
 
     proptest! {
