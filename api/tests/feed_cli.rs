@@ -252,7 +252,7 @@ fn kite_capture() {
         "f2 RELIANCE book sell 2450.25 203 u=0 [snapshot] ex=1700000001000000000",
         "f2 RELIANCE book sell 2450.30 204 u=0 [snapshot,end] ex=1700000001000000000",
         "f2 INFY status live 0 ex=-",
-        "f2 INFY trade unknown 1520.50 0 id=0 ex=-",
+        "f2 INFY last 1520.50 0 ex=-",
         "f3 RELIANCE trade unknown 2450.10 25 id=0 ex=1700000000000000000",
         "f3 RELIANCE book buy 2450.00 100 u=0 [clear,snapshot] ex=1700000001000000000",
         "f3 RELIANCE book buy 2449.95 101 u=0 [snapshot] ex=1700000001000000000",
