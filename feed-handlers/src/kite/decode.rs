@@ -20,8 +20,8 @@
 //!
 //! Kite sends cumulative volume, not trades: a trade tick is emitted when an
 //! instrument's volume rises (size = the increase), so repeated quote packets never
-//! double-count. LTP-only packets carry no size: they become trades of quantity zero
-//! (the last price moved; no volume is known).
+//! double-count. LTP-only and index packets carry no size and no volume: they give the
+//! last price (`LastPrice`, quantity zero), never a trade nobody saw.
 //!
 //! A quote/full packet also reports the last trade itself (price, quantity and, in
 //! full mode, its time). When that is not already told by a volume-derived trade (the
