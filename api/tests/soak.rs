@@ -304,17 +304,8 @@ impl Server {
     /// A clean stop (SIGTERM), waiting for the process to exit.
     fn stop(&mut self) {
         self.pid.store(0, Ordering::Relaxed);
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            common::process::terminate(c, Duration::from_secs(30));
         }
     }
 }
@@ -926,6 +917,18 @@ async fn ui_client(
 // ---------------------------------------------------------------------------------
 // Checks that need the venue at rest.
 
+/// A JSON GET with a short timeout; `None` when the server does not answer with JSON.
+async fn get_json(http: &reqwest::Client, url: String) -> Option<Value> {
+    http.get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .json::<Value>()
+        .await
+        .ok()
+}
+
 /// Pauses a venue, lets the engine catch up, and compares a LIVE book with the true one.
 async fn check_book(sim: &str, base: &str, venue: &str, venue_symbol: &str, symbol: &str, rec: &Record) {
     let http = reqwest::Client::new();
@@ -941,26 +944,8 @@ async fn check_book(sim: &str, base: &str, venue: &str, venue_symbol: &str, symb
     let mut verdict = None;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let truth = async {
-            http.get(format!("http://{sim}/control/book/{venue}/{venue_symbol}"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .ok()?
-                .json::<Value>()
-                .await
-                .ok()
-        };
-        let ours = async {
-            http.get(format!("{base}/api/v1/book/{symbol}?depth=10"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .ok()?
-                .json::<Value>()
-                .await
-                .ok()
-        };
+        let truth = get_json(&http, format!("http://{sim}/control/book/{venue}/{venue_symbol}"));
+        let ours = get_json(&http, format!("{base}/api/v1/book/{symbol}?depth=10"));
         let (Some(truth), Some(ours)) = (truth.await, ours.await) else {
             verdict = None;
             break;

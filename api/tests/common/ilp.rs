@@ -242,19 +242,9 @@ impl Victoria {
     /// A graceful stop (SIGTERM: the server writes what it acknowledged to disk; a
     /// SIGKILL would lose its own recent, acknowledged data, which is no test of ours).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-            // A paused server (a test that failed mid-pause) takes the signal now.
-            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        // A paused server (a test that failed mid-pause) takes the signal too.
+        if let Some(c) = self.child.take() {
+            super::process::terminate(c, Duration::from_secs(20));
         }
     }
 

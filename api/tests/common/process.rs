@@ -64,3 +64,19 @@ pub async fn spawn_server(config: &Path, log: &Path, env: &[(&str, &str)]) -> Se
         std::fs::read_to_string(log).unwrap_or_default()
     );
 }
+
+/// Stops a child with SIGTERM (and SIGCONT, in case a test left it stopped), waiting up
+/// to `grace` before SIGKILL.
+pub fn terminate(mut child: Child, grace: Duration) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
