@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod dto;
+pub mod foundation;
 pub mod http;
 pub mod journal_cli;
 pub mod logging;

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use super::failures::Failure;
 use super::{Actor, Entry};
 use crate::auth::Caller;
-use crate::http::error::ApiError;
-use crate::http::request_id::RequestId;
+use crate::foundation::ApiError;
+use crate::foundation::RequestId;
 use crate::state::AppState;
 
 /// The audited action of a route, `None` for reads.

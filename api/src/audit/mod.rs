@@ -28,7 +28,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::audit::AuditConfig;
-use crate::http::error::ApiError;
+use crate::foundation::ApiError;
 
 /// Who acted.
 #[derive(Debug, Clone, Serialize)]

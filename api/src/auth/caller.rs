@@ -19,8 +19,8 @@ use super::{Claims, Tier};
 use crate::audit::failures::Failure;
 use crate::audit::Actor;
 use crate::config::Environment;
-use crate::http::error::ApiError;
-use crate::http::request_id::RequestId;
+use crate::foundation::ApiError;
+use crate::foundation::RequestId;
 use crate::ratelimit::{address_key, LimitTier};
 use crate::state::AppState;
 

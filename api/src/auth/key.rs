@@ -6,8 +6,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::foundation::secrets::from_env;
 use base64::Engine as _;
-use stocksblitz_feed_handlers::live::secrets::from_env;
 
 use super::Tokens;
 use crate::config::auth::{AuthConfig, JwtAlgorithm};

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use stocksblitz_engine::orders::AccountId;
 
 use crate::config::auth::{AuthConfig, Operation};
-use crate::http::error::ApiError;
+use crate::foundation::ApiError;
 use crate::state::AppState;
 pub use caller::Caller;
 pub use jwt::{Claims, Role, Tier, TokenError, Tokens};

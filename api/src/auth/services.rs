@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::foundation::secrets::from_env;
 use axum::http::{HeaderMap, Method, StatusCode};
-use stocksblitz_feed_handlers::live::secrets::from_env;
 
 use super::hmac;
 use super::nonce::{Nonce, NonceError, NonceStore};
 use crate::config::auth::{Operation, ServiceConfig};
-use crate::http::error::ApiError;
+use crate::foundation::ApiError;
 
 /// HMAC keys shorter than this are refused at start-up.
 const MIN_SECRET_BYTES: usize = 32;

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::validate::range;
-use super::ConfigError;
+use super::error::range;
+use super::error::ConfigError;
 
 /// The one signature algorithm tokens must carry (never taken from the token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

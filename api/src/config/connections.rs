@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::validate::range;
+use super::error::range;
 use super::{ApiConfig, ConfigError, Environment};
 
 /// `[api.connections]`.

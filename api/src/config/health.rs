@@ -17,8 +17,8 @@
 use serde::Deserialize;
 use stocksblitz_engine::{DataQuality, UnixNanos};
 
-use super::validate::range;
-use super::ConfigError;
+use super::error::range;
+use super::error::ConfigError;
 
 /// `[health]` as written. The section is optional; absent keys take the documented
 /// defaults below (the values `configs/default.toml` spells out).

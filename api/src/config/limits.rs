@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 
-use super::validate::range;
-use super::ConfigError;
+use super::error::range;
+use super::error::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

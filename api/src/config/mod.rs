@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod auth;
 pub mod connections;
+pub mod error;
 pub mod health;
 pub mod limits;
 pub mod orders;
@@ -25,6 +26,7 @@ use stocksblitz_engine::{EngineConfig, InstrumentConfig, InstrumentRegistry};
 use stocksblitz_feed_handlers::sim::SimulatorConfig;
 use stocksblitz_feed_handlers::FeedConfig;
 
+pub use error::ConfigError;
 pub use validate::Validated;
 
 /// The embedded default (`configs/default.toml`): runs with no external services.
@@ -153,47 +155,6 @@ impl std::fmt::Display for Source {
         match self {
             Source::Embedded => f.write_str("embedded configs/default.toml"),
             Source::File(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
-/// Why the configuration was rejected.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{source_name}: invalid TOML: {message}")]
-    Syntax { source_name: String, message: String },
-    #[error("{var}: {message}")]
-    Env { var: String, message: String },
-    #[error("{key}: {message}{origin}")]
-    Invalid {
-        key: String,
-        message: String,
-        /// " (set by STOCKSBLITZ_...)" when an override supplied the value.
-        origin: String,
-    },
-}
-
-impl ConfigError {
-    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            message: message.into(),
-            origin: String::new(),
-        }
-    }
-
-    /// The config key the error names, if any.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            ConfigError::Invalid { key, .. } => Some(key),
-            ConfigError::Env { var, .. } => Some(var),
-            _ => None,
         }
     }
 }

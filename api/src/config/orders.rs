@@ -11,8 +11,8 @@ use stocksblitz_engine::journal::FsyncPolicy;
 use stocksblitz_engine::orders::{OrderCapacity, RiskLimits, RiskLimitsConfig, VenueKind, VALUE_SCALE};
 use stocksblitz_engine::InstrumentRegistry;
 
-use super::validate::range;
-use super::ConfigError;
+use super::error::range;
+use super::error::ConfigError;
 
 /// `[orders]`. Absent: order entry is off and the order routes answer 503.
 #[derive(Debug, Clone, Deserialize)]

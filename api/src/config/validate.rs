@@ -8,6 +8,7 @@ use stocksblitz_engine::affinity::check_core;
 use stocksblitz_engine::{InstrumentRegistry, Price};
 use stocksblitz_feed_handlers::FeedKind;
 
+use super::error::range;
 use super::{ApiConfig, Config, ConfigError, Environment};
 
 /// A configuration that passed every check, with what was derived from it.
@@ -26,14 +27,6 @@ pub struct Validated {
     pub redis: Option<super::redis::RedisSetup>,
     /// The readiness rule (`[health]`).
     pub health: super::health::HealthRule,
-}
-
-pub(super) fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
-    if (lo..=hi).contains(&v) {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(key, format!("{v} is outside {lo}..={hi}")))
-    }
 }
 
 fn core(key: String, core: Option<usize>) -> Result<(), ConfigError> {
@@ -180,7 +173,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
                 return Err(ConfigError::invalid(key(&format!("live.{k}")), m));
             }
             for (param, var) in &live.auth_query {
-                if let Err(e) = stocksblitz_feed_handlers::live::secrets::from_env(var) {
+                if let Err(e) = crate::foundation::secrets::from_env(var) {
                     return Err(ConfigError::invalid(key(&format!("live.auth_query.{param}")), e));
                 }
             }

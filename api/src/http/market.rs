@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use stocksblitz_engine::{BarInterval, BarState, Instrument, UnixNanos};
 
-use super::error::ApiError;
 use crate::dto::{micros, BarDto, BookDto, DayDto, Dec, InstrumentDto, QuoteDto, TradeDto};
+use crate::foundation::ApiError;
 use crate::state::AppState;
 
 type ApiResult = Result<Json<Value>, ApiError>;

@@ -1,6 +1,5 @@
 //! REST routes, errors, request ids and metrics.
 
-pub mod error;
 pub mod health;
 pub mod market;
 pub mod metrics;

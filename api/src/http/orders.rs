@@ -13,8 +13,8 @@ use stocksblitz_engine::orders::{
 };
 use stocksblitz_engine::UnixNanos;
 
-use super::error::ApiError;
 use crate::auth::{Principal, Role};
+use crate::foundation::ApiError;
 use crate::orders::entry::{
     bad, instrument, not_found, order_id, parse_order, rejection, replace_command, service, submit, submit_error,
 };

@@ -16,10 +16,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use super::error::ApiError;
 use super::server::ConnLink;
 use super::{health, market, metrics, orders, request_id, security};
 use crate::auth::Caller;
+use crate::foundation::ApiError;
 use crate::state::AppState;
 use crate::ws::protocol::MAX_CLIENT_MESSAGE_BYTES;
 use crate::ws::session;

@@ -360,7 +360,7 @@ fn refuse(stream: TcpStream, why: Refusal, plain: bool, stats: &ConnStats) {
             _ => break,
         }
     }
-    let id = super::request_id::fresh();
+    let id = crate::foundation::request_id::fresh();
     let body = serde_json::json!({ "error": {
         "code": "TOO_MANY_CONNECTIONS",
         "message": message,

@@ -12,7 +12,7 @@ use stocksblitz_engine::{Instrument, Price, Qty, Side, UnixNanos};
 use super::json::NewOrderBody;
 use super::{disabled, OrderService, SubmitError};
 use crate::auth::Principal;
-use crate::http::error::ApiError;
+use crate::foundation::ApiError;
 use crate::state::AppState;
 
 pub fn service(app: &AppState) -> Result<&std::sync::Arc<OrderService>, ApiError> {

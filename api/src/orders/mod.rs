@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 
 pub use service::{OrderService, SubmitError};
 
-use crate::http::error::ApiError;
+use crate::foundation::ApiError;
 
 /// The answer of every order route when `[orders]` is not configured.
 pub fn disabled() -> ApiError {

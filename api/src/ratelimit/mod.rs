@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::config::limits::RateLimitsConfig;
-use crate::http::error::ApiError;
+use crate::foundation::ApiError;
 use crate::redis_store::RedisStore;
 use gcra::{Decision, Rate};
 pub use store::Class;

@@ -65,8 +65,8 @@ pub fn client(setup: &RedisSetup) -> anyhow::Result<Client> {
         .into_connection_info()
         .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
     if let Some(var) = &setup.password_env {
-        let password = stocksblitz_feed_handlers::live::secrets::from_env(var)
-            .map_err(|e| anyhow::anyhow!("redis.password_env: {e}"))?;
+        let password =
+            crate::foundation::secrets::from_env(var).map_err(|e| anyhow::anyhow!("redis.password_env: {e}"))?;
         let settings = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(settings);
     }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::ilp::{ANOMALIES, BARS, FILLS, ORDER_EVENTS, QUOTES, TRADES};
+use super::row::{ANOMALIES, BARS, FILLS, ORDER_EVENTS, QUOTES, TRADES};
 use crate::config::questdb::{IlpAuth, IlpTransport, QuestDbSetup};
 
 /// The `Authorization` header value for the configured auth, if any.

@@ -12,14 +12,7 @@
 use questdb::ingress::{Buffer, TimestampNanos};
 use stocksblitz_engine::InstrumentRegistry;
 
-use super::row::SinkRow;
-
-pub const TRADES: &str = "trades";
-pub const QUOTES: &str = "quotes";
-pub const BARS: &str = "bars";
-pub const ORDER_EVENTS: &str = "order_events";
-pub const FILLS: &str = "fills";
-pub const ANOMALIES: &str = "anomalies";
+use super::row::{SinkRow, ANOMALIES, BARS, FILLS, ORDER_EVENTS, QUOTES, TRADES};
 
 /// What rows need to become lines: symbol names, scales and account names.
 pub struct Names {

@@ -35,7 +35,7 @@ fn secret(setup: &QuestDbSetup) -> anyhow::Result<Option<String>> {
         IlpAuth::Basic { password_env, .. } => password_env,
         IlpAuth::Token { token_env } => token_env,
     };
-    stocksblitz_feed_handlers::live::secrets::from_env(var)
+    crate::foundation::secrets::from_env(var)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("[questdb] credentials: {e}"))
 }

@@ -92,6 +92,14 @@ pub enum SinkRow {
     },
 }
 
+/// The tables' names.
+pub const TRADES: &str = "trades";
+pub const QUOTES: &str = "quotes";
+pub const BARS: &str = "bars";
+pub const ORDER_EVENTS: &str = "order_events";
+pub const FILLS: &str = "fills";
+pub const ANOMALIES: &str = "anomalies";
+
 /// The tables the sink writes, one per row kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -115,12 +123,12 @@ impl Table {
 
     pub fn name(self) -> &'static str {
         match self {
-            Table::Trades => super::ilp::TRADES,
-            Table::Quotes => super::ilp::QUOTES,
-            Table::Bars => super::ilp::BARS,
-            Table::OrderEvents => super::ilp::ORDER_EVENTS,
-            Table::Fills => super::ilp::FILLS,
-            Table::Anomalies => super::ilp::ANOMALIES,
+            Table::Trades => TRADES,
+            Table::Quotes => QUOTES,
+            Table::Bars => BARS,
+            Table::OrderEvents => ORDER_EVENTS,
+            Table::Fills => FILLS,
+            Table::Anomalies => ANOMALIES,
         }
     }
 

@@ -40,7 +40,7 @@ use crate::audit::Entry;
 use crate::auth::{Principal, Role, Tier};
 use crate::config::auth::Operation;
 use crate::dto::{BarDto, BookDto, QuoteDto, TradeDto};
-use crate::http::error::ApiError;
+use crate::foundation::ApiError;
 use crate::http::server::ConnLink;
 use crate::orders::entry;
 use crate::orders::json::{anomaly_json, anomaly_visible, events_json, fill_json, position_json, OrderJson};
