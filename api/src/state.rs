@@ -1,16 +1,29 @@
-//! Shared state of the API: everything a handler or a WebSocket session may read.
+//! The shared state of the API, composed of the parts each layer needs: [`Access`]
+//! (who may call, rate limits, audit) for the middlewares, [`Desk`] (order service and
+//! instruments) for order entry, the HTTP counters for the request-id and metrics
+//! middlewares, and the rest (feeds, engine counters, stores, readiness rule) for
+//! health and `/metrics`. Handlers take the smallest part that serves them (axum
+//! `FromRef`); only the wiring, health, metrics and the WebSocket session see the whole.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::FromRef;
 use stocksblitz_engine::ring::RingStats;
 use stocksblitz_engine::EngineHandles;
 use stocksblitz_feed_handlers::FeedStats;
 
+use crate::audit::AuditLog;
+use crate::auth::{Access, Authenticator};
+use crate::config::health::HealthRule;
 use crate::config::ApiConfig;
-use crate::http::metrics::HttpMetrics;
+use crate::http::metrics::counters::HttpMetrics;
 use crate::market::{FanoutStats, Market};
+use crate::orders::{Desk, OrderService};
+use crate::ratelimit::RateLimiter;
+use crate::redis_store::RedisStore;
+use crate::sink::SinkStats;
 use crate::ws::hub::Hub;
 
 /// A feed as the API reports it.
@@ -30,40 +43,35 @@ impl FeedInfo {
 }
 
 pub struct Inner {
-    pub config: ApiConfig,
-    pub market: Arc<Market>,
+    pub config: Arc<ApiConfig>,
+    pub access: Access,
+    pub desk: Desk,
     pub hub: Arc<Hub>,
     pub engine: EngineHandles,
     pub fanout: Arc<FanoutStats>,
     pub feeds: Vec<FeedInfo>,
-    pub http: HttpMetrics,
+    pub http: Arc<HttpMetrics>,
     pub book_max_levels: usize,
     pub started: Instant,
-    /// Order entry, when `[orders]` is configured.
-    pub orders: Option<Arc<crate::orders::OrderService>>,
     /// The QuestDB sink's counters, when `[questdb]` is configured.
-    pub questdb: Option<Arc<crate::sink::SinkStats>>,
+    pub questdb: Option<Arc<SinkStats>>,
     /// Redis, when `[redis]` is configured.
-    pub redis: Option<Arc<crate::redis_store::RedisStore>>,
+    pub redis: Option<Arc<RedisStore>>,
     /// An API node (`serve --role api`): market data comes from Redis, not an engine.
     pub api_node: bool,
     /// The stores' rings off the API fan-out (QuestDB sink, Redis publisher).
     pub taps: Vec<Arc<RingStats>>,
-    /// Token and signature checks, when `[auth]` is configured.
-    pub auth: Option<Arc<crate::auth::Authenticator>>,
-    pub limiter: Arc<crate::ratelimit::RateLimiter>,
-    pub audit: Arc<crate::audit::AuditLog>,
     /// The readiness rule (`[health]`).
-    pub health: crate::config::health::HealthRule,
+    pub health: HealthRule,
     next_conn: AtomicU64,
 }
 
 /// Who may call and what is recorded: built at start-up from `[auth]`,
 /// `[rate_limits]` and `[audit]`.
 pub struct Security {
-    pub auth: Option<Arc<crate::auth::Authenticator>>,
-    pub limiter: Arc<crate::ratelimit::RateLimiter>,
-    pub audit: Arc<crate::audit::AuditLog>,
+    pub auth: Option<Arc<Authenticator>>,
+    pub limiter: Arc<RateLimiter>,
+    pub audit: Arc<AuditLog>,
 }
 
 /// Cheap to clone: one `Arc`.
@@ -77,6 +85,36 @@ impl std::ops::Deref for AppState {
     }
 }
 
+impl FromRef<AppState> for Access {
+    fn from_ref(app: &AppState) -> Self {
+        app.access.clone()
+    }
+}
+
+impl FromRef<AppState> for Desk {
+    fn from_ref(app: &AppState) -> Self {
+        app.desk.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<AuditLog> {
+    fn from_ref(app: &AppState) -> Self {
+        Arc::clone(&app.access.audit)
+    }
+}
+
+impl FromRef<AppState> for Arc<HttpMetrics> {
+    fn from_ref(app: &AppState) -> Self {
+        Arc::clone(&app.http)
+    }
+}
+
+impl FromRef<AppState> for Arc<ApiConfig> {
+    fn from_ref(app: &AppState) -> Self {
+        Arc::clone(&app.config)
+    }
+}
+
 impl AppState {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -87,35 +125,38 @@ impl AppState {
         fanout: Arc<FanoutStats>,
         feeds: Vec<FeedInfo>,
         book_max_levels: usize,
-        orders: Option<Arc<crate::orders::OrderService>>,
-        questdb: Option<Arc<crate::sink::SinkStats>>,
+        orders: Option<Arc<OrderService>>,
+        questdb: Option<Arc<SinkStats>>,
         security: Security,
     ) -> Self {
+        let config = Arc::new(config);
         Self(Arc::new(Inner {
+            access: Access {
+                auth: security.auth,
+                limiter: security.limiter,
+                audit: security.audit,
+                config: Arc::clone(&config),
+            },
+            desk: Desk { market, orders },
             config,
-            market,
             hub,
             engine,
             fanout,
             feeds,
-            http: HttpMetrics::default(),
+            http: Arc::new(HttpMetrics::default()),
             book_max_levels,
             started: Instant::now(),
-            orders,
             questdb,
             redis: None,
             api_node: false,
             taps: Vec::new(),
-            auth: security.auth,
-            limiter: security.limiter,
-            audit: security.audit,
-            health: crate::config::health::HealthRule::default(),
+            health: HealthRule::default(),
             next_conn: AtomicU64::new(1),
         }))
     }
 
     /// Adds Redis (before the state is shared).
-    pub fn with_redis(mut self, redis: Arc<crate::redis_store::RedisStore>) -> Self {
+    pub fn with_redis(mut self, redis: Arc<RedisStore>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.redis = Some(redis);
         }
@@ -131,7 +172,7 @@ impl AppState {
     }
 
     /// Sets the readiness rule (before the state is shared).
-    pub fn with_health(mut self, rule: crate::config::health::HealthRule) -> Self {
+    pub fn with_health(mut self, rule: HealthRule) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.health = rule;
         }
@@ -144,6 +185,16 @@ impl AppState {
             inner.api_node = true;
         }
         self
+    }
+
+    /// The market data read model (instruments, mirror of engine state).
+    pub fn market(&self) -> &Arc<Market> {
+        &self.desk.market
+    }
+
+    /// Order entry, when `[orders]` is configured.
+    pub fn orders(&self) -> Option<&Arc<OrderService>> {
+        self.desk.orders.as_ref()
     }
 
     pub fn next_connection_id(&self) -> u64 {

@@ -87,7 +87,7 @@ async fn until(
     app: &RunningApp,
     wait: Duration,
     what: &str,
-    cond: impl Fn(&stocksblitz_api::http::server::ConnStats) -> bool,
+    cond: impl Fn(&stocksblitz_api::http::conn::ConnStats) -> bool,
 ) {
     let deadline = tokio::time::Instant::now() + wait;
     while !cond(&app.state.http.connections) {

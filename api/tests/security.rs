@@ -671,7 +671,7 @@ async fn rate_limits_are_shared_through_redis() {
     assert!(header(&h, "ratelimit").starts_with("\"authenticated\""));
     assert!(
         a.state
-            .limiter
+            .access.limiter
             .stats
             .redis_fallbacks
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -977,7 +977,7 @@ async fn auth_failures_from_22_addresses_and_4_sockets_are_limited_and_aggregate
     let checked = 21 * 5 + 30;
     let firsts = auth_failure_lines(&audit, 22).await;
     assert_eq!(firsts.len(), 22, "one line per address so far");
-    app.state.audit.flush_failures();
+    app.state.access.audit.flush_failures();
     let lines = auth_failure_lines(&audit, checked).await;
     assert_eq!(lines.len(), 2 * 22, "{} lines", lines.len());
     let all = audit_lines(&audit, 2 * 22).await;
@@ -1026,7 +1026,7 @@ async fn addresses_past_the_tracked_sources_share_one_line() {
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         }
     }
-    app.state.audit.flush_failures();
+    app.state.access.audit.flush_failures();
     let lines = auth_failure_lines(&audit, 120).await;
     assert_eq!(lines.len(), 2 * (3 + 1), "{} lines for 120 failures", lines.len());
     let other: u64 = lines
@@ -1149,7 +1149,7 @@ async fn full_rate_limit_table_1200_addresses_then_1100_accounts_never_locks_out
         let (s, _, _) = spend(&url, Some(&mint(&format!("acct-{i}"))), 1).await;
         assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "acct-{i}'s bucket was kept");
     }
-    let (anon, accounts) = app.state.limiter.local_keys();
+    let (anon, accounts) = app.state.access.limiter.local_keys();
     assert!(anon + accounts <= 1_000, "{anon} + {accounts}");
     app.shutdown().await.expect("shutdown");
 }
@@ -1610,7 +1610,7 @@ async fn ws_auth_flood_of_2000_attempts_over_4_reconnecting_sockets_adds_2_audit
         tried += t.await.expect("task");
     }
     assert!(tried >= 2_000);
-    app.state.audit.flush_failures();
+    app.state.access.audit.flush_failures();
     let lines = auth_failure_lines(&audit, 10).await;
     assert_eq!(lines.len(), 2, "{lines:?}");
     let counted: u64 = lines.iter().map(|l| l["details"]["count"].as_u64().unwrap_or(0)).sum();

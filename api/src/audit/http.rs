@@ -4,17 +4,18 @@
 //! attempts are aggregated per address like authentication failures rather than
 //! written one line each.
 
+use std::sync::Arc;
+
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::failures::Failure;
-use super::{Actor, Entry};
+use super::{Actor, AuditLog, Entry};
 use crate::auth::Caller;
 use crate::foundation::ApiError;
 use crate::foundation::RequestId;
-use crate::state::AppState;
 
 /// The audited action of a route, `None` for reads.
 pub fn action(method: &Method, route: &str) -> Option<&'static str> {
@@ -37,7 +38,7 @@ pub fn action(method: &Method, route: &str) -> Option<&'static str> {
     })
 }
 
-pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn middleware(State(audit): State<Arc<AuditLog>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -55,7 +56,7 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
         let path = format!("{} {}", req.method(), crate::auth::caller::original_path(&req));
         let resp = next.run(req).await;
         let code = resp.extensions().get::<ApiError>().map_or("ok", |e| e.code);
-        app.audit.auth_failure(&Failure {
+        audit.auth_failure(&Failure {
             source: crate::ratelimit::address_key(ip),
             request_id,
             route: path,
@@ -65,7 +66,7 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
         });
         return resp;
     }
-    let permit = match app.audit.reserve() {
+    let permit = match audit.reserve() {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };

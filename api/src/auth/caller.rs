@@ -14,53 +14,13 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::services::{operation_for, Service, Services};
-use super::{Claims, Tier};
+use super::services::{operation_for, Services};
+use super::{Access, Caller};
 use crate::audit::failures::Failure;
-use crate::audit::Actor;
 use crate::config::Environment;
 use crate::foundation::ApiError;
 use crate::foundation::RequestId;
 use crate::ratelimit::{address_key, LimitTier};
-use crate::state::AppState;
-
-#[derive(Debug, Clone)]
-pub enum Caller {
-    Anonymous(IpAddr),
-    Token(Arc<Claims>),
-    Service(Arc<Service>),
-}
-
-impl Caller {
-    pub fn actor(&self) -> Actor {
-        match self {
-            Caller::Anonymous(_) => Actor::anonymous(),
-            Caller::Token(c) => Actor {
-                kind: "account",
-                name: Some(c.sub.clone()),
-            },
-            Caller::Service(s) => Actor {
-                kind: "service",
-                name: Some(s.name.clone()),
-            },
-        }
-    }
-
-    /// The bucket and tier, or `None` for unlimited (signed services).
-    fn limit(&self) -> Option<(String, LimitTier)> {
-        match self {
-            Caller::Anonymous(ip) => Some((address_key(*ip), LimitTier::Anonymous)),
-            Caller::Token(c) => Some((
-                format!("acct:{}", c.sub),
-                match c.tier {
-                    Tier::Standard => LimitTier::Authenticated,
-                    Tier::Premium => LimitTier::Premium,
-                },
-            )),
-            Caller::Service(_) => None,
-        }
-    }
-}
 
 fn now_ms() -> i64 {
     stocksblitz_engine::UnixNanos::now().0 / 1_000_000
@@ -68,9 +28,9 @@ fn now_ms() -> i64 {
 
 /// Records a refused authentication from `ip` (audited, repeats aggregated; spends
 /// the address's failure budget) and returns the refusal.
-pub fn auth_failure(app: &AppState, ip: IpAddr, request_id: &str, route: &str, e: ApiError) -> ApiError {
-    app.limiter.auth_failed(ip);
-    let first = app.audit.auth_failure(&Failure {
+pub fn auth_failure(access: &Access, ip: IpAddr, request_id: &str, route: &str, e: ApiError) -> ApiError {
+    access.limiter.auth_failed(ip);
+    let first = access.audit.auth_failure(&Failure {
         source: address_key(ip),
         request_id: request_id.to_owned(),
         route: route.to_owned(),
@@ -89,11 +49,11 @@ pub fn auth_failure(app: &AppState, ip: IpAddr, request_id: &str, route: &str, e
 
 /// Seconds until credentials from `ip` are checked again; `Some` refusal when its
 /// failure budget is spent (counted in its aggregated audit line, not audited alone).
-pub fn auth_refused(app: &AppState, ip: IpAddr) -> Option<(ApiError, u64)> {
-    let wait = app.limiter.auth_wait_secs(ip);
+pub fn auth_refused(access: &Access, ip: IpAddr) -> Option<(ApiError, u64)> {
+    let wait = access.limiter.auth_wait_secs(ip);
     (wait > 0).then(|| {
-        app.audit.auth_refused(&address_key(ip));
-        (app.limiter.auth_refusal(wait), wait)
+        access.audit.auth_refused(&address_key(ip));
+        (access.limiter.auth_refusal(wait), wait)
     })
 }
 
@@ -115,25 +75,25 @@ fn public_read(req: &Request) -> bool {
 
 /// The tier of an anonymous caller: in development, market-data reads from loopback
 /// get the loopback tier (a person refreshing by hand never meets a 429).
-pub fn anonymous_tier(app: &AppState, ip: IpAddr, public: bool) -> (String, LimitTier) {
+pub fn anonymous_tier(access: &Access, ip: IpAddr, public: bool) -> (String, LimitTier) {
     let loopback =
         ip.is_loopback() || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
-    if public && loopback && app.config.environment == Environment::Development && app.limiter.loopback_public() {
+    if public && loopback && access.config.environment == Environment::Development && access.limiter.loopback_public() {
         (format!("public:{}", address_key(ip)), LimitTier::LoopbackPublic)
     } else {
         (address_key(ip), LimitTier::Anonymous)
     }
 }
 
-async fn identify(app: &AppState, req: Request, request_id: &str, ip: IpAddr) -> Result<(Caller, Request), ApiError> {
+async fn identify(access: &Access, req: Request, request_id: &str, ip: IpAddr) -> Result<(Caller, Request), ApiError> {
     let route = format!("{} {}", req.method(), original_path(&req));
-    let fail = |e: ApiError| auth_failure(app, ip, request_id, &route, e);
+    let fail = |e: ApiError| auth_failure(access, ip, request_id, &route, e);
     if Services::is_signed(req.headers()) {
-        let Some(auth) = app.auth.as_ref() else {
+        let Some(auth) = access.auth.as_ref() else {
             return Err(fail(not_configured()));
         };
         let (parts, body) = req.into_parts();
-        let bytes = axum::body::to_bytes(body, app.config.max_body_bytes)
+        let bytes = axum::body::to_bytes(body, access.config.max_body_bytes)
             .await
             .map_err(|_| ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE, ""))?;
         // The URI as sent (a nested router sees it without the /api/v1 prefix).
@@ -162,7 +122,7 @@ async fn identify(app: &AppState, req: Request, request_id: &str, ip: IpAddr) ->
         return Ok((Caller::Service(service), Request::from_parts(parts, Body::from(bytes))));
     }
     if let Some(h) = req.headers().get(axum::http::header::AUTHORIZATION) {
-        let Some(auth) = app.auth.as_ref() else {
+        let Some(auth) = access.auth.as_ref() else {
             return Err(fail(not_configured()));
         };
         let claims = auth
@@ -197,7 +157,7 @@ fn not_configured() -> ApiError {
 }
 
 /// The middleware on every `/api/v1` route.
-pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn middleware(State(access): State<Access>, req: Request, next: Next) -> Response {
     let request_id = req
         .extensions()
         .get::<RequestId>()
@@ -209,7 +169,7 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
     if credentials {
         // Checked before anything verifies or records them: a brute force costs us
         // a map lookup per attempt and adds nothing to the audit log.
-        if let Some((e, wait)) = auth_refused(&app, ip) {
+        if let Some((e, wait)) = auth_refused(&access, ip) {
             let mut resp = e.into_response();
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(wait));
@@ -217,22 +177,22 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
         }
     }
     let public = public_read(&req);
-    let (caller, mut req) = match identify(&app, req, &request_id, ip).await {
+    let (caller, mut req) = match identify(&access, req, &request_id, ip).await {
         Ok(v) => v,
         Err(e) => {
             // Failed attempts spend the address's anonymous budget (no brute force).
-            let c = app.limiter.check(LimitTier::Anonymous, &address_key(ip)).await;
+            let c = access.limiter.check(LimitTier::Anonymous, &address_key(ip)).await;
             let mut resp = if c.decision.allowed { e } else { c.refusal() }.into_response();
             c.write_headers(resp.headers_mut());
             return resp;
         }
     };
     let limit = match &caller {
-        Caller::Anonymous(ip) => Some(anonymous_tier(&app, *ip, public)),
+        Caller::Anonymous(ip) => Some(anonymous_tier(&access, *ip, public)),
         c => c.limit(),
     };
     let checked = match limit {
-        Some((key, tier)) => Some(app.limiter.check(tier, &key).await),
+        Some((key, tier)) => Some(access.limiter.check(tier, &key).await),
         None => None,
     };
     if let Some(c) = checked.filter(|c| !c.decision.allowed) {

@@ -3,6 +3,7 @@
 //! request; the [`Principal`] extractor turns that into an account on the routes that
 //! need one.
 
+pub mod access;
 pub mod caller;
 pub mod hmac;
 pub mod jwt;
@@ -12,18 +13,61 @@ pub mod services;
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 
 use stocksblitz_engine::orders::AccountId;
 
+use std::net::IpAddr;
+
+use crate::audit::Actor;
 use crate::config::auth::{AuthConfig, Operation};
 use crate::foundation::ApiError;
-use crate::state::AppState;
-pub use caller::Caller;
+use crate::orders::{Desk, OrderService};
+use crate::ratelimit::{address_key, LimitTier};
+pub use access::Access;
 pub use jwt::{Claims, Role, Tier, TokenError, Tokens};
 use services::{Service, Services};
+
+/// Who is calling, as the [`caller`] middleware decided.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous(IpAddr),
+    Token(Arc<Claims>),
+    Service(Arc<Service>),
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        match self {
+            Caller::Anonymous(_) => Actor::anonymous(),
+            Caller::Token(c) => Actor {
+                kind: "account",
+                name: Some(c.sub.clone()),
+            },
+            Caller::Service(s) => Actor {
+                kind: "service",
+                name: Some(s.name.clone()),
+            },
+        }
+    }
+
+    /// The bucket and tier, or `None` for unlimited (signed services).
+    pub(crate) fn limit(&self) -> Option<(String, LimitTier)> {
+        match self {
+            Caller::Anonymous(ip) => Some((address_key(*ip), LimitTier::Anonymous)),
+            Caller::Token(c) => Some((
+                format!("acct:{}", c.sub),
+                match c.tier {
+                    Tier::Standard => LimitTier::Authenticated,
+                    Tier::Premium => LimitTier::Premium,
+                },
+            )),
+            Caller::Service(_) => None,
+        }
+    }
+}
 
 /// Token verification and signed-request checking, from `[auth]`.
 pub struct Authenticator {
@@ -126,8 +170,8 @@ fn unknown_account() -> ApiError {
 }
 
 /// The account a caller acts for, when order entry is on.
-pub fn principal(app: &AppState, caller: &Caller) -> Result<Principal, ApiError> {
-    let Some(orders) = app.orders.as_ref() else {
+pub fn principal(orders: Option<&OrderService>, caller: &Caller) -> Result<Principal, ApiError> {
+    let Some(orders) = orders else {
         return Err(crate::orders::disabled());
     };
     let (name, role, service, tier, expires_at) = match caller {
@@ -154,26 +198,33 @@ pub fn principal(app: &AppState, caller: &Caller) -> Result<Principal, ApiError>
 
 /// Verifies a bearer token sent over a WebSocket (`{"op":"auth"}`) and resolves its
 /// account.
-pub fn authenticate(app: &AppState, token: &str) -> Result<Principal, ApiError> {
-    let Some(auth) = app.auth.as_ref() else {
+pub fn authenticate(
+    auth: Option<&Authenticator>,
+    orders: Option<&OrderService>,
+    token: &str,
+) -> Result<Principal, ApiError> {
+    let Some(auth) = auth else {
         return Err(crate::orders::disabled());
     };
     let claims = auth
         .tokens
         .verify(token.trim())
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string()))?;
-    principal(app, &Caller::Token(Arc::new(claims)))
+    principal(orders, &Caller::Token(Arc::new(claims)))
 }
 
-impl FromRequestParts<AppState> for Principal {
+impl<S: Send + Sync> FromRequestParts<S> for Principal
+where
+    Desk: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let caller = parts
             .extensions
             .get::<Caller>()
             .cloned()
             .unwrap_or(Caller::Anonymous(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
-        principal(app, &caller)
+        principal(Desk::from_ref(state).orders.as_deref(), &caller)
     }
 }

@@ -160,7 +160,7 @@ fn check(app: &AppState) -> Check {
     if fanout_age_ms.is_none_or(|a| a >= stall_ms) {
         reasons.push("API fan-out loop is not running".to_owned());
     }
-    if let Some(j) = app.orders.as_ref().map(|o| o.journal()) {
+    if let Some(j) = app.desk.orders.as_ref().map(|o| o.journal()) {
         if j.is_failed() {
             reasons.push(format!(
                 "order journal failed, order intake stopped: {}",
@@ -168,7 +168,7 @@ fn check(app: &AppState) -> Check {
             ));
         }
     }
-    if let Some(why) = app.audit.failure() {
+    if let Some(why) = app.access.audit.failure() {
         reasons.push(format!(
             "audit log cannot be written ({why}): order and admin actions are refused with 503 AUDIT_UNAVAILABLE"
         ));
@@ -202,7 +202,7 @@ fn check(app: &AppState) -> Check {
     // Instruments: data quality by the rule.
     let mut instruments = Vec::new();
     {
-        let mirror = app.market.mirror.read();
+        let mirror = app.desk.market.mirror.read();
         for v in &mirror.instruments {
             let quality = v.quality();
             let since = if v.quality_since.is_known() {
@@ -210,11 +210,12 @@ fn check(app: &AppState) -> Check {
             } else {
                 started
             };
-            let feed = app.market.feed_of(v.id).map(str::to_owned);
+            let feed = app.desk.market.feed_of(v.id).map(str::to_owned);
             let age = now.saturating_sub(since.0);
             let verdict = judge(rule, feed.is_some(), quality, age);
             instruments.push(InstrumentHealth {
                 symbol: app
+                    .desk
                     .market
                     .registry
                     .get(v.id)
@@ -456,7 +457,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
             "max_not_ready_instruments": app.health.max_not_ready_instruments,
         },
         "stores": stores(&app),
-        "journal": app.orders.as_ref().map(|o| {
+        "journal": app.desk.orders.as_ref().map(|o| {
             let j = o.journal();
             json!({
                 "status": if j.is_failed() { "failed" } else { "ok" },
@@ -467,10 +468,10 @@ pub async fn health(State(app): State<AppState>) -> Response {
             })
         }),
         "audit": {
-            "status": if app.audit.healthy() { "ok" } else { "failed" },
-            "error": app.audit.failure(),
-            "written": app.audit.stats.written.load(std::sync::atomic::Ordering::Relaxed),
-            "refused": app.audit.stats.refused.load(std::sync::atomic::Ordering::Relaxed),
+            "status": if app.access.audit.healthy() { "ok" } else { "failed" },
+            "error": app.access.audit.failure(),
+            "written": app.access.audit.stats.written.load(std::sync::atomic::Ordering::Relaxed),
+            "refused": app.access.audit.stats.refused.load(std::sync::atomic::Ordering::Relaxed),
         },
     });
     let code = if c.ready {

@@ -16,7 +16,8 @@ type ApiResult = Result<Json<Value>, ApiError>;
 const MAX_BATCH: usize = 100;
 
 fn instrument<'a>(app: &'a AppState, symbol: &str) -> Result<&'a Instrument, ApiError> {
-    app.market
+    app.desk
+        .market
         .registry
         .by_symbol(symbol)
         .ok_or_else(|| ApiError::unknown_symbol(symbol))
@@ -42,7 +43,7 @@ fn int_param(name: &str, v: Option<&str>, lo: i64, hi: i64) -> Result<Option<i64
     responses((status = 200, description = "OK", body = crate::openapi::schemas::InstrumentList)),
 )]
 pub async fn instruments(State(app): State<AppState>) -> Json<Value> {
-    let list: Vec<_> = app.market.registry.iter().map(InstrumentDto::new).collect();
+    let list: Vec<_> = app.desk.market.registry.iter().map(InstrumentDto::new).collect();
     Json(json!({ "instruments": list }))
 }
 
@@ -56,7 +57,7 @@ pub async fn instruments(State(app): State<AppState>) -> Json<Value> {
 )]
 pub async fn quote(State(app): State<AppState>, Path(symbol): Path<String>) -> ApiResult {
     let inst = instrument(&app, &symbol)?;
-    let mirror = app.market.mirror.read();
+    let mirror = app.desk.market.mirror.read();
     let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
     Ok(Json(json!(QuoteDto::new(inst, view))))
 }
@@ -110,7 +111,7 @@ pub async fn quotes(State(app): State<AppState>, Query(p): Query<QuotesParams>) 
     let unknown: Vec<&str> = symbols
         .iter()
         .copied()
-        .filter(|s| app.market.registry.by_symbol(s).is_none())
+        .filter(|s| app.desk.market.registry.by_symbol(s).is_none())
         .collect();
     if !unknown.is_empty() {
         return Err(ApiError::new(
@@ -120,12 +121,12 @@ pub async fn quotes(State(app): State<AppState>, Query(p): Query<QuotesParams>) 
         )
         .with_details(json!({ "symbols": unknown })));
     }
-    let mirror = app.market.mirror.read();
+    let mirror = app.desk.market.mirror.read();
     let mut seen = std::collections::HashSet::new();
     let quotes: Vec<_> = symbols
         .iter()
         .filter(|s| seen.insert(**s))
-        .filter_map(|s| app.market.registry.by_symbol(s))
+        .filter_map(|s| app.desk.market.registry.by_symbol(s))
         .filter_map(|inst| mirror.get(inst.id).map(|v| QuoteDto::new(inst, v)))
         .collect();
     Ok(Json(json!({ "quotes": quotes })))
@@ -147,7 +148,7 @@ pub struct BookParams {
 pub async fn book(State(app): State<AppState>, Path(symbol): Path<String>, Query(p): Query<BookParams>) -> ApiResult {
     let inst = instrument(&app, &symbol)?;
     let depth = int_param("depth", p.depth.as_deref(), 1, app.book_max_levels as i64)?.unwrap_or(10) as usize;
-    let mirror = app.market.mirror.read();
+    let mirror = app.desk.market.mirror.read();
     let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
     Ok(Json(json!(BookDto::new(inst, view, depth))))
 }
@@ -173,7 +174,7 @@ pub async fn trades(
     let inst = instrument(&app, &symbol)?;
     let max = app.config.trades_history as i64;
     let limit = int_param("limit", p.limit.as_deref(), 1, max)?.unwrap_or(max.min(100)) as usize;
-    let mirror = app.market.mirror.read();
+    let mirror = app.desk.market.mirror.read();
     let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
     // Newest first.
     let list: Vec<_> = view
@@ -232,7 +233,7 @@ pub async fn historical(
         let ms = start.millis();
         from.is_none_or(|f| ms >= f) && to.is_none_or(|t| ms <= t)
     };
-    let mirror = app.market.mirror.read();
+    let mirror = app.desk.market.mirror.read();
     let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
     let series = view.bars(interval);
     let mut bars: Vec<_> = series
@@ -260,8 +261,9 @@ pub async fn historical(
 )]
 pub async fn market_status(State(app): State<AppState>) -> Json<Value> {
     let now = UnixNanos::now();
-    let mirror = app.market.mirror.read();
+    let mirror = app.desk.market.mirror.read();
     let list: Vec<_> = app
+        .desk
         .market
         .registry
         .iter()

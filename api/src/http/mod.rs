@@ -1,5 +1,6 @@
 //! REST routes, errors, request ids and metrics.
 
+pub mod conn;
 pub mod health;
 pub mod market;
 pub mod metrics;

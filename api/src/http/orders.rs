@@ -23,8 +23,8 @@ use crate::orders::json::{
     anomaly_json, anomaly_visible, events_json, fill_json, limits_json, position_json, risk_json, OrderJson,
     ReplaceBody,
 };
+use crate::orders::Desk;
 use crate::orders::{OrderService, SubmitError};
-use crate::state::AppState;
 use stocksblitz_engine::surveillance::Severity;
 
 type ApiResult = Result<Response, ApiError>;
@@ -55,8 +55,8 @@ fn cursor(c: Option<&str>) -> Result<Option<u64>, ApiError> {
 }
 
 /// An optional `symbol` query filter.
-fn symbol_filter(app: &AppState, symbol: Option<&str>) -> Result<Option<stocksblitz_engine::InstrumentId>, ApiError> {
-    symbol.map(|s| instrument(app, s).map(|i| i.id)).transpose()
+fn symbol_filter(desk: &Desk, symbol: Option<&str>) -> Result<Option<stocksblitz_engine::InstrumentId>, ApiError> {
+    symbol.map(|s| instrument(desk, s).map(|i| i.id)).transpose()
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -85,14 +85,14 @@ fn respond(status: StatusCode, body: Value) -> Response {
     responses((status = 201, description = "OK", body = crate::openapi::schemas::OrderResult)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn place(State(app): State<AppState>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
+pub async fn place(State(desk): State<Desk>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
     require_json(&headers)?;
     // A header that is not visible ASCII is refused by the key check (as empty).
     let key = headers
         .get("idempotency-key")
         .map(|v| v.to_str().ok().map(str::to_owned).unwrap_or_default());
-    let (status, value) = place_keyed(&app, &p, key.as_deref(), &body).await?;
+    let (status, value) = place_keyed(&desk, &p, key.as_deref(), &body).await?;
     Ok(respond(status, value))
 }
 
@@ -112,12 +112,12 @@ pub fn idempotency_key(k: &str) -> Result<&str, ApiError> {
 /// /orders` and the WebSocket `order.new`, so both give the same guarantees. Returns
 /// the status and body to answer with (a replay may carry the original refusal).
 pub async fn place_keyed(
-    app: &AppState,
+    desk: &Desk,
     p: &Principal,
     key: Option<&str>,
     body: &[u8],
 ) -> Result<(StatusCode, Value), ApiError> {
-    let svc = service(app)?;
+    let svc = service(desk)?;
     let key = key.map(idempotency_key).transpose()?;
     let tag = key.map(|k| IdemTag::new(k, body));
     if let (Some(k), Some(tag)) = (key, &tag) {
@@ -139,7 +139,7 @@ pub async fn place_keyed(
                             .await;
                         return Err(key_reused());
                     }
-                    let (status, value, _) = answer(placement_answer(app, p.account, &prior.events));
+                    let (status, value, _) = answer(placement_answer(desk, p.account, &prior.events));
                     svc.finish_key(p.account, k, body, status, &value, true).await;
                     return Ok((status, value));
                 }
@@ -156,7 +156,7 @@ pub async fn place_keyed(
             Claim::Full => return Err(submit_error(SubmitError::Busy)),
         }
     }
-    let outcome = place_inner(app, svc, p, body, tag).await;
+    let outcome = place_inner(desk, svc, p, body, tag).await;
     if let Some(k) = key {
         // Final answers (placed or rejected) are remembered; busy/unknown are not.
         let (status, value, final_outcome) = answer(outcome.clone());
@@ -187,26 +187,26 @@ fn answer(outcome: Result<Value, ApiError>) -> (StatusCode, Value, bool) {
 }
 
 /// The answer to a placement, from its events.
-fn placement_answer(app: &AppState, account: AccountId, events: &[OrderEvent]) -> Result<Value, ApiError> {
+fn placement_answer(desk: &Desk, account: AccountId, events: &[OrderEvent]) -> Result<Value, ApiError> {
     match rejection(events) {
         Some(e) => Err(e),
-        None => Ok(events_json(events, &app.market.registry, account, None)),
+        None => Ok(events_json(events, &desk.market.registry, account, None)),
     }
 }
 
 async fn place_inner(
-    app: &AppState,
+    desk: &Desk,
     svc: &OrderService,
     p: &Principal,
     body: &[u8],
     tag: Option<IdemTag>,
 ) -> Result<Value, ApiError> {
-    let order = parse_order(app, body)?;
+    let order = parse_order(desk, body)?;
     let events = svc
         .submit_keyed(p.account, CommandKind::New(order), tag)
         .await
         .map_err(submit_error)?;
-    placement_answer(app, p.account, &events)
+    placement_answer(desk, p.account, &events)
 }
 
 #[utoipa::path(
@@ -218,12 +218,12 @@ async fn place_inner(
     responses((status = 200, description = "OK", body = crate::openapi::schemas::TestResult)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn test_order(State(app): State<AppState>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
+pub async fn test_order(State(desk): State<Desk>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
     require_json(&headers)?;
-    service(&app)?;
-    let order = parse_order(&app, &body)?;
-    submit(&app, &p, CommandKind::Test(order)).await?;
+    service(&desk)?;
+    let order = parse_order(&desk, &body)?;
+    submit(&desk, &p, CommandKind::Test(order)).await?;
     Ok(respond(
         StatusCode::OK,
         json!({ "ok": true, "message": "the order passed every check; nothing was placed" }),
@@ -239,11 +239,11 @@ pub async fn test_order(State(app): State<AppState>, p: Principal, headers: Head
     responses((status = 200, description = "OK", body = crate::openapi::schemas::Order)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn get_order(State(app): State<AppState>, p: Principal, Path(raw): Path<String>) -> ApiResult {
+pub async fn get_order(State(desk): State<Desk>, p: Principal, Path(raw): Path<String>) -> ApiResult {
     let id = order_id(&raw)?;
-    let store = service(&app)?.store.read();
+    let store = service(&desk)?.store.read();
     let r = store.order(p.account, id).ok_or_else(|| not_found(id))?;
-    let i = app
+    let i = desk
         .market
         .registry
         .get(r.order.instrument)
@@ -260,13 +260,13 @@ pub async fn get_order(State(app): State<AppState>, p: Principal, Path(raw): Pat
     responses((status = 200, description = "OK", body = crate::openapi::schemas::OrderResult)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn cancel_order(State(app): State<AppState>, p: Principal, Path(raw): Path<String>) -> ApiResult {
+pub async fn cancel_order(State(desk): State<Desk>, p: Principal, Path(raw): Path<String>) -> ApiResult {
     p.require(Role::Trader)?;
     let id = order_id(&raw)?;
-    let events = submit(&app, &p, CommandKind::Cancel { order: id }).await?;
+    let events = submit(&desk, &p, CommandKind::Cancel { order: id }).await?;
     Ok(respond(
         StatusCode::OK,
-        events_json(&events, &app.market.registry, p.account, Some(id)),
+        events_json(&events, &desk.market.registry, p.account, Some(id)),
     ))
 }
 
@@ -281,7 +281,7 @@ pub async fn cancel_order(State(app): State<AppState>, p: Principal, Path(raw): 
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn replace_order(
-    State(app): State<AppState>,
+    State(desk): State<Desk>,
     p: Principal,
     Path(raw): Path<String>,
     headers: HeaderMap,
@@ -297,11 +297,11 @@ pub async fn replace_order(
             format!("invalid replace JSON: {e}"),
         )
     })?;
-    let kind = replace_command(&app, &p, id, b.qty.as_deref(), b.price.as_deref())?;
-    let events = submit(&app, &p, kind).await?;
+    let kind = replace_command(&desk, &p, id, b.qty.as_deref(), b.price.as_deref())?;
+    let events = submit(&desk, &p, kind).await?;
     Ok(respond(
         StatusCode::OK,
-        events_json(&events, &app.market.registry, p.account, Some(id)),
+        events_json(&events, &desk.market.registry, p.account, Some(id)),
     ))
 }
 
@@ -323,8 +323,8 @@ pub struct ListParams {
     responses((status = 200, description = "OK", body = crate::openapi::schemas::OrderList)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn list_orders(State(app): State<AppState>, p: Principal, Query(q): Query<ListParams>) -> ApiResult {
-    let instrument = symbol_filter(&app, q.symbol.as_deref())?;
+pub async fn list_orders(State(desk): State<Desk>, p: Principal, Query(q): Query<ListParams>) -> ApiResult {
+    let instrument = symbol_filter(&desk, q.symbol.as_deref())?;
     let want_open = match q.status.as_deref().unwrap_or("all") {
         "all" => None,
         "open" => Some(true),
@@ -338,7 +338,7 @@ pub async fn list_orders(State(app): State<AppState>, p: Principal, Query(q): Qu
     };
     let limit = page_limit(q.limit)?;
     let before = cursor(q.cursor.as_deref())?;
-    let store = service(&app)?.store.read();
+    let store = service(&desk)?.store.read();
     let mut items = Vec::new();
     let mut last_seq = None;
     let mut more = false;
@@ -352,7 +352,7 @@ pub async fn list_orders(State(app): State<AppState>, p: Principal, Query(q): Qu
             more = true;
             break;
         }
-        if let Some(i) = app.market.registry.get(r.order.instrument) {
+        if let Some(i) = desk.market.registry.get(r.order.instrument) {
             items.push(json!(OrderJson::new(&r.order, i)));
             last_seq = Some(r.seq);
         }
@@ -380,10 +380,10 @@ pub struct MassCancelParams {
     responses((status = 200, description = "OK", body = crate::openapi::schemas::MassCancelResult)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn mass_cancel(State(app): State<AppState>, p: Principal, Query(q): Query<MassCancelParams>) -> ApiResult {
+pub async fn mass_cancel(State(desk): State<Desk>, p: Principal, Query(q): Query<MassCancelParams>) -> ApiResult {
     p.require(Role::Trader)?;
-    let instrument = symbol_filter(&app, q.symbol.as_deref())?;
-    let events = submit(&app, &p, CommandKind::MassCancel { instrument }).await?;
+    let instrument = symbol_filter(&desk, q.symbol.as_deref())?;
+    let events = submit(&desk, &p, CommandKind::MassCancel { instrument }).await?;
     let count = events.iter().find_map(|e| match e.data {
         OrderEventData::Done { count } => Some(count),
         _ => None,
@@ -408,11 +408,11 @@ pub struct FillParams {
     responses((status = 200, description = "OK", body = crate::openapi::schemas::FillList)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn fills(State(app): State<AppState>, p: Principal, Query(q): Query<FillParams>) -> ApiResult {
-    let instrument = symbol_filter(&app, q.symbol.as_deref())?;
+pub async fn fills(State(desk): State<Desk>, p: Principal, Query(q): Query<FillParams>) -> ApiResult {
+    let instrument = symbol_filter(&desk, q.symbol.as_deref())?;
     let limit = page_limit(q.limit)?;
     let before = cursor(q.cursor.as_deref())?;
-    let store = service(&app)?.store.read();
+    let store = service(&desk)?.store.read();
     let mut items = Vec::new();
     let mut last_id = None;
     let mut more = false;
@@ -424,7 +424,7 @@ pub async fn fills(State(app): State<AppState>, p: Principal, Query(q): Query<Fi
             more = true;
             break;
         }
-        if let Some(i) = app.market.registry.get(f.instrument) {
+        if let Some(i) = desk.market.registry.get(f.instrument) {
             items.push(fill_json(f, i));
             last_id = Some(f.id);
         }
@@ -445,13 +445,13 @@ pub async fn fills(State(app): State<AppState>, p: Principal, Query(q): Query<Fi
     responses((status = 200, description = "OK", body = crate::openapi::schemas::PositionList)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn positions(State(app): State<AppState>, p: Principal) -> ApiResult {
-    let store = service(&app)?.store.read();
-    let mirror = app.market.mirror.read();
+pub async fn positions(State(desk): State<Desk>, p: Principal) -> ApiResult {
+    let store = service(&desk)?.store.read();
+    let mirror = desk.market.mirror.read();
     let mut items: Vec<(u32, Value)> = store
         .positions(p.account)
         .filter_map(|(id, pos)| {
-            let i = app.market.registry.get(id)?;
+            let i = desk.market.registry.get(id)?;
             let mark = mirror.get(id).and_then(|v| v.mark_price());
             Some((id.0, position_json(pos, i, mark)))
         })
@@ -471,8 +471,8 @@ pub async fn positions(State(app): State<AppState>, p: Principal) -> ApiResult {
     responses((status = 200, description = "OK", body = crate::openapi::schemas::AccountRisk)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn my_risk(State(app): State<AppState>, p: Principal) -> ApiResult {
-    let events = submit(&app, &p, CommandKind::QueryRisk).await?;
+pub async fn my_risk(State(desk): State<Desk>, p: Principal) -> ApiResult {
+    let events = submit(&desk, &p, CommandKind::QueryRisk).await?;
     let risk = events.iter().find_map(|e| match e.data {
         OrderEventData::Risk(r) => Some(r),
         _ => None,
@@ -504,7 +504,7 @@ pub struct AnomalyParams {
     responses((status = 200, description = "OK", body = crate::openapi::schemas::AnomalyList)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn anomalies(State(app): State<AppState>, p: Principal, Query(q): Query<AnomalyParams>) -> ApiResult {
+pub async fn anomalies(State(desk): State<Desk>, p: Principal, Query(q): Query<AnomalyParams>) -> ApiResult {
     let min = match q.severity.as_deref() {
         None => Severity::Low,
         Some(s) => Severity::parse(s).ok_or_else(|| {
@@ -515,14 +515,14 @@ pub async fn anomalies(State(app): State<AppState>, p: Principal, Query(q): Quer
         })?,
     };
     let limit = page_limit(q.limit)?;
-    let svc = service(&app)?;
+    let svc = service(&desk)?;
     let admin = p.role == Role::Admin;
     let store = svc.store.read();
     let list: Vec<Value> = store
         .anomalies(q.since.unwrap_or(0))
         .filter(|(_, a)| a.severity >= min && anomaly_visible(a, p.account, admin))
         .take(limit)
-        .map(|(seq, a)| anomaly_json(*seq, a, &svc.accounts, &app.market.registry))
+        .map(|(seq, a)| anomaly_json(*seq, a, &svc.accounts, &desk.market.registry))
         .collect();
     let next = list.last().and_then(|v| v["seq"].as_u64()).or(q.since).unwrap_or(0);
     Ok(respond(
@@ -543,8 +543,8 @@ pub struct KillSwitchBody {
     active: bool,
 }
 
-fn account_id(app: &AppState, name: &str) -> Result<stocksblitz_engine::orders::AccountId, ApiError> {
-    service(app)?.accounts.id(name).ok_or_else(|| {
+fn account_id(desk: &Desk, name: &str) -> Result<stocksblitz_engine::orders::AccountId, ApiError> {
+    service(desk)?.accounts.id(name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "UNKNOWN_ACCOUNT",
@@ -572,12 +572,12 @@ fn done_count(events: &[OrderEvent]) -> u32 {
     responses((status = 200, description = "OK", body = crate::openapi::schemas::KillSwitchResult)),
     security(("bearer" = []), ("hmac" = [])),
 )]
-pub async fn kill_switch(State(app): State<AppState>, p: Principal, Json(b): Json<KillSwitchBody>) -> ApiResult {
+pub async fn kill_switch(State(desk): State<Desk>, p: Principal, Json(b): Json<KillSwitchBody>) -> ApiResult {
     p.require(Role::Admin)?;
     let scope = match (b.scope.as_str(), b.account.as_deref(), b.symbol.as_deref()) {
         ("global", None, None) => KillScope::Global,
-        ("account", Some(a), None) => KillScope::Account(account_id(&app, a)?),
-        ("instrument", None, Some(s)) => KillScope::Instrument(instrument(&app, s)?.id),
+        ("account", Some(a), None) => KillScope::Account(account_id(&desk, a)?),
+        ("instrument", None, Some(s)) => KillScope::Instrument(instrument(&desk, s)?.id),
         _ => {
             return Err(bad(
                 "scope",
@@ -585,7 +585,7 @@ pub async fn kill_switch(State(app): State<AppState>, p: Principal, Json(b): Jso
             ))
         }
     };
-    let events = submit(&app, &p, CommandKind::KillSwitch { scope, on: b.active }).await?;
+    let events = submit(&desk, &p, CommandKind::KillSwitch { scope, on: b.active }).await?;
     tracing::warn!(admin = %p.name, scope = %b.scope, active = b.active, "kill switch");
     Ok(respond(
         StatusCode::OK,
@@ -604,15 +604,15 @@ pub async fn kill_switch(State(app): State<AppState>, p: Principal, Json(b): Jso
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn set_limits(
-    State(app): State<AppState>,
+    State(desk): State<Desk>,
     p: Principal,
     Path(account): Path<String>,
     Json(b): Json<RiskLimitsConfig>,
 ) -> ApiResult {
     p.require(Role::Admin)?;
-    let target = account_id(&app, &account)?;
+    let target = account_id(&desk, &account)?;
     let limits = b.limits().map_err(|(k, m)| bad(k, format!("{k}: {m}")))?;
-    submit(&app, &p, CommandKind::SetLimits { target, limits }).await?;
+    submit(&desk, &p, CommandKind::SetLimits { target, limits }).await?;
     tracing::warn!(admin = %p.name, account = %account, "risk limits changed");
     Ok(respond(
         StatusCode::OK,
@@ -637,14 +637,14 @@ pub struct TradingStateBody {
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn set_trading_state(
-    State(app): State<AppState>,
+    State(desk): State<Desk>,
     p: Principal,
     Path(account): Path<String>,
     Json(b): Json<TradingStateBody>,
 ) -> ApiResult {
     p.require(Role::Admin)?;
-    let target = account_id(&app, &account)?;
-    submit(&app, &p, CommandKind::SetTradingState { target, state: b.state }).await?;
+    let target = account_id(&desk, &account)?;
+    submit(&desk, &p, CommandKind::SetTradingState { target, state: b.state }).await?;
     tracing::warn!(admin = %p.name, account = %account, state = b.state.as_str(), "trading state changed");
     Ok(respond(
         StatusCode::OK,

@@ -2,16 +2,17 @@
 //! [`crate::foundation::request_id`]) and renders every error response in the one error
 //! shape with that id (see [`crate::foundation::error`]).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::metrics::HttpMetrics;
+use super::metrics::counters::HttpMetrics;
 use crate::foundation::request_id::{acceptable, fresh, RequestId, HEADER};
 use crate::foundation::ApiError;
-use crate::state::AppState;
 
 fn is_json(r: &Response) -> bool {
     r.headers()
@@ -20,11 +21,11 @@ fn is_json(r: &Response) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
-pub async fn middleware(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn middleware(State(http): State<Arc<HttpMetrics>>, mut req: Request, next: Next) -> Response {
     let id = req.headers().get(HEADER).and_then(acceptable).unwrap_or_else(fresh);
     req.extensions_mut().insert(RequestId(id.clone()));
     let resp = next.run(req).await;
-    finish(&app.http, &id, resp).await
+    finish(&http, &id, resp).await
 }
 
 /// Renders any error response in the one error shape with the request id (counting it

@@ -1,60 +1,19 @@
 //! All routes and the middleware stack.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::response::IntoResponse;
-use axum::response::Response;
 use axum::routing::{get, post, put};
-use axum::Extension;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use super::server::ConnLink;
 use super::{health, market, metrics, orders, request_id, security};
-use crate::auth::Caller;
 use crate::foundation::ApiError;
 use crate::state::AppState;
-use crate::ws::protocol::MAX_CLIENT_MESSAGE_BYTES;
-use crate::ws::session;
-
-/// Credentials on the upgrade (a bearer token, or a signed request) authenticate the
-/// connection up front; bad ones were refused before upgrading. Without any, clients
-/// may send an `auth` op.
-#[utoipa::path(
-    get,
-    path = "/api/v1/stream",
-    tag = "market",
-    summary = "WebSocket stream (upgrade)",
-    responses((status = 101, description = "WebSocket stream (upgrade)")),
-)]
-pub async fn stream(
-    State(app): State<AppState>,
-    caller: Option<Extension<Caller>>,
-    link: Option<Extension<ConnLink>>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0 .0.ip());
-    let principal = match caller.map(|c| c.0) {
-        None | Some(Caller::Anonymous(_)) => None,
-        Some(c) => match crate::auth::principal(&app, &c) {
-            Ok(p) => Some(p),
-            // A valid token for market data only (no order entry here).
-            Err(e) if e.code == "ORDER_ENTRY_DISABLED" => None,
-            Err(e) => return e.into_response(),
-        },
-    };
-    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
-        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session::run(socket, app, principal, peer, link.map(|l| l.0)))
-}
 
 async fn not_found() -> ApiError {
     ApiError::from_status(StatusCode::NOT_FOUND, "")
@@ -71,7 +30,7 @@ pub fn router(app: AppState) -> Router {
         .route("/trades/{symbol}", get(market::trades))
         .route("/historical/{symbol}", get(market::historical))
         .route("/market-status", get(market::market_status))
-        .route("/stream", get(stream))
+        .route("/stream", get(crate::ws::upgrade::stream))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route(
             "/orders",

@@ -2,6 +2,7 @@
 //! (an origin not on it gets no CORS headers, so the browser blocks the read) and
 //! security headers on every response.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -11,7 +12,6 @@ use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::ApiConfig;
-use crate::state::AppState;
 
 /// The dashboard's policy: everything from this origin, WebSockets back to it, no
 /// framing, no plugins, no inline script.
@@ -53,7 +53,7 @@ pub fn cors(c: &ApiConfig) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-pub async fn headers(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn headers(State(config): State<Arc<ApiConfig>>, req: Request, next: Next) -> Response {
     let api = req.uri().path().starts_with("/api/");
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -67,7 +67,7 @@ pub async fn headers(State(app): State<AppState>, req: Request, next: Next) -> R
     if api {
         set(h, header::CACHE_CONTROL, "no-store");
     }
-    if app.config.hsts {
+    if config.hsts {
         set(
             h,
             header::STRICT_TRANSPORT_SECURITY,

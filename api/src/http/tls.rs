@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-use super::server::ConnStats;
+use super::conn::ConnStats;
 use crate::config::connections::TlsConfig;
 
 /// Why a certificate or key could not be used. Each names the config key to fix.

@@ -13,7 +13,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{health, market, metrics, orders, router};
+use crate::http::{health, market, metrics, orders};
 use schemas::*;
 
 #[derive(OpenApi)]
@@ -28,7 +28,7 @@ Authentication, signing and rate limits: docs/AUTH.md."
         crate::dashboard::index, crate::dashboard::app_js, crate::dashboard::style,
         health::health, health::live, health::ready, health::redis, metrics::handler,
         market::instruments, market::quote, market::quotes, market::book, market::trades,
-        market::historical, market::market_status, router::stream, openapi_json,
+        market::historical, market::market_status, crate::ws::upgrade::stream, openapi_json,
         orders::place, orders::test_order, orders::list_orders, orders::mass_cancel,
         orders::get_order, orders::replace_order, orders::cancel_order, orders::fills,
         orders::positions, orders::my_risk, orders::anomalies, orders::kill_switch, orders::set_limits,

@@ -10,17 +10,16 @@ use stocksblitz_engine::orders::{
 use stocksblitz_engine::{Instrument, Price, Qty, Side, UnixNanos};
 
 use super::json::NewOrderBody;
-use super::{disabled, OrderService, SubmitError};
+use super::{disabled, Desk, OrderService, SubmitError};
 use crate::auth::Principal;
 use crate::foundation::ApiError;
-use crate::state::AppState;
 
-pub fn service(app: &AppState) -> Result<&std::sync::Arc<OrderService>, ApiError> {
-    app.orders.as_ref().ok_or_else(disabled)
+pub fn service(desk: &Desk) -> Result<&std::sync::Arc<OrderService>, ApiError> {
+    desk.orders.as_ref().ok_or_else(disabled)
 }
 
-pub fn instrument<'a>(app: &'a AppState, symbol: &str) -> Result<&'a Instrument, ApiError> {
-    app.market
+pub fn instrument<'a>(desk: &'a Desk, symbol: &str) -> Result<&'a Instrument, ApiError> {
+    desk.market
         .registry
         .by_symbol(symbol)
         .ok_or_else(|| ApiError::unknown_symbol(symbol))
@@ -89,8 +88,8 @@ pub fn rejection(events: &[OrderEvent]) -> Option<ApiError> {
     })
 }
 
-pub async fn submit(app: &AppState, p: &Principal, kind: CommandKind) -> Result<Vec<OrderEvent>, ApiError> {
-    let events = service(app)?.submit(p.account, kind).await.map_err(submit_error)?;
+pub async fn submit(desk: &Desk, p: &Principal, kind: CommandKind) -> Result<Vec<OrderEvent>, ApiError> {
+    let events = service(desk)?.submit(p.account, kind).await.map_err(submit_error)?;
     match rejection(&events) {
         Some(e) => Err(e),
         None => Ok(events),
@@ -106,7 +105,7 @@ pub fn parse_qty(field: &str, s: &str, i: &Instrument) -> Result<Qty, ApiError> 
 }
 
 /// An order body (JSON bytes) into the engine's form.
-pub fn parse_order(app: &AppState, body: &[u8]) -> Result<NewOrder, ApiError> {
+pub fn parse_order(desk: &Desk, body: &[u8]) -> Result<NewOrder, ApiError> {
     let b: NewOrderBody = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -114,12 +113,12 @@ pub fn parse_order(app: &AppState, body: &[u8]) -> Result<NewOrder, ApiError> {
             format!("invalid order JSON: {e}"),
         )
     })?;
-    order_from(app, b)
+    order_from(desk, b)
 }
 
 /// A decoded order body into the engine's form.
-pub fn order_from(app: &AppState, b: NewOrderBody) -> Result<NewOrder, ApiError> {
-    let i = instrument(app, &b.symbol)?;
+pub fn order_from(desk: &Desk, b: NewOrderBody) -> Result<NewOrder, ApiError> {
+    let i = instrument(desk, &b.symbol)?;
     let side = match b.side.as_str() {
         "buy" => Side::Buy,
         "sell" => Side::Sell,
@@ -196,7 +195,7 @@ pub fn not_found(id: OrderId) -> ApiError {
 /// A replace of `id` (qty and/or price as decimal strings) checked against the
 /// account's own order and its instrument's precision.
 pub fn replace_command(
-    app: &AppState,
+    desk: &Desk,
     p: &Principal,
     id: OrderId,
     qty: Option<&str>,
@@ -206,13 +205,13 @@ pub fn replace_command(
         return Err(bad("qty", "give qty and/or price to change"));
     }
     let instrument = {
-        let store = service(app)?.store.read();
+        let store = service(desk)?.store.read();
         store
             .order(p.account, id)
             .map(|r| r.order.instrument)
             .ok_or_else(|| not_found(id))?
     };
-    let i = app.market.registry.get(instrument).ok_or_else(|| not_found(id))?;
+    let i = desk.market.registry.get(instrument).ok_or_else(|| not_found(id))?;
     let qty = qty.map(|s| parse_qty("qty", s, i)).transpose()?;
     let price = price.map(|s| parse_price("price", s, i)).transpose()?;
     Ok(CommandKind::Replace { order: id, qty, price })

@@ -2,6 +2,7 @@
 //! order path, the read model it keeps, idempotency keys, and the JSON shapes.
 
 pub mod accounts;
+pub mod desk;
 pub mod entry;
 pub mod fanout;
 pub mod idempotency;
@@ -10,6 +11,7 @@ pub mod service;
 
 use axum::http::StatusCode;
 
+pub use desk::Desk;
 pub use service::{OrderService, SubmitError};
 
 use crate::foundation::ApiError;

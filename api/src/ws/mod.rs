@@ -5,3 +5,4 @@ pub mod hub;
 pub mod outbox;
 pub mod protocol;
 pub mod session;
+pub mod upgrade;

@@ -41,7 +41,7 @@ use crate::auth::{Principal, Role, Tier};
 use crate::config::auth::Operation;
 use crate::dto::{BarDto, BookDto, QuoteDto, TradeDto};
 use crate::foundation::ApiError;
-use crate::http::server::ConnLink;
+use crate::http::conn::ConnLink;
 use crate::orders::entry;
 use crate::orders::json::{anomaly_json, anomaly_visible, events_json, fill_json, position_json, OrderJson};
 use crate::ratelimit::gcra;
@@ -126,7 +126,7 @@ impl Session {
 
     fn push_data<T: Serialize>(&mut self, key: ChannelKey, kind: &'static str, missed: Option<u64>, data: T) {
         let seq = self.next_seq(key);
-        let channel = key.name(&self.app.market.registry);
+        let channel = key.name(&self.app.desk.market.registry);
         self.out.push(to_text(&DataMessage {
             kind,
             channel: &channel,
@@ -163,7 +163,7 @@ impl Session {
                 if msg.channels.is_empty() {
                     return self.error(id, "BAD_MESSAGE", "\"channels\" must list at least one channel");
                 }
-                let registry = Arc::clone(&self.app.market.registry);
+                let registry = Arc::clone(&self.app.desk.market.registry);
                 let mut keys = Vec::with_capacity(msg.channels.len());
                 let mut private = Vec::new();
                 for name in &msg.channels {
@@ -247,7 +247,7 @@ impl Session {
                 Tier::Standard => LimitTier::Authenticated,
                 Tier::Premium => LimitTier::Premium,
             }),
-            None => Some(crate::auth::caller::anonymous_tier(&self.app, self.peer, true).1),
+            None => Some(crate::auth::caller::anonymous_tier(&self.app.access, self.peer, true).1),
         }
     }
 
@@ -257,7 +257,7 @@ impl Session {
         let Some(tier) = self.tier() else {
             return Ok(());
         };
-        let rate = self.app.limiter.rate(tier);
+        let rate = self.app.access.limiter.rate(tier);
         let now = UnixNanos::now().0 / 1_000;
         let (d, tat) = gcra::check(rate, self.msg_tat, now);
         // Stored on a refusal too (a clock that stepped back is clamped there).
@@ -284,7 +284,7 @@ impl Session {
 
     /// Whether the connection's token has expired (past the leeway).
     fn token_expired(&self) -> bool {
-        let leeway = self.app.auth.as_ref().map_or(0, |a| a.tokens.leeway_secs());
+        let leeway = self.app.access.auth.as_ref().map_or(0, |a| a.tokens.leeway_secs());
         self.principal
             .as_ref()
             .is_some_and(|p| p.expired(crate::auth::jwt::now_secs(), leeway))
@@ -302,11 +302,11 @@ impl Session {
             return self.error(id, "ALREADY_AUTHENTICATED", "this connection is already authenticated");
         }
         // An address that failed too often is refused before the token is checked.
-        if let Some((e, _)) = crate::auth::caller::auth_refused(&self.app, self.peer) {
+        if let Some((e, _)) = crate::auth::caller::auth_refused(&self.app.access, self.peer) {
             self.connection_auth_failed();
             return self.error(id, e.code, &e.message);
         }
-        match crate::auth::authenticate(&self.app, token) {
+        match crate::auth::authenticate(self.app.access.auth.as_deref(), self.app.desk.orders.as_deref(), token) {
             Ok(p) => {
                 // A fresh token for the same account extends the connection's life.
                 if let Some(current) = &self.principal {
@@ -331,7 +331,8 @@ impl Session {
                 }
             }
             Err(e) => {
-                let e = crate::auth::caller::auth_failure(&self.app, self.peer, &self.request_id(id), "WS auth", e);
+                let e =
+                    crate::auth::caller::auth_failure(&self.app.access, self.peer, &self.request_id(id), "WS auth", e);
                 self.connection_auth_failed();
                 self.error(id, e.code, &e.message)
             }
@@ -341,7 +342,7 @@ impl Session {
     /// Counts a failed `auth` on this connection; enough of them end it.
     fn connection_auth_failed(&mut self) {
         self.auth_failures += 1;
-        if self.auth_failures >= self.app.limiter.ws_auth_failures_per_connection {
+        if self.auth_failures >= self.app.access.limiter.ws_auth_failures_per_connection {
             self.close = Some(End::Policy("too many failed auth attempts"));
         }
     }
@@ -379,7 +380,7 @@ impl Session {
             if msg.op == "order.cancel" {
                 Ok((CommandKind::Cancel { order: oid }, Some(oid)))
             } else {
-                entry::replace_command(&self.app, &p, oid, msg.qty.as_deref(), msg.price.as_deref())
+                entry::replace_command(&self.app.desk, &p, oid, msg.qty.as_deref(), msg.price.as_deref())
                     .map(|k| (k, Some(oid)))
             }
         });
@@ -391,7 +392,7 @@ impl Session {
             "order.cancel" => (Operation::Cancel, "order.cancel"),
             _ => (Operation::Modify, "order.replace"),
         };
-        let permit = match p.allow(op).and_then(|()| self.app.audit.reserve()) {
+        let permit = match p.allow(op).and_then(|()| self.app.access.audit.reserve()) {
             Ok(permit) => permit,
             Err(e) => return self.error(id.as_ref(), e.code, &e.message),
         };
@@ -399,7 +400,7 @@ impl Session {
         let app = self.app.clone();
         let replies = self.replies.clone();
         tokio::spawn(async move {
-            let result = entry::submit(&app, &p, kind).await;
+            let result = entry::submit(&app.desk, &p, kind).await;
             permit.record(Entry {
                 action,
                 actor: p.actor(),
@@ -413,7 +414,7 @@ impl Session {
                 Ok(events) => to_text(&serde_json::json!({
                     "type": "order.ack",
                     "id": id,
-                    "data": events_json(&events, &app.market.registry, p.account, target),
+                    "data": events_json(&events, &app.desk.market.registry, p.account, target),
                 })),
                 Err(e) => to_text(&ErrorMessage {
                     kind: "error",
@@ -451,7 +452,7 @@ impl Session {
         if let Some(Err(e)) = key.as_deref().map(crate::http::orders::idempotency_key) {
             return self.error(id.as_ref(), e.code, &e.message);
         }
-        let permit = match p.allow(Operation::Place).and_then(|()| self.app.audit.reserve()) {
+        let permit = match p.allow(Operation::Place).and_then(|()| self.app.access.audit.reserve()) {
             Ok(permit) => permit,
             Err(e) => return self.error(id.as_ref(), e.code, &e.message),
         };
@@ -459,7 +460,7 @@ impl Session {
         let app = self.app.clone();
         let replies = self.replies.clone();
         tokio::spawn(async move {
-            let result = crate::http::orders::place_keyed(&app, &p, key.as_deref(), &body).await;
+            let result = crate::http::orders::place_keyed(&app.desk, &p, key.as_deref(), &body).await;
             // A replayed refusal answers as the refusal it was.
             let result: Result<Value, (u16, String, String)> = match result {
                 Ok((status, v)) if status.is_success() => Ok(v),
@@ -497,7 +498,7 @@ impl Session {
     /// Registers for the account's events, then snapshots from the order store; queued
     /// events the snapshot already covered are skipped by sequence.
     fn subscribe_private(&mut self, i: usize) {
-        let (Some(p), Some(svc)) = (self.principal.clone(), self.app.orders.clone()) else {
+        let (Some(p), Some(svc)) = (self.principal.clone(), self.app.desk.orders.clone()) else {
             return;
         };
         if self.private.get(i).is_some_and(Option::is_some) {
@@ -508,7 +509,7 @@ impl Session {
         } else {
             self.app.hub.subscribe_private(p.account, &self.outbox);
         }
-        let registry = Arc::clone(&self.app.market.registry);
+        let registry = Arc::clone(&self.app.desk.market.registry);
         let store = svc.store.read();
         let cutoff = store.last_seq;
         let admin = p.role == Role::Admin;
@@ -545,7 +546,7 @@ impl Session {
                 serde_json::json!({ "fills": fills })
             }
             _ => {
-                let mirror = self.app.market.mirror.read();
+                let mirror = self.app.desk.market.mirror.read();
                 let positions: Vec<_> = store
                     .positions(p.account)
                     .filter_map(|(iid, pos)| {
@@ -595,7 +596,7 @@ impl Session {
 
     /// The account's order events as private channel updates, in engine order.
     fn render_private(&mut self, events: Vec<OrderEvent>) {
-        let market = Arc::clone(&self.app.market);
+        let market = Arc::clone(&self.app.desk.market);
         for e in events {
             let (i, data) = match e.data {
                 OrderEventData::Order { kind, order } => {
@@ -625,7 +626,7 @@ impl Session {
                     (2, position_json(&position, inst, mark))
                 }
                 OrderEventData::Anomaly(a) => {
-                    let (Some(p), Some(svc)) = (&self.principal, &self.app.orders) else {
+                    let (Some(p), Some(svc)) = (&self.principal, &self.app.desk.orders) else {
                         continue;
                     };
                     if !anomaly_visible(&a, p.account, p.role == Role::Admin) {
@@ -655,7 +656,7 @@ impl Session {
             self.outbox.mark(key, &self.app.hub.stats);
             return;
         }
-        let market = Arc::clone(&self.app.market);
+        let market = Arc::clone(&self.app.desk.market);
         let Some(inst) = market.registry.get(key.instrument) else {
             return;
         };
@@ -695,7 +696,7 @@ impl Session {
 
     /// Turns what the outbox collected into messages.
     fn render(&mut self, drained: Drained) {
-        let market = Arc::clone(&self.app.market);
+        let market = Arc::clone(&self.app.desk.market);
         let registry = &market.registry;
         let mirror = market.mirror.read();
         let depth = self.app.config.ws_book_depth;

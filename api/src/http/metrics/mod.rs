@@ -4,64 +4,25 @@
 //! module only reads them at scrape time and renders the text format, so scraping
 //! never touches the engine thread. Names are stable (`stocksblitz_...`).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use parking_lot::Mutex;
 use stocksblitz_engine::{DataQuality, UnixNanos};
 
 use crate::state::AppState;
 
-/// Upper bounds (seconds) of the request latency histogram.
-const BUCKETS: [f64; 14] = [
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+pub mod counters;
 
-#[derive(Default)]
-struct RouteStats {
-    by_status: BTreeMap<u16, u64>,
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum_secs: f64,
-}
+pub use counters::HttpMetrics;
+use counters::BUCKETS;
 
-/// Request counts and latencies per (route template, method), and error responses by
-/// their stable code.
-#[derive(Default)]
-pub struct HttpMetrics {
-    routes: Mutex<BTreeMap<(String, String), RouteStats>>,
-    pub(crate) errors: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    /// Connection-level counters of the accept loop.
-    pub connections: std::sync::Arc<super::server::ConnStats>,
-}
-
-impl HttpMetrics {
-    /// Counts an error response (called where error bodies are rendered).
-    pub fn error(&self, code: &'static str, status: u16) {
-        *self.errors.lock().entry((code, status)).or_default() += 1;
-    }
-
-    fn record(&self, route: String, method: String, status: u16, secs: f64) {
-        let mut routes = self.routes.lock();
-        let r = routes.entry((route, method)).or_default();
-        *r.by_status.entry(status).or_default() += 1;
-        r.count += 1;
-        r.sum_secs += secs;
-        for (b, le) in r.buckets.iter_mut().zip(BUCKETS) {
-            if secs <= le {
-                *b += 1;
-            }
-        }
-    }
-}
-
-pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn middleware(State(http): State<Arc<HttpMetrics>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -70,8 +31,7 @@ pub async fn middleware(State(app): State<AppState>, req: Request, next: Next) -
     let method = req.method().as_str().to_owned();
     let start = Instant::now();
     let resp = next.run(req).await;
-    app.http
-        .record(route, method, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    http.record(route, method, resp.status().as_u16(), start.elapsed().as_secs_f64());
     resp
 }
 
@@ -200,7 +160,7 @@ pub fn render(app: &AppState) -> String {
             ),
         ]);
     }
-    if let Some(svc) = &app.orders {
+    if let Some(svc) = &app.desk.orders {
         o.header(
             "stocksblitz_orders_queue_depth",
             "gauge",
@@ -547,8 +507,8 @@ pub fn render(app: &AppState) -> String {
         "1 for the instrument's current data-quality state.",
     );
     {
-        let mirror = app.market.mirror.read();
-        for inst in app.market.registry.iter() {
+        let mirror = app.desk.market.mirror.read();
+        for inst in app.desk.market.registry.iter() {
             let q = mirror.get(inst.id).map(|v| v.quality()).unwrap_or(DataQuality::Syncing);
             for s in DataQuality::ALL {
                 let labels = format!("symbol=\"{}\",state=\"{}\"", esc(&inst.symbol), s.as_str());
@@ -754,7 +714,7 @@ pub fn render(app: &AppState) -> String {
 
 /// Rate limiting and the audit log.
 fn security(o: &mut Out, app: &AppState) {
-    let l = &app.limiter.stats;
+    let l = &app.access.limiter.stats;
     for (name, help, counters) in [
         (
             "stocksblitz_ratelimit_allowed_total",
@@ -773,7 +733,7 @@ fn security(o: &mut Out, app: &AppState) {
             o.sample(name, &format!("tier=\"{}\"", tier.as_str()), v);
         }
     }
-    let a = &app.audit.stats;
+    let a = &app.access.audit.stats;
     o.scalars(&[
         (
             "stocksblitz_ratelimit_redis_fallbacks_total",
@@ -827,7 +787,7 @@ fn security(o: &mut Out, app: &AppState) {
             "stocksblitz_audit_failed",
             "gauge",
             "1 when the audit log cannot be written.",
-            u64::from(!app.audit.healthy()),
+            u64::from(!app.access.audit.healthy()),
         ),
     ]);
 }
