@@ -1,6 +1,6 @@
 //! StocksBlitz API: the axum REST + WebSocket server, its read model of the market, the
 //! configuration loader, and the wiring of engine, feeds and API into one process.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(not(test), forbid(unsafe_code))]
 
 pub mod app;
 pub mod audit;

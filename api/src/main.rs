@@ -1,4 +1,5 @@
 //! The `stocksblitz` binary.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! Configuration: every file in configs/ loads; bad configs stop start-up with a
 //! message naming the key; environment overrides.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

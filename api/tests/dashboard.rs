@@ -5,6 +5,7 @@
 //! same WebSocket, places an order, sees it in the blotter, cancels it, and saves
 //! screenshots (`target/dashboard-public.png`, `target/dashboard.png`). Any console
 //! error or uncaught exception fails the test, and so does a second WebSocket.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! `stocksblitz feed parse|book` on the venue fixtures (feed-handlers/tests/fixtures).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::process::Command;

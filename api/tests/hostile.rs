@@ -4,6 +4,7 @@
 //! never read) from many client addresses (127.0.0.0/8), the total and per-address
 //! caps, request heads over the size limit, batch quotes with empty entries, and native
 //! TLS with a certificate made in the test and rotated by SIGHUP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

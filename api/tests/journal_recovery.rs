@@ -6,6 +6,7 @@
 //! duplicate generated client id, and a journal that `stocksblitz journal verify`
 //! accepts; a damaged journal makes `journal verify` fail and start-up refuse, naming
 //! the segment and byte offset.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

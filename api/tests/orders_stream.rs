@@ -1,5 +1,6 @@
 //! Order entry and the private channels (`orders`, `fills`, `positions`) over the
 //! WebSocket stream, against a running server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! creation with DEDUP keys, refusal to start when the store is unreachable, and
 //! against a real VictoriaMetrics: every row stored exactly once, through a server
 //! stop and restart mid-stream, spill files included.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! engine nodes, keyed orders refused (retryably) while Redis is down and accepted
 //! again after, last quotes in `quote:{SYM}`, `/health/redis`, an API node fed market
 //! data through Redis, and a configured but unreachable Redis stopping start-up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! A capture replayed into a running engine (`kind = "replay"`) is served like live data.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! script installs it), each answers --help, the host tuning check changes nothing
 //! without --apply, and a capture recorded from the simulator through the real
 //! binary replays through the venue's parser.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 use std::process::Command;

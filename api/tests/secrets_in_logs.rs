@@ -2,6 +2,7 @@
 //! (every crate's debug logs, JSON) serves good and bad bearer tokens, WebSocket
 //! `auth` ops and HMAC-signed requests; then its whole output is searched for each
 //! credential it saw.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! disallowed operation); rate-limit exhaustion and recovery per tier, shared through
 //! a real Redis by two nodes; CORS preflight allowed and denied; security headers; and
 //! the audit log's hash chain over all of it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -671,7 +672,8 @@ async fn rate_limits_are_shared_through_redis() {
     assert!(header(&h, "ratelimit").starts_with("\"authenticated\""));
     assert!(
         a.state
-            .access.limiter
+            .access
+            .limiter
             .stats
             .redis_fallbacks
             .load(std::sync::atomic::Ordering::Relaxed)

@@ -1,4 +1,5 @@
 //! WebSocket `/api/v1/stream` against a running server fed by the simulated venues.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

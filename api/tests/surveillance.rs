@@ -2,6 +2,7 @@
 //! admin clearing it), anomalies on `GET /api/v1/anomalies` (filtered by caller and
 //! severity) and on the WebSocket channel `anomalies`, in the audit log and metrics;
 //! and no false positives over a normal stretch of the feed simulator's markets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

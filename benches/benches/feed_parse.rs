@@ -3,6 +3,7 @@
 //! `&str` fields, the usual choices), all producing the same fixed-point values from the
 //! same frames. simd-json parses in place, so its rows include copying the frame into a
 //! reusable buffer, as a handler that keeps the socket's buffer would have to.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde::Deserialize;
 use stocksblitz_benches::{batched, interleaved, iters, keep, median_ratio, print_table, Case, Row};

@@ -1,6 +1,7 @@
 //! Decimal strings to fixed point: `parse_decimal` (exact, straight to an i64 mantissa)
 //! against the usual alternative, `str::parse::<f64>` then scaling and rounding (which
 //! is also inexact, so the engine could not use it; it is here as the speed yardstick).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use stocksblitz_benches::{batched, iters, keep, print_table};
 use stocksblitz_engine::fixed::parse_decimal;

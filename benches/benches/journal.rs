@@ -5,6 +5,7 @@
 //! The steps are real: a command stream run through the `OrderManager`, each step
 //! with the events it produced. The journal lives in the system temp directory (see
 //! BENCHMARKS.md for the file system it was measured on).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 //! (`BTreeMap<price, VecDeque<order>>` per side plus a `HashMap` for cancels, matching
 //! only: no risk, no positions, no events), on the same command stream: limit orders
 //! around a mid price from three accounts (some cross), and cancels of recent orders.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 

@@ -7,6 +7,7 @@
 //!
 //! The second part needs `victoria-metrics` (Debian package; scripts/test.sh installs
 //! it); without it that part is skipped with a note.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fmt::Write as _;
 use std::process::{Child, Command, Stdio};

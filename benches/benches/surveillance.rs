@@ -6,6 +6,7 @@
 //! Each measured operation is one tick through `Engine::process` plus, every 8th, one
 //! command through `Engine::poll` (risk, paper venue, events, journal ring hand-off,
 //! and with surveillance the order-flow and market-data rules and any anomaly steps).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use stocksblitz_benches::{batched, iters, print_table, synthetic_ticks, Row};
 use stocksblitz_engine::instrument::InstrumentKind;

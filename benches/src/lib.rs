@@ -6,6 +6,7 @@
 //! costs ~20 ns) are timed in small batches, and each batch's per-operation mean goes
 //! into the histogram. `BENCH_QUICK=1` cuts iterations about 20x for a smoke run (the
 //! test script uses it so a broken bench cannot land); numbers from it mean nothing.
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ pub fn pin(core: usize) {
 }
 
 /// Latency histogram in nanoseconds (1 ns .. 10 s, 3 significant digits).
+#[allow(clippy::expect_used)] // constant bounds, valid by construction
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("valid histogram bounds")
 }

@@ -4,7 +4,7 @@
 //! into SPSC rings, the [`Engine`] thread owns all market state and publishes
 //! [`EngineEvent`]s to bounded output rings that the API and sinks drain. See
 //! `ARCHITECTURE.md` at the repository root for the map.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(not(test), forbid(unsafe_code))]
 
 pub mod affinity;
 pub mod bars;

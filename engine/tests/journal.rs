@@ -8,6 +8,7 @@
 //! caught, a changed configuration is caught, limits set at run time survive while a
 //! changed configuration applies, and a full disk stops acknowledgement instead of
 //! lying.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod orders_common;
 

@@ -2,6 +2,7 @@
 //! through the order ring, paper fills driven by feed ticks, the internal venue's
 //! trades and book published as market data; and no heap allocation per command
 //! after warm-up (counting allocator).
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod orders_common;
 

@@ -1,5 +1,6 @@
 //! The paper venue against a live market, stops, expiries and positions; no fill on
 //! data that is not LIVE, depth sweeps up to the collar, the 24x7 trading-day roll.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod orders_common;
 

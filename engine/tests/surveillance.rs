@@ -1,7 +1,7 @@
 //! Surveillance rules at, just below and just past their thresholds (times in IST
 //! where the session matters, including its edges and the day roll), the cooldown, the
 //! escalation ladder on a real order manager, and journal replay of anomaly steps.
-
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // Prices are written as units_cents (100_00 is 100.00).
 #![allow(clippy::inconsistent_digit_grouping)]
 

@@ -6,7 +6,7 @@
 //! [`synthetic`] market, and the fault-injecting feed simulator ([`sim`]).
 //!
 //! [`Tick`]: stocksblitz_engine::Tick
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(not(test), forbid(unsafe_code))]
 
 pub mod backoff;
 pub mod binance;

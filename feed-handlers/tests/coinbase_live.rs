@@ -1,6 +1,7 @@
 //! The real Coinbase handler against the feed simulator: the level2 book recovers to
 //! the simulator's true book after every fault; match gaps are counted; audits catch a
 //! silently corrupted book.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Protocol details of the live connection loop against a bare WebSocket server:
 //! pings are answered with the same payload, and a refused connection is retried.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 //!
 //! A counting global allocator counts only while this thread has armed it, so the test
 //! harness's own threads do not disturb the count.
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

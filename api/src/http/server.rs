@@ -379,26 +379,22 @@ where
 /// journal and sink files all need descriptors). Returns (before, after).
 #[cfg(unix)]
 pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read/write the struct passed by pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // `None` is "unlimited".
+    let lim = getrlimit(Resource::Nofile);
+    let before = lim.current.unwrap_or(u64::MAX);
+    let max = lim.maximum.unwrap_or(u64::MAX);
+    if before >= max {
+        return Ok((before, before));
     }
-    let before = lim.rlim_cur;
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    // rlim_t is not u64 on every platform.
-    #[allow(clippy::unnecessary_cast)]
-    let both = (before as u64, lim.rlim_cur as u64);
-    Ok(both)
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    )?;
+    Ok((before, max))
 }
 
 #[cfg(not(unix))]

@@ -3,6 +3,7 @@
 //! Reads `[[instruments]]` and `[simulator]` from a StocksBlitz config file (other
 //! sections are ignored) and serves every instrument whose venue the simulator speaks.
 //! Usage: `stocksblitz-feed-sim [CONFIG] [--listen ADDR]`.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

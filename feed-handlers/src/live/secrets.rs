@@ -62,6 +62,7 @@ pub fn scrub(text: &str, secrets: &[(String, String)]) -> String {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)] // std::env::set_var in a test of reading secrets from the environment
 mod tests {
     use super::*;
 
