@@ -17,7 +17,7 @@ use crate::instrument::InstrumentRegistry;
 use crate::quality::DataQuality;
 use crate::session::TradingSession;
 use crate::side::Side;
-use crate::surveillance::{Action, Anomaly};
+use crate::anomaly::{Action, Anomaly};
 use crate::tick::Tick;
 use crate::time::UnixNanos;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::anomaly::{Action, Rule, Severity};
+use crate::anomaly::{Action, Rule, Severity};
 use crate::fixed::parse_decimal;
 use crate::orders::VALUE_SCALE;
 

@@ -2,7 +2,7 @@
 //! an EWMA of squared returns (integer parts per million), stale feed in session,
 //! crossed or locked book, sequence gaps, and minute volume against a rolling baseline.
 
-use super::anomaly::Rule;
+use crate::anomaly::Rule;
 use super::config::Thresholds;
 use super::order_flow::{Finding, InstrumentInfo};
 use crate::event::EventData;

@@ -3,7 +3,7 @@
 //! session, order-to-trade ratio, and a layering pattern (many orders on one side
 //! cancelled shortly after a fill on the other).
 
-use super::anomaly::Rule;
+use crate::anomaly::Rule;
 use super::config::Thresholds;
 use super::window::MinuteWindow;
 use crate::ids::InstrumentId;
