@@ -1400,11 +1400,11 @@ mod journal_bytes {
     use super::*;
     use stocksblitz_engine::journal::record::{decode, Record, RecordRef};
     use stocksblitz_engine::journal::snapshot;
+    use stocksblitz_engine::orders::{AccountRisk, Order};
     use stocksblitz_engine::orders::{
         CancelReason, DayClock, Depth, Fill, Input, Liquidity, MarketRef, Mtm, NewOrder, OrderStatus, Placement,
         Position, SelfTradeMode, StepContext, SweepEnd,
     };
-    use stocksblitz_engine::orders::{AccountRisk, Order};
     use stocksblitz_engine::surveillance::{Action, Anomaly, Rule, Severity};
     use stocksblitz_engine::{DataQuality, InstrumentId};
 
@@ -1436,7 +1436,10 @@ mod journal_bytes {
     fn check(name: &str, bytes: &[u8], failures: &mut Vec<String>) {
         match pinned(name) {
             Some(want) if want == bytes => {}
-            Some(_) => failures.push(format!("{name}: encoding changed; now:\n(\"{name}\", \"{}\"),", hex(bytes))),
+            Some(_) => failures.push(format!(
+                "{name}: encoding changed; now:\n(\"{name}\", \"{}\"),",
+                hex(bytes)
+            )),
             None => failures.push(format!("{name}: not pinned; now:\n(\"{name}\", \"{}\"),", hex(bytes))),
         }
     }
@@ -1505,7 +1508,9 @@ mod journal_bytes {
 
     fn idem() -> IdemTag {
         IdemTag {
-            key: [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x01],
+            key: [
+                0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x01,
+            ],
             body: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
         }
     }
@@ -1724,7 +1729,12 @@ mod journal_bytes {
             ]
             .map(OrderEventKind::Cancelled),
         );
-        let types = [OrderType::Limit, OrderType::Market, OrderType::Stop, OrderType::StopLimit];
+        let types = [
+            OrderType::Limit,
+            OrderType::Market,
+            OrderType::Stop,
+            OrderType::StopLimit,
+        ];
         let tifs = [
             TimeInForce::Gtc,
             TimeInForce::Day,
@@ -1935,7 +1945,11 @@ mod journal_bytes {
         let mut failures = Vec::new();
         for (name, record) in records() {
             let bytes = postcard::to_stdvec(&record).expect("encode");
-            assert_eq!(encode_ref(&record), bytes, "{name}: borrowed and owned encodings differ");
+            assert_eq!(
+                encode_ref(&record),
+                bytes,
+                "{name}: borrowed and owned encodings differ"
+            );
             check(&name, &bytes, &mut failures);
             if let Some(want) = pinned(&name) {
                 assert_eq!(decode(&want).expect("pinned bytes decode"), record, "{name}");
@@ -1970,8 +1984,16 @@ mod journal_bytes {
             at += 1_000_000;
             run(m, account, at, kind)
         };
-        send(&mut m, 0, CommandKind::New(limit(INTERNAL, "rest", Side::Buy, 10_000, 40)));
-        send(&mut m, 1, CommandKind::New(limit(INTERNAL, "hit", Side::Sell, 10_000, 15)));
+        send(
+            &mut m,
+            0,
+            CommandKind::New(limit(INTERNAL, "rest", Side::Buy, 10_000, 40)),
+        );
+        send(
+            &mut m,
+            1,
+            CommandKind::New(limit(INTERNAL, "hit", Side::Sell, 10_000, 15)),
+        );
         let mut stop = new_order(INTERNAL, "stop", Side::Sell, OrderType::Stop, TimeInForce::Day, 0, 5);
         stop.stop_price = Price(9_000);
         send(&mut m, 1, CommandKind::New(stop));
@@ -2004,7 +2026,12 @@ mod journal_bytes {
             kind: CommandKind::New(new_a()),
             idempotency: Some(idem()),
         };
-        let o = order(OrderType::Limit, TimeInForce::Gtc, OrderStatus::PartiallyFilled, Placement::Book);
+        let o = order(
+            OrderType::Limit,
+            TimeInForce::Gtc,
+            OrderStatus::PartiallyFilled,
+            Placement::Book,
+        );
         let events = [
             event(
                 1,

@@ -833,7 +833,10 @@ fn ordering_case(g: &mut Gen) -> String {
         },
     );
     for i in 0..3 {
-        m.set_quality(stocksblitz_engine::InstrumentId(i), stocksblitz_engine::DataQuality::Live);
+        m.set_quality(
+            stocksblitz_engine::InstrumentId(i),
+            stocksblitz_engine::DataQuality::Live,
+        );
     }
     // 10:30 IST (NSE open) or 16:30 IST (closed).
     let base = if g.one_in(4) { hour } else { -5 * hour };
@@ -857,11 +860,21 @@ fn ordering_case(g: &mut Gen) -> String {
     }
     // Account 1 rests a sell on the internal book.
     if g.one_in(2) {
-        run(&mut m, 1, next(), CommandKind::New(limit(INTERNAL, "maker", Side::Sell, 10_010, 1_000)));
+        run(
+            &mut m,
+            1,
+            next(),
+            CommandKind::New(limit(INTERNAL, "maker", Side::Sell, 10_010, 1_000)),
+        );
     }
     // Account 0 holds a position (a paper buy at the ask), sometimes at a loss.
     if g.one_in(3) {
-        run(&mut m, 0, next(), CommandKind::New(market(PAPER, "pos", Side::Buy, 2_000)));
+        run(
+            &mut m,
+            0,
+            next(),
+            CommandKind::New(market(PAPER, "pos", Side::Buy, 2_000)),
+        );
     }
     if g.one_in(2) {
         let price = g.pick(&[10_005, 9_000]);
@@ -869,12 +882,20 @@ fn ordering_case(g: &mut Gen) -> String {
     }
     // Account 0's resting order "dup" (its client id, a used rate token, a slot).
     let dup = if g.one_in(2) {
-        accepted_id(&run(&mut m, 0, next(), CommandKind::New(limit(INTERNAL, "dup", Side::Buy, 9_000, 1_000))))
+        accepted_id(&run(
+            &mut m,
+            0,
+            next(),
+            CommandKind::New(limit(INTERNAL, "dup", Side::Buy, 9_000, 1_000)),
+        ))
     } else {
         None
     };
     if g.one_in(5) {
-        let quality = g.pick(&[stocksblitz_engine::DataQuality::Stale, stocksblitz_engine::DataQuality::Syncing]);
+        let quality = g.pick(&[
+            stocksblitz_engine::DataQuality::Stale,
+            stocksblitz_engine::DataQuality::Syncing,
+        ]);
         m.set_quality(PAPER, quality);
         m.set_quality(NSE, quality);
     }
@@ -909,7 +930,13 @@ fn ordering_case(g: &mut Gen) -> String {
             state,
         },
     );
-    let kind = g.pick(&[OrderType::Limit, OrderType::Limit, OrderType::Market, OrderType::Stop, OrderType::StopLimit]);
+    let kind = g.pick(&[
+        OrderType::Limit,
+        OrderType::Limit,
+        OrderType::Market,
+        OrderType::Stop,
+        OrderType::StopLimit,
+    ]);
     let tif = g.pick(&[
         TimeInForce::Gtc,
         TimeInForce::Day,
@@ -919,7 +946,9 @@ fn ordering_case(g: &mut Gen) -> String {
         TimeInForce::Gtd(UnixNanos(T0 + base + hour)),
     ]);
     let price = match kind {
-        OrderType::Limit | OrderType::StopLimit if !g.one_in(5) => g.pick(&[10_000, 10_005, 10_010, 9_000, 12_000, 10_003]),
+        OrderType::Limit | OrderType::StopLimit if !g.one_in(5) => {
+            g.pick(&[10_000, 10_005, 10_010, 9_000, 12_000, 10_003])
+        }
         _ => g.pick(&[0, 0, 0, -5, 10_000]),
     };
     let stop_price = match kind {

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use crate::anomaly::{Action, Anomaly};
 use crate::book::Level;
 use crate::fixed::{Price, Qty};
 use crate::ids::InstrumentId;
@@ -17,7 +18,6 @@ use crate::instrument::InstrumentRegistry;
 use crate::quality::DataQuality;
 use crate::session::TradingSession;
 use crate::side::Side;
-use crate::anomaly::{Action, Anomaly};
 use crate::tick::Tick;
 use crate::time::UnixNanos;
 
@@ -30,9 +30,7 @@ use super::queue_book::{Links, QueueBook};
 use super::reject::Reject;
 use super::risk::{AccountRisk, RiskLimits, TradingState, VALUE_SCALE};
 use super::step::{Input, Step};
-use super::types::{
-    AccountId, ClientOrderId, Order, OrderId, OrderStatus, Placement, TimeInForce, VenueKind,
-};
+use super::types::{AccountId, ClientOrderId, Order, OrderId, OrderStatus, Placement, TimeInForce, VenueKind};
 
 /// Per instrument: where it trades and its grid, as the order path needs them.
 #[derive(Debug, Clone)]
@@ -707,22 +705,27 @@ impl OrderManager {
         let Some(order) = self.pool.get(id).copied().filter(|o| o.account == cmd.account) else {
             return self.reject(cmd, Reject::OrderNotFound, None, Some(id));
         };
-        if !order.status.is_open() {
-            return self.reject(cmd, Reject::OrderNotOpen, None, Some(id));
+        let checked = replacement(&order, qty, price).and_then(|(new_qty, new_price)| {
+            self.check_replacement(cmd, id, &order, new_qty, new_price)?;
+            Ok((new_qty, new_price))
+        });
+        match checked {
+            Ok((new_qty, new_price)) => self.apply_replace(cmd, id, &order, new_qty, new_price),
+            Err(r) => self.reject(cmd, r, None, Some(id)),
         }
-        let new_qty = qty.unwrap_or(order.qty);
-        let new_price = price.unwrap_or(order.price);
-        if new_qty == order.qty && new_price == order.price {
-            return self.reject(cmd, Reject::ReplaceNoChange, None, Some(id));
-        }
-        if price.is_some() && !order.kind.has_limit_price() {
-            return self.reject(cmd, Reject::UnexpectedPrice, None, Some(id));
-        }
-        if new_qty.0 <= order.filled.0 {
-            return self.reject(cmd, Reject::ReplaceBelowFilled, None, Some(id));
-        }
-        // The replacement must pass the same checks as a new order for its size and
-        // price (the old order's own reservation does not count against it).
+    }
+
+    /// The replacement must pass the same checks as a new order for its size and
+    /// price (the old order's own reservation and open-order count do not count
+    /// against it). On success the old reservation stays released.
+    fn check_replacement(
+        &mut self,
+        cmd: &Command,
+        id: OrderId,
+        order: &Order,
+        new_qty: Qty,
+        new_price: Price,
+    ) -> Result<(), Reject> {
         let as_new = NewOrder {
             instrument: order.instrument,
             client_id: ClientOrderId::EMPTY,
@@ -743,10 +746,16 @@ impl OrderManager {
         if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
             a.open_orders += 1;
         }
-        if let Err(r) = checked {
+        if checked.is_err() {
             self.reserve(id);
-            return self.reject(cmd, r, None, Some(id));
         }
+        checked.map(|_| ())
+    }
+
+    /// Applies a checked replace: a smaller quantity at the same price keeps the
+    /// order's place in the queue; anything else takes it off the book and works it
+    /// again as if new.
+    fn apply_replace(&mut self, cmd: &Command, id: OrderId, order: &Order, new_qty: Qty, new_price: Price) {
         let keeps_priority = new_price == order.price && new_qty.0 < order.qty.0;
         let resting = order.place == Placement::Book;
         if resting {
@@ -861,6 +870,27 @@ impl OrderManager {
         self.finish_step(now);
         self.record_step(Input::Timer { at: now }, None, before);
     }
+}
+
+/// The quantity and price a replace asks for (unchanged where not given), if the open
+/// order may change that way: something changes, a price only where the type has one,
+/// and more than what has filled.
+fn replacement(order: &Order, qty: Option<Qty>, price: Option<Price>) -> Result<(Qty, Price), Reject> {
+    if !order.status.is_open() {
+        return Err(Reject::OrderNotOpen);
+    }
+    let new_qty = qty.unwrap_or(order.qty);
+    let new_price = price.unwrap_or(order.price);
+    if new_qty == order.qty && new_price == order.price {
+        return Err(Reject::ReplaceNoChange);
+    }
+    if price.is_some() && !order.kind.has_limit_price() {
+        return Err(Reject::UnexpectedPrice);
+    }
+    if new_qty.0 <= order.filled.0 {
+        return Err(Reject::ReplaceBelowFilled);
+    }
+    Ok((new_qty, new_price))
 }
 
 pub(super) fn pow10_i128(n: u8) -> i128 {
