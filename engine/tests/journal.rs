@@ -1681,7 +1681,7 @@ mod journal_bytes {
             request: 77,
             account: AccountId(1),
             at: AT,
-            last: seq % 2 == 0,
+            last: seq.is_multiple_of(2),
             data,
         }
     }
