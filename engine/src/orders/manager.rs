@@ -6,7 +6,8 @@
 //! Single-threaded and allocation-free after construction: the pool, the books' level
 //! vectors, the client-id index and the output buffers are all sized up front
 //! (`OrderConfig`). Execution (matching, paper fills, stops) lives in
-//! [`super::execution`]; this file is state, validation and the command handlers.
+//! [`super::execution`]; order-shape validation in `super::validate`, pre-trade risk in
+//! [`super::risk`]; this file is state and the command handlers.
 
 use std::collections::HashMap;
 

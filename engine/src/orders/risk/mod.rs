@@ -1,4 +1,4 @@
-//! Pre-trade risk: the limits, per-account usage, and (in [`pretrade`]) the checks an
+//! Pre-trade risk: the limits, per-account usage, and (in `pretrade`) the checks an
 //! order makes against them.
 //!
 //! Every check is constant time: usage (open orders, exposure, realized loss, rates)
