@@ -15,7 +15,7 @@ use crate::ids::InstrumentId;
 use crate::instrument::InstrumentRegistry;
 use crate::instrument_state::{Emitted, InstrumentState};
 use crate::orders::gateway::OrderGateway;
-use crate::orders::{CommandKind, KillScope, OrderManager, TradingState, VenueKind};
+use crate::orders::{OrderManager, VenueKind};
 use crate::publisher::{OutputStats, Publisher};
 use crate::ring::{RingConsumer, RingProducer, RingStats};
 use crate::stats::EngineStats;
@@ -206,18 +206,7 @@ impl Engine {
             let Some(op) = self.orders.as_mut() else { break };
             let Some(cmd) = op.gateway.next_command() else { break };
             if let Some(surv) = op.surveillance.as_mut() {
-                // An admin clearing an account resets its place on the action ladder.
-                match cmd.kind {
-                    CommandKind::SetTradingState {
-                        target,
-                        state: TradingState::Active,
-                    } => surv.clear_account(target),
-                    CommandKind::KillSwitch {
-                        scope: KillScope::Account(a),
-                        on: false,
-                    } => surv.clear_account(a),
-                    _ => {}
-                }
+                surv.observe_command(&cmd);
             }
             // A paper order sweeps the instrument's visible book (the engine's L2).
             let book = match op.manager.depth_side(&cmd) {

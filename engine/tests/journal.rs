@@ -7,8 +7,13 @@
 //! with the segment and offset instead of dropping acknowledged records; tampering is
 //! caught, a changed configuration is caught, limits set at run time survive while a
 //! changed configuration applies, and a full disk stops acknowledgement instead of
+<<<<<<< HEAD
 //! lying.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+=======
+//! lying. The encoded bytes of every journaled type (records, step inputs, events, a
+//! snapshot file) are pinned (`journal_bytes`), so the format cannot change by accident.
+>>>>>>> main
 
 mod orders_common;
 
@@ -1388,4 +1393,943 @@ fn a_full_disk_stops_acknowledgement_instead_of_lying() {
     );
     assert!(acked.pop().is_none(), "nothing acknowledged");
     assert_eq!(stats.discarded.get(), m.events().len() as u64);
+}
+
+/// The journal's bytes, pinned: every record kind, every step input, every command and
+/// event variant, and a snapshot file, encoded from fixed, fully populated values and
+/// compared with hex written here (generated once from the format as it shipped). A
+/// change to any field's encoding, a reordered variant or field, fails; the pinned bytes
+/// also decode back to the same values. A deliberate format change bumps
+/// `FORMAT_VERSION` and regenerates these.
+mod journal_bytes {
+    use super::*;
+    use stocksblitz_engine::journal::record::{decode, Record, RecordRef};
+    use stocksblitz_engine::journal::snapshot;
+    use stocksblitz_engine::orders::{AccountRisk, Order};
+    use stocksblitz_engine::orders::{
+        CancelReason, DayClock, Depth, Fill, Input, Liquidity, MarketRef, Mtm, NewOrder, OrderStatus, Placement,
+        Position, SelfTradeMode, StepContext, SweepEnd,
+    };
+    use stocksblitz_engine::surveillance::{Action, Anomaly, Rule, Severity};
+    use stocksblitz_engine::{DataQuality, InstrumentId};
+
+    fn hex(bytes: &[u8]) -> String {
+        let mut s = String::new();
+        for (i, b) in bytes.iter().enumerate() {
+            if i > 0 && i % 48 == 0 {
+                s.push('\n');
+            }
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).expect("ascii"), 16).expect("hex digit"))
+            .collect()
+    }
+
+    fn pinned(name: &str) -> Option<Vec<u8>> {
+        PINNED.iter().find(|(n, _)| *n == name).map(|(_, h)| unhex(h))
+    }
+
+    /// Compares `bytes` with the pinned hex for `name`; on a mismatch prints the actual
+    /// hex (to regenerate after a deliberate, version-bumped format change).
+    fn check(name: &str, bytes: &[u8], failures: &mut Vec<String>) {
+        match pinned(name) {
+            Some(want) if want == bytes => {}
+            Some(_) => failures.push(format!(
+                "{name}: encoding changed; now:\n(\"{name}\", \"{}\"),",
+                hex(bytes)
+            )),
+            None => failures.push(format!("{name}: not pinned; now:\n(\"{name}\", \"{}\"),", hex(bytes))),
+        }
+    }
+
+    fn limits_a() -> RiskLimits {
+        RiskLimits {
+            max_order_qty: 1_234_500_000_000,
+            max_order_notional: 98_765_432_100_000_000,
+            price_collar_bps: 250,
+            max_open_orders: 77,
+            max_position_qty: 5_000_000_000_001,
+            max_gross_exposure: 1 << 70,
+            daily_loss_limit: 3_000_000_000_007,
+            orders_per_sec: 10,
+            cancels_per_sec: 20,
+            self_trade: SelfTradeMode::CancelOldest,
+        }
+    }
+
+    fn limits_b() -> RiskLimits {
+        RiskLimits {
+            self_trade: SelfTradeMode::CancelBoth,
+            orders_per_sec: 300,
+            ..limits_a()
+        }
+    }
+
+    fn limits_c() -> RiskLimits {
+        RiskLimits {
+            self_trade: SelfTradeMode::CancelNewest,
+            ..limits_a()
+        }
+    }
+
+    const AT: UnixNanos = UnixNanos(T0 + 123_456_789);
+
+    fn new_a() -> NewOrder {
+        NewOrder {
+            instrument: InstrumentId(2),
+            client_id: ClientOrderId::new("client-7").expect("id"),
+            side: Side::Sell,
+            kind: OrderType::StopLimit,
+            tif: TimeInForce::Gtd(UnixNanos(T0 + 5_000)),
+            price: Price(12_345),
+            stop_price: Price(12_300),
+            qty: Qty(75),
+            post_only: true,
+            reduce_only: true,
+        }
+    }
+
+    fn new_b() -> NewOrder {
+        NewOrder {
+            instrument: InstrumentId(1),
+            client_id: ClientOrderId::EMPTY,
+            side: Side::Buy,
+            kind: OrderType::Market,
+            tif: TimeInForce::Ioc,
+            price: Price(0),
+            stop_price: Price(0),
+            qty: Qty(1_500),
+            post_only: false,
+            reduce_only: false,
+        }
+    }
+
+    fn idem() -> IdemTag {
+        IdemTag {
+            key: [
+                0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x01,
+            ],
+            body: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+        }
+    }
+
+    /// Every command variant (and every value of its enums' fields).
+    fn commands() -> Vec<(&'static str, CommandKind)> {
+        let order = OrderId((7 << 24) | 3);
+        vec![
+            ("cmd_new", CommandKind::New(new_a())),
+            ("cmd_test", CommandKind::Test(new_b())),
+            ("cmd_cancel", CommandKind::Cancel { order }),
+            (
+                "cmd_replace",
+                CommandKind::Replace {
+                    order,
+                    qty: Some(Qty(50)),
+                    price: Some(Price(12_350)),
+                },
+            ),
+            (
+                "cmd_replace_none",
+                CommandKind::Replace {
+                    order,
+                    qty: None,
+                    price: None,
+                },
+            ),
+            ("cmd_mass_cancel_all", CommandKind::MassCancel { instrument: None }),
+            (
+                "cmd_mass_cancel_one",
+                CommandKind::MassCancel {
+                    instrument: Some(InstrumentId(2)),
+                },
+            ),
+            (
+                "cmd_kill_global",
+                CommandKind::KillSwitch {
+                    scope: KillScope::Global,
+                    on: true,
+                },
+            ),
+            (
+                "cmd_kill_account",
+                CommandKind::KillSwitch {
+                    scope: KillScope::Account(AccountId(1)),
+                    on: false,
+                },
+            ),
+            (
+                "cmd_kill_instrument",
+                CommandKind::KillSwitch {
+                    scope: KillScope::Instrument(InstrumentId(2)),
+                    on: true,
+                },
+            ),
+            (
+                "cmd_set_limits",
+                CommandKind::SetLimits {
+                    target: AccountId(1),
+                    limits: limits_b(),
+                },
+            ),
+            ("cmd_query_risk", CommandKind::QueryRisk),
+            (
+                "cmd_state_active",
+                CommandKind::SetTradingState {
+                    target: AccountId(1),
+                    state: TradingState::Active,
+                },
+            ),
+            (
+                "cmd_state_reduce_only",
+                CommandKind::SetTradingState {
+                    target: AccountId(0),
+                    state: TradingState::ReduceOnly,
+                },
+            ),
+            (
+                "cmd_state_throttled",
+                CommandKind::SetTradingState {
+                    target: AccountId(0),
+                    state: TradingState::Throttled,
+                },
+            ),
+            (
+                "cmd_state_blocked",
+                CommandKind::SetTradingState {
+                    target: AccountId(0),
+                    state: TradingState::Blocked,
+                },
+            ),
+        ]
+    }
+
+    fn context() -> StepContext {
+        let mut depth = Depth::new(InstrumentId(1), Side::Sell);
+        depth.push(Price(10_010), Qty(300));
+        depth.push(Price(10_020), Qty(4_000));
+        depth.end = SweepEnd::Collar;
+        StepContext {
+            depth,
+            mtm: Mtm {
+                unrealized: -123_456_789_012,
+                exposure: 987_654_321_098,
+            },
+            clock: DayClock {
+                offset_ns: 19_800 * 1_000_000_000,
+                roll_ns: 3_600 * 1_000_000_000,
+            },
+        }
+    }
+
+    fn market_ref() -> MarketRef {
+        MarketRef {
+            bid: Price(10_000),
+            bid_qty: Qty(250),
+            ask: Price(10_010),
+            ask_qty: Qty(300),
+            last: Price(10_005),
+            quality: DataQuality::Stale,
+        }
+    }
+
+    fn anomaly(rule: Rule, severity: Severity, action: Action) -> Anomaly {
+        Anomaly {
+            rule,
+            severity,
+            action,
+            account: Some(AccountId(1)),
+            instrument: Some(InstrumentId(2)),
+            observed: 4_200,
+            threshold: -3_000,
+            scale: 3,
+            at: AT,
+        }
+    }
+
+    fn order(kind: OrderType, tif: TimeInForce, status: OrderStatus, place: Placement) -> Order {
+        Order {
+            id: OrderId((9 << 24) | 5),
+            account: AccountId(1),
+            instrument: InstrumentId(2),
+            client_id: ClientOrderId::new("order-client-id-of-36-characters-max").expect("id"),
+            side: Side::Buy,
+            kind,
+            tif,
+            post_only: true,
+            reduce_only: false,
+            price: Price(10_005),
+            stop_price: Price(9_990),
+            qty: Qty(1_000),
+            filled: Qty(400),
+            status,
+            triggered: true,
+            created: UnixNanos(T0),
+            updated: AT,
+            fill_cost: 4_002_000,
+            notional_price: Price(10_005),
+            reserved: 600_300_000_000,
+            last_trade: 31,
+            place,
+        }
+    }
+
+    fn event(seq: u64, data: OrderEventData) -> OrderEvent {
+        OrderEvent {
+            seq,
+            request: 77,
+            account: AccountId(1),
+            at: AT,
+            last: seq.is_multiple_of(2),
+            data,
+        }
+    }
+
+    fn account_risk() -> AccountRisk {
+        let mut r = AccountRisk::new(limits_a());
+        r.state = TradingState::Throttled;
+        r.killed = true;
+        r.open_orders = 3;
+        r.open_notional = 12_000_000_000;
+        r.position_exposure = 34_000_000_000;
+        r.realized_today = -5_600_000;
+        r.day = 20_424;
+        r.realized_today_24x7 = 7_800_000;
+        r.day_24x7 = 20_425;
+        assert!(r.orders.try_take(AT, 10));
+        assert!(r.cancels.try_take(UnixNanos(AT.0 + 1), 20));
+        r.unrealized = -90_000;
+        r.marked_exposure = 45_000_000_000;
+        r
+    }
+
+    /// Order events: every event kind, every cancel reason, every order type, time in
+    /// force, status and placement.
+    fn order_events() -> Vec<OrderEvent> {
+        let kinds = [
+            OrderEventKind::Accepted,
+            OrderEventKind::Triggered,
+            OrderEventKind::PartiallyFilled,
+            OrderEventKind::Filled,
+            OrderEventKind::Replaced,
+            OrderEventKind::Expired,
+        ]
+        .into_iter()
+        .chain(
+            [
+                CancelReason::User,
+                CancelReason::Mass,
+                CancelReason::Unfilled,
+                CancelReason::SelfTrade,
+                CancelReason::KillSwitch,
+                CancelReason::Risk,
+                CancelReason::PriceCollar,
+                CancelReason::DepthLimit,
+            ]
+            .map(OrderEventKind::Cancelled),
+        );
+        let types = [
+            OrderType::Limit,
+            OrderType::Market,
+            OrderType::Stop,
+            OrderType::StopLimit,
+        ];
+        let tifs = [
+            TimeInForce::Gtc,
+            TimeInForce::Day,
+            TimeInForce::Ioc,
+            TimeInForce::Fok,
+            TimeInForce::Gtd(UnixNanos(T0 + 9)),
+        ];
+        let statuses = [
+            OrderStatus::Open,
+            OrderStatus::PartiallyFilled,
+            OrderStatus::Filled,
+            OrderStatus::Cancelled,
+            OrderStatus::Expired,
+            OrderStatus::Rejected,
+        ];
+        let places = [Placement::None, Placement::Book, Placement::Stops];
+        kinds
+            .enumerate()
+            .map(|(i, kind)| {
+                let o = order(types[i % 4], tifs[i % 5], statuses[i % 6], places[i % 3]);
+                event(i as u64 + 1, OrderEventData::Order { kind, order: o })
+            })
+            .collect()
+    }
+
+    /// Every rejection, with and without an instrument, client id and order.
+    fn reject_events() -> Vec<OrderEvent> {
+        Reject::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &reject)| {
+                let full = i % 2 == 0;
+                event(
+                    100 + i as u64,
+                    OrderEventData::Rejected {
+                        reject,
+                        instrument: full.then_some(InstrumentId(2)),
+                        client_id: if full {
+                            ClientOrderId::new("r").expect("id")
+                        } else {
+                            ClientOrderId::EMPTY
+                        },
+                        order: full.then_some(OrderId(42)),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The other event kinds, and an anomaly for every rule, severity and action.
+    fn other_events() -> Vec<OrderEvent> {
+        let fill = |liquidity| Fill {
+            id: 555,
+            order: OrderId((9 << 24) | 5),
+            client_id: ClientOrderId::new("f-1").expect("id"),
+            account: AccountId(1),
+            instrument: InstrumentId(0),
+            side: Side::Sell,
+            price: Price(10_001),
+            qty: Qty(17),
+            liquidity,
+            trade_id: 9_876,
+            at: AT,
+        };
+        let mut v = vec![
+            event(200, OrderEventData::Fill(fill(Liquidity::Maker))),
+            event(201, OrderEventData::Fill(fill(Liquidity::Taker))),
+            event(
+                202,
+                OrderEventData::Position {
+                    instrument: InstrumentId(2),
+                    position: Position {
+                        qty: -35,
+                        cost: -350_175,
+                        realized: 1_234,
+                    },
+                },
+            ),
+            event(203, OrderEventData::Risk(account_risk())),
+            event(
+                204,
+                OrderEventData::TestPassed {
+                    instrument: InstrumentId(1),
+                },
+            ),
+            event(205, OrderEventData::Done { count: 65_537 }),
+        ];
+        let severities = [Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+        let actions = [Action::Alert, Action::Throttle, Action::Block, Action::Kill];
+        for (i, rule) in Rule::ALL.into_iter().enumerate() {
+            let mut a = anomaly(rule, severities[i % 4], actions[(i / 2) % 4]);
+            if i % 3 == 0 {
+                a.account = None;
+            }
+            if i % 3 == 1 {
+                a.instrument = None;
+            }
+            v.push(event(300 + i as u64, OrderEventData::Anomaly(a)));
+        }
+        v
+    }
+
+    fn step(input: Input, market: Option<(InstrumentId, MarketRef)>, events: u32) -> Step {
+        Step {
+            input,
+            market,
+            events,
+            ctx: context(),
+        }
+    }
+
+    /// Every record the journal writes: a run start, and steps for every input and
+    /// command variant, and events of every kind.
+    fn records() -> Vec<(String, Record)> {
+        let mut v = vec![(
+            "start".to_owned(),
+            Record::Start(RunStart {
+                format: journal::FORMAT_VERSION,
+                at: UnixNanos(T0),
+                engine: "1.2.3".into(),
+                instruments: 3,
+                accounts: 3,
+                max_orders: 65_536,
+                limits: vec![limits_a(), limits_b(), limits_c()],
+            }),
+        )];
+        for (i, (name, kind)) in commands().into_iter().enumerate() {
+            let cmd = Command {
+                request: 1_000 + i as u64,
+                account: AccountId(i as u32 % 2),
+                at: AT,
+                kind,
+                idempotency: (i % 2 == 0).then(idem),
+            };
+            let market = (i % 3 != 2).then(|| (InstrumentId(2), market_ref()));
+            let events = vec![event(1, OrderEventData::Done { count: i as u32 })];
+            v.push((
+                format!("step_{name}"),
+                Record::Step {
+                    step: step(Input::Command(cmd), market, 1),
+                    events,
+                },
+            ));
+        }
+        let inputs = [
+            (
+                "step_quote",
+                Input::Quote {
+                    instrument: InstrumentId(0),
+                    bid: Price(9_999),
+                    bid_qty: Qty(11),
+                    ask: Price(10_001),
+                    ask_qty: Qty(13),
+                    at: AT,
+                },
+            ),
+            (
+                "step_trade",
+                Input::Trade {
+                    instrument: InstrumentId(1),
+                    price: Price(10_002),
+                    qty: Qty(19),
+                    trade_id: u64::MAX - 3,
+                    at: AT,
+                },
+            ),
+            ("step_timer", Input::Timer { at: AT }),
+            (
+                "step_anomaly",
+                Input::Anomaly(anomaly(Rule::Layering, Severity::Critical, Action::Kill)),
+            ),
+        ];
+        for (name, input) in inputs {
+            v.push((
+                name.to_owned(),
+                Record::Step {
+                    step: step(input, Some((InstrumentId(0), market_ref())), 0),
+                    events: vec![],
+                },
+            ));
+        }
+        for (name, events) in [
+            ("events_orders", order_events()),
+            ("events_rejects", reject_events()),
+            ("events_other", other_events()),
+        ] {
+            v.push((
+                name.to_owned(),
+                Record::Step {
+                    step: step(Input::Timer { at: AT }, None, events.len() as u32),
+                    events,
+                },
+            ));
+        }
+        v
+    }
+
+    fn encode_ref(r: &Record) -> Vec<u8> {
+        let borrowed = match r {
+            Record::Start(s) => RecordRef::Start(s),
+            Record::Step { step, events } => RecordRef::Step { step, events },
+        };
+        postcard::to_stdvec(&borrowed).expect("encode")
+    }
+
+    #[test]
+    fn every_journal_record_encodes_to_its_pinned_bytes_and_back() {
+        let mut failures = Vec::new();
+        for (name, record) in records() {
+            let bytes = postcard::to_stdvec(&record).expect("encode");
+            assert_eq!(
+                encode_ref(&record),
+                bytes,
+                "{name}: borrowed and owned encodings differ"
+            );
+            check(&name, &bytes, &mut failures);
+            if let Some(want) = pinned(&name) {
+                assert_eq!(decode(&want).expect("pinned bytes decode"), record, "{name}");
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// A snapshot file of a manager with resting, filled, stop and killed state and a
+    /// read model with one of everything (its maps hold one entry each, so their
+    /// encoding does not depend on hash order).
+    fn small_manager() -> OrderManager {
+        OrderManager::new(
+            &registry(),
+            &[VenueKind::Internal, VenueKind::Paper, VenueKind::Paper],
+            &[100_000_000, 100_000_000, 100_000_000],
+            &[limits_a(), limits_b()],
+            OrderCapacity {
+                orders: 4,
+                levels: 2,
+                stops: 1,
+                day_offset_secs: 19_800,
+            },
+        )
+    }
+
+    fn snapshot_state() -> (OrderManager, OrderStore) {
+        let mut m = small_manager();
+        m.set_day_roll(3_600);
+        let mut at = 0;
+        let mut send = |m: &mut OrderManager, account: u32, kind: CommandKind| {
+            at += 1_000_000;
+            run(m, account, at, kind)
+        };
+        send(
+            &mut m,
+            0,
+            CommandKind::New(limit(INTERNAL, "rest", Side::Buy, 10_000, 40)),
+        );
+        send(
+            &mut m,
+            1,
+            CommandKind::New(limit(INTERNAL, "hit", Side::Sell, 10_000, 15)),
+        );
+        let mut stop = new_order(INTERNAL, "stop", Side::Sell, OrderType::Stop, TimeInForce::Day, 0, 5);
+        stop.stop_price = Price(9_000);
+        send(&mut m, 1, CommandKind::New(stop));
+        // No client id: the engine generates one (its counter is in the image).
+        let mut auto = limit(INTERNAL, "x", Side::Buy, 9_990, 7);
+        auto.client_id = ClientOrderId::EMPTY;
+        send(&mut m, 0, CommandKind::New(auto));
+        send(
+            &mut m,
+            0,
+            CommandKind::KillSwitch {
+                scope: KillScope::Instrument(NSE),
+                on: true,
+            },
+        );
+        send(
+            &mut m,
+            1,
+            CommandKind::SetTradingState {
+                target: AccountId(1),
+                state: TradingState::ReduceOnly,
+            },
+        );
+        m.apply_anomaly(&anomaly(Rule::OrderRate, Severity::High, Action::Throttle));
+        let mut store = OrderStore::new(2, 16);
+        let cmd = Command {
+            request: 5,
+            account: AccountId(1),
+            at: AT,
+            kind: CommandKind::New(new_a()),
+            idempotency: Some(idem()),
+        };
+        let o = order(
+            OrderType::Limit,
+            TimeInForce::Gtc,
+            OrderStatus::PartiallyFilled,
+            Placement::Book,
+        );
+        let events = [
+            event(
+                1,
+                OrderEventData::Order {
+                    kind: OrderEventKind::PartiallyFilled,
+                    order: o,
+                },
+            ),
+            other_events()[0],
+            other_events()[2],
+            other_events()[6],
+        ];
+        store.apply_step(&step(Input::Command(cmd), None, 4), &events);
+        (m, store)
+    }
+
+    #[test]
+    fn a_snapshot_file_has_its_pinned_bytes_and_restores() {
+        let dir = temp_dir("pinned-snapshot");
+        let _cleanup = Cleanup(dir.clone());
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (m, store) = snapshot_state();
+        let path = snapshot::write(&dir, 1_234, &[0xab; 32], &m, &store, 1).expect("write");
+        let bytes = std::fs::read(&path).expect("read");
+        let mut failures = Vec::new();
+        check("snapshot_file", &bytes, &mut failures);
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        // The pinned file reads back into the same manager and read model.
+        let pinned_path = dir.join("pinned.sbzs");
+        std::fs::write(&pinned_path, pinned("snapshot_file").expect("pinned")).expect("write");
+        let snap = snapshot::read(&pinned_path).expect("pinned snapshot reads");
+        assert_eq!((snap.seq, snap.chain), (1_234, [0xab; 32]));
+        let mut fresh = small_manager();
+        assert_ne!(fresh.state_hash(), m.state_hash());
+        fresh.restore_image(&snap.image).expect("restores");
+        assert_eq!(fresh.state_hash(), m.state_hash());
+        assert_eq!(snap.state, m.state_hash());
+        let restored: OrderStore = postcard::from_bytes(&snap.store).expect("read model decodes");
+        assert_eq!(restored, store);
+    }
+
+    /// Generated once from the format as it shipped; see the module doc.
+    const PINNED: &[(&str, &str)] = &[
+        (
+            "snapshot_file",
+            "\
+             53425a534e415032e004000000000000a4587179d204000000000000abababababababababababababababababababab\
+             abababababababababababab7024e9ad140841b8f3f6918355290ed7a9951758a1dd27dc9c7de697b55a583cc9020000\
+             000000000401010180808008000004726573740000000000a09c0100501e0101808984babfdeb3ed318092febabfdeb3\
+             ed31e0a712a09c0180cab5ee010101010001818080080100036869740100000000a09c01001e1e02018092febabfdeb3\
+             ed318092febabfdeb3ed31e0a712a09c010001000101018280800801000473746f70010201000000d08c010a00000080\
+             9bf8bbbfdeb3ed31809bf8bbbfdeb3ed3100a09c0180c2d72f0002010101838080080000066175746f2d310000000000\
+             8c9c01000e00000180a4f2bcbfdeb3ed3180a4f2bcbfdeb3ed31008c9c01a0b0d8420001010104ffffffffffffffffff\
+             01ffffffffffffffffff01ffffffffffffffffff01ffffffffffffffffff0104ffffffffffffffffff01ffffffffffff\
+             ffffff01ffffffffffffffffff01ffffffffffffffffff01ffffff0703028c9c010e018380800883808008a09c013201\
+             8080800880808008000000000003018280800800000280e4f8deed4780c4c486e4a8f1de02fa014d82c0caf384a30280\
+             808080808080808080028ec0f9decfae010a1401000002a0fa8db10280c6868f0100ffffffffffffffffff0100eac402\
+             8091e2f8c0deb3ed3100000080e4f8deed4780c4c486e4a8f1de02fa014d82c0caf384a3028080808080808080808002\
+             8ec0f9decfae01ac02140202000180c2d72f80c6868f0100ffffffffffffffffff0100eac402d4f8abc1bfdeb3ed3100\
+             0000061ee0a712000000000000001ddfa712000000000000000680c6868f01000080c6868f0100000300066175746f2d\
+             318380800800047265737480808008010473746f708280800800030000010d0203010000ffffffffffffffffff010102\
+             80e4f8deed4780c4c486e4a8f1de02fa014d82c0caf384a30280808080808080808080028ec0f9decfae010a140180e4\
+             f8deed4780c4c486e4a8f1de02fa014d82c0caf384a30280808080808080808080028ec0f9decfae01ac021402018580\
+             804801858080480102246f726465722d636c69656e742d69642d6f662d33362d636861726163746572732d6d61780000\
+             000100aa9c018c9c01d00fa006010180808ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180ccd8caf8221f01\
+             0200010185808048020001ab048580804803662d31010001a29c012200944daab4e8aec0deb3ed3101010245bddf2aa4\
+             13100101112233445566778899aabbccddeeff010102030405060708090a0b0c0d0e0f10aab4e8aec0deb3ed3104014d\
+             01aab4e8aec0deb3ed31000002858080480102246f726465722d636c69656e742d69642d6f662d33362d636861726163\
+             746572732d6d61780000000100aa9c018c9c01d00fa006010180808ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa\
+             9c0180ccd8caf8221f01c8014d01aab4e8aec0deb3ed310102ab048580804803662d31010001a29c012200944daab4e8\
+             aec0deb3ed31ca014d01aab4e8aec0deb3ed3101030245bddf2aa413ac024d01aab4e8aec0deb3ed3101070000000001\
+             02d041ef2e03aab4e8aec0deb3ed3101aab4e8aec0deb3ed3101112233445566778899aabbccddeeff0101ac02000000\
+             000102d041ef2e03aab4e8aec0deb3ed31ac0203",
+        ),
+        (
+            "start",
+            "\
+             000280808ab9bfdeb3ed3105312e322e3303038080040380e4f8deed4780c4c486e4a8f1de02fa014d82c0caf384a302\
+             80808080808080808080028ec0f9decfae010a140180e4f8deed4780c4c486e4a8f1de02fa014d82c0caf384a3028080\
+             8080808080808080028ec0f9decfae01ac02140280e4f8deed4780c4c486e4a8f1de02fa014d82c0caf384a302808080\
+             80808080808080028ec0f9decfae010a1400",
+        ),
+        (
+            "step_cmd_new",
+            "\
+             0100e80700aab4e8aec0deb3ed31000208636c69656e742d3701030490ce8ab9bfdeb3ed31f2c00198c0019601010101\
+             112233445566778899aabbccddeeff010102030405060708090a0b0c0d0e0f100102a09c01f403b49c01d804aa9c0102\
+             0101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10101014d01aab4\
+             e8aec0deb3ed31000600",
+        ),
+        (
+            "step_cmd_test",
+            "\
+             0100e90701aab4e8aec0deb3ed310101000001020000b8170000000102a09c01f403b49c01d804aa9c01020101010102\
+             b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10101014d01aab4e8aec0deb3\
+             ed31000601",
+        ),
+        (
+            "step_cmd_cancel",
+            "\
+             0100ea0700aab4e8aec0deb3ed31028380803801112233445566778899aabbccddeeff010102030405060708090a0b0c\
+             0d0e0f10000101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10101\
+             014d01aab4e8aec0deb3ed31000602",
+        ),
+        (
+            "step_cmd_replace",
+            "\
+             0100eb0701aab4e8aec0deb3ed310383808038016401fcc001000102a09c01f403b49c01d804aa9c01020101010102b4\
+             9c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10101014d01aab4e8aec0deb3ed\
+             31000603",
+        ),
+        (
+            "step_cmd_replace_none",
+            "\
+             0100ec0700aab4e8aec0deb3ed310383808038000001112233445566778899aabbccddeeff010102030405060708090a\
+             0b0c0d0e0f100102a09c01f403b49c01d804aa9c01020101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7cc\
+             be3980c0bbbfc180098080c58bc6d10101014d01aab4e8aec0deb3ed31000604",
+        ),
+        (
+            "step_cmd_mass_cancel_all",
+            "\
+             0100ed0701aab4e8aec0deb3ed31040000000101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0\
+             bbbfc180098080c58bc6d10101014d01aab4e8aec0deb3ed31000605",
+        ),
+        (
+            "step_cmd_mass_cancel_one",
+            "\
+             0100ee0700aab4e8aec0deb3ed3104010201112233445566778899aabbccddeeff010102030405060708090a0b0c0d0e\
+             0f100102a09c01f403b49c01d804aa9c01020101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0\
+             bbbfc180098080c58bc6d10101014d01aab4e8aec0deb3ed31000606",
+        ),
+        (
+            "step_cmd_kill_global",
+            "\
+             0100ef0701aab4e8aec0deb3ed31050001000102a09c01f403b49c01d804aa9c01020101010102b49c01d804c89c01c0\
+             3e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10101014d01aab4e8aec0deb3ed31000607",
+        ),
+        (
+            "step_cmd_kill_account",
+            "\
+             0100f00700aab4e8aec0deb3ed310501010001112233445566778899aabbccddeeff010102030405060708090a0b0c0d\
+             0e0f10000101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d1010101\
+             4d01aab4e8aec0deb3ed31000608",
+        ),
+        (
+            "step_cmd_kill_instrument",
+            "\
+             0100f10701aab4e8aec0deb3ed3105020201000102a09c01f403b49c01d804aa9c01020101010102b49c01d804c89c01\
+             c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10101014d01aab4e8aec0deb3ed31000609",
+        ),
+        (
+            "step_cmd_set_limits",
+            "\
+             0100f20700aab4e8aec0deb3ed31060180e4f8deed4780c4c486e4a8f1de02fa014d82c0caf384a30280808080808080\
+             808080028ec0f9decfae01ac02140201112233445566778899aabbccddeeff010102030405060708090a0b0c0d0e0f10\
+             0102a09c01f403b49c01d804aa9c01020101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbf\
+             c180098080c58bc6d10101014d01aab4e8aec0deb3ed3100060a",
+        ),
+        (
+            "step_cmd_query_risk",
+            "\
+             0100f30701aab4e8aec0deb3ed310700000101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bb\
+             bfc180098080c58bc6d10101014d01aab4e8aec0deb3ed3100060b",
+        ),
+        (
+            "step_cmd_state_active",
+            "\
+             0100f40700aab4e8aec0deb3ed3108010001112233445566778899aabbccddeeff010102030405060708090a0b0c0d0e\
+             0f100102a09c01f403b49c01d804aa9c01020101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0\
+             bbbfc180098080c58bc6d10101014d01aab4e8aec0deb3ed3100060c",
+        ),
+        (
+            "step_cmd_state_reduce_only",
+            "\
+             0100f50701aab4e8aec0deb3ed31080001000102a09c01f403b49c01d804aa9c01020101010102b49c01d804c89c01c0\
+             3e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10101014d01aab4e8aec0deb3ed3100060d",
+        ),
+        (
+            "step_cmd_state_throttled",
+            "\
+             0100f60700aab4e8aec0deb3ed3108000201112233445566778899aabbccddeeff010102030405060708090a0b0c0d0e\
+             0f10000101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10101014d\
+             01aab4e8aec0deb3ed3100060e",
+        ),
+        (
+            "step_cmd_state_blocked",
+            "\
+             0100f70701aab4e8aec0deb3ed31080003000102a09c01f403b49c01d804aa9c01020101010102b49c01d804c89c01c0\
+             3e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10101014d01aab4e8aec0deb3ed3100060f",
+        ),
+        (
+            "step_quote",
+            "\
+             0101009e9c0116a29c011aaab4e8aec0deb3ed310100a09c01f403b49c01d804aa9c01020001010102b49c01d804c89c\
+             01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10100",
+        ),
+        (
+            "step_trade",
+            "\
+             010201a49c0126fcffffffffffffffff01aab4e8aec0deb3ed310100a09c01f403b49c01d804aa9c01020001010102b4\
+             9c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10100",
+        ),
+        (
+            "step_timer",
+            "\
+             0103aab4e8aec0deb3ed310100a09c01f403b49c01d804aa9c01020001010102b49c01d804c89c01c03e02a7e8c8e997\
+             0794cfc7ccbe3980c0bbbfc180098080c58bc6d10100",
+        ),
+        (
+            "step_anomaly",
+            "\
+             010407030301010102d041ef2e03aab4e8aec0deb3ed310100a09c01f403b49c01d804aa9c01020001010102b49c01d8\
+             04c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc180098080c58bc6d10100",
+        ),
+        (
+            "events_orders",
+            "\
+             0103aab4e8aec0deb3ed31000e01010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc1800980\
+             80c58bc6d1010e014d01aab4e8aec0deb3ed31000000858080480102246f726465722d636c69656e742d69642d6f662d\
+             33362d636861726163746572732d6d61780000000100aa9c018c9c01d00fa006000180808ab9bfdeb3ed31aab4e8aec0\
+             deb3ed31a0c3e803aa9c0180ccd8caf8221f00024d01aab4e8aec0deb3ed31010001858080480102246f726465722d63\
+             6c69656e742d69642d6f662d33362d636861726163746572732d6d61780001010100aa9c018c9c01d00fa00601018080\
+             8ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180ccd8caf8221f01034d01aab4e8aec0deb3ed310000028580\
+             80480102246f726465722d636c69656e742d69642d6f662d33362d636861726163746572732d6d61780002020100aa9c\
+             018c9c01d00fa006020180808ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180ccd8caf8221f02044d01aab4\
+             e8aec0deb3ed31010003858080480102246f726465722d636c69656e742d69642d6f662d33362d636861726163746572\
+             732d6d61780003030100aa9c018c9c01d00fa006030180808ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180\
+             ccd8caf8221f00054d01aab4e8aec0deb3ed31000005858080480102246f726465722d636c69656e742d69642d6f662d\
+             33362d636861726163746572732d6d617800000492808ab9bfdeb3ed310100aa9c018c9c01d00fa006040180808ab9bf\
+             deb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180ccd8caf8221f01064d01aab4e8aec0deb3ed310100068580804801\
+             02246f726465722d636c69656e742d69642d6f662d33362d636861726163746572732d6d61780001000100aa9c018c9c\
+             01d00fa006050180808ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180ccd8caf8221f02074d01aab4e8aec0\
+             deb3ed3100000400858080480102246f726465722d636c69656e742d69642d6f662d33362d636861726163746572732d\
+             6d61780002010100aa9c018c9c01d00fa006000180808ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180ccd8\
+             caf8221f00084d01aab4e8aec0deb3ed3101000401858080480102246f726465722d636c69656e742d69642d6f662d33\
+             362d636861726163746572732d6d61780003020100aa9c018c9c01d00fa006010180808ab9bfdeb3ed31aab4e8aec0de\
+             b3ed31a0c3e803aa9c0180ccd8caf8221f01094d01aab4e8aec0deb3ed3100000402858080480102246f726465722d63\
+             6c69656e742d69642d6f662d33362d636861726163746572732d6d61780000030100aa9c018c9c01d00fa00602018080\
+             8ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180ccd8caf8221f020a4d01aab4e8aec0deb3ed310100040385\
+             8080480102246f726465722d636c69656e742d69642d6f662d33362d636861726163746572732d6d617800010492808a\
+             b9bfdeb3ed310100aa9c018c9c01d00fa006030180808ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180ccd8\
+             caf8221f000b4d01aab4e8aec0deb3ed3100000404858080480102246f726465722d636c69656e742d69642d6f662d33\
+             362d636861726163746572732d6d61780002000100aa9c018c9c01d00fa006040180808ab9bfdeb3ed31aab4e8aec0de\
+             b3ed31a0c3e803aa9c0180ccd8caf8221f010c4d01aab4e8aec0deb3ed3101000405858080480102246f726465722d63\
+             6c69656e742d69642d6f662d33362d636861726163746572732d6d61780003010100aa9c018c9c01d00fa00605018080\
+             8ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180ccd8caf8221f020d4d01aab4e8aec0deb3ed310000040685\
+             8080480102246f726465722d636c69656e742d69642d6f662d33362d636861726163746572732d6d61780000020100aa\
+             9c018c9c01d00fa006000180808ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c0180ccd8caf8221f000e4d01aa\
+             b4e8aec0deb3ed3101000407858080480102246f726465722d636c69656e742d69642d6f662d33362d63686172616374\
+             6572732d6d61780001030100aa9c018c9c01d00fa006010180808ab9bfdeb3ed31aab4e8aec0deb3ed31a0c3e803aa9c\
+             0180ccd8caf8221f01",
+        ),
+        (
+            "events_rejects",
+            "\
+             0103aab4e8aec0deb3ed31002501010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc1800980\
+             80c58bc6d10125644d01aab4e8aec0deb3ed3101010001020172012a654d01aab4e8aec0deb3ed31000101000000664d\
+             01aab4e8aec0deb3ed3101010201020172012a674d01aab4e8aec0deb3ed31000103000000684d01aab4e8aec0deb3ed\
+             3101010401020172012a694d01aab4e8aec0deb3ed310001050000006a4d01aab4e8aec0deb3ed310101060102017201\
+             2a6b4d01aab4e8aec0deb3ed310001070000006c4d01aab4e8aec0deb3ed3101010801020172012a6d4d01aab4e8aec0\
+             deb3ed310001090000006e4d01aab4e8aec0deb3ed3101010a01020172012a6f4d01aab4e8aec0deb3ed3100010b0000\
+             00704d01aab4e8aec0deb3ed3101010c01020172012a714d01aab4e8aec0deb3ed3100010d000000724d01aab4e8aec0\
+             deb3ed3101010e01020172012a734d01aab4e8aec0deb3ed3100010f000000744d01aab4e8aec0deb3ed310101100102\
+             0172012a754d01aab4e8aec0deb3ed31000111000000764d01aab4e8aec0deb3ed3101011201020172012a774d01aab4\
+             e8aec0deb3ed31000113000000784d01aab4e8aec0deb3ed3101011401020172012a794d01aab4e8aec0deb3ed310001\
+             150000007a4d01aab4e8aec0deb3ed3101011601020172012a7b4d01aab4e8aec0deb3ed310001170000007c4d01aab4\
+             e8aec0deb3ed3101011801020172012a7d4d01aab4e8aec0deb3ed310001190000007e4d01aab4e8aec0deb3ed310101\
+             1a01020172012a7f4d01aab4e8aec0deb3ed3100011b00000080014d01aab4e8aec0deb3ed3101011c01020172012a81\
+             014d01aab4e8aec0deb3ed3100011d00000082014d01aab4e8aec0deb3ed3101011e01020172012a83014d01aab4e8ae\
+             c0deb3ed3100011f00000084014d01aab4e8aec0deb3ed3101012001020172012a85014d01aab4e8aec0deb3ed310001\
+             2100000086014d01aab4e8aec0deb3ed3101012201020172012a87014d01aab4e8aec0deb3ed3100012300000088014d\
+             01aab4e8aec0deb3ed3101012401020172012a",
+        ),
+        (
+            "events_other",
+            "\
+             0103aab4e8aec0deb3ed31001401010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc1800980\
+             80c58bc6d10114c8014d01aab4e8aec0deb3ed310102ab048580804803662d31010001a29c012200944daab4e8aec0de\
+             b3ed31c9014d01aab4e8aec0deb3ed310002ab048580804803662d31010001a29c012201944daab4e8aec0deb3ed31ca\
+             014d01aab4e8aec0deb3ed3101030245bddf2aa413cb014d01aab4e8aec0deb3ed31000480e4f8deed4780c4c486e4a8\
+             f1de02fa014d82c0caf384a30280808080808080808080028ec0f9decfae010a140102010380e08bb45980d0f6a8fd01\
+             ffcbab0590bf028093b80792bf02aab8978ec1deb3ed31acf6bfdec0deb3ed319ffe0a8088aca3cf02cc014d01aab4e8\
+             aec0deb3ed31010501cd014d01aab4e8aec0deb3ed310006818004ac024d01aab4e8aec0deb3ed310107000000000102\
+             d041ef2e03aab4e8aec0deb3ed31ad024d01aab4e8aec0deb3ed310007010100010100d041ef2e03aab4e8aec0deb3ed\
+             31ae024d01aab4e8aec0deb3ed31010702020101010102d041ef2e03aab4e8aec0deb3ed31af024d01aab4e8aec0deb3\
+             ed310007030301000102d041ef2e03aab4e8aec0deb3ed31b0024d01aab4e8aec0deb3ed310107040002010100d041ef\
+             2e03aab4e8aec0deb3ed31b1024d01aab4e8aec0deb3ed31000705010201010102d041ef2e03aab4e8aec0deb3ed31b2\
+             024d01aab4e8aec0deb3ed310107060203000102d041ef2e03aab4e8aec0deb3ed31b3024d01aab4e8aec0deb3ed3100\
+             07070303010100d041ef2e03aab4e8aec0deb3ed31b4024d01aab4e8aec0deb3ed31010708000001010102d041ef2e03\
+             aab4e8aec0deb3ed31b5024d01aab4e8aec0deb3ed310007090100000102d041ef2e03aab4e8aec0deb3ed31b6024d01\
+             aab4e8aec0deb3ed3101070a0201010100d041ef2e03aab4e8aec0deb3ed31b7024d01aab4e8aec0deb3ed3100070b03\
+             0101010102d041ef2e03aab4e8aec0deb3ed31b8024d01aab4e8aec0deb3ed3101070c0002000102d041ef2e03aab4e8\
+             aec0deb3ed31b9024d01aab4e8aec0deb3ed3100070d0102010100d041ef2e03aab4e8aec0deb3ed31",
+        ),
+    ];
 }

@@ -1,7 +1,7 @@
 //! The order path inside the engine loop: commands in through the queue, events out
 //! through the order ring, paper fills driven by feed ticks, the internal venue's
-//! trades and book published as market data; and no heap allocation per command
-//! after warm-up (counting allocator).
+//! trades and book published as market data; no heap allocation per command after
+//! warm-up (counting allocator); surveillance sees admin commands that clear an account.
 #![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod orders_common;
@@ -61,6 +61,11 @@ fn rig() -> Rig {
 
 /// With `surveillance`, every rule on (alerts only, so the accounts keep trading).
 fn rig_with(surveillance: bool) -> Rig {
+    rig_surveilled(surveillance.then(|| SurveillanceConfig::design_defaults().alerts_only()))
+}
+
+/// With surveillance as configured by `config`, if any.
+fn rig_surveilled(config: Option<SurveillanceConfig>) -> Rig {
     let (feed, input) = ring("feed", 1024);
     let (out, market) = ring("api", 65_536);
     let (order_out, orders) = ring("orders", 64);
@@ -70,11 +75,8 @@ fn rig_with(surveillance: bool) -> Rig {
         OrderGateway::new(queue.clone(), order_out, 65_536),
         UnixNanos(T0),
     );
-    if surveillance {
-        let t = SurveillanceConfig::design_defaults()
-            .alerts_only()
-            .thresholds()
-            .expect("valid");
+    if let Some(config) = config {
+        let t = config.thresholds().expect("valid");
         engine = engine.with_surveillance(Surveillance::new(t, &registry(), 2));
     }
     Rig {
@@ -314,6 +316,72 @@ fn no_allocation(surveillance: bool) {
 
 /// Through the engine: the paper venue takes orders only while the instrument's data
 /// quality, as the engine derives it from the feed, is LIVE, in every other state.
+/// The engine shows surveillance every command before the order path handles it: an
+/// admin clearing an account through the command queue (trading state back to active,
+/// or its kill switch off) restarts its escalation ladder, while lifting a block to
+/// throttled does not.
+#[test]
+fn an_admin_clear_through_the_engine_restarts_the_escalation_ladder() {
+    let account_kill_off = CommandKind::KillSwitch {
+        scope: stocksblitz_engine::orders::KillScope::Account(AccountId(0)),
+        on: false,
+    };
+    let set_state = |state| CommandKind::SetTradingState {
+        target: AccountId(0),
+        state,
+    };
+    use stocksblitz_engine::orders::TradingState;
+    use stocksblitz_engine::surveillance::Action;
+    let cases = [
+        (account_kill_off, Action::Throttle),
+        (set_state(TradingState::Active), Action::Throttle),
+        (set_state(TradingState::Throttled), Action::Block),
+    ];
+    for (clear, want) in cases {
+        // Every order over 0.5 units is a HIGH finding, none suppressed.
+        let mut c = SurveillanceConfig::design_defaults();
+        c.max_order_qty = "0.5".into();
+        c.severity.insert("large_qty".into(), "HIGH".into());
+        c.cooldown_ms = 0;
+        let mut r = rig_surveilled(Some(c));
+        let mut n = 0;
+        let mut big = |r: &mut Rig| {
+            n += 1;
+            r.send(
+                0,
+                CommandKind::New(limit(INTERNAL, &format!("b{n}"), Side::Buy, 10_000, 1_000)),
+            );
+            let found: Vec<Action> = r
+                .order_events()
+                .iter()
+                .filter_map(|e| match e.data {
+                    OrderEventData::Anomaly(a) => Some(a.action),
+                    _ => None,
+                })
+                .collect();
+            found
+        };
+        // Up the ladder until the account is blocked.
+        let mut rung = Vec::new();
+        for _ in 0..10 {
+            rung = big(&mut r);
+            if rung == [Action::Block] {
+                break;
+            }
+        }
+        assert_eq!(rung, [Action::Block], "the ladder reaches a block");
+        r.send(1, clear);
+        r.order_events();
+        if !matches!(clear, CommandKind::SetTradingState { .. }) {
+            // The kill switch was off already: lift the block to let orders through.
+            r.send(1, set_state(TradingState::Throttled));
+            r.order_events();
+        }
+        let next = big(&mut r);
+        assert_eq!(next.first(), Some(&want), "after {clear:?}: {next:?}");
+    }
+}
+
 #[test]
 fn the_paper_venue_follows_the_engine_s_data_quality() {
     use stocksblitz_engine::{DataQuality, FeedStatus};

@@ -100,15 +100,18 @@ impl Rig {
 
     /// Runs a command through the manager and surveillance (as the engine does);
     /// returns the anomalies it raised.
+    /// Runs a command as the engine does: surveillance sees it first, then the order path.
     fn cmd(&mut self, account: u32, at_ns: i64, kind: CommandKind) -> Vec<Anomaly> {
         self.m.clear();
-        self.m.handle(&Command {
+        let cmd = Command {
             request: 1,
             account: AccountId(account),
             at: UnixNanos(T0 + at_ns),
             kind,
             idempotency: None,
-        });
+        };
+        self.s.observe_command(&cmd);
+        self.m.handle(&cmd);
         self.drain()
     }
 
@@ -402,7 +405,6 @@ fn the_escalation_ladder_and_an_admin_clear() {
     }
     assert!(state(&r).1, "the kill switch is on after the sixth strike");
     // An admin clears the account: the ladder starts again.
-    r.s.clear_account(AccountId(0));
     r.cmd(
         0,
         IST_10_00 + 10 * 61 * SECOND,
@@ -420,6 +422,48 @@ fn the_escalation_ladder_and_an_admin_clear() {
         },
     );
     assert_eq!(big(&mut r, 11)[0].action, Action::Throttle);
+}
+
+/// Either way an admin clears an account (its kill switch off, or its trading state set
+/// back to active) resets its place on the ladder; other admin commands leave it.
+#[test]
+fn an_admin_clear_resets_the_ladder_and_nothing_else_does() {
+    let account_kill_off = CommandKind::KillSwitch {
+        scope: stocksblitz_engine::orders::KillScope::Account(AccountId(0)),
+        on: false,
+    };
+    let set_state = |state| CommandKind::SetTradingState {
+        target: AccountId(0),
+        state,
+    };
+    let cases = [
+        (account_kill_off, Action::Throttle),
+        (set_state(TradingState::Active), Action::Throttle),
+        // Lifting a block to throttled or reduce-only is not a clear.
+        (set_state(TradingState::Throttled), Action::Block),
+        (set_state(TradingState::ReduceOnly), Action::Block),
+        (
+            CommandKind::KillSwitch {
+                scope: stocksblitz_engine::orders::KillScope::Global,
+                on: false,
+            },
+            Action::Block,
+        ),
+    ];
+    for (clear, want) in cases {
+        let mut r = Rig::new();
+        let big = |r: &mut Rig, minute: i64| r.buy(0, IST_10_00 + minute * 61 * SECOND, NSE_EQ, 10_00, 60_000);
+        // Two HIGH findings: two strikes, the account throttled.
+        assert_eq!(big(&mut r, 0)[0].action, Action::Throttle);
+        assert_eq!(big(&mut r, 1)[0].action, Action::Throttle);
+        r.cmd(0, IST_10_00 + 2 * 61 * SECOND - 1, clear);
+        let after = r.m.account(AccountId(0)).expect("account").state;
+        if after == TradingState::Blocked || after == TradingState::ReduceOnly {
+            // The order would be refused before surveillance sees it: let it through.
+            r.cmd(0, IST_10_00 + 2 * 61 * SECOND - 1, set_state(TradingState::Throttled));
+        }
+        assert_eq!(big(&mut r, 2)[0].action, want, "after {clear:?}");
+    }
 }
 
 #[test]

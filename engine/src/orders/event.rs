@@ -138,7 +138,7 @@ pub enum OrderEventData {
     },
     /// Surveillance reported an anomaly (its action already applied). The event's
     /// account is [`AccountId::SYSTEM`] for market-data anomalies.
-    Anomaly(crate::surveillance::Anomaly),
+    Anomaly(crate::anomaly::Anomaly),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

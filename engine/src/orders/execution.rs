@@ -28,6 +28,19 @@ use super::step::Input;
 use super::types::{AccountId, Order, OrderId, OrderStatus, OrderType, Placement, VenueKind};
 
 /// The limit an order trades with now: `None` trades at any price.
+/// Whether `p` is further from the reference than the collar allows, on the side
+/// adverse to an order on `side`.
+fn beyond_collar(side: Side, p: Price, reference: Option<Price>, collar_bps: Option<u32>) -> bool {
+    let (Some(r), Some(bps)) = (reference, collar_bps) else {
+        return false;
+    };
+    let adverse = match side {
+        Side::Buy => i128::from(p.0) - i128::from(r.0),
+        Side::Sell => i128::from(r.0) - i128::from(p.0),
+    };
+    adverse * 10_000 > i128::from(bps) * i128::from(r.0)
+}
+
 fn effective_limit(o: &Order) -> Option<Price> {
     o.kind.has_limit_price().then_some(o.price)
 }
@@ -215,78 +228,114 @@ impl OrderManager {
             if !o.status.is_open() || o.leaves().0 == 0 {
                 return;
             }
-            let opp = o.side.opposite();
-            let Some(book) = self.books.get(o.instrument.index()) else {
+            let Some((price, rid)) = self.best_crossing(&o) else {
                 return;
             };
-            let Some(level) = book.best(opp).copied() else { return };
-            if !crosses(o.side, effective_limit(&o), level.price) {
-                return;
-            }
-            let Some(rid) = QueueBook::head(&level) else { return };
             let Some(r) = self.pool.get(rid).copied() else { return };
             if r.account == o.account {
-                let mode = self.accounts.get(o.account.index()).map(|a| a.limits.self_trade);
-                match mode {
-                    Some(super::risk::SelfTradeMode::CancelOldest) => {
-                        self.cancel(rid, CancelReason::SelfTrade, at);
-                        continue;
-                    }
-                    Some(super::risk::SelfTradeMode::CancelBoth) => {
-                        self.cancel(rid, CancelReason::SelfTrade, at);
-                        self.cancel(id, CancelReason::SelfTrade, at);
-                        return;
-                    }
-                    _ => {
-                        self.cancel(id, CancelReason::SelfTrade, at);
-                        return;
-                    }
+                if self.prevent_self_trade(id, rid, o.account, at) {
+                    continue;
                 }
+                return;
             }
-            let qty = Qty(o.leaves().0.min(r.leaves().0));
-            let price = level.price;
-            let trade_id = match self.trade_seq.get_mut(o.instrument.index()) {
-                Some(t) => {
-                    *t += 1;
-                    *t
+            if !self.trade_internal(&o, &r, rid, price, at) {
+                return;
+            }
+        }
+    }
+
+    /// The price of the best opposite level and the first order in its queue, if `o`
+    /// crosses it.
+    fn best_crossing(&self, o: &Order) -> Option<(Price, OrderId)> {
+        let level = self.books.get(o.instrument.index())?.best(o.side.opposite())?;
+        if !crosses(o.side, effective_limit(o), level.price) {
+            return None;
+        }
+        Some((level.price, QueueBook::head(level)?))
+    }
+
+    /// The incoming and the resting order are the same account's: cancels per its
+    /// self-trade mode. Returns whether the incoming order keeps matching.
+    fn prevent_self_trade(&mut self, incoming: OrderId, resting: OrderId, account: AccountId, at: UnixNanos) -> bool {
+        let mode = self.accounts.get(account.index()).map(|a| a.limits.self_trade);
+        match mode {
+            Some(super::risk::SelfTradeMode::CancelOldest) => {
+                self.cancel(resting, CancelReason::SelfTrade, at);
+                true
+            }
+            Some(super::risk::SelfTradeMode::CancelBoth) => {
+                self.cancel(resting, CancelReason::SelfTrade, at);
+                self.cancel(incoming, CancelReason::SelfTrade, at);
+                false
+            }
+            _ => {
+                self.cancel(incoming, CancelReason::SelfTrade, at);
+                false
+            }
+        }
+    }
+
+    /// One trade between incoming `o` and resting `r` (id `rid`) at `price`: the
+    /// resting order's queue, both fills, the last price, the public trade. False when
+    /// the instrument is unknown.
+    fn trade_internal(&mut self, o: &Order, r: &Order, rid: OrderId, price: Price, at: UnixNanos) -> bool {
+        let qty = Qty(o.leaves().0.min(r.leaves().0));
+        let trade_id = match self.trade_seq.get_mut(o.instrument.index()) {
+            Some(t) => {
+                *t += 1;
+                *t
+            }
+            None => return false,
+        };
+        let opp = o.side.opposite();
+        // The resting order's part: off the queue if done, else it keeps its place.
+        if let Some(book) = self.books.get_mut(o.instrument.index()) {
+            if qty == r.leaves() {
+                book.remove(&mut self.links, opp, price, rid, qty);
+                if let Some(rr) = self.pool.get_mut(rid) {
+                    rr.place = Placement::None;
                 }
-                None => return,
-            };
-            // The resting order's part: off the queue if done, else it keeps its place.
-            if let Some(book) = self.books.get_mut(o.instrument.index()) {
-                if qty == r.leaves() {
-                    book.remove(&mut self.links, opp, price, rid, qty);
-                    if let Some(rr) = self.pool.get_mut(rid) {
-                        rr.place = Placement::None;
-                    }
-                } else {
-                    book.reduce(opp, price, qty);
-                }
+            } else {
+                book.reduce(opp, price, qty);
             }
-            self.touch(o.instrument, opp, price);
-            self.fill(rid, price, qty, Liquidity::Maker, trade_id, at);
-            self.fill(id, price, qty, Liquidity::Taker, trade_id, at);
-            if let Some(m) = self.markets.get_mut(o.instrument.index()) {
-                m.last = price;
-            }
-            self.remark(o.instrument);
-            self.ticks.push(Tick {
-                exchange_ts: at,
-                recv_ts: at,
-                instrument: o.instrument,
-                data: TickData::Trade {
-                    price,
-                    qty,
-                    trade_id,
-                    aggressor: match o.side {
-                        Side::Buy => Aggressor::Buy,
-                        Side::Sell => Aggressor::Sell,
-                    },
+        }
+        self.touch(o.instrument, opp, price);
+        self.fill(rid, price, qty, Liquidity::Maker, trade_id, at);
+        self.fill(o.id, price, qty, Liquidity::Taker, trade_id, at);
+        if let Some(m) = self.markets.get_mut(o.instrument.index()) {
+            m.last = price;
+        }
+        self.remark(o.instrument);
+        self.publish_trade(o.instrument, o.side, price, qty, trade_id, at);
+        true
+    }
+
+    /// The internal venue's public trade, and its stops to check.
+    fn publish_trade(
+        &mut self,
+        instrument: InstrumentId,
+        taker: Side,
+        price: Price,
+        qty: Qty,
+        trade_id: u64,
+        at: UnixNanos,
+    ) {
+        self.ticks.push(Tick {
+            exchange_ts: at,
+            recv_ts: at,
+            instrument,
+            data: TickData::Trade {
+                price,
+                qty,
+                trade_id,
+                aggressor: match taker {
+                    Side::Buy => Aggressor::Buy,
+                    Side::Sell => Aggressor::Sell,
                 },
-            });
-            if self.stop_checks.last() != Some(&o.instrument) {
-                self.stop_checks.push(o.instrument);
-            }
+            },
+        });
+        if self.stop_checks.last() != Some(&instrument) {
+            self.stop_checks.push(instrument);
         }
     }
 
@@ -334,17 +383,7 @@ impl OrderManager {
             book.first().map(|l| l.price)
         };
         let reference = m.reference().or(first);
-        // Adverse distance from the reference beyond the collar?
-        let beyond = |p: Price| match (reference, collar) {
-            (Some(r), Some(bps)) => {
-                let adverse = match side {
-                    Side::Buy => i128::from(p.0) - i128::from(r.0),
-                    Side::Sell => i128::from(r.0) - i128::from(p.0),
-                };
-                adverse * 10_000 > i128::from(bps) * i128::from(r.0)
-            }
-            _ => false,
-        };
+        let beyond = |p: Price| beyond_collar(side, p, reference, collar);
         // Adds a level; false when the capture ends here.
         let mut add = |p: Price, q: Qty| -> bool {
             if q.0 <= 0 {

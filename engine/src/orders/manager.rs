@@ -6,10 +6,12 @@
 //! Single-threaded and allocation-free after construction: the pool, the books' level
 //! vectors, the client-id index and the output buffers are all sized up front
 //! (`OrderConfig`). Execution (matching, paper fills, stops) lives in
-//! [`super::execution`]; this file is state, validation and the command handlers.
+//! [`super::execution`]; order-shape validation in `super::validate`, pre-trade risk in
+//! [`super::risk`]; this file is state and the command handlers.
 
 use std::collections::HashMap;
 
+use crate::anomaly::{Action, Anomaly};
 use crate::book::Level;
 use crate::fixed::{Price, Qty};
 use crate::ids::InstrumentId;
@@ -17,7 +19,6 @@ use crate::instrument::InstrumentRegistry;
 use crate::quality::DataQuality;
 use crate::session::TradingSession;
 use crate::side::Side;
-use crate::surveillance::{Action, Anomaly};
 use crate::tick::Tick;
 use crate::time::UnixNanos;
 
@@ -30,9 +31,7 @@ use super::queue_book::{Links, QueueBook};
 use super::reject::Reject;
 use super::risk::{AccountRisk, RiskLimits, TradingState, VALUE_SCALE};
 use super::step::{Input, Step};
-use super::types::{
-    AccountId, ClientOrderId, Order, OrderId, OrderStatus, OrderType, Placement, TimeInForce, VenueKind,
-};
+use super::types::{AccountId, ClientOrderId, Order, OrderId, OrderStatus, Placement, TimeInForce, VenueKind};
 
 /// Per instrument: where it trades and its grid, as the order path needs them.
 #[derive(Debug, Clone)]
@@ -480,7 +479,7 @@ impl OrderManager {
     }
 
     /// Quantity in limit units ([`VALUE_SCALE`] decimals).
-    fn qty_value(&self, instrument: InstrumentId, qty: i128) -> i128 {
+    pub(super) fn qty_value(&self, instrument: InstrumentId, qty: i128) -> i128 {
         let Some(r) = self.rules.get(instrument.index()) else {
             return 0;
         };
@@ -618,163 +617,14 @@ impl OrderManager {
     }
 
     /// Every check a new order must pass, in a fixed order (cheap and structural
-    /// first). Constant time. Does not change state except the rate bucket when
-    /// `take_rate`.
+    /// first): its shape and whether it may trade ([`validate`](super::validate)),
+    /// pre-trade risk ([`risk`](super::risk)), then a unique client id, the book's
+    /// liquidity right now and a free slot. Constant time. Does not change state except
+    /// the rate bucket when `take_rate`. Returns the price its notional counts at.
     fn check_new(&mut self, cmd: &Command, new: &NewOrder, take_rate: bool, new_slot: bool) -> Result<Price, Reject> {
-        let acct = self.accounts.get(cmd.account.index()).ok_or(Reject::UnknownAccount)?;
-        let rules = self
-            .rules
-            .get(new.instrument.index())
-            .ok_or(Reject::UnknownInstrument)?;
-        let market = self.markets.get(new.instrument.index()).copied().unwrap_or_default();
-        if self.global_kill || acct.killed || self.instrument_kill.get(new.instrument.index()) == Some(&true) {
-            return Err(Reject::KillSwitch);
-        }
-        if acct.state == TradingState::Blocked {
-            return Err(Reject::AccountBlocked);
-        }
-        if !rules.session.is_open(cmd.at) {
-            return Err(Reject::MarketClosed);
-        }
-        // Shape of the order.
-        if new.qty.0 <= 0 {
-            return Err(Reject::InvalidQty);
-        }
-        if rules.lot.0 > 0 && new.qty.0 % rules.lot.0 != 0 {
-            return Err(Reject::LotSize);
-        }
-        match (new.kind.has_limit_price(), new.price.0) {
-            (true, p) if p < 0 => return Err(Reject::InvalidPrice),
-            (true, 0) => return Err(Reject::MissingPrice),
-            (false, p) if p != 0 => return Err(Reject::UnexpectedPrice),
-            _ => {}
-        }
-        if new.kind.has_stop_price() {
-            if new.stop_price.0 == 0 {
-                return Err(Reject::MissingStopPrice);
-            }
-            if new.stop_price.0 < 0 || rules.tick.0 > 0 && new.stop_price.0 % rules.tick.0 != 0 {
-                return Err(if new.stop_price.0 < 0 {
-                    Reject::InvalidPrice
-                } else {
-                    Reject::TickSize
-                });
-            }
-        } else if new.stop_price.0 != 0 {
-            return Err(Reject::UnexpectedPrice);
-        }
-        if new.kind.has_limit_price() && rules.tick.0 > 0 && new.price.0 % rules.tick.0 != 0 {
-            return Err(Reject::TickSize);
-        }
-        let market_like = matches!(new.kind, OrderType::Market);
-        match new.tif {
-            TimeInForce::Gtd(t) if t <= cmd.at => return Err(Reject::InvalidTif),
-            TimeInForce::Gtc | TimeInForce::Day | TimeInForce::Gtd(_) if market_like => return Err(Reject::InvalidTif),
-            _ => {}
-        }
-        if new.post_only && (new.kind != OrderType::Limit || new.tif.is_immediate()) {
-            return Err(Reject::InvalidTif);
-        }
-        // Paper orders fill against the feed and take their reference from it: not
-        // while it is not LIVE (SPEC 8). After the order's own shape, before anything
-        // that reads the market or takes a rate token.
-        if rules.venue == VenueKind::Paper && market.quality != DataQuality::Live {
-            return Err(Reject::MarketDataUnavailable);
-        }
-        // Rates: after the structural checks, before the limits.
-        let rate = acct.order_rate();
-        let acct = self
-            .accounts
-            .get_mut(cmd.account.index())
-            .ok_or(Reject::UnknownAccount)?;
-        let allowed = if take_rate {
-            acct.orders.try_take(cmd.at, rate)
-        } else {
-            acct.orders.available(cmd.at, rate)
-        };
-        if !allowed {
-            return Err(if acct.state == TradingState::Throttled {
-                Reject::Throttled
-            } else {
-                Reject::OrderRate
-            });
-        }
-        let acct = *acct;
-        let limits = acct.limits;
-        // Limits.
-        let reference = market.reference();
-        // Market and stop orders are valued at the reference price, or where they would
-        // trade now when there is none yet.
-        let notional_price = if new.kind.has_limit_price() {
-            new.price
-        } else {
-            reference
-                .or_else(|| market.opposite(new.side).map(|(p, _)| p))
-                .ok_or(if market_like {
-                    Reject::NoLiquidity
-                } else {
-                    Reject::NoReferencePrice
-                })?
-        };
-        if self.qty_value(new.instrument, i128::from(new.qty.0)) > limits.max_order_qty {
-            return Err(Reject::MaxOrderQty);
-        }
-        let notional = self.notional(new.instrument, notional_price, new.qty);
-        if notional > limits.max_order_notional {
-            return Err(Reject::MaxOrderNotional);
-        }
-        if new.kind.has_limit_price() {
-            if let Some(r) = reference {
-                let distance = i128::from((new.price.0 - r.0).abs()) * 10_000;
-                if distance > i128::from(limits.price_collar_bps) * i128::from(r.0) {
-                    return Err(Reject::PriceCollar);
-                }
-            }
-        }
-        if acct.open_orders >= limits.max_open_orders {
-            return Err(Reject::MaxOpenOrders);
-        }
-        let pos = self
-            .position_index(cmd.account, new.instrument)
-            .and_then(|i| self.positions.get(i))
-            .copied()
-            .unwrap_or_default();
-        let signed = match new.side {
-            Side::Buy => i128::from(new.qty.0),
-            Side::Sell => -i128::from(new.qty.0),
-        };
-        let reduces = pos.qty != 0 && (pos.qty > 0) != (signed > 0) && signed.abs() <= i128::from(pos.qty).abs();
-        if (new.reduce_only || acct.state == TradingState::ReduceOnly) && !reduces {
-            return Err(if new.reduce_only {
-                Reject::ReduceOnlyWouldIncrease
-            } else {
-                Reject::ReduceOnlyState
-            });
-        }
-        if self.qty_value(new.instrument, (i128::from(pos.qty) + signed).abs()) > limits.max_position_qty && !reduces {
-            return Err(Reject::PositionLimit);
-        }
-        // Positions count marked to market (the account's running sums, O(1)).
-        let mtm = self.mtm_now;
-        if !reduces && acct.open_notional + mtm.exposure + notional > limits.max_gross_exposure {
-            return Err(Reject::BuyingPower);
-        }
-        // Realized today: session instruments' since the accounts' day began, 24x7
-        // instruments' since their day roll.
-        let mut today = 0;
-        if acct.day == self.trading_day(cmd.at) {
-            today += acct.realized_today;
-        }
-        if acct.day_24x7 == self.clock.day_24x7(cmd.at.0) {
-            today += acct.realized_today_24x7;
-        }
-        if !reduces && today + mtm.unrealized <= -limits.daily_loss_limit {
-            return Err(Reject::DailyLoss);
-        }
-        if self.client_ids.contains_key(&(cmd.account, new.client_id)) {
-            return Err(Reject::DuplicateClientOrderId);
-        }
-        // Liquidity rules that depend on the book right now.
+        let market = self.validate_order(cmd, new)?;
+        let notional_price = self.check_risk(cmd, new, &market, take_rate)?;
+        self.check_unique_client_id(cmd, new)?;
         self.check_liquidity(cmd.account, new)?;
         // A replace keeps its slot: only a new order needs a free one.
         if new_slot && self.pool.next_id().is_none() {
@@ -856,22 +706,27 @@ impl OrderManager {
         let Some(order) = self.pool.get(id).copied().filter(|o| o.account == cmd.account) else {
             return self.reject(cmd, Reject::OrderNotFound, None, Some(id));
         };
-        if !order.status.is_open() {
-            return self.reject(cmd, Reject::OrderNotOpen, None, Some(id));
+        let checked = replacement(&order, qty, price).and_then(|(new_qty, new_price)| {
+            self.check_replacement(cmd, id, &order, new_qty, new_price)?;
+            Ok((new_qty, new_price))
+        });
+        match checked {
+            Ok((new_qty, new_price)) => self.apply_replace(cmd, id, &order, new_qty, new_price),
+            Err(r) => self.reject(cmd, r, None, Some(id)),
         }
-        let new_qty = qty.unwrap_or(order.qty);
-        let new_price = price.unwrap_or(order.price);
-        if new_qty == order.qty && new_price == order.price {
-            return self.reject(cmd, Reject::ReplaceNoChange, None, Some(id));
-        }
-        if price.is_some() && !order.kind.has_limit_price() {
-            return self.reject(cmd, Reject::UnexpectedPrice, None, Some(id));
-        }
-        if new_qty.0 <= order.filled.0 {
-            return self.reject(cmd, Reject::ReplaceBelowFilled, None, Some(id));
-        }
-        // The replacement must pass the same checks as a new order for its size and
-        // price (the old order's own reservation does not count against it).
+    }
+
+    /// The replacement must pass the same checks as a new order for its size and
+    /// price (the old order's own reservation and open-order count do not count
+    /// against it). On success the old reservation stays released.
+    fn check_replacement(
+        &mut self,
+        cmd: &Command,
+        id: OrderId,
+        order: &Order,
+        new_qty: Qty,
+        new_price: Price,
+    ) -> Result<(), Reject> {
         let as_new = NewOrder {
             instrument: order.instrument,
             client_id: ClientOrderId::EMPTY,
@@ -892,10 +747,16 @@ impl OrderManager {
         if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
             a.open_orders += 1;
         }
-        if let Err(r) = checked {
+        if checked.is_err() {
             self.reserve(id);
-            return self.reject(cmd, r, None, Some(id));
         }
+        checked.map(|_| ())
+    }
+
+    /// Applies a checked replace: a smaller quantity at the same price keeps the
+    /// order's place in the queue; anything else takes it off the book and works it
+    /// again as if new.
+    fn apply_replace(&mut self, cmd: &Command, id: OrderId, order: &Order, new_qty: Qty, new_price: Price) {
         let keeps_priority = new_price == order.price && new_qty.0 < order.qty.0;
         let resting = order.place == Placement::Book;
         if resting {
@@ -1010,6 +871,27 @@ impl OrderManager {
         self.finish_step(now);
         self.record_step(Input::Timer { at: now }, None, before);
     }
+}
+
+/// The quantity and price a replace asks for (unchanged where not given), if the open
+/// order may change that way: something changes, a price only where the type has one,
+/// and more than what has filled.
+fn replacement(order: &Order, qty: Option<Qty>, price: Option<Price>) -> Result<(Qty, Price), Reject> {
+    if !order.status.is_open() {
+        return Err(Reject::OrderNotOpen);
+    }
+    let new_qty = qty.unwrap_or(order.qty);
+    let new_price = price.unwrap_or(order.price);
+    if new_qty == order.qty && new_price == order.price {
+        return Err(Reject::ReplaceNoChange);
+    }
+    if price.is_some() && !order.kind.has_limit_price() {
+        return Err(Reject::UnexpectedPrice);
+    }
+    if new_qty.0 <= order.filled.0 {
+        return Err(Reject::ReplaceBelowFilled);
+    }
+    Ok((new_qty, new_price))
 }
 
 pub(super) fn pow10_i128(n: u8) -> i128 {

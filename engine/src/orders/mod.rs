@@ -1,5 +1,6 @@
-//! The order path, run inside the engine thread: order entry, pre-trade risk,
-//! execution on the internal CLOB or the paper venue, positions. See SPEC section 4.
+//! The order path, run inside the engine thread: order entry (shape validation in
+//! `validate`, then pre-trade risk in [`risk`]), execution on the internal CLOB or the
+//! paper venue, positions. See SPEC section 4.
 //!
 //! The API hands [`Command`]s in through a bounded lock-free queue; the
 //! [`OrderManager`] answers with [`OrderEvent`]s that the engine publishes on a
@@ -22,6 +23,7 @@ pub mod risk;
 pub mod step;
 pub mod store;
 pub mod types;
+mod validate;
 
 pub use command::{Command, CommandKind, IdemTag, KillScope, NewOrder};
 pub use context::{DayClock, Depth, Mtm, StepContext, SweepEnd, SWEEP_LEVELS};

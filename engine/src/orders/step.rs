@@ -41,7 +41,7 @@ pub enum Input {
         at: UnixNanos,
     },
     /// Surveillance found an anomaly (its action is applied by the step).
-    Anomaly(crate::surveillance::Anomaly),
+    Anomaly(crate::anomaly::Anomaly),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

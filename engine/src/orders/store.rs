@@ -13,7 +13,7 @@ use super::event::{Fill, OrderEvent, OrderEventData};
 use super::position::Position;
 use super::step::{Input, Step};
 use super::types::{AccountId, Order, OrderId};
-use crate::surveillance::Anomaly;
+use crate::anomaly::Anomaly;
 
 /// How long a keyed request's answer is kept (the API's idempotency window).
 pub const KEYED_TTL_NS: i64 = 24 * 3600 * UnixNanos::NANOS_PER_SEC;

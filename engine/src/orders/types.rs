@@ -11,20 +11,7 @@ use crate::ids::InstrumentId;
 use crate::side::Side;
 use crate::time::UnixNanos;
 
-/// A trading account's position in the account registry (dense, like instruments).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
-#[repr(transparent)]
-pub struct AccountId(pub u32);
-
-impl AccountId {
-    /// The subject of events about no account (market-data anomalies).
-    pub const SYSTEM: AccountId = AccountId(u32::MAX);
-
-    #[inline]
-    pub const fn index(self) -> usize {
-        self.0 as usize
-    }
-}
+pub use crate::ids::AccountId;
 
 /// Engine-assigned order id, unique for the engine's lifetime (and across restarts,
 /// since the journal replays the same assignments). Ids increase with time.

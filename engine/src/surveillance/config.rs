@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::anomaly::{Action, Rule, Severity};
+use crate::anomaly::{Action, Rule, Severity};
 use crate::fixed::parse_decimal;
 use crate::orders::VALUE_SCALE;
 
@@ -90,6 +90,11 @@ pub struct Thresholds {
     pub stale_after_ns: i64,
 }
 
+/// A rejected key and what is wrong with it.
+fn fault(key: &str, message: String) -> (String, String) {
+    (key.to_owned(), message)
+}
+
 fn action(s: &str) -> Option<Action> {
     match s {
         "alert" => Some(Action::Alert),
@@ -163,80 +168,14 @@ impl SurveillanceConfig {
 
     /// Thresholds, or the key at fault and what is wrong.
     pub fn thresholds(&self) -> Result<Thresholds, (String, String)> {
-        let err = |k: &str, m: String| (k.to_owned(), m);
-        let positive = |k: &str, v: u64| {
-            if v == 0 {
-                Err(err(k, "must be at least 1".into()))
-            } else {
-                Ok(())
-            }
-        };
+        self.check_counts()?;
+        let severity = self.severities()?;
+        let actions = self.actions()?;
         let value = |k: &str, s: &str| match parse_decimal(s.as_bytes(), VALUE_SCALE) {
             Ok(v) if v > 0 => Ok(v),
-            Ok(_) => Err(err(k, "must be above zero".into())),
-            Err(e) => Err(err(k, format!("{s:?}: {e}"))),
+            Ok(_) => Err(fault(k, "must be above zero".into())),
+            Err(e) => Err(fault(k, format!("{s:?}: {e}"))),
         };
-        positive("max_orders_per_min", self.max_orders_per_min.into())?;
-        positive("max_symbols_per_day", self.max_symbols_per_day.into())?;
-        positive("max_cancels_per_min", self.max_cancels_per_min.into())?;
-        positive("max_orders_per_fill", self.max_orders_per_fill.into())?;
-        positive("layering_cancels", self.layering_cancels.into())?;
-        positive("layering_window_ms", self.layering_window_ms)?;
-        positive("price_jump_sigma", self.price_jump_sigma.into())?;
-        positive("min_returns", self.min_returns.into())?;
-        positive("volume_spike_factor", self.volume_spike_factor.into())?;
-        positive("volume_baseline_minutes", self.volume_baseline_minutes.into())?;
-        if !(1..=100).contains(&self.ewma_weight_pct) {
-            return Err(err("ewma_weight_pct", "must be 1 to 100".into()));
-        }
-        if self.layering_window_ms > 3_600_000 || self.cooldown_ms > 86_400_000 {
-            return Err(err(
-                "cooldown_ms",
-                "windows are at most an hour (cooldown a day)".into(),
-            ));
-        }
-        let mut severity = [Severity::Medium; Rule::ALL.len()];
-        for (name, s) in &self.severity {
-            let rule = Rule::parse(name).ok_or_else(|| {
-                let all: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
-                err(
-                    &format!("severity.{name}"),
-                    format!("not a rule; rules: {}", all.join(", ")),
-                )
-            })?;
-            severity[rule as usize] = Severity::parse(s).ok_or_else(|| {
-                err(
-                    &format!("severity.{name}"),
-                    format!("{s:?}: LOW, MEDIUM, HIGH or CRITICAL"),
-                )
-            })?;
-        }
-        if let Some(missing) = Rule::ALL.iter().find(|r| !self.severity.contains_key(r.as_str())) {
-            return Err(err(
-                &format!("severity.{}", missing.as_str()),
-                "missing: every rule needs a severity".into(),
-            ));
-        }
-        let mut actions = [Action::Alert; 4];
-        for (i, (k, v)) in [
-            ("low", &self.actions.low),
-            ("medium", &self.actions.medium),
-            ("high", &self.actions.high),
-            ("critical", &self.actions.critical),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            actions[i] = action(v).ok_or_else(|| {
-                err(
-                    &format!("actions.{k}"),
-                    format!("{v:?}: alert, throttle, block or kill"),
-                )
-            })?;
-        }
-        if actions.windows(2).any(|w| w[0] > w[1]) {
-            return Err(err("actions", "a higher severity may not get a milder action".into()));
-        }
         Ok(Thresholds {
             max_orders_per_min: self.max_orders_per_min,
             max_order_qty: value("max_order_qty", &self.max_order_qty)?,
@@ -259,5 +198,88 @@ impl SurveillanceConfig {
             // The engine's, set when surveillance is attached to it.
             stale_after_ns: 0,
         })
+    }
+
+    /// Counts and windows: positive, the EWMA weight a percentage, windows bounded.
+    fn check_counts(&self) -> Result<(), (String, String)> {
+        let positive = |k: &str, v: u64| {
+            if v == 0 {
+                Err(fault(k, "must be at least 1".into()))
+            } else {
+                Ok(())
+            }
+        };
+        positive("max_orders_per_min", self.max_orders_per_min.into())?;
+        positive("max_symbols_per_day", self.max_symbols_per_day.into())?;
+        positive("max_cancels_per_min", self.max_cancels_per_min.into())?;
+        positive("max_orders_per_fill", self.max_orders_per_fill.into())?;
+        positive("layering_cancels", self.layering_cancels.into())?;
+        positive("layering_window_ms", self.layering_window_ms)?;
+        positive("price_jump_sigma", self.price_jump_sigma.into())?;
+        positive("min_returns", self.min_returns.into())?;
+        positive("volume_spike_factor", self.volume_spike_factor.into())?;
+        positive("volume_baseline_minutes", self.volume_baseline_minutes.into())?;
+        if !(1..=100).contains(&self.ewma_weight_pct) {
+            return Err(fault("ewma_weight_pct", "must be 1 to 100".into()));
+        }
+        if self.layering_window_ms > 3_600_000 || self.cooldown_ms > 86_400_000 {
+            return Err(fault(
+                "cooldown_ms",
+                "windows are at most an hour (cooldown a day)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every rule's severity, by rule: each a rule's name, none missing.
+    fn severities(&self) -> Result<[Severity; Rule::ALL.len()], (String, String)> {
+        let mut severity = [Severity::Medium; Rule::ALL.len()];
+        for (name, s) in &self.severity {
+            let rule = Rule::parse(name).ok_or_else(|| {
+                let all: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
+                fault(
+                    &format!("severity.{name}"),
+                    format!("not a rule; rules: {}", all.join(", ")),
+                )
+            })?;
+            severity[rule as usize] = Severity::parse(s).ok_or_else(|| {
+                fault(
+                    &format!("severity.{name}"),
+                    format!("{s:?}: LOW, MEDIUM, HIGH or CRITICAL"),
+                )
+            })?;
+        }
+        if let Some(missing) = Rule::ALL.iter().find(|r| !self.severity.contains_key(r.as_str())) {
+            return Err(fault(
+                &format!("severity.{}", missing.as_str()),
+                "missing: every rule needs a severity".into(),
+            ));
+        }
+        Ok(severity)
+    }
+
+    /// The action per severity, low to critical, never milder for a higher severity.
+    fn actions(&self) -> Result<[Action; 4], (String, String)> {
+        let mut actions = [Action::Alert; 4];
+        for (i, (k, v)) in [
+            ("low", &self.actions.low),
+            ("medium", &self.actions.medium),
+            ("high", &self.actions.high),
+            ("critical", &self.actions.critical),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            actions[i] = action(v).ok_or_else(|| {
+                fault(
+                    &format!("actions.{k}"),
+                    format!("{v:?}: alert, throttle, block or kill"),
+                )
+            })?;
+        }
+        if actions.windows(2).any(|w| w[0] > w[1]) {
+            return Err(fault("actions", "a higher severity may not get a milder action".into()));
+        }
+        Ok(actions)
     }
 }

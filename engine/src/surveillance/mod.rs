@@ -9,19 +9,18 @@
 //! journaled step. Recovery replays those steps, so actions survive a restart exactly;
 //! the detector's own windows start empty after one (a minute of history at most).
 
-pub mod anomaly;
 pub mod config;
 pub mod market;
 pub mod order_flow;
 pub mod window;
 
-pub use anomaly::{Action, Anomaly, Rule, Severity};
+pub use crate::anomaly::{Action, Anomaly, Rule, Severity};
 pub use config::{SurveillanceConfig, Thresholds};
 
 use crate::event::EventData;
 use crate::ids::InstrumentId;
 use crate::instrument::InstrumentRegistry;
-use crate::orders::{AccountId, OrderEvent, OrderManager};
+use crate::orders::{AccountId, Command, CommandKind, KillScope, OrderEvent, OrderManager, TradingState};
 use crate::quality::DataQuality;
 use crate::time::UnixNanos;
 use market::MarketFlow;
@@ -143,6 +142,23 @@ impl Surveillance {
                 strikes: 0,
                 rung: Action::Alert,
             };
+        }
+    }
+
+    /// Sees a command before the order path handles it: an admin clearing an account
+    /// (its trading state set back to active, or its account kill switch turned off)
+    /// resets the account's place on the action ladder.
+    pub fn observe_command(&mut self, cmd: &Command) {
+        match cmd.kind {
+            CommandKind::SetTradingState {
+                target,
+                state: TradingState::Active,
+            } => self.clear_account(target),
+            CommandKind::KillSwitch {
+                scope: KillScope::Account(account),
+                on: false,
+            } => self.clear_account(account),
+            _ => {}
         }
     }
 

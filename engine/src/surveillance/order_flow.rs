@@ -3,11 +3,13 @@
 //! session, order-to-trade ratio, and a layering pattern (many orders on one side
 //! cancelled shortly after a fill on the other).
 
-use super::anomaly::Rule;
 use super::config::Thresholds;
 use super::window::MinuteWindow;
+use crate::anomaly::Rule;
 use crate::ids::InstrumentId;
-use crate::orders::{CancelReason, OrderEvent, OrderEventData, OrderEventKind, OrderManager, Reject, VALUE_SCALE};
+use crate::orders::{
+    CancelReason, Order, OrderEvent, OrderEventData, OrderEventKind, OrderManager, Reject, VALUE_SCALE,
+};
 use crate::session::TradingSession;
 use crate::side::Side;
 use crate::time::UnixNanos;
@@ -82,93 +84,122 @@ pub fn observe(
     e: &OrderEvent,
     out: &mut impl FnMut(Finding),
 ) {
-    match e.data {
+    match &e.data {
         OrderEventData::Order {
             kind: OrderEventKind::Accepted,
             order,
-        } if e.request != 0 => {
-            let id = order.instrument;
-            let orders = flow.orders.add(e.at, 1);
-            if orders > t.max_orders_per_min {
-                out((Rule::OrderRate, None, orders.into(), t.max_orders_per_min.into(), 0));
-            }
-            let Some(i) = info.get(id.index()) else { return };
-            let qty = qty_value(order.qty.0, i.qty_scale);
-            if qty > t.max_order_qty {
-                out((Rule::LargeQty, Some(id), qty, t.max_order_qty, VALUE_SCALE));
-            }
-            let notional = manager.notional(id, order.notional_price, order.qty);
-            if notional > i128::from(t.max_order_notional) {
-                let observed = i64::try_from(notional).unwrap_or(i64::MAX);
-                out((
-                    Rule::LargeNotional,
-                    Some(id),
-                    observed,
-                    t.max_order_notional,
-                    VALUE_SCALE,
-                ));
-            }
-            // The trading day: the session's local day; 24x7 instruments roll at the
-            // order path's configured time.
-            let day = match i.session {
-                TradingSession::Always => manager.day_clock().day_24x7(e.at.0),
-                TradingSession::Daily { .. } => i.session.local_day(e.at),
-            };
-            let symbols = flow.mark_symbol(id, day);
-            if symbols > t.max_symbols_per_day {
-                out((
-                    Rule::SymbolSpread,
-                    Some(id),
-                    symbols.into(),
-                    t.max_symbols_per_day.into(),
-                    0,
-                ));
-            }
-            let fills = flow.fills.count(e.at).max(1);
-            if orders >= t.order_to_trade_min_orders && orders > t.max_orders_per_fill.saturating_mul(fills) {
-                out((
-                    Rule::OrderToTrade,
-                    None,
-                    i64::from(orders / fills),
-                    t.max_orders_per_fill.into(),
-                    0,
-                ));
-            }
-        }
+        } if e.request != 0 => accepted(t, flow, info, manager, order, e.at, out),
         OrderEventData::Rejected {
             reject: Reject::MarketClosed,
             instrument,
             ..
-        } => out((Rule::OutsideSession, instrument, 1, 0, 0)),
+        } => out((Rule::OutsideSession, *instrument, 1, 0, 0)),
         OrderEventData::Order {
             kind: OrderEventKind::Cancelled(CancelReason::User | CancelReason::Mass),
             order,
-        } => {
-            let cancels = flow.cancels.add(e.at, 1);
-            if cancels > t.max_cancels_per_min {
-                out((Rule::CancelRate, None, cancels.into(), t.max_cancels_per_min.into(), 0));
-            }
-            if let Some((side, at)) = flow.last_fill {
-                if order.side != side && e.at.0.saturating_sub(at.0) <= t.layering_window_ns {
-                    flow.opposite_cancels += 1;
-                    if flow.opposite_cancels >= t.layering_cancels {
-                        out((
-                            Rule::Layering,
-                            Some(order.instrument),
-                            flow.opposite_cancels.into(),
-                            t.layering_cancels.into(),
-                            0,
-                        ));
-                        flow.opposite_cancels = 0;
-                    }
-                }
-            }
-        }
+        } => cancelled(t, flow, order, e.at, out),
         OrderEventData::Fill(f) => {
             flow.fills.add(e.at, 1);
             flow.last_fill = Some((f.side, e.at));
             flow.opposite_cancels = 0;
         }
         _ => {}
+    }
+}
+
+/// An order the account sent was accepted: its rate, size, value, the day's symbols
+/// and the order-to-trade ratio.
+fn accepted(
+    t: &Thresholds,
+    flow: &mut AccountFlow,
+    info: &[InstrumentInfo],
+    manager: &OrderManager,
+    order: &Order,
+    at: UnixNanos,
+    out: &mut impl FnMut(Finding),
+) {
+    let id = order.instrument;
+    let orders = flow.orders.add(at, 1);
+    if orders > t.max_orders_per_min {
+        out((Rule::OrderRate, None, orders.into(), t.max_orders_per_min.into(), 0));
+    }
+    let Some(i) = info.get(id.index()) else { return };
+    order_size(t, i, manager, order, out);
+    // The trading day: the session's local day; 24x7 instruments roll at the
+    // order path's configured time.
+    let day = match i.session {
+        TradingSession::Always => manager.day_clock().day_24x7(at.0),
+        TradingSession::Daily { .. } => i.session.local_day(at),
+    };
+    let symbols = flow.mark_symbol(id, day);
+    if symbols > t.max_symbols_per_day {
+        out((
+            Rule::SymbolSpread,
+            Some(id),
+            symbols.into(),
+            t.max_symbols_per_day.into(),
+            0,
+        ));
+    }
+    let fills = flow.fills.count(at).max(1);
+    if orders >= t.order_to_trade_min_orders && orders > t.max_orders_per_fill.saturating_mul(fills) {
+        out((
+            Rule::OrderToTrade,
+            None,
+            i64::from(orders / fills),
+            t.max_orders_per_fill.into(),
+            0,
+        ));
+    }
+}
+
+/// One order's quantity and notional against the large-order thresholds.
+fn order_size(
+    t: &Thresholds,
+    i: &InstrumentInfo,
+    manager: &OrderManager,
+    order: &Order,
+    out: &mut impl FnMut(Finding),
+) {
+    let id = order.instrument;
+    let qty = qty_value(order.qty.0, i.qty_scale);
+    if qty > t.max_order_qty {
+        out((Rule::LargeQty, Some(id), qty, t.max_order_qty, VALUE_SCALE));
+    }
+    let notional = manager.notional(id, order.notional_price, order.qty);
+    if notional > i128::from(t.max_order_notional) {
+        let observed = i64::try_from(notional).unwrap_or(i64::MAX);
+        out((
+            Rule::LargeNotional,
+            Some(id),
+            observed,
+            t.max_order_notional,
+            VALUE_SCALE,
+        ));
+    }
+}
+
+/// The account cancelled an order: its cancel rate, and layering (cancels on one
+/// side shortly after a fill on the other).
+fn cancelled(t: &Thresholds, flow: &mut AccountFlow, order: &Order, at: UnixNanos, out: &mut impl FnMut(Finding)) {
+    let cancels = flow.cancels.add(at, 1);
+    if cancels > t.max_cancels_per_min {
+        out((Rule::CancelRate, None, cancels.into(), t.max_cancels_per_min.into(), 0));
+    }
+    let Some((side, filled_at)) = flow.last_fill else {
+        return;
+    };
+    if order.side != side && at.0.saturating_sub(filled_at.0) <= t.layering_window_ns {
+        flow.opposite_cancels += 1;
+        if flow.opposite_cancels >= t.layering_cancels {
+            out((
+                Rule::Layering,
+                Some(order.instrument),
+                flow.opposite_cancels.into(),
+                t.layering_cancels.into(),
+                0,
+            ));
+            flow.opposite_cancels = 0;
+        }
     }
 }

@@ -2,9 +2,12 @@
 //! or an instrument), the observed value against the threshold it crossed, when, and
 //! the action taken. Fixed-size and `Copy`: it travels in the order path's events and
 //! the journal like any other event.
+//!
+//! The vocabulary surveillance and the order path share, below both: surveillance
+//! finds anomalies (it reads the order path's events), the order path reports them and
+//! applies their [`Action`]s, and neither imports the other for it.
 
-use crate::ids::InstrumentId;
-use crate::orders::AccountId;
+use crate::ids::{AccountId, InstrumentId};
 use crate::time::UnixNanos;
 
 /// Which rule fired. Variant order is part of the journal format: append only.

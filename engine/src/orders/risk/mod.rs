@@ -1,4 +1,5 @@
-//! Pre-trade risk limits and per-account usage.
+//! Pre-trade risk: the limits, per-account usage, and (in `pretrade`) the checks an
+//! order makes against them.
 //!
 //! Every check is constant time: usage (open orders, exposure, realized loss, rates)
 //! is maintained incrementally as orders and fills happen, never recomputed by walking
@@ -9,6 +10,8 @@
 //! numbers. Money limits are in the engine's base currency (instruments quoted in other
 //! currencies convert with a configured rate) at [`VALUE_SCALE`] decimals; quantity
 //! limits are in instrument units at the same scale.
+
+mod pretrade;
 
 use serde::Deserialize;
 
