@@ -7,13 +7,9 @@
 //! with the segment and offset instead of dropping acknowledged records; tampering is
 //! caught, a changed configuration is caught, limits set at run time survive while a
 //! changed configuration applies, and a full disk stops acknowledgement instead of
-<<<<<<< HEAD
-//! lying.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-=======
 //! lying. The encoded bytes of every journaled type (records, step inputs, events, a
 //! snapshot file) are pinned (`journal_bytes`), so the format cannot change by accident.
->>>>>>> main
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod orders_common;
 
