@@ -4,4 +4,4 @@ pub mod depth_sync;
 pub mod normalizer;
 pub mod parse;
 
-pub use parse::{parse_frame, parse_snapshot, BinanceError, BinanceEvent, DepthSnapshot, DepthUpdate, TradeEvent};
+pub use parse::{parse_frame, parse_snapshot, ParseError, BinanceEvent, DepthSnapshot, DepthUpdate, TradeEvent};
