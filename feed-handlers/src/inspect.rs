@@ -147,16 +147,8 @@ pub fn book(
             if t.instrument != inst.id {
                 return;
             }
+            book.apply_tick(&t.data);
             match t.data {
-                TickData::BookDelta {
-                    side,
-                    price,
-                    qty,
-                    flags,
-                    ..
-                } => {
-                    book.apply_flagged(side, price, qty, flags);
-                }
                 TickData::Status { status, detail } => {
                     state = status_name(status);
                     if status == FeedStatus::Gap {

@@ -367,16 +367,7 @@ mod tests {
         assert!(a.iter().all(|a| *a == Action::None));
         let mut book = L2Book::new(10);
         for tick in &t {
-            if let TickData::BookDelta {
-                side,
-                price,
-                qty,
-                flags,
-                ..
-            } = tick.data
-            {
-                book.apply_flagged(side, price, qty, flags);
-            }
+            book.apply_tick(&tick.data);
         }
         assert_eq!(
             book.bids().iter().map(|l| l.price.0).collect::<Vec<_>>(),
@@ -638,14 +629,8 @@ mod tests {
                     UnixNanos(1),
                     &self.stats,
                     &mut |t| match t.data {
-                        TickData::BookDelta {
-                            side,
-                            price,
-                            qty,
-                            update_id,
-                            flags,
-                        } => {
-                            book.apply_flagged(side, price, qty, flags);
+                        TickData::BookDelta { update_id, .. } => {
+                            book.apply_tick(&t.data);
                             *book_id = update_id;
                         }
                         TickData::Status { status, .. } => *live = status == FeedStatus::Live,

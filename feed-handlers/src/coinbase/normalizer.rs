@@ -888,12 +888,11 @@ mod tests {
                 let mut book = L2Book::new(64);
                 let mut live = false;
                 let feed = |n: &mut CoinbaseNormalizer, f: &str, book: &mut L2Book, live: &mut bool| {
-                    let r = n.on_frame(FrameRef::Text(f.as_bytes()), UnixNanos(1), &stats, &mut |t| match t.data {
-                        TickData::BookDelta { side, price, qty, flags, .. } => {
-                            book.apply_flagged(side, price, qty, flags);
+                    let r = n.on_frame(FrameRef::Text(f.as_bytes()), UnixNanos(1), &stats, &mut |t| {
+                        book.apply_tick(&t.data);
+                        if let TickData::Status { status, .. } = t.data {
+                            *live = status == FeedStatus::Live;
                         }
-                        TickData::Status { status, .. } => *live = status == FeedStatus::Live,
-                        _ => {}
                     });
                     match r {
                         Ok(a) => (a, false),
