@@ -31,13 +31,11 @@ impl FeedKind {
         }
     }
 
-    /// The venue protocol of a live kind.
-    pub const fn venue(self) -> Option<crate::venue::Venue> {
+    /// The venue protocol of a live kind (a kind named like a registered venue).
+    pub fn venue(self) -> Option<crate::venue::Venue> {
         match self {
             FeedKind::Synthetic | FeedKind::Replay => None,
-            FeedKind::Binance => Some(crate::venue::Venue::Binance),
-            FeedKind::Coinbase => Some(crate::venue::Venue::Coinbase),
-            FeedKind::Kite => Some(crate::venue::Venue::Kite),
+            FeedKind::Binance | FeedKind::Coinbase | FeedKind::Kite => crate::venue::Venue::parse(self.as_str()),
         }
     }
 }

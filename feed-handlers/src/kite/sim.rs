@@ -7,19 +7,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use stocksblitz_engine::fixed::rescale;
 use stocksblitz_engine::{Price, UnixNanos};
-use tokio::sync::broadcast::error::RecvError;
 
-use super::faults::{take, Lifecycle, SessionFaults};
-use super::market::{SimEvent, VenueMarket};
-use super::{MsgKind, Outgoing, Payload, Shared, VenueSim};
 use crate::kite::decode::{encode, price_scale_of_token};
-use crate::venue::Venue;
+use crate::sim::faults::{take, Faults};
+use crate::sim::market::{SimEvent, VenueMarket};
+use crate::sim::session::{serve, Send, SimClient};
+use crate::sim::{MsgKind, Outgoing, Payload, Shared, VenueSim};
 
 /// Full-mode packet for instrument `index`, or `None` if its token or prices do not fit
 /// Kite's 32-bit fields.
@@ -79,13 +78,13 @@ pub fn render(m: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
 }
 
 fn kite(s: &Shared) -> Option<Arc<VenueSim>> {
-    s.venues.iter().find(|v| v.venue == Venue::Kite).cloned()
+    s.venue("kite")
 }
 
 /// The ticker WebSocket (`wss://ws.kite.trade?api_key=..&access_token=..`). An access
 /// token on the refused list (the control API) gets HTTP 403, as Kite answers an
 /// expired or invalid one.
-pub(super) async fn stream(
+pub(crate) async fn stream(
     State(s): State<Shared>,
     Query(q): Query<std::collections::HashMap<String, String>>,
     ws: WebSocketUpgrade,
@@ -100,7 +99,10 @@ pub(super) async fn stream(
                 )
                     .into_response();
             }
-            ws.on_upgrade(move |socket| session(socket, sim))
+            ws.on_upgrade(move |socket| {
+                let rx = sim.tx.subscribe();
+                serve(socket, sim, rx, Client::default())
+            })
         }
         None => StatusCode::NOT_FOUND.into_response(),
     }
@@ -129,92 +131,65 @@ fn client_message(text: &str, tokens: &mut HashSet<String>) -> Result<Vec<String
     }
 }
 
-async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
-    let mut rx = sim.tx.subscribe();
-    let f = &sim.faults;
-    let mut lifecycle = SessionFaults::new(f);
-    let mut tokens: HashSet<String> = HashSet::new();
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        match lifecycle.check(f) {
-            Lifecycle::Serve => {}
-            // Kite gives no notice: the socket just closes when due.
-            Lifecycle::Announce => {}
-            Lifecycle::Close => {
-                let _ = socket.send(Message::Close(None)).await;
-                return;
-            }
-            // Abrupt: no close frame.
-            Lifecycle::Abort => return,
+/// One client: the tokens it subscribed to, and this step's packets for them. Kite
+/// gives no shutdown notice: the socket just closes when due.
+#[derive(Default)]
+struct Client {
+    tokens: HashSet<String>,
+    packets: Vec<Vec<u8>>,
+}
+
+impl SimClient for Client {
+    fn keepalive_every(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    /// Kite's heartbeat: a 1-byte binary frame.
+    fn keepalive(&mut self, out: &mut Vec<Send>) {
+        out.push(Send::Binary(vec![0u8]));
+    }
+
+    fn message(&mut self, msg: &Outgoing, _: &Faults, _: &mut Vec<Send>) {
+        if let (true, Payload::Binary(p)) = (self.tokens.contains(&msg.key), &msg.payload) {
+            self.packets.push(p.clone());
         }
-        tokio::select! {
-            batch = rx.recv() => {
-                let batch = match batch {
-                    Ok(b) => b,
-                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+    }
+
+    /// A step goes out as one frame of packets; faults act on whole frames.
+    fn end_of_step(&mut self, f: &Faults, out: &mut Vec<Send>) {
+        let packets = std::mem::take(&mut self.packets);
+        if packets.is_empty() || take(&f.drop) {
+            return;
+        }
+        if take(&f.slow_frames) {
+            out.push(Send::Pause(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))));
+        }
+        let frame = encode::frame(&packets);
+        if take(&f.malformed) {
+            out.push(Send::Binary(frame.get(..frame.len() / 2).unwrap_or(&[]).to_vec()));
+        }
+        if take(&f.duplicate) {
+            out.push(Send::Binary(frame.clone()));
+        }
+        out.push(Send::Binary(frame));
+    }
+
+    /// Subscriptions: newly subscribed instruments get their current state at once.
+    fn incoming(&mut self, text: &str, sim: &VenueSim, out: &mut Vec<Send>) {
+        match client_message(text, &mut self.tokens) {
+            Ok(new) if !new.is_empty() => {
+                let packets: Vec<Vec<u8>> = {
+                    let m = sim.market.lock();
+                    new.iter()
+                        .filter_map(|t| m.index_of(t).and_then(|i| packet(&m, i, UnixNanos::now())))
+                        .collect()
                 };
-                if f.silenced() {
-                    continue;
-                }
-                let packets: Vec<Vec<u8>> = batch
-                    .iter()
-                    .filter(|m| tokens.contains(&m.key))
-                    .filter_map(|m| match &m.payload {
-                        Payload::Binary(p) => Some(p.clone()),
-                        Payload::Text(_) => None,
-                    })
-                    .collect();
-                if packets.is_empty() {
-                    continue;
-                }
-                if take(&f.drop) {
-                    continue;
-                }
-                if take(&f.slow_frames) {
-                    tokio::time::sleep(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))).await;
-                }
-                let frame = encode::frame(&packets);
-                if take(&f.malformed) {
-                    let cut = frame.get(..frame.len() / 2).unwrap_or(&[]).to_vec();
-                    if socket.send(Message::Binary(cut.into())).await.is_err() {
-                        return;
-                    }
-                }
-                let times = if take(&f.duplicate) { 2 } else { 1 };
-                for _ in 0..times {
-                    if socket.send(Message::Binary(frame.clone().into())).await.is_err() {
-                        return;
-                    }
+                if !packets.is_empty() {
+                    out.push(Send::Binary(encode::frame(&packets)));
                 }
             }
-            incoming = socket.recv() => match incoming {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(Message::Text(t))) => match client_message(t.as_str(), &mut tokens) {
-                    Ok(new) if !new.is_empty() => {
-                        // Current state of newly subscribed instruments, at once.
-                        let packets: Vec<Vec<u8>> = {
-                            let m = sim.market.lock();
-                            new.iter().filter_map(|t| m.index_of(t).and_then(|i| packet(&m, i, UnixNanos::now()))).collect()
-                        };
-                        if !packets.is_empty() && socket.send(Message::Binary(encode::frame(&packets).into())).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let msg = serde_json::json!({ "type": "error", "data": e }).to_string();
-                        if socket.send(Message::Text(Utf8Bytes::from(msg))).await.is_err() {
-                            return;
-                        }
-                    }
-                },
-                Some(Ok(_)) => {}
-            },
-            _ = heartbeat.tick() => {
-                if socket.send(Message::Binary(vec![0u8].into())).await.is_err() {
-                    return;
-                }
-            }
+            Ok(_) => {}
+            Err(e) => out.push(Send::Text(serde_json::json!({ "type": "error", "data": e }).to_string())),
         }
     }
 }
