@@ -327,6 +327,21 @@ impl VenueNormalizer {
     }
 }
 
+/// Helpers for the venues' own tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::live::LiveConfig;
+
+    /// A valid `[feeds.live]` with `extra` TOML lines added.
+    pub fn live(extra: &str) -> LiveConfig {
+        let text = format!(
+            "ws_url = \"wss://venue.example\"\nstale_after_ms = 1000\ndead_after_ms = 2000\n\
+             connect_timeout_ms = 1000\nmax_connection_age_secs = 3600\n{extra}"
+        );
+        toml::from_str(&text).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

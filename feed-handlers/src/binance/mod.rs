@@ -111,3 +111,44 @@ impl Normalize for BinanceNormalizer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::venue::testing::live;
+
+    /// The wire contract with Binance: one combined stream of trades, book tickers and
+    /// 100 ms diffs per symbol (lower case, in order), and the REST depth snapshot at
+    /// the configured limit.
+    #[test]
+    fn session_urls() {
+        let url = Binance.stream_url("wss://stream.binance.com:9443", &["BTCUSDT", "ethusdt"]);
+        assert_eq!(
+            url,
+            "wss://stream.binance.com:9443/stream?streams=btcusdt@trade/btcusdt@bookTicker/btcusdt@depth@100ms/\
+             ethusdt@trade/ethusdt@bookTicker/ethusdt@depth@100ms"
+        );
+        assert!(Binance.subscribe(&["btcusdt"]).is_empty(), "streams are named in the URL");
+        let cfg = live("rest_url = \"https://api.binance.com\"\ndepth_limit = 500");
+        let req = Binance.book_request("https://api.binance.com", "btcusdt", &cfg).unwrap();
+        assert_eq!(req.url, "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=500");
+        assert_eq!(req.settle, Duration::ZERO);
+        let body = r#"{"lastUpdateId":1,"bids":[],"asks":[]}"#;
+        assert_eq!(
+            (req.wrap)(&req.symbol, UnixNanos(5), body),
+            BinanceNormalizer::wrap_snapshot("BTCUSDT", body)
+        );
+        assert!(!Binance.audits(&cfg));
+    }
+
+    /// Book sync needs the REST snapshot: a Binance feed without `rest_url` is refused
+    /// with the key and the reason.
+    #[test]
+    fn config_needs_rest_url() {
+        assert_eq!(
+            Binance.check_live(&live("")),
+            Err(("rest_url", "required for binance (book snapshots)".to_owned()))
+        );
+        assert_eq!(Binance.check_live(&live("rest_url = \"https://api.binance.com\"")), Ok(()));
+    }
+}

@@ -102,3 +102,57 @@ impl Normalize for CoinbaseNormalizer {
         CoinbaseNormalizer::on_frame(self, frame, recv, stats, &mut out).map_err(|e| FrameError::new("coinbase", e.then(), &e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::venue::testing::live;
+
+    /// The wire contract with Coinbase: the URL as configured, one subscribe message
+    /// for every product and the four channels, and the REST level2 book for audits
+    /// (applied after the settle time, wrapped with the request time).
+    #[test]
+    fn session_messages() {
+        assert_eq!(
+            Coinbase.stream_url("wss://ws-feed.exchange.coinbase.com", &["BTC-USD"]),
+            "wss://ws-feed.exchange.coinbase.com"
+        );
+        let sub = Coinbase.subscribe(&["BTC-USD", "ETH-USD"]);
+        assert_eq!(sub.len(), 1);
+        let v: serde_json::Value = serde_json::from_str(&sub[0]).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "type": "subscribe",
+                "product_ids": ["BTC-USD", "ETH-USD"],
+                "channels": ["level2_batch", "matches", "ticker", "heartbeat"],
+            })
+        );
+        let cfg = live("rest_url = \"https://api.exchange.coinbase.com\"\naudit_interval_secs = 30");
+        let req = Coinbase
+            .book_request("https://api.exchange.coinbase.com", "BTC-USD", &cfg)
+            .unwrap();
+        assert_eq!(req.url, "https://api.exchange.coinbase.com/products/BTC-USD/book?level=2");
+        assert_eq!(req.settle, AUDIT_SETTLE);
+        assert_eq!(
+            (req.wrap)(&req.symbol, UnixNanos(7), "{}"),
+            CoinbaseNormalizer::wrap_rest_book("BTC-USD", UnixNanos(7), "{}")
+        );
+        assert!(Coinbase.audits(&cfg));
+        assert!(!Coinbase.audits(&live("")));
+    }
+
+    /// Audits need the REST book; without audits Coinbase needs no `rest_url`.
+    #[test]
+    fn audits_need_rest_url() {
+        assert_eq!(
+            Coinbase.check_live(&live("audit_interval_secs = 30")),
+            Err(("rest_url", "required for coinbase book audits".to_owned()))
+        );
+        assert_eq!(Coinbase.check_live(&live("")), Ok(()));
+        assert_eq!(
+            Coinbase.check_live(&live("audit_interval_secs = 30\nrest_url = \"https://x.example\"")),
+            Ok(())
+        );
+    }
+}

@@ -96,3 +96,76 @@ impl Normalize for KiteNormalizer {
         KiteNormalizer::on_frame(self, frame, recv, stats, &mut out).map_err(|e| FrameError::new("kite", Action::None, &e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stocksblitz_engine::instrument::InstrumentKind;
+    use stocksblitz_engine::session::TradingSession;
+    use stocksblitz_engine::{Price, Qty};
+
+    fn instrument(venue_symbol: &str) -> Instrument {
+        Instrument {
+            id: InstrumentId(3),
+            symbol: "RELIANCE".into(),
+            venue: "nse".into(),
+            venue_symbol: venue_symbol.into(),
+            kind: InstrumentKind::Equity,
+            currency: "INR".into(),
+            price_scale: 2,
+            qty_scale: 0,
+            tick_size: Price(5),
+            lot_size: Qty(1),
+            session: TradingSession::Always,
+        }
+    }
+
+    /// The wire contract with Kite: the URL as configured (credentials are added as
+    /// query parameters by the connection), a subscribe then a full-mode message for
+    /// the numeric tokens, and no REST book.
+    #[test]
+    fn session_messages() {
+        assert_eq!(Kite.stream_url("wss://ws.kite.trade", &["738561"]), "wss://ws.kite.trade");
+        let msgs: Vec<serde_json::Value> = Kite
+            .subscribe(&["738561", "408065"])
+            .iter()
+            .map(|m| serde_json::from_str(m).unwrap())
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                serde_json::json!({ "a": "subscribe", "v": [738561, 408065] }),
+                serde_json::json!({ "a": "mode", "v": ["full", [738561, 408065]] }),
+            ]
+        );
+        let cfg = crate::venue::testing::live("rest_url = \"https://api.kite.trade\"");
+        assert!(Kite.book_request("https://api.kite.trade", "738561", &cfg).is_none());
+        assert!(!Kite.audits(&cfg));
+        assert_eq!(Kite.check_live(&cfg), Ok(()));
+    }
+
+    proptest::proptest! {
+        /// A Kite instrument is accepted exactly when its venue_symbol is a 32-bit
+        /// instrument token, by the config check and the normalizer alike, and both
+        /// say what to fix.
+        #[test]
+        fn venue_symbol_must_be_a_token(s in "[0-9]{0,11}|[ -~]{0,12}") {
+            let inst = instrument(&s);
+            let token = s.parse::<u32>().is_ok();
+            let checked = Kite.check_instrument(&inst);
+            proptest::prop_assert_eq!(checked.is_ok(), token);
+            if let Err((key, message)) = checked {
+                proptest::prop_assert_eq!(key, "venue_symbol");
+                proptest::prop_assert!(message.contains("numeric instrument token"));
+            }
+            match Kite.normalizer(&[&inst], 4) {
+                Ok(_) => proptest::prop_assert!(token),
+                Err(e) => {
+                    proptest::prop_assert!(!token);
+                    let expected = format!("RELIANCE: Kite venue_symbol {s:?} is not a numeric instrument token");
+                    proptest::prop_assert_eq!(e.to_string(), expected);
+                }
+            }
+        }
+    }
+}
