@@ -318,4 +318,119 @@ mod tests {
             }
         }
     }
+
+    mod client {
+        use super::super::Client;
+        use crate::sim::faults::Faults;
+        use crate::sim::session::testing::{run, sent_texts, text_steps, texts_for};
+        use crate::sim::session::{Send, SimClient};
+        use crate::sim::{MsgKind, Outgoing};
+        use proptest::prelude::*;
+        use std::sync::atomic::Ordering;
+
+        const KEYS: [&str; 2] = ["k0", "k2"];
+
+        fn client() -> Client {
+            Client {
+                streams: KEYS.iter().map(|k| (*k).to_owned()).collect(),
+                held: None,
+            }
+        }
+
+        fn book_texts(steps: &[Vec<Outgoing>]) -> Vec<String> {
+            texts_for(steps, &KEYS, Some(MsgKind::Book))
+        }
+
+        /// `all` with the first `n` of `books` transformed by `f`.
+        fn with_first_books(all: &[String], books: &[String], n: usize, f: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+            let hit: Vec<&String> = books.iter().take(n).collect();
+            all.iter()
+                .flat_map(|t| if hit.contains(&t) { f(t) } else { vec![t.clone()] })
+                .collect()
+        }
+
+        proptest! {
+            /// Without faults a client gets exactly the streams it named, in order.
+            #[test]
+            fn sends_the_named_streams(steps in text_steps()) {
+                let sent = run(&mut client(), &steps, &Faults::default());
+                prop_assert_eq!(sent_texts(&sent), texts_for(&steps, &KEYS, None));
+                prop_assert!(sent.iter().flatten().all(|s| matches!(s, Send::Text(_))));
+            }
+
+            /// `drop` skips the next depth diffs (a sequence gap), nothing else.
+            #[test]
+            fn drop_skips_diffs(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.drop.store(n as u32, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                let all = texts_for(&steps, &KEYS, None);
+                prop_assert_eq!(sent, with_first_books(&all, &book_texts(&steps), n, |_| vec![]));
+            }
+
+            /// `duplicate` sends the next depth diffs twice.
+            #[test]
+            fn duplicate_repeats_diffs(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.duplicate.store(n as u32, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                let all = texts_for(&steps, &KEYS, None);
+                prop_assert_eq!(sent, with_first_books(&all, &book_texts(&steps), n, |t| vec![t.into(), t.into()]));
+            }
+
+            /// `reorder` holds the next diff back until the one after it is sent.
+            #[test]
+            fn reorder_swaps_two_diffs(steps in text_steps()) {
+                let f = Faults::default();
+                f.reorder.store(1, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                let books = book_texts(&steps);
+                let all = texts_for(&steps, &KEYS, None);
+                let expected = match (books.first(), books.get(1)) {
+                    (Some(first), Some(second)) => with_first_books(&all, &books, 2, |t| {
+                        if t == first { vec![] } else { vec![second.clone(), first.clone()] }
+                    }),
+                    // Held, and nothing came after it.
+                    (Some(first), None) => all.iter().filter(|t| *t != first).cloned().collect(),
+                    _ => all,
+                };
+                prop_assert_eq!(sent, expected);
+            }
+
+            /// `malformed` puts a broken frame before the next messages, whatever
+            /// they are, and `slow` a pause; the messages themselves still go out.
+            #[test]
+            fn malformed_and_slow_come_before_messages(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.malformed.store(n as u32, Ordering::Relaxed);
+                f.slow_frames.store(n as u32, Ordering::Relaxed);
+                f.slow_ms.store(7, Ordering::Relaxed);
+                let sent: Vec<Send> = run(&mut client(), &steps, &f).into_iter().flatten().collect();
+                let all = texts_for(&steps, &KEYS, None);
+                let mut expected = Vec::new();
+                for (i, t) in all.iter().enumerate() {
+                    if i < n {
+                        expected.push(Send::Text(r#"{"stream":"x","data":{"e":"depthUpd"#.into()));
+                        expected.push(Send::Pause(std::time::Duration::from_millis(7)));
+                    }
+                    expected.push(Send::Text(t.clone()));
+                }
+                prop_assert_eq!(sent, expected);
+            }
+        }
+
+        /// A ping every 3 s; the shutdown notice is Binance's `serverShutdown`.
+        #[test]
+        fn keepalive_and_notice() {
+            let mut c = client();
+            assert_eq!(c.keepalive_every(), std::time::Duration::from_secs(3));
+            let mut out = Vec::new();
+            c.keepalive(&mut out);
+            assert_eq!(out, [Send::Ping]);
+            let notice = c.shutdown_notice().unwrap();
+            let v: serde_json::Value = serde_json::from_str(&notice).unwrap();
+            assert_eq!(v["e"], "serverShutdown");
+            assert!(v["E"].as_u64().is_some_and(|ms| ms > 1_600_000_000_000));
+        }
+    }
 }

@@ -142,3 +142,78 @@ pub async fn serve(
         }
     }
 }
+
+/// Driving a venue's [`SimClient`] without a socket, for the venues' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use proptest::prelude::*;
+
+    use super::{Send, SimClient};
+    use crate::sim::faults::Faults;
+    use crate::sim::{MsgKind, Outgoing, Payload};
+
+    /// What `client` sends for each market step in `steps`, with `faults` pending.
+    pub fn run(client: &mut impl SimClient, steps: &[Vec<Outgoing>], faults: &Faults) -> Vec<Vec<Send>> {
+        steps
+            .iter()
+            .map(|step| {
+                let mut out = Vec::new();
+                for msg in step {
+                    client.message(msg, faults, &mut out);
+                }
+                client.end_of_step(faults, &mut out);
+                out
+            })
+            .collect()
+    }
+
+    pub fn kind() -> impl Strategy<Value = MsgKind> {
+        prop_oneof![Just(MsgKind::Book), Just(MsgKind::Trade), Just(MsgKind::Other)]
+    }
+
+    /// Steps of text messages keyed `k0`..`k3` (unique texts, so each can be traced).
+    pub fn text_steps() -> impl Strategy<Value = Vec<Vec<Outgoing>>> {
+        proptest::collection::vec(proptest::collection::vec((0u8..4, kind()), 0..6), 0..8).prop_map(|steps| {
+            let mut n = 0;
+            steps
+                .into_iter()
+                .map(|step| {
+                    step.into_iter()
+                        .map(|(key, kind)| {
+                            n += 1;
+                            Outgoing {
+                                key: format!("k{key}"),
+                                payload: Payload::Text(format!("m{n}")),
+                                kind,
+                            }
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+
+    /// The texts of `steps` whose key is in `keys`, in order.
+    pub fn texts_for(steps: &[Vec<Outgoing>], keys: &[&str], kind: Option<MsgKind>) -> Vec<String> {
+        steps
+            .iter()
+            .flatten()
+            .filter(|m| keys.contains(&m.key.as_str()) && kind.is_none_or(|k| m.kind == k))
+            .filter_map(|m| match &m.payload {
+                Payload::Text(t) => Some(t.clone()),
+                Payload::Binary(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every text sent, in order.
+    pub fn sent_texts(sent: &[Vec<Send>]) -> Vec<String> {
+        sent.iter()
+            .flatten()
+            .filter_map(|s| match s {
+                Send::Text(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
