@@ -396,4 +396,152 @@ mod tests {
         let t = UnixNanos(1_709_164_800_123_456_000);
         assert_eq!(crate::rfc3339::parse(rfc3339(t).as_bytes()), Some(t));
     }
+
+    mod client {
+        use super::super::{match_trade_id, Client};
+        use crate::sim::faults::Faults;
+        use crate::sim::session::testing::{kind, run, sent_texts, text_steps, texts_for};
+        use crate::sim::session::{Send, SimClient};
+        use crate::sim::{MsgKind, Outgoing, Payload};
+        use proptest::prelude::*;
+        use std::collections::HashMap;
+        use std::sync::atomic::Ordering;
+
+        const KEYS: [&str; 2] = ["k0", "k2"];
+
+        fn client() -> Client {
+            Client {
+                products: KEYS.iter().map(|k| (*k).to_owned()).collect(),
+                last_trade: KEYS.iter().map(|k| ((*k).to_owned(), 0)).collect(),
+                held: None,
+                hb_seq: 0,
+            }
+        }
+
+        /// `all` with the first `n` messages of `kind` transformed by `f`.
+        fn with_first(steps: &[Vec<Outgoing>], kind: MsgKind, n: usize, f: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+            let hit: Vec<String> = texts_for(steps, &KEYS, Some(kind)).into_iter().take(n).collect();
+            texts_for(steps, &KEYS, None)
+                .into_iter()
+                .flat_map(|t| if hit.contains(&t) { f(&t) } else { vec![t] })
+                .collect()
+        }
+
+        proptest! {
+            /// Without faults a client gets exactly its products' messages, in order.
+            #[test]
+            fn sends_the_subscribed_products(steps in text_steps()) {
+                let sent = run(&mut client(), &steps, &Faults::default());
+                prop_assert_eq!(sent_texts(&sent), texts_for(&steps, &KEYS, None));
+                prop_assert!(sent.iter().flatten().all(|s| matches!(s, Send::Text(_))));
+            }
+
+            /// `drop` skips the next matches (Coinbase numbers those, not level2).
+            #[test]
+            fn drop_skips_matches(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.drop.store(n as u32, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                prop_assert_eq!(sent, with_first(&steps, MsgKind::Trade, n, |_| vec![]));
+            }
+
+            /// `duplicate` sends the next `l2update`s twice.
+            #[test]
+            fn duplicate_repeats_updates(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.duplicate.store(n as u32, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                prop_assert_eq!(sent, with_first(&steps, MsgKind::Book, n, |t| vec![t.into(), t.into()]));
+            }
+
+            /// `reorder` holds the next `l2update` back until the one after it is sent.
+            #[test]
+            fn reorder_swaps_two_updates(steps in text_steps()) {
+                let f = Faults::default();
+                f.reorder.store(1, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                let books = texts_for(&steps, &KEYS, Some(MsgKind::Book));
+                let all = texts_for(&steps, &KEYS, None);
+                let expected: Vec<String> = match (books.first(), books.get(1)) {
+                    (Some(first), Some(second)) => all
+                        .iter()
+                        .flat_map(|t| if t == first { vec![] } else if t == second { vec![second.clone(), first.clone()] } else { vec![t.clone()] })
+                        .collect(),
+                    (Some(first), None) => all.iter().filter(|t| *t != first).cloned().collect(),
+                    _ => all,
+                };
+                prop_assert_eq!(sent, expected);
+            }
+
+            /// `malformed` puts a broken frame before the next messages and `slow` a
+            /// pause; the messages themselves still go out.
+            #[test]
+            fn malformed_and_slow_come_before_messages(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.malformed.store(n as u32, Ordering::Relaxed);
+                f.slow_frames.store(n as u32, Ordering::Relaxed);
+                f.slow_ms.store(9, Ordering::Relaxed);
+                let sent: Vec<Send> = run(&mut client(), &steps, &f).into_iter().flatten().collect();
+                let mut expected = Vec::new();
+                for (i, t) in texts_for(&steps, &KEYS, None).into_iter().enumerate() {
+                    if i < n {
+                        expected.push(Send::Text(r#"{"type":"l2update","product_id":"#.into()));
+                        expected.push(Send::Pause(std::time::Duration::from_millis(9)));
+                    }
+                    expected.push(Send::Text(t));
+                }
+                prop_assert_eq!(sent, expected);
+            }
+
+            /// A product's heartbeat reports the last match published on this socket,
+            /// sent or dropped by a fault, and the heartbeat sequence counts up.
+            #[test]
+            fn heartbeats_report_the_last_match(
+                msgs in proptest::collection::vec((0u8..3, kind(), 1u64..1_000_000), 0..30),
+                drops in 0u32..4,
+            ) {
+                let step: Vec<Outgoing> = msgs
+                    .iter()
+                    .map(|&(key, kind, id)| Outgoing {
+                        key: format!("k{key}"),
+                        payload: Payload::Text(if kind == MsgKind::Trade {
+                            format!(r#"{{"type":"match","trade_id":{id},"sequence":{id},"product_id":"k{key}"}}"#)
+                        } else {
+                            format!(r#"{{"type":"l2update","n":{id}}}"#)
+                        }),
+                        kind,
+                    })
+                    .collect();
+                let f = Faults::default();
+                f.drop.store(drops, Ordering::Relaxed);
+                let mut c = client();
+                run(&mut c, &[step.clone()], &f);
+                let mut expected: HashMap<&str, u64> = KEYS.iter().map(|k| (*k, 0)).collect();
+                for m in step.iter().filter(|m| m.kind == MsgKind::Trade) {
+                    if let (Some(slot), Payload::Text(t)) = (expected.get_mut(m.key.as_str()), &m.payload) {
+                        *slot = match_trade_id(t).unwrap_or(*slot);
+                    }
+                }
+                for seq in 1..=2u64 {
+                    let mut out = Vec::new();
+                    c.keepalive(&mut out);
+                    prop_assert_eq!(out.len(), KEYS.len());
+                    for s in out {
+                        let Send::Text(t) = s else { return Err(TestCaseError::fail("heartbeats are text")) };
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        prop_assert_eq!(&v["type"], "heartbeat");
+                        prop_assert_eq!(v["sequence"].as_u64(), Some(seq));
+                        let product = v["product_id"].as_str().unwrap();
+                        prop_assert_eq!(v["last_trade_id"].as_u64(), expected.get(product).copied());
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn no_shutdown_notice() {
+            assert_eq!(client().shutdown_notice(), None);
+            assert_eq!(client().keepalive_every(), std::time::Duration::from_secs(1));
+        }
+    }
 }

@@ -219,4 +219,108 @@ mod tests {
         assert!(client_message("{", &mut t).is_err());
         assert!(client_message(r#"{"a":"dance"}"#, &mut t).is_err());
     }
+
+    mod client {
+        use super::super::Client;
+        use crate::kite::decode::encode;
+        use crate::sim::faults::Faults;
+        use crate::sim::session::testing::{kind, run};
+        use crate::sim::session::{Send, SimClient};
+        use crate::sim::{Outgoing, Payload};
+        use proptest::prelude::*;
+        use std::sync::atomic::Ordering;
+
+        const TOKENS: [&str; 2] = ["408065", "738561"];
+
+        fn client() -> Client {
+            Client {
+                tokens: TOKENS.iter().map(|k| (*k).to_owned()).collect(),
+                packets: Vec::new(),
+            }
+        }
+
+        /// Steps of binary packets for three tokens (one not subscribed).
+        fn steps() -> impl Strategy<Value = Vec<Vec<Outgoing>>> {
+            let msg = (0usize..3, kind(), proptest::collection::vec(any::<u8>(), 1..12)).prop_map(|(t, kind, p)| Outgoing {
+                key: ["408065", "738561", "5633"][t].to_owned(),
+                payload: Payload::Binary(p),
+                kind,
+            });
+            proptest::collection::vec(proptest::collection::vec(msg, 0..5), 0..8)
+        }
+
+        /// The frame each step should produce for this client (`None`: nothing).
+        fn frames(steps: &[Vec<Outgoing>]) -> Vec<Option<Vec<u8>>> {
+            steps
+                .iter()
+                .map(|step| {
+                    let packets: Vec<Vec<u8>> = step
+                        .iter()
+                        .filter(|m| TOKENS.contains(&m.key.as_str()))
+                        .filter_map(|m| match &m.payload {
+                            Payload::Binary(p) => Some(p.clone()),
+                            Payload::Text(_) => None,
+                        })
+                        .collect();
+                    (!packets.is_empty()).then(|| encode::frame(&packets))
+                })
+                .collect()
+        }
+
+        proptest! {
+            /// A step goes out as one frame of the subscribed tokens' packets; a step
+            /// with none sends nothing.
+            #[test]
+            fn one_frame_per_step(steps in steps()) {
+                let sent = run(&mut client(), &steps, &Faults::default());
+                let expected: Vec<Vec<Send>> = frames(&steps).into_iter().map(|f| f.map(Send::Binary).into_iter().collect()).collect();
+                prop_assert_eq!(sent, expected);
+            }
+
+            /// Faults act on whole frames, each counter on the next frames that are
+            /// sent: dropped, cut in half before the frame, paused before, or sent twice.
+            #[test]
+            fn faults_act_on_frames(steps in steps(), drop in 0usize..3, other in 0usize..3) {
+                let f = Faults::default();
+                f.drop.store(drop as u32, Ordering::Relaxed);
+                f.malformed.store(other as u32, Ordering::Relaxed);
+                f.duplicate.store(other as u32, Ordering::Relaxed);
+                f.slow_frames.store(other as u32, Ordering::Relaxed);
+                f.slow_ms.store(3, Ordering::Relaxed);
+                let sent = run(&mut client(), &steps, &f);
+                let mut expected = Vec::new();
+                let mut nonempty = 0;
+                for frame in frames(&steps) {
+                    let mut out = Vec::new();
+                    if let Some(frame) = frame {
+                        // Counters are taken in order: drop first, the rest only for
+                        // frames that are sent.
+                        let index = nonempty;
+                        nonempty += 1;
+                        if index >= drop {
+                            if index - drop < other {
+                                out.push(Send::Pause(std::time::Duration::from_millis(3)));
+                                out.push(Send::Binary(frame[..frame.len() / 2].to_vec()));
+                                out.push(Send::Binary(frame.clone()));
+                            }
+                            out.push(Send::Binary(frame));
+                        }
+                    }
+                    expected.push(out);
+                }
+                prop_assert_eq!(sent, expected);
+            }
+        }
+
+        /// Kite's heartbeat is a 1-byte binary frame every second; no shutdown notice.
+        #[test]
+        fn heartbeat() {
+            let mut c = client();
+            assert_eq!(c.keepalive_every(), std::time::Duration::from_secs(1));
+            let mut out = Vec::new();
+            c.keepalive(&mut out);
+            assert_eq!(out, [Send::Binary(vec![0])]);
+            assert_eq!(c.shutdown_notice(), None);
+        }
+    }
 }
