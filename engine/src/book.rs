@@ -136,7 +136,11 @@ impl L2Book {
     pub fn apply_tick(&mut self, data: &TickData) -> Option<ApplyOutcome> {
         match *data {
             TickData::BookDelta {
-                side, price, qty, flags, ..
+                side,
+                price,
+                qty,
+                flags,
+                ..
             } => Some(self.apply_flagged(side, price, qty, flags)),
             _ => None,
         }

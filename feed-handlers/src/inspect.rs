@@ -148,14 +148,11 @@ pub fn book(
                 return;
             }
             book.apply_tick(&t.data);
-            match t.data {
-                TickData::Status { status, detail } => {
-                    state = status_name(status);
-                    if status == FeedStatus::Gap {
-                        gaps.push(json!({ "recv_ts_ns": t.recv_ts.0, "expected": detail }));
-                    }
+            if let TickData::Status { status, detail } = t.data {
+                state = status_name(status);
+                if status == FeedStatus::Gap {
+                    gaps.push(json!({ "recv_ts_ns": t.recv_ts.0, "expected": detail }));
                 }
-                _ => {}
             }
         },
         |i, e| errors.push((i, e)),

@@ -97,9 +97,12 @@ fn capture_of_a_live_session_replays_to_the_same_book() {
     let path = dir.join("binance.cap");
     let instruments = [instrument("BTCUSDT", "binance", "btcusdt", 2, 5)];
     let p = path.clone();
-    let mut h = Harness::start(Venue::parse("binance").unwrap(), &instruments, &[("BTCUSDT", "65000.00")], move |l| {
-        l.capture = Some(p)
-    });
+    let mut h = Harness::start(
+        Venue::parse("binance").unwrap(),
+        &instruments,
+        &[("BTCUSDT", "65000.00")],
+        move |l| l.capture = Some(p),
+    );
     h.run_for(Duration::from_millis(600));
     h.fault(FaultKind::Drop, 1, 0);
     h.run_for(Duration::from_millis(600));
@@ -148,9 +151,14 @@ fn age_limit_switches_once_per_limit_without_a_gap() {
     i.tick_size = "0.01".into();
     i.lot_size = "0.00001".into();
     // One second (below what configuration accepts: the harness builds it directly).
-    let mut h = Harness::start(Venue::parse("binance").unwrap(), &[i], &[("BTCUSDT", "65000.00")], |l| {
-        l.max_connection_age_secs = 1;
-    });
+    let mut h = Harness::start(
+        Venue::parse("binance").unwrap(),
+        &[i],
+        &[("BTCUSDT", "65000.00")],
+        |l| {
+            l.max_connection_age_secs = 1;
+        },
+    );
     h.run_for(Duration::from_millis(800));
     h.assert_books_match("before the first switch", None);
     h.statuses.clear();

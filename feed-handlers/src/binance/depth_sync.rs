@@ -23,7 +23,7 @@
 
 use stocksblitz_engine::{BookFlags, Price, Qty, Side};
 
-use super::parse::{for_each_level, ParseError, DepthSnapshot, DepthUpdate};
+use super::parse::{for_each_level, DepthSnapshot, DepthUpdate, ParseError};
 
 /// What the caller must do after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,7 +45,11 @@ impl Protocol for Binance {
             .iter()
             .map(|i| (i.venue_symbol.to_ascii_uppercase(), VenueInstrument::of(i), true))
             .collect();
-        Ok(Box::new(BinanceNormalizer::new(&list, registry_len, TradeSource::Trade)))
+        Ok(Box::new(BinanceNormalizer::new(
+            &list,
+            registry_len,
+            TradeSource::Trade,
+        )))
     }
 
     /// One combined stream: trades, book tickers and 100 ms depth diffs per symbol.
@@ -128,9 +132,14 @@ mod tests {
             "wss://stream.binance.com:9443/stream?streams=btcusdt@trade/btcusdt@bookTicker/btcusdt@depth@100ms/\
              ethusdt@trade/ethusdt@bookTicker/ethusdt@depth@100ms"
         );
-        assert!(Binance.subscribe(&["btcusdt"]).is_empty(), "streams are named in the URL");
+        assert!(
+            Binance.subscribe(&["btcusdt"]).is_empty(),
+            "streams are named in the URL"
+        );
         let cfg = live("rest_url = \"https://api.binance.com\"\ndepth_limit = 500");
-        let req = Binance.book_request("https://api.binance.com", "btcusdt", &cfg).unwrap();
+        let req = Binance
+            .book_request("https://api.binance.com", "btcusdt", &cfg)
+            .unwrap();
         assert_eq!(req.url, "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=500");
         assert_eq!(req.settle, Duration::ZERO);
         let body = r#"{"lastUpdateId":1,"bids":[],"asks":[]}"#;
@@ -149,6 +158,9 @@ mod tests {
             Binance.check_live(&live("")),
             Err(("rest_url", "required for binance (book snapshots)".to_owned()))
         );
-        assert_eq!(Binance.check_live(&live("rest_url = \"https://api.binance.com\"")), Ok(()));
+        assert_eq!(
+            Binance.check_live(&live("rest_url = \"https://api.binance.com\"")),
+            Ok(())
+        );
     }
 }

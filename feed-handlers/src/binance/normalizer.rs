@@ -8,7 +8,7 @@
 use stocksblitz_engine::{FeedStatus, InstrumentId, Price, Qty, Side, Tick, TickData, UnixNanos};
 
 use super::depth_sync::{DepthSync, SyncOutcome};
-use super::parse::{parse_frame, parse_snapshot, ParseError, BinanceEvent, TradeEvent};
+use super::parse::{parse_frame, parse_snapshot, BinanceEvent, ParseError, TradeEvent};
 use crate::json_scan::{for_each_field, Value};
 use crate::normalize::{status, Action, FrameRef};
 use crate::stats::FeedStats;

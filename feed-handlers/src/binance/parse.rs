@@ -10,8 +10,8 @@
 use stocksblitz_engine::{Aggressor, Price, Qty, Side, UnixNanos};
 
 use crate::json_expect::Expect;
-pub use crate::normalize::ParseError;
 use crate::json_scan::{for_each_field, for_each_field_lazy, for_each_member, for_each_read, JsonError, Value};
+pub use crate::normalize::ParseError;
 
 /// One decoded event. Symbols are Binance's (upper case, e.g. `BTCUSDT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -342,7 +342,12 @@ mod tests {
         }
 
         /// `all` with the first `n` of `books` transformed by `f`.
-        fn with_first_books(all: &[String], books: &[String], n: usize, f: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+        fn with_first_books(
+            all: &[String],
+            books: &[String],
+            n: usize,
+            f: impl Fn(&str) -> Vec<String>,
+        ) -> Vec<String> {
             let hit: Vec<&String> = books.iter().take(n).collect();
             all.iter()
                 .flat_map(|t| if hit.contains(&t) { f(t) } else { vec![t.clone()] })

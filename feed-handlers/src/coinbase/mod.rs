@@ -99,7 +99,8 @@ impl Normalize for CoinbaseNormalizer {
         stats: &FeedStats,
         mut out: &mut dyn FnMut(Tick),
     ) -> Result<Action, FrameError> {
-        CoinbaseNormalizer::on_frame(self, frame, recv, stats, &mut out).map_err(|e| FrameError::new("coinbase", e.then(), &e))
+        CoinbaseNormalizer::on_frame(self, frame, recv, stats, &mut out)
+            .map_err(|e| FrameError::new("coinbase", e.then(), &e))
     }
 }
 
@@ -132,7 +133,10 @@ mod tests {
         let req = Coinbase
             .book_request("https://api.exchange.coinbase.com", "BTC-USD", &cfg)
             .unwrap();
-        assert_eq!(req.url, "https://api.exchange.coinbase.com/products/BTC-USD/book?level=2");
+        assert_eq!(
+            req.url,
+            "https://api.exchange.coinbase.com/products/BTC-USD/book?level=2"
+        );
         assert_eq!(req.settle, AUDIT_SETTLE);
         assert_eq!(
             (req.wrap)(&req.symbol, UnixNanos(7), "{}"),

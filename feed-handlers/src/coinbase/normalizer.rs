@@ -16,7 +16,7 @@
 use stocksblitz_engine::{BookFlags, FeedStatus, L2Book, Level, Price, Qty, Side, Tick, TickData, UnixNanos};
 
 use super::audit::{MovedLevels, Verdict};
-use super::parse::{for_each_change, parse_frame, ParseError, CoinbaseEvent};
+use super::parse::{for_each_change, parse_frame, CoinbaseEvent, ParseError};
 use crate::normalize::{status, Action, FrameRef};
 use crate::stats::FeedStats;
 use crate::symbols::{SymbolMap, VenueInstrument};

@@ -9,8 +9,8 @@
 use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
 
 use crate::json_expect::Expect;
-pub use crate::normalize::ParseError;
 use crate::json_scan::{for_each_field_lazy, for_each_item, for_each_read, JsonError, Value};
+pub use crate::normalize::ParseError;
 use crate::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -419,7 +419,12 @@ mod tests {
         }
 
         /// `all` with the first `n` messages of `kind` transformed by `f`.
-        fn with_first(steps: &[Vec<Outgoing>], kind: MsgKind, n: usize, f: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+        fn with_first(
+            steps: &[Vec<Outgoing>],
+            kind: MsgKind,
+            n: usize,
+            f: impl Fn(&str) -> Vec<String>,
+        ) -> Vec<String> {
             let hit: Vec<String> = texts_for(steps, &KEYS, Some(kind)).into_iter().take(n).collect();
             texts_for(steps, &KEYS, None)
                 .into_iter()
@@ -515,7 +520,7 @@ mod tests {
                 let f = Faults::default();
                 f.drop.store(drops, Ordering::Relaxed);
                 let mut c = client();
-                run(&mut c, &[step.clone()], &f);
+                run(&mut c, std::slice::from_ref(&step), &f);
                 let mut expected: HashMap<&str, u64> = KEYS.iter().map(|k| (*k, 0)).collect();
                 for m in step.iter().filter(|m| m.kind == MsgKind::Trade) {
                     if let (Some(slot), Payload::Text(t)) = (expected.get_mut(m.key.as_str()), &m.payload) {

@@ -55,7 +55,10 @@ impl Protocol for Kite {
         for i in chosen {
             let token = i.venue_symbol.parse::<u32>().map_err(|_| BuildError::Instrument {
                 symbol: i.symbol.clone(),
-                message: format!("Kite venue_symbol {:?} is not a numeric instrument token", i.venue_symbol),
+                message: format!(
+                    "Kite venue_symbol {:?} is not a numeric instrument token",
+                    i.venue_symbol
+                ),
             })?;
             map.insert(token, VenueInstrument::of(i));
         }
@@ -93,7 +96,8 @@ impl Normalize for KiteNormalizer {
         stats: &FeedStats,
         mut out: &mut dyn FnMut(Tick),
     ) -> Result<Action, FrameError> {
-        KiteNormalizer::on_frame(self, frame, recv, stats, &mut out).map_err(|e| FrameError::new("kite", Action::None, &e))
+        KiteNormalizer::on_frame(self, frame, recv, stats, &mut out)
+            .map_err(|e| FrameError::new("kite", Action::None, &e))
     }
 }
 
@@ -125,7 +129,10 @@ mod tests {
     /// the numeric tokens, and no REST book.
     #[test]
     fn session_messages() {
-        assert_eq!(Kite.stream_url("wss://ws.kite.trade", &["738561"]), "wss://ws.kite.trade");
+        assert_eq!(
+            Kite.stream_url("wss://ws.kite.trade", &["738561"]),
+            "wss://ws.kite.trade"
+        );
         let msgs: Vec<serde_json::Value> = Kite
             .subscribe(&["738561", "408065"])
             .iter()

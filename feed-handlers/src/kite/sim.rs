@@ -189,7 +189,9 @@ impl SimClient for Client {
                 }
             }
             Ok(_) => {}
-            Err(e) => out.push(Send::Text(serde_json::json!({ "type": "error", "data": e }).to_string())),
+            Err(e) => out.push(Send::Text(
+                serde_json::json!({ "type": "error", "data": e }).to_string(),
+            )),
         }
     }
 }
@@ -241,11 +243,12 @@ mod tests {
 
         /// Steps of binary packets for three tokens (one not subscribed).
         fn steps() -> impl Strategy<Value = Vec<Vec<Outgoing>>> {
-            let msg = (0usize..3, kind(), proptest::collection::vec(any::<u8>(), 1..12)).prop_map(|(t, kind, p)| Outgoing {
-                key: ["408065", "738561", "5633"][t].to_owned(),
-                payload: Payload::Binary(p),
-                kind,
-            });
+            let msg =
+                (0usize..3, kind(), proptest::collection::vec(any::<u8>(), 1..12)).prop_map(|(t, kind, p)| Outgoing {
+                    key: ["408065", "738561", "5633"][t].to_owned(),
+                    payload: Payload::Binary(p),
+                    kind,
+                });
             proptest::collection::vec(proptest::collection::vec(msg, 0..5), 0..8)
         }
 
