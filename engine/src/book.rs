@@ -7,6 +7,7 @@
 //! a level worse than all kept levels is discarded and counted, and a better one evicts
 //! the worst. Consumers that need more depth configure a larger `book_max_levels`.
 
+use crate::event::EventData;
 use crate::fixed::{Price, Qty};
 use crate::side::Side;
 use crate::tick::{BookFlags, TickData};
@@ -136,6 +137,22 @@ impl L2Book {
     pub fn apply_tick(&mut self, data: &TickData) -> Option<ApplyOutcome> {
         match *data {
             TickData::BookDelta {
+                side,
+                price,
+                qty,
+                flags,
+                ..
+            } => Some(self.apply_flagged(side, price, qty, flags)),
+            _ => None,
+        }
+    }
+
+    /// Applies an engine event if it is a book change (as [`Self::apply_tick`] does
+    /// for ticks): how a consumer of the engine's output mirrors a book.
+    #[inline]
+    pub fn apply_event(&mut self, data: &EventData) -> Option<ApplyOutcome> {
+        match *data {
+            EventData::Book {
                 side,
                 price,
                 qty,
@@ -302,6 +319,31 @@ mod tests {
                 }
                 prop_assert_eq!(by_tick.bids(), by_hand.bids());
                 prop_assert_eq!(by_tick.asks(), by_hand.asks());
+            }
+        }
+
+        /// `apply_event` is `apply_flagged` for every book event and leaves the book
+        /// untouched for every other event.
+        #[test]
+        fn apply_event_applies_book_events_only(ops in proptest::collection::vec((any::<bool>(), any::<bool>(), 0i64..64, -1i64..5, 0u8..8), 0..300)) {
+            let mut by_event = L2Book::new(8);
+            let mut by_hand = L2Book::new(8);
+            for (book, buy, p, q, f) in ops {
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let flags = BookFlags(f);
+                let data = if book {
+                    EventData::Book { side, price: Price(p), qty: Qty(q), flags }
+                } else {
+                    EventData::Trade { price: Price(p), qty: Qty(q), aggressor: crate::side::Aggressor::Sell, trade_id: 1 }
+                };
+                let got = by_event.apply_event(&data);
+                if book {
+                    prop_assert_eq!(got, Some(by_hand.apply_flagged(side, Price(p), Qty(q), flags)));
+                } else {
+                    prop_assert_eq!(got, None);
+                }
+                prop_assert_eq!(by_event.bids(), by_hand.bids());
+                prop_assert_eq!(by_event.asks(), by_hand.asks());
             }
         }
     }

@@ -186,7 +186,7 @@ impl VenueMarket {
                     ..
                 } => {
                     if let Some(book) = self.books.get_mut(i) {
-                        book.apply(side, price, qty);
+                        book.apply_tick(&t.data);
                     }
                     let Some(p) = self.pending.get_mut(i) else { continue };
                     p.push((side, price, qty));
