@@ -91,3 +91,32 @@ impl SyntheticConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::venue::Venue;
+
+    #[derive(Deserialize)]
+    struct Kind {
+        kind: FeedKind,
+    }
+
+    /// Feed kinds and the venue registry cannot drift apart: every registered venue is
+    /// a feed kind of the same name, and every venue kind is registered.
+    #[test]
+    fn venue_kinds_are_the_registered_venues() {
+        for v in Venue::all() {
+            let k: Kind = toml::from_str(&format!("kind = {:?}", v.as_str())).unwrap();
+            assert_eq!(k.kind.as_str(), v.as_str());
+            assert_eq!(k.kind.venue(), Some(v));
+        }
+        for kind in [FeedKind::Synthetic, FeedKind::Replay] {
+            assert_eq!(kind.venue(), None);
+            assert_eq!(Venue::parse(kind.as_str()), None);
+        }
+        for kind in [FeedKind::Binance, FeedKind::Coinbase, FeedKind::Kite] {
+            assert_eq!(kind.venue().map(Venue::as_str), Some(kind.as_str()));
+        }
+    }
+}
