@@ -680,3 +680,44 @@ fn auth_limit_and_audit_aggregation_keys_are_validated_and_required() {
     .expect("valid");
     assert_eq!(v.config.rate_limits.loopback_public_per_min, 0);
 }
+
+/// What each venue needs of its feed and instruments (checked by the venue itself,
+/// `venue::Protocol`) is refused with the same key and message as ever.
+#[test]
+fn venue_requirements_name_their_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            edited(|d| {
+                d["feeds"][0]["live"].as_table_mut().unwrap().remove("rest_url");
+            }),
+            "feeds[0].live.rest_url: required for binance (book snapshots)",
+        ),
+        (
+            edited(|d| {
+                let live = d["feeds"][1]["live"].as_table_mut().unwrap();
+                live.remove("rest_url");
+                live.insert("audit_interval_secs".into(), 30.into());
+            }),
+            "feeds[1].live.rest_url: required for coinbase book audits",
+        ),
+        (
+            edited(|d| d["instruments"][3]["venue_symbol"] = "RELIANCE".into()),
+            "instruments[3].venue_symbol: a Kite instrument's venue_symbol must be its numeric instrument token",
+        ),
+        (
+            edited(|d| d["instruments"][4]["venue_symbol"] = "4294967296".into()),
+            "instruments[4].venue_symbol: a Kite instrument's venue_symbol must be its numeric instrument token",
+        ),
+    ];
+    for (text, expected) in cases {
+        let msg = err(&text, &[]);
+        assert!(msg.starts_with(expected), "expected {expected:?}, got: {msg}");
+    }
+    // Without audits a Coinbase feed needs no REST URL.
+    let no_audits = edited(|d| {
+        let live = d["feeds"][1]["live"].as_table_mut().unwrap();
+        live.remove("rest_url");
+        live.insert("audit_interval_secs".into(), 0.into());
+    });
+    assert!(load(&no_audits, &[]).is_ok());
+}

@@ -7,9 +7,10 @@
 //! a level worse than all kept levels is discarded and counted, and a better one evicts
 //! the worst. Consumers that need more depth configure a larger `book_max_levels`.
 
+use crate::event::EventData;
 use crate::fixed::{Price, Qty};
 use crate::side::Side;
-use crate::tick::BookFlags;
+use crate::tick::{BookFlags, TickData};
 
 /// One price level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,6 +128,39 @@ impl L2Book {
             self.clear();
         }
         self.apply(side, price, qty)
+    }
+
+    /// Applies a tick if it is a book delta (with its flags, as [`Self::apply_flagged`]);
+    /// any other tick leaves the book alone and returns `None`. The one way a consumer
+    /// of ticks (simulator, capture inspection, tests' reference books) keeps a book.
+    #[inline]
+    pub fn apply_tick(&mut self, data: &TickData) -> Option<ApplyOutcome> {
+        match *data {
+            TickData::BookDelta {
+                side,
+                price,
+                qty,
+                flags,
+                ..
+            } => Some(self.apply_flagged(side, price, qty, flags)),
+            _ => None,
+        }
+    }
+
+    /// Applies an engine event if it is a book change (as [`Self::apply_tick`] does
+    /// for ticks): how a consumer of the engine's output mirrors a book.
+    #[inline]
+    pub fn apply_event(&mut self, data: &EventData) -> Option<ApplyOutcome> {
+        match *data {
+            EventData::Book {
+                side,
+                price,
+                qty,
+                flags,
+                ..
+            } => Some(self.apply_flagged(side, price, qty, flags)),
+            _ => None,
+        }
     }
 
     pub fn clear(&mut self) {
@@ -261,6 +295,56 @@ mod tests {
             prop_assert!(book.asks().windows(2).all(|w| w[0].price < w[1].price));
             for l in book.bids() { prop_assert_eq!(bids.get(&l.price.0), Some(&l.qty.0)); }
             for l in book.asks() { prop_assert_eq!(asks.get(&l.price.0), Some(&l.qty.0)); }
+        }
+
+        /// `apply_tick` is `apply_flagged` for every book delta (CLEAR included) and
+        /// leaves the book untouched for every other kind of tick.
+        #[test]
+        fn apply_tick_applies_book_deltas_only(ops in proptest::collection::vec((0u8..4, any::<bool>(), 0i64..64, -1i64..5, 0u8..8), 0..300)) {
+            let mut by_tick = L2Book::new(8);
+            let mut by_hand = L2Book::new(8);
+            for (kind, buy, p, q, f) in ops {
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let flags = BookFlags(f);
+                let data = match kind {
+                    0 | 1 => TickData::BookDelta { side, price: Price(p), qty: Qty(q), update_id: 0, flags },
+                    2 => TickData::Trade { price: Price(p), qty: Qty(q), trade_id: 0, aggressor: crate::side::Aggressor::Buy },
+                    _ => TickData::Quote { bid: Price(p), bid_qty: Qty(q), ask: Price(p), ask_qty: Qty(q) },
+                };
+                let got = by_tick.apply_tick(&data);
+                if kind <= 1 {
+                    prop_assert_eq!(got, Some(by_hand.apply_flagged(side, Price(p), Qty(q), flags)));
+                } else {
+                    prop_assert_eq!(got, None);
+                }
+                prop_assert_eq!(by_tick.bids(), by_hand.bids());
+                prop_assert_eq!(by_tick.asks(), by_hand.asks());
+            }
+        }
+
+        /// `apply_event` is `apply_flagged` for every book event and leaves the book
+        /// untouched for every other event.
+        #[test]
+        fn apply_event_applies_book_events_only(ops in proptest::collection::vec((any::<bool>(), any::<bool>(), 0i64..64, -1i64..5, 0u8..8), 0..300)) {
+            let mut by_event = L2Book::new(8);
+            let mut by_hand = L2Book::new(8);
+            for (book, buy, p, q, f) in ops {
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let flags = BookFlags(f);
+                let data = if book {
+                    EventData::Book { side, price: Price(p), qty: Qty(q), flags }
+                } else {
+                    EventData::Trade { price: Price(p), qty: Qty(q), aggressor: crate::side::Aggressor::Sell, trade_id: 1 }
+                };
+                let got = by_event.apply_event(&data);
+                if book {
+                    prop_assert_eq!(got, Some(by_hand.apply_flagged(side, Price(p), Qty(q), flags)));
+                } else {
+                    prop_assert_eq!(got, None);
+                }
+                prop_assert_eq!(by_event.bids(), by_hand.bids());
+                prop_assert_eq!(by_event.asks(), by_hand.asks());
+            }
         }
     }
 }

@@ -198,15 +198,7 @@ fn overflowed_consumer_is_resynced_with_a_snapshot() {
                 *gap_seen = true;
             }
             last_seq = ev.seq;
-            if let EventData::Book {
-                side,
-                price,
-                qty,
-                flags,
-            } = ev.data
-            {
-                mirror.apply_flagged(side, price, qty, flags);
-            }
+            mirror.apply_event(&ev.data);
         }
     };
     let mut gap = false;

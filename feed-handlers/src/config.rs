@@ -31,13 +31,11 @@ impl FeedKind {
         }
     }
 
-    /// The venue protocol of a live kind.
-    pub const fn venue(self) -> Option<crate::venue::Venue> {
+    /// The venue protocol of a live kind (a kind named like a registered venue).
+    pub fn venue(self) -> Option<crate::venue::Venue> {
         match self {
             FeedKind::Synthetic | FeedKind::Replay => None,
-            FeedKind::Binance => Some(crate::venue::Venue::Binance),
-            FeedKind::Coinbase => Some(crate::venue::Venue::Coinbase),
-            FeedKind::Kite => Some(crate::venue::Venue::Kite),
+            FeedKind::Binance | FeedKind::Coinbase | FeedKind::Kite => crate::venue::Venue::parse(self.as_str()),
         }
     }
 }
@@ -91,5 +89,34 @@ impl SyntheticConfig {
             return Err(("depth", "must be between 1 and 1000".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::venue::Venue;
+
+    #[derive(Deserialize)]
+    struct Kind {
+        kind: FeedKind,
+    }
+
+    /// Feed kinds and the venue registry cannot drift apart: every registered venue is
+    /// a feed kind of the same name, and every venue kind is registered.
+    #[test]
+    fn venue_kinds_are_the_registered_venues() {
+        for v in Venue::all() {
+            let k: Kind = toml::from_str(&format!("kind = {:?}", v.as_str())).unwrap();
+            assert_eq!(k.kind.as_str(), v.as_str());
+            assert_eq!(k.kind.venue(), Some(v));
+        }
+        for kind in [FeedKind::Synthetic, FeedKind::Replay] {
+            assert_eq!(kind.venue(), None);
+            assert_eq!(Venue::parse(kind.as_str()), None);
+        }
+        for kind in [FeedKind::Binance, FeedKind::Coinbase, FeedKind::Kite] {
+            assert_eq!(kind.venue().map(Venue::as_str), Some(kind.as_str()));
+        }
     }
 }

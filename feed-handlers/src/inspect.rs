@@ -147,23 +147,12 @@ pub fn book(
             if t.instrument != inst.id {
                 return;
             }
-            match t.data {
-                TickData::BookDelta {
-                    side,
-                    price,
-                    qty,
-                    flags,
-                    ..
-                } => {
-                    book.apply_flagged(side, price, qty, flags);
+            book.apply_tick(&t.data);
+            if let TickData::Status { status, detail } = t.data {
+                state = status_name(status);
+                if status == FeedStatus::Gap {
+                    gaps.push(json!({ "recv_ts_ns": t.recv_ts.0, "expected": detail }));
                 }
-                TickData::Status { status, detail } => {
-                    state = status_name(status);
-                    if status == FeedStatus::Gap {
-                        gaps.push(json!({ "recv_ts_ns": t.recv_ts.0, "expected": detail }));
-                    }
-                }
-                _ => {}
             }
         },
         |i, e| errors.push((i, e)),

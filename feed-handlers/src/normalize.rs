@@ -6,7 +6,25 @@
 //! normalizer serves the live handler, capture replay and the `stocksblitz feed` CLI, so
 //! a bug is reproduced from a capture by the very code that hit it.
 
-use stocksblitz_engine::{FeedStatus, InstrumentId, Tick, TickData, UnixNanos};
+use stocksblitz_engine::{FeedStatus, FixedError, InstrumentId, Tick, TickData, UnixNanos};
+
+use crate::json_scan::JsonError;
+
+/// Why a JSON venue frame was rejected by its parser (the same reasons for every JSON
+/// venue: the frame is not JSON, a field is missing, or a decimal does not fit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("invalid JSON: {0}")]
+    Json(#[from] JsonError),
+    #[error("field {0:?} missing or of the wrong type")]
+    Field(&'static str),
+    #[error("field {field:?}: {source}")]
+    Decimal {
+        field: &'static str,
+        #[source]
+        source: FixedError,
+    },
+}
 
 /// A received WebSocket frame's payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -334,15 +334,9 @@ mod tests {
         let mut trades = 0;
         for t in run(7, 20_000) {
             let b = &mut books[t.instrument.index()];
+            b.apply_tick(&t.data);
             match t.data {
-                TickData::BookDelta {
-                    side,
-                    price,
-                    qty,
-                    flags,
-                    ..
-                } => {
-                    b.apply_flagged(side, price, qty, flags);
+                TickData::BookDelta { price, flags, .. } => {
                     assert_eq!(price.0 % specs()[t.instrument.index()].tick_size.0, 0);
                     if flags.contains(BookFlags::END_OF_BATCH) {
                         assert_eq!(b.bids().len(), 5);

@@ -25,7 +25,7 @@ fn syncs_and_recovers_from_every_fault() {
         venue_precision("ETHUSDT", "ethusdt", "0.0001"),
     ];
     let mut h = Harness::start(
-        Venue::Binance,
+        Venue::parse("binance").unwrap(),
         &instruments,
         &[("BTCUSDT", "65000.00"), ("ETHUSDT", "3400.00")],
         |_| {},
@@ -98,9 +98,12 @@ fn capture_of_a_live_session_replays_to_the_same_book() {
     let path = dir.join("binance.cap");
     let instruments = [instrument("BTCUSDT", "binance", "btcusdt", 2, 5)];
     let p = path.clone();
-    let mut h = Harness::start(Venue::Binance, &instruments, &[("BTCUSDT", "65000.00")], move |l| {
-        l.capture = Some(p)
-    });
+    let mut h = Harness::start(
+        Venue::parse("binance").unwrap(),
+        &instruments,
+        &[("BTCUSDT", "65000.00")],
+        move |l| l.capture = Some(p),
+    );
     h.run_for(Duration::from_millis(600));
     h.fault(FaultKind::Drop, 1, 0);
     h.run_for(Duration::from_millis(600));
@@ -114,7 +117,7 @@ fn capture_of_a_live_session_replays_to_the_same_book() {
 
     let records = capture::read(&path).unwrap();
     assert!(records.len() > 100, "{} frames recorded", records.len());
-    let mut n = VenueNormalizer::build(Venue::Binance, &registry, &[]).unwrap();
+    let mut n = VenueNormalizer::build(Venue::parse("binance").unwrap(), &registry, &[]).unwrap();
     let book = inspect::book(&registry, &mut n, &records, "BTCUSDT", 1000, &mut std::io::sink()).unwrap();
     let level = |v: &serde_json::Value| -> (String, String) {
         (v[0].as_str().unwrap().to_owned(), v[1].as_str().unwrap().to_owned())
@@ -149,9 +152,14 @@ fn age_limit_switches_once_per_limit_without_a_gap() {
     i.tick_size = "0.01".into();
     i.lot_size = "0.00001".into();
     // One second (below what configuration accepts: the harness builds it directly).
-    let mut h = Harness::start(Venue::Binance, &[i], &[("BTCUSDT", "65000.00")], |l| {
-        l.max_connection_age_secs = 1;
-    });
+    let mut h = Harness::start(
+        Venue::parse("binance").unwrap(),
+        &[i],
+        &[("BTCUSDT", "65000.00")],
+        |l| {
+            l.max_connection_age_secs = 1;
+        },
+    );
     h.run_for(Duration::from_millis(800));
     h.assert_books_match("before the first switch", None);
     h.statuses.clear();

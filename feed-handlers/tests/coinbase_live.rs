@@ -15,9 +15,12 @@ use stocksblitz_feed_handlers::venue::Venue;
 #[test]
 fn level2_recovers_from_every_fault() {
     let instruments = [instrument("BTC-USD", "coinbase", "BTC-USD", 2, 8)];
-    let mut h = Harness::start(Venue::Coinbase, &instruments, &[("BTC-USD", "65010.00")], |l| {
-        l.audit_interval_secs = 1
-    });
+    let mut h = Harness::start(
+        Venue::parse("coinbase").unwrap(),
+        &instruments,
+        &[("BTC-USD", "65010.00")],
+        |l| l.audit_interval_secs = 1,
+    );
     h.run_for(Duration::from_millis(800));
     assert!(
         h.statuses.contains(&FeedStatus::Live),
@@ -71,10 +74,15 @@ fn level2_recovers_from_every_fault() {
 #[test]
 fn heartbeat_only_silence_is_stale() {
     let instruments = [instrument("BTC-USD", "coinbase", "BTC-USD", 2, 8)];
-    let mut h = Harness::start(Venue::Coinbase, &instruments, &[("BTC-USD", "65010.00")], |l| {
-        l.stale_after_ms = 500;
-        l.dead_after_ms = 5_000;
-    });
+    let mut h = Harness::start(
+        Venue::parse("coinbase").unwrap(),
+        &instruments,
+        &[("BTC-USD", "65010.00")],
+        |l| {
+            l.stale_after_ms = 500;
+            l.dead_after_ms = 5_000;
+        },
+    );
     h.run_for(Duration::from_millis(600));
     h.fault(FaultKind::Silence, 1, 2_000);
     h.run_for(Duration::from_millis(1_500));
@@ -86,9 +94,12 @@ fn heartbeat_only_silence_is_stale() {
 #[test]
 fn audits_of_a_healthy_book_never_resync() {
     let instruments = [instrument("BTC-USD", "coinbase", "BTC-USD", 2, 8)];
-    let mut h = Harness::start(Venue::Coinbase, &instruments, &[("BTC-USD", "65010.00")], |l| {
-        l.audit_interval_secs = 1
-    });
+    let mut h = Harness::start(
+        Venue::parse("coinbase").unwrap(),
+        &instruments,
+        &[("BTC-USD", "65010.00")],
+        |l| l.audit_interval_secs = 1,
+    );
     h.run_for(Duration::from_millis(7_000));
     assert!(h.statuses.contains(&FeedStatus::Live), "{:?}", h.statuses);
     let s = h.stats();

@@ -18,7 +18,7 @@ fn depth_recovers_from_every_fault() {
         instrument("INFY", "nse", "408065", 2, 0),
     ];
     let mut h = Harness::start(
-        Venue::Kite,
+        Venue::parse("kite").unwrap(),
         &instruments,
         &[("RELIANCE", "2450.00"), ("INFY", "1520.00")],
         |_| {},
@@ -75,9 +75,14 @@ fn a_refused_token_shows_and_a_rotated_token_file_is_picked_up() {
     unsafe { std::env::set_var(format!("{var}_FILE"), &file) };
     let instruments = [instrument("RELIANCE", "nse", "738561", 2, 0)];
     let env = var.clone();
-    let mut h = Harness::start(Venue::Kite, &instruments, &[("RELIANCE", "2450.00")], move |c| {
-        c.auth_query.insert("access_token".into(), env);
-    });
+    let mut h = Harness::start(
+        Venue::parse("kite").unwrap(),
+        &instruments,
+        &[("RELIANCE", "2450.00")],
+        move |c| {
+            c.auth_query.insert("access_token".into(), env);
+        },
+    );
     let wait_for = |h: &mut Harness, state: FeedState| {
         for _ in 0..200 {
             if h.stats().state() == state {

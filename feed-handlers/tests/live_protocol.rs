@@ -61,7 +61,7 @@ async fn pings_are_answered_with_the_same_payload_and_refusals_are_retried() {
     let stop = Arc::new(AtomicBool::new(false));
     let feed = spawn_live(
         "b".into(),
-        Venue::Binance,
+        Venue::parse("binance").unwrap(),
         None,
         live(addr),
         &registry(),

@@ -183,20 +183,9 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
                     "names {simulator} but [simulator] is not enabled",
                 ));
             }
-            if venue == stocksblitz_feed_handlers::venue::Venue::Binance && live.rest_url.is_none() {
-                return Err(ConfigError::invalid(
-                    key("live.rest_url"),
-                    "required for binance (book snapshots)",
-                ));
-            }
-            if venue == stocksblitz_feed_handlers::venue::Venue::Coinbase
-                && live.audit_interval_secs > 0
-                && live.rest_url.is_none()
-            {
-                return Err(ConfigError::invalid(
-                    key("live.rest_url"),
-                    "required for coinbase book audits",
-                ));
+            // What this venue needs of its [feeds.live] and its instruments.
+            if let Err((k, m)) = venue.protocol().check_live(live) {
+                return Err(ConfigError::invalid(key(&format!("live.{k}")), m));
             }
             for sym in &f.instruments {
                 if let Some(inst) = registry.by_symbol(sym) {
@@ -210,13 +199,8 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
                             ),
                         ));
                     }
-                    if venue == stocksblitz_feed_handlers::venue::Venue::Kite
-                        && inst.venue_symbol.parse::<u32>().is_err()
-                    {
-                        return Err(ConfigError::invalid(
-                            format!("instruments[{}].venue_symbol", inst.id.0),
-                            "a Kite instrument's venue_symbol must be its numeric instrument token",
-                        ));
+                    if let Err((k, m)) = venue.protocol().check_instrument(inst) {
+                        return Err(ConfigError::invalid(format!("instruments[{}].{k}", inst.id.0), m));
                     }
                 }
             }

@@ -23,7 +23,7 @@
 
 use stocksblitz_engine::{BookFlags, Price, Qty, Side};
 
-use super::parse::{for_each_level, BinanceError, DepthSnapshot, DepthUpdate};
+use super::parse::{for_each_level, DepthSnapshot, DepthUpdate, ParseError};
 
 /// What the caller must do after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,13 +44,13 @@ pub enum SyncOutcome {
     /// is not valid until a snapshot newer than it is applied. `fetch`: the book was
     /// LIVE, a snapshot must be requested (while syncing one is already on its way).
     Rejected {
-        error: BinanceError,
+        error: ParseError,
         expected: u64,
         fetch: bool,
     },
     /// An old diff (already in the book) with invalid levels: a counted error that
     /// changes nothing.
-    Malformed(BinanceError),
+    Malformed(ParseError),
     /// The snapshot and buffered events were applied: the book is live.
     Synced,
 }
@@ -140,13 +140,13 @@ impl DepthSync {
         self.floor = 0;
     }
 
-    fn levels(&self, ev: &DepthUpdate<'_>, mut f: impl FnMut(Side, Price, Qty)) -> Result<(), BinanceError> {
+    fn levels(&self, ev: &DepthUpdate<'_>, mut f: impl FnMut(Side, Price, Qty)) -> Result<(), ParseError> {
         for_each_level(ev.bids, Side::Buy, self.price_scale, self.qty_scale, &mut f)?;
         for_each_level(ev.asks, Side::Sell, self.price_scale, self.qty_scale, &mut f)
     }
 
     /// Applies an event's levels as one batch (END_OF_BATCH on the last).
-    fn apply(&mut self, ev: &DepthUpdate<'_>, out: &mut impl DeltaSink) -> Result<(), BinanceError> {
+    fn apply(&mut self, ev: &DepthUpdate<'_>, out: &mut impl DeltaSink) -> Result<(), ParseError> {
         // Validate the whole event before emitting anything, so a malformed level
         // never leaves half an event applied; stage the levels on the way.
         let (ps, qs) = (self.price_scale, self.qty_scale);
@@ -306,7 +306,7 @@ impl DepthSync {
         &mut self,
         snap: &DepthSnapshot<'_>,
         out: &mut impl DeltaSink,
-    ) -> Result<SyncOutcome, BinanceError> {
+    ) -> Result<SyncOutcome, ParseError> {
         let id = snap.last_update_id;
         if id < self.floor {
             // Older than an event that was missed or could not be buffered.

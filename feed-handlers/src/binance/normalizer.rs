@@ -8,7 +8,7 @@
 use stocksblitz_engine::{FeedStatus, InstrumentId, Price, Qty, Side, Tick, TickData, UnixNanos};
 
 use super::depth_sync::{DepthSync, SyncOutcome};
-use super::parse::{parse_frame, parse_snapshot, BinanceError, BinanceEvent, TradeEvent};
+use super::parse::{parse_frame, parse_snapshot, BinanceEvent, ParseError, TradeEvent};
 use crate::json_scan::{for_each_field, Value};
 use crate::normalize::{status, Action, FrameRef};
 use crate::stats::FeedStats;
@@ -28,7 +28,7 @@ pub const SNAPSHOT_STREAM: &str = "@depthSnapshot";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
     #[error(transparent)]
-    Parse(#[from] BinanceError),
+    Parse(#[from] ParseError),
     #[error("symbol not configured")]
     UnknownSymbol,
     #[error("binary frames are not part of the Binance protocol")]
@@ -38,7 +38,7 @@ pub enum NormalizeError {
     /// (false while one is already on its way).
     #[error("{source}; the book resyncs from a new snapshot")]
     BookRejected {
-        source: BinanceError,
+        source: ParseError,
         instrument: InstrumentId,
         fetch: bool,
     },
@@ -112,8 +112,8 @@ impl BinanceNormalizer {
             *last = t.id;
         }
         let price =
-            Price::parse(t.price, inst.price_scale).map_err(|source| BinanceError::Decimal { field: "p", source })?;
-        let qty = Qty::parse(t.qty, inst.qty_scale).map_err(|source| BinanceError::Decimal { field: "q", source })?;
+            Price::parse(t.price, inst.price_scale).map_err(|source| ParseError::Decimal { field: "p", source })?;
+        let qty = Qty::parse(t.qty, inst.qty_scale).map_err(|source| ParseError::Decimal { field: "q", source })?;
         out(Tick {
             exchange_ts: t.trade_time,
             recv_ts: recv,
@@ -156,10 +156,10 @@ impl BinanceNormalizer {
             } => {
                 let inst = self.lookup(symbol)?;
                 let p = |s, field| {
-                    Price::parse(s, inst.price_scale).map_err(|source| BinanceError::Decimal { field, source })
+                    Price::parse(s, inst.price_scale).map_err(|source| ParseError::Decimal { field, source })
                 };
                 let q =
-                    |s, field| Qty::parse(s, inst.qty_scale).map_err(|source| BinanceError::Decimal { field, source });
+                    |s, field| Qty::parse(s, inst.qty_scale).map_err(|source| ParseError::Decimal { field, source });
                 out(Tick {
                     // bookTicker carries no event time.
                     exchange_ts: UnixNanos::UNKNOWN,
@@ -254,7 +254,7 @@ impl BinanceNormalizer {
             }
             Ok(())
         })
-        .map_err(BinanceError::from)?;
+        .map_err(ParseError::from)?;
         let (Some(stream), Some(data)) = (stream, data) else {
             return Ok(None);
         };
@@ -367,16 +367,7 @@ mod tests {
         assert!(a.iter().all(|a| *a == Action::None));
         let mut book = L2Book::new(10);
         for tick in &t {
-            if let TickData::BookDelta {
-                side,
-                price,
-                qty,
-                flags,
-                ..
-            } = tick.data
-            {
-                book.apply_flagged(side, price, qty, flags);
-            }
+            book.apply_tick(&tick.data);
         }
         assert_eq!(
             book.bids().iter().map(|l| l.price.0).collect::<Vec<_>>(),
@@ -638,14 +629,8 @@ mod tests {
                     UnixNanos(1),
                     &self.stats,
                     &mut |t| match t.data {
-                        TickData::BookDelta {
-                            side,
-                            price,
-                            qty,
-                            update_id,
-                            flags,
-                        } => {
-                            book.apply_flagged(side, price, qty, flags);
+                        TickData::BookDelta { update_id, .. } => {
+                            book.apply_tick(&t.data);
                             *book_id = update_id;
                         }
                         TickData::Status { status, .. } => *live = status == FeedStatus::Live,

@@ -7,25 +7,11 @@
 //! parsed straight into fixed point at the instrument's scale; ids are `u64` (trade
 //! ids exceed 2^32). Depth levels stay as a borrowed span and are walked on demand.
 
-use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
+use stocksblitz_engine::{Aggressor, Price, Qty, Side, UnixNanos};
 
 use crate::json_expect::Expect;
 use crate::json_scan::{for_each_field, for_each_field_lazy, for_each_member, for_each_read, JsonError, Value};
-
-/// Why a frame was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BinanceError {
-    #[error("invalid JSON: {0}")]
-    Json(#[from] JsonError),
-    #[error("field {0:?} missing or of the wrong type")]
-    Field(&'static str),
-    #[error("field {field:?}: {source}")]
-    Decimal {
-        field: &'static str,
-        #[source]
-        source: FixedError,
-    },
-}
+pub use crate::normalize::ParseError;
 
 /// One decoded event. Symbols are Binance's (upper case, e.g. `BTCUSDT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +80,8 @@ pub struct DepthSnapshot<'a> {
 }
 
 #[inline]
-fn need<T>(v: Option<T>, name: &'static str) -> Result<T, BinanceError> {
-    v.ok_or(BinanceError::Field(name))
+fn need<T>(v: Option<T>, name: &'static str) -> Result<T, ParseError> {
+    v.ok_or(ParseError::Field(name))
 }
 
 fn millis(v: Option<i64>) -> UnixNanos {
@@ -111,20 +97,20 @@ pub fn for_each_level(
     price_scale: u8,
     qty_scale: u8,
     mut f: impl FnMut(Side, Price, Qty),
-) -> Result<(), BinanceError> {
+) -> Result<(), ParseError> {
     let compact = |x: &mut Expect<'_>| {
         x.lit(b"[\"")?;
         let (price, qty) = x.price_qty(price_scale, qty_scale)?;
         Some((Price(price), Qty(qty)))
     };
     let general = |[p, q]: [&[u8]; 2]| {
-        let price = Price::parse(p, price_scale).map_err(|source| BinanceError::Decimal { field: "price", source })?;
-        let qty = Qty::parse(q, qty_scale).map_err(|source| BinanceError::Decimal { field: "qty", source })?;
+        let price = Price::parse(p, price_scale).map_err(|source| ParseError::Decimal { field: "price", source })?;
+        let qty = Qty::parse(q, qty_scale).map_err(|source| ParseError::Decimal { field: "qty", source })?;
         Ok((price, qty))
     };
     for_each_read::<2, _, _>(span, compact, general, |(price, qty)| f(side, price, qty)).map_err(|e| match e {
         JsonError::Unexpected(_) | JsonError::Eof | JsonError::Trailing(_) | JsonError::TooDeep => {
-            BinanceError::Field("level")
+            ParseError::Field("level")
         }
     })?
 }
@@ -132,7 +118,7 @@ pub fn for_each_level(
 /// Parses a payload object (the `data` of a combined frame, or a raw stream frame).
 /// Depth level arrays are only bracket-matched here; `for_each_level` validates them
 /// when the book sync walks them (before anything is applied).
-fn payload(obj: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
+fn payload(obj: &[u8]) -> Result<BinanceEvent<'_>, ParseError> {
     let mut e = None;
     let (mut sym, mut big_e, mut t_time) = (None, None, None);
     let (mut t, mut a, mut u, mut big_u) = (None, None, None, None);
@@ -169,7 +155,7 @@ fn payload(obj: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
         }
         Ok(())
     })?;
-    let trade = |id: Option<u64>, id_name| -> Result<TradeEvent<'_>, BinanceError> {
+    let trade = |id: Option<u64>, id_name| -> Result<TradeEvent<'_>, ParseError> {
         Ok(TradeEvent {
             symbol: need(sym, "s")?,
             id: need(id, id_name)?,
@@ -319,7 +305,7 @@ fn frame_in_order(frame: &[u8]) -> Option<BinanceEvent<'_>> {
 }
 
 /// Parses one text frame: combined (`{"stream":..,"data":{..}}`) or raw.
-pub fn parse_frame(frame: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
+pub fn parse_frame(frame: &[u8]) -> Result<BinanceEvent<'_>, ParseError> {
     match frame_in_order(frame) {
         Some(event) => Ok(event),
         None => parse_any_layout(frame),
@@ -327,7 +313,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
 }
 
 /// The general path: any key order, whitespace, escapes, unknown fields.
-fn parse_any_layout(frame: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
+fn parse_any_layout(frame: &[u8]) -> Result<BinanceEvent<'_>, ParseError> {
     if let Some(data) = combined_payload(frame) {
         // `payload` validates the object in full; the wrapper was matched exactly.
         return payload(data);
@@ -349,7 +335,7 @@ fn parse_any_layout(frame: &[u8]) -> Result<BinanceEvent<'_>, BinanceError> {
 }
 
 /// Parses a REST depth snapshot body.
-pub fn parse_snapshot(body: &[u8]) -> Result<DepthSnapshot<'_>, BinanceError> {
+pub fn parse_snapshot(body: &[u8]) -> Result<DepthSnapshot<'_>, ParseError> {
     let (mut id, mut bids, mut asks) = (None, None, None);
     for_each_member(body, |k, v| {
         match (k, v) {
@@ -361,9 +347,9 @@ pub fn parse_snapshot(body: &[u8]) -> Result<DepthSnapshot<'_>, BinanceError> {
         Ok(())
     })?;
     Ok(DepthSnapshot {
-        last_update_id: id.ok_or(BinanceError::Field("lastUpdateId"))?,
-        bids: bids.ok_or(BinanceError::Field("bids"))?,
-        asks: asks.ok_or(BinanceError::Field("asks"))?,
+        last_update_id: id.ok_or(ParseError::Field("lastUpdateId"))?,
+        bids: bids.ok_or(ParseError::Field("bids"))?,
+        asks: asks.ok_or(ParseError::Field("asks"))?,
     })
 }
 
@@ -444,7 +430,7 @@ mod tests {
         // Too precise for the instrument: a clear error, not rounding.
         assert!(matches!(
             for_each_level(d.bids, Side::Buy, 3, 0, |_, _, _| {}),
-            Err(BinanceError::Decimal { field: "price", .. })
+            Err(ParseError::Decimal { field: "price", .. })
         ));
     }
 
@@ -628,7 +614,7 @@ mod tests {
                     assert!(matches!(got, Ok(BinanceEvent::Other) | Err(_)), "{text}: {got:?}");
                 } else if required.contains(&key.as_str()) {
                     assert!(
-                        matches!(got, Err(BinanceError::Field(f)) if f == key),
+                        matches!(got, Err(ParseError::Field(f)) if f == key),
                         "without {key}: {text}: {got:?}"
                     );
                 } else {
@@ -642,7 +628,7 @@ mod tests {
             let text = without(SNAPSHOT, key);
             assert_eq!(
                 parse_snapshot(text.as_bytes()),
-                Err(BinanceError::Field(if key == "lastUpdateId" {
+                Err(ParseError::Field(if key == "lastUpdateId" {
                     "lastUpdateId"
                 } else if key == "bids" {
                     "bids"

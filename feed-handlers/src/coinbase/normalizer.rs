@@ -16,7 +16,7 @@
 use stocksblitz_engine::{BookFlags, FeedStatus, L2Book, Level, Price, Qty, Side, Tick, TickData, UnixNanos};
 
 use super::audit::{MovedLevels, Verdict};
-use super::parse::{for_each_change, parse_frame, CoinbaseError, CoinbaseEvent};
+use super::parse::{for_each_change, parse_frame, CoinbaseEvent, ParseError};
 use crate::normalize::{status, Action, FrameRef};
 use crate::stats::FeedStats;
 use crate::symbols::{SymbolMap, VenueInstrument};
@@ -24,7 +24,7 @@ use crate::symbols::{SymbolMap, VenueInstrument};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
     #[error(transparent)]
-    Parse(#[from] CoinbaseError),
+    Parse(#[from] ParseError),
     #[error("product not configured")]
     UnknownProduct,
     #[error("binary frames are not part of the Coinbase protocol")]
@@ -34,7 +34,7 @@ pub enum NormalizeError {
     /// An `l2update` that could not be read: its changes are lost, so the level2
     /// books it may belong to left LIVE and the connection resubscribes.
     #[error("{source}; the level2 book resubscribes")]
-    BookRejected { source: CoinbaseError },
+    BookRejected { source: ParseError },
 }
 
 impl NormalizeError {
@@ -234,10 +234,10 @@ impl CoinbaseNormalizer {
                 }
                 let synced = s.book_synced;
                 let p = |v: &[u8], field| {
-                    Price::parse(v, inst.price_scale).map_err(|source| CoinbaseError::Decimal { field, source })
+                    Price::parse(v, inst.price_scale).map_err(|source| ParseError::Decimal { field, source })
                 };
                 let q = |v: &[u8], field| {
-                    Qty::parse(v, inst.qty_scale).map_err(|source| CoinbaseError::Decimal { field, source })
+                    Qty::parse(v, inst.qty_scale).map_err(|source| ParseError::Decimal { field, source })
                 };
                 // A quote needs both prices; a ticker without them (the first of a
                 // quiet product) carries no quote.
@@ -277,9 +277,9 @@ impl CoinbaseNormalizer {
             CoinbaseEvent::Match(m) => {
                 let inst = self.lookup(m.product)?;
                 let price = Price::parse(m.price, inst.price_scale)
-                    .map_err(|source| CoinbaseError::Decimal { field: "price", source })?;
+                    .map_err(|source| ParseError::Decimal { field: "price", source })?;
                 let qty = Qty::parse(m.size, inst.qty_scale)
-                    .map_err(|source| CoinbaseError::Decimal { field: "size", source })?;
+                    .map_err(|source| ParseError::Decimal { field: "size", source })?;
                 let Some(s) = self.state.get_mut(inst.id.index()) else {
                     return Ok(Action::None);
                 };
@@ -354,7 +354,7 @@ impl CoinbaseNormalizer {
                     self.lost(inst, recv, stats, out);
                     let source = match e {
                         NormalizeError::Parse(p) => p,
-                        _ => CoinbaseError::Field("changes"),
+                        _ => ParseError::Field("changes"),
                     };
                     return Err(NormalizeError::BookRejected { source });
                 }
@@ -383,7 +383,7 @@ impl CoinbaseNormalizer {
     fn unreadable(
         &mut self,
         text: &[u8],
-        e: CoinbaseError,
+        e: ParseError,
         recv: UnixNanos,
         stats: &FeedStats,
         out: &mut impl FnMut(Tick),
@@ -888,12 +888,11 @@ mod tests {
                 let mut book = L2Book::new(64);
                 let mut live = false;
                 let feed = |n: &mut CoinbaseNormalizer, f: &str, book: &mut L2Book, live: &mut bool| {
-                    let r = n.on_frame(FrameRef::Text(f.as_bytes()), UnixNanos(1), &stats, &mut |t| match t.data {
-                        TickData::BookDelta { side, price, qty, flags, .. } => {
-                            book.apply_flagged(side, price, qty, flags);
+                    let r = n.on_frame(FrameRef::Text(f.as_bytes()), UnixNanos(1), &stats, &mut |t| {
+                        book.apply_tick(&t.data);
+                        if let TickData::Status { status, .. } = t.data {
+                            *live = status == FeedStatus::Live;
                         }
-                        TickData::Status { status, .. } => *live = status == FeedStatus::Live,
-                        _ => {}
                     });
                     match r {
                         Ok(a) => (a, false),

@@ -10,21 +10,8 @@ use stocksblitz_engine::{Aggressor, FixedError, Price, Qty, Side, UnixNanos};
 
 use crate::json_expect::Expect;
 use crate::json_scan::{for_each_field_lazy, for_each_item, for_each_read, JsonError, Value};
+pub use crate::normalize::ParseError;
 use crate::rfc3339;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CoinbaseError {
-    #[error("invalid JSON: {0}")]
-    Json(#[from] JsonError),
-    #[error("field {0:?} missing or of the wrong type")]
-    Field(&'static str),
-    #[error("field {field:?}: {source}")]
-    Decimal {
-        field: &'static str,
-        #[source]
-        source: FixedError,
-    },
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Match<'a> {
@@ -106,15 +93,15 @@ pub enum CoinbaseEvent<'a> {
     Other,
 }
 
-fn need<T>(v: Option<T>, name: &'static str) -> Result<T, CoinbaseError> {
-    v.ok_or(CoinbaseError::Field(name))
+fn need<T>(v: Option<T>, name: &'static str) -> Result<T, ParseError> {
+    v.ok_or(ParseError::Field(name))
 }
 
-fn side(s: Option<&[u8]>) -> Result<Side, CoinbaseError> {
+fn side(s: Option<&[u8]>) -> Result<Side, ParseError> {
     match s {
         Some(b"buy") => Ok(Side::Buy),
         Some(b"sell") => Ok(Side::Sell),
-        _ => Err(CoinbaseError::Field("side")),
+        _ => Err(ParseError::Field("side")),
     }
 }
 
@@ -124,7 +111,7 @@ fn time(s: Option<&[u8]>) -> UnixNanos {
 
 /// Parses one frame. Nested arrays (levels, changes) are only bracket-matched here and
 /// fully validated by [`for_each_change`] when walked, before anything is applied.
-pub fn parse_frame(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
+pub fn parse_frame(frame: &[u8]) -> Result<CoinbaseEvent<'_>, ParseError> {
     match frame_in_order(frame) {
         Some(event) => Ok(event),
         None => parse_any_layout(frame),
@@ -180,7 +167,7 @@ fn frame_in_order(frame: &[u8]) -> Option<CoinbaseEvent<'_>> {
 }
 
 /// The general path: any key order, whitespace, escapes, unknown fields.
-fn parse_any_layout(frame: &[u8]) -> Result<CoinbaseEvent<'_>, CoinbaseError> {
+fn parse_any_layout(frame: &[u8]) -> Result<CoinbaseEvent<'_>, ParseError> {
     let (mut kind, mut product, mut seq, mut trade_id, mut last_trade_id) = (None, None, None, None, None);
     let (mut price, mut size, mut side_s, mut t, mut message) = (None, None, None, None, None);
     let (mut bb, mut bbs, mut ba, mut bas) = (None, None, None, None);
@@ -276,8 +263,8 @@ fn decimal<T>(
     scale: u8,
     field: &'static str,
     f: fn(&[u8], u8) -> Result<T, FixedError>,
-) -> Result<T, CoinbaseError> {
-    f(s, scale).map_err(|source| CoinbaseError::Decimal { field, source })
+) -> Result<T, ParseError> {
+    f(s, scale).map_err(|source| ParseError::Decimal { field, source })
 }
 
 /// Walks level spans. For a snapshot side pass `Some(side)` (items are
@@ -289,7 +276,7 @@ pub fn for_each_change(
     price_scale: u8,
     qty_scale: u8,
     mut f: impl FnMut(Side, Price, Qty),
-) -> Result<(), CoinbaseError> {
+) -> Result<(), ParseError> {
     if fixed_side.is_none() {
         // `changes`, the hot case: exactly three strings per item.
         // Read in one pass, decimals in place, when laid out as Coinbase sends them;
@@ -308,17 +295,17 @@ pub fn for_each_change(
                 decimal(q, qty_scale, "size", Qty::parse)?,
             ))
         };
-        return for_each_read::<3, _, CoinbaseError>(span, compact, general, |(s, p, q)| f(s, p, q))
-            .map_err(|_| CoinbaseError::Field("level"))?;
+        return for_each_read::<3, _, ParseError>(span, compact, general, |(s, p, q)| f(s, p, q))
+            .map_err(|_| ParseError::Field("level"))?;
     }
     let mut err = None;
-    let fail = |e: CoinbaseError, slot: &mut Option<CoinbaseError>| {
+    let fail = |e: ParseError, slot: &mut Option<ParseError>| {
         *slot = Some(e);
         JsonError::Unexpected(0)
     };
     for_each_item(span, |item| {
         let Value::Array(fields) = item else {
-            return Err(fail(CoinbaseError::Field("level"), &mut err));
+            return Err(fail(ParseError::Field("level"), &mut err));
         };
         let mut parts: [&[u8]; 3] = [b"", b"", b""];
         let mut n = 0;
@@ -333,11 +320,11 @@ pub fn for_each_change(
             n += 1;
             Ok(())
         })
-        .map_err(|_| fail(CoinbaseError::Field("level"), &mut err))?;
+        .map_err(|_| fail(ParseError::Field("level"), &mut err))?;
         let (s, p, q) = match (fixed_side, n) {
             (Some(s), 2 | 3) => (Ok(s), parts[0], parts[1]),
             (None, 3) => (side(Some(parts[0])), parts[1], parts[2]),
-            _ => return Err(fail(CoinbaseError::Field("level"), &mut err)),
+            _ => return Err(fail(ParseError::Field("level"), &mut err)),
         };
         let parsed = s.and_then(|s| {
             Ok((
@@ -354,7 +341,7 @@ pub fn for_each_change(
             Err(e) => Err(fail(e, &mut err)),
         }
     })
-    .map_err(|e| err.unwrap_or(CoinbaseError::Json(e)))
+    .map_err(|e| err.unwrap_or(ParseError::Json(e)))
 }
 
 #[cfg(test)]
@@ -471,7 +458,7 @@ mod tests {
         assert!(fast >= 3, "the documented layouts take the fast path ({fast})");
         let bad_side = MATCH.replace(r#""side":"sell""#, r#""side":"short""#);
         assert_eq!(frame_in_order(bad_side.as_bytes()), None);
-        assert_eq!(parse_frame(bad_side.as_bytes()), Err(CoinbaseError::Field("side")));
+        assert_eq!(parse_frame(bad_side.as_bytes()), Err(ParseError::Field("side")));
     }
 
     proptest! {
@@ -601,7 +588,7 @@ mod tests {
                 let got = parse_frame(text.as_bytes());
                 if required.contains(&key.as_str()) {
                     let name = if key == "type" { "type" } else { key.as_str() };
-                    assert_eq!(got, Err(CoinbaseError::Field(name_of(name))), "{text}");
+                    assert_eq!(got, Err(ParseError::Field(name_of(name))), "{text}");
                 } else {
                     assert_eq!(got, Ok(cleared(full, &key)), "without {key}: {text}");
                 }

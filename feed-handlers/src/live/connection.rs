@@ -1,4 +1,6 @@
-//! The connection loop shared by every venue (see the module docs of `live`).
+//! The connection loop shared by every venue (see the module docs of `live`). It
+//! names no venue: URLs, subscriptions and REST book requests come from the venue's
+//! [`crate::venue::Protocol`].
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -16,9 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::backoff::{Backoff, BackoffConfig};
-use crate::binance::normalizer::BinanceNormalizer;
 use crate::capture::{Frame, Recorder};
-use crate::coinbase::normalizer::CoinbaseNormalizer;
 use crate::normalize::{status, Action, FrameRef};
 use crate::runner::FeedHandle;
 use crate::stats::{FeedState, FeedStats};
@@ -30,10 +30,6 @@ type Fetch = Pin<Box<dyn std::future::Future<Output = (InstrumentId, Result<Stri
 /// A replacement connection being opened while the current one is still read: the new
 /// socket and its first data frame, or `None` when it failed (the old one stays).
 type Replacement = Pin<Box<dyn std::future::Future<Output = Option<(Ws, Option<Message>)>> + Send>>;
-
-/// How long a Coinbase audit waits after the REST book arrives before comparing it
-/// (see [`crate::coinbase::audit`]).
-const AUDIT_SETTLE: Duration = Duration::from_millis(500);
 
 /// `[feeds.live]`: where and how a venue feed connects.
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +131,13 @@ struct VenueInfo {
     ids: Vec<InstrumentId>,
 }
 
+impl VenueInfo {
+    /// The feed's venue symbols, in instrument id order.
+    fn venue_symbols(&self) -> Vec<&str> {
+        self.symbols.iter().flatten().map(String::as_str).collect()
+    }
+}
+
 struct Ctx {
     name: String,
     cfg: LiveConfig,
@@ -215,26 +218,7 @@ impl Ctx {
     /// The connection URL without credentials.
     fn public_url(&self) -> String {
         let base = self.cfg.ws_url.trim_end_matches('/');
-        match self.v.venue {
-            Venue::Binance => {
-                let streams: Vec<String> = self
-                    .v
-                    .symbols
-                    .iter()
-                    .flatten()
-                    .flat_map(|s| {
-                        let s = s.to_ascii_lowercase();
-                        [
-                            format!("{s}@trade"),
-                            format!("{s}@bookTicker"),
-                            format!("{s}@depth@100ms"),
-                        ]
-                    })
-                    .collect();
-                format!("{base}/stream?streams={}", streams.join("/"))
-            }
-            Venue::Coinbase | Venue::Kite => base.to_owned(),
-        }
+        self.v.venue.protocol().stream_url(base, &self.v.venue_symbols())
     }
 
     async fn connect(&self) -> Result<Ws, ConnectError> {
@@ -302,42 +286,28 @@ impl Ctx {
         }
     }
 
-    /// A REST book request for `id`: Binance's depth snapshot (book sync) or Coinbase's
-    /// level2 book (audit), returned wrapped as the frame the normalizer expects.
+    /// The venue's REST book request for `id` (a snapshot to sync from, or a book to
+    /// audit against), returned wrapped as the frame the normalizer expects.
     fn fetch(&self, id: InstrumentId, delay: Duration) -> Option<Fetch> {
-        let rest = self.cfg.rest_url.clone()?;
-        let venue_symbol = self.v.symbols.get(id.index()).cloned().flatten()?;
-        let base = rest.trim_end_matches('/').to_owned();
-        let (url, sym) = match self.v.venue {
-            Venue::Binance => {
-                let sym = venue_symbol.to_ascii_uppercase();
-                (
-                    format!("{base}/api/v3/depth?symbol={sym}&limit={}", self.cfg.depth_limit),
-                    sym,
-                )
-            }
-            Venue::Coinbase => (format!("{base}/products/{venue_symbol}/book?level=2"), venue_symbol),
-            Venue::Kite => return None,
-        };
-        let venue = self.v.venue;
+        let rest = self.cfg.rest_url.as_deref()?;
+        let venue_symbol = self.v.symbols.get(id.index())?.as_deref()?;
+        let base = rest.trim_end_matches('/');
+        let req = self.v.venue.protocol().book_request(base, venue_symbol, &self.cfg)?;
         let http = self.http.clone();
         Some(Box::pin(async move {
             tokio::time::sleep(delay).await;
             let r = async {
                 let requested = UnixNanos::now();
-                let resp = http.get(&url).send().await.map_err(|e| e.to_string())?;
+                let resp = http.get(&req.url).send().await.map_err(|e| e.to_string())?;
                 let status = resp.status();
                 let body = resp.text().await.map_err(|e| e.to_string())?;
                 if status.is_success() {
-                    Ok(match venue {
-                        Venue::Coinbase => {
-                            // Updates the venue sent before answering may still be in
-                            // flight on the WebSocket: let them arrive before the audit.
-                            tokio::time::sleep(AUDIT_SETTLE).await;
-                            CoinbaseNormalizer::wrap_rest_book(&sym, requested, &body)
-                        }
-                        _ => BinanceNormalizer::wrap_snapshot(&sym, &body),
-                    })
+                    if !req.settle.is_zero() {
+                        // Updates the venue sent before answering may still be in
+                        // flight on the WebSocket: let them arrive first.
+                        tokio::time::sleep(req.settle).await;
+                    }
+                    Ok((req.wrap)(&req.symbol, requested, &body))
                 } else {
                     Err(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>()))
                 }
@@ -406,25 +376,7 @@ impl Ctx {
 
     /// What to send on a new connection to get this feed's channels.
     fn subscribe_messages(&self) -> Vec<String> {
-        match self.v.venue {
-            Venue::Binance => Vec::new(),
-            Venue::Coinbase => {
-                let products: Vec<&String> = self.v.symbols.iter().flatten().collect();
-                vec![serde_json::json!({
-                    "type": "subscribe",
-                    "product_ids": products,
-                    "channels": ["level2_batch", "matches", "ticker", "heartbeat"],
-                })
-                .to_string()]
-            }
-            Venue::Kite => {
-                let tokens: Vec<u64> = self.v.symbols.iter().flatten().filter_map(|s| s.parse().ok()).collect();
-                vec![
-                    serde_json::json!({ "a": "subscribe", "v": tokens }).to_string(),
-                    serde_json::json!({ "a": "mode", "v": ["full", tokens] }).to_string(),
-                ]
-            }
-        }
+        self.v.venue.protocol().subscribe(&self.v.venue_symbols())
     }
 
     /// Starts opening a replacement connection (make-before-break). It owns what it
@@ -501,7 +453,7 @@ impl Ctx {
         let mut replace = false;
         let mut check = tokio::time::interval(Duration::from_millis(100));
         let audit_every = Duration::from_secs(self.cfg.audit_interval_secs.max(1));
-        let audits = self.v.venue == Venue::Coinbase && self.cfg.audit_interval_secs > 0;
+        let audits = self.v.venue.protocol().audits(&self.cfg);
         let mut audit = tokio::time::interval_at(tokio::time::Instant::now() + audit_every, audit_every);
         loop {
             if self.stop.load(Ordering::Relaxed) {

@@ -75,16 +75,7 @@ impl VenueMarket {
         let mut books: Vec<L2Book> = (0..n).map(|_| L2Book::new(depth * 4 + 8)).collect();
         for (i, book) in books.iter_mut().enumerate() {
             market.snapshot(i, UnixNanos(0), |t| {
-                if let TickData::BookDelta {
-                    side,
-                    price,
-                    qty,
-                    flags,
-                    ..
-                } = t.data
-                {
-                    book.apply_flagged(side, price, qty, flags);
-                }
+                book.apply_tick(&t.data);
             });
         }
         let last_price = instruments.iter().map(|i| i.spec.start_price).collect();
@@ -195,7 +186,7 @@ impl VenueMarket {
                     ..
                 } => {
                     if let Some(book) = self.books.get_mut(i) {
-                        book.apply(side, price, qty);
+                        book.apply_tick(&t.data);
                     }
                     let Some(p) = self.pending.get_mut(i) else { continue };
                     p.push((side, price, qty));

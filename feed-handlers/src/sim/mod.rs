@@ -1,6 +1,11 @@
 //! `stocksblitz-feed-sim`: the Binance, Coinbase and Kite protocols served on loopback
 //! with random-walk markets and scripted faults.
 //!
+//! This module is venue-agnostic: the market, faults, control API and the session
+//! loop ([`session`]). Each venue's wire format, routes and client behaviour live in
+//! that venue's folder (`binance/sim.rs`, ...) behind [`crate::venue::Protocol`], so a
+//! venue is added to the simulator with the venue itself.
+//!
 //! Every venue's market is generated once per step and rendered in that venue's wire
 //! format to all connected clients; the control API injects faults and exposes each
 //! instrument's true book, so tests can check that a handler recovers to exactly the
@@ -13,11 +18,9 @@
 //! `POST /control/auth/{venue}` (`{"refused_tokens":["..."]}`: Kite answers HTTP 403 to a
 //! connection with one of these access tokens, as it does to an expired one).
 
-pub mod binance;
-pub mod coinbase;
 pub mod faults;
-pub mod kite;
 pub mod market;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,7 +128,7 @@ pub fn setup_from(
         return Err(err("simulator.depth".into(), "must be between 1 and 1000"));
     }
     let mut venues = Vec::new();
-    for venue in [Venue::Binance, Venue::Coinbase, Venue::Kite] {
+    for venue in Venue::all() {
         let mut list = Vec::new();
         for inst in registry.iter().filter(|i| venue.serves(&i.venue)) {
             let key = format!("simulator.start_prices.{}", inst.symbol);
@@ -185,23 +188,17 @@ impl SimHandle {
     }
 }
 
+/// What the simulator's routes share: every simulated venue.
 #[derive(Clone)]
-pub(crate) struct Shared {
+pub struct Shared {
     venues: Arc<Vec<Arc<VenueSim>>>,
 }
 
 impl Shared {
-    fn venue(&self, name: &str) -> Option<Arc<VenueSim>> {
+    /// The simulated venue called `name`.
+    pub fn venue(&self, name: &str) -> Option<Arc<VenueSim>> {
         let v = Venue::parse(name)?;
         self.venues.iter().find(|s| s.venue == v).cloned()
-    }
-}
-
-fn render(venue: Venue, market: &VenueMarket, events: &[market::SimEvent]) -> Vec<Outgoing> {
-    match venue {
-        Venue::Binance => binance::render(market, events),
-        Venue::Coinbase => coinbase::render(market, events),
-        Venue::Kite => kite::render(market, events),
     }
 }
 
@@ -218,7 +215,7 @@ async fn generate(sim: Arc<VenueSim>, rate_per_sec: u64) {
         let batch = {
             let mut m = sim.market.lock();
             let events = m.step(UnixNanos::now());
-            render(sim.venue, &m, &events)
+            sim.venue.protocol().sim_render(&m, &events)
         };
         if !batch.is_empty() {
             // No receivers is fine: nobody is connected.
@@ -326,13 +323,8 @@ pub async fn start(setup: SimSetup, listener: TcpListener) -> std::io::Result<Si
         .iter()
         .map(|v| tokio::spawn(generate(Arc::clone(v), setup.rate_per_sec)))
         .collect();
-    let app = Router::new()
-        .route("/binance/stream", get(binance::stream))
-        .route("/binance/ws", get(binance::stream))
-        .route("/binance/api/v3/depth", get(binance::depth))
-        .route("/coinbase", get(coinbase::stream))
-        .route("/coinbase/products/{product}/book", get(coinbase::book))
-        .route("/kite", get(kite::stream))
+    let app = Venue::all()
+        .fold(Router::new(), |r, v| v.protocol().sim_routes(r))
         .route("/control/faults/{venue}", post(post_fault))
         .route("/control/pause/{venue}", post(post_pause))
         .route("/control/auth/{venue}", post(post_auth))

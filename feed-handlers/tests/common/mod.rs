@@ -134,17 +134,10 @@ impl Harness {
 
     pub fn drain(&mut self) {
         while let Some(t) = self.rx.pop() {
+            if let Some(b) = self.books.get_mut(t.instrument.index()) {
+                b.apply_tick(&t.data);
+            }
             match t.data {
-                TickData::BookDelta {
-                    side,
-                    price,
-                    qty,
-                    flags,
-                    ..
-                } => {
-                    let b = &mut self.books[t.instrument.index()];
-                    b.apply_flagged(side, price, qty, flags);
-                }
                 TickData::Status { status, .. } if t.instrument.0 == 0 => self.statuses.push(status),
                 _ => {}
             }

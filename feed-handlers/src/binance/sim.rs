@@ -7,19 +7,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use stocksblitz_engine::fixed::{rescale, Decimal};
 use stocksblitz_engine::{Aggressor, Level, Side};
-use tokio::sync::broadcast::error::RecvError;
 
-use super::faults::{now_ms, take, Lifecycle, SessionFaults};
-use super::market::{SimEvent, SimInstrument, VenueMarket};
-use super::{MsgKind, Outgoing, Payload, Shared, VenueSim};
-use crate::venue::Venue;
+use crate::sim::faults::{now_ms, take, Faults};
+use crate::sim::market::{SimEvent, SimInstrument, VenueMarket};
+use crate::sim::session::{serve, Send, SimClient};
+use crate::sim::{MsgKind, Outgoing, Payload, Shared, VenueSim};
 
 /// Decimals of every price and quantity string Binance spot sends.
 pub const WIRE_DECIMALS: u8 = 8;
@@ -138,7 +137,7 @@ pub fn render(m: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
 }
 
 fn binance(s: &Shared) -> Option<Arc<VenueSim>> {
-    s.venues.iter().find(|v| v.venue == Venue::Binance).cloned()
+    s.venue("binance")
 }
 
 #[derive(Deserialize)]
@@ -156,7 +155,7 @@ fn api_error(code: i32, msg: &str) -> Response {
 }
 
 /// `GET /api/v3/depth?symbol=BTCUSDT&limit=1000`.
-pub(super) async fn depth(State(s): State<Shared>, Query(q): Query<DepthQuery>) -> Response {
+pub(crate) async fn depth(State(s): State<Shared>, Query(q): Query<DepthQuery>) -> Response {
     let Some(sim) = binance(&s) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -188,7 +187,7 @@ pub struct StreamQuery {
 }
 
 /// `GET /stream?streams=btcusdt@trade/btcusdt@depth@100ms` (WebSocket).
-pub(super) async fn stream(State(s): State<Shared>, Query(q): Query<StreamQuery>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn stream(State(s): State<Shared>, Query(q): Query<StreamQuery>, ws: WebSocketUpgrade) -> Response {
     let Some(sim) = binance(&s) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -199,84 +198,62 @@ pub(super) async fn stream(State(s): State<Shared>, Query(q): Query<StreamQuery>
         .filter(|s| !s.is_empty())
         .map(|s| s.to_ascii_lowercase())
         .collect();
-    ws.on_upgrade(move |socket| session(socket, sim, streams))
+    ws.on_upgrade(move |socket| {
+        let rx = sim.tx.subscribe();
+        serve(socket, sim, rx, Client { streams, held: None })
+    })
 }
 
-async fn send_text(socket: &mut WebSocket, text: &str) -> bool {
-    socket.send(Message::Text(Utf8Bytes::from(text))).await.is_ok()
+/// One client of the combined streams: gets the streams it named in the URL.
+struct Client {
+    streams: HashSet<String>,
+    /// A book diff held back by a reorder fault, sent after the next one.
+    held: Option<String>,
 }
 
-async fn session(mut socket: WebSocket, sim: Arc<VenueSim>, streams: HashSet<String>) {
-    let mut rx = sim.tx.subscribe();
-    let f = &sim.faults;
-    let mut lifecycle = SessionFaults::new(f);
-    let mut held: Option<String> = None;
-    let mut ping = tokio::time::interval(Duration::from_secs(3));
-    loop {
-        match lifecycle.check(f) {
-            Lifecycle::Serve => {}
-            Lifecycle::Announce => {
-                let notice = format!(r#"{{"e":"serverShutdown","E":{}}}"#, now_ms());
-                if !send_text(&mut socket, &notice).await {
-                    return;
-                }
-            }
-            Lifecycle::Close => {
-                let _ = socket.send(Message::Close(None)).await;
-                return;
-            }
-            // Abrupt: no close frame.
-            Lifecycle::Abort => return,
+impl SimClient for Client {
+    fn shutdown_notice(&self) -> Option<String> {
+        Some(format!(r#"{{"e":"serverShutdown","E":{}}}"#, now_ms()))
+    }
+
+    fn keepalive_every(&self) -> Duration {
+        Duration::from_secs(3)
+    }
+
+    fn keepalive(&mut self, out: &mut Vec<Send>) {
+        out.push(Send::Ping);
+    }
+
+    /// Drop, duplicate and reorder act on depth diffs, which Binance sequences.
+    fn message(&mut self, msg: &Outgoing, f: &Faults, out: &mut Vec<Send>) {
+        if !self.streams.contains(&msg.key) {
+            return;
         }
-        tokio::select! {
-            batch = rx.recv() => {
-                let batch = match batch {
-                    Ok(b) => b,
-                    // A client too slow for the venue is disconnected, as Binance does.
-                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
-                };
-                if f.silenced() {
-                    continue;
-                }
-                for msg in batch.iter().filter(|m| streams.contains(&m.key)) {
-                    let Payload::Text(text) = &msg.payload else { continue };
-                    if take(&f.malformed) && !send_text(&mut socket, r#"{"stream":"x","data":{"e":"depthUpd"#).await {
-                        return;
-                    }
-                    if take(&f.slow_frames) {
-                        tokio::time::sleep(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))).await;
-                    }
-                    if msg.kind == MsgKind::Book {
-                        if take(&f.drop) {
-                            continue;
-                        }
-                        if take(&f.reorder) {
-                            held = Some(text.clone());
-                            continue;
-                        }
-                        let twice = take(&f.duplicate);
-                        if !send_text(&mut socket, text).await || (twice && !send_text(&mut socket, text).await) {
-                            return;
-                        }
-                        if let Some(h) = held.take() {
-                            if !send_text(&mut socket, &h).await {
-                                return;
-                            }
-                        }
-                    } else if !send_text(&mut socket, text).await {
-                        return;
-                    }
-                }
-            }
-            incoming = socket.recv() => match incoming {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
-            },
-            _ = ping.tick() => {
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
-            }
+        let Payload::Text(text) = &msg.payload else { return };
+        if take(&f.malformed) {
+            out.push(Send::Text(r#"{"stream":"x","data":{"e":"depthUpd"#.into()));
+        }
+        if take(&f.slow_frames) {
+            out.push(Send::Pause(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))));
+        }
+        if msg.kind != MsgKind::Book {
+            out.push(Send::Text(text.clone()));
+            return;
+        }
+        if take(&f.drop) {
+            return;
+        }
+        if take(&f.reorder) {
+            self.held = Some(text.clone());
+            return;
+        }
+        let twice = take(&f.duplicate);
+        out.push(Send::Text(text.clone()));
+        if twice {
+            out.push(Send::Text(text.clone()));
+        }
+        if let Some(h) = self.held.take() {
+            out.push(Send::Text(h));
         }
     }
 }
@@ -339,6 +316,126 @@ mod tests {
                     assert_eq!(s.split('.').nth(1).map(str::len), Some(8), "{s} in {t}");
                 }
             }
+        }
+    }
+
+    mod client {
+        use super::super::Client;
+        use crate::sim::faults::Faults;
+        use crate::sim::session::testing::{run, sent_texts, text_steps, texts_for};
+        use crate::sim::session::{Send, SimClient};
+        use crate::sim::{MsgKind, Outgoing};
+        use proptest::prelude::*;
+        use std::sync::atomic::Ordering;
+
+        const KEYS: [&str; 2] = ["k0", "k2"];
+
+        fn client() -> Client {
+            Client {
+                streams: KEYS.iter().map(|k| (*k).to_owned()).collect(),
+                held: None,
+            }
+        }
+
+        fn book_texts(steps: &[Vec<Outgoing>]) -> Vec<String> {
+            texts_for(steps, &KEYS, Some(MsgKind::Book))
+        }
+
+        /// `all` with the first `n` of `books` transformed by `f`.
+        fn with_first_books(
+            all: &[String],
+            books: &[String],
+            n: usize,
+            f: impl Fn(&str) -> Vec<String>,
+        ) -> Vec<String> {
+            let hit: Vec<&String> = books.iter().take(n).collect();
+            all.iter()
+                .flat_map(|t| if hit.contains(&t) { f(t) } else { vec![t.clone()] })
+                .collect()
+        }
+
+        proptest! {
+            /// Without faults a client gets exactly the streams it named, in order.
+            #[test]
+            fn sends_the_named_streams(steps in text_steps()) {
+                let sent = run(&mut client(), &steps, &Faults::default());
+                prop_assert_eq!(sent_texts(&sent), texts_for(&steps, &KEYS, None));
+                prop_assert!(sent.iter().flatten().all(|s| matches!(s, Send::Text(_))));
+            }
+
+            /// `drop` skips the next depth diffs (a sequence gap), nothing else.
+            #[test]
+            fn drop_skips_diffs(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.drop.store(n as u32, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                let all = texts_for(&steps, &KEYS, None);
+                prop_assert_eq!(sent, with_first_books(&all, &book_texts(&steps), n, |_| vec![]));
+            }
+
+            /// `duplicate` sends the next depth diffs twice.
+            #[test]
+            fn duplicate_repeats_diffs(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.duplicate.store(n as u32, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                let all = texts_for(&steps, &KEYS, None);
+                prop_assert_eq!(sent, with_first_books(&all, &book_texts(&steps), n, |t| vec![t.into(), t.into()]));
+            }
+
+            /// `reorder` holds the next diff back until the one after it is sent.
+            #[test]
+            fn reorder_swaps_two_diffs(steps in text_steps()) {
+                let f = Faults::default();
+                f.reorder.store(1, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                let books = book_texts(&steps);
+                let all = texts_for(&steps, &KEYS, None);
+                let expected = match (books.first(), books.get(1)) {
+                    (Some(first), Some(second)) => with_first_books(&all, &books, 2, |t| {
+                        if t == first { vec![] } else { vec![second.clone(), first.clone()] }
+                    }),
+                    // Held, and nothing came after it.
+                    (Some(first), None) => all.iter().filter(|t| *t != first).cloned().collect(),
+                    _ => all,
+                };
+                prop_assert_eq!(sent, expected);
+            }
+
+            /// `malformed` puts a broken frame before the next messages, whatever
+            /// they are, and `slow` a pause; the messages themselves still go out.
+            #[test]
+            fn malformed_and_slow_come_before_messages(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.malformed.store(n as u32, Ordering::Relaxed);
+                f.slow_frames.store(n as u32, Ordering::Relaxed);
+                f.slow_ms.store(7, Ordering::Relaxed);
+                let sent: Vec<Send> = run(&mut client(), &steps, &f).into_iter().flatten().collect();
+                let all = texts_for(&steps, &KEYS, None);
+                let mut expected = Vec::new();
+                for (i, t) in all.iter().enumerate() {
+                    if i < n {
+                        expected.push(Send::Text(r#"{"stream":"x","data":{"e":"depthUpd"#.into()));
+                        expected.push(Send::Pause(std::time::Duration::from_millis(7)));
+                    }
+                    expected.push(Send::Text(t.clone()));
+                }
+                prop_assert_eq!(sent, expected);
+            }
+        }
+
+        /// A ping every 3 s; the shutdown notice is Binance's `serverShutdown`.
+        #[test]
+        fn keepalive_and_notice() {
+            let mut c = client();
+            assert_eq!(c.keepalive_every(), std::time::Duration::from_secs(3));
+            let mut out = Vec::new();
+            c.keepalive(&mut out);
+            assert_eq!(out, [Send::Ping]);
+            let notice = c.shutdown_notice().unwrap();
+            let v: serde_json::Value = serde_json::from_str(&notice).unwrap();
+            assert_eq!(v["e"], "serverShutdown");
+            assert!(v["E"].as_u64().is_some_and(|ms| ms > 1_600_000_000_000));
         }
     }
 }

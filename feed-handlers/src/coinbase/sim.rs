@@ -14,12 +14,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use stocksblitz_engine::{Aggressor, Level, UnixNanos};
-use tokio::sync::broadcast::error::RecvError;
 
-use super::faults::{take, Lifecycle, SessionFaults};
-use super::market::{SimEvent, SimInstrument, VenueMarket};
-use super::{MsgKind, Outgoing, Payload, Shared, VenueSim};
-use crate::venue::Venue;
+use crate::sim::faults::{take, Faults};
+use crate::sim::market::{SimEvent, SimInstrument, VenueMarket};
+use crate::sim::session::{serve, Send, SimClient};
+use crate::sim::{MsgKind, Outgoing, Payload, Shared, VenueSim};
 
 fn rfc3339(t: UnixNanos) -> String {
     let secs = t.0.div_euclid(1_000_000_000);
@@ -155,16 +154,16 @@ pub fn render(m: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
 }
 
 fn coinbase(s: &Shared) -> Option<Arc<VenueSim>> {
-    s.venues.iter().find(|v| v.venue == Venue::Coinbase).cloned()
+    s.venue("coinbase")
 }
 
 #[derive(Deserialize)]
-pub(super) struct BookQuery {
+pub(crate) struct BookQuery {
     level: Option<u8>,
 }
 
 /// `GET /products/{product_id}/book?level=2`.
-pub(super) async fn book(State(s): State<Shared>, Path(product): Path<String>, Query(q): Query<BookQuery>) -> Response {
+pub(crate) async fn book(State(s): State<Shared>, Path(product): Path<String>, Query(q): Query<BookQuery>) -> Response {
     let Some(sim) = coinbase(&s) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -195,7 +194,7 @@ pub(super) async fn book(State(s): State<Shared>, Path(product): Path<String>, Q
 }
 
 /// The WebSocket feed (`wss://ws-feed.exchange.coinbase.com`).
-pub(super) async fn stream(State(s): State<Shared>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn stream(State(s): State<Shared>, ws: WebSocketUpgrade) -> Response {
     match coinbase(&s) {
         Some(sim) => ws.on_upgrade(move |socket| session(socket, sim)),
         None => StatusCode::NOT_FOUND.into_response(),
@@ -245,6 +244,8 @@ async fn subscription(socket: &mut WebSocket, sim: &VenueSim) -> Option<HashSet<
     }
 }
 
+/// The handshake: a subscription, its acknowledgement, then a level2 snapshot per
+/// product; the client's session then runs on the shared loop.
 async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
     let Some(products) = subscription(&mut socket, &sim).await else {
         return;
@@ -258,7 +259,7 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
     }
     // Subscribe to the stream before snapshotting: level2 updates are absolute, so one
     // already in the snapshot and delivered again changes nothing.
-    let mut rx = sim.tx.subscribe();
+    let rx = sim.tx.subscribe();
     let snapshots: Vec<String> = {
         let m = sim.market.lock();
         products
@@ -283,98 +284,85 @@ async fn session(mut socket: WebSocket, sim: Arc<VenueSim>) {
     // The last trade each product has published on this socket (sent, or dropped by a
     // fault): what its heartbeats report. Reading the market's latest trade instead
     // would announce trades still queued for this socket, ahead of their matches.
-    let mut last_trade: HashMap<String, u64> = {
+    let last_trade: HashMap<String, u64> = {
         let m = sim.market.lock();
         products
             .iter()
             .filter_map(|p| Some((p.clone(), m.last_trade_id(m.index_of(p)?))))
             .collect()
     };
-    let f = &sim.faults;
-    let mut lifecycle = SessionFaults::new(f);
-    let mut held: Option<String> = None;
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
-    let mut hb_seq = 0u64;
-    loop {
-        match lifecycle.check(f) {
-            Lifecycle::Serve => {}
-            // Coinbase gives no notice: the socket just closes when due.
-            Lifecycle::Announce => {}
-            Lifecycle::Close => {
-                let _ = socket.send(Message::Close(None)).await;
+    let client = Client {
+        products,
+        last_trade,
+        held: None,
+        hb_seq: 0,
+    };
+    serve(socket, sim, rx, client).await;
+}
+
+/// One subscribed client. Coinbase gives no shutdown notice: the socket just closes
+/// when due.
+struct Client {
+    products: HashSet<String>,
+    last_trade: HashMap<String, u64>,
+    /// An `l2update` held back by a reorder fault, sent after the next one.
+    held: Option<String>,
+    hb_seq: u64,
+}
+
+impl SimClient for Client {
+    fn keepalive_every(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    /// A `heartbeat` per product.
+    fn keepalive(&mut self, out: &mut Vec<Send>) {
+        self.hb_seq += 1;
+        for p in &self.products {
+            if let Some(last) = self.last_trade.get(p) {
+                out.push(Send::Text(format!(
+                    r#"{{"type":"heartbeat","sequence":{},"last_trade_id":{last},"product_id":"{p}","time":"{}"}}"#,
+                    self.hb_seq,
+                    rfc3339(UnixNanos::now())
+                )));
+            }
+        }
+    }
+
+    /// Matches are numbered (`trade_id`): dropping one is a detectable gap. Reorder
+    /// and duplicate act on `l2update`s.
+    fn message(&mut self, msg: &Outgoing, f: &Faults, out: &mut Vec<Send>) {
+        if !self.products.contains(&msg.key) {
+            return;
+        }
+        let Payload::Text(text) = &msg.payload else { return };
+        if take(&f.malformed) {
+            out.push(Send::Text(r#"{"type":"l2update","product_id":"#.into()));
+        }
+        if take(&f.slow_frames) {
+            out.push(Send::Pause(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))));
+        }
+        if msg.kind == MsgKind::Trade {
+            if let (Some(id), Some(last)) = (match_trade_id(text), self.last_trade.get_mut(&msg.key)) {
+                *last = id;
+            }
+            if take(&f.drop) {
                 return;
             }
-            // Abrupt: no close frame.
-            Lifecycle::Abort => return,
         }
-        tokio::select! {
-            batch = rx.recv() => {
-                let batch = match batch {
-                    Ok(b) => b,
-                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
-                };
-                if f.silenced() {
-                    continue;
-                }
-                for msg in batch.iter().filter(|m| products.contains(&m.key)) {
-                    let Payload::Text(text) = &msg.payload else { continue };
-                    if take(&f.malformed) && !send(&mut socket, r#"{"type":"l2update","product_id":"#).await {
-                        return;
-                    }
-                    if take(&f.slow_frames) {
-                        tokio::time::sleep(Duration::from_millis(f.slow_ms.load(Ordering::Relaxed))).await;
-                    }
-                    if msg.kind == MsgKind::Trade {
-                        if let (Some(id), Some(last)) = (match_trade_id(text), last_trade.get_mut(&msg.key)) {
-                            *last = id;
-                        }
-                    }
-                    // Matches are numbered (trade_id): dropping one is a detectable gap.
-                    if msg.kind == MsgKind::Trade && take(&f.drop) {
-                        continue;
-                    }
-                    if msg.kind == MsgKind::Book {
-                        if take(&f.reorder) {
-                            held = Some(text.clone());
-                            continue;
-                        }
-                        if take(&f.duplicate) && !send(&mut socket, text).await {
-                            return;
-                        }
-                    }
-                    if !send(&mut socket, text).await {
-                        return;
-                    }
-                    if msg.kind == MsgKind::Book {
-                        if let Some(h) = held.take() {
-                            if !send(&mut socket, &h).await {
-                                return;
-                            }
-                        }
-                    }
-                }
+        if msg.kind == MsgKind::Book {
+            if take(&f.reorder) {
+                self.held = Some(text.clone());
+                return;
             }
-            incoming = socket.recv() => match incoming {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => {}
-            },
-            _ = heartbeat.tick() => {
-                hb_seq += 1;
-                let beats: Vec<String> = products
-                    .iter()
-                    .filter_map(|p| {
-                        Some(format!(
-                            r#"{{"type":"heartbeat","sequence":{hb_seq},"last_trade_id":{},"product_id":"{p}","time":"{}"}}"#,
-                            last_trade.get(p)?,
-                            rfc3339(UnixNanos::now())
-                        ))
-                    })
-                    .collect();
-                for b in beats {
-                    if !send(&mut socket, &b).await {
-                        return;
-                    }
-                }
+            if take(&f.duplicate) {
+                out.push(Send::Text(text.clone()));
+            }
+        }
+        out.push(Send::Text(text.clone()));
+        if msg.kind == MsgKind::Book {
+            if let Some(h) = self.held.take() {
+                out.push(Send::Text(h));
             }
         }
     }
@@ -407,5 +395,158 @@ mod tests {
         );
         let t = UnixNanos(1_709_164_800_123_456_000);
         assert_eq!(crate::rfc3339::parse(rfc3339(t).as_bytes()), Some(t));
+    }
+
+    mod client {
+        use super::super::{match_trade_id, Client};
+        use crate::sim::faults::Faults;
+        use crate::sim::session::testing::{kind, run, sent_texts, text_steps, texts_for};
+        use crate::sim::session::{Send, SimClient};
+        use crate::sim::{MsgKind, Outgoing, Payload};
+        use proptest::prelude::*;
+        use std::collections::HashMap;
+        use std::sync::atomic::Ordering;
+
+        const KEYS: [&str; 2] = ["k0", "k2"];
+
+        fn client() -> Client {
+            Client {
+                products: KEYS.iter().map(|k| (*k).to_owned()).collect(),
+                last_trade: KEYS.iter().map(|k| ((*k).to_owned(), 0)).collect(),
+                held: None,
+                hb_seq: 0,
+            }
+        }
+
+        /// `all` with the first `n` messages of `kind` transformed by `f`.
+        fn with_first(
+            steps: &[Vec<Outgoing>],
+            kind: MsgKind,
+            n: usize,
+            f: impl Fn(&str) -> Vec<String>,
+        ) -> Vec<String> {
+            let hit: Vec<String> = texts_for(steps, &KEYS, Some(kind)).into_iter().take(n).collect();
+            texts_for(steps, &KEYS, None)
+                .into_iter()
+                .flat_map(|t| if hit.contains(&t) { f(&t) } else { vec![t] })
+                .collect()
+        }
+
+        proptest! {
+            /// Without faults a client gets exactly its products' messages, in order.
+            #[test]
+            fn sends_the_subscribed_products(steps in text_steps()) {
+                let sent = run(&mut client(), &steps, &Faults::default());
+                prop_assert_eq!(sent_texts(&sent), texts_for(&steps, &KEYS, None));
+                prop_assert!(sent.iter().flatten().all(|s| matches!(s, Send::Text(_))));
+            }
+
+            /// `drop` skips the next matches (Coinbase numbers those, not level2).
+            #[test]
+            fn drop_skips_matches(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.drop.store(n as u32, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                prop_assert_eq!(sent, with_first(&steps, MsgKind::Trade, n, |_| vec![]));
+            }
+
+            /// `duplicate` sends the next `l2update`s twice.
+            #[test]
+            fn duplicate_repeats_updates(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.duplicate.store(n as u32, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                prop_assert_eq!(sent, with_first(&steps, MsgKind::Book, n, |t| vec![t.into(), t.into()]));
+            }
+
+            /// `reorder` holds the next `l2update` back until the one after it is sent.
+            #[test]
+            fn reorder_swaps_two_updates(steps in text_steps()) {
+                let f = Faults::default();
+                f.reorder.store(1, Ordering::Relaxed);
+                let sent = sent_texts(&run(&mut client(), &steps, &f));
+                let books = texts_for(&steps, &KEYS, Some(MsgKind::Book));
+                let all = texts_for(&steps, &KEYS, None);
+                let expected: Vec<String> = match (books.first(), books.get(1)) {
+                    (Some(first), Some(second)) => all
+                        .iter()
+                        .flat_map(|t| if t == first { vec![] } else if t == second { vec![second.clone(), first.clone()] } else { vec![t.clone()] })
+                        .collect(),
+                    (Some(first), None) => all.iter().filter(|t| *t != first).cloned().collect(),
+                    _ => all,
+                };
+                prop_assert_eq!(sent, expected);
+            }
+
+            /// `malformed` puts a broken frame before the next messages and `slow` a
+            /// pause; the messages themselves still go out.
+            #[test]
+            fn malformed_and_slow_come_before_messages(steps in text_steps(), n in 0usize..5) {
+                let f = Faults::default();
+                f.malformed.store(n as u32, Ordering::Relaxed);
+                f.slow_frames.store(n as u32, Ordering::Relaxed);
+                f.slow_ms.store(9, Ordering::Relaxed);
+                let sent: Vec<Send> = run(&mut client(), &steps, &f).into_iter().flatten().collect();
+                let mut expected = Vec::new();
+                for (i, t) in texts_for(&steps, &KEYS, None).into_iter().enumerate() {
+                    if i < n {
+                        expected.push(Send::Text(r#"{"type":"l2update","product_id":"#.into()));
+                        expected.push(Send::Pause(std::time::Duration::from_millis(9)));
+                    }
+                    expected.push(Send::Text(t));
+                }
+                prop_assert_eq!(sent, expected);
+            }
+
+            /// A product's heartbeat reports the last match published on this socket,
+            /// sent or dropped by a fault, and the heartbeat sequence counts up.
+            #[test]
+            fn heartbeats_report_the_last_match(
+                msgs in proptest::collection::vec((0u8..3, kind(), 1u64..1_000_000), 0..30),
+                drops in 0u32..4,
+            ) {
+                let step: Vec<Outgoing> = msgs
+                    .iter()
+                    .map(|&(key, kind, id)| Outgoing {
+                        key: format!("k{key}"),
+                        payload: Payload::Text(if kind == MsgKind::Trade {
+                            format!(r#"{{"type":"match","trade_id":{id},"sequence":{id},"product_id":"k{key}"}}"#)
+                        } else {
+                            format!(r#"{{"type":"l2update","n":{id}}}"#)
+                        }),
+                        kind,
+                    })
+                    .collect();
+                let f = Faults::default();
+                f.drop.store(drops, Ordering::Relaxed);
+                let mut c = client();
+                run(&mut c, std::slice::from_ref(&step), &f);
+                let mut expected: HashMap<&str, u64> = KEYS.iter().map(|k| (*k, 0)).collect();
+                for m in step.iter().filter(|m| m.kind == MsgKind::Trade) {
+                    if let (Some(slot), Payload::Text(t)) = (expected.get_mut(m.key.as_str()), &m.payload) {
+                        *slot = match_trade_id(t).unwrap_or(*slot);
+                    }
+                }
+                for seq in 1..=2u64 {
+                    let mut out = Vec::new();
+                    c.keepalive(&mut out);
+                    prop_assert_eq!(out.len(), KEYS.len());
+                    for s in out {
+                        let Send::Text(t) = s else { return Err(TestCaseError::fail("heartbeats are text")) };
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        prop_assert_eq!(&v["type"], "heartbeat");
+                        prop_assert_eq!(v["sequence"].as_u64(), Some(seq));
+                        let product = v["product_id"].as_str().unwrap();
+                        prop_assert_eq!(v["last_trade_id"].as_u64(), expected.get(product).copied());
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn no_shutdown_notice() {
+            assert_eq!(client().shutdown_notice(), None);
+            assert_eq!(client().keepalive_every(), std::time::Duration::from_secs(1));
+        }
     }
 }
