@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod affinity;
+pub mod agent;
 pub mod bars;
 pub mod book;
 pub mod config;

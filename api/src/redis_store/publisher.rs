@@ -12,11 +12,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
+use stocksblitz_engine::agent::{spawn_thread, AgentError, ThreadHandle};
+use stocksblitz_engine::idle::{Idler, Pause};
 use stocksblitz_engine::publisher::OutputStats;
 use stocksblitz_engine::ring::RingConsumer;
 use stocksblitz_engine::{Decimal, EngineEvent, EventData, InstrumentRegistry};
@@ -32,10 +33,11 @@ pub fn spawn_publisher(
     mut ring: RingConsumer<EngineEvent>,
     output: Arc<OutputStats>,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("redis-publisher".into())
-        .spawn(move || {
+) -> Result<ThreadHandle, AgentError> {
+    let flag = Arc::clone(&stop);
+    // An async loop on a runtime of its own (the Redis client is async), idling by
+    // `[redis.idle]` between empty polls of its ring.
+    spawn_thread("redis-publisher", None, move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -50,6 +52,7 @@ pub fn spawn_publisher(
                 let mut next_quotes = Instant::now();
                 let interval = Duration::from_millis(store.setup.quote_interval_ms);
                 let mut payload = Vec::with_capacity(BATCH * 128);
+                let mut idler = Idler::new(store.setup.idle);
                 while !stop.load(Ordering::Acquire) {
                     events.clear();
                     ring.pop_batch(&mut events, BATCH);
@@ -78,12 +81,19 @@ pub fn spawn_publisher(
                         write_quotes(&store, &registry, &mut latest).await;
                     }
                     if events.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        match idler.next() {
+                            Pause::Spin => std::hint::spin_loop(),
+                            Pause::Yield => tokio::task::yield_now().await,
+                            Pause::Park(d) => tokio::time::sleep(d).await,
+                        }
+                    } else {
+                        idler.reset();
                     }
                 }
                 listener.abort();
             });
-        })
+    })
+    .map(|h| h.with_stop(&flag))
 }
 
 /// `SET quote:{SYM} <json> EX ttl` for every symbol quoted since the last write.

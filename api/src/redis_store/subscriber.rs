@@ -5,10 +5,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use stocksblitz_engine::agent::{spawn_thread, AgentError, ThreadHandle};
 use stocksblitz_engine::ring::RingProducer;
 use stocksblitz_engine::stats::EngineStats;
 use stocksblitz_engine::{EngineEvent, UnixNanos};
@@ -41,10 +41,10 @@ pub fn spawn_subscriber(
     // `events` counts what arrived; ring drops are the ring's own counters.
     source: Arc<EngineStats>,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("redis-subscriber".into())
-        .spawn(move || {
+) -> Result<ThreadHandle, AgentError> {
+    let flag = Arc::clone(&stop);
+    // Blocks on the pub/sub connection (an async runtime of its own), not a ring.
+    spawn_thread("redis-subscriber", None, move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -112,5 +112,6 @@ pub fn spawn_subscriber(
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             });
-        })
+    })
+    .map(|h| h.with_stop(&flag))
 }
