@@ -141,37 +141,37 @@ fn start_simulator(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<Opti
     let stop = Arc::clone(stop);
     // Blocks in an async runtime of its own, serving the venues' protocols.
     let join = spawn_thread("feed-sim", None, move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "simulator runtime");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
                 Err(e) => {
-                    tracing::error!(error = %e, "simulator runtime");
+                    tracing::error!(error = %e, "simulator listener");
                     return;
                 }
             };
-            rt.block_on(async move {
-                let listener = match TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "simulator listener");
-                        return;
-                    }
-                };
-                let handle = match stocksblitz_feed_handlers::sim::start(setup, listener).await {
-                    Ok(h) => h,
-                    Err(e) => {
-                        tracing::error!(error = %e, "simulator start");
-                        return;
-                    }
-                };
-                tracing::info!(addr = %handle.addr, "feed simulator serving");
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let handle = match stocksblitz_feed_handlers::sim::start(setup, listener).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(error = %e, "simulator start");
+                    return;
                 }
-                handle.stop().await;
-            });
-        })
-        .context("starting the simulator thread")?
-        .with_stop(&flag);
+            };
+            tracing::info!(addr = %handle.addr, "feed simulator serving");
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            handle.stop().await;
+        });
+    })
+    .context("starting the simulator thread")?
+    .with_stop(&flag);
     Ok(Some((addr, join)))
 }
 
@@ -295,7 +295,15 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     threads.fanout = Some(fanout);
     let registry = Arc::clone(&market.registry);
     let order_service = match order_path {
-        Some(path) => Some(start_order_path(&v, path, &hub, &security, &stop, &journal_stop, &mut threads)?),
+        Some(path) => Some(start_order_path(
+            &v,
+            path,
+            &hub,
+            &security,
+            &stop,
+            &journal_stop,
+            &mut threads,
+        )?),
         None => None,
     };
 
@@ -441,8 +449,11 @@ fn build_engine(
         .flat_map(|f| f.instruments.iter())
         .filter_map(|s| v.registry.by_symbol(s).map(|i| i.id))
         .collect();
-    let engine =
-        Engine::new(&cfg.engine, v.registry.len(), inputs, vec![output]).with_market(&v.registry, &fed, UnixNanos::now());
+    let engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![output]).with_market(
+        &v.registry,
+        &fed,
+        UnixNanos::now(),
+    );
     let (Some(setup), Some(_)) = (&v.orders, &cfg.auth) else {
         return Ok((engine, None));
     };

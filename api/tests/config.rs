@@ -708,12 +708,18 @@ fn idle_strategy_sections_are_validated() {
     // Absent: the defaults (the sink and publisher sleep 1 ms, snapshots every 100 ms).
     let v = load(
         &with_stores(&|d| {
-            d["orders"]["journal"].as_table_mut().expect("journal").remove("snapshot_idle");
+            d["orders"]["journal"]
+                .as_table_mut()
+                .expect("journal")
+                .remove("snapshot_idle");
         }),
         &[],
     )
     .expect("valid without idle sections");
-    assert_eq!(v.questdb.as_ref().expect("questdb").idle, IdleConfig::parked(1_000, 1_000));
+    assert_eq!(
+        v.questdb.as_ref().expect("questdb").idle,
+        IdleConfig::parked(1_000, 1_000)
+    );
     assert_eq!(v.redis.as_ref().expect("redis").idle, IdleConfig::parked(1_000, 1_000));
     assert_eq!(
         v.orders.as_ref().expect("orders").journal.snapshot_idle,
@@ -728,7 +734,8 @@ fn idle_strategy_sections_are_validated() {
         t.insert("max_park_micros".into(), max.into());
         toml::Value::Table(t)
     };
-    let sections: [(&str, fn(&mut toml::Table) -> &mut toml::Table); 5] = [
+    type Section = fn(&mut toml::Table) -> &mut toml::Table;
+    let sections: [(&str, Section); 5] = [
         ("engine.idle", |d| d["engine"].as_table_mut().expect("engine")),
         ("api.fanout_idle", |d| d["api"].as_table_mut().expect("api")),
         ("orders.journal.snapshot_idle", |d| {
@@ -740,7 +747,11 @@ fn idle_strategy_sections_are_validated() {
     for (key, table) in sections {
         let leaf = key.rsplit('.').next().expect("leaf");
         // Set: taken as written.
-        let v = load(&with_stores(&|d| drop(table(d).insert(leaf.into(), idle(70, 900)))), &[]).expect(key);
+        let v = load(
+            &with_stores(&|d| drop(table(d).insert(leaf.into(), idle(70, 900)))),
+            &[],
+        )
+        .expect(key);
         let got = match key {
             "engine.idle" => v.config.engine.idle,
             "api.fanout_idle" => v.config.api.fanout_idle,
@@ -757,9 +768,19 @@ fn idle_strategy_sections_are_validated() {
         };
         assert_eq!(got, want, "{key}");
         // Bad values name their key.
-        for (park, max, bad) in [(0, 900, "park_micros"), (100_001, 900, "park_micros"), (70, 100_001, "max_park_micros")] {
-            let e = err(&with_stores(&|d| drop(table(d).insert(leaf.into(), idle(park, max)))), &[]);
-            assert!(e.starts_with(&format!("{key}.{bad}")), "{key} park {park} max {max}: {e}");
+        for (park, max, bad) in [
+            (0, 900, "park_micros"),
+            (100_001, 900, "park_micros"),
+            (70, 100_001, "max_park_micros"),
+        ] {
+            let e = err(
+                &with_stores(&|d| drop(table(d).insert(leaf.into(), idle(park, max)))),
+                &[],
+            );
+            assert!(
+                e.starts_with(&format!("{key}.{bad}")),
+                "{key} park {park} max {max}: {e}"
+            );
         }
         // Unknown keys are refused by name.
         let e = err(

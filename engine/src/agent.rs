@@ -321,14 +321,20 @@ mod tests {
 
     #[test]
     fn a_thread_has_its_name_and_returns_its_value() {
-        let h = spawn_thread("named-thread", None, || std::thread::current().name().map(str::to_owned)).unwrap();
+        let h = spawn_thread("named-thread", None, || {
+            std::thread::current().name().map(str::to_owned)
+        })
+        .unwrap();
         assert_eq!(h.join().unwrap().as_deref(), Some("named-thread"));
     }
 
     #[test]
     fn a_panic_is_reported_with_the_thread_name_and_message() {
         for (body, message) in [
-            (Box::new(|| panic!("static text")) as Box<dyn FnOnce() + Send>, "static text"),
+            (
+                Box::new(|| panic!("static text")) as Box<dyn FnOnce() + Send>,
+                "static text",
+            ),
             (Box::new(|| panic!("formatted {}", 42)), "formatted 42"),
             (Box::new(|| std::panic::panic_any(7u32)), "(a panic without a message)"),
         ] {

@@ -123,7 +123,7 @@ impl Idler {
     /// Call after a poll that found nothing.
     #[inline]
     pub fn idle(&mut self) {
-        match self.next() {
+        match self.next_pause() {
             Pause::Spin => std::hint::spin_loop(),
             Pause::Yield => std::thread::yield_now(),
             Pause::Park(d) => std::thread::park_timeout(d),
@@ -132,7 +132,7 @@ impl Idler {
 
     /// Counts an empty poll and says what to do about it, without doing it.
     #[inline]
-    pub fn next(&mut self) -> Pause {
+    pub fn next_pause(&mut self) -> Pause {
         let n = self.empty_polls;
         self.empty_polls = n.saturating_add(1);
         let c = &self.config;
@@ -184,7 +184,7 @@ mod tests {
             let c = IdleConfig { strategy, spin_iterations: spin, yield_iterations: yields, park_micros: park, max_park_micros: max };
             let cap = u64::from(max.max(park));
             let mut idler = Idler::new(c);
-            let run = |idler: &mut Idler| (0..polls).map(|_| idler.next()).collect::<Vec<_>>();
+            let run = |idler: &mut Idler| (0..polls).map(|_| idler.next_pause()).collect::<Vec<_>>();
             let first = run(&mut idler);
             idler.reset();
             prop_assert_eq!(&run(&mut idler), &first);
@@ -223,10 +223,14 @@ mod tests {
 
     #[test]
     fn a_config_without_max_park_micros_gets_the_default() {
-        let c: IdleConfig =
-            toml::from_str("strategy = \"spin-then-park\"\nspin_iterations = 1\nyield_iterations = 2\npark_micros = 3\n")
-                .unwrap();
+        let c: IdleConfig = toml::from_str(
+            "strategy = \"spin-then-park\"\nspin_iterations = 1\nyield_iterations = 2\npark_micros = 3\n",
+        )
+        .unwrap();
         assert_eq!(c.max_park_micros, IdleConfig::DEFAULT_MAX_PARK_MICROS);
-        assert!(toml::from_str::<IdleConfig>("strategy = \"busy-spin\"\nspin_iterations = 1\nyield_iterations = 2\npark_micros = 3\nmax_park = 4\n").is_err());
+        assert!(toml::from_str::<IdleConfig>(
+            "strategy = \"busy-spin\"\nspin_iterations = 1\nyield_iterations = 2\npark_micros = 3\nmax_park = 4\n"
+        )
+        .is_err());
     }
 }

@@ -166,8 +166,10 @@ impl AuditLog {
         let stats = Arc::new(AuditStats::default());
         let s = Arc::clone(&stats);
         // Blocks on its channel; ends when every sender has gone.
-        spawn_thread("audit", None, move || writer::run(file, tail, fsync, rx, s, Duration::from_secs(1)))
-            .map_err(|e| format!("starting the audit thread: {e}"))?;
+        spawn_thread("audit", None, move || {
+            writer::run(file, tail, fsync, rx, s, Duration::from_secs(1))
+        })
+        .map_err(|e| format!("starting the audit thread: {e}"))?;
         let shared = Arc::new(Shared {
             tx,
             stats: Arc::clone(&stats),

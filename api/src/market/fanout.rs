@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use stocksblitz_engine::counter::Counter;
 use stocksblitz_engine::agent::{spawn_agent, Agent, AgentError, AgentSpec, ThreadHandle};
+use stocksblitz_engine::counter::Counter;
 use stocksblitz_engine::idle::IdleConfig;
 use stocksblitz_engine::ring::{RingConsumer, RingProducer};
 use stocksblitz_engine::{DataQuality, EngineEvent, InstrumentId, InstrumentRegistry, UnixNanos};

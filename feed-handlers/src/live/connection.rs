@@ -731,21 +731,21 @@ pub fn spawn_live(
     let thread_stats = Arc::clone(&stats);
     let log_name = name.clone();
     let join = stocksblitz_engine::agent::spawn_thread(format!("feed-{name}"), core, move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(feed = %log_name, error = %e, "could not start the feed runtime");
-                    return;
-                }
-            };
-            thread_stats.running.set(1);
-            rt.block_on(ctx.run());
-            thread_stats.running.set(0);
-            thread_stats.set_state(FeedState::Stopped, None, UnixNanos::now());
-            tracing::info!(feed = %log_name, "feed stopped");
-        })
-        .map_err(|e| e.to_string())?
-        .with_stop(&stop_flag);
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(feed = %log_name, error = %e, "could not start the feed runtime");
+                return;
+            }
+        };
+        thread_stats.running.set(1);
+        rt.block_on(ctx.run());
+        thread_stats.running.set(0);
+        thread_stats.set_state(FeedState::Stopped, None, UnixNanos::now());
+        tracing::info!(feed = %log_name, "feed stopped");
+    })
+    .map_err(|e| e.to_string())?
+    .with_stop(&stop_flag);
     Ok(FeedHandle::new(name, venue.as_str(), stats, ring_stats, join))
 }
 
