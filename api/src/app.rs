@@ -1,24 +1,34 @@
-//! Wiring: builds the rings, starts the engine, feed and fan-out threads, and serves
-//! the API. Used by the binary and by integration tests (which bind port 0).
+//! Wiring: builds the rings, starts every thread in the stages of the ARCHITECTURE
+//! diagram, and serves the API. Used by the binary and by integration tests (which
+//! bind port 0).
 //!
-//! Threads: one per feed (pinned), one engine (pinned), one API fan-out, the optional
-//! in-process feed simulator, plus the tokio runtime that serves HTTP/WebSocket. Rings: feed -> engine (one SPSC ring per feed),
-//! engine -> API fan-out (one SPSC output ring).
+//! ```text
+//! 1 sources      simulator, feeds (one pinned thread each)
+//!                   | one SPSC input ring per feed
+//! 2 engine       engine (pinned) ---- order ring ----> journal -> snapshots
+//!                   | API output ring                     | durable steps
+//! 3 fan-outs     api-fanout (mirror, hub)            order-fanout (read model, hub)
+//!                   | one tap ring per store
+//! 4 stores       questdb-tap -> questdb-sink, redis-publisher
+//! 5 serve        the tokio runtime: HTTP and WebSocket
+//! ```
+//!
+//! Every thread is an agent or a blocking loop started through
+//! `stocksblitz_engine::agent` with its name, core and idle strategy. Shutdown runs
+//! the stages in an order that loses nothing (see [`Threads::stop_and_join`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use anyhow::Context;
 use parking_lot::RwLock;
-use stocksblitz_engine::affinity::pin_current_thread;
-use stocksblitz_engine::idle::Idler;
+use stocksblitz_engine::agent::{spawn_agent, spawn_thread, AgentSpec, ThreadHandle};
 use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWriter, RunStart, Snapshotter};
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::OrderManager;
 use stocksblitz_engine::publisher::OutputStats;
-use stocksblitz_engine::ring::{ring, RingConsumer};
+use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
 use stocksblitz_engine::stats::EngineStats;
 use stocksblitz_engine::{Engine, EngineEvent, EngineHandles, Price, Tick, UnixNanos};
 use stocksblitz_feed_handlers::live::spawn_live;
@@ -35,6 +45,7 @@ use crate::orders::accounts::Accounts;
 use crate::orders::fanout::spawn_order_fanout;
 use crate::orders::OrderService;
 use crate::redis_store::RedisStore;
+use crate::sink::SinkStats;
 use crate::state::{AppState, FeedInfo, Security};
 use crate::ws::hub::Hub;
 use stocksblitz_engine::orders::store::OrderStore;
@@ -43,24 +54,66 @@ use stocksblitz_engine::surveillance::Surveillance;
 pub struct RunningApp {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// Stops sources, engine and fan-outs.
     stop: Arc<AtomicBool>,
-    feeds: Vec<FeedHandle>,
-    engine: Option<JoinHandle<()>>,
-    fanout: Option<JoinHandle<()>>,
-    order_fanout: Option<JoinHandle<()>>,
-    /// Stopped after the engine, so everything the engine did is journaled.
-    journal: Option<JoinHandle<()>>,
-    snapshots: Option<JoinHandle<()>>,
-    /// The QuestDB sink (stopped with the journal, after the engine).
-    questdb: Option<JoinHandle<()>>,
-    /// The Redis publisher (engine node) or subscriber (API node).
-    redis: Option<JoinHandle<()>>,
+    /// Stops the journal and the stores, after the engine has stopped.
     journal_stop: Arc<AtomicBool>,
-    simulator: Option<JoinHandle<()>>,
+    threads: Option<Threads>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     /// The certificate files, when serving TLS.
     tls: Option<Arc<TlsFiles>>,
+}
+
+/// The threads of a node, by stage.
+#[derive(Default)]
+struct Threads {
+    /// 1, sources: the in-process venue simulator and the feeds.
+    simulator: Option<ThreadHandle>,
+    feeds: Vec<FeedHandle>,
+    /// 2: the engine, and the journal that makes its order steps durable, with its
+    /// snapshot thread.
+    engine: Option<ThreadHandle>,
+    journal: Option<ThreadHandle>,
+    snapshots: Option<ThreadHandle>,
+    /// 3, fan-outs: market data (engine output ring) and orders (journal output).
+    fanout: Option<ThreadHandle>,
+    order_fanout: Option<ThreadHandle>,
+    /// 4, stores: the QuestDB sink; the Redis publisher (engine node) or subscriber
+    /// (API node, where it is the source).
+    questdb: Option<ThreadHandle>,
+    redis: Option<ThreadHandle>,
+}
+
+/// Joins a thread; a panic is logged with its name.
+fn join(t: Option<ThreadHandle>) {
+    if let Some(t) = t {
+        t.join_logged();
+    }
+}
+
+impl Threads {
+    /// Stops and joins every thread, losing nothing on the way:
+    /// 1. `stop`: sources, engine and fan-outs stop; the engine is joined first, so
+    ///    everything it did is on its rings (the API fan-out drains its ring until the
+    ///    engine has gone, for the stores' taps);
+    /// 2. `journal_stop`: the journal and the stores drain what is left and are
+    ///    joined (the journal journals every step the engine took);
+    /// 3. the feeds, the fan-outs and the simulator are joined.
+    fn stop_and_join(self, stop: &AtomicBool, journal_stop: &AtomicBool) {
+        stop.store(true, Ordering::Relaxed);
+        join(self.engine);
+        journal_stop.store(true, Ordering::Release);
+        for t in [self.journal, self.snapshots, self.questdb, self.redis] {
+            join(t);
+        }
+        for f in self.feeds {
+            f.join();
+        }
+        for t in [self.fanout, self.order_fanout, self.simulator] {
+            join(t);
+        }
+    }
 }
 
 /// Sets its flags when dropped (start-up failed): threads already started stop.
@@ -75,7 +128,7 @@ impl Drop for StopOnError {
 }
 
 /// Starts the in-process feed simulator on its own thread; returns its address.
-fn start_simulator(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
+fn start_simulator(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<Option<(SocketAddr, ThreadHandle)>> {
     let Some(cfg) = v.config.simulator.as_ref().filter(|s| s.enabled) else {
         return Ok(None);
     };
@@ -84,40 +137,41 @@ fn start_simulator(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<Opti
         .with_context(|| format!("simulator cannot listen on {} (simulator.listen)", cfg.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let flag = Arc::clone(stop);
     let stop = Arc::clone(stop);
-    let join = std::thread::Builder::new()
-        .name("feed-sim".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
+    // Blocks in an async runtime of its own, serving the venues' protocols.
+    let join = spawn_thread("feed-sim", None, move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "simulator runtime");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
                 Err(e) => {
-                    tracing::error!(error = %e, "simulator runtime");
+                    tracing::error!(error = %e, "simulator listener");
                     return;
                 }
             };
-            rt.block_on(async move {
-                let listener = match TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "simulator listener");
-                        return;
-                    }
-                };
-                let handle = match stocksblitz_feed_handlers::sim::start(setup, listener).await {
-                    Ok(h) => h,
-                    Err(e) => {
-                        tracing::error!(error = %e, "simulator start");
-                        return;
-                    }
-                };
-                tracing::info!(addr = %handle.addr, "feed simulator serving");
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let handle = match stocksblitz_feed_handlers::sim::start(setup, listener).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(error = %e, "simulator start");
+                    return;
                 }
-                handle.stop().await;
-            });
-        })
-        .context("starting the simulator thread")?;
+            };
+            tracing::info!(addr = %handle.addr, "feed simulator serving");
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            handle.stop().await;
+        });
+    })
+    .context("starting the simulator thread")?
+    .with_stop(&flag);
     Ok(Some((addr, join)))
 }
 
@@ -214,121 +268,47 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     // If start-up fails part way, the threads already started stop too.
     let mut guard = StopOnError(vec![Arc::clone(&stop), Arc::clone(&journal_stop)]);
     let cfg = &v.config;
+    let mut threads = Threads::default();
     let redis = match &v.redis {
         Some(setup) => Some(Arc::new(RedisStore::connect(setup).await?)),
         None => None,
     };
     let security = security(&v, redis.as_ref())?;
+
+    // 1. Sources -> one input ring per feed.
     let sim = start_simulator(&v, &stop)?;
     let (feeds, inputs) = start_feeds(&v, &stop, sim.as_ref().map(|(a, _)| *a))?;
+    threads.simulator = sim.map(|(_, j)| j);
+    threads.feeds = feeds;
 
+    // 2. Input rings -> engine -> the API output ring (and the order ring -> journal).
     let (out_producer, out_consumer) = ring::<EngineEvent>("api", cfg.engine.output_ring_capacity);
-    // The engine publishes each event once; the stores tap the API fan-out, each
-    // through a ring of its own that it drains whatever its server does. The QuestDB
-    // tap is lossless (the store loses nothing): the fan-out counts its rows and holds
-    // what its ring has no room for.
-    let mut taps = Vec::new();
-    let sink_ring = v.questdb.as_ref().map(|_| {
-        let (p, c) = ring::<EngineEvent>("questdb", cfg.engine.output_ring_capacity);
-        let stats = Arc::new(crate::sink::SinkStats::default());
-        taps.push(Tap::lossless(p, Arc::clone(&stats)));
-        (c, stats)
-    });
-    let redis_ring = redis.as_ref().map(|_| {
-        let (p, c) = ring::<EngineEvent>("redis", cfg.engine.output_ring_capacity);
-        taps.push(Tap::lossy(p));
-        c
-    });
-    // Sessions (out of session: CLOSED) and which instruments a feed delivers (the
-    // others are never STALE for silence).
-    let fed: Vec<stocksblitz_engine::InstrumentId> = cfg
-        .feeds
-        .iter()
-        .flat_map(|f| f.instruments.iter())
-        .filter_map(|s| v.registry.by_symbol(s).map(|i| i.id))
-        .collect();
-    let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![out_producer]).with_market(
-        &v.registry,
-        &fed,
-        UnixNanos::now(),
-    );
-    let order_path = match (&v.orders, &cfg.auth) {
-        (Some(setup), Some(_)) => {
-            let queue = command_queue(setup.command_queue_capacity);
-            let (order_out, journal_in) = ring::<OrderOutput>("order-journal", setup.event_ring_capacity);
-            let (journal_out, order_in) = ring::<OrderOutput>("orders", setup.event_ring_capacity);
-            let mut manager =
-                OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
-            manager.set_day_roll(setup.day_roll_secs);
-            let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);
-            let (journal, snapshots, journal_stats) = open_journal(setup, &v, &mut manager, &mut store)?;
-            let now = UnixNanos::now();
-            manager.republish_internal_books(now);
-            let backlog = 4 * setup.event_ring_capacity;
-            engine = engine.with_orders(manager, OrderGateway::new(Arc::clone(&queue), order_out, backlog), now);
-            if let Some(t) = &v.surveillance {
-                let surveillance = Surveillance::new(t.clone(), &v.registry, setup.accounts.len());
-                engine = engine.with_surveillance(surveillance);
-            }
-            let service = OrderService::new(
-                Accounts::new(&setup.accounts),
-                store,
-                queue,
-                std::time::Duration::from_millis(setup.response_timeout_ms),
-                Arc::clone(&journal_stats),
-            );
-            let service = Arc::new(match &redis {
-                Some(r) => service.with_redis(Arc::clone(r)),
-                None => service,
-            });
-            let journal = JournalThread::new(journal, journal_in, journal_out, journal_stats);
-            Some((service, order_in, journal, snapshots))
-        }
-        _ => None,
-    };
+    let (engine, order_path) = build_engine(&v, inputs, out_producer, redis.as_ref())?;
     let handles = engine.handles();
-    let engine_stop = Arc::clone(&stop);
-    let (core, idle) = (cfg.engine.core, cfg.engine.idle);
-    let engine_thread = std::thread::Builder::new()
-        .name("engine".into())
-        .spawn(move || {
-            if let Some(core) = core {
-                if let Err(e) = pin_current_thread(core) {
-                    tracing::error!(core, error = %e, "could not pin the engine thread");
-                }
-            }
-            tracing::info!(?core, "engine started");
-            engine.run(&engine_stop, Idler::new(idle));
-            tracing::info!("engine stopped");
-        })
-        .context("starting the engine thread")?;
+    let spec = AgentSpec::new("engine", cfg.engine.idle, &stop).on_core(cfg.engine.core);
+    threads.engine = Some(spawn_agent(engine, spec).context("starting the engine thread")?);
 
-    let tap_stats: Vec<_> = taps.iter().map(|t| Arc::clone(t.ring_stats())).collect();
-    let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, taps, &stop)?;
+    // 3. Output rings -> fan-outs. The market fan-out feeds the stores' tap rings.
+    let stores = StoreTaps::new(&v, redis.is_some());
+    let tap_stats: Vec<_> = stores.taps.iter().map(|t| Arc::clone(t.ring_stats())).collect();
+    let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, stores.taps, &stop)?;
+    threads.fanout = Some(fanout);
     let registry = Arc::clone(&market.registry);
-
-    let (order_service, order_fanout, journal, snapshots) = match order_path {
-        Some((service, ring, journal, snapshots)) => {
-            let journal = journal
-                .spawn(cfg.api.fanout_idle, Arc::clone(&journal_stop))
-                .context("starting the journal thread")?;
-            let snapshots = snapshots
-                .spawn(Arc::clone(&journal_stop))
-                .context("starting the journal snapshot thread")?;
-            let join = spawn_order_fanout(
-                Arc::clone(&service),
-                Arc::clone(&hub),
-                Arc::clone(&security.audit),
-                ring,
-                cfg.api.fanout_idle,
-                Arc::clone(&stop),
-            )
-            .context("starting the order fan-out thread")?;
-            (Some(service), Some(join), Some(journal), Some(snapshots))
-        }
-        None => (None, None, None, None),
+    let order_service = match order_path {
+        Some(path) => Some(start_order_path(
+            &v,
+            path,
+            &hub,
+            &security,
+            &stop,
+            &journal_stop,
+            &mut threads,
+        )?),
+        None => None,
     };
-    let (questdb, questdb_stats) = match (&v.questdb, sink_ring) {
+
+    // 4. Tap rings -> stores.
+    let questdb_stats = match (&v.questdb, stores.questdb) {
         (Some(setup), Some((ring, stats))) => {
             let accounts = v.orders.as_ref().map(|o| o.accounts.clone()).unwrap_or_default();
             let journal = v
@@ -345,33 +325,33 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
                 Arc::clone(&stats),
                 Arc::clone(&journal_stop),
             )?;
-            (Some(join), Some(stats))
-        }
-        _ => (None, None),
-    };
-    let redis_publisher = match (&redis, redis_ring) {
-        (Some(store), Some(ring)) => {
-            // Resync requests from API nodes go to the output the fan-out (and so this
-            // tap) reads.
-            let output = handles
-                .outputs
-                .first()
-                .map(|o| Arc::clone(&o.1))
-                .context("the API output ring")?;
-            Some(
-                crate::redis_store::publisher::spawn_publisher(
-                    Arc::clone(store),
-                    Arc::clone(&registry),
-                    ring,
-                    output,
-                    Arc::clone(&journal_stop),
-                )
-                .context("starting the redis publisher")?,
-            )
+            threads.questdb = Some(join);
+            Some(stats)
         }
         _ => None,
     };
-    let feed_info = feeds
+    if let (Some(store), Some(ring)) = (&redis, stores.redis) {
+        // Resync requests from API nodes go to the output the fan-out (and so this
+        // tap) reads.
+        let output = handles
+            .outputs
+            .first()
+            .map(|o| Arc::clone(&o.1))
+            .context("the API output ring")?;
+        let join = crate::redis_store::publisher::spawn_publisher(
+            Arc::clone(store),
+            Arc::clone(&registry),
+            ring,
+            output,
+            Arc::clone(&journal_stop),
+        )
+        .context("starting the redis publisher")?;
+        threads.redis = Some(join);
+    }
+
+    // 5. Serve.
+    let feed_info = threads
+        .feeds
         .iter()
         .map(|h| FeedInfo {
             name: h.name.clone(),
@@ -405,20 +385,153 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         addr,
         state,
         stop,
-        feeds,
-        engine: Some(engine_thread),
-        fanout: Some(fanout),
-        order_fanout,
-        journal,
-        snapshots,
-        questdb,
-        redis: redis_publisher,
         journal_stop,
-        simulator: sim.map(|(_, j)| j),
+        threads: Some(threads),
         server,
         shutdown: Some(tx),
         tls,
     })
+}
+
+/// The stores' rings off the API fan-out. The engine publishes each event once; each
+/// store drains a ring of its own whatever its server does. The QuestDB tap is
+/// lossless (the store loses nothing): the fan-out counts its rows and holds what its
+/// ring has no room for. The Redis tap is lossy.
+struct StoreTaps {
+    taps: Vec<Tap>,
+    questdb: Option<(RingConsumer<EngineEvent>, Arc<SinkStats>)>,
+    redis: Option<RingConsumer<EngineEvent>>,
+}
+
+impl StoreTaps {
+    fn new(v: &Validated, redis: bool) -> Self {
+        let capacity = v.config.engine.output_ring_capacity;
+        let mut taps = Vec::new();
+        let questdb = v.questdb.as_ref().map(|_| {
+            let (p, c) = ring::<EngineEvent>("questdb", capacity);
+            let stats = Arc::new(SinkStats::default());
+            taps.push(Tap::lossless(p, Arc::clone(&stats)));
+            (c, stats)
+        });
+        let redis = redis.then(|| {
+            let (p, c) = ring::<EngineEvent>("redis", capacity);
+            taps.push(Tap::lossy(p));
+            c
+        });
+        Self { taps, questdb, redis }
+    }
+}
+
+/// The order path, built with the engine and started after it.
+struct OrderPath {
+    service: Arc<OrderService>,
+    /// The journal's output: durable steps and events, for the order fan-out.
+    ring: RingConsumer<OrderOutput>,
+    journal: JournalThread,
+    snapshots: Snapshotter,
+}
+
+/// The engine over the feeds' rings, publishing to `output`; with `[orders]` and
+/// `[auth]` also the order path (the journal recovered into it), with `[surveillance]`
+/// the surveillance rules.
+fn build_engine(
+    v: &Validated,
+    inputs: Vec<RingConsumer<Tick>>,
+    output: RingProducer<EngineEvent>,
+    redis: Option<&Arc<RedisStore>>,
+) -> anyhow::Result<(Engine, Option<OrderPath>)> {
+    let cfg = &v.config;
+    // Sessions (out of session: CLOSED) and which instruments a feed delivers (the
+    // others are never STALE for silence).
+    let fed: Vec<stocksblitz_engine::InstrumentId> = cfg
+        .feeds
+        .iter()
+        .flat_map(|f| f.instruments.iter())
+        .filter_map(|s| v.registry.by_symbol(s).map(|i| i.id))
+        .collect();
+    let engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![output]).with_market(
+        &v.registry,
+        &fed,
+        UnixNanos::now(),
+    );
+    let (Some(setup), Some(_)) = (&v.orders, &cfg.auth) else {
+        return Ok((engine, None));
+    };
+    let queue = command_queue(setup.command_queue_capacity);
+    let (order_out, journal_in) = ring::<OrderOutput>("order-journal", setup.event_ring_capacity);
+    let (journal_out, order_in) = ring::<OrderOutput>("orders", setup.event_ring_capacity);
+    let mut manager = OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
+    manager.set_day_roll(setup.day_roll_secs);
+    let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);
+    let (journal, snapshots, journal_stats) = open_journal(setup, v, &mut manager, &mut store)?;
+    let now = UnixNanos::now();
+    manager.republish_internal_books(now);
+    let backlog = 4 * setup.event_ring_capacity;
+    let mut engine = engine.with_orders(manager, OrderGateway::new(Arc::clone(&queue), order_out, backlog), now);
+    if let Some(t) = &v.surveillance {
+        let surveillance = Surveillance::new(t.clone(), &v.registry, setup.accounts.len());
+        engine = engine.with_surveillance(surveillance);
+    }
+    let service = OrderService::new(
+        Accounts::new(&setup.accounts),
+        store,
+        queue,
+        std::time::Duration::from_millis(setup.response_timeout_ms),
+        Arc::clone(&journal_stats),
+    );
+    let service = Arc::new(match redis {
+        Some(r) => service.with_redis(Arc::clone(r)),
+        None => service,
+    });
+    let journal = JournalThread::new(journal, journal_in, journal_out, journal_stats);
+    Ok((
+        engine,
+        Some(OrderPath {
+            service,
+            ring: order_in,
+            journal,
+            snapshots,
+        }),
+    ))
+}
+
+/// Starts the journal (and its snapshot thread), stopped by `journal_stop` after the
+/// engine, and the order fan-out behind it.
+fn start_order_path(
+    v: &Validated,
+    path: OrderPath,
+    hub: &Arc<Hub>,
+    security: &Security,
+    stop: &Arc<AtomicBool>,
+    journal_stop: &Arc<AtomicBool>,
+    threads: &mut Threads,
+) -> anyhow::Result<Arc<OrderService>> {
+    let cfg = &v.config;
+    let journal = path
+        .journal
+        .spawn(cfg.api.fanout_idle, Arc::clone(journal_stop))
+        .context("starting the journal thread")?;
+    threads.journal = Some(journal);
+    let snapshot_idle = v
+        .orders
+        .as_ref()
+        .map_or(Snapshotter::DEFAULT_IDLE, |o| o.journal.snapshot_idle);
+    let snapshots = path
+        .snapshots
+        .spawn(snapshot_idle, Arc::clone(journal_stop))
+        .context("starting the journal snapshot thread")?;
+    threads.snapshots = Some(snapshots);
+    let join = spawn_order_fanout(
+        Arc::clone(&path.service),
+        Arc::clone(hub),
+        Arc::clone(&security.audit),
+        path.ring,
+        cfg.api.fanout_idle,
+        Arc::clone(stop),
+    )
+    .context("starting the order fan-out thread")?;
+    threads.order_fanout = Some(join);
+    Ok(path.service)
 }
 
 /// Rebuilds the order manager and the API's read model from the journal (snapshot
@@ -492,7 +605,7 @@ fn open_journal(
     Ok((writer, snapshots, stats))
 }
 
-type MarketFanout = (Arc<Market>, Arc<Hub>, JoinHandle<()>, Arc<crate::market::FanoutStats>);
+type MarketFanout = (Arc<Market>, Arc<Hub>, ThreadHandle, Arc<crate::market::FanoutStats>);
 
 /// The API's read model of the market and its WebSocket hub, and the thread that
 /// fills both from `ring` (the engine's output, or Redis on an API node).
@@ -600,10 +713,17 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
         outputs: vec![(Arc::clone(producer.stats()), Arc::new(OutputStats::default()))],
         orders: None,
     };
+    // 1. Source: Redis -> the ring an engine's output would be.
     let subscriber =
         crate::redis_store::subscriber::spawn_subscriber(Arc::clone(&redis), producer, source, Arc::clone(&stop))
             .context("starting the redis subscriber")?;
+    // 3. Fan-out.
     let (market, hub, fanout, fanout_stats) = market_fanout(&v, consumer, Vec::new(), &stop)?;
+    let threads = Threads {
+        fanout: Some(fanout),
+        redis: Some(subscriber),
+        ..Threads::default()
+    };
     let state = AppState::new(
         cfg.api.clone(),
         market,
@@ -626,16 +746,8 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
         addr,
         state,
         stop,
-        feeds: Vec::new(),
-        engine: None,
-        fanout: Some(fanout),
-        order_fanout: None,
-        journal: None,
-        snapshots: None,
-        questdb: None,
-        redis: Some(subscriber),
         journal_stop: Arc::new(AtomicBool::new(false)),
-        simulator: None,
+        threads: Some(threads),
         server,
         shutdown: Some(tx),
         tls,
@@ -679,38 +791,12 @@ impl RunningApp {
             let _ = tx.send(());
         }
         let served = (&mut self.server).await;
-        self.stop.store(true, Ordering::Relaxed);
-        let engine = self.engine.take();
-        let journal = self.journal.take();
-        let snapshots = self.snapshots.take();
-        let questdb = self.questdb.take();
-        let redis = self.redis.take();
-        let journal_stop = Arc::clone(&self.journal_stop);
-        let threads: Vec<JoinHandle<()>> = self
-            .fanout
-            .take()
-            .into_iter()
-            .chain(self.order_fanout.take())
-            .chain(self.simulator.take())
-            .collect();
-        let feeds = std::mem::take(&mut self.feeds);
-        tokio::task::spawn_blocking(move || {
-            if let Some(e) = engine {
-                let _ = e.join();
-            }
-            journal_stop.store(true, Ordering::Release);
-            for j in journal.into_iter().chain(snapshots).chain(questdb).chain(redis) {
-                let _ = j.join();
-            }
-            for f in feeds {
-                f.join();
-            }
-            for t in threads {
-                let _ = t.join();
-            }
-        })
-        .await
-        .context("joining threads")?;
+        let (stop, journal_stop) = (Arc::clone(&self.stop), Arc::clone(&self.journal_stop));
+        if let Some(threads) = self.threads.take() {
+            tokio::task::spawn_blocking(move || threads.stop_and_join(&stop, &journal_stop))
+                .await
+                .context("joining threads")?;
+        }
         served.context("server task")?.context("server")?;
         Ok(())
     }

@@ -721,3 +721,122 @@ fn venue_requirements_name_their_key() {
     });
     assert!(load(&no_audits, &[]).is_ok());
 }
+
+/// Every idle strategy section (the engine's, the fan-outs', the journal snapshot
+/// thread's, the QuestDB sink's, the Redis publisher's): a bad value is refused naming
+/// its key, an unknown key is refused, an absent optional section takes its default,
+/// and the environment overrides the new longest-sleep key.
+#[test]
+fn idle_strategy_sections_are_validated() {
+    use stocksblitz_engine::idle::{IdleConfig, IdleKind};
+    let questdb: toml::Table = toml::from_str(
+        "url = \"http://127.0.0.1:9\"\nprotocol_version = 2\ncreate_tables = false\nbatch_rows = 100\n\
+         flush_interval_ms = 100\nmemory_rows = 1000\nspill_dir = \"data/spill\"\nretry_initial_ms = 100\n\
+         retry_max_ms = 1000\nrequest_timeout_ms = 1000\norders = false\n",
+    )
+    .expect("questdb table");
+    let redis: toml::Table = toml::from_str(
+        "url = \"redis://127.0.0.1:6379/0\"\nquote_ttl_secs = 60\nquote_interval_ms = 100\n\
+         idempotency_ttl_secs = 86400\nchannel = \"sbz:md\"\ntimeout_ms = 500\n",
+    )
+    .expect("redis table");
+    let with_stores = |edit: &dyn Fn(&mut toml::Table)| {
+        edited(|d| {
+            d.insert("questdb".into(), toml::Value::Table(questdb.clone()));
+            d.insert("redis".into(), toml::Value::Table(redis.clone()));
+            edit(d);
+        })
+    };
+    // Absent: the defaults (the sink and publisher sleep 1 ms, snapshots every 100 ms).
+    let v = load(
+        &with_stores(&|d| {
+            d["orders"]["journal"]
+                .as_table_mut()
+                .expect("journal")
+                .remove("snapshot_idle");
+        }),
+        &[],
+    )
+    .expect("valid without idle sections");
+    assert_eq!(
+        v.questdb.as_ref().expect("questdb").idle,
+        IdleConfig::parked(1_000, 1_000)
+    );
+    assert_eq!(v.redis.as_ref().expect("redis").idle, IdleConfig::parked(1_000, 1_000));
+    assert_eq!(
+        v.orders.as_ref().expect("orders").journal.snapshot_idle,
+        IdleConfig::parked(100_000, 100_000)
+    );
+    let idle = |park: i64, max: i64| {
+        let mut t = toml::Table::new();
+        t.insert("strategy".into(), "spin-then-park".into());
+        t.insert("spin_iterations".into(), 3.into());
+        t.insert("yield_iterations".into(), 4.into());
+        t.insert("park_micros".into(), park.into());
+        t.insert("max_park_micros".into(), max.into());
+        toml::Value::Table(t)
+    };
+    type Section = fn(&mut toml::Table) -> &mut toml::Table;
+    let sections: [(&str, Section); 5] = [
+        ("engine.idle", |d| d["engine"].as_table_mut().expect("engine")),
+        ("api.fanout_idle", |d| d["api"].as_table_mut().expect("api")),
+        ("orders.journal.snapshot_idle", |d| {
+            d["orders"]["journal"].as_table_mut().expect("journal")
+        }),
+        ("questdb.idle", |d| d["questdb"].as_table_mut().expect("questdb")),
+        ("redis.idle", |d| d["redis"].as_table_mut().expect("redis")),
+    ];
+    for (key, table) in sections {
+        let leaf = key.rsplit('.').next().expect("leaf");
+        // Set: taken as written.
+        let v = load(
+            &with_stores(&|d| drop(table(d).insert(leaf.into(), idle(70, 900)))),
+            &[],
+        )
+        .expect(key);
+        let got = match key {
+            "engine.idle" => v.config.engine.idle,
+            "api.fanout_idle" => v.config.api.fanout_idle,
+            "orders.journal.snapshot_idle" => v.orders.as_ref().expect("orders").journal.snapshot_idle,
+            "questdb.idle" => v.questdb.as_ref().expect("questdb").idle,
+            _ => v.redis.as_ref().expect("redis").idle,
+        };
+        let want = IdleConfig {
+            strategy: IdleKind::SpinThenPark,
+            spin_iterations: 3,
+            yield_iterations: 4,
+            park_micros: 70,
+            max_park_micros: 900,
+        };
+        assert_eq!(got, want, "{key}");
+        // Bad values name their key.
+        for (park, max, bad) in [
+            (0, 900, "park_micros"),
+            (100_001, 900, "park_micros"),
+            (70, 100_001, "max_park_micros"),
+        ] {
+            let e = err(
+                &with_stores(&|d| drop(table(d).insert(leaf.into(), idle(park, max)))),
+                &[],
+            );
+            assert!(
+                e.starts_with(&format!("{key}.{bad}")),
+                "{key} park {park} max {max}: {e}"
+            );
+        }
+        // Unknown keys are refused by name.
+        let e = err(
+            &with_stores(&|d| {
+                let mut t = idle(70, 900);
+                if let toml::Value::Table(t) = &mut t {
+                    t.insert("max_park".into(), 1.into());
+                }
+                table(d).insert(leaf.into(), t);
+            }),
+            &[],
+        );
+        assert!(e.contains("max_park"), "{key}: {e}");
+    }
+    let v = load(&base(), &[("STOCKSBLITZ_ENGINE_IDLE_MAX_PARK_MICROS", "2500")]).expect("override");
+    assert_eq!(v.config.engine.idle.max_park_micros, 2_500);
+}

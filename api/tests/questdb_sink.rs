@@ -54,6 +54,7 @@ fn setup(addr: &str, spill: &std::path::Path, memory_rows: usize) -> QuestDbSetu
         request_timeout: Duration::from_millis(2_000),
         orders: false,
         auth: IlpAuth::None,
+        idle: stocksblitz_api::config::questdb::DEFAULT_IDLE,
     }
 }
 
@@ -64,7 +65,7 @@ fn sink(
     RingProducer<EngineEvent>,
     Arc<SinkStats>,
     Arc<AtomicBool>,
-    std::thread::JoinHandle<()>,
+    stocksblitz_engine::agent::ThreadHandle,
 ) {
     let (p, c) = ring("questdb", 1 << 16);
     let stats = Arc::new(SinkStats::default());
@@ -102,7 +103,7 @@ fn now_ms() -> i64 {
     UnixNanos::now().0 / 1_000_000
 }
 
-fn stop_sink(stop: &AtomicBool, join: std::thread::JoinHandle<()>) {
+fn stop_sink(stop: &AtomicBool, join: stocksblitz_engine::agent::ThreadHandle) {
     stop.store(true, std::sync::atomic::Ordering::Release);
     join.join().expect("sink thread");
 }

@@ -248,6 +248,7 @@ fn with_and_without_sink() {
         request_timeout: Duration::from_secs(10),
         orders: false,
         auth: stocksblitz_api::config::questdb::IlpAuth::None,
+        idle: stocksblitz_api::config::questdb::DEFAULT_IDLE,
     };
     let sink = QuestDbSink::new(
         setup,

@@ -6,6 +6,11 @@
 //! nanoseconds), then yields, then sleeps in short slices, so a 2-core machine still
 //! has CPU for the API and the OS. Nobody ever wakes a sleeping thread: producers must
 //! not make system calls, so sleepers time out and poll again.
+//!
+//! A thread that stays idle sleeps longer and longer: each sleep doubles, from
+//! `park_micros` up to `max_park_micros`, so an idle process costs a few wake-ups per
+//! millisecond rather than tens of thousands per second, while a busy stream (which
+//! resets the idler on every poll with work) never reaches the long sleeps.
 
 use std::time::Duration;
 
@@ -31,8 +36,25 @@ pub struct IdleConfig {
     pub spin_iterations: u32,
     /// Empty polls spent yielding before sleeping (spin-then-park only).
     pub yield_iterations: u32,
-    /// Sleep slice for spin-then-park, in microseconds.
+    /// First sleep slice for spin-then-park, in microseconds.
     pub park_micros: u32,
+    /// Longest sleep slice: each further empty poll doubles the slice up to this
+    /// (spin-then-park only; below `park_micros` it counts as `park_micros`).
+    #[serde(default = "default_max_park_micros")]
+    pub max_park_micros: u32,
+}
+
+fn default_max_park_micros() -> u32 {
+    IdleConfig::DEFAULT_MAX_PARK_MICROS
+}
+
+/// What an idle thread does next (for callers that cannot block the thread, such as
+/// an async task: it yields or sleeps its own way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    Spin,
+    Yield,
+    Park(Duration),
 }
 
 impl Default for IdleConfig {
@@ -42,18 +64,39 @@ impl Default for IdleConfig {
             spin_iterations: 2_000,
             yield_iterations: 50,
             park_micros: 50,
+            max_park_micros: Self::DEFAULT_MAX_PARK_MICROS,
         }
     }
 }
 
 impl IdleConfig {
+    /// The default longest sleep slice (1 ms).
+    pub const DEFAULT_MAX_PARK_MICROS: u32 = 1_000;
+    /// The longest sleep slice allowed: longer and ticks sit unread.
+    pub const MAX_PARK_MICROS: u32 = 100_000;
+
+    /// Spin-then-park with the given first and longest sleep slices and no spinning
+    /// or yielding: for threads that are mostly idle and not on the hot path.
+    pub const fn parked(park_micros: u32, max_park_micros: u32) -> Self {
+        Self {
+            strategy: IdleKind::SpinThenPark,
+            spin_iterations: 0,
+            yield_iterations: 0,
+            park_micros,
+            max_park_micros,
+        }
+    }
+
     /// Checks the numbers make sense; returns the offending key's name and why.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
         if self.strategy == IdleKind::SpinThenPark && self.park_micros == 0 {
             return Err(("park_micros", "must be at least 1 for spin-then-park"));
         }
-        if self.park_micros > 100_000 {
+        if self.park_micros > Self::MAX_PARK_MICROS {
             return Err(("park_micros", "must be at most 100000 (100 ms) or ticks sit unread"));
+        }
+        if self.max_park_micros > Self::MAX_PARK_MICROS {
+            return Err(("max_park_micros", "must be at most 100000 (100 ms) or ticks sit unread"));
         }
         Ok(())
     }
@@ -80,18 +123,114 @@ impl Idler {
     /// Call after a poll that found nothing.
     #[inline]
     pub fn idle(&mut self) {
+        match self.next_pause() {
+            Pause::Spin => std::hint::spin_loop(),
+            Pause::Yield => std::thread::yield_now(),
+            Pause::Park(d) => std::thread::park_timeout(d),
+        }
+    }
+
+    /// Counts an empty poll and says what to do about it, without doing it.
+    #[inline]
+    pub fn next_pause(&mut self) -> Pause {
         let n = self.empty_polls;
         self.empty_polls = n.saturating_add(1);
         let c = &self.config;
+        let patient = c.spin_iterations.saturating_add(c.yield_iterations);
         match c.strategy {
-            IdleKind::BusySpin => std::hint::spin_loop(),
-            IdleKind::SpinThenYield if n < c.spin_iterations => std::hint::spin_loop(),
-            IdleKind::SpinThenYield => std::thread::yield_now(),
-            IdleKind::SpinThenPark if n < c.spin_iterations => std::hint::spin_loop(),
-            IdleKind::SpinThenPark if n < c.spin_iterations.saturating_add(c.yield_iterations) => {
-                std::thread::yield_now()
+            IdleKind::BusySpin => Pause::Spin,
+            IdleKind::SpinThenYield if n < c.spin_iterations => Pause::Spin,
+            IdleKind::SpinThenYield => Pause::Yield,
+            IdleKind::SpinThenPark if n < c.spin_iterations => Pause::Spin,
+            IdleKind::SpinThenPark if n < patient => Pause::Yield,
+            IdleKind::SpinThenPark => {
+                // The k-th sleep lasts park_micros * 2^k, capped.
+                let k = (n - patient).min(20);
+                let micros = u64::from(c.park_micros)
+                    .saturating_mul(1u64 << k)
+                    .min(u64::from(c.max_park_micros.max(c.park_micros)));
+                Pause::Park(Duration::from_micros(micros))
             }
-            IdleKind::SpinThenPark => std::thread::park_timeout(Duration::from_micros(u64::from(c.park_micros))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kind() -> impl Strategy<Value = IdleKind> {
+        prop_oneof![
+            Just(IdleKind::BusySpin),
+            Just(IdleKind::SpinThenYield),
+            Just(IdleKind::SpinThenPark)
+        ]
+    }
+
+    proptest! {
+        /// Over any settings: spin first, then yield, then (spin-then-park) sleeps that
+        /// start at park_micros, never shrink, double until the cap and stay there;
+        /// a poll with work starts the sequence over.
+        #[test]
+        fn pauses_follow_the_strategy(
+            strategy in kind(),
+            spin in 0u32..50,
+            yields in 0u32..50,
+            park in 1u32..2_000,
+            max in 0u32..100_000,
+            polls in 1usize..200,
+        ) {
+            let c = IdleConfig { strategy, spin_iterations: spin, yield_iterations: yields, park_micros: park, max_park_micros: max };
+            let cap = u64::from(max.max(park));
+            let mut idler = Idler::new(c);
+            let run = |idler: &mut Idler| (0..polls).map(|_| idler.next_pause()).collect::<Vec<_>>();
+            let first = run(&mut idler);
+            idler.reset();
+            prop_assert_eq!(&run(&mut idler), &first);
+            let mut last: Option<u64> = None;
+            for (i, p) in first.iter().enumerate() {
+                let i = i as u64;
+                match (strategy, *p) {
+                    (IdleKind::BusySpin, p) => prop_assert_eq!(p, Pause::Spin),
+                    (_, Pause::Spin) => prop_assert!(i < u64::from(spin)),
+                    (IdleKind::SpinThenYield, p) => prop_assert_eq!(p, Pause::Yield),
+                    (_, Pause::Yield) => prop_assert!(i >= u64::from(spin) && i < u64::from(spin + yields)),
+                    (_, Pause::Park(d)) => {
+                        prop_assert!(i >= u64::from(spin + yields));
+                        let us = d.as_micros() as u64;
+                        match last {
+                            None => prop_assert_eq!(us, u64::from(park).min(cap)),
+                            Some(prev) => prop_assert_eq!(us, (prev * 2).min(cap)),
+                        }
+                        last = Some(us);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_longest_sleep_is_bounded() {
+        let mut c = IdleConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        c.max_park_micros = IdleConfig::MAX_PARK_MICROS + 1;
+        assert_eq!(c.validate().map_err(|e| e.0), Err("max_park_micros"));
+        c.max_park_micros = 0;
+        c.park_micros = 0;
+        assert_eq!(c.validate().map_err(|e| e.0), Err("park_micros"));
+    }
+
+    #[test]
+    fn a_config_without_max_park_micros_gets_the_default() {
+        let c: IdleConfig = toml::from_str(
+            "strategy = \"spin-then-park\"\nspin_iterations = 1\nyield_iterations = 2\npark_micros = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_park_micros, IdleConfig::DEFAULT_MAX_PARK_MICROS);
+        assert!(toml::from_str::<IdleConfig>(
+            "strategy = \"busy-spin\"\nspin_iterations = 1\nyield_iterations = 2\npark_micros = 3\nmax_park = 4\n"
+        )
+        .is_err());
     }
 }

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
 pub mod affinity;
+pub mod agent;
 pub mod anomaly;
 pub mod bars;
 pub mod book;

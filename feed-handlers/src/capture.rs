@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use stocksblitz_engine::agent::{spawn_thread, ThreadHandle};
 use stocksblitz_engine::UnixNanos;
 
 /// One recorded frame.
@@ -119,7 +119,7 @@ pub fn read(path: &Path) -> Result<Vec<Record>, CaptureError> {
 pub struct Recorder {
     tx: Option<SyncSender<(UnixNanos, Frame)>>,
     pub dropped: Arc<AtomicU64>,
-    join: Option<JoinHandle<std::io::Result<()>>>,
+    join: Option<ThreadHandle<std::io::Result<()>>>,
 }
 
 impl Recorder {
@@ -130,19 +130,17 @@ impl Recorder {
             source,
         })?;
         let (tx, rx) = sync_channel::<(UnixNanos, Frame)>(queue.max(1));
-        let join = std::thread::Builder::new()
-            .name("capture-writer".into())
-            .spawn(move || {
-                let mut w = BufWriter::with_capacity(1 << 16, file);
-                for (ts, frame) in rx {
-                    w.write_all(format_line(ts, &frame).as_bytes())?;
-                }
-                w.flush()
-            })
-            .map_err(|source| CaptureError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+        let join = spawn_thread("capture-writer", None, move || {
+            let mut w = BufWriter::with_capacity(1 << 16, file);
+            for (ts, frame) in rx {
+                w.write_all(format_line(ts, &frame).as_bytes())?;
+            }
+            w.flush()
+        })
+        .map_err(|e| CaptureError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(e),
+        })?;
         Ok(Self {
             tx: Some(tx),
             dropped: Arc::new(AtomicU64::new(0)),
@@ -162,9 +160,9 @@ impl Recorder {
     /// Flushes and closes the file.
     pub fn finish(mut self) -> std::io::Result<()> {
         self.tx.take();
-        match self.join.take().map(JoinHandle::join) {
+        match self.join.take().map(ThreadHandle::join) {
             Some(Ok(r)) => r,
-            Some(Err(_)) => Err(std::io::Error::other("capture writer panicked")),
+            Some(Err(e)) => Err(std::io::Error::other(e)),
             None => Ok(()),
         }
     }
@@ -174,7 +172,7 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.tx.take();
         if let Some(j) = self.join.take() {
-            let _ = j.join();
+            j.join_logged();
         }
     }
 }

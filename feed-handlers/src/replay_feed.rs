@@ -60,10 +60,8 @@ pub fn spawn_replay(
     let ring_stats = Arc::clone(ring.stats());
     let st = Arc::clone(&stats);
     let log_name = name.clone();
-    let join = std::thread::Builder::new()
-        .name(format!("feed-{name}"))
-        .spawn(move || {
-            crate::runner::pin_feed_thread(core, &log_name);
+    let stop_flag = Arc::clone(&stop);
+    let join = stocksblitz_engine::agent::spawn_thread(format!("feed-{name}"), core, move || {
             st.running.set(1);
             st.set_state(FeedState::Connected, None, UnixNanos::now());
             let opts = ReplayOptions {
@@ -94,6 +92,7 @@ pub fn spawn_replay(
             st.running.set(0);
             st.set_state(FeedState::Stopped, None, UnixNanos::now());
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_stop(&stop_flag);
     Ok(FeedHandle::new(name, "replay", stats, ring_stats, join))
 }

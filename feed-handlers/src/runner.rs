@@ -4,12 +4,11 @@
 //! by wall clock: events are due every `1/rate` seconds; after a stall it catches up at
 //! most one second's worth and then re-anchors, rather than bursting without bound.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use stocksblitz_engine::affinity::pin_current_thread;
-use stocksblitz_engine::idle::{IdleConfig, Idler};
+use stocksblitz_engine::agent::{spawn_agent, Agent, AgentSpec, ThreadHandle};
+use stocksblitz_engine::idle::IdleConfig;
 use stocksblitz_engine::ring::{RingProducer, RingStats};
 use stocksblitz_engine::{Tick, UnixNanos};
 
@@ -22,7 +21,7 @@ pub struct FeedHandle {
     pub kind: &'static str,
     pub stats: Arc<FeedStats>,
     pub ring: Arc<RingStats>,
-    join: JoinHandle<()>,
+    join: ThreadHandle,
 }
 
 impl FeedHandle {
@@ -31,7 +30,7 @@ impl FeedHandle {
         kind: &'static str,
         stats: Arc<FeedStats>,
         ring: Arc<RingStats>,
-        join: JoinHandle<()>,
+        join: ThreadHandle,
     ) -> Self {
         Self {
             name,
@@ -42,25 +41,16 @@ impl FeedHandle {
         }
     }
 
-    /// Waits for the thread to finish (after the stop flag was set).
+    /// Waits for the thread to finish (after the stop flag was set); a panic is
+    /// logged with the feed's name and the panic message.
     pub fn join(self) {
-        if self.join.join().is_err() {
-            tracing::error!(feed = %self.name, "feed thread panicked");
+        if let Err(e) = self.join.join() {
+            tracing::error!(feed = %self.name, error = %e, "feed thread panicked");
         }
     }
 
     pub fn is_finished(&self) -> bool {
         self.join.is_finished()
-    }
-}
-
-/// Pins the calling feed thread to `core` (if configured), logging a failure: the
-/// feed still runs, unpinned, and the operator sees why.
-pub(crate) fn pin_feed_thread(core: Option<usize>, feed: &str) {
-    if let Some(core) = core {
-        if let Err(e) = pin_current_thread(core) {
-            tracing::error!(feed = %feed, core, error = %e, "could not pin feed thread");
-        }
     }
 }
 
@@ -71,56 +61,85 @@ fn emit(ring: &mut RingProducer<Tick>, stats: &FeedStats, t: Tick) {
     ring.push(t);
 }
 
+/// The synthetic feed as an agent: a poll emits one market step when it is due.
+struct SyntheticFeed {
+    name: String,
+    rate_per_sec: u64,
+    market: SyntheticMarket,
+    ring: RingProducer<Tick>,
+    stats: Arc<FeedStats>,
+    interval: i64,
+    due: UnixNanos,
+    buf: TickBuf,
+}
+
+impl Agent for SyntheticFeed {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn on_start(&mut self) {
+        let stats = &self.stats;
+        stats.running.set(1);
+        stats.set_state(FeedState::Connected, None, UnixNanos::now());
+        tracing::info!(feed = %self.name, kind = "synthetic", rate_per_sec = self.rate_per_sec, "feed started");
+        let now = UnixNanos::now();
+        for i in 0..self.market.len() {
+            let ring = &mut self.ring;
+            self.market.snapshot(i, now, |t| emit(ring, stats, t));
+        }
+        self.interval = (UnixNanos::NANOS_PER_SEC / self.rate_per_sec.max(1) as i64).max(1);
+        self.due = now;
+    }
+
+    fn poll(&mut self) -> usize {
+        let now = UnixNanos::now();
+        if now < self.due {
+            return 0;
+        }
+        self.market.step(now, &mut self.buf);
+        self.stats.messages.inc();
+        for t in self.buf.as_slice() {
+            emit(&mut self.ring, &self.stats, *t);
+        }
+        self.due = self.due.saturating_add_nanos(self.interval);
+        if now.0 - self.due.0 > UnixNanos::NANOS_PER_SEC {
+            self.due = now;
+        }
+        1
+    }
+
+    fn on_close(&mut self) {
+        self.stats.running.set(0);
+        self.stats.set_state(FeedState::Stopped, None, UnixNanos::now());
+        tracing::info!(feed = %self.name, "feed stopped");
+    }
+}
+
 /// Starts a synthetic feed thread.
 pub fn spawn_synthetic(
     name: String,
     core: Option<usize>,
     idle: IdleConfig,
     rate_per_sec: u64,
-    mut market: SyntheticMarket,
-    mut ring: RingProducer<Tick>,
+    market: SyntheticMarket,
+    ring: RingProducer<Tick>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<FeedHandle> {
     let stats = Arc::new(FeedStats::default());
     let ring_stats = Arc::clone(ring.stats());
-    let thread_stats = Arc::clone(&stats);
-    let thread_name = format!("feed-{name}");
-    let log_name = name.clone();
-    let join = std::thread::Builder::new().name(thread_name).spawn(move || {
-        let stats = thread_stats;
-        pin_feed_thread(core, &log_name);
-        stats.running.set(1);
-        stats.set_state(FeedState::Connected, None, UnixNanos::now());
-        tracing::info!(feed = %log_name, kind = "synthetic", rate_per_sec, "feed started");
-        let now = UnixNanos::now();
-        for i in 0..market.len() {
-            market.snapshot(i, now, |t| emit(&mut ring, &stats, t));
-        }
-        let interval = (UnixNanos::NANOS_PER_SEC / rate_per_sec.max(1) as i64).max(1);
-        let mut due = now;
-        let mut idler = Idler::new(idle);
-        let mut buf = TickBuf::default();
-        while !stop.load(Ordering::Relaxed) {
-            let now = UnixNanos::now();
-            if now < due {
-                idler.idle();
-                continue;
-            }
-            idler.reset();
-            market.step(now, &mut buf);
-            stats.messages.inc();
-            for t in buf.as_slice() {
-                emit(&mut ring, &stats, *t);
-            }
-            due = due.saturating_add_nanos(interval);
-            if now.0 - due.0 > UnixNanos::NANOS_PER_SEC {
-                due = now;
-            }
-        }
-        stats.running.set(0);
-        stats.set_state(FeedState::Stopped, None, UnixNanos::now());
-        tracing::info!(feed = %log_name, "feed stopped");
-    })?;
+    let feed = SyntheticFeed {
+        name: name.clone(),
+        rate_per_sec,
+        market,
+        ring,
+        stats: Arc::clone(&stats),
+        interval: 1,
+        due: UnixNanos(0),
+        buf: TickBuf::default(),
+    };
+    let spec = AgentSpec::new(format!("feed-{name}"), idle, &stop).on_core(core);
+    let join = spawn_agent(feed, spec).map_err(std::io::Error::other)?;
     Ok(FeedHandle {
         name,
         kind: "synthetic",

@@ -21,6 +21,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use stocksblitz_engine::agent::spawn_thread;
 
 use axum::http::StatusCode;
 use serde::Serialize;
@@ -164,10 +165,11 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(AuditStats::default());
         let s = Arc::clone(&stats);
-        std::thread::Builder::new()
-            .name("audit".into())
-            .spawn(move || writer::run(file, tail, fsync, rx, s, Duration::from_secs(1)))
-            .map_err(|e| format!("starting the audit thread: {e}"))?;
+        // Blocks on its channel; ends when every sender has gone.
+        spawn_thread("audit", None, move || {
+            writer::run(file, tail, fsync, rx, s, Duration::from_secs(1))
+        })
+        .map_err(|e| format!("starting the audit thread: {e}"))?;
         let shared = Arc::new(Shared {
             tx,
             stats: Arc::clone(&stats),
@@ -175,16 +177,14 @@ impl AuditLog {
         });
         // Closes aggregation windows as they end; stops when the log is dropped.
         let weak: Weak<Shared> = Arc::downgrade(&shared);
-        std::thread::Builder::new()
-            .name("audit-agg".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(250));
-                match weak.upgrade() {
-                    Some(s) => s.flush_failures(false),
-                    None => return,
-                }
-            })
-            .map_err(|e| format!("starting the audit aggregation thread: {e}"))?;
+        spawn_thread("audit-agg", None, move || loop {
+            std::thread::sleep(Duration::from_millis(250));
+            match weak.upgrade() {
+                Some(s) => s.flush_failures(false),
+                None => return,
+            }
+        })
+        .map_err(|e| format!("starting the audit aggregation thread: {e}"))?;
         Ok(Self { shared, stats })
     }
 

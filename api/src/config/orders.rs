@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use stocksblitz_engine::fixed::parse_decimal;
-use stocksblitz_engine::journal::FsyncPolicy;
+use stocksblitz_engine::idle::IdleConfig;
+use stocksblitz_engine::journal::{FsyncPolicy, Snapshotter};
 use stocksblitz_engine::orders::{OrderCapacity, RiskLimits, RiskLimitsConfig, VenueKind, VALUE_SCALE};
 use stocksblitz_engine::InstrumentRegistry;
 
@@ -71,6 +72,14 @@ pub struct JournalConfig {
     pub snapshot_every_records: u64,
     /// Snapshots kept (older ones are deleted; the journal itself is never deleted).
     pub snapshots_kept: usize,
+    /// `[orders.journal.snapshot_idle]`: how long the snapshot thread sleeps between
+    /// rounds (same keys as `[engine.idle]`). Default: 100 ms.
+    #[serde(default = "default_snapshot_idle")]
+    pub snapshot_idle: IdleConfig,
+}
+
+fn default_snapshot_idle() -> IdleConfig {
+    Snapshotter::DEFAULT_IDLE
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -89,6 +98,7 @@ pub struct JournalSetup {
     pub segment_bytes: u64,
     pub snapshot_every_records: u64,
     pub snapshots_kept: usize,
+    pub snapshot_idle: IdleConfig,
 }
 
 fn journal(c: &JournalConfig) -> Result<JournalSetup, ConfigError> {
@@ -103,6 +113,9 @@ fn journal(c: &JournalConfig) -> Result<JournalSetup, ConfigError> {
         1 << 40,
     )?;
     range("orders.journal.snapshots_kept", c.snapshots_kept as u64, 1, 100)?;
+    if let Err((k, m)) = c.snapshot_idle.validate() {
+        return Err(ConfigError::invalid(format!("orders.journal.snapshot_idle.{k}"), m));
+    }
     let policy = match (c.fsync, c.fsync_interval_ms) {
         (FsyncMode::Interval, Some(ms)) => {
             range("orders.journal.fsync_interval_ms", ms, 1, 10_000)?;
@@ -129,6 +142,7 @@ fn journal(c: &JournalConfig) -> Result<JournalSetup, ConfigError> {
         segment_bytes: c.segment_bytes,
         snapshot_every_records: c.snapshot_every_records,
         snapshots_kept: c.snapshots_kept,
+        snapshot_idle: c.snapshot_idle,
     })
 }
 

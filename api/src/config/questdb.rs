@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use stocksblitz_engine::idle::IdleConfig;
 
 use super::error::range;
 use super::error::ConfigError;
@@ -45,6 +46,10 @@ pub struct QuestDbConfig {
     /// `<VAR>_FILE`). Optional; not together with `username`.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// `[questdb.idle]`: what the tap and sender threads do when they find nothing to
+    /// do (same keys as `[engine.idle]`). Default: sleep 1 ms at a time.
+    #[serde(default = "default_idle")]
+    pub idle: IdleConfig,
 }
 
 /// How the sink authenticates (secrets are read from the environment at start-up).
@@ -78,6 +83,16 @@ pub struct QuestDbSetup {
     pub request_timeout: Duration,
     pub orders: bool,
     pub auth: IlpAuth,
+    /// The tap and sender threads' idle strategy.
+    pub idle: IdleConfig,
+}
+
+/// `[questdb.idle]` when absent: the sink's threads are off the hot path and mostly
+/// idle; they sleep 1 ms at a time.
+pub const DEFAULT_IDLE: IdleConfig = IdleConfig::parked(1_000, 1_000);
+
+fn default_idle() -> IdleConfig {
+    DEFAULT_IDLE
 }
 
 /// A value in a questdb-rs configuration string (`;` is doubled).
@@ -126,6 +141,9 @@ impl QuestDbSetup {
 }
 
 pub fn setup(c: &QuestDbConfig, orders_configured: bool) -> Result<QuestDbSetup, ConfigError> {
+    if let Err((k, m)) = c.idle.validate() {
+        return Err(ConfigError::invalid(format!("questdb.idle.{k}"), m));
+    }
     let (transport, addr) = match c.url.split_once("://") {
         Some(("http", a)) => (IlpTransport::Http, a),
         Some(("tcp", a)) => (IlpTransport::Tcp, a),
@@ -231,5 +249,6 @@ pub fn setup(c: &QuestDbConfig, orders_configured: bool) -> Result<QuestDbSetup,
         retry_max: Duration::from_millis(c.retry_max_ms),
         request_timeout: Duration::from_millis(c.request_timeout_ms),
         orders: c.orders,
+        idle: c.idle,
     })
 }

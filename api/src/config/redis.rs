@@ -3,6 +3,7 @@
 //! stay in process, backed by the order journal).
 
 use serde::Deserialize;
+use stocksblitz_engine::idle::IdleConfig;
 
 use super::error::range;
 use super::error::ConfigError;
@@ -28,6 +29,18 @@ pub struct RedisConfig {
     pub channel: String,
     /// A command to Redis that takes longer than this counts as failed.
     pub timeout_ms: u64,
+    /// `[redis.idle]`: what the publisher does when its tap ring is empty (same keys
+    /// as `[engine.idle]`). Default: sleep 1 ms at a time.
+    #[serde(default = "default_idle")]
+    pub idle: IdleConfig,
+}
+
+/// `[redis.idle]` when absent: the publisher is off the hot path; it sleeps 1 ms at
+/// a time when its ring is empty.
+pub const DEFAULT_IDLE: IdleConfig = IdleConfig::parked(1_000, 1_000);
+
+fn default_idle() -> IdleConfig {
+    DEFAULT_IDLE
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +52,8 @@ pub struct RedisSetup {
     pub idempotency_ttl_secs: u64,
     pub channel: String,
     pub timeout_ms: u64,
+    /// The publisher's idle strategy.
+    pub idle: IdleConfig,
 }
 
 pub fn setup(c: &RedisConfig) -> Result<RedisSetup, ConfigError> {
@@ -78,6 +93,9 @@ pub fn setup(c: &RedisConfig) -> Result<RedisSetup, ConfigError> {
     range("redis.quote_interval_ms", c.quote_interval_ms, 1, 60_000)?;
     range("redis.idempotency_ttl_secs", c.idempotency_ttl_secs, 60, 86_400 * 7)?;
     range("redis.timeout_ms", c.timeout_ms, 10, 60_000)?;
+    if let Err((k, m)) = c.idle.validate() {
+        return Err(ConfigError::invalid(format!("redis.idle.{k}"), m));
+    }
     if c.channel.is_empty() || c.channel.len() > 128 {
         return Err(ConfigError::invalid("redis.channel", "1 to 128 characters"));
     }
@@ -89,5 +107,6 @@ pub fn setup(c: &RedisConfig) -> Result<RedisSetup, ConfigError> {
         idempotency_ttl_secs: c.idempotency_ttl_secs,
         channel: c.channel.clone(),
         timeout_ms: c.timeout_ms,
+        idle: c.idle,
     })
 }

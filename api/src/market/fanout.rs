@@ -24,14 +24,14 @@
 //! events it published last still reach the stores), then hands over its backlogs.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
+use stocksblitz_engine::agent::{spawn_agent, Agent, AgentError, AgentSpec, ThreadHandle};
 use stocksblitz_engine::counter::Counter;
-use stocksblitz_engine::idle::{IdleConfig, Idler};
+use stocksblitz_engine::idle::IdleConfig;
 use stocksblitz_engine::ring::{RingConsumer, RingProducer};
 use stocksblitz_engine::{DataQuality, EngineEvent, InstrumentId, InstrumentRegistry, UnixNanos};
 
@@ -210,88 +210,117 @@ fn log_transition(market: &Market, t: Transition) {
     }
 }
 
+/// The API fan-out as an agent: a poll takes one batch off the engine's output ring.
+struct Fanout {
+    market: Arc<Market>,
+    hub: Arc<Hub>,
+    ring: RingConsumer<EngineEvent>,
+    taps: Vec<Tap>,
+    stats: Arc<FanoutStats>,
+    batch: Vec<EngineEvent>,
+    changes: Vec<(InstrumentId, Change)>,
+    transitions: Vec<Transition>,
+    /// At stop: when the fan-out gives up waiting for the engine and its taps.
+    deadline: Option<Instant>,
+    lossless: bool,
+}
+
+impl Agent for Fanout {
+    fn name(&self) -> &str {
+        "api-fanout"
+    }
+
+    fn poll(&mut self) -> usize {
+        self.stats.heartbeat_ns.set(UnixNanos::now().0 as u64);
+        self.ring.pop_batch(&mut self.batch, BATCH);
+        if self.batch.is_empty() {
+            for tap in &mut self.taps {
+                tap.flush();
+            }
+            return 0;
+        }
+        {
+            let mut mirror = self.market.mirror.write();
+            for ev in &self.batch {
+                let from = mirror.get(ev.instrument).map(|v| v.quality());
+                let c = mirror.apply(ev);
+                if c != Change::None {
+                    self.changes.push((ev.instrument, c));
+                }
+                let to = mirror.get(ev.instrument).map(|v| v.quality());
+                if let (Some(from), Some(to)) = (from, to) {
+                    if from != to {
+                        self.transitions.push(Transition {
+                            id: ev.instrument,
+                            from,
+                            to,
+                        });
+                    }
+                }
+            }
+        }
+        self.hub.dispatch(&self.changes);
+        // Off the engine's path and outside the lock: one line per transition.
+        for t in self.transitions.drain(..) {
+            log_transition(&self.market, t);
+        }
+        for tap in &mut self.taps {
+            tap.offer(&self.batch);
+        }
+        let n = self.batch.len();
+        self.stats.events.add(n as u64);
+        self.stats.batches.inc();
+        self.batch.clear();
+        self.changes.clear();
+        n
+    }
+
+    /// With a lossless tap: drain until the engine has gone, then hand over the
+    /// backlogs.
+    fn ready_to_stop(&mut self) -> bool {
+        let until = *self.deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+        let engine_gone = self.ring.is_abandoned() && self.ring.is_empty();
+        if self.lossless && !engine_gone && Instant::now() < until {
+            return false;
+        }
+        let mut left: usize = self.taps.iter_mut().map(Tap::flush).sum();
+        while left > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+            left = self.taps.iter_mut().map(Tap::flush).sum();
+        }
+        if left > 0 {
+            tracing::error!(
+                events = left,
+                "api fan-out: a store's tap did not take its backlog at stop"
+            );
+        }
+        true
+    }
+}
+
 pub fn spawn_fanout(
     market: Arc<Market>,
     hub: Arc<Hub>,
-    mut ring: RingConsumer<EngineEvent>,
-    mut taps: Vec<Tap>,
+    ring: RingConsumer<EngineEvent>,
+    taps: Vec<Tap>,
     idle: IdleConfig,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<(JoinHandle<()>, Arc<FanoutStats>)> {
+) -> Result<(ThreadHandle, Arc<FanoutStats>), AgentError> {
     let stats = Arc::new(FanoutStats::default());
-    let st = Arc::clone(&stats);
-    let handle = std::thread::Builder::new().name("api-fanout".into()).spawn(move || {
-        let mut idler = Idler::new(idle);
-        let mut batch: Vec<EngineEvent> = Vec::with_capacity(BATCH);
-        let mut changes: Vec<(InstrumentId, Change)> = Vec::with_capacity(BATCH);
-        let mut transitions: Vec<Transition> = Vec::with_capacity(BATCH);
-        let mut deadline: Option<Instant> = None;
-        let lossless = taps.iter().any(|t| t.lossless.is_some());
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                // With a lossless tap: drain until the engine has gone, then hand over
-                // the backlogs.
-                let until = *deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
-                let engine_gone = ring.is_abandoned() && ring.is_empty();
-                if !lossless || engine_gone || Instant::now() >= until {
-                    let mut left: usize = taps.iter_mut().map(Tap::flush).sum();
-                    while left > 0 && Instant::now() < until {
-                        std::thread::sleep(Duration::from_millis(1));
-                        left = taps.iter_mut().map(Tap::flush).sum();
-                    }
-                    if left > 0 {
-                        tracing::error!(
-                            events = left,
-                            "api fan-out: a store's tap did not take its backlog at stop"
-                        );
-                    }
-                    break;
-                }
-            }
-            st.heartbeat_ns.set(UnixNanos::now().0 as u64);
-            ring.pop_batch(&mut batch, BATCH);
-            if batch.is_empty() {
-                for tap in &mut taps {
-                    tap.flush();
-                }
-                idler.idle();
-                continue;
-            }
-            idler.reset();
-            {
-                let mut mirror = market.mirror.write();
-                for ev in &batch {
-                    let from = mirror.get(ev.instrument).map(|v| v.quality());
-                    let c = mirror.apply(ev);
-                    if c != Change::None {
-                        changes.push((ev.instrument, c));
-                    }
-                    let to = mirror.get(ev.instrument).map(|v| v.quality());
-                    if let (Some(from), Some(to)) = (from, to) {
-                        if from != to {
-                            transitions.push(Transition {
-                                id: ev.instrument,
-                                from,
-                                to,
-                            });
-                        }
-                    }
-                }
-            }
-            hub.dispatch(&changes);
-            // Off the engine's path and outside the lock: one line per transition.
-            for t in transitions.drain(..) {
-                log_transition(&market, t);
-            }
-            for tap in &mut taps {
-                tap.offer(&batch);
-            }
-            st.events.add(batch.len() as u64);
-            st.batches.inc();
-            batch.clear();
-            changes.clear();
-        }
-    })?;
+    let lossless = taps.iter().any(|t| t.lossless.is_some());
+    let agent = Fanout {
+        market,
+        hub,
+        ring,
+        taps,
+        stats: Arc::clone(&stats),
+        batch: Vec::with_capacity(BATCH),
+        changes: Vec::with_capacity(BATCH),
+        transitions: Vec::with_capacity(BATCH),
+        deadline: None,
+        lossless,
+    };
+    let handle = spawn_agent(agent, AgentSpec::new("api-fanout", idle, &stop))?;
     Ok((handle, stats))
 }
 

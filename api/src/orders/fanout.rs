@@ -3,11 +3,11 @@
 //! hands every event to the WebSocket hub's private channels.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use stocksblitz_engine::idle::{IdleConfig, Idler};
+use stocksblitz_engine::agent::{spawn_agent, Agent, AgentError, AgentSpec, ThreadHandle};
+use stocksblitz_engine::idle::IdleConfig;
 use stocksblitz_engine::orders::gateway::OrderOutput;
 use stocksblitz_engine::orders::{OrderEvent, OrderEventData, StepAssembler};
 use stocksblitz_engine::ring::RingConsumer;
@@ -44,58 +44,81 @@ fn anomaly_entry(service: &OrderService, seq: u64, a: &Anomaly) -> Entry {
     }
 }
 
+/// The order fan-out as an agent: a poll takes one batch off the journal's ring.
+struct OrderFanout {
+    service: Arc<OrderService>,
+    hub: Arc<Hub>,
+    audit: Arc<AuditLog>,
+    ring: RingConsumer<OrderOutput>,
+    batch: Vec<OrderOutput>,
+    events: Vec<OrderEvent>,
+    steps: StepAssembler,
+    /// Events of requests whose last event has not arrived yet.
+    partial: HashMap<u64, Vec<OrderEvent>>,
+}
+
+impl Agent for OrderFanout {
+    fn name(&self) -> &str {
+        "order-fanout"
+    }
+
+    fn poll(&mut self) -> usize {
+        self.ring.pop_batch(&mut self.batch, BATCH);
+        let n = self.batch.len();
+        if n == 0 {
+            return 0;
+        }
+        {
+            let mut store = self.service.store.write();
+            for item in &self.batch {
+                if let Some((step, step_events)) = self.steps.push(item) {
+                    store.apply_step(&step, step_events);
+                }
+            }
+        }
+        self.events.extend(self.batch.iter().filter_map(|i| match i {
+            OrderOutput::Event(e) => Some(*e),
+            OrderOutput::Step(_) => None,
+        }));
+        for e in &self.events {
+            if e.request != 0 {
+                self.partial.entry(e.request).or_default().push(*e);
+                if e.last {
+                    if let Some(done) = self.partial.remove(&e.request) {
+                        self.service.complete(e.request, done);
+                    }
+                }
+            }
+        }
+        for e in &self.events {
+            if let OrderEventData::Anomaly(a) = e.data {
+                self.audit.record(anomaly_entry(&self.service, e.seq, &a));
+            }
+        }
+        self.hub.dispatch_private(&self.events);
+        self.events.clear();
+        self.batch.clear();
+        n
+    }
+}
+
 pub fn spawn_order_fanout(
     service: Arc<OrderService>,
     hub: Arc<Hub>,
     audit: Arc<AuditLog>,
-    mut ring: RingConsumer<OrderOutput>,
+    ring: RingConsumer<OrderOutput>,
     idle: IdleConfig,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("order-fanout".into()).spawn(move || {
-        let mut idler = Idler::new(idle);
-        let mut batch: Vec<OrderOutput> = Vec::with_capacity(BATCH);
-        let mut events: Vec<OrderEvent> = Vec::with_capacity(BATCH);
-        let mut steps = StepAssembler::with_capacity(BATCH);
-        // Events of requests whose last event has not arrived yet.
-        let mut partial: HashMap<u64, Vec<OrderEvent>> = HashMap::new();
-        while !stop.load(Ordering::Relaxed) {
-            ring.pop_batch(&mut batch, BATCH);
-            if batch.is_empty() {
-                idler.idle();
-                continue;
-            }
-            idler.reset();
-            {
-                let mut store = service.store.write();
-                for item in &batch {
-                    if let Some((step, step_events)) = steps.push(item) {
-                        store.apply_step(&step, step_events);
-                    }
-                }
-            }
-            events.extend(batch.iter().filter_map(|i| match i {
-                OrderOutput::Event(e) => Some(*e),
-                OrderOutput::Step(_) => None,
-            }));
-            for e in &events {
-                if e.request != 0 {
-                    partial.entry(e.request).or_default().push(*e);
-                    if e.last {
-                        if let Some(done) = partial.remove(&e.request) {
-                            service.complete(e.request, done);
-                        }
-                    }
-                }
-            }
-            for e in &events {
-                if let OrderEventData::Anomaly(a) = e.data {
-                    audit.record(anomaly_entry(&service, e.seq, &a));
-                }
-            }
-            hub.dispatch_private(&events);
-            events.clear();
-            batch.clear();
-        }
-    })
+) -> Result<ThreadHandle, AgentError> {
+    let agent = OrderFanout {
+        service,
+        hub,
+        audit,
+        ring,
+        batch: Vec::with_capacity(BATCH),
+        events: Vec::with_capacity(BATCH),
+        steps: StepAssembler::with_capacity(BATCH),
+        partial: HashMap::new(),
+    };
+    spawn_agent(agent, AgentSpec::new("order-fanout", idle, &stop))
 }

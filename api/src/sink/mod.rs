@@ -16,7 +16,6 @@ pub mod thread;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use anyhow::Context;
 use stocksblitz_engine::journal::{JournalStats, JournalTailer};
@@ -51,7 +50,7 @@ pub fn start(
     journal: Option<(&Path, Arc<JournalStats>)>,
     stats: Arc<SinkStats>,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<stocksblitz_engine::agent::ThreadHandle> {
     let secret = secret(setup)?;
     ddl::check_reachable(setup, secret.as_deref())
         .map_err(|e| anyhow::anyhow!("[questdb] is configured but unreachable at start-up: {e}"))?;

@@ -25,11 +25,11 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use questdb::ingress::{Buffer, Sender};
+use stocksblitz_engine::agent::{spawn_agent, Agent, AgentError, AgentSpec, ThreadHandle};
 use stocksblitz_engine::journal::format::{hex, Hash};
 use stocksblitz_engine::journal::{record, JournalStats, JournalTailer, Record};
 use stocksblitz_engine::ring::RingConsumer;
@@ -229,28 +229,30 @@ impl QuestDbSink {
         })
     }
 
-    /// Starts both threads; the handle joins them (the sender thread joins the tap
-    /// thread before its last send).
-    pub fn spawn(self, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    /// Starts both threads (agents idling by `[questdb.idle]`); the handle joins them
+    /// (the sender thread joins the tap thread before its last send).
+    pub fn spawn(self, stop: Arc<AtomicBool>) -> Result<ThreadHandle, AgentError> {
         let version = if self.setup.protocol_version == 2 {
             questdb::ingress::ProtocolVersion::V2
         } else {
             questdb::ingress::ProtocolVersion::V1
         };
+        let idle = self.setup.idle;
         let queue = Arc::new(Mutex::new(self.queue));
-        let mut tap = Tap {
+        let tap = Tap {
             market: self.market,
             events: Vec::with_capacity(RING_BATCH),
             rows: Vec::with_capacity(RING_BATCH),
             orders: self.orders,
             queue: Arc::clone(&queue),
             stats: Arc::clone(&self.stats),
+            stop: Arc::clone(&stop),
+            drained: false,
+            quiet_since: None,
         };
-        let tap_thread = std::thread::Builder::new()
-            .name("questdb-tap".into())
-            .spawn(move || tap.run(&stop))?;
+        let tap_thread = spawn_agent(tap, AgentSpec::new("questdb-tap", idle, &stop))?;
         let now = Instant::now();
-        let mut out = Out {
+        let out = Out {
             backoff: self.setup.retry_initial,
             batch: Vec::with_capacity(self.setup.batch_rows),
             setup: self.setup,
@@ -264,19 +266,9 @@ impl QuestDbSink {
             last_flush: now,
             rejected: None,
             rng: 0x2545_F491_4F6C_DD1D,
+            tap: Some(tap_thread),
         };
-        std::thread::Builder::new().name("questdb-sink".into()).spawn(move || {
-            while !tap_thread.is_finished() {
-                if !out.maybe_send(false, true) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                out.gauges();
-            }
-            if tap_thread.join().is_err() {
-                tracing::error!("questdb sink: the tap thread panicked");
-            }
-            out.shutdown();
-        })
+        spawn_agent(out, AgentSpec::new("questdb-sink", idle, &stop))
     }
 }
 
@@ -288,30 +280,44 @@ struct Tap {
     orders: Option<OrderFeed>,
     queue: Arc<Mutex<Queue>>,
     stats: Arc<SinkStats>,
+    stop: Arc<AtomicBool>,
+    /// The last poll found nothing while stopping.
+    drained: bool,
+    /// Since when the tap has been empty while stopping.
+    quiet_since: Option<Instant>,
+}
+
+impl Agent for Tap {
+    fn name(&self) -> &str {
+        "questdb-tap"
+    }
+
+    fn poll(&mut self) -> usize {
+        let stopping = self.stop.load(Ordering::Acquire);
+        let worked = self.take_market() + self.take_orders(stopping);
+        if worked > 0 {
+            self.quiet_since = None;
+            self.drained = false;
+            return worked;
+        }
+        self.flush_spill();
+        self.drained = stopping;
+        0
+    }
+
+    /// After a poll that found nothing: once the fan-out has gone, or the tap stayed
+    /// empty for [`STOP_QUIET`].
+    fn ready_to_stop(&mut self) -> bool {
+        if !self.drained {
+            return false;
+        }
+        let gone = self.market.as_ref().is_none_or(|r| r.is_abandoned() && r.is_empty());
+        let quiet = *self.quiet_since.get_or_insert_with(Instant::now);
+        gone || quiet.elapsed() >= STOP_QUIET
+    }
 }
 
 impl Tap {
-    fn run(&mut self, stop: &AtomicBool) {
-        let mut quiet_since: Option<Instant> = None;
-        loop {
-            let stopping = stop.load(Ordering::Acquire);
-            let worked = self.take_market() + self.take_orders(stopping);
-            if worked > 0 {
-                quiet_since = None;
-                continue;
-            }
-            self.flush_spill();
-            if stopping {
-                let gone = self.market.as_ref().is_none_or(|r| r.is_abandoned() && r.is_empty());
-                let quiet = *quiet_since.get_or_insert_with(Instant::now);
-                if gone || quiet.elapsed() >= STOP_QUIET {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
     /// Takes what the fan-out handed over.
     fn take_market(&mut self) -> usize {
         let Some(ring) = self.market.as_mut() else { return 0 };
@@ -402,6 +408,34 @@ struct Out {
     last_flush: Instant,
     rejected: Option<BufWriter<File>>,
     rng: u64,
+    /// The tap thread, joined before the last send.
+    tap: Option<ThreadHandle>,
+}
+
+impl Agent for Out {
+    fn name(&self) -> &str {
+        "questdb-sink"
+    }
+
+    fn poll(&mut self) -> usize {
+        let sent = self.maybe_send(false, true);
+        self.gauges();
+        usize::from(sent)
+    }
+
+    /// Sends until the tap thread has ended (it drains its ring first).
+    fn ready_to_stop(&mut self) -> bool {
+        self.tap.as_ref().is_none_or(ThreadHandle::is_finished)
+    }
+
+    fn on_close(&mut self) {
+        if let Some(tap) = self.tap.take() {
+            if let Err(e) = tap.join() {
+                tracing::error!(error = %e, "questdb sink: the tap thread panicked");
+            }
+        }
+        self.shutdown();
+    }
 }
 
 impl Out {

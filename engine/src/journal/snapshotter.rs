@@ -9,11 +9,11 @@
 //! it costs replay time at the next start, never data.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
+use crate::agent::{spawn_agent, Agent, AgentError, AgentSpec, ThreadHandle};
+use crate::idle::IdleConfig;
 use crate::orders::store::OrderStore;
 use crate::orders::OrderManager;
 
@@ -33,9 +33,14 @@ pub struct Snapshotter {
     keep: usize,
     last_snapshot: u64,
     stats: Arc<JournalStats>,
+    /// Following the journal broke: no more snapshots this run.
+    failed: bool,
 }
 
 impl Snapshotter {
+    /// The idle strategy by default: a round every 100 ms.
+    pub const DEFAULT_IDLE: IdleConfig = IdleConfig::parked(100_000, 100_000);
+
     /// Follows the journal from `tail` (where recovery ended) with copies of the
     /// recovered state.
     pub fn new(
@@ -56,6 +61,7 @@ impl Snapshotter {
             keep,
             last_snapshot: tail.next_seq.saturating_sub(1),
             stats,
+            failed: false,
         }
     }
 
@@ -81,31 +87,39 @@ impl Snapshotter {
         Ok(Some(path))
     }
 
-    pub fn spawn(mut self, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("journal-snapshot".into())
-            .spawn(move || {
-                let mut failed = false;
-                while !stop.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(100));
-                    if failed {
-                        continue;
-                    }
-                    let step = self
-                        .catch_up(self.stats.head.get())
-                        .and_then(|_| self.snapshot_if_due());
-                    match step {
-                        Ok(Some(path)) => tracing::info!(snapshot = %path.display(), "journal snapshot written"),
-                        Ok(None) => {}
-                        Err(e) => {
-                            // Following the journal is broken: stop taking snapshots (start-up
-                            // replays more), say so loudly.
-                            self.stats.snapshot_errors.inc();
-                            tracing::error!(error = %e, "journal snapshots stopped");
-                            failed = true;
-                        }
-                    }
-                }
-            })
+    /// Runs rounds (catch up with the durable head, snapshot if due) until `stop` is
+    /// set, idling by `idle` between them.
+    pub fn spawn(self, idle: IdleConfig, stop: Arc<AtomicBool>) -> Result<ThreadHandle, AgentError> {
+        spawn_agent(self, AgentSpec::new("journal-snapshot", idle, &stop))
+    }
+}
+
+impl Agent for Snapshotter {
+    fn name(&self) -> &str {
+        "journal-snapshot"
+    }
+
+    /// One round. It always takes everything up to the durable head, so there is never
+    /// more to do at once: it returns 0 and the thread idles (sleeps its park slice)
+    /// between rounds, which batches the journal's records into few reads.
+    fn poll(&mut self) -> usize {
+        if self.failed {
+            return 0;
+        }
+        let step = self
+            .catch_up(self.stats.head.get())
+            .and_then(|_| self.snapshot_if_due());
+        match step {
+            Ok(Some(path)) => tracing::info!(snapshot = %path.display(), "journal snapshot written"),
+            Ok(None) => {}
+            Err(e) => {
+                // Following the journal is broken: stop taking snapshots (start-up
+                // replays more), say so loudly.
+                self.stats.snapshot_errors.inc();
+                tracing::error!(error = %e, "journal snapshots stopped");
+                self.failed = true;
+            }
+        }
+        0
     }
 }

@@ -11,10 +11,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::idle::{IdleConfig, Idler};
+use crate::agent::{spawn_agent, Agent, AgentError, AgentSpec, ThreadHandle};
+use crate::idle::IdleConfig;
 use crate::orders::gateway::OrderOutput;
 use crate::orders::StepAssembler;
 use crate::ring::{RingConsumer, RingProducer};
@@ -57,33 +57,14 @@ impl JournalThread {
 
     /// Runs until `stop` is set and the ring is empty (stop it after the engine has
     /// stopped, so that everything the engine did is journaled).
-    pub fn spawn(mut self, idle: IdleConfig, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new().name("journal".into()).spawn(move || {
-            let mut idler = Idler::new(idle);
-            let mut items = Vec::with_capacity(BATCH);
-            loop {
-                if self.pump(&mut items, &stop) > 0 {
-                    idler.reset();
-                    continue;
-                }
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                self.idle_sync();
-                idler.idle();
-            }
-            if !self.stats.is_failed() {
-                if let Err(e) = self.writer.sync() {
-                    self.stats.fail(e.to_string());
-                    tracing::error!(error = %e, "journal: final fsync failed");
-                }
-            }
-            tracing::info!(
-                records = self.writer.next_seq().saturating_sub(1),
-                head = %super::format::hex(self.writer.last_hash()),
-                "journal closed"
-            );
-        })
+    pub fn spawn(self, idle: IdleConfig, stop: Arc<AtomicBool>) -> Result<ThreadHandle, AgentError> {
+        let spec = AgentSpec::new("journal", idle, &stop);
+        let agent = JournalAgent {
+            journal: self,
+            items: Vec::with_capacity(BATCH),
+            stop,
+        };
+        spawn_agent(agent, spec)
     }
 
     /// Takes one batch off the ring, journals it and forwards what became durable.
@@ -205,10 +186,57 @@ impl JournalThread {
         }
     }
 
+    /// The final fsync and the closing log line.
+    fn close(&mut self) {
+        if !self.stats.is_failed() {
+            if let Err(e) = self.writer.sync() {
+                self.stats.fail(e.to_string());
+                tracing::error!(error = %e, "journal: final fsync failed");
+            }
+        }
+        tracing::info!(
+            records = self.writer.next_seq().saturating_sub(1),
+            head = %super::format::hex(self.writer.last_hash()),
+            "journal closed"
+        );
+    }
+
     fn failed(&mut self, e: &super::error::JournalError) {
         if !self.stats.is_failed() {
             tracing::error!(error = %e, "journal failed: order intake stops; nothing more is acknowledged");
         }
         self.stats.fail(e.to_string());
+    }
+}
+
+/// The journal thread as an agent: a poll journals one batch; an empty poll runs the
+/// interval fsync if it is due.
+struct JournalAgent {
+    journal: JournalThread,
+    /// Scratch space for one batch.
+    items: Vec<OrderOutput>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Agent for JournalAgent {
+    fn name(&self) -> &str {
+        "journal"
+    }
+
+    fn poll(&mut self) -> usize {
+        let n = self.journal.pump(&mut self.items, &self.stop);
+        if n == 0 {
+            self.journal.idle_sync();
+        }
+        n
+    }
+
+    /// Only once the ring is empty: everything the engine did is journaled.
+    fn ready_to_stop(&mut self) -> bool {
+        self.journal.input.is_empty()
+    }
+
+    fn on_close(&mut self) {
+        self.journal.close();
     }
 }

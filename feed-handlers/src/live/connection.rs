@@ -656,6 +656,7 @@ pub fn spawn_live(
     for (param, var) in &cfg.auth_query {
         auth.push((param.clone(), super::secrets::from_env(var)?));
     }
+    let stop_flag = Arc::clone(&stop);
     let stats = Arc::new(FeedStats::default());
     stats.set_state(FeedState::Starting, None, UnixNanos::now());
     let ring_stats = Arc::clone(ring.stats());
@@ -681,24 +682,22 @@ pub fn spawn_live(
     };
     let thread_stats = Arc::clone(&stats);
     let log_name = name.clone();
-    let join = std::thread::Builder::new()
-        .name(format!("feed-{name}"))
-        .spawn(move || {
-            crate::runner::pin_feed_thread(core, &log_name);
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(feed = %log_name, error = %e, "could not start the feed runtime");
-                    return;
-                }
-            };
-            thread_stats.running.set(1);
-            rt.block_on(ctx.run());
-            thread_stats.running.set(0);
-            thread_stats.set_state(FeedState::Stopped, None, UnixNanos::now());
-            tracing::info!(feed = %log_name, "feed stopped");
-        })
-        .map_err(|e| e.to_string())?;
+    let join = stocksblitz_engine::agent::spawn_thread(format!("feed-{name}"), core, move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(feed = %log_name, error = %e, "could not start the feed runtime");
+                return;
+            }
+        };
+        thread_stats.running.set(1);
+        rt.block_on(ctx.run());
+        thread_stats.running.set(0);
+        thread_stats.set_state(FeedState::Stopped, None, UnixNanos::now());
+        tracing::info!(feed = %log_name, "feed stopped");
+    })
+    .map_err(|e| e.to_string())?
+    .with_stop(&stop_flag);
     Ok(FeedHandle::new(name, venue.as_str(), stats, ring_stats, join))
 }
 
