@@ -202,12 +202,11 @@ fn start_feeds(
                 .map_err(|e| anyhow::anyhow!("starting feed {}: {e}", f.name))?;
                 handles.push(h);
             }
-            FeedKind::Binance | FeedKind::Coinbase | FeedKind::Kite => {
+            FeedKind::Live(venue) => {
                 let mut live = f.live.clone().context("validated venue feed lost its [feeds.live]")?;
                 if let Some(addr) = sim {
                     live.resolve_simulator(addr);
                 }
-                let venue = f.kind.venue().context("venue kind")?;
                 let h = spawn_live(
                     f.name.clone(),
                     venue,

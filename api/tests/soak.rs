@@ -930,7 +930,14 @@ async fn get_json(http: &reqwest::Client, url: String) -> Option<Value> {
         .ok()
 }
 
-/// Pauses a venue, lets the engine catch up, and compares a LIVE book with the true one.
+/// How long a paused venue may still be delivering: a `slow` fault holds up to 50
+/// frames for up to 200 ms each in the simulator's connection (10 s), plus slack.
+const IN_FLIGHT_MAX: Duration = Duration::from_secs(15);
+
+/// Pauses a venue, lets the engine catch up with everything the venue had sent, and
+/// compares a LIVE book with the true one. Until the paused venue's last frames are
+/// delivered (a slow fault can hold them for seconds) the engine is correctly behind:
+/// only a LIVE book that still differs once nothing can be in flight is a violation.
 async fn check_book(sim: &str, base: &str, venue: &str, venue_symbol: &str, symbol: &str, rec: &Record) {
     let http = reqwest::Client::new();
     let pause = |p: bool| {
@@ -943,7 +950,12 @@ async fn check_book(sim: &str, base: &str, venue: &str, venue_symbol: &str, symb
         return;
     }
     let mut verdict = None;
-    for _ in 0..4 {
+    let deadline = Instant::now() + IN_FLIGHT_MAX;
+    // Our book while it differs, and for how many polls it has not moved: a slow fault
+    // sends a frame at least every 200 ms, so a book unchanged over three polls (1.2 s)
+    // has nothing more coming and must equal the venue's.
+    let (mut last, mut unchanged) = (None::<Value>, 0u32);
+    while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let truth = get_json(&http, format!("http://{sim}/control/book/{venue}/{venue_symbol}"));
         let ours = get_json(&http, format!("{base}/api/v1/book/{symbol}?depth=10"));
@@ -953,6 +965,7 @@ async fn check_book(sim: &str, base: &str, venue: &str, venue_symbol: &str, symb
         };
         if ours["quality"] != "LIVE" {
             verdict = Some(format!("not LIVE ({})", ours["quality"]));
+            last = None;
             continue;
         }
         let top = |v: &Value| -> Value {
@@ -965,11 +978,18 @@ async fn check_book(sim: &str, base: &str, venue: &str, venue_symbol: &str, symb
             };
             json!({ "bids": side("bids"), "asks": side("asks") })
         };
-        if top(&truth) == top(&ours) {
+        let ours = top(&ours);
+        if top(&truth) == ours {
             verdict = Some("equal".into());
             break;
         }
-        verdict = Some(format!("LIVE but differs: ours {} truth {}", top(&ours), top(&truth)));
+        unchanged = if last.as_ref() == Some(&ours) { unchanged + 1 } else { 0 };
+        if unchanged >= 3 {
+            verdict = Some(format!("LIVE but differs: ours {ours} truth {}", top(&truth)));
+            break;
+        }
+        verdict = Some("still receiving at the deadline".into());
+        last = Some(ours);
     }
     let _ = pause(false).await;
     match verdict {

@@ -5,38 +5,60 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use stocksblitz_engine::idle::IdleConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+use crate::venue::Venue;
+
+/// What a `[[feeds]]` entry runs: `kind = "synthetic"`, `"replay"`, or the name of a
+/// registered venue (`crate::venue::VENUES`), so a new venue needs no change here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedKind {
     /// Deterministic random-walk market generated in-process.
     Synthetic,
-    /// Binance spot WebSocket streams + REST depth snapshots.
-    Binance,
-    /// Coinbase Exchange WebSocket feed.
-    Coinbase,
-    /// Zerodha Kite Connect ticker.
-    Kite,
     /// A capture file replayed through a venue's normalizer.
     Replay,
+    /// A venue's live protocol (Binance, Coinbase, Kite, ...).
+    Live(Venue),
 }
 
 impl FeedKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            FeedKind::Synthetic => "synthetic",
-            FeedKind::Binance => "binance",
-            FeedKind::Coinbase => "coinbase",
-            FeedKind::Kite => "kite",
-            FeedKind::Replay => "replay",
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "synthetic" => Some(FeedKind::Synthetic),
+            "replay" => Some(FeedKind::Replay),
+            _ => Venue::parse(name).map(FeedKind::Live),
         }
     }
 
-    /// The venue protocol of a live kind (a kind named like a registered venue).
-    pub fn venue(self) -> Option<crate::venue::Venue> {
+    pub fn as_str(self) -> &'static str {
         match self {
-            FeedKind::Synthetic | FeedKind::Replay => None,
-            FeedKind::Binance | FeedKind::Coinbase | FeedKind::Kite => crate::venue::Venue::parse(self.as_str()),
+            FeedKind::Synthetic => "synthetic",
+            FeedKind::Replay => "replay",
+            FeedKind::Live(v) => v.as_str(),
         }
+    }
+
+    /// The venue protocol of a live kind.
+    pub fn venue(self) -> Option<Venue> {
+        match self {
+            FeedKind::Live(v) => Some(v),
+            FeedKind::Synthetic | FeedKind::Replay => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FeedKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        FeedKind::parse(&name).ok_or_else(|| {
+            let names: Vec<String> = std::iter::once("synthetic")
+                .chain(Venue::all().map(Venue::as_str))
+                .chain(std::iter::once("replay"))
+                .map(|n| format!("`{n}`"))
+                .collect();
+            serde::de::Error::custom(format!(
+                "unknown variant `{name}`, expected one of {}",
+                names.join(", ")
+            ))
+        })
     }
 }
 
@@ -95,15 +117,14 @@ impl SyntheticConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::venue::Venue;
 
     #[derive(Deserialize)]
     struct Kind {
         kind: FeedKind,
     }
 
-    /// Feed kinds and the venue registry cannot drift apart: every registered venue is
-    /// a feed kind of the same name, and every venue kind is registered.
+    /// Feed kinds come from the venue registry: every registered venue is a feed kind of
+    /// the same name, the other kinds are no venue, and an unknown name lists them all.
     #[test]
     fn venue_kinds_are_the_registered_venues() {
         for v in Venue::all() {
@@ -115,8 +136,12 @@ mod tests {
             assert_eq!(kind.venue(), None);
             assert_eq!(Venue::parse(kind.as_str()), None);
         }
-        for kind in [FeedKind::Binance, FeedKind::Coinbase, FeedKind::Kite] {
-            assert_eq!(kind.venue().map(Venue::as_str), Some(kind.as_str()));
-        }
+        let e = toml::from_str::<Kind>("kind = \"kraken\"").err().unwrap().to_string();
+        assert!(
+            e.contains(
+                "unknown variant `kraken`, expected one of `synthetic`, `binance`, `coinbase`, `kite`, `replay`"
+            ),
+            "{e}"
+        );
     }
 }

@@ -9,8 +9,7 @@
 //! simulator only ever talk to a [`Venue`], so none of them names a venue.
 //!
 //! Adding a venue: a new folder implementing [`Protocol`] and one line in [`VENUES`]
-//! (plus its `pub mod` in `lib.rs` and, while `FeedKind` lists the kinds, a variant
-//! there).
+//! (plus its `pub mod` in `lib.rs`); `kind = "<name>"` in `[[feeds]]` then finds it.
 
 use std::fmt;
 use std::time::Duration;

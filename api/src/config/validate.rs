@@ -209,7 +209,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
             }
         }
         match f.kind {
-            FeedKind::Binance | FeedKind::Coinbase | FeedKind::Kite => {}
+            FeedKind::Live(_) => {}
             FeedKind::Replay => {
                 let Some(r) = &f.replay else {
                     return Err(ConfigError::invalid(key("replay"), "required when kind = \"replay\""));
