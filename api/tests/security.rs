@@ -1590,6 +1590,7 @@ async fn ws_auth_flood_of_2000_attempts_over_4_reconnecting_sockets_adds_2_audit
     .await;
     // The attack: 4 connections sending {"op":"auth","token":"x"} as fast as
     // they can, reconnecting whenever they are closed, 500 attempts each.
+    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let addr = app.addr;
@@ -1620,7 +1621,13 @@ async fn ws_auth_flood_of_2000_attempts_over_4_reconnecting_sockets_adds_2_audit
         .iter()
         .map(|l| l["details"]["refused_unchecked"].as_u64().unwrap_or(0))
         .sum();
-    assert_eq!(counted, 10, "only the address's budget was checked");
+    // The budget is 10 a minute: 10 at once, then one more every 6 s the flood lasts
+    // (a loaded machine makes it last longer).
+    let refilled = started.elapsed().as_secs() / 6 + 1;
+    assert!(
+        (10..=10 + refilled).contains(&counted),
+        "only the address's budget was checked: {counted}"
+    );
     assert_eq!(counted + refused, tried as u64);
     let bytes = std::fs::metadata(&audit).expect("audit").len();
     assert!(bytes < 4_096, "{tried} attempts wrote {bytes} bytes");
