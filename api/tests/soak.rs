@@ -218,6 +218,8 @@ struct Server {
     log: PathBuf,
     pid: Arc<AtomicU32>,
     clock: Option<Clock>,
+    /// The longest a start took until `/health/live` answered (recovery included).
+    slowest_start: Duration,
 }
 
 /// The server's wall clock, jumped for real: libfaketime (Debian's `faketime`) preloaded
@@ -277,12 +279,18 @@ impl Server {
         self.pid.store(child.id(), Ordering::Relaxed);
         self.child = Some(child);
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if let Ok(r) = http.get(format!("{}/health/live", self.base())).send().await {
-                if r.status().is_success() {
-                    return true;
-                }
+            // A server that accepts but does not answer must not hold the deadline.
+            let live = http
+                .get(format!("{}/health/live", self.base()))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if live.is_ok_and(|r| r.status().is_success()) {
+                self.slowest_start = self.slowest_start.max(started.elapsed());
+                return true;
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -1391,6 +1399,7 @@ async fn soak(seed: u64, seconds: u64) {
         log: root.join("server.log"),
         pid: Arc::new(AtomicU32::new(0)),
         clock: Clock::find(&root),
+        slowest_start: Duration::ZERO,
     };
     if server.clock.is_none() {
         eprintln!("soak: libfaketime not found (Debian package faketime); no clock jumps");
@@ -1649,7 +1658,9 @@ async fn soak(seed: u64, seconds: u64) {
     let counts = rec.lock().counts.clone();
     eprintln!(
         "soak seed {seed}: {seconds} s, {faults} faults, {checked} acknowledged orders checked, \
-         {rows} trades of the final run found once in the store, max RSS {rss} MiB"
+         {rows} trades of the final run found once in the store, max RSS {rss} MiB, \
+         slowest start (recovery included) {:.1} s",
+        server.slowest_start.as_secs_f64()
     );
     for (k, v) in &counts {
         eprintln!("  {k}: {v}");
