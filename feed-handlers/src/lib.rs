@@ -26,6 +26,7 @@ pub mod replay_feed;
 pub mod rfc3339;
 pub mod rng;
 pub mod runner;
+pub mod secrets;
 pub mod sim;
 pub mod stats;
 pub mod symbols;

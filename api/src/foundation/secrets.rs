@@ -2,4 +2,4 @@
 //! beside it, never from config files. The reader is shared with the feed handlers (the
 //! Kite token); this is the one name the API crate uses for it.
 
-pub use stocksblitz_feed_handlers::live::secrets::*;
+pub use stocksblitz_feed_handlers::secrets::*;

@@ -212,7 +212,7 @@ impl Ctx {
 
     /// The connection URL, credentials included (never log it).
     fn url(&self) -> String {
-        super::secrets::with_query(&self.public_url(), &self.auth)
+        crate::secrets::with_query(&self.public_url(), &self.auth)
     }
 
     /// The connection URL without credentials.
@@ -231,9 +231,9 @@ impl Ctx {
                 let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                 let vars: Vec<&str> = self.cfg.auth_query.values().map(String::as_str).collect();
                 let reason = refusal_reason(resp.status().as_u16(), &body, &vars);
-                Err(ConnectError::Refused(super::secrets::scrub(&reason, &self.auth)))
+                Err(ConnectError::Refused(crate::secrets::scrub(&reason, &self.auth)))
             }
-            Ok(Err(e)) => Err(ConnectError::Failed(super::secrets::scrub(&e.to_string(), &self.auth))),
+            Ok(Err(e)) => Err(ConnectError::Failed(crate::secrets::scrub(&e.to_string(), &self.auth))),
             Err(_) => Err(ConnectError::Failed(format!(
                 "no answer within {} ms",
                 self.cfg.connect_timeout_ms
@@ -247,7 +247,7 @@ impl Ctx {
     fn reload_auth(&mut self) {
         let mut failed = None;
         for (param, var) in &self.cfg.auth_query {
-            match super::secrets::from_env(var) {
+            match crate::secrets::from_env(var) {
                 Ok(v) => {
                     if let Some(slot) = self.auth.iter_mut().find(|(k, _)| k == param) {
                         if slot.1 != v {
@@ -396,7 +396,7 @@ impl Ctx {
             {
                 Ok(Ok((ws, _))) => ws,
                 Ok(Err(e)) => {
-                    let error = super::secrets::scrub(&e.to_string(), &auth);
+                    let error = crate::secrets::scrub(&e.to_string(), &auth);
                     tracing::warn!(feed = %name, error = %error, "replacement connection failed; keeping the old one");
                     return None;
                 }
@@ -654,7 +654,7 @@ pub fn spawn_live(
     };
     let mut auth = Vec::new();
     for (param, var) in &cfg.auth_query {
-        auth.push((param.clone(), super::secrets::from_env(var)?));
+        auth.push((param.clone(), crate::secrets::from_env(var)?));
     }
     let stop_flag = Arc::clone(&stop);
     let stats = Arc::new(FeedStats::default());

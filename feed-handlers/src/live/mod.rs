@@ -12,6 +12,5 @@
 //! frame arrives) before the old one is dropped, so no data is lost in between.
 
 mod connection;
-pub mod secrets;
 
 pub use connection::{spawn_live, LiveConfig, SIMULATOR_PLACEHOLDER};

@@ -1,5 +1,6 @@
-//! Venue credentials: read from the environment (or a `*_FILE` path named there), never
-//! from config files, and never logged.
+//! Secrets (venue credentials, and the API's keys and passwords): read from the
+//! environment (or a `*_FILE` path named there), never from config files, and never
+//! logged. At the crate root, not under `live/`, because the API uses it too.
 
 /// The value of environment variable `var`, or the trimmed contents of the file named
 /// by `{var}_FILE`.
