@@ -187,16 +187,6 @@ impl AppState {
         self
     }
 
-    /// The market data read model (instruments, mirror of engine state).
-    pub fn market(&self) -> &Arc<Market> {
-        &self.desk.market
-    }
-
-    /// Order entry, when `[orders]` is configured.
-    pub fn orders(&self) -> Option<&Arc<OrderService>> {
-        self.desk.orders.as_ref()
-    }
-
     pub fn next_connection_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
