@@ -11,15 +11,13 @@ pub mod key;
 pub mod nonce;
 pub mod services;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-
 use stocksblitz_engine::orders::AccountId;
-
-use std::net::IpAddr;
 
 use crate::audit::Actor;
 use crate::config::auth::{AuthConfig, Operation};
@@ -224,7 +222,7 @@ where
             .extensions
             .get::<Caller>()
             .cloned()
-            .unwrap_or(Caller::Anonymous(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
+            .unwrap_or(Caller::Anonymous(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
         principal(Desk::from_ref(state).orders.as_deref(), &caller)
     }
 }
