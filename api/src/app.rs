@@ -6,10 +6,10 @@
 //! 1 sources      simulator, feeds (one pinned thread each)
 //!                   | one SPSC input ring per feed
 //! 2 engine       engine (pinned) ---- order ring ----> journal -> snapshots
-//!                   | API output ring                     | durable steps
-//! 3 fan-outs     api-fanout (mirror, hub)            order-fanout (read model, hub)
-//!                   | one tap ring per store
-//! 4 stores       questdb-tap -> questdb-sink, redis-publisher
+//!                   | API output ring  \ store ring         | durable steps
+//! 3 fan-outs     api-fanout (mirror,  |                order-fanout (read model, hub)
+//!                   | hub) tap ring   |
+//! 4 stores       redis-publisher      questdb-tap -> questdb-sink
 //! 5 serve        the tokio runtime: HTTP and WebSocket
 //! ```
 //!
@@ -27,7 +27,7 @@ use stocksblitz_engine::agent::{spawn_agent, spawn_thread, AgentSpec, ThreadHand
 use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWriter, RunStart, Snapshotter};
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::OrderManager;
-use stocksblitz_engine::publisher::OutputStats;
+use stocksblitz_engine::publisher::{OutputKind, OutputStats};
 use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
 use stocksblitz_engine::stats::EngineStats;
 use stocksblitz_engine::{Engine, EngineEvent, EngineHandles, Price, Tick, UnixNanos};
@@ -40,11 +40,12 @@ use tokio::sync::oneshot;
 use crate::config::orders::OrderSetup;
 use crate::config::Validated;
 use crate::http::tls::TlsFiles;
-use crate::market::{spawn_fanout, Market, Mirror, Tap};
+use crate::market::{spawn_fanout, Market, Mirror};
 use crate::orders::accounts::Accounts;
 use crate::orders::fanout::spawn_order_fanout;
 use crate::orders::OrderService;
 use crate::redis_store::RedisStore;
+use crate::sink::row::Table;
 use crate::sink::SinkStats;
 use crate::state::{AppState, FeedInfo, Security};
 use crate::ws::hub::Hub;
@@ -95,8 +96,8 @@ fn join(t: Option<ThreadHandle>) {
 impl Threads {
     /// Stops and joins every thread, losing nothing on the way:
     /// 1. `stop`: sources, engine and fan-outs stop; the engine is joined first, so
-    ///    everything it did is on its rings (the API fan-out drains its ring until the
-    ///    engine has gone, for the stores' taps);
+    ///    everything it did is on its rings (the sink's tap drains its ring until the
+    ///    engine has gone);
     /// 2. `journal_stop`: the journal and the stores drain what is left and are
     ///    joined (the journal journals every step the engine took);
     /// 3. the feeds, the fan-outs and the simulator are joined.
@@ -280,17 +281,20 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     threads.simulator = sim.map(|(_, j)| j);
     threads.feeds = feeds;
 
-    // 2. Input rings -> engine -> the API output ring (and the order ring -> journal).
+    // 2. Input rings -> engine -> the API output ring and the store's recorder ring
+    // (and the order ring -> journal).
     let (out_producer, out_consumer) = ring::<EngineEvent>("api", cfg.engine.output_ring_capacity);
-    let (engine, order_path) = build_engine(&v, inputs, out_producer, redis.as_ref())?;
+    let stores = StoreRings::new(&v, redis.is_some());
+    let (engine, order_path) = build_engine(&v, inputs, out_producer, stores.recorder, redis.as_ref())?;
     let handles = engine.handles();
     let spec = AgentSpec::new("engine", cfg.engine.idle, &stop).on_core(cfg.engine.core);
     threads.engine = Some(spawn_agent(engine, spec).context("starting the engine thread")?);
 
-    // 3. Output rings -> fan-outs. The market fan-out feeds the stores' tap rings.
-    let stores = StoreTaps::new(&v, redis.is_some());
-    let tap_stats: Vec<_> = stores.taps.iter().map(|t| Arc::clone(t.ring_stats())).collect();
-    let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, stores.taps, &stop)?;
+    // 3. Output rings -> fan-outs. The market fan-out feeds the Redis publisher's tap.
+    let tap_stats: Vec<_> = stores.redis.iter().map(|(p, _)| Arc::clone(p.stats())).collect();
+    let (redis_tap, redis_ring) = stores.redis.unzip();
+    let taps = redis_tap.into_iter().collect();
+    let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, taps, &stop)?;
     threads.fanout = Some(fanout);
     let registry = Arc::clone(&market.registry);
     let order_service = match order_path {
@@ -306,7 +310,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         None => None,
     };
 
-    // 4. Tap rings -> stores.
+    // 4. The store ring and the tap ring -> stores.
     let questdb_stats = match (&v.questdb, stores.questdb) {
         (Some(setup), Some((ring, stats))) => {
             let accounts = v.orders.as_ref().map(|o| o.accounts.clone()).unwrap_or_default();
@@ -329,7 +333,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         }
         _ => None,
     };
-    if let (Some(store), Some(ring)) = (&redis, stores.redis) {
+    if let (Some(store), Some(ring)) = (&redis, redis_ring) {
         // Resync requests from API nodes go to the output the fan-out (and so this
         // tap) reads.
         let output = handles
@@ -392,32 +396,32 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     })
 }
 
-/// The stores' rings off the API fan-out. The engine publishes each event once; each
-/// store drains a ring of its own whatever its server does. The QuestDB tap is
-/// lossless (the store loses nothing): the fan-out counts its rows and holds what its
-/// ring has no room for. The Redis tap is lossy.
-struct StoreTaps {
-    taps: Vec<Tap>,
+/// The stores' rings. The QuestDB store keeps every trade, quote and closed bar: it
+/// reads a recorder ring of its own from the engine (nothing between them that could
+/// fall behind; a full ring is counted, never waited for). The Redis publisher takes
+/// conflated market data: a lossy tap off the API fan-out.
+struct StoreRings {
+    /// The engine's end of the store's ring.
+    recorder: Option<RingProducer<EngineEvent>>,
     questdb: Option<(RingConsumer<EngineEvent>, Arc<SinkStats>)>,
-    redis: Option<RingConsumer<EngineEvent>>,
+    redis: Option<(RingProducer<EngineEvent>, RingConsumer<EngineEvent>)>,
 }
 
-impl StoreTaps {
+impl StoreRings {
     fn new(v: &Validated, redis: bool) -> Self {
-        let capacity = v.config.engine.output_ring_capacity;
-        let mut taps = Vec::new();
-        let questdb = v.questdb.as_ref().map(|_| {
-            let (p, c) = ring::<EngineEvent>("questdb", capacity);
-            let stats = Arc::new(SinkStats::default());
-            taps.push(Tap::lossless(p, Arc::clone(&stats)));
-            (c, stats)
-        });
-        let redis = redis.then(|| {
-            let (p, c) = ring::<EngineEvent>("redis", capacity);
-            taps.push(Tap::lossy(p));
-            c
-        });
-        Self { taps, questdb, redis }
+        let (recorder, questdb) = match &v.questdb {
+            Some(setup) => {
+                let (p, c) = ring::<EngineEvent>("questdb", setup.ring_capacity);
+                (Some(p), Some((c, Arc::new(SinkStats::default()))))
+            }
+            None => (None, None),
+        };
+        let redis = redis.then(|| ring::<EngineEvent>("redis", v.config.engine.output_ring_capacity));
+        Self {
+            recorder,
+            questdb,
+            redis,
+        }
     }
 }
 
@@ -430,13 +434,15 @@ struct OrderPath {
     snapshots: Snapshotter,
 }
 
-/// The engine over the feeds' rings, publishing to `output`; with `[orders]` and
+/// The engine over the feeds' rings, publishing to `output` (and to `recorder`, the
+/// store's ring, what the store keeps); with `[orders]` and
 /// `[auth]` also the order path (the journal recovered into it), with `[surveillance]`
 /// the surveillance rules.
 fn build_engine(
     v: &Validated,
     inputs: Vec<RingConsumer<Tick>>,
     output: RingProducer<EngineEvent>,
+    recorder: Option<RingProducer<EngineEvent>>,
     redis: Option<&Arc<RedisStore>>,
 ) -> anyhow::Result<(Engine, Option<OrderPath>)> {
     let cfg = &v.config;
@@ -448,11 +454,11 @@ fn build_engine(
         .flat_map(|f| f.instruments.iter())
         .filter_map(|s| v.registry.by_symbol(s).map(|i| i.id))
         .collect();
-    let engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![output]).with_market(
-        &v.registry,
-        &fed,
-        UnixNanos::now(),
-    );
+    let mut engine = Engine::new(&cfg.engine, v.registry.len(), inputs, vec![output]);
+    if let Some(r) = recorder {
+        engine = engine.with_output(r, OutputKind::Recorder(Table::stored));
+    }
+    let engine = engine.with_market(&v.registry, &fed, UnixNanos::now());
     let (Some(setup), Some(_)) = (&v.orders, &cfg.auth) else {
         return Ok((engine, None));
     };
@@ -611,7 +617,7 @@ type MarketFanout = (Arc<Market>, Arc<Hub>, ThreadHandle, Arc<crate::market::Fan
 fn market_fanout(
     v: &Validated,
     ring: RingConsumer<EngineEvent>,
-    taps: Vec<Tap>,
+    taps: Vec<RingProducer<EngineEvent>>,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<MarketFanout> {
     let registry = Arc::new(v.registry.clone());

@@ -48,6 +48,7 @@ fn setup(addr: &str, spill: &std::path::Path, memory_rows: usize) -> QuestDbSetu
         batch_rows: 200,
         flush_interval: Duration::from_millis(20),
         memory_rows,
+        ring_capacity: 65_536,
         spill_dir: spill.to_path_buf(),
         retry_initial: Duration::from_millis(20),
         retry_max: Duration::from_millis(200),
@@ -56,6 +57,43 @@ fn setup(addr: &str, spill: &std::path::Path, memory_rows: usize) -> QuestDbSetu
         auth: IlpAuth::None,
         idle: stocksblitz_api::config::questdb::DEFAULT_IDLE,
     }
+}
+
+/// The sizes that differ between the tests' `[questdb]` sections.
+struct Sizes {
+    batch_rows: u32,
+    flush_ms: u32,
+    memory_rows: u32,
+    timeout_ms: u32,
+    orders: bool,
+}
+
+/// A `[questdb]` section sending to `addr` over ILP/HTTP (protocol 1, tables not
+/// created), spilling to `spill`, retrying quickly.
+fn questdb_section(addr: &str, spill: &std::path::Path, z: Sizes) -> toml::Value {
+    let q: toml::Table = toml::from_str(&format!(
+        r#"
+        url = "http://{addr}"
+        protocol_version = 1
+        create_tables = false
+        batch_rows = {}
+        flush_interval_ms = {}
+        memory_rows = {}
+        spill_dir = "{}"
+        retry_initial_ms = 50
+        retry_max_ms = 1000
+        request_timeout_ms = {}
+        orders = {}
+        "#,
+        z.batch_rows,
+        z.flush_ms,
+        z.memory_rows,
+        spill.display(),
+        z.timeout_ms,
+        z.orders
+    ))
+    .expect("toml");
+    toml::Value::Table(q)
 }
 
 /// A sink thread fed through a real engine output ring.
@@ -393,25 +431,20 @@ async fn the_server_exports_market_data_and_order_events() {
     let vm = Victoria::start(&root.join("vm"));
     let spill = root.join("spill");
     let cfg = test_config(|d| {
-        let q: toml::Table = toml::from_str(&format!(
-            r#"
-            url = "http://{}"
-            protocol_version = 1
-            create_tables = false
-            batch_rows = 500
-            flush_interval_ms = 50
-            memory_rows = 100000
-            spill_dir = "{}"
-            retry_initial_ms = 50
-            retry_max_ms = 1000
-            request_timeout_ms = 5000
-            orders = true
-            "#,
-            vm.addr,
-            spill.display()
-        ))
-        .expect("toml");
-        d.insert("questdb".into(), toml::Value::Table(q));
+        d.insert(
+            "questdb".into(),
+            questdb_section(
+                &vm.addr,
+                &spill,
+                Sizes {
+                    batch_rows: 500,
+                    flush_ms: 50,
+                    memory_rows: 100_000,
+                    timeout_ms: 5_000,
+                    orders: true,
+                },
+            ),
+        );
     });
     let app = start_with(&cfg).await;
     let alice = Client::new(&app, "alice", "trader");
@@ -756,25 +789,20 @@ async fn a_server_paused_for_a_minute_loses_nothing_and_doubles_nothing() {
     let spill = root.join("spill");
     let cfg = test_config(|d| {
         // A small memory bound so the pause spills to files.
-        let q: toml::Table = toml::from_str(&format!(
-            r#"
-            url = "http://{}"
-            protocol_version = 1
-            create_tables = false
-            batch_rows = 5000
-            flush_interval_ms = 100
-            memory_rows = 10000
-            spill_dir = "{}"
-            retry_initial_ms = 50
-            retry_max_ms = 1000
-            request_timeout_ms = 2000
-            orders = true
-            "#,
-            vm.addr,
-            spill.display()
-        ))
-        .expect("toml");
-        d.insert("questdb".into(), toml::Value::Table(q));
+        d.insert(
+            "questdb".into(),
+            questdb_section(
+                &vm.addr,
+                &spill,
+                Sizes {
+                    batch_rows: 5_000,
+                    flush_ms: 100,
+                    memory_rows: 10_000,
+                    timeout_ms: 2_000,
+                    orders: true,
+                },
+            ),
+        );
     });
     let app = start_with(&cfg).await;
     let stats = app.state.questdb.clone().expect("questdb configured");
@@ -967,4 +995,114 @@ fn a_full_spill_disk_is_the_only_loss_and_it_is_counted() {
     stop_sink(&stop, join);
     assert_eq!(stats.memory_rows.get(), 0, "memory spilled (or counted lost) at stop");
     assert!(balance(&stats), "books balance after stop");
+}
+
+/// The store reads the engine directly, not through the API fan-out: a fan-out that
+/// falls far behind (here: held behind its mirror's write lock while the market runs,
+/// so its ring overflows and the engine suppresses and resyncs it) costs the store no
+/// row. Every trade and quote the engine produced meanwhile is in the ILP server
+/// exactly once, and nothing was counted missed upstream of the sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_fan_out_costs_the_store_nothing() {
+    use stocksblitz_api::sink::row::Table;
+    let root = fresh_dir("vm-starved");
+    let vm = Victoria::start_raw(&root.join("vm"));
+    let spill = root.join("spill");
+    let cfg = test_config(|d| {
+        d.insert(
+            "questdb".into(),
+            questdb_section(
+                &vm.addr,
+                &spill,
+                Sizes {
+                    batch_rows: 5_000,
+                    flush_ms: 100,
+                    memory_rows: 1_000_000,
+                    timeout_ms: 5_000,
+                    orders: false,
+                },
+            ),
+        );
+        // A small API ring and a busy market: a stalled fan-out overflows it quickly.
+        d["engine"]["output_ring_capacity"] = toml::Value::Integer(2048);
+        d["simulator"]["rate_per_sec"] = toml::Value::Integer(5000);
+    });
+    let app = start_with(&cfg).await;
+    let stats = app.state.questdb.clone().expect("questdb configured");
+    let (output, output_counts) = app.state.engine.outputs[0].clone();
+    let flowing = tokio::time::Instant::now() + Duration::from_secs(60);
+    while stats.stored(Table::Trades) == 0 && tokio::time::Instant::now() < flowing {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stats.stored(Table::Trades) > 0, "market data flows first");
+
+    // Starve the fan-out until its ring has overflowed at least twice (suppressed
+    // events, then a resync and more), at most 30 s.
+    let market = Arc::clone(&app.state.desk.market);
+    let (dropped, suppressed) = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for _ in 0..2 {
+            let _stalled = market.mirror.write();
+            let before = output.dropped.get();
+            while output.dropped.get() == before && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            drop(_stalled);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        (output.dropped.get(), output_counts.suppressed.get())
+    })
+    .await
+    .expect("stall");
+    assert!(
+        dropped > 0 && suppressed > 0,
+        "the fan-out fell behind: {dropped} dropped, {suppressed} suppressed"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.shutdown().await.expect("shutdown");
+
+    assert_eq!(stats.upstream_missed.get(), 0, "the engine handed the sink every row");
+    assert_eq!(stats.lost.get(), 0, "{:?}", stats.last_error());
+    assert_eq!(stats.pending(), 0, "everything stored at shutdown");
+    assert_eq!(stats.rejected.get(), 0);
+    assert_eq!(stats.unaccounted(), 0, "emitted = stored + refused + held + lost");
+    let addr = vm.addr.clone();
+    let want = [Table::Trades, Table::Quotes, Table::Bars].map(|t| (t, stats.emitted(t)));
+    let counts = tokio::task::spawn_blocking(move || {
+        let vm = Victoria::attach(&addr);
+        want.map(|(t, emitted)| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let (samples, keys) = stored_keys(&vm, t.name(), "seq");
+                if keys.len() as u64 >= emitted || std::time::Instant::now() > deadline {
+                    return (t, emitted, samples, keys);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    })
+    .await
+    .expect("export");
+    // The sink's sequence is its own (per instrument, over the stored tables): with
+    // nothing missed it runs 1..=n without a gap.
+    let mut per: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
+    for (t, emitted, samples, keys) in counts {
+        assert!(emitted > 0 || t == Table::Bars, "{t:?}: rows emitted");
+        assert_eq!(
+            keys.len() as u64,
+            emitted,
+            "{t:?}: every row stored once ({samples} samples)"
+        );
+        for (instrument, seq) in keys.into_keys() {
+            per.entry(instrument).or_default().push(seq);
+        }
+    }
+    for (instrument, mut seqs) in per {
+        seqs.sort_unstable();
+        let n = seqs.len() as u64;
+        assert_eq!(seqs.last().copied(), Some(n), "{instrument}: seq 1..={n} without a gap");
+    }
+    drop(vm);
+    let _ = std::fs::remove_dir_all(root);
 }

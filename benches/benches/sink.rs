@@ -1,6 +1,6 @@
 //! The QuestDB sink: ILP serialization into questdb-rs buffers (goal: at least 3 M
 //! rows/s per core) against hand-formatted ILP text, and the engine's per-tick latency
-//! with the sink running (tapped off the API fan-out into its own ring, drained by the
+//! with the sink running (the engine's recorder output, a ring of its own drained by the
 //! real sink thread sending to a real VictoriaMetrics over ILP/HTTP) against the same
 //! engine without it (goal: p99 under 5% worse), in alternating rounds, with the rows/s
 //! the sink delivered.
@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use questdb::ingress::{Buffer, ProtocolVersion};
 use stocksblitz_api::config::questdb::{IlpTransport, QuestDbSetup};
 use stocksblitz_api::sink::ilp::{write_row, Names};
-use stocksblitz_api::sink::row::SinkRow;
+use stocksblitz_api::sink::row::{SinkRow, Table};
 use stocksblitz_api::sink::{QuestDbSink, SinkStats};
 use stocksblitz_benches::{batched, histogram, iters, keep, print_table, synthetic_ticks, Row};
+use stocksblitz_engine::publisher::OutputKind;
 use stocksblitz_engine::ring::{ring, RingConsumer};
 use stocksblitz_engine::{
     Aggressor, Engine, EngineConfig, EngineEvent, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Tick,
@@ -225,12 +226,12 @@ fn with_and_without_sink() {
     // Without: one output ring (the API's), drained in the loop.
     let (a_tx, mut a_rx) = ring::<EngineEvent>("api", 1 << 16);
     let mut plain = engine(vec![a_tx]);
-    // With: the same engine; its output is drained as the API fan-out does and tapped
-    // into the sink's ring, drained by the real sink thread.
+    // With: the same engine, its API output drained in the loop as the fan-out does,
+    // and the store's recorder output drained by the real sink thread.
     let (b_tx, mut b_rx) = ring::<EngineEvent>("api", 1 << 16);
-    let (mut s_tx, s_rx): (_, RingConsumer<EngineEvent>) = ring("questdb", 1 << 16);
+    let (s_tx, s_rx): (_, RingConsumer<EngineEvent>) = ring("questdb", 1 << 16);
     let tap_stats = Arc::clone(s_tx.stats());
-    let mut with_sink = engine(vec![b_tx]);
+    let mut with_sink = engine(vec![b_tx]).with_output(s_tx, OutputKind::Recorder(Table::stored));
     let stats = Arc::new(SinkStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let spill = std::env::temp_dir().join(format!("sbz-bench-spill-{}", std::process::id()));
@@ -242,6 +243,7 @@ fn with_and_without_sink() {
         batch_rows: 10_000,
         flush_interval: Duration::from_millis(100),
         memory_rows: 2_000_000,
+        ring_capacity: 1 << 16,
         spill_dir: spill.clone(),
         retry_initial: Duration::from_millis(50),
         retry_max: Duration::from_secs(1),
@@ -288,9 +290,7 @@ fn with_and_without_sink() {
                 let _ = hist.record((t.elapsed().as_nanos() as u64).max(1));
                 if i.is_multiple_of(256) {
                     while a_rx.pop().is_some() {}
-                    while let Some(e) = b_rx.pop() {
-                        s_tx.push(e);
-                    }
+                    while b_rx.pop().is_some() {}
                 }
                 if housekeeping.elapsed() >= Duration::from_millis(1) {
                     housekeeping = Instant::now();

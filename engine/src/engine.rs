@@ -16,7 +16,7 @@ use crate::instrument::InstrumentRegistry;
 use crate::instrument_state::{Emitted, InstrumentState};
 use crate::orders::gateway::OrderGateway;
 use crate::orders::{OrderManager, VenueKind};
-use crate::publisher::{OutputStats, Publisher};
+use crate::publisher::{OutputKind, OutputStats, Publisher};
 use crate::ring::{RingConsumer, RingProducer, RingStats};
 use crate::stats::EngineStats;
 use crate::surveillance::Surveillance;
@@ -94,6 +94,13 @@ impl Engine {
             next_progress: UnixNanos(i64::MIN),
             orders: None,
         }
+    }
+
+    /// One more output ring, of `kind` (call before anything is published: before
+    /// [`with_market`](Self::with_market)).
+    pub fn with_output(mut self, ring: RingProducer<EngineEvent>, kind: OutputKind) -> Self {
+        self.publisher.add(ring, kind, self.states.len());
+        self
     }
 
     /// Applies each instrument's trading session (out of session its state is CLOSED,

@@ -1,16 +1,22 @@
 //! Hands engine events to every consumer's bounded output ring, never waiting.
 //!
-//! Each consumer (API fan-out, journal, persistence sinks) has its own ring and its own
-//! per-instrument sequence numbers. The sequence is assigned whether or not the push
-//! succeeds, so a consumer that missed events sees a gap. After a drop the instrument is
-//! marked for resync on that consumer: further events for it are suppressed (they would
-//! be superseded) until housekeeping finds room to send a full snapshot.
+//! Each consumer has its own ring and its own per-instrument sequence numbers. The
+//! sequence is assigned whether or not the push succeeds, so a consumer that missed
+//! events sees a gap. What a full ring means depends on the consumer
+//! ([`OutputKind`]):
+//! - a reader of current state (the API fan-out) takes every event; after a drop the
+//!   instrument is marked for resync on that consumer: further events for it are
+//!   suppressed (they would be superseded) until housekeeping finds room to send a
+//!   full snapshot;
+//! - a recorder (the store) takes only the events it keeps, straight from the engine
+//!   so that no slower consumer stands between them; a snapshot cannot replace a lost
+//!   trade, so a drop is only counted (the ring's `dropped`) and nothing is suppressed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::counter::Counter;
-use crate::event::EngineEvent;
+use crate::event::{EngineEvent, EventData};
 use crate::ids::InstrumentId;
 use crate::ring::{RingProducer, RingStats};
 
@@ -32,8 +38,18 @@ impl OutputStats {
     }
 }
 
+/// What an output takes, and what it does when its ring is full.
+#[derive(Debug, Clone, Copy)]
+pub enum OutputKind {
+    /// Every event; a drop suppresses the instrument until a snapshot resyncs it.
+    Conflated,
+    /// Only the events `select` picks; a drop is counted, nothing is suppressed.
+    Recorder(fn(&EventData) -> bool),
+}
+
 struct Output {
     ring: RingProducer<EngineEvent>,
+    kind: OutputKind,
     /// Next sequence number per instrument.
     seq: Vec<u64>,
     /// Instruments waiting for a snapshot on this consumer.
@@ -48,19 +64,25 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Conflated outputs, one per ring.
     pub fn new(rings: Vec<RingProducer<EngineEvent>>, instruments: usize) -> Self {
-        Self {
-            outputs: rings
-                .into_iter()
-                .map(|ring| Output {
-                    ring,
-                    seq: vec![0; instruments],
-                    needs_resync: vec![false; instruments],
-                    pending: 0,
-                    stats: Arc::new(OutputStats::default()),
-                })
-                .collect(),
+        let mut p = Self { outputs: Vec::new() };
+        for ring in rings {
+            p.add(ring, OutputKind::Conflated, instruments);
         }
+        p
+    }
+
+    /// One more output (before anything is published).
+    pub fn add(&mut self, ring: RingProducer<EngineEvent>, kind: OutputKind, instruments: usize) {
+        self.outputs.push(Output {
+            ring,
+            kind,
+            seq: vec![0; instruments],
+            needs_resync: vec![false; instruments],
+            pending: 0,
+            stats: Arc::new(OutputStats::default()),
+        });
     }
 
     /// Ring and output counters, one pair per consumer, for metrics.
@@ -78,6 +100,11 @@ impl Publisher {
         let i = ev.instrument.index();
         let mut delivered = 0;
         for o in &mut self.outputs {
+            let conflated = match o.kind {
+                OutputKind::Conflated => true,
+                OutputKind::Recorder(select) if select(&ev.data) => false,
+                OutputKind::Recorder(_) => continue,
+            };
             let (Some(seq), Some(resync)) = (o.seq.get_mut(i), o.needs_resync.get_mut(i)) else {
                 continue;
             };
@@ -87,7 +114,7 @@ impl Publisher {
                 o.stats.suppressed.inc();
             } else if o.ring.push(ev) {
                 delivered += 1;
-            } else {
+            } else if conflated {
                 *resync = true;
                 o.pending += 1;
             }
@@ -112,6 +139,9 @@ impl Publisher {
     {
         let mut sent = 0;
         for o in &mut self.outputs {
+            if matches!(o.kind, OutputKind::Recorder(_)) {
+                continue;
+            }
             if o.stats.resync_requested.swap(false, Ordering::AcqRel) {
                 for flag in &mut o.needs_resync {
                     if !*flag {

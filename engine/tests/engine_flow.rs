@@ -332,3 +332,93 @@ fn sessions_close_instruments_and_feedless_ones_never_go_stale() {
     e.housekeeping(UnixNanos(t0 + 2_700 * S + 3 * S));
     assert_eq!(e.state(nse).map(|s| s.quality()), Some(DataQuality::Stale));
 }
+
+/// A recorder output (the store's) beside a conflated one (the API fan-out's) that is
+/// never drained: whatever the stream and however slowly the recorder is drained, it
+/// gets exactly the events it selects, in order, with its own per-instrument sequence;
+/// a full ring drops and counts (a gap of exactly that many), and never suppresses
+/// what follows. A recorder that keeps up loses nothing while the other output starves.
+mod recorder {
+    use super::*;
+    use proptest::prelude::*;
+    use stocksblitz_engine::publisher::OutputKind;
+
+    fn is_trade(d: &EventData) -> bool {
+        matches!(d, EventData::Trade { .. })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Trade(i64),
+        Delta(i64, i64),
+        Drain(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (1i64..50).prop_map(Step::Trade),
+            (90i64..110, 0i64..5).prop_map(|(p, q)| Step::Delta(p, q)),
+            (0usize..8).prop_map(Step::Drain),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_recorder_gets_its_events_whatever_the_other_outputs_do(
+            capacity in 1usize..24,
+            steps in proptest::collection::vec(step(), 1..300),
+        ) {
+            let cfg = EngineConfig { book_max_levels: 8, ..EngineConfig::default() };
+            let (mut tx, rx) = ring::<Tick>("in", 1024);
+            let (api, _starved) = ring::<EngineEvent>("api", 4);
+            let (store, mut recorded) = ring::<EngineEvent>("store", capacity);
+            let mut e = Engine::new(&cfg, 2, vec![rx], vec![api]).with_output(store, OutputKind::Recorder(is_trade));
+            let (mut sent, mut got) = (Vec::new(), Vec::<EngineEvent>::new());
+            let mut take = |n: usize, got: &mut Vec<EngineEvent>| {
+                for _ in 0..n {
+                    match recorded.pop() {
+                        Some(ev) => got.push(ev),
+                        None => break,
+                    }
+                }
+            };
+            for (i, s) in steps.iter().enumerate() {
+                let t = S + i as i64;
+                match *s {
+                    Step::Trade(q) => {
+                        let id = sent.len() as u64 + 1;
+                        sent.push(id);
+                        tx.push(tick(t, TickData::Trade { price: Price(100), qty: Qty(q), trade_id: id, aggressor: Aggressor::Buy }));
+                    }
+                    Step::Delta(p, q) => {
+                        tx.push(tick(t, delta(Side::Buy, p, q, BookFlags::END_OF_BATCH)));
+                    }
+                    Step::Drain(n) => take(n, &mut got),
+                }
+                e.poll();
+            }
+            take(usize::MAX, &mut got);
+            let out = e.handles().outputs;
+            let (store_ring, store_out) = &out[1];
+            let dropped = store_ring.dropped.get();
+            prop_assert_eq!(store_out.suppressed.get(), 0, "a recorder never suppresses");
+            prop_assert_eq!(got.len() as u64 + dropped, sent.len() as u64);
+            let mut last = (0u64, 0u64);
+            let mut gaps = 0;
+            for ev in &got {
+                let EventData::Trade { trade_id, .. } = ev.data else {
+                    return Err(TestCaseError::fail(format!("not selected: {ev:?}")));
+                };
+                prop_assert!(trade_id > last.1, "in order");
+                // Its own sequence counts only what it selects: the gap is what it missed.
+                prop_assert_eq!(ev.seq - last.0 - 1, trade_id - last.1 - 1);
+                gaps += ev.seq - last.0 - 1;
+                last = (ev.seq, trade_id);
+            }
+            prop_assert_eq!(gaps + (sent.len() as u64 - last.1), dropped);
+            if sent.len() <= capacity {
+                prop_assert_eq!(dropped, 0);
+            }
+        }
+    }
+}

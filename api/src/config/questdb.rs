@@ -27,6 +27,12 @@ pub struct QuestDbConfig {
     pub flush_interval_ms: u64,
     /// Rows held in memory while QuestDB is slow or down; past this they spill to files.
     pub memory_rows: usize,
+    /// Optional: slots of the engine's ring to the sink (trades, quotes and closed bars
+    /// only): how much the sink's tap thread may fall behind, starved of CPU, before
+    /// the engine, which never waits, counts rows it could not hand over. Default
+    /// [`DEFAULT_RING_CAPACITY`].
+    #[serde(default = "default_ring_capacity")]
+    pub ring_capacity: usize,
     /// Where spilled rows wait (drained in order when QuestDB is back).
     pub spill_dir: PathBuf,
     /// Retry back-off after a failed send: first wait, and the cap it doubles up to.
@@ -77,6 +83,7 @@ pub struct QuestDbSetup {
     pub batch_rows: usize,
     pub flush_interval: Duration,
     pub memory_rows: usize,
+    pub ring_capacity: usize,
     pub spill_dir: PathBuf,
     pub retry_initial: Duration,
     pub retry_max: Duration,
@@ -93,6 +100,14 @@ pub const DEFAULT_IDLE: IdleConfig = IdleConfig::parked(1_000, 1_000);
 
 fn default_idle() -> IdleConfig {
     DEFAULT_IDLE
+}
+
+/// `questdb.ring_capacity` when absent: at 20,000 stored rows a second, three seconds
+/// of a starved tap thread.
+pub const DEFAULT_RING_CAPACITY: usize = 65_536;
+
+fn default_ring_capacity() -> usize {
+    DEFAULT_RING_CAPACITY
 }
 
 /// A value in a questdb-rs configuration string (`;` is doubled).
@@ -181,6 +196,7 @@ pub fn setup(c: &QuestDbConfig, orders_configured: bool) -> Result<QuestDbSetup,
         c.batch_rows as u64,
         100_000_000,
     )?;
+    range("questdb.ring_capacity", c.ring_capacity as u64, 1_024, 16_777_216)?;
     range("questdb.retry_initial_ms", c.retry_initial_ms, 1, 60_000)?;
     range("questdb.retry_max_ms", c.retry_max_ms, c.retry_initial_ms, 600_000)?;
     range("questdb.request_timeout_ms", c.request_timeout_ms, 100, 600_000)?;
@@ -244,6 +260,7 @@ pub fn setup(c: &QuestDbConfig, orders_configured: bool) -> Result<QuestDbSetup,
         batch_rows: c.batch_rows,
         flush_interval: Duration::from_millis(c.flush_interval_ms),
         memory_rows: c.memory_rows,
+        ring_capacity: c.ring_capacity,
         spill_dir: c.spill_dir.clone(),
         retry_initial: Duration::from_millis(c.retry_initial_ms),
         retry_max: Duration::from_millis(c.retry_max_ms),

@@ -124,7 +124,7 @@ fn stores_ok(app: &AppState) -> Vec<String> {
         }
         if q.lost.get() > 0 || q.upstream_missed.get() > 0 {
             out.push(format!(
-                "questdb: {} rows lost to a full or failing spill disk, {} events never reached the store",
+                "questdb: {} rows lost to a full or failing spill disk, {} rows the engine could not hand to the sink (its ring was full)",
                 q.lost.get(),
                 q.upstream_missed.get()
             ));
@@ -322,8 +322,8 @@ fn stores(app: &AppState) -> serde_json::Value {
         Some(q) => json!({
             // Degraded while the server is unreachable, while the sink is behind
             // (catching up: spill files, or more than two batches in memory), and for
-            // good once a row was lost (a full disk, or events that never reached the
-            // fan-out).
+            // good once a row was lost (a full disk, or rows the engine could not hand
+            // to the sink).
             "status": if q.healthy() { "ok" } else { "degraded" },
             "last_error": q.last_error(),
             "catching_up": q.catching_up(),

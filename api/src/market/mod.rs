@@ -3,5 +3,5 @@
 pub mod fanout;
 pub mod mirror;
 
-pub use fanout::{spawn_fanout, FanoutStats, Market, Tap};
+pub use fanout::{spawn_fanout, FanoutStats, Market};
 pub use mirror::{Change, InstrumentView, Mirror, QuoteView, TradeView};

@@ -41,7 +41,7 @@ fn secret(setup: &QuestDbSetup) -> anyhow::Result<Option<String>> {
 
 /// Checks the server, creates the tables when asked, and starts the sink's threads.
 /// `journal`: the order journal's directory and counters, when order events are
-/// exported. `stats`: shared with the fan-out's lossless tap feeding `market`.
+/// exported. `market`: the engine's ring to the sink (its recorder output).
 pub fn start(
     setup: &QuestDbSetup,
     registry: &InstrumentRegistry,

@@ -141,12 +141,24 @@ impl Table {
     /// [`SinkRow::from_market`] keeps), without building the row.
     #[inline]
     pub fn of_market(e: &EngineEvent) -> Option<Table> {
-        match e.data {
+        Self::of_data(&e.data)
+    }
+
+    #[inline]
+    fn of_data(d: &EventData) -> Option<Table> {
+        match *d {
             EventData::Trade { .. } => Some(Table::Trades),
             EventData::Quote { .. } => Some(Table::Quotes),
             EventData::Bar { state, .. } if state != BarState::Open => Some(Table::Bars),
             _ => None,
         }
+    }
+
+    /// Whether the store keeps this market event: what the engine's recorder output
+    /// to the sink selects.
+    #[inline]
+    pub fn stored(d: &EventData) -> bool {
+        Self::of_data(d).is_some()
     }
 }
 

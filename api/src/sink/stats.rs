@@ -1,11 +1,12 @@
 //! The sink's counters and state, read by /metrics and /health.
 //!
-//! Every row bound for the store is accounted for: rows emitted (market data counted by
-//! the API fan-out as it hands events to the sink's tap, order events as the sink reads
-//! them from the journal) plus rows recovered from an earlier run's spill files equal
-//! rows stored + refused + pending (tap ring, fan-out backlog, memory, spill files) +
-//! lost (only when a spill file cannot be written: a full or failing disk). See
-//! [`SinkStats::unaccounted`].
+//! Every row bound for the store is accounted for: rows emitted (market data as the
+//! sink takes it from the engine's ring, order events as the sink reads them from the
+//! journal) plus rows recovered from an earlier run's spill files equal rows stored +
+//! refused + held (memory, spill files) + lost (only when a spill file cannot be
+//! written: a full or failing disk). See [`SinkStats::unaccounted`]. Rows the engine
+//! could not hand over (its ring to the sink was full) are counted apart
+//! (`upstream_missed`): the engine never waits.
 
 use parking_lot::Mutex;
 use stocksblitz_engine::counter::Counter;
@@ -37,16 +38,15 @@ pub struct SinkStats {
     pub recovered: Counter,
     /// Rows waiting in memory now (including the batch being sent).
     pub memory_rows: Counter,
-    /// Market data events in the sink's tap ring, and held by the fan-out because that
-    /// ring was full.
+    /// Market data events in the engine's ring to the sink, not yet taken.
     pub tap_rows: Counter,
-    pub tap_backlog: Counter,
     /// Rows lost: a spill file could not be written (disk full or failing), or the
     /// sink's thread was gone. Never expected; reported loudly.
     pub lost: Counter,
-    /// Events the engine published that never reached the API fan-out (its output ring
-    /// was full: a gap in the per-instrument sequence). Any store rows among them are
-    /// missing from `emitted` and from the store. Never expected; reported loudly.
+    /// Stored events (trades, quotes, closed bars) the engine could not hand over: its
+    /// ring to the sink was full (the sink's tap thread starved of CPU for longer than
+    /// `questdb.ring_capacity` rows last). Missing from `emitted` and from the store.
+    /// Never expected; reported loudly.
     pub upstream_missed: Counter,
     /// The configured batch size: more rows than this waiting in memory means the sink
     /// is behind (catching up).
@@ -75,22 +75,25 @@ impl SinkStats {
         self.stored.get(t.index()).map_or(0, Counter::get)
     }
 
-    /// Rows not yet stored: in the tap (ring and fan-out backlog), in memory and in
-    /// spill files.
+    /// Rows not yet stored: in the engine's ring to the sink, in memory and in spill
+    /// files.
     pub fn pending(&self) -> u64 {
-        self.tap_rows.get() + self.tap_backlog.get() + self.memory_rows.get() + self.spill_rows.get()
+        self.tap_rows.get() + self.held()
     }
 
-    /// The sink is behind: rows wait in spill files or the fan-out backlog, or more
-    /// than two batches wait in memory.
+    /// Rows the sink took and has not stored yet: in memory and in spill files.
+    pub fn held(&self) -> u64 {
+        self.memory_rows.get() + self.spill_rows.get()
+    }
+
+    /// The sink is behind: rows wait in spill files, or more than two batches wait in
+    /// memory.
     pub fn catching_up(&self) -> bool {
-        self.spill_rows.get() > 0
-            || self.tap_backlog.get() > 0
-            || (self.batch_rows.get() > 0 && self.memory_rows.get() > 2 * self.batch_rows.get())
+        self.spill_rows.get() > 0 || (self.batch_rows.get() > 0 && self.memory_rows.get() > 2 * self.batch_rows.get())
     }
 
     /// Healthy: connected (or nothing to send yet), not catching up, nothing lost
-    /// (here or upstream of the fan-out).
+    /// (here, or rows the engine could not hand over).
     pub fn healthy(&self) -> bool {
         (self.connected.get() == 1 || self.rows_in.get() == 0)
             && !self.catching_up()
@@ -98,14 +101,14 @@ impl SinkStats {
             && self.upstream_missed.get() == 0
     }
 
-    /// `emitted + recovered - (stored + refused + pending + lost)`: 0 when every row is
+    /// `emitted + recovered - (stored + refused + held + lost)`: 0 when every row is
     /// accounted for (read while the sink is quiet; counters move independently).
     pub fn unaccounted(&self) -> i128 {
         let emitted: u64 = self.emitted.iter().map(Counter::get).sum();
         let have = i128::from(emitted) + i128::from(self.recovered.get());
         have - i128::from(self.rows_sent.get())
             - i128::from(self.rejected.get())
-            - i128::from(self.pending())
+            - i128::from(self.held())
             - i128::from(self.lost.get())
     }
 }

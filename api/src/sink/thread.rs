@@ -1,11 +1,13 @@
 //! The QuestDB sink: two threads around one queue.
 //!
-//! - `questdb-tap` drains the sink's tap ring off the API fan-out and reads order events
-//!   from the order journal, queueing rows in memory (bounded by `memory_rows`) and past
-//!   that in spill files, in order. It never waits on the network, so the tap is drained
-//!   promptly whatever the server does; the fan-out holds what does not fit in the tap
-//!   ring (see [`crate::market::fanout`]). Nothing is dropped short of a spill file the
-//!   disk will not take, which is counted (`lost`) and reported loudly.
+//! - `questdb-tap` drains the engine's ring to the sink (a recorder output: only trades,
+//!   quotes and closed bars, with no slower consumer between them) and reads order
+//!   events from the order journal, queueing rows in memory (bounded by `memory_rows`)
+//!   and past that in spill files, in order. It never waits on the network, so the ring
+//!   is drained promptly whatever the server does; the engine never waits either, and
+//!   counts what a full ring could not take (`upstream_missed`). Nothing is dropped
+//!   short of a spill file the disk will not take, which is counted (`lost`) and
+//!   reported loudly.
 //! - `questdb-sink` takes batches from the front of the queue (by count and by time,
 //!   with its own timer: questdb-rs does not flush on its own), sends them over ILP, and
 //!   when the server is slow or down retries with jittered back-off; when memory is
@@ -16,7 +18,7 @@
 //! lost even if this thread stops, and the position up to which they are stored is
 //! saved (`orders.position` in the spill directory) to resume after a restart.
 //!
-//! At stop the tap is drained until the fan-out has gone, one last send is tried, and
+//! At stop the tap is drained until the engine has gone, one last send is tried, and
 //! whatever is still held goes to the spill files for the next run.
 
 use std::collections::VecDeque;
@@ -43,7 +45,7 @@ use crate::config::questdb::QuestDbSetup;
 
 const RING_BATCH: usize = 4096;
 const ORDER_POLL: Duration = Duration::from_millis(20);
-/// After stop, the tap is drained until the fan-out has gone, or until it stayed empty
+/// After stop, the tap is drained until the engine has gone, or until it stayed empty
 /// this long (a producer that outlives the sink, as in tests).
 const STOP_QUIET: Duration = Duration::from_secs(1);
 
@@ -305,7 +307,7 @@ impl Agent for Tap {
         0
     }
 
-    /// After a poll that found nothing: once the fan-out has gone, or the tap stayed
+    /// After a poll that found nothing: once the engine has gone, or the tap stayed
     /// empty for [`STOP_QUIET`].
     fn ready_to_stop(&mut self) -> bool {
         if !self.drained {
@@ -318,17 +320,22 @@ impl Agent for Tap {
 }
 
 impl Tap {
-    /// Takes what the fan-out handed over.
+    /// Takes what the engine handed over (its recorder ring: only stored events).
     fn take_market(&mut self) -> usize {
         let Some(ring) = self.market.as_mut() else { return 0 };
         self.events.clear();
         self.rows.clear();
         let n = ring.pop_batch(&mut self.events, RING_BATCH);
         self.stats.tap_rows.set(ring.len() as u64);
+        // The engine never waits: what did not fit in the ring is counted there.
+        self.stats.upstream_missed.set(ring.stats().dropped.get());
         self.rows.extend(self.events.iter().filter_map(SinkRow::from_market));
         if !self.rows.is_empty() {
             let mut q = self.queue.lock();
             for row in &self.rows {
+                if let Some(c) = self.stats.emitted.get(row.table().index()) {
+                    c.inc();
+                }
                 q.push(*row, &self.stats);
             }
             q.gauges(&self.stats);

@@ -301,12 +301,12 @@ pub fn render(app: &AppState) -> String {
         );
         o.sample("stocksblitz_questdb_lag_seconds", "", q.lag_ns.get() as f64 / 1e9);
         // Every row bound for the store: emitted + recovered = stored + rejected +
-        // pending + lost.
+        // held (pending less the engine's ring) + lost.
         o.scalars(&[
             (
                 "stocksblitz_questdb_pending_rows",
                 "gauge",
-                "Rows not yet stored: tap ring, fan-out backlog, memory and spill files.",
+                "Rows not yet stored: the engine's ring to the sink, memory and spill files.",
                 q.pending(),
             ),
             (
@@ -314,12 +314,6 @@ pub fn render(app: &AppState) -> String {
                 "gauge",
                 "Rows in spill files now.",
                 q.spill_rows.get(),
-            ),
-            (
-                "stocksblitz_questdb_tap_backlog_rows",
-                "gauge",
-                "Rows the fan-out holds because the sink's tap ring was full.",
-                q.tap_backlog.get(),
             ),
             (
                 "stocksblitz_questdb_recovered_rows_total",
@@ -336,20 +330,20 @@ pub fn render(app: &AppState) -> String {
             (
                 "stocksblitz_questdb_upstream_missed_events_total",
                 "counter",
-                "Events the engine published that never reached the API fan-out (its output ring was full).",
+                "Trades, quotes and closed bars the engine could not hand to the sink (its ring to the sink was full).",
                 q.upstream_missed.get(),
             ),
             (
                 "stocksblitz_questdb_catching_up",
                 "gauge",
-                "1 while the sink is behind: rows in spill files or the fan-out backlog, or more than two batches in memory.",
+                "1 while the sink is behind: rows in spill files, or more than two batches in memory.",
                 u64::from(q.catching_up()),
             ),
         ]);
         for (name, help, get) in [
             (
                 "stocksblitz_questdb_emitted_rows_total",
-                "Rows bound for the store, per table (market data counted by the fan-out, order events read from the journal).",
+                "Rows bound for the store, per table (market data taken from the engine's ring, order events read from the journal).",
                 crate::sink::SinkStats::emitted as fn(&crate::sink::SinkStats, crate::sink::row::Table) -> u64,
             ),
             (
