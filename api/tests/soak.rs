@@ -1501,12 +1501,14 @@ async fn soak(seed: u64, seconds: u64) {
                     "disconnect",
                     "silence",
                     "slow",
+                    "lag",
                     "shutdown",
                 ];
                 let kind = kinds[rng.below(kinds.len() as u64) as usize];
                 let (count, ms) = match kind {
                     "silence" => (1, rng.range(500, 6_000)),
                     "slow" => (rng.range(5, 50), rng.range(10, 200)),
+                    "lag" => (1, rng.range(20, 1_000)),
                     "shutdown" => (1, rng.range(100, 2_000)),
                     _ => (rng.range(1, 5), 0),
                 };

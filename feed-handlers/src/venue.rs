@@ -72,6 +72,17 @@ pub trait Protocol: Sync + 'static {
         None
     }
 
+    /// Which data frames can mark where a make-before-break replacement takes over: a
+    /// market data message the venue sends byte-identical, in the same order, on every
+    /// connection (not an acknowledgement, heartbeat or per-connection snapshot). With
+    /// markers, the switch waits for the old connection to deliver the new one's first
+    /// marker, so no book update or trade between the two is skipped; `None`: the new
+    /// connection is taken as soon as it delivers data (its first messages are whole
+    /// state, as Kite's full-mode ticks).
+    fn switch_marker(&self) -> Option<fn(&[u8]) -> bool> {
+        None
+    }
+
     /// Whether the connection requests every instrument's REST book every
     /// `audit_interval_secs` (the answers go to the normalizer as frames).
     fn audits(&self, _live: &LiveConfig) -> bool {

@@ -186,3 +186,21 @@ fn age_limit_switches_once_per_limit_without_a_gap() {
     assert_eq!(h.stats().gaps.get(), 0, "no gap counted");
     h.assert_books_match("after the switches", None);
 }
+
+/// Make-before-break past a lagging old connection (see the harness): the handler reads
+/// the old socket until it reaches the new one's first frame, so no diff and no trade is
+/// skipped. Before, the switch took only what the old socket already held, skipped the
+/// diffs still in flight and resynced.
+#[test]
+fn a_switch_waits_for_a_lagging_old_connection() {
+    let mut i = instrument("BTCUSDT", "binance", "btcusdt", 8, 8);
+    i.tick_size = "0.01".into();
+    i.lot_size = "0.00001".into();
+    Harness::start(
+        Venue::parse("binance").unwrap(),
+        &[i],
+        &[("BTCUSDT", "65000.00")],
+        |l| l.max_connection_age_secs = 1,
+    )
+    .switches_past_a_lagging_old_connection(None, true);
+}

@@ -110,3 +110,16 @@ fn audits_of_a_healthy_book_never_resync() {
     );
     h.assert_books_match("after audits", None);
 }
+
+/// Make-before-break past a lagging old connection (see the harness): the new
+/// connection's own snapshot re-bases the book, and no match is skipped or doubled.
+#[test]
+fn a_switch_past_a_lagging_old_connection_loses_no_match() {
+    Harness::start(
+        Venue::parse("coinbase").unwrap(),
+        &[instrument("BTC-USD", "coinbase", "BTC-USD", 2, 8)],
+        &[("BTC-USD", "65010.00")],
+        |l| l.max_connection_age_secs = 1,
+    )
+    .switches_past_a_lagging_old_connection(None, true);
+}

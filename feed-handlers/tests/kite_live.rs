@@ -123,3 +123,16 @@ fn a_refused_token_shows_and_a_rotated_token_file_is_picked_up() {
     drop(h);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Make-before-break past a lagging old connection (see the harness): Kite's full-mode
+/// ticks are whole quotes and depth, so the new connection's first ticks are the truth.
+#[test]
+fn a_switch_past_a_lagging_old_connection_keeps_the_book() {
+    Harness::start(
+        Venue::parse("kite").unwrap(),
+        &[instrument("RELIANCE", "nse", "738561", 2, 0)],
+        &[("RELIANCE", "2450.00")],
+        |l| l.max_connection_age_secs = 1,
+    )
+    .switches_past_a_lagging_old_connection(Some(5), false);
+}

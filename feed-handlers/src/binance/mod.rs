@@ -68,6 +68,13 @@ impl Protocol for Binance {
         format!("{base}/stream?streams={}", streams.join("/"))
     }
 
+    /// Combined-stream frames (`{"stream":...,"data":...}`) are the same on every
+    /// connection to the same streams; a diff-depth stream has no snapshot of its own,
+    /// so a switch must not skip a diff.
+    fn switch_marker(&self) -> Option<fn(&[u8]) -> bool> {
+        Some(|frame| frame.starts_with(br#"{"stream":"#))
+    }
+
     /// The REST depth snapshot a book syncs from.
     fn book_request(&self, rest: &str, venue_symbol: &str, live: &LiveConfig) -> Option<BookRequest> {
         let symbol = venue_symbol.to_ascii_uppercase();
@@ -120,6 +127,18 @@ impl Normalize for BinanceNormalizer {
 mod tests {
     use super::*;
     use crate::venue::testing::live;
+
+    /// Stream data lines up a make-before-break switch; answers to requests do not.
+    #[test]
+    fn switch_markers_are_stream_data() {
+        let is = Binance.switch_marker().unwrap();
+        assert!(is(
+            br#"{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","U":1,"u":2}}"#
+        ));
+        assert!(is(br#"{"stream":"btcusdt@trade","data":{"e":"trade","t":5}}"#));
+        assert!(!is(br#"{"result":null,"id":1}"#));
+        assert!(!is(b""));
+    }
 
     /// The wire contract with Binance: one combined stream of trades, book tickers and
     /// 100 ms diffs per symbol (lower case, in order), and the REST depth snapshot at

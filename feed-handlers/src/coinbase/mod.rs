@@ -75,6 +75,13 @@ impl Protocol for Coinbase {
         live.audit_interval_secs > 0
     }
 
+    /// Book updates and matches carry the venue's sequence and are the same on every
+    /// connection; the subscription answer, the snapshot and `last_match` are the new
+    /// connection's own (they come before its first update, and re-base the book).
+    fn switch_marker(&self) -> Option<fn(&[u8]) -> bool> {
+        Some(|frame| frame.starts_with(br#"{"type":"l2update""#) || frame.starts_with(br#"{"type":"match""#))
+    }
+
     fn sim_render(&self, market: &VenueMarket, events: &[SimEvent]) -> Vec<Outgoing> {
         sim::render(market, events)
     }
@@ -108,6 +115,28 @@ impl Normalize for CoinbaseNormalizer {
 mod tests {
     use super::*;
     use crate::venue::testing::live;
+
+    /// Updates and matches line up a make-before-break switch; what a connection gets
+    /// of its own (the subscription answer, its snapshot, heartbeats, `last_match`)
+    /// does not.
+    #[test]
+    fn switch_markers_are_updates_and_matches() {
+        let is = Coinbase.switch_marker().unwrap();
+        assert!(is(
+            br#"{"type":"l2update","product_id":"BTC-USD","changes":[["buy","1.00","1"]]}"#
+        ));
+        assert!(is(
+            br#"{"type":"match","trade_id":42,"sequence":42,"product_id":"BTC-USD"}"#
+        ));
+        for own in [
+            r#"{"type":"subscriptions","channels":[]}"#,
+            r#"{"type":"snapshot","product_id":"BTC-USD","bids":[],"asks":[]}"#,
+            r#"{"type":"heartbeat","sequence":90,"last_trade_id":9,"product_id":"BTC-USD"}"#,
+            r#"{"type":"last_match","trade_id":41,"product_id":"BTC-USD"}"#,
+        ] {
+            assert!(!is(own.as_bytes()), "{own}");
+        }
+    }
 
     /// The wire contract with Coinbase: the URL as configured, one subscribe message
     /// for every product and the four channels, and the REST level2 book for audits

@@ -25,11 +25,25 @@ use crate::stats::{FeedState, FeedStats};
 use crate::venue::{Venue, VenueNormalizer};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// At a make-before-break switch, how long the old connection may take to reach the
+/// new one's first frame.
+const CATCH_UP: Duration = Duration::from_secs(2);
+/// Frames kept from the old connection while its replacement opens (and, without
+/// switch markers, read from it at the switch).
+const OVERLAP_FRAMES: usize = 4096;
+
+/// A data frame (text or binary), not a control frame.
+fn is_data(m: &Message) -> bool {
+    matches!(m, Message::Text(_) | Message::Binary(_))
+}
 type Fetch = Pin<Box<dyn std::future::Future<Output = (InstrumentId, Result<String, String>)> + Send>>;
 
 /// A replacement connection being opened while the current one is still read: the new
 /// socket and its first data frame, or `None` when it failed (the old one stays).
-type Replacement = Pin<Box<dyn std::future::Future<Output = Option<(Ws, Option<Message>)>> + Send>>;
+/// A replacement connection that delivered data: its data frames up to and including
+/// the venue's first switch marker (or its first data frame, for a venue without).
+type Replacement = Pin<Box<dyn std::future::Future<Output = Option<(Ws, Vec<Message>)>> + Send>>;
 
 /// `[feeds.live]`: where and how a venue feed connects.
 #[derive(Debug, Clone, Deserialize)]
@@ -390,6 +404,7 @@ impl Ctx {
         let msgs = self.subscribe_messages();
         let connect_timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
         let first_data = Duration::from_millis(self.cfg.stale_after_ms);
+        let marker = self.v.venue.protocol().switch_marker();
         Box::pin(async move {
             let mut ws = match tokio::time::timeout(connect_timeout, tokio_tungstenite::connect_async(url.as_str()))
                 .await
@@ -408,10 +423,20 @@ impl Ctx {
             if send_all(&mut ws, msgs).await.is_err() {
                 return None;
             }
+            let deadline = tokio::time::Instant::now() + first_data;
+            let mut prefix = Vec::new();
             loop {
-                match tokio::time::timeout(first_data, ws.next()).await {
-                    Ok(Some(Ok(m @ (Message::Text(_) | Message::Binary(_))))) => return Some((ws, Some(m))),
+                match tokio::time::timeout_at(deadline, ws.next()).await {
+                    Ok(Some(Ok(m))) if is_data(&m) => {
+                        let done = marker.is_none_or(|is| is(&m.clone().into_data())) || prefix.len() >= OVERLAP_FRAMES;
+                        prefix.push(m);
+                        if done {
+                            return Some((ws, prefix));
+                        }
+                    }
                     Ok(Some(Ok(_))) => continue,
+                    // Data but no marker in time: switch without lining up.
+                    _ if !prefix.is_empty() => return Some((ws, prefix)),
                     _ => {
                         tracing::warn!(feed = %name, "replacement connection sent no data; keeping the old one");
                         return None;
@@ -442,6 +467,8 @@ impl Ctx {
         }
         let mut opened = Instant::now();
         let mut pending: Option<Replacement> = None;
+        // Data frames the old socket delivered while the replacement opened.
+        let mut overlap: Vec<Message> = Vec::new();
         // After a failed replacement at the age limit, when to try again.
         let mut next_try = Instant::now();
         let max_age = Duration::from_secs(self.cfg.max_connection_age_secs);
@@ -473,37 +500,37 @@ impl Ctx {
                 }, if pending.is_some() => {
                     pending = None;
                     match r {
-                        Some((new_ws, first)) => {
-                            tracing::info!(feed = %self.name, "switched to a verified new connection (make-before-break)");
+                        Some((new_ws, prefix)) => {
                             self.stats.reconnects.inc();
-                            // What the old socket already holds comes before the new
-                            // stream's first message: apply it, then let go.
-                            for _ in 0..4096 {
-                                match futures_util::FutureExt::now_or_never(ws.next()) {
-                                    Some(Some(Ok(m))) => {
-                                        if self.handle_message(m, &mut ws, &mut fetches).await == Action::Reconnect {
-                                            replace = true;
-                                        }
-                                    }
-                                    _ => break,
-                                }
-                            }
+                            let aligned = self.catch_up(&mut ws, &prefix, &overlap, &mut fetches, &mut replace).await;
+                            tracing::info!(feed = %self.name, aligned, "switched to a verified new connection (make-before-break)");
+                            overlap.clear();
                             let _ = ws.close(None).await;
                             ws = new_ws;
                             last_frame = Instant::now();
                             opened = Instant::now();
-                            if let Some(f) = first {
-                                if self.handle_message(f, &mut ws, &mut fetches).await == Action::Reconnect {
+                            // The new connection's own first frames (its snapshot, then
+                            // the marker the old one reached: repeats are dropped by id).
+                            for m in prefix {
+                                if self.handle_message(m, &mut ws, &mut fetches).await == Action::Reconnect {
                                     replace = true;
                                 }
                             }
                         }
-                        None => next_try = Instant::now() + Duration::from_secs(5),
+                        None => {
+                            overlap.clear();
+                            next_try = Instant::now() + Duration::from_secs(5);
+                        }
                     }
                 }
                 msg = ws.next() => {
                     let Some(Ok(msg)) = msg else { return End::Closed };
                     last_frame = Instant::now();
+                    // While a replacement opens, what the old socket delivers is kept
+                    // (a reference count, not a copy) to find where the new one starts.
+                    if pending.is_some() && overlap.len() < OVERLAP_FRAMES && is_data(&msg) {
+                        overlap.push(msg.clone());
+                    }
                     if self.handle_message(msg, &mut ws, &mut fetches).await == Action::Reconnect {
                         replace = true;
                     }
@@ -547,6 +574,60 @@ impl Ctx {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Make-before-break, the switch. The new connection's `prefix` ends with its
+    /// first switch marker: a message the venue sent after everything before it on the
+    /// old connection, but the old socket may still be behind (a slower path). Reads
+    /// the old socket (applying what it delivers) until it delivers that marker too,
+    /// so everything before it arrives once, from the old connection, and everything
+    /// after it from the new one. Returns whether the two lined up: not when the old
+    /// socket does not reach the marker within [`CATCH_UP`] (a dead old socket) or the
+    /// venue has no markers; then it applies only what the old socket already holds,
+    /// and ids resolve any overlap (a gap, if any, is resynced as always).
+    async fn catch_up(
+        &mut self,
+        ws: &mut Ws,
+        prefix: &[Message],
+        overlap: &[Message],
+        fetches: &mut FuturesUnordered<Fetch>,
+        replace: &mut bool,
+    ) -> bool {
+        let is_marker = self.v.venue.protocol().switch_marker();
+        let Some(marker) = prefix
+            .last()
+            .filter(|m| is_marker.is_some_and(|is| is(&(*m).clone().into_data())))
+        else {
+            // What the old socket already holds comes before the new stream: apply it.
+            for _ in 0..OVERLAP_FRAMES {
+                match futures_util::FutureExt::now_or_never(ws.next()) {
+                    Some(Some(Ok(m))) => {
+                        if self.handle_message(m, ws, fetches).await == Action::Reconnect {
+                            *replace = true;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            return false;
+        };
+        if overlap.contains(marker) {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        loop {
+            let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await else {
+                tracing::warn!(feed = %self.name, "the old connection did not reach the new one's first message; switching anyway");
+                return false;
+            };
+            let reached = m == *marker;
+            if self.handle_message(m, ws, fetches).await == Action::Reconnect {
+                *replace = true;
+            }
+            if reached {
+                return true;
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Scripted faults the simulator injects into what it sends, so tests and operators
 //! can watch a handler recover: dropped, duplicated, reordered and malformed messages,
 //! an abrupt disconnect, a silent period (heartbeats only where the venue has them),
-//! slow delivery, and a venue's announced shutdown.
+//! slow delivery, connections that fall behind newer ones, and a venue's announced
+//! shutdown.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -24,6 +25,10 @@ pub enum FaultKind {
     Silence,
     /// Delay each frame by `ms` milliseconds for the next `count` frames.
     Slow,
+    /// Every connection open now delivers its market data `ms` milliseconds late from
+    /// here on (a slower path); connections opened later do not, so a client's
+    /// make-before-break replacement gets ahead of the connection it replaces.
+    Lag,
     /// Announce shutdown (Binance `serverShutdown`, Kite/Coinbase a close), then close
     /// after `ms` milliseconds: the 24-hour-style forced close.
     Shutdown,
@@ -56,6 +61,9 @@ pub struct Faults {
     /// Wall-clock ms until which market data is withheld.
     pub silence_until_ms: AtomicU64,
     pub slow_frames: AtomicU32,
+    /// Incremented per lag request; sessions compare with the value they saw.
+    pub lag_epoch: AtomicU64,
+    pub lag_ms: AtomicU64,
     pub slow_ms: AtomicU64,
     pub shutdown_epoch: AtomicU64,
     pub shutdown_after_ms: AtomicU64,
@@ -90,6 +98,11 @@ impl Faults {
                 self.slow_ms.store(r.ms, Ordering::Relaxed);
                 self.slow_frames.fetch_add(r.count, Ordering::Relaxed)
             }
+            FaultKind::Lag => {
+                self.lag_ms.store(r.ms, Ordering::Relaxed);
+                self.lag_epoch.fetch_add(1, Ordering::Relaxed);
+                0
+            }
             FaultKind::Shutdown => {
                 self.shutdown_after_ms.store(r.ms, Ordering::Relaxed);
                 self.shutdown_epoch.fetch_add(1, Ordering::Relaxed);
@@ -116,12 +129,15 @@ pub enum Lifecycle {
     Abort,
 }
 
-/// Per-session view of disconnect/shutdown requests made after the session started.
+/// Per-session view of disconnect/shutdown/lag requests made after the session
+/// started.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionFaults {
     disconnect_seen: u64,
     shutdown_seen: u64,
     close_at: Option<u64>,
+    lag_seen: u64,
+    latency: std::time::Duration,
 }
 
 impl SessionFaults {
@@ -130,7 +146,20 @@ impl SessionFaults {
             disconnect_seen: f.disconnect_epoch.load(Ordering::Relaxed),
             shutdown_seen: f.shutdown_epoch.load(Ordering::Relaxed),
             close_at: None,
+            lag_seen: f.lag_epoch.load(Ordering::Relaxed),
+            latency: std::time::Duration::ZERO,
         }
+    }
+
+    /// How late this session delivers market data: set by the latest `lag` request
+    /// made while it was open.
+    pub fn latency(&mut self, f: &Faults) -> std::time::Duration {
+        let epoch = f.lag_epoch.load(Ordering::Relaxed);
+        if epoch != self.lag_seen {
+            self.lag_seen = epoch;
+            self.latency = std::time::Duration::from_millis(f.lag_ms.load(Ordering::Relaxed));
+        }
+        self.latency
     }
 
     pub fn check(&mut self, f: &Faults) -> Lifecycle {

@@ -7,6 +7,7 @@
 //! keepalive and a shutdown notice look like, what the client may say) is the venue's
 //! [`SimClient`], in the venue's own folder.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,6 +85,8 @@ pub async fn serve(
     let mut lifecycle = SessionFaults::new(f);
     let mut keepalive = tokio::time::interval(client.keepalive_every());
     let mut out = Vec::new();
+    // Under a `lag` fault: what the session rendered, and when it is due.
+    let mut late: VecDeque<(tokio::time::Instant, Vec<Send>)> = VecDeque::new();
     loop {
         match lifecycle.check(f) {
             Lifecycle::Serve => {}
@@ -112,6 +115,16 @@ pub async fn serve(
                 if f.silenced() {
                     continue;
                 }
+                let latency = lifecycle.latency(f);
+                if latency > Duration::ZERO || !late.is_empty() {
+                    let mut steps = Vec::new();
+                    for msg in batch.iter() {
+                        client.message(msg, f, &mut steps);
+                    }
+                    client.end_of_step(f, &mut steps);
+                    late.push_back((tokio::time::Instant::now() + latency, steps));
+                    continue;
+                }
                 for msg in batch.iter() {
                     client.message(msg, f, &mut out);
                     if !send(&mut socket, &mut out).await {
@@ -121,6 +134,18 @@ pub async fn serve(
                 client.end_of_step(f, &mut out);
                 if !send(&mut socket, &mut out).await {
                     return;
+                }
+            }
+            _ = async {
+                match late.front() {
+                    Some((due, _)) => tokio::time::sleep_until(*due).await,
+                    None => std::future::pending().await,
+                }
+            }, if !late.is_empty() => {
+                if let Some((_, mut steps)) = late.pop_front() {
+                    if !send(&mut socket, &mut steps).await {
+                        return;
+                    }
                 }
             }
             incoming = socket.recv() => match incoming {
@@ -135,6 +160,13 @@ pub async fn serve(
             },
             _ = keepalive.tick() => {
                 client.keepalive(&mut out);
+                // A lagging connection is late with everything: its heartbeats must
+                // not announce trades still on their way.
+                let latency = lifecycle.latency(f);
+                if latency > Duration::ZERO || !late.is_empty() {
+                    late.push_back((tokio::time::Instant::now() + latency, std::mem::take(&mut out)));
+                    continue;
+                }
                 if !send(&mut socket, &mut out).await {
                     return;
                 }

@@ -51,6 +51,8 @@ pub struct Harness {
     pub books: Vec<L2Book>,
     /// Statuses seen for instrument 0.
     pub statuses: Vec<FeedStatus>,
+    /// Trade ids seen for instrument 0, in order.
+    pub trades: Vec<u64>,
     stop: Arc<AtomicBool>,
     feed: Option<FeedHandle>,
 }
@@ -127,6 +129,7 @@ impl Harness {
             rx,
             books,
             statuses: Vec::new(),
+            trades: Vec::new(),
             stop,
             feed: Some(feed),
         }
@@ -139,6 +142,7 @@ impl Harness {
             }
             match t.data {
                 TickData::Status { status, .. } if t.instrument.0 == 0 => self.statuses.push(status),
+                TickData::Trade { trade_id, .. } if t.instrument.0 == 0 => self.trades.push(trade_id),
                 _ => {}
             }
         }
@@ -235,6 +239,71 @@ impl Harness {
             }
         }
         self.pause(false);
+    }
+
+    /// The venue's last trade id for instrument 0.
+    pub fn last_trade_id(&self) -> u64 {
+        let addr = self.sim.as_ref().unwrap().addr;
+        let venue = self.venue.as_str();
+        let sym = self.registry.iter().next().unwrap().venue_symbol.clone();
+        let truth: serde_json::Value = self.rt.block_on(async {
+            reqwest::get(format!("http://{addr}/control/book/{venue}/{sym}"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        truth["last_trade_id"].as_u64().unwrap()
+    }
+
+    /// Make-before-break when the old connection is behind the new one (a slower
+    /// path): before each of several switches (the connection age limit is 1 s) the
+    /// current connection falls 50 to 900 ms behind (the `lag` fault), so the new
+    /// stream's first messages arrive while messages before them are still on their
+    /// way on the old one. No gap is reported, the book is the venue's (the top `depth`
+    /// levels when given), and with
+    /// `trade_ids` every trade arrives exactly once (ids contiguous up to the venue's
+    /// last).
+    pub fn switches_past_a_lagging_old_connection(mut self, depth: Option<usize>, trade_ids: bool) {
+        self.run_for(Duration::from_millis(800));
+        self.assert_books_match("before the first switch", depth);
+        self.statuses.clear();
+        let before = self.stats().reconnects.get();
+        let started = Instant::now();
+        let mut switches = 0;
+        for lag_ms in [400, 50, 900, 200, 650] {
+            self.fault(FaultKind::Lag, 1, lag_ms);
+            // Until the next switch (at most 60 s on a loaded machine).
+            while self.stats().reconnects.get() - before == switches && started.elapsed() < Duration::from_secs(60) {
+                self.run_for(Duration::from_millis(50));
+            }
+            switches = self.stats().reconnects.get() - before;
+            // The lagging connection's last frames arrive before the switch completes.
+            self.run_for(Duration::from_millis(lag_ms + 300));
+        }
+        assert!(switches >= 5, "{switches} switches");
+        assert!(
+            !self.statuses.contains(&FeedStatus::Gap),
+            "no gap across {switches} switches with a lagging old connection: {:?}",
+            self.statuses
+        );
+        assert_eq!(self.stats().gaps.get(), 0, "no gap counted");
+        self.assert_books_match("after the switches", depth);
+        if trade_ids {
+            self.pause(true);
+            self.run_for(Duration::from_millis(300));
+            let last = self.last_trade_id();
+            let first = *self.trades.first().expect("trades arrived");
+            let want: Vec<u64> = (first..=last).collect();
+            assert!(
+                self.trades == want,
+                "every trade once: {} received, {} expected from {first} to {last}; first difference at {:?}",
+                self.trades.len(),
+                want.len(),
+                self.trades.iter().zip(&want).position(|(a, b)| a != b)
+            );
+        }
     }
 
     pub fn stats(&self) -> &FeedStats {
