@@ -189,8 +189,6 @@ impl Harness {
     /// `depth` levels per side when given).
     pub fn assert_books_match(&mut self, context: &str, depth: Option<usize>) {
         self.pause(true);
-        let addr = self.sim.as_ref().unwrap().addr;
-        let venue = self.venue.as_str();
         let deadline = Instant::now() + Duration::from_secs(10);
         let symbols: Vec<(usize, String, u8, u8)> = self
             .registry
@@ -201,14 +199,7 @@ impl Harness {
             self.run_for(Duration::from_millis(100));
             let mut all = true;
             for (i, sym, ps, qs) in &symbols {
-                let truth: serde_json::Value = self.rt.block_on(async {
-                    reqwest::get(format!("http://{addr}/control/book/{venue}/{sym}"))
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap()
-                });
+                let truth = self.truth(sym);
                 let n = depth.unwrap_or(usize::MAX);
                 let ours = |ls: &[Level]| -> Vec<[String; 2]> {
                     ls.iter()
@@ -241,20 +232,24 @@ impl Harness {
         self.pause(false);
     }
 
-    /// The venue's last trade id for instrument 0.
-    pub fn last_trade_id(&self) -> u64 {
+    /// The simulator's true book of `venue_symbol`, with its last update and trade ids.
+    pub fn truth(&self, venue_symbol: &str) -> serde_json::Value {
         let addr = self.sim.as_ref().unwrap().addr;
         let venue = self.venue.as_str();
-        let sym = self.registry.iter().next().unwrap().venue_symbol.clone();
-        let truth: serde_json::Value = self.rt.block_on(async {
-            reqwest::get(format!("http://{addr}/control/book/{venue}/{sym}"))
+        self.rt.block_on(async {
+            reqwest::get(format!("http://{addr}/control/book/{venue}/{venue_symbol}"))
                 .await
                 .unwrap()
                 .json()
                 .await
                 .unwrap()
-        });
-        truth["last_trade_id"].as_u64().unwrap()
+        })
+    }
+
+    /// The venue's last trade id for instrument 0.
+    pub fn last_trade_id(&self) -> u64 {
+        let sym = self.registry.iter().next().unwrap().venue_symbol.clone();
+        self.truth(&sym)["last_trade_id"].as_u64().unwrap()
     }
 
     /// Make-before-break when the old connection is behind the new one (a slower
