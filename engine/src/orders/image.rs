@@ -8,11 +8,9 @@
 //! accounts, pool size) do not match the configuration is refused, so that recovery
 //! replays the journal instead of guessing.
 
-use std::collections::HashMap;
-
 use crate::time::UnixNanos;
 
-use super::manager::OrderManager;
+use super::manager::{ClientIds, OrderManager};
 use super::pool::OrderPool;
 use super::position::Position;
 use super::queue_book::{Links, QueueBook};
@@ -127,7 +125,10 @@ impl OrderManager {
         for (new, old) in img.stops.iter_mut().zip(&self.stops) {
             new.reserve_exact(old.capacity().saturating_sub(new.len()));
         }
-        let mut client_ids = HashMap::with_capacity(self.client_ids.capacity().max(img.client_ids.len()));
+        let mut client_ids = ClientIds::with_capacity_and_hasher(
+            self.client_ids.capacity().max(img.client_ids.len()),
+            Default::default(),
+        );
         for (account, client, id) in img.client_ids {
             client_ids.insert((account, client), id);
         }

@@ -98,6 +98,12 @@ pub struct OrderCapacity {
 /// `[orders] day_roll_24x7_utc` default: 24x7 instruments roll at 00:00 UTC.
 pub const DEFAULT_DAY_ROLL_SECS: i64 = 0;
 
+/// Open orders by (account, client order id): probed on every new order and removed
+/// when one finishes. Hashed with foldhash (a few instructions per key instead of
+/// SipHash's hundreds), seeded at random per process so a client cannot precompute
+/// colliding ids.
+pub(super) type ClientIds = HashMap<(AccountId, ClientOrderId), OrderId, foldhash::fast::RandomState>;
+
 /// `Clone` makes the journal's shadow copy (snapshots are taken from it, off the
 /// engine thread).
 #[derive(Clone)]
@@ -113,7 +119,7 @@ pub struct OrderManager {
     pub(super) positions: Vec<Position>,
     /// Base-currency exposure counted per position (same index as `positions`).
     pub(super) position_exposure: Vec<i128>,
-    pub(super) client_ids: HashMap<(AccountId, ClientOrderId), OrderId>,
+    pub(super) client_ids: ClientIds,
     pub(super) global_kill: bool,
     pub(super) instrument_kill: Vec<bool>,
     pub(super) seq: u64,
@@ -187,7 +193,7 @@ impl OrderManager {
             accounts: accounts.iter().map(|l| AccountRisk::new(*l)).collect(),
             positions: vec![Position::default(); n * accounts.len()],
             position_exposure: vec![0; n * accounts.len()],
-            client_ids: HashMap::with_capacity(slots),
+            client_ids: ClientIds::with_capacity_and_hasher(slots, Default::default()),
             global_kill: false,
             instrument_kill: vec![false; n],
             seq: 0,

@@ -20,7 +20,8 @@ pub use crate::ids::AccountId;
 pub struct OrderId(pub u64);
 
 /// The client's own id for an order: 1 to 36 bytes of `[A-Za-z0-9._:-]` (a UUID fits).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// The bytes past `len` are always zero, so equality may compare them all.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ClientOrderId {
     len: u8,
     bytes: [u8; ClientOrderId::MAX_LEN],
@@ -65,6 +66,15 @@ impl ClientOrderId {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// Hashes the bytes in use (with their length), not the whole 36-byte array: the
+/// client-id table hashes on every new order and every finished one.
+impl core::hash::Hash for ClientOrderId {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        state.write_u8(self.len);
+        state.write(self.bytes.get(..self.len as usize).unwrap_or(&[]));
     }
 }
 
@@ -260,5 +270,27 @@ impl Order {
     #[inline]
     pub fn leaves(&self) -> Qty {
         Qty(self.qty.0 - self.filled.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::hash::BuildHasher;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Hashing only the bytes in use keeps `Hash` consistent with `Eq`: equal ids
+        /// hash alike, and ids that differ (in content or length, including one a
+        /// prefix of the other) hash apart.
+        #[test]
+        fn client_id_hash_agrees_with_equality(a in "[A-Za-z0-9._:-]{1,36}", b in "[A-Za-z0-9._:-]{1,36}") {
+            let s = foldhash::fast::FixedState::with_seed(7);
+            let (x, y) = (ClientOrderId::new(&a).unwrap(), ClientOrderId::new(&b).unwrap());
+            prop_assert_eq!(x == y, a == b);
+            prop_assert_eq!(s.hash_one((AccountId(1), x)) == s.hash_one((AccountId(1), y)), a == b);
+            let prefix = ClientOrderId::new(&a[..a.len().div_ceil(2)]).unwrap();
+            prop_assert_eq!(s.hash_one(prefix) == s.hash_one(x), prefix == x);
+        }
     }
 }
