@@ -77,13 +77,14 @@ fn respond(status: StatusCode, body: Value) -> Response {
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orders",
+    path = "/orders",
     tag = "orders",
     summary = "Place an order",
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h: the original answer")),
     request_body(content = crate::openapi::schemas::NewOrder, content_type = "application/json"),
     responses((status = 201, description = "OK", body = crate::openapi::schemas::OrderResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("order.place")), ("x-signed-operation" = json!("place"))),
 )]
 pub async fn place(State(desk): State<Desk>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
@@ -211,12 +212,13 @@ async fn place_inner(
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orders/test",
+    path = "/orders/test",
     tag = "orders",
     summary = "Run every check on an order without placing it",
     request_body(content = crate::openapi::schemas::NewOrder, content_type = "application/json"),
     responses((status = 200, description = "OK", body = crate::openapi::schemas::TestResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("order.test")), ("x-signed-operation" = json!("place"))),
 )]
 pub async fn test_order(State(desk): State<Desk>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
@@ -232,7 +234,7 @@ pub async fn test_order(State(desk): State<Desk>, p: Principal, headers: HeaderM
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orders/{id}",
+    path = "/orders/{id}",
     tag = "orders",
     summary = "One of your orders",
     params(("id" = String, Path, description = "The order id")),
@@ -253,12 +255,13 @@ pub async fn get_order(State(desk): State<Desk>, p: Principal, Path(raw): Path<S
 
 #[utoipa::path(
     delete,
-    path = "/api/v1/orders/{id}",
+    path = "/orders/{id}",
     tag = "orders",
     summary = "Cancel an order",
     params(("id" = String, Path, description = "The order id")),
     responses((status = 200, description = "OK", body = crate::openapi::schemas::OrderResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("order.cancel")), ("x-signed-operation" = json!("cancel"))),
 )]
 pub async fn cancel_order(State(desk): State<Desk>, p: Principal, Path(raw): Path<String>) -> ApiResult {
     p.require(Role::Trader)?;
@@ -272,13 +275,14 @@ pub async fn cancel_order(State(desk): State<Desk>, p: Principal, Path(raw): Pat
 
 #[utoipa::path(
     patch,
-    path = "/api/v1/orders/{id}",
+    path = "/orders/{id}",
     tag = "orders",
     summary = "Replace an order's quantity and/or price",
     params(("id" = String, Path, description = "The order id")),
     request_body(content = crate::openapi::schemas::Replace, content_type = "application/json"),
     responses((status = 200, description = "OK", body = crate::openapi::schemas::OrderResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("order.replace")), ("x-signed-operation" = json!("modify"))),
 )]
 pub async fn replace_order(
     State(desk): State<Desk>,
@@ -316,7 +320,7 @@ pub struct ListParams {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orders",
+    path = "/orders",
     tag = "orders",
     summary = "Your orders, newest first, paged",
     params(("symbol" = Option<String>, Query, description = "Only this symbol"), ("status" = Option<String>, Query, description = "open, closed or all (default)"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
@@ -373,12 +377,13 @@ pub struct MassCancelParams {
 
 #[utoipa::path(
     delete,
-    path = "/api/v1/orders",
+    path = "/orders",
     tag = "orders",
     summary = "Cancel all your open orders (or one symbol's)",
     params(("symbol" = Option<String>, Query, description = "Only this symbol")),
     responses((status = 200, description = "OK", body = crate::openapi::schemas::MassCancelResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("order.mass_cancel")), ("x-signed-operation" = json!("mass_cancel"))),
 )]
 pub async fn mass_cancel(State(desk): State<Desk>, p: Principal, Query(q): Query<MassCancelParams>) -> ApiResult {
     p.require(Role::Trader)?;
@@ -401,7 +406,7 @@ pub struct FillParams {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/fills",
+    path = "/fills",
     tag = "orders",
     summary = "Your fills, newest first, paged",
     params(("symbol" = Option<String>, Query, description = "Only this symbol"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
@@ -439,7 +444,7 @@ pub async fn fills(State(desk): State<Desk>, p: Principal, Query(q): Query<FillP
 
 #[utoipa::path(
     get,
-    path = "/api/v1/positions",
+    path = "/positions",
     tag = "orders",
     summary = "Your positions with P&L",
     responses((status = 200, description = "OK", body = crate::openapi::schemas::PositionList)),
@@ -465,7 +470,7 @@ pub async fn positions(State(desk): State<Desk>, p: Principal) -> ApiResult {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/accounts/me/risk",
+    path = "/accounts/me/risk",
     tag = "orders",
     summary = "Your risk limits and their usage",
     responses((status = 200, description = "OK", body = crate::openapi::schemas::AccountRisk)),
@@ -493,7 +498,7 @@ pub struct AnomalyParams {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/anomalies",
+    path = "/anomalies",
     tag = "orders",
     summary = "Surveillance anomalies after `since`, oldest first (admins: all; others: market data and their own)",
     params(
@@ -565,12 +570,13 @@ fn done_count(events: &[OrderEvent]) -> u32 {
 
 #[utoipa::path(
     post,
-    path = "/api/v1/admin/kill-switch",
+    path = "/admin/kill-switch",
     tag = "admin",
     summary = "Switch a kill switch on or off (admin)",
     request_body(content = crate::openapi::schemas::KillSwitch, content_type = "application/json"),
     responses((status = 200, description = "OK", body = crate::openapi::schemas::KillSwitchResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("admin.kill_switch")), ("x-signed-operation" = json!(null))),
 )]
 pub async fn kill_switch(State(desk): State<Desk>, p: Principal, Json(b): Json<KillSwitchBody>) -> ApiResult {
     p.require(Role::Admin)?;
@@ -595,13 +601,14 @@ pub async fn kill_switch(State(desk): State<Desk>, p: Principal, Json(b): Json<K
 
 #[utoipa::path(
     put,
-    path = "/api/v1/admin/risk-limits/{account}",
+    path = "/admin/risk-limits/{account}",
     tag = "admin",
     summary = "Replace an account's risk limits (admin)",
     params(("account" = String, Path, description = "A configured account")),
     request_body(content = crate::openapi::schemas::SetRiskLimits, content_type = "application/json"),
     responses((status = 200, description = "OK", body = crate::openapi::schemas::LimitsResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("admin.risk_limits")), ("x-signed-operation" = json!(null))),
 )]
 pub async fn set_limits(
     State(desk): State<Desk>,
@@ -628,13 +635,14 @@ pub struct TradingStateBody {
 
 #[utoipa::path(
     put,
-    path = "/api/v1/admin/trading-state/{account}",
+    path = "/admin/trading-state/{account}",
     tag = "admin",
     summary = "Set an account's trading state (admin)",
     params(("account" = String, Path, description = "A configured account")),
     request_body(content = crate::openapi::schemas::SetTradingState, content_type = "application/json"),
     responses((status = 200, description = "OK", body = crate::openapi::schemas::TradingStateResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("admin.trading_state")), ("x-signed-operation" = json!(null))),
 )]
 pub async fn set_trading_state(
     State(desk): State<Desk>,

@@ -13,7 +13,6 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{health, market, metrics, orders};
 use schemas::*;
 
 #[derive(OpenApi)]
@@ -24,18 +23,7 @@ use schemas::*;
 Prices and quantities are decimal strings; times are microseconds since the Unix epoch. \
 Authentication, signing and rate limits: docs/AUTH.md."
     ),
-    paths(
-        crate::dashboard::index, crate::dashboard::app_js, crate::dashboard::style,
-        health::health, health::live, health::ready, health::redis, metrics::handler,
-        market::instruments, market::quote, market::quotes, market::book, market::trades,
-        market::historical, market::market_status, crate::ws::upgrade::stream, openapi_json,
-        orders::place, orders::test_order, orders::list_orders, orders::mass_cancel,
-        orders::get_order, orders::replace_order, orders::cancel_order, orders::fills,
-        orders::positions, orders::my_risk, orders::anomalies, orders::kill_switch, orders::set_limits,
-        orders::set_trading_state,
-    ),
     components(schemas(ErrorResponse, ErrorDetail)),
-    modifiers(&Contract),
     tags(
         (name = "market", description = "Market data, from the API's copy of engine state"),
         (name = "orders", description = "Order entry and the caller's orders, fills, positions and risk"),
@@ -99,15 +87,28 @@ impl Modify for Contract {
     }
 }
 
+/// The document: [`ApiDoc`]'s info, tags and shared schemas, every route's operation
+/// from the router's registration ([`crate::http::router::routes`]), and the
+/// [`Contract`] (built once).
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.merge(crate::http::router::routes(|api| api).into_openapi());
+        Contract.modify(&mut doc);
+        doc
+    })
+}
+
 /// The document as JSON (built once).
 pub fn json() -> &'static str {
-    static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".to_owned()))
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| document().to_json().unwrap_or_else(|_| "{}".to_owned()))
 }
 
 #[utoipa::path(
     get,
-    path = "/api/v1/openapi.json",
+    path = "/openapi.json",
     tag = "ops",
     summary = "This OpenAPI document",
     responses((status = 200, description = "OK", body = Object)),
