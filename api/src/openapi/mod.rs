@@ -1,9 +1,8 @@
-//! The OpenAPI 3.1 document at `/api/v1/openapi.json`, generated from the handlers'
-//! `#[utoipa::path]` annotations and the shapes in [`schemas`]. Every operation also
+//! The OpenAPI 3.1 document at `/api/v1/openapi.json`, generated from the router's
+//! registration of each handler (its `#[utoipa::path]`) and the `ToSchema` of the types
+//! the handlers read and answer with. Every operation also
 //! documents the error body as its `default` response (any status a route can answer
 //! with besides success), and the two ways to authenticate.
-
-pub mod schemas;
 
 use std::sync::OnceLock;
 
@@ -13,7 +12,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use schemas::*;
+use crate::foundation::error::{ErrorDetail, ErrorResponse};
 
 #[derive(OpenApi)]
 #[openapi(
