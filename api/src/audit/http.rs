@@ -18,9 +18,9 @@ use crate::foundation::ApiError;
 use crate::foundation::RequestId;
 
 /// The audited action of a request to `route` (the matched path), `None` for reads:
-/// declared beside each handler ([`crate::http::route_table`]).
+/// declared beside each handler ([`crate::auth::routes`]).
 pub fn action(method: &Method, route: &str) -> Option<&'static str> {
-    crate::http::route_table::table().audit_action(method, route)
+    crate::auth::routes::table().audit_action(method, route)
 }
 
 pub async fn middleware(State(audit): State<Arc<AuditLog>>, req: Request, next: Next) -> Response {
@@ -125,10 +125,10 @@ mod tests {
     /// and no read does.
     #[test]
     fn every_write_route_declares_its_audit_action() {
-        let table = crate::http::route_table::table();
+        let table = crate::auth::routes::install(crate::http::router::document());
         assert!(table.problems.is_empty(), "{:?}", table.problems);
         let mut writes = 0;
-        for (path, item) in &crate::openapi::document().paths.paths {
+        for (path, item) in &crate::http::router::document().paths.paths {
             for (m, op) in [
                 (Method::GET, &item.get),
                 (Method::POST, &item.post),
@@ -138,8 +138,8 @@ mod tests {
             ] {
                 let Some(op) = op else { continue };
                 let ext = op.extensions.as_ref();
-                let declared = ext.and_then(|e| e.get(crate::http::route_table::AUDIT_ACTION));
-                let signed = ext.and_then(|e| e.get(crate::http::route_table::SIGNED_OPERATION));
+                let declared = ext.and_then(|e| e.get(crate::auth::routes::AUDIT_ACTION));
+                let signed = ext.and_then(|e| e.get(crate::auth::routes::SIGNED_OPERATION));
                 if m == Method::GET {
                     assert!(declared.is_none(), "GET {path} is a read but declares {declared:?}");
                     assert_eq!(action(&m, path), None);
@@ -162,7 +162,8 @@ mod tests {
     /// actions included.
     #[test]
     fn every_method_on_every_route_audits_as_before() {
-        for path in crate::openapi::document().paths.paths.keys() {
+        crate::auth::routes::install(crate::http::router::document());
+        for path in crate::http::router::document().paths.paths.keys() {
             for m in &METHODS {
                 assert_eq!(action(m, path), before(m, path), "{m} {path}");
             }

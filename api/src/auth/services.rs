@@ -183,9 +183,9 @@ impl Services {
 
 /// What a request does, for a service's allow-list: the operation declared beside the
 /// handler of `route` (the matched route path; `None` when no route matched), read from
-/// [`crate::http::route_table`]. `None`: no service may call it (administration).
+/// [`super::routes`]. `None`: no service may call it (administration).
 pub fn operation_for(method: &Method, route: Option<&str>) -> Option<Operation> {
-    crate::http::route_table::table().signed_operation(method, route)
+    super::routes::table().signed_operation(method, route)
 }
 
 #[cfg(test)]
@@ -249,10 +249,10 @@ mod tests {
 
     #[test]
     fn the_document_holds_exactly_the_pinned_routes() {
-        let table = crate::http::route_table::table();
+        let table = super::super::routes::install(crate::http::router::document());
         assert!(table.problems.is_empty(), "{:?}", table.problems);
         let mut documented: Vec<(String, String)> = Vec::new();
-        for (path, item) in &crate::openapi::document().paths.paths {
+        for (path, item) in &crate::http::router::document().paths.paths {
             for (m, op) in [
                 ("GET", &item.get),
                 ("POST", &item.post),
@@ -274,6 +274,7 @@ mod tests {
 
     #[test]
     fn every_route_needs_the_operation_it_always_did() {
+        super::super::routes::install(crate::http::router::document());
         for (m, path, want) in PINNED {
             let method = Method::from_bytes(m.as_bytes()).unwrap();
             assert_eq!(operation_for(&method, Some(path)), *want, "{m} {path}");
@@ -285,6 +286,7 @@ mod tests {
     /// the path parameters filled in as a client sends them.
     #[test]
     fn every_method_on_every_route_is_checked_as_before() {
+        super::super::routes::install(crate::http::router::document());
         let methods = [
             Method::GET,
             Method::HEAD,

@@ -7,7 +7,6 @@ pub mod metrics;
 pub mod orders;
 pub mod reply;
 pub mod request_id;
-pub mod route_table;
 pub mod router;
 pub mod security;
 pub mod server;

@@ -2,9 +2,10 @@
 //! (`routes!(handler, ...)`, one call per path): the handler's `#[utoipa::path]` gives
 //! the method, the path (relative to `/api/v1` for the API's routes), the OpenAPI
 //! operation and, for a write, its audit action and signed-request operation
-//! ([`super::route_table`]). The OpenAPI document is built from the same registration
-//! ([`crate::openapi::document`]).
+//! ([`crate::auth::routes`]). The OpenAPI document is built from the same registration
+//! ([`document`]).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -14,6 +15,8 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::openapi::OpenApi;
+use utoipa::Modify;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -61,11 +64,27 @@ pub fn routes(wrap_api: impl FnOnce(OpenApiRouter<AppState>) -> OpenApiRouter<Ap
         .nest("/api/v1", wrap_api(api))
 }
 
+/// The OpenAPI document: [`crate::openapi::ApiDoc`]'s info, tags and shared schemas,
+/// every route's operation from [`routes`], and the [`crate::openapi::Contract`]
+/// (built once).
+pub fn document() -> &'static OpenApi {
+    static DOC: OnceLock<OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi();
+        doc.merge(routes(|api| api).into_openapi());
+        crate::openapi::Contract.modify(&mut doc);
+        doc
+    })
+}
+
 pub fn router(app: AppState) -> Router {
     let timeout = Duration::from_millis(app.config.request_timeout_ms);
     let max_body = app.config.max_body_bytes;
-    // Read the routes' declarations now, not on the first request.
-    let _ = super::route_table::table();
+    // Before serving: the document at /api/v1/openapi.json, and the table of audit
+    // actions and signed operations declared with the routes.
+    let doc = document();
+    crate::openapi::install(doc);
+    crate::auth::routes::install(doc);
     let (routes, _) = routes(|api| {
         api.layer(middleware::from_fn_with_state(
             app.clone(),

@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document at `/api/v1/openapi.json`, generated from the router's
-//! registration of each handler (its `#[utoipa::path]`) and the `ToSchema` of the types
-//! the handlers read and answer with. Every operation also
+//! registration of each handler (its `#[utoipa::path]`, see
+//! `http::router::document`) and the `ToSchema` of the types the handlers read and
+//! answer with. This module has its frame: info, tags, the error schema and the
+//! [`Contract`]. Every operation also
 //! documents the error body as its `default` response (any status a route can answer
 //! with besides success), and the two ways to authenticate.
 
@@ -34,7 +36,7 @@ Authentication, signing and rate limits: docs/AUTH.md."
 pub struct ApiDoc;
 
 /// Security schemes, and the error body as every operation's `default` response.
-struct Contract;
+pub struct Contract;
 
 impl Modify for Contract {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
@@ -86,23 +88,17 @@ impl Modify for Contract {
     }
 }
 
-/// The document: [`ApiDoc`]'s info, tags and shared schemas, every route's operation
-/// from the router's registration ([`crate::http::router::routes`]), and the
-/// [`Contract`] (built once).
-pub fn document() -> &'static utoipa::openapi::OpenApi {
-    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOC.get_or_init(|| {
-        let mut doc = ApiDoc::openapi();
-        doc.merge(crate::http::router::routes(|api| api).into_openapi());
-        Contract.modify(&mut doc);
-        doc
-    })
+static JSON: OnceLock<String> = OnceLock::new();
+
+/// Serves `doc` (the router calls it once, at start-up, with the document of its routes;
+/// it is the same for every router of the process).
+pub fn install(doc: &utoipa::openapi::OpenApi) {
+    JSON.get_or_init(|| doc.to_json().unwrap_or_else(|_| "{}".to_owned()));
 }
 
-/// The document as JSON (built once).
+/// The document as JSON (`{}` before the router is built: nothing is served then).
 pub fn json() -> &'static str {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| document().to_json().unwrap_or_else(|_| "{}".to_owned()))
+    JSON.get().map_or("{}", String::as_str)
 }
 
 #[utoipa::path(

@@ -4,9 +4,10 @@
 //! Both are declared once, beside the handler, as extensions of its `#[utoipa::path]`:
 //! `extensions(("x-audit-action" = json!("order.place")), ("x-signed-operation" =
 //! json!("place")))` (`json!(null)`: no service may call it, e.g. administration).
-//! They are read here from the OpenAPI document (itself built from the routes), once,
-//! into a table the audit middleware and the signature check look routes up in, so a
-//! new route is declared in one place and its clients see the same in the document.
+//! They are read here from the OpenAPI document (itself built from the routes by the
+//! router, which [`install`]s the table at start-up, before serving), into a table the
+//! audit middleware and the signature check look routes up in, so a new route is
+//! declared in one place and its clients see the same in the document.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -136,9 +137,17 @@ impl RouteTable {
     }
 }
 
-/// The table of this server's routes (read from the document on first use; the router
-/// reads it at start-up).
+static TABLE: OnceLock<RouteTable> = OnceLock::new();
+
+/// Reads the routes' declarations from the document (the router calls it once, at
+/// start-up; the document is the same for every router of the process, so later calls
+/// change nothing) and returns them.
+pub fn install(doc: &OpenApi) -> &'static RouteTable {
+    TABLE.get_or_init(|| RouteTable::from_document(doc))
+}
+
+/// The installed table (empty before the router is built: nothing is served then).
 pub fn table() -> &'static RouteTable {
-    static TABLE: OnceLock<RouteTable> = OnceLock::new();
-    TABLE.get_or_init(|| RouteTable::from_document(crate::openapi::document()))
+    static EMPTY: OnceLock<RouteTable> = OnceLock::new();
+    TABLE.get().unwrap_or_else(|| EMPTY.get_or_init(RouteTable::default))
 }
