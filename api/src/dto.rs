@@ -6,9 +6,9 @@
 //! venue sent none.
 
 use serde::Serialize;
-use utoipa::ToSchema;
 use stocksblitz_engine::instrument_state::Bbo;
 use stocksblitz_engine::{Bar, BarState, Decimal, Instrument, Level, UnixNanos};
+use utoipa::ToSchema;
 
 use crate::market::{InstrumentView, QuoteView, TradeView};
 

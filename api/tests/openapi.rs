@@ -32,7 +32,10 @@ async fn the_document_covers_every_route() {
     // The router registers routes only from handlers' #[utoipa::path] (`routes!`), so
     // whatever it serves is in the document; a plain axum `.route(` would not be.
     let router = include_str!("../src/http/router.rs");
-    assert!(!router.contains(".route("), "register routes with .routes(routes!(handler))");
+    assert!(
+        !router.contains(".route("),
+        "register routes with .routes(routes!(handler))"
+    );
     let paths = doc["paths"].as_object().expect("paths");
     let client = reqwest::Client::new();
     let admin = token("alice", "admin");
@@ -77,7 +80,10 @@ async fn the_document_covers_every_route() {
         for method in ["post", "put", "patch", "delete"] {
             if let Some(op) = ops.get(method) {
                 assert!(op["x-audit-action"].is_string(), "{method} {path}: no x-audit-action");
-                assert!(op.get("x-signed-operation").is_some(), "{method} {path}: no x-signed-operation");
+                assert!(
+                    op.get("x-signed-operation").is_some(),
+                    "{method} {path}: no x-signed-operation"
+                );
             }
         }
     }

@@ -150,7 +150,10 @@ mod tests {
                         name.is_some_and(|n| n.contains('.')),
                         "{m} {path}: declare x-audit-action (e.g. \"order.place\") in its #[utoipa::path]"
                     );
-                    assert!(signed.is_some(), "{m} {path}: declare x-signed-operation (null: none may)");
+                    assert!(
+                        signed.is_some(),
+                        "{m} {path}: declare x-signed-operation (null: none may)"
+                    );
                     assert_eq!(action(&m, path), name, "{m} {path}");
                 }
             }

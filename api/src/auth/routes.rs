@@ -88,11 +88,11 @@ impl RouteTable {
                         }
                     },
                 };
-                table.by_path.entry(path.clone()).or_default().push(Declared {
-                    method,
-                    audit,
-                    signed,
-                });
+                table
+                    .by_path
+                    .entry(path.clone())
+                    .or_default()
+                    .push(Declared { method, audit, signed });
             }
         }
         table

@@ -265,8 +265,10 @@ mod tests {
                 }
             }
         }
-        let mut pinned: Vec<(String, String)> =
-            PINNED.iter().map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned())).collect();
+        let mut pinned: Vec<(String, String)> = PINNED
+            .iter()
+            .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
         documented.sort();
         pinned.sort();
         assert_eq!(documented, pinned);

@@ -227,7 +227,13 @@ pub async fn trades(
     // Newest first.
     ok(&TradeList {
         symbol: &inst.symbol,
-        trades: view.trades.iter().rev().take(limit).map(|t| TradeDto::new(inst, t)).collect(),
+        trades: view
+            .trades
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|t| TradeDto::new(inst, t))
+            .collect(),
     })
 }
 
@@ -322,7 +328,9 @@ pub async fn market_status(State(app): State<AppState>) -> ApiResult {
                 in_session: inst.session.is_open(now),
                 quality: view.map(|v| v.quality().as_str()),
                 last_update_us: view.and_then(|v| micros(v.last_update)),
-                last: view.and_then(|v| v.last_price()).map(|t| Dec(t.price.decimal(inst.price_scale))),
+                last: view
+                    .and_then(|v| v.last_price())
+                    .map(|t| Dec(t.price.decimal(inst.price_scale))),
                 day: view.and_then(|v| DayDto::new(inst, v)),
             }
         })

@@ -8,19 +8,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use utoipa::ToSchema;
 use stocksblitz_engine::orders::{
     AccountId, CommandKind, IdemTag, KillScope, OrderEvent, OrderEventData, RiskLimitsConfig, TradingState,
 };
 use stocksblitz_engine::UnixNanos;
+use utoipa::ToSchema;
 
+use super::reply::ok;
 use crate::auth::{Principal, Role};
 use crate::foundation::ApiError;
 use crate::orders::entry::{
     bad, instrument, not_found, order_id, parse_order, rejection, replace_command, service, submit, submit_error,
 };
 use crate::orders::idempotency::{Claim, MAX_KEY_LEN};
-use super::reply::ok;
 use crate::orders::json::{
     anomaly_visible, events_json, AccountRiskJson, AnomalyJson, FillJson, LimitsJson, NewOrderBody, OrderJson,
     OrderResult, PositionJson, ReplaceBody,
@@ -813,7 +813,11 @@ mod tests {
     /// with every self-trade mode, and the limits it gives are valid.
     #[test]
     fn the_documented_risk_limits_body_is_what_the_handler_reads() {
-        for self_trade in [SelfTradeName::CancelNewest, SelfTradeName::CancelOldest, SelfTradeName::CancelBoth] {
+        for self_trade in [
+            SelfTradeName::CancelNewest,
+            SelfTradeName::CancelOldest,
+            SelfTradeName::CancelBoth,
+        ] {
             let doc = SetRiskLimits {
                 max_order_qty: "100000".into(),
                 max_order_notional: "1000000".into(),

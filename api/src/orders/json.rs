@@ -4,13 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use utoipa::ToSchema;
 use stocksblitz_engine::orders::{
     AccountId, AccountRisk, Fill, Order, OrderEvent, OrderEventData, OrderEventKind, OrderId, Position, RiskLimits,
     VALUE_SCALE,
 };
 use stocksblitz_engine::surveillance::Anomaly;
 use stocksblitz_engine::{Decimal, Instrument, InstrumentRegistry, Price, UnixNanos};
+use utoipa::ToSchema;
 
 use crate::dto::{micros, Dec};
 
@@ -389,49 +389,49 @@ impl<'a> OrderResult<'a> {
         account: AccountId,
         target: Option<OrderId>,
     ) -> Self {
-    let target = target.or_else(|| {
-        events.iter().find_map(|e| match e.data {
-            OrderEventData::Order {
-                kind: OrderEventKind::Accepted,
-                order,
-            } if order.account == account => Some(order.id),
-            _ => None,
-        })
-    });
-    let mut order = None;
-    let mut reason = None;
-    let mut fills = Vec::new();
-    let mut cancelled = Vec::new();
-    for e in events.iter().filter(|e| e.account == account) {
-        match &e.data {
-            OrderEventData::Order { order: o, kind } => {
-                let Some(i) = registry.get(o.instrument) else { continue };
-                if Some(o.id) == target {
-                    order = Some(OrderJson::new(o, i));
-                    if let OrderEventKind::Cancelled(r) = kind {
-                        reason = Some(r.as_str());
+        let target = target.or_else(|| {
+            events.iter().find_map(|e| match e.data {
+                OrderEventData::Order {
+                    kind: OrderEventKind::Accepted,
+                    order,
+                } if order.account == account => Some(order.id),
+                _ => None,
+            })
+        });
+        let mut order = None;
+        let mut reason = None;
+        let mut fills = Vec::new();
+        let mut cancelled = Vec::new();
+        for e in events.iter().filter(|e| e.account == account) {
+            match &e.data {
+                OrderEventData::Order { order: o, kind } => {
+                    let Some(i) = registry.get(o.instrument) else { continue };
+                    if Some(o.id) == target {
+                        order = Some(OrderJson::new(o, i));
+                        if let OrderEventKind::Cancelled(r) = kind {
+                            reason = Some(r.as_str());
+                        }
+                    } else if let OrderEventKind::Cancelled(reason) = kind {
+                        cancelled.push(CancelledOrder {
+                            order_id: o.id.0.to_string(),
+                            reason: reason.as_str(),
+                        });
                     }
-                } else if let OrderEventKind::Cancelled(reason) = kind {
-                    cancelled.push(CancelledOrder {
-                        order_id: o.id.0.to_string(),
-                        reason: reason.as_str(),
-                    });
                 }
-            }
-            OrderEventData::Fill(f) if Some(f.order) == target => {
-                if let Some(i) = registry.get(f.instrument) {
-                    fills.push(FillJson::new(f, i));
+                OrderEventData::Fill(f) if Some(f.order) == target => {
+                    if let Some(i) = registry.get(f.instrument) {
+                        fills.push(FillJson::new(f, i));
+                    }
                 }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    Self {
-        order,
-        reason,
-        fills,
-        cancelled,
-    }
+        Self {
+            order,
+            reason,
+            fills,
+            cancelled,
+        }
     }
 }
 
@@ -526,7 +526,12 @@ mod tests {
             };
             assert_eq!(name(doc), s.as_str());
         }
-        for t in [EngineType::Limit, EngineType::Market, EngineType::Stop, EngineType::StopLimit] {
+        for t in [
+            EngineType::Limit,
+            EngineType::Market,
+            EngineType::Stop,
+            EngineType::StopLimit,
+        ] {
             let doc = match t {
                 EngineType::Limit => OrderType::Limit,
                 EngineType::Market => OrderType::Market,
