@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use super::reply::ok;
 use crate::dto::{micros, BarDto, BookDto, DayDto, Dec, InstrumentDto, QuoteDto, TradeDto};
 use crate::foundation::ApiError;
+use crate::market::InstrumentView;
 use crate::state::AppState;
 
 type ApiResult = Result<Response, ApiError>;
@@ -51,6 +52,23 @@ pub struct InstrumentStatus<'a> {
     #[schema(value_type = Option<String>)]
     pub last: Option<Dec>,
     pub day: Option<DayDto>,
+}
+
+impl<'a> InstrumentStatus<'a> {
+    pub fn new(inst: &'a Instrument, view: Option<&InstrumentView>, now: UnixNanos) -> Self {
+        Self {
+            symbol: &inst.symbol,
+            venue: &inst.venue,
+            session: inst.session.describe(),
+            in_session: inst.session.is_open(now),
+            quality: view.map(|v| v.quality().as_str()),
+            last_update_us: view.and_then(|v| micros(v.last_update)),
+            last: view
+                .and_then(|v| v.last_price())
+                .map(|t| Dec(t.price.decimal(inst.price_scale))),
+            day: view.and_then(|v| DayDto::new(inst, v)),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -319,21 +337,7 @@ pub async fn market_status(State(app): State<AppState>) -> ApiResult {
         .market
         .registry
         .iter()
-        .map(|inst| {
-            let view = mirror.get(inst.id);
-            InstrumentStatus {
-                symbol: &inst.symbol,
-                venue: &inst.venue,
-                session: inst.session.describe(),
-                in_session: inst.session.is_open(now),
-                quality: view.map(|v| v.quality().as_str()),
-                last_update_us: view.and_then(|v| micros(v.last_update)),
-                last: view
-                    .and_then(|v| v.last_price())
-                    .map(|t| Dec(t.price.decimal(inst.price_scale))),
-                day: view.and_then(|v| DayDto::new(inst, v)),
-            }
-        })
+        .map(|inst| InstrumentStatus::new(inst, mirror.get(inst.id), now))
         .collect();
     ok(&MarketStatus {
         time_us: micros(now),
@@ -344,6 +348,81 @@ pub async fn market_status(State(app): State<AppState>) -> ApiResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stocksblitz_engine::{EngineEvent, EventData, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty};
+
+    /// An instrument's market status before any data, with a day's statistics and then
+    /// with a last price: the typed body is byte for byte the JSON
+    /// it replaced.
+    #[test]
+    fn market_status_entries_serialize_as_before() {
+        let reg = InstrumentRegistry::from_config(&[InstrumentConfig {
+            symbol: "RELIANCE".into(),
+            venue: "nse".into(),
+            venue_symbol: "738561".into(),
+            kind: stocksblitz_engine::instrument::InstrumentKind::Equity,
+            currency: "INR".into(),
+            price_decimals: 2,
+            qty_decimals: 0,
+            tick_size: "0.05".into(),
+            lot_size: "1".into(),
+            session: "24x7".into(),
+        }])
+        .expect("registry");
+        let inst = reg.get(InstrumentId(0)).expect("instrument");
+        let before = |view: Option<&InstrumentView>, now: UnixNanos| {
+            serde_json::to_string(&json!({
+                "symbol": inst.symbol,
+                "venue": inst.venue,
+                "session": inst.session.describe(),
+                "in_session": inst.session.is_open(now),
+                "quality": view.map(|v| v.quality().as_str()),
+                "last_update_us": view.and_then(|v| micros(v.last_update)),
+                "last": view.and_then(|v| v.last_price()).map(|t| Dec(t.price.decimal(inst.price_scale))),
+                "day": view.and_then(|v| DayDto::new(inst, v)),
+            }))
+            .unwrap()
+        };
+        let typed = |v: &InstrumentStatus| serde_json::to_string(&crate::http::reply::value(v).unwrap()).unwrap();
+        let times = [
+            UnixNanos(1_767_236_400_000_000_000),
+            UnixNanos(1_767_247_200_000_000_000),
+        ];
+        for now in times {
+            assert_eq!(typed(&InstrumentStatus::new(inst, None, now)), before(None, now));
+        }
+        let mut view = InstrumentView::new(InstrumentId(0), 10, 10, 10);
+        let events = [
+            EventData::DayStats {
+                open: Price(0),
+                high: Price(246_000),
+                low: Price(243_500),
+                close: Price(244_900),
+            },
+            EventData::LastPrice {
+                price: Price(245_005),
+                qty: Qty(10),
+            },
+        ];
+        for (seq, data) in events.into_iter().enumerate() {
+            for now in times {
+                assert_eq!(
+                    typed(&InstrumentStatus::new(inst, Some(&view), now)),
+                    before(Some(&view), now)
+                );
+            }
+            view.apply(&EngineEvent {
+                seq: seq as u64 + 1,
+                data,
+                ..EngineEvent::EMPTY
+            });
+        }
+        for now in times {
+            let got = typed(&InstrumentStatus::new(inst, Some(&view), now));
+            assert_eq!(got, before(Some(&view), now));
+            assert!(got.contains("\"last\":\"2450.05\""), "{got}");
+            assert!(got.contains("\"close\":\"2449.00\""), "{got}");
+        }
+    }
 
     proptest::proptest! {
         /// Any list of entries (symbols, empty, blank), joined by commas: accepted exactly

@@ -507,8 +507,107 @@ pub fn anomaly_visible(a: &Anomaly, account: AccountId, admin: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stocksblitz_engine::orders::{OrderType as EngineType, TimeInForce as EngineTif};
-    use stocksblitz_engine::Side as EngineSide;
+    use stocksblitz_engine::orders::{ClientOrderId, Liquidity, OrderType as EngineType, TimeInForce as EngineTif};
+    use stocksblitz_engine::{InstrumentConfig, InstrumentId, Qty, Side as EngineSide};
+
+    fn registry(price_decimals: u8, qty_decimals: u8) -> InstrumentRegistry {
+        InstrumentRegistry::from_config(&[InstrumentConfig {
+            symbol: "SBZ".into(),
+            venue: "internal".into(),
+            venue_symbol: "sbz".into(),
+            kind: stocksblitz_engine::instrument::InstrumentKind::Equity,
+            currency: "INR".into(),
+            price_decimals,
+            qty_decimals,
+            tick_size: "1".into(),
+            lot_size: "1".into(),
+            session: "24x7".into(),
+        }])
+        .expect("registry")
+    }
+
+    /// The bytes a REST answer carries for `v`.
+    fn sent<T: Serialize>(v: &T) -> String {
+        serde_json::to_string(&crate::http::reply::value(v).unwrap()).unwrap()
+    }
+
+    proptest::proptest! {
+        /// Any position, at any precision, with or without a mark: the typed body is
+        /// byte for byte what the hand-built JSON it replaced was.
+        #[test]
+        fn positions_serialize_as_before(
+            qty in -1_000_000_000i64..1_000_000_000,
+            cost in -(10i128.pow(18))..10i128.pow(18),
+            realized in -(10i128.pow(18))..10i128.pow(18),
+            mark in proptest::option::of(0i64..1_000_000_000_000),
+            pd in 0u8..=8,
+            qd in 0u8..=8,
+        ) {
+            let reg = registry(pd, qd);
+            let i = reg.get(InstrumentId(0)).unwrap();
+            let p = Position { qty, cost, realized };
+            let mark = mark.map(Price);
+            let before = json!({
+                "symbol": i.symbol,
+                "qty": dec(p.qty, i.qty_scale),
+                "avg_price": (p.qty != 0).then(|| dec(p.average_price().0, i.price_scale)),
+                "realized_pnl": amount(p.realized, i),
+                "unrealized_pnl": mark.map(|m| amount(p.unrealized(m), i)),
+                "mark_price": mark.map(|m| dec(m.0, i.price_scale)),
+                "currency": i.currency,
+            });
+            let before = serde_json::to_string(&before).unwrap();
+            proptest::prop_assert_eq!(&sent(&PositionJson::new(&p, i, mark)), &before);
+            proptest::prop_assert_eq!(&serde_json::to_string(&position_json(&p, i, mark)).unwrap(), &before);
+        }
+
+        /// Any fill, at any precision: the typed body is byte for byte the old JSON.
+        #[test]
+        fn fills_serialize_as_before(
+            id in proptest::num::u64::ANY,
+            order in proptest::num::u64::ANY,
+            client in "[A-Za-z0-9._:-]{1,20}",
+            buy in proptest::bool::ANY,
+            maker in proptest::bool::ANY,
+            price in proptest::num::i64::ANY,
+            qty in proptest::num::i64::ANY,
+            trade_id in proptest::num::u64::ANY,
+            at in proptest::option::of(0i64..i64::MAX),
+            pd in 0u8..=8,
+            qd in 0u8..=8,
+        ) {
+            let reg = registry(pd, qd);
+            let i = reg.get(InstrumentId(0)).unwrap();
+            let f = Fill {
+                id,
+                order: OrderId(order),
+                client_id: ClientOrderId::new(&client).unwrap(),
+                account: AccountId(0),
+                instrument: InstrumentId(0),
+                side: if buy { EngineSide::Buy } else { EngineSide::Sell },
+                price: Price(price),
+                qty: Qty(qty),
+                liquidity: if maker { Liquidity::Maker } else { Liquidity::Taker },
+                trade_id,
+                at: at.map_or(UnixNanos::UNKNOWN, UnixNanos),
+            };
+            let before = json!({
+                "fill_id": f.id.to_string(),
+                "order_id": f.order.0.to_string(),
+                "client_order_id": f.client_id.as_str(),
+                "symbol": i.symbol,
+                "side": f.side.as_str(),
+                "price": dec(f.price.0, i.price_scale),
+                "qty": dec(f.qty.0, i.qty_scale),
+                "liquidity": f.liquidity.as_str(),
+                "trade_id": f.trade_id.to_string(),
+                "time": time(f.at),
+            });
+            let before = serde_json::to_string(&before).unwrap();
+            proptest::prop_assert_eq!(&sent(&FillJson::new(&f, i)), &before);
+            proptest::prop_assert_eq!(&serde_json::to_string(&fill_json(&f, i)).unwrap(), &before);
+        }
+    }
 
     fn name<T: Serialize>(v: T) -> String {
         serde_json::to_value(v).unwrap().as_str().unwrap().to_owned()
