@@ -1,8 +1,7 @@
 //! The OpenAPI 3.1 document at `/api/v1/openapi.json`, generated from the router's
-//! registration of each handler (its `#[utoipa::path]`, see
-//! `http::router::document`) and the `ToSchema` of the types the handlers read and
-//! answer with. This module has its frame: info, tags, the error schema and the
-//! [`Contract`]. Every operation also
+//! registration of each handler (its `#[utoipa::path]`, see `http::router::document`)
+//! and the `ToSchema` of the types the handlers read and answer with. This module has
+//! its frame: info, tags, the error schema and the [`Contract`]: every operation also
 //! documents the error body as its `default` response (any status a route can answer
 //! with besides success), and the two ways to authenticate.
 
