@@ -8,6 +8,7 @@
 use serde::Serialize;
 use stocksblitz_engine::instrument_state::Bbo;
 use stocksblitz_engine::{Bar, BarState, Decimal, Instrument, Level, UnixNanos};
+use utoipa::ToSchema;
 
 use crate::market::{InstrumentView, QuoteView, TradeView};
 
@@ -36,17 +37,21 @@ fn shortest(mut mantissa: i64, mut scale: u8) -> Decimal {
     Decimal::new(mantissa, scale)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Instrument)]
 pub struct InstrumentDto<'a> {
     pub id: u32,
     pub symbol: &'a str,
     pub venue: &'a str,
     pub venue_symbol: &'a str,
+    /// `equity`, `crypto_spot` or `index`.
     pub kind: &'static str,
     pub currency: &'a str,
     pub price_decimals: u8,
     pub qty_decimals: u8,
+    #[schema(value_type = String)]
     pub tick_size: Dec,
+    #[schema(value_type = String)]
     pub lot_size: Dec,
     pub session: String,
 }
@@ -69,12 +74,15 @@ impl<'a> InstrumentDto<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Trade)]
 pub struct TradeDto<'a> {
     pub symbol: &'a str,
+    #[schema(value_type = String)]
     pub price: Dec,
+    #[schema(value_type = String)]
     pub qty: Dec,
-    /// The aggressor's side: "buy", "sell" or "unknown".
+    /// The aggressor: `buy`, `sell` or `unknown`.
     pub side: &'static str,
     pub trade_id: u64,
     pub exchange_ts_us: Option<i64>,
@@ -97,36 +105,49 @@ impl<'a> TradeDto<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Quote)]
 pub struct QuoteDto<'a> {
     pub symbol: &'a str,
     /// `null` when that side of the book is empty.
+    #[schema(value_type = Option<String>)]
     pub bid: Option<Dec>,
+    #[schema(value_type = Option<String>)]
     pub bid_qty: Option<Dec>,
+    #[schema(value_type = Option<String>)]
     pub ask: Option<Dec>,
+    #[schema(value_type = Option<String>)]
     pub ask_qty: Option<Dec>,
+    /// `SYNCING`, `LIVE`, `STALE`, `GAPPED`, `CROSSED`, `HALTED` or `CLOSED` (out of session).
     pub quality: &'static str,
     pub exchange_ts_us: Option<i64>,
     pub recv_ts_us: Option<i64>,
     pub engine_seq: u64,
-    /// The last price: the last trade, or the venue's own report of its last trade
-    /// when newer (Kite quote packets: trade id 0, side "unknown"; not a trade).
+    /// The last trade, or the venue's own report of its last trade when newer (trade
+    /// id 0, side `unknown`: not a trade).
     pub last: Option<TradeDto<'a>>,
-    /// The venue's day statistics (Kite), `null` when it reports none.
+    /// The venue's day statistics, `null` when it reports none (Kite does).
     pub day: Option<DayDto>,
 }
 
-/// Day open/high/low, previous close, and the change of the last price from that
-/// close; a value the venue did not report is `null`.
-#[derive(Serialize)]
+/// Day open/high/low, previous close and the change of the last price from it; a
+/// value the venue did not report is `null`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DayStats)]
 pub struct DayDto {
+    #[schema(value_type = Option<String>)]
     pub open: Option<Dec>,
+    #[schema(value_type = Option<String>)]
     pub high: Option<Dec>,
+    #[schema(value_type = Option<String>)]
     pub low: Option<Dec>,
+    #[schema(value_type = Option<String>)]
     pub close: Option<Dec>,
     /// Last price minus close.
+    #[schema(value_type = Option<String>)]
     pub change: Option<Dec>,
     /// That change in percent of the close, two decimals (truncated).
+    #[schema(value_type = Option<String>)]
     pub change_pct: Option<Dec>,
 }
 
@@ -190,11 +211,14 @@ impl<'a> QuoteDto<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Book)]
 pub struct BookDto<'a> {
     pub symbol: &'a str,
     /// `[price, qty]` pairs, best first.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub bids: Vec<[Dec; 2]>,
+    #[schema(value_type = Vec<Vec<String>>)]
     pub asks: Vec<[Dec; 2]>,
     pub quality: &'static str,
     pub engine_seq: u64,
@@ -223,18 +247,24 @@ impl<'a> BookDto<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Bar)]
 pub struct BarDto<'a> {
     pub symbol: &'a str,
     pub interval: &'static str,
     pub start_us: i64,
+    #[schema(value_type = String)]
     pub open: Dec,
+    #[schema(value_type = String)]
     pub high: Dec,
+    #[schema(value_type = String)]
     pub low: Dec,
+    #[schema(value_type = String)]
     pub close: Dec,
+    #[schema(value_type = String)]
     pub volume: Dec,
     pub trades: u32,
-    /// "open" (forming), "closed", or "revised" (replaces the closed bar).
+    /// `open` (forming), `closed` or `revised` (replaces the closed bar).
     pub state: &'static str,
 }
 

@@ -17,25 +17,10 @@ use crate::auth::Caller;
 use crate::foundation::ApiError;
 use crate::foundation::RequestId;
 
-/// The audited action of a route, `None` for reads.
+/// The audited action of a request to `route` (the matched path), `None` for reads:
+/// declared beside each handler ([`crate::auth::routes`]).
 pub fn action(method: &Method, route: &str) -> Option<&'static str> {
-    let route = route.strip_prefix("/api/v1").unwrap_or(route);
-    Some(match (method.as_str(), route) {
-        ("POST", "/orders") => "order.place",
-        ("POST", "/orders/test") => "order.test",
-        ("PATCH", "/orders/{id}") => "order.replace",
-        ("DELETE", "/orders/{id}") => "order.cancel",
-        ("DELETE", "/orders") => "order.mass_cancel",
-        ("POST", "/admin/kill-switch") => "admin.kill_switch",
-        ("PUT", "/admin/risk-limits/{account}") => "admin.risk_limits",
-        ("PUT", "/admin/trading-state/{account}") => "admin.trading_state",
-        (m, r)
-            if m != "GET" && m != "HEAD" && m != "OPTIONS" && (r.starts_with("/orders") || r.starts_with("/admin")) =>
-        {
-            "unknown_write"
-        }
-        _ => return None,
-    })
+    crate::auth::routes::table().audit_action(method, route)
 }
 
 pub async fn middleware(State(audit): State<Arc<AuditLog>>, req: Request, next: Next) -> Response {
@@ -95,4 +80,96 @@ pub async fn middleware(State(audit): State<Arc<AuditLog>>, req: Request, next: 
         at_ns: stocksblitz_engine::UnixNanos::now().0,
     });
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The string matching the declarations replaced, kept to compare against.
+    fn before(method: &Method, route: &str) -> Option<&'static str> {
+        let route = route.strip_prefix("/api/v1").unwrap_or(route);
+        Some(match (method.as_str(), route) {
+            ("POST", "/orders") => "order.place",
+            ("POST", "/orders/test") => "order.test",
+            ("PATCH", "/orders/{id}") => "order.replace",
+            ("DELETE", "/orders/{id}") => "order.cancel",
+            ("DELETE", "/orders") => "order.mass_cancel",
+            ("POST", "/admin/kill-switch") => "admin.kill_switch",
+            ("PUT", "/admin/risk-limits/{account}") => "admin.risk_limits",
+            ("PUT", "/admin/trading-state/{account}") => "admin.trading_state",
+            (m, r)
+                if m != "GET"
+                    && m != "HEAD"
+                    && m != "OPTIONS"
+                    && (r.starts_with("/orders") || r.starts_with("/admin")) =>
+            {
+                "unknown_write"
+            }
+            _ => return None,
+        })
+    }
+
+    const METHODS: [Method; 8] = [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::TRACE,
+    ];
+
+    /// Every write in the document (POST, PUT, PATCH, DELETE) declares its audit action,
+    /// and no read does.
+    #[test]
+    fn every_write_route_declares_its_audit_action() {
+        let table = crate::auth::routes::install(crate::http::router::document());
+        assert!(table.problems.is_empty(), "{:?}", table.problems);
+        let mut writes = 0;
+        for (path, item) in &crate::http::router::document().paths.paths {
+            for (m, op) in [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ] {
+                let Some(op) = op else { continue };
+                let ext = op.extensions.as_ref();
+                let declared = ext.and_then(|e| e.get(crate::auth::routes::AUDIT_ACTION));
+                let signed = ext.and_then(|e| e.get(crate::auth::routes::SIGNED_OPERATION));
+                if m == Method::GET {
+                    assert!(declared.is_none(), "GET {path} is a read but declares {declared:?}");
+                    assert_eq!(action(&m, path), None);
+                } else {
+                    writes += 1;
+                    let name = declared.and_then(|v| v.as_str());
+                    assert!(
+                        name.is_some_and(|n| n.contains('.')),
+                        "{m} {path}: declare x-audit-action (e.g. \"order.place\") in its #[utoipa::path]"
+                    );
+                    assert!(
+                        signed.is_some(),
+                        "{m} {path}: declare x-signed-operation (null: none may)"
+                    );
+                    assert_eq!(action(&m, path), name, "{m} {path}");
+                }
+            }
+        }
+        assert!(writes >= 8, "{writes} write routes");
+    }
+
+    /// Every method on every documented route audits as the string matching did, the
+    /// actions included.
+    #[test]
+    fn every_method_on_every_route_audits_as_before() {
+        crate::auth::routes::install(crate::http::router::document());
+        for path in crate::http::router::document().paths.paths.keys() {
+            for m in &METHODS {
+                assert_eq!(action(m, path), before(m, path), "{m} {path}");
+            }
+        }
+    }
 }

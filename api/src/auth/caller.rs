@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, OriginalUri, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, OriginalUri, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -107,7 +107,8 @@ async fn identify(access: &Access, req: Request, request_id: &str, ip: IpAddr) -
             .verify(&parts.headers, &parts.method, pq, &bytes, now_ms())
             .await
             .map_err(|e| fail(e.into_api()))?;
-        let op = operation_for(&parts.method, uri.path());
+        let route = parts.extensions.get::<MatchedPath>().map(MatchedPath::as_str);
+        let op = operation_for(&parts.method, route);
         if !op.is_some_and(|op| service.allows(op)) {
             let what = op.map_or("administration", |o| o.as_str());
             return Err(fail(ApiError::new(

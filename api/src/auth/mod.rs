@@ -9,6 +9,7 @@ pub mod hmac;
 pub mod jwt;
 pub mod key;
 pub mod nonce;
+pub mod routes;
 pub mod services;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -181,41 +181,143 @@ impl Services {
     }
 }
 
-/// What a route does, for a service's allow-list; `None`: no service may call it
-/// (administration).
-pub fn operation_for(method: &Method, path: &str) -> Option<Operation> {
-    let rest = path.strip_prefix("/api/v1").unwrap_or(path);
-    if rest.starts_with("/admin") {
-        return None;
-    }
-    let is_orders = rest == "/orders" || rest == "/orders/";
-    let is_one_order = rest.starts_with("/orders/") && !is_orders;
-    Some(match *method {
-        Method::GET | Method::HEAD | Method::OPTIONS => Operation::Read,
-        Method::POST if is_orders || rest == "/orders/test" => Operation::Place,
-        Method::PATCH if is_one_order => Operation::Modify,
-        Method::DELETE if is_one_order => Operation::Cancel,
-        Method::DELETE if is_orders => Operation::MassCancel,
-        _ => return None,
-    })
+/// What a request does, for a service's allow-list: the operation declared beside the
+/// handler of `route` (the matched route path; `None` when no route matched), read from
+/// [`super::routes`]. `None`: no service may call it (administration).
+pub fn operation_for(method: &Method, route: Option<&str>) -> Option<Operation> {
+    super::routes::table().signed_operation(method, route)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Operation::{Cancel, MassCancel, Modify, Place, Read};
+
+    /// Every route and the operation a signed request to it needed before the
+    /// declarations moved beside the handlers.
+    const PINNED: &[(&str, &str, Option<Operation>)] = &[
+        ("GET", "/", Some(Read)),
+        ("GET", "/dashboard/app.js", Some(Read)),
+        ("GET", "/dashboard/style.css", Some(Read)),
+        ("GET", "/health", Some(Read)),
+        ("GET", "/health/live", Some(Read)),
+        ("GET", "/health/ready", Some(Read)),
+        ("GET", "/health/redis", Some(Read)),
+        ("GET", "/metrics", Some(Read)),
+        ("GET", "/api/v1/instruments", Some(Read)),
+        ("GET", "/api/v1/quotes", Some(Read)),
+        ("GET", "/api/v1/quotes/{symbol}", Some(Read)),
+        ("GET", "/api/v1/book/{symbol}", Some(Read)),
+        ("GET", "/api/v1/trades/{symbol}", Some(Read)),
+        ("GET", "/api/v1/historical/{symbol}", Some(Read)),
+        ("GET", "/api/v1/market-status", Some(Read)),
+        ("GET", "/api/v1/stream", Some(Read)),
+        ("GET", "/api/v1/openapi.json", Some(Read)),
+        ("POST", "/api/v1/orders", Some(Place)),
+        ("GET", "/api/v1/orders", Some(Read)),
+        ("DELETE", "/api/v1/orders", Some(MassCancel)),
+        ("POST", "/api/v1/orders/test", Some(Place)),
+        ("GET", "/api/v1/orders/{id}", Some(Read)),
+        ("PATCH", "/api/v1/orders/{id}", Some(Modify)),
+        ("DELETE", "/api/v1/orders/{id}", Some(Cancel)),
+        ("GET", "/api/v1/fills", Some(Read)),
+        ("GET", "/api/v1/positions", Some(Read)),
+        ("GET", "/api/v1/accounts/me/risk", Some(Read)),
+        ("GET", "/api/v1/anomalies", Some(Read)),
+        ("POST", "/api/v1/admin/kill-switch", None),
+        ("PUT", "/api/v1/admin/risk-limits/{account}", None),
+        ("PUT", "/api/v1/admin/trading-state/{account}", None),
+    ];
+
+    /// The string matching the declarations replaced, kept to compare against.
+    fn before(method: &Method, path: &str) -> Option<Operation> {
+        let rest = path.strip_prefix("/api/v1").unwrap_or(path);
+        if rest.starts_with("/admin") {
+            return None;
+        }
+        let is_orders = rest == "/orders" || rest == "/orders/";
+        let is_one_order = rest.starts_with("/orders/") && !is_orders;
+        Some(match *method {
+            Method::GET | Method::HEAD | Method::OPTIONS => Operation::Read,
+            Method::POST if is_orders || rest == "/orders/test" => Operation::Place,
+            Method::PATCH if is_one_order => Operation::Modify,
+            Method::DELETE if is_one_order => Operation::Cancel,
+            Method::DELETE if is_orders => Operation::MassCancel,
+            _ => return None,
+        })
+    }
 
     #[test]
-    fn routes_map_to_operations() {
-        let op = |m: Method, p: &str| operation_for(&m, p);
-        assert_eq!(op(Method::GET, "/api/v1/orders"), Some(Operation::Read));
-        assert_eq!(op(Method::GET, "/api/v1/quotes/BTCUSDT"), Some(Operation::Read));
-        assert_eq!(op(Method::POST, "/api/v1/orders"), Some(Operation::Place));
-        assert_eq!(op(Method::POST, "/api/v1/orders/test"), Some(Operation::Place));
-        assert_eq!(op(Method::PATCH, "/api/v1/orders/42"), Some(Operation::Modify));
-        assert_eq!(op(Method::DELETE, "/api/v1/orders/42"), Some(Operation::Cancel));
-        assert_eq!(op(Method::DELETE, "/api/v1/orders"), Some(Operation::MassCancel));
-        assert_eq!(op(Method::POST, "/api/v1/admin/kill-switch"), None);
-        assert_eq!(op(Method::GET, "/api/v1/admin/anything"), None);
-        assert_eq!(op(Method::PUT, "/api/v1/orders/42"), None);
+    fn the_document_holds_exactly_the_pinned_routes() {
+        let table = super::super::routes::install(crate::http::router::document());
+        assert!(table.problems.is_empty(), "{:?}", table.problems);
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in &crate::http::router::document().paths.paths {
+            for (m, op) in [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PUT", &item.put),
+                ("PATCH", &item.patch),
+                ("DELETE", &item.delete),
+            ] {
+                if op.is_some() {
+                    documented.push((m.to_owned(), path.clone()));
+                }
+            }
+        }
+        let mut pinned: Vec<(String, String)> = PINNED
+            .iter()
+            .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        documented.sort();
+        pinned.sort();
+        assert_eq!(documented, pinned);
+    }
+
+    #[test]
+    fn every_route_needs_the_operation_it_always_did() {
+        super::super::routes::install(crate::http::router::document());
+        for (m, path, want) in PINNED {
+            let method = Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(operation_for(&method, Some(path)), *want, "{m} {path}");
+        }
+    }
+
+    /// Every method on every route (the ones a route lacks are answered 405 after the
+    /// check), and on no route: the same operation as the string matching gave, with
+    /// the path parameters filled in as a client sends them.
+    #[test]
+    fn every_method_on_every_route_is_checked_as_before() {
+        super::super::routes::install(crate::http::router::document());
+        let methods = [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::TRACE,
+        ];
+        for (_, route, _) in PINNED {
+            let sent = route
+                .replace("{symbol}", "BTCUSDT")
+                .replace("{id}", "42")
+                .replace("{account}", "alice");
+            for m in &methods {
+                // The one change: the string matching took these for an order's modify
+                // and cancel, but /orders/test has no such methods (the router answers
+                // 405); now no service may send them.
+                let want = if *route == "/api/v1/orders/test" && (m == Method::PATCH || m == Method::DELETE) {
+                    None
+                } else {
+                    before(m, &sent)
+                };
+                assert_eq!(operation_for(m, Some(route)), want, "{m} {sent}");
+            }
+        }
+        for m in &methods {
+            assert_eq!(operation_for(m, None), before(m, "/api/v1/no-such-route"), "{m}");
+        }
     }
 }

@@ -9,6 +9,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -74,15 +75,32 @@ impl ApiError {
     }
 
     pub fn body(&self, request_id: &str) -> serde_json::Value {
-        #[derive(Serialize)]
-        struct Inner<'a> {
-            code: &'a str,
-            message: &'a str,
-            details: &'a serde_json::Value,
-            request_id: &'a str,
-        }
-        serde_json::json!({ "error": Inner { code: self.code, message: &self.message, details: &self.details, request_id } })
+        serde_json::json!(ErrorResponse {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+                details: &self.details,
+                request_id,
+            },
+        })
     }
+}
+
+/// Every error: a stable code, a message saying what to fix, details, the request id.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorResponse<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Stable, e.g. `UNKNOWN_SYMBOL`, `RATE_LIMITED`, `TICK_SIZE`.
+    pub code: &'a str,
+    pub message: &'a str,
+    #[schema(value_type = Object)]
+    pub details: &'a serde_json::Value,
+    /// Also in the `X-Request-ID` header.
+    pub request_id: &'a str,
 }
 
 impl IntoResponse for ApiError {

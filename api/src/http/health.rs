@@ -275,7 +275,7 @@ fn check(app: &AppState) -> Check {
     path = "/health/live",
     tag = "ops",
     summary = "Liveness",
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::Object)),
+    responses((status = 200, description = "OK", body = Object)),
 )]
 pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
@@ -296,8 +296,8 @@ pub fn is_ready(app: &AppState) -> bool {
                    instruments in a not-ready state past instrument_grace_ms, make it unready; \
                    CLOSED and instruments without a feed never count).",
     responses(
-        (status = 200, description = "Ready", body = crate::openapi::schemas::Object),
-        (status = 503, description = "Not ready, with the reasons", body = crate::openapi::schemas::Object),
+        (status = 200, description = "Ready", body = Object),
+        (status = 503, description = "Not ready, with the reasons", body = Object),
     ),
 )]
 pub async fn ready(State(app): State<AppState>) -> Response {
@@ -357,9 +357,9 @@ fn stores(app: &AppState) -> serde_json::Value {
     tag = "ops",
     summary = "Redis connectivity, latency, memory and keys",
     responses(
-        (status = 200, description = "OK", body = crate::openapi::schemas::Object),
-        (status = 404, description = "Redis is not configured", body = crate::openapi::schemas::Object),
-        (status = 503, description = "Redis is configured but down", body = crate::openapi::schemas::Object),
+        (status = 200, description = "OK", body = Object),
+        (status = 404, description = "Redis is not configured", body = Object),
+        (status = 503, description = "Redis is configured but down", body = Object),
     ),
 )]
 pub async fn redis(State(app): State<AppState>) -> Response {
@@ -390,8 +390,8 @@ pub async fn redis(State(app): State<AppState>) -> Response {
                    or \"down\" (503: not ready). Every non-ok status lists its reasons: which feed or \
                    instrument, what state, since when.",
     responses(
-        (status = 200, description = "ok or degraded, with the reasons", body = crate::openapi::schemas::Object),
-        (status = 503, description = "down, with the reasons", body = crate::openapi::schemas::Object),
+        (status = 200, description = "ok or degraded, with the reasons", body = Object),
+        (status = 503, description = "down, with the reasons", body = Object),
     ),
 )]
 pub async fn health(State(app): State<AppState>) -> Response {

@@ -1,16 +1,81 @@
 //! Market-data REST routes, all served from the API's mirror (never the engine).
 
 use axum::extract::{Path, Query, State};
-use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use stocksblitz_engine::{BarInterval, BarState, Instrument, UnixNanos};
+use utoipa::ToSchema;
 
+use super::reply::ok;
 use crate::dto::{micros, BarDto, BookDto, DayDto, Dec, InstrumentDto, QuoteDto, TradeDto};
 use crate::foundation::ApiError;
+use crate::market::InstrumentView;
 use crate::state::AppState;
 
-type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResult = Result<Response, ApiError>;
+
+#[derive(Serialize, ToSchema)]
+pub struct InstrumentList<'a> {
+    pub instruments: Vec<InstrumentDto<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QuoteList<'a> {
+    pub quotes: Vec<QuoteDto<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TradeList<'a> {
+    pub symbol: &'a str,
+    /// Newest first.
+    pub trades: Vec<TradeDto<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BarList<'a> {
+    pub symbol: &'a str,
+    pub interval: &'static str,
+    /// Oldest first.
+    pub bars: Vec<BarDto<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InstrumentStatus<'a> {
+    pub symbol: &'a str,
+    pub venue: &'a str,
+    pub session: String,
+    pub in_session: bool,
+    pub quality: Option<&'static str>,
+    pub last_update_us: Option<i64>,
+    /// The last price (trade or venue report), `null` before any.
+    #[schema(value_type = Option<String>)]
+    pub last: Option<Dec>,
+    pub day: Option<DayDto>,
+}
+
+impl<'a> InstrumentStatus<'a> {
+    pub fn new(inst: &'a Instrument, view: Option<&InstrumentView>, now: UnixNanos) -> Self {
+        Self {
+            symbol: &inst.symbol,
+            venue: &inst.venue,
+            session: inst.session.describe(),
+            in_session: inst.session.is_open(now),
+            quality: view.map(|v| v.quality().as_str()),
+            last_update_us: view.and_then(|v| micros(v.last_update)),
+            last: view
+                .and_then(|v| v.last_price())
+                .map(|t| Dec(t.price.decimal(inst.price_scale))),
+            day: view.and_then(|v| DayDto::new(inst, v)),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MarketStatus<'a> {
+    pub time_us: Option<i64>,
+    pub instruments: Vec<InstrumentStatus<'a>>,
+}
 
 /// Most symbols in one batch quote request.
 const MAX_BATCH: usize = 100;
@@ -37,29 +102,30 @@ fn int_param(name: &str, v: Option<&str>, lo: i64, hi: i64) -> Result<Option<i64
 
 #[utoipa::path(
     get,
-    path = "/api/v1/instruments",
+    path = "/instruments",
     tag = "market",
     summary = "The instrument registry",
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::InstrumentList)),
+    responses((status = 200, description = "OK", body = InstrumentList)),
 )]
-pub async fn instruments(State(app): State<AppState>) -> Json<Value> {
-    let list: Vec<_> = app.desk.market.registry.iter().map(InstrumentDto::new).collect();
-    Json(json!({ "instruments": list }))
+pub async fn instruments(State(app): State<AppState>) -> ApiResult {
+    ok(&InstrumentList {
+        instruments: app.desk.market.registry.iter().map(InstrumentDto::new).collect(),
+    })
 }
 
 #[utoipa::path(
     get,
-    path = "/api/v1/quotes/{symbol}",
+    path = "/quotes/{symbol}",
     tag = "market",
     summary = "Best bid/offer, last trade and data quality",
     params(("symbol" = String, Path, description = "Our symbol", example = "BTCUSDT")),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::Quote)),
+    responses((status = 200, description = "OK", body = QuoteDto)),
 )]
 pub async fn quote(State(app): State<AppState>, Path(symbol): Path<String>) -> ApiResult {
     let inst = instrument(&app, &symbol)?;
     let mirror = app.desk.market.mirror.read();
     let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
-    Ok(Json(json!(QuoteDto::new(inst, view))))
+    ok(&QuoteDto::new(inst, view))
 }
 
 /// The `symbols=` list of a batch quote request: 1 to [`MAX_BATCH`] comma-separated
@@ -99,11 +165,11 @@ pub struct QuotesParams {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/quotes",
+    path = "/quotes",
     tag = "market",
     summary = "Quotes for several symbols",
     params(("symbols" = String, Query, description = "Comma-separated symbols, at most 100", example = "BTCUSDT,ETHUSDT")),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::QuoteList)),
+    responses((status = 200, description = "OK", body = QuoteList)),
 )]
 pub async fn quotes(State(app): State<AppState>, Query(p): Query<QuotesParams>) -> ApiResult {
     let raw = p.symbols.unwrap_or_default();
@@ -129,7 +195,7 @@ pub async fn quotes(State(app): State<AppState>, Query(p): Query<QuotesParams>) 
         .filter_map(|s| app.desk.market.registry.by_symbol(s))
         .filter_map(|inst| mirror.get(inst.id).map(|v| QuoteDto::new(inst, v)))
         .collect();
-    Ok(Json(json!({ "quotes": quotes })))
+    ok(&QuoteList { quotes })
 }
 
 #[derive(Deserialize)]
@@ -139,18 +205,18 @@ pub struct BookParams {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/book/{symbol}",
+    path = "/book/{symbol}",
     tag = "market",
     summary = "L2 book, best first",
     params(("symbol" = String, Path, description = "Our symbol", example = "BTCUSDT"), ("depth" = Option<u32>, Query, description = "Levels per side (default 10)")),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::Book)),
+    responses((status = 200, description = "OK", body = BookDto)),
 )]
 pub async fn book(State(app): State<AppState>, Path(symbol): Path<String>, Query(p): Query<BookParams>) -> ApiResult {
     let inst = instrument(&app, &symbol)?;
     let depth = int_param("depth", p.depth.as_deref(), 1, app.book_max_levels as i64)?.unwrap_or(10) as usize;
     let mirror = app.desk.market.mirror.read();
     let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
-    Ok(Json(json!(BookDto::new(inst, view, depth))))
+    ok(&BookDto::new(inst, view, depth))
 }
 
 #[derive(Deserialize)]
@@ -160,11 +226,11 @@ pub struct TradesParams {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/trades/{symbol}",
+    path = "/trades/{symbol}",
     tag = "market",
     summary = "Recent trades, newest first",
     params(("symbol" = String, Path, description = "Our symbol", example = "BTCUSDT"), ("limit" = Option<u32>, Query, description = "How many (default 100)")),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::TradeList)),
+    responses((status = 200, description = "OK", body = TradeList)),
 )]
 pub async fn trades(
     State(app): State<AppState>,
@@ -177,14 +243,16 @@ pub async fn trades(
     let mirror = app.desk.market.mirror.read();
     let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
     // Newest first.
-    let list: Vec<_> = view
-        .trades
-        .iter()
-        .rev()
-        .take(limit)
-        .map(|t| TradeDto::new(inst, t))
-        .collect();
-    Ok(Json(json!({ "symbol": inst.symbol, "trades": list })))
+    ok(&TradeList {
+        symbol: &inst.symbol,
+        trades: view
+            .trades
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|t| TradeDto::new(inst, t))
+            .collect(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -198,11 +266,11 @@ pub struct HistoricalParams {
 /// Bars oldest first; `from`/`to` are Unix milliseconds (inclusive bounds on bar start).
 #[utoipa::path(
     get,
-    path = "/api/v1/historical/{symbol}",
+    path = "/historical/{symbol}",
     tag = "market",
     summary = "Bars, oldest first",
     params(("symbol" = String, Path, description = "Our symbol", example = "BTCUSDT"), ("interval" = String, Query, description = "1s or 1m", example = "1m"), ("from" = Option<i64>, Query, description = "Earliest bar start, Unix ms"), ("to" = Option<i64>, Query, description = "Latest bar start, Unix ms"), ("limit" = Option<u32>, Query, description = "Most bars")),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::BarList)),
+    responses((status = 200, description = "OK", body = BarList)),
 )]
 pub async fn historical(
     State(app): State<AppState>,
@@ -247,19 +315,21 @@ pub async fn historical(
     }
     let skip = bars.len().saturating_sub(limit);
     let bars: Vec<_> = bars.into_iter().skip(skip).collect();
-    Ok(Json(
-        json!({ "symbol": inst.symbol, "interval": interval.as_str(), "bars": bars }),
-    ))
+    ok(&BarList {
+        symbol: &inst.symbol,
+        interval: interval.as_str(),
+        bars,
+    })
 }
 
 #[utoipa::path(
     get,
-    path = "/api/v1/market-status",
+    path = "/market-status",
     tag = "market",
     summary = "Per instrument: session, in session now, data quality, last price, day statistics",
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::MarketStatus)),
+    responses((status = 200, description = "OK", body = MarketStatus)),
 )]
-pub async fn market_status(State(app): State<AppState>) -> Json<Value> {
+pub async fn market_status(State(app): State<AppState>) -> ApiResult {
     let now = UnixNanos::now();
     let mirror = app.desk.market.mirror.read();
     let list: Vec<_> = app
@@ -267,9 +337,40 @@ pub async fn market_status(State(app): State<AppState>) -> Json<Value> {
         .market
         .registry
         .iter()
-        .map(|inst| {
-            let view = mirror.get(inst.id);
-            json!({
+        .map(|inst| InstrumentStatus::new(inst, mirror.get(inst.id), now))
+        .collect();
+    ok(&MarketStatus {
+        time_us: micros(now),
+        instruments: list,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stocksblitz_engine::{EngineEvent, EventData, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty};
+
+    /// An instrument's market status before any data, with a day's statistics and then
+    /// with a last price: the typed body is byte for byte the JSON
+    /// it replaced.
+    #[test]
+    fn market_status_entries_serialize_as_before() {
+        let reg = InstrumentRegistry::from_config(&[InstrumentConfig {
+            symbol: "RELIANCE".into(),
+            venue: "nse".into(),
+            venue_symbol: "738561".into(),
+            kind: stocksblitz_engine::instrument::InstrumentKind::Equity,
+            currency: "INR".into(),
+            price_decimals: 2,
+            qty_decimals: 0,
+            tick_size: "0.05".into(),
+            lot_size: "1".into(),
+            session: "24x7".into(),
+        }])
+        .expect("registry");
+        let inst = reg.get(InstrumentId(0)).expect("instrument");
+        let before = |view: Option<&InstrumentView>, now: UnixNanos| {
+            serde_json::to_string(&json!({
                 "symbol": inst.symbol,
                 "venue": inst.venue,
                 "session": inst.session.describe(),
@@ -278,15 +379,50 @@ pub async fn market_status(State(app): State<AppState>) -> Json<Value> {
                 "last_update_us": view.and_then(|v| micros(v.last_update)),
                 "last": view.and_then(|v| v.last_price()).map(|t| Dec(t.price.decimal(inst.price_scale))),
                 "day": view.and_then(|v| DayDto::new(inst, v)),
-            })
-        })
-        .collect();
-    Json(json!({ "time_us": micros(now), "instruments": list }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
+            }))
+            .unwrap()
+        };
+        let typed = |v: &InstrumentStatus| serde_json::to_string(&crate::http::reply::value(v).unwrap()).unwrap();
+        let times = [
+            UnixNanos(1_767_236_400_000_000_000),
+            UnixNanos(1_767_247_200_000_000_000),
+        ];
+        for now in times {
+            assert_eq!(typed(&InstrumentStatus::new(inst, None, now)), before(None, now));
+        }
+        let mut view = InstrumentView::new(InstrumentId(0), 10, 10, 10);
+        let events = [
+            EventData::DayStats {
+                open: Price(0),
+                high: Price(246_000),
+                low: Price(243_500),
+                close: Price(244_900),
+            },
+            EventData::LastPrice {
+                price: Price(245_005),
+                qty: Qty(10),
+            },
+        ];
+        for (seq, data) in events.into_iter().enumerate() {
+            for now in times {
+                assert_eq!(
+                    typed(&InstrumentStatus::new(inst, Some(&view), now)),
+                    before(Some(&view), now)
+                );
+            }
+            view.apply(&EngineEvent {
+                seq: seq as u64 + 1,
+                data,
+                ..EngineEvent::EMPTY
+            });
+        }
+        for now in times {
+            let got = typed(&InstrumentStatus::new(inst, Some(&view), now));
+            assert_eq!(got, before(Some(&view), now));
+            assert!(got.contains("\"last\":\"2450.05\""), "{got}");
+            assert!(got.contains("\"close\":\"2449.00\""), "{got}");
+        }
+    }
 
     proptest::proptest! {
         /// Any list of entries (symbols, empty, blank), joined by commas: accepted exactly

@@ -5,6 +5,7 @@ pub mod health;
 pub mod market;
 pub mod metrics;
 pub mod orders;
+pub mod reply;
 pub mod request_id;
 pub mod router;
 pub mod security;

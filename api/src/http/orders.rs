@@ -6,13 +6,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use stocksblitz_engine::orders::{
     AccountId, CommandKind, IdemTag, KillScope, OrderEvent, OrderEventData, RiskLimitsConfig, TradingState,
 };
 use stocksblitz_engine::UnixNanos;
+use utoipa::ToSchema;
 
+use super::reply::ok;
 use crate::auth::{Principal, Role};
 use crate::foundation::ApiError;
 use crate::orders::entry::{
@@ -20,8 +22,8 @@ use crate::orders::entry::{
 };
 use crate::orders::idempotency::{Claim, MAX_KEY_LEN};
 use crate::orders::json::{
-    anomaly_json, anomaly_visible, events_json, fill_json, limits_json, position_json, risk_json, OrderJson,
-    ReplaceBody,
+    anomaly_visible, events_json, AccountRiskJson, AnomalyJson, FillJson, LimitsJson, NewOrderBody, OrderJson,
+    OrderResult, PositionJson, ReplaceBody,
 };
 use crate::orders::Desk;
 use crate::orders::{OrderService, SubmitError};
@@ -75,15 +77,128 @@ fn respond(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct TestResult {
+    pub ok: bool,
+    pub message: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrderList<'a> {
+    /// Newest first.
+    pub orders: Vec<OrderJson<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MassCancelResult {
+    pub cancelled: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FillList<'a> {
+    pub fills: Vec<FillJson<'a>>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PositionList<'a> {
+    pub positions: Vec<PositionJson<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AnomalyList<'a> {
+    pub anomalies: Vec<AnomalyJson<'a>>,
+    pub next_since: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KillSwitchResult {
+    pub scope: String,
+    pub active: bool,
+    /// Orders cancelled by switching it on.
+    pub cancelled: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LimitsResult {
+    pub account: String,
+    pub limits: LimitsJson,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TradingStateResult {
+    pub account: String,
+    pub trading_state: &'static str,
+}
+
+// The values the kill switch's `scope` accepts (for the document; the handler matches
+// them with the fields each needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = KillScope)]
+pub enum KillScopeName {
+    Global,
+    Account,
+    Instrument,
+}
+
+// The engine's `TradingState` as the document names its values (a test compares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = TradingState)]
+pub enum TradingStateName {
+    Active,
+    ReduceOnly,
+    Throttled,
+    Blocked,
+}
+
+// The engine's `SelfTradeMode` as the document names its values (a test compares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = SelfTrade)]
+pub enum SelfTradeName {
+    CancelNewest,
+    CancelOldest,
+    CancelBoth,
+}
+
+/// `PUT /api/v1/admin/risk-limits/{account}`: the account's whole set of limits.
+// The handler reads the engine's `RiskLimitsConfig` (the `[risk]` config's shape; the
+// engine does not depend on the document's crate); this is that shape for the
+// document, and a test checks the two accept the same fields.
+#[derive(Serialize, ToSchema)]
+pub struct SetRiskLimits {
+    #[schema(example = "100000")]
+    pub max_order_qty: String,
+    #[schema(example = "1000000")]
+    pub max_order_notional: String,
+    pub price_collar_bps: u32,
+    pub max_open_orders: u32,
+    #[schema(example = "500000")]
+    pub max_position_qty: String,
+    #[schema(example = "5000000")]
+    pub max_gross_exposure: String,
+    #[schema(example = "100000")]
+    pub daily_loss_limit: String,
+    pub orders_per_sec: u32,
+    pub cancels_per_sec: u32,
+    pub self_trade: SelfTradeName,
+}
+
 #[utoipa::path(
     post,
-    path = "/api/v1/orders",
+    path = "/orders",
     tag = "orders",
     summary = "Place an order",
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h: the original answer")),
-    request_body(content = crate::openapi::schemas::NewOrder, content_type = "application/json"),
-    responses((status = 201, description = "OK", body = crate::openapi::schemas::OrderResult)),
+    request_body(content = NewOrderBody, content_type = "application/json"),
+    responses((status = 201, description = "OK", body = OrderResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("order.place")), ("x-signed-operation" = json!("place"))),
 )]
 pub async fn place(State(desk): State<Desk>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
@@ -211,12 +326,13 @@ async fn place_inner(
 
 #[utoipa::path(
     post,
-    path = "/api/v1/orders/test",
+    path = "/orders/test",
     tag = "orders",
     summary = "Run every check on an order without placing it",
-    request_body(content = crate::openapi::schemas::NewOrder, content_type = "application/json"),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::TestResult)),
+    request_body(content = NewOrderBody, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = TestResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("order.test")), ("x-signed-operation" = json!("place"))),
 )]
 pub async fn test_order(State(desk): State<Desk>, p: Principal, headers: HeaderMap, body: Bytes) -> ApiResult {
     p.require(Role::Trader)?;
@@ -224,19 +340,19 @@ pub async fn test_order(State(desk): State<Desk>, p: Principal, headers: HeaderM
     service(&desk)?;
     let order = parse_order(&desk, &body)?;
     submit(&desk, &p, CommandKind::Test(order)).await?;
-    Ok(respond(
-        StatusCode::OK,
-        json!({ "ok": true, "message": "the order passed every check; nothing was placed" }),
-    ))
+    ok(&TestResult {
+        ok: true,
+        message: "the order passed every check; nothing was placed",
+    })
 }
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orders/{id}",
+    path = "/orders/{id}",
     tag = "orders",
     summary = "One of your orders",
     params(("id" = String, Path, description = "The order id")),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::Order)),
+    responses((status = 200, description = "OK", body = OrderJson)),
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn get_order(State(desk): State<Desk>, p: Principal, Path(raw): Path<String>) -> ApiResult {
@@ -248,37 +364,36 @@ pub async fn get_order(State(desk): State<Desk>, p: Principal, Path(raw): Path<S
         .registry
         .get(r.order.instrument)
         .ok_or_else(|| not_found(id))?;
-    Ok(respond(StatusCode::OK, json!(OrderJson::new(&r.order, i))))
+    ok(&OrderJson::new(&r.order, i))
 }
 
 #[utoipa::path(
     delete,
-    path = "/api/v1/orders/{id}",
+    path = "/orders/{id}",
     tag = "orders",
     summary = "Cancel an order",
     params(("id" = String, Path, description = "The order id")),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::OrderResult)),
+    responses((status = 200, description = "OK", body = OrderResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("order.cancel")), ("x-signed-operation" = json!("cancel"))),
 )]
 pub async fn cancel_order(State(desk): State<Desk>, p: Principal, Path(raw): Path<String>) -> ApiResult {
     p.require(Role::Trader)?;
     let id = order_id(&raw)?;
     let events = submit(&desk, &p, CommandKind::Cancel { order: id }).await?;
-    Ok(respond(
-        StatusCode::OK,
-        events_json(&events, &desk.market.registry, p.account, Some(id)),
-    ))
+    ok(&OrderResult::new(&events, &desk.market.registry, p.account, Some(id)))
 }
 
 #[utoipa::path(
     patch,
-    path = "/api/v1/orders/{id}",
+    path = "/orders/{id}",
     tag = "orders",
     summary = "Replace an order's quantity and/or price",
     params(("id" = String, Path, description = "The order id")),
-    request_body(content = crate::openapi::schemas::Replace, content_type = "application/json"),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::OrderResult)),
+    request_body(content = ReplaceBody, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = OrderResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("order.replace")), ("x-signed-operation" = json!("modify"))),
 )]
 pub async fn replace_order(
     State(desk): State<Desk>,
@@ -299,10 +414,7 @@ pub async fn replace_order(
     })?;
     let kind = replace_command(&desk, &p, id, b.qty.as_deref(), b.price.as_deref())?;
     let events = submit(&desk, &p, kind).await?;
-    Ok(respond(
-        StatusCode::OK,
-        events_json(&events, &desk.market.registry, p.account, Some(id)),
-    ))
+    ok(&OrderResult::new(&events, &desk.market.registry, p.account, Some(id)))
 }
 
 #[derive(Deserialize)]
@@ -316,11 +428,11 @@ pub struct ListParams {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/orders",
+    path = "/orders",
     tag = "orders",
     summary = "Your orders, newest first, paged",
     params(("symbol" = Option<String>, Query, description = "Only this symbol"), ("status" = Option<String>, Query, description = "open, closed or all (default)"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::OrderList)),
+    responses((status = 200, description = "OK", body = OrderList)),
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn list_orders(State(desk): State<Desk>, p: Principal, Query(q): Query<ListParams>) -> ApiResult {
@@ -353,16 +465,16 @@ pub async fn list_orders(State(desk): State<Desk>, p: Principal, Query(q): Query
             break;
         }
         if let Some(i) = desk.market.registry.get(r.order.instrument) {
-            items.push(json!(OrderJson::new(&r.order, i)));
+            items.push(OrderJson::new(&r.order, i));
             last_seq = Some(r.seq);
         }
     }
     // Newest first; the next page holds the orders that arrived before the last one here.
     let next_cursor = last_seq.filter(|_| more).map(|s| s.to_string());
-    Ok(respond(
-        StatusCode::OK,
-        json!({ "orders": items, "next_cursor": next_cursor }),
-    ))
+    ok(&OrderList {
+        orders: items,
+        next_cursor,
+    })
 }
 
 #[derive(Deserialize)]
@@ -373,12 +485,13 @@ pub struct MassCancelParams {
 
 #[utoipa::path(
     delete,
-    path = "/api/v1/orders",
+    path = "/orders",
     tag = "orders",
     summary = "Cancel all your open orders (or one symbol's)",
     params(("symbol" = Option<String>, Query, description = "Only this symbol")),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::MassCancelResult)),
+    responses((status = 200, description = "OK", body = MassCancelResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("order.mass_cancel")), ("x-signed-operation" = json!("mass_cancel"))),
 )]
 pub async fn mass_cancel(State(desk): State<Desk>, p: Principal, Query(q): Query<MassCancelParams>) -> ApiResult {
     p.require(Role::Trader)?;
@@ -388,7 +501,9 @@ pub async fn mass_cancel(State(desk): State<Desk>, p: Principal, Query(q): Query
         OrderEventData::Done { count } => Some(count),
         _ => None,
     });
-    Ok(respond(StatusCode::OK, json!({ "cancelled": count.unwrap_or(0) })))
+    ok(&MassCancelResult {
+        cancelled: count.unwrap_or(0),
+    })
 }
 
 #[derive(Deserialize)]
@@ -401,11 +516,11 @@ pub struct FillParams {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/fills",
+    path = "/fills",
     tag = "orders",
     summary = "Your fills, newest first, paged",
     params(("symbol" = Option<String>, Query, description = "Only this symbol"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 100)"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::FillList)),
+    responses((status = 200, description = "OK", body = FillList)),
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn fills(State(desk): State<Desk>, p: Principal, Query(q): Query<FillParams>) -> ApiResult {
@@ -425,50 +540,49 @@ pub async fn fills(State(desk): State<Desk>, p: Principal, Query(q): Query<FillP
             break;
         }
         if let Some(i) = desk.market.registry.get(f.instrument) {
-            items.push(fill_json(f, i));
+            items.push(FillJson::new(f, i));
             last_id = Some(f.id);
         }
     }
     // Newest first (fill ids only grow); the next page holds the fills before the last here.
     let next_cursor = last_id.filter(|_| more).map(|id| id.to_string());
-    Ok(respond(
-        StatusCode::OK,
-        json!({ "fills": items, "next_cursor": next_cursor }),
-    ))
+    ok(&FillList {
+        fills: items,
+        next_cursor,
+    })
 }
 
 #[utoipa::path(
     get,
-    path = "/api/v1/positions",
+    path = "/positions",
     tag = "orders",
     summary = "Your positions with P&L",
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::PositionList)),
+    responses((status = 200, description = "OK", body = PositionList)),
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn positions(State(desk): State<Desk>, p: Principal) -> ApiResult {
     let store = service(&desk)?.store.read();
     let mirror = desk.market.mirror.read();
-    let mut items: Vec<(u32, Value)> = store
+    let mut items: Vec<(u32, PositionJson)> = store
         .positions(p.account)
         .filter_map(|(id, pos)| {
             let i = desk.market.registry.get(id)?;
             let mark = mirror.get(id).and_then(|v| v.mark_price());
-            Some((id.0, position_json(pos, i, mark)))
+            Some((id.0, PositionJson::new(pos, i, mark)))
         })
         .collect();
     items.sort_by_key(|(id, _)| *id);
-    Ok(respond(
-        StatusCode::OK,
-        json!({ "positions": items.into_iter().map(|(_, v)| v).collect::<Vec<_>>() }),
-    ))
+    ok(&PositionList {
+        positions: items.into_iter().map(|(_, v)| v).collect(),
+    })
 }
 
 #[utoipa::path(
     get,
-    path = "/api/v1/accounts/me/risk",
+    path = "/accounts/me/risk",
     tag = "orders",
     summary = "Your risk limits and their usage",
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::AccountRisk)),
+    responses((status = 200, description = "OK", body = AccountRiskJson)),
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn my_risk(State(desk): State<Desk>, p: Principal) -> ApiResult {
@@ -478,9 +592,7 @@ pub async fn my_risk(State(desk): State<Desk>, p: Principal) -> ApiResult {
         _ => None,
     });
     let risk = risk.ok_or_else(|| ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR, ""))?;
-    let mut body = risk_json(&risk);
-    body["account"] = json!(p.name);
-    Ok(respond(StatusCode::OK, body))
+    ok(&AccountRiskJson::new(&p.name, &risk))
 }
 
 #[derive(Deserialize)]
@@ -493,7 +605,7 @@ pub struct AnomalyParams {
 
 #[utoipa::path(
     get,
-    path = "/api/v1/anomalies",
+    path = "/anomalies",
     tag = "orders",
     summary = "Surveillance anomalies after `since`, oldest first (admins: all; others: market data and their own)",
     params(
@@ -501,7 +613,7 @@ pub struct AnomalyParams {
         ("severity" = Option<String>, Query, description = "Minimum severity: LOW, MEDIUM, HIGH or CRITICAL"),
         ("limit" = Option<u32>, Query, description = "1-500 (default 100)"),
     ),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::AnomalyList)),
+    responses((status = 200, description = "OK", body = AnomalyList)),
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn anomalies(State(desk): State<Desk>, p: Principal, Query(q): Query<AnomalyParams>) -> ApiResult {
@@ -518,23 +630,25 @@ pub async fn anomalies(State(desk): State<Desk>, p: Principal, Query(q): Query<A
     let svc = service(&desk)?;
     let admin = p.role == Role::Admin;
     let store = svc.store.read();
-    let list: Vec<Value> = store
+    let list: Vec<AnomalyJson> = store
         .anomalies(q.since.unwrap_or(0))
         .filter(|(_, a)| a.severity >= min && anomaly_visible(a, p.account, admin))
         .take(limit)
-        .map(|(seq, a)| anomaly_json(*seq, a, &svc.accounts, &desk.market.registry))
+        .map(|(seq, a)| AnomalyJson::new(*seq, a, &svc.accounts, &desk.market.registry))
         .collect();
-    let next = list.last().and_then(|v| v["seq"].as_u64()).or(q.since).unwrap_or(0);
-    Ok(respond(
-        StatusCode::OK,
-        json!({ "anomalies": list, "next_since": next }),
-    ))
+    let next = list.last().map(|a| a.seq).or(q.since).unwrap_or(0);
+    ok(&AnomalyList {
+        anomalies: list,
+        next_since: next,
+    })
 }
 
-#[derive(Deserialize)]
+/// `global` (nothing else), `account` (with `account`) or `instrument` (with `symbol`).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = KillSwitch)]
 pub struct KillSwitchBody {
-    /// "global", "account" or "instrument".
+    #[schema(value_type = KillScopeName)]
     scope: String,
     #[serde(default)]
     account: Option<String>,
@@ -565,12 +679,13 @@ fn done_count(events: &[OrderEvent]) -> u32 {
 
 #[utoipa::path(
     post,
-    path = "/api/v1/admin/kill-switch",
+    path = "/admin/kill-switch",
     tag = "admin",
     summary = "Switch a kill switch on or off (admin)",
-    request_body(content = crate::openapi::schemas::KillSwitch, content_type = "application/json"),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::KillSwitchResult)),
+    request_body(content = KillSwitchBody, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = KillSwitchResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("admin.kill_switch")), ("x-signed-operation" = json!(null))),
 )]
 pub async fn kill_switch(State(desk): State<Desk>, p: Principal, Json(b): Json<KillSwitchBody>) -> ApiResult {
     p.require(Role::Admin)?;
@@ -587,21 +702,23 @@ pub async fn kill_switch(State(desk): State<Desk>, p: Principal, Json(b): Json<K
     };
     let events = submit(&desk, &p, CommandKind::KillSwitch { scope, on: b.active }).await?;
     tracing::warn!(admin = %p.name, scope = %b.scope, active = b.active, "kill switch");
-    Ok(respond(
-        StatusCode::OK,
-        json!({ "scope": b.scope, "active": b.active, "cancelled": done_count(&events) }),
-    ))
+    ok(&KillSwitchResult {
+        scope: b.scope,
+        active: b.active,
+        cancelled: done_count(&events),
+    })
 }
 
 #[utoipa::path(
     put,
-    path = "/api/v1/admin/risk-limits/{account}",
+    path = "/admin/risk-limits/{account}",
     tag = "admin",
     summary = "Replace an account's risk limits (admin)",
     params(("account" = String, Path, description = "A configured account")),
-    request_body(content = crate::openapi::schemas::SetRiskLimits, content_type = "application/json"),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::LimitsResult)),
+    request_body(content = SetRiskLimits, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = LimitsResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("admin.risk_limits")), ("x-signed-operation" = json!(null))),
 )]
 pub async fn set_limits(
     State(desk): State<Desk>,
@@ -614,27 +731,30 @@ pub async fn set_limits(
     let limits = b.limits().map_err(|(k, m)| bad(k, format!("{k}: {m}")))?;
     submit(&desk, &p, CommandKind::SetLimits { target, limits }).await?;
     tracing::warn!(admin = %p.name, account = %account, "risk limits changed");
-    Ok(respond(
-        StatusCode::OK,
-        json!({ "account": account, "limits": limits_json(&limits) }),
-    ))
+    ok(&LimitsResult {
+        account,
+        limits: LimitsJson::new(&limits),
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SetTradingState)]
 pub struct TradingStateBody {
+    #[schema(value_type = TradingStateName)]
     state: TradingState,
 }
 
 #[utoipa::path(
     put,
-    path = "/api/v1/admin/trading-state/{account}",
+    path = "/admin/trading-state/{account}",
     tag = "admin",
     summary = "Set an account's trading state (admin)",
     params(("account" = String, Path, description = "A configured account")),
-    request_body(content = crate::openapi::schemas::SetTradingState, content_type = "application/json"),
-    responses((status = 200, description = "OK", body = crate::openapi::schemas::TradingStateResult)),
+    request_body(content = TradingStateBody, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = TradingStateResult)),
     security(("bearer" = []), ("hmac" = [])),
+    extensions(("x-audit-action" = json!("admin.trading_state")), ("x-signed-operation" = json!(null))),
 )]
 pub async fn set_trading_state(
     State(desk): State<Desk>,
@@ -646,8 +766,83 @@ pub async fn set_trading_state(
     let target = account_id(&desk, &account)?;
     submit(&desk, &p, CommandKind::SetTradingState { target, state: b.state }).await?;
     tracing::warn!(admin = %p.name, account = %account, state = b.state.as_str(), "trading state changed");
-    Ok(respond(
-        StatusCode::OK,
-        json!({ "account": account, "trading_state": b.state.as_str() }),
-    ))
+    ok(&TradingStateResult {
+        account,
+        trading_state: b.state.as_str(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stocksblitz_engine::orders::SelfTradeMode;
+
+    fn name<T: Serialize>(v: T) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+
+    /// The document's trading states and self-trade modes are the engine's, one for each
+    /// of its variants (the matches fail to compile when the engine gains one).
+    #[test]
+    fn documented_admin_values_are_the_engines() {
+        use TradingState as S;
+        for s in [S::Active, S::ReduceOnly, S::Throttled, S::Blocked] {
+            let doc = match s {
+                S::Active => TradingStateName::Active,
+                S::ReduceOnly => TradingStateName::ReduceOnly,
+                S::Throttled => TradingStateName::Throttled,
+                S::Blocked => TradingStateName::Blocked,
+            };
+            assert_eq!(name(doc), name(s));
+            let body: TradingStateBody = serde_json::from_value(json!({ "state": name(doc) })).unwrap();
+            assert_eq!(body.state, s);
+        }
+        use SelfTradeMode as M;
+        for m in [M::CancelNewest, M::CancelOldest, M::CancelBoth] {
+            let doc = match m {
+                M::CancelNewest => SelfTradeName::CancelNewest,
+                M::CancelOldest => SelfTradeName::CancelOldest,
+                M::CancelBoth => SelfTradeName::CancelBoth,
+            };
+            assert_eq!(name(doc), name(m));
+        }
+    }
+
+    /// The documented risk-limits body is exactly what the handler reads: the engine's
+    /// `RiskLimitsConfig` (which refuses unknown fields and has no defaults) accepts it
+    /// with every self-trade mode, and the limits it gives are valid.
+    #[test]
+    fn the_documented_risk_limits_body_is_what_the_handler_reads() {
+        for self_trade in [
+            SelfTradeName::CancelNewest,
+            SelfTradeName::CancelOldest,
+            SelfTradeName::CancelBoth,
+        ] {
+            let doc = SetRiskLimits {
+                max_order_qty: "100000".into(),
+                max_order_notional: "1000000".into(),
+                price_collar_bps: 500,
+                max_open_orders: 100,
+                max_position_qty: "500000".into(),
+                max_gross_exposure: "5000000".into(),
+                daily_loss_limit: "100000".into(),
+                orders_per_sec: 10,
+                cancels_per_sec: 10,
+                self_trade,
+            };
+            let v = name(&doc);
+            let fields = v.as_object().unwrap().len();
+            let read: RiskLimitsConfig = serde_json::from_value(v).expect("the handler reads the documented body");
+            assert!(read.limits().is_ok());
+            // Each documented field is one the handler needs: without it, it is refused.
+            for key in name(&doc).as_object().unwrap().keys() {
+                let mut less = name(&doc);
+                less.as_object_mut().unwrap().remove(key);
+                assert!(
+                    serde_json::from_value::<RiskLimitsConfig>(less).is_err(),
+                    "{key} is optional to the handler ({fields} fields documented)"
+                );
+            }
+        }
+    }
 }

@@ -1,17 +1,27 @@
-//! All routes and the middleware stack.
+//! All routes and the middleware stack. Each route is registered once, by its handler
+//! (`routes!(handler, ...)`, one call per path): the handler's `#[utoipa::path]` gives
+//! the method, the path (relative to `/api/v1` for the API's routes), the OpenAPI
+//! operation and, for a write, its audit action and signed-request operation
+//! ([`crate::auth::routes`]). The OpenAPI document is built from the same registration
+//! ([`document`]).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::openapi::OpenApi;
+use utoipa::Modify;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{health, market, metrics, orders, request_id, security};
+use crate::dashboard;
 use crate::foundation::ApiError;
 use crate::state::AppState;
 
@@ -19,55 +29,74 @@ async fn not_found() -> ApiError {
     ApiError::from_status(StatusCode::NOT_FOUND, "")
 }
 
+/// Every route with its handler and OpenAPI operation; `wrap_api` adds the layers of
+/// the `/api/v1` routes (none when only the document is wanted).
+pub fn routes(wrap_api: impl FnOnce(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(market::instruments))
+        .routes(routes!(market::quotes))
+        .routes(routes!(market::quote))
+        .routes(routes!(market::book))
+        .routes(routes!(market::trades))
+        .routes(routes!(market::historical))
+        .routes(routes!(market::market_status))
+        .routes(routes!(crate::ws::upgrade::stream))
+        .routes(routes!(crate::openapi::openapi_json))
+        .routes(routes!(orders::place, orders::list_orders, orders::mass_cancel))
+        .routes(routes!(orders::test_order))
+        .routes(routes!(orders::get_order, orders::replace_order, orders::cancel_order))
+        .routes(routes!(orders::fills))
+        .routes(routes!(orders::positions))
+        .routes(routes!(orders::my_risk))
+        .routes(routes!(orders::anomalies))
+        .routes(routes!(orders::kill_switch))
+        .routes(routes!(orders::set_limits))
+        .routes(routes!(orders::set_trading_state));
+    OpenApiRouter::new()
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::app_js))
+        .routes(routes!(dashboard::style))
+        .routes(routes!(health::health))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::redis))
+        .routes(routes!(metrics::handler))
+        .nest("/api/v1", wrap_api(api))
+}
+
+/// The OpenAPI document: [`crate::openapi::ApiDoc`]'s info, tags and shared schemas,
+/// every route's operation from [`routes`], and the [`crate::openapi::Contract`]
+/// (built once).
+pub fn document() -> &'static OpenApi {
+    static DOC: OnceLock<OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi();
+        doc.merge(routes(|api| api).into_openapi());
+        crate::openapi::Contract.modify(&mut doc);
+        doc
+    })
+}
+
 pub fn router(app: AppState) -> Router {
     let timeout = Duration::from_millis(app.config.request_timeout_ms);
     let max_body = app.config.max_body_bytes;
-    let api = Router::new()
-        .route("/instruments", get(market::instruments))
-        .route("/quotes", get(market::quotes))
-        .route("/quotes/{symbol}", get(market::quote))
-        .route("/book/{symbol}", get(market::book))
-        .route("/trades/{symbol}", get(market::trades))
-        .route("/historical/{symbol}", get(market::historical))
-        .route("/market-status", get(market::market_status))
-        .route("/stream", get(crate::ws::upgrade::stream))
-        .route("/openapi.json", get(crate::openapi::openapi_json))
-        .route(
-            "/orders",
-            post(orders::place).get(orders::list_orders).delete(orders::mass_cancel),
-        )
-        .route("/orders/test", post(orders::test_order))
-        .route(
-            "/orders/{id}",
-            get(orders::get_order)
-                .patch(orders::replace_order)
-                .delete(orders::cancel_order),
-        )
-        .route("/fills", get(orders::fills))
-        .route("/positions", get(orders::positions))
-        .route("/accounts/me/risk", get(orders::my_risk))
-        .route("/anomalies", get(orders::anomalies))
-        .route("/admin/kill-switch", post(orders::kill_switch))
-        .route("/admin/risk-limits/{account}", put(orders::set_limits))
-        .route("/admin/trading-state/{account}", put(orders::set_trading_state))
-        .layer(middleware::from_fn_with_state(
+    // Before serving: the document at /api/v1/openapi.json, and the table of audit
+    // actions and signed operations declared with the routes.
+    let doc = document();
+    crate::openapi::install(doc);
+    crate::auth::routes::install(doc);
+    let (routes, _) = routes(|api| {
+        api.layer(middleware::from_fn_with_state(
             app.clone(),
             crate::audit::http::middleware,
         ))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             crate::auth::caller::middleware,
-        ));
-    Router::new()
-        .route("/", get(crate::dashboard::index))
-        .route("/dashboard/app.js", get(crate::dashboard::app_js))
-        .route("/dashboard/style.css", get(crate::dashboard::style))
-        .route("/health", get(health::health))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/health/redis", get(health::redis))
-        .route("/metrics", get(metrics::handler))
-        .nest("/api/v1", api)
+        ))
+    })
+    .split_for_parts();
+    routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))

@@ -1,9 +1,9 @@
-//! The OpenAPI 3.1 document at `/api/v1/openapi.json`, generated from the handlers'
-//! `#[utoipa::path]` annotations and the shapes in [`schemas`]. Every operation also
+//! The OpenAPI 3.1 document at `/api/v1/openapi.json`, generated from the router's
+//! registration of each handler (its `#[utoipa::path]`, see `http::router::document`)
+//! and the `ToSchema` of the types the handlers read and answer with. This module has
+//! its frame: info, tags, the error schema and the [`Contract`]: every operation also
 //! documents the error body as its `default` response (any status a route can answer
 //! with besides success), and the two ways to authenticate.
-
-pub mod schemas;
 
 use std::sync::OnceLock;
 
@@ -13,8 +13,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{health, market, metrics, orders};
-use schemas::*;
+use crate::foundation::error::{ErrorDetail, ErrorResponse};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,18 +23,7 @@ use schemas::*;
 Prices and quantities are decimal strings; times are microseconds since the Unix epoch. \
 Authentication, signing and rate limits: docs/AUTH.md."
     ),
-    paths(
-        crate::dashboard::index, crate::dashboard::app_js, crate::dashboard::style,
-        health::health, health::live, health::ready, health::redis, metrics::handler,
-        market::instruments, market::quote, market::quotes, market::book, market::trades,
-        market::historical, market::market_status, crate::ws::upgrade::stream, openapi_json,
-        orders::place, orders::test_order, orders::list_orders, orders::mass_cancel,
-        orders::get_order, orders::replace_order, orders::cancel_order, orders::fills,
-        orders::positions, orders::my_risk, orders::anomalies, orders::kill_switch, orders::set_limits,
-        orders::set_trading_state,
-    ),
     components(schemas(ErrorResponse, ErrorDetail)),
-    modifiers(&Contract),
     tags(
         (name = "market", description = "Market data, from the API's copy of engine state"),
         (name = "orders", description = "Order entry and the caller's orders, fills, positions and risk"),
@@ -47,7 +35,7 @@ Authentication, signing and rate limits: docs/AUTH.md."
 pub struct ApiDoc;
 
 /// Security schemes, and the error body as every operation's `default` response.
-struct Contract;
+pub struct Contract;
 
 impl Modify for Contract {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
@@ -99,15 +87,22 @@ impl Modify for Contract {
     }
 }
 
-/// The document as JSON (built once).
+static JSON: OnceLock<String> = OnceLock::new();
+
+/// Serves `doc` (the router calls it once, at start-up, with the document of its routes;
+/// it is the same for every router of the process).
+pub fn install(doc: &utoipa::openapi::OpenApi) {
+    JSON.get_or_init(|| doc.to_json().unwrap_or_else(|_| "{}".to_owned()));
+}
+
+/// The document as JSON (`{}` before the router is built: nothing is served then).
 pub fn json() -> &'static str {
-    static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".to_owned()))
+    JSON.get().map_or("{}", String::as_str)
 }
 
 #[utoipa::path(
     get,
-    path = "/api/v1/openapi.json",
+    path = "/openapi.json",
     tag = "ops",
     summary = "This OpenAPI document",
     responses((status = 200, description = "OK", body = Object)),

@@ -20,7 +20,7 @@ use crate::state::AppState;
 /// may send an `auth` op.
 #[utoipa::path(
     get,
-    path = "/api/v1/stream",
+    path = "/stream",
     tag = "market",
     summary = "WebSocket stream (upgrade)",
     responses((status = 101, description = "WebSocket stream (upgrade)")),
