@@ -33,8 +33,9 @@ pub enum SweepEnd {
 }
 
 /// The opposite side's visible levels an order may trade against, best first, all
-/// within its limit and the collar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// within its limit and the collar. Slots past `len` are leftovers (see
+/// [`Depth::clear`]): equality compares the levels in use.
+#[derive(Debug, Clone, Copy)]
 pub struct Depth {
     /// The instrument and the order side the levels were captured for.
     pub key: Option<(InstrumentId, Side)>,
@@ -49,6 +50,14 @@ impl Default for Depth {
     }
 }
 
+impl PartialEq for Depth {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.end == other.end && self.levels() == other.levels()
+    }
+}
+
+impl Eq for Depth {}
+
 impl Depth {
     pub const EMPTY: Depth = Depth {
         key: None,
@@ -62,6 +71,14 @@ impl Depth {
             key: Some((instrument, side)),
             ..Self::EMPTY
         }
+    }
+
+    /// Empties it in place: a few stores instead of copying [`Depth::EMPTY`]'s whole
+    /// array (the order path resets it on every command).
+    pub fn clear(&mut self) {
+        self.key = None;
+        self.len = 0;
+        self.end = SweepEnd::Book;
     }
 
     /// The levels, best first.
@@ -197,6 +214,33 @@ pub struct StepContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A depth cleared in place and refilled equals one built fresh with the same
+        /// levels, whatever it held before (leftover slots past `len` never count),
+        /// and journals the same bytes.
+        #[test]
+        fn a_cleared_depth_is_a_fresh_one(
+            before in proptest::collection::vec((1i64..1_000, 1i64..1_000), 0..20),
+            after in proptest::collection::vec((1i64..1_000, 1i64..1_000), 0..20),
+        ) {
+            let mut reused = Depth::new(InstrumentId(1), Side::Sell);
+            for &(p, q) in &before {
+                reused.push(Price(p), Qty(q));
+            }
+            reused.clear();
+            prop_assert_eq!(reused, Depth::EMPTY);
+            reused.key = Some((InstrumentId(2), Side::Buy));
+            let mut fresh = Depth::new(InstrumentId(2), Side::Buy);
+            for &(p, q) in &after {
+                reused.push(Price(p), Qty(q));
+                fresh.push(Price(p), Qty(q));
+            }
+            prop_assert_eq!(reused, fresh);
+            prop_assert_eq!(postcard::to_allocvec(&reused).unwrap(), postcard::to_allocvec(&fresh).unwrap());
+        }
+    }
 
     #[test]
     fn depth_round_trips_only_the_levels_in_use() {

@@ -543,20 +543,20 @@ impl OrderManager {
         let paper = self
             .command_order_side(cmd)
             .filter(|(i, _)| self.rules.get(i.index()).is_some_and(|r| r.venue == VenueKind::Paper));
-        self.depth = match (paper, cmd.kind) {
+        match (paper, cmd.kind) {
             (Some((instrument, side)), CommandKind::Replace { order, price, .. }) => {
                 let limit = self
                     .pool
                     .get(order)
                     .and_then(|o| o.kind.has_limit_price().then(|| price.unwrap_or(o.price)));
-                self.capture_depth(cmd.account, instrument, side, limit, book)
+                self.depth = self.capture_depth(cmd.account, instrument, side, limit, book);
             }
             (Some((instrument, side)), CommandKind::New(n) | CommandKind::Test(n)) => {
                 let limit = n.kind.has_limit_price().then_some(n.price);
-                self.capture_depth(cmd.account, instrument, side, limit, book)
+                self.depth = self.capture_depth(cmd.account, instrument, side, limit, book);
             }
-            _ => Depth::EMPTY,
-        };
+            _ => self.depth.clear(),
+        }
         self.mtm_now = self.marked(cmd.account);
         self.run_command(cmd);
     }
@@ -618,7 +618,7 @@ impl OrderManager {
         }
         self.request = 0;
         self.record_step(Input::Command(*cmd), market, before);
-        self.depth = Depth::EMPTY;
+        self.depth.clear();
         self.mtm_now = Mtm::default();
     }
 
