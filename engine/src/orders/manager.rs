@@ -32,6 +32,8 @@ use super::reject::Reject;
 use super::risk::{AccountRisk, RiskLimits, TradingState, VALUE_SCALE};
 use super::step::{Input, Step};
 use super::types::{AccountId, ClientOrderId, Order, OrderId, OrderStatus, Placement, TimeInForce, VenueKind};
+pub(super) use super::value::pow10 as pow10_i128;
+use super::value::ToValue;
 
 /// Per instrument: where it trades and its grid, as the order path needs them.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct InstrumentRules {
     pub session: TradingSession,
     /// Base currency per unit of the quote currency, at [`VALUE_SCALE`].
     pub rate: i128,
+    /// `rate` and the scales folded into one conversion of price x qty amounts.
+    pub to_value: ToValue,
 }
 
 /// The live market an instrument's orders are checked and paper-filled against.
@@ -170,15 +174,19 @@ impl OrderManager {
         let n = registry.len();
         let rules = registry
             .iter()
-            .map(|i| InstrumentRules {
-                venue: venues.get(i.id.index()).copied().unwrap_or(VenueKind::Paper),
-                tick: i.tick_size,
-                lot: i.lot_size,
-                price_scale: i.price_scale,
-                qty_scale: i.qty_scale,
-                session: i.session.clone(),
+            .map(|i| {
                 // An instrument without a rate is in the base currency.
-                rate: rates.get(i.id.index()).copied().unwrap_or(pow10_i128(VALUE_SCALE)),
+                let rate = rates.get(i.id.index()).copied().unwrap_or(pow10_i128(VALUE_SCALE));
+                InstrumentRules {
+                    venue: venues.get(i.id.index()).copied().unwrap_or(VenueKind::Paper),
+                    tick: i.tick_size,
+                    lot: i.lot_size,
+                    price_scale: i.price_scale,
+                    qty_scale: i.qty_scale,
+                    session: i.session.clone(),
+                    rate,
+                    to_value: ToValue::new(rate, i.price_scale.saturating_add(i.qty_scale)),
+                }
             })
             .collect();
         let pool = OrderPool::new(cap.orders);
@@ -480,8 +488,7 @@ impl OrderManager {
         let Some(r) = self.rules.get(instrument.index()) else {
             return 0;
         };
-        let raw = i128::from(price.0) * i128::from(qty.0) * r.rate;
-        raw / pow10_i128(r.price_scale + r.qty_scale)
+        r.to_value.of(i128::from(price.0) * i128::from(qty.0))
     }
 
     /// Quantity in limit units ([`VALUE_SCALE`] decimals).
@@ -497,7 +504,7 @@ impl OrderManager {
         let Some(r) = self.rules.get(instrument.index()) else {
             return 0;
         };
-        amount * r.rate / pow10_i128(r.price_scale + r.qty_scale)
+        r.to_value.of(amount)
     }
 
     pub(super) fn trading_day(&self, now: UnixNanos) -> i64 {
@@ -898,10 +905,6 @@ fn replacement(order: &Order, qty: Option<Qty>, price: Option<Price>) -> Result<
         return Err(Reject::ReplaceBelowFilled);
     }
     Ok((new_qty, new_price))
-}
-
-pub(super) fn pow10_i128(n: u8) -> i128 {
-    10i128.pow(u32::from(n.min(36)))
 }
 
 /// A mantissa at `scale` expressed at [`VALUE_SCALE`].

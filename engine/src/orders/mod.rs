@@ -24,6 +24,7 @@ pub mod step;
 pub mod store;
 pub mod types;
 mod validate;
+pub mod value;
 
 pub use command::{Command, CommandKind, IdemTag, KillScope, NewOrder};
 pub use context::{DayClock, Depth, Mtm, StepContext, SweepEnd, SWEEP_LEVELS};
