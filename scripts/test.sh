@@ -39,8 +39,8 @@ need systemd           # systemd-analyze verify for systemd/stocksblitz.service
 need docker-compose    # docker-compose config for docker-compose.prod.yml
 need openssl           # RSA and Ed25519 key pairs for the JWT tests
 need python3-venv      # a virtualenv for schemathesis (PyPI), the OpenAPI conformance test
-need shellcheck        # lints scripts/*.sh (api/tests/scripts.rs)
-need chromium          # headless browser for the dashboard test (api/tests/dashboard.rs)
+need shellcheck        # lints scripts/*.sh (api/tests/it/scripts.rs)
+need chromium          # headless browser for the dashboard test (api/tests/it/dashboard.rs)
 need faketime          # real wall-clock jumps for the soak (api/tests/soak.rs)
 if ((${#packages[@]})); then
   log "installing ${packages[*]}"

@@ -28,23 +28,13 @@ use stocksblitz_engine::{
     UnixNanos,
 };
 use stocksblitz_feed_handlers::SimSpec;
+use stocksblitz_testkit::instruments::crypto_spot;
 
 const INSTRUMENTS: u32 = 5;
 
 fn registry() -> InstrumentRegistry {
     let cfg: Vec<InstrumentConfig> = (0..INSTRUMENTS)
-        .map(|i| InstrumentConfig {
-            symbol: format!("SYM{i}"),
-            venue: "binance".into(),
-            venue_symbol: format!("sym{i}"),
-            kind: stocksblitz_engine::instrument::InstrumentKind::CryptoSpot,
-            currency: "USDT".into(),
-            price_decimals: 2,
-            qty_decimals: 3,
-            tick_size: "0.01".into(),
-            lot_size: "0.001".into(),
-            session: "24x7".into(),
-        })
+        .map(|i| crypto_spot(&format!("SYM{i}"), "binance"))
         .collect();
     InstrumentRegistry::from_config(&cfg).expect("registry")
 }

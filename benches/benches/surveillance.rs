@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use stocksblitz_benches::{batched, iters, print_table, synthetic_ticks, Row};
-use stocksblitz_engine::instrument::InstrumentKind;
 use stocksblitz_engine::orders::gateway::{command_queue, CommandQueue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::{
     AccountId, ClientOrderId, Command, CommandKind, NewOrder, OrderCapacity, OrderId, OrderManager, OrderType,
@@ -22,6 +21,7 @@ use stocksblitz_engine::{
     UnixNanos,
 };
 use stocksblitz_feed_handlers::SimSpec;
+use stocksblitz_testkit::instruments::crypto_spot;
 
 const INSTRUMENTS: u32 = 5;
 const START_NS: i64 = 1_700_000_000 * UnixNanos::NANOS_PER_SEC;
@@ -29,16 +29,8 @@ const START_NS: i64 = 1_700_000_000 * UnixNanos::NANOS_PER_SEC;
 fn registry() -> InstrumentRegistry {
     let list: Vec<InstrumentConfig> = (0..INSTRUMENTS)
         .map(|i| InstrumentConfig {
-            symbol: format!("S{i}"),
-            venue: "sim".into(),
-            venue_symbol: format!("s{i}"),
-            kind: InstrumentKind::CryptoSpot,
             currency: "INR".into(),
-            price_decimals: 2,
-            qty_decimals: 3,
-            tick_size: "0.01".into(),
-            lot_size: "0.001".into(),
-            session: "24x7".into(),
+            ..crypto_spot(&format!("S{i}"), "sim")
         })
         .collect();
     InstrumentRegistry::from_config(&list).expect("registry")
