@@ -3,8 +3,8 @@
 //! bind port 0).
 //!
 //! ```text
-//! 1 sources      simulator, feeds (one pinned thread each)
-//!                   | one SPSC input ring per feed
+//! 1 sources      simulator, feeds (one pinned thread each; started after the
+//!                   | one SPSC input ring per feed      engine, once the journal is recovered)
 //! 2 engine       engine (pinned) ---- order ring ----> journal -> snapshots
 //!                   | API output ring  \ store ring         | durable steps
 //! 3 fan-outs     api-fanout (mirror,  |                order-fanout (read model, hub)
@@ -176,15 +176,27 @@ fn start_simulator(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<Opti
     Ok(Some((addr, join)))
 }
 
+/// One input ring per configured feed, in `[[feeds]]` order.
+fn feed_rings(v: &Validated) -> (Vec<RingProducer<Tick>>, Vec<RingConsumer<Tick>>) {
+    v.config
+        .feeds
+        .iter()
+        .map(|f| ring::<Tick>(format!("feed-{}", f.name), v.config.engine.input_ring_capacity))
+        .unzip()
+}
+
+/// Starts every feed on its ring (from [`feed_rings`]). Called once the engine runs:
+/// a feed started earlier would fill its ring while the order journal recovers, and
+/// the engine would then drop the overflow and resync (and flood its own outputs with
+/// the backlog).
 fn start_feeds(
     v: &Validated,
     stop: &Arc<AtomicBool>,
     sim: Option<SocketAddr>,
-) -> anyhow::Result<(Vec<FeedHandle>, Vec<stocksblitz_engine::ring::RingConsumer<Tick>>)> {
+    producers: Vec<RingProducer<Tick>>,
+) -> anyhow::Result<Vec<FeedHandle>> {
     let mut handles = Vec::new();
-    let mut consumers = Vec::new();
-    for f in &v.config.feeds {
-        let (producer, consumer) = ring::<Tick>(format!("feed-{}", f.name), v.config.engine.input_ring_capacity);
+    for (f, producer) in v.config.feeds.iter().zip(producers) {
         match f.kind {
             FeedKind::Replay => {
                 let r = f
@@ -255,9 +267,8 @@ fn start_feeds(
                 handles.push(h);
             }
         }
-        consumers.push(consumer);
     }
-    Ok((handles, consumers))
+    Ok(handles)
 }
 
 /// Starts everything and begins serving on `listener`.
@@ -275,11 +286,9 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     };
     let security = security(&v, redis.as_ref())?;
 
-    // 1. Sources -> one input ring per feed.
+    // 1. Sources -> one input ring per feed (the feeds start once the engine runs).
     let sim = start_simulator(&v, &stop)?;
-    let (feeds, inputs) = start_feeds(&v, &stop, sim.as_ref().map(|(a, _)| *a))?;
-    threads.simulator = sim.map(|(_, j)| j);
-    threads.feeds = feeds;
+    let (feed_producers, inputs) = feed_rings(&v);
 
     // 2. Input rings -> engine -> the API output ring and the store's recorder ring
     // (and the order ring -> journal).
@@ -289,6 +298,10 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let handles = engine.handles();
     let spec = AgentSpec::new("engine", cfg.engine.idle, &stop).on_core(cfg.engine.core);
     threads.engine = Some(spawn_agent(engine, spec).context("starting the engine thread")?);
+    // The engine is built (the order journal recovered) and polls its input rings:
+    // now the feeds connect, and nothing they deliver waits behind the recovery.
+    threads.feeds = start_feeds(&v, &stop, sim.as_ref().map(|(a, _)| *a), feed_producers)?;
+    threads.simulator = sim.map(|(_, j)| j);
 
     // 3. Output rings -> fan-outs. The market fan-out feeds the Redis publisher's tap.
     let tap_stats: Vec<_> = stores.redis.iter().map(|(p, _)| Arc::clone(p.stats())).collect();
