@@ -606,6 +606,8 @@ fn open_journal(
         snapshots_skipped = recovered.skipped.len(),
         steps_replayed = recovered.steps,
         events_replayed = recovered.events,
+        snapshot_load_ms = recovered.load_time.as_millis() as u64,
+        replay_ms = recovered.replay_time.as_millis() as u64,
         torn_bytes = recovered.tail.torn.as_ref().map_or(0, |t| t.bytes),
         head = %journal::format::hex(writer.last_hash()),
         "order journal recovered"
@@ -613,7 +615,7 @@ fn open_journal(
     let stats = Arc::new(JournalStats::default());
     let snapshots = Snapshotter::new(
         &j.dir,
-        &recovered.tail,
+        &recovered,
         manager.clone(),
         store.clone(),
         j.snapshot_every_records,

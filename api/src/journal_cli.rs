@@ -38,15 +38,19 @@ pub fn verify(dir: &Path, config: Option<&Validated>) -> anyhow::Result<()> {
         Ok(())
     })?;
     // Then what start-up would do: newest usable snapshot, replay the rest.
-    let (state_hash, snapshot, replayed_steps) = match config.and_then(|v| v.orders.as_ref().map(|o| (v, o))) {
+    let (state_hash, snapshot, replayed_steps, times) = match config.and_then(|v| v.orders.as_ref().map(|o| (v, o))) {
         Some((v, setup)) => {
             let mut m = OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
             m.set_day_roll(setup.day_roll_secs);
             let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);
             let r = journal::recover(dir, &mut m, &mut store)?;
-            (Some(hex(&m.state_hash())), r.snapshot, Some(r.steps))
+            let times = json!({
+                "snapshot_load_ms": r.load_time.as_millis() as u64,
+                "replay_ms": r.replay_time.as_millis() as u64,
+            });
+            (Some(hex(&m.state_hash())), r.snapshot, Some(r.steps), Some(times))
         }
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     let summary = json!({
         "status": "ok",
@@ -65,6 +69,7 @@ pub fn verify(dir: &Path, config: Option<&Validated>) -> anyhow::Result<()> {
         "replayed": state_hash.is_some(),
         "replayed_from_snapshot": snapshot,
         "replayed_steps": replayed_steps,
+        "recovery_time": times,
         "state_hash": state_hash,
     });
     println!("{summary:#}");

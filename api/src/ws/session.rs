@@ -511,7 +511,7 @@ impl Session {
         }
         let registry = Arc::clone(&self.app.desk.market.registry);
         let store = svc.store.read();
-        let cutoff = store.last_seq;
+        let cutoff = store.last_seq();
         let admin = p.role == Role::Admin;
         let data = match i {
             ANOMALIES => {

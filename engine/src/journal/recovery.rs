@@ -10,6 +10,7 @@
 //! started ([`OrderManager::start_run`]): where the configuration had changed.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::orders::store::OrderStore;
 use crate::orders::{AccountId, OrderEvent, OrderManager, RiskLimits};
@@ -34,6 +35,10 @@ pub struct Recovered {
     pub skipped: Vec<String>,
     /// Every account's limits as recovered (before this run's configuration applies).
     pub limits: Vec<RiskLimits>,
+    /// Time spent reading, restoring and checking snapshots (the skipped ones too).
+    pub load_time: Duration,
+    /// Time spent replaying the records after the snapshot.
+    pub replay_time: Duration,
     /// Accounts whose configured limits changed since the last run and so replaced
     /// the recovered ones (set by [`super::open`]; empty after [`recover`]).
     pub reconfigured: Vec<AccountId>,
@@ -93,10 +98,11 @@ pub(crate) fn apply_record(
 
 pub fn recover(dir: &Path, manager: &mut OrderManager, store: &mut OrderStore) -> Result<Recovered, JournalError> {
     manager.clear();
+    let started = Instant::now();
     let pristine = (manager.clone(), store.clone());
     let mut skipped = Vec::new();
     for (_, path) in snapshot::list(dir)? {
-        match from_snapshot(dir, &path, manager, store) {
+        match from_snapshot(dir, &path, manager, store, started) {
             Ok((mut r, seq)) => {
                 r.snapshot = Some(seq);
                 r.skipped = skipped;
@@ -110,7 +116,7 @@ pub fn recover(dir: &Path, manager: &mut OrderManager, store: &mut OrderStore) -
             Err(e) => return Err(e),
         }
     }
-    let mut r = replay(dir, None, manager, store)?;
+    let mut r = replay(dir, None, manager, store, started.elapsed())?;
     r.skipped = skipped;
     Ok(r)
 }
@@ -128,6 +134,7 @@ fn from_snapshot(
     path: &Path,
     manager: &mut OrderManager,
     store: &mut OrderStore,
+    started: Instant,
 ) -> Result<(Recovered, u64), JournalError> {
     let bad = |what: String| JournalError::Snapshot(format!("{}: {what}", path.display()));
     let snap = snapshot::read(path).map_err(|e| bad(e.to_string()))?;
@@ -140,7 +147,7 @@ fn from_snapshot(
         return Err(bad("the read model was taken with a different account count".into()));
     }
     *store = restored;
-    let r = replay(dir, Some((snap.seq, snap.chain)), manager, store)?;
+    let r = replay(dir, Some((snap.seq, snap.chain)), manager, store, started.elapsed())?;
     Ok((r, snap.seq))
 }
 
@@ -149,7 +156,9 @@ fn replay(
     after: Option<(u64, super::format::Hash)>,
     manager: &mut OrderManager,
     store: &mut OrderStore,
+    load_time: Duration,
 ) -> Result<Recovered, JournalError> {
+    let started = Instant::now();
     let mut counts = Replayed::default();
     let tail = scan_from(dir, after, |seq, payload| {
         apply_record(manager, store, seq, payload, &mut counts)
@@ -162,6 +171,8 @@ fn replay(
         snapshot: None,
         skipped: Vec::new(),
         limits: manager.limits(),
+        load_time,
+        replay_time: started.elapsed(),
         reconfigured: Vec::new(),
     })
 }

@@ -18,8 +18,7 @@ use crate::orders::store::OrderStore;
 use crate::orders::OrderManager;
 
 use super::error::JournalError;
-use super::reader::Tail;
-use super::recovery::{apply_record, Replayed};
+use super::recovery::{apply_record, Recovered, Replayed};
 use super::snapshot;
 use super::stats::JournalStats;
 use super::tailer::JournalTailer;
@@ -41,11 +40,14 @@ impl Snapshotter {
     /// The idle strategy by default: a round every 100 ms.
     pub const DEFAULT_IDLE: IdleConfig = IdleConfig::parked(100_000, 100_000);
 
-    /// Follows the journal from `tail` (where recovery ended) with copies of the
-    /// recovered state.
+    /// Follows the journal from where recovery ended with copies of the recovered
+    /// state. The count towards the next snapshot starts at the snapshot recovery
+    /// used (the journal's start without one), not at the tail: a process restarted
+    /// more often than every `every` records would otherwise never take one, and each
+    /// start would replay everything since the last.
     pub fn new(
         dir: &Path,
-        tail: &Tail,
+        recovered: &Recovered,
         manager: OrderManager,
         store: OrderStore,
         every: u64,
@@ -56,10 +58,10 @@ impl Snapshotter {
             dir: dir.to_path_buf(),
             manager,
             store,
-            tailer: JournalTailer::at_tail(dir, tail),
+            tailer: JournalTailer::at_tail(dir, &recovered.tail),
             every: every.max(1),
             keep,
-            last_snapshot: tail.next_seq.saturating_sub(1),
+            last_snapshot: recovered.snapshot.unwrap_or(0),
             stats,
             failed: false,
         }

@@ -15,6 +15,7 @@ mod engine_flow;
 mod journal;
 mod order_engine;
 mod order_risk;
+mod order_store;
 mod paper_venue;
 mod surveillance;
 

@@ -172,7 +172,7 @@ pub fn render(app: &AppState) -> String {
             "counter",
             "Order event sequence gaps seen by the API (must stay 0).",
         );
-        o.sample("stocksblitz_orders_event_gaps_total", "", svc.store.read().seq_gaps);
+        o.sample("stocksblitz_orders_event_gaps_total", "", svc.store.read().seq_gaps());
         let j = svc.journal();
         o.scalars(&[
             (

@@ -1,0 +1,162 @@
+//! The API's read model (`OrderStore`) against a model of what it promises: open
+//! orders are always kept, the newest `history` finished orders and fills per account
+//! are kept, pages are newest first by arrival. Generated event streams (orders
+//! arriving, changing, finishing in any order, on several accounts, with small
+//! histories so that trimming happens all the time), checked after every event, and
+//! through a snapshot round trip at every position (the finished index is derived and
+//! rebuilt when a snapshot is read).
+
+use crate::orders_common;
+
+use orders_common::*;
+use proptest::prelude::*;
+use stocksblitz_engine::orders::store::OrderStore;
+use stocksblitz_engine::orders::{
+    AccountId, CommandKind, Order, OrderEvent, OrderEventData, OrderEventKind, OrderId, OrderStatus,
+};
+use stocksblitz_engine::{Side, UnixNanos};
+
+const ACCOUNTS: usize = 3;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A new order arrives (open, or finished at once like an IOC).
+    New { account: u32, finished: bool },
+    /// The `k`-th known order changes (to open or finished; finished orders do not
+    /// change again, as in the engine).
+    Update { k: usize, finished: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..ACCOUNTS as u32, any::<bool>()).prop_map(|(account, finished)| Op::New { account, finished }),
+        (any::<usize>(), any::<bool>()).prop_map(|(k, finished)| Op::Update { k, finished }),
+    ]
+}
+
+/// The model: every order in arrival order, trimmed by the definition (drop the
+/// oldest finished while more than `history` are finished).
+#[derive(Default, Clone)]
+struct Model {
+    by_account: Vec<Vec<(u64, Order)>>,
+}
+
+impl Model {
+    fn apply(&mut self, seq: u64, order: Order, history: usize) {
+        let list = &mut self.by_account[order.account.index()];
+        match list.iter_mut().find(|(_, o)| o.id == order.id) {
+            Some((_, o)) => *o = order,
+            None => list.push((seq, order)),
+        }
+        while list.iter().filter(|(_, o)| !o.status.is_open()).count() > history {
+            let oldest = list.iter().position(|(_, o)| !o.status.is_open()).expect("counted one");
+            list.remove(oldest);
+        }
+    }
+}
+
+/// An order the real manager made, as a template.
+fn template() -> Order {
+    let mut m = manager(ACCOUNTS);
+    let events = run(
+        &mut m,
+        0,
+        0,
+        CommandKind::New(limit(INTERNAL, "tmpl", Side::Buy, 100_000, 1)),
+    );
+    events
+        .iter()
+        .find_map(|e| match e.data {
+            OrderEventData::Order { order, .. } => Some(order),
+            _ => None,
+        })
+        .expect("the template order was accepted")
+}
+
+fn event(seq: u64, order: Order) -> OrderEvent {
+    OrderEvent {
+        seq,
+        request: seq,
+        account: order.account,
+        at: UnixNanos(T0),
+        last: true,
+        data: OrderEventData::Order {
+            kind: if order.status.is_open() {
+                OrderEventKind::Accepted
+            } else {
+                OrderEventKind::Filled
+            },
+            order,
+        },
+    }
+}
+
+fn same(store: &OrderStore, model: &Model) -> Result<(), TestCaseError> {
+    for (a, list) in model.by_account.iter().enumerate() {
+        let account = AccountId(a as u32);
+        let got: Vec<(u64, Order)> = store.orders(account, None).map(|r| (r.seq, r.order)).collect();
+        let want: Vec<(u64, Order)> = list.iter().rev().copied().collect();
+        prop_assert_eq!(&got, &want, "account {}", a);
+        // A page below any cursor is the same list cut there.
+        if let Some(&(cursor, _)) = want.get(want.len() / 2) {
+            let page: Vec<u64> = store.orders(account, Some(cursor)).map(|r| r.seq).collect();
+            let cut: Vec<u64> = want.iter().map(|(s, _)| *s).filter(|s| *s < cursor).collect();
+            prop_assert_eq!(page, cut);
+        }
+        for (_, o) in list {
+            prop_assert_eq!(store.order(account, o.id).map(|r| r.order), Some(*o));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_read_model_keeps_open_orders_and_the_newest_finished(
+        ops in prop::collection::vec(op(), 1..160),
+        history in 1..6usize,
+    ) {
+        let base = template();
+        let mut store = OrderStore::new(ACCOUNTS, history);
+        let mut model = Model { by_account: vec![Vec::new(); ACCOUNTS] };
+        let mut known: Vec<Order> = Vec::new();
+        let mut seq = 0;
+        for op in &ops {
+            seq += 1;
+            let order = match *op {
+                Op::New { account, finished } => {
+                    let mut o = base;
+                    o.id = OrderId(seq);
+                    o.account = AccountId(account);
+                    o.status = if finished { OrderStatus::Filled } else { OrderStatus::Open };
+                    o
+                }
+                Op::Update { k, finished } => {
+                    let open: Vec<&Order> = known.iter().filter(|o| o.status.is_open()).collect();
+                    let Some(&&o) = open.get(k % open.len().max(1)) else {
+                        seq -= 1;
+                        continue;
+                    };
+                    let mut o = o;
+                    o.updated = UnixNanos(T0 + seq as i64);
+                    o.status = if finished { OrderStatus::Cancelled } else { OrderStatus::PartiallyFilled };
+                    o
+                }
+            };
+            match known.iter_mut().find(|o| o.id == order.id) {
+                Some(o) => *o = order,
+                None => known.push(order),
+            }
+            store.apply(&event(seq, order));
+            model.apply(seq, order, history);
+            same(&store, &model)?;
+            // A snapshot taken here restores the same store, which goes on the same.
+            let bytes = postcard::to_allocvec(&store).expect("encode");
+            let restored: OrderStore = postcard::from_bytes(&bytes).expect("decode");
+            prop_assert!(restored == store, "a snapshot round trip at event {} changed the store", seq);
+        }
+        prop_assert_eq!(store.seq_gaps(), 0);
+    }
+}
