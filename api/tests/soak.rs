@@ -336,10 +336,12 @@ struct JournalDisk {
 }
 
 impl JournalDisk {
-    fn new(dir: PathBuf) -> Self {
+    /// `size_mib`: the journal has no retention yet, so the disk must hold the whole
+    /// run's segments plus its snapshots (two kept and one being written).
+    fn new(dir: PathBuf, size_mib: u64) -> Self {
         std::fs::create_dir_all(&dir).expect("journal dir");
         let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
             .arg(&dir)
             .stderr(Stdio::null())
             .status()
@@ -1393,7 +1395,8 @@ async fn soak(seed: u64, seconds: u64) {
     eprintln!("soak: seed {seed}, {seconds} s (replay with SOAK_SEED={seed})");
     let root = fresh_dir("soak");
     std::fs::create_dir_all(&root).expect("root");
-    let disk = JournalDisk::new(root.join("journal"));
+    // About 100 MiB of journal and snapshots per 10 minutes of soak.
+    let disk = JournalDisk::new(root.join("journal"), (256 + seconds / 600 * 128).min(1024));
     if !disk.mounted {
         eprintln!("soak: cannot mount a tmpfs here; no disk-full spells");
     }

@@ -25,6 +25,8 @@ const MAGIC: &[u8; 8] = b"SBZSNAP2";
 const HEADER: usize = 8 + 8 + 4;
 const FIXED: usize = 8 + 32 + 32 + 8;
 pub const SUFFIX: &str = ".sbzs";
+/// A snapshot being written; renamed to its name once complete and synced.
+const TMP: &str = ".tmp";
 
 /// A snapshot read back and checked (checksum only; the caller restores and compares
 /// the state hash).
@@ -85,28 +87,54 @@ pub fn write(
     body[FIXED - 8..FIXED].copy_from_slice(&image_len.to_le_bytes());
     postcard::to_io(store, &mut body).map_err(encode_err)?;
 
-    let tmp = dir.join(format!("{}.tmp", name(seq)));
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&tmp)
-        .map_err(|e| JournalError::io(&tmp, e))?;
-    f.write_all(MAGIC)
-        .and_then(|_| f.write_all(&(body.len() as u64).to_le_bytes()))
-        .and_then(|_| f.write_all(&crc32fast::hash(&body).to_le_bytes()))
-        .and_then(|_| f.write_all(&body))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| JournalError::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| JournalError::io(dir, e))?;
+    let tmp = dir.join(format!("{}{TMP}", name(seq)));
+    if let Err(e) = write_file(&tmp, &body, &path, dir) {
+        // A partial file (a full disk, say) would hold its space until someone noticed.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     for (_, old) in list(dir)?.into_iter().skip(keep.max(1)) {
         std::fs::remove_file(&old).map_err(|e| JournalError::io(&old, e))?;
     }
     Ok(path)
+}
+
+/// Writes `body` (with header) to `tmp`, syncs it, and renames it to `path`.
+fn write_file(tmp: &Path, body: &[u8], path: &Path, dir: &Path) -> Result<(), JournalError> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(tmp)
+        .map_err(|e| JournalError::io(tmp, e))?;
+    f.write_all(MAGIC)
+        .and_then(|_| f.write_all(&(body.len() as u64).to_le_bytes()))
+        .and_then(|_| f.write_all(&crc32fast::hash(body).to_le_bytes()))
+        .and_then(|_| f.write_all(body))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| JournalError::io(tmp, e))?;
+    drop(f);
+    std::fs::rename(tmp, path).map_err(|e| JournalError::io(path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| JournalError::io(dir, e))
+}
+
+/// Deletes snapshots a crash left half-written (`snapshot-*.sbzs.tmp`): they are never
+/// read, and each holds disk space the journal needs. Returns how many.
+pub fn remove_partial(dir: &Path) -> Result<usize, JournalError> {
+    let mut n = 0;
+    for entry in super::reader::entries(dir)? {
+        let name = entry.file_name();
+        let partial = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("snapshot-") && n.ends_with(&format!("{SUFFIX}{TMP}")));
+        if partial {
+            std::fs::remove_file(entry.path()).map_err(|e| JournalError::io(entry.path(), e))?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Reads and checksums a snapshot file.

@@ -54,6 +54,11 @@ impl Snapshotter {
         keep: usize,
         stats: Arc<JournalStats>,
     ) -> Self {
+        match snapshot::remove_partial(dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(files = n, "half-written snapshots (a crash or a full disk) deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete half-written snapshots"),
+        }
         Self {
             dir: dir.to_path_buf(),
             manager,
@@ -76,14 +81,17 @@ impl Snapshotter {
         })
     }
 
-    /// Writes a snapshot when enough records have passed since the last one.
+    /// Writes a snapshot when enough records have passed since the last one. A write
+    /// that fails (a full disk, say) is retried once another `every` records have
+    /// passed: the journal is unaffected, and a start replays a little more meanwhile.
     pub fn snapshot_if_due(&mut self) -> Result<Option<PathBuf>, JournalError> {
         let (at, hash) = self.tailer.position();
         if at < self.last_snapshot.saturating_add(self.every) {
             return Ok(None);
         }
-        let path = snapshot::write(&self.dir, at, &hash, &self.manager, &self.store, self.keep)?;
+        let written = snapshot::write(&self.dir, at, &hash, &self.manager, &self.store, self.keep);
         self.last_snapshot = at;
+        let path = written?;
         self.stats.snapshots.inc();
         self.stats.snapshot_record.set(at);
         Ok(Some(path))
@@ -108,18 +116,20 @@ impl Agent for Snapshotter {
         if self.failed {
             return 0;
         }
-        let step = self
-            .catch_up(self.stats.head.get())
-            .and_then(|_| self.snapshot_if_due());
-        match step {
+        if let Err(e) = self.catch_up(self.stats.head.get()) {
+            // Following the journal is broken: stop taking snapshots (start-up replays
+            // more), say so loudly.
+            self.stats.snapshot_errors.inc();
+            tracing::error!(error = %e, "journal snapshots stopped");
+            self.failed = true;
+            return 0;
+        }
+        match self.snapshot_if_due() {
             Ok(Some(path)) => tracing::info!(snapshot = %path.display(), "journal snapshot written"),
             Ok(None) => {}
             Err(e) => {
-                // Following the journal is broken: stop taking snapshots (start-up
-                // replays more), say so loudly.
                 self.stats.snapshot_errors.inc();
-                tracing::error!(error = %e, "journal snapshots stopped");
-                self.failed = true;
+                tracing::error!(error = %e, "journal snapshot not written; retrying after the next interval");
             }
         }
         0

@@ -169,10 +169,8 @@ impl Rig {
                     self.events.push((step, events.to_vec()));
                 }
             }
-            self.snapshots
-                .catch_up(self.stats.head.get())
-                .expect("snapshot thread follows");
-            self.snapshots.snapshot_if_due().expect("snapshot");
+            // One round of the snapshot thread (errors are counted in the stats).
+            stocksblitz_engine::agent::Agent::poll(&mut self.snapshots);
             while self.market.pop().is_some() {}
             if worked == 0 {
                 return;
@@ -2334,4 +2332,145 @@ mod journal_bytes {
              aec0deb3ed31b9024d01aab4e8aec0deb3ed3100070d0102010100d041ef2e03aab4e8aec0deb3ed31",
         ),
     ];
+}
+
+/// A directory on a tmpfs of `size` bytes of its own (unmounted on drop), so a full
+/// disk is a real ENOSPC; `None` where mounting is not allowed (not root). System
+/// calls, not `mount`/`df` processes: a child forked while another test holds a
+/// journal's lock would hold it too until it execs.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn new(name: &str, size: u64) -> Option<Self> {
+        use rustix::mount::{mount, MountFlags};
+        let dir = temp_dir(name);
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let data = std::ffi::CString::new(format!("size={size}")).expect("no NUL");
+        if mount("tmpfs", &dir, "tmpfs", MountFlags::empty(), data.as_c_str()).is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        }
+        Some(Self(dir))
+    }
+
+    /// Fills the disk but for `free` bytes (page granularity: tmpfs allocates pages).
+    fn fill_leaving(&self, free: u64) {
+        use std::io::Write;
+        let vfs = rustix::fs::statvfs(&self.0).expect("statvfs");
+        let avail = vfs.f_bavail * vfs.f_frsize;
+        let mut f = std::fs::File::create(self.0.join("filler")).expect("filler");
+        let want = avail.saturating_sub(free);
+        let chunk = vec![0u8; 4096];
+        let mut written = 0;
+        while written < want {
+            let n = (want - written).min(4096) as usize;
+            if f.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            written += n as u64;
+        }
+        f.sync_all().expect("sync");
+    }
+
+    fn empty(&self) {
+        let _ = std::fs::remove_file(self.0.join("filler"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn partial_snapshots(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+/// A snapshot that cannot be written whole (the disk fills at any point of it) leaves
+/// nothing behind: no half-written file holding the space the journal needs, no file
+/// recovery would read; with the space back, the next one is written and used.
+#[test]
+fn a_snapshot_cut_off_by_a_full_disk_leaves_nothing_behind() {
+    let Some(disk) = SmallDisk::new("full", 16 << 20) else {
+        eprintln!("skipped: mounting a tmpfs needs root (scripts/test.sh runs as root)");
+        return;
+    };
+    let dir = disk.0.join("journal");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (acked, hash, _) = sample_run(&dir, FsyncPolicy::None, 1 << 20);
+    let (m, s, rec) = recover_into(&dir).expect("recovers");
+    assert_eq!(m.state_hash(), hash);
+    let tail = rec.tail.next_seq - 1;
+    let mut whole = Vec::new();
+    m.encode_image(&mut whole).expect("encode");
+    let size = whole.len() as u64 + postcard::to_allocvec(&s).expect("encode").len() as u64;
+    let chain = rec.tail.last_hash;
+    // Every amount of free space from none to more than the snapshot needs.
+    let mut failed = 0;
+    for free in (0..size + 3 * 4096).step_by(4096) {
+        disk.fill_leaving(free);
+        let written = journal::snapshot::write(&dir, tail, &chain, &m, &s, 2);
+        disk.empty();
+        assert_eq!(
+            partial_snapshots(&dir),
+            Vec::<String>::new(),
+            "{free} bytes free: a partial file was left"
+        );
+        match written {
+            Ok(path) => {
+                let (m2, s2, rec2) = recover_into(&dir).expect("recovers from the snapshot");
+                assert_eq!(
+                    (rec2.snapshot, m2.state_hash()),
+                    (Some(tail), hash),
+                    "{free} bytes free"
+                );
+                assert!(s2 == store_upto(&acked, u64::MAX));
+                std::fs::remove_file(path).expect("remove");
+            }
+            Err(e) => {
+                failed += 1;
+                assert!(e.to_string().contains("No space left"), "{free} bytes free: {e}");
+                assert!(
+                    journal::snapshot::list(&dir).expect("list").is_empty(),
+                    "{free} bytes free"
+                );
+            }
+        }
+    }
+    assert!(failed > 0, "the disk filled during some writes");
+
+    // The snapshot thread: a snapshot the full disk refused is retried once another
+    // interval has passed, and nothing is left half-written meanwhile.
+    let mut r = rig(&dir, FsyncPolicy::None, 1 << 20, 20);
+    let before = r.stats.snapshots.get();
+    disk.fill_leaving(64 << 10);
+    let order = |n: u32| CommandKind::New(limit(INTERNAL, &format!("full-{n}"), Side::Sell, MID + 500, 1));
+    for n in 0..30 {
+        r.send(n % 2, order(n));
+    }
+    assert!(r.stats.snapshot_errors.get() > 0, "the snapshot did not fit");
+    assert_eq!(r.stats.snapshots.get(), before);
+    assert_eq!(partial_snapshots(&dir), Vec::<String>::new());
+    disk.empty();
+    for n in 30..60 {
+        r.send(n % 2, order(n));
+    }
+    assert!(r.stats.snapshots.get() > before, "taken again once there was room");
+    let hash = r.manager().state_hash();
+    drop(r);
+    let (m, _, rec) = recover_into(&dir).expect("recovers");
+    assert_eq!(m.state_hash(), hash);
+    assert!(rec.snapshot.is_some_and(|s| s > tail));
+    // A partial file a crash left (the process killed mid-write) is deleted when the
+    // snapshot thread starts.
+    std::fs::write(dir.join(format!("{}.tmp", journal::snapshot::name(tail))), b"half").expect("write");
+    let r = rig(&dir, FsyncPolicy::None, 1 << 20, u64::MAX);
+    assert_eq!(partial_snapshots(&dir), Vec::<String>::new());
+    drop(r);
 }
