@@ -572,12 +572,21 @@ fn round<B: Book>(mut book: B, ops: &[Op], hist: &mut Histogram<u64>) -> (Durati
     (took, end)
 }
 
-/// A contender: its row name, a note on its rules, and one timed round on a fresh book.
+/// One timed round of a contender on a fresh book, recording into its histogram.
+type TimedRound<'a> = Box<dyn FnMut(&mut Histogram<u64>) -> (Duration, EndState) + 'a>;
+
+/// A contender: its row name, a note on its rules, and its timed round.
 struct Contender<'a> {
     name: &'static str,
     rule: &'static str,
-    run: Box<dyn FnMut(&mut Histogram<u64>) -> (Duration, EndState) + 'a>,
+    run: TimedRound<'a>,
 }
+
+/// The contenders' places in the table (the engine first: the others compare to it).
+const ENGINE: usize = 0;
+const ORDERBOOK_RS: usize = 1;
+const LOBSTER: usize = 2;
+const BASELINE: usize = 3;
 
 fn main() {
     let n = iters(2_000_000) as usize;
@@ -588,7 +597,8 @@ fn main() {
         .collect();
     let (ops, clients) = (&ops[..], &clients[..]);
 
-    let mut contenders = vec![
+    // In the order of ENGINE, ORDERBOOK_RS, LOBSTER, BASELINE.
+    let mut contenders = [
         Contender {
             name: "OrderManager::handle (risk, matching, positions, events)",
             rule: "",
@@ -629,21 +639,20 @@ fn main() {
     }
     // lobster's open orders come from an untimed run; its timed rounds must agree
     // with that run on everything else.
-    let lobster_at = 2;
-    if let Some(end) = ends[lobster_at] {
+    if let Some(end) = ends[LOBSTER] {
         let counted = lobster_end(ops);
         assert_eq!(
             (end.trades, end.traded_qty, end.bid_qty, end.ask_qty),
             (counted.trades, counted.traded_qty, counted.bid_qty, counted.ask_qty),
             "lobster: the untimed run ended differently"
         );
-        ends[lobster_at] = Some(counted);
+        ends[LOBSTER] = Some(counted);
     }
 
-    let engine_end = ends[0];
+    let engine_end = ends[ENGINE];
     let mut rows = Vec::new();
     let mut per_round: Vec<Vec<f64>> = Vec::with_capacity(k);
-    for ((c, hist), (t, end)) in contenders.iter().zip(hists).zip(times.iter().zip(&ends)) {
+    for (at, ((c, hist), (t, end))) in contenders.iter().zip(hists).zip(times.iter().zip(&ends)).enumerate() {
         per_round.push(t.iter().map(|d| n as f64 / d.as_secs_f64().max(1e-12)).collect());
         let mut sorted = t.clone();
         sorted.sort();
@@ -651,7 +660,7 @@ fn main() {
         if !c.rule.is_empty() {
             note = format!("{note}; {}", c.rule);
         }
-        if c.name != contenders[0].name {
+        if at != ENGINE {
             let same = if *end == engine_end { "same as" } else { "differs from" };
             note = format!("{note}; end state {same} the engine's");
         }
@@ -671,8 +680,8 @@ fn main() {
     );
     println!(
         "\nOrderManager::handle throughput against each, median of the per-round ratios: {:.2}x orderbook-rs, {:.2}x lobster, {:.2}x the baseline (issue 20 goals: 3x orderbook-rs, 2x lobster)",
-        median_ratio(&per_round, 0, &[1]),
-        median_ratio(&per_round, 0, &[2]),
-        median_ratio(&per_round, 0, &[3]),
+        median_ratio(&per_round, ENGINE, &[ORDERBOOK_RS]),
+        median_ratio(&per_round, ENGINE, &[LOBSTER]),
+        median_ratio(&per_round, ENGINE, &[BASELINE]),
     );
 }
