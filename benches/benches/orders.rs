@@ -605,7 +605,7 @@ fn main() {
             run: Box::new(move |h: &mut Histogram<u64>| round(Engine::new(clients), ops, h)),
         },
         Contender {
-            name: "orderbook-rs 0.15 OrderBook, matching only",
+            name: "orderbook-rs 0.15.3 OrderBook, matching only",
             rule: "self-trade: STPMode::CancelTaker, the engine's cancel_newest",
             run: Box::new(move |h: &mut Histogram<u64>| round(OrderbookRs::new(), ops, h)),
         },
