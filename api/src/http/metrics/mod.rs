@@ -217,6 +217,42 @@ pub fn render(app: &AppState) -> String {
                 "1 when the journal has failed and order intake is stopped.",
                 u64::from(j.is_failed()),
             ),
+            (
+                "stocksblitz_journal_snapshots_total",
+                "counter",
+                "Snapshots the snapshot thread wrote.",
+                j.snapshots.get(),
+            ),
+            (
+                "stocksblitz_journal_snapshot_record",
+                "gauge",
+                "Record the last snapshot was taken at.",
+                j.snapshot_record.get(),
+            ),
+            (
+                "stocksblitz_journal_snapshot_errors_total",
+                "counter",
+                "Snapshot failures (snapshots stop for the run; start-up replays more).",
+                j.snapshot_errors.get(),
+            ),
+            (
+                "stocksblitz_journal_segments_removed_total",
+                "counter",
+                "Journal segments archived or deleted by retention.",
+                j.segments_removed.get(),
+            ),
+            (
+                "stocksblitz_journal_retention_errors_total",
+                "counter",
+                "Failed retention passes (retried after the next snapshot).",
+                j.retention_errors.get(),
+            ),
+            (
+                "stocksblitz_journal_first_record",
+                "gauge",
+                "First record the journal directory holds (above 1 once retention removed segments).",
+                j.first_record.get(),
+            ),
         ]);
         for (name, kind, help, ns) in [
             (
