@@ -376,3 +376,37 @@ mod day_roll_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod retention_tests {
+    use super::{journal, JournalConfig};
+    use stocksblitz_engine::journal::{Retention, RetentionAction};
+
+    fn parse(extra: &str) -> Result<JournalConfig, toml::de::Error> {
+        toml::from_str(&format!(
+            "dir = \"j\"\nfsync = \"batch\"\nsegment_bytes = 1048576\nsnapshot_every_records = 10\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn retention_is_typed_validated_and_off_by_default() {
+        let c = parse("snapshots_kept = 1").expect("parses");
+        assert_eq!(journal(&c).expect("valid").retention, Retention::default());
+        assert_eq!(Retention::default().action, RetentionAction::Keep);
+        let c = parse("snapshots_kept = 2\nretention = \"archive\"\nretention_margin_records = 500").expect("parses");
+        let r = journal(&c).expect("valid").retention;
+        assert_eq!((r.action, r.margin_records), (RetentionAction::Archive, 500));
+        let c = parse("snapshots_kept = 3\nretention = \"delete\"").expect("parses");
+        assert_eq!(journal(&c).expect("valid").retention.action, RetentionAction::Delete);
+        // One snapshot is not enough to remove segments behind.
+        let c = parse("snapshots_kept = 1\nretention = \"delete\"").expect("parses");
+        let e = journal(&c).err().expect("refused").to_string();
+        assert!(e.contains("orders.journal.snapshots_kept") && e.contains("at least 2"), "{e}");
+        let c = parse("snapshots_kept = 2\nretention_margin_records = 2000000000000").expect("parses");
+        let e = journal(&c).err().expect("refused").to_string();
+        assert!(e.contains("orders.journal.retention_margin_records"), "{e}");
+        // Unknown values and keys are refused by the parser.
+        assert!(parse("snapshots_kept = 2\nretention = \"trim\"").is_err());
+        assert!(parse("snapshots_kept = 2\nretention_margin = 5").is_err());
+    }
+}
