@@ -401,7 +401,10 @@ mod retention_tests {
         // One snapshot is not enough to remove segments behind.
         let c = parse("snapshots_kept = 1\nretention = \"delete\"").expect("parses");
         let e = journal(&c).err().expect("refused").to_string();
-        assert!(e.contains("orders.journal.snapshots_kept") && e.contains("at least 2"), "{e}");
+        assert!(
+            e.contains("orders.journal.snapshots_kept") && e.contains("at least 2"),
+            "{e}"
+        );
         let c = parse("snapshots_kept = 2\nretention_margin_records = 2000000000000").expect("parses");
         let e = journal(&c).err().expect("refused").to_string();
         assert!(e.contains("orders.journal.retention_margin_records"), "{e}");

@@ -5,8 +5,11 @@
 //! test script into target/tools/venv), and all say what production needs (names,
 //! pinned images, hardening, only the API port published). The Prometheus alert rules
 //! in configs/alerts.yml name only metrics (and label values) a real server with every
-//! store configured exports, and pass `promtool check rules` where promtool is
-//! installed.
+//! store configured exports (and the rate-limit-table-full condition, made true,
+//! shows there and in /health), and pass `promtool check rules` where promtool is
+//! installed. The deployment runs as shipped: the unit's exact ExecStart serves with
+//! configs/prod.toml against a local Redis and ILP server, and the QuestDB container's
+//! health check needs nothing but bash.
 
 use crate::common;
 
@@ -516,4 +519,62 @@ async fn the_units_exec_start_serves_with_the_prod_config() {
     assert!(exited.is_some_and(|s| s.success()), "{exited:?}\n{}", log_text());
     drop(vm);
     let _ = std::fs::remove_dir_all(scratch);
+}
+
+/// The rate-limit-table-full alert's condition, made true: 1,000 live account buckets
+/// in a table of 1,000 (`rate_limits.max_keys`) show in /metrics as the alert compares
+/// them and in /health as a reason; below it, neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_rate_limit_table_shows_in_health_and_metrics() {
+    let app = start_with(&test_config(|d| {
+        d["rate_limits"]["max_keys"] = toml::Value::Integer(1_000);
+        d["rate_limits"]["authenticated_per_min"] = toml::Value::Integer(1);
+    }))
+    .await;
+    let http_client = reqwest::Client::new();
+    let get = |path: &str, account: &str| {
+        http_client
+            .get(http(&app, path))
+            .bearer_auth(token(account, "viewer"))
+            .send()
+    };
+    let full_reason = |h: &serde_json::Value| {
+        h["reasons"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r.as_str().is_some_and(|r| r.contains("bucket table is full")))
+        })
+    };
+    let h: serde_json::Value = get("/health", "watcher-0")
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert!(!full_reason(&h), "{h}");
+    for i in 0..1_000u32 {
+        let r = get("/api/v1/instruments", &format!("acct-{i}")).await.expect("request");
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "account {i}");
+    }
+    // An account newcomer evicts the least-used account: the table stays full.
+    let h: serde_json::Value = get("/health", "watcher-1")
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert!(full_reason(&h), "{h}");
+    let m = get("/metrics", "watcher-2")
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let held = sample(&m, "stocksblitz_ratelimit_local_buckets ").expect("held");
+    let max = sample(&m, "stocksblitz_ratelimit_max_buckets ").expect("max");
+    assert_eq!(
+        (held, max),
+        (1_000, 1_000),
+        "the alert's expression (held >= max) holds"
+    );
+    app.shutdown().await.expect("shutdown");
 }

@@ -5,7 +5,9 @@
 //! with every acknowledged order, fill and admin change, nothing half-applied, never a
 //! duplicate generated client id, and a journal that `stocksblitz journal verify`
 //! accepts; a damaged journal makes `journal verify` fail and start-up refuse, naming
-//! the segment and byte offset.
+//! the segment and byte offset; a journal trimmed by retention verifies from its first
+//! kept segment and without a fitting snapshot is refused saying what to restore; and
+//! `scripts/backup.sh` backs up a running server that `--restore` brings back whole.
 
 use crate::common;
 

@@ -1,7 +1,8 @@
 //! Redis over real sockets (a redis-server per test): idempotency keys shared by two
 //! engine nodes, keyed orders refused (retryably) while Redis is down and accepted
-//! again after, last quotes in `quote:{SYM}`, `/health/redis`, an API node fed market
-//! data through Redis, and a configured but unreachable Redis stopping start-up.
+//! again after, last quotes in `quote:{SYM}`, `/health/redis` (bounded and cached: no
+//! keyspace scan, whatever the request rate) and Redis in `/metrics`, an API node fed
+//! market data through Redis, and a configured but unreachable Redis stopping start-up.
 
 use crate::common;
 

@@ -1,7 +1,8 @@
 //! The operator scripts in scripts/: shellcheck-clean (Debian's shellcheck; the test
 //! script installs it), each answers --help, the host tuning check changes nothing
-//! without --apply, and a capture recorded from the simulator through the real
-//! binary replays through the venue's parser.
+//! without --apply, a capture recorded from the simulator through the real binary
+//! replays through the venue's parser, and setup.sh installs into a scratch root on a
+//! host without credentials.
 
 use std::path::PathBuf;
 use std::process::Command;

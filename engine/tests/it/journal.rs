@@ -7,8 +7,10 @@
 //! with the segment and offset instead of dropping acknowledged records; tampering is
 //! caught, a changed configuration is caught, limits set at run time survive while a
 //! changed configuration applies, and a full disk stops acknowledgement instead of
-//! lying. The encoded bytes of every journaled type (records, step inputs, events, a
-//! snapshot file) are pinned (`journal_bytes`), so the format cannot change by accident.
+//! lying. Retention never removes a segment recovery needs, over generated runs with
+//! restarts and damaged snapshots. The encoded bytes of every journaled type (records,
+//! step inputs, events, a snapshot file) are pinned (`journal_bytes`), so the format
+//! cannot change by accident.
 
 use crate::orders_common;
 
