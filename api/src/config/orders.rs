@@ -400,13 +400,13 @@ mod retention_tests {
         assert_eq!(journal(&c).expect("valid").retention.action, RetentionAction::Delete);
         // One snapshot is not enough to remove segments behind.
         let c = parse("snapshots_kept = 1\nretention = \"delete\"").expect("parses");
-        let e = journal(&c).err().expect("refused").to_string();
+        let e = journal(&c).expect_err("refused").to_string();
         assert!(
             e.contains("orders.journal.snapshots_kept") && e.contains("at least 2"),
             "{e}"
         );
         let c = parse("snapshots_kept = 2\nretention_margin_records = 2000000000000").expect("parses");
-        let e = journal(&c).err().expect("refused").to_string();
+        let e = journal(&c).expect_err("refused").to_string();
         assert!(e.contains("orders.journal.retention_margin_records"), "{e}");
         // Unknown values and keys are refused by the parser.
         assert!(parse("snapshots_kept = 2\nretention = \"trim\"").is_err());
