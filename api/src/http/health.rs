@@ -476,6 +476,11 @@ pub async fn health(State(app): State<AppState>) -> Response {
                 "head_record": j.head.get(),
                 "records": j.records.get(),
                 "bytes": j.bytes.get(),
+                // Retention: the first record the directory still holds, and the
+                // record the last snapshot was taken at (0: none this run).
+                "first_record": j.first_record.get(),
+                "snapshot_record": j.snapshot_record.get(),
+                "segments_removed": j.segments_removed.get(),
             })
         }),
         "audit": {

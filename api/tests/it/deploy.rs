@@ -484,6 +484,7 @@ async fn the_units_exec_start_serves_with_the_prod_config() {
     assert_eq!(health["stores"]["redis"]["status"], "ok", "{health}\n{}", log_text());
     assert_eq!(health["stores"]["questdb"]["status"], "ok", "{health}");
     assert_eq!(health["journal"]["status"], "ok", "{health}");
+    assert_eq!(health["journal"]["first_record"], 1, "{health}");
     assert_eq!(health["audit"]["status"], "ok", "{health}");
     let r = reqwest::get(format!("{base}/health/redis"))
         .await
