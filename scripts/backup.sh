@@ -12,6 +12,8 @@
 #   --config FILE  also replay the copy through the order manager (journal verify --config)
 #   --restore DIR  copy a backup made by this script to --journal and --audit, which must be
 #                  empty or absent, and verify it there
+# The checks run $SBZ_BIN (on a host: SBZ_BIN=/opt/stocksblitz/bin/stocksblitz), else the
+# repository's target/release/stocksblitz.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -24,7 +26,7 @@ while [ $# -gt 0 ]; do
     --out) out="${2:?--out needs a directory}"; shift ;;
     --config) config="${2:?--config needs a file}"; shift ;;
     --restore) restore="${2:?--restore needs a backup directory}"; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
@@ -80,8 +82,12 @@ done
 # 2. Segments, oldest first. Only the newest is still growing: its copy is a prefix of it,
 #    whose last record may be cut (the engine cuts such a torn tail at start-up; it was
 #    not in the copy's snapshot). A segment retention moved meanwhile is in archive/.
+gone=""
 for f in "$journal"/*.sbzj; do
-  cp -p "$f" "$out/journal/" 2>/dev/null || log "segment $f moved meanwhile: taken from archive/"
+  if ! cp -p "$f" "$out/journal/" 2>/dev/null; then
+    log "segment $f went away meanwhile (retention: no kept snapshot needs it)"
+    gone="$(basename "$f")"
+  fi
 done
 # 3. Segments retention archived (after the main directory, so none is missed).
 if [ -d "$journal/archive" ]; then
@@ -101,6 +107,13 @@ if ((${#main[@]})); then
   first="$(basename "${main[0]}")"
   for f in "$out"/journal/archive/*.sbzj; do
     if [[ "$(basename "$f")" > "$first" ]]; then mv "$f" "$out/journal/"; fi
+  done
+fi
+# Retention that deleted (not archived) segments meanwhile: the copies of segments older
+# than one that went away are not needed either, and would leave a hole.
+if [ -n "$gone" ] && [ ! -e "$out/journal/$gone" ]; then
+  for f in "$out"/journal/*.sbzj; do
+    if [[ "$(basename "$f")" < "$gone" ]]; then rm -f "$f"; fi
   done
 fi
 # 4. The audit log: append-only JSON lines. A line being written while copied is cut

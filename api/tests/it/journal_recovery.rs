@@ -903,19 +903,12 @@ fn stop_gracefully(mut server: Server) {
     }
 }
 
-/// A journal whose older segments retention removed: `journal verify` checks the chain
-/// from the first kept segment and says where it starts; recovering it (`--config`, as
-/// start-up) without a snapshot that fits is refused with what to restore, and so is
-/// the server's start.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn journal_verify_checks_a_trimmed_journal_from_its_first_kept_segment() {
+/// A journal of `records` start records in tiny segments (a few records each).
+fn small_segments(dir: &Path, records: i64) {
     use stocksblitz_engine::journal::{self, FsyncPolicy, JournalWriter, RecordRef, RunStart};
-    let root = fresh_dir("trimmed");
-    let dir = root.join("journal");
-    let empty = journal::scan(&dir, |_, _| Ok(())).expect("empty");
-    // Tiny segments: a few records each.
-    let mut w = JournalWriter::open(&dir, &empty, FsyncPolicy::None, 300).expect("writer");
-    for k in 0..30 {
+    let empty = journal::scan(dir, |_, _| Ok(())).expect("empty");
+    let mut w = JournalWriter::open(dir, &empty, FsyncPolicy::None, 300).expect("writer");
+    for k in 0..records {
         let run = RunStart {
             format: journal::FORMAT_VERSION,
             at: stocksblitz_engine::UnixNanos(1_700_000_000_000_000_000 + k),
@@ -929,6 +922,19 @@ async fn journal_verify_checks_a_trimmed_journal_from_its_first_kept_segment() {
         w.commit().expect("commit");
     }
     drop(w);
+    let _ = std::fs::remove_file(dir.join("LOCK"));
+}
+
+/// A journal whose older segments retention removed: `journal verify` checks the chain
+/// from the first kept segment and says where it starts; recovering it (`--config`, as
+/// start-up) without a snapshot that fits is refused with what to restore, and so is
+/// the server's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_verify_checks_a_trimmed_journal_from_its_first_kept_segment() {
+    use stocksblitz_engine::journal;
+    let root = fresh_dir("trimmed");
+    let dir = root.join("journal");
+    small_segments(&dir, 30);
     let segments = journal::reader::segments(&dir).expect("segments");
     assert!(segments.len() >= 4, "{} segments", segments.len());
     let full: Value = serde_json::from_slice(&verify(&dir).stdout).expect("summary");
@@ -974,5 +980,76 @@ async fn journal_verify_checks_a_trimmed_journal_from_its_first_kept_segment() {
     );
     let log = refused_start(&config, &root.join("server.log")).await;
     assert!(log.contains(&format!("starts at record {first}")), "{log}");
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// What backup.sh copies when retention runs in the middle of it: segments moved to
+/// `archive/` between the listing and the copy leave the main copy with a hole, which
+/// the script fills from the archive copy; segments deleted meanwhile take the older
+/// copies with them. Either way the backup verifies (with the same head), and `archive/`
+/// is backed up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_retention_runs_verifies() {
+    use stocksblitz_engine::journal;
+    let root = fresh_dir("backup-retention");
+    let dir = root.join("journal");
+    small_segments(&dir, 30);
+    let segments = journal::reader::segments(&dir).expect("segments");
+    assert!(segments.len() >= 5);
+    let head: Value = serde_json::from_slice(&verify(&dir).stdout).expect("summary");
+    let name = |i: usize| segments[i].path.file_name().expect("name").to_owned();
+    // As the copy saw it: segment 0 in the main directory (copied before it moved),
+    // segment 1 already in archive/ (moved before its turn came).
+    let archive = dir.join("archive");
+    std::fs::create_dir_all(&archive).expect("archive");
+    std::fs::rename(&segments[1].path, archive.join(name(1))).expect("move");
+    let out = root.join("backup");
+    let audit = root.join("audit.log");
+    let backup = backup_sh(&[
+        Path::new("--journal"),
+        &dir,
+        Path::new("--audit"),
+        &audit,
+        Path::new("--out"),
+        &out,
+    ])
+    .await;
+    assert!(backup.status.success(), "{}", String::from_utf8_lossy(&backup.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(out.join("journal-verify.json")).expect("summary"))
+        .expect("json");
+    assert_eq!(
+        (v["first_record"].as_u64(), &v["head_hash"]),
+        (Some(1), &head["head_hash"]),
+        "{v}"
+    );
+    assert!(
+        out.join("journal").join(name(1)).exists(),
+        "the hole was filled from archive/"
+    );
+
+    // Deleted instead (retention = "delete"): listed, then gone when its turn came (a
+    // dangling link stands for it). The copy of segment 0 goes too, so the backup starts
+    // at segment 2 with no hole.
+    std::fs::remove_dir_all(&archive).expect("no archive");
+    std::os::unix::fs::symlink(root.join("deleted"), &segments[1].path).expect("link");
+    let out = root.join("backup-2");
+    let backup = backup_sh(&[
+        Path::new("--journal"),
+        &dir,
+        Path::new("--audit"),
+        &audit,
+        Path::new("--out"),
+        &out,
+    ])
+    .await;
+    assert!(backup.status.success(), "{}", String::from_utf8_lossy(&backup.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(out.join("journal-verify.json")).expect("summary"))
+        .expect("json");
+    assert_eq!(
+        (v["first_record"].as_u64(), &v["head_hash"]),
+        (Some(segments[2].first_seq), &head["head_hash"]),
+        "{v}"
+    );
+    assert!(!out.join("journal").join(name(0)).exists());
     let _ = std::fs::remove_dir_all(root);
 }
