@@ -3,28 +3,36 @@
 # (rustup, when cargo is missing), the release build, a `stocksblitz` system user,
 # /opt/stocksblitz/bin, /etc/stocksblitz (config, secrets directory) and the hardened
 # unit from systemd/. Secrets are never written: put them under /etc/stocksblitz/secrets
-# yourself (see the unit file). Prints every step; --dry-run only prints.
+# yourself (the unit's Environment= lines name them). The config is checked with the
+# environment the unit gives it; while a secret file is missing it is checked with a
+# placeholder for it and the service is installed but not enabled. Prints every step;
+# --dry-run only prints.
 #
-# Usage: scripts/setup.sh [--dry-run] [--config FILE] [--no-enable]
+# Usage: scripts/setup.sh [--dry-run] [--config FILE] [--no-enable] [--root DIR]
 #   --config FILE  the config to install as /etc/stocksblitz/prod.toml
 #                  (default: configs/prod.toml)
 #   --no-enable    install, but do not enable/start the service
+#   --root DIR     install into DIR instead of / (an image or a scratch directory): no
+#                  user is created, files keep the caller's ownership, and the unit is
+#                  enabled with `systemctl --root` (not started)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-dry=0 enable=1 config="$ROOT/configs/prod.toml"
+dry=0 enable=1 config="$ROOT/configs/prod.toml" root=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
     --no-enable) enable=0 ;;
     --config) config="${2:?--config needs a file}"; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --root) root="$(realpath -m "${2:?--root needs a directory}")"; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
 done
 [ -f "$config" ] || die "no config at $config"
+unit="$ROOT/systemd/stocksblitz.service"
 
 run() {
   log "$*"
@@ -44,18 +52,52 @@ if ! command -v cargo >/dev/null; then
   [ "$dry" = 1 ] || . "$HOME/.cargo/env"
 fi
 run sbz --version
-run sbz config check "$config"
+bin="${SBZ_BIN:-$ROOT/target/release/stocksblitz}"
 
-id stocksblitz >/dev/null 2>&1 || run as_root useradd --system --home-dir /var/lib/stocksblitz --shell /usr/sbin/nologin stocksblitz
-run as_root install -d -m 0755 /opt/stocksblitz/bin
-run as_root install -m 0755 "${SBZ_BIN:-$ROOT/target/release/stocksblitz}" /opt/stocksblitz/bin/stocksblitz
-run as_root install -d -m 0750 -o root -g stocksblitz /etc/stocksblitz
-run as_root install -d -m 0750 -o stocksblitz -g stocksblitz /etc/stocksblitz/secrets
-run as_root install -m 0640 -o root -g stocksblitz "$config" /etc/stocksblitz/prod.toml
-run as_root install -m 0644 "$ROOT/systemd/stocksblitz.service" /etc/systemd/system/stocksblitz.service
-run as_root systemctl daemon-reload
-if [ "$enable" = 1 ]; then
-  log "the service needs its secrets in /etc/stocksblitz/secrets (see systemd/stocksblitz.service)"
-  run as_root systemctl enable --now stocksblitz
+# Owner and group options for `install` (none under --root: no such user there).
+own() { [ -n "$root" ] || printf '%s\n' -o "$1" -g "$2"; }
+if [ -z "$root" ]; then
+  id stocksblitz >/dev/null 2>&1 || run as_root useradd --system --home-dir /var/lib/stocksblitz --shell /usr/sbin/nologin stocksblitz
+else
+  log "--root $root: no system user is created; the unit runs as stocksblitz (create it in the image)"
+fi
+mapfile -t root_stocksblitz < <(own root stocksblitz)
+mapfile -t stocksblitz_stocksblitz < <(own stocksblitz stocksblitz)
+# Root privileges for the host's directories; none needed inside --root.
+priv=(as_root)
+[ -z "$root" ] || priv=()
+run "${priv[@]}" install -d -m 0755 "$root/opt/stocksblitz/bin"
+run "${priv[@]}" install -m 0755 "$bin" "$root/opt/stocksblitz/bin/stocksblitz"
+run "${priv[@]}" install -d -m 0750 "${root_stocksblitz[@]}" "$root/etc/stocksblitz"
+run "${priv[@]}" install -d -m 0750 "${stocksblitz_stocksblitz[@]}" "$root/etc/stocksblitz/secrets"
+run "${priv[@]}" install -m 0640 "${root_stocksblitz[@]}" "$config" "$root/etc/stocksblitz/prod.toml"
+run "${priv[@]}" install -d -m 0755 "$root/etc/systemd/system"
+run "${priv[@]}" install -m 0644 "$unit" "$root/etc/systemd/system/stocksblitz.service"
+
+# The config as the service will see it: the unit's Environment= (secret *_FILE paths)
+# and nothing from this shell. A missing secret file is replaced by a placeholder value
+# for the check only, and the service is not started without it.
+check_env=(PATH="$PATH")
+absent=()
+while IFS='=' read -r var path; do
+  if [ -f "$root$path" ]; then
+    check_env+=("$var=$root$path")
+  else
+    absent+=("$path")
+    check_env+=("${var%_FILE}=placeholder-for-config-check")
+  fi
+done < <(sed -n 's/^Environment=\([A-Z0-9_]*_FILE\)=\(.*\)$/\1=\2/p' "$unit")
+run env -i "${check_env[@]}" "$bin" config check "$root/etc/stocksblitz/prod.toml"
+if ((${#absent[@]})); then
+  log "secrets missing (the config was checked with placeholders for them): ${absent[*]}"
+  log "put each there (mode 0400, owner stocksblitz), then: systemctl enable --now stocksblitz"
+  enable=0
+fi
+
+if [ -n "$root" ]; then
+  if [ "$enable" = 1 ]; then run systemctl --root="$root" enable stocksblitz.service; fi
+else
+  run as_root systemctl daemon-reload
+  if [ "$enable" = 1 ]; then run as_root systemctl enable --now stocksblitz; fi
 fi
 log "done; status: systemctl status stocksblitz; logs: journalctl -u stocksblitz"

@@ -621,7 +621,8 @@ fn open_journal(
         j.snapshot_every_records,
         j.snapshots_kept,
         Arc::clone(&stats),
-    );
+    )
+    .with_retention(j.retention);
     Ok((writer, snapshots, stats))
 }
 

@@ -2,7 +2,8 @@
 //! Neither modifies anything (a torn tail is reported, not cut: the engine cuts it at
 //! its next start). `verify` fails (non-zero exit, the segment and byte offset on
 //! stderr) on exactly what would stop start-up: damage, a broken chain, a missing
-//! segment, a journal of an older format.
+//! segment, a journal of an older format. A journal trimmed by retention is checked
+//! from its first kept segment (`first_record` in the summary).
 
 use std::path::Path;
 
@@ -56,6 +57,9 @@ pub fn verify(dir: &Path, config: Option<&Validated>) -> anyhow::Result<()> {
         "status": "ok",
         "dir": dir.display().to_string(),
         "segments": segments.len(),
+        // Above 1 when retention removed older segments: the chain is checked from
+        // the hash that first kept segment's header continues from.
+        "first_record": segments.first().map_or(1, |s| s.first_seq),
         "records": tail.records,
         "runs": runs,
         "steps": steps,

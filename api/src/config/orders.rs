@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use stocksblitz_engine::fixed::parse_decimal;
 use stocksblitz_engine::idle::IdleConfig;
-use stocksblitz_engine::journal::{FsyncPolicy, Snapshotter};
+use stocksblitz_engine::journal::{FsyncPolicy, Retention, RetentionAction, Snapshotter};
 use stocksblitz_engine::orders::{OrderCapacity, RiskLimits, RiskLimitsConfig, VenueKind, VALUE_SCALE};
 use stocksblitz_engine::InstrumentRegistry;
 
@@ -70,8 +70,15 @@ pub struct JournalConfig {
     /// A snapshot of the order state is written every this many records, so start-up
     /// replays at most about this many.
     pub snapshot_every_records: u64,
-    /// Snapshots kept (older ones are deleted; the journal itself is never deleted).
+    /// Snapshots kept (older ones are deleted).
     pub snapshots_kept: usize,
+    /// What happens to segments no kept snapshot needs: "keep" (never removed, the
+    /// default), "archive" (moved to `<dir>/archive/`) or "delete".
+    #[serde(default)]
+    pub retention: RetentionMode,
+    /// Records kept before the oldest kept snapshot on top of what it needs (default 0).
+    #[serde(default)]
+    pub retention_margin_records: u64,
     /// `[orders.journal.snapshot_idle]`: how long the snapshot thread sleeps between
     /// rounds (same keys as `[engine.idle]`). Default: 100 ms.
     #[serde(default = "default_snapshot_idle")]
@@ -80,6 +87,16 @@ pub struct JournalConfig {
 
 fn default_snapshot_idle() -> IdleConfig {
     Snapshotter::DEFAULT_IDLE
+}
+
+/// `[orders.journal] retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionMode {
+    #[default]
+    Keep,
+    Archive,
+    Delete,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -98,6 +115,7 @@ pub struct JournalSetup {
     pub segment_bytes: u64,
     pub snapshot_every_records: u64,
     pub snapshots_kept: usize,
+    pub retention: Retention,
     pub snapshot_idle: IdleConfig,
 }
 
@@ -113,6 +131,19 @@ fn journal(c: &JournalConfig) -> Result<JournalSetup, ConfigError> {
         1 << 40,
     )?;
     range("orders.journal.snapshots_kept", c.snapshots_kept as u64, 1, 100)?;
+    range(
+        "orders.journal.retention_margin_records",
+        c.retention_margin_records,
+        0,
+        1 << 40,
+    )?;
+    if c.retention != RetentionMode::Keep && c.snapshots_kept < 2 {
+        return Err(ConfigError::invalid(
+            "orders.journal.snapshots_kept",
+            "must be at least 2 with retention = \"archive\" or \"delete\" (a damaged newest snapshot must leave \
+             an older one whose records are kept)",
+        ));
+    }
     if let Err((k, m)) = c.snapshot_idle.validate() {
         return Err(ConfigError::invalid(format!("orders.journal.snapshot_idle.{k}"), m));
     }
@@ -142,6 +173,14 @@ fn journal(c: &JournalConfig) -> Result<JournalSetup, ConfigError> {
         segment_bytes: c.segment_bytes,
         snapshot_every_records: c.snapshot_every_records,
         snapshots_kept: c.snapshots_kept,
+        retention: Retention {
+            action: match c.retention {
+                RetentionMode::Keep => RetentionAction::Keep,
+                RetentionMode::Archive => RetentionAction::Archive,
+                RetentionMode::Delete => RetentionAction::Delete,
+            },
+            margin_records: c.retention_margin_records,
+        },
         snapshot_idle: c.snapshot_idle,
     })
 }
@@ -335,5 +374,42 @@ mod day_roll_tests {
         for bad in ["24:00", "8:00", "08:60", "0800", "", "aa:bb", "-1:00"] {
             assert!(day_roll_secs(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::{journal, JournalConfig};
+    use stocksblitz_engine::journal::{Retention, RetentionAction};
+
+    fn parse(extra: &str) -> Result<JournalConfig, toml::de::Error> {
+        toml::from_str(&format!(
+            "dir = \"j\"\nfsync = \"batch\"\nsegment_bytes = 1048576\nsnapshot_every_records = 10\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn retention_is_typed_validated_and_off_by_default() {
+        let c = parse("snapshots_kept = 1").expect("parses");
+        assert_eq!(journal(&c).expect("valid").retention, Retention::default());
+        assert_eq!(Retention::default().action, RetentionAction::Keep);
+        let c = parse("snapshots_kept = 2\nretention = \"archive\"\nretention_margin_records = 500").expect("parses");
+        let r = journal(&c).expect("valid").retention;
+        assert_eq!((r.action, r.margin_records), (RetentionAction::Archive, 500));
+        let c = parse("snapshots_kept = 3\nretention = \"delete\"").expect("parses");
+        assert_eq!(journal(&c).expect("valid").retention.action, RetentionAction::Delete);
+        // One snapshot is not enough to remove segments behind.
+        let c = parse("snapshots_kept = 1\nretention = \"delete\"").expect("parses");
+        let e = journal(&c).expect_err("refused").to_string();
+        assert!(
+            e.contains("orders.journal.snapshots_kept") && e.contains("at least 2"),
+            "{e}"
+        );
+        let c = parse("snapshots_kept = 2\nretention_margin_records = 2000000000000").expect("parses");
+        let e = journal(&c).expect_err("refused").to_string();
+        assert!(e.contains("orders.journal.retention_margin_records"), "{e}");
+        // Unknown values and keys are refused by the parser.
+        assert!(parse("snapshots_kept = 2\nretention = \"trim\"").is_err());
+        assert!(parse("snapshots_kept = 2\nretention_margin = 5").is_err());
     }
 }

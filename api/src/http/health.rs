@@ -138,6 +138,13 @@ fn stores_ok(app: &AppState) -> Vec<String> {
             ));
         }
     }
+    let (held, max) = app.access.limiter.local_fill();
+    if held >= max {
+        out.push(format!(
+            "rate limits: this node's bucket table is full ({held} buckets, rate_limits.max_keys = {max}): newcomers evict the least-used anonymous buckets, and are refused \
+             with 429 when only live account buckets are left; raise max_keys or find the flood"
+        ));
+    }
     out
 }
 
@@ -350,12 +357,16 @@ fn stores(app: &AppState) -> serde_json::Value {
     json!({ "questdb": questdb, "redis": redis })
 }
 
-/// `GET /health/redis`: connectivity, latency, memory and key counts by pattern.
+/// `GET /health/redis`: connectivity, latency, memory and key counts, from one round
+/// trip of constant work, cached for a couple of seconds (the route is unauthenticated:
+/// no request rate becomes a command rate against Redis).
 #[utoipa::path(
     get,
     path = "/health/redis",
     tag = "ops",
     summary = "Redis connectivity, latency, memory and keys",
+    description = "One round trip (PING, DBSIZE, INFO; never a keyspace scan), cached for 2 s unless the \
+                   connection state changed; `cached_ms` is the report's age.",
     responses(
         (status = 200, description = "OK", body = Object),
         (status = 404, description = "Redis is not configured", body = Object),
@@ -465,6 +476,11 @@ pub async fn health(State(app): State<AppState>) -> Response {
                 "head_record": j.head.get(),
                 "records": j.records.get(),
                 "bytes": j.bytes.get(),
+                // Retention: the first record the directory still holds, and the
+                // record the last snapshot was taken at (0: none this run).
+                "first_record": j.first_record.get(),
+                "snapshot_record": j.snapshot_record.get(),
+                "segments_removed": j.segments_removed.get(),
             })
         }),
         "audit": {

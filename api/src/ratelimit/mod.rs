@@ -203,6 +203,12 @@ impl RateLimiter {
         self.local.len()
     }
 
+    /// Buckets held in this node's table and how many it holds at most
+    /// (`rate_limits.max_keys`), in constant time (health and /metrics).
+    pub fn local_fill(&self) -> (usize, usize) {
+        (self.local.held(), self.local.capacity())
+    }
+
     /// Takes one request from `key`'s bucket.
     pub async fn check(&self, tier: LimitTier, key: &str) -> Checked {
         let rate = self.rates[tier as usize];

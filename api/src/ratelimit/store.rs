@@ -111,6 +111,16 @@ impl LocalBuckets {
         }
     }
 
+    /// How many buckets the table holds at most.
+    pub fn capacity(&self) -> usize {
+        self.max_keys
+    }
+
+    /// Buckets held (constant time, unlike [`Self::len`]).
+    pub fn held(&self) -> usize {
+        self.map.lock().len()
+    }
+
     /// Buckets held, by class (anonymous, account).
     pub fn len(&self) -> (usize, usize) {
         let map = self.map.lock();

@@ -11,6 +11,11 @@
 //! - [`idempotency`]: `SET NX` claims holding the original answer;
 //! - [`publisher`]: market data out (pub/sub channel, `quote:{SYM}` keys);
 //! - [`subscriber`]: market data in, for `stocksblitz serve --role api`.
+//!
+//! `GET /health/redis` is unauthenticated, so its work is bounded: one round trip
+//! (`PING`, `DBSIZE`, `INFO`: constant work on the server, never a keyspace scan),
+//! and its report is cached for [`HEALTH_CACHE`] and computed by one caller at a time,
+//! so no request rate turns into a command rate against Redis.
 
 pub mod idempotency;
 pub mod publisher;
@@ -41,6 +46,13 @@ pub struct RedisStats {
     pub quotes_written: Counter,
     /// Market data batches an API node could not decode.
     pub decode_errors: Counter,
+    /// Round trips (commands, pipelines, scripts), failed ones included.
+    pub commands: Counter,
+    /// Total and worst nanoseconds spent waiting for round trips.
+    pub round_trip_ns_total: Counter,
+    pub round_trip_ns_max: Counter,
+    /// `/health/redis` reports computed (the others were served from the cache).
+    pub health_checks: Counter,
     last_error: Mutex<Option<String>>,
 }
 
@@ -50,11 +62,25 @@ impl RedisStats {
     }
 }
 
+/// How long a `/health/redis` report is served without asking Redis again (unless
+/// the connection state changed since).
+pub const HEALTH_CACHE: Duration = Duration::from_secs(2);
+
+/// The last `/health/redis` report.
+struct CachedHealth {
+    at: Instant,
+    /// The connection state it saw (a change invalidates it).
+    connected: bool,
+    report: serde_json::Value,
+}
+
 pub struct RedisStore {
     pub setup: RedisSetup,
     client: Client,
     conn: ConnectionManager,
     pub stats: RedisStats,
+    /// Held while a report is computed: concurrent callers wait for it and share it.
+    health: tokio::sync::Mutex<Option<CachedHealth>>,
 }
 
 /// A client for the configured server, with the password from the environment.
@@ -97,6 +123,7 @@ impl RedisStore {
             client,
             conn,
             stats: RedisStats::default(),
+            health: tokio::sync::Mutex::new(None),
         };
         store.query::<String>(redis::cmd("PING")).await.map_err(|e| {
             anyhow::anyhow!(
@@ -115,11 +142,18 @@ impl RedisStore {
     /// Awaits one round trip with the configured timeout, keeping the health state current.
     async fn timed<T>(&self, f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, RedisDown> {
         let timeout = Duration::from_millis(self.setup.timeout_ms);
+        let started = Instant::now();
         let r = match tokio::time::timeout(timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(RedisDown(e.to_string())),
             Err(_) => Err(RedisDown(format!("no answer within {} ms", self.setup.timeout_ms))),
         };
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.commands.inc();
+        self.stats.round_trip_ns_total.add(ns);
+        if ns > self.stats.round_trip_ns_max.get() {
+            self.stats.round_trip_ns_max.set(ns);
+        }
         self.note(&r);
         r
     }
@@ -158,66 +192,86 @@ impl RedisStore {
         }
     }
 
-    /// `GET /health/redis`: connectivity, round-trip latency, memory and key counts
-    /// by pattern (counted with SCAN, never KEYS).
+    /// `GET /health/redis`: connectivity, round-trip latency, memory and key counts,
+    /// from one round trip of constant work (`PING`, `DBSIZE`, `INFO`), served from a
+    /// cache for [`HEALTH_CACHE`] unless the connection state changed since. One
+    /// caller computes it at a time; the others wait and share its answer.
     pub async fn health(&self) -> serde_json::Value {
-        let started = Instant::now();
-        let ping = self.query::<String>(redis::cmd("PING")).await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        if let Err(e) = ping {
-            return json!({ "status": "down", "error": e.0, "url": self.setup.url });
+        let mut cached = self.health.lock().await;
+        let connected = self.stats.connected.get() == 1;
+        if let Some(c) = cached.as_ref() {
+            let age = c.at.elapsed();
+            if age < HEALTH_CACHE && c.connected == connected {
+                let mut report = c.report.clone();
+                report["cached_ms"] = json!(age.as_millis() as u64);
+                return report;
+            }
         }
-        let info: String = self
-            .query(redis::cmd("INFO").arg("memory").to_owned())
-            .await
-            .unwrap_or_default();
+        let report = self.check().await;
+        *cached = Some(CachedHealth {
+            at: Instant::now(),
+            connected: self.stats.connected.get() == 1,
+            report: report.clone(),
+        });
+        report
+    }
+
+    async fn check(&self) -> serde_json::Value {
+        self.stats.health_checks.inc();
+        let started = Instant::now();
+        let mut conn = self.conn.clone();
+        let pipe = redis::pipe().cmd("PING").cmd("DBSIZE").cmd("INFO").to_owned();
+        let answer = self.timed(pipe.query_async::<(String, u64, String)>(&mut conn)).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        let (_, dbsize, info) = match answer {
+            Ok(a) => a,
+            Err(e) => return json!({ "status": "down", "error": e.0, "url": self.setup.url }),
+        };
         let field = |name: &str| {
             info.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .find_map(|l| l.strip_prefix(name).and_then(|l| l.strip_prefix(':')))
                 .map(|v| v.trim().to_owned())
         };
-        let mut keys = serde_json::Map::new();
-        for pattern in ["quote:*", "idem:*"] {
-            keys.insert(pattern.to_owned(), json!(self.count_keys(pattern).await));
-        }
+        let number = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+        // `db0:keys=12,expires=10,avg_ttl=3400` for the selected database.
+        let db = self.setup_db();
+        let keyspace = field(&format!("db{db}"));
+        let of_db = |key: &str| {
+            keyspace.as_deref().and_then(|k| {
+                k.split(',')
+                    .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+        };
         json!({
             "status": "ok",
             "url": self.setup.url,
             "latency_ms": latency_ms,
-            "used_memory_bytes": field("used_memory").and_then(|v| v.parse::<u64>().ok()),
+            "redis_version": field("redis_version"),
+            "uptime_secs": number("uptime_in_seconds"),
+            "connected_clients": number("connected_clients"),
+            "used_memory_bytes": number("used_memory"),
             "used_memory_human": field("used_memory_human"),
-            "maxmemory_bytes": field("maxmemory").and_then(|v| v.parse::<u64>().ok()),
-            "keys": keys,
+            "maxmemory_bytes": number("maxmemory"),
+            "maxmemory_policy": field("maxmemory_policy"),
+            "keys": {
+                "db": db,
+                "total": dbsize,
+                "with_expiry": of_db("expires").unwrap_or(0),
+            },
+            "evicted_keys": number("evicted_keys"),
+            "rejected_connections": number("rejected_connections"),
             "errors": self.stats.errors.get(),
+            "commands": self.stats.commands.get(),
             "published": self.stats.published.get(),
             "quotes_written": self.stats.quotes_written.get(),
+            "cached_ms": 0,
         })
     }
 
-    /// Keys matching `pattern`, by SCAN (bounded work per call).
-    async fn count_keys(&self, pattern: &str) -> Option<u64> {
-        let mut cursor: u64 = 0;
-        let mut n = 0;
-        for _ in 0..10_000 {
-            let (next, batch): (u64, Vec<String>) = self
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .to_owned(),
-                )
-                .await
-                .ok()?;
-            n += batch.len() as u64;
-            cursor = next;
-            if cursor == 0 {
-                return Some(n);
-            }
-        }
-        None
+    /// The database number the URL selects (0 by default).
+    fn setup_db(&self) -> i64 {
+        self.client.get_connection_info().redis_settings().db()
     }
 }
 

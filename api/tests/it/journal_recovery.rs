@@ -5,7 +5,9 @@
 //! with every acknowledged order, fill and admin change, nothing half-applied, never a
 //! duplicate generated client id, and a journal that `stocksblitz journal verify`
 //! accepts; a damaged journal makes `journal verify` fail and start-up refuse, naming
-//! the segment and byte offset.
+//! the segment and byte offset; a journal trimmed by retention verifies from its first
+//! kept segment and without a fitting snapshot is refused saying what to restore; and
+//! `scripts/backup.sh` backs up a running server that `--restore` brings back whole.
 
 use crate::common;
 
@@ -709,5 +711,345 @@ async fn feeds_connect_only_after_the_journal_is_recovered() {
             "run {run}: a feed connected before the journal was recovered:\n{text}"
         );
     }
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// A journal and audit log under `root`, for the real binary.
+fn with_data(root: &Path) -> String {
+    let journal = root.join("journal");
+    let audit = root.join("audit.log");
+    let mut doc: toml::Table = toml::from_str(&with_journal(&journal)).expect("toml");
+    doc["audit"]["path"] = toml::Value::String(audit.display().to_string());
+    toml::to_string(&doc).expect("toml")
+}
+
+/// Runs `scripts/backup.sh` with `args` (on a blocking thread: the server under test
+/// keeps being served meanwhile).
+async fn backup_sh(args: &[&Path]) -> std::process::Output {
+    let args: Vec<std::ffi::OsString> = args.iter().map(|a| a.as_os_str().to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/backup.sh"))
+            .args(args)
+            .env("SBZ_BIN", env!("CARGO_BIN_EXE_stocksblitz"))
+            .output()
+            .expect("backup.sh runs")
+    })
+    .await
+    .expect("backup.sh")
+}
+
+/// `scripts/backup.sh` on a running server while a client keeps placing orders, then
+/// `--restore` into a fresh directory and the real binary started on it: every order
+/// acknowledged before the backup began is there as it was, nothing that was never
+/// acknowledged is, fills and positions match, the audit chain verifies and continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_a_running_server_restores_orders_and_the_audit_chain() {
+    let root = fresh_dir("backup");
+    let (live, restored_dir) = (root.join("live"), root.join("restored"));
+    std::fs::create_dir_all(&live).expect("dir");
+    std::fs::create_dir_all(&restored_dir).expect("dir");
+    let config = root.join("live.toml");
+    std::fs::write(&config, with_data(&live)).expect("config");
+    let log = root.join("server.log");
+    let server = spawn_server(&config, &log, &[]).await;
+    let alice = Client::at(server.base.clone(), "alice", "trader");
+    let bob = Client::at(server.base.clone(), "bob", "trader");
+    for k in 0..20 {
+        let (s, v) = alice
+            .post("/orders", limit("sell", &format!("100.{:02}", 5 * k), "5"))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = bob.post("/orders", limit("buy", "100.05", "10")).await;
+    assert_eq!(
+        (s, &v["order"]["status"]),
+        (StatusCode::CREATED, &json!("filled")),
+        "{v}"
+    );
+    let (_, cancel) = alice.post("/orders", limit("sell", "105.00", "1")).await;
+    let id = cancel["order"]["order_id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        alice.call(Method::DELETE, &format!("/orders/{id}"), None).await.0,
+        StatusCode::OK
+    );
+    let before = (
+        all_orders(&alice).await,
+        all_orders(&bob).await,
+        positions(&alice).await,
+        positions(&bob).await,
+    );
+
+    // Orders keep arriving while the backup copies (bids below every ask: nothing
+    // already acknowledged changes).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (c, stop) = (Client::at(server.base.clone(), "bob", "trader"), stop.clone());
+        tokio::spawn(async move {
+            let mut placed = Vec::new();
+            let mut k = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (s, v) = c
+                    .post("/orders", limit("buy", &format!("99.{:02}", 5 * (k % 20)), "1"))
+                    .await;
+                if s == StatusCode::CREATED {
+                    placed.push(v["order"]["order_id"].as_str().unwrap_or_default().to_owned());
+                }
+                k += 1;
+            }
+            placed
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = root.join("backup");
+    let (journal, audit) = (live.join("journal"), live.join("audit.log"));
+    let backup = backup_sh(&[
+        Path::new("--journal"),
+        &journal,
+        Path::new("--audit"),
+        &audit,
+        Path::new("--out"),
+        &out,
+        Path::new("--config"),
+        &config,
+    ])
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let during = writer.await.expect("writer");
+    assert!(!during.is_empty(), "orders were acknowledged while the backup ran");
+    assert!(
+        backup.status.success(),
+        "backup failed:\n{}{}",
+        String::from_utf8_lossy(&backup.stdout),
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    let verified: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("journal-verify.json")).expect("summary"))
+            .expect("json");
+    assert_eq!(
+        (verified["status"].as_str(), verified["replayed"].as_bool()),
+        (Some("ok"), Some(true))
+    );
+    assert!(out.join("SHA256SUMS").exists() && out.join("audit-verify.json").exists());
+    stop_gracefully(server);
+
+    // Restore into fresh places and start there.
+    let (journal, audit) = (restored_dir.join("journal"), restored_dir.join("audit.log"));
+    let restore_args = [
+        Path::new("--restore"),
+        &out,
+        Path::new("--journal"),
+        &journal,
+        Path::new("--audit"),
+        &audit,
+    ];
+    let restore = backup_sh(&restore_args).await;
+    assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));
+    // Restoring over existing data is refused.
+    let again = backup_sh(&restore_args).await;
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    let config2 = root.join("restored.toml");
+    std::fs::write(&config2, with_data(&restored_dir)).expect("config");
+    let server = spawn_server(&config2, &log, &[]).await;
+    let alice = Client::at(server.base.clone(), "alice", "trader");
+    let bob = Client::at(server.base.clone(), "bob", "trader");
+    let (a, b) = (all_orders(&alice).await, all_orders(&bob).await);
+    assert_eq!(a, before.0, "alice's orders as acknowledged before the backup");
+    assert_eq!(positions(&alice).await, before.2);
+    assert_eq!(positions(&bob).await, before.3);
+    // Bob's: everything from before, then only orders that were acknowledged during it.
+    let ids = |v: &[Value]| -> Vec<String> {
+        v.iter()
+            .map(|o| o["order_id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let (restored_bob, before_bob) = (ids(&b), ids(&before.1));
+    for id in &before_bob {
+        assert!(
+            restored_bob.contains(id),
+            "order {id} acknowledged before the backup is missing"
+        );
+    }
+    for id in restored_bob.iter().filter(|id| !before_bob.contains(id)) {
+        assert!(during.contains(id), "order {id} in the restore was never acknowledged");
+    }
+    // The restored server keeps trading, journaling and auditing.
+    let (s, v) = alice.post("/orders", limit("sell", "101.00", "1")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    stop_gracefully(server);
+    let audit = Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
+        .args(["audit", "verify"])
+        .arg(restored_dir.join("audit.log"))
+        .output()
+        .expect("audit verify");
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    let summary: Value = serde_json::from_slice(&audit.stdout).expect("json");
+    assert!(summary["entries"].as_u64().is_some_and(|n| n >= 23), "{summary}");
+    let journal = verify(&restored_dir.join("journal"));
+    assert!(journal.status.success(), "{}", String::from_utf8_lossy(&journal.stderr));
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// Stops the real binary with SIGTERM and waits for it (SIGKILL after 30 s).
+fn stop_gracefully(mut server: Server) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status();
+    for _ in 0..600 {
+        if let Ok(Some(_)) = server.child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A journal of `records` start records in tiny segments (a few records each).
+fn small_segments(dir: &Path, records: i64) {
+    use stocksblitz_engine::journal::{self, FsyncPolicy, JournalWriter, RecordRef, RunStart};
+    let empty = journal::scan(dir, |_, _| Ok(())).expect("empty");
+    let mut w = JournalWriter::open(dir, &empty, FsyncPolicy::None, 300).expect("writer");
+    for k in 0..records {
+        let run = RunStart {
+            format: journal::FORMAT_VERSION,
+            at: stocksblitz_engine::UnixNanos(1_700_000_000_000_000_000 + k),
+            engine: "test".into(),
+            instruments: 1,
+            accounts: 1,
+            max_orders: 16,
+            limits: Vec::new(),
+        };
+        w.append(&RecordRef::Start(&run)).expect("append");
+        w.commit().expect("commit");
+    }
+    drop(w);
+    let _ = std::fs::remove_file(dir.join("LOCK"));
+}
+
+/// A journal whose older segments retention removed: `journal verify` checks the chain
+/// from the first kept segment and says where it starts; recovering it (`--config`, as
+/// start-up) without a snapshot that fits is refused with what to restore, and so is
+/// the server's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_verify_checks_a_trimmed_journal_from_its_first_kept_segment() {
+    use stocksblitz_engine::journal;
+    let root = fresh_dir("trimmed");
+    let dir = root.join("journal");
+    small_segments(&dir, 30);
+    let segments = journal::reader::segments(&dir).expect("segments");
+    assert!(segments.len() >= 4, "{} segments", segments.len());
+    let full: Value = serde_json::from_slice(&verify(&dir).stdout).expect("summary");
+    for s in &segments[..2] {
+        std::fs::remove_file(&s.path).expect("trim");
+    }
+    let first = segments[2].first_seq;
+
+    let out = verify(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["first_record"], first, "{v}");
+    assert_eq!(v["records"], 30 - (first - 1), "{v}");
+    assert_eq!(v["head_hash"], full["head_hash"], "the same chain to the same head");
+    // A record altered in a kept segment still breaks the chain.
+    let kept = &segments[3].path;
+    let original = std::fs::read(kept).expect("read");
+    let mut bad = original.clone();
+    let n = bad.len();
+    bad[n - 5] ^= 0x01;
+    std::fs::write(kept, &bad).expect("write");
+    assert!(!verify(&dir).status.success(), "damage in a trimmed journal is caught");
+    std::fs::write(kept, &original).expect("restore");
+
+    // As start-up would: no snapshot, and a full replay needs record 1.
+    let config = root.join("config.toml");
+    std::fs::write(&config, with_journal(&dir)).expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
+        .args(["journal", "verify"])
+        .arg(&dir)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("verify runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("starts at record {first}"))
+            && err.contains("there is no snapshot")
+            && err.contains("archive/"),
+        "{err}"
+    );
+    let log = refused_start(&config, &root.join("server.log")).await;
+    assert!(log.contains(&format!("starts at record {first}")), "{log}");
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// What backup.sh copies when retention runs in the middle of it: segments moved to
+/// `archive/` between the listing and the copy leave the main copy with a hole, which
+/// the script fills from the archive copy; segments deleted meanwhile take the older
+/// copies with them. Either way the backup verifies (with the same head), and `archive/`
+/// is backed up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_retention_runs_verifies() {
+    use stocksblitz_engine::journal;
+    let root = fresh_dir("backup-retention");
+    let dir = root.join("journal");
+    small_segments(&dir, 30);
+    let segments = journal::reader::segments(&dir).expect("segments");
+    assert!(segments.len() >= 5);
+    let head: Value = serde_json::from_slice(&verify(&dir).stdout).expect("summary");
+    let name = |i: usize| segments[i].path.file_name().expect("name").to_owned();
+    // As the copy saw it: segment 0 in the main directory (copied before it moved),
+    // segment 1 already in archive/ (moved before its turn came).
+    let archive = dir.join("archive");
+    std::fs::create_dir_all(&archive).expect("archive");
+    std::fs::rename(&segments[1].path, archive.join(name(1))).expect("move");
+    let out = root.join("backup");
+    let audit = root.join("audit.log");
+    let backup = backup_sh(&[
+        Path::new("--journal"),
+        &dir,
+        Path::new("--audit"),
+        &audit,
+        Path::new("--out"),
+        &out,
+    ])
+    .await;
+    assert!(backup.status.success(), "{}", String::from_utf8_lossy(&backup.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(out.join("journal-verify.json")).expect("summary"))
+        .expect("json");
+    assert_eq!(
+        (v["first_record"].as_u64(), &v["head_hash"]),
+        (Some(1), &head["head_hash"]),
+        "{v}"
+    );
+    assert!(
+        out.join("journal").join(name(1)).exists(),
+        "the hole was filled from archive/"
+    );
+
+    // Deleted instead (retention = "delete"): listed, then gone when its turn came (a
+    // dangling link stands for it). The copy of segment 0 goes too, so the backup starts
+    // at segment 2 with no hole.
+    std::fs::remove_dir_all(&archive).expect("no archive");
+    std::os::unix::fs::symlink(root.join("deleted"), &segments[1].path).expect("link");
+    let out = root.join("backup-2");
+    let backup = backup_sh(&[
+        Path::new("--journal"),
+        &dir,
+        Path::new("--audit"),
+        &audit,
+        Path::new("--out"),
+        &out,
+    ])
+    .await;
+    assert!(backup.status.success(), "{}", String::from_utf8_lossy(&backup.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(out.join("journal-verify.json")).expect("summary"))
+        .expect("json");
+    assert_eq!(
+        (v["first_record"].as_u64(), &v["head_hash"]),
+        (Some(segments[2].first_seq), &head["head_hash"]),
+        "{v}"
+    );
+    assert!(!out.join("journal").join(name(0)).exists());
     let _ = std::fs::remove_dir_all(root);
 }

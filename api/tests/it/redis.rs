@@ -1,7 +1,8 @@
 //! Redis over real sockets (a redis-server per test): idempotency keys shared by two
 //! engine nodes, keyed orders refused (retryably) while Redis is down and accepted
-//! again after, last quotes in `quote:{SYM}`, `/health/redis`, an API node fed market
-//! data through Redis, and a configured but unreachable Redis stopping start-up.
+//! again after, last quotes in `quote:{SYM}`, `/health/redis` (bounded and cached: no
+//! keyspace scan, whatever the request rate) and Redis in `/metrics`, an API node fed
+//! market data through Redis, and a configured but unreachable Redis stopping start-up.
 
 use crate::common;
 
@@ -70,7 +71,14 @@ async fn idempotency_keys_are_shared_and_a_redis_outage_refuses_keyed_orders() {
     assert_eq!(h["status"], "ok", "{h}");
     assert!(h["latency_ms"].as_f64().is_some_and(|l| l >= 0.0), "{h}");
     assert!(h["used_memory_bytes"].as_u64().is_some_and(|m| m > 0), "{h}");
-    assert_eq!(h["keys"]["idem:*"], 2, "{h}");
+    // Two idempotency keys (and the quote keys the publisher keeps writing), counted
+    // by the server (DBSIZE).
+    let all: Vec<String> = store
+        .query(redis::cmd("KEYS").arg("idem:*").to_owned())
+        .await
+        .expect("keys");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(h["keys"]["total"].as_u64().is_some_and(|n| n >= 2), "{h}");
 
     // Redis goes away: keyed orders are refused (retryable), unkeyed ones still work,
     // and health says so.
@@ -171,9 +179,111 @@ async fn quotes_land_in_redis_and_an_api_node_serves_the_same_market() {
         .json()
         .await
         .expect("json");
-    assert!(h["keys"]["quote:*"].as_u64().is_some_and(|n| n >= 1), "{h}");
+    assert!(h["keys"]["total"].as_u64().is_some_and(|n| n >= 1), "{h}");
     api.shutdown().await.expect("shutdown");
     engine.shutdown().await.expect("shutdown");
+    drop(redis);
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// `INFO commandstats` calls of `cmd` (0 when never called).
+async fn calls(store: &stocksblitz_api::redis_store::RedisStore, cmd: &str) -> u64 {
+    let info: String = store
+        .query(redis::cmd("INFO").arg("commandstats").to_owned())
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `/health/redis` is unauthenticated: however many keys Redis holds and however often
+/// it is asked, it never scans the keyspace, and requests share one cached report, so
+/// the commands it sends Redis are bounded by the cache, not by the request rate. The
+/// counts are the server's. Redis metrics are in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_redis_is_bounded_cached_and_redis_is_in_metrics() {
+    let root = fresh_dir("redis-health");
+    let redis = RedisServer::start(&root);
+    let app = start_with(&test_config(with_redis(&redis.url()))).await;
+    let store = app.state.redis.clone().expect("redis");
+    // Many keys, some with an expiry.
+    for chunk in 0..20u32 {
+        let mut pipe = redis::pipe();
+        for i in 0..1_000u32 {
+            let key = format!("filler:{chunk}:{i}");
+            if i % 4 == 0 {
+                pipe.cmd("SET").arg(&key).arg("x").arg("EX").arg(600).ignore();
+            } else {
+                pipe.cmd("SET").arg(&key).arg("x").ignore();
+            }
+        }
+        store.pipeline(&pipe).await.expect("fill");
+    }
+    let _: () = store
+        .query(redis::cmd("CONFIG").arg("RESETSTAT").to_owned())
+        .await
+        .expect("resetstat");
+
+    let mut cached = 0;
+    let mut reports = Vec::new();
+    for _ in 0..40 {
+        let r = reqwest::get(http(&app, "/health/redis")).await.expect("health");
+        assert_eq!(r.status(), StatusCode::OK);
+        let h: Value = r.json().await.expect("json");
+        assert_eq!(h["status"], "ok", "{h}");
+        if h["cached_ms"].as_u64().is_some_and(|ms| ms > 0) {
+            cached += 1;
+        }
+        reports.push(h);
+    }
+    // Concurrent callers share a report too.
+    let many = (0..40).map(|_| reqwest::get(http(&app, "/health/redis")));
+    for r in futures_util::future::join_all(many).await {
+        assert_eq!(r.expect("health").status(), StatusCode::OK);
+    }
+    assert_eq!(calls(&store, "scan").await, 0, "no keyspace scan");
+    assert_eq!(calls(&store, "keys").await, 0, "no KEYS");
+    let dbsize = calls(&store, "dbsize").await;
+    let m = metrics(&app).await;
+    let checks = sample(&m, "stocksblitz_redis_health_checks_total ").expect("health checks counted");
+    assert_eq!(dbsize, checks, "one DBSIZE per computed report");
+    // 80 requests; a report lives 2 s: even on a slow machine far fewer reach Redis.
+    assert!(checks < 20, "{checks} reports computed for 80 requests");
+    assert!(cached > 0, "repeated requests were served from the cache");
+    // The server's own counts.
+    let total: u64 = store.query(redis::cmd("DBSIZE").to_owned()).await.expect("dbsize");
+    let last = reports.last().expect("report");
+    assert!(
+        last["keys"]["total"]
+            .as_u64()
+            .is_some_and(|n| n >= 20_000 && n <= total),
+        "{last}"
+    );
+    assert!(
+        last["keys"]["with_expiry"].as_u64().is_some_and(|n| n >= 5_000),
+        "{last}"
+    );
+    assert!(last["used_memory_bytes"].as_u64().is_some_and(|n| n > 0), "{last}");
+
+    // Redis in /metrics.
+    assert_eq!(sample(&m, "stocksblitz_redis_connected "), Some(1), "{m}");
+    assert!(
+        sample(&m, "stocksblitz_redis_commands_total ").is_some_and(|n| n >= 20),
+        "{m}"
+    );
+    assert_eq!(sample(&m, "stocksblitz_redis_errors_total "), Some(0), "{m}");
+    for name in [
+        "stocksblitz_redis_round_trip_seconds_total ",
+        "stocksblitz_redis_round_trip_max_seconds ",
+        "stocksblitz_redis_published_total ",
+        "stocksblitz_redis_publish_errors_total ",
+    ] {
+        assert!(m.lines().any(|l| l.starts_with(name)), "{name} missing");
+    }
+    app.shutdown().await.expect("shutdown");
     drop(redis);
     let _ = std::fs::remove_dir_all(root);
 }

@@ -1,7 +1,8 @@
 //! The operator scripts in scripts/: shellcheck-clean (Debian's shellcheck; the test
 //! script installs it), each answers --help, the host tuning check changes nothing
-//! without --apply, and a capture recorded from the simulator through the real
-//! binary replays through the venue's parser.
+//! without --apply, a capture recorded from the simulator through the real binary
+//! replays through the venue's parser, and setup.sh installs into a scratch root on a
+//! host without credentials.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -114,4 +115,85 @@ fn a_capture_from_the_simulator_replays_through_the_parser() {
     let book: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(book.to_string().contains("BTCUSDT"), "{book}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `scripts/setup.sh` end to end into a scratch root, as on a fresh host before any
+/// secret is in place and with no Kite credentials in the caller's environment: it
+/// installs the binary, the prod config and the unit, checks the config as the
+/// unit's environment gives it (placeholders for the missing secret files, said so),
+/// and does not enable the service. With the secret files in place it checks them and
+/// enables the unit (`systemctl --root`). A broken config stops it.
+#[test]
+fn setup_installs_into_a_scratch_root_without_credentials() {
+    let scratch = std::env::temp_dir().join(format!("sbz-setup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let setup = |extra: &[&str]| {
+        let mut cmd = Command::new(root().join("scripts/setup.sh"));
+        cmd.arg("--root")
+            .arg(&scratch)
+            .args(extra)
+            .env("SBZ_BIN", env!("CARGO_BIN_EXE_stocksblitz"));
+        for var in [
+            "KITE_API_KEY",
+            "KITE_ACCESS_TOKEN",
+            "SBZ_JWT_PUBLIC_KEY",
+            "SBZ_REDIS_PASSWORD",
+        ] {
+            cmd.env_remove(var).env_remove(format!("{var}_FILE"));
+        }
+        cmd.output().expect("setup.sh runs")
+    };
+    let wants = scratch.join("etc/systemd/system/multi-user.target.wants/stocksblitz.service");
+
+    let out = setup(&["--dry-run"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!scratch.join("opt").exists(), "--dry-run changes nothing");
+
+    let out = setup(&[]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config ok"), "{log}");
+    for file in [
+        "opt/stocksblitz/bin/stocksblitz",
+        "etc/stocksblitz/prod.toml",
+        "etc/systemd/system/stocksblitz.service",
+    ] {
+        assert!(scratch.join(file).is_file(), "{file}");
+    }
+    assert!(scratch.join("etc/stocksblitz/secrets").is_dir());
+    assert!(
+        log.contains("secrets missing") && log.contains("/etc/stocksblitz/secrets/kite-access-token"),
+        "{log}"
+    );
+    assert!(wants.symlink_metadata().is_err(), "not enabled without its secrets");
+
+    // The secrets in place: checked with them, and the unit enabled.
+    for name in ["jwt-public.pem", "redis", "kite-api-key", "kite-access-token"] {
+        std::fs::write(scratch.join("etc/stocksblitz/secrets").join(name), "value").expect("secret");
+    }
+    let out = setup(&[]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("secrets missing"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "KITE_API_KEY_FILE={}",
+            scratch.join("etc/stocksblitz/secrets/kite-api-key").display()
+        )),
+        "checked with the secret files: {log}"
+    );
+    // A link as systemd makes it, to the unit's path inside the root.
+    assert_eq!(
+        std::fs::read_link(&wants).ok(),
+        Some(PathBuf::from("/etc/systemd/system/stocksblitz.service")),
+        "enabled: {log}"
+    );
+
+    // A config that does not check out stops the setup.
+    let bad = scratch.join("bad.toml");
+    std::fs::write(&bad, "[api]\nno_such_key = 1\n").expect("config");
+    let out = setup(&["--config", bad.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
+    let _ = std::fs::remove_dir_all(scratch);
 }

@@ -27,6 +27,13 @@ pub enum JournalError {
     /// A snapshot file that cannot be used (damaged, other configuration).
     #[error("snapshot unusable: {0}")]
     Snapshot(String),
+    /// The journal's first kept segment does not start at record 1 (retention removed
+    /// the ones before it, or they were lost) and what was asked needs them.
+    #[error(
+        "the order journal in {dir} starts at record {first_seq}: the segments before it were removed by \
+         retention ([orders.journal] retention) or lost. {what}"
+    )]
+    Trimmed { dir: PathBuf, first_seq: u64, what: String },
     #[error("journal record {seq} cannot be read: {what}")]
     Undecodable { seq: u64, what: String },
     #[error("journal record {seq} could not be encoded: {what}")]

@@ -12,13 +12,15 @@
 //! - [`writer`]: appends, group commit, fsync policy, rotation;
 //! - [`thread`]: the journal thread; [`recovery`]: snapshot + replay at start-up;
 //! - [`snapshot`]: snapshot files; [`snapshotter`]: the thread that writes them from a
-//!   shadow copy that follows the journal.
+//!   shadow copy that follows the journal; [`retention`]: segments no kept snapshot
+//!   needs, archived or deleted by that thread.
 
 pub mod error;
 pub mod format;
 pub mod reader;
 pub mod record;
 pub mod recovery;
+pub mod retention;
 pub mod snapshot;
 pub mod snapshotter;
 pub mod stats;
@@ -33,6 +35,7 @@ pub use format::GENESIS;
 pub use reader::{scan, Tail, TornTail};
 pub use record::{Record, RecordRef, RunStart, FORMAT_VERSION};
 pub use recovery::{recover, Recovered};
+pub use retention::{Retention, RetentionAction};
 pub use snapshotter::Snapshotter;
 pub use stats::JournalStats;
 pub use tailer::JournalTailer;

@@ -74,18 +74,31 @@ pub fn segments(dir: &Path) -> Result<Vec<Segment>, JournalError> {
     Ok(out)
 }
 
-/// Reads every record in order, calling `visit(seq, payload)` for each, and returns
-/// where the journal ends. Does not modify anything.
+/// Reads every record the directory holds in order, calling `visit(seq, payload)` for
+/// each, and returns where the journal ends. Does not modify anything. A journal whose
+/// older segments retention removed is read from its first kept segment, the chain
+/// anchored at the hash that segment's header continues from.
 pub fn scan(dir: &Path, visit: impl FnMut(u64, &[u8]) -> Result<(), JournalError>) -> Result<Tail, JournalError> {
-    scan_from(dir, None, visit)
+    scan_impl(dir, None, true, visit)
 }
 
 /// Like [`scan`], but when `after` is `(seq, hash)` (a snapshot's position), segments
 /// wholly before it are not read, records up to `seq` are checked but not visited, and
-/// record `seq` must have `hash`; otherwise [`JournalError::SnapshotMismatch`].
+/// record `seq` must have `hash`; otherwise [`JournalError::SnapshotMismatch`]. With
+/// `after` `None` every record from 1 is needed (a full replay): a journal that starts
+/// later is [`JournalError::Trimmed`].
 pub fn scan_from(
     dir: &Path,
     after: Option<(u64, Hash)>,
+    visit: impl FnMut(u64, &[u8]) -> Result<(), JournalError>,
+) -> Result<Tail, JournalError> {
+    scan_impl(dir, after, false, visit)
+}
+
+fn scan_impl(
+    dir: &Path,
+    after: Option<(u64, Hash)>,
+    trimmed_ok: bool,
     mut visit: impl FnMut(u64, &[u8]) -> Result<(), JournalError>,
 ) -> Result<Tail, JournalError> {
     let mut segs = segments(dir)?;
@@ -140,6 +153,19 @@ pub fn scan_from(
             }
             Err(e) => return Err(e),
         };
+        if let (0, None) = (i, after) {
+            if seg.first_seq > 1 && first == seg.first_seq {
+                if !trimmed_ok {
+                    return Err(JournalError::Trimmed {
+                        dir: dir.to_path_buf(),
+                        first_seq: first,
+                        what: "A full replay needs every record from 1.".into(),
+                    });
+                }
+                // Anchored at the hash the first kept segment continues from.
+                (tail.next_seq, tail.last_hash) = (first, prev);
+            }
+        }
         if let (0, Some((seq, hash))) = (i, after) {
             // The snapshot's check starts from this segment's header.
             if first > seq + 1 || (first == seq + 1 && prev != hash) {

@@ -3,7 +3,9 @@
 //! The newest snapshot that checks out (checksum, shapes, state hash, and its place
 //! in the journal's hash chain) is loaded, and only the records after it are
 //! replayed; a snapshot that does not check out is skipped with a warning, down to a
-//! full replay. Every step is replayed through the same manager code, with the market
+//! full replay. A journal whose older segments retention removed cannot be replayed
+//! in full: with no snapshot that fits it, start-up stops with
+//! [`JournalError::Trimmed`], saying what to restore. Every step is replayed through the same manager code, with the market
 //! it saw, and must produce exactly the events that were journaled with it; the first
 //! difference stops start-up (the state would no longer be the one traders were told
 //! about). Start records apply the configured limits the way the run did when it
@@ -115,6 +117,25 @@ pub fn recover(dir: &Path, manager: &mut OrderManager, store: &mut OrderStore) -
             }
             Err(e) => return Err(e),
         }
+    }
+    if let Some(first) = super::reader::segments(dir)?.first().filter(|s| s.first_seq > 1) {
+        let tried = if skipped.is_empty() {
+            "there is no snapshot".to_owned()
+        } else {
+            format!("no snapshot fits it ({})", skipped.join("; "))
+        };
+        return Err(JournalError::Trimmed {
+            dir: dir.to_path_buf(),
+            first_seq: first.first_seq,
+            what: format!(
+                "A full replay needs every record from 1, and {tried}. Restore into {} a snapshot taken at record \
+                 {} or later (snapshot-*.sbzs from a backup of this journal), or the removed segments (from its \
+                 {}/ subdirectory if retention archived them, or from a backup)",
+                dir.display(),
+                first.first_seq - 1,
+                super::retention::ARCHIVE_DIR,
+            ),
+        });
     }
     let mut r = replay(dir, None, manager, store, started.elapsed())?;
     r.skipped = skipped;

@@ -6,7 +6,9 @@
 //! the journal thread, so snapshots never delay an acknowledgement and the engine
 //! never waits for them. Replaying each step also re-checks, continuously, that the
 //! journal reproduces the engine's events. A failed snapshot is logged and counted;
-//! it costs replay time at the next start, never data.
+//! it costs replay time at the next start, never data. After each snapshot it applies
+//! the journal's [`Retention`] (segments no kept snapshot needs); a failed pass is
+//! logged and counted and retried after the next snapshot.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -19,6 +21,7 @@ use crate::orders::OrderManager;
 
 use super::error::JournalError;
 use super::recovery::{apply_record, Recovered, Replayed};
+use super::retention::{self, Retention};
 use super::snapshot;
 use super::stats::JournalStats;
 use super::tailer::JournalTailer;
@@ -32,6 +35,7 @@ pub struct Snapshotter {
     keep: usize,
     last_snapshot: u64,
     stats: Arc<JournalStats>,
+    retention: Retention,
     /// Following the journal broke: no more snapshots this run.
     failed: bool,
 }
@@ -68,8 +72,29 @@ impl Snapshotter {
             keep,
             last_snapshot: recovered.snapshot.unwrap_or(0),
             stats,
+            retention: Retention::default(),
             failed: false,
         }
+    }
+
+    /// Applies `retention` after every snapshot (the default keeps every segment). The
+    /// journal's first record is counted in the stats now.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        if let Ok(Some(first)) = super::reader::segments(&self.dir).map(|s| s.first().map(|s| s.first_seq)) {
+            self.stats.first_record.set(first);
+        } else {
+            self.stats.first_record.set(1);
+        }
+        self
+    }
+
+    /// Archives or deletes the segments no kept snapshot needs (see [`retention`]).
+    pub fn apply_retention(&mut self) -> Result<retention::Trimmed, JournalError> {
+        let trimmed = retention::apply(&self.dir, &self.retention)?;
+        self.stats.segments_removed.add(trimmed.removed.len() as u64);
+        self.stats.first_record.set(trimmed.first_kept);
+        Ok(trimmed)
     }
 
     /// Applies the records up to `upto` (the durable head). Returns how many.
@@ -94,6 +119,20 @@ impl Snapshotter {
         let path = written?;
         self.stats.snapshots.inc();
         self.stats.snapshot_record.set(at);
+        match self.apply_retention() {
+            Ok(t) if !t.removed.is_empty() => tracing::info!(
+                segments = t.removed.len(),
+                first_record = t.first_kept,
+                action = ?self.retention.action,
+                "journal retention: segments no kept snapshot needs removed"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                // Costs disk space, never data: retried after the next snapshot.
+                self.stats.retention_errors.inc();
+                tracing::error!(error = %e, "journal retention failed");
+            }
+        }
         Ok(Some(path))
     }
 

@@ -24,6 +24,11 @@ pub struct JournalStats {
     pub snapshots: Counter,
     pub snapshot_record: Counter,
     pub snapshot_errors: Counter,
+    /// Retention: segments archived or deleted, failed passes, and the first record
+    /// the journal's directory still holds (1 until a segment was removed).
+    pub segments_removed: Counter,
+    pub retention_errors: Counter,
+    pub first_record: Counter,
     failed: AtomicBool,
     failure: OnceLock<String>,
 }

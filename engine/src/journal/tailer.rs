@@ -41,10 +41,20 @@ impl JournalTailer {
     }
 
     /// Resumes after record `after.0`, whose hash must be `after.1` (checked when it
-    /// is read); `None` starts at the first record.
+    /// is read); `None` starts at the first record the directory holds. A position
+    /// before a journal's first kept record is [`JournalError::Trimmed`].
     pub fn after(dir: &Path, after: Option<(u64, Hash)>) -> Result<Self, JournalError> {
         let segs = segments(dir)?;
-        let want = after.map_or(1, |(seq, _)| seq + 1);
+        let first_kept = segs.first().map_or(1, |s| s.first_seq);
+        if let Some((seq, _)) = after.filter(|(seq, _)| seq.saturating_add(1) < first_kept) {
+            return Err(JournalError::Trimmed {
+                dir: dir.to_path_buf(),
+                first_seq: first_kept,
+                what: format!("A reader's saved position (record {seq}) is before it."),
+            });
+        }
+        // From the start: the first kept segment (anchored at its header's hash).
+        let want = after.map_or(first_kept, |(seq, _)| seq + 1);
         let seg = segs.iter().take_while(|s| s.first_seq <= want).last();
         let (path, first, prev) = match seg {
             Some(s) => {
@@ -57,6 +67,14 @@ impl JournalTailer {
             }
             None => (dir.join(segment_name(1)), 1, GENESIS),
         };
+        if let Some((seq, hash)) = after.filter(|(seq, _)| seq.saturating_add(1) == first) {
+            // Record `seq` is not read: the segment's header vouches for its hash.
+            if prev != hash {
+                return Err(JournalError::SnapshotMismatch(format!(
+                    "record {seq} is not the one this position was saved at"
+                )));
+            }
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             path,

@@ -7,8 +7,10 @@
 //! with the segment and offset instead of dropping acknowledged records; tampering is
 //! caught, a changed configuration is caught, limits set at run time survive while a
 //! changed configuration applies, and a full disk stops acknowledgement instead of
-//! lying. The encoded bytes of every journaled type (records, step inputs, events, a
-//! snapshot file) are pinned (`journal_bytes`), so the format cannot change by accident.
+//! lying. Retention never removes a segment recovery needs, over generated runs with
+//! restarts and damaged snapshots. The encoded bytes of every journaled type (records,
+//! step inputs, events, a snapshot file) are pinned (`journal_bytes`), so the format
+//! cannot change by accident.
 
 use crate::orders_common;
 
@@ -19,7 +21,8 @@ use std::sync::Arc;
 use orders_common::*;
 use proptest::prelude::*;
 use stocksblitz_engine::journal::{
-    self, FsyncPolicy, JournalError, JournalStats, JournalThread, Recovered, RunStart, Snapshotter, Tail,
+    self, FsyncPolicy, JournalError, JournalStats, JournalThread, Recovered, Retention, RetentionAction, RunStart,
+    Snapshotter, Tail,
 };
 use stocksblitz_engine::orders::gateway::{command_queue, CommandQueue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::store::OrderStore;
@@ -95,9 +98,14 @@ struct Rig {
     policy: FsyncPolicy,
     segment_bytes: u64,
     snapshot_every: u64,
+    retention: Retention,
 }
 
 fn rig(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every: u64) -> Rig {
+    rig_with(dir, policy, segment_bytes, snapshot_every, Retention::default())
+}
+
+fn rig_with(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every: u64, retention: Retention) -> Rig {
     let (feed, input) = ring("feed", 4096);
     let (out, market) = ring("api", 1 << 16);
     // Small: steps wait in the engine's backlog and cross ring batches.
@@ -118,7 +126,8 @@ fn rig(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every: u64)
         snapshot_every,
         2,
         Arc::clone(&stats),
-    );
+    )
+    .with_retention(retention);
     let journal = JournalThread::new(writer, journal_in, journal_out, Arc::clone(&stats));
     let engine = Engine::new(&EngineConfig::default(), 3, vec![input], vec![out]).with_orders(
         manager,
@@ -146,6 +155,7 @@ fn rig(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every: u64)
         policy,
         segment_bytes,
         snapshot_every,
+        retention,
     };
     r.tick(TickData::Status {
         status: FeedStatus::Live,
@@ -242,10 +252,15 @@ impl Rig {
         let hash = self.manager().state_hash();
         let (store, events) = (self.store.clone(), std::mem::take(&mut self.events));
         let (now, next_request, trade_id) = (self.now, self.next_request, self.trade_id);
-        let (dir, policy, segment_bytes, every) =
-            (self.dir.clone(), self.policy, self.segment_bytes, self.snapshot_every);
+        let (dir, policy, segment_bytes, every, retention) = (
+            self.dir.clone(),
+            self.policy,
+            self.segment_bytes,
+            self.snapshot_every,
+            self.retention,
+        );
         drop(self);
-        let mut r = rig(&dir, policy, segment_bytes, every);
+        let mut r = rig_with(&dir, policy, segment_bytes, every, retention);
         assert_eq!(r.manager().state_hash(), hash, "the restart rebuilt the same state");
         assert!(r.store == store, "the restart rebuilt the same read model");
         (r.now, r.next_request, r.trade_id, r.events) = (now, next_request, trade_id, events);
@@ -1058,6 +1073,222 @@ fn bad_snapshots_are_skipped_down_to_a_full_replay() {
     let (_, _, rec) = recover_into(&dir).expect("older snapshot or full replay");
     assert!(rec.snapshot.is_none_or(|s| s < rec.tail.next_seq), "{rec:?}");
     assert!(!rec.skipped.is_empty());
+}
+
+/// Flips a byte near the end of a snapshot file (its read model: the checksum fails).
+fn damage(path: &Path) {
+    let mut bytes = std::fs::read(path).expect("read snapshot");
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xFF;
+    std::fs::write(path, &bytes).expect("write snapshot");
+}
+
+/// The first record the directory's segments hold.
+fn first_kept(dir: &Path) -> u64 {
+    journal::reader::segments(dir)
+        .expect("segments")
+        .first()
+        .map_or(1, |s| s.first_seq)
+}
+
+/// Checks what retention promises about the directory as it is: every record after
+/// the oldest kept snapshot's record minus the margin is still in a segment.
+fn retention_kept_enough(dir: &Path, margin: u64) -> Result<(), TestCaseError> {
+    if let Some((oldest, _)) = journal::snapshot::list(dir).expect("list").last() {
+        let floor = oldest.saturating_sub(margin);
+        let first = first_kept(dir);
+        prop_assert!(
+            first <= floor + 1,
+            "the journal starts at record {first}, after the floor {floor} (oldest snapshot {oldest}, margin {margin})"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Retention on small segments over generated order flow with restarts, some of
+    /// them with the newest snapshot damaged first (recovery must fall back to the
+    /// older one, whose records retention must have kept): every restart rebuilds
+    /// exactly what was acknowledged (the rig checks it), the journal still verifies
+    /// from its first kept segment, and only with every snapshot gone does recovery
+    /// refuse a trimmed journal, with the typed error saying what to restore.
+    #[test]
+    fn retention_never_removes_a_segment_recovery_needs(
+        ops in prop::collection::vec(op(), 1..120),
+        damage_at_restart in prop::collection::vec(any::<bool>(), 120),
+        snapshot_every in 1..30u64,
+        margin in prop_oneof![Just(0u64), 0..40u64],
+        archive: bool,
+    ) {
+        let dir = temp_dir("retention");
+        let _cleanup = Cleanup(dir.clone());
+        let retention = Retention {
+            action: if archive { RetentionAction::Archive } else { RetentionAction::Delete },
+            margin_records: margin,
+        };
+        let mut r = rig_with(&dir, FsyncPolicy::None, 1 << 10, snapshot_every, retention);
+        // A damaged snapshot, while its file is still there: only one at a time (two
+        // damaged snapshots is a double fault no retention setting can cover).
+        let mut damaged: Option<PathBuf> = None;
+        for (n, op) in ops.iter().enumerate() {
+            if matches!(op, Op::Restart) {
+                if damaged.as_ref().is_some_and(|p| !p.exists()) {
+                    damaged = None;
+                }
+                let snaps = journal::snapshot::list(&dir).expect("list");
+                if damage_at_restart[n] && damaged.is_none() && !snaps.is_empty() {
+                    damage(&snaps[0].1);
+                    damaged = Some(snaps[0].1.clone());
+                }
+                r = r.restart();
+            } else {
+                apply(&mut r, op, n);
+            }
+            retention_kept_enough(&dir, margin)?;
+        }
+        prop_assert_eq!(r.stats.retention_errors.get(), 0);
+        prop_assert_eq!(r.stats.snapshot_errors.get(), 0);
+        let live_hash = r.manager().state_hash();
+        drop(r);
+        let first = first_kept(&dir);
+        if archive {
+            // Every removed segment is in the archive, and the archive continues
+            // exactly where the journal now starts.
+            let archived = journal::reader::segments(&dir.join(journal::retention::ARCHIVE_DIR)).expect("archive");
+            prop_assert_eq!(archived.is_empty(), first == 1);
+            if let Some(a) = archived.first() {
+                prop_assert_eq!(a.first_seq, 1);
+            }
+        }
+
+        // The chain verifies from the first kept segment to the head.
+        let (m, _, rec) = recover_into(&dir).expect("recovers");
+        prop_assert_eq!(m.state_hash(), live_hash);
+        let tail = journal::scan(&dir, |_, _| Ok(())).expect("a trimmed journal verifies");
+        prop_assert_eq!(tail.next_seq, rec.tail.next_seq);
+        prop_assert_eq!(tail.last_hash, rec.tail.last_hash);
+        prop_assert_eq!(tail.records, rec.tail.next_seq - first);
+
+        // The newest snapshot damaged now: the older one (if any) still has its records.
+        let snaps = journal::snapshot::list(&dir).expect("list");
+        if snaps.len() == 2 && damaged.is_none() {
+            damage(&snaps[0].1);
+            let (m, _, rec) = recover_into(&dir).expect("recovers from the older snapshot");
+            prop_assert_eq!(rec.snapshot, Some(snaps[1].0));
+            prop_assert_eq!(m.state_hash(), live_hash);
+        }
+
+        // No snapshot at all: a full replay, possible only on an untrimmed journal.
+        remove_snapshots(&dir);
+        match recover_into(&dir) {
+            Ok((m, _, rec)) => {
+                prop_assert_eq!(first, 1, "a full replay of a journal starting at {}", first);
+                prop_assert_eq!(rec.snapshot, None);
+                prop_assert_eq!(m.state_hash(), live_hash);
+            }
+            Err(JournalError::Trimmed { first_seq, what, .. }) => {
+                prop_assert!(first > 1);
+                prop_assert_eq!(first_seq, first);
+                prop_assert!(what.contains("there is no snapshot") && what.contains("archive"), "{}", what);
+            }
+            Err(e) => prop_assert!(false, "unexpected error: {e}"),
+        }
+    }
+}
+
+#[test]
+fn retention_archives_behind_the_oldest_snapshot_and_a_trimmed_journal_says_what_to_restore() {
+    let dir = temp_dir("retention-archive");
+    let _cleanup = Cleanup(dir.clone());
+    let retention = Retention {
+        action: RetentionAction::Archive,
+        margin_records: 5,
+    };
+    let mut r = rig_with(&dir, FsyncPolicy::None, 1 << 10, 10, retention);
+    r.quote(MID - 1, MID + 1, 5);
+    for n in 0..40 {
+        apply(
+            &mut r,
+            &Op::New {
+                account: (n % 2) as u32,
+                paper: n % 3 == 0,
+                side: n % 2 == 0,
+                kind: 0,
+                tif: 0,
+                offset: (n % 5) as i64 - 2,
+                qty: 3,
+                post_only: false,
+                no_client_id: false,
+            },
+            n,
+        );
+    }
+    let hash = r.manager().state_hash();
+    let stats = Arc::clone(&r.stats);
+    // A reader (the QuestDB sink's order-event export) from the start of a trimmed
+    // journal starts at the first kept record; a saved position before it is refused.
+    let first = first_kept(&dir);
+    assert!(first > 1, "segments were removed");
+    assert!(stats.segments_removed.get() > 0);
+    assert_eq!(stats.first_record.get(), first);
+    let mut tailer = journal::JournalTailer::after(&dir, None).expect("tailer");
+    let mut seen = Vec::new();
+    tailer
+        .poll(stats.head.get(), |seq, _| {
+            seen.push(seq);
+            Ok(())
+        })
+        .expect("reads the kept records");
+    assert_eq!(seen.first(), Some(&first));
+    assert_eq!(seen.last(), Some(&stats.head.get()));
+    let err = journal::JournalTailer::after(&dir, Some((first - 2, [0; 32])))
+        .err()
+        .expect("trimmed");
+    assert!(matches!(err, JournalError::Trimmed { .. }), "{err}");
+    drop(r);
+
+    let snaps = journal::snapshot::list(&dir).expect("list");
+    assert_eq!(snaps.len(), 2);
+    let oldest = snaps[1].0;
+    assert!(first <= oldest - 5 + 1, "first kept {first}, oldest snapshot {oldest}");
+    // Nothing more could have gone: the segment before the first kept one held records
+    // above the floor... or the first kept one holds the floor's successor.
+    let archive = dir.join(journal::retention::ARCHIVE_DIR);
+    let mut archived: Vec<PathBuf> = std::fs::read_dir(&archive)
+        .expect("archive")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    archived.sort();
+    assert_eq!(archived.len() as u64, stats.segments_removed.get());
+
+    // Both snapshots unusable: a typed error naming the first kept record, the
+    // snapshot it would need and where removed segments are.
+    for (_, p) in &snaps {
+        damage(p);
+    }
+    let err = recover_into(&dir).err().expect("no full replay of a trimmed journal");
+    let text = err.to_string();
+    assert!(
+        matches!(err, JournalError::Trimmed { first_seq, .. } if first_seq == first),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("starts at record {first}"))
+            && text.contains(&format!("snapshot taken at record {} or later", first - 1))
+            && text.contains("no snapshot fits it")
+            && text.contains("checksum")
+            && text.contains("archive/"),
+        "{text}"
+    );
+    // Restoring the archived segments makes the full replay possible again.
+    for p in &archived {
+        std::fs::rename(p, dir.join(p.file_name().expect("name"))).expect("restore segment");
+    }
+    let (m, _, rec) = recover_into(&dir).expect("full replay");
+    assert_eq!((rec.snapshot, m.state_hash()), (None, hash));
+    assert_eq!(rec.skipped.len(), 2);
 }
 
 fn crc32(b: &[u8]) -> u32 {

@@ -217,6 +217,42 @@ pub fn render(app: &AppState) -> String {
                 "1 when the journal has failed and order intake is stopped.",
                 u64::from(j.is_failed()),
             ),
+            (
+                "stocksblitz_journal_snapshots_total",
+                "counter",
+                "Snapshots the snapshot thread wrote.",
+                j.snapshots.get(),
+            ),
+            (
+                "stocksblitz_journal_snapshot_record",
+                "gauge",
+                "Record the last snapshot was taken at.",
+                j.snapshot_record.get(),
+            ),
+            (
+                "stocksblitz_journal_snapshot_errors_total",
+                "counter",
+                "Snapshot failures (snapshots stop for the run; start-up replays more).",
+                j.snapshot_errors.get(),
+            ),
+            (
+                "stocksblitz_journal_segments_removed_total",
+                "counter",
+                "Journal segments archived or deleted by retention.",
+                j.segments_removed.get(),
+            ),
+            (
+                "stocksblitz_journal_retention_errors_total",
+                "counter",
+                "Failed retention passes (retried after the next snapshot).",
+                j.retention_errors.get(),
+            ),
+            (
+                "stocksblitz_journal_first_record",
+                "gauge",
+                "First record the journal directory holds (above 1 once retention removed segments).",
+                j.first_record.get(),
+            ),
         ]);
         for (name, kind, help, ns) in [
             (
@@ -356,6 +392,77 @@ pub fn render(app: &AppState) -> String {
             for t in crate::sink::row::Table::ALL {
                 o.sample(name, &format!("table=\"{}\"", t.name()), get(q, t));
             }
+        }
+    }
+
+    if let Some(r) = &app.redis {
+        let s = &r.stats;
+        o.scalars(&[
+            (
+                "stocksblitz_redis_connected",
+                "gauge",
+                "1 while the last Redis round trip succeeded.",
+                s.connected.get(),
+            ),
+            (
+                "stocksblitz_redis_commands_total",
+                "counter",
+                "Redis round trips (commands, pipelines, scripts), failed ones included.",
+                s.commands.get(),
+            ),
+            (
+                "stocksblitz_redis_errors_total",
+                "counter",
+                "Redis round trips that failed or timed out.",
+                s.errors.get(),
+            ),
+            (
+                "stocksblitz_redis_published_total",
+                "counter",
+                "Market data events published to the Redis channel.",
+                s.published.get(),
+            ),
+            (
+                "stocksblitz_redis_publish_errors_total",
+                "counter",
+                "Market data events whose PUBLISH failed (dropped; subscribers see a gap).",
+                s.publish_errors.get(),
+            ),
+            (
+                "stocksblitz_redis_quotes_written_total",
+                "counter",
+                "quote:{SYM} keys written.",
+                s.quotes_written.get(),
+            ),
+            (
+                "stocksblitz_redis_decode_errors_total",
+                "counter",
+                "Market data batches from Redis an API node could not decode.",
+                s.decode_errors.get(),
+            ),
+            (
+                "stocksblitz_redis_health_checks_total",
+                "counter",
+                "/health/redis reports computed against Redis (the rest were served from the cache).",
+                s.health_checks.get(),
+            ),
+        ]);
+        for (name, kind, help, ns) in [
+            (
+                "stocksblitz_redis_round_trip_seconds_total",
+                "counter",
+                "Time spent waiting for Redis round trips (divide by commands for the mean).",
+                s.round_trip_ns_total.get(),
+            ),
+            (
+                "stocksblitz_redis_round_trip_max_seconds",
+                "gauge",
+                "Slowest Redis round trip since start.",
+                s.round_trip_ns_max.get(),
+            ),
+        ] {
+            o.header(name, kind, help);
+            o.sample(name, "", ns as f64 / 1e9);
         }
     }
 
@@ -727,6 +834,21 @@ fn security(o: &mut Out, app: &AppState) {
             o.sample(name, &format!("tier=\"{}\"", tier.as_str()), v);
         }
     }
+    let (held, max) = app.access.limiter.local_fill();
+    o.scalars(&[
+        (
+            "stocksblitz_ratelimit_local_buckets",
+            "gauge",
+            "Rate-limit buckets held in this node's table (with [redis], filled only while Redis fails).",
+            held as u64,
+        ),
+        (
+            "stocksblitz_ratelimit_max_buckets",
+            "gauge",
+            "Size of this node's rate-limit table (rate_limits.max_keys); when full, new anonymous callers may get 429.",
+            max as u64,
+        ),
+    ]);
     let a = &app.access.audit.stats;
     o.scalars(&[
         (
