@@ -489,6 +489,7 @@ const NOT_ERROR_CODES: &[&str] = &[
     "CARGO_PKG_VERSION",
     "COUNT",
     "CSS",
+    "DBSIZE",
     "DEL",
     "DELETE",
     "DENY",
