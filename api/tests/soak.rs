@@ -336,8 +336,8 @@ struct JournalDisk {
 }
 
 impl JournalDisk {
-    /// `size_mib`: the journal has no retention yet, so the disk must hold the whole
-    /// run's segments plus its snapshots (two kept and one being written).
+    /// `size_mib`: the segments retention keeps plus the snapshots (two kept and one
+    /// being written), which grow with the run (the soak keeps every order's history).
     fn new(dir: PathBuf, size_mib: u64) -> Self {
         std::fs::create_dir_all(&dir).expect("journal dir");
         let mounted = Command::new("mount")
@@ -411,6 +411,9 @@ fn soak_config(journal: &Path, sim_port: u16, redis_url: &str, ilp_addr: &str, s
         d["orders"]["journal"]["dir"] = toml::Value::String(journal.display().to_string());
         d["orders"]["journal"]["segment_bytes"] = toml::Value::Integer(4 << 20);
         d["orders"]["journal"]["snapshot_every_records"] = toml::Value::Integer(5_000);
+        // Retention under every fault: the journal keeps only what a kept snapshot needs.
+        d["orders"]["journal"]["retention"] = toml::Value::String("delete".into());
+        d["orders"]["journal"]["retention_margin_records"] = toml::Value::Integer(100_000);
         d["orders"]["history_per_account"] = toml::Value::Integer(1_000_000);
         d["orders"]["max_orders"] = toml::Value::Integer(262_144);
         d["simulator"]["listen"] = toml::Value::String(format!("127.0.0.1:{sim_port}"));
@@ -1395,7 +1398,7 @@ async fn soak(seed: u64, seconds: u64) {
     eprintln!("soak: seed {seed}, {seconds} s (replay with SOAK_SEED={seed})");
     let root = fresh_dir("soak");
     std::fs::create_dir_all(&root).expect("root");
-    // About 100 MiB of journal and snapshots per 10 minutes of soak.
+    // Snapshots hold every order of the run: up to ~100 MiB each after an hour.
     let disk = JournalDisk::new(root.join("journal"), (256 + seconds / 600 * 128).min(1024));
     if !disk.mounted {
         eprintln!("soak: cannot mount a tmpfs here; no disk-full spells");
