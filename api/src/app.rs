@@ -613,6 +613,12 @@ fn open_journal(
         "order journal recovered"
     );
     let stats = Arc::new(JournalStats::default());
+    // The QuestDB sink exports order events from the journal's files: retention keeps
+    // what it has not stored yet (from its saved position; all of it without one).
+    if let Some(q) = v.questdb.as_ref().filter(|q| q.orders) {
+        let first = crate::sink::thread::saved_position(&q.spill_dir).map_or(1, |(seq, _)| seq.saturating_add(1));
+        stats.export_hold.set(first);
+    }
     let snapshots = Snapshotter::new(
         &j.dir,
         &recovered,

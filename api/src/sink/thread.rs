@@ -241,6 +241,7 @@ impl QuestDbSink {
         };
         let idle = self.setup.idle;
         let queue = Arc::new(Mutex::new(self.queue));
+        let journal = self.orders.as_ref().map(|f| Arc::clone(&f.journal));
         let tap = Tap {
             market: self.market,
             events: Vec::with_capacity(RING_BATCH),
@@ -269,6 +270,7 @@ impl QuestDbSink {
             rejected: None,
             rng: 0x2545_F491_4F6C_DD1D,
             tap: Some(tap_thread),
+            journal,
         };
         spawn_agent(out, AgentSpec::new("questdb-sink", idle, &stop))
     }
@@ -417,6 +419,9 @@ struct Out {
     rng: u64,
     /// The tap thread, joined before the last send.
     tap: Option<ThreadHandle>,
+    /// The order journal's counters when order events are exported: this thread (the
+    /// only writer) moves its retention hold forward as positions are saved.
+    journal: Option<Arc<JournalStats>>,
 }
 
 impl Agent for Out {
@@ -592,6 +597,10 @@ impl Out {
         let saved = std::fs::write(&tmp, format!("{seq} {}\n", hex(&hash))).and_then(|_| std::fs::rename(&tmp, &path));
         if let Err(e) = saved {
             tracing::warn!(error = %e, "questdb sink: cannot save the order journal position");
+        }
+        // Journal retention may now remove what is before it.
+        if let Some(journal) = &self.journal {
+            journal.export_hold.set(seq.saturating_add(1));
         }
     }
 

@@ -74,7 +74,9 @@ pub fn floor(dir: &Path, margin_records: u64) -> Result<Option<u64>, JournalErro
 /// Archives or deletes every segment wholly at or below [`floor`]; never the newest
 /// segment. Syncs the directories so a crash cannot bring a removed segment back
 /// half-way (a removed segment reappearing whole is harmless).
-pub fn apply(dir: &Path, retention: &Retention) -> Result<Trimmed, JournalError> {
+/// `hold`: the first record a consumer of the journal (the QuestDB sink's order
+/// export) has not yet taken; nothing from it on goes (`u64::MAX`: no consumer).
+pub fn apply(dir: &Path, retention: &Retention, hold: u64) -> Result<Trimmed, JournalError> {
     let segs = segments(dir)?;
     let mut out = Trimmed {
         removed: Vec::new(),
@@ -86,6 +88,7 @@ pub fn apply(dir: &Path, retention: &Retention) -> Result<Trimmed, JournalError>
     let Some(floor) = floor(dir, retention.margin_records)? else {
         return Ok(out);
     };
+    let floor = floor.min(hold.saturating_sub(1));
     // Segment i holds records first_seq(i) ..= first_seq(i + 1) - 1.
     let removable = segs
         .windows(2)

@@ -91,7 +91,13 @@ impl Snapshotter {
 
     /// Archives or deletes the segments no kept snapshot needs (see [`retention`]).
     pub fn apply_retention(&mut self) -> Result<retention::Trimmed, JournalError> {
-        let trimmed = retention::apply(&self.dir, &self.retention)?;
+        // The QuestDB sink's order export (a reader of the segment files) holds what it
+        // has not stored yet.
+        let hold = match self.stats.export_hold.get() {
+            0 => u64::MAX,
+            seq => seq,
+        };
+        let trimmed = retention::apply(&self.dir, &self.retention, hold)?;
         self.stats.segments_removed.add(trimmed.removed.len() as u64);
         self.stats.first_record.set(trimmed.first_kept);
         Ok(trimmed)

@@ -29,6 +29,10 @@ pub struct JournalStats {
     pub segments_removed: Counter,
     pub retention_errors: Counter,
     pub first_record: Counter,
+    /// The first record the QuestDB sink's order export has not stored for good yet
+    /// (0: no export): retention keeps it and every later one. Set before the
+    /// snapshot thread starts, then moved forward by the sink.
+    pub export_hold: Counter,
     failed: AtomicBool,
     failure: OnceLock<String>,
 }

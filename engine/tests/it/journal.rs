@@ -102,10 +102,19 @@ struct Rig {
 }
 
 fn rig(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every: u64) -> Rig {
-    rig_with(dir, policy, segment_bytes, snapshot_every, Retention::default())
+    rig_with(dir, policy, segment_bytes, snapshot_every, Retention::default(), 0)
 }
 
-fn rig_with(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every: u64, retention: Retention) -> Rig {
+/// `export_hold`: the record a journal reader (the QuestDB sink's export) still needs
+/// (0: none), in place before the snapshot thread's first round, as the server does.
+fn rig_with(
+    dir: &Path,
+    policy: FsyncPolicy,
+    segment_bytes: u64,
+    snapshot_every: u64,
+    retention: Retention,
+    export_hold: u64,
+) -> Rig {
     let (feed, input) = ring("feed", 4096);
     let (out, market) = ring("api", 1 << 16);
     // Small: steps wait in the engine's backlog and cross ring batches.
@@ -118,6 +127,7 @@ fn rig_with(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every:
         journal::open(dir, policy, segment_bytes, &mut manager, &mut store, &run_start()).expect("open");
     manager.republish_internal_books(UnixNanos(T0));
     let stats = Arc::new(JournalStats::default());
+    stats.export_hold.set(export_hold);
     let snapshots = Snapshotter::new(
         dir,
         &rec,
@@ -259,8 +269,9 @@ impl Rig {
             self.snapshot_every,
             self.retention,
         );
+        let hold = self.stats.export_hold.get();
         drop(self);
-        let mut r = rig_with(&dir, policy, segment_bytes, every, retention);
+        let mut r = rig_with(&dir, policy, segment_bytes, every, retention, hold);
         assert_eq!(r.manager().state_hash(), hash, "the restart rebuilt the same state");
         assert!(r.store == store, "the restart rebuilt the same read model");
         (r.now, r.next_request, r.trade_id, r.events) = (now, next_request, trade_id, events);
@@ -1121,6 +1132,8 @@ proptest! {
         snapshot_every in 1..30u64,
         margin in prop_oneof![Just(0u64), 0..40u64],
         archive: bool,
+        // The QuestDB sink's order export, at a record it has not stored yet (0: none).
+        hold in prop_oneof![Just(0u64), 1..200u64],
     ) {
         let dir = temp_dir("retention");
         let _cleanup = Cleanup(dir.clone());
@@ -1128,7 +1141,7 @@ proptest! {
             action: if archive { RetentionAction::Archive } else { RetentionAction::Delete },
             margin_records: margin,
         };
-        let mut r = rig_with(&dir, FsyncPolicy::None, 1 << 10, snapshot_every, retention);
+        let mut r = rig_with(&dir, FsyncPolicy::None, 1 << 10, snapshot_every, retention, hold);
         // A damaged snapshot, while its file is still there: only one at a time (two
         // damaged snapshots is a double fault no retention setting can cover).
         let mut damaged: Option<PathBuf> = None;
@@ -1147,6 +1160,9 @@ proptest! {
                 apply(&mut r, op, n);
             }
             retention_kept_enough(&dir, margin)?;
+            if hold > 0 {
+                prop_assert!(first_kept(&dir) <= hold, "record {} the export still needs was removed", hold);
+            }
         }
         prop_assert_eq!(r.stats.retention_errors.get(), 0);
         prop_assert_eq!(r.stats.snapshot_errors.get(), 0);
@@ -1206,7 +1222,7 @@ fn retention_archives_behind_the_oldest_snapshot_and_a_trimmed_journal_says_what
         action: RetentionAction::Archive,
         margin_records: 5,
     };
-    let mut r = rig_with(&dir, FsyncPolicy::None, 1 << 10, 10, retention);
+    let mut r = rig_with(&dir, FsyncPolicy::None, 1 << 10, 10, retention, 0);
     r.quote(MID - 1, MID + 1, 5);
     for n in 0..40 {
         apply(
