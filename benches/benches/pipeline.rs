@@ -126,8 +126,9 @@ fn end_to_end(n: u64) -> Row {
     }
 }
 
-/// Ticks at `rate` per second through feed ring, engine and output ring; every output
-/// event's one-way latency (tick stamped and pushed -> event popped).
+/// Market steps at `rate` per second (a step is one to a few ticks) through feed ring,
+/// engine and output ring; every output event's one-way latency (tick stamped and
+/// pushed -> event popped).
 fn per_tick(n: u64, rate: u64) -> Row {
     let specs = specs();
     let (mut in_tx, in_rx) = ring::<Tick>("in", 1 << 16);
@@ -187,7 +188,10 @@ fn per_tick(n: u64, rate: u64) -> Row {
     let _ = engine_thread.join();
     let dropped = in_tx.stats().dropped.get();
     Row {
-        case: format!("feed -> ring -> engine -> ring -> consumer, per tick at {}k ticks/s", rate / 1000),
+        case: format!(
+            "feed -> ring -> engine -> ring -> consumer, per tick, feed at {}k steps/s",
+            rate / 1000
+        ),
         ops: sent,
         elapsed,
         hist,
