@@ -5,11 +5,12 @@
 //! replayed; a snapshot that does not check out is skipped with a warning, down to a
 //! full replay. A journal whose older segments retention removed cannot be replayed
 //! in full: with no snapshot that fits it, start-up stops with
-//! [`JournalError::Trimmed`], saying what to restore. Every step is replayed through the same manager code, with the market
-//! it saw, and must produce exactly the events that were journaled with it; the first
-//! difference stops start-up (the state would no longer be the one traders were told
-//! about). Start records apply the configured limits the way the run did when it
-//! started ([`OrderManager::start_run`]): where the configuration had changed.
+//! [`JournalError::Trimmed`], saying what to restore. Every step is replayed through
+//! the same manager code, with the market it saw, and must produce exactly the events
+//! that were journaled with it; the first difference stops start-up (the state would
+//! no longer be the one traders were told about). Start records apply the configured
+//! limits the way the run did when it started ([`OrderManager::start_run`]): where the
+//! configuration had changed.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -128,7 +128,7 @@ pub fn remove_partial(dir: &Path) -> Result<usize, JournalError> {
         let name = entry.file_name();
         let partial = name
             .to_str()
-            .is_some_and(|n| n.starts_with("snapshot-") && n.ends_with(&format!("{SUFFIX}{TMP}")));
+            .is_some_and(|n| n.starts_with("snapshot-") && n.strip_suffix(TMP).is_some_and(|n| n.ends_with(SUFFIX)));
         if partial {
             std::fs::remove_file(entry.path()).map_err(|e| JournalError::io(entry.path(), e))?;
             n += 1;

@@ -81,11 +81,10 @@ impl Snapshotter {
     /// journal's first record is counted in the stats now.
     pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
-        if let Ok(Some(first)) = super::reader::segments(&self.dir).map(|s| s.first().map(|s| s.first_seq)) {
-            self.stats.first_record.set(first);
-        } else {
-            self.stats.first_record.set(1);
-        }
+        let first = super::reader::segments(&self.dir)
+            .ok()
+            .and_then(|s| s.first().map(|s| s.first_seq));
+        self.stats.first_record.set(first.unwrap_or(1));
         self
     }
 
