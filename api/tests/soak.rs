@@ -949,10 +949,15 @@ async fn get_json(http: &reqwest::Client, url: String) -> Option<Value> {
 /// frames for up to 200 ms each in the simulator's connection (10 s), plus slack.
 const IN_FLIGHT_MAX: Duration = Duration::from_secs(15);
 
-/// Pauses a venue, lets the engine catch up with everything the venue had sent, and
-/// compares a LIVE book with the true one. Until the paused venue's last frames are
-/// delivered (a slow fault can hold them for seconds) the engine is correctly behind:
-/// only a LIVE book that still differs once nothing can be in flight is a violation.
+/// How long the handler and the engine may take to apply what the venue has handed to
+/// its sockets (a debug build on a loaded machine).
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// Pauses a venue, waits until the simulator has handed every rendered message to its
+/// sockets (a slow or lag fault can hold them for seconds, and what is held may be for
+/// other instruments than this one), gives the engine [`SETTLE`] to apply them, and
+/// then compares a LIVE book with the true one: a LIVE book that still differs is a
+/// violation.
 async fn check_book(sim: &str, base: &str, venue: &str, venue_symbol: &str, symbol: &str, rec: &Record) {
     let http = reqwest::Client::new();
     let pause = |p: bool| {
@@ -978,48 +983,7 @@ async fn check_book(sim: &str, base: &str, venue: &str, venue_symbol: &str, symb
     if pause(true).await.is_err() {
         return;
     }
-    let mut verdict = None;
-    let deadline = Instant::now() + IN_FLIGHT_MAX;
-    // Our book while it differs, and for how many polls it has not moved: a slow fault
-    // sends a frame at least every 200 ms, so a book unchanged over three polls (1.2 s)
-    // has nothing more coming and must equal the venue's.
-    let (mut last, mut unchanged) = (None::<Value>, 0u32);
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let truth = get_json(&http, format!("http://{sim}/control/book/{venue}/{venue_symbol}"));
-        let ours = get_json(&http, format!("{base}/api/v1/book/{symbol}?depth=10"));
-        let (Some(truth), Some(ours)) = (truth.await, ours.await) else {
-            verdict = None;
-            break;
-        };
-        if ours["quality"] != "LIVE" {
-            verdict = Some(format!("not LIVE ({})", ours["quality"]));
-            last = None;
-            continue;
-        }
-        let top = |v: &Value| -> Value {
-            let side = |k: &str| {
-                Value::Array(
-                    v[k].as_array()
-                        .map(|a| a.iter().take(10).cloned().collect())
-                        .unwrap_or_default(),
-                )
-            };
-            json!({ "bids": side("bids"), "asks": side("asks") })
-        };
-        let ours = top(&ours);
-        if top(&truth) == ours {
-            verdict = Some("equal".into());
-            break;
-        }
-        unchanged = if last.as_ref() == Some(&ours) { unchanged + 1 } else { 0 };
-        if unchanged >= 3 {
-            verdict = Some(format!("LIVE but differs: ours {ours} truth {}", top(&truth)));
-            break;
-        }
-        verdict = Some("still receiving at the deadline".into());
-        last = Some(ours);
-    }
+    let verdict = compare_when_delivered(&http, sim, base, venue, venue_symbol, symbol).await;
     let _ = pause(false).await;
     match verdict {
         Some(v) if v.starts_with("LIVE but differs") => rec.violate(format!(
@@ -1028,6 +992,56 @@ async fn check_book(sim: &str, base: &str, venue: &str, venue_symbol: &str, symb
         Some(v) if v == "equal" => rec.count(format!("book check {symbol}: equal")),
         Some(v) => rec.count(format!("book check {symbol}: {v}")),
         None => rec.count(format!("book check {symbol}: server unreachable")),
+    }
+}
+
+/// The book check's verdict once the paused venue has delivered everything; `None`
+/// when the server or the simulator did not answer.
+async fn compare_when_delivered(
+    http: &reqwest::Client,
+    sim: &str,
+    base: &str,
+    venue: &str,
+    venue_symbol: &str,
+    symbol: &str,
+) -> Option<String> {
+    let deadline = Instant::now() + IN_FLIGHT_MAX;
+    loop {
+        let in_flight = get_json(http, format!("http://{sim}/control/in_flight/{venue}")).await?;
+        if in_flight["behind"] == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Some("still delivering at the deadline".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let top = |v: &Value| -> Value {
+        let side = |k: &str| {
+            Value::Array(
+                v[k].as_array()
+                    .map(|a| a.iter().take(10).cloned().collect())
+                    .unwrap_or_default(),
+            )
+        };
+        json!({ "bids": side("bids"), "asks": side("asks") })
+    };
+    let settled = Instant::now() + SETTLE;
+    loop {
+        let truth = get_json(http, format!("http://{sim}/control/book/{venue}/{venue_symbol}"));
+        let ours = get_json(http, format!("{base}/api/v1/book/{symbol}?depth=10"));
+        let (truth, ours) = (truth.await?, ours.await?);
+        let verdict = if ours["quality"] != "LIVE" {
+            format!("not LIVE ({})", ours["quality"])
+        } else if top(&truth) == top(&ours) {
+            return Some("equal".into());
+        } else {
+            format!("LIVE but differs: ours {} truth {}", top(&ours), top(&truth))
+        };
+        if Instant::now() > settled {
+            return Some(verdict);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

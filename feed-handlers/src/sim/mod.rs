@@ -15,9 +15,11 @@
 //! `/binance/api/v3/depth?symbol=&limit=` (REST); `/coinbase` and `/kite` (WebSocket);
 //! `POST /control/faults/{venue}` (a `FaultRequest`), `POST /control/pause/{venue}`
 //! (`{"paused":true}`), `GET /control/book/{venue}/{venue_symbol}`, and
-//! `POST /control/auth/{venue}` (`{"refused_tokens":["..."]}`: Kite answers HTTP 403 to a
+//! `GET /control/in_flight/{venue}` (how many sessions still have rendered market data
+//! to hand to their socket: [`delivery`]), `POST /control/auth/{venue}` (`{"refused_tokens":["..."]}`: Kite answers HTTP 403 to a
 //! connection with one of these access tokens, as it does to an expired one).
 
+pub mod delivery;
 pub mod faults;
 pub mod market;
 pub mod session;
@@ -38,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::venue::Venue;
+use delivery::{Batch, Delivery};
 use faults::{FaultRequest, Faults};
 use market::{SimInstrument, VenueMarket};
 
@@ -70,7 +73,9 @@ pub enum Payload {
 pub struct VenueSim {
     pub venue: Venue,
     pub market: Mutex<VenueMarket>,
-    pub tx: broadcast::Sender<Arc<Vec<Outgoing>>>,
+    pub tx: broadcast::Sender<Arc<Batch>>,
+    /// Which broadcast batches each session has delivered.
+    pub delivery: Delivery,
     pub faults: Faults,
     /// While set, the market does not move (tests compare books at rest).
     pub paused: std::sync::atomic::AtomicBool,
@@ -219,7 +224,8 @@ async fn generate(sim: Arc<VenueSim>, rate_per_sec: u64) {
         };
         if !batch.is_empty() {
             // No receivers is fine: nobody is connected.
-            let _ = sim.tx.send(Arc::new(batch));
+            let seq = sim.delivery.number();
+            let _ = sim.tx.send(Arc::new(Batch { seq, msgs: batch }));
         }
     }
 }
@@ -262,6 +268,13 @@ async fn post_auth(State(s): State<Shared>, Path(venue): Path<String>, Json(a): 
             *v.refused_tokens.lock() = a.refused_tokens.into_iter().collect();
             StatusCode::NO_CONTENT.into_response()
         }
+        None => (StatusCode::NOT_FOUND, format!("venue {venue:?} is not simulated")).into_response(),
+    }
+}
+
+async fn get_in_flight(State(s): State<Shared>, Path(venue): Path<String>) -> Response {
+    match s.venue(&venue) {
+        Some(v) => Json(v.delivery.in_flight()).into_response(),
         None => (StatusCode::NOT_FOUND, format!("venue {venue:?} is not simulated")).into_response(),
     }
 }
@@ -311,6 +324,7 @@ pub async fn start(setup: SimSetup, listener: TcpListener) -> std::io::Result<Si
                 setup.depth,
             )),
             tx,
+            delivery: Delivery::default(),
             faults: Faults::default(),
             paused: std::sync::atomic::AtomicBool::new(false),
             refused_tokens: Mutex::new(std::collections::HashSet::new()),
@@ -329,6 +343,7 @@ pub async fn start(setup: SimSetup, listener: TcpListener) -> std::io::Result<Si
         .route("/control/pause/{venue}", post(post_pause))
         .route("/control/auth/{venue}", post(post_auth))
         .route("/control/book/{venue}/{symbol}", get(get_book))
+        .route("/control/in_flight/{venue}", get(get_in_flight))
         .with_state(shared);
     let (tx, rx) = oneshot::channel::<()>();
     tasks.push(tokio::spawn(async move {

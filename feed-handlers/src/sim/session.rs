@@ -15,6 +15,7 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 
+use super::delivery::Batch;
 use super::faults::{Faults, Lifecycle, SessionFaults};
 use super::{Outgoing, VenueSim};
 
@@ -78,15 +79,18 @@ async fn send(socket: &mut WebSocket, steps: &mut Vec<Send>) -> bool {
 pub async fn serve(
     mut socket: WebSocket,
     sim: Arc<VenueSim>,
-    mut rx: Receiver<Arc<Vec<Outgoing>>>,
+    mut rx: Receiver<Arc<Batch>>,
     mut client: impl SimClient,
 ) {
     let f = &sim.faults;
     let mut lifecycle = SessionFaults::new(f);
     let mut keepalive = tokio::time::interval(client.keepalive_every());
     let mut out = Vec::new();
-    // Under a `lag` fault: what the session rendered, and when it is due.
-    let mut late: VecDeque<(tokio::time::Instant, Vec<Send>)> = VecDeque::new();
+    // After `rx` was subscribed (by the caller), so every batch it gets is tracked.
+    let tracked = sim.delivery.track();
+    // Under a `lag` fault: what the session rendered, when it is due, and the batch it
+    // completes (none for a keepalive).
+    let mut late: VecDeque<(tokio::time::Instant, Vec<Send>, Option<u64>)> = VecDeque::new();
     loop {
         match lifecycle.check(f) {
             Lifecycle::Serve => {}
@@ -113,19 +117,20 @@ pub async fn serve(
                     Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
                 };
                 if f.silenced() {
+                    tracked.delivered(batch.seq);
                     continue;
                 }
                 let latency = lifecycle.latency(f);
                 if latency > Duration::ZERO || !late.is_empty() {
                     let mut steps = Vec::new();
-                    for msg in batch.iter() {
+                    for msg in batch.msgs.iter() {
                         client.message(msg, f, &mut steps);
                     }
                     client.end_of_step(f, &mut steps);
-                    late.push_back((tokio::time::Instant::now() + latency, steps));
+                    late.push_back((tokio::time::Instant::now() + latency, steps, Some(batch.seq)));
                     continue;
                 }
-                for msg in batch.iter() {
+                for msg in batch.msgs.iter() {
                     client.message(msg, f, &mut out);
                     if !send(&mut socket, &mut out).await {
                         return;
@@ -135,16 +140,20 @@ pub async fn serve(
                 if !send(&mut socket, &mut out).await {
                     return;
                 }
+                tracked.delivered(batch.seq);
             }
             _ = async {
                 match late.front() {
-                    Some((due, _)) => tokio::time::sleep_until(*due).await,
+                    Some((due, _, _)) => tokio::time::sleep_until(*due).await,
                     None => std::future::pending().await,
                 }
             }, if !late.is_empty() => {
-                if let Some((_, mut steps)) = late.pop_front() {
+                if let Some((_, mut steps, seq)) = late.pop_front() {
                     if !send(&mut socket, &mut steps).await {
                         return;
+                    }
+                    if let Some(seq) = seq {
+                        tracked.delivered(seq);
                     }
                 }
             }
@@ -164,7 +173,7 @@ pub async fn serve(
                 // not announce trades still on their way.
                 let latency = lifecycle.latency(f);
                 if latency > Duration::ZERO || !late.is_empty() {
-                    late.push_back((tokio::time::Instant::now() + latency, std::mem::take(&mut out)));
+                    late.push_back((tokio::time::Instant::now() + latency, std::mem::take(&mut out), None));
                     continue;
                 }
                 if !send(&mut socket, &mut out).await {

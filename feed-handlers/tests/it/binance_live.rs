@@ -203,3 +203,58 @@ fn a_switch_waits_for_a_lagging_old_connection() {
     )
     .switches_past_a_lagging_old_connection(None, true);
 }
+
+/// A paused venue's true book is only comparable once everything rendered before the
+/// pause has reached the handler. Under a `slow` fault that takes seconds, and the held
+/// frames are mostly for the other instrument, so the handler's book can sit still and
+/// differ while more is on its way (what the soak once took for a wrong LIVE book). The
+/// simulator's in-flight report is the oracle: once no session is behind, the books
+/// are the venue's after a moment, never before the report says so.
+#[test]
+fn a_paused_venue_reports_what_it_still_holds_and_then_the_books_are_its() {
+    let mut i = [
+        instrument("BTCUSDT", "binance", "btcusdt", 8, 8),
+        instrument("ETHUSDT", "binance", "ethusdt", 8, 8),
+    ];
+    for i in &mut i {
+        i.tick_size = "0.01".into();
+        i.lot_size = "0.00001".into();
+    }
+    let mut h = Harness::start(
+        Venue::parse("binance").unwrap(),
+        &i,
+        &[("BTCUSDT", "65000.00"), ("ETHUSDT", "3400.00")],
+        |_| {},
+    );
+    h.run_for(Duration::from_millis(800));
+    h.assert_books_match("after start", None);
+    assert_eq!(h.in_flight()["sessions"], 1, "{}", h.in_flight());
+
+    for round in 0..3 {
+        // More slow frames than the venue renders before the pause, each long enough
+        // that the last batch's own frames are still held when the session has taken
+        // that batch off the broadcast.
+        h.fault(FaultKind::Slow, 40, 250);
+        h.run_for(Duration::from_millis(30));
+        h.pause(true);
+        let first = h.in_flight();
+        assert!(
+            first["behind"].as_u64() >= Some(1),
+            "round {round}: a slow session is behind: {first}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while h.in_flight()["behind"] != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: still behind after 30 s: {}",
+                h.in_flight()
+            );
+            h.run_for(Duration::from_millis(50));
+        }
+        h.run_for(Duration::from_millis(300));
+        if let Some(d) = h.first_difference(None) {
+            panic!("round {round}: nothing in flight, yet {d}");
+        }
+        h.pause(false);
+    }
+}

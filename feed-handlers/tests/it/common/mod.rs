@@ -190,46 +190,67 @@ impl Harness {
     pub fn assert_books_match(&mut self, context: &str, depth: Option<usize>) {
         self.pause(true);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let symbols: Vec<(usize, String, u8, u8)> = self
-            .registry
-            .iter()
-            .map(|i| (i.id.index(), i.venue_symbol.clone(), i.price_scale, i.qty_scale))
-            .collect();
         loop {
             self.run_for(Duration::from_millis(100));
-            let mut all = true;
-            for (i, sym, ps, qs) in &symbols {
-                let truth = self.truth(sym);
-                let n = depth.unwrap_or(usize::MAX);
-                let ours = |ls: &[Level]| -> Vec<[String; 2]> {
-                    ls.iter()
-                        .take(n)
-                        .map(|l| [l.price.decimal(*ps).to_string(), l.qty.decimal(*qs).to_string()])
-                        .collect()
-                };
-                let theirs = |v: &serde_json::Value| -> Vec<[String; 2]> {
-                    serde_json::from_value::<Vec<[String; 2]>>(v.clone())
-                        .unwrap()
-                        .into_iter()
-                        .take(n)
-                        .collect()
-                };
-                let same = ours(self.books[*i].bids()) == theirs(&truth["bids"])
-                    && ours(self.books[*i].asks()) == theirs(&truth["asks"]);
-                all &= same;
-                if !same && Instant::now() > deadline {
-                    panic!(
-                        "{context}: {sym} book differs\nours bids {:?}\ntrue bids {:?}",
-                        ours(self.books[*i].bids()),
-                        theirs(&truth["bids"])
-                    );
-                }
-            }
-            if all {
-                break;
+            match self.first_difference(depth) {
+                None => break,
+                Some(d) if Instant::now() > deadline => panic!("{context}: {d}"),
+                Some(_) => {}
             }
         }
         self.pause(false);
+    }
+
+    /// The first book (the top `depth` levels per side when given) that is not the
+    /// simulator's, described; `None` when every book is.
+    pub fn first_difference(&self, depth: Option<usize>) -> Option<String> {
+        let n = depth.unwrap_or(usize::MAX);
+        self.registry.iter().find_map(|i| {
+            let truth = self.truth(&i.venue_symbol);
+            let ours = |ls: &[Level]| -> Vec<[String; 2]> {
+                ls.iter()
+                    .take(n)
+                    .map(|l| {
+                        [
+                            l.price.decimal(i.price_scale).to_string(),
+                            l.qty.decimal(i.qty_scale).to_string(),
+                        ]
+                    })
+                    .collect()
+            };
+            let theirs = |v: &serde_json::Value| -> Vec<[String; 2]> {
+                serde_json::from_value::<Vec<[String; 2]>>(v.clone())
+                    .unwrap()
+                    .into_iter()
+                    .take(n)
+                    .collect()
+            };
+            let book = &self.books[i.id.index()];
+            let same = ours(book.bids()) == theirs(&truth["bids"]) && ours(book.asks()) == theirs(&truth["asks"]);
+            (!same).then(|| {
+                format!(
+                    "{} book differs\nours bids {:?}\ntrue bids {:?}",
+                    i.venue_symbol,
+                    ours(book.bids()),
+                    theirs(&truth["bids"])
+                )
+            })
+        })
+    }
+
+    /// The simulator's `GET /control/in_flight/{venue}`: how many sessions still have
+    /// rendered market data to hand to their socket.
+    pub fn in_flight(&self) -> serde_json::Value {
+        let addr = self.sim.as_ref().unwrap().addr;
+        let venue = self.venue.as_str();
+        self.rt.block_on(async {
+            reqwest::get(format!("http://{addr}/control/in_flight/{venue}"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
     }
 
     /// The simulator's true book of `venue_symbol`, with its last update and trade ids.
