@@ -1502,6 +1502,10 @@ async fn soak(seed: u64, seconds: u64) {
             Arc::clone(&rec),
             base.clone(),
         );
+        // `SOAK_RSS_TRACE=<file>`: every sample as `<seconds> <pid> <RSS MiB>`, to see
+        // what memory follows.
+        let mut trace = std::env::var_os("SOAK_RSS_TRACE").and_then(|p| std::fs::File::create(p).ok());
+        let started = Instant::now();
         tasks.push(tokio::spawn(async move {
             let mut track = HealthTrack::default();
             while !stop.load(Ordering::Relaxed) {
@@ -1509,6 +1513,10 @@ async fn soak(seed: u64, seconds: u64) {
                 if p != 0 {
                     if let Some(kib) = rss_kib(p) {
                         max_rss.fetch_max(u32::try_from(kib / 1024).unwrap_or(u32::MAX), Ordering::Relaxed);
+                        if let Some(f) = trace.as_mut() {
+                            use std::io::Write;
+                            let _ = writeln!(f, "{:.1} {p} {}", started.elapsed().as_secs_f64(), kib / 1024);
+                        }
                     }
                     sample_health(&base, &rec, &mut track).await;
                 } else {
