@@ -160,11 +160,11 @@ fn from_snapshot(
 ) -> Result<(Recovered, u64), JournalError> {
     let bad = |what: String| JournalError::Snapshot(format!("{}: {what}", path.display()));
     let snap = snapshot::read(path).map_err(|e| bad(e.to_string()))?;
-    manager.restore_image(&snap.image).map_err(|e| bad(e.to_string()))?;
+    manager.restore_image(snap.image()).map_err(|e| bad(e.to_string()))?;
     if manager.state_hash() != snap.state {
         return Err(bad("the restored state does not match the snapshot's state hash".into()));
     }
-    let restored: OrderStore = postcard::from_bytes(&snap.store).map_err(|e| bad(format!("read model: {e}")))?;
+    let restored: OrderStore = postcard::from_bytes(snap.store()).map_err(|e| bad(format!("read model: {e}")))?;
     if !restored.fits(store) {
         return Err(bad("the read model was taken with a different account count".into()));
     }

@@ -10,9 +10,16 @@
 //! journal it came from); `state_hash` is [`OrderManager::state_hash`] of the image,
 //! checked after loading. Written to a temporary file, fsynced and renamed, so a
 //! crash never leaves a half-written snapshot under a snapshot's name.
+//!
+//! The read model grows with the history it keeps, so it is streamed to the file
+//! (length and checksum patched into the header at the end) rather than built in
+//! memory first, and a snapshot read back is sliced, not copied: a whole-snapshot
+//! buffer, grown by doubling, and two copies of it on reading were transient peaks of
+//! several times the snapshot's size in the server's memory.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::orders::store::OrderStore;
@@ -36,8 +43,48 @@ pub struct Snapshot {
     pub seq: u64,
     pub chain: Hash,
     pub state: Hash,
-    pub image: Vec<u8>,
-    pub store: Vec<u8>,
+    /// The whole file; `image` and `store` are ranges of it.
+    buf: Vec<u8>,
+    image: Range<usize>,
+    store: Range<usize>,
+}
+
+impl Snapshot {
+    /// The order manager's image.
+    pub fn image(&self) -> &[u8] {
+        &self.buf[self.image.clone()]
+    }
+
+    /// The read model, postcard-encoded.
+    pub fn store(&self) -> &[u8] {
+        &self.buf[self.store.clone()]
+    }
+}
+
+/// Passes bytes on while counting and checksumming them; keeps a write's error for
+/// the caller (postcard reports any as a full buffer).
+struct Summing<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> Write for Summing<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b).map_err(|e| {
+            let kept = std::io::Error::new(e.kind(), e.to_string());
+            self.error = Some(e);
+            kept
+        })?;
+        self.crc.update(&b[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 pub fn name(seq: u64) -> String {
@@ -73,22 +120,10 @@ pub fn write(
     keep: usize,
 ) -> Result<PathBuf, JournalError> {
     let path = dir.join(name(seq));
-    let encode_err = |e: postcard::Error| JournalError::Encode {
-        seq,
-        what: format!("snapshot: {e}"),
-    };
-    let mut body = Vec::with_capacity(1 << 20);
-    body.extend_from_slice(&seq.to_le_bytes());
-    body.extend_from_slice(chain);
-    body.extend_from_slice(&manager.state_hash());
-    body.extend_from_slice(&[0; 8]);
-    manager.encode_image(&mut body).map_err(encode_err)?;
-    let image_len = (body.len() - FIXED) as u64;
-    body[FIXED - 8..FIXED].copy_from_slice(&image_len.to_le_bytes());
-    postcard::to_io(store, &mut body).map_err(encode_err)?;
-
+    let mut image = Vec::with_capacity(1 << 20);
+    manager.encode_image(&mut image).map_err(|e| encode_err(seq, e))?;
     let tmp = dir.join(format!("{}{TMP}", name(seq)));
-    if let Err(e) = write_file(&tmp, &body, &path, dir) {
+    if let Err(e) = write_file(&tmp, seq, chain, manager, &image, store, &path, dir) {
         // A partial file (a full disk, say) would hold its space until someone noticed.
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -99,20 +134,67 @@ pub fn write(
     Ok(path)
 }
 
-/// Writes `body` (with header) to `tmp`, syncs it, and renames it to `path`.
-fn write_file(tmp: &Path, body: &[u8], path: &Path, dir: &Path) -> Result<(), JournalError> {
+fn encode_err(seq: u64, e: postcard::Error) -> JournalError {
+    JournalError::Encode {
+        seq,
+        what: format!("snapshot: {e}"),
+    }
+}
+
+/// Streams the snapshot to `tmp` (the header's length and checksum patched in at the
+/// end), syncs it, and renames it to `path`.
+#[allow(clippy::too_many_arguments)]
+fn write_file(
+    tmp: &Path,
+    seq: u64,
+    chain: &Hash,
+    manager: &OrderManager,
+    image: &[u8],
+    store: &OrderStore,
+    path: &Path,
+    dir: &Path,
+) -> Result<(), JournalError> {
+    let io = |e| JournalError::io(tmp, e);
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .open(tmp)
-        .map_err(|e| JournalError::io(tmp, e))?;
+        .map_err(io)?;
     f.write_all(MAGIC)
-        .and_then(|_| f.write_all(&(body.len() as u64).to_le_bytes()))
-        .and_then(|_| f.write_all(&crc32fast::hash(body).to_le_bytes()))
-        .and_then(|_| f.write_all(body))
+        .and_then(|_| f.write_all(&[0; HEADER - 8]))
+        .map_err(io)?;
+    let mut body = BufWriter::with_capacity(
+        1 << 16,
+        Summing {
+            inner: f,
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            error: None,
+        },
+    );
+    body.write_all(&seq.to_le_bytes())
+        .and_then(|_| body.write_all(chain))
+        .and_then(|_| body.write_all(&manager.state_hash()))
+        .and_then(|_| body.write_all(&(image.len() as u64).to_le_bytes()))
+        .and_then(|_| body.write_all(image))
+        .map_err(io)?;
+    let streamed = postcard::to_io(store, &mut body);
+    if let Err(e) = streamed {
+        // postcard reports a failed write as a full buffer: the file's error is kept.
+        return Err(match body.get_mut().error.take() {
+            Some(w) => io(w),
+            None => encode_err(seq, e),
+        });
+    }
+    let Summing {
+        inner: mut f, crc, len, ..
+    } = body.into_inner().map_err(|e| io(e.into_error()))?;
+    f.seek(SeekFrom::Start(8))
+        .and_then(|_| f.write_all(&len.to_le_bytes()))
+        .and_then(|_| f.write_all(&crc.finalize().to_le_bytes()))
         .and_then(|_| f.sync_all())
-        .map_err(|e| JournalError::io(tmp, e))?;
+        .map_err(io)?;
     drop(f);
     std::fs::rename(tmp, path).map_err(|e| JournalError::io(path, e))?;
     File::open(dir)
@@ -168,15 +250,18 @@ pub fn read(path: &Path) -> Result<Snapshot, JournalError> {
     state.copy_from_slice(&body[40..72]);
     n.copy_from_slice(&body[72..80]);
     let image_len = usize::try_from(u64::from_le_bytes(n)).map_err(|_| bad("image length is out of range"))?;
-    let image = body
-        .get(FIXED..FIXED.saturating_add(image_len))
-        .ok_or_else(|| bad("image is truncated"))?;
+    let image = HEADER + FIXED..(HEADER + FIXED).saturating_add(image_len);
+    let store = image.end..HEADER + len;
+    if image.end > store.end {
+        return Err(bad("image is truncated"));
+    }
     Ok(Snapshot {
         path: path.to_path_buf(),
         seq: u64::from_le_bytes(seq),
         chain,
         state,
-        image: image.to_vec(),
-        store: body[FIXED + image_len..].to_vec(),
+        buf,
+        image,
+        store,
     })
 }

@@ -2318,10 +2318,10 @@ mod journal_bytes {
         assert_eq!((snap.seq, snap.chain), (1_234, [0xab; 32]));
         let mut fresh = small_manager();
         assert_ne!(fresh.state_hash(), m.state_hash());
-        fresh.restore_image(&snap.image).expect("restores");
+        fresh.restore_image(snap.image()).expect("restores");
         assert_eq!(fresh.state_hash(), m.state_hash());
         assert_eq!(snap.state, m.state_hash());
-        let restored: OrderStore = postcard::from_bytes(&snap.store).expect("read model decodes");
+        let restored: OrderStore = postcard::from_bytes(snap.store()).expect("read model decodes");
         assert_eq!(restored, store);
     }
 
