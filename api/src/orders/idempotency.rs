@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use stocksblitz_engine::orders::AccountId;
 
 const TTL: Duration = Duration::from_secs(24 * 3600);
-const MAX_ENTRIES: usize = 1_000_000;
+/// The same bound as the journaled answers the read model keeps.
+const MAX_ENTRIES: usize = stocksblitz_engine::orders::store::KEYED_MAX;
 /// Longest accepted key.
 pub const MAX_KEY_LEN: usize = 128;
 

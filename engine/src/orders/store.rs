@@ -27,6 +27,11 @@ type Hasher = foldhash::fast::RandomState;
 /// How long a keyed request's answer is kept (the API's idempotency window).
 pub const KEYED_TTL_NS: i64 = 24 * 3600 * UnixNanos::NANOS_PER_SEC;
 
+/// At most this many keyed answers are kept (the oldest go first), the same bound as
+/// the API's in-process key table: memory is bounded by count, not only by the window,
+/// whatever the order rate.
+pub const KEYED_MAX: usize = 1_000_000;
+
 /// A keyed request: the body it came with and the events that answered it (the
 /// requester's own).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,6 +56,8 @@ pub struct OrderStore {
     kept: Kept,
     /// Per account, the arrival sequences of its finished orders (oldest first).
     finished: Vec<BTreeSet<u64>>,
+    /// [`KEYED_MAX`], smaller in tests.
+    keyed_max: usize,
 }
 
 /// What the store holds. Field order and types are the snapshot format.
@@ -86,7 +93,11 @@ impl From<Kept> for OrderStore {
                     .collect()
             })
             .collect();
-        Self { kept, finished }
+        Self {
+            kept,
+            finished,
+            keyed_max: KEYED_MAX,
+        }
     }
 }
 
@@ -116,6 +127,17 @@ impl OrderStore {
         .into()
     }
 
+    /// Keeps at most `max` keyed answers instead of [`KEYED_MAX`] (tests).
+    pub fn with_keyed_max(mut self, max: usize) -> Self {
+        self.keyed_max = max.max(1);
+        self
+    }
+
+    /// Keyed answers kept.
+    pub fn keyed_len(&self) -> usize {
+        self.kept.keyed.len()
+    }
+
     /// Last engine event sequence applied.
     pub fn last_seq(&self) -> u64 {
         self.kept.last_seq
@@ -139,8 +161,20 @@ impl OrderStore {
         let Input::Command(cmd) = step.input else { return };
         let Some(tag) = cmd.idempotency else { return };
         let k = &mut self.kept;
+        // A key answered again replaces its entry, queue position included. The API
+        // replays a kept answer instead of sending its key again, so this is only a key
+        // whose answer was evicted here, never a hot path: the search is fine.
+        if let Some(old) = k.keyed.get(&(cmd.account, tag.key)) {
+            let old = (old.at, cmd.account, tag.key);
+            if let Some(p) = k.keyed_order.iter().position(|e| *e == old) {
+                k.keyed_order.remove(p);
+            }
+            k.keyed.remove(&(cmd.account, tag.key));
+        }
+        // Expired answers go, and the oldest while a new one would not fit.
         while let Some(&(at, account, key)) = k.keyed_order.front() {
-            if at.0 > cmd.at.0.saturating_sub(KEYED_TTL_NS) {
+            let full = k.keyed.len() >= self.keyed_max;
+            if !full && at.0 > cmd.at.0.saturating_sub(KEYED_TTL_NS) {
                 break;
             }
             k.keyed_order.pop_front();

@@ -160,3 +160,65 @@ proptest! {
         prop_assert_eq!(store.seq_gaps(), 0);
     }
 }
+
+/// Keyed answers (an `Idempotency-Key`'s original answer, replayed after a restart) are
+/// bounded by count as well as by the 24-hour window: generated streams of keys, some
+/// answered again, with time jumping past the window now and then, against a model
+/// that keeps the newest `cap` keys still inside the window.
+mod keyed {
+    use super::*;
+    use std::collections::VecDeque;
+    use stocksblitz_engine::orders::store::KEYED_TTL_NS;
+    use stocksblitz_engine::orders::{Command, IdemTag};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn at_most_the_newest_keys_inside_the_window_are_kept(
+            ops in prop::collection::vec((0..10u8, 0..4u8), 1..120),
+            cap in 1..6usize,
+        ) {
+            let mut m = manager(1);
+            let mut store = OrderStore::new(1, 10).with_keyed_max(cap);
+            // Live keys, oldest first, with when they were answered.
+            let mut model: VecDeque<(u8, i64)> = VecDeque::new();
+            let mut at = T0;
+            for (i, &(key, dt)) in ops.iter().enumerate() {
+                at += if dt == 3 { KEYED_TTL_NS / 2 + 1 } else { i64::from(dt) };
+                let tag = IdemTag::new(&format!("k{key}"), b"{}");
+                m.clear();
+                m.handle(&Command {
+                    request: i as u64 + 1,
+                    account: AccountId(0),
+                    at: UnixNanos(at),
+                    kind: CommandKind::Cancel { order: OrderId(1_000_000) },
+                    idempotency: Some(tag),
+                });
+                let step = *m.steps().last().expect("a step");
+                store.apply_step(&step, m.events());
+
+                model.retain(|&(_, t)| t > at - KEYED_TTL_NS);
+                let known = model.iter().position(|&(k, _)| k == key);
+                match known {
+                    Some(p) => {
+                        model.remove(p);
+                    }
+                    None if model.len() >= cap => {
+                        model.pop_front();
+                    }
+                    None => {}
+                }
+                model.push_back((key, at));
+
+                prop_assert_eq!(store.keyed_len(), model.len());
+                for k in 0..10u8 {
+                    let tag = IdemTag::new(&format!("k{k}"), b"{}");
+                    let kept = store.keyed(AccountId(0), &tag.key, UnixNanos(at)).map(|e| e.at.0);
+                    let want = model.iter().find(|&&(mk, _)| mk == k).map(|&(_, t)| t);
+                    prop_assert_eq!(kept, want, "key {} after op {}", k, i);
+                }
+            }
+        }
+    }
+}
