@@ -254,7 +254,16 @@ pub async fn place_keyed(
                             .await;
                         return Err(key_reused());
                     }
-                    let (status, value, _) = answer(placement_answer(desk, p.account, &prior.events));
+                    let events = match prior.events() {
+                        Ok(events) => events,
+                        Err(e) => {
+                            tracing::error!(error = %e, "a kept idempotent answer does not decode");
+                            svc.finish_key(p.account, k, body, StatusCode::OK, &Value::Null, false)
+                                .await;
+                            return Err(ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR, ""));
+                        }
+                    };
+                    let (status, value, _) = answer(placement_answer(desk, p.account, &events));
                     svc.finish_key(p.account, k, body, status, &value, true).await;
                     return Ok((status, value));
                 }

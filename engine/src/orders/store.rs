@@ -33,12 +33,56 @@ pub const KEYED_TTL_NS: i64 = 24 * 3600 * UnixNanos::NANOS_PER_SEC;
 pub const KEYED_MAX: usize = 1_000_000;
 
 /// A keyed request: the body it came with and the events that answered it (the
-/// requester's own).
+/// requester's own). The events are kept postcard-encoded, about half their size in
+/// memory: answers are kept for a day, read back only when a key is retried after a
+/// restart, and were most of the read model's memory. Snapshots hold them as events,
+/// as before.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "KeyedWire", into = "KeyedWire")]
 pub struct Keyed {
     pub body: [u8; 16],
     pub at: UnixNanos,
-    pub events: Vec<OrderEvent>,
+    events: Box<[u8]>,
+}
+
+/// [`Keyed`] as snapshots hold it. Field order and types are the snapshot format.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyedWire {
+    body: [u8; 16],
+    at: UnixNanos,
+    events: Vec<OrderEvent>,
+}
+
+impl Keyed {
+    pub fn new(body: [u8; 16], at: UnixNanos, events: &[OrderEvent]) -> Self {
+        // Encoding plain values into a growing buffer cannot fail (postcard fails only
+        // on a full fixed buffer or a type it cannot represent).
+        let events = postcard::to_allocvec(events).unwrap_or_default().into_boxed_slice();
+        Self { body, at, events }
+    }
+
+    /// The events that answered the request.
+    pub fn events(&self) -> Result<Vec<OrderEvent>, postcard::Error> {
+        postcard::from_bytes(&self.events)
+    }
+}
+
+impl From<KeyedWire> for Keyed {
+    fn from(w: KeyedWire) -> Self {
+        Self::new(w.body, w.at, &w.events)
+    }
+}
+
+impl From<Keyed> for KeyedWire {
+    fn from(k: Keyed) -> Self {
+        // Bytes this process encoded itself decode.
+        let events = k.events().unwrap_or_default();
+        Self {
+            body: k.body,
+            at: k.at,
+            events,
+        }
+    }
 }
 
 /// One order as last reported, with the API's own arrival sequence (the cursor).
@@ -182,15 +226,9 @@ impl OrderStore {
                 k.keyed.remove(&(account, key));
             }
         }
-        let mine = events.iter().filter(|e| e.account == cmd.account).copied().collect();
-        k.keyed.insert(
-            (cmd.account, tag.key),
-            Keyed {
-                body: tag.body,
-                at: cmd.at,
-                events: mine,
-            },
-        );
+        let mine: Vec<OrderEvent> = events.iter().filter(|e| e.account == cmd.account).copied().collect();
+        k.keyed
+            .insert((cmd.account, tag.key), Keyed::new(tag.body, cmd.at, &mine));
         k.keyed_order.push_back((cmd.at, cmd.account, tag.key));
     }
 
