@@ -3,7 +3,10 @@
 //!
 //! It is a plain OS thread (not a tokio task) because it polls a lock-free ring with an
 //! idle strategy, like every other ring consumer. It takes the mirror's write lock once
-//! per batch, never per event, and notifies subscribers after releasing it.
+//! per batch, never per event; then, under the read lock (readers are not held up),
+//! hands the batch's changes to the WebSocket hub ([`Dispatcher`]): each changed public
+//! channel encoded once and published, whatever the number of subscribers; and after
+//! releasing it wakes each changed channel once.
 //!
 //! Taps: a store that wants conflated market data too (the Redis publisher) gets every
 //! event from here through a ring of its own, and a full ring drops and counts (its
@@ -23,7 +26,7 @@ use stocksblitz_engine::ring::{RingConsumer, RingProducer};
 use stocksblitz_engine::{DataQuality, EngineEvent, InstrumentId, InstrumentRegistry, UnixNanos};
 
 use super::mirror::{Change, Mirror};
-use crate::ws::hub::Hub;
+use crate::ws::hub::{Applied, Dispatcher, Hub};
 
 /// Events taken from the ring per batch (one write lock each).
 const BATCH: usize = 4096;
@@ -76,13 +79,13 @@ fn log_transition(market: &Market, t: Transition) {
 /// The API fan-out as an agent: a poll takes one batch off the engine's output ring.
 struct Fanout {
     market: Arc<Market>,
-    hub: Arc<Hub>,
+    hub: Dispatcher,
     ring: RingConsumer<EngineEvent>,
     /// Lossy rings of the stores that take every event (a full ring drops and counts).
     taps: Vec<RingProducer<EngineEvent>>,
     stats: Arc<FanoutStats>,
     batch: Vec<EngineEvent>,
-    changes: Vec<(InstrumentId, Change)>,
+    changes: Vec<Applied>,
     transitions: Vec<Transition>,
 }
 
@@ -103,7 +106,12 @@ impl Agent for Fanout {
                 let from = mirror.get(ev.instrument).map(|v| v.quality());
                 let c = mirror.apply(ev);
                 if c != Change::None {
-                    self.changes.push((ev.instrument, c));
+                    self.changes.push(Applied {
+                        instrument: ev.instrument,
+                        change: c,
+                        seq: ev.seq,
+                        engine_ts: ev.engine_ts,
+                    });
                 }
                 let to = mirror.get(ev.instrument).map(|v| v.quality());
                 if let (Some(from), Some(to)) = (from, to) {
@@ -117,7 +125,8 @@ impl Agent for Fanout {
                 }
             }
         }
-        self.hub.dispatch(&self.changes);
+        self.hub.publish(&self.market.mirror.read(), &self.changes);
+        self.hub.wake();
         // Off the engine's path and outside the lock: one line per transition.
         for t in self.transitions.drain(..) {
             log_transition(&self.market, t);
@@ -146,8 +155,8 @@ pub fn spawn_fanout(
 ) -> Result<(ThreadHandle, Arc<FanoutStats>), AgentError> {
     let stats = Arc::new(FanoutStats::default());
     let agent = Fanout {
+        hub: Dispatcher::new(hub, Arc::clone(&market.registry)),
         market,
-        hub,
         ring,
         taps,
         stats: Arc::clone(&stats),

@@ -1,16 +1,183 @@
-//! Who is subscribed to what, and routing of changes to connections' outboxes.
+//! The WebSocket fan-out's shared state: every public channel's encoded messages, and
+//! who receives the private ones.
+//!
+//! Issue 19: the fan-out thread's work must not grow with the number of subscribers.
+//! So it never visits a subscriber. Per batch of engine events it encodes each changed
+//! public channel's payload once into shared bytes and publishes it on the channel:
+//! - conflated channels (quotes, book) hold their latest payload as an immutable
+//!   [`Latest`] swapped in whole ([`ArcSwap`]) with a version that counts the updates
+//!   folded into it; a session reads it when it is ready to write, and a subscribe (or
+//!   any other reader) never waits for the fan-out;
+//! - queued channels (trades, bars) append each message to a bounded [`Ring`] of
+//!   encoded messages; each session keeps its own read position, and one that fell
+//!   more than the ring's capacity behind skips ahead and is told how many it missed.
+//!
+//! Then it wakes each touched channel's waiters once (one [`Notify`] per channel).
+//! Sessions add only their own framing (`type`, `channel`, `seq`) around the shared
+//! `data` bytes ([`super::reader`]). Private channels (orders, fills, positions,
+//! anomalies) are per account and never dropped: they still go through each
+//! connection's [`Outbox`].
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
+use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
+use serde::Serialize;
 use stocksblitz_engine::orders::{AccountId, OrderEvent, OrderEventData};
-use stocksblitz_engine::InstrumentId;
+use stocksblitz_engine::{Bar, BarState, Instrument, InstrumentId, InstrumentRegistry, UnixNanos};
+use tokio::sync::Notify;
 
 use super::channel::{ChannelKey, ChannelKind};
-use super::outbox::{Outbox, Queued, WsStats};
-use crate::market::Change;
+use super::outbox::{Outbox, WsStats};
+use crate::dto::{micros, BarDto, BookDto, QuoteDto, TradeDto};
+use crate::market::{Change, Mirror, TradeView};
+
+/// Channel kinds per instrument, in [`ChannelKind`] order.
+const KINDS: [ChannelKind; 4] = [
+    ChannelKind::Quotes,
+    ChannelKind::Book,
+    ChannelKind::Trades,
+    ChannelKind::Bars,
+];
+
+/// The latest state of a conflated channel, immutable once published.
+#[derive(Debug)]
+pub struct Latest {
+    /// Updates applied to the channel since start (0: the initial, empty state); a
+    /// reader that saw version `v` and now sees `w` had `w - v - 1` updates folded.
+    pub version: u64,
+    /// When the engine published the newest event behind it (Unix µs; 0: none yet).
+    pub engine_ts_us: i64,
+    /// The payload (`data`), encoded once for every reader.
+    pub data: Utf8Bytes,
+}
+
+/// One encoded message of a queued channel.
+#[derive(Debug)]
+pub struct Item {
+    /// Its position in the channel's ring (0, 1, 2, ... without gaps).
+    pub pos: u64,
+    /// The engine's per-instrument sequence of its event (snapshot cut-off).
+    pub engine_seq: u64,
+    pub engine_ts_us: i64,
+    pub data: Utf8Bytes,
+}
+
+/// A bounded ring of encoded messages: one writer (the fan-out thread), any number
+/// of readers, each with its own position; nothing waits, the oldest is overwritten.
+pub struct Ring {
+    slots: Box<[ArcSwapOption<Item>]>,
+    /// Position of the next message (messages published so far).
+    head: AtomicU64,
+}
+
+/// What [`Ring::read`] found past a reader's position.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// The reader's next position.
+    pub next: u64,
+    /// Messages that were overwritten before the reader got to them.
+    pub missed: u64,
+    /// Of those, the ones after the last message delivered (still to report).
+    pub trailing: u64,
+}
+
+impl Ring {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            slots: (0..capacity.max(1)).map(|_| ArcSwapOption::empty()).collect(),
+            head: AtomicU64::new(0),
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    /// Messages published so far: a new reader starts here.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    fn slot(&self, pos: u64) -> Option<&ArcSwapOption<Item>> {
+        self.slots.get((pos % self.capacity()) as usize)
+    }
+
+    /// Appends a message (the fan-out thread only: one writer).
+    fn push(&self, engine_seq: u64, engine_ts_us: i64, data: Utf8Bytes) {
+        let pos = self.head.load(Ordering::Relaxed);
+        if let Some(slot) = self.slot(pos) {
+            slot.store(Some(Arc::new(Item {
+                pos,
+                engine_seq,
+                engine_ts_us,
+                data,
+            })));
+        }
+        self.head.store(pos + 1, Ordering::Release);
+    }
+
+    /// Hands `f` every message from position `from` on, in order, with how many
+    /// messages right before it were overwritten before they could be read (missed).
+    /// `next - from` is always `delivered + missed`.
+    pub fn read(&self, from: u64, mut f: impl FnMut(&Item, u64)) -> ReadOutcome {
+        let head = self.head();
+        let oldest = head.saturating_sub(self.capacity());
+        let start = from.max(oldest);
+        let mut total = start.saturating_sub(from);
+        let mut skipped = total;
+        for pos in start..head {
+            let guard = self.slot(pos).map(ArcSwapOption::load);
+            match guard.as_ref().and_then(|g| g.as_deref()) {
+                Some(item) if item.pos == pos => {
+                    f(item, skipped);
+                    skipped = 0;
+                }
+                // The writer lapped this reader while it read.
+                _ => {
+                    skipped += 1;
+                    total += 1;
+                }
+            }
+        }
+        ReadOutcome {
+            next: head.max(from),
+            missed: total,
+            trailing: skipped,
+        }
+    }
+}
+
+/// One public channel.
+pub struct Channel {
+    /// The channel's name as a JSON string, quotes included (`"quotes.BTCUSDT"`).
+    pub name_json: Box<str>,
+    notify: Arc<Notify>,
+    /// Conflated channels: the latest state.
+    latest: ArcSwap<Latest>,
+    /// Queued channels: the recent messages.
+    ring: Option<Ring>,
+}
+
+impl Channel {
+    /// Latest state (conflated channels; queued ones hold an empty one).
+    pub fn latest(&self) -> arc_swap::Guard<Arc<Latest>> {
+        self.latest.load()
+    }
+
+    pub fn ring(&self) -> Option<&Ring> {
+        self.ring.as_ref()
+    }
+
+    /// A handle to wait on: it completes on the next publication after it was made.
+    pub fn notify(&self) -> Arc<Notify> {
+        Arc::clone(&self.notify)
+    }
+}
 
 /// Adds `outbox` to `key`'s list once.
 fn add<K: Eq + Hash>(map: &mut HashMap<K, Vec<Arc<Outbox>>>, key: K, outbox: &Arc<Outbox>) {
@@ -30,23 +197,86 @@ fn remove<K: Eq + Hash>(map: &mut HashMap<K, Vec<Arc<Outbox>>>, key: K, id: u64)
     }
 }
 
-#[derive(Default)]
+fn encode<T: Serialize>(v: &T) -> Utf8Bytes {
+    // Serializing these DTOs (strings, integers, decimals) cannot fail; an empty
+    // object keeps the frame valid JSON if it ever did.
+    Utf8Bytes::from(serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned()))
+}
+
+fn ts_us(t: UnixNanos) -> i64 {
+    micros(t).unwrap_or(0)
+}
+
 pub struct Hub {
-    subs: RwLock<HashMap<ChannelKey, Vec<Arc<Outbox>>>>,
+    channels: Box<[Channel]>,
     /// Connections with private channels, by account.
     private: RwLock<HashMap<AccountId, Vec<Arc<Outbox>>>>,
     /// Connections subscribed to `anomalies` (each filters what its caller may see).
     anomalies: RwLock<HashMap<(), Vec<Arc<Outbox>>>>,
+    /// Public channel subscriptions across connections.
+    subscriptions: AtomicU64,
+    /// Channel publications (a snapshot swapped or a message appended) and wake-ups
+    /// the fan-out thread made: its work, which must not depend on subscribers.
+    pub dispatch_ops: AtomicU64,
+    /// `ws_book_depth`: levels per side in book payloads.
+    book_depth: usize,
     pub stats: Arc<WsStats>,
 }
 
 impl Hub {
-    pub fn subscribe(&self, key: ChannelKey, outbox: &Arc<Outbox>) {
-        add(&mut self.subs.write(), key, outbox);
+    /// Channels for every instrument, their snapshots encoded from `mirror`; queued
+    /// channels keep the last `ring_capacity` messages.
+    pub fn new(registry: &InstrumentRegistry, mirror: &Mirror, book_depth: usize, ring_capacity: usize) -> Self {
+        let mut channels = Vec::with_capacity(registry.len() * KINDS.len());
+        for i in 0..registry.len() {
+            let id = InstrumentId(i as u32);
+            for kind in KINDS {
+                let name = ChannelKey { kind, instrument: id }.name(registry);
+                let data = match (registry.get(id), mirror.get(id)) {
+                    (Some(inst), Some(view)) if kind == ChannelKind::Quotes => encode(&QuoteDto::new(inst, view)),
+                    (Some(inst), Some(view)) if kind == ChannelKind::Book => {
+                        encode(&BookDto::new(inst, view, book_depth))
+                    }
+                    _ => Utf8Bytes::from_static("{}"),
+                };
+                channels.push(Channel {
+                    name_json: serde_json::to_string(&name).unwrap_or_else(|_| "\"?\"".into()).into(),
+                    notify: Arc::new(Notify::new()),
+                    latest: ArcSwap::from_pointee(Latest {
+                        version: 0,
+                        engine_ts_us: 0,
+                        data,
+                    }),
+                    ring: (!kind.is_conflated()).then(|| Ring::new(ring_capacity)),
+                });
+            }
+        }
+        Self {
+            channels: channels.into(),
+            private: RwLock::default(),
+            anomalies: RwLock::default(),
+            subscriptions: AtomicU64::new(0),
+            dispatch_ops: AtomicU64::new(0),
+            book_depth,
+            stats: Arc::default(),
+        }
     }
 
-    pub fn unsubscribe(&self, key: ChannelKey, outbox_id: u64) {
-        remove(&mut self.subs.write(), key, outbox_id);
+    fn index(key: ChannelKey) -> usize {
+        key.instrument.index() * KINDS.len() + key.kind as usize
+    }
+
+    pub fn channel(&self, key: ChannelKey) -> Option<&Channel> {
+        self.channels.get(Self::index(key))
+    }
+
+    /// Counts a public subscription (the `stocksblitz_ws_subscriptions` gauge).
+    pub fn subscribed(&self) {
+        self.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unsubscribed(&self) {
+        self.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Routes the account's order events to `outbox` (its private channels).
@@ -90,53 +320,166 @@ impl Hub {
         }
     }
 
-    /// Subscriptions across all connections, for metrics.
+    /// Public subscriptions across all connections, for metrics.
     pub fn subscription_count(&self) -> usize {
-        self.subs.read().values().map(Vec::len).sum()
+        self.subscriptions.load(Ordering::Relaxed) as usize
+    }
+}
+
+/// A change the fan-out applied to the mirror.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied {
+    pub instrument: InstrumentId,
+    pub change: Change,
+    /// The event's engine sequence (per instrument).
+    pub seq: u64,
+    /// When the engine published the event.
+    pub engine_ts: UnixNanos,
+}
+
+/// The fan-out thread's side of the hub: coalesces a batch's changes per channel,
+/// encodes each changed payload once, publishes, and wakes each channel once.
+pub struct Dispatcher {
+    hub: Arc<Hub>,
+    registry: Arc<InstrumentRegistry>,
+    /// Per conflated channel (by hub index): updates in this batch and the newest
+    /// event's engine time.
+    pending: Vec<(u64, UnixNanos)>,
+    /// Channels touched in this batch (by hub index), each once.
+    touched: Vec<usize>,
+    is_touched: Vec<bool>,
+}
+
+impl Dispatcher {
+    pub fn new(hub: Arc<Hub>, registry: Arc<InstrumentRegistry>) -> Self {
+        let n = hub.channels.len();
+        Self {
+            hub,
+            registry,
+            pending: vec![(0, UnixNanos::UNKNOWN); n],
+            touched: Vec::with_capacity(n),
+            is_touched: vec![false; n],
+        }
     }
 
-    fn for_each(subs: &HashMap<ChannelKey, Vec<Arc<Outbox>>>, key: ChannelKey, mut f: impl FnMut(&Outbox)) {
-        if let Some(list) = subs.get(&key) {
-            for o in list {
-                f(o);
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    fn touch(&mut self, i: usize) {
+        if let Some(t) = self.is_touched.get_mut(i) {
+            if !*t {
+                *t = true;
+                self.touched.push(i);
             }
         }
     }
 
-    /// Routes a batch of mirror changes to subscribed outboxes.
-    pub fn dispatch(&self, changes: &[(InstrumentId, Change)]) {
-        let subs = self.subs.read();
-        if subs.is_empty() {
-            return;
+    fn mark(&mut self, kind: ChannelKind, id: InstrumentId, at: UnixNanos) {
+        let i = Hub::index(ChannelKey { kind, instrument: id });
+        if let Some(p) = self.pending.get_mut(i) {
+            p.0 += 1;
+            if at.is_known() {
+                p.1 = at;
+            }
         }
-        let st = &self.stats;
-        let key = |kind, instrument| ChannelKey { kind, instrument };
-        for &(id, change) in changes {
-            match change {
+        self.touch(i);
+    }
+
+    fn append(&mut self, kind: ChannelKind, id: InstrumentId, engine_seq: u64, at: UnixNanos, data: Utf8Bytes) {
+        let i = Hub::index(ChannelKey { kind, instrument: id });
+        if let Some(ring) = self.hub.channels.get(i).and_then(|c| c.ring.as_ref()) {
+            ring.push(engine_seq, ts_us(at), data);
+            self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
+        }
+        self.touch(i);
+    }
+
+    fn instrument(&self, id: InstrumentId) -> Option<&Instrument> {
+        self.registry.get(id)
+    }
+
+    fn trade(&mut self, id: InstrumentId, t: &TradeView, at: UnixNanos) {
+        if let Some(data) = self.instrument(id).map(|inst| encode(&TradeDto::new(inst, t))) {
+            self.append(ChannelKind::Trades, id, t.seq, at, data);
+        }
+    }
+
+    fn bar(&mut self, id: InstrumentId, b: &Bar, state: BarState, engine_seq: u64, at: UnixNanos) {
+        if let Some(data) = self.instrument(id).map(|inst| encode(&BarDto::new(inst, b, state))) {
+            self.append(ChannelKind::Bars, id, engine_seq, at, data);
+        }
+    }
+
+    /// Publishes a batch of changes applied to `mirror` (the fan-out holds its read
+    /// lock, so the views are the batch's final state): queued messages appended in
+    /// order, conflated channels encoded once each from the final state. Wake the
+    /// readers with [`Dispatcher::wake`] after releasing the mirror.
+    pub fn publish(&mut self, mirror: &Mirror, changes: &[Applied]) {
+        for a in changes {
+            let (id, at) = (a.instrument, a.engine_ts);
+            match a.change {
                 Change::None => {}
-                Change::Quote => Self::for_each(&subs, key(ChannelKind::Quotes, id), |o| {
-                    o.mark(key(ChannelKind::Quotes, id), st)
-                }),
-                Change::Book => Self::for_each(&subs, key(ChannelKind::Book, id), |o| {
-                    o.mark(key(ChannelKind::Book, id), st)
-                }),
+                Change::Quote => self.mark(ChannelKind::Quotes, id, at),
+                Change::Book => self.mark(ChannelKind::Book, id, at),
                 Change::Status => {
-                    for kind in [ChannelKind::Quotes, ChannelKind::Book] {
-                        Self::for_each(&subs, key(kind, id), |o| o.mark(key(kind, id), st));
-                    }
+                    self.mark(ChannelKind::Quotes, id, at);
+                    self.mark(ChannelKind::Book, id, at);
                 }
                 Change::Trade(t) => {
-                    let k = key(ChannelKind::Trades, id);
-                    Self::for_each(&subs, k, |o| o.enqueue(Queued::Trade(k, t), st));
+                    self.trade(id, &t, at);
                     // The quote message carries the last trade.
-                    Self::for_each(&subs, key(ChannelKind::Quotes, id), |o| {
-                        o.mark(key(ChannelKind::Quotes, id), st)
-                    });
+                    self.mark(ChannelKind::Quotes, id, at);
                 }
-                Change::Bar(bar, state) => {
-                    let k = key(ChannelKind::Bars, id);
-                    Self::for_each(&subs, k, |o| o.enqueue(Queued::Bar(k, bar, state), st));
-                }
+                Change::Bar(bar, state) => self.bar(id, &bar, state, a.seq, at),
+            }
+        }
+        for k in 0..self.touched.len() {
+            let Some(&i) = self.touched.get(k) else { continue };
+            let Some(&(count, at)) = self.pending.get(i) else {
+                continue;
+            };
+            if count == 0 {
+                continue;
+            }
+            let instrument = InstrumentId((i / KINDS.len()) as u32);
+            let kind = KINDS.get(i % KINDS.len()).copied().unwrap_or(ChannelKind::Quotes);
+            let (Some(inst), Some(view), Some(ch)) =
+                (self.registry.get(instrument), mirror.get(instrument), self.hub.channels.get(i))
+            else {
+                continue;
+            };
+            let data = match kind {
+                ChannelKind::Book => encode(&BookDto::new(inst, view, self.hub.book_depth)),
+                _ => encode(&QuoteDto::new(inst, view)),
+            };
+            let version = ch.latest.load().version + count;
+            let engine_ts_us = if at.is_known() {
+                ts_us(at)
+            } else {
+                ch.latest.load().engine_ts_us
+            };
+            ch.latest.store(Arc::new(Latest {
+                version,
+                engine_ts_us,
+                data,
+            }));
+            self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
+            if let Some(p) = self.pending.get_mut(i) {
+                *p = (0, UnixNanos::UNKNOWN);
+            }
+        }
+    }
+
+    /// Wakes each channel touched since the last wake once, whoever waits on it.
+    pub fn wake(&mut self) {
+        for i in self.touched.drain(..) {
+            if let Some(ch) = self.hub.channels.get(i) {
+                ch.notify.notify_waiters();
+                self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(t) = self.is_touched.get_mut(i) {
+                *t = false;
             }
         }
     }

@@ -124,6 +124,8 @@ pub struct DataMessage<'a, T: Serialize> {
     pub seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missed: Option<u64>,
+    /// When the engine published the (newest) event behind the message, Unix µs.
+    pub engine_ts_us: i64,
     pub data: T,
 }
 
