@@ -77,7 +77,7 @@ fn log_transition(market: &Market, t: Transition) {
 }
 
 /// The API fan-out as an agent: a poll takes one batch off the engine's output ring.
-struct Fanout {
+pub(crate) struct Fanout {
     market: Arc<Market>,
     hub: Dispatcher,
     ring: RingConsumer<EngineEvent>,
@@ -105,15 +105,16 @@ impl Agent for Fanout {
             for ev in &self.batch {
                 let from = mirror.get(ev.instrument).map(|v| v.quality());
                 let c = mirror.apply(ev);
+                let to = mirror.get(ev.instrument).map(|v| v.quality());
                 if c != Change::None {
                     self.changes.push(Applied {
                         instrument: ev.instrument,
                         change: c,
+                        quality_changed: from != to,
                         seq: ev.seq,
                         engine_ts: ev.engine_ts,
                     });
                 }
-                let to = mirror.get(ev.instrument).map(|v| v.quality());
                 if let (Some(from), Some(to)) = (from, to) {
                     if from != to {
                         self.transitions.push(Transition {
@@ -145,6 +146,26 @@ impl Agent for Fanout {
     }
 }
 
+/// The fan-out without its thread (`spawn_fanout` runs it; tests poll it by hand).
+pub(crate) fn fanout(
+    market: Arc<Market>,
+    hub: Dispatcher,
+    ring: RingConsumer<EngineEvent>,
+    taps: Vec<RingProducer<EngineEvent>>,
+    stats: Arc<FanoutStats>,
+) -> Fanout {
+    Fanout {
+        market,
+        hub,
+        ring,
+        taps,
+        stats,
+        batch: Vec::with_capacity(BATCH),
+        changes: Vec::with_capacity(BATCH),
+        transitions: Vec::with_capacity(BATCH),
+    }
+}
+
 pub fn spawn_fanout(
     market: Arc<Market>,
     hub: Arc<Hub>,
@@ -154,16 +175,8 @@ pub fn spawn_fanout(
     stop: Arc<AtomicBool>,
 ) -> Result<(ThreadHandle, Arc<FanoutStats>), AgentError> {
     let stats = Arc::new(FanoutStats::default());
-    let agent = Fanout {
-        hub: Dispatcher::new(hub, Arc::clone(&market.registry)),
-        market,
-        ring,
-        taps,
-        stats: Arc::clone(&stats),
-        batch: Vec::with_capacity(BATCH),
-        changes: Vec::with_capacity(BATCH),
-        transitions: Vec::with_capacity(BATCH),
-    };
+    let dispatcher = Dispatcher::new(hub, Arc::clone(&market.registry));
+    let agent = fanout(market, dispatcher, ring, taps, Arc::clone(&stats));
     let handle = spawn_agent(agent, AgentSpec::new("api-fanout", idle, &stop))?;
     Ok((handle, stats))
 }

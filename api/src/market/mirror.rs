@@ -287,13 +287,13 @@ impl InstrumentView {
                 UnixNanos::now()
             };
         }
-        if change == Change::None || self.quality() == was {
-            change
-        } else if matches!(change, Change::Quote | Change::Book) {
-            // Quotes and books carry the quality, so this change already tells.
-            change
-        } else {
+        if change == Change::None && self.quality() != was {
             Change::Status
+        } else {
+            // A change that also moved the quality is still that change (a trade is
+            // still a trade): the fan-out sees the move itself and refreshes the
+            // channels that show the quality.
+            change
         }
     }
 }

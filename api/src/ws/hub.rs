@@ -331,6 +331,8 @@ impl Hub {
 pub struct Applied {
     pub instrument: InstrumentId,
     pub change: Change,
+    /// The event also moved the instrument's data quality, which quotes and books show.
+    pub quality_changed: bool,
     /// The event's engine sequence (per instrument).
     pub seq: u64,
     /// When the engine published the event.
@@ -348,6 +350,8 @@ pub struct Dispatcher {
     /// Channels touched in this batch (by hub index), each once.
     touched: Vec<usize>,
     is_touched: Vec<bool>,
+    /// Called after each snapshot published (tests pause the fan-out mid-batch).
+    after_publish: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Dispatcher {
@@ -359,7 +363,14 @@ impl Dispatcher {
             pending: vec![(0, UnixNanos::UNKNOWN); n],
             touched: Vec::with_capacity(n),
             is_touched: vec![false; n],
+            after_publish: None,
         }
+    }
+
+    /// Calls `f` after each conflated snapshot published, on the fan-out thread (a
+    /// test pauses a batch half-way with it).
+    pub fn on_publish(&mut self, f: impl FnMut() + Send + 'static) {
+        self.after_publish = Some(Box::new(f));
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -433,6 +444,16 @@ impl Dispatcher {
                 }
                 Change::Bar(bar, state) => self.bar(id, &bar, state, a.seq, at),
             }
+            if a.quality_changed {
+                // Quotes and books show the quality: refresh the ones this change did
+                // not already mark.
+                if !matches!(a.change, Change::Quote | Change::Trade(_) | Change::Status) {
+                    self.mark(ChannelKind::Quotes, id, at);
+                }
+                if !matches!(a.change, Change::Book | Change::Status) {
+                    self.mark(ChannelKind::Book, id, at);
+                }
+            }
         }
         for k in 0..self.touched.len() {
             let Some(&i) = self.touched.get(k) else { continue };
@@ -467,6 +488,9 @@ impl Dispatcher {
             self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
             if let Some(p) = self.pending.get_mut(i) {
                 *p = (0, UnixNanos::UNKNOWN);
+            }
+            if let Some(f) = self.after_publish.as_mut() {
+                f();
             }
         }
     }

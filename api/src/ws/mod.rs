@@ -7,3 +7,6 @@ pub mod protocol;
 pub mod reader;
 pub mod session;
 pub mod upgrade;
+
+#[cfg(test)]
+mod tests;
