@@ -508,3 +508,51 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// A reader racing the writer on another thread (so the writer laps it in the
+        /// middle of reads): what it gets is in order, each message once, and every
+        /// message it did not get is counted missed right before the next one it got
+        /// (or at the end): delivered + missed is everything published.
+        #[test]
+        fn a_lapped_reader_counts_exactly_what_it_missed(capacity in 1usize..16, total in 1u64..3_000) {
+            let ring = Arc::new(Ring::new(capacity));
+            let writer = {
+                let ring = Arc::clone(&ring);
+                std::thread::spawn(move || {
+                    for i in 0..total {
+                        ring.push(i, 0, Utf8Bytes::from_static("{}"));
+                    }
+                })
+            };
+            let (mut pos, mut expected, mut pending) = (0u64, 0u64, 0u64);
+            let mut delivered = 0u64;
+            loop {
+                let done = writer.is_finished();
+                let r = ring.read(pos, |item, skipped| {
+                    pending += skipped;
+                    assert_eq!(item.engine_seq, expected + pending, "in order, skips counted");
+                    expected = item.engine_seq + 1;
+                    pending = 0;
+                    delivered += 1;
+                });
+                pending += r.trailing;
+                pos = r.next;
+                if done && pos == ring.head() {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            writer.join().map_err(|_| proptest::test_runner::TestCaseError::fail("writer"))?;
+            proptest::prop_assert_eq!(expected + pending, total);
+            proptest::prop_assert!(delivered >= 1, "the newest message is always there");
+            proptest::prop_assert_eq!(pos, total);
+        }
+    }
+}
