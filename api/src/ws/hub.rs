@@ -161,6 +161,9 @@ pub struct Channel {
     latest: ArcSwap<Latest>,
     /// Queued channels: the recent messages.
     ring: Option<Ring>,
+    /// Connections subscribed: a queued channel nobody reads is not encoded (a new
+    /// reader starts at the ring's head and takes the past from its snapshot).
+    readers: AtomicU64,
 }
 
 impl Channel {
@@ -176,6 +179,19 @@ impl Channel {
     /// A handle to wait on: it completes on the next publication after it was made.
     pub fn notify(&self) -> Arc<Notify> {
         Arc::clone(&self.notify)
+    }
+
+    /// A connection starts reading (before it reads the ring's head and snapshot).
+    pub fn add_reader(&self) {
+        self.readers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn remove_reader(&self) {
+        self.readers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn has_readers(&self) -> bool {
+        self.readers.load(Ordering::SeqCst) > 0
     }
 }
 
@@ -248,6 +264,7 @@ impl Hub {
                         data,
                     }),
                     ring: (!kind.is_conflated()).then(|| Ring::new(ring_capacity)),
+                    readers: AtomicU64::new(0),
                 });
             }
         }
@@ -397,29 +414,37 @@ impl Dispatcher {
         self.touch(i);
     }
 
-    fn append(&mut self, kind: ChannelKind, id: InstrumentId, engine_seq: u64, at: UnixNanos, data: Utf8Bytes) {
+    /// A queued channel's message, encoded by `data` only when someone reads it.
+    fn append(
+        &mut self,
+        kind: ChannelKind,
+        id: InstrumentId,
+        engine_seq: u64,
+        at: UnixNanos,
+        data: impl FnOnce(&Instrument) -> Utf8Bytes,
+    ) {
         let i = Hub::index(ChannelKey { kind, instrument: id });
-        if let Some(ring) = self.hub.channels.get(i).and_then(|c| c.ring.as_ref()) {
-            ring.push(engine_seq, ts_us(at), data);
-            self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
-        }
+        let (Some(ch), Some(inst)) = (self.hub.channels.get(i), self.registry.get(id)) else {
+            return;
+        };
+        // Without readers nothing is lost: a subscriber's snapshot comes from the
+        // mirror, which has this event already (applied before it is published).
+        let Some(ring) = ch.ring.as_ref().filter(|_| ch.has_readers()) else {
+            return;
+        };
+        ring.push(engine_seq, ts_us(at), data(inst));
+        self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
         self.touch(i);
     }
 
-    fn instrument(&self, id: InstrumentId) -> Option<&Instrument> {
-        self.registry.get(id)
-    }
-
     fn trade(&mut self, id: InstrumentId, t: &TradeView, at: UnixNanos) {
-        if let Some(data) = self.instrument(id).map(|inst| encode(&TradeDto::new(inst, t))) {
-            self.append(ChannelKind::Trades, id, t.seq, at, data);
-        }
+        self.append(ChannelKind::Trades, id, t.seq, at, |inst| encode(&TradeDto::new(inst, t)));
     }
 
     fn bar(&mut self, id: InstrumentId, b: &Bar, state: BarState, engine_seq: u64, at: UnixNanos) {
-        if let Some(data) = self.instrument(id).map(|inst| encode(&BarDto::new(inst, b, state))) {
-            self.append(ChannelKind::Bars, id, engine_seq, at, data);
-        }
+        self.append(ChannelKind::Bars, id, engine_seq, at, |inst| {
+            encode(&BarDto::new(inst, b, state))
+        });
     }
 
     /// Publishes a batch of changes applied to `mirror` (the fan-out holds its read

@@ -105,6 +105,7 @@ impl Reader {
         let Some(ch) = self.hub.channel(key) else {
             return false;
         };
+        ch.add_reader();
         let notify = ch.notify();
         // Waiting starts before reading, so nothing published after the read is lost.
         let wait = Box::pin(Arc::clone(&notify).notified_owned());
@@ -140,6 +141,9 @@ impl Reader {
         let removed = self.subs.remove(key).is_some();
         if removed {
             self.hub.unsubscribed();
+            if let Some(ch) = self.hub.channel(*key) {
+                ch.remove_reader();
+            }
         }
         removed
     }
@@ -228,8 +232,11 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        for _ in 0..self.subs.len() {
+        for key in self.subs.keys() {
             self.hub.unsubscribed();
+            if let Some(ch) = self.hub.channel(*key) {
+                ch.remove_reader();
+            }
         }
     }
 }
