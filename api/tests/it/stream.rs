@@ -15,6 +15,18 @@ fn seq(v: &Value) -> u64 {
     v["seq"].as_u64().expect("seq is a number")
 }
 
+/// `engine_ts_us`: when the engine published the newest event behind a message (Unix
+/// µs), on every snapshot and update; a live channel's is a real time.
+fn engine_ts(v: &Value) -> i64 {
+    let t = v["engine_ts_us"].as_i64().unwrap_or_else(|| panic!("engine_ts_us is an integer: {v}"));
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    assert!(t <= now_us, "not from the future: {v}");
+    t
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotes_arrive_with_increasing_sequence_numbers() {
     let app = start().await;
@@ -33,6 +45,7 @@ async fn quotes_arrive_with_increasing_sequence_numbers() {
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(snap["channel"], "quotes.BTCUSDT");
     assert_eq!(seq(&snap), 1);
+    let mut ts = engine_ts(&snap);
     let mut last = 1;
     let mut prices = std::collections::HashSet::new();
     for _ in 0..30 {
@@ -41,6 +54,9 @@ async fn quotes_arrive_with_increasing_sequence_numbers() {
         assert_eq!(m["channel"], "quotes.BTCUSDT");
         assert_eq!(seq(&m), last + 1, "per-channel sequence has no gaps");
         last = seq(&m);
+        let t = engine_ts(&m);
+        assert!(t > 0 && t >= ts, "a live quote's engine time, never older than the last: {m}");
+        ts = t;
         let d = &m["data"];
         assert_eq!(d["symbol"], "BTCUSDT");
         assert_eq!(d["quality"], "LIVE");
@@ -78,6 +94,7 @@ async fn book_trades_and_bars_channels() {
     }
     for (ch, m) in &first {
         assert_eq!((m["type"].as_str(), seq(m)), (Some("snapshot"), 1), "{ch}");
+        assert!(engine_ts(m) > 0, "{ch}: a live symbol's snapshot has an event behind it");
     }
     let book = &first["book.ETHUSDT"];
     let bids = book["data"]["bids"].as_array().expect("bids");
@@ -96,6 +113,7 @@ async fn book_trades_and_bars_channels() {
     .await
     .expect("trade update");
     assert!(["buy", "sell"].contains(&trade["data"]["side"].as_str().expect("side")));
+    assert!(engine_ts(&trade) > 0, "the trade's own engine time");
     assert_eq!(seq(&trade), 2);
 
     let closed = recv_until(&mut ws, WAIT, |m| {
