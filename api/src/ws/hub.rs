@@ -438,7 +438,9 @@ impl Dispatcher {
     }
 
     fn trade(&mut self, id: InstrumentId, t: &TradeView, at: UnixNanos) {
-        self.append(ChannelKind::Trades, id, t.seq, at, |inst| encode(&TradeDto::new(inst, t)));
+        self.append(ChannelKind::Trades, id, t.seq, at, |inst| {
+            encode(&TradeDto::new(inst, t))
+        });
     }
 
     fn bar(&mut self, id: InstrumentId, b: &Bar, state: BarState, engine_seq: u64, at: UnixNanos) {
@@ -490,9 +492,11 @@ impl Dispatcher {
             }
             let instrument = InstrumentId((i / KINDS.len()) as u32);
             let kind = KINDS.get(i % KINDS.len()).copied().unwrap_or(ChannelKind::Quotes);
-            let (Some(inst), Some(view), Some(ch)) =
-                (self.registry.get(instrument), mirror.get(instrument), self.hub.channels.get(i))
-            else {
+            let (Some(inst), Some(view), Some(ch)) = (
+                self.registry.get(instrument),
+                mirror.get(instrument),
+                self.hub.channels.get(i),
+            ) else {
                 continue;
             };
             let data = match kind {

@@ -119,7 +119,15 @@ impl Reader {
             Position::Queued { pos, cutoff, missed: 0 }
         } else {
             let latest = ch.latest();
-            frame(out, "snapshot", &ch.name_json, 1, None, latest.engine_ts_us, &latest.data);
+            frame(
+                out,
+                "snapshot",
+                &ch.name_json,
+                1,
+                None,
+                latest.engine_ts_us,
+                &latest.data,
+            );
             Position::Conflated {
                 version: latest.version,
             }

@@ -37,10 +37,10 @@ use super::protocol::{
     Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY,
     CLOSE_PRIVATE_OVERFLOW, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, MAX_CLIENT_MESSAGE_BYTES, MAX_REFUSED_MESSAGES,
 };
+use super::reader::Reader;
 use crate::audit::Entry;
 use crate::auth::{Principal, Role, Tier};
 use crate::config::auth::Operation;
-use super::reader::Reader;
 use crate::dto::micros;
 use crate::foundation::ApiError;
 use crate::http::conn::ConnLink;

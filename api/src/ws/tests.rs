@@ -97,8 +97,8 @@ impl Rig {
         });
         let hub = Arc::new(Hub::new(&registry, &market.mirror.read(), BOOK_DEPTH, ring_capacity));
         let mut dispatcher = Dispatcher::new(Arc::clone(&hub), registry);
-        if let Some(mut f) = hook {
-            dispatcher.on_publish(move || f());
+        if let Some(f) = hook {
+            dispatcher.on_publish(f);
         }
         let (input, output) = ring("test-api", 1 << 14);
         let fanout = fanout(
@@ -162,9 +162,7 @@ impl Rig {
                 side: Side::Buy,
                 price: Price(9_000 + x),
                 qty: Qty(1),
-                flags: BookFlags::CLEAR
-                    .with(BookFlags::SNAPSHOT)
-                    .with(BookFlags::END_OF_BATCH),
+                flags: BookFlags::CLEAR.with(BookFlags::SNAPSHOT).with(BookFlags::END_OF_BATCH),
             },
             Gen::Bar => {
                 self.bars[i] += 1;
@@ -261,6 +259,9 @@ fn expected_latest(rig: &Rig, kind: ChannelKind, instrument: usize) -> Value {
     .expect("json")
 }
 
+/// A queued message's place in its channel (trade id, bar number), from its data.
+type Index = fn(&Value) -> Option<u64>;
+
 /// Every property a connection's messages must have, given the rig's final state.
 fn check(rig: &Rig, conn: &Conn) -> Result<(), TestCaseError> {
     let mut per: HashMap<String, Vec<Value>> = HashMap::new();
@@ -281,25 +282,39 @@ fn check(rig: &Rig, conn: &Conn) -> Result<(), TestCaseError> {
         }
         let ts: Vec<i64> = msgs.iter().filter_map(|m| m["engine_ts_us"].as_i64()).collect();
         if kind.is_conflated() {
-            prop_assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{}: never older after newer: {:?}", &ch, ts);
+            prop_assert!(
+                ts.windows(2).all(|w| w[0] <= w[1]),
+                "{}: never older after newer: {:?}",
+                &ch,
+                ts
+            );
             let seqs: Vec<u64> = msgs.iter().filter_map(|m| m["data"]["engine_seq"].as_u64()).collect();
             prop_assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "{}: {:?}", &ch, seqs);
             let last = msgs.last().map(|m| m["data"].clone()).unwrap_or_default();
-            prop_assert_eq!(last, expected_latest(rig, kind, conn.instrument), "{}: ends at the latest state", &ch);
+            prop_assert_eq!(
+                last,
+                expected_latest(rig, kind, conn.instrument),
+                "{}: ends at the latest state",
+                &ch
+            );
             continue;
         }
         // Queued: every message after the snapshot in order, each skip reported as
         // `missed` on the next message, up to the last one published.
         // Where the snapshot left off: the last trade / closed bar in it.
         let snapshot = &msgs[0]["data"];
-        let (index_of, start, published): (fn(&Value) -> Option<u64>, u64, u64) = match kind {
+        let (index_of, start, published): (Index, u64, u64) = match kind {
             ChannelKind::Trades => {
-                let index: fn(&Value) -> Option<u64> = |d| d["trade_id"].as_u64();
+                let index: Index = |d| d["trade_id"].as_u64();
                 let list = snapshot["trades"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-                (index, list.last().and_then(index).unwrap_or(0), rig.trades[conn.instrument])
+                (
+                    index,
+                    list.last().and_then(index).unwrap_or(0),
+                    rig.trades[conn.instrument],
+                )
             }
             _ => {
-                let index: fn(&Value) -> Option<u64> = |d| d["start_us"].as_u64().map(|us| us / 1_000_000);
+                let index: Index = |d| d["start_us"].as_u64().map(|us| us / 1_000_000);
                 let list = snapshot["bars"].as_array().map(Vec::as_slice).unwrap_or(&[]);
                 let closed = list.iter().filter(|b| b["state"] == "closed").filter_map(index).max();
                 (index, closed.unwrap_or(0), rig.bars[conn.instrument])

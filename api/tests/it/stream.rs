@@ -18,7 +18,9 @@ fn seq(v: &Value) -> u64 {
 /// `engine_ts_us`: when the engine published the newest event behind a message (Unix
 /// µs), on every snapshot and update; a live channel's is a real time.
 fn engine_ts(v: &Value) -> i64 {
-    let t = v["engine_ts_us"].as_i64().unwrap_or_else(|| panic!("engine_ts_us is an integer: {v}"));
+    let t = v["engine_ts_us"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("engine_ts_us is an integer: {v}"));
     let now_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -55,7 +57,10 @@ async fn quotes_arrive_with_increasing_sequence_numbers() {
         assert_eq!(seq(&m), last + 1, "per-channel sequence has no gaps");
         last = seq(&m);
         let t = engine_ts(&m);
-        assert!(t > 0 && t >= ts, "a live quote's engine time, never older than the last: {m}");
+        assert!(
+            t > 0 && t >= ts,
+            "a live quote's engine time, never older than the last: {m}"
+        );
         ts = t;
         let d = &m["data"];
         assert_eq!(d["symbol"], "BTCUSDT");
@@ -94,7 +99,10 @@ async fn book_trades_and_bars_channels() {
     }
     for (ch, m) in &first {
         assert_eq!((m["type"].as_str(), seq(m)), (Some("snapshot"), 1), "{ch}");
-        assert!(engine_ts(m) > 0, "{ch}: a live symbol's snapshot has an event behind it");
+        assert!(
+            engine_ts(m) > 0,
+            "{ch}: a live symbol's snapshot has an event behind it"
+        );
     }
     let book = &first["book.ETHUSDT"];
     let bids = book["data"]["bids"].as_array().expect("bids");
