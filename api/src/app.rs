@@ -669,6 +669,7 @@ fn market_fanout(
         &market.mirror.read(),
         cfg.api.ws_book_depth,
         cfg.api.ws_queue_capacity,
+        cfg.api.trades_history,
     ));
     let (fanout, stats) = spawn_fanout(
         Arc::clone(&market),

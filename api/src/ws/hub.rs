@@ -11,6 +11,10 @@
 //! - queued channels (trades, bars) append each message to a bounded [`Ring`] of
 //!   encoded messages; each session keeps its own read position, and one that fell
 //!   more than the ring's capacity behind skips ahead and is told how many it missed.
+//!   Their snapshot (recent trades, the latest bars) is a [`History`] of the same
+//!   encoded messages swapped in whole, published before the batch's messages are
+//!   appended, so a subscriber that reads the ring's head and then the history misses
+//!   nothing and skips what the history already holds (by engine sequence).
 //!
 //! Then it wakes each touched channel's waiters once (one [`Notify`] per channel).
 //! Sessions add only their own framing (`type`, `channel`, `seq`) around the shared
@@ -27,14 +31,16 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
 use serde::Serialize;
+use std::collections::VecDeque;
 use stocksblitz_engine::orders::{AccountId, OrderEvent, OrderEventData};
-use stocksblitz_engine::{Bar, BarState, Instrument, InstrumentId, InstrumentRegistry, UnixNanos};
+
+use stocksblitz_engine::{Bar, BarInterval, BarState, Instrument, InstrumentId, InstrumentRegistry, UnixNanos};
 use tokio::sync::Notify;
 
 use super::channel::{ChannelKey, ChannelKind};
 use super::outbox::{Outbox, WsStats};
 use crate::dto::{micros, BarDto, BookDto, QuoteDto, TradeDto};
-use crate::market::{Change, Mirror, TradeView};
+use crate::market::{Change, InstrumentView, Mirror, TradeView};
 
 /// Channel kinds per instrument, in [`ChannelKind`] order.
 const KINDS: [ChannelKind; 4] = [
@@ -54,6 +60,19 @@ pub struct Latest {
     pub engine_ts_us: i64,
     /// The payload (`data`), encoded once for every reader.
     pub data: Utf8Bytes,
+}
+
+/// A queued channel's snapshot, immutable once published: the recent trades (the
+/// last `trades_history`) or the latest bars (last closed and forming, per interval).
+#[derive(Debug, Default)]
+pub struct History {
+    /// The engine sequence of the newest event it holds: ring messages at or below it
+    /// are in it.
+    pub cutoff: u64,
+    /// When the engine published that event (Unix µs; 0: none yet).
+    pub engine_ts_us: i64,
+    /// The messages' payloads, oldest first, as the channel's updates carry them.
+    pub items: Vec<Utf8Bytes>,
 }
 
 /// One encoded message of a queued channel.
@@ -157,8 +176,12 @@ pub struct Channel {
     /// The channel's name as a JSON string, quotes included (`"quotes.BTCUSDT"`).
     pub name_json: Box<str>,
     notify: Arc<Notify>,
+    /// The symbol as a JSON string (the `symbol` of queued snapshots).
+    pub symbol_json: Box<str>,
     /// Conflated channels: the latest state.
     latest: ArcSwap<Latest>,
+    /// Queued channels: the snapshot.
+    history: ArcSwap<History>,
     /// Queued channels: the recent messages.
     ring: Option<Ring>,
     /// Connections subscribed: a queued channel nobody reads is not encoded (a new
@@ -174,6 +197,11 @@ impl Channel {
 
     pub fn ring(&self) -> Option<&Ring> {
         self.ring.as_ref()
+    }
+
+    /// Snapshot of a queued channel (conflated ones hold an empty one).
+    pub fn history(&self) -> arc_swap::Guard<Arc<History>> {
+        self.history.load()
     }
 
     /// A handle to wait on: it completes on the next publication after it was made.
@@ -223,6 +251,21 @@ fn ts_us(t: UnixNanos) -> i64 {
     micros(t).unwrap_or(0)
 }
 
+/// A bars snapshot's messages: per interval the last closed bar and the forming one.
+fn bar_items(inst: &Instrument, view: &InstrumentView) -> Vec<Utf8Bytes> {
+    let mut items = Vec::with_capacity(2 * BarInterval::ALL.len());
+    for iv in BarInterval::ALL {
+        let s = view.bars(iv);
+        if let Some(b) = s.closed.back() {
+            items.push(encode(&BarDto::new(inst, b, BarState::Closed)));
+        }
+        if let Some(b) = &s.current {
+            items.push(encode(&BarDto::new(inst, b, BarState::Open)));
+        }
+    }
+    items
+}
+
 pub struct Hub {
     channels: Box<[Channel]>,
     /// Connections with private channels, by account.
@@ -236,33 +279,59 @@ pub struct Hub {
     pub dispatch_ops: AtomicU64,
     /// `ws_book_depth`: levels per side in book payloads.
     book_depth: usize,
+    /// `trades_history`: trades in a trades snapshot.
+    trades_history: usize,
     pub stats: Arc<WsStats>,
 }
 
 impl Hub {
     /// Channels for every instrument, their snapshots encoded from `mirror`; queued
-    /// channels keep the last `ring_capacity` messages.
-    pub fn new(registry: &InstrumentRegistry, mirror: &Mirror, book_depth: usize, ring_capacity: usize) -> Self {
+    /// channels keep the last `ring_capacity` messages, trades snapshots the last
+    /// `trades_history` trades.
+    pub fn new(
+        registry: &InstrumentRegistry,
+        mirror: &Mirror,
+        book_depth: usize,
+        ring_capacity: usize,
+        trades_history: usize,
+    ) -> Self {
         let mut channels = Vec::with_capacity(registry.len() * KINDS.len());
         for i in 0..registry.len() {
             let id = InstrumentId(i as u32);
+            let (inst, view) = (registry.get(id), mirror.get(id));
             for kind in KINDS {
                 let name = ChannelKey { kind, instrument: id }.name(registry);
-                let data = match (registry.get(id), mirror.get(id)) {
+                let data = match (inst, view) {
                     (Some(inst), Some(view)) if kind == ChannelKind::Quotes => encode(&QuoteDto::new(inst, view)),
                     (Some(inst), Some(view)) if kind == ChannelKind::Book => {
                         encode(&BookDto::new(inst, view, book_depth))
                     }
                     _ => Utf8Bytes::from_static("{}"),
                 };
+                let history = match (inst, view) {
+                    (Some(inst), Some(view)) if kind == ChannelKind::Trades => History {
+                        cutoff: view.seq,
+                        engine_ts_us: ts_us(view.engine_ts),
+                        items: view.trades.iter().map(|t| encode(&TradeDto::new(inst, t))).collect(),
+                    },
+                    (Some(inst), Some(view)) if kind == ChannelKind::Bars => History {
+                        cutoff: view.seq,
+                        engine_ts_us: ts_us(view.engine_ts),
+                        items: bar_items(inst, view),
+                    },
+                    _ => History::default(),
+                };
+                let symbol = inst.map_or("?", |i| i.symbol.as_str());
                 channels.push(Channel {
                     name_json: serde_json::to_string(&name).unwrap_or_else(|_| "\"?\"".into()).into(),
+                    symbol_json: serde_json::to_string(symbol).unwrap_or_else(|_| "\"?\"".into()).into(),
                     notify: Arc::new(Notify::new()),
                     latest: ArcSwap::from_pointee(Latest {
                         version: 0,
                         engine_ts_us: 0,
                         data,
                     }),
+                    history: ArcSwap::from_pointee(history),
                     ring: (!kind.is_conflated()).then(|| Ring::new(ring_capacity)),
                     readers: AtomicU64::new(0),
                 });
@@ -275,6 +344,7 @@ impl Hub {
             subscriptions: AtomicU64::new(0),
             dispatch_ops: AtomicU64::new(0),
             book_depth,
+            trades_history: trades_history.max(1),
             stats: Arc::default(),
         }
     }
@@ -361,9 +431,16 @@ pub struct Applied {
 pub struct Dispatcher {
     hub: Arc<Hub>,
     registry: Arc<InstrumentRegistry>,
-    /// Per conflated channel (by hub index): updates in this batch and the newest
+    /// Per channel (by hub index): messages or updates in this batch, and the newest
     /// event's engine time.
     pending: Vec<(u64, UnixNanos)>,
+    /// Per queued channel: the newest event's engine sequence in this batch.
+    cut: Vec<u64>,
+    /// Per instrument: the last `trades_history` encoded trades (the trades snapshot).
+    trades: Vec<VecDeque<Utf8Bytes>>,
+    /// This batch's queued messages (channel, engine sequence, time, payload), appended
+    /// to the rings after the snapshots are published.
+    queued: Vec<(usize, u64, UnixNanos, Utf8Bytes)>,
     /// Channels touched in this batch (by hub index), each once.
     touched: Vec<usize>,
     is_touched: Vec<bool>,
@@ -374,18 +451,32 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(hub: Arc<Hub>, registry: Arc<InstrumentRegistry>) -> Self {
         let n = hub.channels.len();
+        let trades = (0..registry.len())
+            .map(|i| {
+                let key = ChannelKey {
+                    kind: ChannelKind::Trades,
+                    instrument: InstrumentId(i as u32),
+                };
+                hub.channel(key)
+                    .map(|c| c.history().items.iter().cloned().collect())
+                    .unwrap_or_default()
+            })
+            .collect();
         Self {
             hub,
             registry,
             pending: vec![(0, UnixNanos::UNKNOWN); n],
+            cut: vec![0; n],
+            trades,
+            queued: Vec::new(),
             touched: Vec::with_capacity(n),
             is_touched: vec![false; n],
             after_publish: None,
         }
     }
 
-    /// Calls `f` after each conflated snapshot published, on the fan-out thread (a
-    /// test pauses a batch half-way with it).
+    /// Calls `f` after each snapshot published, on the fan-out thread (a test pauses a
+    /// batch half-way with it).
     pub fn on_publish(&mut self, f: impl FnMut() + Send + 'static) {
         self.after_publish = Some(Box::new(f));
     }
@@ -403,7 +494,7 @@ impl Dispatcher {
         }
     }
 
-    fn mark(&mut self, kind: ChannelKind, id: InstrumentId, at: UnixNanos) {
+    fn mark(&mut self, kind: ChannelKind, id: InstrumentId, at: UnixNanos) -> usize {
         let i = Hub::index(ChannelKey { kind, instrument: id });
         if let Some(p) = self.pending.get_mut(i) {
             p.0 += 1;
@@ -412,54 +503,52 @@ impl Dispatcher {
             }
         }
         self.touch(i);
+        i
     }
 
-    /// A queued channel's message, encoded by `data` only when someone reads it.
-    fn append(
-        &mut self,
-        kind: ChannelKind,
-        id: InstrumentId,
-        engine_seq: u64,
-        at: UnixNanos,
-        data: impl FnOnce(&Instrument) -> Utf8Bytes,
-    ) {
-        let i = Hub::index(ChannelKey { kind, instrument: id });
-        let (Some(ch), Some(inst)) = (self.hub.channels.get(i), self.registry.get(id)) else {
-            return;
-        };
-        // Without readers nothing is lost: a subscriber's snapshot comes from the
-        // mirror, which has this event already (applied before it is published).
-        let Some(ring) = ch.ring.as_ref().filter(|_| ch.has_readers()) else {
-            return;
-        };
-        ring.push(engine_seq, ts_us(at), data(inst));
-        self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
-        self.touch(i);
+    /// A queued channel's message: into this batch's list and its snapshot's cut-off.
+    fn queue(&mut self, kind: ChannelKind, id: InstrumentId, engine_seq: u64, at: UnixNanos, data: Utf8Bytes) {
+        let i = self.mark(kind, id, at);
+        if let Some(c) = self.cut.get_mut(i) {
+            *c = engine_seq;
+        }
+        self.queued.push((i, engine_seq, at, data));
     }
 
     fn trade(&mut self, id: InstrumentId, t: &TradeView, at: UnixNanos) {
-        self.append(ChannelKind::Trades, id, t.seq, at, |inst| {
-            encode(&TradeDto::new(inst, t))
-        });
+        let Some(inst) = self.registry.get(id) else { return };
+        let data = encode(&TradeDto::new(inst, t));
+        if let Some(recent) = self.trades.get_mut(id.index()) {
+            if recent.len() >= self.hub.trades_history {
+                recent.pop_front();
+            }
+            recent.push_back(data.clone());
+        }
+        self.queue(ChannelKind::Trades, id, t.seq, at, data);
     }
 
     fn bar(&mut self, id: InstrumentId, b: &Bar, state: BarState, engine_seq: u64, at: UnixNanos) {
-        self.append(ChannelKind::Bars, id, engine_seq, at, |inst| {
-            encode(&BarDto::new(inst, b, state))
-        });
+        let Some(inst) = self.registry.get(id) else { return };
+        let data = encode(&BarDto::new(inst, b, state));
+        self.queue(ChannelKind::Bars, id, engine_seq, at, data);
     }
 
     /// Publishes a batch of changes applied to `mirror` (the fan-out holds its read
-    /// lock, so the views are the batch's final state): queued messages appended in
-    /// order, conflated channels encoded once each from the final state. Wake the
-    /// readers with [`Dispatcher::wake`] after releasing the mirror.
+    /// lock, so the views are the batch's final state): each changed snapshot encoded
+    /// once and swapped in, then the queued messages appended in order (to channels
+    /// someone reads). Wake the readers with [`Dispatcher::wake`] after releasing the
+    /// mirror.
     pub fn publish(&mut self, mirror: &Mirror, changes: &[Applied]) {
         for a in changes {
             let (id, at) = (a.instrument, a.engine_ts);
             match a.change {
                 Change::None => {}
-                Change::Quote => self.mark(ChannelKind::Quotes, id, at),
-                Change::Book => self.mark(ChannelKind::Book, id, at),
+                Change::Quote => {
+                    self.mark(ChannelKind::Quotes, id, at);
+                }
+                Change::Book => {
+                    self.mark(ChannelKind::Book, id, at);
+                }
                 Change::Status => {
                     self.mark(ChannelKind::Quotes, id, at);
                     self.mark(ChannelKind::Book, id, at);
@@ -482,45 +571,81 @@ impl Dispatcher {
                 }
             }
         }
+        // Snapshots first: a subscriber reads the ring's head, then the snapshot, so
+        // every message before the head must be in the snapshot it then reads.
         for k in 0..self.touched.len() {
             let Some(&i) = self.touched.get(k) else { continue };
-            let Some(&(count, at)) = self.pending.get(i) else {
-                continue;
-            };
-            if count == 0 {
-                continue;
+            self.publish_snapshot(mirror, i);
+        }
+        for (i, engine_seq, at, data) in self.queued.drain(..) {
+            let Some(ch) = self.hub.channels.get(i) else { continue };
+            // Without readers nothing is lost: a subscriber starts at the head and
+            // takes the past from the snapshot, published above.
+            if let Some(ring) = ch.ring.as_ref().filter(|_| ch.has_readers()) {
+                ring.push(engine_seq, ts_us(at), data);
+                self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
             }
-            let instrument = InstrumentId((i / KINDS.len()) as u32);
-            let kind = KINDS.get(i % KINDS.len()).copied().unwrap_or(ChannelKind::Quotes);
-            let (Some(inst), Some(view), Some(ch)) = (
-                self.registry.get(instrument),
-                mirror.get(instrument),
-                self.hub.channels.get(i),
-            ) else {
-                continue;
-            };
-            let data = match kind {
-                ChannelKind::Book => encode(&BookDto::new(inst, view, self.hub.book_depth)),
-                _ => encode(&QuoteDto::new(inst, view)),
-            };
-            let version = ch.latest.load().version + count;
-            let engine_ts_us = if at.is_known() {
-                ts_us(at)
-            } else {
-                ch.latest.load().engine_ts_us
-            };
-            ch.latest.store(Arc::new(Latest {
-                version,
-                engine_ts_us,
-                data,
-            }));
-            self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
-            if let Some(p) = self.pending.get_mut(i) {
-                *p = (0, UnixNanos::UNKNOWN);
+        }
+    }
+
+    /// Encodes and swaps in channel `i`'s snapshot if this batch changed it.
+    fn publish_snapshot(&mut self, mirror: &Mirror, i: usize) {
+        let Some(&(count, at)) = self.pending.get(i) else {
+            return;
+        };
+        if count == 0 {
+            return;
+        }
+        let instrument = InstrumentId((i / KINDS.len()) as u32);
+        let kind = KINDS.get(i % KINDS.len()).copied().unwrap_or(ChannelKind::Quotes);
+        let (Some(inst), Some(view), Some(ch)) = (
+            self.registry.get(instrument),
+            mirror.get(instrument),
+            self.hub.channels.get(i),
+        ) else {
+            return;
+        };
+        match kind {
+            ChannelKind::Quotes | ChannelKind::Book => {
+                let data = match kind {
+                    ChannelKind::Book => encode(&BookDto::new(inst, view, self.hub.book_depth)),
+                    _ => encode(&QuoteDto::new(inst, view)),
+                };
+                let old = ch.latest.load();
+                let engine_ts_us = if at.is_known() { ts_us(at) } else { old.engine_ts_us };
+                let version = old.version + count;
+                drop(old);
+                ch.latest.store(Arc::new(Latest {
+                    version,
+                    engine_ts_us,
+                    data,
+                }));
             }
-            if let Some(f) = self.after_publish.as_mut() {
-                f();
+            ChannelKind::Trades | ChannelKind::Bars => {
+                let old = ch.history.load();
+                let engine_ts_us = if at.is_known() { ts_us(at) } else { old.engine_ts_us };
+                drop(old);
+                let items = match kind {
+                    ChannelKind::Trades => self
+                        .trades
+                        .get(instrument.index())
+                        .map(|t| t.iter().cloned().collect())
+                        .unwrap_or_default(),
+                    _ => bar_items(inst, view),
+                };
+                ch.history.store(Arc::new(History {
+                    cutoff: self.cut.get(i).copied().unwrap_or(0),
+                    engine_ts_us,
+                    items,
+                }));
             }
+        }
+        self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = self.pending.get_mut(i) {
+            *p = (0, UnixNanos::UNKNOWN);
+        }
+        if let Some(f) = self.after_publish.as_mut() {
+            f();
         }
     }
 

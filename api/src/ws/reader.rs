@@ -4,8 +4,9 @@
 //! remembers where it is (the version of a conflated channel it last sent, its
 //! position in a queued channel's ring) and its own message numbers, and frames the
 //! shared `data` bytes with its `type`, `channel`, `seq`, `missed` and the payload's
-//! `engine_ts_us` without serializing them again. It waits on the subscribed
-//! channels' wake-ups, never on the fan-out thread.
+//! `engine_ts_us` without serializing them again (a trades or bars snapshot splices
+//! the shared messages of the channel's history). It takes no lock: it waits on the
+//! subscribed channels' wake-ups, never on the fan-out thread.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,15 +16,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
-use serde_json::json;
-use stocksblitz_engine::{BarInterval, BarState};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 use super::channel::{ChannelKey, ChannelKind};
 use super::hub::{Hub, Item};
-use crate::dto::{micros, BarDto, TradeDto};
-use crate::market::Market;
 
 /// Appends one data frame: `{"type":..,"channel":..,"seq":..,["missed":..,]
 /// "engine_ts_us":..,"data":<data>}`, `data` spliced in as it is (already JSON).
@@ -98,7 +95,7 @@ impl Reader {
 
     /// Subscribes and appends the channel's snapshot (seq 1) to `out`; `false` (and
     /// nothing sent) when already subscribed or the channel does not exist.
-    pub fn subscribe(&mut self, key: ChannelKey, market: &Market, out: &mut Vec<String>) -> bool {
+    pub fn subscribe(&mut self, key: ChannelKey, out: &mut Vec<String>) -> bool {
         if self.subs.contains_key(&key) {
             return false;
         }
@@ -110,13 +107,35 @@ impl Reader {
         // Waiting starts before reading, so nothing published after the read is lost.
         let wait = Box::pin(Arc::clone(&notify).notified_owned());
         let at = if let Some(ring) = ch.ring() {
-            // Everything before `pos` is in the mirror already (the fan-out applies a
-            // batch before it appends it); what comes after and is in the snapshot
-            // too is skipped by its engine sequence.
+            // Everything before `pos` is in the snapshot read after it (the fan-out
+            // publishes a batch's snapshot before it appends the batch's messages);
+            // what comes after and is in the snapshot too is skipped by its engine
+            // sequence.
             let pos = ring.head();
-            let (data, cutoff, engine_ts_us) = queued_snapshot(key, market);
-            frame(out, "snapshot", &ch.name_json, 1, None, engine_ts_us, &data);
-            Position::Queued { pos, cutoff, missed: 0 }
+            let history = ch.history();
+            let field = if key.kind == ChannelKind::Trades {
+                "trades"
+            } else {
+                "bars"
+            };
+            let size: usize = history.items.iter().map(|i| i.len() + 1).sum();
+            let mut data = String::with_capacity(32 + ch.symbol_json.len() + size);
+            data.push_str("{\"symbol\":");
+            data.push_str(&ch.symbol_json);
+            let _ = write!(data, ",\"{field}\":[");
+            for (n, item) in history.items.iter().enumerate() {
+                if n > 0 {
+                    data.push(',');
+                }
+                data.push_str(item.as_str());
+            }
+            data.push_str("]}");
+            frame(out, "snapshot", &ch.name_json, 1, None, history.engine_ts_us, &data);
+            Position::Queued {
+                pos,
+                cutoff: history.cutoff,
+                missed: 0,
+            }
         } else {
             let latest = ch.latest();
             frame(
@@ -247,37 +266,4 @@ impl Drop for Reader {
             }
         }
     }
-}
-
-/// A queued channel's snapshot from the mirror: the payload, the engine sequence it
-/// covers, and when the engine published its newest event (0: none yet).
-fn queued_snapshot(key: ChannelKey, market: &Market) -> (String, u64, i64) {
-    let empty = || (String::from("{}"), 0, 0);
-    let Some(inst) = market.registry.get(key.instrument) else {
-        return empty();
-    };
-    let mirror = market.mirror.read();
-    let Some(view) = mirror.get(key.instrument) else {
-        return empty();
-    };
-    let data = match key.kind {
-        ChannelKind::Trades => {
-            let trades: Vec<_> = view.trades.iter().map(|t| TradeDto::new(inst, t)).collect();
-            json!({ "symbol": inst.symbol, "trades": trades })
-        }
-        _ => {
-            let mut bars = Vec::new();
-            for iv in BarInterval::ALL {
-                let s = view.bars(iv);
-                if let Some(b) = s.closed.back() {
-                    bars.push(BarDto::new(inst, b, BarState::Closed));
-                }
-                if let Some(b) = &s.current {
-                    bars.push(BarDto::new(inst, b, BarState::Open));
-                }
-            }
-            json!({ "symbol": inst.symbol, "bars": bars })
-        }
-    };
-    (data.to_string(), view.seq, micros(view.engine_ts).unwrap_or(0))
 }

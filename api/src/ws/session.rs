@@ -176,9 +176,8 @@ impl Session {
                         id,
                         channels: Some(&msg.channels),
                     }));
-                    let market = Arc::clone(&self.app.desk.market);
                     for k in keys {
-                        self.reader.subscribe(k, &market, &mut self.out);
+                        self.reader.subscribe(k, &mut self.out);
                     }
                     for i in private {
                         self.subscribe_private(i);

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use parking_lot::RwLock;
 use proptest::prelude::*;
 use serde_json::Value;
-use stocksblitz_engine::agent::Agent;
+use stocksblitz_engine::agent::{spawn_thread, Agent};
 use stocksblitz_engine::ring::{ring, RingProducer};
 use stocksblitz_engine::{
     Aggressor, Bar, BarInterval, BarState, BookFlags, DataQuality, EngineEvent, EventData, InstrumentId,
@@ -21,12 +21,13 @@ use stocksblitz_engine::{
 use super::channel::{ChannelKey, ChannelKind};
 use super::hub::{Dispatcher, Hub};
 use super::reader::Reader;
-use crate::dto::{BookDto, QuoteDto};
+use crate::dto::{BarDto, BookDto, QuoteDto, TradeDto};
 use crate::market::fanout::{fanout, Fanout};
 use crate::market::{FanoutStats, Market, Mirror};
 
 const INSTRUMENTS: usize = 2;
 const BOOK_DEPTH: usize = 5;
+const TRADES_HISTORY: usize = 4;
 const KINDS: [ChannelKind; 4] = [
     ChannelKind::Quotes,
     ChannelKind::Book,
@@ -91,11 +92,17 @@ impl Rig {
     fn new(ring_capacity: usize, hook: Option<Box<dyn FnMut() + Send>>) -> Self {
         let registry = Arc::new(registry());
         let market = Arc::new(Market {
-            mirror: RwLock::new(Mirror::new(registry.len(), 50, 4, 4)),
+            mirror: RwLock::new(Mirror::new(registry.len(), 50, TRADES_HISTORY, 4)),
             feed_of: vec![None; registry.len()],
             registry: Arc::clone(&registry),
         });
-        let hub = Arc::new(Hub::new(&registry, &market.mirror.read(), BOOK_DEPTH, ring_capacity));
+        let hub = Arc::new(Hub::new(
+            &registry,
+            &market.mirror.read(),
+            BOOK_DEPTH,
+            ring_capacity,
+            TRADES_HISTORY,
+        ));
         let mut dispatcher = Dispatcher::new(Arc::clone(&hub), registry);
         if let Some(f) = hook {
             dispatcher.on_publish(f);
@@ -225,7 +232,16 @@ impl Conn {
                 kind,
                 instrument: InstrumentId(instrument as u32),
             };
-            assert!(c.reader.subscribe(key, &rig.market, &mut c.frames));
+            assert!(c.reader.subscribe(key, &mut c.frames));
+            if !kind.is_conflated() {
+                let snap: Value = serde_json::from_str(c.frames.last().expect("snapshot")).expect("json");
+                assert_eq!(
+                    snap["data"],
+                    mirror_snapshot(rig, kind, instrument),
+                    "{}",
+                    name(kind, instrument)
+                );
+            }
         }
         c
     }
@@ -244,6 +260,29 @@ impl Conn {
 fn name(kind: ChannelKind, instrument: usize) -> String {
     let sym = ["BTCUSDT", "ETHUSDT"][instrument];
     format!("{}.{sym}", kind.as_str())
+}
+
+/// A trades or bars snapshot as the mirror (REST's view) has it.
+fn mirror_snapshot(rig: &Rig, kind: ChannelKind, instrument: usize) -> Value {
+    let id = InstrumentId(instrument as u32);
+    let inst = rig.market.registry.get(id).expect("instrument");
+    let mirror = rig.market.mirror.read();
+    let view = mirror.get(id).expect("view");
+    if kind == ChannelKind::Trades {
+        let trades: Vec<_> = view.trades.iter().map(|t| TradeDto::new(inst, t)).collect();
+        return serde_json::json!({ "symbol": inst.symbol, "trades": trades });
+    }
+    let mut bars = Vec::new();
+    for iv in BarInterval::ALL {
+        let s = view.bars(iv);
+        if let Some(b) = s.closed.back() {
+            bars.push(BarDto::new(inst, b, BarState::Closed));
+        }
+        if let Some(b) = &s.current {
+            bars.push(BarDto::new(inst, b, BarState::Open));
+        }
+    }
+    serde_json::json!({ "symbol": inst.symbol, "bars": bars })
 }
 
 /// The conflated payload the final state must show.
@@ -384,7 +423,7 @@ proptest! {
     #[test]
     fn fanout_work_does_not_depend_on_subscribers(
         batches in gen_batches(),
-        subscribers in 1usize..64,
+        subscribers in INSTRUMENTS..64,
     ) {
         let mut alone = Rig::new(4, None);
         let _one: Vec<Conn> = (0..INSTRUMENTS).map(|i| Conn::subscribe(&alone, i)).collect();
@@ -427,19 +466,20 @@ fn subscribe_does_not_wait_for_a_batch_in_progress() {
     };
     let mut rig = Rig::new(8, Some(Box::new(hook)));
     rig.run_batch(&[(0, Gen::Quote(1)), (0, Gen::Level(2)), (0, Gen::Trade)]);
-    let (market, hub) = (Arc::clone(&rig.market), Arc::clone(&rig.hub));
+    let hub = Arc::clone(&rig.hub);
     // The next batch stops after its first snapshot, mid-dispatch.
     armed.store(true, Ordering::SeqCst);
     let batch = [(0, Gen::Quote(7)), (0, Gen::Level(4)), (0, Gen::Trade), (0, Gen::Bar)];
-    let fanout = std::thread::spawn(move || {
+    let fanout = spawn_thread("test-fanout", None, move || {
         rig.run_batch(&batch);
         rig
-    });
+    })
+    .expect("fan-out thread");
     paused_rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the fan-out reached its pause");
     let (done_tx, done_rx) = mpsc::channel();
-    let subscriber = std::thread::spawn(move || {
+    let subscriber = spawn_thread("test-subscriber", None, move || {
         let mut reader = Reader::new(Arc::clone(&hub));
         let mut frames = Vec::new();
         for kind in KINDS {
@@ -447,13 +487,14 @@ fn subscribe_does_not_wait_for_a_batch_in_progress() {
                 kind,
                 instrument: InstrumentId(0),
             };
-            assert!(reader.subscribe(key, &market, &mut frames));
+            assert!(reader.subscribe(key, &mut frames));
             // What a REST read of the shared snapshot does.
             let _ = hub.channel(key).map(|c| c.latest().version);
         }
         let _ = done_tx.send(());
         (reader, frames)
-    });
+    })
+    .expect("subscriber thread");
     let done = done_rx.recv_timeout(Duration::from_secs(60));
     let fanout_was_paused = !fanout.is_finished();
     release_tx.send(()).expect("release the fan-out");
@@ -474,4 +515,32 @@ fn subscribe_does_not_wait_for_a_batch_in_progress() {
     if let Err(e) = check(&rig, &conn) {
         panic!("{e}");
     }
+}
+
+/// Nor does a subscribe wait for the fan-out's other phase, applying a batch to the
+/// mirror under its write lock: subscribing reads only the hub's shared snapshots.
+#[test]
+fn subscribe_does_not_wait_for_the_mirror() {
+    let mut rig = Rig::new(8, None);
+    rig.run_batch(&[(0, Gen::Quote(1)), (0, Gen::Trade), (0, Gen::Bar), (0, Gen::Level(3))]);
+    let hub = Arc::clone(&rig.hub);
+    let applying = rig.market.mirror.write();
+    let (done_tx, done_rx) = mpsc::channel();
+    let subscriber = spawn_thread("test-subscriber", None, move || {
+        let mut reader = Reader::new(hub);
+        let mut frames = Vec::new();
+        for kind in KINDS {
+            let key = ChannelKey {
+                kind,
+                instrument: InstrumentId(0),
+            };
+            assert!(reader.subscribe(key, &mut frames));
+        }
+        let _ = done_tx.send(frames.len());
+    })
+    .expect("subscriber thread");
+    let done = done_rx.recv_timeout(Duration::from_secs(60));
+    drop(applying);
+    subscriber.join().expect("subscriber");
+    assert_eq!(done.ok(), Some(KINDS.len()), "four snapshots without the mirror");
 }
