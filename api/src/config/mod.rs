@@ -94,7 +94,8 @@ pub struct ApiConfig {
     pub ws_book_depth: usize,
     /// Most channels one connection may subscribe to.
     pub ws_max_subscriptions: usize,
-    /// Recent trades kept per instrument for snapshots and REST.
+    /// Recent trades kept per instrument for snapshots and REST (the WebSocket
+    /// snapshot's list is re-shared per fan-out batch with trades: keep it modest).
     pub trades_history: usize,
     /// Closed bars kept per instrument and interval.
     pub bars_history: usize,

@@ -184,8 +184,9 @@ pub struct Channel {
     history: ArcSwap<History>,
     /// Queued channels: the recent messages.
     ring: Option<Ring>,
-    /// Connections subscribed: a queued channel nobody reads is not encoded (a new
-    /// reader starts at the ring's head and takes the past from its snapshot).
+    /// Connections subscribed: nothing is appended to the ring of a queued channel
+    /// nobody reads (a new reader starts at the ring's head and takes the past from
+    /// the channel's history, which is kept either way).
     readers: AtomicU64,
 }
 
