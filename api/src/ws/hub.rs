@@ -22,7 +22,7 @@
 //! anomalies) are per account and never dropped: they still go through each
 //! connection's [`Outbox`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,9 +31,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
 use serde::Serialize;
-use std::collections::VecDeque;
 use stocksblitz_engine::orders::{AccountId, OrderEvent, OrderEventData};
-
 use stocksblitz_engine::{Bar, BarInterval, BarState, Instrument, InstrumentId, InstrumentRegistry, UnixNanos};
 use tokio::sync::Notify;
 
