@@ -203,13 +203,15 @@ impl Rig {
         }
     }
 
-    /// Hands the batch to the fan-out and lets it take it (one poll: one batch).
-    fn run_batch(&mut self, batch: &[(u8, Gen)]) {
+    /// Hands the batch to the fan-out and lets it take it (one poll: one batch);
+    /// returns the allocations the fan-out made on this thread doing so.
+    fn run_batch(&mut self, batch: &[(u8, Gen)]) -> u64 {
         for &(i, g) in batch {
             let ev = self.event(usize::from(i), g);
             assert!(self.input.push(ev), "the test ring has room");
         }
-        self.fanout.poll();
+        let fanout = &mut self.fanout;
+        stocksblitz_testkit::alloc::count_allocations(|| fanout.poll()).1
     }
 }
 
@@ -418,8 +420,9 @@ proptest! {
         }
     }
 
-    /// The fan-out's work per batch (channel publications and wake-ups) is the same
-    /// with one subscriber per channel (who never reads) and with many, reading or not.
+    /// The fan-out's work per batch (channel publications and wake-ups, and the
+    /// allocations it makes) is the same with one subscriber per channel (who never
+    /// reads) and with many, reading or not.
     #[test]
     fn fanout_work_does_not_depend_on_subscribers(
         batches in gen_batches(),
@@ -430,13 +433,14 @@ proptest! {
         let mut crowded = Rig::new(4, None);
         let mut conns: Vec<Conn> = (0..subscribers).map(|i| Conn::subscribe(&crowded, i % INSTRUMENTS)).collect();
         for (b, batch) in batches.iter().enumerate() {
-            alone.run_batch(batch);
-            crowded.run_batch(batch);
+            let one = alone.run_batch(batch);
+            let many = crowded.run_batch(batch);
             prop_assert_eq!(
                 alone.hub.dispatch_ops.load(Ordering::Relaxed),
                 crowded.hub.dispatch_ops.load(Ordering::Relaxed),
                 "batch {}", b
             );
+            prop_assert_eq!(one, many, "batch {}: the fan-out allocated per subscriber", b);
             for (i, c) in conns.iter_mut().enumerate() {
                 if (b + i) % 3 == 0 {
                     c.read();
