@@ -236,6 +236,72 @@ async fn bad_requests_get_clear_errors_and_the_connection_survives() {
     app.shutdown().await.expect("clean shutdown");
 }
 
+/// Many connections on the same channels share one fan-out: each gets its own
+/// gapless sequence per channel, snapshot first, quotes and books never older than the
+/// last one it got; the subscriptions gauge counts them all and is back to zero when
+/// they have left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_share_the_fanout() {
+    const N: usize = 100;
+    let app = start().await;
+    wait_live(&app, "BTCUSDT").await;
+    let channels = ["quotes.BTCUSDT", "book.BTCUSDT", "trades.BTCUSDT"];
+    let mut conns = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut ws = ws_connect(&app).await;
+        send(&mut ws, json!({"op":"subscribe","channels":channels})).await;
+        conns.push(ws);
+    }
+    let gauge = |text: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("stocksblitz_ws_subscriptions "))
+            .and_then(|v| v.parse().ok())
+    };
+    for (c, ws) in conns.iter_mut().enumerate() {
+        assert_eq!(recv(ws, WAIT).await.expect("ack")["type"], "subscribed");
+        let mut per: std::collections::HashMap<String, Vec<Value>> = Default::default();
+        // Until quotes and book have each sent an update after their snapshot.
+        while ["quotes.BTCUSDT", "book.BTCUSDT"]
+            .iter()
+            .any(|ch| per.get(*ch).map_or(0, Vec::len) < 2)
+        {
+            let m = recv(ws, WAIT).await.expect("market data on every connection");
+            per.entry(m["channel"].as_str().expect("channel").to_owned())
+                .or_default()
+                .push(m);
+        }
+        for (ch, msgs) in &per {
+            for (n, m) in msgs.iter().enumerate() {
+                assert_eq!(seq(m), n as u64 + 1, "connection {c}, {ch}: gapless from 1");
+                let kind = if n == 0 { "snapshot" } else { "update" };
+                assert_eq!(m["type"], kind, "connection {c}, {ch}");
+            }
+            if ch.starts_with("trades") {
+                continue;
+            }
+            let ts: Vec<i64> = msgs.iter().map(engine_ts).collect();
+            assert!(ts.windows(2).all(|w| w[0] <= w[1]), "connection {c}, {ch}: {ts:?}");
+            let engine_seq: Vec<u64> = msgs.iter().filter_map(|m| m["data"]["engine_seq"].as_u64()).collect();
+            assert!(
+                engine_seq.windows(2).all(|w| w[0] <= w[1]),
+                "connection {c}, {ch}: never an older state: {engine_seq:?}"
+            );
+        }
+    }
+    assert_eq!(gauge(&metrics(&app).await), Some((N * channels.len()) as u64));
+    drop(conns);
+    let mut left = None;
+    for _ in 0..300 {
+        left = gauge(&metrics(&app).await);
+        if left == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, Some(0), "every subscription ends with its connection");
+    app.shutdown().await.expect("clean shutdown");
+}
+
 /// A client that stops reading gets the latest quote per symbol, not a backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_conflated() {
