@@ -25,7 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::extract::ws::Utf8Bytes;
@@ -86,8 +86,11 @@ pub struct Item {
 
 /// A bounded ring of encoded messages: one writer (the fan-out thread), any number
 /// of readers, each with its own position; nothing waits, the oldest is overwritten.
+/// Its slots are allocated for its first reader (a channel nobody ever read costs
+/// nothing, whatever `ws_queue_capacity` is).
 pub struct Ring {
-    slots: Box<[ArcSwapOption<Item>]>,
+    capacity: usize,
+    slots: OnceLock<Box<[ArcSwapOption<Item>]>>,
     /// Position of the next message (messages published so far).
     head: AtomicU64,
 }
@@ -106,13 +109,20 @@ pub struct ReadOutcome {
 impl Ring {
     pub fn new(capacity: usize) -> Self {
         Self {
-            slots: (0..capacity.max(1)).map(|_| ArcSwapOption::empty()).collect(),
+            capacity: capacity.max(1),
+            slots: OnceLock::new(),
             head: AtomicU64::new(0),
         }
     }
 
     pub fn capacity(&self) -> u64 {
-        self.slots.len() as u64
+        self.capacity as u64
+    }
+
+    /// Allocates the slots (once; a reader does, before it starts reading).
+    fn open(&self) {
+        self.slots
+            .get_or_init(|| (0..self.capacity).map(|_| ArcSwapOption::empty()).collect());
     }
 
     /// Messages published so far: a new reader starts here.
@@ -121,20 +131,20 @@ impl Ring {
     }
 
     fn slot(&self, pos: u64) -> Option<&ArcSwapOption<Item>> {
-        self.slots.get((pos % self.capacity()) as usize)
+        self.slots.get()?.get((pos % self.capacity()) as usize)
     }
 
-    /// Appends a message (the fan-out thread only: one writer).
+    /// Appends a message (the fan-out thread only: one writer; a ring without a
+    /// reader yet takes nothing).
     fn push(&self, engine_seq: u64, engine_ts_us: i64, data: Utf8Bytes) {
         let pos = self.head.load(Ordering::Relaxed);
-        if let Some(slot) = self.slot(pos) {
-            slot.store(Some(Arc::new(Item {
-                pos,
-                engine_seq,
-                engine_ts_us,
-                data,
-            })));
-        }
+        let Some(slot) = self.slot(pos) else { return };
+        slot.store(Some(Arc::new(Item {
+            pos,
+            engine_seq,
+            engine_ts_us,
+            data,
+        })));
         self.head.store(pos + 1, Ordering::Release);
     }
 
@@ -210,6 +220,9 @@ impl Channel {
 
     /// A connection starts reading (before it reads the ring's head and snapshot).
     pub fn add_reader(&self) {
+        if let Some(ring) = &self.ring {
+            ring.open();
+        }
         self.readers.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -676,6 +689,7 @@ mod tests {
         #[test]
         fn a_lapped_reader_counts_exactly_what_it_missed(capacity in 1usize..16, total in 1u64..3_000) {
             let ring = Arc::new(Ring::new(capacity));
+            ring.open();
             let writer = {
                 let ring = Arc::clone(&ring);
                 std::thread::spawn(move || {
