@@ -664,7 +664,13 @@ fn market_fanout(
             .collect(),
         registry,
     });
-    let hub = Arc::new(Hub::default());
+    let hub = Arc::new(Hub::new(
+        &market.registry,
+        &market.mirror.read(),
+        cfg.api.ws_book_depth,
+        cfg.api.ws_queue_capacity,
+        cfg.api.trades_history,
+    ));
     let (fanout, stats) = spawn_fanout(
         Arc::clone(&market),
         Arc::clone(&hub),

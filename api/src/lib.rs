@@ -20,3 +20,8 @@ pub mod redis_store;
 pub mod sink;
 pub mod state;
 pub mod ws;
+
+/// Unit tests count allocations per thread (the fan-out's work per batch, `ws::tests`).
+#[cfg(test)]
+#[global_allocator]
+static GLOBAL: stocksblitz_testkit::alloc::CountingAllocator = stocksblitz_testkit::alloc::CountingAllocator;

@@ -219,8 +219,11 @@ impl Agent for crate::Engine {
 
     #[inline]
     fn poll(&mut self) -> usize {
+        // One clock read per round: published events carry it as `engine_ts`.
+        let now = crate::UnixNanos::now();
+        self.set_clock(now);
         let n = crate::Engine::poll(self);
-        self.housekeeping(crate::UnixNanos::now());
+        self.housekeeping(now);
         n
     }
 

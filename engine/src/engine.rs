@@ -37,6 +37,10 @@ pub struct Engine {
     bar_progress_ns: i64,
     snapshot_len: usize,
     next_housekeeping: UnixNanos,
+    /// The clock read once per `run` round, before polling: what published events carry
+    /// as `engine_ts` (no clock read per tick). Set by [`Engine::set_clock`] when the
+    /// engine is driven by hand.
+    clock: UnixNanos,
     next_progress: UnixNanos,
     orders: Option<OrderPath>,
 }
@@ -91,6 +95,7 @@ impl Engine {
             bar_progress_ns: ms(config.bar_progress_ms),
             snapshot_len: InstrumentState::snapshot_len(config.book_max_levels),
             next_housekeeping: UnixNanos(i64::MIN),
+            clock: UnixNanos::UNKNOWN,
             next_progress: UnixNanos(i64::MIN),
             orders: None,
         }
@@ -284,6 +289,7 @@ impl Engine {
                 quality,
                 exchange_ts,
                 recv_ts,
+                engine_ts: self.clock,
                 data: *data,
             });
             self.stats.events.add(n);
@@ -335,6 +341,12 @@ impl Engine {
         n + self.poll_orders()
     }
 
+    /// The time events published from now on carry as `engine_ts` (what `run` does
+    /// once per round).
+    pub fn set_clock(&mut self, now: UnixNanos) {
+        self.clock = now;
+    }
+
     /// Time-driven work; cheap to call often, does real work once per millisecond.
     pub fn housekeeping(&mut self, now: UnixNanos) {
         if now < self.next_housekeeping {
@@ -377,6 +389,7 @@ impl Engine {
                             quality,
                             exchange_ts: UnixNanos::UNKNOWN,
                             recv_ts: now,
+                            engine_ts: now,
                             data,
                         })
                     });
@@ -389,8 +402,10 @@ impl Engine {
     /// Runs until `stop` is set: poll, housekeeping, idle when there was nothing to do.
     pub fn run(mut self, stop: &AtomicBool, mut idler: Idler) -> Self {
         while !stop.load(Ordering::Relaxed) {
+            let now = UnixNanos::now();
+            self.clock = now;
             let n = self.poll();
-            self.housekeeping(UnixNanos::now());
+            self.housekeeping(now);
             if n == 0 {
                 idler.idle();
             } else {

@@ -69,6 +69,10 @@ pub struct EngineEvent {
     pub quality: DataQuality,
     pub exchange_ts: UnixNanos,
     pub recv_ts: UnixNanos,
+    /// When the engine published the event (its clock at the start of the poll round
+    /// that produced it; UNKNOWN when driven without a clock, as in tests): the start of
+    /// the end-to-end latency a WebSocket client sees (`engine_ts_us`).
+    pub engine_ts: UnixNanos,
     pub data: EventData,
 }
 
@@ -84,6 +88,7 @@ impl EngineEvent {
         quality: DataQuality::Syncing,
         exchange_ts: UnixNanos::UNKNOWN,
         recv_ts: UnixNanos(0),
+        engine_ts: UnixNanos::UNKNOWN,
         data: EventData::Status {
             previous: DataQuality::Syncing,
         },

@@ -76,7 +76,8 @@ pub struct Config {
 pub struct ApiConfig {
     /// Address the HTTP/WebSocket server binds, e.g. "127.0.0.1:8080".
     pub listen: String,
-    /// Per-connection bound on queued trade/bar messages before the oldest are dropped.
+    /// Trade/bar messages kept per channel, shared by every connection reading it; a
+    /// connection further behind skips the oldest and is told how many (`missed`).
     pub ws_queue_capacity: usize,
     /// Per-connection bound on queued private (orders, fills, positions) messages. They
     /// are never dropped: a client that falls this far behind is disconnected (close code
@@ -93,7 +94,8 @@ pub struct ApiConfig {
     pub ws_book_depth: usize,
     /// Most channels one connection may subscribe to.
     pub ws_max_subscriptions: usize,
-    /// Recent trades kept per instrument for snapshots and REST.
+    /// Recent trades kept per instrument for snapshots and REST (the WebSocket
+    /// snapshot's list is re-shared per fan-out batch with trades: keep it modest).
     pub trades_history: usize,
     /// Closed bars kept per instrument and interval.
     pub bars_history: usize,

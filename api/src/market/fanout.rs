@@ -3,7 +3,10 @@
 //!
 //! It is a plain OS thread (not a tokio task) because it polls a lock-free ring with an
 //! idle strategy, like every other ring consumer. It takes the mirror's write lock once
-//! per batch, never per event, and notifies subscribers after releasing it.
+//! per batch, never per event; then, under the read lock (readers are not held up),
+//! hands the batch's changes to the WebSocket hub ([`Dispatcher`]): each changed public
+//! channel encoded once and published, whatever the number of subscribers; and after
+//! releasing it wakes each changed channel once.
 //!
 //! Taps: a store that wants conflated market data too (the Redis publisher) gets every
 //! event from here through a ring of its own, and a full ring drops and counts (its
@@ -23,7 +26,7 @@ use stocksblitz_engine::ring::{RingConsumer, RingProducer};
 use stocksblitz_engine::{DataQuality, EngineEvent, InstrumentId, InstrumentRegistry, UnixNanos};
 
 use super::mirror::{Change, Mirror};
-use crate::ws::hub::Hub;
+use crate::ws::hub::{Applied, Dispatcher, Hub};
 
 /// Events taken from the ring per batch (one write lock each).
 const BATCH: usize = 4096;
@@ -74,15 +77,15 @@ fn log_transition(market: &Market, t: Transition) {
 }
 
 /// The API fan-out as an agent: a poll takes one batch off the engine's output ring.
-struct Fanout {
+pub(crate) struct Fanout {
     market: Arc<Market>,
-    hub: Arc<Hub>,
+    hub: Dispatcher,
     ring: RingConsumer<EngineEvent>,
     /// Lossy rings of the stores that take every event (a full ring drops and counts).
     taps: Vec<RingProducer<EngineEvent>>,
     stats: Arc<FanoutStats>,
     batch: Vec<EngineEvent>,
-    changes: Vec<(InstrumentId, Change)>,
+    changes: Vec<Applied>,
     transitions: Vec<Transition>,
 }
 
@@ -102,10 +105,16 @@ impl Agent for Fanout {
             for ev in &self.batch {
                 let from = mirror.get(ev.instrument).map(|v| v.quality());
                 let c = mirror.apply(ev);
-                if c != Change::None {
-                    self.changes.push((ev.instrument, c));
-                }
                 let to = mirror.get(ev.instrument).map(|v| v.quality());
+                if c != Change::None {
+                    self.changes.push(Applied {
+                        instrument: ev.instrument,
+                        change: c,
+                        quality_changed: from != to,
+                        seq: ev.seq,
+                        engine_ts: ev.engine_ts,
+                    });
+                }
                 if let (Some(from), Some(to)) = (from, to) {
                     if from != to {
                         self.transitions.push(Transition {
@@ -117,7 +126,8 @@ impl Agent for Fanout {
                 }
             }
         }
-        self.hub.dispatch(&self.changes);
+        self.hub.publish(&self.market.mirror.read(), &self.changes);
+        self.hub.wake();
         // Off the engine's path and outside the lock: one line per transition.
         for t in self.transitions.drain(..) {
             log_transition(&self.market, t);
@@ -136,6 +146,26 @@ impl Agent for Fanout {
     }
 }
 
+/// The fan-out without its thread (`spawn_fanout` runs it; tests poll it by hand).
+pub(crate) fn fanout(
+    market: Arc<Market>,
+    hub: Dispatcher,
+    ring: RingConsumer<EngineEvent>,
+    taps: Vec<RingProducer<EngineEvent>>,
+    stats: Arc<FanoutStats>,
+) -> Fanout {
+    Fanout {
+        market,
+        hub,
+        ring,
+        taps,
+        stats,
+        batch: Vec::with_capacity(BATCH),
+        changes: Vec::with_capacity(BATCH),
+        transitions: Vec::with_capacity(BATCH),
+    }
+}
+
 pub fn spawn_fanout(
     market: Arc<Market>,
     hub: Arc<Hub>,
@@ -145,16 +175,8 @@ pub fn spawn_fanout(
     stop: Arc<AtomicBool>,
 ) -> Result<(ThreadHandle, Arc<FanoutStats>), AgentError> {
     let stats = Arc::new(FanoutStats::default());
-    let agent = Fanout {
-        market,
-        hub,
-        ring,
-        taps,
-        stats: Arc::clone(&stats),
-        batch: Vec::with_capacity(BATCH),
-        changes: Vec::with_capacity(BATCH),
-        transitions: Vec::with_capacity(BATCH),
-    };
+    let dispatcher = Dispatcher::new(hub, Arc::clone(&market.registry));
+    let agent = fanout(market, dispatcher, ring, taps, Arc::clone(&stats));
     let handle = spawn_agent(agent, AgentSpec::new("api-fanout", idle, &stop))?;
     Ok((handle, stats))
 }

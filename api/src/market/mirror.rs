@@ -124,6 +124,8 @@ pub struct InstrumentView {
     pub bars: [BarSeries; 2],
     /// Receive time of the last event.
     pub last_update: UnixNanos,
+    /// When the engine published the last event (`engine_ts_us` of snapshots).
+    pub engine_ts: UnixNanos,
     /// When [`quality`](Self::quality) last changed (UNKNOWN: it has not since start).
     pub quality_since: UnixNanos,
 }
@@ -144,6 +146,7 @@ impl InstrumentView {
             trades_cap: trades_cap.max(1),
             bars: [BarSeries::new(bars_cap), BarSeries::new(bars_cap)],
             last_update: UnixNanos::UNKNOWN,
+            engine_ts: UnixNanos::UNKNOWN,
             quality_since: UnixNanos::UNKNOWN,
         }
     }
@@ -195,6 +198,9 @@ impl InstrumentView {
         self.quality = ev.quality;
         if ev.recv_ts.is_known() {
             self.last_update = ev.recv_ts;
+        }
+        if ev.engine_ts.is_known() {
+            self.engine_ts = ev.engine_ts;
         }
         let change = match ev.data {
             EventData::Quote {
@@ -281,13 +287,13 @@ impl InstrumentView {
                 UnixNanos::now()
             };
         }
-        if change == Change::None || self.quality() == was {
-            change
-        } else if matches!(change, Change::Quote | Change::Book) {
-            // Quotes and books carry the quality, so this change already tells.
-            change
-        } else {
+        if change == Change::None && self.quality() != was {
             Change::Status
+        } else {
+            // A change that also moved the quality is still that change (a trade is
+            // still a trade): the fan-out sees the move itself and refreshes the
+            // channels that show the quality.
+            change
         }
     }
 }
@@ -331,6 +337,7 @@ mod tests {
             quality: DataQuality::Live,
             exchange_ts: UnixNanos::UNKNOWN,
             recv_ts: UnixNanos(1),
+            engine_ts: UnixNanos::UNKNOWN,
             data,
         }
     }

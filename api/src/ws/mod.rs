@@ -4,5 +4,9 @@ pub mod channel;
 pub mod hub;
 pub mod outbox;
 pub mod protocol;
+pub mod reader;
 pub mod session;
 pub mod upgrade;
+
+#[cfg(test)]
+mod tests;

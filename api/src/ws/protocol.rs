@@ -12,11 +12,20 @@
 //!   `{"op":"order.replace","id":"c3","order_id":"123","qty":"5","price":"100.05"}`.
 //! Server to client:
 //!   `{"type":"subscribed","id":"r1","channels":[...]}` / `"unsubscribed"` / `"pong"`
-//!   `{"type":"snapshot","channel":"quotes.BTCUSDT","seq":1,"data":{...}}` on subscribe,
-//!   `{"type":"update","channel":"quotes.BTCUSDT","seq":2,"data":{...}}` after it;
-//!   `seq` counts messages per channel on this connection, from 1, with no gaps.
-//!   A trades/bars update may carry `"missed":N`: N older messages were dropped because
-//!   the client read too slowly (quotes and books are conflated instead).
+//!   `{"type":"snapshot","channel":"quotes.BTCUSDT","seq":1,"engine_ts_us":1733500000123456,"data":{...}}`
+//!   on subscribe, `{"type":"update","channel":"quotes.BTCUSDT","seq":2,"engine_ts_us":...,"data":{...}}`
+//!   after it; `seq` counts messages per channel on this connection, from 1, with no
+//!   gaps. `engine_ts_us` (integer, on every snapshot and update, public and private):
+//!   Unix microseconds when the engine published the newest event behind the message
+//!   (a conflated quote or book: the newest update folded into it; a trade or bar: its
+//!   own; a private update: the order event's time; a private snapshot: when it was
+//!   read); 0 when no event is behind it yet (the empty snapshot of a channel with no
+//!   data). Client receive time minus it is the end-to-end delivery latency.
+//!   A trades/bars update may carry `"missed":N`: the N messages before it on that
+//!   channel were skipped because the client read too slowly (each channel keeps its
+//!   last `ws_queue_capacity` messages, shared by every connection); quotes and books
+//!   are conflated to the latest state instead. Key order: `type`, `channel`, `seq`,
+//!   `missed` (when present), `engine_ts_us`, `data`.
 //!   `{"type":"heartbeat","ts_us":...}` every `ws_heartbeat_secs`.
 //!   `{"type":"error","id":"r1","error":{"code":"UNKNOWN_SYMBOL","message":"..."}}`.
 //!   `{"type":"authenticated","id":"r4","account":"alice","role":"trader"}`.
@@ -124,6 +133,8 @@ pub struct DataMessage<'a, T: Serialize> {
     pub seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missed: Option<u64>,
+    /// When the engine published the (newest) event behind the message, Unix µs.
+    pub engine_ts_us: i64,
     pub data: T,
 }
 

@@ -1,8 +1,9 @@
 //! One WebSocket connection: subscriptions, snapshots, sequencing, heartbeats.
 //!
-//! A single task per connection selects over the client's frames, its outbox and a
-//! heartbeat timer. Messages are built from the mirror at send time, so a slow client
-//! gets the newest state rather than a backlog. A client that sends nothing (not even a
+//! A single task per connection selects over the client's frames, its public channels'
+//! wake-ups ([`Reader`]), its private outbox and a heartbeat timer. Public messages
+//! are the hub's shared payloads read at send time, so a slow client gets the newest
+//! state rather than a backlog. A client that sends nothing (not even a
 //! pong to our pings) for `ws_idle_timeout_secs` is closed with 1001 (going away). Every
 //! batch of writes has `ws_write_timeout_ms` to reach the kernel: a client that stops
 //! reading is closed with 4009 (and reset when not even the close frame can be sent), so
@@ -15,7 +16,7 @@
 //! (4401 when it passes), and failed `auth` messages limited per address and per
 //! connection (4429).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,19 +28,20 @@ use futures_util::SinkExt;
 use serde::Serialize;
 use serde_json::Value;
 use stocksblitz_engine::orders::{CommandKind, OrderEvent, OrderEventData, OrderEventKind};
-use stocksblitz_engine::{BarInterval, BarState, UnixNanos};
+use stocksblitz_engine::UnixNanos;
 use tokio::sync::mpsc;
 
-use super::channel::{ChannelKey, ChannelKind};
-use super::outbox::{Drained, Outbox, Queued};
+use super::channel::ChannelKey;
+use super::outbox::Outbox;
 use super::protocol::{
     Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY,
     CLOSE_PRIVATE_OVERFLOW, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, MAX_CLIENT_MESSAGE_BYTES, MAX_REFUSED_MESSAGES,
 };
+use super::reader::Reader;
 use crate::audit::Entry;
 use crate::auth::{Principal, Role, Tier};
 use crate::config::auth::Operation;
-use crate::dto::{BarDto, BookDto, QuoteDto, TradeDto};
+use crate::dto::micros;
 use crate::foundation::ApiError;
 use crate::http::conn::ConnLink;
 use crate::orders::entry;
@@ -61,13 +63,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 struct Session {
     app: AppState,
     outbox: Arc<Outbox>,
-    subs: HashSet<ChannelKey>,
-    /// Next message number per channel.
-    seqs: HashMap<ChannelKey, u64>,
-    /// Conflated channels whose first message (the snapshot) is still to be sent.
-    need_snapshot: HashSet<ChannelKey>,
-    /// Queued items with an engine seq at or below this were in the snapshot.
-    cutoff: HashMap<ChannelKey, u64>,
+    /// Public channels: where this connection is in each.
+    reader: Reader,
     out: Vec<String>,
     /// Who authenticated on this connection (private channels, order entry).
     principal: Option<Principal>,
@@ -115,24 +112,6 @@ impl Session {
             kind: "error",
             id,
             error: ErrorBody { code, message },
-        }));
-    }
-
-    fn next_seq(&mut self, key: ChannelKey) -> u64 {
-        let s = self.seqs.entry(key).or_insert(0);
-        *s += 1;
-        *s
-    }
-
-    fn push_data<T: Serialize>(&mut self, key: ChannelKey, kind: &'static str, missed: Option<u64>, data: T) {
-        let seq = self.next_seq(key);
-        let channel = key.name(&self.app.desk.market.registry);
-        self.out.push(to_text(&DataMessage {
-            kind,
-            channel: &channel,
-            seq,
-            missed,
-            data,
         }));
     }
 
@@ -184,8 +163,8 @@ impl Session {
                     }
                 }
                 if msg.op == "subscribe" {
-                    let new: HashSet<_> = keys.iter().filter(|k| !self.subs.contains(k)).collect();
-                    if self.subs.len() + new.len() > self.app.config.ws_max_subscriptions {
+                    let new: HashSet<_> = keys.iter().filter(|k| !self.reader.contains(k)).collect();
+                    if self.reader.len() + new.len() > self.app.config.ws_max_subscriptions {
                         let m = format!(
                             "at most {} channels per connection: unsubscribe some first",
                             self.app.config.ws_max_subscriptions
@@ -198,9 +177,7 @@ impl Session {
                         channels: Some(&msg.channels),
                     }));
                     for k in keys {
-                        if self.subs.insert(k) {
-                            self.subscribe(k);
-                        }
+                        self.reader.subscribe(k, &mut self.out);
                     }
                     for i in private {
                         self.subscribe_private(i);
@@ -209,13 +186,8 @@ impl Session {
                     for i in private {
                         self.unsubscribe_private(i);
                     }
-                    for k in keys {
-                        if self.subs.remove(&k) {
-                            self.app.hub.unsubscribe(k, self.outbox.id);
-                            self.seqs.remove(&k);
-                            self.need_snapshot.remove(&k);
-                            self.cutoff.remove(&k);
-                        }
+                    for k in &keys {
+                        self.reader.unsubscribe(k);
                     }
                     self.out.push(to_text(&Ack {
                         kind: "unsubscribed",
@@ -561,7 +533,7 @@ impl Session {
         if let Some(slot) = self.private.get_mut(i) {
             *slot = Some(PrivateSub { seq: 0, cutoff });
         }
-        self.push_private(i, "snapshot", data);
+        self.push_private(i, "snapshot", UnixNanos::now(), data);
     }
 
     fn unsubscribe_private(&mut self, i: usize) {
@@ -579,7 +551,9 @@ impl Session {
         }
     }
 
-    fn push_private(&mut self, i: usize, kind: &'static str, data: serde_json::Value) {
+    /// A private channel message; `at`: when the engine published the event behind it
+    /// (for a snapshot, when it was read).
+    fn push_private(&mut self, i: usize, kind: &'static str, at: UnixNanos, data: serde_json::Value) {
         let Some(Some(sub)) = self.private.get_mut(i) else {
             return;
         };
@@ -590,6 +564,7 @@ impl Session {
             channel: PRIVATE.get(i).copied().unwrap_or(""),
             seq,
             missed: None,
+            engine_ts_us: micros(at).unwrap_or(0),
             data,
         }));
     }
@@ -642,107 +617,13 @@ impl Session {
                 .and_then(|s| s.as_ref())
                 .is_some_and(|s| e.seq > s.cutoff);
             if fresh {
-                self.push_private(i, "update", data);
-            }
-        }
-    }
-
-    /// Registers with the hub first, then snapshots, so nothing falls between.
-    fn subscribe(&mut self, key: ChannelKey) {
-        self.app.hub.subscribe(key, &self.outbox);
-        self.seqs.insert(key, 0);
-        if key.kind.is_conflated() {
-            self.need_snapshot.insert(key);
-            self.outbox.mark(key, &self.app.hub.stats);
-            return;
-        }
-        let market = Arc::clone(&self.app.desk.market);
-        let Some(inst) = market.registry.get(key.instrument) else {
-            return;
-        };
-        let mirror = market.mirror.read();
-        let Some(view) = mirror.get(key.instrument) else { return };
-        self.cutoff.insert(key, view.seq);
-        match key.kind {
-            ChannelKind::Trades => {
-                let trades: Vec<_> = view.trades.iter().map(|t| TradeDto::new(inst, t)).collect();
-                self.push_data(
-                    key,
-                    "snapshot",
-                    None,
-                    serde_json::json!({ "symbol": inst.symbol, "trades": trades }),
-                );
-            }
-            _ => {
-                let mut bars = Vec::new();
-                for iv in BarInterval::ALL {
-                    let s = view.bars(iv);
-                    if let Some(b) = s.closed.back() {
-                        bars.push(BarDto::new(inst, b, BarState::Closed));
-                    }
-                    if let Some(b) = &s.current {
-                        bars.push(BarDto::new(inst, b, BarState::Open));
-                    }
-                }
-                self.push_data(
-                    key,
-                    "snapshot",
-                    None,
-                    serde_json::json!({ "symbol": inst.symbol, "bars": bars }),
-                );
-            }
-        }
-    }
-
-    /// Turns what the outbox collected into messages.
-    fn render(&mut self, drained: Drained) {
-        let market = Arc::clone(&self.app.desk.market);
-        let registry = &market.registry;
-        let mirror = market.mirror.read();
-        let depth = self.app.config.ws_book_depth;
-        let mut dirty = drained.dirty;
-        dirty.sort();
-        for key in dirty {
-            if !self.subs.contains(&key) {
-                continue;
-            }
-            let (Some(inst), Some(view)) = (registry.get(key.instrument), mirror.get(key.instrument)) else {
-                continue;
-            };
-            let kind = if self.need_snapshot.remove(&key) {
-                "snapshot"
-            } else {
-                "update"
-            };
-            match key.kind {
-                ChannelKind::Quotes => self.push_data(key, kind, None, QuoteDto::new(inst, view)),
-                ChannelKind::Book => self.push_data(key, kind, None, BookDto::new(inst, view, depth)),
-                _ => {}
-            }
-        }
-        let mut missed = drained.missed;
-        for item in drained.queue {
-            let key = item.key();
-            if !self.subs.contains(&key) {
-                continue;
-            }
-            let Some(inst) = registry.get(key.instrument) else {
-                continue;
-            };
-            let cutoff = self.cutoff.get(&key).copied().unwrap_or(0);
-            let m = missed.remove(&key);
-            match item {
-                Queued::Trade(_, t) if t.seq > cutoff => self.push_data(key, "update", m, TradeDto::new(inst, &t)),
-                Queued::Bar(_, b, state) => self.push_data(key, "update", m, BarDto::new(inst, &b, state)),
-                Queued::Trade(..) => {}
+                self.push_private(i, "update", e.at, data);
             }
         }
     }
 
     fn unsubscribe_all(&mut self) {
-        for k in self.subs.drain() {
-            self.app.hub.unsubscribe(k, self.outbox.id);
-        }
+        self.reader = Reader::new(Arc::clone(&self.app.hub));
         if let Some(p) = &self.principal {
             self.app.hub.unsubscribe_private(p.account, self.outbox.id);
         }
@@ -834,11 +715,7 @@ pub async fn run(
     let stats = Arc::clone(&app.hub.stats);
     stats.connections.fetch_add(1, Ordering::Relaxed);
     stats.connections_total.fetch_add(1, Ordering::Relaxed);
-    let outbox = Arc::new(Outbox::new(
-        conn_id,
-        app.config.ws_queue_capacity,
-        app.config.ws_private_queue_capacity,
-    ));
+    let outbox = Arc::new(Outbox::new(conn_id, app.config.ws_private_queue_capacity));
     let (replies, mut replies_rx) = mpsc::channel::<String>(256);
     let heartbeat_every = Duration::from_secs(app.config.ws_heartbeat_secs);
     let idle_timeout = Duration::from_secs(app.config.ws_idle_timeout_secs);
@@ -846,10 +723,7 @@ pub async fn run(
     let mut s = Session {
         app: app.clone(),
         outbox: Arc::clone(&outbox),
-        subs: HashSet::new(),
-        seqs: HashMap::new(),
-        need_snapshot: HashSet::new(),
-        cutoff: HashMap::new(),
+        reader: Reader::new(Arc::clone(&app.hub)),
         out: Vec::new(),
         principal,
         private: [None; 4],
@@ -888,12 +762,13 @@ pub async fn run(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 }
             }
+            _ = s.reader.ready() => {
+                s.reader.collect(&mut s.out);
+            }
             _ = outbox.ready() => {
-                let mut drained = outbox.drain();
+                let drained = outbox.drain();
                 let overflow = drained.private_overflow;
-                let private = std::mem::take(&mut drained.private);
-                s.render(drained);
-                s.render_private(private);
+                s.render_private(drained.private);
                 if overflow {
                     let _ = flush(&mut socket, &mut s.out, &app, write_timeout).await;
                     break End::PrivateOverflow;

@@ -45,6 +45,7 @@ async fn order_entry_and_private_channels() {
         let snap = recv(&mut alice, WAIT).await.unwrap();
         assert!(is(&snap, "snapshot", ch), "{snap}");
         assert_eq!(snap["seq"], 1);
+        assert!(snap["engine_ts_us"].as_i64().is_some_and(|t| t > 0), "{snap}");
     }
 
     send(
@@ -67,6 +68,10 @@ async fn order_entry_and_private_channels() {
     let order_id = ack["data"]["order"]["order_id"].as_str().unwrap().to_owned();
     assert_eq!(accepted["data"]["event"], "accepted");
     assert_eq!(accepted["seq"], 2);
+    assert!(
+        accepted["engine_ts_us"].as_i64().is_some_and(|t| t > 0),
+        "the order event's engine time: {accepted}"
+    );
 
     // Bob takes 4 over REST: Alice's private channels show the fill and the position.
     let r = reqwest::Client::new()

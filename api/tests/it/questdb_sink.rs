@@ -116,6 +116,7 @@ fn trade(instrument: u32, ts_ms: i64, n: u64) -> EngineEvent {
         quality: DataQuality::Live,
         exchange_ts: UnixNanos(ts_ms * 1_000_000),
         recv_ts: UnixNanos(ts_ms * 1_000_000 + 250_000),
+        engine_ts: UnixNanos::UNKNOWN,
         data: EventData::Trade {
             price: Price(10_050 + (n % 7) as i64),
             qty: Qty(250),
@@ -675,6 +676,7 @@ fn market_event(kind: u8, instrument: u32, second: i64, recv_ns: i64, seq: u64, 
         quality: DataQuality::Live,
         exchange_ts: UnixNanos(base),
         recv_ts: UnixNanos(base + recv_ns),
+        engine_ts: UnixNanos::UNKNOWN,
         data,
     }
 }

@@ -15,6 +15,20 @@ fn seq(v: &Value) -> u64 {
     v["seq"].as_u64().expect("seq is a number")
 }
 
+/// `engine_ts_us`: when the engine published the newest event behind a message (Unix
+/// µs), on every snapshot and update; a live channel's is a real time.
+fn engine_ts(v: &Value) -> i64 {
+    let t = v["engine_ts_us"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("engine_ts_us is an integer: {v}"));
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    assert!(t <= now_us, "not from the future: {v}");
+    t
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotes_arrive_with_increasing_sequence_numbers() {
     let app = start().await;
@@ -33,6 +47,7 @@ async fn quotes_arrive_with_increasing_sequence_numbers() {
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(snap["channel"], "quotes.BTCUSDT");
     assert_eq!(seq(&snap), 1);
+    let mut ts = engine_ts(&snap);
     let mut last = 1;
     let mut prices = std::collections::HashSet::new();
     for _ in 0..30 {
@@ -41,6 +56,12 @@ async fn quotes_arrive_with_increasing_sequence_numbers() {
         assert_eq!(m["channel"], "quotes.BTCUSDT");
         assert_eq!(seq(&m), last + 1, "per-channel sequence has no gaps");
         last = seq(&m);
+        let t = engine_ts(&m);
+        assert!(
+            t > 0 && t >= ts,
+            "a live quote's engine time, never older than the last: {m}"
+        );
+        ts = t;
         let d = &m["data"];
         assert_eq!(d["symbol"], "BTCUSDT");
         assert_eq!(d["quality"], "LIVE");
@@ -78,6 +99,16 @@ async fn book_trades_and_bars_channels() {
     }
     for (ch, m) in &first {
         assert_eq!((m["type"].as_str(), seq(m)), (Some("snapshot"), 1), "{ch}");
+        // 0 only while no event is behind it (no trade or bar yet).
+        let data = &m["data"];
+        let empty = [&data["trades"], &data["bars"]]
+            .iter()
+            .any(|l| l.as_array().is_some_and(Vec::is_empty));
+        assert_eq!(
+            engine_ts(m) > 0,
+            !empty,
+            "{ch}: an engine time when an event is behind it: {m}"
+        );
     }
     let book = &first["book.ETHUSDT"];
     let bids = book["data"]["bids"].as_array().expect("bids");
@@ -96,6 +127,7 @@ async fn book_trades_and_bars_channels() {
     .await
     .expect("trade update");
     assert!(["buy", "sell"].contains(&trade["data"]["side"].as_str().expect("side")));
+    assert!(engine_ts(&trade) > 0, "the trade's own engine time");
     assert_eq!(seq(&trade), 2);
 
     let closed = recv_until(&mut ws, WAIT, |m| {
@@ -201,6 +233,72 @@ async fn bad_requests_get_clear_errors_and_the_connection_survives() {
         }
     }
     assert!(closed, "oversized frame must close the socket");
+    app.shutdown().await.expect("clean shutdown");
+}
+
+/// Many connections on the same channels share one fan-out: each gets its own
+/// gapless sequence per channel, snapshot first, quotes and books never older than the
+/// last one it got; the subscriptions gauge counts them all and is back to zero when
+/// they have left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_share_the_fanout() {
+    const N: usize = 100;
+    let app = start().await;
+    wait_live(&app, "BTCUSDT").await;
+    let channels = ["quotes.BTCUSDT", "book.BTCUSDT", "trades.BTCUSDT"];
+    let mut conns = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut ws = ws_connect(&app).await;
+        send(&mut ws, json!({"op":"subscribe","channels":channels})).await;
+        conns.push(ws);
+    }
+    let gauge = |text: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("stocksblitz_ws_subscriptions "))
+            .and_then(|v| v.parse().ok())
+    };
+    for (c, ws) in conns.iter_mut().enumerate() {
+        assert_eq!(recv(ws, WAIT).await.expect("ack")["type"], "subscribed");
+        let mut per: std::collections::HashMap<String, Vec<Value>> = Default::default();
+        // Until quotes and book have each sent an update after their snapshot.
+        while ["quotes.BTCUSDT", "book.BTCUSDT"]
+            .iter()
+            .any(|ch| per.get(*ch).map_or(0, Vec::len) < 2)
+        {
+            let m = recv(ws, WAIT).await.expect("market data on every connection");
+            per.entry(m["channel"].as_str().expect("channel").to_owned())
+                .or_default()
+                .push(m);
+        }
+        for (ch, msgs) in &per {
+            for (n, m) in msgs.iter().enumerate() {
+                assert_eq!(seq(m), n as u64 + 1, "connection {c}, {ch}: gapless from 1");
+                let kind = if n == 0 { "snapshot" } else { "update" };
+                assert_eq!(m["type"], kind, "connection {c}, {ch}");
+            }
+            if ch.starts_with("trades") {
+                continue;
+            }
+            let ts: Vec<i64> = msgs.iter().map(engine_ts).collect();
+            assert!(ts.windows(2).all(|w| w[0] <= w[1]), "connection {c}, {ch}: {ts:?}");
+            let engine_seq: Vec<u64> = msgs.iter().filter_map(|m| m["data"]["engine_seq"].as_u64()).collect();
+            assert!(
+                engine_seq.windows(2).all(|w| w[0] <= w[1]),
+                "connection {c}, {ch}: never an older state: {engine_seq:?}"
+            );
+        }
+    }
+    assert_eq!(gauge(&metrics(&app).await), Some((N * channels.len()) as u64));
+    drop(conns);
+    let mut left = None;
+    for _ in 0..300 {
+        left = gauge(&metrics(&app).await);
+        if left == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, Some(0), "every subscription ends with its connection");
     app.shutdown().await.expect("clean shutdown");
 }
 

@@ -654,13 +654,13 @@ pub fn render(app: &AppState) -> String {
         (
             "stocksblitz_ws_conflated_total",
             "counter",
-            "Updates folded into a pending one for a slow client.",
+            "Quote/book updates a connection got folded into a newer state (it was not ready to write).",
             ws.conflated.load(Ordering::Relaxed),
         ),
         (
             "stocksblitz_ws_dropped_total",
             "counter",
-            "Queued trade/bar messages dropped for a slow client.",
+            "Trade/bar messages a connection skipped (it fell behind its channel's ring; sent as missed).",
             ws.dropped.load(Ordering::Relaxed),
         ),
         (

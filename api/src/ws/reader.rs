@@ -1,0 +1,269 @@
+//! One connection's public subscriptions: what it read of each shared channel.
+//!
+//! The hub publishes each channel's payload once ([`super::hub`]); a connection only
+//! remembers where it is (the version of a conflated channel it last sent, its
+//! position in a queued channel's ring) and its own message numbers, and frames the
+//! shared `data` bytes with its `type`, `channel`, `seq`, `missed` and the payload's
+//! `engine_ts_us` without serializing them again (a trades or bars snapshot splices
+//! the shared messages of the channel's history). It takes no lock: it waits on the
+//! subscribed channels' wake-ups, never on the fan-out thread.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
+
+use super::channel::{ChannelKey, ChannelKind};
+use super::hub::{Hub, Item};
+
+/// Appends one data frame: `{"type":..,"channel":..,"seq":..,["missed":..,]
+/// "engine_ts_us":..,"data":<data>}`, `data` spliced in as it is (already JSON).
+pub fn frame(
+    out: &mut Vec<String>,
+    kind: &str,
+    name_json: &str,
+    seq: u64,
+    missed: Option<u64>,
+    engine_ts_us: i64,
+    data: &str,
+) {
+    let mut s = String::with_capacity(96 + name_json.len() + data.len());
+    s.push_str("{\"type\":\"");
+    s.push_str(kind);
+    s.push_str("\",\"channel\":");
+    s.push_str(name_json);
+    let _ = write!(s, ",\"seq\":{seq}");
+    if let Some(m) = missed {
+        let _ = write!(s, ",\"missed\":{m}");
+    }
+    let _ = write!(s, ",\"engine_ts_us\":{engine_ts_us},\"data\":");
+    s.push_str(data);
+    s.push('}');
+    out.push(s);
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Position {
+    /// The version of the last state sent.
+    Conflated { version: u64 },
+    /// The next ring position to read; ring messages whose engine sequence is at or
+    /// below `cutoff` were in the snapshot; `missed` waits for the next message.
+    Queued { pos: u64, cutoff: u64, missed: u64 },
+}
+
+struct Sub {
+    /// Messages sent on this channel (the last `seq`).
+    seq: u64,
+    at: Position,
+    notify: Arc<Notify>,
+    /// Completes on the channel's next publication (made before anything was read,
+    /// so no publication falls between reading and waiting).
+    wait: Pin<Box<OwnedNotified>>,
+}
+
+/// A connection's public channels.
+pub struct Reader {
+    hub: Arc<Hub>,
+    subs: BTreeMap<ChannelKey, Sub>,
+}
+
+impl Reader {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self {
+            hub,
+            subs: BTreeMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    pub fn contains(&self, key: &ChannelKey) -> bool {
+        self.subs.contains_key(key)
+    }
+
+    /// Subscribes and appends the channel's snapshot (seq 1) to `out`; `false` (and
+    /// nothing sent) when already subscribed or the channel does not exist.
+    pub fn subscribe(&mut self, key: ChannelKey, out: &mut Vec<String>) -> bool {
+        if self.subs.contains_key(&key) {
+            return false;
+        }
+        let Some(ch) = self.hub.channel(key) else {
+            return false;
+        };
+        ch.add_reader();
+        let notify = ch.notify();
+        // Waiting starts before reading, so nothing published after the read is lost.
+        let wait = Box::pin(Arc::clone(&notify).notified_owned());
+        let at = if let Some(ring) = ch.ring() {
+            // Everything before `pos` is in the snapshot read after it (the fan-out
+            // publishes a batch's snapshot before it appends the batch's messages);
+            // what comes after and is in the snapshot too is skipped by its engine
+            // sequence.
+            let pos = ring.head();
+            let history = ch.history();
+            let field = if key.kind == ChannelKind::Trades {
+                "trades"
+            } else {
+                "bars"
+            };
+            let size: usize = history.items.iter().map(|i| i.len() + 1).sum();
+            let mut data = String::with_capacity(32 + ch.symbol_json.len() + size);
+            data.push_str("{\"symbol\":");
+            data.push_str(&ch.symbol_json);
+            let _ = write!(data, ",\"{field}\":[");
+            for (n, item) in history.items.iter().enumerate() {
+                if n > 0 {
+                    data.push(',');
+                }
+                data.push_str(item.as_str());
+            }
+            data.push_str("]}");
+            frame(out, "snapshot", &ch.name_json, 1, None, history.engine_ts_us, &data);
+            Position::Queued {
+                pos,
+                cutoff: history.cutoff,
+                missed: 0,
+            }
+        } else {
+            let latest = ch.latest();
+            frame(
+                out,
+                "snapshot",
+                &ch.name_json,
+                1,
+                None,
+                latest.engine_ts_us,
+                &latest.data,
+            );
+            Position::Conflated {
+                version: latest.version,
+            }
+        };
+        self.subs.insert(
+            key,
+            Sub {
+                seq: 1,
+                at,
+                notify,
+                wait,
+            },
+        );
+        self.hub.subscribed();
+        true
+    }
+
+    pub fn unsubscribe(&mut self, key: &ChannelKey) -> bool {
+        let removed = self.subs.remove(key).is_some();
+        if removed {
+            self.hub.unsubscribed();
+            if let Some(ch) = self.hub.channel(*key) {
+                ch.remove_reader();
+            }
+        }
+        removed
+    }
+
+    /// Appends to `out` what the subscribed channels published since the last call:
+    /// each conflated channel's latest state once if it changed, each queued
+    /// channel's new messages in order (the first after a skip says how many were
+    /// `missed`).
+    pub fn collect(&mut self, out: &mut Vec<String>) {
+        let stats = &self.hub.stats;
+        for (key, sub) in &mut self.subs {
+            let Some(ch) = self.hub.channel(*key) else {
+                continue;
+            };
+            match &mut sub.at {
+                Position::Conflated { version } => {
+                    let latest = ch.latest();
+                    if latest.version > *version {
+                        let folded = latest.version - *version - 1;
+                        if folded > 0 {
+                            stats.conflated.fetch_add(folded, Ordering::Relaxed);
+                        }
+                        *version = latest.version;
+                        sub.seq += 1;
+                        frame(
+                            out,
+                            "update",
+                            &ch.name_json,
+                            sub.seq,
+                            None,
+                            latest.engine_ts_us,
+                            &latest.data,
+                        );
+                    }
+                }
+                Position::Queued { pos, cutoff, missed } => {
+                    let Some(ring) = ch.ring() else { continue };
+                    let seq = &mut sub.seq;
+                    let r = ring.read(*pos, |item: &Item, skipped: u64| {
+                        *missed += skipped;
+                        if item.engine_seq <= *cutoff {
+                            return;
+                        }
+                        *seq += 1;
+                        let m = std::mem::take(missed);
+                        frame(
+                            out,
+                            "update",
+                            &ch.name_json,
+                            *seq,
+                            (m > 0).then_some(m),
+                            item.engine_ts_us,
+                            &item.data,
+                        );
+                    });
+                    // Reported with the next message.
+                    *missed += r.trailing;
+                    if r.missed > 0 {
+                        stats.dropped.fetch_add(r.missed, Ordering::Relaxed);
+                    }
+                    *pos = r.next;
+                }
+            }
+        }
+    }
+
+    /// Completes when a subscribed channel published since the last completion (never,
+    /// without subscriptions). Call [`Reader::collect`] after it.
+    pub fn ready(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut fired = false;
+            for sub in self.subs.values_mut() {
+                if sub.wait.as_mut().poll(cx).is_ready() {
+                    sub.wait = Box::pin(Arc::clone(&sub.notify).notified_owned());
+                    fired = true;
+                }
+            }
+            if fired {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        for key in self.subs.keys() {
+            self.hub.unsubscribed();
+            if let Some(ch) = self.hub.channel(*key) {
+                ch.remove_reader();
+            }
+        }
+    }
+}
