@@ -526,7 +526,8 @@ fn api_error_codes() -> std::collections::BTreeSet<String> {
             let p = e.expect("entry").path();
             if p.is_dir() {
                 walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
+            } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("tests.rs") {
+                // `tests.rs` files are test modules (`#[cfg(test)] mod tests;`).
                 out.push(p);
             }
         }
