@@ -945,6 +945,16 @@ async fn get_json(http: &reqwest::Client, url: String) -> Option<Value> {
         .ok()
 }
 
+/// The server's memory, bounded by what its configuration says to keep: a fixed part
+/// for the soak's capacities (262,144 order slots, 65,536-item rings, the simulator;
+/// about 400 MiB at start), and per order the read model holds (the soak keeps every
+/// order's history, so its checks can find them): the read model's tested bound per
+/// order (`engine/tests/it/order_store.rs`, `memory::MAX_BYTES_PER_ORDER`, 1,536 B),
+/// twice (the API's copy and the snapshot thread's), and half again for the allocator.
+/// `SOAK_MAX_RSS_MB` overrides the limit.
+const RSS_BASE_MB: u64 = 1_024;
+const RSS_PER_ORDER_BYTES: u64 = 1_536 * 2 * 3 / 2;
+
 /// How long a paused venue may still be delivering: a `slow` fault holds up to 50
 /// frames for up to 200 ms each in the simulator's connection (10 s), plus slack.
 const IN_FLIGHT_MAX: Duration = Duration::from_secs(15);
@@ -1697,20 +1707,27 @@ async fn soak(seed: u64, seconds: u64) {
     if let Some(l) = log.lines().find(|l| l.contains("panicked")) {
         rec.violate(format!("a thread panicked: {l}"));
     }
-    let rss = max_rss.load(Ordering::Relaxed);
-    let rss_limit: u32 = std::env::var("SOAK_MAX_RSS_MB")
+    let rss = u64::from(max_rss.load(Ordering::Relaxed));
+    let held_orders = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stocksblitz_orders_store_orders "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let rss_limit = std::env::var("SOAK_MAX_RSS_MB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_536);
+        .unwrap_or(RSS_BASE_MB + held_orders * RSS_PER_ORDER_BYTES / (1 << 20));
     if rss > rss_limit {
-        rec.violate(format!("server RSS reached {rss} MiB (limit {rss_limit} MiB)"));
+        rec.violate(format!(
+            "server RSS reached {rss} MiB (limit {rss_limit} MiB for {held_orders} orders held)"
+        ));
     }
 
     let counts = rec.lock().counts.clone();
     eprintln!(
         "soak seed {seed}: {seconds} s, {faults} faults, {checked} acknowledged orders checked, \
-         {rows} trades of the final run found once in the store, max RSS {rss} MiB, \
-         slowest start (recovery included) {:.1} s",
+         {rows} trades of the final run found once in the store, max RSS {rss} MiB \
+         (limit {rss_limit} MiB for {held_orders} orders held), slowest start (recovery included) {:.1} s",
         server.slowest_start.as_secs_f64()
     );
     for (k, v) in &counts {

@@ -18,6 +18,7 @@ thread_local! {
     // until the thread is gone.
     static ARMED: Cell<bool> = const { Cell::new(false) };
     static COUNT: Cell<u64> = const { Cell::new(0) };
+    static LIVE: Cell<i64> = const { Cell::new(0) };
 }
 
 fn note() {
@@ -26,25 +27,40 @@ fn note() {
     }
 }
 
+/// Bytes this thread allocated (positive) or freed (negative) while armed.
+fn live(delta: i64) {
+    if ARMED.try_with(Cell::get).unwrap_or(false) {
+        let _ = LIVE.try_with(|c| c.set(c.get() + delta));
+    }
+}
+
+fn size(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 // SAFETY: every call goes to the system allocator unchanged; counting only touches two
 // thread-locals that never allocate (const-initialized, no destructor).
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note();
+        live(size(layout.size()));
         // SAFETY: the caller's contract for `alloc`, passed on.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note();
+        live(size(layout.size()));
         // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note();
+        live(size(new_size) - size(layout.size()));
         // SAFETY: the caller's contract for `realloc`, passed on.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        live(-size(layout.size()));
         // SAFETY: the caller's contract for `dealloc`, passed on.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -78,6 +94,17 @@ pub fn count_allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
     let r = f();
     disarm();
     (r, count())
+}
+
+/// Runs `f` armed on this thread and returns its result with the heap bytes it left
+/// allocated: what it allocated on this thread minus what it freed there (a structure
+/// built by `f` and returned, or grown in place, is what it holds).
+pub fn live_bytes<R>(f: impl FnOnce() -> R) -> (R, i64) {
+    LIVE.set(0);
+    arm();
+    let r = f();
+    disarm();
+    (r, LIVE.get())
 }
 
 #[cfg(test)]
@@ -128,5 +155,23 @@ mod tests {
         assert!(sum > 0);
         assert_eq!(n, 0, "no allocation on this thread");
         assert!(bytes == 0 || theirs > 0, "the other thread counted its own");
+    }
+
+    #[test]
+    fn live_bytes_are_what_stays_allocated() {
+        let (v, n) = live_bytes(|| {
+            let gone = std::hint::black_box(vec![0u8; 1000]);
+            drop(gone);
+            let mut kept: Vec<u8> = Vec::with_capacity(100);
+            kept.reserve_exact(400);
+            std::hint::black_box(kept)
+        });
+        assert_eq!(
+            n,
+            v.capacity() as i64,
+            "freed bytes are subtracted, a grown buffer counted once"
+        );
+        let (_, freed) = live_bytes(|| drop(v));
+        assert!(freed < 0, "freeing what was allocated before counts negative");
     }
 }

@@ -85,6 +85,14 @@ impl From<Keyed> for KeyedWire {
     }
 }
 
+/// What the read model holds, counted ([`OrderStore::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Held {
+    pub orders: usize,
+    pub fills: usize,
+    pub keyed: usize,
+}
+
 /// One order as last reported, with the API's own arrival sequence (the cursor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderRecord {
@@ -180,6 +188,15 @@ impl OrderStore {
     /// Keyed answers kept.
     pub fn keyed_len(&self) -> usize {
         self.kept.keyed.len()
+    }
+
+    /// How much the store holds: what its memory grows with.
+    pub fn held(&self) -> Held {
+        Held {
+            orders: self.kept.orders.len(),
+            fills: self.kept.fills.iter().map(VecDeque::len).sum(),
+            keyed: self.kept.keyed.len(),
+        }
     }
 
     /// Last engine event sequence applied.

@@ -222,3 +222,102 @@ mod keyed {
         }
     }
 }
+
+/// What the read model's memory grows with, measured: heap bytes held per order for a
+/// realistic mix (every command keyed, as careful clients send them; a third of the
+/// orders cancelled, a third replaced, most of the rest filled against each other).
+/// The server holds the read model twice (the API's and the snapshot thread's copy),
+/// which README's memory sizing and the soak's memory limit count.
+mod memory {
+    use super::*;
+    use stocksblitz_engine::orders::{Command, IdemTag, OrderManager, Step};
+    use stocksblitz_engine::{Price, Qty};
+    use stocksblitz_testkit::alloc::live_bytes;
+
+    /// Heap bytes one copy of the read model holds per order of that mix, at most.
+    pub const MAX_BYTES_PER_ORDER: i64 = 1_536;
+
+    fn keyed(
+        m: &mut OrderManager,
+        n: u64,
+        account: u32,
+        kind: CommandKind,
+        out: &mut Vec<(Step, Vec<OrderEvent>)>,
+    ) -> Vec<OrderEvent> {
+        m.clear();
+        m.handle(&Command {
+            request: n,
+            account: AccountId(account),
+            at: UnixNanos(T0 + n as i64),
+            kind,
+            idempotency: Some(IdemTag::new(&format!("key-{n}"), b"{}")),
+        });
+        let mut events = m.events();
+        for step in m.steps() {
+            let (mine, rest) = events.split_at(step.events as usize);
+            out.push((*step, mine.to_vec()));
+            events = rest;
+        }
+        m.events().to_vec()
+    }
+
+    #[test]
+    fn the_read_model_holds_a_bounded_amount_per_order() {
+        let mut m = manager(2);
+        let mut steps = Vec::new();
+        let mut open: Vec<Vec<OrderId>> = vec![Vec::new(); 2];
+        let mut n = 0;
+        for i in 0..20_000u32 {
+            let account = i % 2;
+            let side = if account == 0 { Side::Buy } else { Side::Sell };
+            let price = 10_000 + i64::from(i % 7) - 3;
+            n += 1;
+            let events = keyed(
+                &mut m,
+                n,
+                account,
+                CommandKind::New(limit(INTERNAL, &format!("c{i}"), side, price, 5)),
+                &mut steps,
+            );
+            if let Some(id) = accepted_id(&events) {
+                open[account as usize].push(id);
+            }
+            let Some(&oldest) = open[account as usize].first() else {
+                continue;
+            };
+            n += 1;
+            match i % 3 {
+                0 => {
+                    keyed(&mut m, n, account, CommandKind::Cancel { order: oldest }, &mut steps);
+                    open[account as usize].remove(0);
+                }
+                1 => {
+                    let kind = CommandKind::Replace {
+                        order: oldest,
+                        qty: Some(Qty(6)),
+                        price: Some(Price(price)),
+                    };
+                    keyed(&mut m, n, account, kind, &mut steps);
+                }
+                _ => {}
+            }
+        }
+        let mut store = OrderStore::new(2, 1_000_000);
+        let ((), bytes) = live_bytes(|| {
+            for (step, events) in &steps {
+                store.apply_step(step, events);
+            }
+        });
+        let held = store.held();
+        let per_order = bytes / held.orders as i64;
+        eprintln!(
+            "read model: {bytes} bytes for {} orders, {} fills, {} keyed answers: {per_order} bytes per order",
+            held.orders, held.fills, held.keyed
+        );
+        assert!(
+            held.orders >= 20_000 && held.fills > 1_000 && held.keyed > 30_000,
+            "{held:?}"
+        );
+        assert!(per_order <= MAX_BYTES_PER_ORDER, "{per_order} bytes per order");
+    }
+}

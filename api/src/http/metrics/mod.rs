@@ -172,7 +172,31 @@ pub fn render(app: &AppState) -> String {
             "counter",
             "Order event sequence gaps seen by the API (must stay 0).",
         );
-        o.sample("stocksblitz_orders_event_gaps_total", "", svc.store.read().seq_gaps());
+        let (gaps, held) = {
+            let store = svc.store.read();
+            (store.seq_gaps(), store.held())
+        };
+        o.sample("stocksblitz_orders_event_gaps_total", "", gaps);
+        o.scalars(&[
+            (
+                "stocksblitz_orders_store_orders",
+                "gauge",
+                "Orders the read model holds (open, and finished up to [orders] history_per_account).",
+                held.orders as u64,
+            ),
+            (
+                "stocksblitz_orders_store_fills",
+                "gauge",
+                "Fills the read model holds (up to [orders] history_per_account per account).",
+                held.fills as u64,
+            ),
+            (
+                "stocksblitz_orders_store_keyed_answers",
+                "gauge",
+                "Idempotency-Key answers the read model holds (24 hours, at most 1,000,000).",
+                held.keyed as u64,
+            ),
+        ]);
         let j = svc.journal();
         o.scalars(&[
             (
