@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -630,7 +630,7 @@ fn parse_head(head: &[u8]) -> Option<Head> {
 }
 
 /// Reads more bytes into `buf`; an end of stream is an error here.
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+async fn fill<R: AsyncRead + Unpin>(stream: &mut R, buf: &mut Vec<u8>) -> std::io::Result<()> {
     if stream.read_buf(buf).await? == 0 {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
@@ -638,10 +638,10 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> 
 }
 
 /// Reads one whole response (content-length or chunked body); returns its status and
-/// whether the server will close the connection. `buf` is scratch space.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
+/// whether the server will close the connection. `buf` holds bytes read but not yet
+/// used (kept for the next response).
+async fn read_response<R: AsyncRead + Unpin>(stream: &mut R, buf: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "unparsable response");
-    buf.clear();
     let head_end = loop {
         if let Some(p) = find(buf, b"\r\n\r\n") {
             break p;
@@ -650,10 +650,11 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
     };
     let head = parse_head(&buf[..head_end]).ok_or_else(bad)?;
     let body = head_end + 4;
-    if let Some(len) = head.content_length {
+    let consumed = if let Some(len) = head.content_length {
         while buf.len() < body + len {
             fill(stream, buf).await?;
         }
+        body + len
     } else if head.chunked {
         let mut at = body;
         loop {
@@ -672,14 +673,18 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
             }
             at = end;
             if size == 0 {
-                break;
+                break at;
             }
         }
     } else if head.status >= 200 && head.status != 204 && head.status != 304 {
         // No length: the body runs to the end of the connection.
         while stream.read_buf(buf).await? > 0 {}
+        buf.clear();
         return Ok((head.status, true));
-    }
+    } else {
+        body
+    };
+    buf.drain(..consumed);
     Ok((head.status, head.close))
 }
 
@@ -711,6 +716,7 @@ async fn http_connection(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        buf.clear();
         while !stop.load(Relaxed) {
             let t = Instant::now();
             let result = match stream.write_all(&request).await {
@@ -803,5 +809,390 @@ pub async fn http_round(
         errors: counters.errors.load(Relaxed),
         window,
         latency: latency_h,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use tokio::net::TcpListener;
+
+    /// One generated server message.
+    #[derive(Debug, Clone)]
+    enum Spec {
+        Data {
+            kind: usize,
+            snapshot: bool,
+            /// 1: the right next seq; 0 or 2: a broken one.
+            seq_step: u64,
+            missed: Option<u64>,
+            /// 0: `engine_ts_us`, 1: only the data's `recv_ts_us`, 2: neither.
+            ts: u8,
+            /// Trades: how far the trade id moves (0: a repeat).
+            trade_step: u64,
+        },
+        Other(&'static str),
+        Garbage(String),
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        prop_oneof![
+            6 => (0usize..3, proptest::bool::weighted(0.1), prop_oneof![8 => Just(1u64), 1 => Just(0u64), 1 => Just(2u64)],
+                  proptest::option::of(0u64..50), 0u8..3, 0u64..4)
+                .prop_map(|(kind, snapshot, seq_step, missed, ts, trade_step)| Spec::Data { kind, snapshot, seq_step, missed, ts, trade_step }),
+            1 => prop_oneof![Just("heartbeat"), Just("pong"), Just("error"), Just("subscribed")].prop_map(Spec::Other),
+            1 => "[^\"]{0,12}".prop_map(Spec::Garbage),
+        ]
+    }
+
+    /// Renders the specs as a server would (fields in varied order, extra fields) and
+    /// computes, independently of [`Tally`], what must be counted and which latencies
+    /// (offsets below `now`) must be recorded.
+    fn render(specs: &[Spec], now: i64) -> (Vec<String>, Counts, Vec<i64>, bool) {
+        let mut c = Counts::default();
+        let mut seq = [0u64; 3];
+        let mut last_trade: Option<u64> = None;
+        let mut trade_id = 100u64;
+        let mut lat = Vec::new();
+        let mut subscribed = false;
+        let mut out = Vec::new();
+        for (n, s) in specs.iter().enumerate() {
+            match s {
+                Spec::Data { kind, snapshot, seq_step, missed, ts, trade_step } => {
+                    let channel = format!("{}.BTCUSDT", Kind::ALL[*kind].prefix());
+                    let s_next = seq[*kind] + seq_step;
+                    if *seq_step != 1 {
+                        c.seq_errors += 1;
+                    }
+                    seq[*kind] = s_next;
+                    c.deliveries[*kind] += 1;
+                    c.missed += missed.unwrap_or(0);
+                    let offset = 1_000 + n as i64 * 7;
+                    let mut data = json!({ "symbol": "BTCUSDT", "quality": "LIVE", "bids": [["1.0", "2.0"]] });
+                    if *kind == 2 {
+                        trade_id += trade_step;
+                        if *snapshot {
+                            data = json!({ "symbol": "BTCUSDT", "trades": [{ "trade_id": trade_id - 1, "price": "1" }, { "trade_id": trade_id }] });
+                            last_trade = Some(last_trade.map_or(trade_id, |l| l.max(trade_id)));
+                        } else {
+                            data["trade_id"] = json!(trade_id);
+                            if let Some(l) = last_trade {
+                                c.trade_gaps += trade_id.saturating_sub(l + 1);
+                            }
+                            last_trade = Some(last_trade.map_or(trade_id, |l| l.max(trade_id)));
+                        }
+                    }
+                    let mut frame = json!({ "channel": channel, "type": if *snapshot { "snapshot" } else { "update" }, "seq": s_next });
+                    if let Some(m) = missed {
+                        frame["missed"] = json!(m);
+                    }
+                    match ts {
+                        0 => {
+                            frame["engine_ts_us"] = json!(now - offset);
+                            // The engine's stamp wins over the feed's.
+                            data["recv_ts_us"] = json!(now - offset - 500_000);
+                        }
+                        1 => data["recv_ts_us"] = json!(now - offset),
+                        _ => data["recv_ts_us"] = json!(null),
+                    }
+                    frame["data"] = data;
+                    if *snapshot {
+                        c.snapshots += 1;
+                    } else {
+                        match ts {
+                            0 => c.ts_engine += 1,
+                            1 => c.ts_recv += 1,
+                            _ => c.ts_none += 1,
+                        }
+                        if *ts < 2 {
+                            lat.push(offset);
+                        }
+                    }
+                    out.push(frame.to_string());
+                }
+                Spec::Other(kind) => {
+                    match *kind {
+                        "error" => c.errors += 1,
+                        "subscribed" => subscribed = true,
+                        _ => c.other += 1,
+                    }
+                    out.push(json!({ "type": kind, "ts_us": now, "id": "x" }).to_string());
+                }
+                Spec::Garbage(g) => {
+                    c.errors += 1;
+                    out.push(g.clone());
+                }
+            }
+        }
+        (out, c, lat, subscribed)
+    }
+
+    proptest! {
+        /// Any sequence of server messages: every delivery, snapshot, `missed`, seq
+        /// break, trade-id gap, timestamp source and latency is counted as it should be.
+        #[test]
+        fn the_tally_counts_any_message_sequence(specs in proptest::collection::vec(spec(), 0..60)) {
+            let now = 1_700_000_000_000_000;
+            let (frames, expected, lat, subscribed) = render(&specs, now);
+            let stats = ConnStats::default();
+            let latency = Latency::default();
+            latency.set_on(true);
+            let mut tally = Tally::default();
+            for f in &frames {
+                tally.on_text(f, now, &stats, &latency, 3);
+            }
+            prop_assert_eq!(stats.counts(), expected);
+            prop_assert_eq!(stats.subscribed.load(Relaxed), subscribed);
+            let h = latency.take();
+            let mut want = latency_histogram();
+            for v in &lat {
+                want.record(*v as u64).unwrap();
+            }
+            prop_assert_eq!(h.len(), lat.len() as u64);
+            prop_assert_eq!(h.min(), want.min());
+            prop_assert_eq!(h.max(), want.max());
+            prop_assert_eq!(h.value_at_quantile(0.5), want.value_at_quantile(0.5));
+        }
+    }
+
+    /// Outside the window nothing is recorded.
+    #[test]
+    fn latency_is_recorded_only_while_on() {
+        let l = Latency::default();
+        l.record(0, 5);
+        l.set_on(true);
+        l.record(1, 7);
+        l.record(2, -3);
+        l.set_on(false);
+        l.record(3, 9);
+        let h = l.take();
+        assert_eq!(h.len(), 2);
+        assert_eq!((h.min(), h.max()), (1, 7));
+        assert!(l.take().is_empty());
+    }
+
+    /// Updates a connection of the tiny server below receives, after its snapshots.
+    const QUOTES: u64 = 30;
+    const BOOKS: u64 = 20;
+    const TRADE_IDS: [u64; 4] = [11, 12, 16, 17];
+
+    /// A tiny WebSocket server with known output: after the subscribe reply and
+    /// three snapshots it waits for `go`, then sends quotes stamped 5 ms in the past by
+    /// `engine_ts_us`, books with no time at all, trades timed only by the data's
+    /// `recv_ts_us` (7 ms in the past, one id gap of 3, one `missed` of 4), a book with
+    /// a broken seq, a heartbeat, an error and a frame that is not JSON.
+    async fn tiny_server(listener: TcpListener, go: watch::Receiver<bool>) {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let mut go = go.clone();
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let Some(Ok(Message::Text(sub))) = ws.next().await else { return };
+                assert!(sub.as_str().contains("\"op\":\"subscribe\""), "{sub}");
+                let mut send = Vec::new();
+                send.push(json!({"type": "subscribed", "id": "bench", "channels": ["quotes.X", "book.X", "trades.X"]}));
+                send.push(json!({"type": "snapshot", "channel": "quotes.X", "seq": 1, "data": {"recv_ts_us": null}}));
+                send.push(json!({"type": "snapshot", "channel": "book.X", "seq": 1, "data": {"bids": []}}));
+                send.push(json!({"type": "snapshot", "channel": "trades.X", "seq": 1, "data": {"trades": [{"trade_id": 9}, {"trade_id": 10}]}}));
+                for m in send.drain(..) {
+                    ws.send(Message::text(m.to_string())).await.unwrap();
+                }
+                while !*go.borrow_and_update() {
+                    go.changed().await.unwrap();
+                }
+                let now = now_us();
+                for i in 0..QUOTES {
+                    send.push(json!({"type": "update", "channel": "quotes.X", "seq": 2 + i, "engine_ts_us": now - 5_000, "data": {"bid": "1"}}));
+                }
+                for i in 0..BOOKS {
+                    send.push(json!({"type": "update", "channel": "book.X", "seq": 2 + i, "data": {"bids": [["1", "2"]]}}));
+                }
+                for (i, id) in TRADE_IDS.iter().enumerate() {
+                    let mut t = json!({"type": "update", "channel": "trades.X", "seq": 2 + i, "data": {"trade_id": id, "recv_ts_us": now - 7_000}});
+                    if *id == 16 {
+                        t["missed"] = json!(4);
+                    }
+                    send.push(t);
+                }
+                send.push(json!({"type": "update", "channel": "book.X", "seq": BOOKS + 5, "data": {}}));
+                send.push(json!({"type": "heartbeat", "ts_us": now}));
+                send.push(json!({"type": "error", "error": {"code": "X", "message": "y"}}));
+                for m in send {
+                    ws.send(Message::text(m.to_string())).await.unwrap();
+                }
+                ws.send(Message::text("not json")).await.unwrap();
+                // Until the client closes.
+                while let Some(Ok(_)) = ws.next().await {}
+            });
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_client_counts_a_known_stream_exactly() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go_tx, go) = watch::channel(false);
+        tokio::spawn(tiny_server(listener, go));
+        let n = 3;
+        let clients = Clients::open(&format!("ws://{addr}/stream"), "X", n, Duration::from_secs(30)).await;
+        assert_eq!(clients.subscribed(), n);
+        clients.latency.set_on(true);
+        go_tx.send(true).unwrap();
+        let trades = TRADE_IDS.len() as u64;
+        let want = Counts {
+            deliveries: [1 + QUOTES, 1 + BOOKS + 1, 1 + trades],
+            snapshots: 3,
+            missed: 4,
+            seq_errors: 1,
+            trade_gaps: 3,
+            ts_engine: QUOTES,
+            ts_recv: trades,
+            ts_none: BOOKS + 1,
+            errors: 2,
+            other: 1,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while clients.counts().iter().any(|c| c.errors < want.errors) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for c in clients.counts() {
+            assert_eq!(c, want);
+        }
+        let h = clients.latency.take();
+        assert_eq!(h.len(), n as u64 * (QUOTES + trades));
+        // Each latency is at least the server's stamp offset; quotes 5 ms, trades 7 ms.
+        assert!(h.min() >= 5_000, "min {}", h.min());
+        let at_least_7ms = h.iter_recorded().filter(|v| v.value_iterated_to() >= 7_000).map(|v| v.count_at_value()).sum::<u64>();
+        assert!(at_least_7ms >= n as u64 * trades, "{at_least_7ms}");
+        assert_eq!(clients.closed(), 0);
+        clients.close().await;
+    }
+
+    /// A response stream written in pieces split at every byte position: content
+    /// length, chunked (several chunks and an extension) and a bodiless 204, back to
+    /// back on one keep-alive connection, are each read whole, in order.
+    #[tokio::test]
+    async fn responses_are_read_whole_wherever_the_bytes_split() {
+        let responses: [(&str, u16, bool); 4] = [
+            ("HTTP/1.1 200 OK\r\ncontent-length: 11\r\ncontent-type: application/json\r\n\r\n{\"bid\":\"1\"}", 200, false),
+            ("HTTP/1.1 429 Too Many Requests\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n", 429, false),
+            ("HTTP/1.1 204 No Content\r\n\r\n", 204, false),
+            ("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno", 503, true),
+        ];
+        let all: Vec<u8> = responses.iter().flat_map(|r| r.0.bytes()).collect();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for split in 0..=all.len() {
+            let (a, b) = all.split_at(split);
+            let (a, b) = (a.to_vec(), b.to_vec());
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (mut s, _) = listener.accept().await.unwrap();
+            let server = tokio::spawn({
+                async move {
+                    s.set_nodelay(true).unwrap();
+                    s.write_all(&a).await.unwrap();
+                    s.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    s.write_all(&b).await.unwrap();
+                    s.flush().await.unwrap();
+                    // Keep it open until the client is done.
+                    let mut rest = Vec::new();
+                    let _ = s.read_to_end(&mut rest).await;
+                }
+            });
+            let mut buf = Vec::new();
+            for (_, status, close) in responses {
+                let got = read_response(&mut client, &mut buf).await.unwrap();
+                assert_eq!(got, (status, close), "split at {split}");
+            }
+            assert!(buf.is_empty(), "split at {split}: {} bytes left", buf.len());
+            drop(client);
+            server.await.unwrap();
+        }
+    }
+
+    /// A stream that ends inside a response is an error at every position, never a
+    /// response.
+    #[tokio::test]
+    async fn a_truncated_response_is_an_error_wherever_it_ends() {
+        let full = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for end in 0..full.len() {
+            let part = full[..end].to_vec();
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (mut s, _) = listener.accept().await.unwrap();
+            let server = tokio::spawn(async move {
+                s.write_all(&part).await.unwrap();
+                s.shutdown().await.unwrap();
+            });
+            let mut buf = Vec::new();
+            assert!(read_response(&mut client, &mut buf).await.is_err(), "ended at {end}");
+            server.await.unwrap();
+        }
+    }
+
+    /// The HTTP load client counts 2xx and other statuses apart, against a tiny server
+    /// that answers every third request 429.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_http_client_counts_statuses() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answered = Arc::new(AtomicU64::new(0));
+        tokio::spawn({
+            let answered = Arc::clone(&answered);
+            async move {
+                loop {
+                    let Ok((mut s, _)) = listener.accept().await else { return };
+                    let answered = Arc::clone(&answered);
+                    tokio::spawn(async move {
+                        let mut buf = Vec::new();
+                        loop {
+                            while find(&buf, b"\r\n\r\n").is_none() {
+                                if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                            }
+                            let end = find(&buf, b"\r\n\r\n").unwrap() + 4;
+                            assert!(buf.starts_with(b"GET /q HTTP/1.1\r\n"));
+                            buf.drain(..end);
+                            let n = answered.fetch_add(1, Relaxed);
+                            let r: &[u8] = if n % 3 == 2 {
+                                b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n"
+                            } else {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+                            };
+                            if s.write_all(r).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        let r = http_round(addr, "/q", 4, false, Duration::from_millis(100), Duration::from_millis(500)).await;
+        assert_eq!(r.errors, 0);
+        assert!(r.ok > 0 && r.not_ok > 0, "ok {} not ok {}", r.ok, r.not_ok);
+        // Four connections, each sees every third of its own answers refused at most
+        // one off per connection at the window's edges... the server's counter is
+        // global, so only the proportion is known: about a third.
+        let share = r.not_ok as f64 / (r.ok + r.not_ok) as f64;
+        assert!((0.2..0.45).contains(&share), "429 share {share}");
+        assert_eq!(r.latency.len(), r.ok + r.not_ok);
+        assert!(answered.load(Relaxed) >= r.ok + r.not_ok);
+    }
+
+    #[test]
+    fn proc_readers_see_this_process() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).is_some_and(|k| k > 0));
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::black_box(spin.elapsed());
+        }
+        assert!(cpu_ticks(pid).is_some());
+        assert!(cpu_ticks(u32::MAX).is_none());
     }
 }
