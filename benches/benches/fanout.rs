@@ -70,10 +70,7 @@ struct Settings {
     dir: PathBuf,
 }
 
-fn list<T: std::str::FromStr>(var: &str, default: &[T]) -> Vec<T>
-where
-    T: Clone,
-{
+fn list<T: std::str::FromStr + Clone>(var: &str, default: &[T]) -> Vec<T> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => v
             .split(',')
@@ -276,10 +273,12 @@ struct Summary {
     book_conn: (f64, f64),
     latency: [f64; 3],
     cores: f64,
+    client_cores: f64,
     cpu_per_m: f64,
     rss_mib: f64,
     rss_per_conn_kib: f64,
-    conflated_pct: f64,
+    /// Quotes and books not delivered, % of what the generator made.
+    undelivered_pct: f64,
     missed: f64,
     trade_gaps: f64,
     seq_errors: u64,
@@ -298,8 +297,9 @@ fn summarize(rounds: &[WsRound], rate: u64, mix: [f64; 3]) -> Summary {
         )
     };
     // Quotes and books a client of a server that conflates nothing gets (the naive
-    // server's stream from the same generator), minus what arrived, per connection.
-    let conflated = |r: &WsRound| {
+    // server's stream from the same generator), minus what arrived, per connection:
+    // conflated away by ours, dropped by a lagging naive subscriber (also in `missed`).
+    let undelivered = |r: &WsRound| {
         let mut expected_all = 0.0;
         let mut short = 0.0;
         for i in [0, 1] {
@@ -340,17 +340,17 @@ fn summarize(rounds: &[WsRound], rate: u64, mix: [f64; 3]) -> Summary {
             })
         }),
         cores: per_round(&|r| r.cpu_secs.map_or(f64::NAN, |c| c / secs(r))),
+        client_cores: per_round(&|r| r.client_cpu_secs.map_or(f64::NAN, |c| c / secs(r))),
         cpu_per_m: per_round(&|r| {
-            r.cpu_secs.map_or(f64::NAN, |c| {
-                c / (r.counts.total_deliveries() as f64 / 1e6).max(1e-9)
-            })
+            r.cpu_secs
+                .map_or(f64::NAN, |c| c / (r.counts.total_deliveries() as f64 / 1e6).max(1e-9))
         }),
         rss_mib: per_round(&|r| r.rss_after_kib.map_or(f64::NAN, |k| k as f64 / 1024.0)),
         rss_per_conn_kib: per_round(&|r| match (r.rss_before_kib, r.rss_after_kib) {
             (Some(b), Some(a)) if r.subscribed > 0 => a.saturating_sub(b) as f64 / r.subscribed as f64,
             _ => f64::NAN,
         }),
-        conflated_pct: per_round(&conflated),
+        undelivered_pct: per_round(&undelivered),
         missed: per_round(&|r| r.counts.missed as f64 / secs(r)),
         trade_gaps: per_round(&|r| r.counts.trade_gaps as f64 / secs(r)),
         seq_errors: rounds.iter().map(|r| r.counts.seq_errors).sum(),
@@ -399,7 +399,10 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("bench directory");
     let s = Settings {
         rates: list("BENCH_FANOUT_RATES", &[2_000, 20_000]),
-        ns: list("BENCH_FANOUT_NS", if quick { &[10, 100] } else { &[10, 100, 1_000, 10_000] }),
+        ns: list(
+            "BENCH_FANOUT_NS",
+            if quick { &[10, 100] } else { &[10, 100, 1_000, 10_000] },
+        ),
         rounds: if quick { 1 } else { 3 },
         settle: Duration::from_millis(if quick { 300 } else { 1_000 }),
         warmup: Duration::from_millis(if quick { 300 } else { 2_000 }),
@@ -463,7 +466,7 @@ fn main() {
             for (server, rounds) in [(Server::Ours, ours), (Server::Naive, naive_rounds)] {
                 let m = summarize(rounds, rate, mix);
                 rows.push(format!(
-                    "| {} | {n} | {} | {}/{n} | {} | {} ({}) | {} ({}) | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1}% | {} | {} | {} / {} | {} |",
+                    "| {} | {n} | {} | {}/{n} | {} | {} ({}) | {} ({}) | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1}% | {} | {} | {} / {} | {} |",
                     fmt_rate(rate as f64),
                     server.name(),
                     m.subscribed_min,
@@ -477,9 +480,10 @@ fn main() {
                     fmt_us(m.latency[2]),
                     m.cores,
                     m.cpu_per_m,
+                    m.client_cores,
                     m.rss_mib,
                     m.rss_per_conn_kib,
-                    m.conflated_pct,
+                    m.undelivered_pct,
                     fmt_rate(m.missed),
                     fmt_rate(m.trade_gaps),
                     m.seq_errors,
@@ -542,20 +546,22 @@ fn main() {
         ""
     };
     println!("\n## WebSocket fan-out{title_note}\n");
+    println!("| machine | rounds per row (median) | warm-up, window | generator events per step |");
+    println!("| --- | ---: | ---: | ---: |");
     println!(
-        "{}; {} round(s) per row, median; window {:.0} s after {:.0} s warm-up; generator per step: {:.2} quotes, {:.2} books, {:.2} trades.\n",
+        "| {} | {} | {:.1} s, {:.1} s | {:.2} quotes, {:.2} books, {:.2} trades |\n",
         machine(),
         s.rounds,
-        s.window.as_secs_f64(),
         s.warmup.as_secs_f64(),
+        s.window.as_secs_f64(),
         mix[0],
         mix[1],
         mix[2]
     );
     println!(
-        "| feed steps/s | N | server | subscribed | deliveries/s | quotes/s per conn (slowest) | books/s per conn (slowest) | p50 | p99 | p99.9 | server cores | CPU s per M deliveries | RSS MiB | RSS per conn KiB | quotes+books conflated | missed/s | trade-id gaps/s | seq errors / closed | latency from |"
+        "| feed steps/s | N | server | subscribed | deliveries/s | quotes/s per conn (slowest) | books/s per conn (slowest) | p50 | p99 | p99.9 | server cores | server CPU s per M deliveries | client cores | RSS MiB | RSS per conn KiB | quotes+books not delivered | missed/s | trade-id gaps/s | seq errors / closed | latency from |"
     );
-    println!("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for r in &rows {
         println!("{r}");
     }
@@ -581,7 +587,7 @@ fn main() {
             rounds.iter().map(|r| r.errors).sum::<u64>(),
         );
     }
-    println!("\nStocksBlitz / bare axum requests/s: {rest_ratio:.2}x (median of per-round ratios)");
+    println!("| StocksBlitz / bare axum | {rest_ratio:.2}x | | | | |");
     print_goals(&goals);
     eprintln!(
         "fanout bench done in {:.0} s; server logs in {}",
@@ -596,41 +602,44 @@ fn main() {
 fn print_goals(g: &GoalInputs) {
     let mark = |ok: bool| if ok { "met" } else { "NOT met" };
     println!("\n## Issue 19 goals, this run\n");
+    println!("| goal | result | measured |");
+    println!("| --- | --- | --- |");
     match &g.at_1000 {
         Some((m, rate)) => {
             println!(
-                "- >= 1,000,000 deliveries/s at N=1000 (feed {}/s): {} ({})",
+                "| >= 1,000,000 deliveries/s at N=1000 (feed {}/s) | {} | {}/s |",
                 fmt_rate(*rate),
                 mark(m.deliveries >= 1e6),
                 fmt_rate(m.deliveries)
             );
             let slowest = m.quotes_conn.1.min(m.book_conn.1);
             println!(
-                "- p99 < 50 ms at N=1000 with quotes and books >= 10/s per connection: {} (p99 {}, slowest connection {:.1} quotes/s, {:.1} books/s)",
+                "| p99 < 50 ms at N=1000 with quotes and books >= 10/s on every connection | {} | p99 {}, slowest connection {:.1} quotes/s, {:.1} books/s |",
                 mark(m.latency[1] < 50_000.0 && slowest >= 10.0),
                 fmt_us(m.latency[1]),
                 m.quotes_conn.1,
                 m.book_conn.1
             );
         }
-        None => println!("- N=1000 goals: not measured in this run"),
+        None => println!("| N=1000 goals | not measured in this run | |"),
     }
     println!(
-        "- >= 3x the naive server at every N: {} (lowest ratio {:.2}x)",
+        "| >= 3x the naive server at every N | {} | lowest ratio {:.2}x |",
         mark(g.min_ratio >= 3.0),
         g.min_ratio
     );
     match &g.held_10000 {
         Some(m) => println!(
-            "- 10,000 connections held under 50 KiB each: {} ({} subscribed, {:.1} KiB each)",
+            "| 10,000 connections held, under 50 KiB of server memory each | {} | {} subscribed, {} closed, {:.1} KiB each |",
             mark(m.subscribed_min >= 10_000 && m.closed_max == 0 && m.rss_per_conn_kib < 50.0),
             m.subscribed_min,
+            m.closed_max,
             m.rss_per_conn_kib
         ),
-        None => println!("- 10,000 connections: not measured in this run"),
+        None => println!("| 10,000 connections | not measured in this run | |"),
     }
     println!(
-        "- REST >= 0.8x bare axum: {} ({:.2}x)",
+        "| REST >= 0.8x bare axum | {} | {:.2}x |",
         mark(g.rest_ratio >= 0.8),
         g.rest_ratio
     );

@@ -25,7 +25,7 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_tungstenite::tungstenite::Message;
@@ -480,6 +480,8 @@ pub struct WsRound {
     pub latency: Histogram<u64>,
     /// Server CPU seconds (user + system) within the window.
     pub cpu_secs: Option<f64>,
+    /// This process's (the load client's) CPU seconds within the window.
+    pub client_cpu_secs: Option<f64>,
     /// Server RSS before connecting and at the window's end, KiB.
     pub rss_before_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
@@ -508,6 +510,8 @@ pub async fn ws_round(
     tokio::time::sleep(warmup).await;
     let before = clients.counts();
     let cpu0 = pid.and_then(cpu_ticks);
+    let me = std::process::id();
+    let client0 = cpu_ticks(me);
     clients.latency.take();
     clients.latency.set_on(true);
     let t0 = Instant::now();
@@ -515,6 +519,7 @@ pub async fn ws_round(
     clients.latency.set_on(false);
     let window = t0.elapsed();
     let cpu1 = pid.and_then(cpu_ticks);
+    let client1 = cpu_ticks(me);
     let after = clients.counts();
     let rss_after_kib = pid.and_then(rss_kib);
     let latency = clients.latency.take();
@@ -543,6 +548,9 @@ pub async fn ws_round(
         latency,
         cpu_secs: cpu0
             .zip(cpu1)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / CLOCK_TICKS_PER_SEC),
+        client_cpu_secs: client0
+            .zip(client1)
             .map(|(a, b)| b.saturating_sub(a) as f64 / CLOCK_TICKS_PER_SEC),
         rss_before_kib,
         rss_after_kib,
@@ -616,7 +624,9 @@ fn parse_head(head: &[u8]) -> Option<Head> {
         close: false,
     };
     for l in lines {
-        let Some((name, value)) = l.split_once(':') else { continue };
+        let Some((name, value)) = l.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
             h.content_length = value.parse().ok();
@@ -665,7 +675,8 @@ async fn read_response<R: AsyncRead + Unpin>(stream: &mut R, buf: &mut Vec<u8>) 
                 fill(stream, buf).await?;
             };
             let size_text = std::str::from_utf8(&buf[at..line_end]).map_err(|_| bad())?;
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| bad())?;
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| bad())?;
             // The chunk, then its CRLF (the last chunk: the final CRLF, no trailers).
             let end = line_end + 2 + size + 2;
             while buf.len() < end {
@@ -817,7 +828,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     /// One generated server message.
     #[derive(Debug, Clone)]
@@ -860,7 +871,14 @@ mod tests {
         let mut out = Vec::new();
         for (n, s) in specs.iter().enumerate() {
             match s {
-                Spec::Data { kind, snapshot, seq_step, missed, ts, trade_step } => {
+                Spec::Data {
+                    kind,
+                    snapshot,
+                    seq_step,
+                    missed,
+                    ts,
+                    trade_step,
+                } => {
                     let channel = format!("{}.BTCUSDT", Kind::ALL[*kind].prefix());
                     let s_next = seq[*kind] + seq_step;
                     if *seq_step != 1 {
@@ -989,7 +1007,9 @@ mod tests {
             let mut go = go.clone();
             tokio::spawn(async move {
                 let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-                let Some(Ok(Message::Text(sub))) = ws.next().await else { return };
+                let Some(Ok(Message::Text(sub))) = ws.next().await else {
+                    return;
+                };
                 assert!(sub.as_str().contains("\"op\":\"subscribe\""), "{sub}");
                 let mut send = Vec::new();
                 send.push(json!({"type": "subscribed", "id": "bench", "channels": ["quotes.X", "book.X", "trades.X"]}));
@@ -1007,7 +1027,9 @@ mod tests {
                     send.push(json!({"type": "update", "channel": "quotes.X", "seq": 2 + i, "engine_ts_us": now - 5_000, "data": {"bid": "1"}}));
                 }
                 for i in 0..BOOKS {
-                    send.push(json!({"type": "update", "channel": "book.X", "seq": 2 + i, "data": {"bids": [["1", "2"]]}}));
+                    send.push(
+                        json!({"type": "update", "channel": "book.X", "seq": 2 + i, "data": {"bids": [["1", "2"]]}}),
+                    );
                 }
                 for (i, id) in TRADE_IDS.iter().enumerate() {
                     let mut t = json!({"type": "update", "channel": "trades.X", "seq": 2 + i, "data": {"trade_id": id, "recv_ts_us": now - 7_000}});
@@ -1064,7 +1086,11 @@ mod tests {
         assert_eq!(h.len(), n as u64 * (QUOTES + trades));
         // Each latency is at least the server's stamp offset; quotes 5 ms, trades 7 ms.
         assert!(h.min() >= 5_000, "min {}", h.min());
-        let at_least_7ms = h.iter_recorded().filter(|v| v.value_iterated_to() >= 7_000).map(|v| v.count_at_value()).sum::<u64>();
+        let at_least_7ms = h
+            .iter_recorded()
+            .filter(|v| v.value_iterated_to() >= 7_000)
+            .map(|v| v.count_at_value())
+            .sum::<u64>();
         assert!(at_least_7ms >= n as u64 * trades, "{at_least_7ms}");
         assert_eq!(clients.closed(), 0);
         clients.close().await;
@@ -1145,7 +1171,9 @@ mod tests {
             let answered = Arc::clone(&answered);
             async move {
                 loop {
-                    let Ok((mut s, _)) = listener.accept().await else { return };
+                    let Ok((mut s, _)) = listener.accept().await else {
+                        return;
+                    };
                     let answered = Arc::clone(&answered);
                     tokio::spawn(async move {
                         let mut buf = Vec::new();
@@ -1172,7 +1200,15 @@ mod tests {
                 }
             }
         });
-        let r = http_round(addr, "/q", 4, false, Duration::from_millis(100), Duration::from_millis(500)).await;
+        let r = http_round(
+            addr,
+            "/q",
+            4,
+            false,
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+        )
+        .await;
         assert_eq!(r.errors, 0);
         assert!(r.ok > 0 && r.not_ok > 0, "ok {} not ok {}", r.ok, r.not_ok);
         // Four connections, each sees every third of its own answers refused at most
