@@ -20,9 +20,11 @@
 //! books/s (median connection, and the slowest), end-to-end latency p50/p99/p99.9
 //! (engine publish, or the feed's receive time when a server does not stamp
 //! `engine_ts_us`, to client receive), the server's CPU (cores busy, CPU-seconds per
-//! million deliveries), RSS and RSS per connection, conflation (quotes and books not
-//! delivered, against what the generator made: the naive server's stream), `missed`,
-//! trade-id gaps, how many of N subscribed and how many the server closed.
+//! million deliveries), RSS and RSS per open connection (handshake done, subscribed
+//! or not), conflation (quotes and books not delivered, against what the generator
+//! made: the naive server's stream), `missed`, trade-id gaps seen in the window (a gap
+//! spanning the window's start counts whole), how many of N subscribed and how many
+//! the server closed.
 //!
 //! REST: `GET /api/v1/quotes/BTCUSDT` on ours against a bare axum handler (the naive
 //! server's), 64 keep-alive connections on this process's 2 tokio workers (like
@@ -31,7 +33,8 @@
 //!
 //! The other server is not running during a round: the machine has 2 cores, shared by
 //! server and client. `BENCH_FANOUT_RATES` / `BENCH_FANOUT_NS` (comma-separated) pick
-//! a subset. Linux only (/proc).
+//! a subset, `BENCH_FANOUT_ROUNDS` the rounds (3; 1 with `BENCH_QUICK=1`). Linux only
+//! (/proc).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -347,7 +350,7 @@ fn summarize(rounds: &[WsRound], rate: u64, mix: [f64; 3]) -> Summary {
         }),
         rss_mib: per_round(&|r| r.rss_after_kib.map_or(f64::NAN, |k| k as f64 / 1024.0)),
         rss_per_conn_kib: per_round(&|r| match (r.rss_before_kib, r.rss_after_kib) {
-            (Some(b), Some(a)) if r.subscribed > 0 => a.saturating_sub(b) as f64 / r.subscribed as f64,
+            (Some(b), Some(a)) if r.open > 0 => a.saturating_sub(b) as f64 / r.open as f64,
             _ => f64::NAN,
         }),
         undelivered_pct: per_round(&undelivered),
@@ -403,7 +406,11 @@ fn main() {
             "BENCH_FANOUT_NS",
             if quick { &[10, 100] } else { &[10, 100, 1_000, 10_000] },
         ),
-        rounds: if quick { 1 } else { 3 },
+        rounds: list("BENCH_FANOUT_ROUNDS", &[if quick { 1 } else { 3 }])
+            .first()
+            .copied()
+            .unwrap_or(1)
+            .max(1),
         settle: Duration::from_millis(if quick { 300 } else { 1_000 }),
         warmup: Duration::from_millis(if quick { 300 } else { 2_000 }),
         window: Duration::from_millis(if quick { 1_000 } else { 5_000 }),

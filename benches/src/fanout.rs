@@ -100,6 +100,8 @@ impl Latency {
 /// store, no locked instruction); the bench reads them at the window's edges.
 #[derive(Default)]
 pub struct ConnStats {
+    /// The WebSocket handshake completed.
+    pub connected: AtomicBool,
     pub subscribed: AtomicBool,
     pub closed: AtomicBool,
     /// Data messages (snapshots and updates) per channel: quotes, book, trades.
@@ -325,6 +327,7 @@ async fn connection(s: ConnSetup, mut permit: Option<OwnedSemaphorePermit>, mut 
         s.stats.closed.store(true, Relaxed);
         return;
     };
+    s.stats.connected.store(true, Relaxed);
     let (mut tx, mut rx) = ws.split();
     if tx.send(Message::text(&*s.subscribe)).await.is_err() {
         s.stats.closed.store(true, Relaxed);
@@ -434,6 +437,14 @@ impl Clients {
         }
     }
 
+    /// Connections whose WebSocket handshake completed and that are still open.
+    pub fn still_open(&self) -> usize {
+        self.stats
+            .iter()
+            .filter(|s| s.connected.load(Relaxed) && !s.closed.load(Relaxed))
+            .count()
+    }
+
     pub fn subscribed(&self) -> usize {
         self.stats.iter().filter(|s| s.subscribed.load(Relaxed)).count()
     }
@@ -468,6 +479,9 @@ impl Clients {
 pub struct WsRound {
     pub n: usize,
     pub subscribed: usize,
+    /// Connections open (handshake done, not closed) at the window's end: what the
+    /// server's memory holds.
+    pub open: usize,
     /// Connections the server closed or that failed, by the window's end.
     pub closed: usize,
     pub connect_secs: f64,
@@ -524,6 +538,7 @@ pub async fn ws_round(
     let rss_after_kib = pid.and_then(rss_kib);
     let latency = clients.latency.take();
     let closed = clients.closed();
+    let open = clients.still_open();
     let mut counts = Counts::default();
     let mut per_conn: [Vec<u64>; 3] = Default::default();
     for ((a, b), s) in after.iter().zip(&before).zip(&clients.stats) {
@@ -540,6 +555,7 @@ pub async fn ws_round(
     WsRound {
         n,
         subscribed,
+        open,
         closed,
         connect_secs,
         window,
@@ -1092,7 +1108,7 @@ mod tests {
             .map(|v| v.count_at_value())
             .sum::<u64>();
         assert!(at_least_7ms >= n as u64 * trades, "{at_least_7ms}");
-        assert_eq!(clients.closed(), 0);
+        assert_eq!((clients.closed(), clients.still_open()), (0, n));
         clients.close().await;
     }
 
