@@ -592,7 +592,7 @@ async fn quote(Path(symbol): Path<String>, State(shared): State<Arc<Shared>>) ->
 
 /// Serves the baseline on `listen` with the generator at `rate` steps a second until
 /// the process is killed.
-pub async fn serve(listen: SocketAddr, rate: u64) -> anyhow::Result<()> {
+pub async fn serve(listen: SocketAddr, rate: u64) -> std::io::Result<()> {
     let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
     let shared = Arc::new(Shared {
         tx,
@@ -605,8 +605,7 @@ pub async fn serve(listen: SocketAddr, rate: u64) -> anyhow::Result<()> {
         .route("/health/live", get(|| async { "ok" }))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    axum::serve(listener, app).await?;
-    Ok(())
+    axum::serve(listener, app).await
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
     match stocksblitz_benches::naive::serve(listen, rate).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sbz-naive-fanout: {e:#}");
+            eprintln!("sbz-naive-fanout: cannot serve on {listen}: {e}");
             ExitCode::from(1)
         }
     }
