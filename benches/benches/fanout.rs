@@ -596,11 +596,7 @@ fn main() {
     }
     println!("| StocksBlitz / bare axum | {rest_ratio:.2}x | | | | |");
     print_goals(&goals);
-    eprintln!(
-        "fanout bench done in {:.0} s; server logs in {}",
-        started.elapsed().as_secs_f64(),
-        s.dir.display()
-    );
+    eprintln!("fanout bench done in {:.0} s", started.elapsed().as_secs_f64());
     remove_configs(&s.dir);
 }
 
@@ -652,13 +648,23 @@ fn print_goals(g: &GoalInputs) {
     );
 }
 
-/// The generated configs go; the server logs stay for a look after a bad run.
+/// The generated configs go; the server logs stay for a look when they say anything,
+/// else the whole directory goes.
 fn remove_configs(dir: &Path) {
+    let mut keep = false;
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
-            if e.path().extension().is_some_and(|x| x == "toml") {
-                let _ = std::fs::remove_file(e.path());
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let _ = std::fs::remove_file(&p);
+            } else if p.extension().is_some_and(|x| x == "log") {
+                keep |= std::fs::metadata(&p).is_ok_and(|m| m.len() > 0);
             }
         }
+    }
+    if keep {
+        eprintln!("server logs in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
