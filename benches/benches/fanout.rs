@@ -286,6 +286,8 @@ struct Summary {
     trade_gaps: f64,
     seq_errors: u64,
     closed_max: usize,
+    /// Close codes over all rounds, "code xcount" each.
+    close_codes: String,
     timed_by: String,
 }
 
@@ -358,6 +360,16 @@ fn summarize(rounds: &[WsRound], rate: u64, mix: [f64; 3]) -> Summary {
         trade_gaps: per_round(&|r| r.counts.trade_gaps as f64 / secs(r)),
         seq_errors: rounds.iter().map(|r| r.counts.seq_errors).sum(),
         closed_max: rounds.iter().map(|r| r.closed).max().unwrap_or(0),
+        close_codes: {
+            let mut all = std::collections::BTreeMap::new();
+            for (code, n) in rounds.iter().flat_map(|r| &r.close_codes) {
+                *all.entry(*code).or_insert(0) += n;
+            }
+            all.iter()
+                .map(|(c, n)| format!(" {c}x{n}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        },
         timed_by: timed_by.join(", "),
     }
 }
@@ -473,7 +485,7 @@ fn main() {
             for (server, rounds) in [(Server::Ours, ours), (Server::Naive, naive_rounds)] {
                 let m = summarize(rounds, rate, mix);
                 rows.push(format!(
-                    "| {} | {n} | {} | {}/{n} | {} | {} ({}) | {} ({}) | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1}% | {} | {} | {} / {} | {} |",
+                    "| {} | {n} | {} | {}/{n} | {} | {} ({}) | {} ({}) | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1}% | {} | {} | {} / {}{} | {} |",
                     fmt_rate(rate as f64),
                     server.name(),
                     m.subscribed_min,
@@ -495,6 +507,11 @@ fn main() {
                     fmt_rate(m.trade_gaps),
                     m.seq_errors,
                     m.closed_max,
+                    if m.close_codes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (codes{})", m.close_codes)
+                    },
                     m.timed_by,
                 ));
                 if server == Server::Ours {
@@ -566,7 +583,7 @@ fn main() {
         mix[2]
     );
     println!(
-        "| feed steps/s | N | server | subscribed | deliveries/s | quotes/s per conn (slowest) | books/s per conn (slowest) | p50 | p99 | p99.9 | server cores | server CPU s per M deliveries | client cores | RSS MiB | RSS per conn KiB | quotes+books not delivered | missed/s | trade-id gaps/s | seq errors / closed | latency from |"
+        "| feed steps/s | N | server | subscribed | deliveries/s | quotes/s per conn (slowest) | books/s per conn (slowest) | p50 | p99 | p99.9 | server cores | server CPU s per M deliveries | client cores | RSS MiB | RSS per conn KiB | quotes+books not delivered | missed/s | trade-id gaps/s | seq errors / closed (close codes, all rounds) | latency from |"
     );
     println!("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for r in &rows {

@@ -36,6 +36,9 @@ use crate::naive::Kind;
 pub const CONNECT_CONCURRENCY: usize = 256;
 /// Histogram shards (connections record into `id % SHARDS`).
 const SHARDS: usize = 64;
+/// What a connection that ended without a close frame is counted as (RFC 6455's
+/// "abnormal closure", never sent on the wire).
+pub const CLOSE_ABNORMAL: u64 = 1006;
 /// Linux reports process CPU time in clock ticks of 1/100 s (`USER_HZ`).
 pub const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
@@ -104,6 +107,9 @@ pub struct ConnStats {
     pub connected: AtomicBool,
     pub subscribed: AtomicBool,
     pub closed: AtomicBool,
+    /// The close code the server sent (`CLOSE_ABNORMAL` when the connection ended
+    /// without one, 0 while open).
+    pub close_code: AtomicU64,
     /// Data messages (snapshots and updates) per channel: quotes, book, trades.
     pub deliveries: [AtomicU64; 3],
     pub snapshots: AtomicU64,
@@ -349,7 +355,14 @@ async fn connection(s: ConnSetup, mut permit: Option<OwnedSemaphorePermit>, mut 
                         permit = None;
                     }
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or(CLOSE_ABNORMAL, |f| u64::from(u16::from(f.code)));
+                    s.stats.close_code.store(code, Relaxed);
+                    s.stats.closed.store(true, Relaxed);
+                    break;
+                }
+                Some(Err(_)) | None => {
+                    s.stats.close_code.store(CLOSE_ABNORMAL, Relaxed);
                     s.stats.closed.store(true, Relaxed);
                     break;
                 }
@@ -453,6 +466,18 @@ impl Clients {
         self.stats.iter().filter(|s| s.closed.load(Relaxed)).count()
     }
 
+    /// Closed connections per close code, sorted by code.
+    pub fn close_codes(&self) -> Vec<(u64, usize)> {
+        let mut codes = std::collections::BTreeMap::new();
+        for s in &self.stats {
+            let c = s.close_code.load(Relaxed);
+            if c != 0 {
+                *codes.entry(c).or_insert(0) += 1;
+            }
+        }
+        codes.into_iter().collect()
+    }
+
     pub fn counts(&self) -> Vec<Counts> {
         self.stats.iter().map(|s| s.counts()).collect()
     }
@@ -484,6 +509,9 @@ pub struct WsRound {
     pub open: usize,
     /// Connections the server closed or that failed, by the window's end.
     pub closed: usize,
+    /// Of those, how many per close code (sorted by code; failed connects are not
+    /// here).
+    pub close_codes: Vec<(u64, usize)>,
     pub connect_secs: f64,
     pub window: Duration,
     /// Summed over connections, within the window.
@@ -539,6 +567,7 @@ pub async fn ws_round(
     let latency = clients.latency.take();
     let closed = clients.closed();
     let open = clients.still_open();
+    let close_codes = clients.close_codes();
     let mut counts = Counts::default();
     let mut per_conn: [Vec<u64>; 3] = Default::default();
     for ((a, b), s) in after.iter().zip(&before).zip(&clients.stats) {
@@ -557,6 +586,7 @@ pub async fn ws_round(
         subscribed,
         open,
         closed,
+        close_codes,
         connect_secs,
         window,
         counts,
@@ -1109,6 +1139,50 @@ mod tests {
             .sum::<u64>();
         assert!(at_least_7ms >= n as u64 * trades, "{at_least_7ms}");
         assert_eq!((clients.closed(), clients.still_open()), (0, n));
+        clients.close().await;
+    }
+
+    /// Connections the server ends are counted per close code: a close frame's code,
+    /// or 1006 when the connection just ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closes_are_counted_by_code() {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for i in 0.. {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                tokio::spawn(async move {
+                    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                    let _ = ws.next().await;
+                    ws.send(Message::text(r#"{"type":"subscribed","id":"bench"}"#))
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match i % 3 {
+                        0 => {
+                            let frame = CloseFrame {
+                                code: CloseCode::from(4009),
+                                reason: "slow consumer".into(),
+                            };
+                            let _ = ws.close(Some(frame)).await;
+                        }
+                        1 => drop(ws),
+                        // Stays open until the client leaves.
+                        _ => while let Some(Ok(_)) = ws.next().await {},
+                    }
+                });
+            }
+        });
+        let clients = Clients::open(&format!("ws://{addr}/"), "X", 9, Duration::from_secs(30)).await;
+        assert_eq!(clients.subscribed(), 9);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while clients.closed() < 6 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(clients.close_codes(), vec![(CLOSE_ABNORMAL, 3), (4009, 3)]);
+        assert_eq!((clients.closed(), clients.still_open()), (6, 3));
         clients.close().await;
     }
 
