@@ -426,7 +426,7 @@ fn main() {
         settle: Duration::from_millis(if quick { 300 } else { 1_000 }),
         warmup: Duration::from_millis(if quick { 300 } else { 2_000 }),
         window: Duration::from_millis(if quick { 1_000 } else { 5_000 }),
-        connect_timeout: Duration::from_secs(if quick { 20 } else { 60 }),
+        connect_timeout: Duration::from_secs(if quick { 10 } else { 60 }),
         dir,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
