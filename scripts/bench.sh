@@ -5,7 +5,7 @@
 #
 # Usage: scripts/bench.sh [--bench NAME]... [--append] [--quick]
 #   --bench NAME  one bench (repeatable): ring_handoff, book, fixed_parse, pipeline,
-#                 feed_parse, orders, journal, sink (default: all)
+#                 feed_parse, orders, journal, sink, surveillance, fanout (default: all)
 #   --quick       BENCH_QUICK=1 smoke run (numbers not meaningful; never appended)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod orders;
 pub mod ratelimit;
 pub mod redis_store;
+pub mod serve;
 pub mod sink;
 pub mod state;
 pub mod ws;

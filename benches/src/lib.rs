@@ -8,6 +8,9 @@
 //! test script uses it so a broken bench cannot land); numbers from it mean nothing.
 #![forbid(unsafe_code)]
 
+pub mod fanout;
+pub mod naive;
+
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
