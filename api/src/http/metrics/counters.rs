@@ -290,3 +290,161 @@ impl HttpMetrics {
         self.index.contains_key(route)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The counters as they were: one map under one lock, f64 seconds.
+    #[derive(Default)]
+    struct OneMap {
+        routes: BTreeMap<(String, String), (BTreeMap<u16, u64>, [u64; BUCKETS.len()], u64, u64)>,
+    }
+
+    impl OneMap {
+        fn record(&mut self, route: String, method: String, status: u16, nanos: u64) {
+            let r = self.routes.entry((route, method)).or_default();
+            *r.0.entry(status).or_default() += 1;
+            r.2 += 1;
+            r.3 += nanos;
+            for (b, le) in r.1.iter_mut().zip(BUCKETS_NS) {
+                if nanos <= le {
+                    *b += 1;
+                }
+            }
+        }
+    }
+
+    const ROUTES: [&str; 4] = ["/api/v1/quotes/{symbol}", "/health", "/metrics", "/api/v1/orders"];
+
+    fn method(i: u8) -> Method {
+        match i {
+            0 => Method::GET,
+            1 => Method::POST,
+            2 => Method::DELETE,
+            3 => Method::PUT,
+            4 => Method::PATCH,
+            5 => Method::HEAD,
+            6 => Method::OPTIONS,
+            7 => Method::TRACE,
+            8 => Method::CONNECT,
+            _ => Method::from_bytes(b"BREW").unwrap(),
+        }
+    }
+
+    proptest! {
+        /// Any requests (declared and unknown routes, every method, any status and
+        /// latency): the rows count exactly what one locked map counted, an unknown
+        /// route as `unmatched` and an extension method as `OTHER`.
+        #[test]
+        fn atomics_count_exactly_what_the_locked_map_counted(
+            reqs in proptest::collection::vec(
+                (0usize..6, 0u8..10, 100u16..1000, prop_oneof![0u64..6_000_000_000, Just(100_000u64), Just(5_000_000_000u64), any::<u32>().prop_map(u64::from)]),
+                0..300,
+            ),
+        ) {
+            let m = HttpMetrics::new(ROUTES);
+            let mut one = OneMap::default();
+            for (r, meth, status, nanos) in reqs {
+                let route = ROUTES.get(r).copied();
+                let route = if r == 5 { Some("/not/declared") } else { route };
+                let meth = method(meth);
+                m.record(route, &meth, status, nanos);
+                let label = route.filter(|r| ROUTES.contains(r)).unwrap_or(UNMATCHED);
+                let mlabel = METHODS[method_index(&meth)];
+                one.record(label.to_owned(), mlabel.to_owned(), status, nanos);
+            }
+            let got = m.routes();
+            prop_assert_eq!(got.len(), one.routes.len());
+            for (((route, meth), s), ((r2, m2), (by_status, buckets, count, sum))) in got.iter().zip(&one.routes) {
+                prop_assert_eq!((*route, *meth), (r2.as_str(), m2.as_str()));
+                prop_assert_eq!(&s.by_status, &by_status.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+                prop_assert_eq!(&s.buckets, buckets);
+                prop_assert_eq!(s.count, *count);
+                prop_assert_eq!(s.sum_secs, *sum as f64 / 1e9);
+            }
+        }
+
+        /// Any error codes and statuses, more pairs than the lock-free table holds:
+        /// every pair counted exactly, listed in (code, status) order.
+        #[test]
+        fn errors_count_exactly_by_code_and_status(
+            errs in proptest::collection::vec((0usize..400, prop_oneof![Just(400u16), Just(429), Just(500)]), 0..2_000),
+        ) {
+            // `&'static str` codes as the API has them (leaked once per distinct code).
+            let codes: Vec<&'static str> = (0..400).map(|i| &*Box::leak(format!("CODE_{i}").into_boxed_str())).collect();
+            let m = HttpMetrics::default();
+            let mut one: BTreeMap<(&'static str, u16), u64> = BTreeMap::new();
+            for (c, status) in errs {
+                m.error(codes[c], status);
+                *one.entry((codes[c], status)).or_default() += 1;
+            }
+            let want: Vec<_> = one.into_iter().map(|((c, s), n)| (c, s, n)).collect();
+            prop_assert_eq!(m.errors_by_code(), want);
+        }
+    }
+
+    /// Threads counting the same rows and codes at once lose nothing.
+    #[test]
+    fn concurrent_requests_are_all_counted() {
+        let m = Arc::new(HttpMetrics::new(ROUTES));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let m = Arc::clone(&m);
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        m.record(Some(ROUTES[(i % 2) as usize]), &Method::GET, 200 + (i % 3) as u16, t * 1_000 + i);
+                        m.error("RATE_LIMITED", 429);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let rows = m.routes();
+        let total: u64 = rows.iter().map(|(_, s)| s.count).sum();
+        assert_eq!(total, 40_000);
+        for (_, s) in &rows {
+            assert_eq!(s.by_status.iter().map(|(_, n)| n).sum::<u64>(), s.count);
+            assert_eq!(s.buckets[BUCKETS.len() - 1], s.count, "all under 5 s");
+        }
+        let want_sum: u64 = (0..4u64).map(|t| (0..10_000u64).map(|i| t * 1_000 + i).sum::<u64>()).sum();
+        let sum: f64 = rows.iter().map(|(_, s)| s.sum_secs).sum();
+        assert!((sum - want_sum as f64 / 1e9).abs() < 1e-9, "{sum}");
+        assert_eq!(m.error_count("RATE_LIMITED", 429), 40_000);
+    }
+
+    /// Counting a request or an error allocates nothing once its row or code has been
+    /// seen (a row's status table is allocated on its first request only).
+    #[test]
+    fn counting_does_not_allocate() {
+        let m = HttpMetrics::new(ROUTES);
+        m.record(Some(ROUTES[0]), &Method::GET, 200, 1);
+        m.record(None, &Method::GET, 404, 1);
+        m.error("NOT_FOUND", 404);
+        let (_, n) = stocksblitz_testkit::alloc::count_allocations(|| {
+            for i in 0..1_000u64 {
+                m.record(Some(ROUTES[0]), &Method::GET, 200 + (i % 300) as u16, i * 1_000);
+                m.record(Some("/no/such/route"), &Method::GET, 404, i);
+                m.error("NOT_FOUND", 404);
+            }
+        });
+        assert_eq!(n, 0);
+    }
+
+    /// The router's routes have their own rows, by the template `MatchedPath` gives
+    /// (nested routes with their `/api/v1` prefix).
+    #[test]
+    fn rows_for_every_route_of_the_router() {
+        let m = HttpMetrics::for_document(crate::http::router::document());
+        for r in ["/api/v1/quotes/{symbol}", "/api/v1/orders", "/health", "/health/ready", "/metrics", UNMATCHED] {
+            assert!(m.knows_route(r), "{r}");
+        }
+        assert!(!m.knows_route("/api/v1/quotes/BTCUSDT"));
+    }
+}
