@@ -22,6 +22,19 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Result<Response, ApiE
     Ok((status, Json(value(body)?)).into_response())
 }
 
+/// A `200 OK` response with a body already encoded as JSON (shared bytes: a cached
+/// encoding is sent without copying).
+pub fn encoded_json(body: axum::body::Bytes) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// A `200 OK` response with `body`.
 pub fn ok<T: Serialize>(body: &T) -> Result<Response, ApiError> {
     json(StatusCode::OK, body)

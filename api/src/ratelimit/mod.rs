@@ -14,7 +14,7 @@
 //! fallback and logs it; `/health/redis` shows Redis down meanwhile.
 
 pub mod gcra;
-mod store;
+pub(crate) mod store;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
