@@ -2,7 +2,9 @@
 //! ToSchema` struct, the same type its `#[utoipa::path]` names as the body, so the
 //! document describes what is sent. The body is written through `serde_json::Value`,
 //! whose objects keep their keys sorted: every REST answer has always come out that way,
-//! and stored idempotent answers replay byte for byte.
+//! and stored idempotent answers replay byte for byte. Quotes are the exception: they
+//! answer with the bytes the fan-out encoded once per change ([`encoded_json`], fields
+//! in `QuoteDto` order, see `market::cached_quote`).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
