@@ -59,7 +59,7 @@ struct Slot {
 /// finds the whole table full takes every shard's lock, in order, and makes room across
 /// the whole table exactly as one map would.
 pub struct LocalBuckets {
-    shards: Box<[Mutex<HashMap<Box<str>, Slot>>]>,
+    shards: Box<[Mutex<Shard>]>,
     /// Buckets held in all shards (a newcomer reserves its place before inserting).
     held: AtomicUsize,
     /// After a sweep found no room for an anonymous newcomer: refuse the next ones
@@ -70,6 +70,9 @@ pub struct LocalBuckets {
 
 /// Shards of the local table (a power of two).
 pub const SHARDS: usize = 64;
+
+/// One shard of the local table: bucket key -> bucket.
+type Shard = HashMap<Box<str>, Slot>;
 
 /// How long a table found full of live account buckets refuses addresses unswept.
 const NO_ROOM_US: i64 = 100_000;
@@ -117,7 +120,9 @@ impl LocalBuckets {
         // A newcomer: reserve its place in the table, or make room across all shards.
         let reserved = self
             .held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_keys).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_keys).then_some(n + 1)
+            })
             .is_ok();
         if !reserved {
             drop(map);
@@ -224,18 +229,16 @@ impl LocalBuckets {
 
 /// Frees at least one slot for a `class` newcomer across all shards; false if it may
 /// not have one. Victims among equally used buckets go in key order (deterministic).
-fn make_room(shards: &mut [MutexGuard<'_, HashMap<Box<str>, Slot>>], max_keys: usize, class: Class, now_us: i64) -> bool {
+fn make_room(shards: &mut [MutexGuard<'_, Shard>], max_keys: usize, class: Class, now_us: i64) -> bool {
     // A bucket whose TAT has passed is full: the same as no entry.
     for m in shards.iter_mut() {
         m.retain(|_, s| s.tat > now_us);
     }
-    let held = |shards: &[MutexGuard<'_, HashMap<Box<str>, Slot>>]| shards.iter().map(|m| m.len()).sum::<usize>();
+    let held = |shards: &[MutexGuard<'_, Shard>]| shards.iter().map(|m| m.len()).sum::<usize>();
     if held(shards) < max_keys {
         return true;
     }
-    let any_anon = shards
-        .iter()
-        .any(|m| m.values().any(|s| s.class == Class::Anonymous));
+    let any_anon = shards.iter().any(|m| m.values().any(|s| s.class == Class::Anonymous));
     let victims = if any_anon {
         Class::Anonymous
     } else if class == Class::Account {
@@ -452,7 +455,11 @@ mod tests {
                         for _ in 0..60 {
                             for id in 0..30 {
                                 // Half the keys shared by all threads, half this thread's.
-                                let key = if id % 2 == 0 { format!("ip:shared{id}") } else { format!("ip:t{t}-{id}") };
+                                let key = if id % 2 == 0 {
+                                    format!("ip:shared{id}")
+                                } else {
+                                    format!("ip:t{t}-{id}")
+                                };
                                 if b.check(&key, Class::Anonymous, rate, 0).is_some_and(|d| d.allowed) {
                                     *allowed.entry(key).or_default() += 1;
                                 }

@@ -188,7 +188,9 @@ impl HttpMetrics {
         routes.sort();
         routes.dedup();
         let index = routes.iter().enumerate().map(|(i, r)| (r.clone(), i)).collect();
-        let rows = (0..routes.len() * METHODS.len()).map(|_| RouteStats::default()).collect();
+        let rows = (0..routes.len() * METHODS.len())
+            .map(|_| RouteStats::default())
+            .collect();
         Self {
             routes,
             index,
@@ -299,10 +301,13 @@ mod tests {
 
     use super::*;
 
-    /// The counters as they were: one map under one lock, f64 seconds.
+    /// A row as the old counters kept it: by status, cumulative buckets, count, sum.
+    type OldRow = (BTreeMap<u16, u64>, [u64; BUCKETS.len()], u64, u64);
+
+    /// The counters as they were: one map under one lock.
     #[derive(Default)]
     struct OneMap {
-        routes: BTreeMap<(String, String), (BTreeMap<u16, u64>, [u64; BUCKETS.len()], u64, u64)>,
+        routes: BTreeMap<(String, String), OldRow>,
     }
 
     impl OneMap {
@@ -397,7 +402,12 @@ mod tests {
                 let m = Arc::clone(&m);
                 std::thread::spawn(move || {
                     for i in 0..10_000u64 {
-                        m.record(Some(ROUTES[(i % 2) as usize]), &Method::GET, 200 + (i % 3) as u16, t * 1_000 + i);
+                        m.record(
+                            Some(ROUTES[(i % 2) as usize]),
+                            &Method::GET,
+                            200 + (i % 3) as u16,
+                            t * 1_000 + i,
+                        );
                         m.error("RATE_LIMITED", 429);
                     }
                 })
@@ -413,7 +423,9 @@ mod tests {
             assert_eq!(s.by_status.iter().map(|(_, n)| n).sum::<u64>(), s.count);
             assert_eq!(s.buckets[BUCKETS.len() - 1], s.count, "all under 5 s");
         }
-        let want_sum: u64 = (0..4u64).map(|t| (0..10_000u64).map(|i| t * 1_000 + i).sum::<u64>()).sum();
+        let want_sum: u64 = (0..4u64)
+            .map(|t| (0..10_000u64).map(|i| t * 1_000 + i).sum::<u64>())
+            .sum();
         let sum: f64 = rows.iter().map(|(_, s)| s.sum_secs).sum();
         assert!((sum - want_sum as f64 / 1e9).abs() < 1e-9, "{sum}");
         assert_eq!(m.error_count("RATE_LIMITED", 429), 40_000);
@@ -442,7 +454,14 @@ mod tests {
     #[test]
     fn rows_for_every_route_of_the_router() {
         let m = HttpMetrics::for_document(crate::http::router::document());
-        for r in ["/api/v1/quotes/{symbol}", "/api/v1/orders", "/health", "/health/ready", "/metrics", UNMATCHED] {
+        for r in [
+            "/api/v1/quotes/{symbol}",
+            "/api/v1/orders",
+            "/health",
+            "/health/ready",
+            "/metrics",
+            UNMATCHED,
+        ] {
             assert!(m.knows_route(r), "{r}");
         }
         assert!(!m.knows_route("/api/v1/quotes/BTCUSDT"));

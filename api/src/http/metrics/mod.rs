@@ -30,7 +30,12 @@ pub async fn middleware(State(http): State<Arc<HttpMetrics>>, req: Request, next
     let start = Instant::now();
     let resp = next.run(req).await;
     let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    http.record(matched.as_ref().map(MatchedPath::as_str), &method, resp.status().as_u16(), nanos);
+    http.record(
+        matched.as_ref().map(MatchedPath::as_str),
+        &method,
+        resp.status().as_u16(),
+        nanos,
+    );
     resp
 }
 

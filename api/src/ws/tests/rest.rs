@@ -16,7 +16,11 @@ use crate::ratelimit::store::{Class, LocalBuckets};
 
 /// The body `GET /quotes/{symbol}` answers for `instrument`.
 fn rest_quote(rig: &Rig, instrument: usize) -> String {
-    let inst = rig.market.registry.get(InstrumentId(instrument as u32)).expect("instrument");
+    let inst = rig
+        .market
+        .registry
+        .get(InstrumentId(instrument as u32))
+        .expect("instrument");
     cached_quote(&rig.hub, inst).expect("quote").as_str().to_owned()
 }
 
@@ -73,7 +77,11 @@ fn a_quote_read_does_not_wait_for_the_mirror() {
     let done = done_rx.recv_timeout(Duration::from_secs(60));
     drop(applying);
     reader.join().expect("reader");
-    assert_eq!(done.ok(), Some(want.to_vec()), "both quotes answered under the write lock");
+    assert_eq!(
+        done.ok(),
+        Some(want.to_vec()),
+        "both quotes answered under the write lock"
+    );
 }
 
 /// What a quote request costs beyond axum itself: the cached body into a response,
@@ -92,7 +100,12 @@ fn a_quote_request_allocates_a_few_times() {
     let request = |t: i64| {
         let body = cached_quote(&rig.hub, inst).expect("quote");
         let resp = encoded_json(Bytes::from(body));
-        metrics.record(Some("/api/v1/quotes/{symbol}"), &Method::GET, resp.status().as_u16(), 1_000);
+        metrics.record(
+            Some("/api/v1/quotes/{symbol}"),
+            &Method::GET,
+            resp.status().as_u16(),
+            1_000,
+        );
         let d = buckets.check("ip:192.0.2.1", Class::Anonymous, rate, t);
         std::hint::black_box((resp, d));
     };
