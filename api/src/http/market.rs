@@ -1,4 +1,6 @@
-//! Market-data REST routes, all served from the API's mirror (never the engine).
+//! Market-data REST routes, all served from the API's read model (never the engine):
+//! quotes from the WebSocket hub's encoded quotes (shared bytes, encoded once per change
+//! by the fan-out), the rest from the mirror.
 
 use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
