@@ -143,7 +143,7 @@ impl AppState {
             engine,
             fanout,
             feeds,
-            http: Arc::new(HttpMetrics::default()),
+            http: Arc::new(HttpMetrics::for_document(crate::http::router::document())),
             book_max_levels,
             started: Instant::now(),
             questdb,

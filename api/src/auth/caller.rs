@@ -20,7 +20,7 @@ use crate::audit::failures::Failure;
 use crate::config::Environment;
 use crate::foundation::ApiError;
 use crate::foundation::RequestId;
-use crate::ratelimit::{address_key, LimitTier};
+use crate::ratelimit::{address_bucket, address_key, InlineStr, LimitTier};
 
 fn now_ms() -> i64 {
     stocksblitz_engine::UnixNanos::now().0 / 1_000_000
@@ -75,13 +75,16 @@ fn public_read(req: &Request) -> bool {
 
 /// The tier of an anonymous caller: in development, market-data reads from loopback
 /// get the loopback tier (a person refreshing by hand never meets a 429).
-pub fn anonymous_tier(access: &Access, ip: IpAddr, public: bool) -> (String, LimitTier) {
+pub fn anonymous_tier(access: &Access, ip: IpAddr, public: bool) -> (InlineStr, LimitTier) {
     let loopback =
         ip.is_loopback() || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
     if public && loopback && access.config.environment == Environment::Development && access.limiter.loopback_public() {
-        (format!("public:{}", address_key(ip)), LimitTier::LoopbackPublic)
+        (
+            InlineStr::format(format_args!("public:{}", address_bucket(ip))),
+            LimitTier::LoopbackPublic,
+        )
     } else {
-        (address_key(ip), LimitTier::Anonymous)
+        (address_bucket(ip), LimitTier::Anonymous)
     }
 }
 
@@ -182,7 +185,7 @@ pub async fn middleware(State(access): State<Access>, req: Request, next: Next) 
         Ok(v) => v,
         Err(e) => {
             // Failed attempts spend the address's anonymous budget (no brute force).
-            let c = access.limiter.check(LimitTier::Anonymous, &address_key(ip)).await;
+            let c = access.limiter.check(LimitTier::Anonymous, &address_bucket(ip)).await;
             let mut resp = if c.decision.allowed { e } else { c.refusal() }.into_response();
             c.write_headers(resp.headers_mut());
             return resp;

@@ -24,7 +24,7 @@ use crate::audit::Actor;
 use crate::config::auth::{AuthConfig, Operation};
 use crate::foundation::ApiError;
 use crate::orders::{Desk, OrderService};
-use crate::ratelimit::{address_key, LimitTier};
+use crate::ratelimit::{address_bucket, InlineStr, LimitTier};
 pub use access::Access;
 pub use jwt::{Claims, Role, Tier, TokenError, Tokens};
 use services::{Service, Services};
@@ -53,11 +53,11 @@ impl Caller {
     }
 
     /// The bucket and tier, or `None` for unlimited (signed services).
-    pub(crate) fn limit(&self) -> Option<(String, LimitTier)> {
+    pub(crate) fn limit(&self) -> Option<(InlineStr, LimitTier)> {
         match self {
-            Caller::Anonymous(ip) => Some((address_key(*ip), LimitTier::Anonymous)),
+            Caller::Anonymous(ip) => Some((address_bucket(*ip), LimitTier::Anonymous)),
             Caller::Token(c) => Some((
-                format!("acct:{}", c.sub),
+                InlineStr::format(format_args!("acct:{}", c.sub)),
                 match c.tier {
                     Tier::Standard => LimitTier::Authenticated,
                     Tier::Premium => LimitTier::Premium,

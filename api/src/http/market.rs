@@ -1,5 +1,9 @@
-//! Market-data REST routes, all served from the API's mirror (never the engine).
+//! Market-data REST routes, all served from the API's read model (never the engine):
+//! quotes from the WebSocket hub's encoded quotes (shared bytes, encoded once per change
+//! by the fan-out), the rest from the mirror.
 
+use axum::body::Bytes;
+use axum::extract::ws::Utf8Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -7,11 +11,13 @@ use serde_json::json;
 use stocksblitz_engine::{BarInterval, BarState, Instrument, UnixNanos};
 use utoipa::ToSchema;
 
-use super::reply::ok;
+use super::reply::{encoded_json, ok};
 use crate::dto::{micros, BarDto, BookDto, DayDto, Dec, InstrumentDto, QuoteDto, TradeDto};
 use crate::foundation::ApiError;
 use crate::market::InstrumentView;
 use crate::state::AppState;
+use crate::ws::channel::{ChannelKey, ChannelKind};
+use crate::ws::hub::Hub;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -123,9 +129,21 @@ pub async fn instruments(State(app): State<AppState>) -> ApiResult {
 )]
 pub async fn quote(State(app): State<AppState>, Path(symbol): Path<String>) -> ApiResult {
     let inst = instrument(&app, &symbol)?;
-    let mirror = app.desk.market.mirror.read();
-    let view = mirror.get(inst.id).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
-    ok(&QuoteDto::new(inst, view))
+    let body = cached_quote(&app.hub, inst).ok_or_else(|| ApiError::unknown_symbol(&symbol))?;
+    Ok(encoded_json(Bytes::from(body)))
+}
+
+/// `inst`'s quote as the fan-out last encoded it (once per change, for the WebSocket
+/// `quotes` channel and REST alike; the same [`QuoteDto`] in field order): a read clones
+/// shared bytes, serializes nothing and never waits for the fan-out's lock on the
+/// mirror.
+pub fn cached_quote(hub: &Hub, inst: &Instrument) -> Option<Utf8Bytes> {
+    let ch = hub.channel(ChannelKey {
+        kind: ChannelKind::Quotes,
+        instrument: inst.id,
+    })?;
+    let latest = ch.latest();
+    Some(latest.data.clone())
 }
 
 /// The `symbols=` list of a batch quote request: 1 to [`MAX_BATCH`] comma-separated
@@ -187,15 +205,24 @@ pub async fn quotes(State(app): State<AppState>, Query(p): Query<QuotesParams>) 
         )
         .with_details(json!({ "symbols": unknown })));
     }
-    let mirror = app.desk.market.mirror.read();
     let mut seen = std::collections::HashSet::new();
-    let quotes: Vec<_> = symbols
+    let quotes: Vec<Utf8Bytes> = symbols
         .iter()
         .filter(|s| seen.insert(**s))
         .filter_map(|s| app.desk.market.registry.by_symbol(s))
-        .filter_map(|inst| mirror.get(inst.id).map(|v| QuoteDto::new(inst, v)))
+        .filter_map(|inst| cached_quote(&app.hub, inst))
         .collect();
-    ok(&QuoteList { quotes })
+    // `{"quotes":[...]}` around the cached quotes, as `QuoteList` serializes.
+    let mut body = Vec::with_capacity(14 + quotes.iter().map(|q| q.as_str().len() + 1).sum::<usize>());
+    body.extend_from_slice(b"{\"quotes\":[");
+    for (i, q) in quotes.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(q.as_str().as_bytes());
+    }
+    body.extend_from_slice(b"]}");
+    Ok(encoded_json(Bytes::from(body)))
 }
 
 #[derive(Deserialize)]

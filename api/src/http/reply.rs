@@ -2,7 +2,9 @@
 //! ToSchema` struct, the same type its `#[utoipa::path]` names as the body, so the
 //! document describes what is sent. The body is written through `serde_json::Value`,
 //! whose objects keep their keys sorted: every REST answer has always come out that way,
-//! and stored idempotent answers replay byte for byte.
+//! and stored idempotent answers replay byte for byte. Quotes are the exception: they
+//! answer with the bytes the fan-out encoded once per change ([`encoded_json`], fields
+//! in `QuoteDto` order, see `market::cached_quote`).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,6 +22,19 @@ pub fn value<T: Serialize>(body: &T) -> Result<Value, ApiError> {
 /// A response with `status` and `body`.
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Result<Response, ApiError> {
     Ok((status, Json(value(body)?)).into_response())
+}
+
+/// A `200 OK` response with a body already encoded as JSON (shared bytes: a cached
+/// encoding is sent without copying).
+pub fn encoded_json(body: axum::body::Bytes) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// A `200 OK` response with `body`.

@@ -122,6 +122,6 @@ mod tests {
                 "no internals leak"
             );
         }
-        assert_eq!(metrics.errors.lock().get(&("INTERNAL", 500)), Some(&1));
+        assert_eq!(metrics.error_count("INTERNAL", 500), 1);
     }
 }

@@ -14,7 +14,7 @@
 //! fallback and logs it; `/health/redis` shows Redis down meanwhile.
 
 pub mod gcra;
-mod store;
+pub(crate) mod store;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -66,20 +66,95 @@ impl LimitTier {
     }
 }
 
+/// Text formatted into a buffer on the stack when it fits (bucket keys of addresses
+/// always do, an account's when its subject is short; the rate-limit headers do), on
+/// the heap otherwise: a request's bucket key and headers cost no `String`.
+pub struct InlineStr(InlineRepr);
+
+enum InlineRepr {
+    Stack { buf: [u8; INLINE_CAP], len: usize },
+    Heap(String),
+}
+
+/// Bytes an [`InlineStr`] holds without the heap.
+const INLINE_CAP: usize = 96;
+
+struct StackWriter {
+    buf: [u8; INLINE_CAP],
+    len: usize,
+}
+
+impl std::fmt::Write for StackWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl InlineStr {
+    /// `args` formatted (`format_args!`), on the stack when it fits.
+    pub fn format(args: std::fmt::Arguments<'_>) -> Self {
+        let mut w = StackWriter {
+            buf: [0; INLINE_CAP],
+            len: 0,
+        };
+        if std::fmt::write(&mut w, args).is_ok() {
+            Self(InlineRepr::Stack { buf: w.buf, len: w.len })
+        } else {
+            Self(InlineRepr::Heap(std::fmt::format(args)))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Whole `&str`s were copied in: always UTF-8.
+            InlineRepr::Stack { buf, len } => buf.get(..*len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or(""),
+            InlineRepr::Heap(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for InlineStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for InlineStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for InlineStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// The bucket key of an address: `ip:192.0.2.1`, or for IPv6 its /64
 /// (`ip:2001:db8:1:2::/64`), since one host is usually given a whole /64.
-pub fn address_key(ip: IpAddr) -> String {
+pub fn address_bucket(ip: IpAddr) -> InlineStr {
     match ip {
-        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V4(v4) => InlineStr::format(format_args!("ip:{v4}")),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("ip:{v4}"),
+            Some(v4) => InlineStr::format(format_args!("ip:{v4}")),
             None => {
                 let s = v6.segments();
                 let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
-                format!("ip:{prefix}/64")
+                InlineStr::format(format_args!("ip:{prefix}/64"))
             }
         },
     }
+}
+
+/// [`address_bucket`] as a `String` (audit records).
+pub fn address_key(ip: IpAddr) -> String {
+    address_bucket(ip).as_str().to_owned()
 }
 
 /// Counters for /metrics.
@@ -170,14 +245,14 @@ impl RateLimiter {
     /// Seconds until `ip` may try credentials again (0: now), without spending.
     pub fn auth_wait_secs(&self, ip: IpAddr) -> u64 {
         self.auth_failures
-            .wait_secs(&address_key(ip), self.auth_failure_rate, now_us())
+            .wait_secs(&address_bucket(ip), self.auth_failure_rate, now_us())
     }
 
     /// Spends one failed authentication from `ip`'s budget.
     pub fn auth_failed(&self, ip: IpAddr) {
         let _ = self
             .auth_failures
-            .check(&address_key(ip), Class::Anonymous, self.auth_failure_rate, now_us());
+            .check(&address_bucket(ip), Class::Anonymous, self.auth_failure_rate, now_us());
     }
 
     /// The 429 for credentials from an address that failed too often.
@@ -268,11 +343,15 @@ impl Checked {
     /// `RateLimit: "authenticated";r=57;t=4`.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         let name = self.tier.as_str();
-        let policy = format!("\"{name}\";q={};w={}", self.limit, gcra::WINDOW_US / 1_000_000);
-        let state = format!(
+        let policy = InlineStr::format(format_args!(
+            "\"{name}\";q={};w={}",
+            self.limit,
+            gcra::WINDOW_US / 1_000_000
+        ));
+        let state = InlineStr::format(format_args!(
             "\"{name}\";r={};t={}",
             self.decision.remaining, self.decision.reset_secs
-        );
+        ));
         for (k, v) in [("ratelimit-policy", policy), ("ratelimit", state)] {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 headers.insert(k, v);
@@ -325,5 +404,52 @@ mod tests {
             prop_assert_eq!(address_key(IpAddr::V4(v4)), format!("ip:{v4}"));
             prop_assert_eq!(address_key(IpAddr::V6(v4.to_ipv6_mapped())), format!("ip:{v4}"));
         }
+
+        /// Any address: its stack-built key is the text the heap-built key was
+        /// (`format!`), so every caller keeps its bucket; and any text, short or long,
+        /// comes out of an `InlineStr` unchanged.
+        #[test]
+        fn stack_keys_are_the_heap_keys(bits in any::<u128>(), v4 in any::<u32>(), text in ".{0,200}") {
+            let v6 = std::net::Ipv6Addr::from(bits);
+            let s = v6.segments();
+            let old = match v6.to_ipv4_mapped() {
+                Some(v4) => format!("ip:{v4}"),
+                None => format!("ip:{}/64", std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0)),
+            };
+            prop_assert_eq!(address_bucket(IpAddr::V6(v6)).to_string(), old);
+            let v4 = std::net::Ipv4Addr::from(v4);
+            prop_assert_eq!(address_bucket(IpAddr::V4(v4)).to_string(), format!("ip:{v4}"));
+            prop_assert_eq!(InlineStr::format(format_args!("acct:{text}")).to_string(), format!("acct:{text}"));
+        }
+    }
+
+    /// An address's key, an account's (short subject) and the rate-limit headers are
+    /// built without the heap.
+    #[test]
+    fn keys_and_headers_are_built_on_the_stack() {
+        let ip: IpAddr = "2001:db8:ffff:ffff:1:2:3:4".parse().expect("ip");
+        let checked = Checked {
+            tier: LimitTier::Premium,
+            limit: u64::MAX,
+            decision: gcra::Decision {
+                allowed: false,
+                remaining: u64::MAX,
+                reset_secs: u64::MAX,
+                retry_after_secs: u64::MAX,
+            },
+        };
+        let (_, n) = stocksblitz_testkit::alloc::count_allocations(|| {
+            let a = address_bucket(ip);
+            let p = InlineStr::format(format_args!("public:{a}"));
+            let k = InlineStr::format(format_args!("acct:{}", "a-typical-subject-0123456789"));
+            let h = InlineStr::format(format_args!(
+                "\"{}\";r={};t={}",
+                checked.tier.as_str(),
+                checked.decision.remaining,
+                checked.decision.reset_secs
+            ));
+            std::hint::black_box((a, p, k, h));
+        });
+        assert_eq!(n, 0);
     }
 }

@@ -548,3 +548,5 @@ fn subscribe_does_not_wait_for_the_mirror() {
     subscriber.join().expect("subscriber");
     assert_eq!(done.ok(), Some(KINDS.len()), "four snapshots without the mirror");
 }
+
+mod rest;

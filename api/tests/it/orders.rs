@@ -487,6 +487,7 @@ async fn fills_page_with_a_cursor_and_nothing_is_skipped_or_repeated() {
 const NOT_ERROR_CODES: &[&str] = &[
     "BTCUSDT",
     "CARGO_PKG_VERSION",
+    "CONNECT",
     "COUNT",
     "CSS",
     "DBSIZE",
@@ -506,6 +507,7 @@ const NOT_ERROR_CODES: &[&str] = &[
     "NX",
     "OK",
     "OPTIONS",
+    "OTHER",
     "PATCH",
     "PING",
     "POST",
@@ -515,6 +517,7 @@ const NOT_ERROR_CODES: &[&str] = &[
     "SBZ",
     "SCAN",
     "SET",
+    "TRACE",
     "XX",
 ];
 

@@ -244,6 +244,41 @@ async fn health_and_metrics() {
         assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
     }
 
+    // Requests count under their route template (nested routes with the /api/v1
+    // prefix), a path no route matched under `unmatched`, exactly once each.
+    let scrape = || async {
+        reqwest::get(http(&app, "/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let sample = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0, |v| v.parse().expect("integer sample"))
+    };
+    let quote_ok = "stocksblitz_http_requests_total{route=\"/api/v1/quotes/{symbol}\",method=\"GET\",status=\"200\"}";
+    let quote_count =
+        "stocksblitz_http_request_duration_seconds_count{route=\"/api/v1/quotes/{symbol}\",method=\"GET\"}";
+    let quote_inf = "stocksblitz_http_request_duration_seconds_bucket{route=\"/api/v1/quotes/{symbol}\",method=\"GET\",le=\"+Inf\"}";
+    let unmatched = "stocksblitz_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"}";
+    let before = scrape().await;
+    for _ in 0..5 {
+        let (s, _, _) = get(&app, "/api/v1/quotes/BTCUSDT").await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    for _ in 0..3 {
+        let (s, _, _) = get(&app, "/no/such/route").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    let after = scrape().await;
+    assert_eq!(sample(&after, quote_ok), sample(&before, quote_ok) + 5, "{after}");
+    assert_eq!(sample(&after, quote_count), sample(&before, quote_count) + 5);
+    assert_eq!(sample(&after, quote_inf), sample(&after, quote_count));
+    assert_eq!(sample(&after, unmatched), sample(&before, unmatched) + 3, "{after}");
+
     // After the engine stops, readiness fails.
     let state = app.state.clone();
     app.shutdown().await.expect("clean shutdown");

@@ -22,16 +22,20 @@ pub mod counters;
 pub use counters::HttpMetrics;
 use counters::BUCKETS;
 
+/// Counts every request by route template, method and status, with its latency; no
+/// lock and no allocation (see [`counters`]).
 pub async fn middleware(State(http): State<Arc<HttpMetrics>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
-    http.record(route, method, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    http.record(
+        matched.as_ref().map(MatchedPath::as_str),
+        &method,
+        resp.status().as_u16(),
+        nanos,
+    );
     resp
 }
 
@@ -784,13 +788,13 @@ pub fn render(app: &AppState) -> String {
     );
 
     // HTTP.
-    let routes = app.http.routes.lock();
+    let routes = app.http.routes();
     o.header(
         "stocksblitz_http_requests_total",
         "counter",
         "HTTP requests by route template, method and status.",
     );
-    for ((route, method), r) in routes.iter() {
+    for ((route, method), r) in &routes {
         for (status, n) in &r.by_status {
             let labels = format!("route=\"{}\",method=\"{method}\",status=\"{status}\"", esc(route));
             o.sample("stocksblitz_http_requests_total", &labels, n);
@@ -801,7 +805,7 @@ pub fn render(app: &AppState) -> String {
         "histogram",
         "HTTP request latency by route template and method.",
     );
-    for ((route, method), r) in routes.iter() {
+    for ((route, method), r) in &routes {
         let base = format!("route=\"{}\",method=\"{method}\"", esc(route));
         for (le, n) in BUCKETS.iter().zip(r.buckets) {
             o.sample(
@@ -818,13 +822,12 @@ pub fn render(app: &AppState) -> String {
         o.sample("stocksblitz_http_request_duration_seconds_sum", &base, r.sum_secs);
         o.sample("stocksblitz_http_request_duration_seconds_count", &base, r.count);
     }
-    drop(routes);
     o.header(
         "stocksblitz_http_errors_total",
         "counter",
         "Error responses by stable error code and HTTP status.",
     );
-    for ((code, status), n) in app.http.errors.lock().iter() {
+    for (code, status, n) in app.http.errors_by_code() {
         o.sample(
             "stocksblitz_http_errors_total",
             &format!("code=\"{code}\",status=\"{status}\""),
