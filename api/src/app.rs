@@ -39,6 +39,7 @@ use tokio::sync::oneshot;
 
 use crate::config::orders::OrderSetup;
 use crate::config::Validated;
+use crate::http::metrics::counters::HttpMetrics;
 use crate::http::tls::TlsFiles;
 use crate::market::{spawn_fanout, Market, Mirror};
 use crate::orders::accounts::Accounts;
@@ -387,7 +388,8 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         order_service,
         questdb_stats,
         security,
-    );
+    )
+    .with_http_metrics(HttpMetrics::for_document(crate::http::router::document()));
     let state = match redis {
         Some(r) => state.with_redis(r),
         None => state,
@@ -769,6 +771,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
         None,
         security,
     )
+    .with_http_metrics(HttpMetrics::for_document(crate::http::router::document()))
     .with_redis(redis)
     .with_health(v.health.clone())
     .as_api_node();

@@ -143,7 +143,7 @@ impl AppState {
             engine,
             fanout,
             feeds,
-            http: Arc::new(HttpMetrics::for_document(crate::http::router::document())),
+            http: Arc::new(HttpMetrics::default()),
             book_max_levels,
             started: Instant::now(),
             questdb,
@@ -153,6 +153,15 @@ impl AppState {
             health: HealthRule::default(),
             next_conn: AtomicU64::new(1),
         }))
+    }
+
+    /// The HTTP layer's counters, with a row for every route the router serves (built
+    /// by the wiring, which knows the router; before the state is shared).
+    pub fn with_http_metrics(mut self, http: HttpMetrics) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.http = Arc::new(http);
+        }
+        self
     }
 
     /// Adds Redis (before the state is shared).
