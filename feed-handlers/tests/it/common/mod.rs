@@ -241,10 +241,14 @@ impl Harness {
     /// The simulator's `GET /control/in_flight/{venue}`: how many sessions still have
     /// rendered market data to hand to their socket.
     pub fn in_flight(&self) -> serde_json::Value {
+        self.control_get(&format!("/control/in_flight/{}", self.venue.as_str()))
+    }
+
+    /// A GET of the simulator's control API, as JSON.
+    fn control_get(&self, path: &str) -> serde_json::Value {
         let addr = self.sim.as_ref().unwrap().addr;
-        let venue = self.venue.as_str();
         self.rt.block_on(async {
-            reqwest::get(format!("http://{addr}/control/in_flight/{venue}"))
+            reqwest::get(format!("http://{addr}{path}"))
                 .await
                 .unwrap()
                 .json()
@@ -255,16 +259,7 @@ impl Harness {
 
     /// The simulator's true book of `venue_symbol`, with its last update and trade ids.
     pub fn truth(&self, venue_symbol: &str) -> serde_json::Value {
-        let addr = self.sim.as_ref().unwrap().addr;
-        let venue = self.venue.as_str();
-        self.rt.block_on(async {
-            reqwest::get(format!("http://{addr}/control/book/{venue}/{venue_symbol}"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap()
-        })
+        self.control_get(&format!("/control/book/{}/{venue_symbol}", self.venue.as_str()))
     }
 
     /// The venue's last trade id for instrument 0.
