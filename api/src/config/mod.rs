@@ -90,6 +90,26 @@ pub struct ApiConfig {
     /// Each batch of WebSocket writes must reach the kernel within this long; a client
     /// that does not read is closed (code 4009) instead of pinning the session.
     pub ws_write_timeout_ms: u64,
+    /// Market-data writes per second across all WebSockets (issue 19): each
+    /// connection writes its public channels at most every `connections / this`
+    /// seconds (10 connections: every 0.1 ms; 1,000: every 10 ms), and at least every
+    /// `ws_max_flush_interval_ms`; quotes and books conflate in between, trades queue.
+    #[serde(default = "default_ws_flushes_per_sec")]
+    pub ws_flushes_per_sec: u64,
+    /// The longest a connection waits between market-data writes, however many
+    /// connections there are.
+    #[serde(default = "default_ws_max_flush_interval_ms")]
+    pub ws_max_flush_interval_ms: u64,
+    /// Trades and bars that waited longer than this for a connection to get to them
+    /// are skipped and reported in the next message's `missed`: a reader that fell
+    /// behind gets the present, not a backlog.
+    #[serde(default = "default_ws_max_queue_lag_ms")]
+    pub ws_max_queue_lag_ms: u64,
+    /// Kernel send buffer of each WebSocket (SO_SNDBUF; the kernel doubles it). Small
+    /// keeps a slow reader's backlog in the server, where it conflates and is counted,
+    /// not in the kernel as seconds of queued data. 0: the kernel's own autotuning.
+    #[serde(default = "default_ws_send_buffer_bytes")]
+    pub ws_send_buffer_bytes: usize,
     /// Price levels per side in `book.SYM` messages.
     pub ws_book_depth: usize,
     /// Most channels one connection may subscribe to.
@@ -215,4 +235,20 @@ impl Config {
     pub fn registry(&self) -> Result<InstrumentRegistry, ConfigError> {
         InstrumentRegistry::from_config(&self.instruments).map_err(|e| ConfigError::invalid(e.key, e.message))
     }
+}
+
+fn default_ws_flushes_per_sec() -> u64 {
+    100_000
+}
+
+fn default_ws_max_flush_interval_ms() -> u64 {
+    50
+}
+
+fn default_ws_max_queue_lag_ms() -> u64 {
+    250
+}
+
+fn default_ws_send_buffer_bytes() -> usize {
+    32 * 1024
 }

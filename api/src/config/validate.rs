@@ -81,6 +81,17 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
             "must be longer than api.ws_heartbeat_secs, or healthy clients are cut off",
         ));
     }
+    range("api.ws_flushes_per_sec", a.ws_flushes_per_sec, 1_000, 100_000_000)?;
+    range("api.ws_max_flush_interval_ms", a.ws_max_flush_interval_ms, 1, 1_000)?;
+    range("api.ws_max_queue_lag_ms", a.ws_max_queue_lag_ms, 1, 600_000)?;
+    if a.ws_send_buffer_bytes != 0 {
+        range(
+            "api.ws_send_buffer_bytes",
+            a.ws_send_buffer_bytes as u64,
+            4_096,
+            64 << 20,
+        )?;
+    }
     range("api.ws_book_depth", a.ws_book_depth as u64, 1, 1_000)?;
     range("api.ws_max_subscriptions", a.ws_max_subscriptions as u64, 1, 100_000)?;
     range("api.trades_history", a.trades_history as u64, 1, 1_000_000)?;

@@ -3,7 +3,7 @@
 //! a connection whose client stopped reading. A leaf, so the router, TLS and metrics can
 //! use it without importing the accept loop.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,9 @@ pub(crate) struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
     pub(crate) reset: AtomicBool,
+    /// A send buffer size (SO_SNDBUF) the session asked for, applied by the socket's
+    /// owner on its next write (0: none pending).
+    pub(crate) send_buffer: AtomicUsize,
 }
 
 impl Activity {
@@ -44,6 +47,7 @@ impl Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
             reset: AtomicBool::new(false),
+            send_buffer: AtomicUsize::new(0),
         }
     }
 
@@ -69,5 +73,10 @@ impl ConnLink {
     /// Closes with a reset (SO_LINGER 0) when the socket is dropped.
     pub fn reset_on_close(&self) {
         self.0.reset.store(true, Ordering::Relaxed);
+    }
+
+    /// Sets the socket's send buffer (SO_SNDBUF) to `bytes` before its next write.
+    pub fn limit_send_buffer(&self, bytes: usize) {
+        self.0.send_buffer.store(bytes, Ordering::Relaxed);
     }
 }

@@ -120,8 +120,22 @@ impl AsyncRead for Guarded {
     }
 }
 
+impl Guarded {
+    /// Applies a send buffer size the connection's session asked for (once).
+    fn apply_send_buffer(&self) {
+        if self.activity.send_buffer.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let bytes = self.activity.send_buffer.swap(0, Ordering::Relaxed);
+        if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(&self.stream, bytes) {
+            tracing::warn!(error = %e, bytes, "could not set a WebSocket's send buffer");
+        }
+    }
+}
+
 impl AsyncWrite for Guarded {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.apply_send_buffer();
         let r = Pin::new(&mut self.stream).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
@@ -134,6 +148,7 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.apply_send_buffer();
         let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
@@ -413,6 +428,38 @@ mod tests {
             per_address_max: per_address,
             stats: Arc::new(ConnStats::default()),
         })
+    }
+
+    /// A send buffer a session asks for through its link is set on the socket by the
+    /// next write, once.
+    #[tokio::test]
+    async fn the_send_buffer_a_session_asks_for_is_applied_on_the_next_write() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (stream, peer) = listener.accept().await.expect("accept");
+        let slot = admission(4, 4)
+            .admit(peer.ip())
+            .map_err(|_| "refused")
+            .expect("admitted");
+        let mut io = Guarded {
+            stream,
+            activity: Arc::new(Activity::new()),
+            _slot: slot,
+        };
+        let size = || rustix::net::sockopt::socket_send_buffer_size(&io.stream).expect("getsockopt");
+        let before = size();
+        ConnLink(Arc::clone(&io.activity)).limit_send_buffer(8_192);
+        assert_eq!(size(), before, "nothing changes before a write");
+        io.write_all(b"x").await.expect("write");
+        // Linux doubles what it is given (bookkeeping overhead).
+        let after = rustix::net::sockopt::socket_send_buffer_size(&io.stream).expect("getsockopt");
+        assert_eq!(after, 16_384);
+        assert_ne!(after, before);
+        assert_eq!(io.activity.send_buffer.load(Ordering::Relaxed), 0, "applied once");
+        drop(client);
     }
 
     proptest::proptest! {

@@ -26,6 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::extract::ws::Utf8Bytes;
@@ -81,6 +82,9 @@ pub struct Item {
     /// The engine's per-instrument sequence of its event (snapshot cut-off).
     pub engine_seq: u64,
     pub engine_ts_us: i64,
+    /// When the fan-out appended it (monotonic: a reader measures its own lag with it,
+    /// whatever the wall clock does).
+    pub published: Instant,
     pub data: Utf8Bytes,
 }
 
@@ -136,13 +140,14 @@ impl Ring {
 
     /// Appends a message (the fan-out thread only: one writer; a ring without a
     /// reader yet takes nothing).
-    fn push(&self, engine_seq: u64, engine_ts_us: i64, data: Utf8Bytes) {
+    fn push(&self, engine_seq: u64, engine_ts_us: i64, published: Instant, data: Utf8Bytes) {
         let pos = self.head.load(Ordering::Relaxed);
         let Some(slot) = self.slot(pos) else { return };
         slot.store(Some(Arc::new(Item {
             pos,
             engine_seq,
             engine_ts_us,
+            published,
             data,
         })));
         self.head.store(pos + 1, Ordering::Release);
@@ -589,12 +594,13 @@ impl Dispatcher {
             let Some(&i) = self.touched.get(k) else { continue };
             self.publish_snapshot(mirror, i);
         }
+        let now = Instant::now();
         for (i, engine_seq, at, data) in self.queued.drain(..) {
             let Some(ch) = self.hub.channels.get(i) else { continue };
             // Without readers nothing is lost: a subscriber starts at the head and
             // takes the past from the snapshot, published above.
             if let Some(ring) = ch.ring.as_ref().filter(|_| ch.has_readers()) {
-                ring.push(engine_seq, ts_us(at), data);
+                ring.push(engine_seq, ts_us(at), now, data);
                 self.hub.dispatch_ops.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -694,7 +700,7 @@ mod tests {
                 let ring = Arc::clone(&ring);
                 std::thread::spawn(move || {
                     for i in 0..total {
-                        ring.push(i, 0, Utf8Bytes::from_static("{}"));
+                        ring.push(i, 0, Instant::now(), Utf8Bytes::from_static("{}"));
                     }
                 })
             };

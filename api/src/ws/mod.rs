@@ -3,6 +3,7 @@
 pub mod channel;
 pub mod hub;
 pub mod outbox;
+pub mod pacing;
 pub mod protocol;
 pub mod reader;
 pub mod session;

@@ -14,7 +14,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
@@ -71,6 +72,8 @@ struct Sub {
 pub struct Reader {
     hub: Arc<Hub>,
     subs: BTreeMap<ChannelKey, Sub>,
+    /// Queued messages that waited longer than this are skipped and counted missed.
+    max_lag: Option<Duration>,
 }
 
 impl Reader {
@@ -78,7 +81,15 @@ impl Reader {
         Self {
             hub,
             subs: BTreeMap::new(),
+            max_lag: None,
         }
+    }
+
+    /// Skips trades and bars that waited longer than `lag` when [`Reader::collect`]
+    /// gets to them (reported as `missed` with the next message sent).
+    pub fn with_max_lag(mut self, lag: Duration) -> Self {
+        self.max_lag = Some(lag);
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -181,6 +192,7 @@ impl Reader {
     /// `missed`).
     pub fn collect(&mut self, out: &mut Vec<String>) {
         let stats = &self.hub.stats;
+        let stale_before = self.max_lag.and_then(|lag| Instant::now().checked_sub(lag));
         for (key, sub) in &mut self.subs {
             let Some(ch) = self.hub.channel(*key) else {
                 continue;
@@ -209,9 +221,15 @@ impl Reader {
                 Position::Queued { pos, cutoff, missed } => {
                     let Some(ring) = ch.ring() else { continue };
                     let seq = &mut sub.seq;
+                    let mut stale = 0u64;
                     let r = ring.read(*pos, |item: &Item, skipped: u64| {
                         *missed += skipped;
                         if item.engine_seq <= *cutoff {
+                            return;
+                        }
+                        if stale_before.is_some_and(|t| item.published < t) {
+                            stale += 1;
+                            *missed += 1;
                             return;
                         }
                         *seq += 1;
@@ -228,11 +246,23 @@ impl Reader {
                     });
                     // Reported with the next message.
                     *missed += r.trailing;
-                    if r.missed > 0 {
-                        stats.dropped.fetch_add(r.missed, Ordering::Relaxed);
+                    if r.missed + stale > 0 {
+                        stats.dropped.fetch_add(r.missed + stale, Ordering::Relaxed);
                     }
                     *pos = r.next;
                 }
+            }
+        }
+    }
+
+    /// Forgets the publications seen so far without waiting (a paced session calls it
+    /// right before [`Reader::collect`], which takes them all): the next
+    /// [`Reader::ready`] completes on a publication after this call only.
+    pub fn rearm(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        for sub in self.subs.values_mut() {
+            if sub.wait.as_mut().poll(&mut cx).is_ready() {
+                sub.wait = Box::pin(Arc::clone(&sub.notify).notified_owned());
             }
         }
     }

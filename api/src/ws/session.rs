@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 
 use super::channel::ChannelKey;
 use super::outbox::Outbox;
+use super::pacing::Pacing;
 use super::protocol::{
     Ack, ClientMessage, DataMessage, ErrorBody, ErrorMessage, Heartbeat, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY,
     CLOSE_PRIVATE_OVERFLOW, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, MAX_CLIENT_MESSAGE_BYTES, MAX_REFUSED_MESSAGES,
@@ -623,7 +624,7 @@ impl Session {
     }
 
     fn unsubscribe_all(&mut self) {
-        self.reader = Reader::new(Arc::clone(&self.app.hub));
+        self.reader = public_reader(&self.app);
         if let Some(p) = &self.principal {
             self.app.hub.unsubscribe_private(p.account, self.outbox.id);
         }
@@ -656,6 +657,19 @@ enum Flushed {
     Failed,
     /// The write deadline passed first.
     TimedOut,
+}
+
+/// A connection's public channels, with the configured lag limit.
+fn public_reader(app: &AppState) -> Reader {
+    Reader::new(Arc::clone(&app.hub)).with_max_lag(Duration::from_millis(app.config.ws_max_queue_lag_ms))
+}
+
+/// Completes at `due` (never without one; the select guards it).
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn write_all(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState) -> bool {
@@ -723,7 +737,7 @@ pub async fn run(
     let mut s = Session {
         app: app.clone(),
         outbox: Arc::clone(&outbox),
-        reader: Reader::new(Arc::clone(&app.hub)),
+        reader: public_reader(&app),
         out: Vec::new(),
         principal,
         private: [None; 4],
@@ -735,6 +749,16 @@ pub async fn run(
         refused_in_row: 0,
         close: None,
     };
+    if let (Some(link), n) = (&link, app.config.ws_send_buffer_bytes) {
+        if n > 0 {
+            link.limit_send_buffer(n);
+        }
+    }
+    let pacing = Pacing::new(&app.config);
+    // The last market-data write, and when the next one is due if a publication came
+    // before the pacing interval was over.
+    let mut last_public = Instant::now();
+    let mut due: Option<tokio::time::Instant> = None;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     let mut last_heard = Instant::now();
     tracing::debug!(conn = conn_id, "websocket connected");
@@ -762,8 +786,22 @@ pub async fn run(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 }
             }
-            _ = s.reader.ready() => {
+            _ = s.reader.ready(), if due.is_none() => {
+                let at = last_public + pacing.interval(stats.connections.load(Ordering::Relaxed));
+                let now = Instant::now();
+                if at <= now {
+                    s.reader.collect(&mut s.out);
+                    last_public = now;
+                } else {
+                    due = Some(tokio::time::Instant::from_std(at));
+                }
+            }
+            _ = sleep_until(due), if due.is_some() => {
+                due = None;
+                // What was published since the wake-up is collected now.
+                s.reader.rearm();
                 s.reader.collect(&mut s.out);
+                last_public = Instant::now();
             }
             _ = outbox.ready() => {
                 let drained = outbox.drain();

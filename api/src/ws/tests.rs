@@ -549,4 +549,40 @@ fn subscribe_does_not_wait_for_the_mirror() {
     assert_eq!(done.ok(), Some(KINDS.len()), "four snapshots without the mirror");
 }
 
+/// A reader that gets to trades later than its lag limit skips them and says how many
+/// it skipped in the next trade it sends; what it sends is in order and never stale.
+#[test]
+fn trades_older_than_the_lag_limit_are_skipped_and_counted_missed() {
+    let mut rig = Rig::new(64, None);
+    let key = ChannelKey {
+        kind: ChannelKind::Trades,
+        instrument: InstrumentId(0),
+    };
+    let lag = Duration::from_millis(200);
+    let mut reader = Reader::new(Arc::clone(&rig.hub)).with_max_lag(lag);
+    let mut frames = Vec::new();
+    assert!(reader.subscribe(key, &mut frames));
+    rig.run_batch(&[(0, Gen::Trade), (0, Gen::Trade), (0, Gen::Trade)]);
+    std::thread::sleep(lag + Duration::from_millis(50));
+    rig.run_batch(&[(0, Gen::Trade), (0, Gen::Trade)]);
+    frames.clear();
+    reader.collect(&mut frames);
+    let sent: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("json")).collect();
+    assert_eq!(sent.len(), 2, "only the fresh trades: {frames:?}");
+    assert_eq!(sent[0]["missed"], 3, "the stale ones are reported");
+    assert_eq!(sent[0]["seq"], 2, "message numbers stay gapless");
+    assert_eq!(sent[1]["seq"], 3);
+    assert!(sent[1].get("missed").is_none());
+    assert!(sent[0]["data"]["trade_id"].as_u64() < sent[1]["data"]["trade_id"].as_u64());
+    // Without a limit nothing is skipped however late the reader is.
+    let mut patient = Reader::new(Arc::clone(&rig.hub));
+    assert!(patient.subscribe(key, &mut frames));
+    rig.run_batch(&[(0, Gen::Trade)]);
+    std::thread::sleep(lag + Duration::from_millis(50));
+    frames.clear();
+    patient.collect(&mut frames);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(!frames[0].contains("missed"));
+}
+
 mod rest;

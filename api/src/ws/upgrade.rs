@@ -15,6 +15,9 @@ use crate::auth::Caller;
 use crate::http::conn::ConnLink;
 use crate::state::AppState;
 
+/// Initial read buffer of a WebSocket (see [`stream`]).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Credentials on the upgrade (a bearer token, or a signed request) authenticate the
 /// connection up front; bad ones were refused before upgrading. Without any, clients
 /// may send an `auth` op.
@@ -42,7 +45,13 @@ pub async fn stream(
             Err(e) => return e.into_response(),
         },
     };
-    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+    // tungstenite zero-fills its whole read buffer before every read attempt, and a
+    // session polls its socket each time it wakes: at the default 128 KiB that memset
+    // was half the fan-out's CPU, and the buffer most of a connection's memory. Client
+    // messages are small; a longer one still arrives whole (the buffer reserves a
+    // frame's full length once its header is read).
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .on_upgrade(move |socket| session::run(socket, app, principal, peer, link.map(|l| l.0)))
 }

@@ -351,6 +351,62 @@ async fn slow_consumer_is_conflated() {
     app.shutdown().await.expect("clean shutdown");
 }
 
+/// The connections share a budget of market-data writes: with `ws_flushes_per_sec` =
+/// 1,000 and 20 connections open, each writes at most every 20 ms, so a book that
+/// changes far more often reaches a reader at most ~50 times a second, every update
+/// in order and conflated in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_share_a_budget_of_writes() {
+    const N: usize = 20;
+    let text = test_config(|doc| {
+        doc["simulator"]["rate_per_sec"] = toml::Value::Integer(5_000);
+        doc["api"]["ws_flushes_per_sec"] = toml::Value::Integer(1_000);
+        doc["api"]["ws_max_flush_interval_ms"] = toml::Value::Integer(1_000);
+    });
+    let app = start_with(&text).await;
+    wait_live(&app, "BTCUSDT").await;
+    let mut conns = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut ws = ws_connect(&app).await;
+        send(&mut ws, json!({"op":"subscribe","channels":["book.BTCUSDT"]})).await;
+        conns.push(ws);
+    }
+    let ws = &mut conns[0];
+    let window = Duration::from_secs(2);
+    let mut updates: Vec<u64> = Vec::new();
+    let until = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < until {
+        let Some(m) = recv(ws, Duration::from_millis(500)).await else {
+            break;
+        };
+        if m["type"] == "update" {
+            updates.push(seq(&m));
+        }
+    }
+    // One write per 20 ms at most (N connections / 1,000 a second), plus the one
+    // under way when the window opened.
+    let most = window.as_millis() as usize / 20 + 2;
+    assert!(!updates.is_empty(), "the book moved");
+    assert!(
+        updates.len() <= most,
+        "{} book updates in {window:?}, at most {most}",
+        updates.len()
+    );
+    assert!(
+        updates.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, gapless: {updates:?}"
+    );
+    let metrics = metrics(&app).await;
+    let conflated: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("stocksblitz_ws_conflated_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("conflation metric");
+    assert!(conflated > 0, "book changes were folded between writes");
+    drop(conns);
+    app.shutdown().await.expect("clean shutdown");
+}
+
 /// Heartbeats arrive on schedule; a client that never answers (no frames, no pongs) is
 /// closed with 1001 after the idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

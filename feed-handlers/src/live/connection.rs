@@ -24,6 +24,18 @@ use crate::runner::FeedHandle;
 use crate::stats::{FeedState, FeedStats};
 use crate::venue::{Venue, VenueNormalizer};
 
+/// The venue connection's WebSocket settings. tungstenite zero-fills its whole read
+/// buffer before every read: at the default 128 KiB that is a 128 KiB memset per
+/// read system call, which on a quiet stream is one per venue message, dwarfing the
+/// parse. Venue messages are small; a bigger one still arrives whole (the buffer
+/// reserves a frame's full length once its header is read).
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES)
+}
+
+/// See [`ws_config`].
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// At a make-before-break switch, how long the old connection may take to reach the
@@ -239,7 +251,12 @@ impl Ctx {
         use tokio_tungstenite::tungstenite::Error as WsError;
         let url = self.url();
         let timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
-        match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url.as_str())).await {
+        match tokio::time::timeout(
+            timeout,
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), false),
+        )
+        .await
+        {
             Ok(Ok((ws, _))) => Ok(ws),
             Ok(Err(WsError::Http(resp))) if is_auth_refusal(resp.status().as_u16()) => {
                 let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
@@ -406,8 +423,11 @@ impl Ctx {
         let first_data = Duration::from_millis(self.cfg.stale_after_ms);
         let marker = self.v.venue.protocol().switch_marker();
         Box::pin(async move {
-            let mut ws = match tokio::time::timeout(connect_timeout, tokio_tungstenite::connect_async(url.as_str()))
-                .await
+            let mut ws = match tokio::time::timeout(
+                connect_timeout,
+                tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), false),
+            )
+            .await
             {
                 Ok(Ok((ws, _))) => ws,
                 Ok(Err(e)) => {
