@@ -167,7 +167,8 @@ impl OrderManager {
         if let Some(a) = self.accounts.get_mut(account.index()) {
             a.open_orders = a.open_orders.saturating_sub(1);
         }
-        self.client_ids.remove(&(account, client_id));
+        let key = self.client_ids.key(account, &client_id);
+        self.client_ids.remove(key, super::pool::slot_of(id));
         self.emit_order(kind, id, at);
         self.pool.release(id);
     }

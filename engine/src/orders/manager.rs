@@ -9,8 +9,6 @@
 //! [`super::execution`]; order-shape validation in `super::validate`, pre-trade risk in
 //! [`super::risk`]; this file is state and the command handlers.
 
-use std::collections::HashMap;
-
 use crate::anomaly::{Action, Anomaly};
 use crate::book::Level;
 use crate::fixed::{Price, Qty};
@@ -22,6 +20,7 @@ use crate::side::Side;
 use crate::tick::Tick;
 use crate::time::UnixNanos;
 
+use super::client_ids::{ClientIdTable, ClientKey};
 use super::command::{Command, CommandKind, KillScope, NewOrder};
 use super::context::{DayClock, Depth, Mtm, StepContext};
 use super::event::{CancelReason, OrderEvent, OrderEventData, OrderEventKind};
@@ -102,12 +101,6 @@ pub struct OrderCapacity {
 /// `[orders] day_roll_24x7_utc` default: 24x7 instruments roll at 00:00 UTC.
 pub const DEFAULT_DAY_ROLL_SECS: i64 = 0;
 
-/// Open orders by (account, client order id): probed on every new order and removed
-/// when one finishes. Hashed with foldhash (a few instructions per key instead of
-/// SipHash's hundreds), seeded at random per process so a client cannot precompute
-/// colliding ids.
-pub(super) type ClientIds = HashMap<(AccountId, ClientOrderId), OrderId, foldhash::fast::RandomState>;
-
 /// `Clone` makes the journal's shadow copy (snapshots are taken from it, off the
 /// engine thread).
 #[derive(Clone)]
@@ -123,7 +116,9 @@ pub struct OrderManager {
     pub(super) positions: Vec<Position>,
     /// Base-currency exposure counted per position (same index as `positions`).
     pub(super) position_exposure: Vec<i128>,
-    pub(super) client_ids: ClientIds,
+    /// Open orders by (account, client order id): probed on every new order, removed
+    /// when one finishes.
+    pub(super) client_ids: ClientIdTable,
     pub(super) global_kill: bool,
     pub(super) instrument_kill: Vec<bool>,
     pub(super) seq: u64,
@@ -201,7 +196,7 @@ impl OrderManager {
             accounts: accounts.iter().map(|l| AccountRisk::new(*l)).collect(),
             positions: vec![Position::default(); n * accounts.len()],
             position_exposure: vec![0; n * accounts.len()],
-            client_ids: ClientIds::with_capacity_and_hasher(slots, Default::default()),
+            client_ids: ClientIdTable::with_slots(slots),
             global_kill: false,
             instrument_kill: vec![false; n],
             seq: 0,
@@ -439,6 +434,21 @@ impl OrderManager {
             .then(|| account.index() * self.rules.len() + instrument.index())
     }
 
+    /// The account's open order with `client_id` (`key` is their hash), if any.
+    pub(super) fn open_client_order(
+        &self,
+        key: ClientKey,
+        account: AccountId,
+        client_id: &ClientOrderId,
+    ) -> Option<OrderId> {
+        let pool = &self.pool;
+        let slot = self.client_ids.find(key, |s| {
+            pool.live_order(s)
+                .is_some_and(|o| o.account == account && o.client_id == *client_id)
+        })?;
+        pool.live_order(slot).map(|o| o.id)
+    }
+
     // ---- event helpers ----
 
     pub(super) fn emit(&mut self, account: AccountId, at: UnixNanos, data: OrderEventData) {
@@ -634,10 +644,17 @@ impl OrderManager {
     /// pre-trade risk ([`risk`](super::risk)), then a unique client id, the book's
     /// liquidity right now and a free slot. Constant time. Does not change state except
     /// the rate bucket when `take_rate`. Returns the price its notional counts at.
-    fn check_new(&mut self, cmd: &Command, new: &NewOrder, take_rate: bool, new_slot: bool) -> Result<Price, Reject> {
+    fn check_new(
+        &mut self,
+        cmd: &Command,
+        new: &NewOrder,
+        key: ClientKey,
+        take_rate: bool,
+        new_slot: bool,
+    ) -> Result<Price, Reject> {
         let market = self.validate_order(cmd, new)?;
         let notional_price = self.check_risk(cmd, new, &market, take_rate)?;
-        self.check_unique_client_id(cmd, new)?;
+        self.check_unique_client_id(cmd, new, key)?;
         self.check_liquidity(cmd.account, new)?;
         // A replace keeps its slot: only a new order needs a free one.
         if new_slot && self.pool.next_id().is_none() {
@@ -647,7 +664,9 @@ impl OrderManager {
     }
 
     fn place(&mut self, cmd: &Command, new: &NewOrder, dry_run: bool) {
-        let notional_price = match self.check_new(cmd, new, !dry_run, true) {
+        // Hashed once: the uniqueness check and the insert share it.
+        let key = self.client_ids.key(cmd.account, &new.client_id);
+        let notional_price = match self.check_new(cmd, new, key, !dry_run, true) {
             Ok(p) => p,
             Err(r) => return self.reject(cmd, r, Some(new), None),
         };
@@ -687,7 +706,7 @@ impl OrderManager {
         let Some(id) = self.pool.insert(order) else {
             return self.reject(cmd, Reject::EngineCapacity, Some(new), None);
         };
-        self.client_ids.insert((cmd.account, new.client_id), id);
+        self.client_ids.insert(key, super::pool::slot_of(id));
         if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
             a.open_orders += 1;
         }
@@ -756,7 +775,8 @@ impl OrderManager {
         if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
             a.open_orders -= 1;
         }
-        let checked = self.check_new(cmd, &as_new, true, false);
+        let key = self.client_ids.key(cmd.account, &as_new.client_id);
+        let checked = self.check_new(cmd, &as_new, key, true, false);
         if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
             a.open_orders += 1;
         }
