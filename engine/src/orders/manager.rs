@@ -47,6 +47,9 @@ pub struct InstrumentRules {
     pub rate: i128,
     /// `rate` and the scales folded into one conversion of price x qty amounts.
     pub to_value: ToValue,
+    /// The qty scale folded into one conversion of quantities to limit units
+    /// ([`VALUE_SCALE`] decimals): no runtime power of ten in the checks.
+    pub qty_to_value: ToValue,
 }
 
 /// The live market an instrument's orders are checked and paper-filled against.
@@ -181,6 +184,7 @@ impl OrderManager {
                     session: i.session.clone(),
                     rate,
                     to_value: ToValue::new(rate, i.price_scale.saturating_add(i.qty_scale)),
+                    qty_to_value: ToValue::new(pow10_i128(VALUE_SCALE), i.qty_scale),
                 }
             })
             .collect();
@@ -506,7 +510,7 @@ impl OrderManager {
         let Some(r) = self.rules.get(instrument.index()) else {
             return 0;
         };
-        scale_to_value(qty, r.qty_scale)
+        r.qty_to_value.of(qty)
     }
 
     /// A price x qty amount (price scale + qty scale) in base currency at VALUE_SCALE.
@@ -925,13 +929,4 @@ fn replacement(order: &Order, qty: Option<Qty>, price: Option<Price>) -> Result<
         return Err(Reject::ReplaceBelowFilled);
     }
     Ok((new_qty, new_price))
-}
-
-/// A mantissa at `scale` expressed at [`VALUE_SCALE`].
-fn scale_to_value(v: i128, scale: u8) -> i128 {
-    if scale <= VALUE_SCALE {
-        v * pow10_i128(VALUE_SCALE - scale)
-    } else {
-        v / pow10_i128(scale - VALUE_SCALE)
-    }
 }
