@@ -138,8 +138,12 @@ pub struct OrderManager {
     pub(super) request: u64,
     /// Instruments whose last price moved in this step: their stops are checked.
     pub(super) stop_checks: Vec<InstrumentId>,
-    /// Steps since the last clear that produced events (what the journal records).
+    /// Steps since the last clear that produced events (what the journal records):
+    /// the first `steps_len`. Entries past it are kept and overwritten field by field
+    /// by the next steps (a step is ~560 bytes; building one and pushing it copied it
+    /// twice per command).
     pub(super) steps: Vec<Step>,
+    pub(super) steps_len: usize,
     /// Client order ids generated so far (`auto-<n>`, for orders sent without one).
     pub(super) auto_ids: u64,
     /// Every account's limits as the configuration gave them when the last run started.
@@ -217,6 +221,7 @@ impl OrderManager {
             request: 0,
             stop_checks: Vec::with_capacity(n.max(16)),
             steps: Vec::with_capacity(EVENT_BUFFER),
+            steps_len: 0,
             auto_ids: 0,
             configured: accounts.to_vec(),
             depth: Depth::EMPTY,
@@ -311,35 +316,49 @@ impl OrderManager {
     /// The steps behind [`events`](Self::events), in order: each step's events follow
     /// the previous step's.
     pub fn steps(&self) -> &[Step] {
-        &self.steps
+        self.steps.get(..self.steps_len).unwrap_or(&[])
     }
 
     pub fn clear(&mut self) {
         self.events.clear();
         self.ticks.clear();
-        self.steps.clear();
+        self.steps_len = 0;
     }
 
     /// Records a step that started with `before` events buffered, if it produced any.
+    #[inline]
     pub(super) fn record_step(&mut self, input: Input, market: Option<(InstrumentId, MarketRef)>, before: usize) {
         let events = self.events.len().saturating_sub(before);
-        if events > 0 {
-            let depth = if matches!(input, Input::Command(_)) {
-                self.depth
-            } else {
-                Depth::EMPTY
-            };
-            self.steps.push(Step {
+        if events == 0 {
+            return;
+        }
+        let command = matches!(input, Input::Command(_));
+        let (mtm, clock) = (self.mtm_now, self.clock);
+        match self.steps.get_mut(self.steps_len) {
+            Some(step) => {
+                step.input = input;
+                step.market = market;
+                step.events = events as u32;
+                if command {
+                    step.ctx.depth.assign(&self.depth);
+                } else {
+                    step.ctx.depth.clear();
+                }
+                step.ctx.mtm = mtm;
+                step.ctx.clock = clock;
+            }
+            None => self.steps.push(Step {
                 input,
                 market,
                 events: events as u32,
                 ctx: StepContext {
-                    depth,
-                    mtm: self.mtm_now,
-                    clock: self.clock,
+                    depth: if command { self.depth } else { Depth::EMPTY },
+                    mtm,
+                    clock,
                 },
-            });
+            }),
         }
+        self.steps_len += 1;
     }
 
     /// The market a step on `instrument` starts from (journaled with the step).
@@ -467,9 +486,18 @@ impl OrderManager {
         });
     }
 
+    /// Reports the order as it is now (copied once, from its pool slot into the event).
     pub(super) fn emit_order(&mut self, kind: OrderEventKind, id: OrderId, at: UnixNanos) {
-        if let Some(order) = self.pool.get(id).copied() {
-            self.emit(order.account, at, OrderEventData::Order { kind, order });
+        if let Some(order) = self.pool.get(id) {
+            self.seq += 1;
+            self.events.push(OrderEvent {
+                seq: self.seq,
+                request: self.request,
+                account: order.account,
+                at,
+                last: false,
+                data: OrderEventData::Order { kind, order: *order },
+            });
         }
     }
 
@@ -720,10 +748,10 @@ impl OrderManager {
     }
 
     fn cancel_cmd(&mut self, cmd: &Command, id: OrderId) {
-        let Some(order) = self.pool.get(id).copied().filter(|o| o.account == cmd.account) else {
+        let Some(status) = self.pool.get(id).filter(|o| o.account == cmd.account).map(|o| o.status) else {
             return self.reject(cmd, Reject::OrderNotFound, None, Some(id));
         };
-        if !order.status.is_open() {
+        if !status.is_open() {
             return self.reject(cmd, Reject::OrderNotOpen, None, Some(id));
         }
         let rate = self
