@@ -618,7 +618,7 @@ impl OrderManager {
         if !live || self.rules.get(instrument.index()).map(|r| r.venue) != Some(VenueKind::Paper) {
             return;
         }
-        let before = self.events.len();
+        let before = self.event_count();
         if ask_qty.0 > 0 {
             self.fill_resting(instrument, Side::Buy, ask, ask_qty, None, at);
         }
@@ -641,7 +641,7 @@ impl OrderManager {
     /// trade printed through fill at their limit, up to the trade's size.
     pub fn on_trade(&mut self, instrument: InstrumentId, price: Price, qty: Qty, trade_id: u64, at: UnixNanos) {
         let market = self.market_before(instrument);
-        let before = self.events.len();
+        let before = self.event_count();
         let Some(m) = self.markets.get_mut(instrument.index()) else {
             return;
         };

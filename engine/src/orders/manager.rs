@@ -127,7 +127,11 @@ pub struct OrderManager {
     pub(super) seq: u64,
     pub(super) fill_seq: u64,
     pub(super) trade_seq: Vec<u64>,
+    /// Events since the last clear: the first `events_len`. As with `steps`, entries
+    /// past it are kept and overwritten in place by the next events (a 240-byte event
+    /// built and pushed was copied twice).
     pub(super) events: Vec<OrderEvent>,
+    pub(super) events_len: usize,
     pub(super) ticks: Vec<Tick>,
     /// Internal-venue levels touched by the current step: (instrument, side, price).
     pub(super) touched: Vec<(InstrumentId, Side, Price)>,
@@ -211,6 +215,7 @@ impl OrderManager {
             fill_seq: 0,
             trade_seq: vec![0; n],
             events: Vec::with_capacity(EVENT_BUFFER),
+            events_len: 0,
             ticks: Vec::with_capacity(EVENT_BUFFER),
             touched: Vec::with_capacity(EVENT_BUFFER),
             clock: DayClock {
@@ -305,7 +310,7 @@ impl OrderManager {
 
     /// Events produced since the last [`clear`](Self::clear).
     pub fn events(&self) -> &[OrderEvent] {
-        &self.events
+        self.events.get(..self.events_len).unwrap_or(&[])
     }
 
     /// Internal-venue market data produced since the last clear.
@@ -320,7 +325,7 @@ impl OrderManager {
     }
 
     pub fn clear(&mut self) {
-        self.events.clear();
+        self.events_len = 0;
         self.ticks.clear();
         self.steps_len = 0;
     }
@@ -328,7 +333,7 @@ impl OrderManager {
     /// Records a step that started with `before` events buffered, if it produced any.
     #[inline]
     pub(super) fn record_step(&mut self, input: Input, market: Option<(InstrumentId, MarketRef)>, before: usize) {
-        let events = self.events.len().saturating_sub(before);
+        let events = self.event_count().saturating_sub(before);
         if events == 0 {
             return;
         }
@@ -424,7 +429,7 @@ impl OrderManager {
     /// (a tenth of its order rate), block new orders, or its kill switch (cancelling
     /// its open orders). Never relaxes a stricter state; admins clear it.
     pub fn apply_anomaly(&mut self, a: &Anomaly) {
-        let before = self.events.len();
+        let before = self.event_count();
         let account = a.account.unwrap_or(AccountId::SYSTEM);
         self.emit(account, a.at, OrderEventData::Anomaly(*a));
         if let Some(acct) = a.account.and_then(|id| self.accounts.get_mut(id.index())) {
@@ -449,7 +454,7 @@ impl OrderManager {
     /// Room left in the event buffer: the engine only takes a command when a worst
     /// case step still fits.
     pub fn headroom(&self) -> usize {
-        EVENT_BUFFER.saturating_sub(self.events.len())
+        EVENT_BUFFER.saturating_sub(self.event_count())
     }
 
     pub(super) fn position_index(&self, account: AccountId, instrument: InstrumentId) -> Option<usize> {
@@ -474,31 +479,61 @@ impl OrderManager {
 
     // ---- event helpers ----
 
+    /// Events buffered since the last clear.
+    #[inline]
+    pub(super) fn event_count(&self) -> usize {
+        self.events_len
+    }
+
+    #[inline]
     pub(super) fn emit(&mut self, account: AccountId, at: UnixNanos, data: OrderEventData) {
         self.seq += 1;
-        self.events.push(OrderEvent {
-            seq: self.seq,
-            request: self.request,
-            account,
-            at,
-            last: false,
-            data,
-        });
+        let (seq, request) = (self.seq, self.request);
+        match self.events.get_mut(self.events_len) {
+            Some(e) => {
+                e.seq = seq;
+                e.request = request;
+                e.account = account;
+                e.at = at;
+                e.last = false;
+                e.data = data;
+            }
+            None => self.events.push(OrderEvent {
+                seq,
+                request,
+                account,
+                at,
+                last: false,
+                data,
+            }),
+        }
+        self.events_len += 1;
     }
 
     /// Reports the order as it is now (copied once, from its pool slot into the event).
     pub(super) fn emit_order(&mut self, kind: OrderEventKind, id: OrderId, at: UnixNanos) {
-        if let Some(order) = self.pool.get(id) {
-            self.seq += 1;
-            self.events.push(OrderEvent {
-                seq: self.seq,
-                request: self.request,
+        let Some(order) = self.pool.get(id) else { return };
+        self.seq += 1;
+        let (seq, request) = (self.seq, self.request);
+        match self.events.get_mut(self.events_len) {
+            Some(e) => {
+                e.seq = seq;
+                e.request = request;
+                e.account = order.account;
+                e.at = at;
+                e.last = false;
+                e.data = OrderEventData::Order { kind, order: *order };
+            }
+            None => self.events.push(OrderEvent {
+                seq,
+                request,
                 account: order.account,
                 at,
                 last: false,
                 data: OrderEventData::Order { kind, order: *order },
-            });
+            }),
         }
+        self.events_len += 1;
     }
 
     /// Reports a refused command. `order` is the order id the command named (also when
@@ -612,7 +647,7 @@ impl OrderManager {
 
     fn run_command(&mut self, cmd: &Command) {
         self.request = cmd.request;
-        let before = self.events.len();
+        let before = self.event_count();
         let market = self.command_instrument(cmd).and_then(|i| self.market_before(i));
         match cmd.kind {
             CommandKind::New(new) => {
@@ -658,11 +693,11 @@ impl OrderManager {
             },
         }
         self.finish_step(cmd.at);
-        if self.events.len() == before {
+        if self.event_count() == before {
             // Every command answers; this only guards the invariant.
             self.emit(cmd.account, cmd.at, OrderEventData::Done { count: 0 });
         }
-        if let Some(last) = self.events.last_mut() {
+        if let Some(last) = self.events_len.checked_sub(1).and_then(|i| self.events.get_mut(i)) {
             last.last = true;
         }
         self.request = 0;
@@ -906,7 +941,7 @@ impl OrderManager {
         if now < self.next_expiry_check {
             return;
         }
-        let before = self.events.len();
+        let before = self.event_count();
         self.next_expiry_check = now.saturating_add_nanos(100 * UnixNanos::NANOS_PER_MILLI);
         for slot in 0..self.pool.capacity() {
             let Some(id) = self.pool.live_id(slot) else { continue };
