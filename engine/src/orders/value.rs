@@ -44,9 +44,20 @@ impl ToValue {
         }
     }
 
-    /// `amount * rate / 10^decimals`, truncated toward zero.
-    #[inline]
+    /// `amount * rate / 10^decimals`, truncated toward zero. The multiplication (the
+    /// usual instrument) is inlined into every caller; the forms that may divide stay
+    /// out of line (their i128 division kept the whole function from being inlined,
+    /// a call per notional, reserve and mark).
+    #[inline(always)]
     pub fn of(self, amount: i128) -> i128 {
+        match self {
+            Self::Mul(f) => amount * f,
+            _ => self.of_dividing(amount),
+        }
+    }
+
+    #[inline(never)]
+    fn of_dividing(self, amount: i128) -> i128 {
         match self {
             Self::Mul(f) => amount * f,
             Self::Div(d) => match i64::try_from(amount) {
