@@ -156,7 +156,8 @@ impl OrderManager {
         loop {
             n = n.saturating_add(1);
             let id = generated_client_id(n);
-            if n == u64::MAX || !self.client_ids.contains_key(&(account, id)) {
+            let key = self.client_ids.key(account, &id);
+            if n == u64::MAX || self.open_client_order(key, account, &id).is_none() {
                 new.client_id = id;
                 break;
             }

@@ -81,6 +81,18 @@ impl Depth {
         self.end = SweepEnd::Book;
     }
 
+    /// Becomes a copy of `other` (equal to it, same bytes journaled), copying only the
+    /// levels in use: an empty depth is a few stores, not 280 bytes.
+    pub fn assign(&mut self, other: &Depth) {
+        self.key = other.key;
+        self.end = other.end;
+        let n = usize::from(other.len).min(SWEEP_LEVELS);
+        if let (Some(to), Some(from)) = (self.levels.get_mut(..n), other.levels.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        self.len = n as u8;
+    }
+
     /// The levels, best first.
     pub fn levels(&self) -> &[(Price, Qty)] {
         self.levels.get(..usize::from(self.len)).unwrap_or(&[])
@@ -239,6 +251,14 @@ mod tests {
             }
             prop_assert_eq!(reused, fresh);
             prop_assert_eq!(postcard::to_allocvec(&reused).unwrap(), postcard::to_allocvec(&fresh).unwrap());
+            // Assigned over any leftovers: equal to its source, same bytes.
+            let mut assigned = Depth::from_levels(InstrumentId(3), Side::Sell, &[]);
+            for &(p, q) in &before {
+                assigned.push(Price(p), Qty(q));
+            }
+            assigned.assign(&fresh);
+            prop_assert_eq!(assigned, fresh);
+            prop_assert_eq!(postcard::to_allocvec(&assigned).unwrap(), postcard::to_allocvec(&fresh).unwrap());
         }
     }
 

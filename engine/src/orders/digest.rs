@@ -59,10 +59,8 @@ impl OrderManager {
         postcard::to_io(self.accounts.as_slice(), &mut *w)?;
         postcard::to_io(self.positions.as_slice(), &mut *w)?;
         postcard::to_io(self.position_exposure.as_slice(), &mut *w)?;
-        let mut ids: Vec<_> = self.client_ids.iter().collect();
-        ids.sort_unstable_by_key(|(k, v)| (k.0, k.1.as_str().to_owned(), **v));
-        for (k, v) in ids {
-            postcard::to_io(&(k.0, k.1, *v), &mut *w)?;
+        for (account, client_id, id) in self.client_id_list() {
+            postcard::to_io(&(account, client_id, id), &mut *w)?;
         }
         postcard::to_io(
             &(

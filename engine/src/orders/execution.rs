@@ -45,6 +45,17 @@ fn effective_limit(o: &Order) -> Option<Price> {
     o.kind.has_limit_price().then_some(o.price)
 }
 
+/// What matching reads of the incoming order, taken from its pool slot once per trade
+/// (instead of copying the whole order).
+#[derive(Clone, Copy)]
+struct Taker {
+    id: OrderId,
+    account: AccountId,
+    instrument: InstrumentId,
+    side: Side,
+    leaves: Qty,
+}
+
 /// Has the last trade reached a stop order's trigger?
 fn stop_hit(o: &Order, last: Price) -> bool {
     last.0 > 0
@@ -101,11 +112,12 @@ impl OrderManager {
 
     /// Counts the order's remaining notional in its account's exposure.
     pub(super) fn reserve(&mut self, id: OrderId) {
-        let Some(o) = self.pool.get(id).copied() else { return };
-        let amount = self.notional(o.instrument, o.notional_price, o.leaves());
-        if let Some(order) = self.pool.get_mut(id) {
-            order.reserved = amount;
-        }
+        let Some(o) = self.pool.get_mut(id) else { return };
+        let amount = match self.rules.get(o.instrument.index()) {
+            Some(r) => r.to_value.of(i128::from(o.notional_price.0) * i128::from(o.leaves().0)),
+            None => 0,
+        };
+        o.reserved = amount;
         if let Some(a) = self.accounts.get_mut(o.account.index()) {
             a.open_notional += amount;
         }
@@ -134,25 +146,24 @@ impl OrderManager {
 
     /// Takes a working order off its book or stop list.
     pub(super) fn unrest(&mut self, id: OrderId) {
-        let Some(o) = self.pool.get(id).copied() else { return };
-        match o.place {
+        let Some(o) = self.pool.get_mut(id) else { return };
+        let (place, instrument, side, price, leaves) = (o.place, o.instrument, o.side, o.price, o.leaves());
+        o.place = Placement::None;
+        match place {
             Placement::Book => {
-                if let Some(book) = self.books.get_mut(o.instrument.index()) {
-                    book.remove(&mut self.links, o.side, o.price, id, o.leaves());
+                if let Some(book) = self.books.get_mut(instrument.index()) {
+                    book.remove(&mut self.links, side, price, id, leaves);
                 }
-                self.touch(o.instrument, o.side, o.price);
+                self.touch(instrument, side, price);
             }
             Placement::Stops => {
-                if let Some(stops) = self.stops.get_mut(o.instrument.index()) {
+                if let Some(stops) = self.stops.get_mut(instrument.index()) {
                     if let Some(i) = stops.iter().position(|&s| s == id) {
                         stops.swap_remove(i);
                     }
                 }
             }
             Placement::None => {}
-        }
-        if let Some(order) = self.pool.get_mut(id) {
-            order.place = Placement::None;
         }
     }
 
@@ -167,7 +178,8 @@ impl OrderManager {
         if let Some(a) = self.accounts.get_mut(account.index()) {
             a.open_orders = a.open_orders.saturating_sub(1);
         }
-        self.client_ids.remove(&(account, client_id));
+        let key = self.client_ids.key(account, &client_id);
+        self.client_ids.remove(key, super::pool::slot_of(id));
         self.emit_order(kind, id, at);
         self.pool.release(id);
     }
@@ -178,11 +190,12 @@ impl OrderManager {
 
     /// Executes what can execute now and rests or cancels the rest.
     pub(super) fn work(&mut self, id: OrderId, at: UnixNanos) {
-        let Some(o) = self.pool.get(id).copied() else { return };
+        let Some(o) = self.pool.get(id) else { return };
+        let instrument = o.instrument;
         if !o.triggered {
-            let last = self.markets.get(o.instrument.index()).map_or(Price(0), |m| m.last);
-            if !stop_hit(&o, last) {
-                if let Some(stops) = self.stops.get_mut(o.instrument.index()) {
+            let last = self.markets.get(instrument.index()).map_or(Price(0), |m| m.last);
+            if !stop_hit(o, last) {
+                if let Some(stops) = self.stops.get_mut(instrument.index()) {
                     stops.push(id);
                 }
                 if let Some(order) = self.pool.get_mut(id) {
@@ -196,7 +209,7 @@ impl OrderManager {
             }
             self.emit_order(OrderEventKind::Triggered, id, at);
         }
-        let reason = match self.rules.get(o.instrument.index()).map(|r| r.venue) {
+        let reason = match self.rules.get(instrument.index()).map(|r| r.venue) {
             Some(VenueKind::Internal) => {
                 self.match_internal(id, at);
                 CancelReason::Unfilled
@@ -204,7 +217,7 @@ impl OrderManager {
             Some(VenueKind::Paper) => self.match_paper_entry(id, at),
             None => CancelReason::Unfilled,
         };
-        let Some(o) = self.pool.get(id).copied() else { return };
+        let Some(o) = self.pool.get_mut(id) else { return };
         if !o.status.is_open() {
             return;
         }
@@ -212,33 +225,40 @@ impl OrderManager {
             self.cancel(id, reason, at);
             return;
         }
-        if let Some(book) = self.books.get_mut(o.instrument.index()) {
-            book.push(&mut self.links, o.side, o.price, id, o.leaves());
+        o.place = Placement::Book;
+        let (side, price, leaves) = (o.side, o.price, o.leaves());
+        if let Some(book) = self.books.get_mut(instrument.index()) {
+            book.push(&mut self.links, side, price, id, leaves);
         }
-        if let Some(order) = self.pool.get_mut(id) {
-            order.place = Placement::Book;
-        }
-        self.touch(o.instrument, o.side, o.price);
+        self.touch(instrument, side, price);
     }
 
     /// Internal venue: trade the incoming order against resting orders.
     fn match_internal(&mut self, id: OrderId, at: UnixNanos) {
         loop {
-            let Some(o) = self.pool.get(id).copied() else { return };
+            let Some(o) = self.pool.get(id) else { return };
             if !o.status.is_open() || o.leaves().0 == 0 {
                 return;
             }
-            let Some((price, rid)) = self.best_crossing(&o) else {
+            let taker = Taker {
+                id,
+                account: o.account,
+                instrument: o.instrument,
+                side: o.side,
+                leaves: o.leaves(),
+            };
+            let Some((price, rid)) = self.best_crossing(o) else {
                 return;
             };
-            let Some(r) = self.pool.get(rid).copied() else { return };
-            if r.account == o.account {
-                if self.prevent_self_trade(id, rid, o.account, at) {
+            let Some(r) = self.pool.get(rid) else { return };
+            if r.account == taker.account {
+                if self.prevent_self_trade(id, rid, taker.account, at) {
                     continue;
                 }
                 return;
             }
-            if !self.trade_internal(&o, &r, rid, price, at) {
+            let resting_leaves = r.leaves();
+            if !self.trade_internal(taker, resting_leaves, rid, price, at) {
                 return;
             }
         }
@@ -275,11 +295,11 @@ impl OrderManager {
         }
     }
 
-    /// One trade between incoming `o` and resting `r` (id `rid`) at `price`: the
-    /// resting order's queue, both fills, the last price, the public trade. False when
-    /// the instrument is unknown.
-    fn trade_internal(&mut self, o: &Order, r: &Order, rid: OrderId, price: Price, at: UnixNanos) -> bool {
-        let qty = Qty(o.leaves().0.min(r.leaves().0));
+    /// One trade between incoming `o` and the resting order `rid` (with
+    /// `resting_leaves` left) at `price`: the resting order's queue, both fills, the
+    /// last price, the public trade. False when the instrument is unknown.
+    fn trade_internal(&mut self, o: Taker, resting_leaves: Qty, rid: OrderId, price: Price, at: UnixNanos) -> bool {
+        let qty = Qty(o.leaves.0.min(resting_leaves.0));
         let trade_id = match self.trade_seq.get_mut(o.instrument.index()) {
             Some(t) => {
                 *t += 1;
@@ -290,7 +310,7 @@ impl OrderManager {
         let opp = o.side.opposite();
         // The resting order's part: off the queue if done, else it keeps its place.
         if let Some(book) = self.books.get_mut(o.instrument.index()) {
-            if qty == r.leaves() {
+            if qty == resting_leaves {
                 book.remove(&mut self.links, opp, price, rid, qty);
                 if let Some(rr) = self.pool.get_mut(rid) {
                     rr.place = Placement::None;
@@ -488,7 +508,7 @@ impl OrderManager {
         trade_id: u64,
         at: UnixNanos,
     ) {
-        let Some(before) = self.pool.get(id).copied() else {
+        let Some(before) = self.pool.get(id) else {
             return;
         };
         let qty = Qty(qty.0.min(before.leaves().0));
@@ -507,18 +527,18 @@ impl OrderManager {
         } else {
             OrderStatus::PartiallyFilled
         };
-        let order = *o;
+        let (account, instrument, side, client_id) = (o.account, o.instrument, o.side, o.client_id);
         self.fill_seq += 1;
         self.emit(
-            order.account,
+            account,
             at,
             OrderEventData::Fill(Fill {
                 id: self.fill_seq,
                 order: id,
-                client_id: order.client_id,
-                account: order.account,
-                instrument: order.instrument,
-                side: order.side,
+                client_id,
+                account,
+                instrument,
+                side,
                 price,
                 qty,
                 liquidity,
@@ -526,7 +546,7 @@ impl OrderManager {
                 at,
             }),
         );
-        self.book_position(order.account, order.instrument, order.side, price, qty, at);
+        self.book_position(account, instrument, side, price, qty, at);
         if done {
             self.finish(id, OrderStatus::Filled, OrderEventKind::Filled, at);
         } else {
@@ -598,7 +618,7 @@ impl OrderManager {
         if !live || self.rules.get(instrument.index()).map(|r| r.venue) != Some(VenueKind::Paper) {
             return;
         }
-        let before = self.events.len();
+        let before = self.event_count();
         if ask_qty.0 > 0 {
             self.fill_resting(instrument, Side::Buy, ask, ask_qty, None, at);
         }
@@ -621,7 +641,7 @@ impl OrderManager {
     /// trade printed through fill at their limit, up to the trade's size.
     pub fn on_trade(&mut self, instrument: InstrumentId, price: Price, qty: Qty, trade_id: u64, at: UnixNanos) {
         let market = self.market_before(instrument);
-        let before = self.events.len();
+        let before = self.event_count();
         let Some(m) = self.markets.get_mut(instrument.index()) else {
             return;
         };

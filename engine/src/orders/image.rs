@@ -10,8 +10,8 @@
 
 use crate::time::UnixNanos;
 
-use super::manager::{ClientIds, OrderManager};
-use super::pool::OrderPool;
+use super::manager::OrderManager;
+use super::pool::{slot_of, OrderPool};
 use super::position::Position;
 use super::queue_book::{Links, QueueBook};
 use super::risk::{AccountRisk, RiskLimits};
@@ -69,8 +69,7 @@ pub enum ImageError {
 impl OrderManager {
     /// Appends the image to `out`.
     pub fn encode_image(&self, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
-        let mut client_ids: Vec<_> = self.client_ids.iter().map(|(k, v)| (k.0, k.1, *v)).collect();
-        client_ids.sort_unstable_by(|a, b| (a.0, a.1.as_str(), a.2).cmp(&(b.0, b.1.as_str(), b.2)));
+        let client_ids = self.client_id_list();
         let image = ImageRef {
             pool: &self.pool,
             links: &self.links,
@@ -125,12 +124,19 @@ impl OrderManager {
         for (new, old) in img.stops.iter_mut().zip(&self.stops) {
             new.reserve_exact(old.capacity().saturating_sub(new.len()));
         }
-        let mut client_ids = ClientIds::with_capacity_and_hasher(
-            self.client_ids.capacity().max(img.client_ids.len()),
-            Default::default(),
-        );
+        // The table keeps only slots: every listed id must be the live order it names.
+        let mut client_ids = super::client_ids::ClientIdTable::with_slots(img.pool.capacity());
         for (account, client, id) in img.client_ids {
-            client_ids.insert((account, client), id);
+            let live = img
+                .pool
+                .live_order(slot_of(id))
+                .is_some_and(|o| o.id == id && o.account == account && o.client_id == client);
+            if !live || !client_ids.insert(client_ids.key(account, &client), slot_of(id)) {
+                return Err(ImageError::Decode(format!(
+                    "client order id {client:?} of account {} does not name a live order",
+                    account.0
+                )));
+            }
         }
         self.pool = img.pool;
         self.links = img.links;
@@ -150,6 +156,19 @@ impl OrderManager {
         self.configured = img.configured;
         self.clear();
         Ok(())
+    }
+
+    /// The client id table as (account, client order id, order id), sorted: what
+    /// images and the state hash hold.
+    pub(super) fn client_id_list(&self) -> Vec<(AccountId, ClientOrderId, OrderId)> {
+        let mut list: Vec<_> = self
+            .client_ids
+            .slots()
+            .filter_map(|s| self.pool.live_order(s))
+            .map(|o| (o.account, o.client_id, o.id))
+            .collect();
+        list.sort_unstable_by(|a, b| (a.0, a.1.as_str(), a.2).cmp(&(b.0, b.1.as_str(), b.2)));
+        list
     }
 
     /// Every account's limits, in account order.

@@ -9,8 +9,6 @@
 //! [`super::execution`]; order-shape validation in `super::validate`, pre-trade risk in
 //! [`super::risk`]; this file is state and the command handlers.
 
-use std::collections::HashMap;
-
 use crate::anomaly::{Action, Anomaly};
 use crate::book::Level;
 use crate::fixed::{Price, Qty};
@@ -22,6 +20,7 @@ use crate::side::Side;
 use crate::tick::Tick;
 use crate::time::UnixNanos;
 
+use super::client_ids::{ClientIdTable, ClientKey};
 use super::command::{Command, CommandKind, KillScope, NewOrder};
 use super::context::{DayClock, Depth, Mtm, StepContext};
 use super::event::{CancelReason, OrderEvent, OrderEventData, OrderEventKind};
@@ -48,6 +47,9 @@ pub struct InstrumentRules {
     pub rate: i128,
     /// `rate` and the scales folded into one conversion of price x qty amounts.
     pub to_value: ToValue,
+    /// The qty scale folded into one conversion of quantities to limit units
+    /// ([`VALUE_SCALE`] decimals): no runtime power of ten in the checks.
+    pub qty_to_value: ToValue,
 }
 
 /// The live market an instrument's orders are checked and paper-filled against.
@@ -102,12 +104,6 @@ pub struct OrderCapacity {
 /// `[orders] day_roll_24x7_utc` default: 24x7 instruments roll at 00:00 UTC.
 pub const DEFAULT_DAY_ROLL_SECS: i64 = 0;
 
-/// Open orders by (account, client order id): probed on every new order and removed
-/// when one finishes. Hashed with foldhash (a few instructions per key instead of
-/// SipHash's hundreds), seeded at random per process so a client cannot precompute
-/// colliding ids.
-pub(super) type ClientIds = HashMap<(AccountId, ClientOrderId), OrderId, foldhash::fast::RandomState>;
-
 /// `Clone` makes the journal's shadow copy (snapshots are taken from it, off the
 /// engine thread).
 #[derive(Clone)]
@@ -123,13 +119,19 @@ pub struct OrderManager {
     pub(super) positions: Vec<Position>,
     /// Base-currency exposure counted per position (same index as `positions`).
     pub(super) position_exposure: Vec<i128>,
-    pub(super) client_ids: ClientIds,
+    /// Open orders by (account, client order id): probed on every new order, removed
+    /// when one finishes.
+    pub(super) client_ids: ClientIdTable,
     pub(super) global_kill: bool,
     pub(super) instrument_kill: Vec<bool>,
     pub(super) seq: u64,
     pub(super) fill_seq: u64,
     pub(super) trade_seq: Vec<u64>,
+    /// Events since the last clear: the first `events_len`. As with `steps`, entries
+    /// past it are kept and overwritten in place by the next events (a 240-byte event
+    /// built and pushed was copied twice).
     pub(super) events: Vec<OrderEvent>,
+    pub(super) events_len: usize,
     pub(super) ticks: Vec<Tick>,
     /// Internal-venue levels touched by the current step: (instrument, side, price).
     pub(super) touched: Vec<(InstrumentId, Side, Price)>,
@@ -140,8 +142,12 @@ pub struct OrderManager {
     pub(super) request: u64,
     /// Instruments whose last price moved in this step: their stops are checked.
     pub(super) stop_checks: Vec<InstrumentId>,
-    /// Steps since the last clear that produced events (what the journal records).
+    /// Steps since the last clear that produced events (what the journal records):
+    /// the first `steps_len`. Entries past it are kept and overwritten field by field
+    /// by the next steps (a step is ~560 bytes; building one and pushing it copied it
+    /// twice per command).
     pub(super) steps: Vec<Step>,
+    pub(super) steps_len: usize,
     /// Client order ids generated so far (`auto-<n>`, for orders sent without one).
     pub(super) auto_ids: u64,
     /// Every account's limits as the configuration gave them when the last run started.
@@ -186,6 +192,7 @@ impl OrderManager {
                     session: i.session.clone(),
                     rate,
                     to_value: ToValue::new(rate, i.price_scale.saturating_add(i.qty_scale)),
+                    qty_to_value: ToValue::new(pow10_i128(VALUE_SCALE), i.qty_scale),
                 }
             })
             .collect();
@@ -201,13 +208,14 @@ impl OrderManager {
             accounts: accounts.iter().map(|l| AccountRisk::new(*l)).collect(),
             positions: vec![Position::default(); n * accounts.len()],
             position_exposure: vec![0; n * accounts.len()],
-            client_ids: ClientIds::with_capacity_and_hasher(slots, Default::default()),
+            client_ids: ClientIdTable::with_slots(slots),
             global_kill: false,
             instrument_kill: vec![false; n],
             seq: 0,
             fill_seq: 0,
             trade_seq: vec![0; n],
             events: Vec::with_capacity(EVENT_BUFFER),
+            events_len: 0,
             ticks: Vec::with_capacity(EVENT_BUFFER),
             touched: Vec::with_capacity(EVENT_BUFFER),
             clock: DayClock {
@@ -218,6 +226,7 @@ impl OrderManager {
             request: 0,
             stop_checks: Vec::with_capacity(n.max(16)),
             steps: Vec::with_capacity(EVENT_BUFFER),
+            steps_len: 0,
             auto_ids: 0,
             configured: accounts.to_vec(),
             depth: Depth::EMPTY,
@@ -301,7 +310,7 @@ impl OrderManager {
 
     /// Events produced since the last [`clear`](Self::clear).
     pub fn events(&self) -> &[OrderEvent] {
-        &self.events
+        self.events.get(..self.events_len).unwrap_or(&[])
     }
 
     /// Internal-venue market data produced since the last clear.
@@ -312,35 +321,49 @@ impl OrderManager {
     /// The steps behind [`events`](Self::events), in order: each step's events follow
     /// the previous step's.
     pub fn steps(&self) -> &[Step] {
-        &self.steps
+        self.steps.get(..self.steps_len).unwrap_or(&[])
     }
 
     pub fn clear(&mut self) {
-        self.events.clear();
+        self.events_len = 0;
         self.ticks.clear();
-        self.steps.clear();
+        self.steps_len = 0;
     }
 
     /// Records a step that started with `before` events buffered, if it produced any.
+    #[inline]
     pub(super) fn record_step(&mut self, input: Input, market: Option<(InstrumentId, MarketRef)>, before: usize) {
-        let events = self.events.len().saturating_sub(before);
-        if events > 0 {
-            let depth = if matches!(input, Input::Command(_)) {
-                self.depth
-            } else {
-                Depth::EMPTY
-            };
-            self.steps.push(Step {
+        let events = self.event_count().saturating_sub(before);
+        if events == 0 {
+            return;
+        }
+        let command = matches!(input, Input::Command(_));
+        let (mtm, clock) = (self.mtm_now, self.clock);
+        match self.steps.get_mut(self.steps_len) {
+            Some(step) => {
+                step.input = input;
+                step.market = market;
+                step.events = events as u32;
+                if command {
+                    step.ctx.depth.assign(&self.depth);
+                } else {
+                    step.ctx.depth.clear();
+                }
+                step.ctx.mtm = mtm;
+                step.ctx.clock = clock;
+            }
+            None => self.steps.push(Step {
                 input,
                 market,
                 events: events as u32,
                 ctx: StepContext {
-                    depth,
-                    mtm: self.mtm_now,
-                    clock: self.clock,
+                    depth: if command { self.depth } else { Depth::EMPTY },
+                    mtm,
+                    clock,
                 },
-            });
+            }),
         }
+        self.steps_len += 1;
     }
 
     /// The market a step on `instrument` starts from (journaled with the step).
@@ -406,7 +429,7 @@ impl OrderManager {
     /// (a tenth of its order rate), block new orders, or its kill switch (cancelling
     /// its open orders). Never relaxes a stricter state; admins clear it.
     pub fn apply_anomaly(&mut self, a: &Anomaly) {
-        let before = self.events.len();
+        let before = self.event_count();
         let account = a.account.unwrap_or(AccountId::SYSTEM);
         self.emit(account, a.at, OrderEventData::Anomaly(*a));
         if let Some(acct) = a.account.and_then(|id| self.accounts.get_mut(id.index())) {
@@ -431,7 +454,7 @@ impl OrderManager {
     /// Room left in the event buffer: the engine only takes a command when a worst
     /// case step still fits.
     pub fn headroom(&self) -> usize {
-        EVENT_BUFFER.saturating_sub(self.events.len())
+        EVENT_BUFFER.saturating_sub(self.event_count())
     }
 
     pub(super) fn position_index(&self, account: AccountId, instrument: InstrumentId) -> Option<usize> {
@@ -439,24 +462,78 @@ impl OrderManager {
             .then(|| account.index() * self.rules.len() + instrument.index())
     }
 
-    // ---- event helpers ----
-
-    pub(super) fn emit(&mut self, account: AccountId, at: UnixNanos, data: OrderEventData) {
-        self.seq += 1;
-        self.events.push(OrderEvent {
-            seq: self.seq,
-            request: self.request,
-            account,
-            at,
-            last: false,
-            data,
-        });
+    /// The account's open order with `client_id` (`key` is their hash), if any.
+    pub(super) fn open_client_order(
+        &self,
+        key: ClientKey,
+        account: AccountId,
+        client_id: &ClientOrderId,
+    ) -> Option<OrderId> {
+        let pool = &self.pool;
+        let slot = self.client_ids.find(key, |s| {
+            pool.live_order(s)
+                .is_some_and(|o| o.account == account && o.client_id == *client_id)
+        })?;
+        pool.live_order(slot).map(|o| o.id)
     }
 
-    pub(super) fn emit_order(&mut self, kind: OrderEventKind, id: OrderId, at: UnixNanos) {
-        if let Some(order) = self.pool.get(id).copied() {
-            self.emit(order.account, at, OrderEventData::Order { kind, order });
+    // ---- event helpers ----
+
+    /// Events buffered since the last clear.
+    #[inline]
+    pub(super) fn event_count(&self) -> usize {
+        self.events_len
+    }
+
+    #[inline]
+    pub(super) fn emit(&mut self, account: AccountId, at: UnixNanos, data: OrderEventData) {
+        self.seq += 1;
+        let (seq, request) = (self.seq, self.request);
+        match self.events.get_mut(self.events_len) {
+            Some(e) => {
+                e.seq = seq;
+                e.request = request;
+                e.account = account;
+                e.at = at;
+                e.last = false;
+                e.data = data;
+            }
+            None => self.events.push(OrderEvent {
+                seq,
+                request,
+                account,
+                at,
+                last: false,
+                data,
+            }),
         }
+        self.events_len += 1;
+    }
+
+    /// Reports the order as it is now (copied once, from its pool slot into the event).
+    pub(super) fn emit_order(&mut self, kind: OrderEventKind, id: OrderId, at: UnixNanos) {
+        let Some(order) = self.pool.get(id) else { return };
+        self.seq += 1;
+        let (seq, request) = (self.seq, self.request);
+        match self.events.get_mut(self.events_len) {
+            Some(e) => {
+                e.seq = seq;
+                e.request = request;
+                e.account = order.account;
+                e.at = at;
+                e.last = false;
+                e.data = OrderEventData::Order { kind, order: *order };
+            }
+            None => self.events.push(OrderEvent {
+                seq,
+                request,
+                account: order.account,
+                at,
+                last: false,
+                data: OrderEventData::Order { kind, order: *order },
+            }),
+        }
+        self.events_len += 1;
     }
 
     /// Reports a refused command. `order` is the order id the command named (also when
@@ -496,7 +573,7 @@ impl OrderManager {
         let Some(r) = self.rules.get(instrument.index()) else {
             return 0;
         };
-        scale_to_value(qty, r.qty_scale)
+        r.qty_to_value.of(qty)
     }
 
     /// A price x qty amount (price scale + qty scale) in base currency at VALUE_SCALE.
@@ -570,7 +647,7 @@ impl OrderManager {
 
     fn run_command(&mut self, cmd: &Command) {
         self.request = cmd.request;
-        let before = self.events.len();
+        let before = self.event_count();
         let market = self.command_instrument(cmd).and_then(|i| self.market_before(i));
         match cmd.kind {
             CommandKind::New(new) => {
@@ -616,11 +693,11 @@ impl OrderManager {
             },
         }
         self.finish_step(cmd.at);
-        if self.events.len() == before {
+        if self.event_count() == before {
             // Every command answers; this only guards the invariant.
             self.emit(cmd.account, cmd.at, OrderEventData::Done { count: 0 });
         }
-        if let Some(last) = self.events.last_mut() {
+        if let Some(last) = self.events_len.checked_sub(1).and_then(|i| self.events.get_mut(i)) {
             last.last = true;
         }
         self.request = 0;
@@ -634,10 +711,17 @@ impl OrderManager {
     /// pre-trade risk ([`risk`](super::risk)), then a unique client id, the book's
     /// liquidity right now and a free slot. Constant time. Does not change state except
     /// the rate bucket when `take_rate`. Returns the price its notional counts at.
-    fn check_new(&mut self, cmd: &Command, new: &NewOrder, take_rate: bool, new_slot: bool) -> Result<Price, Reject> {
+    fn check_new(
+        &mut self,
+        cmd: &Command,
+        new: &NewOrder,
+        key: ClientKey,
+        take_rate: bool,
+        new_slot: bool,
+    ) -> Result<Price, Reject> {
         let market = self.validate_order(cmd, new)?;
         let notional_price = self.check_risk(cmd, new, &market, take_rate)?;
-        self.check_unique_client_id(cmd, new)?;
+        self.check_unique_client_id(cmd, new, key)?;
         self.check_liquidity(cmd.account, new)?;
         // A replace keeps its slot: only a new order needs a free one.
         if new_slot && self.pool.next_id().is_none() {
@@ -647,7 +731,9 @@ impl OrderManager {
     }
 
     fn place(&mut self, cmd: &Command, new: &NewOrder, dry_run: bool) {
-        let notional_price = match self.check_new(cmd, new, !dry_run, true) {
+        // Hashed once: the uniqueness check and the insert share it.
+        let key = self.client_ids.key(cmd.account, &new.client_id);
+        let notional_price = match self.check_new(cmd, new, key, !dry_run, true) {
             Ok(p) => p,
             Err(r) => return self.reject(cmd, r, Some(new), None),
         };
@@ -687,7 +773,7 @@ impl OrderManager {
         let Some(id) = self.pool.insert(order) else {
             return self.reject(cmd, Reject::EngineCapacity, Some(new), None);
         };
-        self.client_ids.insert((cmd.account, new.client_id), id);
+        self.client_ids.insert(key, super::pool::slot_of(id));
         if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
             a.open_orders += 1;
         }
@@ -697,10 +783,10 @@ impl OrderManager {
     }
 
     fn cancel_cmd(&mut self, cmd: &Command, id: OrderId) {
-        let Some(order) = self.pool.get(id).copied().filter(|o| o.account == cmd.account) else {
+        let Some(status) = self.pool.get(id).filter(|o| o.account == cmd.account).map(|o| o.status) else {
             return self.reject(cmd, Reject::OrderNotFound, None, Some(id));
         };
-        if !order.status.is_open() {
+        if !status.is_open() {
             return self.reject(cmd, Reject::OrderNotOpen, None, Some(id));
         }
         let rate = self
@@ -756,7 +842,8 @@ impl OrderManager {
         if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
             a.open_orders -= 1;
         }
-        let checked = self.check_new(cmd, &as_new, true, false);
+        let key = self.client_ids.key(cmd.account, &as_new.client_id);
+        let checked = self.check_new(cmd, &as_new, key, true, false);
         if let Some(a) = self.accounts.get_mut(cmd.account.index()) {
             a.open_orders += 1;
         }
@@ -854,7 +941,7 @@ impl OrderManager {
         if now < self.next_expiry_check {
             return;
         }
-        let before = self.events.len();
+        let before = self.event_count();
         self.next_expiry_check = now.saturating_add_nanos(100 * UnixNanos::NANOS_PER_MILLI);
         for slot in 0..self.pool.capacity() {
             let Some(id) = self.pool.live_id(slot) else { continue };
@@ -905,13 +992,4 @@ fn replacement(order: &Order, qty: Option<Qty>, price: Option<Price>) -> Result<
         return Err(Reject::ReplaceBelowFilled);
     }
     Ok((new_qty, new_price))
-}
-
-/// A mantissa at `scale` expressed at [`VALUE_SCALE`].
-fn scale_to_value(v: i128, scale: u8) -> i128 {
-    if scale <= VALUE_SCALE {
-        v * pow10_i128(VALUE_SCALE - scale)
-    } else {
-        v / pow10_i128(scale - VALUE_SCALE)
-    }
 }

@@ -7,6 +7,7 @@
 //! dedicated output ring that never drops (the engine takes a command only when the
 //! worst case of its events fits).
 
+pub mod client_ids;
 pub mod command;
 pub mod context;
 pub mod digest;

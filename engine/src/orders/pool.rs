@@ -16,6 +16,11 @@ const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 /// Most slots a pool can have (ids carry a 24-bit slot number).
 pub const MAX_POOL: usize = 1 << SLOT_BITS;
 
+/// The slot of an id.
+pub const fn slot_of(id: OrderId) -> u32 {
+    (id.0 & SLOT_MASK) as u32
+}
+
 /// The slot bits of an id, for structures indexed by slot.
 pub const fn slot_mask() -> u64 {
     SLOT_MASK
@@ -118,6 +123,17 @@ impl OrderPool {
                 s.live = false;
                 self.free.push_back(slot);
             }
+        }
+    }
+
+    /// The live order in `slot`, if any.
+    #[inline]
+    pub fn live_order(&self, slot: u32) -> Option<&Order> {
+        let s = self.slots.get(slot as usize)?;
+        if s.live {
+            s.order.as_ref()
+        } else {
+            None
         }
     }
 

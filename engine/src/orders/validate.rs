@@ -12,6 +12,7 @@
 use crate::quality::DataQuality;
 use crate::time::UnixNanos;
 
+use super::client_ids::ClientKey;
 use super::command::{Command, NewOrder};
 use super::manager::{InstrumentRules, MarketRef, OrderManager};
 use super::reject::Reject;
@@ -57,8 +58,8 @@ impl OrderManager {
     }
 
     /// The client order id is not one of the account's open orders'.
-    pub(super) fn check_unique_client_id(&self, cmd: &Command, new: &NewOrder) -> Result<(), Reject> {
-        if self.client_ids.contains_key(&(cmd.account, new.client_id)) {
+    pub(super) fn check_unique_client_id(&self, cmd: &Command, new: &NewOrder, key: ClientKey) -> Result<(), Reject> {
+        if self.open_client_order(key, cmd.account, &new.client_id).is_some() {
             return Err(Reject::DuplicateClientOrderId);
         }
         Ok(())

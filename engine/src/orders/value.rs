@@ -7,7 +7,8 @@
 //! a multiplication when the value scale holds the amount's decimals, else a division
 //! by a power of ten that fits i64 (one hardware instruction while the amount fits
 //! i64). Other rates keep the general formula. The result is exactly the general
-//! formula's (same truncation toward zero).
+//! formula's (same truncation toward zero). Quantities convert to limit units the same
+//! way (rate 1.0, the qty scale), so the risk checks need no runtime power of ten.
 
 use super::risk::VALUE_SCALE;
 
@@ -43,9 +44,20 @@ impl ToValue {
         }
     }
 
-    /// `amount * rate / 10^decimals`, truncated toward zero.
-    #[inline]
+    /// `amount * rate / 10^decimals`, truncated toward zero. The multiplication (the
+    /// usual instrument) is inlined into every caller; the forms that may divide stay
+    /// out of line (their i128 division kept the whole function from being inlined,
+    /// a call per notional, reserve and mark).
+    #[inline(always)]
     pub fn of(self, amount: i128) -> i128 {
+        match self {
+            Self::Mul(f) => amount * f,
+            _ => self.of_dividing(amount),
+        }
+    }
+
+    #[inline(never)]
+    fn of_dividing(self, amount: i128) -> i128 {
         match self {
             Self::Mul(f) => amount * f,
             Self::Div(d) => match i64::try_from(amount) {
@@ -78,6 +90,21 @@ mod tests {
         ) {
             let general = amount * rate / pow10(decimals);
             prop_assert_eq!(ToValue::new(rate, decimals).of(amount), general);
+        }
+
+        /// Quantities to limit units (the qty scale to [`VALUE_SCALE`], rate 1.0) are
+        /// exactly the per-call power-of-ten scaling the checks used before.
+        #[test]
+        fn qty_scaling_is_the_power_of_ten_formula(
+            scale in 0u8..=24,
+            qty in prop_oneof![0i128..(1i128 << 63), -(1i128 << 63)..0],
+        ) {
+            let per_call = if scale <= VALUE_SCALE {
+                qty * pow10(VALUE_SCALE - scale)
+            } else {
+                qty / pow10(scale - VALUE_SCALE)
+            };
+            prop_assert_eq!(ToValue::new(pow10(VALUE_SCALE), scale).of(qty), per_call);
         }
     }
 }
