@@ -117,6 +117,15 @@ fn ours_config(rate: u64) -> String {
 name = "synthetic"
 kind = "synthetic"
 instruments = ["{SYMBOL}"]
+# The generator stands in for a venue connection, whose thread would wait on its
+# socket: sleeping between steps instead of spinning leaves the 2 cores to the
+# fan-out and the client (the naive server's generator is a 1 ms tokio timer).
+[idle]
+strategy = "spin-then-park"
+spin_iterations = 0
+yield_iterations = 0
+park_micros = 50
+max_park_micros = 1000
 [synthetic]
 seed = {seed}
 rate_per_sec = {rate}
