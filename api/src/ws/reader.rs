@@ -74,6 +74,9 @@ pub struct Reader {
     subs: BTreeMap<ChannelKey, Sub>,
     /// Queued messages that waited longer than this are skipped and counted missed.
     max_lag: Option<Duration>,
+    /// The connection's last write had to wait for the client: queued messages are
+    /// skipped (counted missed) until a write goes through at once.
+    congested: bool,
 }
 
 impl Reader {
@@ -82,7 +85,17 @@ impl Reader {
             hub,
             subs: BTreeMap::new(),
             max_lag: None,
+            congested: false,
         }
+    }
+
+    /// Whether the connection's last write had to wait for the client to read. While
+    /// it does, [`Reader::collect`] sends only the conflated channels (the latest
+    /// quotes and books) and counts the trades and bars it skips as `missed`: the
+    /// backlog in the client's socket buffers drains instead of growing, and the
+    /// client gets the present.
+    pub fn set_congested(&mut self, congested: bool) {
+        self.congested = congested;
     }
 
     /// Skips trades and bars that waited longer than `lag` when [`Reader::collect`]
@@ -193,6 +206,7 @@ impl Reader {
     pub fn collect(&mut self, out: &mut Vec<String>) {
         let stats = &self.hub.stats;
         let stale_before = self.max_lag.and_then(|lag| Instant::now().checked_sub(lag));
+        let congested = self.congested;
         for (key, sub) in &mut self.subs {
             let Some(ch) = self.hub.channel(*key) else {
                 continue;
@@ -227,7 +241,7 @@ impl Reader {
                         if item.engine_seq <= *cutoff {
                             return;
                         }
-                        if stale_before.is_some_and(|t| item.published < t) {
+                        if congested || stale_before.is_some_and(|t| item.published < t) {
                             stale += 1;
                             *missed += 1;
                             return;

@@ -659,6 +659,11 @@ enum Flushed {
     TimedOut,
 }
 
+/// A write that takes this long waited for the client to read (a write the socket
+/// takes at once is tens of microseconds): the connection is congested until one
+/// goes through quicker ([`Reader::set_congested`]).
+const CONGESTED_AFTER: Duration = Duration::from_millis(2);
+
 /// A connection's public channels, with the configured lag limit.
 fn public_reader(app: &AppState) -> Reader {
     Reader::new(Arc::clone(&app.hub)).with_max_lag(Duration::from_millis(app.config.ws_max_queue_lag_ms))
@@ -825,10 +830,14 @@ pub async fn run(
                 flushed = Some(heartbeat(&mut socket, &mut s.out, &app, write_timeout).await);
             }
         }
+        let (started, writing) = (Instant::now(), !s.out.is_empty());
         let flushed = match flushed {
             Some(f) => f,
             None => flush(&mut socket, &mut s.out, &app, write_timeout).await,
         };
+        if writing {
+            s.reader.set_congested(started.elapsed() >= CONGESTED_AFTER);
+        }
         match flushed {
             Flushed::Done => {}
             Flushed::Failed => break End::SendFailed,

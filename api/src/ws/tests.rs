@@ -585,4 +585,35 @@ fn trades_older_than_the_lag_limit_are_skipped_and_counted_missed() {
     assert!(!frames[0].contains("missed"));
 }
 
+/// While a connection is congested it gets the latest quote but no trades; the first
+/// trade after the congestion clears reports every one it skipped.
+#[test]
+fn a_congested_connection_gets_quotes_and_counts_the_trades_it_skips() {
+    let mut rig = Rig::new(64, None);
+    let key = |kind| ChannelKey {
+        kind,
+        instrument: InstrumentId(0),
+    };
+    let mut reader = Reader::new(Arc::clone(&rig.hub));
+    let mut frames = Vec::new();
+    assert!(reader.subscribe(key(ChannelKind::Quotes), &mut frames));
+    assert!(reader.subscribe(key(ChannelKind::Trades), &mut frames));
+    reader.set_congested(true);
+    rig.run_batch(&[(0, Gen::Trade), (0, Gen::Quote(3)), (0, Gen::Trade)]);
+    frames.clear();
+    reader.collect(&mut frames);
+    let sent: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("json")).collect();
+    assert_eq!(sent.len(), 1, "the quote only: {frames:?}");
+    assert_eq!(sent[0]["channel"], "quotes.BTCUSDT");
+    reader.set_congested(false);
+    rig.run_batch(&[(0, Gen::Trade)]);
+    frames.clear();
+    reader.collect(&mut frames);
+    let sent: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("json")).collect();
+    let trades: Vec<&Value> = sent.iter().filter(|m| m["channel"] == "trades.BTCUSDT").collect();
+    assert_eq!(trades.len(), 1, "{frames:?}");
+    assert_eq!(trades[0]["missed"], 2, "both skipped trades reported");
+    assert_eq!(trades[0]["seq"], 2, "gapless message numbers");
+}
+
 mod rest;
