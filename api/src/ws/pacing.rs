@@ -40,6 +40,18 @@ impl Pacing {
     pub fn interval(&self, connections: u64) -> Duration {
         Duration::from_nanos(self.ns_per_connection.saturating_mul(connections)).min(self.max)
     }
+
+    /// The interval after another congested write (one that waited for the client),
+    /// `previous` the one before it: doubled, from the shared interval up to the
+    /// longest, so a client that cannot keep up gets fewer, newer states until its
+    /// backlog drains (an uncongested write starts over at [`Pacing::interval`]).
+    pub fn backoff(&self, previous: Duration, connections: u64) -> Duration {
+        previous
+            .saturating_mul(2)
+            .max(self.interval(connections))
+            .max(Duration::from_millis(1))
+            .min(self.max)
+    }
 }
 
 #[cfg(test)]
@@ -54,6 +66,23 @@ mod tests {
         assert_eq!(p.interval(1_000), Duration::from_millis(10));
         assert_eq!(p.interval(10_000), Duration::from_millis(50), "capped");
         assert_eq!(p.interval(u64::MAX), Duration::from_millis(50), "no overflow");
+    }
+
+    #[test]
+    fn a_congested_connection_backs_off_up_to_the_longest_interval() {
+        let p = Pacing::from_limits(100_000, 50);
+        let mut iv = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            iv = p.backoff(iv, 10);
+            seen.push(iv.as_millis());
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 50, 50, 50, 50]);
+        assert_eq!(
+            p.backoff(Duration::ZERO, 3_000),
+            Duration::from_millis(30),
+            "never below the shared interval"
+        );
     }
 
     proptest::proptest! {

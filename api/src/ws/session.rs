@@ -764,6 +764,8 @@ pub async fn run(
     // before the pacing interval was over.
     let mut last_public = Instant::now();
     let mut due: Option<tokio::time::Instant> = None;
+    // Longer than the shared interval while the client does not keep up.
+    let mut backoff = Duration::ZERO;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     let mut last_heard = Instant::now();
     tracing::debug!(conn = conn_id, "websocket connected");
@@ -792,7 +794,7 @@ pub async fn run(
                 }
             }
             _ = s.reader.ready(), if due.is_none() => {
-                let at = last_public + pacing.interval(stats.connections.load(Ordering::Relaxed));
+                let at = last_public + pacing.interval(stats.connections.load(Ordering::Relaxed)).max(backoff);
                 let now = Instant::now();
                 if at <= now {
                     s.reader.collect(&mut s.out);
@@ -836,7 +838,13 @@ pub async fn run(
             None => flush(&mut socket, &mut s.out, &app, write_timeout).await,
         };
         if writing {
-            s.reader.set_congested(started.elapsed() >= CONGESTED_AFTER);
+            let congested = started.elapsed() >= CONGESTED_AFTER;
+            s.reader.set_congested(congested);
+            backoff = if congested {
+                pacing.backoff(backoff, stats.connections.load(Ordering::Relaxed))
+            } else {
+                Duration::ZERO
+            };
         }
         match flushed {
             Flushed::Done => {}
