@@ -33,8 +33,9 @@
 //!
 //! The other server is not running during a round: the machine has 2 cores, shared by
 //! server and client. `BENCH_FANOUT_RATES` / `BENCH_FANOUT_NS` (comma-separated) pick
-//! a subset, `BENCH_FANOUT_ROUNDS` the rounds (3; 1 with `BENCH_QUICK=1`). Linux only
-//! (/proc).
+//! a subset, `BENCH_FANOUT_ROUNDS` the rounds (3; 1 with `BENCH_QUICK=1`),
+//! `BENCH_FANOUT_REST_ONLY=1` runs only the REST rounds, `BENCH_FANOUT_OURS_BIN` runs
+//! another build of `sbz-bench-serve` as ours (before/after). Linux only (/proc).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -207,7 +208,13 @@ fn spawn(server: Server, rate: u64, s: &Settings) -> Proc {
         Server::Ours => {
             let config = s.dir.join(format!("ours-{rate}.toml"));
             std::fs::write(&config, ours_config(rate)).expect("write config");
-            let mut c = Command::new(env!("CARGO_BIN_EXE_sbz-bench-serve"));
+            // BENCH_FANOUT_OURS_BIN: another build of the server (an older commit's,
+            // for before/after in alternating runs).
+            let bin = std::env::var("BENCH_FANOUT_OURS_BIN")
+                .ok()
+                .filter(|b| !b.is_empty())
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_sbz-bench-serve").to_owned());
+            let mut c = Command::new(bin);
             c.arg(&config).env("STOCKSBLITZ_API_LISTEN", addr.to_string());
             c
         }
@@ -453,7 +460,9 @@ fn main() {
         held_10000: None,
         rest_ratio: f64::NAN,
     };
-    for &rate in &s.rates {
+    // BENCH_FANOUT_REST_ONLY=1: only the REST rounds (at the first rate).
+    let rest_only = std::env::var("BENCH_FANOUT_REST_ONLY").is_ok_and(|v| v == "1");
+    for &rate in s.rates.iter().filter(|_| !rest_only) {
         for &n in &s.ns {
             let mut results: [Vec<WsRound>; 2] = Default::default();
             for r in 0..s.rounds {

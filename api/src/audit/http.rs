@@ -24,13 +24,20 @@ pub fn action(method: &Method, route: &str) -> Option<&'static str> {
 }
 
 pub async fn middleware(State(audit): State<Arc<AuditLog>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    let Some(action) = action(req.method(), &route) else {
-        return next.run(req).await;
+    around(&audit, req, move |req| next.run(req)).await
+}
+
+/// The audit around `run` (the rest of the stack), for a caller already identified:
+/// [`crate::auth::caller::middleware`] calls it directly (one middleware, not two, on
+/// every `/api/v1` route).
+pub async fn around<F, Fut>(audit: &AuditLog, req: Request, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let route = req.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
+    let Some(action) = action(req.method(), route) else {
+        return run(req).await;
     };
     if let Some(Caller::Anonymous(ip)) = req.extensions().get::<Caller>().cloned() {
         let request_id = req
@@ -38,8 +45,8 @@ pub async fn middleware(State(audit): State<Arc<AuditLog>>, req: Request, next: 
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
-        let path = format!("{} {}", req.method(), crate::auth::caller::original_path(&req));
-        let resp = next.run(req).await;
+        let path = format!("{} {}", req.method(), crate::foundation::path::original_path(&req));
+        let resp = run(req).await;
         let code = resp.extensions().get::<ApiError>().map_or("ok", |e| e.code);
         audit.auth_failure(&Failure {
             source: crate::ratelimit::address_key(ip),
@@ -64,8 +71,8 @@ pub async fn middleware(State(audit): State<Arc<AuditLog>>, req: Request, next: 
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let path = crate::auth::caller::original_path(&req);
-    let resp = next.run(req).await;
+    let path = crate::foundation::path::original_path(&req);
+    let resp = run(req).await;
     let outcome = resp
         .extensions()
         .get::<ApiError>()

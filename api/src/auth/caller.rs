@@ -18,6 +18,7 @@ use super::services::{operation_for, Services};
 use super::{Access, Caller};
 use crate::audit::failures::Failure;
 use crate::config::Environment;
+use crate::foundation::path::original_path;
 use crate::foundation::ApiError;
 use crate::foundation::RequestId;
 use crate::ratelimit::{address_bucket, address_key, InlineStr, LimitTier};
@@ -62,7 +63,10 @@ fn public_read(req: &Request) -> bool {
     if !matches!(req.method().as_str(), "GET" | "HEAD") {
         return false;
     }
-    let path = original_path(req);
+    let path = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().path(), |o| o.0.path());
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return false;
     };
@@ -89,9 +93,12 @@ pub fn anonymous_tier(access: &Access, ip: IpAddr, public: bool) -> (InlineStr, 
 }
 
 async fn identify(access: &Access, req: Request, request_id: &str, ip: IpAddr) -> Result<(Caller, Request), ApiError> {
-    let route = format!("{} {}", req.method(), original_path(&req));
-    let fail = |e: ApiError| auth_failure(access, ip, request_id, &route, e);
+    // The route as audited, only built when credentials are checked (an anonymous
+    // caller cannot fail here).
+    let route = |req: &Request| format!("{} {}", req.method(), original_path(req));
     if Services::is_signed(req.headers()) {
+        let route = route(&req);
+        let fail = |e: ApiError| auth_failure(access, ip, request_id, &route, e);
         let Some(auth) = access.auth.as_ref() else {
             return Err(fail(not_configured()));
         };
@@ -126,6 +133,8 @@ async fn identify(access: &Access, req: Request, request_id: &str, ip: IpAddr) -
         return Ok((Caller::Service(service), Request::from_parts(parts, Body::from(bytes))));
     }
     if let Some(h) = req.headers().get(axum::http::header::AUTHORIZATION) {
+        let route = route(&req);
+        let fail = |e: ApiError| auth_failure(access, ip, request_id, &route, e);
         let Some(auth) = access.auth.as_ref() else {
             return Err(fail(not_configured()));
         };
@@ -136,13 +145,6 @@ async fn identify(access: &Access, req: Request, request_id: &str, ip: IpAddr) -
         return Ok((Caller::Token(Arc::new(claims)), req));
     }
     Ok((Caller::Anonymous(client_ip(&req)), req))
-}
-
-/// The path as sent.
-pub fn original_path(req: &Request) -> String {
-    req.extensions()
-        .get::<OriginalUri>()
-        .map_or_else(|| req.uri().path().to_owned(), |o| o.0.path().to_owned())
 }
 
 /// The peer address (the server is served with connect info).
@@ -160,16 +162,21 @@ fn not_configured() -> ApiError {
     )
 }
 
-/// The middleware on every `/api/v1` route.
+/// The middleware on every `/api/v1` route: identifies the caller, applies its rate
+/// limit, and audits writes ([`crate::audit::http::around`]).
 pub async fn middleware(State(access): State<Access>, req: Request, next: Next) -> Response {
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
     let ip = client_ip(&req);
     let credentials =
         Services::is_signed(req.headers()) || req.headers().contains_key(axum::http::header::AUTHORIZATION);
+    // Only a request with credentials can fail identification and quote its id.
+    let request_id = if credentials {
+        req.extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     if credentials {
         // Checked before anything verifies or records them: a brute force costs us
         // a map lookup per attempt and adds nothing to the audit log.
@@ -205,7 +212,8 @@ pub async fn middleware(State(access): State<Access>, req: Request, next: Next) 
         return resp;
     }
     req.extensions_mut().insert(caller);
-    let mut resp = next.run(req).await;
+    // The audit of writes runs here, inside the caller's identification.
+    let mut resp = crate::audit::http::around(&access.audit, req, move |req| next.run(req)).await;
     if let Some(c) = checked {
         c.write_headers(resp.headers_mut());
     }

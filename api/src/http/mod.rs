@@ -1,6 +1,7 @@
 //! REST routes, errors, request ids and metrics.
 
 pub mod conn;
+pub mod edge;
 pub mod health;
 pub mod market;
 pub mod metrics;

@@ -28,9 +28,18 @@ pub async fn middleware(State(http): State<Arc<HttpMetrics>>, mut req: Request, 
     finish(&http, &id, resp).await
 }
 
+/// An error response without an [`ApiError`] and not JSON (axum's own rejections): its
+/// plain-text body is read to keep the explanation (the only case that awaits).
+pub(crate) fn needs_body(resp: &Response) -> bool {
+    let status = resp.status();
+    (status.is_client_error() || status.is_server_error())
+        && resp.extensions().get::<ApiError>().is_none()
+        && !is_json(resp)
+}
+
 /// Renders any error response in the one error shape with the request id (counting it
 /// by code), and sets `X-Request-ID`.
-async fn finish(metrics: &HttpMetrics, id: &str, mut resp: Response) -> Response {
+pub(crate) async fn finish(metrics: &HttpMetrics, id: &str, mut resp: Response) -> Response {
     let status = resp.status();
     let err = match resp.extensions_mut().remove::<ApiError>() {
         Some(e) => Some(e),
@@ -42,6 +51,15 @@ async fn finish(metrics: &HttpMetrics, id: &str, mut resp: Response) -> Response
         }
         None => None,
     };
+    resp = render(metrics, id, resp, err);
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert(HEADER, v);
+    }
+    resp
+}
+
+/// [`finish`] once the error (if any) is known, without `X-Request-ID`.
+pub(crate) fn render(metrics: &HttpMetrics, id: &str, mut resp: Response, err: Option<ApiError>) -> Response {
     if let Some(e) = err {
         metrics.error(e.code, e.status.as_u16());
         if e.status.is_server_error() {
@@ -54,9 +72,6 @@ async fn finish(metrics: &HttpMetrics, id: &str, mut resp: Response) -> Response
                 resp.headers_mut().insert(k.clone(), v.clone());
             }
         }
-    }
-    if let Ok(v) = HeaderValue::from_str(id) {
-        resp.headers_mut().insert(HEADER, v);
     }
     resp
 }

@@ -20,7 +20,7 @@ use utoipa::Modify;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{health, market, metrics, orders, request_id, security};
+use super::{edge, health, market, metrics, orders, request_id, security};
 use crate::dashboard;
 use crate::foundation::ApiError;
 use crate::state::AppState;
@@ -86,11 +86,8 @@ pub fn router(app: AppState) -> Router {
     crate::openapi::install(doc);
     crate::auth::routes::install(doc);
     let (routes, _) = routes(|api| {
+        // Caller identification, rate limit and the audit of writes, in one layer.
         api.layer(middleware::from_fn_with_state(
-            app.clone(),
-            crate::audit::http::middleware,
-        ))
-        .layer(middleware::from_fn_with_state(
             app.clone(),
             crate::auth::caller::middleware,
         ))
@@ -102,9 +99,9 @@ pub fn router(app: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(CatchPanicLayer::custom(request_id::panic_response))
-        .layer(middleware::from_fn_with_state(app.clone(), metrics::middleware))
+        .layer(metrics::layer::MetricsLayer(std::sync::Arc::clone(&app.http)))
         .layer(security::cors(&app.config))
-        .layer(middleware::from_fn_with_state(app.clone(), security::headers))
-        .layer(middleware::from_fn_with_state(app.clone(), request_id::middleware))
+        // Request id, security headers and the error shape (was two `from_fn`s).
+        .layer(edge::EdgeLayer::new(std::sync::Arc::clone(&app.http), app.config.hsts))
         .with_state(app)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -56,8 +56,14 @@ pub fn cors(c: &ApiConfig) -> CorsLayer {
 pub async fn headers(State(config): State<Arc<ApiConfig>>, req: Request, next: Next) -> Response {
     let api = req.uri().path().starts_with("/api/");
     let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
-    let set = |h: &mut axum::http::HeaderMap, k: HeaderName, v: &'static str| {
+    set_headers(resp.headers_mut(), api, config.hsts);
+    resp
+}
+
+/// The security headers of a response (`api`: a path under `/api/`; `hsts` from the
+/// config), for [`headers`] and [`super::edge`].
+pub fn set_headers(h: &mut HeaderMap, api: bool, hsts: bool) {
+    let set = |h: &mut HeaderMap, k: HeaderName, v: &'static str| {
         h.insert(k, HeaderValue::from_static(v));
     };
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
@@ -67,12 +73,11 @@ pub async fn headers(State(config): State<Arc<ApiConfig>>, req: Request, next: N
     if api {
         set(h, header::CACHE_CONTROL, "no-store");
     }
-    if config.hsts {
+    if hsts {
         set(
             h,
             header::STRICT_TRANSPORT_SECURITY,
             "max-age=63072000; includeSubDomains",
         );
     }
-    resp
 }

@@ -18,6 +18,7 @@ use stocksblitz_engine::{DataQuality, UnixNanos};
 use crate::state::AppState;
 
 pub mod counters;
+pub mod layer;
 
 pub use counters::HttpMetrics;
 use counters::BUCKETS;
