@@ -332,16 +332,8 @@ async fn slow_consumer_is_conflated() {
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{ch} sequence is contiguous");
     }
     let metrics = metrics(&app).await;
-    let conflated: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("stocksblitz_ws_conflated_total "))
-        .and_then(|v| v.parse().ok())
-        .expect("conflation metric");
-    let ticks: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("stocksblitz_engine_ticks_total "))
-        .and_then(|v| v.parse().ok())
-        .expect("ticks metric");
+    let conflated: u64 = counter(&metrics, "stocksblitz_ws_conflated_total");
+    let ticks: u64 = counter(&metrics, "stocksblitz_engine_ticks_total");
     let sent: usize = per_channel.values().map(Vec::len).sum();
     assert!(conflated > 0, "updates were folded while the client was not reading");
     assert!(
@@ -397,11 +389,7 @@ async fn connections_share_a_budget_of_writes() {
         "in order, gapless: {updates:?}"
     );
     let metrics = metrics(&app).await;
-    let conflated: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("stocksblitz_ws_conflated_total "))
-        .and_then(|v| v.parse().ok())
-        .expect("conflation metric");
+    let conflated: u64 = counter(&metrics, "stocksblitz_ws_conflated_total");
     assert!(conflated > 0, "book changes were folded between writes");
     drop(conns);
     app.shutdown().await.expect("clean shutdown");
@@ -598,6 +586,15 @@ async fn oversized_messages_get_close_1009_in_every_shape() {
 }
 
 /// The resident memory of process `pid`, in KiB.
+/// A counter's value in a `/metrics` text (the test fails if it is not there).
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
