@@ -37,6 +37,9 @@ use stocksblitz_feed_handlers::{spawn_synthetic, FeedHandle, FeedKind, SimSpec, 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::cluster::api_link::{spawn_api_link, RemoteEngine};
+use crate::cluster::engine_link::spawn_engine_link;
+use crate::cluster::ClusterStats;
 use crate::config::orders::OrderSetup;
 use crate::config::Validated;
 use crate::http::metrics::counters::HttpMetrics;
@@ -60,6 +63,8 @@ pub struct RunningApp {
     stop: Arc<AtomicBool>,
     /// Stops the journal and the stores, after the engine has stopped.
     journal_stop: Arc<AtomicBool>,
+    /// Stops the order streams' link, last (what the fan-outs handed it goes out).
+    cluster_stop: Arc<AtomicBool>,
     threads: Option<Threads>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -85,6 +90,8 @@ struct Threads {
     /// (API node, where it is the source).
     questdb: Option<ThreadHandle>,
     redis: Option<ThreadHandle>,
+    /// 6, with `[cluster]`: the order streams' link (engine or API node side).
+    cluster: Option<ThreadHandle>,
 }
 
 /// Joins a thread; a panic is logged with its name.
@@ -101,8 +108,10 @@ impl Threads {
     ///    engine has gone);
     /// 2. `journal_stop`: the journal and the stores drain what is left and are
     ///    joined (the journal journals every step the engine took);
-    /// 3. the feeds, the fan-outs and the simulator are joined.
-    fn stop_and_join(self, stop: &AtomicBool, journal_stop: &AtomicBool) {
+    /// 3. the feeds, the fan-outs and the simulator are joined;
+    /// 4. `cluster_stop`: the order streams' link publishes what the order fan-out
+    ///    handed it and is joined.
+    fn stop_and_join(self, stop: &AtomicBool, journal_stop: &AtomicBool, cluster_stop: &AtomicBool) {
         stop.store(true, Ordering::Relaxed);
         join(self.engine);
         journal_stop.store(true, Ordering::Release);
@@ -115,6 +124,8 @@ impl Threads {
         for t in [self.fanout, self.order_fanout, self.simulator] {
             join(t);
         }
+        cluster_stop.store(true, Ordering::Release);
+        join(self.cluster);
     }
 }
 
@@ -277,8 +288,18 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let addr = listener.local_addr().context("reading the bound address")?;
     let stop = Arc::new(AtomicBool::new(false));
     let journal_stop = Arc::new(AtomicBool::new(false));
+    let cluster_stop = Arc::new(AtomicBool::new(false));
     // If start-up fails part way, the threads already started stop too.
-    let mut guard = StopOnError(vec![Arc::clone(&stop), Arc::clone(&journal_stop)]);
+    let mut guard = StopOnError(vec![
+        Arc::clone(&stop),
+        Arc::clone(&journal_stop),
+        Arc::clone(&cluster_stop),
+    ]);
+    if v.cluster.as_ref().is_some_and(|c| c.forwards) {
+        anyhow::bail!(
+            "cluster.engine names the engine an API node forwards to: run this config with `serve --role api`"
+        );
+    }
     let cfg = &v.config;
     let mut threads = Threads::default();
     let redis = match &v.redis {
@@ -311,10 +332,20 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, taps, &stop)?;
     threads.fanout = Some(fanout);
     let registry = Arc::clone(&market.registry);
+    // With [cluster], the order fan-out also hands its output to the engine link.
+    let link_ring = match (&v.cluster, &order_path) {
+        (Some(_), Some(_)) => Some(ring::<OrderOutput>(
+            "cluster-out",
+            v.orders.as_ref().map_or(1, |o| o.event_ring_capacity),
+        )),
+        _ => None,
+    };
+    let (link_producer, link_consumer) = link_ring.unzip();
     let order_service = match order_path {
         Some(path) => Some(start_order_path(
             &v,
             path,
+            link_producer,
             &hub,
             &security,
             &stop,
@@ -322,6 +353,24 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
             &mut threads,
         )?),
         None => None,
+    };
+    let cluster_stats = match (&v.cluster, &redis, &order_service, link_consumer) {
+        (Some(setup), Some(store), Some(service), Some(ring)) => {
+            let stats = Arc::new(ClusterStats::default());
+            let join = spawn_engine_link(
+                setup.clone(),
+                Arc::clone(store),
+                Arc::clone(service),
+                ring,
+                Arc::clone(&stats),
+                Arc::clone(&cluster_stop),
+            )
+            .context("starting the cluster engine link")?;
+            threads.cluster = Some(join);
+            tracing::info!(node = %setup.node, "serving forwarded orders on redis streams");
+            Some((stats, setup.clone()))
+        }
+        _ => None,
     };
 
     // 4. The store ring and the tap ring -> stores.
@@ -396,6 +445,10 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     }
     .with_taps(tap_stats)
     .with_health(v.health.clone());
+    let state = match cluster_stats {
+        Some((stats, setup)) => state.with_cluster(stats, setup),
+        None => state,
+    };
     let (server, tx, tls) = serve(listener, &state)?;
     tracing::info!(%addr, tls = tls.is_some(), instruments = registry.len(), feeds = state.feeds.len(), "serving");
     guard.0.clear();
@@ -404,6 +457,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         state,
         stop,
         journal_stop,
+        cluster_stop,
         threads: Some(threads),
         server,
         shutdown: Some(tx),
@@ -517,9 +571,11 @@ fn build_engine(
 
 /// Starts the journal (and its snapshot thread), stopped by `journal_stop` after the
 /// engine, and the order fan-out behind it.
+#[allow(clippy::too_many_arguments)]
 fn start_order_path(
     v: &Validated,
     path: OrderPath,
+    cluster: Option<RingProducer<OrderOutput>>,
     hub: &Arc<Hub>,
     security: &Security,
     stop: &Arc<AtomicBool>,
@@ -546,6 +602,7 @@ fn start_order_path(
         Arc::clone(hub),
         Arc::clone(&security.audit),
         path.ring,
+        cluster,
         cfg.api.fanout_idle,
         Arc::clone(stop),
     )
@@ -728,16 +785,24 @@ fn serve(
 }
 
 /// An API node apart from the engine (`serve --role api`): market data arrives from
-/// the engine node through Redis into the same fan-out, mirror and WebSocket hub;
-/// order entry stays on the engine node (its routes answer 503 here).
+/// the engine node through Redis into the same fan-out, mirror and WebSocket hub.
+/// With `[cluster]` (and `[orders]`, `[auth]`) it takes orders too, forwarding them to
+/// the engine node over Redis Streams and keeping a replica of its order read model
+/// (`crate::cluster`); without, its order routes answer 503.
 pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Result<RunningApp> {
     let addr = listener.local_addr().context("reading the bound address")?;
     let Some(setup) = &v.redis else {
         anyhow::bail!("--role api needs [redis]: market data reaches API nodes through it");
     };
+    if v.cluster.as_ref().is_some_and(|c| !c.forwards) {
+        anyhow::bail!(
+            "--role api with [cluster] needs cluster.engine: the engine node this API node forwards orders to"
+        );
+    }
     let redis = Arc::new(RedisStore::connect(setup).await?);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut guard = StopOnError(vec![Arc::clone(&stop)]);
+    let cluster_stop = Arc::new(AtomicBool::new(false));
+    let mut guard = StopOnError(vec![Arc::clone(&stop), Arc::clone(&cluster_stop)]);
     let cfg = &v.config;
     let security = security(&v, Some(&redis))?;
     let (producer, consumer) = ring::<EngineEvent>("redis-in", cfg.engine.output_ring_capacity);
@@ -754,10 +819,43 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
             .context("starting the redis subscriber")?;
     // 3. Fan-out.
     let (market, hub, fanout, fanout_stats) = market_fanout(&v, consumer, Vec::new(), &stop)?;
-    let threads = Threads {
+    let mut threads = Threads {
         fanout: Some(fanout),
         redis: Some(subscriber),
         ..Threads::default()
+    };
+    // 6. Orders, forwarded to the engine node.
+    let mut cluster = None;
+    let order_service = match (&v.cluster, &v.orders, &cfg.auth) {
+        (Some(c), Some(o), Some(_)) => {
+            let stats = Arc::new(ClusterStats::default());
+            let remote = Arc::new(RemoteEngine::new(c.clone(), Arc::clone(&redis), Arc::clone(&stats)));
+            let service = OrderService::new(
+                Accounts::new(&o.accounts),
+                OrderStore::new(o.accounts.len(), o.history_per_account),
+                command_queue(1),
+                std::time::Duration::from_millis(o.response_timeout_ms),
+                Arc::new(JournalStats::default()),
+            )
+            .with_redis(Arc::clone(&redis))
+            .with_remote(Arc::clone(&remote) as Arc<dyn crate::orders::service::Forward>);
+            let service = Arc::new(service);
+            let join = spawn_api_link(
+                Arc::clone(&service),
+                remote,
+                Arc::clone(&hub),
+                Arc::clone(&redis),
+                Arc::clone(&cluster_stop),
+            )
+            .context("starting the cluster api link")?;
+            threads.cluster = Some(join);
+            cluster = Some((stats, c.clone()));
+            Some(service)
+        }
+        (Some(_), _, _) => {
+            anyhow::bail!("[cluster] on an API node needs [orders] and [auth] (the accounts and tokens)")
+        }
+        _ => None,
     };
     let state = AppState::new(
         cfg.api.clone(),
@@ -767,7 +865,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
         fanout_stats,
         Vec::new(),
         cfg.engine.book_max_levels,
-        None,
+        order_service,
         None,
         security,
     )
@@ -775,14 +873,19 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
     .with_redis(redis)
     .with_health(v.health.clone())
     .as_api_node();
+    let state = match cluster {
+        Some((stats, setup)) => state.with_cluster(stats, setup),
+        None => state,
+    };
     let (server, tx, tls) = serve(listener, &state)?;
-    tracing::info!(%addr, tls = tls.is_some(), role = "api", "serving market data from redis");
+    tracing::info!(%addr, tls = tls.is_some(), role = "api", orders = state.desk.orders.is_some(), "serving from redis");
     guard.0.clear();
     Ok(RunningApp {
         addr,
         state,
         stop,
         journal_stop: Arc::new(AtomicBool::new(false)),
+        cluster_stop,
         threads: Some(threads),
         server,
         shutdown: Some(tx),
@@ -827,9 +930,13 @@ impl RunningApp {
             let _ = tx.send(());
         }
         let served = (&mut self.server).await;
-        let (stop, journal_stop) = (Arc::clone(&self.stop), Arc::clone(&self.journal_stop));
+        let (stop, journal_stop, cluster_stop) = (
+            Arc::clone(&self.stop),
+            Arc::clone(&self.journal_stop),
+            Arc::clone(&self.cluster_stop),
+        );
         if let Some(threads) = self.threads.take() {
-            tokio::task::spawn_blocking(move || threads.stop_and_join(&stop, &journal_stop))
+            tokio::task::spawn_blocking(move || threads.stop_and_join(&stop, &journal_stop, &cluster_stop))
                 .await
                 .context("joining threads")?;
         }
@@ -842,6 +949,7 @@ impl Drop for RunningApp {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         self.journal_stop.store(true, Ordering::Release);
+        self.cluster_stop.store(true, Ordering::Release);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

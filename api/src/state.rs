@@ -16,6 +16,8 @@ use stocksblitz_feed_handlers::FeedStats;
 
 use crate::audit::AuditLog;
 use crate::auth::{Access, Authenticator};
+use crate::cluster::ClusterStats;
+use crate::config::cluster::ClusterSetup;
 use crate::config::health::HealthRule;
 use crate::config::ApiConfig;
 use crate::http::metrics::counters::HttpMetrics;
@@ -59,6 +61,8 @@ pub struct Inner {
     pub redis: Option<Arc<RedisStore>>,
     /// An API node (`serve --role api`): market data comes from Redis, not an engine.
     pub api_node: bool,
+    /// The order streams' counters, with `[cluster]` (this node's name and role).
+    pub cluster: Option<(Arc<ClusterStats>, ClusterSetup)>,
     /// The stores' rings off the API fan-out (QuestDB sink, Redis publisher).
     pub taps: Vec<Arc<RingStats>>,
     /// The readiness rule (`[health]`).
@@ -149,6 +153,7 @@ impl AppState {
             questdb,
             redis: None,
             api_node: false,
+            cluster: None,
             taps: Vec::new(),
             health: HealthRule::default(),
             next_conn: AtomicU64::new(1),
@@ -184,6 +189,14 @@ impl AppState {
     pub fn with_health(mut self, rule: HealthRule) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.health = rule;
+        }
+        self
+    }
+
+    /// Adds the order streams' counters (before the state is shared).
+    pub fn with_cluster(mut self, stats: Arc<ClusterStats>, setup: ClusterSetup) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.cluster = Some((stats, setup));
         }
         self
     }

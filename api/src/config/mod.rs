@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cluster;
 pub mod connections;
 pub mod error;
 pub mod health;
@@ -65,6 +66,9 @@ pub struct Config {
     /// Redis (`[redis]`); absent = not used.
     #[serde(default)]
     pub redis: Option<redis::RedisConfig>,
+    /// Order entry through API nodes over Redis Streams (`[cluster]`); absent = single node.
+    #[serde(default)]
+    pub cluster: Option<cluster::ClusterConfig>,
     /// The readiness rule (`[health]`); absent keys take the documented defaults.
     #[serde(default)]
     pub health: health::HealthConfig,

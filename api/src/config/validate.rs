@@ -25,6 +25,8 @@ pub struct Validated {
     pub questdb: Option<super::questdb::QuestDbSetup>,
     /// Redis, when `[redis]` is configured.
     pub redis: Option<super::redis::RedisSetup>,
+    /// Order streams through Redis, when `[cluster]` is configured.
+    pub cluster: Option<super::cluster::ClusterSetup>,
     /// The readiness rule (`[health]`).
     pub health: super::health::HealthRule,
 }
@@ -334,6 +336,11 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         .map(|q| super::questdb::setup(q, orders.is_some()))
         .transpose()?;
     let redis = config.redis.as_ref().map(super::redis::setup).transpose()?;
+    let cluster = config
+        .cluster
+        .as_ref()
+        .map(|c| super::cluster::setup(c, redis.is_some(), orders.is_some()))
+        .transpose()?;
     let health = super::health::check(&config.health)?;
     Ok(Validated {
         config,
@@ -343,6 +350,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         surveillance,
         questdb,
         redis,
+        cluster,
         health,
     })
 }

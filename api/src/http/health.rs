@@ -148,6 +148,41 @@ fn stores_ok(app: &AppState) -> Vec<String> {
     out
 }
 
+/// The order streams (`[cluster]`): an API node is not ready while its order replica
+/// is out of step or the engine is silent; an engine node holding output Redis has
+/// not taken is degraded.
+fn cluster(app: &AppState, reasons: &mut Vec<String>, degraded: &mut Vec<String>) {
+    let Some((c, setup)) = &app.cluster else { return };
+    if setup.forwards {
+        if c.synced.get() != 1 {
+            reasons.push(format!(
+                "orders: this API node's order replica is catching up with engine {} (order routes answer 503 \
+                 ORDERS_NOT_SYNCED)",
+                setup.engine
+            ));
+        }
+        let age = c.heartbeat_age_ms();
+        let silent = crate::cluster::api_link::ENGINE_SILENT_AFTER.as_millis() as u64;
+        if c.engine_heartbeat_ns.get() == 0 || age >= silent {
+            reasons.push(format!(
+                "orders: engine {} is silent (no heartbeat on its output stream {}): orders sent now may time out as \
+                 ORDER_STATUS_UNKNOWN",
+                setup.engine,
+                if c.engine_heartbeat_ns.get() == 0 {
+                    "yet".to_owned()
+                } else {
+                    format!("for {age} ms")
+                }
+            ));
+        }
+    } else if c.output_backlog.get() > 0 && c.publish_errors.get() > 0 {
+        degraded.push(format!(
+            "orders: {} order output items wait for redis (API nodes lag; past cluster.output_backlog they resync)",
+            c.output_backlog.get()
+        ));
+    }
+}
+
 fn check(app: &AppState) -> Check {
     let now = UnixNanos::now().0;
     let started = UnixNanos(now - i64::try_from(app.started.elapsed().as_nanos()).unwrap_or(i64::MAX));
@@ -175,6 +210,7 @@ fn check(app: &AppState) -> Check {
             ));
         }
     }
+    cluster(app, &mut reasons, &mut degraded);
     if let Some(why) = app.access.audit.failure() {
         reasons.push(format!(
             "audit log cannot be written ({why}): order and admin actions are refused with 503 AUDIT_UNAVAILABLE"

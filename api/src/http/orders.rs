@@ -290,11 +290,7 @@ pub async fn place_keyed(
 }
 
 fn key_reused() -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "IDEMPOTENCY_KEY_REUSED",
-        "this Idempotency-Key was used with a different request body: use a new key",
-    )
+    submit_error(SubmitError::KeyReused)
 }
 
 /// A placement's outcome as the status and body an idempotent replay answers with,
@@ -305,7 +301,14 @@ fn answer(outcome: Result<Value, ApiError>) -> (StatusCode, Value, bool) {
         Err(e) => (
             e.status,
             json!({ "error": { "code": e.code, "message": e.message, "details": e.details } }),
-            !matches!(e.code, "ENGINE_BUSY" | "ORDER_STATUS_UNKNOWN" | "JOURNAL_UNAVAILABLE"),
+            !matches!(
+                e.code,
+                "ENGINE_BUSY"
+                    | "ORDER_STATUS_UNKNOWN"
+                    | "JOURNAL_UNAVAILABLE"
+                    | "ENGINE_UNREACHABLE"
+                    | "ORDERS_NOT_SYNCED"
+            ),
         ),
     }
 }

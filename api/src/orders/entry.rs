@@ -14,8 +14,23 @@ use super::{disabled, Desk, OrderService, SubmitError};
 use crate::auth::Principal;
 use crate::foundation::ApiError;
 
+/// The order service; on an API node whose order replica is resynchronizing with the
+/// engine, a retryable refusal (its reads would be incomplete).
 pub fn service(desk: &Desk) -> Result<&std::sync::Arc<OrderService>, ApiError> {
-    desk.orders.as_ref().ok_or_else(disabled)
+    let svc = desk.orders.as_ref().ok_or_else(disabled)?;
+    match svc.remote() {
+        Some(r) if !r.synced() => Err(not_synced()),
+        _ => Ok(svc),
+    }
+}
+
+fn not_synced() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ORDERS_NOT_SYNCED",
+        "this API node is catching up with the engine's orders (after a start, a gap or a Redis restart): nothing was \
+         placed, retry shortly",
+    )
 }
 
 pub fn instrument<'a>(desk: &'a Desk, symbol: &str) -> Result<&'a Instrument, ApiError> {
@@ -65,6 +80,17 @@ pub fn submit_error(e: SubmitError) -> ApiError {
             "JOURNAL_UNAVAILABLE",
             "order intake is stopped because the order journal cannot write (see /health/ready): nothing was placed",
         ),
+        SubmitError::Unreachable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ENGINE_UNREACHABLE",
+            "this API node cannot reach Redis, which carries orders to the engine: nothing was placed, retry shortly",
+        ),
+        SubmitError::KeyReused => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "IDEMPOTENCY_KEY_REUSED",
+            "this Idempotency-Key was used with a different request body: use a new key",
+        ),
+        SubmitError::NotSynced => not_synced(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The order fan-out thread: drains the journal's output ring (durable steps and
 //! their events; never drops) into the read model, completes waiting requests, and
-//! hands every event to the WebSocket hub's private channels.
+//! hands every event to the WebSocket hub's private channels (and, with `[cluster]`,
+//! every item to the engine link for API nodes).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -10,7 +11,7 @@ use stocksblitz_engine::agent::{spawn_agent, Agent, AgentError, AgentSpec, Threa
 use stocksblitz_engine::idle::IdleConfig;
 use stocksblitz_engine::orders::gateway::OrderOutput;
 use stocksblitz_engine::orders::{OrderEvent, OrderEventData, StepAssembler};
-use stocksblitz_engine::ring::RingConsumer;
+use stocksblitz_engine::ring::{RingConsumer, RingProducer};
 use stocksblitz_engine::surveillance::Anomaly;
 
 use super::service::OrderService;
@@ -50,6 +51,9 @@ struct OrderFanout {
     hub: Arc<Hub>,
     audit: Arc<AuditLog>,
     ring: RingConsumer<OrderOutput>,
+    /// With `[cluster]`: the engine link's ring (the output stream for API nodes),
+    /// handed each batch before its requests complete.
+    cluster: Option<RingProducer<OrderOutput>>,
     batch: Vec<OrderOutput>,
     events: Vec<OrderEvent>,
     steps: StepAssembler,
@@ -74,6 +78,12 @@ impl Agent for OrderFanout {
                 if let Some((step, step_events)) = self.steps.push(item) {
                     store.apply_step(&step, step_events);
                 }
+            }
+        }
+        if let Some(link) = &mut self.cluster {
+            // A full ring drops (counted on the ring): API nodes see the gap and resync.
+            for item in &self.batch {
+                link.push(*item);
             }
         }
         self.events.extend(self.batch.iter().filter_map(|i| match i {
@@ -107,6 +117,7 @@ pub fn spawn_order_fanout(
     hub: Arc<Hub>,
     audit: Arc<AuditLog>,
     ring: RingConsumer<OrderOutput>,
+    cluster: Option<RingProducer<OrderOutput>>,
     idle: IdleConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<ThreadHandle, AgentError> {
@@ -115,6 +126,7 @@ pub fn spawn_order_fanout(
         hub,
         audit,
         ring,
+        cluster,
         batch: Vec::with_capacity(BATCH),
         events: Vec::with_capacity(BATCH),
         steps: StepAssembler::with_capacity(BATCH),

@@ -1,6 +1,7 @@
-//! The API side of the order path: hands commands to the engine's bounded queue and
-//! waits (bounded by `[orders] response_timeout_ms`) for the events of that request,
-//! which the order fan-out thread routes back by request id.
+//! The API side of the order path: hands commands to the engine's bounded queue (or,
+//! on an API node, to the engine's command stream: [`crate::cluster`]) and waits
+//! (bounded by `[orders] response_timeout_ms`) for the events of that request, which
+//! the order fan-out thread (or the API node's stream reader) routes back by request id.
 //!
 //! A full queue is refused at once (503 ENGINE_BUSY: nothing was placed). An answer
 //! that does not arrive in time is reported as UNKNOWN, never as rejected: the command
@@ -32,14 +33,49 @@ pub enum SubmitError {
     Timeout { request: u64 },
     /// The order journal has failed: intake is stopped, nothing was sent.
     JournalDown,
+    /// (API node) Redis, which carries commands to the engine, is unreachable: nothing
+    /// was sent.
+    Unreachable,
+    /// (API node) the engine saw this idempotency key with another body.
+    KeyReused,
+    /// (API node) the order replica is resynchronizing with the engine.
+    NotSynced,
+}
+
+/// What a waiting request gets.
+pub type Answer = Result<Vec<OrderEvent>, SubmitError>;
+
+/// The engine node as an API node sees it (implemented over Redis Streams by
+/// `crate::cluster::api_link`).
+pub trait Forward: Send + Sync {
+    /// Whether this node's order replica is in step with the engine.
+    fn synced(&self) -> bool;
+    /// Refuses up front what cannot be sent.
+    fn ready(&self) -> Result<(), SubmitError>;
+    /// The command with the tag the engine applies it under at most once.
+    fn tagged(&self, cmd: Command) -> Command;
+    /// Sends it. `Err(None)`: it may have been sent (the outcome is unknown);
+    /// `Err(Some(_))`: it was not.
+    fn send(&self, cmd: Command, deadline: UnixNanos) -> BoxFuture<'_, Result<(), Option<SubmitError>>>;
+}
+
+/// A boxed future (the forwarder is a trait object).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where commands go.
+enum Route {
+    /// The engine in this process.
+    Local(CommandQueue),
+    /// The engine node, through its command stream.
+    Remote(Arc<dyn Forward>),
 }
 
 pub struct OrderService {
     pub accounts: Accounts,
     pub store: RwLock<OrderStore>,
     pub idempotency: Idempotency,
-    queue: CommandQueue,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Vec<OrderEvent>>>>,
+    route: Route,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_request: AtomicU64,
     timeout: Duration,
     journal: Arc<JournalStats>,
@@ -59,12 +95,26 @@ impl OrderService {
             accounts,
             store: RwLock::new(store),
             idempotency: Idempotency::default(),
-            queue,
+            route: Route::Local(queue),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             timeout,
             journal,
             redis: None,
+        }
+    }
+
+    /// Sends commands to the engine node through Redis instead of a local queue.
+    pub fn with_remote(mut self, remote: Arc<dyn Forward>) -> Self {
+        self.route = Route::Remote(remote);
+        self
+    }
+
+    /// The engine node this API node forwards to, if it is one.
+    pub fn remote(&self) -> Option<&Arc<dyn Forward>> {
+        match &self.route {
+            Route::Remote(r) => Some(r),
+            Route::Local(_) => None,
         }
     }
 
@@ -125,7 +175,6 @@ impl OrderService {
         }
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(request, tx);
         let cmd = Command {
             request,
             account,
@@ -133,12 +182,26 @@ impl OrderService {
             kind,
             idempotency,
         };
-        if self.queue.push(cmd).is_err() {
-            self.pending.lock().remove(&request);
-            return Err(SubmitError::Busy);
+        match &self.route {
+            Route::Local(queue) => {
+                self.pending.lock().insert(request, tx);
+                if queue.push(cmd).is_err() {
+                    self.pending.lock().remove(&request);
+                    return Err(SubmitError::Busy);
+                }
+            }
+            Route::Remote(remote) => {
+                remote.ready()?;
+                self.pending.lock().insert(request, tx);
+                let deadline = UnixNanos(cmd.at.0.saturating_add(self.timeout.as_nanos() as i64));
+                if let Err(e) = remote.send(remote.tagged(cmd), deadline).await {
+                    self.pending.lock().remove(&request);
+                    return Err(e.unwrap_or(SubmitError::Timeout { request }));
+                }
+            }
         }
         match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(events)) => Ok(events),
+            Ok(Ok(answer)) => answer,
             _ => {
                 self.pending.lock().remove(&request);
                 Err(SubmitError::Timeout { request })
@@ -151,15 +214,23 @@ impl OrderService {
         &self.journal
     }
 
-    /// Commands waiting in the engine's queue.
+    /// Commands waiting in the engine's queue (on an API node: requests awaiting an answer).
     pub fn queue_depth(&self) -> usize {
-        self.queue.len()
+        match &self.route {
+            Route::Local(queue) => queue.len(),
+            Route::Remote(_) => self.pending.lock().len(),
+        }
     }
 
     /// Called by the fan-out thread with a request's complete events.
     pub fn complete(&self, request: u64, events: Vec<OrderEvent>) {
+        self.answer(request, Ok(events));
+    }
+
+    /// Hands a request its answer (an API node's stream reader: events or a refusal).
+    pub fn answer(&self, request: u64, answer: Answer) {
         if let Some(tx) = self.pending.lock().remove(&request) {
-            let _ = tx.send(events);
+            let _ = tx.send(answer);
         }
     }
 }

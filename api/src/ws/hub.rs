@@ -424,6 +424,16 @@ impl Hub {
         }
     }
 
+    /// Closes every private channel (4008): their events can no longer be delivered
+    /// without a gap.
+    pub fn break_private(&self) {
+        for list in self.private.read().values().chain(self.anomalies.read().values()) {
+            for o in list {
+                o.break_private();
+            }
+        }
+    }
+
     /// Public subscriptions across all connections, for metrics.
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.load(Ordering::Relaxed) as usize

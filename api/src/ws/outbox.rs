@@ -88,6 +88,14 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// Events this connection should have had were lost upstream (an API node's
+    /// replica fell out of step with the engine): close it as an overflow would, so
+    /// the client resyncs over REST instead of reading past a gap.
+    pub fn break_private(&self) {
+        self.state.lock().private_overflow = true;
+        self.notify.notify_one();
+    }
+
     pub fn drain(&self) -> Drained {
         let mut s = self.state.lock();
         Drained {

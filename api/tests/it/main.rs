@@ -24,6 +24,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cluster;
 mod config;
 mod dashboard;
 mod deploy;

@@ -24,7 +24,7 @@ use super::step::Step;
 // A step carries its context (up to SWEEP_LEVELS depth levels) by value: the ring
 // holds fixed-size `Copy` items, so boxing it is not an option.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OrderOutput {
     Step(Step),
     Event(OrderEvent),

@@ -495,6 +495,19 @@ pub fn render(app: &AppState) -> String {
         }
     }
 
+    if let Some((c, setup)) = &app.cluster {
+        let role = if setup.forwards { "api" } else { "engine" };
+        let labels = format!(
+            "node=\"{}\",engine=\"{}\",role=\"{role}\"",
+            esc(&setup.node),
+            esc(&setup.engine)
+        );
+        for (name, kind, help, v) in c.rows() {
+            o.header(name, kind, help);
+            o.sample(name, &labels, v);
+        }
+    }
+
     // Rings: inputs (one per feed), outputs (one per consumer), the order event ring.
     let mut rings: Vec<(&str, &stocksblitz_engine::ring::RingStats)> =
         app.engine.inputs.iter().map(|r| ("input", r.as_ref())).collect();

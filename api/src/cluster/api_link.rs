@@ -1,0 +1,363 @@
+//! The API node's side of the order streams: commands out to the engine's command
+//! stream ([`RemoteEngine`]), and the engine's output stream in ([`spawn_api_link`]):
+//! the replica of the order read model, the private WebSocket channels, and the
+//! answers routed to waiting requests.
+//!
+//! The replica starts from a snapshot the engine writes on request and follows the
+//! output stream from a position read before asking, so nothing between the two is
+//! missed (output older than the snapshot is skipped by its event sequence). A gap in
+//! the sequence, or a heartbeat naming a sequence this node has not seen, means output
+//! was lost on the way: private channels close with 4008 (their clients resync over
+//! REST) and the replica is rebuilt the same way.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stocksblitz_engine::agent::{spawn_thread, AgentError, ThreadHandle};
+use stocksblitz_engine::orders::gateway::OrderOutput;
+use stocksblitz_engine::orders::store::OrderStore;
+use stocksblitz_engine::orders::{Command, CommandKind, IdemTag, OrderEvent, StepAssembler};
+use stocksblitz_engine::UnixNanos;
+
+use super::wire::{self, FromEngine, Refusal, ToEngine};
+use super::{command_stream, output_stream, ClusterStats};
+use crate::config::cluster::ClusterSetup;
+use crate::orders::service::{Answer, BoxFuture, Forward, SubmitError};
+use crate::orders::OrderService;
+use crate::redis_store::RedisStore;
+use crate::ws::hub::Hub;
+
+/// How long an engine may stay silent (no heartbeat) before this node says so.
+pub const ENGINE_SILENT_AFTER: Duration = Duration::from_secs(3);
+/// How long to wait for a requested snapshot before asking again.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+/// Output held while a snapshot is awaited; past it the sync starts over.
+const BUFFER_MAX: usize = 1_000_000;
+const BLOCK: Duration = Duration::from_millis(500);
+
+/// Commands out, to the engine node.
+pub struct RemoteEngine {
+    pub setup: ClusterSetup,
+    redis: Arc<RedisStore>,
+    /// This run's id: a command's tag is made of it, the node and the request id.
+    run: u64,
+    pub stats: Arc<ClusterStats>,
+}
+
+impl RemoteEngine {
+    pub fn new(setup: ClusterSetup, redis: Arc<RedisStore>, stats: Arc<ClusterStats>) -> Self {
+        Self {
+            setup,
+            redis,
+            run: super::run_id(),
+            stats,
+        }
+    }
+
+    async fn xadd(&self, msg: &ToEngine) -> Result<(), crate::redis_store::RedisDown> {
+        let cmd = redis::cmd("XADD")
+            .arg(command_stream(&self.setup.engine))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.setup.command_stream_len)
+            .arg("*")
+            .arg(wire::FIELD)
+            .arg(wire::encode(msg))
+            .to_owned();
+        self.redis.query::<String>(cmd).await.map(|_| ())
+    }
+}
+
+impl Forward for RemoteEngine {
+    fn synced(&self) -> bool {
+        self.stats.synced.get() == 1
+    }
+
+    /// Nothing leaves while the replica is resynchronizing or Redis is known to be down.
+    fn ready(&self) -> Result<(), SubmitError> {
+        if !self.synced() {
+            return Err(SubmitError::NotSynced);
+        }
+        if self.redis.stats.connected.get() == 0 {
+            return Err(SubmitError::Unreachable);
+        }
+        Ok(())
+    }
+
+    /// The command with the tag the engine applies it under at most once: the
+    /// client's `Idempotency-Key` when it had one, else one of this run and request.
+    /// Queries (a test order, risk usage) change nothing and carry none.
+    fn tagged(&self, mut cmd: Command) -> Command {
+        if cmd.idempotency.is_none() && !matches!(cmd.kind, CommandKind::Test(_) | CommandKind::QueryRisk) {
+            let id = format!("cmd:{}:{:016x}:{}", self.setup.node, self.run, cmd.request);
+            cmd.idempotency = Some(IdemTag::new(&id, &[]));
+        }
+        cmd
+    }
+
+    /// Adds the command to the engine's command stream.
+    fn send(&self, command: Command, deadline: UnixNanos) -> BoxFuture<'_, Result<(), Option<SubmitError>>> {
+        Box::pin(async move {
+            let msg = ToEngine::Command {
+                node: self.setup.node.clone(),
+                command,
+                deadline,
+            };
+            self.xadd(&msg).await.map_err(|_| None)?;
+            self.stats.commands_sent.inc();
+            Ok(())
+        })
+    }
+}
+
+/// A refusal from the engine as this node's error.
+fn refusal(r: Refusal, request: u64) -> SubmitError {
+    match r {
+        Refusal::Busy => SubmitError::Busy,
+        Refusal::JournalDown => SubmitError::JournalDown,
+        Refusal::KeyReused => SubmitError::KeyReused,
+        Refusal::Expired | Refusal::Unknown => SubmitError::Timeout { request },
+    }
+}
+
+/// The replica's state while following the stream.
+struct Replica {
+    service: Arc<OrderService>,
+    remote: Arc<RemoteEngine>,
+    hub: Arc<Hub>,
+    steps: StepAssembler,
+    events: Vec<OrderEvent>,
+    /// A snapshot asked for (its request id, when), and the output read since.
+    awaiting: Option<(u64, Instant)>,
+    buffered: Vec<OrderOutput>,
+    next_request: u64,
+    /// The engine run last heard from: a restarted engine may have a history this
+    /// replica does not match.
+    engine_run: Option<u64>,
+}
+
+impl Replica {
+    fn stats(&self) -> &ClusterStats {
+        &self.remote.stats
+    }
+
+    /// Output lost on the way: private channels close, and the replica is rebuilt.
+    fn lost(&mut self, why: &str) {
+        if self.stats().synced.get() == 1 {
+            tracing::warn!(why, engine = %self.remote.setup.engine, "order replica out of step: resynchronizing");
+            self.hub.break_private();
+        }
+        self.stats().synced.set(0);
+        self.awaiting = None;
+    }
+
+    /// Applies output in journal order; `false` on a gap.
+    fn apply(&mut self, items: &[OrderOutput]) -> bool {
+        let mut store = self.service.store.write();
+        let mut last = store.last_seq();
+        for item in items {
+            let Some((step, events)) = self.steps.push(item) else {
+                continue;
+            };
+            match events.first().map(|e| e.seq) {
+                Some(first) if first <= last => continue,
+                Some(first) if first != last + 1 => return false,
+                _ => {}
+            }
+            store.apply_step(&step, events);
+            last = store.last_seq();
+            self.events.extend_from_slice(events);
+        }
+        self.stats().last_seq.set(last);
+        self.stats().output_applied.add(items.len() as u64);
+        drop(store);
+        self.hub.dispatch_private(&self.events);
+        self.events.clear();
+        true
+    }
+
+    fn answer(&self, request: u64, answer: Result<Vec<OrderEvent>, Refusal>) {
+        self.stats().answers_received.inc();
+        let a: Answer = answer.map_err(|r| refusal(r, request));
+        self.service.answer(request, a);
+    }
+}
+
+/// Reads the engine's output stream into `service`'s replica and `hub` until `stop`.
+pub fn spawn_api_link(
+    service: Arc<OrderService>,
+    remote: Arc<RemoteEngine>,
+    hub: Arc<Hub>,
+    redis: Arc<RedisStore>,
+    stop: Arc<AtomicBool>,
+) -> Result<ThreadHandle, AgentError> {
+    let flag = Arc::clone(&stop);
+    spawn_thread("cluster-api-link", None, move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cluster api link: no runtime");
+                return;
+            }
+        };
+        let mut replica = Replica {
+            service,
+            remote,
+            hub,
+            steps: StepAssembler::with_capacity(4096),
+            events: Vec::with_capacity(4096),
+            awaiting: None,
+            buffered: Vec::new(),
+            next_request: 1,
+            engine_run: None,
+        };
+        rt.block_on(async move {
+            while !stop.load(Ordering::Acquire) {
+                if let Err(e) = follow(&mut replica, &redis, &stop).await {
+                    replica.stats().read_errors.inc();
+                    tracing::warn!(error = %e, "cluster api link: reading the engine's output failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        });
+    })
+    .map(|h| h.with_stop(&flag))
+}
+
+type Failed = Box<dyn std::error::Error + Send + Sync>;
+
+/// The newest id on `stream` ("0-0" when empty or absent).
+async fn newest(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> redis::RedisResult<String> {
+    let v: redis::Value = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    let list = wire::entries(redis::Value::Array(vec![redis::Value::Array(vec![
+        redis::Value::Nil,
+        v,
+    ])]))
+    .unwrap_or_default();
+    Ok(list.last().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
+}
+
+async fn follow(r: &mut Replica, redis: &Arc<RedisStore>, stop: &AtomicBool) -> Result<(), Failed> {
+    let stream = output_stream(&r.remote.setup.engine);
+    let mut conn = super::blocking_connection(redis, BLOCK).await?;
+    let mut from = newest(&mut conn, &stream).await?;
+    // A new connection may have missed anything: start in step only if nothing was.
+    r.lost("reconnected to redis");
+    while !stop.load(Ordering::Acquire) {
+        if r.stats().synced.get() == 0 && r.awaiting.is_none_or(|(_, at)| at.elapsed() > SNAPSHOT_WAIT) {
+            // Read from here on, then ask: everything after the snapshot is after here.
+            from = newest(&mut conn, &stream).await?;
+            let request = r.next_request;
+            r.next_request += 1;
+            r.buffered.clear();
+            r.steps = StepAssembler::with_capacity(4096);
+            r.remote
+                .xadd(&ToEngine::Snapshot {
+                    node: r.remote.setup.node.clone(),
+                    request,
+                })
+                .await
+                .map_err(|e| Failed::from(e.0))?;
+            r.awaiting = Some((request, Instant::now()));
+        }
+        let v: redis::Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(256)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(&from)
+            .query_async(&mut conn)
+            .await?;
+        for entry in wire::entries(v)? {
+            from = entry.id.clone();
+            if let Some(ms) = wire::id_ms(&entry.id) {
+                let now_ms = (UnixNanos::now().0 / 1_000_000).max(0) as u64;
+                r.stats().stream_lag_ms.set(now_ms.saturating_sub(ms));
+            }
+            let Some(msg) = entry.data.as_deref().and_then(|d| wire::decode::<FromEngine>(d).ok()) else {
+                redis.stats.decode_errors.inc();
+                continue;
+            };
+            handle(r, redis, msg).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn handle(r: &mut Replica, redis: &Arc<RedisStore>, msg: FromEngine) -> Result<(), Failed> {
+    let me = r.remote.setup.node.as_str();
+    match msg {
+        FromEngine::Output(items) => {
+            if r.awaiting.is_some() {
+                r.buffered.extend_from_slice(&items);
+                if r.buffered.len() > BUFFER_MAX {
+                    r.awaiting = None;
+                }
+            } else if r.stats().synced.get() == 1 && !r.apply(&items) {
+                r.lost("a gap in the engine's event sequence");
+            }
+        }
+        FromEngine::Answer { node, request, answer } if node == me => r.answer(request, answer),
+        FromEngine::Answer { .. } => {}
+        FromEngine::Snapshot {
+            node,
+            request,
+            key,
+            last_seq,
+        } if node == me && r.awaiting.is_some_and(|(q, _)| q == request) => {
+            let bytes: Option<Vec<u8>> = redis
+                .query(redis::cmd("GET").arg(&key).to_owned())
+                .await
+                .map_err(|e| Failed::from(e.0))?;
+            let _ = redis.query::<i64>(redis::cmd("DEL").arg(&key).to_owned()).await;
+            let Some(store) = bytes.and_then(|b| wire::decode::<OrderStore>(&b).ok()) else {
+                tracing::warn!(%key, "cluster api link: the engine's snapshot is missing or does not decode; asking again");
+                r.awaiting = None;
+                return Ok(());
+            };
+            {
+                let mut mine = r.service.store.write();
+                if !store.fits(&mine) {
+                    return Err(Failed::from(
+                        "the engine's order snapshot has other accounts than [orders] here: the nodes' configurations \
+                         differ",
+                    ));
+                }
+                *mine = store;
+            }
+            debug_assert_eq!(r.service.store.read().last_seq(), last_seq);
+            r.awaiting = None;
+            let buffered = std::mem::take(&mut r.buffered);
+            if r.apply(&buffered) {
+                r.stats().resyncs.inc();
+                r.stats().synced.set(1);
+                tracing::info!(engine = %r.remote.setup.engine, last_seq, "order replica in step with the engine");
+            } else {
+                r.lost("a gap right after the snapshot");
+            }
+        }
+        FromEngine::Snapshot { .. } => {}
+        FromEngine::Heartbeat { run, last_seq } => {
+            r.stats().engine_heartbeat_ns.set(UnixNanos::now().0.max(0) as u64);
+            let restarted = r.engine_run.is_some_and(|was| was != run);
+            r.engine_run = Some(run);
+            let mine = r.service.store.read().last_seq();
+            // Ahead of this node: output was missed. A restarted engine behind it: its
+            // journal lost what this replica holds (a restore), so rebuild from it.
+            if r.stats().synced.get() == 1 && (last_seq > mine || (restarted && last_seq != mine)) {
+                r.lost("the engine published output this node never read, or restarted with another history");
+            }
+        }
+    }
+    Ok(())
+}
