@@ -135,6 +135,9 @@ struct Replica {
     /// The engine run last heard from: a restarted engine may have a history this
     /// replica does not match.
     engine_run: Option<u64>,
+    /// The last output stream id read (kept across reconnects: entries Redis lost in
+    /// a restart show as a sequence gap, not as a reason to start over).
+    from: Option<String>,
 }
 
 impl Replica {
@@ -211,6 +214,7 @@ pub fn spawn_api_link(
             buffered: Vec::new(),
             next_request: 1,
             engine_run: None,
+            from: None,
         };
         rt.block_on(async move {
             while !stop.load(Ordering::Acquire) {
@@ -248,10 +252,12 @@ async fn newest(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> r
 async fn follow(r: &mut Replica, redis: &Arc<RedisStore>, stop: &AtomicBool) -> Result<(), Failed> {
     let stream = output_stream(&r.remote.setup.engine);
     let mut conn = super::blocking_connection(redis, BLOCK).await?;
-    let mut from = newest(&mut conn, &stream).await?;
-    // A new connection may have missed anything: start in step only if nothing was.
-    r.lost("reconnected to redis");
+    let mut from = match r.from.take() {
+        Some(id) => id,
+        None => newest(&mut conn, &stream).await?,
+    };
     while !stop.load(Ordering::Acquire) {
+        r.from = Some(from.clone());
         if r.stats().synced.get() == 0 && r.awaiting.is_none_or(|(_, at)| at.elapsed() > SNAPSHOT_WAIT) {
             // Read from here on, then ask: everything after the snapshot is after here.
             from = newest(&mut conn, &stream).await?;
@@ -280,6 +286,7 @@ async fn follow(r: &mut Replica, redis: &Arc<RedisStore>, stop: &AtomicBool) -> 
             .await?;
         for entry in wire::entries(v)? {
             from = entry.id.clone();
+            r.from = Some(from.clone());
             if let Some(ms) = wire::id_ms(&entry.id) {
                 let now_ms = (UnixNanos::now().0 / 1_000_000).max(0) as u64;
                 r.stats().stream_lag_ms.set(now_ms.saturating_sub(ms));

@@ -337,6 +337,50 @@ async fn api_nodes_trade_through_redis_streams_with_the_single_nodes_guarantees(
     };
     assert_eq!(ids(&api_view), ids(&engine_view), "api-1's replica equals the engine");
 
+    // Order entry over api-1's WebSocket, whose private channel then outlives a Redis
+    // restart (nothing lost: no gap, no close) and carries the next order.
+    let mut ws1 = ws_as(&api1, "alice").await;
+    send(&mut ws1, json!({"op":"subscribe","channels":["orders"],"id":1})).await;
+    assert_eq!(recv(&mut ws1, WAIT).await.expect("subscribed")["type"], "subscribed");
+    assert_eq!(recv(&mut ws1, WAIT).await.expect("snapshot")["type"], "snapshot");
+    send(
+        &mut ws1,
+        json!({"op":"order.new","id":"c1","order":{"symbol":"SBZ","side":"buy","type":"limit","price":"93.00","qty":"1"}}),
+    )
+    .await;
+    let ack = recv_until(&mut ws1, WAIT, |v| v["type"] == "order.ack")
+        .await
+        .expect("ack");
+    assert_eq!(ack["data"]["order"]["status"], "open", "{ack}");
+    let mut redis = redis;
+    redis.stop();
+    let (s, v) = on_api1.post("/orders", order("92.00")).await;
+    assert!(
+        matches!(
+            v["error"]["code"].as_str(),
+            Some("ORDER_STATUS_UNKNOWN" | "ENGINE_UNREACHABLE")
+        ),
+        "{s} {v}"
+    );
+    redis.restart();
+    let mut placed = None;
+    for _ in 0..100 {
+        let (s, v) = on_api1.post("/orders", order("91.00")).await;
+        if s == StatusCode::CREATED {
+            placed = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let placed = placed.expect("orders go through again once Redis is back");
+    let id = placed["order"]["order_id"].as_str().expect("id").to_owned();
+    let update = recv_until(&mut ws1, WAIT, |v| {
+        v["type"] == "update" && v["channel"] == "orders" && v["data"]["order"]["order_id"] == json!(id)
+    })
+    .await
+    .expect("the private channel stayed open across the Redis restart and carries the order");
+    assert_eq!(update["data"]["event"], "accepted", "{update}");
+
     for app in [api1, api2, engine] {
         app.shutdown().await.expect("shutdown");
     }
