@@ -128,7 +128,11 @@ impl OrderService {
     /// being unreachable is an error, never a silent skip of the check.
     pub async fn claim_key(&self, account: AccountId, key: &str, body: &[u8]) -> Result<Claim, RedisDown> {
         match &self.redis {
-            Some(r) => r.claim(self.accounts.name(account), key, body).await,
+            // In flight at most as long as an answer is awaited, plus Redis's round trips.
+            Some(r) => {
+                let in_flight = self.timeout * 2 + std::time::Duration::from_secs(1);
+                r.claim(self.accounts.name(account), key, body, in_flight).await
+            }
             None => Ok(self.idempotency.claim(account, key, body)),
         }
     }

@@ -1,7 +1,11 @@
 //! `Idempotency-Key` in Redis, shared by every API node: the first request claims
-//! `idem:{account}:{key}` with `SET NX EX` (state "in flight" plus the body's
-//! fingerprint); its answer then replaces the value (keeping the expiry), or the key
-//! is deleted when the outcome was not final (busy, unknown) so the client can retry.
+//! `idem:{account}:{key}` with `SET NX PX` (state "in flight" plus the body's
+//! fingerprint) for about as long as a request can take; its answer then replaces the
+//! value for `idempotency_ttl_secs`, or the key is deleted when the outcome was not
+//! final (busy, unknown) so the client can retry. A node that dies mid-request
+//! leaves its claim to expire within seconds, not the whole TTL: the retry then finds
+//! the journaled answer (or sends the command again under the same tag, which the
+//! engine applies at most once).
 //! The same key with the same body returns the original answer, another body 422,
 //! a key still in flight 409.
 
@@ -27,7 +31,14 @@ fn key(account: &str, key: &str) -> String {
 }
 
 impl RedisStore {
-    pub async fn claim(&self, account: &str, idem_key: &str, body: &[u8]) -> Result<Claim, RedisDown> {
+    /// Claims the key for `in_flight` (the longest a request can take).
+    pub async fn claim(
+        &self,
+        account: &str,
+        idem_key: &str,
+        body: &[u8],
+        in_flight: std::time::Duration,
+    ) -> Result<Claim, RedisDown> {
         let k = key(account, idem_key);
         let fp = body_fingerprint(idem_key, body);
         let claimed: Option<String> = self
@@ -36,8 +47,8 @@ impl RedisStore {
                     .arg(&k)
                     .arg(json!({ "fp": fp, "state": "in_flight" }).to_string())
                     .arg("NX")
-                    .arg("EX")
-                    .arg(self.setup.idempotency_ttl_secs)
+                    .arg("PX")
+                    .arg(in_flight.as_millis().max(1) as u64)
                     .to_owned(),
             )
             .await?;
@@ -88,7 +99,8 @@ impl RedisStore {
                 .arg(&k)
                 .arg(v.to_string())
                 .arg("XX")
-                .arg("KEEPTTL")
+                .arg("EX")
+                .arg(self.setup.idempotency_ttl_secs)
                 .to_owned(),
         )
         .await

@@ -27,7 +27,12 @@ pub fn free_port() -> u16 {
 }
 
 pub async fn spawn_server(config: &Path, log: &Path, env: &[(&str, &str)]) -> Server {
-    let port = free_port();
+    spawn_node(config, log, env, &[], free_port()).await
+}
+
+/// [`spawn_server`] with extra `serve` arguments (`--role api`), listening on `port`
+/// (a restarted node keeps its address).
+pub async fn spawn_node(config: &Path, log: &Path, env: &[(&str, &str)], args: &[&str], port: u16) -> Server {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -36,6 +41,7 @@ pub async fn spawn_server(config: &Path, log: &Path, env: &[(&str, &str)]) -> Se
     let mut child = Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
         .args(["serve", "--config"])
         .arg(config)
+        .args(args)
         .env("STOCKSBLITZ_API_LISTEN", format!("127.0.0.1:{port}"))
         .env_remove("SBZ_JWT_SECRET")
         .envs(env.iter().copied())

@@ -56,7 +56,10 @@ async fn idempotency_keys_are_shared_and_a_redis_outage_refuses_keyed_orders() {
         .expect("ttl");
     assert!((1..=3600).contains(&ttl), "ttl {ttl}");
     // A key still in flight (claimed, not answered) is a conflict.
-    let claim = store.claim("alice", "k-2", b"{}").await.expect("claim");
+    let claim = store
+        .claim("alice", "k-2", b"{}", Duration::from_secs(60))
+        .await
+        .expect("claim");
     assert!(matches!(claim, stocksblitz_api::orders::idempotency::Claim::Proceed));
     let (s, v) = alice_a.post_keyed(Some("k-2"), &json!({})).await;
     assert_eq!(
