@@ -252,6 +252,11 @@ async fn newest(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> r
 async fn follow(r: &mut Replica, redis: &Arc<RedisStore>, stop: &AtomicBool) -> Result<(), Failed> {
     let stream = output_stream(&r.remote.setup.engine);
     let mut conn = super::blocking_connection(redis, BLOCK).await?;
+    // Through the shared connection too: its state is what order entry checks first.
+    redis
+        .query::<String>(redis::cmd("PING"))
+        .await
+        .map_err(|e| Failed::from(e.0))?;
     let mut from = match r.from.take() {
         Some(id) => id,
         None => newest(&mut conn, &stream).await?,

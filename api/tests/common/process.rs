@@ -38,7 +38,9 @@ pub async fn spawn_node(config: &Path, log: &Path, env: &[(&str, &str)], args: &
         .append(true)
         .open(log)
         .expect("log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stocksblitz"))
+    // SBZ_TEST_BIN: another build of the binary (a release build, to measure).
+    let bin = std::env::var_os("SBZ_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_stocksblitz").into());
+    let mut child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(config)
         .args(args)
