@@ -336,10 +336,12 @@ async fn publish(
     let mut batch = Vec::with_capacity(ITEMS_PER_ENTRY);
     let mut last_beat: Option<Instant> = None;
     let mut stopping_since: Option<Instant> = None;
+    // Answers taken but not yet queued: each is queued only after a drain of the ring
+    // that began after it was taken.
+    let mut replies: Vec<Outgoing> = Vec::new();
     loop {
         // Answers first, then the ring: the output an answer follows is in the ring
         // before the answer exists.
-        let mut replies = Vec::new();
         while let Ok(a) = answers.try_recv() {
             replies.push(a);
         }
@@ -361,7 +363,7 @@ async fn publish(
                 items: batch.len(),
             });
         }
-        queue.extend(replies);
+        queue.extend(replies.drain(..));
         if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
             last_beat = Some(Instant::now());
             queue.push_back(Outgoing {
@@ -407,13 +409,14 @@ async fn publish(
         if stop.load(Ordering::Acquire) {
             let since = *stopping_since.get_or_insert_with(Instant::now);
             // Drain what is left; give up on an unreachable Redis after a few seconds.
-            if (queue.is_empty() && outputs.is_empty()) || since.elapsed() > Duration::from_secs(5) {
+            let empty = queue.is_empty() && replies.is_empty() && outputs.is_empty();
+            if empty || since.elapsed() > Duration::from_secs(5) {
                 return;
             }
         }
         if !wrote {
             tokio::select! {
-                Some(a) = answers.recv() => queue.push_back(a),
+                Some(a) = answers.recv() => replies.push(a),
                 _ = tokio::time::sleep(Duration::from_millis(1)) => {}
             }
         }

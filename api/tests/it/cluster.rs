@@ -125,6 +125,57 @@ async fn xadd(store: &stocksblitz_api::redis_store::RedisStore, stream: &str, by
         .expect("xadd");
 }
 
+/// On the engine's output stream, every answer to an API node comes after the output
+/// holding its events (what makes an API node read its own writes), whatever the
+/// timing was; at least `min` answers checked.
+async fn assert_answers_follow_their_output(engine: &RunningApp, min: usize) {
+    let store = engine.state.redis.clone().expect("redis");
+    let all: redis::Value = store
+        .query(
+            redis::cmd("XRANGE")
+                .arg(output_stream("engine-a"))
+                .arg("-")
+                .arg("+")
+                .to_owned(),
+        )
+        .await
+        .expect("xrange");
+    let entries = wire::entries(redis::Value::Array(vec![redis::Value::Array(vec![
+        redis::Value::Nil,
+        all,
+    ])]))
+    .expect("entries");
+    let mut seen = std::collections::HashSet::new();
+    let mut answers = 0;
+    for e in &entries {
+        match e.data.as_deref().and_then(|d| wire::decode::<FromEngine>(d).ok()) {
+            Some(FromEngine::Output(items)) => {
+                for i in items {
+                    if let stocksblitz_engine::orders::gateway::OrderOutput::Event(ev) = i {
+                        seen.insert(ev.seq);
+                    }
+                }
+            }
+            Some(FromEngine::Answer {
+                answer: Ok(events),
+                request,
+                node,
+            }) if node.starts_with("api-") => {
+                answers += 1;
+                for ev in events {
+                    assert!(
+                        seen.contains(&ev.seq),
+                        "{node}'s answer to {request} came before event {}",
+                        ev.seq
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(answers >= min, "{answers} answers checked");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_nodes_trade_through_redis_streams_with_the_single_nodes_guarantees() {
     let root = fresh_dir("cluster");
@@ -352,6 +403,7 @@ async fn api_nodes_trade_through_redis_streams_with_the_single_nodes_guarantees(
         .await
         .expect("ack");
     assert_eq!(ack["data"]["order"]["status"], "open", "{ack}");
+    assert_answers_follow_their_output(&engine, 4).await;
     let mut redis = redis;
     redis.stop();
     let (s, v) = on_api1.post("/orders", order("92.00")).await;
@@ -380,6 +432,8 @@ async fn api_nodes_trade_through_redis_streams_with_the_single_nodes_guarantees(
     .await
     .expect("the private channel stayed open across the Redis restart and carries the order");
     assert_eq!(update["data"]["event"], "accepted", "{update}");
+
+    assert_answers_follow_their_output(&engine, 1).await;
 
     for app in [api1, api2, engine] {
         app.shutdown().await.expect("shutdown");
