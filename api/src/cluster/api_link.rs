@@ -126,7 +126,6 @@ struct Replica {
     service: Arc<OrderService>,
     remote: Arc<RemoteEngine>,
     hub: Arc<Hub>,
-    steps: StepAssembler,
     events: Vec<OrderEvent>,
     /// A snapshot asked for (its request id, when), and the output read since.
     awaiting: Option<(u64, Instant)>,
@@ -155,29 +154,17 @@ impl Replica {
         self.awaiting = None;
     }
 
-    /// Applies output in journal order; `false` on a gap.
+    /// Applies output in journal order (and hands what it applied to the private
+    /// channels); `false` at a gap, where it stops.
     fn apply(&mut self, items: &[OrderOutput]) -> bool {
         let mut store = self.service.store.write();
-        let mut last = store.last_seq();
-        for item in items {
-            let Some((step, events)) = self.steps.push(item) else {
-                continue;
-            };
-            match events.first().map(|e| e.seq) {
-                Some(first) if first <= last => continue,
-                Some(first) if first != last + 1 => return false,
-                _ => {}
-            }
-            store.apply_step(&step, events);
-            last = store.last_seq();
-            self.events.extend_from_slice(events);
-        }
-        self.stats().last_seq.set(last);
+        let in_step = apply_in_order(&mut store, items, &mut self.events);
+        self.stats().last_seq.set(store.last_seq());
         self.stats().output_applied.add(items.len() as u64);
         drop(store);
         self.hub.dispatch_private(&self.events);
         self.events.clear();
-        true
+        in_step
     }
 
     fn answer(&self, request: u64, answer: Result<Vec<OrderEvent>, Refusal>) {
@@ -185,6 +172,34 @@ impl Replica {
         let a: Answer = answer.map_err(|r| refusal(r, request));
         self.service.answer(request, a);
     }
+}
+
+/// Applies one output entry (whole steps: the engine never splits a step across
+/// entries) to `store` in event-sequence order, appending what it applied to
+/// `applied`. Steps it already holds (a redelivery, the overlap with a snapshot) are
+/// skipped; `false` at the first step that does not follow on, or whose events skip a
+/// number (output was lost), where it stops.
+fn apply_in_order(store: &mut OrderStore, items: &[OrderOutput], applied: &mut Vec<OrderEvent>) -> bool {
+    let mut steps = StepAssembler::default();
+    let mut last = store.last_seq();
+    for item in items {
+        let Some((step, events)) = steps.push(item) else {
+            continue;
+        };
+        let first = events.first().map_or(last + 1, |e| e.seq);
+        if !events.iter().zip(first..).all(|(e, n)| e.seq == n) {
+            return false;
+        }
+        if events.is_empty() || first > last {
+            if first != last + 1 {
+                return false;
+            }
+            store.apply_step(&step, events);
+            last = store.last_seq();
+            applied.extend_from_slice(events);
+        }
+    }
+    true
 }
 
 /// Reads the engine's output stream into `service`'s replica and `hub` until `stop`.
@@ -208,7 +223,6 @@ pub fn spawn_api_link(
             service,
             remote,
             hub,
-            steps: StepAssembler::with_capacity(4096),
             events: Vec::with_capacity(4096),
             awaiting: None,
             buffered: Vec::new(),
@@ -269,7 +283,6 @@ async fn follow(r: &mut Replica, redis: &Arc<RedisStore>, stop: &AtomicBool) -> 
             let request = r.next_request;
             r.next_request += 1;
             r.buffered.clear();
-            r.steps = StepAssembler::with_capacity(4096);
             r.remote
                 .xadd(&ToEngine::Snapshot {
                     node: r.remote.setup.node.clone(),
@@ -372,4 +385,110 @@ async fn handle(r: &mut Replica, redis: &Arc<RedisStore>, msg: FromEngine) -> Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use stocksblitz_engine::orders::context::StepContext;
+    use stocksblitz_engine::orders::step::{Input, Step};
+    use stocksblitz_engine::orders::{AccountId, OrderEventData};
+
+    /// Steps with `events[i]` events each, numbered from 1, flattened as the ring has them.
+    fn stream(events: &[u8]) -> Vec<OrderOutput> {
+        let mut seq = 0;
+        let mut out = Vec::new();
+        for &n in events {
+            out.push(OrderOutput::Step(Step {
+                input: Input::Timer { at: UnixNanos(1) },
+                market: None,
+                events: u32::from(n),
+                ctx: StepContext::default(),
+            }));
+            for i in 0..n {
+                seq += 1;
+                out.push(OrderOutput::Event(OrderEvent {
+                    seq,
+                    request: 0,
+                    account: AccountId(0),
+                    at: UnixNanos(1),
+                    last: i + 1 == n,
+                    data: OrderEventData::Done { count: 0 },
+                }));
+            }
+        }
+        out
+    }
+
+    fn seqs(items: &[OrderOutput]) -> Vec<u64> {
+        items
+            .iter()
+            .filter_map(|o| match o {
+                OrderOutput::Event(e) => Some(e.seq),
+                OrderOutput::Step(_) => None,
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Output cut into entries of whole steps (as the engine publishes it), in
+        /// order, any entry delivered twice: every event applied once, in order, never
+        /// a false gap. With an entry lost: a gap is reported exactly when the loss
+        /// took events and an entry with events follows it, and nothing past the gap
+        /// is applied.
+        #[test]
+        fn gaps_are_found_and_repeats_are_harmless(
+            steps in proptest::collection::vec(0u8..4, 1..40),
+            per_entry in proptest::collection::vec(1usize..4, 1..40),
+            repeat in proptest::option::of(0usize..40),
+            lose in proptest::option::of(0usize..40),
+        ) {
+            let mut entries: Vec<Vec<OrderOutput>> = Vec::new();
+            let (mut at, mut seq) = (0, 0u64);
+            let mut sizes = per_entry.iter().cycle();
+            while at < steps.len() {
+                let n = (*sizes.next().unwrap_or(&1)).min(steps.len() - at);
+                let mut entry = stream(&steps[at..at + n]);
+                for o in &mut entry {
+                    if let OrderOutput::Event(e) = o {
+                        e.seq += seq;
+                    }
+                }
+                seq += seqs(&entry).len() as u64;
+                entries.push(entry);
+                at += n;
+            }
+            let total = seq;
+            let lost = lose.map(|i| i % entries.len());
+            let mut delivered: Vec<&Vec<OrderOutput>> = Vec::new();
+            for (i, e) in entries.iter().enumerate() {
+                if Some(i) == lost {
+                    continue;
+                }
+                delivered.push(e);
+                if repeat.is_some_and(|r| r % entries.len() == i) {
+                    delivered.push(e);
+                }
+            }
+            let mut store = OrderStore::new(1, 100);
+            let mut applied = Vec::new();
+            let mut in_step = true;
+            for e in delivered {
+                if !apply_in_order(&mut store, e, &mut applied) {
+                    in_step = false;
+                    break;
+                }
+            }
+            let got: Vec<u64> = applied.iter().map(|e| e.seq).collect();
+            prop_assert_eq!(&got, &(1..=got.len() as u64).collect::<Vec<_>>(), "applied once, in order");
+            prop_assert_eq!(store.last_seq(), got.len() as u64);
+            let took_events = lost.is_some_and(|i| !seqs(&entries[i]).is_empty());
+            let events_after = lost.is_some_and(|i| entries[i + 1..].iter().any(|e| !seqs(e).is_empty()));
+            prop_assert_eq!(in_step, !(took_events && events_after));
+            if !took_events {
+                prop_assert_eq!(store.last_seq(), total);
+            }
+        }
+    }
 }

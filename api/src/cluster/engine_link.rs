@@ -333,7 +333,8 @@ async fn publish(
     let mut last_seq = link.service.store.read().last_seq();
     let mut queue: VecDeque<Outgoing> = VecDeque::new();
     let mut held = 0usize;
-    let mut batch = Vec::with_capacity(ITEMS_PER_ENTRY);
+    // Output taken from the ring, not yet in an entry (an unfinished step).
+    let mut carry: Vec<OrderOutput> = Vec::with_capacity(ITEMS_PER_ENTRY);
     let mut last_beat: Option<Instant> = None;
     let mut stopping_since: Option<Instant> = None;
     // Answers taken but not yet queued: each is queued only after a drain of the ring
@@ -345,24 +346,27 @@ async fn publish(
         while let Ok(a) = answers.try_recv() {
             replies.push(a);
         }
-        loop {
-            batch.clear();
-            if outputs.pop_batch(&mut batch, ITEMS_PER_ENTRY) == 0 {
-                break;
-            }
-            if let Some(seq) = batch.iter().rev().find_map(|o| match o {
+        while outputs.pop_batch(&mut carry, ITEMS_PER_ENTRY) > 0 {}
+        // Entries of whole steps only (an API node applies each entry on its own);
+        // the tail of a step still arriving waits in `carry`.
+        let (entries, done) = whole_steps(&carry, ITEMS_PER_ENTRY);
+        for range in entries {
+            let items = carry.get(range).unwrap_or_default().to_vec();
+            if let Some(seq) = items.iter().rev().find_map(|o| match o {
                 OrderOutput::Event(e) => Some(e.seq),
                 OrderOutput::Step(_) => None,
             }) {
                 last_seq = seq;
             }
-            held += batch.len();
+            held += items.len();
+            let n = items.len();
             queue.push_back(Outgoing {
-                msg: Some(FromEngine::Output(batch.clone())),
+                msg: Some(FromEngine::Output(items)),
                 ack: None,
-                items: batch.len(),
+                items: n,
             });
         }
+        carry.drain(..done);
         queue.extend(replies.drain(..));
         if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
             last_beat = Some(Instant::now());
@@ -409,7 +413,7 @@ async fn publish(
         if stop.load(Ordering::Acquire) {
             let since = *stopping_since.get_or_insert_with(Instant::now);
             // Drain what is left; give up on an unreachable Redis after a few seconds.
-            let empty = queue.is_empty() && replies.is_empty() && outputs.is_empty();
+            let empty = queue.is_empty() && replies.is_empty() && outputs.is_empty() && carry.is_empty();
             if empty || since.elapsed() > Duration::from_secs(5) {
                 return;
             }
@@ -421,6 +425,37 @@ async fn publish(
             }
         }
     }
+}
+
+/// Cuts `items` into entries of whole steps (a step record and all its events), each
+/// at most `max` items unless one step is longer; returns them and where the last
+/// complete step ends (what follows is a step still arriving).
+fn whole_steps(items: &[OrderOutput], max: usize) -> (Vec<std::ops::Range<usize>>, usize) {
+    let mut entries = Vec::new();
+    let (mut start, mut done, mut remaining) = (0, 0, 0u32);
+    for (i, item) in items.iter().enumerate() {
+        remaining = match item {
+            OrderOutput::Step(s) => s.events,
+            OrderOutput::Event(_) => remaining.saturating_sub(1),
+        };
+        if remaining > 0 {
+            continue;
+        }
+        // Step [done, i] is complete: close the entry before it if it would not fit.
+        if i + 1 - start > max && done > start {
+            entries.push(start..done);
+            start = done;
+        }
+        done = i + 1;
+        if done - start >= max {
+            entries.push(start..done);
+            start = done;
+        }
+    }
+    if done > start {
+        entries.push(start..done);
+    }
+    (entries, done)
 }
 
 /// Writes up to [`ENTRIES_PER_WRITE`] of `queue`'s front in one round trip (with the
@@ -446,4 +481,71 @@ async fn write(link: &Link, stream: &str, queue: &VecDeque<Outgoing>) -> Result<
         }
     }
     link.redis.pipeline(&pipe).await.map(|()| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use stocksblitz_engine::orders::context::StepContext;
+    use stocksblitz_engine::orders::step::{Input, Step};
+    use stocksblitz_engine::orders::{AccountId, OrderEventData};
+
+    fn stream(events: &[u8]) -> Vec<OrderOutput> {
+        let mut out = Vec::new();
+        for &n in events {
+            out.push(OrderOutput::Step(Step {
+                input: Input::Timer { at: UnixNanos(1) },
+                market: None,
+                events: u32::from(n),
+                ctx: StepContext::default(),
+            }));
+            for _ in 0..n {
+                out.push(OrderOutput::Event(OrderEvent {
+                    seq: out.len() as u64,
+                    request: 0,
+                    account: AccountId(0),
+                    at: UnixNanos(1),
+                    last: false,
+                    data: OrderEventData::Done { count: 0 },
+                }));
+            }
+        }
+        out
+    }
+
+    proptest! {
+        /// However the ring hands the output over, the entries are whole steps, at
+        /// most `max` items unless one step is longer, and together they are the
+        /// output, in order, once.
+        #[test]
+        fn entries_are_whole_steps(
+            steps in proptest::collection::vec(0u8..6, 0..50),
+            batches in proptest::collection::vec(1usize..9, 1..30),
+            max in 1usize..8,
+        ) {
+            let all = stream(&steps);
+            let (mut carry, mut out, mut at) = (Vec::new(), Vec::new(), 0);
+            let mut sizes = batches.iter().cycle();
+            while at < all.len() {
+                let n = (*sizes.next().unwrap_or(&1)).min(all.len() - at);
+                carry.extend_from_slice(&all[at..at + n]);
+                at += n;
+                let (entries, done) = whole_steps(&carry, max);
+                for r in entries {
+                    let e = carry[r].to_vec();
+                    let first_is_step = matches!(e.first(), Some(OrderOutput::Step(_)));
+                    prop_assert!(first_is_step);
+                    let steps_in = e.iter().filter(|o| matches!(o, OrderOutput::Step(_))).count();
+                    prop_assert!(e.len() <= max || steps_in == 1, "{} items, {} steps", e.len(), steps_in);
+                    let declared: u32 = e.iter().map(|o| match o { OrderOutput::Step(s) => s.events, _ => 0 }).sum();
+                    prop_assert_eq!(declared as usize, e.len() - steps_in);
+                    out.extend(e);
+                }
+                carry.drain(..done);
+            }
+            prop_assert!(carry.is_empty());
+            prop_assert_eq!(out, all);
+        }
+    }
 }
