@@ -1,5 +1,5 @@
-//! The caller middleware ([`super::caller::handle`]) as a hand-written layer on every
-//! `/api/v1` route, instead of axum's `from_fn` (which per request clones the state
+//! The caller middleware ([`super::caller::handle`]) as a hand-written layer for every
+//! `/api/v1` route (in the stack of every route, passing the others through), instead of axum's `from_fn` (which per request clones the state
 //! and the rest of the stack, boxes both, and boxes the future). An anonymous request
 //! that is not an audited write, with the rate-limit buckets in process, is decided
 //! in `call` without a box ([`super::caller::anonymous_now`]): the same decision,
@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
@@ -21,16 +21,22 @@ use super::caller::{anonymous_now, handle};
 use super::Access;
 use crate::ratelimit::Checked;
 
-/// See the module doc.
+/// See the module doc. `under`: the layer applies only to routes whose matched path
+/// starts with it (the API's, when the layer is part of the stack of every route:
+/// one route level less than a layer on the API's routes alone).
 #[derive(Clone)]
-pub struct CallerLayer(pub Access);
+pub struct CallerLayer {
+    pub access: Access,
+    pub under: &'static str,
+}
 
 impl<S> Layer<S> for CallerLayer {
     type Service = CallerService<S>;
     fn layer(&self, inner: S) -> CallerService<S> {
         CallerService {
             inner,
-            access: self.0.clone(),
+            access: self.access.clone(),
+            under: self.under,
         }
     }
 }
@@ -39,6 +45,7 @@ impl<S> Layer<S> for CallerLayer {
 pub struct CallerService<S> {
     inner: S,
     access: Access,
+    under: &'static str,
 }
 
 type Boxed = Pin<Box<dyn Future<Output = Response> + Send>>;
@@ -57,6 +64,13 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
+        let route = req.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
+        if !route.starts_with(self.under) {
+            // Not an API route (or no route: the fallback).
+            return CallerFuture::Passed {
+                fut: self.inner.call(req),
+            };
+        }
         match anonymous_now(&self.access, &req) {
             Some(Ok((caller, checked))) => {
                 req.extensions_mut().insert(caller);
@@ -92,6 +106,7 @@ pin_project! {
     #[project = CallerProj]
     pub enum CallerFuture<F> {
         Now { #[pin] fut: F, checked: Option<Checked> },
+        Passed { #[pin] fut: F },
         Boxed { fut: Boxed },
         Answered { resp: Option<Response> },
     }
@@ -112,6 +127,7 @@ where
                 }
                 Poll::Ready(Ok(resp))
             }
+            CallerProj::Passed { fut } => fut.poll(cx),
             CallerProj::Boxed { fut } => fut.as_mut().poll(cx).map(Ok),
             CallerProj::Answered { resp } => Poll::Ready(Ok(resp
                 .take()

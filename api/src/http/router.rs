@@ -128,12 +128,7 @@ pub fn router(app: AppState) -> Router {
     let doc = document();
     crate::openapi::install(doc);
     crate::auth::routes::install(doc);
-    let (routes, _) = serving_routes(|api| {
-        // Caller identification, rate limit and the audit of writes, in one layer.
-        // (by hand: an anonymous read is decided without a box).
-        api.layer(crate::auth::caller_layer::CallerLayer(app.access.clone()))
-    })
-    .split_for_parts();
+    let (routes, _) = serving_routes(|api| api).split_for_parts();
     // One route layer, the whole stack (outermost first): every `Router::layer` call
     // wraps each route in another boxed service that is cloned, deeply, per request
     // and per level, and boxes its future.
@@ -144,7 +139,14 @@ pub fn router(app: AppState) -> Router {
         .layer(metrics::layer::MetricsLayer(std::sync::Arc::clone(&app.http)))
         // Panics, the request timeout and the body limit (was three tower-http layers).
         .layer(guard::GuardLayer::new(timeout, max_body))
-        .layer(DefaultBodyLimit::max(max_body));
+        .layer(DefaultBodyLimit::max(max_body))
+        // Caller identification, rate limit and the audit of writes on the API's routes
+        // (by hand: an anonymous read is decided without a box; here rather than on the
+        // API's routes alone, one boxed route level less per request).
+        .layer(crate::auth::caller_layer::CallerLayer {
+            access: app.access.clone(),
+            under: "/api/v1/",
+        });
     routes.fallback(not_found).layer(stack).with_state(app)
 }
 
