@@ -84,7 +84,7 @@ pub fn anonymous_tier(access: &Access, ip: IpAddr, public: bool) -> (InlineStr, 
         ip.is_loopback() || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
     if public && loopback && access.config.environment == Environment::Development && access.limiter.loopback_public() {
         (
-            InlineStr::format(format_args!("public:{}", address_bucket(ip))),
+            InlineStr::concat(&["public:", address_bucket(ip).as_str()]),
             LimitTier::LoopbackPublic,
         )
     } else {
@@ -163,11 +163,21 @@ fn not_configured() -> ApiError {
 }
 
 /// The middleware on every `/api/v1` route: identifies the caller, applies its rate
-/// limit, and audits writes ([`crate::audit::http::around`]).
+/// limit, and audits writes ([`crate::audit::http::around`]). The router uses it as a
+/// hand-written layer ([`super::caller_layer`]), which answers an anonymous read
+/// without it.
 pub async fn middleware(State(access): State<Access>, req: Request, next: Next) -> Response {
+    handle(&access, req, move |req| next.run(req)).await
+}
+
+/// [`middleware`] around `run` (the rest of the stack).
+pub async fn handle<F, Fut>(access: &Access, req: Request, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let ip = client_ip(&req);
-    let credentials =
-        Services::is_signed(req.headers()) || req.headers().contains_key(axum::http::header::AUTHORIZATION);
+    let credentials = has_credentials(&req);
     // Only a request with credentials can fail identification and quote its id.
     let request_id = if credentials {
         req.extensions()
@@ -180,7 +190,7 @@ pub async fn middleware(State(access): State<Access>, req: Request, next: Next) 
     if credentials {
         // Checked before anything verifies or records them: a brute force costs us
         // a map lookup per attempt and adds nothing to the audit log.
-        if let Some((e, wait)) = auth_refused(&access, ip) {
+        if let Some((e, wait)) = auth_refused(access, ip) {
             let mut resp = e.into_response();
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(wait));
@@ -188,7 +198,7 @@ pub async fn middleware(State(access): State<Access>, req: Request, next: Next) 
         }
     }
     let public = public_read(&req);
-    let (caller, mut req) = match identify(&access, req, &request_id, ip).await {
+    let (caller, mut req) = match identify(access, req, &request_id, ip).await {
         Ok(v) => v,
         Err(e) => {
             // Failed attempts spend the address's anonymous budget (no brute force).
@@ -199,7 +209,7 @@ pub async fn middleware(State(access): State<Access>, req: Request, next: Next) 
         }
     };
     let limit = match &caller {
-        Caller::Anonymous(ip) => Some(anonymous_tier(&access, *ip, public)),
+        Caller::Anonymous(ip) => Some(anonymous_tier(access, *ip, public)),
         c => c.limit(),
     };
     let checked = match limit {
@@ -213,9 +223,40 @@ pub async fn middleware(State(access): State<Access>, req: Request, next: Next) 
     }
     req.extensions_mut().insert(caller);
     // The audit of writes runs here, inside the caller's identification.
-    let mut resp = crate::audit::http::around(&access.audit, req, move |req| next.run(req)).await;
+    let mut resp = crate::audit::http::around(&access.audit, req, run).await;
     if let Some(c) = checked {
         c.write_headers(resp.headers_mut());
     }
     resp
+}
+
+/// Whether the request carries credentials (a signature or an `Authorization` header).
+pub(crate) fn has_credentials(req: &Request) -> bool {
+    Services::is_signed(req.headers()) || req.headers().contains_key(axum::http::header::AUTHORIZATION)
+}
+
+/// What [`handle`] decides for an anonymous caller before the handler runs, when it
+/// needs no await (no credentials, not an audited write, the buckets in process):
+/// `Err` the refusal to answer with, `Ok` the caller to insert and the check whose
+/// headers the response gets; `None` when [`handle`] must run.
+pub(crate) fn anonymous_now(
+    access: &Access,
+    req: &Request,
+) -> Option<Result<(Caller, crate::ratelimit::Checked), Response>> {
+    if has_credentials(req) {
+        return None;
+    }
+    let route = req.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
+    if crate::audit::http::action(req.method(), route).is_some() {
+        return None;
+    }
+    let ip = client_ip(req);
+    let (key, tier) = anonymous_tier(access, ip, public_read(req));
+    let c = access.limiter.check_local(tier, &key)?;
+    if !c.decision.allowed {
+        let mut resp = c.refusal().into_response();
+        c.write_headers(resp.headers_mut());
+        return Some(Err(resp));
+    }
+    Some(Ok((Caller::Anonymous(ip), c)))
 }

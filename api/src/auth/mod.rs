@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod caller;
+pub mod caller_layer;
 pub mod hmac;
 pub mod jwt;
 pub mod key;

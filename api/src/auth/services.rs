@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::foundation::secrets::from_env;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 
 use super::hmac;
 use super::nonce::{Nonce, NonceError, NonceStore};
@@ -122,9 +122,15 @@ impl Services {
 
     /// Whether a request carries any of the signing headers (and so must be signed).
     pub fn is_signed(headers: &HeaderMap) -> bool {
-        [hmac::IDENTITY, hmac::KEY_ID, hmac::TIMESTAMP, hmac::SIGNATURE]
-            .iter()
-            .any(|h| headers.contains_key(*h))
+        // Header names, not `&str`s: a `&str` key is parsed again on every lookup, and
+        // this runs for every API request.
+        const NAMES: [HeaderName; 4] = [
+            HeaderName::from_static(hmac::IDENTITY),
+            HeaderName::from_static(hmac::KEY_ID),
+            HeaderName::from_static(hmac::TIMESTAMP),
+            HeaderName::from_static(hmac::SIGNATURE),
+        ];
+        NAMES.iter().any(|h| headers.contains_key(h))
     }
 
     /// Checks a signed request: headers, clock window, key, signature, then replay.

@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 use super::metrics::counters::HttpMetrics;
 use super::request_id::{finish, needs_body, render};
 use super::security::set_headers;
-use crate::foundation::request_id::{acceptable, fresh, RequestId, HEADER};
+use crate::foundation::request_id::{acceptable, fresh, RequestId, HEADER_NAME};
 use crate::foundation::ApiError;
 
 /// See the module doc.
@@ -69,7 +69,11 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        let id = req.headers().get(HEADER).and_then(acceptable).unwrap_or_else(fresh);
+        let id = req
+            .headers()
+            .get(&HEADER_NAME)
+            .and_then(acceptable)
+            .unwrap_or_else(fresh);
         req.extensions_mut().insert(RequestId(id.clone()));
         let api = req.uri().path().starts_with("/api/");
         EdgeFuture::Inner {
@@ -128,7 +132,7 @@ where
                         let mut resp = render(&http, &id, resp, err);
                         // The id's own bytes become the header (no copy).
                         if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
-                            resp.headers_mut().insert(HEADER, v);
+                            resp.headers_mut().insert(HEADER_NAME, v);
                         }
                         return Poll::Ready(Ok(resp));
                     }

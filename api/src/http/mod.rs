@@ -1,7 +1,9 @@
 //! REST routes, errors, request ids and metrics.
 
 pub mod conn;
+pub mod cors;
 pub mod edge;
+pub mod guard;
 pub mod health;
 pub mod market;
 pub mod metrics;

@@ -18,9 +18,9 @@ pub(crate) mod store;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::config::limits::RateLimitsConfig;
@@ -108,6 +108,21 @@ impl InlineStr {
         }
     }
 
+    /// `parts` one after the other, on the stack when they fit (without the
+    /// formatting machinery: keys are built per request).
+    pub fn concat(parts: &[&str]) -> Self {
+        let mut w = StackWriter {
+            buf: [0; INLINE_CAP],
+            len: 0,
+        };
+        for p in parts {
+            if std::fmt::Write::write_str(&mut w, p).is_err() {
+                return Self(InlineRepr::Heap(parts.concat()));
+            }
+        }
+        Self(InlineRepr::Stack { buf: w.buf, len: w.len })
+    }
+
     pub fn as_str(&self) -> &str {
         match &self.0 {
             // Whole `&str`s were copied in: always UTF-8.
@@ -136,13 +151,94 @@ impl std::fmt::Debug for InlineStr {
     }
 }
 
+/// An IPv4 address in dotted decimal, as `Display` writes it, on the stack.
+struct V4Text {
+    buf: [u8; 15],
+    len: usize,
+}
+
+impl V4Text {
+    fn as_str(&self) -> &str {
+        self.buf
+            .get(..self.len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+}
+
+fn v4_text(v4: std::net::Ipv4Addr) -> V4Text {
+    let mut t = V4Text { buf: [0; 15], len: 0 };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        let mut put = |b: u8| {
+            if let Some(slot) = t.buf.get_mut(t.len) {
+                *slot = b;
+                t.len += 1;
+            }
+        };
+        if i > 0 {
+            put(b'.');
+        }
+        if octet >= 100 {
+            put(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            put(b'0' + octet / 10 % 10);
+        }
+        put(b'0' + octet % 10);
+    }
+    t
+}
+
+/// A header value's text on the stack (the `RateLimit` value, built per request
+/// without the formatting machinery).
+struct HeaderText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Default for HeaderText {
+    fn default() -> Self {
+        HeaderText { buf: [0; 64], len: 0 }
+    }
+}
+
+impl HeaderText {
+    /// Appends `bytes` (what does not fit is dropped; nothing written here is that long).
+    fn push(&mut self, bytes: &[u8]) {
+        let end = (self.len + bytes.len()).min(self.buf.len());
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..end), bytes.get(..end - self.len)) {
+            dst.copy_from_slice(src);
+        }
+        self.len = end;
+    }
+
+    /// Appends `n` in decimal.
+    fn number(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// The bucket key of an address: `ip:192.0.2.1`, or for IPv6 its /64
 /// (`ip:2001:db8:1:2::/64`), since one host is usually given a whole /64.
 pub fn address_bucket(ip: IpAddr) -> InlineStr {
     match ip {
-        IpAddr::V4(v4) => InlineStr::format(format_args!("ip:{v4}")),
+        IpAddr::V4(v4) => InlineStr::concat(&["ip:", v4_text(v4).as_str()]),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => InlineStr::format(format_args!("ip:{v4}")),
+            Some(v4) => InlineStr::concat(&["ip:", v4_text(v4).as_str()]),
             None => {
                 let s = v6.segments();
                 let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
@@ -317,6 +413,22 @@ impl RateLimiter {
                 self.local.check(key, tier.class(), rate, now)
             }
         };
+        self.decided(tier, rate, decision)
+    }
+
+    /// [`Self::check`] when it needs no await: without `[redis]` the buckets are this
+    /// node's (the same decision, counted the same). `None` with `[redis]`: call
+    /// [`Self::check`].
+    pub fn check_local(&self, tier: LimitTier, key: &str) -> Option<Checked> {
+        if self.redis.is_some() {
+            return None;
+        }
+        let rate = self.rates[tier as usize];
+        Some(self.decided(tier, rate, self.local.check(key, tier.class(), rate, now_us())))
+    }
+
+    /// The decision counted, as a [`Checked`].
+    fn decided(&self, tier: LimitTier, rate: Rate, decision: Option<Decision>) -> Checked {
         // A local table full of accounts refuses anonymous newcomers for a second.
         let decision = decision.unwrap_or(Decision {
             allowed: false,
@@ -342,26 +454,46 @@ impl Checked {
     /// `RateLimit-Policy: "authenticated";q=100;w=60` and
     /// `RateLimit: "authenticated";r=57;t=4`.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
+        const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+        const STATE: HeaderName = HeaderName::from_static("ratelimit");
+        headers.insert(POLICY, self.policy());
         let name = self.tier.as_str();
-        let policy = InlineStr::format(format_args!(
-            "\"{name}\";q={};w={}",
-            self.limit,
-            gcra::WINDOW_US / 1_000_000
-        ));
-        let state = InlineStr::format(format_args!(
-            "\"{name}\";r={};t={}",
-            self.decision.remaining, self.decision.reset_secs
-        ));
-        for (k, v) in [("ratelimit-policy", policy), ("ratelimit", state)] {
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                headers.insert(k, v);
-            }
+        let mut state = HeaderText::default();
+        state.push(b"\"");
+        state.push(name.as_bytes());
+        state.push(b"\";r=");
+        state.number(self.decision.remaining);
+        state.push(b";t=");
+        state.number(self.decision.reset_secs);
+        if let Ok(v) = HeaderValue::from_bytes(state.as_bytes()) {
+            headers.insert(STATE, v);
         }
         if !self.decision.allowed {
             headers.insert(
                 axum::http::header::RETRY_AFTER,
                 HeaderValue::from(self.decision.retry_after_secs),
             );
+        }
+    }
+
+    /// The `RateLimit-Policy` value, built once per tier (a tier's limit does not
+    /// change while the process runs; another limit, as in tests, is built anew).
+    fn policy(&self) -> HeaderValue {
+        static BUILT: [OnceLock<(u64, HeaderValue)>; 4] = [const { OnceLock::new() }; 4];
+        let build = || {
+            let text = format!(
+                "\"{}\";q={};w={}",
+                self.tier.as_str(),
+                self.limit,
+                gcra::WINDOW_US / 1_000_000
+            );
+            HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""))
+        };
+        let (limit, value) = BUILT[self.tier as usize].get_or_init(|| (self.limit, build()));
+        if *limit == self.limit {
+            value.clone()
+        } else {
+            build()
         }
     }
 
@@ -420,6 +552,36 @@ mod tests {
             let v4 = std::net::Ipv4Addr::from(v4);
             prop_assert_eq!(address_bucket(IpAddr::V4(v4)).to_string(), format!("ip:{v4}"));
             prop_assert_eq!(InlineStr::format(format_args!("acct:{text}")).to_string(), format!("acct:{text}"));
+            prop_assert_eq!(InlineStr::concat(&["public:", &text, ":"]).to_string(), format!("public:{text}:"));
+        }
+    }
+
+    proptest! {
+        /// Any tier, limit and decision: the headers are the text `format!` made
+        /// (the policy's cache and the hand-built `RateLimit` change no byte).
+        #[test]
+        fn headers_are_the_formatted_ones(
+            tier in 0usize..4,
+            limits in proptest::collection::vec(any::<u64>(), 1..4),
+            remaining in any::<u64>(),
+            reset in any::<u64>(),
+            allowed in any::<bool>(),
+        ) {
+            let tier = LimitTier::ALL[tier];
+            for limit in limits {
+                let c = Checked {
+                    tier,
+                    limit,
+                    decision: gcra::Decision { allowed, remaining, reset_secs: reset, retry_after_secs: 7 },
+                };
+                let mut h = HeaderMap::new();
+                c.write_headers(&mut h);
+                let name = tier.as_str();
+                let (policy, state) = (format!("\"{name}\";q={limit};w=60"), format!("\"{name}\";r={remaining};t={reset}"));
+                prop_assert_eq!(h["ratelimit-policy"].to_str().ok(), Some(policy.as_str()));
+                prop_assert_eq!(h["ratelimit"].to_str().ok(), Some(state.as_str()));
+                prop_assert_eq!(h.get("retry-after").map(|v| v.to_str().ok()), (!allowed).then_some(Some("7")));
+            }
         }
     }
 
@@ -441,6 +603,7 @@ mod tests {
         let (_, n) = stocksblitz_testkit::alloc::count_allocations(|| {
             let a = address_bucket(ip);
             let p = InlineStr::format(format_args!("public:{a}"));
+            let q = InlineStr::concat(&["public:", a.as_str()]);
             let k = InlineStr::format(format_args!("acct:{}", "a-typical-subject-0123456789"));
             let h = InlineStr::format(format_args!(
                 "\"{}\";r={};t={}",
@@ -448,7 +611,7 @@ mod tests {
                 checked.decision.remaining,
                 checked.decision.reset_secs
             ));
-            std::hint::black_box((a, p, k, h));
+            std::hint::black_box((a, p, q, k, h));
         });
         assert_eq!(n, 0);
     }
