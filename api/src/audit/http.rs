@@ -4,11 +4,8 @@
 //! attempts are aggregated per address like authentication failures rather than
 //! written one line each.
 
-use std::sync::Arc;
-
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::failures::Failure;
@@ -23,12 +20,8 @@ pub fn action(method: &Method, route: &str) -> Option<&'static str> {
     crate::auth::routes::table().audit_action(method, route)
 }
 
-pub async fn middleware(State(audit): State<Arc<AuditLog>>, req: Request, next: Next) -> Response {
-    around(&audit, req, move |req| next.run(req)).await
-}
-
 /// The audit around `run` (the rest of the stack), for a caller already identified:
-/// [`crate::auth::caller::middleware`] calls it directly (one middleware, not two, on
+/// [`crate::auth::caller::handle`] calls it directly (one middleware, not two, on
 /// every `/api/v1` route).
 pub async fn around<F, Fut>(audit: &AuditLog, req: Request, run: F) -> Response
 where

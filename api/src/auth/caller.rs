@@ -9,9 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath, OriginalUri, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, OriginalUri, Request};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::services::{operation_for, Services};
@@ -162,15 +161,10 @@ fn not_configured() -> ApiError {
     )
 }
 
-/// The middleware on every `/api/v1` route: identifies the caller, applies its rate
-/// limit, and audits writes ([`crate::audit::http::around`]). The router uses it as a
-/// hand-written layer ([`super::caller_layer`]), which answers an anonymous read
-/// without it.
-pub async fn middleware(State(access): State<Access>, req: Request, next: Next) -> Response {
-    handle(&access, req, move |req| next.run(req)).await
-}
-
-/// [`middleware`] around `run` (the rest of the stack).
+/// The caller check on every `/api/v1` route, around `run` (the rest of the stack):
+/// identifies the caller, applies its rate limit, and audits writes
+/// ([`crate::audit::http::around`]). Run by the hand-written layer
+/// ([`super::caller_layer`]), which answers an anonymous read without it.
 pub async fn handle<F, Fut>(access: &Access, req: Request, run: F) -> Response
 where
     F: FnOnce(Request) -> Fut,

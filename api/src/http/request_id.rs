@@ -2,16 +2,12 @@
 //! [`crate::foundation::request_id`]) and renders every error response in the one error
 //! shape with that id (see [`crate::foundation::error`]).
 
-use std::sync::Arc;
-
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::metrics::counters::HttpMetrics;
-use crate::foundation::request_id::{acceptable, fresh, RequestId, HEADER};
+use crate::foundation::request_id::HEADER;
 use crate::foundation::ApiError;
 
 fn is_json(r: &Response) -> bool {
@@ -19,13 +15,6 @@ fn is_json(r: &Response) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"))
-}
-
-pub async fn middleware(State(http): State<Arc<HttpMetrics>>, mut req: Request, next: Next) -> Response {
-    let id = req.headers().get(HEADER).and_then(acceptable).unwrap_or_else(fresh);
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let resp = next.run(req).await;
-    finish(&http, &id, resp).await
 }
 
 /// An error response without an [`ApiError`] and not JSON (axum's own rejections): its
@@ -116,10 +105,12 @@ mod tests {
                 Duration::from_millis(50),
             ))
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-                let m = std::sync::Arc::clone(&m);
-                async move { finish(&m, "req-test", next.run(req).await).await }
-            }));
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let m = std::sync::Arc::clone(&m);
+                    async move { finish(&m, "req-test", next.run(req).await).await }
+                },
+            ));
         for (path, status, code) in [
             ("/boom", StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
             ("/slow", StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),

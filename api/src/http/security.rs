@@ -2,13 +2,9 @@
 //! (an origin not on it gets no CORS headers, so the browser blocks the read) and
 //! security headers on every response.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
-use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::cors::{CorsEdgeLayer, Origins};
@@ -70,15 +66,8 @@ pub(crate) fn cors_for(allowed: &[String]) -> (Origins, Vec<HeaderName>, CorsLay
     (listed, expose, layer)
 }
 
-pub async fn headers(State(config): State<Arc<ApiConfig>>, req: Request, next: Next) -> Response {
-    let api = req.uri().path().starts_with("/api/");
-    let mut resp = next.run(req).await;
-    set_headers(resp.headers_mut(), api, config.hsts);
-    resp
-}
-
 /// The security headers of a response (`api`: a path under `/api/`; `hsts` from the
-/// config), for [`headers`] and [`super::edge`].
+/// config), for [`super::edge`].
 pub fn set_headers(h: &mut HeaderMap, api: bool, hsts: bool) {
     // Constants: `from_static` checks every byte (the CSP's ~200) when called at run
     // time; here the compiler checks them once.

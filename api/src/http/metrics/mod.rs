@@ -6,13 +6,10 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use stocksblitz_engine::{DataQuality, UnixNanos};
 
 use crate::state::AppState;
@@ -22,23 +19,6 @@ pub mod layer;
 
 pub use counters::HttpMetrics;
 use counters::BUCKETS;
-
-/// Counts every request by route template, method and status, with its latency; no
-/// lock and no allocation (see [`counters`]).
-pub async fn middleware(State(http): State<Arc<HttpMetrics>>, req: Request, next: Next) -> Response {
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    http.record(
-        matched.as_ref().map(MatchedPath::as_str),
-        &method,
-        resp.status().as_u16(),
-        nanos,
-    );
-    resp
-}
 
 struct Out(String);
 
