@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stocksblitz_engine::agent::{spawn_thread, AgentError, ThreadHandle};
+use stocksblitz_engine::agent::{AgentError, ThreadHandle};
 use stocksblitz_engine::orders::gateway::OrderOutput;
 use stocksblitz_engine::orders::store::OrderStore;
 use stocksblitz_engine::orders::{Command, CommandKind, IdemTag, OrderEvent, StepAssembler};
@@ -25,6 +25,7 @@ use super::{command_stream, output_stream, ClusterStats};
 use crate::config::cluster::ClusterSetup;
 use crate::orders::service::{Answer, BoxFuture, Forward, SubmitError};
 use crate::orders::OrderService;
+use crate::redis_store::runtime::spawn_async;
 use crate::redis_store::RedisStore;
 use crate::ws::hub::Hub;
 
@@ -210,37 +211,27 @@ pub fn spawn_api_link(
     redis: Arc<RedisStore>,
     stop: Arc<AtomicBool>,
 ) -> Result<ThreadHandle, AgentError> {
+    let mut replica = Replica {
+        service,
+        remote,
+        hub,
+        events: Vec::with_capacity(4096),
+        awaiting: None,
+        buffered: Vec::new(),
+        next_request: 1,
+        engine_run: None,
+        from: None,
+    };
     let flag = Arc::clone(&stop);
-    spawn_thread("cluster-api-link", None, move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "cluster api link: no runtime");
-                return;
+    spawn_async("cluster-api-link", &flag, move || async move {
+        while !stop.load(Ordering::Acquire) {
+            if let Err(e) = follow(&mut replica, &redis, &stop).await {
+                replica.stats().read_errors.inc();
+                tracing::warn!(error = %e, "cluster api link: reading the engine's output failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-        };
-        let mut replica = Replica {
-            service,
-            remote,
-            hub,
-            events: Vec::with_capacity(4096),
-            awaiting: None,
-            buffered: Vec::new(),
-            next_request: 1,
-            engine_run: None,
-            from: None,
-        };
-        rt.block_on(async move {
-            while !stop.load(Ordering::Acquire) {
-                if let Err(e) = follow(&mut replica, &redis, &stop).await {
-                    replica.stats().read_errors.inc();
-                    tracing::warn!(error = %e, "cluster api link: reading the engine's output failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        });
+        }
     })
-    .map(|h| h.with_stop(&flag))
 }
 
 type Failed = Box<dyn std::error::Error + Send + Sync>;

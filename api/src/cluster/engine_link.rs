@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stocksblitz_engine::agent::{spawn_thread, AgentError, ThreadHandle};
+use stocksblitz_engine::agent::{AgentError, ThreadHandle};
 use stocksblitz_engine::orders::gateway::OrderOutput;
 use stocksblitz_engine::orders::{AccountId, OrderEvent};
 use stocksblitz_engine::ring::RingConsumer;
@@ -32,6 +32,7 @@ use super::{command_stream, output_stream, snapshot_key, ClusterStats, GROUP, SN
 use crate::config::cluster::ClusterSetup;
 use crate::orders::service::SubmitError;
 use crate::orders::OrderService;
+use crate::redis_store::runtime::spawn_async;
 use crate::redis_store::RedisStore;
 
 const BLOCK: Duration = Duration::from_millis(500);
@@ -69,29 +70,19 @@ pub fn spawn_engine_link(
     stats: Arc<ClusterStats>,
     stop: Arc<AtomicBool>,
 ) -> Result<ThreadHandle, AgentError> {
+    let link = Arc::new(Link {
+        setup,
+        redis,
+        service,
+        stats,
+    });
     let flag = Arc::clone(&stop);
-    spawn_thread("cluster-engine-link", None, move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "cluster engine link: no runtime");
-                return;
-            }
-        };
-        let link = Arc::new(Link {
-            setup,
-            redis,
-            service,
-            stats,
-        });
+    spawn_async("cluster-engine-link", &flag, move || async move {
         let (tx, rx) = mpsc::unbounded_channel();
-        rt.block_on(async move {
-            let commands = tokio::spawn(read_commands(Arc::clone(&link), tx, Arc::clone(&stop)));
-            publish(&link, outputs, rx, &stop).await;
-            let _ = commands.await;
-        });
+        let commands = tokio::spawn(read_commands(Arc::clone(&link), tx, Arc::clone(&stop)));
+        publish(&link, outputs, rx, &stop).await;
+        let _ = commands.await;
     })
-    .map(|h| h.with_stop(&flag))
 }
 
 /// Creates the consumer group (and the stream) if missing.

@@ -19,6 +19,7 @@
 
 pub mod idempotency;
 pub mod publisher;
+pub mod runtime;
 pub mod subscriber;
 
 use std::time::{Duration, Instant};

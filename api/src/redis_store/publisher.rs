@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
-use stocksblitz_engine::agent::{spawn_thread, AgentError, ThreadHandle};
+use stocksblitz_engine::agent::{AgentError, ThreadHandle};
 use stocksblitz_engine::idle::{Idler, Pause};
 use stocksblitz_engine::publisher::OutputStats;
 use stocksblitz_engine::ring::RingConsumer;
 use stocksblitz_engine::{Decimal, EngineEvent, EventData, InstrumentRegistry};
 
+use super::runtime::spawn_async;
 use super::RedisStore;
 use crate::dto::{micros, Dec};
 
@@ -37,63 +38,53 @@ pub fn spawn_publisher(
     let flag = Arc::clone(&stop);
     // An async loop on a runtime of its own (the Redis client is async), idling by
     // `[redis.idle]` between empty polls of its ring.
-    spawn_thread("redis-publisher", None, move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "redis publisher: no runtime");
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let listener = tokio::spawn(listen_for_resync(Arc::clone(&store), output));
-            let mut events = Vec::with_capacity(BATCH);
-            let mut latest: Vec<Option<EngineEvent>> = vec![None; registry.len()];
-            let mut next_quotes = Instant::now();
-            let interval = Duration::from_millis(store.setup.quote_interval_ms);
-            let mut payload = Vec::with_capacity(BATCH * 128);
-            let mut idler = Idler::new(store.setup.idle);
-            while !stop.load(Ordering::Acquire) {
-                events.clear();
-                ring.pop_batch(&mut events, BATCH);
-                for e in &events {
-                    if matches!(e.data, EventData::Quote { .. }) {
-                        if let Some(slot) = latest.get_mut(e.instrument.index()) {
-                            *slot = Some(*e);
-                        }
+    spawn_async("redis-publisher", &flag, move || async move {
+        let listener = tokio::spawn(listen_for_resync(Arc::clone(&store), output));
+        let mut events = Vec::with_capacity(BATCH);
+        let mut latest: Vec<Option<EngineEvent>> = vec![None; registry.len()];
+        let mut next_quotes = Instant::now();
+        let interval = Duration::from_millis(store.setup.quote_interval_ms);
+        let mut payload = Vec::with_capacity(BATCH * 128);
+        let mut idler = Idler::new(store.setup.idle);
+        while !stop.load(Ordering::Acquire) {
+            events.clear();
+            ring.pop_batch(&mut events, BATCH);
+            for e in &events {
+                if matches!(e.data, EventData::Quote { .. }) {
+                    if let Some(slot) = latest.get_mut(e.instrument.index()) {
+                        *slot = Some(*e);
                     }
-                }
-                if !events.is_empty() {
-                    payload.clear();
-                    match postcard::to_io(&events, &mut payload) {
-                        Ok(_) => {
-                            let cmd = redis::cmd("PUBLISH").arg(&store.setup.channel).arg(&payload).to_owned();
-                            match store.query::<i64>(cmd).await {
-                                Ok(_) => store.stats.published.add(events.len() as u64),
-                                Err(_) => store.stats.publish_errors.add(events.len() as u64),
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "redis publisher: cannot encode events"),
-                    }
-                }
-                if Instant::now() >= next_quotes {
-                    next_quotes = Instant::now() + interval;
-                    write_quotes(&store, &registry, &mut latest).await;
-                }
-                if events.is_empty() {
-                    match idler.next_pause() {
-                        Pause::Spin => std::hint::spin_loop(),
-                        Pause::Yield => tokio::task::yield_now().await,
-                        Pause::Park(d) => tokio::time::sleep(d).await,
-                    }
-                } else {
-                    idler.reset();
                 }
             }
-            listener.abort();
-        });
+            if !events.is_empty() {
+                payload.clear();
+                match postcard::to_io(&events, &mut payload) {
+                    Ok(_) => {
+                        let cmd = redis::cmd("PUBLISH").arg(&store.setup.channel).arg(&payload).to_owned();
+                        match store.query::<i64>(cmd).await {
+                            Ok(_) => store.stats.published.add(events.len() as u64),
+                            Err(_) => store.stats.publish_errors.add(events.len() as u64),
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "redis publisher: cannot encode events"),
+                }
+            }
+            if Instant::now() >= next_quotes {
+                next_quotes = Instant::now() + interval;
+                write_quotes(&store, &registry, &mut latest).await;
+            }
+            if events.is_empty() {
+                match idler.next_pause() {
+                    Pause::Spin => std::hint::spin_loop(),
+                    Pause::Yield => tokio::task::yield_now().await,
+                    Pause::Park(d) => tokio::time::sleep(d).await,
+                }
+            } else {
+                idler.reset();
+            }
+        }
+        listener.abort();
     })
-    .map(|h| h.with_stop(&flag))
 }
 
 /// `SET quote:{SYM} <json> EX ttl` for every symbol quoted since the last write.

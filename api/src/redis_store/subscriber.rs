@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use stocksblitz_engine::agent::{spawn_thread, AgentError, ThreadHandle};
+use stocksblitz_engine::agent::{AgentError, ThreadHandle};
 use stocksblitz_engine::ring::RingProducer;
 use stocksblitz_engine::stats::EngineStats;
 use stocksblitz_engine::{EngineEvent, UnixNanos};
 
+use super::runtime::spawn_async;
 use super::RedisStore;
 
 /// Per-instrument sequence tracking: a jump means events were missed.
@@ -44,74 +45,64 @@ pub fn spawn_subscriber(
 ) -> Result<ThreadHandle, AgentError> {
     let flag = Arc::clone(&stop);
     // Blocks on the pub/sub connection (an async runtime of its own), not a ring.
-    spawn_thread("redis-subscriber", None, move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "redis subscriber: no runtime");
-                return;
-            }
-        };
-        rt.block_on(async move {
-            while !stop.load(Ordering::Acquire) {
-                let session = async {
-                    let mut pubsub = store.client().get_async_pubsub().await?;
-                    pubsub.subscribe(&store.setup.channel).await?;
-                    // Subscribed: now ask for the books we have not seen.
-                    let resync = format!("{}:resync", store.setup.channel);
-                    store
-                        .query::<i64>(redis::cmd("PUBLISH").arg(&resync).arg("1").to_owned())
-                        .await
-                        .map_err(|e| redis::RedisError::from(std::io::Error::other(e.0)))?;
-                    let mut messages = pubsub.on_message();
-                    let mut gaps = Gaps::default();
-                    let mut last_resync = std::time::Instant::now();
-                    loop {
-                        if stop.load(Ordering::Acquire) {
-                            return Ok(());
+    spawn_async("redis-subscriber", &flag, move || async move {
+        while !stop.load(Ordering::Acquire) {
+            let session = async {
+                let mut pubsub = store.client().get_async_pubsub().await?;
+                pubsub.subscribe(&store.setup.channel).await?;
+                // Subscribed: now ask for the books we have not seen.
+                let resync = format!("{}:resync", store.setup.channel);
+                store
+                    .query::<i64>(redis::cmd("PUBLISH").arg(&resync).arg("1").to_owned())
+                    .await
+                    .map_err(|e| redis::RedisError::from(std::io::Error::other(e.0)))?;
+                let mut messages = pubsub.on_message();
+                let mut gaps = Gaps::default();
+                let mut last_resync = std::time::Instant::now();
+                loop {
+                    if stop.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                    // Subscribed and listening: alive, even when the market is quiet.
+                    source.heartbeat_ns.set(UnixNanos::now().0 as u64);
+                    let msg = tokio::select! {
+                        m = messages.next() => m,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    };
+                    let Some(msg) = msg else { break };
+                    match postcard::from_bytes::<Vec<EngineEvent>>(msg.get_payload_bytes()) {
+                        Ok(events) => {
+                            source.ticks.add(events.len() as u64);
+                            let mut gap = false;
+                            for e in events {
+                                gap |= gaps.saw(&e);
+                                if ring.push(e) {
+                                    source.events.inc();
+                                }
+                            }
+                            // Missed events (a drop anywhere on the way): ask for the books
+                            // again, at most once a second.
+                            if gap && last_resync.elapsed() >= Duration::from_secs(1) {
+                                last_resync = std::time::Instant::now();
+                                let cmd = redis::cmd("PUBLISH").arg(&resync).arg("1").to_owned();
+                                let _ = store.query::<i64>(cmd).await;
+                            }
                         }
-                        // Subscribed and listening: alive, even when the market is quiet.
-                        source.heartbeat_ns.set(UnixNanos::now().0 as u64);
-                        let msg = tokio::select! {
-                            m = messages.next() => m,
-                            _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
-                        };
-                        let Some(msg) = msg else { break };
-                        match postcard::from_bytes::<Vec<EngineEvent>>(msg.get_payload_bytes()) {
-                            Ok(events) => {
-                                source.ticks.add(events.len() as u64);
-                                let mut gap = false;
-                                for e in events {
-                                    gap |= gaps.saw(&e);
-                                    if ring.push(e) {
-                                        source.events.inc();
-                                    }
-                                }
-                                // Missed events (a drop anywhere on the way): ask for the books
-                                // again, at most once a second.
-                                if gap && last_resync.elapsed() >= Duration::from_secs(1) {
-                                    last_resync = std::time::Instant::now();
-                                    let cmd = redis::cmd("PUBLISH").arg(&resync).arg("1").to_owned();
-                                    let _ = store.query::<i64>(cmd).await;
-                                }
-                            }
-                            Err(e) => {
-                                store.stats.decode_errors.inc();
-                                tracing::warn!(error = %e, "redis subscriber: undecodable market data batch");
-                            }
+                        Err(e) => {
+                            store.stats.decode_errors.inc();
+                            tracing::warn!(error = %e, "redis subscriber: undecodable market data batch");
                         }
                     }
-                    Ok::<(), redis::RedisError>(())
-                };
-                if let Err(e) = session.await {
-                    tracing::warn!(error = %e, "redis subscriber: connection lost; reconnecting");
                 }
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok::<(), redis::RedisError>(())
+            };
+            if let Err(e) = session.await {
+                tracing::warn!(error = %e, "redis subscriber: connection lost; reconnecting");
             }
-        });
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     })
-    .map(|h| h.with_stop(&flag))
 }
