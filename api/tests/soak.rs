@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use common::ilp::Victoria;
 use common::process::free_port;
 use common::redis_server::RedisServer;
+use common::rng::Rng;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
@@ -48,36 +49,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 // ---------------------------------------------------------------------------------
 // Seeded randomness and the run's record.
-
-/// SplitMix64: small, seedable, good enough to draw a schedule from.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn fork(&mut self, salt: u64) -> Rng {
-        Rng(self.next() ^ salt.wrapping_mul(0xD6E8_FEB8_6659_FD93))
-    }
-}
 
 /// What a client was last told about an order.
 #[derive(Debug, Clone)]

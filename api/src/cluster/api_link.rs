@@ -382,34 +382,10 @@ async fn handle(r: &mut Replica, redis: &Arc<RedisStore>, msg: FromEngine) -> Re
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use stocksblitz_engine::orders::context::StepContext;
-    use stocksblitz_engine::orders::step::{Input, Step};
-    use stocksblitz_engine::orders::{AccountId, OrderEventData};
 
     /// Steps with `events[i]` events each, numbered from 1, flattened as the ring has them.
     fn stream(events: &[u8]) -> Vec<OrderOutput> {
-        let mut seq = 0;
-        let mut out = Vec::new();
-        for &n in events {
-            out.push(OrderOutput::Step(Step {
-                input: Input::Timer { at: UnixNanos(1) },
-                market: None,
-                events: u32::from(n),
-                ctx: StepContext::default(),
-            }));
-            for i in 0..n {
-                seq += 1;
-                out.push(OrderOutput::Event(OrderEvent {
-                    seq,
-                    request: 0,
-                    account: AccountId(0),
-                    at: UnixNanos(1),
-                    last: i + 1 == n,
-                    data: OrderEventData::Done { count: 0 },
-                }));
-            }
-        }
-        out
+        crate::cluster::wire::test_output(events)
     }
 
     fn seqs(items: &[OrderOutput]) -> Vec<u64> {

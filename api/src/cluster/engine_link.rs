@@ -478,31 +478,9 @@ async fn write(link: &Link, stream: &str, queue: &VecDeque<Outgoing>) -> Result<
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use stocksblitz_engine::orders::context::StepContext;
-    use stocksblitz_engine::orders::step::{Input, Step};
-    use stocksblitz_engine::orders::{AccountId, OrderEventData};
 
     fn stream(events: &[u8]) -> Vec<OrderOutput> {
-        let mut out = Vec::new();
-        for &n in events {
-            out.push(OrderOutput::Step(Step {
-                input: Input::Timer { at: UnixNanos(1) },
-                market: None,
-                events: u32::from(n),
-                ctx: StepContext::default(),
-            }));
-            for _ in 0..n {
-                out.push(OrderOutput::Event(OrderEvent {
-                    seq: out.len() as u64,
-                    request: 0,
-                    account: AccountId(0),
-                    at: UnixNanos(1),
-                    last: false,
-                    data: OrderEventData::Done { count: 0 },
-                }));
-            }
-        }
-        out
+        crate::cluster::wire::test_output(events)
     }
 
     proptest! {

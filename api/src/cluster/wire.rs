@@ -152,6 +152,37 @@ pub fn id_ms(id: &str) -> Option<u64> {
     id.split_once('-').map_or(Some(id), |(ms, _)| Some(ms))?.parse().ok()
 }
 
+/// Output as the journal's ring has it: steps with `events[i]` events each, events
+/// numbered from 1 (tests of the links).
+#[cfg(test)]
+pub(crate) fn test_output(events: &[u8]) -> Vec<OrderOutput> {
+    use stocksblitz_engine::orders::context::StepContext;
+    use stocksblitz_engine::orders::step::{Input, Step};
+    use stocksblitz_engine::orders::{AccountId, OrderEventData};
+    let mut seq = 0;
+    let mut out = Vec::new();
+    for &n in events {
+        out.push(OrderOutput::Step(Step {
+            input: Input::Timer { at: UnixNanos(1) },
+            market: None,
+            events: u32::from(n),
+            ctx: StepContext::default(),
+        }));
+        for i in 0..n {
+            seq += 1;
+            out.push(OrderOutput::Event(OrderEvent {
+                seq,
+                request: 0,
+                account: AccountId(0),
+                at: UnixNanos(1),
+                last: i + 1 == n,
+                data: OrderEventData::Done { count: 0 },
+            }));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

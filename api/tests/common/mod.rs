@@ -5,6 +5,7 @@
 pub mod ilp;
 pub mod process;
 pub mod redis_server;
+pub mod rng;
 
 use std::time::Duration;
 
@@ -328,4 +329,20 @@ impl Client {
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// A WebSocket to `app`'s stream, authenticated as `account` (trader) at the upgrade.
+pub async fn ws_as(app: &RunningApp, account: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/api/v1/stream", app.addr)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token(account, "trader")).parse().expect("header"),
+    );
+    tokio_tungstenite::connect_async(req)
+        .await
+        .expect("authenticated upgrade")
+        .0
 }

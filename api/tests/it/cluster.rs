@@ -21,7 +21,6 @@ use stocksblitz_api::config::{self, Source};
 use stocksblitz_engine::orders::{AccountId, Command, CommandKind, IdemTag};
 use stocksblitz_engine::UnixNanos;
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -97,17 +96,6 @@ async fn open_orders(c: &Client) -> Vec<Value> {
     let (s, v) = c.get("/orders").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["orders"].as_array().cloned().unwrap_or_default()
-}
-
-async fn ws_as(app: &RunningApp, account: &str) -> Ws {
-    let mut req = format!("ws://{}/api/v1/stream", app.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", token(account, "trader")).parse().unwrap(),
-    );
-    tokio_tungstenite::connect_async(req).await.expect("upgrade").0
 }
 
 /// Adds a raw message to the engine's command stream (what an API node sends).

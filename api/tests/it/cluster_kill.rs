@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{free_port, spawn_node, Server};
 use common::redis_server::RedisServer;
+use common::rng::Rng;
 use common::*;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -29,22 +30,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-/// SplitMix64: a seedable schedule.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn cluster_section(node: &str, engine: Option<&str>) -> toml::Value {
     let mut t: toml::Table =

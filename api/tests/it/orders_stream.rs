@@ -13,20 +13,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn connect_as(app: &stocksblitz_api::app::RunningApp, account: &str) -> Ws {
-    let mut req = format!("ws://{}/api/v1/stream", app.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", token(account, "trader")).parse().unwrap(),
-    );
-    tokio_tungstenite::connect_async(req)
-        .await
-        .expect("authenticated upgrade")
-        .0
-}
-
 fn is(v: &Value, kind: &str, channel: &str) -> bool {
     v["type"] == kind && v["channel"] == channel
 }
@@ -34,7 +20,7 @@ fn is(v: &Value, kind: &str, channel: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_entry_and_private_channels() {
     let app = start().await;
-    let mut alice = connect_as(&app, "alice").await;
+    let mut alice = ws_as(&app, "alice").await;
     send(
         &mut alice,
         json!({"op":"subscribe","channels":["orders","fills","positions"],"id":1}),
@@ -178,7 +164,7 @@ async fn a_client_that_cannot_keep_up_is_closed_with_4008() {
         doc["api"]["ws_private_queue_capacity"] = toml::Value::Integer(1);
     }))
     .await;
-    let mut alice = connect_as(&app, "alice").await;
+    let mut alice = ws_as(&app, "alice").await;
     send(&mut alice, json!({"op":"subscribe","channels":["orders"],"id":1})).await;
     recv(&mut alice, WAIT).await.unwrap();
     recv(&mut alice, WAIT).await.unwrap();
