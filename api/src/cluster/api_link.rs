@@ -57,15 +57,8 @@ impl RemoteEngine {
     }
 
     async fn xadd(&self, msg: &ToEngine) -> Result<(), crate::redis_store::RedisDown> {
-        let cmd = redis::cmd("XADD")
-            .arg(command_stream(&self.setup.engine))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.setup.command_stream_len)
-            .arg("*")
-            .arg(wire::FIELD)
-            .arg(wire::encode(msg))
-            .to_owned();
+        let stream = command_stream(&self.setup.engine);
+        let cmd = wire::xadd(&stream, self.setup.command_stream_len, msg);
         self.redis.query::<String>(cmd).await.map(|_| ())
     }
 }

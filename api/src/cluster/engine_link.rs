@@ -457,14 +457,7 @@ async fn write(link: &Link, stream: &str, queue: &VecDeque<Outgoing>) -> Result<
     let commands = command_stream(&link.setup.engine);
     for o in queue.iter().take(n) {
         if let Some(msg) = &o.msg {
-            pipe.cmd("XADD")
-                .arg(stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(link.setup.output_stream_len)
-                .arg("*")
-                .arg(wire::FIELD)
-                .arg(wire::encode(msg))
+            pipe.add_command(wire::xadd(stream, link.setup.output_stream_len, msg))
                 .ignore();
         }
         if let Some(id) = &o.ack {

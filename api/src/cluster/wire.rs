@@ -78,6 +78,20 @@ pub fn decode<'a, T: serde::Deserialize<'a>>(b: &'a [u8]) -> Result<T, postcard:
     postcard::from_bytes(b)
 }
 
+/// `XADD stream MAXLEN ~ max_len * v1 <msg>`: one message, the stream trimmed
+/// approximately (whole nodes: cheap) to about `max_len` entries.
+pub fn xadd<T: serde::Serialize>(stream: &str, max_len: u64, msg: &T) -> redis::Cmd {
+    redis::cmd("XADD")
+        .arg(stream)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(max_len)
+        .arg("*")
+        .arg(FIELD)
+        .arg(encode(msg))
+        .to_owned()
+}
+
 /// One stream entry: its id and its [`FIELD`] (absent: another format).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
