@@ -388,14 +388,7 @@ fn soak_config(journal: &Path, sim_port: u16, redis_url: &str, ilp_addr: &str, s
         d["orders"]["history_per_account"] = toml::Value::Integer(1_000_000);
         d["orders"]["max_orders"] = toml::Value::Integer(262_144);
         d["simulator"]["listen"] = toml::Value::String(format!("127.0.0.1:{sim_port}"));
-        let limits = d["orders"]["default_limits"].as_table_mut().expect("limits");
-        for (k, v) in [
-            ("orders_per_sec", 100_000),
-            ("cancels_per_sec", 100_000),
-            ("max_open_orders", 100_000),
-        ] {
-            limits.insert(k.into(), toml::Value::Integer(v));
-        }
+        lift_order_limits(d);
         let accounts = d["orders"]["accounts"].as_array_mut().expect("accounts");
         for a in ACCOUNTS {
             let mut t = toml::Table::new();

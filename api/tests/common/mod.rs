@@ -346,3 +346,16 @@ pub async fn ws_as(app: &RunningApp, account: &str) -> Ws {
         .expect("authenticated upgrade")
         .0
 }
+
+/// Lifts the default accounts' order and cancel rates and open-order count out of the
+/// way of tests that load the order path.
+pub fn lift_order_limits(d: &mut toml::Table) {
+    let limits = d["orders"]["default_limits"].as_table_mut().expect("limits");
+    for (k, v) in [
+        ("orders_per_sec", 100_000),
+        ("cancels_per_sec", 100_000),
+        ("max_open_orders", 100_000),
+    ] {
+        limits.insert(k.into(), toml::Value::Integer(v));
+    }
+}

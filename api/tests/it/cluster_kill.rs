@@ -49,14 +49,7 @@ fn write_config(dir: &Path, name: &str, redis: &str, engine: Option<&str>, journ
         d["orders"]["journal"]["dir"] = toml::Value::String(journal.display().to_string());
         d["log"]["format"] = toml::Value::String("json".into());
         // Headroom for the clients' rate and open orders.
-        let limits = d["orders"]["default_limits"].as_table_mut().expect("limits");
-        for (k, v) in [
-            ("orders_per_sec", 100_000),
-            ("cancels_per_sec", 100_000),
-            ("max_open_orders", 100_000),
-        ] {
-            limits.insert(k.into(), toml::Value::Integer(v));
-        }
+        lift_order_limits(d);
     });
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).expect("config");

@@ -25,10 +25,7 @@ fn with_journal(dir: &Path) -> String {
     test_config(|d| {
         d["orders"]["journal"]["dir"] = toml::Value::String(dir.display().to_string());
         // Enough rate and open-order headroom for the clients below.
-        let limits = d["orders"]["default_limits"].as_table_mut().expect("limits");
-        limits.insert("orders_per_sec".into(), toml::Value::Integer(100_000));
-        limits.insert("cancels_per_sec".into(), toml::Value::Integer(100_000));
-        limits.insert("max_open_orders".into(), toml::Value::Integer(100_000));
+        lift_order_limits(d);
     })
 }
 
