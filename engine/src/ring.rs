@@ -4,15 +4,6 @@
 //! never blocks and never overwrites: the item is dropped and counted, because a feed
 //! handler that stalls loses far more (its socket backs up) than one dropped tick, and
 //! the in-band sequence numbers let consumers notice and resync.
-//!
-//! Each end reaches its counters through a `Box<Arc<RingStats>>`, not an `Arc` held
-//! inline. Dropping an inline `Arc` passes the field's address to `Arc::drop_slow`, so
-//! the end's address escapes and LLVM keeps every field of the end (rtrb's cached
-//! head and tail among them) in memory around a loop that owns it: a store and reloads
-//! per item on the producer's critical path (measured before: 0.80x bare rtrb in
-//! burst even with no counter updates; BENCHMARKS.md, "ring hand-off"). Behind the
-//! box the drop takes the box's heap address instead, and the end's fields stay in
-//! registers; a counter update is one load of the box's pointer and one `inc`.
 
 use std::sync::Arc;
 
@@ -43,17 +34,13 @@ impl RingStats {
 /// The sending half.
 pub struct RingProducer<T> {
     inner: rtrb::Producer<T>,
-    /// Boxed so that dropping it does not take the end's address (module docs).
-    #[allow(clippy::redundant_allocation)]
-    stats: Box<Arc<RingStats>>,
+    stats: Arc<RingStats>,
 }
 
 /// The receiving half.
 pub struct RingConsumer<T> {
     inner: rtrb::Consumer<T>,
-    /// Boxed so that dropping it does not take the end's address (module docs).
-    #[allow(clippy::redundant_allocation)]
-    stats: Box<Arc<RingStats>>,
+    stats: Arc<RingStats>,
 }
 
 /// A ring of `capacity` slots (allocated once, here).
@@ -70,12 +57,9 @@ pub fn ring<T>(name: impl Into<String>, capacity: usize) -> (RingProducer<T>, Ri
     (
         RingProducer {
             inner: p,
-            stats: Box::new(Arc::clone(&stats)),
+            stats: Arc::clone(&stats),
         },
-        RingConsumer {
-            inner: c,
-            stats: Box::new(stats),
-        },
+        RingConsumer { inner: c, stats },
     )
 }
 
