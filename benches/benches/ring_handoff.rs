@@ -9,11 +9,15 @@
 //! says how our ring compares with it, as the median of the rounds' ratios and as the
 //! ratio of the best rounds (on a shared machine, the rounds nobody preempted).
 //!
-//! More cases answer questions about the ring: a replica of the ring as it was before
-//! issue 20 (its ends held the counters' `Arc` inline), raw rtrb with each tick in a
-//! slot of its own cache line, and the rings with their ends behind a pointer (boxed),
-//! as the engine and feed handlers hold them inside their own structs, where no end's
-//! fields can live in registers across the loop. Two floors close the table, measured
+//! More cases answer questions about the ring: a replica of it built in this file (its
+//! ends hold the counters' `Arc` inline), the replica with that `Arc` boxed (tried for
+//! issue 20: it removes the producer loop's spills, but did not run faster), raw rtrb
+//! with each tick in a slot of its own cache line, the rtrb-based rings with their
+//! ends behind a pointer (boxed) as the engine and feed handlers hold them inside their
+//! own structs, where no end's fields can live in registers across the loop, and two
+//! placement checks (raw rtrb with a ring's counters allocated after it and never
+//! touched; the replica with its counters allocated first). Two floors close the table,
+//! measured
 //! in the same run: one cache line bounced between the two pinned threads (half the
 //! round trip: no queue hands an item over faster), and a clock stamp sent through one
 //! atomic at the paced rows' pace (the paced rows' clock reads, without a queue).
@@ -35,16 +39,19 @@ use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{InstrumentId, Tick, UnixNanos};
 
 const CAPACITY: usize = 4096;
-const CASES: [&str; 9] = [
+const CASES: [&str; 12] = [
     "stocksblitz ring (rtrb + counters)",
     "rtrb raw",
     "crossbeam ArrayQueue",
     "std mpsc sync_channel",
-    "replica: the ring before issue 20 (inline Arc to the counters)",
+    "replica of our ring built in the bench (inline Arc to the counters)",
     "rtrb raw, slots 64-aligned",
     "ours, ends behind a pointer (as in a struct on the heap)",
     "rtrb raw, ends behind a pointer",
     "replica, ends behind a pointer",
+    "replica with the counters' Arc boxed (tried for issue 20, not kept)",
+    "rtrb raw, with a ring's counters allocated after it and never touched",
+    "replica, counters allocated before rtrb's buffer",
 ];
 /// Interleaved rounds (`BENCH_ROUNDS`, default 7): every case once per round, a
 /// different one first each round, each on a fresh queue.
@@ -56,10 +63,10 @@ fn rounds_n() -> usize {
         .max(1)
 }
 
-/// A copy of the project's ring as it was before issue 20 (same `Counter`s, same
-/// padding, the counters' `Arc` held inline by each end), built here. Its generated
-/// code is the old ring's (the same spills, see `produce_replica`), so the cost was the
-/// ring's own code, not crossing into the engine crate.
+/// A copy of the project's ring (same `Counter`s, same padding, the counters' `Arc`
+/// held inline by each end), built here. Its generated code is the ring's (the same
+/// spills, see `produce_replica`), and it runs at the ring's speed, not raw rtrb's: the
+/// cost is in the ring's own code or layout, not in crossing into the engine crate.
 mod replica {
     use std::sync::Arc;
 
@@ -87,15 +94,21 @@ mod replica {
         stats: Arc<Stats>,
     }
 
-    pub fn ring<T>(name: &str, capacity: usize) -> (Producer<T>, Consumer<T>) {
-        let (p, c) = rtrb::RingBuffer::new(capacity);
-        let stats = Arc::new(Stats {
+    pub fn stats(name: &str, capacity: usize) -> Arc<Stats> {
+        Arc::new(Stats {
             name: name.into(),
             capacity,
             pushed: Padded(Counter::new()),
             dropped: Counter::new(),
             popped: Padded(Counter::new()),
-        });
+        })
+    }
+
+    /// The replica with its counters allocated before rtrb's buffer instead of after
+    /// (a check of placement: rtrb's allocations then land where raw rtrb's do).
+    pub fn ring_stats_first<T>(name: &str, capacity: usize) -> (Producer<T>, Consumer<T>) {
+        let stats = self::stats(name, capacity);
+        let (p, c) = rtrb::RingBuffer::new(capacity);
         (
             Producer {
                 inner: p,
@@ -103,6 +116,76 @@ mod replica {
             },
             Consumer { inner: c, stats },
         )
+    }
+
+    pub fn ring<T>(name: &str, capacity: usize) -> (Producer<T>, Consumer<T>) {
+        let (p, c) = rtrb::RingBuffer::new(capacity);
+        let stats = self::stats(name, capacity);
+        (
+            Producer {
+                inner: p,
+                stats: Arc::clone(&stats),
+            },
+            Consumer { inner: c, stats },
+        )
+    }
+
+    /// The replica with the counters' `Arc` boxed: dropping the end then takes the
+    /// box's heap address instead of the end's, and the producer loop keeps rtrb's
+    /// indices in registers (tried for issue 20; BENCHMARKS.md).
+    pub struct BoxedP<T> {
+        inner: rtrb::Producer<T>,
+        #[allow(clippy::redundant_allocation)]
+        stats: Box<Arc<Stats>>,
+    }
+
+    pub struct BoxedC<T> {
+        inner: rtrb::Consumer<T>,
+        #[allow(clippy::redundant_allocation)]
+        stats: Box<Arc<Stats>>,
+    }
+
+    pub fn boxed<T>(name: &str, capacity: usize) -> (BoxedP<T>, BoxedC<T>) {
+        let (p, c) = ring(name, capacity);
+        (
+            BoxedP {
+                inner: p.inner,
+                stats: Box::new(p.stats),
+            },
+            BoxedC {
+                inner: c.inner,
+                stats: Box::new(c.stats),
+            },
+        )
+    }
+
+    impl<T> BoxedP<T> {
+        #[inline]
+        pub fn push(&mut self, item: T) -> bool {
+            match self.inner.push(item) {
+                Ok(()) => {
+                    self.stats.pushed.0.inc();
+                    true
+                }
+                Err(_) => {
+                    self.stats.dropped.inc();
+                    false
+                }
+            }
+        }
+    }
+
+    impl<T> BoxedC<T> {
+        #[inline]
+        pub fn pop(&mut self) -> Option<T> {
+            match self.inner.pop() {
+                Ok(v) => {
+                    self.stats.popped.0.inc();
+                    Some(v)
+                }
+                Err(_) => None,
+            }
+        }
     }
 
     impl<T> Producer<T> {
@@ -196,6 +279,21 @@ fn run(case: usize, mode: Mode, n: u64, hist: &mut Histogram<u64>) -> Duration {
         8 => {
             let (p, c) = replica::ring::<Tick>("bench", CAPACITY);
             let (mut p, mut c) = (Box::new(p), Box::new(c));
+            measure(mode, n, hist, move |t| p.push(t), move || c.pop())
+        }
+        9 => {
+            let (mut p, mut c) = replica::boxed::<Tick>("bench", CAPACITY);
+            measure(mode, n, hist, move |t| p.push(t), move || c.pop())
+        }
+        10 => {
+            let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(CAPACITY);
+            let keep = replica::stats("bench", CAPACITY);
+            let took = measure(mode, n, hist, move |t| p.push(t).is_ok(), move || c.pop().ok());
+            drop(keep);
+            took
+        }
+        11 => {
+            let (mut p, mut c) = replica::ring_stats_first::<Tick>("bench", CAPACITY);
             measure(mode, n, hist, move |t| p.push(t), move || c.pop())
         }
         _ => {
@@ -520,6 +618,11 @@ produce!(
     replica::ring::<Tick>("x", CAPACITY),
     |p: &mut replica::Producer<Tick>, t| p.push(t)
 );
+produce!(
+    produce_boxed,
+    replica::boxed::<Tick>("x", CAPACITY),
+    |p: &mut replica::BoxedP<Tick>, t| p.push(t)
+);
 
 fn ir_mode(which: &str, n: u64) {
     let sum = match which {
@@ -542,7 +645,7 @@ fn ir_mode(which: &str, n: u64) {
 fn main() {
     if std::env::var("RING_CODEGEN").is_ok() {
         let n = 16;
-        let sum = produce_raw(n) + produce_ours(n) + produce_replica(n);
+        let sum = produce_raw(n) + produce_ours(n) + produce_replica(n) + produce_boxed(n);
         println!("{sum}");
         return;
     }
