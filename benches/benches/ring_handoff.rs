@@ -6,10 +6,29 @@
 //! the producer sends one tick every ~2 us stamped with its send time, and the consumer
 //! records receive minus send, so the number is the hand-off, not queueing. The cases
 //! run in interleaved rounds (a noisy neighbour hits them alike), and each burst row
-//! says how our ring compares with it, as the median of the rounds' ratios.
+//! says how our ring compares with it, as the median of the rounds' ratios and as the
+//! ratio of the best rounds (on a shared machine, the rounds nobody preempted).
+//!
+//! More cases answer questions about the ring: a replica of it built in this file (its
+//! ends hold the counters' `Arc` inline), the replica with that `Arc` boxed (tried for
+//! issue 20: it removes the producer loop's spills, but did not run faster), raw rtrb
+//! with each tick in a slot of its own cache line, the rtrb-based rings with their
+//! ends behind a pointer (boxed) as the engine and feed handlers hold them inside their
+//! own structs, where no end's fields can live in registers across the loop, and two
+//! placement checks (raw rtrb with a ring's counters allocated after it and never
+//! touched; the replica with its counters allocated first). Two floors close the table,
+//! measured
+//! in the same run: one cache line bounced between the two pinned threads (half the
+//! round trip: no queue hands an item over faster), and a clock stamp sent through one
+//! atomic at the paced rows' pace (the paced rows' clock reads, without a queue).
+//!
+//! Knobs: `BENCH_ROUNDS` (default 7), `BENCH_CASES=0,1,4` (only those rows),
+//! `BENCH_PACED=0` (burst only). `RING_IR=ours|raw|replica` runs a one-thread
+//! push/pop loop for callgrind's instruction counts; `RING_CODEGEN=1` runs the
+//! `produce_*` loops whose generated code BENCHMARKS.md compares (objdump).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,15 +39,190 @@ use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{InstrumentId, Tick, UnixNanos};
 
 const CAPACITY: usize = 4096;
-const CASES: [&str; 4] = [
+const CASES: [&str; 12] = [
     "stocksblitz ring (rtrb + counters)",
     "rtrb raw",
     "crossbeam ArrayQueue",
     "std mpsc sync_channel",
+    "replica of our ring built in the bench (inline Arc to the counters)",
+    "rtrb raw, slots 64-aligned",
+    "ours, ends behind a pointer (as in a struct on the heap)",
+    "rtrb raw, ends behind a pointer",
+    "replica, ends behind a pointer",
+    "replica with the counters' Arc boxed (tried for issue 20, not kept)",
+    "rtrb raw, with a ring's counters allocated after it and never touched",
+    "replica, counters allocated before rtrb's buffer",
 ];
-/// Interleaved rounds: every case once per round, a different one first each round,
-/// each on a fresh queue.
-const ROUNDS: usize = 7;
+/// Interleaved rounds (`BENCH_ROUNDS`, default 7): every case once per round, a
+/// different one first each round, each on a fresh queue.
+fn rounds_n() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7usize)
+        .max(1)
+}
+
+/// A copy of the project's ring (same `Counter`s, same padding, the counters' `Arc`
+/// held inline by each end), built here. Its generated code is the ring's (the same
+/// spills, see `produce_replica`), and it runs at the ring's speed, not raw rtrb's: the
+/// cost is in the ring's own code or layout, not in crossing into the engine crate.
+mod replica {
+    use std::sync::Arc;
+
+    use stocksblitz_engine::counter::Counter;
+
+    #[repr(align(128))]
+    pub struct Padded<T>(pub T);
+
+    #[allow(dead_code)] // read by metrics in the original; kept for the same layout
+    pub struct Stats {
+        pub name: String,
+        pub capacity: usize,
+        pub pushed: Padded<Counter>,
+        pub dropped: Counter,
+        pub popped: Padded<Counter>,
+    }
+
+    pub struct Producer<T> {
+        inner: rtrb::Producer<T>,
+        stats: Arc<Stats>,
+    }
+
+    pub struct Consumer<T> {
+        inner: rtrb::Consumer<T>,
+        stats: Arc<Stats>,
+    }
+
+    pub fn stats(name: &str, capacity: usize) -> Arc<Stats> {
+        Arc::new(Stats {
+            name: name.into(),
+            capacity,
+            pushed: Padded(Counter::new()),
+            dropped: Counter::new(),
+            popped: Padded(Counter::new()),
+        })
+    }
+
+    /// The replica with its counters allocated before rtrb's buffer instead of after
+    /// (a check of placement: rtrb's allocations then land where raw rtrb's do).
+    pub fn ring_stats_first<T>(name: &str, capacity: usize) -> (Producer<T>, Consumer<T>) {
+        let stats = self::stats(name, capacity);
+        let (p, c) = rtrb::RingBuffer::new(capacity);
+        (
+            Producer {
+                inner: p,
+                stats: Arc::clone(&stats),
+            },
+            Consumer { inner: c, stats },
+        )
+    }
+
+    pub fn ring<T>(name: &str, capacity: usize) -> (Producer<T>, Consumer<T>) {
+        let (p, c) = rtrb::RingBuffer::new(capacity);
+        let stats = self::stats(name, capacity);
+        (
+            Producer {
+                inner: p,
+                stats: Arc::clone(&stats),
+            },
+            Consumer { inner: c, stats },
+        )
+    }
+
+    /// The replica with the counters' `Arc` boxed: dropping the end then takes the
+    /// box's heap address instead of the end's, and the producer loop keeps rtrb's
+    /// indices in registers (tried for issue 20; BENCHMARKS.md).
+    pub struct BoxedP<T> {
+        inner: rtrb::Producer<T>,
+        #[allow(clippy::redundant_allocation)]
+        stats: Box<Arc<Stats>>,
+    }
+
+    pub struct BoxedC<T> {
+        inner: rtrb::Consumer<T>,
+        #[allow(clippy::redundant_allocation)]
+        stats: Box<Arc<Stats>>,
+    }
+
+    pub fn boxed<T>(name: &str, capacity: usize) -> (BoxedP<T>, BoxedC<T>) {
+        let (p, c) = ring(name, capacity);
+        (
+            BoxedP {
+                inner: p.inner,
+                stats: Box::new(p.stats),
+            },
+            BoxedC {
+                inner: c.inner,
+                stats: Box::new(c.stats),
+            },
+        )
+    }
+
+    impl<T> BoxedP<T> {
+        #[inline]
+        pub fn push(&mut self, item: T) -> bool {
+            match self.inner.push(item) {
+                Ok(()) => {
+                    self.stats.pushed.0.inc();
+                    true
+                }
+                Err(_) => {
+                    self.stats.dropped.inc();
+                    false
+                }
+            }
+        }
+    }
+
+    impl<T> BoxedC<T> {
+        #[inline]
+        pub fn pop(&mut self) -> Option<T> {
+            match self.inner.pop() {
+                Ok(v) => {
+                    self.stats.popped.0.inc();
+                    Some(v)
+                }
+                Err(_) => None,
+            }
+        }
+    }
+
+    impl<T> Producer<T> {
+        #[inline]
+        pub fn push(&mut self, item: T) -> bool {
+            match self.inner.push(item) {
+                Ok(()) => {
+                    self.stats.pushed.0.inc();
+                    true
+                }
+                Err(_) => {
+                    self.stats.dropped.inc();
+                    false
+                }
+            }
+        }
+    }
+
+    impl<T> Consumer<T> {
+        #[inline]
+        pub fn pop(&mut self) -> Option<T> {
+            match self.inner.pop() {
+                Ok(v) => {
+                    self.stats.popped.0.inc();
+                    Some(v)
+                }
+                Err(_) => None,
+            }
+        }
+    }
+}
+
+/// A tick in a slot of its own cache line (the ring's buffer comes from the allocator
+/// at 16-byte alignment, so a 64-byte tick otherwise spans two lines).
+#[derive(Clone, Copy)]
+#[repr(align(64))]
+struct Line(Tick);
 
 /// What is measured.
 #[derive(Clone, Copy)]
@@ -57,6 +251,50 @@ fn run(case: usize, mode: Mode, n: u64, hist: &mut Histogram<u64>) -> Duration {
             let q = Arc::new(ArrayQueue::<Tick>::new(CAPACITY));
             let q2 = Arc::clone(&q);
             measure(mode, n, hist, move |t| q.push(t).is_ok(), move || q2.pop())
+        }
+        4 => {
+            let (mut p, mut c) = replica::ring::<Tick>("bench", CAPACITY);
+            measure(mode, n, hist, move |t| p.push(t), move || c.pop())
+        }
+        5 => {
+            let (mut p, mut c) = rtrb::RingBuffer::<Line>::new(CAPACITY);
+            measure(
+                mode,
+                n,
+                hist,
+                move |t| p.push(Line(t)).is_ok(),
+                move || c.pop().ok().map(|l| l.0),
+            )
+        }
+        6 => {
+            let (p, c) = ring::<Tick>("bench", CAPACITY);
+            let (mut p, mut c) = (Box::new(p), Box::new(c));
+            measure(mode, n, hist, move |t| p.push(t), move || c.pop())
+        }
+        7 => {
+            let (p, c) = rtrb::RingBuffer::<Tick>::new(CAPACITY);
+            let (mut p, mut c) = (Box::new(p), Box::new(c));
+            measure(mode, n, hist, move |t| p.push(t).is_ok(), move || c.pop().ok())
+        }
+        8 => {
+            let (p, c) = replica::ring::<Tick>("bench", CAPACITY);
+            let (mut p, mut c) = (Box::new(p), Box::new(c));
+            measure(mode, n, hist, move |t| p.push(t), move || c.pop())
+        }
+        9 => {
+            let (mut p, mut c) = replica::boxed::<Tick>("bench", CAPACITY);
+            measure(mode, n, hist, move |t| p.push(t), move || c.pop())
+        }
+        10 => {
+            let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(CAPACITY);
+            let keep = replica::stats("bench", CAPACITY);
+            let took = measure(mode, n, hist, move |t| p.push(t).is_ok(), move || c.pop().ok());
+            drop(keep);
+            took
+        }
+        11 => {
+            let (mut p, mut c) = replica::ring_stats_first::<Tick>("bench", CAPACITY);
+            measure(mode, n, hist, move |t| p.push(t), move || c.pop())
         }
         _ => {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Tick>(CAPACITY);
@@ -183,16 +421,29 @@ where
     elapsed
 }
 
-/// Every case in `ROUNDS` interleaved rounds; one row per case (totals over the
+/// Every case in `BENCH_ROUNDS` interleaved rounds; one row per case (totals over the
 /// rounds), and each round's throughput per case.
+/// `BENCH_CASES=0,1,4` runs only those cases; `BENCH_PACED=0` skips the paced part.
+fn selected(c: usize, mode: Mode) -> bool {
+    if matches!(mode, Mode::Paced) && std::env::var("BENCH_PACED").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    std::env::var("BENCH_CASES").map_or(true, |v| v.split(',').any(|x| x.trim().parse() == Ok(c)))
+}
+
 fn rounds(mode: Mode, n: u64) -> (Vec<Row>, Vec<Vec<f64>>) {
-    let share = (n / ROUNDS as u64).max(1);
+    let rounds = rounds_n();
+    let share = (n / rounds as u64).max(1);
     let mut hists: Vec<Histogram<u64>> = CASES.iter().map(|_| histogram()).collect();
     let mut elapsed = [Duration::ZERO; CASES.len()];
-    let mut per_round = vec![Vec::with_capacity(ROUNDS); CASES.len()];
-    for r in 0..ROUNDS {
+    let mut per_round = vec![Vec::with_capacity(rounds); CASES.len()];
+    for r in 0..rounds {
         for k in 0..CASES.len() {
             let c = (k + r) % CASES.len();
+            if !selected(c, mode) {
+                per_round[c].push(0.0);
+                continue;
+            }
             let took = run(c, mode, share, &mut hists[c]);
             elapsed[c] += took;
             per_round[c].push(share as f64 / took.as_secs_f64().max(1e-12));
@@ -208,7 +459,7 @@ fn rounds(mode: Mode, n: u64) -> (Vec<Row>, Vec<Vec<f64>>) {
         .zip(elapsed)
         .map(|((name, hist), elapsed)| Row {
             case: format!("{name} ({suffix})"),
-            ops: share * ROUNDS as u64,
+            ops: share * rounds as u64,
             elapsed,
             hist,
             note: note.into(),
@@ -217,21 +468,225 @@ fn rounds(mode: Mode, n: u64) -> (Vec<Row>, Vec<Vec<f64>>) {
     (rows, per_round)
 }
 
+/// The core-to-core floor, measured in the same run: two threads pinned as the ring's
+/// ends bounce one cache line through an atomic (`BATCH` round trips per sample; the
+/// sample is half the mean round trip). No queue can hand an item over faster.
+fn ping_pong(samples: u64) -> Row {
+    const BATCH: u64 = 16;
+    let line = Arc::new(replica::Padded(AtomicU64::new(0)));
+    let other = Arc::clone(&line);
+    let rounds = samples * BATCH;
+    let echo = std::thread::spawn(move || {
+        pin(1);
+        let mut expect = 1u64;
+        while expect < 2 * rounds {
+            if other.0.load(Ordering::Acquire) == expect {
+                other.0.store(expect + 1, Ordering::Release);
+                expect += 2;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    pin(0);
+    let mut hist = histogram();
+    let start = Instant::now();
+    let mut v = 0u64;
+    for _ in 0..samples {
+        let t = Instant::now();
+        for _ in 0..BATCH {
+            line.0.store(v + 1, Ordering::Release);
+            while line.0.load(Ordering::Acquire) != v + 2 {
+                std::hint::spin_loop();
+            }
+            v += 2;
+        }
+        let _ = hist.record((t.elapsed().as_nanos() as u64 / (2 * BATCH)).max(1));
+    }
+    let elapsed = start.elapsed();
+    let _ = echo.join();
+    Row {
+        case: "core-to-core floor: one cache line ping-pong (half round trip)".into(),
+        ops: rounds,
+        elapsed,
+        hist,
+        note: format!("sample = half the mean of {BATCH} round trips"),
+    }
+}
+
+/// The floor for a paced, clock-stamped hand-off: the producer's send time goes
+/// through one atomic instead of a queue, at the same pace and with the same clock
+/// reads on both sides as the paced rows.
+fn stamped_floor(n: u64) -> Row {
+    let base = Instant::now();
+    let line = Arc::new(replica::Padded(AtomicU64::new(0)));
+    let other = Arc::clone(&line);
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = Arc::clone(&done);
+    let consumer = std::thread::spawn(move || {
+        pin(1);
+        let mut hist = histogram();
+        let mut last = 0u64;
+        while !done2.load(Ordering::Relaxed) {
+            let s = other.0.load(Ordering::Acquire);
+            if s != last {
+                let now = base.elapsed().as_nanos() as u64;
+                let _ = hist.record(now.saturating_sub(s).max(1));
+                last = s;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        hist
+    });
+    pin(0);
+    let start = Instant::now();
+    let gap = Duration::from_micros(2);
+    for _ in 0..n {
+        let due = Instant::now() + gap;
+        line.0.store(base.elapsed().as_nanos() as u64, Ordering::Release);
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+    }
+    let elapsed = start.elapsed();
+    std::thread::sleep(Duration::from_millis(50));
+    done.store(true, Ordering::Relaxed);
+    let hist = consumer.join().unwrap_or_else(|_| histogram());
+    Row {
+        case: "floor: clock stamp through one atomic (paced 1 per 2 us)".into(),
+        ops: n,
+        elapsed,
+        hist,
+        note: "one-way send->receive, no queue".into(),
+    }
+}
+
+/// Instruction counts per item without a second thread (`RING_IR=ours|raw|replica`,
+/// run under `valgrind --tool=callgrind --toggle-collect='*ir_loop*'`): `n` items
+/// pushed and popped in turns of 1024 (a quarter of the ring).
+#[inline(never)]
+fn ir_loop<P, C>(n: u64, mut push: P, mut pop: C) -> i64
+where
+    P: FnMut(Tick) -> bool,
+    C: FnMut() -> Option<Tick>,
+{
+    let mut sum = 0i64;
+    let mut i = 0u64;
+    while i < n {
+        for k in 0..1024 {
+            let _ = push(tick(i + k, (i + k) as i64));
+        }
+        while let Some(t) = pop() {
+            sum = sum.wrapping_add(t.recv_ts.0);
+        }
+        i += 1024;
+    }
+    sum
+}
+
+/// Loops that own their producer end as the bench's closures do, for reading the
+/// generated code (`objdump -d`, symbols `ring_handoff::produce_*`); `RING_CODEGEN=1`.
+macro_rules! produce {
+    ($name:ident, $make:expr, $push:expr) => {
+        #[inline(never)]
+        fn $name(n: u64) -> u64 {
+            let (mut p, c) = $make;
+            let n = std::hint::black_box(n);
+            for i in 0..n {
+                while !$push(&mut p, tick(i, i as i64)) {
+                    std::hint::spin_loop();
+                }
+            }
+            std::hint::black_box(&c);
+            n
+        }
+    };
+}
+produce!(
+    produce_raw,
+    rtrb::RingBuffer::<Tick>::new(CAPACITY),
+    |p: &mut rtrb::Producer<Tick>, t| p.push(t).is_ok()
+);
+produce!(
+    produce_ours,
+    ring::<Tick>("x", CAPACITY),
+    |p: &mut stocksblitz_engine::ring::RingProducer<Tick>, t| p.push(t)
+);
+produce!(
+    produce_replica,
+    replica::ring::<Tick>("x", CAPACITY),
+    |p: &mut replica::Producer<Tick>, t| p.push(t)
+);
+produce!(
+    produce_boxed,
+    replica::boxed::<Tick>("x", CAPACITY),
+    |p: &mut replica::BoxedP<Tick>, t| p.push(t)
+);
+
+fn ir_mode(which: &str, n: u64) {
+    let sum = match which {
+        "ours" => {
+            let (mut p, mut c) = ring::<Tick>("bench", CAPACITY);
+            ir_loop(n, move |t| p.push(t), move || c.pop())
+        }
+        "replica" => {
+            let (mut p, mut c) = replica::ring::<Tick>("bench", CAPACITY);
+            ir_loop(n, move |t| p.push(t), move || c.pop())
+        }
+        _ => {
+            let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(CAPACITY);
+            ir_loop(n, move |t| p.push(t).is_ok(), move || c.pop().ok())
+        }
+    };
+    println!("RING_IR={which}: {n} items, checksum {sum}");
+}
+
 fn main() {
+    if std::env::var("RING_CODEGEN").is_ok() {
+        let n = 16;
+        let sum = produce_raw(n) + produce_ours(n) + produce_replica(n) + produce_boxed(n);
+        println!("{sum}");
+        return;
+    }
+    if let Ok(which) = std::env::var("RING_IR") {
+        ir_mode(&which, iters(1 << 20));
+        return;
+    }
+    let n_rounds = rounds_n();
     let (mut rows, burst) = rounds(Mode::Burst, iters(5_000_000));
+    // The best round of each case as well: on a shared machine a round in which
+    // neither thread was preempted shows what the queue itself costs.
+    let best = |c: usize| burst[c].iter().copied().fold(0.0f64, f64::max);
+    rows[0].note = format!("{}; best round {:.2} M/s", rows[0].note, best(0) / 1e6);
     for (i, row) in rows.iter_mut().enumerate().skip(1) {
         row.note = format!(
-            "{}; ours is {:.2}x this (median of {ROUNDS} rounds)",
+            "{}; ours is {:.2}x this (median of {n_rounds} rounds); best round {:.2} M/s (ours/this {:.2}x)",
             row.note,
-            median_ratio(&burst, 0, &[i])
+            median_ratio(&burst, 0, &[i]),
+            best(i) / 1e6,
+            best(0) / best(i).max(1e-12),
         );
     }
     let (paced, _) = rounds(Mode::Paced, iters(500_000));
+    let ours_p50 = paced[0].hist.value_at_quantile(0.5);
     rows.extend(paced);
+    let pong = ping_pong(iters(200_000));
+    let stamped = stamped_floor(iters(200_000));
+    let (pong_p50, stamped_p50) = (pong.hist.value_at_quantile(0.5), stamped.hist.value_at_quantile(0.5));
+    rows.push(pong);
+    rows.push(stamped);
+    // Rows of cases left out by `BENCH_CASES` / `BENCH_PACED` recorded nothing.
+    rows.retain(|r| !r.hist.is_empty());
     print_table(
         &format!(
-            "ring hand-off: 64-byte Tick, capacity {CAPACITY}, producer core 0 -> consumer core 1, {ROUNDS} interleaved rounds"
+            "ring hand-off: 64-byte Tick, capacity {CAPACITY}, producer core 0 -> consumer core 1, {n_rounds} interleaved rounds"
         ),
         &rows,
+    );
+    println!(
+        "\nour paced p50 {ours_p50} ns = {:.2}x the core-to-core floor ({pong_p50} ns, half a ping-pong round trip), {:.2}x the stamped one-way floor ({stamped_p50} ns)",
+        ours_p50 as f64 / pong_p50.max(1) as f64,
+        ours_p50 as f64 / stamped_p50.max(1) as f64,
     );
 }
