@@ -326,7 +326,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     threads.simulator = sim.map(|(_, j)| j);
 
     // 3. Output rings -> fan-outs. The market fan-out feeds the Redis publisher's tap.
-    let tap_stats: Vec<_> = stores.redis.iter().map(|(p, _)| Arc::clone(p.stats())).collect();
+    let mut tap_stats: Vec<_> = stores.redis.iter().map(|(p, _)| Arc::clone(p.stats())).collect();
     let (redis_tap, redis_ring) = stores.redis.unzip();
     let taps = redis_tap.into_iter().collect();
     let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, taps, &stop)?;
@@ -341,6 +341,8 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
         _ => None,
     };
     let (link_producer, link_consumer) = link_ring.unzip();
+    // Its drops show with the other taps' (API nodes see them as a gap and resync).
+    tap_stats.extend(link_producer.as_ref().map(|p| Arc::clone(p.stats())));
     let order_service = match order_path {
         Some(path) => Some(start_order_path(
             &v,

@@ -309,6 +309,16 @@ async fn api_nodes_trade_through_redis_streams_with_the_single_nodes_guarantees(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(pending, 0);
+    // The link's ring is in the ring metrics, with nothing dropped.
+    let m = metrics(&engine).await;
+    assert_eq!(
+        sample(
+            &m,
+            "stocksblitz_ring_dropped_total{ring=\"cluster-out\",direction=\"tap\"}"
+        ),
+        Some(0),
+        "{m}"
+    );
 
     // Output this node never saw (a heartbeat ahead of it): the private channel closes
     // with 4008, the replica resyncs from a snapshot and matches the engine again.
