@@ -35,7 +35,6 @@ pub const ENGINE_SILENT_AFTER: Duration = Duration::from_secs(3);
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 /// Output held while a snapshot is awaited; past it the sync starts over.
 const BUFFER_MAX: usize = 1_000_000;
-const BLOCK: Duration = Duration::from_millis(500);
 
 /// Commands out, to the engine node.
 pub struct RemoteEngine {
@@ -249,7 +248,7 @@ async fn newest(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> r
 
 async fn follow(r: &mut Replica, redis: &Arc<RedisStore>, stop: &AtomicBool) -> Result<(), Failed> {
     let stream = output_stream(&r.remote.setup.engine);
-    let mut conn = super::blocking_connection(redis, BLOCK).await?;
+    let mut conn = super::blocking_connection(redis).await?;
     // Through the shared connection too: its state is what order entry checks first.
     redis
         .query::<String>(redis::cmd("PING"))
@@ -276,14 +275,7 @@ async fn follow(r: &mut Replica, redis: &Arc<RedisStore>, stop: &AtomicBool) -> 
                 .map_err(|e| Failed::from(e.0))?;
             r.awaiting = Some((request, Instant::now()));
         }
-        let v: redis::Value = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(256)
-            .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(&from)
+        let v: redis::Value = super::blocking_read(redis::cmd("XREAD"), &stream, &from)
             .query_async(&mut conn)
             .await?;
         for entry in wire::entries(v)? {

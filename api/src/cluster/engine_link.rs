@@ -35,7 +35,6 @@ use crate::orders::OrderService;
 use crate::redis_store::runtime::spawn_async;
 use crate::redis_store::RedisStore;
 
-const BLOCK: Duration = Duration::from_millis(500);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Output items per stream entry.
 const ITEMS_PER_ENTRY: usize = 512;
@@ -107,23 +106,18 @@ async fn read_commands(link: Arc<Link>, out: mpsc::UnboundedSender<Outgoing>, st
     let stream = command_stream(&link.setup.engine);
     while !stop.load(Ordering::Acquire) {
         let session = async {
-            let mut conn = super::blocking_connection(&link.redis, BLOCK).await?;
+            let mut conn = super::blocking_connection(&link.redis).await?;
             ensure_group(&mut conn, &stream).await?;
             // This consumer's pending list first (commands read before a restart and
             // never answered), then new ones.
             let mut from = "0";
             while !stop.load(Ordering::Acquire) {
-                let v: redis::Value = redis::cmd("XREADGROUP")
+                let group = redis::cmd("XREADGROUP")
                     .arg("GROUP")
                     .arg(GROUP)
                     .arg(&link.setup.node)
-                    .arg("COUNT")
-                    .arg(256)
-                    .arg("BLOCK")
-                    .arg(BLOCK.as_millis() as u64)
-                    .arg("STREAMS")
-                    .arg(&stream)
-                    .arg(from)
+                    .to_owned();
+                let v: redis::Value = super::blocking_read(group, &stream, from)
                     .query_async(&mut conn)
                     .await?;
                 let entries = wire::entries(v).map_err(|e| redis::RedisError::from(std::io::Error::other(e)))?;

@@ -69,17 +69,36 @@ pub fn run_id() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// How long one blocking stream read waits for entries (the readers check their stop
+/// flag between reads).
+pub const BLOCK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Entries one stream read takes at most.
+const READ_COUNT: u64 = 256;
+
+/// `cmd` (`XREAD`, or `XREADGROUP GROUP g c`) completed as a blocking read of
+/// `stream` after `from`.
+pub fn blocking_read(mut cmd: redis::Cmd, stream: &str, from: &str) -> redis::Cmd {
+    cmd.arg("COUNT")
+        .arg(READ_COUNT)
+        .arg("BLOCK")
+        .arg(BLOCK.as_millis() as u64)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(from);
+    cmd
+}
+
 /// A dedicated connection for blocking reads (`XREAD ... BLOCK` would hold up every
-/// other command on a shared multiplexed connection), answering within `block` plus
+/// other command on a shared multiplexed connection), answering within [`BLOCK`] plus
 /// the configured timeout.
 pub async fn blocking_connection(
     store: &crate::redis_store::RedisStore,
-    block: std::time::Duration,
 ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let timeout = std::time::Duration::from_millis(store.setup.timeout_ms);
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(block + timeout));
+        .set_response_timeout(Some(BLOCK + timeout));
     store
         .client()
         .get_multiplexed_async_connection_with_config(&config)
