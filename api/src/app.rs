@@ -297,7 +297,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     ]);
     if v.cluster.as_ref().is_some_and(|c| c.forwards) {
         anyhow::bail!(
-            "cluster.engine names the engine an API node forwards to: run this config with `serve --role api`"
+            "cluster.engines names the engines an API node forwards to: run this config with `serve --role api`"
         );
     }
     let cfg = &v.config;
@@ -798,7 +798,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
     };
     if v.cluster.as_ref().is_some_and(|c| !c.forwards) {
         anyhow::bail!(
-            "--role api with [cluster] needs cluster.engine: the engine node this API node forwards orders to"
+            "--role api with [cluster] needs cluster.engines: the engine nodes this API node forwards orders to"
         );
     }
     let redis = Arc::new(RedisStore::connect(setup).await?);

@@ -339,7 +339,11 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     let cluster = config
         .cluster
         .as_ref()
-        .map(|c| super::cluster::setup(c, redis.is_some(), orders.is_some()))
+        .map(|c| {
+            super::cluster::setup(c, redis.is_some(), orders.is_some(), |s| {
+                registry.by_symbol(s).is_some()
+            })
+        })
         .transpose()?;
     let health = super::health::check(&config.health)?;
     Ok(Validated {

@@ -37,7 +37,7 @@ fn cluster_section(node: &str, engine: Option<&str>) -> toml::Value {
             .expect("toml");
     t.insert("node".into(), node.into());
     if let Some(e) = engine {
-        t.insert("engine".into(), e.into());
+        t.insert("engines".into(), toml::Value::Array(vec![e.into()]));
     }
     toml::Value::Table(t)
 }
