@@ -37,7 +37,7 @@ use stocksblitz_feed_handlers::{spawn_synthetic, FeedHandle, FeedKind, SimSpec, 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::cluster::api_link::{spawn_api_link, RemoteEngine};
+use crate::cluster::api_link::{spawn_api_link, Claims, RemoteEngine};
 use crate::cluster::engine_link::spawn_engine_link;
 use crate::cluster::ClusterStats;
 use crate::config::orders::OrderSetup;
@@ -90,8 +90,9 @@ struct Threads {
     /// (API node, where it is the source).
     questdb: Option<ThreadHandle>,
     redis: Option<ThreadHandle>,
-    /// 6, with `[cluster]`: the order streams' link (engine or API node side).
-    cluster: Option<ThreadHandle>,
+    /// 6, with `[cluster]`: the order streams' links (the engine node's; an API
+    /// node's, one per engine).
+    cluster: Vec<ThreadHandle>,
 }
 
 /// Joins a thread; a panic is logged with its name.
@@ -125,7 +126,9 @@ impl Threads {
             join(t);
         }
         cluster_stop.store(true, Ordering::Release);
-        join(self.cluster);
+        for t in self.cluster {
+            t.join_logged();
+        }
     }
 }
 
@@ -368,7 +371,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
                 Arc::clone(&cluster_stop),
             )
             .context("starting the cluster engine link")?;
-            threads.cluster = Some(join);
+            threads.cluster.push(join);
             tracing::info!(node = %setup.node, "serving forwarded orders on redis streams");
             Some((stats, setup.clone()))
         }
@@ -826,12 +829,27 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
         redis: Some(subscriber),
         ..Threads::default()
     };
-    // 6. Orders, forwarded to the engine node.
-    let mut cluster = None;
+    // 6. Orders, forwarded to the engine nodes: one link (and replica) per engine.
+    let mut cluster = Vec::new();
     let order_service = match (&v.cluster, &v.orders, &cfg.auth) {
         (Some(c), Some(o), Some(_)) => {
-            let stats = Arc::new(ClusterStats::default());
-            let remote = Arc::new(RemoteEngine::new(c.clone(), Arc::clone(&redis), Arc::clone(&stats)));
+            let claims = Claims::new(c.engines.len(), Arc::clone(&market.registry));
+            let remotes: Vec<Arc<RemoteEngine>> = c
+                .engines
+                .iter()
+                .enumerate()
+                .map(|(k, e)| {
+                    let stats = Arc::new(ClusterStats::default());
+                    cluster.push((Arc::clone(&stats), c.for_engine(e)));
+                    Arc::new(RemoteEngine::new(
+                        c.for_engine(e),
+                        k,
+                        Arc::clone(&redis),
+                        stats,
+                        Arc::clone(&claims),
+                    ))
+                })
+                .collect();
             let service = OrderService::new(
                 Accounts::new(&o.accounts),
                 OrderStore::new(o.accounts.len(), o.history_per_account),
@@ -840,18 +858,24 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
                 Arc::new(JournalStats::default()),
             )
             .with_redis(Arc::clone(&redis))
-            .with_remote(Arc::clone(&remote) as Arc<dyn crate::orders::service::Forward>);
+            .with_remote(
+                remotes
+                    .iter()
+                    .map(|r| Arc::clone(r) as Arc<dyn crate::orders::service::Forward>)
+                    .collect(),
+            );
             let service = Arc::new(service);
-            let join = spawn_api_link(
-                Arc::clone(&service),
-                remote,
-                Arc::clone(&hub),
-                Arc::clone(&redis),
-                Arc::clone(&cluster_stop),
-            )
-            .context("starting the cluster api link")?;
-            threads.cluster = Some(join);
-            cluster = Some((stats, c.clone()));
+            for remote in remotes {
+                let join = spawn_api_link(
+                    Arc::clone(&service),
+                    remote,
+                    Arc::clone(&hub),
+                    Arc::clone(&redis),
+                    Arc::clone(&cluster_stop),
+                )
+                .context("starting the cluster api link")?;
+                threads.cluster.push(join);
+            }
             Some(service)
         }
         (Some(_), _, _) => {
@@ -875,10 +899,9 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
     .with_redis(redis)
     .with_health(v.health.clone())
     .as_api_node();
-    let state = match cluster {
-        Some((stats, setup)) => state.with_cluster(stats, setup),
-        None => state,
-    };
+    let state = cluster
+        .into_iter()
+        .fold(state, |state, (stats, setup)| state.with_cluster(stats, setup));
     let (server, tx, tls) = serve(listener, &state)?;
     tracing::info!(%addr, tls = tls.is_some(), role = "api", orders = state.desk.orders.is_some(), "serving from redis");
     guard.0.clear();

@@ -61,8 +61,9 @@ pub struct Inner {
     pub redis: Option<Arc<RedisStore>>,
     /// An API node (`serve --role api`): market data comes from Redis, not an engine.
     pub api_node: bool,
-    /// The order streams' counters, with `[cluster]` (this node's name and role).
-    pub cluster: Option<(Arc<ClusterStats>, ClusterSetup)>,
+    /// The order streams' counters, with `[cluster]` (this node's name and role): the
+    /// engine node's link, or an API node's link to each engine.
+    pub cluster: Vec<(Arc<ClusterStats>, ClusterSetup)>,
     /// The stores' rings off the API fan-out (QuestDB sink, Redis publisher).
     pub taps: Vec<Arc<RingStats>>,
     /// The readiness rule (`[health]`).
@@ -153,7 +154,7 @@ impl AppState {
             questdb,
             redis: None,
             api_node: false,
-            cluster: None,
+            cluster: Vec::new(),
             taps: Vec::new(),
             health: HealthRule::default(),
             next_conn: AtomicU64::new(1),
@@ -193,10 +194,10 @@ impl AppState {
         self
     }
 
-    /// Adds the order streams' counters (before the state is shared).
+    /// Adds one order stream link's counters (before the state is shared).
     pub fn with_cluster(mut self, stats: Arc<ClusterStats>, setup: ClusterSetup) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
-            inner.cluster = Some((stats, setup));
+            inner.cluster.push((stats, setup));
         }
         self
     }

@@ -9,6 +9,12 @@
 //! the sequence, or a heartbeat naming a sequence this node has not seen, means output
 //! was lost on the way: private channels close with 4008 (their clients resync over
 //! REST) and the replica is rebuilt the same way.
+//!
+//! With more than one engine, each has its own [`RemoteEngine`], link thread and
+//! replica (`OrderService::stores()[index]`). Each engine announces what it owns (its
+//! shard and instruments); a node accepts the announcement only if its instrument ids
+//! mean the same symbols here and no other engine claims the same instruments or
+//! shard ([`Claims`]), and routes orders by it (`crate::orders::route`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,9 +26,13 @@ use stocksblitz_engine::orders::store::OrderStore;
 use stocksblitz_engine::orders::{Command, CommandKind, IdemTag, OrderEvent, StepAssembler};
 use stocksblitz_engine::UnixNanos;
 
+use parking_lot::Mutex;
+use stocksblitz_engine::InstrumentId;
+use stocksblitz_engine::InstrumentRegistry;
+
 use super::wire::{self, FromEngine, Refusal, ToEngine};
 use super::{command_stream, output_stream, ClusterStats};
-use crate::config::cluster::ClusterSetup;
+use crate::config::cluster::{ClusterSetup, Owner};
 use crate::orders::service::{Answer, BoxFuture, Forward, SubmitError};
 use crate::orders::OrderService;
 use crate::redis_store::runtime::spawn_async;
@@ -36,23 +46,123 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 /// Output held while a snapshot is awaited; past it the sync starts over.
 const BUFFER_MAX: usize = 1_000_000;
 
-/// Commands out, to the engine node.
+/// What every engine of an API node has announced, in configuration order: an
+/// announcement that overlaps another engine's is refused.
+pub struct Claims {
+    owners: Mutex<Vec<Option<Owner>>>,
+    registry: Arc<InstrumentRegistry>,
+}
+
+impl Claims {
+    pub fn new(engines: usize, registry: Arc<InstrumentRegistry>) -> Arc<Self> {
+        Arc::new(Self {
+            owners: Mutex::new(vec![None; engines]),
+            registry,
+        })
+    }
+
+    /// Records engine `index`'s announcement, or says why it cannot be used.
+    fn accept(&self, index: usize, engine: &str, owner: &Owner) -> Result<(), String> {
+        for (symbol, id) in &owner.instruments {
+            let here = self.registry.by_symbol(symbol).map(|i| i.id.0);
+            if here != Some(*id) {
+                return Err(format!(
+                    "engine {engine} trades {symbol} as instrument {id}, this node has {}: every node needs the same \
+                     [[instruments]]",
+                    here.map_or_else(|| "no such instrument".to_owned(), |h| format!("instrument {h}"))
+                ));
+            }
+        }
+        let mut owners = self.owners.lock();
+        for (k, other) in owners.iter().enumerate() {
+            let Some(other) = other.as_ref().filter(|_| k != index) else {
+                continue;
+            };
+            if other.shard == owner.shard {
+                return Err(format!(
+                    "engine {engine} has shard {} like another engine of cluster.engines: each engine needs its own \
+                     cluster.shard",
+                    owner.shard
+                ));
+            }
+            if let Some((symbol, _)) = owner.instruments.iter().find(|i| other.instruments.contains(i)) {
+                return Err(format!(
+                    "engine {engine} and another engine of cluster.engines both own {symbol}: each instrument \
+                     belongs to one engine's cluster.instruments"
+                ));
+            }
+        }
+        if let Some(slot) = owners.get_mut(index) {
+            *slot = Some(owner.clone());
+        }
+        Ok(())
+    }
+}
+
+/// What an engine owns, as this node routes by it.
+struct Routing {
+    shard: u8,
+    /// By instrument id.
+    owned: Vec<bool>,
+}
+
+/// Commands out, to one engine node.
 pub struct RemoteEngine {
     pub setup: ClusterSetup,
+    /// Its replica: `OrderService::stores()[index]`.
+    pub index: usize,
     redis: Arc<RedisStore>,
     /// This run's id: a command's tag is made of it, the node and the request id.
     run: u64,
     pub stats: Arc<ClusterStats>,
+    claims: Arc<Claims>,
+    /// What the engine announced, once accepted.
+    routing: parking_lot::RwLock<Option<Routing>>,
 }
 
 impl RemoteEngine {
-    pub fn new(setup: ClusterSetup, redis: Arc<RedisStore>, stats: Arc<ClusterStats>) -> Self {
+    pub fn new(
+        setup: ClusterSetup,
+        index: usize,
+        redis: Arc<RedisStore>,
+        stats: Arc<ClusterStats>,
+        claims: Arc<Claims>,
+    ) -> Self {
         Self {
             setup,
+            index,
             redis,
             run: super::run_id(),
             stats,
+            claims,
+            routing: parking_lot::RwLock::new(None),
         }
+    }
+
+    /// Whether `owner` is what this node routes by now.
+    fn announced(&self, owner: &Owner) -> bool {
+        self.claims
+            .owners
+            .lock()
+            .get(self.index)
+            .is_some_and(|o| o.as_ref() == Some(owner))
+    }
+
+    /// Routes by `owner` from now on, if it fits this node and the other engines.
+    fn accept(&self, owner: &Owner) -> Result<(), String> {
+        self.claims.accept(self.index, &self.setup.engine, owner)?;
+        let mut owned = vec![false; self.claims.registry.len()];
+        for (_, id) in &owner.instruments {
+            if let Some(slot) = owned.get_mut(*id as usize) {
+                *slot = true;
+            }
+        }
+        *self.routing.write() = Some(Routing {
+            shard: owner.shard,
+            owned,
+        });
+        *self.stats.problem.lock() = None;
+        Ok(())
     }
 
     async fn xadd(&self, msg: &ToEngine) -> Result<(), crate::redis_store::RedisDown> {
@@ -102,6 +212,20 @@ impl Forward for RemoteEngine {
             Ok(())
         })
     }
+
+    fn name(&self) -> &str {
+        &self.setup.engine
+    }
+
+    fn owns(&self, instrument: InstrumentId) -> Option<bool> {
+        let routing = self.routing.read();
+        let r = routing.as_ref()?;
+        Some(r.owned.get(instrument.index()).copied().unwrap_or(false))
+    }
+
+    fn shard(&self) -> Option<u8> {
+        self.routing.read().as_ref().map(|r| r.shard)
+    }
 }
 
 /// A refusal from the engine as this node's error.
@@ -149,15 +273,40 @@ impl Replica {
 
     /// Applies output in journal order (and hands what it applied to the private
     /// channels); `false` at a gap, where it stops.
+    fn store(&self) -> &parking_lot::RwLock<OrderStore> {
+        &self.service.stores()[self.remote.index]
+    }
+
+    /// Hands what was applied to the private channels while the replica is still
+    /// locked: a private subscription snapshots every replica under its read lock, so
+    /// each event is either in its snapshot or queued to it, never both (with several
+    /// engines there is no one sequence to cut at).
     fn apply(&mut self, items: &[OrderOutput]) -> bool {
-        let mut store = self.service.store.write();
+        let mut store = self.service.stores()[self.remote.index].write();
         let in_step = apply_in_order(&mut store, items, &mut self.events);
         self.stats().last_seq.set(store.last_seq());
         self.stats().output_applied.add(items.len() as u64);
-        drop(store);
         self.hub.dispatch_private(&self.events);
+        drop(store);
         self.events.clear();
         in_step
+    }
+
+    /// The engine's announcement: used for routing if it fits, else the replica stays
+    /// out of step (order routes for what it may own answer ORDERS_NOT_SYNCED) and
+    /// health says why.
+    fn accept(&self, owner: &Owner) -> bool {
+        match self.remote.accept(owner) {
+            Ok(()) => true,
+            Err(why) => {
+                let mut problem = self.stats().problem.lock();
+                if problem.as_deref() != Some(why.as_str()) {
+                    tracing::error!(engine = %self.remote.setup.engine, %why, "cluster: refusing the engine's announcement");
+                    *problem = Some(why);
+                }
+                false
+            }
+        }
     }
 
     fn answer(&self, request: u64, answer: Result<Vec<OrderEvent>, Refusal>) {
@@ -315,6 +464,7 @@ async fn handle(r: &mut Replica, redis: &Arc<RedisStore>, msg: FromEngine) -> Re
             request,
             key,
             last_seq,
+            owner,
         } if node == me && r.awaiting.is_some_and(|(q, _)| q == request) => {
             let bytes: Option<Vec<u8>> = redis
                 .query(redis::cmd("GET").arg(&key).to_owned())
@@ -326,8 +476,12 @@ async fn handle(r: &mut Replica, redis: &Arc<RedisStore>, msg: FromEngine) -> Re
                 r.awaiting = None;
                 return Ok(());
             };
+            if !r.accept(&owner) {
+                r.awaiting = None;
+                return Ok(());
+            }
             {
-                let mut mine = r.service.store.write();
+                let mut mine = r.store().write();
                 if !store.fits(&mine) {
                     return Err(Failed::from(
                         "the engine's order snapshot has other accounts than [orders] here: the nodes' configurations \
@@ -336,7 +490,7 @@ async fn handle(r: &mut Replica, redis: &Arc<RedisStore>, msg: FromEngine) -> Re
                 }
                 *mine = store;
             }
-            debug_assert_eq!(r.service.store.read().last_seq(), last_seq);
+            debug_assert_eq!(r.store().read().last_seq(), last_seq);
             r.awaiting = None;
             let buffered = std::mem::take(&mut r.buffered);
             if r.apply(&buffered) {
@@ -348,15 +502,21 @@ async fn handle(r: &mut Replica, redis: &Arc<RedisStore>, msg: FromEngine) -> Re
             }
         }
         FromEngine::Snapshot { .. } => {}
-        FromEngine::Heartbeat { run, last_seq } => {
+        FromEngine::Heartbeat { run, last_seq, owner } => {
             r.stats().engine_heartbeat_ns.set(UnixNanos::now().0.max(0) as u64);
             let restarted = r.engine_run.is_some_and(|was| was != run);
             r.engine_run = Some(run);
-            let mine = r.service.store.read().last_seq();
+            let mine = r.store().read().last_seq();
             // Ahead of this node: output was missed. A restarted engine behind it: its
             // journal lost what this replica holds (a restore), so rebuild from it.
             if r.stats().synced.get() == 1 && (last_seq > mine || (restarted && last_seq != mine)) {
                 r.lost("the engine published output this node never read, or restarted with another history");
+            }
+            // A restarted engine that owns something else now: route by it only after a
+            // resync (the replica is rebuilt from that engine's snapshot).
+            let announced = r.remote.routing.read().as_ref().map(|x| x.shard);
+            if r.stats().synced.get() == 1 && announced.is_some() && !r.remote.announced(&owner) {
+                r.lost("the engine announced other instruments or another shard");
             }
         }
     }

@@ -238,7 +238,7 @@ async fn apply(
                     }
                     let prior = link
                         .service
-                        .store
+                        .store()
                         .read()
                         .keyed(command.account, &tag.key, UnixNanos::now())
                         .map(|k| (k.body == tag.body).then(|| k.events()));
@@ -284,7 +284,7 @@ async fn submit(link: &Link, command: stocksblitz_engine::orders::Command) -> Re
 /// Writes the read model for `node` under a key of its own; the answer names it.
 async fn snapshot(link: &Link, node: String, request: u64) -> FromEngine {
     let (bytes, last_seq) = {
-        let store = link.service.store.read();
+        let store = link.service.store().read();
         (wire::encode(&*store), store.last_seq())
     };
     let key = snapshot_key(&link.setup.engine, &node, request);
@@ -303,6 +303,7 @@ async fn snapshot(link: &Link, node: String, request: u64) -> FromEngine {
         request,
         key,
         last_seq,
+        owner: link.setup.owner.clone(),
     }
 }
 
@@ -315,7 +316,7 @@ async fn publish(
 ) {
     let stream = output_stream(&link.setup.engine);
     let run = super::run_id();
-    let mut last_seq = link.service.store.read().last_seq();
+    let mut last_seq = link.service.store().read().last_seq();
     let mut queue: VecDeque<Outgoing> = VecDeque::new();
     let mut held = 0usize;
     // Output taken from the ring, not yet in an entry (an unfinished step).
@@ -356,7 +357,11 @@ async fn publish(
         if last_beat.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
             last_beat = Some(Instant::now());
             queue.push_back(Outgoing {
-                msg: Some(FromEngine::Heartbeat { run, last_seq }),
+                msg: Some(FromEngine::Heartbeat {
+                    run,
+                    last_seq,
+                    owner: link.setup.owner.clone(),
+                }),
                 ack: None,
                 items: 0,
             });

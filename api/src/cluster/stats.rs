@@ -45,6 +45,8 @@ pub struct ClusterStats {
     /// When the engine's last heartbeat was read (ns since the epoch; 0: never).
     pub engine_heartbeat_ns: Counter,
     pub read_errors: Counter,
+    /// (API node) why the engine's announcement is refused, if it is (for `/health`).
+    pub problem: parking_lot::Mutex<Option<String>>,
 }
 
 impl ClusterStats {

@@ -9,8 +9,11 @@ use stocksblitz_engine::orders::gateway::OrderOutput;
 use stocksblitz_engine::orders::{Command, OrderEvent};
 use stocksblitz_engine::UnixNanos;
 
-/// The stream entry field holding the encoded message (format version 1).
-pub const FIELD: &str = "v1";
+use crate::config::cluster::Owner;
+
+/// The stream entry field holding the encoded message (format version 2: engines
+/// announce what they own).
+pub const FIELD: &str = "v2";
 
 /// An API node to the engine.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -63,10 +66,11 @@ pub enum FromEngine {
         request: u64,
         key: String,
         last_seq: u64,
+        owner: Owner,
     },
     /// Every second, and first thing after start-up: the last event sequence
-    /// published. A node behind it missed output.
-    Heartbeat { run: u64, last_seq: u64 },
+    /// published (a node behind it missed output), and what the engine owns.
+    Heartbeat { run: u64, last_seq: u64, owner: Owner },
 }
 
 pub fn encode<T: serde::Serialize>(m: &T) -> Vec<u8> {
@@ -208,7 +212,12 @@ mod tests {
 
     #[test]
     fn stream_replies_read_in_both_protocols_and_refuse_other_shapes() {
-        let e = |id: &str, v: &[u8]| Value::Array(vec![bulk(id.as_bytes()), Value::Array(vec![bulk(b"v1"), bulk(v)])]);
+        let e = |id: &str, v: &[u8]| {
+            Value::Array(vec![
+                bulk(id.as_bytes()),
+                Value::Array(vec![bulk(FIELD.as_bytes()), bulk(v)]),
+            ])
+        };
         let resp2 = Value::Array(vec![Value::Array(vec![
             bulk(b"s"),
             Value::Array(vec![e("1-0", b"a"), e("2-5", b"b")]),
@@ -227,7 +236,7 @@ mod tests {
         let resp3 = Value::Map(vec![(bulk(b"s"), Value::Array(vec![e("1-0", b"a"), e("2-5", b"b")]))]);
         assert_eq!(entries(resp3), Ok(want));
         assert_eq!(entries(Value::Nil), Ok(vec![]));
-        // Another format version's field: the entry is there, its data is not.
+        // Another format version's field (the previous one): the entry is there, its data is not.
         let other = Value::Array(vec![Value::Array(vec![
             bulk(b"s"),
             Value::Array(vec![Value::Array(vec![

@@ -44,6 +44,16 @@ pub struct ClusterConfig {
     pub output_backlog: usize,
 }
 
+/// What an engine node owns, as it announces it on its output stream: API nodes route
+/// orders by it and check that their instrument ids mean the same instruments.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Owner {
+    /// The top 8 bits of the engine's order and fill ids.
+    pub shard: u8,
+    /// The symbols it takes orders for, with their instrument ids.
+    pub instruments: Vec<(String, u32)>,
+}
+
 /// `[cluster]`, checked.
 #[derive(Debug, Clone)]
 pub struct ClusterSetup {
@@ -59,6 +69,9 @@ pub struct ClusterSetup {
     pub shard: u8,
     /// (Engine nodes) the symbols this engine owns; `None`: all.
     pub instruments: Option<Vec<String>>,
+    /// (Engine nodes) what this engine announces to API nodes: its shard, and the
+    /// symbols and instrument ids it owns.
+    pub owner: Owner,
     pub command_stream_len: u64,
     pub output_stream_len: u64,
     pub output_backlog: usize,
@@ -77,8 +90,9 @@ pub fn setup(
     c: &ClusterConfig,
     redis: bool,
     orders: bool,
-    known: impl Fn(&str) -> bool,
+    registry: &[(String, u32)],
 ) -> Result<ClusterSetup, ConfigError> {
+    let known = |sym: &str| registry.iter().any(|(s, _)| s == sym);
     name("cluster.node", &c.node)?;
     for (i, e) in c.engines.iter().enumerate() {
         name("cluster.engines", e)?;
@@ -140,6 +154,14 @@ pub fn setup(
         forwards: !c.engines.is_empty(),
         shard: c.shard,
         instruments: c.instruments.clone(),
+        owner: Owner {
+            shard: c.shard,
+            instruments: registry
+                .iter()
+                .filter(|(s, _)| c.instruments.as_ref().is_none_or(|l| l.contains(s)))
+                .cloned()
+                .collect(),
+        },
         command_stream_len: c.command_stream_len,
         output_stream_len: c.output_stream_len,
         output_backlog: c.output_backlog,
@@ -173,7 +195,7 @@ mod tests {
     }
 
     fn setup_(c: &ClusterConfig, redis: bool, orders: bool) -> Result<ClusterSetup, ConfigError> {
-        setup(c, redis, orders, |s| ["BTCUSDT", "ETHUSDT"].contains(&s))
+        setup(c, redis, orders, &[("BTCUSDT".into(), 0), ("ETHUSDT".into(), 1)])
     }
 
     fn key(r: Result<ClusterSetup, ConfigError>) -> String {
@@ -225,6 +247,8 @@ mod tests {
             if ok {
                 let s = r.expect("valid");
                 assert_eq!((s.shard, s.instruments.as_deref().map(<[String]>::len)), (7, Some(1)));
+                assert_eq!(s.owner.instruments, vec![("BTCUSDT".to_owned(), 0)]);
+                assert_eq!(s.owner.shard, 7);
             } else {
                 assert_eq!(key(r), "cluster.instruments", "{list:?}");
             }
@@ -240,5 +264,7 @@ mod tests {
         .expect("two engines");
         assert_eq!(api.for_engine("e2").engine, "e2");
         assert_eq!(api.engine, "e1");
+        let all = setup_(&cfg("e1", None), true, true).expect("engine");
+        assert_eq!(all.owner.instruments.len(), 2, "no list: owns every instrument");
     }
 }

@@ -340,9 +340,8 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
         .cluster
         .as_ref()
         .map(|c| {
-            super::cluster::setup(c, redis.is_some(), orders.is_some(), |s| {
-                registry.by_symbol(s).is_some()
-            })
+            let all: Vec<(String, u32)> = registry.iter().map(|i| (i.symbol.to_string(), i.id.0)).collect();
+            super::cluster::setup(c, redis.is_some(), orders.is_some(), &all)
         })
         .transpose()?;
     let health = super::health::check(&config.health)?;

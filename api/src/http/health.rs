@@ -152,8 +152,21 @@ fn stores_ok(app: &AppState) -> Vec<String> {
 /// is out of step or the engine is silent; an engine node holding output Redis has
 /// not taken is degraded.
 fn cluster(app: &AppState, reasons: &mut Vec<String>, degraded: &mut Vec<String>) {
-    let Some((c, setup)) = &app.cluster else { return };
+    for (c, setup) in &app.cluster {
+        link(c, setup, reasons, degraded);
+    }
+}
+
+fn link(
+    c: &crate::cluster::ClusterStats,
+    setup: &crate::config::cluster::ClusterSetup,
+    reasons: &mut Vec<String>,
+    degraded: &mut Vec<String>,
+) {
     if setup.forwards {
+        if let Some(why) = c.problem.lock().as_ref() {
+            reasons.push(format!("orders: {why}"));
+        }
         if c.synced.get() != 1 {
             reasons.push(format!(
                 "orders: this API node's order replica is catching up with engine {} (order routes answer 503 \

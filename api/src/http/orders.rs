@@ -25,8 +25,11 @@ use crate::orders::json::{
     anomaly_visible, events_json, AccountRiskJson, AnomalyJson, FillJson, LimitsJson, NewOrderBody, OrderJson,
     OrderResult, PositionJson, ReplaceBody,
 };
+use crate::orders::pages;
 use crate::orders::Desk;
 use crate::orders::{OrderService, SubmitError};
+use stocksblitz_engine::orders::store::OrderRecord;
+use stocksblitz_engine::orders::Fill;
 use stocksblitz_engine::surveillance::Severity;
 
 type ApiResult = Result<Response, ApiError>;
@@ -48,14 +51,6 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 }
 
 /// An optional `cursor`: the `next_cursor` of a previous page.
-fn cursor(c: Option<&str>) -> Result<Option<u64>, ApiError> {
-    c.map(|c| {
-        c.parse::<u64>()
-            .map_err(|_| ApiError::invalid_parameter("cursor", "cursor must be the next_cursor of a previous page"))
-    })
-    .transpose()
-}
-
 /// An optional `symbol` query filter.
 fn symbol_filter(desk: &Desk, symbol: Option<&str>) -> Result<Option<stocksblitz_engine::InstrumentId>, ApiError> {
     symbol.map(|s| instrument(desk, s).map(|i| i.id)).transpose()
@@ -247,7 +242,7 @@ pub async fn place_keyed(
         match claim {
             Claim::Proceed => {
                 // A key answered before a restart lives on in the journaled read model.
-                let prior = svc.store.read().keyed(p.account, &tag.key, UnixNanos::now()).cloned();
+                let prior = svc.keyed(p.account, &tag.key, UnixNanos::now());
                 if let Some(prior) = prior {
                     if prior.body != tag.body {
                         svc.finish_key(p.account, k, body, StatusCode::OK, &Value::Null, false)
@@ -369,8 +364,7 @@ pub async fn test_order(State(desk): State<Desk>, p: Principal, headers: HeaderM
 )]
 pub async fn get_order(State(desk): State<Desk>, p: Principal, Path(raw): Path<String>) -> ApiResult {
     let id = order_id(&raw)?;
-    let store = service(&desk)?.store.read();
-    let r = store.order(p.account, id).ok_or_else(|| not_found(id))?;
+    let r = service(&desk)?.order(p.account, id).ok_or_else(|| not_found(id))?;
     let i = desk
         .market
         .registry
@@ -461,32 +455,34 @@ pub async fn list_orders(State(desk): State<Desk>, p: Principal, Query(q): Query
         }
     };
     let limit = page_limit(q.limit)?;
-    let before = cursor(q.cursor.as_deref())?;
-    let store = service(&desk)?.store.read();
-    let mut items = Vec::new();
-    let mut last_seq = None;
-    let mut more = false;
-    for r in store.orders(p.account, before) {
-        if instrument.is_some_and(|i| r.order.instrument != i)
-            || want_open.is_some_and(|o| r.order.status.is_open() != o)
-        {
-            continue;
-        }
-        if items.len() == limit {
-            more = true;
-            break;
-        }
-        if let Some(i) = desk.market.registry.get(r.order.instrument) {
-            items.push(OrderJson::new(&r.order, i));
-            last_seq = Some(r.seq);
-        }
-    }
-    // Newest first; the next page holds the orders that arrived before the last one here.
-    let next_cursor = last_seq.filter(|_| more).map(|s| s.to_string());
-    ok(&OrderList {
-        orders: items,
-        next_cursor,
-    })
+    let svc = service(&desk)?;
+    let before = pages::parse(q.cursor.as_deref(), svc.stores().len())?;
+    let stores: Vec<_> = svc.stores().iter().map(|s| s.read()).collect();
+    let registry = &desk.market.registry;
+    let lists = stores
+        .iter()
+        .zip(&before)
+        .map(|(store, before)| {
+            Box::new(store.orders(p.account, *before).filter(move |r| {
+                instrument.is_none_or(|i| r.order.instrument == i)
+                    && want_open.is_none_or(|o| r.order.status.is_open() == o)
+                    && registry.get(r.order.instrument).is_some()
+            })) as Box<dyn Iterator<Item = _>>
+        })
+        .collect();
+    // Newest first; the next page holds the orders that arrived before the last ones here.
+    let (page, next_cursor) = pages::page(
+        lists,
+        &before,
+        limit,
+        |r: &&OrderRecord| (r.order.created, r.seq),
+        |r| r.seq,
+    );
+    let orders = page
+        .into_iter()
+        .filter_map(|r| registry.get(r.order.instrument).map(|i| OrderJson::new(&r.order, i)))
+        .collect();
+    ok(&OrderList { orders, next_cursor })
 }
 
 #[derive(Deserialize)]
@@ -509,12 +505,8 @@ pub async fn mass_cancel(State(desk): State<Desk>, p: Principal, Query(q): Query
     p.require(Role::Trader)?;
     let instrument = symbol_filter(&desk, q.symbol.as_deref())?;
     let events = submit(&desk, &p, CommandKind::MassCancel { instrument }).await?;
-    let count = events.iter().find_map(|e| match e.data {
-        OrderEventData::Done { count } => Some(count),
-        _ => None,
-    });
     ok(&MassCancelResult {
-        cancelled: count.unwrap_or(0),
+        cancelled: done_count(&events),
     })
 }
 
@@ -538,30 +530,29 @@ pub struct FillParams {
 pub async fn fills(State(desk): State<Desk>, p: Principal, Query(q): Query<FillParams>) -> ApiResult {
     let instrument = symbol_filter(&desk, q.symbol.as_deref())?;
     let limit = page_limit(q.limit)?;
-    let before = cursor(q.cursor.as_deref())?;
-    let store = service(&desk)?.store.read();
-    let mut items = Vec::new();
-    let mut last_id = None;
-    let mut more = false;
-    let page = store
-        .fills(p.account)
-        .filter(|f| before.is_none_or(|b| f.id < b) && instrument.is_none_or(|i| f.instrument == i));
-    for f in page {
-        if items.len() == limit {
-            more = true;
-            break;
-        }
-        if let Some(i) = desk.market.registry.get(f.instrument) {
-            items.push(FillJson::new(f, i));
-            last_id = Some(f.id);
-        }
-    }
-    // Newest first (fill ids only grow); the next page holds the fills before the last here.
-    let next_cursor = last_id.filter(|_| more).map(|id| id.to_string());
-    ok(&FillList {
-        fills: items,
-        next_cursor,
-    })
+    let svc = service(&desk)?;
+    let before = pages::parse(q.cursor.as_deref(), svc.stores().len())?;
+    let stores: Vec<_> = svc.stores().iter().map(|s| s.read()).collect();
+    let registry = &desk.market.registry;
+    let lists = stores
+        .iter()
+        .zip(&before)
+        .map(|(store, before)| {
+            let before = *before;
+            Box::new(store.fills(p.account).filter(move |f| {
+                before.is_none_or(|b| f.id < b)
+                    && instrument.is_none_or(|i| f.instrument == i)
+                    && registry.get(f.instrument).is_some()
+            })) as Box<dyn Iterator<Item = _>>
+        })
+        .collect();
+    // Newest first (fill ids only grow); the next page holds the fills before the last ones here.
+    let (page, next_cursor) = pages::page(lists, &before, limit, |f: &&Fill| (f.at, f.id), |f| f.id);
+    let fills = page
+        .into_iter()
+        .filter_map(|f| registry.get(f.instrument).map(|i| FillJson::new(f, i)))
+        .collect();
+    ok(&FillList { fills, next_cursor })
 }
 
 #[utoipa::path(
@@ -573,10 +564,12 @@ pub async fn fills(State(desk): State<Desk>, p: Principal, Query(q): Query<FillP
     security(("bearer" = []), ("hmac" = [])),
 )]
 pub async fn positions(State(desk): State<Desk>, p: Principal) -> ApiResult {
-    let store = service(&desk)?.store.read();
+    let stores: Vec<_> = service(&desk)?.stores().iter().map(|s| s.read()).collect();
     let mirror = desk.market.mirror.read();
-    let mut items: Vec<(u32, PositionJson)> = store
-        .positions(p.account)
+    // Each instrument is one engine's: the replicas' positions never overlap.
+    let mut items: Vec<(u32, PositionJson)> = stores
+        .iter()
+        .flat_map(|s| s.positions(p.account))
         .filter_map(|(id, pos)| {
             let i = desk.market.registry.get(id)?;
             let mark = mirror.get(id).and_then(|v| v.mark_price());
@@ -611,6 +604,7 @@ pub async fn my_risk(State(desk): State<Desk>, p: Principal) -> ApiResult {
 #[serde(deny_unknown_fields)]
 pub struct AnomalyParams {
     since: Option<u64>,
+    engine: Option<String>,
     severity: Option<String>,
     limit: Option<usize>,
 }
@@ -622,6 +616,7 @@ pub struct AnomalyParams {
     summary = "Surveillance anomalies after `since`, oldest first (admins: all; others: market data and their own)",
     params(
         ("since" = Option<u64>, Query, description = "The `seq` of the last anomaly already seen (default 0)"),
+        ("engine" = Option<String>, Query, description = "On an API node forwarding to several engines (required there): the engine whose anomalies to list (each numbers its own)"),
         ("severity" = Option<String>, Query, description = "Minimum severity: LOW, MEDIUM, HIGH or CRITICAL"),
         ("limit" = Option<u32>, Query, description = "1-500 (default 100)"),
     ),
@@ -641,7 +636,7 @@ pub async fn anomalies(State(desk): State<Desk>, p: Principal, Query(q): Query<A
     let limit = page_limit(q.limit)?;
     let svc = service(&desk)?;
     let admin = p.role == Role::Admin;
-    let store = svc.store.read();
+    let store = anomaly_store(svc, q.engine.as_deref())?.read();
     let list: Vec<AnomalyJson> = store
         .anomalies(q.since.unwrap_or(0))
         .filter(|(_, a)| a.severity >= min && anomaly_visible(a, p.account, admin))
@@ -653,6 +648,40 @@ pub async fn anomalies(State(desk): State<Desk>, p: Principal, Query(q): Query<A
         anomalies: list,
         next_since: next,
     })
+}
+
+/// The read model whose anomalies `GET /anomalies` lists: an API node forwarding to
+/// several engines needs `engine` (each engine numbers its anomalies itself, so one
+/// `since` cannot page through them all).
+fn anomaly_store<'a>(
+    svc: &'a OrderService,
+    engine: Option<&str>,
+) -> Result<&'a parking_lot::RwLock<stocksblitz_engine::orders::store::OrderStore>, ApiError> {
+    let names: Vec<&str> = svc.remotes().iter().map(|r| r.name()).collect();
+    match (engine, names.len()) {
+        (None, 0 | 1) => Ok(svc.store()),
+        (Some(e), _) => names
+            .iter()
+            .position(|n| *n == e)
+            .and_then(|k| svc.stores().get(k))
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(
+                    "engine",
+                    if names.is_empty() {
+                        "engine: this server is the engine; leave engine out".to_owned()
+                    } else {
+                        format!("engine: this node forwards to {}; name one of them", names.join(", "))
+                    },
+                )
+            }),
+        (None, _) => Err(ApiError::invalid_parameter(
+            "engine",
+            format!(
+                "engine: this node forwards to {}, which number their anomalies separately; name one (engine=...)",
+                names.join(", ")
+            ),
+        )),
+    }
 }
 
 /// `global` (nothing else), `account` (with `account`) or `instrument` (with `symbol`).
@@ -679,14 +708,16 @@ fn account_id(desk: &Desk, name: &str) -> Result<stocksblitz_engine::orders::Acc
     })
 }
 
+/// What a mass cancel or kill switch cancelled (summed over engines on an API node
+/// that forwards to several).
 fn done_count(events: &[OrderEvent]) -> u32 {
     events
         .iter()
-        .find_map(|e| match e.data {
+        .filter_map(|e| match e.data {
             OrderEventData::Done { count } => Some(count),
             _ => None,
         })
-        .unwrap_or(0)
+        .fold(0, u32::saturating_add)
 }
 
 #[utoipa::path(

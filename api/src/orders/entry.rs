@@ -14,14 +14,14 @@ use super::{disabled, Desk, OrderService, SubmitError};
 use crate::auth::Principal;
 use crate::foundation::ApiError;
 
-/// The order service; on an API node whose order replica is resynchronizing with the
+/// The order service; on an API node with an order replica resynchronizing with its
 /// engine, a retryable refusal (its reads would be incomplete).
 pub fn service(desk: &Desk) -> Result<&std::sync::Arc<OrderService>, ApiError> {
     let svc = desk.orders.as_ref().ok_or_else(disabled)?;
-    match svc.remote() {
-        Some(r) if !r.synced() => Err(not_synced()),
-        _ => Ok(svc),
+    if svc.remotes().iter().any(|r| !r.synced()) {
+        return Err(not_synced());
     }
+    Ok(svc)
 }
 
 fn not_synced() -> ApiError {
@@ -91,6 +91,12 @@ pub fn submit_error(e: SubmitError) -> ApiError {
             "this Idempotency-Key was used with a different request body: use a new key",
         ),
         SubmitError::NotSynced => not_synced(),
+        SubmitError::NotRouted => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INSTRUMENT_NOT_ROUTED",
+            "no engine of this cluster takes orders for this instrument (it is listed for market data only): nothing \
+             was placed",
+        ),
     }
 }
 
@@ -230,13 +236,10 @@ pub fn replace_command(
     if qty.is_none() && price.is_none() {
         return Err(bad("qty", "give qty and/or price to change"));
     }
-    let instrument = {
-        let store = service(desk)?.store.read();
-        store
-            .order(p.account, id)
-            .map(|r| r.order.instrument)
-            .ok_or_else(|| not_found(id))?
-    };
+    let instrument = service(desk)?
+        .order(p.account, id)
+        .map(|r| r.order.instrument)
+        .ok_or_else(|| not_found(id))?;
     let i = desk.market.registry.get(instrument).ok_or_else(|| not_found(id))?;
     let qty = qty.map(|s| parse_qty("qty", s, i)).transpose()?;
     let price = price.map(|s| parse_price("price", s, i)).transpose()?;

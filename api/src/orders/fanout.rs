@@ -73,7 +73,7 @@ impl Agent for OrderFanout {
             return 0;
         }
         {
-            let mut store = self.service.store.write();
+            let mut store = self.service.store().write();
             for item in &self.batch {
                 if let Some((step, step_events)) = self.steps.push(item) {
                     store.apply_step(&step, step_events);

@@ -7,6 +7,8 @@ pub mod entry;
 pub mod fanout;
 pub mod idempotency;
 pub mod json;
+pub mod pages;
+pub mod route;
 pub mod service;
 
 use axum::http::StatusCode;

@@ -6,6 +6,11 @@
 //! A full queue is refused at once (503 ENGINE_BUSY: nothing was placed). An answer
 //! that does not arrive in time is reported as UNKNOWN, never as rejected: the command
 //! may still execute, and the order will then appear in GET /api/v1/orders.
+//!
+//! With more than one engine ([`route`](super::route)), a command goes to the engine
+//! that owns its instrument (or, by id, its order); account-wide commands (mass cancel
+//! of everything, kill switch, limits, trading state, risk usage) go to every engine
+//! and their answers are merged. The read model is one replica per engine.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +26,11 @@ use tokio::sync::oneshot;
 
 use super::accounts::Accounts;
 use super::idempotency::{Claim, Idempotency};
+use super::route::{self, Target};
 use crate::redis_store::{RedisDown, RedisStore};
-use stocksblitz_engine::orders::store::OrderStore;
+use stocksblitz_engine::orders::store::{Keyed, OrderRecord, OrderStore};
+use stocksblitz_engine::orders::OrderId;
+use stocksblitz_engine::InstrumentId;
 
 /// Why a command got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +48,8 @@ pub enum SubmitError {
     KeyReused,
     /// (API node) the order replica is resynchronizing with the engine.
     NotSynced,
+    /// (API node) no engine of the cluster takes orders for the instrument.
+    NotRouted,
 }
 
 /// What a waiting request gets.
@@ -57,6 +67,13 @@ pub trait Forward: Send + Sync {
     /// Sends it. `Err(None)`: it may have been sent (the outcome is unknown);
     /// `Err(Some(_))`: it was not.
     fn send(&self, cmd: Command, deadline: UnixNanos) -> BoxFuture<'_, Result<(), Option<SubmitError>>>;
+    /// The engine node's name (`cluster.engines`).
+    fn name(&self) -> &str;
+    /// Whether this engine takes orders for `instrument` (`None`: not known yet, the
+    /// engine has not been heard from).
+    fn owns(&self, instrument: InstrumentId) -> Option<bool>;
+    /// The top 8 bits of this engine's order ids (`None`: not known yet).
+    fn shard(&self) -> Option<u8>;
 }
 
 /// A boxed future (the forwarder is a trait object).
@@ -66,13 +83,15 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 enum Route {
     /// The engine in this process.
     Local(CommandQueue),
-    /// The engine node, through its command stream.
-    Remote(Arc<dyn Forward>),
+    /// The engine nodes, through their command streams (the replica of engine `k`
+    /// is `stores[k]`).
+    Remote(Vec<Arc<dyn Forward>>),
 }
 
 pub struct OrderService {
     pub accounts: Accounts,
-    pub store: RwLock<OrderStore>,
+    /// The read model: one per engine (one on a single node).
+    stores: Vec<RwLock<OrderStore>>,
     pub idempotency: Idempotency,
     route: Route,
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
@@ -93,7 +112,7 @@ impl OrderService {
     ) -> Self {
         Self {
             accounts,
-            store: RwLock::new(store),
+            stores: vec![RwLock::new(store)],
             idempotency: Idempotency::default(),
             route: Route::Local(queue),
             pending: Mutex::new(HashMap::new()),
@@ -104,18 +123,43 @@ impl OrderService {
         }
     }
 
-    /// Sends commands to the engine node through Redis instead of a local queue.
-    pub fn with_remote(mut self, remote: Arc<dyn Forward>) -> Self {
-        self.route = Route::Remote(remote);
+    /// Sends commands to engine nodes through Redis instead of a local queue, with a
+    /// replica of the read model for each (all empty until their snapshots arrive).
+    pub fn with_remote(mut self, engines: Vec<Arc<dyn Forward>>) -> Self {
+        let empty = self.stores[0].read().clone();
+        self.stores = engines.iter().map(|_| RwLock::new(empty.clone())).collect();
+        self.route = Route::Remote(engines);
         self
     }
 
-    /// The engine node this API node forwards to, if it is one.
-    pub fn remote(&self) -> Option<&Arc<dyn Forward>> {
+    /// The engine nodes this API node forwards to (empty on a single node).
+    pub fn remotes(&self) -> &[Arc<dyn Forward>] {
         match &self.route {
-            Route::Remote(r) => Some(r),
-            Route::Local(_) => None,
+            Route::Remote(r) => r,
+            Route::Local(_) => &[],
         }
+    }
+
+    /// The read model (a single node's, or an API node's replica of its first engine).
+    pub fn store(&self) -> &RwLock<OrderStore> {
+        &self.stores[0]
+    }
+
+    /// Every replica of the read model, one per engine in configuration order.
+    pub fn stores(&self) -> &[RwLock<OrderStore>] {
+        &self.stores
+    }
+
+    /// The account's order `id`, from whichever engine's read model has it.
+    pub fn order(&self, account: AccountId, id: OrderId) -> Option<OrderRecord> {
+        self.stores.iter().find_map(|s| s.read().order(account, id).copied())
+    }
+
+    /// A keyed request's answer kept in the read model (from any engine).
+    pub fn keyed(&self, account: AccountId, key: &[u8; 16], now: UnixNanos) -> Option<Keyed> {
+        self.stores
+            .iter()
+            .find_map(|s| s.read().keyed(account, key, now).cloned())
     }
 
     /// Keeps `Idempotency-Key`s in Redis instead of in process.
@@ -177,6 +221,33 @@ impl OrderService {
         if self.journal.is_failed() {
             return Err(SubmitError::JournalDown);
         }
+        let engines = match &self.route {
+            Route::Local(_) => return self.submit_to(None, account, kind, idempotency).await,
+            Route::Remote(engines) => engines,
+        };
+        match route::target(engines, &kind)? {
+            Target::One(k) => self.submit_to(engines.get(k), account, kind, idempotency).await,
+            Target::All => {
+                // Refused up front when any engine cannot take it: nothing is sent.
+                for e in engines {
+                    e.ready()?;
+                }
+                let legs = engines
+                    .iter()
+                    .map(|e| self.submit_to(Some(e), account, kind, idempotency));
+                route::merge(&kind, futures_util::future::join_all(legs).await)
+            }
+        }
+    }
+
+    /// One command to the local engine (`None`) or to one engine node.
+    async fn submit_to(
+        &self,
+        remote: Option<&Arc<dyn Forward>>,
+        account: AccountId,
+        kind: CommandKind,
+        idempotency: Option<IdemTag>,
+    ) -> Result<Vec<OrderEvent>, SubmitError> {
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let cmd = Command {
@@ -186,15 +257,16 @@ impl OrderService {
             kind,
             idempotency,
         };
-        match &self.route {
-            Route::Local(queue) => {
+        match (&self.route, remote) {
+            (Route::Local(queue), _) => {
                 self.pending.lock().insert(request, tx);
                 if queue.push(cmd).is_err() {
                     self.pending.lock().remove(&request);
                     return Err(SubmitError::Busy);
                 }
             }
-            Route::Remote(remote) => {
+            (Route::Remote(_), None) => return Err(SubmitError::NotRouted),
+            (Route::Remote(_), Some(remote)) => {
                 remote.ready()?;
                 self.pending.lock().insert(request, tx);
                 let deadline = UnixNanos(cmd.at.0.saturating_add(self.timeout.as_nanos() as i64));

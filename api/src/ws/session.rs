@@ -469,7 +469,10 @@ impl Session {
     }
 
     /// Registers for the account's events, then snapshots from the order store; queued
-    /// events the snapshot already covered are skipped by sequence.
+    /// events the snapshot already covered are skipped by sequence. On an API node the
+    /// replicas are read-locked before registering and their links hand events on
+    /// under the write lock, so every event is in the snapshot or queued, never both
+    /// (several engines' sequences cannot be cut at one number).
     fn subscribe_private(&mut self, i: usize) {
         let (Some(p), Some(svc)) = (self.principal.clone(), self.app.desk.orders.clone()) else {
             return;
@@ -477,31 +480,45 @@ impl Session {
         if self.private.get(i).is_some_and(Option::is_some) {
             return;
         }
+        let stores: Vec<_> = svc.stores().iter().map(|s| s.read()).collect();
         if i == ANOMALIES {
             self.app.hub.subscribe_anomalies(&self.outbox);
         } else {
             self.app.hub.subscribe_private(p.account, &self.outbox);
         }
         let registry = Arc::clone(&self.app.desk.market.registry);
-        let store = svc.store.read();
-        let cutoff = store.last_seq();
+        let cutoff = match stores.as_slice() {
+            [one] => one.last_seq(),
+            _ => 0,
+        };
         let admin = p.role == Role::Admin;
         let data = match i {
             ANOMALIES => {
-                let mut recent: Vec<_> = store
-                    .anomalies(0)
-                    .rev()
+                let mut recent: Vec<_> = stores
+                    .iter()
+                    .flat_map(|s| s.anomalies(0).rev().take(100))
                     .filter(|(_, a)| anomaly_visible(a, p.account, admin))
-                    .take(100)
+                    .collect();
+                recent.sort_by_key(|(seq, a)| std::cmp::Reverse((a.at, *seq)));
+                recent.truncate(100);
+                recent.reverse();
+                let recent: Vec<_> = recent
+                    .into_iter()
                     .map(|(seq, a)| anomaly_json(*seq, a, &svc.accounts, &registry))
                     .collect();
-                recent.reverse();
                 serde_json::json!({ "anomalies": recent })
             }
             0 => {
-                let open: Vec<_> = store
-                    .orders(p.account, None)
+                let mut open: Vec<_> = stores
+                    .iter()
+                    .flat_map(|s| s.orders(p.account, None))
                     .filter(|r| r.order.status.is_open())
+                    .collect();
+                if stores.len() > 1 {
+                    open.sort_by_key(|r| std::cmp::Reverse((r.order.created, r.seq)));
+                }
+                let open: Vec<_> = open
+                    .into_iter()
                     .filter_map(|r| {
                         registry
                             .get(r.order.instrument)
@@ -511,8 +528,12 @@ impl Session {
                 serde_json::json!({ "orders": open })
             }
             1 => {
-                let fills: Vec<_> = store
-                    .fills(p.account)
+                let mut fills: Vec<_> = stores.iter().flat_map(|s| s.fills(p.account).take(100)).collect();
+                if stores.len() > 1 {
+                    fills.sort_by_key(|f| std::cmp::Reverse((f.at, f.id)));
+                }
+                let fills: Vec<_> = fills
+                    .into_iter()
                     .take(100)
                     .filter_map(|f| registry.get(f.instrument).map(|inst| fill_json(f, inst)))
                     .collect();
@@ -520,8 +541,9 @@ impl Session {
             }
             _ => {
                 let mirror = self.app.desk.market.mirror.read();
-                let positions: Vec<_> = store
-                    .positions(p.account)
+                let positions: Vec<_> = stores
+                    .iter()
+                    .flat_map(|s| s.positions(p.account))
                     .filter_map(|(iid, pos)| {
                         let inst = registry.get(iid)?;
                         Some(position_json(pos, inst, mirror.get(iid).and_then(|v| v.mark_price())))
@@ -530,7 +552,7 @@ impl Session {
                 serde_json::json!({ "positions": positions })
             }
         };
-        drop(store);
+        drop(stores);
         if let Some(slot) = self.private.get_mut(i) {
             *slot = Some(PrivateSub { seq: 0, cutoff });
         }

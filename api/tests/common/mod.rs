@@ -359,3 +359,21 @@ pub fn lift_order_limits(d: &mut toml::Table) {
         limits.insert(k.into(), toml::Value::Integer(v));
     }
 }
+
+/// Adds SBY, a second instrument on the internal venue (a copy of SBZ), so two engines
+/// of a cluster each have a book of their own that needs no feed.
+pub fn add_sby(doc: &mut toml::Table) {
+    let list = doc["instruments"].as_array_mut().expect("instruments");
+    let mut sby = list
+        .iter()
+        .find(|i| i["symbol"].as_str() == Some("SBZ"))
+        .cloned()
+        .expect("SBZ");
+    sby["symbol"] = "SBY".into();
+    sby["venue_symbol"] = "SBY".into();
+    list.push(sby);
+    doc["orders"]["venues"]
+        .as_table_mut()
+        .expect("venues")
+        .insert("SBY".into(), "internal".into());
+}

@@ -22,9 +22,9 @@ use stocksblitz_engine::orders::{AccountId, Command, CommandKind, IdemTag};
 use stocksblitz_engine::UnixNanos;
 use tokio::net::TcpListener;
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-fn cluster_section(node: &str, engine: Option<&str>) -> toml::Value {
+pub(crate) fn cluster_section(node: &str, engine: Option<&str>) -> toml::Value {
     let mut t: toml::Table = toml::from_str(
         r#"
         command_stream_len = 10000
@@ -42,7 +42,7 @@ fn cluster_section(node: &str, engine: Option<&str>) -> toml::Value {
 
 /// A node's config: Redis at `url`, `[cluster]` as `node` (forwarding to `engine`),
 /// the journal at `journal` when given.
-fn node_config(url: &str, node: &str, engine: Option<&str>, journal: Option<&std::path::Path>) -> String {
+pub(crate) fn node_config(url: &str, node: &str, engine: Option<&str>, journal: Option<&std::path::Path>) -> String {
     test_config(|d| {
         d.insert("redis".into(), redis_section(url));
         d.insert("cluster".into(), cluster_section(node, engine));
@@ -52,14 +52,14 @@ fn node_config(url: &str, node: &str, engine: Option<&str>, journal: Option<&std
     })
 }
 
-async fn engine_node(text: &str) -> RunningApp {
+pub(crate) async fn engine_node(text: &str) -> RunningApp {
     let v = config::load(&Source::Embedded, text, Vec::new()).expect("config");
     start_on(v, TcpListener::bind("127.0.0.1:0").await.expect("bind"))
         .await
         .expect("engine node starts")
 }
 
-async fn api_node(text: &str) -> RunningApp {
+pub(crate) async fn api_node(text: &str) -> RunningApp {
     let v = config::load(&Source::Embedded, text, Vec::new()).expect("config");
     let api = start_api_node(v, TcpListener::bind("127.0.0.1:0").await.expect("bind"))
         .await
@@ -69,7 +69,7 @@ async fn api_node(text: &str) -> RunningApp {
 }
 
 /// Waits until the API node's order replica is in step (its order routes answer).
-async fn wait_synced(api: &RunningApp) {
+pub(crate) async fn wait_synced(api: &RunningApp) {
     let alice = Client::new(api, "alice", "trader");
     for _ in 0..200 {
         if alice.get("/orders").await.0 == StatusCode::OK {
@@ -80,11 +80,11 @@ async fn wait_synced(api: &RunningApp) {
     panic!("the API node's order replica never synced");
 }
 
-fn order(price: &str) -> Value {
+pub(crate) fn order(price: &str) -> Value {
     json!({ "symbol": "SBZ", "side": "buy", "type": "limit", "price": price, "qty": "1" })
 }
 
-fn cluster_metric(m: &str, name: &str) -> u64 {
+pub(crate) fn cluster_metric(m: &str, name: &str) -> u64 {
     m.lines()
         .find(|l| l.starts_with(&format!("{name}{{")))
         .and_then(|l| l.rsplit(' ').next())
@@ -92,7 +92,7 @@ fn cluster_metric(m: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
-async fn open_orders(c: &Client) -> Vec<Value> {
+pub(crate) async fn open_orders(c: &Client) -> Vec<Value> {
     let (s, v) = c.get("/orders").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["orders"].as_array().cloned().unwrap_or_default()
@@ -325,6 +325,7 @@ async fn api_nodes_trade_through_redis_streams_with_the_single_nodes_guarantees(
     let ahead = FromEngine::Heartbeat {
         run: 1,
         last_seq: u64::MAX / 2,
+        owner: engine.state.cluster[0].1.owner.clone(),
     };
     let _: String = store
         .query(

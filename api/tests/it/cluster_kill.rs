@@ -1,11 +1,13 @@
-//! Issue 21 point 3: one engine node, two API nodes and one Redis, each a real
-//! process on loopback. Clients on both API nodes place and cancel orders at the same
+//! Issue 21 points 2 and 3: two engine nodes (engine-a owns SBZ, engine-b owns SBY),
+//! two API nodes forwarding to both, and one Redis, each a real process on loopback.
+//! Clients on both API nodes place (on both instruments) and cancel orders at the same
 //! time (retrying with the same `Idempotency-Key` on the other node when a node is
-//! down or answers "unknown", and getting an answer within a minute), while a seeded schedule kills -9 an API node, the
-//! engine and Redis (no persistence: its streams and keys are lost) at random moments
-//! and restarts them. At the end every acknowledged order is in the engine's final
-//! state exactly once (and one whose outcome stayed unknown at most once), every
-//! cancel acknowledged took, both API nodes' replicas equal the engine, and every
+//! down or answers "unknown", and getting an answer within a minute), while a seeded
+//! schedule kills -9 an API node, an engine and Redis (no persistence: its streams
+//! and keys are lost) at random moments and restarts them. At the end every
+//! acknowledged order is in its engine's final state exactly once (and one whose
+//! outcome stayed unknown at most once), every cancel acknowledged took, both API
+//! nodes' merged views equal the engines', and every
 //! private WebSocket channel was gapless until it closed (with 4008, or by its node
 //! being killed).
 //!
@@ -31,21 +33,22 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-fn cluster_section(node: &str, engine: Option<&str>) -> toml::Value {
-    let mut t: toml::Table =
-        toml::from_str("command_stream_len = 100000\noutput_stream_len = 1000000\noutput_backlog = 1000000\n")
-            .expect("toml");
+/// `[cluster]` for `node`, with `extra` (an engine's shard and instruments, or an API
+/// node's engines).
+fn cluster_section(node: &str, extra: &str) -> toml::Value {
+    let mut t: toml::Table = toml::from_str(&format!(
+        "command_stream_len = 100000\noutput_stream_len = 1000000\noutput_backlog = 1000000\n{extra}\n"
+    ))
+    .expect("toml");
     t.insert("node".into(), node.into());
-    if let Some(e) = engine {
-        t.insert("engines".into(), toml::Value::Array(vec![e.into()]));
-    }
     toml::Value::Table(t)
 }
 
-fn write_config(dir: &Path, name: &str, redis: &str, engine: Option<&str>, journal: &Path) -> PathBuf {
+fn write_config(dir: &Path, name: &str, redis: &str, cluster: &str, journal: &Path) -> PathBuf {
     let text = test_config(|d| {
+        add_sby(d);
         d.insert("redis".into(), redis_section(redis));
-        d.insert("cluster".into(), cluster_section(name, engine));
+        d.insert("cluster".into(), cluster_section(name, cluster));
         d["orders"]["journal"]["dir"] = toml::Value::String(journal.display().to_string());
         d["log"]["format"] = toml::Value::String("json".into());
         // Headroom for the clients' rate and open orders.
@@ -108,10 +111,11 @@ async fn place(
     first: usize,
     token: &str,
     cid: &str,
+    symbol: &str,
     price: &str,
 ) -> Outcome {
     let body =
-        json!({ "symbol": "SBZ", "side": "buy", "type": "limit", "price": price, "qty": "1", "client_order_id": cid });
+        json!({ "symbol": symbol, "side": "buy", "type": "limit", "price": price, "qty": "1", "client_order_id": cid });
     let started = Instant::now();
     let mut node = first;
     while started.elapsed() < Duration::from_secs(60) {
@@ -295,16 +299,25 @@ async fn engine_api_nodes_and_redis_killed_at_random_lose_and_double_nothing() {
     test_secret();
     let mut redis = RedisServer::start(&root.join("redis"));
     let url = redis.url();
-    let journal = root.join("journal");
-    let mut engine = Node {
-        name: "engine",
-        config: write_config(&root, "engine-a", &url, None, &journal),
-        log: root.join("engine.log"),
-        args: vec![],
-        port: free_port(),
-        server: None,
-    };
-    engine.start().await;
+    let mut engines: Vec<Node> = Vec::new();
+    for (name, owns) in [
+        (
+            "engine-a",
+            "shard = 0\ninstruments = [\"SBZ\", \"BTCUSDT\", \"ETHUSDT\"]",
+        ),
+        ("engine-b", "shard = 2\ninstruments = [\"SBY\"]"),
+    ] {
+        let mut n = Node {
+            name,
+            config: write_config(&root, name, &url, owns, &root.join(format!("{name}-journal"))),
+            log: root.join(format!("{name}.log")),
+            args: vec![],
+            port: free_port(),
+            server: None,
+        };
+        n.start().await;
+        engines.push(n);
+    }
     let mut apis: Vec<Node> = Vec::new();
     for name in ["api-1", "api-2"] {
         let mut n = Node {
@@ -313,7 +326,7 @@ async fn engine_api_nodes_and_redis_killed_at_random_lose_and_double_nothing() {
                 &root,
                 name,
                 &url,
-                Some("engine-a"),
+                "engines = [\"engine-a\", \"engine-b\"]",
                 &root.join(format!("{name}-unused")),
             ),
             log: root.join(format!("{name}.log")),
@@ -330,7 +343,7 @@ async fn engine_api_nodes_and_redis_killed_at_random_lose_and_double_nothing() {
     // Latency per hop, before any fault: an order straight to the engine node vs the
     // same through an API node (REST round trips, sequential).
     let alice = token("alice", "trader");
-    let direct = engine.base();
+    let direct = engines[0].base();
     for _ in 0..200 {
         if http
             .get(format!("{}/orders", bases[0]))
@@ -401,7 +414,8 @@ async fn engine_api_nodes_and_redis_killed_at_random_lose_and_double_nothing() {
                 n += 1;
                 let cid = format!("c{c}-{n}");
                 let price = format!("{}.{:02}", 60 + rng.below(30), rng.below(20) * 5);
-                let outcome = place(&http, &bases, c, &token, &cid, &price).await;
+                let symbol = if rng.below(2) == 0 { "SBZ" } else { "SBY" };
+                let outcome = place(&http, &bases, c, &token, &cid, symbol, &price).await;
                 if let Outcome::Refused(code) = &outcome {
                     ledger.lock().violations.push(format!("{cid}: refused {code}"));
                 }
@@ -432,10 +446,11 @@ async fn engine_api_nodes_and_redis_killed_at_random_lose_and_double_nothing() {
                 apis[i].start().await;
             }
             2 => {
-                faults.push("kill -9 engine".into());
-                engine.kill();
+                let e = &mut engines[rng.below(2) as usize];
+                faults.push(format!("kill -9 {}", e.name));
+                e.kill();
                 tokio::time::sleep(Duration::from_millis(rng.below(1_500))).await;
-                engine.start().await;
+                e.start().await;
             }
             _ => {
                 faults.push("kill -9 redis".into());
@@ -451,8 +466,18 @@ async fn engine_api_nodes_and_redis_killed_at_random_lose_and_double_nothing() {
     }
     println!("faults: {faults:?}");
 
-    // The final state: the engine's, and each API node's replica once in step.
-    let engine_orders = all_orders(&http, &direct, &alice).await.expect("engine orders");
+    // The final state: the engines', and each API node's merged view once in step.
+    let mut engine_orders = Vec::new();
+    for e in &engines {
+        let orders = all_orders(&http, &e.base(), &alice).await.expect("engine orders");
+        // Each engine's orders carry its shard in their ids' top 8 bits.
+        let shard = if e.name == "engine-a" { 0 } else { 2 };
+        for o in &orders {
+            let id: u64 = o["order_id"].as_str().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+            assert_eq!(id >> 56, shard, "{} has {o}", e.name);
+        }
+        engine_orders.extend(orders);
+    }
     let mut by_cid: HashMap<String, Vec<&Value>> = HashMap::new();
     for o in &engine_orders {
         by_cid
@@ -516,7 +541,7 @@ async fn engine_api_nodes_and_redis_killed_at_random_lose_and_double_nothing() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if replica.as_ref().is_none_or(|r| key(r) != key(&engine_orders)) {
-            violations.push(format!("{base}: replica differs from the engine"));
+            violations.push(format!("{base}: merged replicas differ from the engines"));
         }
     }
     println!(
@@ -531,10 +556,9 @@ async fn engine_api_nodes_and_redis_killed_at_random_lose_and_double_nothing() {
         "violations (replay: SBZ_CLUSTER_SEED={seed}): {violations:#?}\nlogs in {}",
         root.display()
     );
-    for mut n in apis {
+    for mut n in apis.into_iter().chain(engines) {
         n.kill();
     }
-    engine.kill();
     drop(redis);
     let _ = std::fs::remove_dir_all(root);
 }

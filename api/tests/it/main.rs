@@ -26,6 +26,7 @@ mod common;
 
 mod cluster;
 mod cluster_kill;
+mod cluster_shards;
 mod config;
 mod dashboard;
 mod deploy;

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use stocksblitz_engine::orders::store::Held;
 
 use axum::extract::State;
 use axum::http::header;
@@ -157,10 +158,19 @@ pub fn render(app: &AppState) -> String {
             "counter",
             "Order event sequence gaps seen by the API (must stay 0).",
         );
-        let (gaps, held) = {
-            let store = svc.store.read();
-            (store.seq_gaps(), store.held())
-        };
+        // Summed over the replicas (an API node keeps one per engine).
+        let (gaps, held) = svc.stores().iter().fold((0, Held::default()), |(gaps, held), s| {
+            let store = s.read();
+            let h = store.held();
+            (
+                gaps + store.seq_gaps(),
+                Held {
+                    orders: held.orders + h.orders,
+                    fills: held.fills + h.fills,
+                    keyed: held.keyed + h.keyed,
+                },
+            )
+        });
         o.sample("stocksblitz_orders_event_gaps_total", "", gaps);
         o.scalars(&[
             (
@@ -475,16 +485,26 @@ pub fn render(app: &AppState) -> String {
         }
     }
 
-    if let Some((c, setup)) = &app.cluster {
-        let role = if setup.forwards { "api" } else { "engine" };
-        let labels = format!(
-            "node=\"{}\",engine=\"{}\",role=\"{role}\"",
-            esc(&setup.node),
-            esc(&setup.engine)
-        );
-        for (name, kind, help, v) in c.rows() {
+    // One series per link (an API node has one per engine), each family's header once.
+    let links: Vec<_> = app
+        .cluster
+        .iter()
+        .map(|(c, setup)| {
+            let role = if setup.forwards { "api" } else { "engine" };
+            let labels = format!(
+                "node=\"{}\",engine=\"{}\",role=\"{role}\"",
+                esc(&setup.node),
+                esc(&setup.engine)
+            );
+            (labels, c.rows())
+        })
+        .collect();
+    if let Some((_, first)) = links.first() {
+        for (i, (name, kind, help, _)) in first.iter().enumerate() {
             o.header(name, kind, help);
-            o.sample(name, &labels, v);
+            for (labels, rows) in &links {
+                o.sample(name, labels, rows[i].3);
+            }
         }
     }
 
