@@ -241,7 +241,7 @@ mod tests {
             bulk(b"s"),
             Value::Array(vec![Value::Array(vec![
                 bulk(b"3-0"),
-                Value::Array(vec![bulk(b"v2"), bulk(b"x")]),
+                Value::Array(vec![bulk(b"v1"), bulk(b"x")]),
             ])]),
         ])]);
         assert_eq!(
