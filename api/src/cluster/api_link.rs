@@ -477,7 +477,9 @@ async fn handle(r: &mut Replica, redis: &Arc<RedisStore>, msg: FromEngine) -> Re
                 return Ok(());
             };
             if !r.accept(&owner) {
-                r.awaiting = None;
+                // Asked again after SNAPSHOT_WAIT (request 0 is never one of ours): a
+                // misconfigured engine is not made to write snapshots back to back.
+                r.awaiting = Some((0, Instant::now()));
                 return Ok(());
             }
             {
