@@ -28,7 +28,7 @@ use crate::orders::json::{
 use crate::orders::pages;
 use crate::orders::Desk;
 use crate::orders::{OrderService, SubmitError};
-use stocksblitz_engine::orders::store::OrderRecord;
+use stocksblitz_engine::orders::store::{OrderRecord, OrderStore};
 use stocksblitz_engine::orders::Fill;
 use stocksblitz_engine::surveillance::Severity;
 
@@ -51,6 +51,16 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 }
 
 /// An optional `cursor`: the `next_cursor` of a previous page.
+/// Where a page starts in each read model, and the read models (one per engine on an
+/// API node), read-locked.
+fn replicas<'a>(
+    svc: &'a OrderService,
+    cursor: Option<&str>,
+) -> Result<(pages::Cursor, Vec<parking_lot::RwLockReadGuard<'a, OrderStore>>), ApiError> {
+    let before = pages::parse(cursor, svc.stores().len())?;
+    Ok((before, svc.stores().iter().map(|s| s.read()).collect()))
+}
+
 /// An optional `symbol` query filter.
 fn symbol_filter(desk: &Desk, symbol: Option<&str>) -> Result<Option<stocksblitz_engine::InstrumentId>, ApiError> {
     symbol.map(|s| instrument(desk, s).map(|i| i.id)).transpose()
@@ -455,9 +465,7 @@ pub async fn list_orders(State(desk): State<Desk>, p: Principal, Query(q): Query
         }
     };
     let limit = page_limit(q.limit)?;
-    let svc = service(&desk)?;
-    let before = pages::parse(q.cursor.as_deref(), svc.stores().len())?;
-    let stores: Vec<_> = svc.stores().iter().map(|s| s.read()).collect();
+    let (before, stores) = replicas(service(&desk)?, q.cursor.as_deref())?;
     let registry = &desk.market.registry;
     let lists = stores
         .iter()
@@ -530,9 +538,7 @@ pub struct FillParams {
 pub async fn fills(State(desk): State<Desk>, p: Principal, Query(q): Query<FillParams>) -> ApiResult {
     let instrument = symbol_filter(&desk, q.symbol.as_deref())?;
     let limit = page_limit(q.limit)?;
-    let svc = service(&desk)?;
-    let before = pages::parse(q.cursor.as_deref(), svc.stores().len())?;
-    let stores: Vec<_> = svc.stores().iter().map(|s| s.read()).collect();
+    let (before, stores) = replicas(service(&desk)?, q.cursor.as_deref())?;
     let registry = &desk.market.registry;
     let lists = stores
         .iter()
@@ -656,7 +662,7 @@ pub async fn anomalies(State(desk): State<Desk>, p: Principal, Query(q): Query<A
 fn anomaly_store<'a>(
     svc: &'a OrderService,
     engine: Option<&str>,
-) -> Result<&'a parking_lot::RwLock<stocksblitz_engine::orders::store::OrderStore>, ApiError> {
+) -> Result<&'a parking_lot::RwLock<OrderStore>, ApiError> {
     let names: Vec<&str> = svc.remotes().iter().map(|r| r.name()).collect();
     match (engine, names.len()) {
         (None, 0 | 1) => Ok(svc.store()),

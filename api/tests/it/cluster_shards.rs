@@ -5,7 +5,7 @@
 //!
 //! Real engine and API nodes in this process, a real Redis between them.
 
-use crate::cluster::{cluster_metric, order, WAIT};
+use crate::cluster::{api_node, cluster_metric, engine_node, order, WAIT};
 
 use crate::common;
 
@@ -16,64 +16,31 @@ use common::redis_server::RedisServer;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use stocksblitz_api::app::{start_api_node, start_on, RunningApp};
+use stocksblitz_api::app::{start_api_node, RunningApp};
 use stocksblitz_api::config::{self, Source};
 use tokio::net::TcpListener;
 
-/// A node's config: `[cluster]` from `cluster` (node and the rest), every node the
-/// same instruments (SBY included).
-fn config(url: &str, cluster: Value) -> String {
+/// A node's config: `[cluster]` as `node` with `extra` (an engine's shard and
+/// instruments, an API node's engines); every node has the same instruments (SBY too).
+fn config(url: &str, node: &str, extra: &str) -> String {
     test_config(|d| {
         add_sby(d);
         d.insert("redis".into(), redis_section(url));
-        let mut t: toml::Table = toml::from_str(
-            r#"
-            command_stream_len = 10000
-            output_stream_len = 100000
-            output_backlog = 100000
-            "#,
-        )
+        let mut t: toml::Table = toml::from_str(&format!(
+            "command_stream_len = 10000\noutput_stream_len = 100000\noutput_backlog = 100000\n{extra}"
+        ))
         .expect("toml");
-        for (k, v) in cluster.as_object().expect("object") {
-            let v = match v {
-                Value::String(s) => toml::Value::String(s.clone()),
-                Value::Number(n) => toml::Value::Integer(n.as_i64().expect("int")),
-                Value::Array(a) => toml::Value::Array(
-                    a.iter()
-                        .map(|x| toml::Value::String(x.as_str().expect("str").into()))
-                        .collect(),
-                ),
-                other => panic!("{other}"),
-            };
-            t.insert(k.clone(), v);
-        }
+        t.insert("node".into(), node.into());
         d.insert("cluster".into(), toml::Value::Table(t));
     })
 }
 
-async fn engine(text: &str) -> RunningApp {
-    let v = config::load(&Source::Embedded, text, Vec::new()).expect("config");
-    start_on(v, TcpListener::bind("127.0.0.1:0").await.expect("bind"))
-        .await
-        .expect("engine node starts")
-}
-
+/// An API node, not waiting for its replicas (one test's never sync).
 async fn api(text: &str) -> RunningApp {
     let v = config::load(&Source::Embedded, text, Vec::new()).expect("config");
     start_api_node(v, TcpListener::bind("127.0.0.1:0").await.expect("bind"))
         .await
         .expect("api node starts")
-}
-
-/// Waits until every replica is in step (the order routes answer).
-async fn synced(c: &Client) {
-    for _ in 0..300 {
-        if c.get("/orders").await.0 == StatusCode::OK {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the API node's replicas never synced");
 }
 
 fn sby(side: &str, price: &str) -> Value {
@@ -106,24 +73,23 @@ async fn two_engines_own_their_instruments_behind_one_api_node() {
     let root = fresh_dir("cluster-shards");
     let redis = RedisServer::start(&root);
     let url = redis.url();
-    let a = engine(&config(
+    let a = engine_node(&config(
         &url,
-        json!({"node": "engine-a", "shard": 0, "instruments": ["SBZ", "BTCUSDT"]}),
+        "engine-a",
+        "shard = 0
+instruments = [\"SBZ\", \"BTCUSDT\"]",
     ))
     .await;
-    let b = engine(&config(
+    let b = engine_node(&config(
         &url,
-        json!({"node": "engine-b", "shard": 3, "instruments": ["SBY"]}),
+        "engine-b",
+        "shard = 3
+instruments = [\"SBY\"]",
     ))
     .await;
-    let node = api(&config(
-        &url,
-        json!({"node": "api-1", "engines": ["engine-a", "engine-b"]}),
-    ))
-    .await;
+    let node = api_node(&config(&url, "api-1", "engines = [\"engine-a\", \"engine-b\"]")).await;
     let alice = Client::new(&node, "alice", "trader");
     let bob = Client::new(&node, "bob", "trader");
-    synced(&alice).await;
     let on_a = Client::new(&a, "alice", "trader");
     let on_b = Client::new(&b, "alice", "trader");
 
@@ -293,16 +259,14 @@ async fn two_engines_own_their_instruments_behind_one_api_node() {
     assert_eq!(cluster_metric(&m, "stocksblitz_cluster_synced"), 1);
 
     // An engine that claims what another owns: refused, and health says why.
-    let c = engine(&config(
+    let c = engine_node(&config(
         &url,
-        json!({"node": "engine-c", "shard": 4, "instruments": ["SBZ"]}),
+        "engine-c",
+        "shard = 4
+instruments = [\"SBZ\"]",
     ))
     .await;
-    let node2 = api(&config(
-        &url,
-        json!({"node": "api-2", "engines": ["engine-a", "engine-c"]}),
-    ))
-    .await;
+    let node2 = api(&config(&url, "api-2", "engines = [\"engine-a\", \"engine-c\"]")).await;
     let mut health = Value::Null;
     for _ in 0..100 {
         health = reqwest::get(format!("http://{}/health", node2.addr))
