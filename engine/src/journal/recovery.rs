@@ -86,6 +86,9 @@ pub(crate) fn apply_record(
             step,
             events: journaled,
         } => {
+            // A journal of another shard would diverge at its first id: say why.
+            crate::orders::shard::check_events(&journaled, manager.shard())
+                .map_err(|source| JournalError::Shard { seq, source })?;
             manager.replay(&step);
             if let Some(what) = first_difference(manager.events(), &journaled) {
                 return Err(JournalError::Diverged { seq, what });
@@ -164,6 +167,10 @@ fn from_snapshot(
     if manager.state_hash() != snap.state {
         return Err(bad("the restored state does not match the snapshot's state hash".into()));
     }
+    // A sound snapshot of another shard: every older one and the journal are too.
+    manager
+        .check_shard()
+        .map_err(|source| JournalError::Shard { seq: snap.seq, source })?;
     let restored: OrderStore = postcard::from_bytes(snap.store()).map_err(|e| bad(format!("read model: {e}")))?;
     if !restored.fits(store) {
         return Err(bad("the read model was taken with a different account count".into()));

@@ -138,7 +138,10 @@ impl OrderManager {
                 )));
             }
         }
+        // The shard is configuration (not in the image): this manager's stays.
+        let shard = self.pool.shard();
         self.pool = img.pool;
+        self.pool.set_shard_unchecked(shard);
         self.links = img.links;
         self.books = img.books;
         self.stops = img.stops;

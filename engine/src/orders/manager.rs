@@ -243,6 +243,30 @@ impl OrderManager {
         self.clock.roll_ns = secs.rem_euclid(86_400).saturating_mul(UnixNanos::NANOS_PER_SEC);
     }
 
+    /// Makes this engine shard `shard` (`cluster.shard`): the top 8 bits of the order
+    /// and fill ids it issues, and only such ids are found. Set it before the journal
+    /// is recovered (replay issues the journaled ids again). Refused when the manager
+    /// holds orders of another shard (a journal written under another
+    /// `cluster.shard`). Shard 0 is what a single engine always was.
+    pub fn set_shard(&mut self, shard: u8) -> Result<(), super::shard::ShardMismatch> {
+        self.pool.set_shard(shard)
+    }
+
+    /// This engine's shard ([`set_shard`](Self::set_shard)).
+    pub fn shard(&self) -> u8 {
+        self.pool.shard()
+    }
+
+    /// Refuses a manager holding orders of another shard than its own (a restored
+    /// snapshot of another `cluster.shard`). Scans the pool: start-up only.
+    pub fn check_shard(&self) -> Result<(), super::shard::ShardMismatch> {
+        let configured = self.pool.shard();
+        match self.pool.foreign_shard(configured) {
+            Some(found) => Err(super::shard::ShardMismatch { configured, found }),
+            None => Ok(()),
+        }
+    }
+
     pub fn day_clock(&self) -> DayClock {
         self.clock
     }

@@ -99,6 +99,8 @@ struct Rig {
     segment_bytes: u64,
     snapshot_every: u64,
     retention: Retention,
+    /// The engine's shard (`cluster.shard`).
+    shard: u8,
 }
 
 fn rig(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every: u64) -> Rig {
@@ -115,6 +117,19 @@ fn rig_with(
     retention: Retention,
     export_hold: u64,
 ) -> Rig {
+    rig_sharded(dir, policy, segment_bytes, snapshot_every, retention, export_hold, 0)
+}
+
+/// [`rig_with`] for an engine of shard `shard`, set before recovery as the server does.
+fn rig_sharded(
+    dir: &Path,
+    policy: FsyncPolicy,
+    segment_bytes: u64,
+    snapshot_every: u64,
+    retention: Retention,
+    export_hold: u64,
+    shard: u8,
+) -> Rig {
     let (feed, input) = ring("feed", 4096);
     let (out, market) = ring("api", 1 << 16);
     // Small: steps wait in the engine's backlog and cross ring batches.
@@ -122,6 +137,7 @@ fn rig_with(
     let (journal_out, acked) = ring("orders", 1 << 16);
     let queue = command_queue(1024);
     let mut manager = manager_with(&limits());
+    manager.set_shard(shard).expect("a fresh manager takes any shard");
     let mut store = store();
     let (writer, rec) =
         journal::open(dir, policy, segment_bytes, &mut manager, &mut store, &run_start()).expect("open");
@@ -166,6 +182,7 @@ fn rig_with(
         segment_bytes,
         snapshot_every,
         retention,
+        shard,
     };
     r.tick(TickData::Status {
         status: FeedStatus::Live,
@@ -270,8 +287,9 @@ impl Rig {
             self.retention,
         );
         let hold = self.stats.export_hold.get();
+        let shard = self.shard;
         drop(self);
-        let mut r = rig_with(&dir, policy, segment_bytes, every, retention, hold);
+        let mut r = rig_sharded(&dir, policy, segment_bytes, every, retention, hold, shard);
         assert_eq!(r.manager().state_hash(), hash, "the restart rebuilt the same state");
         assert!(r.store == store, "the restart rebuilt the same read model");
         (r.now, r.next_request, r.trade_id, r.events) = (now, next_request, trade_id, events);
@@ -522,6 +540,13 @@ fn recover_into(dir: &Path) -> Result<(OrderManager, OrderStore, Recovered), Jou
     recover_with(manager_with(&limits()), dir)
 }
 
+/// [`recover_into`] for an engine configured as shard `shard`.
+fn recover_shard(dir: &Path, shard: u8) -> Result<(OrderManager, OrderStore, Recovered), JournalError> {
+    let mut m = manager_with(&limits());
+    m.set_shard(shard).expect("a fresh manager takes any shard");
+    recover_with(m, dir)
+}
+
 /// A manager like `manager_with(&limits())` but with other venues or pool size (a
 /// changed configuration).
 fn shaped(venues: [VenueKind; 3], orders: usize) -> OrderManager {
@@ -552,10 +577,14 @@ proptest! {
     fn recovery_rebuilds_exactly_what_was_acknowledged(
         ops in prop::collection::vec(op(), 1..120),
         snapshot_every in 1..60u64,
+        // Half the runs on shard 0 (a single engine), half on another.
+        shard in prop_oneof![Just(0u8), any::<u8>()],
     ) {
         let dir = temp_dir("prop");
         let _cleanup = Cleanup(dir.clone());
-        let r = run_ops(rig(&dir, FsyncPolicy::None, 1 << 20, snapshot_every), &ops);
+        let rig = rig_sharded(&dir, FsyncPolicy::None, 1 << 20, snapshot_every, Retention::default(), 0, shard);
+        let r = run_ops(rig, &ops);
+        ids_are_of_shard(&r.events, shard)?;
         generated_ids_never_repeat(&r.events);
         let live_hash = r.manager().state_hash();
         let live_store = r.store.clone();
@@ -566,7 +595,7 @@ proptest! {
         let snapshots = journal::snapshot::list(&dir).expect("list").len();
 
         // From the newest snapshot (when one was taken) plus the tail.
-        let (m, s, rec) = recover_into(&dir).expect("recovers");
+        let (m, s, rec) = recover_shard(&dir, shard).expect("recovers");
         prop_assert!(rec.tail.torn.is_none());
         prop_assert_eq!(rec.snapshot.is_some(), snapshots > 0);
         prop_assert!(rec.skipped.is_empty(), "{:?}", rec.skipped);
@@ -578,11 +607,27 @@ proptest! {
         prop_assert!(s == live_store, "the same read model (orders, fills, positions)");
         // And from the journal alone.
         remove_snapshots(&dir);
-        let (m, s, rec) = recover_into(&dir).expect("recovers");
+        let (m, s, rec) = recover_shard(&dir, shard).expect("recovers");
         prop_assert_eq!(rec.snapshot, None);
         prop_assert_eq!(m.state_hash(), live_hash);
         prop_assert!(s == live_store);
     }
+}
+
+/// Every order and fill id the run reported carries `shard` in its top 8 bits.
+fn ids_are_of_shard(acked: &[(Step, Vec<OrderEvent>)], shard: u8) -> Result<(), TestCaseError> {
+    use stocksblitz_engine::orders::{shard_of_fill, shard_of_order};
+    for e in acked.iter().flat_map(|(_, e)| e) {
+        match e.data {
+            OrderEventData::Order { order, .. } => prop_assert_eq!(shard_of_order(order.id), shard),
+            OrderEventData::Fill(f) => {
+                prop_assert_eq!(shard_of_fill(f.id), shard);
+                prop_assert_eq!(shard_of_order(f.order), shard);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A run with some of everything, on small segments; returns the acknowledged events.
@@ -1321,6 +1366,67 @@ fn crc32(b: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+#[test]
+fn a_journal_of_another_shard_is_refused_naming_both_shards() {
+    use stocksblitz_engine::orders::ShardMismatch;
+    let dir = temp_dir("shard");
+    let _cleanup = Cleanup(dir.clone());
+    let mut r = rig_sharded(&dir, FsyncPolicy::None, 1 << 20, 10, Retention::default(), 0, 5);
+    r.quote(MID - 1, MID + 1, 5);
+    for n in 0..30 {
+        let op = Op::New {
+            account: (n % 2) as u32,
+            paper: n % 3 == 0,
+            side: n % 2 == 0,
+            kind: 0,
+            tif: 0,
+            offset: (n % 5) as i64 - 2,
+            qty: 3,
+            post_only: false,
+            no_client_id: false,
+        };
+        apply(&mut r, &op, n);
+        if n % 4 == 0 {
+            r.trade(MID, 2);
+        }
+    }
+    let hash = r.manager().state_hash();
+    drop(r);
+    assert!(
+        !journal::snapshot::list(&dir).expect("list").is_empty(),
+        "snapshots taken"
+    );
+    let refused = |dir: &Path| {
+        for other in [0u8, 6] {
+            let err = recover_shard(dir, other).err().expect("another shard is refused");
+            assert!(matches!(err, JournalError::Shard { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("shard 5") && msg.contains(&format!("shard {other}")) && msg.contains("cluster.shard"),
+                "{msg}"
+            );
+        }
+    };
+    // From a snapshot, then from the journal alone.
+    refused(&dir);
+    let (mut m, _, rec) = recover_shard(&dir, 5).expect("its own shard recovers");
+    assert!(rec.snapshot.is_some());
+    assert_eq!(m.state_hash(), hash);
+    assert_eq!(
+        m.set_shard(0),
+        Err(ShardMismatch {
+            configured: 0,
+            found: 5
+        }),
+        "the recovered orders are shard 5's"
+    );
+    assert_eq!(m.set_shard(5), Ok(()));
+    remove_snapshots(&dir);
+    refused(&dir);
+    let (m, _, _) = recover_shard(&dir, 5).expect("its own shard replays");
+    assert_eq!(m.state_hash(), hash);
 }
 
 #[test]
