@@ -25,6 +25,7 @@ pub fn verify(dir: &Path, config: Option<&Validated>) -> anyhow::Result<()> {
     let tail = journal::scan(dir, |seq, payload| {
         match journal::record::decode(payload) {
             Ok(Record::Start(_)) => runs += 1,
+            Ok(Record::Owned(_)) => {}
             Ok(Record::Step { events: e, .. }) => {
                 steps += 1;
                 events += e.len() as u64;

@@ -82,6 +82,7 @@ pub(crate) fn apply_record(
             manager.start_run(&start.limits);
             counts.runs += 1;
         }
+        Record::Owned(owned) => manager.set_owned(owned.as_deref()),
         Record::Step {
             step,
             events: journaled,
@@ -102,8 +103,13 @@ pub(crate) fn apply_record(
     Ok(())
 }
 
+/// Recovers `manager` and `store` (both as configured, with nothing recovered yet)
+/// from the journal in `dir`. History replays with the instruments it owned: the
+/// manager starts owning all, as a journal does, and the journal's
+/// [`Record::Owned`] records (and snapshots) say what changed.
 pub fn recover(dir: &Path, manager: &mut OrderManager, store: &mut OrderStore) -> Result<Recovered, JournalError> {
     manager.clear();
+    manager.set_owned(None);
     let started = Instant::now();
     let pristine = (manager.clone(), store.clone());
     let mut skipped = Vec::new();
