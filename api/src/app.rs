@@ -409,11 +409,14 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
             .first()
             .map(|o| Arc::clone(&o.1))
             .context("the API output ring")?;
+        // An engine node owning some instruments publishes only theirs.
+        let published = crate::redis_store::publisher::published(&registry, owned_instruments(&v).as_deref());
         let join = crate::redis_store::publisher::spawn_publisher(
             Arc::clone(store),
             Arc::clone(&registry),
             ring,
             output,
+            published,
             Arc::clone(&journal_stop),
         )
         .context("starting the redis publisher")?;
@@ -541,6 +544,13 @@ fn build_engine(
     let (journal_out, order_in) = ring::<OrderOutput>("orders", setup.event_ring_capacity);
     let mut manager = OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
     manager.set_day_roll(setup.day_roll_secs);
+    // An engine node of a cluster: its shard before recovery (replay issues the
+    // journaled ids again; a journal of another shard is refused), and the
+    // instruments it owns (journaled by `journal::open` when they change).
+    if let Some(c) = &v.cluster {
+        manager.set_shard(c.shard).context("cluster.shard")?;
+        manager.set_owned(owned_instruments(v).as_deref());
+    }
     let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);
     let (journal, snapshots, journal_stats) = open_journal(setup, v, &mut manager, &mut store)?;
     let now = UnixNanos::now();
@@ -572,6 +582,17 @@ fn build_engine(
             snapshots,
         }),
     ))
+}
+
+/// The instruments this engine node owns (`cluster.instruments`, validated to be
+/// configured); `None`: all of them (no `[cluster]`, or no list).
+pub fn owned_instruments(v: &Validated) -> Option<Vec<stocksblitz_engine::InstrumentId>> {
+    let list = v.cluster.as_ref()?.instruments.as_ref()?;
+    Some(
+        list.iter()
+            .filter_map(|s| v.registry.by_symbol(s).map(|i| i.id))
+            .collect(),
+    )
 }
 
 /// Starts the journal (and its snapshot thread), stopped by `journal_stop` after the

@@ -25,6 +25,7 @@ pub fn verify(dir: &Path, config: Option<&Validated>) -> anyhow::Result<()> {
     let tail = journal::scan(dir, |seq, payload| {
         match journal::record::decode(payload) {
             Ok(Record::Start(_)) => runs += 1,
+            Ok(Record::Owned(_)) => {}
             Ok(Record::Step { events: e, .. }) => {
                 steps += 1;
                 events += e.len() as u64;
@@ -43,6 +44,10 @@ pub fn verify(dir: &Path, config: Option<&Validated>) -> anyhow::Result<()> {
         Some((v, setup)) => {
             let mut m = OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
             m.set_day_roll(setup.day_roll_secs);
+            // Its ids carry the engine's shard: replay issues them again.
+            if let Some(c) = &v.cluster {
+                m.set_shard(c.shard).context("cluster.shard")?;
+            }
             let mut store = OrderStore::new(setup.accounts.len(), setup.history_per_account);
             let r = journal::recover(dir, &mut m, &mut store)?;
             let times = json!({

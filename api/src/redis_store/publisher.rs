@@ -5,6 +5,11 @@
 //! on `{channel}:resync` (and again when they see a gap); the engine then resends
 //! every book on the API output, which this tap copies.
 //!
+//! An engine node that owns only some instruments (`cluster.instruments`) publishes
+//! only theirs: the other engines publish the rest, and API nodes must see one source
+//! per instrument (an unfed instrument's empty book and status would contend with
+//! the owner's on the shared channel).
+//!
 //! Pub/sub is fire and forget: while Redis is down, batches are counted as failed and
 //! dropped, and subscribers see the sequence gaps (their instruments turn GAPPED until
 //! the snapshot they then request). Nothing upstream waits: a full tap drops and
@@ -20,7 +25,7 @@ use stocksblitz_engine::agent::{AgentError, ThreadHandle};
 use stocksblitz_engine::idle::{Idler, Pause};
 use stocksblitz_engine::publisher::OutputStats;
 use stocksblitz_engine::ring::RingConsumer;
-use stocksblitz_engine::{Decimal, EngineEvent, EventData, InstrumentRegistry};
+use stocksblitz_engine::{Decimal, EngineEvent, EventData, InstrumentId, InstrumentRegistry};
 
 use super::runtime::spawn_async;
 use super::RedisStore;
@@ -28,11 +33,30 @@ use crate::dto::{micros, Dec};
 
 const BATCH: usize = 1024;
 
+/// Per instrument, whether this node publishes it: `owned` (`cluster.instruments`),
+/// or all when `None`.
+pub fn published(registry: &InstrumentRegistry, owned: Option<&[InstrumentId]>) -> Vec<bool> {
+    match owned {
+        None => vec![true; registry.len()],
+        Some(list) => (0..registry.len())
+            .map(|i| list.iter().any(|o| o.index() == i))
+            .collect(),
+    }
+}
+
+/// Drops the events of instruments this node does not publish (whole instruments:
+/// their per-instrument sequences stay gapless).
+pub fn keep_published(events: &mut Vec<EngineEvent>, published: &[bool]) {
+    events.retain(|e| published.get(e.instrument.index()).copied().unwrap_or(false));
+}
+
+/// Starts the publisher; `published` from [`published`].
 pub fn spawn_publisher(
     store: Arc<RedisStore>,
     registry: Arc<InstrumentRegistry>,
     mut ring: RingConsumer<EngineEvent>,
     output: Arc<OutputStats>,
+    published: Vec<bool>,
     stop: Arc<AtomicBool>,
 ) -> Result<ThreadHandle, AgentError> {
     let flag = Arc::clone(&stop);
@@ -48,7 +72,8 @@ pub fn spawn_publisher(
         let mut idler = Idler::new(store.setup.idle);
         while !stop.load(Ordering::Acquire) {
             events.clear();
-            ring.pop_batch(&mut events, BATCH);
+            let popped = ring.pop_batch(&mut events, BATCH);
+            keep_published(&mut events, &published);
             for e in &events {
                 if matches!(e.data, EventData::Quote { .. }) {
                     if let Some(slot) = latest.get_mut(e.instrument.index()) {
@@ -73,7 +98,7 @@ pub fn spawn_publisher(
                 next_quotes = Instant::now() + interval;
                 write_quotes(&store, &registry, &mut latest).await;
             }
-            if events.is_empty() {
+            if popped == 0 {
                 match idler.next_pause() {
                     Pause::Spin => std::hint::spin_loop(),
                     Pause::Yield => tokio::task::yield_now().await,
@@ -152,5 +177,36 @@ async fn listen_for_resync(store: Arc<RedisStore>, output: Arc<OutputStats>) {
             tracing::debug!(error = %e, "redis publisher: resync listener reconnecting");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stocksblitz_testkit::instruments::crypto_spot;
+
+    #[test]
+    fn only_owned_instruments_are_published() {
+        let registry = InstrumentRegistry::from_config(&[
+            crypto_spot("AAA", "binance"),
+            crypto_spot("BBB", "binance"),
+            crypto_spot("CCC", "binance"),
+        ])
+        .expect("registry");
+        let event = |i: u32| EngineEvent {
+            instrument: InstrumentId(i),
+            ..EngineEvent::EMPTY
+        };
+        let batch: Vec<EngineEvent> = [0, 1, 2, 1, 0, 2, 9].into_iter().map(event).collect();
+        let all = published(&registry, None);
+        let mut kept = batch.clone();
+        keep_published(&mut kept, &all);
+        assert_eq!(kept, batch[..6], "all owned: everything known is published");
+        let some = published(&registry, Some(&[InstrumentId(0), InstrumentId(2)]));
+        assert_eq!(some, [true, false, true]);
+        let mut kept = batch.clone();
+        keep_published(&mut kept, &some);
+        let ids: Vec<u32> = kept.iter().map(|e| e.instrument.0).collect();
+        assert_eq!(ids, [0, 2, 0, 2]);
     }
 }

@@ -359,7 +359,7 @@ impl Tap {
         let polled = feed.tailer.poll(head, |seq, payload| {
             match record::decode(payload) {
                 Ok(Record::Step { events, .. }) => rows.extend(events.iter().filter_map(SinkRow::from_order)),
-                Ok(Record::Start(_)) => {}
+                Ok(Record::Start(_) | Record::Owned(_)) => {}
                 Err(e) => {
                     return Err(stocksblitz_engine::journal::JournalError::Undecodable {
                         seq,

@@ -25,6 +25,7 @@
 mod common;
 
 mod cluster;
+mod cluster_engine;
 mod cluster_kill;
 mod cluster_shards;
 mod config;

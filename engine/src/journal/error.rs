@@ -34,6 +34,14 @@ pub enum JournalError {
          retention ([orders.journal] retention) or lost. {what}"
     )]
     Trimmed { dir: PathBuf, first_seq: u64, what: String },
+    /// The journal (or its snapshot) was written by another engine shard than
+    /// `cluster.shard` says this one is.
+    #[error("{source} (at journal record {seq})")]
+    Shard {
+        seq: u64,
+        #[source]
+        source: crate::orders::ShardMismatch,
+    },
     #[error("journal record {seq} cannot be read: {what}")]
     Undecodable { seq: u64, what: String },
     #[error("journal record {seq} could not be encoded: {what}")]

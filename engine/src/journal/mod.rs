@@ -49,7 +49,9 @@ use crate::orders::OrderManager;
 /// is none), starts the run (configured limits apply where the configuration changed
 /// since the last run, see [`OrderManager::start_run`]; they are in
 /// [`Recovered::reconfigured`]), then opens the journal for appending and records the
-/// start of the run.
+/// start of the run. The instruments `manager` owns when called
+/// ([`OrderManager::set_owned`], `cluster.instruments`) are this run's: recorded
+/// ([`Record::Owned`]) when they differ from the journal's.
 pub fn open(
     dir: &Path,
     policy: FsyncPolicy,
@@ -58,10 +60,15 @@ pub fn open(
     store: &mut OrderStore,
     run: &RunStart,
 ) -> Result<(JournalWriter, Recovered), JournalError> {
+    let owned = manager.owned();
     let mut recovered = recover(dir, manager, store)?;
     let mut writer = JournalWriter::open(dir, &recovered.tail, policy, segment_bytes)?;
     recovered.reconfigured = manager.start_run(&run.limits);
     writer.append(&RecordRef::Start(run))?;
+    if manager.owned() != owned {
+        writer.append(&RecordRef::Owned(owned.as_deref()))?;
+        manager.set_owned(owned.as_deref());
+    }
     writer.commit()?;
     writer.sync()?;
     Ok((writer, recovered))

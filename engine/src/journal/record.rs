@@ -2,6 +2,7 @@
 //! the events it produced. Encoded with postcard (compact, stable); variant and field
 //! order are the format: append only, bump [`FORMAT_VERSION`] otherwise.
 
+use crate::ids::InstrumentId;
 use crate::orders::{OrderEvent, RiskLimits, Step};
 use crate::time::UnixNanos;
 
@@ -30,7 +31,15 @@ pub struct RunStart {
 #[allow(clippy::large_enum_variant)]
 pub enum Record {
     Start(RunStart),
-    Step { step: Step, events: Vec<OrderEvent> },
+    Step {
+        step: Step,
+        events: Vec<OrderEvent>,
+    },
+    /// The instruments the engine takes orders for from here on (`cluster.instruments`;
+    /// `None`: all), written after a run's start record when the configuration differs
+    /// from what the journal had (a journal that never had one owns all). Replay
+    /// applies it ([`crate::orders::OrderManager::set_owned`]).
+    Owned(Option<Vec<InstrumentId>>),
 }
 
 /// The same encoding as [`Record`], borrowed: the journal thread writes steps without
@@ -39,6 +48,7 @@ pub enum Record {
 pub enum RecordRef<'a> {
     Start(&'a RunStart),
     Step { step: &'a Step, events: &'a [OrderEvent] },
+    Owned(Option<&'a [InstrumentId]>),
 }
 
 pub fn decode(payload: &[u8]) -> Result<Record, postcard::Error> {

@@ -82,10 +82,14 @@ pub(crate) fn apply_record(
             manager.start_run(&start.limits);
             counts.runs += 1;
         }
+        Record::Owned(owned) => manager.set_owned(owned.as_deref()),
         Record::Step {
             step,
             events: journaled,
         } => {
+            // A journal of another shard would diverge at its first id: say why.
+            crate::orders::shard::check_events(&journaled, manager.shard())
+                .map_err(|source| JournalError::Shard { seq, source })?;
             manager.replay(&step);
             if let Some(what) = first_difference(manager.events(), &journaled) {
                 return Err(JournalError::Diverged { seq, what });
@@ -99,8 +103,13 @@ pub(crate) fn apply_record(
     Ok(())
 }
 
+/// Recovers `manager` and `store` (both as configured, with nothing recovered yet)
+/// from the journal in `dir`. History replays with the instruments it owned: the
+/// manager starts owning all, as a journal does, and the journal's
+/// [`Record::Owned`] records (and snapshots) say what changed.
 pub fn recover(dir: &Path, manager: &mut OrderManager, store: &mut OrderStore) -> Result<Recovered, JournalError> {
     manager.clear();
+    manager.set_owned(None);
     let started = Instant::now();
     let pristine = (manager.clone(), store.clone());
     let mut skipped = Vec::new();
@@ -164,6 +173,10 @@ fn from_snapshot(
     if manager.state_hash() != snap.state {
         return Err(bad("the restored state does not match the snapshot's state hash".into()));
     }
+    // A sound snapshot of another shard: every older one and the journal are too.
+    manager
+        .check_shard()
+        .map_err(|source| JournalError::Shard { seq: snap.seq, source })?;
     let restored: OrderStore = postcard::from_bytes(snap.store()).map_err(|e| bad(format!("read model: {e}")))?;
     if !restored.fits(store) {
         return Err(bad("the read model was taken with a different account count".into()));

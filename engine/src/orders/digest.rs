@@ -3,7 +3,8 @@
 //! Covers every order slot and the free list (future ids), the books' queues in
 //! priority order, waiting stops, accounts' limits and usage (rate buckets included),
 //! positions, kill switches, the event, fill, trade and generated client id counters and
-//! the limits the last run was configured with. It leaves out the
+//! the limits the last run was configured with, and the instruments the engine owns
+//! when not all. It leaves out the
 //! market references (they come from the feed, and each journaled step carries the
 //! one it saw) and scratch buffers. Off the hot path: tests, journal checkpoints.
 
@@ -73,6 +74,10 @@ impl OrderManager {
         )?;
         postcard::to_io(self.trade_seq.as_slice(), &mut *w)?;
         postcard::to_io(&(self.auto_ids, self.configured.as_slice()), &mut *w)?;
+        // Only when not all: the hash of an engine that owns all is what it always was.
+        if let Some(owned) = self.owned() {
+            postcard::to_io(&owned, &mut *w)?;
+        }
         Ok(())
     }
 }

@@ -66,7 +66,8 @@ impl Liquidity {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fill {
-    /// Engine-wide fill number, +1 per fill.
+    /// Engine-wide fill number, +1 per fill, with the engine's shard in the top 8
+    /// bits ([`super::shard::fill_id`]; shard 0: the plain count).
     pub id: u64,
     pub order: OrderId,
     pub client_id: ClientOrderId,

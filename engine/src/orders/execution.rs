@@ -533,7 +533,7 @@ impl OrderManager {
             account,
             at,
             OrderEventData::Fill(Fill {
-                id: self.fill_seq,
+                id: super::shard::fill_id(self.pool.shard(), self.fill_seq),
                 order: id,
                 client_id,
                 account,

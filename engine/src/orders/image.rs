@@ -3,11 +3,14 @@
 //! The image holds what [`OrderManager::state_hash`] covers (orders, free list, books,
 //! stops, accounts with their limits, trading states and kill switches, positions,
 //! global and instrument kill switches, counters, the generated client id counter and
-//! the limits the last run was configured with). Instrument rules are not in
+//! the limits the last run was configured with; after it, only when the engine does
+//! not own every instrument, the ones it owns, so images of engines that own all are
+//! what they always were). Instrument rules are not in
 //! it: they come from the configuration, and a snapshot whose shapes (instruments,
 //! accounts, pool size) do not match the configuration is refused, so that recovery
 //! replays the journal instead of guessing.
 
+use crate::ids::InstrumentId;
 use crate::time::UnixNanos;
 
 use super::manager::OrderManager;
@@ -88,13 +91,27 @@ impl OrderManager {
             auto_ids: self.auto_ids,
             configured: &self.configured,
         };
-        postcard::to_io(&image, out).map(|_| ())
+        postcard::to_io(&image, &mut *out)?;
+        if let Some(owned) = self.owned() {
+            postcard::to_io(&owned, out)?;
+        }
+        Ok(())
     }
 
     /// Replaces the state with an image's. Nothing changes on error. Preallocated
     /// sizes are kept, so the restored manager allocates no more than a fresh one.
     pub fn restore_image(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
-        let mut img: Image = postcard::from_bytes(bytes).map_err(|e| ImageError::Decode(e.to_string()))?;
+        let (mut img, rest): (Image, _) =
+            postcard::take_from_bytes(bytes).map_err(|e| ImageError::Decode(e.to_string()))?;
+        let owned: Option<Vec<InstrumentId>> = match rest {
+            [] => None,
+            rest => {
+                Some(postcard::from_bytes(rest).map_err(|e| ImageError::Decode(format!("owned instruments: {e}")))?)
+            }
+        };
+        if owned.iter().flatten().any(|i| i.index() >= self.rules.len()) {
+            return Err(ImageError::Shape("instrument count"));
+        }
         let n = self.rules.len();
         let shapes = [
             (img.pool.capacity() == self.pool.capacity(), "max_orders"),
@@ -138,7 +155,10 @@ impl OrderManager {
                 )));
             }
         }
+        // The shard is configuration (not in the image): this manager's stays.
+        let shard = self.pool.shard();
         self.pool = img.pool;
+        self.pool.set_shard_unchecked(shard);
         self.links = img.links;
         self.books = img.books;
         self.stops = img.stops;
@@ -154,6 +174,7 @@ impl OrderManager {
         self.next_expiry_check = img.next_expiry_check;
         self.auto_ids = img.auto_ids;
         self.configured = img.configured;
+        self.set_owned(owned.as_deref());
         self.clear();
         Ok(())
     }

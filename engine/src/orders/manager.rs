@@ -124,6 +124,10 @@ pub struct OrderManager {
     pub(super) client_ids: ClientIdTable,
     pub(super) global_kill: bool,
     pub(super) instrument_kill: Vec<bool>,
+    /// Per instrument: whether this engine takes its orders (`cluster.instruments`;
+    /// all by default). Journaled when it changes ([`crate::journal::Record::Owned`]),
+    /// in images and the state hash only when not all.
+    pub(super) owned: Vec<bool>,
     pub(super) seq: u64,
     pub(super) fill_seq: u64,
     pub(super) trade_seq: Vec<u64>,
@@ -211,6 +215,7 @@ impl OrderManager {
             client_ids: ClientIdTable::with_slots(slots),
             global_kill: false,
             instrument_kill: vec![false; n],
+            owned: vec![true; n],
             seq: 0,
             fill_seq: 0,
             trade_seq: vec![0; n],
@@ -241,6 +246,65 @@ impl OrderManager {
     /// start a new trading day: their DAY orders expire then.
     pub fn set_day_roll(&mut self, secs: i64) {
         self.clock.roll_ns = secs.rem_euclid(86_400).saturating_mul(UnixNanos::NANOS_PER_SEC);
+    }
+
+    /// Takes orders only for `owned` instruments from now on (`cluster.instruments`;
+    /// `None`: all). Others' new, test and replace orders and instrument mass cancels
+    /// are rejected with [`Reject::InstrumentNotOnThisEngine`]; cancels of orders
+    /// already open still work. It decides what history did, so the journal records
+    /// each change ([`crate::journal::open`] compares the configured set with the
+    /// recovered one); unknown ids are ignored.
+    pub fn set_owned(&mut self, owned: Option<&[InstrumentId]>) {
+        match owned {
+            None => self.owned.fill(true),
+            Some(list) => {
+                self.owned.fill(false);
+                for i in list {
+                    if let Some(o) = self.owned.get_mut(i.index()) {
+                        *o = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The instruments this engine takes orders for; `None`: all of them.
+    pub fn owned(&self) -> Option<Vec<InstrumentId>> {
+        if self.owned.iter().all(|o| *o) {
+            return None;
+        }
+        let ids = self.owned.iter().enumerate().filter(|(_, o)| **o);
+        Some(ids.map(|(i, _)| InstrumentId(i as u32)).collect())
+    }
+
+    /// Whether this engine takes orders for `instrument`.
+    #[inline]
+    pub fn owns(&self, instrument: InstrumentId) -> bool {
+        self.owned.get(instrument.index()) == Some(&true)
+    }
+
+    /// Makes this engine shard `shard` (`cluster.shard`): the top 8 bits of the order
+    /// and fill ids it issues, and only such ids are found. Set it before the journal
+    /// is recovered (replay issues the journaled ids again). Refused when the manager
+    /// holds orders of another shard (a journal written under another
+    /// `cluster.shard`). Shard 0 is what a single engine always was.
+    pub fn set_shard(&mut self, shard: u8) -> Result<(), super::shard::ShardMismatch> {
+        self.pool.set_shard(shard)
+    }
+
+    /// This engine's shard ([`set_shard`](Self::set_shard)).
+    pub fn shard(&self) -> u8 {
+        self.pool.shard()
+    }
+
+    /// Refuses a manager holding orders of another shard than its own (a restored
+    /// snapshot of another `cluster.shard`). Scans the pool: start-up only.
+    pub fn check_shard(&self) -> Result<(), super::shard::ShardMismatch> {
+        let configured = self.pool.shard();
+        match self.pool.foreign_shard(configured) {
+            Some(found) => Err(super::shard::ShardMismatch { configured, found }),
+            None => Ok(()),
+        }
     }
 
     pub fn day_clock(&self) -> DayClock {
@@ -887,6 +951,12 @@ impl OrderManager {
     fn mass_cancel(&mut self, cmd: &Command, instrument: Option<InstrumentId>) {
         if self.accounts.get(cmd.account.index()).is_none() {
             return self.reject(cmd, Reject::UnknownAccount, None, None);
+        }
+        if let Some(i) = instrument.filter(|i| !self.owns(*i)) {
+            // An unknown instrument cancels nothing, as before.
+            if self.rules.get(i.index()).is_some() {
+                return self.reject(cmd, Reject::InstrumentNotOnThisEngine, None, None);
+            }
         }
         let count = self.cancel_where(CancelReason::Mass, cmd.at, |o| {
             o.account == cmd.account && instrument.is_none_or(|i| o.instrument == i)

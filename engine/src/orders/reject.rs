@@ -42,12 +42,14 @@ pub enum Reject {
     AccountBlocked,
     /// The instrument's market data is not LIVE (paper venue): no fill, no reference.
     MarketDataUnavailable,
+    /// The instrument is traded by another engine node (`cluster.instruments`).
+    InstrumentNotOnThisEngine,
 }
 
 impl Reject {
     /// Every rejection, in declaration order (docs and the README's code list are
     /// generated from it).
-    pub const ALL: [Reject; 37] = [
+    pub const ALL: [Reject; 38] = [
         Reject::UnknownInstrument,
         Reject::UnknownAccount,
         Reject::MarketClosed,
@@ -85,6 +87,7 @@ impl Reject {
         Reject::Throttled,
         Reject::AccountBlocked,
         Reject::MarketDataUnavailable,
+        Reject::InstrumentNotOnThisEngine,
     ];
 
     pub const fn code(self) -> &'static str {
@@ -126,6 +129,7 @@ impl Reject {
             Reject::Throttled => "ACCOUNT_THROTTLED",
             Reject::AccountBlocked => "ACCOUNT_BLOCKED",
             Reject::MarketDataUnavailable => "MARKET_DATA_UNAVAILABLE",
+            Reject::InstrumentNotOnThisEngine => "INSTRUMENT_NOT_ON_THIS_ENGINE",
         }
     }
 
@@ -177,6 +181,10 @@ impl Reject {
             Reject::AccountBlocked => "new orders for the account are blocked: contact risk to clear the block",
             Reject::MarketDataUnavailable => {
                 "the instrument's market data is not LIVE (syncing, stale, gapped, crossed or halted): nothing can fill against it, retry when it is LIVE"
+            }
+            Reject::InstrumentNotOnThisEngine => {
+                "this engine node does not trade the instrument: send the order through an API node, which routes it \
+                 to the engine that owns it, or to that engine"
             }
         }
     }
@@ -235,6 +243,7 @@ mod tests {
                 Reject::Throttled => 34,
                 Reject::AccountBlocked => 35,
                 Reject::MarketDataUnavailable => 36,
+                Reject::InstrumentNotOnThisEngine => 37,
             }
         };
         for (i, r) in Reject::ALL.iter().enumerate() {

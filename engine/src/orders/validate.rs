@@ -1,6 +1,6 @@
 //! Order-shape validation: whether an order is well formed and may trade at all,
-//! before any limit is looked at. The account and instrument exist and are tradable
-//! now (kill switches, a blocked account, the instrument's session); the quantity fits
+//! before any limit is looked at. The account and instrument exist, the instrument is
+//! this engine's (`cluster.instruments`), and they are tradable now (kill switches, a blocked account, the instrument's session); the quantity fits
 //! the lot, the prices the tick and the order type, the time in force the type; a
 //! paper order's market data is live. Then, after pre-trade risk
 //! ([`super::risk::pretrade`]), the client order id is unique among open orders.
@@ -29,6 +29,9 @@ impl OrderManager {
             .rules
             .get(new.instrument.index())
             .ok_or(Reject::UnknownInstrument)?;
+        if self.owned.get(new.instrument.index()) != Some(&true) {
+            return Err(Reject::InstrumentNotOnThisEngine);
+        }
         self.check_tradable(acct, new, rules, cmd.at)?;
         check_shape(new, rules, cmd.at)?;
         let market = self.markets.get(new.instrument.index()).copied().unwrap_or_default();

@@ -27,13 +27,14 @@ use stocksblitz_engine::journal::{
 use stocksblitz_engine::orders::gateway::{command_queue, CommandQueue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::store::OrderStore;
 use stocksblitz_engine::orders::{
-    AccountId, ClientOrderId, Command, CommandKind, IdemTag, KillScope, OrderCapacity, OrderEvent, OrderEventData,
-    OrderEventKind, OrderId, OrderManager, OrderType, Reject, RiskLimits, Step, StepAssembler, TimeInForce,
-    TradingState, VenueKind,
+    AccountId, ClientOrderId, Command, CommandKind, IdemTag, Input, KillScope, OrderCapacity, OrderEvent,
+    OrderEventData, OrderEventKind, OrderId, OrderManager, OrderType, Reject, RiskLimits, Step, StepAssembler,
+    TimeInForce, TradingState, VenueKind,
 };
 use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
 use stocksblitz_engine::{
-    Aggressor, BookFlags, Engine, EngineConfig, EngineEvent, FeedStatus, Price, Qty, Side, Tick, TickData, UnixNanos,
+    Aggressor, BookFlags, Engine, EngineConfig, EngineEvent, FeedStatus, InstrumentId, Price, Qty, Side, Tick,
+    TickData, UnixNanos,
 };
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -99,6 +100,22 @@ struct Rig {
     segment_bytes: u64,
     snapshot_every: u64,
     retention: Retention,
+    /// The engine's `[cluster]` shard and owned instruments.
+    node: Node,
+}
+
+/// An engine node's `cluster.shard` and `cluster.instruments` (default: a single
+/// engine's: shard 0, every instrument).
+#[derive(Debug, Clone, Default)]
+struct Node {
+    shard: u8,
+    owned: Option<Vec<InstrumentId>>,
+}
+
+impl Node {
+    fn shard(shard: u8) -> Self {
+        Node { shard, owned: None }
+    }
 }
 
 fn rig(dir: &Path, policy: FsyncPolicy, segment_bytes: u64, snapshot_every: u64) -> Rig {
@@ -115,6 +132,28 @@ fn rig_with(
     retention: Retention,
     export_hold: u64,
 ) -> Rig {
+    rig_sharded(
+        dir,
+        policy,
+        segment_bytes,
+        snapshot_every,
+        retention,
+        export_hold,
+        Node::default(),
+    )
+}
+
+/// [`rig_with`] for an engine node: its shard set before recovery and its owned
+/// instruments when the journal opens, as the server does.
+fn rig_sharded(
+    dir: &Path,
+    policy: FsyncPolicy,
+    segment_bytes: u64,
+    snapshot_every: u64,
+    retention: Retention,
+    export_hold: u64,
+    node: Node,
+) -> Rig {
     let (feed, input) = ring("feed", 4096);
     let (out, market) = ring("api", 1 << 16);
     // Small: steps wait in the engine's backlog and cross ring batches.
@@ -122,6 +161,8 @@ fn rig_with(
     let (journal_out, acked) = ring("orders", 1 << 16);
     let queue = command_queue(1024);
     let mut manager = manager_with(&limits());
+    manager.set_shard(node.shard).expect("a fresh manager takes any shard");
+    manager.set_owned(node.owned.as_deref());
     let mut store = store();
     let (writer, rec) =
         journal::open(dir, policy, segment_bytes, &mut manager, &mut store, &run_start()).expect("open");
@@ -166,6 +207,7 @@ fn rig_with(
         segment_bytes,
         snapshot_every,
         retention,
+        node,
     };
     r.tick(TickData::Status {
         status: FeedStatus::Live,
@@ -257,8 +299,17 @@ impl Rig {
 
     /// Stops the engine and starts a new one from the journal (snapshot plus replay, as
     /// at start-up), checking that it rebuilt exactly what was acknowledged.
-    fn restart(mut self) -> Rig {
+    fn restart(self) -> Rig {
+        let node = self.node.clone();
+        self.restart_as(node)
+    }
+
+    /// [`restart`](Self::restart) with another `[cluster]` configuration (a changed
+    /// ownership is in the state hash: then the open orders are compared instead).
+    fn restart_as(mut self, node: Node) -> Rig {
         self.settle();
+        let same_owned = node.owned == self.node.owned;
+        let open: Vec<_> = self.manager().open_orders().copied().collect();
         let hash = self.manager().state_hash();
         let (store, events) = (self.store.clone(), std::mem::take(&mut self.events));
         let (now, next_request, trade_id) = (self.now, self.next_request, self.trade_id);
@@ -271,8 +322,12 @@ impl Rig {
         );
         let hold = self.stats.export_hold.get();
         drop(self);
-        let mut r = rig_with(&dir, policy, segment_bytes, every, retention, hold);
-        assert_eq!(r.manager().state_hash(), hash, "the restart rebuilt the same state");
+        let mut r = rig_sharded(&dir, policy, segment_bytes, every, retention, hold, node);
+        if same_owned {
+            assert_eq!(r.manager().state_hash(), hash, "the restart rebuilt the same state");
+        }
+        let reopened: Vec<_> = r.manager().open_orders().copied().collect();
+        assert_eq!(reopened, open, "the restart rebuilt the same open orders");
         assert!(r.store == store, "the restart rebuilt the same read model");
         (r.now, r.next_request, r.trade_id, r.events) = (now, next_request, trade_id, events);
         r.store = store;
@@ -522,6 +577,13 @@ fn recover_into(dir: &Path) -> Result<(OrderManager, OrderStore, Recovered), Jou
     recover_with(manager_with(&limits()), dir)
 }
 
+/// [`recover_into`] for an engine configured as shard `shard`.
+fn recover_shard(dir: &Path, shard: u8) -> Result<(OrderManager, OrderStore, Recovered), JournalError> {
+    let mut m = manager_with(&limits());
+    m.set_shard(shard).expect("a fresh manager takes any shard");
+    recover_with(m, dir)
+}
+
 /// A manager like `manager_with(&limits())` but with other venues or pool size (a
 /// changed configuration).
 fn shaped(venues: [VenueKind; 3], orders: usize) -> OrderManager {
@@ -552,10 +614,18 @@ proptest! {
     fn recovery_rebuilds_exactly_what_was_acknowledged(
         ops in prop::collection::vec(op(), 1..120),
         snapshot_every in 1..60u64,
+        // Half the runs on shard 0 (a single engine), half on another; most owning
+        // every instrument, some only one (the other's orders are rejected).
+        shard in prop_oneof![Just(0u8), any::<u8>()],
+        owned in prop_oneof![4 => Just(None), 1 => Just(Some(vec![INTERNAL])), 1 => Just(Some(vec![PAPER]))],
     ) {
         let dir = temp_dir("prop");
         let _cleanup = Cleanup(dir.clone());
-        let r = run_ops(rig(&dir, FsyncPolicy::None, 1 << 20, snapshot_every), &ops);
+        let node = Node { shard, owned: owned.clone() };
+        let rig = rig_sharded(&dir, FsyncPolicy::None, 1 << 20, snapshot_every, Retention::default(), 0, node);
+        let r = run_ops(rig, &ops);
+        ids_are_of_shard(&r.events, shard)?;
+        orders_only_on(&r.events, owned.as_deref())?;
         generated_ids_never_repeat(&r.events);
         let live_hash = r.manager().state_hash();
         let live_store = r.store.clone();
@@ -566,7 +636,7 @@ proptest! {
         let snapshots = journal::snapshot::list(&dir).expect("list").len();
 
         // From the newest snapshot (when one was taken) plus the tail.
-        let (m, s, rec) = recover_into(&dir).expect("recovers");
+        let (m, s, rec) = recover_shard(&dir, shard).expect("recovers");
         prop_assert!(rec.tail.torn.is_none());
         prop_assert_eq!(rec.snapshot.is_some(), snapshots > 0);
         prop_assert!(rec.skipped.is_empty(), "{:?}", rec.skipped);
@@ -578,11 +648,61 @@ proptest! {
         prop_assert!(s == live_store, "the same read model (orders, fills, positions)");
         // And from the journal alone.
         remove_snapshots(&dir);
-        let (m, s, rec) = recover_into(&dir).expect("recovers");
+        let (m, s, rec) = recover_shard(&dir, shard).expect("recovers");
         prop_assert_eq!(rec.snapshot, None);
         prop_assert_eq!(m.state_hash(), live_hash);
         prop_assert!(s == live_store);
     }
+}
+
+/// Orders were placed only on `owned` instruments (all when `None`); new orders for
+/// the others were rejected as not this engine's.
+fn orders_only_on(acked: &[(Step, Vec<OrderEvent>)], owned: Option<&[InstrumentId]>) -> Result<(), TestCaseError> {
+    let owns = |i: InstrumentId| owned.is_none_or(|o| o.contains(&i));
+    for (step, events) in acked {
+        for e in events {
+            if let OrderEventData::Order { order, .. } = e.data {
+                prop_assert!(owns(order.instrument), "{:?} placed on an instrument not owned", order);
+            }
+        }
+        if let Input::Command(cmd) = step.input {
+            if let CommandKind::New(n) = cmd.kind {
+                if !owns(n.instrument) {
+                    prop_assert!(
+                        matches!(
+                            events.as_slice(),
+                            [OrderEvent {
+                                data: OrderEventData::Rejected {
+                                    reject: Reject::InstrumentNotOnThisEngine,
+                                    ..
+                                },
+                                ..
+                            }]
+                        ),
+                        "{:?}",
+                        events
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every order and fill id the run reported carries `shard` in its top 8 bits.
+fn ids_are_of_shard(acked: &[(Step, Vec<OrderEvent>)], shard: u8) -> Result<(), TestCaseError> {
+    use stocksblitz_engine::orders::{shard_of_fill, shard_of_order};
+    for e in acked.iter().flat_map(|(_, e)| e) {
+        match e.data {
+            OrderEventData::Order { order, .. } => prop_assert_eq!(shard_of_order(order.id), shard),
+            OrderEventData::Fill(f) => {
+                prop_assert_eq!(shard_of_fill(f.id), shard);
+                prop_assert_eq!(shard_of_order(f.order), shard);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A run with some of everything, on small segments; returns the acknowledged events.
@@ -1323,6 +1443,154 @@ fn crc32(b: &[u8]) -> u32 {
     !crc
 }
 
+/// The owned instruments are configuration that decides what history did: a change
+/// between runs is journaled, so every run replays with the set it had, from
+/// snapshots and from the journal alone, and a run that does not change it records
+/// nothing.
+#[test]
+fn owned_instruments_replay_as_each_run_had_them() {
+    let dir = temp_dir("owned");
+    let _cleanup = Cleanup(dir.clone());
+    let new = |r: &mut Rig, paper: bool, n: usize| {
+        let op = Op::New {
+            account: 0,
+            paper,
+            side: n.is_multiple_of(2),
+            kind: 0,
+            tif: 0,
+            offset: if n.is_multiple_of(2) { -3 } else { 3 },
+            qty: 2,
+            post_only: false,
+            no_client_id: false,
+        };
+        apply(r, &op, n);
+        r.events.last().map(|(_, e)| e.clone()).unwrap_or_default()
+    };
+    let records = |dir: &Path| scan_payloads(dir).expect("scan").1.len();
+    let rejected = |events: &[OrderEvent]| {
+        events.iter().any(|e| {
+            matches!(
+                e.data,
+                OrderEventData::Rejected {
+                    reject: Reject::InstrumentNotOnThisEngine,
+                    ..
+                }
+            )
+        })
+    };
+    // Run 1 owns the internal instrument only.
+    let only_internal = Node {
+        shard: 0,
+        owned: Some(vec![INTERNAL]),
+    };
+    let mut r = rig_sharded(
+        &dir,
+        FsyncPolicy::None,
+        1 << 20,
+        7,
+        Retention::default(),
+        0,
+        only_internal,
+    );
+    r.quote(MID - 1, MID + 1, 5);
+    for n in 0..12 {
+        let events = new(&mut r, n % 2 == 0, n);
+        assert_eq!(
+            rejected(&events),
+            n % 2 == 0,
+            "paper orders are not this engine's: {events:?}"
+        );
+    }
+    // A restart with the same configuration journals no ownership record.
+    let before = records(&dir);
+    let r = r.restart();
+    assert_eq!(records(&dir), before + 1, "only the run's start record");
+    // Run 3 owns everything: paper orders are taken, and history still replays.
+    let mut r = r.restart_as(Node::default());
+    for n in 12..20 {
+        let events = new(&mut r, n % 2 == 0, n);
+        assert!(!rejected(&events), "{events:?}");
+    }
+    let hash = r.manager().state_hash();
+    drop(r);
+    let (m, _, rec) = recover_into(&dir).expect("recovers");
+    assert!(rec.snapshot.is_some());
+    assert_eq!(m.state_hash(), hash);
+    assert_eq!(m.owned(), None);
+    remove_snapshots(&dir);
+    let (m, _, _) = recover_into(&dir).expect("replays");
+    assert_eq!(m.state_hash(), hash);
+}
+
+#[test]
+fn a_journal_of_another_shard_is_refused_naming_both_shards() {
+    use stocksblitz_engine::orders::ShardMismatch;
+    let dir = temp_dir("shard");
+    let _cleanup = Cleanup(dir.clone());
+    let mut r = rig_sharded(
+        &dir,
+        FsyncPolicy::None,
+        1 << 20,
+        10,
+        Retention::default(),
+        0,
+        Node::shard(5),
+    );
+    r.quote(MID - 1, MID + 1, 5);
+    for n in 0..30 {
+        let op = Op::New {
+            account: (n % 2) as u32,
+            paper: n % 3 == 0,
+            side: n % 2 == 0,
+            kind: 0,
+            tif: 0,
+            offset: (n % 5) as i64 - 2,
+            qty: 3,
+            post_only: false,
+            no_client_id: false,
+        };
+        apply(&mut r, &op, n);
+        if n % 4 == 0 {
+            r.trade(MID, 2);
+        }
+    }
+    let hash = r.manager().state_hash();
+    drop(r);
+    assert!(
+        !journal::snapshot::list(&dir).expect("list").is_empty(),
+        "snapshots taken"
+    );
+    let refused = |dir: &Path| {
+        for other in [0u8, 6] {
+            let err = recover_shard(dir, other).err().expect("another shard is refused");
+            assert!(matches!(err, JournalError::Shard { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("shard 5") && msg.contains(&format!("shard {other}")) && msg.contains("cluster.shard"),
+                "{msg}"
+            );
+        }
+    };
+    // From a snapshot, then from the journal alone.
+    refused(&dir);
+    let (mut m, _, rec) = recover_shard(&dir, 5).expect("its own shard recovers");
+    assert!(rec.snapshot.is_some());
+    assert_eq!(m.state_hash(), hash);
+    assert_eq!(
+        m.set_shard(0),
+        Err(ShardMismatch {
+            configured: 0,
+            found: 5
+        }),
+        "the recovered orders are shard 5's"
+    );
+    assert_eq!(m.set_shard(5), Ok(()));
+    remove_snapshots(&dir);
+    refused(&dir);
+    let (m, _, _) = recover_shard(&dir, 5).expect("its own shard replays");
+    assert_eq!(m.state_hash(), hash);
+}
+
 #[test]
 fn a_changed_configuration_that_alters_history_is_caught() {
     let dir = temp_dir("diverge");
@@ -2013,10 +2281,14 @@ mod journal_bytes {
     }
 
     /// Every rejection, with and without an instrument, client id and order.
-    fn reject_events() -> Vec<OrderEvent> {
+    /// The first 37 rejections (as pinned before the cluster's), or the later ones.
+    fn reject_events(later: bool) -> Vec<OrderEvent> {
+        let (skip, take) = if later { (37, usize::MAX) } else { (0, 37) };
         Reject::ALL
             .iter()
             .enumerate()
+            .skip(skip)
+            .take(take)
             .map(|(i, &reject)| {
                 let full = i % 2 == 0;
                 event(
@@ -2170,7 +2442,8 @@ mod journal_bytes {
         }
         for (name, events) in [
             ("events_orders", order_events()),
-            ("events_rejects", reject_events()),
+            ("events_rejects", reject_events(false)),
+            ("events_rejects_cluster", reject_events(true)),
             ("events_other", other_events()),
         ] {
             v.push((
@@ -2181,6 +2454,11 @@ mod journal_bytes {
                 },
             ));
         }
+        v.push(("owned_all".to_owned(), Record::Owned(None)));
+        v.push((
+            "owned_some".to_owned(),
+            Record::Owned(Some(vec![InstrumentId(0), InstrumentId(2)])),
+        ));
         v
     }
 
@@ -2188,6 +2466,7 @@ mod journal_bytes {
         let borrowed = match r {
             Record::Start(s) => RecordRef::Start(s),
             Record::Step { step, events } => RecordRef::Step { step, events },
+            Record::Owned(o) => RecordRef::Owned(o.as_deref()),
         };
         postcard::to_stdvec(&borrowed).expect("encode")
     }
@@ -2578,6 +2857,15 @@ mod journal_bytes {
              0101010102d041ef2e03aab4e8aec0deb3ed31b8024d01aab4e8aec0deb3ed3101070c0002000102d041ef2e03aab4e8\
              aec0deb3ed31b9024d01aab4e8aec0deb3ed3100070d0102010100d041ef2e03aab4e8aec0deb3ed31",
         ),
+        // Added with the cluster (issue 21): new variants, existing bytes unchanged.
+        (
+            "events_rejects_cluster",
+            "\
+             0103aab4e8aec0deb3ed31000101010102b49c01d804c89c01c03e02a7e8c8e9970794cfc7ccbe3980c0bbbfc1800980\
+             80c58bc6d1010189014d01aab4e8aec0deb3ed31000125000000",
+        ),
+        ("owned_all", "0200"),
+        ("owned_some", "0201020002"),
     ];
 }
 

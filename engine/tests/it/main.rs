@@ -16,6 +16,7 @@ mod journal;
 mod order_engine;
 mod order_risk;
 mod order_store;
+mod owned;
 mod paper_venue;
 mod surveillance;
 
