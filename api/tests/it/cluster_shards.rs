@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 fn config(url: &str, node: &str, extra: &str) -> String {
     test_config(|d| {
         add_sby(d);
+        lift_order_limits(d);
         d.insert("redis".into(), redis_section(url));
         let mut t: toml::Table = toml::from_str(&format!(
             "command_stream_len = 10000\noutput_stream_len = 100000\noutput_backlog = 100000\n{extra}"
@@ -136,8 +137,8 @@ instruments = [\"SBY\"]",
     // Paging merges both engines' orders: every order once, whatever the page size.
     let mut placed: HashSet<String> = [z.clone(), y.clone()].into();
     for i in 0..3 {
-        placed.insert(place(&alice, order(&format!("9{i}.00"))).await);
-        placed.insert(place(&alice, sby("buy", &format!("4{i}.00"))).await);
+        placed.insert(place(&alice, order(&format!("98.{i}0"))).await);
+        placed.insert(place(&alice, sby("buy", &format!("50.{i}0"))).await);
     }
     for limit in [1, 2, 3, 5, 100] {
         let mut seen = Vec::new();
@@ -175,15 +176,19 @@ instruments = [\"SBY\"]",
     // Account-wide: risk usage summed, mass cancel on every engine.
     let (s, v) = alice.get("/accounts/me/risk").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["open_orders"], json!(placed.len()), "{v}");
+    assert_eq!(
+        v["usage"]["open_orders"],
+        json!(placed.len()),
+        "summed over engines: {v}"
+    );
     let (s, v) = alice.call(Method::DELETE, "/orders", None).await;
     assert_eq!((s, &v["cancelled"]), (StatusCode::OK, &json!(placed.len())), "{v}");
     assert!(open_ids(&on_a).await.is_empty() && open_ids(&on_b).await.is_empty());
     assert!(open_ids(&alice).await.is_empty());
 
     // A fill on engine-b: the API node's fills and positions have it.
-    place(&bob, sby("sell", "60.00")).await;
-    place(&alice, sby("buy", "60.00")).await;
+    place(&bob, sby("sell", "51.00")).await;
+    place(&alice, sby("buy", "51.00")).await;
     let mut fills = Value::Null;
     for _ in 0..100 {
         fills = alice.get("/fills").await.1;
@@ -217,13 +222,13 @@ instruments = [\"SBY\"]",
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     for c in [&alice] {
-        let (s, v) = c.post("/orders", sby("buy", "1.00")).await;
+        let (s, v) = c.post("/orders", sby("buy", "50.00")).await;
         assert_eq!(
             (s, &v["error"]["code"]),
             (StatusCode::FORBIDDEN, &json!("KILL_SWITCH_ACTIVE")),
             "engine-b: {v}"
         );
-        let (s, v) = c.post("/orders", order("1.00")).await;
+        let (s, v) = c.post("/orders", order("98.00")).await;
         assert_eq!(
             (s, &v["error"]["code"]),
             (StatusCode::FORBIDDEN, &json!("KILL_SWITCH_ACTIVE")),
@@ -234,7 +239,7 @@ instruments = [\"SBY\"]",
         .post("/admin/kill-switch", json!({"scope": "global", "active": false}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    place(&alice, sby("buy", "1.00")).await;
+    place(&alice, sby("buy", "50.00")).await;
 
     // Anomalies are numbered per engine: name one.
     let (s, v) = alice.get("/anomalies").await;
@@ -282,7 +287,7 @@ instruments = [\"SBZ\"]",
     }
     assert!(health.to_string().contains("both own SBZ"), "{health}");
     let (s, v) = Client::new(&node2, "alice", "trader")
-        .post("/orders", order("1.00"))
+        .post("/orders", order("98.00"))
         .await;
     assert_eq!(
         (s, &v["error"]["code"]),
