@@ -231,3 +231,39 @@ fn refusing_a_foreign_order_allocates_nothing() {
     assert_eq!(n, 0, "allocations while refusing");
     assert_eq!(rejection(m.events()), Some("INSTRUMENT_NOT_ON_THIS_ENGINE"));
 }
+
+/// Snapshots carry the owned set only when it is not all: an image of an engine that
+/// owns all is byte for byte what it always was, and one that owns some restores it.
+#[test]
+fn images_carry_the_owned_set_only_when_not_all() {
+    let plain = manager(1);
+    let mut owning_all = manager(1);
+    owning_all.set_owned(Some(&[INTERNAL, PAPER, NSE]));
+    assert_eq!(owning_all.owned(), None, "listing every instrument is owning all");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    plain.encode_image(&mut a).expect("encode");
+    owning_all.encode_image(&mut b).expect("encode");
+    assert_eq!(a, b);
+    assert_eq!(plain.state_hash(), owning_all.state_hash());
+
+    let mut some = manager(1);
+    some.set_owned(Some(&[PAPER]));
+    let mut image = Vec::new();
+    some.encode_image(&mut image).expect("encode");
+    assert!(
+        image.len() > a.len() && image.starts_with(&a),
+        "the set follows the unchanged image"
+    );
+    assert_ne!(some.state_hash(), plain.state_hash(), "the set is in the state hash");
+    let mut restored = manager(1);
+    restored.restore_image(&image).expect("restores");
+    assert_eq!(restored.owned(), Some(vec![PAPER]));
+    assert_eq!(restored.state_hash(), some.state_hash());
+    // And an image without the set restores owning all.
+    restored.restore_image(&a).expect("restores");
+    assert_eq!(restored.owned(), None);
+    // A set naming an instrument this configuration lacks is refused.
+    let mut bad = a.clone();
+    postcard::to_io(&vec![InstrumentId(7)], &mut bad).expect("encode");
+    assert!(restored.restore_image(&bad).is_err());
+}
