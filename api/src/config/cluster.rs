@@ -24,7 +24,7 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub engines: Vec<String>,
     /// (Engine nodes) this engine's number, unique among the engines of a cluster
-    /// (0-255): the top 8 bits of its order and fill ids, so ids never collide across
+    /// (0-254): the top 8 bits of its order and fill ids, so ids never collide across
     /// engines. 0 keeps a single engine's ids as they always were.
     #[serde(default)]
     pub shard: u8,
@@ -147,6 +147,8 @@ pub fn setup(
     range("cluster.command_stream_len", c.command_stream_len, 1_000, 100_000_000)?;
     range("cluster.output_stream_len", c.output_stream_len, 1_000, 100_000_000)?;
     range("cluster.output_backlog", c.output_backlog as u64, 1_000, 100_000_000)?;
+    // 255 would let the very last id of a full pool equal the books' "no order" marker.
+    range("cluster.shard", u64::from(c.shard), 0, 254)?;
     Ok(ClusterSetup {
         node: c.node.clone(),
         engine: c.engines.first().unwrap_or(&c.node).clone(),
@@ -235,6 +237,8 @@ mod tests {
         c.shard = 1;
         assert_eq!(key(setup_(&c, true, true)), "cluster");
         let mut c = cfg("e1", None);
+        c.shard = 255;
+        assert_eq!(key(setup_(&c, true, true)), "cluster.shard");
         c.shard = 7;
         for (list, ok) in [
             (vec!["BTCUSDT"], true),
