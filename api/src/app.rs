@@ -882,7 +882,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
             .with_remote(
                 remotes
                     .iter()
-                    .map(|r| Arc::clone(r) as Arc<dyn crate::orders::service::Forward>)
+                    .map(|r| Arc::clone(r) as Arc<dyn crate::orders::forward::Forward>)
                     .collect(),
             );
             let service = Arc::new(service);

@@ -27,13 +27,12 @@ use stocksblitz_engine::orders::{Command, CommandKind, IdemTag, OrderEvent, Step
 use stocksblitz_engine::UnixNanos;
 
 use parking_lot::Mutex;
-use stocksblitz_engine::InstrumentId;
-use stocksblitz_engine::InstrumentRegistry;
+use stocksblitz_engine::{InstrumentId, InstrumentRegistry};
 
 use super::wire::{self, FromEngine, Refusal, ToEngine};
 use super::{command_stream, output_stream, ClusterStats};
 use crate::config::cluster::{ClusterSetup, Owner};
-use crate::orders::service::{Answer, BoxFuture, Forward, SubmitError};
+use crate::orders::forward::{Answer, BoxFuture, Forward, SubmitError};
 use crate::orders::OrderService;
 use crate::redis_store::runtime::spawn_async;
 use crate::redis_store::RedisStore;
@@ -271,16 +270,16 @@ impl Replica {
         self.awaiting = None;
     }
 
-    /// Applies output in journal order (and hands what it applied to the private
-    /// channels); `false` at a gap, where it stops.
+    /// This engine's replica.
     fn store(&self) -> &parking_lot::RwLock<OrderStore> {
         &self.service.stores()[self.remote.index]
     }
 
-    /// Hands what was applied to the private channels while the replica is still
-    /// locked: a private subscription snapshots every replica under its read lock, so
-    /// each event is either in its snapshot or queued to it, never both (with several
-    /// engines there is no one sequence to cut at).
+    /// Applies output in journal order and hands what it applied to the private
+    /// channels; `false` at a gap, where it stops. The hand-off happens while the
+    /// replica is still locked: a private subscription snapshots every replica under
+    /// its read lock, so each event is either in its snapshot or queued to it, never
+    /// both (with several engines there is no one sequence to cut at).
     fn apply(&mut self, items: &[OrderOutput]) -> bool {
         let mut store = self.service.stores()[self.remote.index].write();
         let in_step = apply_in_order(&mut store, items, &mut self.events);
@@ -516,8 +515,7 @@ async fn handle(r: &mut Replica, redis: &Arc<RedisStore>, msg: FromEngine) -> Re
             }
             // A restarted engine that owns something else now: route by it only after a
             // resync (the replica is rebuilt from that engine's snapshot).
-            let announced = r.remote.routing.read().as_ref().map(|x| x.shard);
-            if r.stats().synced.get() == 1 && announced.is_some() && !r.remote.announced(&owner) {
+            if r.stats().synced.get() == 1 && !r.remote.announced(&owner) {
                 r.lost("the engine announced other instruments or another shard");
             }
         }

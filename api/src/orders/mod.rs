@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod desk;
 pub mod entry;
 pub mod fanout;
+pub mod forward;
 pub mod idempotency;
 pub mod json;
 pub mod pages;

@@ -22,7 +22,7 @@ use stocksblitz_engine::orders::risk::{AccountRisk, TradingState};
 use stocksblitz_engine::orders::{CommandKind, KillScope, OrderEvent, OrderEventData, OrderId};
 use stocksblitz_engine::InstrumentId;
 
-use super::service::{Forward, SubmitError};
+use super::forward::{Forward, SubmitError};
 
 /// Where a command goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,7 @@ fn add_risk(sum: &mut AccountRisk, r: &AccountRisk) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::orders::service::BoxFuture;
+    use crate::orders::forward::BoxFuture;
     use stocksblitz_engine::orders::{
         ClientOrderId, Command, NewOrder, OrderType, RiskLimits, SelfTradeMode, TimeInForce,
     };
