@@ -545,7 +545,7 @@ async fn engine_api_nodes_and_redis_killed_at_random_lose_and_double_nothing() {
         }
     }
     println!(
-        "cluster kill test: {acked} acknowledged, {unknown} unknown, {} cancels, {} orders on the engine, {} faults",
+        "cluster kill test: {acked} acknowledged, {unknown} unknown, {} cancels, {} orders on the engines, {} faults",
         ledger.cancelled.len(),
         engine_orders.len(),
         faults.len()
