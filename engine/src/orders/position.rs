@@ -34,7 +34,7 @@ impl Position {
         let open = i128::from(self.qty.unsigned_abs());
         let closing = i128::from(q.unsigned_abs()).min(open);
         let sign = if self.qty > 0 { 1 } else { -1 };
-        let closed_cost = self.cost * closing / open;
+        let closed_cost = proportional_cost(self.cost, closing, open);
         let realized = sign * closing * price - closed_cost;
         self.realized += realized;
         self.cost -= closed_cost;
@@ -65,9 +65,69 @@ impl Position {
     }
 }
 
+/// `cost * closing / open`, truncated toward zero, with `0 < closing <= open`.
+///
+/// The i128 division is a software routine (`__divti3`, ~60 instructions); when the
+/// product and the divisor fit i64 (every realistic position: cost is price x qty
+/// mantissas), one hardware division gives the same quotient, since both truncate
+/// toward zero. `open` is positive, so the i64 division cannot overflow (`MIN / -1`
+/// needs a divisor of -1). Outside i64 the exact i128 form runs.
+#[inline]
+fn proportional_cost(cost: i128, closing: i128, open: i128) -> i128 {
+    let product = cost * closing;
+    match (i64::try_from(product), i64::try_from(open)) {
+        (Ok(p), Ok(o)) if o > 0 => i128::from(p / o),
+        _ => product / open,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The i64 form is the i128 division, inside i64, at its edges and outside it.
+        #[test]
+        fn proportional_cost_is_the_i128_division(
+            cost in prop_oneof![
+                any::<i64>().prop_map(i128::from),
+                Just(i128::from(i64::MAX)), Just(i128::from(i64::MIN)),
+                -(1i128 << 100)..(1i128 << 100),
+            ],
+            open in prop_oneof![1i128..=1_000, 1i128..=i128::from(i64::MAX), Just(i128::from(i64::MAX)), Just(1i128 << 63)],
+            frac in 0.0f64..=1.0,
+        ) {
+            let closing = ((open as f64 * frac) as i128).clamp(1, open);
+            // The caller's product never overflows i128 (cost is price x qty, closing a qty).
+            prop_assume!(cost.checked_mul(closing).is_some());
+            prop_assert_eq!(proportional_cost(cost, closing, open), cost * closing / open);
+        }
+    }
+
+    #[test]
+    fn proportional_cost_at_the_i64_edges() {
+        let max = i128::from(i64::MAX);
+        let min = i128::from(i64::MIN);
+        for (cost, closing, open) in [
+            (max, 1, 1),
+            (min, 1, 1),
+            (min, 1, 2),
+            (max, 3, 7),
+            (min, 3, 7),
+            (max + 1, 1, 1),
+            (min - 1, 1, 1),
+            (min, 1i128 << 63, 1i128 << 63),
+            (-7, 1, 2),
+            (7, 1, 2),
+        ] {
+            assert_eq!(
+                proportional_cost(cost, closing, open),
+                cost * closing / open,
+                "{cost} {closing} {open}"
+            );
+        }
+    }
 
     #[test]
     fn open_add_reduce_flip_close() {

@@ -70,6 +70,9 @@ impl OrderManager {
 }
 
 /// The order's own shape: quantity, prices, time in force.
+// Inlined: its one caller is the new-order check; left to the compiler, whether it
+// was inlined changed with unrelated edits (~23 instructions a new order either way).
+#[inline]
 fn check_shape(new: &NewOrder, rules: &InstrumentRules, at: UnixNanos) -> Result<(), Reject> {
     check_qty(new, rules)?;
     check_prices(new, rules)?;
