@@ -226,7 +226,10 @@ where
 
 /// Whether the request carries credentials (a signature or an `Authorization` header).
 pub(crate) fn has_credentials(req: &Request) -> bool {
-    Services::is_signed(req.headers()) || req.headers().contains_key(axum::http::header::AUTHORIZATION)
+    // One pass over the request's headers (a handful) instead of five hashed lookups.
+    req.headers()
+        .keys()
+        .any(|k| *k == axum::http::header::AUTHORIZATION || Services::is_signing_header(k))
 }
 
 /// What [`handle`] decides for an anonymous caller before the handler runs, when it

@@ -43,6 +43,8 @@ pub struct RouteTable {
     /// Declarations that could not be read (a wrong value): the route is treated as
     /// refused to services and audited as an unknown write; a test keeps this empty.
     pub problems: Vec<String>,
+    /// Whether any read (GET) route declares an audit action.
+    reads_audited: bool,
 }
 
 fn is_read(method: &Method) -> bool {
@@ -88,6 +90,7 @@ impl RouteTable {
                         }
                     },
                 };
+                table.reads_audited |= is_read(&method) && audit.is_some();
                 table
                     .by_path
                     .entry(path.clone())
@@ -113,6 +116,11 @@ impl RouteTable {
     /// A write method the route does not have (answered 405) is audited as
     /// [`UNKNOWN_WRITE`] when the path has audited routes.
     pub fn audit_action(&self, method: &Method, route: &str) -> Option<&str> {
+        // A read of a table without audited reads (every read, as declared today): no
+        // lookup of the route (a string hash per API request).
+        if is_read(method) && !self.reads_audited {
+            return None;
+        }
         if let Some(d) = self.declared(method, route) {
             return d.audit.as_deref();
         }
@@ -150,4 +158,47 @@ pub fn install(doc: &OpenApi) -> &'static RouteTable {
 pub fn table() -> &'static RouteTable {
     static EMPTY: OnceLock<RouteTable> = OnceLock::new();
     TABLE.get().unwrap_or_else(|| EMPTY.get_or_init(RouteTable::default))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(get_audit: Option<&str>) -> RouteTable {
+        let mut get = serde_json::json!({"responses": {}});
+        if let Some(a) = get_audit {
+            get[AUDIT_ACTION] = serde_json::json!(a);
+        }
+        let doc: OpenApi = serde_json::from_value(serde_json::json!({
+            "openapi": "3.1.0",
+            "info": {"title": "t", "version": "1"},
+            "paths": {
+                "/api/v1/things": {
+                    "get": get,
+                    "post": {"responses": {}, AUDIT_ACTION: "thing.add"}
+                }
+            }
+        }))
+        .expect("document");
+        RouteTable::from_document(&doc)
+    }
+
+    /// Reads skip the lookup only while no read declares an audit action: one that
+    /// does is still audited (and writes always are).
+    #[test]
+    fn a_read_is_audited_only_when_a_read_declares_it() {
+        let plain = table(None);
+        assert!(plain.problems.is_empty(), "{:?}", plain.problems);
+        assert_eq!(plain.audit_action(&Method::GET, "/api/v1/things"), None);
+        assert_eq!(plain.audit_action(&Method::HEAD, "/api/v1/things"), None);
+        assert_eq!(plain.audit_action(&Method::POST, "/api/v1/things"), Some("thing.add"));
+        assert_eq!(plain.audit_action(&Method::PUT, "/api/v1/things"), Some(UNKNOWN_WRITE));
+        let audited = table(Some("thing.read"));
+        assert_eq!(audited.audit_action(&Method::GET, "/api/v1/things"), Some("thing.read"));
+        assert_eq!(
+            audited.audit_action(&Method::HEAD, "/api/v1/things"),
+            Some("thing.read")
+        );
+        assert_eq!(audited.audit_action(&Method::GET, "/api/v1/other"), None);
+    }
 }

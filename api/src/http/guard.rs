@@ -4,7 +4,9 @@
 //! boxed response body): a panic becomes a plain 500 ([`super::request_id::panic_response`]),
 //! a request still running after `request_timeout_ms` a plain 408, and a request body
 //! over `max_body_bytes` a 413 (at once when `Content-Length` says so, otherwise when the
-//! handler reads past the limit). The error shape is added above, by [`super::edge`].
+//! handler reads past the limit); a request with a body also gets axum's
+//! `DefaultBodyLimit` of `max_body_bytes` for its extractors (was a layer of its own,
+//! inserting it into every request). The error shape is added above, by [`super::edge`].
 //!
 //! Same behaviour as the three layers in that order, cheaper for a read: the timer
 //! is only armed when the handler is not done at its first poll (a cached quote is),
@@ -19,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
@@ -86,7 +88,12 @@ fn limit_body(req: Request, max: usize) -> Option<Request> {
     if req.body().is_end_stream() {
         return Some(req);
     }
-    Some(req.map(|b| Body::new(http_body_util::Limited::new(b, limit))))
+    let mut req = req.map(|b| Body::new(http_body_util::Limited::new(b, limit)));
+    // axum's extractors (`Bytes`, `Json`, ...) read their limit from an extension: set
+    // here, for a request with a body, instead of by a `DefaultBodyLimit` layer on
+    // every request (an extension insert, and a box, that a GET never reads).
+    DefaultBodyLimit::max(max).apply(&mut req);
+    Some(req)
 }
 
 impl<S> Service<Request> for Guard<S>

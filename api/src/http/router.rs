@@ -8,7 +8,6 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::Router;
 use utoipa::openapi::OpenApi;
@@ -137,9 +136,9 @@ pub fn router(app: AppState) -> Router {
         .layer(edge::EdgeLayer::new(std::sync::Arc::clone(&app.http), app.config.hsts))
         .layer(security::cors(&app.config))
         .layer(metrics::layer::MetricsLayer(std::sync::Arc::clone(&app.http)))
-        // Panics, the request timeout and the body limit (was three tower-http layers).
+        // Panics, the request timeout and the body limit (was three tower-http layers
+        // and axum's `DefaultBodyLimit`).
         .layer(guard::GuardLayer::new(timeout, max_body))
-        .layer(DefaultBodyLimit::max(max_body))
         // Caller identification, rate limit and the audit of writes on the API's routes
         // (by hand: an anonymous read is decided without a box; here rather than on the
         // API's routes alone, one boxed route level less per request).

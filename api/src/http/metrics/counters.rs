@@ -161,7 +161,9 @@ pub struct HttpMetrics {
     /// Route templates, sorted; `UNMATCHED` among them.
     routes: Vec<String>,
     /// Route template -> its position in `routes` (read-only after start-up).
-    index: HashMap<String, usize>,
+    /// The routes are the server's own templates (no key a client chooses), so a
+    /// fixed fast hasher: this lookup runs for every request.
+    index: HashMap<String, usize, foldhash::fast::FixedState>,
     /// `routes.len() * METHODS.len()` rows, route-major.
     rows: Box<[RouteStats]>,
     errors: Box<[ErrorSlot]>,
