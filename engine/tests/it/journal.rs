@@ -721,23 +721,8 @@ fn sample_run_with(
     let mut r = rig(dir, policy, segment_bytes, snapshot_every);
     r.quote(MID - 1, MID + 1, 5);
     for n in 0..30 {
-        let side = n % 2 == 0;
-        apply(
-            &mut r,
-            &Op::New {
-                account: (n % 2) as u32,
-                paper: n % 3 == 0,
-                side,
-                kind: 0,
-                tif: 0,
-                offset: (n % 5) as i64 - 2,
-                qty: 3,
-                post_only: false,
-                // Some without a client order id.
-                no_client_id: n % 5 == 1,
-            },
-            n,
-        );
+        // Some without a client order id.
+        apply(&mut r, &varied_new(n, n % 5 == 1), n);
         if n % 4 == 0 {
             r.trade(MID, 2);
         }
@@ -1345,21 +1330,7 @@ fn retention_archives_behind_the_oldest_snapshot_and_a_trimmed_journal_says_what
     let mut r = rig_with(&dir, FsyncPolicy::None, 1 << 10, 10, retention, 0);
     r.quote(MID - 1, MID + 1, 5);
     for n in 0..40 {
-        apply(
-            &mut r,
-            &Op::New {
-                account: (n % 2) as u32,
-                paper: n % 3 == 0,
-                side: n % 2 == 0,
-                kind: 0,
-                tif: 0,
-                offset: (n % 5) as i64 - 2,
-                qty: 3,
-                post_only: false,
-                no_client_id: false,
-            },
-            n,
-        );
+        apply(&mut r, &varied_new(n, false), n);
     }
     let hash = r.manager().state_hash();
     let stats = Arc::clone(&r.stats);
@@ -1538,17 +1509,7 @@ fn a_journal_of_another_shard_is_refused_naming_both_shards() {
     );
     r.quote(MID - 1, MID + 1, 5);
     for n in 0..30 {
-        let op = Op::New {
-            account: (n % 2) as u32,
-            paper: n % 3 == 0,
-            side: n % 2 == 0,
-            kind: 0,
-            tif: 0,
-            offset: (n % 5) as i64 - 2,
-            qty: 3,
-            post_only: false,
-            no_client_id: false,
-        };
+        let op = varied_new(n, false);
         apply(&mut r, &op, n);
         if n % 4 == 0 {
             r.trade(MID, 2);
@@ -3008,4 +2969,20 @@ fn a_snapshot_cut_off_by_a_full_disk_leaves_nothing_behind() {
     let r = rig(&dir, FsyncPolicy::None, 1 << 20, u64::MAX);
     assert_eq!(partial_snapshots(&dir), Vec::<String>::new());
     drop(r);
+}
+
+/// The `n`th new limit order of the journal tests' streams: both accounts, paper and
+/// internal, both sides, prices around the mid.
+fn varied_new(n: usize, no_client_id: bool) -> Op {
+    Op::New {
+        account: (n % 2) as u32,
+        paper: n % 3 == 0,
+        side: n % 2 == 0,
+        kind: 0,
+        tif: 0,
+        offset: (n % 5) as i64 - 2,
+        qty: 3,
+        post_only: false,
+        no_client_id,
+    }
 }
