@@ -2976,8 +2976,8 @@ fn a_snapshot_cut_off_by_a_full_disk_leaves_nothing_behind() {
 fn varied_new(n: usize, no_client_id: bool) -> Op {
     Op::New {
         account: (n % 2) as u32,
-        paper: n % 3 == 0,
-        side: n % 2 == 0,
+        paper: n.is_multiple_of(3),
+        side: n.is_multiple_of(2),
         kind: 0,
         tif: 0,
         offset: (n % 5) as i64 - 2,
