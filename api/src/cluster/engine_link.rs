@@ -283,10 +283,12 @@ async fn submit(link: &Link, command: stocksblitz_engine::orders::Command) -> Re
 
 /// Writes the read model for `node` under a key of its own; the answer names it.
 async fn snapshot(link: &Link, node: String, request: u64) -> FromEngine {
-    let (bytes, last_seq) = {
-        let store = link.service.store().read();
-        (wire::encode(&*store), store.last_seq())
-    };
+    // A copy under the read lock, encoded after it: the order fan-out waits for the
+    // lock, and encoding decodes every kept idempotent answer to write it out as
+    // events, where a copy only copies its bytes.
+    let store = link.service.store().read().clone();
+    let (bytes, last_seq) = (wire::encode(&store), store.last_seq());
+    drop(store);
     let key = snapshot_key(&link.setup.engine, &node, request);
     let set = redis::cmd("SET")
         .arg(&key)
