@@ -22,9 +22,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use axum::http::StatusCode;
-use futures_util::SinkExt;
 use serde::Serialize;
 use serde_json::Value;
 use stocksblitz_engine::orders::{CommandKind, OrderEvent, OrderEventData, OrderEventKind};
@@ -39,6 +38,7 @@ use super::protocol::{
     CLOSE_PRIVATE_OVERFLOW, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, MAX_CLIENT_MESSAGE_BYTES, MAX_REFUSED_MESSAGES,
 };
 use super::reader::Reader;
+use super::socket::WebSocket;
 use crate::audit::Entry;
 use crate::auth::{Principal, Role, Tier};
 use crate::config::auth::Operation;
