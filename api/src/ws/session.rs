@@ -699,6 +699,11 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
     }
 }
 
+/// Messages a connection's pending list keeps room for between writes: a burst (a
+/// backlog of trades) grows it, and it is not held at that size for the connection's
+/// life.
+const OUT_KEPT: usize = 64;
+
 async fn write_all(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState) -> bool {
     let n = out.len() as u64;
     for text in out.drain(..) {
@@ -706,6 +711,7 @@ async fn write_all(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState
             return false;
         }
     }
+    out.shrink_to(OUT_KEPT);
     app.hub.stats.messages_sent.fetch_add(n, Ordering::Relaxed);
     socket.flush().await.is_ok()
 }
