@@ -27,7 +27,7 @@
 //! the server closed.
 //!
 //! Held connections (before the fan-out rows): N = 1,000 and 10,000 connections
-//! (`BENCH_FANOUT_HELD_NS`; none with `BENCH_QUICK=1`) opened and subscribed the same
+//! (`BENCH_FANOUT_HELD_NS`, `0` for none; none with `BENCH_QUICK=1`) opened and subscribed the same
 //! way on a slow feed (`BENCH_FANOUT_HELD_RATE`, 10 steps/s), ours once its trades
 //! snapshot holds its full history (80 s at 10 steps/s), held through the warm-up and
 //! the window: how many subscribed, RSS per open connection, the server's cores (one
@@ -460,7 +460,11 @@ fn main() {
         warmup: Duration::from_millis(if quick { 300 } else { 2_000 }),
         window: Duration::from_millis(if quick { 1_000 } else { 5_000 }),
         connect_timeout: Duration::from_secs(if quick { 10 } else { 60 }),
-        held_ns: list("BENCH_FANOUT_HELD_NS", if quick { &[] } else { &[1_000, 10_000] }),
+        // "0": none.
+        held_ns: list("BENCH_FANOUT_HELD_NS", if quick { &[] } else { &[1_000, 10_000] })
+            .into_iter()
+            .filter(|&n| n > 0)
+            .collect(),
         held_rate: list("BENCH_FANOUT_HELD_RATE", &[HELD_RATE])
             .first()
             .copied()
