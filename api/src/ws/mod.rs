@@ -7,6 +7,7 @@ pub mod pacing;
 pub mod protocol;
 pub mod reader;
 pub mod session;
+pub mod socket;
 pub mod upgrade;
 
 #[cfg(test)]

@@ -22,9 +22,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use axum::http::StatusCode;
-use futures_util::SinkExt;
 use serde::Serialize;
 use serde_json::Value;
 use stocksblitz_engine::orders::{CommandKind, OrderEvent, OrderEventData, OrderEventKind};
@@ -39,6 +38,7 @@ use super::protocol::{
     CLOSE_PRIVATE_OVERFLOW, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, MAX_CLIENT_MESSAGE_BYTES, MAX_REFUSED_MESSAGES,
 };
 use super::reader::Reader;
+use super::socket::WebSocket;
 use crate::audit::Entry;
 use crate::auth::{Principal, Role, Tier};
 use crate::config::auth::Operation;
@@ -699,6 +699,11 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
     }
 }
 
+/// Messages a connection's pending list keeps room for between writes: a burst (a
+/// backlog of trades) grows it, and it is not held at that size for the connection's
+/// life.
+const OUT_KEPT: usize = 64;
+
 async fn write_all(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState) -> bool {
     let n = out.len() as u64;
     for text in out.drain(..) {
@@ -706,6 +711,7 @@ async fn write_all(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState
             return false;
         }
     }
+    out.shrink_to(OUT_KEPT);
     app.hub.stats.messages_sent.fetch_add(n, Ordering::Relaxed);
     socket.flush().await.is_ok()
 }

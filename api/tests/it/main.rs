@@ -47,3 +47,4 @@ mod security;
 mod stream;
 mod surveillance;
 mod tidy;
+mod ws_memory;
