@@ -82,32 +82,34 @@ impl WebSocket {
 
 /// The tungstenite messages that carry `message`: a text message as one frame, or as
 /// fragments of at most [`FRAGMENT_BYTES`] (no copy: each is a slice of the message).
-fn frames(message: Message) -> Vec<ts::Message> {
-    let text = match message {
-        Message::Text(t) => Bytes::from(t),
-        other => return vec![to_tungstenite(other)],
+fn frames(message: Message) -> impl Iterator<Item = ts::Message> {
+    // No allocation per message: the session feeds every delivery through here.
+    let (mut whole, text) = match message {
+        Message::Text(t) => (None, Bytes::from(t)),
+        other => (Some(to_tungstenite(other)), Bytes::new()),
     };
     let total = text.len();
-    if total <= FRAGMENT_BYTES {
-        return vec![ts::Message::Frame(Frame::message(text, OpCode::Data(Data::Text), true))];
-    }
-    let mut out = Vec::with_capacity(total.div_ceil(FRAGMENT_BYTES));
     let mut start = 0;
-    while start < total {
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if let Some(m) = whole.take() {
+            done = true;
+            return Some(m);
+        }
+        if done {
+            return None;
+        }
         let end = (start + FRAGMENT_BYTES).min(total);
         let opcode = if start == 0 {
             OpCode::Data(Data::Text)
         } else {
             OpCode::Data(Data::Continue)
         };
-        out.push(ts::Message::Frame(Frame::message(
-            text.slice(start..end),
-            opcode,
-            end == total,
-        )));
+        done = end == total;
+        let frame = Frame::message(text.slice(start..end), opcode, done);
         start = end;
-    }
-    out
+        Some(ts::Message::Frame(frame))
+    })
 }
 
 fn to_tungstenite(message: Message) -> ts::Message {
@@ -144,7 +146,6 @@ mod tests {
 
     fn payloads(message: Message) -> Vec<(bool, bool, usize)> {
         frames(message)
-            .into_iter()
             .map(|m| match m {
                 ts::Message::Frame(f) => (
                     f.header().opcode == OpCode::Data(Data::Text),
@@ -163,7 +164,7 @@ mod tests {
         #[test]
         fn a_text_message_is_fragmented_losslessly(len in 0usize..40_000, seed in 0u8..255) {
             let text: String = (0..len).map(|i| char::from(b'a' + ((i + seed as usize) % 26) as u8)).collect();
-            let frames = frames(Message::Text(Utf8Bytes::from(text.clone())));
+            let frames: Vec<_> = frames(Message::Text(Utf8Bytes::from(text.clone()))).collect();
             let mut joined = Vec::new();
             let n = frames.len();
             for (i, m) in frames.into_iter().enumerate() {
@@ -182,7 +183,7 @@ mod tests {
         assert_eq!(payloads(Message::Text(Utf8Bytes::from("{}"))), vec![(true, true, 2)]);
         let big = Bytes::from(vec![0u8; 3 * FRAGMENT_BYTES]);
         assert!(matches!(
-            frames(Message::Binary(big)).as_slice(),
+            frames(Message::Binary(big)).collect::<Vec<_>>().as_slice(),
             [ts::Message::Binary(_)]
         ));
         assert!(matches!(
@@ -190,6 +191,7 @@ mod tests {
                 code: 4009,
                 reason: Utf8Bytes::from("slow consumer")
             })))
+            .collect::<Vec<_>>()
             .as_slice(),
             [ts::Message::Close(Some(c))] if u16::from(c.code) == 4009 && c.reason.as_str() == "slow consumer"
         ));
