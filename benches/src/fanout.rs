@@ -10,6 +10,13 @@
 //! the data's `recv_ts_us` (the feed's receive time); frames with neither are counted.
 //! The protocol is `api/src/ws/protocol.rs`'s.
 //!
+//! The client runs on the same 2 cores as the server it measures, so it is built to
+//! cost as little per message as a competent client would: each wake-up reads what
+//! the socket holds in one system call and walks the frames in place
+//! ([`crate::ws_client`]), reads only the fields it counts without allocating
+//! ([`crate::frame_scan`]), takes one clock read per read and one histogram lock per
+//! read. The same client drives both servers.
+//!
 //! HTTP: keep-alive connections each sending one GET after the other, counting
 //! statuses and timing each request (a small HTTP/1.1 client of its own so the numbers
 //! are not a client library's).
@@ -21,16 +28,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
-use tokio_tungstenite::tungstenite::Message;
 
+use crate::frame_scan::scan;
 use crate::naive::Kind;
+use crate::ws_client::{self, Event};
 
 /// Handshakes (connect, upgrade, subscribe) in flight at once while connections open.
 pub const CONNECT_CONCURRENCY: usize = 256;
@@ -83,6 +89,18 @@ impl Latency {
         }
         if let Some(Ok(mut h)) = self.shards.get(shard % SHARDS).map(|m| m.lock()) {
             h.saturating_record(us.max(1) as u64);
+        }
+    }
+
+    /// Records every value of `us` (as [`Latency::record`]) under one lock.
+    pub fn record_all(&self, shard: usize, us: &[i64]) {
+        if !self.on.load(Relaxed) {
+            return;
+        }
+        if let Some(Ok(mut h)) = self.shards.get(shard % SHARDS).map(|m| m.lock()) {
+            for v in us {
+                h.saturating_record((*v).max(1) as u64);
+            }
         }
     }
 
@@ -203,50 +221,20 @@ impl Counts {
     }
 }
 
-/// The fields of a server message the client looks at; the rest is skipped.
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(default)]
-    channel: Option<&'a str>,
-    #[serde(default)]
-    seq: Option<u64>,
-    #[serde(default)]
-    missed: Option<u64>,
-    #[serde(default)]
-    engine_ts_us: Option<i64>,
-    #[serde(default)]
-    data: Option<FrameData>,
-}
-
-#[derive(Deserialize, Default)]
-struct FrameData {
-    #[serde(default)]
-    recv_ts_us: Option<i64>,
-    #[serde(default)]
-    trade_id: Option<u64>,
-    /// A trades snapshot's recent trades.
-    #[serde(default)]
-    trades: Option<Vec<TradeRef>>,
-}
-
-#[derive(Deserialize)]
-struct TradeRef {
-    trade_id: u64,
-}
-
-/// One connection's reading state: the last `seq` per channel and the last trade id.
+/// One connection's reading state: the last `seq` per channel, the last trade id, and
+/// the latencies of the current read not yet recorded.
 #[derive(Debug, Default)]
 pub struct Tally {
     seq: [u64; 3],
     last_trade: Option<u64>,
+    pending: Vec<i64>,
 }
 
 impl Tally {
-    /// Accounts for one text message received at `now_us`.
-    pub fn on_text(&mut self, text: &str, now_us: i64, stats: &ConnStats, latency: &Latency, shard: usize) {
-        let Ok(f) = serde_json::from_str::<Frame<'_>>(text) else {
+    /// Accounts for one text message received at `now_us` (its latency waits for
+    /// [`Tally::flush`]: one lock per read, not per message).
+    pub fn on_text(&mut self, text: &str, now_us: i64, stats: &ConnStats) {
+        let Ok(f) = scan(text) else {
             bump(&stats.errors, 1);
             return;
         };
@@ -267,15 +255,13 @@ impl Tally {
                 if let Some(m) = f.missed {
                     bump(&stats.missed, m);
                 }
-                let data = f.data.unwrap_or_default();
                 let snapshot = f.kind == "snapshot";
                 if k == Kind::Trades {
                     if snapshot {
-                        let newest = data.trades.iter().flatten().map(|t| t.trade_id).max();
-                        if newest.is_some() {
-                            self.last_trade = newest.max(self.last_trade);
+                        if f.newest_trade.is_some() {
+                            self.last_trade = f.newest_trade.max(self.last_trade);
                         }
-                    } else if let Some(id) = data.trade_id {
+                    } else if let Some(id) = f.trade_id {
                         if let Some(last) = self.last_trade {
                             bump(&stats.trade_gaps, id.saturating_sub(last.saturating_add(1)));
                         }
@@ -290,7 +276,7 @@ impl Tally {
                 let ts = if let Some(t) = f.engine_ts_us {
                     bump(&stats.ts_engine, 1);
                     Some(t)
-                } else if let Some(t) = data.recv_ts_us {
+                } else if let Some(t) = f.recv_ts_us {
                     bump(&stats.ts_recv, 1);
                     Some(t)
                 } else {
@@ -298,20 +284,21 @@ impl Tally {
                     None
                 };
                 if let Some(t) = ts {
-                    latency.record(shard, now_us.saturating_sub(t));
+                    self.pending.push(now_us.saturating_sub(t));
                 }
             }
             "error" => bump(&stats.errors, 1),
             _ => bump(&stats.other, 1),
         }
     }
-}
 
-/// The load client's WebSocket settings: tungstenite zero-fills its whole read buffer
-/// (default 128 KiB) before each read; the client's CPU is the servers' CPU on this
-/// machine, so it reads into a small one. Same for both servers.
-fn client_ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024)
+    /// Records the latencies of the messages counted since the last call.
+    pub fn flush(&mut self, latency: &Latency, shard: usize) {
+        if !self.pending.is_empty() {
+            latency.record_all(shard, &self.pending);
+            self.pending.clear();
+        }
+    }
 }
 
 /// The subscribe message for `symbol`'s quotes, book and trades.
@@ -330,23 +317,32 @@ struct ConnSetup {
     connect_timeout: Duration,
 }
 
+/// How a connection's reading ended.
+enum Ended {
+    /// The bench stops it: it sends a close frame.
+    Stop,
+    /// The server closed (its code, or [`CLOSE_ABNORMAL`]), or the connection broke.
+    Closed(u64),
+}
+
 /// One connection until `stop`: connect, subscribe, read and count; a ping every 10 s
 /// so an idle-timeout never closes a connection that only reads. The permit (a slot
 /// of the handshakes in flight) is released once subscribed or failed.
+///
+/// Each wake-up reads what the socket holds (up to [`ws_client::READ_CHUNK`]) in one
+/// system call and counts every message in it, timed by one clock read: the messages
+/// of one read reached the client at the same moment.
 async fn connection(s: ConnSetup, mut permit: Option<OwnedSemaphorePermit>, mut stop: watch::Receiver<bool>) {
-    let connected = tokio::time::timeout(
-        s.connect_timeout,
-        tokio_tungstenite::connect_async_with_config(&*s.url, Some(client_ws_config()), false),
-    )
-    .await;
-    let Ok(Ok((ws, _))) = connected else {
+    let connected = tokio::time::timeout(s.connect_timeout, ws_client::connect(&s.url)).await;
+    let Ok(Ok((mut tcp, mut frames))) = connected else {
         bump(&s.stats.errors, 1);
         s.stats.closed.store(true, Relaxed);
         return;
     };
     s.stats.connected.store(true, Relaxed);
-    let (mut tx, mut rx) = ws.split();
-    if tx.send(Message::text(&*s.subscribe)).await.is_err() {
+    let mut out = Vec::with_capacity(256);
+    ws_client::client_frame(&mut out, ws_client::OP_TEXT, s.subscribe.as_bytes());
+    if tcp.write_all(&out).await.is_err() {
         s.stats.closed.store(true, Relaxed);
         return;
     }
@@ -355,40 +351,69 @@ async fn connection(s: ConnSetup, mut permit: Option<OwnedSemaphorePermit>, mut 
         tokio::time::Instant::now() + Duration::from_secs(10),
         Duration::from_secs(10),
     );
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            m = rx.next() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    tally.on_text(t.as_str(), now_us(), &s.stats, &s.latency, s.shard);
-                    if permit.is_some() && s.stats.subscribed.load(Relaxed) {
-                        permit = None;
-                    }
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(CLOSE_ABNORMAL, |f| u64::from(u16::from(f.code)));
-                    s.stats.close_code.store(code, Relaxed);
-                    s.stats.closed.store(true, Relaxed);
+    let ended = 'conn: loop {
+        out.clear();
+        let now = now_us();
+        let mut closed = None;
+        loop {
+            match frames.next_event() {
+                Ok(None) => break,
+                Ok(Some(Event::Text(t))) => match std::str::from_utf8(t) {
+                    Ok(t) => tally.on_text(t, now, &s.stats),
+                    Err(_) => bump(&s.stats.errors, 1),
+                },
+                Ok(Some(Event::Ping(p))) => ws_client::client_frame(&mut out, ws_client::OP_PONG, p),
+                Ok(Some(Event::Close(code))) => {
+                    // Answered with a close frame, as RFC 6455 asks.
+                    ws_client::client_frame(&mut out, ws_client::OP_CLOSE, &code.unwrap_or(1000).to_be_bytes());
+                    closed = Some(code.map_or(CLOSE_ABNORMAL, u64::from));
                     break;
                 }
-                Some(Err(_)) | None => {
-                    s.stats.close_code.store(CLOSE_ABNORMAL, Relaxed);
-                    s.stats.closed.store(true, Relaxed);
-                    break;
-                }
-                Some(Ok(_)) => {}
-            },
-            _ = ping.tick() => {
-                if tx.send(Message::text(PING)).await.is_err() {
-                    s.stats.closed.store(true, Relaxed);
+                Ok(Some(Event::Binary | Event::Pong)) => {}
+                Err(_) => {
+                    closed = Some(CLOSE_ABNORMAL);
                     break;
                 }
             }
         }
-    }
+        tally.flush(&s.latency, s.shard);
+        if permit.is_some() && s.stats.subscribed.load(Relaxed) {
+            permit = None;
+        }
+        if !out.is_empty() && tcp.write_all(&out).await.is_err() && closed.is_none() {
+            break Ended::Closed(CLOSE_ABNORMAL);
+        }
+        if let Some(code) = closed {
+            break Ended::Closed(code);
+        }
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break 'conn Ended::Stop,
+            r = tcp.read(frames.spare()) => match r {
+                Ok(n) if n > 0 => frames.filled(n),
+                _ => break 'conn Ended::Closed(CLOSE_ABNORMAL),
+            },
+            _ = ping.tick() => {
+                out.clear();
+                ws_client::client_frame(&mut out, ws_client::OP_TEXT, PING.as_bytes());
+                if tcp.write_all(&out).await.is_err() {
+                    break 'conn Ended::Closed(CLOSE_ABNORMAL);
+                }
+            }
+        }
+    };
     drop(permit);
-    let _ = tokio::time::timeout(Duration::from_secs(1), tx.close()).await;
+    match ended {
+        Ended::Closed(code) => {
+            s.stats.close_code.store(code, Relaxed);
+            s.stats.closed.store(true, Relaxed);
+        }
+        Ended::Stop => {
+            out.clear();
+            ws_client::client_frame(&mut out, ws_client::OP_CLOSE, &1000u16.to_be_bytes());
+            let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(&out)).await;
+        }
+    }
 }
 
 /// N open WebSocket connections and their counters.
@@ -883,9 +908,12 @@ pub async fn http_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ws_client::FrameReader;
+    use futures_util::{SinkExt, StreamExt};
     use proptest::prelude::*;
     use serde_json::json;
     use tokio::net::{TcpListener, TcpStream};
+    use tokio_tungstenite::tungstenite::Message;
 
     /// One generated server message.
     #[derive(Debug, Clone)]
@@ -1016,8 +1044,9 @@ mod tests {
             latency.set_on(true);
             let mut tally = Tally::default();
             for f in &frames {
-                tally.on_text(f, now, &stats, &latency, 3);
+                tally.on_text(f, now, &stats);
             }
+            tally.flush(&latency, 3);
             prop_assert_eq!(stats.counts(), expected);
             prop_assert_eq!(stats.subscribed.load(Relaxed), subscribed);
             let h = latency.take();
@@ -1030,6 +1059,116 @@ mod tests {
             prop_assert_eq!(h.max(), want.max());
             prop_assert_eq!(h.value_at_quantile(0.5), want.value_at_quantile(0.5));
         }
+    }
+
+    /// What the client spends per message, for callgrind (`CLIENT_COST=old` or `new`;
+    /// ignored in normal runs): 20,000 of the naive server's messages (the generator's
+    /// mix: books, quotes, trades) as one stream of server frames, read and counted.
+    /// `old` is the previous client's reading (tungstenite's message stream, serde_json
+    /// into a borrowed struct, a histogram lock per message); `new` is this one's.
+    #[test]
+    #[ignore]
+    fn client_cost_per_message() {
+        use crate::naive::Generator;
+        let mut g = Generator::new();
+        let mut events = Vec::new();
+        let mut seq = [1u64; 3];
+        let mut wire = Vec::new();
+        let mut n = 0;
+        let mut t = 1_700_000_000_000_000;
+        while n < 20_000 {
+            events.clear();
+            t += 50;
+            g.step(t, &mut events);
+            for e in &events {
+                let i = e.kind.index();
+                seq[i] += 1;
+                let m = json!({"type": "update", "channel": format!("{}.BTCUSDT", e.kind.prefix()), "seq": seq[i],
+                               "engine_ts_us": e.engine_ts_us, "data": e.data});
+                let b = m.to_string().into_bytes();
+                wire.push(0x81);
+                if b.len() < 126 {
+                    wire.push(b.len() as u8);
+                } else {
+                    wire.push(126);
+                    wire.extend_from_slice(&(b.len() as u16).to_be_bytes());
+                }
+                wire.extend_from_slice(&b);
+                n += 1;
+            }
+        }
+        let mode = std::env::var("CLIENT_COST").unwrap_or_default();
+        let count = read_stream(&mode, wire);
+        eprintln!("{mode}: {count} of {n} messages");
+    }
+
+    /// The reading part of [`client_cost_per_message`], apart so callgrind shows its
+    /// cost alone (inclusive cost of this function / messages).
+    #[inline(never)]
+    fn read_stream(mode: &str, wire: Vec<u8>) -> u64 {
+        use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket};
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct OldFrame<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            channel: Option<&'a str>,
+            seq: Option<u64>,
+            missed: Option<u64>,
+            engine_ts_us: Option<i64>,
+            data: Option<OldData>,
+        }
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct OldData {
+            recv_ts_us: Option<i64>,
+            trade_id: Option<u64>,
+        }
+        let stats = ConnStats::default();
+        let latency = Latency::default();
+        latency.set_on(true);
+        let mut count = 0u64;
+        if mode == "old" {
+            let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
+            let mut ws = WebSocket::from_raw_socket(std::io::Cursor::new(wire), Role::Client, Some(cfg));
+            while let Ok(Message::Text(text)) = ws.read() {
+                if let Ok(f) = serde_json::from_str::<OldFrame<'_>>(text.as_str()) {
+                    bump(&stats.deliveries[0], 1);
+                    latency.record(0, now_us() - f.engine_ts_us.unwrap_or(0));
+                }
+                count += 1;
+            }
+        } else if mode == "sonic" {
+            let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
+            let mut ws = WebSocket::from_raw_socket(std::io::Cursor::new(wire), Role::Client, Some(cfg));
+            while let Ok(Message::Text(text)) = ws.read() {
+                if let Ok(f) = sonic_rs::from_str::<OldFrame<'_>>(text.as_str()) {
+                    bump(&stats.deliveries[0], 1);
+                    latency.record(0, now_us() - f.engine_ts_us.unwrap_or(0));
+                }
+                count += 1;
+            }
+        } else if mode == "new" {
+            let mut r = FrameReader::default();
+            let mut tally = Tally::default();
+            let mut at = 0;
+            while at < wire.len() {
+                let spare = r.spare();
+                let k = spare.len().min(wire.len() - at);
+                spare[..k].copy_from_slice(&wire[at..at + k]);
+                r.filled(k);
+                at += k;
+                let now = now_us();
+                while let Ok(Some(Event::Text(t))) = r.next_event() {
+                    if let Ok(t) = std::str::from_utf8(t) {
+                        tally.on_text(t, now, &stats);
+                    }
+                    count += 1;
+                }
+                tally.flush(&latency, 0);
+            }
+        }
+        count
     }
 
     /// Outside the window nothing is recorded.

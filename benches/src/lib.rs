@@ -9,7 +9,9 @@
 #![forbid(unsafe_code)]
 
 pub mod fanout;
+pub mod frame_scan;
 pub mod naive;
+pub mod ws_client;
 
 use std::time::{Duration, Instant};
 

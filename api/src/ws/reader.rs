@@ -77,6 +77,9 @@ pub struct Reader {
     /// The connection's last write had to wait for the client: queued messages are
     /// skipped (counted missed) until a write goes through at once.
     congested: bool,
+    /// At most this many of a queued channel's messages per [`Reader::collect`] (the
+    /// newest; the older ones skipped and counted missed).
+    max_batch: Option<u64>,
 }
 
 impl Reader {
@@ -86,7 +89,19 @@ impl Reader {
             subs: BTreeMap::new(),
             max_lag: None,
             congested: false,
+            max_batch: None,
         }
+    }
+
+    /// Sends at most `n` of a queued channel's messages per [`Reader::collect`]: the
+    /// newest, the ones before them skipped and reported as `missed`. A reader that
+    /// fell behind gets the present in one small write instead of its backlog in one
+    /// large one (which, to a client that does not keep up, sits in its receive
+    /// buffer and delays everything sent after it, the latest quotes and books
+    /// included).
+    pub fn with_max_batch(mut self, n: u64) -> Self {
+        self.max_batch = Some(n.max(1));
+        self
     }
 
     /// Whether the connection's last write had to wait for the client to read. While
@@ -236,12 +251,29 @@ impl Reader {
                     let Some(ring) = ch.ring() else { continue };
                     let seq = &mut sub.seq;
                     let mut stale = 0u64;
+                    // Over the batch limit: the oldest are skipped.
+                    let mut excess = self
+                        .max_batch
+                        .map_or(0, |n| ring.head().saturating_sub(*pos).saturating_sub(n));
+                    if excess > 0 && *cutoff == 0 {
+                        // Nothing left of the snapshot: skipped by position, unread.
+                        *pos += excess;
+                        *missed += excess;
+                        stale += excess;
+                        excess = 0;
+                    }
                     let r = ring.read(*pos, |item: &Item, skipped: u64| {
                         *missed += skipped;
+                        excess = excess.saturating_sub(skipped);
                         if item.engine_seq <= *cutoff {
+                            excess = excess.saturating_sub(1);
                             return;
                         }
-                        if congested || stale_before.is_some_and(|t| item.published < t) {
+                        // Engine sequences only grow: the snapshot is behind us.
+                        *cutoff = 0;
+                        let too_many = excess > 0;
+                        excess = excess.saturating_sub(1);
+                        if congested || too_many || stale_before.is_some_and(|t| item.published < t) {
                             stale += 1;
                             *missed += 1;
                             return;

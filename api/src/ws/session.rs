@@ -686,9 +686,18 @@ enum Flushed {
 /// goes through quicker ([`Reader::set_congested`]).
 const CONGESTED_AFTER: Duration = Duration::from_millis(2);
 
+/// A write carries at most this many of a channel's queued messages (trades, bars):
+/// 64 trades are ~16 KiB, a quarter of the socket's send buffer at the default
+/// `ws_send_buffer_bytes`, and more than a connection gets per write when it keeps
+/// up (5,000 trades/s at 10 ms intervals is 50). One that fell behind gets the newest
+/// 64 and a `missed` count, so its writes stay small and its quotes and books frequent.
+const MAX_QUEUED_PER_WRITE: u64 = 64;
+
 /// A connection's public channels, with the configured lag limit.
 fn public_reader(app: &AppState) -> Reader {
-    Reader::new(Arc::clone(&app.hub)).with_max_lag(Duration::from_millis(app.config.ws_max_queue_lag_ms))
+    Reader::new(Arc::clone(&app.hub))
+        .with_max_lag(Duration::from_millis(app.config.ws_max_queue_lag_ms))
+        .with_max_batch(MAX_QUEUED_PER_WRITE)
 }
 
 /// Completes at `due` (never without one; the select guards it).

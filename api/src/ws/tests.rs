@@ -616,4 +616,48 @@ fn a_congested_connection_gets_quotes_and_counts_the_trades_it_skips() {
     assert_eq!(trades[0]["seq"], 2, "gapless message numbers");
 }
 
+/// A reader that falls more than its batch limit behind gets the newest messages
+/// only, the older ones reported as `missed` with the first sent; seq stays gapless.
+#[test]
+fn a_reader_far_behind_gets_the_newest_trades_and_a_missed_count() {
+    let mut rig = Rig::new(64, None);
+    let key = ChannelKey {
+        kind: ChannelKind::Trades,
+        instrument: InstrumentId(0),
+    };
+    let mut reader = Reader::new(Arc::clone(&rig.hub)).with_max_batch(3);
+    let mut frames = Vec::new();
+    assert!(reader.subscribe(key, &mut frames));
+    rig.run_batch(&[(0, Gen::Trade); 10]);
+    frames.clear();
+    reader.collect(&mut frames);
+    let sent: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("json")).collect();
+    assert_eq!(sent.len(), 3, "the newest three: {frames:?}");
+    assert_eq!(sent[0]["missed"], 7);
+    assert_eq!(sent[0]["seq"], 2);
+    assert_eq!(sent[2]["seq"], 4);
+    let ids: Vec<u64> = sent.iter().filter_map(|m| m["data"]["trade_id"].as_u64()).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive, the newest: {ids:?}"
+    );
+    // Again, once the snapshot is behind (skipped by position, unread).
+    rig.run_batch(&[(0, Gen::Trade); 9]);
+    frames.clear();
+    reader.collect(&mut frames);
+    let sent: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("json")).collect();
+    assert_eq!(sent.len(), 3, "{frames:?}");
+    assert_eq!(sent[0]["missed"], 6);
+    assert_eq!(sent[0]["seq"], 5);
+    let newer: Vec<u64> = sent.iter().filter_map(|m| m["data"]["trade_id"].as_u64()).collect();
+    assert_eq!(newer.first().copied(), ids.last().map(|l| l + 7), "the newest three of the nine");
+    // Within the limit everything is sent.
+    rig.run_batch(&[(0, Gen::Trade); 2]);
+    frames.clear();
+    reader.collect(&mut frames);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert!(frames.iter().all(|f| !f.contains("missed")));
+}
+
 mod rest;
