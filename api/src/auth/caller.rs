@@ -20,7 +20,7 @@ use crate::config::Environment;
 use crate::foundation::path::original_path;
 use crate::foundation::ApiError;
 use crate::foundation::RequestId;
-use crate::ratelimit::{address_bucket, address_key, InlineStr, LimitTier};
+use crate::ratelimit::{address_key, AddrKey, Bucket, LimitTier};
 
 fn now_ms() -> i64 {
     stocksblitz_engine::UnixNanos::now().0 / 1_000_000
@@ -78,16 +78,13 @@ fn public_read(req: &Request) -> bool {
 
 /// The tier of an anonymous caller: in development, market-data reads from loopback
 /// get the loopback tier (a person refreshing by hand never meets a 429).
-pub fn anonymous_tier(access: &Access, ip: IpAddr, public: bool) -> (InlineStr, LimitTier) {
+pub fn anonymous_tier(access: &Access, ip: IpAddr, public: bool) -> (Bucket, LimitTier) {
     let loopback =
         ip.is_loopback() || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
     if public && loopback && access.config.environment == Environment::Development && access.limiter.loopback_public() {
-        (
-            InlineStr::concat(&["public:", address_bucket(ip).as_str()]),
-            LimitTier::LoopbackPublic,
-        )
+        (Bucket::Address(AddrKey::of(ip, true)), LimitTier::LoopbackPublic)
     } else {
-        (address_bucket(ip), LimitTier::Anonymous)
+        (Bucket::Address(AddrKey::of(ip, false)), LimitTier::Anonymous)
     }
 }
 
@@ -196,7 +193,10 @@ where
         Ok(v) => v,
         Err(e) => {
             // Failed attempts spend the address's anonymous budget (no brute force).
-            let c = access.limiter.check(LimitTier::Anonymous, &address_bucket(ip)).await;
+            let c = access
+                .limiter
+                .check(LimitTier::Anonymous, AddrKey::of(ip, false).into())
+                .await;
             let mut resp = if c.decision.allowed { e } else { c.refusal() }.into_response();
             c.write_headers(resp.headers_mut());
             return resp;
@@ -207,7 +207,7 @@ where
         c => c.limit(),
     };
     let checked = match limit {
-        Some((key, tier)) => Some(access.limiter.check(tier, &key).await),
+        Some((bucket, tier)) => Some(access.limiter.check(tier, bucket.key()).await),
         None => None,
     };
     if let Some(c) = checked.filter(|c| !c.decision.allowed) {
@@ -248,8 +248,8 @@ pub(crate) fn anonymous_now(
         return None;
     }
     let ip = client_ip(req);
-    let (key, tier) = anonymous_tier(access, ip, public_read(req));
-    let c = access.limiter.check_local(tier, &key)?;
+    let (bucket, tier) = anonymous_tier(access, ip, public_read(req));
+    let c = access.limiter.check_local(tier, bucket.key())?;
     if !c.decision.allowed {
         let mut resp = c.refusal().into_response();
         c.write_headers(resp.headers_mut());

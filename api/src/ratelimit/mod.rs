@@ -27,7 +27,7 @@ use crate::config::limits::RateLimitsConfig;
 use crate::foundation::ApiError;
 use crate::redis_store::RedisStore;
 use gcra::{Decision, Rate};
-pub use store::Class;
+pub use store::{AddrKey, Class, KeyRef};
 use store::{LocalBuckets, RedisBuckets};
 
 /// Which limit applies.
@@ -248,6 +248,23 @@ pub fn address_bucket(ip: IpAddr) -> InlineStr {
     }
 }
 
+/// Whose bucket a request spends from, owned: an address's (an integer key) or an
+/// account's (text).
+pub enum Bucket {
+    Address(AddrKey),
+    Text(InlineStr),
+}
+
+impl Bucket {
+    /// The key to look the bucket up with.
+    pub fn key(&self) -> KeyRef<'_> {
+        match self {
+            Bucket::Address(a) => KeyRef::Addr(*a),
+            Bucket::Text(t) => KeyRef::Text(t.as_str()),
+        }
+    }
+}
+
 /// [`address_bucket`] as a `String` (audit records).
 pub fn address_key(ip: IpAddr) -> String {
     address_bucket(ip).as_str().to_owned()
@@ -341,14 +358,17 @@ impl RateLimiter {
     /// Seconds until `ip` may try credentials again (0: now), without spending.
     pub fn auth_wait_secs(&self, ip: IpAddr) -> u64 {
         self.auth_failures
-            .wait_secs(&address_bucket(ip), self.auth_failure_rate, now_us())
+            .wait_secs(AddrKey::of(ip, false), self.auth_failure_rate, now_us())
     }
 
     /// Spends one failed authentication from `ip`'s budget.
     pub fn auth_failed(&self, ip: IpAddr) {
-        let _ = self
-            .auth_failures
-            .check(&address_bucket(ip), Class::Anonymous, self.auth_failure_rate, now_us());
+        let _ = self.auth_failures.check(
+            AddrKey::of(ip, false),
+            Class::Anonymous,
+            self.auth_failure_rate,
+            now_us(),
+        );
     }
 
     /// The 429 for credentials from an address that failed too often.
@@ -381,7 +401,7 @@ impl RateLimiter {
     }
 
     /// Takes one request from `key`'s bucket.
-    pub async fn check(&self, tier: LimitTier, key: &str) -> Checked {
+    pub async fn check(&self, tier: LimitTier, key: KeyRef<'_>) -> Checked {
         let rate = self.rates[tier as usize];
         let now = now_us();
         let redis = self
@@ -389,7 +409,7 @@ impl RateLimiter {
             .as_ref()
             .filter(|_| now >= self.redis_retry_at_us.load(Ordering::Relaxed));
         let decision = match redis {
-            Some(r) => match r.check(key, rate).await {
+            Some(r) => match r.check(&key.text(), rate).await {
                 Ok(d) => Some(d),
                 Err(e) => {
                     // Do not make every request wait out Redis's timeout: local
@@ -419,7 +439,7 @@ impl RateLimiter {
     /// [`Self::check`] when it needs no await: without `[redis]` the buckets are this
     /// node's (the same decision, counted the same). `None` with `[redis]`: call
     /// [`Self::check`].
-    pub fn check_local(&self, tier: LimitTier, key: &str) -> Option<Checked> {
+    pub fn check_local(&self, tier: LimitTier, key: KeyRef<'_>) -> Option<Checked> {
         if self.redis.is_some() {
             return None;
         }
