@@ -299,6 +299,12 @@ pub struct RateLimiter {
 
 const REDIS_RETRY_US: i64 = 1_000_000;
 
+thread_local! {
+    /// Per tier, the last `RateLimit` value this thread wrote and its (remaining, reset).
+    static LAST_STATE: std::cell::RefCell<[Option<((u64, u64), HeaderValue)>; 4]> =
+        const { std::cell::RefCell::new([const { None }; 4]) };
+}
+
 /// A decision and the tier it was made under.
 #[derive(Debug, Clone, Copy)]
 pub struct Checked {
@@ -477,15 +483,7 @@ impl Checked {
         const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
         const STATE: HeaderName = HeaderName::from_static("ratelimit");
         headers.insert(POLICY, self.policy());
-        let name = self.tier.as_str();
-        let mut state = HeaderText::default();
-        state.push(b"\"");
-        state.push(name.as_bytes());
-        state.push(b"\";r=");
-        state.number(self.decision.remaining);
-        state.push(b";t=");
-        state.number(self.decision.reset_secs);
-        if let Ok(v) = HeaderValue::from_bytes(state.as_bytes()) {
+        if let Some(v) = self.state() {
             headers.insert(STATE, v);
         }
         if !self.decision.allowed {
@@ -494,6 +492,38 @@ impl Checked {
                 HeaderValue::from(self.decision.retry_after_secs),
             );
         }
+    }
+
+    /// The `RateLimit` value: the last one this thread wrote for the tier when it says
+    /// the same (a caller whose bucket is full, most of them, gets the same text as the
+    /// last such caller: no formatting, no allocation), else built anew and kept.
+    fn state(&self) -> Option<HeaderValue> {
+        let said = (self.decision.remaining, self.decision.reset_secs);
+        let tier = self.tier as usize;
+        let build = || {
+            let mut state = HeaderText::default();
+            state.push(b"\"");
+            state.push(self.tier.as_str().as_bytes());
+            state.push(b"\";r=");
+            state.number(said.0);
+            state.push(b";t=");
+            state.number(said.1);
+            HeaderValue::from_bytes(state.as_bytes()).ok()
+        };
+        LAST_STATE.with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return build();
+            };
+            let slot = last.get_mut(tier)?;
+            if let Some((s, v)) = slot.as_ref() {
+                if *s == said {
+                    return Some(v.clone());
+                }
+            }
+            let v = build()?;
+            *slot = Some((said, v.clone()));
+            Some(v)
+        })
     }
 
     /// The `RateLimit-Policy` value, built once per tier (a tier's limit does not
