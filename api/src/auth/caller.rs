@@ -59,13 +59,20 @@ pub fn auth_refused(access: &Access, ip: IpAddr) -> Option<(ApiError, u64)> {
 
 /// Anonymous market-data reads (no credentials needed, nothing changes).
 fn public_read(req: &Request) -> bool {
-    if !matches!(req.method().as_str(), "GET" | "HEAD") {
-        return false;
-    }
     let path = req
         .extensions()
         .get::<OriginalUri>()
         .map_or_else(|| req.uri().path(), |o| o.0.path());
+    public_path(req.method(), path)
+}
+
+/// [`public_read`] of a `method` on `path`, which may also be the route template the
+/// path matched (every API route's first segment after `/api/v1/` is literal, so the
+/// template's is the path's).
+fn public_path(method: &axum::http::Method, path: &str) -> bool {
+    if !matches!(method.as_str(), "GET" | "HEAD") {
+        return false;
+    }
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return false;
     };
@@ -248,7 +255,8 @@ pub(crate) fn anonymous_now(
         return None;
     }
     let ip = client_ip(req);
-    let (bucket, tier) = anonymous_tier(access, ip, public_read(req));
+    // The matched route's template decides as the path would (see `public_path`).
+    let (bucket, tier) = anonymous_tier(access, ip, public_path(req.method(), route));
     let c = access.limiter.check_local(tier, bucket.key())?;
     if !c.decision.allowed {
         let mut resp = c.refusal().into_response();
@@ -256,4 +264,39 @@ pub(crate) fn anonymous_now(
         return Some(Err(resp));
     }
     Some(Ok((Caller::Anonymous(ip), c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every API route: its template is a public read exactly when a path it matches
+    /// is (parameters filled in), for every method.
+    #[test]
+    fn templates_decide_as_their_paths() {
+        let doc = crate::http::router::document();
+        let mut seen = 0;
+        for template in doc.paths.paths.keys().filter(|p| p.starts_with("/api/v1/")) {
+            let path: String = template
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "X1" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            for m in [
+                axum::http::Method::GET,
+                axum::http::Method::HEAD,
+                axum::http::Method::POST,
+                axum::http::Method::DELETE,
+            ] {
+                assert_eq!(
+                    public_path(&m, template),
+                    public_path(&m, &path),
+                    "{m} {template} / {path}"
+                );
+            }
+            seen += 1;
+        }
+        assert!(public_path(&axum::http::Method::GET, "/api/v1/quotes/{symbol}"));
+        assert!(seen > 10, "{seen} API routes");
+    }
 }
