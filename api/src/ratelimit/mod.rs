@@ -299,10 +299,12 @@ pub struct RateLimiter {
 
 const REDIS_RETRY_US: i64 = 1_000_000;
 
+/// A `RateLimit` value and the (remaining, reset) it says.
+type LastState = Option<((u64, u64), HeaderValue)>;
+
 thread_local! {
-    /// Per tier, the last `RateLimit` value this thread wrote and its (remaining, reset).
-    static LAST_STATE: std::cell::RefCell<[Option<((u64, u64), HeaderValue)>; 4]> =
-        const { std::cell::RefCell::new([const { None }; 4]) };
+    /// Per tier, the last `RateLimit` value this thread wrote.
+    static LAST_STATE: std::cell::RefCell<[LastState; 4]> = const { std::cell::RefCell::new([const { None }; 4]) };
 }
 
 /// A decision and the tier it was made under.
