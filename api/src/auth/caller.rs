@@ -20,7 +20,7 @@ use crate::config::Environment;
 use crate::foundation::path::original_path;
 use crate::foundation::ApiError;
 use crate::foundation::RequestId;
-use crate::ratelimit::{address_bucket, address_key, InlineStr, LimitTier};
+use crate::ratelimit::{address_key, AddrKey, Bucket, LimitTier};
 
 fn now_ms() -> i64 {
     stocksblitz_engine::UnixNanos::now().0 / 1_000_000
@@ -59,13 +59,20 @@ pub fn auth_refused(access: &Access, ip: IpAddr) -> Option<(ApiError, u64)> {
 
 /// Anonymous market-data reads (no credentials needed, nothing changes).
 fn public_read(req: &Request) -> bool {
-    if !matches!(req.method().as_str(), "GET" | "HEAD") {
-        return false;
-    }
     let path = req
         .extensions()
         .get::<OriginalUri>()
         .map_or_else(|| req.uri().path(), |o| o.0.path());
+    public_path(req.method(), path)
+}
+
+/// [`public_read`] of a `method` on `path`, which may also be the route template the
+/// path matched (every API route's first segment after `/api/v1/` is literal, so the
+/// template's is the path's).
+fn public_path(method: &axum::http::Method, path: &str) -> bool {
+    if !matches!(method.as_str(), "GET" | "HEAD") {
+        return false;
+    }
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return false;
     };
@@ -78,16 +85,13 @@ fn public_read(req: &Request) -> bool {
 
 /// The tier of an anonymous caller: in development, market-data reads from loopback
 /// get the loopback tier (a person refreshing by hand never meets a 429).
-pub fn anonymous_tier(access: &Access, ip: IpAddr, public: bool) -> (InlineStr, LimitTier) {
+pub fn anonymous_tier(access: &Access, ip: IpAddr, public: bool) -> (Bucket, LimitTier) {
     let loopback =
         ip.is_loopback() || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
     if public && loopback && access.config.environment == Environment::Development && access.limiter.loopback_public() {
-        (
-            InlineStr::concat(&["public:", address_bucket(ip).as_str()]),
-            LimitTier::LoopbackPublic,
-        )
+        (Bucket::Address(AddrKey::of(ip, true)), LimitTier::LoopbackPublic)
     } else {
-        (address_bucket(ip), LimitTier::Anonymous)
+        (Bucket::Address(AddrKey::of(ip, false)), LimitTier::Anonymous)
     }
 }
 
@@ -196,7 +200,10 @@ where
         Ok(v) => v,
         Err(e) => {
             // Failed attempts spend the address's anonymous budget (no brute force).
-            let c = access.limiter.check(LimitTier::Anonymous, &address_bucket(ip)).await;
+            let c = access
+                .limiter
+                .check(LimitTier::Anonymous, AddrKey::of(ip, false).into())
+                .await;
             let mut resp = if c.decision.allowed { e } else { c.refusal() }.into_response();
             c.write_headers(resp.headers_mut());
             return resp;
@@ -207,7 +214,7 @@ where
         c => c.limit(),
     };
     let checked = match limit {
-        Some((key, tier)) => Some(access.limiter.check(tier, &key).await),
+        Some((bucket, tier)) => Some(access.limiter.check(tier, bucket.key()).await),
         None => None,
     };
     if let Some(c) = checked.filter(|c| !c.decision.allowed) {
@@ -248,12 +255,48 @@ pub(crate) fn anonymous_now(
         return None;
     }
     let ip = client_ip(req);
-    let (key, tier) = anonymous_tier(access, ip, public_read(req));
-    let c = access.limiter.check_local(tier, &key)?;
+    // The matched route's template decides as the path would (see `public_path`).
+    let (bucket, tier) = anonymous_tier(access, ip, public_path(req.method(), route));
+    let c = access.limiter.check_local(tier, bucket.key())?;
     if !c.decision.allowed {
         let mut resp = c.refusal().into_response();
         c.write_headers(resp.headers_mut());
         return Some(Err(resp));
     }
     Some(Ok((Caller::Anonymous(ip), c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every API route: its template is a public read exactly when a path it matches
+    /// is (parameters filled in), for every method.
+    #[test]
+    fn templates_decide_as_their_paths() {
+        let doc = crate::http::router::document();
+        let mut seen = 0;
+        for template in doc.paths.paths.keys().filter(|p| p.starts_with("/api/v1/")) {
+            let path: String = template
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "X1" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            for m in [
+                axum::http::Method::GET,
+                axum::http::Method::HEAD,
+                axum::http::Method::POST,
+                axum::http::Method::DELETE,
+            ] {
+                assert_eq!(
+                    public_path(&m, template),
+                    public_path(&m, &path),
+                    "{m} {template} / {path}"
+                );
+            }
+            seen += 1;
+        }
+        assert!(public_path(&axum::http::Method::GET, "/api/v1/quotes/{symbol}"));
+        assert!(seen > 10, "{seen} API routes");
+    }
 }

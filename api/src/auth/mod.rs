@@ -25,7 +25,7 @@ use crate::audit::Actor;
 use crate::config::auth::{AuthConfig, Operation};
 use crate::foundation::ApiError;
 use crate::orders::{Desk, OrderService};
-use crate::ratelimit::{address_bucket, InlineStr, LimitTier};
+use crate::ratelimit::{AddrKey, Bucket, InlineStr, LimitTier};
 pub use access::Access;
 pub use jwt::{Claims, Role, Tier, TokenError, Tokens};
 use services::{Service, Services};
@@ -54,11 +54,11 @@ impl Caller {
     }
 
     /// The bucket and tier, or `None` for unlimited (signed services).
-    pub(crate) fn limit(&self) -> Option<(InlineStr, LimitTier)> {
+    pub(crate) fn limit(&self) -> Option<(Bucket, LimitTier)> {
         match self {
-            Caller::Anonymous(ip) => Some((address_bucket(*ip), LimitTier::Anonymous)),
+            Caller::Anonymous(ip) => Some((Bucket::Address(AddrKey::of(*ip, false)), LimitTier::Anonymous)),
             Caller::Token(c) => Some((
-                InlineStr::format(format_args!("acct:{}", c.sub)),
+                Bucket::Text(InlineStr::format(format_args!("acct:{}", c.sub))),
                 match c.tier {
                     Tier::Standard => LimitTier::Authenticated,
                     Tier::Premium => LimitTier::Premium,

@@ -35,6 +35,11 @@ pub struct Config {
     preflight: CorsLayer,
 }
 
+/// tower-http's `Vary` on a CORS answer.
+const VARY: &str = "origin, access-control-request-method, access-control-request-headers";
+/// The headers the server exposes ([`super::security::tower_cors`]), joined.
+const EXPOSE: &str = "x-request-id,ratelimit,ratelimit-policy,retry-after";
+
 /// See the module doc.
 #[derive(Clone)]
 pub struct CorsEdgeLayer(Arc<Config>);
@@ -54,7 +59,13 @@ impl CorsEdgeLayer {
             ", ",
         );
         let expose: Vec<&str> = expose.iter().map(HeaderName::as_str).collect();
-        let value = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(ANY));
+        // The server's values as constants (a clone is a copy, no reference count to
+        // touch per response); any other configuration built here.
+        let value = |s: String| match s.as_str() {
+            VARY => HeaderValue::from_static(VARY),
+            EXPOSE => HeaderValue::from_static(EXPOSE),
+            _ => HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(ANY)),
+        };
         CorsEdgeLayer(Arc::new(Config {
             origins,
             vary: value(vary),

@@ -27,7 +27,7 @@ use crate::config::limits::RateLimitsConfig;
 use crate::foundation::ApiError;
 use crate::redis_store::RedisStore;
 use gcra::{Decision, Rate};
-pub use store::Class;
+pub use store::{AddrKey, Class, KeyRef};
 use store::{LocalBuckets, RedisBuckets};
 
 /// Which limit applies.
@@ -248,6 +248,23 @@ pub fn address_bucket(ip: IpAddr) -> InlineStr {
     }
 }
 
+/// Whose bucket a request spends from, owned: an address's (an integer key) or an
+/// account's (text).
+pub enum Bucket {
+    Address(AddrKey),
+    Text(InlineStr),
+}
+
+impl Bucket {
+    /// The key to look the bucket up with.
+    pub fn key(&self) -> KeyRef<'_> {
+        match self {
+            Bucket::Address(a) => KeyRef::Addr(*a),
+            Bucket::Text(t) => KeyRef::Text(t.as_str()),
+        }
+    }
+}
+
 /// [`address_bucket`] as a `String` (audit records).
 pub fn address_key(ip: IpAddr) -> String {
     address_bucket(ip).as_str().to_owned()
@@ -281,6 +298,14 @@ pub struct RateLimiter {
 }
 
 const REDIS_RETRY_US: i64 = 1_000_000;
+
+/// A `RateLimit` value and the (remaining, reset) it says.
+type LastState = Option<((u64, u64), HeaderValue)>;
+
+thread_local! {
+    /// Per tier, the last `RateLimit` value this thread wrote.
+    static LAST_STATE: std::cell::RefCell<[LastState; 4]> = const { std::cell::RefCell::new([const { None }; 4]) };
+}
 
 /// A decision and the tier it was made under.
 #[derive(Debug, Clone, Copy)]
@@ -341,14 +366,17 @@ impl RateLimiter {
     /// Seconds until `ip` may try credentials again (0: now), without spending.
     pub fn auth_wait_secs(&self, ip: IpAddr) -> u64 {
         self.auth_failures
-            .wait_secs(&address_bucket(ip), self.auth_failure_rate, now_us())
+            .wait_secs(AddrKey::of(ip, false), self.auth_failure_rate, now_us())
     }
 
     /// Spends one failed authentication from `ip`'s budget.
     pub fn auth_failed(&self, ip: IpAddr) {
-        let _ = self
-            .auth_failures
-            .check(&address_bucket(ip), Class::Anonymous, self.auth_failure_rate, now_us());
+        let _ = self.auth_failures.check(
+            AddrKey::of(ip, false),
+            Class::Anonymous,
+            self.auth_failure_rate,
+            now_us(),
+        );
     }
 
     /// The 429 for credentials from an address that failed too often.
@@ -381,7 +409,7 @@ impl RateLimiter {
     }
 
     /// Takes one request from `key`'s bucket.
-    pub async fn check(&self, tier: LimitTier, key: &str) -> Checked {
+    pub async fn check(&self, tier: LimitTier, key: KeyRef<'_>) -> Checked {
         let rate = self.rates[tier as usize];
         let now = now_us();
         let redis = self
@@ -389,7 +417,7 @@ impl RateLimiter {
             .as_ref()
             .filter(|_| now >= self.redis_retry_at_us.load(Ordering::Relaxed));
         let decision = match redis {
-            Some(r) => match r.check(key, rate).await {
+            Some(r) => match r.check(&key.text(), rate).await {
                 Ok(d) => Some(d),
                 Err(e) => {
                     // Do not make every request wait out Redis's timeout: local
@@ -419,7 +447,7 @@ impl RateLimiter {
     /// [`Self::check`] when it needs no await: without `[redis]` the buckets are this
     /// node's (the same decision, counted the same). `None` with `[redis]`: call
     /// [`Self::check`].
-    pub fn check_local(&self, tier: LimitTier, key: &str) -> Option<Checked> {
+    pub fn check_local(&self, tier: LimitTier, key: KeyRef<'_>) -> Option<Checked> {
         if self.redis.is_some() {
             return None;
         }
@@ -457,15 +485,7 @@ impl Checked {
         const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
         const STATE: HeaderName = HeaderName::from_static("ratelimit");
         headers.insert(POLICY, self.policy());
-        let name = self.tier.as_str();
-        let mut state = HeaderText::default();
-        state.push(b"\"");
-        state.push(name.as_bytes());
-        state.push(b"\";r=");
-        state.number(self.decision.remaining);
-        state.push(b";t=");
-        state.number(self.decision.reset_secs);
-        if let Ok(v) = HeaderValue::from_bytes(state.as_bytes()) {
+        if let Some(v) = self.state() {
             headers.insert(STATE, v);
         }
         if !self.decision.allowed {
@@ -474,6 +494,38 @@ impl Checked {
                 HeaderValue::from(self.decision.retry_after_secs),
             );
         }
+    }
+
+    /// The `RateLimit` value: the last one this thread wrote for the tier when it says
+    /// the same (a caller whose bucket is full, most of them, gets the same text as the
+    /// last such caller: no formatting, no allocation), else built anew and kept.
+    fn state(&self) -> Option<HeaderValue> {
+        let said = (self.decision.remaining, self.decision.reset_secs);
+        let tier = self.tier as usize;
+        let build = || {
+            let mut state = HeaderText::default();
+            state.push(b"\"");
+            state.push(self.tier.as_str().as_bytes());
+            state.push(b"\";r=");
+            state.number(said.0);
+            state.push(b";t=");
+            state.number(said.1);
+            HeaderValue::from_bytes(state.as_bytes()).ok()
+        };
+        LAST_STATE.with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return build();
+            };
+            let slot = last.get_mut(tier)?;
+            if let Some((s, v)) = slot.as_ref() {
+                if *s == said {
+                    return Some(v.clone());
+                }
+            }
+            let v = build()?;
+            *slot = Some((said, v.clone()));
+            Some(v)
+        })
     }
 
     /// The `RateLimit-Policy` value, built once per tier (a tier's limit does not

@@ -3,12 +3,14 @@
 //! shares one bucket per caller.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 
 use super::gcra::{self, Decision, Rate};
+use super::InlineStr;
 use crate::redis_store::{RedisDown, RedisStore};
 
 /// The GCRA step inside Redis: KEYS[1] the bucket, ARGV[1] interval, ARGV[2] capacity
@@ -47,6 +49,103 @@ struct Slot {
     class: Class,
 }
 
+/// A bucket's key as the table is asked for it: an address's (an integer, see
+/// [`AddrKey`]) or text (an account's, or any key of the tests). An address's bucket is
+/// the one its text key ([`AddrKey::text`]) named: only how it is found changed.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyRef<'a> {
+    Addr(AddrKey),
+    Text(&'a str),
+}
+
+impl<'a> From<&'a str> for KeyRef<'a> {
+    fn from(s: &'a str) -> Self {
+        KeyRef::Text(s)
+    }
+}
+
+impl<'a> From<&'a String> for KeyRef<'a> {
+    fn from(s: &'a String) -> Self {
+        KeyRef::Text(s)
+    }
+}
+
+impl From<AddrKey> for KeyRef<'_> {
+    fn from(a: AddrKey) -> Self {
+        KeyRef::Addr(a)
+    }
+}
+
+impl KeyRef<'_> {
+    /// The key's text: what the table held it under before addresses had integer keys
+    /// (Redis keys, eviction order, tests).
+    pub fn text(&self) -> InlineStr {
+        match self {
+            KeyRef::Addr(a) => a.text(),
+            KeyRef::Text(t) => InlineStr::concat(&[t]),
+        }
+    }
+}
+
+/// An anonymous caller's bucket as an integer: an IPv4 address (also IPv4-mapped), or
+/// an IPv6 address's /64, in the anonymous tier or the development loopback tier
+/// (`public:`). Found without formatting or hashing text per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AddrKey {
+    /// The IPv4 address, or the IPv6 /64 prefix.
+    net: u64,
+    /// Bit 0: IPv6; bit 1: the loopback tier's bucket (`public:`).
+    kind: u8,
+}
+
+const V6: u8 = 1;
+const PUBLIC: u8 = 2;
+
+impl AddrKey {
+    /// The bucket of `ip` (an IPv6 caller per /64), in the loopback tier when `public`.
+    pub fn of(ip: IpAddr, public: bool) -> Self {
+        let public = if public { PUBLIC } else { 0 };
+        match ip {
+            IpAddr::V4(v4) => AddrKey {
+                net: u64::from(u32::from(v4)),
+                kind: public,
+            },
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => AddrKey {
+                    net: u64::from(u32::from(v4)),
+                    kind: public,
+                },
+                None => AddrKey {
+                    net: (u128::from(v6) >> 64) as u64,
+                    kind: public | V6,
+                },
+            },
+        }
+    }
+
+    /// The text key this bucket had: `ip:192.0.2.1`, `ip:2001:db8:1:2::/64`, with
+    /// `public:` in front for the loopback tier.
+    pub fn text(&self) -> InlineStr {
+        let ip = if self.kind & V6 == 0 {
+            IpAddr::V4(Ipv4Addr::from(self.net as u32))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(u128::from(self.net) << 64))
+        };
+        let addr = super::address_bucket(ip);
+        if self.kind & PUBLIC == 0 {
+            addr
+        } else {
+            InlineStr::concat(&["public:", addr.as_str()])
+        }
+    }
+
+    /// Its shard: the integer mixed (Fibonacci hashing; the high bits mix best).
+    fn shard(&self) -> usize {
+        let x = (self.net ^ (u64::from(self.kind) << 62)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ((x >> 58) as usize) & (SHARDS - 1)
+    }
+}
+
 /// A bounded table of buckets. When it is full, a newcomer first sweeps buckets that
 /// are full again (idle: the same as no entry); if none are, the least-used eighth of
 /// the anonymous buckets goes (closest to full, so the least credit is handed back).
@@ -71,8 +170,76 @@ pub struct LocalBuckets {
 /// Shards of the local table (a power of two).
 pub const SHARDS: usize = 64;
 
-/// One shard of the local table: bucket key -> bucket.
-type Shard = HashMap<Box<str>, Slot>;
+/// One shard of the local table: bucket key -> bucket (addresses by their integer key,
+/// the rest by text; both maps SipHash, keyed per process: callers choose their keys).
+#[derive(Default)]
+pub(crate) struct Shard {
+    addrs: HashMap<AddrKey, Slot>,
+    texts: HashMap<Box<str>, Slot>,
+}
+
+impl Shard {
+    fn get(&self, key: KeyRef<'_>) -> Option<&Slot> {
+        match key {
+            KeyRef::Addr(a) => self.addrs.get(&a),
+            KeyRef::Text(t) => self.texts.get(t),
+        }
+    }
+
+    fn get_mut(&mut self, key: KeyRef<'_>) -> Option<&mut Slot> {
+        match key {
+            KeyRef::Addr(a) => self.addrs.get_mut(&a),
+            KeyRef::Text(t) => self.texts.get_mut(t),
+        }
+    }
+
+    fn insert(&mut self, key: KeyRef<'_>, slot: Slot) {
+        match key {
+            KeyRef::Addr(a) => {
+                self.addrs.insert(a, slot);
+            }
+            KeyRef::Text(t) => {
+                self.texts.insert(t.into(), slot);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.addrs.len() + self.texts.len()
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
+        self.addrs.retain(|_, s| keep(s));
+        self.texts.retain(|_, s| keep(s));
+    }
+
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.addrs.values().chain(self.texts.values())
+    }
+
+    /// Every bucket with its key.
+    fn entries(&self) -> impl Iterator<Item = (KeyRef<'_>, &Slot)> {
+        let addrs = self.addrs.iter().map(|(a, s)| (KeyRef::Addr(*a), s));
+        addrs.chain(self.texts.iter().map(|(t, s)| (KeyRef::Text(t), s)))
+    }
+
+    fn remove(&mut self, key: &Owned) {
+        match key {
+            Owned::Addr(a) => {
+                self.addrs.remove(a);
+            }
+            Owned::Text(t) => {
+                self.texts.remove(t);
+            }
+        }
+    }
+}
+
+/// A key copied out of the table (eviction candidates).
+enum Owned {
+    Addr(AddrKey),
+    Text(Box<str>),
+}
 
 /// How long a table found full of live account buckets refuses addresses unswept.
 const NO_ROOM_US: i64 = 100_000;
@@ -83,7 +250,11 @@ const EVICT_DIVISOR: usize = 8;
 
 /// The shard of `key`: FNV-1a over its bytes (no allocation, no per-process seed
 /// needed: a caller cannot choose which keys it shares a shard with beyond its own).
-fn shard_of(key: &str) -> usize {
+fn shard_of(key: KeyRef<'_>) -> usize {
+    let key = match key {
+        KeyRef::Addr(a) => return a.shard(),
+        KeyRef::Text(t) => t,
+    };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.bytes() {
         h ^= u64::from(b);
@@ -96,7 +267,7 @@ fn shard_of(key: &str) -> usize {
 impl LocalBuckets {
     pub fn new(max_keys: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             held: AtomicUsize::new(0),
             no_room_until_us: AtomicI64::new(i64::MIN),
             max_keys: max_keys.max(1),
@@ -105,7 +276,8 @@ impl LocalBuckets {
 
     /// `None`: the table is full of live account buckets and the newcomer is anonymous
     /// (refuse it).
-    pub fn check(&self, key: &str, class: Class, rate: Rate, now_us: i64) -> Option<Decision> {
+    pub fn check<'k>(&self, key: impl Into<KeyRef<'k>>, class: Class, rate: Rate, now_us: i64) -> Option<Decision> {
+        let key = key.into();
         let Some(shard) = self.shards.get(shard_of(key)) else {
             return self.check_full(key, class, rate, now_us);
         };
@@ -131,7 +303,7 @@ impl LocalBuckets {
         let (d, new_tat) = gcra::check(rate, None, now_us);
         match new_tat {
             Some(t) => {
-                map.insert(key.into(), Slot { tat: t, class });
+                map.insert(key, Slot { tat: t, class });
             }
             None => {
                 self.held.fetch_sub(1, Ordering::AcqRel);
@@ -142,7 +314,7 @@ impl LocalBuckets {
 
     /// A newcomer found the table full: with every shard locked (in order), the same
     /// steps as one map (the key may have arrived meanwhile).
-    fn check_full(&self, key: &str, class: Class, rate: Rate, now_us: i64) -> Option<Decision> {
+    fn check_full(&self, key: KeyRef<'_>, class: Class, rate: Rate, now_us: i64) -> Option<Decision> {
         let mut all: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
         let home = shard_of(key);
         let tat = all.get(home).and_then(|m| m.get(key)).map(|s| s.tat);
@@ -164,7 +336,7 @@ impl LocalBuckets {
             if let Some(slot) = map.get_mut(key) {
                 *slot = Slot { tat: t, class };
             } else {
-                map.insert(key.into(), Slot { tat: t, class });
+                map.insert(key, Slot { tat: t, class });
                 self.held.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -172,7 +344,8 @@ impl LocalBuckets {
     }
 
     /// Without spending: seconds until `key` may spend again (0: it may now).
-    pub fn wait_secs(&self, key: &str, rate: Rate, now_us: i64) -> u64 {
+    pub fn wait_secs<'k>(&self, key: impl Into<KeyRef<'k>>, rate: Rate, now_us: i64) -> u64 {
+        let key = key.into();
         let Some(tat) = self
             .shards
             .get(shard_of(key))
@@ -203,7 +376,7 @@ impl LocalBuckets {
         let (mut anon, mut all) = (0, 0);
         for shard in self.shards.iter() {
             let map = shard.lock();
-            anon += map.values().filter(|s| s.class == Class::Anonymous).count();
+            anon += map.slots().filter(|s| s.class == Class::Anonymous).count();
             all += map.len();
         }
         (anon, all - anon)
@@ -217,8 +390,8 @@ impl LocalBuckets {
             .iter()
             .flat_map(|s| {
                 s.lock()
-                    .iter()
-                    .map(|(k, s)| (k.to_string(), s.tat, s.class))
+                    .entries()
+                    .map(|(k, s)| (k.text().to_string(), s.tat, s.class))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -232,13 +405,13 @@ impl LocalBuckets {
 fn make_room(shards: &mut [MutexGuard<'_, Shard>], max_keys: usize, class: Class, now_us: i64) -> bool {
     // A bucket whose TAT has passed is full: the same as no entry.
     for m in shards.iter_mut() {
-        m.retain(|_, s| s.tat > now_us);
+        m.retain(|s| s.tat > now_us);
     }
     let held = |shards: &[MutexGuard<'_, Shard>]| shards.iter().map(|m| m.len()).sum::<usize>();
     if held(shards) < max_keys {
         return true;
     }
-    let any_anon = shards.iter().any(|m| m.values().any(|s| s.class == Class::Anonymous));
+    let any_anon = shards.iter().any(|m| m.slots().any(|s| s.class == Class::Anonymous));
     let victims = if any_anon {
         Class::Anonymous
     } else if class == Class::Account {
@@ -246,13 +419,19 @@ fn make_room(shards: &mut [MutexGuard<'_, Shard>], max_keys: usize, class: Class
     } else {
         return false;
     };
-    let mut candidates: Vec<(i64, Box<str>, usize)> = shards
+    // In the order of the keys' text (an address's bucket as it was named before it had
+    // an integer key), so the same buckets go as always.
+    let mut candidates: Vec<(i64, Box<str>, usize, Owned)> = shards
         .iter()
         .enumerate()
         .flat_map(|(i, m)| {
-            m.iter()
-                .filter(|(_, s)| s.class == victims)
-                .map(move |(k, s)| (s.tat, k.clone(), i))
+            m.entries().filter(|(_, s)| s.class == victims).map(move |(k, s)| {
+                let owned = match k {
+                    KeyRef::Addr(a) => Owned::Addr(a),
+                    KeyRef::Text(t) => Owned::Text(t.into()),
+                };
+                (s.tat, Box::<str>::from(k.text().as_str()), i, owned)
+            })
         })
         .collect();
     // Addresses go an eighth at a time (one sweep pays for many newcomers); accounts
@@ -265,7 +444,7 @@ fn make_room(shards: &mut [MutexGuard<'_, Shard>], max_keys: usize, class: Class
     if n > 0 {
         candidates.select_nth_unstable_by(n - 1, |a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     }
-    for (_, k, i) in candidates.iter().take(n) {
+    for (_, _, i, k) in candidates.iter().take(n) {
         if let Some(m) = shards.get_mut(*i) {
             m.remove(k);
         }
@@ -439,6 +618,58 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Any requests from any addresses (IPv4, the same IPv4-mapped, IPv6 in a few
+        /// /64s; anonymous or loopback tier) and accounts, over any table size: the
+        /// table keyed by the addresses' integers answers every request, holds the same
+        /// buckets and evicts the same ones as the table keyed by their text did (the
+        /// limit stays per address, an IPv6 caller's per /64).
+        #[test]
+        fn address_keys_are_the_text_keys(
+            max_keys in 1usize..24,
+            limit in 1u64..10,
+            calls in proptest::collection::vec((0u8..4, 0u16..40, any::<bool>(), 0i64..3_000_000), 1..300),
+        ) {
+            let by_int = LocalBuckets::new(max_keys);
+            let by_text = LocalBuckets::new(max_keys);
+            let rate = Rate { limit };
+            let mut now = 0i64;
+            for (family, id, public, gap) in calls {
+                now += gap;
+                let [hi, lo] = id.to_be_bytes();
+                let v4 = Ipv4Addr::new(10, 0, hi, lo);
+                let ip = match family {
+                    0 => IpAddr::V4(v4),
+                    1 => IpAddr::V6(v4.to_ipv6_mapped()),
+                    2 => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, id % 8, 0, 0, id, 1)),
+                    _ => {
+                        let key = format!("acct:{}", id % 5);
+                        prop_assert_eq!(
+                            by_int.check(&key, Class::Account, rate, now),
+                            by_text.check(&key, Class::Account, rate, now)
+                        );
+                        continue;
+                    }
+                };
+                let old = if public {
+                    format!("public:{}", crate::ratelimit::address_key(ip))
+                } else {
+                    crate::ratelimit::address_key(ip)
+                };
+                let key = AddrKey::of(ip, public);
+                prop_assert_eq!(key.text().to_string(), old.clone());
+                prop_assert_eq!(
+                    by_int.check(key, Class::Anonymous, rate, now),
+                    by_text.check(&old, Class::Anonymous, rate, now),
+                    "{} at {}", old, now
+                );
+                prop_assert_eq!(by_int.wait_secs(key, rate, now), by_text.wait_secs(&old, rate, now));
+                prop_assert_eq!(by_int.contents(), by_text.contents());
+                prop_assert_eq!(by_int.held(), by_text.held());
+            }
+        }
+    }
+
     /// Threads spending from their own and shared buckets at once: every bucket allows
     /// exactly its limit (no request lost or double-counted between shards), and the
     /// table's count matches what it holds, also when newcomers race for a full table.
@@ -498,10 +729,14 @@ mod tests {
             b.check(&format!("ip:{i}"), Class::Anonymous, rate, 0);
         }
         let key = "ip:42";
+        let addr = AddrKey::of(IpAddr::V6("2001:db8::1".parse().expect("ip")), true);
+        b.check(addr, Class::Anonymous, rate, 0);
         let (_, n) = stocksblitz_testkit::alloc::count_allocations(|| {
             for t in 0..1_000 {
                 std::hint::black_box(b.check(key, Class::Anonymous, rate, t));
                 std::hint::black_box(b.wait_secs(key, rate, t));
+                std::hint::black_box(b.check(addr, Class::Anonymous, rate, t));
+                std::hint::black_box(b.wait_secs(addr, rate, t));
             }
         });
         assert_eq!(n, 0, "allocations in 1,000 checks of a held bucket");
