@@ -651,7 +651,11 @@ fn a_reader_far_behind_gets_the_newest_trades_and_a_missed_count() {
     assert_eq!(sent[0]["missed"], 6);
     assert_eq!(sent[0]["seq"], 5);
     let newer: Vec<u64> = sent.iter().filter_map(|m| m["data"]["trade_id"].as_u64()).collect();
-    assert_eq!(newer.first().copied(), ids.last().map(|l| l + 7), "the newest three of the nine");
+    assert_eq!(
+        newer.first().copied(),
+        ids.last().map(|l| l + 7),
+        "the newest three of the nine"
+    );
     // Within the limit everything is sent.
     rig.run_batch(&[(0, Gen::Trade); 2]);
     frames.clear();
