@@ -100,8 +100,13 @@ impl Reader {
     /// buffer and delays everything sent after it, the latest quotes and books
     /// included).
     pub fn with_max_batch(mut self, n: u64) -> Self {
-        self.max_batch = Some(n.max(1));
+        self.set_max_batch(n);
         self
+    }
+
+    /// Changes the limit of [`Reader::with_max_batch`] for the next collects.
+    pub fn set_max_batch(&mut self, n: u64) {
+        self.max_batch = Some(n.max(1));
     }
 
     /// Whether the connection's last write had to wait for the client to read. While

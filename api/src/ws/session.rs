@@ -686,12 +686,23 @@ enum Flushed {
 /// goes through quicker ([`Reader::set_congested`]).
 const CONGESTED_AFTER: Duration = Duration::from_millis(2);
 
-/// A write carries at most this many of a channel's queued messages (trades, bars):
-/// 64 trades are ~16 KiB, a quarter of the socket's send buffer at the default
-/// `ws_send_buffer_bytes`, and more than a connection gets per write when it keeps
-/// up (5,000 trades/s at 10 ms intervals is 50). One that fell behind gets the newest
-/// 64 and a `missed` count, so its writes stay small and its quotes and books frequent.
+/// A write carries at most this many of a channel's queued messages (trades, bars)
+/// per [`QUEUED_PER`] since the connection's last write, and never fewer: 64 trades are
+/// ~16 KiB, a quarter of the socket's send buffer at the default
+/// `ws_send_buffer_bytes`, and more than a connection gets per 10 ms when it keeps up
+/// (5,000 trades/s is 50). So a reader that keeps up loses nothing below 6,400
+/// messages a second per channel, however long its write interval (many connections
+/// write less often: [`Pacing`]), and one that fell behind gets the newest of its
+/// backlog and a `missed` count, so its writes stay small and its quotes and books
+/// frequent.
 const MAX_QUEUED_PER_WRITE: u64 = 64;
+const QUEUED_PER: Duration = Duration::from_millis(10);
+
+/// The batch limit for a write `since` the connection's last one.
+fn max_batch(since: Duration) -> u64 {
+    let periods = since.as_nanos() / QUEUED_PER.as_nanos();
+    MAX_QUEUED_PER_WRITE.saturating_mul(u64::try_from(periods).unwrap_or(u64::MAX).max(1))
+}
 
 /// A connection's public channels, with the configured lag limit.
 fn public_reader(app: &AppState) -> Reader {
@@ -834,6 +845,7 @@ pub async fn run(
                 let at = last_public + pacing.interval(stats.connections.load(Ordering::Relaxed)).max(backoff);
                 let now = Instant::now();
                 if at <= now {
+                    s.reader.set_max_batch(max_batch(now - last_public));
                     s.reader.collect(&mut s.out);
                     last_public = now;
                 } else {
@@ -844,8 +856,10 @@ pub async fn run(
                 due = None;
                 // What was published since the wake-up is collected now.
                 s.reader.rearm();
+                let now = Instant::now();
+                s.reader.set_max_batch(max_batch(now - last_public));
                 s.reader.collect(&mut s.out);
-                last_public = Instant::now();
+                last_public = now;
             }
             _ = outbox.ready() => {
                 let drained = outbox.drain();
@@ -947,4 +961,20 @@ pub async fn run(
         }
     }
     tracing::debug!(conn = conn_id, reason, "websocket closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 64 queued messages per channel per 10 ms since the last write, never fewer:
+    /// a reader that keeps up loses nothing below 6,400 a second, whatever its interval.
+    #[test]
+    fn the_batch_limit_grows_with_the_write_interval() {
+        assert_eq!(max_batch(Duration::ZERO), 64);
+        assert_eq!(max_batch(Duration::from_millis(19)), 64);
+        assert_eq!(max_batch(Duration::from_millis(20)), 128);
+        assert_eq!(max_batch(Duration::from_millis(50)), 320);
+        assert_eq!(max_batch(Duration::MAX), u64::MAX);
+    }
 }
