@@ -262,6 +262,20 @@ fn spawn(server: Server, rate: u64, s: &Settings) -> Proc {
     p
 }
 
+/// One WebSocket round of `n` connections against the running server `p`.
+fn run_ws_round(rt: &tokio::runtime::Runtime, p: &Proc, n: usize, s: &Settings) -> WsRound {
+    let url = format!("ws://{}/api/v1/stream", p.addr);
+    rt.block_on(ws_round(
+        &url,
+        SYMBOL,
+        n,
+        s.connect_timeout,
+        s.warmup,
+        s.window,
+        Some(p.pid()),
+    ))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
@@ -520,16 +534,7 @@ fn main() {
                 };
                 for server in order {
                     let p = spawn(server, rate, &s);
-                    let url = format!("ws://{}/api/v1/stream", p.addr);
-                    let round = rt.block_on(ws_round(
-                        &url,
-                        SYMBOL,
-                        n,
-                        s.connect_timeout,
-                        s.warmup,
-                        s.window,
-                        Some(p.pid()),
-                    ));
+                    let round = run_ws_round(&rt, &p, n, &s);
                     eprintln!(
                         "[{:>5.0} s] feed {rate}/s N={n} round {} {}: {}/{n} subscribed in {:.1} s, {} deliveries/s",
                         started.elapsed().as_secs_f64(),
@@ -740,16 +745,7 @@ fn held_rows(rt: &tokio::runtime::Runtime, s: &Settings, mix: [f64; 3], started:
                     // that has run a while (its size is part of what a subscriber costs).
                     std::thread::sleep(history_fill(s.held_rate, mix));
                 }
-                let url = format!("ws://{}/api/v1/stream", p.addr);
-                let round = rt.block_on(ws_round(
-                    &url,
-                    SYMBOL,
-                    n,
-                    s.connect_timeout,
-                    s.warmup,
-                    s.window,
-                    Some(p.pid()),
-                ));
+                let round = run_ws_round(rt, &p, n, s);
                 eprintln!(
                     "[{:>5.0} s] held, feed {}/s N={n} round {} {}: {}/{n} subscribed in {:.1} s, {:.1} KiB per connection",
                     started.elapsed().as_secs_f64(),
