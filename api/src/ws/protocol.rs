@@ -24,8 +24,9 @@
 //!   A trades/bars update may carry `"missed":N`: the N messages before it on that
 //!   channel were skipped because the client read too slowly (each channel keeps its
 //!   last `ws_queue_capacity` messages, shared by every connection; a connection that
-//!   is behind gets at most the newest 64 per 10 ms since its last write, none while its writes wait for
-//!   it to read, and none that waited over `ws_max_queue_lag_ms`); quotes and books
+//!   is behind gets at most the newest 64 per write and 10 ms of its pacing interval,
+//!   none while its writes wait for it to read, and none that waited over
+//!   `ws_max_queue_lag_ms`); quotes and books
 //!   are conflated to the latest state instead. Key order: `type`, `channel`, `seq`,
 //!   `missed` (when present), `engine_ts_us`, `data`.
 //!   `{"type":"heartbeat","ts_us":...}` every `ws_heartbeat_secs`.

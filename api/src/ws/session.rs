@@ -687,20 +687,20 @@ enum Flushed {
 const CONGESTED_AFTER: Duration = Duration::from_millis(2);
 
 /// A write carries at most this many of a channel's queued messages (trades, bars)
-/// per [`QUEUED_PER`] since the connection's last write, and never fewer: 64 trades are
-/// ~16 KiB, a quarter of the socket's send buffer at the default
+/// per [`QUEUED_PER`] of the connection's pacing interval, and never fewer: 64 trades
+/// are ~16 KiB, a quarter of the socket's send buffer at the default
 /// `ws_send_buffer_bytes`, and more than a connection gets per 10 ms when it keeps up
 /// (5,000 trades/s is 50). So a reader that keeps up loses nothing below 6,400
-/// messages a second per channel, however long its write interval (many connections
-/// write less often: [`Pacing`]), and one that fell behind gets the newest of its
-/// backlog and a `missed` count, so its writes stay small and its quotes and books
-/// frequent.
+/// messages a second per channel, however long the shared interval (many connections
+/// write less often: [`Pacing`]); one that fell behind gets the newest of its backlog
+/// and a `missed` count, so its writes stay small and its quotes and books frequent
+/// (a congested connection's longer back-off does not raise its limit).
 const MAX_QUEUED_PER_WRITE: u64 = 64;
 const QUEUED_PER: Duration = Duration::from_millis(10);
 
-/// The batch limit for a write `since` the connection's last one.
-fn max_batch(since: Duration) -> u64 {
-    let periods = since.as_nanos() / QUEUED_PER.as_nanos();
+/// The batch limit of a connection whose pacing interval is `interval`.
+fn max_batch(interval: Duration) -> u64 {
+    let periods = interval.as_nanos() / QUEUED_PER.as_nanos();
     MAX_QUEUED_PER_WRITE.saturating_mul(u64::try_from(periods).unwrap_or(u64::MAX).max(1))
 }
 
@@ -842,10 +842,11 @@ pub async fn run(
                 }
             }
             _ = s.reader.ready(), if due.is_none() => {
-                let at = last_public + pacing.interval(stats.connections.load(Ordering::Relaxed)).max(backoff);
+                let interval = pacing.interval(stats.connections.load(Ordering::Relaxed));
+                let at = last_public + interval.max(backoff);
                 let now = Instant::now();
                 if at <= now {
-                    s.reader.set_max_batch(max_batch(now - last_public));
+                    s.reader.set_max_batch(max_batch(interval));
                     s.reader.collect(&mut s.out);
                     last_public = now;
                 } else {
@@ -856,10 +857,9 @@ pub async fn run(
                 due = None;
                 // What was published since the wake-up is collected now.
                 s.reader.rearm();
-                let now = Instant::now();
-                s.reader.set_max_batch(max_batch(now - last_public));
+                s.reader.set_max_batch(max_batch(pacing.interval(stats.connections.load(Ordering::Relaxed))));
                 s.reader.collect(&mut s.out);
-                last_public = now;
+                last_public = Instant::now();
             }
             _ = outbox.ready() => {
                 let drained = outbox.drain();
@@ -967,7 +967,7 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    /// 64 queued messages per channel per 10 ms since the last write, never fewer:
+    /// 64 queued messages per channel per 10 ms of pacing interval, never fewer:
     /// a reader that keeps up loses nothing below 6,400 a second, whatever its interval.
     #[test]
     fn the_batch_limit_grows_with_the_write_interval() {
