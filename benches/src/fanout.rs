@@ -1,9 +1,11 @@
 //! The load clients of the `fanout` bench (`benches/benches/fanout.rs`), in the library
 //! so the tests below can run them against a tiny server with known output.
 //!
-//! WebSocket: N connections, each subscribed to one instrument's `quotes`, `book` and
-//! `trades`, counting per connection what arrives: deliveries per channel, `missed`
-//! (what the server says it dropped), `seq` breaks (the protocol promises 1, 2, 3...
+//! WebSocket: N connections, all opened (upgraded) first and only then each
+//! subscribed to one instrument's `quotes`, `book` and `trades` (so no handshake
+//! waits behind the updates of connections already subscribed), counting per
+//! connection what arrives: deliveries per channel, `missed` (what the server says it
+//! dropped), `seq` breaks (the protocol promises 1, 2, 3...
 //! per channel and connection), trade-id gaps (trades that never arrived, said or
 //! not), and the delivery latency of every update: receive time minus the frame's
 //! top-level `engine_ts_us` (engine publish time) or, when a server sends none, minus
@@ -38,7 +40,7 @@ use crate::frame_scan::scan;
 use crate::naive::Kind;
 use crate::ws_client::{self, Event};
 
-/// Handshakes (connect, upgrade, subscribe) in flight at once while connections open.
+/// Handshakes (connect and upgrade) in flight at once while connections open.
 pub const CONNECT_CONCURRENCY: usize = 256;
 /// Histogram shards (connections record into `id % SHARDS`).
 const SHARDS: usize = 64;
@@ -325,14 +327,22 @@ enum Ended {
     Closed(u64),
 }
 
-/// One connection until `stop`: connect, subscribe, read and count; a ping every 10 s
-/// so an idle-timeout never closes a connection that only reads. The permit (a slot
-/// of the handshakes in flight) is released once subscribed or failed.
+/// One connection until `stop`: connect and upgrade, wait for `go` (the barrier
+/// [`Clients::open`] lifts once every connection is upgraded or failed), subscribe,
+/// read and count; a ping every 10 s so an idle-timeout never closes a connection
+/// that only reads. The permit (a slot of the handshakes in flight) is released once
+/// upgraded or failed. While it waits for `go` it still reads (pings answered, a
+/// close seen), so a long wait behind other handshakes does not end it.
 ///
 /// Each wake-up reads what the socket holds (up to [`ws_client::READ_CHUNK`]) in one
 /// system call and counts every message in it, timed by one clock read: the messages
 /// of one read reached the client at the same moment.
-async fn connection(s: ConnSetup, mut permit: Option<OwnedSemaphorePermit>, mut stop: watch::Receiver<bool>) {
+async fn connection(
+    s: ConnSetup,
+    permit: Option<OwnedSemaphorePermit>,
+    mut go: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
     let connected = tokio::time::timeout(s.connect_timeout, ws_client::connect(&s.url)).await;
     let Ok(Ok((mut tcp, mut frames))) = connected else {
         bump(&s.stats.errors, 1);
@@ -340,12 +350,9 @@ async fn connection(s: ConnSetup, mut permit: Option<OwnedSemaphorePermit>, mut 
         return;
     };
     s.stats.connected.store(true, Relaxed);
+    drop(permit);
     let mut out = Vec::with_capacity(256);
-    ws_client::client_frame(&mut out, ws_client::OP_TEXT, s.subscribe.as_bytes());
-    if tcp.write_all(&out).await.is_err() {
-        s.stats.closed.store(true, Relaxed);
-        return;
-    }
+    let mut subscribe_sent = false;
     let mut tally = Tally::default();
     let mut ping = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(10),
@@ -377,9 +384,6 @@ async fn connection(s: ConnSetup, mut permit: Option<OwnedSemaphorePermit>, mut 
             }
         }
         tally.flush(&s.latency, s.shard);
-        if permit.is_some() && s.stats.subscribed.load(Relaxed) {
-            permit = None;
-        }
         if !out.is_empty() && tcp.write_all(&out).await.is_err() && closed.is_none() {
             break Ended::Closed(CLOSE_ABNORMAL);
         }
@@ -389,6 +393,18 @@ async fn connection(s: ConnSetup, mut permit: Option<OwnedSemaphorePermit>, mut 
         tokio::select! {
             biased;
             _ = stop.changed() => break 'conn Ended::Stop,
+            // `is_ok` inside: the value's read guard must not live across the write.
+            go_on = async { go.wait_for(|g| *g).await.is_ok() }, if !subscribe_sent => {
+                if !go_on {
+                    break 'conn Ended::Stop;
+                }
+                subscribe_sent = true;
+                out.clear();
+                ws_client::client_frame(&mut out, ws_client::OP_TEXT, s.subscribe.as_bytes());
+                if tcp.write_all(&out).await.is_err() {
+                    break 'conn Ended::Closed(CLOSE_ABNORMAL);
+                }
+            }
             r = tcp.read(frames.spare()) => match r {
                 Ok(n) if n > 0 => frames.filled(n),
                 _ => break 'conn Ended::Closed(CLOSE_ABNORMAL),
@@ -402,7 +418,6 @@ async fn connection(s: ConnSetup, mut permit: Option<OwnedSemaphorePermit>, mut 
             }
         }
     };
-    drop(permit);
     match ended {
         Ended::Closed(code) => {
             s.stats.close_code.store(code, Relaxed);
@@ -420,9 +435,18 @@ async fn connection(s: ConnSetup, mut permit: Option<OwnedSemaphorePermit>, mut 
 pub struct Clients {
     pub stats: Vec<Arc<ConnStats>>,
     pub latency: Arc<Latency>,
+    /// Seconds from the first connect until every connection was upgraded or failed
+    /// (or the timeout): the moment the subscribes were let go. Opening only, with
+    /// no update flowing to any of these connections yet.
+    pub upgrade_secs: f64,
     /// Seconds from the first connect until every connection subscribed or failed (or
-    /// the timeout).
+    /// the timeout): `upgrade_secs` plus the subscribe phase, in which all N
+    /// subscribes go out at once and the later ones are answered while the earlier
+    /// ones already receive updates.
     pub connect_secs: f64,
+    /// The barrier: `true` lets every connection send its subscribe. Held here so
+    /// it outlives the connections.
+    _go: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     handles: Vec<JoinHandle<()>>,
     aborts: Vec<AbortHandle>,
@@ -430,13 +454,21 @@ pub struct Clients {
 
 impl Clients {
     /// Opens `n` connections to `url` (at most [`CONNECT_CONCURRENCY`] handshakes at a
-    /// time), each subscribing to `symbol`'s quotes, book and trades, and waits until
-    /// all subscribed or failed, or `connect_timeout` passed.
+    /// time), waits until all are upgraded or failed, then has each subscribe to
+    /// `symbol`'s quotes, book and trades, and waits until all subscribed or failed;
+    /// `connect_timeout` bounds both phases together (past it the subscribes go out
+    /// and `open` returns).
+    ///
+    /// Two phases so that no handshake waits behind updates: were each connection to
+    /// subscribe as soon as it is upgraded, the client (on the same cores as the
+    /// server) would be busy reading the updates of the first subscribed ones while
+    /// the later handshakes wait (at N=10,000 only ~1,800 subscribed in 60 s).
     pub async fn open(url: &str, symbol: &str, n: usize, connect_timeout: Duration) -> Clients {
         let url: Arc<str> = url.into();
         let subscribe: Arc<str> = subscribe_message(symbol).into();
         let latency = Arc::new(Latency::default());
         let (stop, stop_rx) = watch::channel(false);
+        let (go, go_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
         let start = Instant::now();
         let deadline = tokio::time::Instant::now() + connect_timeout;
@@ -458,31 +490,34 @@ impl Clients {
                 shard: i,
                 connect_timeout,
             };
-            handles.push(tokio::spawn(connection(setup, permit, stop_rx.clone())));
+            handles.push(tokio::spawn(connection(setup, permit, go_rx.clone(), stop_rx.clone())));
         }
         let aborts = handles.iter().map(JoinHandle::abort_handle).collect();
-        let clients = Clients {
+        let upgraded = |s: &ConnStats| s.connected.load(Relaxed) || s.closed.load(Relaxed);
+        Self::wait_all(&stats, deadline, upgraded).await;
+        let upgrade_secs = start.elapsed().as_secs_f64();
+        let _ = go.send(true);
+        let subscribed = |s: &ConnStats| s.subscribed.load(Relaxed) || s.closed.load(Relaxed);
+        Self::wait_all(&stats, deadline, subscribed).await;
+        Clients {
             stats,
             latency,
-            connect_secs: 0.0,
+            upgrade_secs,
+            connect_secs: start.elapsed().as_secs_f64(),
+            _go: go,
             stop,
             handles,
             aborts,
-        };
+        }
+    }
+
+    /// Waits until `settled` holds for every connection, or `deadline`.
+    async fn wait_all(stats: &[Arc<ConnStats>], deadline: tokio::time::Instant, settled: impl Fn(&ConnStats) -> bool) {
         while tokio::time::Instant::now() < deadline {
-            let settled = clients
-                .stats
-                .iter()
-                .filter(|s| s.subscribed.load(Relaxed) || s.closed.load(Relaxed))
-                .count();
-            if settled == n {
+            if stats.iter().all(|s| settled(s)) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Clients {
-            connect_secs: start.elapsed().as_secs_f64(),
-            ..clients
         }
     }
 
@@ -539,6 +574,8 @@ impl Clients {
 /// What one measured WebSocket round saw.
 pub struct WsRound {
     pub n: usize,
+    /// Connections the server confirmed subscribed by the time [`Clients::open`]
+    /// returned (all N upgraded first, then every subscribe sent at once).
     pub subscribed: usize,
     /// Connections open (handshake done, not closed) at the window's end: what the
     /// server's memory holds.
@@ -548,6 +585,11 @@ pub struct WsRound {
     /// Of those, how many per close code (sorted by code; failed connects are not
     /// here).
     pub close_codes: Vec<(u64, usize)>,
+    /// See [`Clients::upgrade_secs`]: all N opened (upgraded or failed), no subscribe
+    /// sent yet.
+    pub upgrade_secs: f64,
+    /// See [`Clients::connect_secs`]: all N subscribed or failed, counted from the
+    /// first connect (so it includes `upgrade_secs`).
     pub connect_secs: f64,
     pub window: Duration,
     /// Summed over connections, within the window.
@@ -615,7 +657,7 @@ pub async fn ws_round(
             }
         }
     }
-    let connect_secs = clients.connect_secs;
+    let (upgrade_secs, connect_secs) = (clients.upgrade_secs, clients.connect_secs);
     clients.close().await;
     WsRound {
         n,
@@ -623,6 +665,7 @@ pub async fn ws_round(
         open,
         closed,
         close_codes,
+        upgrade_secs,
         connect_secs,
         window,
         counts,
@@ -1289,6 +1332,58 @@ mod tests {
             .sum::<u64>();
         assert!(at_least_7ms >= n as u64 * trades, "{at_least_7ms}");
         assert_eq!((clients.closed(), clients.still_open()), (0, n));
+        clients.close().await;
+    }
+
+    /// No connection subscribes before every one is upgraded: the server counts an
+    /// upgrade when it accepts the request (before its 101 goes out, so before that
+    /// client can know it is upgraded) and holds the last connection's upgrade back
+    /// 300 ms; every subscribe must find all N counted. A client subscribing as soon
+    /// as it is upgraded sends N-1 subscribes inside those 300 ms.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_connection_is_upgraded_before_any_subscribes() {
+        use std::sync::atomic::AtomicUsize;
+        use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+        let n = 6;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upgraded = Arc::new(AtomicUsize::new(0));
+        // Per subscribe received: how many connections were upgraded then.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (up, sn) = (Arc::clone(&upgraded), Arc::clone(&seen));
+        tokio::spawn(async move {
+            for i in 0.. {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (up, sn) = (Arc::clone(&up), Arc::clone(&sn));
+                tokio::spawn(async move {
+                    if i == n - 1 {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    // The callback's type (an `ErrorResponse` error) is tungstenite's.
+                    #[allow(clippy::result_large_err)]
+                    let count = |_: &Request, r: Response| {
+                        up.fetch_add(1, Relaxed);
+                        Ok(r)
+                    };
+                    let mut ws = tokio_tungstenite::accept_hdr_async(tcp, count).await.unwrap();
+                    let Some(Ok(Message::Text(sub))) = ws.next().await else {
+                        return;
+                    };
+                    assert!(sub.as_str().contains("\"op\":\"subscribe\""), "{sub}");
+                    sn.lock().unwrap().push(up.load(Relaxed));
+                    ws.send(Message::text(r#"{"type":"subscribed","id":"bench"}"#))
+                        .await
+                        .unwrap();
+                    while let Some(Ok(_)) = ws.next().await {}
+                });
+            }
+        });
+        let clients = Clients::open(&format!("ws://{addr}/"), "X", n, Duration::from_secs(30)).await;
+        assert_eq!(clients.subscribed(), n);
+        assert_eq!(*seen.lock().unwrap(), vec![n; n]);
+        assert_eq!(upgraded.load(Relaxed), n);
+        assert!(clients.upgrade_secs >= 0.3, "{}", clients.upgrade_secs);
+        assert!(clients.connect_secs >= clients.upgrade_secs);
         clients.close().await;
     }
 
