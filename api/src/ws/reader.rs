@@ -7,46 +7,96 @@
 //! `engine_ts_us` without serializing them again (a trades or bars snapshot splices
 //! the shared messages of the channel's history). It takes no lock: it waits on the
 //! subscribed channels' wake-ups, never on the fan-out thread.
+//!
+//! The frames of one [`Reader::collect`] are written back to back into one buffer and
+//! handed on as `Bytes` slices of it ([`Framer`]): one allocation per write, not one
+//! `String` per message, and the socket sends each slice as it is (no copy, no UTF-8
+//! check: only our own JSON goes through here).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 use super::channel::{ChannelKey, ChannelKind};
 use super::hub::{Hub, Item};
 
-/// Appends one data frame: `{"type":..,"channel":..,"seq":..,["missed":..,]
-/// "engine_ts_us":..,"data":<data>}`, `data` spliced in as it is (already JSON).
-pub fn frame(
-    out: &mut Vec<String>,
-    kind: &str,
-    name_json: &str,
-    seq: u64,
-    missed: Option<u64>,
-    engine_ts_us: i64,
-    data: &str,
-) {
-    let mut s = String::with_capacity(96 + name_json.len() + data.len());
-    s.push_str("{\"type\":\"");
-    s.push_str(kind);
-    s.push_str("\",\"channel\":");
-    s.push_str(name_json);
-    let _ = write!(s, ",\"seq\":{seq}");
-    if let Some(m) = missed {
-        let _ = write!(s, ",\"missed\":{m}");
+/// Room for a frame's fields around its channel name and data.
+const FRAME_OVERHEAD: usize = 96;
+/// The most a batch's buffer starts with (from the last batch's size); a larger batch
+/// grows it.
+const HINT_MAX: usize = 64 * 1024;
+/// Message ends a [`Framer`] keeps room for between batches (512 bytes: a batch of
+/// up to this many messages records its ends without allocating).
+const ENDS_KEPT: usize = 64;
+
+/// Frames messages back to back into one buffer, then hands each on as a `Bytes`
+/// slice of it ([`Framer::finish`]). The buffer is not kept between batches: once the
+/// write sent its slices it is freed, so a held connection holds none. It starts at
+/// the last batch's size (and a quarter more, as the per-frame reservation
+/// overestimates), so a steady stream costs one buffer per batch, plus the header its
+/// slices share.
+#[derive(Default)]
+pub struct Framer {
+    buf: Vec<u8>,
+    /// Where each message framed since the last `finish` ends in `buf`.
+    ends: Vec<usize>,
+    /// The last batch's size.
+    hint: usize,
+}
+
+impl Framer {
+    /// Appends one data frame: `{"type":..,"channel":..,"seq":..,["missed":..,]
+    /// "engine_ts_us":..,"data":<data>}`, `data` spliced in as it is (already JSON).
+    pub fn frame(&mut self, kind: &str, name_json: &str, seq: u64, missed: Option<u64>, engine_ts_us: i64, data: &str) {
+        let need = FRAME_OVERHEAD + name_json.len() + data.len();
+        let s = &mut self.buf;
+        if s.capacity() == 0 {
+            let hint = self.hint.min(HINT_MAX);
+            s.reserve(need.max(hint + hint / 4));
+        } else {
+            s.reserve(need);
+        }
+        s.extend_from_slice(b"{\"type\":\"");
+        s.extend_from_slice(kind.as_bytes());
+        s.extend_from_slice(b"\",\"channel\":");
+        s.extend_from_slice(name_json.as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(s, ",\"seq\":{seq}");
+        if let Some(m) = missed {
+            let _ = write!(s, ",\"missed\":{m}");
+        }
+        let _ = write!(s, ",\"engine_ts_us\":{engine_ts_us},\"data\":");
+        s.extend_from_slice(data.as_bytes());
+        s.push(b'}');
+        self.ends.push(s.len());
     }
-    let _ = write!(s, ",\"engine_ts_us\":{engine_ts_us},\"data\":");
-    s.push_str(data);
-    s.push('}');
-    out.push(s);
+
+    /// Appends the messages framed since the last call to `out`, each a slice of one
+    /// shared buffer.
+    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.ends.is_empty() {
+            return;
+        }
+        let all = Bytes::from(std::mem::take(&mut self.buf));
+        self.hint = all.len();
+        let mut start = 0;
+        for &end in &self.ends {
+            out.push(all.slice(start..end));
+            start = end;
+        }
+        self.ends.clear();
+        self.ends.shrink_to(ENDS_KEPT);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +130,7 @@ pub struct Reader {
     /// At most this many of a queued channel's messages per [`Reader::collect`] (the
     /// newest; the older ones skipped and counted missed).
     max_batch: Option<u64>,
+    framer: Framer,
 }
 
 impl Reader {
@@ -90,6 +141,7 @@ impl Reader {
             max_lag: None,
             congested: false,
             max_batch: None,
+            framer: Framer::default(),
         }
     }
 
@@ -139,7 +191,7 @@ impl Reader {
 
     /// Subscribes and appends the channel's snapshot (seq 1) to `out`; `false` (and
     /// nothing sent) when already subscribed or the channel does not exist.
-    pub fn subscribe(&mut self, key: ChannelKey, out: &mut Vec<String>) -> bool {
+    pub fn subscribe(&mut self, key: ChannelKey, out: &mut Vec<Bytes>) -> bool {
         if self.subs.contains_key(&key) {
             return false;
         }
@@ -174,7 +226,8 @@ impl Reader {
                 data.push_str(item.as_str());
             }
             data.push_str("]}");
-            frame(out, "snapshot", &ch.name_json, 1, None, history.engine_ts_us, &data);
+            self.framer
+                .frame("snapshot", &ch.name_json, 1, None, history.engine_ts_us, &data);
             Position::Queued {
                 pos,
                 cutoff: history.cutoff,
@@ -182,19 +235,13 @@ impl Reader {
             }
         } else {
             let latest = ch.latest();
-            frame(
-                out,
-                "snapshot",
-                &ch.name_json,
-                1,
-                None,
-                latest.engine_ts_us,
-                &latest.data,
-            );
+            self.framer
+                .frame("snapshot", &ch.name_json, 1, None, latest.engine_ts_us, &latest.data);
             Position::Conflated {
                 version: latest.version,
             }
         };
+        self.framer.finish(out);
         self.subs.insert(
             key,
             Sub {
@@ -223,8 +270,9 @@ impl Reader {
     /// each conflated channel's latest state once if it changed, each queued
     /// channel's new messages in order (the first after a skip says how many were
     /// `missed`).
-    pub fn collect(&mut self, out: &mut Vec<String>) {
+    pub fn collect(&mut self, out: &mut Vec<Bytes>) {
         let stats = &self.hub.stats;
+        let framer = &mut self.framer;
         let stale_before = self.max_lag.and_then(|lag| Instant::now().checked_sub(lag));
         let congested = self.congested;
         for (key, sub) in &mut self.subs {
@@ -241,8 +289,7 @@ impl Reader {
                         }
                         *version = latest.version;
                         sub.seq += 1;
-                        frame(
-                            out,
+                        framer.frame(
                             "update",
                             &ch.name_json,
                             sub.seq,
@@ -285,8 +332,7 @@ impl Reader {
                         }
                         *seq += 1;
                         let m = std::mem::take(missed);
-                        frame(
-                            out,
+                        framer.frame(
                             "update",
                             &ch.name_json,
                             *seq,
@@ -304,6 +350,7 @@ impl Reader {
                 }
             }
         }
+        self.framer.finish(out);
     }
 
     /// Forgets the publications seen so far without waiting (a paced session calls it

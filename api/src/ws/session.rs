@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use axum::http::StatusCode;
 use serde::Serialize;
@@ -66,14 +67,17 @@ struct Session {
     outbox: Arc<Outbox>,
     /// Public channels: where this connection is in each.
     reader: Reader,
-    out: Vec<String>,
+    /// Messages for the next write, each one JSON text message: the reader's frames
+    /// (slices of one buffer per collect) and our own messages (a `String` each,
+    /// taken over without a copy).
+    out: Vec<Bytes>,
     /// Who authenticated on this connection (private channels, order entry).
     principal: Option<Principal>,
     /// Subscribed private channels, their message numbers, and the order store's
     /// sequence their snapshot covered.
     private: [Option<PrivateSub>; 4],
     /// Answers of order ops, produced by their own tasks.
-    replies: mpsc::Sender<String>,
+    replies: mpsc::Sender<Bytes>,
     conn_id: u64,
     /// The peer's address (failed `auth` messages spend its budget).
     peer: IpAddr,
@@ -101,9 +105,14 @@ fn private_index(name: &str) -> Option<usize> {
     PRIVATE.iter().position(|p| *p == name)
 }
 
-fn to_text<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v)
-        .unwrap_or_else(|_| r#"{"type":"error","error":{"code":"INTERNAL","message":"serialization failed"}}"#.into())
+/// `v` as a JSON text message (the serialized `String`, taken over without a copy).
+fn to_text<T: Serialize>(v: &T) -> Bytes {
+    match serde_json::to_string(v) {
+        Ok(s) => Bytes::from(s),
+        Err(_) => {
+            Bytes::from_static(br#"{"type":"error","error":{"code":"INTERNAL","message":"serialization failed"}}"#)
+        }
+    }
 }
 
 impl Session {
@@ -724,10 +733,10 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
 /// life.
 const OUT_KEPT: usize = 64;
 
-async fn write_all(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState) -> bool {
+async fn write_all(socket: &mut WebSocket, out: &mut Vec<Bytes>, app: &AppState) -> bool {
     let n = out.len() as u64;
     for text in out.drain(..) {
-        if socket.feed(Message::Text(Utf8Bytes::from(text))).await.is_err() {
+        if socket.feed_text(text).await.is_err() {
             return false;
         }
     }
@@ -738,7 +747,7 @@ async fn write_all(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState
 
 /// Sends what is pending within `deadline`: a client that does not read cannot hold
 /// the session (and so its outbox, idle check and overflow close) in a write.
-async fn flush(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState, deadline: Duration) -> Flushed {
+async fn flush(socket: &mut WebSocket, out: &mut Vec<Bytes>, app: &AppState, deadline: Duration) -> Flushed {
     if out.is_empty() {
         return Flushed::Done;
     }
@@ -750,7 +759,7 @@ async fn flush(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState, de
 }
 
 /// The heartbeat message and a protocol-level ping (its pong proves the client reads).
-async fn heartbeat(socket: &mut WebSocket, out: &mut Vec<String>, app: &AppState, deadline: Duration) -> Flushed {
+async fn heartbeat(socket: &mut WebSocket, out: &mut Vec<Bytes>, app: &AppState, deadline: Duration) -> Flushed {
     out.push(to_text(&Heartbeat {
         kind: "heartbeat",
         ts_us: UnixNanos::now().0 / 1_000,
@@ -783,7 +792,7 @@ pub async fn run(
     stats.connections.fetch_add(1, Ordering::Relaxed);
     stats.connections_total.fetch_add(1, Ordering::Relaxed);
     let outbox = Arc::new(Outbox::new(conn_id, app.config.ws_private_queue_capacity));
-    let (replies, mut replies_rx) = mpsc::channel::<String>(256);
+    let (replies, mut replies_rx) = mpsc::channel::<Bytes>(256);
     let heartbeat_every = Duration::from_secs(app.config.ws_heartbeat_secs);
     let idle_timeout = Duration::from_secs(app.config.ws_idle_timeout_secs);
     let write_timeout = Duration::from_millis(app.config.ws_write_timeout_ms);

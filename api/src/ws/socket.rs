@@ -68,6 +68,16 @@ impl WebSocket {
         Ok(())
     }
 
+    /// [`WebSocket::feed`] for a text message already in shared bytes (the session's
+    /// own JSON, framed by [`super::reader::Framer`] or serialized by it): sent as it
+    /// is, no copy and no UTF-8 check.
+    pub async fn feed_text(&mut self, text: Bytes) -> Result<(), axum::Error> {
+        for frame in fragments(None, text) {
+            self.inner.feed(frame).await.map_err(axum::Error::new)?;
+        }
+        Ok(())
+    }
+
     /// Writes everything queued to the socket.
     pub async fn flush(&mut self) -> Result<(), axum::Error> {
         self.inner.flush().await.map_err(axum::Error::new)
@@ -83,11 +93,17 @@ impl WebSocket {
 /// The tungstenite messages that carry `message`: a text message as one frame, or as
 /// fragments of at most [`FRAGMENT_BYTES`] (no copy: each is a slice of the message).
 fn frames(message: Message) -> impl Iterator<Item = ts::Message> {
-    // No allocation per message: the session feeds every delivery through here.
-    let (mut whole, text) = match message {
+    let (whole, text) = match message {
         Message::Text(t) => (None, Bytes::from(t)),
         other => (Some(to_tungstenite(other)), Bytes::new()),
     };
+    fragments(whole, text)
+}
+
+/// `whole` as it is, or else `text` as one text frame or as fragments of at most
+/// [`FRAGMENT_BYTES`], each a slice of it.
+fn fragments(mut whole: Option<ts::Message>, text: Bytes) -> impl Iterator<Item = ts::Message> {
+    // No allocation per message: the session feeds every delivery through here.
     let total = text.len();
     let mut start = 0;
     let mut done = false;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use futures_util::FutureExt;
 use parking_lot::RwLock;
 use proptest::prelude::*;
@@ -218,7 +219,7 @@ impl Rig {
 /// A test connection: its reader and what it was sent.
 struct Conn {
     reader: Reader,
-    frames: Vec<String>,
+    frames: Vec<Bytes>,
     instrument: usize,
 }
 
@@ -236,7 +237,7 @@ impl Conn {
             };
             assert!(c.reader.subscribe(key, &mut c.frames));
             if !kind.is_conflated() {
-                let snap: Value = serde_json::from_str(c.frames.last().expect("snapshot")).expect("json");
+                let snap: Value = serde_json::from_slice(c.frames.last().expect("snapshot")).expect("json");
                 assert_eq!(
                     snap["data"],
                     mirror_snapshot(rig, kind, instrument),
@@ -307,7 +308,7 @@ type Index = fn(&Value) -> Option<u64>;
 fn check(rig: &Rig, conn: &Conn) -> Result<(), TestCaseError> {
     let mut per: HashMap<String, Vec<Value>> = HashMap::new();
     for f in &conn.frames {
-        let v: Value = serde_json::from_str(f).map_err(|e| TestCaseError::fail(format!("{e}: {f}")))?;
+        let v: Value = serde_json::from_slice(f).map_err(|e| TestCaseError::fail(format!("{e}: {f:?}")))?;
         let ch = v["channel"].as_str().unwrap_or("").to_owned();
         per.entry(ch).or_default().push(v);
     }
@@ -567,7 +568,10 @@ fn trades_older_than_the_lag_limit_are_skipped_and_counted_missed() {
     rig.run_batch(&[(0, Gen::Trade), (0, Gen::Trade)]);
     frames.clear();
     reader.collect(&mut frames);
-    let sent: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("json")).collect();
+    let sent: Vec<Value> = frames
+        .iter()
+        .map(|f| serde_json::from_slice(f).expect("json"))
+        .collect();
     assert_eq!(sent.len(), 2, "only the fresh trades: {frames:?}");
     assert_eq!(sent[0]["missed"], 3, "the stale ones are reported");
     assert_eq!(sent[0]["seq"], 2, "message numbers stay gapless");
@@ -582,7 +586,7 @@ fn trades_older_than_the_lag_limit_are_skipped_and_counted_missed() {
     frames.clear();
     patient.collect(&mut frames);
     assert_eq!(frames.len(), 1, "{frames:?}");
-    assert!(!frames[0].contains("missed"));
+    assert!(!text(&frames[0]).contains("missed"));
 }
 
 /// While a connection is congested it gets the latest quote but no trades; the first
@@ -602,14 +606,20 @@ fn a_congested_connection_gets_quotes_and_counts_the_trades_it_skips() {
     rig.run_batch(&[(0, Gen::Trade), (0, Gen::Quote(3)), (0, Gen::Trade)]);
     frames.clear();
     reader.collect(&mut frames);
-    let sent: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("json")).collect();
+    let sent: Vec<Value> = frames
+        .iter()
+        .map(|f| serde_json::from_slice(f).expect("json"))
+        .collect();
     assert_eq!(sent.len(), 1, "the quote only: {frames:?}");
     assert_eq!(sent[0]["channel"], "quotes.BTCUSDT");
     reader.set_congested(false);
     rig.run_batch(&[(0, Gen::Trade)]);
     frames.clear();
     reader.collect(&mut frames);
-    let sent: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("json")).collect();
+    let sent: Vec<Value> = frames
+        .iter()
+        .map(|f| serde_json::from_slice(f).expect("json"))
+        .collect();
     let trades: Vec<&Value> = sent.iter().filter(|m| m["channel"] == "trades.BTCUSDT").collect();
     assert_eq!(trades.len(), 1, "{frames:?}");
     assert_eq!(trades[0]["missed"], 2, "both skipped trades reported");
@@ -631,7 +641,10 @@ fn a_reader_far_behind_gets_the_newest_trades_and_a_missed_count() {
     rig.run_batch(&[(0, Gen::Trade); 10]);
     frames.clear();
     reader.collect(&mut frames);
-    let sent: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("json")).collect();
+    let sent: Vec<Value> = frames
+        .iter()
+        .map(|f| serde_json::from_slice(f).expect("json"))
+        .collect();
     assert_eq!(sent.len(), 3, "the newest three: {frames:?}");
     assert_eq!(sent[0]["missed"], 7);
     assert_eq!(sent[0]["seq"], 2);
@@ -646,7 +659,10 @@ fn a_reader_far_behind_gets_the_newest_trades_and_a_missed_count() {
     rig.run_batch(&[(0, Gen::Trade); 9]);
     frames.clear();
     reader.collect(&mut frames);
-    let sent: Vec<Value> = frames.iter().map(|f| serde_json::from_str(f).expect("json")).collect();
+    let sent: Vec<Value> = frames
+        .iter()
+        .map(|f| serde_json::from_slice(f).expect("json"))
+        .collect();
     assert_eq!(sent.len(), 3, "{frames:?}");
     assert_eq!(sent[0]["missed"], 6);
     assert_eq!(sent[0]["seq"], 5);
@@ -661,7 +677,54 @@ fn a_reader_far_behind_gets_the_newest_trades_and_a_missed_count() {
     frames.clear();
     reader.collect(&mut frames);
     assert_eq!(frames.len(), 2, "{frames:?}");
-    assert!(frames.iter().all(|f| !f.contains("missed")));
+    assert!(frames.iter().all(|f| !text(f).contains("missed")));
+}
+
+/// A collect of K messages makes one buffer for all of them (and one shared header
+/// for its slices), not one allocation per message: every message is a slice of the
+/// same buffer, back to back, and the collect's allocations do not grow with K.
+#[test]
+fn a_collect_frames_its_messages_into_one_buffer() {
+    const K: usize = 50;
+    let mut rig = Rig::new(256, None);
+    let key = |kind| ChannelKey {
+        kind,
+        instrument: InstrumentId(0),
+    };
+    let mut reader = Reader::new(Arc::clone(&rig.hub)).with_max_batch(64);
+    let mut frames = Vec::new();
+    assert!(reader.subscribe(key(ChannelKind::Quotes), &mut frames));
+    assert!(reader.subscribe(key(ChannelKind::Trades), &mut frames));
+    let mut allocations = Vec::new();
+    for round in 0..3 {
+        let mut batch = vec![(0, Gen::Trade); K];
+        batch.push((0, Gen::Quote(round)));
+        rig.run_batch(&batch);
+        frames.clear();
+        frames.reserve(2 * K);
+        let ((), n) = stocksblitz_testkit::alloc::count_allocations(|| reader.collect(&mut frames));
+        assert_eq!(frames.len(), K + 1, "{frames:?}");
+        let start = frames[0].as_ptr() as usize;
+        let mut at = start;
+        for f in &frames {
+            assert_eq!(f.as_ptr() as usize, at, "back to back in one buffer");
+            at += f.len();
+            let v: Value = serde_json::from_slice(f).expect("json");
+            assert_eq!(v["type"], "update");
+        }
+        allocations.push(n);
+    }
+    // The first collect grows its buffer from nothing; later ones start at the last
+    // one's size: the buffer, and the header its slices share.
+    assert!(
+        allocations[1..].iter().all(|&n| n <= 2),
+        "{allocations:?} for {K} messages each"
+    );
 }
 
 mod rest;
+
+/// A message's text.
+fn text(f: &Bytes) -> &str {
+    std::str::from_utf8(f).expect("utf-8")
+}
