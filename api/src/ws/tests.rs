@@ -566,12 +566,7 @@ fn trades_older_than_the_lag_limit_are_skipped_and_counted_missed() {
     rig.run_batch(&[(0, Gen::Trade), (0, Gen::Trade), (0, Gen::Trade)]);
     std::thread::sleep(lag + Duration::from_millis(50));
     rig.run_batch(&[(0, Gen::Trade), (0, Gen::Trade)]);
-    frames.clear();
-    reader.collect(&mut frames);
-    let sent: Vec<Value> = frames
-        .iter()
-        .map(|f| serde_json::from_slice(f).expect("json"))
-        .collect();
+    let sent = collect_json(&mut reader, &mut frames);
     assert_eq!(sent.len(), 2, "only the fresh trades: {frames:?}");
     assert_eq!(sent[0]["missed"], 3, "the stale ones are reported");
     assert_eq!(sent[0]["seq"], 2, "message numbers stay gapless");
@@ -604,22 +599,12 @@ fn a_congested_connection_gets_quotes_and_counts_the_trades_it_skips() {
     assert!(reader.subscribe(key(ChannelKind::Trades), &mut frames));
     reader.set_congested(true);
     rig.run_batch(&[(0, Gen::Trade), (0, Gen::Quote(3)), (0, Gen::Trade)]);
-    frames.clear();
-    reader.collect(&mut frames);
-    let sent: Vec<Value> = frames
-        .iter()
-        .map(|f| serde_json::from_slice(f).expect("json"))
-        .collect();
+    let sent = collect_json(&mut reader, &mut frames);
     assert_eq!(sent.len(), 1, "the quote only: {frames:?}");
     assert_eq!(sent[0]["channel"], "quotes.BTCUSDT");
     reader.set_congested(false);
     rig.run_batch(&[(0, Gen::Trade)]);
-    frames.clear();
-    reader.collect(&mut frames);
-    let sent: Vec<Value> = frames
-        .iter()
-        .map(|f| serde_json::from_slice(f).expect("json"))
-        .collect();
+    let sent = collect_json(&mut reader, &mut frames);
     let trades: Vec<&Value> = sent.iter().filter(|m| m["channel"] == "trades.BTCUSDT").collect();
     assert_eq!(trades.len(), 1, "{frames:?}");
     assert_eq!(trades[0]["missed"], 2, "both skipped trades reported");
@@ -639,12 +624,7 @@ fn a_reader_far_behind_gets_the_newest_trades_and_a_missed_count() {
     let mut frames = Vec::new();
     assert!(reader.subscribe(key, &mut frames));
     rig.run_batch(&[(0, Gen::Trade); 10]);
-    frames.clear();
-    reader.collect(&mut frames);
-    let sent: Vec<Value> = frames
-        .iter()
-        .map(|f| serde_json::from_slice(f).expect("json"))
-        .collect();
+    let sent = collect_json(&mut reader, &mut frames);
     assert_eq!(sent.len(), 3, "the newest three: {frames:?}");
     assert_eq!(sent[0]["missed"], 7);
     assert_eq!(sent[0]["seq"], 2);
@@ -657,12 +637,7 @@ fn a_reader_far_behind_gets_the_newest_trades_and_a_missed_count() {
     );
     // Again, once the snapshot is behind (skipped by position, unread).
     rig.run_batch(&[(0, Gen::Trade); 9]);
-    frames.clear();
-    reader.collect(&mut frames);
-    let sent: Vec<Value> = frames
-        .iter()
-        .map(|f| serde_json::from_slice(f).expect("json"))
-        .collect();
+    let sent = collect_json(&mut reader, &mut frames);
     assert_eq!(sent.len(), 3, "{frames:?}");
     assert_eq!(sent[0]["missed"], 6);
     assert_eq!(sent[0]["seq"], 5);
@@ -723,6 +698,16 @@ fn a_collect_frames_its_messages_into_one_buffer() {
 }
 
 mod rest;
+
+/// What one collect sends (left in `frames` too), parsed.
+fn collect_json(reader: &mut Reader, frames: &mut Vec<Bytes>) -> Vec<Value> {
+    frames.clear();
+    reader.collect(frames);
+    frames
+        .iter()
+        .map(|f| serde_json::from_slice(f).expect("json"))
+        .collect()
+}
 
 /// A message's text.
 fn text(f: &Bytes) -> &str {
