@@ -654,6 +654,13 @@ impl Session {
         }
     }
 
+    /// The public channels' pending messages, within the batch limit of a connection
+    /// whose pacing interval is `interval`.
+    fn collect_public(&mut self, interval: Duration) {
+        self.reader.set_max_batch(max_batch(interval));
+        self.reader.collect(&mut self.out);
+    }
+
     fn unsubscribe_all(&mut self) {
         self.reader = public_reader(&self.app);
         if let Some(p) = &self.principal {
@@ -715,9 +722,7 @@ fn max_batch(interval: Duration) -> u64 {
 
 /// A connection's public channels, with the configured lag limit.
 fn public_reader(app: &AppState) -> Reader {
-    Reader::new(Arc::clone(&app.hub))
-        .with_max_lag(Duration::from_millis(app.config.ws_max_queue_lag_ms))
-        .with_max_batch(MAX_QUEUED_PER_WRITE)
+    Reader::new(Arc::clone(&app.hub)).with_max_lag(Duration::from_millis(app.config.ws_max_queue_lag_ms))
 }
 
 /// Completes at `due` (never without one; the select guards it).
@@ -855,8 +860,7 @@ pub async fn run(
                 let at = last_public + interval.max(backoff);
                 let now = Instant::now();
                 if at <= now {
-                    s.reader.set_max_batch(max_batch(interval));
-                    s.reader.collect(&mut s.out);
+                    s.collect_public(interval);
                     last_public = now;
                 } else {
                     due = Some(tokio::time::Instant::from_std(at));
@@ -866,8 +870,7 @@ pub async fn run(
                 due = None;
                 // What was published since the wake-up is collected now.
                 s.reader.rearm();
-                s.reader.set_max_batch(max_batch(pacing.interval(stats.connections.load(Ordering::Relaxed))));
-                s.reader.collect(&mut s.out);
+                s.collect_public(pacing.interval(stats.connections.load(Ordering::Relaxed)));
                 last_public = Instant::now();
             }
             _ = outbox.ready() => {
