@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -70,12 +69,16 @@ impl Framer {
         s.extend_from_slice(kind.as_bytes());
         s.extend_from_slice(b"\",\"channel\":");
         s.extend_from_slice(name_json.as_bytes());
-        // Writing into a Vec cannot fail.
-        let _ = write!(s, ",\"seq\":{seq}");
+        let mut num = itoa::Buffer::new();
+        s.extend_from_slice(b",\"seq\":");
+        s.extend_from_slice(num.format(seq).as_bytes());
         if let Some(m) = missed {
-            let _ = write!(s, ",\"missed\":{m}");
+            s.extend_from_slice(b",\"missed\":");
+            s.extend_from_slice(num.format(m).as_bytes());
         }
-        let _ = write!(s, ",\"engine_ts_us\":{engine_ts_us},\"data\":");
+        s.extend_from_slice(b",\"engine_ts_us\":");
+        s.extend_from_slice(num.format(engine_ts_us).as_bytes());
+        s.extend_from_slice(b",\"data\":");
         s.extend_from_slice(data.as_bytes());
         s.push(b'}');
         self.ends.push(s.len());
@@ -391,6 +394,38 @@ impl Drop for Reader {
             self.hub.unsubscribed();
             if let Some(ch) = self.hub.channel(*key) {
                 ch.remove_reader();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Framer;
+    use axum::body::Bytes;
+    use serde_json::{json, Value};
+
+    proptest::proptest! {
+        /// Every frame is one JSON object carrying exactly the numbers it was given
+        /// (integers written without fmt), messages back to back split where they end.
+        #[test]
+        fn frames_are_json_with_the_given_numbers(
+            msgs in proptest::collection::vec((proptest::num::u64::ANY, proptest::option::of(proptest::num::u64::ANY), proptest::num::i64::ANY, 0u32..1000), 1..8),
+        ) {
+            let mut f = Framer::default();
+            for &(seq, missed, ts, v) in &msgs {
+                f.frame("quote", "\"quotes:BTCUSDT\"", seq, missed, ts, &format!("{{\"v\":{v}}}"));
+            }
+            let mut out: Vec<Bytes> = Vec::new();
+            f.finish(&mut out);
+            proptest::prop_assert_eq!(out.len(), msgs.len());
+            for (b, &(seq, missed, ts, v)) in out.iter().zip(&msgs) {
+                let got: Value = serde_json::from_slice(b).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                let mut want = json!({"type": "quote", "channel": "quotes:BTCUSDT", "seq": seq, "engine_ts_us": ts, "data": {"v": v}});
+                if let Some(m) = missed {
+                    want["missed"] = json!(m);
+                }
+                proptest::prop_assert_eq!(got, want);
             }
         }
     }
