@@ -740,14 +740,12 @@ const OUT_KEPT: usize = 64;
 
 async fn write_all(socket: &mut WebSocket, out: &mut Vec<Bytes>, app: &AppState) -> bool {
     let n = out.len() as u64;
-    for text in out.drain(..) {
-        if socket.feed_text(text).await.is_err() {
-            return false;
-        }
-    }
+    let written = socket.write_texts(out).await.is_ok();
     out.shrink_to(OUT_KEPT);
-    app.hub.stats.messages_sent.fetch_add(n, Ordering::Relaxed);
-    socket.flush().await.is_ok()
+    if written {
+        app.hub.stats.messages_sent.fetch_add(n, Ordering::Relaxed);
+    }
+    written
 }
 
 /// Sends what is pending within `deadline`: a client that does not read cannot hold

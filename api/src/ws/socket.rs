@@ -1,23 +1,30 @@
 //! A stream connection's WebSocket: tokio-tungstenite over hyper's upgraded
-//! connection, with axum's message types, sending long text messages as fragments.
+//! connection for reading and control frames, text messages framed here and written
+//! straight to the connection.
 //!
 //! Why not axum's `WebSocket`: tungstenite formats every outgoing frame whole into its
 //! write buffer, and that buffer keeps the largest capacity it ever reached for the
 //! connection's life. A trades snapshot (the last 200 trades, ~30 KB) left every
 //! connection that subscribed to trades holding a ~30 KiB buffer, most of a held
 //! connection's memory (BENCHMARKS.md, "Memory per connection, piece by piece").
-//! axum's wrapper can only send whole messages; here a text message longer than
-//! [`FRAGMENT_BYTES`] goes out as fragments of at most that size (RFC 6455 section
-//! 5.4: the client reassembles one message), and the write buffer goes to the socket
-//! once it holds more than [`WRITE_BUFFER_BYTES`], so it stays a few KiB whatever the
-//! messages' sizes. The session sees the same API as axum's: `recv`, `feed`, `flush`,
-//! `send`, axum's `Message`, and errors as `axum::Error` (a tungstenite error inside).
+//! And at 1,000 connections a write carries tens of messages, each taken through
+//! tungstenite's sink, framed and copied into that buffer one by one (~10% of the
+//! workers' time at 20k steps/s, N=1000). So the session's text messages are framed
+//! here into one buffer per write ([`WebSocket::write_texts`]: each message's frame
+//! header and payload back to back, a text message longer than [`FRAGMENT_BYTES`] as
+//! fragments, RFC 6455 section 5.4) and written to the connection directly, after
+//! whatever tungstenite has queued (pongs); the buffer is dropped once written, so a
+//! held connection holds none. Reading, pings, pongs and close stay tungstenite's.
+//! The session sees axum's `Message` and errors as `axum::Error`.
+
+use std::io;
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite as ts;
 use tokio_tungstenite::WebSocketStream;
 use ts::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -26,13 +33,15 @@ use ts::protocol::{Role, WebSocketConfig};
 
 /// Longest payload of one outgoing text frame: a longer message is fragmented.
 pub const FRAGMENT_BYTES: usize = 8 * 1024;
-/// tungstenite writes its buffer to the socket once it holds more than this (a full
-/// fragment's frame always does, so the buffer never holds two).
+/// tungstenite's write buffer (control frames only): written once it holds more.
 pub const WRITE_BUFFER_BYTES: usize = FRAGMENT_BYTES;
 
 /// One upgraded stream connection.
 pub struct WebSocket {
     inner: WebSocketStream<TokioIo<Upgraded>>,
+    /// Framed text not yet written (a write cut off by its deadline): goes out before
+    /// anything else, so frames never interleave.
+    pending: Bytes,
 }
 
 impl WebSocket {
@@ -42,6 +51,7 @@ impl WebSocket {
         let config = config.write_buffer_size(WRITE_BUFFER_BYTES);
         Self {
             inner: WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await,
+            pending: Bytes::new(),
         }
     }
 
@@ -59,73 +69,92 @@ impl WebSocket {
         }
     }
 
-    /// Queues a message (written once tungstenite's buffer is full, or by
-    /// [`WebSocket::flush`]); a text message over [`FRAGMENT_BYTES`] in fragments.
-    pub async fn feed(&mut self, message: Message) -> Result<(), axum::Error> {
-        for frame in frames(message) {
-            self.inner.feed(frame).await.map_err(axum::Error::new)?;
+    /// Writes `texts` (each one text message, already JSON) and empties it: framed
+    /// into one buffer, written after anything tungstenite has queued. Cancel-safe: what
+    /// a cut-off write did not send goes first on the next write.
+    pub async fn write_texts(&mut self, texts: &mut Vec<Bytes>) -> Result<(), axum::Error> {
+        self.inner.flush().await.map_err(axum::Error::new)?;
+        self.write_pending().await?;
+        if texts.is_empty() {
+            return Ok(());
         }
+        let size: usize = texts.iter().map(|t| t.len() + header_bytes(t.len())).sum();
+        let mut wire = Vec::with_capacity(size);
+        for t in texts.drain(..) {
+            frame_text(&mut wire, &t);
+        }
+        self.pending = Bytes::from(wire);
+        self.write_pending().await
+    }
+
+    /// Writes what a cut-off [`WebSocket::write_texts`] left.
+    async fn write_pending(&mut self) -> Result<(), axum::Error> {
+        let io = self.inner.get_mut();
+        while !self.pending.is_empty() {
+            match io.write(&self.pending).await {
+                Ok(0) => return Err(axum::Error::new(io::Error::from(io::ErrorKind::WriteZero))),
+                Ok(n) => self.pending = self.pending.slice(n..),
+                Err(e) => return Err(axum::Error::new(e)),
+            }
+        }
+        self.pending = Bytes::new();
         Ok(())
     }
 
-    /// [`WebSocket::feed`] for a text message already in shared bytes (the session's
-    /// own JSON, framed by [`super::reader::Framer`] or serialized by it): sent as it
-    /// is, no copy and no UTF-8 check.
-    pub async fn feed_text(&mut self, text: Bytes) -> Result<(), axum::Error> {
-        for frame in fragments(None, text) {
-            self.inner.feed(frame).await.map_err(axum::Error::new)?;
-        }
-        Ok(())
-    }
-
-    /// Writes everything queued to the socket.
-    pub async fn flush(&mut self) -> Result<(), axum::Error> {
-        self.inner.flush().await.map_err(axum::Error::new)
-    }
-
-    /// [`WebSocket::feed`] then [`WebSocket::flush`].
+    /// Sends a control message (ping, pong, close) or a binary one through
+    /// tungstenite, after any framed text still pending; a text message is framed
+    /// here like [`WebSocket::write_texts`]'s.
     pub async fn send(&mut self, message: Message) -> Result<(), axum::Error> {
-        self.feed(message).await?;
-        self.flush().await
+        self.write_pending().await?;
+        match message {
+            Message::Text(t) => self.write_texts(&mut vec![Bytes::from(t)]).await,
+            other => self.inner.send(to_tungstenite(other)).await.map_err(axum::Error::new),
+        }
     }
 }
 
-/// The tungstenite messages that carry `message`: a text message as one frame, or as
-/// fragments of at most [`FRAGMENT_BYTES`] (no copy: each is a slice of the message).
-fn frames(message: Message) -> impl Iterator<Item = ts::Message> {
-    let (whole, text) = match message {
-        Message::Text(t) => (None, Bytes::from(t)),
-        other => (Some(to_tungstenite(other)), Bytes::new()),
-    };
-    fragments(whole, text)
+/// Frame header bytes for a payload of `len` (server frames are not masked).
+fn header_bytes(len: usize) -> usize {
+    let mut n = 0;
+    let mut left = len;
+    loop {
+        let chunk = left.min(FRAGMENT_BYTES);
+        n += if chunk < 126 { 2 } else { 4 };
+        left -= chunk;
+        if left == 0 {
+            return n;
+        }
+    }
 }
 
-/// `whole` as it is, or else `text` as one text frame or as fragments of at most
-/// [`FRAGMENT_BYTES`], each a slice of it.
-fn fragments(mut whole: Option<ts::Message>, text: Bytes) -> impl Iterator<Item = ts::Message> {
-    // No allocation per message: the session feeds every delivery through here.
-    let total = text.len();
-    let mut start = 0;
-    let mut done = false;
-    std::iter::from_fn(move || {
-        if let Some(m) = whole.take() {
-            done = true;
-            return Some(m);
+/// Appends `text` as one text frame, or as a text frame and continuation frames of at
+/// most [`FRAGMENT_BYTES`] each, the last one final.
+fn frame_text(wire: &mut Vec<u8>, text: &[u8]) {
+    let mut chunks = text.chunks(FRAGMENT_BYTES).peekable();
+    let mut first = true;
+    if text.is_empty() {
+        wire.extend_from_slice(&[0x81, 0]);
+        return;
+    }
+    while let Some(chunk) = chunks.next() {
+        let fin = if chunks.peek().is_none() { 0x80 } else { 0 };
+        let opcode = if first { 0x1 } else { 0x0 };
+        first = false;
+        wire.push(fin | opcode);
+        // FRAGMENT_BYTES < 65,536: a chunk's length fits the 16-bit form.
+        match u16::try_from(chunk.len()) {
+            Ok(n) if n < 126 => wire.push(n as u8),
+            Ok(n) => {
+                wire.push(126);
+                wire.extend_from_slice(&n.to_be_bytes());
+            }
+            Err(_) => {
+                wire.push(127);
+                wire.extend_from_slice(&(chunk.len() as u64).to_be_bytes());
+            }
         }
-        if done {
-            return None;
-        }
-        let end = (start + FRAGMENT_BYTES).min(total);
-        let opcode = if start == 0 {
-            OpCode::Data(Data::Text)
-        } else {
-            OpCode::Data(Data::Continue)
-        };
-        done = end == total;
-        let frame = Frame::message(text.slice(start..end), opcode, done);
-        start = end;
-        Some(ts::Message::Frame(frame))
-    })
+        wire.extend_from_slice(chunk);
+    }
 }
 
 fn to_tungstenite(message: Message) -> ts::Message {
@@ -160,56 +189,91 @@ fn from_tungstenite(message: ts::Message) -> Option<Message> {
 mod tests {
     use super::*;
 
-    fn payloads(message: Message) -> Vec<(bool, bool, usize)> {
-        frames(message)
-            .map(|m| match m {
-                ts::Message::Frame(f) => (
-                    f.header().opcode == OpCode::Data(Data::Text),
-                    f.header().is_final,
-                    f.payload().len(),
-                ),
-                other => panic!("a text message goes out as frames: {other:?}"),
-            })
-            .collect()
+    /// What a real client (tungstenite, client role) reads from `wire`.
+    fn read_all(wire: Vec<u8>) -> Vec<String> {
+        let mut ws = ts::protocol::WebSocket::from_raw_socket(io::Cursor::new(wire), Role::Client, None);
+        let mut got = Vec::new();
+        loop {
+            match ws.read() {
+                Ok(ts::Message::Text(t)) => got.push(t.as_str().to_owned()),
+                Ok(other) => panic!("only text messages were framed: {other:?}"),
+                Err(ts::Error::Io(e))
+                    if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::UnexpectedEof =>
+                {
+                    return got
+                }
+                // The end of the buffer (a frame cut short would be missing from `got`).
+                Err(ts::Error::Protocol(ts::error::ProtocolError::ResetWithoutClosingHandshake)) => return got,
+                Err(e) => panic!("a client could not read the frames: {e}"),
+            }
+        }
+    }
+
+    /// Raw frames of `wire`: (first byte, payload length), walking the headers.
+    fn frames(wire: &[u8]) -> Vec<(u8, usize)> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        while at < wire.len() {
+            let b0 = wire[at];
+            let (len, head) = match wire[at + 1] {
+                126 => (u16::from_be_bytes([wire[at + 2], wire[at + 3]]) as usize, 4),
+                127 => panic!("no frame is longer than FRAGMENT_BYTES"),
+                n => (n as usize, 2),
+            };
+            out.push((b0, len));
+            at += head + len;
+        }
+        out
     }
 
     proptest::proptest! {
-        /// A text message of any length goes out as a text frame, then continuation
-        /// frames, the last one final, each at most FRAGMENT_BYTES, whose payloads are
-        /// the message's bytes in order.
+        /// Messages of any length, back to back in one buffer, read by a real client as
+        /// the same messages; one longer than FRAGMENT_BYTES goes out as a text frame then
+        /// continuation frames, the last one final, none over FRAGMENT_BYTES; the
+        /// buffer's size is what was reserved for it.
         #[test]
-        fn a_text_message_is_fragmented_losslessly(len in 0usize..40_000, seed in 0u8..255) {
-            let text: String = (0..len).map(|i| char::from(b'a' + ((i + seed as usize) % 26) as u8)).collect();
-            let frames: Vec<_> = frames(Message::Text(Utf8Bytes::from(text.clone()))).collect();
-            let mut joined = Vec::new();
-            let n = frames.len();
-            for (i, m) in frames.into_iter().enumerate() {
-                let ts::Message::Frame(f) = m else { panic!("frames only") };
-                proptest::prop_assert_eq!(f.header().opcode == OpCode::Data(Data::Text), i == 0);
-                proptest::prop_assert_eq!(f.header().is_final, i + 1 == n);
-                proptest::prop_assert!(f.payload().len() <= FRAGMENT_BYTES);
-                joined.extend_from_slice(f.payload());
+        fn texts_are_framed_for_any_length(lens in proptest::collection::vec(0usize..40_000, 1..5), seed in 0u8..255) {
+            let texts: Vec<String> = lens
+                .iter()
+                .enumerate()
+                .map(|(k, &len)| (0..len).map(|i| char::from(b'a' + ((i + k + seed as usize) % 26) as u8)).collect())
+                .collect();
+            let mut wire = Vec::new();
+            let mut reserved = 0;
+            for t in &texts {
+                frame_text(&mut wire, t.as_bytes());
+                reserved += t.len() + header_bytes(t.len());
             }
-            proptest::prop_assert_eq!(joined, text.into_bytes());
+            proptest::prop_assert_eq!(wire.len(), reserved);
+            let raw = frames(&wire);
+            let mut k = 0;
+            for t in &texts {
+                let n = t.len().div_ceil(FRAGMENT_BYTES).max(1);
+                for j in 0..n {
+                    let (b0, len) = raw[k + j];
+                    proptest::prop_assert_eq!(b0 & 0x0f, if j == 0 { 1 } else { 0 }, "text, then continuation");
+                    proptest::prop_assert_eq!(b0 & 0x80 != 0, j + 1 == n, "only the last is final");
+                    proptest::prop_assert!(len <= FRAGMENT_BYTES);
+                }
+                k += n;
+            }
+            proptest::prop_assert_eq!(k, raw.len());
+            proptest::prop_assert_eq!(read_all(wire), texts);
         }
     }
 
     #[test]
-    fn control_and_binary_messages_are_not_fragmented() {
-        assert_eq!(payloads(Message::Text(Utf8Bytes::from("{}"))), vec![(true, true, 2)]);
-        let big = Bytes::from(vec![0u8; 3 * FRAGMENT_BYTES]);
+    fn control_messages_go_through_tungstenite_unchanged() {
         assert!(matches!(
-            frames(Message::Binary(big)).collect::<Vec<_>>().as_slice(),
-            [ts::Message::Binary(_)]
+            to_tungstenite(Message::Ping(Bytes::from_static(b"x"))),
+            ts::Message::Ping(_)
         ));
         assert!(matches!(
-            frames(Message::Close(Some(CloseFrame {
+            to_tungstenite(Message::Close(Some(CloseFrame {
                 code: 4009,
                 reason: Utf8Bytes::from("slow consumer")
-            })))
-            .collect::<Vec<_>>()
-            .as_slice(),
-            [ts::Message::Close(Some(c))] if u16::from(c.code) == 4009 && c.reason.as_str() == "slow consumer"
+            }))),
+            ts::Message::Close(Some(c)) if u16::from(c.code) == 4009 && c.reason.as_str() == "slow consumer"
         ));
     }
 }

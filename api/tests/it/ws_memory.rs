@@ -1,14 +1,15 @@
 //! What a held WebSocket connection keeps (issue 19: 10,000 connections under 50 KiB
-//! each): the stream's socket (`api/src/ws/socket.rs`) sends a long text message as
-//! fragments, so tungstenite's write buffer, which keeps the largest size it reached
-//! for the connection's life, never has to hold a whole trades snapshot (~30 KB).
+//! each): the stream's socket (`api/src/ws/socket.rs`) frames text itself into one
+//! buffer per write, dropped once written, a long message as fragments, so no
+//! per-connection buffer keeps a whole trades snapshot's size (~30 KB).
 //! RSS per connection is measured against the real server by the `fanout` bench's
 //! held-connections rows (BENCHMARKS.md, "Memory per connection, piece by piece").
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes};
+use axum::body::Bytes;
+use axum::extract::ws::Message;
 use axum::routing::get;
 use futures_util::StreamExt;
 use stocksblitz_api::ws::socket::FRAGMENT_BYTES;
@@ -41,12 +42,10 @@ async fn serve(messages: Vec<String>) -> SocketAddr {
             let messages = messages.clone();
             async move {
                 ws.on_upgrade(WebSocketConfig::default(), move |mut socket| async move {
-                    for m in messages {
-                        if socket.feed(Message::Text(Utf8Bytes::from(m))).await.is_err() {
-                            return;
-                        }
+                    let mut texts: Vec<Bytes> = messages.into_iter().map(Bytes::from).collect();
+                    if socket.write_texts(&mut texts).await.is_err() {
+                        return;
                     }
-                    let _ = socket.flush().await;
                     let _ = socket.send(Message::Close(None)).await;
                     while let Some(Ok(_)) = socket.recv().await {}
                 })
