@@ -19,7 +19,10 @@
 //! Reported per row, the median over rounds: deliveries/s, per-connection quotes/s and
 //! books/s (median connection, and the slowest), end-to-end latency p50/p99/p99.9
 //! (engine publish, or the feed's receive time when a server does not stamp
-//! `engine_ts_us`, to client receive), the server's CPU (cores busy, CPU-seconds per
+//! `engine_ts_us`, to client receive), where the latency waits at the window's end
+//! (bytes received for the client but not read yet, and how long it takes the client
+//! to read them at its rate; bytes in the server's send queues; `/proc/net/tcp`), the
+//! server's CPU (cores busy, CPU-seconds per
 //! million deliveries), RSS and RSS per open connection (handshake done, subscribed
 //! or not), conflation (quotes and books not delivered, against what the generator
 //! made: the naive server's stream), `missed`, trade-id gaps seen in the window (a gap
@@ -345,6 +348,12 @@ struct Summary {
     /// Quotes and books not delivered, % of what the generator made.
     undelivered_pct: f64,
     missed: f64,
+    /// At the window's end: bytes received for the client and not read yet, KiB per
+    /// open connection, and how long the client takes to read them at its rate.
+    unread_kib_conn: f64,
+    unread_ms: f64,
+    /// Bytes in the server's send queues, KiB per open connection.
+    unsent_kib_conn: f64,
     trade_gaps: f64,
     seq_errors: u64,
     closed_max: usize,
@@ -419,6 +428,18 @@ fn summarize(rounds: &[WsRound], rate: u64, mix: [f64; 3]) -> Summary {
         }),
         undelivered_pct: per_round(&undelivered),
         missed: per_round(&|r| r.counts.missed as f64 / secs(r)),
+        unread_kib_conn: per_round(&|r| match r.queues {
+            Some(q) if r.open > 0 => q.client_unread as f64 / 1024.0 / r.open as f64,
+            _ => f64::NAN,
+        }),
+        unread_ms: per_round(&|r| match r.queues {
+            Some(q) if r.counts.bytes > 0 => 1e3 * q.client_unread as f64 / (r.counts.bytes as f64 / secs(r)),
+            _ => f64::NAN,
+        }),
+        unsent_kib_conn: per_round(&|r| match r.queues {
+            Some(q) if r.open > 0 => q.server_unsent as f64 / 1024.0 / r.open as f64,
+            _ => f64::NAN,
+        }),
         trade_gaps: per_round(&|r| r.counts.trade_gaps as f64 / secs(r)),
         seq_errors: rounds.iter().map(|r| r.counts.seq_errors).sum(),
         closed_max: rounds.iter().map(|r| r.closed).max().unwrap_or(0),
@@ -592,7 +613,7 @@ fn main() {
             for (server, rounds) in [(Server::Ours, ours), (Server::Naive, naive_rounds)] {
                 let m = summarize(rounds, rate, mix);
                 rows.push(format!(
-                    "| {} | {n} | {} | {}/{n} | {} | {} ({}) | {} ({}) | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1}% | {} | {} | {} / {}{} | {} |",
+                    "| {} | {n} | {} | {}/{n} | {} | {} ({}) | {} ({}) | {} | {} | {} | {:.1} ({:.0} ms) | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1}% | {} | {} | {} / {}{} | {} |",
                     fmt_rate(rate as f64),
                     server.name(),
                     m.subscribed_min,
@@ -604,6 +625,9 @@ fn main() {
                     fmt_us(m.latency[0]),
                     fmt_us(m.latency[1]),
                     fmt_us(m.latency[2]),
+                    m.unread_kib_conn,
+                    m.unread_ms,
+                    m.unsent_kib_conn,
                     m.cores,
                     m.cpu_per_m,
                     m.client_cores,
@@ -708,9 +732,9 @@ fn print_fanout(rows: &[String], ratios: &[String], s: &Settings, mix: [f64; 3],
         mix[2]
     );
     println!(
-        "| feed steps/s | N | server | subscribed | deliveries/s | quotes/s per conn (slowest) | books/s per conn (slowest) | p50 | p99 | p99.9 | server cores | server CPU s per M deliveries | client cores | RSS MiB | RSS per conn KiB | quotes+books not delivered | missed/s | trade-id gaps/s | seq errors / closed (close codes, all rounds) | latency from |"
+        "| feed steps/s | N | server | subscribed | deliveries/s | quotes/s per conn (slowest) | books/s per conn (slowest) | p50 | p99 | p99.9 | client unread KiB per conn (time to read it) | server unsent KiB per conn | server cores | server CPU s per M deliveries | client cores | RSS MiB | RSS per conn KiB | quotes+books not delivered | missed/s | trade-id gaps/s | seq errors / closed (close codes, all rounds) | latency from |"
     );
-    println!("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for r in rows {
         println!("{r}");
     }

@@ -145,6 +145,8 @@ pub struct ConnStats {
     pub ts_none: AtomicU64,
     /// `error` messages, frames that do not parse, failed connections.
     pub errors: AtomicU64,
+    /// Bytes of every text message received.
+    pub bytes: AtomicU64,
     /// Anything else (heartbeats, pongs).
     pub other: AtomicU64,
 }
@@ -166,6 +168,7 @@ pub struct Counts {
     pub ts_none: u64,
     pub errors: u64,
     pub other: u64,
+    pub bytes: u64,
 }
 
 impl ConnStats {
@@ -181,6 +184,7 @@ impl ConnStats {
             ts_none: self.ts_none.load(Relaxed),
             errors: self.errors.load(Relaxed),
             other: self.other.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
         }
     }
 }
@@ -200,6 +204,7 @@ impl Counts {
             ts_none: d(self.ts_none, earlier.ts_none),
             errors: d(self.errors, earlier.errors),
             other: d(self.other, earlier.other),
+            bytes: d(self.bytes, earlier.bytes),
         }
     }
 
@@ -216,6 +221,7 @@ impl Counts {
         self.ts_none += o.ts_none;
         self.errors += o.errors;
         self.other += o.other;
+        self.bytes += o.bytes;
     }
 
     pub fn total_deliveries(&self) -> u64 {
@@ -236,6 +242,7 @@ impl Tally {
     /// Accounts for one text message received at `now_us` (its latency waits for
     /// [`Tally::flush`]: one lock per read, not per message).
     pub fn on_text(&mut self, text: &str, now_us: i64, stats: &ConnStats) {
+        bump(&stats.bytes, text.len() as u64);
         let Ok(f) = scan(text) else {
             bump(&stats.errors, 1);
             return;
@@ -605,6 +612,11 @@ pub struct WsRound {
     /// Server RSS before connecting and at the window's end, KiB.
     pub rss_before_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
+    /// At the window's end, over the round's connections: bytes the kernel received
+    /// for the client that it had not read yet, and bytes the server's sockets held
+    /// unsent or unacknowledged (`/proc/net/tcp`). Where latency waits: in the
+    /// client's receive buffers or the server's send buffers.
+    pub queues: Option<TcpQueues>,
 }
 
 impl WsRound {
@@ -642,6 +654,10 @@ pub async fn ws_round(
     let client1 = cpu_ticks(me);
     let after = clients.counts();
     let rss_after_kib = pid.and_then(rss_kib);
+    let queues = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next()?.parse().ok())
+        .and_then(tcp_queues);
     let latency = clients.latency.take();
     let closed = clients.closed();
     let open = clients.still_open();
@@ -679,7 +695,55 @@ pub async fn ws_round(
             .map(|(a, b)| b.saturating_sub(a) as f64 / CLOCK_TICKS_PER_SEC),
         rss_before_kib,
         rss_after_kib,
+        queues,
     }
+}
+
+/// Bytes waiting in the established loopback connections of one server port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpQueues {
+    /// Received by the kernel for the clients (remote port = the server's), not read.
+    pub client_unread: u64,
+    /// In the server's send queues (local port = the server's): unsent or unacked.
+    pub server_unsent: u64,
+}
+
+/// [`TcpQueues`] for `port`, from `/proc/net/tcp` and `/proc/net/tcp6`.
+pub fn tcp_queues(port: u16) -> Option<TcpQueues> {
+    let mut q = TcpQueues::default();
+    let mut any = false;
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        any = true;
+        for (local, remote, tx, rx) in text.lines().skip(1).filter_map(tcp_line) {
+            if local == port {
+                q.server_unsent += tx;
+            } else if remote == port {
+                q.client_unread += rx;
+            }
+        }
+    }
+    any.then_some(q)
+}
+
+/// (local port, remote port, tx_queue, rx_queue) of an established connection's line
+/// of `/proc/net/tcp`: `sl local_address rem_address st tx_queue:rx_queue ...`, hex.
+fn tcp_line(line: &str) -> Option<(u16, u16, u64, u64)> {
+    let mut f = line.split_whitespace();
+    let port = |a: &str| u16::from_str_radix(a.rsplit_once(':')?.1, 16).ok();
+    let (_, local, remote, state, queues) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+    if state != "01" {
+        return None;
+    }
+    let (tx, rx) = queues.split_once(':')?;
+    Some((
+        port(local)?,
+        port(remote)?,
+        u64::from_str_radix(tx, 16).ok()?,
+        u64::from_str_radix(rx, 16).ok()?,
+    ))
 }
 
 /// User plus system CPU time of process `pid` (all threads), in clock ticks.
@@ -958,6 +1022,42 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
     use tokio_tungstenite::tungstenite::Message;
 
+    #[test]
+    fn tcp_lines_give_ports_and_queues_of_established_connections_only() {
+        let est = "   3: 0100007F:1F90 0100007F:C350 01 0000A000:00000010 00:00000000 00000000     0        0 12345 1 0000000000000000 20 4 30 10 -1";
+        assert_eq!(tcp_line(est), Some((0x1F90, 0xC350, 0xA000, 0x10)));
+        let listen = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 1 1";
+        assert_eq!(
+            tcp_line(listen),
+            None,
+            "a listening socket's rx_queue is its accept backlog"
+        );
+        let v6 = "   1: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:D431 01 00000005:00000000 00:00000000 00000000 0 0 1 1";
+        assert_eq!(tcp_line(v6), Some((0x1F90, 0xD431, 5, 0)));
+        assert_eq!(tcp_line("  sl  local_address rem_address   st tx_queue rx_queue"), None);
+    }
+
+    /// The client's unread bytes and the server's unsent ones are seen on a real
+    /// loopback connection whose client does not read.
+    #[tokio::test]
+    async fn tcp_queues_see_a_client_that_does_not_read() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let _client = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        server.write_all(&[7u8; 10_000]).await.expect("write");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let q = tcp_queues(port).expect("/proc/net/tcp");
+            if q.client_unread == 10_000 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{q:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// One generated server message.
     #[derive(Debug, Clone)]
     enum Spec {
@@ -1234,6 +1334,8 @@ mod tests {
     const QUOTES: u64 = 30;
     const BOOKS: u64 = 20;
     const TRADE_IDS: [u64; 4] = [11, 12, 16, 17];
+    /// Bytes of text one connection of the tiny server sends (the same for each).
+    static SENT_PER_CONN: AtomicU64 = AtomicU64::new(0);
 
     /// A tiny WebSocket server with known output: after the subscribe reply and
     /// three snapshots it waits for `go`, then sends quotes stamped 5 ms in the past by
@@ -1250,13 +1352,16 @@ mod tests {
                     return;
                 };
                 assert!(sub.as_str().contains("\"op\":\"subscribe\""), "{sub}");
+                let mut sent = 0;
                 let mut send = Vec::new();
                 send.push(json!({"type": "subscribed", "id": "bench", "channels": ["quotes.X", "book.X", "trades.X"]}));
                 send.push(json!({"type": "snapshot", "channel": "quotes.X", "seq": 1, "data": {"recv_ts_us": null}}));
                 send.push(json!({"type": "snapshot", "channel": "book.X", "seq": 1, "data": {"bids": []}}));
                 send.push(json!({"type": "snapshot", "channel": "trades.X", "seq": 1, "data": {"trades": [{"trade_id": 9}, {"trade_id": 10}]}}));
                 for m in send.drain(..) {
-                    ws.send(Message::text(m.to_string())).await.unwrap();
+                    let m = m.to_string();
+                    sent += m.len() as u64;
+                    ws.send(Message::text(m)).await.unwrap();
                 }
                 while !*go.borrow_and_update() {
                     go.changed().await.unwrap();
@@ -1281,8 +1386,12 @@ mod tests {
                 send.push(json!({"type": "heartbeat", "ts_us": now}));
                 send.push(json!({"type": "error", "error": {"code": "X", "message": "y"}}));
                 for m in send {
-                    ws.send(Message::text(m.to_string())).await.unwrap();
+                    let m = m.to_string();
+                    sent += m.len() as u64;
+                    ws.send(Message::text(m)).await.unwrap();
                 }
+                sent += "not json".len() as u64;
+                SENT_PER_CONN.store(sent, Relaxed);
                 ws.send(Message::text("not json")).await.unwrap();
                 // Until the client closes.
                 while let Some(Ok(_)) = ws.next().await {}
@@ -1313,11 +1422,17 @@ mod tests {
             ts_none: BOOKS + 1,
             errors: 2,
             other: 1,
+            bytes: 0,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while clients.counts().iter().any(|c| c.errors < want.errors) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let want = Counts {
+            bytes: SENT_PER_CONN.load(Relaxed),
+            ..want
+        };
+        assert!(want.bytes > 0);
         for c in clients.counts() {
             assert_eq!(c, want);
         }

@@ -109,6 +109,11 @@ pub struct ApiConfig {
     /// behind gets the present, not a backlog.
     #[serde(default = "default_ws_max_queue_lag_ms")]
     pub ws_max_queue_lag_ms: u64,
+    /// A connection whose client answers a ping (sent with a market-data write, at
+    /// most every 50 ms) later than this is behind in reading: it gets the latest
+    /// quotes and books, not queued trades, until it answers in time. 0: no probes.
+    #[serde(default = "default_ws_max_client_lag_ms")]
+    pub ws_max_client_lag_ms: u64,
     /// Kernel send buffer of each WebSocket (SO_SNDBUF; the kernel doubles it). Small
     /// keeps a slow reader's backlog in the server, where it conflates and is counted,
     /// not in the kernel as seconds of queued data. 0: the kernel's own autotuning.
@@ -243,6 +248,10 @@ impl Config {
 
 fn default_ws_flushes_per_sec() -> u64 {
     100_000
+}
+
+fn default_ws_max_client_lag_ms() -> u64 {
+    25
 }
 
 fn default_ws_max_flush_interval_ms() -> u64 {

@@ -86,6 +86,7 @@ pub fn validate(config: Config) -> Result<Validated, ConfigError> {
     range("api.ws_flushes_per_sec", a.ws_flushes_per_sec, 1_000, 100_000_000)?;
     range("api.ws_max_flush_interval_ms", a.ws_max_flush_interval_ms, 1, 1_000)?;
     range("api.ws_max_queue_lag_ms", a.ws_max_queue_lag_ms, 1, 600_000)?;
+    range("api.ws_max_client_lag_ms", a.ws_max_client_lag_ms, 0, 60_000)?;
     if a.ws_send_buffer_bytes != 0 {
         range(
             "api.ws_send_buffer_bytes",

@@ -2,6 +2,7 @@
 
 pub mod channel;
 pub mod hub;
+pub mod lag;
 pub mod outbox;
 pub mod pacing;
 pub mod protocol;

@@ -32,6 +32,7 @@ use stocksblitz_engine::UnixNanos;
 use tokio::sync::mpsc;
 
 use super::channel::ChannelKey;
+use super::lag::LagProbe;
 use super::outbox::Outbox;
 use super::pacing::Pacing;
 use super::protocol::{
@@ -738,9 +739,9 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
 /// life.
 const OUT_KEPT: usize = 64;
 
-async fn write_all(socket: &mut WebSocket, out: &mut Vec<Bytes>, app: &AppState) -> bool {
+async fn write_all(socket: &mut WebSocket, out: &mut Vec<Bytes>, ping: Option<[u8; 8]>, app: &AppState) -> bool {
     let n = out.len() as u64;
-    let written = socket.write_texts(out).await.is_ok();
+    let written = socket.write_texts(out, ping).await.is_ok();
     out.shrink_to(OUT_KEPT);
     if written {
         app.hub.stats.messages_sent.fetch_add(n, Ordering::Relaxed);
@@ -751,10 +752,21 @@ async fn write_all(socket: &mut WebSocket, out: &mut Vec<Bytes>, app: &AppState)
 /// Sends what is pending within `deadline`: a client that does not read cannot hold
 /// the session (and so its outbox, idle check and overflow close) in a write.
 async fn flush(socket: &mut WebSocket, out: &mut Vec<Bytes>, app: &AppState, deadline: Duration) -> Flushed {
-    if out.is_empty() {
+    flush_probed(socket, out, None, app, deadline).await
+}
+
+/// [`flush`], with a lag probe's ping after the messages if one is due.
+async fn flush_probed(
+    socket: &mut WebSocket,
+    out: &mut Vec<Bytes>,
+    ping: Option<[u8; 8]>,
+    app: &AppState,
+    deadline: Duration,
+) -> Flushed {
+    if out.is_empty() && ping.is_none() {
         return Flushed::Done;
     }
-    match tokio::time::timeout(deadline, write_all(socket, out, app)).await {
+    match tokio::time::timeout(deadline, write_all(socket, out, ping, app)).await {
         Ok(true) => Flushed::Done,
         Ok(false) => Flushed::Failed,
         Err(_) => Flushed::TimedOut,
@@ -767,8 +779,9 @@ async fn heartbeat(socket: &mut WebSocket, out: &mut Vec<Bytes>, app: &AppState,
         kind: "heartbeat",
         ts_us: UnixNanos::now().0 / 1_000,
     }));
-    let both =
-        async { write_all(socket, out, app).await && socket.send(Message::Ping(Default::default())).await.is_ok() };
+    let both = async {
+        write_all(socket, out, None, app).await && socket.send(Message::Ping(Default::default())).await.is_ok()
+    };
     match tokio::time::timeout(deadline, both).await {
         Ok(true) => Flushed::Done,
         Ok(false) => Flushed::Failed,
@@ -826,11 +839,16 @@ pub async fn run(
     let mut due: Option<tokio::time::Instant> = None;
     // Longer than the shared interval while the client does not keep up.
     let mut backoff = Duration::ZERO;
+    let mut probe = LagProbe::new(Duration::from_millis(app.config.ws_max_client_lag_ms));
+    // The last write had to wait for the kernel to take it.
+    let mut slow_write = false;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
     let mut last_heard = Instant::now();
     tracing::debug!(conn = conn_id, "websocket connected");
     let end = loop {
         let mut flushed = None;
+        // This write carries market data (only those carry a lag probe).
+        let mut market = false;
         tokio::select! {
             frame = socket.recv() => {
                 last_heard = Instant::now();
@@ -850,7 +868,8 @@ pub async fn run(
                     Some(Ok(Message::Binary(_))) => {
                         s.error(None, "BAD_MESSAGE", "binary frames are not supported: send JSON text frames");
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Pong(payload))) => probe.on_pong(&payload, last_heard),
+                    Some(Ok(Message::Ping(_))) => {}
                 }
             }
             _ = s.reader.ready(), if due.is_none() => {
@@ -858,7 +877,9 @@ pub async fn run(
                 let at = last_public + interval.max(backoff);
                 let now = Instant::now();
                 if at <= now {
+                    s.reader.set_congested(slow_write || probe.lagging(now));
                     s.collect_public(interval);
+                    market = true;
                     last_public = now;
                 } else {
                     due = Some(tokio::time::Instant::from_std(at));
@@ -868,7 +889,9 @@ pub async fn run(
                 due = None;
                 // What was published since the wake-up is collected now.
                 s.reader.rearm();
+                s.reader.set_congested(slow_write || probe.lagging(Instant::now()));
                 s.collect_public(pacing.interval(stats.connections.load(Ordering::Relaxed)));
+                market = true;
                 last_public = Instant::now();
             }
             _ = outbox.ready() => {
@@ -894,13 +917,28 @@ pub async fn run(
             }
         }
         let (started, writing) = (Instant::now(), !s.out.is_empty());
+        // A lag probe goes with a market-data write, or alone when a congested
+        // connection had nothing to write (its queued messages skipped), so that its
+        // answer can end the congestion.
+        let ping = if market && (writing || slow_write || probe.lagging(started)) {
+            probe.due(started)
+        } else {
+            None
+        };
         let flushed = match flushed {
             Some(f) => f,
-            None => flush(&mut socket, &mut s.out, &app, write_timeout).await,
+            None => flush_probed(&mut socket, &mut s.out, ping, &app, write_timeout).await,
         };
-        if writing {
-            let congested = started.elapsed() >= CONGESTED_AFTER;
-            s.reader.set_congested(congested);
+        if writing || ping.is_some() {
+            slow_write = started.elapsed() >= CONGESTED_AFTER;
+        } else if market {
+            // Nothing to write: the write that waited is done; the next collect tries.
+            slow_write = false;
+        }
+        if writing || market {
+            // The last write waited for the kernel, or the client is behind in reading
+            // what the kernel took (its answer to a probe is late).
+            let congested = slow_write || probe.lagging(Instant::now());
             backoff = if congested {
                 pacing.backoff(backoff, stats.connections.load(Ordering::Relaxed))
             } else {

@@ -69,19 +69,24 @@ impl WebSocket {
         }
     }
 
-    /// Writes `texts` (each one text message, already JSON) and empties it: framed
-    /// into one buffer, written after anything tungstenite has queued. Cancel-safe: what
-    /// a cut-off write did not send goes first on the next write.
-    pub async fn write_texts(&mut self, texts: &mut Vec<Bytes>) -> Result<(), axum::Error> {
+    /// Writes `texts` (each one text message, already JSON) and empties it, then a
+    /// ping carrying `ping` if given: framed into one buffer, written after anything
+    /// tungstenite has queued. Cancel-safe: what a cut-off write did not send goes
+    /// first on the next write.
+    pub async fn write_texts(&mut self, texts: &mut Vec<Bytes>, ping: Option<[u8; 8]>) -> Result<(), axum::Error> {
         self.inner.flush().await.map_err(axum::Error::new)?;
         self.write_pending().await?;
-        if texts.is_empty() {
+        if texts.is_empty() && ping.is_none() {
             return Ok(());
         }
-        let size: usize = texts.iter().map(|t| t.len() + header_bytes(t.len())).sum();
+        let size: usize = texts.iter().map(|t| t.len() + header_bytes(t.len())).sum::<usize>() + PING_FRAME_BYTES;
         let mut wire = Vec::with_capacity(size);
         for t in texts.drain(..) {
             frame_text(&mut wire, &t);
+        }
+        if let Some(p) = ping {
+            wire.extend_from_slice(&[0x89, 8]);
+            wire.extend_from_slice(&p);
         }
         self.pending = Bytes::from(wire);
         self.write_pending().await
@@ -107,11 +112,14 @@ impl WebSocket {
     pub async fn send(&mut self, message: Message) -> Result<(), axum::Error> {
         self.write_pending().await?;
         match message {
-            Message::Text(t) => self.write_texts(&mut vec![Bytes::from(t)]).await,
+            Message::Text(t) => self.write_texts(&mut vec![Bytes::from(t)], None).await,
             other => self.inner.send(to_tungstenite(other)).await.map_err(axum::Error::new),
         }
     }
 }
+
+/// A ping frame with an 8-byte payload (final, opcode 9, not masked).
+const PING_FRAME_BYTES: usize = 10;
 
 /// Frame header bytes for a payload of `len` (server frames are not masked).
 fn header_bytes(len: usize) -> usize {

@@ -5,7 +5,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -341,6 +341,61 @@ async fn slow_consumer_is_conflated() {
         "fewer messages ({sent}) than market events ({ticks})"
     );
     app.shutdown().await.expect("clean shutdown");
+}
+
+/// A client behind in reading what its kernel already took (the server's writes all
+/// go through, so only the probe pings can tell) gets its queued trades skipped and
+/// counted in `missed` until it catches up; with `ws_max_client_lag_ms = 0` the same
+/// pause loses nothing and no probe is sent. Measured against the real server: trades
+/// every step at 5,000 steps/s, the queue-lag limit out of the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_behind_in_reading_gets_missed_counts_not_a_backlog() {
+    for lag_ms in [25, 0] {
+        let text = test_config(|doc| {
+            doc["simulator"]["rate_per_sec"] = toml::Value::Integer(5_000);
+            doc["api"]["ws_max_client_lag_ms"] = toml::Value::Integer(lag_ms);
+            doc["api"]["ws_max_queue_lag_ms"] = toml::Value::Integer(600_000);
+            doc["api"]["ws_send_buffer_bytes"] = toml::Value::Integer(0);
+        });
+        let app = start_with(&text).await;
+        wait_live(&app, "BTCUSDT").await;
+        let mut ws = ws_connect(&app).await;
+        send(&mut ws, json!({"op":"subscribe","channels":["trades.BTCUSDT"]})).await;
+        // Read (answering pings) for a while, stop for 400 ms, then read again.
+        let (mut missed, mut probes, mut trades) = (0u64, 0u64, 0u64);
+        for phase in 0..3 {
+            if phase == 1 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                continue;
+            }
+            let until = tokio::time::Instant::now() + Duration::from_millis(1_500);
+            while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, ws.next()).await {
+                match m {
+                    Message::Ping(p) if p.len() == 8 => probes += 1,
+                    Message::Text(t) => {
+                        let v: Value = serde_json::from_str(t.as_str()).expect("server sends JSON");
+                        if v["type"] == "update" {
+                            trades += 1;
+                            missed += v["missed"].as_u64().unwrap_or(0);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(trades > 100, "lag {lag_ms}: trades flowed ({trades})");
+        if lag_ms > 0 {
+            assert!(probes > 5, "probes went with the writes ({probes})");
+            assert!(
+                missed > 0,
+                "the pause was seen by the probes: trades skipped, counted ({trades} trades, {probes} probes)"
+            );
+        } else {
+            assert_eq!(probes, 0, "no probes when off");
+            assert_eq!(missed, 0, "the kernel held the pause's trades: nothing skipped");
+        }
+        app.shutdown().await.expect("clean shutdown");
+    }
 }
 
 /// The connections share a budget of market-data writes: with `ws_flushes_per_sec` =

@@ -43,7 +43,7 @@ async fn serve(messages: Vec<String>) -> SocketAddr {
             async move {
                 ws.on_upgrade(WebSocketConfig::default(), move |mut socket| async move {
                     let mut texts: Vec<Bytes> = messages.into_iter().map(Bytes::from).collect();
-                    if socket.write_texts(&mut texts).await.is_err() {
+                    if socket.write_texts(&mut texts, None).await.is_err() {
                         return;
                     }
                     let _ = socket.send(Message::Close(None)).await;
