@@ -110,8 +110,9 @@ pub struct ApiConfig {
     #[serde(default = "default_ws_max_queue_lag_ms")]
     pub ws_max_queue_lag_ms: u64,
     /// A connection whose client answers a ping (sent with a market-data write, at
-    /// most every 50 ms) later than this is behind in reading: it gets the latest
-    /// quotes and books, not queued trades, until it answers in time. 0: no probes.
+    /// most every 50 ms) this much later than its fastest answer of the last 10 s
+    /// (its round trip) is behind in reading: it gets the latest quotes and books,
+    /// not queued trades, until it answers in time. 0: no probes.
     #[serde(default = "default_ws_max_client_lag_ms")]
     pub ws_max_client_lag_ms: u64,
     /// Kernel send buffer of each WebSocket (SO_SNDBUF; the kernel doubles it). Small

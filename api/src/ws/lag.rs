@@ -6,17 +6,22 @@
 //! bench), where the server cannot see it: its own send queues were nearly empty, so
 //! no write waited and nothing conflated. A ping is answered only once the client has
 //! read everything sent before it (frames are read in order), so the time from a ping
-//! to its pong is the client's backlog. The session appends a probe to a market-data
-//! write at most every [`PROBE_EVERY`], one at a time; while the last answer took
-//! longer than `ws_max_client_lag_ms`, or the probe out is older than that, the
-//! connection counts as congested: it gets the latest quotes and books, not queued
-//! trades (skipped and counted in `missed`), and writes less often, until the client
-//! has caught up.
+//! to its pong is the network's round trip plus the client's backlog. The session
+//! appends a probe to a market-data write at most every [`PROBE_EVERY`], one at a
+//! time. The fastest answer of the last [`BASELINE_FOR`] stands for the round trip
+//! (a client across the internet answers tens of milliseconds late without being
+//! behind); while the last answer took longer than that plus `ws_max_client_lag_ms`,
+//! or the probe out has waited longer than that, the connection counts as congested:
+//! it gets the latest quotes and books, not queued trades (skipped and counted in
+//! `missed`), and writes less often, until the client has caught up.
 
 use std::time::{Duration, Instant};
 
 /// The least time between two probes of one connection.
 pub const PROBE_EVERY: Duration = Duration::from_millis(50);
+/// How long the fastest answer stands for the round trip: a slower one replaces it
+/// after this (the path may have changed).
+pub const BASELINE_FOR: Duration = Duration::from_secs(10);
 
 /// One connection's probe state.
 #[derive(Debug)]
@@ -27,7 +32,9 @@ pub struct LagProbe {
     /// The probe awaiting its pong: its id and when it went out.
     out: Option<(u64, Instant)>,
     last_sent: Option<Instant>,
-    /// The last answer came later than `max_lag`.
+    /// The fastest answer lately (the round trip without a backlog) and when.
+    baseline: Option<(Duration, Instant)>,
+    /// The last answer came later than the baseline plus `max_lag`.
     behind: bool,
 }
 
@@ -38,6 +45,7 @@ impl LagProbe {
             next_id: 0,
             out: None,
             last_sent: None,
+            baseline: None,
             behind: false,
         }
     }
@@ -68,16 +76,26 @@ impl LagProbe {
             return;
         }
         self.out = None;
-        self.behind = now.saturating_duration_since(sent) > self.max_lag;
+        let rtt = now.saturating_duration_since(sent);
+        let base = match self.baseline {
+            Some((b, at)) if b <= rtt && now.saturating_duration_since(at) < BASELINE_FOR => b,
+            _ => {
+                self.baseline = Some((rtt, now));
+                rtt
+            }
+        };
+        self.behind = rtt > base + self.max_lag;
     }
 
     /// Whether the client is behind at `now`: its last answer was late, or the probe
-    /// out has waited longer than the limit already.
+    /// out has waited longer than the round trip plus the limit already (not before
+    /// a first answer: the round trip is not known yet).
     pub fn lagging(&self, now: Instant) -> bool {
         self.behind
             || self
                 .out
-                .is_some_and(|(_, sent)| now.saturating_duration_since(sent) > self.max_lag)
+                .zip(self.baseline)
+                .is_some_and(|((_, sent), (base, _))| now.saturating_duration_since(sent) > base + self.max_lag)
     }
 }
 
@@ -97,17 +115,51 @@ mod tests {
         let mut p = LagProbe::new(LAG);
         let a = p.due(t0).expect("the first write carries a probe");
         assert_eq!(p.due(ms(t0, 1)), None, "one probe out at a time");
+        assert!(!p.lagging(ms(t0, 40)), "no round trip known yet");
         p.on_pong(&a, ms(t0, 5));
         assert!(!p.lagging(ms(t0, 5)));
         assert_eq!(p.due(ms(t0, 20)), None, "not before PROBE_EVERY");
         let b = p.due(ms(t0, 50)).expect("due again");
-        assert!(!p.lagging(ms(t0, 70)), "out for 20 ms: within the limit");
-        assert!(p.lagging(ms(t0, 80)), "out for 30 ms: behind before it is answered");
+        assert!(
+            !p.lagging(ms(t0, 79)),
+            "out for 29 ms: within the round trip (5) and the limit (25)"
+        );
+        assert!(p.lagging(ms(t0, 81)), "out for 31 ms: behind before it is answered");
         p.on_pong(&b, ms(t0, 90));
         assert!(p.lagging(ms(t0, 91)), "answered after 40 ms");
         let c = p.due(ms(t0, 100)).expect("due");
         p.on_pong(&c, ms(t0, 110));
         assert!(!p.lagging(ms(t0, 111)), "caught up");
+    }
+
+    #[test]
+    fn a_far_client_is_not_behind_for_its_round_trip_and_the_baseline_expires() {
+        let t0 = Instant::now();
+        let mut p = LagProbe::new(LAG);
+        let mut now = t0;
+        for _ in 0..5 {
+            let id = p.due(now).expect("due");
+            now += Duration::from_millis(80);
+            p.on_pong(&id, now);
+            assert!(
+                !p.lagging(now),
+                "80 ms across the internet is its round trip, not a backlog"
+            );
+            now += PROBE_EVERY;
+        }
+        let id = p.due(now).expect("due");
+        now += Duration::from_millis(110);
+        p.on_pong(&id, now);
+        assert!(p.lagging(now), "30 ms over its round trip: behind");
+        // The round trip grows for good: after BASELINE_FOR the slower answers stand.
+        now += BASELINE_FOR;
+        let id = p.due(now).expect("due");
+        now += Duration::from_millis(200);
+        p.on_pong(&id, now);
+        assert!(
+            !p.lagging(now),
+            "the old baseline expired: 200 ms is the new round trip"
+        );
     }
 
     #[test]
@@ -131,7 +183,8 @@ mod tests {
     proptest::proptest! {
         /// Over any schedule of writes and answers: at most one probe out, probes at
         /// least PROBE_EVERY apart, and lagging exactly when the last answer took
-        /// longer than the limit or the probe out is older than it.
+        /// longer than the round trip (the fastest recent answer) plus the limit, or
+        /// the probe out is older than that.
         #[test]
         fn lagging_follows_the_answers(steps in proptest::collection::vec((0u64..40, proptest::bool::ANY, 0u64..60), 1..60)) {
             let t0 = Instant::now();
@@ -140,6 +193,7 @@ mod tests {
             let mut last_probe: Option<Instant> = None;
             let mut out: Option<([u8; 8], Instant)> = None;
             let mut last_rtt: Option<Duration> = None;
+            let mut base: Option<(Duration, Instant)> = None;
             for (gap, answer, delay) in steps {
                 now += Duration::from_millis(gap);
                 if let Some(id) = p.due(now) {
@@ -154,10 +208,16 @@ mod tests {
                     if let Some((id, sent)) = out.take() {
                         now += Duration::from_millis(delay);
                         p.on_pong(&id, now);
-                        last_rtt = Some(now - sent);
+                        let rtt = now - sent;
+                        if !base.is_some_and(|(b, at)| b <= rtt && now - at < BASELINE_FOR) {
+                            base = Some((rtt, now));
+                        }
+                        last_rtt = Some(rtt);
                     }
                 }
-                let want = last_rtt.is_some_and(|r| r > LAG) || out.is_some_and(|(_, s)| now - s > LAG);
+                let b = base.map(|(b, _)| b);
+                let want = last_rtt.zip(b).is_some_and(|(r, b)| r > b + LAG)
+                    || out.zip(b).is_some_and(|((_, s), b)| now - s > b + LAG);
                 proptest::prop_assert_eq!(p.lagging(now), want);
             }
         }

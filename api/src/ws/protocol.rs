@@ -26,7 +26,7 @@
 //!   last `ws_queue_capacity` messages, shared by every connection; a connection that
 //!   is behind gets at most the newest 64 per write and 10 ms of its pacing interval,
 //!   none while its writes wait for it to read or it answers the server's probe pings
-//!   later than `ws_max_client_lag_ms`, and none that waited over
+//!   `ws_max_client_lag_ms` later than its round trip, and none that waited over
 //!   `ws_max_queue_lag_ms`); quotes and books
 //!   are conflated to the latest state instead. Key order: `type`, `channel`, `seq`,
 //!   `missed` (when present), `engine_ts_us`, `data`.
