@@ -11,6 +11,12 @@
 //! alike. Throughput is the median round; latency (per-command mean of 16-command
 //! batches) goes into one histogram across rounds. Each row's note is the book's end
 //! state, so a reader sees which books did the same work.
+//!
+//! `BENCH_ORDERS_ONLY=engine` runs the engine's row alone (cachegrind and callgrind
+//! runs, timed A/B of two builds of the order path); `BENCH_ORDERS_ROUNDS=n` sets the
+//! rounds. After the table, the engine's `state_hash` at the end of the stream (read
+//! after each timed round; every round must agree): a change of the order path must
+//! leave it unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -207,6 +213,9 @@ trait Book {
     fn end(&self) -> EndState;
 }
 
+/// The engine's `state_hash` after its first round, in hex (later rounds must agree).
+static ENGINE_HASH: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 /// The engine: every command through `OrderManager::handle`.
 struct Engine<'a> {
     m: OrderManager,
@@ -288,6 +297,12 @@ impl Book for Engine<'_> {
     }
 
     fn end(&self) -> EndState {
+        let hash: String = self.m.state_hash().iter().map(|b| format!("{b:02x}")).collect();
+        let mut seen = ENGINE_HASH.lock().unwrap();
+        match &*seen {
+            Some(first) => assert_eq!(*first, hash, "engine: a round ended in another state"),
+            None => *seen = Some(hash),
+        }
         let (mut open, mut bid_qty, mut ask_qty) = (0, 0, 0);
         for o in self.m.open_orders() {
             open += 1;
@@ -590,7 +605,11 @@ const BASELINE: usize = 3;
 
 fn main() {
     let n = iters(2_000_000) as usize;
-    let rounds: usize = if quick() { 2 } else { 5 };
+    let rounds: usize = std::env::var("BENCH_ORDERS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick() { 2 } else { 5 });
+    let engine_only = std::env::var("BENCH_ORDERS_ONLY").is_ok_and(|v| v == "engine");
     let ops = stream(n);
     let clients: Vec<ClientOrderId> = (0..n)
         .map(|i| ClientOrderId::new(&format!("c{i}")).expect("client id"))
@@ -621,7 +640,7 @@ fn main() {
         },
     ];
 
-    let k = contenders.len();
+    let k = if engine_only { 1 } else { contenders.len() };
     let mut hists: Vec<Histogram<u64>> = (0..k).map(|_| histogram()).collect();
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); k];
     let mut ends: Vec<Option<EndState>> = vec![None; k];
@@ -639,7 +658,7 @@ fn main() {
     }
     // lobster's open orders come from an untimed run; its timed rounds must agree
     // with that run on everything else.
-    if let Some(end) = ends[LOBSTER] {
+    if let Some(end) = ends.get(LOBSTER).copied().flatten() {
         let counted = lobster_end(ops);
         assert_eq!(
             (end.trades, end.traded_qty, end.bid_qty, end.ask_qty),
@@ -652,7 +671,13 @@ fn main() {
     let engine_end = ends[ENGINE];
     let mut rows = Vec::new();
     let mut per_round: Vec<Vec<f64>> = Vec::with_capacity(k);
-    for (at, ((c, hist), (t, end))) in contenders.iter().zip(hists).zip(times.iter().zip(&ends)).enumerate() {
+    for (at, ((c, hist), (t, end))) in contenders
+        .iter()
+        .take(k)
+        .zip(hists)
+        .zip(times.iter().zip(&ends))
+        .enumerate()
+    {
         per_round.push(t.iter().map(|d| n as f64 / d.as_secs_f64().max(1e-12)).collect());
         let mut sorted = t.clone();
         sorted.sort();
@@ -678,6 +703,11 @@ fn main() {
         ),
         &rows,
     );
+    let hash = ENGINE_HASH.lock().ok().and_then(|h| h.clone()).unwrap_or_default();
+    println!("\nengine state hash at the end of the stream: {hash}");
+    if engine_only {
+        return;
+    }
     println!(
         "\nOrderManager::handle throughput against each, median of the per-round ratios: {:.2}x orderbook-rs, {:.2}x lobster, {:.2}x the baseline (issue 20 goals: 3x orderbook-rs, 2x lobster)",
         median_ratio(&per_round, ENGINE, &[ORDERBOOK_RS]),

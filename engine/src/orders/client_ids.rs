@@ -12,6 +12,12 @@
 //! twice as many buckets as the pool has slots, rounded up to a power of two (16 MiB
 //! for a million orders). Keys are hashed with foldhash seeded at random per process,
 //! so a client cannot precompute ids that collide.
+//!
+//! Each new order probes one random bucket of this table, which no cache level holds:
+//! on the orders bench that probe is the order path's largest single cost (~80 ns a
+//! command of ~210, for ~15 instructions). Reading the bucket early does not hide it
+//! (a missing load blocks retirement), nor did `u32` buckets (8 MiB); what was measured
+//! and what would is in BENCHMARKS.md (order path, cache misses).
 
 use core::hash::BuildHasher;
 

@@ -15,23 +15,80 @@ use super::types::OrderId;
 const NIL: u64 = u64::MAX;
 
 /// prev/next order ids per pool slot (shared by every book of one engine).
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+///
+/// One `[prev, next]` pair per slot, so that unlinking an order reads and writes one
+/// cache line for its own links, not one in each of two arrays (the walk of a deep
+/// level's queue touches cold slots). Images keep the two columns they always had:
+/// `prev`, then `next`, then the slot mask.
+#[derive(Clone)]
 pub struct Links {
+    pairs: Vec<Pair>,
+    slot_mask: u64,
+}
+
+/// One slot's neighbours in its level's queue ([`NIL`]: none).
+#[derive(Clone, Copy)]
+struct Pair {
+    prev: u64,
+    next: u64,
+}
+
+/// One column of [`Links`] as the image holds it (a sequence of ids).
+struct Column<'a>(&'a [Pair], fn(&Pair) -> u64);
+
+impl serde::Serialize for Column<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(self.1))
+    }
+}
+
+impl serde::Serialize for Links {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Links", 3)?;
+        st.serialize_field("prev", &Column(&self.pairs, |p| p.prev))?;
+        st.serialize_field("next", &Column(&self.pairs, |p| p.next))?;
+        st.serialize_field("slot_mask", &self.slot_mask)?;
+        st.end()
+    }
+}
+
+/// [`Links`] as images hold it.
+#[derive(serde::Deserialize)]
+#[serde(rename = "Links")]
+struct LinksWire {
     prev: Vec<u64>,
     next: Vec<u64>,
     slot_mask: u64,
 }
 
+impl<'de> serde::Deserialize<'de> for Links {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = LinksWire::deserialize(d)?;
+        if w.prev.len() != w.next.len() {
+            return Err(serde::de::Error::custom("links: prev and next differ in length"));
+        }
+        Ok(Self {
+            pairs: w
+                .prev
+                .iter()
+                .zip(&w.next)
+                .map(|(&prev, &next)| Pair { prev, next })
+                .collect(),
+            slot_mask: w.slot_mask,
+        })
+    }
+}
+
 impl Links {
     /// Slots linked (the pool's capacity).
     pub fn capacity(&self) -> usize {
-        self.prev.len()
+        self.pairs.len()
     }
 
     pub fn new(capacity: usize, slot_mask: u64) -> Self {
         Self {
-            prev: vec![NIL; capacity],
-            next: vec![NIL; capacity],
+            pairs: vec![Pair { prev: NIL, next: NIL }; capacity],
             slot_mask,
         }
     }
@@ -41,24 +98,25 @@ impl Links {
     }
 
     fn next_of(&self, id: OrderId) -> Option<OrderId> {
-        self.next.get(self.slot(id)).copied().filter(|&n| n != NIL).map(OrderId)
+        self.pairs
+            .get(self.slot(id))
+            .map(|p| p.next)
+            .filter(|&n| n != NIL)
+            .map(OrderId)
     }
 
     fn set(&mut self, id: OrderId, prev: u64, next: u64) {
         let s = self.slot(id);
-        if let Some(p) = self.prev.get_mut(s) {
-            *p = prev;
-        }
-        if let Some(n) = self.next.get_mut(s) {
-            *n = next;
+        if let Some(p) = self.pairs.get_mut(s) {
+            *p = Pair { prev, next };
         }
     }
 
     fn set_next(&mut self, id: u64, next: u64) {
         if id != NIL {
             let s = self.slot(OrderId(id));
-            if let Some(n) = self.next.get_mut(s) {
-                *n = next;
+            if let Some(p) = self.pairs.get_mut(s) {
+                p.next = next;
             }
         }
     }
@@ -66,18 +124,15 @@ impl Links {
     fn set_prev(&mut self, id: u64, prev: u64) {
         if id != NIL {
             let s = self.slot(OrderId(id));
-            if let Some(p) = self.prev.get_mut(s) {
-                *p = prev;
+            if let Some(p) = self.pairs.get_mut(s) {
+                p.prev = prev;
             }
         }
     }
 
     fn get(&self, id: OrderId) -> (u64, u64) {
         let s = self.slot(id);
-        (
-            self.prev.get(s).copied().unwrap_or(NIL),
-            self.next.get(s).copied().unwrap_or(NIL),
-        )
+        self.pairs.get(s).map_or((NIL, NIL), |p| (p.prev, p.next))
     }
 }
 
@@ -250,5 +305,74 @@ pub fn crosses(side: Side, limit: Option<Price>, price: Price) -> bool {
         (_, None) => true,
         (Side::Buy, Some(l)) => price <= l,
         (Side::Sell, Some(l)) => price >= l,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The layout images had before the pairs: two columns, then the mask.
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Columns {
+        prev: Vec<u64>,
+        next: Vec<u64>,
+        slot_mask: u64,
+    }
+
+    proptest! {
+        /// After any pushes and removes, the links encode to the bytes of the two
+        /// columns they were kept as before, and decode back to the same queues.
+        #[test]
+        fn links_image_bytes_are_the_two_columns(ops in proptest::collection::vec((any::<bool>(), 0u64..16, 0u8..3), 1..80)) {
+            let mut links = Links::new(16, 0xff);
+            let mut book = QueueBook::with_capacity(8);
+            let mut resting: Vec<(u64, Price)> = Vec::new();
+            for (push, slot, p) in ops {
+                let price = Price(100 + i64::from(p));
+                let id = OrderId((1 << 24) | slot);
+                match resting.iter().position(|r| r.0 == slot) {
+                    Some(i) if !push => {
+                        let (_, at) = resting.swap_remove(i);
+                        book.remove(&mut links, Side::Buy, at, id, Qty(1));
+                    }
+                    None if push => {
+                        book.push(&mut links, Side::Buy, price, id, Qty(1));
+                        resting.push((slot, price));
+                    }
+                    _ => {}
+                }
+            }
+            let columns = Columns {
+                prev: links.pairs.iter().map(|p| p.prev).collect(),
+                next: links.pairs.iter().map(|p| p.next).collect(),
+                slot_mask: links.slot_mask,
+            };
+            let bytes = postcard::to_allocvec(&links).unwrap();
+            prop_assert_eq!(&bytes, &postcard::to_allocvec(&columns).unwrap());
+            let back: Links = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(postcard::to_allocvec(&back).unwrap(), bytes);
+            for level in book.levels(Side::Buy) {
+                let mut walked = Vec::new();
+                let mut next = QueueBook::head(level);
+                while let Some(id) = next {
+                    walked.push(id);
+                    next = QueueBook::next(&back, id);
+                }
+                prop_assert_eq!(walked.len() as u32, level.orders);
+            }
+        }
+    }
+
+    #[test]
+    fn links_of_unequal_columns_are_refused() {
+        let bad = Columns {
+            prev: vec![NIL; 2],
+            next: vec![NIL; 3],
+            slot_mask: 0xff,
+        };
+        let bytes = postcard::to_allocvec(&bad).unwrap();
+        assert!(postcard::from_bytes::<Links>(&bytes).is_err());
     }
 }
