@@ -25,6 +25,13 @@ pub trait Agent: Send + 'static {
     /// thread idles by its strategy before the next poll).
     fn poll(&mut self) -> usize;
 
+    /// After a poll that found nothing: how long the agent knows it will have nothing
+    /// to do (a paced generator until its next step), so an idle thread can sleep
+    /// through it at once. `None` (the default): unknown, idle by the strategy.
+    fn idle_for(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Runs once on the agent's thread before the first poll.
     fn on_start(&mut self) {}
 
@@ -205,6 +212,8 @@ pub fn run<A: Agent + ?Sized>(agent: &mut A, stop: &AtomicBool, mut idler: Idler
         }
         if agent.poll() > 0 {
             idler.reset();
+        } else if let Some(wait) = agent.idle_for() {
+            idler.idle_for(wait);
         } else {
             idler.idle();
         }
@@ -380,5 +389,60 @@ mod tests {
         // Housekeeping runs on idle polls too: the heartbeat moves.
         wait_until("the engine heartbeat", || stats.heartbeat_ns.get() > 0);
         h.stop_and_join().unwrap();
+    }
+
+    /// A paced agent (work every 10 ms) that says how long until its next step is
+    /// polled a few times a step, not through the strategy's doubling series of short
+    /// sleeps, which starts over after every step (~17 polls a step from 1 us); with
+    /// a busy-spin strategy it still spins. (Load only makes sleeps longer, so the
+    /// upper bound cannot fail for being slow.)
+    #[test]
+    fn a_paced_agent_sleeps_until_its_next_step() {
+        struct Paced {
+            polls: Arc<AtomicUsize>,
+            due: Instant,
+        }
+        const EVERY: Duration = Duration::from_millis(10);
+        impl Agent for Paced {
+            fn name(&self) -> &str {
+                "paced"
+            }
+            fn poll(&mut self) -> usize {
+                self.polls.fetch_add(1, Ordering::Relaxed);
+                if Instant::now() < self.due {
+                    return 0;
+                }
+                self.due += EVERY;
+                1
+            }
+            fn idle_for(&self) -> Option<Duration> {
+                Some(self.due.saturating_duration_since(Instant::now()))
+            }
+        }
+        let polls_in = |idle: IdleConfig| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let polls = Arc::new(AtomicUsize::new(0));
+            let agent = Paced {
+                polls: Arc::clone(&polls),
+                due: Instant::now(),
+            };
+            let h = spawn_agent(agent, AgentSpec::new("paced", idle, &stop)).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            h.stop_and_join().unwrap();
+            polls.load(Ordering::Relaxed)
+        };
+        let config = IdleConfig {
+            park_micros: 1,
+            max_park_micros: 20_000,
+            ..parked()
+        };
+        // 21 steps in 200 ms, about two polls each.
+        let n = polls_in(config);
+        assert!(n <= 21 * 3, "{n} polls in 200 ms for 21 steps");
+        let spin = IdleConfig {
+            strategy: IdleKind::BusySpin,
+            ..parked()
+        };
+        assert!(polls_in(spin) > 10_000, "busy-spin keeps spinning");
     }
 }

@@ -130,6 +130,22 @@ impl Idler {
         }
     }
 
+    /// Call after a poll that found nothing when the agent knows it has nothing to do
+    /// for `wait` (a paced generator between steps): spin-then-park sleeps through it
+    /// at once (at most `max_park_micros`, so the stop flag is still seen), one
+    /// wake-up instead of a spin, yields and a doubling series of sleeps; the other
+    /// strategies keep their own behaviour.
+    #[inline]
+    pub fn idle_for(&mut self, wait: Duration) {
+        match self.config.strategy {
+            IdleKind::SpinThenPark => {
+                let cap = Duration::from_micros(u64::from(self.config.max_park_micros.max(self.config.park_micros)));
+                std::thread::park_timeout(wait.min(cap));
+            }
+            IdleKind::BusySpin | IdleKind::SpinThenYield => self.idle(),
+        }
+    }
+
     /// Counts an empty poll and says what to do about it, without doing it.
     #[inline]
     pub fn next_pause(&mut self) -> Pause {

@@ -114,6 +114,12 @@ impl Agent for SyntheticFeed {
         self.stats.set_state(FeedState::Stopped, None, UnixNanos::now());
         tracing::info!(feed = %self.name, "feed stopped");
     }
+
+    /// Until the next step is due: one wake-up a step, not a series of polls.
+    fn idle_for(&self) -> Option<std::time::Duration> {
+        let left = self.due.0.saturating_sub(UnixNanos::now().0);
+        Some(std::time::Duration::from_nanos(u64::try_from(left).unwrap_or(0)))
+    }
 }
 
 /// Starts a synthetic feed thread.
