@@ -49,8 +49,8 @@
 //! server and client. `BENCH_FANOUT_RATES` / `BENCH_FANOUT_NS` (comma-separated) pick
 //! a subset, `BENCH_FANOUT_ROUNDS` the rounds (3; 1 with `BENCH_QUICK=1`),
 //! `BENCH_FANOUT_REST_ONLY=1` runs only the REST rounds, `BENCH_FANOUT_OURS_BIN` runs
-//! another build of `sbz-bench-serve` as ours (before/after), `BENCH_FANOUT_API`
-//! (`key=value,...`, integers) sets keys of ours' `[api]` table. Linux only (/proc).
+//! another build of `sbz-bench-serve` as ours (before/after), `BENCH_FANOUT_SET`
+//! (`dotted.path=value,...`, integers) sets keys of ours' config. Linux only (/proc).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -116,22 +116,6 @@ fn ours_config(rate: u64) -> String {
     conns.insert("max_connections".into(), 19_000.into());
     conns.insert("max_connections_per_address".into(), 19_000.into());
     api.insert("connections".into(), conns.into());
-    // Experiments: `BENCH_FANOUT_API=ws_flushes_per_sec=40000,ws_max_flush_interval_ms=50`
-    // sets integer keys of the server's [api] table (the server rejects unknown keys).
-    for kv in std::env::var("BENCH_FANOUT_API")
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-    {
-        let (k, v) = kv.split_once('=').expect("BENCH_FANOUT_API: key=value pairs");
-        api.insert(
-            k.trim().into(),
-            v.trim()
-                .parse::<i64>()
-                .expect("BENCH_FANOUT_API: integer values")
-                .into(),
-        );
-    }
     d.insert("api".into(), api.into());
     let mut log = table(&mut d, "log");
     log.insert("level".into(), "warn".into());
@@ -179,6 +163,27 @@ start_prices = {{ {SYMBOL} = "65000.00" }}
     let mut limits = table(&mut d, "rate_limits");
     limits.insert("loopback_public_per_min".into(), 1_000_000.into());
     d.insert("rate_limits".into(), limits.into());
+    // Experiments: `BENCH_FANOUT_SET=api.ws_flushes_per_sec=40000,engine.idle.spin_iterations=100`
+    // sets integer keys by their dotted paths (the server rejects unknown keys).
+    for kv in std::env::var("BENCH_FANOUT_SET")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        let (path, v) = kv.split_once('=').expect("BENCH_FANOUT_SET: path=value pairs");
+        let v: i64 = v.trim().parse().expect("BENCH_FANOUT_SET: integer values");
+        let mut keys: Vec<&str> = path.trim().split('.').collect();
+        let last = keys.pop().expect("a key");
+        let mut t = &mut d;
+        for k in keys {
+            t = t
+                .entry(k)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("BENCH_FANOUT_SET: a table on the path");
+        }
+        t.insert(last.into(), v.into());
+    }
     toml::to_string(&d).expect("config serializes")
 }
 
