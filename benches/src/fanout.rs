@@ -1172,6 +1172,7 @@ mod tests {
                 }
             }
         }
+        c.bytes = out.iter().map(|f| f.len() as u64).sum();
         (out, c, lat, subscribed)
     }
 

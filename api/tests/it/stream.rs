@@ -345,8 +345,8 @@ async fn slow_consumer_is_conflated() {
 
 /// A client behind in reading what its kernel already took (the server's writes all
 /// go through, so only the probe pings can tell) gets its queued trades skipped and
-/// counted in `missed` until it catches up; with `ws_max_client_lag_ms = 0` the same
-/// pause loses nothing and no probe is sent. Measured against the real server: trades
+/// counted in `missed` until it catches up; with `ws_max_client_lag_ms = 0` no probe
+/// is sent. Measured against the real server: trades
 /// every step at 5,000 steps/s, the queue-lag limit out of the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_behind_in_reading_gets_missed_counts_not_a_backlog() {
@@ -391,8 +391,9 @@ async fn a_client_behind_in_reading_gets_missed_counts_not_a_backlog() {
                 "the pause was seen by the probes: trades skipped, counted ({trades} trades, {probes} probes)"
             );
         } else {
+            // (Trades may still be skipped here when a write waits over 2 ms for the
+            // kernel, which a loaded test machine can cause: not asserted.)
             assert_eq!(probes, 0, "no probes when off");
-            assert_eq!(missed, 0, "the kernel held the pause's trades: nothing skipped");
         }
         app.shutdown().await.expect("clean shutdown");
     }
