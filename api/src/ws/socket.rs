@@ -33,6 +33,8 @@ use ts::protocol::{Role, WebSocketConfig};
 
 /// Longest payload of one outgoing text frame: a longer message is fragmented.
 pub const FRAGMENT_BYTES: usize = 8 * 1024;
+// A fragment's length fits the 16-bit form of a frame header.
+const _: () = assert!(FRAGMENT_BYTES < 65_536);
 /// tungstenite's write buffer (control frames only): written once it holds more.
 pub const WRITE_BUFFER_BYTES: usize = FRAGMENT_BYTES;
 
@@ -121,47 +123,42 @@ impl WebSocket {
 /// A ping frame with an 8-byte payload (final, opcode 9, not masked).
 const PING_FRAME_BYTES: usize = 10;
 
-/// Frame header bytes for a payload of `len` (server frames are not masked).
-fn header_bytes(len: usize) -> usize {
-    let mut n = 0;
-    let mut left = len;
-    loop {
-        let chunk = left.min(FRAGMENT_BYTES);
-        n += if chunk < 126 { 2 } else { 4 };
-        left -= chunk;
-        if left == 0 {
-            return n;
-        }
+/// Where each frame of a text message of `len` bytes starts and ends: one frame, or
+/// fragments of at most [`FRAGMENT_BYTES`] (an empty message is one empty frame).
+fn fragments(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..len.div_ceil(FRAGMENT_BYTES).max(1)).map(move |i| i * FRAGMENT_BYTES..((i + 1) * FRAGMENT_BYTES).min(len))
+}
+
+/// A server frame's header size for a payload of `n` bytes (never over
+/// [`FRAGMENT_BYTES`], so the 16-bit length form at most; not masked).
+fn header_len(n: usize) -> usize {
+    if n < 126 {
+        2
+    } else {
+        4
     }
+}
+
+/// Frame header bytes for a text message of `len` bytes, fragments included.
+fn header_bytes(len: usize) -> usize {
+    fragments(len).map(|r| header_len(r.len())).sum()
 }
 
 /// Appends `text` as one text frame, or as a text frame and continuation frames of at
 /// most [`FRAGMENT_BYTES`] each, the last one final.
 fn frame_text(wire: &mut Vec<u8>, text: &[u8]) {
-    let mut chunks = text.chunks(FRAGMENT_BYTES).peekable();
-    let mut first = true;
-    if text.is_empty() {
-        wire.extend_from_slice(&[0x81, 0]);
-        return;
-    }
-    while let Some(chunk) = chunks.next() {
-        let fin = if chunks.peek().is_none() { 0x80 } else { 0 };
-        let opcode = if first { 0x1 } else { 0x0 };
-        first = false;
+    for (i, r) in fragments(text.len()).enumerate() {
+        let fin = if r.end == text.len() { 0x80 } else { 0 };
+        let opcode = if i == 0 { 0x1 } else { 0x0 };
         wire.push(fin | opcode);
-        // FRAGMENT_BYTES < 65,536: a chunk's length fits the 16-bit form.
-        match u16::try_from(chunk.len()) {
-            Ok(n) if n < 126 => wire.push(n as u8),
-            Ok(n) => {
-                wire.push(126);
-                wire.extend_from_slice(&n.to_be_bytes());
-            }
-            Err(_) => {
-                wire.push(127);
-                wire.extend_from_slice(&(chunk.len() as u64).to_be_bytes());
-            }
+        let n = r.len();
+        if header_len(n) == 2 {
+            wire.push(n as u8);
+        } else {
+            wire.push(126);
+            wire.extend_from_slice(&(n as u16).to_be_bytes());
         }
-        wire.extend_from_slice(chunk);
+        wire.extend_from_slice(&text[r]);
     }
 }
 
