@@ -14,7 +14,8 @@
 //!
 //! `BENCH_ORDERS_ONLY=engine` runs the engine's row alone (cachegrind and callgrind
 //! runs, timed A/B of two builds of the order path); `BENCH_ORDERS_ROUNDS=n` sets the
-//! rounds. After the table, the engine's `state_hash` at the end of the stream (read
+//! rounds; `BENCH_ORDERS_HINT=0` leaves out the next-command prefetch hint that the
+//! engine loop gives the order path (an A/B of the hint in one build). After the table, the engine's `state_hash` at the end of the stream (read
 //! after each timed round; every round must agree): a change of the order path must
 //! leave it unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -209,6 +210,9 @@ impl EndState {
 /// One implementation under test: applies the stream's `i`-th command, and reports
 /// its end state (read after the timed round).
 trait Book {
+    /// Told the next command before `apply` runs the current one, as the engine loop
+    /// tells the order path (`OrderManager::prefetch`); the others do nothing with it.
+    fn hint(&mut self, _i: usize, _op: Op) {}
     fn apply(&mut self, i: usize, op: Op);
     fn end(&self) -> EndState;
 }
@@ -225,6 +229,8 @@ struct Engine<'a> {
     ids: Vec<OrderId>,
     fills: u64,
     filled_qty: u64,
+    /// Whether the next command is hinted (`BENCH_ORDERS_HINT=0`: not, for an A/B).
+    hint: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -235,11 +241,32 @@ impl<'a> Engine<'a> {
             ids: Vec::with_capacity(clients.len()),
             fills: 0,
             filled_qty: 0,
+            hint: std::env::var("BENCH_ORDERS_HINT").map_or(true, |v| v != "0"),
         }
     }
 }
 
 impl Book for Engine<'_> {
+    // Not inlined, so callgrind can count it (`--toggle-collect='*Book*hint*'`).
+    #[inline(never)]
+    fn hint(&mut self, i: usize, op: Op) {
+        if !self.hint {
+            return;
+        }
+        match op {
+            Op::New { account, .. } => {
+                if let Some(c) = self.clients.get(i) {
+                    self.m.prefetch_new(AccountId(account), c);
+                }
+            }
+            Op::Cancel { n } => {
+                if let Some(&id) = self.ids.get(n) {
+                    self.m.prefetch_order(id);
+                }
+            }
+        }
+    }
+
     fn apply(&mut self, i: usize, op: Op) {
         let at = UnixNanos(1_700_000_000_000_000_000 + i as i64 * 1_000);
         let (account, kind) = match op {
@@ -576,6 +603,9 @@ fn round<B: Book>(mut book: B, ops: &[Op], hist: &mut Histogram<u64>) -> (Durati
         let n = BATCH.min(ops.len() - i);
         let t = Instant::now();
         for (k, &op) in ops[i..i + n].iter().enumerate() {
+            if let Some(&next) = ops.get(i + k + 1) {
+                book.hint(i + k + 1, next);
+            }
             book.apply(i + k, op);
         }
         let _ = hist.record((t.elapsed().as_nanos() as u64 / n as u64).max(1));

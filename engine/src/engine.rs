@@ -228,6 +228,10 @@ impl Engine {
                     .map_or(&[][..], |s| s.book.side(side)),
                 None => &[],
             };
+            // Start the next command's likely cache misses now; they overlap this one.
+            if let Some(next) = op.gateway.peek_command() {
+                op.manager.prefetch(next);
+            }
             op.manager.handle_with_depth(&cmd, book);
             self.after_orders();
             n += 1;

@@ -168,10 +168,49 @@ fn no_crate_has_unsafe_code() {
     report("every crate root forbids unsafe code", &bad);
 }
 
-/// Crates whose root may leave out `#![forbid(unsafe_code)]`: the dev-only testkit,
-/// whose counting allocator implements the unsafe trait `GlobalAlloc` (the workspace's
-/// `deny` still holds in the rest of it). Never a normal dependency (checked below).
-const UNSAFE_ALLOWED: &[&str] = &["testkit"];
+/// Crates whose root may leave out `#![forbid(unsafe_code)]` (the workspace's `deny`
+/// still holds in the rest of them): the dev-only testkit, whose counting allocator
+/// implements the unsafe trait `GlobalAlloc`, never a normal dependency (checked
+/// below); and cache-hint, whose one audited block is the prefetch instruction
+/// (checked below: exactly one).
+const UNSAFE_ALLOWED: &[&str] = &["testkit", "cache-hint"];
+
+/// The shipped exception stays one block: cache-hint's prefetch, and no other shipped
+/// code opts out of the workspace's `deny(unsafe_code)` (tests may, e.g. for
+/// `std::env::set_var`).
+#[test]
+fn the_only_shipped_unsafe_block_is_the_prefetch_hint() {
+    let text = fs::read_to_string(root().join("cache-hint/src/lib.rs")).unwrap();
+    let code: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with("//")).collect();
+    let blocks = code
+        .iter()
+        .filter(|l| l.contains("unsafe {") || l.contains("unsafe{"))
+        .count();
+    let allows = code.iter().filter(|l| l.contains("allow(unsafe_code)")).count();
+    let bad: Vec<String> = if blocks == 1 && allows == 1 && code.iter().any(|l| l.contains("_mm_prefetch")) {
+        Vec::new()
+    } else {
+        vec![format!(
+            "cache-hint/src/lib.rs: {blocks} unsafe blocks, {allows} allow(unsafe_code): exactly one of each, the prefetch"
+        )]
+    };
+    report("the one shipped unsafe block is the prefetch hint", &bad);
+    let others: Vec<String> = members()
+        .iter()
+        .filter(|m| m.as_str() != "cache-hint" && m.as_str() != "testkit")
+        .flat_map(|m| rust_files(&root().join(m).join("src")))
+        .filter(|f| {
+            shipped_code(&fs::read_to_string(f).unwrap())
+                .lines()
+                .map(str::trim)
+                .any(|l| {
+                    (l.starts_with("#[") || l.starts_with("#![")) && l.contains("allow") && l.contains("unsafe_code")
+                })
+        })
+        .map(|f| format!("{}: allow(unsafe_code) outside cache-hint and the testkit", rel(&f)))
+        .collect();
+    report("no other crate allows unsafe code", &others);
+}
 
 #[test]
 fn the_testkit_is_a_dev_dependency_only() {

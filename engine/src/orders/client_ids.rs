@@ -14,10 +14,11 @@
 //! so a client cannot precompute ids that collide.
 //!
 //! Each new order probes one random bucket of this table, which no cache level holds:
-//! on the orders bench that probe is the order path's largest single cost (~80 ns a
+//! on the orders bench that probe was the order path's largest single cost (~80 ns a
 //! command of ~210, for ~15 instructions). Reading the bucket early does not hide it
-//! (a missing load blocks retirement), nor did `u32` buckets (8 MiB); what was measured
-//! and what would is in BENCHMARKS.md (order path, cache misses).
+//! (a missing load blocks retirement), nor did `u32` buckets (8 MiB); a prefetch of the
+//! next command's bucket ([`ClientIdTable::prefetch`], from the engine loop) does.
+//! What was measured is in BENCHMARKS.md (order path, cache misses).
 
 use core::hash::BuildHasher;
 
@@ -86,6 +87,16 @@ impl ClientIdTable {
 
     fn home(&self, key: ClientKey) -> usize {
         key.0 as usize & self.mask
+    }
+
+    /// Starts loading `key`'s home bucket into the cache without waiting for it: the
+    /// engine hints the next command's key while it runs the current one, so the
+    /// probe finds the line there (see the module docs).
+    #[inline]
+    pub fn prefetch(&self, key: ClientKey) {
+        if let Some(b) = self.buckets.get(self.home(key)) {
+            stocksblitz_cache_hint::prefetch_read(b);
+        }
     }
 
     /// The slot stored under `key` for which `is_key(slot)` (the caller compares the

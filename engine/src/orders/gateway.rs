@@ -50,6 +50,8 @@ pub struct GatewayStats {
 
 pub struct OrderGateway {
     commands: CommandQueue,
+    /// The command after the one last returned, already taken from the queue.
+    ahead: Option<Command>,
     out: RingProducer<OrderOutput>,
     backlog: VecDeque<OrderOutput>,
     stats: Arc<GatewayStats>,
@@ -59,6 +61,7 @@ impl OrderGateway {
     pub fn new(commands: CommandQueue, out: RingProducer<OrderOutput>, backlog: usize) -> Self {
         Self {
             commands,
+            ahead: None,
             out,
             backlog: VecDeque::with_capacity(backlog),
             stats: Arc::new(GatewayStats::default()),
@@ -79,9 +82,20 @@ impl OrderGateway {
         if !self.flush_backlog() {
             return None;
         }
-        let c = self.commands.pop()?;
+        let c = self.ahead.take().or_else(|| self.commands.pop())?;
+        // Taken one ahead (the queue has no peek) so the engine can hint it.
+        self.ahead = self.commands.pop();
         self.stats.commands.inc();
         Some(c)
+    }
+
+    /// The command after the one [`next_command`](Self::next_command) returned, if it
+    /// is already in the ring (left there; for [`OrderManager::prefetch`]).
+    ///
+    /// [`OrderManager::prefetch`]: super::OrderManager::prefetch
+    #[inline]
+    pub fn peek_command(&self) -> Option<&Command> {
+        self.ahead.as_ref()
     }
 
     /// Sends what the backlog holds; true when it is empty.
@@ -119,5 +133,67 @@ impl OrderGateway {
         }
         self.stats.backlogged.inc();
         self.backlog.push_back(item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orders::{AccountId, CommandKind};
+    use crate::ring::ring;
+    use crate::time::UnixNanos;
+    use proptest::prelude::*;
+
+    fn command(request: u64) -> Command {
+        Command {
+            request,
+            account: AccountId(1),
+            at: UnixNanos(0),
+            kind: CommandKind::QueryRisk,
+            idempotency: None,
+        }
+    }
+
+    proptest! {
+        /// Taking one command ahead (for the prefetch hint) neither loses, repeats nor
+        /// reorders commands, whatever the interleaving of pushes and takes, and the
+        /// peeked command is always the next one taken.
+        #[test]
+        fn commands_come_out_once_in_order_and_the_peek_is_the_next(
+            ops in proptest::collection::vec(prop_oneof![(1usize..6).prop_map(Some), Just(None)], 1..200),
+        ) {
+            let queue = command_queue(4);
+            let (out, _events) = ring("orders", 16);
+            let mut gateway = OrderGateway::new(queue.clone(), out, 16);
+            let (mut pushed, mut taken) = (Vec::new(), Vec::new());
+            let mut next = 0u64;
+            let mut peeked: Option<u64> = None;
+            for op in ops {
+                match op {
+                    Some(n) => {
+                        for _ in 0..n {
+                            // A full queue refuses (the API reports it); nothing else.
+                            if queue.push(command(next)).is_ok() {
+                                pushed.push(next);
+                            }
+                            next += 1;
+                        }
+                    }
+                    None => {
+                        let got = gateway.next_command().map(|c| c.request);
+                        if let (Some(p), Some(g)) = (peeked, got) {
+                            prop_assert_eq!(p, g, "the peeked command was not the next one");
+                        }
+                        taken.extend(got);
+                        peeked = gateway.peek_command().map(|c| c.request);
+                    }
+                }
+            }
+            while let Some(c) = gateway.next_command() {
+                taken.push(c.request);
+            }
+            prop_assert_eq!(gateway.stats().commands.get(), taken.len() as u64);
+            prop_assert_eq!(taken, pushed);
+        }
     }
 }

@@ -661,6 +661,32 @@ impl OrderManager {
         self.handle_with_depth(cmd, &[]);
     }
 
+    /// Starts loading what `cmd` will touch first and is least likely to be cached (a
+    /// new order's client-id bucket, a cancel's or replace's pooled order) without
+    /// waiting for it. The engine calls it for the next command in its ring before it
+    /// handles the current one, so those misses overlap the current command's work
+    /// (BENCHMARKS.md, order path). A hint only: state and results do not change.
+    #[inline]
+    pub fn prefetch(&self, cmd: &Command) {
+        match &cmd.kind {
+            CommandKind::New(n) | CommandKind::Test(n) => self.prefetch_new(cmd.account, &n.client_id),
+            CommandKind::Cancel { order } | CommandKind::Replace { order, .. } => self.pool.prefetch(*order),
+            _ => {}
+        }
+    }
+
+    /// [`prefetch`](Self::prefetch) for a new order by `account` with `client_id`.
+    #[inline]
+    pub fn prefetch_new(&self, account: AccountId, client_id: &ClientOrderId) {
+        self.client_ids.prefetch(self.client_ids.key(account, client_id));
+    }
+
+    /// [`prefetch`](Self::prefetch) for a command about the pooled order `id`.
+    #[inline]
+    pub fn prefetch_order(&self, id: OrderId) {
+        self.pool.prefetch(id);
+    }
+
     /// Which visible book side a command's paper order may take from: the instrument
     /// and the side of the book (asks for a buy). `None` for everything else.
     pub fn depth_side(&self, cmd: &Command) -> Option<(InstrumentId, Side)> {

@@ -172,6 +172,15 @@ impl OrderPool {
         self.names(s, id).then_some(s)
     }
 
+    /// Starts loading `id`'s slot into the cache without reading it (the engine hints
+    /// the next command's order while it runs the current one).
+    #[inline]
+    pub fn prefetch(&self, id: OrderId) {
+        if let Some(s) = self.slots.get((id.0 & SLOT_MASK) as usize) {
+            stocksblitz_cache_hint::prefetch_read(s);
+        }
+    }
+
     pub fn get(&self, id: OrderId) -> Option<&Order> {
         self.slot(id)?.order.as_ref()
     }

@@ -104,13 +104,16 @@ pub fn market(instrument: InstrumentId, client: &str, side: Side, qty: i64) -> N
 /// Runs one command and returns its events.
 pub fn run(m: &mut OrderManager, account: u32, at_ns: i64, kind: CommandKind) -> Vec<OrderEvent> {
     m.clear();
-    m.handle(&Command {
+    let cmd = Command {
         request: 1,
         account: AccountId(account),
         at: UnixNanos(T0 + at_ns),
         kind,
         idempotency: None,
-    });
+    };
+    // As the engine loop does for the next command: a hint that must change nothing.
+    m.prefetch(&cmd);
+    m.handle(&cmd);
     m.events().to_vec()
 }
 
