@@ -761,28 +761,6 @@ fn realized_losses_count_until_their_instrument_s_day_rolls() {
     assert_eq!(try_new(&mut m, ist_midnight, open("p3")), None);
 }
 
-/// A deterministic generator (xorshift64*): the golden run below must see the same
-/// cases on every machine and every run.
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-
-    /// True one time in `n`.
-    fn one_in(&mut self, n: u64) -> bool {
-        self.next().is_multiple_of(n)
-    }
-}
-
 /// One generated case: a small manager brought into a random state (narrow limits,
 /// trading states, kill switches, market data and its quality, resting orders, a
 /// position, a used rate token, a nearly full pool), then one new, test or replace
