@@ -11,6 +11,15 @@
 //! `park_micros` up to `max_park_micros`, so an idle process costs a few wake-ups per
 //! millisecond rather than tens of thousands per second, while a busy stream (which
 //! resets the idler on every poll with work) never reaches the long sleeps.
+//!
+//! Spin-then-park also adapts its spin: a spin only pays when work arrives before the
+//! thread would have slept. When an idle spell ends only after the thread slept (a
+//! stream sparser than the spin window, such as 2,000 steps a second against a 50 us
+//! spin), the next spell spins half as long, down to [`ADAPTIVE_SPIN_FLOOR`]; when one
+//! ends while spinning or yielding, the next spins twice as long, up to
+//! `spin_iterations`. A sparse stream thus stops burning a spin per message (on a
+//! 2-core machine that CPU is the API's), while a dense one keeps the full spin: a
+//! sleep that caught the work means the spin missed it anyway, so latency is unchanged.
 
 use std::time::Duration;
 
@@ -102,22 +111,52 @@ impl IdleConfig {
     }
 }
 
+/// The fewest empty polls spin-then-park spins after its spin has shrunk (or
+/// `spin_iterations`, if fewer): see the module docs.
+pub const ADAPTIVE_SPIN_FLOOR: u32 = 8;
+
 /// Per-thread idle state.
 #[derive(Debug)]
 pub struct Idler {
     config: IdleConfig,
     empty_polls: u32,
+    /// Empty polls to spin in this idle spell (spin-then-park adapts it; the other
+    /// strategies spin `spin_iterations`).
+    spin: u32,
 }
 
 impl Idler {
     pub fn new(config: IdleConfig) -> Self {
-        Self { config, empty_polls: 0 }
+        Self {
+            config,
+            empty_polls: 0,
+            spin: config.spin_iterations,
+        }
     }
 
-    /// Call after a poll that found work.
+    /// Empty polls the next idle spell spins before it yields.
+    pub fn spin_budget(&self) -> u32 {
+        self.spin
+    }
+
+    /// Call after a poll that found work. Ends an idle spell, if one was running, and
+    /// (spin-then-park) adapts the next spell's spin to how this one ended.
     #[inline]
     pub fn reset(&mut self) {
+        let n = self.empty_polls;
         self.empty_polls = 0;
+        let c = &self.config;
+        if n == 0 || c.strategy != IdleKind::SpinThenPark {
+            return;
+        }
+        let floor = ADAPTIVE_SPIN_FLOOR.min(c.spin_iterations);
+        self.spin = if n <= self.spin.saturating_add(c.yield_iterations) {
+            // Caught before sleeping: spinning (longer) pays.
+            self.spin.saturating_mul(2).clamp(floor, c.spin_iterations)
+        } else {
+            // Caught only by a sleep: this spell's spin was wasted.
+            (self.spin / 2).max(floor)
+        };
     }
 
     /// Call after a poll that found nothing.
@@ -152,12 +191,12 @@ impl Idler {
         let n = self.empty_polls;
         self.empty_polls = n.saturating_add(1);
         let c = &self.config;
-        let patient = c.spin_iterations.saturating_add(c.yield_iterations);
+        let patient = self.spin.saturating_add(c.yield_iterations);
         match c.strategy {
             IdleKind::BusySpin => Pause::Spin,
             IdleKind::SpinThenYield if n < c.spin_iterations => Pause::Spin,
             IdleKind::SpinThenYield => Pause::Yield,
-            IdleKind::SpinThenPark if n < c.spin_iterations => Pause::Spin,
+            IdleKind::SpinThenPark if n < self.spin => Pause::Spin,
             IdleKind::SpinThenPark if n < patient => Pause::Yield,
             IdleKind::SpinThenPark => {
                 // The k-th sleep lasts park_micros * 2^k, capped.
@@ -202,8 +241,14 @@ mod tests {
             let mut idler = Idler::new(c);
             let run = |idler: &mut Idler| (0..polls).map(|_| idler.next_pause()).collect::<Vec<_>>();
             let first = run(&mut idler);
+            // A poll with work starts the sequence over, with the same shape (the
+            // adapted spin aside: a fresh idler with that spin gives the same pauses).
             idler.reset();
-            prop_assert_eq!(&run(&mut idler), &first);
+            let spin_now = idler.spin_budget();
+            let again = run(&mut idler);
+            let mut fresh = Idler::new(c);
+            fresh.spin = spin_now;
+            prop_assert_eq!(&again, &run(&mut fresh));
             let mut last: Option<u64> = None;
             for (i, p) in first.iter().enumerate() {
                 let i = i as u64;
@@ -224,6 +269,74 @@ mod tests {
                 }
             }
         }
+    }
+
+    proptest! {
+        /// Over any settings and any idle spells (k empty polls, then work): each
+        /// spell spins exactly its budget (or k) before anything else; spin-then-park's
+        /// budget doubles after a spell that ended before sleeping and halves after one
+        /// that slept, always within [min(floor, spin_iterations), spin_iterations];
+        /// the other strategies always spin `spin_iterations`.
+        #[test]
+        fn the_spin_adapts_to_how_idle_spells_end(
+            strategy in kind(),
+            spin in 0u32..3_000,
+            yields in 0u32..50,
+            park in 1u32..100,
+            spells in proptest::collection::vec(0u32..4_000, 1..60),
+        ) {
+            let c = IdleConfig { strategy, spin_iterations: spin, yield_iterations: yields, park_micros: park, max_park_micros: 1_000 };
+            let floor = ADAPTIVE_SPIN_FLOOR.min(spin);
+            let mut idler = Idler::new(c);
+            for k in spells {
+                let before = idler.spin_budget();
+                let pauses: Vec<Pause> = (0..k).map(|_| idler.next_pause()).collect();
+                let spins = pauses.iter().take_while(|p| **p == Pause::Spin).count() as u32;
+                match strategy {
+                    IdleKind::BusySpin => prop_assert_eq!(spins, k),
+                    _ => {
+                        prop_assert_eq!(spins, k.min(before));
+                        prop_assert!(pauses.iter().skip(spins as usize).all(|p| *p != Pause::Spin));
+                    }
+                }
+                idler.reset();
+                let after = idler.spin_budget();
+                if strategy != IdleKind::SpinThenPark {
+                    prop_assert_eq!(after, spin);
+                } else if k == 0 {
+                    prop_assert_eq!(after, before);
+                } else if k <= before + yields {
+                    prop_assert_eq!(after, (before * 2).clamp(floor, spin));
+                } else {
+                    prop_assert_eq!(after, (before / 2).max(floor));
+                }
+                prop_assert!(strategy != IdleKind::SpinThenPark || (floor..=spin).contains(&after));
+            }
+        }
+    }
+
+    /// A stream sparser than the spin window stops spinning (down to the floor), and a
+    /// dense one gets the whole spin back within a few messages.
+    #[test]
+    fn a_sparse_stream_stops_spinning_and_a_dense_one_spins_again() {
+        let c = IdleConfig::default();
+        let mut idler = Idler::new(c);
+        let spell = |idler: &mut Idler, polls: u32| {
+            for _ in 0..polls {
+                let _ = idler.next_pause();
+            }
+            idler.reset();
+        };
+        // Each spell ends only after sleeping a few times.
+        for _ in 0..16 {
+            spell(&mut idler, c.spin_iterations + c.yield_iterations + 3);
+        }
+        assert_eq!(idler.spin_budget(), ADAPTIVE_SPIN_FLOOR);
+        // Work arrives during the (short) spin or the yields: the spin grows back.
+        for _ in 0..16 {
+            spell(&mut idler, 2);
+        }
+        assert_eq!(idler.spin_budget(), c.spin_iterations);
     }
 
     #[test]
