@@ -38,6 +38,7 @@ mod openapi;
 mod orders;
 mod orders_stream;
 mod questdb_sink;
+mod raw_ws;
 mod redis;
 mod replay_feed;
 mod rest;

@@ -6,6 +6,8 @@
 //! held-connections rows (BENCHMARKS.md, "Memory per connection, piece by piece").
 
 use std::net::SocketAddr;
+
+use crate::raw_ws;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -60,47 +62,20 @@ async fn serve(messages: Vec<String>) -> SocketAddr {
 
 /// The server's frames as (opcode, fin, payload) until its close frame.
 async fn raw_frames(addr: SocketAddr) -> Vec<(u8, bool, Vec<u8>)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .expect("upgrade request");
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.expect("upgrade response");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let (mut s, head) = raw_ws::upgrade(addr, "/ws", None).await;
     assert!(
-        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        head.to_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
         "RFC 6455's example key gets its example answer: {head}"
     );
     let mut frames = Vec::new();
-    loop {
-        let mut h = [0u8; 2];
-        s.read_exact(&mut h).await.expect("frame header");
-        let mut n = u64::from(h[1] & 0x7F);
-        if n == 126 {
-            let mut l = [0u8; 2];
-            s.read_exact(&mut l).await.expect("length");
-            n = u64::from(u16::from_be_bytes(l));
-        } else if n == 127 {
-            let mut l = [0u8; 8];
-            s.read_exact(&mut l).await.expect("length");
-            n = u64::from_be_bytes(l);
-        }
-        let mut payload = vec![0u8; n as usize];
-        s.read_exact(&mut payload).await.expect("payload");
-        let op = h[0] & 0x0F;
+    while let Some((op, fin, payload)) = raw_ws::read_frame_fin(&mut s).await {
         if op == 8 {
             return frames;
         }
-        frames.push((op, h[0] & 0x80 != 0, payload));
+        frames.push((op, fin, payload));
     }
+    panic!("the connection ended before the server's close frame");
 }
 
 /// Messages longer than a fragment go out as a text frame and continuation frames of
