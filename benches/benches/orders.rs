@@ -15,9 +15,9 @@
 //! `BENCH_ORDERS_ONLY=engine` runs the engine's row alone (cachegrind and callgrind
 //! runs, timed A/B of two builds of the order path); `BENCH_ORDERS_ROUNDS=n` sets the
 //! rounds; `BENCH_ORDERS_HINT=0` leaves out the next-command prefetch hint that the
-//! engine loop gives the order path (an A/B of the hint in one build). After the table, the engine's `state_hash` at the end of the stream (read
-//! after each timed round; every round must agree): a change of the order path must
-//! leave it unchanged.
+//! engine loop gives the order path (an A/B of the hint in one build). After the
+//! table, the engine's `state_hash` at the end of the stream (read after each timed
+//! round; every round must agree): a change of the order path must leave it unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

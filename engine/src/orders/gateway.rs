@@ -7,6 +7,10 @@
 //! (allocated once, sized for the worst step) and the engine stops taking commands
 //! until the backlog has drained: back-pressure lands on the API's queue, whose
 //! callers get a clear "engine busy" error, instead of anything being lost.
+//!
+//! Commands are taken from the queue one ahead of the one handed to the engine, so the
+//! engine can start the next command's cache misses (`OrderManager::prefetch`) while
+//! it handles the current one; order and exactly-once are unchanged (property test).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -89,8 +93,9 @@ impl OrderGateway {
         Some(c)
     }
 
-    /// The command after the one [`next_command`](Self::next_command) returned, if it
-    /// is already in the ring (left there; for [`OrderManager::prefetch`]).
+    /// The command after the one [`next_command`](Self::next_command) returned, if one
+    /// was waiting (the queue has no peek, so it is taken one ahead and held here; for
+    /// [`OrderManager::prefetch`]).
     ///
     /// [`OrderManager::prefetch`]: super::OrderManager::prefetch
     #[inline]

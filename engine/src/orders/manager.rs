@@ -670,7 +670,7 @@ impl OrderManager {
     pub fn prefetch(&self, cmd: &Command) {
         match &cmd.kind {
             CommandKind::New(n) | CommandKind::Test(n) => self.prefetch_new(cmd.account, &n.client_id),
-            CommandKind::Cancel { order } | CommandKind::Replace { order, .. } => self.pool.prefetch(*order),
+            CommandKind::Cancel { order } | CommandKind::Replace { order, .. } => self.prefetch_order(*order),
             _ => {}
         }
     }
