@@ -682,13 +682,15 @@ fn main() {
                 true,
                 s.warmup,
                 s.window,
+                Some(p.pid()),
             ));
             eprintln!(
-                "[{:>5.0} s] REST round {} {}: {} requests/s",
+                "[{:>5.0} s] REST round {} {}: {} requests/s, server {:.1} us CPU a request",
                 started.elapsed().as_secs_f64(),
                 r + 1,
                 server.name(),
-                fmt_rate(round.requests_per_sec())
+                fmt_rate(round.requests_per_sec()),
+                round.server_cpu_us_per_request().unwrap_or(f64::NAN),
             );
             drop(p);
             rest[server as usize].push(round);
@@ -752,22 +754,26 @@ fn print_fanout(rows: &[String], ratios: &[String], s: &Settings, mix: [f64; 3],
 
 fn print_rest(rest: &[Vec<HttpRound>; 2], rest_ratio: f64, title_note: &str) {
     println!("\n## REST GET /api/v1/quotes/{SYMBOL} (64 keep-alive connections, 2 client threads){title_note}\n");
-    println!("| server | requests/s | p50 | p99 | non-2xx | errors |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| server | requests/s | p50 | p99 | server cores | server CPU us / request | client cores | non-2xx | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for server in [Server::Ours, Server::Naive] {
         let rounds = &rest[server as usize];
         let per = |f: &dyn Fn(&HttpRound) -> f64| median(rounds.iter().map(f).collect());
+        let cores = |c: Option<f64>, r: &HttpRound| c.unwrap_or(f64::NAN) / r.window.as_secs_f64().max(1e-9);
         println!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2} | {:.1} | {:.2} | {} | {} |",
             server.name(),
             fmt_rate(per(&|r| r.requests_per_sec())),
             fmt_us(per(&|r| r.latency.value_at_quantile(0.5) as f64)),
             fmt_us(per(&|r| r.latency.value_at_quantile(0.99) as f64)),
+            per(&|r| cores(r.server_cpu_secs, r)),
+            per(&|r| r.server_cpu_us_per_request().unwrap_or(f64::NAN)),
+            per(&|r| cores(r.client_cpu_secs, r)),
             rounds.iter().map(|r| r.not_ok).sum::<u64>(),
             rounds.iter().map(|r| r.errors).sum::<u64>(),
         );
     }
-    println!("| StocksBlitz / bare axum | {rest_ratio:.2}x | | | | |");
+    println!("| StocksBlitz / bare axum | {rest_ratio:.2}x | | | | | | | |");
 }
 
 /// The held-connections rows' feed rate (steps/s) unless `BENCH_FANOUT_HELD_RATE`

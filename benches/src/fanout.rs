@@ -774,11 +774,22 @@ pub struct HttpRound {
     pub window: Duration,
     /// Request latency (write to full response), microseconds, all statuses.
     pub latency: Histogram<u64>,
+    /// The server's CPU-seconds (all threads, user + system) over the window, when its
+    /// pid was given.
+    pub server_cpu_secs: Option<f64>,
+    /// This process's (the load client's) CPU-seconds over the window.
+    pub client_cpu_secs: Option<f64>,
 }
 
 impl HttpRound {
     pub fn requests_per_sec(&self) -> f64 {
         (self.ok + self.not_ok) as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// Server CPU-microseconds per request (all its threads, the idle ones included).
+    pub fn server_cpu_us_per_request(&self) -> Option<f64> {
+        let n = (self.ok + self.not_ok).max(1) as f64;
+        self.server_cpu_secs.map(|s| s * 1e6 / n)
     }
 }
 
@@ -960,6 +971,7 @@ pub async fn http_round(
     spread_sources: bool,
     warmup: Duration,
     window: Duration,
+    server_pid: Option<u32>,
 ) -> HttpRound {
     let request: Arc<[u8]> = format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nAccept: application/json\r\n\r\n")
         .into_bytes()
@@ -984,11 +996,15 @@ pub async fn http_round(
         .collect();
     tokio::time::sleep(warmup).await;
     latency.take();
+    let me = std::process::id();
+    let (server0, client0) = (server_pid.and_then(cpu_ticks), cpu_ticks(me));
     counters.on.store(true, Relaxed);
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
     counters.on.store(false, Relaxed);
     let window = t0.elapsed();
+    let (server1, client1) = (server_pid.and_then(cpu_ticks), cpu_ticks(me));
+    let secs = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?) as f64 / CLOCK_TICKS_PER_SEC);
     stop.store(true, Relaxed);
     let latency_h = latency.take();
     let aborts: Vec<AbortHandle> = tasks.iter().map(JoinHandle::abort_handle).collect();
@@ -1009,6 +1025,8 @@ pub async fn http_round(
         errors: counters.errors.load(Relaxed),
         window,
         latency: latency_h,
+        server_cpu_secs: secs(server0, server1),
+        client_cpu_secs: secs(client0, client1),
     }
 }
 
@@ -1658,9 +1676,12 @@ mod tests {
             false,
             Duration::from_millis(100),
             Duration::from_millis(500),
+            Some(std::process::id()),
         )
         .await;
         assert_eq!(r.errors, 0);
+        // The server here is this process: its CPU over the window is measured.
+        assert!(r.server_cpu_secs.is_some() && r.client_cpu_secs.is_some());
         assert!(r.ok > 0 && r.not_ok > 0, "ok {} not ok {}", r.ok, r.not_ok);
         // Four connections, each sees every third of its own answers refused at most
         // one off per connection at the window's edges... the server's counter is
