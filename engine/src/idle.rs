@@ -13,13 +13,15 @@
 //! resets the idler on every poll with work) never reaches the long sleeps.
 //!
 //! Spin-then-park also adapts its spin: a spin only pays when work arrives before the
-//! thread would have slept. When an idle spell ends only after the thread slept (a
-//! stream sparser than the spin window, such as 2,000 steps a second against a 50 us
-//! spin), the next spell spins half as long, down to [`ADAPTIVE_SPIN_FLOOR`]; when one
-//! ends while spinning or yielding, the next spins twice as long, up to
-//! `spin_iterations`. A sparse stream thus stops burning a spin per message (on a
-//! 2-core machine that CPU is the API's), while a dense one keeps the full spin: a
-//! sleep that caught the work means the spin missed it anyway, so latency is unchanged.
+//! thread would have slept. When an idle spell outlasts its first sleep (at least
+//! `park_micros`, longer than any spin: a stream sparser than that, such as 2,000
+//! steps a second), no spin could have caught the work, so the next spell spins half
+//! as long, down to [`ADAPTIVE_SPIN_FLOOR`]. When a spell ends while spinning,
+//! yielding or in its first sleep (where a longer spin might have caught it), the next
+//! spins twice as long, up to `spin_iterations`. A sparse stream thus stops burning a
+//! spin per message (on a 2-core machine that CPU is the API's); a denser one keeps the
+//! full spin, so its latency is unchanged, and the yields (not adapted) still catch a
+//! stream that turns dense and grow the spin back.
 
 use std::time::Duration;
 
@@ -150,11 +152,14 @@ impl Idler {
             return;
         }
         let floor = ADAPTIVE_SPIN_FLOOR.min(c.spin_iterations);
-        self.spin = if n <= self.spin.saturating_add(c.yield_iterations) {
-            // Caught before sleeping: spinning (longer) pays.
+        // Polls up to and including the first sleep: spin, yields, one park.
+        let first_sleep = self.spin.saturating_add(c.yield_iterations).saturating_add(1);
+        self.spin = if n <= first_sleep {
+            // Caught before sleeping, or by the first sleep: a (longer) spin pays or
+            // might have.
             self.spin.saturating_mul(2).clamp(floor, c.spin_iterations)
         } else {
-            // Caught only by a sleep: this spell's spin was wasted.
+            // Outlasted a sleep longer than any spin: this spell's spin was wasted.
             (self.spin / 2).max(floor)
         };
     }
@@ -274,9 +279,10 @@ mod tests {
     proptest! {
         /// Over any settings and any idle spells (k empty polls, then work): each
         /// spell spins exactly its budget (or k) before anything else; spin-then-park's
-        /// budget doubles after a spell that ended before sleeping and halves after one
-        /// that slept, always within [min(floor, spin_iterations), spin_iterations];
-        /// the other strategies always spin `spin_iterations`.
+        /// budget doubles after a spell that ended before sleeping or in its first
+        /// sleep and halves after one that outlasted it, always within
+        /// [min(floor, spin_iterations), spin_iterations]; the other strategies always
+        /// spin `spin_iterations`.
         #[test]
         fn the_spin_adapts_to_how_idle_spells_end(
             strategy in kind(),
@@ -305,7 +311,7 @@ mod tests {
                     prop_assert_eq!(after, spin);
                 } else if k == 0 {
                     prop_assert_eq!(after, before);
-                } else if k <= before + yields {
+                } else if k <= before + yields + 1 {
                     prop_assert_eq!(after, (before * 2).clamp(floor, spin));
                 } else {
                     prop_assert_eq!(after, (before / 2).max(floor));
@@ -327,9 +333,16 @@ mod tests {
             }
             idler.reset();
         };
-        // Each spell ends only after sleeping a few times.
+        // A spell that the first sleep ends (a longer spin might have caught it)
+        // keeps the whole spin.
         for _ in 0..16 {
-            spell(&mut idler, c.spin_iterations + c.yield_iterations + 3);
+            spell(&mut idler, c.spin_iterations + c.yield_iterations + 1);
+        }
+        assert_eq!(idler.spin_budget(), c.spin_iterations);
+        // Each spell ends only after sleeping a few times: the spin shrinks.
+        for _ in 0..16 {
+            let polls = idler.spin_budget() + c.yield_iterations + 3;
+            spell(&mut idler, polls);
         }
         assert_eq!(idler.spin_budget(), ADAPTIVE_SPIN_FLOOR);
         // Work arrives during the (short) spin or the yields: the spin grows back.
