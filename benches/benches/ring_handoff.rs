@@ -9,9 +9,11 @@
 //! says how our ring compares with it, as the median of the rounds' ratios and as the
 //! ratio of the best rounds (on a shared machine, the rounds nobody preempted).
 //!
-//! More cases answer questions about the ring: a replica of it built in this file (its
-//! ends hold the counters' `Arc` inline), the replica with that `Arc` boxed (tried for
-//! issue 20: it removes the producer loop's spills, but did not run faster), raw rtrb
+//! More cases answer questions about the ring: a replica of its earlier layout built in
+//! this file (its ends hold the counters' `Arc` inline), the replica with that `Arc`
+//! boxed (the ring's layout since issue 20 point 3: it removes the producer loop's
+//! spills), the replica's producer or consumer paired with rtrb's other end (which
+//! end's counters cost), raw rtrb
 //! with each tick in a slot of its own cache line, the rtrb-based rings with their
 //! ends behind a pointer (boxed) as the engine and feed handlers hold them inside their
 //! own structs, where no end's fields can live in registers across the loop, and two
@@ -23,7 +25,8 @@
 //! atomic at the paced rows' pace (the paced rows' clock reads, without a queue).
 //!
 //! Knobs: `BENCH_ROUNDS` (default 7), `BENCH_CASES=0,1,4` (only those rows),
-//! `BENCH_PACED=0` (burst only). `RING_IR=ours|raw|replica` runs a one-thread
+//! `BENCH_PACED=0` (burst only). `RING_IR=ours|raw|replica` (and `ours-ref|raw-ref|replica-ref`, the ends
+//! behind references as the engine holds them) runs a one-thread
 //! push/pop loop for callgrind's instruction counts; `RING_CODEGEN=1` runs the
 //! `produce_*` loops whose generated code BENCHMARKS.md compares (objdump).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -39,7 +42,7 @@ use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{InstrumentId, Tick, UnixNanos};
 
 const CAPACITY: usize = 4096;
-const CASES: [&str; 12] = [
+const CASES: [&str; 14] = [
     "stocksblitz ring (rtrb + counters)",
     "rtrb raw",
     "crossbeam ArrayQueue",
@@ -49,9 +52,11 @@ const CASES: [&str; 12] = [
     "ours, ends behind a pointer (as in a struct on the heap)",
     "rtrb raw, ends behind a pointer",
     "replica, ends behind a pointer",
-    "replica with the counters' Arc boxed (tried for issue 20, not kept)",
+    "replica with the counters' Arc boxed (the ring's layout since issue 20 point 3)",
     "rtrb raw, with a ring's counters allocated after it and never touched",
     "replica, counters allocated before rtrb's buffer",
+    "replica's producer (counters) -> raw rtrb consumer",
+    "raw rtrb producer -> replica's consumer (counters)",
 ];
 /// Interleaved rounds (`BENCH_ROUNDS`, default 7): every case once per round, a
 /// different one first each round, each on a fresh queue.
@@ -63,10 +68,11 @@ fn rounds_n() -> usize {
         .max(1)
 }
 
-/// A copy of the project's ring (same `Counter`s, same padding, the counters' `Arc`
-/// held inline by each end), built here. Its generated code is the ring's (the same
-/// spills, see `produce_replica`), and it runs at the ring's speed, not raw rtrb's: the
-/// cost is in the ring's own code or layout, not in crossing into the engine crate.
+/// A copy of the project's ring as it was before issue 20 point 3 (same `Counter`s, same
+/// padding, the counters' `Arc` held inline by each end), built here. Its generated code
+/// was the ring's (the same spills, see `produce_replica`), and it ran at the ring's
+/// speed, not raw rtrb's: the cost was in the ring's own layout, not in crossing into
+/// the engine crate. `BoxedP`/`BoxedC` are the ring's layout now.
 mod replica {
     use std::sync::Arc;
 
@@ -118,6 +124,19 @@ mod replica {
         )
     }
 
+    /// Only the producer end counts (the consumer is rtrb's own): which end's
+    /// counters cost, measured one at a time.
+    pub fn counting_producer<T>(name: &str, capacity: usize) -> (Producer<T>, rtrb::Consumer<T>) {
+        let (p, c) = ring(name, capacity);
+        (p, c.inner)
+    }
+
+    /// Only the consumer end counts (the producer is rtrb's own).
+    pub fn counting_consumer<T>(name: &str, capacity: usize) -> (rtrb::Producer<T>, Consumer<T>) {
+        let (p, c) = ring(name, capacity);
+        (p.inner, c)
+    }
+
     pub fn ring<T>(name: &str, capacity: usize) -> (Producer<T>, Consumer<T>) {
         let (p, c) = rtrb::RingBuffer::new(capacity);
         let stats = self::stats(name, capacity);
@@ -132,7 +151,7 @@ mod replica {
 
     /// The replica with the counters' `Arc` boxed: dropping the end then takes the
     /// box's heap address instead of the end's, and the producer loop keeps rtrb's
-    /// indices in registers (tried for issue 20; BENCHMARKS.md).
+    /// indices in registers (the ring's layout since issue 20 point 3; BENCHMARKS.md).
     pub struct BoxedP<T> {
         inner: rtrb::Producer<T>,
         #[allow(clippy::redundant_allocation)]
@@ -295,6 +314,14 @@ fn run(case: usize, mode: Mode, n: u64, hist: &mut Histogram<u64>) -> Duration {
         11 => {
             let (mut p, mut c) = replica::ring_stats_first::<Tick>("bench", CAPACITY);
             measure(mode, n, hist, move |t| p.push(t), move || c.pop())
+        }
+        12 => {
+            let (mut p, mut c) = replica::counting_producer::<Tick>("bench", CAPACITY);
+            measure(mode, n, hist, move |t| p.push(t), move || c.pop().ok())
+        }
+        13 => {
+            let (mut p, mut c) = replica::counting_consumer::<Tick>("bench", CAPACITY);
+            measure(mode, n, hist, move |t| p.push(t).is_ok(), move || c.pop())
         }
         _ => {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Tick>(CAPACITY);
@@ -633,6 +660,29 @@ fn ir_mode(which: &str, n: u64) {
         "replica" => {
             let (mut p, mut c) = replica::ring::<Tick>("bench", CAPACITY);
             ir_loop(n, move |t| p.push(t), move || c.pop())
+        }
+        // The ends held as the engine holds them: the consumer in a `Vec`, the
+        // producer behind a `&mut` the optimizer cannot see through.
+        "ours-ref" => {
+            let (mut p, c) = ring::<Tick>("bench", CAPACITY);
+            let mut cs = vec![c];
+            let p = std::hint::black_box(&mut p);
+            let cs = std::hint::black_box(&mut cs);
+            ir_loop(n, |t| p.push(t), || cs[0].pop())
+        }
+        "replica-ref" => {
+            let (mut p, c) = replica::ring::<Tick>("bench", CAPACITY);
+            let mut cs = vec![c];
+            let p = std::hint::black_box(&mut p);
+            let cs = std::hint::black_box(&mut cs);
+            ir_loop(n, |t| p.push(t), || cs[0].pop())
+        }
+        "raw-ref" => {
+            let (mut p, c) = rtrb::RingBuffer::<Tick>::new(CAPACITY);
+            let mut cs = vec![c];
+            let p = std::hint::black_box(&mut p);
+            let cs = std::hint::black_box(&mut cs);
+            ir_loop(n, |t| p.push(t).is_ok(), || cs[0].pop().ok())
         }
         _ => {
             let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(CAPACITY);

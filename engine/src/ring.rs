@@ -34,14 +34,23 @@ impl RingStats {
 /// The sending half.
 pub struct RingProducer<T> {
     inner: rtrb::Producer<T>,
-    stats: Arc<RingStats>,
+    stats: Shared,
 }
 
 /// The receiving half.
 pub struct RingConsumer<T> {
     inner: rtrb::Consumer<T>,
-    stats: Arc<RingStats>,
+    stats: Shared,
 }
+
+/// An end's share of the counters, boxed. An `Arc` held inline is dropped by the end's
+/// drop glue through the field's address (`Arc::drop_slow(&mut self)`, out of line), so
+/// the whole end's address escapes and LLVM keeps an owned end's fields (rtrb's cached
+/// indices, its buffer pointer) in memory, stored and reloaded around every slot write;
+/// boxed, the glue takes the box's heap address instead (issue 20 point 3,
+/// BENCHMARKS.md). The price is one more load per operation to reach a counter.
+#[allow(clippy::redundant_allocation)]
+type Shared = Box<Arc<RingStats>>;
 
 /// A ring of `capacity` slots (allocated once, here).
 pub fn ring<T>(name: impl Into<String>, capacity: usize) -> (RingProducer<T>, RingConsumer<T>) {
@@ -57,9 +66,12 @@ pub fn ring<T>(name: impl Into<String>, capacity: usize) -> (RingProducer<T>, Ri
     (
         RingProducer {
             inner: p,
-            stats: Arc::clone(&stats),
+            stats: Box::new(Arc::clone(&stats)),
         },
-        RingConsumer { inner: c, stats },
+        RingConsumer {
+            inner: c,
+            stats: Box::new(stats),
+        },
     )
 }
 
@@ -160,6 +172,23 @@ mod tests {
         assert_eq!(c.pop(), Some(2));
         assert_eq!(c.pop(), None);
         assert_eq!(c.stats().fill(), 0);
+    }
+
+    /// Both ends count into one `RingStats` (the one metrics clone), and dropping the
+    /// ends releases their boxed shares of it: metrics' clone is then the only owner.
+    #[test]
+    fn ends_share_one_stats_and_release_it_on_drop() {
+        let (mut p, mut c) = ring::<u32>("t", 4);
+        assert!(Arc::ptr_eq(p.stats(), c.stats()));
+        let metrics = Arc::clone(p.stats());
+        assert_eq!(Arc::strong_count(&metrics), 3);
+        assert!(p.push(7));
+        assert_eq!(c.pop(), Some(7));
+        assert_eq!((metrics.pushed.get(), metrics.popped.get()), (1, 1));
+        drop(p);
+        assert_eq!(Arc::strong_count(&metrics), 2);
+        drop(c);
+        assert_eq!(Arc::strong_count(&metrics), 1);
     }
 
     /// Any interleaving of pushes, pops and batch pops (across the wrap of the
