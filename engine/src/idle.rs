@@ -12,18 +12,23 @@
 //! millisecond rather than tens of thousands per second, while a busy stream (which
 //! resets the idler on every poll with work) never reaches the long sleeps.
 //!
-//! Spin-then-park also adapts its spin: a spin only pays when work arrives before the
-//! thread would have slept. When an idle spell outlasts its first sleep (at least
-//! `park_micros`, longer than any spin: a stream sparser than that, such as 2,000
-//! steps a second), no spin could have caught the work, so the next spell spins half
-//! as long, down to [`ADAPTIVE_SPIN_FLOOR`]. When a spell ends while spinning,
-//! yielding or in its first sleep (where a longer spin might have caught it), the next
-//! spins twice as long, up to `spin_iterations`. A sparse stream thus stops burning a
-//! spin per message (on a 2-core machine that CPU is the API's); a denser one keeps the
-//! full spin, so its latency is unchanged, and the yields (not adapted) still catch a
-//! stream that turns dense and grow the spin back.
+//! Spin-then-park also adapts its spin and yields: they only pay when work arrives
+//! before the thread would have slept. When an idle spell lasts at least
+//! `park_micros` (the first sleep, longer than any spin: a stream sparser than that,
+//! such as 2,000 steps a second), no spin could have caught the work, so the next
+//! spell spins and yields half as long, down to [`ADAPTIVE_SPIN_FLOOR`] polls of spin
+//! and no yields. When a spell is shorter (where a longer spin might have caught it),
+//! the next spins and yields twice as long, up to `spin_iterations` and
+//! `yield_iterations`. The spell is timed, not counted in polls: on a busy machine one
+//! `sched_yield` can give the core away for a whole time slice, so a spell that ended
+//! while yielding says nothing about spinning. A sparse stream thus stops paying for
+//! spins and yields: on a 2-core machine that CPU is the API's, and each yield under
+//! load is a context switch with a request thread (measured: ~18,000 a second from the
+//! engine and the fan-out at 2,000 steps a second under REST load). A denser stream
+//! keeps the full spin, so its latency is unchanged, and a stream that turns dense
+//! grows them back within a few messages.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -125,6 +130,10 @@ pub struct Idler {
     /// Empty polls to spin in this idle spell (spin-then-park adapts it; the other
     /// strategies spin `spin_iterations`).
     spin: u32,
+    /// Empty polls to yield after the spin (spin-then-park adapts it like the spin).
+    yields: u32,
+    /// When the current idle spell began (its first empty poll; spin-then-park).
+    spell_start: Option<Instant>,
 }
 
 impl Idler {
@@ -133,6 +142,8 @@ impl Idler {
             config,
             empty_polls: 0,
             spin: config.spin_iterations,
+            yields: config.yield_iterations,
+            spell_start: None,
         }
     }
 
@@ -141,27 +152,41 @@ impl Idler {
         self.spin
     }
 
+    /// Empty polls the next idle spell yields before it sleeps (spin-then-park).
+    pub fn yield_budget(&self) -> u32 {
+        self.yields
+    }
+
     /// Call after a poll that found work. Ends an idle spell, if one was running, and
     /// (spin-then-park) adapts the next spell's spin to how this one ended.
     #[inline]
     pub fn reset(&mut self) {
-        let n = self.empty_polls;
         self.empty_polls = 0;
+        if let Some(start) = self.spell_start.take() {
+            self.end_spell(start.elapsed());
+        }
+    }
+
+    /// Adapts spin-then-park's spin and yields to an idle spell that lasted `spent`
+    /// (see the module docs). Time, not polls: on a busy machine one `sched_yield` can
+    /// take a whole time slice, so a spell that ends while yielding says nothing about
+    /// whether spinning pays.
+    fn end_spell(&mut self, spent: Duration) {
         let c = &self.config;
-        if n == 0 || c.strategy != IdleKind::SpinThenPark {
+        if c.strategy != IdleKind::SpinThenPark {
             return;
         }
         let floor = ADAPTIVE_SPIN_FLOOR.min(c.spin_iterations);
-        // Polls up to and including the first sleep: spin, yields, one park.
-        let first_sleep = self.spin.saturating_add(c.yield_iterations).saturating_add(1);
-        self.spin = if n <= first_sleep {
-            // Caught before sleeping, or by the first sleep: a (longer) spin pays or
-            // might have.
-            self.spin.saturating_mul(2).clamp(floor, c.spin_iterations)
+        if spent < Duration::from_micros(u64::from(c.park_micros)) {
+            // Shorter than a first sleep: a (longer) spin and yields pay or might.
+            self.spin = self.spin.saturating_mul(2).clamp(floor, c.spin_iterations);
+            self.yields = self.yields.saturating_mul(2).max(1).min(c.yield_iterations);
         } else {
-            // Outlasted a sleep longer than any spin: this spell's spin was wasted.
-            (self.spin / 2).max(floor)
-        };
+            // As long as a first sleep, longer than any spin: this spell's spin and
+            // yields were wasted.
+            self.spin = (self.spin / 2).max(floor);
+            self.yields /= 2;
+        }
     }
 
     /// Call after a poll that found nothing.
@@ -196,7 +221,10 @@ impl Idler {
         let n = self.empty_polls;
         self.empty_polls = n.saturating_add(1);
         let c = &self.config;
-        let patient = self.spin.saturating_add(c.yield_iterations);
+        if n == 0 && c.strategy == IdleKind::SpinThenPark {
+            self.spell_start = Some(Instant::now());
+        }
+        let patient = self.spin.saturating_add(self.yields);
         match c.strategy {
             IdleKind::BusySpin => Pause::Spin,
             IdleKind::SpinThenYield if n < c.spin_iterations => Pause::Spin,
@@ -247,12 +275,13 @@ mod tests {
             let run = |idler: &mut Idler| (0..polls).map(|_| idler.next_pause()).collect::<Vec<_>>();
             let first = run(&mut idler);
             // A poll with work starts the sequence over, with the same shape (the
-            // adapted spin aside: a fresh idler with that spin gives the same pauses).
+            // adapted spin and yields aside: a fresh idler with them gives the same
+            // pauses).
             idler.reset();
-            let spin_now = idler.spin_budget();
+            let (spin_now, yields_now) = (idler.spin_budget(), idler.yield_budget());
             let again = run(&mut idler);
             let mut fresh = Idler::new(c);
-            fresh.spin = spin_now;
+            (fresh.spin, fresh.yields) = (spin_now, yields_now);
             prop_assert_eq!(&again, &run(&mut fresh));
             let mut last: Option<u64> = None;
             for (i, p) in first.iter().enumerate() {
@@ -277,79 +306,103 @@ mod tests {
     }
 
     proptest! {
-        /// Over any settings and any idle spells (k empty polls, then work): each
-        /// spell spins exactly its budget (or k) before anything else; spin-then-park's
-        /// budget doubles after a spell that ended before sleeping or in its first
-        /// sleep and halves after one that outlasted it, always within
-        /// [min(floor, spin_iterations), spin_iterations]; the other strategies always
-        /// spin `spin_iterations`.
+        /// Over any settings and any idle spells (k empty polls, then work after
+        /// `spent` us): each spell spins exactly its spin budget (or k), then
+        /// (spin-then-park) yields exactly its yield budget (or what is left of k),
+        /// then sleeps; spin-then-park's budgets double after a spell shorter than
+        /// `park_micros` and halve after a longer one, always within
+        /// [min(floor, spin_iterations), spin_iterations] and [0, yield_iterations];
+        /// the other strategies always spin `spin_iterations`.
         #[test]
-        fn the_spin_adapts_to_how_idle_spells_end(
+        fn the_spin_adapts_to_how_long_idle_spells_last(
             strategy in kind(),
             spin in 0u32..3_000,
             yields in 0u32..50,
             park in 1u32..100,
-            spells in proptest::collection::vec(0u32..4_000, 1..60),
+            spells in proptest::collection::vec((0u32..4_000, 0u64..200), 1..60),
         ) {
             let c = IdleConfig { strategy, spin_iterations: spin, yield_iterations: yields, park_micros: park, max_park_micros: 1_000 };
             let floor = ADAPTIVE_SPIN_FLOOR.min(spin);
             let mut idler = Idler::new(c);
-            for k in spells {
-                let before = idler.spin_budget();
+            for (k, spent) in spells {
+                let (before, yields_before) = (idler.spin_budget(), idler.yield_budget());
                 let pauses: Vec<Pause> = (0..k).map(|_| idler.next_pause()).collect();
                 let spins = pauses.iter().take_while(|p| **p == Pause::Spin).count() as u32;
+                let yielded = pauses.iter().skip(spins as usize).take_while(|p| **p == Pause::Yield).count() as u32;
                 match strategy {
                     IdleKind::BusySpin => prop_assert_eq!(spins, k),
-                    _ => {
+                    IdleKind::SpinThenYield => prop_assert_eq!((spins, yielded), (k.min(spin), k - k.min(spin))),
+                    IdleKind::SpinThenPark => {
                         prop_assert_eq!(spins, k.min(before));
-                        prop_assert!(pauses.iter().skip(spins as usize).all(|p| *p != Pause::Spin));
+                        prop_assert_eq!(yielded, (k - spins).min(yields_before));
+                        let rest = &pauses[(spins + yielded) as usize..];
+                        prop_assert!(rest.iter().all(|p| matches!(p, Pause::Park(_))));
                     }
                 }
-                idler.reset();
-                let after = idler.spin_budget();
+                // Work ends the spell: as `reset`, with the spell's length given.
+                prop_assert_eq!(idler.spell_start.is_some(), k > 0 && strategy == IdleKind::SpinThenPark);
+                idler.empty_polls = 0;
+                if idler.spell_start.take().is_some() {
+                    idler.end_spell(Duration::from_micros(spent));
+                }
+                let (after, yields_after) = (idler.spin_budget(), idler.yield_budget());
                 if strategy != IdleKind::SpinThenPark {
-                    prop_assert_eq!(after, spin);
+                    prop_assert_eq!((after, yields_after), (spin, yields));
                 } else if k == 0 {
-                    prop_assert_eq!(after, before);
-                } else if k <= before + yields + 1 {
+                    prop_assert_eq!((after, yields_after), (before, yields_before));
+                } else if spent < u64::from(park) {
                     prop_assert_eq!(after, (before * 2).clamp(floor, spin));
+                    prop_assert_eq!(yields_after, (yields_before * 2).max(1).min(yields));
                 } else {
                     prop_assert_eq!(after, (before / 2).max(floor));
+                    prop_assert_eq!(yields_after, yields_before / 2);
                 }
                 prop_assert!(strategy != IdleKind::SpinThenPark || (floor..=spin).contains(&after));
+                prop_assert!(yields_after <= yields);
             }
         }
     }
 
-    /// A stream sparser than the spin window stops spinning (down to the floor), and a
-    /// dense one gets the whole spin back within a few messages.
+    /// A stream sparser than the first sleep stops spinning (down to the floor) and
+    /// yielding, and a dense one gets the whole spin and yields back within a few
+    /// messages.
     #[test]
     fn a_sparse_stream_stops_spinning_and_a_dense_one_spins_again() {
         let c = IdleConfig::default();
+        let park = Duration::from_micros(u64::from(c.park_micros));
         let mut idler = Idler::new(c);
-        let spell = |idler: &mut Idler, polls: u32| {
-            for _ in 0..polls {
-                let _ = idler.next_pause();
-            }
-            idler.reset();
+        let spell = |idler: &mut Idler, spent: Duration| {
+            let _ = idler.next_pause();
+            idler.empty_polls = 0;
+            idler.spell_start = None;
+            idler.end_spell(spent);
         };
-        // A spell that the first sleep ends (a longer spin might have caught it)
-        // keeps the whole spin.
         for _ in 0..16 {
-            spell(&mut idler, c.spin_iterations + c.yield_iterations + 1);
+            spell(&mut idler, park * 10);
         }
+        assert_eq!((idler.spin_budget(), idler.yield_budget()), (ADAPTIVE_SPIN_FLOOR, 0));
+        for _ in 0..16 {
+            spell(&mut idler, park / 10);
+        }
+        assert_eq!(
+            (idler.spin_budget(), idler.yield_budget()),
+            (c.spin_iterations, c.yield_iterations)
+        );
+    }
+
+    /// `reset` times the spell with the real clock: one that outlasts `park_micros`
+    /// shrinks the spin; a poll with work outside a spell changes nothing.
+    #[test]
+    fn reset_times_the_spell() {
+        let c = IdleConfig::default();
+        let mut idler = Idler::new(c);
+        idler.reset();
         assert_eq!(idler.spin_budget(), c.spin_iterations);
-        // Each spell ends only after sleeping a few times: the spin shrinks.
-        for _ in 0..16 {
-            let polls = idler.spin_budget() + c.yield_iterations + 3;
-            spell(&mut idler, polls);
-        }
-        assert_eq!(idler.spin_budget(), ADAPTIVE_SPIN_FLOOR);
-        // Work arrives during the (short) spin or the yields: the spin grows back.
-        for _ in 0..16 {
-            spell(&mut idler, 2);
-        }
-        assert_eq!(idler.spin_budget(), c.spin_iterations);
+        let _ = idler.next_pause();
+        std::thread::sleep(Duration::from_micros(u64::from(c.park_micros)) * 20);
+        idler.reset();
+        assert_eq!(idler.spin_budget(), c.spin_iterations / 2);
+        assert!(idler.spell_start.is_none());
     }
 
     #[test]
