@@ -25,10 +25,11 @@
 //! atomic at the paced rows' pace (the paced rows' clock reads, without a queue).
 //!
 //! Knobs: `BENCH_ROUNDS` (default 7), `BENCH_CASES=0,1,4` (only those rows),
-//! `BENCH_PACED=0` (burst only). `RING_IR=ours|raw|replica` (and `ours-ref|raw-ref|replica-ref`, the ends
-//! behind references as the engine holds them) runs a one-thread
-//! push/pop loop for callgrind's instruction counts; `RING_CODEGEN=1` runs the
-//! `produce_*` loops whose generated code BENCHMARKS.md compares (objdump).
+//! `BENCH_PACED=0` (burst only). `RING_IR=ours|raw|replica` (and
+//! `ours-ref|raw-ref|replica-ref`, the ends behind references as the engine holds
+//! them) runs a one-thread push/pop loop for callgrind's instruction counts;
+//! `RING_CODEGEN=1` runs the `produce_*` loops whose generated code BENCHMARKS.md
+//! compares (objdump).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

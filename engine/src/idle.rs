@@ -158,7 +158,7 @@ impl Idler {
     }
 
     /// Call after a poll that found work. Ends an idle spell, if one was running, and
-    /// (spin-then-park) adapts the next spell's spin to how this one ended.
+    /// (spin-then-park) adapts the next spell's spin and yields to how long it lasted.
     #[inline]
     pub fn reset(&mut self) {
         self.empty_polls = 0;
