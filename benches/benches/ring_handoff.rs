@@ -18,16 +18,22 @@
 //! ends behind a pointer (boxed) as the engine and feed handlers hold them inside their
 //! own structs, where no end's fields can live in registers across the loop, and two
 //! placement checks (raw rtrb with a ring's counters allocated after it and never
-//! touched; the replica with its counters allocated first). Two floors close the table,
+//! touched; the replica with its counters allocated first), and a "slot-sequence" ring
+//! (`stocksblitz_benches::seq_ring`, Tick only: the consumer polls a sequence word in
+//! the slot's own cache line instead of the producer's index; the last case, so the
+//! older case numbers keep their meaning). A round-trip section sends each paced tick
+//! back through a second ring of the same kind (ours, raw rtrb, the slot-sequence ring)
+//! and records half the round trip on the producer's clock; its floor is the ping-pong
+//! paced the same way (one round trip per 2 us, each timed). Two more floors close the table,
 //! measured
 //! in the same run: one cache line bounced between the two pinned threads (half the
 //! round trip: no queue hands an item over faster), and a clock stamp sent through one
 //! atomic at the paced rows' pace (the paced rows' clock reads, without a queue).
 //!
 //! Knobs: `BENCH_ROUNDS` (default 7), `BENCH_CASES=0,1,4` (only those rows),
-//! `BENCH_PACED=0` (burst only). `RING_IR=ours|raw|replica` (and
-//! `ours-ref|raw-ref|replica-ref`, the ends behind references as the engine holds
-//! them) runs a one-thread push/pop loop for callgrind's instruction counts;
+//! `BENCH_PACED=0` (burst only), `BENCH_RTT=0` (no round-trip rows).
+//! `RING_IR=ours|raw|replica|seq` (and `ours-ref|raw-ref|replica-ref|seq-ref`, the ends
+//! behind references as the engine holds them) runs a one-thread push/pop loop for callgrind's instruction counts;
 //! `RING_CODEGEN=1` runs the `produce_*` loops whose generated code BENCHMARKS.md
 //! compares (objdump).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -38,12 +44,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
+use stocksblitz_benches::seq_ring::seq_ring;
 use stocksblitz_benches::{histogram, iters, median_ratio, pin, print_table, Row};
 use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{InstrumentId, Tick, UnixNanos};
 
 const CAPACITY: usize = 4096;
-const CASES: [&str; 14] = [
+const CASES: [&str; 15] = [
     "stocksblitz ring (rtrb + counters)",
     "rtrb raw",
     "crossbeam ArrayQueue",
@@ -58,7 +65,10 @@ const CASES: [&str; 14] = [
     "replica, counters allocated before rtrb's buffer",
     "replica's producer (counters) -> raw rtrb consumer",
     "raw rtrb producer -> replica's consumer (counters)",
+    "slot-sequence ring (consumer polls the slot's own sequence word; Tick only)",
 ];
+/// The slot-sequence ring's row (`stocksblitz_benches::seq_ring`).
+const SEQ: usize = 14;
 /// Interleaved rounds (`BENCH_ROUNDS`, default 7): every case once per round, a
 /// different one first each round, each on a fresh queue.
 fn rounds_n() -> usize {
@@ -251,7 +261,13 @@ enum Mode {
     Burst,
     /// One tick every ~2 us, stamped; the samples are one-way send -> receive.
     Paced,
+    /// One tick every ~2 us, echoed back through a second ring of the same kind; the
+    /// samples are half the round trip on the producer's clock alone.
+    RoundTrip,
 }
+
+/// The cases with a round-trip row: ours, raw rtrb, the slot-sequence ring.
+const RTT_CASES: [usize; 3] = [0, 1, SEQ];
 
 /// Runs case `case` once. Each case's two ends are concrete closures (no boxing), the
 /// consumer's moved onto the consumer thread's stack and the producer's kept on this
@@ -324,6 +340,10 @@ fn run(case: usize, mode: Mode, n: u64, hist: &mut Histogram<u64>) -> Duration {
             let (mut p, mut c) = replica::counting_consumer::<Tick>("bench", CAPACITY);
             measure(mode, n, hist, move |t| p.push(t).is_ok(), move || c.pop())
         }
+        SEQ => {
+            let (mut p, mut c) = seq_ring(CAPACITY);
+            measure(mode, n, hist, move |t| p.push(t), move || c.pop())
+        }
         _ => {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Tick>(CAPACITY);
             measure(
@@ -335,6 +355,116 @@ fn run(case: usize, mode: Mode, n: u64, hist: &mut Histogram<u64>) -> Duration {
             )
         }
     }
+}
+
+/// Runs case `case` as a paced round trip (`Mode::RoundTrip`).
+fn run_rtt(case: usize, n: u64, hist: &mut Histogram<u64>) -> Duration {
+    match case {
+        0 => {
+            let (mut p, mut c) = ring::<Tick>("bench", CAPACITY);
+            let (mut pb, mut cb) = ring::<Tick>("back", CAPACITY);
+            round_trip(
+                n,
+                hist,
+                move |t| p.push(t),
+                move || cb.pop(),
+                move || c.pop(),
+                move |t| pb.push(t),
+            )
+        }
+        SEQ => {
+            let (mut p, mut c) = seq_ring(CAPACITY);
+            let (mut pb, mut cb) = seq_ring(CAPACITY);
+            round_trip(
+                n,
+                hist,
+                move |t| p.push(t),
+                move || cb.pop(),
+                move || c.pop(),
+                move |t| pb.push(t),
+            )
+        }
+        _ => {
+            let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(CAPACITY);
+            let (mut pb, mut cb) = rtrb::RingBuffer::<Tick>::new(CAPACITY);
+            round_trip(
+                n,
+                hist,
+                move |t| p.push(t).is_ok(),
+                move || cb.pop().ok(),
+                move || c.pop().ok(),
+                move |t| pb.push(t).is_ok(),
+            )
+        }
+    }
+}
+
+/// Paced round trip: the producer sends one tick every ~2 us through one ring, the
+/// consumer thread pops it and pushes it back through a second ring, and the producer
+/// records half the time from just before its push to just after the echo's pop, on
+/// its own clock only: no cross-core clock reads, so it compares like for like with
+/// the ping-pong floor (two clock reads per sample instead of two per 16 round trips).
+fn round_trip<P, CB, C, PB>(
+    n: u64,
+    hist: &mut Histogram<u64>,
+    mut push: P,
+    mut pop_back: CB,
+    mut pop: C,
+    mut push_back: PB,
+) -> Duration
+where
+    P: FnMut(Tick) -> bool,
+    CB: FnMut() -> Option<Tick>,
+    C: FnMut() -> Option<Tick> + Send + 'static,
+    PB: FnMut(Tick) -> bool + Send + 'static,
+{
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = Arc::clone(&done);
+    let ready = Arc::new(AtomicBool::new(false));
+    let ready_c = Arc::clone(&ready);
+    let echo = std::thread::spawn(move || {
+        pin(1);
+        ready_c.store(true, Ordering::Release);
+        while !done2.load(Ordering::Relaxed) {
+            if let Some(t) = pop() {
+                while !push_back(t) {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    pin(0);
+    while !ready.load(Ordering::Acquire) {
+        std::hint::spin_loop();
+    }
+    let start = Instant::now();
+    let gap = Duration::from_micros(2);
+    let mut sum = 0i64;
+    for i in 0..n {
+        let t0 = Instant::now();
+        let due = t0 + gap;
+        while !push(tick(i, i as i64)) {
+            std::hint::spin_loop();
+        }
+        let back = loop {
+            if let Some(t) = pop_back() {
+                break t;
+            }
+            std::hint::spin_loop();
+        };
+        let _ = hist.record((t0.elapsed().as_nanos() as u64 / 2).max(1));
+        sum = sum.wrapping_add(back.recv_ts.0);
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+    }
+    let elapsed = start.elapsed();
+    std::hint::black_box(sum);
+    done.store(true, Ordering::Relaxed);
+    let _ = echo.join();
+    elapsed
 }
 
 fn tick(i: u64, stamp: i64) -> Tick {
@@ -356,7 +486,8 @@ where
             let _ = hist.record((took.as_nanos() as u64 / n.max(1)).max(1));
             took
         }
-        Mode::Paced => latency(n, hist, push, pop),
+        // Round trips go through `run_rtt`, never here.
+        Mode::Paced | Mode::RoundTrip => latency(n, hist, push, pop),
     }
 }
 
@@ -453,7 +584,12 @@ where
 /// rounds), and each round's throughput per case.
 /// `BENCH_CASES=0,1,4` runs only those cases; `BENCH_PACED=0` skips the paced part.
 fn selected(c: usize, mode: Mode) -> bool {
-    if matches!(mode, Mode::Paced) && std::env::var("BENCH_PACED").is_ok_and(|v| v == "0") {
+    if !matches!(mode, Mode::Burst) && std::env::var("BENCH_PACED").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    if matches!(mode, Mode::RoundTrip)
+        && (!RTT_CASES.contains(&c) || std::env::var("BENCH_RTT").is_ok_and(|v| v == "0"))
+    {
         return false;
     }
     std::env::var("BENCH_CASES").map_or(true, |v| v.split(',').any(|x| x.trim().parse() == Ok(c)))
@@ -472,7 +608,10 @@ fn rounds(mode: Mode, n: u64) -> (Vec<Row>, Vec<Vec<f64>>) {
                 per_round[c].push(0.0);
                 continue;
             }
-            let took = run(c, mode, share, &mut hists[c]);
+            let took = match mode {
+                Mode::RoundTrip => run_rtt(c, share, &mut hists[c]),
+                _ => run(c, mode, share, &mut hists[c]),
+            };
             elapsed[c] += took;
             per_round[c].push(share as f64 / took.as_secs_f64().max(1e-12));
         }
@@ -480,6 +619,10 @@ fn rounds(mode: Mode, n: u64) -> (Vec<Row>, Vec<Vec<f64>>) {
     let (suffix, note) = match mode {
         Mode::Burst => ("burst", "latency columns = mean time per item, over rounds"),
         Mode::Paced => ("paced 1 per 2 us", "one-way send->receive"),
+        Mode::RoundTrip => (
+            "round trip, paced 1 per 2 us",
+            "half the round trip, producer's clock only",
+        ),
     };
     let rows = CASES
         .iter()
@@ -539,6 +682,53 @@ fn ping_pong(samples: u64) -> Row {
         elapsed,
         hist,
         note: format!("sample = half the mean of {BATCH} round trips"),
+    }
+}
+
+/// The floor for the round-trip rows: the ping-pong of one cache line, but one round
+/// trip every ~2 us, timed alone with the producer's clock (as `round_trip` times
+/// them): what pacing and per-sample clock reads add to the ping-pong floor.
+fn paced_ping_pong(n: u64) -> Row {
+    let line = Arc::new(replica::Padded(AtomicU64::new(0)));
+    let other = Arc::clone(&line);
+    let echo = std::thread::spawn(move || {
+        pin(1);
+        let mut expect = 1u64;
+        while expect < 2 * n {
+            if other.0.load(Ordering::Acquire) == expect {
+                other.0.store(expect + 1, Ordering::Release);
+                expect += 2;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    pin(0);
+    let mut hist = histogram();
+    let start = Instant::now();
+    let gap = Duration::from_micros(2);
+    let mut v = 0u64;
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let due = t0 + gap;
+        line.0.store(v + 1, Ordering::Release);
+        while line.0.load(Ordering::Acquire) != v + 2 {
+            std::hint::spin_loop();
+        }
+        v += 2;
+        let _ = hist.record((t0.elapsed().as_nanos() as u64 / 2).max(1));
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+    }
+    let elapsed = start.elapsed();
+    let _ = echo.join();
+    Row {
+        case: "floor: one cache line ping-pong, one round trip per 2 us (half round trip)".into(),
+        ops: n,
+        elapsed,
+        hist,
+        note: "each round trip timed alone, producer's clock only".into(),
     }
 }
 
@@ -685,6 +875,17 @@ fn ir_mode(which: &str, n: u64) {
             let cs = std::hint::black_box(&mut cs);
             ir_loop(n, |t| p.push(t).is_ok(), || cs[0].pop().ok())
         }
+        "seq" => {
+            let (mut p, mut c) = seq_ring(CAPACITY);
+            ir_loop(n, move |t| p.push(t), move || c.pop())
+        }
+        "seq-ref" => {
+            let (mut p, c) = seq_ring(CAPACITY);
+            let mut cs = vec![c];
+            let p = std::hint::black_box(&mut p);
+            let cs = std::hint::black_box(&mut cs);
+            ir_loop(n, |t| p.push(t), || cs[0].pop())
+        }
         _ => {
             let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(CAPACITY);
             ir_loop(n, move |t| p.push(t).is_ok(), move || c.pop().ok())
@@ -721,12 +922,23 @@ fn main() {
     }
     let (paced, _) = rounds(Mode::Paced, iters(500_000));
     let ours_p50 = paced[0].hist.value_at_quantile(0.5);
+    let seq_p50 = paced[SEQ].hist.value_at_quantile(0.5);
     rows.extend(paced);
+    let (rtt, _) = rounds(Mode::RoundTrip, iters(500_000));
+    let rtt_p50: Vec<(usize, u64)> = RTT_CASES
+        .iter()
+        .filter(|&&c| !rtt[c].hist.is_empty())
+        .map(|&c| (c, rtt[c].hist.value_at_quantile(0.5)))
+        .collect();
+    rows.extend(rtt);
     let pong = ping_pong(iters(200_000));
     let stamped = stamped_floor(iters(200_000));
+    let paced_pong = paced_ping_pong(iters(200_000));
     let (pong_p50, stamped_p50) = (pong.hist.value_at_quantile(0.5), stamped.hist.value_at_quantile(0.5));
+    let paced_pong_p50 = paced_pong.hist.value_at_quantile(0.5);
     rows.push(pong);
     rows.push(stamped);
+    rows.push(paced_pong);
     // Rows of cases left out by `BENCH_CASES` / `BENCH_PACED` recorded nothing.
     rows.retain(|r| !r.hist.is_empty());
     print_table(
@@ -740,4 +952,18 @@ fn main() {
         ours_p50 as f64 / pong_p50.max(1) as f64,
         ours_p50 as f64 / stamped_p50.max(1) as f64,
     );
+    if seq_p50 > 0 {
+        println!(
+            "slot-sequence ring paced p50 {seq_p50} ns = {:.2}x the ping-pong floor, {:.2}x the stamped floor",
+            seq_p50 as f64 / pong_p50.max(1) as f64,
+            seq_p50 as f64 / stamped_p50.max(1) as f64,
+        );
+    }
+    for (c, p50) in rtt_p50 {
+        println!(
+            "round trip / 2, case {c}: p50 {p50} ns = {:.2}x the ping-pong floor, {:.2}x the paced ping-pong floor ({paced_pong_p50} ns)",
+            p50 as f64 / pong_p50.max(1) as f64,
+            p50 as f64 / paced_pong_p50.max(1) as f64,
+        );
+    }
 }

@@ -11,6 +11,7 @@
 pub mod fanout;
 pub mod frame_scan;
 pub mod naive;
+pub mod seq_ring;
 pub mod ws_client;
 
 use std::time::{Duration, Instant};
