@@ -595,23 +595,63 @@ fn selected(c: usize, mode: Mode) -> bool {
     std::env::var("BENCH_CASES").map_or(true, |v| v.split(',').any(|x| x.trim().parse() == Ok(c)))
 }
 
-fn rounds(mode: Mode, n: u64) -> (Vec<Row>, Vec<Vec<f64>>) {
+/// The floors run inside the paced and round-trip rounds (indices after `CASES`):
+/// the vCPUs' distance changes during a sitting, so each round's p50 is compared with
+/// the same round's floors.
+const N_FLOORS: usize = 3;
+const FLOOR_PONG: usize = CASES.len();
+const FLOOR_STAMPED: usize = CASES.len() + 1;
+const FLOOR_PACED_PONG: usize = CASES.len() + 2;
+
+fn floor(index: usize, n: u64) -> Row {
+    match index {
+        FLOOR_PONG => ping_pong((n / 16).max(1)),
+        FLOOR_STAMPED => stamped_floor(n),
+        _ => paced_ping_pong(n),
+    }
+}
+
+/// Per case (and, in the paced and round-trip modes, per floor after the cases), each
+/// round's p50 (0 when not run).
+type P50s = Vec<Vec<u64>>;
+
+fn rounds(mode: Mode, n: u64) -> (Vec<Row>, Vec<Vec<f64>>, P50s) {
     let rounds = rounds_n();
     let share = (n / rounds as u64).max(1);
-    let mut hists: Vec<Histogram<u64>> = CASES.iter().map(|_| histogram()).collect();
-    let mut elapsed = [Duration::ZERO; CASES.len()];
+    let floors = if !matches!(mode, Mode::Burst) && (0..CASES.len()).any(|c| selected(c, mode)) {
+        N_FLOORS
+    } else {
+        0
+    };
+    let total = CASES.len() + floors;
+    let mut hists: Vec<Histogram<u64>> = (0..total).map(|_| histogram()).collect();
+    let mut elapsed = vec![Duration::ZERO; total];
     let mut per_round = vec![Vec::with_capacity(rounds); CASES.len()];
+    let mut p50s = vec![Vec::with_capacity(rounds); CASES.len() + N_FLOORS];
+    let mut floor_names = vec![String::new(); N_FLOORS];
     for r in 0..rounds {
-        for k in 0..CASES.len() {
-            let c = (k + r) % CASES.len();
-            if !selected(c, mode) {
-                per_round[c].push(0.0);
+        for k in 0..total {
+            let c = (k + r) % total;
+            if c >= CASES.len() {
+                let row = floor(c, share);
+                p50s[c].push(row.hist.value_at_quantile(0.5));
+                let _ = hists[c].add(&row.hist);
+                elapsed[c] += row.elapsed;
+                floor_names[c - CASES.len()] = row.case;
                 continue;
             }
+            if !selected(c, mode) {
+                per_round[c].push(0.0);
+                p50s[c].push(0);
+                continue;
+            }
+            let mut h = histogram();
             let took = match mode {
-                Mode::RoundTrip => run_rtt(c, share, &mut hists[c]),
-                _ => run(c, mode, share, &mut hists[c]),
+                Mode::RoundTrip => run_rtt(c, share, &mut h),
+                _ => run(c, mode, share, &mut h),
             };
+            p50s[c].push(h.value_at_quantile(0.5));
+            let _ = hists[c].add(&h);
             elapsed[c] += took;
             per_round[c].push(share as f64 / took.as_secs_f64().max(1e-12));
         }
@@ -624,19 +664,35 @@ fn rounds(mode: Mode, n: u64) -> (Vec<Row>, Vec<Vec<f64>>) {
             "half the round trip, producer's clock only",
         ),
     };
-    let rows = CASES
+    let names = CASES
         .iter()
+        .map(|name| format!("{name} ({suffix})"))
+        .chain(floor_names.iter().map(|name| format!("{name}, in the {suffix} rounds")));
+    let rows = names
         .zip(hists)
         .zip(elapsed)
-        .map(|((name, hist), elapsed)| Row {
-            case: format!("{name} ({suffix})"),
+        .map(|((case, hist), elapsed)| Row {
+            case,
             ops: share * rounds as u64,
             elapsed,
             hist,
             note: note.into(),
         })
         .collect();
-    (rows, per_round)
+    (rows, per_round, p50s)
+}
+
+/// The median over rounds of case `a`'s p50 divided by `b`'s in the same round.
+fn median_p50_ratio(p50s: &P50s, a: usize, b: usize) -> Option<f64> {
+    let (xa, xb) = (p50s.get(a)?, p50s.get(b)?);
+    let mut r: Vec<f64> = xa
+        .iter()
+        .zip(xb)
+        .filter(|(&x, &y)| x > 0 && y > 0)
+        .map(|(&x, &y)| x as f64 / y as f64)
+        .collect();
+    r.sort_by(f64::total_cmp);
+    r.get(r.len() / 2).copied()
 }
 
 /// The core-to-core floor, measured in the same run: two threads pinned as the ring's
@@ -906,7 +962,7 @@ fn main() {
         return;
     }
     let n_rounds = rounds_n();
-    let (mut rows, burst) = rounds(Mode::Burst, iters(5_000_000));
+    let (mut rows, burst, _) = rounds(Mode::Burst, iters(5_000_000));
     // The best round of each case as well: on a shared machine a round in which
     // neither thread was preempted shows what the queue itself costs.
     let best = |c: usize| burst[c].iter().copied().fold(0.0f64, f64::max);
@@ -920,11 +976,11 @@ fn main() {
             best(0) / best(i).max(1e-12),
         );
     }
-    let (paced, _) = rounds(Mode::Paced, iters(500_000));
+    let (paced, _, paced_p50s) = rounds(Mode::Paced, iters(500_000));
     let ours_p50 = paced[0].hist.value_at_quantile(0.5);
     let seq_p50 = paced[SEQ].hist.value_at_quantile(0.5);
     rows.extend(paced);
-    let (rtt, _) = rounds(Mode::RoundTrip, iters(500_000));
+    let (rtt, _, rtt_p50s) = rounds(Mode::RoundTrip, iters(500_000));
     let rtt_p50: Vec<(usize, u64)> = RTT_CASES
         .iter()
         .filter(|&&c| !rtt[c].hist.is_empty())
@@ -939,6 +995,13 @@ fn main() {
     rows.push(pong);
     rows.push(stamped);
     rows.push(paced_pong);
+    // What one clock read costs here (every paced sample takes two).
+    let mut clock =
+        stocksblitz_benches::batched("one clock read (Instant::now), on core 0", iters(2_000_000), 64, |_| {
+            stocksblitz_benches::keep(Instant::now());
+        });
+    clock.note = "mean of 64 reads per sample".into();
+    rows.push(clock);
     // Rows of cases left out by `BENCH_CASES` / `BENCH_PACED` recorded nothing.
     rows.retain(|r| !r.hist.is_empty());
     print_table(
@@ -965,5 +1028,42 @@ fn main() {
             p50 as f64 / pong_p50.max(1) as f64,
             p50 as f64 / paced_pong_p50.max(1) as f64,
         );
+    }
+    // The same ratios per round (the floors run inside the rounds), median of rounds:
+    // robust to the vCPUs' distance changing during the run.
+    let fmt = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"));
+    for &c in &[0, 1, SEQ] {
+        if paced_p50s.get(c).is_some_and(|v| v.iter().any(|&x| x > 0)) {
+            println!(
+                "paced, case {c}: p50 / same-round floors, median of {n_rounds} rounds: {} ping-pong, {} stamped",
+                fmt(median_p50_ratio(&paced_p50s, c, FLOOR_PONG)),
+                fmt(median_p50_ratio(&paced_p50s, c, FLOOR_STAMPED)),
+            );
+        }
+        if rtt_p50s.get(c).is_some_and(|v| v.iter().any(|&x| x > 0)) {
+            println!(
+                "round trip / 2, case {c}: p50 / same-round floors, median of {n_rounds} rounds: {} ping-pong, {} paced ping-pong",
+                fmt(median_p50_ratio(&rtt_p50s, c, FLOOR_PONG)),
+                fmt(median_p50_ratio(&rtt_p50s, c, FLOOR_PACED_PONG)),
+            );
+        }
+    }
+    for (name, p) in [("paced", &paced_p50s), ("round trip", &rtt_p50s)] {
+        let show = |i: usize| {
+            p.get(i)
+                .map(|v| v.iter().map(u64::to_string).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        if p.get(FLOOR_PONG).is_some_and(|v| !v.is_empty()) {
+            println!(
+                "{name} rounds' p50s (ns): ours [{}], raw [{}], seq [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}]",
+                show(0),
+                show(1),
+                show(SEQ),
+                show(FLOOR_PONG),
+                show(FLOOR_STAMPED),
+                show(FLOOR_PACED_PONG)
+            );
+        }
     }
 }
