@@ -24,7 +24,8 @@
 //! older case numbers keep their meaning). A round-trip section sends each paced tick
 //! back through a second ring of the same kind (ours, raw rtrb, the slot-sequence ring)
 //! and records half the round trip on the producer's clock; its floor is the ping-pong
-//! paced the same way (one round trip per 2 us, each timed). Two more floors close the table,
+//! paced the same way (one round trip per 2 us, each timed), with one word or with all
+//! eight words of the line moved each way. Two more floors close the table,
 //! measured
 //! in the same run: one cache line bounced between the two pinned threads (half the
 //! round trip: no queue hands an item over faster), and a clock stamp sent through one
@@ -598,16 +599,18 @@ fn selected(c: usize, mode: Mode) -> bool {
 /// The floors run inside the paced and round-trip rounds (indices after `CASES`):
 /// the vCPUs' distance changes during a sitting, so each round's p50 is compared with
 /// the same round's floors.
-const N_FLOORS: usize = 3;
+const N_FLOORS: usize = 4;
 const FLOOR_PONG: usize = CASES.len();
 const FLOOR_STAMPED: usize = CASES.len() + 1;
 const FLOOR_PACED_PONG: usize = CASES.len() + 2;
+const FLOOR_PACED_LINE: usize = CASES.len() + 3;
 
 fn floor(index: usize, n: u64) -> Row {
     match index {
         FLOOR_PONG => ping_pong((n / 16).max(1)),
         FLOOR_STAMPED => stamped_floor(n),
-        _ => paced_ping_pong(n),
+        FLOOR_PACED_PONG => paced_ping_pong(n),
+        _ => paced_line_ping_pong(n, 8),
     }
 }
 
@@ -745,31 +748,58 @@ fn ping_pong(samples: u64) -> Row {
 /// trip every ~2 us, timed alone with the producer's clock (as `round_trip` times
 /// them): what pacing and per-sample clock reads add to the ping-pong floor.
 fn paced_ping_pong(n: u64) -> Row {
-    let line = Arc::new(replica::Padded(AtomicU64::new(0)));
+    paced_line_ping_pong(n, 1)
+}
+
+/// One 64-byte line of eight words (word 0 the flag).
+#[repr(align(64))]
+struct Words([AtomicU64; 8]);
+
+/// `paced_ping_pong` with `words` words of the line written before the flag and read
+/// after it, both ways (8: a whole line of data, as the slot-sequence ring moves): what
+/// the seven data words cost the hand-off, without any ring.
+fn paced_line_ping_pong(n: u64, words: usize) -> Row {
+    let words = words.clamp(1, 8);
+    let line = Arc::new(Words(std::array::from_fn(|_| AtomicU64::new(0))));
     let other = Arc::clone(&line);
     let echo = std::thread::spawn(move || {
         pin(1);
         let mut expect = 1u64;
+        let mut sum = 0u64;
         while expect < 2 * n {
-            if other.0.load(Ordering::Acquire) == expect {
-                other.0.store(expect + 1, Ordering::Release);
+            if other.0[0].load(Ordering::Acquire) == expect {
+                for w in &other.0[1..words] {
+                    sum = sum.wrapping_add(w.load(Ordering::Relaxed));
+                }
+                for w in &other.0[1..words] {
+                    w.store(expect + 1, Ordering::Relaxed);
+                }
+                other.0[0].store(expect + 1, Ordering::Release);
                 expect += 2;
             } else {
                 std::hint::spin_loop();
             }
         }
+        sum
     });
     pin(0);
     let mut hist = histogram();
     let start = Instant::now();
     let gap = Duration::from_micros(2);
     let mut v = 0u64;
+    let mut sum = 0u64;
     for _ in 0..n {
         let t0 = Instant::now();
         let due = t0 + gap;
-        line.0.store(v + 1, Ordering::Release);
-        while line.0.load(Ordering::Acquire) != v + 2 {
+        for w in &line.0[1..words] {
+            w.store(v + 1, Ordering::Relaxed);
+        }
+        line.0[0].store(v + 1, Ordering::Release);
+        while line.0[0].load(Ordering::Acquire) != v + 2 {
             std::hint::spin_loop();
+        }
+        for w in &line.0[1..words] {
+            sum = sum.wrapping_add(w.load(Ordering::Relaxed));
         }
         v += 2;
         let _ = hist.record((t0.elapsed().as_nanos() as u64 / 2).max(1));
@@ -778,9 +808,14 @@ fn paced_ping_pong(n: u64) -> Row {
         }
     }
     let elapsed = start.elapsed();
+    std::hint::black_box(sum);
     let _ = echo.join();
     Row {
-        case: "floor: one cache line ping-pong, one round trip per 2 us (half round trip)".into(),
+        case: if words == 1 {
+            "floor: one cache line ping-pong, one round trip per 2 us (half round trip)".into()
+        } else {
+            format!("floor: {words} words of one line ping-pong, one round trip per 2 us (half round trip)")
+        },
         ops: n,
         elapsed,
         hist,
@@ -1042,9 +1077,10 @@ fn main() {
         }
         if rtt_p50s.get(c).is_some_and(|v| v.iter().any(|&x| x > 0)) {
             println!(
-                "round trip / 2, case {c}: p50 / same-round floors, median of {n_rounds} rounds: {} ping-pong, {} paced ping-pong",
+                "round trip / 2, case {c}: p50 / same-round floors, median of {n_rounds} rounds: {} ping-pong, {} paced ping-pong, {} paced 8-word ping-pong",
                 fmt(median_p50_ratio(&rtt_p50s, c, FLOOR_PONG)),
                 fmt(median_p50_ratio(&rtt_p50s, c, FLOOR_PACED_PONG)),
+                fmt(median_p50_ratio(&rtt_p50s, c, FLOOR_PACED_LINE)),
             );
         }
     }
@@ -1056,13 +1092,14 @@ fn main() {
         };
         if p.get(FLOOR_PONG).is_some_and(|v| !v.is_empty()) {
             println!(
-                "{name} rounds' p50s (ns): ours [{}], raw [{}], seq [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}]",
+                "{name} rounds' p50s (ns): ours [{}], raw [{}], seq [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}], paced 8-word ping-pong [{}]",
                 show(0),
                 show(1),
                 show(SEQ),
                 show(FLOOR_PONG),
                 show(FLOOR_STAMPED),
-                show(FLOOR_PACED_PONG)
+                show(FLOOR_PACED_PONG),
+                show(FLOOR_PACED_LINE)
             );
         }
     }
