@@ -51,7 +51,7 @@ use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{InstrumentId, Tick, UnixNanos};
 
 const CAPACITY: usize = 4096;
-const CASES: [&str; 15] = [
+const CASES: [&str; 16] = [
     "stocksblitz ring (rtrb + counters)",
     "rtrb raw",
     "crossbeam ArrayQueue",
@@ -67,9 +67,13 @@ const CASES: [&str; 15] = [
     "replica's producer (counters) -> raw rtrb consumer",
     "raw rtrb producer -> replica's consumer (counters)",
     "slot-sequence ring (consumer polls the slot's own sequence word; Tick only)",
+    "slot-sequence ring, 8 slots (every slot's line stays in both cores' caches)",
 ];
 /// The slot-sequence ring's row (`stocksblitz_benches::seq_ring`).
 const SEQ: usize = 14;
+/// The slot-sequence ring with 8 slots: a slot's line is written again 8 items later,
+/// not 4096, so it stays cached on both cores (is a cold slot line the remainder?).
+const SEQ_SMALL: usize = 15;
 /// Interleaved rounds (`BENCH_ROUNDS`, default 7): every case once per round, a
 /// different one first each round, each on a fresh queue.
 fn rounds_n() -> usize {
@@ -267,8 +271,9 @@ enum Mode {
     RoundTrip,
 }
 
-/// The cases with a round-trip row: ours, raw rtrb, the slot-sequence ring.
-const RTT_CASES: [usize; 3] = [0, 1, SEQ];
+/// The cases with a round-trip row: ours, raw rtrb, the slot-sequence ring (and its
+/// 8-slot variant).
+const RTT_CASES: [usize; 4] = [0, 1, SEQ, SEQ_SMALL];
 
 /// Runs case `case` once. Each case's two ends are concrete closures (no boxing), the
 /// consumer's moved onto the consumer thread's stack and the producer's kept on this
@@ -345,6 +350,10 @@ fn run(case: usize, mode: Mode, n: u64, hist: &mut Histogram<u64>) -> Duration {
             let (mut p, mut c) = seq_ring(CAPACITY);
             measure(mode, n, hist, move |t| p.push(t), move || c.pop())
         }
+        SEQ_SMALL => {
+            let (mut p, mut c) = seq_ring(8);
+            measure(mode, n, hist, move |t| p.push(t), move || c.pop())
+        }
         _ => {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Tick>(CAPACITY);
             measure(
@@ -373,9 +382,10 @@ fn run_rtt(case: usize, n: u64, hist: &mut Histogram<u64>) -> Duration {
                 move |t| pb.push(t),
             )
         }
-        SEQ => {
-            let (mut p, mut c) = seq_ring(CAPACITY);
-            let (mut pb, mut cb) = seq_ring(CAPACITY);
+        SEQ | SEQ_SMALL => {
+            let cap = if case == SEQ { CAPACITY } else { 8 };
+            let (mut p, mut c) = seq_ring(cap);
+            let (mut pb, mut cb) = seq_ring(cap);
             round_trip(
                 n,
                 hist,
@@ -1067,7 +1077,7 @@ fn main() {
     // The same ratios per round (the floors run inside the rounds), median of rounds:
     // robust to the vCPUs' distance changing during the run.
     let fmt = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"));
-    for &c in &[0, 1, SEQ] {
+    for &c in &[0, 1, SEQ, SEQ_SMALL] {
         if paced_p50s.get(c).is_some_and(|v| v.iter().any(|&x| x > 0)) {
             println!(
                 "paced, case {c}: p50 / same-round floors, median of {n_rounds} rounds: {} ping-pong, {} stamped",
@@ -1092,10 +1102,11 @@ fn main() {
         };
         if p.get(FLOOR_PONG).is_some_and(|v| !v.is_empty()) {
             println!(
-                "{name} rounds' p50s (ns): ours [{}], raw [{}], seq [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}], paced 8-word ping-pong [{}]",
+                "{name} rounds' p50s (ns): ours [{}], raw [{}], seq [{}], seq 8 slots [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}], paced 8-word ping-pong [{}]",
                 show(0),
                 show(1),
                 show(SEQ),
+                show(SEQ_SMALL),
                 show(FLOOR_PONG),
                 show(FLOOR_STAMPED),
                 show(FLOOR_PACED_PONG),
