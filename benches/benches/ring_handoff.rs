@@ -51,7 +51,7 @@ use stocksblitz_engine::ring::ring;
 use stocksblitz_engine::{InstrumentId, Tick, UnixNanos};
 
 const CAPACITY: usize = 4096;
-const CASES: [&str; 16] = [
+const CASES: [&str; 17] = [
     "stocksblitz ring (rtrb + counters)",
     "rtrb raw",
     "crossbeam ArrayQueue",
@@ -68,12 +68,15 @@ const CASES: [&str; 16] = [
     "raw rtrb producer -> replica's consumer (counters)",
     "slot-sequence ring (consumer polls the slot's own sequence word; Tick only)",
     "slot-sequence ring, 8 slots (every slot's line stays in both cores' caches)",
+    "rtrb raw, 8 slots",
 ];
 /// The slot-sequence ring's row (`stocksblitz_benches::seq_ring`).
 const SEQ: usize = 14;
 /// The slot-sequence ring with 8 slots: a slot's line is written again 8 items later,
 /// not 4096, so it stays cached on both cores (is a cold slot line the remainder?).
 const SEQ_SMALL: usize = 15;
+/// Raw rtrb with 8 slots: the same question for an index-plus-slot queue.
+const RAW_SMALL: usize = 16;
 /// Interleaved rounds (`BENCH_ROUNDS`, default 7): every case once per round, a
 /// different one first each round, each on a fresh queue.
 fn rounds_n() -> usize {
@@ -272,8 +275,8 @@ enum Mode {
 }
 
 /// The cases with a round-trip row: ours, raw rtrb, the slot-sequence ring (and its
-/// 8-slot variant).
-const RTT_CASES: [usize; 4] = [0, 1, SEQ, SEQ_SMALL];
+/// 8-slot variant), raw rtrb with 8 slots.
+const RTT_CASES: [usize; 5] = [0, 1, SEQ, SEQ_SMALL, RAW_SMALL];
 
 /// Runs case `case` once. Each case's two ends are concrete closures (no boxing), the
 /// consumer's moved onto the consumer thread's stack and the producer's kept on this
@@ -354,6 +357,10 @@ fn run(case: usize, mode: Mode, n: u64, hist: &mut Histogram<u64>) -> Duration {
             let (mut p, mut c) = seq_ring(8);
             measure(mode, n, hist, move |t| p.push(t), move || c.pop())
         }
+        RAW_SMALL => {
+            let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(8);
+            measure(mode, n, hist, move |t| p.push(t).is_ok(), move || c.pop().ok())
+        }
         _ => {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Tick>(CAPACITY);
             measure(
@@ -396,8 +403,9 @@ fn run_rtt(case: usize, n: u64, hist: &mut Histogram<u64>) -> Duration {
             )
         }
         _ => {
-            let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(CAPACITY);
-            let (mut pb, mut cb) = rtrb::RingBuffer::<Tick>::new(CAPACITY);
+            let cap = if case == RAW_SMALL { 8 } else { CAPACITY };
+            let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(cap);
+            let (mut pb, mut cb) = rtrb::RingBuffer::<Tick>::new(cap);
             round_trip(
                 n,
                 hist,
@@ -1077,7 +1085,7 @@ fn main() {
     // The same ratios per round (the floors run inside the rounds), median of rounds:
     // robust to the vCPUs' distance changing during the run.
     let fmt = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"));
-    for &c in &[0, 1, SEQ, SEQ_SMALL] {
+    for &c in &[0, 1, SEQ, SEQ_SMALL, RAW_SMALL] {
         if paced_p50s.get(c).is_some_and(|v| v.iter().any(|&x| x > 0)) {
             println!(
                 "paced, case {c}: p50 / same-round floors, median of {n_rounds} rounds: {} ping-pong, {} stamped",
@@ -1102,11 +1110,12 @@ fn main() {
         };
         if p.get(FLOOR_PONG).is_some_and(|v| !v.is_empty()) {
             println!(
-                "{name} rounds' p50s (ns): ours [{}], raw [{}], seq [{}], seq 8 slots [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}], paced 8-word ping-pong [{}]",
+                "{name} rounds' p50s (ns): ours [{}], raw [{}], seq [{}], seq 8 slots [{}], raw 8 slots [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}], paced 8-word ping-pong [{}]",
                 show(0),
                 show(1),
                 show(SEQ),
                 show(SEQ_SMALL),
+                show(RAW_SMALL),
                 show(FLOOR_PONG),
                 show(FLOOR_STAMPED),
                 show(FLOOR_PACED_PONG),
