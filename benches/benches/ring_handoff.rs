@@ -32,7 +32,9 @@
 //! atomic at the paced rows' pace (the paced rows' clock reads, without a queue).
 //!
 //! Knobs: `BENCH_ROUNDS` (default 7), `BENCH_CASES=0,1,4` (only those rows),
-//! `BENCH_PACED=0` (burst only), `BENCH_RTT=0` (no round-trip rows).
+//! `BENCH_PACED=0` (burst only), `BENCH_RTT=0` (no round-trip rows),
+//! `BENCH_SMALL_CAP=8` (the capacity of the small slot-sequence and rtrb rings, cases
+//! 15 and 16).
 //! `RING_IR=ours|raw|replica|seq` (and `ours-ref|raw-ref|replica-ref|seq-ref`, the ends
 //! behind references as the engine holds them) runs a one-thread push/pop loop for callgrind's instruction counts;
 //! `RING_CODEGEN=1` runs the `produce_*` loops whose generated code BENCHMARKS.md
@@ -67,8 +69,8 @@ const CASES: [&str; 17] = [
     "replica's producer (counters) -> raw rtrb consumer",
     "raw rtrb producer -> replica's consumer (counters)",
     "slot-sequence ring (consumer polls the slot's own sequence word; Tick only)",
-    "slot-sequence ring, 8 slots (every slot's line stays in both cores' caches)",
-    "rtrb raw, 8 slots",
+    "slot-sequence ring, BENCH_SMALL_CAP slots (default 8: every slot's line stays in both cores' caches)",
+    "rtrb raw, BENCH_SMALL_CAP slots (default 8)",
 ];
 /// The slot-sequence ring's row (`stocksblitz_benches::seq_ring`).
 const SEQ: usize = 14;
@@ -77,6 +79,16 @@ const SEQ: usize = 14;
 const SEQ_SMALL: usize = 15;
 /// Raw rtrb with 8 slots: the same question for an index-plus-slot queue.
 const RAW_SMALL: usize = 16;
+
+/// The capacity of the two small-ring cases (`BENCH_SMALL_CAP`, default 8): where paced
+/// latency starts to rise with capacity.
+fn small_cap() -> usize {
+    std::env::var("BENCH_SMALL_CAP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8usize)
+        .max(2)
+}
 /// Interleaved rounds (`BENCH_ROUNDS`, default 7): every case once per round, a
 /// different one first each round, each on a fresh queue.
 fn rounds_n() -> usize {
@@ -354,11 +366,11 @@ fn run(case: usize, mode: Mode, n: u64, hist: &mut Histogram<u64>) -> Duration {
             measure(mode, n, hist, move |t| p.push(t), move || c.pop())
         }
         SEQ_SMALL => {
-            let (mut p, mut c) = seq_ring(8);
+            let (mut p, mut c) = seq_ring(small_cap());
             measure(mode, n, hist, move |t| p.push(t), move || c.pop())
         }
         RAW_SMALL => {
-            let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(8);
+            let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(small_cap());
             measure(mode, n, hist, move |t| p.push(t).is_ok(), move || c.pop().ok())
         }
         _ => {
@@ -390,7 +402,7 @@ fn run_rtt(case: usize, n: u64, hist: &mut Histogram<u64>) -> Duration {
             )
         }
         SEQ | SEQ_SMALL => {
-            let cap = if case == SEQ { CAPACITY } else { 8 };
+            let cap = if case == SEQ { CAPACITY } else { small_cap() };
             let (mut p, mut c) = seq_ring(cap);
             let (mut pb, mut cb) = seq_ring(cap);
             round_trip(
@@ -403,7 +415,7 @@ fn run_rtt(case: usize, n: u64, hist: &mut Histogram<u64>) -> Duration {
             )
         }
         _ => {
-            let cap = if case == RAW_SMALL { 8 } else { CAPACITY };
+            let cap = if case == RAW_SMALL { small_cap() } else { CAPACITY };
             let (mut p, mut c) = rtrb::RingBuffer::<Tick>::new(cap);
             let (mut pb, mut cb) = rtrb::RingBuffer::<Tick>::new(cap);
             round_trip(
@@ -1110,7 +1122,7 @@ fn main() {
         };
         if p.get(FLOOR_PONG).is_some_and(|v| !v.is_empty()) {
             println!(
-                "{name} rounds' p50s (ns): ours [{}], raw [{}], seq [{}], seq 8 slots [{}], raw 8 slots [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}], paced 8-word ping-pong [{}]",
+                "{name} rounds' p50s (ns): ours [{}], raw [{}], seq [{}], seq small [{}], raw small [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}], paced 8-word ping-pong [{}]",
                 show(0),
                 show(1),
                 show(SEQ),
