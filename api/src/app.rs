@@ -24,6 +24,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use parking_lot::RwLock;
 use stocksblitz_engine::agent::{spawn_agent, spawn_thread, AgentSpec, ThreadHandle};
+use stocksblitz_engine::doorbell::Doorbell;
 use stocksblitz_engine::journal::{self, JournalStats, JournalThread, JournalWriter, RunStart, Snapshotter};
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::OrderManager;
@@ -191,13 +192,31 @@ fn start_simulator(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<Opti
     Ok(Some((addr, join)))
 }
 
-/// One input ring per configured feed, in `[[feeds]]` order.
-fn feed_rings(v: &Validated) -> (Vec<RingProducer<Tick>>, Vec<RingConsumer<Tick>>) {
+/// One input ring per configured feed, in `[[feeds]]` order; each feed wakes the
+/// engine through `engine`.
+fn feed_rings(v: &Validated, engine: &Doorbell) -> (Vec<RingProducer<Tick>>, Vec<RingConsumer<Tick>>) {
     v.config
         .feeds
         .iter()
-        .map(|f| ring::<Tick>(format!("feed-{}", f.name), v.config.engine.input_ring_capacity))
+        .map(|f| {
+            let (p, c) = ring::<Tick>(format!("feed-{}", f.name), v.config.engine.input_ring_capacity);
+            (p.waking(engine), c)
+        })
         .unzip()
+}
+
+/// The doorbells of the threads that sleep until their producers hand them work
+/// (`stocksblitz_engine::doorbell`): each producer rings its consumer's.
+#[derive(Default)]
+struct Doorbells {
+    /// Rung by the feeds and the API's command pushes.
+    engine: Doorbell,
+    /// Rung by the engine (or, on an API node, the Redis subscriber).
+    fanout: Doorbell,
+    /// Rung by the engine when it hands over steps.
+    journal: Doorbell,
+    /// Rung by the journal when steps became durable.
+    order_fanout: Doorbell,
 }
 
 /// Starts every feed on its ring (from [`feed_rings`]). Called once the engine runs:
@@ -313,15 +332,19 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
 
     // 1. Sources -> one input ring per feed (the feeds start once the engine runs).
     let sim = start_simulator(&v, &stop)?;
-    let (feed_producers, inputs) = feed_rings(&v);
+    let bells = Doorbells::default();
+    let (feed_producers, inputs) = feed_rings(&v, &bells.engine);
 
     // 2. Input rings -> engine -> the API output ring and the store's recorder ring
     // (and the order ring -> journal).
     let (out_producer, out_consumer) = ring::<EngineEvent>("api", cfg.engine.output_ring_capacity);
+    let out_producer = out_producer.waking(&bells.fanout);
     let stores = StoreRings::new(&v, redis.is_some());
-    let (engine, order_path) = build_engine(&v, inputs, out_producer, stores.recorder, redis.as_ref())?;
+    let (engine, order_path) = build_engine(&v, inputs, out_producer, stores.recorder, redis.as_ref(), &bells)?;
     let handles = engine.handles();
-    let spec = AgentSpec::new("engine", cfg.engine.idle, &stop).on_core(cfg.engine.core);
+    let spec = AgentSpec::new("engine", cfg.engine.idle, &stop)
+        .on_core(cfg.engine.core)
+        .woken_by(&bells.engine);
     threads.engine = Some(spawn_agent(engine, spec).context("starting the engine thread")?);
     // The engine is built (the order journal recovered) and polls its input rings:
     // now the feeds connect, and nothing they deliver waits behind the recovery.
@@ -332,7 +355,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
     let mut tap_stats: Vec<_> = stores.redis.iter().map(|(p, _)| Arc::clone(p.stats())).collect();
     let (redis_tap, redis_ring) = stores.redis.unzip();
     let taps = redis_tap.into_iter().collect();
-    let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, taps, &stop)?;
+    let (market, hub, fanout, fanout_stats) = market_fanout(&v, out_consumer, taps, &stop, &bells.fanout)?;
     threads.fanout = Some(fanout);
     let registry = Arc::clone(&market.registry);
     // With [cluster], the order fan-out also hands its output to the engine link.
@@ -355,6 +378,7 @@ pub async fn start_on(v: Validated, listener: TcpListener) -> anyhow::Result<Run
             &security,
             &stop,
             &journal_stop,
+            &bells,
             &mut threads,
         )?),
         None => None,
@@ -521,6 +545,7 @@ fn build_engine(
     output: RingProducer<EngineEvent>,
     recorder: Option<RingProducer<EngineEvent>>,
     redis: Option<&Arc<RedisStore>>,
+    bells: &Doorbells,
 ) -> anyhow::Result<(Engine, Option<OrderPath>)> {
     let cfg = &v.config;
     // Sessions (out of session: CLOSED) and which instruments a feed delivers (the
@@ -539,9 +564,11 @@ fn build_engine(
     let (Some(setup), Some(_)) = (&v.orders, &cfg.auth) else {
         return Ok((engine, None));
     };
-    let queue = command_queue(setup.command_queue_capacity);
+    let queue = command_queue(setup.command_queue_capacity).waking(&bells.engine);
     let (order_out, journal_in) = ring::<OrderOutput>("order-journal", setup.event_ring_capacity);
+    let order_out = order_out.waking(&bells.journal);
     let (journal_out, order_in) = ring::<OrderOutput>("orders", setup.event_ring_capacity);
+    let journal_out = journal_out.waking(&bells.order_fanout);
     let mut manager = OrderManager::new(&v.registry, &setup.venues, &setup.rates, &setup.limits, setup.capacity);
     manager.set_day_roll(setup.day_roll_secs);
     // An engine node of a cluster: its shard before recovery (replay issues the
@@ -556,7 +583,7 @@ fn build_engine(
     let now = UnixNanos::now();
     manager.republish_internal_books(now);
     let backlog = 4 * setup.event_ring_capacity;
-    let mut engine = engine.with_orders(manager, OrderGateway::new(Arc::clone(&queue), order_out, backlog), now);
+    let mut engine = engine.with_orders(manager, OrderGateway::new(queue.clone(), order_out, backlog), now);
     if let Some(t) = &v.surveillance {
         let surveillance = Surveillance::new(t.clone(), &v.registry, setup.accounts.len());
         engine = engine.with_surveillance(surveillance);
@@ -606,12 +633,13 @@ fn start_order_path(
     security: &Security,
     stop: &Arc<AtomicBool>,
     journal_stop: &Arc<AtomicBool>,
+    bells: &Doorbells,
     threads: &mut Threads,
 ) -> anyhow::Result<Arc<OrderService>> {
     let cfg = &v.config;
     let journal = path
         .journal
-        .spawn(cfg.api.fanout_idle, Arc::clone(journal_stop))
+        .spawn(cfg.api.fanout_idle, Arc::clone(journal_stop), Some(&bells.journal))
         .context("starting the journal thread")?;
     threads.journal = Some(journal);
     let snapshot_idle = v
@@ -629,8 +657,7 @@ fn start_order_path(
         Arc::clone(&security.audit),
         path.ring,
         cluster,
-        cfg.api.fanout_idle,
-        Arc::clone(stop),
+        AgentSpec::new("order-fanout", cfg.api.fanout_idle, stop).woken_by(&bells.order_fanout),
     )
     .context("starting the order fan-out thread")?;
     threads.order_fanout = Some(join);
@@ -726,6 +753,7 @@ fn market_fanout(
     ring: RingConsumer<EngineEvent>,
     taps: Vec<RingProducer<EngineEvent>>,
     stop: &Arc<AtomicBool>,
+    wake: &Doorbell,
 ) -> anyhow::Result<MarketFanout> {
     let registry = Arc::new(v.registry.clone());
     let cfg = &v.config;
@@ -763,6 +791,7 @@ fn market_fanout(
         taps,
         cfg.api.fanout_idle,
         Arc::clone(stop),
+        wake,
     )
     .context("starting the API fan-out thread")?;
     Ok((market, hub, fanout, stats))
@@ -831,7 +860,9 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
     let mut guard = StopOnError(vec![Arc::clone(&stop), Arc::clone(&cluster_stop)]);
     let cfg = &v.config;
     let security = security(&v, Some(&redis))?;
+    let bells = Doorbells::default();
     let (producer, consumer) = ring::<EngineEvent>("redis-in", cfg.engine.output_ring_capacity);
+    let producer = producer.waking(&bells.fanout);
     let source = Arc::new(EngineStats::default());
     let handles = EngineHandles {
         stats: Arc::clone(&source),
@@ -844,7 +875,7 @@ pub async fn start_api_node(v: Validated, listener: TcpListener) -> anyhow::Resu
         crate::redis_store::subscriber::spawn_subscriber(Arc::clone(&redis), producer, source, Arc::clone(&stop))
             .context("starting the redis subscriber")?;
     // 3. Fan-out.
-    let (market, hub, fanout, fanout_stats) = market_fanout(&v, consumer, Vec::new(), &stop)?;
+    let (market, hub, fanout, fanout_stats) = market_fanout(&v, consumer, Vec::new(), &stop, &bells.fanout)?;
     let mut threads = Threads {
         fanout: Some(fanout),
         redis: Some(subscriber),

@@ -70,7 +70,7 @@ fn engine(
     )
     .with_orders(
         manager,
-        OrderGateway::new(std::sync::Arc::clone(&queue), order_tx, 1 << 16),
+        OrderGateway::new(queue.clone(), order_tx, 1 << 16),
         UnixNanos(START_NS),
     );
     if surveillance {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::affinity::pin_current_thread;
+use crate::doorbell::Doorbell;
 use crate::idle::{IdleConfig, Idler};
 
 /// A component that does its work in small steps on a thread of its own.
@@ -71,6 +72,8 @@ pub struct AgentSpec {
     pub idle: IdleConfig,
     /// Set to end the thread (see [`Agent::ready_to_stop`]).
     pub stop: Arc<AtomicBool>,
+    /// Rung by the agent's producers when they hand it work (see [`Doorbell`]).
+    pub doorbell: Option<Doorbell>,
 }
 
 impl AgentSpec {
@@ -80,7 +83,14 @@ impl AgentSpec {
             core: None,
             idle,
             stop: Arc::clone(stop),
+            doorbell: None,
         }
+    }
+
+    /// Lets the agent's producers wake it through `bell` when it sleeps.
+    pub fn woken_by(mut self, bell: &Doorbell) -> Self {
+        self.doorbell = Some(bell.clone());
+        self
     }
 
     /// Pins the thread to `core` (when `Some`).
@@ -114,6 +124,8 @@ impl<T> ThreadHandle<T> {
     pub fn stop(&self) {
         if let Some(s) = &self.stop {
             s.store(true, Ordering::Release);
+            // A sleeping thread sees the flag now rather than after its sleep.
+            self.join.thread().unpark();
         }
     }
 
@@ -195,9 +207,14 @@ where
 pub fn spawn_agent<A: Agent>(mut agent: A, spec: AgentSpec) -> Result<ThreadHandle<()>, AgentError> {
     let stop = Arc::clone(&spec.stop);
     let idle = spec.idle;
+    let doorbell = spec.doorbell;
     let handle = spawn_thread(spec.name, spec.core, move || {
+        let idler = match doorbell {
+            Some(bell) => Idler::new(idle).woken_by(bell),
+            None => Idler::new(idle),
+        };
         agent.on_start();
-        run(&mut agent, &stop, Idler::new(idle));
+        run(&mut agent, &stop, idler);
         agent.on_close();
     })?;
     Ok(handle.with_stop(&spec.stop))
@@ -214,8 +231,8 @@ pub fn run<A: Agent + ?Sized>(agent: &mut A, stop: &AtomicBool, mut idler: Idler
             idler.reset();
         } else if let Some(wait) = agent.idle_for() {
             idler.idle_for(wait);
-        } else {
-            idler.idle();
+        } else if idler.idle_or_poll(|| agent.poll()) > 0 {
+            idler.reset();
         }
     }
 }
@@ -233,6 +250,7 @@ impl Agent for crate::Engine {
         self.set_clock(now);
         let n = crate::Engine::poll(self);
         self.housekeeping(now);
+        self.wake_consumers();
         n
     }
 
@@ -444,5 +462,59 @@ mod tests {
             ..parked()
         };
         assert!(polls_in(spin) > 10_000, "busy-spin keeps spinning");
+    }
+
+    /// Awaited sleeps of an hour: an agent woken by its producers takes every item as
+    /// it comes, because they ring its doorbell after each push, and the run loop arms
+    /// it and polls once more before each sleep (a wake-up lost to a push that races
+    /// the arming would hang this test until its deadline), and stopping it wakes it.
+    #[test]
+    fn an_agent_with_a_doorbell_sleeps_long_and_wakes_for_each_item() {
+        struct Counting {
+            sent: Arc<AtomicUsize>,
+            seen: Arc<AtomicUsize>,
+        }
+        impl Agent for Counting {
+            fn name(&self) -> &str {
+                "counting"
+            }
+            fn poll(&mut self) -> usize {
+                let sent = self.sent.load(Ordering::Acquire);
+                let seen = self.seen.load(Ordering::Relaxed);
+                if sent > seen {
+                    self.seen.store(sent, Ordering::Release);
+                }
+                sent - seen
+            }
+        }
+        const HOUR: u32 = 3_600_000_000;
+        let idle = IdleConfig {
+            park_micros: 50,
+            max_park_micros: HOUR,
+            ..parked()
+        };
+        let (sent, seen) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let agent = Counting {
+            sent: Arc::clone(&sent),
+            seen: Arc::clone(&seen),
+        };
+        let bell = crate::doorbell::Doorbell::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = spawn_agent(agent, AgentSpec::new("woken", idle, &stop).woken_by(&bell)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 1..=20_000 {
+            sent.store(i, Ordering::Release);
+            bell.ring();
+            // Wait (spinning, so the next push races the agent's way back to sleep)
+            // for all but every third item.
+            while i % 3 != 0 && seen.load(Ordering::Acquire) < i {
+                assert!(Instant::now() < deadline, "the agent slept through item {i}");
+                std::hint::spin_loop();
+            }
+        }
+        wait_until("the last item", || seen.load(Ordering::Acquire) == 20_000);
+        assert!(bell.wakes() > 0, "the agent never slept");
+        wait_until("the agent to sleep", || bell.is_armed());
+        h.stop_and_join().unwrap();
     }
 }

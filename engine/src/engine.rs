@@ -345,6 +345,16 @@ impl Engine {
         n + self.poll_orders()
     }
 
+    /// Wakes the consumers (API fan-out, journal, ...) of whatever this round handed
+    /// them, if they sleep: once per round, after its work.
+    #[inline]
+    pub fn wake_consumers(&mut self) {
+        self.publisher.wake_consumers();
+        if let Some(op) = self.orders.as_mut() {
+            op.gateway.wake_consumer();
+        }
+    }
+
     /// The time events published from now on carry as `engine_ts` (what `run` does
     /// once per round).
     pub fn set_clock(&mut self, now: UnixNanos) {
@@ -410,6 +420,7 @@ impl Engine {
             self.clock = now;
             let n = self.poll();
             self.housekeeping(now);
+            self.wake_consumers();
             if n == 0 {
                 idler.idle();
             } else {

@@ -13,6 +13,7 @@ pub mod bars;
 pub mod book;
 pub mod config;
 pub mod counter;
+pub mod doorbell;
 pub mod engine;
 pub mod event;
 pub mod fixed;

@@ -122,6 +122,14 @@ impl Publisher {
         delivered
     }
 
+    /// Rings the doorbell of each consumer that got events since the last call.
+    #[inline]
+    pub fn wake_consumers(&mut self) {
+        for o in &mut self.outputs {
+            o.ring.wake_consumer();
+        }
+    }
+
     /// Whether any consumer waits for a snapshot (or asked for one).
     #[inline]
     pub fn resync_pending(&self) -> bool {

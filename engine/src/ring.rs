@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 
 use crate::counter::Counter;
+use crate::doorbell::Doorbell;
 
 /// Counters for one ring; the producer writes `pushed`/`dropped`, the consumer `popped`.
 /// The two per-item counters sit on cache lines of their own: sharing one, the two
@@ -34,7 +35,16 @@ impl RingStats {
 /// The sending half.
 pub struct RingProducer<T> {
     inner: rtrb::Producer<T>,
-    stats: Shared,
+    /// Boxed for the reason [`Shared`] gives.
+    end: Box<ProducerEnd>,
+}
+
+/// The producer's share of the counters, and the consumer's doorbell if it has one.
+struct ProducerEnd {
+    stats: Arc<RingStats>,
+    wake: Option<Doorbell>,
+    /// `pushed` when the doorbell was last rung.
+    rung_at: u64,
 }
 
 /// The receiving half.
@@ -66,7 +76,11 @@ pub fn ring<T>(name: impl Into<String>, capacity: usize) -> (RingProducer<T>, Ri
     (
         RingProducer {
             inner: p,
-            stats: Box::new(Arc::clone(&stats)),
+            end: Box::new(ProducerEnd {
+                stats: Arc::clone(&stats),
+                wake: None,
+                rung_at: 0,
+            }),
         },
         RingConsumer {
             inner: c,
@@ -81,12 +95,35 @@ impl<T> RingProducer<T> {
     pub fn push(&mut self, item: T) -> bool {
         match self.inner.push(item) {
             Ok(()) => {
-                self.stats.pushed.inc();
+                self.end.stats.pushed.inc();
                 true
             }
             Err(_) => {
-                self.stats.dropped.inc();
+                self.end.stats.dropped.inc();
                 false
+            }
+        }
+    }
+
+    /// Lets this end wake the consumer's thread (see [`Doorbell`]) from
+    /// [`wake_consumer`](Self::wake_consumer).
+    pub fn waking(mut self, bell: &Doorbell) -> Self {
+        self.end.wake = Some(bell.clone());
+        self
+    }
+
+    /// Call after a batch of pushes (a frame's ticks, an engine round): rings the
+    /// consumer's doorbell if anything was pushed since the last call. While the
+    /// consumer is awake that is a fence and a load; only a sleeping consumer costs a
+    /// system call. A no-op for a ring without a doorbell.
+    #[inline]
+    pub fn wake_consumer(&mut self) {
+        let end = &mut *self.end;
+        if let Some(bell) = &end.wake {
+            let pushed = end.stats.pushed.get();
+            if pushed != end.rung_at {
+                end.rung_at = pushed;
+                bell.ring();
             }
         }
     }
@@ -98,7 +135,7 @@ impl<T> RingProducer<T> {
     }
 
     pub fn stats(&self) -> &Arc<RingStats> {
-        &self.stats
+        &self.end.stats
     }
 
     /// Whether the consumer has gone away (its thread ended).

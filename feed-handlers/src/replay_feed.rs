@@ -77,6 +77,7 @@ pub fn spawn_replay(
                     &st,
                     |t| {
                         ring.push(t);
+                        ring.wake_consumer();
                     },
                     |i, e| tracing::debug!(feed = %log_name, frame = i + 1, error = %e, "bad frame in capture"),
                 );

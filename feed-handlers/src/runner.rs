@@ -88,6 +88,7 @@ impl Agent for SyntheticFeed {
             let ring = &mut self.ring;
             self.market.snapshot(i, now, |t| emit(ring, stats, t));
         }
+        self.ring.wake_consumer();
         self.interval = (UnixNanos::NANOS_PER_SEC / self.rate_per_sec.max(1) as i64).max(1);
         self.due = now;
     }
@@ -102,6 +103,7 @@ impl Agent for SyntheticFeed {
         for t in self.buf.as_slice() {
             emit(&mut self.ring, &self.stats, *t);
         }
+        self.ring.wake_consumer();
         self.due = self.due.saturating_add_nanos(self.interval);
         if now.0 - self.due.0 > UnixNanos::NANOS_PER_SEC {
             self.due = now;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use stocksblitz_engine::agent::{spawn_agent, Agent, AgentError, AgentSpec, ThreadHandle};
 use stocksblitz_engine::counter::Counter;
+use stocksblitz_engine::doorbell::Doorbell;
 use stocksblitz_engine::idle::IdleConfig;
 use stocksblitz_engine::ring::{RingConsumer, RingProducer};
 use stocksblitz_engine::{DataQuality, EngineEvent, InstrumentId, InstrumentRegistry, UnixNanos};
@@ -173,10 +174,11 @@ pub fn spawn_fanout(
     taps: Vec<RingProducer<EngineEvent>>,
     idle: IdleConfig,
     stop: Arc<AtomicBool>,
+    wake: &Doorbell,
 ) -> Result<(ThreadHandle, Arc<FanoutStats>), AgentError> {
     let stats = Arc::new(FanoutStats::default());
     let dispatcher = Dispatcher::new(hub, Arc::clone(&market.registry));
     let agent = fanout(market, dispatcher, ring, taps, Arc::clone(&stats));
-    let handle = spawn_agent(agent, AgentSpec::new("api-fanout", idle, &stop))?;
+    let handle = spawn_agent(agent, AgentSpec::new("api-fanout", idle, &stop).woken_by(wake))?;
     Ok((handle, stats))
 }

@@ -4,11 +4,9 @@
 //! every item to the engine link for API nodes).
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use stocksblitz_engine::agent::{spawn_agent, Agent, AgentError, AgentSpec, ThreadHandle};
-use stocksblitz_engine::idle::IdleConfig;
 use stocksblitz_engine::orders::gateway::OrderOutput;
 use stocksblitz_engine::orders::{OrderEvent, OrderEventData, StepAssembler};
 use stocksblitz_engine::ring::{RingConsumer, RingProducer};
@@ -112,14 +110,15 @@ impl Agent for OrderFanout {
     }
 }
 
+/// Starts the order fan-out on its thread (`spec`: its name, idle strategy, stop flag
+/// and the doorbell the journal rings).
 pub fn spawn_order_fanout(
     service: Arc<OrderService>,
     hub: Arc<Hub>,
     audit: Arc<AuditLog>,
     ring: RingConsumer<OrderOutput>,
     cluster: Option<RingProducer<OrderOutput>>,
-    idle: IdleConfig,
-    stop: Arc<AtomicBool>,
+    spec: AgentSpec,
 ) -> Result<ThreadHandle, AgentError> {
     let agent = OrderFanout {
         service,
@@ -132,5 +131,5 @@ pub fn spawn_order_fanout(
         steps: StepAssembler::with_capacity(BATCH),
         partial: HashMap::new(),
     };
-    spawn_agent(agent, AgentSpec::new("order-fanout", idle, &stop))
+    spawn_agent(agent, spec)
 }

@@ -102,7 +102,8 @@ pub fn spawn_publisher(
                 match idler.next_pause() {
                     Pause::Spin => std::hint::spin_loop(),
                     Pause::Yield => tokio::task::yield_now().await,
-                    Pause::Park(d) => tokio::time::sleep(d).await,
+                    // It has no doorbell, so it is never asked to await one.
+                    Pause::Park(d) | Pause::Await(d) => tokio::time::sleep(d).await,
                 }
             } else {
                 idler.reset();

@@ -80,6 +80,7 @@ pub fn spawn_subscriber(
                                     source.events.inc();
                                 }
                             }
+                            ring.wake_consumer();
                             // Missed events (a drop anywhere on the way): ask for the books
                             // again, at most once a second.
                             if gap && last_resync.elapsed() >= Duration::from_secs(1) {

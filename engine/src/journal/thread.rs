@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::agent::{spawn_agent, Agent, AgentError, AgentSpec, ThreadHandle};
+use crate::doorbell::Doorbell;
 use crate::idle::IdleConfig;
 use crate::orders::gateway::OrderOutput;
 use crate::orders::StepAssembler;
@@ -56,9 +57,18 @@ impl JournalThread {
     }
 
     /// Runs until `stop` is set and the ring is empty (stop it after the engine has
-    /// stopped, so that everything the engine did is journaled).
-    pub fn spawn(self, idle: IdleConfig, stop: Arc<AtomicBool>) -> Result<ThreadHandle, AgentError> {
-        let spec = AgentSpec::new("journal", idle, &stop);
+    /// stopped, so that everything the engine did is journaled). `wake`: the doorbell
+    /// the engine rings when it hands the journal steps.
+    pub fn spawn(
+        self,
+        idle: IdleConfig,
+        stop: Arc<AtomicBool>,
+        wake: Option<&Doorbell>,
+    ) -> Result<ThreadHandle, AgentError> {
+        let mut spec = AgentSpec::new("journal", idle, &stop);
+        if let Some(bell) = wake {
+            spec = spec.woken_by(bell);
+        }
         let agent = JournalAgent {
             journal: self,
             items: Vec::with_capacity(BATCH),
@@ -158,6 +168,10 @@ impl JournalThread {
             if stop.load(Ordering::Acquire) && self.output.is_abandoned() {
                 break;
             }
+            if spins == 0 {
+                // Full: the consumer must drain it, so wake it if it sleeps.
+                self.output.wake_consumer();
+            }
             spins += 1;
             if spins < 100 {
                 std::hint::spin_loop();
@@ -173,6 +187,7 @@ impl JournalThread {
             .count();
         self.stats.forwarded.add(events as u64);
         self.pending.clear();
+        self.output.wake_consumer();
     }
 
     fn idle_sync(&mut self) {

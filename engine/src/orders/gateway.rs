@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 
 use crate::counter::Counter;
+use crate::doorbell::Doorbell;
 use crate::ring::RingProducer;
 
 use super::command::Command;
@@ -35,10 +36,52 @@ pub enum OrderOutput {
 }
 
 /// The API's handle: push commands; a full queue is the caller's error to report.
-pub type CommandQueue = Arc<ArrayQueue<Command>>;
+/// Clones share the queue.
+#[derive(Clone)]
+pub struct CommandQueue {
+    queue: Arc<ArrayQueue<Command>>,
+    /// The engine thread's doorbell, rung after each push.
+    wake: Option<Doorbell>,
+}
 
 pub fn command_queue(capacity: usize) -> CommandQueue {
-    Arc::new(ArrayQueue::new(capacity.max(1)))
+    CommandQueue {
+        queue: Arc::new(ArrayQueue::new(capacity.max(1))),
+        wake: None,
+    }
+}
+
+impl CommandQueue {
+    /// Wakes the engine through `bell` after each push (see [`Doorbell`]).
+    pub fn waking(mut self, bell: &Doorbell) -> Self {
+        self.wake = Some(bell.clone());
+        self
+    }
+
+    /// Queues `cmd` for the engine; a full queue hands it back.
+    // Handed back by value, as `ArrayQueue::push` does: boxing would allocate per command.
+    #[allow(clippy::result_large_err)]
+    pub fn push(&self, cmd: Command) -> Result<(), Command> {
+        self.queue.push(cmd)?;
+        if let Some(bell) = &self.wake {
+            bell.ring();
+        }
+        Ok(())
+    }
+
+    /// The oldest command (the engine's side).
+    pub fn pop(&self) -> Option<Command> {
+        self.queue.pop()
+    }
+
+    /// Commands waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 /// Counters for /metrics.
@@ -79,6 +122,12 @@ impl OrderGateway {
     /// The event ring's counters.
     pub fn ring_stats(&self) -> &Arc<crate::ring::RingStats> {
         self.out.stats()
+    }
+
+    /// Rings the journal thread's doorbell if steps went out since the last call.
+    #[inline]
+    pub fn wake_consumer(&mut self) {
+        self.out.wake_consumer();
     }
 
     /// The next command, unless events are still waiting to go out.

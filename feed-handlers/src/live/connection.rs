@@ -375,6 +375,7 @@ impl Ctx {
             produced = true;
             Self::push(ring, stats, t)
         });
+        ring.wake_consumer();
         if produced {
             // Only market data counts against staleness: venue heartbeats do not.
             self.last_data = Instant::now();
@@ -475,6 +476,7 @@ impl Ctx {
             let (ring, stats) = (&mut self.ring, &self.stats);
             self.normalizer
                 .on_connected(now, &mut |t| Self::push(ring, stats, t), |id| need.push(id));
+            ring.wake_consumer();
         }
         for id in need {
             if let Some(f) = self.fetch(id, Duration::ZERO) {
@@ -592,6 +594,7 @@ impl Ctx {
                         for &id in &self.v.ids {
                             Self::push(&mut self.ring, &self.stats, status(id, FeedStatus::Stale, 0, recv));
                         }
+                        self.ring.wake_consumer();
                     }
                 }
             }
@@ -690,6 +693,7 @@ impl Ctx {
                             for &id in &self.v.ids {
                                 Self::push(&mut self.ring, &self.stats, status(id, FeedStatus::Syncing, 0, recv));
                             }
+                            self.ring.wake_consumer();
                             let why = if matches!(end, End::Dead) {
                                 format!(
                                     "the connection was silent for {} ms and was dropped",
