@@ -164,7 +164,9 @@ impl TickProducer {
         }
         self.tail = self.tail.wrapping_add(1);
         slot.w[0].store(self.tail, Ordering::Release);
-        end.stats.pushed.inc();
+        // Every successful push moves `tail` by one: `pushed` is `tail` (a store, no
+        // read-modify-write).
+        end.stats.pushed.set(self.tail);
         true
     }
 
@@ -228,7 +230,8 @@ impl TickConsumer {
             self.published = self.head;
             end.shared.head.0.store(self.head, Ordering::Release);
         }
-        end.stats.popped.inc();
+        // As `pushed` on the producer: `popped` is `head`.
+        end.stats.popped.set(self.head);
         Some(decode(&words))
     }
 
