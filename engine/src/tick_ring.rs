@@ -9,10 +9,11 @@
 //! line of eight `AtomicU64` words: word 0 is the slot's sequence (the position written
 //! plus one, stored last with `Release`), words 1..7 the tick encoded ([`encode`]). The
 //! consumer polls the sequence word of the slot it wants next, in the same line as the
-//! data: one transfer. Measured on the shared 2-vCPU EPYC VM at 4096 slots, without
-//! counters: burst at raw rtrb's rate on close vCPUs and 1.2x it on far ones; paced
-//! one-way ~100 ns less than the rtrb ring on far vCPUs (1.12x the stamped floor against
-//! 1.55x); 54 instructions per item against 67.5.
+//! data: one transfer. Measured on the shared 2-vCPU EPYC VM at 4096 slots, counters
+//! included (`ring_handoff`): burst 0.95x raw rtrb on close vCPUs and 1.13x-1.17x on far
+//! ones, where the rtrb ring does 0.75x; paced one-way ~90 ns less than the rtrb ring
+//! on far vCPUs (1.13x the stamped floor against 1.59x); 58 instructions per item
+//! against the rtrb ring's 67.5 (raw rtrb: 58).
 //!
 //! The producer never reads the consumer's line per item: it keeps a cached copy of the
 //! consumer's published head and reloads it only when the cache says the ring is full.
