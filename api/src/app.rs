@@ -31,7 +31,8 @@ use stocksblitz_engine::orders::OrderManager;
 use stocksblitz_engine::publisher::{OutputKind, OutputStats};
 use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
 use stocksblitz_engine::stats::EngineStats;
-use stocksblitz_engine::{Engine, EngineEvent, EngineHandles, Price, Tick, UnixNanos};
+use stocksblitz_engine::tick_ring::{tick_ring, TickConsumer, TickProducer};
+use stocksblitz_engine::{Engine, EngineEvent, EngineHandles, Price, UnixNanos};
 use stocksblitz_feed_handlers::live::spawn_live;
 use stocksblitz_feed_handlers::replay_feed::spawn_replay;
 use stocksblitz_feed_handlers::{spawn_synthetic, FeedHandle, FeedKind, SimSpec, SyntheticMarket};
@@ -194,12 +195,12 @@ fn start_simulator(v: &Validated, stop: &Arc<AtomicBool>) -> anyhow::Result<Opti
 
 /// One input ring per configured feed, in `[[feeds]]` order; each feed wakes the
 /// engine through `engine`.
-fn feed_rings(v: &Validated, engine: &Doorbell) -> (Vec<RingProducer<Tick>>, Vec<RingConsumer<Tick>>) {
+fn feed_rings(v: &Validated, engine: &Doorbell) -> (Vec<TickProducer>, Vec<TickConsumer>) {
     v.config
         .feeds
         .iter()
         .map(|f| {
-            let (p, c) = ring::<Tick>(format!("feed-{}", f.name), v.config.engine.input_ring_capacity);
+            let (p, c) = tick_ring(format!("feed-{}", f.name), v.config.engine.input_ring_capacity);
             (p.waking(engine), c)
         })
         .unzip()
@@ -227,7 +228,7 @@ fn start_feeds(
     v: &Validated,
     stop: &Arc<AtomicBool>,
     sim: Option<SocketAddr>,
-    producers: Vec<RingProducer<Tick>>,
+    producers: Vec<TickProducer>,
 ) -> anyhow::Result<Vec<FeedHandle>> {
     let mut handles = Vec::new();
     for (f, producer) in v.config.feeds.iter().zip(producers) {
@@ -541,7 +542,7 @@ struct OrderPath {
 /// the surveillance rules.
 fn build_engine(
     v: &Validated,
-    inputs: Vec<RingConsumer<Tick>>,
+    inputs: Vec<TickConsumer>,
     output: RingProducer<EngineEvent>,
     recorder: Option<RingProducer<EngineEvent>>,
     redis: Option<&Arc<RedisStore>>,

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use stocksblitz_benches::{batched, histogram, iters, pin, print_table, synthetic_ticks, Row};
 use stocksblitz_engine::ring::ring;
+use stocksblitz_engine::tick_ring::tick_ring;
 use stocksblitz_engine::{Engine, EngineConfig, EngineEvent, InstrumentId, Price, Qty, Tick, UnixNanos};
 use stocksblitz_feed_handlers::{SimSpec, SyntheticMarket, TickBuf};
 
@@ -40,7 +41,7 @@ fn generate(n: usize) -> Vec<Tick> {
 
 fn single_thread(n: u64) -> Row {
     let ticks = generate(n as usize);
-    let (_in_tx, in_rx) = ring::<Tick>("in", 1024);
+    let (_in_tx, in_rx) = tick_ring("in", 1024);
     let (out_tx, mut out_rx) = ring::<EngineEvent>("out", 1 << 16);
     let mut engine = Engine::new(&EngineConfig::default(), 5, vec![in_rx], vec![out_tx]);
     let mut row = batched("Engine::process (books, bars, quality, publish)", n, 32, |i| {
@@ -56,7 +57,7 @@ fn single_thread(n: u64) -> Row {
 
 fn end_to_end(n: u64) -> Row {
     let specs = specs();
-    let (mut in_tx, in_rx) = ring::<Tick>("in", 1 << 16);
+    let (mut in_tx, in_rx) = tick_ring("in", 1 << 16);
     let (out_tx, mut out_rx) = ring::<EngineEvent>("out", 1 << 16);
     let mut engine = Engine::new(&EngineConfig::default(), specs.len(), vec![in_rx], vec![out_tx]);
     let handles = engine.handles();
@@ -131,7 +132,7 @@ fn end_to_end(n: u64) -> Row {
 /// pushed -> event popped).
 fn per_tick(n: u64, rate: u64) -> Row {
     let specs = specs();
-    let (mut in_tx, in_rx) = ring::<Tick>("in", 1 << 16);
+    let (mut in_tx, in_rx) = tick_ring("in", 1 << 16);
     let (out_tx, mut out_rx) = ring::<EngineEvent>("out", 1 << 16);
     let mut engine = Engine::new(&EngineConfig::default(), specs.len(), vec![in_rx], vec![out_tx]);
     let stop = Arc::new(AtomicBool::new(false));

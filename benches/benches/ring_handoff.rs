@@ -18,11 +18,13 @@
 //! ends behind a pointer (boxed) as the engine and feed handlers hold them inside their
 //! own structs, where no end's fields can live in registers across the loop, and two
 //! placement checks (raw rtrb with a ring's counters allocated after it and never
-//! touched; the replica with its counters allocated first), and a "slot-sequence" ring
-//! (`stocksblitz_benches::seq_ring`, Tick only: the consumer polls a sequence word in
-//! the slot's own cache line instead of the producer's index; the last case, so the
-//! older case numbers keep their meaning). A round-trip section sends each paced tick
-//! back through a second ring of the same kind (ours, raw rtrb, the slot-sequence ring)
+//! touched; the replica with its counters allocated first), and the engine's tick ring
+//! (`stocksblitz_engine::tick_ring`, the feed -> engine rings since issue 20 point 3: a
+//! "slot-sequence" ring, Tick only, with the same counters; the consumer polls a
+//! sequence word in the slot's own cache line instead of the producer's index; cases 14
+//! and 15, which until then ran a bench-only copy without counters). A round-trip
+//! section sends each paced tick back through a second ring of the same kind (ours, raw
+//! rtrb, the tick ring)
 //! and records half the round trip on the producer's clock; its floor is the ping-pong
 //! paced the same way (one round trip per 2 us, each timed), with one word or with all
 //! eight words of the line moved each way. Two more floors close the table,
@@ -33,9 +35,9 @@
 //!
 //! Knobs: `BENCH_ROUNDS` (default 7), `BENCH_CASES=0,1,4` (only those rows),
 //! `BENCH_PACED=0` (burst only), `BENCH_RTT=0` (no round-trip rows),
-//! `BENCH_SMALL_CAP=8` (the capacity of the small slot-sequence and rtrb rings, cases
+//! `BENCH_SMALL_CAP=8` (the capacity of the small tick and rtrb rings, cases
 //! 15 and 16).
-//! `RING_IR=ours|raw|replica|seq` (and `ours-ref|raw-ref|replica-ref|seq-ref`, the ends
+//! `RING_IR=ours|raw|replica|tick` (and `ours-ref|raw-ref|replica-ref|tick-ref`, the ends
 //! behind references as the engine holds them) runs a one-thread push/pop loop for callgrind's instruction counts;
 //! `RING_CODEGEN=1` runs the `produce_*` loops whose generated code BENCHMARKS.md
 //! compares (objdump).
@@ -47,14 +49,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
-use stocksblitz_benches::seq_ring::seq_ring;
 use stocksblitz_benches::{histogram, iters, median_ratio, pin, print_table, Row};
 use stocksblitz_engine::ring::ring;
+use stocksblitz_engine::tick_ring::tick_ring;
 use stocksblitz_engine::{InstrumentId, Tick, UnixNanos};
 
 const CAPACITY: usize = 4096;
 const CASES: [&str; 17] = [
-    "stocksblitz ring (rtrb + counters)",
+    "stocksblitz ring (rtrb + counters; the event and order rings)",
     "rtrb raw",
     "crossbeam ArrayQueue",
     "std mpsc sync_channel",
@@ -68,13 +70,13 @@ const CASES: [&str; 17] = [
     "replica, counters allocated before rtrb's buffer",
     "replica's producer (counters) -> raw rtrb consumer",
     "raw rtrb producer -> replica's consumer (counters)",
-    "slot-sequence ring (consumer polls the slot's own sequence word; Tick only)",
-    "slot-sequence ring, BENCH_SMALL_CAP slots (default 8: every slot's line stays in both cores' caches)",
+    "stocksblitz tick ring (slot-sequence + counters; the feed -> engine rings)",
+    "stocksblitz tick ring, BENCH_SMALL_CAP slots (default 8: every slot's line stays in both cores' caches)",
     "rtrb raw, BENCH_SMALL_CAP slots (default 8)",
 ];
-/// The slot-sequence ring's row (`stocksblitz_benches::seq_ring`).
+/// The engine's tick ring (`stocksblitz_engine::tick_ring`, counters included).
 const SEQ: usize = 14;
-/// The slot-sequence ring with 8 slots: a slot's line is written again 8 items later,
+/// The tick ring with 8 slots: a slot's line is written again 8 items later,
 /// not 4096, so it stays cached on both cores (is a cold slot line the remainder?).
 const SEQ_SMALL: usize = 15;
 /// Raw rtrb with 8 slots: the same question for an index-plus-slot queue.
@@ -286,7 +288,7 @@ enum Mode {
     RoundTrip,
 }
 
-/// The cases with a round-trip row: ours, raw rtrb, the slot-sequence ring (and its
+/// The cases with a round-trip row: ours, raw rtrb, the tick ring (and its
 /// 8-slot variant), raw rtrb with 8 slots.
 const RTT_CASES: [usize; 5] = [0, 1, SEQ, SEQ_SMALL, RAW_SMALL];
 
@@ -362,11 +364,11 @@ fn run(case: usize, mode: Mode, n: u64, hist: &mut Histogram<u64>) -> Duration {
             measure(mode, n, hist, move |t| p.push(t).is_ok(), move || c.pop())
         }
         SEQ => {
-            let (mut p, mut c) = seq_ring(CAPACITY);
+            let (mut p, mut c) = tick_ring("bench", CAPACITY);
             measure(mode, n, hist, move |t| p.push(t), move || c.pop())
         }
         SEQ_SMALL => {
-            let (mut p, mut c) = seq_ring(small_cap());
+            let (mut p, mut c) = tick_ring("bench", small_cap());
             measure(mode, n, hist, move |t| p.push(t), move || c.pop())
         }
         RAW_SMALL => {
@@ -403,8 +405,8 @@ fn run_rtt(case: usize, n: u64, hist: &mut Histogram<u64>) -> Duration {
         }
         SEQ | SEQ_SMALL => {
             let cap = if case == SEQ { CAPACITY } else { small_cap() };
-            let (mut p, mut c) = seq_ring(cap);
-            let (mut pb, mut cb) = seq_ring(cap);
+            let (mut p, mut c) = tick_ring("bench", cap);
+            let (mut pb, mut cb) = tick_ring("back", cap);
             round_trip(
                 n,
                 hist,
@@ -996,12 +998,12 @@ fn ir_mode(which: &str, n: u64) {
             let cs = std::hint::black_box(&mut cs);
             ir_loop(n, |t| p.push(t).is_ok(), || cs[0].pop().ok())
         }
-        "seq" => {
-            let (mut p, mut c) = seq_ring(CAPACITY);
+        "tick" | "seq" => {
+            let (mut p, mut c) = tick_ring("bench", CAPACITY);
             ir_loop(n, move |t| p.push(t), move || c.pop())
         }
-        "seq-ref" => {
-            let (mut p, c) = seq_ring(CAPACITY);
+        "tick-ref" | "seq-ref" => {
+            let (mut p, c) = tick_ring("bench", CAPACITY);
             let mut cs = vec![c];
             let p = std::hint::black_box(&mut p);
             let cs = std::hint::black_box(&mut cs);
@@ -1040,6 +1042,18 @@ fn main() {
             best(i) / 1e6,
             best(0) / best(i).max(1e-12),
         );
+    }
+    // Issue 20 point 3's burst goal, for the tick ring: against raw rtrb and crossbeam
+    // (each when it ran).
+    let ran = |c: usize| burst.get(c).is_some_and(|v| v.iter().any(|&x| x > 0.0));
+    for (base, name) in [(1, "raw rtrb"), (2, "crossbeam ArrayQueue")] {
+        if ran(SEQ) && ran(base) {
+            println!(
+                "tick ring burst: {:.2}x {name} (median of {n_rounds} rounds), best rounds {:.2}x",
+                median_ratio(&burst, SEQ, &[base]),
+                best(SEQ) / best(base).max(1e-12),
+            );
+        }
     }
     let (paced, _, paced_p50s) = rounds(Mode::Paced, iters(500_000));
     let ours_p50 = paced[0].hist.value_at_quantile(0.5);
@@ -1082,7 +1096,7 @@ fn main() {
     );
     if seq_p50 > 0 {
         println!(
-            "slot-sequence ring paced p50 {seq_p50} ns = {:.2}x the ping-pong floor, {:.2}x the stamped floor",
+            "tick ring paced p50 {seq_p50} ns = {:.2}x the ping-pong floor, {:.2}x the stamped floor",
             seq_p50 as f64 / pong_p50.max(1) as f64,
             seq_p50 as f64 / stamped_p50.max(1) as f64,
         );
@@ -1122,7 +1136,7 @@ fn main() {
         };
         if p.get(FLOOR_PONG).is_some_and(|v| !v.is_empty()) {
             println!(
-                "{name} rounds' p50s (ns): ours [{}], raw [{}], seq [{}], seq small [{}], raw small [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}], paced 8-word ping-pong [{}]",
+                "{name} rounds' p50s (ns): ours [{}], raw [{}], tick [{}], tick small [{}], raw small [{}], ping-pong [{}], stamped [{}], paced ping-pong [{}], paced 8-word ping-pong [{}]",
                 show(0),
                 show(1),
                 show(SEQ),

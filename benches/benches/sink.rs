@@ -23,6 +23,7 @@ use stocksblitz_api::sink::{QuestDbSink, SinkStats};
 use stocksblitz_benches::{batched, histogram, iters, keep, print_table, synthetic_ticks, Row};
 use stocksblitz_engine::publisher::OutputKind;
 use stocksblitz_engine::ring::{ring, RingConsumer};
+use stocksblitz_engine::tick_ring::tick_ring;
 use stocksblitz_engine::{
     Aggressor, Engine, EngineConfig, EngineEvent, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Tick,
     UnixNanos,
@@ -210,7 +211,7 @@ fn with_and_without_sink() {
     let n = iters(2_000_000);
     let ticks = ticks(n as usize);
     let engine = |outputs| {
-        let (_tx, rx) = ring::<Tick>("in", 16);
+        let (_tx, rx) = tick_ring("in", 16);
         Engine::new(&EngineConfig::default(), INSTRUMENTS as usize, vec![rx], outputs)
     };
     // Without: one output ring (the API's), drained in the loop.

@@ -16,6 +16,7 @@ use stocksblitz_engine::orders::{
 };
 use stocksblitz_engine::ring::{ring, RingConsumer};
 use stocksblitz_engine::surveillance::{Surveillance, SurveillanceConfig};
+use stocksblitz_engine::tick_ring::tick_ring;
 use stocksblitz_engine::{
     Engine, EngineConfig, EngineEvent, InstrumentConfig, InstrumentId, InstrumentRegistry, Price, Qty, Side, Tick,
     UnixNanos,
@@ -58,7 +59,7 @@ fn engine(
             day_offset_secs: 19_800,
         },
     );
-    let (_in_tx, in_rx) = ring::<Tick>("in", 1024);
+    let (_in_tx, in_rx) = tick_ring("in", 1024);
     let (out_tx, out_rx) = ring::<EngineEvent>("out", 1 << 16);
     let (order_tx, order_rx) = ring::<OrderOutput>("orders", 1 << 20);
     let queue = command_queue(1024);

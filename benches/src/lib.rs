@@ -11,7 +11,6 @@
 pub mod fanout;
 pub mod frame_scan;
 pub mod naive;
-pub mod seq_ring;
 pub mod ws_client;
 
 use std::time::{Duration, Instant};

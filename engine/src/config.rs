@@ -10,7 +10,8 @@ pub struct EngineConfig {
     /// Core to pin the engine thread to; absent = not pinned.
     #[serde(default)]
     pub core: Option<usize>,
-    /// Slots in each feed handler's input ring (one ring per feed).
+    /// Slots in each feed handler's input ring (one ring per feed; rounded up to a power
+    /// of two, `stocksblitz_engine::tick_ring`).
     pub input_ring_capacity: usize,
     /// Slots in each consumer's output ring.
     pub output_ring_capacity: usize,

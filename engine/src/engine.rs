@@ -17,17 +17,18 @@ use crate::instrument_state::{Emitted, InstrumentState};
 use crate::orders::gateway::OrderGateway;
 use crate::orders::{OrderManager, VenueKind};
 use crate::publisher::{OutputKind, OutputStats, Publisher};
-use crate::ring::{RingConsumer, RingProducer, RingStats};
+use crate::ring::{RingProducer, RingStats};
 use crate::stats::EngineStats;
 use crate::surveillance::Surveillance;
 use crate::tick::{FeedStatus, Tick, TickData};
+use crate::tick_ring::TickConsumer;
 use crate::time::UnixNanos;
 
 /// How often housekeeping (bar closes, staleness, resyncs) runs.
 const HOUSEKEEPING_NS: i64 = UnixNanos::NANOS_PER_MILLI;
 
 pub struct Engine {
-    inputs: Vec<RingConsumer<Tick>>,
+    inputs: Vec<TickConsumer>,
     states: Vec<InstrumentState>,
     publisher: Publisher,
     stats: Arc<EngineStats>,
@@ -72,7 +73,7 @@ impl Engine {
     pub fn new(
         config: &EngineConfig,
         instruments: usize,
-        inputs: Vec<RingConsumer<Tick>>,
+        inputs: Vec<TickConsumer>,
         outputs: Vec<RingProducer<EngineEvent>>,
     ) -> Self {
         let ms = |v: u64| {
@@ -335,7 +336,7 @@ impl Engine {
         let mut n = 0;
         for i in 0..self.inputs.len() {
             for _ in 0..self.batch_limit {
-                let Some(tick) = self.inputs.get_mut(i).and_then(RingConsumer::pop) else {
+                let Some(tick) = self.inputs.get_mut(i).and_then(TickConsumer::pop) else {
                     break;
                 };
                 self.process(&tick);

@@ -32,6 +32,7 @@ pub mod stack_vec;
 pub mod stats;
 pub mod surveillance;
 pub mod tick;
+pub mod tick_ring;
 pub mod time;
 
 pub use bars::{Bar, BarInterval, BarState};

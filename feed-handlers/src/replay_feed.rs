@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use stocksblitz_engine::ring::RingProducer;
-use stocksblitz_engine::{InstrumentRegistry, Tick, UnixNanos};
+use stocksblitz_engine::tick_ring::TickProducer;
+use stocksblitz_engine::{InstrumentRegistry, UnixNanos};
 
 use crate::capture;
 use crate::replay::{replay, ReplayOptions, Speed, Stamp};
@@ -49,7 +49,7 @@ pub fn spawn_replay(
     cfg: &ReplayFeedConfig,
     registry: &InstrumentRegistry,
     symbols: &[String],
-    mut ring: RingProducer<Tick>,
+    mut ring: TickProducer,
     stop: Arc<AtomicBool>,
 ) -> Result<FeedHandle, String> {
     let speed: Speed = cfg.speed.parse()?;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use stocksblitz_engine::agent::{spawn_agent, Agent, AgentSpec, ThreadHandle};
 use stocksblitz_engine::idle::IdleConfig;
-use stocksblitz_engine::ring::{RingProducer, RingStats};
+use stocksblitz_engine::ring::RingStats;
+use stocksblitz_engine::tick_ring::TickProducer;
 use stocksblitz_engine::{Tick, UnixNanos};
 
 use crate::stats::{FeedState, FeedStats};
@@ -56,7 +57,7 @@ impl FeedHandle {
 
 /// Pushes a tick, counting it; the ring counts drops itself.
 #[inline]
-fn emit(ring: &mut RingProducer<Tick>, stats: &FeedStats, t: Tick) {
+fn emit(ring: &mut TickProducer, stats: &FeedStats, t: Tick) {
     stats.ticks.inc();
     ring.push(t);
 }
@@ -66,7 +67,7 @@ struct SyntheticFeed {
     name: String,
     rate_per_sec: u64,
     market: SyntheticMarket,
-    ring: RingProducer<Tick>,
+    ring: TickProducer,
     stats: Arc<FeedStats>,
     interval: i64,
     due: UnixNanos,
@@ -131,7 +132,7 @@ pub fn spawn_synthetic(
     idle: IdleConfig,
     rate_per_sec: u64,
     market: SyntheticMarket,
-    ring: RingProducer<Tick>,
+    ring: TickProducer,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<FeedHandle> {
     let stats = Arc::new(FeedStats::default());

@@ -1,7 +1,8 @@
 //! The engine end to end on hand-written ticks: data-quality transitions in-band,
 //! per-consumer sequence numbers, and resync of a consumer whose ring overflowed.
 
-use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
+use stocksblitz_engine::ring::{ring, RingConsumer};
+use stocksblitz_engine::tick_ring::{tick_ring, TickProducer};
 use stocksblitz_engine::{
     Aggressor, BarState, BookFlags, DataQuality, Engine, EngineConfig, EngineEvent, EventData, FeedStatus,
     InstrumentId, L2Book, Price, Qty, Side, Tick, TickData, UnixNanos,
@@ -33,13 +34,13 @@ fn status(s: FeedStatus) -> TickData {
     TickData::Status { status: s, detail: 0 }
 }
 
-fn setup(out_capacity: usize) -> (Engine, RingProducer<Tick>, RingConsumer<EngineEvent>) {
+fn setup(out_capacity: usize) -> (Engine, TickProducer, RingConsumer<EngineEvent>) {
     let cfg = EngineConfig {
         book_max_levels: 8,
         stale_after_ms: 1_000,
         ..EngineConfig::default()
     };
-    let (tx, rx) = ring::<Tick>("in", 1024);
+    let (tx, rx) = tick_ring("in", 1024);
     let (otx, orx) = ring::<EngineEvent>("out", out_capacity);
     (Engine::new(&cfg, 2, vec![rx], vec![otx]), tx, orx)
 }
@@ -269,7 +270,7 @@ fn sessions_close_instruments_and_feedless_ones_never_go_stale() {
         stale_after_ms: 100,
         ..EngineConfig::default()
     };
-    let (mut tx, rx) = ring::<Tick>("in", 1024);
+    let (mut tx, rx) = tick_ring("in", 1024);
     let (otx, mut orx) = ring::<EngineEvent>("out", 4096);
     // 2026-11-24 (a Tuesday) 03:00 UTC = 08:30 IST: NSE not open yet.
     let t0 = 1_795_489_200 * S;
@@ -368,7 +369,7 @@ mod recorder {
             steps in proptest::collection::vec(step(), 1..300),
         ) {
             let cfg = EngineConfig { book_max_levels: 8, ..EngineConfig::default() };
-            let (mut tx, rx) = ring::<Tick>("in", 1024);
+            let (mut tx, rx) = tick_ring("in", 1024);
             let (api, _starved) = ring::<EngineEvent>("api", 4);
             let (store, mut recorded) = ring::<EngineEvent>("store", capacity);
             let mut e = Engine::new(&cfg, 2, vec![rx], vec![api]).with_output(store, OutputKind::Recorder(is_trade));

@@ -31,7 +31,8 @@ use stocksblitz_engine::orders::{
     OrderEventData, OrderEventKind, OrderId, OrderManager, OrderType, Reject, RiskLimits, Step, StepAssembler,
     TimeInForce, TradingState, VenueKind,
 };
-use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
+use stocksblitz_engine::ring::{ring, RingConsumer};
+use stocksblitz_engine::tick_ring::{tick_ring, TickProducer};
 use stocksblitz_engine::{
     Aggressor, BookFlags, Engine, EngineConfig, EngineEvent, FeedStatus, InstrumentId, Price, Qty, Side, Tick,
     TickData, UnixNanos,
@@ -77,7 +78,7 @@ fn store() -> OrderStore {
 /// The engine with order entry, wired to a real journal thread (pumped by the test).
 struct Rig {
     engine: Engine,
-    feed: RingProducer<Tick>,
+    feed: TickProducer,
     market: RingConsumer<EngineEvent>,
     journal: JournalThread,
     acked: RingConsumer<OrderOutput>,
@@ -154,7 +155,7 @@ fn rig_sharded(
     export_hold: u64,
     node: Node,
 ) -> Rig {
-    let (feed, input) = ring("feed", 4096);
+    let (feed, input) = tick_ring("feed", 4096);
     let (out, market) = ring("api", 1 << 16);
     // Small: steps wait in the engine's backlog and cross ring batches.
     let (order_out, journal_in) = ring("order-journal", 64);

@@ -8,8 +8,9 @@ use crate::orders_common;
 use orders_common::*;
 use stocksblitz_engine::orders::gateway::{command_queue, OrderGateway, OrderOutput};
 use stocksblitz_engine::orders::{AccountId, Command, CommandKind, OrderEvent, OrderEventData};
-use stocksblitz_engine::ring::{ring, RingConsumer, RingProducer};
+use stocksblitz_engine::ring::{ring, RingConsumer};
 use stocksblitz_engine::surveillance::{Surveillance, SurveillanceConfig};
+use stocksblitz_engine::tick_ring::{tick_ring, TickProducer};
 use stocksblitz_engine::{
     BookFlags, Engine, EngineConfig, EngineEvent, EventData, Price, Qty, Side, Tick, TickData, UnixNanos,
 };
@@ -17,7 +18,7 @@ use stocksblitz_testkit::alloc;
 
 struct Rig {
     engine: Engine,
-    feed: RingProducer<Tick>,
+    feed: TickProducer,
     market: RingConsumer<EngineEvent>,
     orders: RingConsumer<OrderOutput>,
     queue: stocksblitz_engine::orders::gateway::CommandQueue,
@@ -35,7 +36,7 @@ fn rig_with(surveillance: bool) -> Rig {
 
 /// With surveillance as configured by `config`, if any.
 fn rig_surveilled(config: Option<SurveillanceConfig>) -> Rig {
-    let (feed, input) = ring("feed", 1024);
+    let (feed, input) = tick_ring("feed", 1024);
     let (out, market) = ring("api", 65_536);
     let (order_out, orders) = ring("orders", 64);
     let queue = command_queue(1024);

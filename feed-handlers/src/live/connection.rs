@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use stocksblitz_engine::ring::RingProducer;
+use stocksblitz_engine::tick_ring::TickProducer;
 use stocksblitz_engine::{FeedStatus, InstrumentId, InstrumentRegistry, Tick, UnixNanos};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -169,7 +169,7 @@ struct Ctx {
     cfg: LiveConfig,
     v: VenueInfo,
     normalizer: VenueNormalizer,
-    ring: RingProducer<Tick>,
+    ring: TickProducer,
     stats: Arc<FeedStats>,
     stop: Arc<AtomicBool>,
     recorder: Option<Recorder>,
@@ -231,7 +231,7 @@ fn refusal_reason(status: u16, body: &str, auth_vars: &[&str]) -> String {
 }
 
 impl Ctx {
-    fn push(ring: &mut RingProducer<Tick>, stats: &FeedStats, t: Tick) {
+    fn push(ring: &mut TickProducer, stats: &FeedStats, t: Tick) {
         stats.ticks.inc();
         ring.push(t);
     }
@@ -738,7 +738,7 @@ pub fn spawn_live(
     cfg: LiveConfig,
     registry: &InstrumentRegistry,
     symbols: &[String],
-    ring: RingProducer<Tick>,
+    ring: TickProducer,
     stop: Arc<AtomicBool>,
 ) -> Result<FeedHandle, String> {
     let normalizer = VenueNormalizer::build(venue, registry, symbols).map_err(|e| e.to_string())?;

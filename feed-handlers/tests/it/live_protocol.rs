@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use stocksblitz_engine::ring::ring;
-use stocksblitz_engine::{InstrumentConfig, InstrumentRegistry, Tick};
+use stocksblitz_engine::tick_ring::tick_ring;
+use stocksblitz_engine::{InstrumentConfig, InstrumentRegistry};
 use stocksblitz_feed_handlers::backoff::BackoffConfig;
 use stocksblitz_feed_handlers::live::{spawn_live, LiveConfig};
 use stocksblitz_feed_handlers::venue::Venue;
@@ -49,7 +49,7 @@ async fn pings_are_answered_with_the_same_payload_and_refusals_are_retried() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
-    let (tx, _rx) = ring::<Tick>("t", 1024);
+    let (tx, _rx) = tick_ring("t", 1024);
     let stop = Arc::new(AtomicBool::new(false));
     let feed = spawn_live(
         "b".into(),

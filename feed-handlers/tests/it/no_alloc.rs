@@ -6,6 +6,7 @@
 //! count.
 
 use stocksblitz_engine::ring::ring;
+use stocksblitz_engine::tick_ring::tick_ring;
 use stocksblitz_engine::{Engine, EngineConfig, EngineEvent, InstrumentId, Price, Qty, Tick, UnixNanos};
 use stocksblitz_feed_handlers::{SimSpec, SyntheticMarket, TickBuf};
 use stocksblitz_testkit::alloc;
@@ -24,7 +25,7 @@ fn engine_loop_allocates_nothing_per_tick_after_warm_up() {
         book_max_levels: 16,
         ..EngineConfig::default()
     };
-    let (mut input, input_rx) = ring::<Tick>("in", 4096);
+    let (mut input, input_rx) = tick_ring("in", 4096);
     let (output, mut output_rx) = ring::<EngineEvent>("out", 8192);
     let mut engine = Engine::new(&config, specs.len(), vec![input_rx], vec![output]);
     // Depth above book_max_levels exercises eviction and discards too.

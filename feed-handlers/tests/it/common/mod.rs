@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stocksblitz_engine::ring::{ring, RingConsumer};
-use stocksblitz_engine::{FeedStatus, InstrumentConfig, InstrumentRegistry, L2Book, Level, Tick, TickData};
+use stocksblitz_engine::tick_ring::{tick_ring, TickConsumer};
+use stocksblitz_engine::{FeedStatus, InstrumentConfig, InstrumentRegistry, L2Book, Level, TickData};
 use stocksblitz_feed_handlers::backoff::BackoffConfig;
 use stocksblitz_feed_handlers::live::{spawn_live, LiveConfig};
 use stocksblitz_feed_handlers::sim::faults::FaultKind;
@@ -47,7 +47,7 @@ pub struct Harness {
     pub sim: Option<SimHandle>,
     pub venue: Venue,
     pub registry: InstrumentRegistry,
-    rx: RingConsumer<Tick>,
+    rx: TickConsumer,
     pub books: Vec<L2Book>,
     /// Statuses seen for instrument 0.
     pub statuses: Vec<FeedStatus>,
@@ -106,7 +106,7 @@ impl Harness {
             auth_query: Default::default(),
         };
         edit(&mut live);
-        let (tx, rx) = ring::<Tick>("test", 1 << 16);
+        let (tx, rx) = tick_ring("test", 1 << 16);
         let stop = Arc::new(AtomicBool::new(false));
         let symbols: Vec<String> = registry.iter().map(|i| i.symbol.clone()).collect();
         let feed = spawn_live(
