@@ -91,6 +91,35 @@ impl Doorbell {
     }
 }
 
+/// A ring producer's hold on its consumer's doorbell: rings it after a batch only if
+/// the ring's `pushed` count moved since the last ring (both ring kinds keep one).
+#[derive(Debug, Default)]
+pub struct ConsumerWake {
+    bell: Option<Doorbell>,
+    /// `pushed` when the doorbell was last rung.
+    rung_at: u64,
+}
+
+impl ConsumerWake {
+    pub fn set(&mut self, bell: &Doorbell) {
+        self.bell = Some(bell.clone());
+    }
+
+    /// Call after a batch of pushes with the ring's `pushed` count: rings the
+    /// consumer's doorbell if anything was pushed since the last call. While the
+    /// consumer is awake that is a fence and a load; only a sleeping consumer costs a
+    /// system call. A no-op without a doorbell.
+    #[inline]
+    pub fn after_pushes(&mut self, pushed: u64) {
+        if let Some(bell) = &self.bell {
+            if pushed != self.rung_at {
+                self.rung_at = pushed;
+                bell.ring();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 
 use crate::counter::Counter;
-use crate::doorbell::Doorbell;
+use crate::doorbell::{ConsumerWake, Doorbell};
 
 /// Counters for one ring; the producer writes `pushed`/`dropped`, the consumer `popped`.
 /// The two per-item counters sit on cache lines of their own: sharing one, the two
@@ -42,9 +42,7 @@ pub struct RingProducer<T> {
 /// The producer's share of the counters, and the consumer's doorbell if it has one.
 struct ProducerEnd {
     stats: Arc<RingStats>,
-    wake: Option<Doorbell>,
-    /// `pushed` when the doorbell was last rung.
-    rung_at: u64,
+    wake: ConsumerWake,
 }
 
 /// The receiving half.
@@ -78,8 +76,7 @@ pub fn ring<T>(name: impl Into<String>, capacity: usize) -> (RingProducer<T>, Ri
             inner: p,
             end: Box::new(ProducerEnd {
                 stats: Arc::clone(&stats),
-                wake: None,
-                rung_at: 0,
+                wake: ConsumerWake::default(),
             }),
         },
         RingConsumer {
@@ -108,24 +105,17 @@ impl<T> RingProducer<T> {
     /// Lets this end wake the consumer's thread (see [`Doorbell`]) from
     /// [`wake_consumer`](Self::wake_consumer).
     pub fn waking(mut self, bell: &Doorbell) -> Self {
-        self.end.wake = Some(bell.clone());
+        self.end.wake.set(bell);
         self
     }
 
-    /// Call after a batch of pushes (a frame's ticks, an engine round): rings the
-    /// consumer's doorbell if anything was pushed since the last call. While the
-    /// consumer is awake that is a fence and a load; only a sleeping consumer costs a
-    /// system call. A no-op for a ring without a doorbell.
+    /// Call after a batch of pushes (an engine round, a journal commit): wakes the
+    /// consumer if it sleeps and anything was pushed since the last call (see
+    /// [`ConsumerWake::after_pushes`]).
     #[inline]
     pub fn wake_consumer(&mut self) {
         let end = &mut *self.end;
-        if let Some(bell) = &end.wake {
-            let pushed = end.stats.pushed.get();
-            if pushed != end.rung_at {
-                end.rung_at = pushed;
-                bell.ring();
-            }
-        }
+        end.wake.after_pushes(end.stats.pushed.get());
     }
 
     /// Free slots right now.

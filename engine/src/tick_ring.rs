@@ -37,7 +37,7 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 
 use crate::counter::Counter;
-use crate::doorbell::Doorbell;
+use crate::doorbell::{ConsumerWake, Doorbell};
 use crate::ring::RingStats;
 use crate::{Aggressor, BookFlags, FeedStatus, InstrumentId, Price, Qty, Side, Tick, TickData, UnixNanos};
 
@@ -66,9 +66,7 @@ struct Shared {
 struct ProducerEnd {
     shared: Arc<Shared>,
     stats: Arc<RingStats>,
-    wake: Option<Doorbell>,
-    /// `pushed` when the doorbell was last rung.
-    rung_at: u64,
+    wake: ConsumerWake,
 }
 
 struct ConsumerEnd {
@@ -125,8 +123,7 @@ pub fn tick_ring(name: impl Into<String>, capacity: usize) -> (TickProducer, Tic
             end: Box::new(ProducerEnd {
                 shared: Arc::clone(&shared),
                 stats: Arc::clone(&stats),
-                wake: None,
-                rung_at: 0,
+                wake: ConsumerWake::default(),
             }),
             mask,
             cap: cap as u64,
@@ -174,24 +171,16 @@ impl TickProducer {
     /// Lets this end wake the consumer's thread (see [`Doorbell`]) from
     /// [`wake_consumer`](Self::wake_consumer).
     pub fn waking(mut self, bell: &Doorbell) -> Self {
-        self.end.wake = Some(bell.clone());
+        self.end.wake.set(bell);
         self
     }
 
-    /// Call after a batch of pushes (a frame's ticks): rings the consumer's doorbell if
-    /// anything was pushed since the last call. While the consumer is awake that is a
-    /// fence and a load; only a sleeping consumer costs a system call. A no-op for a
-    /// ring without a doorbell.
+    /// Call after a batch of pushes (a frame's ticks): wakes the consumer if it sleeps
+    /// and anything was pushed since the last call (see [`ConsumerWake::after_pushes`]).
     #[inline]
     pub fn wake_consumer(&mut self) {
         let end = &mut *self.end;
-        if let Some(bell) = &end.wake {
-            let pushed = end.stats.pushed.get();
-            if pushed != end.rung_at {
-                end.rung_at = pushed;
-                bell.ring();
-            }
-        }
+        end.wake.after_pushes(end.stats.pushed.get());
     }
 
     /// Free slots as far as this end knows: a lower bound, since the consumer publishes
