@@ -640,7 +640,7 @@ fn start_order_path(
     let cfg = &v.config;
     let journal = path
         .journal
-        .spawn(cfg.api.fanout_idle, Arc::clone(journal_stop), Some(&bells.journal))
+        .spawn(cfg.api.fanout_idle, Arc::clone(journal_stop), &bells.journal)
         .context("starting the journal thread")?;
     threads.journal = Some(journal);
     let snapshot_idle = v

@@ -14,8 +14,8 @@
 //! `park_micros`): there the first sleep is a plain `park_micros`, which batches the
 //! items due meanwhile instead of paying a wake-up (a system call on the producer, a
 //! context switch here) for each (measured at 20,000 steps a second: waking the API
-//! fan-out for every engine round cost it 4x the CPU). A thread without a doorbell (nobody wakes it) times out and
-//! polls again: each sleep doubles, from
+//! fan-out for every engine round cost it 4x the CPU). A thread without a doorbell
+//! (nobody wakes it) times out and polls again: each sleep doubles, from
 //! `park_micros` up to `max_park_micros`, so an idle process costs a few wake-ups per
 //! millisecond rather than tens of thousands per second, while a busy stream (which
 //! resets the idler on every poll with work) never reaches the long sleeps.
@@ -172,12 +172,6 @@ impl Idler {
         bell.bind_current_thread();
         self.doorbell = Some(bell);
         self
-    }
-
-    /// The thread's doorbell, if it has one: arm it before the last poll ahead of a
-    /// [`Pause::Await`] (what [`Idler::idle_or_poll`] does).
-    pub fn doorbell(&self) -> Option<&Doorbell> {
-        self.doorbell.as_ref()
     }
 
     /// Empty polls the next idle spell spins before it yields.

@@ -59,16 +59,8 @@ impl JournalThread {
     /// Runs until `stop` is set and the ring is empty (stop it after the engine has
     /// stopped, so that everything the engine did is journaled). `wake`: the doorbell
     /// the engine rings when it hands the journal steps.
-    pub fn spawn(
-        self,
-        idle: IdleConfig,
-        stop: Arc<AtomicBool>,
-        wake: Option<&Doorbell>,
-    ) -> Result<ThreadHandle, AgentError> {
-        let mut spec = AgentSpec::new("journal", idle, &stop);
-        if let Some(bell) = wake {
-            spec = spec.woken_by(bell);
-        }
+    pub fn spawn(self, idle: IdleConfig, stop: Arc<AtomicBool>, wake: &Doorbell) -> Result<ThreadHandle, AgentError> {
+        let spec = AgentSpec::new("journal", idle, &stop).woken_by(wake);
         let agent = JournalAgent {
             journal: self,
             items: Vec::with_capacity(BATCH),
